@@ -1,0 +1,2 @@
+//! The inference engine: department switch and op execution over a caller-owned arena.
+pub mod layout;

@@ -1,0 +1,24 @@
+//! The bundle format v1 (specified field by field in `docs/bundle-format.md`).
+//!
+//! ```text
+//! [Header 128 B] [shared manifest] [shared payload] [delta blob 0] … [delta blob T-1] [department table] [signature 64 B]?
+//! ```
+//! A delta blob is self-contained (`DeltaHeader`, postcard `DeptManifest`, payload) and is
+//! exactly what a field update (`.lkdu`) carries, so an update replaces one blob.
+
+pub mod manifest;
+
+pub use manifest::*;
+
+/// Alignment of every payload section and tensor (bytes): enough for f32 / i32 zero-copy
+/// reads and for 128-bit SIMD loads.
+pub const ALIGN: usize = 16;
+
+/// How a department's weights are applied (see `engine`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Mode {
+    /// `select` rebuilds each expert conv's weight `W0 + B·A` into the arena.
+    Materialized,
+    /// No weight RAM: convs run on `W0` from flash plus the low-rank path `B·(A·x)`.
+    Streaming,
+}

@@ -1,0 +1,4 @@
+fn main() {
+    let dev = tch::Device::cuda_if_available();
+    println!("lorkd-train: device {dev:?}");
+}
