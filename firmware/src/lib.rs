@@ -1,1 +1,15 @@
-#![no_std]
+//! lorkd-firmware: the board-agnostic device application. A host talks to it over a serial
+//! port in COBS frames of postcard messages with a CRC-32 ([`proto`]); a debounced button
+//! cycles departments ([`button`]); update packages are staged resumably in NorFlash
+//! ([`staging`]) and handed to the model's update store. The model side is the [`model::Model`]
+//! trait; [`app::App`] ties it together. Boards live in `boards/` (QEMU: `firmware/run-qemu`).
+#![cfg_attr(not(test), no_std)]
+
+pub mod app;
+pub mod button;
+pub mod cobs;
+pub mod crc;
+pub mod fixture;
+pub mod model;
+pub mod proto;
+pub mod staging;

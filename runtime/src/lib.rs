@@ -7,3 +7,7 @@
 
 pub mod engine;
 pub mod format;
+pub mod kernels;
+pub mod quant;
+pub mod switch;
+pub mod update;

@@ -1,4 +1,39 @@
-fn main() {
-    let dev = tch::Device::cuda_if_available();
-    println!("lorkd-train: device {dev:?}");
+//! `lorkd-train`: parses the command line and dispatches to `lorkd_trainer::cmd::<sub>`.
+use clap::{Parser, Subcommand};
+use lorkd_trainer::cmd;
+
+#[derive(Parser)]
+#[command(name = "lorkd-train", about = "LoRKD department experts: describe, init, bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Exact parameter / MAC counts (paper Table 4).
+    Describe(cmd::describe::Args),
+    /// Write a freshly initialised checkpoint.
+    Init(cmd::init::Args),
+    /// Training-step benchmark of the expert-conv modes.
+    Bench(cmd::bench::Args),
+    /// Train department experts with the LoRKD loss (or a baseline: mtl, mtl-kd, stl).
+    Fit(cmd::fit::Args),
+    /// Train the foundation model (teacher) with one head over all departments' classes.
+    Teacher(cmd::teacher::Args),
+    /// Top-1 per department: experts vs shared weights.
+    Eval(cmd::eval::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    eprintln!("lorkd-train: device {:?}", lorkd_trainer::default_device());
+    match &cli.command {
+        Command::Describe(a) => cmd::describe::run(a),
+        Command::Init(a) => cmd::init::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+        Command::Fit(a) => cmd::fit::run(a),
+        Command::Teacher(a) => cmd::teacher::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+    }
 }

@@ -2,13 +2,18 @@
 //! the totals into the bundle's `ArenaPlan`) and the engine (which carves the arena by it).
 //!
 //! ```text
-//! [activations: ArenaPlan::activation_bytes] (16-aligned)
+//! [activations: align(ArenaPlan::activation_bytes)]
+//! [value table: values × 16 B (h, w, c, offset as u32)]          decoded once, O(1) lookups
 //! Materialized: for each expert conv in order: weight Cout·Cin·k·k elements (f32 or i8),
-//!               then int8 only: Cout × (bias i32, multiplier i32, shift i32); each 16-aligned
-//! Streaming:    low-rank scratch: max over expert convs of Hout·Wout·r·k f32;
-//!               int8 only: max Cout × (bias i32, multiplier i32, shift i32)
+//!               int8 only: + Cout f32 per-channel weight scales;      each 16-aligned
+//!               int8 only: channel scratch, max Cin·k·k f32
+//! Streaming:    low-rank scratch: max over expert convs of
+//!               max(Hout·Wout·r if k = 1, Cin·k·k) f32
+//! int8 (both):  requant scratch: max Cout over Conv/DwConv × (bias, multiplier, shift) i32
 //! both:         pooled feature vector f32 [features]
 //! ```
+//! Every region starts 16-aligned. Requantisation parameters depend on the department's
+//! activation scales and are recomputed per op at `infer` (a few ns per channel).
 use crate::format::{Manifest, Mode, Op, Precision};
 
 /// Rounds `n` up to the format's alignment.
@@ -16,34 +21,99 @@ pub const fn align(n: usize) -> usize {
     (n + crate::format::ALIGN - 1) & !(crate::format::ALIGN - 1)
 }
 
-/// Arena bytes needed after the activation region in `mode`.
-pub fn extra_bytes(m: &Manifest<'_>, mode: Mode) -> usize {
-    let elem = match m.precision {
-        Precision::F32 => 4,
-        Precision::Int8 => 1,
-    };
+/// Byte offsets of the regions of the arena (from its start) for one manifest and mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Regions {
+    /// Start of the value table.
+    pub values: usize,
+    /// Start of the materialized expert weights (Materialized) or the low-rank scratch
+    /// (Streaming).
+    pub weights: usize,
+    /// Start of the f32 scratch (int8 materialized channel scratch / streaming scratch).
+    pub scratch: usize,
+    /// Start of the int8 requant scratch.
+    pub requant: usize,
+    /// Start of the pooled feature vector.
+    pub features: usize,
+    /// Total bytes.
+    pub total: usize,
+}
+
+/// Computes [`Regions`]; `None` if a size overflows `usize`.
+pub fn regions(m: &Manifest<'_>, mode: Mode) -> Option<Regions> {
     let int8 = m.precision == Precision::Int8;
-    let mut total = 0usize;
-    let mut scratch = 0usize;
+    let elem = if int8 { 1 } else { 4 };
+    let mut weights = 0usize;
+    let mut chan = 0usize;
+    let mut lowrank = 0usize;
     let mut max_cout = 0usize;
-    let values = m.values;
+    let rank = m.rank as usize;
     for op in m.ops.iter() {
-        if let Op::Conv { input, output, cout, k, expert: Some(_), .. } = op {
-            let (cout, k) = (cout as usize, k as usize);
-            let cin = input.c_len as usize;
-            max_cout = max_cout.max(cout);
-            total += align(cout * cin * k * k * elem);
-            if int8 {
-                total += align(cout * 12);
+        match op {
+            Op::Conv {
+                input,
+                output,
+                cout,
+                k,
+                expert,
+                ..
+            } => {
+                let (cout, k, cin) = (cout as usize, k as usize, input.c_len as usize);
+                max_cout = max_cout.max(cout);
+                if expert.is_some() {
+                    let n = cout.checked_mul(cin)?.checked_mul(k * k)?;
+                    weights = weights.checked_add(align(n.checked_mul(elem)?))?;
+                    if int8 {
+                        weights = weights.checked_add(align(cout * 4))?;
+                    }
+                    chan = chan.max(cin * k * k);
+                    if k == 1 {
+                        if let Some(v) = m.values.get(output as usize) {
+                            lowrank = lowrank.max((v.h as usize * v.w as usize).checked_mul(rank)?);
+                        }
+                    }
+                }
             }
-            if let Some(v) = values.get(output as usize) {
-                scratch = scratch.max(v.h as usize * v.w as usize * m.rank as usize * k * 4);
-            }
+            Op::DwConv { input, .. } => max_cout = max_cout.max(input.c_len as usize),
+            _ => {}
         }
     }
-    let body = match mode {
-        Mode::Materialized => total,
-        Mode::Streaming => align(scratch) + if int8 { align(max_cout * 12) } else { 0 },
+    let values = align(m.arena.activation_bytes as usize);
+    let w0 = values.checked_add(align(m.values.len().checked_mul(16)?))?;
+    let (scratch, requant) = match mode {
+        Mode::Materialized => {
+            let s = w0.checked_add(weights)?;
+            (
+                s,
+                s.checked_add(if int8 { align(chan.checked_mul(4)?) } else { 0 })?,
+            )
+        }
+        Mode::Streaming => (
+            w0,
+            w0.checked_add(align(lowrank.max(chan).checked_mul(4)?))?,
+        ),
     };
-    body + align(m.features as usize * 4)
+    let features = requant.checked_add(if int8 {
+        align(max_cout.checked_mul(12)?)
+    } else {
+        0
+    })?;
+    let total = features.checked_add(align(m.features as usize * 4))?;
+    Some(Regions {
+        values,
+        weights: w0,
+        scratch,
+        requant,
+        features,
+        total,
+    })
+}
+
+/// Arena bytes needed after the activation region in `mode` (saturates at `usize::MAX` when
+/// the sizes overflow, which no arena can satisfy).
+pub fn extra_bytes(m: &Manifest<'_>, mode: Mode) -> usize {
+    match regions(m, mode) {
+        Some(r) => r.total - m.arena.activation_bytes as usize,
+        None => usize::MAX,
+    }
 }

@@ -236,7 +236,11 @@ impl<T> core::fmt::Debug for Seq<'_, T> {
 impl<'a, T> Seq<'a, T> {
     /// A sequence over already-encoded items (the writer builds `bytes` with postcard).
     pub const fn from_encoded(count: u32, bytes: &'a [u8]) -> Self {
-        Seq { count, bytes, _item: PhantomData }
+        Seq {
+            count,
+            bytes,
+            _item: PhantomData,
+        }
     }
     /// Number of items.
     pub const fn len(&self) -> usize {
@@ -270,7 +274,11 @@ impl<'a, T: Deserialize<'a>> Seq<'a, T> {
     /// Iterates the items. On a validated sequence this yields exactly `len()` items; on
     /// bytes that fail to decode it stops early instead of panicking.
     pub fn iter(&self) -> SeqIter<'a, T> {
-        SeqIter { left: self.count, rest: self.bytes, _item: PhantomData }
+        SeqIter {
+            left: self.count,
+            rest: self.bytes,
+            _item: PhantomData,
+        }
     }
 
     /// Item `i` (a linear scan; sequences are short and walked in order on the hot path).
@@ -319,7 +327,11 @@ impl<T> Serialize for Seq<'_, T> {
 impl<'de: 'a, 'a, T> Deserialize<'de> for Seq<'a, T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (count, bytes): (u32, Bytes<'a>) = Deserialize::deserialize(d)?;
-        Ok(Seq { count, bytes: bytes.0, _item: PhantomData })
+        Ok(Seq {
+            count,
+            bytes: bytes.0,
+            _item: PhantomData,
+        })
     }
 }
 
@@ -342,7 +354,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Bytes<'a> {
             fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
                 f.write_str("borrowed bytes")
             }
-            fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<Self::Value, E> {
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                v: &'de [u8],
+            ) -> Result<Self::Value, E> {
                 Ok(Bytes(v))
             }
         }

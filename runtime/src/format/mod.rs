@@ -1,14 +1,23 @@
 //! The bundle format v1 (specified field by field in `docs/bundle-format.md`).
 //!
 //! ```text
-//! [Header 128 B] [shared manifest] [shared payload] [delta blob 0] … [delta blob T-1] [department table] [signature 64 B]?
+//! [Header 256 B] [shared manifest] [shared payload] [delta blob 0] … [delta blob T-1] [department table] [signature 64 B]?
 //! ```
 //! A delta blob is self-contained (`DeltaHeader`, postcard `DeptManifest`, payload) and is
 //! exactly what a field update (`.lkdu`) carries, so an update replaces one blob.
+//! `header` holds the fixed-size headers, `manifest` the postcard types, `view` the
+//! validating parser ([`Bundle::parse`]), `write` (feature `std`) the writer.
 
+pub mod error;
+pub mod header;
 pub mod manifest;
+pub mod view;
+#[cfg(feature = "std")]
+pub mod write;
 
+pub use error::FormatError;
 pub use manifest::*;
+pub use view::{Bundle, Dept};
 
 /// Alignment of every payload section and tensor (bytes): enough for f32 / i32 zero-copy
 /// reads and for 128-bit SIMD loads.

@@ -1,0 +1,201 @@
+//! A strict reader of the `.npy` header (format versions 1–3) for members of an `.npz`.
+//!
+//! Written here rather than borrowed because the header is untrusted: the shape is checked
+//! for overflow and the payload length is checked against it before any allocation, so a
+//! hostile file yields an error, never a panic or a huge allocation.
+
+use std::io::Read;
+
+/// The parsed header: element type, memory order and shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NpyHeader {
+    /// numpy type string, e.g. `|u1`, `<i8`.
+    pub descr: String,
+    pub fortran_order: bool,
+    pub shape: Vec<u64>,
+}
+
+/// Largest header accepted (numpy writes 64–128 bytes; v2 allows 4 GiB, we do not).
+const MAX_HEADER: usize = 1 << 16;
+
+pub(crate) fn read_header(r: &mut impl Read) -> Result<NpyHeader, String> {
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic)
+        .map_err(|e| format!("reading npy magic: {e}"))?;
+    if &magic[..6] != b"\x93NUMPY" {
+        return Err("not an .npy member (bad magic)".into());
+    }
+    let len = match magic[6] {
+        1 => {
+            let mut b = [0u8; 2];
+            r.read_exact(&mut b)
+                .map_err(|e| format!("reading npy header length: {e}"))?;
+            u16::from_le_bytes(b) as usize
+        }
+        2 | 3 => {
+            let mut b = [0u8; 4];
+            r.read_exact(&mut b)
+                .map_err(|e| format!("reading npy header length: {e}"))?;
+            u32::from_le_bytes(b) as usize
+        }
+        v => return Err(format!("unsupported npy version {v}")),
+    };
+    if len > MAX_HEADER {
+        return Err(format!("npy header of {len} bytes is too long"));
+    }
+    let mut text = vec![0u8; len];
+    r.read_exact(&mut text)
+        .map_err(|e| format!("reading npy header: {e}"))?;
+    let text = String::from_utf8(text).map_err(|_| "npy header is not text".to_string())?;
+    parse_dict(&text)
+}
+
+/// Parses `{'descr': '<u1', 'fortran_order': False, 'shape': (3, 28, 28), }`.
+fn parse_dict(s: &str) -> Result<NpyHeader, String> {
+    let value_of = |key: &str| -> Result<&str, String> {
+        let at = s
+            .find(&format!("'{key}'"))
+            .or_else(|| s.find(&format!("\"{key}\"")))
+            .ok_or_else(|| format!("npy header has no {key:?}"))?;
+        let rest = s[at + key.len() + 2..].trim_start();
+        let rest = rest
+            .strip_prefix(':')
+            .ok_or_else(|| format!("npy header: expected ':' after {key:?}"))?;
+        Ok(rest.trim_start())
+    };
+    let d = value_of("descr")?;
+    let q = d
+        .chars()
+        .next()
+        .filter(|c| *c == '\'' || *c == '"')
+        .ok_or_else(|| {
+            "npy header: descr is not a simple type (structured arrays are not supported)"
+                .to_string()
+        })?;
+    let end = d[1..].find(q).ok_or("npy header: unterminated descr")?;
+    let descr = d[1..1 + end].to_string();
+
+    let f = value_of("fortran_order")?;
+    let fortran_order = if f.starts_with("True") {
+        true
+    } else if f.starts_with("False") {
+        false
+    } else {
+        return Err("npy header: fortran_order is neither True nor False".into());
+    };
+
+    let sh = value_of("shape")?;
+    let sh = sh
+        .strip_prefix('(')
+        .ok_or("npy header: shape is not a tuple")?;
+    let end = sh.find(')').ok_or("npy header: unterminated shape")?;
+    let shape = sh[..end]
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.trim_end_matches('L')
+                .parse::<u64>()
+                .map_err(|_| format!("npy header: bad dimension {t:?}"))
+        })
+        .collect::<Result<Vec<u64>, String>>()?;
+    Ok(NpyHeader {
+        descr,
+        fortran_order,
+        shape,
+    })
+}
+
+/// Product of the dimensions, or None on overflow.
+pub(crate) fn numel(shape: &[u64]) -> Option<u64> {
+    shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d))
+}
+
+/// Reads exactly `n` bytes of payload, reserving at most 256 MiB up front whatever `n`
+/// claims; fewer bytes in the member is an error.
+pub(crate) fn read_payload(r: &mut impl Read, n: u64) -> Result<Vec<u8>, String> {
+    if n > isize::MAX as u64 {
+        return Err(format!("payload of {n} bytes is too large"));
+    }
+    let mut buf = Vec::with_capacity((n as usize).min(1 << 28));
+    r.take(n)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("reading payload: {e}"))?;
+    if (buf.len() as u64) != n {
+        return Err(format!("truncated, {} of {n} bytes", buf.len()));
+    }
+    Ok(buf)
+}
+
+/// Decodes integer elements (`|u1`, `<i8`, `>u4`, …) to i64; None for other types and for
+/// unsigned 64-bit values beyond i64.
+pub(crate) fn ints(descr: &str, bytes: &[u8]) -> Option<Vec<i64>> {
+    let mut ch = descr.chars();
+    let order = ch.next()?;
+    let kind = ch.next()?;
+    let size: usize = ch.as_str().parse().ok()?;
+    if !matches!(kind, 'i' | 'u')
+        || !matches!(size, 1 | 2 | 4 | 8)
+        || !matches!(order, '<' | '>' | '|' | '=')
+    {
+        return None;
+    }
+    let big = order == '>';
+    bytes
+        .chunks_exact(size)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            if big {
+                for (i, &x) in c.iter().rev().enumerate() {
+                    b[i] = x;
+                }
+            } else {
+                b[..size].copy_from_slice(c);
+            }
+            let u = u64::from_le_bytes(b);
+            if kind == 'u' {
+                i64::try_from(u).ok()
+            } else {
+                // Sign-extend from `size` bytes.
+                let shift = 64 - 8 * size as u32;
+                Some(((u << shift) as i64) >> shift)
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_ints() {
+        let h = parse_dict("{'descr': '<i8', 'fortran_order': False, 'shape': (3, 1), }").unwrap();
+        assert_eq!(h.descr, "<i8");
+        assert!(!h.fortran_order);
+        assert_eq!(h.shape, [3, 1]);
+        assert_eq!(
+            parse_dict("{'descr': '|u1', 'fortran_order': True, 'shape': (5,), }")
+                .unwrap()
+                .shape,
+            [5]
+        );
+        assert_eq!(
+            parse_dict("{'descr': '|u1', 'fortran_order': False, 'shape': (), }")
+                .unwrap()
+                .shape,
+            Vec::<u64>::new()
+        );
+        assert!(
+            parse_dict("{'descr': [('a', '<i4')], 'fortran_order': False, 'shape': (2,), }")
+                .is_err()
+        );
+        assert!(parse_dict("{'descr': '|u1', 'shape': (2,), }").is_err());
+        assert_eq!(ints("<i2", &[0xff, 0xff, 2, 0]).unwrap(), [-1, 2]);
+        assert_eq!(ints(">i4", &[0, 0, 1, 0]).unwrap(), [256]);
+        assert_eq!(ints("|u1", &[200]).unwrap(), [200]);
+        assert!(ints("<f4", &[0; 4]).is_none());
+        assert!(ints("<u8", &[0xff; 8]).is_none());
+        assert_eq!(numel(&[u64::MAX, 2]), None);
+    }
+}

@@ -1,0 +1,120 @@
+//! Writes the QEMU board's self-check fixture (format: `lorkd_firmware::fixture`): a bundle
+//! packed with `lorkd_tools::pack` from a seeded random ShuffleNetV2 0.5x checkpoint
+//! (`lorkd_tools::checkpoint::random_checkpoint`: unit-scale activations, departments that
+//! differ), int8 weights and activations, 3 departments at 32x32; seeded test images; and the
+//! scores `lorkd_runtime::engine::Engine` computes for them on the host.
+//!
+//! Regenerate: `cargo run -p lorkd-firmware --example qemu-fixture -- OUT.bin` (run by
+//! `firmware/run-qemu`; deterministic: same bytes every run).
+use anyhow::{bail, Context, Result};
+use lorkd_firmware::fixture::{HEADER_LEN, MAGIC};
+use lorkd_runtime::engine::{AlignedBytes, Engine};
+use lorkd_runtime::format::{Bundle, DeltaDType, Mode, Precision};
+use lorkd_tools::checkpoint::{random_checkpoint, Checkpoint, RandomSpec};
+use lorkd_tools::pack::{pack, PackOptions};
+use rand::{Rng, SeedableRng};
+
+const IMAGES: usize = 3;
+const SIZE: usize = 32;
+
+fn main() -> Result<()> {
+    let out = std::env::args()
+        .nth(1)
+        .context("usage: qemu-fixture OUT.bin")?;
+    let spec = RandomSpec {
+        arch: "shufflenet_v2_x0_5".into(),
+        in_channels: 3,
+        input_size: SIZE,
+        rank: 4,
+        classes: vec![4, 3, 5],
+        seed: 11,
+    };
+    let ck = Checkpoint::from_bytes(&random_checkpoint(&spec)?)?;
+    let opts = PackOptions {
+        weights: Precision::Int8,
+        delta: DeltaDType::I8,
+        calib_count: 4,
+        calib_seed: 5,
+        ..PackOptions::default()
+    };
+    let cal = |b: &[u8], imgs: &[Vec<Vec<f32>>]| lorkd_tools::calibrate::activation_ranges(b, imgs);
+    let bundle_bytes = pack(&ck, &opts, None, None, &cal)?;
+    let al = AlignedBytes::new(&bundle_bytes);
+    let bundle = Bundle::parse(al.as_slice()).map_err(|e| anyhow::anyhow!("bundle: {e}"))?;
+
+    let d = bundle.department_count();
+    let l = 3 * SIZE * SIZE;
+    let classes: Vec<usize> = (0..d)
+        .map(|i| bundle.department(i).map_or(0, |x| x.classes()))
+        .collect();
+    let c = *classes.iter().max().unwrap_or(&0);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let images: Vec<Vec<f32>> = (0..IMAGES)
+        .map(|_| (0..l).map(|_| rng.gen_range(-1.5f32..1.5)).collect())
+        .collect();
+
+    let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(Mode::Materialized));
+    let mut engine = Engine::new(&bundle, arena.as_mut_slice(), Mode::Materialized)
+        .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
+    let mut expect = Vec::new();
+    let mut tops = Vec::new();
+    for (dept, &nc) in classes.iter().enumerate() {
+        engine
+            .select(dept)
+            .map_err(|e| anyhow::anyhow!("select: {e}"))?;
+        for img in &images {
+            let mut logits = vec![0f32; nc];
+            engine
+                .infer(img, &mut logits)
+                .map_err(|e| anyhow::anyhow!("infer: {e}"))?;
+            let top = lorkd_firmware::app::argmax(&logits);
+            tops.push(top);
+            expect.extend_from_slice(&(top as u32).to_le_bytes());
+            for k in 0..c {
+                expect.extend_from_slice(&logits.get(k).copied().unwrap_or(0.0).to_le_bytes());
+            }
+        }
+    }
+    if tops.iter().all(|&t| t == tops[0]) && d > 1 {
+        bail!("every department and image has the same top-1: the fixture would prove little");
+    }
+
+    let mut f = vec![0u8; HEADER_LEN];
+    let bundle_off = f.len();
+    f.extend_from_slice(&bundle_bytes);
+    while f.len() % 16 != 0 {
+        f.push(0);
+    }
+    let images_off = f.len();
+    for img in &images {
+        for v in img {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let expect_off = f.len();
+    f.extend_from_slice(&expect);
+    let hdr = [
+        d,
+        IMAGES,
+        l,
+        c,
+        bundle_off,
+        bundle_bytes.len(),
+        images_off,
+        expect_off,
+    ];
+    f[..4].copy_from_slice(&MAGIC);
+    for (i, v) in hdr.iter().enumerate() {
+        f[4 + 4 * i..8 + 4 * i].copy_from_slice(&(*v as u32).to_le_bytes());
+    }
+    std::fs::write(&out, &f)?;
+    eprintln!(
+        "qemu-fixture: {out}: bundle {} B ({} departments, classes {:?}, arena {} B), {IMAGES} images {SIZE}x{SIZE}, top-1 {:?}",
+        bundle_bytes.len(),
+        d,
+        classes,
+        bundle.arena_bytes(Mode::Materialized),
+        tops
+    );
+    Ok(())
+}

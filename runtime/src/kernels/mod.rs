@@ -1,0 +1,113 @@
+#![deny(unsafe_code)]
+//! Compute kernels over NHWC activations. `reference/` is the scalar specification, one file
+//! per op, written to be read; faster twins must match it (int8 bit-exact, f32 within a
+//! stated bound). The engine calls kernels only through this module.
+pub mod reference;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+/// Geometry of a convolution-like op over an NHWC input slice.
+///
+/// The input is `[h, w, in_stride]` of which channels `c_off .. c_off + cin` are read; the
+/// output is a dense `[ho, wo, cout]`. Padding is symmetric (`pad` on each side) and reads
+/// as zero (the zero point for int8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geom {
+    pub h: usize,
+    pub w: usize,
+    pub in_stride: usize,
+    pub c_off: usize,
+    pub cin: usize,
+    pub ho: usize,
+    pub wo: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Geom {
+    /// Output size along one axis: `(n + 2·pad − k) / stride + 1` (0 if the window never fits).
+    pub const fn out_dim(n: usize, k: usize, stride: usize, pad: usize) -> usize {
+        if n + 2 * pad < k || stride == 0 {
+            0
+        } else {
+            (n + 2 * pad - k) / stride + 1
+        }
+    }
+
+    /// Elements the input slice must hold: `h · w · in_stride`.
+    pub const fn in_len(&self) -> usize {
+        self.h * self.w * self.in_stride
+    }
+
+    /// Elements of the output: `ho · wo · cout`.
+    pub const fn out_len(&self) -> usize {
+        self.ho * self.wo * self.cout
+    }
+
+    /// Input pixel row/column for output `o` and tap `t`, `None` in the padding.
+    #[inline]
+    pub(crate) fn tap(o: usize, t: usize, stride: usize, pad: usize, n: usize) -> Option<usize> {
+        let i = (o * stride + t).checked_sub(pad)?;
+        (i < n).then_some(i)
+    }
+}
+
+/// int8 output stage shared by every int8 kernel: output zero point and the clamp floor
+/// (`zero_point` for a fused ReLU, −128 otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutQ {
+    pub zero_point: i32,
+    pub lo: i32,
+}
+
+/// The pointwise conv (GEMM) slot, f32.
+pub type Conv1x1F32 = fn(&Geom, &[f32], &[f32], &[f32], bool, &mut [f32]);
+/// The pointwise conv (GEMM) slot, int8.
+pub type Conv1x1I8 = fn(&Geom, &[i8], i32, &[i8], &[[i32; 3]], OutQ, &mut [i8]);
+
+/// The kernels the engine calls through: [`Kernels::reference`] fills every slot with the
+/// scalar spec, [`Kernels::best`] lets the detected CPU plug in faster twins.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    pub conv1x1_f32: Conv1x1F32,
+    pub conv1x1_i8: Conv1x1I8,
+    /// Name of the instruction set of the plugged-in twins (`"reference"` when none).
+    pub isa: &'static str,
+}
+
+impl core::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Kernels({})", self.isa)
+    }
+}
+
+impl Kernels {
+    /// Every slot scalar.
+    pub fn reference() -> Self {
+        Kernels {
+            conv1x1_f32: reference::conv1x1::conv1x1_f32,
+            conv1x1_i8: reference::conv1x1::conv1x1_i8,
+            isa: "reference",
+        }
+    }
+
+    /// The fastest kernels this CPU runs: detected at run time with `std`, from the build's
+    /// target features without it.
+    pub fn best() -> Self {
+        #[allow(unused_mut)]
+        let mut k = Self::reference();
+        #[cfg(all(target_arch = "x86_64", feature = "std"))]
+        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        #[cfg(all(target_arch = "x86_64", not(feature = "std")))]
+        let avx2 = cfg!(all(target_feature = "avx2", target_feature = "fma"));
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            k.conv1x1_f32 = x86_64::conv1x1_f32;
+            k.conv1x1_i8 = x86_64::conv1x1_i8;
+            k.isa = "x86_64-avx2";
+        }
+        k
+    }
+}

@@ -1,0 +1,139 @@
+//! Ungrouped convolution, any `k` (the 3x3 stride-2 stem in ShuffleNetV2), NHWC input,
+//! OIHW weights `[cout, cin, k, k]`, with bias and optional fused ReLU.
+//!
+//! Per output pixel the receptive field is gathered once into a patch in the weights'
+//! `(c, ky, kx)` order (im2col of one pixel; padding reads as zero / the zero point), so each
+//! output channel is one contiguous dot product. Patches longer than [`PATCH`] elements
+//! (never in ShuffleNetV2: the stem has 27) are gathered per output channel instead.
+use crate::kernels::{Geom, OutQ};
+use crate::quant::requant;
+
+/// Largest `cin·k·k` gathered on the stack.
+pub const PATCH: usize = 256;
+
+/// Fills `patch[(c·k + ky)·k + kx]` with `load(x[iy, ix, c_off + c])`, `pad` outside.
+#[inline]
+fn gather<T: Copy, U: Copy>(
+    g: &Geom,
+    x: &[T],
+    oy: usize,
+    ox: usize,
+    pad: U,
+    load: impl Fn(T) -> U,
+    patch: &mut [U],
+) {
+    let kk = g.k * g.k;
+    for ky in 0..g.k {
+        let iy = Geom::tap(oy, ky, g.stride, g.pad, g.h);
+        for kx in 0..g.k {
+            let ix = Geom::tap(ox, kx, g.stride, g.pad, g.w);
+            let t = ky * g.k + kx;
+            match (iy, ix) {
+                (Some(iy), Some(ix)) => {
+                    let px = &x[(iy * g.w + ix) * g.in_stride + g.c_off..][..g.cin];
+                    for (c, &v) in px.iter().enumerate() {
+                        patch[c * kk + t] = load(v);
+                    }
+                }
+                _ => {
+                    for c in 0..g.cin {
+                        patch[c * kk + t] = pad;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// f32: `y[oy,ox,o] = b[o] + Σ_{c,ky,kx} w[o,c,ky,kx] · x[oy·s+ky−p, ox·s+kx−p, c_off+c]`.
+/// Slices must match `g` (`x.len() ≥ g.in_len()`, `y.len() ≥ g.out_len()`).
+pub fn conv_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool, y: &mut [f32]) {
+    let n = g.cin * g.k * g.k;
+    let mut buf = [0.0f32; PATCH];
+    for oy in 0..g.ho {
+        for ox in 0..g.wo {
+            let out = &mut y[(oy * g.wo + ox) * g.cout..][..g.cout];
+            if n <= PATCH {
+                let patch = &mut buf[..n];
+                gather(g, x, oy, ox, 0.0, |v| v, patch);
+                for (o, yo) in out.iter_mut().enumerate() {
+                    let mut acc = bias[o];
+                    for (a, b) in w[o * n..][..n].iter().zip(patch.iter()) {
+                        acc += a * b;
+                    }
+                    *yo = if relu { acc.max(0.0) } else { acc };
+                }
+            } else {
+                for (o, yo) in out.iter_mut().enumerate() {
+                    let acc = bias[o]
+                        + window(g, x, &w[o * n..][..n], oy, ox, 0.0, |v: f32, wv: f32| {
+                            v * wv
+                        });
+                    *yo = if relu { acc.max(0.0) } else { acc };
+                }
+            }
+        }
+    }
+}
+
+/// `Σ combine(x, w)` over the taps inside the image, for one output channel's weights.
+#[inline]
+fn window<T: Copy, A: Copy + core::ops::Add<Output = A>, W: Copy>(
+    g: &Geom,
+    x: &[T],
+    w: &[W],
+    oy: usize,
+    ox: usize,
+    zero: A,
+    combine: impl Fn(T, W) -> A,
+) -> A {
+    let kk = g.k * g.k;
+    let mut acc = zero;
+    for ky in 0..g.k {
+        let Some(iy) = Geom::tap(oy, ky, g.stride, g.pad, g.h) else {
+            continue;
+        };
+        for kx in 0..g.k {
+            let Some(ix) = Geom::tap(ox, kx, g.stride, g.pad, g.w) else {
+                continue;
+            };
+            let px = &x[(iy * g.w + ix) * g.in_stride + g.c_off..][..g.cin];
+            for (c, &xv) in px.iter().enumerate() {
+                acc = acc + combine(xv, w[c * kk + ky * g.k + kx]);
+            }
+        }
+    }
+    acc
+}
+
+/// int8 (TFLite conv): `acc = Σ w·(x − zx)` over the taps inside the image (padding reads
+/// as the zero point), then per output channel `requant(acc, rq[o])`; `rq[o]` is
+/// `[bias_i32, multiplier, shift]`.
+pub fn conv_i8(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y: &mut [i8]) {
+    let n = g.cin * g.k * g.k;
+    let mut buf = [0i16; PATCH];
+    for oy in 0..g.ho {
+        for ox in 0..g.wo {
+            let out = &mut y[(oy * g.wo + ox) * g.cout..][..g.cout];
+            if n <= PATCH {
+                let patch = &mut buf[..n];
+                // x − zx ∈ [−255, 255] fits i16; padding contributes 0.
+                gather(g, x, oy, ox, 0i16, |v| (v as i32 - zx) as i16, patch);
+                for (o, yo) in out.iter_mut().enumerate() {
+                    let mut acc = 0i32;
+                    for (&a, &b) in w[o * n..][..n].iter().zip(patch.iter()) {
+                        acc += a as i32 * b as i32;
+                    }
+                    *yo = requant(acc, rq[o], q);
+                }
+            } else {
+                for (o, yo) in out.iter_mut().enumerate() {
+                    let acc = window(g, x, &w[o * n..][..n], oy, ox, 0i32, |v: i8, wv: i8| {
+                        wv as i32 * (v as i32 - zx)
+                    });
+                    *yo = requant(acc, rq[o], q);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,212 @@
+#![deny(unsafe_code)]
+//! Fixed-point requantisation, exactly TFLite's / CMSIS-NN's (`QuantizeMultiplier`,
+//! `MultiplyByQuantizedMultiplier` with `SaturatingRoundingDoublingHighMul` and
+//! `RoundingDivideByPOT`), so int8 results can be checked bit-for-bit against that reference.
+//!
+//! A real factor `m > 0` becomes `(multiplier, shift)` with `m ≈ multiplier · 2^(shift − 31)`,
+//! `multiplier ∈ [2^30, 2^31)`. Applying it to an int32 accumulator rounds twice: the doubling
+//! high multiply rounds half up, the divide by a power of two rounds half away from zero.
+//!
+//! Also here: the small float helpers the int8 paths need without `std` (rounding, the
+//! affine quantise of one value).
+
+/// Per-tensor affine quantisation of activations: `real = scale · (q − zero_point)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QParams {
+    pub scale: f32,
+    pub zero_point: i32,
+}
+
+impl QParams {
+    /// `clamp(round(x / scale) + zero_point, −128, 127)`.
+    #[inline]
+    pub fn quantize(&self, x: f32) -> i8 {
+        let q = round_f32(x / self.scale) as i32;
+        q.saturating_add(self.zero_point).clamp(-128, 127) as i8
+    }
+
+    /// `scale · (q − zero_point)`.
+    #[inline]
+    pub fn dequantize(&self, q: i8) -> f32 {
+        self.scale * (q as i32 - self.zero_point) as f32
+    }
+}
+
+/// Rounds half away from zero (`std::round`) without `std`. Values too large to have a
+/// fractional part are returned unchanged; NaN stays NaN.
+#[inline]
+pub fn round_f32(x: f32) -> f32 {
+    // 2^23: from here on every f32 is an integer.
+    if x.is_nan() || x.abs() >= 8_388_608.0 {
+        return x;
+    }
+    let t = x as i32 as f32; // truncation toward zero
+    let frac = x - t; // exact for |x| < 2^23
+    if frac >= 0.5 {
+        t + 1.0
+    } else if frac <= -0.5 {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
+/// Rounds half away from zero, for doubles (`TfLiteRound`).
+#[inline]
+pub fn round_f64(x: f64) -> f64 {
+    // 2^52: from here on every f64 is an integer.
+    if x.is_nan() || x.abs() >= 4_503_599_627_370_496.0 {
+        return x;
+    }
+    let t = x as i64 as f64;
+    let frac = x - t;
+    if frac >= 0.5 {
+        t + 1.0
+    } else if frac <= -0.5 {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
+/// `frexp`: `x = q · 2^e` with `|q| ∈ [0.5, 1)`; `(0, 0)` for zero; non-finite `x` is returned
+/// as is with `e = 0`.
+pub fn frexp(x: f64) -> (f64, i32) {
+    if x == 0.0 || !x.is_finite() {
+        return (x, 0);
+    }
+    let mut bits = x.to_bits();
+    let mut e_adj = 0;
+    if (bits >> 52) & 0x7ff == 0 {
+        // Subnormal: scale into the normal range first (exact).
+        bits = (x * 18_014_398_509_481_984.0).to_bits(); // 2^54
+        e_adj = -54;
+    }
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    let q = f64::from_bits((bits & !(0x7ff << 52)) | (1022u64 << 52));
+    (q, biased - 1022 + e_adj)
+}
+
+/// TFLite `QuantizeMultiplier`: `m ≈ multiplier · 2^(shift − 31)`. Zero (and factors too
+/// small to represent, `shift < −31`) give `(0, 0)`.
+pub fn quantize_multiplier(m: f64) -> (i32, i32) {
+    if m == 0.0 || !m.is_finite() {
+        return (0, 0);
+    }
+    let (q, mut shift) = frexp(m);
+    let mut q_fixed = round_f64(q * 2_147_483_648.0) as i64;
+    if q_fixed == 1i64 << 31 {
+        q_fixed /= 2;
+        shift += 1;
+    }
+    if shift < -31 {
+        return (0, 0);
+    }
+    if shift > 30 {
+        // Factors ≥ 2^30 cannot occur for sane scales; saturate rather than overflow.
+        return (i32::MAX, 30);
+    }
+    (q_fixed as i32, shift)
+}
+
+/// gemmlowp `SaturatingRoundingDoublingHighMul`: `round_half_up(a · b / 2^31)`, saturated for
+/// `a = b = i32::MIN`.
+#[inline]
+pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
+    if a == i32::MIN && b == i32::MIN {
+        return i32::MAX;
+    }
+    let ab = a as i64 * b as i64;
+    let nudge: i64 = if ab >= 0 { 1 << 30 } else { 1 - (1 << 30) };
+    ((ab + nudge) / (1i64 << 31)) as i32
+}
+
+/// gemmlowp `RoundingDivideByPOT`: `x / 2^exponent` rounded half away from zero;
+/// `exponent ∈ 0..=31`.
+#[inline]
+pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
+    let exponent = exponent.clamp(0, 31) as u32;
+    let mask = ((1i64 << exponent) - 1) as i32;
+    let remainder = x & mask;
+    let threshold = (mask >> 1) + i32::from(x < 0);
+    (x >> exponent) + i32::from(remainder > threshold)
+}
+
+/// TFLite `MultiplyByQuantizedMultiplier` (the double-rounding variant): `x · m` for
+/// `(multiplier, shift) = quantize_multiplier(m)`. A positive shift multiplies first, with
+/// two's-complement wrap as the C code does on every target we support.
+#[inline]
+pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> i32 {
+    let left = if shift > 0 { shift } else { 0 };
+    let right = if shift > 0 { 0 } else { -shift };
+    rounding_divide_by_pot(
+        saturating_rounding_doubling_high_mul(
+            x.wrapping_mul(1i32.wrapping_shl(left as u32)),
+            multiplier,
+        ),
+        right,
+    )
+}
+
+/// Per-output-channel requantisation of an int32 accumulator of a conv: bias already added.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelRequant {
+    pub bias: i32,
+    pub multiplier: i32,
+    pub shift: i32,
+}
+
+impl ChannelRequant {
+    /// TFLite conv `Prepare` for one output channel: `bias_q = round(bias / (s_x·s_w))`,
+    /// `(multiplier, shift) = quantize_multiplier(s_x·s_w / s_y)`.
+    pub fn new(bias: f32, s_x: f32, s_w: f32, s_y: f32) -> Self {
+        let sxw = s_x as f64 * s_w as f64;
+        let bias = if sxw > 0.0 {
+            let b = round_f64(bias as f64 / sxw);
+            b.clamp(i32::MIN as f64, i32::MAX as f64) as i32
+        } else {
+            0
+        };
+        let (multiplier, shift) = quantize_multiplier(sxw / s_y as f64);
+        ChannelRequant {
+            bias,
+            multiplier,
+            shift,
+        }
+    }
+}
+
+impl ChannelRequant {
+    /// The `[bias, multiplier, shift]` triple the int8 kernels read.
+    pub const fn to_array(self) -> [i32; 3] {
+        [self.bias, self.multiplier, self.shift]
+    }
+}
+
+/// The int8 kernels' output stage: `clamp(MBQM(acc + bias) + zp, lo, 127)` with
+/// `rq = [bias, multiplier, shift]`.
+#[inline]
+pub fn requant(acc: i32, rq: [i32; 3], q: crate::kernels::OutQ) -> i8 {
+    let v = multiply_by_quantized_multiplier(acc.wrapping_add(rq[0]), rq[1], rq[2]);
+    v.saturating_add(q.zero_point).clamp(q.lo.max(-128), 127) as i8
+}
+
+impl QParams {
+    /// Asymmetric int8 parameters covering `[min, max]` widened to include 0 (so 0 is exact
+    /// and ReLU is a clamp at the zero point): `scale = (max − min) / 255`,
+    /// `zero_point = round(−128 − min / scale)`. An empty range gets scale 1.
+    pub fn from_range(min: f32, max: f32) -> Self {
+        let lo = if min < 0.0 { min } else { 0.0 };
+        let hi = if max > 0.0 { max } else { 0.0 };
+        let scale = if hi > lo && (hi - lo).is_finite() {
+            (hi - lo) / 255.0
+        } else {
+            1.0
+        };
+        let zp = round_f32(-128.0 - lo / scale).clamp(-128.0, 127.0) as i32;
+        QParams {
+            scale,
+            zero_point: zp,
+        }
+    }
+}

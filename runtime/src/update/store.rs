@@ -1,0 +1,904 @@
+//! The update store: A/B delta slots per department and an append-only journal on NOR flash.
+//!
+//! Applying an update: [`UpdateStore::begin`] checks the package header (department, base id,
+//! size, version against the current one and the security counter) and appends a `Begin`
+//! record; [`UpdateStore::write`] streams chunks into the department's inactive slot, erasing
+//! each page just before its first write and appending a `Progress` record per completed
+//! page; [`UpdateStore::finish`] re-reads the slot, checks SHA-256, signature and the blob
+//! (through [`UpdateBase::check_blob`]) and commits with one `Commit` record. Until that record
+//! is on flash the department runs its previous version, which stays in the other slot (or
+//! in the bundle) until the next commit. After a reset, `begin` with the same header resumes
+//! at the last recorded page (see [`UpdateStore::resume_point`]).
+//!
+//! When a bank is full the live state (commits, counters, the pending update) is written to
+//! the other bank, whose header (written last) carries a higher sequence number.
+use super::journal::{self, Record, RECORD};
+use super::package::{self, PackageHeader, HEADER_LEN, SIGNATURE_LEN, TRAILER_LEN};
+use super::{UpdateBase, UpdateError};
+use embedded_storage::nor_flash::{NorFlash, NorFlashError};
+use sha2::{Digest, Sha256};
+
+/// Largest supported `NorFlash::WRITE_SIZE` (a record is one 64-byte unit).
+pub const MAX_WRITE: usize = RECORD;
+
+/// Where the journal and the slots lie on the flash (byte offsets; all erase-aligned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Journal bank 0; bank 1 follows at `journal + bank_size`.
+    pub journal: u32,
+    /// Bytes per journal bank (a multiple of `ERASE_SIZE`).
+    pub bank_size: u32,
+    /// First slot: department `d`, slot `s` (0 = A, 1 = B) at `slots + (2·d + s)·slot_size`.
+    pub slots: u32,
+    /// Bytes per slot (a multiple of `ERASE_SIZE`); the largest package it takes.
+    pub slot_size: u32,
+    /// Number of departments (that of the bundle).
+    pub departments: u16,
+}
+
+impl Layout {
+    /// The layout the host tools and the demo use: the bundle at offset 0, then the two
+    /// journal banks, then the slots, each slot twice the largest delta package of the
+    /// bundle (room for more classes or a bigger rank).
+    pub fn standard(
+        bundle_len: usize,
+        departments: u16,
+        max_blob_len: usize,
+        erase_size: usize,
+    ) -> Layout {
+        let up = |n: usize| n.div_ceil(erase_size) * erase_size;
+        let journal = up(bundle_len);
+        let bank_size = up((3 * departments as usize + 3 + 64) * RECORD);
+        let slot_size = up(2 * (max_blob_len + HEADER_LEN + TRAILER_LEN));
+        Layout {
+            journal: journal as u32,
+            bank_size: bank_size as u32,
+            slots: (journal + 2 * bank_size) as u32,
+            slot_size: slot_size as u32,
+            departments,
+        }
+    }
+
+    /// First byte after the last slot.
+    pub fn end(&self) -> u64 {
+        self.slots as u64 + 2 * self.departments as u64 * self.slot_size as u64
+    }
+
+    /// Flash offset of a department's slot.
+    pub fn slot_offset(&self, dept: usize, slot: u8) -> u32 {
+        self.slots + (2 * dept as u32 + slot as u32) * self.slot_size
+    }
+
+    /// The bytes a journal bank header stores to recognise its layout.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut f = [0u8; 32];
+        f[..4].copy_from_slice(&self.journal.to_le_bytes());
+        f[4..8].copy_from_slice(&self.bank_size.to_le_bytes());
+        f[8..12].copy_from_slice(&self.slots.to_le_bytes());
+        f[12..16].copy_from_slice(&self.slot_size.to_le_bytes());
+        f[16..18].copy_from_slice(&self.departments.to_le_bytes());
+        f
+    }
+
+    fn check<F: NorFlash>(&self, capacity: usize, max_depts: usize) -> Result<(), UpdateError> {
+        let (e, w) = (F::ERASE_SIZE as u64, F::WRITE_SIZE as u64);
+        let d = self.departments as u64;
+        let records = self.bank_size as u64 / RECORD as u64;
+        let ok = w > 0
+            && w <= MAX_WRITE as u64
+            && (RECORD as u64).is_multiple_of(w)
+            && e.is_multiple_of(RECORD as u64)
+            && d > 0
+            && d as usize <= max_depts
+            && (self.journal as u64).is_multiple_of(e)
+            && (self.bank_size as u64).is_multiple_of(e)
+            && (self.slots as u64).is_multiple_of(e)
+            && (self.slot_size as u64).is_multiple_of(e)
+            && self.slot_size as usize > HEADER_LEN + TRAILER_LEN
+            // The compacted state (≤ 3 records per department + a pending update) must fit
+            // in a bank with room to append.
+            && records >= 3 * d + 4
+            && self.end() <= capacity as u64
+            && (self.journal as u64 + 2 * self.bank_size as u64 <= self.slots as u64
+                || self.end() <= self.journal as u64);
+        if ok {
+            Ok(())
+        } else {
+            Err(UpdateError::Layout)
+        }
+    }
+}
+
+/// What a department runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Active {
+    /// The delta blob inside the bundle.
+    Factory { version: u32 },
+    /// A committed, verified slot; its blob is `blob_len` bytes at flash offset `blob_offset`.
+    Slot {
+        slot: u8,
+        version: u32,
+        blob_offset: u32,
+        blob_len: u32,
+    },
+    /// No version at or above the security counter is available.
+    Unavailable,
+}
+
+impl Active {
+    /// The version that runs, if any.
+    pub fn version(&self) -> Option<u32> {
+        match *self {
+            Active::Factory { version } | Active::Slot { version, .. } => Some(version),
+            Active::Unavailable => None,
+        }
+    }
+}
+
+/// Where an interrupted update can continue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResumePoint {
+    pub dept: u16,
+    pub version: u32,
+    /// Send the package from this byte on, after `begin` with the same header.
+    pub offset: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    Empty,
+    Writing,
+    Committed {
+        version: u32,
+        len: u32,
+        digest: [u8; 32],
+        intact: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    dept: u16,
+    slot: u8,
+    version: u32,
+    len: u32,
+    header_hash: [u8; 32],
+    pages: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Live {
+    header: PackageHeader,
+    /// Package bytes accepted (on flash or in `tail`).
+    received: u32,
+    /// Package bytes programmed (a multiple of `WRITE_SIZE`).
+    flushed: u32,
+    /// Pages erased by this session, from the slot start.
+    erased: u32,
+    tail: [u8; MAX_WRITE],
+}
+
+/// The update store over a NOR flash, for up to `D` departments. Needs no allocator: the
+/// state is a few hundred bytes plus `D` small entries; `finish` borrows a caller buffer for
+/// the blob check.
+pub struct UpdateStore<F: NorFlash, const D: usize = 16> {
+    flash: F,
+    layout: Layout,
+    pubkey: [u8; 32],
+    bank: u8,
+    seq: u32,
+    next: u32,
+    slots: [[SlotState; 2]; D],
+    counter: [u32; D],
+    factory: [u32; D],
+    active: [Active; D],
+    pending: Option<Pending>,
+    live: Option<Live>,
+}
+
+fn flash_err<E: NorFlashError>(e: E) -> UpdateError {
+    UpdateError::Flash(e.kind())
+}
+
+impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
+    /// Opens the store: checks the layout, replays the journal (formatting it on a blank
+    /// flash), re-hashes every committed slot and picks each department's newest committed
+    /// intact slot at or above its security counter (else the bundle's own blob).
+    ///
+    /// # Errors
+    /// `Layout`, `LayoutMismatch`, `Flash`.
+    pub fn open<B: UpdateBase>(
+        flash: F,
+        layout: Layout,
+        pubkey: [u8; 32],
+        base: &B,
+    ) -> Result<Self, UpdateError> {
+        let n = base.department_count();
+        if n != layout.departments as usize {
+            return Err(UpdateError::Layout);
+        }
+        layout.check::<F>(flash.capacity(), D)?;
+        let mut factory = [0u32; D];
+        for (d, f) in factory.iter_mut().enumerate().take(n) {
+            *f = base.factory_version(d);
+        }
+        let mut s = UpdateStore {
+            flash,
+            layout,
+            pubkey,
+            bank: 0,
+            seq: 0,
+            next: 1,
+            slots: [[SlotState::Empty; 2]; D],
+            counter: [0; D],
+            factory,
+            active: [Active::Unavailable; D],
+            pending: None,
+            live: None,
+        };
+        let mut best: Option<(u8, u32)> = None;
+        for bank in 0..2u8 {
+            let mut h = [0u8; RECORD];
+            s.flash
+                .read(s.bank_offset(bank), &mut h)
+                .map_err(flash_err)?;
+            if let Some((seq, fp)) = journal::decode_bank(&h) {
+                if fp != layout.fingerprint() {
+                    return Err(UpdateError::LayoutMismatch);
+                }
+                if best.is_none_or(|(_, b)| seq > b) {
+                    best = Some((bank, seq));
+                }
+            }
+        }
+        match best {
+            Some((bank, seq)) => {
+                s.bank = bank;
+                s.seq = seq;
+                s.replay()?;
+            }
+            None => s.format()?,
+        }
+        for d in 0..n {
+            for slot in 0..2u8 {
+                if let SlotState::Committed { len, digest, .. } = s.slots[d][slot as usize] {
+                    let intact = s.hash_slot(d, slot, len)? == digest;
+                    if let SlotState::Committed { intact: i, .. } = &mut s.slots[d][slot as usize] {
+                        *i = intact;
+                    }
+                }
+            }
+            s.pick_active(d);
+        }
+        Ok(s)
+    }
+
+    /// The layout in use.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// What department `dept` runs (`Unavailable` for an index past the bundle's).
+    pub fn active(&self, dept: usize) -> Active {
+        self.active
+            .get(dept)
+            .copied()
+            .unwrap_or(Active::Unavailable)
+    }
+
+    /// Department `dept`'s persisted security counter.
+    pub fn security_counter(&self, dept: usize) -> u32 {
+        self.counter.get(dept).copied().unwrap_or(0)
+    }
+
+    /// Sequence number of the journal bank in charge (1 after formatting, +1 per compaction).
+    pub fn journal_generation(&self) -> u32 {
+        self.seq
+    }
+
+    /// The interrupted update recorded in the journal, if any.
+    pub fn resume_point(&self) -> Option<ResumePoint> {
+        self.pending.map(|p| ResumePoint {
+            dept: p.dept,
+            version: p.version,
+            offset: p.pages * F::ERASE_SIZE as u32,
+        })
+    }
+
+    /// Reads the active slot's blob of `dept` into `buf`: `None` when the department runs
+    /// the bundle's own blob (or nothing).
+    ///
+    /// # Errors
+    /// `ScratchTooSmall`, `Flash`.
+    pub fn read_active_blob<'b>(
+        &mut self,
+        dept: usize,
+        buf: &'b mut [u8],
+    ) -> Result<Option<&'b [u8]>, UpdateError> {
+        match self.active(dept) {
+            Active::Slot {
+                blob_offset,
+                blob_len,
+                ..
+            } => {
+                let out = buf
+                    .get_mut(..blob_len as usize)
+                    .ok_or(UpdateError::ScratchTooSmall)?;
+                self.flash.read(blob_offset, out).map_err(flash_err)?;
+                Ok(Some(out))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The flash (for tests and for reading the bundle beside the store).
+    pub fn flash_mut(&mut self) -> &mut F {
+        &mut self.flash
+    }
+
+    /// Gives the flash back.
+    pub fn into_flash(self) -> F {
+        self.flash
+    }
+
+    /// Raises `dept`'s security counter (never lowers it) with one journal record.
+    ///
+    /// # Errors
+    /// `UnknownDepartment`, `Flash`.
+    pub fn raise_security_counter(&mut self, dept: usize, counter: u32) -> Result<(), UpdateError> {
+        if dept >= self.layout.departments as usize {
+            return Err(UpdateError::UnknownDepartment);
+        }
+        if counter <= self.counter[dept] {
+            return Ok(());
+        }
+        self.append(Record::Counter {
+            dept: dept as u16,
+            counter,
+        })?;
+        self.counter[dept] = counter;
+        self.pick_active(dept);
+        Ok(())
+    }
+
+    /// Checks a package header against the bundle and the department's state; writes nothing.
+    fn precheck<B: UpdateBase>(&self, h: &PackageHeader, base: &B) -> Result<usize, UpdateError> {
+        let d = base
+            .department_index(h.name())
+            .ok_or(UpdateError::UnknownDepartment)?;
+        if d >= self.layout.departments as usize {
+            return Err(UpdateError::UnknownDepartment);
+        }
+        if h.base_id != base.base_id() {
+            return Err(UpdateError::BaseMismatch);
+        }
+        if h.package_len() > self.layout.slot_size as usize {
+            return Err(UpdateError::TooLarge);
+        }
+        if let Some(cur) = self.active[d].version() {
+            if h.version < cur {
+                return Err(UpdateError::VersionOld);
+            }
+            if h.version == cur {
+                return Err(UpdateError::VersionCurrent);
+            }
+        }
+        if h.version < self.counter[d] {
+            return Err(UpdateError::VersionBelowCounter);
+        }
+        Ok(d)
+    }
+
+    /// Starts (or resumes) an update from the package's first [`HEADER_LEN`] bytes and
+    /// returns the package offset the next chunk must start at (0, or the resume point).
+    /// Every refusal happens before anything is written.
+    ///
+    /// # Errors
+    /// The header's errors, `UnknownDepartment`, `BaseMismatch`, `TooLarge`, `VersionOld`,
+    /// `VersionCurrent`, `VersionBelowCounter`, `Flash`.
+    pub fn begin<B: UpdateBase>(&mut self, header: &[u8], base: &B) -> Result<u32, UpdateError> {
+        let h = PackageHeader::parse(header)?;
+        let d = self.precheck(&h, base)?;
+        let header_hash = package::digest(&h.encode());
+        let len = h.package_len() as u32;
+        self.live = None;
+        if let Some(p) = self.pending {
+            let active_slot = match self.active[d] {
+                Active::Slot { slot, .. } => Some(slot),
+                _ => None,
+            };
+            if p.dept as usize == d
+                && p.version == h.version
+                && p.len == len
+                && p.header_hash == header_hash
+                && active_slot != Some(p.slot)
+            {
+                let at = (p.pages * F::ERASE_SIZE as u32).min(len);
+                let at = at - at % F::ERASE_SIZE as u32;
+                self.live = Some(Live {
+                    header: h,
+                    received: at,
+                    flushed: at,
+                    erased: at / F::ERASE_SIZE as u32,
+                    tail: [0xFF; MAX_WRITE],
+                });
+                return Ok(at);
+            }
+        }
+        let slot = self.inactive_slot(d);
+        let rec = Record::Begin {
+            dept: d as u16,
+            slot,
+            version: h.version,
+            len,
+            header_hash,
+        };
+        self.append(rec)?;
+        self.slots[d][slot as usize] = SlotState::Writing;
+        self.pending = Some(Pending {
+            dept: d as u16,
+            slot,
+            version: h.version,
+            len,
+            header_hash,
+            pages: 0,
+        });
+        self.live = Some(Live {
+            header: h,
+            received: 0,
+            flushed: 0,
+            erased: 0,
+            tail: [0xFF; MAX_WRITE],
+        });
+        Ok(0)
+    }
+
+    /// Streams the package bytes `data` found at package offset `offset` into the slot.
+    ///
+    /// # Errors
+    /// `NoUpdate`, `OutOfOrder`, `Overflow`, `Flash` (after which `begin` must be called
+    /// again; it resumes).
+    pub fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), UpdateError> {
+        let live = self.live.as_ref().ok_or(UpdateError::NoUpdate)?;
+        let p = self.pending.ok_or(UpdateError::NoUpdate)?;
+        if offset != live.received {
+            return Err(UpdateError::OutOfOrder);
+        }
+        if offset as u64 + data.len() as u64 > p.len as u64 {
+            return Err(UpdateError::Overflow);
+        }
+        let r = self.write_inner(data);
+        if r.is_err() {
+            self.live = None;
+        }
+        r
+    }
+
+    fn write_inner(&mut self, mut data: &[u8]) -> Result<(), UpdateError> {
+        let w = F::WRITE_SIZE;
+        let e = F::ERASE_SIZE as u32;
+        let Some(mut live) = self.live else {
+            return Err(UpdateError::NoUpdate);
+        };
+        live.received += data.len() as u32;
+        let have = (live.received - data.len() as u32 - live.flushed) as usize;
+        if have > 0 {
+            let take = (w - have).min(data.len());
+            live.tail[have..have + take].copy_from_slice(&data[..take]);
+            data = &data[take..];
+            if have + take == w {
+                let tail = live.tail;
+                self.program(&mut live, &tail[..w])?;
+            }
+        }
+        while data.len() >= w {
+            let page_left = (e - live.flushed % e) as usize;
+            let run = (data.len() / w * w).min(page_left);
+            self.program(&mut live, &data[..run])?;
+            data = &data[run..];
+        }
+        live.tail[..data.len()].copy_from_slice(data);
+        self.live = Some(live);
+        Ok(())
+    }
+
+    /// Programs `bytes` (whole write units, within one page) at `live.flushed`, erasing the
+    /// page first if this session has not, and records completed pages.
+    fn program(&mut self, live: &mut Live, bytes: &[u8]) -> Result<(), UpdateError> {
+        let p = self.pending.ok_or(UpdateError::NoUpdate)?;
+        let e = F::ERASE_SIZE as u32;
+        let base = self.layout.slot_offset(p.dept as usize, p.slot);
+        let end = live.flushed + bytes.len() as u32;
+        while live.erased * e < end {
+            let from = base + live.erased * e;
+            self.flash.erase(from, from + e).map_err(flash_err)?;
+            live.erased += 1;
+        }
+        self.flash
+            .write(base + live.flushed, bytes)
+            .map_err(flash_err)?;
+        live.flushed = end;
+        let pages = live.flushed / e;
+        if pages > p.pages {
+            self.append(Record::Progress {
+                dept: p.dept,
+                slot: p.slot,
+                pages,
+            })?;
+            if let Some(pp) = self.pending.as_mut() {
+                pp.pages = pages;
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies the streamed package from flash (header, SHA-256, signature, blob against the
+    /// bundle, read into `scratch`) and commits it. Returns the department index. On a refusal
+    /// the department keeps its version; a later `begin` starts the update afresh.
+    ///
+    /// # Errors
+    /// `NoUpdate`, `Incomplete`, `HeaderMismatch`, `HashMismatch`, `BadKey`, `SignatureInvalid`,
+    /// `ScratchTooSmall`, `Blob`, `BlobMismatch`, `Flash`.
+    pub fn finish<B: UpdateBase>(
+        &mut self,
+        base: &B,
+        scratch: &mut [u8],
+    ) -> Result<usize, UpdateError> {
+        let r = self.finish_inner(base, scratch);
+        self.live = None;
+        if matches!(r, Err(e) if !matches!(e, UpdateError::Flash(_) | UpdateError::Incomplete)) {
+            // Do not resume into a package that failed verification.
+            self.pending = None;
+        }
+        r
+    }
+
+    fn finish_inner<B: UpdateBase>(
+        &mut self,
+        base: &B,
+        scratch: &mut [u8],
+    ) -> Result<usize, UpdateError> {
+        let mut live = self.live.ok_or(UpdateError::NoUpdate)?;
+        let p = self.pending.ok_or(UpdateError::NoUpdate)?;
+        if live.received != p.len {
+            return Err(UpdateError::Incomplete);
+        }
+        let have = (live.received - live.flushed) as usize;
+        if have > 0 {
+            let mut tail = live.tail;
+            tail[have..].fill(0xFF);
+            self.program(&mut live, &tail[..F::WRITE_SIZE])?;
+        }
+        let (d, slot) = (p.dept as usize, p.slot);
+        let at = self.layout.slot_offset(d, slot);
+        let mut hb = [0u8; HEADER_LEN];
+        self.flash.read(at, &mut hb).map_err(flash_err)?;
+        if hb != live.header.encode() {
+            return Err(UpdateError::HeaderMismatch);
+        }
+        let digest = self.hash_slot(d, slot, p.len)?;
+        let body = p.len - TRAILER_LEN as u32;
+        let mut stored = [0u8; 32];
+        self.flash.read(at + body, &mut stored).map_err(flash_err)?;
+        if stored != digest {
+            return Err(UpdateError::HashMismatch);
+        }
+        let mut sig = [0u8; SIGNATURE_LEN];
+        self.flash
+            .read(at + body + 32, &mut sig)
+            .map_err(flash_err)?;
+        package::verify_signature(&self.pubkey, &digest, &sig)?;
+        let blob_len = live.header.blob_len as usize;
+        let blob = scratch
+            .get_mut(..blob_len)
+            .ok_or(UpdateError::ScratchTooSmall)?;
+        self.flash
+            .read(at + HEADER_LEN as u32, blob)
+            .map_err(flash_err)?;
+        check_blob(base, d, &live.header, blob)?;
+        let counter = self.counter[d].max(live.header.security_counter);
+        let version = live.header.version;
+        self.append(Record::Commit {
+            dept: d as u16,
+            slot,
+            version,
+            len: p.len,
+            counter,
+            digest,
+        })?;
+        self.slots[d][slot as usize] = SlotState::Committed {
+            version,
+            len: p.len,
+            digest,
+            intact: true,
+        };
+        self.counter[d] = counter;
+        self.pending = None;
+        self.pick_active(d);
+        Ok(d)
+    }
+
+    /// Applies a whole package held in memory: every check (structure, SHA-256, signature,
+    /// department, base id, size, version, counter, blob) runs before the first flash
+    /// write, so a refused package changes nothing on flash. Returns the department index.
+    ///
+    /// # Errors
+    /// Any refusal of [`package::Package::parse`], [`Self::begin`] and [`Self::finish`].
+    pub fn apply<B: UpdateBase>(
+        &mut self,
+        pkg: &[u8],
+        base: &B,
+        scratch: &mut [u8],
+    ) -> Result<usize, UpdateError> {
+        let p = package::Package::parse(pkg)?;
+        p.verify(&self.pubkey)?;
+        let d = self.precheck(&p.header, base)?;
+        check_blob(base, d, &p.header, p.blob())?;
+        let from = self.begin(pkg, base)?;
+        self.write(from, &pkg[from as usize..])?;
+        self.finish(base, scratch)
+    }
+
+    fn bank_offset(&self, bank: u8) -> u32 {
+        self.layout.journal + bank as u32 * self.layout.bank_size
+    }
+
+    fn capacity_records(&self) -> u32 {
+        self.layout.bank_size / RECORD as u32
+    }
+
+    fn format(&mut self) -> Result<(), UpdateError> {
+        let at = self.bank_offset(0);
+        self.flash
+            .erase(at, at + self.layout.bank_size)
+            .map_err(flash_err)?;
+        self.flash
+            .write(at, &journal::encode_bank(1, &self.layout.fingerprint()))
+            .map_err(flash_err)?;
+        self.bank = 0;
+        self.seq = 1;
+        self.next = 1;
+        Ok(())
+    }
+
+    fn replay(&mut self) -> Result<(), UpdateError> {
+        let cap = self.capacity_records();
+        let base = self.bank_offset(self.bank);
+        self.next = cap;
+        for i in 1..cap {
+            let mut b = [0u8; RECORD];
+            self.flash
+                .read(base + i * RECORD as u32, &mut b)
+                .map_err(flash_err)?;
+            match Record::decode(&b) {
+                journal::Slot::Free => {
+                    self.next = i;
+                    break;
+                }
+                journal::Slot::Garbage => {}
+                journal::Slot::Valid(r) => self.apply_record(r),
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_record(&mut self, r: Record) {
+        let n = self.layout.departments as usize;
+        match r {
+            Record::Begin {
+                dept,
+                slot,
+                version,
+                len,
+                header_hash,
+            } if (dept as usize) < n => {
+                self.slots[dept as usize][slot as usize] = SlotState::Writing;
+                self.pending = Some(Pending {
+                    dept,
+                    slot,
+                    version,
+                    len,
+                    header_hash,
+                    pages: 0,
+                });
+            }
+            Record::Progress { dept, slot, pages } => {
+                if let Some(p) = self.pending.as_mut() {
+                    if p.dept == dept && p.slot == slot {
+                        p.pages = p.pages.max(pages);
+                    }
+                }
+            }
+            Record::Commit {
+                dept,
+                slot,
+                version,
+                len,
+                counter,
+                digest,
+            } if (dept as usize) < n => {
+                let d = dept as usize;
+                self.slots[d][slot as usize] = SlotState::Committed {
+                    version,
+                    len,
+                    digest,
+                    intact: false,
+                };
+                self.counter[d] = self.counter[d].max(counter);
+                if matches!(self.pending, Some(p) if p.dept == dept && p.slot == slot) {
+                    self.pending = None;
+                }
+            }
+            Record::Counter { dept, counter } if (dept as usize) < n => {
+                let d = dept as usize;
+                self.counter[d] = self.counter[d].max(counter);
+            }
+            _ => {}
+        }
+    }
+
+    /// Appends a record, compacting into the other bank first when this one is full.
+    fn append(&mut self, r: Record) -> Result<(), UpdateError> {
+        if self.next >= self.capacity_records() {
+            self.compact()?;
+        }
+        let at = self.bank_offset(self.bank) + self.next * RECORD as u32;
+        // The slot is used whether or not the write completes: a torn record is skipped.
+        self.next += 1;
+        self.flash.write(at, &r.encode()).map_err(flash_err)
+    }
+
+    /// Writes the live state into the other bank; its header goes last, so a cut leaves
+    /// the current bank in charge.
+    fn compact(&mut self) -> Result<(), UpdateError> {
+        let target = 1 - self.bank;
+        let base = self.bank_offset(target);
+        self.flash
+            .erase(base, base + self.layout.bank_size)
+            .map_err(flash_err)?;
+        let mut i = 1u32;
+        let mut put = |flash: &mut F, r: Record| -> Result<(), UpdateError> {
+            flash
+                .write(base + i * RECORD as u32, &r.encode())
+                .map_err(flash_err)?;
+            i += 1;
+            Ok(())
+        };
+        for d in 0..self.layout.departments as usize {
+            for slot in 0..2u8 {
+                if let SlotState::Committed {
+                    version,
+                    len,
+                    digest,
+                    ..
+                } = self.slots[d][slot as usize]
+                {
+                    let counter = self.counter[d];
+                    put(
+                        &mut self.flash,
+                        Record::Commit {
+                            dept: d as u16,
+                            slot,
+                            version,
+                            len,
+                            counter,
+                            digest,
+                        },
+                    )?;
+                }
+            }
+            if self.counter[d] > 0 {
+                put(
+                    &mut self.flash,
+                    Record::Counter {
+                        dept: d as u16,
+                        counter: self.counter[d],
+                    },
+                )?;
+            }
+        }
+        if let Some(p) = self.pending {
+            let (dept, slot) = (p.dept, p.slot);
+            let begin = Record::Begin {
+                dept,
+                slot,
+                version: p.version,
+                len: p.len,
+                header_hash: p.header_hash,
+            };
+            put(&mut self.flash, begin)?;
+            if p.pages > 0 {
+                put(
+                    &mut self.flash,
+                    Record::Progress {
+                        dept,
+                        slot,
+                        pages: p.pages,
+                    },
+                )?;
+            }
+        }
+        let seq = self.seq + 1;
+        self.flash
+            .write(base, &journal::encode_bank(seq, &self.layout.fingerprint()))
+            .map_err(flash_err)?;
+        self.bank = target;
+        self.seq = seq;
+        self.next = i;
+        Ok(())
+    }
+
+    /// SHA-256 over a slot's package header and blob (`len` = whole package length).
+    fn hash_slot(&mut self, dept: usize, slot: u8, len: u32) -> Result<[u8; 32], UpdateError> {
+        let at = self.layout.slot_offset(dept, slot);
+        let body = len
+            .saturating_sub(TRAILER_LEN as u32)
+            .min(self.layout.slot_size);
+        let mut h = Sha256::new();
+        let mut buf = [0u8; 256];
+        let mut o = 0u32;
+        while o < body {
+            let n = (body - o).min(buf.len() as u32) as usize;
+            self.flash.read(at + o, &mut buf[..n]).map_err(flash_err)?;
+            h.update(&buf[..n]);
+            o += n as u32;
+        }
+        Ok(h.finalize().into())
+    }
+
+    fn inactive_slot(&self, d: usize) -> u8 {
+        if let Active::Slot { slot, .. } = self.active[d] {
+            return 1 - slot;
+        }
+        match self.slots[d] {
+            [SlotState::Committed { version: a, .. }, SlotState::Committed { version: b, .. }] => {
+                u8::from(b < a)
+            }
+            [SlotState::Committed { .. }, _] => 1,
+            _ => 0,
+        }
+    }
+
+    fn pick_active(&mut self, d: usize) {
+        let floor = self.counter[d];
+        let mut best = None;
+        for slot in 0..2u8 {
+            if let SlotState::Committed {
+                version,
+                len,
+                intact: true,
+                ..
+            } = self.slots[d][slot as usize]
+            {
+                if version >= floor && best.is_none_or(|(_, v, _)| version > v) {
+                    best = Some((slot, version, len));
+                }
+            }
+        }
+        self.active[d] = match best {
+            Some((slot, version, len)) => Active::Slot {
+                slot,
+                version,
+                blob_offset: self.layout.slot_offset(d, slot) + HEADER_LEN as u32,
+                blob_len: len - (HEADER_LEN + TRAILER_LEN) as u32,
+            },
+            None if self.factory[d] >= floor => Active::Factory {
+                version: self.factory[d],
+            },
+            None => Active::Unavailable,
+        };
+    }
+}
+
+fn check_blob<B: UpdateBase>(
+    base: &B,
+    d: usize,
+    h: &PackageHeader,
+    blob: &[u8],
+) -> Result<(), UpdateError> {
+    let (version, base_id) = base.check_blob(d, blob)?;
+    if version != h.version || base_id != h.base_id {
+        return Err(UpdateError::BlobMismatch);
+    }
+    Ok(())
+}

@@ -1,0 +1,479 @@
+//! Whole-model engine tests on random ShuffleNetV2-shaped bundles (`engine::testnet`):
+//! f32 against a naive reference forward, select A, B, A bit-identity, department deltas
+//! changing the outputs, streaming ≈ materialized, int8 against f32, and the error paths.
+use lorkd_runtime::engine::testnet::{AlignedBytes, Layer, NetSpec, TestNet};
+use lorkd_runtime::engine::{Engine, EngineError};
+use lorkd_runtime::format::{Bundle, DeltaDType, Mode};
+
+fn seed() -> u64 {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("seed = {s}");
+    s
+}
+
+/// Naive f32 forward of `net` for department `t`, straight from its f32 weights and factors:
+/// `W = W0 + reshape(B·A, [Cout, Cin, k, k])`, NHWC values, loops over every index.
+fn reference(net: &TestNet, t: usize, x_chw: &[f32]) -> Vec<f32> {
+    let mut vals: Vec<Vec<f32>> = vec![Vec::new(); net.values.len()];
+    let (s, _, _) = net.values[0];
+    let s = s as usize;
+    vals[0] = (0..s * s * 3)
+        .map(|i| x_chw[(i % 3) * s * s + i / 3])
+        .collect();
+    let r = net.spec.rank as usize;
+    let d = &net.depts[t];
+    for l in &net.layers {
+        match l {
+            Layer::Conv {
+                input,
+                output,
+                cout,
+                k,
+                stride,
+                relu,
+                w,
+                b,
+                expert,
+            } => {
+                let (h, wd, cin_total) = net.values[input.value as usize];
+                let (ho, wo, _) = net.values[*output as usize];
+                let (k, cout, cin) = (*k as usize, *cout as usize, input.c_len as usize);
+                let pad = if k == 3 { 1 } else { 0 };
+                let mut weff = w.clone();
+                if let Some(e) = expert {
+                    let (a, bm) = &d.deltas[*e as usize];
+                    let (rows, inner, cols) = (cout * k, r * k, cin * k);
+                    for i in 0..rows {
+                        for j in 0..cols {
+                            let ba: f32 = (0..inner)
+                                .map(|q| bm[i * inner + q] * a[q * cols + j])
+                                .sum();
+                            weff[i * cols + j] += ba; // row-major reshape: flat index i·cols + j
+                        }
+                    }
+                }
+                let x = &vals[input.value as usize];
+                let mut y = vec![0.0; ho as usize * wo as usize * cout];
+                for oy in 0..ho as usize {
+                    for ox in 0..wo as usize {
+                        for o in 0..cout {
+                            let mut acc = b[o];
+                            for c in 0..cin {
+                                for ky in 0..k {
+                                    for kx in 0..k {
+                                        let iy =
+                                            (oy * *stride as usize + ky) as isize - pad as isize;
+                                        let ix =
+                                            (ox * *stride as usize + kx) as isize - pad as isize;
+                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize
+                                        {
+                                            continue;
+                                        }
+                                        let xv = x[(iy as usize * wd as usize + ix as usize)
+                                            * cin_total as usize
+                                            + input.c_off as usize
+                                            + c];
+                                        acc += weff[((o * cin + c) * k + ky) * k + kx] * xv;
+                                    }
+                                }
+                            }
+                            y[(oy * wo as usize + ox) * cout + o] =
+                                if *relu { acc.max(0.0) } else { acc };
+                        }
+                    }
+                }
+                vals[*output as usize] = y;
+            }
+            Layer::Dw {
+                input,
+                output,
+                stride,
+                relu,
+                w,
+                b,
+            } => {
+                let (h, wd, ct) = net.values[input.value as usize];
+                let (ho, wo, c) = net.values[*output as usize];
+                let x = &vals[input.value as usize];
+                let mut y = vec![0.0; ho as usize * wo as usize * c as usize];
+                for oy in 0..ho as isize {
+                    for ox in 0..wo as isize {
+                        for ch in 0..c as usize {
+                            let mut acc = b[ch];
+                            for ky in 0..3isize {
+                                for kx in 0..3isize {
+                                    let (iy, ix) = (
+                                        oy * *stride as isize + ky - 1,
+                                        ox * *stride as isize + kx - 1,
+                                    );
+                                    if iy >= 0 && ix >= 0 && iy < h as isize && ix < wd as isize {
+                                        acc += w[((ky * 3 + kx) as usize) * c as usize + ch]
+                                            * x[(iy as usize * wd as usize + ix as usize)
+                                                * ct as usize
+                                                + input.c_off as usize
+                                                + ch];
+                                    }
+                                }
+                            }
+                            y[(oy as usize * wo as usize + ox as usize) * c as usize + ch] =
+                                if *relu { acc.max(0.0) } else { acc };
+                        }
+                    }
+                }
+                vals[*output as usize] = y;
+            }
+            Layer::MaxPool { input, output } => {
+                let (h, wd, c) = net.values[*input as usize];
+                let (ho, wo, _) = net.values[*output as usize];
+                let x = &vals[*input as usize];
+                let mut y = vec![f32::NEG_INFINITY; ho as usize * wo as usize * c as usize];
+                for oy in 0..ho as isize {
+                    for ox in 0..wo as isize {
+                        for ch in 0..c as usize {
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let (iy, ix) = (oy * 2 + ky - 1, ox * 2 + kx - 1);
+                                    if iy >= 0 && ix >= 0 && iy < h as isize && ix < wd as isize {
+                                        let v = x[(iy as usize * wd as usize + ix as usize)
+                                            * c as usize
+                                            + ch];
+                                        let o = &mut y[(oy as usize * wo as usize + ox as usize)
+                                            * c as usize
+                                            + ch];
+                                        *o = o.max(v);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                vals[*output as usize] = y;
+            }
+            Layer::Concat { a, b, output } => {
+                let (h, wd, c2) = net.values[*output as usize];
+                let (ca, cb) = (
+                    net.values[a.value as usize].2 as usize,
+                    net.values[b.value as usize].2 as usize,
+                );
+                let n = h as usize * wd as usize;
+                let half = c2 as usize / 2;
+                let mut y = vec![0.0; n * c2 as usize];
+                for p in 0..n {
+                    // concat then shuffle(2 groups): channel j of the concat goes to (j % half)·2 + j / half.
+                    for j in 0..c2 as usize {
+                        let v = if j < half {
+                            vals[a.value as usize][p * ca + a.c_off as usize + j]
+                        } else {
+                            vals[b.value as usize][p * cb + b.c_off as usize + j - half]
+                        };
+                        y[p * c2 as usize + (j % half) * 2 + j / half] = v;
+                    }
+                }
+                vals[*output as usize] = y;
+            }
+            Layer::Head { input } => {
+                let (h, wd, c) = net.values[*input as usize];
+                let x = &vals[*input as usize];
+                let n = h as usize * wd as usize;
+                let f: Vec<f32> = (0..c as usize)
+                    .map(|ch| (0..n).map(|p| x[p * c as usize + ch]).sum::<f32>() / n as f32)
+                    .collect();
+                return (0..d.head_b.len())
+                    .map(|o| {
+                        d.head_b[o]
+                            + (0..f.len())
+                                .map(|i| d.head_w[o * f.len() + i] * f[i])
+                                .sum::<f32>()
+                    })
+                    .collect();
+            }
+        }
+    }
+    unreachable!("graph ends in a head")
+}
+
+fn run(e: &mut Engine<'_, '_>, x: &[f32]) -> Vec<f32> {
+    let mut logits = vec![0.0; 16];
+    let n = e.infer(x, &mut logits).unwrap();
+    logits.truncate(n);
+    logits
+}
+
+fn close(a: &[f32], b: &[f32], rel: f32) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= rel * (1.0 + x.abs().max(y.abs())))
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0
+}
+
+#[test]
+fn f32_matches_reference_and_switch_is_exact() {
+    let s = seed();
+    let net = TestNet::random(NetSpec::small(), s);
+    let bytes = AlignedBytes::new(&net.bundle_f32());
+    let bundle = Bundle::parse(bytes.as_slice()).unwrap();
+    let xs = net.inputs(4, s ^ 1);
+    for mode in [Mode::Materialized, Mode::Streaming] {
+        let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(mode));
+        let mut e = Engine::new(&bundle, arena.as_mut_slice(), mode).unwrap();
+        for x in &xs {
+            e.select(0).unwrap();
+            let a = run(&mut e, x);
+            e.select(1).unwrap();
+            let b = run(&mut e, x);
+            e.select(0).unwrap();
+            let a2 = run(&mut e, x);
+            assert_eq!(
+                a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                a2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{mode:?}: select A,B,A"
+            );
+            let ra = reference(&net, 0, x);
+            let rb = reference(&net, 1, x);
+            assert!(close(&a, &ra, 1e-4), "{mode:?} dept0: {a:?} vs {ra:?}");
+            assert!(close(&b, &rb, 1e-4), "{mode:?} dept1: {b:?} vs {rb:?}");
+            // The delta matters: department 0's head on department 1's weights differs.
+            e.select(2).unwrap();
+            let c = run(&mut e, x);
+            assert_eq!(c.len(), 3);
+            assert!(close(&c, &reference(&net, 2, x), 1e-4));
+        }
+    }
+}
+
+#[test]
+fn deltas_change_outputs_and_network_is_not_collapsed() {
+    let s = seed();
+    let mut net = TestNet::random(NetSpec::small(), s);
+    // Same head for departments 0 and 1: any output difference comes from the deltas.
+    net.depts[1].head_w = net.depts[0].head_w.clone();
+    net.depts[1].head_b = net.depts[0].head_b.clone();
+    net.depts[1].classes.truncate(4);
+    net.depts[1].head_w.truncate(4 * net.spec.features as usize);
+    net.depts[1].head_b.truncate(4);
+    let bytes = AlignedBytes::new(&net.bundle_f32());
+    let bundle = Bundle::parse(bytes.as_slice()).unwrap();
+    let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(Mode::Materialized));
+    let mut e = Engine::new(&bundle, arena.as_mut_slice(), Mode::Materialized).unwrap();
+    let xs = net.inputs(8, s ^ 2);
+    let mut outs = Vec::new();
+    let mut max_diff = 0.0f32;
+    for x in &xs {
+        e.select(0).unwrap();
+        let a = run(&mut e, x);
+        e.select(1).unwrap();
+        let b = run(&mut e, x);
+        max_diff = a
+            .iter()
+            .zip(&b)
+            .fold(max_diff, |m, (p, q)| m.max((p - q).abs()));
+        outs.push(a);
+    }
+    assert!(
+        max_diff > 0.05,
+        "deltas barely change the logits: {max_diff}"
+    );
+    // Not collapsed: logits vary across inputs by far more than rounding.
+    let spread = (0..4).map(|c| {
+        let v: Vec<f32> = outs.iter().map(|o| o[c]).collect();
+        v.iter().cloned().fold(f32::MIN, f32::max) - v.iter().cloned().fold(f32::MAX, f32::min)
+    });
+    assert!(
+        spread.fold(0.0f32, f32::max) > 0.05,
+        "logits do not depend on the input"
+    );
+}
+
+#[test]
+fn streaming_matches_materialized_for_every_delta_dtype() {
+    let s = seed();
+    for dt in [DeltaDType::F32, DeltaDType::F16, DeltaDType::I8] {
+        let spec = NetSpec {
+            delta_dtype: dt,
+            ..NetSpec::small()
+        };
+        let net = TestNet::random(spec, s);
+        let bytes = AlignedBytes::new(&net.bundle_f32());
+        let bundle = Bundle::parse(bytes.as_slice()).unwrap();
+        let mut am = AlignedBytes::zeroed(bundle.arena_bytes(Mode::Materialized));
+        let mut asr = AlignedBytes::zeroed(bundle.arena_bytes(Mode::Streaming));
+        let mut em = Engine::new(&bundle, am.as_mut_slice(), Mode::Materialized).unwrap();
+        let mut es = Engine::new(&bundle, asr.as_mut_slice(), Mode::Streaming).unwrap();
+        assert_eq!(es.weight_ram_bytes(), 0);
+        assert!(em.weight_ram_bytes() > 0);
+        for (i, x) in net.inputs(3, s ^ 3).iter().enumerate() {
+            let t = i % 3;
+            em.select(t).unwrap();
+            es.select(t).unwrap();
+            let (a, b) = (run(&mut em, x), run(&mut es, x));
+            assert!(close(&a, &b, 1e-4), "{dt:?}: {a:?} vs {b:?}");
+            if dt != DeltaDType::F32 {
+                // Stored factors are lossy; the reference uses the f32 originals.
+                assert!(
+                    close(&a, &reference(&net, t, x), 0.1),
+                    "{dt:?} far from the f32 factors"
+                );
+            }
+        }
+    }
+}
+
+/// Per-department, per-value (min, max) of the f32 engine over `xs` (the calibration the
+/// packer does with `tools::calibrate`).
+fn ranges(bundle: &Bundle<'_>, depts: usize, xs: &[Vec<f32>]) -> Vec<Vec<(f32, f32)>> {
+    let n = bundle.manifest().values.len();
+    let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(Mode::Materialized));
+    let mut e = Engine::new(bundle, arena.as_mut_slice(), Mode::Materialized).unwrap();
+    (0..depts)
+        .map(|t| {
+            e.select(t).unwrap();
+            let mut r = vec![(f32::MAX, f32::MIN); n];
+            let mut logits = [0.0; 16];
+            for x in xs {
+                e.infer_observe(x, &mut logits, |v, d| {
+                    for &z in d {
+                        r[v].0 = r[v].0.min(z);
+                        r[v].1 = r[v].1.max(z);
+                    }
+                })
+                .unwrap();
+            }
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn int8_switch_is_exact_and_agrees_with_f32() {
+    let s = seed();
+    let net = TestNet::random(
+        NetSpec {
+            size: 24,
+            ..NetSpec::small()
+        },
+        s,
+    );
+    let fbytes = AlignedBytes::new(&net.bundle_f32());
+    let fb = Bundle::parse(fbytes.as_slice()).unwrap();
+    let calib = net.inputs(32, s ^ 4);
+    let r = ranges(&fb, 3, &calib);
+    let qbytes = AlignedBytes::new(&net.bundle_int8(&r));
+    let qb = Bundle::parse(qbytes.as_slice()).unwrap();
+    assert!(qb.arena_bytes(Mode::Materialized) < fb.arena_bytes(Mode::Materialized));
+
+    let mut af = AlignedBytes::zeroed(fb.arena_bytes(Mode::Materialized));
+    let mut ef = Engine::new(&fb, af.as_mut_slice(), Mode::Materialized).unwrap();
+    let mut am = AlignedBytes::zeroed(qb.arena_bytes(Mode::Materialized));
+    let mut em = Engine::new(&qb, am.as_mut_slice(), Mode::Materialized).unwrap();
+    let mut asr = AlignedBytes::zeroed(qb.arena_bytes(Mode::Streaming));
+    let mut es = Engine::new(&qb, asr.as_mut_slice(), Mode::Streaming).unwrap();
+
+    let tests = net.inputs(100, s ^ 5);
+    let (mut agree_f32, mut agree_modes, mut total) = (0, 0, 0);
+    let (mut worst_q, mut worst_modes) = (0.0f32, 0.0f32);
+    for t in 0..3 {
+        for x in &tests {
+            ef.select(t).unwrap();
+            em.select(t).unwrap();
+            es.select(t).unwrap();
+            let f = run(&mut ef, x);
+            let q = run(&mut em, x);
+            let qs = run(&mut es, x);
+            let spread = f.iter().cloned().fold(f32::MIN, f32::max)
+                - f.iter().cloned().fold(f32::MAX, f32::min);
+            worst_q = f
+                .iter()
+                .zip(&q)
+                .fold(worst_q, |m, (a, b)| m.max((a - b).abs() / spread.max(1e-3)));
+            worst_modes = q.iter().zip(&qs).fold(worst_modes, |m, (a, b)| {
+                m.max((a - b).abs() / spread.max(1e-3))
+            });
+            agree_f32 += usize::from(argmax(&f) == argmax(&q));
+            agree_modes += usize::from(argmax(&q) == argmax(&qs));
+            total += 1;
+        }
+        // select A, B, A: bit-identical (rebuilt from the pristine int8 W0 each time).
+        let x = &tests[0];
+        em.select(t).unwrap();
+        let a = run(&mut em, x);
+        em.select((t + 1) % 3).unwrap();
+        let _ = run(&mut em, x);
+        em.select(t).unwrap();
+        assert_eq!(a, run(&mut em, x));
+    }
+    println!(
+        "int8 vs f32 top-1 agreement {agree_f32}/{total}, worst |Δlogit|/spread {worst_q:.4}; \
+         int8 streaming vs materialized agreement {agree_modes}/{total}, worst {worst_modes:.4}"
+    );
+    assert!(
+        agree_f32 * 100 >= 95 * total,
+        "int8 agrees with f32 on {agree_f32}/{total}"
+    );
+    // Stated bound: the two int8 modes round differently (re-quantised W0 + ΔW vs W0 plus an
+    // exact f32 low-rank path), each within int8 error of f32.
+    assert!(
+        worst_modes < 0.25,
+        "int8 streaming vs materialized: {worst_modes}"
+    );
+    assert!(agree_modes * 100 >= 95 * total);
+}
+
+#[test]
+fn errors_are_values() {
+    let s = seed();
+    let net = TestNet::random(NetSpec::small(), s);
+    let bytes = AlignedBytes::new(&net.bundle_f32());
+    let bundle = Bundle::parse(bytes.as_slice()).unwrap();
+    for mode in [Mode::Materialized, Mode::Streaming] {
+        let need = bundle.arena_bytes(mode);
+        let mut small = AlignedBytes::zeroed(need - 1);
+        assert_eq!(
+            Engine::new(&bundle, small.as_mut_slice(), mode).err(),
+            Some(EngineError::ArenaTooSmall {
+                needed: need,
+                got: need - 1
+            })
+        );
+        let mut big = AlignedBytes::zeroed(need + 16);
+        assert_eq!(
+            Engine::new(&bundle, &mut big.as_mut_slice()[1..], mode).err(),
+            Some(EngineError::Misaligned)
+        );
+        let mut arena = AlignedBytes::zeroed(need);
+        let mut e = Engine::new(&bundle, arena.as_mut_slice(), mode).unwrap();
+        let x = &net.inputs(1, s)[0];
+        let mut logits = [0.0f32; 8];
+        assert_eq!(e.infer(x, &mut logits), Err(EngineError::NoDepartment));
+        assert_eq!(
+            e.select(3),
+            Err(EngineError::UnknownDepartment { index: 3, count: 3 })
+        );
+        e.select(1).unwrap();
+        assert_eq!(
+            e.infer(&x[1..], &mut logits),
+            Err(EngineError::InputSize {
+                expected: x.len(),
+                got: x.len() - 1
+            })
+        );
+        assert_eq!(
+            e.infer(x, &mut logits[..2]),
+            Err(EngineError::LogitsSize { needed: 5, got: 2 })
+        );
+        assert_eq!(e.infer(x, &mut logits), Ok(5));
+        // A department blob from the bundle itself works through select_blob.
+        e.select_blob(bundle.department(2).unwrap()).unwrap();
+        assert_eq!(e.infer(x, &mut logits), Ok(3));
+    }
+}

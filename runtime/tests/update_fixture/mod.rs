@@ -1,0 +1,146 @@
+//! Shared by the `update_*` tests: a real random bundle (`engine::testnet`), new versions of
+//! a department's delta blob made with the format's own writer, signed packages, and a
+//! device flash image (bundle at 0, then the store's journal and slots).
+#![allow(dead_code)]
+use lorkd_runtime::engine::testnet::{AlignedBytes, NetSpec, Rng, TestNet};
+use lorkd_runtime::engine::Engine;
+use lorkd_runtime::format::write::write_blob;
+use lorkd_runtime::format::{Bundle, Dept, Mode, TensorRef};
+use lorkd_runtime::update::package::{write_signed, PackageHeader};
+use lorkd_runtime::update::sim::SimFlash;
+use lorkd_runtime::update::Layout;
+
+pub fn seed() -> u64 {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("seed = {s}");
+    s
+}
+
+pub struct Fixture {
+    pub net: TestNet,
+    pub bundle: AlignedBytes,
+    pub secret: [u8; 32],
+    pub pubkey: [u8; 32],
+    pub inputs: Vec<Vec<f32>>,
+}
+
+impl Fixture {
+    pub fn new(seed: u64) -> Self {
+        let net = TestNet::random(NetSpec::small(), seed);
+        let bundle = AlignedBytes::new(&net.bundle_f32());
+        let mut rng = Rng::new(seed ^ 0x5EC2E7);
+        let secret: [u8; 32] = core::array::from_fn(|_| rng.next_u64() as u8);
+        let pubkey = ed25519_dalek::SigningKey::from_bytes(&secret)
+            .verifying_key()
+            .to_bytes();
+        let inputs = net.inputs(2, seed ^ 1);
+        Fixture {
+            net,
+            bundle,
+            secret,
+            pubkey,
+            inputs,
+        }
+    }
+
+    pub fn bundle(&self) -> Bundle<'_> {
+        Bundle::parse(self.bundle.as_slice()).expect("fixture bundle parses")
+    }
+
+    /// Department `dept`'s blob at `version`, with fresh random factors and head.
+    pub fn blob(&self, dept: usize, version: u32, seed: u64) -> Vec<u8> {
+        let b = self.bundle();
+        let d = b.department(dept).unwrap();
+        let mut m = d.manifest;
+        m.version = version;
+        let mut payload = d.payload.to_vec();
+        let mut rng = Rng::new(seed);
+        let mut fill = |t: TensorRef, a: f32| {
+            for c in payload[t.offset as usize..(t.offset + t.len) as usize].chunks_exact_mut(4) {
+                c.copy_from_slice(&rng.uniform(a).to_le_bytes());
+            }
+        };
+        for dr in d.manifest.deltas.iter() {
+            fill(dr.a, 0.3);
+            fill(dr.b, 0.3);
+        }
+        fill(d.manifest.head_weight, 0.5);
+        fill(d.manifest.head_bias, 0.5);
+        write_blob(&m, &payload).unwrap()
+    }
+
+    /// A package signed with `secret`.
+    pub fn package_with(
+        &self,
+        name: &str,
+        version: u32,
+        counter: u32,
+        base_id: [u8; 32],
+        blob: &[u8],
+        secret: &[u8; 32],
+    ) -> Vec<u8> {
+        let h = PackageHeader::new(name, version, counter, base_id, blob.len() as u32).unwrap();
+        let mut out = vec![0u8; h.package_len()];
+        write_signed(&h, blob, secret, &mut out).unwrap();
+        out
+    }
+
+    /// A package for department `dept` at `version` (security counter `counter`).
+    pub fn package(&self, dept: usize, version: u32, counter: u32, blob: &[u8]) -> Vec<u8> {
+        let b = self.bundle();
+        let name = b.department(dept).unwrap().manifest.name;
+        self.package_with(name, version, counter, *b.base_id(), blob, &self.secret)
+    }
+
+    pub fn factory_blob(&self, dept: usize) -> Vec<u8> {
+        self.bundle().department_blob(dept).unwrap().to_vec()
+    }
+
+    pub fn max_blob(&self) -> usize {
+        let b = self.bundle();
+        (0..b.department_count())
+            .map(|d| b.department_blob(d).unwrap().len())
+            .max()
+            .unwrap()
+    }
+
+    pub fn layout(&self, erase: usize) -> Layout {
+        Layout::standard(
+            self.bundle.as_slice().len(),
+            self.bundle().department_count() as u16,
+            self.max_blob(),
+            erase,
+        )
+    }
+
+    /// A device flash: the bundle at 0, the rest erased.
+    pub fn flash<const W: usize, const E: usize>(
+        &self,
+        layout: &Layout,
+        seed: u64,
+    ) -> SimFlash<W, E> {
+        let mut img = vec![0xFFu8; layout.end() as usize];
+        img[..self.bundle.as_slice().len()].copy_from_slice(self.bundle.as_slice());
+        SimFlash::from_image(&img, seed)
+    }
+
+    /// Logits of department blob `blob` (parsed against the bundle) on the fixture inputs.
+    pub fn logits(&self, blob: &[u8]) -> Vec<f32> {
+        let blob = AlignedBytes::new(blob);
+        let b = self.bundle();
+        let d = Dept::parse_blob(blob.as_slice(), b.manifest(), b.base_id()).expect("blob parses");
+        let mut arena = AlignedBytes::zeroed(b.arena_bytes(Mode::Materialized));
+        let mut e = Engine::new(&b, arena.as_mut_slice(), Mode::Materialized).unwrap();
+        e.select_blob(d).unwrap();
+        let mut out = Vec::new();
+        for x in &self.inputs {
+            let mut l = vec![0f32; d.classes()];
+            e.infer(x, &mut l).unwrap();
+            out.extend(l);
+        }
+        out
+    }
+}

@@ -1,0 +1,177 @@
+//! `lorkd delta make|verify|apply|image|status`: signed department updates (`.lkdu`,
+//! docs/update-format.md) and device flash images (see [`crate::delta`]).
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+
+use crate::checkpoint::Checkpoint;
+
+/// Make, check and apply department updates.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: DeltaCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeltaCommand {
+    /// Make a signed update of one department from a retrained checkpoint.
+    Make {
+        /// The bundle the update applies to.
+        #[arg(long)]
+        base: PathBuf,
+        /// Checkpoint with the department's new factors (same shared weights).
+        #[arg(long = "from")]
+        from: PathBuf,
+        #[arg(long)]
+        dept: String,
+        /// The department's new version (must exceed the device's current one).
+        #[arg(long)]
+        version: u32,
+        /// Security counter: the device never again runs a version below it (default 0).
+        #[arg(long, default_value_t = 0)]
+        security_counter: u32,
+        /// ed25519 secret key file (`lorkd keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Check a package against a bundle and a public key.
+    Verify {
+        package: PathBuf,
+        #[arg(long)]
+        base: PathBuf,
+        #[arg(long)]
+        pubkey: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply a package to a device flash image (bundle + update store), in place.
+    Apply {
+        package: PathBuf,
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long)]
+        pubkey: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a factory flash image: the bundle, then an empty update store.
+    Image {
+        #[arg(long)]
+        base: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Show which version each department of a flash image runs.
+    Status {
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long)]
+        pubkey: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn read(p: &PathBuf) -> Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+}
+
+fn print_status(s: &[crate::delta::DeptStatus]) {
+    for d in s {
+        let v = d.version.map_or("-".to_string(), |v| format!("v{v}"));
+        println!(
+            "{:<16} {:<6} {:<12} security counter {}",
+            d.department, v, d.source, d.security_counter
+        );
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    match a.command {
+        DeltaCommand::Make {
+            base,
+            from,
+            dept,
+            version,
+            security_counter,
+            key,
+            output,
+        } => {
+            let ck = Checkpoint::load(&from)
+                .with_context(|| format!("checkpoint {}", from.display()))?;
+            let key = crate::keys::load_signing_key(&key)?;
+            let pkg =
+                crate::delta::make(&read(&base)?, &ck, &dept, version, security_counter, &key)?;
+            std::fs::write(&output, &pkg)
+                .with_context(|| format!("writing {}", output.display()))?;
+            eprintln!(
+                "wrote {} ({} bytes: department {dept} v{version})",
+                output.display(),
+                pkg.len()
+            );
+        }
+        DeltaCommand::Verify {
+            package,
+            base,
+            pubkey,
+            json,
+        } => {
+            let key = crate::keys::load_verifying_key(&pubkey)?;
+            let info = crate::delta::verify(&read(&package)?, &read(&base)?, &key)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                println!(
+                    "{}: department {} v{} (security counter {}), {} blob bytes, base {}, signature {}",
+                    package.display(),
+                    info.department,
+                    info.version,
+                    info.security_counter,
+                    info.blob_bytes,
+                    &info.base_id[..16],
+                    info.signature
+                );
+            }
+        }
+        DeltaCommand::Apply {
+            package,
+            image,
+            pubkey,
+            json,
+        } => {
+            let key = crate::keys::load_verifying_key(&pubkey)?;
+            let mut img = read(&image)?;
+            let st = crate::delta::apply(&read(&package)?, &mut img, &key)?;
+            std::fs::write(&image, &img).with_context(|| format!("writing {}", image.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print_status(std::slice::from_ref(&st));
+            }
+        }
+        DeltaCommand::Image { base, output } => {
+            let img = crate::delta::image(&read(&base)?)?;
+            std::fs::write(&output, &img)
+                .with_context(|| format!("writing {}", output.display()))?;
+            eprintln!("wrote {} ({} bytes)", output.display(), img.len());
+        }
+        DeltaCommand::Status {
+            image,
+            pubkey,
+            json,
+        } => {
+            let key = crate::keys::load_verifying_key(&pubkey)?;
+            let st = crate::delta::status(&read(&image)?, &key)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print_status(&st);
+            }
+        }
+    }
+    Ok(())
+}

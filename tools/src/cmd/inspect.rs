@@ -1,0 +1,175 @@
+//! `lorkd inspect model.lorkd [--json] [--pubkey PUB]`: what a bundle holds and what it saves.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use lorkd_runtime::format::{Bundle, DeltaDType, Mode, Op, Precision};
+use serde_json::{json, Value};
+
+/// Show departments, sizes, arena plan, base id and signature status of a bundle.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    pub bundle: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Check the signature with this public key file.
+    #[arg(long)]
+    pub pubkey: Option<PathBuf>,
+}
+
+fn precision(p: Precision) -> &'static str {
+    match p {
+        Precision::F32 => "f32",
+        Precision::Int8 => "int8",
+    }
+}
+
+fn delta_name(d: DeltaDType) -> &'static str {
+    match d {
+        DeltaDType::F32 => "f32",
+        DeltaDType::F16 => "f16",
+        DeltaDType::I8 => "int8",
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Bytes of one fused expert at the bundle's precision: every conv's stored weight, bias and
+/// scales (what a separate per-department model would ship) plus its head.
+pub fn expert_bytes(b: &Bundle<'_>, dept: usize) -> usize {
+    let m = b.manifest();
+    let shared: usize = m
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::Conv {
+                weight,
+                bias,
+                wscale,
+                ..
+            }
+            | Op::DwConv {
+                weight,
+                bias,
+                wscale,
+                ..
+            } => (weight.len + bias.len + wscale.len) as usize,
+            _ => 0,
+        })
+        .sum();
+    let head = b.department(dept).map_or(0, |d| {
+        (d.manifest.head_weight.len + d.manifest.head_bias.len) as usize
+    });
+    shared + head
+}
+
+/// The inspect report (JSON keys as in issue 4 item 3).
+pub fn report(bytes: &[u8], pubkey: Option<&[u8; 32]>) -> Result<Value> {
+    let b = Bundle::parse(bytes).map_err(|e| anyhow::anyhow!("invalid bundle: {e}"))?;
+    let signature = match (b.is_signed(), pubkey) {
+        (false, _) => "unsigned".to_string(),
+        (true, None) => "signed (not checked: no --pubkey)".to_string(),
+        (true, Some(pk)) => match Bundle::parse_signed(bytes, pk) {
+            Ok(_) => "valid".to_string(),
+            Err(e) => format!("invalid ({e})"),
+        },
+    };
+    let m = b.manifest();
+    let mut depts = Vec::new();
+    let mut deltas = Vec::new();
+    let mut separate = 0usize;
+    for i in 0..b.department_count() {
+        let d = b.department(i).context("department")?;
+        deltas.push(delta_name(d.manifest.delta_dtype));
+        separate += expert_bytes(&b, i);
+        depts.push(json!({
+            "name": d.manifest.name,
+            "classes": d.classes(),
+            "class_names": d.manifest.classes.iter().collect::<Vec<_>>(),
+            "delta_bytes": b.department_blob(i).map_or(0, <[u8]>::len),
+            "version": d.manifest.version,
+        }));
+    }
+    deltas.dedup();
+    let delta = if deltas.len() == 1 {
+        deltas[0]
+    } else {
+        "mixed"
+    };
+    let h = b.header();
+    let total = bytes.len();
+    Ok(json!({
+        "arch": m.arch,
+        "input": {"channels": m.input.channels, "size": m.input.size},
+        "departments": depts,
+        "rank": m.rank,
+        "precisions": {"weights": precision(m.precision), "activations": precision(m.precision), "delta": delta},
+        "shared_bytes": h.manifest.len as usize + h.shared.len as usize,
+        "total_bytes": total,
+        "separate_experts_bytes": separate,
+        "ratio": if separate > 0 { total as f64 / separate as f64 } else { 0.0 },
+        "arena_bytes": {"materialized": b.arena_bytes(Mode::Materialized), "streaming": b.arena_bytes(Mode::Streaming)},
+        "base_id": hex(b.base_id()),
+        "signature": signature,
+    }))
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let bytes =
+        std::fs::read(&a.bundle).with_context(|| format!("reading {}", a.bundle.display()))?;
+    let pk = a
+        .pubkey
+        .as_ref()
+        .map(crate::keys::load_verifying_key)
+        .transpose()?
+        .map(|k| k.to_bytes());
+    let r = report(&bytes, pk.as_ref())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "{}  {}x{}x{}  rank {}",
+        r["arch"].as_str().unwrap_or(""),
+        r["input"]["channels"],
+        r["input"]["size"],
+        r["input"]["size"],
+        r["rank"]
+    );
+    println!(
+        "precisions      weights {} / activations {} / delta {}",
+        r["precisions"]["weights"], r["precisions"]["activations"], r["precisions"]["delta"]
+    );
+    println!(
+        "{:<16} {:>8} {:>12} {:>8}",
+        "department", "classes", "delta bytes", "version"
+    );
+    for d in r["departments"].as_array().into_iter().flatten() {
+        println!(
+            "{:<16} {:>8} {:>12} {:>8}",
+            d["name"].as_str().unwrap_or(""),
+            d["classes"],
+            d["delta_bytes"],
+            d["version"]
+        );
+    }
+    println!("shared_bytes    {}", r["shared_bytes"]);
+    println!("total_bytes     {}", r["total_bytes"]);
+    println!(
+        "separate        {} ({} experts)",
+        r["separate_experts_bytes"],
+        r["departments"].as_array().map_or(0, Vec::len)
+    );
+    println!("ratio           {:.4}", r["ratio"].as_f64().unwrap_or(0.0));
+    println!(
+        "arena_bytes     materialized {} / streaming {}",
+        r["arena_bytes"]["materialized"], r["arena_bytes"]["streaming"]
+    );
+    println!("base_id         {}", r["base_id"].as_str().unwrap_or(""));
+    println!("signature       {}", r["signature"].as_str().unwrap_or(""));
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! Field updates on the host: make a signed `.lkdu` from a retrained checkpoint, verify one
+//! against a bundle, build a device flash image and apply packages to it through the
+//! runtime's own update store (`lorkd_runtime::update`), exactly as a device would.
+//!
+//! A device flash image is the bundle at offset 0 followed by the store's journal and A/B
+//! slots in [`Layout::standard`] with [`IMAGE_ERASE_SIZE`]-byte erase blocks.
+use anyhow::{bail, Context, Result};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use lorkd_runtime::engine::AlignedBytes;
+use lorkd_runtime::format::header::{Header, SIGNATURE_LEN};
+use lorkd_runtime::format::Bundle;
+use lorkd_runtime::update::package::{write_signed, Package, PackageHeader};
+use lorkd_runtime::update::sim::SimFlash;
+use lorkd_runtime::update::{Active, Layout, UpdateBase, UpdateStore};
+use serde::Serialize;
+
+use crate::checkpoint::Checkpoint;
+use crate::pack::{pack, PackOptions};
+
+/// Erase block of the standard device image (a common NOR sector).
+pub const IMAGE_ERASE_SIZE: usize = 4096;
+/// Write unit of the standard device image.
+pub const IMAGE_WRITE_SIZE: usize = 4;
+/// Most departments a host-side store handles.
+pub const MAX_DEPTS: usize = 64;
+
+type ImageFlash = SimFlash<IMAGE_WRITE_SIZE, IMAGE_ERASE_SIZE>;
+type ImageStore = UpdateStore<ImageFlash, MAX_DEPTS>;
+
+/// What a package holds, for `delta verify` / `delta make`.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct PackageInfo {
+    pub department: String,
+    pub version: u32,
+    pub security_counter: u32,
+    pub blob_bytes: usize,
+    pub package_bytes: usize,
+    pub base_id: String,
+    pub signature: &'static str,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn parse_bundle(bytes: &[u8]) -> Result<Bundle<'_>> {
+    Bundle::parse(bytes).map_err(|e| anyhow::anyhow!("bundle: {e}"))
+}
+
+/// Makes a signed package for department `dept` from checkpoint `ck`, packed with the base
+/// bundle's precisions. Refuses a checkpoint whose folded shared part differs from the
+/// base's by a single bit (its base id would differ).
+pub fn make(
+    base_bytes: &[u8],
+    ck: &Checkpoint,
+    dept: &str,
+    version: u32,
+    counter: u32,
+    key: &SigningKey,
+) -> Result<Vec<u8>> {
+    let base_al = AlignedBytes::new(base_bytes);
+    let base = parse_bundle(base_al.as_slice())?;
+    let bi = base.find_department(dept).with_context(|| {
+        let names: Vec<&str> = (0..base.department_count())
+            .filter_map(|i| base.department(i))
+            .map(|d| d.manifest.name)
+            .collect();
+        format!(
+            "the bundle has no department `{dept}` (it has {})",
+            names.join(", ")
+        )
+    })?;
+    let delta = base
+        .department(bi)
+        .context("department")?
+        .manifest
+        .delta_dtype;
+    let opts = PackOptions {
+        weights: base.manifest().precision,
+        delta,
+        version,
+        ..PackOptions::default()
+    };
+    let new_bytes = pack(ck, &opts, None, None, &|b, imgs| {
+        crate::calibrate::activation_ranges(b, imgs)
+    })?;
+    let new_al = AlignedBytes::new(&new_bytes);
+    let new = parse_bundle(new_al.as_slice())?;
+    if new.base_id() != base.base_id() {
+        bail!(
+            "the checkpoint's shared weights differ from the bundle's after folding (base id {} vs {}): \
+             an update may change only department factors and heads; retrain with the shared weights frozen or pack a new bundle",
+            &hex(new.base_id())[..16],
+            &hex(base.base_id())[..16]
+        );
+    }
+    let ni = new
+        .find_department(dept)
+        .with_context(|| format!("the checkpoint has no department `{dept}`"))?;
+    let blob = new.department_blob(ni).context("department blob")?;
+    let header = PackageHeader::new(dept, version, counter, *base.base_id(), blob.len() as u32)
+        .map_err(|e| anyhow::anyhow!("package header: {e}"))?;
+    let mut out = vec![0u8; header.package_len()];
+    write_signed(&header, blob, &key.to_bytes(), &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(out)
+}
+
+/// Checks a package completely against a bundle: structure, SHA-256, signature, department,
+/// base id, and the blob through the runtime's blob parser.
+pub fn verify(pkg: &[u8], base_bytes: &[u8], pubkey: &VerifyingKey) -> Result<PackageInfo> {
+    let p = Package::parse(pkg).map_err(|e| anyhow::anyhow!("package: {e}"))?;
+    p.verify(pubkey.as_bytes())
+        .map_err(|e| anyhow::anyhow!("package: {e}"))?;
+    let al = AlignedBytes::new(base_bytes);
+    let base = parse_bundle(al.as_slice())?;
+    let h = p.header;
+    let d = base
+        .find_department(h.name())
+        .with_context(|| format!("package: the bundle has no department `{}`", h.name()))?;
+    if &h.base_id != base.base_id() {
+        bail!(
+            "package: made for another bundle (base id {} vs {})",
+            &hex(&h.base_id)[..16],
+            &hex(base.base_id())[..16]
+        );
+    }
+    let blob = AlignedBytes::new(p.blob());
+    let (version, _) = base
+        .check_blob(d, blob.as_slice())
+        .map_err(|e| anyhow::anyhow!("package: {e}"))?;
+    if version != h.version {
+        bail!(
+            "package: header version {} but the blob says {version}",
+            h.version
+        );
+    }
+    Ok(PackageInfo {
+        department: h.name().to_string(),
+        version: h.version,
+        security_counter: h.security_counter,
+        blob_bytes: h.blob_len as usize,
+        package_bytes: pkg.len(),
+        base_id: hex(&h.base_id),
+        signature: "verified",
+    })
+}
+
+/// Bytes of the bundle at the start of a device image (signature included).
+pub fn bundle_len(image: &[u8]) -> Result<usize> {
+    let h = Header::decode(image).map_err(|e| anyhow::anyhow!("image: bundle header: {e}"))?;
+    Ok(h.file_len as usize + if h.is_signed() { SIGNATURE_LEN } else { 0 })
+}
+
+/// The standard layout for a bundle.
+pub fn standard_layout(bundle: &Bundle<'_>) -> Layout {
+    let max_blob = (0..bundle.department_count())
+        .filter_map(|i| bundle.department_blob(i))
+        .map(<[u8]>::len)
+        .max()
+        .unwrap_or(0);
+    Layout::standard(
+        bundle.bytes().len(),
+        bundle.department_count() as u16,
+        max_blob,
+        IMAGE_ERASE_SIZE,
+    )
+}
+
+/// A factory device image: the bundle, then erased journal and slots.
+pub fn image(bundle_bytes: &[u8]) -> Result<Vec<u8>> {
+    let al = AlignedBytes::new(bundle_bytes);
+    let b = parse_bundle(al.as_slice())?;
+    let layout = standard_layout(&b);
+    let mut img = vec![0xFFu8; layout.end() as usize];
+    img[..bundle_bytes.len()].copy_from_slice(bundle_bytes);
+    Ok(img)
+}
+
+/// One department's state in an image.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct DeptStatus {
+    pub department: String,
+    /// `factory`, `slot A`, `slot B` or `unavailable`.
+    pub source: String,
+    pub version: Option<u32>,
+    pub security_counter: u32,
+}
+
+fn open_image(img: &[u8], pubkey: &VerifyingKey) -> Result<(AlignedBytes, ImageStore)> {
+    let n = bundle_len(img)?;
+    let bundle_bytes = AlignedBytes::new(img.get(..n).context("image: shorter than its bundle")?);
+    let layout = {
+        let b = parse_bundle(bundle_bytes.as_slice())?;
+        standard_layout(&b)
+    };
+    if (img.len() as u64) < layout.end() {
+        bail!(
+            "image: {} bytes, the standard layout needs {} (make one with `lorkd delta image`)",
+            img.len(),
+            layout.end()
+        );
+    }
+    let flash = ImageFlash::from_image(img, 0);
+    let b = parse_bundle(bundle_bytes.as_slice())?;
+    let store = ImageStore::open(flash, layout, pubkey.to_bytes(), &b)
+        .map_err(|e| anyhow::anyhow!("image: update store: {e}"))?;
+    Ok((bundle_bytes, store))
+}
+
+/// Every department's state in an image.
+pub fn status(img: &[u8], pubkey: &VerifyingKey) -> Result<Vec<DeptStatus>> {
+    let (bb, store) = open_image(img, pubkey)?;
+    let b = parse_bundle(bb.as_slice())?;
+    Ok((0..b.department_count())
+        .map(|d| {
+            let a = store.active(d);
+            DeptStatus {
+                department: b
+                    .department(d)
+                    .map(|x| x.manifest.name.to_string())
+                    .unwrap_or_default(),
+                source: match a {
+                    Active::Factory { .. } => "factory".into(),
+                    Active::Slot { slot, .. } => {
+                        format!("slot {}", if slot == 0 { 'A' } else { 'B' })
+                    }
+                    Active::Unavailable => "unavailable".into(),
+                },
+                version: a.version(),
+                security_counter: store.security_counter(d),
+            }
+        })
+        .collect())
+}
+
+/// Applies a package to a device image in place (every check runs before the first write,
+/// so a refused package leaves the image unchanged). Returns the department's new status.
+pub fn apply(pkg: &[u8], img: &mut [u8], pubkey: &VerifyingKey) -> Result<DeptStatus> {
+    let (bb, mut store) = open_image(img, pubkey)?;
+    let b = parse_bundle(bb.as_slice())?;
+    let mut scratch = vec![0u8; store.layout().slot_size as usize];
+    let d = store
+        .apply(pkg, &b, &mut scratch)
+        .map_err(|e| anyhow::anyhow!("update refused: {e}"))?;
+    let flash = store.into_flash();
+    img.copy_from_slice(&flash.image()[..img.len()]);
+    status(img, pubkey)?
+        .into_iter()
+        .nth(d)
+        .context("department status")
+}
+
+/// The blob department `dept` runs in an image (the bundle's own, or its active slot's).
+pub fn active_blob(img: &[u8], pubkey: &VerifyingKey, dept: &str) -> Result<Vec<u8>> {
+    let (bb, mut store) = open_image(img, pubkey)?;
+    let b = parse_bundle(bb.as_slice())?;
+    let d = b
+        .find_department(dept)
+        .with_context(|| format!("no department `{dept}`"))?;
+    let mut buf = vec![0u8; store.layout().slot_size as usize];
+    if let Some(blob) = store
+        .read_active_blob(d, &mut buf)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        return Ok(blob.to_vec());
+    }
+    match store.active(d) {
+        Active::Unavailable => {
+            bail!("department `{dept}` has no version at or above its security counter")
+        }
+        _ => Ok(b.department_blob(d).context("department blob")?.to_vec()),
+    }
+}

@@ -1,0 +1,550 @@
+//! `fit`: trains department experts with the LoRKD loss ([`super::loss`]) and, for
+//! comparison, the baselines of the paper's tables:
+//!
+//! | method   | backbone                         | loss                     |
+//! |----------|----------------------------------|--------------------------|
+//! | `lorkd`  | shared `W0` + rank-r experts (EKS) | CE on department heads + β·α²·KL |
+//! | `mtl`    | shared only, department heads    | CE                       |
+//! | `mtl-kd` | shared only, department heads    | CE + β·α²·KL             |
+//! | `stl`    | one independent network per department | CE                 |
+//!
+//! A run directory holds `run.json` (the settings), `model.safetensors` (the latest
+//! checkpoint, the format tools read), `state.safetensors` (model + momentum + epoch: what
+//! `--resume` needs), `metrics.jsonl` (one line per epoch). Both safetensors files are
+//! rewritten atomically after every epoch, and once before the first, so a NaN, a crash or
+//! Ctrl-C always leaves the last good epoch behind. Resuming continues exactly: the data
+//! order and flips are functions of `(seed, epoch)`, the learning rate of the global step.
+//! `stl` keeps one such directory per department under `RUN_DIR/stl/<t>/`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use lorkd_data::{epoch_order, Dataset, Loader, LoaderConfig, Split};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+use super::data as bridge;
+use super::io;
+use super::loss::{department_ce, distillation};
+use super::sgd::{cosine_lr, Sgd};
+use super::teacher::Teacher;
+use crate::checkpoint::Checkpoint;
+use crate::config::{Arch, Config};
+use crate::eks_conv::{DeptIds, DeptSel, ExpertConvMode};
+use crate::models::shufflenet::ShuffleNetLoRKD;
+
+/// Set by the Ctrl-C handler; the training loop stops after the current step.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the Ctrl-C handler once (a second Ctrl-C quits at once).
+pub fn install_ctrlc() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupted: stopping after this step; the last epoch's checkpoint stays (Ctrl-C again quits now)");
+        });
+    });
+}
+
+/// Training method (see the module table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Shared weights + low-rank department experts, CE + distillation.
+    Lorkd,
+    /// Multi-task: shared network, department heads.
+    Mtl,
+    /// Multi-task with distillation.
+    MtlKd,
+    /// Single-task: one network per department.
+    Stl,
+}
+
+impl Method {
+    /// Whether the student carries department experts.
+    pub fn experts(self) -> bool {
+        self == Method::Lorkd
+    }
+    /// Whether the loss has the distillation term (when a teacher is given).
+    pub fn distills(self) -> bool {
+        matches!(self, Method::Lorkd | Method::MtlKd)
+    }
+    /// The CLI spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Lorkd => "lorkd",
+            Method::Mtl => "mtl",
+            Method::MtlKd => "mtl-kd",
+            Method::Stl => "stl",
+        }
+    }
+}
+
+/// Everything that defines a run (saved as `run.json`; `--resume` reads it back).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FitConfig {
+    /// `--data` spec.
+    pub data: String,
+    /// Method.
+    pub method: Method,
+    /// Student architecture.
+    pub arch: Arch,
+    /// LoRA rank r (lorkd).
+    pub rank: i64,
+    /// lora_alpha (scaling alpha / r).
+    pub lora_alpha: f64,
+    /// Input side (None: the data's native size, else 224).
+    pub input_size: Option<i64>,
+    /// Epochs.
+    pub epochs: u64,
+    /// Batch size.
+    pub batch: usize,
+    /// Peak learning rate (cosine-annealed to 0 over the run).
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// Distillation temperature α.
+    pub alpha: f64,
+    /// Distillation weight β (0: no distillation).
+    pub beta: f64,
+    /// Seed of initialisation, data order and flips.
+    pub seed: u64,
+    /// Teacher: a `teacher` safetensors or a TorchScript `.pt` (None: no distillation).
+    pub teacher: Option<PathBuf>,
+    /// Expert-conv mode name (auto, eks, lowrank, looped).
+    pub expert_conv_mode: String,
+}
+
+impl FitConfig {
+    /// The paper's defaults for `data` and `method`.
+    pub fn new(data: &str, method: Method) -> Self {
+        FitConfig {
+            data: data.to_string(),
+            method,
+            arch: Arch::ShuffleNetV2X1_0,
+            rank: 8,
+            lora_alpha: 16.0,
+            input_size: None,
+            epochs: 10,
+            batch: 64,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            alpha: super::loss::ALPHA,
+            beta: super::loss::BETA,
+            seed: 0,
+            teacher: None,
+            expert_conv_mode: "auto".into(),
+        }
+    }
+}
+
+/// How to run (not part of the run's identity).
+#[derive(Clone, Debug)]
+pub struct Control {
+    /// Where to train.
+    pub device: Device,
+    /// Draw a progress bar.
+    pub progress: bool,
+    /// Data loader threads.
+    pub workers: usize,
+    /// Stop (as on Ctrl-C) after this many optimisation steps of this invocation.
+    pub stop_after_steps: Option<u64>,
+    /// libtorch intra-op threads (None: libtorch's default, one per core). On a shared or
+    /// busy machine 1 is often much faster: spinning OpenMP threads starve each other.
+    pub threads: Option<i32>,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            device: crate::default_device(),
+            progress: true,
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8),
+            stop_after_steps: None,
+            threads: None,
+        }
+    }
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// Department trained (stl) or None (all).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub department: Option<String>,
+    /// Epochs completed (1-based).
+    pub epoch: u64,
+    /// Optimisation steps so far.
+    pub step: u64,
+    /// Learning rate of the epoch's last step.
+    pub lr: f64,
+    /// Mean training loss.
+    pub loss: f64,
+    /// Mean cross-entropy term.
+    pub ce: f64,
+    /// Mean distillation term (β·α²·KL).
+    pub kd: f64,
+    /// Training top-1 accuracy on department heads.
+    pub train_acc: f64,
+    /// Validation top-1 per department (experts).
+    pub val_acc: Vec<f64>,
+    /// Mean of `val_acc`.
+    pub val_mean: f64,
+    /// Training images per second (loading + step).
+    pub images_per_sec: f64,
+    /// Wall time of the epoch.
+    pub seconds: f64,
+}
+
+/// How a `fit` invocation ended.
+#[derive(Clone, Debug)]
+pub struct FitOutcome {
+    /// Epochs completed in the run (over all invocations).
+    pub epochs_done: u64,
+    /// Stopped early by Ctrl-C or `stop_after_steps`.
+    pub interrupted: bool,
+    /// Metrics of the last epoch completed by this invocation.
+    pub last: Option<EpochMetrics>,
+}
+
+const STATE_KEY: &str = "lorkd_train";
+
+#[derive(Serialize, Deserialize)]
+struct TrainState {
+    epoch: u64,
+    step: u64,
+    fit: FitConfig,
+}
+
+/// Starts a new run in `run_dir` (which must not hold one).
+///
+/// # Errors
+/// Bad data, a run already there, a NaN loss (the last good checkpoint stays), I/O.
+pub fn fit(fc: &FitConfig, run_dir: &Path, ctl: &Control) -> anyhow::Result<FitOutcome> {
+    anyhow::ensure!(
+        !run_dir.join("run.json").exists(),
+        "{} already holds a run: continue it with --resume {0}, or choose another directory",
+        run_dir.display()
+    );
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    io::write_atomic(&run_dir.join("run.json"), serde_json::to_string_pretty(fc)?.as_bytes())?;
+    run(fc, run_dir, ctl)
+}
+
+/// Continues the run in `run_dir` from its last checkpoint, exactly.
+///
+/// # Errors
+/// As [`fit`]; also a missing or inconsistent run.
+pub fn resume(run_dir: &Path, ctl: &Control) -> anyhow::Result<FitOutcome> {
+    let p = run_dir.join("run.json");
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {} (is this a run directory?)", p.display()))?;
+    let fc: FitConfig = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+    run(&fc, run_dir, ctl)
+}
+
+fn run(fc: &FitConfig, run_dir: &Path, ctl: &Control) -> anyhow::Result<FitOutcome> {
+    if let Some(n) = ctl.threads {
+        tch::set_num_threads(n.max(1));
+    }
+    let ds = Arc::new(Dataset::open_str(&fc.data)?);
+    eprintln!("data: {}", ds.summary());
+    let teacher = match (&fc.teacher, fc.method.distills() && fc.beta > 0.0) {
+        (Some(p), true) => Some(Teacher::load(p, ctl.device, ds.total_classes() as i64)?),
+        _ => None,
+    };
+    let metrics = run_dir.join("metrics.jsonl");
+    if fc.method == Method::Stl {
+        let mut outcome = FitOutcome { epochs_done: fc.epochs, interrupted: false, last: None };
+        for t in 0..ds.departments().len() {
+            let sub = run_dir.join("stl").join(t.to_string());
+            std::fs::create_dir_all(&sub)?;
+            let o = train_one(fc, &sub, &metrics, &ds, Some(t), None, ctl)?;
+            outcome.epochs_done = outcome.epochs_done.min(o.epochs_done);
+            outcome.last = o.last.or(outcome.last);
+            if o.interrupted {
+                outcome.interrupted = true;
+                break;
+            }
+        }
+        return Ok(outcome);
+    }
+    train_one(fc, run_dir, &metrics, &ds, None, teacher.as_ref(), ctl)
+}
+
+fn mix_seed(seed: u64, epoch: u64) -> i64 {
+    let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (z >> 1) as i64
+}
+
+/// The student config a run trains (`only`: the stl department).
+pub fn student_config(fc: &FitConfig, ds: &Dataset, only: Option<usize>, distill: bool) -> Config {
+    let mut deps = bridge::departments(ds);
+    if let Some(t) = only {
+        deps = vec![deps[t].clone()];
+    }
+    let mut cfg = Config::new(fc.arch, 3, deps);
+    cfg.rank = if fc.method.experts() { fc.rank } else { 0 };
+    cfg.lora_alpha = fc.lora_alpha;
+    cfg.input_size = fc.input_size.unwrap_or_else(|| bridge::default_input_size(ds));
+    cfg.unified_head = distill;
+    cfg
+}
+
+fn save(cfg: &Config, vs: &nn::VarStore, opt: &Sgd, state: &TrainState, dir: &Path) -> anyhow::Result<()> {
+    let ckpt = Checkpoint::from_var_store(cfg, vs);
+    io::write_atomic(&dir.join("model.safetensors"), &ckpt.to_bytes()?)?;
+    let mut tensors: Vec<(String, Tensor)> =
+        io::sorted_variables(vs).into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
+    tensors.extend(opt.state());
+    let meta = HashMap::from([(STATE_KEY.to_string(), serde_json::to_string(state)?)]);
+    io::save_tensors(&dir.join("state.safetensors"), &tensors, meta)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_one(
+    fc: &FitConfig,
+    dir: &Path,
+    metrics: &Path,
+    ds: &Arc<Dataset>,
+    only: Option<usize>,
+    teacher: Option<&Teacher>,
+    ctl: &Control,
+) -> anyhow::Result<FitOutcome> {
+    let device = ctl.device;
+    let distill = teacher.is_some() && only.is_none();
+    let cfg = student_config(fc, ds, only, distill);
+    cfg.validate().map_err(|e| anyhow::anyhow!(e))?;
+    let t_count = cfg.num_departments();
+    // Global department → index in this model.
+    let local = |g: i64| -> i64 { only.map_or(g, |t| g - t as i64) };
+    let dept_name = only.map(|t| ds.departments()[t].name.clone());
+
+    tch::manual_seed(mix_seed(fc.seed, u64::MAX));
+    let vs = nn::VarStore::new(device);
+    let mut model = ShuffleNetLoRKD::new(&vs.root(), &cfg);
+    model.set_expert_conv_mode(fc.expert_conv_mode.parse::<ExpertConvMode>().map_err(|e| anyhow::anyhow!(e))?);
+    let mut opt = Sgd::new(&vs, fc.momentum, fc.weight_decay);
+
+    let state_path = dir.join("state.safetensors");
+    let (mut epoch, mut step) = (0u64, 0u64);
+    if state_path.exists() {
+        let (meta, tensors) = io::load_tensors(&state_path)?;
+        let st: TrainState = serde_json::from_str(
+            meta.get(STATE_KEY).with_context(|| format!("{}: no training state", state_path.display()))?,
+        )?;
+        anyhow::ensure!(st.fit == *fc, "{}: saved settings differ from run.json", state_path.display());
+        let model_tensors = tensors
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("model.").map(|n| (n.to_string(), v.shallow_clone())))
+            .collect();
+        io::load_into(&vs, &model_tensors, &state_path)?;
+        opt.load_state(&tensors)?;
+        (epoch, step) = (st.epoch, st.step);
+        if epoch < fc.epochs {
+            eprintln!("resuming {} at epoch {epoch}/{} (step {step})", dir.display(), fc.epochs);
+        }
+    } else {
+        save(&cfg, &vs, &opt, &TrainState { epoch, step, fit: fc.clone() }, dir)?;
+    }
+
+    let transform = bridge::transform(&cfg);
+    let loader_cfg = |epoch: u64| LoaderConfig {
+        batch_size: fc.batch,
+        shuffle: true,
+        flip: true,
+        drop_last: false,
+        seed: fc.seed,
+        epoch,
+        workers: ctl.workers.max(1),
+        prefetch: 2 * ctl.workers.max(1),
+        departments: only.map(|t| vec![t]),
+        transform: transform.clone(),
+    };
+    let per_epoch = epoch_order(ds, Split::Train, &loader_cfg(0)).len().div_ceil(fc.batch.max(1)) as u64;
+    let total = per_epoch * fc.epochs;
+    let mut outcome = FitOutcome { epochs_done: epoch, interrupted: false, last: None };
+    let mut steps_here = 0u64;
+
+    while epoch < fc.epochs {
+        tch::manual_seed(mix_seed(fc.seed, epoch));
+        let started = Instant::now();
+        let loader = Loader::new(ds.clone(), Split::Train, loader_cfg(epoch));
+        let pb = progress_bar(ctl.progress, loader.batches() as u64, &format!("epoch {}/{}", epoch + 1, fc.epochs));
+        let (mut sum_loss, mut sum_ce, mut sum_kd, mut correct, mut seen) = (0f64, 0f64, 0f64, 0i64, 0usize);
+        let mut lr = fc.lr;
+        for batch in loader {
+            let b = batch?;
+            let xs = bridge::images(&b, device);
+            let depts: Vec<i64> = b.departments.iter().map(|&g| local(g)).collect();
+            let y = Tensor::from_slice(&b.classes).to_device(device);
+            let ids;
+            let sel = if cfg.rank > 0 {
+                ids = DeptIds::new(&depts, t_count, device)?;
+                DeptSel::Mixed(&ids)
+            } else {
+                DeptSel::Shared
+            };
+            let f = model.forward_t(&xs, sel, true);
+            let (ce, ok) = department_ce(&f, &depts, &y, |x, t| model.head_logits(x, t));
+            let kd = match (teacher, model.unified_logits(&f)) {
+                (Some(teacher), Some(zs)) if distill => distillation(&zs, &teacher.logits(&xs)?, fc.alpha) * fc.beta,
+                _ => Tensor::zeros([], (Kind::Float, device)),
+            };
+            let loss = &ce + &kd;
+            let lv = loss.double_value(&[]);
+            if !lv.is_finite() {
+                pb.abandon();
+                bail!(
+                    "loss is {lv} at epoch {} step {step}: stopping. The last good checkpoint is {} (epoch {epoch}); \
+                     lower --lr (now {}) and resume or restart",
+                    epoch + 1,
+                    dir.join("model.safetensors").display(),
+                    fc.lr
+                );
+            }
+            lr = cosine_lr(fc.lr, step, total);
+            opt.zero_grad();
+            loss.backward();
+            opt.step(lr);
+            step += 1;
+            steps_here += 1;
+            let n = b.len();
+            seen += n;
+            correct += ok;
+            sum_loss += lv * n as f64;
+            sum_ce += ce.double_value(&[]) * n as f64;
+            sum_kd += kd.double_value(&[]) * n as f64;
+            let ips = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            pb.set_message(format!(
+                "loss {:.4} acc {:.3} {:.0} img/s",
+                sum_loss / seen as f64,
+                correct as f64 / seen as f64,
+                ips
+            ));
+            pb.inc(1);
+            if INTERRUPTED.load(Ordering::SeqCst) || ctl.stop_after_steps.is_some_and(|s| steps_here >= s) {
+                outcome.interrupted = true;
+                break;
+            }
+        }
+        if outcome.interrupted {
+            pb.abandon();
+            eprintln!(
+                "stopped during epoch {}; checkpoint of epoch {epoch} kept in {}; continue with --resume",
+                epoch + 1,
+                dir.display()
+            );
+            return Ok(outcome);
+        }
+        pb.finish_and_clear();
+        let secs = started.elapsed().as_secs_f64();
+        let val = department_accuracy(&model, ds, Split::Val, only, true, fc.batch, ctl)?;
+        epoch += 1;
+        let m = EpochMetrics {
+            department: dept_name.clone(),
+            epoch,
+            step,
+            lr,
+            loss: sum_loss / seen.max(1) as f64,
+            ce: sum_ce / seen.max(1) as f64,
+            kd: sum_kd / seen.max(1) as f64,
+            train_acc: correct as f64 / seen.max(1) as f64,
+            val_mean: mean(&val),
+            val_acc: val,
+            images_per_sec: seen as f64 / secs.max(1e-9),
+            seconds: secs,
+        };
+        save(&cfg, &vs, &opt, &TrainState { epoch, step, fit: fc.clone() }, dir)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(metrics)
+            .with_context(|| format!("opening {}", metrics.display()))?;
+        writeln!(f, "{}", serde_json::to_string(&m)?)?;
+        eprintln!(
+            "{}epoch {epoch}/{}: loss {:.4} (ce {:.4} kd {:.4}) train acc {:.3} val acc {:.3} {:.0} img/s",
+            dept_name.as_ref().map(|n| format!("[{n}] ")).unwrap_or_default(),
+            fc.epochs,
+            m.loss,
+            m.ce,
+            m.kd,
+            m.train_acc,
+            m.val_mean,
+            m.images_per_sec
+        );
+        outcome.epochs_done = epoch;
+        outcome.last = Some(m);
+    }
+    Ok(outcome)
+}
+
+fn progress_bar(show: bool, len: u64, prefix: &str) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}") {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_prefix(prefix.to_string());
+    pb
+}
+
+/// Mean of a slice (0 when empty).
+pub fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// Top-1 accuracy per department of a split: with each department's experts (`experts`)
+/// or with the shared weights alone, always through the department's own head. `only`: the
+/// model holds just that (global) department.
+pub fn department_accuracy(
+    model: &ShuffleNetLoRKD,
+    ds: &Arc<Dataset>,
+    split: Split,
+    only: Option<usize>,
+    experts: bool,
+    batch: usize,
+    ctl: &Control,
+) -> anyhow::Result<Vec<f64>> {
+    let globals: Vec<usize> = match only {
+        Some(t) => vec![t],
+        None => (0..ds.departments().len()).collect(),
+    };
+    let transform = bridge::transform(&model.config);
+    let mut acc = Vec::with_capacity(globals.len());
+    for (t, &g) in globals.iter().enumerate() {
+        let mut lc = LoaderConfig::eval(batch.max(1), transform.clone());
+        lc.workers = ctl.workers.max(1);
+        lc.prefetch = 2 * lc.workers;
+        lc.departments = Some(vec![g]);
+        let (mut ok, mut n) = (0i64, 0i64);
+        for b in Loader::new(ds.clone(), split, lc) {
+            let b = b?;
+            let xs = bridge::images(&b, ctl.device);
+            let y = Tensor::from_slice(&b.classes).to_device(ctl.device);
+            let sel = if experts && model.config.rank > 0 { DeptSel::One(t as i64) } else { DeptSel::Shared };
+            let pred = tch::no_grad(|| model.head_logits(&model.forward_t(&xs, sel, false), t).argmax(-1, false));
+            ok += pred.eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+            n += b.len() as i64;
+        }
+        acc.push(if n == 0 { f64::NAN } else { ok as f64 / n as f64 });
+    }
+    Ok(acc)
+}

@@ -1,0 +1,16 @@
+//! The training pipeline (issue 6): data from `lorkd-data`, the LoRKD loss, SGD with cosine
+//! annealing, resumable runs, the teacher, evaluation.
+//!
+//! - [`loss`]: CE on department heads + β·α²·KL(teacher ‖ student) (the paper's objective);
+//! - [`sgd`]: SGD momentum / weight decay / cosine with savable state;
+//! - [`fit`]: `lorkd|mtl|mtl-kd|stl` runs, checkpoints, `--resume`, NaN and Ctrl-C handling;
+//! - [`teacher`]: ResNet teacher training, TorchScript teachers;
+//! - [`eval`]: per-department top-1, experts vs shared weights;
+//! - [`data`]: the bridge from `lorkd-data` batches to tensors; [`io`]: safetensors helpers.
+pub mod data;
+pub mod eval;
+pub mod fit;
+pub mod io;
+pub mod loss;
+pub mod sgd;
+pub mod teacher;
