@@ -1,8 +1,11 @@
 //! Writes the QEMU board's self-check fixture (format: `lorkd_firmware::fixture`): a bundle
 //! packed with `lorkd_tools::pack` from a seeded random ShuffleNetV2 0.5x checkpoint
 //! (`lorkd_tools::checkpoint::random_checkpoint`: unit-scale activations, departments that
-//! differ), int8 weights and activations, 3 departments at 32x32; seeded test images; and the
-//! scores `lorkd_runtime::engine::Engine` computes for them on the host.
+//! differ), int8 weights and activations, 3 departments at 32x32; seeded test images; the
+//! scores `lorkd_runtime::engine::Engine` computes for them on the host; and a signed update
+//! of department 1 (`lorkd_tools::delta::make`, fixed test key) made from the same
+//! checkpoint with that department's `lora_B` factors negated and scaled (a "retrained"
+//! department over the same shared weights), with the scores it must give afterwards.
 //!
 //! Regenerate: `cargo run -p lorkd-firmware --example qemu-fixture -- OUT.bin` (run by
 //! `firmware/run-qemu`; deterministic: same bytes every run).
@@ -79,6 +82,61 @@ fn main() -> Result<()> {
         bail!("every department and image has the same top-1: the fixture would prove little");
     }
 
+    // The "retrained" department: same shared weights, other factors.
+    const UPDATE_DEPT: usize = 1;
+    const UPDATE_VERSION: u32 = 2;
+    let raw = random_checkpoint(&spec)?;
+    let st = safetensors::SafeTensors::deserialize(&raw)?;
+    let mut tensors = Vec::new();
+    for (name, view) in st.tensors() {
+        let shape = view.shape().to_vec();
+        let mut data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if name.ends_with(".lora_B") {
+            let per = data.len() / shape[0];
+            for v in &mut data[UPDATE_DEPT * per..(UPDATE_DEPT + 1) * per] {
+                *v *= -1.5;
+            }
+        }
+        tensors.push((name, shape, data));
+    }
+    let ck2 = Checkpoint::from_bytes(&lorkd_tools::checkpoint::write_safetensors(
+        &tensors, &ck.meta,
+    )?)?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
+    let dept_name = bundle
+        .department(UPDATE_DEPT)
+        .context("department")?
+        .manifest
+        .name;
+    let update = lorkd_tools::delta::make(&bundle_bytes, &ck2, dept_name, UPDATE_VERSION, 0, &key)?;
+    let bundle2_bytes = pack(&ck2, &opts, None, None, &cal)?;
+    let al2 = AlignedBytes::new(&bundle2_bytes);
+    let bundle2 = Bundle::parse(al2.as_slice()).map_err(|e| anyhow::anyhow!("bundle: {e}"))?;
+    let mut arena2 = AlignedBytes::zeroed(bundle2.arena_bytes(Mode::Materialized));
+    let mut engine2 = Engine::new(&bundle2, arena2.as_mut_slice(), Mode::Materialized)
+        .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
+    engine2
+        .select(UPDATE_DEPT)
+        .map_err(|e| anyhow::anyhow!("select: {e}"))?;
+    let mut updated = Vec::new();
+    let mut tops2 = Vec::new();
+    for img in &images {
+        let mut logits = vec![0f32; classes[UPDATE_DEPT]];
+        engine2
+            .infer(img, &mut logits)
+            .map_err(|e| anyhow::anyhow!("infer: {e}"))?;
+        let top = lorkd_firmware::app::argmax(&logits);
+        tops2.push(top);
+        updated.extend_from_slice(&(top as u32).to_le_bytes());
+        for k in 0..c {
+            updated.extend_from_slice(&logits.get(k).copied().unwrap_or(0.0).to_le_bytes());
+        }
+    }
+
     let mut f = vec![0u8; HEADER_LEN];
     let bundle_off = f.len();
     f.extend_from_slice(&bundle_bytes);
@@ -93,6 +151,10 @@ fn main() -> Result<()> {
     }
     let expect_off = f.len();
     f.extend_from_slice(&expect);
+    let updated_off = f.len();
+    f.extend_from_slice(&updated);
+    let update_off = f.len();
+    f.extend_from_slice(&update);
     let hdr = [
         d,
         IMAGES,
@@ -102,19 +164,27 @@ fn main() -> Result<()> {
         bundle_bytes.len(),
         images_off,
         expect_off,
+        update_off,
+        update.len(),
+        UPDATE_DEPT,
+        UPDATE_VERSION as usize,
+        updated_off,
     ];
     f[..4].copy_from_slice(&MAGIC);
     for (i, v) in hdr.iter().enumerate() {
         f[4 + 4 * i..8 + 4 * i].copy_from_slice(&(*v as u32).to_le_bytes());
     }
+    f[64..96].copy_from_slice(key.verifying_key().as_bytes());
     std::fs::write(&out, &f)?;
     eprintln!(
-        "qemu-fixture: {out}: bundle {} B ({} departments, classes {:?}, arena {} B), {IMAGES} images {SIZE}x{SIZE}, top-1 {:?}",
+        "qemu-fixture: {out}: bundle {} B ({} departments, classes {:?}, arena {} B), {IMAGES} images {SIZE}x{SIZE}, top-1 {:?}; update of department {UPDATE_DEPT} to v{UPDATE_VERSION}: {} B, top-1 after {:?}",
         bundle_bytes.len(),
         d,
         classes,
         bundle.arena_bytes(Mode::Materialized),
-        tops
+        tops,
+        update.len(),
+        tops2
     );
     Ok(())
 }

@@ -29,7 +29,11 @@ fn qvec(r: &mut ChaCha8Rng, n: usize, lo: i8) -> Vec<i8> {
 fn geom(r: &mut ChaCha8Rng, k: usize, stride: usize, pad: usize, depthwise: bool) -> Geom {
     let (h, w) = (r.gen_range(1..12), r.gen_range(1..12));
     // Up to 39 channels: 3x3 patches longer than `conv::PATCH` take the fallback path.
-    let cin = if depthwise { r.gen_range(1..20) } else { r.gen_range(1..40) };
+    let cin = if depthwise {
+        r.gen_range(1..20)
+    } else {
+        r.gen_range(1..40)
+    };
     let extra = r.gen_range(0..5);
     let c_off = r.gen_range(0..=extra);
     let cout = if depthwise { cin } else { r.gen_range(1..20) };

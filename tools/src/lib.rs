@@ -12,3 +12,4 @@ pub mod graph;
 pub mod keys;
 pub mod pack;
 pub mod quantize;
+pub mod report;

@@ -112,7 +112,7 @@ fn read_i8_rows(
     scale: &[f32],
 ) -> Result<Vec<f32>, OnnxError> {
     let b = bytes(payload, t, what, n)?;
-    if b.len() != n || rows == 0 || scale.len() != rows || n % rows != 0 {
+    if b.len() != n || rows == 0 || scale.len() != rows || !n.is_multiple_of(rows) {
         return Err(OnnxError::Tensor {
             what: what.into(),
             offset: t.offset,

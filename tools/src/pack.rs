@@ -449,32 +449,61 @@ pub fn synthetic_images(ck: &Checkpoint, count: usize, seed: u64) -> Vec<Vec<Vec
 /// the dataset department with the same name (or at the same index when the names differ
 /// and the counts agree), resized and normalised as the model's input spec says.
 pub fn dataset_images(ck: &Checkpoint, spec: &str, count: usize) -> Result<Vec<Vec<Vec<f32>>>> {
-    let ds = lorkd_data::Dataset::open_str(spec).with_context(|| format!("calibration data `{spec}`"))?;
+    let ds = lorkd_data::Dataset::open_str(spec)
+        .with_context(|| format!("calibration data `{spec}`"))?;
     let m = &ck.meta;
     let names: Vec<&str> = ds.departments().iter().map(|d| d.name.as_str()).collect();
-    let by_name: Option<Vec<usize>> = m.departments.iter().map(|d| names.iter().position(|n| *n == d.name)).collect();
+    let by_name: Option<Vec<usize>> = m
+        .departments
+        .iter()
+        .map(|d| names.iter().position(|n| *n == d.name))
+        .collect();
     let map = match by_name {
         Some(v) => v,
         None if names.len() == m.departments.len() => (0..names.len()).collect(),
-        None => bail!("calibration data `{spec}` has {} departments, the checkpoint {}", names.len(), m.departments.len()),
+        None => bail!(
+            "calibration data `{spec}` has {} departments, the checkpoint {}",
+            names.len(),
+            m.departments.len()
+        ),
     };
     let (mut mean, mut std) = ([0f32; 3], [1f32; 3]);
     for c in 0..m.in_channels {
         mean[c] = m.mean[c] as f32;
         std[c] = m.std[c] as f32;
     }
-    let t = lorkd_data::Transform { size: m.input_size as u32, channels: m.in_channels, mean, std };
-    ensure!(m.in_channels == 1 || m.in_channels == 3, "calibration images need 1 or 3 channels");
+    let t = lorkd_data::Transform {
+        size: m.input_size as u32,
+        channels: m.in_channels,
+        mean,
+        std,
+    };
+    ensure!(
+        m.in_channels == 1 || m.in_channels == 3,
+        "calibration images need 1 or 3 channels"
+    );
     let mut out = Vec::new();
     for (d, &src) in map.iter().enumerate() {
         let idx = ds.indices_of(lorkd_data::Split::Train, src);
-        ensure!(!idx.is_empty(), "calibration data `{spec}`: department `{}` has no training images", names[src]);
+        ensure!(
+            !idx.is_empty(),
+            "calibration data `{spec}`: department `{}` has no training images",
+            names[src]
+        );
         let imgs = idx
             .iter()
             .take(count.max(1))
-            .map(|&i| ds.sample(lorkd_data::Split::Train, i, &t, false).map(|s| s.image))
+            .map(|&i| {
+                ds.sample(lorkd_data::Split::Train, i, &t, false)
+                    .map(|s| s.image)
+            })
             .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("calibration images of department `{}`", m.departments[d].name))?;
+            .with_context(|| {
+                format!(
+                    "calibration images of department `{}`",
+                    m.departments[d].name
+                )
+            })?;
         out.push(imgs);
     }
     Ok(out)

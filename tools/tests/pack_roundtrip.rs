@@ -531,8 +531,20 @@ fn stored_deltas_are_the_folded_factors() {
 fn rank_zero_packs() {
     let ck = ckpt(seed(), 32, vec![2], 0);
     for delta in [DeltaDType::F32, DeltaDType::F16, DeltaDType::I8] {
-        let opts = PackOptions { weights: Precision::Int8, delta, calib_count: 1, ..PackOptions::default() };
-        let bytes = pack(&ck, &opts, None, None, &lorkd_tools::calibrate::activation_ranges).unwrap();
+        let opts = PackOptions {
+            weights: Precision::Int8,
+            delta,
+            calib_count: 1,
+            ..PackOptions::default()
+        };
+        let bytes = pack(
+            &ck,
+            &opts,
+            None,
+            None,
+            &lorkd_tools::calibrate::activation_ranges,
+        )
+        .unwrap();
         assert_eq!(Bundle::parse(&bytes).unwrap().manifest().rank, 0);
     }
 }

@@ -65,7 +65,7 @@ pub struct BenchReport {
     pub lowrank_ms: f64,
     /// LoRKD, per-department loop everywhere.
     pub looped_ms: f64,
-    /// LoRKD, `auto`.
+    /// LoRKD, `auto` (lowrank on k = 1, EKS on the stem, fused path for one-department batches).
     pub auto_ms: f64,
     /// `auto_ms / mtl_ms` (target ≤ 1.3 at T = 10).
     pub auto_over_mtl: f64,
@@ -87,12 +87,27 @@ fn time_steps(
     shared: bool,
     opts: &BenchOptions,
 ) -> Result<f64, tch::TchError> {
-    let mut opt = nn::Sgd { momentum: 0.9, dampening: 0.0, wd: 1e-4, nesterov: false }.build(vs, 0.05)?;
-    let sel = if shared { DeptSel::Shared } else { DeptSel::Mixed(ids) };
+    let mut opt = nn::Sgd {
+        momentum: 0.9,
+        dampening: 0.0,
+        wd: 1e-4,
+        nesterov: false,
+    }
+    .build(vs, 0.05)?;
+    let sel = if shared {
+        DeptSel::Shared
+    } else {
+        DeptSel::Mixed(ids)
+    };
     let groups: Vec<(usize, Tensor)> = (0..opts.departments)
         .filter_map(|t| {
-            let idx: Vec<i64> =
-                ids.as_slice().iter().enumerate().filter(|(_, &d)| d == t).map(|(i, _)| i as i64).collect();
+            let idx: Vec<i64> = ids
+                .as_slice()
+                .iter()
+                .enumerate()
+                .filter(|(_, &d)| d == t)
+                .map(|(i, _)| i as i64)
+                .collect();
             (!idx.is_empty()).then(|| (t as usize, Tensor::from_slice(&idx).to_device(opts.device)))
         })
         .collect();
@@ -105,7 +120,8 @@ fn time_steps(
         let mut loss = Tensor::zeros([], (Kind::Float, opts.device));
         for (t, idx) in &groups {
             let logits = model.head_logits(&f.index_select(0, idx), *t);
-            loss += logits.cross_entropy_for_logits(&ys.index_select(0, idx)) * (idx.size()[0] as f64);
+            loss +=
+                logits.cross_entropy_for_logits(&ys.index_select(0, idx)) * (idx.size()[0] as f64);
         }
         opt.backward_step(&(loss / opts.batch as f64));
         sync(opts.device);
@@ -120,11 +136,28 @@ fn time_steps(
 /// Runs every variant on one random batch.
 pub fn run(opts: &BenchOptions) -> Result<BenchReport, tch::TchError> {
     tch::manual_seed(opts.seed as i64);
-    let xs = Tensor::randn([opts.batch, opts.in_channels, opts.input, opts.input], (Kind::Float, opts.device));
-    let ys = Tensor::randint(opts.classes as i64, [opts.batch], (Kind::Int64, opts.device));
-    let host_ids: Vec<i64> = Vec::<i64>::try_from(&Tensor::randint(opts.departments, [opts.batch], (Kind::Int64, Device::Cpu)))?;
-    let ids = DeptIds::new(&host_ids, opts.departments, opts.device).map_err(|e| tch::TchError::Kind(e.to_string()))?;
-    let mut cfg = Config::numbered(opts.arch, opts.in_channels, opts.departments as usize, opts.classes);
+    let xs = Tensor::randn(
+        [opts.batch, opts.in_channels, opts.input, opts.input],
+        (Kind::Float, opts.device),
+    );
+    let ys = Tensor::randint(
+        opts.classes as i64,
+        [opts.batch],
+        (Kind::Int64, opts.device),
+    );
+    let host_ids: Vec<i64> = Vec::<i64>::try_from(&Tensor::randint(
+        opts.departments,
+        [opts.batch],
+        (Kind::Int64, Device::Cpu),
+    ))?;
+    let ids = DeptIds::new(&host_ids, opts.departments, opts.device)
+        .map_err(|e| tch::TchError::Kind(e.to_string()))?;
+    let mut cfg = Config::numbered(
+        opts.arch,
+        opts.in_channels,
+        opts.departments as usize,
+        opts.classes,
+    );
     cfg.input_size = opts.input;
     cfg.rank = opts.rank;
     cfg.unified_head = false;

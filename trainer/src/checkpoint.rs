@@ -72,7 +72,11 @@ pub struct Checkpoint {
 }
 
 fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>, CheckpointError> {
-    let flat = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().reshape([-1]);
+    let flat = t
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous()
+        .reshape([-1]);
     let v = Vec::<f32>::try_from(&flat)?;
     Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect())
 }
@@ -83,14 +87,26 @@ impl Checkpoint {
         let tensors = vs
             .variables()
             .into_iter()
-            .map(|(k, v)| (k, v.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous()))
+            .map(|(k, v)| {
+                (
+                    k,
+                    v.detach()
+                        .to_device(Device::Cpu)
+                        .to_kind(Kind::Float)
+                        .contiguous(),
+                )
+            })
             .collect();
-        Self { config: config.clone(), tensors }
+        Self {
+            config: config.clone(),
+            tensors,
+        }
     }
 
     /// Serialises to safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, CheckpointError> {
-        let json = serde_json::to_string(&self.config).map_err(|e| CheckpointError::BadMetadata(e.to_string()))?;
+        let json = serde_json::to_string(&self.config)
+            .map_err(|e| CheckpointError::BadMetadata(e.to_string()))?;
         let mut bufs = Vec::with_capacity(self.tensors.len());
         for (name, t) in &self.tensors {
             let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
@@ -98,7 +114,10 @@ impl Checkpoint {
         }
         let mut views = Vec::with_capacity(bufs.len());
         for (name, shape, bytes) in &bufs {
-            views.push((name.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes)?));
+            views.push((
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes)?,
+            ));
         }
         let meta = HashMap::from([(METADATA_KEY.to_string(), json)]);
         Ok(safetensors::serialize(views, Some(meta))?)
@@ -107,8 +126,10 @@ impl Checkpoint {
     /// Writes the checkpoint to `path`.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
         let path = path.as_ref();
-        std::fs::write(path, self.to_bytes()?)
-            .map_err(|source| CheckpointError::Io { path: path.display().to_string(), source })
+        std::fs::write(path, self.to_bytes()?).map_err(|source| CheckpointError::Io {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// Parses safetensors bytes; checks the metadata and that every tensor is f32.
@@ -119,16 +140,23 @@ impl Checkpoint {
             .as_ref()
             .and_then(|m| m.get(METADATA_KEY))
             .ok_or(CheckpointError::MissingMetadata)?;
-        let config: Config = serde_json::from_str(json).map_err(|e| CheckpointError::BadMetadata(e.to_string()))?;
+        let config: Config =
+            serde_json::from_str(json).map_err(|e| CheckpointError::BadMetadata(e.to_string()))?;
         config.validate().map_err(CheckpointError::BadMetadata)?;
         let st = SafeTensors::deserialize(bytes)?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             if view.dtype() != Dtype::F32 {
-                return Err(CheckpointError::Dtype { name, got: format!("{:?}", view.dtype()) });
+                return Err(CheckpointError::Dtype {
+                    name,
+                    got: format!("{:?}", view.dtype()),
+                });
             }
-            let data: Vec<f32> =
-                view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let data: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             tensors.insert(name, Tensor::from_slice(&data).reshape(shape));
         }
@@ -138,8 +166,10 @@ impl Checkpoint {
     /// Reads and parses `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
         let path = path.as_ref();
-        let bytes =
-            std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.display().to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_bytes(&bytes)
     }
 
@@ -150,10 +180,17 @@ impl Checkpoint {
         let mut names: Vec<&String> = vars.keys().collect();
         names.sort();
         for name in &names {
-            let src = self.tensors.get(*name).ok_or_else(|| CheckpointError::MissingTensor((*name).clone()))?;
+            let src = self
+                .tensors
+                .get(*name)
+                .ok_or_else(|| CheckpointError::MissingTensor((*name).clone()))?;
             let expected = vars[*name].size();
             if src.size() != expected {
-                return Err(CheckpointError::Shape { name: (*name).clone(), expected, got: src.size() });
+                return Err(CheckpointError::Shape {
+                    name: (*name).clone(),
+                    expected,
+                    got: src.size(),
+                });
             }
         }
         if let Some(extra) = self.tensors.keys().find(|k| !vars.contains_key(*k)) {
@@ -169,7 +206,10 @@ impl Checkpoint {
     }
 
     /// Builds the student described by the checkpoint on `device` and loads its weights.
-    pub fn into_model(&self, device: Device) -> Result<(nn::VarStore, ShuffleNetLoRKD), CheckpointError> {
+    pub fn into_model(
+        &self,
+        device: Device,
+    ) -> Result<(nn::VarStore, ShuffleNetLoRKD), CheckpointError> {
         let vs = nn::VarStore::new(device);
         let model = ShuffleNetLoRKD::new(&vs.root(), &self.config);
         self.load_into(&vs)?;

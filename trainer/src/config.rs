@@ -24,8 +24,12 @@ pub enum Arch {
 
 impl Arch {
     /// All student architectures.
-    pub const ALL: [Arch; 4] =
-        [Self::ShuffleNetV2X0_5, Self::ShuffleNetV2X1_0, Self::ShuffleNetV2X1_5, Self::ShuffleNetV2X2_0];
+    pub const ALL: [Arch; 4] = [
+        Self::ShuffleNetV2X0_5,
+        Self::ShuffleNetV2X1_0,
+        Self::ShuffleNetV2X1_5,
+        Self::ShuffleNetV2X2_0,
+    ];
 
     /// torchvision's model function name.
     pub fn name(self) -> &'static str {
@@ -62,10 +66,13 @@ impl fmt::Display for Arch {
 impl FromStr for Arch {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Self::ALL.iter().map(|a| a.name()).collect();
-            format!("unknown arch `{s}` (one of {})", names.join(", "))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|a| a.name()).collect();
+                format!("unknown arch `{s}` (one of {})", names.join(", "))
+            })
     }
 }
 
@@ -94,7 +101,10 @@ pub struct Department {
 impl Department {
     /// `dept<i>` with classes `c0..c<n>`.
     pub fn numbered(i: usize, classes: usize) -> Self {
-        Self { name: format!("dept{i}"), classes: (0..classes).map(|c| format!("c{c}")).collect() }
+        Self {
+            name: format!("dept{i}"),
+            classes: (0..classes).map(|c| format!("c{c}")).collect(),
+        }
     }
 }
 
@@ -133,7 +143,10 @@ impl Config {
         let (mean, std) = if in_channels == 3 {
             (vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225])
         } else {
-            (vec![0.5; in_channels as usize], vec![0.5; in_channels as usize])
+            (
+                vec![0.5; in_channels as usize],
+                vec![0.5; in_channels as usize],
+            )
         };
         Self {
             format: FORMAT_VERSION,
@@ -152,7 +165,13 @@ impl Config {
 
     /// `T` departments named `dept<i>` with `classes` classes each.
     pub fn numbered(arch: Arch, in_channels: i64, departments: usize, classes: usize) -> Self {
-        Self::new(arch, in_channels, (0..departments).map(|i| Department::numbered(i, classes)).collect())
+        Self::new(
+            arch,
+            in_channels,
+            (0..departments)
+                .map(|i| Department::numbered(i, classes))
+                .collect(),
+        )
     }
 
     /// Number of departments `T`.
@@ -162,23 +181,34 @@ impl Config {
 
     /// Total classes over all departments (the unified head's width).
     pub fn total_classes(&self) -> i64 {
-        self.departments.iter().map(|d| d.classes.len() as i64).sum()
+        self.departments
+            .iter()
+            .map(|d| d.classes.len() as i64)
+            .sum()
     }
 
     /// Offset of department `t`'s classes in the unified head.
     pub fn class_offset(&self, t: usize) -> i64 {
-        self.departments[..t].iter().map(|d| d.classes.len() as i64).sum()
+        self.departments[..t]
+            .iter()
+            .map(|d| d.classes.len() as i64)
+            .sum()
     }
 
     /// Checks internal consistency (used on load).
     pub fn validate(&self) -> Result<(), String> {
         if self.format != FORMAT_VERSION {
-            return Err(format!("format {} (this build reads {FORMAT_VERSION})", self.format));
+            return Err(format!(
+                "format {} (this build reads {FORMAT_VERSION})",
+                self.format
+            ));
         }
         if !(1..=64).contains(&self.in_channels) {
             return Err(format!("in_channels {} out of range", self.in_channels));
         }
-        if self.mean.len() != self.in_channels as usize || self.std.len() != self.in_channels as usize {
+        if self.mean.len() != self.in_channels as usize
+            || self.std.len() != self.in_channels as usize
+        {
             return Err("mean/std length differs from in_channels".into());
         }
         if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {

@@ -26,8 +26,10 @@ use tch::{nn, Device, Kind, Tensor};
 /// How a layer computes a mixed-department batch. Every mode gives the same function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ExpertConvMode {
-    /// Per layer, the fastest exact path: `Lowrank` for k = 1 convs and `Looped` for k > 1
-    /// (the stem). Rule measured with `lorkd-train bench`, see BENCHMARKS.md.
+    /// Per layer, the fastest exact path measured on CPU (BENCHMARKS.md, "Trainer step
+    /// (CPU)"): `Lowrank` for k = 1 convs (2.2x faster than EKS per step at 0.5x@64), `Eks`
+    /// for k > 1 (the stem: 3-35 % faster than `Looped` fwd+bwd at 64 and 224 px, T = 2 and
+    /// 10); a batch holding one department takes the fused single-weight path.
     #[default]
     Auto,
     /// Per-sample aggregated weights and one grouped convolution (groups = batch), Eq. 1.
@@ -106,14 +108,26 @@ impl DeptIds {
         if ids.is_empty() {
             return Err(DeptError::Empty);
         }
-        if let Some((index, &id)) = ids.iter().enumerate().find(|(_, &d)| d < 0 || d >= departments) {
-            return Err(DeptError::OutOfRange { index, id, departments });
+        if let Some((index, &id)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, &d)| d < 0 || d >= departments)
+        {
+            return Err(DeptError::OutOfRange {
+                index,
+                id,
+                departments,
+            });
         }
         let mut order = Vec::with_capacity(ids.len());
         let mut groups = Vec::new();
         for t in 0..departments {
-            let idx: Vec<i64> =
-                ids.iter().enumerate().filter(|(_, &d)| d == t).map(|(i, _)| i as i64).collect();
+            let idx: Vec<i64> = ids
+                .iter()
+                .enumerate()
+                .filter(|(_, &d)| d == t)
+                .map(|(i, _)| i as i64)
+                .collect();
             if !idx.is_empty() {
                 order.extend_from_slice(&idx);
                 groups.push((t, Tensor::from_slice(&idx).to_device(device)));
@@ -209,7 +223,10 @@ pub struct EksConv2d {
 }
 
 fn uniform(bound: f64) -> nn::Init {
-    nn::Init::Uniform { lo: -bound, up: bound }
+    nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
 }
 
 impl EksConv2d {
@@ -227,7 +244,11 @@ impl EksConv2d {
     ) -> Self {
         // PyTorch's Conv2d default init: kaiming_uniform(a = √5) => bound 1/√fan_in.
         let fan_in = (cin / groups) * k * k;
-        let weight = p.var("weight", &[cout, cin / groups, k, k], uniform(1.0 / (fan_in as f64).sqrt()));
+        let weight = p.var(
+            "weight",
+            &[cout, cin / groups, k, k],
+            uniform(1.0 / (fan_in as f64).sqrt()),
+        );
         let (lora_a, lora_b, scaling) = match lora {
             Some(l) if groups == 1 && l.departments > 0 && l.rank > 0 => {
                 // Each A_t is a [r·k, Cin·k] matrix: fan_in = Cin·k, same bound rule.
@@ -236,12 +257,27 @@ impl EksConv2d {
                     &[l.departments, l.rank * k, cin * k],
                     uniform(1.0 / ((cin * k) as f64).sqrt()),
                 );
-                let b = p.var("lora_B", &[l.departments, cout * k, l.rank * k], nn::Init::Const(0.0));
+                let b = p.var(
+                    "lora_B",
+                    &[l.departments, cout * k, l.rank * k],
+                    nn::Init::Const(0.0),
+                );
                 (Some(a), Some(b), l.alpha / l.rank as f64)
             }
             _ => (None, None, 0.0),
         };
-        Self { weight, lora_a, lora_b, cin, cout, k, stride, padding, groups, scaling }
+        Self {
+            weight,
+            lora_a,
+            lora_b,
+            cin,
+            cout,
+            k,
+            stride,
+            padding,
+            groups,
+            scaling,
+        }
     }
 
     /// Whether this conv carries department factors.
@@ -269,7 +305,10 @@ impl EksConv2d {
     pub fn fused_weight(&self, t: i64) -> Tensor {
         match self.factors() {
             Some((a, b)) => {
-                let delta = b.get(t).matmul(&a.get(t)).reshape([self.cout, self.cin, self.k, self.k]);
+                let delta = b
+                    .get(t)
+                    .matmul(&a.get(t))
+                    .reshape([self.cout, self.cin, self.k, self.k]);
                 &self.weight + delta * self.scaling
             }
             None => self.weight.shallow_clone(),
@@ -292,7 +331,7 @@ impl EksConv2d {
         let lowrank_ok = self.k == 1 && self.padding == 0;
         match mode {
             ExpertConvMode::Auto if lowrank_ok => ExpertConvMode::Lowrank,
-            ExpertConvMode::Auto => ExpertConvMode::Looped,
+            ExpertConvMode::Auto => ExpertConvMode::Eks,
             ExpertConvMode::Lowrank if !lowrank_ok => ExpertConvMode::Eks,
             m => m,
         }
@@ -320,7 +359,9 @@ impl EksConv2d {
 
     /// EKS (Eq. 1): per-sample weights and one grouped convolution with groups = batch.
     pub fn forward_eks(&self, xs: &Tensor, ids: &DeptIds) -> Tensor {
-        let Some(deltas) = self.scaled_deltas() else { return self.conv(xs, &self.weight) };
+        let Some(deltas) = self.scaled_deltas() else {
+            return self.conv(xs, &self.weight);
+        };
         let n = xs.size()[0];
         let (h, w) = (xs.size()[2], xs.size()[3]);
         // W_b = W0 + Σ_t m_bt·s·ΔW_t: gathering row ids[b] is the one-hot mix.
@@ -339,7 +380,9 @@ impl EksConv2d {
 
     /// Shared conv plus `s · B_t (A_t x)` per sample (k = 1, padding 0; else EKS).
     pub fn forward_lowrank(&self, xs: &Tensor, ids: &DeptIds) -> Tensor {
-        let Some((a, b)) = self.factors() else { return self.conv(xs, &self.weight) };
+        let Some((a, b)) = self.factors() else {
+            return self.conv(xs, &self.weight);
+        };
         if self.k != 1 || self.padding != 0 {
             return self.forward_eks(xs, ids);
         }
@@ -348,11 +391,14 @@ impl EksConv2d {
         let (n, ho, wo) = (size[0], size[2], size[3]);
         // A 1x1 conv with stride s reads every s-th pixel.
         let xs = if self.stride > 1 {
-            xs.slice(2, 0, None, self.stride).slice(3, 0, None, self.stride)
+            xs.slice(2, 0, None, self.stride)
+                .slice(3, 0, None, self.stride)
         } else {
             xs.shallow_clone()
         };
-        let u = a.index_select(0, ids.tensor()).bmm(&xs.reshape([n, self.cin, ho * wo]));
+        let u = a
+            .index_select(0, ids.tensor())
+            .bmm(&xs.reshape([n, self.cin, ho * wo]));
         base.reshape([n, self.cout, ho * wo])
             .baddbmm(&b.index_select(0, ids.tensor()), &u, 1.0, self.scaling)
             .reshape([n, self.cout, ho, wo])

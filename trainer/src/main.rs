@@ -3,7 +3,10 @@ use clap::{Parser, Subcommand};
 use lorkd_trainer::cmd;
 
 #[derive(Parser)]
-#[command(name = "lorkd-train", about = "LoRKD department experts: describe, init, bench")]
+#[command(
+    name = "lorkd-train",
+    about = "LoRKD department experts: describe, init, bench, fit, teacher, eval"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -59,7 +59,15 @@ pub fn shufflenet_convs(arch: Arch, in_channels: i64, input: i64) -> Vec<ConvInf
     let mut v = Vec::new();
     let mut push = |name: String, cin, cout, k, stride, groups, h: &mut i64| {
         *h = out_size(*h, k, stride);
-        v.push(ConvInfo { name, cin, cout, k, stride, groups, out_hw: *h });
+        v.push(ConvInfo {
+            name,
+            cin,
+            cout,
+            k,
+            stride,
+            groups,
+            out_hw: *h,
+        });
     };
     let mut h = input;
     push("conv1.0".into(), in_channels, ch[0], 3, 2, 1, &mut h);
@@ -113,7 +121,13 @@ pub struct ParamReport {
 }
 
 /// Exact accounting for ShuffleNetV2 `arch`.
-pub fn shufflenet_report(arch: Arch, in_channels: i64, departments: i64, rank: i64, input: i64) -> ParamReport {
+pub fn shufflenet_report(
+    arch: Arch,
+    in_channels: i64,
+    departments: i64,
+    rank: i64,
+    input: i64,
+) -> ParamReport {
     let convs = shufflenet_convs(arch, in_channels, input);
     let backbone: i64 = convs.iter().map(|c| c.weight_params() + 2 * c.cout).sum();
     let lora: i64 = convs.iter().map(|c| c.lora_params(departments, rank)).sum();
@@ -155,11 +169,17 @@ mod tests {
             let got = r(t, rank);
             assert_eq!(got.training_params, want, "T={t} r={rank}");
             assert_eq!(got.lora_params, want - 1_253_604);
-            assert_eq!(format!("{:.2}", got.training_params as f64 / 1e6), format!("{paper_m:.2}"));
+            assert_eq!(
+                format!("{:.2}", got.training_params as f64 / 1e6),
+                format!("{paper_m:.2}")
+            );
         }
         // Conv MACs at 224 (torchvision lists 0.14 GFLOPS; the paper about 0.15 G).
         assert_eq!(base.deployed_macs, 143_883_992);
         // Stem + conv5 + per stage 3 in the first block and 2 in each other one.
-        assert_eq!(base.expert_convs, 2 + (3 + 3 * 2) + (3 + 7 * 2) + (3 + 3 * 2));
+        assert_eq!(
+            base.expert_convs,
+            2 + (3 + 3 * 2) + (3 + 7 * 2) + (3 + 3 * 2)
+        );
     }
 }

@@ -7,9 +7,15 @@ use tch::{nn, Kind, Tensor};
 /// A fresh seed per run (or `LORKD_SEED` when set), printed so a failure can be replayed;
 /// also seeds libtorch.
 pub fn seeded(test: &str) -> u64 {
-    let seed = std::env::var("LORKD_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64 & 0xffff_ffff).unwrap_or(1)
-    });
+    let seed = std::env::var("LORKD_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64 & 0xffff_ffff)
+                .unwrap_or(1)
+        });
     println!("{test}: seed {seed} (LORKD_SEED={seed} to replay)");
     tch::manual_seed(seed as i64);
     seed
@@ -31,7 +37,7 @@ pub fn randomize_factors(vs: &nn::VarStore, scaling: f64, rel: f64, seed: u64) {
             if name.ends_with(".lora_B") {
                 let rk = t.size()[2] as f64;
                 let sigma = rel / (scaling.max(1e-12) * rk.sqrt());
-                let _ = t.copy_(&(Tensor::randn(t.size(), (Kind::Float, t.device())) * sigma));
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, t.device())) * sigma));
             }
         }
     });
@@ -44,7 +50,8 @@ pub fn randomize_all(vs: &nn::VarStore, rel: f64, seed: u64) {
     tch::no_grad(|| {
         for (name, mut t) in sorted_vars(vs) {
             let opts = (Kind::Float, t.device());
-            let r = if name.ends_with("running_var") || (name.ends_with(".weight") && t.dim() == 1) {
+            let r = if name.ends_with("running_var") || (name.ends_with(".weight") && t.dim() == 1)
+            {
                 Some(Tensor::rand(t.size(), opts) + 0.5)
             } else if name.ends_with("running_mean") || (name.ends_with(".bias") && t.dim() == 1) {
                 Some(Tensor::randn(t.size(), opts) * 0.1)
@@ -52,7 +59,7 @@ pub fn randomize_all(vs: &nn::VarStore, rel: f64, seed: u64) {
                 None
             };
             if let Some(r) = r {
-                let _ = t.copy_(&r);
+                t.copy_(&r);
             }
         }
     });

@@ -27,7 +27,11 @@ fn small_config() -> Config {
 }
 
 fn numel(vs: &nn::VarStore, pred: impl Fn(&str) -> bool) -> i64 {
-    vs.variables().iter().filter(|(k, v)| pred(k) && v.requires_grad()).map(|(_, v)| v.numel() as i64).sum()
+    vs.variables()
+        .iter()
+        .filter(|(k, v)| pred(k) && v.requires_grad())
+        .map(|(_, v)| v.numel() as i64)
+        .sum()
 }
 
 #[test]
@@ -51,7 +55,10 @@ fn param_counts_match_built_models() {
         }
     }
     // torchvision totals with the 1000-class fc: resnet18 11,689,512, resnet50 25,557,032.
-    for (arch, want) in [(ResNetArch::ResNet18, 11_689_512), (ResNetArch::ResNet50, 25_557_032)] {
+    for (arch, want) in [
+        (ResNetArch::ResNet18, 11_689_512),
+        (ResNetArch::ResNet50, 25_557_032),
+    ] {
         let vs = nn::VarStore::new(Device::Cpu);
         let _m = ResNet::new(&vs.root(), arch, 3, 1000, 1e-5);
         assert_eq!(numel(&vs, |_| true), want, "{arch}");
@@ -85,11 +92,18 @@ fn torchvision_names_and_factor_shapes() {
     assert_eq!(shape("heads.1.weight"), [5, 1024]);
     assert_eq!(shape("heads.2.bias"), [4]);
     assert_eq!(shape("head.weight"), [13, 1024]);
-    assert!(!v.contains_key("stage2.1.branch1.0.weight"), "stride-1 blocks have no branch1");
+    assert!(
+        !v.contains_key("stage2.1.branch1.0.weight"),
+        "stride-1 blocks have no branch1"
+    );
 }
 
 fn bits(t: &Tensor) -> Vec<u32> {
-    Vec::<f32>::try_from(&t.reshape([-1])).unwrap().iter().map(|x| x.to_bits()).collect()
+    Vec::<f32>::try_from(&t.reshape([-1]))
+        .unwrap()
+        .iter()
+        .map(|x| x.to_bits())
+        .collect()
 }
 
 #[test]
@@ -126,33 +140,64 @@ fn errors_name_the_tensor_or_key() {
     let mut missing = Checkpoint::from_bytes(&ck.to_bytes().unwrap()).unwrap();
     missing.tensors.remove("stage3.1.branch2.0.lora_B");
     let e = missing.into_model(Device::Cpu).unwrap_err();
-    assert!(matches!(&e, CheckpointError::MissingTensor(n) if n == "stage3.1.branch2.0.lora_B"), "{e}");
+    assert!(
+        matches!(&e, CheckpointError::MissingTensor(n) if n == "stage3.1.branch2.0.lora_B"),
+        "{e}"
+    );
     assert!(e.to_string().contains("stage3.1.branch2.0.lora_B"));
 
     let mut shaped = Checkpoint::from_bytes(&ck.to_bytes().unwrap()).unwrap();
-    shaped.tensors.insert("conv5.1.running_var".into(), Tensor::ones([7], (Kind::Float, Device::Cpu)));
+    shaped.tensors.insert(
+        "conv5.1.running_var".into(),
+        Tensor::ones([7], (Kind::Float, Device::Cpu)),
+    );
     let e = shaped.into_model(Device::Cpu).unwrap_err();
     assert!(e.to_string().contains("conv5.1.running_var"), "{e}");
 
     let mut extra = Checkpoint::from_bytes(&ck.to_bytes().unwrap()).unwrap();
-    extra.tensors.insert("fc.weight".into(), Tensor::ones([2, 2], (Kind::Float, Device::Cpu)));
-    assert!(extra.into_model(Device::Cpu).unwrap_err().to_string().contains("fc.weight"));
+    extra.tensors.insert(
+        "fc.weight".into(),
+        Tensor::ones([2, 2], (Kind::Float, Device::Cpu)),
+    );
+    assert!(extra
+        .into_model(Device::Cpu)
+        .unwrap_err()
+        .to_string()
+        .contains("fc.weight"));
 
     // Bad metadata: wrong arch, missing key, inconsistent mean length, missing metadata.
     let mut bad = cfg.clone();
     bad.mean = vec![0.5, 0.5];
-    let e = Checkpoint { config: bad, tensors: Default::default() }.to_bytes().unwrap();
-    assert!(Checkpoint::from_bytes(&e).unwrap_err().to_string().contains("lorkd"));
+    let e = Checkpoint {
+        config: bad,
+        tensors: Default::default(),
+    }
+    .to_bytes()
+    .unwrap();
+    assert!(Checkpoint::from_bytes(&e)
+        .unwrap_err()
+        .to_string()
+        .contains("lorkd"));
     let raw = ck.to_bytes().unwrap();
     let text = String::from_utf8_lossy(&raw[..200.min(raw.len())]).to_string();
     assert!(text.contains("__metadata__"));
     let mut patched = raw.clone();
-    let at = raw.windows(18).position(|w| w == b"shufflenet_v2_x0_5").unwrap();
+    let at = raw
+        .windows(18)
+        .position(|w| w == b"shufflenet_v2_x0_5")
+        .unwrap();
     patched[at + 12] = b'9'; // same length: `shufflenet_v9_x0_5`
     let e = Checkpoint::from_bytes(&patched).unwrap_err();
     assert!(matches!(e, CheckpointError::BadMetadata(_)), "{e}");
-    let no_meta = safetensors::serialize(Vec::<(String, safetensors::tensor::TensorView)>::new(), None).unwrap();
-    assert!(matches!(Checkpoint::from_bytes(&no_meta).unwrap_err(), CheckpointError::MissingMetadata));
+    let no_meta = safetensors::serialize(
+        Vec::<(String, safetensors::tensor::TensorView)>::new(),
+        None,
+    )
+    .unwrap();
+    assert!(matches!(
+        Checkpoint::from_bytes(&no_meta).unwrap_err(),
+        CheckpointError::MissingMetadata
+    ));
 }
 
 #[test]
@@ -164,7 +209,10 @@ fn garbage_bytes_give_errors_not_panics() {
     let (vs, _) = init_model(&cfg, 2, false, Device::Cpu).unwrap();
     let good = Checkpoint::from_var_store(&cfg, &vs).to_bytes().unwrap();
     for len in [0, 1, 7, 8, 9, 100, good.len() - 1] {
-        assert!(Checkpoint::from_bytes(&good[..len]).is_err(), "truncated to {len}");
+        assert!(
+            Checkpoint::from_bytes(&good[..len]).is_err(),
+            "truncated to {len}"
+        );
     }
     for _ in 0..200 {
         let mut b = good.clone();
@@ -185,20 +233,37 @@ fn random_factors_init_is_not_collapsed_and_experts_matter() {
     let cfg = small_config();
     let (vs, model) = init_model(&cfg, seed, true, Device::Cpu).unwrap();
     let b = &vs.variables()["stage3.2.branch2.5.lora_B"];
-    assert!(b.abs().max().double_value(&[]) > 0.0, "lora_B must be non-zero");
-    assert!(vs.variables()["stage4.0.branch2.1.running_var"].std(true).double_value(&[]) > 0.0);
+    assert!(
+        b.abs().max().double_value(&[]) > 0.0,
+        "lora_B must be non-zero"
+    );
+    assert!(
+        vs.variables()["stage4.0.branch2.1.running_var"]
+            .std(true)
+            .double_value(&[])
+            > 0.0
+    );
     let xs = Tensor::randn([4, 1, 32, 32], (Kind::Float, Device::Cpu));
     let shared = model.forward_t(&xs, DeptSel::Shared, false);
-    assert!(shared.std(true).double_value(&[]) > 0.05, "eval-mode features collapsed");
+    assert!(
+        shared.std(true).double_value(&[]) > 0.05,
+        "eval-mode features collapsed"
+    );
     let f0 = model.forward_t(&xs, DeptSel::One(0), false);
     let f2 = model.forward_t(&xs, DeptSel::One(2), false);
-    assert!(max_rel_err(&f0, &f2) > 1e-3, "departments give the same features");
+    assert!(
+        max_rel_err(&f0, &f2) > 1e-3,
+        "departments give the same features"
+    );
     assert!(max_rel_err(&f0, &shared) > 1e-3);
     // Same seed, same checkpoint.
     let (vs2, _) = init_model(&cfg, seed, true, Device::Cpu).unwrap();
     let (v1, v2) = (vs.variables(), vs2.variables());
     for (k, v) in &v1 {
-        assert!(bits(v) == bits(&v2[k]), "{k} differs between two inits with seed {seed}");
+        assert!(
+            bits(v) == bits(&v2[k]),
+            "{k} differs between two inits with seed {seed}"
+        );
     }
 }
 

@@ -544,7 +544,7 @@ impl<'b, 'a> Engine<'b, 'a> {
         let mut cursor = DeltaCursor::new(dept.manifest.deltas);
         for (i, op) in m.ops.iter().enumerate() {
             let bad = EngineError::Malformed { op: i };
-            let out_id = match op {
+            match op {
                 Op::Conv {
                     input,
                     output,
@@ -670,7 +670,6 @@ impl<'b, 'a> Engine<'b, 'a> {
                         }
                         observe(output as usize, y);
                     }
-                    output
                 }
                 Op::DwConv {
                     input,
@@ -709,7 +708,6 @@ impl<'b, 'a> Engine<'b, 'a> {
                         k::dwconv3x3::dwconv3x3_f32(&g, f32s(x)?, w, bias, relu, y);
                         observe(output as usize, y);
                     }
-                    output
                 }
                 Op::MaxPool { input, output } => {
                     let (vin, vout) = (value(p.table, input, i)?, value(p.table, output, i)?);
@@ -731,7 +729,6 @@ impl<'b, 'a> Engine<'b, 'a> {
                         k::maxpool::maxpool3x3s2(vin.h, vin.w, vin.c, f32s(x)?, y);
                         observe(output as usize, y);
                     }
-                    output
                 }
                 Op::ConcatShuffle { a, b, output } => {
                     let (va, vb, vout) = (
@@ -791,7 +788,6 @@ impl<'b, 'a> Engine<'b, 'a> {
                         );
                         observe(output as usize, y);
                     }
-                    output
                 }
                 Op::PoolHead { input } => {
                     let vin = value(p.table, input, i)?;
@@ -822,7 +818,6 @@ impl<'b, 'a> Engine<'b, 'a> {
                     return Ok(classes);
                 }
             };
-            let _ = out_id;
         }
         Err(EngineError::Malformed { op: usize::MAX })
     }

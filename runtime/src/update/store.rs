@@ -684,7 +684,12 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
 
     fn apply_record(&mut self, r: Record) {
         let n = self.layout.departments as usize;
+        let slot_size = self.layout.slot_size;
+        let len_ok = |len: u32| len as usize > HEADER_LEN + TRAILER_LEN && len <= slot_size;
         match r {
+            // A CRC-valid record can still be nonsense (crafted or a CRC collision): never
+            // let it describe a package that cannot fit its slot.
+            Record::Begin { len, .. } | Record::Commit { len, .. } if !len_ok(len) => {}
             Record::Begin {
                 dept,
                 slot,

@@ -9,6 +9,7 @@ pub mod keygen;
 pub mod pack;
 pub mod run;
 pub mod verify;
+pub mod report;
 
 /// lorkd: pack LoRKD department experts into one bundle and work with it.
 #[derive(Parser, Debug)]
@@ -37,6 +38,8 @@ pub enum Command {
     ExportOnnx(export_onnx::Args),
     /// Signed department updates: make, verify, apply to a flash image.
     Delta(delta::Args),
+    /// Join evaluation results into the demo's table, report.json and PNG plots.
+    Report(report::Args),
 }
 
 /// Runs one parsed command line.
@@ -50,5 +53,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(a) => verify::run(a),
         Command::ExportOnnx(a) => export_onnx::run(a),
         Command::Delta(a) => delta::run(a),
+        Command::Report(a) => report::run(a),
     }
 }

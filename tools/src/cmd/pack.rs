@@ -72,7 +72,10 @@ pub fn run(a: Args) -> Result<()> {
     let images = match opts.weights {
         Precision::F32 => None,
         Precision::Int8 => {
-            let spec = a.calib_data.clone().unwrap_or_else(|| default_calib_spec(&ck, a.calib_count, 0));
+            let spec = a
+                .calib_data
+                .clone()
+                .unwrap_or_else(|| default_calib_spec(&ck, a.calib_count, 0));
             Some(dataset_images(&ck, &spec, a.calib_count)?)
         }
     };

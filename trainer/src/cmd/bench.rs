@@ -45,11 +45,18 @@ pub struct Args {
 
 /// Runs and prints the benchmark.
 pub fn run(a: &Args) -> anyhow::Result<()> {
-    anyhow::ensure!(a.departments >= 1 && a.rank >= 1 && a.batch >= 1 && a.iters >= 1, "bad sizes");
+    anyhow::ensure!(
+        a.departments >= 1 && a.rank >= 1 && a.batch >= 1 && a.iters >= 1,
+        "bad sizes"
+    );
     if let Some(n) = a.threads {
         tch::set_num_threads(n);
     }
-    let device = if a.cpu { tch::Device::Cpu } else { crate::default_device() };
+    let device = if a.cpu {
+        tch::Device::Cpu
+    } else {
+        crate::default_device()
+    };
     let opts = BenchOptions {
         arch: a.arch,
         departments: a.departments,

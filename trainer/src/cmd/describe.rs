@@ -27,18 +27,32 @@ pub struct Args {
 
 /// Prints the report.
 pub fn run(a: &Args) -> anyhow::Result<()> {
-    anyhow::ensure!(a.departments >= 0 && a.rank >= 0 && a.input >= 8, "bad sizes");
+    anyhow::ensure!(
+        a.departments >= 0 && a.rank >= 0 && a.input >= 8,
+        "bad sizes"
+    );
     let r = shufflenet_report(a.arch, a.in_channels, a.departments, a.rank, a.input);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
     let m = |x: i64| format!("{x:>12}  ({:.2} M)", x as f64 / 1e6);
-    println!("arch             {}  T={} r={} input={}", r.arch, r.departments, r.rank, r.input);
+    println!(
+        "arch             {}  T={} r={} input={}",
+        r.arch, r.departments, r.rank, r.input
+    );
     println!("backbone_params  {}", m(r.backbone_params));
-    println!("lora_params      {}  ({} expert convs)", m(r.lora_params), r.expert_convs);
+    println!(
+        "lora_params      {}  ({} expert convs)",
+        m(r.lora_params),
+        r.expert_convs
+    );
     println!("training_params  {}", m(r.training_params));
     println!("deployed_params  {}", m(r.deployed_params));
-    println!("deployed_macs    {:>12}  ({:.3} G)", r.deployed_macs, r.deployed_macs as f64 / 1e9);
+    println!(
+        "deployed_macs    {:>12}  ({:.3} G)",
+        r.deployed_macs,
+        r.deployed_macs as f64 / 1e9
+    );
     Ok(())
 }

@@ -35,15 +35,28 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         Some(d) => d.clone(),
         None => {
             let run = a.checkpoint.join("run.json");
-            let text = std::fs::read_to_string(&run)
-                .map_err(|e| anyhow::anyhow!("--data is required unless CHECKPOINT is a run directory ({}: {e})", run.display()))?;
+            let text = std::fs::read_to_string(&run).map_err(|e| {
+                anyhow::anyhow!(
+                    "--data is required unless CHECKPOINT is a run directory ({}: {e})",
+                    run.display()
+                )
+            })?;
             serde_json::from_str::<crate::train::fit::FitConfig>(&text)?.data
         }
     };
     if let Some(n) = a.threads {
         tch::set_num_threads(n.max(1));
     }
-    let report = evaluate(&a.checkpoint, &data, a.split, a.batch, &Control { progress: false, ..Control::default() })?;
+    let report = evaluate(
+        &a.checkpoint,
+        &data,
+        a.split,
+        a.batch,
+        &Control {
+            progress: false,
+            ..Control::default()
+        },
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

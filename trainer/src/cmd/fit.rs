@@ -73,7 +73,10 @@ pub struct Args {
 /// Runs `fit`.
 pub fn run(a: &Args) -> anyhow::Result<()> {
     fit::install_ctrlc();
-    let mut ctl = Control { progress: !a.quiet, ..Control::default() };
+    let mut ctl = Control {
+        progress: !a.quiet,
+        ..Control::default()
+    };
     ctl.threads = a.threads;
     if let Some(w) = a.workers {
         ctl.workers = w.max(1);
@@ -81,7 +84,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let (outcome, dir) = if let Some(dir) = &a.resume {
         (fit::resume(dir, &ctl)?, dir.clone())
     } else {
-        let dir = a.output.clone().ok_or_else(|| anyhow::anyhow!("give -o RUN_DIR or --resume RUN_DIR"))?;
+        let dir = a
+            .output
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("give -o RUN_DIR or --resume RUN_DIR"))?;
         let fc = FitConfig {
             data: a.data.clone(),
             method: a.method,
@@ -103,11 +109,24 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         (fit::fit(&fc, &dir, &ctl)?, dir)
     };
     if outcome.interrupted {
-        println!("interrupted after epoch {}; resume with: lorkd-train fit --resume {}", outcome.epochs_done, dir.display());
+        println!(
+            "interrupted after epoch {}; resume with: lorkd-train fit --resume {}",
+            outcome.epochs_done,
+            dir.display()
+        );
     } else if let Some(m) = outcome.last {
-        println!("done: {} epochs, val mean top-1 {:.4}; run in {}", outcome.epochs_done, m.val_mean, dir.display());
+        println!(
+            "done: {} epochs, val mean top-1 {:.4}; run in {}",
+            outcome.epochs_done,
+            m.val_mean,
+            dir.display()
+        );
     } else {
-        println!("nothing to do: {} already completed {} epochs", dir.display(), outcome.epochs_done);
+        println!(
+            "nothing to do: {} already completed {} epochs",
+            dir.display(),
+            outcome.epochs_done
+        );
     }
     Ok(())
 }

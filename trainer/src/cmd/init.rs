@@ -60,12 +60,23 @@ pub fn parse_class_names(text: &str) -> anyhow::Result<Vec<Department>> {
         return Ok(serde_json::from_str(text)?);
     }
     let mut deps = Vec::new();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let (name, classes) =
-            line.split_once(':').ok_or_else(|| anyhow::anyhow!("line {}: expected `name: class, ..`", n + 1))?;
-        let classes: Vec<String> =
-            classes.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
-        deps.push(Department { name: name.trim().to_string(), classes });
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let (name, classes) = line
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("line {}: expected `name: class, ..`", n + 1))?;
+        let classes: Vec<String> = classes
+            .split(',')
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect();
+        deps.push(Department {
+            name: name.trim().to_string(),
+            classes,
+        });
     }
     Ok(deps)
 }
@@ -76,12 +87,19 @@ pub fn config(a: &Args) -> anyhow::Result<Config> {
         (Some(path), _) => {
             let deps = parse_class_names(&std::fs::read_to_string(path)?)?;
             if let Some(t) = a.departments {
-                anyhow::ensure!(t == deps.len(), "--departments {t} but {} in {}", deps.len(), path.display());
+                anyhow::ensure!(
+                    t == deps.len(),
+                    "--departments {t} but {} in {}",
+                    deps.len(),
+                    path.display()
+                );
             }
             deps
         }
         (None, Some(c)) => {
-            let t = a.departments.ok_or_else(|| anyhow::anyhow!("--departments is required with --classes"))?;
+            let t = a
+                .departments
+                .ok_or_else(|| anyhow::anyhow!("--departments is required with --classes"))?;
             (0..t).map(|i| Department::numbered(i, c)).collect()
         }
         (None, None) => anyhow::bail!("give --classes C or --class-names FILE"),
@@ -97,7 +115,12 @@ pub fn config(a: &Args) -> anyhow::Result<Config> {
 
 /// Builds a model for `cfg` seeded with `seed`; with `random_factors`, random `lora_B`
 /// (≈10 % of W0's magnitude) and BN running statistics from a mixed random batch.
-pub fn init_model(cfg: &Config, seed: u64, random_factors: bool, device: Device) -> anyhow::Result<(nn::VarStore, ShuffleNetLoRKD)> {
+pub fn init_model(
+    cfg: &Config,
+    seed: u64,
+    random_factors: bool,
+    device: Device,
+) -> anyhow::Result<(nn::VarStore, ShuffleNetLoRKD)> {
     tch::manual_seed(seed as i64);
     let vs = nn::VarStore::new(device);
     let model = ShuffleNetLoRKD::new(&vs.root(), cfg);
@@ -105,7 +128,10 @@ pub fn init_model(cfg: &Config, seed: u64, random_factors: bool, device: Device)
         randomize_factors(&vs, cfg.scaling(), 0.1, seed.wrapping_add(1));
         let t = cfg.num_departments();
         let n = (2 * t).max(16);
-        let xs = Tensor::randn([n, cfg.in_channels, cfg.input_size, cfg.input_size], (Kind::Float, device));
+        let xs = Tensor::randn(
+            [n, cfg.in_channels, cfg.input_size, cfg.input_size],
+            (Kind::Float, device),
+        );
         let ids: Vec<i64> = (0..n).map(|i| i % t).collect();
         let ids = DeptIds::new(&ids, t, device)?;
         calibrate_bn(&model, |m| {
@@ -120,7 +146,17 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let cfg = config(a)?;
     let (vs, _) = init_model(&cfg, a.seed, a.random_factors, Device::Cpu)?;
     Checkpoint::from_var_store(&cfg, &vs).save(&a.output)?;
-    let n: i64 = vs.variables().values().map(Tensor::numel).map(|x| x as i64).sum();
-    println!("wrote {} ({} tensors, {n} values, {} departments)", a.output.display(), vs.variables().len(), cfg.departments.len());
+    let n: i64 = vs
+        .variables()
+        .values()
+        .map(Tensor::numel)
+        .map(|x| x as i64)
+        .sum();
+    println!(
+        "wrote {} ({} tensors, {n} values, {} departments)",
+        a.output.display(),
+        vs.variables().len(),
+        cfg.departments.len()
+    );
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! One module per `lorkd-train` subcommand, each with clap `Args` and `run`.
 pub mod bench;
 pub mod describe;
-pub mod init;
 pub mod eval;
 pub mod fit;
+pub mod init;
 pub mod teacher;

@@ -53,7 +53,12 @@ impl FromStr for ResNetArch {
 }
 
 fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> nn::Conv2D {
-    let cfg = nn::ConvConfig { stride, padding: k / 2, bias: false, ..Default::default() };
+    let cfg = nn::ConvConfig {
+        stride,
+        padding: k / 2,
+        bias: false,
+        ..Default::default()
+    };
     nn::conv2d(p, cin, cout, k, cfg)
 }
 
@@ -64,23 +69,46 @@ struct Block {
 }
 
 impl Block {
-    fn new(p: &nn::Path, cin: i64, planes: i64, stride: i64, bottleneck: bool, eps: f64) -> (Self, i64) {
+    fn new(
+        p: &nn::Path,
+        cin: i64,
+        planes: i64,
+        stride: i64,
+        bottleneck: bool,
+        eps: f64,
+    ) -> (Self, i64) {
         let (shapes, cout): (Vec<(i64, i64, i64, i64)>, i64) = if bottleneck {
             let out = planes * 4;
-            (vec![(cin, planes, 1, 1), (planes, planes, 3, stride), (planes, out, 1, 1)], out)
+            (
+                vec![
+                    (cin, planes, 1, 1),
+                    (planes, planes, 3, stride),
+                    (planes, out, 1, 1),
+                ],
+                out,
+            )
         } else {
-            (vec![(cin, planes, 3, stride), (planes, planes, 3, 1)], planes)
+            (
+                vec![(cin, planes, 3, stride), (planes, planes, 3, 1)],
+                planes,
+            )
         };
         let convs = shapes
             .into_iter()
             .enumerate()
             .map(|(i, (ci, co, k, s))| {
-                (conv(p / format!("conv{}", i + 1), ci, co, k, s), BatchNorm2d::new(&(p / format!("bn{}", i + 1)), co, eps))
+                (
+                    conv(p / format!("conv{}", i + 1), ci, co, k, s),
+                    BatchNorm2d::new(&(p / format!("bn{}", i + 1)), co, eps),
+                )
             })
             .collect();
         let downsample = (stride != 1 || cin != cout).then(|| {
             let d = p / "downsample";
-            (conv(&d / "0", cin, cout, 1, stride), BatchNorm2d::new(&(&d / "1"), cout, eps))
+            (
+                conv(&d / "0", cin, cout, 1, stride),
+                BatchNorm2d::new(&(&d / "1"), cout, eps),
+            )
         });
         (Self { convs, downsample }, cout)
     }
@@ -120,14 +148,25 @@ pub struct ResNet {
 
 impl ResNet {
     /// Builds `arch` under `p` for `in_channels` inputs and `classes` outputs.
-    pub fn new(p: &nn::Path, arch: ResNetArch, in_channels: i64, classes: i64, bn_eps: f64) -> Self {
+    pub fn new(
+        p: &nn::Path,
+        arch: ResNetArch,
+        in_channels: i64,
+        classes: i64,
+        bn_eps: f64,
+    ) -> Self {
         let (repeats, bottleneck) = arch.blocks();
         let conv1 = nn::conv2d(
             p / "conv1",
             in_channels,
             64,
             7,
-            nn::ConvConfig { stride: 2, padding: 3, bias: false, ..Default::default() },
+            nn::ConvConfig {
+                stride: 2,
+                padding: 3,
+                bias: false,
+                ..Default::default()
+            },
         );
         let bn1 = BatchNorm2d::new(&(p / "bn1"), 64, bn_eps);
         let mut cin = 64;
@@ -145,7 +184,13 @@ impl ResNet {
             layers.push(blocks);
         }
         let fc = nn::linear(p / "fc", cin, classes, Default::default());
-        Self { conv1, bn1, layers, fc, feature_dim: cin }
+        Self {
+            conv1,
+            bn1,
+            layers,
+            fc,
+            feature_dim: cin,
+        }
     }
 
     /// Pooled features `[B, feature_dim]`.

@@ -34,7 +34,11 @@ impl ConvBn {
         eps: f64,
     ) -> Self {
         let conv = EksConv2d::new(conv_p, cin, cout, k, stride, k / 2, groups, lora);
-        Self { conv, bn: BatchNorm2d::new(bn_p, cout, eps), relu }
+        Self {
+            conv,
+            bn: BatchNorm2d::new(bn_p, cout, eps),
+            relu,
+        }
     }
 
     fn forward(&self, xs: &Tensor, sel: DeptSel, mode: ExpertConvMode, train: bool) -> Tensor {
@@ -59,34 +63,94 @@ pub struct InvertedResidual {
 }
 
 impl InvertedResidual {
-    fn new(p: &nn::Path, inp: i64, oup: i64, stride: i64, lora: Option<LoraSpec>, eps: f64) -> Self {
+    fn new(
+        p: &nn::Path,
+        inp: i64,
+        oup: i64,
+        stride: i64,
+        lora: Option<LoraSpec>,
+        eps: f64,
+    ) -> Self {
         let bf = oup / 2;
         let b1 = p / "branch1";
         let b2 = p / "branch2";
         let branch1 = if stride > 1 {
             vec![
-                ConvBn::new(&(&b1 / "0"), &(&b1 / "1"), inp, inp, 3, stride, inp, false, lora, eps),
-                ConvBn::new(&(&b1 / "2"), &(&b1 / "3"), inp, bf, 1, 1, 1, true, lora, eps),
+                ConvBn::new(
+                    &(&b1 / "0"),
+                    &(&b1 / "1"),
+                    inp,
+                    inp,
+                    3,
+                    stride,
+                    inp,
+                    false,
+                    lora,
+                    eps,
+                ),
+                ConvBn::new(
+                    &(&b1 / "2"),
+                    &(&b1 / "3"),
+                    inp,
+                    bf,
+                    1,
+                    1,
+                    1,
+                    true,
+                    lora,
+                    eps,
+                ),
             ]
         } else {
             Vec::new()
         };
         let cin2 = if stride > 1 { inp } else { bf };
         let branch2 = vec![
-            ConvBn::new(&(&b2 / "0"), &(&b2 / "1"), cin2, bf, 1, 1, 1, true, lora, eps),
-            ConvBn::new(&(&b2 / "3"), &(&b2 / "4"), bf, bf, 3, stride, bf, false, lora, eps),
+            ConvBn::new(
+                &(&b2 / "0"),
+                &(&b2 / "1"),
+                cin2,
+                bf,
+                1,
+                1,
+                1,
+                true,
+                lora,
+                eps,
+            ),
+            ConvBn::new(
+                &(&b2 / "3"),
+                &(&b2 / "4"),
+                bf,
+                bf,
+                3,
+                stride,
+                bf,
+                false,
+                lora,
+                eps,
+            ),
             ConvBn::new(&(&b2 / "5"), &(&b2 / "6"), bf, bf, 1, 1, 1, true, lora, eps),
         ];
-        Self { branch1, branch2, stride }
+        Self {
+            branch1,
+            branch2,
+            stride,
+        }
     }
 
     fn forward(&self, xs: &Tensor, sel: DeptSel, mode: ExpertConvMode, train: bool) -> Tensor {
         let run = |layers: &[ConvBn], x: &Tensor| {
-            layers.iter().fold(x.shallow_clone(), |x, l| l.forward(&x, sel, mode, train))
+            layers
+                .iter()
+                .fold(x.shallow_clone(), |x, l| l.forward(&x, sel, mode, train))
         };
         let out = if self.stride == 1 {
             let halves = xs.chunk(2, 1);
-            Tensor::cat(&[halves[0].shallow_clone(), run(&self.branch2, &halves[1])], 1)
+            Tensor::cat(
+                &[halves[0].shallow_clone(), run(&self.branch2, &halves[1])],
+                1,
+            )
         } else {
             Tensor::cat(&[run(&self.branch1, xs), run(&self.branch2, xs)], 1)
         };
@@ -98,7 +162,10 @@ impl InvertedResidual {
 pub fn channel_shuffle(xs: &Tensor, groups: i64) -> Tensor {
     let s = xs.size();
     let (b, c, h, w) = (s[0], s[1], s[2], s[3]);
-    xs.reshape([b, groups, c / groups, h, w]).transpose(1, 2).contiguous().reshape([b, c, h, w])
+    xs.reshape([b, groups, c / groups, h, w])
+        .transpose(1, 2)
+        .contiguous()
+        .reshape([b, c, h, w])
 }
 
 /// The ShuffleNetV2 backbone (everything but torchvision's `fc`).
@@ -125,7 +192,18 @@ impl ShuffleNetV2 {
         });
         let eps = cfg.bn_eps;
         let c1 = p / "conv1";
-        let conv1 = ConvBn::new(&(&c1 / "0"), &(&c1 / "1"), cfg.in_channels, ch[0], 3, 2, 1, true, lora, eps);
+        let conv1 = ConvBn::new(
+            &(&c1 / "0"),
+            &(&c1 / "1"),
+            cfg.in_channels,
+            ch[0],
+            3,
+            2,
+            1,
+            true,
+            lora,
+            eps,
+        );
         let mut inp = ch[0];
         let mut stages = Vec::new();
         for (s, (&repeats, &oup)) in cfg.arch.stage_repeats().iter().zip(&ch[1..4]).enumerate() {
@@ -138,18 +216,42 @@ impl ShuffleNetV2 {
             inp = oup;
         }
         let c5 = p / "conv5";
-        let conv5 = ConvBn::new(&(&c5 / "0"), &(&c5 / "1"), inp, ch[4], 1, 1, 1, true, lora, eps);
-        Self { conv1, stages, conv5, feature_dim: ch[4] }
+        let conv5 = ConvBn::new(
+            &(&c5 / "0"),
+            &(&c5 / "1"),
+            inp,
+            ch[4],
+            1,
+            1,
+            1,
+            true,
+            lora,
+            eps,
+        );
+        Self {
+            conv1,
+            stages,
+            conv5,
+            feature_dim: ch[4],
+        }
     }
 
     /// Pooled features `[B, feature_dim]`.
-    pub fn forward_t(&self, xs: &Tensor, sel: DeptSel, mode: ExpertConvMode, train: bool) -> Tensor {
+    pub fn forward_t(
+        &self,
+        xs: &Tensor,
+        sel: DeptSel,
+        mode: ExpertConvMode,
+        train: bool,
+    ) -> Tensor {
         let mut x = self.conv1.forward(xs, sel, mode, train);
         x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for block in self.stages.iter().flatten() {
             x = block.forward(&x, sel, mode, train);
         }
-        self.conv5.forward(&x, sel, mode, train).mean_dim([2i64, 3].as_slice(), false, None)
+        self.conv5
+            .forward(&x, sel, mode, train)
+            .mean_dim([2i64, 3].as_slice(), false, None)
     }
 
     /// Every conv+BN pair in forward order.
@@ -194,7 +296,13 @@ impl ShuffleNetLoRKD {
         let head = cfg
             .unified_head
             .then(|| nn::linear(p / "head", d, cfg.total_classes(), Default::default()));
-        Self { backbone, heads, head, config: cfg.clone(), mode: ExpertConvMode::Auto }
+        Self {
+            backbone,
+            heads,
+            head,
+            config: cfg.clone(),
+            mode: ExpertConvMode::Auto,
+        }
     }
 
     /// Selects how mixed batches are computed (same function, different speed).

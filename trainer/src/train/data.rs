@@ -8,7 +8,13 @@ use crate::config::{Config, Department};
 
 /// The checkpoint's departments for a dataset (same names and classes, same order).
 pub fn departments(ds: &Dataset) -> Vec<Department> {
-    ds.departments().iter().map(|d| Department { name: d.name.clone(), classes: d.classes.clone() }).collect()
+    ds.departments()
+        .iter()
+        .map(|d| Department {
+            name: d.name.clone(),
+            classes: d.classes.clone(),
+        })
+        .collect()
 }
 
 /// Checks that a checkpoint was trained on a dataset laid out like `ds`.
@@ -16,10 +22,19 @@ pub fn check_matches(cfg: &Config, ds: &Dataset) -> anyhow::Result<()> {
     let want = departments(ds);
     anyhow::ensure!(
         cfg.departments.len() == want.len()
-            && cfg.departments.iter().zip(&want).all(|(a, b)| a.name == b.name && a.classes.len() == b.classes.len()),
+            && cfg
+                .departments
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.name == b.name && a.classes.len() == b.classes.len()),
         "the checkpoint's departments {:?} do not match the data's {:?}",
-        cfg.departments.iter().map(|d| format!("{}({})", d.name, d.classes.len())).collect::<Vec<_>>(),
-        want.iter().map(|d| format!("{}({})", d.name, d.classes.len())).collect::<Vec<_>>()
+        cfg.departments
+            .iter()
+            .map(|d| format!("{}({})", d.name, d.classes.len()))
+            .collect::<Vec<_>>(),
+        want.iter()
+            .map(|d| format!("{}({})", d.name, d.classes.len()))
+            .collect::<Vec<_>>()
     );
     Ok(())
 }

@@ -47,7 +47,13 @@ pub struct EvalReport {
 impl EvalReport {
     /// A plain-text table.
     pub fn table(&self) -> String {
-        let w = self.departments.iter().map(|d| d.name.len()).max().unwrap_or(4).max(10);
+        let w = self
+            .departments
+            .iter()
+            .map(|d| d.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(10);
         let mut s = format!(
             "{} on {} ({})\n{:<w$}  {:>7}  {:>8}  {:>8}\n",
             self.checkpoint,
@@ -59,9 +65,15 @@ impl EvalReport {
             "shared"
         );
         for d in &self.departments {
-            s += &format!("{:<w$}  {:>7}  {:>8.4}  {:>8.4}\n", d.name, d.images, d.experts, d.shared);
+            s += &format!(
+                "{:<w$}  {:>7}  {:>8.4}  {:>8.4}\n",
+                d.name, d.images, d.experts, d.shared
+            );
         }
-        s += &format!("{:<w$}  {:>7}  {:>8.4}  {:>8.4}\n", "mean", "", self.mean_experts, self.mean_shared);
+        s += &format!(
+            "{:<w$}  {:>7}  {:>8.4}  {:>8.4}\n",
+            "mean", "", self.mean_experts, self.mean_shared
+        );
         s
     }
 }
@@ -75,14 +87,27 @@ fn read_method(run_dir: &Path) -> Option<FitConfig> {
 ///
 /// # Errors
 /// Unreadable checkpoint, data that does not match its departments.
-pub fn evaluate(ckpt: &Path, data: &str, split: Split, batch: usize, ctl: &Control) -> anyhow::Result<EvalReport> {
+pub fn evaluate(
+    ckpt: &Path,
+    data: &str,
+    split: Split,
+    batch: usize,
+    ctl: &Control,
+) -> anyhow::Result<EvalReport> {
     let ds = Arc::new(Dataset::open_str(data)?);
-    let (run_dir, file) = if ckpt.is_dir() { (Some(ckpt), ckpt.join("model.safetensors")) } else { (None, ckpt.to_path_buf()) };
+    let (run_dir, file) = if ckpt.is_dir() {
+        (Some(ckpt), ckpt.join("model.safetensors"))
+    } else {
+        (None, ckpt.to_path_buf())
+    };
     let fit = run_dir.and_then(read_method);
     let mut departments = Vec::new();
     if let (Some(dir), Some(Method::Stl)) = (run_dir, fit.as_ref().map(|f| f.method)) {
         for (t, d) in ds.departments().iter().enumerate() {
-            let p = dir.join("stl").join(t.to_string()).join("model.safetensors");
+            let p = dir
+                .join("stl")
+                .join(t.to_string())
+                .join("model.safetensors");
             let (cfg, model) = load(&p, ctl.device)?;
             anyhow::ensure!(
                 cfg.departments.len() == 1 && cfg.departments[0].name == d.name,
@@ -92,7 +117,12 @@ pub fn evaluate(ckpt: &Path, data: &str, split: Split, batch: usize, ctl: &Contr
                 d.name
             );
             let acc = department_accuracy(&model, &ds, split, Some(t), true, batch, ctl)?[0];
-            departments.push(DepartmentScore { name: d.name.clone(), images: ds.indices_of(split, t).len(), experts: acc, shared: acc });
+            departments.push(DepartmentScore {
+                name: d.name.clone(),
+                images: ds.indices_of(split, t).len(),
+                experts: acc,
+                shared: acc,
+            });
         }
     } else {
         let (cfg, model) = load(&file, ctl.device)?;
@@ -120,7 +150,13 @@ pub fn evaluate(ckpt: &Path, data: &str, split: Split, batch: usize, ctl: &Contr
     })
 }
 
-fn load(p: &PathBuf, device: Device) -> anyhow::Result<(crate::config::Config, crate::models::shufflenet::ShuffleNetLoRKD)> {
+fn load(
+    p: &PathBuf,
+    device: Device,
+) -> anyhow::Result<(
+    crate::config::Config,
+    crate::models::shufflenet::ShuffleNetLoRKD,
+)> {
     let ck = Checkpoint::load(p).with_context(|| format!("loading {}", p.display()))?;
     let (vs, model) = ck.into_model(device)?;
     // The model's variables live as long as the VarStore's tensors, which the model holds.

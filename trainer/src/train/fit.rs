@@ -170,7 +170,10 @@ impl Default for Control {
         Control {
             device: crate::default_device(),
             progress: true,
-            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8),
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(8),
             stop_after_steps: None,
             threads: None,
         }
@@ -238,7 +241,10 @@ pub fn fit(fc: &FitConfig, run_dir: &Path, ctl: &Control) -> anyhow::Result<FitO
         run_dir.display()
     );
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    io::write_atomic(&run_dir.join("run.json"), serde_json::to_string_pretty(fc)?.as_bytes())?;
+    io::write_atomic(
+        &run_dir.join("run.json"),
+        serde_json::to_string_pretty(fc)?.as_bytes(),
+    )?;
     run(fc, run_dir, ctl)
 }
 
@@ -248,8 +254,10 @@ pub fn fit(fc: &FitConfig, run_dir: &Path, ctl: &Control) -> anyhow::Result<FitO
 /// As [`fit`]; also a missing or inconsistent run.
 pub fn resume(run_dir: &Path, ctl: &Control) -> anyhow::Result<FitOutcome> {
     let p = run_dir.join("run.json");
-    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {} (is this a run directory?)", p.display()))?;
-    let fc: FitConfig = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+    let text = std::fs::read_to_string(&p)
+        .with_context(|| format!("reading {} (is this a run directory?)", p.display()))?;
+    let fc: FitConfig =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
     run(&fc, run_dir, ctl)
 }
 
@@ -265,7 +273,11 @@ fn run(fc: &FitConfig, run_dir: &Path, ctl: &Control) -> anyhow::Result<FitOutco
     };
     let metrics = run_dir.join("metrics.jsonl");
     if fc.method == Method::Stl {
-        let mut outcome = FitOutcome { epochs_done: fc.epochs, interrupted: false, last: None };
+        let mut outcome = FitOutcome {
+            epochs_done: fc.epochs,
+            interrupted: false,
+            last: None,
+        };
         for t in 0..ds.departments().len() {
             let sub = run_dir.join("stl").join(t.to_string());
             std::fs::create_dir_all(&sub)?;
@@ -297,16 +309,26 @@ pub fn student_config(fc: &FitConfig, ds: &Dataset, only: Option<usize>, distill
     let mut cfg = Config::new(fc.arch, 3, deps);
     cfg.rank = if fc.method.experts() { fc.rank } else { 0 };
     cfg.lora_alpha = fc.lora_alpha;
-    cfg.input_size = fc.input_size.unwrap_or_else(|| bridge::default_input_size(ds));
+    cfg.input_size = fc
+        .input_size
+        .unwrap_or_else(|| bridge::default_input_size(ds));
     cfg.unified_head = distill;
     cfg
 }
 
-fn save(cfg: &Config, vs: &nn::VarStore, opt: &Sgd, state: &TrainState, dir: &Path) -> anyhow::Result<()> {
+fn save(
+    cfg: &Config,
+    vs: &nn::VarStore,
+    opt: &Sgd,
+    state: &TrainState,
+    dir: &Path,
+) -> anyhow::Result<()> {
     let ckpt = Checkpoint::from_var_store(cfg, vs);
     io::write_atomic(&dir.join("model.safetensors"), &ckpt.to_bytes()?)?;
-    let mut tensors: Vec<(String, Tensor)> =
-        io::sorted_variables(vs).into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
+    let mut tensors: Vec<(String, Tensor)> = io::sorted_variables(vs)
+        .into_iter()
+        .map(|(n, t)| (format!("model.{n}"), t))
+        .collect();
     tensors.extend(opt.state());
     let meta = HashMap::from([(STATE_KEY.to_string(), serde_json::to_string(state)?)]);
     io::save_tensors(&dir.join("state.safetensors"), &tensors, meta)
@@ -334,7 +356,11 @@ fn train_one(
     tch::manual_seed(mix_seed(fc.seed, u64::MAX));
     let vs = nn::VarStore::new(device);
     let mut model = ShuffleNetLoRKD::new(&vs.root(), &cfg);
-    model.set_expert_conv_mode(fc.expert_conv_mode.parse::<ExpertConvMode>().map_err(|e| anyhow::anyhow!(e))?);
+    model.set_expert_conv_mode(
+        fc.expert_conv_mode
+            .parse::<ExpertConvMode>()
+            .map_err(|e| anyhow::anyhow!(e))?,
+    );
     let mut opt = Sgd::new(&vs, fc.momentum, fc.weight_decay);
 
     let state_path = dir.join("state.safetensors");
@@ -342,21 +368,43 @@ fn train_one(
     if state_path.exists() {
         let (meta, tensors) = io::load_tensors(&state_path)?;
         let st: TrainState = serde_json::from_str(
-            meta.get(STATE_KEY).with_context(|| format!("{}: no training state", state_path.display()))?,
+            meta.get(STATE_KEY)
+                .with_context(|| format!("{}: no training state", state_path.display()))?,
         )?;
-        anyhow::ensure!(st.fit == *fc, "{}: saved settings differ from run.json", state_path.display());
+        anyhow::ensure!(
+            st.fit == *fc,
+            "{}: saved settings differ from run.json",
+            state_path.display()
+        );
         let model_tensors = tensors
             .iter()
-            .filter_map(|(k, v)| k.strip_prefix("model.").map(|n| (n.to_string(), v.shallow_clone())))
+            .filter_map(|(k, v)| {
+                k.strip_prefix("model.")
+                    .map(|n| (n.to_string(), v.shallow_clone()))
+            })
             .collect();
         io::load_into(&vs, &model_tensors, &state_path)?;
         opt.load_state(&tensors)?;
         (epoch, step) = (st.epoch, st.step);
         if epoch < fc.epochs {
-            eprintln!("resuming {} at epoch {epoch}/{} (step {step})", dir.display(), fc.epochs);
+            eprintln!(
+                "resuming {} at epoch {epoch}/{} (step {step})",
+                dir.display(),
+                fc.epochs
+            );
         }
     } else {
-        save(&cfg, &vs, &opt, &TrainState { epoch, step, fit: fc.clone() }, dir)?;
+        save(
+            &cfg,
+            &vs,
+            &opt,
+            &TrainState {
+                epoch,
+                step,
+                fit: fc.clone(),
+            },
+            dir,
+        )?;
     }
 
     let transform = bridge::transform(&cfg);
@@ -372,17 +420,28 @@ fn train_one(
         departments: only.map(|t| vec![t]),
         transform: transform.clone(),
     };
-    let per_epoch = epoch_order(ds, Split::Train, &loader_cfg(0)).len().div_ceil(fc.batch.max(1)) as u64;
+    let per_epoch = epoch_order(ds, Split::Train, &loader_cfg(0))
+        .len()
+        .div_ceil(fc.batch.max(1)) as u64;
     let total = per_epoch * fc.epochs;
-    let mut outcome = FitOutcome { epochs_done: epoch, interrupted: false, last: None };
+    let mut outcome = FitOutcome {
+        epochs_done: epoch,
+        interrupted: false,
+        last: None,
+    };
     let mut steps_here = 0u64;
 
     while epoch < fc.epochs {
         tch::manual_seed(mix_seed(fc.seed, epoch));
         let started = Instant::now();
         let loader = Loader::new(ds.clone(), Split::Train, loader_cfg(epoch));
-        let pb = progress_bar(ctl.progress, loader.batches() as u64, &format!("epoch {}/{}", epoch + 1, fc.epochs));
-        let (mut sum_loss, mut sum_ce, mut sum_kd, mut correct, mut seen) = (0f64, 0f64, 0f64, 0i64, 0usize);
+        let pb = progress_bar(
+            ctl.progress,
+            loader.batches() as u64,
+            &format!("epoch {}/{}", epoch + 1, fc.epochs),
+        );
+        let (mut sum_loss, mut sum_ce, mut sum_kd, mut correct, mut seen) =
+            (0f64, 0f64, 0f64, 0i64, 0usize);
         let mut lr = fc.lr;
         for batch in loader {
             let b = batch?;
@@ -399,7 +458,9 @@ fn train_one(
             let f = model.forward_t(&xs, sel, true);
             let (ce, ok) = department_ce(&f, &depts, &y, |x, t| model.head_logits(x, t));
             let kd = match (teacher, model.unified_logits(&f)) {
-                (Some(teacher), Some(zs)) if distill => distillation(&zs, &teacher.logits(&xs)?, fc.alpha) * fc.beta,
+                (Some(teacher), Some(zs)) if distill => {
+                    distillation(&zs, &teacher.logits(&xs)?, fc.alpha) * fc.beta
+                }
                 _ => Tensor::zeros([], (Kind::Float, device)),
             };
             let loss = &ce + &kd;
@@ -434,7 +495,9 @@ fn train_one(
                 ips
             ));
             pb.inc(1);
-            if INTERRUPTED.load(Ordering::SeqCst) || ctl.stop_after_steps.is_some_and(|s| steps_here >= s) {
+            if INTERRUPTED.load(Ordering::SeqCst)
+                || ctl.stop_after_steps.is_some_and(|s| steps_here >= s)
+            {
                 outcome.interrupted = true;
                 break;
             }
@@ -466,7 +529,17 @@ fn train_one(
             images_per_sec: seen as f64 / secs.max(1e-9),
             seconds: secs,
         };
-        save(&cfg, &vs, &opt, &TrainState { epoch, step, fit: fc.clone() }, dir)?;
+        save(
+            &cfg,
+            &vs,
+            &opt,
+            &TrainState {
+                epoch,
+                step,
+                fit: fc.clone(),
+            },
+            dir,
+        )?;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -495,7 +568,9 @@ fn progress_bar(show: bool, len: u64, prefix: &str) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let pb = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}") {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+    {
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_prefix(prefix.to_string());
@@ -539,12 +614,24 @@ pub fn department_accuracy(
             let b = b?;
             let xs = bridge::images(&b, ctl.device);
             let y = Tensor::from_slice(&b.classes).to_device(ctl.device);
-            let sel = if experts && model.config.rank > 0 { DeptSel::One(t as i64) } else { DeptSel::Shared };
-            let pred = tch::no_grad(|| model.head_logits(&model.forward_t(&xs, sel, false), t).argmax(-1, false));
+            let sel = if experts && model.config.rank > 0 {
+                DeptSel::One(t as i64)
+            } else {
+                DeptSel::Shared
+            };
+            let pred = tch::no_grad(|| {
+                model
+                    .head_logits(&model.forward_t(&xs, sel, false), t)
+                    .argmax(-1, false)
+            });
             ok += pred.eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
             n += b.len() as i64;
         }
-        acc.push(if n == 0 { f64::NAN } else { ok as f64 / n as f64 });
+        acc.push(if n == 0 {
+            f64::NAN
+        } else {
+            ok as f64 / n as f64
+        });
     }
     Ok(acc)
 }

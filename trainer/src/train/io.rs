@@ -14,37 +14,67 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut tmp = PathBuf::from(path);
     tmp.as_mut_os_string().push(".tmp");
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }
 
 /// Serialises tensors (converted to f32 on the CPU) with `metadata`.
-pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> anyhow::Result<()> {
+pub fn save_tensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> anyhow::Result<()> {
     let mut bufs = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
-        let flat = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous().reshape([-1]);
+        let flat = t
+            .detach()
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+            .reshape([-1]);
         let v = Vec::<f32>::try_from(&flat)?;
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-        bufs.push((name.clone(), shape, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()));
+        bufs.push((
+            name.clone(),
+            shape,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+        ));
     }
     let mut views = Vec::with_capacity(bufs.len());
     for (name, shape, bytes) in &bufs {
-        views.push((name.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes)?));
+        views.push((
+            name.clone(),
+            TensorView::new(Dtype::F32, shape.clone(), bytes)?,
+        ));
     }
     let bytes = safetensors::serialize(views, Some(metadata))?;
     write_atomic(path, &bytes)
 }
 
 /// Reads tensors (f32 only, CPU) and the metadata of a safetensors file.
-pub fn load_tensors(path: &Path) -> anyhow::Result<(HashMap<String, String>, BTreeMap<String, Tensor>)> {
+pub fn load_tensors(
+    path: &Path,
+) -> anyhow::Result<(HashMap<String, String>, BTreeMap<String, Tensor>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).with_context(|| format!("{}: not safetensors", path.display()))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .with_context(|| format!("{}: not safetensors", path.display()))?;
     let meta = header.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not safetensors", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{}: not safetensors", path.display()))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
-        anyhow::ensure!(view.dtype() == Dtype::F32, "{}: tensor {name} is {:?}, expected F32", path.display(), view.dtype());
-        let data: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        anyhow::ensure!(
+            view.dtype() == Dtype::F32,
+            "{}: tensor {name} is {:?}, expected F32",
+            path.display(),
+            view.dtype()
+        );
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         out.insert(name, Tensor::from_slice(&data).reshape(shape));
     }
@@ -59,10 +89,16 @@ pub fn sorted_variables(vs: &tch::nn::VarStore) -> Vec<(String, Tensor)> {
 }
 
 /// Copies `tensors[name]` into every variable of `vs`; all must be present with their shape.
-pub fn load_into(vs: &tch::nn::VarStore, tensors: &BTreeMap<String, Tensor>, what: &Path) -> anyhow::Result<()> {
+pub fn load_into(
+    vs: &tch::nn::VarStore,
+    tensors: &BTreeMap<String, Tensor>,
+    what: &Path,
+) -> anyhow::Result<()> {
     let vars = sorted_variables(vs);
     for (name, v) in &vars {
-        let src = tensors.get(name).with_context(|| format!("{}: tensor {name} missing", what.display()))?;
+        let src = tensors
+            .get(name)
+            .with_context(|| format!("{}: tensor {name} missing", what.display()))?;
         anyhow::ensure!(
             src.size() == v.size(),
             "{}: tensor {name} has shape {:?}, expected {:?}",

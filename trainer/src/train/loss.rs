@@ -35,12 +35,24 @@ pub fn department_ce(
     let mut total = Tensor::zeros([], (Kind::Float, device));
     let mut correct = 0i64;
     for t in present {
-        let idx: Vec<i64> = (0..depts.len() as i64).filter(|&i| depts[i as usize] == t).collect();
+        let idx: Vec<i64> = (0..depts.len() as i64)
+            .filter(|&i| depts[i as usize] == t)
+            .collect();
         let idx = Tensor::from_slice(&idx).to_device(device);
         let logits = head(&features.index_select(0, &idx), t as usize);
         let y = classes.index_select(0, &idx);
-        total += logits.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0);
-        correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+        total += logits.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
+            &y,
+            None,
+            Reduction::Sum,
+            -100,
+            0.0,
+        );
+        correct += logits
+            .argmax(-1, false)
+            .eq_tensor(&y)
+            .sum(Kind::Int64)
+            .int64_value(&[]);
     }
     (total / b, correct)
 }
@@ -64,7 +76,10 @@ mod tests {
         let _ = seed;
         let (b, d) = (9i64, 5i64);
         let f = Tensor::randn([b, d], (Kind::Float, tch::Device::Cpu));
-        let w: Vec<Tensor> = [2i64, 3, 4].iter().map(|&c| Tensor::randn([c, d], (Kind::Float, tch::Device::Cpu))).collect();
+        let w: Vec<Tensor> = [2i64, 3, 4]
+            .iter()
+            .map(|&c| Tensor::randn([c, d], (Kind::Float, tch::Device::Cpu)))
+            .collect();
         let depts = [0i64, 2, 1, 1, 0, 2, 2, 1, 0];
         let classes_v = [1i64, 3, 0, 2, 0, 1, 0, 2, 1];
         let classes = Tensor::from_slice(&classes_v);
@@ -82,14 +97,20 @@ mod tests {
             want_correct += (arg as i64 == classes_v[i as usize]) as i64;
         }
         want /= b as f64;
-        assert!((ce.double_value(&[]) - want).abs() < 1e-5, "{} vs {want}", ce.double_value(&[]));
+        assert!(
+            (ce.double_value(&[]) - want).abs() < 1e-5,
+            "{} vs {want}",
+            ce.double_value(&[])
+        );
         assert_eq!(correct, want_correct);
 
         let s = Tensor::randn([b, 9], (Kind::Float, tch::Device::Cpu)) * 3.0;
         let t = Tensor::randn([b, 9], (Kind::Float, tch::Device::Cpu)) * 3.0;
         let kd = distillation(&s, &t, ALPHA).double_value(&[]);
-        let (sv, tv): (Vec<f32>, Vec<f32>) =
-            (Vec::try_from(&s.reshape([-1])).unwrap(), Vec::try_from(&t.reshape([-1])).unwrap());
+        let (sv, tv): (Vec<f32>, Vec<f32>) = (
+            Vec::try_from(&s.reshape([-1])).unwrap(),
+            Vec::try_from(&t.reshape([-1])).unwrap(),
+        );
         let mut want = 0f64;
         for i in 0..b as usize {
             let soft = |z: &[f32]| {
@@ -101,7 +122,10 @@ mod tests {
             want += (0..9).map(|c| pt[c] * (pt[c] / ps[c]).ln()).sum::<f64>();
         }
         want = want / b as f64 * ALPHA * ALPHA;
-        assert!((kd - want).abs() < 1e-4 * want.abs().max(1.0), "{kd} vs {want}");
+        assert!(
+            (kd - want).abs() < 1e-4 * want.abs().max(1.0),
+            "{kd} vs {want}"
+        );
         // Identical logits: no distillation loss.
         assert!(distillation(&s, &s, ALPHA).double_value(&[]).abs() < 1e-6);
     }

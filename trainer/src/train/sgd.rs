@@ -30,10 +30,16 @@ pub struct Sgd {
 impl Sgd {
     /// Trainable variables of `vs`, zero momentum.
     pub fn new(vs: &nn::VarStore, momentum: f64, weight_decay: f64) -> Self {
-        let mut params: Vec<(String, Tensor)> =
-            vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut params: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
-        let momentum_buffers = params.iter().map(|(_, p)| p.zeros_like().detach()).collect();
+        let momentum_buffers = params
+            .iter()
+            .map(|(_, p)| p.zeros_like().detach())
+            .collect();
         Sgd {
             params,
             momentum_buffers,
@@ -77,8 +83,14 @@ impl Sgd {
     pub fn load_state(&mut self, tensors: &BTreeMap<String, Tensor>) -> anyhow::Result<()> {
         for ((n, p), m) in self.params.iter().zip(&mut self.momentum_buffers) {
             let key = format!("momentum.{n}");
-            let src = tensors.get(&key).ok_or_else(|| anyhow::anyhow!("optimizer state {key} missing"))?;
-            anyhow::ensure!(src.size() == p.size(), "optimizer state {key}: shape {:?}", src.size());
+            let src = tensors
+                .get(&key)
+                .ok_or_else(|| anyhow::anyhow!("optimizer state {key} missing"))?;
+            anyhow::ensure!(
+                src.size() == p.size(),
+                "optimizer state {key}: shape {:?}",
+                src.size()
+            );
             tch::no_grad(|| m.copy_(&src.to_device(m.device())));
         }
         Ok(())
@@ -95,12 +107,27 @@ mod tests {
         let seed = crate::testing::seeded("sgd");
         let _ = seed;
         let vs = nn::VarStore::new(Device::Cpu);
-        let w = vs.root().var("w", &[5], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
+        let w = vs.root().var(
+            "w",
+            &[5],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+        );
         let mut opt = Sgd::new(&vs, 0.9, 1e-4);
         let target = Tensor::randn([5], (Kind::Float, Device::Cpu));
         // Reference by hand in f64.
-        let mut p: Vec<f64> = Vec::<f32>::try_from(&w.detach()).unwrap().iter().map(|&x| x as f64).collect();
-        let tv: Vec<f64> = Vec::<f32>::try_from(&target).unwrap().iter().map(|&x| x as f64).collect();
+        let mut p: Vec<f64> = Vec::<f32>::try_from(&w.detach())
+            .unwrap()
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        let tv: Vec<f64> = Vec::<f32>::try_from(&target)
+            .unwrap()
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
         let mut m = [0f64; 5];
         for k in 0..6u64 {
             let lr = cosine_lr(0.05, k, 6);
@@ -115,7 +142,12 @@ mod tests {
         }
         let got = Vec::<f32>::try_from(&w.detach()).unwrap();
         for i in 0..5 {
-            assert!((got[i] as f64 - p[i]).abs() < 1e-5, "{i}: {} vs {}", got[i], p[i]);
+            assert!(
+                (got[i] as f64 - p[i]).abs() < 1e-5,
+                "{i}: {} vs {}",
+                got[i],
+                p[i]
+            );
         }
         assert_eq!(cosine_lr(0.05, 0, 10), 0.05);
         assert!(cosine_lr(0.05, 10, 10).abs() < 1e-12);

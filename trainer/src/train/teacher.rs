@@ -45,7 +45,10 @@ pub struct TeacherMeta {
 
 impl TeacherMeta {
     fn total_classes(&self) -> i64 {
-        self.departments.iter().map(|d| d.classes.len() as i64).sum()
+        self.departments
+            .iter()
+            .map(|d| d.classes.len() as i64)
+            .sum()
     }
 }
 
@@ -79,10 +82,12 @@ impl Teacher {
             return Ok(Teacher::Script(m));
         }
         let (meta, tensors) = io::load_tensors(path)?;
-        let meta: TeacherMeta = serde_json::from_str(
-            meta.get(TEACHER_KEY)
-                .with_context(|| format!("{}: not a teacher file (no `{TEACHER_KEY}` metadata)", path.display()))?,
-        )
+        let meta: TeacherMeta = serde_json::from_str(meta.get(TEACHER_KEY).with_context(|| {
+            format!(
+                "{}: not a teacher file (no `{TEACHER_KEY}` metadata)",
+                path.display()
+            )
+        })?)
         .with_context(|| format!("{}: bad teacher metadata", path.display()))?;
         anyhow::ensure!(
             meta.total_classes() == classes,
@@ -90,7 +95,10 @@ impl Teacher {
             path.display(),
             meta.total_classes()
         );
-        let arch: ResNetArch = meta.arch.parse().map_err(|e: String| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let arch: ResNetArch = meta
+            .arch
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("{}: {e}", path.display()))?;
         let vs = nn::VarStore::new(device);
         let net = ResNet::new(&vs.root(), arch, meta.in_channels, classes, meta.bn_eps);
         io::load_into(&vs, &tensors, path)?;
@@ -105,8 +113,14 @@ impl Teacher {
         tch::no_grad(|| match self {
             Teacher::ResNet { net, .. } => Ok(net.forward_t(xs, false)),
             Teacher::Script(m) => {
-                let z = m.forward_ts(&[xs.shallow_clone()]).context("TorchScript teacher forward")?;
-                anyhow::ensure!(z.dim() == 2 && z.size()[0] == xs.size()[0], "teacher output shape {:?}", z.size());
+                let z = m
+                    .forward_ts(&[xs.shallow_clone()])
+                    .context("TorchScript teacher forward")?;
+                anyhow::ensure!(
+                    z.dim() == 2 && z.size()[0] == xs.size()[0],
+                    "teacher output shape {:?}",
+                    z.size()
+                );
                 Ok(z.to_kind(Kind::Float))
             }
         })
@@ -155,7 +169,9 @@ pub fn train_teacher(tc: &TeacherConfig, ctl: &Control) -> anyhow::Result<f64> {
     let ds = Arc::new(Dataset::open_str(&tc.data)?);
     eprintln!("data: {}", ds.summary());
     let classes = ds.total_classes() as i64;
-    let input_size = tc.input_size.unwrap_or_else(|| bridge::default_input_size(&ds));
+    let input_size = tc
+        .input_size
+        .unwrap_or_else(|| bridge::default_input_size(&ds));
     let c = Config::new(Arch::ShuffleNetV2X1_0, 3, bridge::departments(&ds));
     let meta = TeacherMeta {
         arch: tc.arch.to_string(),
@@ -205,9 +221,16 @@ pub fn train_teacher(tc: &TeacherConfig, ctl: &Control) -> anyhow::Result<f64> {
             step += 1;
             seen += b.len();
             sum += lv * b.len() as f64;
-            ok += z.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+            ok += z
+                .argmax(-1, false)
+                .eq_tensor(&y)
+                .sum(Kind::Int64)
+                .int64_value(&[]);
             if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
-                anyhow::bail!("interrupted; the last saved teacher is {}", tc.output.display());
+                anyhow::bail!(
+                    "interrupted; the last saved teacher is {}",
+                    tc.output.display()
+                );
             }
         }
         val = teacher_accuracy(&net, &ds, Split::Val, &transform, tc.batch, ctl)?;
@@ -246,5 +269,9 @@ fn teacher_accuracy(
         ok += pred.eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
         n += b.len() as i64;
     }
-    Ok(if n == 0 { f64::NAN } else { ok as f64 / n as f64 })
+    Ok(if n == 0 {
+        f64::NAN
+    } else {
+        ok as f64 / n as f64
+    })
 }

@@ -56,7 +56,10 @@ impl ReadNorFlash for RamFlash<'_> {
     const READ_SIZE: usize = 1;
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashErr> {
         let o = offset as usize;
-        let src = self.mem.get(o..o + bytes.len()).ok_or(FlashErr(NorFlashErrorKind::OutOfBounds))?;
+        let src = self
+            .mem
+            .get(o..o + bytes.len())
+            .ok_or(FlashErr(NorFlashErrorKind::OutOfBounds))?;
         bytes.copy_from_slice(src);
         Ok(())
     }
@@ -72,7 +75,10 @@ impl NorFlash for RamFlash<'_> {
         if f % Self::ERASE_SIZE != 0 || t % Self::ERASE_SIZE != 0 {
             return Err(FlashErr(NorFlashErrorKind::NotAligned));
         }
-        self.mem.get_mut(f..t).ok_or(FlashErr(NorFlashErrorKind::OutOfBounds))?.fill(0xFF);
+        self.mem
+            .get_mut(f..t)
+            .ok_or(FlashErr(NorFlashErrorKind::OutOfBounds))?
+            .fill(0xFF);
         Ok(())
     }
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashErr> {
@@ -80,8 +86,10 @@ impl NorFlash for RamFlash<'_> {
         if o % Self::WRITE_SIZE != 0 || bytes.len() % Self::WRITE_SIZE != 0 {
             return Err(FlashErr(NorFlashErrorKind::NotAligned));
         }
-        let dst =
-            self.mem.get_mut(o..o + bytes.len()).ok_or(FlashErr(NorFlashErrorKind::OutOfBounds))?;
+        let dst = self
+            .mem
+            .get_mut(o..o + bytes.len())
+            .ok_or(FlashErr(NorFlashErrorKind::OutOfBounds))?;
         if dst.iter().any(|&b| b != 0xFF) {
             return Err(FlashErr(NorFlashErrorKind::Other));
         }
@@ -96,7 +104,9 @@ pub struct Queue<const N: usize> {
 }
 impl<const N: usize> Queue<N> {
     pub const fn new() -> Self {
-        Queue { buf: heapless::Deque::new() }
+        Queue {
+            buf: heapless::Deque::new(),
+        }
     }
 }
 

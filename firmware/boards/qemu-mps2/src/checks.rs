@@ -8,13 +8,14 @@ use cortex_m_semihosting::hprintln;
 use embedded_storage::nor_flash::ReadNorFlash;
 use lorkd_firmware::app::{argmax, App};
 use lorkd_firmware::button::{Button, DEBOUNCE_MS};
+use lorkd_firmware::fixture::Fixture;
 use lorkd_firmware::model::{Model, ModelError};
 use lorkd_firmware::proto::{self, ErrorCode, Request, Response, MAX_CHUNK};
 use lorkd_firmware::staging::Staging;
-use lorkd_firmware::fixture::Fixture;
 use lorkd_firmware::{cobs, crc};
 use lorkd_runtime::engine::Engine;
-use lorkd_runtime::format::{Bundle, Mode};
+use lorkd_runtime::format::{Bundle, Dept, Mode};
+use lorkd_runtime::update::{Layout, UpdateStore};
 
 /// A small xorshift generator: the checks' inputs are fixed per build, so runs repeat exactly.
 struct XorShift(u32);
@@ -31,14 +32,21 @@ impl XorShift {
 }
 
 pub fn framing(t: &mut Tally) {
-    t.check("crc32 check value 0xCBF43926", crc::crc32(b"123456789") == 0xCBF4_3926);
+    t.check(
+        "crc32 check value 0xCBF43926",
+        crc::crc32(b"123456789") == 0xCBF4_3926,
+    );
     let mut rng = XorShift(0x1234_5678);
     let mut ok = true;
     for round in 0..64 {
         let mut src = [0u8; 300];
         let n = (rng.next() % 300) as usize;
         for b in src[..n].iter_mut() {
-            *b = if rng.next() % (1 + round % 4) == 0 { 0 } else { rng.next() as u8 };
+            *b = if rng.next() % (1 + round % 4) == 0 {
+                0
+            } else {
+                rng.next() as u8
+            };
         }
         let mut enc = [0u8; 310];
         let m = cobs::encode(&src[..n], &mut enc).unwrap_or(0);
@@ -53,7 +61,10 @@ pub fn quant(t: &mut Tally) {
     // Exactly representable products come out exact.
     let (m, s) = quantize_multiplier(0.25);
     let (m2, s2) = quantize_multiplier(0.75);
-    t.check("requant exact: 400·0.25, −8·0.75", mbqm(400, m, s) == 100 && mbqm(-8, m2, s2) == -6);
+    t.check(
+        "requant exact: 400·0.25, −8·0.75",
+        mbqm(400, m, s) == 100 && mbqm(-8, m2, s2) == -6,
+    );
     // Others within one unit of the real product (f64 here is soft-float on the M4F).
     let mut rng = XorShift(0x9E37_79B9);
     let mut ok = true;
@@ -118,7 +129,9 @@ impl Model for DotModel {
         len: u32,
     ) -> Result<(usize, u32), ModelError> {
         let mut h = [0u8; 5];
-        flash.read(offset, &mut h).map_err(|_| ModelError::Update(9))?;
+        flash
+            .read(offset, &mut h)
+            .map_err(|_| ModelError::Update(9))?;
         let d = h[0] as usize;
         let v = u32::from_le_bytes([h[1], h[2], h[3], h[4]]);
         if d >= 3 || v <= self.versions[d] || len < 5 {
@@ -142,17 +155,26 @@ pub fn protocol(t: &mut Tally) {
     let host_q = RefCell::new(Queue::<Q>::new());
     let dev_q = RefCell::new(Queue::<Q>::new());
     let pressed = Cell::new(false);
-    let serial = LoopSerial { to_device: &host_q, from_device: &dev_q };
+    let serial = LoopSerial {
+        to_device: &host_q,
+        from_device: &dev_q,
+    };
     let staging = match Staging::open(RamFlash { mem: flash }, 0, 64 * 1024) {
         Ok(s) => s,
         Err(_) => return t.check("staging opens on the simulated flash", false),
     };
-    let model = DotModel { active: 0, versions: [1; 3] };
+    let model = DotModel {
+        active: 0,
+        versions: [1; 3],
+    };
     let button = Button::new(ScriptPin(&pressed), true);
     let Ok(mut app) = App::new(serial, button, FpgaLed, staging, model, frame) else {
         return t.check("app starts", false);
     };
-    t.check("app starts, status LED on (FPGAIO register)", FpgaLed::is_on());
+    t.check(
+        "app starts, status LED on (FPGAIO register)",
+        FpgaLed::is_on(),
+    );
 
     let now = Cell::new(0u32);
     let tick = |app: &mut App<_, _, _, _, _>| {
@@ -160,20 +182,25 @@ pub fn protocol(t: &mut Tally) {
         app.poll(now.get());
     };
     // One request → poll → one decoded response, checked by `f`.
-    let ask = |app: &mut App<_, _, _, _, _>, req: &Request, f: &mut dyn FnMut(&Response) -> bool| {
-        let mut rx = [0u8; proto::MAX_FRAME];
-        let mut s = [0u8; proto::MAX_MSG + 8];
-        let mut fr = [0u8; proto::MAX_FRAME];
-        let Some(n) = proto::encode_frame(req, &mut s, &mut fr) else { return false };
-        host_q.borrow_mut().push(&fr[..n]);
-        tick(app);
-        let Some(m) = dev_q.borrow_mut().pop_frame(&mut rx) else { return false };
-        let ok = match proto::open_frame(&mut rx[..m]).and_then(proto::decode::<Response>) {
-            Ok(r) => f(&r),
-            Err(_) => false,
+    let ask =
+        |app: &mut App<_, _, _, _, _>, req: &Request, f: &mut dyn FnMut(&Response) -> bool| {
+            let mut rx = [0u8; proto::MAX_FRAME];
+            let mut s = [0u8; proto::MAX_MSG + 8];
+            let mut fr = [0u8; proto::MAX_FRAME];
+            let Some(n) = proto::encode_frame(req, &mut s, &mut fr) else {
+                return false;
+            };
+            host_q.borrow_mut().push(&fr[..n]);
+            tick(app);
+            let Some(m) = dev_q.borrow_mut().pop_frame(&mut rx) else {
+                return false;
+            };
+            let ok = match proto::open_frame(&mut rx[..m]).and_then(proto::decode::<Response>) {
+                Ok(r) => f(&r),
+                Err(_) => false,
+            };
+            ok
         };
-        ok
-    };
 
     let ok = ask(&mut app, &Request::Hello, &mut |r| {
         matches!(r, Response::Hello { departments, active: 0, input_len, .. }
@@ -190,26 +217,45 @@ pub fn protocol(t: &mut Tally) {
     }
     let mut all = true;
     for dept in [2u8, 1, 2] {
-        all &= ask(&mut app, &Request::Select { dept }, &mut |r| *r == Response::Selected { dept });
-        all &= ask(&mut app, &Request::InferBegin { len: DOT_IN as u32 }, &mut |r| {
-            *r == Response::Ack { next: 0 }
+        all &= ask(&mut app, &Request::Select { dept }, &mut |r| {
+            *r == Response::Selected { dept }
         });
+        all &= ask(
+            &mut app,
+            &Request::InferBegin { len: DOT_IN as u32 },
+            &mut |r| *r == Response::Ack { next: 0 },
+        );
         let mut want = [0f32; DOT_CLASSES];
-        DotModel { active: 0, versions: [1; 3] }.score(dept as usize, &x, &mut want);
+        DotModel {
+            active: 0,
+            versions: [1; 3],
+        }
+        .score(dept as usize, &x, &mut want);
         let chunks = bytes.chunks(MAX_CHUNK);
         let last = chunks.len() - 1;
         for (i, c) in chunks.enumerate() {
             let offset = (i * MAX_CHUNK / 4) as u32;
-            all &= ask(&mut app, &Request::InferChunk { offset, data: c }, &mut |r| match r {
-                Response::Scores { dept: d, top1, scores } if i == last => {
-                    *d == dept && scores[..] == want[..] && *top1 as usize == argmax(&want)
-                }
-                Response::Ack { .. } => i != last,
-                _ => false,
-            });
+            all &= ask(
+                &mut app,
+                &Request::InferChunk { offset, data: c },
+                &mut |r| match r {
+                    Response::Scores {
+                        dept: d,
+                        top1,
+                        scores,
+                    } if i == last => {
+                        *d == dept && scores[..] == want[..] && *top1 as usize == argmax(&want)
+                    }
+                    Response::Ack { .. } => i != last,
+                    _ => false,
+                },
+            );
         }
     }
-    t.check("protocol: Select + Infer in chunks, scores as computed", all);
+    t.check(
+        "protocol: Select + Infer in chunks, scores as computed",
+        all,
+    );
 
     let bad = [0x03u8, 0x11, 0x22, 0x02, 0x33, 0x00]; // a well-formed COBS frame, bad CRC
     host_q.borrow_mut().push(&bad);
@@ -217,10 +263,17 @@ pub fn protocol(t: &mut Tally) {
     let mut rx = [0u8; proto::MAX_FRAME];
     let m = dev_q.borrow_mut().pop_frame(&mut rx).unwrap_or(0);
     let err = proto::open_frame(&mut rx[..m]).and_then(proto::decode::<Response>);
-    let ok = matches!(err, Ok(Response::Error { code: ErrorCode::BadCrc, .. }))
-        && ask(&mut app, &Request::Status, &mut |r| {
-            matches!(r, Response::Status(s) if s.frames_bad == 1 && s.active == 2)
-        });
+    let ok = matches!(
+        err,
+        Ok(Response::Error {
+            code: ErrorCode::BadCrc,
+            ..
+        })
+    ) && ask(
+        &mut app,
+        &Request::Status,
+        &mut |r| matches!(r, Response::Status(s) if s.frames_bad == 1 && s.active == 2),
+    );
     t.check("protocol: bad CRC → error frame, device keeps serving", ok);
 
     // The button: a bouncy press, debounced, cycles 2 → 0.
@@ -238,7 +291,10 @@ pub fn protocol(t: &mut Tally) {
     for _ in 0..DEBOUNCE_MS + 2 {
         tick(&mut app);
     }
-    t.check("button: one debounced press cycles brain → lung", app.model().active == 0);
+    t.check(
+        "button: one debounced press cycles brain → lung",
+        app.model().active == 0,
+    );
 
     // An update staged into the simulated flash in chunks, then committed.
     let mut pkg = [0xA5u8; 1500];
@@ -251,21 +307,30 @@ pub fn protocol(t: &mut Tally) {
     for (i, ch) in pkg.chunks(MAX_CHUNK).enumerate() {
         let offset = (i * MAX_CHUNK) as u32;
         let next = offset + ch.len() as u32;
-        ok &= ask(&mut app, &Request::UpdateChunk { offset, data: ch }, &mut |r| {
-            *r == Response::Ack { next }
-        });
+        ok &= ask(
+            &mut app,
+            &Request::UpdateChunk { offset, data: ch },
+            &mut |r| *r == Response::Ack { next },
+        );
     }
     ok &= ask(&mut app, &Request::UpdateCommit, &mut |r| {
-        *r == Response::Updated { dept: 1, version: 7 }
+        *r == Response::Updated {
+            dept: 1,
+            version: 7,
+        }
     });
-    t.check("protocol: update staged in flash chunk by chunk and committed", ok);
+    t.check(
+        "protocol: update staged in flash chunk by chunk and committed",
+        ok,
+    );
     hprintln!("[fw] protocol status: {:?}", app.status());
 }
 
 /// The fixture `firmware/run-qemu` embeds (empty when built without one).
 #[repr(C, align(16))]
 struct Aligned<T: ?Sized>(T);
-static FIXTURE: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/fixture.bin")));
+static FIXTURE: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/fixture.bin")));
 
 /// The engine's arena: a static buffer, checked against the bundle's needs by `Engine::new`.
 pub const ARENA_BYTES: usize = 1 << 20;
@@ -276,7 +341,9 @@ const MAX_INPUT: usize = 3 * 64 * 64;
 
 /// What the engine checks need; `None` (after reporting the failed check) when the fixture,
 /// bundle or engine do not come up.
-pub fn engine_setup(t: &mut Tally) -> Option<(Fixture<'static>, Bundle<'static>, &'static mut [u8])> {
+pub fn engine_setup(
+    t: &mut Tally,
+) -> Option<(Fixture<'static>, Bundle<'static>, &'static mut [u8])> {
     let fx = &FIXTURE.0;
     if fx.is_empty() {
         t.check("fixture embedded (firmware/run-qemu writes it)", false);
@@ -316,7 +383,9 @@ pub fn engine_setup(t: &mut Tally) -> Option<(Fixture<'static>, Bundle<'static>,
 }
 
 pub fn bundle(t: &mut Tally) {
-    let Some((f, bundle, arena)) = engine_setup(t) else { return };
+    let Some((f, bundle, arena)) = engine_setup(t) else {
+        return;
+    };
     let mut engine = match Engine::new(&bundle, arena, Mode::Materialized) {
         Ok(e) => e,
         Err(e) => {
@@ -350,14 +419,20 @@ pub fn bundle(t: &mut Tally) {
         }
     }
     hprintln!("[fw] engine vs host: max |score difference| {:e}", max_diff);
-    t.check("every department on every test image: top-1 as computed on the host", all_top);
+    t.check(
+        "every department on every test image: top-1 as computed on the host",
+        all_top,
+    );
     t.check("scores within 1e-4 of the host's", max_diff <= 1e-4);
 
     // Switch away and back: W_t is rebuilt from the pristine W0, so no drift.
     let mut first = [0f32; 64];
     let mut again = [0f32; 64];
     f.image(0, x);
-    let c0 = engine.select(0).ok().and_then(|()| engine.infer(x, &mut first).ok());
+    let c0 = engine
+        .select(0)
+        .ok()
+        .and_then(|()| engine.infer(x, &mut first).ok());
     let mut same = c0.is_some();
     let c0 = c0.unwrap_or(0);
     for round in 0..3 {
@@ -365,18 +440,143 @@ pub fn bundle(t: &mut Tally) {
             same &= engine.select(d).is_ok() && engine.infer(x, &mut again).is_ok();
         }
         same &= engine.select(0).is_ok() && engine.infer(x, &mut again) == Ok(c0);
-        same &= first[..c0].iter().zip(&again[..c0]).all(|(a, b)| a.to_bits() == b.to_bits());
+        same &= first[..c0]
+            .iter()
+            .zip(&again[..c0])
+            .all(|(a, b)| a.to_bits() == b.to_bits());
         if !same {
             hprintln!("[fw] drift after round {}", round);
         }
     }
     t.check("switch away and back 3 times: bit-identical scores", same);
+    update(t, &f, &bundle, &mut engine, x);
+}
+
+/// Simulated NOR flash for the update store: journal and A/B slots (the bundle itself stays
+/// in the image's flash; the layout's first bytes, where the bundle would be, stay unused).
+const STORE_FLASH: usize = 1536 * 1024;
+/// Room for one department's delta blob read back from its slot.
+const BLOB_BYTES: usize = 256 * 1024;
+#[repr(C, align(16))]
+pub struct Blob(pub [u8; BLOB_BYTES]);
+
+/// A signed delta update into the simulated flash through `lorkd_runtime::update`, then the
+/// department runs its new blob; tampered and replayed packages are refused.
+fn update(
+    t: &mut Tally,
+    f: &Fixture<'static>,
+    bundle: &Bundle<'static>,
+    engine: &mut Engine<'_, 'static>,
+    x: &mut [f32],
+) {
+    let max_blob = (0..bundle.department_count())
+        .filter_map(|i| bundle.department_blob(i))
+        .map(<[u8]>::len)
+        .max()
+        .unwrap_or(0);
+    let layout = Layout::standard(f.bundle.len(), f.departments as u16, max_blob, 4096);
+    let (Some(mem), Some(scratch), Some(blob_buf)) = (
+        cortex_m::singleton!(: [u8; STORE_FLASH] = [0xFF; STORE_FLASH]),
+        cortex_m::singleton!(: Blob = Blob([0; BLOB_BYTES])),
+        cortex_m::singleton!(: Blob = Blob([0; BLOB_BYTES])),
+    ) else {
+        return t.check("update buffers", false);
+    };
+    if layout.end() > STORE_FLASH as u64 {
+        hprintln!(
+            "[fw] update layout needs {} B of flash, have {}",
+            layout.end(),
+            STORE_FLASH
+        );
+        return t.check("update store fits the simulated flash", false);
+    }
+    let mut store =
+        match UpdateStore::<RamFlash<'static>, 8>::open(RamFlash { mem }, layout, f.pubkey, bundle)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                hprintln!("[fw] store: {:?}", e);
+                return t.check("update store opens on the simulated flash", false);
+            }
+        };
+    // A package with one signature bit flipped is refused before anything is written.
+    let mut bad = [0u8; BLOB_BYTES];
+    let n = f.update.len();
+    let refused = n <= BLOB_BYTES && {
+        bad[..n].copy_from_slice(f.update);
+        bad[n - 1] ^= 0x01;
+        store.apply(&bad[..n], bundle, &mut scratch.0).is_err()
+    };
+    t.check(
+        "update: a package with a flipped signature bit is refused",
+        refused,
+    );
+
+    let d = f.update_dept;
+    let applied = store.apply(f.update, bundle, &mut scratch.0);
+    let version_ok = store.active(d).version() == Some(f.update_version);
+    hprintln!(
+        "[fw] update: apply -> {:?}, department {} now {:?}",
+        applied,
+        d,
+        store.active(d)
+    );
+    t.check(
+        "update: signed delta applied into the simulated flash (A/B slot, journal)",
+        applied == Ok(d) && version_ok,
+    );
+    t.check(
+        "update: the same package again is refused (version not newer)",
+        store.apply(f.update, bundle, &mut scratch.0).is_err(),
+    );
+
+    let blob: &'static [u8] = match store.read_active_blob(d, &mut blob_buf.0) {
+        Ok(Some(b)) => b,
+        _ => return t.check("update: the new blob reads back from its slot", false),
+    };
+    let dept = match Dept::parse_blob(blob, bundle.manifest(), bundle.base_id()) {
+        Ok(x) => x,
+        Err(e) => {
+            hprintln!("[fw] blob: {}", e);
+            return t.check("update: the new blob parses against the shared part", false);
+        }
+    };
+    let mut logits = [0f32; 64];
+    let mut ok = engine.select_blob(dept).is_ok();
+    let mut changed = false;
+    let mut max_diff = 0f32;
+    for n in 0..f.images {
+        f.image(n, x);
+        let Ok(c) = engine.infer(x, &mut logits) else {
+            ok = false;
+            continue;
+        };
+        ok &= argmax(&logits[..c]) == f.expected_updated(n, 0).0;
+        for (k, &v) in logits[..c].iter().enumerate() {
+            max_diff = max_diff.max((v - f.expected_updated(n, k).1).abs());
+            changed |= v != f.expected(d, n, k).1;
+        }
+    }
+    hprintln!(
+        "[fw] updated department vs host: max |score difference| {:e}",
+        max_diff
+    );
+    t.check(
+        "update: the department runs its new blob, top-1 as on the host",
+        ok && max_diff <= 1e-4,
+    );
+    t.check(
+        "update: the new blob changes the department's scores",
+        changed,
+    );
 }
 
 /// `bench infer N` / `bench switch N`: the work whose guest instructions `run-qemu --bench`
 /// counts (the difference between N and 0 repetitions, divided by N).
 pub fn bench(t: &mut Tally, what: &str, n: usize) {
-    let Some((f, bundle, arena)) = engine_setup(t) else { return };
+    let Some((f, bundle, arena)) = engine_setup(t) else {
+        return;
+    };
     let Ok(mut engine) = Engine::new(&bundle, arena, Mode::Materialized) else {
         return t.check("engine starts", false);
     };

@@ -37,12 +37,24 @@ fn main() -> ! {
         0xC27 => "Cortex-M7",
         _ => "unknown core",
     };
-    hprintln!("[fw] lorkd-firmware {} on {} (CPUID part {:#x})", lorkd_firmware::app::VERSION, core, part);
-    let mut t = Tally { passed: 0, failed: 0 };
+    hprintln!(
+        "[fw] lorkd-firmware {} on {} (CPUID part {:#x})",
+        lorkd_firmware::app::VERSION,
+        core,
+        part
+    );
+    let mut t = Tally {
+        passed: 0,
+        failed: 0,
+    };
     let mut buf = [0u8; 64];
     let cmdline = cmdline(&mut buf);
     let mut words = cmdline.split_ascii_whitespace();
-    match (words.next(), words.next(), words.next().and_then(|n| n.parse().ok())) {
+    match (
+        words.next(),
+        words.next(),
+        words.next().and_then(|n| n.parse().ok()),
+    ) {
         (Some("bench"), Some(what @ ("infer" | "switch")), Some(n)) => {
             checks::bench(&mut t, what, n)
         }
@@ -55,7 +67,11 @@ fn main() -> ! {
         _ => t.check("command line: none, or `bench infer|switch N`", false),
     }
     hprintln!("[fw] result: {} passed, {} failed", t.passed, t.failed);
-    debug::exit(if t.failed == 0 { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
+    debug::exit(if t.failed == 0 {
+        debug::EXIT_SUCCESS
+    } else {
+        debug::EXIT_FAILURE
+    });
     #[allow(clippy::empty_loop)]
     loop {}
 }
@@ -66,7 +82,10 @@ fn cmdline(buf: &mut [u8; 64]) -> &str {
     // SAFETY: SYS_GET_CMDLINE writes at most block[1] bytes to block[0] (our buffer, alive and
     // exclusively borrowed here) and stores the length written in block[1].
     let rc = unsafe {
-        cortex_m_semihosting::syscall1(cortex_m_semihosting::nr::GET_CMDLINE, block.as_mut_ptr() as usize)
+        cortex_m_semihosting::syscall1(
+            cortex_m_semihosting::nr::GET_CMDLINE,
+            block.as_mut_ptr() as usize,
+        )
     };
     let n = if rc == 0 { block[1].min(buf.len()) } else { 0 };
     core::str::from_utf8(&buf[..n]).unwrap_or("")
