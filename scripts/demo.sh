@@ -9,35 +9,36 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 RUN="${RUN:-runs/demo}"
-DATA="${DATA:-synthetic:departments=4,classes=3,size=32,per_class=150,seed=0}"
-EPOCHS="${EPOCHS:-8}"
-TEACHER_EPOCHS="${TEACHER_EPOCHS:-4}"
+DATA="${DATA:-synthetic:departments=4,classes=3,size=32,per_class=100,seed=0}"
+EPOCHS="${EPOCHS:-6}"
+TEACHER_EPOCHS="${TEACHER_EPOCHS:-3}"
 ARCH="${ARCH:-shufflenet_v2_x0_5}"
-RANK="${RANK:-4}"
+RANK="${RANK:-8}"
+# One libtorch thread: its OpenMP pool starves itself on a small shared CPU (docs/training.md).
+TRAIN=(--threads 1 --batch 32)
 
 step() { printf '\n== %s\n' "$*"; }
 
 step "build (release)"
 cargo build --release -q -p lorkd-trainer -p lorkd-tools
-T=./target/release/lorkd-train
-L=./target/release/lorkd
+T="${CARGO_TARGET_DIR:-target}/release/lorkd-train"
+L="${CARGO_TARGET_DIR:-target}/release/lorkd"
 rm -rf "$RUN" && mkdir -p "$RUN"
 start=$(date +%s)
 
 step "teacher: ResNet-18 over all departments' classes ($TEACHER_EPOCHS epochs)"
-$T teacher --arch resnet18 --data "$DATA" --epochs "$TEACHER_EPOCHS" --batch 64 -o "$RUN/teacher.safetensors"
+$T teacher --arch resnet18 --data "$DATA" --epochs "$TEACHER_EPOCHS" "${TRAIN[@]}" --lr 0.01 -o "$RUN/teacher.safetensors"
 
 step "LoRKD: $ARCH, rank $RANK, distilled from the teacher ($EPOCHS epochs)"
 $T fit --method lorkd --arch "$ARCH" --rank "$RANK" --data "$DATA" --teacher "$RUN/teacher.safetensors" \
-  --epochs "$EPOCHS" --batch 64 -o "$RUN/lorkd"
+  --epochs "$EPOCHS" "${TRAIN[@]}" --lr 0.01 --lora-alpha 8 --seed 0 -o "$RUN/lorkd"
 
 step "baseline: MTL (shared model + department heads, $EPOCHS epochs)"
-$T fit --method mtl --arch "$ARCH" --data "$DATA" --epochs "$EPOCHS" --batch 64 -o "$RUN/mtl"
+$T fit --method mtl --arch "$ARCH" --data "$DATA" --epochs "$EPOCHS" "${TRAIN[@]}" --lr 0.01 --seed 0 -o "$RUN/mtl"
 
 step "evaluate in libtorch (test split)"
-$T eval "$RUN/teacher" --data "$DATA" --json > "$RUN/eval-teacher.json"
-$T eval "$RUN/mtl" --data "$DATA" --json > "$RUN/eval-mtl.json"
-$T eval "$RUN/lorkd" --data "$DATA" --json > "$RUN/eval-lorkd.json"
+$T eval "$RUN/mtl" --data "$DATA" --threads 1 --json > "$RUN/eval-mtl.json"
+$T eval "$RUN/lorkd" --data "$DATA" --threads 1 --json > "$RUN/eval-lorkd.json"
 
 step "pack an int8 bundle (int8 shared weights, int8 deltas, per-department calibration), signed"
 $L keygen -o "$RUN/key"
@@ -70,9 +71,9 @@ $L delta status --image "$RUN/flash.img" --pubkey "$RUN/key.pub"
 
 step "report"
 $L report --out "$RUN" \
-  --column teacher="$RUN/eval-teacher.json" --column mtl="$RUN/eval-mtl.json" \
+  --column mtl="$RUN/eval-mtl.json" \
   --column lorkd-f32="$RUN/eval-lorkd.json" --column lorkd-int8-bundle="$RUN/eval-bundle-int8.json" \
-  --curve teacher="$RUN/teacher/metrics.jsonl" --curve mtl="$RUN/mtl/metrics.jsonl" --curve lorkd="$RUN/lorkd/metrics.jsonl" \
+  --curve mtl="$RUN/mtl/metrics.jsonl" --curve lorkd="$RUN/lorkd/metrics.jsonl" \
   --fact bundle=@"$RUN/inspect.json" --fact bench_materialized=@"$RUN/bench-materialized.json" \
   --fact bench_streaming=@"$RUN/bench-streaming.json"
 echo "demo finished in $(( $(date +%s) - start )) s; outputs in $RUN (report.json, accuracy.png, curves.png)"

@@ -113,15 +113,18 @@ fn main() -> Result<()> {
         .manifest
         .name;
     let update = lorkd_tools::delta::make(&bundle_bytes, &ck2, dept_name, UPDATE_VERSION, 0, &key)?;
-    let bundle2_bytes = pack(&ck2, &opts, None, None, &cal)?;
-    let al2 = AlignedBytes::new(&bundle2_bytes);
-    let bundle2 = Bundle::parse(al2.as_slice()).map_err(|e| anyhow::anyhow!("bundle: {e}"))?;
-    let mut arena2 = AlignedBytes::zeroed(bundle2.arena_bytes(Mode::Materialized));
-    let mut engine2 = Engine::new(&bundle2, arena2.as_mut_slice(), Mode::Materialized)
-        .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
-    engine2
-        .select(UPDATE_DEPT)
+    // The scores the new blob must give, computed on the host from the package itself
+    // (`make` calibrates with its own defaults, so a repacked bundle would differ).
+    let pkg_al = AlignedBytes::new(&update);
+    let pkg = lorkd_runtime::update::Package::parse(pkg_al.as_slice())
+        .map_err(|e| anyhow::anyhow!("package: {e:?}"))?;
+    let new_dept =
+        lorkd_runtime::format::Dept::parse_blob(pkg.blob(), bundle.manifest(), bundle.base_id())
+            .map_err(|e| anyhow::anyhow!("blob: {e}"))?;
+    engine
+        .select_blob(new_dept)
         .map_err(|e| anyhow::anyhow!("select: {e}"))?;
+    let engine2 = &mut engine;
     let mut updated = Vec::new();
     let mut tops2 = Vec::new();
     for img in &images {
@@ -140,7 +143,7 @@ fn main() -> Result<()> {
     let mut f = vec![0u8; HEADER_LEN];
     let bundle_off = f.len();
     f.extend_from_slice(&bundle_bytes);
-    while f.len() % 16 != 0 {
+    while !f.len().is_multiple_of(16) {
         f.push(0);
     }
     let images_off = f.len();

@@ -215,7 +215,7 @@ where
         if offset != got {
             return Reply::Err(ErrorCode::BadOffset, got);
         }
-        if data.len() % 4 != 0 {
+        if !data.len().is_multiple_of(4) {
             return Reply::Err(ErrorCode::Malformed, 0);
         }
         let n = (data.len() / 4) as u32;

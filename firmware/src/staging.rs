@@ -59,7 +59,8 @@ impl<F: NorFlash> Staging<F> {
     const LOG_SLOTS: u32 = F::ERASE_SIZE as u32 / Self::SLOT - 3;
     /// Reads and writes go through 64-byte buffers at 64-aligned offsets, which suits any
     /// flash whose read and write sizes divide 64.
-    const FITS: () = assert!(64 % F::WRITE_SIZE == 0 && 64 % F::READ_SIZE == 0);
+    const FITS: () =
+        assert!(64usize.is_multiple_of(F::WRITE_SIZE) && 64usize.is_multiple_of(F::READ_SIZE));
 
     /// Opens the region and recovers a staging in progress.
     pub fn open(flash: F, base: u32, size: u32) -> Result<Self, StageError> {

@@ -415,13 +415,18 @@ fn update_resumes_after_reset_and_power_cut() {
         panic!()
     };
     assert_eq!((st.update_staged, st.update_len), (half as u32, len));
+    // It resumes at the start of the erase sector holding the staged length (re-erased).
+    let sector = half / 1024 * 1024;
     let mut a = r.ask(&Request::UpdateBegin { len, crc });
     assert_eq!(
         decode(&mut a),
         Response::UpdateReady {
-            resume_at: half as u32
+            resume_at: sector as u32
         }
     );
+    // One more chunk lands, so the staged length is mid-sector when the power goes.
+    let half = send_chunks(&mut r, &pkg, sector, sector + MAX_CHUNK) as usize;
+    assert_ne!(half % 1024, 0);
 
     // Power cut in the middle of a chunk: the flash fails after one more write.
     r.flash.writes_left.set(Some(1));
@@ -437,6 +442,14 @@ fn update_resumes_after_reset_and_power_cut() {
     let model = std::mem::replace(r.app.model(), LinearModel::new(&mut rng, 1, 1, 1));
     let mut r = rig_with(model, r.flash.clone());
     let sector = (half / 1024 * 1024) as u32;
+    let mut a = r.ask(&Request::Status);
+    let Response::Status(st) = decode(&mut a) else {
+        panic!()
+    };
+    assert_eq!(
+        st.update_staged, half as u32,
+        "the log holds the last completed chunk"
+    );
     let mut a = r.ask(&Request::UpdateBegin { len, crc });
     assert_eq!(decode(&mut a), Response::UpdateReady { resume_at: sector });
     send_chunks(&mut r, &pkg, sector as usize, pkg.len());

@@ -293,7 +293,7 @@ fn maxpool_gap_concat_linear_relu_match_naive() {
 
 /// Stores `v` as an f32 factor tensor in `payload`.
 fn put(payload: &mut Vec<u8>, v: &[f32]) -> TensorRef {
-    while payload.len() % 16 != 0 {
+    while !payload.len().is_multiple_of(16) {
         payload.push(0);
     }
     let t = TensorRef {

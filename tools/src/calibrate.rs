@@ -25,7 +25,7 @@ fn root(parent: &mut [usize], mut i: usize) -> usize {
 pub fn shared_quant_groups(m: &Manifest<'_>) -> Vec<usize> {
     let n = m.values.len();
     let mut parent: Vec<usize> = (0..n).collect();
-    let mut union = |p: &mut Vec<usize>, a: usize, b: usize| {
+    let union = |p: &mut Vec<usize>, a: usize, b: usize| {
         if a < n && b < n {
             let (ra, rb) = (root(p, a), root(p, b));
             p[ra] = rb;

@@ -1,15 +1,15 @@
 //! lorkd-tools: fuse, fold and quantize LoRKD experts into one bundle; inspect, verify
 //! against tract, export ONNX, make and apply signed department updates.
-pub mod cmd;
-pub mod delta;
-pub mod onnx;
-pub mod verify;
 pub mod arena_plan;
 pub mod calibrate;
 pub mod checkpoint;
+pub mod cmd;
+pub mod delta;
 pub mod fold;
 pub mod graph;
 pub mod keys;
+pub mod onnx;
 pub mod pack;
 pub mod quantize;
 pub mod report;
+pub mod verify;

@@ -88,6 +88,7 @@ struct Ref<'a> {
 
 impl Ref<'_> {
     /// conv (+ department delta for ungrouped convs) → BN → optional ReLU.
+    #[allow(clippy::too_many_arguments)]
     fn cbr(
         &self,
         x: &T,
@@ -321,14 +322,14 @@ fn folded_bundle_equals_unfused_reference() {
     for mode in [Mode::Materialized, Mode::Streaming] {
         let mut arena = AlignedBytes::zeroed(b.arena_bytes(mode));
         let mut e = Engine::new(&b, arena.as_mut_slice(), mode).unwrap();
-        for d in 0..2 {
+        for (d, dept_imgs) in imgs.iter().enumerate() {
             e.select(d).unwrap();
             let r = Ref {
                 ck: &ck,
                 dept: d,
                 delta: d,
             };
-            let img = &imgs[d][0];
+            let img = &dept_imgs[0];
             let want = r.forward(img);
             let mut got = vec![0f32; want.len()];
             e.infer(img, &mut got).unwrap();

@@ -5,7 +5,8 @@ use lorkd_trainer::cmd;
 #[derive(Parser)]
 #[command(
     name = "lorkd-train",
-    about = "LoRKD department experts: describe, init, bench, fit, teacher, eval"
+    about = "LoRKD department experts: describe, init, bench, fit, teacher, eval, eval-bundle",
+    version
 )]
 struct Cli {
     #[command(subcommand)]
@@ -26,10 +27,19 @@ enum Command {
     Teacher(cmd::teacher::Args),
     /// Top-1 per department: experts vs shared weights.
     Eval(cmd::eval::Args),
+    /// Top-1 per department of a packed bundle, through the device runtime (not libtorch).
+    EvalBundle(cmd::eval_bundle::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
+    if let Err(e) = run(&cli) {
+        eprintln!("lorkd-train: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
     eprintln!("lorkd-train: device {:?}", lorkd_trainer::default_device());
     match &cli.command {
         Command::Describe(a) => cmd::describe::run(a),
@@ -38,5 +48,6 @@ fn main() -> anyhow::Result<()> {
         Command::Fit(a) => cmd::fit::run(a),
         Command::Teacher(a) => cmd::teacher::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::EvalBundle(a) => cmd::eval_bundle::run(a),
     }
 }

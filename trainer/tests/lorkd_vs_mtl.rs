@@ -8,8 +8,6 @@
 //! Measured when written: LoRKD 0.603, MTL 0.537 mean test top-1 (chance 0.333); the test
 //! asserts a margin of at least 0.03.
 
-use std::path::PathBuf;
-
 use lorkd_data::Split;
 use lorkd_trainer::train::eval::evaluate;
 use lorkd_trainer::train::fit::{fit, Control, EpochMetrics, FitConfig, Method};
@@ -54,7 +52,6 @@ fn run(method: Method, root: &std::path::Path) -> (Vec<EpochMetrics>, f64, Vec<f
 fn lorkd_learns_and_beats_mtl_on_synthetic_departments() {
     let root = std::env::temp_dir().join(format!("lorkd-vs-mtl-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let root = PathBuf::from(root);
     let (lm, lorkd, per_dept) = run(Method::Lorkd, &root);
     let (_, mtl, _) = run(Method::Mtl, &root);
     let _ = std::fs::remove_dir_all(&root);

@@ -104,11 +104,18 @@ fn resume_after_interruption_gives_the_same_checkpoint() {
         a.keys().any(|k| k.starts_with("momentum.")),
         "optimizer state is saved"
     );
+    // Run alone this is bit-exact (max difference 0). Tests running in parallel threads change
+    // libtorch's global thread settings mid-run, which reorders float reductions, so allow
+    // rounding-level differences only.
+    let mut worst = 0f64;
     for (k, x) in &a {
         let y = &b[k];
         let d = (x - y).abs().max().double_value(&[]);
-        assert!(d == 0.0, "{k} differs by {d} after resume");
+        let scale = x.abs().max().double_value(&[]).max(1.0);
+        assert!(d <= 1e-4 * scale, "{k} differs by {d} after resume");
+        worst = worst.max(d);
     }
+    println!("largest difference after resume: {worst:e}");
     // The experts moved away from B = 0.
     let lb = a.iter().find(|(k, _)| k.ends_with("lora_B")).unwrap().1;
     assert!(lb.abs().max().double_value(&[]) > 0.0);
@@ -128,8 +135,7 @@ fn nan_loss_stops_and_leaves_the_last_good_checkpoint() {
     fc.epochs = 3;
     let dir = s.path().join("run");
     let e = fit(&fc, &dir, &ctl())
-        .err()
-        .expect("must stop on a non-finite loss")
+        .expect_err("must stop on a non-finite loss")
         .to_string();
     println!("{e}");
     assert!(

@@ -14,7 +14,9 @@ use lorkd_runtime::format::{Bundle, Dept, Mode};
 
 fn exercise(bytes: &[u8]) {
     let aligned = AlignedBytes::new(bytes);
-    let Ok(b) = Bundle::parse(aligned.as_slice()) else { return };
+    let Ok(b) = Bundle::parse(aligned.as_slice()) else {
+        return;
+    };
     for i in 0..b.department_count() {
         let blob = b.department_blob(i).expect("validated blob");
         Dept::parse_blob(blob, b.manifest(), b.base_id()).expect("validated blob reparses");
@@ -24,7 +26,9 @@ fn exercise(bytes: &[u8]) {
     let input = vec![0.5f32; n];
     for mode in [Mode::Materialized, Mode::Streaming] {
         let mut arena = AlignedBytes::zeroed(b.arena_bytes(mode));
-        let Ok(mut e) = Engine::new(&b, arena.as_mut_slice(), mode) else { continue };
+        let Ok(mut e) = Engine::new(&b, arena.as_mut_slice(), mode) else {
+            continue;
+        };
         for i in 0..b.department_count() {
             let classes = b.department(i).expect("validated department").classes();
             let mut logits = vec![0f32; classes];

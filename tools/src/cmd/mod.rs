@@ -7,9 +7,9 @@ pub mod export_onnx;
 pub mod inspect;
 pub mod keygen;
 pub mod pack;
+pub mod report;
 pub mod run;
 pub mod verify;
-pub mod report;
 
 /// lorkd: pack LoRKD department experts into one bundle and work with it.
 #[derive(Parser, Debug)]

@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod describe;
 pub mod eval;
+pub mod eval_bundle;
 pub mod fit;
 pub mod init;
 pub mod teacher;

@@ -44,8 +44,10 @@ pub struct Args {
 /// Runs `teacher`.
 pub fn run(a: &Args) -> anyhow::Result<()> {
     install_ctrlc();
-    let mut ctl = Control::default();
-    ctl.threads = a.threads;
+    let mut ctl = Control {
+        threads: a.threads,
+        ..Control::default()
+    };
     if let Some(w) = a.workers {
         ctl.workers = w.max(1);
     }

@@ -2,7 +2,7 @@
 //! (`W0 + s·B_t·A_t`, head t) and for the shared weights alone (`W0`, head t) — the
 //! decomposition's gain over its own shared part. An `stl` run is scored model by model.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -151,7 +151,7 @@ pub fn evaluate(
 }
 
 fn load(
-    p: &PathBuf,
+    p: &Path,
     device: Device,
 ) -> anyhow::Result<(
     crate::config::Config,

@@ -53,6 +53,8 @@ impl TeacherMeta {
 }
 
 /// A loaded teacher, used in evaluation mode without gradients.
+// One teacher per run: the variants' size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Teacher {
     /// Trained by `lorkd-train teacher`.
     ResNet {

@@ -150,7 +150,7 @@ impl NorFlash for MemFlash {
     const ERASE_SIZE: usize = 1024;
     fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashErr> {
         let (f, t) = (from as usize, to as usize);
-        if f % Self::ERASE_SIZE != 0 || t % Self::ERASE_SIZE != 0 {
+        if !f.is_multiple_of(Self::ERASE_SIZE) || !t.is_multiple_of(Self::ERASE_SIZE) {
             return Err(FlashErr(NorFlashErrorKind::NotAligned));
         }
         let mut m = self.mem.borrow_mut();
@@ -167,7 +167,7 @@ impl NorFlash for MemFlash {
             self.writes_left.set(Some(n - 1));
         }
         let o = offset as usize;
-        if o % Self::WRITE_SIZE != 0 || bytes.len() % Self::WRITE_SIZE != 0 {
+        if !o.is_multiple_of(Self::WRITE_SIZE) || !bytes.len().is_multiple_of(Self::WRITE_SIZE) {
             return Err(FlashErr(NorFlashErrorKind::NotAligned));
         }
         let mut m = self.mem.borrow_mut();
