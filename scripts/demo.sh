@@ -19,10 +19,12 @@ TRAIN=(--threads 1 --batch 32)
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "build (release)"
-cargo build --release -q -p lorkd-trainer -p lorkd-tools
-T="${CARGO_TARGET_DIR:-target}/release/lorkd-train"
-L="${CARGO_TARGET_DIR:-target}/release/lorkd"
+# The dev profile builds every dependency (libtorch bindings, tract) at opt-level 3 and shares
+# its cache with the tests, so the demo does not pay for a second, release build of tract.
+step "build"
+cargo build -q -p lorkd-trainer -p lorkd-tools
+T="${CARGO_TARGET_DIR:-target}/debug/lorkd-train"
+L="${CARGO_TARGET_DIR:-target}/debug/lorkd"
 rm -rf "$RUN" && mkdir -p "$RUN"
 start=$(date +%s)
 
