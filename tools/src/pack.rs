@@ -44,7 +44,7 @@ impl Default for PackOptions {
         PackOptions {
             weights: Precision::F32,
             delta: DeltaDType::F32,
-            calib_count: 16,
+            calib_count: 128,
             calib_seed: 0,
             version: 1,
         }
