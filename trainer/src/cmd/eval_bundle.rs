@@ -51,21 +51,18 @@ pub struct BundleReport {
     pub mean: f64,
 }
 
-/// Scores every department of `bundle_bytes` on `ds`'s `split` (at most `limit` images each).
+/// Scores every department of `bundle` on `ds`'s `split` (at most `limit` images each).
 ///
 /// # Errors
-/// A bundle that does not parse, a department missing from the data, a runtime error.
+/// A department missing from the data, a runtime error.
 pub fn evaluate(
-    bundle_bytes: &[u8],
+    bundle: &Bundle<'_>,
     ds: &Dataset,
     split: Split,
     mode: Mode,
     limit: Option<usize>,
 ) -> Result<Vec<DeptAccuracy>> {
-    let bytes = AlignedBytes::new(bundle_bytes);
-    let bundle = Bundle::parse(bytes.as_slice()).map_err(|e| anyhow::anyhow!("bundle: {e}"))?;
-    let m = bundle.manifest();
-    let spec = m.input;
+    let spec = bundle.manifest().input;
     let t = Transform {
         size: spec.size as u32,
         channels: spec.channels as usize,
@@ -73,7 +70,7 @@ pub fn evaluate(
         std: spec.std,
     };
     let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(mode));
-    let mut engine = Engine::new(&bundle, arena.as_mut_slice(), mode)
+    let mut engine = Engine::new(bundle, arena.as_mut_slice(), mode)
         .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
     let mut out = Vec::new();
     for d in 0..bundle.department_count() {
@@ -122,12 +119,10 @@ pub fn run(a: &Args) -> Result<()> {
     } else {
         Mode::Materialized
     };
-    let departments = evaluate(&raw, &ds, a.split, mode, a.limit)?;
-    let precision = {
-        let bytes = AlignedBytes::new(&raw);
-        let b = Bundle::parse(bytes.as_slice()).map_err(|e| anyhow::anyhow!("bundle: {e}"))?;
-        format!("{:?}", b.manifest().precision).to_lowercase()
-    };
+    let bytes = AlignedBytes::new(&raw);
+    let bundle = Bundle::parse(bytes.as_slice()).map_err(|e| anyhow::anyhow!("bundle: {e}"))?;
+    let departments = evaluate(&bundle, &ds, a.split, mode, a.limit)?;
+    let precision = format!("{:?}", bundle.manifest().precision).to_lowercase();
     let mean =
         departments.iter().map(|d| d.accuracy).sum::<f64>() / departments.len().max(1) as f64;
     let r = BundleReport {
