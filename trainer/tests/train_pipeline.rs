@@ -33,6 +33,13 @@ impl Drop for Scratch {
     }
 }
 
+/// libtorch's RNG and thread settings are process-global: tests of this file that train run
+/// one at a time, or a parallel one reseeds the RNG under another and resume cannot match.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn ctl() -> Control {
     Control {
         device: Device::Cpu,
@@ -64,6 +71,7 @@ fn metrics(dir: &Path) -> Vec<EpochMetrics> {
 
 #[test]
 fn resume_after_interruption_gives_the_same_checkpoint() {
+    let _serial = serial();
     let s = Scratch::new("resume");
     let fc = tiny(
         "synthetic:departments=2,classes=2,size=16,per_class=12,seed=1",
@@ -104,9 +112,8 @@ fn resume_after_interruption_gives_the_same_checkpoint() {
         a.keys().any(|k| k.starts_with("momentum.")),
         "optimizer state is saved"
     );
-    // Run alone this is bit-exact (max difference 0). Tests running in parallel threads change
-    // libtorch's global thread settings mid-run, which reorders float reductions, so allow
-    // rounding-level differences only.
+    // Bit-exact when nothing else in the process touches libtorch (see `serial`); allow
+    // rounding-level differences only, in case another test binary's thread settings leak in.
     let mut worst = 0f64;
     for (k, x) in &a {
         let y = &b[k];
@@ -126,6 +133,7 @@ fn resume_after_interruption_gives_the_same_checkpoint() {
 
 #[test]
 fn nan_loss_stops_and_leaves_the_last_good_checkpoint() {
+    let _serial = serial();
     let s = Scratch::new("nan");
     let mut fc = tiny(
         "synthetic:departments=2,classes=2,size=16,per_class=8",
@@ -153,6 +161,7 @@ fn nan_loss_stops_and_leaves_the_last_good_checkpoint() {
 
 #[test]
 fn teacher_distillation_baselines_and_eval() {
+    let _serial = serial();
     let s = Scratch::new("teacher");
     let data = "synthetic:departments=2,classes=2,size=16,per_class=8,seed=3";
     let teacher = s.path().join("teacher.safetensors");
@@ -273,6 +282,7 @@ fn write_npz(path: &Path, n: usize, side: usize, rgb: bool, classes: u8) {
 
 #[test]
 fn medmnist_and_folder_sources_train_and_evaluate() {
+    let _serial = serial();
     let s = Scratch::new("sources");
     let mm = s.path().join("mm");
     std::fs::create_dir_all(&mm).unwrap();
