@@ -210,3 +210,35 @@ impl QParams {
         }
     }
 }
+
+/// Scale of one int8 delta-factor row with largest magnitude `max_abs`, as stored: IEEE half
+/// (2 B a row instead of 4 — the `B` factors have `Cout·k` rows of only `r·k` bytes, so f32
+/// scales were a third of an int8 delta). Rounded *up* to the next half so `|x| / scale ≤ 127`
+/// still holds; `None` when the row does not fit a half (`max_abs / 127 > 65504`) or is not
+/// finite. A zero row gets scale 0.
+pub fn delta_row_scale(max_abs: f32) -> Option<half::f16> {
+    if !max_abs.is_finite() || max_abs < 0.0 {
+        return None;
+    }
+    let s = max_abs / 127.0;
+    let mut h = half::f16::from_f32(s);
+    if h.to_f32() < s {
+        h = half::f16::from_bits(h.to_bits() + 1);
+    }
+    h.is_finite().then_some(h)
+}
+
+/// Quantises one delta-factor row into `out` with [`delta_row_scale`]; returns the scale.
+pub fn quantize_delta_row(row: &[f32], out: &mut [i8]) -> Option<half::f16> {
+    let m = row.iter().fold(0f32, |a, &v| a.max(v.abs()));
+    let h = delta_row_scale(m)?;
+    let s = h.to_f32();
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o = if s > 0.0 {
+            round_f32(v / s).clamp(-127.0, 127.0) as i8
+        } else {
+            0
+        };
+    }
+    Some(h)
+}

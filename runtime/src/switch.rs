@@ -17,7 +17,7 @@ use crate::kernels::Geom;
 use crate::quant::{round_f32, QParams};
 
 /// A low-rank factor `[rows, cols]` read in place from a delta payload (f32, f16 or int8
-/// rows with one f32 scale per row after them). Elements are decoded on read, so the
+/// rows with one f16 scale per row after them). Elements are decoded on read, so the
 /// payload needs no alignment.
 #[derive(Clone, Copy, Debug)]
 pub struct Factor<'a> {
@@ -41,7 +41,7 @@ impl<'a> Factor<'a> {
         let need = match dtype {
             DeltaDType::F32 => n.checked_mul(4)?,
             DeltaDType::F16 => n.checked_mul(2)?,
-            DeltaDType::I8 => n.checked_add(rows.checked_mul(4)?)?,
+            DeltaDType::I8 => n.checked_add(rows.checked_mul(2)?)?,
         };
         let start = t.offset as usize;
         let bytes = payload.get(start..start.checked_add(t.len as usize)?)?;
@@ -73,9 +73,8 @@ impl<'a> Factor<'a> {
 
     #[inline]
     fn row_scale(&self, i: usize) -> f32 {
-        let o = self.rows * self.cols + 4 * i;
-        let b = &self.bytes[o..o + 4];
-        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        let o = self.rows * self.cols + 2 * i;
+        half::f16::from_le_bytes([self.bytes[o], self.bytes[o + 1]]).to_f32()
     }
 
     /// The elements as an f32 slice when stored as f32 and 4-aligned in memory (the fast

@@ -279,3 +279,39 @@ fn channel_requant_matches_tflite_prepare() {
         );
     }
 }
+
+/// int8 delta rows with half scales: the stored scale is the smallest half ≥ max/127 (so no
+/// value clamps), every value dequantises within half a step, a zero row stays zero, and a
+/// row too large for a half is refused rather than stored as infinity.
+#[test]
+fn delta_rows_quantise_with_half_scales() {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    for _ in 0..2000 {
+        let n = rng.gen_range(1..80);
+        let mag = 10f32.powf(rng.gen_range(-7.0..3.0));
+        let row: Vec<f32> = (0..n).map(|_| rng.gen_range(-mag..mag)).collect();
+        let mut q = vec![0i8; n];
+        let h = quantize_delta_row(&row, &mut q).unwrap();
+        let s = h.to_f32();
+        let m = row.iter().fold(0f32, |a, v| a.max(v.abs()));
+        assert!(s >= m / 127.0, "scale {s} below max/127 {}", m / 127.0);
+        let below = half::f16::from_bits(h.to_bits() - 1).to_f32();
+        assert!(
+            below < m / 127.0,
+            "scale {s} not the smallest half ≥ {}",
+            m / 127.0
+        );
+        for (&v, &qv) in row.iter().zip(&q) {
+            assert!((-127..=127).contains(&qv));
+            assert!(
+                (v - qv as f32 * s).abs() <= s * 0.5 + 1e-12,
+                "{v} vs {qv}·{s}"
+            );
+        }
+    }
+    let mut q = [1i8; 4];
+    assert_eq!(quantize_delta_row(&[0.0; 4], &mut q).unwrap().to_f32(), 0.0);
+    assert_eq!(q, [0; 4]);
+    assert!(delta_row_scale(127.0 * 70_000.0).is_none());
+    assert!(delta_row_scale(f32::NAN).is_none());
+}

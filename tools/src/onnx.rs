@@ -145,8 +145,8 @@ fn read_weight(
     }
 }
 
-/// A department factor `[rows, cols]` as f32. int8: the rows, then one f32 scale per row
-/// (the scales are the last `4·rows` bytes of the tensor).
+/// A department factor `[rows, cols]` as f32. int8: the rows, then one f16 scale per row
+/// (the scales are the last `2·rows` bytes of the tensor).
 fn read_factor(
     payload: &[u8],
     dtype: DeltaDType,
@@ -180,14 +180,16 @@ fn read_factor(
                 want: n,
             };
             let total = t.len as usize;
-            if total < n + rows * 4 {
+            if total != n + rows * 2 {
                 return Err(bad());
             }
-            let scale_ref = TensorRef {
-                offset: t.offset + (total - rows * 4) as u32,
-                len: (rows * 4) as u32,
-            };
-            let scale = read_f32(payload, scale_ref, &format!("{what} scale"), rows)?;
+            let start = t.offset as usize + n;
+            let scale: Vec<f32> = payload
+                .get(start..start + rows * 2)
+                .ok_or_else(bad)?
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect();
             let rows_ref = TensorRef {
                 offset: t.offset,
                 len: n as u32,

@@ -20,9 +20,7 @@ use crate::arena_plan;
 use crate::checkpoint::Checkpoint;
 use crate::fold::{bn_scale, dw_to_hwc, fold_b, fold_weight};
 use crate::graph::{Graph, Node};
-use crate::quantize::{
-    activation_qparams, symmetric_rows, to_f16_bytes, to_f32_bytes, weights_per_channel,
-};
+use crate::quantize::{activation_qparams, to_f16_bytes, to_f32_bytes, weights_per_channel};
 
 /// Options of `lorkd pack`.
 #[derive(Clone, Debug)]
@@ -157,20 +155,34 @@ fn i8_bytes(q: &[i8]) -> Vec<u8> {
     q.iter().map(|&v| v as u8).collect()
 }
 
-/// One delta factor (`rows × cols`, row-major) in `dt`; int8: rows, then one f32 scale per
-/// row (a zero row, or a row of no columns when r = 0, gets scale 0).
-fn encode_factor(x: &[f32], rows: usize, cols: usize, dt: DeltaDType) -> Vec<u8> {
-    match dt {
+/// One delta factor (`rows × cols`, row-major) in `dt`; int8: rows, then one f16 scale per
+/// row (`quant::delta_row_scale`; a zero row gets scale 0). `what` names it in errors.
+fn encode_factor(
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    dt: DeltaDType,
+    what: &str,
+) -> Result<Vec<u8>> {
+    Ok(match dt {
         DeltaDType::F32 => to_f32_bytes(x),
         DeltaDType::F16 => to_f16_bytes(x),
         DeltaDType::I8 => {
-            let (q, mut s) = symmetric_rows(x, cols, 0.0);
-            s.resize(rows, 0.0);
+            let mut q = vec![0i8; rows * cols];
+            let mut scales = Vec::with_capacity(2 * rows);
+            for i in 0..rows {
+                let r = i * cols..(i + 1) * cols;
+                let s = lorkd_runtime::quant::quantize_delta_row(&x[r.clone()], &mut q[r])
+                    .with_context(|| {
+                        format!("{what} row {i}: not finite or too large for an f16 scale")
+                    })?;
+                scales.extend(s.to_le_bytes());
+            }
             let mut b = i8_bytes(&q);
-            b.extend(to_f32_bytes(&s));
+            b.extend(scales);
             b
         }
-    }
+    })
 }
 
 /// Writes one bundle from folded tensors. `qparams`: per department, per value
@@ -366,8 +378,10 @@ pub fn build(
             .zip(&f.deltas[d])
         {
             let (rk, ac, br) = (meta.rank * c.k, c.cin * c.k, c.cout * c.k);
-            let a = p.push(&encode_factor(a, rk, ac, delta))?;
-            let b = p.push(&encode_factor(b, br, rk, delta))?;
+            let dn = &dm.name;
+            let what = |f: &str| format!("department {dn:?}: {}.lora_{f}", c.name);
+            let a = p.push(&encode_factor(a, rk, ac, delta, &what("A"))?)?;
+            let b = p.push(&encode_factor(b, br, rk, delta, &what("B"))?)?;
             drefs.push(DeltaRef { a, b });
         }
         let hw = p.push(&to_f32_bytes(&f.heads[d].0))?;

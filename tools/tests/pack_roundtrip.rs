@@ -499,8 +499,8 @@ fn stored_deltas_are_the_folded_factors() {
                         DeltaDType::I8 => {
                             let n = want.len();
                             let sc: Vec<f32> = raw[n..]
-                                .chunks_exact(4)
-                                .map(|x| f32::from_le_bytes(x.try_into().unwrap()))
+                                .chunks_exact(2)
+                                .map(|x| half::f16::from_le_bytes([x[0], x[1]]).to_f32())
                                 .collect();
                             raw[..n]
                                 .iter()
@@ -515,7 +515,9 @@ fn stored_deltas_are_the_folded_factors() {
                         let tol = match delta {
                             DeltaDType::F32 => 0.0,
                             DeltaDType::F16 => m * 1e-3,
-                            DeltaDType::I8 => m / 127.0 * 0.5001,
+                            // Half a step of the half scale: max/127 rounded up to the next
+                            // half (relative 2^-10, or one subnormal 2^-24 step).
+                            DeltaDType::I8 => (m / 127.0 * (1.0 + 1e-3) + 6e-8) * 0.5001,
                         };
                         for (g, w) in gr.iter().zip(wr) {
                             assert!((g - w).abs() <= tol, "{} row {row}: {g} vs {w}", c.name);

@@ -176,14 +176,14 @@ pub struct Manifest<'a> {
 pub enum DeltaDType {
     F32,
     F16,
-    /// int8, symmetric per row, with an f32 scale per row stored after the rows.
+    /// int8, symmetric per row, with an f16 scale per row stored after the rows.
     I8,
 }
 
 /// The folded factors of one expert conv: `ΔW = reshape(B·A, [Cout, Cin, k, k])` with the BN
 /// scale and the LoRA scaling already folded into the rows of `B`.
 /// `a`: `[r·k, Cin·k]`, `b`: `[Cout·k, r·k]`, in the blob's `delta_dtype`
-/// (int8: rows then one f32 scale per row).
+/// (int8: rows then one f16 scale per row).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeltaRef {
     pub a: TensorRef,

@@ -607,13 +607,13 @@ fn out_desc(values: &Seq<'_, ValueDesc>, out: u16, next_value: usize) -> R<Value
     values.get(out as usize).ok_or(E::ManifestIndex)
 }
 
-/// Bytes of an `rows × cols` delta factor in `dt` (int8: rows then one f32 scale per row).
+/// Bytes of an `rows × cols` delta factor in `dt` (int8: rows then one f16 scale per row).
 pub fn delta_factor_bytes(dt: DeltaDType, rows: usize, cols: usize) -> Option<usize> {
     let n = rows.checked_mul(cols)?;
     match dt {
         DeltaDType::F32 => n.checked_mul(4),
         DeltaDType::F16 => n.checked_mul(2),
-        DeltaDType::I8 => n.checked_add(rows.checked_mul(4)?),
+        DeltaDType::I8 => n.checked_add(rows.checked_mul(2)?),
     }
 }
 
@@ -660,9 +660,9 @@ fn validate_dept(d: &Dept<'_>, m: &Manifest<'_>) -> R<()> {
                         len: 0,
                     };
                     let b = &p[scales.offset as usize..(t.offset + t.len) as usize];
-                    let bad = b.chunks_exact(4).any(|c| {
-                        let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                        !(x.is_finite() && x >= 0.0)
+                    let bad = b.chunks_exact(2).any(|c| {
+                        let x = half::f16::from_le_bytes([c[0], c[1]]);
+                        !(x.is_finite() && x.to_f32() >= 0.0)
                     });
                     if bad {
                         return Err(E::TensorValue);
