@@ -563,7 +563,8 @@ fn train_one(
     Ok(outcome)
 }
 
-fn progress_bar(show: bool, len: u64, prefix: &str) -> indicatif::ProgressBar {
+/// A progress bar (hidden when `show` is false).
+pub fn progress_bar(show: bool, len: u64, prefix: &str) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }
