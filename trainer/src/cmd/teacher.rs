@@ -36,7 +36,11 @@ pub struct Args {
     /// Data loader threads.
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Output teacher file (safetensors).
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Output: a run directory (teacher.safetensors + metrics.jsonl, one line per epoch), or a
+    /// FILE.safetensors (metrics then in FILE.metrics.jsonl beside it).
     #[arg(short, long)]
     pub output: PathBuf,
 }
@@ -46,6 +50,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     install_ctrlc();
     let mut ctl = Control {
         threads: a.threads,
+        progress: !a.quiet,
         ..Control::default()
     };
     if let Some(w) = a.workers {
@@ -62,6 +67,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         output: a.output.clone(),
     };
     let val = train_teacher(&tc, &ctl)?;
-    println!("wrote {} (val top-1 {val:.4})", a.output.display());
+    let (file, metrics) = tc.paths();
+    println!(
+        "wrote {} (val top-1 {val:.4}, all classes) and {}",
+        file.display(),
+        metrics.display()
+    );
     Ok(())
 }
