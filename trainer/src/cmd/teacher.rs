@@ -30,6 +30,10 @@ pub struct Args {
     /// Input side (default: the data's native size, else 224).
     #[arg(long)]
     pub input_size: Option<i64>,
+    /// Mixed precision on CUDA: bf16 autocast of the forward passes (default), or off.
+    /// Ignored on the CPU. Untested on a GPU (docs/training.md).
+    #[arg(long, value_enum, default_value = "bf16")]
+    pub amp: crate::amp::Amp,
     /// libtorch threads (default: one per core; 1 is faster on a busy machine).
     #[arg(long)]
     pub threads: Option<i32>,
@@ -55,6 +59,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     };
     if let Some(w) = a.workers {
         ctl.workers = w.max(1);
+    }
+    ctl.amp = a.amp.enabled(ctl.device);
+    if ctl.amp {
+        eprintln!("mixed precision: bf16 autocast on {:?}", ctl.device);
     }
     let tc = TeacherConfig {
         data: a.data.clone(),

@@ -276,14 +276,17 @@ pub fn finetune(
             let depts = vec![t as i64; b.len()];
             let y = Tensor::from_slice(&b.classes).to_device(device);
             // BN in eval mode: running statistics used, never updated.
-            let f = model.forward_t(&xs, DeptSel::One(t as i64), false);
-            let (ce, ok) = department_ce(&f, &depts, &y, |x, h| model.head_logits(x, h));
-            let kd = match (&teacher, model.unified_logits(&f)) {
-                (Some(teacher), Some(zs)) => {
-                    distillation(&zs, &teacher.logits(&xs)?, fc.alpha) * fc.beta
-                }
-                _ => Tensor::zeros([], (Kind::Float, device)),
-            };
+            let (ce, ok, kd) = crate::amp::run(ctl.amp, || -> anyhow::Result<_> {
+                let f = model.forward_t(&xs, DeptSel::One(t as i64), false);
+                let (ce, ok) = department_ce(&f, &depts, &y, |x, h| model.head_logits(x, h));
+                let kd = match (&teacher, model.unified_logits(&f)) {
+                    (Some(teacher), Some(zs)) => {
+                        distillation(&zs, &teacher.logits(&xs)?, fc.alpha) * fc.beta
+                    }
+                    _ => Tensor::zeros([], (Kind::Float, device)),
+                };
+                Ok((ce, ok, kd))
+            })?;
             let loss = &ce + &kd;
             let lv = loss.double_value(&[]);
             if !lv.is_finite() {
@@ -321,9 +324,10 @@ pub fn finetune(
             sum_ce += ce.double_value(&[]) * n as f64;
             sum_kd += kd.double_value(&[]) * n as f64;
             pb.set_message(format!(
-                "loss {:.4} acc {:.3}",
+                "loss {:.4} acc {:.3} {:.0} img/s",
                 sum_loss / seen as f64,
-                correct as f64 / seen as f64
+                correct as f64 / seen as f64,
+                seen as f64 / started.elapsed().as_secs_f64().max(1e-9)
             ));
             pb.inc(1);
             if INTERRUPTED.load(Ordering::SeqCst) || ctl.stop_after_steps.is_some_and(|s| step >= s)

@@ -266,7 +266,7 @@ pub fn train_teacher(tc: &TeacherConfig, ctl: &Control) -> anyhow::Result<f64> {
             let b = b?;
             let xs = bridge::images(&b, ctl.device);
             let y = Tensor::from_slice(&b.global_classes).to_device(ctl.device);
-            let z = net.forward_t(&xs, true);
+            let z = crate::amp::run(ctl.amp, || net.forward_t(&xs, true)).to_kind(Kind::Float);
             let loss = z.cross_entropy_for_logits(&y);
             let lv = loss.double_value(&[]);
             anyhow::ensure!(
@@ -288,9 +288,10 @@ pub fn train_teacher(tc: &TeacherConfig, ctl: &Control) -> anyhow::Result<f64> {
                 .sum(Kind::Int64)
                 .int64_value(&[]);
             pb.set_message(format!(
-                "loss {:.4} acc {:.3}",
+                "loss {:.4} acc {:.3} {:.0} img/s",
                 sum / seen as f64,
-                ok as f64 / seen as f64
+                ok as f64 / seen as f64,
+                seen as f64 / started.elapsed().as_secs_f64().max(1e-9)
             ));
             pb.inc(1);
             if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
