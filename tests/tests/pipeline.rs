@@ -115,7 +115,50 @@ fn train_pack_run_finetune_delta_flash_image() {
         &ctl,
     )
     .unwrap();
-    assert!(teacher.join("metrics.jsonl").exists());
+    // The teacher's metrics (one line per epoch, per-department validation accuracy) and its
+    // per-department score: the argmax restricted to a department's class slice is right
+    // whenever the argmax over all classes is, so it can only be higher.
+    let lines = std::fs::read_to_string(teacher.join("metrics.jsonl")).unwrap();
+    let m: lorkd_trainer::train::fit::EpochMetrics =
+        serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!((lines.lines().count(), m.epoch, m.val_acc.len()), (1, 1, 3));
+    let rep = lorkd_trainer::train::eval::evaluate(&teacher, &data, Split::Test, 64, &ctl).unwrap();
+    assert_eq!(rep.method.as_deref(), Some("teacher"));
+    {
+        let tds = std::sync::Arc::new(Dataset::open_str(&data).unwrap());
+        let tt = lorkd_trainer::train::teacher::Teacher::load(&teacher, Device::Cpu, 9).unwrap();
+        let tf = {
+            let mut c = lorkd_trainer::Config::new(
+                Arch::ShuffleNetV2X1_0,
+                3,
+                lorkd_trainer::train::data::departments(&tds),
+            );
+            c.input_size = 32;
+            lorkd_trainer::train::data::transform(&c)
+        };
+        for (d, score) in rep.departments.iter().enumerate() {
+            let (mut ok, mut n) = (0usize, 0usize);
+            for i in tds.indices_of(Split::Test, d) {
+                let s = tds.sample(Split::Test, i, &tf, false).unwrap();
+                let x = Tensor::from_slice(&s.image).reshape([1, 3, 32, 32]);
+                let z = tt.logits(&x).unwrap();
+                ok +=
+                    usize::from(z.argmax(-1, false).int64_value(&[0]) as usize == 3 * d + s.class);
+                n += 1;
+            }
+            let unified = ok as f64 / n as f64;
+            eprintln!(
+                "teacher {}: department slice {:.3}, all classes {unified:.3}",
+                score.name, score.experts
+            );
+            assert!(
+                score.experts >= unified,
+                "{}: {} < {unified}",
+                score.name,
+                score.experts
+            );
+        }
+    }
     let mut fc = FitConfig::new(&data, Method::Lorkd);
     fc.arch = Arch::ShuffleNetV2X0_5;
     fc.epochs = 1;
