@@ -33,6 +33,9 @@ impl From<ModeArg> for Mode {
 
 /// Run one department's expert on inputs.
 #[derive(clap::Args, Debug)]
+#[command(
+    override_usage = "lorkd run BUNDLE --dept NAME INPUT... [--json]\n       lorkd run --image FLASH.img --pubkey KEY.pub --dept NAME INPUT... [--json]"
+)]
 pub struct Args {
     /// A device flash image (`lorkd delta image`, updated by `lorkd delta apply`).
     #[arg(long, requires = "pubkey")]
@@ -45,7 +48,7 @@ pub struct Args {
     pub dept: String,
     /// The bundle, then the inputs: `.npy` float32 `[C,H,W]` / `[N,C,H,W]`, or `.png` /
     /// `.jpg` images. With --image, only the inputs.
-    #[arg(required = true, value_name = "BUNDLE] [INPUT")]
+    #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
     /// Print JSON instead of one line per input.
     #[arg(long)]
