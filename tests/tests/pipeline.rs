@@ -317,6 +317,31 @@ fn train_pack_run_finetune_delta_flash_image() {
             }
         }
     }
+    // `lorkd eval --image`'s scoring: every department with the version the device runs.
+    let ev = lorkd_tools::cmd::eval::evaluate(
+        &booted.bundle().unwrap(),
+        Some(&booted),
+        None,
+        &ds,
+        Split::Test,
+        Mode::Materialized,
+        Some(6),
+        false,
+        None,
+    )
+    .unwrap();
+    let got: Vec<(&str, u32, &str, usize)> = ev
+        .iter()
+        .map(|d| (d.name.as_str(), d.version, d.source.as_str(), d.images))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("ultrasound", 1, "factory", 6),
+            ("xray", 2, "slot A", 6),
+            ("dermoscopy", 1, "factory", 6)
+        ]
+    );
     // The update changed what the department answers.
     let old = score(&base_bundle, dept, Mode::Materialized, &inputs[t]).unwrap();
     let new = score_image(&booted, dept, Mode::Materialized, &inputs[t]).unwrap();
