@@ -49,7 +49,8 @@ fn parse_bundle(bytes: &[u8]) -> Result<Bundle<'_>> {
 
 /// Makes a signed package for department `dept` from checkpoint `ck`, packed with the base
 /// bundle's precisions. Refuses a checkpoint whose folded shared part differs from the
-/// base's by a single bit (its base id would differ).
+/// base's by a single bit (its base id would differ). int8 bundles are calibrated on
+/// [`PackOptions::default`]'s seeded synthetic images; see [`make_calibrated`].
 pub fn make(
     base_bytes: &[u8],
     ck: &Checkpoint,
@@ -57,6 +58,21 @@ pub fn make(
     version: u32,
     counter: u32,
     key: &SigningKey,
+) -> Result<Vec<u8>> {
+    make_calibrated(base_bytes, ck, dept, version, counter, key, None)
+}
+
+/// [`make`] with the int8 calibration images per department (`lorkd pack --calib-data`'s:
+/// pass the same images the base bundle was packed with, so the update's activation ranges
+/// come from the department's real images). `None`: seeded synthetic images.
+pub fn make_calibrated(
+    base_bytes: &[u8],
+    ck: &Checkpoint,
+    dept: &str,
+    version: u32,
+    counter: u32,
+    key: &SigningKey,
+    images: Option<Vec<Vec<Vec<f32>>>>,
 ) -> Result<Vec<u8>> {
     let base_al = AlignedBytes::new(base_bytes);
     let base = parse_bundle(base_al.as_slice())?;
@@ -81,7 +97,7 @@ pub fn make(
         version,
         ..PackOptions::default()
     };
-    let new_bytes = pack(ck, &opts, None, None, &|b, imgs| {
+    let new_bytes = pack(ck, &opts, None, images, &|b, imgs| {
         crate::calibrate::activation_ranges(b, imgs)
     })?;
     let new_al = AlignedBytes::new(&new_bytes);
@@ -270,4 +286,78 @@ pub fn active_blob(img: &[u8], pubkey: &VerifyingKey, dept: &str) -> Result<Vec<
         }
         _ => Ok(b.department_blob(d).context("department blob")?.to_vec()),
     }
+}
+
+/// A device booted from a flash image, as the firmware boots: the bundle at offset 0 and,
+/// per department, the blob the update store picks (the newest committed slot that still
+/// hashes to its digest and passes the security counter, else the bundle's own blob, else
+/// nothing).
+pub struct BootedImage {
+    bundle: AlignedBytes,
+    /// Per department: the slot blob it runs (`None`: the bundle's own blob or unavailable,
+    /// see `status`).
+    slots: Vec<Option<AlignedBytes>>,
+    /// Per department: source and version.
+    pub status: Vec<DeptStatus>,
+}
+
+impl BootedImage {
+    /// The bundle of the image.
+    ///
+    /// # Errors
+    /// Never for an image [`boot`] accepted.
+    pub fn bundle(&self) -> Result<Bundle<'_>> {
+        parse_bundle(self.bundle.as_slice())
+    }
+
+    /// The delta department `d` runs, parsed against `bundle` (from [`BootedImage::bundle`]).
+    ///
+    /// # Errors
+    /// An unavailable department (no version at or above its security counter), or a slot
+    /// blob the bundle refuses.
+    pub fn department<'a>(
+        &'a self,
+        bundle: &Bundle<'a>,
+        d: usize,
+    ) -> Result<lorkd_runtime::format::Dept<'a>> {
+        let name = self.status.get(d).map_or("?", |s| s.department.as_str());
+        if self.status.get(d).and_then(|s| s.version).is_none() {
+            bail!("department `{name}` has no version at or above its security counter");
+        }
+        match self.slots.get(d) {
+            Some(Some(blob)) => lorkd_runtime::format::Dept::parse_blob(
+                blob.as_slice(),
+                bundle.manifest(),
+                bundle.base_id(),
+            )
+            .map_err(|e| anyhow::anyhow!("department `{name}`: slot blob: {e}")),
+            _ => bundle
+                .department(d)
+                .with_context(|| format!("department index {d}")),
+        }
+    }
+}
+
+/// Boots `img` (see [`BootedImage`]).
+///
+/// # Errors
+/// Not a device image (`lorkd delta image`), a damaged bundle or journal.
+pub fn boot(img: &[u8], pubkey: &VerifyingKey) -> Result<BootedImage> {
+    let status = status(img, pubkey)?;
+    let (bundle, mut store) = open_image(img, pubkey)?;
+    let mut buf = vec![0u8; store.layout().slot_size as usize];
+    let mut slots = Vec::with_capacity(status.len());
+    for d in 0..status.len() {
+        slots.push(
+            store
+                .read_active_blob(d, &mut buf)
+                .map_err(|e| anyhow::anyhow!("image: {e}"))?
+                .map(AlignedBytes::new),
+        );
+    }
+    Ok(BootedImage {
+        bundle,
+        slots,
+        status,
+    })
 }

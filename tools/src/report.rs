@@ -248,7 +248,7 @@ pub fn plot_accuracy(report: &Report, out: &Path) -> Result<()> {
     register_font()?;
     let n = report.departments.len();
     let k = report.columns.len();
-    let root = BitMapBackend::new(out, (200 + 120 * n as u32 * k.max(1) as u32 / 2, 480))
+    let root = BitMapBackend::new(out, (350 + 120 * n as u32 * k.max(1) as u32 / 2, 480))
         .into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let mut chart = ChartBuilder::on(&root)
@@ -256,7 +256,8 @@ pub fn plot_accuracy(report: &Report, out: &Path) -> Result<()> {
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(50)
-        .build_cartesian_2d(0.0..n as f64, 0.0..110.0)
+        // Half a group of room on the right for the legend, so it never covers a bar.
+        .build_cartesian_2d(0.0..n as f64 + 0.5, 0.0..110.0)
         .map_err(plot_err)?;
     // Numeric x ticks would land between bars: name each department's group in the plot instead.
     chart

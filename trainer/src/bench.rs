@@ -36,6 +36,8 @@ pub struct BenchOptions {
     pub device: Device,
     /// RNG seed for data, ids and weights.
     pub seed: u64,
+    /// Forward passes under bf16 autocast ([`crate::amp`]; CUDA only).
+    pub amp: bool,
 }
 
 /// Median step times in milliseconds (JSON keys as in issue 10).
@@ -69,6 +71,10 @@ pub struct BenchReport {
     pub auto_ms: f64,
     /// `auto_ms / mtl_ms` (target ≤ 1.3 at T = 10).
     pub auto_over_mtl: f64,
+    /// Whether the forward passes ran under bf16 autocast.
+    pub amp: bool,
+    /// Training images per second of the `auto` mode (`batch / auto_ms`).
+    pub auto_images_per_sec: f64,
 }
 
 fn sync(device: Device) {
@@ -115,14 +121,19 @@ fn time_steps(
     for i in 0..opts.warmup + opts.iters {
         sync(opts.device);
         let start = Instant::now();
-        let f = model.forward_t(xs, sel, true);
-        // Per-department heads on their own samples; mean CE over the batch.
-        let mut loss = Tensor::zeros([], (Kind::Float, opts.device));
-        for (t, idx) in &groups {
-            let logits = model.head_logits(&f.index_select(0, idx), *t);
-            loss +=
-                logits.cross_entropy_for_logits(&ys.index_select(0, idx)) * (idx.size()[0] as f64);
-        }
+        let loss = crate::amp::run(opts.amp, || {
+            let f = model.forward_t(xs, sel, true);
+            // Per-department heads on their own samples; mean CE over the batch.
+            let mut loss = Tensor::zeros([], (Kind::Float, opts.device));
+            for (t, idx) in &groups {
+                let logits = model
+                    .head_logits(&f.index_select(0, idx), *t)
+                    .to_kind(Kind::Float);
+                loss += logits.cross_entropy_for_logits(&ys.index_select(0, idx))
+                    * (idx.size()[0] as f64);
+            }
+            loss
+        });
         opt.backward_step(&(loss / opts.batch as f64));
         sync(opts.device);
         if i >= opts.warmup {
@@ -192,5 +203,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, tch::TchError> {
         looped_ms,
         auto_ms,
         auto_over_mtl: auto_ms / mtl_ms,
+        amp: opts.amp,
+        auto_images_per_sec: opts.batch as f64 / (auto_ms / 1e3),
     })
 }

@@ -21,6 +21,7 @@
 //! Modules: [`eks_conv`] (Eq. 1, all exact modes), [`models`] (student, teachers, BN),
 //! [`params`] (Table 4 accounting), [`checkpoint`] (docs/checkpoint-format.md), [`fold`]
 //! (BN + scaling folding identity), [`bench`] (issue 10), [`cmd`] (CLI subcommands).
+pub mod amp;
 pub mod bench;
 pub mod checkpoint;
 pub mod cmd;

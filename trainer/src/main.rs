@@ -5,7 +5,7 @@ use lorkd_trainer::cmd;
 #[derive(Parser)]
 #[command(
     name = "lorkd-train",
-    about = "LoRKD department experts: describe, init, bench, fit, teacher, eval, eval-bundle",
+    about = "LoRKD department experts: describe, init, bench, fit, finetune, teacher, eval, eval-bundle",
     version
 )]
 struct Cli {
@@ -23,6 +23,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Train department experts with the LoRKD loss (or a baseline: mtl, mtl-kd, stl).
     Fit(cmd::fit::Args),
+    /// Retrain one department's factors and head (field update); all else stays bit-identical.
+    Finetune(cmd::finetune::Args),
     /// Train the foundation model (teacher) with one head over all departments' classes.
     Teacher(cmd::teacher::Args),
     /// Top-1 per department: experts vs shared weights.
@@ -46,6 +48,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Init(a) => cmd::init::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Fit(a) => cmd::fit::run(a),
+        Command::Finetune(a) => cmd::finetune::run(a),
         Command::Teacher(a) => cmd::teacher::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::EvalBundle(a) => cmd::eval_bundle::run(a),

@@ -31,6 +31,7 @@ fn run(method: Method, root: &std::path::Path) -> (Vec<EpochMetrics>, f64, Vec<f
         workers: 1,
         stop_after_steps: None,
         threads: Some(1),
+        amp: false,
     };
     let dir = root.join(method.name());
     fit(&fc, &dir, &ctl).unwrap();

@@ -47,6 +47,7 @@ fn ctl() -> Control {
         workers: 1,
         stop_after_steps: None,
         threads: Some(1),
+        amp: false,
     }
 }
 

@@ -35,6 +35,13 @@ pub enum DeltaCommand {
         /// ed25519 secret key file (`lorkd keygen`).
         #[arg(long)]
         key: PathBuf,
+        /// int8 bundles: calibration images, a dataset spec as `lorkd pack --calib-data` takes
+        /// it (give the bundle's own; default: the same seeded synthetic set as `lorkd pack`).
+        #[arg(long)]
+        calib_data: Option<String>,
+        /// Calibration images per department (as `lorkd pack`).
+        #[arg(long, default_value_t = 128)]
+        calib_count: usize,
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -99,13 +106,36 @@ pub fn run(a: Args) -> Result<()> {
             version,
             security_counter,
             key,
+            calib_data,
+            calib_count,
             output,
         } => {
             let ck = Checkpoint::load(&from)
                 .with_context(|| format!("checkpoint {}", from.display()))?;
             let key = crate::keys::load_signing_key(&key)?;
-            let pkg =
-                crate::delta::make(&read(&base)?, &ck, &dept, version, security_counter, &key)?;
+            let base_bytes = read(&base)?;
+            let int8 = {
+                let al = lorkd_runtime::engine::AlignedBytes::new(&base_bytes);
+                let b = lorkd_runtime::format::Bundle::parse(al.as_slice())
+                    .map_err(|e| anyhow::anyhow!("bundle {}: {e}", base.display()))?;
+                b.manifest().precision == lorkd_runtime::format::Precision::Int8
+            };
+            let images = if int8 {
+                let spec = calib_data
+                    .unwrap_or_else(|| crate::pack::default_calib_spec(&ck, calib_count, 0));
+                Some(crate::pack::dataset_images(&ck, &spec, calib_count)?)
+            } else {
+                None
+            };
+            let pkg = crate::delta::make_calibrated(
+                &base_bytes,
+                &ck,
+                &dept,
+                version,
+                security_counter,
+                &key,
+                images,
+            )?;
             std::fs::write(&output, &pkg)
                 .with_context(|| format!("writing {}", output.display()))?;
             eprintln!(

@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod delta;
+pub mod eval;
 pub mod export_onnx;
 pub mod inspect;
 pub mod keygen;
@@ -30,6 +31,8 @@ pub enum Command {
     Keygen(keygen::Args),
     /// Run one department's expert on .npy / image inputs.
     Run(run::Args),
+    /// Top-1 per department of a bundle or a device flash image on a dataset split.
+    Eval(eval::Args),
     /// Time inference and department switch.
     Bench(bench::Args),
     /// Re-check hashes and signature; compare every department with tract on its ONNX export.
@@ -49,10 +52,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Keygen(a) => keygen::run(a),
         Command::Run(a) => run::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Verify(a) => verify::run(a),
         Command::ExportOnnx(a) => export_onnx::run(a),
         Command::Delta(a) => delta::run(a),
         Command::Report(a) => report::run(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

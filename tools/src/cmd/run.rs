@@ -2,6 +2,11 @@
 //! one department's expert on `.npy` tensors (float32 `[C,H,W]` or `[N,C,H,W]`, used as is)
 //! or `.png`/`.jpg` images (resized to the input size and normalised by the bundle's
 //! `InputSpec`).
+//!
+//! `lorkd run --image flash.img --pubkey key.pub --dept NAME INPUT...` boots a device flash
+//! image instead (`lorkd delta image|apply`): the bundle plus the update store's choice per
+//! department (newest committed, intact slot at or above the security counter, else the
+//! bundle's own delta), and reports the version that answered.
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -28,14 +33,22 @@ impl From<ModeArg> for Mode {
 
 /// Run one department's expert on inputs.
 #[derive(clap::Args, Debug)]
+#[command(
+    override_usage = "lorkd run BUNDLE --dept NAME INPUT... [--json]\n       lorkd run --image FLASH.img --pubkey KEY.pub --dept NAME INPUT... [--json]"
+)]
 pub struct Args {
-    /// The bundle.
-    pub bundle: PathBuf,
+    /// A device flash image (`lorkd delta image`, updated by `lorkd delta apply`).
+    #[arg(long, requires = "pubkey")]
+    pub image: Option<PathBuf>,
+    /// The update signing public key the device trusts (with --image).
+    #[arg(long)]
+    pub pubkey: Option<PathBuf>,
     /// Department name.
     #[arg(long)]
     pub dept: String,
-    /// Inputs: `.npy` float32 `[C,H,W]` / `[N,C,H,W]`, or `.png` / `.jpg` images.
-    #[arg(required = true)]
+    /// The bundle, then the inputs: `.npy` float32 `[C,H,W]` / `[N,C,H,W]`, or `.png` /
+    /// `.jpg` images. With --image, only the inputs.
+    #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
     /// Print JSON instead of one line per input.
     #[arg(long)]
@@ -58,6 +71,10 @@ pub struct Scored {
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct Report {
     pub department: String,
+    /// Version of the delta that answered.
+    pub version: u32,
+    /// Where it came from: `bundle`, or with --image `factory`, `slot A`, `slot B`.
+    pub source: String,
     pub results: Vec<Scored>,
 }
 
@@ -233,6 +250,17 @@ pub fn load_inputs(path: &Path, spec: &InputSpec) -> Result<Vec<(String, Vec<f32
     }
 }
 
+/// Index of department `dept` in `bundle`, or an error naming the ones it has.
+pub fn find_department(bundle: &Bundle<'_>, dept: &str) -> Result<usize> {
+    bundle.find_department(dept).with_context(|| {
+        let names: Vec<&str> = (0..bundle.department_count())
+            .filter_map(|i| bundle.department(i))
+            .map(|d| d.manifest.name)
+            .collect();
+        format!("no department `{dept}` (bundle has: {})", names.join(", "))
+    })
+}
+
 /// Runs department `dept` of `bundle` on `inputs` (CHW, normalised).
 pub fn score(
     bundle: &Bundle<'_>,
@@ -240,18 +268,25 @@ pub fn score(
     mode: Mode,
     inputs: &[(String, Vec<f32>)],
 ) -> Result<Report> {
-    let t = bundle.find_department(dept).with_context(|| {
-        let names: Vec<&str> = (0..bundle.department_count())
-            .filter_map(|i| bundle.department(i))
-            .map(|d| d.manifest.name)
-            .collect();
-        format!("no department `{dept}` (bundle has: {})", names.join(", "))
-    })?;
+    let t = find_department(bundle, dept)?;
     let d = bundle.department(t).context("department")?;
+    score_delta(bundle, d, "bundle", mode, inputs)
+}
+
+/// Runs delta `d` (the bundle's own or an update slot's, parsed against `bundle`) on `inputs`.
+pub fn score_delta<'a>(
+    bundle: &Bundle<'a>,
+    d: lorkd_runtime::format::Dept<'a>,
+    source: &str,
+    mode: Mode,
+    inputs: &[(String, Vec<f32>)],
+) -> Result<Report> {
+    let dept = d.manifest.name.to_string();
+    let version = d.manifest.version;
     let classes: Vec<&str> = d.manifest.classes.iter().collect();
     let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(mode));
     let mut engine = Engine::new(bundle, arena.as_mut_slice(), mode)?;
-    engine.select(t)?;
+    engine.select_blob(d)?;
     let mut logits = vec![0.0; classes.len()];
     let mut results = Vec::new();
     for (name, x) in inputs {
@@ -273,24 +308,69 @@ pub fn score(
         });
     }
     Ok(Report {
-        department: dept.to_string(),
+        department: dept,
+        version,
+        source: source.to_string(),
         results,
     })
 }
 
+/// Department `dept` of a flash image on `inputs` (see the module docs).
+pub fn score_image(
+    booted: &crate::delta::BootedImage,
+    dept: &str,
+    mode: Mode,
+    inputs: &[(String, Vec<f32>)],
+) -> Result<Report> {
+    let bundle = booted.bundle()?;
+    let t = find_department(&bundle, dept)?;
+    let d = booted.department(&bundle, t)?;
+    score_delta(&bundle, d, &booted.status[t].source, mode, inputs)
+}
+
 pub fn run(a: Args) -> Result<()> {
-    let bytes = read_bundle(&a.bundle)?;
-    let bundle = Bundle::parse(bytes.as_slice())
-        .with_context(|| format!("bundle {}", a.bundle.display()))?;
-    let spec = bundle.manifest().input;
-    let mut inputs = Vec::new();
-    for p in &a.inputs {
-        inputs.extend(load_inputs(p, &spec)?);
-    }
-    let report = score(&bundle, &a.dept, a.mode.into(), &inputs)?;
+    let report = if let Some(image) = &a.image {
+        let pubkey = a
+            .pubkey
+            .as_ref()
+            .context("--image needs --pubkey (the key the device trusts)")?;
+        let key = crate::keys::load_verifying_key(pubkey)?;
+        let img = std::fs::read(image).with_context(|| format!("reading {}", image.display()))?;
+        let booted =
+            crate::delta::boot(&img, &key).with_context(|| format!("image {}", image.display()))?;
+        let spec = booted.bundle()?.manifest().input;
+        let mut inputs = Vec::new();
+        for p in &a.inputs {
+            inputs.extend(load_inputs(p, &spec)?);
+        }
+        score_image(&booted, &a.dept, a.mode.into(), &inputs)?
+    } else {
+        let (path, rest) = a
+            .inputs
+            .split_first()
+            .context("give a bundle and inputs, or --image")?;
+        ensure!(
+            !rest.is_empty(),
+            "no inputs after the bundle {}",
+            path.display()
+        );
+        let bytes = read_bundle(path)?;
+        let bundle = Bundle::parse(bytes.as_slice())
+            .with_context(|| format!("bundle {}", path.display()))?;
+        let spec = bundle.manifest().input;
+        let mut inputs = Vec::new();
+        for p in rest {
+            inputs.extend(load_inputs(p, &spec)?);
+        }
+        score(&bundle, &a.dept, a.mode.into(), &inputs)?
+    };
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
+        eprintln!(
+            "department {} v{} ({})",
+            report.department, report.version, report.source
+        );
         for r in &report.results {
             println!(
                 "{}: {} (class {}, p = {:.4})",

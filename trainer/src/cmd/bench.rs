@@ -35,6 +35,10 @@ pub struct Args {
     /// RNG seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Mixed precision on CUDA: bf16 autocast of the forward passes, or off (default: off, so
+    /// numbers compare with earlier runs; ignored on the CPU).
+    #[arg(long, value_enum, default_value = "off")]
+    pub amp: crate::amp::Amp,
     /// Run on the CPU even when CUDA is available.
     #[arg(long)]
     pub cpu: bool,
@@ -69,14 +73,17 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         warmup: a.warmup,
         device,
         seed: a.seed,
+        amp: a.amp.enabled(device),
     };
     let r = run_bench(&opts)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "{} @{} T={} r={} batch={} threads={} {}: mtl {:.1} ms | eks {:.1} | lowrank {:.1} | looped {:.1} | auto {:.1} ({:.2}x mtl)",
-            r.arch, r.input, r.departments, r.rank, r.batch, r.threads, r.device, r.mtl_ms, r.eks_ms, r.lowrank_ms, r.looped_ms, r.auto_ms, r.auto_over_mtl
+            "{} @{} T={} r={} batch={} threads={} {}{}: mtl {:.1} ms | eks {:.1} | lowrank {:.1} | looped {:.1} | auto {:.1} ({:.2}x mtl, {:.0} images/s)",
+            r.arch, r.input, r.departments, r.rank, r.batch, r.threads, r.device,
+            if r.amp { " bf16 autocast" } else { "" },
+            r.mtl_ms, r.eks_ms, r.lowrank_ms, r.looped_ms, r.auto_ms, r.auto_over_mtl, r.auto_images_per_sec
         );
     }
     Ok(())

@@ -10,7 +10,9 @@ use crate::train::fit::Control;
 /// Arguments.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A model.safetensors, or a run directory (stl runs score each department's model).
+    /// A model.safetensors, a run directory (stl runs score each department's model; a
+    /// fine-tune run its model), or a teacher (file or `teacher` run directory: each sample
+    /// scored by the argmax over its department's class slice of the unified head).
     pub checkpoint: PathBuf,
     /// Data: synthetic[:k=v,..] | medmnist:DIR[:name,..] | folder:DIR (default: the run's).
     #[arg(long)]
@@ -33,16 +35,14 @@ pub struct Args {
 pub fn run(a: &Args) -> anyhow::Result<()> {
     let data = match &a.data {
         Some(d) => d.clone(),
-        None => {
-            let run = a.checkpoint.join("run.json");
-            let text = std::fs::read_to_string(&run).map_err(|e| {
+        None => crate::cmd::finetune::run_data(&a.checkpoint)
+            .filter(|_| a.checkpoint.is_dir())
+            .ok_or_else(|| {
                 anyhow::anyhow!(
-                    "--data is required unless CHECKPOINT is a run directory ({}: {e})",
-                    run.display()
+                    "--data is required unless CHECKPOINT is a run directory with a run.json ({})",
+                    a.checkpoint.display()
                 )
-            })?;
-            serde_json::from_str::<crate::train::fit::FitConfig>(&text)?.data
-        }
+            })?,
     };
     if let Some(n) = a.threads {
         tch::set_num_threads(n.max(1));

@@ -38,6 +38,10 @@ pub struct Args {
     /// Peak learning rate (SGD momentum 0.9, weight decay 1e-4, cosine annealing).
     #[arg(long, default_value_t = 0.05)]
     pub lr: f64,
+    /// Linear learning-rate warmup steps before the cosine (0: none). A few hundred steps
+    /// make the default lr 0.05 usable on small runs (docs/training.md).
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: u64,
     /// Weight decay.
     #[arg(long, default_value_t = 1e-4)]
     pub weight_decay: f64,
@@ -53,6 +57,10 @@ pub struct Args {
     /// Expert-conv mode: auto, eks, lowrank, looped.
     #[arg(long, default_value = "auto")]
     pub expert_conv_mode: String,
+    /// Mixed precision on CUDA: bf16 autocast of the forward passes (default), or off.
+    /// Ignored on the CPU. Untested on a GPU (docs/training.md).
+    #[arg(long, value_enum, default_value = "bf16")]
+    pub amp: crate::amp::Amp,
     /// libtorch threads (default: one per core; 1 is faster on a busy machine).
     #[arg(long)]
     pub threads: Option<i32>,
@@ -81,6 +89,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     if let Some(w) = a.workers {
         ctl.workers = w.max(1);
     }
+    ctl.amp = a.amp.enabled(ctl.device);
+    if ctl.amp {
+        eprintln!("mixed precision: bf16 autocast on {:?}", ctl.device);
+    }
     let (outcome, dir) = if let Some(dir) = &a.resume {
         (fit::resume(dir, &ctl)?, dir.clone())
     } else {
@@ -98,6 +110,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             epochs: a.epochs,
             batch: a.batch,
             lr: a.lr,
+            warmup_steps: a.warmup_steps,
             momentum: 0.9,
             weight_decay: a.weight_decay,
             alpha: a.alpha,

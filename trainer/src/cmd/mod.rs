@@ -3,6 +3,7 @@ pub mod bench;
 pub mod describe;
 pub mod eval;
 pub mod eval_bundle;
+pub mod finetune;
 pub mod fit;
 pub mod init;
 pub mod teacher;

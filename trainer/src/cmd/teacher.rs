@@ -30,13 +30,21 @@ pub struct Args {
     /// Input side (default: the data's native size, else 224).
     #[arg(long)]
     pub input_size: Option<i64>,
+    /// Mixed precision on CUDA: bf16 autocast of the forward passes (default), or off.
+    /// Ignored on the CPU. Untested on a GPU (docs/training.md).
+    #[arg(long, value_enum, default_value = "bf16")]
+    pub amp: crate::amp::Amp,
     /// libtorch threads (default: one per core; 1 is faster on a busy machine).
     #[arg(long)]
     pub threads: Option<i32>,
     /// Data loader threads.
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Output teacher file (safetensors).
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Output: a run directory (teacher.safetensors + metrics.jsonl, one line per epoch), or a
+    /// FILE.safetensors (metrics then in FILE.metrics.jsonl beside it).
     #[arg(short, long)]
     pub output: PathBuf,
 }
@@ -46,10 +54,15 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     install_ctrlc();
     let mut ctl = Control {
         threads: a.threads,
+        progress: !a.quiet,
         ..Control::default()
     };
     if let Some(w) = a.workers {
         ctl.workers = w.max(1);
+    }
+    ctl.amp = a.amp.enabled(ctl.device);
+    if ctl.amp {
+        eprintln!("mixed precision: bf16 autocast on {:?}", ctl.device);
     }
     let tc = TeacherConfig {
         data: a.data.clone(),
@@ -62,6 +75,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         output: a.output.clone(),
     };
     let val = train_teacher(&tc, &ctl)?;
-    println!("wrote {} (val top-1 {val:.4})", a.output.display());
+    let (file, metrics) = tc.paths();
+    println!(
+        "wrote {} (val top-1 {val:.4}, all classes) and {}",
+        file.display(),
+        metrics.display()
+    );
     Ok(())
 }

@@ -1,6 +1,12 @@
 //! `eval`: top-1 accuracy per department and the average, for the decomposed experts
 //! (`W0 + s·B_t·A_t`, head t) and for the shared weights alone (`W0`, head t) — the
 //! decomposition's gain over its own shared part. An `stl` run is scored model by model.
+//!
+//! A teacher file (`lorkd-train teacher` output) is scored too: its unified head covers every
+//! department's classes, and each sample counts as correct when the argmax of the logits
+//! restricted to ITS department's class slice is its class — the same per-department question
+//! the students answer with their department heads. (`experts` and `shared` then both hold
+//! that accuracy; `method` is `teacher`.)
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +18,9 @@ use tch::Device;
 
 use super::data as bridge;
 use super::fit::{department_accuracy, mean, Control, FitConfig, Method};
+use super::teacher::{department_slice_accuracy, Teacher, TEACHER_KEY};
 use crate::checkpoint::Checkpoint;
+use crate::config::Config;
 
 /// One department's scores.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -95,13 +103,35 @@ pub fn evaluate(
     ctl: &Control,
 ) -> anyhow::Result<EvalReport> {
     let ds = Arc::new(Dataset::open_str(data)?);
-    let (run_dir, file) = if ckpt.is_dir() {
+    let (run_dir, file) = if ckpt.is_dir() && ckpt.join("teacher.safetensors").exists() {
+        (Some(ckpt), ckpt.join("teacher.safetensors"))
+    } else if ckpt.is_dir() {
         (Some(ckpt), ckpt.join("model.safetensors"))
     } else {
         (None, ckpt.to_path_buf())
     };
     let fit = run_dir.and_then(read_method);
     let mut departments = Vec::new();
+    if is_teacher_file(&file) {
+        let acc = teacher_department_accuracy(&file, &ds, split, batch, ctl)?;
+        for (t, d) in ds.departments().iter().enumerate() {
+            departments.push(DepartmentScore {
+                name: d.name.clone(),
+                images: ds.indices_of(split, t).len(),
+                experts: acc[t],
+                shared: acc[t],
+            });
+        }
+        let e: Vec<f64> = acc.clone();
+        return Ok(EvalReport {
+            checkpoint: ckpt.display().to_string(),
+            split: split.to_string(),
+            method: Some("teacher".into()),
+            mean_experts: mean(&e),
+            mean_shared: mean(&e),
+            departments,
+        });
+    }
     if let (Some(dir), Some(Method::Stl)) = (run_dir, fit.as_ref().map(|f| f.method)) {
         for (t, d) in ds.departments().iter().enumerate() {
             let p = dir
@@ -148,6 +178,53 @@ pub fn evaluate(
         mean_shared: mean(&s),
         departments,
     })
+}
+
+/// Whether `p` is a teacher safetensors (it carries the `lorkd_teacher` metadata).
+pub fn is_teacher_file(p: &Path) -> bool {
+    super::io::load_tensors_metadata(p)
+        .map(|m| m.contains_key(TEACHER_KEY))
+        .unwrap_or(false)
+}
+
+/// Per-department top-1 of a teacher: argmax over the department's slice of the unified head.
+///
+/// # Errors
+/// Unreadable teacher, a teacher trained on other departments, data errors.
+pub fn teacher_department_accuracy(
+    p: &Path,
+    ds: &Arc<Dataset>,
+    split: Split,
+    batch: usize,
+    ctl: &Control,
+) -> anyhow::Result<Vec<f64>> {
+    let teacher = Teacher::load(p, ctl.device, ds.total_classes() as i64)?;
+    let Teacher::ResNet { meta, .. } = &teacher else {
+        anyhow::bail!("{}: not a ResNet teacher", p.display());
+    };
+    let mut cfg = Config::new(
+        crate::config::Arch::ShuffleNetV2X1_0,
+        meta.in_channels,
+        meta.departments.clone(),
+    );
+    bridge::check_matches(&cfg, ds)
+        .with_context(|| format!("{}: teacher trained on other departments", p.display()))?;
+    cfg.input_size = meta.input_size;
+    cfg.mean = meta.mean.clone();
+    cfg.std = meta.std.clone();
+    let transform = bridge::transform(&cfg);
+    let offsets: Vec<i64> = (0..ds.departments().len())
+        .map(|t| cfg.class_offset(t))
+        .collect();
+    department_slice_accuracy(
+        |xs| teacher.logits(xs),
+        ds,
+        split,
+        &transform,
+        &offsets,
+        batch,
+        ctl,
+    )
 }
 
 fn load(

@@ -31,7 +31,7 @@ use tch::{nn, Device, Kind, Tensor};
 use super::data as bridge;
 use super::io;
 use super::loss::{department_ce, distillation};
-use super::sgd::{cosine_lr, Sgd};
+use super::sgd::{warmup_cosine_lr, Sgd};
 use super::teacher::Teacher;
 use crate::checkpoint::Checkpoint;
 use crate::config::{Arch, Config};
@@ -109,6 +109,9 @@ pub struct FitConfig {
     pub batch: usize,
     /// Peak learning rate (cosine-annealed to 0 over the run).
     pub lr: f64,
+    /// Linear warmup steps from `lr / warmup_steps` to `lr` before the cosine (0: none).
+    #[serde(default)]
+    pub warmup_steps: u64,
     /// SGD momentum.
     pub momentum: f64,
     /// Weight decay.
@@ -138,6 +141,7 @@ impl FitConfig {
             epochs: 10,
             batch: 64,
             lr: 0.05,
+            warmup_steps: 0,
             momentum: 0.9,
             weight_decay: 1e-4,
             alpha: super::loss::ALPHA,
@@ -163,6 +167,8 @@ pub struct Control {
     /// libtorch intra-op threads (None: libtorch's default, one per core). On a shared or
     /// busy machine 1 is often much faster: spinning OpenMP threads starve each other.
     pub threads: Option<i32>,
+    /// Forward passes under bf16 autocast ([`crate::amp`]; only ever true on CUDA).
+    pub amp: bool,
 }
 
 impl Default for Control {
@@ -176,6 +182,7 @@ impl Default for Control {
                 .min(8),
             stop_after_steps: None,
             threads: None,
+            amp: crate::amp::Amp::default().enabled(crate::default_device()),
         }
     }
 }
@@ -455,14 +462,17 @@ fn train_one(
             } else {
                 DeptSel::Shared
             };
-            let f = model.forward_t(&xs, sel, true);
-            let (ce, ok) = department_ce(&f, &depts, &y, |x, t| model.head_logits(x, t));
-            let kd = match (teacher, model.unified_logits(&f)) {
-                (Some(teacher), Some(zs)) if distill => {
-                    distillation(&zs, &teacher.logits(&xs)?, fc.alpha) * fc.beta
-                }
-                _ => Tensor::zeros([], (Kind::Float, device)),
-            };
+            let (ce, ok, kd) = crate::amp::run(ctl.amp, || -> anyhow::Result<_> {
+                let f = model.forward_t(&xs, sel, true);
+                let (ce, ok) = department_ce(&f, &depts, &y, |x, t| model.head_logits(x, t));
+                let kd = match (teacher, model.unified_logits(&f)) {
+                    (Some(teacher), Some(zs)) if distill => {
+                        distillation(&zs, &teacher.logits(&xs)?, fc.alpha) * fc.beta
+                    }
+                    _ => Tensor::zeros([], (Kind::Float, device)),
+                };
+                Ok((ce, ok, kd))
+            })?;
             let loss = &ce + &kd;
             let lv = loss.double_value(&[]);
             if !lv.is_finite() {
@@ -475,7 +485,7 @@ fn train_one(
                     fc.lr
                 );
             }
-            lr = cosine_lr(fc.lr, step, total);
+            lr = warmup_cosine_lr(fc.lr, step, total, fc.warmup_steps);
             opt.zero_grad();
             loss.backward();
             opt.step(lr);
@@ -563,7 +573,8 @@ fn train_one(
     Ok(outcome)
 }
 
-fn progress_bar(show: bool, len: u64, prefix: &str) -> indicatif::ProgressBar {
+/// A progress bar (hidden when `show` is false).
+pub fn progress_bar(show: bool, len: u64, prefix: &str) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }

@@ -81,6 +81,28 @@ pub fn load_tensors(
     Ok((meta, out))
 }
 
+/// The string metadata of a safetensors file (reads only its header).
+pub fn load_tensors_metadata(path: &Path) -> anyhow::Result<HashMap<String, String>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)?;
+    let n = u64::from_le_bytes(len);
+    anyhow::ensure!(n <= 100 << 20, "{}: not safetensors", path.display());
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)?;
+    let v: serde_json::Value = serde_json::from_slice(&header)
+        .with_context(|| format!("{}: not safetensors", path.display()))?;
+    Ok(v["__metadata__"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// Variables of a VarStore sorted by name (HashMap order would make files differ run to run).
 pub fn sorted_variables(vs: &tch::nn::VarStore) -> Vec<(String, Tensor)> {
     let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();

@@ -17,6 +17,18 @@ pub fn cosine_lr(base: f64, step: u64, total: u64) -> f64 {
     0.5 * base * (1.0 + (std::f64::consts::PI * x).cos())
 }
 
+/// [`cosine_lr`] after `warmup` steps of a linear ramp from `base / warmup` to `base`; the
+/// cosine then runs over the remaining `total − warmup` steps. `warmup == 0` is [`cosine_lr`].
+pub fn warmup_cosine_lr(base: f64, step: u64, total: u64, warmup: u64) -> f64 {
+    if warmup == 0 {
+        return cosine_lr(base, step, total);
+    }
+    if step < warmup {
+        return base * (step + 1) as f64 / warmup as f64;
+    }
+    cosine_lr(base, step - warmup, total.saturating_sub(warmup))
+}
+
 /// The optimiser over a VarStore's trainable variables (sorted by name).
 pub struct Sgd {
     params: Vec<(String, Tensor)>,
@@ -152,5 +164,10 @@ mod tests {
         assert_eq!(cosine_lr(0.05, 0, 10), 0.05);
         assert!(cosine_lr(0.05, 10, 10).abs() < 1e-12);
         assert!((cosine_lr(0.05, 5, 10) - 0.025).abs() < 1e-12);
+        assert_eq!(warmup_cosine_lr(0.05, 3, 10, 0), cosine_lr(0.05, 3, 10));
+        assert!((warmup_cosine_lr(0.04, 0, 10, 4) - 0.01).abs() < 1e-12);
+        assert!((warmup_cosine_lr(0.04, 3, 10, 4) - 0.04).abs() < 1e-12);
+        assert_eq!(warmup_cosine_lr(0.04, 4, 10, 4), 0.04);
+        assert!(warmup_cosine_lr(0.04, 10, 10, 4).abs() < 1e-12);
     }
 }

@@ -5,6 +5,7 @@
 //! normalised input (ImageNet mean/std unless the data says otherwise).
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,11 +16,14 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use super::data as bridge;
-use super::fit::{Control, INTERRUPTED};
+use super::fit::{mean, progress_bar, Control, EpochMetrics, INTERRUPTED};
 use super::io;
 use super::sgd::{cosine_lr, Sgd};
 use crate::config::{Arch, Config, Department};
 use crate::models::resnet::{ResNet, ResNetArch};
+
+/// The teacher's file in a teacher run directory.
+pub const TEACHER_FILE: &str = "teacher.safetensors";
 
 /// Metadata key of a teacher file.
 pub const TEACHER_KEY: &str = "lorkd_teacher";
@@ -76,6 +80,13 @@ impl Teacher {
     /// # Errors
     /// Unreadable file, wrong metadata, or a class count that is not `classes`.
     pub fn load(path: &Path, device: Device, classes: i64) -> anyhow::Result<Teacher> {
+        let dir_file;
+        let path = if path.is_dir() {
+            dir_file = path.join(TEACHER_FILE);
+            dir_file.as_path()
+        } else {
+            path
+        };
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         if matches!(ext, "pt" | "pth" | "ts" | "jit") {
             let mut m = tch::CModule::load_on_device(path, device)
@@ -154,13 +165,29 @@ pub struct TeacherConfig {
     pub seed: u64,
     /// Input side (None: the data's native size, else 224).
     pub input_size: Option<i64>,
-    /// Output file.
+    /// Output: a run directory (`teacher.safetensors`, `metrics.jsonl`), or a `.safetensors`
+    /// file (metrics then go to `<file stem>.metrics.jsonl` beside it).
     pub output: PathBuf,
 }
 
+impl TeacherConfig {
+    /// `(teacher file, metrics.jsonl)` for [`TeacherConfig::output`].
+    pub fn paths(&self) -> (PathBuf, PathBuf) {
+        let o = &self.output;
+        if o.extension().is_some_and(|e| e == "safetensors") {
+            let stem = o.file_stem().and_then(|s| s.to_str()).unwrap_or("teacher");
+            (o.clone(), o.with_file_name(format!("{stem}.metrics.jsonl")))
+        } else {
+            (o.join(TEACHER_FILE), o.join("metrics.jsonl"))
+        }
+    }
+}
+
 /// Trains a ResNet with one unified head over all departments' classes (plain CE on the
-/// global class), saving `output` after every epoch. Returns validation top-1 (unified head,
-/// all departments together).
+/// global class), saving the teacher after every epoch and appending one [`EpochMetrics`]
+/// line per epoch to its `metrics.jsonl` (`val_acc`: per department, argmax over the
+/// department's class slice; `val_mean` their mean). Returns validation top-1 (unified head,
+/// argmax over all classes, all departments together).
 ///
 /// # Errors
 /// Bad data, NaN loss, I/O.
@@ -170,6 +197,28 @@ pub fn train_teacher(tc: &TeacherConfig, ctl: &Control) -> anyhow::Result<f64> {
     }
     let ds = Arc::new(Dataset::open_str(&tc.data)?);
     eprintln!("data: {}", ds.summary());
+    let (out_file, metrics_file) = tc.paths();
+    if let Some(dir) = out_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // A new run: start the metrics afresh.
+    let _ = std::fs::remove_file(&metrics_file);
+    if out_file != tc.output {
+        let run = serde_json::json!({
+            "method": "teacher",
+            "data": tc.data,
+            "arch": tc.arch.to_string(),
+            "epochs": tc.epochs,
+            "batch": tc.batch,
+            "lr": tc.lr,
+            "seed": tc.seed,
+            "input_size": tc.input_size,
+        });
+        io::write_atomic(
+            &tc.output.join("run.json"),
+            serde_json::to_string_pretty(&run)?.as_bytes(),
+        )?;
+    }
     let classes = ds.total_classes() as i64;
     let input_size = tc
         .input_size
@@ -201,25 +250,35 @@ pub fn train_teacher(tc: &TeacherConfig, ctl: &Control) -> anyhow::Result<f64> {
     let total = per_epoch * tc.epochs;
     let mut step = 0u64;
     let mut val = 0.0;
+    let offsets: Vec<i64> = (0..ds.departments().len())
+        .map(|t| ds.class_offset(t) as i64)
+        .collect();
     for epoch in 0..tc.epochs {
         let started = Instant::now();
         let (mut sum, mut ok, mut seen) = (0f64, 0i64, 0usize);
+        let mut lr = tc.lr;
+        let pb = progress_bar(
+            ctl.progress,
+            ds.len(Split::Train).div_ceil(tc.batch.max(1)) as u64,
+            &format!("teacher epoch {}/{}", epoch + 1, tc.epochs),
+        );
         for b in Loader::new(ds.clone(), Split::Train, lc(epoch)) {
             let b = b?;
             let xs = bridge::images(&b, ctl.device);
             let y = Tensor::from_slice(&b.global_classes).to_device(ctl.device);
-            let z = net.forward_t(&xs, true);
+            let z = crate::amp::run(ctl.amp, || net.forward_t(&xs, true)).to_kind(Kind::Float);
             let loss = z.cross_entropy_for_logits(&y);
             let lv = loss.double_value(&[]);
             anyhow::ensure!(
                 lv.is_finite(),
                 "teacher loss is {lv} at epoch {} step {step}; the last good teacher is {}",
                 epoch + 1,
-                tc.output.display()
+                out_file.display()
             );
+            lr = cosine_lr(tc.lr, step, total);
             opt.zero_grad();
             loss.backward();
-            opt.step(cosine_lr(tc.lr, step, total));
+            opt.step(lr);
             step += 1;
             seen += b.len();
             sum += lv * b.len() as f64;
@@ -228,28 +287,107 @@ pub fn train_teacher(tc: &TeacherConfig, ctl: &Control) -> anyhow::Result<f64> {
                 .eq_tensor(&y)
                 .sum(Kind::Int64)
                 .int64_value(&[]);
+            pb.set_message(format!(
+                "loss {:.4} acc {:.3} {:.0} img/s",
+                sum / seen as f64,
+                ok as f64 / seen as f64,
+                seen as f64 / started.elapsed().as_secs_f64().max(1e-9)
+            ));
+            pb.inc(1);
             if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+                pb.abandon();
                 anyhow::bail!(
                     "interrupted; the last saved teacher is {}",
-                    tc.output.display()
+                    out_file.display()
                 );
             }
         }
+        pb.finish_and_clear();
+        let secs = started.elapsed().as_secs_f64();
         val = teacher_accuracy(&net, &ds, Split::Val, &transform, tc.batch, ctl)?;
+        let per_dept = department_slice_accuracy(
+            |xs| Ok(tch::no_grad(|| net.forward_t(xs, false))),
+            &ds,
+            Split::Val,
+            &transform,
+            &offsets,
+            tc.batch,
+            ctl,
+        )?;
         let tensors = io::sorted_variables(&vs);
         let m = HashMap::from([(TEACHER_KEY.to_string(), serde_json::to_string(&meta)?)]);
-        io::save_tensors(&tc.output, &tensors, m)?;
+        io::save_tensors(&out_file, &tensors, m)?;
+        let em = EpochMetrics {
+            department: None,
+            epoch: epoch + 1,
+            step,
+            lr,
+            loss: sum / seen.max(1) as f64,
+            ce: sum / seen.max(1) as f64,
+            kd: 0.0,
+            train_acc: ok as f64 / seen.max(1) as f64,
+            val_mean: mean(&per_dept),
+            val_acc: per_dept,
+            images_per_sec: seen as f64 / secs.max(1e-9),
+            seconds: secs,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_file)
+            .with_context(|| format!("opening {}", metrics_file.display()))?;
+        writeln!(f, "{}", serde_json::to_string(&em)?)?;
         eprintln!(
-            "teacher epoch {}/{}: loss {:.4} train acc {:.3} val acc {:.3} {:.0} img/s",
+            "teacher epoch {}/{}: loss {:.4} train acc {:.3} val acc {:.3} (per department {:.3}) {:.0} img/s",
             epoch + 1,
             tc.epochs,
-            sum / seen.max(1) as f64,
-            ok as f64 / seen.max(1) as f64,
+            em.loss,
+            em.train_acc,
             val,
-            seen as f64 / started.elapsed().as_secs_f64().max(1e-9)
+            em.val_mean,
+            em.images_per_sec
         );
     }
     Ok(val)
+}
+
+/// Top-1 per department where each sample's prediction is the argmax of `logits` restricted
+/// to its department's class slice (`offsets[t]`, the department's class count).
+///
+/// # Errors
+/// Data or model errors.
+pub fn department_slice_accuracy(
+    logits: impl Fn(&Tensor) -> anyhow::Result<Tensor>,
+    ds: &Arc<Dataset>,
+    split: Split,
+    transform: &lorkd_data::Transform,
+    offsets: &[i64],
+    batch: usize,
+    ctl: &Control,
+) -> anyhow::Result<Vec<f64>> {
+    let mut acc = Vec::new();
+    for (t, d) in ds.departments().iter().enumerate() {
+        let (off, n_cls) = (offsets[t], d.classes.len() as i64);
+        let mut lc = LoaderConfig::eval(batch.max(1), transform.clone());
+        lc.workers = ctl.workers.max(1);
+        lc.prefetch = 2 * lc.workers;
+        lc.departments = Some(vec![t]);
+        let (mut ok, mut n) = (0i64, 0i64);
+        for b in Loader::new(ds.clone(), split, lc) {
+            let b = b?;
+            let xs = bridge::images(&b, ctl.device);
+            let y = Tensor::from_slice(&b.classes).to_device(ctl.device);
+            let pred = logits(&xs)?.narrow(1, off, n_cls).argmax(-1, false);
+            ok += pred.eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+            n += b.len() as i64;
+        }
+        acc.push(if n == 0 {
+            f64::NAN
+        } else {
+            ok as f64 / n as f64
+        });
+    }
+    Ok(acc)
 }
 
 fn teacher_accuracy(

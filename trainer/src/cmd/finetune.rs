@@ -1,0 +1,123 @@
+//! `lorkd-train finetune --from CKPT --dept NAME -o RUN_DIR`: retrains one department's
+//! low-rank factors and head for a field update; every other tensor stays bit-identical.
+//! Logic in [`crate::train::finetune`].
+use std::path::{Path, PathBuf};
+
+use crate::train::finetune::{finetune, FinetuneConfig};
+use crate::train::fit::{install_ctrlc, Control};
+
+/// Arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The trained LoRKD checkpoint (a model.safetensors or its run directory).
+    #[arg(long = "from")]
+    pub from: PathBuf,
+    /// The department to retrain.
+    #[arg(long)]
+    pub dept: String,
+    /// Data: synthetic[:k=v,..] | medmnist:DIR[:name,..] | folder:DIR (default: the data of
+    /// the run the checkpoint comes from).
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Teacher for the distillation term (through the frozen unified head).
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// Epochs over the department's training images.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: u64,
+    /// Batch size.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Peak learning rate (SGD momentum 0.9, cosine annealing).
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f64,
+    /// Linear learning-rate warmup steps before the cosine.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: u64,
+    /// Weight decay (the department's slice only).
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    /// Distillation weight β (0: CE only).
+    #[arg(long, default_value_t = 1.0)]
+    pub beta: f64,
+    /// Seed of the data order and flips.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Mixed precision on CUDA: bf16 autocast of the forward passes (default), or off.
+    /// Ignored on the CPU. Untested on a GPU (docs/training.md).
+    #[arg(long, value_enum, default_value = "bf16")]
+    pub amp: crate::amp::Amp,
+    /// libtorch threads (default: one per core; 1 is faster on a busy machine).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Data loader threads.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Run directory (created): run.json, model.safetensors, metrics.jsonl.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+/// The `data` of the run a checkpoint belongs to (`run.json` next to it or in it).
+pub fn run_data(ckpt: &Path) -> Option<String> {
+    let dir = if ckpt.is_dir() { ckpt } else { ckpt.parent()? };
+    let text = std::fs::read_to_string(dir.join("run.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["data"].as_str().map(str::to_string)
+}
+
+/// Runs `finetune`.
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    install_ctrlc();
+    let from = if a.from.is_dir() {
+        a.from.join("model.safetensors")
+    } else {
+        a.from.clone()
+    };
+    let data = match &a.data {
+        Some(d) => d.clone(),
+        None => run_data(&from).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--data is required: no run.json next to {} names the data",
+                from.display()
+            )
+        })?,
+    };
+    let mut fc = FinetuneConfig::new(&from, &a.dept, &data);
+    fc.teacher = a.teacher.clone();
+    fc.epochs = a.epochs;
+    fc.batch = a.batch;
+    fc.lr = a.lr;
+    fc.warmup_steps = a.warmup_steps;
+    fc.weight_decay = a.weight_decay;
+    fc.beta = a.beta;
+    fc.seed = a.seed;
+    let mut ctl = Control {
+        progress: !a.quiet,
+        threads: a.threads,
+        ..Control::default()
+    };
+    if let Some(w) = a.workers {
+        ctl.workers = w.max(1);
+    }
+    ctl.amp = a.amp.enabled(ctl.device);
+    if ctl.amp {
+        eprintln!("mixed precision: bf16 autocast on {:?}", ctl.device);
+    }
+    let o = finetune(&fc, &a.output, &ctl)?;
+    match (&o.last, o.interrupted) {
+        (_, true) => println!("interrupted; {} holds the last epoch", a.output.display()),
+        (Some(m), false) => println!(
+            "done: department {} val top-1 {:.4} -> {:.4}; run in {} (model.safetensors: only its factors and head changed)",
+            a.dept,
+            o.before,
+            m.val_mean,
+            a.output.display()
+        ),
+        (None, false) => println!("nothing to do (0 epochs); {} is the input", a.output.display()),
+    }
+    Ok(())
+}
