@@ -308,6 +308,81 @@ mod tests {
     }
 
     #[test]
+    fn an_older_host_still_decodes_responses_with_appended_fields() {
+        // The responses as a host from before `versions` was appended knew them.
+        #[allow(clippy::large_enum_variant)]
+        #[derive(Debug, PartialEq, Deserialize)]
+        enum OldResponse<'a> {
+            Hello {
+                #[serde(borrow)]
+                version: &'a str,
+                #[serde(borrow)]
+                departments: Vec<&'a str, MAX_DEPTS>,
+                active: u8,
+                input_len: u32,
+            },
+            Status(OldStatus),
+        }
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct OldStatus {
+            active: u8,
+            departments: u8,
+            frames_ok: u32,
+            frames_bad: u32,
+            inferences: u32,
+            button_presses: u32,
+            update_staged: u32,
+            update_len: u32,
+        }
+        let mut buf = [0u8; 256];
+        let hello = Response::Hello {
+            version: "0.1.0",
+            departments: Vec::from_slice(&["lung", "brain"]).unwrap(),
+            active: 1,
+            input_len: 3072,
+            versions: Vec::from_slice(&[1, 7]).unwrap(),
+        };
+        let n = postcard::to_slice(&hello, &mut buf).unwrap().len();
+        let old: OldResponse = postcard::from_bytes(&buf[..n]).unwrap();
+        assert_eq!(
+            old,
+            OldResponse::Hello {
+                version: "0.1.0",
+                departments: Vec::from_slice(&["lung", "brain"]).unwrap(),
+                active: 1,
+                input_len: 3072,
+            }
+        );
+        let status = Response::Status(Status {
+            active: 1,
+            departments: 2,
+            frames_ok: 300,
+            frames_bad: 2,
+            inferences: 9,
+            button_presses: 1,
+            update_staged: 4096,
+            update_len: 47168,
+            versions: Vec::from_slice(&[1, 7]).unwrap(),
+        });
+        let mut buf = [0u8; 256];
+        let n = postcard::to_slice(&status, &mut buf).unwrap().len();
+        let old: OldResponse = postcard::from_bytes(&buf[..n]).unwrap();
+        assert_eq!(
+            old,
+            OldResponse::Status(OldStatus {
+                active: 1,
+                departments: 2,
+                frames_ok: 300,
+                frames_bad: 2,
+                inferences: 9,
+                button_presses: 1,
+                update_staged: 4096,
+                update_len: 47168,
+            })
+        );
+    }
+
+    #[test]
     fn unknown_variant_is_unknown_command() {
         assert_eq!(decode_request(&[100]), Err(FrameError::UnknownCommand));
         assert_eq!(
