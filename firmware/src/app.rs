@@ -3,24 +3,37 @@
 //! Generic over embedded-hal / embedded-io / embedded-storage; owns no heap, every buffer is
 //! a field, so placing the `App` in a `static` allocates it all statically.
 use crate::button::Button;
-use crate::model::{Model, ModelError};
+use crate::crc::Crc32;
+use crate::model::{Model, ModelError, PendingUpdate, UPDATE_HEADER_LEN};
 use crate::proto::{
-    self, ErrorCode, Fed, FrameReader, Request, Response, Status, MAX_CLASSES, MAX_RESPONSE,
+    self, ErrorCode, Fed, FrameReader, Request, Response, Status, MAX_CLASSES, MAX_DEPTS,
+    MAX_RESPONSE,
 };
-use crate::staging::{StageError, Staging};
 use embedded_hal::digital::{InputPin, OutputPin};
 use embedded_io::{Read, ReadReady, Write};
-use embedded_storage::nor_flash::NorFlash;
 
 /// The firmware version reported by `Hello`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// An update package being received (`UpdateBegin` … `UpdateCommit`). Its bytes go to the
+/// model's update store as they arrive; only the package header is held here until it is
+/// complete, because the store checks it (department, base, version, size) before it writes.
+struct Download {
+    len: u32,
+    /// The CRC-32 the host announced, and that of the bytes received so far.
+    crc: u32,
+    running: Crc32,
+    received: u32,
+    header: [u8; UPDATE_HEADER_LEN],
+    /// The model accepted the header (`update_begin` / `update_resume`).
+    started: bool,
+}
+
 /// The running application.
-pub struct App<'f, S, B, L, F, M> {
+pub struct App<'f, S, B, L, M> {
     serial: S,
     button: Button<B>,
     led: L,
-    staging: Staging<F>,
     model: M,
     rx: FrameReader,
     tx: [u8; proto::MAX_FRAME + MAX_RESPONSE],
@@ -28,25 +41,28 @@ pub struct App<'f, S, B, L, F, M> {
     frame: &'f mut [f32],
     /// Values of the frame in progress received so far, and its announced length.
     infer: Option<(u32, u32)>,
+    download: Option<Download>,
+    /// An update a reset (or a flash failure) interrupted, offered to an `UpdateBegin` of the
+    /// same length; dropped once a download's CRC did not match.
+    resumable: Option<PendingUpdate>,
     status: Status,
 }
 
-impl<'f, S, B, L, F, M> App<'f, S, B, L, F, M>
+impl<'f, S, B, L, M> App<'f, S, B, L, M>
 where
     S: Read + Write + ReadReady,
     B: InputPin,
     L: OutputPin,
-    F: NorFlash,
     M: Model,
 {
     /// Assembles the app; `frame` must hold the model's input (checked here, like the arena
-    /// is checked by the engine).
+    /// is checked by the engine). Looks for an update a reset interrupted (reading back what
+    /// of it is on flash, for its CRC).
     pub fn new(
         serial: S,
         button: Button<B>,
         mut led: L,
-        staging: Staging<F>,
-        model: M,
+        mut model: M,
         frame: &'f mut [f32],
     ) -> Result<Self, ModelError> {
         if frame.len() < model.input_len() {
@@ -63,17 +79,20 @@ where
             button_presses: 0,
             update_staged: 0,
             update_len: 0,
+            versions: heapless::Vec::new(),
         };
+        let resumable = model.update_pending();
         Ok(App {
             serial,
             button,
             led,
-            staging,
             model,
             rx: FrameReader::new(),
             tx: [0; proto::MAX_FRAME + MAX_RESPONSE],
             frame,
             infer: None,
+            download: None,
+            resumable,
             status,
         })
     }
@@ -140,12 +159,23 @@ where
 
     /// Counters and state.
     pub fn status(&self) -> Status {
-        let mut s = self.status;
+        let mut s = self.status.clone();
         s.active = self.model.active() as u8;
-        let (staged, len) = self.staging.progress().unwrap_or((0, 0));
+        let (staged, len) = match (&self.download, &self.resumable) {
+            (Some(d), _) => (d.received, d.len),
+            (None, Some(p)) => (p.offset, p.len),
+            (None, None) => (0, 0),
+        };
         s.update_staged = staged;
         s.update_len = len;
+        s.versions = self.versions();
         s
+    }
+
+    fn versions(&self) -> heapless::Vec<u32, MAX_DEPTS> {
+        (0..self.model.departments().min(MAX_DEPTS))
+            .map(|i| self.model.version(i))
+            .collect()
     }
 
     fn with_busy_led<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
@@ -178,32 +208,130 @@ where
                 Reply::Ack(0)
             }
             Request::InferChunk { offset, data } => self.infer_chunk(offset, data),
-            Request::UpdateBegin { len, crc } => match self.staging.begin(len, crc) {
-                Ok(at) => Reply::UpdateReady(at),
-                Err(e) => stage_err(e),
-            },
-            Request::UpdateChunk { offset, data } => match self.staging.write(offset, data) {
-                Ok(next) => Reply::Ack(next),
-                Err(e) => stage_err(e),
-            },
-            Request::UpdateCommit => {
-                let (offset, len) = match self.staging.verify() {
-                    Ok(r) => r,
-                    Err(e) => return stage_err(e),
-                };
-                match self.model.apply_update(self.staging.flash(), offset, len) {
-                    Ok((dept, version)) => {
-                        if self.staging.clear().is_err() {
-                            return Reply::Err(ErrorCode::Flash, 0);
-                        }
-                        Reply::Updated(dept as u8, version)
-                    }
-                    Err(e) => {
-                        // A refused package will not become acceptable: drop it.
-                        let _ = self.staging.clear();
-                        model_err(e)
-                    }
+            Request::UpdateBegin { len, crc } => self.update_begin(len, crc),
+            Request::UpdateChunk { offset, data } => self.update_chunk(offset, data),
+            Request::UpdateCommit => self.update_commit(),
+        }
+    }
+
+    /// Starts a download, or continues the one in progress (same length and CRC), or the one
+    /// a reset interrupted (same length; its CRC is checked at the commit).
+    fn update_begin(&mut self, len: u32, crc: u32) -> Reply {
+        let cap = self.model.update_capacity();
+        if len > cap {
+            return Reply::Err(ErrorCode::TooLarge, cap);
+        }
+        if len <= UPDATE_HEADER_LEN as u32 {
+            return Reply::Err(ErrorCode::Malformed, UPDATE_HEADER_LEN as u32);
+        }
+        if let Some(d) = &self.download {
+            if (d.len, d.crc) == (len, crc) {
+                return Reply::UpdateReady(d.received);
+            }
+        }
+        self.download = None;
+        if let Some(p) = self.resumable.filter(|p| p.len == len) {
+            self.resumable = None;
+            if self.model.update_resume() == Ok(p.offset) {
+                self.download = Some(Download {
+                    len,
+                    crc,
+                    running: p.crc,
+                    received: p.offset,
+                    header: [0; UPDATE_HEADER_LEN],
+                    started: true,
+                });
+                return Reply::UpdateReady(p.offset);
+            }
+        }
+        self.download = Some(Download {
+            len,
+            crc,
+            running: Crc32::new(),
+            received: 0,
+            header: [0; UPDATE_HEADER_LEN],
+            started: false,
+        });
+        Reply::UpdateReady(0)
+    }
+
+    /// Package bytes at `offset`: the header is collected until complete, then handed to the
+    /// model (which refuses a wrong department, base, version or size before writing), then
+    /// every byte streams to the model's update store.
+    fn update_chunk(&mut self, offset: u32, data: &[u8]) -> Reply {
+        let Some(d) = self.download.as_mut() else {
+            return Reply::Err(ErrorCode::BadState, 0);
+        };
+        if offset != d.received {
+            return Reply::Err(ErrorCode::BadOffset, d.received);
+        }
+        if offset as u64 + data.len() as u64 > d.len as u64 {
+            return Reply::Err(ErrorCode::TooLarge, d.len);
+        }
+        let end = offset + data.len() as u32;
+        let mut rest = data;
+        let mut at = offset;
+        let mut r = Ok(());
+        if !d.started {
+            let h = UPDATE_HEADER_LEN;
+            let take = (h - at as usize).min(rest.len());
+            d.header[at as usize..at as usize + take].copy_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            at += take as u32;
+            if at as usize == h {
+                if let Err(e) = self.model.update_begin(&d.header) {
+                    // Refused before anything was written: the download is over.
+                    self.download = None;
+                    return model_err(e);
                 }
+                d.started = true;
+                self.resumable = None;
+                r = self.model.update_write(0, &d.header);
+            }
+        }
+        if r.is_ok() && d.started && !rest.is_empty() {
+            r = self.model.update_write(at, rest);
+        }
+        match r {
+            Ok(()) => {
+                d.running.update(data);
+                d.received = end;
+                Reply::Ack(end)
+            }
+            Err(e) => {
+                // The store lost its place (a flash failure): the next `UpdateBegin` resumes
+                // from what reached flash.
+                self.download = None;
+                self.resumable = self.model.update_pending();
+                model_err(e)
+            }
+        }
+    }
+
+    /// Checks the announced CRC, then has the model verify (hash, signature, base, version,
+    /// counter) and commit.
+    fn update_commit(&mut self) -> Reply {
+        let Some(d) = self.download.as_ref() else {
+            return Reply::Err(ErrorCode::BadState, 0);
+        };
+        if d.received != d.len {
+            return Reply::Err(ErrorCode::BadState, d.received);
+        }
+        let crc_ok = d.running.finish() == d.crc;
+        self.download = None;
+        if !crc_ok {
+            // Not what the host meant to send (or a resumed prefix of another package):
+            // never offer it again; the next `UpdateBegin` starts afresh.
+            self.resumable = None;
+            return Reply::Err(ErrorCode::UpdateCrc, 0);
+        }
+        match self.model.update_commit() {
+            Ok((dept, version)) => Reply::Updated(dept as u8, version),
+            Err(e) => {
+                if e == ModelError::Flash {
+                    self.resumable = self.model.update_pending();
+                }
+                model_err(e)
             }
         }
     }
@@ -261,6 +389,7 @@ where
                     departments: names,
                     active: self.model.active() as u8,
                     input_len: self.model.input_len() as u32,
+                    versions: self.versions(),
                 };
                 send(&mut self.serial, &mut self.tx, &msg);
             }
@@ -325,16 +454,6 @@ fn model_err(e: ModelError) -> Reply {
         ModelError::Shape => Reply::Err(ErrorCode::Model, 0),
         ModelError::Engine(c) => Reply::Err(ErrorCode::Model, c),
         ModelError::Update(c) => Reply::Err(ErrorCode::UpdateRejected, c),
-    }
-}
-
-fn stage_err(e: StageError) -> Reply {
-    match e {
-        StageError::Flash => Reply::Err(ErrorCode::Flash, 0),
-        StageError::NotStarted | StageError::Incomplete => Reply::Err(ErrorCode::BadState, 0),
-        StageError::BadOffset { expected } => Reply::Err(ErrorCode::BadOffset, expected),
-        StageError::TooLarge { limit } => Reply::Err(ErrorCode::TooLarge, limit),
-        StageError::Unaligned => Reply::Err(ErrorCode::Malformed, 0),
-        StageError::Crc => Reply::Err(ErrorCode::UpdateCrc, 0),
+        ModelError::Flash => Reply::Err(ErrorCode::Flash, 0),
     }
 }

@@ -1,5 +1,5 @@
 //! CRC-32 (IEEE 802.3 / zlib: reflected, polynomial 0xEDB88320, init and final xor
-//! 0xFFFFFFFF) over each frame's payload and over a staged update. The table is built at
+//! 0xFFFFFFFF) over each frame's payload and over an update package. The table is built at
 //! compile time, so it lives in flash.
 
 const POLY: u32 = 0xEDB8_8320;
@@ -20,7 +20,8 @@ const TABLE: [u32; 256] = {
     t
 };
 
-/// A running CRC-32, fed in pieces (a staged update is read back from flash in chunks).
+/// A running CRC-32, fed in pieces (an update package arrives in chunks; after a reset the
+/// bytes kept on flash are read back).
 #[derive(Clone, Copy, Debug)]
 pub struct Crc32(u32);
 

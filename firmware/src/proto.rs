@@ -4,7 +4,9 @@
 //! frame it cannot use, after which it keeps serving).
 //!
 //! Wire stability: variants are only ever appended, so a newer host still talks to an older
-//! device (which answers `UnknownCommand`).
+//! device (which answers `UnknownCommand`); fields are only ever appended at the end of a
+//! response (`Hello`, `Status`), which an older host still decodes (postcard ignores the
+//! bytes after the fields it knows).
 use crate::{cobs, crc::crc32};
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
@@ -41,21 +43,27 @@ pub enum Request<'a> {
         #[serde(borrow)]
         data: &'a [u8],
     },
-    /// Start (or resume) staging an update package of `len` bytes whose CRC-32 is `crc`:
-    /// answered by `UpdateReady { resume_at }`, the offset the host continues from.
+    /// Start (or resume) receiving an update package (`.lkdu`) of `len` bytes whose CRC-32 is
+    /// `crc`: answered by `UpdateReady { resume_at }`, the offset the host continues from
+    /// (after a reset: where the update store's journal says the package's bytes end on
+    /// flash, at an erase-page boundary).
     UpdateBegin { len: u32, crc: u32 },
-    /// Package bytes at `offset` (must equal the device's resume offset); answered by `Ack`.
+    /// Package bytes at `offset` (must equal the device's next offset; any length); answered
+    /// by `Ack`. They go straight to the department's inactive A/B slot; the first chunk that
+    /// completes the 128-byte package header is refused (`UpdateRejected`) when the package
+    /// is for another bundle, an unknown department, or not newer than what runs.
     UpdateChunk {
         offset: u32,
         #[serde(borrow)]
         data: &'a [u8],
     },
-    /// Verify the staged package and apply it: answered by `Updated`.
+    /// Check the CRC, verify the package (SHA-256, signature, base id, version, security
+    /// counter, delta blob) and commit it (one journal record): answered by `Updated`.
     UpdateCommit,
 }
 
 /// Device counters and state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub active: u8,
     pub departments: u8,
@@ -63,9 +71,12 @@ pub struct Status {
     pub frames_bad: u32,
     pub inferences: u32,
     pub button_presses: u32,
-    /// Bytes of the update package staged so far, and its announced length (0 when none).
+    /// Bytes of the update package received so far (or, after a reset, kept on flash), and
+    /// its announced length (0 when none).
     pub update_staged: u32,
     pub update_len: u32,
+    /// The version each department runs (0: none available).
+    pub versions: Vec<u32, MAX_DEPTS>,
 }
 
 /// Why a request failed.
@@ -91,7 +102,8 @@ pub enum ErrorCode {
     TooLarge,
     /// The flash driver failed.
     Flash,
-    /// The staged package does not match the announced CRC; staging restarts.
+    /// The received package does not match the announced CRC; the next `UpdateBegin` starts
+    /// afresh.
     UpdateCrc,
     /// The runtime refused the package (`detail` = its error code).
     UpdateRejected,
@@ -100,6 +112,9 @@ pub enum ErrorCode {
 }
 
 /// Device → host.
+// A response lives on the stack only while it is encoded (no allocator to box `Hello`'s
+// name and version lists), so the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Response<'a> {
     Hello {
@@ -110,6 +125,8 @@ pub enum Response<'a> {
         active: u8,
         /// f32 values per input frame.
         input_len: u32,
+        /// The version each department runs (0: none available).
+        versions: Vec<u32, MAX_DEPTS>,
     },
     Status(Status),
     Selected {
@@ -288,6 +305,81 @@ mod tests {
         assert_eq!(&f[..n], &expect[..]);
         let msg = open_frame(&mut f[..n - 1]).unwrap();
         assert_eq!(decode::<Request>(msg).unwrap(), Request::Select { dept: 3 });
+    }
+
+    #[test]
+    fn an_older_host_still_decodes_responses_with_appended_fields() {
+        // The responses as a host from before `versions` was appended knew them.
+        #[allow(clippy::large_enum_variant)]
+        #[derive(Debug, PartialEq, Deserialize)]
+        enum OldResponse<'a> {
+            Hello {
+                #[serde(borrow)]
+                version: &'a str,
+                #[serde(borrow)]
+                departments: Vec<&'a str, MAX_DEPTS>,
+                active: u8,
+                input_len: u32,
+            },
+            Status(OldStatus),
+        }
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct OldStatus {
+            active: u8,
+            departments: u8,
+            frames_ok: u32,
+            frames_bad: u32,
+            inferences: u32,
+            button_presses: u32,
+            update_staged: u32,
+            update_len: u32,
+        }
+        let mut buf = [0u8; 256];
+        let hello = Response::Hello {
+            version: "0.1.0",
+            departments: Vec::from_slice(&["lung", "brain"]).unwrap(),
+            active: 1,
+            input_len: 3072,
+            versions: Vec::from_slice(&[1, 7]).unwrap(),
+        };
+        let n = postcard::to_slice(&hello, &mut buf).unwrap().len();
+        let old: OldResponse = postcard::from_bytes(&buf[..n]).unwrap();
+        assert_eq!(
+            old,
+            OldResponse::Hello {
+                version: "0.1.0",
+                departments: Vec::from_slice(&["lung", "brain"]).unwrap(),
+                active: 1,
+                input_len: 3072,
+            }
+        );
+        let status = Response::Status(Status {
+            active: 1,
+            departments: 2,
+            frames_ok: 300,
+            frames_bad: 2,
+            inferences: 9,
+            button_presses: 1,
+            update_staged: 4096,
+            update_len: 47168,
+            versions: Vec::from_slice(&[1, 7]).unwrap(),
+        });
+        let mut buf = [0u8; 256];
+        let n = postcard::to_slice(&status, &mut buf).unwrap().len();
+        let old: OldResponse = postcard::from_bytes(&buf[..n]).unwrap();
+        assert_eq!(
+            old,
+            OldResponse::Status(OldStatus {
+                active: 1,
+                departments: 2,
+                frames_ok: 300,
+                frames_bad: 2,
+                inferences: 9,
+                button_presses: 1,
+                update_staged: 4096,
+                update_len: 47168,
+            })
+        );
     }
 
     #[test]

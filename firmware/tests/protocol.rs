@@ -1,21 +1,94 @@
-//! Whole conversations with the device app on the host: fake serial, pins and flash, a
-//! linear stand-in model. Random inputs from a seeded RNG (seed printed).
+//! Whole conversations with the device app on the host: fake serial, pins and a
+//! memory-mapped RAM NOR flash; the real model (`RuntimeModel`: `lorkd_runtime`'s engine on a
+//! packed int8 ShuffleNetV2 bundle, department deltas from its A/B `UpdateStore`), with the
+//! fixture the QEMU board embeds (`fakes::gen`): test images, host-computed scores, a signed
+//! update. Random inputs from a seeded RNG (seed printed).
 mod fakes;
 
-use fakes::{decode, Led, LinearModel, MemFlash, Pin, Serial};
+use fakes::{decode, gen, Led, MemFlash, Pin, Serial};
 use lorkd_firmware::app::{argmax, App, VERSION};
 use lorkd_firmware::button::{Button, DEBOUNCE_MS};
 use lorkd_firmware::crc::crc32;
+use lorkd_firmware::fixture::Fixture;
+use lorkd_firmware::model::Model;
 use lorkd_firmware::proto::{self, ErrorCode, Request, Response, MAX_CHUNK, MAX_FRAME};
-use lorkd_firmware::staging::Staging;
+use lorkd_firmware::runtime_model::{scratch_bytes, store_layout, RuntimeModel};
+use lorkd_runtime::engine::AlignedBytes;
+use lorkd_runtime::format::{Bundle, Mode};
+use lorkd_runtime::update::package::{write_signed, Package, PackageHeader};
+use lorkd_runtime::update::{Layout, UpdateStore};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::sync::OnceLock;
 
-const INPUT: usize = 300;
-const CLASSES: usize = 5;
-const FLASH: usize = 64 * 1024;
+type Model_ = RuntimeModel<'static, MemFlash>;
+type Dev = App<'static, Serial, Pin, Led, Model_>;
 
-type Dev = App<'static, Serial, Pin, Led, MemFlash, LinearModel>;
+/// The fixture, built once per test binary; everything in it lives for the whole run.
+struct Fx {
+    f: Fixture<'static>,
+    bundle: &'static Bundle<'static>,
+    layout: Layout,
+    input_len: usize,
+}
+
+fn fx() -> &'static Fx {
+    static FX: OnceLock<Fx> = OnceLock::new();
+    FX.get_or_init(|| {
+        let (bytes, summary) = gen::fixture().expect("fixture");
+        println!("fixture: {summary}");
+        // 16-aligned in memory, like the bundle in flash (the engine reads it in place).
+        let al: &'static AlignedBytes = Box::leak(Box::new(AlignedBytes::new(&bytes)));
+        let f = Fixture::parse(al.as_slice()).expect("fixture parses");
+        let bundle: &'static Bundle<'static> =
+            Box::leak(Box::new(Bundle::parse(f.bundle).expect("bundle")));
+        // The store in a flash of its own (the bundle stays where it is, read in place).
+        let layout = store_layout(bundle, 0, 1024);
+        Fx {
+            input_len: f.input_len,
+            f,
+            bundle,
+            layout,
+        }
+    })
+}
+
+impl Fx {
+    fn image(&self, n: usize) -> Vec<f32> {
+        let mut x = vec![0f32; self.input_len];
+        self.f.image(n, &mut x);
+        x
+    }
+    fn classes(&self, d: usize) -> usize {
+        self.bundle.department(d).unwrap().classes()
+    }
+    /// The host's scores for department `d` on image `n`.
+    fn expected(&self, d: usize, n: usize) -> Vec<f32> {
+        (0..self.classes(d))
+            .map(|k| self.f.expected(d, n, k).1)
+            .collect()
+    }
+    /// The host's scores for the updated department on image `n`, after the update.
+    fn expected_updated(&self, n: usize) -> Vec<f32> {
+        (0..self.classes(self.f.update_dept))
+            .map(|k| self.f.expected_updated(n, k).1)
+            .collect()
+    }
+    fn new_flash(&self) -> MemFlash {
+        MemFlash::new(self.layout.end() as usize)
+    }
+    /// A copy of the fixture's update with its header replaced, re-signed with the test key
+    /// (authentic, but for another base / an older version).
+    fn resigned(&self, edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
+        let p = Package::parse(self.f.update).unwrap();
+        let mut h = p.header.encode();
+        edit(&mut h);
+        let h = PackageHeader::parse(&h).unwrap();
+        let mut out = vec![0u8; h.package_len()];
+        write_signed(&h, p.blob(), &gen::SIGNING_KEY, &mut out).unwrap();
+        out
+    }
+}
 
 struct Rig {
     app: Dev,
@@ -32,16 +105,31 @@ fn rng() -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
 
-fn rig_with(model: LinearModel, flash: MemFlash) -> Rig {
+/// Boots the device over `flash`: opens the update store (journal replay, slots re-hashed),
+/// starts the model on a fresh arena, assembles the app.
+fn boot(flash: MemFlash) -> Rig {
+    let fx = fx();
     let (serial, button, led) = (Serial::default(), Pin::default(), Led::default());
     button.0.set(true); // active low, released
-    let staging = Staging::open(flash.clone(), 0, FLASH as u32).unwrap();
-    let frame: &'static mut [f32] = Box::leak(vec![0f32; INPUT].into_boxed_slice());
+    let store = UpdateStore::open(flash.clone(), fx.layout, fx.f.pubkey, fx.bundle).unwrap();
+    let arena: &'static mut AlignedBytes = Box::leak(Box::new(AlignedBytes::zeroed(
+        fx.bundle.arena_bytes(Mode::Materialized),
+    )));
+    let scratch: &'static mut [u8] =
+        Box::leak(vec![0u8; scratch_bytes(&fx.layout)].into_boxed_slice());
+    let model = RuntimeModel::new(
+        fx.bundle,
+        arena.as_mut_slice(),
+        Mode::Materialized,
+        store,
+        scratch,
+    )
+    .unwrap();
+    let frame: &'static mut [f32] = Box::leak(vec![0f32; fx.input_len].into_boxed_slice());
     let app = App::new(
         serial.clone(),
         Button::new(button.clone(), true),
         led.clone(),
-        staging,
         model,
         frame,
     )
@@ -56,11 +144,8 @@ fn rig_with(model: LinearModel, flash: MemFlash) -> Rig {
     }
 }
 
-fn rig(rng: &mut ChaCha8Rng) -> Rig {
-    rig_with(
-        LinearModel::new(rng, 3, CLASSES, INPUT),
-        MemFlash::new(FLASH),
-    )
+fn rig() -> Rig {
+    boot(fx().new_flash())
 }
 
 impl Rig {
@@ -83,6 +168,10 @@ impl Rig {
             r => panic!("expected an error, got {r:?}"),
         };
         out
+    }
+    fn select(&mut self, dept: u8) {
+        let mut f = self.ask(&Request::Select { dept });
+        assert_eq!(decode(&mut f), Response::Selected { dept });
     }
     fn infer(&mut self, x: &[f32]) -> (u8, u16, Vec<f32>) {
         let mut f = self.ask(&Request::InferBegin {
@@ -112,58 +201,95 @@ impl Rig {
         }
         unreachable!()
     }
+    fn status(&mut self) -> proto::Status {
+        let mut a = self.ask(&Request::Status);
+        let out = match decode(&mut a) {
+            Response::Status(s) => s,
+            r => panic!("{r:?}"),
+        };
+        out
+    }
+    fn versions(&mut self) -> Vec<u32> {
+        let mut a = self.ask(&Request::Hello);
+        let out = match decode(&mut a) {
+            Response::Hello { versions, .. } => versions.to_vec(),
+            r => panic!("{r:?}"),
+        };
+        out
+    }
     fn wait(&mut self, ms: u32) {
         for _ in 0..ms {
             self.now += 1;
             self.app.poll(self.now);
         }
     }
+    /// A reset: the app and model are dropped; a new one boots over the same flash.
+    fn reset(self) -> Rig {
+        let flash = self.flash.clone();
+        drop(self);
+        boot(flash)
+    }
 }
 
 #[test]
 fn hello_select_infer_status_conversation() {
-    let mut rng = rng();
-    let mut r = rig(&mut rng);
+    let fx = fx();
+    let mut r = rig();
     let mut f = r.ask(&Request::Hello);
+    let n = fx.f.departments;
     match decode(&mut f) {
         Response::Hello {
             version,
             departments,
             active,
             input_len,
+            versions,
         } => {
             assert_eq!(version, VERSION);
-            assert_eq!(&departments[..], ["lung", "thyroid", "brain"]);
+            let names: Vec<&str> = (0..n)
+                .map(|d| fx.bundle.department(d).unwrap().manifest.name)
+                .collect();
+            assert_eq!(&departments[..], &names[..]);
             assert_eq!(active, 0);
-            assert_eq!(input_len as usize, INPUT);
+            assert_eq!(input_len as usize, 3 * 32 * 32);
+            let factory: Vec<u32> = (0..n)
+                .map(|d| fx.bundle.department(d).unwrap().manifest.version)
+                .collect();
+            assert_eq!(&versions[..], &factory[..]);
         }
         other => panic!("{other:?}"),
     }
+    // Every department on every image: the engine's scores, bit for bit as on the host.
+    let mut count = 0;
+    let mut tops = Vec::new();
     for dept in [2u8, 0, 1, 2] {
-        let mut f = r.ask(&Request::Select { dept });
-        assert_eq!(decode(&mut f), Response::Selected { dept });
-        let x: Vec<f32> = (0..INPUT).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let (d, top1, scores) = r.infer(&x);
-        let want = r.app.model().expect(dept as usize, &x);
-        assert_eq!(d, dept);
-        assert_eq!(scores, want, "scores of department {dept}");
-        assert_eq!(top1 as usize, argmax(&want));
-    }
-    let mut f = r.ask(&Request::Status);
-    match decode(&mut f) {
-        Response::Status(s) => {
-            assert_eq!(
-                (s.active, s.departments, s.inferences, s.frames_bad),
-                (2, 3, 4, 0)
-            );
-            // Hello + 4 × (Select + InferBegin + 3 chunks) + Status
-            assert_eq!(s.frames_ok, 1 + 4 * 5 + 1);
+        r.select(dept);
+        for img in 0..fx.f.images {
+            let (d, top1, scores) = r.infer(&fx.image(img));
+            let want = fx.expected(dept as usize, img);
+            assert_eq!(d, dept);
+            assert_eq!(scores, want, "scores of department {dept}, image {img}");
+            assert_eq!(top1 as usize, argmax(&want));
+            assert_eq!(top1 as usize, fx.f.expected(dept as usize, img, 0).0);
+            tops.push(top1);
+            count += 1;
         }
-        other => panic!("{other:?}"),
     }
+    assert!(tops.iter().any(|&t| t != tops[0]), "top-1 all the same");
+    let s = r.status();
     assert_eq!(
-        r.error(&Request::Select { dept: 3 }),
-        (ErrorCode::BadDepartment, 3)
+        (s.active, s.departments as usize, s.inferences, s.frames_bad),
+        (2, n, count, 0)
+    );
+    // Hello + 4 × (Select + images × (InferBegin + 24 chunks)) + Status
+    let chunks = (fx.input_len * 4).div_ceil(MAX_CHUNK) as u32;
+    assert_eq!(
+        s.frames_ok,
+        1 + 4 * (1 + fx.f.images as u32 * (1 + chunks)) + 1
+    );
+    assert_eq!(
+        r.error(&Request::Select { dept: n as u8 }),
+        (ErrorCode::BadDepartment, n as u32)
     );
     // The LED is on when idle, and went off while each request was handled.
     let led = r.led.0.borrow();
@@ -174,7 +300,7 @@ fn hello_select_infer_status_conversation() {
 #[test]
 fn bad_frames_get_error_frames_and_the_device_keeps_serving() {
     let mut rng = rng();
-    let mut r = rig(&mut rng);
+    let mut r = rig();
     let mut s = [0u8; 64];
     let mut f = [0u8; 80];
     let n = proto::encode_frame(&Request::Select { dept: 1 }, &mut s, &mut f).unwrap();
@@ -266,8 +392,8 @@ fn bad_frames_get_error_frames_and_the_device_keeps_serving() {
 
 #[test]
 fn inference_chunks_out_of_order_are_refused() {
-    let mut rng = rng();
-    let mut r = rig(&mut rng);
+    let fx = fx();
+    let mut r = rig();
     let data = [0u8; 16];
     assert_eq!(
         r.error(&Request::InferChunk {
@@ -278,9 +404,11 @@ fn inference_chunks_out_of_order_are_refused() {
     );
     assert_eq!(
         r.error(&Request::InferBegin { len: 7 }),
-        (ErrorCode::TooLarge, INPUT as u32)
+        (ErrorCode::TooLarge, fx.input_len as u32)
     );
-    let mut a = r.ask(&Request::InferBegin { len: INPUT as u32 });
+    let mut a = r.ask(&Request::InferBegin {
+        len: fx.input_len as u32,
+    });
     assert_eq!(decode(&mut a), Response::Ack { next: 0 });
     assert_eq!(
         r.error(&Request::InferChunk {
@@ -297,7 +425,7 @@ fn inference_chunks_out_of_order_are_refused() {
         .0,
         ErrorCode::Malformed
     );
-    let big = vec![0u8; (INPUT + 1) * 4];
+    let big = vec![0u8; (fx.input_len + 1) * 4];
     let (code, _) = r.error(&Request::InferChunk {
         offset: 0,
         data: &big,
@@ -308,15 +436,14 @@ fn inference_chunks_out_of_order_are_refused() {
         "{code:?}"
     );
     // A full inference still works afterwards.
-    let x: Vec<f32> = (0..INPUT).map(|_| rng.gen_range(-1.0..1.0)).collect();
-    let (_, _, scores) = r.infer(&x);
-    assert_eq!(scores, r.app.model().expect(0, &x));
+    let (_, _, scores) = r.infer(&fx.image(1));
+    assert_eq!(scores, fx.expected(0, 1));
 }
 
 #[test]
 fn button_presses_cycle_departments_debounced() {
-    let mut rng = rng();
-    let mut r = rig(&mut rng);
+    let fx = fx();
+    let mut r = rig();
     let press = |r: &mut Rig, bounces: usize| {
         for _ in 0..bounces {
             r.button.0.set(false);
@@ -329,23 +456,23 @@ fn button_presses_cycle_departments_debounced() {
         r.button.0.set(true);
         r.wait(DEBOUNCE_MS + 5);
     };
-    assert_eq!(r.app.model().active, 0);
+    assert_eq!(r.app.model().active(), 0);
     press(&mut r, 0);
-    assert_eq!(r.app.model().active, 1);
+    assert_eq!(r.app.model().active(), 1);
     press(&mut r, 6); // a bouncy press is still one press
-    assert_eq!(r.app.model().active, 2);
+    assert_eq!(r.app.model().active(), 2);
     press(&mut r, 3);
-    assert_eq!(r.app.model().active, 0, "wraps around");
+    assert_eq!(r.app.model().active(), 0, "wraps around");
     // A glitch shorter than the debounce time is no press.
     r.button.0.set(false);
     r.wait(DEBOUNCE_MS - 5);
     r.button.0.set(true);
     r.wait(3 * DEBOUNCE_MS);
-    assert_eq!(r.app.model().active, 0);
+    assert_eq!(r.app.model().active(), 0);
     // Holding the button is one press, not a repeat.
     r.button.0.set(false);
     r.wait(20 * DEBOUNCE_MS);
-    assert_eq!(r.app.model().active, 1);
+    assert_eq!(r.app.model().active(), 1);
     r.button.0.set(true);
     r.wait(2 * DEBOUNCE_MS);
     let mut a = r.ask(&Request::Status);
@@ -358,26 +485,16 @@ fn button_presses_cycle_departments_debounced() {
         "button presses send nothing unsolicited"
     );
     // Inference after a button switch uses the new department.
-    let x: Vec<f32> = (0..INPUT).map(|_| rng.gen_range(-1.0..1.0)).collect();
-    let (d, _, s) = r.infer(&x);
-    assert_eq!((d, s), (1, r.app.model().expect(1, &x)));
+    let (d, _, s) = r.infer(&fx.image(2));
+    assert_eq!((d, s), (1, fx.expected(1, 2)));
 }
 
-fn package(rng: &mut ChaCha8Rng, dept: u8, version: u32) -> (Vec<u8>, Vec<f32>) {
-    let w: Vec<f32> = (0..CLASSES * INPUT)
-        .map(|_| rng.gen_range(-1.0..1.0))
-        .collect();
-    let mut p = vec![dept];
-    p.extend_from_slice(&version.to_le_bytes());
-    p.extend(w.iter().flat_map(|v| v.to_le_bytes()));
-    (p, w)
-}
-
-/// Sends chunks of `pkg` from `from` until `until` bytes; returns the next offset.
-fn send_chunks(r: &mut Rig, pkg: &[u8], from: usize, until: usize) -> u32 {
+/// Sends chunks of `pkg` from `from` until `until` bytes, of `size` bytes each; returns the
+/// next offset.
+fn send_chunks(r: &mut Rig, pkg: &[u8], from: usize, until: usize, size: usize) -> usize {
     let mut off = from;
     while off < until {
-        let end = (off + MAX_CHUNK).min(until);
+        let end = (off + size).min(until);
         let mut a = r.ask(&Request::UpdateChunk {
             offset: off as u32,
             data: &pkg[off..end],
@@ -385,19 +502,45 @@ fn send_chunks(r: &mut Rig, pkg: &[u8], from: usize, until: usize) -> u32 {
         assert_eq!(decode(&mut a), Response::Ack { next: end as u32 });
         off = end;
     }
-    off as u32
+    off
+}
+
+fn begin(r: &mut Rig, pkg: &[u8]) -> u32 {
+    let (len, crc) = (pkg.len() as u32, crc32(pkg));
+    let mut a = r.ask(&Request::UpdateBegin { len, crc });
+    let out = match decode(&mut a) {
+        Response::UpdateReady { resume_at } => resume_at,
+        other => panic!("{other:?}"),
+    };
+    out
+}
+
+/// Infers every image with department `d`; returns the scores.
+fn scores_of(r: &mut Rig, d: u8) -> Vec<Vec<f32>> {
+    r.select(d);
+    (0..fx().f.images)
+        .map(|n| r.infer(&fx().image(n)).2)
+        .collect()
 }
 
 #[test]
-fn update_resumes_after_reset_and_power_cut() {
-    let mut rng = rng();
-    let mut r = rig(&mut rng);
-    let (pkg, w) = package(&mut rng, 1, 2);
-    let (len, crc) = (pkg.len() as u32, crc32(&pkg));
-    let mut a = r.ask(&Request::UpdateBegin { len, crc });
-    assert_eq!(decode(&mut a), Response::UpdateReady { resume_at: 0 });
-    let half = pkg.len() / 2 / MAX_CHUNK * MAX_CHUNK;
-    send_chunks(&mut r, &pkg, 0, half);
+fn update_streams_into_the_store_resumes_after_resets_and_answers_with_the_new_version() {
+    let fx = fx();
+    let (d, v) = (fx.f.update_dept, fx.f.update_version);
+    let pkg = fx.f.update;
+    let len = pkg.len() as u32;
+    let mut r = rig();
+    let before = r.versions();
+    assert!(before[d] < v);
+    let others: Vec<Vec<Vec<f32>>> = (0..fx.f.departments)
+        .map(|i| scores_of(&mut r, i as u8))
+        .collect();
+    r.select(d as u8);
+
+    assert_eq!(begin(&mut r, pkg), 0);
+    // Odd chunk sizes: the header arrives split, chunks straddle flash pages and write units.
+    let half = pkg.len() / 2;
+    send_chunks(&mut r, pkg, 0, half, 301);
     assert_eq!(
         r.error(&Request::UpdateChunk {
             offset: 0,
@@ -405,134 +548,247 @@ fn update_resumes_after_reset_and_power_cut() {
         }),
         (ErrorCode::BadOffset, half as u32)
     );
-    assert_eq!(r.error(&Request::UpdateCommit), (ErrorCode::BadState, 0));
-
-    // Reset: a new app over the same flash resumes where the log ends.
-    let model = std::mem::replace(r.app.model(), LinearModel::new(&mut rng, 1, 1, 1));
-    let mut r = rig_with(model, r.flash.clone());
-    let mut a = r.ask(&Request::Status);
-    let Response::Status(st) = decode(&mut a) else {
-        panic!()
-    };
-    assert_eq!((st.update_staged, st.update_len), (half as u32, len));
-    // It resumes at the start of the erase sector holding the staged length (re-erased).
-    let sector = half / 1024 * 1024;
-    let mut a = r.ask(&Request::UpdateBegin { len, crc });
     assert_eq!(
-        decode(&mut a),
-        Response::UpdateReady {
-            resume_at: sector as u32
-        }
+        r.error(&Request::UpdateCommit),
+        (ErrorCode::BadState, half as u32)
     );
-    // One more chunk lands, so the staged length is mid-sector when the power goes.
-    let half = send_chunks(&mut r, &pkg, sector, sector + MAX_CHUNK) as usize;
-    assert_ne!(half % 1024, 0);
+    // Same download, no reset: continues where it is.
+    assert_eq!(begin(&mut r, pkg), half as u32);
+    let st = r.status();
+    assert_eq!((st.update_staged, st.update_len), (half as u32, len));
 
-    // Power cut in the middle of a chunk: the flash fails after one more write.
+    // Reset: the journal says which pages are on flash; the package continues from the last
+    // whole erase page, its header read back from the slot (the host does not resend it).
+    let mut r = r.reset();
+    let page = 1024;
+    let kept = (half / page * page) as u32;
+    let st = r.status();
+    assert_eq!((st.update_staged, st.update_len), (kept, len));
+    assert_eq!(r.versions(), before, "nothing committed yet");
+    assert_eq!(begin(&mut r, pkg), kept);
+    let at = send_chunks(&mut r, pkg, kept as usize, kept as usize + 1800, 500);
+
+    // Power cut in the middle of a chunk that completes a flash page: its first bytes reach
+    // the flash, the journal's Progress record for the page does not.
+    assert!(at % page + MAX_CHUNK > page);
     r.flash.writes_left.set(Some(1));
-    let end = half + MAX_CHUNK;
     let (code, _) = r.error(&Request::UpdateChunk {
-        offset: half as u32,
-        data: &pkg[half..end],
+        offset: at as u32,
+        data: &pkg[at..at + MAX_CHUNK],
     });
     assert_eq!(code, ErrorCode::Flash);
     r.flash.writes_left.set(None);
-    // The chunk's data reached flash, its log slot did not: the device restarts at the erase
-    // sector holding the staged length (re-erased), and the update completes from there.
-    let model = std::mem::replace(r.app.model(), LinearModel::new(&mut rng, 1, 1, 1));
-    let mut r = rig_with(model, r.flash.clone());
-    let sector = (half / 1024 * 1024) as u32;
-    let mut a = r.ask(&Request::Status);
-    let Response::Status(st) = decode(&mut a) else {
-        panic!()
-    };
-    assert_eq!(
-        st.update_staged, half as u32,
-        "the log holds the last completed chunk"
-    );
-    let mut a = r.ask(&Request::UpdateBegin { len, crc });
-    assert_eq!(decode(&mut a), Response::UpdateReady { resume_at: sector });
-    send_chunks(&mut r, &pkg, sector as usize, pkg.len());
+    let mut r = r.reset();
+    let st = r.status();
+    let kept2 = st.update_staged;
+    assert!(kept2 >= kept && kept2 as usize <= at && kept2.is_multiple_of(page as u32));
+    assert_eq!(begin(&mut r, pkg), kept2);
+    send_chunks(&mut r, pkg, kept2 as usize, pkg.len(), MAX_CHUNK);
+    r.select(d as u8); // running the old version while the new one is committed
+    let gen0 = r.app.model().store().journal_generation();
     let mut a = r.ask(&Request::UpdateCommit);
     assert_eq!(
         decode(&mut a),
         Response::Updated {
-            dept: 1,
-            version: 2
+            dept: d as u8,
+            version: v
         }
     );
-    assert_eq!(r.app.model().weights[1], w);
+    assert_eq!(r.app.model().store().journal_generation(), gen0);
+    // The department answers with the new version, and runs the new expert right away.
+    let mut after = before.clone();
+    after[d] = v;
+    assert_eq!(r.versions(), after);
+    assert_eq!(r.status().versions.to_vec(), after);
+    assert_eq!(r.status().update_len, 0);
+    for n in 0..fx.f.images {
+        let (dd, top1, s) = r.infer(&fx.image(n));
+        assert_eq!(dd as usize, d);
+        assert_eq!(s, fx.expected_updated(n), "image {n}");
+        assert_eq!(top1 as usize, fx.f.expected_updated(n, 0).0);
+    }
+    assert_ne!(
+        fx.expected_updated(0),
+        fx.expected(d, 0),
+        "the update changes scores"
+    );
+    // Switch away and back: bit-identical; the other departments are untouched.
+    for (i, before) in others.iter().enumerate() {
+        let s = scores_of(&mut r, i as u8);
+        if i != d {
+            assert_eq!(&s, before, "department {i}");
+        }
+    }
+    assert_eq!(
+        scores_of(&mut r, d as u8),
+        (0..fx.f.images)
+            .map(|n| fx.expected_updated(n))
+            .collect::<Vec<_>>()
+    );
+    // A commit leaves nothing to commit.
+    assert_eq!(r.error(&Request::UpdateCommit), (ErrorCode::BadState, 0));
+
+    // After a reset the device boots into the new version (newest committed, intact slot).
+    let mut r = r.reset();
+    assert_eq!(r.versions(), after);
+    assert_eq!(r.status().update_len, 0, "no update pending");
+    assert_eq!(
+        scores_of(&mut r, d as u8),
+        (0..fx.f.images)
+            .map(|n| fx.expected_updated(n))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Sends a whole package; returns the answer to `UpdateCommit` (or to the chunk that was
+/// refused).
+fn push_package(r: &mut Rig, pkg: &[u8]) -> Response<'static> {
+    assert_eq!(begin(r, pkg), 0);
+    let mut off = 0;
+    while off < pkg.len() {
+        let end = (off + MAX_CHUNK).min(pkg.len());
+        let mut a = r.ask(&Request::UpdateChunk {
+            offset: off as u32,
+            data: &pkg[off..end],
+        });
+        match decode(&mut a) {
+            Response::Ack { next } => assert_eq!(next as usize, end),
+            Response::Error { code, detail } => return Response::Error { code, detail },
+            other => panic!("{other:?}"),
+        }
+        off = end;
+    }
+    let mut a = r.ask(&Request::UpdateCommit);
+    let out = match decode(&mut a) {
+        Response::Error { code, detail } => Response::Error { code, detail },
+        Response::Updated { dept, version } => Response::Updated { dept, version },
+        other => panic!("{other:?}"),
+    };
+    out
+}
+
+fn rejected(code: u32) -> Response<'static> {
+    Response::Error {
+        code: ErrorCode::UpdateRejected,
+        detail: code,
+    }
 }
 
 #[test]
-fn update_end_to_end_and_refusals() {
-    let mut rng = rng();
-    let mut r = rig(&mut rng);
-    let (pkg, w) = package(&mut rng, 2, 5);
-    let (len, crc) = (pkg.len() as u32, crc32(&pkg));
-    let mut a = r.ask(&Request::UpdateBegin { len, crc });
+fn refused_updates_leave_the_running_department_untouched() {
+    let fx = fx();
+    let (d, v) = (fx.f.update_dept, fx.f.update_version);
+    let pkg = fx.f.update;
+    let mut r = rig();
+    let before = r.versions();
+    let scores = scores_of(&mut r, d as u8);
+    let untouched = |r: &mut Rig, what: &str| {
+        assert_eq!(r.versions(), before, "{what}");
+        assert_eq!(scores_of(r, d as u8), scores, "{what}");
+    };
+
+    // Another bundle's package (authentic, other base id): refused at its header, before
+    // anything is written.
+    let other_base = fx.resigned(|h| h[24] ^= 1);
+    assert_eq!(push_package(&mut r, &other_base), rejected(13));
+    untouched(&mut r, "other base");
+    // One signature bit flipped: streamed, then refused at the commit.
+    let mut bad_sig = pkg.to_vec();
+    *bad_sig.last_mut().unwrap() ^= 1;
+    assert_eq!(push_package(&mut r, &bad_sig), rejected(11));
+    untouched(&mut r, "bad signature");
+    // A blob bit flipped: the package hash no longer matches.
+    let mut bad_blob = pkg.to_vec();
+    bad_blob[200] ^= 1;
+    assert_eq!(push_package(&mut r, &bad_blob), rejected(9));
+    untouched(&mut r, "bad blob");
+    // Not the CRC the host announced: refused before the store verifies anything.
+    let mut a = r.ask(&Request::UpdateBegin {
+        len: pkg.len() as u32,
+        crc: crc32(pkg) ^ 1,
+    });
     assert_eq!(decode(&mut a), Response::UpdateReady { resume_at: 0 });
-    send_chunks(&mut r, &pkg, 0, pkg.len());
-    let mut a = r.ask(&Request::UpdateCommit);
+    send_chunks(&mut r, pkg, 0, pkg.len(), MAX_CHUNK);
+    assert_eq!(r.error(&Request::UpdateCommit), (ErrorCode::UpdateCrc, 0));
+    untouched(&mut r, "bad crc");
+    // Too large for a slot; too short to be a package; a chunk past the announced length.
+    let cap = fx.layout.slot_size;
     assert_eq!(
-        decode(&mut a),
+        r.error(&Request::UpdateBegin {
+            len: cap + 1,
+            crc: 0
+        }),
+        (ErrorCode::TooLarge, cap)
+    );
+    assert_eq!(
+        r.error(&Request::UpdateBegin { len: 100, crc: 0 }).0,
+        ErrorCode::Malformed
+    );
+    let mut a = r.ask(&Request::UpdateBegin { len: 200, crc: 0 });
+    assert_eq!(decode(&mut a), Response::UpdateReady { resume_at: 0 });
+    assert_eq!(
+        r.error(&Request::UpdateChunk {
+            offset: 0,
+            data: &[0; 300]
+        }),
+        (ErrorCode::TooLarge, 200)
+    );
+    // Not a package at all (a header of zeros: bad magic).
+    assert_eq!(
+        r.error(&Request::UpdateChunk {
+            offset: 0,
+            data: &[0; 150]
+        }),
+        (ErrorCode::UpdateRejected, 4)
+    );
+    untouched(&mut r, "not a package");
+
+    // The real one goes in (after all those refusals) …
+    assert_eq!(
+        push_package(&mut r, pkg),
         Response::Updated {
-            dept: 2,
-            version: 5
+            dept: d as u8,
+            version: v
         }
     );
-    assert_eq!(r.app.model().weights[2], w);
-    let mut a = r.ask(&Request::Select { dept: 2 });
-    assert_eq!(decode(&mut a), Response::Selected { dept: 2 });
-    let x: Vec<f32> = (0..INPUT).map(|_| rng.gen_range(-1.0..1.0)).collect();
-    let (_, _, s) = r.infer(&x);
-    assert_eq!(s, r.app.model().expect(2, &x));
-    // Staging was cleared: a commit now has nothing to commit.
-    assert_eq!(r.error(&Request::UpdateCommit), (ErrorCode::BadState, 0));
-
-    // Same version again: the model refuses it (code 2), staging is dropped.
-    let mut a = r.ask(&Request::UpdateBegin { len, crc });
-    assert_eq!(decode(&mut a), Response::UpdateReady { resume_at: 0 });
-    send_chunks(&mut r, &pkg, 0, pkg.len());
+    // … and cannot be replayed, nor an older version (re-signed) go back.
+    assert_eq!(push_package(&mut r, pkg), rejected(16));
+    let older = fx.resigned(|h| h[8..12].copy_from_slice(&1u32.to_le_bytes()));
+    assert_eq!(push_package(&mut r, &older), rejected(15));
+    let mut after = before.clone();
+    after[d] = v;
+    assert_eq!(r.versions(), after);
     assert_eq!(
-        r.error(&Request::UpdateCommit),
-        (ErrorCode::UpdateRejected, 2)
+        scores_of(&mut r, d as u8),
+        (0..fx.f.images)
+            .map(|n| fx.expected_updated(n))
+            .collect::<Vec<_>>()
     );
+}
 
-    // Announced CRC does not match the bytes: refused before the model sees it.
-    let (pkg2, _) = package(&mut rng, 0, 9);
-    let mut a = r.ask(&Request::UpdateBegin {
-        len: pkg2.len() as u32,
-        crc: crc ^ 1,
-    });
-    assert_eq!(decode(&mut a), Response::UpdateReady { resume_at: 0 });
-    send_chunks(&mut r, &pkg2, 0, pkg2.len());
+#[test]
+fn a_resumed_download_whose_crc_fails_starts_afresh() {
+    let fx = fx();
+    let pkg = fx.f.update;
+    let mut r = rig();
+    // Half of a package whose blob differs (same header), then a reset.
+    let mut other = pkg.to_vec();
+    other[pkg.len() / 4] ^= 0x40;
+    assert_eq!(begin(&mut r, &other), 0);
+    send_chunks(&mut r, &other, 0, pkg.len() / 2, MAX_CHUNK);
+    let mut r = r.reset();
+    // The real package has the same length: the device offers to resume (it cannot know the
+    // bytes differ until the whole-package CRC) …
+    let at = begin(&mut r, pkg);
+    assert!(at > 0);
+    send_chunks(&mut r, pkg, at as usize, pkg.len(), MAX_CHUNK);
     assert_eq!(r.error(&Request::UpdateCommit), (ErrorCode::UpdateCrc, 0));
-    assert_eq!(r.app.model().versions[0], 1);
-
-    // Too large for the staging region; a chunk past the announced length.
-    let (code, limit) = r.error(&Request::UpdateBegin {
-        len: FLASH as u32,
-        crc: 0,
-    });
-    assert_eq!((code, limit), (ErrorCode::TooLarge, FLASH as u32 - 1024));
-    let mut a = r.ask(&Request::UpdateBegin {
-        len: 8,
-        crc: crc32(&[1; 8]),
-    });
-    assert_eq!(decode(&mut a), Response::UpdateReady { resume_at: 0 });
+    // … then starts afresh, and the update goes in.
     assert_eq!(
-        r.error(&Request::UpdateChunk {
-            offset: 0,
-            data: &[1; 12]
-        }),
-        (ErrorCode::TooLarge, 8)
-    );
-    assert_eq!(
-        r.error(&Request::UpdateChunk {
-            offset: 0,
-            data: &[1; 3]
-        }),
-        (ErrorCode::Malformed, 0)
+        push_package(&mut r, pkg),
+        Response::Updated {
+            dept: fx.f.update_dept as u8,
+            version: fx.f.update_version
+        }
     );
 }

@@ -3,6 +3,7 @@
 //! every refusal of issue 7 item 5 leaving the flash byte-for-byte unchanged.
 mod update_fixture;
 
+use embedded_storage::nor_flash::ReadNorFlash;
 use lorkd_runtime::format::FormatError;
 use lorkd_runtime::update::package::HEADER_LEN;
 use lorkd_runtime::update::sim::SimFlash;
@@ -413,4 +414,37 @@ fn layouts_that_do_not_fit_are_refused() {
     };
     let r = Store::open(s.into_flash(), moved, f.pubkey, &bundle);
     assert_eq!(r.err(), Some(UpdateError::LayoutMismatch));
+}
+
+#[test]
+fn begin_fresh_restarts_an_interrupted_update_and_resume_point_names_its_slot() {
+    let seed = seed();
+    let f = Fixture::new(seed);
+    let bundle = f.bundle();
+    let layout = f.layout(256);
+    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let pkg = f.package(0, 2, 0, &f.blob(0, 2, seed));
+    assert_eq!(s.begin(&pkg[..HEADER_LEN], &bundle), Ok(0));
+    s.write(0, &pkg[..pkg.len() / 2]).unwrap();
+    let mut s = reopen(&f, s);
+    let rp = s.resume_point().expect("pending");
+    assert!(rp.offset > 0);
+    // The slot it names holds the package's first bytes.
+    let mut head = [0u8; HEADER_LEN];
+    s.flash_mut()
+        .read(layout.slot_offset(rp.dept as usize, rp.slot), &mut head)
+        .unwrap();
+    assert_eq!(&head[..], &pkg[..HEADER_LEN]);
+    // Fresh: from 0 (a new Begin record), and so after a reboot too; the update completes.
+    s.begin_fresh(&pkg[..HEADER_LEN], &bundle).unwrap();
+    assert_eq!(s.write(5, &pkg[5..10]), Err(UpdateError::OutOfOrder));
+    s.write(0, &pkg[..100]).unwrap();
+    let mut s = reopen(&f, s);
+    assert_eq!(s.resume_point().map(|p| p.offset), Some(0));
+    s.begin_fresh(&pkg[..HEADER_LEN], &bundle).unwrap();
+    s.write(0, &pkg).unwrap();
+    let mut scratch = vec![0u8; layout.slot_size as usize];
+    assert_eq!(s.finish(&bundle, &mut scratch), Ok(0));
+    assert_eq!(s.active(0).version(), Some(2));
+    assert_eq!(s.flash_mut().violations(), 0);
 }

@@ -1,11 +1,14 @@
-//! Test doubles for the host tests: a scripted serial port, pins, a RAM NOR flash that
-//! enforces NOR rules, and a small linear model that stands in for the runtime.
+//! Test doubles for the host tests: a scripted serial port, pins, and a memory-mapped RAM
+//! NOR flash that enforces NOR rules and can lose power; plus the fixture builder the QEMU
+//! board embeds too ([`gen`]).
 #![allow(dead_code)]
+pub mod gen;
+
 use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
-use lorkd_firmware::model::{Model, ModelError};
 use lorkd_firmware::proto::{self, Request, Response};
+use lorkd_firmware::runtime_model::MappedFlash;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -50,8 +53,8 @@ impl Serial {
         self.rx.borrow_mut().extend(bytes.iter().copied());
     }
     pub fn send(&self, req: &Request<'_>) {
-        let mut s = [0u8; 2048];
-        let mut f = [0u8; 2100];
+        let mut s = vec![0u8; 1 << 15];
+        let mut f = vec![0u8; (1 << 15) + (1 << 10)];
         let n = proto::encode_frame(req, &mut s, &mut f).unwrap();
         self.send_raw(&f[..n]);
     }
@@ -105,11 +108,14 @@ impl embedded_hal::digital::OutputPin for Led {
     }
 }
 
-/// RAM NOR flash (erase → 0xFF; writes must be aligned and only onto erased bytes) that can
-/// be told to fail after a number of writes, to simulate a power cut.
+/// Memory-mapped RAM NOR flash (erase → 0xFF; writes must be aligned and only onto erased
+/// bytes) that can be told to fail after a number of writes, to simulate a power cut. Clones
+/// are handles to the same flash (a "reset" rebuilds the app over a clone); the memory is
+/// leaked, so mapped slices live as long as the test.
 #[derive(Clone)]
 pub struct MemFlash {
-    pub mem: Rc<RefCell<Vec<u8>>>,
+    ptr: *mut u8,
+    len: usize,
     pub writes_left: Rc<Cell<Option<usize>>>,
 }
 #[derive(Debug)]
@@ -121,10 +127,22 @@ impl NorFlashError for FlashErr {
 }
 impl MemFlash {
     pub fn new(size: usize) -> Self {
+        let mem: &'static mut [u8] = Box::leak(vec![0xFF; size].into_boxed_slice());
         MemFlash {
-            mem: Rc::new(RefCell::new(vec![0xFF; size])),
+            ptr: mem.as_mut_ptr(),
+            len: size,
             writes_left: Default::default(),
         }
+    }
+    fn check(&self, o: usize, n: usize) -> Result<(), FlashErr> {
+        match o.checked_add(n) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(FlashErr(NorFlashErrorKind::OutOfBounds)),
+        }
+    }
+    /// A copy of the bytes at `o .. o + n`.
+    pub fn peek(&self, o: usize, n: usize) -> Vec<u8> {
+        self.map(o as u32, n as u32).unwrap().to_vec()
     }
 }
 impl ErrorType for MemFlash {
@@ -133,16 +151,14 @@ impl ErrorType for MemFlash {
 impl ReadNorFlash for MemFlash {
     const READ_SIZE: usize = 1;
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashErr> {
-        let m = self.mem.borrow();
-        let o = offset as usize;
-        let src = m
-            .get(o..o + bytes.len())
-            .ok_or(FlashErr(NorFlashErrorKind::OutOfBounds))?;
+        self.check(offset as usize, bytes.len())?;
+        // SAFETY: in bounds (checked) of the leaked allocation.
+        let src = unsafe { std::slice::from_raw_parts(self.ptr.add(offset as usize), bytes.len()) };
         bytes.copy_from_slice(src);
         Ok(())
     }
     fn capacity(&self) -> usize {
-        self.mem.borrow().len()
+        self.len
     }
 }
 impl NorFlash for MemFlash {
@@ -150,13 +166,13 @@ impl NorFlash for MemFlash {
     const ERASE_SIZE: usize = 1024;
     fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashErr> {
         let (f, t) = (from as usize, to as usize);
-        if !f.is_multiple_of(Self::ERASE_SIZE) || !t.is_multiple_of(Self::ERASE_SIZE) {
+        if !f.is_multiple_of(Self::ERASE_SIZE) || !t.is_multiple_of(Self::ERASE_SIZE) || t < f {
             return Err(FlashErr(NorFlashErrorKind::NotAligned));
         }
-        let mut m = self.mem.borrow_mut();
-        m.get_mut(f..t)
-            .ok_or(FlashErr(NorFlashErrorKind::OutOfBounds))?
-            .fill(0xFF);
+        self.check(f, t - f)?;
+        // SAFETY: in bounds (checked); no mapped slice covers an erased range (the
+        // `MappedFlash` contract the model keeps).
+        unsafe { std::ptr::write_bytes(self.ptr.add(f), 0xFF, t - f) };
         Ok(())
     }
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashErr> {
@@ -170,115 +186,25 @@ impl NorFlash for MemFlash {
         if !o.is_multiple_of(Self::WRITE_SIZE) || !bytes.len().is_multiple_of(Self::WRITE_SIZE) {
             return Err(FlashErr(NorFlashErrorKind::NotAligned));
         }
-        let mut m = self.mem.borrow_mut();
-        let dst = m
-            .get_mut(o..o + bytes.len())
-            .ok_or(FlashErr(NorFlashErrorKind::OutOfBounds))?;
-        assert!(
-            dst.iter().all(|&b| b == 0xFF),
-            "NOR write onto non-erased bytes at {o}"
-        );
-        dst.copy_from_slice(bytes);
+        self.check(o, bytes.len())?;
+        // SAFETY: in bounds (checked); as in `erase`, nothing mapped is written.
+        unsafe {
+            let dst = std::slice::from_raw_parts_mut(self.ptr.add(o), bytes.len());
+            assert!(
+                dst.iter().all(|&b| b == 0xFF),
+                "NOR write onto non-erased bytes at {o}"
+            );
+            dst.copy_from_slice(bytes);
+        }
         Ok(())
     }
 }
-
-/// A linear classifier per department: `scores[c] = Σ_i w[d][c][i]·x[i]`. Update package:
-/// `[dept u8][version u32 LE][weights f32 LE …]`, refused (code 1) for an unknown department,
-/// (code 2) for a version not newer, (code 3) for a wrong size.
-pub struct LinearModel {
-    pub names: Vec<&'static str>,
-    pub weights: Vec<Vec<f32>>, // [dept][class * input + i]
-    pub versions: Vec<u32>,
-    pub classes: usize,
-    pub input: usize,
-    pub active: usize,
-}
-
-impl LinearModel {
-    pub fn new(rng: &mut impl rand::Rng, depts: usize, classes: usize, input: usize) -> Self {
-        const NAMES: [&str; 4] = ["lung", "thyroid", "brain", "breast"];
-        LinearModel {
-            names: NAMES[..depts].to_vec(),
-            weights: (0..depts)
-                .map(|_| {
-                    (0..classes * input)
-                        .map(|_| rng.gen_range(-1.0..1.0))
-                        .collect()
-                })
-                .collect(),
-            versions: vec![1; depts],
-            classes,
-            input,
-            active: 0,
-        }
-    }
-    pub fn expect(&self, dept: usize, x: &[f32]) -> Vec<f32> {
-        (0..self.classes)
-            .map(|c| {
-                let w = &self.weights[dept][c * self.input..(c + 1) * self.input];
-                w.iter().zip(x).map(|(a, b)| a * b).sum()
-            })
-            .collect()
-    }
-}
-
-impl Model for LinearModel {
-    fn departments(&self) -> usize {
-        self.names.len()
-    }
-    fn name(&self, i: usize) -> &str {
-        self.names.get(i).copied().unwrap_or("")
-    }
-    fn active(&self) -> usize {
-        self.active
-    }
-    fn select(&mut self, i: usize) -> Result<(), ModelError> {
-        if i >= self.names.len() {
-            return Err(ModelError::BadDepartment);
-        }
-        self.active = i;
-        Ok(())
-    }
-    fn input_len(&self) -> usize {
-        self.input
-    }
-    fn classes(&self) -> usize {
-        self.classes
-    }
-    fn infer(&mut self, chw: &[f32], scores: &mut [f32]) -> Result<(), ModelError> {
-        if chw.len() != self.input || scores.len() != self.classes {
-            return Err(ModelError::Shape);
-        }
-        scores.copy_from_slice(&self.expect(self.active, chw));
-        Ok(())
-    }
-    fn apply_update<F: ReadNorFlash>(
-        &mut self,
-        flash: &mut F,
-        offset: u32,
-        len: u32,
-    ) -> Result<(usize, u32), ModelError> {
-        let mut pkg = vec![0u8; len as usize];
-        flash
-            .read(offset, &mut pkg)
-            .map_err(|_| ModelError::Update(9))?;
-        let dept = pkg[0] as usize;
-        if dept >= self.names.len() {
-            return Err(ModelError::Update(1));
-        }
-        let version = u32::from_le_bytes(pkg[1..5].try_into().unwrap());
-        if version <= self.versions[dept] {
-            return Err(ModelError::Update(2));
-        }
-        if pkg.len() != 5 + 4 * self.classes * self.input {
-            return Err(ModelError::Update(3));
-        }
-        self.weights[dept] = pkg[5..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        self.versions[dept] = version;
-        Ok((dept, version))
+// SAFETY: `map` returns the stored bytes of the leaked allocation (valid for 'static), which
+// change only through `erase` / `write` of this flash or its clones.
+unsafe impl<'m> MappedFlash<'m> for MemFlash {
+    fn map(&self, offset: u32, len: u32) -> Option<&'m [u8]> {
+        self.check(offset as usize, len as usize).ok()?;
+        // SAFETY: in bounds (checked).
+        Some(unsafe { std::slice::from_raw_parts(self.ptr.add(offset as usize), len as usize) })
     }
 }

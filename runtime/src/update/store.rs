@@ -139,6 +139,9 @@ impl Active {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResumePoint {
     pub dept: u16,
+    /// The slot the package streams into (at `Layout::slot_offset(dept, slot)`), where the
+    /// bytes before `offset` can be read back (a device re-reads the header from there).
+    pub slot: u8,
     pub version: u32,
     /// Send the package from this byte on, after `begin` with the same header.
     pub offset: u32,
@@ -300,6 +303,7 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
     pub fn resume_point(&self) -> Option<ResumePoint> {
         self.pending.map(|p| ResumePoint {
             dept: p.dept,
+            slot: p.slot,
             version: p.version,
             offset: p.pages * F::ERASE_SIZE as u32,
         })
@@ -397,12 +401,35 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
     /// The header's errors, `UnknownDepartment`, `BaseMismatch`, `TooLarge`, `VersionOld`,
     /// `VersionCurrent`, `VersionBelowCounter`, `Flash`.
     pub fn begin<B: UpdateBase>(&mut self, header: &[u8], base: &B) -> Result<u32, UpdateError> {
+        self.begin_inner(header, base, true)
+    }
+
+    /// As [`Self::begin`], but never resumes: the update starts at package offset 0 even when
+    /// the journal holds an interrupted one with the same header (whose bytes a device found
+    /// to differ from what its host is sending, e.g. by a transport CRC).
+    ///
+    /// # Errors
+    /// As [`Self::begin`].
+    pub fn begin_fresh<B: UpdateBase>(
+        &mut self,
+        header: &[u8],
+        base: &B,
+    ) -> Result<(), UpdateError> {
+        self.begin_inner(header, base, false).map(|_| ())
+    }
+
+    fn begin_inner<B: UpdateBase>(
+        &mut self,
+        header: &[u8],
+        base: &B,
+        resume: bool,
+    ) -> Result<u32, UpdateError> {
         let h = PackageHeader::parse(header)?;
         let d = self.precheck(&h, base)?;
         let header_hash = package::digest(&h.encode());
         let len = h.package_len() as u32;
         self.live = None;
-        if let Some(p) = self.pending {
+        if let Some(p) = self.pending.filter(|_| resume) {
             let active_slot = match self.active[d] {
                 Active::Slot { slot, .. } => Some(slot),
                 _ => None,

@@ -1,12 +1,13 @@
 //! The board's peripherals as embedded-hal / embedded-io / embedded-storage implementations:
-//! the FPGA LED register of the MPS2, a RAM-backed NOR flash (the simulated flash the
-//! update is staged in), a loopback serial port the self-checks talk through, and a
-//! scripted button pin.
+//! the FPGA LED register of the MPS2, a RAM-backed memory-mapped NOR flash (the simulated
+//! flash the update store's journal and A/B slots live in), a loopback serial port the
+//! self-checks talk through, and a scripted button pin.
 use core::cell::RefCell;
 use core::convert::Infallible;
 use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
+use lorkd_firmware::runtime_model::MappedFlash;
 
 /// FPGAIO LED register of the MPS2 FPGA system control block (AN386 §4.4, QEMU mps2-fpgaio).
 const FPGAIO_LED: *mut u32 = 0x4002_8000 as *mut u32;
@@ -38,9 +39,13 @@ impl FpgaLed {
     }
 }
 
-/// A NOR flash over a RAM buffer: erase sets 0xFF, writes need alignment and erased bytes.
-pub struct RamFlash<'a> {
-    pub mem: &'a mut [u8],
+/// A memory-mapped NOR flash simulated in RAM: erase sets 0xFF, writes need alignment and
+/// erased bytes; the CPU reads it in place through [`MappedFlash`] (as it would an MCU's
+/// internal flash). Copies are handles to the same memory (a "reset" reopens it).
+#[derive(Clone, Copy)]
+pub struct RamFlash {
+    ptr: *mut u8,
+    len: usize,
 }
 #[derive(Debug)]
 pub struct FlashErr(NorFlashErrorKind);
@@ -49,52 +54,73 @@ impl NorFlashError for FlashErr {
         self.0
     }
 }
-impl ErrorType for RamFlash<'_> {
+impl RamFlash {
+    /// The flash over `mem` (a static buffer: handles outlive any borrow).
+    pub fn new(mem: &'static mut [u8]) -> Self {
+        RamFlash {
+            ptr: mem.as_mut_ptr(),
+            len: mem.len(),
+        }
+    }
+    fn range(&self, offset: u32, n: usize) -> Result<usize, FlashErr> {
+        let o = offset as usize;
+        match o.checked_add(n) {
+            Some(end) if end <= self.len => Ok(o),
+            _ => Err(FlashErr(NorFlashErrorKind::OutOfBounds)),
+        }
+    }
+}
+impl ErrorType for RamFlash {
     type Error = FlashErr;
 }
-impl ReadNorFlash for RamFlash<'_> {
+impl ReadNorFlash for RamFlash {
     const READ_SIZE: usize = 1;
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashErr> {
-        let o = offset as usize;
-        let src = self
-            .mem
-            .get(o..o + bytes.len())
-            .ok_or(FlashErr(NorFlashErrorKind::OutOfBounds))?;
+        let o = self.range(offset, bytes.len())?;
+        // SAFETY: in bounds of the static buffer (checked).
+        let src = unsafe { core::slice::from_raw_parts(self.ptr.add(o), bytes.len()) };
         bytes.copy_from_slice(src);
         Ok(())
     }
     fn capacity(&self) -> usize {
-        self.mem.len()
+        self.len
     }
 }
-impl NorFlash for RamFlash<'_> {
+impl NorFlash for RamFlash {
     const WRITE_SIZE: usize = 4;
     const ERASE_SIZE: usize = 4096;
     fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashErr> {
         let (f, t) = (from as usize, to as usize);
-        if f % Self::ERASE_SIZE != 0 || t % Self::ERASE_SIZE != 0 {
+        if f % Self::ERASE_SIZE != 0 || t % Self::ERASE_SIZE != 0 || t < f {
             return Err(FlashErr(NorFlashErrorKind::NotAligned));
         }
-        self.mem
-            .get_mut(f..t)
-            .ok_or(FlashErr(NorFlashErrorKind::OutOfBounds))?
-            .fill(0xFF);
+        let o = self.range(from, t - f)?;
+        // SAFETY: in bounds (checked); nothing mapped covers an erased range (the
+        // `MappedFlash` contract `RuntimeModel` keeps).
+        unsafe { core::ptr::write_bytes(self.ptr.add(o), 0xFF, t - f) };
         Ok(())
     }
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashErr> {
-        let o = offset as usize;
+        let o = self.range(offset, bytes.len())?;
         if o % Self::WRITE_SIZE != 0 || bytes.len() % Self::WRITE_SIZE != 0 {
             return Err(FlashErr(NorFlashErrorKind::NotAligned));
         }
-        let dst = self
-            .mem
-            .get_mut(o..o + bytes.len())
-            .ok_or(FlashErr(NorFlashErrorKind::OutOfBounds))?;
+        // SAFETY: in bounds (checked); as in `erase`, nothing mapped is written.
+        let dst = unsafe { core::slice::from_raw_parts_mut(self.ptr.add(o), bytes.len()) };
         if dst.iter().any(|&b| b != 0xFF) {
             return Err(FlashErr(NorFlashErrorKind::Other));
         }
         dst.copy_from_slice(bytes);
         Ok(())
+    }
+}
+// SAFETY: `map` returns the stored bytes of the static buffer, which change only through
+// `erase` / `write` of this flash's handles.
+unsafe impl<'m> MappedFlash<'m> for RamFlash {
+    fn map(&self, offset: u32, len: u32) -> Option<&'m [u8]> {
+        let o = self.range(offset, len as usize).ok()?;
+        // SAFETY: in bounds of the static buffer (checked).
+        Some(unsafe { core::slice::from_raw_parts(self.ptr.add(o), len as usize) })
     }
 }
 
@@ -154,6 +180,9 @@ impl<const N: usize> embedded_io::Write for LoopSerial<'_, N> {
     }
 }
 impl<const N: usize> Queue<N> {
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
     pub fn push(&mut self, bytes: &[u8]) -> bool {
         bytes.iter().all(|&b| self.buf.push_back(b).is_ok())
     }

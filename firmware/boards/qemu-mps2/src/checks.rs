@@ -1,20 +1,21 @@
-//! The self-checks. The protocol check talks to the real `App` through a loopback serial port
-//! with a small dot-product model (the protocol is model-agnostic); the bundle checks run the
-//! real `lorkd_runtime` engine on the bundle embedded by `firmware/run-qemu`.
+//! The self-checks. The device checks talk to the real `App` through a loopback serial port,
+//! over the real model (`RuntimeModel`: the bundle embedded by `firmware/run-qemu` parsed in
+//! place from flash, the `lorkd_runtime` engine on a static arena, department deltas from
+//! the A/B `UpdateStore` on a simulated memory-mapped NOR flash), and compare with the
+//! scores the host computed.
 use crate::board::{FpgaLed, LoopSerial, Queue, RamFlash, ScriptPin};
 use crate::Tally;
 use core::cell::{Cell, RefCell};
 use cortex_m_semihosting::hprintln;
-use embedded_storage::nor_flash::ReadNorFlash;
-use lorkd_firmware::app::{argmax, App};
+use lorkd_firmware::app::App;
 use lorkd_firmware::button::{Button, DEBOUNCE_MS};
 use lorkd_firmware::fixture::Fixture;
-use lorkd_firmware::model::{Model, ModelError};
-use lorkd_firmware::proto::{self, ErrorCode, Request, Response, MAX_CHUNK};
-use lorkd_firmware::staging::Staging;
+use lorkd_firmware::model::Model;
+use lorkd_firmware::proto::{self, ErrorCode, Request, Response, MAX_CHUNK, MAX_CLASSES};
+use lorkd_firmware::runtime_model::{scratch_bytes, store_layout, RuntimeModel};
 use lorkd_firmware::{cobs, crc};
 use lorkd_runtime::engine::Engine;
-use lorkd_runtime::format::{Bundle, Dept, Mode};
+use lorkd_runtime::format::{Bundle, Mode};
 use lorkd_runtime::update::{Layout, UpdateStore};
 
 /// A small xorshift generator: the checks' inputs are fixed per build, so runs repeat exactly.
@@ -25,9 +26,6 @@ impl XorShift {
         self.0 ^= self.0 >> 17;
         self.0 ^= self.0 << 5;
         self.0
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 8) as f32 / (1u32 << 23) as f32 - 1.0
     }
 }
 
@@ -77,253 +75,6 @@ pub fn quant(t: &mut Tally) {
         ok &= (got - want).abs() <= 1.0;
     }
     t.check("requant within 1 of x·m, 500 random (x, m)", ok);
-}
-
-/// `scores[c] = Σ_i w_d[c, i]·x[i]` with weights from a seed per department and version.
-struct DotModel {
-    active: usize,
-    versions: [u32; 3],
-}
-const DOT_IN: usize = 200;
-const DOT_CLASSES: usize = 4;
-impl DotModel {
-    fn score(&self, d: usize, x: &[f32], out: &mut [f32]) {
-        let mut rng = XorShift(0x51ED_0000 ^ ((d as u32) << 8) ^ self.versions[d]);
-        for o in out.iter_mut() {
-            *o = x.iter().map(|v| v * rng.unit()).sum();
-        }
-    }
-}
-impl Model for DotModel {
-    fn departments(&self) -> usize {
-        3
-    }
-    fn name(&self, i: usize) -> &str {
-        ["lung", "thyroid", "brain"].get(i).copied().unwrap_or("")
-    }
-    fn active(&self) -> usize {
-        self.active
-    }
-    fn select(&mut self, i: usize) -> Result<(), ModelError> {
-        if i >= 3 {
-            return Err(ModelError::BadDepartment);
-        }
-        self.active = i;
-        Ok(())
-    }
-    fn input_len(&self) -> usize {
-        DOT_IN
-    }
-    fn classes(&self) -> usize {
-        DOT_CLASSES
-    }
-    fn infer(&mut self, chw: &[f32], scores: &mut [f32]) -> Result<(), ModelError> {
-        self.score(self.active, chw, scores);
-        Ok(())
-    }
-    /// Package: `[dept, version u32 LE, 0xA5 × rest]`.
-    fn apply_update<F: ReadNorFlash>(
-        &mut self,
-        flash: &mut F,
-        offset: u32,
-        len: u32,
-    ) -> Result<(usize, u32), ModelError> {
-        let mut h = [0u8; 5];
-        flash
-            .read(offset, &mut h)
-            .map_err(|_| ModelError::Update(9))?;
-        let d = h[0] as usize;
-        let v = u32::from_le_bytes([h[1], h[2], h[3], h[4]]);
-        if d >= 3 || v <= self.versions[d] || len < 5 {
-            return Err(ModelError::Update(1));
-        }
-        self.versions[d] = v;
-        Ok((d, v))
-    }
-}
-
-const Q: usize = 4096;
-
-pub fn protocol(t: &mut Tally) {
-    // Statically allocated once; `singleton!` hands out the only `&'static mut`.
-    let (Some(flash), Some(frame)) = (
-        cortex_m::singleton!(: [u8; 64 * 1024] = [0xFF; 64 * 1024]),
-        cortex_m::singleton!(: [f32; DOT_IN] = [0.0; DOT_IN]),
-    ) else {
-        return t.check("static buffers", false);
-    };
-    let host_q = RefCell::new(Queue::<Q>::new());
-    let dev_q = RefCell::new(Queue::<Q>::new());
-    let pressed = Cell::new(false);
-    let serial = LoopSerial {
-        to_device: &host_q,
-        from_device: &dev_q,
-    };
-    let staging = match Staging::open(RamFlash { mem: flash }, 0, 64 * 1024) {
-        Ok(s) => s,
-        Err(_) => return t.check("staging opens on the simulated flash", false),
-    };
-    let model = DotModel {
-        active: 0,
-        versions: [1; 3],
-    };
-    let button = Button::new(ScriptPin(&pressed), true);
-    let Ok(mut app) = App::new(serial, button, FpgaLed, staging, model, frame) else {
-        return t.check("app starts", false);
-    };
-    t.check(
-        "app starts, status LED on (FPGAIO register)",
-        FpgaLed::is_on(),
-    );
-
-    let now = Cell::new(0u32);
-    let tick = |app: &mut App<_, _, _, _, _>| {
-        now.set(now.get() + 1);
-        app.poll(now.get());
-    };
-    // One request → poll → one decoded response, checked by `f`.
-    let ask =
-        |app: &mut App<_, _, _, _, _>, req: &Request, f: &mut dyn FnMut(&Response) -> bool| {
-            let mut rx = [0u8; proto::MAX_FRAME];
-            let mut s = [0u8; proto::MAX_MSG + 8];
-            let mut fr = [0u8; proto::MAX_FRAME];
-            let Some(n) = proto::encode_frame(req, &mut s, &mut fr) else {
-                return false;
-            };
-            host_q.borrow_mut().push(&fr[..n]);
-            tick(app);
-            let Some(m) = dev_q.borrow_mut().pop_frame(&mut rx) else {
-                return false;
-            };
-            let ok = match proto::open_frame(&mut rx[..m]).and_then(proto::decode::<Response>) {
-                Ok(r) => f(&r),
-                Err(_) => false,
-            };
-            ok
-        };
-
-    let ok = ask(&mut app, &Request::Hello, &mut |r| {
-        matches!(r, Response::Hello { departments, active: 0, input_len, .. }
-            if departments.len() == 3 && departments[2] == "brain" && *input_len as usize == DOT_IN)
-    });
-    t.check("protocol: Hello", ok);
-
-    let mut rng = XorShift(0xC0FF_EE11);
-    let mut x = [0f32; DOT_IN];
-    x.iter_mut().for_each(|v| *v = rng.unit());
-    let mut bytes = [0u8; DOT_IN * 4];
-    for (b, v) in bytes.chunks_exact_mut(4).zip(&x) {
-        b.copy_from_slice(&v.to_le_bytes());
-    }
-    let mut all = true;
-    for dept in [2u8, 1, 2] {
-        all &= ask(&mut app, &Request::Select { dept }, &mut |r| {
-            *r == Response::Selected { dept }
-        });
-        all &= ask(
-            &mut app,
-            &Request::InferBegin { len: DOT_IN as u32 },
-            &mut |r| *r == Response::Ack { next: 0 },
-        );
-        let mut want = [0f32; DOT_CLASSES];
-        DotModel {
-            active: 0,
-            versions: [1; 3],
-        }
-        .score(dept as usize, &x, &mut want);
-        let chunks = bytes.chunks(MAX_CHUNK);
-        let last = chunks.len() - 1;
-        for (i, c) in chunks.enumerate() {
-            let offset = (i * MAX_CHUNK / 4) as u32;
-            all &= ask(
-                &mut app,
-                &Request::InferChunk { offset, data: c },
-                &mut |r| match r {
-                    Response::Scores {
-                        dept: d,
-                        top1,
-                        scores,
-                    } if i == last => {
-                        *d == dept && scores[..] == want[..] && *top1 as usize == argmax(&want)
-                    }
-                    Response::Ack { .. } => i != last,
-                    _ => false,
-                },
-            );
-        }
-    }
-    t.check(
-        "protocol: Select + Infer in chunks, scores as computed",
-        all,
-    );
-
-    let bad = [0x03u8, 0x11, 0x22, 0x02, 0x33, 0x00]; // a well-formed COBS frame, bad CRC
-    host_q.borrow_mut().push(&bad);
-    tick(&mut app);
-    let mut rx = [0u8; proto::MAX_FRAME];
-    let m = dev_q.borrow_mut().pop_frame(&mut rx).unwrap_or(0);
-    let err = proto::open_frame(&mut rx[..m]).and_then(proto::decode::<Response>);
-    let ok = matches!(
-        err,
-        Ok(Response::Error {
-            code: ErrorCode::BadCrc,
-            ..
-        })
-    ) && ask(
-        &mut app,
-        &Request::Status,
-        &mut |r| matches!(r, Response::Status(s) if s.frames_bad == 1 && s.active == 2),
-    );
-    t.check("protocol: bad CRC → error frame, device keeps serving", ok);
-
-    // The button: a bouncy press, debounced, cycles 2 → 0.
-    for _ in 0..5 {
-        pressed.set(true);
-        tick(&mut app);
-        pressed.set(false);
-        tick(&mut app);
-    }
-    pressed.set(true);
-    for _ in 0..DEBOUNCE_MS + 2 {
-        tick(&mut app);
-    }
-    pressed.set(false);
-    for _ in 0..DEBOUNCE_MS + 2 {
-        tick(&mut app);
-    }
-    t.check(
-        "button: one debounced press cycles brain → lung",
-        app.model().active == 0,
-    );
-
-    // An update staged into the simulated flash in chunks, then committed.
-    let mut pkg = [0xA5u8; 1500];
-    pkg[0] = 1;
-    pkg[1..5].copy_from_slice(&7u32.to_le_bytes());
-    let (len, c) = (pkg.len() as u32, crc::crc32(&pkg));
-    let mut ok = ask(&mut app, &Request::UpdateBegin { len, crc: c }, &mut |r| {
-        *r == Response::UpdateReady { resume_at: 0 }
-    });
-    for (i, ch) in pkg.chunks(MAX_CHUNK).enumerate() {
-        let offset = (i * MAX_CHUNK) as u32;
-        let next = offset + ch.len() as u32;
-        ok &= ask(
-            &mut app,
-            &Request::UpdateChunk { offset, data: ch },
-            &mut |r| *r == Response::Ack { next },
-        );
-    }
-    ok &= ask(&mut app, &Request::UpdateCommit, &mut |r| {
-        *r == Response::Updated {
-            dept: 1,
-            version: 7,
-        }
-    });
-    t.check(
-        "protocol: update staged in flash chunk by chunk and committed",
-        ok,
-    );
-    hprintln!("[fw] protocol status: {:?}", app.status());
 }
 
 /// The fixture `firmware/run-qemu` embeds (empty when built without one).
@@ -382,192 +133,566 @@ pub fn engine_setup(
     Some((f, bundle, &mut arena.0[..]))
 }
 
-pub fn bundle(t: &mut Tally) {
+/// Simulated memory-mapped NOR flash for the update store: its journal banks and A/B slots
+/// (the bundle itself stays in the image's flash, read in place).
+const STORE_FLASH: usize = 768 * 1024;
+/// Scratch the store checks a finished package's blob in (≥ `scratch_bytes(layout)`).
+const SCRATCH_BYTES: usize = 128 * 1024;
+#[repr(C, align(16))]
+pub struct Scratch(pub [u8; SCRATCH_BYTES]);
+/// Serial queue capacity each way.
+const Q: usize = 4096;
+
+type Dev<'m, 'q> = App<'m, LoopSerial<'q, Q>, ScriptPin<'q>, FpgaLed, RuntimeModel<'m, RamFlash>>;
+
+/// The far end of the loopback serial port: sends requests, decodes the answers.
+struct Host<'q> {
+    to_device: &'q RefCell<Queue<Q>>,
+    from_device: &'q RefCell<Queue<Q>>,
+    pressed: &'q Cell<bool>,
+    now: u32,
+}
+
+impl<'q> Host<'q> {
+    fn tick(&mut self, app: &mut Dev<'_, 'q>) {
+        self.now += 1;
+        app.poll(self.now);
+    }
+
+    /// One request → poll → one decoded response, checked by `f`.
+    fn ask(
+        &mut self,
+        app: &mut Dev<'_, 'q>,
+        req: &Request,
+        f: &mut dyn FnMut(&Response) -> bool,
+    ) -> bool {
+        let mut s = [0u8; proto::MAX_MSG + 8];
+        let mut fr = [0u8; proto::MAX_FRAME];
+        let Some(n) = proto::encode_frame(req, &mut s, &mut fr) else {
+            return false;
+        };
+        if !self.to_device.borrow_mut().push(&fr[..n]) {
+            return false;
+        }
+        self.tick(app);
+        self.answer(f)
+    }
+
+    fn answer(&mut self, f: &mut dyn FnMut(&Response) -> bool) -> bool {
+        let mut rx = [0u8; proto::MAX_FRAME];
+        let Some(m) = self.from_device.borrow_mut().pop_frame(&mut rx) else {
+            return false;
+        };
+        let ok = match proto::open_frame(&mut rx[..m]).and_then(proto::decode::<Response>) {
+            Ok(r) => f(&r),
+            Err(_) => false,
+        };
+        ok && self.from_device.borrow().is_empty()
+    }
+
+    fn select(&mut self, app: &mut Dev<'_, 'q>, dept: u8) -> bool {
+        self.ask(app, &Request::Select { dept }, &mut |r| {
+            *r == Response::Selected { dept }
+        })
+    }
+
+    /// `InferBegin`, then the image in `MAX_CHUNK` pieces; the scores of the last answer.
+    fn infer(&mut self, app: &mut Dev<'_, 'q>, x: &[f32]) -> Option<(u8, u16, Scores)> {
+        let len = x.len() as u32;
+        if !self.ask(app, &Request::InferBegin { len }, &mut |r| {
+            *r == Response::Ack { next: 0 }
+        }) {
+            return None;
+        }
+        let mut out = None;
+        let mut bytes = [0u8; MAX_CHUNK];
+        let per = MAX_CHUNK / 4;
+        let pieces = x.len().div_ceil(per);
+        for (i, vals) in x.chunks(per).enumerate() {
+            for (b, v) in bytes.chunks_exact_mut(4).zip(vals) {
+                b.copy_from_slice(&v.to_le_bytes());
+            }
+            let data = &bytes[..4 * vals.len()];
+            let offset = (i * per) as u32;
+            let last = i + 1 == pieces;
+            let ok = self.ask(
+                app,
+                &Request::InferChunk { offset, data },
+                &mut |r| match r {
+                    Response::Scores { dept, top1, scores } if last => {
+                        out = Some((*dept, *top1, scores.clone()));
+                        true
+                    }
+                    Response::Ack { next } => !last && *next == offset + vals.len() as u32,
+                    _ => false,
+                },
+            );
+            if !ok {
+                return None;
+            }
+        }
+        out
+    }
+
+    /// `Hello`: the versions the departments run.
+    fn versions(&mut self, app: &mut Dev<'_, 'q>) -> Option<Versions> {
+        let mut out = None;
+        self.ask(app, &Request::Hello, &mut |r| match r {
+            Response::Hello { versions, .. } => {
+                out = Some(versions.clone());
+                true
+            }
+            _ => false,
+        });
+        out
+    }
+
+    /// Sends `pkg[from..to]` in `MAX_CHUNK` pieces, each acknowledged (with the bits of
+    /// `flip` flipped in the package's last byte: a tampered signature).
+    fn send_update(
+        &mut self,
+        app: &mut Dev<'_, 'q>,
+        pkg: &[u8],
+        (from, to): (usize, usize),
+        flip: u8,
+    ) -> bool {
+        let mut off = from;
+        let mut buf = [0u8; MAX_CHUNK];
+        while off < to {
+            let end = (off + MAX_CHUNK).min(to);
+            let data = &mut buf[..end - off];
+            data.copy_from_slice(&pkg[off..end]);
+            if end == pkg.len() {
+                data[end - off - 1] ^= flip;
+            }
+            let data = &*data;
+            let next = end as u32;
+            let offset = off as u32;
+            if !self.ask(app, &Request::UpdateChunk { offset, data }, &mut |r| {
+                *r == Response::Ack { next }
+            }) {
+                return false;
+            }
+            off = end;
+        }
+        true
+    }
+
+    fn update_begin(&mut self, app: &mut Dev<'_, 'q>, pkg: &[u8]) -> Option<u32> {
+        let (len, crc) = (pkg.len() as u32, crc::crc32(pkg));
+        let mut at = None;
+        self.ask(app, &Request::UpdateBegin { len, crc }, &mut |r| match r {
+            Response::UpdateReady { resume_at } => {
+                at = Some(*resume_at);
+                true
+            }
+            _ => false,
+        });
+        at
+    }
+}
+
+type Scores = heapless::Vec<f32, MAX_CLASSES>;
+type Versions = heapless::Vec<u32, { proto::MAX_DEPTS }>;
+
+/// What a boot needs that outlives it (static buffers, reborrowed per boot).
+struct Statics {
+    f: Fixture<'static>,
+    bundle: &'static Bundle<'static>,
+    layout: Layout,
+    flash: RamFlash,
+    arena: &'static mut [u8],
+    scratch: &'static mut [u8],
+    frame: &'static mut [f32],
+}
+
+/// Boots the device: opens the update store on the simulated flash (journal replay, slots
+/// re-hashed), starts the model on the static arena, assembles the app.
+fn boot<'m, 'q>(
+    st: &'m mut Statics,
+    to_device: &'q RefCell<Queue<Q>>,
+    from_device: &'q RefCell<Queue<Q>>,
+    pressed: &'q Cell<bool>,
+) -> Option<Dev<'m, 'q>> {
+    let store = match UpdateStore::open(st.flash, st.layout, st.f.pubkey, st.bundle) {
+        Ok(s) => s,
+        Err(e) => {
+            hprintln!("[fw] store: {:?}", e);
+            return None;
+        }
+    };
+    let model = match RuntimeModel::new(
+        st.bundle,
+        &mut st.arena[..],
+        Mode::Materialized,
+        store,
+        &mut st.scratch[..],
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            hprintln!("[fw] model: {:?}", e);
+            return None;
+        }
+    };
+    let serial = LoopSerial {
+        to_device,
+        from_device,
+    };
+    let button = Button::new(ScriptPin(pressed), true);
+    App::new(serial, button, FpgaLed, model, &mut st.frame[..]).ok()
+}
+
+fn close(a: &Scores, b: &[f32; 64], n: usize, tol: f32) -> (bool, f32) {
+    let mut d = 0f32;
+    for (x, y) in a.iter().zip(&b[..n]) {
+        d = d.max((x - y).abs());
+    }
+    (a.len() == n && d <= tol, d)
+}
+
+fn bits(a: &Scores, b: &Scores) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// The device app over the real model: a whole protocol conversation, the button, and a
+/// signed update streamed through the protocol into the A/B update store, with a reset in
+/// the middle of the download.
+pub fn device(t: &mut Tally) {
     let Some((f, bundle, arena)) = engine_setup(t) else {
         return;
     };
-    let mut engine = match Engine::new(&bundle, arena, Mode::Materialized) {
-        Ok(e) => e,
-        Err(e) => {
-            hprintln!("[fw] engine: {}", e);
-            return t.check("engine starts on the static arena", false);
-        }
-    };
-    t.check("engine starts on the static arena", true);
-    let mut x = [0f32; MAX_INPUT];
-    let x = &mut x[..f.input_len];
-    let mut logits = [0f32; 64];
-    let mut all_top = true;
-    let mut max_diff = 0f32;
-    for d in 0..f.departments {
-        if engine.select(d).is_err() {
-            all_top = false;
-            continue;
-        }
-        for n in 0..f.images {
-            f.image(n, x);
-            let Ok(c) = engine.infer(x, &mut logits) else {
-                all_top = false;
-                continue;
-            };
-            let (top, _) = f.expected(d, n, 0);
-            all_top &= argmax(&logits[..c]) == top;
-            for (k, &v) in logits[..c].iter().enumerate() {
-                let diff = (v - f.expected(d, n, k).1).abs();
-                max_diff = if diff > max_diff { diff } else { max_diff };
-            }
-        }
-    }
-    hprintln!("[fw] engine vs host: max |score difference| {:e}", max_diff);
-    t.check(
-        "every department on every test image: top-1 as computed on the host",
-        all_top,
-    );
-    t.check("scores within 1e-4 of the host's", max_diff <= 1e-4);
-
-    // Switch away and back: W_t is rebuilt from the pristine W0, so no drift.
-    let mut first = [0f32; 64];
-    let mut again = [0f32; 64];
-    f.image(0, x);
-    let c0 = engine
-        .select(0)
-        .ok()
-        .and_then(|()| engine.infer(x, &mut first).ok());
-    let mut same = c0.is_some();
-    let c0 = c0.unwrap_or(0);
-    for round in 0..3 {
-        for d in (1..f.departments).rev() {
-            same &= engine.select(d).is_ok() && engine.infer(x, &mut again).is_ok();
-        }
-        same &= engine.select(0).is_ok() && engine.infer(x, &mut again) == Ok(c0);
-        same &= first[..c0]
-            .iter()
-            .zip(&again[..c0])
-            .all(|(a, b)| a.to_bits() == b.to_bits());
-        if !same {
-            hprintln!("[fw] drift after round {}", round);
-        }
-    }
-    t.check("switch away and back 3 times: bit-identical scores", same);
-    update(t, &f, &bundle, &mut engine, x);
-}
-
-/// Simulated NOR flash for the update store: journal and A/B slots (the bundle itself stays
-/// in the image's flash; the layout's first bytes, where the bundle would be, stay unused).
-const STORE_FLASH: usize = 1536 * 1024;
-/// Room for one department's delta blob read back from its slot.
-const BLOB_BYTES: usize = 256 * 1024;
-#[repr(C, align(16))]
-pub struct Blob(pub [u8; BLOB_BYTES]);
-
-/// A signed delta update into the simulated flash through `lorkd_runtime::update`, then the
-/// department runs its new blob; tampered and replayed packages are refused.
-fn update(
-    t: &mut Tally,
-    f: &Fixture<'static>,
-    bundle: &Bundle<'static>,
-    engine: &mut Engine<'_, 'static>,
-    x: &mut [f32],
-) {
-    let max_blob = (0..bundle.department_count())
-        .filter_map(|i| bundle.department_blob(i))
-        .map(<[u8]>::len)
-        .max()
-        .unwrap_or(0);
-    let layout = Layout::standard(f.bundle.len(), f.departments as u16, max_blob, 4096);
-    let (Some(mem), Some(scratch), Some(blob_buf)) = (
+    let (Some(bundle), Some(mem), Some(scratch), Some(frame)) = (
+        cortex_m::singleton!(: Bundle<'static> = bundle),
         cortex_m::singleton!(: [u8; STORE_FLASH] = [0xFF; STORE_FLASH]),
-        cortex_m::singleton!(: Blob = Blob([0; BLOB_BYTES])),
-        cortex_m::singleton!(: Blob = Blob([0; BLOB_BYTES])),
+        cortex_m::singleton!(: Scratch = Scratch([0; SCRATCH_BYTES])),
+        cortex_m::singleton!(: [f32; MAX_INPUT] = [0.0; MAX_INPUT]),
     ) else {
-        return t.check("update buffers", false);
+        return t.check("static buffers", false);
     };
-    if layout.end() > STORE_FLASH as u64 {
-        hprintln!(
-            "[fw] update layout needs {} B of flash, have {}",
-            layout.end(),
-            STORE_FLASH
-        );
+    let layout = store_layout(bundle, 0, 4096);
+    let fits = layout.end() <= STORE_FLASH as u64 && scratch_bytes(&layout) <= SCRATCH_BYTES;
+    hprintln!(
+        "[fw] update store: {} B of simulated flash ({} B slots), scratch {} B",
+        layout.end(),
+        layout.slot_size,
+        scratch_bytes(&layout)
+    );
+    if !fits {
         return t.check("update store fits the simulated flash", false);
     }
-    let mut store =
-        match UpdateStore::<RamFlash<'static>, 8>::open(RamFlash { mem }, layout, f.pubkey, bundle)
-        {
-            Ok(s) => s,
-            Err(e) => {
-                hprintln!("[fw] store: {:?}", e);
-                return t.check("update store opens on the simulated flash", false);
+    let mut st = Statics {
+        f,
+        bundle,
+        layout,
+        flash: RamFlash::new(&mut mem[..]),
+        arena,
+        scratch: &mut scratch.0[..],
+        frame: &mut frame[..f.input_len],
+    };
+    let to_device = RefCell::new(Queue::<Q>::new());
+    let from_device = RefCell::new(Queue::<Q>::new());
+    let pressed = Cell::new(false);
+    let mut host = Host {
+        to_device: &to_device,
+        from_device: &from_device,
+        pressed: &pressed,
+        now: 0,
+    };
+    let n = f.departments;
+    let mut x = [0f32; MAX_INPUT];
+    let x = &mut x[..f.input_len];
+    let mut want = [0f32; 64];
+    let expected = |d: usize, img: usize, want: &mut [f32; 64]| {
+        let c = bundle.department(d).map_or(0, |x| x.classes());
+        for (k, w) in want.iter_mut().enumerate().take(c) {
+            *w = f.expected(d, img, k).1;
+        }
+        (c, f.expected(d, img, 0).0)
+    };
+    let expected_updated = |img: usize, want: &mut [f32; 64]| {
+        let c = bundle.department(f.update_dept).map_or(0, |x| x.classes());
+        for (k, w) in want.iter_mut().enumerate().take(c) {
+            *w = f.expected_updated(img, k).1;
+        }
+        (c, f.expected_updated(img, 0).0)
+    };
+    let factory: Versions = (0..n)
+        .map(|d| bundle.department(d).map_or(0, |x| x.manifest.version))
+        .collect();
+
+    // ---- first boot: a whole conversation ------------------------------------------------
+    let half_sent = {
+        let Some(mut app) = boot(&mut st, &to_device, &from_device, &pressed) else {
+            return t.check(
+                "device boots: update store opens, model starts on the static arena",
+                false,
+            );
+        };
+        t.check(
+            "device boots: update store opens, model starts on the static arena (checked against the bundle), status LED on",
+            FpgaLed::is_on(),
+        );
+        let ok = host.ask(&mut app, &Request::Hello, &mut |r| {
+            matches!(r, Response::Hello { departments, active: 0, input_len, versions, .. }
+                if departments.len() == n
+                    && (0..n).all(|d| bundle.department(d).map(|x| x.manifest.name) == Some(departments[d]))
+                    && *input_len as usize == f.input_len
+                    && *versions == factory)
+        });
+        t.check("protocol: Hello (departments, input size, versions)", ok);
+
+        // Every department on every image, through Select + InferBegin + InferChunk.
+        let (mut tops, mut max_diff) = (true, 0f32);
+        let mut first: Option<Scores> = None;
+        for d in (0..n).rev() {
+            tops &= host.select(&mut app, d as u8);
+            for img in 0..f.images {
+                f.image(img, x);
+                let (c, top) = expected(d, img, &mut want);
+                match host.infer(&mut app, x) {
+                    Some((dd, top1, s)) => {
+                        let (_, diff) = close(&s, &want, c, 0.0);
+                        max_diff = max_diff.max(diff);
+                        tops &= dd as usize == d && top1 as usize == top && s.len() == c;
+                        if d == 0 && img == 0 {
+                            first = Some(s);
+                        }
+                    }
+                    None => tops = false,
+                }
             }
-        };
-    // A package with one signature bit flipped is refused before anything is written.
-    let mut bad = [0u8; BLOB_BYTES];
-    let n = f.update.len();
-    let refused = n <= BLOB_BYTES && {
-        bad[..n].copy_from_slice(f.update);
-        bad[n - 1] ^= 0x01;
-        store.apply(&bad[..n], bundle, &mut scratch.0).is_err()
+        }
+        hprintln!("[fw] device vs host: max |score difference| {:e}", max_diff);
+        t.check(
+            "protocol: every department on every image (Select, Infer in chunks): top-1 as on the host",
+            tops,
+        );
+        t.check(
+            "protocol: scores within 1e-4 of the host's",
+            max_diff <= 1e-4,
+        );
+
+        let bad = [0x03u8, 0x11, 0x22, 0x02, 0x33, 0x00]; // a well-formed COBS frame, bad CRC
+        to_device.borrow_mut().push(&bad);
+        host.tick(&mut app);
+        let ok = host.answer(&mut |r| {
+            matches!(
+                r,
+                Response::Error {
+                    code: ErrorCode::BadCrc,
+                    ..
+                }
+            )
+        }) && host.ask(&mut app, &Request::Status, &mut |r| {
+            matches!(r, Response::Status(s) if s.frames_bad == 1 && s.active == 0
+                && s.inferences as usize == n * f.images && s.versions == factory)
+        });
+        t.check(
+            "protocol: bad CRC → error frame, device keeps serving (Status)",
+            ok,
+        );
+
+        // The button: a bouncy press, debounced, cycles 0 → 1.
+        for _ in 0..5 {
+            host.pressed.set(true);
+            host.tick(&mut app);
+            host.pressed.set(false);
+            host.tick(&mut app);
+        }
+        host.pressed.set(true);
+        for _ in 0..DEBOUNCE_MS + 2 {
+            host.tick(&mut app);
+        }
+        host.pressed.set(false);
+        for _ in 0..DEBOUNCE_MS + 2 {
+            host.tick(&mut app);
+        }
+        t.check(
+            "button: one debounced press cycles to the next department",
+            app.model().active() == 1 && from_device.borrow().is_empty(),
+        );
+
+        // Switch away and back: W_t is rebuilt from the pristine W0, so no drift.
+        f.image(0, x);
+        let mut same = first.is_some();
+        for d in (0..n).rev() {
+            same &= host.select(&mut app, d as u8);
+        }
+        match (host.infer(&mut app, x), &first) {
+            (Some((_, _, s)), Some(a)) => same &= bits(&s, a),
+            _ => same = false,
+        }
+        t.check("protocol: switch away and back: bit-identical scores", same);
+
+        // A package with one signature bit flipped: streamed, refused at the commit; the
+        // department keeps its version and its scores.
+        let pkg = f.update;
+        let d = f.update_dept;
+        let mut refused = host.select(&mut app, d as u8);
+        let before = host.infer(&mut app, x).map(|r| r.2);
+        let (len, c) = (pkg.len() as u32, crc::crc32(pkg));
+        let mut bad_crc = crc::Crc32::new();
+        bad_crc.update(&pkg[..pkg.len() - 1]);
+        bad_crc.update(&[pkg[pkg.len() - 1] ^ 1]);
+        let bad_crc = bad_crc.finish();
+        refused &= host.ask(
+            &mut app,
+            &Request::UpdateBegin { len, crc: bad_crc },
+            &mut |r| *r == Response::UpdateReady { resume_at: 0 },
+        );
+        refused &= host.send_update(&mut app, pkg, (0, pkg.len()), 1);
+        refused &= host.ask(&mut app, &Request::UpdateCommit, &mut |r| {
+            matches!(
+                r,
+                Response::Error {
+                    code: ErrorCode::UpdateRejected,
+                    detail: 11
+                }
+            )
+        });
+        refused &= host.versions(&mut app) == Some(factory.clone());
+        refused &=
+            matches!((host.infer(&mut app, x), &before), (Some((_, _, s)), Some(b)) if bits(&s, b));
+        t.check(
+            "update: a package with a flipped signature bit is refused (error frame), the department untouched",
+            refused,
+        );
+
+        // The real package: half of it, then a reset.
+        let mut ok = host.ask(&mut app, &Request::UpdateBegin { len, crc: c }, &mut |r| {
+            *r == Response::UpdateReady { resume_at: 0 }
+        });
+        ok &= host.send_update(&mut app, pkg, (0, pkg.len() / 2), 0);
+        ok &= host.ask(&mut app, &Request::Status, &mut |r| {
+            matches!(r, Response::Status(s) if s.update_staged as usize == pkg.len() / 2 && s.update_len == len)
+        });
+        ok
     };
     t.check(
-        "update: a package with a flipped signature bit is refused",
-        refused,
+        "update: first half streamed chunk by chunk into the inactive slot",
+        half_sent,
     );
 
+    // ---- reset mid-download: a new app over the same flash resumes ------------------------
+    let pkg = f.update;
     let d = f.update_dept;
-    let applied = store.apply(f.update, bundle, &mut scratch.0);
-    let version_ok = store.active(d).version() == Some(f.update_version);
-    hprintln!(
-        "[fw] update: apply -> {:?}, department {} now {:?}",
-        applied,
-        d,
-        store.active(d)
-    );
-    t.check(
-        "update: signed delta applied into the simulated flash (A/B slot, journal)",
-        applied == Ok(d) && version_ok,
-    );
-    t.check(
-        "update: the same package again is refused (version not newer)",
-        store.apply(f.update, bundle, &mut scratch.0).is_err(),
-    );
-
-    let blob: &'static [u8] = match store.read_active_blob(d, &mut blob_buf.0) {
-        Ok(Some(b)) => b,
-        _ => return t.check("update: the new blob reads back from its slot", false),
-    };
-    let dept = match Dept::parse_blob(blob, bundle.manifest(), bundle.base_id()) {
-        Ok(x) => x,
-        Err(e) => {
-            hprintln!("[fw] blob: {}", e);
-            return t.check("update: the new blob parses against the shared part", false);
-        }
-    };
-    let mut logits = [0f32; 64];
-    let mut ok = engine.select_blob(dept).is_ok();
-    let mut changed = false;
-    let mut max_diff = 0f32;
-    for n in 0..f.images {
-        f.image(n, x);
-        let Ok(c) = engine.infer(x, &mut logits) else {
-            ok = false;
-            continue;
+    let (after, updated) = {
+        let Some(mut app) = boot(&mut st, &to_device, &from_device, &pressed) else {
+            return t.check("device reboots over the same flash", false);
         };
-        ok &= argmax(&logits[..c]) == f.expected_updated(n, 0).0;
-        for (k, &v) in logits[..c].iter().enumerate() {
-            max_diff = max_diff.max((v - f.expected_updated(n, k).1).abs());
-            changed |= v != f.expected(d, n, k).1;
+        let page = 4096;
+        let kept = (pkg.len() / 2 / page * page) as u32;
+        let at = host.update_begin(&mut app, pkg);
+        hprintln!("[fw] after reset: resume at {:?} of {} B", at, pkg.len());
+        let mut ok = kept > 0 && at == Some(kept);
+        ok &= host.send_update(&mut app, pkg, (kept as usize, pkg.len()), 0);
+        t.check(
+            "update: reset mid-download, resumed at the last whole flash page (header read back, not resent)",
+            ok,
+        );
+        let gen0 = app.model().store().journal_generation();
+        let (dept, version) = (d as u8, f.update_version);
+        let ok = host.ask(&mut app, &Request::UpdateCommit, &mut |r| {
+            *r == Response::Updated { dept, version }
+        });
+        let mut after = factory.clone();
+        if let Some(v) = after.get_mut(d) {
+            *v = f.update_version;
         }
-    }
-    hprintln!(
-        "[fw] updated department vs host: max |score difference| {:e}",
-        max_diff
-    );
+        let versions_ok = host.versions(&mut app) == Some(after.clone())
+            && host.ask(&mut app, &Request::Status, &mut |r| {
+                matches!(r, Response::Status(s) if s.versions == after && s.update_len == 0)
+            });
+        t.check(
+            "update: verified (hash, signature, base, version, counter) and committed; Hello and Status report the new version",
+            ok && versions_ok && app.model().store().journal_generation() == gen0,
+        );
+
+        // The department runs the new expert.
+        let (mut tops, mut max_diff, mut changed) = (host.select(&mut app, d as u8), 0f32, false);
+        let mut updated: Option<Scores> = None;
+        for img in 0..f.images {
+            f.image(img, x);
+            let (c, top) = expected_updated(img, &mut want);
+            match host.infer(&mut app, x) {
+                Some((_, top1, s)) => {
+                    max_diff = max_diff.max(close(&s, &want, c, 0.0).1);
+                    tops &= top1 as usize == top;
+                    let _ = expected(d, img, &mut want);
+                    changed |= close(&s, &want, c, 0.0).1 > 1e-3;
+                    if img == 0 {
+                        updated = Some(s);
+                    }
+                }
+                None => tops = false,
+            }
+        }
+        hprintln!(
+            "[fw] updated department vs host: max |score difference| {:e}",
+            max_diff
+        );
+        t.check(
+            "update: Infer after the update runs the new expert: top-1 as on the host, scores within 1e-4",
+            tops && max_diff <= 1e-4,
+        );
+        t.check(
+            "update: the new expert changes the department's scores",
+            changed,
+        );
+
+        let replay = host.update_begin(&mut app, pkg) == Some(0)
+            && host.ask(
+                &mut app,
+                &Request::UpdateChunk {
+                    offset: 0,
+                    data: &pkg[..MAX_CHUNK.min(pkg.len())],
+                },
+                &mut |r| {
+                    matches!(
+                        r,
+                        Response::Error {
+                            code: ErrorCode::UpdateRejected,
+                            detail: 16
+                        }
+                    )
+                },
+            )
+            && host.versions(&mut app) == Some(after.clone());
+        t.check(
+            "update: the same package again is refused at its header (replay)",
+            replay,
+        );
+
+        // Away and back after the update: still bit-identical.
+        f.image(0, x);
+        let mut same = updated.is_some();
+        for dd in 0..n {
+            same &= host.select(&mut app, dd as u8);
+        }
+        same &= host.select(&mut app, d as u8);
+        match (host.infer(&mut app, x), &updated) {
+            (Some((_, _, s)), Some(a)) => same &= bits(&s, a),
+            _ => same = false,
+        }
+        t.check(
+            "update: switch away and back after the update: bit-identical scores",
+            same,
+        );
+        hprintln!("[fw] device status: {:?}", app.status());
+        (after, updated)
+    };
+
+    // ---- another reset: the device boots into the new version ------------------------------
+    let Some(mut app) = boot(&mut st, &to_device, &from_device, &pressed) else {
+        return t.check("device reboots after the update", false);
+    };
+    f.image(0, x);
+    let ok = host.versions(&mut app) == Some(after)
+        && host.select(&mut app, d as u8)
+        && matches!((host.infer(&mut app, x), &updated), (Some((_, _, s)), Some(a)) if bits(&s, a));
     t.check(
-        "update: the department runs its new blob, top-1 as on the host",
-        ok && max_diff <= 1e-4,
-    );
-    t.check(
-        "update: the new blob changes the department's scores",
-        changed,
+        "update: after a reset the device boots into the new version (committed slot, in place from flash)",
+        ok,
     );
 }
 

@@ -61,8 +61,7 @@ fn main() -> ! {
         (None, ..) => {
             checks::framing(&mut t);
             checks::quant(&mut t);
-            checks::protocol(&mut t);
-            checks::bundle(&mut t);
+            checks::device(&mut t);
         }
         _ => t.check("command line: none, or `bench infer|switch N`", false),
     }

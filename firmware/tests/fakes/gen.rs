@@ -1,0 +1,194 @@
+//! Builds the device self-check fixture (format: `lorkd_firmware::fixture`): a bundle
+//! packed with `lorkd_tools::pack` from a seeded random ShuffleNetV2 0.5x checkpoint
+//! (`lorkd_tools::checkpoint::random_checkpoint`: unit-scale activations, departments that
+//! differ), int8 weights and activations, 3 departments at 32x32; seeded test images; the
+//! scores `lorkd_runtime::engine::Engine` computes for them on the host; and a signed update
+//! of department 1 (`lorkd_tools::delta::make`, fixed test key) made from the same
+//! checkpoint with that department's `lora_B` factors negated and scaled (a "retrained"
+//! department over the same shared weights), with the scores it must give afterwards.
+//!
+//! Deterministic: same bytes every run. Shared by the QEMU board's fixture writer
+//! (`cargo run -p lorkd-firmware --example qemu-fixture -- OUT.bin`, run by
+//! `firmware/run-qemu`) and the host tests (`tests/protocol.rs`), so both check the device
+//! app against the same bundle, images, update and host-computed scores.
+use anyhow::{bail, Context, Result};
+use lorkd_firmware::fixture::{HEADER_LEN, MAGIC};
+use lorkd_runtime::engine::{AlignedBytes, Engine};
+use lorkd_runtime::format::{Bundle, DeltaDType, Mode, Precision};
+use lorkd_tools::checkpoint::{random_checkpoint, Checkpoint, RandomSpec};
+use lorkd_tools::pack::{pack, PackOptions};
+use rand::{Rng, SeedableRng};
+
+/// The ed25519 secret key (seed) the fixture's update is signed with (a test key).
+pub const SIGNING_KEY: [u8; 32] = [42; 32];
+const IMAGES: usize = 3;
+const SIZE: usize = 32;
+
+/// The fixture's bytes (format: `lorkd_firmware::fixture`) and a one-line summary.
+pub fn fixture() -> Result<(Vec<u8>, String)> {
+    let spec = RandomSpec {
+        arch: "shufflenet_v2_x0_5".into(),
+        in_channels: 3,
+        input_size: SIZE,
+        rank: 4,
+        classes: vec![4, 3, 5],
+        seed: 11,
+    };
+    let ck = Checkpoint::from_bytes(&random_checkpoint(&spec)?)?;
+    let opts = PackOptions {
+        weights: Precision::Int8,
+        delta: DeltaDType::I8,
+        calib_count: 4,
+        calib_seed: 5,
+        ..PackOptions::default()
+    };
+    let cal = |b: &[u8], imgs: &[Vec<Vec<f32>>]| lorkd_tools::calibrate::activation_ranges(b, imgs);
+    let bundle_bytes = pack(&ck, &opts, None, None, &cal)?;
+    let al = AlignedBytes::new(&bundle_bytes);
+    let bundle = Bundle::parse(al.as_slice()).map_err(|e| anyhow::anyhow!("bundle: {e}"))?;
+
+    let d = bundle.department_count();
+    let l = 3 * SIZE * SIZE;
+    let classes: Vec<usize> = (0..d)
+        .map(|i| bundle.department(i).map_or(0, |x| x.classes()))
+        .collect();
+    let c = *classes.iter().max().unwrap_or(&0);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let images: Vec<Vec<f32>> = (0..IMAGES)
+        .map(|_| (0..l).map(|_| rng.gen_range(-1.5f32..1.5)).collect())
+        .collect();
+
+    let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(Mode::Materialized));
+    let mut engine = Engine::new(&bundle, arena.as_mut_slice(), Mode::Materialized)
+        .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
+    let mut expect = Vec::new();
+    let mut tops = Vec::new();
+    for (dept, &nc) in classes.iter().enumerate() {
+        engine
+            .select(dept)
+            .map_err(|e| anyhow::anyhow!("select: {e}"))?;
+        for img in &images {
+            let mut logits = vec![0f32; nc];
+            engine
+                .infer(img, &mut logits)
+                .map_err(|e| anyhow::anyhow!("infer: {e}"))?;
+            let top = lorkd_firmware::app::argmax(&logits);
+            tops.push(top);
+            expect.extend_from_slice(&(top as u32).to_le_bytes());
+            for k in 0..c {
+                expect.extend_from_slice(&logits.get(k).copied().unwrap_or(0.0).to_le_bytes());
+            }
+        }
+    }
+    if tops.iter().all(|&t| t == tops[0]) && d > 1 {
+        bail!("every department and image has the same top-1: the fixture would prove little");
+    }
+
+    // The "retrained" department: same shared weights, other factors.
+    const UPDATE_DEPT: usize = 1;
+    const UPDATE_VERSION: u32 = 2;
+    let raw = random_checkpoint(&spec)?;
+    let st = safetensors::SafeTensors::deserialize(&raw)?;
+    let mut tensors = Vec::new();
+    for (name, view) in st.tensors() {
+        let shape = view.shape().to_vec();
+        let mut data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if name.ends_with(".lora_B") {
+            let per = data.len() / shape[0];
+            for v in &mut data[UPDATE_DEPT * per..(UPDATE_DEPT + 1) * per] {
+                *v *= -1.5;
+            }
+        }
+        tensors.push((name, shape, data));
+    }
+    let ck2 = Checkpoint::from_bytes(&lorkd_tools::checkpoint::write_safetensors(
+        &tensors, &ck.meta,
+    )?)?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&SIGNING_KEY);
+    let dept_name = bundle
+        .department(UPDATE_DEPT)
+        .context("department")?
+        .manifest
+        .name;
+    let update = lorkd_tools::delta::make(&bundle_bytes, &ck2, dept_name, UPDATE_VERSION, 0, &key)?;
+    // The scores the new blob must give, computed on the host from the package itself
+    // (`make` calibrates with its own defaults, so a repacked bundle would differ).
+    let pkg_al = AlignedBytes::new(&update);
+    let pkg = lorkd_runtime::update::Package::parse(pkg_al.as_slice())
+        .map_err(|e| anyhow::anyhow!("package: {e:?}"))?;
+    let new_dept =
+        lorkd_runtime::format::Dept::parse_blob(pkg.blob(), bundle.manifest(), bundle.base_id())
+            .map_err(|e| anyhow::anyhow!("blob: {e}"))?;
+    engine
+        .select_blob(new_dept)
+        .map_err(|e| anyhow::anyhow!("select: {e}"))?;
+    let engine2 = &mut engine;
+    let mut updated = Vec::new();
+    let mut tops2 = Vec::new();
+    for img in &images {
+        let mut logits = vec![0f32; classes[UPDATE_DEPT]];
+        engine2
+            .infer(img, &mut logits)
+            .map_err(|e| anyhow::anyhow!("infer: {e}"))?;
+        let top = lorkd_firmware::app::argmax(&logits);
+        tops2.push(top);
+        updated.extend_from_slice(&(top as u32).to_le_bytes());
+        for k in 0..c {
+            updated.extend_from_slice(&logits.get(k).copied().unwrap_or(0.0).to_le_bytes());
+        }
+    }
+
+    let mut f = vec![0u8; HEADER_LEN];
+    let bundle_off = f.len();
+    f.extend_from_slice(&bundle_bytes);
+    while !f.len().is_multiple_of(16) {
+        f.push(0);
+    }
+    let images_off = f.len();
+    for img in &images {
+        for v in img {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let expect_off = f.len();
+    f.extend_from_slice(&expect);
+    let updated_off = f.len();
+    f.extend_from_slice(&updated);
+    let update_off = f.len();
+    f.extend_from_slice(&update);
+    let hdr = [
+        d,
+        IMAGES,
+        l,
+        c,
+        bundle_off,
+        bundle_bytes.len(),
+        images_off,
+        expect_off,
+        update_off,
+        update.len(),
+        UPDATE_DEPT,
+        UPDATE_VERSION as usize,
+        updated_off,
+    ];
+    f[..4].copy_from_slice(&MAGIC);
+    for (i, v) in hdr.iter().enumerate() {
+        f[4 + 4 * i..8 + 4 * i].copy_from_slice(&(*v as u32).to_le_bytes());
+    }
+    f[64..96].copy_from_slice(key.verifying_key().as_bytes());
+    let summary = format!(
+        "bundle {} B ({} departments, classes {:?}, arena {} B), {IMAGES} images {SIZE}x{SIZE}, top-1 {:?}; update of department {UPDATE_DEPT} to v{UPDATE_VERSION}: {} B, top-1 after {:?}",
+        bundle_bytes.len(),
+        d,
+        classes,
+        bundle.arena_bytes(Mode::Materialized),
+        tops,
+        update.len(),
+        tops2
+    );
+    Ok((f, summary))
+}
