@@ -167,7 +167,7 @@ pub fn render(
         0 => 2,
         1 => 3,
         2 => 4,
-        _ => 8,
+        _ => 4,
     };
     let blobs: Vec<(f32, f32, f32)> = (0..n_blobs)
         .map(|_| {
@@ -222,8 +222,8 @@ pub fn render(
                     let phi = (u - ax).atan2(v - ay);
                     let inside = ((0.92 - rho) * sf).clamp(0.0, 1.0)
                         * ((0.62 - phi.abs()) * sf * 0.5).clamp(0.0, 1.0);
-                    let speckle = rng.gen_range(0.4..1.6f32);
-                    let i = (0.45 + 0.2 * g)
+                    let speckle = rng.gen_range(0.6..1.4f32);
+                    let i = (0.45 + 0.3 * g)
                         * speckle
                         * (1.0 - 0.4 * rho)
                         * (1.0 - 0.8 * m)
@@ -256,7 +256,7 @@ pub fn render(
                 }
                 _ => {
                     // H&E-like: tinted pink stroma with oriented fibres, purple nuclei.
-                    let fib = 1.0 - 0.3 * (g + 1.0) * 0.5;
+                    let fib = 1.0 - 0.4 * (g + 1.0);
                     [0, 1, 2].map(|c| {
                         let bg = (0.7 * pink[c] + 0.3 * tint[c]) * fib * gain;
                         bg * (1.0 - m) + purple[c] * m + 0.03 * noise(&mut rng)

@@ -149,3 +149,50 @@ fn departments_look_different() {
         }
     }
 }
+
+/// Texture energy: mean absolute luminance step between neighbouring pixels relative to the
+/// luminance's standard deviation, which grows with the texture's spatial frequency (the
+/// `freq` cue) whatever its contrast.
+fn texture(img: &image::RgbImage) -> [f32; 2] {
+    let lum = |x: u32, y: u32| {
+        let [r, g, b] = img.get_pixel(x, y).0.map(|v| v as f32 / 255.0);
+        0.299 * r + 0.587 * g + 0.114 * b
+    };
+    let (w, h) = img.dimensions();
+    let (mut m, mut m2) = (0f32, 0f32);
+    for y in 0..h {
+        for x in 0..w {
+            m += lum(x, y);
+            m2 += lum(x, y).powi(2);
+        }
+    }
+    let px = (w * h) as f32;
+    let sd = (m2 / px - (m / px).powi(2)).max(1e-6).sqrt();
+    let (mut e, mut n) = (0f32, 0f32);
+    for y in 0..h - 1 {
+        for x in 0..w - 1 {
+            e += (lum(x + 1, y) - lum(x, y)).abs() + (lum(x, y + 1) - lum(x, y)).abs();
+            n += 1.0;
+        }
+    }
+    [e / n / sd, 0.0]
+}
+
+#[test]
+fn histology_frequency_cue_is_visible() {
+    // The stroma texture's frequency decides the histology class; its modulation must stand
+    // out from the nuclei and the noise. It did not (±7.5 % of the stroma brightness under 8
+    // nuclei: this feature scored 0.467, and every model stayed at chance on histology at the
+    // demo's budget); now ±40 % under 4 nuclei: 0.867. In ultrasound the frequency is random.
+    let s = spec("synthetic:size=32,per_class=60,seed=11");
+    let in_own = centroid_accuracy(&s, 3, texture);
+    let elsewhere = centroid_accuracy(&s, 0, texture);
+    println!(
+        "texture-energy centroid accuracy: histology {in_own:.3}, ultrasound {elsewhere:.3} (chance 0.333)"
+    );
+    assert!(in_own > 0.8, "frequency must decide the histology class");
+    assert!(
+        elsewhere < 0.55,
+        "frequency must be meaningless in ultrasound"
+    );
+}

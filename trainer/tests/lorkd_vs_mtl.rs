@@ -1,12 +1,14 @@
-//! Issue 6 item 6: on the synthetic departments, a few epochs of LoRKD reduce the loss, beat
-//! chance on average (no department below it; histology's cue is not learnt yet at this
-//! budget), and give a higher mean per-department test accuracy than MTL (one shared network
-//! with department heads) at equal epochs. Fixed seed; the measured numbers are printed.
+//! Issue 6 item 6: on the synthetic departments, a few epochs of LoRKD reduce the loss, learn
+//! every department above chance (histology's frequency cue included since the generator made
+//! it visible), and give a higher mean per-department test accuracy than MTL (one shared
+//! network with department heads) at equal epochs. Fixed seed; the measured numbers are printed.
 //!
 //! Setting (also the README's command): `synthetic:size=32,per_class=100`, ShuffleNetV2 0.5×,
 //! 6 epochs, batch 32, lr 0.01, rank 8, lora_alpha 8, seed 0, one libtorch thread.
-//! Measured when written: LoRKD 0.603, MTL 0.537 mean test top-1 (chance 0.333); the test
-//! asserts a margin of at least 0.03.
+//! Measured when written: LoRKD 0.767, MTL 0.713 mean test top-1 (chance 0.333; LoRKD per
+//! department 0.547 / 0.693 / 0.973 / 0.853); the test asserts a margin of at least 0.03 and
+//! every department at least 0.1 above chance. The margin is seed-sensitive: seed 1 measured
+//! 0.777 vs 0.750 (docs/training.md).
 
 use lorkd_data::Split;
 use lorkd_trainer::train::eval::evaluate;
@@ -64,10 +66,10 @@ fn lorkd_learns_and_beats_mtl_on_synthetic_departments() {
         lm.last().unwrap().loss < lm[0].loss,
         "the loss must go down"
     );
-    assert!(lorkd > 1.0 / 3.0 + 0.15, "LoRKD must beat chance clearly");
+    assert!(lorkd > 1.0 / 3.0 + 0.3, "LoRKD must beat chance clearly");
     assert!(
-        per_dept.iter().all(|&a| a >= 1.0 / 3.0),
-        "no department below chance: {per_dept:?}"
+        per_dept.iter().all(|&a| a >= 1.0 / 3.0 + 0.1),
+        "every department must be learnt: {per_dept:?}"
     );
     assert!(
         lorkd > mtl + 0.03,
