@@ -4,21 +4,17 @@
 //! `trainer_to_runtime.rs` ties to libtorch), top-1 on the held-out images (validation + test
 //! splits, every department, both switching modes).
 //!
-//! Asserted: ≥ 98 % agreement on the departments the model has learnt (float top-1 ≥ 0.5,
-//! chance 0.33; at least two must be), and ≥ 95 % over all departments.
+//! Asserted: every department learnt (float top-1 ≥ 0.5, chance 0.33) and int8 top-1 ==
+//! float top-1 on ≥ 98 % of all held-out images, in both modes.
 //!
-//! Why not 98 % over all departments: it holds in streaming mode but not quite in materialized
-//! mode. At this budget (the demo's data and settings, 6 epochs, seed 0) ultrasound is still
-//! barely learnt on the held-out images (float top-1 0.46 on validation + test); its float
-//! logits are within a few hundredths of each other (the disagreements are printed with the
-//! float margin), which is the size of the int8 error after ~50 layers, so its top-1 flips on
-//! 3–5 % of images; a few images of learnt departments flip too (float margins up to 0.2).
-//! Measured when written (synthetic generator with the learnable histology cue, see
-//! docs/training.md): materialized 587/600 = 97.8 % over all departments (ultrasound 143/150,
-//! xray 148/150, dermoscopy 149/150, histology 147/150; learnt departments 444/450 = 98.7 %),
-//! streaming 592/600 = 98.7 % (146, 147, 150, 149; learnt 446/450 = 99.1 %). With the previous
-//! generator (histology at chance): 586/600 = 97.7 %. Random networks reach ~93 %
-//! (`tools/src/cmd/run.rs`). The training run is seeded so the test is deterministic.
+//! The model is the demo's (data, ShuffleNetV2 0.5x, rank 8, lr 0.01, seed 0) trained for 12
+//! epochs instead of 6: at 6, ultrasound is barely learnt (float top-1 0.46 on these images)
+//! and its near-tie logits (margins of a few hundredths, the size of the int8 error after ~50
+//! layers) flip on 3–5 % of images — 587/600 = 97.8 % materialized. Measured at 12 epochs when
+//! written: materialized 595/600 = 99.2 % (ultrasound 147/150, xray 148, dermoscopy 150,
+//! histology 150; float top-1 0.67 / 0.73 / 0.99 / 0.98), streaming 594/600 = 99.0 %; ~25 s.
+//! Random networks reach ~93 % (`tools/src/cmd/run.rs`). The training run is seeded, so the
+//! test is deterministic; disagreements are printed with the float margin.
 use lorkd_data::{Dataset, Split, Transform};
 use lorkd_runtime::engine::{AlignedBytes, Engine};
 use lorkd_runtime::format::{Bundle, DeltaDType, Mode, Precision};
@@ -48,7 +44,7 @@ fn int8_bundle_agrees_with_float_on_a_trained_model() {
     let _ = std::fs::remove_dir_all(&dir);
     let mut fc = FitConfig::new(DATA, Method::Lorkd);
     fc.arch = Arch::ShuffleNetV2X0_5;
-    fc.epochs = 6;
+    fc.epochs = 12;
     fc.batch = 32;
     fc.lr = 0.01;
     fc.rank = 8;
@@ -96,8 +92,7 @@ fn int8_bundle_agrees_with_float_on_a_trained_model() {
         let mut qa = AlignedBytes::zeroed(qb.arena_bytes(mode));
         let mut fe = Engine::new(&fb, fa.as_mut_slice(), mode).unwrap();
         let mut qe = Engine::new(&qb, qa.as_mut_slice(), mode).unwrap();
-        let (mut agree, mut total, mut learnt_agree, mut learnt_total, mut learnt) =
-            (0usize, 0usize, 0usize, 0usize, 0usize);
+        let (mut agree, mut total) = (0usize, 0usize);
         for d in 0..ds.departments().len() {
             fe.select(d).unwrap();
             qe.select(d).unwrap();
@@ -122,28 +117,19 @@ fn int8_bundle_agrees_with_float_on_a_trained_model() {
             );
             agree += a_d;
             total += n_d;
-            if acc >= 0.5 {
-                learnt += 1;
-                learnt_agree += a_d;
-                learnt_total += n_d;
-            }
+            assert!(
+                acc >= 0.5,
+                "{}: float top-1 {acc:.3}: the model is not trained",
+                ds.departments()[d].name
+            );
         }
         println!(
-            "{mode:?}: agreement {agree}/{total} = {:.2} % (learnt departments: {learnt_agree}/{learnt_total} = {:.2} %)",
-            100.0 * agree as f64 / total as f64,
-            100.0 * learnt_agree as f64 / learnt_total.max(1) as f64
+            "{mode:?}: agreement {agree}/{total} = {:.2} %",
+            100.0 * agree as f64 / total as f64
         );
         assert!(
-            learnt >= 2,
-            "only {learnt} departments learnt: the model is not trained"
-        );
-        assert!(
-            learnt_agree * 100 >= 98 * learnt_total,
-            "{mode:?}: int8 agrees with float on {learnt_agree}/{learnt_total} images of learnt departments (< 98 %)"
-        );
-        assert!(
-            agree * 100 >= 95 * total,
-            "{mode:?}: int8 agrees with float on {agree}/{total} held-out images (< 95 %)"
+            agree * 100 >= 98 * total,
+            "{mode:?}: int8 agrees with float on {agree}/{total} held-out images (< 98 %)"
         );
     }
     std::fs::remove_dir_all(&dir).ok();
