@@ -630,7 +630,7 @@ impl<'b, 'a> Engine<'b, 'a> {
                                 if pointwise {
                                     (kern.conv1x1_i8)(&g, x, qx.zero_point, w, rq, q, y);
                                 } else {
-                                    k::conv::conv_i8(&g, x, qx.zero_point, w, rq, q, y);
+                                    (kern.conv_i8)(&g, x, qx.zero_point, w, rq, q, y);
                                 }
                             }
                             Some(d) => {
@@ -655,7 +655,7 @@ impl<'b, 'a> Engine<'b, 'a> {
                         if pointwise {
                             (kern.conv1x1_f32)(&g, x, w, bias, relu_now, y);
                         } else {
-                            k::conv::conv_f32(&g, x, w, bias, relu_now, y);
+                            (kern.conv_f32)(&g, x, w, bias, relu_now, y);
                         }
                         if let Some(d) = delta {
                             let scratch = f32s_mut(p.scratch)?;
@@ -701,11 +701,11 @@ impl<'b, 'a> Engine<'b, 'a> {
                             zero_point: qy.zero_point,
                             lo: if relu { qy.zero_point } else { -128 },
                         };
-                        k::dwconv3x3::dwconv3x3_i8(&g, i8s(x), qx.zero_point, w, rq, q, i8s_mut(y));
+                        (kern.dwconv3x3_i8)(&g, i8s(x), qx.zero_point, w, rq, q, i8s_mut(y));
                     } else {
                         let w = expect_len(f32s(tensor(shared, weight, i)?)?, 9 * c, i)?;
                         let y = f32s_mut(y)?;
-                        k::dwconv3x3::dwconv3x3_f32(&g, f32s(x)?, w, bias, relu, y);
+                        (kern.dwconv3x3_f32)(&g, f32s(x)?, w, bias, relu, y);
                         observe(output as usize, y);
                     }
                 }
