@@ -14,7 +14,7 @@
 
 use crate::format::{DeltaDType, DeltaRef, TensorRef};
 use crate::kernels::Geom;
-use crate::quant::{round_f32, QParams};
+use crate::quant::QParams;
 
 /// A low-rank factor `[rows, cols]` read in place from a delta payload (f32, f16 or int8
 /// rows with one f32 scale per row after them). Elements are decoded on read, so the
@@ -104,7 +104,29 @@ impl<'a> Factor<'a> {
             }
         }
     }
+
+    /// Decodes the whole factor, row-major, into `out[..rows·cols]` (one [`Factor::row_into`]
+    /// per row): the rebuild and the streaming path decode once, then run on plain f32.
+    pub fn decode_into(&self, out: &mut [f32]) {
+        if self.cols == 0 {
+            return;
+        }
+        for (i, row) in out[..self.rows * self.cols]
+            .chunks_exact_mut(self.cols)
+            .enumerate()
+        {
+            self.row_into(i, row);
+        }
+    }
 }
+
+/// A factor of no elements (the unreachable fallback of [`Delta::decoded`]).
+const EMPTY: Factor<'static> = Factor {
+    bytes: &[],
+    dtype: DeltaDType::F32,
+    rows: 0,
+    cols: 0,
+};
 
 /// The two factors of one expert conv: `A [r·k, Cin·k]`, `B [Cout·k, r·k]`.
 #[derive(Clone, Copy, Debug)]
@@ -134,11 +156,20 @@ impl<'a> Delta<'a> {
     }
 
     /// `ΔW[o]` (the `Cin·k·k` weights of output channel `o`, OIHW order) into `out`:
-    /// rows `o·k .. o·k+k` of `B·A`.
+    /// rows `o·k .. o·k+k` of `B·A`. Each element is `Σ_j B[·, j]·A[j, ·]` summed in `j`
+    /// order from 0 (so every path below gives the same bits); with both factors as f32
+    /// slices (see [`Delta::decoded`]) four rank rows go per pass over the output row.
     pub fn channel_into(&self, o: usize, out: &mut [f32]) {
         let (rk, ck) = (self.a.rows, self.a.cols);
         let out = &mut out[..self.k * ck];
         out.fill(0.0);
+        if let (Some(a), Some(b)) = (self.a.as_f32(), self.b.as_f32()) {
+            for r in 0..self.k {
+                let brow = &b[(o * self.k + r) * rk..][..rk];
+                axpy_rows(&mut out[r * ck..][..ck], brow, a);
+            }
+            return;
+        }
         let a32 = self.a.as_f32();
         for r in 0..self.k {
             let row = &mut out[r * ck..][..ck];
@@ -163,10 +194,77 @@ impl<'a> Delta<'a> {
         }
     }
 
+    /// f32 elements [`Delta::decoded`] needs: `A` (`r·k × Cin·k`) and `B` (`Cout·k × r·k`).
+    pub const fn decoded_len(&self) -> usize {
+        self.a.rows * self.a.cols + self.b.rows * self.b.cols
+    }
+
+    /// Both factors decoded once into `buf` (at least [`Delta::decoded_len`] f32) and viewed
+    /// as f32 factors, so the loops here take their contiguous f32 paths instead of decoding
+    /// f16 / int8 elements one at a time. Same values, so the same results bit for bit.
+    pub fn decoded<'s>(&self, buf: &'s mut [f32]) -> Delta<'s> {
+        let na = self.a.rows * self.a.cols;
+        let nb = self.b.rows * self.b.cols;
+        let (da, rest) = buf[..na + nb].split_at_mut(na);
+        self.a.decode_into(da);
+        self.b.decode_into(rest);
+        let bytes: &'s [u8] = bytemuck::cast_slice(&buf[..na + nb]);
+        let t = |off: usize, n: usize| TensorRef {
+            offset: (4 * off) as u32,
+            len: (4 * n) as u32,
+        };
+        // Cannot fail: the slices hold exactly rows·cols f32 each.
+        let a = Factor::new(bytes, t(0, na), DeltaDType::F32, self.a.rows, self.a.cols);
+        let b = Factor::new(bytes, t(na, nb), DeltaDType::F32, self.b.rows, self.b.cols);
+        Delta {
+            a: a.unwrap_or(EMPTY),
+            b: b.unwrap_or(EMPTY),
+            cout: self.cout,
+            cin: self.cin,
+            k: self.k,
+        }
+    }
+
     /// Elements of one output channel's weight: `Cin·k·k`.
     pub const fn channel_len(&self) -> usize {
         self.cin * self.k * self.k
     }
+}
+
+/// `row[c] += Σ_j b[j]·a[j·n + c]` (`n = row.len()`), `j` in order, four `a` rows per
+/// pass: `((row + b0·a0) + b1·a1) + …` element-wise, the same rounding sequence as one
+/// row at a time, with a quarter of the loads and stores of `row`. Vectorises over `c`.
+#[inline]
+fn axpy_rows(row: &mut [f32], b: &[f32], a: &[f32]) {
+    let n = row.len();
+    let mut j = 0;
+    while j + 4 <= b.len() {
+        let (b0, b1, b2, b3) = (b[j], b[j + 1], b[j + 2], b[j + 3]);
+        let a4 = &a[j * n..][..4 * n];
+        let (a0, rest) = a4.split_at(n);
+        let (a1, rest) = rest.split_at(n);
+        let (a2, a3) = rest.split_at(n);
+        for ((((v, &x0), &x1), &x2), &x3) in row.iter_mut().zip(a0).zip(a1).zip(a2).zip(a3) {
+            *v = *v + b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3;
+        }
+        j += 4;
+    }
+    for (jj, &bj) in b.iter().enumerate().skip(j) {
+        for (v, &x) in row.iter_mut().zip(&a[jj * n..][..n]) {
+            *v += bj * x;
+        }
+    }
+}
+
+/// `clamp(round_half_away(t), −127, 127)` without branches (so the requant loop
+/// vectorises); equal to `round_f32(t).clamp(−127.0, 127.0) as i8` for every `t`, NaN → 0.
+#[inline]
+fn quantize_weight(t: f32) -> i8 {
+    // Outside ±128 the result is ±127 either way; inside, `t as i32` is exact truncation.
+    let t = t.clamp(-128.0, 128.0);
+    let ti = t as i32;
+    let f = t - ti as f32;
+    (ti + i32::from(f >= 0.5) - i32::from(f <= -0.5)).clamp(-127, 127) as i8
 }
 
 /// f32 materialisation: `out = W0 + ΔW`, channel by channel, from the pristine `w0`.
@@ -207,7 +305,7 @@ pub fn materialize_i8(
         out_scale[o] = s;
         let inv = 1.0 / s;
         for (q, &v) in out[o * n..][..n].iter_mut().zip(scratch.iter()) {
-            *q = round_f32(v * inv).clamp(-127.0, 127.0) as i8;
+            *q = quantize_weight(v * inv);
         }
     }
 }
@@ -416,6 +514,51 @@ pub fn stream_conv_i8(
                 let v = bias[o] + window_dot(g, oy, ox, wbuf, x, |q| st.x.dequantize(q));
                 y[(oy * g.wo + ox) * g.cout + o] = st.out(v);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::round_f32;
+
+    #[test]
+    fn quantize_weight_is_round_half_away_then_clamp() {
+        let spec = |t: f32| round_f32(t).clamp(-127.0, 127.0) as i8;
+        let edges = [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            0.49999997,
+            -0.49999997,
+            126.5,
+            -126.5,
+            127.49,
+            127.5,
+            -127.5,
+            128.0,
+            1e9,
+            -1e9,
+            3e38,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            8_388_609.0,
+        ];
+        for t in edges {
+            assert_eq!(quantize_weight(t), spec(t), "{t}");
+        }
+        let mut x = 0x1234_5678u32;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let t = (x as i32 as f32) / (1u32 << 23) as f32; // ±256
+            assert_eq!(quantize_weight(t), spec(t), "{t}");
         }
     }
 }

@@ -268,6 +268,16 @@ fn conv_geom(
     }
 }
 
+/// `d`'s factors decoded to f32 at the start of `scratch`, and the rest of `scratch`.
+fn decode<'s>(d: &Delta<'_>, scratch: &'s mut [u8], op: usize) -> R<(Delta<'s>, &'s mut [f32])> {
+    let scratch = f32s_mut(scratch)?;
+    if scratch.len() < d.decoded_len() {
+        return Err(EngineError::Malformed { op });
+    }
+    let (dec, rest) = scratch.split_at_mut(d.decoded_len());
+    Ok((d.decoded(dec), rest))
+}
+
 fn expect_len<T>(s: &[T], n: usize, op: usize) -> R<&[T]> {
     s.get(..n)
         .filter(|_| s.len() == n)
@@ -428,6 +438,13 @@ impl<'b, 'a> Engine<'b, 'a> {
             )
             .ok_or(EngineError::DeptMismatch)?;
             let w0 = tensor(shared, weight, i)?;
+            // Decode both factors once; the rebuild then runs on contiguous f32.
+            let scratch = f32s_mut(p.scratch)?;
+            if scratch.len() < delta.decoded_len() {
+                return Err(bad);
+            }
+            let (dec, scratch) = scratch.split_at_mut(delta.decoded_len());
+            let delta = delta.decoded(dec);
             if int8 {
                 let wlen = layout::align(n);
                 let dst = p
@@ -436,7 +453,6 @@ impl<'b, 'a> Engine<'b, 'a> {
                     .ok_or(bad)?;
                 let (dw, ds) = dst.split_at_mut(wlen);
                 let s0 = expect_len(f32s(tensor(shared, wscale, i)?)?, cout, i)?;
-                let scratch = f32s_mut(p.scratch)?;
                 if scratch.len() < delta.channel_len() {
                     return Err(bad);
                 }
@@ -634,7 +650,7 @@ impl<'b, 'a> Engine<'b, 'a> {
                                 }
                             }
                             Some(d) => {
-                                let scratch = f32s_mut(p.scratch)?;
+                                let (d, scratch) = decode(&d, p.scratch, i)?;
                                 let st = switch::StreamI8 { x: qx, y: qy, relu };
                                 if pointwise {
                                     let u = scratch.get_mut(..g.ho * g.wo * d.a.rows).ok_or(bad)?;
@@ -658,7 +674,7 @@ impl<'b, 'a> Engine<'b, 'a> {
                             (kern.conv_f32)(&g, x, w, bias, relu_now, y);
                         }
                         if let Some(d) = delta {
-                            let scratch = f32s_mut(p.scratch)?;
+                            let (d, scratch) = decode(&d, p.scratch, i)?;
                             if pointwise {
                                 let u = scratch.get_mut(..g.ho * g.wo * d.a.rows).ok_or(bad)?;
                                 switch::lowrank_u(&g, x, |v| v, &d.a, u);
