@@ -10,6 +10,7 @@
 use core::arch::x86_64::*;
 
 use super::lane_mask;
+use super::requant::{RqSoa, MAXQ};
 use crate::kernels::{Geom, OutQ};
 use crate::quant::requant;
 
@@ -169,18 +170,24 @@ pub(crate) fn conv1x1_i8(
 ) {
     let (n, npix) = (g.cin, g.ho * g.wo);
     let (w, rq, y) = (&w[..g.cout * n], &rq[..g.cout], &mut y[..npix * g.cout]);
+    let soa = RqSoa::new(rq);
+    let mut acc = [[0i32; MAXQ]; PI];
     let mut p = 0;
     while p < npix {
         let row = |i: usize| &x[src(g, p + i)..][..n];
+        let y = &mut y[p * g.cout..];
         if npix - p >= PI {
-            rows_i8::<PI>([row(0), row(1)], zx, w, rq, q, &mut y[p * g.cout..]);
+            rows_i8::<PI>([row(0), row(1)], zx, w, rq, q, soa.as_ref(), &mut acc, y);
         } else {
-            rows_i8::<1>([row(0)], zx, w, rq, q, &mut y[p * g.cout..]);
+            rows_i8::<1>([row(0)], zx, w, rq, q, soa.as_ref(), &mut acc, y);
         }
         p += PI.min(npix - p);
     }
 }
 
+/// All output channels of `P` pixels into `y[..P·cout]`: the exact sums into `acc` (when
+/// `soa` holds the requant parameters), then requantised 8 channels at a time.
+#[allow(clippy::too_many_arguments)]
 #[inline]
 fn rows_i8<const P: usize>(
     xs: [&[i8]; P],
@@ -188,9 +195,15 @@ fn rows_i8<const P: usize>(
     w: &[i8],
     rq: &[[i32; 3]],
     q: OutQ,
+    soa: Option<&RqSoa>,
+    acc: &mut [[i32; MAXQ]; PI],
     y: &mut [i8],
 ) {
     let (n, cout) = (xs[0].len(), rq.len());
+    let mut put = |p: usize, o: usize, v: i32| match soa {
+        Some(_) => acc[p][o] = v,
+        None => y[p * cout + o] = requant(v, rq[o], q),
+    };
     let mut o = 0;
     while o < cout {
         if o + 4 <= cout {
@@ -199,7 +212,7 @@ fn rows_i8<const P: usize>(
             let d = unsafe { tile_i8::<P, 4>(xs, ws, n, zx) };
             for (p, dp) in d.iter().enumerate() {
                 for (j, &v) in dp.iter().enumerate() {
-                    y[p * cout + o + j] = requant(v, rq[o + j], q);
+                    put(p, o + j, v);
                 }
             }
             o += 4;
@@ -207,9 +220,15 @@ fn rows_i8<const P: usize>(
             // SAFETY: as above, one row.
             let d = unsafe { tile_i8::<P, 1>(xs, [&w[o * n..][..n]], n, zx) };
             for (p, dp) in d.iter().enumerate() {
-                y[p * cout + o] = requant(dp[0], rq[o], q);
+                put(p, o, dp[0]);
             }
             o += 1;
+        }
+    }
+    if let Some(s) = soa {
+        for (p, a) in acc.iter().enumerate().take(P) {
+            // SAFETY: only installed after AVX2 detection.
+            unsafe { s.row(0, &a[..cout], q, &mut y[p * cout..][..cout]) };
         }
     }
 }

@@ -9,6 +9,7 @@
 use core::arch::x86_64::*;
 
 use super::lane_mask;
+use super::requant::RqSoa;
 use crate::kernels::{Geom, OutQ};
 use crate::quant::requant;
 
@@ -109,6 +110,7 @@ pub(crate) fn dwconv3x3_i8(
 ) {
     let c = g.cout;
     let rq = &rq[..c];
+    let soa = RqSoa::new(rq);
     let mut t: [(&[i8], &[i8]); 9] = [(&[], &[]); 9];
     for oy in 0..g.ho {
         for ox in 0..g.wo {
@@ -119,8 +121,14 @@ pub(crate) fn dwconv3x3_i8(
                 // SAFETY: only installed after AVX2 detection; `c0 + 8 <= c` and every tap
                 // row holds `c` bytes.
                 let acc = unsafe { block_i8(&t[..nt], c0, zx) };
-                for (j, &a) in acc.iter().enumerate() {
-                    out[c0 + j] = requant(a, rq[c0 + j], q);
+                match &soa {
+                    // SAFETY: as above.
+                    Some(s) => unsafe { s.row(c0, &acc, q, &mut out[c0..c0 + 8]) },
+                    None => {
+                        for (j, &a) in acc.iter().enumerate() {
+                            out[c0 + j] = requant(a, rq[c0 + j], q);
+                        }
+                    }
                 }
                 c0 += 8;
             }

@@ -7,6 +7,7 @@
 
 mod conv1x1;
 mod dw3x3;
+mod requant;
 mod stem;
 
 use super::Kernels;
