@@ -126,7 +126,8 @@ impl Kernels {
     }
 
     /// Every kernel table this CPU runs, slowest first: the reference, then each SIMD
-    /// variant (e.g. aarch64 NEON without and with `sdot`). Tests run all of them against
+    /// variant (x86_64 AVX2 without and with AVX-512 VNNI; aarch64 NEON without and with
+    /// `sdot`). Tests run all of them against
     /// the reference, so a variant the best table shadows still gets checked.
     pub fn available() -> [Option<Self>; 3] {
         #[allow(unused_mut)]
@@ -134,6 +135,9 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         if x86_64::detected() {
             v[1] = Some(x86_64::avx2());
+            if x86_64::vnni_detected() {
+                v[2] = Some(x86_64::avx512vnni());
+            }
         }
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         {

@@ -6,6 +6,7 @@
 #![allow(unsafe_code)]
 
 mod conv1x1;
+mod conv1x1_vnni;
 mod dw3x3;
 mod requant;
 mod stem;
@@ -34,6 +35,21 @@ pub(crate) fn avx2() -> Kernels {
         dwconv3x3_f32: dw3x3::dwconv3x3_f32,
         dwconv3x3_i8: dw3x3::dwconv3x3_i8,
         isa: "x86_64-avx2",
+    }
+}
+
+/// AVX-512 VNNI (with VL) on top of [`detected`]: the int8 GEMM on `vpdpbusd`.
+pub(crate) fn vnni_detected() -> bool {
+    conv1x1_vnni::detected()
+}
+
+/// The AVX2 table with the int8 pointwise conv on AVX-512 VNNI. Install only when
+/// [`vnni_detected`].
+pub(crate) fn avx512vnni() -> Kernels {
+    Kernels {
+        conv1x1_i8: conv1x1_vnni::conv1x1_i8,
+        isa: "x86_64-avx2-vnni",
+        ..avx2()
     }
 }
 
