@@ -15,13 +15,14 @@ const P: usize = 4;
 /// Output channels per tile.
 const O: usize = 4;
 
-/// AVX-512 VNNI + VL are usable.
+/// AVX-512 VNNI, VL and BW (masked byte loads) are usable.
 pub(crate) fn detected() -> bool {
     #[cfg(feature = "std")]
     {
         super::detected()
             && std::is_x86_feature_detected!("avx512vnni")
             && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512bw")
     }
     #[cfg(not(feature = "std"))]
     {
@@ -70,7 +71,7 @@ pub(crate) fn conv1x1_i8(
         while o < cout {
             let no = O.min(cout - o);
             let ws = [0, 1, 2, 3].map(|j| &w[(o + j.min(no - 1)) * n..][..n]);
-            // SAFETY: only installed after AVX2 + AVX-512 VNNI/VL detection (`detected`);
+            // SAFETY: only installed after AVX2 + AVX-512 VNNI/VL/BW detection (`detected`);
             // every row holds exactly `n` bytes.
             let d = unsafe { tile(xs, ws, n) };
             for (i, dp) in d.iter().enumerate().take(np) {
@@ -91,8 +92,8 @@ pub(crate) fn conv1x1_i8(
 /// `out[p][o] = Σ_i ws[o][i]·(xs[p][i] + 128)`.
 ///
 /// # Safety
-/// AVX2, AVX-512 VNNI and VL available; every row at least `n` bytes.
-#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+/// AVX2, AVX-512 VNNI, VL and BW available; every row at least `n` bytes.
+#[target_feature(enable = "avx2,avx512vnni,avx512vl,avx512bw")]
 unsafe fn tile(xs: [&[i8]; P], ws: [&[i8]; O], n: usize) -> [[i32; O]; P] {
     let flip = _mm256_set1_epi8(-128);
     let mut acc = [[_mm256_setzero_si256(); O]; P];
@@ -109,12 +110,16 @@ unsafe fn tile(xs: [&[i8]; P], ws: [&[i8]; O], n: usize) -> [[i32; O]; P] {
                 wv[o] = unsafe { _mm256_loadu_si256(ws[o].as_ptr().add(i).cast()) };
             }
         } else {
-            // Tail: zero-padded copies; a zero weight adds 0 whatever the (offset) input.
+            // Tail: masked loads (masked-off bytes are not read and load as 0); a zero weight
+            // adds 0 whatever the (offset) input.
+            let m: __mmask32 = (1u32 << (n - i)) - 1;
             for p in 0..P {
-                xv[p] = padded32(&xs[p][i..n]);
+                // SAFETY: only the `n − i` bytes left in each row are enabled.
+                xv[p] = unsafe { _mm256_maskz_loadu_epi8(m, xs[p].as_ptr().add(i).cast()) };
             }
             for o in 0..O {
-                wv[o] = padded32(&ws[o][i..n]);
+                // SAFETY: as above.
+                wv[o] = unsafe { _mm256_maskz_loadu_epi8(m, ws[o].as_ptr().add(i).cast()) };
             }
         }
         for p in 0..P {
@@ -136,14 +141,4 @@ unsafe fn tile(xs: [&[i8]; P], ws: [&[i8]; O], n: usize) -> [[i32; O]; P] {
         unsafe { _mm_storeu_si128(out[p].as_mut_ptr().cast(), s) };
     }
     out
-}
-
-/// Up to 32 bytes as one vector, zero-padded.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn padded32(r: &[i8]) -> __m256i {
-    let mut b = [0i8; 32];
-    b[..r.len()].copy_from_slice(r);
-    // SAFETY: `b` holds 32 bytes.
-    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
 }
