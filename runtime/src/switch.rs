@@ -296,11 +296,16 @@ pub fn materialize_i8(
     let scratch = &mut scratch[..n];
     for o in 0..d.cout {
         d.channel_into(o, scratch);
-        let mut amax = 0.0f32;
+        // max |v| over the non-NaN values, on the bit patterns: for finite and infinite
+        // floats `|a| < |b|` iff `bits(|a|) < bits(|b|)`, and an integer max vectorises
+        // where `f32::max` (NaN rules) does not. Same value as folding `f32::max`.
+        let mut amax_bits = 0u32;
         for (v, &q) in scratch.iter_mut().zip(&w0[o * n..][..n]) {
             *v += s0[o] * q as f32;
-            amax = amax.max(v.abs());
+            let b = v.to_bits() & 0x7fff_ffff;
+            amax_bits = amax_bits.max(if b > 0x7f80_0000 { 0 } else { b });
         }
+        let amax = f32::from_bits(amax_bits);
         let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
         out_scale[o] = s;
         let inv = 1.0 / s;

@@ -10,9 +10,8 @@
 use core::arch::x86_64::*;
 
 use super::lane_mask;
-use super::requant::{RqSoa, MAXQ};
+use super::requant::requant_row;
 use crate::kernels::{Geom, OutQ};
-use crate::quant::requant;
 
 /// Output pixels per f32 tile: 3×4 accumulators + 4 weight vectors fill the 16 registers.
 const PF: usize = 3;
@@ -170,24 +169,24 @@ pub(crate) fn conv1x1_i8(
 ) {
     let (n, npix) = (g.cin, g.ho * g.wo);
     let (w, rq, y) = (&w[..g.cout * n], &rq[..g.cout], &mut y[..npix * g.cout]);
-    let soa = RqSoa::new(rq);
-    let mut acc = [[0i32; MAXQ]; PI];
     let mut p = 0;
     while p < npix {
         let row = |i: usize| &x[src(g, p + i)..][..n];
         let y = &mut y[p * g.cout..];
         if npix - p >= PI {
-            rows_i8::<PI>([row(0), row(1)], zx, w, rq, q, soa.as_ref(), &mut acc, y);
+            rows_i8::<PI>([row(0), row(1)], zx, w, rq, q, y);
         } else {
-            rows_i8::<1>([row(0)], zx, w, rq, q, soa.as_ref(), &mut acc, y);
+            rows_i8::<1>([row(0)], zx, w, rq, q, y);
         }
         p += PI.min(npix - p);
     }
 }
 
-/// All output channels of `P` pixels into `y[..P·cout]`: the exact sums into `acc` (when
-/// `soa` holds the requant parameters), then requantised 8 channels at a time.
-#[allow(clippy::too_many_arguments)]
+/// Output channels per requant block.
+const OB: usize = 64;
+
+/// All output channels of `P` pixels into `y[..P·cout]`, in blocks of [`OB`] channels: the
+/// exact sums into a stack block, then requantised 8 channels at a time.
 #[inline]
 fn rows_i8<const P: usize>(
     xs: [&[i8]; P],
@@ -195,41 +194,38 @@ fn rows_i8<const P: usize>(
     w: &[i8],
     rq: &[[i32; 3]],
     q: OutQ,
-    soa: Option<&RqSoa>,
-    acc: &mut [[i32; MAXQ]; PI],
     y: &mut [i8],
 ) {
     let (n, cout) = (xs[0].len(), rq.len());
-    let mut put = |p: usize, o: usize, v: i32| match soa {
-        Some(_) => acc[p][o] = v,
-        None => y[p * cout + o] = requant(v, rq[o], q),
-    };
-    let mut o = 0;
-    while o < cout {
-        if o + 4 <= cout {
-            let ws = [0, 1, 2, 3].map(|j| &w[(o + j) * n..][..n]);
-            // SAFETY: only installed after AVX2 detection; every row holds `n` bytes.
-            let d = unsafe { tile_i8::<P, 4>(xs, ws, n, zx) };
-            for (p, dp) in d.iter().enumerate() {
-                for (j, &v) in dp.iter().enumerate() {
-                    put(p, o + j, v);
+    let mut acc = [[0i32; OB]; P];
+    let mut o0 = 0;
+    while o0 < cout {
+        let nb = OB.min(cout - o0);
+        let mut o = 0;
+        while o < nb {
+            if o + 4 <= nb {
+                let ws = [0, 1, 2, 3].map(|j| &w[(o0 + o + j) * n..][..n]);
+                // SAFETY: only installed after AVX2 detection; every row holds `n` bytes.
+                let d = unsafe { tile_i8::<P, 4>(xs, ws, n, zx) };
+                for (p, dp) in d.iter().enumerate() {
+                    acc[p][o..o + 4].copy_from_slice(dp);
                 }
+                o += 4;
+            } else {
+                // SAFETY: as above, one row.
+                let d = unsafe { tile_i8::<P, 1>(xs, [&w[(o0 + o) * n..][..n]], n, zx) };
+                for (p, dp) in d.iter().enumerate() {
+                    acc[p][o] = dp[0];
+                }
+                o += 1;
             }
-            o += 4;
-        } else {
-            // SAFETY: as above, one row.
-            let d = unsafe { tile_i8::<P, 1>(xs, [&w[o * n..][..n]], n, zx) };
-            for (p, dp) in d.iter().enumerate() {
-                put(p, o, dp[0]);
-            }
-            o += 1;
         }
-    }
-    if let Some(s) = soa {
-        for (p, a) in acc.iter().enumerate().take(P) {
+        for (p, a) in acc.iter().enumerate() {
+            let out = &mut y[p * cout + o0..][..nb];
             // SAFETY: only installed after AVX2 detection.
-            unsafe { s.row(0, &a[..cout], q, &mut y[p * cout..][..cout]) };
+            unsafe { requant_row(&a[..nb], &rq[o0..o0 + nb], q, out) };
         }
+        o0 += nb;
     }
 }
 

@@ -7,13 +7,17 @@
 //! 16 of the 32 vector registers accumulate. Bit-exact to the reference.
 use core::arch::x86_64::*;
 
-use super::requant::{RqSoa, MAXQ};
+use super::requant::requant_row;
 use crate::kernels::{reference, Geom, OutQ};
 
 /// Output pixels per tile.
 const P: usize = 4;
 /// Output channels per tile.
 const O: usize = 4;
+/// Output channels per requant block.
+const OB: usize = 64;
+/// Widest conv handled (the `Σw` correction lives on the stack; ShuffleNetV2 tops at 1024).
+const MAXQ: usize = 1024;
 
 /// AVX-512 VNNI, VL and BW (masked byte loads) are usable.
 pub(crate) fn detected() -> bool {
@@ -53,37 +57,43 @@ pub(crate) fn conv1x1_i8(
     y: &mut [i8],
 ) {
     let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
-    let Some(soa) = RqSoa::new(&rq[..cout]) else {
+    if cout > MAXQ {
         return reference::conv1x1::conv1x1_i8(g, x, zx, w, rq, q, y);
-    };
-    let (w, y) = (&w[..cout * n], &mut y[..npix * cout]);
+    }
+    let (w, rq, y) = (&w[..cout * n], &rq[..cout], &mut y[..npix * cout]);
     // (128 + zx)·Σw per output channel: what the +128 offset of the input added.
     let mut corr = [0i32; MAXQ];
     for (c, row) in corr.iter_mut().zip(w.chunks_exact(n.max(1))) {
         *c = (128 + zx).wrapping_mul(row.iter().map(|&v| v as i32).sum::<i32>());
     }
-    let mut acc = [[0i32; MAXQ]; P];
+    let mut acc = [[0i32; OB]; P];
     let mut p = 0;
     while p < npix {
         let np = P.min(npix - p);
         let xs = [0, 1, 2, 3].map(|i| &x[src(g, p + i.min(np - 1))..][..n]);
-        let mut o = 0;
-        while o < cout {
-            let no = O.min(cout - o);
-            let ws = [0, 1, 2, 3].map(|j| &w[(o + j.min(no - 1)) * n..][..n]);
-            // SAFETY: only installed after AVX2 + AVX-512 VNNI/VL/BW detection (`detected`);
-            // every row holds exactly `n` bytes.
-            let d = unsafe { tile(xs, ws, n) };
-            for (i, dp) in d.iter().enumerate().take(np) {
-                for (j, &v) in dp.iter().enumerate().take(no) {
-                    acc[i][o + j] = v.wrapping_sub(corr[o + j]);
+        let mut o0 = 0;
+        while o0 < cout {
+            let nb = OB.min(cout - o0);
+            let mut o = 0;
+            while o < nb {
+                let no = O.min(nb - o);
+                let ws = [0, 1, 2, 3].map(|j| &w[(o0 + o + j.min(no - 1)) * n..][..n]);
+                // SAFETY: only installed after AVX2 + AVX-512 VNNI/VL/BW detection
+                // (`detected`); every row holds exactly `n` bytes.
+                let d = unsafe { tile(xs, ws, n) };
+                for (i, dp) in d.iter().enumerate().take(np) {
+                    for (j, &v) in dp.iter().enumerate().take(no) {
+                        acc[i][o + j] = v.wrapping_sub(corr[o0 + o + j]);
+                    }
                 }
+                o += no;
             }
-            o += no;
-        }
-        for (i, a) in acc.iter().enumerate().take(np) {
-            // SAFETY: AVX2 detected (as above).
-            unsafe { soa.row(0, &a[..cout], q, &mut y[(p + i) * cout..][..cout]) };
+            for (i, a) in acc.iter().enumerate().take(np) {
+                let out = &mut y[(p + i) * cout + o0..][..nb];
+                // SAFETY: AVX2 detected (as above).
+                unsafe { requant_row(&a[..nb], &rq[o0..o0 + nb], q, out) };
+            }
+            o0 += nb;
         }
         p += np;
     }

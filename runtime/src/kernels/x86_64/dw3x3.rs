@@ -9,7 +9,7 @@
 use core::arch::x86_64::*;
 
 use super::lane_mask;
-use super::requant::RqSoa;
+use super::requant::requant_row;
 use crate::kernels::{Geom, OutQ};
 use crate::quant::requant;
 
@@ -110,7 +110,6 @@ pub(crate) fn dwconv3x3_i8(
 ) {
     let c = g.cout;
     let rq = &rq[..c];
-    let soa = RqSoa::new(rq);
     let mut t: [(&[i8], &[i8]); 9] = [(&[], &[]); 9];
     for oy in 0..g.ho {
         for ox in 0..g.wo {
@@ -121,15 +120,8 @@ pub(crate) fn dwconv3x3_i8(
                 // SAFETY: only installed after AVX2 detection; `c0 + 8 <= c` and every tap
                 // row holds `c` bytes.
                 let acc = unsafe { block_i8(&t[..nt], c0, zx) };
-                match &soa {
-                    // SAFETY: as above.
-                    Some(s) => unsafe { s.row(c0, &acc, q, &mut out[c0..c0 + 8]) },
-                    None => {
-                        for (j, &a) in acc.iter().enumerate() {
-                            out[c0 + j] = requant(a, rq[c0 + j], q);
-                        }
-                    }
-                }
+                // SAFETY: as above.
+                unsafe { requant_row(&acc, &rq[c0..c0 + 8], q, &mut out[c0..c0 + 8]) };
                 c0 += 8;
             }
             // Channel tail (< 8): scalar, as the reference.

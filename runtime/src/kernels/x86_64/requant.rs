@@ -15,66 +15,44 @@ pub(super) struct Rq8 {
     pub shift: __m256i,
 }
 
-/// Most output channels [`RqSoa`] holds (ShuffleNetV2's widest conv has 1024).
-pub(super) const MAXQ: usize = 1024;
-
-/// A conv's `[bias, multiplier, shift]` triples transposed once per call (zero-padded to a
-/// whole vector), so 8 channels' parameters are three vector loads.
-pub(super) struct RqSoa {
-    t: [[i32; MAXQ]; 3],
-    n: usize,
-}
-
-impl RqSoa {
-    /// `None` when `rq` has more than [`MAXQ`] channels (callers then requant one by one).
-    pub(super) fn new(rq: &[[i32; 3]]) -> Option<Self> {
-        if rq.len() > MAXQ {
-            return None;
-        }
-        let mut t = [[0i32; MAXQ]; 3];
-        for (j, r) in rq.iter().enumerate() {
-            t[0][j] = r[0];
-            t[1][j] = r[1];
-            t[2][j] = r[2];
-        }
-        Some(RqSoa { t, n: rq.len() })
-    }
-
-    /// Channels `c0 .. c0 + 8` (zero past the end).
+impl Rq8 {
+    /// The parameters of channels `rq[0..8]`: three strided gathers from the
+    /// `[bias, multiplier, shift]` triples.
     #[inline]
     #[target_feature(enable = "avx2")]
-    pub(super) fn at(&self, c0: usize) -> Rq8 {
-        let c0 = c0.min(MAXQ - 8);
-        let [b, m, s] = [0, 1, 2].map(|k| &self.t[k][c0..c0 + 8]);
-        // SAFETY: each slice holds 8 i32.
+    pub(super) fn gather(rq: &[[i32; 3]]) -> Self {
+        let rq = &rq[..8];
+        let p: *const i32 = rq.as_ptr().cast();
+        let idx = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21);
+        // SAFETY: `rq` holds 8 triples = 24 i32; the gathers read `p[3j + k]`, `k < 3`.
         unsafe {
             Rq8 {
-                bias: _mm256_loadu_si256(b.as_ptr().cast()),
-                mult: _mm256_loadu_si256(m.as_ptr().cast()),
-                shift: _mm256_loadu_si256(s.as_ptr().cast()),
+                bias: _mm256_i32gather_epi32::<4>(p, idx),
+                mult: _mm256_i32gather_epi32::<4>(p.add(1), idx),
+                shift: _mm256_i32gather_epi32::<4>(p.add(2), idx),
             }
         }
     }
+}
 
-    /// `out[i] = requant(acc[i], rq[c0 + i], q)` for `i < out.len()` (`acc` as long), 8
-    /// channels per step; `c0 + out.len() ≤ n` and `c0` a multiple of 8.
-    #[target_feature(enable = "avx2")]
-    pub(super) fn row(&self, c0: usize, acc: &[i32], q: OutQ, out: &mut [i8]) {
-        let n = out.len().min(acc.len()).min(self.n - c0.min(self.n));
-        let mut i = 0;
-        while i < n {
-            let mut a = [0i32; 8];
-            let m = (n - i).min(8);
-            a[..m].copy_from_slice(&acc[i..i + m]);
-            let mut b = [0i8; 16];
-            // SAFETY: `a` holds 8 i32, `b` 16 bytes.
-            unsafe {
-                let v = requant8(_mm256_loadu_si256(a.as_ptr().cast()), &self.at(c0 + i), q);
-                _mm_storeu_si128(b.as_mut_ptr().cast(), v);
-            }
-            out[i..i + m].copy_from_slice(&b[..m]);
-            i += 8;
+/// `out[i] = quant::requant(acc[i], rq[i], q)` for `i < out.len()` (`acc` and `rq` at least
+/// as long): 8 channels per step, the tail scalar.
+#[target_feature(enable = "avx2")]
+pub(super) fn requant_row(acc: &[i32], rq: &[[i32; 3]], q: OutQ, out: &mut [i8]) {
+    let n = out.len();
+    let (acc, rq) = (&acc[..n], &rq[..n]);
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: `i + 8 <= n`: 8 i32 of `acc` read, 8 bytes of `out` written.
+        unsafe {
+            let a = _mm256_loadu_si256(acc.as_ptr().add(i).cast());
+            let v = requant8(a, &Rq8::gather(&rq[i..]), q);
+            _mm_storel_epi64(out.as_mut_ptr().add(i).cast(), v);
         }
+        i += 8;
+    }
+    for j in i..n {
+        out[j] = crate::quant::requant(acc[j], rq[j], q);
     }
 }
 
@@ -232,11 +210,7 @@ mod tests {
             let mut got = [0i8; 8];
             let len = 1 + (r >> 20) as usize % 8;
             // SAFETY: AVX2 detected above.
-            unsafe {
-                RqSoa::new(&rq[..len])
-                    .unwrap()
-                    .row(0, &acc[..len], q, &mut got[..len])
-            };
+            unsafe { requant_row(&acc[..len], &rq[..len], q, &mut got[..len]) };
             for j in 0..len {
                 assert_eq!(
                     got[j],

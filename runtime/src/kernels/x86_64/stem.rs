@@ -9,10 +9,9 @@
 //! the weights as matching i16 pairs, `_mm256_madd_epi16` into i32: exact.
 use core::arch::x86_64::*;
 
-use super::requant::RqSoa;
+use super::requant::requant_row;
 use crate::kernels::reference::conv::{self as refconv, gather, PATCH};
 use crate::kernels::{Geom, OutQ};
-use crate::quant::requant;
 
 /// Largest transposed weight (`n · cout` rounded up to 8 outputs) kept on the stack.
 const WT: usize = 2048;
@@ -99,7 +98,6 @@ pub(crate) fn conv_i8(
             wt[tp * cp + o] = (lo | hi << 16) as i32;
         }
     }
-    let soa = RqSoa::new(&rq[..g.cout]);
     // The patch as i16 pairs; an odd last element pairs with 0.
     let (mut patch, mut pairs, mut acc) = ([0i16; PATCH], [0i32; PATCH / 2], [0i32; MAXC]);
     for oy in 0..g.ho {
@@ -121,15 +119,8 @@ pub(crate) fn conv_i8(
             // SAFETY: only installed after AVX2 detection; `wt` holds `np·cp`, `acc` `cp`.
             unsafe { pixel_i8(&pairs[..np], &wt[..np * cp], &mut acc[..cp]) };
             let out = &mut y[(oy * g.wo + ox) * g.cout..][..g.cout];
-            match &soa {
-                // SAFETY: only installed after AVX2 detection.
-                Some(s) => unsafe { s.row(0, &acc[..g.cout], q, out) },
-                None => {
-                    for (o, v) in out.iter_mut().enumerate() {
-                        *v = requant(acc[o], rq[o], q);
-                    }
-                }
-            }
+            // SAFETY: only installed after AVX2 detection.
+            unsafe { requant_row(&acc[..g.cout], rq, q, out) };
         }
     }
 }
