@@ -42,7 +42,16 @@ fn geom(r: &mut ChaCha8Rng, f: Family) -> Geom {
     let (h, w) = (r.gen_range(1..8), r.gen_range(1..8));
     let stride = r.gen_range(1..3);
     let (k, pad, cout) = match f {
-        Family::Pointwise => (1, 0, r.gen_range(1..20)),
+        // Mostly narrow; some wider than the 64-channel requant blocks, a few wider than
+        // the 1024 channels the x86 requant transposes on the stack (the gather fallback).
+        Family::Pointwise => {
+            let cout = match r.gen_range(0..100) {
+                0..=1 => r.gen_range(1025..1040),
+                2..=21 => r.gen_range(60..140),
+                _ => r.gen_range(1..20),
+            };
+            (1, 0, cout)
+        }
         Family::Depthwise => (3, 1, cin),
         Family::Stem => (3, r.gen_range(0..2), r.gen_range(1..40)),
     };

@@ -784,9 +784,10 @@ impl<'b, 'a> Engine<'b, 'a> {
                             qparams(&dept, output, i)?,
                         );
                         if qa != qy || qb != qy {
+                            let (ta, tb) = (rescale_table(qa, qy), rescale_table(qb, qy));
                             for pair in y.chunks_exact_mut(2) {
-                                pair[0] = rescale_one(pair[0], qa, qy);
-                                pair[1] = rescale_one(pair[1], qb, qy);
+                                pair[0] = ta[pair[0] as u8 as usize];
+                                pair[1] = tb[pair[1] as u8 as usize];
                             }
                         }
                     } else {
@@ -839,11 +840,22 @@ impl<'b, 'a> Engine<'b, 'a> {
     }
 }
 
-/// Re-expresses int8 codes quantised with `from` in `to` (identity when they are equal).
+/// Re-expresses int8 codes quantised with `from` in `to` (identity when they are equal),
+/// through a 256-entry table of [`rescale_one`] (the same values, one lookup each).
 fn rescale(y: &mut [i8], from: QParams, to: QParams) {
     if from != to {
-        y.iter_mut().for_each(|v| *v = rescale_one(*v, from, to));
+        let t = rescale_table(from, to);
+        y.iter_mut().for_each(|v| *v = t[*v as u8 as usize]);
     }
+}
+
+/// `t[code as u8] = rescale_one(code, from, to)` for every int8 code.
+fn rescale_table(from: QParams, to: QParams) -> [i8; 256] {
+    let mut t = [0i8; 256];
+    for (i, v) in t.iter_mut().enumerate() {
+        *v = rescale_one(i as u8 as i8, from, to);
+    }
+    t
 }
 
 #[inline]

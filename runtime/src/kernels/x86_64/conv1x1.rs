@@ -10,7 +10,7 @@
 use core::arch::x86_64::*;
 
 use super::lane_mask;
-use super::requant::requant_row;
+use super::requant::Requant;
 use crate::kernels::{Geom, OutQ};
 
 /// Output pixels per f32 tile: 3×4 accumulators + 4 weight vectors fill the 16 registers.
@@ -168,15 +168,16 @@ pub(crate) fn conv1x1_i8(
     y: &mut [i8],
 ) {
     let (n, npix) = (g.cin, g.ho * g.wo);
-    let (w, rq, y) = (&w[..g.cout * n], &rq[..g.cout], &mut y[..npix * g.cout]);
+    let (w, y) = (&w[..g.cout * n], &mut y[..npix * g.cout]);
+    let req = Requant::new(&rq[..g.cout]);
     let mut p = 0;
     while p < npix {
         let row = |i: usize| &x[src(g, p + i)..][..n];
         let y = &mut y[p * g.cout..];
         if npix - p >= PI {
-            rows_i8::<PI>([row(0), row(1)], zx, w, rq, q, y);
+            rows_i8::<PI>([row(0), row(1)], zx, w, g.cout, &req, q, y);
         } else {
-            rows_i8::<1>([row(0)], zx, w, rq, q, y);
+            rows_i8::<1>([row(0)], zx, w, g.cout, &req, q, y);
         }
         p += PI.min(npix - p);
     }
@@ -187,16 +188,18 @@ const OB: usize = 64;
 
 /// All output channels of `P` pixels into `y[..P·cout]`, in blocks of [`OB`] channels: the
 /// exact sums into a stack block, then requantised 8 channels at a time.
+#[allow(clippy::too_many_arguments)]
 #[inline]
 fn rows_i8<const P: usize>(
     xs: [&[i8]; P],
     zx: i32,
     w: &[i8],
-    rq: &[[i32; 3]],
+    cout: usize,
+    rq: &Requant<'_>,
     q: OutQ,
     y: &mut [i8],
 ) {
-    let (n, cout) = (xs[0].len(), rq.len());
+    let n = xs[0].len();
     let mut acc = [[0i32; OB]; P];
     let mut o0 = 0;
     while o0 < cout {
@@ -223,7 +226,7 @@ fn rows_i8<const P: usize>(
         for (p, a) in acc.iter().enumerate() {
             let out = &mut y[p * cout + o0..][..nb];
             // SAFETY: only installed after AVX2 detection.
-            unsafe { requant_row(&a[..nb], &rq[o0..o0 + nb], q, out) };
+            unsafe { rq.row(o0, &a[..nb], q, out) };
         }
         o0 += nb;
     }

@@ -7,7 +7,7 @@
 //! 16 of the 32 vector registers accumulate. Bit-exact to the reference.
 use core::arch::x86_64::*;
 
-use super::requant::requant_row;
+use super::requant::Requant;
 use crate::kernels::{reference, Geom, OutQ};
 
 /// Output pixels per tile.
@@ -60,7 +60,8 @@ pub(crate) fn conv1x1_i8(
     if cout > MAXQ {
         return reference::conv1x1::conv1x1_i8(g, x, zx, w, rq, q, y);
     }
-    let (w, rq, y) = (&w[..cout * n], &rq[..cout], &mut y[..npix * cout]);
+    let (w, y) = (&w[..cout * n], &mut y[..npix * cout]);
+    let req = Requant::new(&rq[..cout]);
     // (128 + zx)·Σw per output channel: what the +128 offset of the input added.
     let mut corr = [0i32; MAXQ];
     for (c, row) in corr.iter_mut().zip(w.chunks_exact(n.max(1))) {
@@ -91,7 +92,7 @@ pub(crate) fn conv1x1_i8(
             for (i, a) in acc.iter().enumerate().take(np) {
                 let out = &mut y[(p + i) * cout + o0..][..nb];
                 // SAFETY: AVX2 detected (as above).
-                unsafe { requant_row(&a[..nb], &rq[o0..o0 + nb], q, out) };
+                unsafe { req.row(o0, &a[..nb], q, out) };
             }
             o0 += nb;
         }

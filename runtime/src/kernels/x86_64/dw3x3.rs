@@ -9,7 +9,7 @@
 use core::arch::x86_64::*;
 
 use super::lane_mask;
-use super::requant::requant_row;
+use super::requant::Requant;
 use crate::kernels::{Geom, OutQ};
 use crate::quant::requant;
 
@@ -110,6 +110,7 @@ pub(crate) fn dwconv3x3_i8(
 ) {
     let c = g.cout;
     let rq = &rq[..c];
+    let req = Requant::new(rq);
     let mut t: [(&[i8], &[i8]); 9] = [(&[], &[]); 9];
     for oy in 0..g.ho {
         for ox in 0..g.wo {
@@ -121,7 +122,7 @@ pub(crate) fn dwconv3x3_i8(
                 // row holds `c` bytes.
                 let acc = unsafe { block_i8(&t[..nt], c0, zx) };
                 // SAFETY: as above.
-                unsafe { requant_row(&acc, &rq[c0..c0 + 8], q, &mut out[c0..c0 + 8]) };
+                unsafe { req.row(c0, &acc, q, &mut out[c0..c0 + 8]) };
                 c0 += 8;
             }
             // Channel tail (< 8): scalar, as the reference.

@@ -35,10 +35,64 @@ impl Rq8 {
     }
 }
 
-/// `out[i] = quant::requant(acc[i], rq[i], q)` for `i < out.len()` (`acc` and `rq` at least
-/// as long): 8 channels per step, the tail scalar.
+/// Widest conv whose parameters [`RqCols`] transposes on the stack (ShuffleNetV2: 1024).
+pub(super) const MAXQ: usize = 1024;
+
+/// One conv's `[bias, multiplier, shift]` triples as three columns, transposed once per
+/// kernel call so that 8 channels' parameters are three plain loads (strided gathers per
+/// output pixel cost more than the whole GEMM tile on some CPUs).
+pub(super) struct RqCols {
+    t: [[i32; MAXQ]; 3],
+}
+
+impl RqCols {
+    /// `None` for more than [`MAXQ`] channels (callers then use [`requant_row_gather`]).
+    #[inline]
+    pub(super) fn new(rq: &[[i32; 3]]) -> Option<Self> {
+        if rq.len() > MAXQ {
+            return None;
+        }
+        let mut t = [[0i32; MAXQ]; 3];
+        for (j, r) in rq.iter().enumerate() {
+            t[0][j] = r[0];
+            t[1][j] = r[1];
+            t[2][j] = r[2];
+        }
+        Some(RqCols { t })
+    }
+
+    /// `out[i] = quant::requant(acc[i], rq[o0 + i], q)` for `i < out.len()` (`acc` at least
+    /// as long, `o0 + out.len()` within the channels given to [`RqCols::new`]): 8 channels
+    /// per step, the tail scalar.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn row(&self, o0: usize, acc: &[i32], q: OutQ, out: &mut [i8]) {
+        let n = out.len();
+        let acc = &acc[..n];
+        let [b, m, s] = [0, 1, 2].map(|k| &self.t[k][o0..o0 + n]);
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: `i + 8 <= n`: 8 i32 of `acc`, `b`, `m`, `s` read, 8 bytes written.
+            unsafe {
+                let rq = Rq8 {
+                    bias: _mm256_loadu_si256(b.as_ptr().add(i).cast()),
+                    mult: _mm256_loadu_si256(m.as_ptr().add(i).cast()),
+                    shift: _mm256_loadu_si256(s.as_ptr().add(i).cast()),
+                };
+                let a = _mm256_loadu_si256(acc.as_ptr().add(i).cast());
+                _mm_storel_epi64(out.as_mut_ptr().add(i).cast(), requant8(a, &rq, q));
+            }
+            i += 8;
+        }
+        for j in i..n {
+            out[j] = crate::quant::requant(acc[j], [b[j], m[j], s[j]], q);
+        }
+    }
+}
+
+/// As [`RqCols::row`] straight from the triples (three strided gathers per 8 channels):
+/// for convs wider than [`MAXQ`].
 #[target_feature(enable = "avx2")]
-pub(super) fn requant_row(acc: &[i32], rq: &[[i32; 3]], q: OutQ, out: &mut [i8]) {
+pub(super) fn requant_row_gather(acc: &[i32], rq: &[[i32; 3]], q: OutQ, out: &mut [i8]) {
     let n = out.len();
     let (acc, rq) = (&acc[..n], &rq[..n]);
     let mut i = 0;
@@ -53,6 +107,37 @@ pub(super) fn requant_row(acc: &[i32], rq: &[[i32; 3]], q: OutQ, out: &mut [i8])
     }
     for j in i..n {
         out[j] = crate::quant::requant(acc[j], rq[j], q);
+    }
+}
+
+/// Requantises with [`RqCols`] when the conv fits it, else by gathers.
+pub(super) enum Requant<'r> {
+    Cols(RqCols),
+    Gather(&'r [[i32; 3]]),
+}
+
+impl<'r> Requant<'r> {
+    #[inline]
+    pub(super) fn new(rq: &'r [[i32; 3]]) -> Self {
+        match RqCols::new(rq) {
+            Some(c) => Requant::Cols(c),
+            None => Requant::Gather(rq),
+        }
+    }
+
+    /// Channels `o0 .. o0 + out.len()`.
+    ///
+    /// # Safety
+    /// AVX2 available.
+    #[inline]
+    pub(super) unsafe fn row(&self, o0: usize, acc: &[i32], q: OutQ, out: &mut [i8]) {
+        // SAFETY: AVX2 by this function's contract.
+        unsafe {
+            match self {
+                Requant::Cols(c) => c.row(o0, acc, q, out),
+                Requant::Gather(rq) => requant_row_gather(acc, &rq[o0..], q, out),
+            }
+        }
     }
 }
 
@@ -210,7 +295,12 @@ mod tests {
             let mut got = [0i8; 8];
             let len = 1 + (r >> 20) as usize % 8;
             // SAFETY: AVX2 detected above.
-            unsafe { requant_row(&acc[..len], &rq[..len], q, &mut got[..len]) };
+            unsafe {
+                Requant::new(&rq[..len]).row(0, &acc[..len], q, &mut got[..len]);
+                let mut g2 = [0i8; 8];
+                requant_row_gather(&acc[..len], &rq[..len], q, &mut g2[..len]);
+                assert_eq!(got, g2);
+            }
             for j in 0..len {
                 assert_eq!(
                     got[j],
