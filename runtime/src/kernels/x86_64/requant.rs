@@ -110,7 +110,9 @@ pub(super) fn requant_row_gather(acc: &[i32], rq: &[[i32; 3]], q: OutQ, out: &mu
     }
 }
 
-/// Requantises with [`RqCols`] when the conv fits it, else by gathers.
+/// Requantises with [`RqCols`] when the conv fits it, else by gathers. Built once per kernel
+/// call on the stack (no allocator here), hence the 12 KB variant.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Requant<'r> {
     Cols(RqCols),
     Gather(&'r [[i32; 3]]),
