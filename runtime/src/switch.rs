@@ -256,17 +256,6 @@ fn axpy_rows(row: &mut [f32], b: &[f32], a: &[f32]) {
     }
 }
 
-/// `clamp(round_half_away(t), −127, 127)` without branches (so the requant loop
-/// vectorises); equal to `round_f32(t).clamp(−127.0, 127.0) as i8` for every `t`, NaN → 0.
-#[inline]
-fn quantize_weight(t: f32) -> i8 {
-    // Outside ±128 the result is ±127 either way; inside, `t as i32` is exact truncation.
-    let t = t.clamp(-128.0, 128.0);
-    let ti = t as i32;
-    let f = t - ti as f32;
-    (ti + i32::from(f >= 0.5) - i32::from(f <= -0.5)).clamp(-127, 127) as i8
-}
-
 /// f32 materialisation: `out = W0 + ΔW`, channel by channel, from the pristine `w0`.
 /// `out` and `w0` hold `Cout·Cin·k·k` elements.
 pub fn materialize_f32(w0: &[f32], d: &Delta<'_>, out: &mut [f32]) {
@@ -292,26 +281,26 @@ pub fn materialize_i8(
     out: &mut [i8],
     out_scale: &mut [f32],
 ) {
+    let rw = crate::kernels::reference::requant_weights::requant_weights;
+    materialize_i8_with(rw, w0, s0, d, scratch, out, out_scale);
+}
+
+/// [`materialize_i8`] with the per-channel re-quantisation from a kernel table
+/// (`Kernels::requant_weights`, bit-identical in every table).
+pub fn materialize_i8_with(
+    requant_weights: crate::kernels::RequantWeights,
+    w0: &[i8],
+    s0: &[f32],
+    d: &Delta<'_>,
+    scratch: &mut [f32],
+    out: &mut [i8],
+    out_scale: &mut [f32],
+) {
     let n = d.channel_len();
     let scratch = &mut scratch[..n];
     for o in 0..d.cout {
         d.channel_into(o, scratch);
-        // max |v| over the non-NaN values, on the bit patterns: for finite and infinite
-        // floats `|a| < |b|` iff `bits(|a|) < bits(|b|)`, and an integer max vectorises
-        // where `f32::max` (NaN rules) does not. Same value as folding `f32::max`.
-        let mut amax_bits = 0u32;
-        for (v, &q) in scratch.iter_mut().zip(&w0[o * n..][..n]) {
-            *v += s0[o] * q as f32;
-            let b = v.to_bits() & 0x7fff_ffff;
-            amax_bits = amax_bits.max(if b > 0x7f80_0000 { 0 } else { b });
-        }
-        let amax = f32::from_bits(amax_bits);
-        let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
-        out_scale[o] = s;
-        let inv = 1.0 / s;
-        for (q, &v) in out[o * n..][..n].iter_mut().zip(scratch.iter()) {
-            *q = quantize_weight(v * inv);
-        }
+        out_scale[o] = requant_weights(scratch, &w0[o * n..][..n], s0[o], &mut out[o * n..][..n]);
     }
 }
 
@@ -525,7 +514,7 @@ pub fn stream_conv_i8(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::kernels::reference::requant_weights::quantize_weight;
     use crate::quant::round_f32;
 
     #[test]

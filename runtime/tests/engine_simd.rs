@@ -259,3 +259,32 @@ fn engine_with_best_kernels_matches_reference_kernels() {
         }
     }
 }
+
+#[test]
+fn requant_weights_twin_is_bit_identical() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for case in 0..2000 {
+            let n = r.gen_range(1..300);
+            let scale = [1e-3f32, 0.05, 1.0, 30.0][case % 4];
+            let mut w: Vec<f32> = (0..n).map(|_| r.gen_range(-1.0..1.0) * scale).collect();
+            let w0: Vec<i8> = (0..n).map(|_| r.gen_range(-127..=127)).collect();
+            let s0 = r.gen_range(0.0..0.02) * scale;
+            match case % 10 {
+                0 => w.iter_mut().for_each(|v| *v = 0.0), // all-zero delta
+                1 => w[r.gen_range(0..n)] = f32::NAN,
+                2 => w[r.gen_range(0..n)] = f32::INFINITY,
+                _ => {}
+            }
+            let w0z = if case % 20 == 0 { vec![0i8; n] } else { w0 };
+            let (mut wa, mut wb) = (w.clone(), w.clone());
+            let (mut qa, mut qb) = (vec![0i8; n], vec![0i8; n]);
+            let sa = (best.requant_weights)(&mut wa, &w0z, s0, &mut qa);
+            let sb = (refk.requant_weights)(&mut wb, &w0z, s0, &mut qb);
+            assert_eq!(sa.to_bits(), sb.to_bits(), "{best:?} n={n}");
+            assert_eq!(qa, qb, "{best:?} n={n}");
+            assert!(wa.iter().zip(&wb).all(|(p, q)| p.to_bits() == q.to_bits()));
+        }
+    }
+}

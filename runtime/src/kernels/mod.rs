@@ -69,6 +69,9 @@ pub type ConvF32 = fn(&Geom, &[f32], &[f32], &[f32], bool, &mut [f32]);
 /// A conv-like slot, int8: `(geometry, x, x zero point, w, [bias, multiplier, shift] per
 /// output channel, output stage, y)`.
 pub type ConvI8 = fn(&Geom, &[i8], i32, &[i8], &[[i32; 3]], OutQ, &mut [i8]);
+/// The int8 rebuild's per-channel re-quantisation slot: `(delta row → weights, W0q, s0,
+/// out) → scale`.
+pub type RequantWeights = fn(&mut [f32], &[i8], f32, &mut [i8]) -> f32;
 /// The pointwise conv (GEMM) slot, f32.
 pub type Conv1x1F32 = ConvF32;
 /// The pointwise conv (GEMM) slot, int8.
@@ -91,6 +94,8 @@ pub struct Kernels {
     pub dwconv3x3_f32: ConvF32,
     /// `reference::dwconv3x3::dwconv3x3_i8`.
     pub dwconv3x3_i8: ConvI8,
+    /// `reference::requant_weights::requant_weights` (department switch, int8).
+    pub requant_weights: RequantWeights,
     /// Name of the instruction set of the plugged-in twins (`"reference"` when none).
     pub isa: &'static str,
 }
@@ -111,6 +116,7 @@ impl Kernels {
             conv_i8: reference::conv::conv_i8,
             dwconv3x3_f32: reference::dwconv3x3::dwconv3x3_f32,
             dwconv3x3_i8: reference::dwconv3x3::dwconv3x3_i8,
+            requant_weights: reference::requant_weights::requant_weights,
             isa: "reference",
         }
     }

@@ -10,7 +10,7 @@
 use core::arch::x86_64::*;
 
 use super::lane_mask;
-use super::requant::Requant;
+use super::requant::{Requant, RqCols};
 use crate::kernels::{Geom, OutQ};
 
 /// Output pixels per f32 tile: 3×4 accumulators + 4 weight vectors fill the 16 registers.
@@ -169,7 +169,8 @@ pub(crate) fn conv1x1_i8(
 ) {
     let (n, npix) = (g.cin, g.ho * g.wo);
     let (w, y) = (&w[..g.cout * n], &mut y[..npix * g.cout]);
-    let req = Requant::new(&rq[..g.cout]);
+    let mut cols = RqCols::zeroed();
+    let req = Requant::new(&rq[..g.cout], &mut cols);
     let mut p = 0;
     while p < npix {
         let row = |i: usize| &x[src(g, p + i)..][..n];

@@ -7,7 +7,7 @@
 //! 16 of the 32 vector registers accumulate. Bit-exact to the reference.
 use core::arch::x86_64::*;
 
-use super::requant::Requant;
+use super::requant::{Requant, RqCols};
 use crate::kernels::{reference, Geom, OutQ};
 
 /// Output pixels per tile.
@@ -61,7 +61,8 @@ pub(crate) fn conv1x1_i8(
         return reference::conv1x1::conv1x1_i8(g, x, zx, w, rq, q, y);
     }
     let (w, y) = (&w[..cout * n], &mut y[..npix * cout]);
-    let req = Requant::new(&rq[..cout]);
+    let mut cols = RqCols::zeroed();
+    let req = Requant::new(&rq[..cout], &mut cols);
     // (128 + zx)·Σw per output channel: what the +128 offset of the input added.
     let mut corr = [0i32; MAXQ];
     for (c, row) in corr.iter_mut().zip(w.chunks_exact(n.max(1))) {

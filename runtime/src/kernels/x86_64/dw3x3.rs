@@ -9,7 +9,7 @@
 use core::arch::x86_64::*;
 
 use super::lane_mask;
-use super::requant::Requant;
+use super::requant::{Requant, RqCols};
 use crate::kernels::{Geom, OutQ};
 use crate::quant::requant;
 
@@ -110,7 +110,8 @@ pub(crate) fn dwconv3x3_i8(
 ) {
     let c = g.cout;
     let rq = &rq[..c];
-    let req = Requant::new(rq);
+    let mut cols = RqCols::zeroed();
+    let req = Requant::new(rq, &mut cols);
     let mut t: [(&[i8], &[i8]); 9] = [(&[], &[]); 9];
     for oy in 0..g.ho {
         for ox in 0..g.wo {

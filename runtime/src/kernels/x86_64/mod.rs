@@ -8,6 +8,7 @@
 mod conv1x1;
 mod conv1x1_vnni;
 mod dw3x3;
+mod rebuild;
 mod requant;
 mod stem;
 
@@ -34,6 +35,7 @@ pub(crate) fn avx2() -> Kernels {
         conv_i8: stem::conv_i8,
         dwconv3x3_f32: dw3x3::dwconv3x3_f32,
         dwconv3x3_i8: dw3x3::dwconv3x3_i8,
+        requant_weights: rebuild::requant_weights,
         isa: "x86_64-avx2",
     }
 }

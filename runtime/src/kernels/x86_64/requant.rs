@@ -46,19 +46,10 @@ pub(super) struct RqCols {
 }
 
 impl RqCols {
-    /// `None` for more than [`MAXQ`] channels (callers then use [`requant_row_gather`]).
+    /// All zero; [`Requant::new`] fills the channels it is given.
     #[inline]
-    pub(super) fn new(rq: &[[i32; 3]]) -> Option<Self> {
-        if rq.len() > MAXQ {
-            return None;
-        }
-        let mut t = [[0i32; MAXQ]; 3];
-        for (j, r) in rq.iter().enumerate() {
-            t[0][j] = r[0];
-            t[1][j] = r[1];
-            t[2][j] = r[2];
-        }
-        Some(RqCols { t })
+    pub(super) fn zeroed() -> Self {
+        RqCols { t: [[0; MAXQ]; 3] }
     }
 
     /// `out[i] = quant::requant(acc[i], rq[o0 + i], q)` for `i < out.len()` (`acc` at least
@@ -110,21 +101,25 @@ pub(super) fn requant_row_gather(acc: &[i32], rq: &[[i32; 3]], q: OutQ, out: &mu
     }
 }
 
-/// Requantises with [`RqCols`] when the conv fits it, else by gathers. Built once per kernel
-/// call on the stack (no allocator here), hence the 12 KB variant.
-#[allow(clippy::large_enum_variant)]
+/// Requantises with [`RqCols`] (filled in the caller's stack buffer, no 12 KB moves) when
+/// the conv fits it, else by gathers.
 pub(super) enum Requant<'r> {
-    Cols(RqCols),
+    Cols(&'r RqCols),
     Gather(&'r [[i32; 3]]),
 }
 
 impl<'r> Requant<'r> {
     #[inline]
-    pub(super) fn new(rq: &'r [[i32; 3]]) -> Self {
-        match RqCols::new(rq) {
-            Some(c) => Requant::Cols(c),
-            None => Requant::Gather(rq),
+    pub(super) fn new(rq: &'r [[i32; 3]], cols: &'r mut RqCols) -> Self {
+        if rq.len() > MAXQ {
+            return Requant::Gather(rq);
         }
+        for (j, r) in rq.iter().enumerate() {
+            cols.t[0][j] = r[0];
+            cols.t[1][j] = r[1];
+            cols.t[2][j] = r[2];
+        }
+        Requant::Cols(cols)
     }
 
     /// Channels `o0 .. o0 + out.len()`.
@@ -298,7 +293,8 @@ mod tests {
             let len = 1 + (r >> 20) as usize % 8;
             // SAFETY: AVX2 detected above.
             unsafe {
-                Requant::new(&rq[..len]).row(0, &acc[..len], q, &mut got[..len]);
+                let mut cols = RqCols::zeroed();
+                Requant::new(&rq[..len], &mut cols).row(0, &acc[..len], q, &mut got[..len]);
                 let mut g2 = [0i8; 8];
                 requant_row_gather(&acc[..len], &rq[..len], q, &mut g2[..len]);
                 assert_eq!(got, g2);

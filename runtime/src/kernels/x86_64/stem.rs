@@ -9,7 +9,7 @@
 //! the weights as matching i16 pairs, `_mm256_madd_epi16` into i32: exact.
 use core::arch::x86_64::*;
 
-use super::requant::Requant;
+use super::requant::{Requant, RqCols};
 use crate::kernels::reference::conv::{self as refconv, gather, PATCH};
 use crate::kernels::{Geom, OutQ};
 
@@ -98,7 +98,8 @@ pub(crate) fn conv_i8(
             wt[tp * cp + o] = (lo | hi << 16) as i32;
         }
     }
-    let req = Requant::new(&rq[..g.cout]);
+    let mut cols = RqCols::zeroed();
+    let req = Requant::new(&rq[..g.cout], &mut cols);
     // The patch as i16 pairs; an odd last element pairs with 0.
     let (mut patch, mut pairs, mut acc) = ([0i16; PATCH], [0i32; PATCH / 2], [0i32; MAXC]);
     for oy in 0..g.ho {
