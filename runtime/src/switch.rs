@@ -437,9 +437,11 @@ impl StreamI8 {
 /// low-rank path in f32 on the dequantised input, summed in f32 and quantised once:
 /// `y = q(s_x·s_w[o]·acc + bias[o] + Σ_j B[o,j]·u[p,j])`, `u = A·deq(x)` (in `u`).
 /// Not bit-equal to the materialized path (which re-quantises `W0 + ΔW`); see the tests
-/// for the bound.
+/// for the bound. `dot` is the integer dot product (`Kernels::dot_i8`; every table gives the
+/// same exact sums).
 #[allow(clippy::too_many_arguments)]
 pub fn stream_conv1x1_i8(
+    dot: crate::kernels::DotI8,
     g: &Geom,
     x: &[i8],
     w0: &[i8],
@@ -459,10 +461,7 @@ pub fn stream_conv1x1_i8(
             let px = &x[(oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off..][..g.cin];
             let up = &u[p * r..][..r];
             for (o, yo) in y[p * g.cout..][..g.cout].iter_mut().enumerate() {
-                let mut acc = 0i32;
-                for (&a, &b) in w0[o * g.cin..][..g.cin].iter().zip(px) {
-                    acc += a as i32 * (b as i32 - zx);
-                }
+                let acc = dot(&w0[o * g.cin..][..g.cin], px, zx);
                 let mut v = acc as f32 * (st.x.scale * ws[o]) + bias[o];
                 match b32 {
                     Some(b) => {

@@ -2,6 +2,7 @@
 //! explicit bounds tests), on random odd shapes; the switch's `ΔW` against an explicit
 //! `B·A` product and row-major reshape.
 use lorkd_runtime::format::{DeltaDType, DeltaRef, TensorRef};
+use lorkd_runtime::kernels::reference::conv1x1::dot_i8 as dot_i8_ref;
 use lorkd_runtime::kernels::reference::*;
 use lorkd_runtime::kernels::{Geom, OutQ};
 use lorkd_runtime::quant::{requant, ChannelRequant, QParams};
@@ -490,8 +491,9 @@ fn decoded_delta_rebuilds_the_same_bits() {
         let (mut y1, mut y2) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
         let mut u = vec![0.0; (12 * rank).max(n)];
         if k == 1 {
-            switch::stream_conv1x1_i8(&g, &xq, &w0q, &s0, &bias, &slow, st, &mut u, &mut y1);
-            switch::stream_conv1x1_i8(&g, &xq, &w0q, &s0, &bias, &fast, st, &mut u, &mut y2);
+            let dot = dot_i8_ref;
+            switch::stream_conv1x1_i8(dot, &g, &xq, &w0q, &s0, &bias, &slow, st, &mut u, &mut y1);
+            switch::stream_conv1x1_i8(dot, &g, &xq, &w0q, &s0, &bias, &fast, st, &mut u, &mut y2);
         } else {
             switch::stream_conv_i8(&g, &xq, &w0q, &s0, &bias, &slow, st, &mut u, &mut y1);
             switch::stream_conv_i8(&g, &xq, &w0q, &s0, &bias, &fast, st, &mut u, &mut y2);

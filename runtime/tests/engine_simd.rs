@@ -288,3 +288,22 @@ fn requant_weights_twin_is_bit_identical() {
         }
     }
 }
+
+#[test]
+fn dot_i8_twin_is_exact() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for _ in 0..2000 {
+            let n = r.gen_range(0..300);
+            let w: Vec<i8> = (0..n).map(|_| r.gen()).collect();
+            let x: Vec<i8> = (0..n + r.gen_range(0..3)).map(|_| r.gen()).collect();
+            let zx = r.gen_range(-128..=127);
+            assert_eq!(
+                (best.dot_i8)(&w, &x, zx),
+                (refk.dot_i8)(&w, &x, zx),
+                "{best:?} n={n}"
+            );
+        }
+    }
+}

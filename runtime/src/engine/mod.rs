@@ -656,7 +656,18 @@ impl<'b, 'a> Engine<'b, 'a> {
                                 let st = switch::StreamI8 { x: qx, y: qy, relu };
                                 if pointwise {
                                     let u = scratch.get_mut(..g.ho * g.wo * d.a.rows).ok_or(bad)?;
-                                    switch::stream_conv1x1_i8(&g, x, w, ws, bias, &d, st, u, y);
+                                    switch::stream_conv1x1_i8(
+                                        kern.dot_i8,
+                                        &g,
+                                        x,
+                                        w,
+                                        ws,
+                                        bias,
+                                        &d,
+                                        st,
+                                        u,
+                                        y,
+                                    );
                                 } else {
                                     let wbuf = scratch.get_mut(..d.channel_len()).ok_or(bad)?;
                                     switch::stream_conv_i8(&g, x, w, ws, bias, &d, st, wbuf, y);

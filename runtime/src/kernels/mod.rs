@@ -72,6 +72,8 @@ pub type ConvI8 = fn(&Geom, &[i8], i32, &[i8], &[[i32; 3]], OutQ, &mut [i8]);
 /// The int8 rebuild's per-channel re-quantisation slot: `(delta row → weights, W0q, s0,
 /// out) → scale`.
 pub type RequantWeights = fn(&mut [f32], &[i8], f32, &mut [i8]) -> f32;
+/// The int8 dot product slot: `(w, x, x zero point) → Σ w·(x − zx)` (exact).
+pub type DotI8 = fn(&[i8], &[i8], i32) -> i32;
 /// The pointwise conv (GEMM) slot, f32.
 pub type Conv1x1F32 = ConvF32;
 /// The pointwise conv (GEMM) slot, int8.
@@ -96,6 +98,8 @@ pub struct Kernels {
     pub dwconv3x3_i8: ConvI8,
     /// `reference::requant_weights::requant_weights` (department switch, int8).
     pub requant_weights: RequantWeights,
+    /// `reference::conv1x1::dot_i8` (streaming int8 experts).
+    pub dot_i8: DotI8,
     /// Name of the instruction set of the plugged-in twins (`"reference"` when none).
     pub isa: &'static str,
 }
@@ -117,6 +121,7 @@ impl Kernels {
             dwconv3x3_f32: reference::dwconv3x3::dwconv3x3_f32,
             dwconv3x3_i8: reference::dwconv3x3::dwconv3x3_i8,
             requant_weights: reference::requant_weights::requant_weights,
+            dot_i8: reference::conv1x1::dot_i8,
             isa: "reference",
         }
     }

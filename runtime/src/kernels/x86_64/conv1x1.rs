@@ -157,6 +157,13 @@ fn hsum_ps(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
 }
 
+/// AVX2 exact `Σ w·(x − zx)` over the common length; twin of `reference::conv1x1::dot_i8`.
+pub(crate) fn dot_i8(w: &[i8], x: &[i8], zx: i32) -> i32 {
+    let n = w.len().min(x.len());
+    // SAFETY: only installed after AVX2 detection; both slices hold at least `n` bytes.
+    unsafe { tile_i8::<1, 1>([&x[..n]], [&w[..n]], n, zx)[0][0] }
+}
+
 /// AVX2 int8 pointwise conv; bit-exact twin of `reference::conv1x1::conv1x1_i8`.
 pub(crate) fn conv1x1_i8(
     g: &Geom,
