@@ -314,26 +314,38 @@ pub fn lowrank_u<T: Copy>(
     a: &Factor<'_>,
     u: &mut [f32],
 ) {
+    // Each input element is loaded (dequantised) once per pixel into a stack chunk, not once
+    // per rank row; every `u[p, j]` still sums over `c` in order, so the bits are unchanged.
+    const CHUNK: usize = 256;
+    let mut buf = [0.0f32; CHUNK];
     let r = a.rows;
+    let a32 = a.as_f32();
     for oy in 0..g.ho {
         for ox in 0..g.wo {
             let px = &x[(oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off..][..g.cin];
             let up = &mut u[(oy * g.wo + ox) * r..][..r];
-            for (j, uj) in up.iter_mut().enumerate() {
-                let mut acc = 0.0;
-                match a.as_f32() {
-                    Some(a) => {
-                        for (&aj, &xv) in a[j * g.cin..][..g.cin].iter().zip(px) {
-                            acc += aj * load(xv);
-                        }
-                    }
-                    None => {
-                        for (c, &xv) in px.iter().enumerate() {
-                            acc += a.get(j, c) * load(xv);
-                        }
-                    }
+            up.fill(0.0);
+            for c0 in (0..g.cin).step_by(CHUNK) {
+                let m = CHUNK.min(g.cin - c0);
+                for (b, &v) in buf[..m].iter_mut().zip(&px[c0..c0 + m]) {
+                    *b = load(v);
                 }
-                *uj = acc;
+                for (j, uj) in up.iter_mut().enumerate() {
+                    let mut acc = *uj;
+                    match a32 {
+                        Some(a) => {
+                            for (&aj, &xv) in a[j * g.cin + c0..][..m].iter().zip(&buf[..m]) {
+                                acc += aj * xv;
+                            }
+                        }
+                        None => {
+                            for (c, &xv) in buf[..m].iter().enumerate() {
+                                acc += a.get(j, c0 + c) * xv;
+                            }
+                        }
+                    }
+                    *uj = acc;
+                }
             }
         }
     }
@@ -481,8 +493,10 @@ pub fn stream_conv1x1_i8(
     }
 }
 
-/// Streaming int8 k×k expert conv (the stem): per output channel `o` the f32 weight
-/// `s_w[o]·W0q[o] + ΔW[o]` is formed in `wbuf` and applied to the dequantised input.
+/// Streaming int8 k×k expert conv (the stem): every output channel's f32 weight
+/// `s_w[o]·W0q[o] + ΔW[o]` is formed first in `wbuf` (`Cout·Cin·k·k`), then each output pixel
+/// gathers its dequantised patch once (`Cin·k·k ≤ conv::PATCH`, else per channel as a window)
+/// and takes one contiguous dot product per channel.
 #[allow(clippy::too_many_arguments)]
 pub fn stream_conv_i8(
     g: &Geom,
@@ -495,17 +509,34 @@ pub fn stream_conv_i8(
     wbuf: &mut [f32],
     y: &mut [i8],
 ) {
+    use crate::kernels::reference::conv::{gather, PATCH};
     let n = d.channel_len();
-    let wbuf = &mut wbuf[..n];
-    for o in 0..g.cout {
-        d.channel_into(o, wbuf);
-        for (v, &q) in wbuf.iter_mut().zip(&w0[o * n..][..n]) {
+    let wbuf = &mut wbuf[..g.cout * n];
+    for (o, wo) in wbuf.chunks_exact_mut(n.max(1)).enumerate() {
+        d.channel_into(o, wo);
+        for (v, &q) in wo.iter_mut().zip(&w0[o * n..][..n]) {
             *v += ws[o] * q as f32;
         }
-        for oy in 0..g.ho {
-            for ox in 0..g.wo {
-                let v = bias[o] + window_dot(g, oy, ox, wbuf, x, |q| st.x.dequantize(q));
-                y[(oy * g.wo + ox) * g.cout + o] = st.out(v);
+    }
+    let mut patch = [0.0f32; PATCH];
+    for oy in 0..g.ho {
+        for ox in 0..g.wo {
+            let out = &mut y[(oy * g.wo + ox) * g.cout..][..g.cout];
+            if n <= PATCH {
+                gather(g, x, oy, ox, 0.0, |q| st.x.dequantize(q), &mut patch[..n]);
+                for (o, yo) in out.iter_mut().enumerate() {
+                    let mut v = 0.0;
+                    for (&wv, &xv) in wbuf[o * n..][..n].iter().zip(&patch[..n]) {
+                        v += wv * xv;
+                    }
+                    *yo = st.out(bias[o] + v);
+                }
+            } else {
+                for (o, yo) in out.iter_mut().enumerate() {
+                    let w = &wbuf[o * n..][..n];
+                    let v = window_dot(g, oy, ox, w, x, |q| st.x.dequantize(q));
+                    *yo = st.out(bias[o] + v);
+                }
             }
         }
     }

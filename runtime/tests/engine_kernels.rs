@@ -489,7 +489,7 @@ fn decoded_delta_rebuilds_the_same_bits() {
             relu: case % 3 == 0,
         };
         let (mut y1, mut y2) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
-        let mut u = vec![0.0; (12 * rank).max(n)];
+        let mut u = vec![0.0; (12 * rank).max(cout * n)];
         if k == 1 {
             let dot = dot_i8_ref;
             switch::stream_conv1x1_i8(dot, &g, &xq, &w0q, &s0, &bias, &slow, st, &mut u, &mut y1);

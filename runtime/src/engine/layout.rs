@@ -9,7 +9,7 @@
 //!               rebuild scratch: max over expert convs of
 //!               D + (int8 only) Cin·k·k f32 (one channel)
 //! Streaming:    low-rank scratch: max over expert convs of
-//!               D + max(Hout·Wout·r if k = 1, Cin·k·k) f32
+//!               D + (k = 1: max(Hout·Wout·r, Cin) | k > 1: Cout·Cin·k·k) f32
 //! where D = r·k·Cin·k + Cout·k·r·k: both factors decoded to f32 once per use.
 //! int8 (both):  requant scratch: max Cout over Conv/DwConv × (bias, multiplier, shift) i32
 //! both:         pooled feature vector f32 [features]
@@ -75,7 +75,8 @@ pub fn regions(m: &Manifest<'_>, mode: Mode) -> Option<Regions> {
                         .checked_mul(cin.checked_mul(k)?)?
                         .checked_add(cout.checked_mul(k)?.checked_mul(rk)?)?;
                     let ch = cin * k * k;
-                    let mut low = ch;
+                    // k > 1 (the stem): every channel's f32 weight at once.
+                    let mut low = if k == 1 { ch } else { cout.checked_mul(ch)? };
                     if k == 1 {
                         if let Some(v) = m.values.get(output as usize) {
                             low = low.max((v.h as usize * v.w as usize).checked_mul(rank)?);

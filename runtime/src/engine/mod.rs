@@ -669,7 +669,8 @@ impl<'b, 'a> Engine<'b, 'a> {
                                         y,
                                     );
                                 } else {
-                                    let wbuf = scratch.get_mut(..d.channel_len()).ok_or(bad)?;
+                                    let wlen = g.cout * d.channel_len();
+                                    let wbuf = scratch.get_mut(..wlen).ok_or(bad)?;
                                     switch::stream_conv_i8(&g, x, w, ws, bias, &d, st, wbuf, y);
                                 }
                             }
