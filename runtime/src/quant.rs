@@ -18,10 +18,18 @@ pub struct QParams {
 }
 
 impl QParams {
-    /// `clamp(round(x / scale) + zero_point, −128, 127)`.
+    /// `clamp(round(x / scale) + zero_point, −128, 127)`, rounding half away from zero.
+    ///
+    /// Branch-free (it runs on every input element and every rescaled activation, and
+    /// vectorises this way): `x / scale` is first clamped to ±2^22 — beyond that every
+    /// result is −128 or 127 for any zero point within ±2^21 — then truncated, and the
+    /// fraction decides the rounding step, exactly as [`round_f32`]. NaN gives the zero point.
     #[inline]
     pub fn quantize(&self, x: f32) -> i8 {
-        let q = round_f32(x / self.scale) as i32;
+        let t = (x / self.scale).clamp(-4_194_304.0, 4_194_304.0);
+        let ti = t as i32;
+        let f = t - ti as f32;
+        let q = ti + i32::from(f >= 0.5) - i32::from(f <= -0.5);
         q.saturating_add(self.zero_point).clamp(-128, 127) as i8
     }
 
@@ -241,4 +249,58 @@ pub fn quantize_delta_row(row: &[f32], out: &mut [i8]) -> Option<half::f16> {
         };
     }
     Some(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantize_matches_round_then_clamp() {
+        let spec = |p: &QParams, x: f32| {
+            (round_f32(x / p.scale) as i32)
+                .saturating_add(p.zero_point)
+                .clamp(-128, 127) as i8
+        };
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let edges = [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -2.5,
+            0.49999997,
+            -0.49999997,
+            127.5,
+            -128.5,
+            1e30,
+            -1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            8_388_609.0,
+            5e6,
+            -5e6,
+        ];
+        for i in 0..300_000u32 {
+            let r = next();
+            let p = QParams {
+                scale: [1.0, 0.5, 0.0123, 3.7e-5, 255.0][(r % 5) as usize],
+                zero_point: ((r >> 8) % 256) as i32 - 128,
+            };
+            let x = if i % 10 == 0 {
+                edges[((r >> 20) % edges.len() as u64) as usize] * p.scale
+            } else {
+                ((r >> 32) as u32 as i32 as f32 / 2f32.powi(24)) * 200.0 * p.scale
+            };
+            assert_eq!(p.quantize(x), spec(&p, x), "{x} {p:?}");
+        }
+    }
 }

@@ -14,7 +14,7 @@
 
 use crate::format::{DeltaDType, DeltaRef, TensorRef};
 use crate::kernels::Geom;
-use crate::quant::{round_f32, QParams};
+use crate::quant::QParams;
 
 /// A low-rank factor `[rows, cols]` read in place from a delta payload (f32, f16 or int8
 /// rows with one f16 scale per row after them). Elements are decoded on read, so the
@@ -103,7 +103,29 @@ impl<'a> Factor<'a> {
             }
         }
     }
+
+    /// Decodes the whole factor, row-major, into `out[..rows·cols]` (one [`Factor::row_into`]
+    /// per row): the rebuild and the streaming path decode once, then run on plain f32.
+    pub fn decode_into(&self, out: &mut [f32]) {
+        if self.cols == 0 {
+            return;
+        }
+        for (i, row) in out[..self.rows * self.cols]
+            .chunks_exact_mut(self.cols)
+            .enumerate()
+        {
+            self.row_into(i, row);
+        }
+    }
 }
+
+/// A factor of no elements (the unreachable fallback of [`Delta::decoded`]).
+const EMPTY: Factor<'static> = Factor {
+    bytes: &[],
+    dtype: DeltaDType::F32,
+    rows: 0,
+    cols: 0,
+};
 
 /// The two factors of one expert conv: `A [r·k, Cin·k]`, `B [Cout·k, r·k]`.
 #[derive(Clone, Copy, Debug)]
@@ -133,11 +155,20 @@ impl<'a> Delta<'a> {
     }
 
     /// `ΔW[o]` (the `Cin·k·k` weights of output channel `o`, OIHW order) into `out`:
-    /// rows `o·k .. o·k+k` of `B·A`.
+    /// rows `o·k .. o·k+k` of `B·A`. Each element is `Σ_j B[·, j]·A[j, ·]` summed in `j`
+    /// order from 0 (so every path below gives the same bits); with both factors as f32
+    /// slices (see [`Delta::decoded`]) four rank rows go per pass over the output row.
     pub fn channel_into(&self, o: usize, out: &mut [f32]) {
         let (rk, ck) = (self.a.rows, self.a.cols);
         let out = &mut out[..self.k * ck];
         out.fill(0.0);
+        if let (Some(a), Some(b)) = (self.a.as_f32(), self.b.as_f32()) {
+            for r in 0..self.k {
+                let brow = &b[(o * self.k + r) * rk..][..rk];
+                axpy_rows(&mut out[r * ck..][..ck], brow, a);
+            }
+            return;
+        }
         let a32 = self.a.as_f32();
         for r in 0..self.k {
             let row = &mut out[r * ck..][..ck];
@@ -162,9 +193,65 @@ impl<'a> Delta<'a> {
         }
     }
 
+    /// f32 elements [`Delta::decoded`] needs: `A` (`r·k × Cin·k`) and `B` (`Cout·k × r·k`).
+    pub const fn decoded_len(&self) -> usize {
+        self.a.rows * self.a.cols + self.b.rows * self.b.cols
+    }
+
+    /// Both factors decoded once into `buf` (at least [`Delta::decoded_len`] f32) and viewed
+    /// as f32 factors, so the loops here take their contiguous f32 paths instead of decoding
+    /// f16 / int8 elements one at a time. Same values, so the same results bit for bit.
+    pub fn decoded<'s>(&self, buf: &'s mut [f32]) -> Delta<'s> {
+        let na = self.a.rows * self.a.cols;
+        let nb = self.b.rows * self.b.cols;
+        let (da, rest) = buf[..na + nb].split_at_mut(na);
+        self.a.decode_into(da);
+        self.b.decode_into(rest);
+        let bytes: &'s [u8] = bytemuck::cast_slice(&buf[..na + nb]);
+        let t = |off: usize, n: usize| TensorRef {
+            offset: (4 * off) as u32,
+            len: (4 * n) as u32,
+        };
+        // Cannot fail: the slices hold exactly rows·cols f32 each.
+        let a = Factor::new(bytes, t(0, na), DeltaDType::F32, self.a.rows, self.a.cols);
+        let b = Factor::new(bytes, t(na, nb), DeltaDType::F32, self.b.rows, self.b.cols);
+        Delta {
+            a: a.unwrap_or(EMPTY),
+            b: b.unwrap_or(EMPTY),
+            cout: self.cout,
+            cin: self.cin,
+            k: self.k,
+        }
+    }
+
     /// Elements of one output channel's weight: `Cin·k·k`.
     pub const fn channel_len(&self) -> usize {
         self.cin * self.k * self.k
+    }
+}
+
+/// `row[c] += Σ_j b[j]·a[j·n + c]` (`n = row.len()`), `j` in order, four `a` rows per
+/// pass: `((row + b0·a0) + b1·a1) + …` element-wise, the same rounding sequence as one
+/// row at a time, with a quarter of the loads and stores of `row`. Vectorises over `c`.
+#[inline]
+fn axpy_rows(row: &mut [f32], b: &[f32], a: &[f32]) {
+    let n = row.len();
+    let mut j = 0;
+    while j + 4 <= b.len() {
+        let (b0, b1, b2, b3) = (b[j], b[j + 1], b[j + 2], b[j + 3]);
+        let a4 = &a[j * n..][..4 * n];
+        let (a0, rest) = a4.split_at(n);
+        let (a1, rest) = rest.split_at(n);
+        let (a2, a3) = rest.split_at(n);
+        for ((((v, &x0), &x1), &x2), &x3) in row.iter_mut().zip(a0).zip(a1).zip(a2).zip(a3) {
+            *v = *v + b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3;
+        }
+        j += 4;
+    }
+    for (jj, &bj) in b.iter().enumerate().skip(j) {
+        for (v, &x) in row.iter_mut().zip(&a[jj * n..][..n]) {
+            *v += bj * x;
+        }
     }
 }
 
@@ -193,21 +280,26 @@ pub fn materialize_i8(
     out: &mut [i8],
     out_scale: &mut [f32],
 ) {
+    let rw = crate::kernels::reference::requant_weights::requant_weights;
+    materialize_i8_with(rw, w0, s0, d, scratch, out, out_scale);
+}
+
+/// [`materialize_i8`] with the per-channel re-quantisation from a kernel table
+/// (`Kernels::requant_weights`, bit-identical in every table).
+pub fn materialize_i8_with(
+    requant_weights: crate::kernels::RequantWeights,
+    w0: &[i8],
+    s0: &[f32],
+    d: &Delta<'_>,
+    scratch: &mut [f32],
+    out: &mut [i8],
+    out_scale: &mut [f32],
+) {
     let n = d.channel_len();
     let scratch = &mut scratch[..n];
     for o in 0..d.cout {
         d.channel_into(o, scratch);
-        let mut amax = 0.0f32;
-        for (v, &q) in scratch.iter_mut().zip(&w0[o * n..][..n]) {
-            *v += s0[o] * q as f32;
-            amax = amax.max(v.abs());
-        }
-        let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
-        out_scale[o] = s;
-        let inv = 1.0 / s;
-        for (q, &v) in out[o * n..][..n].iter_mut().zip(scratch.iter()) {
-            *q = round_f32(v * inv).clamp(-127.0, 127.0) as i8;
-        }
+        out_scale[o] = requant_weights(scratch, &w0[o * n..][..n], s0[o], &mut out[o * n..][..n]);
     }
 }
 
@@ -221,26 +313,38 @@ pub fn lowrank_u<T: Copy>(
     a: &Factor<'_>,
     u: &mut [f32],
 ) {
+    // Each input element is loaded (dequantised) once per pixel into a stack chunk, not once
+    // per rank row; every `u[p, j]` still sums over `c` in order, so the bits are unchanged.
+    const CHUNK: usize = 256;
+    let mut buf = [0.0f32; CHUNK];
     let r = a.rows;
+    let a32 = a.as_f32();
     for oy in 0..g.ho {
         for ox in 0..g.wo {
             let px = &x[(oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off..][..g.cin];
             let up = &mut u[(oy * g.wo + ox) * r..][..r];
-            for (j, uj) in up.iter_mut().enumerate() {
-                let mut acc = 0.0;
-                match a.as_f32() {
-                    Some(a) => {
-                        for (&aj, &xv) in a[j * g.cin..][..g.cin].iter().zip(px) {
-                            acc += aj * load(xv);
-                        }
-                    }
-                    None => {
-                        for (c, &xv) in px.iter().enumerate() {
-                            acc += a.get(j, c) * load(xv);
-                        }
-                    }
+            up.fill(0.0);
+            for c0 in (0..g.cin).step_by(CHUNK) {
+                let m = CHUNK.min(g.cin - c0);
+                for (b, &v) in buf[..m].iter_mut().zip(&px[c0..c0 + m]) {
+                    *b = load(v);
                 }
-                *uj = acc;
+                for (j, uj) in up.iter_mut().enumerate() {
+                    let mut acc = *uj;
+                    match a32 {
+                        Some(a) => {
+                            for (&aj, &xv) in a[j * g.cin + c0..][..m].iter().zip(&buf[..m]) {
+                                acc += aj * xv;
+                            }
+                        }
+                        None => {
+                            for (c, &xv) in buf[..m].iter().enumerate() {
+                                acc += a.get(j, c0 + c) * xv;
+                            }
+                        }
+                    }
+                    *uj = acc;
+                }
             }
         }
     }
@@ -344,9 +448,11 @@ impl StreamI8 {
 /// low-rank path in f32 on the dequantised input, summed in f32 and quantised once:
 /// `y = q(s_x·s_w[o]·acc + bias[o] + Σ_j B[o,j]·u[p,j])`, `u = A·deq(x)` (in `u`).
 /// Not bit-equal to the materialized path (which re-quantises `W0 + ΔW`); see the tests
-/// for the bound.
+/// for the bound. `dot` is the integer dot product (`Kernels::dot_i8`; every table gives the
+/// same exact sums).
 #[allow(clippy::too_many_arguments)]
 pub fn stream_conv1x1_i8(
+    dot: crate::kernels::DotI8,
     g: &Geom,
     x: &[i8],
     w0: &[i8],
@@ -366,10 +472,7 @@ pub fn stream_conv1x1_i8(
             let px = &x[(oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off..][..g.cin];
             let up = &u[p * r..][..r];
             for (o, yo) in y[p * g.cout..][..g.cout].iter_mut().enumerate() {
-                let mut acc = 0i32;
-                for (&a, &b) in w0[o * g.cin..][..g.cin].iter().zip(px) {
-                    acc += a as i32 * (b as i32 - zx);
-                }
+                let acc = dot(&w0[o * g.cin..][..g.cin], px, zx);
                 let mut v = acc as f32 * (st.x.scale * ws[o]) + bias[o];
                 match b32 {
                     Some(b) => {
@@ -389,8 +492,10 @@ pub fn stream_conv1x1_i8(
     }
 }
 
-/// Streaming int8 k×k expert conv (the stem): per output channel `o` the f32 weight
-/// `s_w[o]·W0q[o] + ΔW[o]` is formed in `wbuf` and applied to the dequantised input.
+/// Streaming int8 k×k expert conv (the stem): every output channel's f32 weight
+/// `s_w[o]·W0q[o] + ΔW[o]` is formed first in `wbuf` (`Cout·Cin·k·k`), then each output pixel
+/// gathers its dequantised patch once (`Cin·k·k ≤ conv::PATCH`, else per channel as a window)
+/// and takes one contiguous dot product per channel.
 #[allow(clippy::too_many_arguments)]
 pub fn stream_conv_i8(
     g: &Geom,
@@ -403,18 +508,80 @@ pub fn stream_conv_i8(
     wbuf: &mut [f32],
     y: &mut [i8],
 ) {
+    use crate::kernels::reference::conv::{gather, PATCH};
     let n = d.channel_len();
-    let wbuf = &mut wbuf[..n];
-    for o in 0..g.cout {
-        d.channel_into(o, wbuf);
-        for (v, &q) in wbuf.iter_mut().zip(&w0[o * n..][..n]) {
+    let wbuf = &mut wbuf[..g.cout * n];
+    for (o, wo) in wbuf.chunks_exact_mut(n.max(1)).enumerate() {
+        d.channel_into(o, wo);
+        for (v, &q) in wo.iter_mut().zip(&w0[o * n..][..n]) {
             *v += ws[o] * q as f32;
         }
-        for oy in 0..g.ho {
-            for ox in 0..g.wo {
-                let v = bias[o] + window_dot(g, oy, ox, wbuf, x, |q| st.x.dequantize(q));
-                y[(oy * g.wo + ox) * g.cout + o] = st.out(v);
+    }
+    let mut patch = [0.0f32; PATCH];
+    for oy in 0..g.ho {
+        for ox in 0..g.wo {
+            let out = &mut y[(oy * g.wo + ox) * g.cout..][..g.cout];
+            if n <= PATCH {
+                gather(g, x, oy, ox, 0.0, |q| st.x.dequantize(q), &mut patch[..n]);
+                for (o, yo) in out.iter_mut().enumerate() {
+                    let mut v = 0.0;
+                    for (&wv, &xv) in wbuf[o * n..][..n].iter().zip(&patch[..n]) {
+                        v += wv * xv;
+                    }
+                    *yo = st.out(bias[o] + v);
+                }
+            } else {
+                for (o, yo) in out.iter_mut().enumerate() {
+                    let w = &wbuf[o * n..][..n];
+                    let v = window_dot(g, oy, ox, w, x, |q| st.x.dequantize(q));
+                    *yo = st.out(bias[o] + v);
+                }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kernels::reference::requant_weights::quantize_weight;
+    use crate::quant::round_f32;
+
+    #[test]
+    fn quantize_weight_is_round_half_away_then_clamp() {
+        let spec = |t: f32| round_f32(t).clamp(-127.0, 127.0) as i8;
+        let edges = [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            0.49999997,
+            -0.49999997,
+            126.5,
+            -126.5,
+            127.49,
+            127.5,
+            -127.5,
+            128.0,
+            1e9,
+            -1e9,
+            3e38,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            8_388_609.0,
+        ];
+        for t in edges {
+            assert_eq!(quantize_weight(t), spec(t), "{t}");
+        }
+        let mut x = 0x1234_5678u32;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let t = (x as i32 as f32) / (1u32 << 23) as f32; // ±256
+            assert_eq!(quantize_weight(t), spec(t), "{t}");
         }
     }
 }

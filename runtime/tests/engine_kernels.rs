@@ -2,6 +2,7 @@
 //! explicit bounds tests), on random odd shapes; the switch's `ΔW` against an explicit
 //! `B·A` product and row-major reshape.
 use lorkd_runtime::format::{DeltaDType, DeltaRef, TensorRef};
+use lorkd_runtime::kernels::reference::conv1x1::dot_i8 as dot_i8_ref;
 use lorkd_runtime::kernels::reference::*;
 use lorkd_runtime::kernels::{Geom, OutQ};
 use lorkd_runtime::quant::{requant, ChannelRequant, QParams};
@@ -386,5 +387,117 @@ fn delta_is_reshaped_b_times_a_and_lowrank_path_matches() {
             conv1x1::conv1x1_f32(&g, &x, &wm, &bias, true, &mut ym);
             assert!(ys.iter().zip(&ym).all(|(p, q)| (p - q).abs() < 1e-4));
         }
+    }
+}
+
+/// `payload` gains `v` as f16 (`f16 == true`) or as f32 at an odd byte offset, so neither
+/// takes the aligned-f32 fast path of the switch loops.
+fn put_slow(payload: &mut Vec<u8>, v: &[f32], f16: bool) -> TensorRef {
+    payload.push(0);
+    let offset = payload.len() as u32;
+    if f16 {
+        payload.extend(
+            v.iter()
+                .flat_map(|x| half::f16::from_f32(*x).to_bits().to_le_bytes()),
+        );
+    } else {
+        payload.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+    }
+    TensorRef {
+        offset,
+        len: payload.len() as u32 - offset,
+    }
+}
+
+#[test]
+fn decoded_delta_rebuilds_the_same_bits() {
+    let mut r = rng();
+    for case in 0..80 {
+        let k = if case % 2 == 0 { 1 } else { 3 };
+        let f16 = case % 4 < 2;
+        let dtype = if f16 {
+            DeltaDType::F16
+        } else {
+            DeltaDType::F32
+        };
+        let (cout, cin, rank) = (r.gen_range(1..20), r.gen_range(1..40), r.gen_range(1..10));
+        let (a, b) = (
+            fvec(&mut r, rank * k * cin * k),
+            fvec(&mut r, cout * k * rank * k),
+        );
+        let mut payload = Vec::new();
+        let d = DeltaRef {
+            a: put_slow(&mut payload, &a, f16),
+            b: put_slow(&mut payload, &b, f16),
+        };
+        let slow = Delta::new(&payload, d, dtype, cout, cin, k, rank).unwrap();
+        assert!(slow.a.as_f32().is_none() && slow.b.as_f32().is_none());
+        let mut buf = vec![f32::NAN; slow.decoded_len()];
+        let fast = slow.decoded(&mut buf);
+        assert!(fast.a.as_f32().is_some() && fast.b.as_f32().is_some());
+        let n = cin * k * k;
+        let w0 = fvec(&mut r, cout * n);
+        let (mut m1, mut m2) = (vec![0.0; cout * n], vec![0.0; cout * n]);
+        switch::materialize_f32(&w0, &slow, &mut m1);
+        switch::materialize_f32(&w0, &fast, &mut m2);
+        assert!(m1.iter().zip(&m2).all(|(p, q)| p.to_bits() == q.to_bits()));
+        let w0q: Vec<i8> = (0..cout * n).map(|_| r.gen_range(-127..=127)).collect();
+        let s0: Vec<f32> = (0..cout).map(|_| r.gen_range(0.001..0.02)).collect();
+        let mut scratch = vec![0.0; n];
+        let (mut q1, mut s1) = (vec![0i8; cout * n], vec![0.0; cout]);
+        let (mut q2, mut s2) = (vec![0i8; cout * n], vec![0.0; cout]);
+        switch::materialize_i8(&w0q, &s0, &slow, &mut scratch, &mut q1, &mut s1);
+        switch::materialize_i8(&w0q, &s0, &fast, &mut scratch, &mut q2, &mut s2);
+        assert_eq!(q1, q2);
+        assert!(s1.iter().zip(&s2).all(|(p, q)| p.to_bits() == q.to_bits()));
+        // Streaming paths: the same bits from either view.
+        let g = Geom {
+            h: 3,
+            w: 4,
+            in_stride: cin + 2,
+            c_off: 1,
+            cin,
+            ho: 3,
+            wo: 4,
+            cout,
+            k,
+            stride: 1,
+            pad: k / 2,
+        };
+        let x = fvec(&mut r, g.in_len());
+        let bias = fvec(&mut r, cout);
+        if k == 1 {
+            let (mut u1, mut u2) = (vec![0.0; 12 * rank], vec![0.0; 12 * rank]);
+            switch::lowrank_u(&g, &x, |v| v, &slow.a, &mut u1);
+            switch::lowrank_u(&g, &x, |v| v, &fast.a, &mut u2);
+            assert!(u1.iter().zip(&u2).all(|(p, q)| p.to_bits() == q.to_bits()));
+            let (mut y1, mut y2) = (bias.repeat(12), bias.repeat(12));
+            switch::lowrank_add_f32(&g, &u1, &slow.b, true, &mut y1);
+            switch::lowrank_add_f32(&g, &u2, &fast.b, true, &mut y2);
+            assert!(y1.iter().zip(&y2).all(|(p, q)| p.to_bits() == q.to_bits()));
+        }
+        let xq = qvec(&mut r, g.in_len(), -128);
+        let st = switch::StreamI8 {
+            x: QParams {
+                scale: 0.05,
+                zero_point: 3,
+            },
+            y: QParams {
+                scale: 0.1,
+                zero_point: -7,
+            },
+            relu: case % 3 == 0,
+        };
+        let (mut y1, mut y2) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
+        let mut u = vec![0.0; (12 * rank).max(cout * n)];
+        if k == 1 {
+            let dot = dot_i8_ref;
+            switch::stream_conv1x1_i8(dot, &g, &xq, &w0q, &s0, &bias, &slow, st, &mut u, &mut y1);
+            switch::stream_conv1x1_i8(dot, &g, &xq, &w0q, &s0, &bias, &fast, st, &mut u, &mut y2);
+        } else {
+            switch::stream_conv_i8(&g, &xq, &w0q, &s0, &bias, &slow, st, &mut u, &mut y1);
+            switch::stream_conv_i8(&g, &xq, &w0q, &s0, &bias, &fast, st, &mut u, &mut y2);
+        }
+        assert_eq!(y1, y2, "{g:?}");
     }
 }

@@ -5,11 +5,17 @@ use lorkd_runtime::engine::testnet::{AlignedBytes, Layer, NetSpec, TestNet};
 use lorkd_runtime::engine::{Engine, EngineError};
 use lorkd_runtime::format::{Bundle, DeltaDType, Mode};
 
+/// A fresh seed (printed), or `$LORKD_SEED` to replay one.
 fn seed() -> u64 {
-    let s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let s = std::env::var("LORKD_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
     println!("seed = {s}");
     s
 }

@@ -1,8 +1,9 @@
-//! Every slot of `Kernels::best()` (the SIMD twins this CPU runs) against the scalar
-//! reference on random odd shapes — channel counts around the lane widths — with one macro
-//! per element type: int8 bit-exact, f32 within the reassociation bound
-//! `|simd − ref| ≤ 2·cin·ε·(|b| + Σ|w·x|)`. On a CPU without twins both sides are the
-//! reference and the tests still run.
+//! Every slot of every SIMD table this CPU runs (`Kernels::available()`: e.g. AVX2, or NEON
+//! with and without `sdot`) against the scalar reference on random odd shapes — channel
+//! counts around the lane widths, strides 1 and 2, padding — with one macro per element
+//! type: int8 bit-exact, f32 within the reassociation bound
+//! `|simd − ref| ≤ 2·n·ε·(|b| + Σ|w·x|)`, `n` the dot length (`cin·k·k`, or 9 taps for
+//! depthwise). On a CPU without twins the loops are empty. The seed is printed.
 use lorkd_runtime::engine::testnet::{AlignedBytes, NetSpec, TestNet};
 use lorkd_runtime::engine::Engine;
 use lorkd_runtime::format::{Bundle, Mode};
@@ -16,104 +17,200 @@ fn rng() -> ChaCha8Rng {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    println!("seed = {s}, best kernels = {:?}", Kernels::best());
+    println!("seed = {s}, kernels = {:?}", Kernels::available());
     ChaCha8Rng::seed_from_u64(s)
 }
 
 const CHANNELS: &[usize] = &[1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 58, 116];
 
-fn geom(r: &mut ChaCha8Rng) -> Geom {
-    let cin = CHANNELS[r.gen_range(0..CHANNELS.len())];
+/// The shape families: pointwise, depthwise 3x3 (stride 1 or 2), the k×k stem.
+#[derive(Clone, Copy, Debug)]
+enum Family {
+    Pointwise,
+    Depthwise,
+    Stem,
+}
+
+fn geom(r: &mut ChaCha8Rng, f: Family) -> Geom {
+    let cin = match f {
+        // The stem's patch `cin·9` must stay ≤ `conv::PATCH` for the SIMD path; bigger ones
+        // (up to 31·9) exercise the fallback.
+        Family::Stem => r.gen_range(1..32),
+        _ => CHANNELS[r.gen_range(0..CHANNELS.len())],
+    };
     let extra = r.gen_range(0..3);
-    let (h, w) = (r.gen_range(1..6), r.gen_range(1..6));
+    let (h, w) = (r.gen_range(1..8), r.gen_range(1..8));
     let stride = r.gen_range(1..3);
-    let cout = r.gen_range(1..20);
+    let (k, pad, cout) = match f {
+        // Mostly narrow; some wider than the 64-channel requant blocks, a few wider than
+        // the 1024 channels the x86 requant transposes on the stack (the gather fallback).
+        Family::Pointwise => {
+            let cout = match r.gen_range(0..100) {
+                0..=1 => r.gen_range(1025..1040),
+                2..=21 => r.gen_range(60..140),
+                _ => r.gen_range(1..20),
+            };
+            (1, 0, cout)
+        }
+        Family::Depthwise => (3, 1, cin),
+        Family::Stem => (3, r.gen_range(0..2), r.gen_range(1..40)),
+    };
     Geom {
         h,
         w,
         in_stride: cin + extra,
         c_off: r.gen_range(0..=extra),
         cin,
-        ho: Geom::out_dim(h, 1, stride, 0),
-        wo: Geom::out_dim(w, 1, stride, 0),
+        ho: Geom::out_dim(h, k, stride, pad),
+        wo: Geom::out_dim(w, k, stride, pad),
         cout,
-        k: 1,
+        k,
         stride,
-        pad: 0,
+        pad,
     }
 }
 
+/// Weights of a problem: `[cout, cin, k, k]`, or `[3, 3, C]` for depthwise.
+fn wlen(g: &Geom, f: Family) -> usize {
+    match f {
+        Family::Depthwise => 9 * g.cout,
+        _ => g.cout * g.cin * g.k * g.k,
+    }
+}
+
+/// `|b| + Σ|w·x|` of output `(pix, o)`: the scale of the f32 rounding bound.
+fn magnitude(g: &Geom, f: Family, x: &[f32], w: &[f32], b: f32, pix: usize, o: usize) -> f32 {
+    let (oy, ox) = (pix / g.wo, pix % g.wo);
+    let mut m = b.abs();
+    for ky in 0..g.k {
+        for kx in 0..g.k {
+            let (iy, ix) = (
+                (oy * g.stride + ky) as isize - g.pad as isize,
+                (ox * g.stride + kx) as isize - g.pad as isize,
+            );
+            if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                continue;
+            }
+            let base = (iy as usize * g.w + ix as usize) * g.in_stride + g.c_off;
+            match f {
+                Family::Depthwise => m += (w[(ky * 3 + kx) * g.cout + o] * x[base + o]).abs(),
+                _ => {
+                    for c in 0..g.cin {
+                        let wi = ((o * g.cin + c) * g.k + ky) * g.k + kx;
+                        m += (w[wi] * x[base + c]).abs();
+                    }
+                }
+            }
+        }
+    }
+    m
+}
+
+/// Every SIMD table this CPU runs (the reference itself excluded).
+fn twins() -> Vec<Kernels> {
+    Kernels::available()
+        .into_iter()
+        .flatten()
+        .filter(|k| k.isa != "reference")
+        .collect()
+}
+
 macro_rules! cross_test {
-    ($name:ident, $slot:ident, i8) => {
+    ($name:ident, $slot:ident, $fam:expr, i8) => {
         #[test]
         fn $name() {
             let mut r = rng();
-            let (best, refk) = (Kernels::best(), Kernels::reference());
-            for _ in 0..500 {
-                let g = geom(&mut r);
-                let x: Vec<i8> = (0..g.in_len()).map(|_| r.gen()).collect();
-                let w: Vec<i8> = (0..g.cout * g.cin)
-                    .map(|_| r.gen_range(-127..=127))
-                    .collect();
-                let rq: Vec<[i32; 3]> = (0..g.cout)
-                    .map(|_| {
-                        ChannelRequant::new(
-                            r.gen_range(-1.0..1.0),
-                            0.02,
-                            r.gen_range(0.001..0.01),
-                            0.05,
-                        )
-                        .to_array()
-                    })
-                    .collect();
-                let zx = r.gen_range(-128..=127);
-                let q = OutQ {
-                    zero_point: r.gen_range(-128..=127),
-                    lo: -128,
-                };
-                let (mut a, mut b) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
-                (best.$slot)(&g, &x, zx, &w, &rq, q, &mut a);
-                (refk.$slot)(&g, &x, zx, &w, &rq, q, &mut b);
-                assert_eq!(a, b, "{g:?}");
+            let refk = Kernels::reference();
+            for best in twins() {
+                for _ in 0..400 {
+                    let g = geom(&mut r, $fam);
+                    let x: Vec<i8> = (0..g.in_len()).map(|_| r.gen()).collect();
+                    let w: Vec<i8> = (0..wlen(&g, $fam))
+                        .map(|_| r.gen_range(-127..=127))
+                        .collect();
+                    let rq: Vec<[i32; 3]> = (0..g.cout)
+                        .map(|_| {
+                            ChannelRequant::new(
+                                r.gen_range(-1.0..1.0),
+                                0.02,
+                                r.gen_range(0.001..0.01),
+                                0.05,
+                            )
+                            .to_array()
+                        })
+                        .collect();
+                    let zx = r.gen_range(-128..=127);
+                    let zy = r.gen_range(-128..=127);
+                    let q = OutQ {
+                        zero_point: zy,
+                        lo: if r.gen_bool(0.5) { zy } else { -128 },
+                    };
+                    let (mut a, mut b) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
+                    (best.$slot)(&g, &x, zx, &w, &rq, q, &mut a);
+                    (refk.$slot)(&g, &x, zx, &w, &rq, q, &mut b);
+                    assert_eq!(a, b, "{best:?} {g:?}");
+                }
             }
         }
     };
-    ($name:ident, $slot:ident, f32) => {
+    ($name:ident, $slot:ident, $fam:expr, f32) => {
         #[test]
         fn $name() {
             let mut r = rng();
-            let (best, refk) = (Kernels::best(), Kernels::reference());
-            for _ in 0..500 {
-                let g = geom(&mut r);
-                let x: Vec<f32> = (0..g.in_len()).map(|_| r.gen_range(-2.0..2.0)).collect();
-                let w: Vec<f32> = (0..g.cout * g.cin)
-                    .map(|_| r.gen_range(-1.0..1.0))
-                    .collect();
-                let bias: Vec<f32> = (0..g.cout).map(|_| r.gen_range(-1.0..1.0)).collect();
-                let relu = r.gen_bool(0.5);
-                let (mut a, mut b) = (vec![0.0; g.out_len()], vec![0.0; g.out_len()]);
-                (best.$slot)(&g, &x, &w, &bias, relu, &mut a);
-                (refk.$slot)(&g, &x, &w, &bias, relu, &mut b);
-                for (i, (p, q)) in a.iter().zip(&b).enumerate() {
-                    let (pix, o) = (i / g.cout, i % g.cout);
-                    let (oy, ox) = (pix / g.wo, pix % g.wo);
-                    let base = (oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off;
-                    let mag: f32 = bias[o].abs()
-                        + (0..g.cin)
-                            .map(|c| (w[o * g.cin + c] * x[base + c]).abs())
-                            .sum::<f32>();
-                    assert!(
-                        (p - q).abs() <= 2.0 * g.cin as f32 * f32::EPSILON * mag,
-                        "{g:?} {i}: {p} vs {q}"
-                    );
+            let refk = Kernels::reference();
+            for best in twins() {
+                for _ in 0..400 {
+                    let g = geom(&mut r, $fam);
+                    let x: Vec<f32> = (0..g.in_len()).map(|_| r.gen_range(-2.0..2.0)).collect();
+                    let w: Vec<f32> = (0..wlen(&g, $fam))
+                        .map(|_| r.gen_range(-1.0..1.0))
+                        .collect();
+                    let bias: Vec<f32> = (0..g.cout).map(|_| r.gen_range(-1.0..1.0)).collect();
+                    let relu = r.gen_bool(0.5);
+                    let (mut a, mut b) = (vec![0.0; g.out_len()], vec![0.0; g.out_len()]);
+                    (best.$slot)(&g, &x, &w, &bias, relu, &mut a);
+                    (refk.$slot)(&g, &x, &w, &bias, relu, &mut b);
+                    let n = (wlen(&g, $fam) / g.cout).max(1) as f32;
+                    for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+                        let mag =
+                            magnitude(&g, $fam, &x, &w, bias[i % g.cout], i / g.cout, i % g.cout);
+                        assert!(
+                            (p - q).abs() <= 2.0 * n * f32::EPSILON * mag,
+                            "{best:?} {g:?} {i}: {p} vs {q}"
+                        );
+                    }
                 }
             }
         }
     };
 }
 
-cross_test!(conv1x1_i8_twin_is_bit_exact, conv1x1_i8, i8);
-cross_test!(conv1x1_f32_twin_within_bound, conv1x1_f32, f32);
+cross_test!(
+    conv1x1_i8_twin_is_bit_exact,
+    conv1x1_i8,
+    Family::Pointwise,
+    i8
+);
+cross_test!(
+    conv1x1_f32_twin_within_bound,
+    conv1x1_f32,
+    Family::Pointwise,
+    f32
+);
+cross_test!(
+    dwconv3x3_i8_twin_is_bit_exact,
+    dwconv3x3_i8,
+    Family::Depthwise,
+    i8
+);
+cross_test!(
+    dwconv3x3_f32_twin_within_bound,
+    dwconv3x3_f32,
+    Family::Depthwise,
+    f32
+);
+cross_test!(conv_i8_twin_is_bit_exact, conv_i8, Family::Stem, i8);
+cross_test!(conv_f32_twin_within_bound, conv_f32, Family::Stem, f32);
 
 #[test]
 fn engine_with_best_kernels_matches_reference_kernels() {
@@ -159,6 +256,54 @@ fn engine_with_best_kernels_matches_reference_kernels() {
                     );
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn requant_weights_twin_is_bit_identical() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for case in 0..2000 {
+            let n = r.gen_range(1..300);
+            let scale = [1e-3f32, 0.05, 1.0, 30.0][case % 4];
+            let mut w: Vec<f32> = (0..n).map(|_| r.gen_range(-1.0..1.0) * scale).collect();
+            let w0: Vec<i8> = (0..n).map(|_| r.gen_range(-127..=127)).collect();
+            let s0 = r.gen_range(0.0..0.02) * scale;
+            match case % 10 {
+                0 => w.iter_mut().for_each(|v| *v = 0.0), // all-zero delta
+                1 => w[r.gen_range(0..n)] = f32::NAN,
+                2 => w[r.gen_range(0..n)] = f32::INFINITY,
+                _ => {}
+            }
+            let w0z = if case % 20 == 0 { vec![0i8; n] } else { w0 };
+            let (mut wa, mut wb) = (w.clone(), w.clone());
+            let (mut qa, mut qb) = (vec![0i8; n], vec![0i8; n]);
+            let sa = (best.requant_weights)(&mut wa, &w0z, s0, &mut qa);
+            let sb = (refk.requant_weights)(&mut wb, &w0z, s0, &mut qb);
+            assert_eq!(sa.to_bits(), sb.to_bits(), "{best:?} n={n}");
+            assert_eq!(qa, qb, "{best:?} n={n}");
+            assert!(wa.iter().zip(&wb).all(|(p, q)| p.to_bits() == q.to_bits()));
+        }
+    }
+}
+
+#[test]
+fn dot_i8_twin_is_exact() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for _ in 0..2000 {
+            let n = r.gen_range(0..300);
+            let w: Vec<i8> = (0..n).map(|_| r.gen()).collect();
+            let x: Vec<i8> = (0..n + r.gen_range(0..3)).map(|_| r.gen()).collect();
+            let zx = r.gen_range(-128..=127);
+            assert_eq!(
+                (best.dot_i8)(&w, &x, zx),
+                (refk.dot_i8)(&w, &x, zx),
+                "{best:?} n={n}"
+            );
         }
     }
 }

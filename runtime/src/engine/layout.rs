@@ -6,9 +6,11 @@
 //! [value table: values × 16 B (h, w, c, offset as u32)]          decoded once, O(1) lookups
 //! Materialized: for each expert conv in order: weight Cout·Cin·k·k elements (f32 or i8),
 //!               int8 only: + Cout f32 per-channel weight scales;      each 16-aligned
-//!               int8 only: channel scratch, max Cin·k·k f32
+//!               rebuild scratch: max over expert convs of
+//!               D + (int8 only) Cin·k·k f32 (one channel)
 //! Streaming:    low-rank scratch: max over expert convs of
-//!               max(Hout·Wout·r if k = 1, Cin·k·k) f32
+//!               D + (k = 1: max(Hout·Wout·r, Cin) | k > 1: Cout·Cin·k·k) f32
+//! where D = r·k·Cin·k + Cout·k·r·k: both factors decoded to f32 once per use.
 //! int8 (both):  requant scratch: max Cout over Conv/DwConv × (bias, multiplier, shift) i32
 //! both:         pooled feature vector f32 [features]
 //! ```
@@ -29,7 +31,8 @@ pub struct Regions {
     /// Start of the materialized expert weights (Materialized) or the low-rank scratch
     /// (Streaming).
     pub weights: usize,
-    /// Start of the f32 scratch (int8 materialized channel scratch / streaming scratch).
+    /// Start of the f32 scratch (decoded factors, plus the int8 rebuild's channel or the
+    /// streaming low-rank buffer).
     pub scratch: usize,
     /// Start of the int8 requant scratch.
     pub requant: usize,
@@ -66,12 +69,21 @@ pub fn regions(m: &Manifest<'_>, mode: Mode) -> Option<Regions> {
                     if int8 {
                         weights = weights.checked_add(align(cout * 4))?;
                     }
-                    chan = chan.max(cin * k * k);
+                    // Decoded factors A [r·k, Cin·k] and B [Cout·k, r·k].
+                    let rk = rank.checked_mul(k)?;
+                    let dec = rk
+                        .checked_mul(cin.checked_mul(k)?)?
+                        .checked_add(cout.checked_mul(k)?.checked_mul(rk)?)?;
+                    let ch = cin * k * k;
+                    // k > 1 (the stem): every channel's f32 weight at once.
+                    let mut low = if k == 1 { ch } else { cout.checked_mul(ch)? };
                     if k == 1 {
                         if let Some(v) = m.values.get(output as usize) {
-                            lowrank = lowrank.max((v.h as usize * v.w as usize).checked_mul(rank)?);
+                            low = low.max((v.h as usize * v.w as usize).checked_mul(rank)?);
                         }
                     }
+                    chan = chan.max(dec.checked_add(if int8 { ch } else { 0 })?);
+                    lowrank = lowrank.max(dec.checked_add(low)?);
                 }
             }
             Op::DwConv { input, .. } => max_cout = max_cout.max(input.c_len as usize),
@@ -83,15 +95,9 @@ pub fn regions(m: &Manifest<'_>, mode: Mode) -> Option<Regions> {
     let (scratch, requant) = match mode {
         Mode::Materialized => {
             let s = w0.checked_add(weights)?;
-            (
-                s,
-                s.checked_add(if int8 { align(chan.checked_mul(4)?) } else { 0 })?,
-            )
+            (s, s.checked_add(align(chan.checked_mul(4)?))?)
         }
-        Mode::Streaming => (
-            w0,
-            w0.checked_add(align(lowrank.max(chan).checked_mul(4)?))?,
-        ),
+        Mode::Streaming => (w0, w0.checked_add(align(lowrank.checked_mul(4)?))?),
     };
     let features = requant.checked_add(if int8 {
         align(max_cout.checked_mul(12)?)

@@ -268,6 +268,16 @@ fn conv_geom(
     }
 }
 
+/// `d`'s factors decoded to f32 at the start of `scratch`, and the rest of `scratch`.
+fn decode<'s>(d: &Delta<'_>, scratch: &'s mut [u8], op: usize) -> R<(Delta<'s>, &'s mut [f32])> {
+    let scratch = f32s_mut(scratch)?;
+    if scratch.len() < d.decoded_len() {
+        return Err(EngineError::Malformed { op });
+    }
+    let (dec, rest) = scratch.split_at_mut(d.decoded_len());
+    Ok((d.decoded(dec), rest))
+}
+
 fn expect_len<T>(s: &[T], n: usize, op: usize) -> R<&[T]> {
     s.get(..n)
         .filter(|_| s.len() == n)
@@ -397,6 +407,7 @@ impl<'b, 'a> Engine<'b, 'a> {
         let shared = self.bundle.shared();
         let int8 = m.precision == Precision::Int8;
         let rank = m.rank as usize;
+        let requant_weights = self.kernels.requant_weights;
         let p = self.parts();
         let mut wofs = 0usize;
         let mut cursor = DeltaCursor::new(dept.manifest.deltas);
@@ -428,6 +439,13 @@ impl<'b, 'a> Engine<'b, 'a> {
             )
             .ok_or(EngineError::DeptMismatch)?;
             let w0 = tensor(shared, weight, i)?;
+            // Decode both factors once; the rebuild then runs on contiguous f32.
+            let scratch = f32s_mut(p.scratch)?;
+            if scratch.len() < delta.decoded_len() {
+                return Err(bad);
+            }
+            let (dec, scratch) = scratch.split_at_mut(delta.decoded_len());
+            let delta = delta.decoded(dec);
             if int8 {
                 let wlen = layout::align(n);
                 let dst = p
@@ -436,12 +454,12 @@ impl<'b, 'a> Engine<'b, 'a> {
                     .ok_or(bad)?;
                 let (dw, ds) = dst.split_at_mut(wlen);
                 let s0 = expect_len(f32s(tensor(shared, wscale, i)?)?, cout, i)?;
-                let scratch = f32s_mut(p.scratch)?;
                 if scratch.len() < delta.channel_len() {
                     return Err(bad);
                 }
                 let ds = &mut f32s_mut(ds)?[..cout];
-                switch::materialize_i8(
+                switch::materialize_i8_with(
+                    requant_weights,
                     expect_len(i8s(w0), n, i)?,
                     s0,
                     &delta,
@@ -630,17 +648,29 @@ impl<'b, 'a> Engine<'b, 'a> {
                                 if pointwise {
                                     (kern.conv1x1_i8)(&g, x, qx.zero_point, w, rq, q, y);
                                 } else {
-                                    k::conv::conv_i8(&g, x, qx.zero_point, w, rq, q, y);
+                                    (kern.conv_i8)(&g, x, qx.zero_point, w, rq, q, y);
                                 }
                             }
                             Some(d) => {
-                                let scratch = f32s_mut(p.scratch)?;
+                                let (d, scratch) = decode(&d, p.scratch, i)?;
                                 let st = switch::StreamI8 { x: qx, y: qy, relu };
                                 if pointwise {
                                     let u = scratch.get_mut(..g.ho * g.wo * d.a.rows).ok_or(bad)?;
-                                    switch::stream_conv1x1_i8(&g, x, w, ws, bias, &d, st, u, y);
+                                    switch::stream_conv1x1_i8(
+                                        kern.dot_i8,
+                                        &g,
+                                        x,
+                                        w,
+                                        ws,
+                                        bias,
+                                        &d,
+                                        st,
+                                        u,
+                                        y,
+                                    );
                                 } else {
-                                    let wbuf = scratch.get_mut(..d.channel_len()).ok_or(bad)?;
+                                    let wlen = g.cout * d.channel_len();
+                                    let wbuf = scratch.get_mut(..wlen).ok_or(bad)?;
                                     switch::stream_conv_i8(&g, x, w, ws, bias, &d, st, wbuf, y);
                                 }
                             }
@@ -655,10 +685,10 @@ impl<'b, 'a> Engine<'b, 'a> {
                         if pointwise {
                             (kern.conv1x1_f32)(&g, x, w, bias, relu_now, y);
                         } else {
-                            k::conv::conv_f32(&g, x, w, bias, relu_now, y);
+                            (kern.conv_f32)(&g, x, w, bias, relu_now, y);
                         }
                         if let Some(d) = delta {
-                            let scratch = f32s_mut(p.scratch)?;
+                            let (d, scratch) = decode(&d, p.scratch, i)?;
                             if pointwise {
                                 let u = scratch.get_mut(..g.ho * g.wo * d.a.rows).ok_or(bad)?;
                                 switch::lowrank_u(&g, x, |v| v, &d.a, u);
@@ -701,11 +731,11 @@ impl<'b, 'a> Engine<'b, 'a> {
                             zero_point: qy.zero_point,
                             lo: if relu { qy.zero_point } else { -128 },
                         };
-                        k::dwconv3x3::dwconv3x3_i8(&g, i8s(x), qx.zero_point, w, rq, q, i8s_mut(y));
+                        (kern.dwconv3x3_i8)(&g, i8s(x), qx.zero_point, w, rq, q, i8s_mut(y));
                     } else {
                         let w = expect_len(f32s(tensor(shared, weight, i)?)?, 9 * c, i)?;
                         let y = f32s_mut(y)?;
-                        k::dwconv3x3::dwconv3x3_f32(&g, f32s(x)?, w, bias, relu, y);
+                        (kern.dwconv3x3_f32)(&g, f32s(x)?, w, bias, relu, y);
                         observe(output as usize, y);
                     }
                 }
@@ -768,9 +798,10 @@ impl<'b, 'a> Engine<'b, 'a> {
                             qparams(&dept, output, i)?,
                         );
                         if qa != qy || qb != qy {
+                            let (ta, tb) = (rescale_table(qa, qy), rescale_table(qb, qy));
                             for pair in y.chunks_exact_mut(2) {
-                                pair[0] = rescale_one(pair[0], qa, qy);
-                                pair[1] = rescale_one(pair[1], qb, qy);
+                                pair[0] = ta[pair[0] as u8 as usize];
+                                pair[1] = tb[pair[1] as u8 as usize];
                             }
                         }
                     } else {
@@ -823,11 +854,22 @@ impl<'b, 'a> Engine<'b, 'a> {
     }
 }
 
-/// Re-expresses int8 codes quantised with `from` in `to` (identity when they are equal).
+/// Re-expresses int8 codes quantised with `from` in `to` (identity when they are equal),
+/// through a 256-entry table of [`rescale_one`] (the same values, one lookup each).
 fn rescale(y: &mut [i8], from: QParams, to: QParams) {
     if from != to {
-        y.iter_mut().for_each(|v| *v = rescale_one(*v, from, to));
+        let t = rescale_table(from, to);
+        y.iter_mut().for_each(|v| *v = t[*v as u8 as usize]);
     }
+}
+
+/// `t[code as u8] = rescale_one(code, from, to)` for every int8 code.
+fn rescale_table(from: QParams, to: QParams) -> [i8; 256] {
+    let mut t = [0i8; 256];
+    for (i, v) in t.iter_mut().enumerate() {
+        *v = rescale_one(i as u8 as i8, from, to);
+    }
+    t
 }
 
 #[inline]

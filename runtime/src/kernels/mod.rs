@@ -2,6 +2,8 @@
 //! Compute kernels over NHWC activations. `reference/` is the scalar specification, one file
 //! per op, written to be read; faster twins must match it (int8 bit-exact, f32 within a
 //! stated bound). The engine calls kernels only through this module.
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod aarch64;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
@@ -62,17 +64,42 @@ pub struct OutQ {
     pub lo: i32,
 }
 
+/// A conv-like slot, f32: `(geometry, x, w, bias, relu, y)`.
+pub type ConvF32 = fn(&Geom, &[f32], &[f32], &[f32], bool, &mut [f32]);
+/// A conv-like slot, int8: `(geometry, x, x zero point, w, [bias, multiplier, shift] per
+/// output channel, output stage, y)`.
+pub type ConvI8 = fn(&Geom, &[i8], i32, &[i8], &[[i32; 3]], OutQ, &mut [i8]);
+/// The int8 rebuild's per-channel re-quantisation slot: `(delta row → weights, W0q, s0,
+/// out) → scale`.
+pub type RequantWeights = fn(&mut [f32], &[i8], f32, &mut [i8]) -> f32;
+/// The int8 dot product slot: `(w, x, x zero point) → Σ w·(x − zx)` (exact).
+pub type DotI8 = fn(&[i8], &[i8], i32) -> i32;
 /// The pointwise conv (GEMM) slot, f32.
-pub type Conv1x1F32 = fn(&Geom, &[f32], &[f32], &[f32], bool, &mut [f32]);
+pub type Conv1x1F32 = ConvF32;
 /// The pointwise conv (GEMM) slot, int8.
-pub type Conv1x1I8 = fn(&Geom, &[i8], i32, &[i8], &[[i32; 3]], OutQ, &mut [i8]);
+pub type Conv1x1I8 = ConvI8;
 
 /// The kernels the engine calls through: [`Kernels::reference`] fills every slot with the
 /// scalar spec, [`Kernels::best`] lets the detected CPU plug in faster twins.
+/// Every slot has the contract of the same-named function in [`reference`].
 #[derive(Clone, Copy)]
 pub struct Kernels {
-    pub conv1x1_f32: Conv1x1F32,
-    pub conv1x1_i8: Conv1x1I8,
+    /// `reference::conv1x1::conv1x1_f32`.
+    pub conv1x1_f32: ConvF32,
+    /// `reference::conv1x1::conv1x1_i8`.
+    pub conv1x1_i8: ConvI8,
+    /// `reference::conv::conv_f32` (the k×k stem).
+    pub conv_f32: ConvF32,
+    /// `reference::conv::conv_i8`.
+    pub conv_i8: ConvI8,
+    /// `reference::dwconv3x3::dwconv3x3_f32`.
+    pub dwconv3x3_f32: ConvF32,
+    /// `reference::dwconv3x3::dwconv3x3_i8`.
+    pub dwconv3x3_i8: ConvI8,
+    /// `reference::requant_weights::requant_weights` (department switch, int8).
+    pub requant_weights: RequantWeights,
+    /// `reference::conv1x1::dot_i8` (streaming int8 experts).
+    pub dot_i8: DotI8,
     /// Name of the instruction set of the plugged-in twins (`"reference"` when none).
     pub isa: &'static str,
 }
@@ -89,6 +116,12 @@ impl Kernels {
         Kernels {
             conv1x1_f32: reference::conv1x1::conv1x1_f32,
             conv1x1_i8: reference::conv1x1::conv1x1_i8,
+            conv_f32: reference::conv::conv_f32,
+            conv_i8: reference::conv::conv_i8,
+            dwconv3x3_f32: reference::dwconv3x3::dwconv3x3_f32,
+            dwconv3x3_i8: reference::dwconv3x3::dwconv3x3_i8,
+            requant_weights: reference::requant_weights::requant_weights,
+            dot_i8: reference::conv1x1::dot_i8,
             isa: "reference",
         }
     }
@@ -96,18 +129,34 @@ impl Kernels {
     /// The fastest kernels this CPU runs: detected at run time with `std`, from the build's
     /// target features without it.
     pub fn best() -> Self {
+        Self::available()
+            .into_iter()
+            .flatten()
+            .last()
+            .unwrap_or_else(Self::reference)
+    }
+
+    /// Every kernel table this CPU runs, slowest first: the reference, then each SIMD
+    /// variant (x86_64 AVX2 without and with AVX-512 VNNI; aarch64 NEON without and with
+    /// `sdot`). Tests run all of them against
+    /// the reference, so a variant the best table shadows still gets checked.
+    pub fn available() -> [Option<Self>; 3] {
         #[allow(unused_mut)]
-        let mut k = Self::reference();
-        #[cfg(all(target_arch = "x86_64", feature = "std"))]
-        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-        #[cfg(all(target_arch = "x86_64", not(feature = "std")))]
-        let avx2 = cfg!(all(target_feature = "avx2", target_feature = "fma"));
+        let mut v = [Some(Self::reference()), None, None];
         #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            k.conv1x1_f32 = x86_64::conv1x1_f32;
-            k.conv1x1_i8 = x86_64::conv1x1_i8;
-            k.isa = "x86_64-avx2";
+        if x86_64::detected() {
+            v[1] = Some(x86_64::avx2());
+            if x86_64::vnni_detected() {
+                v[2] = Some(x86_64::avx512vnni());
+            }
         }
-        k
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        {
+            v[1] = Some(aarch64::neon(Self::reference(), false));
+            if aarch64::dotprod_detected() {
+                v[2] = Some(aarch64::neon(Self::reference(), true));
+            }
+        }
+        v
     }
 }

@@ -232,7 +232,8 @@ mod tests {
     }
 
     /// Writes the BENCHMARKS.md bundles (random ShuffleNetV2 1.0x at 224 and 0.5x at 64,
-    /// f32 and int8, 2 departments, rank 8) into `$LORKD_BENCH_DIR`. Run with `--ignored`.
+    /// f32 and int8 with f32 deltas; 0.5x at 32, int8 with int8 deltas; 2 departments,
+    /// rank 8) into `$LORKD_BENCH_DIR`. Run with `--ignored`.
     #[test]
     #[ignore]
     fn write_bench_bundles() {
@@ -243,9 +244,12 @@ mod tests {
             return;
         };
         let cal = |b: &[u8], imgs: &[Vec<Vec<f32>>]| crate::calibrate::activation_ranges(b, imgs);
+        // The last one is shaped like the demo bundle (0.5x @32, int8 deltas): only its
+        // int8-delta variant is written.
         for (arch, size, tag) in [
             ("shufflenet_v2_x1_0", 224, "x1_0-224"),
             ("shufflenet_v2_x0_5", 64, "x0_5-64"),
+            ("shufflenet_v2_x0_5", 32, "x0_5-32"),
         ] {
             let spec = RandomSpec {
                 arch: arch.into(),
@@ -256,10 +260,18 @@ mod tests {
                 seed: 7,
             };
             let ck = Checkpoint::from_bytes(&random_checkpoint(&spec).unwrap()).unwrap();
-            for (w, name) in [(Precision::F32, "f32"), (Precision::Int8, "int8")] {
+            let variants: &[(Precision, DeltaDType, &str)] = if size == 32 {
+                &[(Precision::Int8, DeltaDType::I8, "int8-i8delta")]
+            } else {
+                &[
+                    (Precision::F32, DeltaDType::F32, "f32"),
+                    (Precision::Int8, DeltaDType::F32, "int8"),
+                ]
+            };
+            for &(w, delta, name) in variants {
                 let opts = PackOptions {
                     weights: w,
-                    delta: DeltaDType::F32,
+                    delta,
                     calib_count: 4,
                     calib_seed: 1,
                     ..PackOptions::default()

@@ -13,7 +13,7 @@ pub const PATCH: usize = 256;
 
 /// Fills `patch[(c·k + ky)·k + kx]` with `load(x[iy, ix, c_off + c])`, `pad` outside.
 #[inline]
-fn gather<T: Copy, U: Copy>(
+pub(crate) fn gather<T: Copy, U: Copy>(
     g: &Geom,
     x: &[T],
     oy: usize,

@@ -43,3 +43,12 @@ pub fn conv1x1_i8(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: Out
         }
     }
 }
+
+/// `Σ w[i]·(x[i] − zx)` over the common length: the streaming int8 expert's `W0` term.
+pub fn dot_i8(w: &[i8], x: &[i8], zx: i32) -> i32 {
+    let mut acc = 0i32;
+    for (&a, &b) in w.iter().zip(x) {
+        acc += a as i32 * (b as i32 - zx);
+    }
+    acc
+}

@@ -23,9 +23,8 @@ pub fn maxpool3x3s2<T: Copy + PartialOrd>(h: usize, w: usize, c: usize, x: &[T],
                         first = false;
                     } else {
                         for (o, &v) in out.iter_mut().zip(px) {
-                            if v > *o {
-                                *o = v;
-                            }
+                            // A select, not a conditional store, so it vectorises.
+                            *o = if v > *o { v } else { *o };
                         }
                     }
                 }

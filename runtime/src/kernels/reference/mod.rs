@@ -7,3 +7,4 @@ pub mod gap;
 pub mod linear;
 pub mod maxpool;
 pub mod relu;
+pub mod requant_weights;

@@ -1,0 +1,44 @@
+//! aarch64 NEON twins (NEON is baseline on aarch64), plus an int8 pointwise GEMM on `sdot`
+//! when the `dotprod` extension is present: detected at run time with `std`, from the build's
+//! target features without it. One op per file; each public fn is a safe wrapper with the
+//! reference's contract that slices whole rows and hands them to the vector bodies.
+//! int8 is bit-exact to the reference; f32 differs by reassociation / FMA only.
+#![allow(unsafe_code)]
+
+mod conv1x1;
+mod dw3x3;
+
+use super::Kernels;
+
+/// The `dotprod` extension (`sdot`/`udot`) is usable.
+pub(crate) fn dotprod_detected() -> bool {
+    #[cfg(feature = "std")]
+    {
+        std::arch::is_aarch64_feature_detected!("dotprod")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        cfg!(target_feature = "dotprod")
+    }
+}
+
+/// `base` with the NEON twins plugged in; the int8 GEMM on `sdot` when `dotprod` (install
+/// that table only when [`dotprod_detected`]). The stem keeps `base`'s kernel.
+pub(crate) fn neon(base: Kernels, dotprod: bool) -> Kernels {
+    Kernels {
+        conv1x1_f32: conv1x1::conv1x1_f32,
+        conv1x1_i8: if dotprod {
+            conv1x1::conv1x1_i8_sdot
+        } else {
+            conv1x1::conv1x1_i8
+        },
+        dwconv3x3_f32: dw3x3::dwconv3x3_f32,
+        dwconv3x3_i8: dw3x3::dwconv3x3_i8,
+        isa: if dotprod {
+            "aarch64-neon-dotprod"
+        } else {
+            "aarch64-neon"
+        },
+        ..base
+    }
+}

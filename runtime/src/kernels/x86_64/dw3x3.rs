@@ -1,0 +1,164 @@
+//! AVX2 depthwise 3x3 (padding 1, stride 1 or 2) over NHWC: vectorised across channels,
+//! which are contiguous in every input pixel, in the weights `[3, 3, C]` and in the output.
+//! Per output pixel the taps inside the image are listed once (row slices), then each
+//! 8-channel block accumulates its up-to-9 taps in one register.
+//!
+//! f32: FMA in the reference's tap order, so the difference is FMA's single rounding only
+//! (`|Δ| ≤ 2·9·ε·(|b| + Σ|w·x|)`). int8: `w·(x − zx)` in i32 lanes (`_mm256_mullo_epi32`
+//! of sign-extended bytes), exact, then the reference's scalar `requant` per channel.
+use core::arch::x86_64::*;
+
+use super::lane_mask;
+use super::requant::{Requant, RqCols};
+use crate::kernels::{Geom, OutQ};
+use crate::quant::requant;
+
+/// `(weight row, input row)` of every tap of output pixel `(oy, ox)` inside the image, each
+/// `c` long; returns how many.
+#[inline]
+fn taps<'x, T>(
+    g: &Geom,
+    x: &'x [T],
+    w: &'x [T],
+    oy: usize,
+    ox: usize,
+    out: &mut [(&'x [T], &'x [T]); 9],
+) -> usize {
+    let c = g.cout;
+    let mut nt = 0;
+    for ky in 0..3 {
+        let Some(iy) = Geom::tap(oy, ky, g.stride, 1, g.h) else {
+            continue;
+        };
+        for kx in 0..3 {
+            let Some(ix) = Geom::tap(ox, kx, g.stride, 1, g.w) else {
+                continue;
+            };
+            out[nt] = (
+                &w[(ky * 3 + kx) * c..][..c],
+                &x[(iy * g.w + ix) * g.in_stride + g.c_off..][..c],
+            );
+            nt += 1;
+        }
+    }
+    nt
+}
+
+/// AVX2 f32 depthwise 3x3; same contract as `reference::dwconv3x3::dwconv3x3_f32`.
+pub(crate) fn dwconv3x3_f32(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    relu: bool,
+    y: &mut [f32],
+) {
+    let c = g.cout;
+    let bias = &bias[..c];
+    let mut t: [(&[f32], &[f32]); 9] = [(&[], &[]); 9];
+    for oy in 0..g.ho {
+        for ox in 0..g.wo {
+            let nt = taps(g, x, w, oy, ox, &mut t);
+            let out = &mut y[(oy * g.wo + ox) * c..][..c];
+            // SAFETY: only installed after AVX2+FMA detection; `bias`, `out` and every tap
+            // row hold exactly `c` elements.
+            unsafe { pixel_f32(&t[..nt], bias, relu, out) };
+        }
+    }
+}
+
+/// `out = bias + Σ_taps w·x` (then ReLU), 8 channels at a time.
+///
+/// # Safety
+/// AVX2 and FMA available; every row of `taps` and `bias` at least `out.len()` long.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pixel_f32(taps: &[(&[f32], &[f32])], bias: &[f32], relu: bool, out: &mut [f32]) {
+    let c = out.len();
+    let zero = _mm256_setzero_ps();
+    let mut c0 = 0;
+    while c0 < c {
+        let m = lane_mask((c - c0).min(8));
+        // SAFETY: the mask enables only lanes `< c − c0`, inside every row and `out`.
+        unsafe {
+            let m = _mm256_loadu_si256(m.as_ptr().cast());
+            let mut acc = _mm256_maskload_ps(bias.as_ptr().add(c0), m);
+            for &(wr, xr) in taps {
+                acc = _mm256_fmadd_ps(
+                    _mm256_maskload_ps(wr.as_ptr().add(c0), m),
+                    _mm256_maskload_ps(xr.as_ptr().add(c0), m),
+                    acc,
+                );
+            }
+            if relu {
+                acc = _mm256_max_ps(acc, zero);
+            }
+            _mm256_maskstore_ps(out.as_mut_ptr().add(c0), m, acc);
+        }
+        c0 += 8;
+    }
+}
+
+/// AVX2 int8 depthwise 3x3; bit-exact twin of `reference::dwconv3x3::dwconv3x3_i8`.
+pub(crate) fn dwconv3x3_i8(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    let c = g.cout;
+    let rq = &rq[..c];
+    let mut cols = RqCols::zeroed();
+    let req = Requant::new(rq, &mut cols);
+    let mut t: [(&[i8], &[i8]); 9] = [(&[], &[]); 9];
+    for oy in 0..g.ho {
+        for ox in 0..g.wo {
+            let nt = taps(g, x, w, oy, ox, &mut t);
+            let out = &mut y[(oy * g.wo + ox) * c..][..c];
+            let mut c0 = 0;
+            while c0 + 8 <= c {
+                // SAFETY: only installed after AVX2 detection; `c0 + 8 <= c` and every tap
+                // row holds `c` bytes.
+                let acc = unsafe { block_i8(&t[..nt], c0, zx) };
+                // SAFETY: as above.
+                unsafe { req.row(c0, &acc, q, &mut out[c0..c0 + 8]) };
+                c0 += 8;
+            }
+            // Channel tail (< 8): scalar, as the reference.
+            for ch in c0..c {
+                let mut a = 0i32;
+                for &(wr, xr) in &t[..nt] {
+                    a += wr[ch] as i32 * (xr[ch] as i32 - zx);
+                }
+                out[ch] = requant(a, rq[ch], q);
+            }
+        }
+    }
+}
+
+/// `Σ_taps w[c0..c0+8]·(x[c0..c0+8] − zx)` in exact i32 lanes.
+///
+/// # Safety
+/// AVX2 available; every row of `taps` holds at least `c0 + 8` bytes.
+#[target_feature(enable = "avx2")]
+unsafe fn block_i8(taps: &[(&[i8], &[i8])], c0: usize, zx: i32) -> [i32; 8] {
+    let z = _mm256_set1_epi32(zx);
+    let mut acc = _mm256_setzero_si256();
+    for &(wr, xr) in taps {
+        // SAFETY: 8-byte loads at `c0`, in bounds by the contract.
+        let (wv, xv) = unsafe {
+            (
+                _mm_loadl_epi64(wr.as_ptr().add(c0).cast()),
+                _mm_loadl_epi64(xr.as_ptr().add(c0).cast()),
+            )
+        };
+        let xv = _mm256_sub_epi32(_mm256_cvtepi8_epi32(xv), z);
+        acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(_mm256_cvtepi8_epi32(wv), xv));
+    }
+    let mut out = [0i32; 8];
+    // SAFETY: `out` holds 8 i32.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), acc) };
+    out
+}

@@ -1,0 +1,81 @@
+//! AVX2 twin of `reference::requant_weights` (one output channel of the int8 department
+//! rebuild): `w += s0·W0q`, `max|w|` on the bit patterns, `q = round(w · 1/s)` — 8 lanes,
+//! the same operations in the same order (multiply then add, no FMA), so bit-identical.
+use core::arch::x86_64::*;
+
+use crate::kernels::reference::requant_weights::quantize_weight;
+
+/// AVX2 per-channel weight re-quantisation; same contract and bits as the reference.
+pub(crate) fn requant_weights(w: &mut [f32], w0: &[i8], s0: f32, out: &mut [i8]) -> f32 {
+    let n = w.len();
+    // SAFETY: only installed after AVX2 detection; the three slices hold `n` elements.
+    unsafe { body(w, &w0[..n], s0, &mut out[..n]) }
+}
+
+/// # Safety
+/// AVX2 available; `w0.len() == out.len() == w.len()`.
+#[target_feature(enable = "avx2")]
+unsafe fn body(w: &mut [f32], w0: &[i8], s0: f32, out: &mut [i8]) -> f32 {
+    let n = w.len();
+    let main = n & !7;
+    let s0v = _mm256_set1_ps(s0);
+    let (abs, inf) = (
+        _mm256_set1_epi32(0x7fff_ffff),
+        _mm256_set1_epi32(0x7f80_0000),
+    );
+    let mut mx = _mm256_setzero_si256();
+    let mut i = 0;
+    while i < main {
+        // SAFETY: `i + 8 <= n` for all three slices.
+        unsafe {
+            let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                w0.as_ptr().add(i).cast(),
+            )));
+            let v = _mm256_add_ps(_mm256_loadu_ps(w.as_ptr().add(i)), _mm256_mul_ps(s0v, q));
+            _mm256_storeu_ps(w.as_mut_ptr().add(i), v);
+            // |v| bits, NaN (above the infinity pattern) as 0; non-negative, so signed max.
+            let b = _mm256_and_si256(_mm256_castps_si256(v), abs);
+            mx = _mm256_max_epi32(mx, _mm256_andnot_si256(_mm256_cmpgt_epi32(b, inf), b));
+        }
+        i += 8;
+    }
+    let mut lanes = [0u32; 8];
+    // SAFETY: `lanes` holds 8 u32.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), mx) };
+    let mut amax_bits = lanes.into_iter().max().unwrap_or(0);
+    for j in main..n {
+        w[j] += s0 * w0[j] as f32;
+        let b = w[j].to_bits() & 0x7fff_ffff;
+        amax_bits = amax_bits.max(if b > 0x7f80_0000 { 0 } else { b });
+    }
+    let amax = f32::from_bits(amax_bits);
+    let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+    let inv = 1.0 / s;
+    let invv = _mm256_set1_ps(inv);
+    let (lo, hi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(128.0));
+    let (half, mhalf) = (_mm256_set1_ps(0.5), _mm256_set1_ps(-0.5));
+    let (q_lo, q_hi) = (_mm256_set1_epi32(-127), _mm256_set1_epi32(127));
+    let mut i = 0;
+    while i < main {
+        // SAFETY: `i + 8 <= n`: 8 f32 read, 8 bytes written.
+        unsafe {
+            let t = _mm256_mul_ps(_mm256_loadu_ps(w.as_ptr().add(i)), invv);
+            let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(t, t));
+            let t = _mm256_min_ps(_mm256_max_ps(t, lo), hi);
+            let ti = _mm256_cvttps_epi32(t);
+            let f = _mm256_sub_ps(t, _mm256_cvtepi32_ps(ti));
+            let up = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GE_OQ>(f, half));
+            let down = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(f, mhalf));
+            // Masks are −1: subtracting `up` adds one, adding `down` subtracts one.
+            let r = _mm256_add_epi32(_mm256_sub_epi32(ti, up), down);
+            let r = _mm256_andnot_si256(nan, _mm256_min_epi32(_mm256_max_epi32(r, q_lo), q_hi));
+            let r16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+            _mm_storel_epi64(out.as_mut_ptr().add(i).cast(), _mm_packs_epi16(r16, r16));
+        }
+        i += 8;
+    }
+    for j in main..n {
+        out[j] = quantize_weight(w[j] * inv);
+    }
+    s
+}

@@ -1,0 +1,313 @@
+//! AVX2 twin of `quant::requant` for 8 output channels at once — TFLite's
+//! `MultiplyByQuantizedMultiplier` (shift left, `SaturatingRoundingDoublingHighMul`,
+//! `RoundingDivideByPOT`), the zero point added with saturation, the clamp — bit-exact for
+//! every input (the unit test sweeps edges and random values). The high multiply runs as two
+//! `_mm256_mul_epi32` (even and odd lanes in i64).
+use core::arch::x86_64::*;
+
+use crate::kernels::OutQ;
+
+/// The per-channel requant parameters as lanes (`[bias, multiplier, shift]` transposed).
+#[derive(Clone, Copy)]
+pub(super) struct Rq8 {
+    pub bias: __m256i,
+    pub mult: __m256i,
+    pub shift: __m256i,
+}
+
+impl Rq8 {
+    /// The parameters of channels `rq[0..8]`: three strided gathers from the
+    /// `[bias, multiplier, shift]` triples.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn gather(rq: &[[i32; 3]]) -> Self {
+        let rq = &rq[..8];
+        let p: *const i32 = rq.as_ptr().cast();
+        let idx = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21);
+        // SAFETY: `rq` holds 8 triples = 24 i32; the gathers read `p[3j + k]`, `k < 3`.
+        unsafe {
+            Rq8 {
+                bias: _mm256_i32gather_epi32::<4>(p, idx),
+                mult: _mm256_i32gather_epi32::<4>(p.add(1), idx),
+                shift: _mm256_i32gather_epi32::<4>(p.add(2), idx),
+            }
+        }
+    }
+}
+
+/// Widest conv whose parameters [`RqCols`] transposes on the stack (ShuffleNetV2: 1024).
+pub(super) const MAXQ: usize = 1024;
+
+/// One conv's `[bias, multiplier, shift]` triples as three columns, transposed once per
+/// kernel call so that 8 channels' parameters are three plain loads (strided gathers per
+/// output pixel cost more than the whole GEMM tile on some CPUs).
+pub(super) struct RqCols {
+    t: [[i32; MAXQ]; 3],
+}
+
+impl RqCols {
+    /// All zero; [`Requant::new`] fills the channels it is given.
+    #[inline]
+    pub(super) fn zeroed() -> Self {
+        RqCols { t: [[0; MAXQ]; 3] }
+    }
+
+    /// `out[i] = quant::requant(acc[i], rq[o0 + i], q)` for `i < out.len()` (`acc` at least
+    /// as long, `o0 + out.len()` within the channels given to [`RqCols::new`]): 8 channels
+    /// per step, the tail scalar.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn row(&self, o0: usize, acc: &[i32], q: OutQ, out: &mut [i8]) {
+        let n = out.len();
+        let acc = &acc[..n];
+        let [b, m, s] = [0, 1, 2].map(|k| &self.t[k][o0..o0 + n]);
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: `i + 8 <= n`: 8 i32 of `acc`, `b`, `m`, `s` read, 8 bytes written.
+            unsafe {
+                let rq = Rq8 {
+                    bias: _mm256_loadu_si256(b.as_ptr().add(i).cast()),
+                    mult: _mm256_loadu_si256(m.as_ptr().add(i).cast()),
+                    shift: _mm256_loadu_si256(s.as_ptr().add(i).cast()),
+                };
+                let a = _mm256_loadu_si256(acc.as_ptr().add(i).cast());
+                _mm_storel_epi64(out.as_mut_ptr().add(i).cast(), requant8(a, &rq, q));
+            }
+            i += 8;
+        }
+        for j in i..n {
+            out[j] = crate::quant::requant(acc[j], [b[j], m[j], s[j]], q);
+        }
+    }
+}
+
+/// As [`RqCols::row`] straight from the triples (three strided gathers per 8 channels):
+/// for convs wider than [`MAXQ`].
+#[target_feature(enable = "avx2")]
+pub(super) fn requant_row_gather(acc: &[i32], rq: &[[i32; 3]], q: OutQ, out: &mut [i8]) {
+    let n = out.len();
+    let (acc, rq) = (&acc[..n], &rq[..n]);
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: `i + 8 <= n`: 8 i32 of `acc` read, 8 bytes of `out` written.
+        unsafe {
+            let a = _mm256_loadu_si256(acc.as_ptr().add(i).cast());
+            let v = requant8(a, &Rq8::gather(&rq[i..]), q);
+            _mm_storel_epi64(out.as_mut_ptr().add(i).cast(), v);
+        }
+        i += 8;
+    }
+    for j in i..n {
+        out[j] = crate::quant::requant(acc[j], rq[j], q);
+    }
+}
+
+/// Requantises with [`RqCols`] (filled in the caller's stack buffer, no 12 KB moves) when
+/// the conv fits it, else by gathers.
+pub(super) enum Requant<'r> {
+    Cols(&'r RqCols),
+    Gather(&'r [[i32; 3]]),
+}
+
+impl<'r> Requant<'r> {
+    #[inline]
+    pub(super) fn new(rq: &'r [[i32; 3]], cols: &'r mut RqCols) -> Self {
+        if rq.len() > MAXQ {
+            return Requant::Gather(rq);
+        }
+        for (j, r) in rq.iter().enumerate() {
+            cols.t[0][j] = r[0];
+            cols.t[1][j] = r[1];
+            cols.t[2][j] = r[2];
+        }
+        Requant::Cols(cols)
+    }
+
+    /// Channels `o0 .. o0 + out.len()`.
+    ///
+    /// # Safety
+    /// AVX2 available.
+    #[inline]
+    pub(super) unsafe fn row(&self, o0: usize, acc: &[i32], q: OutQ, out: &mut [i8]) {
+        // SAFETY: AVX2 by this function's contract.
+        unsafe {
+            match self {
+                Requant::Cols(c) => c.row(o0, acc, q, out),
+                Requant::Gather(rq) => requant_row_gather(acc, &rq[o0..], q, out),
+            }
+        }
+    }
+}
+
+/// `quant::requant(acc[j], rq[j], q)` for the 8 lanes, as i8 in the low 8 bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn requant8(acc: __m256i, rq: &Rq8, q: OutQ) -> __m128i {
+    let zero = _mm256_setzero_si256();
+    let x = _mm256_add_epi32(acc, rq.bias);
+    // Left shift (wrapping, as `x.wrapping_mul(1 << left)`), right exponent clamped to 31.
+    let left = _mm256_and_si256(_mm256_max_epi32(rq.shift, zero), _mm256_set1_epi32(31));
+    let right = _mm256_min_epi32(
+        _mm256_max_epi32(_mm256_sub_epi32(zero, rq.shift), zero),
+        _mm256_set1_epi32(31),
+    );
+    let x = _mm256_sllv_epi32(x, left);
+    let v = srdhm(x, rq.mult);
+    // RoundingDivideByPOT: (v >> e) + (remainder > (mask >> 1) + (v < 0)).
+    let one = _mm256_set1_epi32(1);
+    let mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
+    let neg = _mm256_cmpgt_epi32(zero, v);
+    let rem = _mm256_and_si256(v, mask);
+    let thr = _mm256_sub_epi32(_mm256_srli_epi32(mask, 1), neg);
+    let v = _mm256_sub_epi32(_mm256_srav_epi32(v, right), _mm256_cmpgt_epi32(rem, thr));
+    // v.saturating_add(zp): on overflow (operands of one sign, sum of the other) saturate.
+    let zp = _mm256_set1_epi32(q.zero_point);
+    let s = _mm256_add_epi32(v, zp);
+    let ovf = _mm256_and_si256(_mm256_xor_si256(s, v), _mm256_xor_si256(s, zp));
+    let sat = _mm256_xor_si256(_mm256_srai_epi32(v, 31), _mm256_set1_epi32(i32::MAX));
+    let s = _mm256_blendv_epi8(s, sat, _mm256_srai_epi32(ovf, 31));
+    let s = _mm256_min_epi32(
+        _mm256_max_epi32(s, _mm256_set1_epi32(q.lo.max(-128))),
+        _mm256_set1_epi32(127),
+    );
+    let w = _mm_packs_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    _mm_packs_epi16(w, w)
+}
+
+/// gemmlowp `SaturatingRoundingDoublingHighMul` per lane: `(a·b + nudge) / 2^31` truncated,
+/// nudge `2^30` or `1 − 2^30` by the sign of `a·b`; `MIN·MIN` saturates to `MAX`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn srdhm(a: __m256i, b: __m256i) -> __m256i {
+    let even = high_mul_i64(_mm256_mul_epi32(a, b));
+    let odd = high_mul_i64(_mm256_mul_epi32(
+        _mm256_srli_epi64(a, 32),
+        _mm256_srli_epi64(b, 32),
+    ));
+    // Results sit in the low dword of each i64 lane: interleave even and odd back.
+    let r = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0b1010_1010);
+    let min = _mm256_set1_epi32(i32::MIN);
+    let both_min = _mm256_and_si256(_mm256_cmpeq_epi32(a, min), _mm256_cmpeq_epi32(b, min));
+    _mm256_blendv_epi8(r, _mm256_set1_epi32(i32::MAX), both_min)
+}
+
+/// `(ab + nudge) / 2^31` (truncating) for 4 i64 lanes; the low 32 bits are the result.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn high_mul_i64(ab: __m256i) -> __m256i {
+    let neg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), ab);
+    let pos_nudge = _mm256_set1_epi64x(1 << 30);
+    let neg_nudge = _mm256_set1_epi64x(1 - (1 << 30));
+    let t = _mm256_add_epi64(ab, _mm256_blendv_epi8(pos_nudge, neg_nudge, neg));
+    // Division toward zero: add 2^31 − 1 to negatives before the shift. Bits 31..62 of the
+    // i64 are the low 32 bits of the arithmetic shift, so a logical shift serves.
+    let t = _mm256_add_epi64(
+        t,
+        _mm256_and_si256(neg_t(t), _mm256_set1_epi64x((1 << 31) - 1)),
+    );
+    _mm256_srli_epi64(t, 31)
+}
+
+/// All-ones in the i64 lanes of `t` that are negative.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn neg_t(t: __m256i) -> __m256i {
+    _mm256_cmpgt_epi64(_mm256_setzero_si256(), t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::requant;
+
+    #[test]
+    fn requant8_is_bit_exact() {
+        if !super::super::detected() {
+            return;
+        }
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        println!("seed = {seed}");
+        let mut s = seed | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let edges = [
+            0,
+            1,
+            -1,
+            i32::MIN,
+            i32::MAX,
+            i32::MIN + 1,
+            1 << 30,
+            -(1 << 30),
+            i32::MAX - 1,
+        ];
+        for it in 0..200_000 {
+            let pick = |r: u64, lo: i64, hi: i64| (lo + (r % (hi - lo + 1) as u64) as i64) as i32;
+            let mut acc = [0i32; 8];
+            let mut rq = [[0i32; 3]; 8];
+            for j in 0..8 {
+                let r = next();
+                acc[j] = if it % 4 == 0 {
+                    edges[(r % edges.len() as u64) as usize]
+                } else if it % 4 == 1 {
+                    r as i32
+                } else {
+                    pick(r, -200_000, 200_000)
+                };
+                let r = next();
+                rq[j] = [
+                    if it % 3 == 0 {
+                        r as i32
+                    } else {
+                        pick(r, -5000, 5000)
+                    },
+                    if it % 7 == 0 {
+                        edges[(r >> 40) as usize % edges.len()]
+                    } else {
+                        pick(r >> 20, 1 << 30, i32::MAX as i64)
+                    },
+                    pick(r >> 45, -33, 33),
+                ];
+            }
+            let r = next();
+            let zp = if it % 11 == 0 {
+                edges[(r % 9) as usize]
+            } else {
+                pick(r, -128, 127)
+            };
+            let q = OutQ {
+                zero_point: zp,
+                lo: if r & 1 == 0 {
+                    -128
+                } else {
+                    pick(r >> 8, -128, 127)
+                },
+            };
+            let mut got = [0i8; 8];
+            let len = 1 + (r >> 20) as usize % 8;
+            // SAFETY: AVX2 detected above.
+            unsafe {
+                let mut cols = RqCols::zeroed();
+                Requant::new(&rq[..len], &mut cols).row(0, &acc[..len], q, &mut got[..len]);
+                let mut g2 = [0i8; 8];
+                requant_row_gather(&acc[..len], &rq[..len], q, &mut g2[..len]);
+                assert_eq!(got, g2);
+            }
+            for j in 0..len {
+                assert_eq!(
+                    got[j],
+                    requant(acc[j], rq[j], q),
+                    "{:?} {:?} {q:?}",
+                    acc[j],
+                    rq[j]
+                );
+            }
+        }
+    }
+}
