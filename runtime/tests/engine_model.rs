@@ -387,7 +387,9 @@ fn int8_switch_is_exact_and_agrees_with_f32() {
 
     let tests = net.inputs(100, s ^ 5);
     let (mut agree_f32, mut agree_modes, mut total) = (0, 0, 0);
-    let (mut worst_q, mut worst_modes) = (0.0f32, 0.0f32);
+    // Errors are measured against the logit scale (largest |f32 logit| over all images), as
+    // `lorkd verify` does: a per-image spread can be near zero and made the ratio flaky.
+    let (mut worst_q, mut worst_modes, mut scale) = (0.0f32, 0.0f32, 1e-3f32);
     for t in 0..3 {
         for x in &tests {
             ef.select(t).unwrap();
@@ -396,15 +398,15 @@ fn int8_switch_is_exact_and_agrees_with_f32() {
             let f = run(&mut ef, x);
             let q = run(&mut em, x);
             let qs = run(&mut es, x);
-            let spread = f.iter().cloned().fold(f32::MIN, f32::max)
-                - f.iter().cloned().fold(f32::MAX, f32::min);
+            scale = f.iter().fold(scale, |m, a| m.max(a.abs()));
             worst_q = f
                 .iter()
                 .zip(&q)
-                .fold(worst_q, |m, (a, b)| m.max((a - b).abs() / spread.max(1e-3)));
-            worst_modes = q.iter().zip(&qs).fold(worst_modes, |m, (a, b)| {
-                m.max((a - b).abs() / spread.max(1e-3))
-            });
+                .fold(worst_q, |m, (a, b)| m.max((a - b).abs()));
+            worst_modes = q
+                .iter()
+                .zip(&qs)
+                .fold(worst_modes, |m, (a, b)| m.max((a - b).abs()));
             agree_f32 += usize::from(argmax(&f) == argmax(&q));
             agree_modes += usize::from(argmax(&q) == argmax(&qs));
             total += 1;
@@ -418,18 +420,22 @@ fn int8_switch_is_exact_and_agrees_with_f32() {
         em.select(t).unwrap();
         assert_eq!(a, run(&mut em, x));
     }
+    let (worst_q, worst_modes) = (worst_q / scale, worst_modes / scale);
     println!(
-        "int8 vs f32 top-1 agreement {agree_f32}/{total}, worst |Δlogit|/spread {worst_q:.4}; \
-         int8 streaming vs materialized agreement {agree_modes}/{total}, worst {worst_modes:.4}"
+        "int8 vs f32 top-1 agreement {agree_f32}/{total}, worst |Δlogit| {worst_q:.4} of the logit \
+         scale {scale:.3}; int8 streaming vs materialized agreement {agree_modes}/{total}, worst \
+         {worst_modes:.4}"
     );
     assert!(
         agree_f32 * 100 >= 95 * total,
         "int8 agrees with f32 on {agree_f32}/{total}"
     );
     // Stated bound: the two int8 modes round differently (re-quantised W0 + ΔW vs W0 plus an
-    // exact f32 low-rank path), each within int8 error of f32.
+    // exact f32 low-rank path), each within int8 error of f32. Measured over 13 seeds: modes
+    // ≤ 0.023 of the logit scale, int8 vs f32 ≤ 0.15.
+    assert!(worst_q < 0.3, "int8 vs f32: {worst_q}");
     assert!(
-        worst_modes < 0.25,
+        worst_modes < 0.1,
         "int8 streaming vs materialized: {worst_modes}"
     );
     assert!(agree_modes * 100 >= 95 * total);
