@@ -39,24 +39,6 @@ pub unsafe trait MappedFlash<'m>: NorFlash {
     fn map(&self, offset: u32, len: u32) -> Option<&'m [u8]>;
 }
 
-/// The store layout for a bundle whose update regions start at flash offset `start` (the
-/// bundle's length when it lies at offset 0 of the same flash, 0 when the store has a flash
-/// of its own): two journal banks, then two slots per department of twice the bundle's
-/// largest delta package (room for more classes or a larger rank later).
-pub fn store_layout(bundle: &Bundle<'_>, start: usize, erase_size: usize) -> Layout {
-    let max_blob = (0..bundle.department_count())
-        .filter_map(|i| bundle.department_blob(i))
-        .map(<[u8]>::len)
-        .max()
-        .unwrap_or(0);
-    Layout::standard(
-        start,
-        bundle.department_count() as u16,
-        max_blob,
-        erase_size,
-    )
-}
-
 /// Bytes of scratch RAM [`RuntimeModel::new`] needs for a layout: the largest blob a slot
 /// takes (the store reads a finished package's blob into it to check it against the bundle).
 pub fn scratch_bytes(layout: &Layout) -> usize {

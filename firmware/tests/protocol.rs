@@ -12,7 +12,7 @@ use lorkd_firmware::crc::crc32;
 use lorkd_firmware::fixture::Fixture;
 use lorkd_firmware::model::Model;
 use lorkd_firmware::proto::{self, ErrorCode, Request, Response, MAX_CHUNK, MAX_FRAME};
-use lorkd_firmware::runtime_model::{scratch_bytes, store_layout, RuntimeModel};
+use lorkd_firmware::runtime_model::{scratch_bytes, RuntimeModel};
 use lorkd_runtime::engine::AlignedBytes;
 use lorkd_runtime::format::{Bundle, Mode};
 use lorkd_runtime::update::package::{write_signed, Package, PackageHeader};
@@ -43,7 +43,7 @@ fn fx() -> &'static Fx {
         let bundle: &'static Bundle<'static> =
             Box::leak(Box::new(Bundle::parse(f.bundle).expect("bundle")));
         // The store in a flash of its own (the bundle stays where it is, read in place).
-        let layout = store_layout(bundle, 0, 1024);
+        let layout = Layout::for_bundle(bundle, 0, 1024);
         Fx {
             input_len: f.input_len,
             f,

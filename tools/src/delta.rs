@@ -167,19 +167,9 @@ pub fn bundle_len(image: &[u8]) -> Result<usize> {
     Ok(h.file_len as usize + if h.is_signed() { SIGNATURE_LEN } else { 0 })
 }
 
-/// The standard layout for a bundle.
+/// The layout of a device image: the store right after the bundle, host image erase size.
 pub fn standard_layout(bundle: &Bundle<'_>) -> Layout {
-    let max_blob = (0..bundle.department_count())
-        .filter_map(|i| bundle.department_blob(i))
-        .map(<[u8]>::len)
-        .max()
-        .unwrap_or(0);
-    Layout::standard(
-        bundle.bytes().len(),
-        bundle.department_count() as u16,
-        max_blob,
-        IMAGE_ERASE_SIZE,
-    )
+    Layout::for_bundle(bundle, bundle.bytes().len(), IMAGE_ERASE_SIZE)
 }
 
 /// A factory device image: the bundle, then erased journal and slots.

@@ -15,6 +15,7 @@
 use super::journal::{self, Record, RECORD};
 use super::package::{self, PackageHeader, HEADER_LEN, SIGNATURE_LEN, TRAILER_LEN};
 use super::{UpdateBase, UpdateError};
+use crate::format::Bundle;
 use embedded_storage::nor_flash::{NorFlash, NorFlashError};
 use sha2::{Digest, Sha256};
 
@@ -57,6 +58,24 @@ impl Layout {
             slot_size: slot_size as u32,
             departments,
         }
+    }
+
+    /// [`Layout::standard`] for `bundle`, its update regions from flash offset `start` (the
+    /// bundle's length when it lies at offset 0 of the same flash, 0 when the store has a flash
+    /// of its own). The host tools (flash images) and the firmware both lay out the store
+    /// through this, so a host-written image is what the device reads.
+    pub fn for_bundle(bundle: &Bundle<'_>, start: usize, erase_size: usize) -> Layout {
+        let max_blob = (0..bundle.department_count())
+            .filter_map(|i| bundle.department_blob(i))
+            .map(<[u8]>::len)
+            .max()
+            .unwrap_or(0);
+        Layout::standard(
+            start,
+            bundle.department_count() as u16,
+            max_blob,
+            erase_size,
+        )
     }
 
     /// First byte after the last slot.

@@ -12,7 +12,7 @@ use lorkd_firmware::button::{Button, DEBOUNCE_MS};
 use lorkd_firmware::fixture::Fixture;
 use lorkd_firmware::model::Model;
 use lorkd_firmware::proto::{self, ErrorCode, Request, Response, MAX_CHUNK, MAX_CLASSES};
-use lorkd_firmware::runtime_model::{scratch_bytes, store_layout, RuntimeModel};
+use lorkd_firmware::runtime_model::{scratch_bytes, RuntimeModel};
 use lorkd_firmware::{cobs, crc};
 use lorkd_runtime::engine::Engine;
 use lorkd_runtime::format::{Bundle, Mode};
@@ -369,7 +369,7 @@ pub fn device(t: &mut Tally) {
     ) else {
         return t.check("static buffers", false);
     };
-    let layout = store_layout(bundle, 0, 4096);
+    let layout = Layout::for_bundle(bundle, 0, 4096);
     let fits = layout.end() <= STORE_FLASH as u64 && scratch_bytes(&layout) <= SCRATCH_BYTES;
     hprintln!(
         "[fw] update store: {} B of simulated flash ({} B slots), scratch {} B",
