@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::train::finetune::{finetune, FinetuneConfig};
-use crate::train::fit::{install_ctrlc, Control};
+use crate::train::fit::install_ctrlc;
 
 /// Arguments.
 #[derive(Debug, clap::Args)]
@@ -43,19 +43,8 @@ pub struct Args {
     /// Seed of the data order and flips.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Mixed precision on CUDA: bf16 autocast of the forward passes (default), or off.
-    /// Ignored on the CPU. Untested on a GPU (docs/training.md).
-    #[arg(long, value_enum, default_value = "bf16")]
-    pub amp: crate::amp::Amp,
-    /// libtorch threads (default: one per core; 1 is faster on a busy machine).
-    #[arg(long)]
-    pub threads: Option<i32>,
-    /// Data loader threads.
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub run: super::RunArgs,
     /// Run directory (created): run.json, model.safetensors, metrics.jsonl.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -95,18 +84,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     fc.weight_decay = a.weight_decay;
     fc.beta = a.beta;
     fc.seed = a.seed;
-    let mut ctl = Control {
-        progress: !a.quiet,
-        threads: a.threads,
-        ..Control::default()
-    };
-    if let Some(w) = a.workers {
-        ctl.workers = w.max(1);
-    }
-    ctl.amp = a.amp.enabled(ctl.device);
-    if ctl.amp {
-        eprintln!("mixed precision: bf16 autocast on {:?}", ctl.device);
-    }
+    let ctl = a.run.control();
     let o = finetune(&fc, &a.output, &ctl)?;
     match (&o.last, o.interrupted) {
         (_, true) => println!("interrupted; {} holds the last epoch", a.output.display()),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::config::Arch;
-use crate::train::fit::{self, Control, FitConfig, Method};
+use crate::train::fit::{self, FitConfig, Method};
 
 /// Arguments.
 #[derive(Debug, clap::Args)]
@@ -57,19 +57,8 @@ pub struct Args {
     /// Expert-conv mode: auto, eks, lowrank, looped.
     #[arg(long, default_value = "auto")]
     pub expert_conv_mode: String,
-    /// Mixed precision on CUDA: bf16 autocast of the forward passes (default), or off.
-    /// Ignored on the CPU. Untested on a GPU (docs/training.md).
-    #[arg(long, value_enum, default_value = "bf16")]
-    pub amp: crate::amp::Amp,
-    /// libtorch threads (default: one per core; 1 is faster on a busy machine).
-    #[arg(long)]
-    pub threads: Option<i32>,
-    /// Data loader threads (default: cores, up to 8).
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub run: super::RunArgs,
     /// Continue the run in this directory (its run.json gives every setting).
     #[arg(long, conflicts_with = "output")]
     pub resume: Option<PathBuf>,
@@ -81,18 +70,7 @@ pub struct Args {
 /// Runs `fit`.
 pub fn run(a: &Args) -> anyhow::Result<()> {
     fit::install_ctrlc();
-    let mut ctl = Control {
-        progress: !a.quiet,
-        ..Control::default()
-    };
-    ctl.threads = a.threads;
-    if let Some(w) = a.workers {
-        ctl.workers = w.max(1);
-    }
-    ctl.amp = a.amp.enabled(ctl.device);
-    if ctl.amp {
-        eprintln!("mixed precision: bf16 autocast on {:?}", ctl.device);
-    }
+    let ctl = a.run.control();
     let (outcome, dir) = if let Some(dir) = &a.resume {
         (fit::resume(dir, &ctl)?, dir.clone())
     } else {

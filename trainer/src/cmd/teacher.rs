@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::models::resnet::ResNetArch;
-use crate::train::fit::{install_ctrlc, Control};
+use crate::train::fit::install_ctrlc;
 use crate::train::teacher::{train_teacher, TeacherConfig};
 
 /// Arguments.
@@ -30,19 +30,8 @@ pub struct Args {
     /// Input side (default: the data's native size, else 224).
     #[arg(long)]
     pub input_size: Option<i64>,
-    /// Mixed precision on CUDA: bf16 autocast of the forward passes (default), or off.
-    /// Ignored on the CPU. Untested on a GPU (docs/training.md).
-    #[arg(long, value_enum, default_value = "bf16")]
-    pub amp: crate::amp::Amp,
-    /// libtorch threads (default: one per core; 1 is faster on a busy machine).
-    #[arg(long)]
-    pub threads: Option<i32>,
-    /// Data loader threads.
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub run: super::RunArgs,
     /// Output: a run directory (teacher.safetensors + metrics.jsonl, one line per epoch), or a
     /// FILE.safetensors (metrics then in FILE.metrics.jsonl beside it).
     #[arg(short, long)]
@@ -52,18 +41,7 @@ pub struct Args {
 /// Runs `teacher`.
 pub fn run(a: &Args) -> anyhow::Result<()> {
     install_ctrlc();
-    let mut ctl = Control {
-        threads: a.threads,
-        progress: !a.quiet,
-        ..Control::default()
-    };
-    if let Some(w) = a.workers {
-        ctl.workers = w.max(1);
-    }
-    ctl.amp = a.amp.enabled(ctl.device);
-    if ctl.amp {
-        eprintln!("mixed precision: bf16 autocast on {:?}", ctl.device);
-    }
+    let ctl = a.run.control();
     let tc = TeacherConfig {
         data: a.data.clone(),
         arch: a.arch,
