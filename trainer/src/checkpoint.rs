@@ -143,23 +143,7 @@ impl Checkpoint {
         let config: Config =
             serde_json::from_str(json).map_err(|e| CheckpointError::BadMetadata(e.to_string()))?;
         config.validate().map_err(CheckpointError::BadMetadata)?;
-        let st = SafeTensors::deserialize(bytes)?;
-        let mut tensors = BTreeMap::new();
-        for (name, view) in st.tensors() {
-            if view.dtype() != Dtype::F32 {
-                return Err(CheckpointError::Dtype {
-                    name,
-                    got: format!("{:?}", view.dtype()),
-                });
-            }
-            let data: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-            tensors.insert(name, Tensor::from_slice(&data).reshape(shape));
-        }
+        let tensors = f32_tensors(&SafeTensors::deserialize(bytes)?)?;
         Ok(Self { config, tensors })
     }
 
@@ -215,4 +199,28 @@ impl Checkpoint {
         self.load_into(&vs)?;
         Ok((vs, model))
     }
+}
+
+/// Every tensor of a safetensors file as a CPU f32 `Tensor`; any other dtype is refused,
+/// naming the tensor. Shared by checkpoints and the trainer's state files (`train::io`).
+pub(crate) fn f32_tensors(
+    st: &SafeTensors<'_>,
+) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
+    let mut tensors = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(CheckpointError::Dtype {
+                name,
+                got: format!("{:?}", view.dtype()),
+            });
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        tensors.insert(name, Tensor::from_slice(&data).reshape(shape));
+    }
+    Ok(tensors)
 }

@@ -62,22 +62,7 @@ pub fn load_tensors(
     let meta = header.metadata().clone().unwrap_or_default();
     let st = SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{}: not safetensors", path.display()))?;
-    let mut out = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        anyhow::ensure!(
-            view.dtype() == Dtype::F32,
-            "{}: tensor {name} is {:?}, expected F32",
-            path.display(),
-            view.dtype()
-        );
-        let data: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        out.insert(name, Tensor::from_slice(&data).reshape(shape));
-    }
+    let out = crate::checkpoint::f32_tensors(&st).with_context(|| path.display().to_string())?;
     Ok((meta, out))
 }
 
