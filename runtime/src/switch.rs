@@ -13,6 +13,7 @@
 #![deny(unsafe_code)]
 
 use crate::format::{DeltaDType, DeltaRef, TensorRef};
+use crate::kernels::reference::conv::window;
 use crate::kernels::Geom;
 use crate::quant::QParams;
 
@@ -391,42 +392,13 @@ pub fn stream_conv_add_f32(
         d.channel_into(o, wbuf);
         for oy in 0..g.ho {
             for ox in 0..g.wo {
-                let acc = window_dot(g, oy, ox, wbuf, x, |v| v);
+                let acc = window(g, x, wbuf, oy, ox, 0.0, |v, wv: f32| wv * v);
                 let yo = &mut y[(oy * g.wo + ox) * g.cout + o];
                 let v = *yo + acc;
                 *yo = if relu { v.max(0.0) } else { v };
             }
         }
     }
-}
-
-/// `Σ_{c,ky,kx} w[c,ky,kx] · load(x[oy·s+ky−p, ox·s+kx−p, c_off+c])` over the taps inside.
-#[inline]
-fn window_dot<T: Copy>(
-    g: &Geom,
-    oy: usize,
-    ox: usize,
-    w: &[f32],
-    x: &[T],
-    load: impl Fn(T) -> f32,
-) -> f32 {
-    let kk = g.k * g.k;
-    let mut acc = 0.0;
-    for ky in 0..g.k {
-        let Some(iy) = Geom::tap(oy, ky, g.stride, g.pad, g.h) else {
-            continue;
-        };
-        for kx in 0..g.k {
-            let Some(ix) = Geom::tap(ox, kx, g.stride, g.pad, g.w) else {
-                continue;
-            };
-            let px = &x[(iy * g.w + ix) * g.in_stride + g.c_off..][..g.cin];
-            for (c, &xv) in px.iter().enumerate() {
-                acc += w[c * kk + ky * g.k + kx] * load(xv);
-            }
-        }
-    }
-    acc
 }
 
 /// Quantisation of the streaming int8 convs: input and output activations, fused ReLU.
@@ -533,7 +505,7 @@ pub fn stream_conv_i8(
             } else {
                 for (o, yo) in out.iter_mut().enumerate() {
                     let w = &wbuf[o * n..][..n];
-                    let v = window_dot(g, oy, ox, w, x, |q| st.x.dequantize(q));
+                    let v = window(g, x, w, oy, ox, 0.0, |q, wv: f32| wv * st.x.dequantize(q));
                     *yo = st.out(bias[o] + v);
                 }
             }

@@ -76,9 +76,10 @@ pub fn conv_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool, y: &mu
     }
 }
 
-/// `Σ combine(x, w)` over the taps inside the image, for one output channel's weights.
+/// `Σ combine(x, w)` over the taps inside the image, for one output channel's weights
+/// (also the streaming switch's k > 1 path, `switch.rs`).
 #[inline]
-fn window<T: Copy, A: Copy + core::ops::Add<Output = A>, W: Copy>(
+pub(crate) fn window<T: Copy, A: Copy + core::ops::Add<Output = A>, W: Copy>(
     g: &Geom,
     x: &[T],
     w: &[W],
