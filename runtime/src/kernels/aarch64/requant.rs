@@ -32,5 +32,7 @@ pub(super) unsafe fn requant4(acc: int32x4_t, rq: &[[i32; 3]], q: OutQ, out: &mu
     let d = vminq_s32(vmaxq_s32(d, vdupq_n_s32(q.lo.max(-128))), vdupq_n_s32(127));
     let b = vmovn_s16(vcombine_s16(vmovn_s32(d), vmovn_s32(d)));
     let word = vget_lane_u32::<0>(vreinterpret_u32_s8(b));
-    out[..4].copy_from_slice(&word.to_le_bytes());
+    for (o, b) in out[..4].iter_mut().zip(word.to_le_bytes()) {
+        *o = b as i8;
+    }
 }
