@@ -1,7 +1,8 @@
 //! `bench …` command lines: the work whose guest instructions `run-qemu --bench` counts.
 //! `infer N` / `switch N` run the default (best, here the DSP) kernel table through
 //! `checks::bench`; `infer-ref N` / `switch-ref N` the same work on the scalar reference
-//! table (the "before" of the same image); `macs` prints the multiply-accumulates of one
+//! table (the "before" of the same image); `infer-null N` with the conv slots doing
+//! nothing (the engine's work outside the conv kernels); `macs` prints the multiply-accumulates of one
 //! inference, counted by a table of wrappers around the reference kernels.
 use crate::checks;
 use crate::Tally;
@@ -34,10 +35,20 @@ fn cdw(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y: &mut 
     r::dwconv3x3::dwconv3x3_i8(g, x, zx, w, rq, q, y)
 }
 
+/// A conv slot that computes nothing: `infer-null` counts the engine's work outside the
+/// three int8 conv kernels (quantising the input, pools, concat/shuffle, rescales, head).
+fn null(_: &Geom, _: &[i8], _: i32, _: &[i8], _: &[[i32; 3]], _: OutQ, _: &mut [i8]) {}
+
 pub fn run(t: &mut Tally, what: &str, n: usize) {
     let table = match what {
         "infer" | "switch" => return checks::bench(t, what, n),
         "infer-ref" | "switch-ref" => Kernels::reference(),
+        "infer-null" => Kernels {
+            conv1x1_i8: null,
+            conv_i8: null,
+            dwconv3x3_i8: null,
+            ..Kernels::reference()
+        },
         "macs" => Kernels {
             conv1x1_i8: c1x1,
             conv_i8: ckxk,
@@ -65,7 +76,7 @@ pub fn run(t: &mut Tally, what: &str, n: usize) {
     } else {
         for i in 0..n {
             ok &= match what {
-                "infer-ref" => engine.infer(x, &mut logits).is_ok(),
+                "infer-ref" | "infer-null" => engine.infer(x, &mut logits).is_ok(),
                 _ => engine.select((i + 1) % f.departments).is_ok(),
             };
         }
