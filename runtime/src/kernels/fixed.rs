@@ -79,6 +79,8 @@ impl Rq {
 #[inline(always)]
 pub(crate) fn quantize_weight_fast(t: f32) -> i8 {
     let a = f32::from_bits(t.to_bits() & 0x7fff_ffff);
+    // Negated on purpose: NaN compares false and must give 0.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     if !(a >= 0.5) {
         return 0; // also NaN
     }
@@ -167,7 +169,7 @@ mod tests {
             i32::MAX,
         ];
         let pick = |r: &mut Xs| {
-            if r.next() % 4 == 0 {
+            if r.next().is_multiple_of(4) {
                 edges[r.next() as usize % edges.len()]
             } else {
                 r.next() as i32
