@@ -307,3 +307,122 @@ fn dot_i8_twin_is_exact() {
         }
     }
 }
+
+/// The int8 slots with requantisation parameters far from what calibration makes: random
+/// and `MIN` multipliers, shifts past ±31, full-range biases and zero points — the output
+/// stages the twins vectorise must saturate and clamp where the reference does.
+#[test]
+fn int8_twins_bit_exact_on_extreme_requant() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for case in 0..600 {
+            let fam = [Family::Pointwise, Family::Depthwise, Family::Stem][case % 3];
+            let g = geom(&mut r, fam);
+            let x: Vec<i8> = (0..g.in_len()).map(|_| r.gen()).collect();
+            let w: Vec<i8> = (0..wlen(&g, fam)).map(|_| r.gen()).collect();
+            let rq: Vec<[i32; 3]> = (0..g.cout)
+                .map(|_| {
+                    let mult = match r.gen_range(0..10) {
+                        0 => i32::MIN,
+                        1..=4 => r.gen(),
+                        _ => r.gen_range(1 << 30..i32::MAX),
+                    };
+                    let shift = match r.gen_range(0..10) {
+                        0 => r.gen_range(-45..45),
+                        1 => i32::MIN,
+                        _ => r.gen_range(-20..4),
+                    };
+                    [r.gen::<i32>() >> r.gen_range(0..20), mult, shift]
+                })
+                .collect();
+            let zx = r.gen_range(-128..=127);
+            let zy = match r.gen_range(0..4) {
+                0 => r.gen(),
+                _ => r.gen_range(-128..=127),
+            };
+            let q = OutQ {
+                zero_point: zy,
+                lo: r.gen_range(-300..=127),
+            };
+            let (mut a, mut b) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
+            let (fast, slow) = match fam {
+                Family::Pointwise => (best.conv1x1_i8, refk.conv1x1_i8),
+                Family::Depthwise => (best.dwconv3x3_i8, refk.dwconv3x3_i8),
+                Family::Stem => (best.conv_i8, refk.conv_i8),
+            };
+            fast(&g, &x, zx, &w, &rq, q, &mut a);
+            slow(&g, &x, zx, &w, &rq, q, &mut b);
+            assert_eq!(a, b, "{best:?} {fam:?} {g:?} {q:?}");
+        }
+    }
+}
+
+/// Instruction-count workload for `scripts/bench-aarch64.sh` (run under `qemu-aarch64`
+/// with the count plugin): `LORKD_INSN_BENCH=FIXTURE:WHAT:N:TABLE` loads the bundle and the
+/// first image of a QEMU-board fixture (`firmware/run-qemu --bench` writes them), then
+/// runs `WHAT` (`infer` or `switch`) `N` times on kernel table `TABLE` (an index into
+/// `Kernels::available()`); `WHAT = macs` prints the multiply-accumulates of one inference.
+#[test]
+#[ignore = "a workload for the instruction counter, not a check"]
+fn insn_bench() {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    static MACS: AtomicUsize = AtomicUsize::new(0);
+    fn c1(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y: &mut [i8]) {
+        MACS.fetch_add(g.ho * g.wo * g.cout * g.cin, Relaxed);
+        (Kernels::reference().conv1x1_i8)(g, x, zx, w, rq, q, y)
+    }
+    fn ck(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y: &mut [i8]) {
+        MACS.fetch_add(g.ho * g.wo * g.cout * g.cin * g.k * g.k, Relaxed);
+        (Kernels::reference().conv_i8)(g, x, zx, w, rq, q, y)
+    }
+    fn cd(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y: &mut [i8]) {
+        MACS.fetch_add(g.ho * g.wo * g.cout * 9, Relaxed);
+        (Kernels::reference().dwconv3x3_i8)(g, x, zx, w, rq, q, y)
+    }
+    let Ok(spec) = std::env::var("LORKD_INSN_BENCH") else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [path, what, n, table] = parts[..] else {
+        panic!("LORKD_INSN_BENCH=FIXTURE:WHAT:N:TABLE, got {spec}");
+    };
+    let (n, table): (usize, usize) = (n.parse().unwrap(), table.parse().unwrap());
+    let fx = std::fs::read(path).unwrap();
+    let u32_at = |o: usize| u32::from_le_bytes(fx[o..o + 4].try_into().unwrap()) as usize;
+    let (depts, len) = (u32_at(4), u32_at(12));
+    let bundle = AlignedBytes::new(&fx[u32_at(20)..][..u32_at(24)]);
+    let x: Vec<f32> = fx[u32_at(28)..][..4 * len]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let b = Bundle::parse(bundle.as_slice()).unwrap();
+    let mut arena = AlignedBytes::zeroed(b.arena_bytes(Mode::Materialized));
+    let mut e = Engine::new(&b, arena.as_mut_slice(), Mode::Materialized).unwrap();
+    let k = if what == "macs" {
+        Kernels {
+            conv1x1_i8: c1,
+            conv_i8: ck,
+            dwconv3x3_i8: cd,
+            ..Kernels::reference()
+        }
+    } else {
+        Kernels::available()[table].expect("no such kernel table on this CPU")
+    };
+    e.set_kernels(k);
+    e.select(0).unwrap();
+    let mut logits = [0f32; 64];
+    for i in 0..n {
+        match what {
+            "switch" => e.select((i + 1) % depts).unwrap(),
+            _ => {
+                e.infer(&x, &mut logits).unwrap();
+            }
+        }
+    }
+    if what == "macs" {
+        e.infer(&x, &mut logits).unwrap();
+        println!("insn_bench macs {}", MACS.load(Relaxed));
+    }
+    println!("insn_bench {what} x{n} on {}", k.isa);
+}

@@ -26,10 +26,15 @@ const SIZE: usize = 32;
 
 /// The fixture's bytes (format: `lorkd_firmware::fixture`) and a one-line summary.
 pub fn fixture() -> Result<(Vec<u8>, String)> {
+    fixture_at(SIZE)
+}
+
+/// [`fixture`] with input `size`×`size` (the instruction-count bench's larger model).
+pub fn fixture_at(size: usize) -> Result<(Vec<u8>, String)> {
     let spec = RandomSpec {
         arch: "shufflenet_v2_x0_5".into(),
         in_channels: 3,
-        input_size: SIZE,
+        input_size: size,
         rank: 4,
         classes: vec![4, 3, 5],
         seed: 11,
@@ -48,7 +53,7 @@ pub fn fixture() -> Result<(Vec<u8>, String)> {
     let bundle = Bundle::parse(al.as_slice()).map_err(|e| anyhow::anyhow!("bundle: {e}"))?;
 
     let d = bundle.department_count();
-    let l = 3 * SIZE * SIZE;
+    let l = 3 * size * size;
     let classes: Vec<usize> = (0..d)
         .map(|i| bundle.department(i).map_or(0, |x| x.classes()))
         .collect();
@@ -181,7 +186,7 @@ pub fn fixture() -> Result<(Vec<u8>, String)> {
     }
     f[64..96].copy_from_slice(key.verifying_key().as_bytes());
     let summary = format!(
-        "bundle {} B ({} departments, classes {:?}, arena {} B), {IMAGES} images {SIZE}x{SIZE}, top-1 {:?}; update of department {UPDATE_DEPT} to v{UPDATE_VERSION}: {} B, top-1 after {:?}",
+        "bundle {} B ({} departments, classes {:?}, arena {} B), {IMAGES} images {size}x{size}, top-1 {:?}; update of department {UPDATE_DEPT} to v{UPDATE_VERSION}: {} B, top-1 after {:?}",
         bundle_bytes.len(),
         d,
         classes,

@@ -4,7 +4,11 @@
 //! stated bound). The engine calls kernels only through this module.
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 mod aarch64;
+#[cfg(any(test, target_arch = "arm"))]
+pub(crate) mod fixed;
 pub mod reference;
+#[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "mclass"))]
+mod thumbv7em;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
@@ -138,7 +142,7 @@ impl Kernels {
 
     /// Every kernel table this CPU runs, slowest first: the reference, then each SIMD
     /// variant (x86_64 AVX2 without and with AVX-512 VNNI; aarch64 NEON without and with
-    /// `sdot`). Tests run all of them against
+    /// `sdot`; Armv7E-M DSP, from the build target). Tests run all of them against
     /// the reference, so a variant the best table shadows still gets checked.
     pub fn available() -> [Option<Self>; 3] {
         #[allow(unused_mut)]
@@ -156,6 +160,10 @@ impl Kernels {
             if aarch64::dotprod_detected() {
                 v[2] = Some(aarch64::neon(Self::reference(), true));
             }
+        }
+        #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "mclass"))]
+        {
+            v[1] = Some(thumbv7em::dsp(Self::reference()));
         }
         v
     }

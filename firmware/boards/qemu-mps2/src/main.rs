@@ -4,8 +4,10 @@
 #![no_std]
 #![no_main]
 
+mod bench;
 mod board;
 mod checks;
+mod kernel_checks;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
@@ -55,15 +57,17 @@ fn main() -> ! {
         words.next(),
         words.next().and_then(|n| n.parse().ok()),
     ) {
-        (Some("bench"), Some(what @ ("infer" | "switch")), Some(n)) => {
-            checks::bench(&mut t, what, n)
-        }
+        (Some("bench"), Some(what), Some(n)) => bench::run(&mut t, what, n),
         (None, ..) => {
             checks::framing(&mut t);
             checks::quant(&mut t);
             checks::device(&mut t);
+            kernel_checks::run(&mut t);
         }
-        _ => t.check("command line: none, or `bench infer|switch N`", false),
+        _ => t.check(
+            "command line: none, or `bench WHAT N` (see bench.rs)",
+            false,
+        ),
     }
     hprintln!("[fw] result: {} passed, {} failed", t.passed, t.failed);
     debug::exit(if t.failed == 0 {

@@ -10,13 +10,14 @@
 //! from a second `sdot` against ones. Both int8 paths are bit-exact to the reference.
 use core::arch::aarch64::*;
 
+use super::requant::requant4;
 use crate::kernels::{Geom, OutQ};
 use crate::quant::requant;
 
 /// Output pixels per tile.
-const P: usize = 4;
+pub(super) const P: usize = 4;
 /// Output channels per tile.
-const O: usize = 4;
+pub(super) const O: usize = 4;
 
 /// Start of output pixel `p`'s input channels.
 #[inline]
@@ -46,7 +47,7 @@ fn tiles<T>(g: &Geom, x: &[T], mut tile: impl FnMut([&[T]; P], usize, usize, usi
 
 /// Rows `o .. o + no` of `w` (`n` each); missing rows repeat the last (their sums are unused).
 #[inline]
-fn wrows<T>(w: &[T], n: usize, o: usize, no: usize) -> [&[T]; O] {
+pub(super) fn wrows<T>(w: &[T], n: usize, o: usize, no: usize) -> [&[T]; O] {
     [0, 1, 2, 3].map(|j| &w[(o + j.min(no - 1)) * n..][..n])
 }
 
@@ -141,9 +142,11 @@ pub(crate) fn conv1x1_i8(
     });
 }
 
+/// Requantises a tile into `y`: whole 4-channel rows with the NEON output stage, the rest
+/// (and every row when `q.lo > 127`, where the reference panics) with the scalar one.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn store_i8(
+pub(super) fn store_i8(
     d: &[[i32; O]; P],
     np: usize,
     no: usize,
@@ -155,15 +158,21 @@ fn store_i8(
     y: &mut [i8],
 ) {
     for (i, dp) in d.iter().enumerate().take(np) {
-        for (j, &v) in dp.iter().enumerate().take(no) {
-            y[(p + i) * cout + o + j] = requant(v, rq[o + j], q);
+        let row = &mut y[(p + i) * cout + o..][..no];
+        if no == O && q.lo <= 127 {
+            // SAFETY: NEON is baseline here; `rq[o..]` and `row` hold 4 elements; `q.lo ≤ 127`.
+            unsafe { requant4(vld1q_s32(dp.as_ptr()), &rq[o..o + O], q, row) };
+        } else {
+            for (j, (&v, yv)) in dp.iter().zip(row.iter_mut()).enumerate() {
+                *yv = requant(v, rq[o + j], q);
+            }
         }
     }
 }
 
 /// Exact `out[p][o] = Σ_i ws[o][i]·(xs[p][i] − zx)`, 8 bytes per step widened to i16.
 #[target_feature(enable = "neon")]
-fn tile_i8(xs: [&[i8]; P], ws: [&[i8]; O], n: usize, zx: i32) -> [[i32; O]; P] {
+pub(super) fn tile_i8(xs: [&[i8]; P], ws: [&[i8]; O], n: usize, zx: i32) -> [[i32; O]; P] {
     let z = vdupq_n_s16(zx as i16);
     let mut acc = [[vdupq_n_s32(0); O]; P];
     let (mut xv, mut wv) = ([vdup_n_s8(0); P], [vdup_n_s8(0); O]);
@@ -278,7 +287,7 @@ unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 /// # Safety
 /// The CPU has `dotprod`; every row holds at least `n` bytes.
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn tile_sdot(xs: [&[i8]; P], ws: [&[i8]; O], n: usize, zx: i32) -> [[i32; O]; P] {
+pub(super) unsafe fn tile_sdot(xs: [&[i8]; P], ws: [&[i8]; O], n: usize, zx: i32) -> [[i32; O]; P] {
     let ones = vdupq_n_s8(1);
     let mut acc = [[vdupq_n_s32(0); O]; P];
     let mut wsum = [vdupq_n_s32(0); O];

@@ -8,6 +8,7 @@
 //! `vmlal_s16` into two i32x4 — exact; then the scalar `requant`.
 use core::arch::aarch64::*;
 
+use super::requant::requant4;
 use crate::kernels::{Geom, OutQ};
 use crate::quant::requant;
 
@@ -95,8 +96,19 @@ pub(crate) fn dwconv3x3_i8(
             while c0 + 8 <= c {
                 // SAFETY: NEON is baseline on this target; `c0 + 8 <= c` = every row's length.
                 let acc = unsafe { block_i8(t, c0, zx) };
-                for (j, &a) in acc.iter().enumerate() {
-                    out[c0 + j] = requant(a, rq[c0 + j], q);
+                if q.lo <= 127 {
+                    for h in [0, 4] {
+                        // SAFETY: NEON is baseline; `acc[h..]`, `rq[c0 + h..]` and the output
+                        // hold 4 elements each (`c0 + 8 <= c`); `q.lo ≤ 127`.
+                        unsafe {
+                            let a = vld1q_s32(acc.as_ptr().add(h));
+                            requant4(a, &rq[c0 + h..c0 + h + 4], q, &mut out[c0 + h..c0 + h + 4]);
+                        }
+                    }
+                } else {
+                    for (j, &a) in acc.iter().enumerate() {
+                        out[c0 + j] = requant(a, rq[c0 + j], q);
+                    }
                 }
                 c0 += 8;
             }

@@ -7,6 +7,9 @@
 
 mod conv1x1;
 mod dw3x3;
+mod rebuild;
+mod requant;
+mod stem;
 
 use super::Kernels;
 
@@ -23,7 +26,7 @@ pub(crate) fn dotprod_detected() -> bool {
 }
 
 /// `base` with the NEON twins plugged in; the int8 GEMM on `sdot` when `dotprod` (install
-/// that table only when [`dotprod_detected`]). The stem keeps `base`'s kernel.
+/// that table only when [`dotprod_detected`]). The f32 stem keeps `base`'s kernel.
 pub(crate) fn neon(base: Kernels, dotprod: bool) -> Kernels {
     Kernels {
         conv1x1_f32: conv1x1::conv1x1_f32,
@@ -32,8 +35,14 @@ pub(crate) fn neon(base: Kernels, dotprod: bool) -> Kernels {
         } else {
             conv1x1::conv1x1_i8
         },
+        conv_i8: if dotprod {
+            stem::conv_i8_sdot
+        } else {
+            stem::conv_i8
+        },
         dwconv3x3_f32: dw3x3::dwconv3x3_f32,
         dwconv3x3_i8: dw3x3::dwconv3x3_i8,
+        requant_weights: rebuild::requant_weights,
         isa: if dotprod {
             "aarch64-neon-dotprod"
         } else {

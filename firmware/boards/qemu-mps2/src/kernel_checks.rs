@@ -1,0 +1,251 @@
+//! The build's kernel table (on Cortex-M4/M7 the Armv7E-M DSP twins) against the scalar
+//! reference, slot by slot, on random shapes and random data: every int8 twin must give the
+//! reference's bytes exactly. Shapes cover tails (channel counts not a multiple of 4, odd
+//! pixel counts), strides 1 and 2, padding, channel offsets into wider tensors, and
+//! parameters the twins hand back to the reference (huge zero points, `multiplier = MIN`,
+//! a channel count over the stack block). The seed is printed; the run repeats exactly.
+use crate::Tally;
+use cortex_m_semihosting::hprintln;
+use lorkd_runtime::kernels::{ConvI8, Geom, Kernels, OutQ};
+
+/// Seed of the random shapes and data (fixed: the image's checks repeat exactly).
+const SEED: u32 = 0x5eed_1234;
+const TRIALS: usize = 150;
+const XMAX: usize = 24 * 1024;
+const WMAX: usize = 48 * 1024;
+const YMAX: usize = 24 * 1024;
+const RQMAX: usize = 1100;
+
+struct Rng(u32);
+impl Rng {
+    fn next(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 17;
+        self.0 ^= self.0 << 5;
+        self.0
+    }
+    /// Uniform in `lo..hi` (`hi > lo`).
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.next() as usize % (hi - lo)
+    }
+    fn i8(&mut self) -> i8 {
+        self.next() as i8
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Family {
+    Pointwise,
+    Depthwise,
+    Stem,
+}
+
+struct Bufs {
+    x: [i8; XMAX],
+    w: [i8; WMAX],
+    rq: [[i32; 3]; RQMAX],
+    y0: [i8; YMAX],
+    y1: [i8; YMAX],
+}
+
+/// A random geometry of `f` whose buffers fit, or `None` (the caller draws again).
+fn geom(r: &mut Rng, f: Family) -> Option<Geom> {
+    let cin = match (f, r.range(0, 20)) {
+        (Family::Stem, _) => r.range(1, 12),
+        (_, 0) => r.range(1025, 1040), // over the pointwise stack block: the fallback
+        (_, 1..=4) => r.range(90, 200),
+        _ => r.range(1, 50),
+    };
+    let (k, pad, stride) = match f {
+        Family::Pointwise => (1, 0, r.range(1, 3)),
+        Family::Depthwise => (3, 1, r.range(1, 3)),
+        Family::Stem => {
+            let k = r.range(1, 6);
+            (k, r.range(0, k / 2 + 1), r.range(1, 3))
+        }
+    };
+    let cout = match f {
+        Family::Depthwise => cin,
+        _ if r.range(0, 10) == 0 => r.range(100, 1040),
+        _ => r.range(1, 40),
+    };
+    let (h, w) = (r.range(k.max(1), 10), r.range(k.max(1), 10));
+    let c_off = if r.range(0, 2) == 0 { 0 } else { r.range(0, 5) };
+    let in_stride = cin + c_off + r.range(0, 3);
+    let (ho, wo) = (
+        Geom::out_dim(h, k, stride, pad),
+        Geom::out_dim(w, k, stride, pad),
+    );
+    let g = Geom {
+        h,
+        w,
+        in_stride,
+        c_off,
+        cin,
+        ho,
+        wo,
+        cout,
+        k,
+        stride,
+        pad,
+    };
+    let wl = match f {
+        Family::Depthwise => 9 * cin,
+        _ => cout * cin * k * k,
+    };
+    let fits = g.in_len() <= XMAX && wl <= WMAX && g.out_len() <= YMAX && cout <= RQMAX;
+    (fits && ho > 0 && wo > 0).then_some(g)
+}
+
+/// One random case of `f`: fills the buffers, runs both kernels; `true` if equal.
+fn case(r: &mut Rng, b: &mut Bufs, f: Family, fast: ConvI8, slow: ConvI8) -> bool {
+    let g = loop {
+        if let Some(g) = geom(r, f) {
+            break g;
+        }
+    };
+    for v in &mut b.x[..g.in_len()] {
+        *v = r.i8();
+    }
+    let wl = if f == Family::Depthwise {
+        9 * g.cin
+    } else {
+        g.cout * g.cin * g.k * g.k
+    };
+    for v in &mut b.w[..wl] {
+        *v = r.i8();
+    }
+    let zx = match r.range(0, 40) {
+        0 => 40_000 - r.range(0, 80_000) as i32, // x − zx outside i16 sometimes
+        _ => r.range(0, 256) as i32 - 128,
+    };
+    for rq in &mut b.rq[..g.cout] {
+        let bias = match r.range(0, 10) {
+            0 => r.next() as i32,
+            _ => (r.next() as i32) >> 12,
+        };
+        let mult = match r.range(0, 50) {
+            0 => i32::MIN,
+            1 => r.next() as i32,
+            _ => (1 << 30) + (r.next() >> 2) as i32,
+        };
+        let shift = match r.range(0, 20) {
+            0 => r.range(0, 70) as i32 - 35,
+            _ => r.range(0, 14) as i32 - 12,
+        };
+        *rq = [bias, mult, shift];
+    }
+    let zy = r.range(0, 256) as i32 - 128;
+    let q = OutQ {
+        zero_point: zy,
+        lo: if r.range(0, 2) == 0 { -128 } else { zy },
+    };
+    let n = g.out_len();
+    b.y0[..n].fill(0x55);
+    b.y1[..n].fill(0x55);
+    slow(
+        &g,
+        &b.x[..g.in_len()],
+        zx,
+        &b.w[..wl],
+        &b.rq[..g.cout],
+        q,
+        &mut b.y0[..n],
+    );
+    fast(
+        &g,
+        &b.x[..g.in_len()],
+        zx,
+        &b.w[..wl],
+        &b.rq[..g.cout],
+        q,
+        &mut b.y1[..n],
+    );
+    let ok = b.y0[..n] == b.y1[..n];
+    if !ok {
+        hprintln!("[fw] kernel mismatch: {:?} zx {} {:?}", g, zx, q);
+    }
+    ok
+}
+
+/// Every int8 slot of `Kernels::best()` against `Kernels::reference()`.
+pub fn run(t: &mut Tally) {
+    let best = Kernels::best();
+    let reference = Kernels::reference();
+    hprintln!("[fw] kernel table: {} (seed {:#x})", best.isa, SEED);
+    t.check(
+        "kernel table: the Armv7E-M DSP twins are selected on this core",
+        best.isa == "armv7em-dsp",
+    );
+    let Some(b) = cortex_m::singleton!(: Bufs = Bufs {
+        x: [0; XMAX],
+        w: [0; WMAX],
+        rq: [[0; 3]; RQMAX],
+        y0: [0; YMAX],
+        y1: [0; YMAX],
+    }) else {
+        return t.check("kernel checks: buffers", false);
+    };
+    let mut r = Rng(SEED);
+    let slots: [(&str, Family, ConvI8, ConvI8); 3] = [
+        (
+            "pointwise int8 conv ≡ reference",
+            Family::Pointwise,
+            best.conv1x1_i8,
+            reference.conv1x1_i8,
+        ),
+        (
+            "depthwise 3x3 int8 (s1, s2) ≡ reference",
+            Family::Depthwise,
+            best.dwconv3x3_i8,
+            reference.dwconv3x3_i8,
+        ),
+        (
+            "k×k int8 conv (stem) ≡ reference",
+            Family::Stem,
+            best.conv_i8,
+            reference.conv_i8,
+        ),
+    ];
+    for (name, f, fast, slow) in slots {
+        let ok = (0..TRIALS).all(|_| case(&mut r, b, f, fast, slow));
+        hprintln!("[fw] kernels: {}: {} random shapes", name, TRIALS);
+        t.check(name, ok);
+    }
+    let ok = (0..TRIALS).all(|i| rebuild_case(&mut r, i, best, reference));
+    t.check(
+        "rebuild re-quantisation (f32 → int8 weights), incl. NaN/inf/zero rows",
+        ok,
+    );
+}
+
+/// One random row of the rebuild's per-channel re-quantisation, both tables; `true` if the
+/// scale, the f32 row and the int8 row are bit-identical.
+fn rebuild_case(r: &mut Rng, case: usize, fast: Kernels, slow: Kernels) -> bool {
+    const N: usize = 600;
+    let n = r.range(1, N);
+    let scale = [1e-3f32, 0.05, 1.0, 30.0][case % 4];
+    let unit = |r: &mut Rng| (r.next() >> 8) as f32 / (1u32 << 23) as f32 - 1.0;
+    let (mut wa, mut wb, mut w0) = ([0f32; N], [0f32; N], [0i8; N]);
+    for i in 0..n {
+        wa[i] = unit(r) * scale;
+        w0[i] = (r.range(0, 255) as i32 - 127) as i8;
+    }
+    match case % 10 {
+        0 => wa[..n].fill(0.0),
+        1 => wa[r.range(0, n)] = f32::NAN,
+        2 => wa[r.range(0, n)] = f32::INFINITY,
+        3 => w0[..n].fill(0),
+        _ => {}
+    }
+    wb[..n].copy_from_slice(&wa[..n]);
+    let s0 = (unit(r) + 1.0) * 0.01 * scale;
+    let (mut qa, mut qb) = ([0i8; N], [0i8; N]);
+    let sa = (fast.requant_weights)(&mut wa[..n], &w0[..n], s0, &mut qa[..n]);
+    let sb = (slow.requant_weights)(&mut wb[..n], &w0[..n], s0, &mut qb[..n]);
+    let same_w = wa[..n]
+        .iter()
+        .zip(&wb[..n])
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    sa.to_bits() == sb.to_bits() && qa[..n] == qb[..n] && same_w
+}

@@ -1,0 +1,217 @@
+//! The int8 GEMM core both convs share: a block of pixels, each already widened to i16
+//! `x − zx` (the pointwise conv's channels, or the stem's im2col patch), times the raw
+//! int8 weight rows, in register tiles of 2 output channels × 2 pixels.
+//!
+//! Widened layout, per pair of pixels (`pair_words(n)` words): for each full group of 4
+//! values `v0..v3`, four words — pixel 0's `[v0, v2]`, `[v1, v3]` (the order `SXTB16` /
+//! `SXTB16 ROR #8` give a weight word, so weights need no repacking), then pixel 1's —; after
+//! the full groups, the `n % 4` leftover values of pixel 0 then pixel 1 in natural order,
+//! two words each. Per 4 inputs the inner loop spends 2 weight loads, 4 `SXTB16`, one
+//! 4-word load of both pixels and 8 `SMLAD` (16 MACs): each weight pair is widened once and
+//! used for both pixels.
+use super::dsp::{smlad, sxtb16, sxtb16_ror8};
+use crate::kernels::fixed::Rq;
+use crate::kernels::OutQ;
+
+/// Widened words on the stack for one block of pixels (4 KiB).
+pub(super) const XB: usize = 1024;
+
+/// Words per pixel pair of `n` values.
+#[inline]
+pub(super) const fn pair_words(n: usize) -> usize {
+    n.div_ceil(4) * 4
+}
+
+/// Halfword offset of value `k` (of `n`) of the pair's pixel `odd` inside its pair block.
+#[inline]
+pub(super) fn hpos(k: usize, n: usize, odd: usize) -> usize {
+    let nt = n & !3;
+    let base = if k < nt {
+        // [v0, v2] then [v1, v3]: v0 → 0, v1 → 2, v2 → 1, v3 → 3.
+        8 * (k / 4) + ((k & 1) << 1 | (k >> 1) & 1)
+    } else {
+        2 * nt + (k - nt)
+    };
+    base + 4 * odd
+}
+
+/// The block buffer, written as halfwords, read by the GEMM as words.
+#[repr(C, align(4))]
+pub(super) struct Buf(pub(super) [i16; 2 * XB]);
+
+impl Buf {
+    pub(super) fn new() -> Self {
+        Buf([0; 2 * XB])
+    }
+
+    pub(super) fn words(&self) -> &[u32] {
+        // SAFETY: the array is 4-byte aligned (`repr(align(4))`), `4·XB` bytes long and every
+        // bit pattern is a valid u32; the shared borrow of `self` covers the view's life.
+        unsafe { core::slice::from_raw_parts(self.0.as_ptr() as *const u32, XB) }
+    }
+
+    pub(super) fn words_mut(&mut self) -> &mut [u32] {
+        // SAFETY: as `words`, with the exclusive borrow of `self` for the view's life.
+        unsafe { core::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u32, XB) }
+    }
+}
+
+/// `[w0·x0, w0·x1, w1·x0, w1·x1]` over the `g` full groups of a pixel pair.
+///
+/// One `asm!` loop, because left to itself LLVM spills an accumulator on the 12 registers
+/// it may use here: per group of 4 inputs it spends 2 weight loads (post-increment,
+/// unaligned), 4 `SXTB16`, 4 `LDRD` of widened `x` (pixel 0's pair, pixel 1's, then again,
+/// as there are no registers to keep all four words), 8 `SMLAD` and the loop's
+/// `SUBS`/`BNE`: 20 instructions per 16 MACs.
+#[inline(always)]
+fn dot2x2(w0: &[i8], w1: &[i8], x: &[u32], g: usize) -> [i32; 4] {
+    let (w0, w1, x) = (&w0[..4 * g], &w1[..4 * g], &x[..4 * g]);
+    let (mut a, mut b, mut c, mut d) = (0i32, 0i32, 0i32, 0i32);
+    if g == 0 {
+        return [a, b, c, d];
+    }
+    // SAFETY: the loop runs `g ≥ 1` times; each pass reads 4 bytes at `pw0` and at `pw1`
+    // (rows sliced to `4·g` bytes above; `LDR` allows any alignment on Armv7-M) and 4 words
+    // at `px` (`x` sliced to `4·g` words; a word slice is 4-aligned, as `LDRD` needs), then
+    // advances all three, so every access stays inside the slices. It writes no memory and
+    // no stack; the pointer, counter and scratch registers are declared clobbered outputs,
+    // and it changes the condition flags (`SUBS`) and perhaps APSR.Q (`SMLAD`), so
+    // `preserves_flags` is not claimed.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldr {wa}, [{pw0}], #4",
+            "sxtb16 {wo}, {wa}, ror #8",
+            "sxtb16 {wa}, {wa}",
+            "ldrd {xe}, {xo}, [{px}]",
+            "smlad {a}, {wa}, {xe}, {a}",
+            "smlad {a}, {wo}, {xo}, {a}",
+            "ldrd {xe}, {xo}, [{px}, #8]",
+            "smlad {b}, {wa}, {xe}, {b}",
+            "smlad {b}, {wo}, {xo}, {b}",
+            "ldr {wa}, [{pw1}], #4",
+            "sxtb16 {wo}, {wa}, ror #8",
+            "sxtb16 {wa}, {wa}",
+            "smlad {d}, {wa}, {xe}, {d}",
+            "smlad {d}, {wo}, {xo}, {d}",
+            "ldrd {xe}, {xo}, [{px}], #16",
+            "smlad {c}, {wa}, {xe}, {c}",
+            "smlad {c}, {wo}, {xo}, {c}",
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            pw0 = inout(reg) w0.as_ptr() => _,
+            pw1 = inout(reg) w1.as_ptr() => _,
+            px = inout(reg) x.as_ptr() => _,
+            n = inout(reg) g => _,
+            a = inout(reg) a,
+            b = inout(reg) b,
+            c = inout(reg) c,
+            d = inout(reg) d,
+            wa = out(reg) _,
+            wo = out(reg) _,
+            xe = out(reg) _,
+            xo = out(reg) _,
+            options(nostack, readonly),
+        );
+    }
+    [a, b, c, d]
+}
+
+/// `[w0·x0, w1·x0]` over the `g` full groups of the pair's pixel 0 (an odd last pixel).
+#[inline(always)]
+fn dot2x1(w0: &[i8], w1: &[i8], x: &[u32], g: usize) -> [i32; 2] {
+    let (w0, w1, x) = (&w0[..4 * g], &w1[..4 * g], &x[..4 * g]);
+    let (mut a, mut c) = (0, 0);
+    let (pw0, pw1, px) = (
+        w0.as_ptr() as *const u32,
+        w1.as_ptr() as *const u32,
+        x.as_ptr(),
+    );
+    for i in 0..g {
+        // SAFETY: `i < g`; the rows were sliced to `4·g` bytes and `x` to `4·g` words above,
+        // so every read is in bounds; weight rows start at any byte, hence `read_unaligned`.
+        let (wa, wb, xe0, xo0) = unsafe {
+            let p = px.add(4 * i);
+            (
+                pw0.add(i).read_unaligned(),
+                pw1.add(i).read_unaligned(),
+                *p,
+                *p.add(1),
+            )
+        };
+        a = smlad(sxtb16_ror8(wa), xo0, smlad(sxtb16(wa), xe0, a));
+        c = smlad(sxtb16_ror8(wb), xo0, smlad(sxtb16(wb), xe0, c));
+    }
+    [a, c]
+}
+
+/// The partial group: `Σ w[k]·x[k]` over the natural-order halfwords of `x`.
+#[inline(always)]
+fn tail(w: &[i8], x: &[u32]) -> i32 {
+    let mut acc = 0i32;
+    for (k, &wv) in w.iter().enumerate() {
+        let h = (x[k / 2] >> (16 * (k % 2))) as u16 as i16;
+        acc = acc.wrapping_add(wv as i32 * h as i32);
+    }
+    acc
+}
+
+/// `y[(p0 + i)·cout + o] = requant(Σ_k w[o·n + k]·x_i[k], rq[o])` for the `np` widened
+/// pixels in `xb` (pairs of `pair_words(n)` words). Callers checked `w` (`cout·n`), `rq`
+/// (`cout`) and `y`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn block(
+    xb: &[u32],
+    np: usize,
+    n: usize,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+    p0: usize,
+    cout: usize,
+) {
+    let (g, wp, nt) = (n / 4, pair_words(n), n & !3);
+    let mut o = 0;
+    while o < cout {
+        let o1 = (o + 1).min(cout - 1);
+        let (r0, r1) = (Rq::new(rq[o], q), Rq::new(rq[o1], q));
+        let (w0, w1) = (&w[o * n..][..n], &w[o1 * n..][..n]);
+        let (t0, t1) = (&w0[nt..], &w1[nt..]);
+        let mut i = 0;
+        while i < np {
+            let x = &xb[(i / 2) * wp..][..wp];
+            let (h0, h1) = (&x[4 * g..], &x[(4 * g + 2).min(wp)..]);
+            let row0 = (p0 + i) * cout;
+            if i + 1 < np {
+                let [mut a, mut b, mut c, mut d] = dot2x2(w0, w1, x, g);
+                if nt < n {
+                    a = a.wrapping_add(tail(t0, h0));
+                    b = b.wrapping_add(tail(t0, h1));
+                    c = c.wrapping_add(tail(t1, h0));
+                    d = d.wrapping_add(tail(t1, h1));
+                }
+                let row1 = row0 + cout;
+                y[row0 + o] = r0.apply(a);
+                y[row1 + o] = r0.apply(b);
+                if o1 != o {
+                    y[row0 + o1] = r1.apply(c);
+                    y[row1 + o1] = r1.apply(d);
+                }
+                i += 2;
+            } else {
+                let [mut a, mut c] = dot2x1(w0, w1, x, g);
+                if nt < n {
+                    a = a.wrapping_add(tail(t0, h0));
+                    c = c.wrapping_add(tail(t1, h0));
+                }
+                y[row0 + o] = r0.apply(a);
+                if o1 != o {
+                    y[row0 + o1] = r1.apply(c);
+                }
+                i += 1;
+            }
+        }
+        o += 2;
+    }
+}
