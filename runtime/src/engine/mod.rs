@@ -11,11 +11,10 @@
 //! must be 16-aligned in memory (see `AlignedBytes` under `std`).
 #![deny(unsafe_code)]
 
-pub mod layout;
 #[cfg(feature = "std")]
 pub mod testnet;
 #[cfg(feature = "std")]
-pub use testnet::AlignedBytes;
+pub use crate::aligned::AlignedBytes;
 
 use core::ops::Range;
 
@@ -25,7 +24,7 @@ use crate::format::{
 use crate::kernels::{reference as k, Geom, Kernels, OutQ};
 use crate::quant::{ChannelRequant, QParams};
 use crate::switch::{self, Delta};
-use layout::Regions;
+use crate::format::layout::{self, Regions};
 
 #[cfg(target_endian = "big")]
 compile_error!("lorkd-runtime reads little-endian tensors in place");
