@@ -1,4 +1,3 @@
-#![deny(unsafe_code)]
 //! Fixed-point requantisation, exactly TFLite's / CMSIS-NN's (`QuantizeMultiplier`,
 //! `MultiplyByQuantizedMultiplier` with `SaturatingRoundingDoublingHighMul` and
 //! `RoundingDivideByPOT`), so int8 results can be checked bit-for-bit against that reference.

@@ -11,8 +11,6 @@
 //! rows `o·k .. o·k + k` of `B·A` laid end to end, so one channel is `B[o·k..o·k+k, :] · A`.
 //! Streaming mode never forms `ΔW` for 1x1 convs: it adds the low-rank path `B·(A·x)`.
 
-#![deny(unsafe_code)]
-
 pub use crate::format::factor::Factor;
 use crate::format::{DeltaDType, DeltaRef};
 use crate::kernels::reference::conv::window;

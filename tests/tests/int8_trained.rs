@@ -1,4 +1,4 @@
-//! Issue 5 item 4 on a TRAINED model: the int8 bundle (int8 shared weights and deltas,
+//! int8 against f32 on a TRAINED model: the int8 bundle (int8 shared weights and deltas,
 //! activations calibrated per department on 128 training images, `lorkd pack`'s default)
 //! against the float path (the f32 bundle through the same runtime, which
 //! `trainer_to_runtime.rs` ties to libtorch), top-1 on the held-out images (validation + test

@@ -1,4 +1,3 @@
-#![deny(unsafe_code)]
 //! Compute kernels over NHWC activations. `reference/` is the scalar specification, one file
 //! per op, written to be read; faster twins must match it (int8 bit-exact, f32 within a
 //! stated bound). The engine calls kernels only through this module.
