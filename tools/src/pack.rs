@@ -9,11 +9,11 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use ed25519_dalek::{Signer, SigningKey};
-use lorkd_runtime::format::layout;
 use lorkd_runtime::format::write::{self, encode_seq, write_blob, write_bundle};
+use lorkd_runtime::format::{factor, layout};
 use lorkd_runtime::format::{
-    ArenaPlan, Bundle, DType, DeltaDType, DeltaRef, DeptManifest, InputSpec, Manifest,
-    NamedTensor, Op, Precision, Seq, TensorRef, ValueDesc,
+    ArenaPlan, Bundle, DType, DeltaDType, DeltaRef, DeptManifest, InputSpec, Manifest, NamedTensor,
+    Op, Precision, Seq, TensorRef, ValueDesc,
 };
 
 use crate::arena_plan;
@@ -134,31 +134,9 @@ pub fn fold_checkpoint(ck: &Checkpoint) -> Result<Folded> {
     })
 }
 
-/// The runtime's payload writer, with errors for `?`.
-struct Payload(write::Payload);
-
-impl Payload {
-    fn push(&mut self, bytes: &[u8]) -> Result<TensorRef> {
-        self.0.push(bytes).context("payload over 4 GiB")
-    }
-    fn push_f32(&mut self, x: &[f32]) -> Result<TensorRef> {
-        self.0.push_f32(x).context("payload over 4 GiB")
-    }
-    fn bytes(&self) -> &[u8] {
-        &self.0 .0
-    }
-}
-
-/// One delta factor (`rows × cols`, row-major) in `dt`, by the runtime's
-/// `format::factor::encode` (the layout's one encoder). `what` names it in errors.
-fn encode_factor(
-    x: &[f32],
-    rows: usize,
-    cols: usize,
-    dt: DeltaDType,
-    what: &str,
-) -> Result<Vec<u8>> {
-    lorkd_runtime::format::factor::encode(x, rows, cols, dt).with_context(|| what.to_string())
+/// A payload push that did not fit (`write::Payload` returns `None` past 4 GiB).
+fn fits<T>(o: Option<T>) -> Result<T> {
+    o.context("payload over 4 GiB")
 }
 
 /// Writes one bundle from folded tensors. `qparams`: per department, per value
@@ -178,7 +156,7 @@ pub fn build(
         int8 == qparams.is_some(),
         "int8 bundles need activation parameters (and f32 ones none)"
     );
-    let mut shared = Payload(write::Payload::default());
+    let mut shared = write::Payload::default();
     let mut named: Vec<(String, DType, Vec<u32>, TensorRef)> = Vec::new();
     let mut conv_refs = Vec::new();
     for (c, fc) in g.convs.iter().zip(&f.convs) {
@@ -187,12 +165,9 @@ pub fn build(
         } else {
             vec![c.cout as u32, c.cin as u32, c.k as u32, c.k as u32]
         };
-        let (w, ws) = shared
-            .0
-            .push_weight(&fc.weight, c.cout, c.depthwise, precision)
-            .context("payload over 4 GiB")?;
+        let (w, ws) = fits(shared.push_weight(&fc.weight, c.cout, c.depthwise, precision))?;
         let dt = if int8 { DType::I8 } else { DType::F32 };
-        let b = shared.push_f32(&fc.bias)?;
+        let b = fits(shared.push_f32(&fc.bias))?;
         named.push((format!("{}.weight", c.name), dt, dims, w));
         named.push((format!("{}.bias", c.bn), DType::F32, vec![c.cout as u32], b));
         if int8 {
@@ -312,11 +287,11 @@ pub fn build(
     };
     layout::fill_totals(&mut manifest).context("arena over 4 GiB")?;
     let mbytes = postcard::to_allocvec(&manifest)?;
-    let base_id = lorkd_runtime::format::view::base_id_of(&mbytes, shared.bytes());
+    let base_id = lorkd_runtime::format::view::base_id_of(&mbytes, &shared.0);
 
     let mut blobs = Vec::new();
     for (d, dm) in meta.departments.iter().enumerate() {
-        let mut p = Payload(write::Payload::default());
+        let mut p = write::Payload::default();
         let mut drefs = Vec::new();
         for (c, (a, b)) in g
             .convs
@@ -327,12 +302,14 @@ pub fn build(
             let (rk, ac, br) = (meta.rank * c.k, c.cin * c.k, c.cout * c.k);
             let dn = &dm.name;
             let what = |f: &str| format!("department {dn:?}: {}.lora_{f}", c.name);
-            let a = p.push(&encode_factor(a, rk, ac, delta, &what("A"))?)?;
-            let b = p.push(&encode_factor(b, br, rk, delta, &what("B"))?)?;
+            // The factor layout's one encoder (`format::factor`).
+            let a = factor::encode(a, rk, ac, delta).with_context(|| what("A"))?;
+            let b = factor::encode(b, br, rk, delta).with_context(|| what("B"))?;
+            let (a, b) = (fits(p.push(&a))?, fits(p.push(&b))?);
             drefs.push(DeltaRef { a, b });
         }
-        let hw = p.push_f32(&f.heads[d].0)?;
-        let hb = p.push_f32(&f.heads[d].1)?;
+        let hw = fits(p.push_f32(&f.heads[d].0))?;
+        let hb = fits(p.push_f32(&f.heads[d].1))?;
         let act = match qparams {
             Some(q) => {
                 let q = &q[d];
@@ -346,9 +323,9 @@ pub fn build(
                     .iter()
                     .map(|&(scale, zero_point)| QParams { scale, zero_point })
                     .collect();
-                p.0.push_qparams(&q).context("payload over 4 GiB")?
+                fits(p.push_qparams(&q))?
             }
-            None => p.push(&[])?,
+            None => fits(p.push(&[]))?,
         };
         let names: Vec<&str> = dm.classes.iter().map(String::as_str).collect();
         let (nc, cbytes) = encode_seq(&names)?;
@@ -364,9 +341,9 @@ pub fn build(
             head_bias: hb,
             act_qparams: act,
         };
-        blobs.push((dm.name.as_str(), write_blob(&m, p.bytes())?));
+        blobs.push((dm.name.as_str(), write_blob(&m, &p.0)?));
     }
-    let mut bytes = write_bundle(&mbytes, shared.bytes(), &blobs, sign.is_some())?;
+    let mut bytes = write_bundle(&mbytes, &shared.0, &blobs, sign.is_some())?;
     if let Some(k) = sign {
         let sig = k.sign(&bytes);
         bytes.extend_from_slice(&sig.to_bytes());
