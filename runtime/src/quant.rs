@@ -1,4 +1,3 @@
-#![deny(unsafe_code)]
 //! Fixed-point requantisation, exactly TFLite's / CMSIS-NN's (`QuantizeMultiplier`,
 //! `MultiplyByQuantizedMultiplier` with `SaturatingRoundingDoublingHighMul` and
 //! `RoundingDivideByPOT`), so int8 results can be checked bit-for-bit against that reference.
@@ -13,7 +12,9 @@
 /// Per-tensor affine quantisation of activations: `real = scale · (q − zero_point)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct QParams {
+    /// Real value of one code step.
     pub scale: f32,
+    /// The code of real 0.
     pub zero_point: i32,
 }
 
@@ -37,6 +38,23 @@ impl QParams {
     #[inline]
     pub fn dequantize(&self, q: i8) -> f32 {
         self.scale * (q as i32 - self.zero_point) as f32
+    }
+
+    /// The stored form in a department's `act_qparams` (8 bytes): `scale` as f32 then
+    /// `zero_point` as i32, little-endian.
+    pub fn to_le_bytes(&self) -> [u8; 8] {
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&self.scale.to_le_bytes());
+        b[4..].copy_from_slice(&self.zero_point.to_le_bytes());
+        b
+    }
+
+    /// Reads [`QParams::to_le_bytes`]'s form.
+    pub fn from_le_bytes(b: [u8; 8]) -> Self {
+        QParams {
+            scale: f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            zero_point: i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+        }
     }
 }
 
@@ -156,11 +174,24 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
     )
 }
 
+/// int8 output stage shared by every int8 kernel: output zero point and the clamp floor
+/// (`zero_point` for a fused ReLU, −128 otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutQ {
+    /// Zero point of the output activation.
+    pub zero_point: i32,
+    /// Lowest code written: the zero point under a fused ReLU, −128 otherwise.
+    pub lo: i32,
+}
+
 /// Per-output-channel requantisation of an int32 accumulator of a conv: bias already added.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChannelRequant {
+    /// Bias in accumulator units (`round(bias / (s_x·s_w))`).
     pub bias: i32,
+    /// Fixed-point multiplier in `[2^30, 2^31)` (0 for a zero factor).
     pub multiplier: i32,
+    /// Power-of-two exponent of the multiplier.
     pub shift: i32,
 }
 
@@ -194,7 +225,7 @@ impl ChannelRequant {
 /// The int8 kernels' output stage: `clamp(MBQM(acc + bias) + zp, lo, 127)` with
 /// `rq = [bias, multiplier, shift]`.
 #[inline]
-pub fn requant(acc: i32, rq: [i32; 3], q: crate::kernels::OutQ) -> i8 {
+pub fn requant(acc: i32, rq: [i32; 3], q: OutQ) -> i8 {
     let v = multiply_by_quantized_multiplier(acc.wrapping_add(rq[0]), rq[1], rq[2]);
     v.saturating_add(q.zero_point).clamp(q.lo.max(-128), 127) as i8
 }
@@ -217,6 +248,81 @@ impl QParams {
             zero_point: zp,
         }
     }
+}
+
+/// The one per-output-channel weight quantiser (symmetric int8, zero point 0), used by the
+/// packer, the test fixture and the department switch (`requant_weights`, whose SIMD twins
+/// are bit-exact to it): `s = max|w| / 127` over the non-NaN values (1 for an all-zero
+/// channel), `q = clamp(round_half_away(w · (1/s)), −127, 127)`, NaN → 0. Writes `out`
+/// (`w.len()` codes) and returns `s`.
+///
+/// The division is a multiply by the reciprocal: that is what the rebuild's kernels do on
+/// every ISA. Against `round(w / s)` a code can differ by one only where `w / s` lies within
+/// an ulp of a half (see the test `one_rule_vs_division`), and the error stays within half a
+/// step plus an ulp.
+pub fn quantize_channel(w: &[f32], out: &mut [i8]) -> f32 {
+    // max |v| over the non-NaN values, on the bit patterns: for finite and infinite
+    // floats `|a| < |b|` iff `bits(|a|) < bits(|b|)`. Same value as folding `f32::max`.
+    let mut amax_bits = 0u32;
+    for v in w {
+        let b = v.to_bits() & 0x7fff_ffff;
+        amax_bits = amax_bits.max(if b > 0x7f80_0000 { 0 } else { b });
+    }
+    let amax = f32::from_bits(amax_bits);
+    let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+    let inv = 1.0 / s;
+    for (q, &v) in out.iter_mut().zip(w) {
+        *q = quantize_weight(v * inv);
+    }
+    s
+}
+
+/// `clamp(round_half_away(t), −127, 127)` without branches; equal to
+/// `round_f32(t).clamp(−127.0, 127.0) as i8` for every `t`, NaN → 0.
+#[inline]
+pub fn quantize_weight(t: f32) -> i8 {
+    // Outside ±128 the result is ±127 either way; inside, `t as i32` is exact truncation.
+    let t = t.clamp(-128.0, 128.0);
+    let ti = t as i32;
+    let f = t - ti as f32;
+    (ti + i32::from(f >= 0.5) - i32::from(f <= -0.5)).clamp(-127, 127) as i8
+}
+
+/// [`quantize_channel`] on every row of a row-major `[rows, w.len() / rows]` weight (OIHW
+/// conv weights: one row per output channel). Returns the codes and one scale per row.
+#[cfg(feature = "std")]
+pub fn quantize_per_channel(w: &[f32], rows: usize) -> (std::vec::Vec<i8>, std::vec::Vec<f32>) {
+    let n = w.len() / rows.max(1);
+    let mut q = std::vec![0i8; w.len()];
+    let mut s = std::vec::Vec::with_capacity(rows);
+    if n > 0 {
+        for (row, out) in w.chunks_exact(n).zip(q.chunks_exact_mut(n)) {
+            s.push(quantize_channel(row, out));
+        }
+    }
+    s.resize(rows, 1.0);
+    (q, s)
+}
+
+/// [`quantize_channel`] on every column of a row-major `[w.len() / cols, cols]` weight (the
+/// depthwise `[3, 3, C]` layout: one column per channel). Returns the codes in the same
+/// layout and one scale per column.
+#[cfg(feature = "std")]
+pub fn quantize_per_column(w: &[f32], cols: usize) -> (std::vec::Vec<i8>, std::vec::Vec<f32>) {
+    let rows = w.len() / cols.max(1);
+    let mut q = std::vec![0i8; w.len()];
+    let mut s = std::vec::Vec::with_capacity(cols);
+    let (mut col, mut qc) = (std::vec![0f32; rows], std::vec![0i8; rows]);
+    for c in 0..cols {
+        for (t, v) in col.iter_mut().enumerate() {
+            *v = w[t * cols + c];
+        }
+        s.push(quantize_channel(&col, &mut qc));
+        for (t, &v) in qc.iter().enumerate() {
+            q[t * cols + c] = v;
+        }
+    }
+    (q, s)
 }
 
 /// Scale of one int8 delta-factor row with largest magnitude `max_abs`, as stored: IEEE half
@@ -302,5 +408,74 @@ mod tests {
             };
             assert_eq!(p.quantize(x), spec(&p, x), "{x} {p:?}");
         }
+    }
+
+    /// The one weight rule against the two it replaced (the packer's `(w / s).round()` and the
+    /// fixture's `round_f32(w / s)`, which agree with each other): same scales; codes equal
+    /// except where `w / s` lies within an ulp or two of a half, where they differ by one.
+    #[test]
+    fn one_rule_vs_division() {
+        let seed = crate::test_seed();
+        let mut st = seed | 1;
+        let mut next = move || {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            st
+        };
+        // [random channels, channels of constructed near-ties]: (codes, codes that differ).
+        let mut count = [(0usize, 0usize); 2];
+        for _ in 0..2000 {
+            let n = 1 + (next() % 300) as usize;
+            let mag = [1e-3f32, 0.05, 1.0, 30.0][(next() % 4) as usize];
+            let mut w: std::vec::Vec<f32> = (0..n)
+                .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * mag)
+                .collect();
+            let ties = next() % 5 == 0;
+            if ties {
+                // Exact ties of the old rule: multiples of s/2 for s = max/127.
+                let s = mag / 127.0;
+                w.iter_mut()
+                    .for_each(|v| *v = (((*v / s) * 2.0) as i32 as f32) * 0.5 * s);
+                w[0] = mag;
+            }
+            let mut q = std::vec![0i8; n];
+            let s = quantize_channel(&w, &mut q);
+            let m = w.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let s_old = if m > 0.0 { m / 127.0 } else { 1.0 };
+            assert_eq!(s.to_bits(), s_old.to_bits());
+            for (&v, &qn) in w.iter().zip(&q) {
+                let t = v / s_old;
+                let old = t.round().clamp(-127.0, 127.0) as i8;
+                assert_eq!(old, round_f32(t).clamp(-127.0, 127.0) as i8);
+                count[ties as usize].0 += 1;
+                if old != qn {
+                    count[ties as usize].1 += 1;
+                    let off_half = (t.abs().fract() - 0.5).abs();
+                    assert!(
+                        (old as i32 - qn as i32).abs() == 1
+                            && off_half <= 2.0 * f32::EPSILON * t.abs().max(1.0),
+                        "{v} / {s_old} = {t}: old {old}, new {qn}"
+                    );
+                }
+                // Half a step, plus an ulp or two of `w` (the reciprocal's rounding at a tie).
+                let err = (qn as f64 * s as f64 - v as f64).abs();
+                let slack = 4.0 * f32::EPSILON as f64 * v.abs() as f64;
+                assert!(err <= 0.5 * s as f64 + slack, "{v}: {qn} · {s}");
+            }
+        }
+        println!(
+            "codes differing from round(w / s): {} of {} on random channels, {} of {} on \
+             constructed near-ties",
+            count[0].1, count[0].0, count[1].1, count[1].0
+        );
+        let (q, s) = quantize_per_channel(&[0.0; 6], 2);
+        assert_eq!((q, s), (std::vec![0; 6], std::vec![1.0, 1.0]));
+        // Columns of [3, C] equal rows of the transpose.
+        let w = [1.0, -2.0, 0.5, 4.0, 3.0, -0.25];
+        let (qc, sc) = quantize_per_column(&w, 2);
+        let (qr, sr) = quantize_per_channel(&[1.0, 0.5, 3.0, -2.0, 4.0, -0.25], 2);
+        assert_eq!(sc, sr);
+        assert_eq!(qc, std::vec![qr[0], qr[3], qr[1], qr[4], qr[2], qr[5]]);
     }
 }

@@ -10,131 +10,25 @@
 //! Row-major reshape means output channel `o`'s `Cin·k·k` weights (OIHW order) are exactly
 //! rows `o·k .. o·k + k` of `B·A` laid end to end, so one channel is `B[o·k..o·k+k, :] · A`.
 //! Streaming mode never forms `ΔW` for 1x1 convs: it adds the low-rank path `B·(A·x)`.
-#![deny(unsafe_code)]
 
-use crate::format::{DeltaDType, DeltaRef, TensorRef};
+pub use crate::format::factor::Factor;
+use crate::format::{DeltaDType, DeltaRef};
 use crate::kernels::reference::conv::window;
 use crate::kernels::Geom;
 use crate::quant::QParams;
 
-/// A low-rank factor `[rows, cols]` read in place from a delta payload (f32, f16 or int8
-/// rows with one f16 scale per row after them). Elements are decoded on read, so the
-/// payload needs no alignment.
-#[derive(Clone, Copy, Debug)]
-pub struct Factor<'a> {
-    bytes: &'a [u8],
-    dtype: DeltaDType,
-    pub rows: usize,
-    pub cols: usize,
-}
-
-impl<'a> Factor<'a> {
-    /// The factor at `t` in `payload`; `None` if `t` does not hold exactly `rows·cols`
-    /// elements of `dtype` (plus the row scales for int8).
-    pub fn new(
-        payload: &'a [u8],
-        t: TensorRef,
-        dtype: DeltaDType,
-        rows: usize,
-        cols: usize,
-    ) -> Option<Self> {
-        let n = rows.checked_mul(cols)?;
-        let need = match dtype {
-            DeltaDType::F32 => n.checked_mul(4)?,
-            DeltaDType::F16 => n.checked_mul(2)?,
-            DeltaDType::I8 => n.checked_add(rows.checked_mul(2)?)?,
-        };
-        let start = t.offset as usize;
-        let bytes = payload.get(start..start.checked_add(t.len as usize)?)?;
-        (bytes.len() == need).then_some(Factor {
-            bytes,
-            dtype,
-            rows,
-            cols,
-        })
-    }
-
-    /// Element `(i, j)`; callers keep `i < rows`, `j < cols`.
-    #[inline]
-    pub fn get(&self, i: usize, j: usize) -> f32 {
-        let n = i * self.cols + j;
-        match self.dtype {
-            DeltaDType::F32 => {
-                let b = &self.bytes[4 * n..4 * n + 4];
-                f32::from_le_bytes([b[0], b[1], b[2], b[3]])
-            }
-            DeltaDType::F16 => half::f16::from_bits(u16::from_le_bytes([
-                self.bytes[2 * n],
-                self.bytes[2 * n + 1],
-            ]))
-            .to_f32(),
-            DeltaDType::I8 => self.bytes[n] as i8 as f32 * self.row_scale(i),
-        }
-    }
-
-    #[inline]
-    fn row_scale(&self, i: usize) -> f32 {
-        let o = self.rows * self.cols + 2 * i;
-        half::f16::from_le_bytes([self.bytes[o], self.bytes[o + 1]]).to_f32()
-    }
-
-    /// The elements as an f32 slice when stored as f32 and 4-aligned in memory (the fast
-    /// path of the loops below; other storage decodes per element).
-    #[inline]
-    pub fn as_f32(&self) -> Option<&'a [f32]> {
-        match self.dtype {
-            DeltaDType::F32 => bytemuck::try_cast_slice(self.bytes).ok(),
-            _ => None,
-        }
-    }
-
-    /// Decodes row `i` into `out[..cols]`.
-    pub fn row_into(&self, i: usize, out: &mut [f32]) {
-        match self.dtype {
-            DeltaDType::F32 => {
-                let b = &self.bytes[4 * i * self.cols..][..4 * self.cols];
-                for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
-                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                }
-            }
-            _ => {
-                for (j, o) in out[..self.cols].iter_mut().enumerate() {
-                    *o = self.get(i, j);
-                }
-            }
-        }
-    }
-
-    /// Decodes the whole factor, row-major, into `out[..rows·cols]` (one [`Factor::row_into`]
-    /// per row): the rebuild and the streaming path decode once, then run on plain f32.
-    pub fn decode_into(&self, out: &mut [f32]) {
-        if self.cols == 0 {
-            return;
-        }
-        for (i, row) in out[..self.rows * self.cols]
-            .chunks_exact_mut(self.cols)
-            .enumerate()
-        {
-            self.row_into(i, row);
-        }
-    }
-}
-
-/// A factor of no elements (the unreachable fallback of [`Delta::decoded`]).
-const EMPTY: Factor<'static> = Factor {
-    bytes: &[],
-    dtype: DeltaDType::F32,
-    rows: 0,
-    cols: 0,
-};
-
 /// The two factors of one expert conv: `A [r·k, Cin·k]`, `B [Cout·k, r·k]`.
 #[derive(Clone, Copy, Debug)]
 pub struct Delta<'a> {
+    /// `A [r·k, Cin·k]`.
     pub a: Factor<'a>,
+    /// `B [Cout·k, r·k]`.
     pub b: Factor<'a>,
+    /// Output channels.
     pub cout: usize,
+    /// Input channels.
     pub cin: usize,
+    /// Kernel side.
     pub k: usize,
 }
 
@@ -209,16 +103,13 @@ impl<'a> Delta<'a> {
         self.a.decode_into(da);
         self.b.decode_into(rest);
         let bytes: &'s [u8] = bytemuck::cast_slice(&buf[..na + nb]);
-        let t = |off: usize, n: usize| TensorRef {
-            offset: (4 * off) as u32,
-            len: (4 * n) as u32,
-        };
+        let (ba, bb) = bytes.split_at(4 * na);
         // Cannot fail: the slices hold exactly rows·cols f32 each.
-        let a = Factor::new(bytes, t(0, na), DeltaDType::F32, self.a.rows, self.a.cols);
-        let b = Factor::new(bytes, t(na, nb), DeltaDType::F32, self.b.rows, self.b.cols);
+        let a = Factor::from_bytes(ba, DeltaDType::F32, self.a.rows, self.a.cols);
+        let b = Factor::from_bytes(bb, DeltaDType::F32, self.b.rows, self.b.cols);
         Delta {
-            a: a.unwrap_or(EMPTY),
-            b: b.unwrap_or(EMPTY),
+            a: a.unwrap_or(Factor::EMPTY),
+            b: b.unwrap_or(Factor::EMPTY),
             cout: self.cout,
             cin: self.cin,
             k: self.k,
@@ -404,8 +295,11 @@ pub fn stream_conv_add_f32(
 /// Quantisation of the streaming int8 convs: input and output activations, fused ReLU.
 #[derive(Clone, Copy, Debug)]
 pub struct StreamI8 {
+    /// Input activation quantisation.
     pub x: QParams,
+    /// Output activation quantisation.
     pub y: QParams,
+    /// Fused ReLU.
     pub relu: bool,
 }
 

@@ -1,9 +1,10 @@
 //! Whole-model engine tests on random ShuffleNetV2-shaped bundles (`engine::testnet`):
 //! f32 against a naive reference forward, select A, B, A bit-identity, department deltas
 //! changing the outputs, streaming ≈ materialized, int8 against f32, and the error paths.
-use lorkd_runtime::engine::testnet::{AlignedBytes, Layer, NetSpec, TestNet};
+use lorkd_runtime::engine::testnet::{Layer, NetSpec, TestNet};
 use lorkd_runtime::engine::{Engine, EngineError};
 use lorkd_runtime::format::{Bundle, DeltaDType, Mode};
+use lorkd_runtime::AlignedBytes;
 
 /// A fresh seed (printed), or `$LORKD_SEED` to replay one.
 fn seed() -> u64 {

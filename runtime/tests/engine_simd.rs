@@ -4,11 +4,12 @@
 //! type: int8 bit-exact, f32 within the reassociation bound
 //! `|simd − ref| ≤ 2·n·ε·(|b| + Σ|w·x|)`, `n` the dot length (`cin·k·k`, or 9 taps for
 //! depthwise). On a CPU without twins the loops are empty. The seed is printed.
-use lorkd_runtime::engine::testnet::{AlignedBytes, NetSpec, TestNet};
+use lorkd_runtime::engine::testnet::{NetSpec, TestNet};
 use lorkd_runtime::engine::Engine;
 use lorkd_runtime::format::{Bundle, Mode};
 use lorkd_runtime::kernels::{Geom, Kernels, OutQ};
 use lorkd_runtime::quant::ChannelRequant;
+use lorkd_runtime::AlignedBytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -6,12 +6,13 @@
 //! manifest / table / blobs are reassembled with fresh hashes and base id, which drives the
 //! structural validators themselves.
 
-use lorkd_runtime::engine::testnet::{AlignedBytes, NetSpec, Rng, TestNet};
+use lorkd_runtime::engine::testnet::{NetSpec, Rng, TestNet};
 use lorkd_runtime::engine::Engine;
 use lorkd_runtime::format::header::{DeltaHeader, Header, DELTA_HEADER_LEN, HEADER_LEN};
 use lorkd_runtime::format::view::base_id_of;
 use lorkd_runtime::format::write::{write_blob, write_bundle};
 use lorkd_runtime::format::*;
+use lorkd_runtime::AlignedBytes;
 
 fn seed() -> u64 {
     let s = std::env::var("LORKD_SEED")

@@ -1,6 +1,6 @@
 //! The update store on a NOR-faithful simulated flash with a real bundle: A/B alternation,
 //! the previous version kept, reboot, streamed and resumed updates, journal compaction, and
-//! every refusal of issue 7 item 5 leaving the flash byte-for-byte unchanged.
+//! every refusal (bad signature, wrong base, replay, …) leaving the flash byte-for-byte unchanged.
 mod update_fixture;
 
 use embedded_storage::nor_flash::ReadNorFlash;

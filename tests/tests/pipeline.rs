@@ -1,4 +1,4 @@
-//! The whole product on tiny data, end to end (issue 9): a teacher and a LoRKD student trained
+//! The whole product on tiny data, end to end: a teacher and a LoRKD student trained
 //! (`fit`) → packed int8 (per-department calibration) → every department through the no_std
 //! runtime → one department fine-tuned (`finetune`: only its factors and head move) → a
 //! signed delta (`delta make`; a checkpoint with a changed `W0` is refused) → applied to a

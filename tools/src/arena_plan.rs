@@ -4,7 +4,7 @@
 //! op 0". An op's output is live at that op, as are its inputs, so they never alias.
 
 use crate::graph::{Graph, Node};
-use lorkd_runtime::engine::layout::align;
+use lorkd_runtime::format::layout::align;
 
 /// Offsets (bytes, 16-aligned) of every value and the activation region's size.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -145,8 +145,8 @@ fn read_weight(
     }
 }
 
-/// A department factor `[rows, cols]` as f32. int8: the rows, then one f16 scale per row
-/// (the scales are the last `2·rows` bytes of the tensor).
+/// A department factor `[rows, cols]` as f32, decoded by the runtime's
+/// `format::factor::Factor` (the layout's one decoder).
 fn read_factor(
     payload: &[u8],
     dtype: DeltaDType,
@@ -155,48 +155,17 @@ fn read_factor(
     rows: usize,
     cols: usize,
 ) -> Result<Vec<f32>, OnnxError> {
-    let n = rows * cols;
-    match dtype {
-        DeltaDType::F32 => read_f32(payload, t, what, n),
-        DeltaDType::F16 => {
-            let b = bytes(payload, t, what, n)?;
-            if b.len() != n * 2 {
-                return Err(OnnxError::Tensor {
-                    what: what.into(),
-                    offset: t.offset,
-                    got: t.len,
-                    want: n,
-                });
-            }
-            Ok(b.chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect())
-        }
-        DeltaDType::I8 => {
-            let bad = || OnnxError::Tensor {
-                what: what.into(),
-                offset: t.offset,
-                got: t.len,
-                want: n,
-            };
-            let total = t.len as usize;
-            if total != n + rows * 2 {
-                return Err(bad());
-            }
-            let start = t.offset as usize + n;
-            let scale: Vec<f32> = payload
-                .get(start..start + rows * 2)
-                .ok_or_else(bad)?
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect();
-            let rows_ref = TensorRef {
-                offset: t.offset,
-                len: n as u32,
-            };
-            read_i8_rows(payload, rows_ref, what, rows, n, &scale)
-        }
-    }
+    let f = lorkd_runtime::format::factor::Factor::new(payload, t, dtype, rows, cols).ok_or_else(
+        || OnnxError::Tensor {
+            what: what.into(),
+            offset: t.offset,
+            got: t.len,
+            want: rows.saturating_mul(cols),
+        },
+    )?;
+    let mut out = vec![0.0; rows * cols];
+    f.decode_into(&mut out);
+    Ok(out)
 }
 
 /// Adds `reshape(B·A, [Cout, Cin, k, k])` to `w` (row-major, so a flat add of the product).

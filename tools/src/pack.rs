@@ -3,24 +3,25 @@
 //! Steps (DESIGN.md "Deployment math"): fold BN into every conv and BN scale × LoRA scaling
 //! into the rows of each department's `B` ([`crate::fold`]); quantise the shared weights per
 //! output channel and the deltas per row ([`crate::quantize`]); plan the activation arena
-//! ([`crate::arena_plan`]) and size the engine's regions (`engine::layout::regions`); for int8,
+//! ([`crate::arena_plan`]) and size the engine's regions (`format::layout::regions`); for int8,
 //! build the f32 bundle first, calibrate each department's activation ranges on it and write
 //! the int8 bundle with those (scale, zero point)s; assemble with `format::write`.
 
 use anyhow::{bail, ensure, Context, Result};
 use ed25519_dalek::{Signer, SigningKey};
-use lorkd_runtime::engine::layout;
-use lorkd_runtime::format::write::{encode_seq, write_blob, write_bundle};
+use lorkd_runtime::format::write::{self, encode_seq, write_blob, write_bundle};
+use lorkd_runtime::format::{factor, layout};
 use lorkd_runtime::format::{
-    ArenaPlan, Bundle, DType, DeltaDType, DeltaRef, DeptManifest, InputSpec, Manifest, Mode,
-    NamedTensor, Op, Precision, Seq, TensorRef, ValueDesc, ALIGN,
+    ArenaPlan, Bundle, DType, DeltaDType, DeltaRef, DeptManifest, InputSpec, Manifest, NamedTensor,
+    Op, Precision, Seq, TensorRef, ValueDesc,
 };
 
 use crate::arena_plan;
 use crate::checkpoint::Checkpoint;
 use crate::fold::{bn_scale, dw_to_hwc, fold_b, fold_weight};
 use crate::graph::{Graph, Node};
-use crate::quantize::{activation_qparams, to_f16_bytes, to_f32_bytes, weights_per_channel};
+use crate::quantize::activation_qparams;
+use lorkd_runtime::quant::QParams;
 
 /// Options of `lorkd pack`.
 #[derive(Clone, Debug)]
@@ -133,56 +134,9 @@ pub fn fold_checkpoint(ck: &Checkpoint) -> Result<Folded> {
     })
 }
 
-/// A payload under construction: each tensor starts 16-aligned.
-#[derive(Default)]
-struct Payload(Vec<u8>);
-
-impl Payload {
-    fn push(&mut self, bytes: &[u8]) -> Result<TensorRef> {
-        while !self.0.len().is_multiple_of(ALIGN) {
-            self.0.push(0);
-        }
-        let offset = u32::try_from(self.0.len()).context("payload over 4 GiB")?;
-        self.0.extend_from_slice(bytes);
-        Ok(TensorRef {
-            offset,
-            len: bytes.len() as u32,
-        })
-    }
-}
-
-fn i8_bytes(q: &[i8]) -> Vec<u8> {
-    q.iter().map(|&v| v as u8).collect()
-}
-
-/// One delta factor (`rows × cols`, row-major) in `dt`; int8: rows, then one f16 scale per
-/// row (`quant::delta_row_scale`; a zero row gets scale 0). `what` names it in errors.
-fn encode_factor(
-    x: &[f32],
-    rows: usize,
-    cols: usize,
-    dt: DeltaDType,
-    what: &str,
-) -> Result<Vec<u8>> {
-    Ok(match dt {
-        DeltaDType::F32 => to_f32_bytes(x),
-        DeltaDType::F16 => to_f16_bytes(x),
-        DeltaDType::I8 => {
-            let mut q = vec![0i8; rows * cols];
-            let mut scales = Vec::with_capacity(2 * rows);
-            for i in 0..rows {
-                let r = i * cols..(i + 1) * cols;
-                let s = lorkd_runtime::quant::quantize_delta_row(&x[r.clone()], &mut q[r])
-                    .with_context(|| {
-                        format!("{what} row {i}: not finite or too large for an f16 scale")
-                    })?;
-                scales.extend(s.to_le_bytes());
-            }
-            let mut b = i8_bytes(&q);
-            b.extend(scales);
-            b
-        }
-    })
+/// A payload push that did not fit (`write::Payload` returns `None` past 4 GiB).
+fn fits<T>(o: Option<T>) -> Result<T> {
+    o.context("payload over 4 GiB")
 }
 
 /// Writes one bundle from folded tensors. `qparams`: per department, per value
@@ -202,7 +156,7 @@ pub fn build(
         int8 == qparams.is_some(),
         "int8 bundles need activation parameters (and f32 ones none)"
     );
-    let mut shared = Payload::default();
+    let mut shared = write::Payload::default();
     let mut named: Vec<(String, DType, Vec<u32>, TensorRef)> = Vec::new();
     let mut conv_refs = Vec::new();
     for (c, fc) in g.convs.iter().zip(&f.convs) {
@@ -211,36 +165,9 @@ pub fn build(
         } else {
             vec![c.cout as u32, c.cin as u32, c.k as u32, c.k as u32]
         };
-        let (w, ws, dt) = if int8 {
-            let (q, s) = if c.depthwise {
-                // Per channel of the `[3, 3, C]` layout: quantise the OIHW order, then transpose.
-                let oihw: Vec<f32> = (0..c.cout)
-                    .flat_map(|ch| (0..9).map(move |t| fc.weight[t * c.cout + ch]))
-                    .collect();
-                let (q, s) = weights_per_channel(&oihw, c.cout);
-                let mut hwc = vec![0i8; q.len()];
-                for ch in 0..c.cout {
-                    for t in 0..9 {
-                        hwc[t * c.cout + ch] = q[ch * 9 + t];
-                    }
-                }
-                (hwc, s)
-            } else {
-                weights_per_channel(&fc.weight, c.cout)
-            };
-            (
-                shared.push(&i8_bytes(&q))?,
-                shared.push(&to_f32_bytes(&s))?,
-                DType::I8,
-            )
-        } else {
-            (
-                shared.push(&to_f32_bytes(&fc.weight))?,
-                shared.push(&[])?,
-                DType::F32,
-            )
-        };
-        let b = shared.push(&to_f32_bytes(&fc.bias))?;
+        let (w, ws) = fits(shared.push_weight(&fc.weight, c.cout, c.depthwise, precision))?;
+        let dt = if int8 { DType::I8 } else { DType::F32 };
+        let b = fits(shared.push_f32(&fc.bias))?;
         named.push((format!("{}.weight", c.name), dt, dims, w));
         named.push((format!("{}.bias", c.bn), DType::F32, vec![c.cout as u32], b));
         if int8 {
@@ -358,18 +285,13 @@ pub fn build(
             streaming_bytes: 0,
         },
     };
-    let total = |m: &Manifest<'_>, mode| -> Result<u32> {
-        let r = layout::regions(m, mode).context("arena size overflows")?;
-        u32::try_from(r.total).context("arena over 4 GiB")
-    };
-    manifest.arena.materialized_bytes = total(&manifest, Mode::Materialized)?;
-    manifest.arena.streaming_bytes = total(&manifest, Mode::Streaming)?;
+    layout::fill_totals(&mut manifest).context("arena over 4 GiB")?;
     let mbytes = postcard::to_allocvec(&manifest)?;
     let base_id = lorkd_runtime::format::view::base_id_of(&mbytes, &shared.0);
 
     let mut blobs = Vec::new();
     for (d, dm) in meta.departments.iter().enumerate() {
-        let mut p = Payload::default();
+        let mut p = write::Payload::default();
         let mut drefs = Vec::new();
         for (c, (a, b)) in g
             .convs
@@ -380,12 +302,14 @@ pub fn build(
             let (rk, ac, br) = (meta.rank * c.k, c.cin * c.k, c.cout * c.k);
             let dn = &dm.name;
             let what = |f: &str| format!("department {dn:?}: {}.lora_{f}", c.name);
-            let a = p.push(&encode_factor(a, rk, ac, delta, &what("A"))?)?;
-            let b = p.push(&encode_factor(b, br, rk, delta, &what("B"))?)?;
+            // The factor layout's one encoder (`format::factor`).
+            let a = factor::encode(a, rk, ac, delta).with_context(|| what("A"))?;
+            let b = factor::encode(b, br, rk, delta).with_context(|| what("B"))?;
+            let (a, b) = (fits(p.push(&a))?, fits(p.push(&b))?);
             drefs.push(DeltaRef { a, b });
         }
-        let hw = p.push(&to_f32_bytes(&f.heads[d].0))?;
-        let hb = p.push(&to_f32_bytes(&f.heads[d].1))?;
+        let hw = fits(p.push_f32(&f.heads[d].0))?;
+        let hb = fits(p.push_f32(&f.heads[d].1))?;
         let act = match qparams {
             Some(q) => {
                 let q = &q[d];
@@ -395,13 +319,13 @@ pub fn build(
                     q.len(),
                     values.len()
                 );
-                let bytes: Vec<u8> = q
+                let q: Vec<QParams> = q
                     .iter()
-                    .flat_map(|&(s, z)| s.to_le_bytes().into_iter().chain(z.to_le_bytes()))
+                    .map(|&(scale, zero_point)| QParams { scale, zero_point })
                     .collect();
-                p.push(&bytes)?
+                fits(p.push_qparams(&q))?
             }
-            None => p.push(&[])?,
+            None => fits(p.push(&[]))?,
         };
         let names: Vec<&str> = dm.classes.iter().map(String::as_str).collect();
         let (nc, cbytes) = encode_seq(&names)?;

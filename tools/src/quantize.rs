@@ -1,32 +1,8 @@
 //! Quantisation for the bundle, TFLite / CMSIS-NN convention (DESIGN.md "Deployment math"):
 //! weights symmetric per output channel (zero point 0, ±127); activations asymmetric per
-//! tensor (range widened to include 0, zero point in [-128, 127]); delta factors symmetric
-//! per row; f16 deltas via `half`.
-
-/// Symmetric int8 per row of `per` elements: `q = round(x / s)`, `s = max|x| / 127`.
-/// An all-zero row gets `zero_scale`.
-pub fn symmetric_rows(x: &[f32], per: usize, zero_scale: f32) -> (Vec<i8>, Vec<f32>) {
-    let mut q = Vec::with_capacity(x.len());
-    let mut scales = Vec::new();
-    for row in x.chunks(per.max(1)) {
-        let m = row.iter().fold(0f32, |a, &v| a.max(v.abs()));
-        let s = if m > 0.0 { m / 127.0 } else { zero_scale };
-        scales.push(s);
-        q.extend(row.iter().map(|&v| {
-            if m > 0.0 {
-                (v / s).round().clamp(-127.0, 127.0) as i8
-            } else {
-                0
-            }
-        }));
-    }
-    (q, scales)
-}
-
-/// Per-output-channel weights (a zero channel gets scale 1: any positive value works).
-pub fn weights_per_channel(w: &[f32], cout: usize) -> (Vec<i8>, Vec<f32>) {
-    symmetric_rows(w, w.len() / cout.max(1), 1.0)
-}
+//! tensor (range widened to include 0, zero point in [-128, 127]). The rules themselves live
+//! in the runtime (`lorkd_runtime::quant`: weights, activations, delta rows;
+//! `format::factor`: the factor storage), so packer, fixture and device share one definition.
 
 /// `(scale, zero_point)` of an activation observed in `[min, max]` (TFLite asymmetric:
 /// the range is widened to include 0 so that 0 is exact; a degenerate range gets scale 1).
@@ -34,18 +10,6 @@ pub fn weights_per_channel(w: &[f32], cout: usize) -> (Vec<i8>, Vec<f32>) {
 pub fn activation_qparams(min: f32, max: f32) -> (f32, i32) {
     let q = lorkd_runtime::quant::QParams::from_range(min, max);
     (q.scale, q.zero_point)
-}
-
-/// Little-endian f16 bytes.
-pub fn to_f16_bytes(x: &[f32]) -> Vec<u8> {
-    x.iter()
-        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-        .collect()
-}
-
-/// Little-endian f32 bytes.
-pub fn to_f32_bytes(x: &[f32]) -> Vec<u8> {
-    x.iter().flat_map(|&v| v.to_le_bytes()).collect()
 }
 
 #[cfg(test)]
@@ -62,7 +26,7 @@ mod tests {
         let w: Vec<f32> = (0..cout * per)
             .map(|_| rng.gen_range(-3.0..3.0) * rng.gen_range(0.0..1.0f32))
             .collect();
-        let (q, s) = weights_per_channel(&w, cout);
+        let (q, s) = lorkd_runtime::quant::quantize_per_channel(&w, cout);
         for o in 0..cout {
             let m = w[o * per..(o + 1) * per]
                 .iter()

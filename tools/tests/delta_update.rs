@@ -3,9 +3,9 @@
 //! through the runtime's update store → the department answers with its new version's
 //! logits; refusals leave the image unchanged; and the `lorkd` binary drives the same path.
 use ed25519_dalek::SigningKey;
-use lorkd_runtime::engine::testnet::AlignedBytes;
 use lorkd_runtime::engine::Engine;
 use lorkd_runtime::format::{Bundle, DeltaDType, Dept, Mode, Precision};
+use lorkd_runtime::AlignedBytes;
 use lorkd_tools::checkpoint::{random_checkpoint, write_safetensors, Checkpoint, RandomSpec};
 use lorkd_tools::delta;
 use lorkd_tools::pack::{pack, PackOptions};

@@ -2,8 +2,8 @@
 //! `[N, C, H, W]` f32, output `logits` `[N, classes]`, channel shuffle as
 //! Reshape → Transpose → Reshape, only standard operators, and it round-trips through
 //! protobuf decoding and tract at several batch sizes.
-use lorkd_runtime::engine::testnet::AlignedBytes;
 use lorkd_runtime::format::{Bundle, DeltaDType, Precision};
+use lorkd_runtime::AlignedBytes;
 use lorkd_tools::checkpoint::{random_checkpoint, Checkpoint, RandomSpec};
 use lorkd_tools::onnx::TractExpert;
 use lorkd_tools::pack::{pack, PackOptions};

@@ -1,4 +1,4 @@
-//! Issue 4 item 6: ShuffleNetV2 1.0x, 11 departments, r = 8, int8 shared weights and int8
+//! Bundle size: ShuffleNetV2 1.0x, 11 departments, r = 8, int8 shared weights and int8
 //! deltas: the bundle is ≤ 2.6 MB while 11 separate int8 experts are ≥ 13.5 MB (ratio ≤ 0.19).
 //! Departments are binary tasks (2 classes: the f32 heads are part of each delta).
 //! MB is decimal (10^6 bytes), the stricter reading; the int8 factors' per-row scales are

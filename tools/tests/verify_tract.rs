@@ -2,9 +2,9 @@
 //! department different) checked against tract on the exported ONNX, for every delta storage;
 //! signatures; tampering; and that the comparison really detects a wrong expert.
 use ed25519_dalek::SigningKey;
-use lorkd_runtime::engine::testnet::AlignedBytes;
 use lorkd_runtime::engine::Engine;
 use lorkd_runtime::format::{Bundle, DeltaDType, Mode, Precision};
+use lorkd_runtime::AlignedBytes;
 use lorkd_tools::checkpoint::{random_checkpoint, Checkpoint, RandomSpec};
 use lorkd_tools::onnx::{build_model, encode, ExpertSource, TractExpert};
 use lorkd_tools::pack::{pack, PackOptions};

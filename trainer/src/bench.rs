@@ -1,4 +1,4 @@
-//! Training-step benchmark (issue 10): median time of forward + backward + SGD step for
+//! Training-step benchmark: median time of forward + backward + SGD step for
 //! plain multi-task learning (shared weights, per-department heads, no factors) and for
 //! LoRKD in each [`ExpertConvMode`], on the same random batch.
 use std::time::Instant;
@@ -40,7 +40,7 @@ pub struct BenchOptions {
     pub amp: bool,
 }
 
-/// Median step times in milliseconds (JSON keys as in issue 10).
+/// Median step times in milliseconds (JSON keys as in `lorkd-train bench --json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     /// Architecture name.

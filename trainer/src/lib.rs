@@ -20,7 +20,7 @@
 //!
 //! Modules: [`eks_conv`] (Eq. 1, all exact modes), [`models`] (student, teachers, BN),
 //! [`params`] (Table 4 accounting), [`checkpoint`] (docs/checkpoint-format.md), [`fold`]
-//! (BN + scaling folding identity), [`bench`] (issue 10), [`cmd`] (CLI subcommands).
+//! (BN + scaling folding identity), [`bench`] (training-step timing), [`cmd`] (CLI subcommands).
 pub mod amp;
 pub mod bench;
 pub mod checkpoint;

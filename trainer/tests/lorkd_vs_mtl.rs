@@ -1,4 +1,4 @@
-//! Issue 6 item 6: on the synthetic departments, a few epochs of LoRKD reduce the loss, learn
+//! On the synthetic departments, a few epochs of LoRKD reduce the loss, learn
 //! every department above chance (histology's frequency cue included since the generator made
 //! it visible), and give a higher mean per-department test accuracy than MTL (one shared
 //! network with department heads) at equal epochs. Fixed seed; the measured numbers are printed.

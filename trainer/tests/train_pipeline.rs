@@ -1,4 +1,4 @@
-//! The training pipeline end to end on tiny data (issue 6 item 6): resume is exact, NaN
+//! The training pipeline end to end on tiny data: resume is exact, NaN
 //! stops cleanly, teacher + distillation, the baselines, eval, and all three data sources.
 //! One libtorch thread per test: spinning OpenMP pools on a busy 2-core machine are 10×
 //! slower, and a fixed thread count keeps runs reproducible.

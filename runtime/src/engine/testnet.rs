@@ -1,5 +1,6 @@
-//! Host-side (`std`) helpers for tests and benches: 16-aligned byte buffers and a small
-//! random ShuffleNetV2-shaped network written as a real bundle.
+//! Host-side (`std`) test fixture: a small random ShuffleNetV2-shaped network written as a
+//! real bundle through the packer's own pieces (`format::write::Payload` for tensor storage
+//! and the per-channel weight quantiser, `format::factor::encode`, `format::layout::fill_totals`).
 //!
 //! The network keeps activations near unit scale (He-uniform weights, no BN to collapse,
 //! see DESIGN.md "collapsed network") and has random heads and deltas of about half the
@@ -12,42 +13,12 @@
 //! ```
 use std::vec::Vec;
 
-use crate::format::write::{encode_seq, pad_to_align, write_blob, write_bundle};
+use crate::format::write::{encode_seq, write_blob, write_bundle, Payload};
 use crate::format::{
-    view::base_id_of, ArenaPlan, DeltaDType, DeltaRef, DeptManifest, InputSpec, Manifest, Mode, Op,
-    Precision, Seq, Slice, TensorRef, ValueDesc,
+    factor, layout, view::base_id_of, ArenaPlan, DeltaDType, DeltaRef, DeptManifest, InputSpec,
+    Manifest, Op, Precision, Seq, Slice, TensorRef, ValueDesc,
 };
-use crate::quant::{round_f32, QParams};
-
-/// Bytes with a 16-aligned start (what `Engine` needs for zero-copy reads).
-pub struct AlignedBytes {
-    buf: Vec<u128>,
-    len: usize,
-}
-
-impl AlignedBytes {
-    /// A copy of `b`.
-    pub fn new(b: &[u8]) -> Self {
-        let mut a = Self::zeroed(b.len());
-        a.as_mut_slice().copy_from_slice(b);
-        a
-    }
-    /// `len` zero bytes.
-    pub fn zeroed(len: usize) -> Self {
-        AlignedBytes {
-            buf: vec![0u128; len.div_ceil(16)],
-            len,
-        }
-    }
-    /// The bytes.
-    pub fn as_slice(&self) -> &[u8] {
-        &bytemuck::cast_slice(&self.buf)[..self.len]
-    }
-    /// The bytes, mutable.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut bytemuck::cast_slice_mut(&mut self.buf)[..self.len]
-    }
-}
+use crate::quant::QParams;
 
 /// Deterministic splitmix64 generator (no dependency; tests print their seed).
 #[derive(Clone, Debug)]
@@ -92,9 +63,11 @@ pub struct NetSpec {
     pub cb: u16,
     /// Feature width of the last conv (the heads' input).
     pub features: u16,
+    /// LoRA rank of every expert conv.
     pub rank: u16,
     /// Classes of each department (their count is the department count).
     pub classes: &'static [usize],
+    /// Storage of the factors.
     pub delta_dtype: DeltaDType,
 }
 
@@ -113,9 +86,11 @@ impl NetSpec {
     }
 }
 
-/// One op with its f32 weights.
+/// One op with its f32 weights (fields as in [`Op`]; `w`, `b` the f32 weight and bias).
 #[derive(Clone, Debug)]
+#[allow(missing_docs)] // the fields mirror `Op`'s
 pub enum Layer {
+    /// An `Op::Conv`, weight OIHW.
     Conv {
         input: Slice,
         output: u16,
@@ -127,6 +102,7 @@ pub enum Layer {
         b: Vec<f32>,
         expert: Option<u16>,
     },
+    /// An `Op::DwConv`, weight `[3, 3, C]`.
     Dw {
         input: Slice,
         output: u16,
@@ -135,37 +111,39 @@ pub enum Layer {
         w: Vec<f32>,
         b: Vec<f32>,
     },
-    MaxPool {
-        input: u16,
-        output: u16,
-    },
-    Concat {
-        a: Slice,
-        b: Slice,
-        output: u16,
-    },
-    Head {
-        input: u16,
-    },
+    /// An `Op::MaxPool`.
+    MaxPool { input: u16, output: u16 },
+    /// An `Op::ConcatShuffle`.
+    Concat { a: Slice, b: Slice, output: u16 },
+    /// An `Op::PoolHead`.
+    Head { input: u16 },
 }
 
 /// One department: factors per expert conv (`A`, `B`, f32 before storage) and its head.
 #[derive(Clone, Debug)]
 pub struct TestDept {
+    /// Department name.
     pub name: String,
+    /// Class names.
     pub classes: Vec<String>,
+    /// `(A, B)` per expert conv, row-major f32.
     pub deltas: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Head weight `[classes, features]`.
     pub head_w: Vec<f32>,
+    /// Head bias `[classes]`.
     pub head_b: Vec<f32>,
 }
 
 /// A random network, written as f32 or int8 bundles.
 #[derive(Clone, Debug)]
 pub struct TestNet {
+    /// The sizes it was drawn with.
     pub spec: NetSpec,
     /// `(h, w, c)` per value.
     pub values: Vec<(u16, u16, u16)>,
+    /// The ops in order.
     pub layers: Vec<Layer>,
+    /// The departments.
     pub depts: Vec<TestDept>,
 }
 
@@ -389,28 +367,9 @@ impl TestNet {
     }
 
     fn write(&self, precision: Precision, ranges: Option<&[Vec<(f32, f32)>]>) -> Vec<u8> {
-        let int8 = precision == Precision::Int8;
-        let elem = if int8 { 1 } else { 4 };
-        let mut shared = Vec::new();
-        let push = |shared: &mut Vec<u8>, bytes: &[u8]| {
-            pad_to_align(shared);
-            let t = TensorRef {
-                offset: shared.len() as u32,
-                len: bytes.len() as u32,
-            };
-            shared.extend_from_slice(bytes);
-            t
-        };
-        let f32b = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        // (weight, wscale) stored for `cout` channels of `w`.
-        let store_w = |shared: &mut Vec<u8>, w: &[f32], cout: usize| -> (TensorRef, TensorRef) {
-            if !int8 {
-                return (push(shared, &f32b(w)), TensorRef { offset: 0, len: 0 });
-            }
-            let (q, s) = quantize_per_channel(w, cout);
-            let bytes: Vec<u8> = q.iter().map(|&v| v as u8).collect();
-            (push(shared, &bytes), push(shared, &f32b(&s)))
-        };
+        const FITS: &str = "test tensors fit a payload";
+        let elem = if precision == Precision::Int8 { 1 } else { 4 };
+        let mut shared = Payload::default();
         let mut ops = Vec::new();
         let mut experts = 0u16;
         for l in &self.layers {
@@ -426,8 +385,10 @@ impl TestNet {
                     b,
                     expert,
                 } => {
-                    let (weight, wscale) = store_w(&mut shared, w, *cout as usize);
-                    let bias = push(&mut shared, &f32b(b));
+                    let (weight, wscale) = shared
+                        .push_weight(w, *cout as usize, false, precision)
+                        .expect(FITS);
+                    let bias = shared.push_f32(b).expect(FITS);
                     experts += u16::from(expert.is_some());
                     Op::Conv {
                         input: *input,
@@ -451,21 +412,9 @@ impl TestNet {
                     w,
                     b,
                 } => {
-                    // [3,3,C]: per-channel scales are over the 9 taps of each channel.
                     let c = input.c_len as usize;
-                    let (weight, wscale) = if int8 {
-                        let chw: Vec<f32> = (0..c)
-                            .flat_map(|ch| (0..9).map(move |t| (t, ch)))
-                            .map(|(t, ch)| w[t * c + ch])
-                            .collect();
-                        let (q, s) = quantize_per_channel(&chw, c);
-                        let hwc: Vec<u8> =
-                            (0..9 * c).map(|i| q[(i % c) * 9 + i / c] as u8).collect();
-                        (push(&mut shared, &hwc), push(&mut shared, &f32b(&s)))
-                    } else {
-                        store_w(&mut shared, w, c)
-                    };
-                    let bias = push(&mut shared, &f32b(b));
+                    let (weight, wscale) = shared.push_weight(w, c, true, precision).expect(FITS);
+                    let bias = shared.push_f32(b).expect(FITS);
                     Op::DwConv {
                         input: *input,
                         output: *output,
@@ -488,7 +437,6 @@ impl TestNet {
                 Layer::Head { input } => Op::PoolHead { input: *input },
             });
         }
-        pad_to_align(&mut shared);
         let mut off = 0usize;
         let vds: Vec<ValueDesc> = self
             .values
@@ -500,7 +448,7 @@ impl TestNet {
                     c,
                     offset: off as u32,
                 };
-                off += crate::engine::layout::align(h as usize * w as usize * c as usize * elem);
+                off += layout::align(h as usize * w as usize * c as usize * elem);
                 d
             })
             .collect();
@@ -527,41 +475,36 @@ impl TestNet {
                 streaming_bytes: 0,
             },
         };
-        let total =
-            |m: &Manifest<'_>, mode| crate::engine::layout::regions(m, mode).unwrap().total as u32;
-        m.arena.materialized_bytes = total(&m, Mode::Materialized);
-        m.arena.streaming_bytes = total(&m, Mode::Streaming);
+        layout::fill_totals(&mut m).expect("test arena fits u32");
         let menc = postcard::to_allocvec(&m).unwrap();
-        let base_id = base_id_of(&menc, &shared);
+        let base_id = base_id_of(&menc, &shared.0);
 
         let mut blobs = Vec::new();
         for (t, d) in self.depts.iter().enumerate() {
-            let mut payload = Vec::new();
+            let mut payload = Payload::default();
             let mut drefs = Vec::new();
             for (a, b) in &d.deltas {
                 let (ar, br) = self.factor_rows(drefs.len());
-                let ta = push(&mut payload, &encode_factor(a, ar, self.spec.delta_dtype));
-                let tb = push(&mut payload, &encode_factor(b, br, self.spec.delta_dtype));
-                drefs.push(DeltaRef { a: ta, b: tb });
+                let dt = self.spec.delta_dtype;
+                let ea = factor::encode(a, ar, a.len() / ar.max(1), dt).expect("test factor");
+                let eb = factor::encode(b, br, b.len() / br.max(1), dt).expect("test factor");
+                drefs.push(DeltaRef {
+                    a: payload.push(&ea).expect(FITS),
+                    b: payload.push(&eb).expect(FITS),
+                });
             }
-            let head_weight = push(&mut payload, &f32b(&d.head_w));
-            let head_bias = push(&mut payload, &f32b(&d.head_b));
+            let head_weight = payload.push_f32(&d.head_w).expect(FITS);
+            let head_bias = payload.push_f32(&d.head_b).expect(FITS);
             let act_qparams = match ranges {
                 Some(r) => {
-                    let qp: Vec<u8> = r[t]
+                    let q: Vec<QParams> = r[t]
                         .iter()
-                        .flat_map(|&(lo, hi)| {
-                            let q = QParams::from_range(lo, hi);
-                            let mut b = q.scale.to_le_bytes().to_vec();
-                            b.extend_from_slice(&q.zero_point.to_le_bytes());
-                            b
-                        })
+                        .map(|&(lo, hi)| QParams::from_range(lo, hi))
                         .collect();
-                    push(&mut payload, &qp)
+                    payload.push_qparams(&q).expect(FITS)
                 }
                 None => TensorRef { offset: 0, len: 0 },
             };
-            pad_to_align(&mut payload);
             let names: Vec<&str> = d.classes.iter().map(|s| s.as_str()).collect();
             let (nc, cenc) = encode_seq(&names).unwrap();
             let (nd, denc) = encode_seq(&drefs).unwrap();
@@ -576,9 +519,9 @@ impl TestNet {
                 head_bias,
                 act_qparams,
             };
-            blobs.push((d.name.as_str(), write_blob(&dm, &payload).unwrap()));
+            blobs.push((d.name.as_str(), write_blob(&dm, &payload.0).unwrap()));
         }
-        write_bundle(&menc, &shared, &blobs, false).unwrap()
+        write_bundle(&menc, &shared.0, &blobs, false).unwrap()
     }
 
     /// Rows of expert `e`'s `A` and `B`.
@@ -600,47 +543,5 @@ impl TestNet {
             }
         }
         (0, 0)
-    }
-}
-
-/// Symmetric per-row int8: `s = max|row| / 127` (1 for an all-zero row).
-pub fn quantize_per_channel(w: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
-    let n = w.len() / rows;
-    let mut q = Vec::with_capacity(w.len());
-    let mut s = Vec::with_capacity(rows);
-    for row in w.chunks_exact(n) {
-        let amax = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let sc = if amax > 0.0 { amax / 127.0 } else { 1.0 };
-        q.extend(
-            row.iter()
-                .map(|v| round_f32(v / sc).clamp(-127.0, 127.0) as i8),
-        );
-        s.push(sc);
-    }
-    (q, s)
-}
-
-/// A delta factor of `rows` rows in `dt`'s storage (int8: rows then f16 scales).
-pub fn encode_factor(v: &[f32], rows: usize, dt: DeltaDType) -> Vec<u8> {
-    match dt {
-        DeltaDType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        DeltaDType::F16 => v
-            .iter()
-            .flat_map(|x| half::f16::from_f32(*x).to_bits().to_le_bytes())
-            .collect(),
-        DeltaDType::I8 => {
-            let cols = v.len() / rows.max(1);
-            let mut q = vec![0i8; v.len()];
-            let mut scales = Vec::with_capacity(2 * rows);
-            for i in 0..rows {
-                let r = i * cols..(i + 1) * cols;
-                let s = crate::quant::quantize_delta_row(&v[r.clone()], &mut q[r])
-                    .expect("test factors fit an f16 scale");
-                scales.extend(s.to_le_bytes());
-            }
-            let mut b: Vec<u8> = q.iter().map(|&x| x as u8).collect();
-            b.extend(scales);
-            b
-        }
     }
 }

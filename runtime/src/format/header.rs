@@ -43,25 +43,40 @@ pub const FILE_HASH_OFFSET: usize = 192;
 /// | 224 | 32   | reserved (0) |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// Format version (1).
     pub version: u16,
+    /// Bit 0: signed; others 0.
     pub flags: u16,
+    /// Bytes covered by the file hash and the signature.
     pub file_len: u32,
+    /// Department table entries.
     pub dept_count: u32,
+    /// The shared manifest.
     pub manifest: Section,
+    /// The shared payload.
     pub shared: Section,
+    /// The delta blobs region.
     pub blobs: Section,
+    /// The department table.
     pub table: Section,
+    /// SHA-256(manifest ‖ shared payload).
     pub base_id: [u8; 32],
+    /// SHA-256 of the manifest section.
     pub manifest_sha256: [u8; 32],
+    /// SHA-256 of the shared payload.
     pub shared_sha256: [u8; 32],
+    /// SHA-256 of the department table.
     pub table_sha256: [u8; 32],
+    /// SHA-256 of the file with this field zeroed.
     pub file_sha256: [u8; 32],
 }
 
 /// A byte range of the file: `offset .. offset + len`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Section {
+    /// Bytes from the start of the file.
     pub offset: u32,
+    /// Length in bytes.
     pub len: u32,
 }
 
@@ -182,9 +197,13 @@ impl Header {
 /// | 32  | 32   | SHA-256(blob\[64..\]) |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeltaHeader {
+    /// Bytes of the postcard `DeptManifest` (at offset 64).
     pub manifest_len: u32,
+    /// Offset of the payload from the blob start (aligned).
     pub payload_offset: u32,
+    /// Bytes of the payload (the blob ends with it).
     pub payload_len: u32,
+    /// SHA-256 of `blob[64..]`.
     pub sha256: [u8; 32],
 }
 

@@ -15,16 +15,22 @@ use serde::{Deserialize, Serialize};
 /// (a multiple of [`super::ALIGN`]) and `len` in bytes. Shape and dtype follow from the op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct TensorRef {
+    /// Bytes from the start of the payload (aligned).
     pub offset: u32,
+    /// Length in bytes.
     pub len: u32,
 }
 
 /// Element type of a stored tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DType {
+    /// IEEE single, little-endian.
     F32,
+    /// IEEE half, little-endian.
     F16,
+    /// Signed byte.
     I8,
+    /// Signed 32-bit, little-endian.
     I32,
 }
 
@@ -42,6 +48,7 @@ impl DType {
 /// Precision of the shared weights and of the activations (they go together).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Precision {
+    /// f32 weights and activations.
     F32,
     /// int8 weights (symmetric per output channel) and int8 activations (asymmetric per
     /// tensor, per department), TFLite / CMSIS-NN arithmetic.
@@ -52,17 +59,24 @@ pub enum Precision {
 /// value `value`. ShuffleNetV2's channel split is a slice, never a copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slice {
+    /// The value read.
     pub value: u16,
+    /// First channel.
     pub c_off: u16,
+    /// Number of channels.
     pub c_len: u16,
 }
 
 /// One activation tensor `[h, w, c]` and its place in the arena (bytes from the arena start).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValueDesc {
+    /// Height.
     pub h: u16,
+    /// Width.
     pub w: u16,
+    /// Channels.
     pub c: u16,
+    /// Byte offset in the activation region (aligned).
     pub offset: u32,
 }
 
@@ -74,46 +88,82 @@ pub enum Op {
     /// `[Cout]`; `wscale`: int8 only, f32 `[Cout]` per-channel scales (else empty).
     /// `expert`: index into each department's `deltas` when this conv has department factors.
     Conv {
+        /// Channels read.
         input: Slice,
+        /// The value written.
         output: u16,
+        /// Output channels.
         cout: u16,
+        /// Kernel side (1 or 3).
         k: u8,
+        /// Stride (1, or 2 for k = 3).
         stride: u8,
+        /// Symmetric zero padding (0 for k = 1, 1 for k = 3).
         pad: u8,
+        /// Fused ReLU.
         relu: bool,
+        /// Folded `W0` `[Cout, Cin, k, k]`.
         weight: TensorRef,
+        /// f32 bias `[Cout]`.
         bias: TensorRef,
+        /// int8: f32 per-channel weight scales `[Cout]`; empty for f32.
         wscale: TensorRef,
+        /// Index into each department's `deltas` for an expert conv.
         expert: Option<u16>,
     },
     /// Depthwise 3x3 convolution (shared by all departments), BN folded, optional ReLU.
     /// `weight` `[3, 3, C]`; `bias` f32 `[C]`; `wscale` as for `Conv`.
     DwConv {
+        /// Channels read (and written: `C = c_len`).
         input: Slice,
+        /// The value written.
         output: u16,
+        /// Stride (1 or 2).
         stride: u8,
+        /// Fused ReLU.
         relu: bool,
+        /// Weight `[3, 3, C]`.
         weight: TensorRef,
+        /// f32 bias `[C]`.
         bias: TensorRef,
+        /// int8: f32 per-channel weight scales `[C]`; empty for f32.
         wscale: TensorRef,
     },
     /// Max pool 3x3, stride 2, padding 1.
-    MaxPool { input: u16, output: u16 },
+    MaxPool {
+        /// The pooled value.
+        input: u16,
+        /// The value written.
+        output: u16,
+    },
     /// `concat(a, b)` followed by channel shuffle with 2 groups: `out[2i] = a[i]`,
     /// `out[2i+1] = b[i]` (a.c_len == b.c_len).
-    ConcatShuffle { a: Slice, b: Slice, output: u16 },
+    ConcatShuffle {
+        /// Channels at even output positions.
+        a: Slice,
+        /// Channels at odd output positions.
+        b: Slice,
+        /// The value written.
+        output: u16,
+    },
     /// Global average pool of `input` to the feature vector, then the department's head.
     /// Always the last op.
-    PoolHead { input: u16 },
+    PoolHead {
+        /// The value pooled (`c = features`).
+        input: u16,
+    },
 }
 
 /// The input the model expects (before `infer` turns it into the first value).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputSpec {
+    /// Image channels (1..=3).
     pub channels: u16,
+    /// Square side in pixels.
     pub size: u16,
     /// Per-channel normalisation for image inputs (unused channels are 0 / 1).
     pub mean: [f32; 3],
+    /// Per-channel standard deviation (`x = (pixel − mean) / std`).
     pub std: [f32; 3],
 }
 
@@ -131,21 +181,28 @@ pub struct ArenaPlan {
 /// Where one department's delta blob lies in the bundle, and who it is.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeptEntry<'a> {
+    /// Department name (as in its blob's manifest).
     #[serde(borrow)]
     pub name: &'a str,
-    /// Offset of the delta blob from the start of the file, and its length in bytes.
+    /// Offset of the delta blob from the start of the file.
     pub offset: u32,
+    /// Length of the blob in bytes.
     pub len: u32,
 }
 
 /// A named tensor of the shared payload, for `inspect` and `export-onnx`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NamedTensor<'a> {
+    /// Checkpoint-style name (`<conv>.weight`, `<bn>.bias`, `<conv>.wscale`).
     #[serde(borrow)]
     pub name: &'a str,
+    /// Element type.
     pub dtype: DType,
+    /// Dimensions; the first `rank` are used.
     pub dims: [u32; 4],
+    /// Number of dimensions (≤ 4).
     pub rank: u8,
+    /// The bytes in the shared payload.
     pub data: TensorRef,
 }
 
@@ -153,28 +210,38 @@ pub struct NamedTensor<'a> {
 /// the shared payload, define the base id.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Manifest<'a> {
+    /// Architecture name, e.g. `shufflenet_v2_x1_0`.
     #[serde(borrow)]
     pub arch: &'a str,
+    /// Precision of the shared weights and the activations.
     pub precision: Precision,
+    /// The input the model expects.
     pub input: InputSpec,
+    /// LoRA rank `r` of every expert conv.
     pub rank: u16,
     /// Feature width of the pooled vector the heads read.
     pub features: u16,
     /// Expert (EKS) convs, in graph order: `Op::Conv::expert` indexes this order.
     pub experts: u16,
+    /// Activation values in definition order (value 0 is the input).
     #[serde(borrow)]
     pub values: Seq<'a, ValueDesc>,
+    /// The graph, run in order.
     #[serde(borrow)]
     pub ops: Seq<'a, Op>,
+    /// Names of the shared tensors (for tools).
     #[serde(borrow)]
     pub tensors: Seq<'a, NamedTensor<'a>>,
+    /// Arena sizes per mode.
     pub arena: ArenaPlan,
 }
 
 /// Storage of one department's low-rank factors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeltaDType {
+    /// f32.
     F32,
+    /// IEEE half.
     F16,
     /// int8, symmetric per row, with an f16 scale per row stored after the rows.
     I8,
@@ -183,29 +250,36 @@ pub enum DeltaDType {
 /// The folded factors of one expert conv: `ΔW = reshape(B·A, [Cout, Cin, k, k])` with the BN
 /// scale and the LoRA scaling already folded into the rows of `B`.
 /// `a`: `[r·k, Cin·k]`, `b`: `[Cout·k, r·k]`, in the blob's `delta_dtype`
-/// (int8: rows then one f16 scale per row).
+/// (int8: rows then one f16 scale per row; the layout is `format::factor`'s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeltaRef {
+    /// Factor `A [r·k, Cin·k]`.
     pub a: TensorRef,
+    /// Factor `B [Cout·k, r·k]` (BN and LoRA scales folded in).
     pub b: TensorRef,
 }
 
 /// Manifest of one department's delta blob (inside a bundle, or the body of a `.lkdu`).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct DeptManifest<'a> {
+    /// Department name (1..=255 bytes).
     #[serde(borrow)]
     pub name: &'a str,
+    /// Version of this department's delta (field updates raise it).
     pub version: u32,
     /// The base id of the shared part these factors were trained against.
     pub base_id: [u8; 32],
+    /// Class names of the head, in logit order.
     #[serde(borrow)]
     pub classes: Seq<'a, &'a str>,
+    /// Storage of the factors.
     pub delta_dtype: DeltaDType,
     /// One entry per expert conv, in `Manifest::experts` order.
     #[serde(borrow)]
     pub deltas: Seq<'a, DeltaRef>,
-    /// Head: f32 weight `[classes, features]`, f32 bias `[classes]`.
+    /// Head weight, f32 `[classes, features]`.
     pub head_weight: TensorRef,
+    /// Head bias, f32 `[classes]`.
     pub head_bias: TensorRef,
     /// int8 bundles: per value, `(scale: f32, zero_point: i32)` little-endian, 8 bytes each,
     /// calibrated on this department's images. Empty for f32 bundles.

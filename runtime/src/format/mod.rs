@@ -9,8 +9,11 @@
 //! validating parser ([`Bundle::parse`]), `write` (feature `std`) the writer.
 
 pub mod error;
+pub mod factor;
 pub mod header;
+pub mod layout;
 pub mod manifest;
+pub mod validate;
 pub mod view;
 #[cfg(feature = "std")]
 pub mod write;

@@ -9,13 +9,77 @@ use super::header::{
     DeltaHeader, Header, Section, DELTA_HEADER_LEN, FLAG_SIGNED, HEADER_LEN, VERSION,
 };
 use super::view::{base_id_of, file_hash};
-use super::{DeptEntry, DeptManifest, Seq, ALIGN};
+use super::{DeptEntry, DeptManifest, Precision, Seq, TensorRef, ALIGN};
+use crate::quant::{quantize_per_channel, quantize_per_column, QParams};
 
 /// Pads `v` with zeros to a multiple of [`ALIGN`].
 pub fn pad_to_align(v: &mut Vec<u8>) {
     while !v.len().is_multiple_of(ALIGN) {
         v.push(0);
     }
+}
+
+/// A payload section under construction (shared payload or a delta blob's payload): every
+/// tensor starts 16-aligned and is addressed by the [`TensorRef`] its push returns. The
+/// packer and the test fixture store every tensor through it.
+#[derive(Clone, Debug, Default)]
+pub struct Payload(pub Vec<u8>);
+
+impl Payload {
+    /// Appends `bytes` at the next aligned offset; `None` once the payload passes 4 GiB.
+    pub fn push(&mut self, bytes: &[u8]) -> Option<TensorRef> {
+        pad_to_align(&mut self.0);
+        let offset = u32::try_from(self.0.len()).ok()?;
+        let len = u32::try_from(bytes.len()).ok()?;
+        offset.checked_add(len)?;
+        self.0.extend_from_slice(bytes);
+        Some(TensorRef { offset, len })
+    }
+
+    /// Appends little-endian f32s.
+    pub fn push_f32(&mut self, x: &[f32]) -> Option<TensorRef> {
+        self.push(&f32_bytes(x))
+    }
+
+    /// Appends int8 codes.
+    pub fn push_i8(&mut self, q: &[i8]) -> Option<TensorRef> {
+        self.push(bytemuck::cast_slice(q))
+    }
+
+    /// Appends per-value activation parameters, [`QParams::to_le_bytes`] each (8 B).
+    pub fn push_qparams(&mut self, q: &[QParams]) -> Option<TensorRef> {
+        let b: Vec<u8> = q.iter().flat_map(|p| p.to_le_bytes()).collect();
+        self.push(&b)
+    }
+
+    /// Appends a conv weight of `channels` output channels in `precision` and returns
+    /// `(weight, wscale)`: f32 as is with an empty `wscale`; int8 quantised per output
+    /// channel by [`crate::quant::quantize_channel`], then the f32 scales. `depthwise`
+    /// weights are `[3, 3, C]` (a channel is a column), others OIHW (a channel is a row).
+    pub fn push_weight(
+        &mut self,
+        w: &[f32],
+        channels: usize,
+        depthwise: bool,
+        precision: Precision,
+    ) -> Option<(TensorRef, TensorRef)> {
+        match precision {
+            Precision::F32 => Some((self.push_f32(w)?, self.push(&[])?)),
+            Precision::Int8 => {
+                let (q, s) = if depthwise {
+                    quantize_per_column(w, channels)
+                } else {
+                    quantize_per_channel(w, channels)
+                };
+                Some((self.push_i8(&q)?, self.push_f32(&s)?))
+            }
+        }
+    }
+}
+
+/// Little-endian f32 bytes.
+pub fn f32_bytes(x: &[f32]) -> Vec<u8> {
+    x.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// postcard-encodes `items` back to back, for a [`Seq`] (returns count and bytes).

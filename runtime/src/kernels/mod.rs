@@ -1,4 +1,3 @@
-#![deny(unsafe_code)]
 //! Compute kernels over NHWC activations. `reference/` is the scalar specification, one file
 //! per op, written to be read; faster twins must match it (int8 bit-exact, f32 within a
 //! stated bound). The engine calls kernels only through this module.
@@ -19,26 +18,37 @@ mod x86_64;
 /// as zero (the zero point for int8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geom {
+    /// Input height.
     pub h: usize,
+    /// Input width.
     pub w: usize,
+    /// Channels of the input value (the pixel stride).
     pub in_stride: usize,
+    /// First input channel read.
     pub c_off: usize,
+    /// Input channels read.
     pub cin: usize,
+    /// Output height.
     pub ho: usize,
+    /// Output width.
     pub wo: usize,
+    /// Output channels.
     pub cout: usize,
+    /// Kernel side.
     pub k: usize,
+    /// Stride.
     pub stride: usize,
+    /// Symmetric padding.
     pub pad: usize,
 }
 
 impl Geom {
     /// Output size along one axis: `(n + 2·pad − k) / stride + 1` (0 if the window never fits).
+    /// The rule is the format's ([`crate::format::validate::out_dim`]).
     pub const fn out_dim(n: usize, k: usize, stride: usize, pad: usize) -> usize {
-        if n + 2 * pad < k || stride == 0 {
-            0
-        } else {
-            (n + 2 * pad - k) / stride + 1
+        match crate::format::validate::out_dim(n, k, stride, pad) {
+            Some(v) => v,
+            None => 0,
         }
     }
 
@@ -60,13 +70,7 @@ impl Geom {
     }
 }
 
-/// int8 output stage shared by every int8 kernel: output zero point and the clamp floor
-/// (`zero_point` for a fused ReLU, −128 otherwise).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OutQ {
-    pub zero_point: i32,
-    pub lo: i32,
-}
+pub use crate::quant::OutQ;
 
 /// A conv-like slot, f32: `(geometry, x, w, bias, relu, y)`.
 pub type ConvF32 = fn(&Geom, &[f32], &[f32], &[f32], bool, &mut [f32]);

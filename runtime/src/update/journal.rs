@@ -31,25 +31,48 @@ const MAGIC_BANK: [u8; 4] = *b"LKJB";
 pub enum Record {
     /// An update of `dept` into `slot` started; `header_hash` = SHA-256 of its 128-byte header.
     Begin {
+        /// Department index.
         dept: u16,
+        /// Slot (0 = A, 1 = B).
         slot: u8,
+        /// The package's version.
         version: u32,
+        /// Package bytes.
         len: u32,
+        /// SHA-256 of the package header.
         header_hash: [u8; 32],
     },
     /// The first `pages` erase pages of the slot hold the package's bytes.
-    Progress { dept: u16, slot: u8, pages: u32 },
+    Progress {
+        /// Department index.
+        dept: u16,
+        /// Slot (0 = A, 1 = B).
+        slot: u8,
+        /// Erase pages written.
+        pages: u32,
+    },
     /// The slot holds a verified package; it may run.
     Commit {
+        /// Department index.
         dept: u16,
+        /// Slot (0 = A, 1 = B).
         slot: u8,
+        /// The committed version.
         version: u32,
+        /// Package bytes.
         len: u32,
+        /// The package's security counter.
         counter: u32,
+        /// SHA-256 of the package.
         digest: [u8; 32],
     },
     /// The department's security counter is at least `counter`.
-    Counter { dept: u16, counter: u32 },
+    Counter {
+        /// Department index.
+        dept: u16,
+        /// The counter's floor.
+        counter: u32,
+    },
 }
 
 /// CRC-32 (IEEE 802.3, reflected, as zlib).
@@ -84,8 +107,11 @@ fn u32_at(b: &[u8], o: usize) -> u32 {
 /// What a record slot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {
+    /// Erased: never written since the bank's erase.
     Free,
+    /// Written but not a valid record (torn or corrupt).
     Garbage,
+    /// A record whose CRC checks.
     Valid(Record),
 }
 

@@ -164,6 +164,7 @@ impl PackageHeader {
 /// signature: see [`Package::verify`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Package<'a> {
+    /// The decoded header.
     pub header: PackageHeader,
     bytes: &'a [u8],
 }

@@ -132,12 +132,19 @@ impl Layout {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Active {
     /// The delta blob inside the bundle.
-    Factory { version: u32 },
+    Factory {
+        /// The bundle's version of the department.
+        version: u32,
+    },
     /// A committed, verified slot; its blob is `blob_len` bytes at flash offset `blob_offset`.
     Slot {
+        /// Slot (0 = A, 1 = B).
         slot: u8,
+        /// The committed version.
         version: u32,
+        /// Flash offset of the delta blob.
         blob_offset: u32,
+        /// Bytes of the delta blob.
         blob_len: u32,
     },
     /// No version at or above the security counter is available.
@@ -157,10 +164,12 @@ impl Active {
 /// Where an interrupted update can continue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResumePoint {
+    /// Department index.
     pub dept: u16,
     /// The slot the package streams into (at `Layout::slot_offset(dept, slot)`), where the
     /// bytes before `offset` can be read back (a device re-reads the header from there).
     pub slot: u8,
+    /// The package's version.
     pub version: u32,
     /// Send the package from this byte on, after `begin` with the same header.
     pub offset: u32,

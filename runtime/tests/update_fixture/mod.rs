@@ -2,13 +2,14 @@
 //! a department's delta blob made with the format's own writer, signed packages, and a
 //! device flash image (bundle at 0, then the store's journal and slots).
 #![allow(dead_code)]
-use lorkd_runtime::engine::testnet::{AlignedBytes, NetSpec, Rng, TestNet};
+use lorkd_runtime::engine::testnet::{NetSpec, Rng, TestNet};
 use lorkd_runtime::engine::Engine;
 use lorkd_runtime::format::write::write_blob;
 use lorkd_runtime::format::{Bundle, Dept, Mode, TensorRef};
 use lorkd_runtime::update::package::{write_signed, PackageHeader};
 use lorkd_runtime::update::sim::SimFlash;
 use lorkd_runtime::update::Layout;
+use lorkd_runtime::AlignedBytes;
 
 pub fn seed() -> u64 {
     let s = std::time::SystemTime::now()

@@ -67,7 +67,7 @@ pub fn expert_bytes(b: &Bundle<'_>, dept: usize) -> usize {
     shared + head
 }
 
-/// The inspect report (JSON keys as in issue 4 item 3).
+/// The inspect report (what `lorkd inspect --json` prints).
 pub fn report(bytes: &[u8], pubkey: Option<&[u8; 32]>) -> Result<Value> {
     let b = Bundle::parse(bytes).map_err(|e| anyhow::anyhow!("invalid bundle: {e}"))?;
     let signature = match (b.is_signed(), pubkey) {

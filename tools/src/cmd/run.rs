@@ -465,11 +465,11 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
-    /// Issue 5 item 4 on a packed random ShuffleNetV2 0.5x at 32 px: int8 top-1 against f32
+    /// int8 against f32 on a packed random ShuffleNetV2 0.5x at 32 px: int8 top-1 against f32
     /// on 300 synthetic images. Measured 92.7–100 % over seeds: the int8 logits are off by
     /// ~5 % of the logit spread (per-tensor min/max activations over ~50 layers), and these
     /// random nets on near-identical synthetic images put several % of the images closer
-    /// than that to a tie. Asserted: ≥ 90 % (the issue's 98 % needs trained models).
+    /// than that to a tie. Asserted: ≥ 90 % (the 98 % of `tests/tests/int8_trained.rs` needs trained models).
     #[test]
     fn packed_int8_agrees_with_f32() {
         use crate::checkpoint::{random_checkpoint, Checkpoint, RandomSpec};

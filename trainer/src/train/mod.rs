@@ -1,4 +1,4 @@
-//! The training pipeline (issue 6): data from `lorkd-data`, the LoRKD loss, SGD with cosine
+//! The training pipeline: data from `lorkd-data`, the LoRKD loss, SGD with cosine
 //! annealing, resumable runs, the teacher, evaluation.
 //!
 //! - [`loss`]: CE on department heads + β·α²·KL(teacher ‖ student) (the paper's objective);

@@ -23,6 +23,28 @@ pub const fn align(n: usize) -> usize {
     (n + crate::format::ALIGN - 1) & !(crate::format::ALIGN - 1)
 }
 
+/// One materialized expert's slot in the weights region: `(weight bytes, slot bytes)` —
+/// the `Cout·Cin·k·k` weights (f32 or i8) 16-aligned, then for int8 the `Cout` f32
+/// per-channel scales, 16-aligned. `None` on overflow.
+pub fn expert_slot(cout: usize, cin: usize, k: usize, int8: bool) -> Option<(usize, usize)> {
+    let n = cout.checked_mul(cin)?.checked_mul(k.checked_mul(k)?)?;
+    let wlen = align_checked(n.checked_mul(if int8 { 1 } else { 4 })?)?;
+    let scales = if int8 {
+        align_checked(cout.checked_mul(4)?)?
+    } else {
+        0
+    };
+    Some((wlen, wlen.checked_add(scales)?))
+}
+
+/// [`align`] that reports overflow instead of wrapping.
+pub const fn align_checked(n: usize) -> Option<usize> {
+    match n.checked_add(crate::format::ALIGN - 1) {
+        Some(v) => Some(v & !(crate::format::ALIGN - 1)),
+        None => None,
+    }
+}
+
 /// Byte offsets of the regions of the arena (from its start) for one manifest and mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Regions {
@@ -45,7 +67,6 @@ pub struct Regions {
 /// Computes [`Regions`]; `None` if a size overflows `usize`.
 pub fn regions(m: &Manifest<'_>, mode: Mode) -> Option<Regions> {
     let int8 = m.precision == Precision::Int8;
-    let elem = if int8 { 1 } else { 4 };
     let mut weights = 0usize;
     let mut chan = 0usize;
     let mut lowrank = 0usize;
@@ -64,22 +85,19 @@ pub fn regions(m: &Manifest<'_>, mode: Mode) -> Option<Regions> {
                 let (cout, k, cin) = (cout as usize, k as usize, input.c_len as usize);
                 max_cout = max_cout.max(cout);
                 if expert.is_some() {
-                    let n = cout.checked_mul(cin)?.checked_mul(k * k)?;
-                    weights = weights.checked_add(align(n.checked_mul(elem)?))?;
-                    if int8 {
-                        weights = weights.checked_add(align(cout * 4))?;
-                    }
+                    weights = weights.checked_add(expert_slot(cout, cin, k, int8)?.1)?;
                     // Decoded factors A [r·k, Cin·k] and B [Cout·k, r·k].
                     let rk = rank.checked_mul(k)?;
                     let dec = rk
                         .checked_mul(cin.checked_mul(k)?)?
                         .checked_add(cout.checked_mul(k)?.checked_mul(rk)?)?;
-                    let ch = cin * k * k;
+                    let ch = cin.checked_mul(k.checked_mul(k)?)?;
                     // k > 1 (the stem): every channel's f32 weight at once.
                     let mut low = if k == 1 { ch } else { cout.checked_mul(ch)? };
                     if k == 1 {
                         if let Some(v) = m.values.get(output as usize) {
-                            low = low.max((v.h as usize * v.w as usize).checked_mul(rank)?);
+                            let hw = (v.h as usize).checked_mul(v.w as usize)?;
+                            low = low.max(hw.checked_mul(rank)?);
                         }
                     }
                     chan = chan.max(dec.checked_add(if int8 { ch } else { 0 })?);
@@ -90,21 +108,21 @@ pub fn regions(m: &Manifest<'_>, mode: Mode) -> Option<Regions> {
             _ => {}
         }
     }
-    let values = align(m.arena.activation_bytes as usize);
-    let w0 = values.checked_add(align(m.values.len().checked_mul(16)?))?;
+    let values = align_checked(m.arena.activation_bytes as usize)?;
+    let w0 = values.checked_add(align_checked(m.values.len().checked_mul(16)?)?)?;
     let (scratch, requant) = match mode {
         Mode::Materialized => {
             let s = w0.checked_add(weights)?;
-            (s, s.checked_add(align(chan.checked_mul(4)?))?)
+            (s, s.checked_add(align_checked(chan.checked_mul(4)?)?)?)
         }
-        Mode::Streaming => (w0, w0.checked_add(align(lowrank.checked_mul(4)?))?),
+        Mode::Streaming => (w0, w0.checked_add(align_checked(lowrank.checked_mul(4)?)?)?),
     };
     let features = requant.checked_add(if int8 {
-        align(max_cout.checked_mul(12)?)
+        align_checked(max_cout.checked_mul(12)?)?
     } else {
         0
     })?;
-    let total = features.checked_add(align(m.features as usize * 4))?;
+    let total = features.checked_add(align_checked(m.features as usize * 4)?)?;
     Some(Regions {
         values,
         weights: w0,
@@ -115,11 +133,19 @@ pub fn regions(m: &Manifest<'_>, mode: Mode) -> Option<Regions> {
     })
 }
 
+/// Writes the totals of both modes into `m.arena` (the packer's and the fixture's last step
+/// before encoding the manifest); `None` if a size overflows `usize` or `u32`.
+pub fn fill_totals(m: &mut Manifest<'_>) -> Option<()> {
+    m.arena.materialized_bytes = u32::try_from(regions(m, Mode::Materialized)?.total).ok()?;
+    m.arena.streaming_bytes = u32::try_from(regions(m, Mode::Streaming)?.total).ok()?;
+    Some(())
+}
+
 /// Arena bytes needed after the activation region in `mode` (saturates at `usize::MAX` when
 /// the sizes overflow, which no arena can satisfy).
 pub fn extra_bytes(m: &Manifest<'_>, mode: Mode) -> usize {
     match regions(m, mode) {
-        Some(r) => r.total - m.arena.activation_bytes as usize,
+        Some(r) => r.total.saturating_sub(m.arena.activation_bytes as usize),
         None => usize::MAX,
     }
 }

@@ -1,0 +1,212 @@
+//! `Op::Conv`: an ungrouped k×k (the stem) or 1×1 convolution, BN folded, optional ReLU.
+//!
+//! Prepare picks the weight source: the bundle's `W0` (a shared conv), the rebuilt
+//! `W0 + B·A` in the arena (a Materialized expert), or `W0` plus the department's factors
+//! applied on the fly (a Streaming expert, see [`crate::switch`]). Eval runs the f32 or
+//! int8 kernel from the table, and for Streaming experts the low-rank path.
+
+use super::{
+    conv_geom, expect_len, f32s, f32s_mut, i8s, i8s_mut, io, out_q, requant_table, tensor, Ctx, R,
+};
+use crate::engine::EngineError;
+use crate::format::{layout, Mode, Op};
+use crate::kernels::Geom;
+use crate::quant::QParams;
+use crate::switch::{self, Delta};
+
+/// A conv's weights, prepared.
+enum Weights<'w> {
+    /// The bundle's `W0`: `(weight, wscale)` tensors of the shared payload.
+    Shared(&'w [u8], &'w [u8]),
+    /// A Materialized expert's slot of the weights region (weights, then int8 scales).
+    Rebuilt(&'w [u8]),
+}
+
+/// Runs op `i`, a `Conv`.
+pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> {
+    let bad = EngineError::Malformed { op: i };
+    let Op::Conv {
+        input,
+        output,
+        cout,
+        k,
+        stride,
+        pad,
+        relu,
+        weight,
+        bias,
+        wscale,
+        expert,
+    } = *op
+    else {
+        return Err(bad);
+    };
+    // Prepare: geometry, tensors, weight source, quantisation.
+    let (vin, vout) = (cx.value(input.value, i)?, cx.value(output, i)?);
+    let (kk, cout) = (k as usize, cout as usize);
+    let g = conv_geom(
+        &vin,
+        &input,
+        &vout,
+        cout,
+        kk,
+        stride as usize,
+        pad as usize,
+        i,
+    )?;
+    let (wlen, slot) = layout::expert_slot(cout, g.cin, kk, cx.int8).ok_or(bad)?;
+    let n = cout * g.cin * kk * kk; // fits: `expert_slot` multiplied it checked
+    let shared = cx.shared;
+    let bias = expect_len(f32s(tensor(shared, bias, i)?)?, cout, i)?;
+    let (w, delta) = match expert {
+        Some(_) if cx.mode == Mode::Materialized => {
+            let r = cx.wofs..cx.wofs.checked_add(slot).ok_or(bad)?;
+            cx.wofs = r.end;
+            let weights = cx.weights;
+            (Weights::Rebuilt(weights.get(r).ok_or(bad)?), None)
+        }
+        Some(e) => {
+            let dref = cx.cursor.get(e as usize).ok_or(EngineError::DeptMismatch)?;
+            let dept = cx.dept;
+            let d = Delta::new(
+                dept.payload,
+                dref,
+                dept.manifest.delta_dtype,
+                cout,
+                g.cin,
+                kk,
+                cx.m.rank as usize,
+            )
+            .ok_or(EngineError::DeptMismatch)?;
+            let ws = if cx.int8 {
+                tensor(shared, wscale, i)?
+            } else {
+                &[]
+            };
+            (Weights::Shared(tensor(shared, weight, i)?, ws), Some(d))
+        }
+        None => {
+            let ws = if cx.int8 {
+                tensor(shared, wscale, i)?
+            } else {
+                &[]
+            };
+            (Weights::Shared(tensor(shared, weight, i)?, ws), None)
+        }
+    };
+    let q = cx.io_qparams(input.value, output, i)?;
+    let (rin, rout) = (cx.range(&vin, i)?, cx.range(&vout, i)?);
+    let (y, [x]) = io(cx.act, rout, [rin], i)?;
+    let pointwise = kk == 1 && pad == 0;
+
+    // Eval.
+    let kern = cx.kern;
+    match q {
+        Some((qx, qy)) => {
+            let (w, ws) = match w {
+                Weights::Rebuilt(b) => {
+                    let (w, s) = b.split_at(wlen);
+                    (&i8s(w)[..n], &f32s(s)?[..cout])
+                }
+                Weights::Shared(w, ws) => {
+                    (expect_len(i8s(w), n, i)?, expect_len(f32s(ws)?, cout, i)?)
+                }
+            };
+            let (x, y) = (i8s(x), i8s_mut(y));
+            match delta {
+                None => {
+                    let rq = requant_table(cx.requant, bias, qx, ws, qy, i)?;
+                    let f = if pointwise {
+                        kern.conv1x1_i8
+                    } else {
+                        kern.conv_i8
+                    };
+                    f(&g, x, qx.zero_point, w, rq, out_q(qy, relu), y);
+                }
+                Some(d) => stream_i8(
+                    cx.scratch,
+                    kern,
+                    &g,
+                    x,
+                    w,
+                    ws,
+                    bias,
+                    &d,
+                    (qx, qy, relu),
+                    i,
+                    y,
+                )?,
+            }
+        }
+        None => {
+            let w = match w {
+                Weights::Rebuilt(b) => &f32s(b)?[..n],
+                Weights::Shared(w, _) => expect_len(f32s(w)?, n, i)?,
+            };
+            let (x, y) = (f32s(x)?, f32s_mut(y)?);
+            // A Streaming expert applies ReLU after its low-rank correction.
+            let relu_now = relu && delta.is_none();
+            let f = if pointwise {
+                kern.conv1x1_f32
+            } else {
+                kern.conv_f32
+            };
+            f(&g, x, w, bias, relu_now, y);
+            if let Some(d) = delta {
+                let (d, scratch) = decode(&d, cx.scratch, i)?;
+                if pointwise {
+                    let u = scratch.get_mut(..g.ho * g.wo * d.a.rows).ok_or(bad)?;
+                    switch::lowrank_u(&g, x, |v| v, &d.a, u);
+                    switch::lowrank_add_f32(&g, u, &d.b, relu, y);
+                } else {
+                    let wbuf = scratch.get_mut(..d.channel_len()).ok_or(bad)?;
+                    switch::stream_conv_add_f32(&g, x, &d, relu, wbuf, y);
+                }
+            }
+            (cx.observe)(output as usize, y);
+        }
+    }
+    Ok(())
+}
+
+/// A Streaming int8 expert: `W0` in integers plus the low-rank path in f32, quantised once.
+#[allow(clippy::too_many_arguments)]
+fn stream_i8(
+    scratch: &mut [u8],
+    kern: crate::kernels::Kernels,
+    g: &Geom,
+    x: &[i8],
+    w: &[i8],
+    ws: &[f32],
+    bias: &[f32],
+    d: &Delta<'_>,
+    (qx, qy, relu): (QParams, QParams, bool),
+    i: usize,
+    y: &mut [i8],
+) -> R<()> {
+    let bad = EngineError::Malformed { op: i };
+    let (d, scratch) = decode(d, scratch, i)?;
+    let st = switch::StreamI8 { x: qx, y: qy, relu };
+    if g.k == 1 && g.pad == 0 {
+        let u = scratch.get_mut(..g.ho * g.wo * d.a.rows).ok_or(bad)?;
+        switch::stream_conv1x1_i8(kern.dot_i8, g, x, w, ws, bias, &d, st, u, y);
+    } else {
+        let wbuf = scratch.get_mut(..g.cout * d.channel_len()).ok_or(bad)?;
+        switch::stream_conv_i8(g, x, w, ws, bias, &d, st, wbuf, y);
+    }
+    Ok(())
+}
+
+/// `d`'s factors decoded to f32 at the start of `scratch`, and the rest of `scratch`.
+pub(in crate::engine) fn decode<'s>(
+    d: &Delta<'_>,
+    scratch: &'s mut [u8],
+    op: usize,
+) -> R<(Delta<'s>, &'s mut [f32])> {
+    let scratch = f32s_mut(scratch)?;
+    if scratch.len() < d.decoded_len() {
+        return Err(EngineError::Malformed { op });
+    }
+    let (dec, rest) = scratch.split_at_mut(d.decoded_len());
+    Ok((d.decoded(dec), rest))
+}

@@ -1,0 +1,56 @@
+//! `Op::DwConv`: depthwise 3×3 convolution (shared by every department), BN folded,
+//! optional ReLU; weights `[3, 3, C]`.
+
+use super::{
+    conv_geom, expect_len, f32s, f32s_mut, i8s, i8s_mut, io, out_q, requant_table, tensor, Ctx, R,
+};
+use crate::engine::EngineError;
+use crate::format::Op;
+
+/// Runs op `i`, a `DwConv`.
+pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> {
+    let Op::DwConv {
+        input,
+        output,
+        stride,
+        relu,
+        weight,
+        bias,
+        wscale,
+    } = *op
+    else {
+        return Err(EngineError::Malformed { op: i });
+    };
+    let (vin, vout) = (cx.value(input.value, i)?, cx.value(output, i)?);
+    let c = input.c_len as usize;
+    let g = conv_geom(&vin, &input, &vout, c, 3, stride as usize, 1, i)?;
+    let shared = cx.shared;
+    let bias = expect_len(f32s(tensor(shared, bias, i)?)?, c, i)?;
+    let q = cx.io_qparams(input.value, output, i)?;
+    let (rin, rout) = (cx.range(&vin, i)?, cx.range(&vout, i)?);
+    let (y, [x]) = io(cx.act, rout, [rin], i)?;
+    let kern = cx.kern;
+    match q {
+        Some((qx, qy)) => {
+            let w = expect_len(i8s(tensor(shared, weight, i)?), 9 * c, i)?;
+            let ws = expect_len(f32s(tensor(shared, wscale, i)?)?, c, i)?;
+            let rq = requant_table(cx.requant, bias, qx, ws, qy, i)?;
+            (kern.dwconv3x3_i8)(
+                &g,
+                i8s(x),
+                qx.zero_point,
+                w,
+                rq,
+                out_q(qy, relu),
+                i8s_mut(y),
+            );
+        }
+        None => {
+            let w = expect_len(f32s(tensor(shared, weight, i)?)?, 9 * c, i)?;
+            let y = f32s_mut(y)?;
+            (kern.dwconv3x3_f32)(&g, f32s(x)?, w, bias, relu, y);
+            (cx.observe)(output as usize, y);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! One file per op, tflite-micro style: each `eval` prepares its op (geometry from the value
+//! table, checked against the format's shape rule in [`crate::format::validate`]; its
+//! tensors; for int8 the per-channel requantisation) and runs its kernels from the table.
+//! [`Ctx`] is what every op sees: the arena regions, the bundle, the current department.
+//!
+//! The bundle was validated by `Bundle::parse`, so the checks here never fire on a parsed
+//! bundle; they keep the engine panic-free if they ever would (an inconsistency gives
+//! [`EngineError::Malformed`]) and cost a few comparisons per op.
+
+pub(super) mod concat_shuffle;
+pub(super) mod conv;
+pub(super) mod dwconv;
+pub(super) mod maxpool;
+pub(super) mod pool_head;
+
+use core::ops::Range;
+
+use super::EngineError;
+use crate::format::{
+    validate, DeltaRef, Dept, Manifest, Mode, Seq, SeqIter, Slice, TensorRef, ValueDesc,
+};
+use crate::kernels::{Geom, Kernels};
+use crate::quant::{ChannelRequant, OutQ, QParams};
+
+pub(super) type R<T> = Result<T, EngineError>;
+
+/// What an op's `eval` sees: the arena's regions (disjoint borrows), the bundle's graph and
+/// shared payload, the current department, the kernel table and the run's cursors.
+pub(super) struct Ctx<'x, 'a> {
+    /// Activation region (values at their planned offsets).
+    pub act: &'x mut [u8],
+    /// The decoded value table (16 B per value).
+    pub table: &'x [u8],
+    /// Materialized expert weights (empty in Streaming mode).
+    pub weights: &'x [u8],
+    /// f32 scratch: decoded factors, streaming buffers.
+    pub scratch: &'x mut [u8],
+    /// int8 requantisation parameters of the current op.
+    pub requant: &'x mut [u8],
+    /// The pooled feature vector.
+    pub features: &'x mut [u8],
+    /// The shared manifest.
+    pub m: &'x Manifest<'a>,
+    /// The shared payload.
+    pub shared: &'a [u8],
+    /// The current department.
+    pub dept: &'x Dept<'a>,
+    /// Switching mode.
+    pub mode: Mode,
+    /// Kernel table.
+    pub kern: Kernels,
+    /// True for int8 bundles.
+    pub int8: bool,
+    /// Next materialized expert's offset in `weights`.
+    pub wofs: usize,
+    /// The department's deltas, walked in graph order.
+    pub cursor: DeltaCursor<'a>,
+    /// The calibration hook (f32 bundles).
+    pub observe: &'x mut dyn FnMut(usize, &[f32]),
+}
+
+impl Ctx<'_, '_> {
+    /// Bytes of one activation element.
+    pub fn elem(&self) -> usize {
+        if self.int8 {
+            1
+        } else {
+            4
+        }
+    }
+
+    /// Value `i` from the table.
+    pub fn value(&self, i: u16, op: usize) -> R<ValueDesc> {
+        value(self.table, i, op)
+    }
+
+    /// Arena byte range of value `v`.
+    pub fn range(&self, v: &ValueDesc, op: usize) -> R<Range<usize>> {
+        value_range(v, self.elem(), op)
+    }
+
+    /// Activation quantisation of value `i` (int8 bundles).
+    pub fn qparams(&self, i: u16, op: usize) -> R<QParams> {
+        qparams(self.dept, i, op)
+    }
+
+    /// int8 bundles: the quantisation of an op's input and output values; `None` for f32.
+    pub fn io_qparams(&self, input: u16, output: u16, op: usize) -> R<Option<(QParams, QParams)>> {
+        if !self.int8 {
+            return Ok(None);
+        }
+        Ok(Some((self.qparams(input, op)?, self.qparams(output, op)?)))
+    }
+}
+
+/// Value `i` of the engine's value table (`h, w, c, offset` as u32, written from the
+/// manifest's `ValueDesc`s by `Engine::new`).
+pub(super) fn value(table: &[u8], i: u16, op: usize) -> R<ValueDesc> {
+    let s = 16 * i as usize;
+    let b = table.get(s..s + 16).ok_or(EngineError::Malformed { op })?;
+    let u = |j: usize| u32::from_le_bytes([b[4 * j], b[4 * j + 1], b[4 * j + 2], b[4 * j + 3]]);
+    let small = |j: usize| u16::try_from(u(j)).map_err(|_| EngineError::Malformed { op });
+    Ok(ValueDesc {
+        h: small(0)?,
+        w: small(1)?,
+        c: small(2)?,
+        offset: u(3),
+    })
+}
+
+/// Arena byte range of `v` with `elem`-byte elements (checked).
+pub(super) fn value_range(v: &ValueDesc, elem: usize, op: usize) -> R<Range<usize>> {
+    let start = v.offset as usize;
+    let len = (v.h as usize)
+        .checked_mul(v.w as usize)
+        .and_then(|n| n.checked_mul(v.c as usize))
+        .and_then(|n| n.checked_mul(elem));
+    let end = len.and_then(|n| start.checked_add(n));
+    end.map(|end| start..end)
+        .ok_or(EngineError::Malformed { op })
+}
+
+pub(super) fn f32s(b: &[u8]) -> R<&[f32]> {
+    bytemuck::try_cast_slice(b).map_err(|_| EngineError::Misaligned)
+}
+pub(super) fn f32s_mut(b: &mut [u8]) -> R<&mut [f32]> {
+    bytemuck::try_cast_slice_mut(b).map_err(|_| EngineError::Misaligned)
+}
+pub(super) fn i8s(b: &[u8]) -> &[i8] {
+    bytemuck::cast_slice(b)
+}
+pub(super) fn i8s_mut(b: &mut [u8]) -> &mut [i8] {
+    bytemuck::cast_slice_mut(b)
+}
+
+/// `payload[t]`, checked.
+pub(super) fn tensor(payload: &[u8], t: TensorRef, op: usize) -> R<&[u8]> {
+    let s = t.offset as usize;
+    s.checked_add(t.len as usize)
+        .and_then(|e| payload.get(s..e))
+        .ok_or(EngineError::Malformed { op })
+}
+
+/// `s` holds exactly `n` elements.
+pub(super) fn expect_len<T>(s: &[T], n: usize, op: usize) -> R<&[T]> {
+    s.get(..n)
+        .filter(|_| s.len() == n)
+        .ok_or(EngineError::Malformed { op })
+}
+
+/// Per-department activation quantisation of value `i` (int8 bundles).
+pub(super) fn qparams(d: &Dept<'_>, i: u16, op: usize) -> R<QParams> {
+    let bad = EngineError::Malformed { op };
+    let t = d.manifest.act_qparams;
+    let rel = 8 * i as usize;
+    if rel + 8 > t.len as usize {
+        return Err(bad);
+    }
+    let s = (t.offset as usize).checked_add(rel).ok_or(bad)?;
+    let b = d.payload.get(s..s + 8).ok_or(bad)?;
+    Ok(QParams::from_le_bytes([
+        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+    ]))
+}
+
+/// Splits the activation region into the output range (mutable) and input ranges (shared),
+/// which must not overlap the output (the planner guarantees it; checked here).
+pub(super) fn io<'x, const N: usize>(
+    act: &'x mut [u8],
+    out: Range<usize>,
+    ins: [Range<usize>; N],
+    op: usize,
+) -> R<(&'x mut [u8], [&'x [u8]; N])> {
+    let bad = EngineError::Malformed { op };
+    if out.start > out.end || out.end > act.len() {
+        return Err(bad);
+    }
+    let (left, rest) = act.split_at_mut(out.start);
+    let (o, right) = rest.split_at_mut(out.end - out.start);
+    let (left, right): (&'x [u8], &'x [u8]) = (left, right);
+    let mut res: [&'x [u8]; N] = [&[]; N];
+    for (r, range) in res.iter_mut().zip(ins) {
+        *r = if range.end <= out.start {
+            left.get(range).ok_or(bad)?
+        } else if range.start >= out.end {
+            right
+                .get(range.start - out.end..range.end - out.end)
+                .ok_or(bad)?
+        } else {
+            return Err(bad);
+        };
+    }
+    Ok((o, res))
+}
+
+/// The int8 output stage: the output's zero point, clamped at it under a fused ReLU.
+pub(super) fn out_q(qy: QParams, relu: bool) -> OutQ {
+    OutQ {
+        zero_point: qy.zero_point,
+        lo: if relu { qy.zero_point } else { -128 },
+    }
+}
+
+/// The `[bias, multiplier, shift]` table of `c` output channels (TFLite conv `Prepare`), in
+/// the requant region.
+pub(super) fn requant_table<'r>(
+    requant: &'r mut [u8],
+    bias: &[f32],
+    qx: QParams,
+    ws: &[f32],
+    qy: QParams,
+    op: usize,
+) -> R<&'r mut [[i32; 3]]> {
+    let bad = EngineError::Malformed { op };
+    let c = bias.len();
+    let rq: &mut [[i32; 3]] = bytemuck::try_cast_slice_mut(
+        requant
+            .get_mut(..c.checked_mul(12).ok_or(bad)?)
+            .ok_or(bad)?,
+    )
+    .map_err(|_| EngineError::Misaligned)?;
+    let rq = rq.get_mut(..c).ok_or(bad)?;
+    for ((r, &b), &w) in rq.iter_mut().zip(bias).zip(ws) {
+        *r = ChannelRequant::new(b, qx.scale, w, qy.scale).to_array();
+    }
+    Ok(rq)
+}
+
+/// Re-expresses int8 codes quantised with `from` in `to` (identity when they are equal),
+/// through a 256-entry table of [`rescale_one`] (the same values, one lookup each).
+pub(super) fn rescale(y: &mut [i8], from: QParams, to: QParams) {
+    if from != to {
+        let t = rescale_table(from, to);
+        y.iter_mut().for_each(|v| *v = t[*v as u8 as usize]);
+    }
+}
+
+/// `t[code as u8] = rescale_one(code, from, to)` for every int8 code.
+pub(super) fn rescale_table(from: QParams, to: QParams) -> [i8; 256] {
+    let mut t = [0i8; 256];
+    for (i, v) in t.iter_mut().enumerate() {
+        *v = rescale_one(i as u8 as i8, from, to);
+    }
+    t
+}
+
+#[inline]
+fn rescale_one(v: i8, from: QParams, to: QParams) -> i8 {
+    to.quantize(from.dequantize(v))
+}
+
+/// Walks a department's deltas in graph order (expert indices increase along the ops), so
+/// each lookup is O(1) amortised instead of a scan of the postcard sequence.
+pub(super) struct DeltaCursor<'a> {
+    seq: Seq<'a, DeltaRef>,
+    it: SeqIter<'a, DeltaRef>,
+    next: usize,
+}
+
+impl<'a> DeltaCursor<'a> {
+    pub fn new(seq: Seq<'a, DeltaRef>) -> Self {
+        DeltaCursor {
+            seq,
+            it: seq.iter(),
+            next: 0,
+        }
+    }
+    pub fn get(&mut self, i: usize) -> Option<DeltaRef> {
+        if i < self.next {
+            self.it = self.seq.iter();
+            self.next = 0;
+        }
+        while self.next < i {
+            self.it.next()?;
+            self.next += 1;
+        }
+        self.next += 1;
+        self.it.next()
+    }
+}
+
+/// Geometry of a `Conv` / `DwConv` over `input` of `vin` into `vout`, after the format's
+/// shape rule ([`validate::conv_shape_ok`]) holds.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn conv_geom(
+    vin: &ValueDesc,
+    input: &Slice,
+    vout: &ValueDesc,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    op: usize,
+) -> R<Geom> {
+    if !validate::conv_shape_ok(vin, input, vout, cout, k, stride, pad) {
+        return Err(EngineError::Malformed { op });
+    }
+    Ok(Geom {
+        h: vin.h as usize,
+        w: vin.w as usize,
+        in_stride: vin.c as usize,
+        c_off: input.c_off as usize,
+        cin: input.c_len as usize,
+        ho: vout.h as usize,
+        wo: vout.w as usize,
+        cout,
+        k,
+        stride,
+        pad,
+    })
+}

@@ -1,0 +1,311 @@
+//! The byte layout of one low-rank delta factor — its one encoder and one decoder.
+//!
+//! A factor is a row-major `[rows, cols]` matrix of f32 values (`A [r·k, Cin·k]` or
+//! `B [Cout·k, r·k]` of an expert conv, see [`super::DeltaRef`]) stored in the blob's
+//! [`DeltaDType`]:
+//!
+//! | dtype | bytes | layout |
+//! |-------|-------|--------|
+//! | `F32` | `4·rows·cols` | little-endian f32, row-major |
+//! | `F16` | `2·rows·cols` | little-endian IEEE half, row-major (round to nearest even) |
+//! | `I8`  | `rows·cols + 2·rows` | int8 rows (symmetric, zero point 0), then one little-endian f16 scale per row |
+//!
+//! int8 rows are quantised by [`crate::quant::quantize_delta_row`]: the scale is
+//! `max|row| / 127` rounded *up* to the next half (so no code exceeds ±127), a zero row has
+//! scale 0. [`encode_into`] writes this layout (the packer, the test fixture); [`Factor`]
+//! reads it in place (the switch, the engine, the ONNX exporter). Round trip: `tests` below.
+
+use super::{DeltaDType, TensorRef};
+
+/// Bytes of a `rows × cols` factor in `dt`; `None` when the size overflows `usize`.
+pub fn factor_bytes(dt: DeltaDType, rows: usize, cols: usize) -> Option<usize> {
+    let n = rows.checked_mul(cols)?;
+    match dt {
+        DeltaDType::F32 => n.checked_mul(4),
+        DeltaDType::F16 => n.checked_mul(2),
+        DeltaDType::I8 => n.checked_add(rows.checked_mul(2)?),
+    }
+}
+
+/// Why a factor could not be encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The values or the output buffer do not hold `rows·cols` elements / `factor_bytes`.
+    Shape,
+    /// int8: row `row` is not finite or its scale does not fit an f16.
+    RowScale {
+        /// Index of the offending row.
+        row: usize,
+    },
+}
+
+impl core::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            EncodeError::Shape => f.write_str("factor values do not match its shape"),
+            EncodeError::RowScale { row } => {
+                write!(f, "row {row}: not finite or too large for an f16 scale")
+            }
+        }
+    }
+}
+
+impl core::error::Error for EncodeError {}
+
+/// Encodes the row-major `rows × cols` values `x` in `dt` into `out`, which must be exactly
+/// [`factor_bytes`] long.
+///
+/// # Errors
+/// [`EncodeError::Shape`] when the lengths disagree; [`EncodeError::RowScale`] for an int8
+/// row that is not finite or whose scale exceeds the f16 range.
+pub fn encode_into(
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    dt: DeltaDType,
+    out: &mut [u8],
+) -> Result<(), EncodeError> {
+    let n = rows.checked_mul(cols).ok_or(EncodeError::Shape)?;
+    if x.len() != n || Some(out.len()) != factor_bytes(dt, rows, cols) {
+        return Err(EncodeError::Shape);
+    }
+    match dt {
+        DeltaDType::F32 => {
+            for (o, v) in out.chunks_exact_mut(4).zip(x) {
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        DeltaDType::F16 => {
+            for (o, v) in out.chunks_exact_mut(2).zip(x) {
+                o.copy_from_slice(&half::f16::from_f32(*v).to_le_bytes());
+            }
+        }
+        DeltaDType::I8 => {
+            let (q, scales) = out.split_at_mut(n);
+            let q: &mut [i8] = bytemuck::cast_slice_mut(q);
+            for (i, s) in scales.chunks_exact_mut(2).enumerate() {
+                let r = i * cols..(i + 1) * cols;
+                let h = crate::quant::quantize_delta_row(&x[r.clone()], &mut q[r])
+                    .ok_or(EncodeError::RowScale { row: i })?;
+                s.copy_from_slice(&h.to_le_bytes());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`encode_into`] into a new vector.
+///
+/// # Errors
+/// As [`encode_into`].
+#[cfg(feature = "std")]
+pub fn encode(
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    dt: DeltaDType,
+) -> Result<std::vec::Vec<u8>, EncodeError> {
+    let mut out = std::vec![0u8; factor_bytes(dt, rows, cols).ok_or(EncodeError::Shape)?];
+    encode_into(x, rows, cols, dt, &mut out)?;
+    Ok(out)
+}
+
+/// A factor `[rows, cols]` read in place from a delta payload. Elements are decoded on read,
+/// so the payload needs no alignment.
+#[derive(Clone, Copy, Debug)]
+pub struct Factor<'a> {
+    bytes: &'a [u8],
+    dtype: DeltaDType,
+    /// Rows of the matrix.
+    pub rows: usize,
+    /// Columns of the matrix.
+    pub cols: usize,
+}
+
+impl<'a> Factor<'a> {
+    /// The factor at `t` in `payload`; `None` if `t` lies outside `payload` or does not hold
+    /// exactly [`factor_bytes`] bytes.
+    pub fn new(
+        payload: &'a [u8],
+        t: TensorRef,
+        dtype: DeltaDType,
+        rows: usize,
+        cols: usize,
+    ) -> Option<Self> {
+        let start = t.offset as usize;
+        let bytes = payload.get(start..start.checked_add(t.len as usize)?)?;
+        Self::from_bytes(bytes, dtype, rows, cols)
+    }
+
+    /// The factor stored in exactly `bytes`; `None` when the length is not [`factor_bytes`].
+    pub fn from_bytes(
+        bytes: &'a [u8],
+        dtype: DeltaDType,
+        rows: usize,
+        cols: usize,
+    ) -> Option<Self> {
+        (Some(bytes.len()) == factor_bytes(dtype, rows, cols)).then_some(Factor {
+            bytes,
+            dtype,
+            rows,
+            cols,
+        })
+    }
+
+    /// A factor of no elements.
+    pub const EMPTY: Factor<'static> = Factor {
+        bytes: &[],
+        dtype: DeltaDType::F32,
+        rows: 0,
+        cols: 0,
+    };
+
+    /// Element `(i, j)`; callers keep `i < rows`, `j < cols`.
+    #[inline]
+    pub fn get(&self, i: usize, j: usize) -> f32 {
+        let n = i * self.cols + j;
+        match self.dtype {
+            DeltaDType::F32 => {
+                let b = &self.bytes[4 * n..4 * n + 4];
+                f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+            }
+            DeltaDType::F16 => half::f16::from_bits(u16::from_le_bytes([
+                self.bytes[2 * n],
+                self.bytes[2 * n + 1],
+            ]))
+            .to_f32(),
+            DeltaDType::I8 => self.bytes[n] as i8 as f32 * self.row_scale(i),
+        }
+    }
+
+    #[inline]
+    fn row_scale(&self, i: usize) -> f32 {
+        let o = self.rows * self.cols + 2 * i;
+        half::f16::from_le_bytes([self.bytes[o], self.bytes[o + 1]]).to_f32()
+    }
+
+    /// The elements as an f32 slice when stored as f32 and 4-aligned in memory (the fast
+    /// path of the switch's loops; other storage decodes per element).
+    #[inline]
+    pub fn as_f32(&self) -> Option<&'a [f32]> {
+        match self.dtype {
+            DeltaDType::F32 => bytemuck::try_cast_slice(self.bytes).ok(),
+            _ => None,
+        }
+    }
+
+    /// Decodes row `i` into `out[..cols]`.
+    pub fn row_into(&self, i: usize, out: &mut [f32]) {
+        match self.dtype {
+            DeltaDType::F32 => {
+                let b = &self.bytes[4 * i * self.cols..][..4 * self.cols];
+                for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+            _ => {
+                for (j, o) in out[..self.cols].iter_mut().enumerate() {
+                    *o = self.get(i, j);
+                }
+            }
+        }
+    }
+
+    /// Decodes the whole factor, row-major, into `out[..rows·cols]` (one [`Factor::row_into`]
+    /// per row).
+    pub fn decode_into(&self, out: &mut [f32]) {
+        if self.cols == 0 {
+            return;
+        }
+        for (i, row) in out[..self.rows * self.cols]
+            .chunks_exact_mut(self.cols)
+            .enumerate()
+        {
+            self.row_into(i, row);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rng(seed: u64) -> impl FnMut() -> f32 {
+        let mut s = seed | 1;
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
+        }
+    }
+
+    /// encode → decode for every dtype: exact for f32, the f16 rounding for f16, within half
+    /// a row step for int8; the int8 bytes are the row quantiser's codes and scales.
+    #[test]
+    fn round_trip_every_dtype() {
+        let seed = crate::test_seed();
+        let mut r = rng(seed);
+        for (rows, cols) in [(1, 1), (3, 5), (8, 2), (0, 4), (4, 0)] {
+            let mut x: std::vec::Vec<f32> = (0..rows * cols).map(|_| r()).collect();
+            if rows > 1 && cols > 0 {
+                x[cols..2 * cols].fill(0.0); // a zero row: scale 0
+            }
+            for dt in [DeltaDType::F32, DeltaDType::F16, DeltaDType::I8] {
+                let b = encode(&x, rows, cols, dt).unwrap();
+                assert_eq!(Some(b.len()), factor_bytes(dt, rows, cols));
+                let f = Factor::from_bytes(&b, dt, rows, cols).unwrap();
+                let mut y = std::vec![0.0; rows * cols];
+                f.decode_into(&mut y);
+                for i in 0..rows {
+                    let amax = x[i * cols..(i + 1) * cols]
+                        .iter()
+                        .fold(0f32, |a, v| a.max(v.abs()));
+                    for j in 0..cols {
+                        let (v, d) = (x[i * cols + j], y[i * cols + j]);
+                        assert_eq!(d, f.get(i, j));
+                        match dt {
+                            DeltaDType::F32 => assert_eq!(d.to_bits(), v.to_bits()),
+                            DeltaDType::F16 => assert_eq!(d, half::f16::from_f32(v).to_f32()),
+                            DeltaDType::I8 => {
+                                let s = half::f16::from_le_bytes([
+                                    b[rows * cols + 2 * i],
+                                    b[rows * cols + 2 * i + 1],
+                                ])
+                                .to_f32();
+                                assert!(
+                                    s * 127.0 >= amax && (d - v).abs() <= 0.5 * s * (1.0 + 1e-6),
+                                    "{v} {d} {s}"
+                                );
+                            }
+                        }
+                    }
+                }
+                assert!(
+                    Factor::from_bytes(&b, dt, rows + 1, cols).is_none() || rows * cols + cols == 0
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn encode_refuses_bad_shapes_and_rows() {
+        let mut out = [0u8; 8];
+        assert_eq!(
+            encode_into(&[1.0; 3], 2, 2, DeltaDType::F16, &mut out),
+            Err(EncodeError::Shape)
+        );
+        assert_eq!(
+            encode_into(&[1.0; 4], 2, 2, DeltaDType::F32, &mut out),
+            Err(EncodeError::Shape)
+        );
+        let mut out = [0u8; 8];
+        let x = [1.0, 2.0, f32::INFINITY, 1.0];
+        assert_eq!(
+            encode_into(&x, 2, 2, DeltaDType::I8, &mut out),
+            Err(EncodeError::RowScale { row: 1 })
+        );
+        assert_eq!(factor_bytes(DeltaDType::F32, usize::MAX, 2), None);
+    }
+}
