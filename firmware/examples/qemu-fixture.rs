@@ -2,7 +2,9 @@
 //! holds: `tests/fakes/gen.rs`).
 //!
 //! Regenerate: `cargo run -p lorkd-firmware --example qemu-fixture -- OUT.bin` (run by
-//! `firmware/run-qemu`; deterministic: same bytes every run).
+//! `firmware/run-qemu`; deterministic: same bytes every run). Also writes `OUT.bin.pub`, the
+//! public key the fixture's bundle and update are signed with, which the board build takes
+//! as its vendor key (`LORKD_FW_PUBKEY`).
 #[path = "../tests/fakes/gen.rs"]
 mod gen;
 
@@ -14,6 +16,7 @@ fn main() -> Result<()> {
         .context("usage: qemu-fixture OUT.bin")?;
     let (bytes, summary) = gen::fixture()?;
     std::fs::write(&out, &bytes)?;
+    std::fs::write(format!("{out}.pub"), gen::public_key_text())?;
     eprintln!("qemu-fixture: {out}: {summary}");
     Ok(())
 }
