@@ -626,8 +626,12 @@ fn a_committed_slot_whose_header_is_not_signed_by_the_device_key_does_not_run() 
     let genuine = f.package(0, 9, 0, &blob);
     img[at..at + genuine.len()].copy_from_slice(&genuine);
     let rec = Record::Commit {
+        dept: 0,
+        slot: 0,
+        version: 9,
+        len: genuine.len() as u32,
+        counter: 0,
         digest: digest(&genuine),
-        ..rec
     };
     img[r..r + 64].copy_from_slice(&rec.encode());
     let s = open(&f, SimFlash::from_image(&img, seed), layout);

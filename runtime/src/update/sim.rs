@@ -10,9 +10,10 @@
 //!   leaves the rest random (programmed, so they need an erase); an interrupted erase erases
 //!   a random prefix of its blocks, leaves the block in flight random and the rest untouched. Every later operation
 //!   fails until [`SimFlash::reboot`]. This is the MCUboot simulator's model of a power cut.
-//! - [`SimFlash::fail_at`] makes the `n`-th operation fail *transiently*: it does the same
-//!   partial damage as a cut and returns an error, but the device keeps running and later
-//!   operations work (a program/erase timeout, a verify failure reported by the driver).
+//! - [`SimFlash::fail_at`] makes the `n`-th operation fail *transiently* and return an
+//!   error: half the time before it touched anything (the driver refused or timed out
+//!   first), else after the damage a cut does (a random prefix done, the rest random); the
+//!   device keeps running and later operations work.
 //! - [`SimFlash::flip_bit`] flips one stored bit (retention loss, disturb): the data
 //!   changes under the store without any operation.
 //!
@@ -192,6 +193,9 @@ impl<const W: usize, const E: usize> NorFlash for SimFlash<W, E> {
         }
         let fault = self.begin_op()?;
         let cut = fault.is_some();
+        if fault == Some(false) && self.next() & 1 == 0 {
+            return Err(NorFlashErrorKind::Other);
+        }
         let blocks = (to - from) / E;
         // An interrupted erase may have finished (or not started) any of its blocks.
         let done = if cut {
@@ -232,6 +236,9 @@ impl<const W: usize, const E: usize> NorFlash for SimFlash<W, E> {
         }
         let fault = self.begin_op()?;
         let cut = fault.is_some();
+        if fault == Some(false) && self.next() & 1 == 0 {
+            return Err(NorFlashErrorKind::Other);
+        }
         let words = bytes.len() / W;
         // An interrupted write may have programmed any prefix of its words, all included.
         let done = if cut {

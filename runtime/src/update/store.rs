@@ -13,7 +13,7 @@
 //! When a bank is full the live state (commits, counters, the pending update) is written to
 //! the other bank, whose header (written last) carries a higher sequence number.
 use super::journal::{self, Record, RECORD};
-use super::package::{self, PackageHeader, FIELDS_LEN, HEADER_LEN};
+use super::package::{self, PackageHeader, HEADER_LEN};
 use super::{UpdateBase, UpdateError};
 use crate::format::Bundle;
 use embedded_storage::nor_flash::{NorFlash, NorFlashError};
