@@ -135,6 +135,8 @@ fn update_err(e: UpdateError) -> ModelError {
 }
 
 /// The update store as the device found it at boot.
+// No allocator to box the store; the model lives in a static, so the size costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum StoreState<F: NorFlash, const D: usize> {
     Open(UpdateStore<F, D>),
     /// `UpdateStore::try_open` refused: the flash is kept for an explicit format.
@@ -496,6 +498,8 @@ impl<'m, F: MappedFlash<'m>, const D: usize> Model for RuntimeModel<'m, F, D> {
 
 /// What a board boots into: the model over a verified bundle, or [`Halted`] when the
 /// bundle was refused (one `App` type either way).
+// No allocator to box the model; it lives in a static, so the size costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Device<'m, F: NorFlash, const D: usize = 16> {
     Running(RuntimeModel<'m, F, D>),
     Halted(Halted),
