@@ -3,7 +3,9 @@
 //!
 //! Regenerate: `cargo run -p lorkd-firmware --example qemu-fixture -- OUT.bin [SIZE]` (run by
 //! `firmware/run-qemu`; deterministic: same bytes every run). SIZE (default 32) is the input
-//! side; `run-qemu --bench` also counts a 64 px model.
+//! side; `run-qemu --bench` also counts a 64 px model. Also writes `OUT.bin.pub`, the
+//! public key the fixture's bundle and update are signed with, which the board build takes
+//! as its vendor key (`LORKD_FW_PUBKEY`).
 #[path = "../tests/fakes/gen.rs"]
 mod gen;
 
@@ -18,6 +20,7 @@ fn main() -> Result<()> {
         None => gen::fixture()?,
     };
     std::fs::write(&out, &bytes)?;
+    std::fs::write(format!("{out}.pub"), gen::public_key_text())?;
     eprintln!("qemu-fixture: {out}: {summary}");
     Ok(())
 }

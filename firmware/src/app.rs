@@ -6,7 +6,7 @@ use crate::button::Button;
 use crate::crc::Crc32;
 use crate::model::{Model, ModelError, PendingUpdate, UPDATE_HEADER_LEN};
 use crate::proto::{
-    self, ErrorCode, Fed, FrameReader, Request, Response, Status, MAX_CLASSES, MAX_DEPTS,
+    self, ErrorCode, Fed, FrameReader, Health, Request, Response, Status, MAX_CLASSES, MAX_DEPTS,
     MAX_RESPONSE,
 };
 use embedded_hal::digital::{InputPin, OutputPin};
@@ -80,6 +80,8 @@ where
             update_staged: 0,
             update_len: 0,
             versions: heapless::Vec::new(),
+            health: Health::Ok,
+            faults: heapless::Vec::new(),
         };
         let resumable = model.update_pending();
         Ok(App {
@@ -169,6 +171,8 @@ where
         s.update_staged = staged;
         s.update_len = len;
         s.versions = self.versions();
+        s.health = self.model.health();
+        s.faults = self.model.faults();
         s
     }
 
@@ -186,6 +190,13 @@ where
     }
 
     fn handle(&mut self, req: Request<'_>) -> Reply {
+        if let Health::BundleRefused(why) = self.model.health() {
+            // A refused bundle runs nothing: say so to every request but the two that
+            // report it.
+            if !matches!(req, Request::Hello | Request::Status) {
+                return Reply::Err(ErrorCode::NotRunning, why);
+            }
+        }
         match req {
             Request::Hello => Reply::Hello,
             Request::Status => Reply::Status,
@@ -211,6 +222,16 @@ where
             Request::UpdateBegin { len, crc } => self.update_begin(len, crc),
             Request::UpdateChunk { offset, data } => self.update_chunk(offset, data),
             Request::UpdateCommit => self.update_commit(),
+            Request::FormatStore => {
+                self.download = None;
+                match self.model.format_store() {
+                    Ok(()) => {
+                        self.resumable = None;
+                        Reply::Status
+                    }
+                    Err(e) => model_err(e),
+                }
+            }
         }
     }
 
@@ -429,7 +450,16 @@ pub fn argmax(s: &[f32]) -> usize {
 
 fn send<S: Write>(serial: &mut S, tx: &mut [u8], msg: &Response<'_>) {
     let (scratch, out) = tx.split_at_mut(MAX_RESPONSE);
-    if let Some(n) = proto::encode_frame(msg, scratch, out) {
+    // Every request gets exactly one answer: a reply that does not fit (a bundle with very
+    // long department names) degrades to an error frame, which always fits.
+    let n = proto::encode_frame(msg, scratch, out).or_else(|| {
+        let e = Response::Error {
+            code: ErrorCode::ReplyTooLarge,
+            detail: MAX_RESPONSE as u32,
+        };
+        proto::encode_frame(&e, scratch, out)
+    });
+    if let Some(n) = n {
         // A failing port cannot be reported over itself; the next request will retry.
         let _ = serial.write_all(&out[..n]);
         let _ = serial.flush();
@@ -455,5 +485,7 @@ fn model_err(e: ModelError) -> Reply {
         ModelError::Engine(c) => Reply::Err(ErrorCode::Model, c),
         ModelError::Update(c) => Reply::Err(ErrorCode::UpdateRejected, c),
         ModelError::Flash => Reply::Err(ErrorCode::Flash, 0),
+        ModelError::NotRunning(c) => Reply::Err(ErrorCode::NotRunning, c),
+        ModelError::BadState => Reply::Err(ErrorCode::BadState, 0),
     }
 }

@@ -16,9 +16,10 @@
 //! | 44     | department the update replaces                                                |
 //! | 48     | its new version                                                               |
 //! | 52     | expectations after the update: for `n < N`: top-1 u32, then `C` f32 scores    |
-//! | 56..64 | reserved (0)                                                                  |
+//! | 56, 60 | a crafted, correctly signed package header (`blob_len` = `MAX_BLOB`): offset, length |
 //! | 64     | ed25519 public key the package is signed with (32 bytes)                      |
-//! | 96..128| reserved (0)                                                                  |
+//! | 96, 100| a signed package (new version of the same department) whose blob does not parse: offset, length |
+//! | 104..128| reserved (0)                                                                 |
 
 /// First bytes of a fixture.
 pub const MAGIC: [u8; 4] = *b"LKFX";
@@ -39,6 +40,10 @@ pub struct Fixture<'a> {
     pub update_version: u32,
     /// The key the package is signed with.
     pub pubkey: [u8; 32],
+    /// A signed package header declaring the largest blob length (32-bit arithmetic checks).
+    pub crafted_header: &'a [u8],
+    /// A signed package whose blob does not parse (a bad committed slot, for the fallback).
+    pub bad_update: &'a [u8],
     images_bytes: &'a [u8],
     expect_bytes: &'a [u8],
     updated_bytes: &'a [u8],
@@ -66,11 +71,15 @@ impl<'a> Fixture<'a> {
         let expect_bytes = range(u32_at(b, 32)?, d.checked_mul(n)?.checked_mul(per)?)?;
         let update = range(u32_at(b, 36)?, u32_at(b, 40)?)?;
         let updated_bytes = range(u32_at(b, 52)?, n.checked_mul(per)?)?;
+        let crafted_header = range(u32_at(b, 56)?, u32_at(b, 60)?)?;
+        let bad_update = range(u32_at(b, 96)?, u32_at(b, 100)?)?;
         Some(Fixture {
             update,
             update_dept: u32_at(b, 44)?,
             update_version: u32_at(b, 48)? as u32,
             pubkey: b.get(64..96)?.try_into().ok()?,
+            crafted_header,
+            bad_update,
             updated_bytes,
             departments: d,
             images: n,
@@ -129,6 +138,8 @@ mod tests {
         f.extend_from_slice(&std::vec![0u8; n * (c + 1) * 4]);
         let update_off = f.len();
         f.extend_from_slice(&[9u8; 5]);
+        let crafted_off = f.len();
+        f.extend_from_slice(&[3u8; 4]);
         let hdr = [
             d,
             n,
@@ -143,6 +154,8 @@ mod tests {
             1,
             2,
             updated_off,
+            crafted_off,
+            4,
         ];
         f[..4].copy_from_slice(&MAGIC);
         for (i, v) in hdr.iter().enumerate() {

@@ -3,6 +3,7 @@
 //! [`crate::runtime_model::RuntimeModel`] implements it with `lorkd_runtime` (the bundle in
 //! place from flash, the engine, the A/B update store).
 use crate::crc::Crc32;
+use crate::proto::{DeptFault, Health, MAX_DEPTS};
 
 /// Bytes of an update package's fixed header: the model's update starts once they arrived
 /// (`lorkd_runtime::update::package::HEADER_LEN`).
@@ -22,6 +23,11 @@ pub enum ModelError {
     Update(u32),
     /// The flash under the update store failed (or power was lost): the update can resume.
     Flash,
+    /// Nothing runs: the bundle was refused at boot (the reason, as in
+    /// [`Health::BundleRefused`]).
+    NotRunning(u32),
+    /// The request does not fit the model's state (e.g. formatting a store that is fine).
+    BadState,
 }
 
 /// An update interrupted by a reset that the model can continue.
@@ -71,4 +77,73 @@ pub trait Model {
     /// Verifies the complete package and makes it the department's version; returns the
     /// department and its new version. On a refusal every department keeps what it ran.
     fn update_commit(&mut self) -> Result<(usize, u32), ModelError>;
+
+    /// Whether the model runs (bundle verified, update store open).
+    fn health(&self) -> Health {
+        Health::Ok
+    }
+    /// Departments that fell back from their committed update at boot, and why.
+    fn faults(&self) -> heapless::Vec<DeptFault, MAX_DEPTS> {
+        heapless::Vec::new()
+    }
+    /// Formats a refused update store (the explicit way out of [`Health::StoreRefused`]).
+    fn format_store(&mut self) -> Result<(), ModelError> {
+        Err(ModelError::BadState)
+    }
+}
+
+/// The model of a device whose bundle was refused at boot: no departments, every request
+/// but `Hello` and `Status` answered `NotRunning` with the reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Halted {
+    /// Why (as in [`Health::BundleRefused`]).
+    pub reason: u32,
+}
+
+impl Model for Halted {
+    fn departments(&self) -> usize {
+        0
+    }
+    fn name(&self, _: usize) -> &str {
+        ""
+    }
+    fn version(&self, _: usize) -> u32 {
+        0
+    }
+    fn active(&self) -> usize {
+        0
+    }
+    fn select(&mut self, _: usize) -> Result<(), ModelError> {
+        Err(ModelError::NotRunning(self.reason))
+    }
+    fn input_len(&self) -> usize {
+        0
+    }
+    fn classes(&self) -> usize {
+        0
+    }
+    fn infer(&mut self, _: &[f32], _: &mut [f32]) -> Result<(), ModelError> {
+        Err(ModelError::NotRunning(self.reason))
+    }
+    fn update_capacity(&self) -> u32 {
+        0
+    }
+    fn update_pending(&mut self) -> Option<PendingUpdate> {
+        None
+    }
+    fn update_resume(&mut self) -> Result<u32, ModelError> {
+        Err(ModelError::NotRunning(self.reason))
+    }
+    fn update_begin(&mut self, _: &[u8]) -> Result<(), ModelError> {
+        Err(ModelError::NotRunning(self.reason))
+    }
+    fn update_write(&mut self, _: u32, _: &[u8]) -> Result<(), ModelError> {
+        Err(ModelError::NotRunning(self.reason))
+    }
+    fn update_commit(&mut self) -> Result<(usize, u32), ModelError> {
+        Err(ModelError::NotRunning(self.reason))
+    }
+    fn health(&self) -> Health {
+        Health::BundleRefused(self.reason)
+    }
 }

@@ -50,8 +50,9 @@ pub enum Request<'a> {
     UpdateBegin { len: u32, crc: u32 },
     /// Package bytes at `offset` (must equal the device's next offset; any length); answered
     /// by `Ack`. They go straight to the department's inactive A/B slot; the first chunk that
-    /// completes the 128-byte package header is refused (`UpdateRejected`) when the package
-    /// is for another bundle, an unknown department, or not newer than what runs.
+    /// completes the 192-byte signed package header is refused (`UpdateRejected`, before
+    /// anything is written) when its signature does not verify with the device key, or the
+    /// package is for another bundle, an unknown department, or not newer than what runs.
     UpdateChunk {
         offset: u32,
         #[serde(borrow)]
@@ -60,6 +61,35 @@ pub enum Request<'a> {
     /// Check the CRC, verify the package (SHA-256, signature, base id, version, security
     /// counter, delta blob) and commit it (one journal record): answered by `Updated`.
     UpdateCommit,
+    /// Format the update store's journal — only when it was refused at boot
+    /// ([`Health::StoreRefused`]; the highest readable security counters are kept):
+    /// answered by `Status`, or `BadState` when the store is fine.
+    FormatStore,
+}
+
+/// Whether the device runs its model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    /// The bundle verified and the update store opened.
+    Ok,
+    /// The bundle in flash is unsigned or its signature does not verify with the device's
+    /// key, or it is damaged (code: [`crate::runtime_model::bundle_code`]): nothing runs;
+    /// only `Hello` and `Status` are served, everything else is `NotRunning`.
+    BundleRefused(u32),
+    /// The update store refused to open (code: [`crate::runtime_model::update_code`], e.g.
+    /// both journal bank headers invalid): the bundle's own departments run, updates are
+    /// refused until `FormatStore`.
+    StoreRefused(u32),
+}
+
+/// A department that does not run what its journal committed, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeptFault {
+    /// Department index (its name is the `Hello` entry with this index).
+    pub dept: u8,
+    /// Why (an update store error code, [`crate::runtime_model::update_code`]; 18: the
+    /// committed blob does not parse against the bundle).
+    pub code: u32,
 }
 
 /// Device counters and state.
@@ -77,6 +107,10 @@ pub struct Status {
     pub update_len: u32,
     /// The version each department runs (0: none available).
     pub versions: Vec<u32, MAX_DEPTS>,
+    /// Whether the model runs at all (bundle verified, update store open).
+    pub health: Health,
+    /// Departments that fell back from a committed update at boot, and why.
+    pub faults: Vec<DeptFault, MAX_DEPTS>,
 }
 
 /// Why a request failed.
@@ -109,6 +143,11 @@ pub enum ErrorCode {
     UpdateRejected,
     /// The model failed (`detail` = its error code).
     Model,
+    /// The device runs nothing: its bundle was refused at boot (`detail` = the reason,
+    /// as in [`Health::BundleRefused`]).
+    NotRunning,
+    /// The reply did not fit the device's response buffer (`detail` = its limit).
+    ReplyTooLarge,
 }
 
 /// Device → host.
@@ -203,7 +242,7 @@ pub fn open_frame(frame: &mut [u8]) -> Result<&[u8], FrameError> {
 }
 
 /// Number of [`Request`] variants this firmware knows.
-pub const REQUEST_VARIANTS: u32 = 8;
+pub const REQUEST_VARIANTS: u32 = 9;
 
 /// Decodes a checked request; a variant index beyond [`REQUEST_VARIANTS`] is
 /// `UnknownCommand` (postcard itself reports it as a generic serde error).
@@ -363,6 +402,8 @@ mod tests {
             update_staged: 4096,
             update_len: 47168,
             versions: Vec::from_slice(&[1, 7]).unwrap(),
+            health: Health::StoreRefused(26),
+            faults: Vec::from_slice(&[DeptFault { dept: 1, code: 18 }]).unwrap(),
         });
         let mut buf = [0u8; 256];
         let n = postcard::to_slice(&status, &mut buf).unwrap().len();
@@ -397,5 +438,6 @@ mod tests {
         assert_eq!(decode_request(&[0x80]), Err(FrameError::Truncated));
         assert_eq!(decode_request(&[2]), Err(FrameError::Truncated)); // Select without dept
         assert_eq!(decode_request(&[7]), Ok(Request::UpdateCommit));
+        assert_eq!(decode_request(&[8]), Ok(Request::FormatStore));
     }
 }

@@ -11,12 +11,14 @@ use lorkd_firmware::button::{Button, DEBOUNCE_MS};
 use lorkd_firmware::crc::crc32;
 use lorkd_firmware::fixture::Fixture;
 use lorkd_firmware::model::Model;
-use lorkd_firmware::proto::{self, ErrorCode, Request, Response, MAX_CHUNK, MAX_FRAME};
-use lorkd_firmware::runtime_model::{scratch_bytes, RuntimeModel};
+use lorkd_firmware::proto::{
+    self, DeptFault, ErrorCode, Health, Request, Response, MAX_CHUNK, MAX_FRAME,
+};
+use lorkd_firmware::runtime_model::{scratch_bytes, verify_bundle, Device, Halted, RuntimeModel};
 use lorkd_runtime::engine::AlignedBytes;
 use lorkd_runtime::format::{Bundle, Mode};
-use lorkd_runtime::update::package::{write_signed, Package, PackageHeader};
-use lorkd_runtime::update::{Layout, UpdateStore};
+use lorkd_runtime::update::package::{write_signed, Package, PackageHeader, HEADER_LEN};
+use lorkd_runtime::update::Layout;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::OnceLock;
@@ -40,8 +42,10 @@ fn fx() -> &'static Fx {
         // 16-aligned in memory, like the bundle in flash (the engine reads it in place).
         let al: &'static AlignedBytes = Box::leak(Box::new(AlignedBytes::new(&bytes)));
         let f = Fixture::parse(al.as_slice()).expect("fixture parses");
-        let bundle: &'static Bundle<'static> =
-            Box::leak(Box::new(Bundle::parse(f.bundle).expect("bundle")));
+        // Verified boot, as the board does it: the fixture's key is the vendor key.
+        let bundle: &'static Bundle<'static> = Box::leak(Box::new(
+            verify_bundle(f.bundle, &f.pubkey).expect("bundle verifies"),
+        ));
         // The store in a flash of its own (the bundle stays where it is, read in place).
         let layout = Layout::for_bundle(bundle, 0, 1024);
         Fx {
@@ -81,10 +85,10 @@ impl Fx {
     /// (authentic, but for another base / an older version).
     fn resigned(&self, edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
         let p = Package::parse(self.f.update).unwrap();
-        let mut h = p.header.encode();
+        let mut h = self.f.update[..HEADER_LEN].to_vec();
         edit(&mut h);
         let h = PackageHeader::parse(&h).unwrap();
-        let mut out = vec![0u8; h.package_len()];
+        let mut out = vec![0u8; h.package_len() as usize];
         write_signed(&h, p.blob(), &gen::SIGNING_KEY, &mut out).unwrap();
         out
     }
@@ -111,7 +115,6 @@ fn boot(flash: MemFlash) -> Rig {
     let fx = fx();
     let (serial, button, led) = (Serial::default(), Pin::default(), Led::default());
     button.0.set(true); // active low, released
-    let store = UpdateStore::open(flash.clone(), fx.layout, fx.f.pubkey, fx.bundle).unwrap();
     let arena: &'static mut AlignedBytes = Box::leak(Box::new(AlignedBytes::zeroed(
         fx.bundle.arena_bytes(Mode::Materialized),
     )));
@@ -121,7 +124,9 @@ fn boot(flash: MemFlash) -> Rig {
         fx.bundle,
         arena.as_mut_slice(),
         Mode::Materialized,
-        store,
+        flash.clone(),
+        fx.layout,
+        fx.f.pubkey,
         scratch,
     )
     .unwrap();
@@ -585,7 +590,7 @@ fn update_streams_into_the_store_resumes_after_resets_and_answers_with_the_new_v
     assert_eq!(begin(&mut r, pkg), kept2);
     send_chunks(&mut r, pkg, kept2 as usize, pkg.len(), MAX_CHUNK);
     r.select(d as u8); // running the old version while the new one is committed
-    let gen0 = r.app.model().store().journal_generation();
+    let gen0 = r.app.model().store().unwrap().journal_generation();
     let mut a = r.ask(&Request::UpdateCommit);
     assert_eq!(
         decode(&mut a),
@@ -594,7 +599,7 @@ fn update_streams_into_the_store_resumes_after_resets_and_answers_with_the_new_v
             version: v
         }
     );
-    assert_eq!(r.app.model().store().journal_generation(), gen0);
+    assert_eq!(r.app.model().store().unwrap().journal_generation(), gen0);
     // The department answers with the new version, and runs the new expert right away.
     let mut after = before.clone();
     after[d] = v;
@@ -692,16 +697,24 @@ fn refused_updates_leave_the_running_department_untouched() {
     let other_base = fx.resigned(|h| h[24] ^= 1);
     assert_eq!(push_package(&mut r, &other_base), rejected(13));
     untouched(&mut r, "other base");
-    // One signature bit flipped: streamed, then refused at the commit.
+    // One signature bit flipped: refused at its header, before anything is written.
+    let image = r.flash.peek(0, fx.layout.end() as usize);
     let mut bad_sig = pkg.to_vec();
-    *bad_sig.last_mut().unwrap() ^= 1;
+    bad_sig[HEADER_LEN - 1] ^= 1;
     assert_eq!(push_package(&mut r, &bad_sig), rejected(11));
+    assert!(
+        r.flash.peek(0, fx.layout.end() as usize) == image,
+        "a wrongly signed header changed the flash"
+    );
     untouched(&mut r, "bad signature");
-    // A blob bit flipped: the package hash no longer matches.
-    let mut bad_blob = pkg.to_vec();
-    bad_blob[200] ^= 1;
-    assert_eq!(push_package(&mut r, &bad_blob), rejected(9));
-    untouched(&mut r, "bad blob");
+    // A blob bit flipped (first and last byte): the blob no longer hashes to the signed
+    // header's digest; refused at the commit.
+    for at in [HEADER_LEN, pkg.len() - 1] {
+        let mut bad_blob = pkg.to_vec();
+        bad_blob[at] ^= 1;
+        assert_eq!(push_package(&mut r, &bad_blob), rejected(9));
+        untouched(&mut r, "bad blob");
+    }
     // Not the CRC the host announced: refused before the store verifies anything.
     let mut a = r.ask(&Request::UpdateBegin {
         len: pkg.len() as u32,
@@ -737,7 +750,7 @@ fn refused_updates_leave_the_running_department_untouched() {
     assert_eq!(
         r.error(&Request::UpdateChunk {
             offset: 0,
-            data: &[0; 150]
+            data: &[0; 200]
         }),
         (ErrorCode::UpdateRejected, 4)
     );
@@ -791,4 +804,335 @@ fn a_resumed_download_whose_crc_fails_starts_afresh() {
             version: fx.f.update_version
         }
     );
+}
+
+type HaltDev = App<'static, Serial, Pin, Led, Device<'static, MemFlash>>;
+
+/// Sends `req` to `app` over `serial`, polls once, returns the one answer.
+fn ask_any<M: Model>(
+    app: &mut App<'static, Serial, Pin, Led, M>,
+    serial: &Serial,
+    req: &Request<'_>,
+) -> Vec<u8> {
+    serial.send(req);
+    app.poll(0);
+    let mut f = serial.frames();
+    assert_eq!(f.len(), 1, "exactly one response per request");
+    f.pop().unwrap()
+}
+
+#[test]
+fn an_unsigned_or_wrongly_signed_bundle_is_refused_and_the_device_runs_nothing() {
+    use lorkd_runtime::format::header::{Header, FILE_HASH_OFFSET, FLAG_SIGNED};
+    use lorkd_runtime::format::view::file_hash;
+    let fx = fx();
+    let key = fx.f.pubkey;
+    // The same bundle, unsigned (flag cleared, signature removed, file hash resealed): a
+    // valid bundle, refused only for want of a signature.
+    let h = Header::decode(fx.f.bundle).unwrap();
+    let mut unsigned = fx.f.bundle[..h.file_len as usize].to_vec();
+    let mut uh = h;
+    uh.flags &= !FLAG_SIGNED;
+    unsigned[..uh.encode().len()].copy_from_slice(&uh.encode());
+    let fh = file_hash(&unsigned);
+    unsigned[FILE_HASH_OFFSET..FILE_HASH_OFFSET + 32].copy_from_slice(&fh);
+    let unsigned = AlignedBytes::new(&unsigned);
+    assert!(Bundle::parse(unsigned.as_slice()).is_ok());
+    assert_eq!(
+        verify_bundle(unsigned.as_slice(), &key).err(),
+        Some(Halted { reason: 1 })
+    );
+    // Signed, one signature bit flipped; and signed, checked against another key.
+    let mut flipped = fx.f.bundle.to_vec();
+    *flipped.last_mut().unwrap() ^= 4;
+    let flipped = AlignedBytes::new(&flipped);
+    assert_eq!(
+        verify_bundle(flipped.as_slice(), &key).err(),
+        Some(Halted { reason: 2 })
+    );
+    let other = ed25519_dalek::SigningKey::from_bytes(&[5; 32])
+        .verifying_key()
+        .to_bytes();
+    assert_eq!(
+        verify_bundle(fx.f.bundle, &other).err(),
+        Some(Halted { reason: 2 })
+    );
+    // The device over a refused bundle: Hello and Status say why, nothing else runs.
+    let (serial, button, led) = (Serial::default(), Pin::default(), Led::default());
+    button.0.set(true);
+    let frame: &'static mut [f32] = Box::leak(vec![0f32; 4].into_boxed_slice());
+    let mut app: HaltDev = App::new(
+        serial.clone(),
+        Button::new(button, true),
+        led,
+        Device::Halted(Halted { reason: 1 }),
+        frame,
+    )
+    .unwrap();
+    let mut a = ask_any(&mut app, &serial, &Request::Hello);
+    assert!(
+        matches!(decode(&mut a), Response::Hello { departments, .. } if departments.is_empty())
+    );
+    let mut a = ask_any(&mut app, &serial, &Request::Status);
+    assert!(matches!(decode(&mut a), Response::Status(s) if s.health == Health::BundleRefused(1)));
+    let pkg = fx.f.update;
+    for req in [
+        Request::Select { dept: 0 },
+        Request::InferBegin { len: 3072 },
+        Request::InferChunk {
+            offset: 0,
+            data: &[0; 8],
+        },
+        Request::UpdateBegin {
+            len: pkg.len() as u32,
+            crc: crc32(pkg),
+        },
+        Request::UpdateChunk {
+            offset: 0,
+            data: &pkg[..MAX_CHUNK],
+        },
+        Request::UpdateCommit,
+        Request::FormatStore,
+    ] {
+        let mut a = ask_any(&mut app, &serial, &req);
+        assert_eq!(
+            decode(&mut a),
+            Response::Error {
+                code: ErrorCode::NotRunning,
+                detail: 1
+            },
+            "{req:?}"
+        );
+    }
+}
+
+/// Flips a bit of every valid journal bank header on `flash`.
+fn damage_bank_headers(flash: &MemFlash) {
+    use lorkd_runtime::update::journal::decode_bank;
+    let l = fx().layout;
+    for bank in 0..2 {
+        let at = (l.journal + bank * l.bank_size) as usize;
+        let h: [u8; 64] = flash.peek(at, 64).try_into().unwrap();
+        if decode_bank(&h).is_some() {
+            flash.poke(at + 9, h[9] ^ 0x10);
+        }
+    }
+}
+
+#[test]
+fn a_damaged_journal_is_refused_factory_departments_run_and_formatting_is_explicit() {
+    let fx = fx();
+    let (d, v) = (fx.f.update_dept, fx.f.update_version);
+    let mut r = rig();
+    let factory = r.versions();
+    assert_eq!(
+        push_package(&mut r, fx.f.update),
+        Response::Updated {
+            dept: d as u8,
+            version: v
+        }
+    );
+    let flash = r.flash.clone();
+    drop(r);
+    damage_bank_headers(&flash);
+    let image = flash.peek(0, fx.layout.end() as usize);
+    let mut r = boot(flash);
+    // Not formatted: nothing was written; the bundle's own departments run.
+    assert!(r.flash.peek(0, fx.layout.end() as usize) == image);
+    let st = r.status();
+    assert_eq!(st.health, Health::StoreRefused(26));
+    assert_eq!(r.versions(), factory);
+    for dept in 0..fx.f.departments {
+        assert_eq!(scores_of(&mut r, dept as u8)[0], fx.expected(dept, 0));
+    }
+    // Updates are refused while the store is refused.
+    assert_eq!(push_package(&mut r, fx.f.update), rejected(26));
+    assert!(r.flash.peek(0, fx.layout.end() as usize) == image);
+    // The explicit format; then a working store is never formatted again by request.
+    let mut a = r.ask(&Request::FormatStore);
+    assert!(matches!(decode(&mut a), Response::Status(s) if s.health == Health::Ok));
+    assert_eq!(r.error(&Request::FormatStore), (ErrorCode::BadState, 0));
+    assert_eq!(
+        push_package(&mut r, fx.f.update),
+        Response::Updated {
+            dept: d as u8,
+            version: v
+        }
+    );
+    let mut r = r.reset();
+    assert_eq!(r.status().health, Health::Ok);
+    assert_eq!(r.versions()[d], v);
+}
+
+#[test]
+fn a_committed_slot_whose_blob_does_not_parse_falls_back_and_status_names_it() {
+    use lorkd_runtime::update::journal::{decode_bank, Record};
+    let fx = fx();
+    let (d, v) = (fx.f.update_dept, fx.f.update_version);
+    let mut r = rig();
+    assert_eq!(
+        push_package(&mut r, fx.f.update),
+        Response::Updated {
+            dept: d as u8,
+            version: v
+        }
+    );
+    let running = r.app.model().store().unwrap().active(d);
+    let lorkd_runtime::update::Active::Slot { slot, .. } = running else {
+        panic!("{running:?}")
+    };
+    let flash = r.flash.clone();
+    drop(r);
+    // A signed v3 whose blob does not parse, in the other slot, with a Commit record.
+    let l = fx.layout;
+    let bad = fx.f.bad_update;
+    let at = l.slot_offset(d, 1 - slot) as usize;
+    for (i, b) in bad.iter().enumerate() {
+        flash.poke(at + i, *b);
+    }
+    let bank = (0..2)
+        .map(|b| (l.journal + b * l.bank_size) as usize)
+        .filter_map(|o| decode_bank(&flash.peek(o, 64).try_into().unwrap()).map(|(s, _)| (s, o)))
+        .max()
+        .unwrap()
+        .1;
+    let next = (1..l.bank_size as usize / 64)
+        .rev()
+        .find(|&i| flash.peek(bank + 64 * i, 64).iter().any(|&b| b != 0xFF))
+        .unwrap()
+        + 1;
+    let rec = Record::Commit {
+        dept: d as u16,
+        slot: 1 - slot,
+        version: v + 1,
+        len: bad.len() as u32,
+        counter: 0,
+        digest: lorkd_runtime::update::package::digest(bad),
+    };
+    for (i, b) in rec.encode().iter().enumerate() {
+        flash.poke(bank + 64 * next + i, *b);
+    }
+    let mut r = boot(flash);
+    let st = r.status();
+    assert_eq!(st.health, Health::Ok);
+    assert_eq!(
+        &st.faults[..],
+        &[DeptFault {
+            dept: d as u8,
+            code: 18
+        }]
+    );
+    assert_eq!(r.versions()[d], v, "falls back to the previous version");
+    assert_eq!(scores_of(&mut r, d as u8)[0], fx.expected_updated(0));
+}
+
+/// A model whose department names make `Hello` longer than the response buffer.
+struct LongNames(String);
+impl Model for LongNames {
+    fn departments(&self) -> usize {
+        16
+    }
+    fn name(&self, _: usize) -> &str {
+        &self.0
+    }
+    fn version(&self, _: usize) -> u32 {
+        1
+    }
+    fn active(&self) -> usize {
+        0
+    }
+    fn select(&mut self, _: usize) -> Result<(), lorkd_firmware::model::ModelError> {
+        Ok(())
+    }
+    fn input_len(&self) -> usize {
+        4
+    }
+    fn classes(&self) -> usize {
+        2
+    }
+    fn infer(&mut self, _: &[f32], s: &mut [f32]) -> Result<(), lorkd_firmware::model::ModelError> {
+        s.fill(0.5);
+        Ok(())
+    }
+    fn update_capacity(&self) -> u32 {
+        4096
+    }
+    fn update_pending(&mut self) -> Option<lorkd_firmware::model::PendingUpdate> {
+        None
+    }
+    fn update_resume(&mut self) -> Result<u32, lorkd_firmware::model::ModelError> {
+        Err(lorkd_firmware::model::ModelError::BadState)
+    }
+    fn update_begin(&mut self, _: &[u8]) -> Result<(), lorkd_firmware::model::ModelError> {
+        Ok(())
+    }
+    fn update_write(&mut self, _: u32, _: &[u8]) -> Result<(), lorkd_firmware::model::ModelError> {
+        Ok(())
+    }
+    fn update_commit(&mut self) -> Result<(usize, u32), lorkd_firmware::model::ModelError> {
+        Err(lorkd_firmware::model::ModelError::Update(9))
+    }
+}
+
+#[test]
+fn a_hello_too_long_to_encode_degrades_to_an_error_and_every_request_gets_one_answer() {
+    let mut rng = rng();
+    let (serial, button, led) = (Serial::default(), Pin::default(), Led::default());
+    button.0.set(true);
+    let frame: &'static mut [f32] = Box::leak(vec![0f32; 4].into_boxed_slice());
+    let mut app = App::new(
+        serial.clone(),
+        Button::new(button, true),
+        led,
+        LongNames("x".repeat(255)),
+        frame,
+    )
+    .unwrap();
+    let mut a = ask_any(&mut app, &serial, &Request::Hello);
+    assert_eq!(
+        decode(&mut a),
+        Response::Error {
+            code: ErrorCode::ReplyTooLarge,
+            detail: proto::MAX_RESPONSE as u32
+        }
+    );
+    // Random frames: well-formed requests with random fields, CRC-valid random payloads and
+    // raw noise; every non-empty frame is answered exactly once.
+    let mut sent = 0usize;
+    for i in 0..3000 {
+        let bytes: Vec<u8> = (0..rng.gen_range(0..80)).map(|_| rng.gen()).collect();
+        match i % 3 {
+            0 => {
+                let v = rng.gen_range(0..proto::REQUEST_VARIANTS + 1) as u8;
+                let mut msg = vec![v];
+                msg.extend_from_slice(&bytes);
+                msg.extend_from_slice(&crc32(&msg).to_le_bytes());
+                let mut enc = vec![0u8; msg.len() + msg.len() / 254 + 2];
+                let m = lorkd_firmware::cobs::encode(&msg, &mut enc).unwrap();
+                enc.truncate(m);
+                enc.push(0);
+                serial.send_raw(&enc);
+            }
+            1 => {
+                let req = Request::UpdateChunk {
+                    offset: rng.gen(),
+                    data: &bytes,
+                };
+                serial.send(&req);
+            }
+            _ => {
+                let noise: Vec<u8> = bytes.iter().map(|&b| b.max(1)).collect();
+                if noise.is_empty() {
+                    continue;
+                }
+                serial.send_raw(&noise);
+                serial.send_raw(&[0]);
+            }
+        }
+        sent += 1;
+        app.poll(i);
+        let f = serial.frames();
+        assert_eq!(f.len(), 1, "frame {i}: {} answers", f.len());
+    }
+    assert!(sent > 2000);
 }

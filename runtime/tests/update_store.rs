@@ -237,12 +237,14 @@ fn every_refusal_is_specific_and_changes_nothing_on_flash() {
         let want: &[UpdateError] = match i {
             0..=3 => &[PackageBadMagic],
             4..=5 => &[PackageUnsupportedVersion],
-            6..=7 | 20..=23 | 89..=127 => &[PackageBadHeader],
+            6..=7 | 20..=23 | 89..=95 => &[PackageBadHeader],
             16..=19 => &[PackageTruncated, PackageTrailing, PackageBadHeader],
-            // Name bytes, name padding and length: a bad name, or a valid one the hash refuses.
-            56..=88 => &[PackageBadHeader, HashMismatch],
-            12..=15 => &[PackageBadHeader, HashMismatch],
-            _ if i >= good.len() - 64 => &[SignatureInvalid],
+            // Name bytes, name padding and length: a bad name, or a valid one the signature
+            // refuses; the same for the counter (above the version, or not signed).
+            56..=88 | 12..=15 => &[PackageBadHeader, SignatureInvalid],
+            // Version, base id, the signature itself: signed fields.
+            8..=11 | 24..=55 | 128..=191 => &[SignatureInvalid],
+            // The blob hash in the header, or the blob.
             _ => &[HashMismatch],
         };
         refused(&mut s, &f, &p, want);
@@ -447,4 +449,191 @@ fn begin_fresh_restarts_an_interrupted_update_and_resume_point_names_its_slot() 
     assert_eq!(s.finish(&bundle, &mut scratch), Ok(0));
     assert_eq!(s.active(0).version(), Some(2));
     assert_eq!(s.flash_mut().violations(), 0);
+}
+
+/// Streams a header through `begin` / `begin_fresh` and checks the refusal and that not one
+/// flash operation happened (no `Begin` record, no erased page).
+fn begin_refused(s: &mut Store, f: &Fixture, header: &[u8], want: UpdateError) {
+    let before = s.flash_mut().image().to_vec();
+    let ops = s.flash_mut().ops();
+    let bundle = f.bundle();
+    assert_eq!(s.begin(header, &bundle), Err(want));
+    assert_eq!(s.begin_fresh(header, &bundle), Err(want));
+    assert_eq!(
+        s.flash_mut().ops(),
+        ops,
+        "a refused header touched the flash"
+    );
+    assert!(s.flash_mut().image() == &before[..]);
+    assert_eq!(s.resume_point(), None);
+}
+
+#[test]
+fn an_unsigned_or_wrongly_signed_header_is_refused_before_any_flash_write() {
+    use lorkd_runtime::update::package::{FIELDS_LEN, HEADER_LEN};
+    let seed = seed();
+    let f = Fixture::new(seed);
+    let bundle = f.bundle();
+    let layout = f.layout(256);
+    let mut s = open(&f, f.flash(&layout, seed), layout);
+    // A committed version in slot A: a wiped previous version would show.
+    let mut scratch = vec![0u8; layout.slot_size as usize];
+    s.apply(
+        &f.package(1, 2, 0, &f.blob(1, 2, seed)),
+        &bundle,
+        &mut scratch,
+    )
+    .unwrap();
+    let blob = f.blob(1, 3, seed ^ 3);
+    let good = f.package(1, 3, 0, &blob);
+    let name = bundle.department(1).unwrap().manifest.name;
+    // Signed with another key.
+    let other = f.package_with(name, 3, 0, *bundle.base_id(), &blob, &[9u8; 32]);
+    begin_refused(
+        &mut s,
+        &f,
+        &other[..HEADER_LEN],
+        UpdateError::SignatureInvalid,
+    );
+    // No signature at all (zeros, as an unsigned tool would leave it).
+    let mut unsigned = good[..HEADER_LEN].to_vec();
+    unsigned[FIELDS_LEN..].fill(0);
+    begin_refused(&mut s, &f, &unsigned, UpdateError::SignatureInvalid);
+    // A signed header with one field changed after signing: version, counter, blob length,
+    // blob hash, base id.
+    for (at, bit) in [(8usize, 0u8), (12, 0), (16, 2), (100, 5), (30, 1)] {
+        let mut h = good[..HEADER_LEN].to_vec();
+        h[at] ^= 1 << bit;
+        let r = s.begin(&h, &bundle);
+        assert!(
+            matches!(
+                r,
+                Err(UpdateError::SignatureInvalid | UpdateError::PackageBadHeader)
+            ),
+            "byte {at}: {r:?}"
+        );
+        begin_refused(&mut s, &f, &h, r.unwrap_err());
+    }
+    // A header shorter than its signature is truncated, not read past.
+    begin_refused(
+        &mut s,
+        &f,
+        &good[..HEADER_LEN - 1],
+        UpdateError::PackageTruncated,
+    );
+    // The genuine header still starts the update.
+    assert_eq!(s.begin(&good[..HEADER_LEN], &bundle), Ok(0));
+}
+
+#[test]
+fn a_blob_that_does_not_match_the_signed_hash_is_refused_at_finish() {
+    let seed = seed();
+    let f = Fixture::new(seed);
+    let bundle = f.bundle();
+    let layout = f.layout(256);
+    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let pkg = f.package(0, 2, 0, &f.blob(0, 2, seed));
+    // The genuine signed header, followed by another (valid, same-length) blob.
+    let mut swapped = pkg.clone();
+    let other = f.blob(0, 2, seed ^ 77);
+    swapped[HEADER_LEN..].copy_from_slice(&other);
+    assert_eq!(s.begin(&swapped, &bundle), Ok(0));
+    s.write(0, &swapped).unwrap();
+    let mut scratch = vec![0u8; layout.slot_size as usize];
+    assert_eq!(
+        s.finish(&bundle, &mut scratch),
+        Err(UpdateError::HashMismatch)
+    );
+    assert_eq!(s.active(0), Active::Factory { version: 1 });
+    let s = reopen(&f, s);
+    assert_eq!(s.active(0), Active::Factory { version: 1 });
+}
+
+#[test]
+fn both_bank_headers_invalid_is_refused_not_formatted_and_format_keeps_counters() {
+    use lorkd_runtime::update::JournalState;
+    let seed = seed();
+    let f = Fixture::new(seed);
+    let bundle = f.bundle();
+    let layout = f.layout(256);
+    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut scratch = vec![0u8; layout.slot_size as usize];
+    s.apply(
+        &f.package(2, 5, 4, &f.blob(2, 5, seed)),
+        &bundle,
+        &mut scratch,
+    )
+    .unwrap();
+    assert_eq!(
+        Store::probe(s.flash_mut(), &layout),
+        Ok(JournalState::Valid)
+    );
+    let mut flash = s.into_flash();
+    // One flipped bit in the only bank header (bank 0; bank 1 was never written).
+    flash.flip_bit(layout.journal as usize + 9, 2);
+    let before = flash.image().to_vec();
+    assert_eq!(Store::probe(&mut flash, &layout), Ok(JournalState::Damaged));
+    let r = Store::open(flash.clone(), layout, f.pubkey, &bundle);
+    assert_eq!(r.err(), Some(UpdateError::JournalDamaged));
+    assert!(
+        flash.image() == &before[..],
+        "open wrote to a damaged journal"
+    );
+    // The explicit format: fresh journal, counter kept, department back on its factory
+    // blob only if that passes the counter (v1 < 4: unavailable, not a rollback).
+    let s = Store::format(flash, layout, f.pubkey, &bundle).unwrap();
+    assert_eq!(s.security_counter(2), 4);
+    assert_eq!(s.active(2), Active::Unavailable);
+    assert_eq!(s.active(0), Active::Factory { version: 1 });
+    let s = reopen(&f, s);
+    assert_eq!(s.security_counter(2), 4);
+    // A blank journal (a new device) is still formatted by `open`.
+    let mut blank: Flash = f.flash(&layout, seed);
+    assert_eq!(Store::probe(&mut blank, &layout), Ok(JournalState::Blank));
+    assert!(Store::open(blank, layout, f.pubkey, &bundle).is_ok());
+}
+
+#[test]
+fn a_committed_slot_whose_header_is_not_signed_by_the_device_key_does_not_run() {
+    use lorkd_runtime::update::journal::Record;
+    use lorkd_runtime::update::package::digest;
+    let seed = seed();
+    let f = Fixture::new(seed);
+    let bundle = f.bundle();
+    let layout = f.layout(256);
+    let s = open(&f, f.flash(&layout, seed), layout);
+    // Someone with the flash image writes a package signed with their key into slot A and
+    // a CRC-valid Commit record for it (CRC is not authentication).
+    let blob = f.blob(0, 9, seed);
+    let name = bundle.department(0).unwrap().manifest.name;
+    let forged = f.package_with(name, 9, 0, *bundle.base_id(), &blob, &[3u8; 32]);
+    let mut img = s.into_flash().image().to_vec();
+    let at = layout.slot_offset(0, 0) as usize;
+    img[at..at + forged.len()].copy_from_slice(&forged);
+    let rec = Record::Commit {
+        dept: 0,
+        slot: 0,
+        version: 9,
+        len: forged.len() as u32,
+        counter: 0,
+        digest: digest(&forged),
+    };
+    let r = layout.journal as usize + 64;
+    img[r..r + 64].copy_from_slice(&rec.encode());
+    let s = open(&f, SimFlash::from_image(&img, seed), layout);
+    assert_eq!(s.active(0), Active::Factory { version: 1 });
+    // The same with the genuine key runs: the check is the signature, not the record.
+    let genuine = f.package(0, 9, 0, &blob);
+    img[at..at + genuine.len()].copy_from_slice(&genuine);
+    let rec = Record::Commit {
+        dept: 0,
+        slot: 0,
+        version: 9,
+        len: genuine.len() as u32,
+        counter: 0,
+        digest: digest(&genuine),
+    };
+    img[r..r + 64].copy_from_slice(&rec.encode());
+    let s = open(&f, SimFlash::from_image(&img, seed), layout);
+    assert_eq!(s.active(0).version(), Some(9));
 }

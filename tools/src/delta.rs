@@ -114,9 +114,9 @@ pub fn make_calibrated(
         .find_department(dept)
         .with_context(|| format!("the checkpoint has no department `{dept}`"))?;
     let blob = new.department_blob(ni).context("department blob")?;
-    let header = PackageHeader::new(dept, version, counter, *base.base_id(), blob.len() as u32)
+    let header = PackageHeader::new(dept, version, counter, *base.base_id(), blob)
         .map_err(|e| anyhow::anyhow!("package header: {e}"))?;
-    let mut out = vec![0u8; header.package_len()];
+    let mut out = vec![0u8; header.package_len() as usize];
     write_signed(&header, blob, &key.to_bytes(), &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(out)
 }
@@ -254,6 +254,34 @@ pub fn apply(pkg: &[u8], img: &mut [u8], pubkey: &VerifyingKey) -> Result<DeptSt
         .into_iter()
         .nth(d)
         .context("department status")
+}
+
+/// Formats the update store of a device image explicitly (the answer to a damaged journal,
+/// which `apply` and `status` refuse): fresh journal, the highest readable security counter
+/// of every department kept, committed slots forgotten. Returns the departments' status.
+pub fn format(img: &mut [u8], pubkey: &VerifyingKey) -> Result<Vec<DeptStatus>> {
+    let n = bundle_len(img)?;
+    let bundle_bytes = AlignedBytes::new(img.get(..n).context("image: shorter than its bundle")?);
+    let b = parse_bundle(bundle_bytes.as_slice())?;
+    let layout = standard_layout(&b);
+    if (img.len() as u64) < layout.end() {
+        bail!(
+            "image: {} bytes, the standard layout needs {}",
+            img.len(),
+            layout.end()
+        );
+    }
+    let store = ImageStore::format(
+        ImageFlash::from_image(img, 0),
+        layout,
+        pubkey.to_bytes(),
+        &b,
+    )
+    .map_err(|e| anyhow::anyhow!("image: update store: {e}"))?;
+    let flash = store.into_flash();
+    let len = img.len();
+    img.copy_from_slice(&flash.image()[..len]);
+    status(img, pubkey)
 }
 
 /// The blob department `dept` runs in an image (the bundle's own, or its active slot's).

@@ -291,6 +291,15 @@ pub fn build(
 
     let mut blobs = Vec::new();
     for (d, dm) in meta.departments.iter().enumerate() {
+        // Update packages and the device's `Hello` reply hold the name: bounded here.
+        let most = lorkd_runtime::update::package::NAME_MAX;
+        if dm.name.len() > most {
+            bail!(
+                "department `{}`: name is {} bytes, at most {most} (update packages and the device protocol carry it)",
+                dm.name,
+                dm.name.len()
+            );
+        }
         let mut p = write::Payload::default();
         let mut drefs = Vec::new();
         for (c, (a, b)) in g

@@ -285,3 +285,33 @@ fn the_cli_makes_verifies_applies_and_exports() {
     assert!(!ok && t.contains("no department `spleen`"), "{t}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_damaged_journal_is_refused_until_delta_format_which_keeps_the_counters() {
+    let seed = seed();
+    let key = SigningKey::from_bytes(&[seed as u8 | 1; 32]);
+    let pubkey = key.verifying_key();
+    let ck1 = checkpoint_bytes(seed);
+    let base = pack_bytes(&ck1, Precision::F32, DeltaDType::F32, 1);
+    let ck = Checkpoint::from_bytes(&retrain(&ck1, 1, seed ^ 2)).unwrap();
+    let pkg = delta::make(&base, &ck, "dept1", 2, 2, &key).unwrap();
+    let mut img = delta::image(&base).unwrap();
+    delta::apply(&pkg, &mut img, &pubkey).unwrap();
+    // One flipped bit in the journal's bank header (bank 0, right after the bundle).
+    let al = AlignedBytes::new(&base);
+    let b = Bundle::parse(al.as_slice()).unwrap();
+    let journal = delta::standard_layout(&b).journal as usize;
+    img[journal + 9] ^= 0x04;
+    let damaged = img.clone();
+    let e = delta::status(&img, &pubkey).unwrap_err();
+    assert!(e.to_string().contains("damaged"), "{e}");
+    assert!(delta::apply(&pkg, &mut img, &pubkey).is_err());
+    assert!(img == damaged, "a refused image was written");
+    let st = delta::format(&mut img, &pubkey).unwrap();
+    // The counter survived the format: dept1's factory v1 is below it.
+    assert_eq!(st[1].security_counter, 2);
+    assert_eq!(st[1].version, None);
+    assert_eq!(st[0].version, Some(1));
+    let st = delta::apply(&pkg, &mut img, &pubkey).unwrap();
+    assert_eq!(st.version, Some(2));
+}

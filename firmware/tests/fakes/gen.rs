@@ -1,7 +1,8 @@
 //! Builds the device self-check fixture (format: `lorkd_firmware::fixture`): a bundle
 //! packed with `lorkd_tools::pack` from a seeded random ShuffleNetV2 0.5x checkpoint
 //! (`lorkd_tools::checkpoint::random_checkpoint`: unit-scale activations, departments that
-//! differ), int8 weights and activations, 3 departments at 32x32; seeded test images; the
+//! differ), int8 weights and activations, 3 departments at 32x32, signed with the test key
+//! (the QEMU board is built with its public key: verified boot); seeded test images; the
 //! scores `lorkd_runtime::engine::Engine` computes for them on the host; and a signed update
 //! of department 1 (`lorkd_tools::delta::make`, fixed test key) made from the same
 //! checkpoint with that department's `lora_B` factors negated and scaled (a "retrained"
@@ -19,7 +20,8 @@ use lorkd_tools::checkpoint::{random_checkpoint, Checkpoint, RandomSpec};
 use lorkd_tools::pack::{pack, PackOptions};
 use rand::{Rng, SeedableRng};
 
-/// The ed25519 secret key (seed) the fixture's update is signed with (a test key).
+/// The ed25519 secret key (seed) the fixture's bundle and update are signed with (a test
+/// key; its public half is the QEMU board's vendor key, see [`public_key_text`]).
 pub const SIGNING_KEY: [u8; 32] = [42; 32];
 const IMAGES: usize = 3;
 const SIZE: usize = 32;
@@ -48,7 +50,8 @@ pub fn fixture_at(size: usize) -> Result<(Vec<u8>, String)> {
         ..PackOptions::default()
     };
     let cal = |b: &[u8], imgs: &[Vec<Vec<f32>>]| lorkd_tools::calibrate::activation_ranges(b, imgs);
-    let bundle_bytes = pack(&ck, &opts, None, None, &cal)?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&SIGNING_KEY);
+    let bundle_bytes = pack(&ck, &opts, Some(&key), None, &cal)?;
     let al = AlignedBytes::new(&bundle_bytes);
     let bundle = Bundle::parse(al.as_slice()).map_err(|e| anyhow::anyhow!("bundle: {e}"))?;
 
@@ -113,13 +116,23 @@ pub fn fixture_at(size: usize) -> Result<(Vec<u8>, String)> {
     let ck2 = Checkpoint::from_bytes(&lorkd_tools::checkpoint::write_safetensors(
         &tensors, &ck.meta,
     )?)?;
-    let key = ed25519_dalek::SigningKey::from_bytes(&SIGNING_KEY);
     let dept_name = bundle
         .department(UPDATE_DEPT)
         .context("department")?
         .manifest
         .name;
     let update = lorkd_tools::delta::make(&bundle_bytes, &ck2, dept_name, UPDATE_VERSION, 0, &key)?;
+    // A crafted but correctly signed header: the largest blob length a header may declare
+    // (its package length is u32::MAX - 0), for the 32-bit arithmetic checks on the device.
+    let crafted = {
+        use ed25519_dalek::Signer;
+        use lorkd_runtime::update::package::{FIELDS_LEN, HEADER_LEN, MAX_BLOB};
+        let mut h = update[..HEADER_LEN].to_vec();
+        h[16..20].copy_from_slice(&MAX_BLOB.to_le_bytes());
+        let sig = key.sign(&h[..FIELDS_LEN]);
+        h[FIELDS_LEN..].copy_from_slice(&sig.to_bytes());
+        h
+    };
     // The scores the new blob must give, computed on the host from the package itself
     // (`make` calibrates with its own defaults, so a repacked bundle would differ).
     let pkg_al = AlignedBytes::new(&update);
@@ -147,6 +160,19 @@ pub fn fixture_at(size: usize) -> Result<(Vec<u8>, String)> {
         }
     }
 
+    // A correctly signed package (v3 of the same department) whose blob does not parse: what
+    // a committed slot holding a bad blob looks like (the device must fall back from it).
+    let bad_update = {
+        use lorkd_runtime::update::package::{write_signed, PackageHeader};
+        let mut blob = pkg.blob().to_vec();
+        let mid = blob.len() / 2;
+        blob[mid] ^= 0x5A;
+        let h = PackageHeader::new(dept_name, UPDATE_VERSION + 1, 0, *bundle.base_id(), &blob)
+            .map_err(|e| anyhow::anyhow!("header: {e}"))?;
+        let mut out = vec![0u8; h.package_len() as usize];
+        write_signed(&h, &blob, &SIGNING_KEY, &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
+        out
+    };
     let mut f = vec![0u8; HEADER_LEN];
     let bundle_off = f.len();
     f.extend_from_slice(&bundle_bytes);
@@ -165,6 +191,13 @@ pub fn fixture_at(size: usize) -> Result<(Vec<u8>, String)> {
     f.extend_from_slice(&updated);
     let update_off = f.len();
     f.extend_from_slice(&update);
+    let crafted_off = f.len();
+    f.extend_from_slice(&crafted);
+    while !f.len().is_multiple_of(4) {
+        f.push(0);
+    }
+    let bad_off = f.len();
+    f.extend_from_slice(&bad_update);
     let hdr = [
         d,
         IMAGES,
@@ -179,12 +212,16 @@ pub fn fixture_at(size: usize) -> Result<(Vec<u8>, String)> {
         UPDATE_DEPT,
         UPDATE_VERSION as usize,
         updated_off,
+        crafted_off,
+        crafted.len(),
     ];
     f[..4].copy_from_slice(&MAGIC);
     for (i, v) in hdr.iter().enumerate() {
         f[4 + 4 * i..8 + 4 * i].copy_from_slice(&(*v as u32).to_le_bytes());
     }
     f[64..96].copy_from_slice(key.verifying_key().as_bytes());
+    f[96..100].copy_from_slice(&(bad_off as u32).to_le_bytes());
+    f[100..104].copy_from_slice(&(bad_update.len() as u32).to_le_bytes());
     let summary = format!(
         "bundle {} B ({} departments, classes {:?}, arena {} B), {IMAGES} images {size}x{size}, top-1 {:?}; update of department {UPDATE_DEPT} to v{UPDATE_VERSION}: {} B, top-1 after {:?}",
         bundle_bytes.len(),
@@ -196,4 +233,11 @@ pub fn fixture_at(size: usize) -> Result<(Vec<u8>, String)> {
         tops2
     );
     Ok((f, summary))
+}
+
+/// The fixture key's public half as a `lorkd keygen` `.pub` file (what the QEMU board's
+/// build reads as its vendor key, `LORKD_FW_PUBKEY`).
+pub fn public_key_text() -> String {
+    let key = ed25519_dalek::SigningKey::from_bytes(&SIGNING_KEY);
+    lorkd_tools::keys::verifying_key_text(&key.verifying_key())
 }

@@ -140,6 +140,14 @@ impl MemFlash {
             _ => Err(FlashErr(NorFlashErrorKind::OutOfBounds)),
         }
     }
+    /// Overwrites one stored byte, as a bit flip or someone with the flash image would
+    /// (no NOR rules: not a write through the driver).
+    pub fn poke(&self, o: usize, b: u8) {
+        self.check(o, 1).unwrap();
+        // SAFETY: in bounds (checked) of the leaked allocation; tests poke only between
+        // boots, when nothing mapped from it is in use.
+        unsafe { *self.ptr.add(o) = b };
+    }
     /// A copy of the bytes at `o .. o + n`.
     pub fn peek(&self, o: usize, n: usize) -> Vec<u8> {
         self.map(o as u32, n as u32).unwrap().to_vec()

@@ -14,6 +14,10 @@ pub enum UpdateError {
     Layout,
     /// The journal on flash was written for a different `Layout`.
     LayoutMismatch,
+    /// Both journal bank headers are invalid but records remain: the store refuses to
+    /// open rather than forget commits and security counters; `UpdateStore::format` is
+    /// the explicit way out.
+    JournalDamaged,
     /// The package does not start with `LKDU`.
     PackageBadMagic,
     /// A package format version this runtime does not read.
@@ -80,6 +84,7 @@ impl core::fmt::Display for UpdateError {
             Blob(e) => return write!(f, "delta blob refused: {e}"),
             Layout => "update layout does not fit the flash or the store",
             LayoutMismatch => "the journal on flash was written for another layout",
+            JournalDamaged => "update journal damaged (both bank headers invalid); refusing to format it implicitly",
             PackageBadMagic => "not a lorkd update package (bad magic)",
             PackageUnsupportedVersion => "unsupported update package version",
             PackageBadHeader => "bad update package header field",

@@ -28,7 +28,7 @@ pub mod store;
 
 pub use error::UpdateError;
 pub use package::{Package, PackageHeader};
-pub use store::{Active, Layout, ResumePoint, UpdateStore};
+pub use store::{Active, JournalState, Layout, ResumePoint, UpdateStore};
 
 /// What the store needs from the bundle it updates: identity, departments and the blob
 /// parser (the bundle's own, so an update is validated exactly as a bundle's blob is).

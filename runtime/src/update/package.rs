@@ -1,43 +1,51 @@
-//! The `.lkdu` update package (specified in `docs/update-format.md`):
+//! The `.lkdu` update package, format 2 (specified in `docs/update-format.md`):
 //!
 //! ```text
-//! [header 128 B] [delta blob, blob_len B] [SHA-256 32 B] [ed25519 signature 64 B]
+//! [header fields 128 B] [ed25519 signature of the 128 header bytes, 64 B] [delta blob]
 //! ```
-//! The digest covers header and blob; the signature is ed25519 over the 32-byte digest (as
-//! MCUboot signs the image hash), so a device can hash a package while it streams into flash
-//! and check the signature without holding the package in RAM.
+//! The header carries the blob's SHA-256 and is signed on its own, so a device authenticates
+//! everything it decides on (department, version, base id, security counter, blob length and
+//! hash) from the first [`HEADER_LEN`] bytes, before it journals or erases anything; the blob
+//! that streams in afterwards must hash to the signed digest.
 //!
 //! | offset | size | field                                                        |
 //! |--------|------|--------------------------------------------------------------|
 //! | 0      | 4    | magic `LKDU`                                                 |
-//! | 4      | 2    | format version (1), u16 LE                                   |
-//! | 6      | 2    | header length (128), u16 LE                                  |
+//! | 4      | 2    | format version (2), u16 LE                                   |
+//! | 6      | 2    | header length (192: fields and signature), u16 LE            |
 //! | 8      | 4    | package version (the department's new version), u32 LE       |
 //! | 12     | 4    | security counter (≤ version), u32 LE                         |
-//! | 16     | 4    | blob length, u32 LE (≥ 1)                                    |
+//! | 16     | 4    | blob length, u32 LE (1..=`MAX_BLOB`)                         |
 //! | 20     | 4    | flags (0)                                                    |
 //! | 24     | 32   | base id of the bundle this applies to                        |
 //! | 56     | 32   | department name, UTF-8, zero-padded                          |
 //! | 88     | 1    | department name length (1..=32)                              |
-//! | 89     | 39   | reserved (0)                                                 |
+//! | 89     | 7    | reserved (0)                                                 |
+//! | 96     | 32   | SHA-256 of the blob                                          |
+//! | 128    | 64   | ed25519 signature of bytes 0..128                            |
 use super::UpdateError;
 use sha2::{Digest, Sha256};
 
 /// First bytes of every package.
 pub const MAGIC: [u8; 4] = *b"LKDU";
-/// The package format version this runtime reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
-/// Bytes of the fixed header; the blob follows at this offset (a multiple of `format::ALIGN`,
-/// so a blob read in place from an erase-aligned slot is aligned for zero-copy).
-pub const HEADER_LEN: usize = 128;
-/// Bytes of the SHA-256 digest.
-pub const DIGEST_LEN: usize = 32;
+/// The package format version this runtime reads and writes (1 had an unsigned header and
+/// a trailing signature; it is refused).
+pub const FORMAT_VERSION: u16 = 2;
+/// Bytes of the signed header fields.
+pub const FIELDS_LEN: usize = 128;
 /// Bytes of the ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
-/// Bytes after the blob: digest then signature.
-pub const TRAILER_LEN: usize = DIGEST_LEN + SIGNATURE_LEN;
+/// Bytes of the authenticated header (fields, then their signature); the blob follows at
+/// this offset (a multiple of `format::ALIGN`, so a blob read in place from an erase-aligned
+/// slot is aligned for zero-copy).
+pub const HEADER_LEN: usize = FIELDS_LEN + SIGNATURE_LEN;
+/// Bytes of the SHA-256 digest.
+pub const DIGEST_LEN: usize = 32;
 /// Longest department name.
 pub const NAME_MAX: usize = 32;
+/// Largest blob length a header may declare: the whole package length then fits a `u32`
+/// (and so a `usize` on 32-bit targets) without wrapping.
+pub const MAX_BLOB: u32 = u32::MAX - HEADER_LEN as u32;
 
 /// The decoded fixed header of a package.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +58,8 @@ pub struct PackageHeader {
     pub blob_len: u32,
     /// Base id of the bundle the delta was made for.
     pub base_id: [u8; 32],
+    /// SHA-256 of the blob.
+    pub blob_sha256: [u8; DIGEST_LEN],
     name: [u8; NAME_MAX],
     name_len: u8,
 }
@@ -62,19 +72,26 @@ fn u32_at(b: &[u8], o: usize) -> u32 {
 }
 
 impl PackageHeader {
-    /// A header for `name` (1..=32 bytes of UTF-8).
+    /// A header for `name` (1..=32 bytes of UTF-8) and `blob`.
     ///
     /// # Errors
-    /// `PackageBadHeader` for a bad name, an empty blob or a counter above the version.
+    /// `PackageBadHeader` for a bad name, an empty or too long blob or a counter above the
+    /// version.
     pub fn new(
         name: &str,
         version: u32,
         security_counter: u32,
         base_id: [u8; 32],
-        blob_len: u32,
+        blob: &[u8],
     ) -> Result<Self, UpdateError> {
         let n = name.as_bytes();
-        if n.is_empty() || n.len() > NAME_MAX || security_counter > version || blob_len == 0 {
+        let blob_len = u32::try_from(blob.len()).map_err(|_| UpdateError::PackageBadHeader)?;
+        if n.is_empty()
+            || n.len() > NAME_MAX
+            || security_counter > version
+            || blob_len == 0
+            || blob_len > MAX_BLOB
+        {
             return Err(UpdateError::PackageBadHeader);
         }
         let mut buf = [0u8; NAME_MAX];
@@ -84,6 +101,7 @@ impl PackageHeader {
             security_counter,
             blob_len,
             base_id,
+            blob_sha256: digest(blob),
             name: buf,
             name_len: n.len() as u8,
         })
@@ -95,15 +113,30 @@ impl PackageHeader {
         core::str::from_utf8(&self.name[..self.name_len as usize]).unwrap_or("")
     }
 
-    /// Total bytes of the package this header starts.
-    pub const fn package_len(&self) -> usize {
-        HEADER_LEN + self.blob_len as usize + TRAILER_LEN
+    /// Total bytes of the package this header starts (at most `u32::MAX`: `blob_len` ≤
+    /// [`MAX_BLOB`] is checked by `new` and `parse`).
+    pub const fn package_len(&self) -> u32 {
+        HEADER_LEN as u32 + self.blob_len
     }
 
-    /// Decodes and checks the header from the first [`HEADER_LEN`] bytes of `bytes`.
+    /// Decodes and checks the header fields from the first [`HEADER_LEN`] bytes of `bytes`
+    /// and verifies their signature with `pubkey`: what a device may act on.
     ///
     /// # Errors
-    /// `PackageTruncated` (fewer than 128 bytes), `PackageBadMagic`,
+    /// Those of [`Self::parse`], then `BadKey`, `SignatureInvalid`.
+    pub fn parse_signed(bytes: &[u8], pubkey: &[u8; 32]) -> Result<Self, UpdateError> {
+        let h = Self::parse(bytes)?;
+        let mut sig = [0u8; SIGNATURE_LEN];
+        sig.copy_from_slice(&bytes[FIELDS_LEN..HEADER_LEN]);
+        verify_signature(pubkey, &bytes[..FIELDS_LEN], &sig)?;
+        Ok(h)
+    }
+
+    /// Decodes and checks the header fields from the first [`HEADER_LEN`] bytes of `bytes`
+    /// (not their signature: see [`Self::parse_signed`]).
+    ///
+    /// # Errors
+    /// `PackageTruncated` (fewer than 192 bytes), `PackageBadMagic`,
     /// `PackageUnsupportedVersion`, `PackageBadHeader`.
     pub fn parse(bytes: &[u8]) -> Result<Self, UpdateError> {
         if bytes.len() >= 4 && bytes[..4] != MAGIC {
@@ -121,7 +154,7 @@ impl PackageHeader {
             || name_len == 0
             || name_len > NAME_MAX
             || b[56 + name_len..88].iter().any(|&x| x != 0)
-            || b[89..].iter().any(|&x| x != 0)
+            || b[89..96].iter().any(|&x| x != 0)
             || core::str::from_utf8(&b[56..56 + name_len]).is_err();
         if bad {
             return Err(UpdateError::PackageBadHeader);
@@ -130,8 +163,10 @@ impl PackageHeader {
         base_id.copy_from_slice(&b[24..56]);
         let mut name = [0u8; NAME_MAX];
         name.copy_from_slice(&b[56..88]);
+        let mut blob_sha256 = [0u8; DIGEST_LEN];
+        blob_sha256.copy_from_slice(&b[96..128]);
         let (version, security_counter, blob_len) = (u32_at(b, 8), u32_at(b, 12), u32_at(b, 16));
-        if security_counter > version || blob_len == 0 {
+        if security_counter > version || blob_len == 0 || blob_len > MAX_BLOB {
             return Err(UpdateError::PackageBadHeader);
         }
         Ok(PackageHeader {
@@ -139,14 +174,15 @@ impl PackageHeader {
             security_counter,
             blob_len,
             base_id,
+            blob_sha256,
             name,
             name_len: name_len as u8,
         })
     }
 
-    /// The header's 128 bytes.
-    pub fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut b = [0u8; HEADER_LEN];
+    /// The header's 128 field bytes (what the signature covers).
+    pub fn encode(&self) -> [u8; FIELDS_LEN] {
+        let mut b = [0u8; FIELDS_LEN];
         b[..4].copy_from_slice(&MAGIC);
         b[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         b[6..8].copy_from_slice(&(HEADER_LEN as u16).to_le_bytes());
@@ -156,11 +192,12 @@ impl PackageHeader {
         b[24..56].copy_from_slice(&self.base_id);
         b[56..88].copy_from_slice(&self.name);
         b[88] = self.name_len;
+        b[96..128].copy_from_slice(&self.blob_sha256);
         b
     }
 }
 
-/// A whole package in memory whose structure and digest have been checked (not yet its
+/// A whole package in memory whose structure and blob hash have been checked (not yet its
 /// signature: see [`Package::verify`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Package<'a> {
@@ -170,21 +207,21 @@ pub struct Package<'a> {
 }
 
 impl<'a> Package<'a> {
-    /// Checks the header, the exact length and the SHA-256.
+    /// Checks the header, the exact length and the blob's SHA-256.
     ///
     /// # Errors
     /// The header's errors, `PackageTruncated`, `PackageTrailing`, `HashMismatch`.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, UpdateError> {
         let header = PackageHeader::parse(bytes)?;
-        let len = header.package_len();
-        if bytes.len() < len {
+        // Compared as u64: no wrap on a 32-bit target whatever `blob_len` says.
+        let len = u64::from(header.package_len());
+        if (bytes.len() as u64) < len {
             return Err(UpdateError::PackageTruncated);
         }
-        if bytes.len() > len {
+        if bytes.len() as u64 > len {
             return Err(UpdateError::PackageTrailing);
         }
-        let body = len - TRAILER_LEN;
-        if digest(&bytes[..body]) != bytes[body..body + DIGEST_LEN] {
+        if digest(&bytes[HEADER_LEN..]) != header.blob_sha256 {
             return Err(UpdateError::HashMismatch);
         }
         Ok(Package { header, bytes })
@@ -192,7 +229,7 @@ impl<'a> Package<'a> {
 
     /// The delta blob (exactly the bytes a bundle stores for this department).
     pub fn blob(&self) -> &'a [u8] {
-        &self.bytes[HEADER_LEN..HEADER_LEN + self.header.blob_len as usize]
+        &self.bytes[HEADER_LEN..]
     }
 
     /// The whole package.
@@ -200,28 +237,20 @@ impl<'a> Package<'a> {
         self.bytes
     }
 
-    /// SHA-256 over header and blob.
-    pub fn digest(&self) -> [u8; DIGEST_LEN] {
-        let o = self.bytes.len() - TRAILER_LEN;
-        let mut d = [0u8; DIGEST_LEN];
-        d.copy_from_slice(&self.bytes[o..o + DIGEST_LEN]);
-        d
-    }
-
-    /// The ed25519 signature.
+    /// The ed25519 signature of the header fields.
     pub fn signature(&self) -> [u8; SIGNATURE_LEN] {
-        let o = self.bytes.len() - SIGNATURE_LEN;
         let mut s = [0u8; SIGNATURE_LEN];
-        s.copy_from_slice(&self.bytes[o..]);
+        s.copy_from_slice(&self.bytes[FIELDS_LEN..HEADER_LEN]);
         s
     }
 
-    /// Checks the signature against `pubkey`.
+    /// Checks the header signature against `pubkey` (the blob is bound to it by its hash,
+    /// checked by `parse`).
     ///
     /// # Errors
     /// `BadKey`, `SignatureInvalid`.
     pub fn verify(&self, pubkey: &[u8; 32]) -> Result<(), UpdateError> {
-        verify_signature(pubkey, &self.digest(), &self.signature())
+        verify_signature(pubkey, &self.bytes[..FIELDS_LEN], &self.signature())
     }
 }
 
@@ -230,19 +259,19 @@ pub fn digest(bytes: &[u8]) -> [u8; DIGEST_LEN] {
     Sha256::digest(bytes).into()
 }
 
-/// Checks an ed25519 signature over a package digest (strict verification: no malleable
-/// signatures, no small-order keys).
+/// Checks an ed25519 signature of `msg` (strict verification: no malleable signatures, no
+/// small-order keys).
 ///
 /// # Errors
 /// `BadKey`, `SignatureInvalid`.
 pub fn verify_signature(
     pubkey: &[u8; 32],
-    digest: &[u8; DIGEST_LEN],
+    msg: &[u8],
     signature: &[u8; SIGNATURE_LEN],
 ) -> Result<(), UpdateError> {
     let key = ed25519_dalek::VerifyingKey::from_bytes(pubkey).map_err(|_| UpdateError::BadKey)?;
     let sig = ed25519_dalek::Signature::from_bytes(signature);
-    key.verify_strict(digest, &sig)
+    key.verify_strict(msg, &sig)
         .map_err(|_| UpdateError::SignatureInvalid)
 }
 
@@ -250,8 +279,8 @@ pub fn verify_signature(
 /// bytes) and returns its length. `secret` is the ed25519 secret key (seed).
 ///
 /// # Errors
-/// `PackageBadHeader` if `header.blob_len` is not `blob.len()`, `ScratchTooSmall` if `out`
-/// is too short.
+/// `PackageBadHeader` if `header` was not made for `blob` (length or hash), `ScratchTooSmall`
+/// if `out` is too short.
 pub fn write_signed(
     header: &PackageHeader,
     blob: &[u8],
@@ -259,17 +288,45 @@ pub fn write_signed(
     out: &mut [u8],
 ) -> Result<usize, UpdateError> {
     use ed25519_dalek::Signer;
-    if header.blob_len as usize != blob.len() {
+    if header.blob_len as usize != blob.len() || header.blob_sha256 != digest(blob) {
         return Err(UpdateError::PackageBadHeader);
     }
-    let len = header.package_len();
+    let len = header.package_len() as usize;
     let out = out.get_mut(..len).ok_or(UpdateError::ScratchTooSmall)?;
-    let body = HEADER_LEN + blob.len();
-    out[..HEADER_LEN].copy_from_slice(&header.encode());
-    out[HEADER_LEN..body].copy_from_slice(blob);
-    let d = digest(&out[..body]);
-    out[body..body + DIGEST_LEN].copy_from_slice(&d);
-    let sig = ed25519_dalek::SigningKey::from_bytes(secret).sign(&d);
-    out[body + DIGEST_LEN..].copy_from_slice(&sig.to_bytes());
+    let fields = header.encode();
+    out[..FIELDS_LEN].copy_from_slice(&fields);
+    let sig = ed25519_dalek::SigningKey::from_bytes(secret).sign(&fields);
+    out[FIELDS_LEN..HEADER_LEN].copy_from_slice(&sig.to_bytes());
+    out[HEADER_LEN..].copy_from_slice(blob);
     Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_near_u32_max_are_refused_not_wrapped() {
+        let h = PackageHeader::new("lung", 2, 0, [1; 32], &[7u8; 40]).unwrap();
+        for blob_len in [u32::MAX, u32::MAX - 100, MAX_BLOB + 1, 0] {
+            let mut b = [0u8; HEADER_LEN];
+            b[..FIELDS_LEN].copy_from_slice(&h.encode());
+            b[16..20].copy_from_slice(&blob_len.to_le_bytes());
+            assert_eq!(
+                PackageHeader::parse(&b),
+                Err(UpdateError::PackageBadHeader),
+                "{blob_len}"
+            );
+            assert!(Package::parse(&b).is_err());
+        }
+        let mut b = [0u8; HEADER_LEN];
+        b[..FIELDS_LEN].copy_from_slice(&h.encode());
+        b[16..20].copy_from_slice(&MAX_BLOB.to_le_bytes());
+        let h = PackageHeader::parse(&b).unwrap();
+        assert_eq!(h.package_len(), u32::MAX);
+        assert_eq!(
+            Package::parse(&b).err(),
+            Some(UpdateError::PackageTruncated)
+        );
+    }
 }

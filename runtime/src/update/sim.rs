@@ -10,6 +10,12 @@
 //!   leaves the rest random (programmed, so they need an erase); an interrupted erase erases
 //!   a random prefix of its blocks, leaves the block in flight random and the rest untouched. Every later operation
 //!   fails until [`SimFlash::reboot`]. This is the MCUboot simulator's model of a power cut.
+//! - [`SimFlash::fail_at`] makes the `n`-th operation fail *transiently* and return an
+//!   error: half the time before it touched anything (the driver refused or timed out
+//!   first), else after the damage a cut does (a random prefix done, the rest random); the
+//!   device keeps running and later operations work.
+//! - [`SimFlash::flip_bit`] flips one stored bit (retention loss, disturb): the data
+//!   changes under the store without any operation.
 //!
 //! Self-contained (std + embedded-storage) so integration tests can also include it by path.
 use embedded_storage::nor_flash::{ErrorType, NorFlash, NorFlashErrorKind, ReadNorFlash};
@@ -21,6 +27,8 @@ pub struct SimFlash<const W: usize, const E: usize> {
     programmed: Vec<bool>,
     ops: u64,
     cut: Option<u64>,
+    fail: Option<u64>,
+    failures: u64,
     dead: bool,
     violations: u64,
     rng: u64,
@@ -36,6 +44,8 @@ impl<const W: usize, const E: usize> SimFlash<W, E> {
             programmed: vec![false; capacity / W],
             ops: 0,
             cut: None,
+            fail: None,
+            failures: 0,
             dead: false,
             violations: 0,
             rng: seed ^ 0x9E37_79B9_7F4A_7C15,
@@ -73,6 +83,24 @@ impl<const W: usize, const E: usize> SimFlash<W, E> {
         self.cut = Some(op);
     }
 
+    /// Makes operation number `op` fail transiently (partial damage, an error, the flash
+    /// keeps working).
+    pub fn fail_at(&mut self, op: u64) {
+        self.fail = Some(op);
+    }
+
+    /// Transient failures injected so far.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// Flips bit `bit` (0..8) of the byte at `offset`, as a retention error would.
+    pub fn flip_bit(&mut self, offset: usize, bit: u8) {
+        self.mem[offset] ^= 1 << (bit % 8);
+        let w = offset / W;
+        self.programmed[w] = self.mem[w * W..(w + 1) * W].iter().any(|&b| b != 0xFF);
+    }
+
     /// Power comes back: operations work again and no cut is armed.
     pub fn reboot(&mut self) {
         self.dead = false;
@@ -107,14 +135,22 @@ impl<const W: usize, const E: usize> SimFlash<W, E> {
         }
     }
 
-    /// Starts an operation; `Ok(true)` when power fails during it.
-    fn begin_op(&mut self) -> Result<bool, NorFlashErrorKind> {
+    /// Starts an operation; `Ok(Some(cut))` when it fails part-way: `cut` when power is
+    /// lost, else a transient failure.
+    fn begin_op(&mut self) -> Result<Option<bool>, NorFlashErrorKind> {
         if self.dead {
             return Err(NorFlashErrorKind::Other);
         }
         let this = self.ops;
         self.ops += 1;
-        Ok(self.cut == Some(this))
+        if self.cut == Some(this) {
+            return Ok(Some(true));
+        }
+        if self.fail == Some(this) {
+            self.failures += 1;
+            return Ok(Some(false));
+        }
+        Ok(None)
     }
 }
 
@@ -155,7 +191,11 @@ impl<const W: usize, const E: usize> NorFlash for SimFlash<W, E> {
         if !from.is_multiple_of(E) || !to.is_multiple_of(E) {
             return Err(NorFlashErrorKind::NotAligned);
         }
-        let cut = self.begin_op()?;
+        let fault = self.begin_op()?;
+        let cut = fault.is_some();
+        if fault == Some(false) && self.next() & 1 == 0 {
+            return Err(NorFlashErrorKind::Other);
+        }
         let blocks = (to - from) / E;
         // An interrupted erase may have finished (or not started) any of its blocks.
         let done = if cut {
@@ -170,7 +210,7 @@ impl<const W: usize, const E: usize> NorFlash for SimFlash<W, E> {
             if done < blocks {
                 self.scramble(end, end + E);
             }
-            self.dead = true;
+            self.dead = fault == Some(true);
             return Err(NorFlashErrorKind::Other);
         }
         Ok(())
@@ -194,7 +234,11 @@ impl<const W: usize, const E: usize> NorFlash for SimFlash<W, E> {
             self.violations += 1;
             return Err(NorFlashErrorKind::Other);
         }
-        let cut = self.begin_op()?;
+        let fault = self.begin_op()?;
+        let cut = fault.is_some();
+        if fault == Some(false) && self.next() & 1 == 0 {
+            return Err(NorFlashErrorKind::Other);
+        }
         let words = bytes.len() / W;
         // An interrupted write may have programmed any prefix of its words, all included.
         let done = if cut {
@@ -207,7 +251,7 @@ impl<const W: usize, const E: usize> NorFlash for SimFlash<W, E> {
         self.programmed[o / W..mid / W].fill(true);
         if cut {
             self.scramble(mid, end);
-            self.dead = true;
+            self.dead = fault == Some(true);
             return Err(NorFlashErrorKind::Other);
         }
         Ok(())
@@ -235,6 +279,24 @@ mod tests {
         f.read(0, &mut b).unwrap();
         assert_eq!(b, [9; 8]);
         assert_eq!(f.ops(), 3);
+    }
+
+    #[test]
+    fn a_transient_failure_damages_like_a_cut_but_the_flash_keeps_working() {
+        for seed in 0..32 {
+            let mut f = SimFlash::<4, 64>::new(256, seed);
+            f.fail_at(1);
+            f.write(0, &[1; 4]).unwrap();
+            assert_eq!(f.write(64, &[0u8; 64]), Err(NorFlashErrorKind::Other));
+            assert!(!f.is_dead());
+            assert_eq!(f.failures(), 1);
+            // Later operations work without a reboot.
+            f.erase(64, 128).unwrap();
+            f.write(64, &[2; 64]).unwrap();
+            assert_eq!(f.image()[64..128], [2; 64]);
+            f.flip_bit(65, 3);
+            assert_eq!(f.image()[65], 2 ^ 8);
+        }
     }
 
     #[test]

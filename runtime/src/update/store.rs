@@ -13,7 +13,7 @@
 //! When a bank is full the live state (commits, counters, the pending update) is written to
 //! the other bank, whose header (written last) carries a higher sequence number.
 use super::journal::{self, Record, RECORD};
-use super::package::{self, PackageHeader, HEADER_LEN, SIGNATURE_LEN, TRAILER_LEN};
+use super::package::{self, PackageHeader, HEADER_LEN};
 use super::{UpdateBase, UpdateError};
 use crate::format::Bundle;
 use embedded_storage::nor_flash::{NorFlash, NorFlashError};
@@ -50,7 +50,7 @@ impl Layout {
         let up = |n: usize| n.div_ceil(erase_size) * erase_size;
         let journal = up(bundle_len);
         let bank_size = up((3 * departments as usize + 3 + 64) * RECORD);
-        let slot_size = up(2 * (max_blob_len + HEADER_LEN + TRAILER_LEN));
+        let slot_size = up(2 * (max_blob_len + HEADER_LEN));
         Layout {
             journal: journal as u32,
             bank_size: bank_size as u32,
@@ -113,7 +113,7 @@ impl Layout {
             && (self.bank_size as u64).is_multiple_of(e)
             && (self.slots as u64).is_multiple_of(e)
             && (self.slot_size as u64).is_multiple_of(e)
-            && self.slot_size as usize > HEADER_LEN + TRAILER_LEN
+            && self.slot_size as usize > HEADER_LEN
             // The compacted state (≤ 3 records per department + a pending update) must fit
             // in a bank with room to append.
             && records >= 3 * d + 4
@@ -161,6 +161,19 @@ impl Active {
     }
 }
 
+/// What a journal on flash holds ([`UpdateStore::probe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JournalState {
+    /// A valid bank header for this layout.
+    Valid,
+    /// A valid bank header written for another layout.
+    OtherLayout,
+    /// No valid bank header and no valid record: a new device (`open` formats it).
+    Blank,
+    /// No valid bank header but records: `open` refuses, [`UpdateStore::format`] is explicit.
+    Damaged,
+}
+
 /// Where an interrupted update can continue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResumePoint {
@@ -200,6 +213,9 @@ struct Pending {
 #[derive(Clone, Copy, Debug)]
 struct Live {
     header: PackageHeader,
+    /// The authenticated header as received (fields and signature): the slot must start
+    /// with exactly these bytes at `finish`.
+    header_bytes: [u8; HEADER_LEN],
     /// Package bytes accepted (on flash or in `tail`).
     received: u32,
     /// Package bytes programmed (a multiple of `WRITE_SIZE`).
@@ -220,6 +236,8 @@ pub struct UpdateStore<F: NorFlash, const D: usize = 16> {
     seq: u32,
     next: u32,
     slots: [[SlotState; 2]; D],
+    /// Why a committed slot may not run (found at open, or reported by `reject_active`).
+    why: [[Option<UpdateError>; 2]; D],
     counter: [u32; D],
     factory: [u32; D],
     active: [Active; D],
@@ -232,23 +250,118 @@ fn flash_err<E: NorFlashError>(e: E) -> UpdateError {
 }
 
 impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
-    /// Opens the store: checks the layout, replays the journal (formatting it on a blank
-    /// flash), re-hashes every committed slot and picks each department's newest committed
-    /// intact slot at or above its security counter (else the bundle's own blob).
+    /// Opens the store: checks the layout, replays the journal (formatting it only on a
+    /// blank journal: no bank header and no record anywhere), re-checks every committed slot
+    /// (its digest, its header's signature, its blob hash) and picks each department's newest
+    /// committed intact slot at or above its security counter (else the bundle's own blob).
+    ///
+    /// A journal whose bank headers are both invalid but which still holds records is
+    /// refused (`JournalDamaged`), never silently reformatted: that would forget every
+    /// commit and security counter. [`Self::probe`] tells it apart without writing;
+    /// [`Self::format`] is the explicit way out.
     ///
     /// # Errors
-    /// `Layout`, `LayoutMismatch`, `Flash`.
+    /// `Layout`, `LayoutMismatch`, `JournalDamaged`, `Flash`.
     pub fn open<B: UpdateBase>(
         flash: F,
         layout: Layout,
         pubkey: [u8; 32],
         base: &B,
     ) -> Result<Self, UpdateError> {
+        Self::start(flash, layout, pubkey, base, false).map_err(|(_, e)| e)
+    }
+
+    /// As [`Self::open`], giving the flash back with the refusal (a device keeps it to run
+    /// its factory departments, and to format on an explicit command).
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn try_open<B: UpdateBase>(
+        flash: F,
+        layout: Layout,
+        pubkey: [u8; 32],
+        base: &B,
+    ) -> Result<Self, (F, UpdateError)> {
+        Self::start(flash, layout, pubkey, base, false)
+    }
+
+    /// Formats the journal explicitly (the answer to `JournalDamaged`): both banks are
+    /// erased and a fresh journal written, carrying over the highest security counter of
+    /// every department found in any CRC-valid record of either bank, so the counters that
+    /// can still be read never go down. Committed slots are forgotten: departments run their
+    /// factory blob (if it passes its counter) until updated again.
+    ///
+    /// # Errors
+    /// `Layout`, `Flash`.
+    pub fn format<B: UpdateBase>(
+        flash: F,
+        layout: Layout,
+        pubkey: [u8; 32],
+        base: &B,
+    ) -> Result<Self, UpdateError> {
+        Self::start(flash, layout, pubkey, base, true).map_err(|(_, e)| e)
+    }
+
+    /// As [`Self::format`], giving the flash back with a refusal.
+    ///
+    /// # Errors
+    /// As [`Self::format`].
+    pub fn try_format<B: UpdateBase>(
+        flash: F,
+        layout: Layout,
+        pubkey: [u8; 32],
+        base: &B,
+    ) -> Result<Self, (F, UpdateError)> {
+        Self::start(flash, layout, pubkey, base, true)
+    }
+
+    /// What the journal on `flash` holds, read only.
+    ///
+    /// # Errors
+    /// `Layout`, `Flash`.
+    pub fn probe(flash: &mut F, layout: &Layout) -> Result<JournalState, UpdateError> {
+        layout.check::<F>(flash.capacity(), D)?;
+        let mut any = false;
+        for bank in 0..2u32 {
+            let at = layout.journal + bank * layout.bank_size;
+            let mut h = [0u8; RECORD];
+            flash.read(at, &mut h).map_err(flash_err)?;
+            if let Some((_, fp)) = journal::decode_bank(&h) {
+                return Ok(if fp == layout.fingerprint() {
+                    JournalState::Valid
+                } else {
+                    JournalState::OtherLayout
+                });
+            }
+            for i in 1..layout.bank_size / RECORD as u32 {
+                flash
+                    .read(at + i * RECORD as u32, &mut h)
+                    .map_err(flash_err)?;
+                any |= matches!(Record::decode(&h), journal::Slot::Valid(_));
+            }
+        }
+        Ok(if any {
+            JournalState::Damaged
+        } else {
+            JournalState::Blank
+        })
+    }
+
+    fn start<B: UpdateBase>(
+        mut flash: F,
+        layout: Layout,
+        pubkey: [u8; 32],
+        base: &B,
+        force_format: bool,
+    ) -> Result<Self, (F, UpdateError)> {
         let n = base.department_count();
         if n != layout.departments as usize {
-            return Err(UpdateError::Layout);
+            return Err((flash, UpdateError::Layout));
         }
-        layout.check::<F>(flash.capacity(), D)?;
+        let state = match Self::probe(&mut flash, &layout) {
+            Ok(st) => st,
+            Err(e) => return Err((flash, e)),
+        };
         let mut factory = [0u32; D];
         for (d, f) in factory.iter_mut().enumerate().take(n) {
             *f = base.factory_version(d);
@@ -261,47 +374,108 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
             seq: 0,
             next: 1,
             slots: [[SlotState::Empty; 2]; D],
+            why: [[None; 2]; D],
             counter: [0; D],
             factory,
             active: [Active::Unavailable; D],
             pending: None,
             live: None,
         };
-        let mut best: Option<(u8, u32)> = None;
-        for bank in 0..2u8 {
-            let mut h = [0u8; RECORD];
-            s.flash
-                .read(s.bank_offset(bank), &mut h)
-                .map_err(flash_err)?;
-            if let Some((seq, fp)) = journal::decode_bank(&h) {
-                if fp != layout.fingerprint() {
-                    return Err(UpdateError::LayoutMismatch);
-                }
-                if best.is_none_or(|(_, b)| seq > b) {
-                    best = Some((bank, seq));
-                }
-            }
+        match s.load(state, force_format, n) {
+            Ok(()) => Ok(s),
+            Err(e) => Err((s.flash, e)),
         }
-        match best {
-            Some((bank, seq)) => {
+    }
+
+    fn load(
+        &mut self,
+        state: JournalState,
+        force_format: bool,
+        n: usize,
+    ) -> Result<(), UpdateError> {
+        let s = self;
+        let layout = s.layout;
+        match (state, force_format) {
+            (_, true) => {
+                s.salvage_counters()?;
+                s.format_banks()?;
+            }
+            (JournalState::Blank, false) => s.format_banks()?,
+            (JournalState::Damaged, false) => return Err(UpdateError::JournalDamaged),
+            (JournalState::OtherLayout, false) => return Err(UpdateError::LayoutMismatch),
+            (JournalState::Valid, false) => {
+                let mut best: Option<(u8, u32)> = None;
+                for bank in 0..2u8 {
+                    let mut h = [0u8; RECORD];
+                    s.flash
+                        .read(s.bank_offset(bank), &mut h)
+                        .map_err(flash_err)?;
+                    if let Some((seq, fp)) = journal::decode_bank(&h) {
+                        if fp != layout.fingerprint() {
+                            return Err(UpdateError::LayoutMismatch);
+                        }
+                        if best.is_none_or(|(_, b)| seq > b) {
+                            best = Some((bank, seq));
+                        }
+                    }
+                }
+                let (bank, seq) = best.ok_or(UpdateError::JournalDamaged)?;
                 s.bank = bank;
                 s.seq = seq;
                 s.replay()?;
             }
-            None => s.format()?,
         }
         for d in 0..n {
             for slot in 0..2u8 {
-                if let SlotState::Committed { len, digest, .. } = s.slots[d][slot as usize] {
-                    let intact = s.hash_slot(d, slot, len)? == digest;
+                if let SlotState::Committed {
+                    version,
+                    len,
+                    digest,
+                    ..
+                } = s.slots[d][slot as usize]
+                {
+                    let why = s.slot_intact(d, slot, version, len, &digest)?;
+                    s.why[d][slot as usize] = why;
                     if let SlotState::Committed { intact: i, .. } = &mut s.slots[d][slot as usize] {
-                        *i = intact;
+                        *i = why.is_none();
                     }
                 }
             }
             s.pick_active(d);
         }
-        Ok(s)
+        Ok(())
+    }
+
+    /// Stops running department `dept`'s active slot until the next boot (its blob was
+    /// found unusable by the caller, e.g. it does not parse): the department falls back to
+    /// its other committed slot or its factory blob, whichever passes the security counter.
+    /// Returns what it runs now. Writes nothing.
+    pub fn reject_active(&mut self, dept: usize, why: UpdateError) -> Active {
+        if let Some(Active::Slot { slot, .. }) = self.active.get(dept).copied() {
+            if let SlotState::Committed { intact, .. } = &mut self.slots[dept][slot as usize] {
+                *intact = false;
+            }
+            self.why[dept][slot as usize] = Some(why);
+            self.pick_active(dept);
+        }
+        self.active(dept)
+    }
+
+    /// Why department `dept` does not run its newest committed version, when it does not:
+    /// the slot failed its check at open (`HashMismatch`, `SignatureInvalid`,
+    /// `HeaderMismatch`) or was rejected by the caller (`reject_active`).
+    pub fn fault(&self, dept: usize) -> Option<UpdateError> {
+        let running = self.active(dept).version();
+        let mut out: Option<(u32, UpdateError)> = None;
+        for slot in 0..2 {
+            let st = self.slots.get(dept)?[slot];
+            if let (SlotState::Committed { version, .. }, Some(e)) = (st, self.why[dept][slot]) {
+                if running.is_none_or(|r| version > r) && out.is_none_or(|(v, _)| version > v) {
+                    out = Some((version, e));
+                }
+            }
+        }
+        out.map(|(_, e)| e)
     }
 
     /// The layout in use.
@@ -333,7 +507,7 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
             dept: p.dept,
             slot: p.slot,
             version: p.version,
-            offset: p.pages * F::ERASE_SIZE as u32,
+            offset: resume_offset(p.pages, F::ERASE_SIZE, p.len),
         })
     }
 
@@ -404,7 +578,7 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
         if h.base_id != base.base_id() {
             return Err(UpdateError::BaseMismatch);
         }
-        if h.package_len() > self.layout.slot_size as usize {
+        if h.package_len() > self.layout.slot_size {
             return Err(UpdateError::TooLarge);
         }
         if let Some(cur) = self.active[d].version() {
@@ -452,10 +626,14 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
         base: &B,
         resume: bool,
     ) -> Result<u32, UpdateError> {
-        let h = PackageHeader::parse(header)?;
+        // Authenticated before anything else: an unsigned or wrongly signed header is refused
+        // before the journal or a slot is touched.
+        let h = PackageHeader::parse_signed(header, &self.pubkey)?;
         let d = self.precheck(&h, base)?;
+        let mut header_bytes = [0u8; HEADER_LEN];
+        header_bytes.copy_from_slice(&header[..HEADER_LEN]);
         let header_hash = package::digest(&h.encode());
-        let len = h.package_len() as u32;
+        let len = h.package_len();
         self.live = None;
         if let Some(p) = self.pending.filter(|_| resume) {
             let active_slot = match self.active[d] {
@@ -468,10 +646,10 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
                 && p.header_hash == header_hash
                 && active_slot != Some(p.slot)
             {
-                let at = (p.pages * F::ERASE_SIZE as u32).min(len);
-                let at = at - at % F::ERASE_SIZE as u32;
+                let at = resume_offset(p.pages, F::ERASE_SIZE, len);
                 self.live = Some(Live {
                     header: h,
+                    header_bytes,
                     received: at,
                     flushed: at,
                     erased: at / F::ERASE_SIZE as u32,
@@ -490,6 +668,7 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
         };
         self.append(rec)?;
         self.slots[d][slot as usize] = SlotState::Writing;
+        self.why[d][slot as usize] = None;
         self.pending = Some(Pending {
             dept: d as u16,
             slot,
@@ -500,6 +679,7 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
         });
         self.live = Some(Live {
             header: h,
+            header_bytes,
             received: 0,
             flushed: 0,
             erased: 0,
@@ -628,21 +808,14 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
         let at = self.layout.slot_offset(d, slot);
         let mut hb = [0u8; HEADER_LEN];
         self.flash.read(at, &mut hb).map_err(flash_err)?;
-        if hb != live.header.encode() {
+        if hb != live.header_bytes {
             return Err(UpdateError::HeaderMismatch);
         }
-        let digest = self.hash_slot(d, slot, p.len)?;
-        let body = p.len - TRAILER_LEN as u32;
-        let mut stored = [0u8; 32];
-        self.flash.read(at + body, &mut stored).map_err(flash_err)?;
-        if stored != digest {
+        // The blob as it lies on flash must be the one the signed header names.
+        let (digest, blob_hash) = self.hash_slot(d, slot, p.len)?;
+        if blob_hash != live.header.blob_sha256 {
             return Err(UpdateError::HashMismatch);
         }
-        let mut sig = [0u8; SIGNATURE_LEN];
-        self.flash
-            .read(at + body + 32, &mut sig)
-            .map_err(flash_err)?;
-        package::verify_signature(&self.pubkey, &digest, &sig)?;
         let blob_len = live.header.blob_len as usize;
         let blob = scratch
             .get_mut(..blob_len)
@@ -667,6 +840,7 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
             digest,
             intact: true,
         };
+        self.why[d][slot as usize] = None;
         self.counter[d] = counter;
         self.pending = None;
         self.pick_active(d);
@@ -702,37 +876,82 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
         self.layout.bank_size / RECORD as u32
     }
 
-    fn format(&mut self) -> Result<(), UpdateError> {
+    /// Reads the highest security counter per department from every CRC-valid record of
+    /// both banks (whatever their headers say).
+    fn salvage_counters(&mut self) -> Result<(), UpdateError> {
+        let n = self.layout.departments as usize;
+        for bank in 0..2u8 {
+            let at = self.bank_offset(bank);
+            for i in 1..self.capacity_records() {
+                let mut b = [0u8; RECORD];
+                self.flash
+                    .read(at + i * RECORD as u32, &mut b)
+                    .map_err(flash_err)?;
+                if let journal::Slot::Valid(
+                    Record::Commit { dept, counter, .. } | Record::Counter { dept, counter },
+                ) = Record::decode(&b)
+                {
+                    if (dept as usize) < n {
+                        let c = &mut self.counter[dept as usize];
+                        *c = (*c).max(counter);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Erases both banks and writes a fresh journal holding the counters in RAM; the bank
+    /// header goes last, so a cut leaves either the counters' records (refused as damaged,
+    /// salvaged by the next explicit format) or a complete journal.
+    fn format_banks(&mut self) -> Result<(), UpdateError> {
+        for bank in [1u8, 0] {
+            let at = self.bank_offset(bank);
+            self.flash
+                .erase(at, at + self.layout.bank_size)
+                .map_err(flash_err)?;
+        }
         let at = self.bank_offset(0);
-        self.flash
-            .erase(at, at + self.layout.bank_size)
-            .map_err(flash_err)?;
+        let mut i = 1u32;
+        for d in 0..self.layout.departments as usize {
+            if self.counter[d] > 0 {
+                let r = Record::Counter {
+                    dept: d as u16,
+                    counter: self.counter[d],
+                };
+                self.flash
+                    .write(at + i * RECORD as u32, &r.encode())
+                    .map_err(flash_err)?;
+                i += 1;
+            }
+        }
         self.flash
             .write(at, &journal::encode_bank(1, &self.layout.fingerprint()))
             .map_err(flash_err)?;
         self.bank = 0;
         self.seq = 1;
-        self.next = 1;
+        self.next = i;
         Ok(())
     }
 
+    /// Replays every valid record of the bank in charge. Free records in the middle are
+    /// holes a failed write left (the append after it went on to the next record), not the
+    /// end: the journal ends after its last non-free record.
     fn replay(&mut self) -> Result<(), UpdateError> {
         let cap = self.capacity_records();
         let base = self.bank_offset(self.bank);
-        self.next = cap;
+        self.next = 1;
         for i in 1..cap {
             let mut b = [0u8; RECORD];
             self.flash
                 .read(base + i * RECORD as u32, &mut b)
                 .map_err(flash_err)?;
             match Record::decode(&b) {
-                journal::Slot::Free => {
-                    self.next = i;
-                    break;
-                }
+                journal::Slot::Free => continue,
                 journal::Slot::Garbage => {}
                 journal::Slot::Valid(r) => self.apply_record(r),
             }
+            self.next = i + 1;
         }
         Ok(())
     }
@@ -740,7 +959,7 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
     fn apply_record(&mut self, r: Record) {
         let n = self.layout.departments as usize;
         let slot_size = self.layout.slot_size;
-        let len_ok = |len: u32| len as usize > HEADER_LEN + TRAILER_LEN && len <= slot_size;
+        let len_ok = |len: u32| len as usize > HEADER_LEN && len <= slot_size;
         match r {
             // A CRC-valid record can still be nonsense (crafted or a CRC collision): never
             // let it describe a package that cannot fit its slot.
@@ -764,7 +983,10 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
             }
             Record::Progress { dept, slot, pages } => {
                 if let Some(p) = self.pending.as_mut() {
-                    if p.dept == dept && p.slot == slot {
+                    // Never more pages than the package has (a crafted count would
+                    // otherwise overflow `pages * ERASE_SIZE` on a 32-bit target).
+                    let most = p.len.div_ceil(F::ERASE_SIZE as u32);
+                    if p.dept == dept && p.slot == slot && pages <= most {
                         p.pages = p.pages.max(pages);
                     }
                 }
@@ -803,7 +1025,8 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
             self.compact()?;
         }
         let at = self.bank_offset(self.bank) + self.next * RECORD as u32;
-        // The slot is used whether or not the write completes: a torn record is skipped.
+        // The slot is used whether or not the write completes: a torn record is skipped by
+        // replay, and so is a slot the failed write left free (replay reads past holes).
         self.next += 1;
         self.flash.write(at, &r.encode()).map_err(flash_err)
     }
@@ -888,22 +1111,57 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
         Ok(())
     }
 
-    /// SHA-256 over a slot's package header and blob (`len` = whole package length).
-    fn hash_slot(&mut self, dept: usize, slot: u8, len: u32) -> Result<[u8; 32], UpdateError> {
+    /// SHA-256 over a slot's whole package (`len` bytes), and over its blob alone.
+    fn hash_slot(
+        &mut self,
+        dept: usize,
+        slot: u8,
+        len: u32,
+    ) -> Result<([u8; 32], [u8; 32]), UpdateError> {
         let at = self.layout.slot_offset(dept, slot);
-        let body = len
-            .saturating_sub(TRAILER_LEN as u32)
-            .min(self.layout.slot_size);
-        let mut h = Sha256::new();
+        let len = len.min(self.layout.slot_size);
+        let (mut all, mut blob) = (Sha256::new(), Sha256::new());
         let mut buf = [0u8; 256];
         let mut o = 0u32;
-        while o < body {
-            let n = (body - o).min(buf.len() as u32) as usize;
+        while o < len {
+            let n = (len - o).min(buf.len() as u32) as usize;
             self.flash.read(at + o, &mut buf[..n]).map_err(flash_err)?;
-            h.update(&buf[..n]);
+            all.update(&buf[..n]);
+            // Reads are split at the header's end (256 > HEADER_LEN), so a chunk is either
+            // header, or blob, or header then blob.
+            let h = (HEADER_LEN as u32).saturating_sub(o).min(n as u32) as usize;
+            blob.update(&buf[h..n]);
             o += n as u32;
         }
-        Ok(h.finalize().into())
+        Ok((all.finalize().into(), blob.finalize().into()))
+    }
+
+    /// A committed slot may run: its bytes hash to the committed digest, its header is
+    /// signed by the device key, describes the committed version and length, and its blob
+    /// hashes to the header's blob digest (the flash may have been written by anyone).
+    fn slot_intact(
+        &mut self,
+        dept: usize,
+        slot: u8,
+        version: u32,
+        len: u32,
+        digest: &[u8; 32],
+    ) -> Result<Option<UpdateError>, UpdateError> {
+        let at = self.layout.slot_offset(dept, slot);
+        let mut hb = [0u8; HEADER_LEN];
+        self.flash.read(at, &mut hb).map_err(flash_err)?;
+        let h = match PackageHeader::parse_signed(&hb, &self.pubkey) {
+            Ok(h) => h,
+            Err(e) => return Ok(Some(e)),
+        };
+        if h.version != version || h.package_len() != len {
+            return Ok(Some(UpdateError::HeaderMismatch));
+        }
+        let (all, blob) = self.hash_slot(dept, slot, len)?;
+        if all != *digest || blob != h.blob_sha256 {
+            return Ok(Some(UpdateError::HashMismatch));
+        }
+        Ok(None)
     }
 
     fn inactive_slot(&self, d: usize) -> u8 {
@@ -940,7 +1198,7 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
                 slot,
                 version,
                 blob_offset: self.layout.slot_offset(d, slot) + HEADER_LEN as u32,
-                blob_len: len - (HEADER_LEN + TRAILER_LEN) as u32,
+                blob_len: len - HEADER_LEN as u32,
             },
             None if self.factory[d] >= floor => Active::Factory {
                 version: self.factory[d],
@@ -948,6 +1206,13 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
             None => Active::Unavailable,
         };
     }
+}
+
+/// Where an update with `pages` recorded erase pages resumes: the last whole page within
+/// the package (`len` bytes), computed without overflow whatever `pages` says.
+fn resume_offset(pages: u32, erase: usize, len: u32) -> u32 {
+    let at = (u64::from(pages) * erase as u64).min(u64::from(len));
+    (at - at % erase as u64) as u32
 }
 
 fn check_blob<B: UpdateBase>(

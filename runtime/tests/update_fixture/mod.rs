@@ -83,8 +83,8 @@ impl Fixture {
         blob: &[u8],
         secret: &[u8; 32],
     ) -> Vec<u8> {
-        let h = PackageHeader::new(name, version, counter, base_id, blob.len() as u32).unwrap();
-        let mut out = vec![0u8; h.package_len()];
+        let h = PackageHeader::new(name, version, counter, base_id, blob).unwrap();
+        let mut out = vec![0u8; h.package_len() as usize];
         write_signed(&h, blob, secret, &mut out).unwrap();
         out
     }

@@ -1,4 +1,4 @@
-//! `lorkd delta make|verify|apply|image|status`: signed department updates (`.lkdu`,
+//! `lorkd delta make|verify|apply|image|format|status`: signed department updates (`.lkdu`,
 //! docs/update-format.md) and device flash images (see [`crate::delta`]).
 use std::path::PathBuf;
 
@@ -71,6 +71,16 @@ pub enum DeltaCommand {
         base: PathBuf,
         #[arg(short, long)]
         output: PathBuf,
+    },
+    /// Format the update store of a flash image whose journal is damaged (explicit: `apply`
+    /// and `status` refuse such an image; security counters that can be read are kept).
+    Format {
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long)]
+        pubkey: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Show which version each department of a flash image runs.
     Status {
@@ -188,6 +198,21 @@ pub fn run(a: Args) -> Result<()> {
             std::fs::write(&output, &img)
                 .with_context(|| format!("writing {}", output.display()))?;
             eprintln!("wrote {} ({} bytes)", output.display(), img.len());
+        }
+        DeltaCommand::Format {
+            image,
+            pubkey,
+            json,
+        } => {
+            let key = crate::keys::load_verifying_key(&pubkey)?;
+            let mut img = read(&image)?;
+            let st = crate::delta::format(&mut img, &key)?;
+            std::fs::write(&image, &img).with_context(|| format!("writing {}", image.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print_status(&st);
+            }
         }
         DeltaCommand::Status {
             image,

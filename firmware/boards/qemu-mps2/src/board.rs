@@ -62,6 +62,14 @@ impl RamFlash {
             len: mem.len(),
         }
     }
+    /// Flips one stored bit (a retention error, for the self-checks).
+    pub fn flip_bit(&mut self, offset: usize, bit: u8) {
+        if offset < self.len {
+            // SAFETY: in bounds of the static buffer (checked); nothing mapped is in use
+            // (the checks call this between boots).
+            unsafe { *self.ptr.add(offset) ^= 1 << (bit % 8) };
+        }
+    }
     fn range(&self, offset: u32, n: usize) -> Result<usize, FlashErr> {
         let o = offset as usize;
         match o.checked_add(n) {

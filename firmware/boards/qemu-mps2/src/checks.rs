@@ -7,16 +7,25 @@ use crate::board::{FpgaLed, LoopSerial, Queue, RamFlash, ScriptPin};
 use crate::Tally;
 use core::cell::{Cell, RefCell};
 use cortex_m_semihosting::hprintln;
+use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
 use lorkd_firmware::app::App;
 use lorkd_firmware::button::{Button, DEBOUNCE_MS};
 use lorkd_firmware::fixture::Fixture;
 use lorkd_firmware::model::Model;
-use lorkd_firmware::proto::{self, ErrorCode, Request, Response, MAX_CHUNK, MAX_CLASSES};
-use lorkd_firmware::runtime_model::{scratch_bytes, RuntimeModel};
+use lorkd_firmware::model::UPDATE_HEADER_LEN;
+use lorkd_firmware::proto::{
+    self, DeptFault, ErrorCode, Health, Request, Response, MAX_CHUNK, MAX_CLASSES,
+};
+use lorkd_firmware::runtime_model::MappedFlash;
+use lorkd_firmware::runtime_model::{scratch_bytes, verify_bundle, Device, Halted, RuntimeModel};
 use lorkd_firmware::{cobs, crc};
 use lorkd_runtime::engine::Engine;
 use lorkd_runtime::format::{Bundle, Mode};
-use lorkd_runtime::update::{Layout, UpdateStore};
+use lorkd_runtime::update::{journal, Active, Layout, UpdateStore};
+
+/// The vendor's ed25519 public key, from the board build (`LORKD_FW_PUBKEY`): the firmware
+/// boots only bundles signed by it, and takes only update packages signed by it.
+pub static VENDOR_KEY: [u8; 32] = *include_bytes!(concat!(env!("OUT_DIR"), "/vendor_key.bin"));
 
 /// A small xorshift generator: the checks' inputs are fixed per build, so runs repeat exactly.
 struct XorShift(u32);
@@ -104,11 +113,11 @@ pub fn engine_setup(
         t.check("fixture parses", false);
         return None;
     };
-    let bundle = match Bundle::parse(f.bundle) {
+    let bundle = match verify_bundle(f.bundle, &VENDOR_KEY) {
         Ok(b) => b,
-        Err(e) => {
-            hprintln!("[fw] bundle: {}", e);
-            t.check("bundle parses in place from flash", false);
+        Err(h) => {
+            hprintln!("[fw] bundle refused: reason {}", h.reason);
+            t.check("bundle verifies with the vendor key (verified boot)", false);
             return None;
         }
     };
@@ -126,7 +135,7 @@ pub fn engine_setup(
         ARENA_BYTES
     );
     t.check(
-        "bundle parses in place from flash (hashes checked), departments as on the host",
+        "verified boot: bundle signed by the vendor key, parsed in place (hashes checked), departments as on the host",
         bundle.department_count() == f.departments && f.input_len <= MAX_INPUT,
     );
     let arena = cortex_m::singleton!(: Arena = Arena([0; ARENA_BYTES]))?;
@@ -143,7 +152,7 @@ pub struct Scratch(pub [u8; SCRATCH_BYTES]);
 /// Serial queue capacity each way.
 const Q: usize = 4096;
 
-type Dev<'m, 'q> = App<'m, LoopSerial<'q, Q>, ScriptPin<'q>, FpgaLed, RuntimeModel<'m, RamFlash>>;
+type Dev<'m, 'q> = App<'m, LoopSerial<'q, Q>, ScriptPin<'q>, FpgaLed, Device<'m, RamFlash>>;
 
 /// The far end of the loopback serial port: sends requests, decodes the answers.
 struct Host<'q> {
@@ -314,18 +323,13 @@ fn boot<'m, 'q>(
     from_device: &'q RefCell<Queue<Q>>,
     pressed: &'q Cell<bool>,
 ) -> Option<Dev<'m, 'q>> {
-    let store = match UpdateStore::open(st.flash, st.layout, st.f.pubkey, st.bundle) {
-        Ok(s) => s,
-        Err(e) => {
-            hprintln!("[fw] store: {:?}", e);
-            return None;
-        }
-    };
     let model = match RuntimeModel::new(
         st.bundle,
         &mut st.arena[..],
         Mode::Materialized,
-        store,
+        st.flash,
+        st.layout,
+        VENDOR_KEY,
         &mut st.scratch[..],
     ) {
         Ok(m) => m,
@@ -339,7 +343,19 @@ fn boot<'m, 'q>(
         from_device,
     };
     let button = Button::new(ScriptPin(pressed), true);
-    App::new(serial, button, FpgaLed, model, &mut st.frame[..]).ok()
+    App::new(
+        serial,
+        button,
+        FpgaLed,
+        Device::Running(model),
+        &mut st.frame[..],
+    )
+    .ok()
+}
+
+/// The journal generation of a running device's update store.
+fn generation(app: &mut Dev<'_, '_>) -> Option<u32> {
+    Some(app.model().running()?.store()?.journal_generation())
 }
 
 fn close(a: &Scores, b: &[f32; 64], n: usize, tol: f32) -> (bool, f32) {
@@ -363,7 +379,7 @@ pub fn device(t: &mut Tally) {
     };
     let (Some(bundle), Some(mem), Some(scratch), Some(frame)) = (
         cortex_m::singleton!(: Bundle<'static> = bundle),
-        cortex_m::singleton!(: [u8; STORE_FLASH] = [0xFF; STORE_FLASH]),
+        cortex_m::singleton!(: Aligned<[u8; STORE_FLASH]> = Aligned([0xFF; STORE_FLASH])),
         cortex_m::singleton!(: Scratch = Scratch([0; SCRATCH_BYTES])),
         cortex_m::singleton!(: [f32; MAX_INPUT] = [0.0; MAX_INPUT]),
     ) else {
@@ -380,15 +396,6 @@ pub fn device(t: &mut Tally) {
     if !fits {
         return t.check("update store fits the simulated flash", false);
     }
-    let mut st = Statics {
-        f,
-        bundle,
-        layout,
-        flash: RamFlash::new(&mut mem[..]),
-        arena,
-        scratch: &mut scratch.0[..],
-        frame: &mut frame[..f.input_len],
-    };
     let to_device = RefCell::new(Queue::<Q>::new());
     let from_device = RefCell::new(Queue::<Q>::new());
     let pressed = Cell::new(false);
@@ -398,6 +405,21 @@ pub fn device(t: &mut Tally) {
         pressed: &pressed,
         now: 0,
     };
+    // The store's memory doubles as a buffer for the bundle copies of these checks, before
+    // it becomes the flash.
+    verified_boot(t, &f, &mut mem.0[..], &mut frame[..], &mut host);
+    crafted_bundle(t, &f, &mut mem.0[..]);
+    mem.0.fill(0xFF);
+    let mut st = Statics {
+        f,
+        bundle,
+        layout,
+        flash: RamFlash::new(&mut mem.0[..]),
+        arena,
+        scratch: &mut scratch.0[..],
+        frame: &mut frame[..f.input_len],
+    };
+    crafted_store(t, &st);
     let n = f.departments;
     let mut x = [0f32; MAX_INPUT];
     let x = &mut x[..f.input_len];
@@ -421,6 +443,7 @@ pub fn device(t: &mut Tally) {
         .collect();
 
     // ---- first boot: a whole conversation ------------------------------------------------
+    let flash = st.flash;
     let half_sent = {
         let Some(mut app) = boot(&mut st, &to_device, &from_device, &pressed) else {
             return t.check(
@@ -440,6 +463,75 @@ pub fn device(t: &mut Tally) {
                     && *versions == factory)
         });
         t.check("protocol: Hello (departments, input size, versions)", ok);
+
+        // An update header that is unsigned or wrongly signed: refused as its last byte
+        // arrives, before the journal or a slot is touched.
+        let pkg = f.update;
+        let fl = flash;
+        let before = flash_crc(&fl);
+        let mut hdr = [0u8; UPDATE_HEADER_LEN];
+        hdr.copy_from_slice(&pkg[..UPDATE_HEADER_LEN]);
+        let mut ok = true;
+        for edit in 0..2 {
+            if edit == 0 {
+                hdr[UPDATE_HEADER_LEN - 1] ^= 1;
+            } else {
+                hdr[UPDATE_HEADER_LEN - 64..].fill(0);
+            }
+            ok &= host.update_begin(&mut app, pkg) == Some(0)
+                && host.ask(
+                    &mut app,
+                    &Request::UpdateChunk {
+                        offset: 0,
+                        data: &hdr,
+                    },
+                    &mut |r| {
+                        *r == Response::Error {
+                            code: ErrorCode::UpdateRejected,
+                            detail: 11,
+                        }
+                    },
+                );
+        }
+        ok &= flash_crc(&fl) == before;
+        t.check(
+            "update: a wrongly signed or unsigned header is refused before anything is written (flash byte-for-byte unchanged)",
+            ok,
+        );
+        // Lengths and offsets near u32::MAX in protocol frames.
+        let err =
+            |code| move |r: &Response| matches!(r, Response::Error { code: c, .. } if *c == code);
+        let data = [0u8; 64];
+        let ok = host.ask(
+            &mut app,
+            &Request::UpdateBegin {
+                len: u32::MAX - 100,
+                crc: 0,
+            },
+            &mut err(ErrorCode::TooLarge),
+        ) && host.ask(
+            &mut app,
+            &Request::UpdateChunk {
+                offset: u32::MAX - 10,
+                data: &data,
+            },
+            &mut err(ErrorCode::BadState),
+        ) && host.ask(
+            &mut app,
+            &Request::InferBegin { len: u32::MAX },
+            &mut err(ErrorCode::TooLarge),
+        ) && host.ask(
+            &mut app,
+            &Request::InferChunk {
+                offset: u32::MAX - 3,
+                data: &data,
+            },
+            &mut err(ErrorCode::BadState),
+        );
+        t.check(
+            "32-bit: protocol frames with lengths and offsets near u32::MAX are refused",
+            ok,
+        );
 
         // Every department on every image, through Select + InferBegin + InferChunk.
         let (mut tops, mut max_diff) = (true, 0f32);
@@ -524,8 +616,9 @@ pub fn device(t: &mut Tally) {
         }
         t.check("protocol: switch away and back: bit-identical scores", same);
 
-        // A package with one signature bit flipped: streamed, refused at the commit; the
-        // department keeps its version and its scores.
+        // A package with one blob bit flipped (its last byte): streamed, refused at the
+        // commit (the blob no longer hashes to the signed header's digest); the department
+        // keeps its version and its scores.
         let pkg = f.update;
         let d = f.update_dept;
         let mut refused = host.select(&mut app, d as u8);
@@ -546,7 +639,7 @@ pub fn device(t: &mut Tally) {
                 r,
                 Response::Error {
                     code: ErrorCode::UpdateRejected,
-                    detail: 11
+                    detail: 9
                 }
             )
         });
@@ -554,7 +647,7 @@ pub fn device(t: &mut Tally) {
         refused &=
             matches!((host.infer(&mut app, x), &before), (Some((_, _, s)), Some(b)) if bits(&s, b));
         t.check(
-            "update: a package with a flipped signature bit is refused (error frame), the department untouched",
+            "update: a package with a flipped blob bit is refused at the commit (error frame), the department untouched",
             refused,
         );
 
@@ -590,7 +683,7 @@ pub fn device(t: &mut Tally) {
             "update: reset mid-download, resumed at the last whole flash page (header read back, not resent)",
             ok,
         );
-        let gen0 = app.model().store().journal_generation();
+        let gen0 = generation(&mut app);
         let (dept, version) = (d as u8, f.update_version);
         let ok = host.ask(&mut app, &Request::UpdateCommit, &mut |r| {
             *r == Response::Updated { dept, version }
@@ -605,7 +698,7 @@ pub fn device(t: &mut Tally) {
             });
         t.check(
             "update: verified (hash, signature, base, version, counter) and committed; Hello and Status report the new version",
-            ok && versions_ok && app.model().store().journal_generation() == gen0,
+            ok && versions_ok && gen0.is_some() && generation(&mut app) == gen0,
         );
 
         // The department runs the new expert.
@@ -687,11 +780,402 @@ pub fn device(t: &mut Tally) {
         return t.check("device reboots after the update", false);
     };
     f.image(0, x);
-    let ok = host.versions(&mut app) == Some(after)
+    let ok = host.versions(&mut app) == Some(after.clone())
         && host.select(&mut app, d as u8)
         && matches!((host.infer(&mut app, x), &updated), (Some((_, _, s)), Some(a)) if bits(&s, a));
     t.check(
         "update: after a reset the device boots into the new version (committed slot, in place from flash)",
+        ok,
+    );
+    let running = app
+        .model()
+        .running()
+        .and_then(|m| m.store())
+        .map(|s| s.active(d));
+    drop(app);
+
+    // ---- a committed slot whose signed blob does not parse: per-department fallback --------
+    let planted = match running {
+        Some(Active::Slot { slot, .. }) => plant_commit(&st, d, 1 - slot, f.bad_update),
+        _ => false,
+    };
+    let Some(mut app) = boot(&mut st, &to_device, &from_device, &pressed) else {
+        return t.check(
+            "fallback: the device boots over a bad committed slot",
+            false,
+        );
+    };
+    let fault = DeptFault {
+        dept: d as u8,
+        code: 18,
+    };
+    let ok = planted
+        && host.versions(&mut app) == Some(after.clone())
+        && host.ask(&mut app, &Request::Status, &mut |r| {
+            matches!(r, Response::Status(s) if s.health == Health::Ok && s.faults[..] == [fault])
+        })
+        && host.select(&mut app, d as u8)
+        && matches!((host.infer(&mut app, x), &updated), (Some((_, _, s)), Some(a)) if bits(&s, a));
+    t.check(
+        "fallback: a committed, signed slot whose blob does not parse: the device boots, the department runs its previous version, Status names it (code 18)",
+        ok,
+    );
+    drop(app);
+
+    // ---- both journal bank headers damaged: refused, factory read-only, explicit format ----
+    let mut fl = st.flash;
+    let l = st.layout;
+    for bank in 0..2 {
+        let at = l.journal + bank * l.bank_size;
+        let mut h = [0u8; 64];
+        if fl.read(at, &mut h).is_ok() && journal::decode_bank(&h).is_some() {
+            fl.flip_bit(at as usize + 9, 3);
+        }
+    }
+    let before = flash_crc(&fl);
+    let Some(mut app) = boot(&mut st, &to_device, &from_device, &pressed) else {
+        return t.check("store refused: the device still boots", false);
+    };
+    let refused = Health::StoreRefused(26);
+    let mut ok = host.versions(&mut app) == Some(factory.clone())
+        && host.ask(
+            &mut app,
+            &Request::Status,
+            &mut |r| matches!(r, Response::Status(s) if s.health == refused),
+        );
+    f.image(0, x);
+    let (c0, top0) = expected(0, 0, &mut want);
+    ok &= host.select(&mut app, 0)
+        && matches!(host.infer(&mut app, x), Some((0, top, s)) if top as usize == top0 && close(&s, &want, c0, 1e-4).0);
+    let pkg = f.update;
+    ok &= host.update_begin(&mut app, pkg) == Some(0)
+        && host.ask(
+            &mut app,
+            &Request::UpdateChunk {
+                offset: 0,
+                data: &pkg[..MAX_CHUNK],
+            },
+            &mut |r| {
+                *r == Response::Error {
+                    code: ErrorCode::UpdateRejected,
+                    detail: 26,
+                }
+            },
+        );
+    ok &= flash_crc(&fl) == before;
+    t.check(
+        "store refused (both bank headers damaged): not formatted, flash unchanged, factory departments run, updates refused (code 26), Status says so",
+        ok,
+    );
+    let ok = host.ask(
+        &mut app,
+        &Request::FormatStore,
+        &mut |r| matches!(r, Response::Status(s) if s.health == Health::Ok),
+    ) && host.ask(&mut app, &Request::FormatStore, &mut |r| {
+        *r == Response::Error {
+            code: ErrorCode::BadState,
+            detail: 0,
+        }
+    }) && host.versions(&mut app) == Some(factory.clone());
+    t.check(
+        "store refused: FormatStore formats it explicitly (once; a working store is never formatted)",
+        ok,
+    );
+}
+
+/// CRC-32 of the whole simulated flash (a refusal must leave it unchanged).
+fn flash_crc(fl: &RamFlash) -> u32 {
+    fl.map(0, fl.capacity() as u32).map_or(0, crc::crc32)
+}
+
+/// Writes `pkg` into slot `slot` of department `d` and appends a CRC-valid Commit record for
+/// it to the journal bank in charge, as a committed update would leave them.
+fn plant_commit(st: &Statics, d: usize, slot: u8, pkg: &[u8]) -> bool {
+    use lorkd_runtime::update::journal::{decode_bank, Record};
+    let (l, mut fl) = (st.layout, st.flash);
+    let mut bank = None;
+    for b in 0..2 {
+        let at = l.journal + b * l.bank_size;
+        let mut h = [0u8; 64];
+        if fl.read(at, &mut h).is_err() {
+            return false;
+        }
+        if let Some((seq, _)) = decode_bank(&h) {
+            if bank.is_none_or(|(_, s)| seq > s) {
+                bank = Some((at, seq));
+            }
+        }
+    }
+    let Some((bank, _)) = bank else { return false };
+    let records = l.bank_size / 64;
+    let mut next = 1;
+    for i in (1..records).rev() {
+        let mut r = [0u8; 64];
+        if fl.read(bank + 64 * i, &mut r).is_err() {
+            return false;
+        }
+        if r.iter().any(|&b| b != 0xFF) {
+            next = i + 1;
+            break;
+        }
+    }
+    let at = l.slot_offset(d, slot);
+    let whole = pkg.len() / 4 * 4;
+    let mut tail = [0xFFu8; 4];
+    tail[..pkg.len() - whole].copy_from_slice(&pkg[whole..]);
+    let Ok(h) = lorkd_runtime::update::PackageHeader::parse(pkg) else {
+        return false;
+    };
+    let rec = Record::Commit {
+        dept: d as u16,
+        slot,
+        version: h.version,
+        len: pkg.len() as u32,
+        counter: 0,
+        digest: lorkd_runtime::update::package::digest(pkg),
+    };
+    next < records
+        && fl.erase(at, at + l.slot_size).is_ok()
+        && fl.write(at, &pkg[..whole]).is_ok()
+        && (whole == pkg.len() || fl.write(at + whole as u32, &tail).is_ok())
+        && fl.write(bank + 64 * next, &rec.encode()).is_ok()
+}
+
+/// An ed25519 public key other than the vendor's (the curve's base point, a valid key).
+const OTHER_KEY: [u8; 32] = {
+    let mut k = [0x66u8; 32];
+    k[0] = 0x58;
+    k
+};
+
+/// Verified boot: an unsigned copy of the bundle (otherwise valid) and a wrongly signed one
+/// are refused; the app over the refused bundle runs nothing and says why.
+fn verified_boot<'m, 'q>(
+    t: &mut Tally,
+    f: &Fixture<'static>,
+    buf: &'m mut [u8],
+    frame: &'m mut [f32],
+    host: &mut Host<'q>,
+) {
+    use lorkd_runtime::format::header::{Header, FILE_HASH_OFFSET, FLAG_SIGNED, HEADER_LEN};
+    use lorkd_runtime::format::view::file_hash;
+    let Ok(h) = Header::decode(f.bundle) else {
+        return t.check("verified boot: bundle header decodes", false);
+    };
+    let n = h.file_len as usize;
+    let m = f.bundle.len();
+    if buf.len() < m || n > m {
+        return t.check("verified boot: room for a copy of the bundle", false);
+    }
+    // The same bundle, unsigned: flag cleared, signature gone, file hash resealed.
+    buf[..n].copy_from_slice(&f.bundle[..n]);
+    let mut uh = h;
+    uh.flags &= !FLAG_SIGNED;
+    buf[..HEADER_LEN].copy_from_slice(&uh.encode());
+    let fh = file_hash(&buf[..n]);
+    buf[FILE_HASH_OFFSET..FILE_HASH_OFFSET + 32].copy_from_slice(&fh);
+    let valid_unsigned = Bundle::parse(&buf[..n]).is_ok();
+    let unsigned = verify_bundle(&buf[..n], &VENDOR_KEY).err();
+    t.check(
+        "verified boot: an unsigned bundle (valid otherwise) is refused (reason 1)",
+        valid_unsigned && unsigned == Some(Halted { reason: 1 }),
+    );
+    buf[..m].copy_from_slice(f.bundle);
+    buf[m - 1] ^= 0x20;
+    let flipped = verify_bundle(&buf[..m], &VENDOR_KEY).err();
+    let other = verify_bundle(f.bundle, &OTHER_KEY).err();
+    t.check(
+        "verified boot: a flipped signature bit, or a bundle checked against another key, is refused (reason 2)",
+        flipped == Some(Halted { reason: 2 }) && other == Some(Halted { reason: 2 }),
+    );
+    let why = 1;
+    let serial = LoopSerial {
+        to_device: host.to_device,
+        from_device: host.from_device,
+    };
+    let button = Button::new(ScriptPin(host.pressed), true);
+    let model: Device<'m, RamFlash> = Device::Halted(Halted { reason: why });
+    let Ok(mut app) = App::new(serial, button, FpgaLed, model, frame) else {
+        return t.check("verified boot: the app starts over a refused bundle", false);
+    };
+    let mut ok = host.ask(
+        &mut app,
+        &Request::Hello,
+        &mut |r| matches!(r, Response::Hello { departments, .. } if departments.is_empty()),
+    );
+    ok &= host.ask(
+        &mut app,
+        &Request::Status,
+        &mut |r| matches!(r, Response::Status(s) if s.health == Health::BundleRefused(why)),
+    );
+    let len = f.input_len as u32;
+    for req in [
+        Request::Select { dept: 0 },
+        Request::InferBegin { len },
+        Request::UpdateBegin { len: 1000, crc: 0 },
+        Request::UpdateCommit,
+        Request::FormatStore,
+    ] {
+        ok &= host.ask(&mut app, &req, &mut |r| {
+            *r == Response::Error {
+                code: ErrorCode::NotRunning,
+                detail: why,
+            }
+        });
+    }
+    t.check(
+        "verified boot: over a refused bundle nothing runs; Hello/Status say why, every other request is NotRunning",
+        ok,
+    );
+}
+
+/// Crafted bundle headers (lengths and offsets near `u32::MAX`) through the public
+/// `Bundle::parse` on this 32-bit target: errors, no wrap, no panic.
+fn crafted_bundle(t: &mut Tally, f: &Fixture<'static>, buf: &mut [u8]) {
+    use lorkd_runtime::format::header::{Header, Section, FILE_HASH_OFFSET, HEADER_LEN};
+    use lorkd_runtime::format::view::file_hash;
+    let Ok(h) = Header::decode(f.bundle) else {
+        return t.check("32-bit: bundle header decodes", false);
+    };
+    const N: usize = 4096;
+    let big = u32::MAX - 100;
+    let edits: [&dyn Fn(&mut Header); 7] = [
+        &|h| h.manifest.len = big,
+        &|h| {
+            h.shared = Section {
+                offset: u32::MAX - 15,
+                len: 100,
+            }
+        },
+        &|h| {
+            h.blobs = Section {
+                offset: N as u32 - 16,
+                len: big,
+            }
+        },
+        &|h| {
+            h.table = Section {
+                offset: big,
+                len: 200,
+            }
+        },
+        &|h| h.dept_count = u32::MAX,
+        &|h| h.file_len = big,
+        &|h| {
+            h.manifest = Section {
+                offset: HEADER_LEN as u32,
+                len: u32::MAX,
+            }
+        },
+    ];
+    let mut ok = buf.len() >= N;
+    for edit in edits {
+        if !ok {
+            break;
+        }
+        let b = &mut buf[..N];
+        let m = f.bundle.len().min(N);
+        b[..m].copy_from_slice(&f.bundle[..m]);
+        let mut c = h;
+        c.flags = 0;
+        c.file_len = N as u32;
+        edit(&mut c);
+        b[..HEADER_LEN].copy_from_slice(&c.encode());
+        let fh = file_hash(b);
+        b[FILE_HASH_OFFSET..FILE_HASH_OFFSET + 32].copy_from_slice(&fh);
+        ok &= Bundle::parse(b).is_err() && verify_bundle(b, &VENDOR_KEY).is_err();
+    }
+    t.check(
+        "32-bit: crafted bundle headers (lengths, offsets, counts near u32::MAX) refused by Bundle::parse",
+        ok,
+    );
+}
+
+/// Crafted package headers and journal records on this 32-bit target.
+fn crafted_store(t: &mut Tally, st: &Statics) {
+    use lorkd_runtime::update::journal::{encode_bank, Record};
+    use lorkd_runtime::update::package::{Package, PackageHeader, HEADER_LEN};
+    use lorkd_runtime::update::UpdateError;
+    let (l, mut fl) = (st.layout, st.flash);
+    let mut h = [0u8; HEADER_LEN];
+    h.copy_from_slice(&st.f.update[..HEADER_LEN]);
+    h[16..20].copy_from_slice(&(u32::MAX - 100).to_le_bytes());
+    let a = PackageHeader::parse(&h) == Err(UpdateError::PackageBadHeader)
+        && Package::parse(&h).is_err();
+    let c = st.f.crafted_header;
+    let b = PackageHeader::parse_signed(c, &VENDOR_KEY).map(|h| h.package_len()) == Ok(u32::MAX)
+        && Package::parse(c).err() == Some(UpdateError::PackageTruncated);
+    let s = match UpdateStore::<RamFlash, 16>::open(fl, l, VENDOR_KEY, st.bundle) {
+        Ok(mut s) => {
+            let before = flash_crc(&fl);
+            s.begin(c, st.bundle) == Err(UpdateError::TooLarge) && flash_crc(&fl) == before
+        }
+        Err(_) => false,
+    };
+    t.check(
+        "32-bit: blob_len = u32::MAX - 100 refused by the package parsers; a signed header declaring the largest blob refused by the store (TooLarge), flash unchanged",
+        a && b && s,
+    );
+    // A journal with CRC-valid records whose counts would overflow.
+    let recs = [
+        Record::Begin {
+            dept: 1,
+            slot: 0,
+            version: 9,
+            len: 1000,
+            header_hash: [0; 32],
+        },
+        Record::Progress {
+            dept: 1,
+            slot: 0,
+            pages: u32::MAX,
+        },
+        Record::Progress {
+            dept: 1,
+            slot: 0,
+            pages: u32::MAX / 4096 + 1,
+        },
+        Record::Commit {
+            dept: 0,
+            slot: 1,
+            version: 9,
+            len: u32::MAX,
+            counter: 0,
+            digest: [0; 32],
+        },
+        Record::Commit {
+            dept: 2,
+            slot: 0,
+            version: 9,
+            len: 1000,
+            counter: 0,
+            digest: [0; 32],
+        },
+        Record::Counter {
+            dept: u16::MAX,
+            counter: u32::MAX,
+        },
+    ];
+    let mut ok = fl.erase(l.journal, l.slots).is_ok()
+        && fl
+            .write(l.journal, &encode_bank(1, &l.fingerprint()))
+            .is_ok();
+    for (i, r) in recs.iter().enumerate() {
+        ok &= fl
+            .write(l.journal + 64 * (i as u32 + 1), &r.encode())
+            .is_ok();
+    }
+    ok &= match UpdateStore::<RamFlash, 16>::open(fl, l, VENDOR_KEY, st.bundle) {
+        Ok(s) => {
+            s.resume_point().is_some_and(|p| p.offset <= 1000)
+                && (0..3).all(|d| matches!(s.active(d), Active::Factory { .. }))
+                && s.security_counter(0) == 0
+        }
+        Err(_) => false,
+    };
+    ok &= fl.erase(l.journal, l.end() as u32).is_ok();
+    t.check(
+        "32-bit: journal records with page counts and lengths near u32::MAX: no overflow, nothing runs from them",
         ok,
     );
 }
