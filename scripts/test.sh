@@ -4,6 +4,7 @@
 #   3. cargo test --workspace       4. lorkd-runtime built for thumbv7em-none-eabihf (build-std)
 #   5. lorkd-runtime's tests for aarch64-unknown-linux-gnu under qemu-aarch64
 #   6. firmware/run-qemu (the firmware self-checks on emulated Cortex-M4F and M7)
+#   7. scripts/fuzz.sh: every cargo-fuzz target for ${LORKD_FUZZ_SECONDS:-20} s (installs cargo-fuzz)
 # Every step runs; the script fails if any failed, and ends with the test runners' summaries.
 # ARM builds use their own target dir ($CARGO_TARGET_DIR/arm, default target/arm) so the host
 # build cache stays valid.
@@ -56,6 +57,7 @@ step test cargo test --workspace
 step thumbv7em debian build -p lorkd-runtime --target thumbv7em-none-eabihf -Z build-std=core
 step aarch64 debian test -p lorkd-runtime --target aarch64-unknown-linux-gnu
 step qemu env LORKD_ARM_TARGET="$arm_target" "$root/firmware/run-qemu"
+step fuzz "$root/scripts/fuzz.sh" "${LORKD_FUZZ_SECONDS:-20}"
 
 # --- summary ----------------------------------------------------------------------------------
 echo
@@ -65,6 +67,7 @@ for n in test aarch64; do
   grep -h '^test result:' "$logdir/$n.log" | awk -v n="$n" '
     { p += $4; f += $6; i += $8 } END { printf "%-10s %d test binaries: %d passed, %d failed, %d ignored\n", n, NR, p, f, i }'
 done
+grep -h '^fuzz [a-z_]*:' "$logdir/fuzz.log" 2>/dev/null
 grep -h '^\[fw\] result:\|^\[fw\] SKIPPED\|^firmware/run-qemu:' "$logdir/qemu.log" 2>/dev/null | sort | uniq -c
 printf '%s\n' "${results[@]}"
 echo "total $((SECONDS - t0))s"

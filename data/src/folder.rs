@@ -190,8 +190,9 @@ pub(crate) fn open(dir: &Path) -> Result<Opened, DataError> {
     Ok((departments, splits, Source::Folder(paths)))
 }
 
-/// Decodes one image file; the error names it.
-pub(crate) fn decode(path: &Path) -> Result<DynamicImage, DataError> {
+/// Decodes one image file as the dataset sources do (8-bit grey or RGB; alpha and 16 bits
+/// dropped); the error names it. `lorkd run` decodes its images here too.
+pub fn decode(path: &Path) -> Result<DynamicImage, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     let img = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()

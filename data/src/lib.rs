@@ -30,7 +30,9 @@ mod error;
 pub mod folder;
 mod loader;
 pub mod medmnist;
-mod npy;
+pub mod npy;
+#[cfg(feature = "runtime")]
+pub mod score;
 mod spec;
 pub mod synthetic;
 

@@ -1,24 +1,108 @@
-//! A strict reader of the `.npy` header (format versions 1–3) for members of an `.npz`.
+//! The one `.npy` reader of lorkd (format versions 1–3): members of MedMNIST `.npz`
+//! archives here, and the float32 tensors `lorkd run` takes ([`read_f32`], [`write_f32`]).
 //!
-//! Written here rather than borrowed because the header is untrusted: the shape is checked
-//! for overflow and the payload length is checked against it before any allocation, so a
-//! hostile file yields an error, never a panic or a huge allocation.
+//! Written here rather than borrowed because the header is untrusted: the header must be a
+//! `{...}` dict of at most 64 KiB, every slice is at a char boundary found by search (never
+//! a fixed offset), the shape is checked for overflow, and the payload length is checked
+//! against it before any allocation, so a hostile file yields an error, never a panic or a
+//! huge allocation (the `npy` fuzz target in runtime/fuzz holds it to that).
 
 use std::io::Read;
 
 /// The parsed header: element type, memory order and shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct NpyHeader {
+pub struct NpyHeader {
     /// numpy type string, e.g. `|u1`, `<i8`.
     pub descr: String,
+    /// Column-major payload.
     pub fortran_order: bool,
+    /// Dimensions (empty for a scalar).
     pub shape: Vec<u64>,
 }
 
 /// Largest header accepted (numpy writes 64–128 bytes; v2 allows 4 GiB, we do not).
 const MAX_HEADER: usize = 1 << 16;
 
-pub(crate) fn read_header(r: &mut impl Read) -> Result<NpyHeader, String> {
+/// Why an `.npy` file was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NpyError(pub String);
+
+impl std::fmt::Display for NpyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NpyError {}
+
+/// A little-endian float32 (`<f4`), C-order `.npy` in memory: `(shape, data)`. Anything
+/// else (other dtypes, Fortran order, a payload longer or shorter than the shape) is an
+/// error.
+///
+/// # Errors
+/// A malformed or unsupported file, with what is wrong.
+pub fn read_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
+    let mut r = bytes;
+    let h = read_header(&mut r).map_err(NpyError)?;
+    if h.descr != "<f4" {
+        return Err(NpyError(format!(
+            "dtype {:?}, expected little-endian float32 ('<f4')",
+            h.descr
+        )));
+    }
+    if h.fortran_order {
+        return Err(NpyError("Fortran order; save it in C order".into()));
+    }
+    let n = numel(&h.shape)
+        .and_then(|n| n.checked_mul(4))
+        .ok_or_else(|| NpyError(format!("shape {:?} overflows", h.shape)))?;
+    if r.len() as u64 != n {
+        return Err(NpyError(format!(
+            "holds {} bytes of data, shape {:?} needs {n}",
+            r.len(),
+            h.shape
+        )));
+    }
+    let shape = h
+        .shape
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<Vec<usize>, _>>()
+        .map_err(|_| NpyError(format!("shape {:?} overflows", h.shape)))?;
+    let data = r
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((shape, data))
+}
+
+/// Writes a float32 C-order `.npy` (format 1.0, header padded to 64 bytes as numpy does).
+pub fn write_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    // A header past 64 KiB needs format 2.0; shapes of a few dims never get there.
+    out.extend_from_slice(&(h.len().min(u16::MAX as usize) as u16).to_le_bytes());
+    out.extend_from_slice(h.as_bytes());
+    out.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
+
+/// Reads and parses the magic, version, length and dict of an `.npy` header, leaving `r` at
+/// the payload.
+///
+/// # Errors
+/// A malformed header, with what is wrong.
+pub fn read_header(r: &mut impl Read) -> Result<NpyHeader, String> {
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic)
         .map_err(|e| format!("reading npy magic: {e}"))?;
@@ -52,6 +136,10 @@ pub(crate) fn read_header(r: &mut impl Read) -> Result<NpyHeader, String> {
 
 /// Parses `{'descr': '<u1', 'fortran_order': False, 'shape': (3, 28, 28), }`.
 fn parse_dict(s: &str) -> Result<NpyHeader, String> {
+    let s = s.trim_end_matches(['\n', ' ', '\0']).trim_start();
+    if !(s.starts_with('{') && s.ends_with('}')) {
+        return Err("npy header is not a {...} dict".into());
+    }
     let value_of = |key: &str| -> Result<&str, String> {
         let at = s
             .find(&format!("'{key}'"))
@@ -89,7 +177,11 @@ fn parse_dict(s: &str) -> Result<NpyHeader, String> {
         .strip_prefix('(')
         .ok_or("npy header: shape is not a tuple")?;
     let end = sh.find(')').ok_or("npy header: unterminated shape")?;
-    let shape = sh[..end]
+    let dims = &sh[..end];
+    if dims.len() > 256 {
+        return Err("npy header: shape has too many dimensions".into());
+    }
+    let shape = dims
         .split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
@@ -197,5 +289,58 @@ mod tests {
         assert!(ints("<f4", &[0; 4]).is_none());
         assert!(ints("<u8", &[0xff; 8]).is_none());
         assert_eq!(numel(&[u64::MAX, 2]), None);
+    }
+
+    /// Crafted headers: each is an error naming the problem, never a panic.
+    #[test]
+    fn crafted_headers_are_errors() {
+        let good = write_f32(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(
+            read_f32(&good).unwrap(),
+            (vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+        );
+        let with_header = |h: &str| {
+            let mut v = b"\x93NUMPY\x01\x00".to_vec();
+            v.extend_from_slice(&(h.len() as u16).to_le_bytes());
+            v.extend_from_slice(h.as_bytes());
+            v.extend_from_slice(&[0; 8]);
+            v
+        };
+        for h in [
+            "{'descr': '<f4', 'fortran_order': False, 'shape': ), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (, }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999,), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 16), }",
+            "{'descr': '<\u{e9}\u{e9}\u{e9}\u{e9}', 'fortran_order': False, 'shape': (2,), }",
+            "{'descr': '\u{e9}",
+            "{'descr'",
+            "{'descr': '<f4', 'fortran_order': Maybe, 'shape': (2,), }",
+            "{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }",
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }",
+            "'descr': '<f4', 'fortran_order': False, 'shape': (2,), ",
+            "",
+        ] {
+            let e = read_f32(&with_header(h)).unwrap_err();
+            assert!(!e.0.is_empty(), "{h:?}");
+        }
+        // The right size passes through the same path.
+        assert!(read_f32(&with_header(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }"
+        ))
+        .is_ok());
+        // Truncations of a good file at every length.
+        for n in 0..good.len() {
+            assert!(read_f32(&good[..n]).is_err(), "{n} bytes");
+        }
+        // Header length beyond the file, non-UTF-8 header bytes.
+        let mut long = good.clone();
+        long[8] = 0xff;
+        long[9] = 0xff;
+        assert!(read_f32(&long).is_err());
+        let mut bad = good.clone();
+        bad[12] = 0xc3;
+        assert!(read_f32(&bad).is_err());
     }
 }

@@ -72,34 +72,48 @@ pub fn load_verifying_key(path: impl AsRef<Path>) -> Result<VerifyingKey> {
     Ok(load_signing_key(path)?.verifying_key())
 }
 
-/// Generates a key pair and writes `path` (0600) and `path.pub`.
+/// Generates a key pair and writes `path` (0600) and `path.pub`; refuses when either exists
+/// (see [`generate_with`]).
 pub fn generate(path: impl AsRef<Path>) -> Result<SigningKey> {
-    let path = path.as_ref();
-    let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    write_private(path, signing_key_text(&key).as_bytes())?;
-    let mut pub_path = path.as_os_str().to_owned();
-    pub_path.push(".pub");
-    std::fs::write(&pub_path, verifying_key_text(&key.verifying_key()))
-        .with_context(|| format!("writing {}", Path::new(&pub_path).display()))?;
-    Ok(key)
+    generate_with(path, false)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    let mut f = o
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    f.write_all(bytes)?;
-    Ok(())
+/// Generates a key pair and writes `path` (0600) and `path.pub`. Refuses when either
+/// exists unless `force` (a replaced signing key cannot sign for devices that trust the old
+/// one); both files are written to temporaries and renamed.
+pub fn generate_with(path: impl AsRef<Path>, force: bool) -> Result<SigningKey> {
+    use crate::fsio::{write_file, Existing};
+    let path = path.as_ref();
+    let mut pub_path = path.as_os_str().to_owned();
+    pub_path.push(".pub");
+    let pub_path = std::path::PathBuf::from(pub_path);
+    let existing = if force {
+        Existing::Replace
+    } else {
+        for p in [path, pub_path.as_path()] {
+            if p.exists() {
+                bail!(
+                    "{} exists; refusing to replace a key (pass --force to replace it)",
+                    p.display()
+                );
+            }
+        }
+        Existing::Refuse
+    };
+    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    write_file(
+        path,
+        signing_key_text(&key).as_bytes(),
+        existing,
+        Some(0o600),
+    )?;
+    write_file(
+        &pub_path,
+        verifying_key_text(&key.verifying_key()).as_bytes(),
+        existing,
+        Some(0o644),
+    )?;
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -112,6 +126,17 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("k");
         let k = generate(&p).unwrap();
+        // Never silently replaced; --force replaces both files.
+        let e = generate(&p).unwrap_err().to_string();
+        assert!(e.contains("exists") && e.contains("--force"), "{e}");
+        assert_eq!(load_signing_key(&p).unwrap().to_bytes(), k.to_bytes());
+        let k2 = generate_with(&p, true).unwrap();
+        assert_ne!(k2.to_bytes(), k.to_bytes());
+        assert_eq!(
+            load_verifying_key(dir.join("k.pub")).unwrap(),
+            k2.verifying_key()
+        );
+        let k = k2;
         assert_eq!(load_signing_key(&p).unwrap().to_bytes(), k.to_bytes());
         assert_eq!(
             load_verifying_key(dir.join("k.pub")).unwrap(),

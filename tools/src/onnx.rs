@@ -17,7 +17,8 @@
 //! The input `input` is `[N, C, H, W]` f32, used as is (already normalised, as `Engine::infer`
 //! takes it); the output `logits` is `[N, classes]`.
 use lorkd_runtime::format::{
-    DeltaDType, DeltaRef, DeptManifest, Manifest, Op, Precision, Slice, TensorRef, ValueDesc,
+    Bundle, DeltaDType, DeltaRef, Dept, DeptManifest, Manifest, Op, Precision, Slice, TensorRef,
+    ValueDesc,
 };
 use prost::Message;
 use tract_onnx::pb;
@@ -52,11 +53,31 @@ pub enum OnnxError {
 /// Where one department's tensors live: the shared manifest and payload, and the
 /// department's manifest with its own payload (`TensorRef`s are relative to each payload).
 #[derive(Clone, Copy)]
-pub struct ExpertSource<'a> {
-    pub manifest: &'a Manifest<'a>,
-    pub shared_payload: &'a [u8],
-    pub dept: &'a DeptManifest<'a>,
-    pub dept_payload: &'a [u8],
+struct ExpertSource<'a> {
+    manifest: &'a Manifest<'a>,
+    shared_payload: &'a [u8],
+    dept: &'a DeptManifest<'a>,
+    dept_payload: &'a [u8],
+}
+
+impl<'a> ExpertSource<'a> {
+    fn new(bundle: &'a Bundle<'a>, dept: &'a Dept<'a>) -> Self {
+        ExpertSource {
+            manifest: bundle.manifest(),
+            shared_payload: bundle.shared(),
+            dept: &dept.manifest,
+            dept_payload: dept.payload,
+        }
+    }
+}
+
+/// The ONNX bytes of department `dept`'s fused float expert (`dept`: the bundle's own delta
+/// or an update's, parsed against `bundle`).
+///
+/// # Errors
+/// The bundle's tensors do not match its graph.
+pub fn export(bundle: &Bundle<'_>, dept: &Dept<'_>) -> Result<Vec<u8>, OnnxError> {
+    Ok(encode(&build_model(bundle, dept)?))
 }
 
 /// The fused f32 tensors of one department, in the runtime's layouts (conv OIHW,
@@ -189,7 +210,14 @@ fn value(values: &[ValueDesc], i: u16) -> Result<ValueDesc, OnnxError> {
 }
 
 /// Fuses one department's weights: `W0 + B·A` for every expert conv, in f32.
-pub fn fuse(src: &ExpertSource<'_>) -> Result<FusedExpert, OnnxError> {
+///
+/// # Errors
+/// The bundle's tensors do not match its graph.
+pub fn fuse(bundle: &Bundle<'_>, dept: &Dept<'_>) -> Result<FusedExpert, OnnxError> {
+    fuse_src(&ExpertSource::new(bundle, dept))
+}
+
+fn fuse_src(src: &ExpertSource<'_>) -> Result<FusedExpert, OnnxError> {
     let m = src.manifest;
     let deltas: Vec<DeltaRef> = src.dept.deltas.iter().collect();
     let rank = m.rank as usize;
@@ -417,9 +445,16 @@ fn vname(v: u16) -> String {
 }
 
 /// Builds the ONNX model of the department's fused float expert.
-pub fn build_model(src: &ExpertSource<'_>) -> Result<pb::ModelProto, OnnxError> {
+///
+/// # Errors
+/// The bundle's tensors do not match its graph.
+pub fn build_model(bundle: &Bundle<'_>, dept: &Dept<'_>) -> Result<pb::ModelProto, OnnxError> {
+    build_src(&ExpertSource::new(bundle, dept))
+}
+
+fn build_src(src: &ExpertSource<'_>) -> Result<pb::ModelProto, OnnxError> {
     let m = src.manifest;
-    let fused = fuse(src)?;
+    let fused = fuse_src(src)?;
     let values: Vec<ValueDesc> = m.values.iter().collect();
     let v0 = value(&values, 0)?;
     if v0.c != m.input.channels || v0.h != m.input.size || v0.w != m.input.size {
@@ -604,56 +639,6 @@ pub fn build_model(src: &ExpertSource<'_>) -> Result<pb::ModelProto, OnnxError> 
 /// Serialises a model to ONNX protobuf bytes.
 pub fn encode(model: &pb::ModelProto) -> Vec<u8> {
     model.encode_to_vec()
-}
-
-/// A runnable tract plan of an ONNX model with a fixed batch size.
-pub struct TractExpert {
-    plan: std::sync::Arc<tract_onnx::prelude::TypedRunnableModel>,
-    shape: [usize; 4],
-    classes: usize,
-}
-
-impl TractExpert {
-    /// Loads ONNX bytes into tract for inputs `[batch, c, hw, hw]`.
-    pub fn load(bytes: &[u8], batch: usize, c: usize, hw: usize) -> anyhow::Result<Self> {
-        use tract_onnx::prelude::*;
-        let shape = [batch, c, hw, hw];
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut std::io::Cursor::new(bytes))?
-            .with_input_fact(0, f32::fact(shape).into())?
-            .into_optimized()?;
-        let out = model
-            .output_fact(0)?
-            .shape
-            .as_concrete()
-            .map(|s| s.to_vec());
-        let classes = match out.as_deref() {
-            Some([n, k]) if *n == batch => *k,
-            other => anyhow::bail!("tract: logits shape {other:?}, expected [{batch}, classes]"),
-        };
-        Ok(TractExpert {
-            plan: model.into_runnable()?,
-            shape,
-            classes,
-        })
-    }
-
-    /// Logit count per input.
-    pub fn classes(&self) -> usize {
-        self.classes
-    }
-
-    /// Runs a batch of NCHW inputs (flat), returning `batch × classes` logits.
-    pub fn run(&self, input: &[f32]) -> anyhow::Result<Vec<f32>> {
-        use tract_onnx::prelude::*;
-        let t = Tensor::from_shape(&self.shape, input)?;
-        let out = self.plan.run(tvec!(t.into()))?;
-        Ok(out[0]
-            .to_plain_array_view::<f32>()?
-            .iter()
-            .copied()
-            .collect())
-    }
 }
 
 #[cfg(test)]

@@ -5,19 +5,34 @@
 //! "Deployment math") on seeded random inputs.
 //!
 //! f32 bundles must agree within `max |err| < 1e-4 · max |logit|` in both switching modes.
-//! int8 bundles run the runtime's int8 path, which a float oracle cannot match to 1e-4; their
-//! errors are reported (with top-1 agreement) but do not decide the verdict.
+//!
+//! int8 bundles run the runtime's int8 path, which a float oracle cannot match to 1e-4. They
+//! are judged on calibration-like images (the dataset given with `--data`, else the seeded
+//! synthetic images `lorkd pack` calibrates on by default), in both modes, by two tests:
+//! - top-1 agreement with the fused f32 expert of at least [`INT8_MIN_TOP1`];
+//! - `max |err| ≤` the department's quantisation budget ([`int8_budget`]), computed from its
+//!   activation scales and head: every requantisation rounds by at most half a step; taken
+//!   as independent uniform errors in units of the pooled feature's step `s`, `L`
+//!   requantisations leave a feature error of standard deviation `s·√(L/12)`, which head row
+//!   `w_k` turns into a logit error of `s·√(L/12)·‖w_k‖₂`; the budget is
+//!   [`INT8_SIGMAS`] of those (max over classes).
+//!
+//! A broken int8 path (a wrong scale, a corrupted weight, a kernel bug) fails one or both.
 use anyhow::{Context, Result};
 use ed25519_dalek::VerifyingKey;
 use lorkd_runtime::engine::{AlignedBytes, Engine};
-use lorkd_runtime::format::{Bundle, Dept, Mode, Precision};
+use lorkd_runtime::format::{Bundle, Dept, Mode, Op, Precision};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::onnx::{build_model, encode, ExpertSource, TractExpert};
-
 /// The relative bound of f32 agreement.
 pub const REL_TOL: f32 = 1e-4;
+/// int8: least fraction of calibration images whose top-1 agrees with the fused f32 expert.
+pub const INT8_MIN_TOP1: f32 = 0.8;
+/// int8: the error budget in standard deviations of the rounding model ([`int8_budget`]).
+pub const INT8_SIGMAS: f32 = 8.0;
+/// int8: calibration images per department, by default.
+pub const INT8_IMAGES: usize = 64;
 
 /// The result for one department in one switching mode.
 #[derive(Serialize, Debug, Clone)]
@@ -28,6 +43,10 @@ pub struct ModeCheck {
     pub rel_err: f32,
     /// Fraction of inputs whose top-1 class agrees with tract's.
     pub top1_agreement: f32,
+    /// int8: the quantisation error budget `max |err|` must stay within.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<f32>,
+    pub passed: bool,
 }
 
 /// One department's report.
@@ -54,8 +73,26 @@ pub struct Report {
     pub inputs: usize,
     pub seed: u64,
     pub tolerance: f32,
+    /// int8: what the inputs were, and the least top-1 agreement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub int8_inputs: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub int8_min_top1: Option<f32>,
     pub departments: Vec<DeptCheck>,
     pub ok: bool,
+}
+
+/// What `lorkd verify` checks beyond hashes and signature.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Random inputs per department (f32 bundles).
+    pub inputs: usize,
+    /// Seed of the random inputs.
+    pub seed: u64,
+    /// int8: dataset spec of the calibration images (default: `lorkd pack`'s synthetic).
+    pub data: Option<String>,
+    /// int8: images per department.
+    pub int8_images: usize,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -65,16 +102,97 @@ fn hex(b: &[u8]) -> String {
 /// The ONNX bytes of department `dept`'s fused float expert.
 pub fn export_dept(bundle: &Bundle<'_>, dept: usize) -> Result<Vec<u8>> {
     let d = bundle.department(dept).context("no such department")?;
-    let src = ExpertSource {
-        manifest: bundle.manifest(),
-        shared_payload: bundle.shared(),
-        dept: &d.manifest,
-        dept_payload: d.payload,
-    };
-    Ok(encode(&build_model(&src)?))
+    Ok(crate::onnx::export(bundle, &d)?)
 }
 
-/// Verifies `bytes` (a bundle) as described in the module doc.
+/// int8: the quantisation error budget of delta `d` (see the module doc): `INT8_SIGMAS ·
+/// s·√(L/12) · max_k ‖w_k‖₂` with `s` the pooled feature's activation scale, `L` the
+/// requantising ops (convolutions) and `w_k` the head rows. `None` for f32 bundles or a
+/// malformed manifest.
+pub fn int8_budget(bundle: &Bundle<'_>, d: &Dept<'_>) -> Option<f32> {
+    let m = bundle.manifest();
+    if m.precision != Precision::Int8 {
+        return None;
+    }
+    let (mut feat, mut convs) = (None, 0usize);
+    for op in m.ops.iter() {
+        match op {
+            Op::Conv { .. } | Op::DwConv { .. } => convs += 1,
+            Op::PoolHead { input } => feat = Some(input),
+            _ => {}
+        }
+    }
+    let at = |t: lorkd_runtime::format::TensorRef, i: usize| -> Option<f32> {
+        let o = (t.offset as usize).checked_add(4 * i)?;
+        if 4 * (i + 1) > t.len as usize {
+            return None;
+        }
+        let b = d.payload.get(o..o + 4)?;
+        Some(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    // act_qparams: (scale f32, zero point i32) per value.
+    let s = at(d.manifest.act_qparams, 2 * usize::from(feat?))?.abs();
+    let classes = d.manifest.classes.len();
+    let n = d.manifest.head_weight.len as usize / 4;
+    let features = n.checked_div(classes)?;
+    let row = (0..classes)
+        .map(|k| {
+            (0..features)
+                .map(|j| at(d.manifest.head_weight, k * features + j).map(|w| w * w))
+                .sum::<Option<f32>>()
+                .map(f32::sqrt)
+        })
+        .try_fold(0f32, |a, r| r.map(|r| a.max(r)))?;
+    Some(INT8_SIGMAS * s * (convs as f32 / 12.0).sqrt() * row)
+}
+
+/// int8 calibration-like images, per bundle department: the first `count` training images
+/// of the data department of the same name (or at the same index), transformed by the
+/// bundle's input spec. Returns `(description, images)`.
+pub fn int8_images(
+    bundle: &Bundle<'_>,
+    data: Option<&str>,
+    count: usize,
+) -> Result<(String, Vec<Vec<Vec<f32>>>)> {
+    let m = bundle.manifest();
+    let n = bundle.department_count();
+    let spec = match data {
+        Some(s) => s.to_string(),
+        // `lorkd pack`'s default calibration images (pack::default_calib_spec, seed 0).
+        None => format!(
+            "synthetic:departments={},classes=2,size={},per_class={},seed=0",
+            n.clamp(1, 64),
+            m.input.size.clamp(16, 512),
+            count.div_ceil(2).max(1)
+        ),
+    };
+    let ds = lorkd_data::Dataset::open_str(&spec)
+        .with_context(|| format!("int8 verification data `{spec}`"))?;
+    let t = lorkd_data::score::transform(&m.input);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = bundle.department(i).context("department")?.manifest.name;
+        let di = ds
+            .departments()
+            .iter()
+            .position(|x| x.name == name)
+            .unwrap_or(i % ds.departments().len().max(1));
+        let idx = ds.indices_of(lorkd_data::Split::Train, di);
+        anyhow::ensure!(
+            !idx.is_empty(),
+            "int8 verification data `{spec}`: department {di} has no training images"
+        );
+        let imgs = idx
+            .iter()
+            .take(count.max(1))
+            .map(|&j| Ok(ds.sample(lorkd_data::Split::Train, j, &t, false)?.image))
+            .collect::<Result<Vec<_>>>()?;
+        out.push(imgs);
+    }
+    Ok((spec, out))
+}
+
+/// Verifies `bytes` (a bundle) with [`INT8_IMAGES`] default int8 images (see [`verify_with`]).
 pub fn verify(
     file: &str,
     bytes: &[u8],
@@ -82,6 +200,23 @@ pub fn verify(
     inputs: usize,
     seed: u64,
 ) -> Result<Report> {
+    let o = Options {
+        inputs,
+        seed,
+        data: None,
+        int8_images: INT8_IMAGES,
+    };
+    verify_with(file, bytes, pubkey, &o)
+}
+
+/// Verifies `bytes` (a bundle) as described in the module doc.
+pub fn verify_with(
+    file: &str,
+    bytes: &[u8],
+    pubkey: Option<&VerifyingKey>,
+    o: &Options,
+) -> Result<Report> {
+    let (inputs, seed) = (o.inputs.max(1), o.seed);
     let owned = AlignedBytes::new(bytes);
     let bytes = owned.as_slice();
     let bundle = match pubkey {
@@ -102,6 +237,12 @@ pub fn verify(
         .map(|_| rng.gen_range(-2.0f32..2.0))
         .collect();
     let int8 = m.precision == Precision::Int8;
+    let (int8_spec, calib) = if int8 {
+        let (spec, imgs) = int8_images(&bundle, o.data.as_deref(), o.int8_images)?;
+        (Some(spec), imgs)
+    } else {
+        (None, Vec::new())
+    };
 
     let mut departments = Vec::new();
     for i in 0..bundle.department_count() {
@@ -110,10 +251,21 @@ pub fn verify(
         let dept = Dept::parse_blob(blob, m, bundle.base_id())
             .map_err(|e| anyhow::anyhow!("department {i}: {e}"))?;
         let name = dept.manifest.name.to_string();
-        let onnx = export_dept(&bundle, i).with_context(|| format!("exporting {name}"))?;
+        let onnx =
+            crate::onnx::export(&bundle, &dept).with_context(|| format!("exporting {name}"))?;
+        // int8: the department's calibration-like images; f32: the seeded random inputs.
+        let own;
+        let (x, inputs) = match calib.get(i) {
+            Some(imgs) => {
+                own = imgs.concat();
+                (&own, imgs.len())
+            }
+            None => (&x, inputs),
+        };
+        let budget = int8_budget(&bundle, &dept);
         let oracle =
             TractExpert::load(&onnx, inputs, c, hw).with_context(|| format!("tract on {name}"))?;
-        let want = oracle.run(&x)?;
+        let want = oracle.run(x)?;
         let k = oracle.classes();
         let logit_scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
         let mut modes = Vec::new();
@@ -142,22 +294,31 @@ pub fn verify(
                 .zip(want.chunks_exact(k))
                 .filter(|(g, w)| argmax(g) == argmax(w))
                 .count();
+            let rel_err = if logit_scale > 0.0 {
+                max_abs_err / logit_scale
+            } else {
+                max_abs_err
+            };
+            let top1_agreement = agree as f32 / inputs as f32;
+            // NaN fails too: each comparison must hold, not merely not fail.
+            let passed = if int8 {
+                top1_agreement >= INT8_MIN_TOP1 && budget.is_some_and(|b| max_abs_err <= b)
+            } else {
+                rel_err < REL_TOL
+            };
             modes.push(ModeCheck {
                 mode: match mode {
                     Mode::Materialized => "materialized",
                     Mode::Streaming => "streaming",
                 },
                 max_abs_err,
-                rel_err: if logit_scale > 0.0 {
-                    max_abs_err / logit_scale
-                } else {
-                    max_abs_err
-                },
-                top1_agreement: agree as f32 / inputs as f32,
+                rel_err,
+                top1_agreement,
+                budget,
+                passed,
             });
         }
-        // NaN fails too: the comparison must hold, not merely not fail.
-        let passed = int8 || modes.iter().all(|mc| mc.rel_err < REL_TOL);
+        let passed = modes.iter().all(|mc| mc.passed);
         departments.push(DeptCheck {
             name,
             version: dept.manifest.version,
@@ -177,9 +338,61 @@ pub fn verify(
         inputs,
         seed,
         tolerance: REL_TOL,
+        int8_inputs: int8_spec,
+        int8_min_top1: int8.then_some(INT8_MIN_TOP1),
         departments,
         ok,
     })
+}
+
+/// A runnable tract plan of an ONNX model with a fixed batch size.
+pub struct TractExpert {
+    plan: std::sync::Arc<tract_onnx::prelude::TypedRunnableModel>,
+    shape: [usize; 4],
+    classes: usize,
+}
+
+impl TractExpert {
+    /// Loads ONNX bytes into tract for inputs `[batch, c, hw, hw]`.
+    pub fn load(bytes: &[u8], batch: usize, c: usize, hw: usize) -> anyhow::Result<Self> {
+        use tract_onnx::prelude::*;
+        let shape = [batch, c, hw, hw];
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(bytes))?
+            .with_input_fact(0, f32::fact(shape).into())?
+            .into_optimized()?;
+        let out = model
+            .output_fact(0)?
+            .shape
+            .as_concrete()
+            .map(|s| s.to_vec());
+        let classes = match out.as_deref() {
+            Some([n, k]) if *n == batch => *k,
+            other => anyhow::bail!("tract: logits shape {other:?}, expected [{batch}, classes]"),
+        };
+        Ok(TractExpert {
+            plan: model.into_runnable()?,
+            shape,
+            classes,
+        })
+    }
+
+    /// Logit count per input.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Runs a batch of NCHW inputs (flat), returning `batch × classes` logits.
+    pub fn run(&self, input: &[f32]) -> anyhow::Result<Vec<f32>> {
+        use tract_onnx::prelude::*;
+        let t = Tensor::from_shape(&self.shape, input)?;
+        let out = self.plan.run(tvec!(t.into()))?;
+        Ok(out[0]
+            .to_plain_array_view::<f32>()?
+            .iter()
+            .copied()
+            .collect())
+    }
 }
 
 /// Human-readable lines of a report.
@@ -191,6 +404,12 @@ pub fn render(r: &Report) -> String {
         &r.base_id[..16],
         r.precision
     );
+    if let Some(spec) = &r.int8_inputs {
+        s += &format!(
+            "  int8 judged on `{spec}` (top-1 ≥ {:.0}% and |err| within the budget)\n",
+            100.0 * INT8_MIN_TOP1
+        );
+    }
     for d in &r.departments {
         for m in &d.modes {
             s += &format!(
@@ -202,12 +421,14 @@ pub fn render(r: &Report) -> String {
                 d.logit_scale,
                 m.rel_err,
                 100.0 * m.top1_agreement,
-                if r.precision == "int8" {
-                    "int8 vs float oracle (informational)"
-                } else if m.rel_err < REL_TOL {
-                    "ok"
-                } else {
-                    "FAIL"
+                match (m.budget, m.passed) {
+                    (Some(b), true) => format!("ok (int8 budget {b:.3e})"),
+                    (Some(b), false) => format!(
+                        "FAIL (int8: needs top-1 ≥ {:.0}% and |err| ≤ {b:.3e})",
+                        100.0 * INT8_MIN_TOP1
+                    ),
+                    (None, true) => "ok".to_string(),
+                    (None, false) => "FAIL".to_string(),
                 }
             );
         }

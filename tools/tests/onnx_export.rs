@@ -5,9 +5,9 @@
 use lorkd_runtime::format::{Bundle, DeltaDType, Precision};
 use lorkd_runtime::AlignedBytes;
 use lorkd_tools::checkpoint::{random_checkpoint, Checkpoint, RandomSpec};
-use lorkd_tools::onnx::TractExpert;
 use lorkd_tools::pack::{pack, PackOptions};
 use lorkd_tools::verify::export_dept;
+use lorkd_tools::verify::TractExpert;
 use prost::Message;
 use tract_onnx::pb;
 

@@ -3,11 +3,12 @@
 //! signatures; tampering; and that the comparison really detects a wrong expert.
 use ed25519_dalek::SigningKey;
 use lorkd_runtime::engine::Engine;
+use lorkd_runtime::format::Dept;
 use lorkd_runtime::format::{Bundle, DeltaDType, Mode, Precision};
 use lorkd_runtime::AlignedBytes;
 use lorkd_tools::checkpoint::{random_checkpoint, Checkpoint, RandomSpec};
-use lorkd_tools::onnx::{build_model, encode, ExpertSource, TractExpert};
 use lorkd_tools::pack::{pack, PackOptions};
+use lorkd_tools::verify::TractExpert;
 use lorkd_tools::verify::{verify, REL_TOL};
 
 fn seed() -> u64 {
@@ -91,13 +92,11 @@ fn the_comparison_detects_an_expert_without_its_deltas() {
         let mut got = vec![0f32; dept.classes()];
         e.infer(&x, &mut got).unwrap();
         let run = |payload: &[u8]| {
-            let src = ExpertSource {
-                manifest: m,
-                shared_payload: bundle.shared(),
-                dept: &dept.manifest,
-                dept_payload: payload,
+            let d = Dept {
+                manifest: dept.manifest,
+                payload,
             };
-            let onnx = encode(&build_model(&src).unwrap());
+            let onnx = lorkd_tools::onnx::export(&bundle, &d).unwrap();
             TractExpert::load(&onnx, 1, c, hw).unwrap().run(&x).unwrap()
         };
         let want = run(dept.payload);

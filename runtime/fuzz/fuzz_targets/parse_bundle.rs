@@ -1,9 +1,11 @@
 //! `cargo fuzz run parse_bundle`: arbitrary bytes into `Bundle::parse` and
 //! `Dept::parse_blob`; whatever parses must also run blind in the engine.
 //!
-//! The hashes make random bytes fail early, so the input is also treated as a mutation of a
-//! seed bundle and resealed (fresh hashes), which reaches the structural validators. Seed
-//! corpus: `cargo test -p lorkd-runtime --test format_mutation` bundles, or any `.lorkd`.
+//! The hashes make random bytes fail early, so each input is tried three ways: as is; split
+//! into its parts and resealed (every section hash, the base id, each blob's base id and
+//! hash refreshed: `lorkd_runtime_fuzz::reseal`); and as a mutation script applied to one
+//! of the in-memory seed bundles, then resealed — which reaches the manifest, table and blob
+//! validators, the engine and the switch without a seed corpus.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -41,6 +43,18 @@ fn exercise(bytes: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     exercise(data);
+    if let Some(v) = lorkd_runtime_fuzz::split(data).and_then(|p| lorkd_runtime_fuzz::reseal(&p)) {
+        exercise(&v);
+    }
+    if let Some((&pick, script)) = data.split_first() {
+        let seeds = lorkd_runtime_fuzz::seeds();
+        if let Some(mut p) = lorkd_runtime_fuzz::split(&seeds[pick as usize % seeds.len()]) {
+            lorkd_runtime_fuzz::mutate(&mut p, script);
+            if let Some(v) = lorkd_runtime_fuzz::reseal(&p) {
+                exercise(&v);
+            }
+        }
+    }
     // Reseal the whole-file hash so header and section checks past it are reached.
     if let Ok(h) = Header::decode(data) {
         let n = (h.file_len as usize).min(data.len());

@@ -143,7 +143,7 @@ pub fn bench(
 /// Median latency of tract on department `dept`'s fused f32 expert (exported to ONNX by
 /// `crate::onnx`, int8 weights dequantised), batch 1, same seeded input as [`bench`].
 pub fn bench_tract(bundle: &Bundle<'_>, dept: Option<&str>, iters: usize) -> Result<f64> {
-    use crate::onnx::{build_model, encode, ExpertSource, TractExpert};
+    use crate::verify::TractExpert;
     let t = match dept {
         Some(name) => bundle
             .find_department(name)
@@ -152,13 +152,7 @@ pub fn bench_tract(bundle: &Bundle<'_>, dept: Option<&str>, iters: usize) -> Res
     };
     let d = bundle.department(t).context("department")?;
     let m = bundle.manifest();
-    let src = ExpertSource {
-        manifest: m,
-        shared_payload: bundle.shared(),
-        dept: &d.manifest,
-        dept_payload: d.payload,
-    };
-    let onnx = encode(&build_model(&src).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let onnx = crate::onnx::export(bundle, &d)?;
     let (c, hw) = (m.input.channels as usize, m.input.size as usize);
     let tract = TractExpert::load(&onnx, 1, c, hw)?;
     let x = Rng::new(0x5eed).vec(c * hw * hw, 1.0);

@@ -146,8 +146,7 @@ pub fn run(a: Args) -> Result<()> {
                 &key,
                 images,
             )?;
-            std::fs::write(&output, &pkg)
-                .with_context(|| format!("writing {}", output.display()))?;
+            crate::fsio::write_atomic(&output, &pkg)?;
             eprintln!(
                 "wrote {} ({} bytes: department {dept} v{version})",
                 output.display(),
@@ -186,7 +185,7 @@ pub fn run(a: Args) -> Result<()> {
             let key = crate::keys::load_verifying_key(&pubkey)?;
             let mut img = read(&image)?;
             let st = crate::delta::apply(&read(&package)?, &mut img, &key)?;
-            std::fs::write(&image, &img).with_context(|| format!("writing {}", image.display()))?;
+            crate::fsio::write_atomic(&image, &img)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
@@ -195,8 +194,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         DeltaCommand::Image { base, output } => {
             let img = crate::delta::image(&read(&base)?)?;
-            std::fs::write(&output, &img)
-                .with_context(|| format!("writing {}", output.display()))?;
+            crate::fsio::write_atomic(&output, &img)?;
             eprintln!("wrote {} ({} bytes)", output.display(), img.len());
         }
         DeltaCommand::Format {

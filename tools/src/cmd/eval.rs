@@ -2,12 +2,13 @@
 //! department on held-out images through the runtime. With `--image` the device boots the
 //! flash image first (`crate::delta::boot`), so each department answers with the delta the
 //! update store chose, and the report names its version and source — the accuracy of a
-//! field update as the device runs it.
+//! field update as the device runs it. The image's bundle must verify under `--pubkey`, as on
+//! the device (`--allow-unsigned` overrides, loudly).
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use lorkd_data::{Dataset, Split, Transform};
-use lorkd_runtime::engine::{AlignedBytes, Engine};
+use lorkd_data::score::{self, indices};
+use lorkd_data::{Dataset, Split};
 use lorkd_runtime::format::{Bundle, Dept, Mode};
 use serde::Serialize;
 
@@ -22,9 +23,14 @@ pub struct Args {
     /// A device flash image (`lorkd delta image`, updated by `lorkd delta apply`).
     #[arg(long, requires = "pubkey")]
     pub image: Option<PathBuf>,
-    /// The update signing public key the device trusts (with --image).
+    /// The public key the device trusts: the image's (or the given bundle's) signature must
+    /// verify under it; with --image it also checks updates.
     #[arg(long)]
     pub pubkey: Option<PathBuf>,
+    /// Score a bundle whose signature is missing or does not verify under --pubkey (a device
+    /// refuses to boot it). Prints a warning.
+    #[arg(long)]
+    pub allow_unsigned: bool,
     /// Dataset spec (synthetic[:…] | medmnist:DIR[:…] | folder:DIR); departments matched by name.
     #[arg(long)]
     pub data: String,
@@ -75,7 +81,8 @@ pub struct EvalReport {
     pub mean: f64,
 }
 
-/// Scores delta `d` of `bundle` on data department `di`'s `split` images.
+/// Scores delta `d` of `bundle` on the data department of the same name (the shared loop,
+/// [`lorkd_data::score::score_department`], which `lorkd-train eval-bundle` runs too).
 #[allow(clippy::too_many_arguments)]
 pub fn score_department<'a>(
     bundle: &Bundle<'a>,
@@ -89,33 +96,10 @@ pub fn score_department<'a>(
     save_inputs: Option<&std::path::Path>,
 ) -> Result<DeptAccuracy> {
     let spec = bundle.manifest().input;
-    let t = Transform {
-        size: spec.size as u32,
-        channels: spec.channels as usize,
-        mean: spec.mean,
-        std: spec.std,
-    };
     let name = d.manifest.name.to_string();
-    let version = d.manifest.version;
-    let Some(di) = ds.departments().iter().position(|x| x.name == name) else {
-        bail!("department {name} is not in the data");
-    };
-    let classes = d.manifest.classes.len();
-    let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(mode));
-    let mut engine = Engine::new(bundle, arena.as_mut_slice(), mode)
-        .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
-    engine
-        .select_blob(d)
-        .map_err(|e| anyhow::anyhow!("select {name}: {e}"))?;
-    let mut logits = vec![0f32; classes];
-    let mut idx = ds.indices_of(split, di);
-    if let Some(l) = limit {
-        idx.truncate(l);
-    }
-    let mut correct = 0usize;
-    for &i in &idx {
-        let s = ds.sample(split, i, &t, false)?;
-        if let (Some(dir), Some(&first)) = (save_inputs, idx.first()) {
+    let first = indices(ds, &name, split, limit)?.first().copied();
+    let score = score::score_department(bundle, d, ds, split, mode, limit, |i, s| {
+        if let (Some(dir), Some(first)) = (save_inputs, first) {
             if i == first {
                 let p = dir.join(format!("{name}.npy"));
                 let shape = [
@@ -123,26 +107,19 @@ pub fn score_department<'a>(
                     spec.size as usize,
                     spec.size as usize,
                 ];
-                std::fs::write(&p, super::run::write_npy(&shape, &s.image))
-                    .with_context(|| format!("writing {}", p.display()))?;
+                crate::fsio::write_atomic(&p, &lorkd_data::npy::write_f32(&shape, &s.image))
+                    .map_err(|e| score::ScoreError::Runtime(format!("{e:#}")))?;
             }
         }
-        engine
-            .infer(&s.image, &mut logits)
-            .map_err(|e| anyhow::anyhow!("infer {name}: {e}"))?;
-        let top = logits
-            .iter()
-            .enumerate()
-            .fold(0, |b, (j, v)| if *v > logits[b] { j } else { b });
-        correct += usize::from(top == s.class);
         pb.inc(1);
-    }
+        Ok(())
+    })?;
     Ok(DeptAccuracy {
         name,
-        version,
+        version: d.manifest.version,
         source: source.to_string(),
-        images: idx.len(),
-        accuracy: correct as f64 / idx.len().max(1) as f64,
+        images: score.images,
+        accuracy: score.accuracy(),
     })
 }
 
@@ -225,17 +202,23 @@ pub fn run(a: Args) -> Result<()> {
             .as_ref()
             .context("--image needs --pubkey (the key the device trusts)")?;
         let key = crate::keys::load_verifying_key(pubkey)?;
-        let img = std::fs::read(image).with_context(|| format!("reading {}", image.display()))?;
+        let img = crate::trust::read_image(image, &key, a.allow_unsigned)?;
         let b =
             crate::delta::boot(&img, &key).with_context(|| format!("image {}", image.display()))?;
         (Some(b), None, image.display().to_string())
     } else {
         let path = a.bundle.as_ref().context("give a bundle or --image")?;
-        (
-            None,
-            Some(super::run::read_bundle(path)?),
-            path.display().to_string(),
-        )
+        let bytes = super::run::read_bundle(path)?;
+        if a.pubkey.is_some() || a.allow_unsigned {
+            let key = a
+                .pubkey
+                .as_ref()
+                .map(crate::keys::load_verifying_key)
+                .transpose()?;
+            let what = format!("bundle {}", path.display());
+            crate::trust::check_bundle(bytes.as_slice(), &what, key.as_ref(), a.allow_unsigned)?;
+        }
+        (None, Some(bytes), path.display().to_string())
     };
     let bundle = match (&booted, &bytes) {
         (Some(b), _) => b.bundle()?,

@@ -46,7 +46,7 @@ pub fn run(a: Args) -> Result<()> {
         )
     })?;
     let onnx = crate::verify::export_dept(&b, d)?;
-    std::fs::write(&a.output, &onnx).with_context(|| format!("writing {}", a.output.display()))?;
+    crate::fsio::write_atomic(&a.output, &onnx)?;
     eprintln!(
         "wrote {} ({} bytes, opset {}, input `input` NCHW f32, output `logits`)",
         a.output.display(),

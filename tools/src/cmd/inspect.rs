@@ -13,7 +13,7 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Check the signature with this public key file.
+    /// Check the signature with this public key file; exits non-zero unless it is valid.
     #[arg(long)]
     pub pubkey: Option<PathBuf>,
 }
@@ -127,10 +127,22 @@ pub fn run(a: Args) -> Result<()> {
         .map(crate::keys::load_verifying_key)
         .transpose()?
         .map(|k| k.to_bytes());
-    let r = report(&bytes, pk.as_ref())?;
+    let r = report(&bytes, pk.as_ref()).with_context(|| format!("{}", a.bundle.display()))?;
+    // With --pubkey the report is printed, then anything but a valid signature fails.
+    let verdict = || -> Result<()> {
+        let sig = r["signature"].as_str().unwrap_or("");
+        match &a.pubkey {
+            Some(p) if sig != "valid" => anyhow::bail!(
+                "{}: signature {sig} under {}",
+                a.bundle.display(),
+                p.display()
+            ),
+            _ => Ok(()),
+        }
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(());
+        return verdict();
     }
     println!(
         "{}  {}x{}x{}  rank {}",
@@ -171,5 +183,5 @@ pub fn run(a: Args) -> Result<()> {
     );
     println!("base_id         {}", r["base_id"].as_str().unwrap_or(""));
     println!("signature       {}", r["signature"].as_str().unwrap_or(""));
-    Ok(())
+    verdict()
 }

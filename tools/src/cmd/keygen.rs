@@ -9,10 +9,14 @@ use anyhow::Result;
 pub struct Args {
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Replace an existing KEY / KEY.pub (devices that trust the old key will refuse what
+    /// the new one signs).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    crate::keys::generate(&a.output)?;
+    crate::keys::generate_with(&a.output, a.force)?;
     eprintln!(
         "wrote {} and {}.pub",
         a.output.display(),

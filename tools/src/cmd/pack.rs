@@ -88,7 +88,7 @@ pub fn run(a: Args) -> Result<()> {
     let bytes = pack(&ck, &opts, key.as_ref(), images, &|b, imgs| {
         crate::calibrate::activation_ranges(b, imgs)
     })?;
-    std::fs::write(&a.output, &bytes).with_context(|| format!("writing {}", a.output.display()))?;
+    crate::fsio::write_atomic(&a.output, &bytes)?;
     eprintln!(
         "wrote {} ({} bytes, {} departments)",
         a.output.display(),

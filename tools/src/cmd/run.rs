@@ -6,12 +6,17 @@
 //! `lorkd run --image flash.img --pubkey key.pub --dept NAME INPUT...` boots a device flash
 //! image instead (`lorkd delta image|apply`): the bundle plus the update store's choice per
 //! department (newest committed, intact slot at or above the security counter, else the
-//! bundle's own delta), and reports the version that answered.
+//! bundle's own delta), and reports the version that answered. Like the device, it runs the
+//! image's bundle only when its signature verifies under `--pubkey` ([`crate::trust`]);
+//! `--allow-unsigned` overrides that, loudly. With a bundle file, `--pubkey` (optional)
+//! checks its signature the same way. Inputs are read by [`crate::input`].
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use lorkd_runtime::engine::{AlignedBytes, Engine};
-use lorkd_runtime::format::{Bundle, InputSpec, Mode};
+use lorkd_runtime::format::{Bundle, Mode};
+
+use crate::input::load_inputs;
 use serde::Serialize;
 
 /// Switching mode on the command line.
@@ -40,9 +45,14 @@ pub struct Args {
     /// A device flash image (`lorkd delta image`, updated by `lorkd delta apply`).
     #[arg(long, requires = "pubkey")]
     pub image: Option<PathBuf>,
-    /// The update signing public key the device trusts (with --image).
+    /// The public key the device trusts: the image's (or the given bundle's) signature must
+    /// verify under it; with --image it also checks updates.
     #[arg(long)]
     pub pubkey: Option<PathBuf>,
+    /// Run a bundle whose signature is missing or does not verify under --pubkey (a device
+    /// refuses to boot it). Prints a warning.
+    #[arg(long)]
+    pub allow_unsigned: bool,
     /// Department name.
     #[arg(long)]
     pub dept: String,
@@ -90,164 +100,6 @@ pub fn softmax(x: &[f32]) -> Vec<f32> {
     let e: Vec<f32> = x.iter().map(|v| (v - m).exp()).collect();
     let s: f32 = e.iter().sum();
     e.iter().map(|v| v / s).collect()
-}
-
-/// A little-endian float32 `.npy`: `(shape, data)` in C order.
-pub fn read_npy(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
-    ensure!(
-        bytes.len() >= 10 && &bytes[..6] == b"\x93NUMPY",
-        "not an .npy file"
-    );
-    let (hlen, start): (usize, usize) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => {
-            ensure!(bytes.len() >= 12, "truncated .npy header");
-            (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12,
-            )
-        }
-        v => bail!(".npy version {v} not supported"),
-    };
-    let end = start
-        .checked_add(hlen)
-        .filter(|&e| e <= bytes.len())
-        .context("truncated .npy header")?;
-    let header = std::str::from_utf8(&bytes[start..end]).context(".npy header is not text")?;
-    let field = |key: &str| -> Result<&str> {
-        let i = header
-            .find(&format!("'{key}'"))
-            .with_context(|| format!(".npy header lacks '{key}'"))?;
-        Ok(header[i + key.len() + 2..]
-            .trim_start()
-            .trim_start_matches(':')
-            .trim_start())
-    };
-    let descr = field("descr")?;
-    ensure!(
-        descr.starts_with("'<f4'") || descr.starts_with("'float32'"),
-        ".npy dtype must be little-endian float32 ('<f4'), got {}",
-        &descr[..descr.len().min(8)]
-    );
-    ensure!(
-        field("fortran_order")?.starts_with("False"),
-        ".npy must be C order"
-    );
-    let shape_s = field("shape")?;
-    let close = shape_s.find(')').context("bad .npy shape")?;
-    let shape: Vec<usize> = shape_s[1..close]
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().context("bad .npy shape"))
-        .collect::<Result<_>>()?;
-    let n = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .context(".npy shape overflows")?;
-    let data = &bytes[end..];
-    ensure!(
-        data.len() == n.checked_mul(4).context(".npy shape overflows")?,
-        ".npy holds {} bytes of data, shape {:?} needs {}",
-        data.len(),
-        shape,
-        n * 4
-    );
-    Ok((
-        shape,
-        data.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-    ))
-}
-
-/// Writes a float32 `.npy` (for tests and fixtures).
-pub fn write_npy(shape: &[usize], data: &[f32]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let tuple = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
-    while (10 + h.len() + 1) % 64 != 0 {
-        h.push(' ');
-    }
-    h.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
-    out.extend_from_slice(h.as_bytes());
-    out.extend(data.iter().flat_map(|v| v.to_le_bytes()));
-    out
-}
-
-/// An image resized to `spec.size` and normalised: `(pixel / 255 − mean[c]) / std[c]`, CHW.
-pub fn load_image(path: &Path, spec: &InputSpec) -> Result<Vec<f32>> {
-    let img = image::open(path).with_context(|| format!("decoding {}", path.display()))?;
-    let s = spec.size as u32;
-    let img = img.resize_exact(s, s, image::imageops::FilterType::Triangle);
-    let c = spec.channels as usize;
-    let px: Vec<u8> = match c {
-        1 => img.to_luma8().into_raw(),
-        3 => img.to_rgb8().into_raw(),
-        _ => bail!("input spec has {c} channels; images give 1 or 3"),
-    };
-    let hw = (s * s) as usize;
-    let mut out = vec![0.0; c * hw];
-    for (p, chunk) in px.chunks_exact(c).enumerate() {
-        for (ch, &v) in chunk.iter().enumerate() {
-            out[ch * hw + p] = (v as f32 / 255.0 - spec.mean[ch]) / spec.std[ch];
-        }
-    }
-    Ok(out)
-}
-
-/// The model inputs in `path`: `(name, CHW data)` per image.
-pub fn load_inputs(path: &Path, spec: &InputSpec) -> Result<Vec<(String, Vec<f32>)>> {
-    let name = path.display().to_string();
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    match ext.as_str() {
-        "npy" => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {name}"))?;
-            let (shape, data) = read_npy(&bytes).with_context(|| name.clone())?;
-            let chw = spec.channels as usize * spec.size as usize * spec.size as usize;
-            let want = [
-                spec.channels as usize,
-                spec.size as usize,
-                spec.size as usize,
-            ];
-            match shape.len() {
-                3 => {
-                    ensure!(
-                        shape == want,
-                        "{name}: shape {shape:?}, the model takes {want:?}"
-                    );
-                    Ok(vec![(name, data)])
-                }
-                4 => {
-                    ensure!(
-                        shape[1..] == want,
-                        "{name}: shape {shape:?}, the model takes [N, {}, {}, {}]",
-                        want[0],
-                        want[1],
-                        want[2]
-                    );
-                    Ok(data
-                        .chunks_exact(chw)
-                        .enumerate()
-                        .map(|(i, x)| (format!("{name}[{i}]"), x.to_vec()))
-                        .collect())
-                }
-                _ => bail!("{name}: shape {shape:?}; expected [C,H,W] or [N,C,H,W]"),
-            }
-        }
-        "png" | "jpg" | "jpeg" => Ok(vec![(name, load_image(path, spec)?)]),
-        _ => bail!("{name}: unsupported input (use .npy, .png or .jpg)"),
-    }
 }
 
 /// Index of department `dept` in `bundle`, or an error naming the ones it has.
@@ -335,7 +187,7 @@ pub fn run(a: Args) -> Result<()> {
             .as_ref()
             .context("--image needs --pubkey (the key the device trusts)")?;
         let key = crate::keys::load_verifying_key(pubkey)?;
-        let img = std::fs::read(image).with_context(|| format!("reading {}", image.display()))?;
+        let img = crate::trust::read_image(image, &key, a.allow_unsigned)?;
         let booted =
             crate::delta::boot(&img, &key).with_context(|| format!("image {}", image.display()))?;
         let spec = booted.bundle()?.manifest().input;
@@ -355,6 +207,15 @@ pub fn run(a: Args) -> Result<()> {
             path.display()
         );
         let bytes = read_bundle(path)?;
+        if a.pubkey.is_some() || a.allow_unsigned {
+            let key = a
+                .pubkey
+                .as_ref()
+                .map(crate::keys::load_verifying_key)
+                .transpose()?;
+            let what = format!("bundle {}", path.display());
+            crate::trust::check_bundle(bytes.as_slice(), &what, key.as_ref(), a.allow_unsigned)?;
+        }
         let bundle = Bundle::parse(bytes.as_slice())
             .with_context(|| format!("bundle {}", path.display()))?;
         let spec = bundle.manifest().input;
@@ -384,21 +245,8 @@ pub fn run(a: Args) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lorkd_data::npy::write_f32 as write_npy;
     use lorkd_runtime::engine::testnet::{NetSpec, TestNet};
-
-    #[test]
-    fn npy_roundtrip_and_errors() {
-        let data: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 3.0).collect();
-        let b = write_npy(&[2, 3, 4], &data);
-        assert_eq!(read_npy(&b).unwrap(), (vec![2, 3, 4], data.clone()));
-        assert!(read_npy(&b[..b.len() - 1]).is_err());
-        assert!(read_npy(&b[..20]).is_err());
-        assert!(read_npy(b"not numpy").is_err());
-        let f8 = String::from_utf8_lossy(&b)
-            .replace("<f4", "<f8")
-            .into_bytes();
-        assert!(read_npy(&f8).is_err());
-    }
 
     #[test]
     fn scores_npy_batches_and_images() {

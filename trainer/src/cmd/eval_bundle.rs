@@ -1,12 +1,14 @@
 //! `lorkd-train eval-bundle`: per-department top-1 accuracy of a packed bundle through the
 //! device runtime (not libtorch), on the same data `eval` scores — so the difference between
-//! the two is what folding, quantisation and the runtime's kernels cost.
+//! the two is what folding, quantisation and the runtime's kernels cost. A thin alias of
+//! `lorkd eval BUNDLE`: both run [`lorkd_data::score::score_department`].
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
-use lorkd_data::{Dataset, Split, Transform};
-use lorkd_runtime::engine::{AlignedBytes, Engine};
+use lorkd_data::score::score_department;
+use lorkd_data::{Dataset, Split};
+use lorkd_runtime::engine::AlignedBytes;
 use lorkd_runtime::format::{Bundle, Mode};
 use serde::Serialize;
 
@@ -51,7 +53,8 @@ pub struct BundleReport {
     pub mean: f64,
 }
 
-/// Scores every department of `bundle` on `ds`'s `split` (at most `limit` images each).
+/// Scores every department of `bundle` on `ds`'s `split` (at most `limit` images each),
+/// through the one scoring loop `lorkd eval` runs ([`lorkd_data::score`]).
 ///
 /// # Errors
 /// A department missing from the data, a runtime error.
@@ -62,51 +65,17 @@ pub fn evaluate(
     mode: Mode,
     limit: Option<usize>,
 ) -> Result<Vec<DeptAccuracy>> {
-    let spec = bundle.manifest().input;
-    let t = Transform {
-        size: spec.size as u32,
-        channels: spec.channels as usize,
-        mean: spec.mean,
-        std: spec.std,
-    };
-    let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(mode));
-    let mut engine = Engine::new(bundle, arena.as_mut_slice(), mode)
-        .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
-    let mut out = Vec::new();
-    for d in 0..bundle.department_count() {
-        let dept = bundle.department(d).context("department index")?;
-        let name = dept.manifest.name;
-        let Some(di) = ds.departments().iter().position(|x| x.name == name) else {
-            bail!("department {name} of the bundle is not in the data");
-        };
-        engine
-            .select(d)
-            .map_err(|e| anyhow::anyhow!("select {name}: {e}"))?;
-        let classes = dept.manifest.classes.len();
-        let mut logits = vec![0f32; classes];
-        let mut idx = ds.indices_of(split, di);
-        if let Some(l) = limit {
-            idx.truncate(l);
-        }
-        let mut correct = 0usize;
-        for &i in &idx {
-            let s = ds.sample(split, i, &t, false)?;
-            engine
-                .infer(&s.image, &mut logits)
-                .map_err(|e| anyhow::anyhow!("infer {name}: {e}"))?;
-            let top = logits
-                .iter()
-                .enumerate()
-                .fold(0, |b, (j, v)| if *v > logits[b] { j } else { b });
-            correct += usize::from(top == s.class);
-        }
-        out.push(DeptAccuracy {
-            name: name.to_string(),
-            images: idx.len(),
-            accuracy: correct as f64 / idx.len().max(1) as f64,
-        });
-    }
-    Ok(out)
+    (0..bundle.department_count())
+        .map(|d| {
+            let dept = bundle.department(d).context("department index")?;
+            let s = score_department(bundle, dept, ds, split, mode, limit, |_, _| Ok(()))?;
+            Ok(DeptAccuracy {
+                name: dept.manifest.name.to_string(),
+                images: s.images,
+                accuracy: s.accuracy(),
+            })
+        })
+        .collect()
 }
 
 /// Runs `eval-bundle`.

@@ -1,0 +1,124 @@
+//! `lorkd verify` judges int8 bundles: a packed int8 bundle passes (top-1 agreement with the
+//! fused f32 expert and the scale-derived error budget, on calibration images), and the same
+//! bundle with a broken int8 path — a corrupted weight scale, or a corrupted activation
+//! scale — resealed so every hash and the base id are valid again, fails.
+use lorkd_runtime::engine::testnet::AlignedBytes;
+use lorkd_runtime::format::header::{DeltaHeader, Header, DELTA_HEADER_LEN};
+use lorkd_runtime::format::view::base_id_of;
+use lorkd_runtime::format::write::{write_blob, write_bundle};
+use lorkd_runtime::format::{Bundle, DeltaDType, DeptManifest, Op, Precision};
+use lorkd_tools::checkpoint::{random_checkpoint, Checkpoint, RandomSpec};
+use lorkd_tools::pack::{pack, PackOptions};
+use lorkd_tools::verify::{render, verify_with, Options, INT8_IMAGES};
+
+fn seed() -> u64 {
+    let s = std::env::var("LORKD_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("seed {s} (LORKD_SEED)");
+    s
+}
+
+/// An int8 bundle calibrated as `lorkd pack` does by default (lorkd-data's synthetic images).
+fn int8_bundle(seed: u64) -> Vec<u8> {
+    let spec = RandomSpec {
+        arch: "shufflenet_v2_x0_5".into(),
+        in_channels: 3,
+        input_size: 32,
+        rank: 2,
+        classes: vec![3, 4, 5],
+        seed,
+    };
+    let ck = Checkpoint::from_bytes(&random_checkpoint(&spec).unwrap()).unwrap();
+    let opts = PackOptions {
+        weights: Precision::Int8,
+        delta: DeltaDType::I8,
+        calib_count: 32,
+        ..PackOptions::default()
+    };
+    let calib = lorkd_tools::pack::default_calib_spec(&ck, 32, 0);
+    let images = lorkd_tools::pack::dataset_images(&ck, &calib, 32).unwrap();
+    pack(&ck, &opts, None, Some(images), &|b, imgs| {
+        lorkd_tools::calibrate::activation_ranges(b, imgs)
+    })
+    .unwrap()
+}
+
+/// Rebuilds `bytes` after `edit` changes the shared payload and the department blobs'
+/// payloads in place: fresh hashes, base id and blob bindings (a valid unsigned bundle).
+fn reseal(bytes: &[u8], edit: impl Fn(&Bundle<'_>, &mut [u8], &mut [Vec<u8>])) -> Vec<u8> {
+    let al = AlignedBytes::new(bytes);
+    let b = Bundle::parse(al.as_slice()).unwrap();
+    let h = Header::decode(bytes).unwrap();
+    let manifest = h.manifest.slice(bytes).unwrap().to_vec();
+    let mut shared = b.shared().to_vec();
+    let mut payloads: Vec<Vec<u8>> = (0..b.department_count())
+        .map(|i| b.department(i).unwrap().payload.to_vec())
+        .collect();
+    edit(&b, &mut shared, &mut payloads);
+    let base = base_id_of(&manifest, &shared);
+    let blobs: Vec<(&str, Vec<u8>)> = (0..b.department_count())
+        .map(|i| {
+            let blob = b.department_blob(i).unwrap();
+            let dh = DeltaHeader::decode(blob).unwrap();
+            let mb = &blob[DELTA_HEADER_LEN..DELTA_HEADER_LEN + dh.manifest_len as usize];
+            let (mut m, _) = postcard::take_from_bytes::<DeptManifest<'_>>(mb).unwrap();
+            m.base_id = base;
+            (m.name, write_blob(&m, &payloads[i]).unwrap())
+        })
+        .collect();
+    write_bundle(&manifest, &shared, &blobs, false).unwrap()
+}
+
+fn judge(name: &str, bytes: &[u8], seed: u64) -> bool {
+    let o = Options {
+        inputs: 4,
+        seed,
+        data: None,
+        int8_images: INT8_IMAGES,
+    };
+    let r = verify_with(name, bytes, None, &o).unwrap();
+    print!("{}", render(&r));
+    assert_eq!(r.precision, "int8");
+    r.ok
+}
+
+#[test]
+fn int8_verify_passes_a_good_bundle_and_fails_a_broken_int8_path() {
+    let seed = seed();
+    let good = int8_bundle(seed);
+    assert!(judge("good", &good, seed), "a packed int8 bundle must pass");
+
+    // Every output channel scale of the stem conv negated: the int8 stem computes −W.
+    let bad_weights = reseal(&good, |b, shared, _| {
+        let stem = b.manifest().ops.iter().find_map(|op| match op {
+            Op::Conv { wscale, .. } => Some(wscale),
+            _ => None,
+        });
+        let ws = stem.unwrap();
+        for c in shared[ws.offset as usize..(ws.offset + ws.len) as usize].chunks_exact_mut(4) {
+            let v = -f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            c.copy_from_slice(&v.to_le_bytes());
+        }
+    });
+    assert!(Bundle::parse(AlignedBytes::new(&bad_weights).as_slice()).is_ok());
+    assert!(!judge("bad weight scales", &bad_weights, seed));
+
+    // The pooled feature's activation scale of every department ×3: the head sees features
+    // three times too large (argmax may survive; the error budget does not).
+    let bad_act = reseal(&good, |b, _, payloads| {
+        let feat = b.manifest().ops.iter().find_map(|op| match op {
+            Op::PoolHead { input } => Some(input),
+            _ => None,
+        });
+        let v = feat.unwrap() as usize;
+        for (i, p) in payloads.iter_mut().enumerate() {
+            let q = b.department(i).unwrap().manifest.act_qparams;
+            let at = q.offset as usize + 8 * v;
+            let s = 3.0 * f32::from_le_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]);
+            p[at..at + 4].copy_from_slice(&s.to_le_bytes());
+        }
+    });
+    assert!(!judge("bad activation scale", &bad_act, seed));
+}
