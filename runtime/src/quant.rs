@@ -164,7 +164,7 @@ pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
 #[inline]
 pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> i32 {
     let left = if shift > 0 { shift } else { 0 };
-    let right = if shift > 0 { 0 } else { -shift };
+    let right = if shift > 0 { 0 } else { shift.wrapping_neg() };
     rounding_divide_by_pot(
         saturating_rounding_doubling_high_mul(
             x.wrapping_mul(1i32.wrapping_shl(left as u32)),
