@@ -7,7 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lorkd_runtime::engine::testnet::{AlignedBytes, NetSpec, TestNet};
+use lorkd_runtime::engine::testnet::{NetSpec, TestNet};
+use lorkd_runtime::AlignedBytes;
 use lorkd_runtime::format::write::write_blob;
 use lorkd_runtime::format::Bundle;
 use lorkd_runtime::update::package::{write_signed, PackageHeader};

@@ -8,7 +8,8 @@
 
 use ed25519_dalek::Signer;
 use libfuzzer_sys::fuzz_target;
-use lorkd_runtime::engine::testnet::{AlignedBytes, NetSpec, TestNet};
+use lorkd_runtime::engine::testnet::{NetSpec, TestNet};
+use lorkd_runtime::AlignedBytes;
 use lorkd_runtime::format::Bundle;
 use lorkd_runtime::update::package::{digest, FIELDS_LEN, HEADER_LEN};
 use lorkd_runtime::update::sim::SimFlash;
