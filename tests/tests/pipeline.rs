@@ -214,6 +214,11 @@ fn train_pack_run_finetune_delta_flash_image() {
     ft.teacher = Some(teacher.clone());
     ft.epochs = 1;
     ft.batch = 16;
+    // The KD term is α²·KL (≈ 30 against a CE of ≈ 1.3 with this 1-epoch teacher): at the
+    // default lr 0.01 the fine-tune diverged for LORKD_SEED=1796014195545980355 (loss 6.7e18,
+    // factors too large for an f16 scale, so `delta make` refused them). This test is about
+    // the plumbing, so it fine-tunes gently.
+    ft.lr = 0.001;
     ft.seed = seed ^ 0x5eed;
     let o = finetune(&ft, &dir.join("ft"), &ctl).unwrap();
     assert!(!o.interrupted && o.last.is_some());

@@ -159,7 +159,9 @@ fn int8_bundles_are_reported_against_the_float_oracle() {
     let r = verify("int8", &b, None, 4, seed).unwrap();
     println!("{}", lorkd_tools::verify::render(&r));
     assert_eq!(r.precision, "int8");
-    assert!(r.ok);
+    // No verdict asserted here: this bundle is calibrated on four noise images, so its
+    // clipped activations fail the int8 budget on some seeds (1 in 6 measured).
+    // `verify_int8.rs` judges a properly calibrated bundle and broken ones.
     for d in &r.departments {
         for m in &d.modes {
             // int8 noise on a random net calibrated on four images: measured 0.07–0.49 of the
