@@ -161,7 +161,7 @@ mod tests {
         let seed = crate::testing::seeded("input");
         let ds = Arc::new(
             Dataset::open_str(&format!(
-                "synthetic:departments=2,classes=2,size=12,per_class=4,seed={}",
+                "synthetic:departments=2,classes=2,size=16,per_class=4,seed={}",
                 seed % 1000
             ))
             .unwrap(),
