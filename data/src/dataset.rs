@@ -114,6 +114,88 @@ impl Transform {
         self.channels * (self.size as usize) * (self.size as usize)
     }
 
+    /// Bytes per prepared image ([`Transform::prepare_u8`]): `channels·size·size`.
+    pub fn numel_u8(&self) -> usize {
+        self.numel()
+    }
+
+    /// The resized image as `uint8` CHW in `channels` channels, before flip and normalisation:
+    /// what the prepared-image cache holds. Resizing is [`Transform::apply`]'s (the same
+    /// filter on the same 8-bit image), grey is replicated to RGB exactly; RGB to one channel
+    /// rounds the luma to the nearest 8-bit value (≤ 0.5/255 from `apply`'s f32 luma).
+    ///
+    /// # Panics
+    /// If `out.len() != self.numel_u8()` or `channels` is not 1 or 3 (caller bugs).
+    pub fn prepare_u8(&self, img: &DynamicImage, out: &mut [u8]) {
+        assert_eq!(out.len(), self.numel_u8(), "output buffer size");
+        assert!(
+            self.channels == 1 || self.channels == 3,
+            "channels must be 1 or 3"
+        );
+        let s = self.size;
+        let plane = (s * s) as usize;
+        let filter = image::imageops::FilterType::Triangle;
+        match img {
+            DynamicImage::ImageLuma8(g) => {
+                let g = if g.dimensions() == (s, s) {
+                    std::borrow::Cow::Borrowed(g)
+                } else {
+                    std::borrow::Cow::Owned(image::imageops::resize(g, s, s, filter))
+                };
+                for c in 0..self.channels {
+                    out[c * plane..(c + 1) * plane].copy_from_slice(g.as_raw());
+                }
+            }
+            other => {
+                let rgb_owned;
+                let rgb: &RgbImage = match other {
+                    DynamicImage::ImageRgb8(r) => r,
+                    _ => {
+                        rgb_owned = other.to_rgb8();
+                        &rgb_owned
+                    }
+                };
+                let rgb = if rgb.dimensions() == (s, s) {
+                    std::borrow::Cow::Borrowed(rgb)
+                } else {
+                    std::borrow::Cow::Owned(image::imageops::resize(rgb, s, s, filter))
+                };
+                for (o, p) in rgb.pixels().enumerate() {
+                    let p = p.0;
+                    if self.channels == 3 {
+                        for c in 0..3 {
+                            out[c * plane + o] = p[c];
+                        }
+                    } else {
+                        let l = 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32;
+                        out[o] = l.round().clamp(0.0, 255.0) as u8;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A prepared image ([`Transform::prepare_u8`]) mirrored when `flip` and normalised into
+    /// `out`: `(x/255 − mean)/std` per channel, in f32 as [`Transform::apply`] computes it.
+    ///
+    /// # Panics
+    /// If the lengths are not `numel()`.
+    pub fn normalise_u8(&self, px: &[u8], flip: bool, out: &mut [f32]) {
+        assert_eq!(px.len(), self.numel(), "input size");
+        assert_eq!(out.len(), self.numel(), "output size");
+        let s = self.size as usize;
+        for c in 0..self.channels {
+            let (m, d) = (self.mean[c], self.std[c]);
+            for y in 0..s {
+                let row = c * s * s + y * s;
+                for x in 0..s {
+                    let sx = if flip { s - 1 - x } else { x };
+                    out[row + x] = (px[row + sx] as f32 / 255.0 - m) / d;
+                }
+            }
+        }
+    }
+
     /// Writes the transformed image into `out` (`numel()` floats, CHW).
     ///
     /// # Panics
@@ -349,6 +431,36 @@ impl Dataset {
             department,
             class,
         })
+    }
+
+    /// What identifies a split's images for the prepared-image cache: the spec (with a
+    /// canonical directory), the labels in order and, for folders, the file paths.
+    pub(crate) fn identity(&self, split: Split) -> Vec<u8> {
+        let canon = |d: &std::path::Path| std::fs::canonicalize(d).unwrap_or(d.to_path_buf());
+        let spec = match &self.spec {
+            DataSpec::MedMnist { dir, names } => format!(
+                "{}",
+                DataSpec::MedMnist {
+                    dir: canon(dir),
+                    names: names.clone()
+                }
+            ),
+            DataSpec::Folder { dir } => format!("{}", DataSpec::Folder { dir: canon(dir) }),
+            other => other.to_string(),
+        };
+        let mut id = format!("{spec}\n{split}\n").into_bytes();
+        for it in &self.splits[split.index()] {
+            id.extend_from_slice(&it.dept.to_le_bytes());
+            id.extend_from_slice(&it.class.to_le_bytes());
+            id.extend_from_slice(&it.key.to_le_bytes());
+        }
+        if let Source::Folder(paths) = &self.source {
+            for p in &paths[split.index()] {
+                id.extend_from_slice(p.to_string_lossy().as_bytes());
+                id.push(0);
+            }
+        }
+        id
     }
 
     /// Decodes every image of every split, returning the first error (a corrupt file).

@@ -20,11 +20,17 @@
 //! # Ok::<(), lorkd_data::DataError>(())
 //! ```
 //!
+//! For training at speed, [`PreparedImages`] holds a split decoded and resized once as
+//! `uint8` (in memory or a memory-mapped cache file reused across runs) and
+//! [`Loader::prepared`] gathers batches from it by index; flips and normalisation are left to
+//! the consumer (the trainer does them on its device).
+//!
 //! Bad input (missing file, wrong array shape or dtype, label out of range, empty department,
 //! corrupt image) is a [`DataError`] naming the file, never a panic.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cache;
 mod dataset;
 mod error;
 pub mod folder;
@@ -36,6 +42,7 @@ pub mod score;
 mod spec;
 pub mod synthetic;
 
+pub use cache::{CacheMode, PreparedImages};
 pub use dataset::{Dataset, Department, Sample, Split, Transform};
 pub use error::DataError;
 pub use loader::{epoch_order, Batch, Loader, LoaderConfig};

@@ -16,6 +16,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::cache::PreparedImages;
 use crate::dataset::{Dataset, Split, Transform};
 use crate::error::DataError;
 
@@ -78,8 +79,14 @@ impl LoaderConfig {
 /// A batch, ready for a tensor constructor.
 #[derive(Clone, Debug)]
 pub struct Batch {
-    /// `[n, channels, size, size]` floats, row-major.
+    /// `[n, channels, size, size]` floats, row-major (empty when the batch was gathered from
+    /// [`PreparedImages`]: then `pixels` holds it).
     pub images: Vec<f32>,
+    /// `[n, channels, size, size]` prepared bytes, not flipped nor normalised (only from
+    /// [`Loader::prepared`]; empty otherwise).
+    pub pixels: Vec<u8>,
+    /// Whether each image is (for `images`) or must be (for `pixels`) mirrored.
+    pub flips: Vec<bool>,
     /// `[n, channels, size, size]`.
     pub shape: [usize; 4],
     /// Department of each image.
@@ -126,30 +133,51 @@ pub fn epoch_order(ds: &Dataset, split: Split, cfg: &LoaderConfig) -> Vec<usize>
     order
 }
 
-fn build_batch(
-    ds: &Dataset,
-    split: Split,
-    idx: &[usize],
-    cfg: &LoaderConfig,
-) -> Result<Batch, DataError> {
+/// Whether image `i` is mirrored in `cfg`'s epoch.
+fn flip_of(cfg: &LoaderConfig, i: usize) -> bool {
+    cfg.flip && mix(cfg.seed, cfg.epoch, i as u64 + 1) & 1 == 1
+}
+
+/// Labels, indices and flips of a batch; no pixels yet.
+fn labels(ds: &Dataset, split: Split, idx: &[usize], cfg: &LoaderConfig) -> Batch {
     let t = &cfg.transform;
-    let per = t.numel();
     let mut b = Batch {
-        images: vec![0.0; per * idx.len()],
+        images: Vec::new(),
+        pixels: Vec::new(),
+        flips: idx.iter().map(|&i| flip_of(cfg, i)).collect(),
         shape: [idx.len(), t.channels, t.size as usize, t.size as usize],
         departments: Vec::with_capacity(idx.len()),
         classes: Vec::with_capacity(idx.len()),
         global_classes: Vec::with_capacity(idx.len()),
         indices: idx.to_vec(),
     };
-    for (j, &i) in idx.iter().enumerate() {
+    for &i in idx {
         let (d, c) = ds.label(split, i);
-        let img = ds.raw_image(split, i)?;
-        let flip = cfg.flip && mix(cfg.seed, cfg.epoch, i as u64 + 1) & 1 == 1;
-        t.apply(&img, flip, &mut b.images[j * per..(j + 1) * per]);
         b.departments.push(d as i64);
         b.classes.push(c as i64);
         b.global_classes.push((ds.class_offset(d) + c) as i64);
+    }
+    b
+}
+
+fn build_batch(
+    ds: &Dataset,
+    split: Split,
+    idx: &[usize],
+    cfg: &LoaderConfig,
+    prepared: Option<&PreparedImages>,
+) -> Result<Batch, DataError> {
+    let mut b = labels(ds, split, idx, cfg);
+    if let Some(p) = prepared {
+        p.gather(idx, &mut b.pixels)?;
+        return Ok(b);
+    }
+    let t = &cfg.transform;
+    let per = t.numel();
+    b.images = vec![0.0; per * idx.len()];
+    for (j, &i) in idx.iter().enumerate() {
+        let img = ds.raw_image(split, i)?;
+        t.apply(&img, b.flips[j], &mut b.images[j * per..(j + 1) * per]);
     }
     Ok(b)
 }
@@ -169,6 +197,27 @@ pub struct Loader {
 impl Loader {
     /// Starts the workers. Batches come back in order; an error batch names the bad file.
     pub fn new(ds: Arc<Dataset>, split: Split, cfg: LoaderConfig) -> Self {
+        Self::start(ds, split, cfg, None)
+    }
+
+    /// As [`Loader::new`], but the workers only gather `prepared` bytes by index into
+    /// [`Batch::pixels`] (with [`Batch::flips`] to apply): no decoding, no arithmetic.
+    /// `prepared` must hold `split` of `ds` prepared for `cfg.transform`.
+    pub fn prepared(
+        ds: Arc<Dataset>,
+        split: Split,
+        cfg: LoaderConfig,
+        prepared: Arc<PreparedImages>,
+    ) -> Self {
+        Self::start(ds, split, cfg, Some(prepared))
+    }
+
+    fn start(
+        ds: Arc<Dataset>,
+        split: Split,
+        cfg: LoaderConfig,
+        prepared: Option<Arc<PreparedImages>>,
+    ) -> Self {
         let order = epoch_order(&ds, split, &cfg);
         let bs = cfg.batch_size.max(1);
         let batches = if cfg.drop_last {
@@ -192,13 +241,14 @@ impl Loader {
             let (tx, rx) = sync_channel(depth);
             receivers.push(rx);
             let (ds, order, cfg, stop) = (ds.clone(), order.clone(), cfg.clone(), stop.clone());
+            let prepared = prepared.clone();
             handles.push(std::thread::spawn(move || {
                 for b in (w..batches).step_by(workers) {
                     if stop.load(Ordering::Relaxed) {
                         return;
                     }
                     let idx = &order[b * bs..((b + 1) * bs).min(order.len())];
-                    let res = build_batch(&ds, split, idx, &cfg);
+                    let res = build_batch(&ds, split, idx, &cfg, prepared.as_deref());
                     if tx.send(res).is_err() {
                         return; // The loader was dropped.
                     }

@@ -58,6 +58,7 @@ fn int8_bundle_agrees_with_float_on_a_trained_model() {
         stop_after_steps: None,
         threads: Some(1),
         amp: false,
+        ..Control::default()
     };
     fit(&fc, &dir, &ctl).unwrap();
 

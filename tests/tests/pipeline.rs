@@ -46,6 +46,7 @@ fn ctl() -> Control {
         stop_after_steps: None,
         threads: Some(1),
         amp: false,
+        ..Control::default()
     }
 }
 

@@ -10,64 +10,12 @@ use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use safetensors::tensor::{Dtype, TensorView};
-use safetensors::SafeTensors;
-use serde::{Deserialize, Serialize};
 
 use crate::graph::{shufflenet_v2, Graph};
 
-/// Safetensors metadata key holding the JSON metadata.
-pub const METADATA_KEY: &str = "lorkd";
-
-/// One department of the metadata.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DeptMeta {
-    pub name: String,
-    pub classes: Vec<String>,
-}
-
-/// The `lorkd` metadata JSON (the fields the packer needs; others are ignored).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CkptMeta {
-    pub format: u32,
-    pub arch: String,
-    pub in_channels: usize,
-    pub input_size: usize,
-    pub mean: Vec<f64>,
-    pub std: Vec<f64>,
-    pub rank: usize,
-    pub lora_alpha: f64,
-    pub bn_eps: f64,
-    pub departments: Vec<DeptMeta>,
-}
-
-/// Why a checkpoint cannot be read or packed; each names the file, key or tensor.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("not a safetensors file: {0}")]
-    Safetensors(String),
-    #[error("metadata key `lorkd` missing")]
-    MissingMetadata,
-    #[error("metadata key `lorkd`: {0}")]
-    BadMetadata(String),
-    #[error("tensor `{0}` missing")]
-    MissingTensor(String),
-    #[error("tensor `{name}`: shape {got:?}, expected {expected:?}")]
-    Shape {
-        name: String,
-        expected: Vec<usize>,
-        got: Vec<usize>,
-    },
-    #[error("tensor `{name}`: dtype {got}, expected F32")]
-    Dtype { name: String, got: String },
-    #[error("tensor `{0}`: non-finite value")]
-    NonFinite(String),
-}
+pub use lorkd_checkpoint::{
+    CheckpointError, Department as DeptMeta, Meta as CkptMeta, METADATA_KEY,
+};
 
 /// A loaded checkpoint: metadata and f32 tensors by name.
 #[derive(Clone, Debug)]
@@ -79,71 +27,17 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Reads a checkpoint file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
-        let p = path.as_ref();
-        let bytes = std::fs::read(p).map_err(|source| CheckpointError::Io {
-            path: p.display().to_string(),
-            source,
-        })?;
-        Self::from_bytes(&bytes)
+        Self::from_bytes(&lorkd_checkpoint::read_file(path.as_ref())?)
     }
 
-    /// Parses safetensors bytes and the metadata (tensors are checked when asked for).
+    /// Parses safetensors bytes, the metadata and the f32 tensors (values are checked when
+    /// asked for).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CheckpointError> {
-        let st = |e: safetensors::SafeTensorError| CheckpointError::Safetensors(e.to_string());
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(st)?;
-        let json = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(METADATA_KEY))
-            .ok_or(CheckpointError::MissingMetadata)?;
-        let meta = parse_meta(json).map_err(CheckpointError::BadMetadata)?;
-        let bad = |m: &str| Err(CheckpointError::BadMetadata(m.to_string()));
-        if meta.format != 1 {
-            return bad(&format!("format {} (this build reads 1)", meta.format));
-        }
-        if meta.mean.len() != meta.in_channels || meta.std.len() != meta.in_channels {
-            return bad("mean/std length differs from in_channels");
-        }
-        if meta.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
-            || meta.mean.iter().any(|m| !m.is_finite())
-        {
-            return bad("mean must be finite and std positive");
-        }
-        if !meta.bn_eps.is_finite() || meta.bn_eps <= 0.0 || !meta.lora_alpha.is_finite() {
-            return bad("bn_eps must be positive and lora_alpha finite");
-        }
-        if meta.rank > 1024 {
-            return bad("rank out of range");
-        }
-        if meta.departments.is_empty() || meta.departments.len() > 1024 {
-            return bad("departments must hold 1..=1024 entries");
-        }
-        if let Some(d) = meta
-            .departments
-            .iter()
-            .find(|d| d.classes.is_empty() || d.name.is_empty() || d.name.len() > 255)
-        {
-            return bad(&format!(
-                "department `{}`: empty name/classes or name too long",
-                d.name
-            ));
-        }
-        let tensors_st = SafeTensors::deserialize(bytes).map_err(st)?;
-        let mut tensors = HashMap::new();
-        for (name, view) in tensors_st.tensors() {
-            if view.dtype() != Dtype::F32 {
-                return Err(CheckpointError::Dtype {
-                    name,
-                    got: format!("{:?}", view.dtype()),
-                });
-            }
-            let data: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            tensors.insert(name, (view.shape().to_vec(), data));
-        }
+        let (meta, raw) = lorkd_checkpoint::read(bytes)?;
+        let tensors = raw
+            .into_iter()
+            .map(|(name, t)| (name, (t.shape, t.data)))
+            .collect();
         Ok(Checkpoint { meta, tensors })
     }
 
@@ -173,47 +67,8 @@ impl Checkpoint {
 
     /// LoRA scaling `s = lora_alpha / r`.
     pub fn scaling(&self) -> f64 {
-        if self.meta.rank == 0 {
-            0.0
-        } else {
-            self.meta.lora_alpha / self.meta.rank as f64
-        }
+        self.meta.scaling()
     }
-}
-
-/// Parses the metadata JSON; errors name the offending key (`lorkd.rank: …`).
-fn parse_meta(json: &str) -> Result<CkptMeta, String> {
-    use serde_json::{from_value, Value};
-    let v: Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
-    if let Err(e) = from_value::<CkptMeta>(v.clone()) {
-        let field = |k: &str| {
-            v.get(k)
-                .cloned()
-                .ok_or_else(|| format!("key `{k}` missing"))
-        };
-        fn check<T: serde::de::DeserializeOwned>(
-            k: &str,
-            x: Result<Value, String>,
-        ) -> Result<(), String> {
-            from_value::<T>(x?)
-                .map(drop)
-                .map_err(|e| format!("key `{k}`: {e}"))
-        }
-        check::<u32>("format", field("format"))?;
-        check::<String>("arch", field("arch"))?;
-        for k in ["in_channels", "input_size", "rank"] {
-            check::<usize>(k, field(k))?;
-        }
-        for k in ["mean", "std"] {
-            check::<Vec<f64>>(k, field(k))?;
-        }
-        for k in ["lora_alpha", "bn_eps"] {
-            check::<f64>(k, field(k))?;
-        }
-        check::<Vec<DeptMeta>>("departments", field("departments"))?;
-        return Err(e.to_string());
-    }
-    from_value(v).map_err(|e| e.to_string())
 }
 
 /// What [`random_checkpoint`] builds.
@@ -308,11 +163,9 @@ pub fn random_checkpoint(spec: &RandomSpec) -> anyhow::Result<Vec<u8>> {
             .classes
             .iter()
             .enumerate()
-            .map(|(i, &c)| DeptMeta {
-                name: format!("dept{i}"),
-                classes: (0..c).map(|j| format!("c{j}")).collect(),
-            })
+            .map(|(i, &c)| DeptMeta::numbered(i, c))
             .collect(),
+        unified_head: false,
     };
     write_safetensors(&out, &meta)
 }
@@ -322,14 +175,8 @@ pub fn write_safetensors(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     meta: &CkptMeta,
 ) -> anyhow::Result<Vec<u8>> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let mut views = Vec::new();
-    for ((name, shape, _), b) in tensors.iter().zip(&bytes) {
-        views.push((name.clone(), TensorView::new(Dtype::F32, shape.clone(), b)?));
-    }
-    let md = HashMap::from([(METADATA_KEY.to_string(), serde_json::to_string(meta)?)]);
-    Ok(safetensors::serialize(views, Some(md))?)
+    Ok(lorkd_checkpoint::write(
+        tensors.iter().map(|(n, s, d)| (n.as_str(), &s[..], &d[..])),
+        meta,
+    )?)
 }

@@ -38,6 +38,8 @@ pub struct BenchOptions {
     pub seed: u64,
     /// Forward passes under bf16 autocast ([`crate::amp`]; CUDA only).
     pub amp: bool,
+    /// Input and conv weights channels_last ([`crate::amp::to_channels_last`]; CUDA only).
+    pub channels_last: bool,
 }
 
 /// Median step times in milliseconds (JSON keys as in `lorkd-train bench --json`).
@@ -75,6 +77,9 @@ pub struct BenchReport {
     pub amp: bool,
     /// Training images per second of the `auto` mode (`batch / auto_ms`).
     pub auto_images_per_sec: f64,
+    /// Whether input and weights were channels_last.
+    #[serde(default)]
+    pub channels_last: bool,
 }
 
 fn sync(device: Device) {
@@ -144,13 +149,18 @@ fn time_steps(
     Ok(times[times.len() / 2])
 }
 
-/// Runs every variant on one random batch.
-pub fn run(opts: &BenchOptions) -> Result<BenchReport, tch::TchError> {
+/// The random batch, department ids and config every variant is timed on.
+fn setup(opts: &BenchOptions) -> Result<(Tensor, Tensor, DeptIds, Config), tch::TchError> {
     tch::manual_seed(opts.seed as i64);
     let xs = Tensor::randn(
         [opts.batch, opts.in_channels, opts.input, opts.input],
         (Kind::Float, opts.device),
     );
+    let xs = if opts.channels_last {
+        crate::amp::to_channels_last(&xs)
+    } else {
+        xs
+    };
     let ys = Tensor::randint(
         opts.classes as i64,
         [opts.batch],
@@ -172,20 +182,36 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, tch::TchError> {
     cfg.input_size = opts.input;
     cfg.rank = opts.rank;
     cfg.unified_head = false;
+    Ok((xs, ys, ids, cfg))
+}
 
-    let mut mtl_cfg = cfg.clone();
-    mtl_cfg.rank = 0;
+/// Median step time (ms) of one variant: plain MTL (`None`) or LoRKD in `mode`.
+///
+/// # Errors
+/// libtorch errors.
+pub fn step_ms(opts: &BenchOptions, mode: Option<ExpertConvMode>) -> Result<f64, tch::TchError> {
+    let (xs, ys, ids, mut cfg) = setup(opts)?;
+    if mode.is_none() {
+        cfg.rank = 0;
+    }
     let vs = nn::VarStore::new(opts.device);
-    let mtl = ShuffleNetLoRKD::new(&vs.root(), &mtl_cfg);
-    let mtl_ms = time_steps(&mtl, &vs, &xs, &ys, &ids, true, opts)?;
-
-    let mut ms = [0.0; 4];
-    for (slot, mode) in ExpertConvMode::ALL.into_iter().enumerate() {
-        let vs = nn::VarStore::new(opts.device);
-        let mut model = ShuffleNetLoRKD::new(&vs.root(), &cfg);
+    let mut model = ShuffleNetLoRKD::new(&vs.root(), &cfg);
+    if let Some(mode) = mode {
         randomize_factors(&vs, cfg.scaling(), 0.1, opts.seed);
         model.set_expert_conv_mode(mode);
-        ms[slot] = time_steps(&model, &vs, &xs, &ys, &ids, false, opts)?;
+    }
+    if opts.channels_last {
+        crate::amp::var_store_channels_last(&vs);
+    }
+    time_steps(&model, &vs, &xs, &ys, &ids, mode.is_none(), opts)
+}
+
+/// Runs every variant on one random batch.
+pub fn run(opts: &BenchOptions) -> Result<BenchReport, tch::TchError> {
+    let mtl_ms = step_ms(opts, None)?;
+    let mut ms = [0.0; 4];
+    for (slot, mode) in ExpertConvMode::ALL.into_iter().enumerate() {
+        ms[slot] = step_ms(opts, Some(mode))?;
     }
     let [auto_ms, eks_ms, lowrank_ms, looped_ms] = ms;
     Ok(BenchReport {
@@ -205,5 +231,174 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, tch::TchError> {
         auto_over_mtl: auto_ms / mtl_ms,
         amp: opts.amp,
         auto_images_per_sec: opts.batch as f64 / (auto_ms / 1e3),
+        channels_last: opts.channels_last,
+    })
+}
+
+/// What `bench --e2e` measures: the loader alone, the step alone and `fit` end to end, for
+/// one data spec and run configuration.
+#[derive(Debug, Clone)]
+pub struct E2eOptions {
+    /// The run (data, method, arch, rank, batch, input size, teacher).
+    pub fit: crate::train::fit::FitConfig,
+    /// How to run (device, workers, data cache, amp, teacher cache).
+    pub ctl: crate::train::run::Control,
+    /// Batches timed in the loader-only passes (0: a whole epoch).
+    pub loader_batches: usize,
+    /// Timed steps of the step-only bench.
+    pub iters: usize,
+}
+
+/// Images per second of each part, in the same process one after the other.
+#[derive(Debug, Clone, Serialize)]
+pub struct E2eReport {
+    /// Data spec.
+    pub data: String,
+    /// Method.
+    pub method: String,
+    /// Input side.
+    pub input: i64,
+    /// Batch size.
+    pub batch: usize,
+    /// Departments.
+    pub departments: usize,
+    /// Loader threads.
+    pub workers: usize,
+    /// libtorch threads.
+    pub threads: i32,
+    /// Device.
+    pub device: String,
+    /// bf16 autocast.
+    pub amp: bool,
+    /// channels_last.
+    pub channels_last: bool,
+    /// With a teacher, and whether its logits were cached.
+    pub teacher: Option<bool>,
+    /// Seconds to prepare the training split as uint8 (0 when the cache file existed).
+    pub prepare_s: f64,
+    /// Loader that decodes and normalises on the CPU (`--data-cache off`), to device tensors.
+    pub loader_decode_images_per_sec: f64,
+    /// Loader gathering prepared uint8 images, flipped and normalised on the device.
+    pub loader_prepared_images_per_sec: f64,
+    /// The step bench's images/s for this method on a random batch (`auto` for lorkd).
+    pub step_images_per_sec: f64,
+    /// `fit`'s last epoch (of 2), loading and stepping together.
+    pub e2e_images_per_sec: f64,
+    /// `e2e / step` (target ≥ 0.9).
+    pub e2e_over_step: f64,
+}
+
+fn loader_ips(
+    input: &crate::train::input::Input,
+    cfg: lorkd_data::LoaderConfig,
+    max_batches: usize,
+    device: Device,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut n = 0usize;
+    let mut last = None;
+    for (i, b) in input.loader(lorkd_data::Split::Train, cfg)?.enumerate() {
+        if max_batches > 0 && i >= max_batches {
+            break;
+        }
+        let b = b?;
+        n += b.len();
+        last = Some(input.images(&b));
+    }
+    if let Some(x) = last {
+        let _ = x.sum(Kind::Float).double_value(&[]);
+    }
+    sync(device);
+    Ok(n as f64 / started.elapsed().as_secs_f64().max(1e-9))
+}
+
+/// Runs the three measurements.
+///
+/// # Errors
+/// Bad data or settings, libtorch errors, I/O of the scratch run directory.
+pub fn e2e(o: &E2eOptions) -> anyhow::Result<E2eReport> {
+    use crate::train::{data as bridge, fit, input::Input};
+    use lorkd_data::{CacheMode, Dataset, LoaderConfig};
+    use std::sync::Arc;
+
+    o.ctl.apply_threads();
+    let fc = &o.fit;
+    let ds = Arc::new(Dataset::open_str(&fc.data)?);
+    eprintln!("data: {}", ds.summary());
+    let cfg = fit::student_config(fc, &ds, None, false);
+    let transform = bridge::transform(&cfg);
+    let lc = || {
+        let mut l = LoaderConfig::train(fc.batch, transform.clone(), fc.seed, 0);
+        l.workers = o.ctl.workers.max(1);
+        l.prefetch = 2 * l.workers;
+        l
+    };
+    let device = o.ctl.device;
+    let decode = Input::new(
+        ds.clone(),
+        transform.clone(),
+        &crate::train::run::Control {
+            data_cache: CacheMode::Off,
+            ..o.ctl.clone()
+        },
+    );
+    let loader_decode = loader_ips(&decode, lc(), o.loader_batches, device)?;
+    let prepared = Input::new(ds.clone(), transform.clone(), &o.ctl);
+    let t0 = Instant::now();
+    prepared.prepared(lorkd_data::Split::Train)?;
+    let prepare_s = t0.elapsed().as_secs_f64();
+    let loader_prepared = loader_ips(&prepared, lc(), o.loader_batches, device)?;
+
+    let bench = BenchOptions {
+        arch: fc.arch,
+        departments: ds.departments().len() as i64,
+        rank: fc.rank.max(1),
+        input: cfg.input_size,
+        batch: fc.batch as i64,
+        in_channels: cfg.in_channels,
+        classes: ds.classes_per_department().into_iter().max().unwrap_or(2),
+        iters: o.iters.max(1),
+        warmup: 2,
+        device,
+        seed: fc.seed,
+        amp: o.ctl.amp,
+        channels_last: o.ctl.channels_last,
+    };
+    let mode = if fc.method.experts() {
+        Some(
+            fc.expert_conv_mode
+                .parse::<ExpertConvMode>()
+                .map_err(|e| anyhow::anyhow!(e))?,
+        )
+    } else {
+        None
+    };
+    let step = fc.batch as f64 / (step_ms(&bench, mode)? / 1e3);
+
+    let dir = std::env::temp_dir().join(format!("lorkd-bench-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut run = fc.clone();
+    run.epochs = 2;
+    let outcome = fit::fit(&run, &dir, &o.ctl);
+    let _ = std::fs::remove_dir_all(&dir);
+    let e2e = outcome?.last.map_or(0.0, |m| m.images_per_sec);
+    Ok(E2eReport {
+        data: fc.data.clone(),
+        method: fc.method.name().into(),
+        input: cfg.input_size,
+        batch: fc.batch,
+        departments: ds.departments().len(),
+        workers: o.ctl.workers,
+        threads: tch::get_num_threads(),
+        device: format!("{device:?}"),
+        amp: o.ctl.amp,
+        channels_last: o.ctl.channels_last,
+        teacher: fc.teacher.as_ref().map(|_| o.ctl.teacher_cache),
+        prepare_s,
+        loader_decode_images_per_sec: loader_decode,
+        loader_prepared_images_per_sec: loader_prepared,
+        step_images_per_sec: step,
+        e2e_images_per_sec: e2e,
+        e2e_over_step: e2e / step,
     })
 }

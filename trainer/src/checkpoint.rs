@@ -1,65 +1,23 @@
 //! Checkpoints: safetensors (f32, little-endian) with the model [`Config`] as JSON under the
-//! metadata key `lorkd`. Layout and Python loading recipe: docs/checkpoint-format.md.
-use std::collections::{BTreeMap, HashMap};
+//! metadata key `lorkd`. The metadata, its checks, the f32 codec and the errors live in
+//! `lorkd-checkpoint` (shared with the tools); this module moves tensors in and out of
+//! libtorch. Layout and Python loading recipe: docs/checkpoint-format.md.
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, TensorView};
-use safetensors::SafeTensors;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::Config;
 use crate::models::shufflenet::ShuffleNetLoRKD;
 
-/// Safetensors metadata key holding the [`Config`] JSON.
-pub const METADATA_KEY: &str = "lorkd";
+pub use lorkd_checkpoint::{CheckpointError, METADATA_KEY};
 
-/// Why a checkpoint could not be written or read.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    /// File system error.
-    #[error("checkpoint {path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// Not a valid safetensors file.
-    #[error("safetensors: {0}")]
-    Format(#[from] safetensors::SafeTensorError),
-    /// The `lorkd` metadata key is absent.
-    #[error("metadata key `lorkd` missing")]
-    MissingMetadata,
-    /// The `lorkd` metadata JSON is malformed or inconsistent.
-    #[error("metadata key `lorkd`: {0}")]
-    BadMetadata(String),
-    /// A tensor the model needs is absent.
-    #[error("tensor `{0}` missing")]
-    MissingTensor(String),
-    /// A tensor the model does not have.
-    #[error("unexpected tensor `{0}`")]
-    UnexpectedTensor(String),
-    /// A tensor with the wrong shape.
-    #[error("tensor `{name}`: shape {got:?}, expected {expected:?}")]
-    Shape {
-        /// Tensor name.
-        name: String,
-        /// Shape the model needs.
-        expected: Vec<i64>,
-        /// Shape in the file.
-        got: Vec<i64>,
-    },
-    /// A tensor that is not f32.
-    #[error("tensor `{name}`: dtype {got}, expected F32")]
-    Dtype {
-        /// Tensor name.
-        name: String,
-        /// Dtype in the file.
-        got: String,
-    },
-    /// libtorch refused an operation.
-    #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+fn torch(e: tch::TchError) -> CheckpointError {
+    CheckpointError::Backend(format!("libtorch: {e}"))
+}
+
+fn dims(t: &Tensor) -> Vec<usize> {
+    t.size().iter().map(|&d| d as usize).collect()
 }
 
 /// A checkpoint in memory: config plus named f32 tensors on the CPU.
@@ -71,14 +29,13 @@ pub struct Checkpoint {
     pub tensors: BTreeMap<String, Tensor>,
 }
 
-fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>, CheckpointError> {
+fn tensor_f32(t: &Tensor) -> Result<Vec<f32>, CheckpointError> {
     let flat = t
         .to_device(Device::Cpu)
         .to_kind(Kind::Float)
         .contiguous()
         .reshape([-1]);
-    let v = Vec::<f32>::try_from(&flat)?;
-    Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    Vec::<f32>::try_from(&flat).map_err(torch)
 }
 
 impl Checkpoint {
@@ -105,22 +62,14 @@ impl Checkpoint {
 
     /// Serialises to safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, CheckpointError> {
-        let json = serde_json::to_string(&self.config)
-            .map_err(|e| CheckpointError::BadMetadata(e.to_string()))?;
         let mut bufs = Vec::with_capacity(self.tensors.len());
         for (name, t) in &self.tensors {
-            let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-            bufs.push((name.clone(), shape, tensor_bytes(t)?));
+            bufs.push((name.as_str(), dims(t), tensor_f32(t)?));
         }
-        let mut views = Vec::with_capacity(bufs.len());
-        for (name, shape, bytes) in &bufs {
-            views.push((
-                name.clone(),
-                TensorView::new(Dtype::F32, shape.clone(), bytes)?,
-            ));
-        }
-        let meta = HashMap::from([(METADATA_KEY.to_string(), json)]);
-        Ok(safetensors::serialize(views, Some(meta))?)
+        lorkd_checkpoint::write(
+            bufs.iter().map(|(n, s, d)| (*n, &s[..], &d[..])),
+            &self.config.clone().into(),
+        )
     }
 
     /// Writes the checkpoint to `path`.
@@ -134,27 +83,17 @@ impl Checkpoint {
 
     /// Parses safetensors bytes; checks the metadata and that every tensor is f32.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CheckpointError> {
-        let (_, header) = SafeTensors::read_metadata(bytes)?;
-        let json = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(METADATA_KEY))
-            .ok_or(CheckpointError::MissingMetadata)?;
-        let config: Config =
-            serde_json::from_str(json).map_err(|e| CheckpointError::BadMetadata(e.to_string()))?;
-        config.validate().map_err(CheckpointError::BadMetadata)?;
-        let tensors = f32_tensors(&SafeTensors::deserialize(bytes)?)?;
-        Ok(Self { config, tensors })
+        let (meta, raw) = lorkd_checkpoint::read(bytes)?;
+        let config = Config::try_from(meta).map_err(CheckpointError::BadMetadata)?;
+        Ok(Self {
+            config,
+            tensors: to_torch(raw),
+        })
     }
 
     /// Reads and parses `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_bytes(&bytes)
+        Self::from_bytes(&lorkd_checkpoint::read_file(path.as_ref())?)
     }
 
     /// Copies the tensors into `vs`: every variable must be present with its exact shape, and
@@ -172,8 +111,8 @@ impl Checkpoint {
             if src.size() != expected {
                 return Err(CheckpointError::Shape {
                     name: (*name).clone(),
-                    expected,
-                    got: src.size(),
+                    expected: expected.iter().map(|&d| d as usize).collect(),
+                    got: dims(src),
                 });
             }
         }
@@ -185,7 +124,8 @@ impl Checkpoint {
                 dst.f_copy_(&self.tensors[&name])?;
             }
             Ok::<(), tch::TchError>(())
-        })?;
+        })
+        .map_err(torch)?;
         Ok(())
     }
 
@@ -201,26 +141,15 @@ impl Checkpoint {
     }
 }
 
-/// Every tensor of a safetensors file as a CPU f32 `Tensor`; any other dtype is refused,
-/// naming the tensor. Shared by checkpoints and the trainer's state files (`train::io`).
-pub(crate) fn f32_tensors(
-    st: &SafeTensors<'_>,
-) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
-    let mut tensors = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        if view.dtype() != Dtype::F32 {
-            return Err(CheckpointError::Dtype {
-                name,
-                got: format!("{:?}", view.dtype()),
-            });
-        }
-        let data: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        tensors.insert(name, Tensor::from_slice(&data).reshape(shape));
-    }
-    Ok(tensors)
+/// Decoded f32 tensors ([`lorkd_checkpoint::f32_tensors`]) as CPU `Tensor`s. Shared by
+/// checkpoints and the trainer's state files (`train::io`).
+pub(crate) fn to_torch(
+    raw: BTreeMap<String, lorkd_checkpoint::F32Tensor>,
+) -> BTreeMap<String, Tensor> {
+    raw.into_iter()
+        .map(|(name, t)| {
+            let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+            (name, Tensor::from_slice(&t.data).reshape(shape))
+        })
+        .collect()
 }

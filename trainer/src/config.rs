@@ -1,12 +1,12 @@
-//! Model configuration; serialised as-is as the checkpoint's `lorkd` metadata JSON
+//! Model configuration: the checkpoint's `lorkd` metadata ([`lorkd_checkpoint::Meta`], which
+//! owns the JSON and its validation) with typed fields for building the model
 //! (docs/checkpoint-format.md).
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Checkpoint metadata format version written by this crate.
-pub const FORMAT_VERSION: u32 = 1;
+pub use lorkd_checkpoint::FORMAT_VERSION;
 
 /// Student architectures: ShuffleNetV2 widths with torchvision's channel counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,27 +89,12 @@ impl From<Arch> for String {
     }
 }
 
-/// One department (expert) and the class names of its head.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Department {
-    /// Department name (`lung`, `thyroid`, … or `dept0`, …).
-    pub name: String,
-    /// Class names; the head has one output per class.
-    pub classes: Vec<String>,
-}
+pub use lorkd_checkpoint::Department;
 
-impl Department {
-    /// `dept<i>` with classes `c0..c<n>`.
-    pub fn numbered(i: usize, classes: usize) -> Self {
-        Self {
-            name: format!("dept{i}"),
-            classes: (0..classes).map(|c| format!("c{c}")).collect(),
-        }
-    }
-}
-
-/// Everything needed to build a student; the checkpoint's `lorkd` metadata.
+/// Everything needed to build a student; the checkpoint's `lorkd` metadata (serialised as
+/// [`lorkd_checkpoint::Meta`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "lorkd_checkpoint::Meta", into = "lorkd_checkpoint::Meta")]
 pub struct Config {
     /// Metadata format version ([`FORMAT_VERSION`]).
     pub format: u32,
@@ -132,8 +117,47 @@ pub struct Config {
     /// Departments in expert order (index t of `lora_A[t]`, `heads.<t>`).
     pub departments: Vec<Department>,
     /// Whether the unified head `head.*` over all departments' classes exists.
-    #[serde(default)]
     pub unified_head: bool,
+}
+
+impl From<Config> for lorkd_checkpoint::Meta {
+    fn from(c: Config) -> Self {
+        // A negative count becomes usize::MAX, which `Meta::validate` refuses.
+        let u = |x: i64| usize::try_from(x).unwrap_or(usize::MAX);
+        lorkd_checkpoint::Meta {
+            format: c.format,
+            arch: c.arch.name().to_string(),
+            in_channels: u(c.in_channels),
+            input_size: u(c.input_size),
+            mean: c.mean,
+            std: c.std,
+            rank: u(c.rank),
+            lora_alpha: c.lora_alpha,
+            bn_eps: c.bn_eps,
+            departments: c.departments,
+            unified_head: c.unified_head,
+        }
+    }
+}
+
+impl TryFrom<lorkd_checkpoint::Meta> for Config {
+    type Error = String;
+    fn try_from(m: lorkd_checkpoint::Meta) -> Result<Self, String> {
+        let i = |x: usize, k: &str| i64::try_from(x).map_err(|_| format!("{k} {x} out of range"));
+        Ok(Config {
+            format: m.format,
+            arch: m.arch.parse()?,
+            in_channels: i(m.in_channels, "in_channels")?,
+            input_size: i(m.input_size, "input_size")?,
+            mean: m.mean,
+            std: m.std,
+            rank: i(m.rank, "rank")?,
+            lora_alpha: m.lora_alpha,
+            bn_eps: m.bn_eps,
+            departments: m.departments,
+            unified_head: m.unified_head,
+        })
+    }
 }
 
 impl Config {
@@ -195,41 +219,9 @@ impl Config {
             .sum()
     }
 
-    /// Checks internal consistency (used on load).
+    /// Checks internal consistency ([`lorkd_checkpoint::Meta::validate`]; used on load).
     pub fn validate(&self) -> Result<(), String> {
-        if self.format != FORMAT_VERSION {
-            return Err(format!(
-                "format {} (this build reads {FORMAT_VERSION})",
-                self.format
-            ));
-        }
-        if !(1..=64).contains(&self.in_channels) {
-            return Err(format!("in_channels {} out of range", self.in_channels));
-        }
-        if self.mean.len() != self.in_channels as usize
-            || self.std.len() != self.in_channels as usize
-        {
-            return Err("mean/std length differs from in_channels".into());
-        }
-        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err("std must be positive".into());
-        }
-        if !(1..=8192).contains(&self.input_size) {
-            return Err(format!("input_size {} out of range", self.input_size));
-        }
-        if !(0..=4096).contains(&self.rank) || !self.lora_alpha.is_finite() {
-            return Err("rank or lora_alpha out of range".into());
-        }
-        if !(self.bn_eps.is_finite() && self.bn_eps > 0.0) {
-            return Err("bn_eps must be positive".into());
-        }
-        if self.departments.is_empty() || self.departments.len() > 4096 {
-            return Err("departments must hold 1..=4096 entries".into());
-        }
-        if let Some(d) = self.departments.iter().find(|d| d.classes.is_empty()) {
-            return Err(format!("department `{}` has no classes", d.name));
-        }
-        Ok(())
+        lorkd_checkpoint::Meta::from(self.clone()).validate()
     }
 
     /// LoRA scaling `s = lora_alpha / r` (0 when r = 0).

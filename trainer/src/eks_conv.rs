@@ -100,6 +100,33 @@ pub struct DeptIds {
     groups: Vec<(i64, Tensor)>,
     /// Inverse of the permutation that concatenates `groups`.
     inverse: Tensor,
+    /// One-hot `[B, T]` f32 mix (`m` of Eq. 1), for [`EksMix::OneHot`].
+    onehot: Tensor,
+}
+
+/// How EKS forms its per-sample weights `W_b = W0 + Σ_t m_bt·s·ΔW_t`.
+///
+/// Both are exact. `Gather` selects row `ids[b]` of the `[T, …]` deltas (`index_select`);
+/// its backward is an `index_add` of B rows into T, which on CUDA is an atomic scatter with
+/// B/T-way contention on every weight element. `OneHot` multiplies the one-hot mix `[B, T]`
+/// by the deltas `[T, Cout·Cin·k²]`: a GEMM forward and backward (`mᵀ·grad`), no atomics.
+/// `LORKD_EKS_MIX=onehot` selects it; `trainer/gpu-check.sh` times both on the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EksMix {
+    /// `index_select` of the department rows (default).
+    Gather,
+    /// One-hot matrix product.
+    OneHot,
+}
+
+impl EksMix {
+    /// From `LORKD_EKS_MIX` (`gather` or `onehot`; default gather).
+    pub fn from_env() -> Self {
+        match std::env::var("LORKD_EKS_MIX").as_deref() {
+            Ok("onehot") => EksMix::OneHot,
+            _ => EksMix::Gather,
+        }
+    }
 }
 
 impl DeptIds {
@@ -137,8 +164,10 @@ impl DeptIds {
         for (pos, &i) in order.iter().enumerate() {
             inverse[i as usize] = pos as i64;
         }
+        let ids_t = Tensor::from_slice(ids).to_device(device);
         Ok(Self {
-            ids: Tensor::from_slice(ids).to_device(device),
+            onehot: ids_t.one_hot(departments).to_kind(Kind::Float),
+            ids: ids_t,
             host: ids.to_vec(),
             groups,
             inverse: Tensor::from_slice(&inverse).to_device(device),
@@ -220,6 +249,8 @@ pub struct EksConv2d {
     pub groups: i64,
     /// `s = lora_alpha / r` (0 without factors).
     pub scaling: f64,
+    /// How EKS forms per-sample weights.
+    pub mix: EksMix,
 }
 
 fn uniform(bound: f64) -> nn::Init {
@@ -277,6 +308,7 @@ impl EksConv2d {
             padding,
             groups,
             scaling,
+            mix: EksMix::from_env(),
         }
     }
 
@@ -365,7 +397,17 @@ impl EksConv2d {
         let n = xs.size()[0];
         let (h, w) = (xs.size()[2], xs.size()[3]);
         // W_b = W0 + Σ_t m_bt·s·ΔW_t: gathering row ids[b] is the one-hot mix.
-        let per_sample = deltas.index_select(0, ids.tensor()) + self.weight.unsqueeze(0);
+        let mixed = match self.mix {
+            EksMix::Gather => deltas.index_select(0, ids.tensor()),
+            EksMix::OneHot => {
+                let t = deltas.size()[0];
+                ids.onehot
+                    .to_kind(deltas.kind())
+                    .matmul(&deltas.reshape([t, -1]))
+                    .reshape([n, self.cout, self.cin, self.k, self.k])
+            }
+        };
+        let per_sample = mixed + self.weight.unsqueeze(0);
         let ys = xs.reshape([1, n * self.cin, h, w]).conv2d(
             &per_sample.reshape([n * self.cout, self.cin, self.k, self.k]),
             None::<Tensor>,
@@ -420,4 +462,57 @@ pub fn max_rel_err(a: &Tensor, b: &Tensor) -> f64 {
     let diff = (a - b).abs().max().to_kind(Kind::Double).double_value(&[]);
     let scale = b.abs().max().to_kind(Kind::Double).double_value(&[]);
     diff / scale.max(1e-30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn one_hot_mix_equals_gather_forward_and_gradients() {
+        let seed = crate::testing::seeded("eks-mix");
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        tch::manual_seed(seed as i64);
+        let t = 4;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let lora = LoraSpec {
+            departments: t,
+            rank: 2,
+            alpha: 4.0,
+        };
+        let mut conv = EksConv2d::new(&vs.root(), 6, 5, 3, 1, 1, 1, Some(lora));
+        tch::no_grad(|| {
+            for (_, mut v) in vs.variables() {
+                let _ = v.copy_(&v.randn_like());
+            }
+        });
+        let ids: Vec<i64> = (0..7).map(|_| rng.gen_range(0..t)).collect();
+        let ids = DeptIds::new(&ids, t, Device::Cpu).unwrap();
+        let xs = Tensor::randn([7, 6, 8, 8], (Kind::Float, Device::Cpu));
+        let mut run = |mix| {
+            conv.mix = mix;
+            for (_, v) in vs.variables() {
+                let mut g = v.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+            let y = conv.forward_eks(&xs, &ids);
+            (y * 0.5).sum(Kind::Float).backward();
+            let mut grads: Vec<(String, Tensor)> = vs
+                .variables()
+                .into_iter()
+                .map(|(n, v)| (n, v.grad().copy()))
+                .collect();
+            grads.sort_by(|a, b| a.0.cmp(&b.0));
+            (conv.forward_eks(&xs, &ids).detach(), grads)
+        };
+        let (ya, ga) = run(EksMix::Gather);
+        let (yb, gb) = run(EksMix::OneHot);
+        assert!(max_rel_err(&yb, &ya) < 1e-5);
+        for ((n, a), (_, b)) in ga.iter().zip(&gb) {
+            assert!(max_rel_err(b, a) < 1e-5, "{n}");
+        }
+    }
 }

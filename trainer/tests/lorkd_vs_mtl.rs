@@ -34,6 +34,7 @@ fn run(method: Method, root: &std::path::Path) -> (Vec<EpochMetrics>, f64, f64, 
         stop_after_steps: None,
         threads: Some(1),
         amp: false,
+        ..Control::default()
     };
     let dir = root.join(method.name());
     fit(&fc, &dir, &ctl).unwrap();

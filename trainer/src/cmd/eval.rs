@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use lorkd_data::Split;
 
 use crate::train::eval::evaluate;
-use crate::train::fit::Control;
+use crate::train::run::Control;
 
 /// Arguments.
 #[derive(Debug, clap::Args)]

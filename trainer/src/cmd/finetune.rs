@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::train::finetune::{finetune, FinetuneConfig};
-use crate::train::fit::install_ctrlc;
+use crate::train::run::install_ctrlc;
 
 /// Arguments.
 #[derive(Debug, clap::Args)]

@@ -69,7 +69,7 @@ pub struct Args {
 
 /// Runs `fit`.
 pub fn run(a: &Args) -> anyhow::Result<()> {
-    fit::install_ctrlc();
+    crate::train::run::install_ctrlc();
     let ctl = a.run.control();
     let (outcome, dir) = if let Some(dir) = &a.resume {
         (fit::resume(dir, &ctl)?, dir.clone())

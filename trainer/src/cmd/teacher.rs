@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::models::resnet::ResNetArch;
-use crate::train::fit::install_ctrlc;
+use crate::train::run::install_ctrlc;
 use crate::train::teacher::{train_teacher, TeacherConfig};
 
 /// Arguments.

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use super::data as bridge;
-use super::fit::{department_accuracy, mean, Control, FitConfig, Method};
+use super::fit::{FitConfig, Method};
+use super::input::Input;
+use super::run::{department_accuracy, mean, Control};
 use super::teacher::{department_slice_accuracy, Teacher, TEACHER_KEY};
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
@@ -146,7 +148,8 @@ pub fn evaluate(
                 cfg.departments.iter().map(|d| &d.name).collect::<Vec<_>>(),
                 d.name
             );
-            let acc = department_accuracy(&model, &ds, split, Some(t), true, batch, ctl)?[0];
+            let input = Input::new(ds.clone(), bridge::transform(&cfg), ctl);
+            let acc = department_accuracy(&model, &input, split, Some(t), true, batch, ctl)?[0];
             departments.push(DepartmentScore {
                 name: d.name.clone(),
                 images: ds.indices_of(split, t).len(),
@@ -157,8 +160,9 @@ pub fn evaluate(
     } else {
         let (cfg, model) = load(&file, ctl.device)?;
         bridge::check_matches(&cfg, &ds)?;
-        let experts = department_accuracy(&model, &ds, split, None, true, batch, ctl)?;
-        let shared = department_accuracy(&model, &ds, split, None, false, batch, ctl)?;
+        let input = Input::new(ds.clone(), bridge::transform(&cfg), ctl);
+        let experts = department_accuracy(&model, &input, split, None, true, batch, ctl)?;
+        let shared = department_accuracy(&model, &input, split, None, false, batch, ctl)?;
         for (t, d) in ds.departments().iter().enumerate() {
             departments.push(DepartmentScore {
                 name: d.name.clone(),
@@ -216,15 +220,8 @@ pub fn teacher_department_accuracy(
     let offsets: Vec<i64> = (0..ds.departments().len())
         .map(|t| cfg.class_offset(t))
         .collect();
-    department_slice_accuracy(
-        |xs| teacher.logits(xs),
-        ds,
-        split,
-        &transform,
-        &offsets,
-        batch,
-        ctl,
-    )
+    let input = Input::new(ds.clone(), transform, ctl);
+    department_slice_accuracy(|xs| teacher.logits(xs), &input, split, &offsets, batch, ctl)
 }
 
 fn load(

@@ -18,21 +18,19 @@
 //! A run directory holds `run.json` (these settings, with `"method": "finetune"`),
 //! `model.safetensors` (rewritten atomically after every epoch) and `metrics.jsonl`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
-use anyhow::{bail, Context};
-use lorkd_data::{Dataset, Loader, LoaderConfig, Split};
+use anyhow::Context;
+use lorkd_data::{Dataset, LoaderConfig, Split};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::data as bridge;
-use super::fit::{department_accuracy, mean, progress_bar, Control, EpochMetrics, INTERRUPTED};
+use super::input::Input;
 use super::io;
 use super::loss::{department_ce, distillation};
+use super::run::{department_accuracy, mean, Control, Epoch, EpochMetrics};
 use super::sgd::warmup_cosine_lr;
 use super::teacher::Teacher;
 use crate::checkpoint::Checkpoint;
@@ -146,9 +144,7 @@ pub fn finetune(
         "{} already holds a run; choose another directory",
         run_dir.display()
     );
-    if let Some(n) = ctl.threads {
-        tch::set_num_threads(n.max(1));
-    }
+    ctl.apply_threads();
     let ck =
         Checkpoint::load(&fc.from).with_context(|| format!("loading {}", fc.from.display()))?;
     let cfg = ck.config.clone();
@@ -228,13 +224,14 @@ pub fn finetune(
     };
     save()?;
     let metrics = run_dir.join("metrics.jsonl");
-    let before = department_accuracy(&model, &ds, Split::Val, None, true, fc.batch, ctl)?[t];
+    let transform = bridge::transform(&cfg);
+    let input = Input::new(ds.clone(), transform.clone(), ctl);
+    let before = department_accuracy(&model, &input, Split::Val, None, true, fc.batch, ctl)?[t];
     eprintln!(
         "fine-tuning department {} ({}): val top-1 before {before:.3}",
         fc.department, t
     );
 
-    let transform = bridge::transform(&cfg);
     let loader_cfg = |epoch: u64| LoaderConfig {
         batch_size: fc.batch,
         shuffle: true,
@@ -260,19 +257,24 @@ pub fn finetune(
     let mut step = 0u64;
     for epoch in 0..fc.epochs {
         tch::manual_seed(fc.seed as i64 ^ epoch as i64);
-        let started = Instant::now();
-        let loader = Loader::new(ds.clone(), Split::Train, loader_cfg(epoch));
-        let pb = progress_bar(
-            ctl.progress,
+        let loader = input.loader(Split::Train, loader_cfg(epoch))?;
+        let mut ep = Epoch::start(
+            ctl,
             loader.batches() as u64,
             &format!("[{}] epoch {}/{}", fc.department, epoch + 1, fc.epochs),
         );
-        let (mut sum_loss, mut sum_ce, mut sum_kd, mut correct, mut seen) =
-            (0f64, 0f64, 0f64, 0i64, 0usize);
         let mut lr = fc.lr;
+        let non_finite = |loss: f64, at: u64| {
+            anyhow::anyhow!(
+                "loss is {loss} at epoch {} by step {at}: stopping; the last good checkpoint is {}; lower --lr (now {})",
+                epoch + 1,
+                run_dir.join("model.safetensors").display(),
+                fc.lr
+            )
+        };
         for batch in loader {
             let b = batch?;
-            let xs = bridge::images(&b, device);
+            let xs = input.images(&b);
             let depts = vec![t as i64; b.len()];
             let y = Tensor::from_slice(&b.classes).to_device(device);
             // BN in eval mode: running statistics used, never updated.
@@ -288,16 +290,6 @@ pub fn finetune(
                 Ok((ce, ok, kd))
             })?;
             let loss = &ce + &kd;
-            let lv = loss.double_value(&[]);
-            if !lv.is_finite() {
-                pb.abandon();
-                bail!(
-                    "loss is {lv} at epoch {} step {step}: stopping; the last good checkpoint is {}; lower --lr (now {})",
-                    epoch + 1,
-                    run_dir.join("model.safetensors").display(),
-                    fc.lr
-                );
-            }
             lr = warmup_cosine_lr(fc.lr, step, total, fc.warmup_steps);
             for s in &mut slots {
                 s.var.zero_grad();
@@ -317,27 +309,15 @@ pub fn finetune(
                 }
             });
             step += 1;
-            let n = b.len();
-            seen += n;
-            correct += ok;
-            sum_loss += lv * n as f64;
-            sum_ce += ce.double_value(&[]) * n as f64;
-            sum_kd += kd.double_value(&[]) * n as f64;
-            pb.set_message(format!(
-                "loss {:.4} acc {:.3} {:.0} img/s",
-                sum_loss / seen as f64,
-                correct as f64 / seen as f64,
-                seen as f64 / started.elapsed().as_secs_f64().max(1e-9)
-            ));
-            pb.inc(1);
-            if INTERRUPTED.load(Ordering::SeqCst) || ctl.stop_after_steps.is_some_and(|s| step >= s)
-            {
+            ep.record(b.len(), &loss, &ce, &kd, &ok)
+                .map_err(|e| non_finite(e.loss, step))?;
+            if Epoch::stop_requested(ctl, step) {
                 outcome.interrupted = true;
                 break;
             }
         }
-        pb.finish_and_clear();
         if outcome.interrupted {
+            ep.abandon();
             eprintln!(
                 "stopped during epoch {}; the last epoch's checkpoint stays in {}",
                 epoch + 1,
@@ -345,30 +325,25 @@ pub fn finetune(
             );
             return Ok(outcome);
         }
-        let secs = started.elapsed().as_secs_f64();
-        let val = department_accuracy(&model, &ds, Split::Val, None, true, fc.batch, ctl)?;
+        let tot = ep.finish().map_err(|e| non_finite(e.loss, step))?;
+        let val = department_accuracy(&model, &input, Split::Val, None, true, fc.batch, ctl)?;
         let m = EpochMetrics {
             department: Some(fc.department.clone()),
             epoch: epoch + 1,
             step,
             lr,
-            loss: sum_loss / seen.max(1) as f64,
-            ce: sum_ce / seen.max(1) as f64,
-            kd: sum_kd / seen.max(1) as f64,
-            train_acc: correct as f64 / seen.max(1) as f64,
+            loss: tot.loss,
+            ce: tot.ce,
+            kd: tot.kd,
+            train_acc: tot.train_acc,
             // The curve of this run is the department's own validation accuracy.
             val_mean: val[t],
             val_acc: vec![val[t]],
-            images_per_sec: seen as f64 / secs.max(1e-9),
-            seconds: secs,
+            images_per_sec: tot.images_per_sec(),
+            seconds: tot.seconds,
         };
         save()?;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics)
-            .with_context(|| format!("opening {}", metrics.display()))?;
-        writeln!(f, "{}", serde_json::to_string(&m)?)?;
+        m.append_to(&metrics)?;
         eprintln!(
             "[{}] epoch {}/{}: loss {:.4} (ce {:.4} kd {:.4}) train acc {:.3} val acc {:.3} (others {:.3}) {:.0} img/s",
             fc.department,

@@ -17,42 +17,29 @@
 //! `stl` keeps one such directory per department under `RUN_DIR/stl/<t>/`.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
-use anyhow::{bail, Context};
-use lorkd_data::{epoch_order, Dataset, Loader, LoaderConfig, Split};
+use anyhow::Context;
+use lorkd_data::{epoch_order, Dataset, LoaderConfig, Split};
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 use super::data as bridge;
+use super::input::Input;
 use super::io;
 use super::loss::{department_ce, distillation};
+use super::run::{department_accuracy, mean, Epoch};
 use super::sgd::{warmup_cosine_lr, Sgd};
 use super::teacher::Teacher;
+use super::teacher_cache::TeacherCache;
 use crate::checkpoint::Checkpoint;
 use crate::config::{Arch, Config};
 use crate::eks_conv::{DeptIds, DeptSel, ExpertConvMode};
 use crate::models::shufflenet::ShuffleNetLoRKD;
 
-/// Set by the Ctrl-C handler; the training loop stops after the current step.
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Installs the Ctrl-C handler once (a second Ctrl-C quits at once).
-pub fn install_ctrlc() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = ctrlc::set_handler(|| {
-            if INTERRUPTED.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("\ninterrupted: stopping after this step; the last epoch's checkpoint stays (Ctrl-C again quits now)");
-        });
-    });
-}
+// `fit`'s signature takes them; kept reachable here for its callers.
+pub use super::run::{Control, EpochMetrics};
 
 /// Training method (see the module table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -153,70 +140,6 @@ impl FitConfig {
     }
 }
 
-/// How to run (not part of the run's identity).
-#[derive(Clone, Debug)]
-pub struct Control {
-    /// Where to train.
-    pub device: Device,
-    /// Draw a progress bar.
-    pub progress: bool,
-    /// Data loader threads.
-    pub workers: usize,
-    /// Stop (as on Ctrl-C) after this many optimisation steps of this invocation.
-    pub stop_after_steps: Option<u64>,
-    /// libtorch intra-op threads (None: libtorch's default, one per core). On a shared or
-    /// busy machine 1 is often much faster: spinning OpenMP threads starve each other.
-    pub threads: Option<i32>,
-    /// Forward passes under bf16 autocast ([`crate::amp`]; only ever true on CUDA).
-    pub amp: bool,
-}
-
-impl Default for Control {
-    fn default() -> Self {
-        Control {
-            device: crate::default_device(),
-            progress: true,
-            workers: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .min(8),
-            stop_after_steps: None,
-            threads: None,
-            amp: crate::amp::Amp::default().enabled(crate::default_device()),
-        }
-    }
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    /// Department trained (stl) or None (all).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub department: Option<String>,
-    /// Epochs completed (1-based).
-    pub epoch: u64,
-    /// Optimisation steps so far.
-    pub step: u64,
-    /// Learning rate of the epoch's last step.
-    pub lr: f64,
-    /// Mean training loss.
-    pub loss: f64,
-    /// Mean cross-entropy term.
-    pub ce: f64,
-    /// Mean distillation term (β·α²·KL).
-    pub kd: f64,
-    /// Training top-1 accuracy on department heads.
-    pub train_acc: f64,
-    /// Validation top-1 per department (experts).
-    pub val_acc: Vec<f64>,
-    /// Mean of `val_acc`.
-    pub val_mean: f64,
-    /// Training images per second (loading + step).
-    pub images_per_sec: f64,
-    /// Wall time of the epoch.
-    pub seconds: f64,
-}
-
 /// How a `fit` invocation ended.
 #[derive(Clone, Debug)]
 pub struct FitOutcome {
@@ -269,9 +192,7 @@ pub fn resume(run_dir: &Path, ctl: &Control) -> anyhow::Result<FitOutcome> {
 }
 
 fn run(fc: &FitConfig, run_dir: &Path, ctl: &Control) -> anyhow::Result<FitOutcome> {
-    if let Some(n) = ctl.threads {
-        tch::set_num_threads(n.max(1));
-    }
+    ctl.apply_threads();
     let ds = Arc::new(Dataset::open_str(&fc.data)?);
     eprintln!("data: {}", ds.summary());
     let teacher = match (&fc.teacher, fc.method.distills() && fc.beta > 0.0) {
@@ -368,6 +289,9 @@ fn train_one(
             .parse::<ExpertConvMode>()
             .map_err(|e| anyhow::anyhow!(e))?,
     );
+    if ctl.channels_last {
+        crate::amp::var_store_channels_last(&vs);
+    }
     let mut opt = Sgd::new(&vs, fc.momentum, fc.weight_decay);
 
     let state_path = dir.join("state.safetensors");
@@ -415,6 +339,13 @@ fn train_one(
     }
 
     let transform = bridge::transform(&cfg);
+    let input = Input::new(ds.clone(), transform.clone(), ctl);
+    let tcache = match (teacher, &fc.teacher) {
+        (Some(t), Some(p)) if distill && ctl.teacher_cache && epoch < fc.epochs => Some(
+            TeacherCache::build(t, p, &input, &dir.join("cache"), fc.batch, ctl)?,
+        ),
+        _ => None,
+    };
     let loader_cfg = |epoch: u64| LoaderConfig {
         batch_size: fc.batch,
         shuffle: true,
@@ -440,19 +371,25 @@ fn train_one(
 
     while epoch < fc.epochs {
         tch::manual_seed(mix_seed(fc.seed, epoch));
-        let started = Instant::now();
-        let loader = Loader::new(ds.clone(), Split::Train, loader_cfg(epoch));
-        let pb = progress_bar(
-            ctl.progress,
+        let loader = input.loader(Split::Train, loader_cfg(epoch))?;
+        let mut ep = Epoch::start(
+            ctl,
             loader.batches() as u64,
             &format!("epoch {}/{}", epoch + 1, fc.epochs),
         );
-        let (mut sum_loss, mut sum_ce, mut sum_kd, mut correct, mut seen) =
-            (0f64, 0f64, 0f64, 0i64, 0usize);
         let mut lr = fc.lr;
+        let non_finite = |loss: f64, at: u64| {
+            anyhow::anyhow!(
+                "loss is {loss} at epoch {} by step {at}: stopping. The last good checkpoint is {} (epoch {epoch}); \
+                 lower --lr (now {}) and resume or restart",
+                epoch + 1,
+                dir.join("model.safetensors").display(),
+                fc.lr
+            )
+        };
         for batch in loader {
             let b = batch?;
-            let xs = bridge::images(&b, device);
+            let xs = input.images(&b);
             let depts: Vec<i64> = b.departments.iter().map(|&g| local(g)).collect();
             let y = Tensor::from_slice(&b.classes).to_device(device);
             let ids;
@@ -467,53 +404,32 @@ fn train_one(
                 let (ce, ok) = department_ce(&f, &depts, &y, |x, t| model.head_logits(x, t));
                 let kd = match (teacher, model.unified_logits(&f)) {
                     (Some(teacher), Some(zs)) if distill => {
-                        distillation(&zs, &teacher.logits(&xs)?, fc.alpha) * fc.beta
+                        let zt = match &tcache {
+                            Some(c) => c.logits(&b.indices, &b.flips),
+                            None => teacher.logits(&xs)?,
+                        };
+                        distillation(&zs, &zt, fc.alpha) * fc.beta
                     }
                     _ => Tensor::zeros([], (Kind::Float, device)),
                 };
                 Ok((ce, ok, kd))
             })?;
             let loss = &ce + &kd;
-            let lv = loss.double_value(&[]);
-            if !lv.is_finite() {
-                pb.abandon();
-                bail!(
-                    "loss is {lv} at epoch {} step {step}: stopping. The last good checkpoint is {} (epoch {epoch}); \
-                     lower --lr (now {}) and resume or restart",
-                    epoch + 1,
-                    dir.join("model.safetensors").display(),
-                    fc.lr
-                );
-            }
             lr = warmup_cosine_lr(fc.lr, step, total, fc.warmup_steps);
             opt.zero_grad();
             loss.backward();
             opt.step(lr);
             step += 1;
             steps_here += 1;
-            let n = b.len();
-            seen += n;
-            correct += ok;
-            sum_loss += lv * n as f64;
-            sum_ce += ce.double_value(&[]) * n as f64;
-            sum_kd += kd.double_value(&[]) * n as f64;
-            let ips = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            pb.set_message(format!(
-                "loss {:.4} acc {:.3} {:.0} img/s",
-                sum_loss / seen as f64,
-                correct as f64 / seen as f64,
-                ips
-            ));
-            pb.inc(1);
-            if INTERRUPTED.load(Ordering::SeqCst)
-                || ctl.stop_after_steps.is_some_and(|s| steps_here >= s)
-            {
+            ep.record(b.len(), &loss, &ce, &kd, &ok)
+                .map_err(|e| non_finite(e.loss, step))?;
+            if Epoch::stop_requested(ctl, steps_here) {
                 outcome.interrupted = true;
                 break;
             }
         }
         if outcome.interrupted {
-            pb.abandon();
+            ep.abandon();
             eprintln!(
                 "stopped during epoch {}; checkpoint of epoch {epoch} kept in {}; continue with --resume",
                 epoch + 1,
@@ -521,23 +437,22 @@ fn train_one(
             );
             return Ok(outcome);
         }
-        pb.finish_and_clear();
-        let secs = started.elapsed().as_secs_f64();
-        let val = department_accuracy(&model, ds, Split::Val, only, true, fc.batch, ctl)?;
+        let tot = ep.finish().map_err(|e| non_finite(e.loss, step))?;
+        let val = department_accuracy(&model, &input, Split::Val, only, true, fc.batch, ctl)?;
         epoch += 1;
         let m = EpochMetrics {
             department: dept_name.clone(),
             epoch,
             step,
             lr,
-            loss: sum_loss / seen.max(1) as f64,
-            ce: sum_ce / seen.max(1) as f64,
-            kd: sum_kd / seen.max(1) as f64,
-            train_acc: correct as f64 / seen.max(1) as f64,
+            loss: tot.loss,
+            ce: tot.ce,
+            kd: tot.kd,
+            train_acc: tot.train_acc,
             val_mean: mean(&val),
             val_acc: val,
-            images_per_sec: seen as f64 / secs.max(1e-9),
-            seconds: secs,
+            images_per_sec: tot.images_per_sec(),
+            seconds: tot.seconds,
         };
         save(
             &cfg,
@@ -550,12 +465,7 @@ fn train_one(
             },
             dir,
         )?;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(metrics)
-            .with_context(|| format!("opening {}", metrics.display()))?;
-        writeln!(f, "{}", serde_json::to_string(&m)?)?;
+        m.append_to(metrics)?;
         eprintln!(
             "{}epoch {epoch}/{}: loss {:.4} (ce {:.4} kd {:.4}) train acc {:.3} val acc {:.3} {:.0} img/s",
             dept_name.as_ref().map(|n| format!("[{n}] ")).unwrap_or_default(),
@@ -571,78 +481,4 @@ fn train_one(
         outcome.last = Some(m);
     }
     Ok(outcome)
-}
-
-/// A progress bar (hidden when `show` is false).
-pub fn progress_bar(show: bool, len: u64, prefix: &str) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new(len);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
-    {
-        pb.set_style(style.progress_chars("=> "));
-    }
-    pb.set_prefix(prefix.to_string());
-    pb
-}
-
-/// Mean of a slice (0 when empty).
-pub fn mean(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        0.0
-    } else {
-        v.iter().sum::<f64>() / v.len() as f64
-    }
-}
-
-/// Top-1 accuracy per department of a split: with each department's experts (`experts`)
-/// or with the shared weights alone, always through the department's own head. `only`: the
-/// model holds just that (global) department.
-pub fn department_accuracy(
-    model: &ShuffleNetLoRKD,
-    ds: &Arc<Dataset>,
-    split: Split,
-    only: Option<usize>,
-    experts: bool,
-    batch: usize,
-    ctl: &Control,
-) -> anyhow::Result<Vec<f64>> {
-    let globals: Vec<usize> = match only {
-        Some(t) => vec![t],
-        None => (0..ds.departments().len()).collect(),
-    };
-    let transform = bridge::transform(&model.config);
-    let mut acc = Vec::with_capacity(globals.len());
-    for (t, &g) in globals.iter().enumerate() {
-        let mut lc = LoaderConfig::eval(batch.max(1), transform.clone());
-        lc.workers = ctl.workers.max(1);
-        lc.prefetch = 2 * lc.workers;
-        lc.departments = Some(vec![g]);
-        let (mut ok, mut n) = (0i64, 0i64);
-        for b in Loader::new(ds.clone(), split, lc) {
-            let b = b?;
-            let xs = bridge::images(&b, ctl.device);
-            let y = Tensor::from_slice(&b.classes).to_device(ctl.device);
-            let sel = if experts && model.config.rank > 0 {
-                DeptSel::One(t as i64)
-            } else {
-                DeptSel::Shared
-            };
-            let pred = tch::no_grad(|| {
-                model
-                    .head_logits(&model.forward_t(&xs, sel, false), t)
-                    .argmax(-1, false)
-            });
-            ok += pred.eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
-            n += b.len() as i64;
-        }
-        acc.push(if n == 0 {
-            f64::NAN
-        } else {
-            ok as f64 / n as f64
-        });
-    }
-    Ok(acc)
 }

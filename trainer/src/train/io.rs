@@ -60,10 +60,8 @@ pub fn load_tensors(
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .with_context(|| format!("{}: not safetensors", path.display()))?;
     let meta = header.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{}: not safetensors", path.display()))?;
-    let out = crate::checkpoint::f32_tensors(&st).with_context(|| path.display().to_string())?;
-    Ok((meta, out))
+    let raw = lorkd_checkpoint::f32_tensors(&bytes).with_context(|| path.display().to_string())?;
+    Ok((meta, crate::checkpoint::to_torch(raw)))
 }
 
 /// The string metadata of a safetensors file (reads only its header).

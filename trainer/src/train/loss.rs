@@ -17,7 +17,8 @@ pub const ALPHA: f64 = 10.0;
 pub const BETA: f64 = 1.0;
 
 /// Summed cross-entropy of each sample on its department's head, divided by the batch size,
-/// and the number of correct top-1 predictions.
+/// and the number of correct top-1 predictions (an int64 scalar on the features' device:
+/// nothing is read back to the host).
 ///
 /// `depts[b]` is sample b's department (an index for `head`), `classes` the class within it
 /// (`[B]` int64 on the features' device), `head(f, t)` department t's logits.
@@ -26,14 +27,14 @@ pub fn department_ce(
     depts: &[i64],
     classes: &Tensor,
     head: impl Fn(&Tensor, usize) -> Tensor,
-) -> (Tensor, i64) {
+) -> (Tensor, Tensor) {
     let device = features.device();
     let b = depts.len() as f64;
     let mut present: Vec<i64> = depts.to_vec();
     present.sort_unstable();
     present.dedup();
     let mut total = Tensor::zeros([], (Kind::Float, device));
-    let mut correct = 0i64;
+    let mut correct = Tensor::zeros([], (Kind::Int64, device));
     for t in present {
         let idx: Vec<i64> = (0..depts.len() as i64)
             .filter(|&i| depts[i as usize] == t)
@@ -48,11 +49,7 @@ pub fn department_ce(
             -100,
             0.0,
         );
-        correct += logits
-            .argmax(-1, false)
-            .eq_tensor(&y)
-            .sum(Kind::Int64)
-            .int64_value(&[]);
+        correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64);
     }
     (total / b, correct)
 }
@@ -102,7 +99,7 @@ mod tests {
             "{} vs {want}",
             ce.double_value(&[])
         );
-        assert_eq!(correct, want_correct);
+        assert_eq!(correct.int64_value(&[]), want_correct);
 
         let s = Tensor::randn([b, 9], (Kind::Float, tch::Device::Cpu)) * 3.0;
         let t = Tensor::randn([b, 9], (Kind::Float, tch::Device::Cpu)) * 3.0;

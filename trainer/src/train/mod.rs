@@ -3,16 +3,24 @@
 //!
 //! - [`loss`]: CE on department heads + β·α²·KL(teacher ‖ student) (the paper's objective);
 //! - [`sgd`]: SGD momentum / weight decay / cosine with savable state;
-//! - [`fit`]: `lorkd|mtl|mtl-kd|stl` runs, checkpoints, `--resume`, NaN and Ctrl-C handling;
+//! - [`run`]: what the commands share: [`run::Control`], Ctrl-C, one epoch's bookkeeping
+//!   (progress, device-side sums, NaN stop), `metrics.jsonl` lines, the one accuracy loop;
+//! - [`fit`]: `lorkd|mtl|mtl-kd|stl` runs, checkpoints, `--resume`;
 //! - [`finetune`]: one department's factors and head retrained, the rest bit-identical;
-//! - [`teacher`]: ResNet teacher training, TorchScript teachers;
+//! - [`teacher`]: ResNet teacher training, TorchScript teachers; [`teacher_cache`]: its
+//!   logits computed once per image and flip;
 //! - [`eval`]: per-department top-1, experts vs shared weights;
+//! - [`input`]: splits prepared once as `uint8`, batches gathered by index, flipped and
+//!   normalised on the device;
 //! - [`data`]: the bridge from `lorkd-data` batches to tensors; [`io`]: safetensors helpers.
 pub mod data;
 pub mod eval;
 pub mod finetune;
 pub mod fit;
+pub mod input;
 pub mod io;
 pub mod loss;
+pub mod run;
 pub mod sgd;
 pub mod teacher;
+pub mod teacher_cache;

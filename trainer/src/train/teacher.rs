@@ -5,19 +5,18 @@
 //! normalised input (ImageNet mean/std unless the data says otherwise).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context;
-use lorkd_data::{Dataset, Loader, LoaderConfig, Split};
+use lorkd_data::{Dataset, LoaderConfig, Split};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use super::data as bridge;
-use super::fit::{mean, progress_bar, Control, EpochMetrics, INTERRUPTED};
+use super::input::Input;
 use super::io;
+use super::run::{mean, top1, Control, Epoch, EpochMetrics, Labels, INTERRUPTED};
 use super::sgd::{cosine_lr, Sgd};
 use crate::config::{Arch, Config, Department};
 use crate::models::resnet::{ResNet, ResNetArch};
@@ -192,9 +191,7 @@ impl TeacherConfig {
 /// # Errors
 /// Bad data, NaN loss, I/O.
 pub fn train_teacher(tc: &TeacherConfig, ctl: &Control) -> anyhow::Result<f64> {
-    if let Some(n) = ctl.threads {
-        tch::set_num_threads(n.max(1));
-    }
+    ctl.apply_threads();
     let ds = Arc::new(Dataset::open_str(&tc.data)?);
     eprintln!("data: {}", ds.summary());
     let (out_file, metrics_file) = tc.paths();
@@ -236,9 +233,13 @@ pub fn train_teacher(tc: &TeacherConfig, ctl: &Control) -> anyhow::Result<f64> {
     let mut tcfg = c;
     tcfg.input_size = input_size;
     let transform = bridge::transform(&tcfg);
+    let input = Input::new(ds.clone(), transform.clone(), ctl);
     tch::manual_seed(tc.seed as i64);
     let vs = nn::VarStore::new(ctl.device);
     let net = ResNet::new(&vs.root(), tc.arch, 3, classes, meta.bn_eps);
+    if ctl.channels_last {
+        crate::amp::var_store_channels_last(&vs);
+    }
     let mut opt = Sgd::new(&vs, 0.9, 1e-4);
     let lc = |epoch: u64| {
         let mut l = LoaderConfig::train(tc.batch, transform.clone(), tc.seed, epoch);
@@ -254,62 +255,48 @@ pub fn train_teacher(tc: &TeacherConfig, ctl: &Control) -> anyhow::Result<f64> {
         .map(|t| ds.class_offset(t) as i64)
         .collect();
     for epoch in 0..tc.epochs {
-        let started = Instant::now();
-        let (mut sum, mut ok, mut seen) = (0f64, 0i64, 0usize);
         let mut lr = tc.lr;
-        let pb = progress_bar(
-            ctl.progress,
+        let mut ep = Epoch::start(
+            ctl,
             ds.len(Split::Train).div_ceil(tc.batch.max(1)) as u64,
             &format!("teacher epoch {}/{}", epoch + 1, tc.epochs),
         );
-        for b in Loader::new(ds.clone(), Split::Train, lc(epoch)) {
+        let non_finite = |loss: f64, at: u64| {
+            anyhow::anyhow!(
+                "teacher loss is {loss} at epoch {} by step {at}; the last good teacher is {}",
+                epoch + 1,
+                out_file.display()
+            )
+        };
+        let zero = Tensor::zeros([], (Kind::Float, ctl.device));
+        for b in input.loader(Split::Train, lc(epoch))? {
             let b = b?;
-            let xs = bridge::images(&b, ctl.device);
+            let xs = input.images(&b);
             let y = Tensor::from_slice(&b.global_classes).to_device(ctl.device);
             let z = crate::amp::run(ctl.amp, || net.forward_t(&xs, true)).to_kind(Kind::Float);
             let loss = z.cross_entropy_for_logits(&y);
-            let lv = loss.double_value(&[]);
-            anyhow::ensure!(
-                lv.is_finite(),
-                "teacher loss is {lv} at epoch {} step {step}; the last good teacher is {}",
-                epoch + 1,
-                out_file.display()
-            );
             lr = cosine_lr(tc.lr, step, total);
             opt.zero_grad();
             loss.backward();
             opt.step(lr);
             step += 1;
-            seen += b.len();
-            sum += lv * b.len() as f64;
-            ok += z
-                .argmax(-1, false)
-                .eq_tensor(&y)
-                .sum(Kind::Int64)
-                .int64_value(&[]);
-            pb.set_message(format!(
-                "loss {:.4} acc {:.3} {:.0} img/s",
-                sum / seen as f64,
-                ok as f64 / seen as f64,
-                seen as f64 / started.elapsed().as_secs_f64().max(1e-9)
-            ));
-            pb.inc(1);
+            let ok = z.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64);
+            ep.record(b.len(), &loss, &loss, &zero, &ok)
+                .map_err(|e| non_finite(e.loss, step))?;
             if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
-                pb.abandon();
+                ep.abandon();
                 anyhow::bail!(
                     "interrupted; the last saved teacher is {}",
                     out_file.display()
                 );
             }
         }
-        pb.finish_and_clear();
-        let secs = started.elapsed().as_secs_f64();
-        val = teacher_accuracy(&net, &ds, Split::Val, &transform, tc.batch, ctl)?;
+        let tot = ep.finish().map_err(|e| non_finite(e.loss, step))?;
+        val = teacher_accuracy(&net, &input, Split::Val, tc.batch, ctl)?;
         let per_dept = department_slice_accuracy(
             |xs| Ok(tch::no_grad(|| net.forward_t(xs, false))),
-            &ds,
+            &input,
             Split::Val,
-            &transform,
             &offsets,
             tc.batch,
             ctl,
@@ -322,21 +309,16 @@ pub fn train_teacher(tc: &TeacherConfig, ctl: &Control) -> anyhow::Result<f64> {
             epoch: epoch + 1,
             step,
             lr,
-            loss: sum / seen.max(1) as f64,
-            ce: sum / seen.max(1) as f64,
+            loss: tot.loss,
+            ce: tot.ce,
             kd: 0.0,
-            train_acc: ok as f64 / seen.max(1) as f64,
+            train_acc: tot.train_acc,
             val_mean: mean(&per_dept),
             val_acc: per_dept,
-            images_per_sec: seen as f64 / secs.max(1e-9),
-            seconds: secs,
+            images_per_sec: tot.images_per_sec(),
+            seconds: tot.seconds,
         };
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_file)
-            .with_context(|| format!("opening {}", metrics_file.display()))?;
-        writeln!(f, "{}", serde_json::to_string(&em)?)?;
+        em.append_to(&metrics_file)?;
         eprintln!(
             "teacher epoch {}/{}: loss {:.4} train acc {:.3} val acc {:.3} (per department {:.3}) {:.0} img/s",
             epoch + 1,
@@ -358,60 +340,44 @@ pub fn train_teacher(tc: &TeacherConfig, ctl: &Control) -> anyhow::Result<f64> {
 /// Data or model errors.
 pub fn department_slice_accuracy(
     logits: impl Fn(&Tensor) -> anyhow::Result<Tensor>,
-    ds: &Arc<Dataset>,
+    input: &Input,
     split: Split,
-    transform: &lorkd_data::Transform,
     offsets: &[i64],
     batch: usize,
     ctl: &Control,
 ) -> anyhow::Result<Vec<f64>> {
-    let mut acc = Vec::new();
-    for (t, d) in ds.departments().iter().enumerate() {
-        let (off, n_cls) = (offsets[t], d.classes.len() as i64);
-        let mut lc = LoaderConfig::eval(batch.max(1), transform.clone());
-        lc.workers = ctl.workers.max(1);
-        lc.prefetch = 2 * lc.workers;
-        lc.departments = Some(vec![t]);
-        let (mut ok, mut n) = (0i64, 0i64);
-        for b in Loader::new(ds.clone(), split, lc) {
-            let b = b?;
-            let xs = bridge::images(&b, ctl.device);
-            let y = Tensor::from_slice(&b.classes).to_device(ctl.device);
-            let pred = logits(&xs)?.narrow(1, off, n_cls).argmax(-1, false);
-            ok += pred.eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
-            n += b.len() as i64;
-        }
-        acc.push(if n == 0 {
-            f64::NAN
-        } else {
-            ok as f64 / n as f64
-        });
-    }
-    Ok(acc)
+    let ds = &input.ds;
+    let groups: Vec<Option<usize>> = (0..ds.departments().len()).map(Some).collect();
+    top1(
+        input,
+        split,
+        &groups,
+        Labels::Department,
+        batch,
+        ctl,
+        |xs, t| {
+            let n_cls = ds.departments()[t].classes.len() as i64;
+            Ok(logits(xs)?.narrow(1, offsets[t], n_cls).argmax(-1, false))
+        },
+    )
 }
 
+/// Top-1 of the unified head over all classes, all departments together.
 fn teacher_accuracy(
     net: &ResNet,
-    ds: &Arc<Dataset>,
+    input: &Input,
     split: Split,
-    transform: &lorkd_data::Transform,
     batch: usize,
     ctl: &Control,
 ) -> anyhow::Result<f64> {
-    let mut lc = LoaderConfig::eval(batch.max(1), transform.clone());
-    lc.workers = ctl.workers.max(1);
-    let (mut ok, mut n) = (0i64, 0i64);
-    for b in Loader::new(ds.clone(), split, lc) {
-        let b = b?;
-        let xs = bridge::images(&b, ctl.device);
-        let y = Tensor::from_slice(&b.global_classes).to_device(ctl.device);
-        let pred = tch::no_grad(|| net.forward_t(&xs, false).argmax(-1, false));
-        ok += pred.eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
-        n += b.len() as i64;
-    }
-    Ok(if n == 0 {
-        f64::NAN
-    } else {
-        ok as f64 / n as f64
-    })
+    let acc = top1(
+        input,
+        split,
+        &[None],
+        Labels::Global,
+        batch,
+        ctl,
+        |xs, _| Ok(net.forward_t(xs, false).argmax(-1, false)),
+    )?;
+    Ok(acc[0])
 }
