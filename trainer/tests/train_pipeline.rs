@@ -180,6 +180,23 @@ fn teacher_distillation_baselines_and_eval() {
     let val = train_teacher(&tc, &ctl()).unwrap();
     assert!((0.0..=1.0).contains(&val));
 
+    // The teacher is scored both ways: per-department slice, and over all classes (paper).
+    let r = evaluate(&teacher, data, Split::Test, 32, &ctl()).unwrap();
+    assert_eq!(r.method.as_deref(), Some("teacher"));
+    let unified = r
+        .unified_top1
+        .expect("a teacher reports its unified-head top-1");
+    assert!((0.0..=1.0).contains(&unified));
+    // Restricting the argmax to the right slice can only remove wrong candidates: the slice
+    // score is at least the all-classes score on every image, so also on average.
+    let slice_correct: f64 = r
+        .departments
+        .iter()
+        .map(|d| d.experts * d.images as f64)
+        .sum();
+    let images: usize = r.departments.iter().map(|d| d.images).sum();
+    assert!(slice_correct / images as f64 >= unified - 1e-9);
+
     for method in [Method::Lorkd, Method::MtlKd] {
         let mut fc = tiny(data, method);
         fc.epochs = 1;
@@ -220,6 +237,25 @@ fn teacher_distillation_baselines_and_eval() {
     assert_eq!(r.method.as_deref(), Some("stl"));
     assert_eq!(r.departments.len(), 2);
 
+    // stl-kd: one model per department, each distilled on its slice of the teacher's logits;
+    // the per-department models carry no unified head.
+    let mut fc = tiny(data, Method::StlKd);
+    fc.epochs = 1;
+    fc.teacher = Some(teacher.clone());
+    let dir = s.path().join("stl-kd");
+    fit(&fc, &dir, &ctl()).unwrap();
+    let m = metrics(&dir);
+    assert_eq!(m.len(), 2, "one metrics line per department model");
+    for line in &m {
+        assert!(line.kd > 0.0, "stl-kd must distill: {line:?}");
+    }
+    for t in 0..2 {
+        let ck = Checkpoint::load(dir.join(format!("stl/{t}/model.safetensors"))).unwrap();
+        assert!(!ck.config.unified_head && ck.config.departments.len() == 1);
+    }
+    let r = evaluate(&dir, data, Split::Test, 32, &ctl()).unwrap();
+    assert_eq!(r.method.as_deref(), Some("stl-kd"));
+
     // eval of a LoRKD run: experts and shared weights, table and JSON.
     let r = evaluate(&s.path().join("lorkd"), data, Split::Test, 32, &ctl()).unwrap();
     print!("{}", r.table());
@@ -227,9 +263,21 @@ fn teacher_distillation_baselines_and_eval() {
     assert_eq!(r.departments[0].images, 4);
     for d in &r.departments {
         assert!((0.0..=1.0).contains(&d.experts) && (0.0..=1.0).contains(&d.shared));
+        // The confusion matrix counts every image once, its diagonal is top-1.
+        let m = &d.metrics;
+        assert_eq!(m.confusion.iter().flatten().sum::<usize>(), d.images);
+        let diag: usize = (0..m.confusion.len()).map(|c| m.confusion[c][c]).sum();
+        assert!((diag as f64 / d.images as f64 - d.experts).abs() < 1e-12);
+        assert!((0.0..=1.0).contains(&m.balanced_accuracy));
+        assert!(m.auc.is_nan() || (0.0..=1.0).contains(&m.auc));
     }
     let json: serde_json::Value = serde_json::to_value(&r).unwrap();
     assert!(json["mean_experts"].is_number());
+    assert!(json["departments"][0]["metrics"]["confusion"].is_array());
+    assert!(
+        json.get("unified_top1").is_none(),
+        "students have no unified-head score"
+    );
     // Data with other departments is refused.
     let e = evaluate(
         &s.path().join("lorkd"),
