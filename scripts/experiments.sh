@@ -3,12 +3,16 @@
 #   Table 1  teacher (slice and all-classes protocol), STL, STL-KD, MTL, MTL-KD, LoRKD
 #   KD       LoRKD without the teacher (β = 0) against LoRKD with it (β = 1), and α = 4
 #   Table 3  LoRKD at rank 4, 8, 16
+#   Transfer a downstream task (same look as one department, new labels) from that
+#            department's expert, from the shared backbone, and from scratch
 # Every run is one `lorkd-train fit` / `teacher` / `eval --json`; the tables are computed
 # by scripts/experiments_table.py from the eval JSON files under $OUT.
 # Knobs (env): SEEDS (default "1 2 3"), DATA (a spec with `seed={seed}` substituted per seed;
 #   MedMNIST: DATA=medmnist:DIR:pathmnist,dermamnist — no substitution then), EPOCHS,
 #   TEACHER_EPOCHS, ARCH, RANKS, OUT (run directory, default runs/experiments), RESULTS
-#   (default docs/results.md), LR, BATCH, LORKD_TRAIN (a prebuilt lorkd-train to use).
+#   (default docs/results.md), LR, BATCH, LORKD_TRAIN (a prebuilt lorkd-train to use);
+#   transfer: DOWN_DATA (spec, `{seed}` substituted), TASK (its department), EXPERT (the
+#   source department whose expert starts it), TRANSFER_EPOCHS, TRANSFER_LR; TRANSFER=0 skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -23,6 +27,13 @@ RANKS="${RANKS:-4 8 16}"
 LR="${LR:-0.01}"
 BATCH="${BATCH:-32}"
 OUT="${OUT:-runs/experiments}"
+default_down='synthetic:departments=5,classes=3,size=32,per_class=60,seed={seed}'
+DOWN_DATA="${DOWN_DATA:-$default_down}"
+TASK="${TASK:-ultrasound-2}"
+EXPERT="${EXPERT:-ultrasound}"
+TRANSFER="${TRANSFER:-1}"
+TRANSFER_EPOCHS="${TRANSFER_EPOCHS:-$EPOCHS}"
+TRANSFER_LR="${TRANSFER_LR:-0.001}"
 RESULTS="${RESULTS:-docs/results.md}"
 # One libtorch thread per run: reproducible, and the OpenMP pool starves on a small shared CPU.
 TRAIN=(--threads 1 --batch "$BATCH" --quiet)
@@ -74,10 +85,24 @@ for seed in $SEEDS; do
   done
   fit "lorkd-r$first_rank-nokd" --method lorkd --rank "$first_rank"
   fit "lorkd-r$first_rank-a4" --method lorkd --rank "$first_rank" --alpha 4 "${teacher[@]}"
+  [ "$TRANSFER" = 1 ] || continue
+  down="${DOWN_DATA//"$pat"/$seed}"
+  for init in "expert:$EXPERT" shared scratch; do
+    name="transfer-${init%%:*}"
+    [ -f "$OUT/$name-$seed.json" ] && continue
+    rm -rf "$d/$name"
+    echo "   $name ($init → $TASK)"
+    "$T" transfer --from "$d/lorkd-r$first_rank" --init "$init" --data "$down" --task "$TASK" \
+      --epochs "$TRANSFER_EPOCHS" --lr "$TRANSFER_LR" --seed "$seed" "${TRAIN[@]}" \
+      -o "$d/$name" 2> "$d/$name.log" \
+      || { echo "transfer $init failed (log: $d/$name.log)"; tail -3 "$d/$name.log"; exit 1; }
+    run_eval "$name-$seed" "$d/$name" "$down"
+  done
 done
 
 secs=$(( $(date +%s) - start ))
-python3 scripts/experiments_table.py "$OUT" --seeds $SEEDS --ranks $RANKS \
+python3 scripts/experiments_table.py "$OUT" --seeds $SEEDS --ranks $RANKS --transfer "$TRANSFER" \
+  --transfer-desc "$TASK of $DOWN_DATA from $EXPERT, $TRANSFER_EPOCHS epochs, AdamW lr $TRANSFER_LR" \
   --command "SEEDS=\"$SEEDS\" DATA=\"$DATA\" EPOCHS=$EPOCHS TEACHER_EPOCHS=$TEACHER_EPOCHS ARCH=$ARCH RANKS=\"$RANKS\" LR=$LR BATCH=$BATCH scripts/experiments.sh" \
   --seconds "$secs" > "$RESULTS"
 echo "wrote $RESULTS (${secs} s)"

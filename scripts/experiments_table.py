@@ -42,6 +42,8 @@ def main():
     ap.add_argument("--ranks", nargs="+", required=True)
     ap.add_argument("--command", required=True)
     ap.add_argument("--seconds", type=int, default=0)
+    ap.add_argument("--transfer", default="1")
+    ap.add_argument("--transfer-desc", default="")
     a = ap.parse_args()
     seeds, r0 = a.seeds, a.ranks[0]
     get = lambda name: [load(a.out, name, s) for s in seeds]
@@ -131,6 +133,29 @@ def main():
         rs = get(f"lorkd-r{r}")
         gain = [x["mean_experts"] - x["mean_shared"] for x in rs]
         p(f"| {r} | {ms([x['mean_experts'] for x in rs])} | {ms([x['mean_auc'] for x in rs])} | {ms(gain)} |")
+    if a.transfer == "1":
+        transfer_table(a.out, seeds, a.transfer_desc)
+
+
+def transfer_table(out, seeds, desc, p=print):
+    get = lambda name: [load(out, name, s) for s in seeds]
+    p()
+    p("## Transfer to a downstream task")
+    p()
+    p(f"Task: {desc}. New head, whole network fine-tuned (`lorkd-train transfer`).")
+    p()
+    p("| initialisation | top-1 | balanced acc. | AUC |")
+    p("|---|---|---|---|")
+    for label, name in [("department expert", "transfer-expert"),
+                        ("shared backbone W0", "transfer-shared"),
+                        ("scratch", "transfer-scratch")]:
+        rs = get(name)
+        p(f"| {label} | {ms([r['mean_experts'] for r in rs])} | "
+          f"{ms([r['mean_balanced_accuracy'] for r in rs])} | {ms([r['mean_auc'] for r in rs])} |")
+    p()
+    for a, b in [("transfer-expert", "transfer-shared"), ("transfer-expert", "transfer-scratch")]:
+        d = [u["mean_experts"] - v["mean_experts"] for u, v in zip(get(a), get(b))]
+        p(f"- {a[9:]} − {b[9:]} (paired): {ms(d)} ({sum(v > 0 for v in d)} of {len(d)} seeds higher)")
 
 
 if __name__ == "__main__":

@@ -191,23 +191,33 @@ pub fn evaluate(
         }
     } else {
         let (cfg, model) = load(&file, ctl.device)?;
-        bridge::check_matches(&cfg, &ds)?;
+        // (data department, model department): all of them, or the one department of a
+        // single-department model (a transfer run) found by name among the data's.
+        let pairs: Vec<(usize, usize)> = match bridge::check_matches(&cfg, &ds) {
+            Ok(()) => (0..ds.departments().len()).map(|t| (t, t)).collect(),
+            Err(e) => match single_department(&cfg, &ds) {
+                Some(t) => vec![(t, 0)],
+                None => return Err(e),
+            },
+        };
         let input = Input::new(ds.clone(), bridge::transform(&cfg), ctl);
-        let shared = department_accuracy(&model, &input, split, None, false, batch, ctl)?;
-        for (t, d) in ds.departments().iter().enumerate() {
+        let only = (pairs.len() == 1 && ds.departments().len() > 1).then_some(pairs[0].0);
+        let shared = department_accuracy(&model, &input, split, only, false, batch, ctl)?;
+        for (i, (t, m_t)) in pairs.into_iter().enumerate() {
+            let d = &ds.departments()[t];
             let sel = if model.config.rank > 0 {
-                DeptSel::One(t as i64)
+                DeptSel::One(m_t as i64)
             } else {
                 DeptSel::Shared
             };
             let m = outputs(&input, split, t, batch, ctl, |xs| {
-                Ok(model.head_logits(&model.forward_t(xs, sel, false), t))
+                Ok(model.head_logits(&model.forward_t(xs, sel, false), m_t))
             })?;
             departments.push(DepartmentScore {
                 name: d.name.clone(),
                 images: ds.indices_of(split, t).len(),
                 experts: m.top1,
-                shared: shared[t],
+                shared: shared[i],
                 metrics: m,
             });
         }
@@ -219,6 +229,16 @@ pub fn evaluate(
         departments,
         None,
     ))
+}
+
+/// The data department a single-department model was trained for (same name and classes).
+fn single_department(cfg: &Config, ds: &Dataset) -> Option<usize> {
+    let [d] = cfg.departments.as_slice() else {
+        return None;
+    };
+    ds.departments()
+        .iter()
+        .position(|x| x.name == d.name && x.classes.len() == d.classes.len())
 }
 
 fn report(
