@@ -5,7 +5,7 @@ use lorkd_trainer::cmd;
 #[derive(Parser)]
 #[command(
     name = "lorkd-train",
-    about = "LoRKD department experts: describe, init, bench, fit, finetune, teacher, transfer, eval, eval-bundle",
+    about = "LoRKD department experts: describe, init, bench, fit, finetune, teacher, transfer, eval, gradcam, eval-bundle",
     version
 )]
 struct Cli {
@@ -31,6 +31,8 @@ enum Command {
     Transfer(cmd::transfer::Args),
     /// Top-1 per department: experts vs shared weights.
     Eval(cmd::eval::Args),
+    /// Grad-CAM panels: a department's expert next to the shared weights and the teacher.
+    Gradcam(cmd::gradcam::Args),
     /// Top-1 per department of a packed bundle, through the device runtime (not libtorch).
     EvalBundle(cmd::eval_bundle::Args),
 }
@@ -54,6 +56,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Teacher(a) => cmd::teacher::run(a),
         Command::Transfer(a) => cmd::transfer::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Gradcam(a) => cmd::gradcam::run(a),
         Command::EvalBundle(a) => cmd::eval_bundle::run(a),
     }
 }

@@ -5,6 +5,7 @@ pub mod eval;
 pub mod eval_bundle;
 pub mod finetune;
 pub mod fit;
+pub mod gradcam;
 pub mod init;
 pub mod teacher;
 pub mod transfer;
