@@ -110,7 +110,7 @@ mod tests {
             assert!(cam.map.iter().all(|v| (0.0..=1.0).contains(v)));
             assert!((0.0..=1.0).contains(&cam.prob));
         }
-        assert_eq!(jet(0.0)[2] > 100, true, "cold is blue");
-        assert_eq!(jet(1.0)[0] > 100, true, "hot is red");
+        assert!(jet(0.0)[2] > 100, "cold is blue");
+        assert!(jet(1.0)[0] > 100, "hot is red");
     }
 }
