@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's experiments over several seeds, written to docs/results.md (mean ± std):
 #   Table 1  teacher (slice and all-classes protocol), STL, STL-KD, MTL, MTL-KD, LoRKD
-#   KD       LoRKD without the teacher (β = 0) against LoRKD with it (β = 1), and α = 4
+#   KD       LoRKD without the teacher (β = 0) against LoRKD with it (β = 1, 0.1; α = 10, 4)
 #   Table 3  LoRKD at rank 4, 8, 16
 #   Transfer a downstream task (same look as one department, new labels) from that
 #            department's expert, from the shared backbone, and from scratch
@@ -11,8 +11,8 @@
 #   MedMNIST: DATA=medmnist:DIR:pathmnist,dermamnist — no substitution then), EPOCHS,
 #   TEACHER_EPOCHS, ARCH, RANKS, OUT (run directory, default runs/experiments), RESULTS
 #   (default docs/results.md), LR, BATCH, LORKD_TRAIN (a prebuilt lorkd-train to use);
-#   transfer: DOWN_DATA (spec, `{seed}` substituted), TASK (its department), EXPERT (the
-#   source department whose expert starts it), TRANSFER_EPOCHS, TRANSFER_LR; TRANSFER=0 skips.
+#   transfer: DOWN_DATA (spec, `{seed}` substituted), TASK (its department), INITS (the
+#   initialisations: expert:NAME, shared, scratch), TRANSFER_EPOCHS, TRANSFER_LR; TRANSFER=0 skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -30,7 +30,8 @@ OUT="${OUT:-runs/experiments}"
 default_down='synthetic:departments=5,classes=3,size=32,per_class=60,seed={seed}'
 DOWN_DATA="${DOWN_DATA:-$default_down}"
 TASK="${TASK:-ultrasound-2}"
-EXPERT="${EXPERT:-ultrasound}"
+# ultrasound-2 has ultrasound's look and xray's deciding cue (size): both experts are tried.
+INITS="${INITS:-expert:ultrasound expert:xray shared scratch}"
 TRANSFER="${TRANSFER:-1}"
 TRANSFER_EPOCHS="${TRANSFER_EPOCHS:-$EPOCHS}"
 TRANSFER_LR="${TRANSFER_LR:-0.001}"
@@ -60,7 +61,7 @@ for seed in $SEEDS; do
   echo "== seed $seed: $data"
   fit() { # NAME ARGS...
     local name="$1"; shift
-    [ -f "$d/$name/model.safetensors" ] && [ -f "$OUT/$name-$seed.json" ] && return 0
+    [ -f "$OUT/$name-$seed.json" ] && return 0
     rm -rf "$d/$name"
     echo "   $name"
     "$T" fit --data "$data" --arch "$ARCH" --epochs "$EPOCHS" --lr "$LR" --seed "$seed" \
@@ -85,10 +86,11 @@ for seed in $SEEDS; do
   done
   fit "lorkd-r$first_rank-nokd" --method lorkd --rank "$first_rank"
   fit "lorkd-r$first_rank-a4" --method lorkd --rank "$first_rank" --alpha 4 "${teacher[@]}"
+  fit "lorkd-r$first_rank-b01" --method lorkd --rank "$first_rank" --beta 0.1 "${teacher[@]}"
   [ "$TRANSFER" = 1 ] || continue
   down="${DOWN_DATA//"$pat"/$seed}"
-  for init in "expert:$EXPERT" shared scratch; do
-    name="transfer-${init%%:*}"
+  for init in $INITS; do
+    name="transfer-${init/:/-}"
     [ -f "$OUT/$name-$seed.json" ] && continue
     rm -rf "$d/$name"
     echo "   $name ($init → $TASK)"
@@ -102,7 +104,7 @@ done
 
 secs=$(( $(date +%s) - start ))
 python3 scripts/experiments_table.py "$OUT" --seeds $SEEDS --ranks $RANKS --transfer "$TRANSFER" \
-  --transfer-desc "$TASK of $DOWN_DATA from $EXPERT, $TRANSFER_EPOCHS epochs, AdamW lr $TRANSFER_LR" \
+  --inits $INITS --transfer-desc "$TASK of $DOWN_DATA, $TRANSFER_EPOCHS epochs, AdamW lr $TRANSFER_LR" \
   --command "SEEDS=\"$SEEDS\" DATA=\"$DATA\" EPOCHS=$EPOCHS TEACHER_EPOCHS=$TEACHER_EPOCHS ARCH=$ARCH RANKS=\"$RANKS\" LR=$LR BATCH=$BATCH scripts/experiments.sh" \
   --seconds "$secs" > "$RESULTS"
 echo "wrote $RESULTS (${secs} s)"

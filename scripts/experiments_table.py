@@ -44,6 +44,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=0)
     ap.add_argument("--transfer", default="1")
     ap.add_argument("--transfer-desc", default="")
+    ap.add_argument("--inits", nargs="*", default=[])
     a = ap.parse_args()
     seeds, r0 = a.seeds, a.ranks[0]
     get = lambda name: [load(a.out, name, s) for s in seeds]
@@ -57,12 +58,13 @@ def main():
         ("MTL-KD", "mtl-kd", "mean_experts"),
         (f"LoRKD (r = {r0}), shared W0 only", f"lorkd-r{r0}", "mean_shared"),
         (f"LoRKD (r = {r0})", f"lorkd-r{r0}", "mean_experts"),
+        (f"LoRKD (r = {r0}), no teacher", f"lorkd-r{r0}-nokd", "mean_experts"),
     ]
     p = print
     p("# Results: the paper's tables on synthetic departments, over seeds")
     p()
     p(f"Made by `{a.command}` on {datetime.date.today()} ({cpu()}, {os.cpu_count()} cores,"
-      f" {a.seconds} s in all). Seeds {', '.join(seeds)}: each seed draws its own data"
+      f" the last invocation {a.seconds} s; runs already done are reused). Seeds {', '.join(seeds)}: each seed draws its own data"
       " (the spec's `seed`) and its own initialisation and order (`fit --seed`).")
     p("Numbers are test-split means over departments, then mean ± sample std over seeds.")
     p("Regenerate with the command above; do not edit by hand.")
@@ -99,12 +101,13 @@ def main():
     p("| comparison | difference | seeds where the first is higher |")
     p("|---|---|---|")
     pairs = [
+        (f"LoRKD (r = {r0}), no teacher − MTL (both without KD)", f"lorkd-r{r0}-nokd", "mtl"),
         (f"LoRKD (r = {r0}) − MTL", f"lorkd-r{r0}", "mtl"),
         (f"LoRKD (r = {r0}) − MTL-KD", f"lorkd-r{r0}", "mtl-kd"),
         (f"LoRKD (r = {r0}) − STL", f"lorkd-r{r0}", "stl"),
         ("STL-KD − STL", "stl-kd", "stl"),
         ("MTL-KD − MTL", "mtl-kd", "mtl"),
-    ]
+    ] + [(f"LoRKD (r = {r}) − MTL-KD (both with KD)", f"lorkd-r{r}", "mtl-kd") for r in a.ranks[1:]]
     for label, x, y in pairs:
         d = [u["mean_experts"] - v["mean_experts"] for u, v in zip(get(x), get(y))]
         p(f"| {label} | {ms(d)} | {sum(v > 0 for v in d)} of {len(d)} |")
@@ -117,6 +120,7 @@ def main():
         ("no teacher (β = 0)", f"lorkd-r{r0}-nokd"),
         ("teacher, α = 10, β = 1 (paper)", f"lorkd-r{r0}"),
         ("teacher, α = 4, β = 1", f"lorkd-r{r0}-a4"),
+        ("teacher, α = 10, β = 0.1", f"lorkd-r{r0}-b01"),
     ]:
         rs = get(name)
         p(f"| {label} | {ms([r['mean_experts'] for r in rs])} | {ms([r['mean_auc'] for r in rs])} |")
@@ -134,10 +138,10 @@ def main():
         gain = [x["mean_experts"] - x["mean_shared"] for x in rs]
         p(f"| {r} | {ms([x['mean_experts'] for x in rs])} | {ms([x['mean_auc'] for x in rs])} | {ms(gain)} |")
     if a.transfer == "1":
-        transfer_table(a.out, seeds, a.transfer_desc)
+        transfer_table(a.out, seeds, a.transfer_desc, a.inits)
 
 
-def transfer_table(out, seeds, desc, p=print):
+def transfer_table(out, seeds, desc, inits, p=print):
     get = lambda name: [load(out, name, s) for s in seeds]
     p()
     p("## Transfer to a downstream task")
@@ -146,16 +150,21 @@ def transfer_table(out, seeds, desc, p=print):
     p()
     p("| initialisation | top-1 | balanced acc. | AUC |")
     p("|---|---|---|---|")
-    for label, name in [("department expert", "transfer-expert"),
-                        ("shared backbone W0", "transfer-shared"),
-                        ("scratch", "transfer-scratch")]:
+    label = {"shared": "shared backbone W0", "scratch": "scratch"}
+    names = ["transfer-" + i.replace(":", "-") for i in inits]
+    for init, name in zip(inits, names):
         rs = get(name)
-        p(f"| {label} | {ms([r['mean_experts'] for r in rs])} | "
+        init = label.get(init, init.replace("expert:", "expert of ") + " (fused)")
+        p(f"| {init} | {ms([r['mean_experts'] for r in rs])} | "
           f"{ms([r['mean_balanced_accuracy'] for r in rs])} | {ms([r['mean_auc'] for r in rs])} |")
     p()
-    for a, b in [("transfer-expert", "transfer-shared"), ("transfer-expert", "transfer-scratch")]:
-        d = [u["mean_experts"] - v["mean_experts"] for u, v in zip(get(a), get(b))]
-        p(f"- {a[9:]} − {b[9:]} (paired): {ms(d)} ({sum(v > 0 for v in d)} of {len(d)} seeds higher)")
+    experts = [n for n in names if n.startswith("transfer-expert")]
+    for a in experts:
+        for b in ("transfer-shared", "transfer-scratch"):
+            if b not in names:
+                continue
+            d = [u["mean_experts"] - v["mean_experts"] for u, v in zip(get(a), get(b))]
+            p(f"- {a[16:]} expert − {b[9:]} (paired): {ms(d)} ({sum(v > 0 for v in d)} of {len(d)} seeds higher)")
 
 
 if __name__ == "__main__":

@@ -4,21 +4,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use lorkd_data::{Dataset, Split};
-use lorkd_trainer::train::fit::{fit, Control, FitConfig, Method};
+use lorkd_trainer::testing::cpu_control as ctl;
+use lorkd_trainer::train::fit::{fit, FitConfig, Method};
 use lorkd_trainer::train::teacher::{train_teacher, TeacherConfig};
 use lorkd_trainer::{Arch, ResNetArch};
-use tch::Device;
-
-fn ctl() -> Control {
-    Control {
-        device: Device::Cpu,
-        progress: false,
-        workers: 1,
-        threads: Some(1),
-        amp: false,
-        ..Control::default()
-    }
-}
 
 #[test]
 fn gradcam_writes_one_panel_sheet_per_image() {

@@ -3,9 +3,10 @@
 //! One libtorch thread per test: spinning OpenMP pools on a busy 2-core machine are 10×
 //! slower, and a fixed thread count keeps runs reproducible.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use lorkd_data::Split;
+use lorkd_trainer::testing::{cpu_control as ctl, Scratch};
 use lorkd_trainer::train::eval::evaluate;
 use lorkd_trainer::train::fit::{fit, resume, Control, EpochMetrics, FitConfig, Method};
 use lorkd_trainer::train::io::load_tensors;
@@ -13,43 +14,11 @@ use lorkd_trainer::train::teacher::{train_teacher, TeacherConfig};
 use lorkd_trainer::{Arch, Checkpoint, ResNetArch};
 use tch::Device;
 
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("lorkd-train-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// libtorch's RNG and thread settings are process-global: tests of this file that train run
 /// one at a time, or a parallel one reseeds the RNG under another and resume cannot match.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn ctl() -> Control {
-    Control {
-        device: Device::Cpu,
-        progress: false,
-        workers: 1,
-        stop_after_steps: None,
-        threads: Some(1),
-        amp: false,
-        ..Control::default()
-    }
 }
 
 fn tiny(data: &str, method: Method) -> FitConfig {

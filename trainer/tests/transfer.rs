@@ -1,46 +1,14 @@
 //! `transfer`: the downstream network starts as exactly the chosen expert (or the shared
 //! backbone), trains on one task of a multi-department dataset, and `eval` scores it.
-use std::path::{Path, PathBuf};
-
 use lorkd_data::Split;
 use lorkd_trainer::config::Department;
 use lorkd_trainer::eks_conv::DeptSel;
+use lorkd_trainer::testing::{cpu_control as ctl, Scratch};
 use lorkd_trainer::train::eval::evaluate;
-use lorkd_trainer::train::fit::{fit, Control, FitConfig, Method};
+use lorkd_trainer::train::fit::{fit, FitConfig, Method};
 use lorkd_trainer::train::transfer::{downstream_model, transfer, Init, TransferConfig};
 use lorkd_trainer::{Arch, Checkpoint};
 use tch::{Device, Kind, Tensor};
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("lorkd-transfer-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn ctl() -> Control {
-    Control {
-        device: Device::Cpu,
-        progress: false,
-        workers: 1,
-        threads: Some(1),
-        amp: false,
-        ..Control::default()
-    }
-}
 
 fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[]) / b.abs().max().double_value(&[]).max(1e-12)
@@ -49,7 +17,7 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
 #[test]
 fn transfer_starts_from_the_expert_and_trains_a_new_task() {
     let seed = lorkd_trainer::testing::seeded("transfer");
-    let s = Scratch::new("run");
+    let s = Scratch::new("transfer");
     let source_data = "synthetic:departments=2,classes=2,size=16,per_class=8,seed=2";
     let mut fc = FitConfig::new(source_data, Method::Lorkd);
     fc.arch = Arch::ShuffleNetV2X0_5;

@@ -80,21 +80,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let ck = Checkpoint::load(&file).with_context(|| format!("loading {}", file.display()))?;
     let cfg = ck.config.clone();
     let t = cfg
-        .departments
-        .iter()
-        .position(|d| d.name == a.dept)
-        .with_context(|| {
-            format!(
-                "{}: no department `{}` (it has {})",
-                file.display(),
-                a.dept,
-                cfg.departments
-                    .iter()
-                    .map(|d| d.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
+        .department_index(&a.dept)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let classes = &cfg.departments[t].classes;
     if let Some(c) = a.class {
         anyhow::ensure!(

@@ -208,15 +208,8 @@ pub fn downstream_model(
             );
             Some(
                 src.config
-                    .departments
-                    .iter()
-                    .position(|d| &d.name == name)
-                    .with_context(|| {
-                        format!(
-                            "no department `{name}` in the source (it has {})",
-                            names(src.config.departments.iter().map(|d| d.name.as_str()))
-                        )
-                    })?,
+                    .department_index(name)
+                    .map_err(|e| anyhow::anyhow!("source: {e}"))?,
             )
         }
         _ => None,
