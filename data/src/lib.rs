@@ -36,6 +36,7 @@ mod error;
 pub mod folder;
 mod loader;
 pub mod medmnist;
+pub mod metrics;
 pub mod npy;
 #[cfg(feature = "runtime")]
 pub mod score;

@@ -211,6 +211,20 @@ impl Config {
             .sum()
     }
 
+    /// Index of the department called `name`.
+    ///
+    /// # Errors
+    /// No such department (the message lists the ones there are).
+    pub fn department_index(&self, name: &str) -> Result<usize, String> {
+        self.departments
+            .iter()
+            .position(|d| d.name == name)
+            .ok_or_else(|| {
+                let names: Vec<_> = self.departments.iter().map(|d| d.name.as_str()).collect();
+                format!("no department `{name}` (it has {})", names.join(", "))
+            })
+    }
+
     /// Offset of department `t`'s classes in the unified head.
     pub fn class_offset(&self, t: usize) -> i64 {
         self.departments[..t]

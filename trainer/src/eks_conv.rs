@@ -484,7 +484,7 @@ mod tests {
         let mut conv = EksConv2d::new(&vs.root(), 6, 5, 3, 1, 1, 1, Some(lora));
         tch::no_grad(|| {
             for (_, mut v) in vs.variables() {
-                let _ = v.copy_(&v.randn_like());
+                v.copy_(&v.randn_like());
             }
         });
         let ids: Vec<i64> = (0..7).map(|_| rng.gen_range(0..t)).collect();

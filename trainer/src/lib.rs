@@ -20,7 +20,7 @@
 //!
 //! Modules: [`eks_conv`] (Eq. 1, all exact modes), [`models`] (student, teachers, BN),
 //! [`params`] (Table 4 accounting), [`checkpoint`] (docs/checkpoint-format.md), [`fold`]
-//! (BN + scaling folding identity), [`bench`] (training-step timing), [`cmd`] (CLI subcommands).
+//! (BN + scaling folding identity), [`gradcam`] (Fig. 3 heat maps), [`bench`] (training-step timing), [`cmd`] (CLI subcommands).
 pub mod amp;
 pub mod bench;
 pub mod checkpoint;
@@ -28,6 +28,7 @@ pub mod cmd;
 pub mod config;
 pub mod eks_conv;
 pub mod fold;
+pub mod gradcam;
 pub mod models;
 pub mod params;
 pub mod testing;

@@ -5,7 +5,7 @@ use lorkd_trainer::cmd;
 #[derive(Parser)]
 #[command(
     name = "lorkd-train",
-    about = "LoRKD department experts: describe, init, bench, fit, finetune, teacher, eval, eval-bundle",
+    about = "LoRKD department experts: describe, init, bench, fit, finetune, teacher, transfer, eval, gradcam, eval-bundle",
     version
 )]
 struct Cli {
@@ -21,14 +21,18 @@ enum Command {
     Init(cmd::init::Args),
     /// Training-step benchmark of the expert-conv modes.
     Bench(cmd::bench::Args),
-    /// Train department experts with the LoRKD loss (or a baseline: mtl, mtl-kd, stl).
+    /// Train department experts with the LoRKD loss (or a baseline: mtl, mtl-kd, stl, stl-kd).
     Fit(cmd::fit::Args),
     /// Retrain one department's factors and head (field update); all else stays bit-identical.
     Finetune(cmd::finetune::Args),
     /// Train the foundation model (teacher) with one head over all departments' classes.
     Teacher(cmd::teacher::Args),
+    /// A downstream task from a department's expert, the shared backbone or scratch.
+    Transfer(cmd::transfer::Args),
     /// Top-1 per department: experts vs shared weights.
     Eval(cmd::eval::Args),
+    /// Grad-CAM panels: a department's expert next to the shared weights and the teacher.
+    Gradcam(cmd::gradcam::Args),
     /// Top-1 per department of a packed bundle, through the device runtime (not libtorch).
     EvalBundle(cmd::eval_bundle::Args),
 }
@@ -50,7 +54,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Fit(a) => cmd::fit::run(a),
         Command::Finetune(a) => cmd::finetune::run(a),
         Command::Teacher(a) => cmd::teacher::run(a),
+        Command::Transfer(a) => cmd::transfer::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Gradcam(a) => cmd::gradcam::run(a),
         Command::EvalBundle(a) => cmd::eval_bundle::run(a),
     }
 }

@@ -1,6 +1,10 @@
 //! Helpers shared by tests, `init --random-factors` and `bench`: seeded RNG, non-zero
-//! department factors and non-trivial BatchNorm, so comparisons run on a non-collapsed network.
+//! department factors and non-trivial BatchNorm, so comparisons run on a non-collapsed network;
+//! a quiet one-thread CPU [`Control`] and a self-removing scratch directory for tests.
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::train::run::Control;
 
 use tch::{nn, Kind, Tensor};
 
@@ -19,6 +23,44 @@ pub fn seeded(test: &str) -> u64 {
     println!("{test}: seed {seed} (LORKD_SEED={seed} to replay)");
     tch::manual_seed(seed as i64);
     seed
+}
+
+/// The training controls tests use: CPU, no progress bar, one loader worker and one libtorch
+/// thread (spinning OpenMP pools on a busy small machine are 10× slower; a fixed count keeps
+/// runs reproducible).
+pub fn cpu_control() -> Control {
+    Control {
+        device: tch::Device::Cpu,
+        progress: false,
+        workers: 1,
+        stop_after_steps: None,
+        threads: Some(1),
+        amp: false,
+        ..Control::default()
+    }
+}
+
+/// A fresh directory under the system's temp dir, removed on drop.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// `lorkd-<tag>-<pid>`, emptied first.
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("lorkd-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        let _ = std::fs::create_dir_all(&p);
+        Scratch(p)
+    }
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Variables in name order (a HashMap's order would make seeded fills irreproducible).

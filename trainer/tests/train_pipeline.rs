@@ -3,9 +3,10 @@
 //! One libtorch thread per test: spinning OpenMP pools on a busy 2-core machine are 10×
 //! slower, and a fixed thread count keeps runs reproducible.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use lorkd_data::Split;
+use lorkd_trainer::testing::{cpu_control as ctl, Scratch};
 use lorkd_trainer::train::eval::evaluate;
 use lorkd_trainer::train::fit::{fit, resume, Control, EpochMetrics, FitConfig, Method};
 use lorkd_trainer::train::io::load_tensors;
@@ -13,43 +14,11 @@ use lorkd_trainer::train::teacher::{train_teacher, TeacherConfig};
 use lorkd_trainer::{Arch, Checkpoint, ResNetArch};
 use tch::Device;
 
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("lorkd-train-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// libtorch's RNG and thread settings are process-global: tests of this file that train run
 /// one at a time, or a parallel one reseeds the RNG under another and resume cannot match.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn ctl() -> Control {
-    Control {
-        device: Device::Cpu,
-        progress: false,
-        workers: 1,
-        stop_after_steps: None,
-        threads: Some(1),
-        amp: false,
-        ..Control::default()
-    }
 }
 
 fn tiny(data: &str, method: Method) -> FitConfig {
@@ -180,6 +149,23 @@ fn teacher_distillation_baselines_and_eval() {
     let val = train_teacher(&tc, &ctl()).unwrap();
     assert!((0.0..=1.0).contains(&val));
 
+    // The teacher is scored both ways: per-department slice, and over all classes (paper).
+    let r = evaluate(&teacher, data, Split::Test, 32, &ctl()).unwrap();
+    assert_eq!(r.method.as_deref(), Some("teacher"));
+    let unified = r
+        .unified_top1
+        .expect("a teacher reports its unified-head top-1");
+    assert!((0.0..=1.0).contains(&unified));
+    // Restricting the argmax to the right slice can only remove wrong candidates: the slice
+    // score is at least the all-classes score on every image, so also on average.
+    let slice_correct: f64 = r
+        .departments
+        .iter()
+        .map(|d| d.experts * d.images as f64)
+        .sum();
+    let images: usize = r.departments.iter().map(|d| d.images).sum();
+    assert!(slice_correct / images as f64 >= unified - 1e-9);
+
     for method in [Method::Lorkd, Method::MtlKd] {
         let mut fc = tiny(data, method);
         fc.epochs = 1;
@@ -220,6 +206,25 @@ fn teacher_distillation_baselines_and_eval() {
     assert_eq!(r.method.as_deref(), Some("stl"));
     assert_eq!(r.departments.len(), 2);
 
+    // stl-kd: one model per department, each distilled on its slice of the teacher's logits;
+    // the per-department models carry no unified head.
+    let mut fc = tiny(data, Method::StlKd);
+    fc.epochs = 1;
+    fc.teacher = Some(teacher.clone());
+    let dir = s.path().join("stl-kd");
+    fit(&fc, &dir, &ctl()).unwrap();
+    let m = metrics(&dir);
+    assert_eq!(m.len(), 2, "one metrics line per department model");
+    for line in &m {
+        assert!(line.kd > 0.0, "stl-kd must distill: {line:?}");
+    }
+    for t in 0..2 {
+        let ck = Checkpoint::load(dir.join(format!("stl/{t}/model.safetensors"))).unwrap();
+        assert!(!ck.config.unified_head && ck.config.departments.len() == 1);
+    }
+    let r = evaluate(&dir, data, Split::Test, 32, &ctl()).unwrap();
+    assert_eq!(r.method.as_deref(), Some("stl-kd"));
+
     // eval of a LoRKD run: experts and shared weights, table and JSON.
     let r = evaluate(&s.path().join("lorkd"), data, Split::Test, 32, &ctl()).unwrap();
     print!("{}", r.table());
@@ -227,9 +232,21 @@ fn teacher_distillation_baselines_and_eval() {
     assert_eq!(r.departments[0].images, 4);
     for d in &r.departments {
         assert!((0.0..=1.0).contains(&d.experts) && (0.0..=1.0).contains(&d.shared));
+        // The confusion matrix counts every image once, its diagonal is top-1.
+        let m = &d.metrics;
+        assert_eq!(m.confusion.iter().flatten().sum::<usize>(), d.images);
+        let diag: usize = (0..m.confusion.len()).map(|c| m.confusion[c][c]).sum();
+        assert!((diag as f64 / d.images as f64 - d.experts).abs() < 1e-12);
+        assert!((0.0..=1.0).contains(&m.balanced_accuracy));
+        assert!(m.auc.is_nan() || (0.0..=1.0).contains(&m.auc));
     }
     let json: serde_json::Value = serde_json::to_value(&r).unwrap();
     assert!(json["mean_experts"].is_number());
+    assert!(json["departments"][0]["metrics"]["confusion"].is_array());
+    assert!(
+        json.get("unified_top1").is_none(),
+        "students have no unified-head score"
+    );
     // Data with other departments is refused.
     let e = evaluate(
         &s.path().join("lorkd"),

@@ -14,7 +14,7 @@ pub struct Args {
     /// Teacher: a `lorkd-train teacher` safetensors or a TorchScript .pt (omit: no distillation).
     #[arg(long)]
     pub teacher: Option<PathBuf>,
-    /// Method: lorkd, or the baselines mtl, mtl-kd, stl.
+    /// Method: lorkd, or the baselines mtl, mtl-kd, stl, stl-kd.
     #[arg(long, value_enum, default_value = "lorkd")]
     pub method: Method,
     /// Student architecture.

@@ -5,10 +5,12 @@ pub mod eval;
 pub mod eval_bundle;
 pub mod finetune;
 pub mod fit;
+pub mod gradcam;
 pub mod init;
 pub mod teacher;
+pub mod transfer;
 
-/// Run controls shared by the training commands (`fit`, `teacher`, `finetune`).
+/// Run controls shared by the training commands (`fit`, `teacher`, `finetune`, `transfer`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
     /// Numeric format on CUDA: f32 (`off`, default: measured fastest for this trainer so

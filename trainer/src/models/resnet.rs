@@ -195,12 +195,23 @@ impl ResNet {
 
     /// Pooled features `[B, feature_dim]`.
     pub fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.feature_map_t(xs, train)
+            .mean_dim([2i64, 3].as_slice(), false, None)
+    }
+
+    /// The last stage's output before global pooling, `[B, feature_dim, h, w]`.
+    pub fn feature_map_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut x = self.bn1.forward_t(&xs.apply(&self.conv1), train).relu();
         x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for b in self.layers.iter().flatten() {
             x = b.forward_t(&x, train);
         }
-        x.mean_dim([2i64, 3].as_slice(), false, None)
+        x
+    }
+
+    /// Logits from pooled features (the classifier alone).
+    pub fn classify(&self, features: &Tensor) -> Tensor {
+        features.apply(&self.fc)
     }
 
     /// Logits `[B, classes]`.

@@ -244,14 +244,24 @@ impl ShuffleNetV2 {
         mode: ExpertConvMode,
         train: bool,
     ) -> Tensor {
+        self.feature_map_t(xs, sel, mode, train)
+            .mean_dim([2i64, 3].as_slice(), false, None)
+    }
+
+    /// conv5's output before global pooling, `[B, feature_dim, h, w]` (Grad-CAM's layer).
+    pub fn feature_map_t(
+        &self,
+        xs: &Tensor,
+        sel: DeptSel,
+        mode: ExpertConvMode,
+        train: bool,
+    ) -> Tensor {
         let mut x = self.conv1.forward(xs, sel, mode, train);
         x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for block in self.stages.iter().flatten() {
             x = block.forward(&x, sel, mode, train);
         }
-        self.conv5
-            .forward(&x, sel, mode, train)
-            .mean_dim([2i64, 3].as_slice(), false, None)
+        self.conv5.forward(&x, sel, mode, train)
     }
 
     /// Every conv+BN pair in forward order.
@@ -318,6 +328,11 @@ impl ShuffleNetLoRKD {
     /// Pooled backbone features with the selected experts; BN in training mode when `train`.
     pub fn forward_t(&self, xs: &Tensor, depts: DeptSel, train: bool) -> Tensor {
         self.backbone.forward_t(xs, depts, self.mode, train)
+    }
+
+    /// The last feature map before pooling (`forward_t` is its spatial mean).
+    pub fn feature_map_t(&self, xs: &Tensor, depts: DeptSel, train: bool) -> Tensor {
+        self.backbone.feature_map_t(xs, depts, self.mode, train)
     }
 
     /// Logits of department `t`'s head.

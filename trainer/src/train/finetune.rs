@@ -154,21 +154,8 @@ pub fn finetune(
         fc.from.display()
     );
     let t = cfg
-        .departments
-        .iter()
-        .position(|d| d.name == fc.department)
-        .with_context(|| {
-            format!(
-                "{}: no department `{}` (it has {})",
-                fc.from.display(),
-                fc.department,
-                cfg.departments
-                    .iter()
-                    .map(|d| d.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
+        .department_index(&fc.department)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", fc.from.display()))?;
     let ds = Arc::new(Dataset::open_str(&fc.data)?);
     bridge::check_matches(&cfg, &ds)?;
     eprintln!("data: {}", ds.summary());

@@ -7,6 +7,7 @@
 //! | `mtl`    | shared only, department heads    | CE                       |
 //! | `mtl-kd` | shared only, department heads    | CE + β·α²·KL             |
 //! | `stl`    | one independent network per department | CE                 |
+//! | `stl-kd` | one independent network per department | CE + β·α²·KL on the department's slice of the teacher's logits |
 //!
 //! A run directory holds `run.json` (the settings), `model.safetensors` (the latest
 //! checkpoint, the format tools read), `state.safetensors` (model + momentum + epoch: what
@@ -14,7 +15,7 @@
 //! rewritten atomically after every epoch, and once before the first, so a NaN, a crash or
 //! Ctrl-C always leaves the last good epoch behind. Resuming continues exactly: the data
 //! order and flips are functions of `(seed, epoch)`, the learning rate of the global step.
-//! `stl` keeps one such directory per department under `RUN_DIR/stl/<t>/`.
+//! `stl` and `stl-kd` keep one such directory per department under `RUN_DIR/stl/<t>/`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,9 @@ pub enum Method {
     MtlKd,
     /// Single-task: one network per department.
     Stl,
+    /// Single-task with distillation: each department's network learns from the teacher's
+    /// logits restricted to that department's classes.
+    StlKd,
 }
 
 impl Method {
@@ -62,7 +66,11 @@ impl Method {
     }
     /// Whether the loss has the distillation term (when a teacher is given).
     pub fn distills(self) -> bool {
-        matches!(self, Method::Lorkd | Method::MtlKd)
+        matches!(self, Method::Lorkd | Method::MtlKd | Method::StlKd)
+    }
+    /// Whether each department gets its own network.
+    pub fn single_task(self) -> bool {
+        matches!(self, Method::Stl | Method::StlKd)
     }
     /// The CLI spelling.
     pub fn name(self) -> &'static str {
@@ -71,6 +79,7 @@ impl Method {
             Method::Mtl => "mtl",
             Method::MtlKd => "mtl-kd",
             Method::Stl => "stl",
+            Method::StlKd => "stl-kd",
         }
     }
 }
@@ -200,7 +209,8 @@ fn run(fc: &FitConfig, run_dir: &Path, ctl: &Control) -> anyhow::Result<FitOutco
         _ => None,
     };
     let metrics = run_dir.join("metrics.jsonl");
-    if fc.method == Method::Stl {
+    let cache_dir = run_dir.join("cache");
+    if fc.method.single_task() {
         let mut outcome = FitOutcome {
             epochs_done: fc.epochs,
             interrupted: false,
@@ -209,7 +219,16 @@ fn run(fc: &FitConfig, run_dir: &Path, ctl: &Control) -> anyhow::Result<FitOutco
         for t in 0..ds.departments().len() {
             let sub = run_dir.join("stl").join(t.to_string());
             std::fs::create_dir_all(&sub)?;
-            let o = train_one(fc, &sub, &metrics, &ds, Some(t), None, ctl)?;
+            let o = train_one(
+                fc,
+                &sub,
+                &metrics,
+                &cache_dir,
+                &ds,
+                Some(t),
+                teacher.as_ref(),
+                ctl,
+            )?;
             outcome.epochs_done = outcome.epochs_done.min(o.epochs_done);
             outcome.last = o.last.or(outcome.last);
             if o.interrupted {
@@ -219,7 +238,16 @@ fn run(fc: &FitConfig, run_dir: &Path, ctl: &Control) -> anyhow::Result<FitOutco
         }
         return Ok(outcome);
     }
-    train_one(fc, run_dir, &metrics, &ds, None, teacher.as_ref(), ctl)
+    train_one(
+        fc,
+        run_dir,
+        &metrics,
+        &cache_dir,
+        &ds,
+        None,
+        teacher.as_ref(),
+        ctl,
+    )
 }
 
 fn mix_seed(seed: u64, epoch: u64) -> i64 {
@@ -228,7 +256,8 @@ fn mix_seed(seed: u64, epoch: u64) -> i64 {
     (z >> 1) as i64
 }
 
-/// The student config a run trains (`only`: the stl department).
+/// The student config a run trains (`only`: the stl department; `distill`: a unified head
+/// over all departments' classes for the teacher's logits, multi-department students only).
 pub fn student_config(fc: &FitConfig, ds: &Dataset, only: Option<usize>, distill: bool) -> Config {
     let mut deps = bridge::departments(ds);
     if let Some(t) = only {
@@ -240,7 +269,7 @@ pub fn student_config(fc: &FitConfig, ds: &Dataset, only: Option<usize>, distill
     cfg.input_size = fc
         .input_size
         .unwrap_or_else(|| bridge::default_input_size(ds));
-    cfg.unified_head = distill;
+    cfg.unified_head = distill && only.is_none();
     cfg
 }
 
@@ -267,13 +296,20 @@ fn train_one(
     fc: &FitConfig,
     dir: &Path,
     metrics: &Path,
+    cache_dir: &Path,
     ds: &Arc<Dataset>,
     only: Option<usize>,
     teacher: Option<&Teacher>,
     ctl: &Control,
 ) -> anyhow::Result<FitOutcome> {
     let device = ctl.device;
-    let distill = teacher.is_some() && only.is_none();
+    // stl-kd distills each single-department network on its slice of the teacher's logits;
+    // plain stl never sees the teacher.
+    let distill = teacher.is_some() && (only.is_none() || fc.method == Method::StlKd);
+    let slice = only.map(|t| {
+        let offset: usize = ds.departments()[..t].iter().map(|d| d.classes.len()).sum();
+        (offset as i64, ds.departments()[t].classes.len() as i64)
+    });
     let cfg = student_config(fc, ds, only, distill);
     cfg.validate().map_err(|e| anyhow::anyhow!(e))?;
     let t_count = cfg.num_departments();
@@ -341,9 +377,9 @@ fn train_one(
     let transform = bridge::transform(&cfg);
     let input = Input::new(ds.clone(), transform.clone(), ctl);
     let tcache = match (teacher, &fc.teacher) {
-        (Some(t), Some(p)) if distill && ctl.teacher_cache && epoch < fc.epochs => Some(
-            TeacherCache::build(t, p, &input, &dir.join("cache"), fc.batch, ctl)?,
-        ),
+        (Some(t), Some(p)) if distill && ctl.teacher_cache && epoch < fc.epochs => {
+            Some(TeacherCache::build(t, p, &input, cache_dir, fc.batch, ctl)?)
+        }
         _ => None,
     };
     let loader_cfg = |epoch: u64| LoaderConfig {
@@ -402,12 +438,21 @@ fn train_one(
             let (ce, ok, kd) = crate::amp::run(ctl.amp, || -> anyhow::Result<_> {
                 let f = model.forward_t(&xs, sel, true);
                 let (ce, ok) = department_ce(&f, &depts, &y, |x, t| model.head_logits(x, t));
-                let kd = match (teacher, model.unified_logits(&f)) {
+                // The student's logits over the teacher's classes: the unified head, or
+                // (stl-kd) the one department head against its slice of the teacher's.
+                let zs = match slice {
+                    Some(_) => Some(model.head_logits(&f, 0)),
+                    None => model.unified_logits(&f),
+                };
+                let kd = match (teacher, zs) {
                     (Some(teacher), Some(zs)) if distill => {
-                        let zt = match &tcache {
+                        let mut zt = match &tcache {
                             Some(c) => c.logits(&b.indices, &b.flips),
                             None => teacher.logits(&xs)?,
                         };
+                        if let Some((offset, n)) = slice {
+                            zt = zt.narrow(1, offset, n);
+                        }
                         distillation(&zs, &zt, fc.alpha) * fc.beta
                     }
                     _ => Tensor::zeros([], (Kind::Float, device)),

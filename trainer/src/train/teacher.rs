@@ -362,8 +362,9 @@ pub fn department_slice_accuracy(
     )
 }
 
-/// Top-1 of the unified head over all classes, all departments together.
-fn teacher_accuracy(
+/// Top-1 of the unified head over all classes, all departments together (the paper's
+/// protocol for its Foundation row: other departments' classes are candidates too).
+pub fn teacher_accuracy(
     net: &ResNet,
     input: &Input,
     split: Split,
