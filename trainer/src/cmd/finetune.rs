@@ -38,7 +38,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1e-4)]
     pub weight_decay: f64,
     /// Distillation weight β (0: CE only).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = crate::train::loss::BETA)]
     pub beta: f64,
     /// Seed of the data order and flips.
     #[arg(long, default_value_t = 1)]
