@@ -2,7 +2,8 @@
 # The paper's experiments over several seeds, written to docs/results.md (mean ± std):
 # Defaults: 5 seeds, ~35 min of one CPU core on a 2-core AMD EPYC.
 #   Table 1  teacher (slice and all-classes protocol), STL, STL-KD, MTL, MTL-KD, LoRKD
-#   KD       LoRKD without the teacher (β = 0) against LoRKD with it (β = 1, 0.1; α = 10, 4)
+#   KD       LoRKD without the teacher (β = 0) against LoRKD with it (β = 1, 0.1; α = 10, 4;
+#            feature-level KD through a learned projection)
 #   Table 3  LoRKD at rank 4, 8, 16
 #   Transfer a downstream task (same look as one department, new labels) from that
 #            department's expert, from the shared backbone, and from scratch
@@ -91,6 +92,7 @@ for seed in $SEEDS; do
   fit "lorkd-r$first_rank-nokd" --method lorkd --rank "$first_rank"
   fit "lorkd-r$first_rank-a4" --method lorkd --rank "$first_rank" "${teacher[@]}" --alpha 4 --beta 1
   fit "lorkd-r$first_rank-b01" --method lorkd --rank "$first_rank" "${teacher[@]}" --alpha 10 --beta 0.1
+  fit "lorkd-r$first_rank-feat" --method lorkd --rank "$first_rank" "${teacher[@]}" --kd features --beta 1
   [ "$TRANSFER" = 1 ] || continue
   down="${DOWN_DATA//"$pat"/$seed}"
   for init in $INITS; do

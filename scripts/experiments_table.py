@@ -121,6 +121,7 @@ def main():
         ("teacher, α = 10, β = 1 (paper)", f"lorkd-r{r0}"),
         ("teacher, α = 4, β = 1", f"lorkd-r{r0}-a4"),
         ("teacher, α = 10, β = 0.1", f"lorkd-r{r0}-b01"),
+        ("teacher, feature KD (projection, β = 1)", f"lorkd-r{r0}-feat"),
     ]:
         rs = get(name)
         p(f"| {label} | {ms([r['mean_experts'] for r in rs])} | {ms([r['mean_auc'] for r in rs])} |")

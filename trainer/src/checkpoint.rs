@@ -38,12 +38,18 @@ fn tensor_f32(t: &Tensor) -> Result<Vec<f32>, CheckpointError> {
     Vec::<f32>::try_from(&flat).map_err(torch)
 }
 
+/// Name prefix of variables that exist only while training (kept in the run's state file,
+/// never in a checkpoint): the learned projection of feature-level distillation.
+pub const TRAINING_ONLY: &str = "kd_proj.";
+
 impl Checkpoint {
-    /// Snapshot of every variable of `vs` (parameters and BN running statistics).
+    /// Snapshot of every variable of `vs` (parameters and BN running statistics), except
+    /// training-only ones under [`TRAINING_ONLY`] (the feature-KD projection).
     pub fn from_var_store(config: &Config, vs: &nn::VarStore) -> Self {
         let tensors = vs
             .variables()
             .into_iter()
+            .filter(|(k, _)| !k.starts_with(TRAINING_ONLY))
             .map(|(k, v)| {
                 (
                     k,

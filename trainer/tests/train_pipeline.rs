@@ -8,7 +8,7 @@ use std::path::Path;
 use lorkd_data::Split;
 use lorkd_trainer::testing::{cpu_control as ctl, Scratch};
 use lorkd_trainer::train::eval::evaluate;
-use lorkd_trainer::train::fit::{fit, resume, Control, EpochMetrics, FitConfig, Method};
+use lorkd_trainer::train::fit::{fit, resume, Control, EpochMetrics, FitConfig, Kd, Method};
 use lorkd_trainer::train::io::load_tensors;
 use lorkd_trainer::train::teacher::{train_teacher, TeacherConfig};
 use lorkd_trainer::{Arch, Checkpoint, ResNetArch};
@@ -181,6 +181,28 @@ fn teacher_distillation_baselines_and_eval() {
         assert!(ck.config.unified_head);
         assert_eq!(ck.config.rank, if method == Method::Lorkd { 4 } else { 0 });
     }
+    // Feature-level KD: a learned projection onto the teacher's pooled features; the
+    // projection is trained (kept for --resume in state.safetensors) but never enters the
+    // checkpoint, and the student carries no unified head.
+    let mut fc = tiny(data, Method::Lorkd);
+    fc.epochs = 1;
+    fc.teacher = Some(teacher.clone());
+    fc.kd = Kd::Features;
+    fc.beta = 1.0;
+    let dir = s.path().join("lorkd-features");
+    fit(&fc, &dir, &ctl()).unwrap();
+    let m = metrics(&dir);
+    assert!(
+        m[0].kd > 0.0 && m[0].kd <= 4.0,
+        "feature KD lies in (0, 4]: {}",
+        m[0].kd
+    );
+    let ck = Checkpoint::load(dir.join("model.safetensors")).unwrap();
+    assert!(!ck.config.unified_head);
+    assert!(ck.tensors.keys().all(|k| !k.starts_with("kd_proj")));
+    let (_, state) = load_tensors(&dir.join("state.safetensors")).unwrap();
+    assert!(state.contains_key("model.kd_proj.weight"));
+
     // A teacher for other classes is refused.
     let mut fc = tiny(
         "synthetic:departments=3,classes=2,size=16,per_class=4",

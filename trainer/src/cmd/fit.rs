@@ -52,6 +52,10 @@ pub struct Args {
     /// docs/results.md; the paper's 1 made it ~20× the CE and cost accuracy).
     #[arg(long, default_value_t = crate::train::loss::BETA)]
     pub beta: f64,
+    /// What is distilled: the teacher's logits (α²·KL) or its pooled features through a
+    /// learned projection (the paper's feature-level KD; a `lorkd-train teacher` ResNet).
+    #[arg(long, value_enum, default_value = "logits")]
+    pub kd: crate::train::fit::Kd,
     /// Seed (initialisation, data order, flips).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -94,6 +98,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             weight_decay: a.weight_decay,
             alpha: a.alpha,
             beta: a.beta,
+            kd: a.kd,
             seed: a.seed,
             teacher: a.teacher.clone(),
             expert_conv_mode: a.expert_conv_mode.clone(),

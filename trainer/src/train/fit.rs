@@ -29,7 +29,7 @@ use tch::{nn, Kind, Tensor};
 use super::data as bridge;
 use super::input::Input;
 use super::io;
-use super::loss::{department_ce, distillation};
+use super::loss::{department_ce, distillation, feature_distillation};
 use super::run::{department_accuracy, mean, Epoch};
 use super::sgd::{warmup_cosine_lr, Sgd};
 use super::teacher::Teacher;
@@ -84,6 +84,19 @@ impl Method {
     }
 }
 
+/// What the student distills from the teacher.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kd {
+    /// `β·α²·KL` between the teacher's logits and the student's unified head (or, stl-kd,
+    /// its department head on the department's slice).
+    #[default]
+    Logits,
+    /// `β·‖n(P f_s) − n(f_t)‖²` between the student's pooled features through its experts
+    /// and the teacher's, through a learned linear projection `P` (the paper's f^b ← f^d).
+    Features,
+}
+
 /// Everything that defines a run (saved as `run.json`; `--resume` reads it back).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FitConfig {
@@ -116,6 +129,9 @@ pub struct FitConfig {
     pub alpha: f64,
     /// Distillation weight β (0: no distillation).
     pub beta: f64,
+    /// What is distilled.
+    #[serde(default)]
+    pub kd: Kd,
     /// Seed of initialisation, data order and flips.
     pub seed: u64,
     /// Teacher: a `teacher` safetensors or a TorchScript `.pt` (None: no distillation).
@@ -142,6 +158,7 @@ impl FitConfig {
             weight_decay: 1e-4,
             alpha: super::loss::ALPHA,
             beta: super::loss::BETA,
+            kd: Kd::Logits,
             seed: 0,
             teacher: None,
             expert_conv_mode: "auto".into(),
@@ -310,7 +327,12 @@ fn train_one(
         let offset: usize = ds.departments()[..t].iter().map(|d| d.classes.len()).sum();
         (offset as i64, ds.departments()[t].classes.len() as i64)
     });
-    let cfg = student_config(fc, ds, only, distill);
+    let features_kd = distill && fc.kd == Kd::Features;
+    anyhow::ensure!(
+        !features_kd || only.is_none(),
+        "--kd features is for multi-department students (lorkd, mtl-kd), not stl-kd"
+    );
+    let cfg = student_config(fc, ds, only, distill && !features_kd);
     cfg.validate().map_err(|e| anyhow::anyhow!(e))?;
     let t_count = cfg.num_departments();
     // Global department → index in this model.
@@ -325,6 +347,20 @@ fn train_one(
             .parse::<ExpertConvMode>()
             .map_err(|e| anyhow::anyhow!(e))?,
     );
+    // Feature KD's projection lives in the same store (trained, saved in state.safetensors
+    // for --resume) under a training-only name that checkpoints leave out.
+    let proj = match (features_kd, teacher.and_then(Teacher::feature_dim)) {
+        (true, Some(td)) => Some(nn::linear(
+            vs.root() / crate::checkpoint::TRAINING_ONLY.trim_end_matches('.'),
+            model.backbone.feature_dim,
+            td,
+            Default::default(),
+        )),
+        (true, None) => anyhow::bail!(
+            "--kd features needs a `lorkd-train teacher` ResNet, not a TorchScript module"
+        ),
+        _ => None,
+    };
     if ctl.channels_last {
         crate::amp::var_store_channels_last(&vs);
     }
@@ -377,7 +413,7 @@ fn train_one(
     let transform = bridge::transform(&cfg);
     let input = Input::new(ds.clone(), transform.clone(), ctl);
     let tcache = match (teacher, &fc.teacher) {
-        (Some(t), Some(p)) if distill && ctl.teacher_cache && epoch < fc.epochs => {
+        (Some(t), Some(p)) if distill && !features_kd && ctl.teacher_cache && epoch < fc.epochs => {
             Some(TeacherCache::build(t, p, &input, cache_dir, fc.batch, ctl)?)
         }
         _ => None,
@@ -444,8 +480,12 @@ fn train_one(
                     Some(_) => Some(model.head_logits(&f, 0)),
                     None => model.unified_logits(&f),
                 };
-                let kd = match (teacher, zs) {
-                    (Some(teacher), Some(zs)) if distill => {
+                let kd = match (teacher, zs, &proj) {
+                    (Some(teacher), _, Some(proj)) => {
+                        let ft = teacher.features(&xs)?;
+                        feature_distillation(&f.apply(proj), &ft) * fc.beta
+                    }
+                    (Some(teacher), Some(zs), None) if distill => {
                         let mut zt = match &tcache {
                             Some(c) => c.logits(&b.indices, &b.flips),
                             None => teacher.logits(&xs)?,

@@ -65,6 +65,23 @@ pub fn distillation(student: &Tensor, teacher: &Tensor, alpha: f64) -> Tensor {
     kl.mean(Kind::Float) * (alpha * alpha)
 }
 
+/// Feature-level distillation (the paper's f^b ← f^d): `mean_b ‖n(P f_s) − n(f_t)‖²` with
+/// `P` a learned linear projection to the teacher's width and `n` L2 normalisation, so the
+/// term lies in `[0, 4]` whatever the two networks' feature scales.
+pub fn feature_distillation(projected: &Tensor, teacher: &Tensor) -> Tensor {
+    let n = |t: &Tensor| {
+        let t = t.to_kind(Kind::Float);
+        let norm = t
+            .norm_scalaropt_dim(2, [-1i64].as_slice(), true)
+            .clamp_min(1e-12);
+        t / norm
+    };
+    (n(projected) - n(teacher))
+        .square()
+        .sum_dim_intlist(-1, false, Kind::Float)
+        .mean(Kind::Float)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +145,31 @@ mod tests {
         );
         // Identical logits: no distillation loss.
         assert!(distillation(&s, &s, ALPHA).double_value(&[]).abs() < 1e-6);
+
+        // Feature KD: by hand on normalised rows; scale-free; 0 for parallel features.
+        let (p, t) = (
+            Tensor::randn([b, 6], (Kind::Float, tch::Device::Cpu)),
+            Tensor::randn([b, 6], (Kind::Float, tch::Device::Cpu)),
+        );
+        let fk = feature_distillation(&p, &t).double_value(&[]);
+        let (pv, tv): (Vec<f32>, Vec<f32>) = (
+            Vec::try_from(&p.reshape([-1])).unwrap(),
+            Vec::try_from(&t.reshape([-1])).unwrap(),
+        );
+        let mut want = 0f64;
+        for i in 0..b as usize {
+            let row = |v: &[f32]| {
+                let r: Vec<f64> = v[i * 6..i * 6 + 6].iter().map(|&x| x as f64).collect();
+                let n = r.iter().map(|x| x * x).sum::<f64>().sqrt();
+                r.into_iter().map(|x| x / n).collect::<Vec<f64>>()
+            };
+            let (a, c) = (row(&pv), row(&tv));
+            want += (0..6).map(|j| (a[j] - c[j]).powi(2)).sum::<f64>();
+        }
+        want /= b as f64;
+        assert!((fk - want).abs() < 1e-5, "{fk} vs {want}");
+        let scaled = feature_distillation(&(&p * 7.0), &t).double_value(&[]);
+        assert!((scaled - fk).abs() < 1e-5);
+        assert!(feature_distillation(&(&t * 3.0), &t).double_value(&[]) < 1e-10);
     }
 }

@@ -117,6 +117,30 @@ impl Teacher {
         Ok(Teacher::ResNet { vs, net, meta })
     }
 
+    /// Pooled features `[B, feature_dim]` for a normalised batch, without gradients (feature
+    /// distillation; a `lorkd-train teacher` ResNet only).
+    ///
+    /// # Errors
+    /// A TorchScript teacher (its features are not reachable).
+    pub fn features(&self, xs: &Tensor) -> anyhow::Result<Tensor> {
+        match self {
+            Teacher::ResNet { net, .. } => Ok(tch::no_grad(|| net.features_t(xs, false))),
+            Teacher::Script(_) => {
+                anyhow::bail!(
+                    "--kd features needs a `lorkd-train teacher` ResNet, not a TorchScript module"
+                )
+            }
+        }
+    }
+
+    /// Width of [`Teacher::features`] (None for a TorchScript teacher).
+    pub fn feature_dim(&self) -> Option<i64> {
+        match self {
+            Teacher::ResNet { net, .. } => Some(net.feature_dim),
+            Teacher::Script(_) => None,
+        }
+    }
+
     /// Logits `[B, classes]` for a normalised batch, without gradients.
     ///
     /// # Errors
