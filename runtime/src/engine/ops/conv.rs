@@ -121,7 +121,8 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                     } else {
                         kern.conv_i8
                     };
-                    f(&g, x, qx.zero_point, w, rq, out_q(qy, relu), y);
+                    cx.par
+                        .conv_i8(f, false, &g, x, qx.zero_point, w, rq, out_q(qy, relu), y);
                 }
                 Some(d) => stream_i8(
                     cx.scratch,
@@ -151,7 +152,7 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
             } else {
                 kern.conv_f32
             };
-            f(&g, x, w, bias, relu_now, y);
+            cx.par.conv_f32(f, false, &g, x, w, bias, relu_now, y);
             if let Some(d) = delta {
                 let (d, scratch) = decode(&d, cx.scratch, i)?;
                 if pointwise {
