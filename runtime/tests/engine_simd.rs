@@ -37,6 +37,9 @@ fn geom(r: &mut ChaCha8Rng, f: Family) -> Geom {
         // The stem's patch `cin·9` must stay ≤ `conv::PATCH` for the SIMD path; bigger ones
         // (up to 31·9) exercise the fallback.
         Family::Stem => r.gen_range(1..32),
+        // A few pointwise inputs wider than the 1024 channels of the x86 int8 outer-product
+        // path's stack buffers (its dot-product fallback).
+        Family::Pointwise if r.gen_range(0..100) == 0 => r.gen_range(1025..1030),
         _ => CHANNELS[r.gen_range(0..CHANNELS.len())],
     };
     let extra = r.gen_range(0..3);
