@@ -1,6 +1,6 @@
 //! `Engine::set_threads` (feature `threads`) and `Engine::infer_timed`: on random
-//! ShuffleNetV2-shaped networks large enough that convs really split (pixel runs for the
-//! pointwise convs, channel blocks for the stem and depthwise convs), f32 and int8, both
+//! ShuffleNetV2-shaped networks with every conv split (`set_split_min_macs(1)`: pixel runs
+//! for the pointwise convs, channel blocks for the stem and depthwise convs), f32 and int8, both
 //! modes, every department: the logits **and the whole arena** after an inference are
 //! bit-identical for 1, 2, 3 and 4 threads, in the arena the bundle asks for.
 use lorkd_runtime::engine::testnet::{NetSpec, Rng, TestNet};
@@ -65,6 +65,7 @@ fn outputs(
     bundle: &Bundle<'_>,
     mode: Mode,
     threads: usize,
+    min_macs: usize,
     xs: &[Vec<f32>],
 ) -> (Vec<Vec<u32>>, Vec<u8>) {
     let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(mode));
@@ -73,6 +74,8 @@ fn outputs(
         let mut e = Engine::new(bundle, arena.as_mut_slice(), mode).unwrap();
         e.set_threads(threads).unwrap();
         assert_eq!(e.threads(), threads.max(1));
+        // Split every conv (the default leaves small ones whole).
+        e.set_split_min_macs(min_macs);
         for t in 0..bundle.department_count() {
             e.select(t).unwrap();
             for x in xs {
@@ -101,14 +104,15 @@ fn any_thread_count_gives_the_same_bits() {
         let qb = Bundle::parse(qbytes.as_slice()).unwrap();
         for (name, b) in [("f32", &fb), ("int8", &qb)] {
             for mode in [Mode::Materialized, Mode::Streaming] {
-                let (one, arena1) = outputs(b, mode, 1, &xs);
+                let (one, arena1) = outputs(b, mode, 1, 1, &xs);
                 for threads in [2, 3, 4] {
-                    let (n, arena_n) = outputs(b, mode, threads, &xs);
-                    assert_eq!(one, n, "{name} {mode:?}: logits at {threads} threads");
-                    assert!(
-                        arena1 == arena_n,
-                        "{name} {mode:?}: arena at {threads} threads"
-                    );
+                    // Every conv split (1), and the default threshold.
+                    for min_macs in [1, 256 * 1024] {
+                        let (n, arena_n) = outputs(b, mode, threads, min_macs, &xs);
+                        let at = format!("{name} {mode:?} at {threads} threads, {min_macs}");
+                        assert_eq!(one, n, "logits: {at}");
+                        assert!(arena1 == arena_n, "arena: {at}");
+                    }
                 }
             }
         }

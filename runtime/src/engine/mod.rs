@@ -213,6 +213,16 @@ impl<'b, 'a> Engine<'b, 'a> {
         Ok(())
     }
 
+    /// The smallest share of a conv worth a thread, in multiply-adds (default 256 Ki; a
+    /// conv splits into at most `macs / min_macs` parts). Tests set 1 to split every conv.
+    /// Does nothing without a pool. Feature `threads`.
+    #[cfg(feature = "threads")]
+    pub fn set_split_min_macs(&mut self, min_macs: usize) {
+        if let Some(p) = &mut self.pool {
+            p.min_macs = min_macs;
+        }
+    }
+
     /// Threads an inference runs on (1 without the `threads` feature).
     pub fn threads(&self) -> usize {
         #[cfg(feature = "threads")]

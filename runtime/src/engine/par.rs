@@ -22,15 +22,18 @@ pub(crate) const PIX_ALIGN: usize = 48;
 /// Channel split points are multiples of this (every kernel's channel lanes divide it).
 #[cfg(feature = "threads")]
 pub(crate) const CH_ALIGN: usize = 16;
-/// A part gets at least this many multiply-adds (below it a wake-up costs more than it saves).
+/// By default a part gets at least this many multiply-adds (~25 µs of int8 GEMM on one
+/// AVX2 core): below it waking a worker costs about what it saves, more on a busy machine.
 #[cfg(feature = "threads")]
-const MIN_MACS: usize = 48 * 1024;
+pub(crate) const MIN_MACS: usize = 256 * 1024;
 
 /// The engine's thread pool: `threads − 1` workers; the calling thread runs one part itself.
 #[cfg(feature = "threads")]
 pub(crate) struct Pool {
     pool: rayon::ThreadPool,
     threads: usize,
+    /// The smallest part worth a thread, in multiply-adds.
+    pub(crate) min_macs: usize,
 }
 
 #[cfg(feature = "threads")]
@@ -41,7 +44,11 @@ impl Pool {
             .num_threads(threads - 1)
             .thread_name(|i| format!("lorkd-engine-{i}"))
             .build()?;
-        Ok(Pool { pool, threads })
+        Ok(Pool {
+            pool,
+            threads,
+            min_macs: MIN_MACS,
+        })
     }
 
     pub(crate) fn threads(&self) -> usize {
@@ -163,7 +170,7 @@ impl<'p> Par<'p> {
         let pool = self.pool?;
         let npix = g.ho * g.wo;
         let macs = npix * g.cout * g.k * g.k * if depthwise { 1 } else { g.cin };
-        let parts = pool.threads().min(macs / MIN_MACS);
+        let parts = pool.threads().min(macs / pool.min_macs.max(1));
         if parts < 2 {
             return None;
         }
