@@ -293,6 +293,40 @@ fn requant_weights_twin_is_bit_identical() {
     }
 }
 
+/// Every (pixel, channel) sum a `conv1x1_sums_i8` slot hands out, and how often.
+fn all_sums(k: &Kernels, g: &Geom, x: &[i8], zx: i32, w: &[i8]) -> (Vec<i32>, Vec<u32>) {
+    let (mut acc, mut seen) = (vec![0i32; g.out_len()], vec![0u32; g.out_len()]);
+    (k.conv1x1_sums_i8)(g, x, zx, w, &mut |t| {
+        for i in 0..t.np {
+            for j in 0..t.no {
+                let at = (t.p0 + i) * g.cout + t.o0 + j;
+                acc[at] = t.acc[i * t.no + j];
+                seen[at] += 1;
+            }
+        }
+    });
+    (acc, seen)
+}
+
+#[test]
+fn conv1x1_sums_i8_twin_is_exact_and_covers_once() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for _ in 0..300 {
+            let g = geom(&mut r, Family::Pointwise);
+            let x: Vec<i8> = (0..g.in_len()).map(|_| r.gen()).collect();
+            let w: Vec<i8> = (0..g.cout * g.cin).map(|_| r.gen()).collect();
+            let zx = r.gen_range(-128..=127);
+            let (a, sa) = all_sums(&best, &g, &x, zx, &w);
+            let (b, sb) = all_sums(&refk, &g, &x, zx, &w);
+            assert!(sa.iter().all(|&c| c == 1), "{best:?} {g:?}: coverage");
+            assert!(sb.iter().all(|&c| c == 1), "reference {g:?}: coverage");
+            assert_eq!(a, b, "{best:?} {g:?}");
+        }
+    }
+}
+
 #[test]
 fn dot_i8_twin_is_exact() {
     let mut r = rng();

@@ -190,7 +190,7 @@ fn stream_i8(
     let st = switch::StreamI8 { x: qx, y: qy, relu };
     if g.k == 1 && g.pad == 0 {
         let u = scratch.get_mut(..g.ho * g.wo * d.a.rows).ok_or(bad)?;
-        switch::stream_conv1x1_i8(kern.dot_i8, g, x, w, ws, bias, &d, st, u, y);
+        switch::stream_conv1x1_i8_tiled(kern.conv1x1_sums_i8, g, x, w, ws, bias, &d, st, u, y);
     } else {
         let wbuf = scratch.get_mut(..g.cout * d.channel_len()).ok_or(bad)?;
         switch::stream_conv_i8(g, x, w, ws, bias, &d, st, wbuf, y);

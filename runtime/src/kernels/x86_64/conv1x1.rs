@@ -13,7 +13,7 @@ use super::lane_mask;
 use core::mem::MaybeUninit;
 
 use super::requant::{requant8, Requant, Rq8, RqCols, MAXQ};
-use crate::kernels::{Geom, OutQ};
+use crate::kernels::{Geom, OutQ, SumTile};
 
 /// Output pixels per f32 tile: 3×4 accumulators + 4 weight vectors fill the 16 registers.
 const PF: usize = 3;
@@ -298,6 +298,23 @@ unsafe fn tile_outer(
     rq: Rq8,
     q: OutQ,
 ) -> [[i8; 8]; PO] {
+    // SAFETY: this function's contract.
+    let acc = unsafe { tile_sums(wp, xw, pairs) };
+    let mut out = [[0i8; 8]; PO];
+    for p in 0..PO {
+        let v = requant8(acc[p], &rq, q);
+        // SAFETY: `out[p]` holds 8 bytes.
+        unsafe { _mm_storel_epi64(out[p].as_mut_ptr().cast(), v) };
+    }
+    out
+}
+
+/// The exact sums of [`tile_outer`], one 8-channel vector per pixel.
+///
+/// # Safety
+/// As [`tile_outer`].
+#[target_feature(enable = "avx2")]
+unsafe fn tile_sums(wp: &[i16], xw: &[[i16; MAXC + 2]; PO], pairs: usize) -> [__m256i; PO] {
     debug_assert!(wp.len() >= 16 * pairs && 2 * pairs <= MAXC + 2);
     let mut acc = [_mm256_setzero_si256(); PO];
     let xp: [*const i32; PO] = [0, 1, 2, 3].map(|p| xw[p].as_ptr().cast::<i32>());
@@ -312,13 +329,76 @@ unsafe fn tile_outer(
             }
         }
     }
-    let mut out = [[0i8; 8]; PO];
-    for p in 0..PO {
-        let v = requant8(acc[p], &rq, q);
-        // SAFETY: `out[p]` holds 8 bytes.
-        unsafe { _mm_storel_epi64(out[p].as_mut_ptr().cast(), v) };
+    acc
+}
+
+/// AVX2 twin of `reference::conv1x1::conv1x1_sums_i8` (exact, so equal): the outer-product
+/// tiles of [`conv1x1_i8`] without the output stage, one [`PO`]-pixel × all-channel tile
+/// per `sink` call; shapes past its stack buffers take one AVX2 dot per output.
+pub(crate) fn conv1x1_sums_i8(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    sink: &mut dyn FnMut(SumTile<'_>),
+) {
+    let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
+    let (pairs, blocks) = (n.div_ceil(2), cout.div_ceil(8));
+    if n > MAXC || cout > MAXQ || blocks * 16 * pairs > WCAP {
+        let mut acc = [0i32; 64];
+        for p in 0..npix {
+            let px = &x[src(g, p)..][..n];
+            let mut o0 = 0;
+            while o0 < cout {
+                let no = 64.min(cout - o0);
+                for (j, a) in acc[..no].iter_mut().enumerate() {
+                    *a = dot_i8(&w[(o0 + j) * n..][..n], px, zx);
+                }
+                sink(SumTile {
+                    p0: p,
+                    np: 1,
+                    o0,
+                    no,
+                    acc: &acc[..no],
+                });
+                o0 += no;
+            }
+        }
+        return;
     }
-    out
+    let w = &w[..cout * n];
+    let mut store = [const { MaybeUninit::<i16>::uninit() }; WCAP];
+    let wp = pack_pairs(w, n, cout, &mut store[..blocks * 16 * pairs]);
+    let mut xw = [[0i16; MAXC + 2]; PO];
+    let mut acc = [0i32; PO * MAXQ];
+    let mut p = 0;
+    while p < npix {
+        let np = PO.min(npix - p);
+        for (t, row) in xw.iter_mut().enumerate().take(np) {
+            // SAFETY: only installed after AVX2 detection; `row` holds `MAXC + 2 ≥ 2·pairs`.
+            unsafe { widen(&x[src(g, p + t)..][..n], zx, &mut row[..2 * pairs]) };
+        }
+        for b in 0..blocks {
+            let (ob, nb) = (8 * b, 8.min(cout - 8 * b));
+            // SAFETY: only installed after AVX2 detection; block `b` of `wp` holds
+            // `16·pairs` i16 and every row of `xw` at least `2·pairs`.
+            let s = unsafe { tile_sums(&wp[b * 16 * pairs..][..16 * pairs], &xw, pairs) };
+            for (t, v) in s.iter().enumerate().take(np) {
+                let mut lanes = [0i32; 8];
+                // SAFETY: `lanes` holds 8 i32.
+                unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), *v) };
+                acc[t * cout + ob..][..nb].copy_from_slice(&lanes[..nb]);
+            }
+        }
+        sink(SumTile {
+            p0: p,
+            np,
+            o0: 0,
+            no: cout,
+            acc: &acc[..np * cout],
+        });
+        p += np;
+    }
 }
 
 /// AVX2 int8 pointwise conv by dot-product tiles (inputs wider than [`MAXC`]); bit-exact
