@@ -358,6 +358,52 @@ pub fn stream_conv1x1_i8(
     }
 }
 
+/// As [`stream_conv1x1_i8`] (the same arithmetic, so the same bytes), with the `W0` sums
+/// from the pointwise GEMM slot (`Kernels::conv1x1_sums_i8`: register tiles, no per-output
+/// dot product); the low-rank correction and the quantisation run on each tile of sums.
+#[allow(clippy::too_many_arguments)]
+pub fn stream_conv1x1_i8_tiled(
+    sums: crate::kernels::SumsI8,
+    g: &Geom,
+    x: &[i8],
+    w0: &[i8],
+    ws: &[f32],
+    bias: &[f32],
+    d: &Delta<'_>,
+    st: StreamI8,
+    u: &mut [f32],
+    y: &mut [i8],
+) {
+    lowrank_u(g, x, |q| st.x.dequantize(q), &d.a, u);
+    let (zx, r, cout) = (st.x.zero_point, d.a.rows, g.cout);
+    let b32 = d.b.as_f32();
+    let u: &[f32] = u;
+    sums(g, x, zx, w0, &mut |t| {
+        for i in 0..t.np {
+            let p = t.p0 + i;
+            let up = &u[p * r..][..r];
+            let row = &mut y[p * cout + t.o0..][..t.no];
+            for (j, yo) in row.iter_mut().enumerate() {
+                let o = t.o0 + j;
+                let mut v = t.acc[i * t.no + j] as f32 * (st.x.scale * ws[o]) + bias[o];
+                match b32 {
+                    Some(b) => {
+                        for (&bj, &uj) in b[o * r..][..r].iter().zip(up) {
+                            v += bj * uj;
+                        }
+                    }
+                    None => {
+                        for (jj, &uj) in up.iter().enumerate() {
+                            v += d.b.get(o, jj) * uj;
+                        }
+                    }
+                }
+                *yo = st.out(v);
+            }
+        }
+    });
+}
+
 /// Streaming int8 k×k expert conv (the stem): every output channel's f32 weight
 /// `s_w[o]·W0q[o] + ΔW[o]` is formed first in `wbuf` (`Cout·Cin·k·k`), then each output pixel
 /// gathers its dequantised patch once (`Cin·k·k ≤ conv::PATCH`, else per channel as a window)

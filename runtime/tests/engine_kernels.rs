@@ -494,6 +494,18 @@ fn decoded_delta_rebuilds_the_same_bits() {
             let dot = dot_i8_ref;
             switch::stream_conv1x1_i8(dot, &g, &xq, &w0q, &s0, &bias, &slow, st, &mut u, &mut y1);
             switch::stream_conv1x1_i8(dot, &g, &xq, &w0q, &s0, &bias, &fast, st, &mut u, &mut y2);
+            // The tiled GEMM path (every kernel table) gives the same bytes.
+            for k in lorkd_runtime::kernels::Kernels::available()
+                .into_iter()
+                .flatten()
+            {
+                let mut y3 = vec![0i8; g.out_len()];
+                let sums = k.conv1x1_sums_i8;
+                switch::stream_conv1x1_i8_tiled(
+                    sums, &g, &xq, &w0q, &s0, &bias, &slow, st, &mut u, &mut y3,
+                );
+                assert_eq!(y1, y3, "{k:?} {g:?}");
+            }
         } else {
             switch::stream_conv_i8(&g, &xq, &w0q, &s0, &bias, &slow, st, &mut u, &mut y1);
             switch::stream_conv_i8(&g, &xq, &w0q, &s0, &bias, &fast, st, &mut u, &mut y2);

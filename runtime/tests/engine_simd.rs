@@ -37,6 +37,9 @@ fn geom(r: &mut ChaCha8Rng, f: Family) -> Geom {
         // The stem's patch `cin·9` must stay ≤ `conv::PATCH` for the SIMD path; bigger ones
         // (up to 31·9) exercise the fallback.
         Family::Stem => r.gen_range(1..32),
+        // A few pointwise inputs wider than the 1024 channels of the x86 int8 outer-product
+        // path's stack buffers (its dot-product fallback).
+        Family::Pointwise if r.gen_range(0..100) == 0 => r.gen_range(1025..1030),
         _ => CHANNELS[r.gen_range(0..CHANNELS.len())],
     };
     let extra = r.gen_range(0..3);
@@ -286,6 +289,40 @@ fn requant_weights_twin_is_bit_identical() {
             assert_eq!(sa.to_bits(), sb.to_bits(), "{best:?} n={n}");
             assert_eq!(qa, qb, "{best:?} n={n}");
             assert!(wa.iter().zip(&wb).all(|(p, q)| p.to_bits() == q.to_bits()));
+        }
+    }
+}
+
+/// Every (pixel, channel) sum a `conv1x1_sums_i8` slot hands out, and how often.
+fn all_sums(k: &Kernels, g: &Geom, x: &[i8], zx: i32, w: &[i8]) -> (Vec<i32>, Vec<u32>) {
+    let (mut acc, mut seen) = (vec![0i32; g.out_len()], vec![0u32; g.out_len()]);
+    (k.conv1x1_sums_i8)(g, x, zx, w, &mut |t| {
+        for i in 0..t.np {
+            for j in 0..t.no {
+                let at = (t.p0 + i) * g.cout + t.o0 + j;
+                acc[at] = t.acc[i * t.no + j];
+                seen[at] += 1;
+            }
+        }
+    });
+    (acc, seen)
+}
+
+#[test]
+fn conv1x1_sums_i8_twin_is_exact_and_covers_once() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for _ in 0..300 {
+            let g = geom(&mut r, Family::Pointwise);
+            let x: Vec<i8> = (0..g.in_len()).map(|_| r.gen()).collect();
+            let w: Vec<i8> = (0..g.cout * g.cin).map(|_| r.gen()).collect();
+            let zx = r.gen_range(-128..=127);
+            let (a, sa) = all_sums(&best, &g, &x, zx, &w);
+            let (b, sb) = all_sums(&refk, &g, &x, zx, &w);
+            assert!(sa.iter().all(|&c| c == 1), "{best:?} {g:?}: coverage");
+            assert!(sb.iter().all(|&c| c == 1), "reference {g:?}: coverage");
+            assert_eq!(a, b, "{best:?} {g:?}");
         }
     }
 }

@@ -13,6 +13,7 @@
 //! must be 16-aligned in memory (see `AlignedBytes` under `std`).
 
 mod ops;
+mod par;
 #[cfg(feature = "std")]
 pub mod testnet;
 #[cfg(feature = "std")]
@@ -112,6 +113,8 @@ pub struct Engine<'b, 'a> {
     reg: Regions,
     dept: Option<Dept<'a>>,
     kernels: Kernels,
+    #[cfg(feature = "threads")]
+    pool: Option<par::Pool>,
 }
 
 /// The arena split into its regions (disjoint borrows).
@@ -122,6 +125,24 @@ struct Parts<'x> {
     scratch: &'x mut [u8],
     requant: &'x mut [u8],
     features: &'x mut [u8],
+}
+
+/// The arena split into its regions.
+fn parts(arena: &mut [u8], r: Regions) -> Parts<'_> {
+    let (act, rest) = arena.split_at_mut(r.values);
+    let (table, rest) = rest.split_at_mut(r.weights - r.values);
+    let (weights, rest) = rest.split_at_mut(r.scratch - r.weights);
+    let (scratch, rest) = rest.split_at_mut(r.requant - r.scratch);
+    let (requant, rest) = rest.split_at_mut(r.features - r.requant);
+    let features = &mut rest[..r.total - r.features];
+    Parts {
+        act,
+        table,
+        weights,
+        scratch,
+        requant,
+        features,
+    }
 }
 
 fn is_aligned(p: *const u8) -> bool {
@@ -170,7 +191,45 @@ impl<'b, 'a> Engine<'b, 'a> {
             reg,
             dept: None,
             kernels: Kernels::best(),
+            #[cfg(feature = "threads")]
+            pool: None,
         })
+    }
+
+    /// Runs each large enough conv on `threads` threads (the caller's and `threads − 1`
+    /// workers of the engine's own pool; `0` and `1`: the caller's only). Outputs are
+    /// bit-identical for any count, and the arena does not change (the parts that need a
+    /// buffer take it from the heap). Feature `threads` (std).
+    ///
+    /// # Errors
+    /// The operating system refused a worker thread.
+    #[cfg(feature = "threads")]
+    pub fn set_threads(&mut self, threads: usize) -> std::io::Result<()> {
+        self.pool = if threads > 1 {
+            Some(par::Pool::new(threads).map_err(std::io::Error::other)?)
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// The smallest share of a conv worth a thread, in multiply-adds (default 256 Ki; a
+    /// conv splits into at most `macs / min_macs` parts). Tests set 1 to split every conv.
+    /// Does nothing without a pool. Feature `threads`.
+    #[cfg(feature = "threads")]
+    pub fn set_split_min_macs(&mut self, min_macs: usize) {
+        if let Some(p) = &mut self.pool {
+            p.min_macs = min_macs;
+        }
+    }
+
+    /// Threads an inference runs on (1 without the `threads` feature).
+    pub fn threads(&self) -> usize {
+        #[cfg(feature = "threads")]
+        if let Some(p) = &self.pool {
+            return p.threads();
+        }
+        1
     }
 
     /// Replaces the kernel table (`Kernels::best()` by default; tests compare against
@@ -230,21 +289,7 @@ impl<'b, 'a> Engine<'b, 'a> {
     }
 
     fn parts(&mut self) -> Parts<'_> {
-        let r = self.reg;
-        let (act, rest) = self.arena.split_at_mut(r.values);
-        let (table, rest) = rest.split_at_mut(r.weights - r.values);
-        let (weights, rest) = rest.split_at_mut(r.scratch - r.weights);
-        let (scratch, rest) = rest.split_at_mut(r.requant - r.scratch);
-        let (requant, rest) = rest.split_at_mut(r.features - r.requant);
-        let features = &mut rest[..r.total - r.features];
-        Parts {
-            act,
-            table,
-            weights,
-            scratch,
-            requant,
-            features,
-        }
+        parts(self.arena, self.reg)
     }
 
     /// The switch's driver: rebuilds every expert conv's weight `W0 + B·A` from the pristine
@@ -323,7 +368,28 @@ impl<'b, 'a> Engine<'b, 'a> {
     /// # Errors
     /// `NoDepartment`, `InputSize`, `LogitsSize`.
     pub fn infer(&mut self, input_chw: &[f32], logits: &mut [f32]) -> R<usize> {
-        self.run(input_chw, logits, &mut |_, _| {})
+        self.run(input_chw, logits, &mut |_, _| {}, &mut ())
+    }
+
+    /// As [`Engine::infer`], and adds to `ticks[i]` the time op `i` took, read from the
+    /// caller's clock `now` (any monotonic counter: `Instant` nanoseconds, a cycle counter)
+    /// at each op boundary; `ticks[ops.len()]` gets the input quantisation. Slots beyond
+    /// `ticks.len()` are not recorded. Plain `infer` runs the same loop with the hook
+    /// compiled out.
+    pub fn infer_timed(
+        &mut self,
+        input_chw: &[f32],
+        logits: &mut [f32],
+        now: impl FnMut() -> u64,
+        ticks: &mut [u64],
+    ) -> R<usize> {
+        let mut clock = Ticks {
+            last: 0,
+            now,
+            ticks,
+        };
+        clock.last = (clock.now)();
+        self.run(input_chw, logits, &mut |_, _| {}, &mut clock)
     }
 
     /// As [`Engine::infer`], and calls `observe(value, data)` with every f32 value (NHWC)
@@ -335,16 +401,17 @@ impl<'b, 'a> Engine<'b, 'a> {
         logits: &mut [f32],
         mut observe: impl FnMut(usize, &[f32]),
     ) -> R<usize> {
-        self.run(input_chw, logits, &mut observe)
+        self.run(input_chw, logits, &mut observe, &mut ())
     }
 
     /// The interpreter: the input into value 0, then one op `eval` per op in order (a
     /// dispatch loop over `ops/`), ending at the head.
-    fn run(
+    fn run<H: OpHook>(
         &mut self,
         input: &[f32],
         logits: &mut [f32],
         observe: &mut dyn FnMut(usize, &[f32]),
+        hook: &mut H,
     ) -> R<usize> {
         let dept = self.dept.ok_or(EngineError::NoDepartment)?;
         let m = *self.bundle.manifest();
@@ -356,7 +423,14 @@ impl<'b, 'a> Engine<'b, 'a> {
             });
         }
         let (mode, kern, shared) = (self.mode, self.kernels, self.bundle.shared());
-        let p = self.parts();
+        #[cfg(feature = "threads")]
+        let (p, par) = {
+            let r = self.reg;
+            let pool = self.pool.as_ref();
+            (parts(self.arena, r), par::Par::pool(pool))
+        };
+        #[cfg(not(feature = "threads"))]
+        let (p, par) = (self.parts(), par::Par::serial());
         let mut cx = Ctx {
             act: p.act,
             table: p.table,
@@ -373,18 +447,54 @@ impl<'b, 'a> Engine<'b, 'a> {
             wofs: 0,
             cursor: DeltaCursor::new(dept.manifest.deltas),
             observe,
+            par,
         };
         load_input(&mut cx, input)?;
+        hook.done(m.ops.len());
         for (i, op) in m.ops.iter().enumerate() {
             match op {
                 Op::Conv { .. } => ops::conv::eval(&mut cx, i, &op)?,
                 Op::DwConv { .. } => ops::dwconv::eval(&mut cx, i, &op)?,
                 Op::MaxPool { .. } => ops::maxpool::eval(&mut cx, i, &op)?,
                 Op::ConcatShuffle { .. } => ops::concat_shuffle::eval(&mut cx, i, &op)?,
-                Op::PoolHead { .. } => return ops::pool_head::eval(&mut cx, i, &op, logits),
+                Op::PoolHead { .. } => {
+                    let n = ops::pool_head::eval(&mut cx, i, &op, logits)?;
+                    hook.done(i);
+                    return Ok(n);
+                }
             }
+            hook.done(i);
         }
         Err(EngineError::Malformed { op: usize::MAX })
+    }
+}
+
+/// The dispatch loop's per-op hook: `done(slot)` right after op `slot` (or, for
+/// `ops.len()`, the input) finished. `()` does nothing and compiles away.
+trait OpHook {
+    fn done(&mut self, slot: usize);
+}
+
+impl OpHook for () {
+    #[inline(always)]
+    fn done(&mut self, _: usize) {}
+}
+
+/// [`Engine::infer_timed`]'s hook: the clock's advance since the previous boundary.
+struct Ticks<'t, F> {
+    now: F,
+    last: u64,
+    ticks: &'t mut [u64],
+}
+
+impl<F: FnMut() -> u64> OpHook for Ticks<'_, F> {
+    #[inline]
+    fn done(&mut self, slot: usize) {
+        let t = (self.now)();
+        if let Some(v) = self.ticks.get_mut(slot) {
+            *v = v.wrapping_add(t.wrapping_sub(self.last));
+        }
+        self.last = t;
     }
 }
 

@@ -82,6 +82,25 @@ pub type ConvI8 = fn(&Geom, &[i8], i32, &[i8], &[[i32; 3]], OutQ, &mut [i8]);
 pub type RequantWeights = fn(&mut [f32], &[i8], f32, &mut [i8]) -> f32;
 /// The int8 dot product slot: `(w, x, x zero point) → Σ w·(x − zx)` (exact).
 pub type DotI8 = fn(&[i8], &[i8], i32) -> i32;
+/// A block of exact int8 sums handed out by a [`SumsI8`] slot: output pixels `p0 .. p0 + np`
+/// × channels `o0 .. o0 + no`, `acc[i·no + j] = Σ_c w[o0 + j][c]·(x[p0 + i][c] − zx)`.
+#[derive(Clone, Copy, Debug)]
+pub struct SumTile<'t> {
+    /// First output pixel (row-major over `ho × wo`).
+    pub p0: usize,
+    /// Pixels.
+    pub np: usize,
+    /// First output channel.
+    pub o0: usize,
+    /// Channels.
+    pub no: usize,
+    /// `np × no` sums, row-major.
+    pub acc: &'t [i32],
+}
+/// The int8 pointwise GEMM without an output stage (streaming experts add their low-rank
+/// correction before quantising): `(geometry, x, x zero point, w, sink)` hands `sink`
+/// tiles that cover every (output pixel, channel) exactly once.
+pub type SumsI8 = fn(&Geom, &[i8], i32, &[i8], &mut dyn FnMut(SumTile<'_>));
 /// The pointwise conv (GEMM) slot, f32.
 pub type Conv1x1F32 = ConvF32;
 /// The pointwise conv (GEMM) slot, int8.
@@ -108,6 +127,8 @@ pub struct Kernels {
     pub requant_weights: RequantWeights,
     /// `reference::conv1x1::dot_i8` (streaming int8 experts).
     pub dot_i8: DotI8,
+    /// `reference::conv1x1::conv1x1_sums_i8` (streaming int8 1x1 experts).
+    pub conv1x1_sums_i8: SumsI8,
     /// Name of the instruction set of the plugged-in twins (`"reference"` when none).
     pub isa: &'static str,
 }
@@ -130,6 +151,7 @@ impl Kernels {
             dwconv3x3_i8: reference::dwconv3x3::dwconv3x3_i8,
             requant_weights: reference::requant_weights::requant_weights,
             dot_i8: reference::conv1x1::dot_i8,
+            conv1x1_sums_i8: reference::conv1x1::conv1x1_sums_i8,
             isa: "reference",
         }
     }

@@ -1,13 +1,15 @@
 //! `lorkd bench model.lorkd [--dept NAME] [--mode materialized|streaming] [--iters N]
-//! [--threads 1] [--json]`: median single-thread latency of one inference and of one
-//! department switch, and the memory the engine needs (arena, of which rebuilt weights).
+//! [--threads N] [--profile] [--json]`: median latency of one inference and of
+//! one department switch, and the memory the engine needs (arena, of which rebuilt weights).
+//! `--profile` adds the median time of every op (per layer) and their sums per op kind,
+//! read at the engine's op boundaries (`Engine::infer_timed`).
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use lorkd_runtime::engine::testnet::Rng;
 use lorkd_runtime::engine::{AlignedBytes, Engine};
-use lorkd_runtime::format::{Bundle, Mode, Precision};
+use lorkd_runtime::format::{Bundle, Mode, Op, Precision};
 use serde::Serialize;
 
 use super::run::{read_bundle, ModeArg};
@@ -25,7 +27,7 @@ pub struct Args {
     /// Timed iterations (after one warm-up).
     #[arg(long, default_value_t = 50)]
     pub iters: usize,
-    /// Threads (the engine is single-threaded; only 1 is accepted).
+    /// Threads per inference (each large conv split across them; results do not change).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     #[arg(long)]
@@ -33,6 +35,9 @@ pub struct Args {
     /// Also time tract on the same department's fused f32 expert, exported as ONNX.
     #[arg(long)]
     pub vs_tract: bool,
+    /// Also report the time per op (each layer) and per op kind.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// What `lorkd bench --json` prints.
@@ -43,6 +48,7 @@ pub struct BenchReport {
     pub mode: String,
     pub department: String,
     pub iters: usize,
+    pub threads: usize,
     pub infer_ms_median: f64,
     pub switch_ms_median: f64,
     pub arena_bytes: usize,
@@ -50,6 +56,40 @@ pub struct BenchReport {
     /// tract's median on the fused f32 expert (ONNX), with `--vs-tract`.
     pub tract_ms_median: Option<f64>,
     pub cpu: String,
+    /// Per-op and per-kind times, with `--profile`.
+    pub profile: Option<Profile>,
+}
+
+/// Where one inference's time goes: each op's median (µs over the timed runs, read at the
+/// op boundaries), and those medians summed per op kind.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// Median of the whole timed inference with the clock reads (µs).
+    pub total_us_median: f64,
+    /// Per kind, largest first.
+    pub kinds: Vec<KindTime>,
+    /// Per op in graph order; the input quantisation first (index `null`).
+    pub ops: Vec<OpTime>,
+}
+
+/// The time of one op kind.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct KindTime {
+    pub kind: String,
+    pub ops: usize,
+    pub us: f64,
+    /// Share of the sum over all kinds.
+    pub share: f64,
+}
+
+/// The time of one op.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct OpTime {
+    pub index: Option<usize>,
+    pub kind: String,
+    /// Shape: `Cin→Cout` channels, output `H×W`.
+    pub shape: String,
+    pub us_median: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -74,13 +114,33 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
-/// Benchmarks department `dept` of `bundle` in `mode` over `iters` timed runs.
-pub fn bench(
-    bundle: &Bundle<'_>,
-    dept: Option<&str>,
-    mode: Mode,
-    iters: usize,
-) -> Result<BenchReport> {
+/// What [`bench`] measures and how.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchOpts {
+    pub mode: Mode,
+    /// Timed runs of each measurement.
+    pub iters: usize,
+    /// Also time every op ([`Profile`]).
+    pub profile: bool,
+    /// Engine threads (1: the caller's thread only).
+    pub threads: usize,
+}
+
+impl BenchOpts {
+    /// `iters` runs in `mode`, one thread, no profile.
+    pub fn new(mode: Mode, iters: usize) -> Self {
+        BenchOpts {
+            mode,
+            iters,
+            profile: false,
+            threads: 1,
+        }
+    }
+}
+
+/// Benchmarks department `dept` of `bundle` as `o` says.
+pub fn bench(bundle: &Bundle<'_>, dept: Option<&str>, o: &BenchOpts) -> Result<BenchReport> {
+    let (mode, iters) = (o.mode, o.iters);
     ensure!(iters > 0, "--iters must be at least 1");
     ensure!(bundle.department_count() > 0, "bundle has no department");
     let t = match dept {
@@ -95,6 +155,9 @@ pub fn bench(
     let arena_bytes = bundle.arena_bytes(mode);
     let mut arena = AlignedBytes::zeroed(arena_bytes);
     let mut engine = Engine::new(bundle, arena.as_mut_slice(), mode)?;
+    engine
+        .set_threads(o.threads)
+        .context("starting the engine's threads")?;
     let n = m.input.channels as usize * m.input.size as usize * m.input.size as usize;
     let mut rng = Rng::new(0x5eed);
     let x = rng.vec(n, 1.0);
@@ -117,6 +180,11 @@ pub fn bench(
         engine.infer(&x, &mut logits)?;
         infer.push(s.elapsed().as_secs_f64() * 1e3);
     }
+    let profile = if o.profile {
+        Some(profile(bundle, &mut engine, &x, &mut logits, iters)?)
+    } else {
+        None
+    };
     Ok(BenchReport {
         arch: m.arch.to_string(),
         precision: match m.precision {
@@ -131,13 +199,145 @@ pub fn bench(
         .into(),
         department: d.manifest.name.to_string(),
         iters,
+        threads: engine.threads(),
         infer_ms_median: median(infer),
         switch_ms_median: median(switch),
         arena_bytes,
         weight_ram_bytes: engine.weight_ram_bytes(),
         tract_ms_median: None,
         cpu: cpu_model(),
+        profile,
     })
+}
+
+/// Op `op`'s kind and shape for the profile.
+fn op_label(m: &lorkd_runtime::format::Manifest<'_>, op: &Op) -> (&'static str, String) {
+    let hw = |v: u16| {
+        m.values
+            .get(v as usize)
+            .map(|d| format!("{}x{}", d.h, d.w))
+            .unwrap_or_default()
+    };
+    match *op {
+        Op::Conv {
+            input,
+            output,
+            cout,
+            k,
+            expert,
+            ..
+        } => {
+            let kind = match (k, expert.is_some()) {
+                (1, true) => "conv1x1 expert",
+                (1, false) => "conv1x1 shared",
+                (_, true) => "conv kxk expert",
+                (_, false) => "conv kxk (stem)",
+            };
+            (kind, format!("{}→{} @{}", input.c_len, cout, hw(output)))
+        }
+        Op::DwConv { input, output, .. } => {
+            ("dwconv3x3", format!("{} @{}", input.c_len, hw(output)))
+        }
+        Op::MaxPool { output, .. } => ("maxpool", hw(output)),
+        Op::ConcatShuffle { a, output, .. } => {
+            ("concat_shuffle", format!("2x{} @{}", a.c_len, hw(output)))
+        }
+        Op::PoolHead { input } => ("pool_head", hw(input)),
+    }
+}
+
+/// Profiles `iters` inferences of department `t` (after one warm-up): [`Profile`].
+pub fn profile(
+    bundle: &Bundle<'_>,
+    engine: &mut Engine<'_, '_>,
+    x: &[f32],
+    logits: &mut [f32],
+    iters: usize,
+) -> Result<Profile> {
+    let m = bundle.manifest();
+    let n = m.ops.len();
+    let t0 = Instant::now();
+    let now = || t0.elapsed().as_nanos() as u64;
+    let mut per_op: Vec<Vec<f64>> = vec![Vec::with_capacity(iters); n + 1];
+    let mut total = Vec::with_capacity(iters);
+    let mut ticks = vec![0u64; n + 1];
+    engine.infer_timed(x, logits, now, &mut ticks)?;
+    for _ in 0..iters {
+        ticks.fill(0);
+        let s = Instant::now();
+        engine.infer_timed(x, logits, now, &mut ticks)?;
+        total.push(s.elapsed().as_secs_f64() * 1e6);
+        for (v, &t) in per_op.iter_mut().zip(&ticks) {
+            v.push(t as f64 / 1e3);
+        }
+    }
+    let mut ops = Vec::with_capacity(n + 1);
+    ops.push(OpTime {
+        index: None,
+        kind: "input".into(),
+        shape: format!("{}x{}", m.input.size, m.input.size),
+        us_median: median(per_op[n].clone()),
+    });
+    for (i, op) in m.ops.iter().enumerate() {
+        let (kind, shape) = op_label(m, &op);
+        ops.push(OpTime {
+            index: Some(i),
+            kind: kind.into(),
+            shape,
+            us_median: median(per_op[i].clone()),
+        });
+    }
+    let mut kinds: Vec<KindTime> = Vec::new();
+    for o in &ops {
+        match kinds.iter_mut().find(|k| k.kind == o.kind) {
+            Some(k) => {
+                k.ops += 1;
+                k.us += o.us_median;
+            }
+            None => kinds.push(KindTime {
+                kind: o.kind.clone(),
+                ops: 1,
+                us: o.us_median,
+                share: 0.0,
+            }),
+        }
+    }
+    let sum: f64 = kinds.iter().map(|k| k.us).sum();
+    for k in &mut kinds {
+        k.share = if sum > 0.0 { k.us / sum } else { 0.0 };
+    }
+    kinds.sort_by(|a, b| b.us.total_cmp(&a.us));
+    Ok(Profile {
+        total_us_median: median(total),
+        kinds,
+        ops,
+    })
+}
+
+/// The profile as text: kinds, then the ops.
+pub fn render_profile(p: &Profile) -> String {
+    let mut s = format!(
+        "profile (median µs; whole timed inference {:.1} µs)\n",
+        p.total_us_median
+    );
+    for k in &p.kinds {
+        s += &format!(
+            "  {:<18} {:>3} ops {:>10.1} µs {:>5.1} %\n",
+            k.kind,
+            k.ops,
+            k.us,
+            100.0 * k.share
+        );
+    }
+    s += "per op:\n";
+    for o in &p.ops {
+        let i = o.index.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
+        s += &format!(
+            "  {:>4} {:<18} {:<18} {:>9.1} µs\n",
+            i, o.kind, o.shape, o.us_median
+        );
+    }
+    s
 }
 
 /// Median latency of tract on department `dept`'s fused f32 expert (exported to ONNX by
@@ -167,14 +367,17 @@ pub fn bench_tract(bundle: &Bundle<'_>, dept: Option<&str>, iters: usize) -> Res
 }
 
 pub fn run(a: Args) -> Result<()> {
-    ensure!(
-        a.threads == 1,
-        "the engine is single-threaded: --threads 1 only"
-    );
+    ensure!(a.threads >= 1, "--threads must be at least 1");
     let bytes = read_bundle(&a.bundle)?;
     let bundle = Bundle::parse(bytes.as_slice())
         .with_context(|| format!("bundle {}", a.bundle.display()))?;
-    let mut r = bench(&bundle, a.dept.as_deref(), a.mode.into(), a.iters)?;
+    let opts = BenchOpts {
+        mode: a.mode.into(),
+        iters: a.iters,
+        profile: a.profile,
+        threads: a.threads,
+    };
+    let mut r = bench(&bundle, a.dept.as_deref(), &opts)?;
     if a.vs_tract {
         r.tract_ms_median = Some(bench_tract(&bundle, a.dept.as_deref(), a.iters)?);
     }
@@ -182,11 +385,14 @@ pub fn run(a: Args) -> Result<()> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "{} {} {} dept {}: infer {:.3} ms, switch {:.3} ms (medians of {}), arena {} B, weight RAM {} B ({})",
-            r.arch, r.precision, r.mode, r.department, r.infer_ms_median, r.switch_ms_median, r.iters, r.arena_bytes, r.weight_ram_bytes, r.cpu
+            "{} {} {} dept {}: infer {:.3} ms, switch {:.3} ms (medians of {}, {} thread(s)), arena {} B, weight RAM {} B ({})",
+            r.arch, r.precision, r.mode, r.department, r.infer_ms_median, r.switch_ms_median, r.iters, r.threads, r.arena_bytes, r.weight_ram_bytes, r.cpu
         );
         if let Some(t) = r.tract_ms_median {
             println!("tract (fused f32 expert, ONNX): infer {t:.3} ms");
+        }
+        if let Some(p) = &r.profile {
+            print!("{}", render_profile(p));
         }
     }
     Ok(())
@@ -204,8 +410,14 @@ mod tests {
         let net = TestNet::random(NetSpec::small(), seed);
         let bytes = AlignedBytes::new(&net.bundle_f32());
         let bundle = Bundle::parse(bytes.as_slice()).unwrap();
-        let m = bench(&bundle, Some("dept2"), Mode::Materialized, 3).unwrap();
-        let s = bench(&bundle, None, Mode::Streaming, 3).unwrap();
+        let m = bench(
+            &bundle,
+            Some("dept2"),
+            &BenchOpts::new(Mode::Materialized, 3),
+        )
+        .unwrap();
+        let s = bench(&bundle, None, &BenchOpts::new(Mode::Streaming, 3)).unwrap();
+        assert!(m.profile.is_none());
         assert_eq!(m.department, "dept2");
         assert_eq!(m.arena_bytes, bundle.arena_bytes(Mode::Materialized));
         assert!(m.weight_ram_bytes > 0 && m.weight_ram_bytes < m.arena_bytes);
@@ -220,14 +432,43 @@ mod tests {
         ] {
             assert!(v.get(k).is_some(), "{k}");
         }
-        assert!(bench(&bundle, Some("nope"), Mode::Materialized, 3).is_err());
-        assert!(bench(&bundle, None, Mode::Materialized, 0).is_err());
+        assert!(bench(
+            &bundle,
+            Some("nope"),
+            &BenchOpts::new(Mode::Materialized, 3)
+        )
+        .is_err());
+        assert!(bench(&bundle, None, &BenchOpts::new(Mode::Materialized, 0)).is_err());
+        // The profile: one row per op plus the input, kinds summing to the ops' times.
+        for mode in [Mode::Materialized, Mode::Streaming] {
+            let o = BenchOpts {
+                profile: true,
+                ..BenchOpts::new(mode, 3)
+            };
+            let p = bench(&bundle, None, &o).unwrap().profile.unwrap();
+            let nops = bundle.manifest().ops.len();
+            assert_eq!(p.ops.len(), nops + 1);
+            assert_eq!(p.ops[0].index, None);
+            assert_eq!(p.ops[nops].kind, "pool_head");
+            assert_eq!(p.kinds.iter().map(|k| k.ops).sum::<usize>(), nops + 1);
+            let by_ops: f64 = p.ops.iter().map(|o| o.us_median).sum();
+            let by_kinds: f64 = p.kinds.iter().map(|k| k.us).sum();
+            assert!((by_ops - by_kinds).abs() <= 1e-6 * by_ops.max(1.0));
+            assert!(p.ops.iter().all(|o| o.us_median >= 0.0));
+            assert!(p.ops.iter().any(|o| o.kind == "conv1x1 expert"));
+            assert!(!render_profile(&p).is_empty());
+            let v = serde_json::to_value(&p).unwrap();
+            assert!(v["kinds"][0]["share"].as_f64().unwrap() > 0.0);
+        }
         assert!(bench_tract(&bundle, Some("dept1"), 2).unwrap() >= 0.0);
     }
 
     /// Writes the BENCHMARKS.md bundles (random ShuffleNetV2 1.0x at 224 and 0.5x at 64,
     /// f32 and int8 with f32 deltas; 0.5x at 32, int8 with int8 deltas; 2 departments,
-    /// rank 8) into `$LORKD_BENCH_DIR`. Run with `--ignored`.
+    /// rank 8) into `$LORKD_BENCH_DIR`, with `TAG-calib.npy`: the first department's
+    /// calibration images `[N, C, H, W]` (what the int8 bundle was calibrated on; ONNX
+    /// Runtime's static quantisation calibrates on them too, `scripts/bench-ort.sh`).
+    /// Run with `--ignored`.
     #[test]
     #[ignore]
     fn write_bench_bundles() {
@@ -254,6 +495,13 @@ mod tests {
                 seed: 7,
             };
             let ck = Checkpoint::from_bytes(&random_checkpoint(&spec).unwrap()).unwrap();
+            let calib = crate::pack::synthetic_images(&ck, 4, 1).swap_remove(0);
+            let flat: Vec<f32> = calib.concat();
+            std::fs::write(
+                format!("{dir}/{tag}-calib.npy"),
+                lorkd_data::npy::write_f32(&[calib.len(), 3, size, size], &flat),
+            )
+            .unwrap();
             let variants: &[(Precision, DeltaDType, &str)] = if size == 32 {
                 &[(Precision::Int8, DeltaDType::I8, "int8-i8delta")]
             } else {
@@ -263,6 +511,7 @@ mod tests {
                 ]
             };
             for &(w, delta, name) in variants {
+                // Calibration: `synthetic_images(ck, 4, 1)`, as written above.
                 let opts = PackOptions {
                     weights: w,
                     delta,

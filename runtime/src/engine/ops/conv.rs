@@ -121,7 +121,8 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                     } else {
                         kern.conv_i8
                     };
-                    f(&g, x, qx.zero_point, w, rq, out_q(qy, relu), y);
+                    cx.par
+                        .conv_i8(f, false, &g, x, qx.zero_point, w, rq, out_q(qy, relu), y);
                 }
                 Some(d) => stream_i8(
                     cx.scratch,
@@ -151,7 +152,7 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
             } else {
                 kern.conv_f32
             };
-            f(&g, x, w, bias, relu_now, y);
+            cx.par.conv_f32(f, false, &g, x, w, bias, relu_now, y);
             if let Some(d) = delta {
                 let (d, scratch) = decode(&d, cx.scratch, i)?;
                 if pointwise {
@@ -189,7 +190,7 @@ fn stream_i8(
     let st = switch::StreamI8 { x: qx, y: qy, relu };
     if g.k == 1 && g.pad == 0 {
         let u = scratch.get_mut(..g.ho * g.wo * d.a.rows).ok_or(bad)?;
-        switch::stream_conv1x1_i8(kern.dot_i8, g, x, w, ws, bias, &d, st, u, y);
+        switch::stream_conv1x1_i8_tiled(kern.conv1x1_sums_i8, g, x, w, ws, bias, &d, st, u, y);
     } else {
         let wbuf = scratch.get_mut(..g.cout * d.channel_len()).ok_or(bad)?;
         switch::stream_conv_i8(g, x, w, ws, bias, &d, st, wbuf, y);

@@ -35,7 +35,9 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
             let w = expect_len(i8s(tensor(shared, weight, i)?), 9 * c, i)?;
             let ws = expect_len(f32s(tensor(shared, wscale, i)?)?, c, i)?;
             let rq = requant_table(cx.requant, bias, qx, ws, qy, i)?;
-            (kern.dwconv3x3_i8)(
+            cx.par.conv_i8(
+                kern.dwconv3x3_i8,
+                true,
                 &g,
                 i8s(x),
                 qx.zero_point,
@@ -48,7 +50,8 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
         None => {
             let w = expect_len(f32s(tensor(shared, weight, i)?)?, 9 * c, i)?;
             let y = f32s_mut(y)?;
-            (kern.dwconv3x3_f32)(&g, f32s(x)?, w, bias, relu, y);
+            cx.par
+                .conv_f32(kern.dwconv3x3_f32, true, &g, f32s(x)?, w, bias, relu, y);
             (cx.observe)(output as usize, y);
         }
     }

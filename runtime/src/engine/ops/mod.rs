@@ -57,6 +57,8 @@ pub(super) struct Ctx<'x, 'a> {
     pub cursor: DeltaCursor<'a>,
     /// The calibration hook (f32 bundles).
     pub observe: &'x mut dyn FnMut(usize, &[f32]),
+    /// Where conv kernels run (the calling thread, or split across the engine's pool).
+    pub par: super::par::Par<'x>,
 }
 
 impl Ctx<'_, '_> {

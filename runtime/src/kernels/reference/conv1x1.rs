@@ -1,6 +1,6 @@
 //! Pointwise (1x1) convolution as a GEMM: `Y[P, cout] = X[P, cin] · Wᵀ + b`, with `W` the
 //! `[cout, cin]` weight and `P` the (strided) output pixels. Padding must be 0 (`g.k == 1`).
-use crate::kernels::{Geom, OutQ};
+use crate::kernels::{Geom, OutQ, SumTile};
 use crate::quant::requant;
 
 #[inline]
@@ -51,4 +51,30 @@ pub fn dot_i8(w: &[i8], x: &[i8], zx: i32) -> i32 {
         acc += a as i32 * (b as i32 - zx);
     }
     acc
+}
+
+/// The int8 pointwise GEMM without an output stage: for each output pixel, blocks of up to
+/// 64 channels' exact sums `Σ w·(x − zx)`, handed to `sink` one pixel at a time.
+pub fn conv1x1_sums_i8(g: &Geom, x: &[i8], zx: i32, w: &[i8], sink: &mut dyn FnMut(SumTile<'_>)) {
+    let mut acc = [0i32; 64];
+    for oy in 0..g.ho {
+        for ox in 0..g.wo {
+            let px = &x[src(g, oy, ox)..][..g.cin];
+            let mut o0 = 0;
+            while o0 < g.cout {
+                let no = 64.min(g.cout - o0);
+                for (j, a) in acc[..no].iter_mut().enumerate() {
+                    *a = dot_i8(&w[(o0 + j) * g.cin..][..g.cin], px, zx);
+                }
+                sink(SumTile {
+                    p0: oy * g.wo + ox,
+                    np: 1,
+                    o0,
+                    no,
+                    acc: &acc[..no],
+                });
+                o0 += no;
+            }
+        }
+    }
 }

@@ -10,8 +10,10 @@
 use core::arch::x86_64::*;
 
 use super::lane_mask;
-use super::requant::{Requant, RqCols};
-use crate::kernels::{Geom, OutQ};
+use core::mem::MaybeUninit;
+
+use super::requant::{requant8, Requant, Rq8, RqCols, MAXQ};
+use crate::kernels::{Geom, OutQ, SumTile};
 
 /// Output pixels per f32 tile: 3×4 accumulators + 4 weight vectors fill the 16 registers.
 const PF: usize = 3;
@@ -164,7 +166,24 @@ pub(crate) fn dot_i8(w: &[i8], x: &[i8], zx: i32) -> i32 {
     unsafe { tile_i8::<1, 1>([&x[..n]], [&w[..n]], n, zx)[0][0] }
 }
 
+/// Output pixels per int8 outer-product tile ([`conv1x1_i8`]).
+const PO: usize = 4;
+/// Widest input the int8 outer-product path widens on the stack.
+const MAXC: usize = 1024;
+/// Packed i16 weights the outer-product path holds on the stack (64 KiB); bigger convs
+/// (ShuffleNetV2's last 1x1) use the dot-product tiles ([`conv1x1_i8_dots`]).
+const WCAP: usize = 32 * 1024;
+
 /// AVX2 int8 pointwise conv; bit-exact twin of `reference::conv1x1::conv1x1_i8`.
+///
+/// An outer product, so no horizontal sums, and the requantisation fused into the tile's
+/// store: the lanes of one accumulator are 8 **output channels** of one pixel. The weights
+/// are packed once per call as i16 pairs `[block of 8 channels][cin/2][8][2]`; per tile of
+/// [`PO`] pixels the inputs are widened once to `x − zx` (i16); then for each block every
+/// input pair `(x_i, x_{i+1})` is broadcast and one `madd` adds `w[o][i]·x_i +
+/// w[o][i+1]·x_{i+1}` to the block's 8 channels (exact: `|w·(x − zx)| ≤ 128·255`, sums far
+/// from overflow). The finished accumulator goes through [`requant8`] with the block's 8
+/// parameter lanes straight to 8 output bytes.
 pub(crate) fn conv1x1_i8(
     g: &Geom,
     x: &[i8],
@@ -174,6 +193,217 @@ pub(crate) fn conv1x1_i8(
     q: OutQ,
     y: &mut [i8],
 ) {
+    let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
+    let (pairs, blocks) = (n.div_ceil(2), cout.div_ceil(8));
+    if n > MAXC || cout > MAXQ || blocks * 16 * pairs > WCAP {
+        return conv1x1_i8_dots(g, x, zx, w, rq, q, y);
+    }
+    let (w, rq, y) = (&w[..cout * n], &rq[..cout], &mut y[..npix * cout]);
+    let mut store = [const { MaybeUninit::<i16>::uninit() }; WCAP];
+    let wp = pack_pairs(w, n, cout, &mut store[..blocks * 16 * pairs]);
+    let mut cols = RqCols::zeroed();
+    let _ = Requant::new(rq, &mut cols);
+    let mut xw = [[0i16; MAXC + 2]; PO];
+    let mut p = 0;
+    while p < npix {
+        let np = PO.min(npix - p);
+        for (t, row) in xw.iter_mut().enumerate().take(np) {
+            // SAFETY: only installed after AVX2 detection; `row` holds `MAXC + 2 ≥ 2·pairs`.
+            unsafe { widen(&x[src(g, p + t)..][..n], zx, &mut row[..2 * pairs]) };
+        }
+        for b in 0..blocks {
+            let ob = 8 * b;
+            let nb = 8.min(cout - ob);
+            // SAFETY: only installed after AVX2 detection; block `b` of `wp` holds
+            // `16·pairs` i16 and every row of `xw` at least `2·pairs`; `ob + 8 ≤ MAXQ`.
+            let out = unsafe {
+                tile_outer(
+                    &wp[b * 16 * pairs..][..16 * pairs],
+                    &xw,
+                    pairs,
+                    cols.lanes(ob),
+                    q,
+                )
+            };
+            for (t, o) in out.iter().enumerate().take(np) {
+                y[(p + t) * cout + ob..][..nb].copy_from_slice(&o[..nb]);
+            }
+        }
+        p += np;
+    }
+}
+
+/// Packs `w` (`[cout, n]`) as `[cout/8][n/2][8][2]` i16 into `store` (exactly that long),
+/// missing channels and the odd input's partner as 0; every element is written.
+fn pack_pairs<'s>(w: &[i8], n: usize, cout: usize, store: &'s mut [MaybeUninit<i16>]) -> &'s [i16] {
+    let pairs = n.div_ceil(2);
+    for (b, blk) in store.chunks_exact_mut(16 * pairs).enumerate() {
+        for (k, pair) in blk.chunks_exact_mut(16).enumerate() {
+            for (l, lane) in pair.chunks_exact_mut(2).enumerate() {
+                let o = 8 * b + l;
+                for (j, v) in lane.iter_mut().enumerate() {
+                    let i = 2 * k + j;
+                    let val = if o < cout && i < n {
+                        w[o * n + i] as i16
+                    } else {
+                        0
+                    };
+                    v.write(val);
+                }
+            }
+        }
+    }
+    debug_assert_eq!(store.len() % (16 * pairs.max(1)), 0);
+    // SAFETY: the loops above wrote every element of `store` (its length is a whole
+    // number of `16·pairs` blocks, the caller sized it so); `MaybeUninit<i16>` has the
+    // layout of `i16`.
+    unsafe { &*(store as *const [MaybeUninit<i16>] as *const [i16]) }
+}
+
+/// `out[i] = x[i] − zx` as i16 for `i < x.len()`, then 0 up to `out.len()`.
+///
+/// # Safety
+/// AVX2 available; `out.len() ≥ x.len()`.
+#[target_feature(enable = "avx2")]
+unsafe fn widen(x: &[i8], zx: i32, out: &mut [i16]) {
+    let n = x.len();
+    debug_assert!(out.len() >= n);
+    let z = _mm256_set1_epi16(zx as i16);
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: `i + 16 <= n ≤ out.len()`: 16 bytes read, 16 i16 written.
+        unsafe {
+            let v = _mm_loadu_si128(x.as_ptr().add(i).cast());
+            let v = _mm256_sub_epi16(_mm256_cvtepi8_epi16(v), z);
+            _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), v);
+        }
+        i += 16;
+    }
+    for j in i..n {
+        out[j] = x[j] as i16 - zx as i16;
+    }
+    out[n..].fill(0);
+}
+
+/// [`PO`] pixels × 8 channels: `acc[p][o] = Σ_k madd(wp[k], (xw[p][2k], xw[p][2k+1]))`,
+/// requantised with `rq` (8 channel lanes) to bytes.
+///
+/// # Safety
+/// AVX2 available; `wp.len() ≥ 16·pairs`, `2·pairs ≤ MAXC + 2`.
+#[target_feature(enable = "avx2")]
+unsafe fn tile_outer(
+    wp: &[i16],
+    xw: &[[i16; MAXC + 2]; PO],
+    pairs: usize,
+    rq: Rq8,
+    q: OutQ,
+) -> [[i8; 8]; PO] {
+    // SAFETY: this function's contract.
+    let acc = unsafe { tile_sums(wp, xw, pairs) };
+    let mut out = [[0i8; 8]; PO];
+    for p in 0..PO {
+        let v = requant8(acc[p], &rq, q);
+        // SAFETY: `out[p]` holds 8 bytes.
+        unsafe { _mm_storel_epi64(out[p].as_mut_ptr().cast(), v) };
+    }
+    out
+}
+
+/// The exact sums of [`tile_outer`], one 8-channel vector per pixel.
+///
+/// # Safety
+/// As [`tile_outer`].
+#[target_feature(enable = "avx2")]
+unsafe fn tile_sums(wp: &[i16], xw: &[[i16; MAXC + 2]; PO], pairs: usize) -> [__m256i; PO] {
+    debug_assert!(wp.len() >= 16 * pairs && 2 * pairs <= MAXC + 2);
+    let mut acc = [_mm256_setzero_si256(); PO];
+    let xp: [*const i32; PO] = [0, 1, 2, 3].map(|p| xw[p].as_ptr().cast::<i32>());
+    for k in 0..pairs {
+        // SAFETY: `16·k + 16 ≤ 16·pairs ≤ wp.len()`; pair `k` of each row is i16 `2k, 2k+1`
+        // (`2k + 2 ≤ 2·pairs ≤ MAXC + 2`), read unaligned as one i32.
+        unsafe {
+            let wv = _mm256_loadu_si256(wp.as_ptr().add(16 * k).cast());
+            for p in 0..PO {
+                let xb = _mm256_set1_epi32(xp[p].add(k).read_unaligned());
+                acc[p] = _mm256_add_epi32(acc[p], _mm256_madd_epi16(wv, xb));
+            }
+        }
+    }
+    acc
+}
+
+/// AVX2 twin of `reference::conv1x1::conv1x1_sums_i8` (exact, so equal): the outer-product
+/// tiles of [`conv1x1_i8`] without the output stage, one [`PO`]-pixel × all-channel tile
+/// per `sink` call; shapes past its stack buffers take one AVX2 dot per output.
+pub(crate) fn conv1x1_sums_i8(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    sink: &mut dyn FnMut(SumTile<'_>),
+) {
+    let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
+    let (pairs, blocks) = (n.div_ceil(2), cout.div_ceil(8));
+    if n > MAXC || cout > MAXQ || blocks * 16 * pairs > WCAP {
+        let mut acc = [0i32; 64];
+        for p in 0..npix {
+            let px = &x[src(g, p)..][..n];
+            let mut o0 = 0;
+            while o0 < cout {
+                let no = 64.min(cout - o0);
+                for (j, a) in acc[..no].iter_mut().enumerate() {
+                    *a = dot_i8(&w[(o0 + j) * n..][..n], px, zx);
+                }
+                sink(SumTile {
+                    p0: p,
+                    np: 1,
+                    o0,
+                    no,
+                    acc: &acc[..no],
+                });
+                o0 += no;
+            }
+        }
+        return;
+    }
+    let w = &w[..cout * n];
+    let mut store = [const { MaybeUninit::<i16>::uninit() }; WCAP];
+    let wp = pack_pairs(w, n, cout, &mut store[..blocks * 16 * pairs]);
+    let mut xw = [[0i16; MAXC + 2]; PO];
+    let mut acc = [0i32; PO * MAXQ];
+    let mut p = 0;
+    while p < npix {
+        let np = PO.min(npix - p);
+        for (t, row) in xw.iter_mut().enumerate().take(np) {
+            // SAFETY: only installed after AVX2 detection; `row` holds `MAXC + 2 ≥ 2·pairs`.
+            unsafe { widen(&x[src(g, p + t)..][..n], zx, &mut row[..2 * pairs]) };
+        }
+        for b in 0..blocks {
+            let (ob, nb) = (8 * b, 8.min(cout - 8 * b));
+            // SAFETY: only installed after AVX2 detection; block `b` of `wp` holds
+            // `16·pairs` i16 and every row of `xw` at least `2·pairs`.
+            let s = unsafe { tile_sums(&wp[b * 16 * pairs..][..16 * pairs], &xw, pairs) };
+            for (t, v) in s.iter().enumerate().take(np) {
+                let mut lanes = [0i32; 8];
+                // SAFETY: `lanes` holds 8 i32.
+                unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), *v) };
+                acc[t * cout + ob..][..nb].copy_from_slice(&lanes[..nb]);
+            }
+        }
+        sink(SumTile {
+            p0: p,
+            np,
+            o0: 0,
+            no: cout,
+            acc: &acc[..np * cout],
+        });
+        p += np;
+    }
+}
+
+/// AVX2 int8 pointwise conv by dot-product tiles (inputs wider than [`MAXC`]); bit-exact
+/// twin of `reference::conv1x1::conv1x1_i8`.
+fn conv1x1_i8_dots(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y: &mut [i8]) {
     let (n, npix) = (g.cin, g.ho * g.wo);
     let (w, y) = (&w[..g.cout * n], &mut y[..npix * g.cout]);
     let mut cols = RqCols::zeroed();

@@ -52,6 +52,22 @@ impl RqCols {
         RqCols { t: [[0; MAXQ]; 3] }
     }
 
+    /// The parameters of channels `o0 .. o0 + 8` as lanes (`o0 + 8 ≤ MAXQ`; channels past
+    /// those given to [`Requant::new`] read as 0).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn lanes(&self, o0: usize) -> Rq8 {
+        let [b, m, s] = [0, 1, 2].map(|k| &self.t[k][o0..o0 + 8]);
+        // SAFETY: each of `b`, `m`, `s` holds 8 i32.
+        unsafe {
+            Rq8 {
+                bias: _mm256_loadu_si256(b.as_ptr().cast()),
+                mult: _mm256_loadu_si256(m.as_ptr().cast()),
+                shift: _mm256_loadu_si256(s.as_ptr().cast()),
+            }
+        }
+    }
+
     /// `out[i] = quant::requant(acc[i], rq[o0 + i], q)` for `i < out.len()` (`acc` at least
     /// as long, `o0 + out.len()` within the channels given to [`RqCols::new`]): 8 channels
     /// per step, the tail scalar.
