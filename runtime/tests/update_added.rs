@@ -508,3 +508,109 @@ fn a_power_cut_or_flash_failure_at_any_operation_of_an_add_leaves_all_or_nothing
     // A cut during the commit record itself may or may not leave it complete.
     assert!(without > 0);
 }
+
+#[test]
+fn a_signed_removal_retires_an_added_department_all_or_nothing_and_a_newer_add_brings_it_back() {
+    use UpdateError::*;
+    let seed = seed();
+    let f = Fixture::new(seed);
+    let bundle = f.bundle();
+    let layout = f.layout_with(256, ADDED);
+    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut scratch = vec![0u8; layout.slot_size as usize];
+    let v1 = f.added_blob("oncology", 5, 1, seed ^ 1);
+    let v2 = f.added_blob("oncology", 5, 2, seed ^ 2);
+    let p1 = f.added_package("oncology", 5, 1, 0, &v1);
+    let p2 = f.added_package("oncology", 5, 2, 0, &v2);
+    s.apply(&p1, &bundle, &mut scratch).unwrap();
+    s.apply(&p2, &bundle, &mut scratch).unwrap();
+
+    // Refused before anything is written: another key, a name never added, a bundle
+    // department's name, the current version.
+    let mut rng = Rng::new(seed ^ 0xBAD);
+    let other: [u8; 32] = core::array::from_fn(|_| rng.next_u64() as u8);
+    refused(
+        &mut s,
+        &f,
+        &f.removal_with("oncology", 3, 3, &other),
+        SignatureInvalid,
+    );
+    refused(
+        &mut s,
+        &f,
+        &f.removal_with("neurology", 3, 3, &f.secret),
+        UnknownDepartment,
+    );
+    let name0 = bundle.department(0).unwrap().manifest.name;
+    refused(
+        &mut s,
+        &f,
+        &f.removal_with(name0, 3, 3, &f.secret),
+        NameClash,
+    );
+    refused(
+        &mut s,
+        &f,
+        &f.removal_with("oncology", 2, 0, &f.secret),
+        VersionCurrent,
+    );
+
+    // The removal, streamed, with a power cut at every operation: after each reboot the
+    // department runs v2 exactly, or is removed — never anything else.
+    let rm = f.removal_with("oncology", 3, 3, &f.secret);
+    let start = s.into_flash();
+    let mut d = open(&f, start.clone(), layout);
+    let ops0 = d.flash_mut().ops();
+    assert_eq!(stream(&mut d, &rm, &bundle, &mut Rng::new(seed)), Ok(T));
+    let total = d.flash_mut().ops() - ops0;
+    let (mut kept, mut gone) = (0, 0);
+    for k in 0..total {
+        let mut flash = start.clone();
+        flash.reseed(seed ^ k);
+        let mut s = open(&f, flash, layout);
+        let at = s.flash_mut().ops() + k;
+        s.flash_mut().cut_at(at);
+        assert!(stream(&mut s, &rm, &bundle, &mut Rng::new(seed)).is_err());
+        let mut flash = s.into_flash();
+        flash.reboot();
+        let mut s = open(&f, flash, layout);
+        factory_untouched(&mut s, &f, &format!("cut at {k}"));
+        match s.active(T) {
+            Active::Removed { version: 3 } => {
+                gone += 1;
+                assert_eq!(s.added().count(), 0);
+            }
+            Active::Slot { version: 2, .. } => {
+                kept += 1;
+                assert_eq!(slot_blob(&mut s, T), Some(v2.clone()));
+                assert_eq!(s.find_added("oncology"), Some(T));
+            }
+            a => panic!("cut at {k}: {a:?}"),
+        }
+    }
+    println!("removal: {total} operations; cuts kept v2 {kept}, removed {gone}");
+    assert!(kept > 0);
+
+    // Removed: not listed, runs nothing, and its old packages are replays.
+    let mut s = reopen(&f, d);
+    assert_eq!(s.active(T), Active::Removed { version: 3 });
+    assert_eq!((s.added().count(), s.find_added("oncology")), (0, None));
+    assert_eq!(s.security_counter(T), 3);
+    assert_eq!(slot_blob(&mut s, T), None);
+    factory_untouched(&mut s, &f, "removed");
+    refused(&mut s, &f, &p2, VersionOld);
+    refused(&mut s, &f, &p1, VersionOld);
+    refused(&mut s, &f, &rm, VersionCurrent);
+    // The other pair is still free for another department.
+    let c = f.added_blob("cardiology", 2, 1, seed ^ 7);
+    let pc = f.added_package("cardiology", 2, 1, 0, &c);
+    assert_eq!(s.apply(&pc, &bundle, &mut scratch), Ok(T + 1));
+    // A newer add brings it back, in its own pair.
+    let v4 = f.added_blob("oncology", 5, 4, seed ^ 4);
+    let p4 = f.added_package("oncology", 5, 4, 0, &v4);
+    assert_eq!(s.apply(&p4, &bundle, &mut scratch), Ok(T));
+    let mut s = reopen(&f, s);
+    assert_eq!(s.added().collect::<Vec<_>>(), vec![T, T + 1]);
+    assert_eq!(slot_blob(&mut s, T), Some(v4));
+    assert_eq!(s.flash_mut().violations(), 0);
+}

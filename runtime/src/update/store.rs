@@ -170,6 +170,12 @@ pub enum Active {
     Unavailable,
     /// An added-department slot pair that holds no department (none was added there).
     Absent,
+    /// An added department removed by a signed removal package (`package::FLAG_REMOVE`) at
+    /// `version`: nothing runs; its pair stays bound to its name (and counter).
+    Removed {
+        /// The removal's version.
+        version: u32,
+    },
 }
 
 impl Active {
@@ -177,7 +183,15 @@ impl Active {
     pub fn version(&self) -> Option<u32> {
         match *self {
             Active::Factory { version } | Active::Slot { version, .. } => Some(version),
-            Active::Unavailable | Active::Absent => None,
+            Active::Unavailable | Active::Absent | Active::Removed { .. } => None,
+        }
+    }
+
+    /// The newest version installed, removals included (what a new package must exceed).
+    pub fn installed(&self) -> Option<u32> {
+        match *self {
+            Active::Removed { version } => Some(version),
+            a => a.version(),
         }
     }
 }
@@ -683,22 +697,29 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
         self.names.get(dept)?.as_str()
     }
 
-    /// The indices of the departments added in the field, in slot order.
+    /// The indices of the departments added in the field (not removed), in slot order.
     pub fn added(&self) -> impl Iterator<Item = usize> + '_ {
-        (self.layout.departments as usize..self.layout.total())
-            .filter(move |&d| self.names[d].len > 0)
+        (self.layout.departments as usize..self.layout.total()).filter(move |&d| {
+            self.names[d].len > 0 && !matches!(self.active[d], Active::Removed { .. })
+        })
     }
 
-    /// Index of the added department called `name`.
+    /// Index of the added department called `name` (not removed).
     pub fn find_added(&self, name: &str) -> Option<usize> {
         self.added().find(|&d| self.names[d].as_str() == Some(name))
+    }
+
+    /// The pair bound to `name`, removed or not.
+    fn find_named(&self, name: &str) -> Option<usize> {
+        (self.layout.departments as usize..self.layout.total())
+            .find(|&d| self.names[d].as_str() == Some(name))
     }
 
     /// Where an added department's package goes: the pair that already holds that
     /// department, else the pair an interrupted add of this very header was streaming into,
     /// else the first free pair.
     fn added_index(&self, h: &PackageHeader) -> Result<usize, UpdateError> {
-        if let Some(d) = self.find_added(h.name()) {
+        if let Some(d) = self.find_named(h.name()) {
             return Ok(d);
         }
         let n = self.layout.departments as usize;
@@ -734,6 +755,10 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
         let d = match h.added_classes() {
             Some(c) if c as usize > self.max_classes => return Err(UpdateError::TooManyClasses),
             Some(_) => self.added_index(h)?,
+            // Only a department that was added can be removed.
+            None if h.is_removal() => self
+                .find_named(h.name())
+                .ok_or(UpdateError::UnknownDepartment)?,
             None => {
                 let d = base
                     .department_index(h.name())
@@ -744,7 +769,7 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
                 d
             }
         };
-        if let Some(cur) = self.active[d].version() {
+        if let Some(cur) = self.active[d].installed() {
             if h.version < cur {
                 return Err(UpdateError::VersionOld);
             }
@@ -1125,7 +1150,8 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
     fn apply_record(&mut self, r: Record) {
         let n = self.layout.total();
         let slot_size = self.layout.slot_size;
-        let len_ok = |len: u32| len as usize > HEADER_LEN && len <= slot_size;
+        // A removal is a bare header (192 bytes); anything else carries a blob.
+        let len_ok = |len: u32| len as usize >= HEADER_LEN && len <= slot_size;
         match r {
             // A CRC-valid record can still be nonsense (crafted or a CRC collision): never
             // let it describe a package that cannot fit its slot.
@@ -1361,6 +1387,7 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
             }
         }
         self.active[d] = match best {
+            Some((_, version, len)) if len as usize == HEADER_LEN => Active::Removed { version },
             Some((slot, version, len)) => Active::Slot {
                 slot,
                 version,
@@ -1391,6 +1418,14 @@ fn check_blob<B: UpdateBase>(
     h: &PackageHeader,
     blob: &[u8],
 ) -> Result<(), UpdateError> {
+    if h.is_removal() {
+        // Nothing to parse: the signed header is the whole removal.
+        return if blob.is_empty() {
+            Ok(())
+        } else {
+            Err(UpdateError::BlobMismatch)
+        };
+    }
     let (version, base_id) = match h.added_classes() {
         Some(classes) => {
             let (v, id, c) = base.check_added_blob(h.name(), blob)?;

@@ -157,6 +157,21 @@ impl Fixture {
         self.added_package_with(name, classes, version, counter, id, blob, &self.secret)
     }
 
+    /// A package removing the added department `name`, signed with `secret`.
+    pub fn removal_with(
+        &self,
+        name: &str,
+        version: u32,
+        counter: u32,
+        secret: &[u8; 32],
+    ) -> Vec<u8> {
+        let id = *self.bundle().base_id();
+        let h = PackageHeader::new_removal(name, version, counter, id).unwrap();
+        let mut out = vec![0u8; h.package_len() as usize];
+        write_signed(&h, &[], secret, &mut out).unwrap();
+        out
+    }
+
     /// A package signed with `secret`.
     pub fn package_with(
         &self,
