@@ -144,7 +144,7 @@ pub fn engine_setup(
 
 /// Simulated memory-mapped NOR flash for the update store: its journal banks and A/B slots
 /// (the bundle itself stays in the image's flash, read in place).
-const STORE_FLASH: usize = 768 * 1024;
+const STORE_FLASH: usize = 1024 * 1024;
 /// Scratch the store checks a finished package's blob in (≥ `scratch_bytes(layout)`).
 const SCRATCH_BYTES: usize = 128 * 1024;
 #[repr(C, align(16))]
@@ -890,10 +890,10 @@ pub fn device(t: &mut Tally) {
 /// half-way, a reset, the rest from where the journal says, the commit; then `Hello` lists it
 /// after the bundle's departments, `Select` takes it and it answers with the host's scores,
 /// before and after another reset.
-fn added_department(
+fn added_department<'q>(
     t: &mut Tally,
     st: &mut Statics,
-    host: &mut Host<'_>,
+    host: &mut Host<'q>,
     x: &mut [f32],
     want: &mut [f32; 64],
 ) {
@@ -907,7 +907,7 @@ fn added_department(
     let header = PackageHeader::parse(pkg).ok();
     let name = header.as_ref().map_or("", |h| h.name());
     let c0 = st.bundle.department(0).map_or(0, |x| x.classes());
-    let names_ok = |host: &mut Host<'_>, app: &mut Dev<'_, '_>, with: bool| {
+    let names_ok = |host: &mut Host<'q>, app: &mut Dev<'_, 'q>, with: bool| {
         host.ask(app, &Request::Hello, &mut |r| {
             matches!(r, Response::Hello { departments, .. }
                 if departments.len() == n + usize::from(with)
@@ -943,8 +943,8 @@ fn added_department(
         "add: a department the bundle never had streams in through the protocol, a reset midway (nothing listed until the commit), resumed, committed",
         ok,
     );
-    let answers = |host: &mut Host<'_>,
-                   app: &mut Dev<'_, '_>,
+    let answers = |host: &mut Host<'q>,
+                   app: &mut Dev<'_, 'q>,
                    x: &mut [f32],
                    want: &mut [f32; 64]| {
         let mut ok = names_ok(host, app, true) && host.select(app, n as u8);
