@@ -163,6 +163,8 @@ where
     pub fn status(&self) -> Status {
         let mut s = self.status.clone();
         s.active = self.model.active() as u8;
+        // Departments added in the field since boot count too.
+        s.departments = self.model.departments() as u8;
         let (staged, len) = match (&self.download, &self.resumable) {
             (Some(d), _) => (d.received, d.len),
             (None, Some(p)) => (p.offset, p.len),

@@ -19,7 +19,10 @@
 //! | 56, 60 | a crafted, correctly signed package header (`blob_len` = `MAX_BLOB`): offset, length |
 //! | 64     | ed25519 public key the package is signed with (32 bytes)                      |
 //! | 96, 100| a signed package (new version of the same department) whose blob does not parse: offset, length |
-//! | 104..128| reserved (0)                                                                 |
+//! | 104, 108| a signed package adding a department the bundle lacks: offset, length (0: none) |
+//! | 112    | the added department's classes (≤ `C`)                                        |
+//! | 116    | expectations for the added department: for `n < N`: top-1 u32, then `C` f32 scores |
+//! | 120..128| reserved (0)                                                                 |
 
 /// First bytes of a fixture.
 pub const MAGIC: [u8; 4] = *b"LKFX";
@@ -44,6 +47,10 @@ pub struct Fixture<'a> {
     pub crafted_header: &'a [u8],
     /// A signed package whose blob does not parse (a bad committed slot, for the fallback).
     pub bad_update: &'a [u8],
+    /// A signed package adding a department the bundle lacks (empty: none), and its classes.
+    pub added: &'a [u8],
+    pub added_classes: usize,
+    added_bytes: &'a [u8],
     images_bytes: &'a [u8],
     expect_bytes: &'a [u8],
     updated_bytes: &'a [u8],
@@ -73,7 +80,20 @@ impl<'a> Fixture<'a> {
         let updated_bytes = range(u32_at(b, 52)?, n.checked_mul(per)?)?;
         let crafted_header = range(u32_at(b, 56)?, u32_at(b, 60)?)?;
         let bad_update = range(u32_at(b, 96)?, u32_at(b, 100)?)?;
+        let added = range(u32_at(b, 104)?, u32_at(b, 108)?)?;
+        let added_classes = u32_at(b, 112)?;
+        if added_classes > c {
+            return None;
+        }
+        let added_bytes = if added.is_empty() {
+            &[][..]
+        } else {
+            range(u32_at(b, 116)?, n.checked_mul(per)?)?
+        };
         Some(Fixture {
+            added,
+            added_classes,
+            added_bytes,
             update,
             update_dept: u32_at(b, 44)?,
             update_version: u32_at(b, 48)? as u32,
@@ -104,6 +124,15 @@ impl<'a> Fixture<'a> {
         let per = (self.classes + 1) * 4;
         let e = &self.expect_bytes[(d * self.images + n) * per..][..per];
         (u32_at(e, 0).unwrap_or(usize::MAX), f32_at(&e[4..], k))
+    }
+
+    /// As [`Fixture::expected`], for the added department (after the add package).
+    pub fn expected_added(&self, n: usize, k: usize) -> (usize, f32) {
+        let per = (self.classes + 1) * 4;
+        match self.added_bytes.get(n * per..n * per + per) {
+            Some(e) => (u32_at(e, 0).unwrap_or(usize::MAX), f32_at(&e[4..], k)),
+            None => (usize::MAX, 0.0),
+        }
     }
 
     /// As [`Fixture::expected`], for the updated department after the update.

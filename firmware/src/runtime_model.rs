@@ -4,7 +4,9 @@
 //!
 //! - Departments: each runs what the store picked at boot — the newest committed slot whose
 //!   bytes still hash to their committed digest and whose version passes the security
-//!   counter, else the bundle's own delta. A slot's blob is parsed in place from the mapped
+//!   counter, else the bundle's own delta. The bundle's departments come first, then those
+//!   added in the field (the store's added slot pairs that hold one, in slot order): `Hello`
+//!   lists them all and `Select` takes any. A slot's blob is parsed in place from the mapped
 //!   flash ([`MappedFlash`]) once, at start and after each commit, not copied to RAM.
 //! - Verified boot: [`verify_bundle`] parses the bundle only with a valid signature by the
 //!   vendor key the board was built with; a refused bundle boots [`Halted`] ([`Device`]),
@@ -27,7 +29,7 @@
 use crate::crc::Crc32;
 pub use crate::model::Halted;
 use crate::model::{Model, ModelError, PendingUpdate, UPDATE_HEADER_LEN};
-use crate::proto::{DeptFault, Health, MAX_DEPTS};
+use crate::proto::{DeptFault, Health, MAX_CLASSES, MAX_DEPTS};
 use embedded_storage::nor_flash::NorFlash;
 use lorkd_runtime::engine::{Engine, EngineError};
 use lorkd_runtime::format::{Bundle, Dept, FormatError, Mode};
@@ -119,6 +121,9 @@ pub fn update_code(e: &UpdateError) -> u32 {
         Incomplete => 24,
         ScratchTooSmall => 25,
         JournalDamaged => 26,
+        NameClash => 27,
+        TooManyDepartments => 28,
+        TooManyClasses => 29,
         _ => 0xFF,
     }
 }
@@ -156,8 +161,9 @@ pub struct RuntimeModel<'m, F: NorFlash, const D: usize = 16> {
     layout: Layout,
     pubkey: [u8; 32],
     scratch: &'m mut [u8],
-    /// Departments running a committed slot: its blob, parsed in place from the flash.
+    /// Departments running a committed slot (by store index): its blob, parsed in place.
     slots: [Option<Dept<'m>>; D],
+    /// The active department (model index: the bundle's, then the added ones).
     active: usize,
     input_len: usize,
 }
@@ -200,7 +206,11 @@ impl<'m, F: MappedFlash<'m>, const D: usize> RuntimeModel<'m, F, D> {
         let input = bundle.manifest().input;
         let input_len = input.channels as usize * input.size as usize * input.size as usize;
         let store = match UpdateStore::try_open(flash, layout, pubkey, bundle) {
-            Ok(s) => StoreState::Open(s),
+            Ok(mut s) => {
+                // A head must fit the protocol's score frame.
+                s.set_max_classes(MAX_CLASSES);
+                StoreState::Open(s)
+            }
             Err((flash, error)) => StoreState::Refused { flash, error },
         };
         let mut m = RuntimeModel {
@@ -246,8 +256,30 @@ impl<'m, F: MappedFlash<'m>, const D: usize> RuntimeModel<'m, F, D> {
         }
     }
 
-    /// What department `d` runs: the store's pick, or the bundle's own blob when the store
-    /// did not open.
+    /// The store index of model department `i` (the bundle's departments, then the added
+    /// ones that exist, in slot order).
+    fn store_index(&self, i: usize) -> Option<usize> {
+        let n = self.bundle.department_count();
+        if i < n {
+            return Some(i);
+        }
+        match &self.store {
+            StoreState::Open(s) => s.added().nth(i - n),
+            _ => None,
+        }
+    }
+
+    /// The model index of store index `d`.
+    fn model_index(&self, d: usize) -> usize {
+        let n = self.bundle.department_count();
+        match &self.store {
+            StoreState::Open(s) if d >= n => n + s.added().take_while(|&x| x != d).count(),
+            _ => d,
+        }
+    }
+
+    /// What store department `d` runs: the store's pick, or the bundle's own blob when the
+    /// store did not open.
     fn active_of(&self, d: usize) -> Active {
         match &self.store {
             StoreState::Open(s) => s.active(d),
@@ -260,7 +292,11 @@ impl<'m, F: MappedFlash<'m>, const D: usize> RuntimeModel<'m, F, D> {
     /// Maps every department's committed slot; one whose blob does not parse is rejected
     /// (the store falls back to the other slot or the bundle's blob) and the next tried.
     fn map_all(&mut self) {
-        for d in 0..self.bundle.department_count() {
+        let total = match &self.store {
+            StoreState::Open(s) => s.department_slots().min(D),
+            _ => self.bundle.department_count(),
+        };
+        for d in 0..total {
             self.slots[d] = None;
             // At most two slots to reject, then the bundle's own blob (never mapped).
             for _ in 0..3 {
@@ -299,7 +335,10 @@ impl<'m, F: MappedFlash<'m>, const D: usize> RuntimeModel<'m, F, D> {
         let m = self.bundle.manifest();
         let dept = Dept::parse_blob(blob, m, self.bundle.base_id()).map_err(UpdateError::Blob)?;
         // A blob of another department (or version) than the committed one never runs.
-        let name = self.bundle.department(d).map(|x| x.manifest.name);
+        let name = match self.bundle.department(d) {
+            Some(x) => Some(x.manifest.name),
+            None => store.added_name(d),
+        };
         if name != Some(dept.manifest.name)
             || store.active(d).version() != Some(dept.manifest.version)
         {
@@ -327,18 +366,27 @@ impl<'m, F: MappedFlash<'m>, const D: usize> RuntimeModel<'m, F, D> {
 
 impl<'m, F: MappedFlash<'m>, const D: usize> Model for RuntimeModel<'m, F, D> {
     fn departments(&self) -> usize {
-        self.bundle.department_count()
+        let added = match &self.store {
+            StoreState::Open(s) => s.added().count(),
+            _ => 0,
+        };
+        self.bundle.department_count() + added
     }
 
     fn name(&self, i: usize) -> &str {
-        self.bundle.department(i).map_or("", |d| d.manifest.name)
+        if let Some(d) = self.bundle.department(i) {
+            return d.manifest.name;
+        }
+        match (&self.store, self.store_index(i)) {
+            (StoreState::Open(s), Some(d)) => s.added_name(d).unwrap_or(""),
+            _ => "",
+        }
     }
 
     fn version(&self, i: usize) -> u32 {
-        if i >= self.departments() {
-            return 0;
-        }
-        self.active_of(i).version().unwrap_or(0)
+        self.store_index(i)
+            .and_then(|d| self.active_of(d).version())
+            .unwrap_or(0)
     }
 
     fn active(&self) -> usize {
@@ -346,12 +394,13 @@ impl<'m, F: MappedFlash<'m>, const D: usize> Model for RuntimeModel<'m, F, D> {
     }
 
     fn select(&mut self, i: usize) -> Result<(), ModelError> {
-        if i >= self.departments() {
+        let d = self.store_index(i).ok_or(ModelError::BadDepartment)?;
+        if d >= D {
             return Err(ModelError::BadDepartment);
         }
-        let r = match (self.slots[i], self.active_of(i)) {
+        let r = match (self.slots[d], self.active_of(d)) {
             (Some(dept), _) => self.engine.select_blob(dept),
-            (None, Active::Factory { .. }) => self.engine.select(i),
+            (None, Active::Factory { .. }) => self.engine.select(d),
             (None, _) => return Err(update_err(UpdateError::VersionBelowCounter)),
         };
         r.map_err(engine_err)?;
@@ -424,8 +473,22 @@ impl<'m, F: MappedFlash<'m>, const D: usize> Model for RuntimeModel<'m, F, D> {
             StoreState::Refused { error, .. } => return Err(update_err(*error)),
             StoreState::Moving => return Err(ModelError::BadState),
         };
+        if d >= D {
+            return Err(ModelError::BadDepartment);
+        }
+        if matches!(self.active_of(d), Active::Removed { .. }) {
+            // A removal: the department is gone (model indices after it shift down); a
+            // device running an added department falls back to the bundle's first.
+            let i = self.model_index(d);
+            self.slots[d] = None;
+            if self.active >= self.bundle.department_count() {
+                self.select(0)?;
+            }
+            return Ok((i, 0));
+        }
         // Committed: map the new slot; the one it replaces is no longer referenced once the
         // engine re-selects (before any later update can write there).
+        let i = self.model_index(d);
         match self.map_slot(d) {
             Ok(dept) => self.slots[d] = dept,
             Err(e) => {
@@ -435,16 +498,16 @@ impl<'m, F: MappedFlash<'m>, const D: usize> Model for RuntimeModel<'m, F, D> {
                 if let StoreState::Open(s) = &mut self.store {
                     s.reject_active(d, e);
                 }
-                if d == self.active {
-                    let _ = self.engine.select(d);
+                if i == self.active {
+                    let _ = self.select(i);
                 }
                 return Err(update_err(e));
             }
         }
-        if d == self.active {
-            self.select(d)?;
+        if i == self.active {
+            self.select(i)?;
         }
-        Ok((d, self.version(d)))
+        Ok((i, self.version(i)))
     }
 
     fn health(&self) -> Health {
@@ -457,10 +520,10 @@ impl<'m, F: MappedFlash<'m>, const D: usize> Model for RuntimeModel<'m, F, D> {
     fn faults(&self) -> heapless::Vec<DeptFault, MAX_DEPTS> {
         let mut out = heapless::Vec::new();
         if let StoreState::Open(s) = &self.store {
-            for d in 0..self.departments().min(MAX_DEPTS) {
-                if let Some(e) = s.fault(d) {
+            for i in 0..self.departments().min(MAX_DEPTS) {
+                if let Some(e) = self.store_index(i).and_then(|d| s.fault(d)) {
                     let _ = out.push(DeptFault {
-                        dept: d as u8,
+                        dept: i as u8,
                         code: update_code(&e),
                     });
                 }

@@ -1136,3 +1136,79 @@ fn a_hello_too_long_to_encode_degrades_to_an_error_and_every_request_gets_one_an
     }
     assert!(sent > 2000);
 }
+
+/// The names `Hello` lists.
+fn names(r: &mut Rig) -> Vec<String> {
+    let mut a = r.ask(&Request::Hello);
+    let out = match decode(&mut a) {
+        Response::Hello { departments, .. } => departments.iter().map(|s| s.to_string()).collect(),
+        other => panic!("{other:?}"),
+    };
+    out
+}
+
+#[test]
+fn a_department_added_in_the_field_streams_in_across_a_reset_and_hello_lists_it() {
+    let fx = fx();
+    let pkg = fx.f.added;
+    assert!(!pkg.is_empty(), "the fixture carries an add package");
+    let t = fx.f.departments;
+    let mut r = rig();
+    let factory = names(&mut r);
+    assert_eq!(factory.len(), t);
+    let before: Vec<Vec<Vec<f32>>> = (0..t).map(|i| scores_of(&mut r, i as u8)).collect();
+    assert_eq!(
+        r.error(&Request::Select { dept: t as u8 }),
+        (ErrorCode::BadDepartment, t as u32)
+    );
+
+    // Half of it, then a reset: nothing is added yet; the download resumes from the journal.
+    assert_eq!(begin(&mut r, pkg), 0);
+    let half = pkg.len() / 2;
+    send_chunks(&mut r, pkg, 0, half, 333);
+    let mut r = r.reset();
+    assert_eq!(names(&mut r), factory, "half a department is no department");
+    let kept = r.status().update_staged;
+    assert!(kept > 0 && kept as usize <= half);
+    assert_eq!(begin(&mut r, pkg), kept);
+    send_chunks(&mut r, pkg, kept as usize, pkg.len(), MAX_CHUNK);
+    let mut a = r.ask(&Request::UpdateCommit);
+    assert_eq!(
+        decode(&mut a),
+        Response::Updated {
+            dept: t as u8,
+            version: 1
+        }
+    );
+
+    // Listed after the bundle's, selectable, answering with the host's scores bit for bit.
+    let want: Vec<Vec<f32>> = (0..fx.f.images)
+        .map(|n| {
+            (0..fx.f.added_classes)
+                .map(|k| fx.f.expected_added(n, k).1)
+                .collect()
+        })
+        .collect();
+    let mut r = r.reset();
+    {
+        let mut listed = factory.clone();
+        listed.push(gen::ADDED_NAME.to_string());
+        assert_eq!(names(&mut r), listed);
+        assert_eq!(r.versions()[t], 1);
+        assert_eq!(r.status().departments as usize, t + 1);
+        assert_eq!(scores_of(&mut r, t as u8), want);
+        for n in 0..fx.f.images {
+            let (d, top1, _) = r.infer(&fx.image(n));
+            assert_eq!(
+                (d as usize, top1 as usize),
+                (t, fx.f.expected_added(n, 0).0)
+            );
+        }
+        // The bundle's departments answer exactly as before.
+        for (i, b) in before.iter().enumerate() {
+            assert_eq!(&scores_of(&mut r, i as u8), b, "department {i}");
+        }
+        // The same package again is a replay.
+        assert_eq!(push_package(&mut r, pkg), rejected(16));
+    }
+}

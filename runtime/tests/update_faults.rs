@@ -14,7 +14,7 @@ use lorkd_runtime::update::{Active, Layout, UpdateError, UpdateStore};
 use update_fixture::{seed, Fixture};
 
 type Flash = SimFlash<4, 256>;
-type Store = UpdateStore<Flash, 4>;
+type Store = UpdateStore<Flash, 8>;
 
 /// One attempt: `begin` (resuming what the journal kept), chunks, `finish`.
 fn stream(

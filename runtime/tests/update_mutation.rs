@@ -9,7 +9,7 @@ use lorkd_runtime::update::sim::SimFlash;
 use lorkd_runtime::update::{Package, UpdateStore};
 use update_fixture::{seed, Fixture};
 
-type Store = UpdateStore<SimFlash<8, 512>, 4>;
+type Store = UpdateStore<SimFlash<8, 512>, 8>;
 
 #[test]
 fn mutated_packages_give_errors_not_panics() {

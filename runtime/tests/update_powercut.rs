@@ -13,7 +13,7 @@ use lorkd_runtime::update::sim::SimFlash;
 use lorkd_runtime::update::{Active, Layout, UpdateError, UpdateStore};
 use update_fixture::{seed, Fixture};
 
-type Store<const W: usize, const E: usize> = UpdateStore<SimFlash<W, E>, 4>;
+type Store<const W: usize, const E: usize> = UpdateStore<SimFlash<W, E>, 8>;
 
 /// Streams `pkg` as a serial link would: `begin`, chunks of random sizes (the same
 /// sequence every run) from the offset `begin` returns, `finish`.
@@ -46,7 +46,7 @@ fn sweep<const W: usize, const E: usize>(seed: u64) {
         ..std_layout
     };
     let open = |flash: SimFlash<W, E>| {
-        UpdateStore::<_, 4>::open(flash, layout, f.pubkey, &bundle).expect("store opens")
+        UpdateStore::<_, 8>::open(flash, layout, f.pubkey, &bundle).expect("store opens")
     };
 
     // Before: department 0 on a slot, department 1 on a slot (v2), department 2 factory.

@@ -3,7 +3,10 @@
 //! runtime's own update store (`lorkd_runtime::update`), exactly as a device would.
 //!
 //! A device flash image is the bundle at offset 0 followed by the store's journal and A/B
-//! slots in [`Layout::standard`] with [`IMAGE_ERASE_SIZE`]-byte erase blocks.
+//! slots in [`Layout::standard`] with [`IMAGE_ERASE_SIZE`]-byte erase blocks, including
+//! [`Layout::STANDARD_ADDED`] slot pairs for departments added in the field: a checkpoint
+//! with a department the bundle lacks (`lorkd-train add-department`) makes an *add* package,
+//! which an image takes beside the bundle's departments.
 use anyhow::{bail, Context, Result};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use lorkd_runtime::engine::AlignedBytes;
@@ -31,6 +34,12 @@ type ImageStore = UpdateStore<ImageFlash, MAX_DEPTS>;
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct PackageInfo {
     pub department: String,
+    /// A department the bundle does not have (added in the field).
+    pub added: bool,
+    /// Removes that added department.
+    pub removal: bool,
+    /// Classes of the department's head.
+    pub classes: usize,
     pub version: u32,
     pub security_counter: u32,
     pub blob_bytes: usize,
@@ -76,19 +85,22 @@ pub fn make_calibrated(
 ) -> Result<Vec<u8>> {
     let base_al = AlignedBytes::new(base_bytes);
     let base = parse_bundle(base_al.as_slice())?;
-    let bi = base.find_department(dept).with_context(|| {
-        let names: Vec<&str> = (0..base.department_count())
-            .filter_map(|i| base.department(i))
-            .map(|d| d.manifest.name)
-            .collect();
-        format!(
-            "the bundle has no department `{dept}` (it has {})",
+    let names: Vec<&str> = (0..base.department_count())
+        .filter_map(|i| base.department(i))
+        .map(|d| d.manifest.name)
+        .collect();
+    if base.find_department(dept).is_none() && !ck.meta.departments.iter().any(|d| d.name == dept) {
+        bail!(
+            "no department `{dept}` in the bundle (it has {}) or the checkpoint",
             names.join(", ")
-        )
-    })?;
+        );
+    }
+    // A department the bundle lacks is added in the field; its factors use the storage of
+    // the bundle's departments (all of a bundle's use one).
+    let added = base.find_department(dept).is_none();
     let delta = base
-        .department(bi)
-        .context("department")?
+        .department(0)
+        .context("the bundle has no department")?
         .manifest
         .delta_dtype;
     let opts = PackOptions {
@@ -114,10 +126,41 @@ pub fn make_calibrated(
         .find_department(dept)
         .with_context(|| format!("the checkpoint has no department `{dept}`"))?;
     let blob = new.department_blob(ni).context("department blob")?;
-    let header = PackageHeader::new(dept, version, counter, *base.base_id(), blob)
-        .map_err(|e| anyhow::anyhow!("package header: {e}"))?;
+    let header = if added {
+        let classes = new.department(ni).context("department")?.classes();
+        let classes = u16::try_from(classes).context("more than 65535 classes")?;
+        PackageHeader::new_added(dept, version, counter, *base.base_id(), classes, blob)
+    } else {
+        PackageHeader::new(dept, version, counter, *base.base_id(), blob)
+    }
+    .map_err(|e| anyhow::anyhow!("package header: {e}"))?;
     let mut out = vec![0u8; header.package_len() as usize];
     write_signed(&header, blob, &key.to_bytes(), &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(out)
+}
+
+/// A signed package removing department `dept`, added in the field, at `version` (which must
+/// exceed the version the device runs; with `counter = version` its older packages can never
+/// install again).
+///
+/// # Errors
+/// A department of the bundle (only added ones can be removed), a bad name or counter.
+pub fn make_removal(
+    base_bytes: &[u8],
+    dept: &str,
+    version: u32,
+    counter: u32,
+    key: &SigningKey,
+) -> Result<Vec<u8>> {
+    let al = AlignedBytes::new(base_bytes);
+    let base = parse_bundle(al.as_slice())?;
+    if base.find_department(dept).is_some() {
+        bail!("`{dept}` is a department of the bundle; only departments added in the field can be removed");
+    }
+    let header = PackageHeader::new_removal(dept, version, counter, *base.base_id())
+        .map_err(|e| anyhow::anyhow!("package header: {e}"))?;
+    let mut out = vec![0u8; header.package_len() as usize];
+    write_signed(&header, &[], &key.to_bytes(), &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(out)
 }
 
@@ -130,9 +173,15 @@ pub fn verify(pkg: &[u8], base_bytes: &[u8], pubkey: &VerifyingKey) -> Result<Pa
     let al = AlignedBytes::new(base_bytes);
     let base = parse_bundle(al.as_slice())?;
     let h = p.header;
-    let d = base
-        .find_department(h.name())
-        .with_context(|| format!("package: the bundle has no department `{}`", h.name()))?;
+    let found = base.find_department(h.name());
+    let d = match (h.is_added(), found) {
+        (false, None) => bail!("package: the bundle has no department `{}`", h.name()),
+        (true, Some(_)) => bail!(
+            "package: adds department `{}`, which the bundle already has",
+            h.name()
+        ),
+        (_, d) => d,
+    };
     if &h.base_id != base.base_id() {
         bail!(
             "package: made for another bundle (base id {} vs {})",
@@ -141,9 +190,25 @@ pub fn verify(pkg: &[u8], base_bytes: &[u8], pubkey: &VerifyingKey) -> Result<Pa
         );
     }
     let blob = AlignedBytes::new(p.blob());
-    let (version, _) = base
-        .check_blob(d, blob.as_slice())
-        .map_err(|e| anyhow::anyhow!("package: {e}"))?;
+    let (version, classes) = match (d, h.added_classes()) {
+        _ if h.is_removal() => (h.version, 0),
+        (Some(d), _) => {
+            let (v, _) = base
+                .check_blob(d, blob.as_slice())
+                .map_err(|e| anyhow::anyhow!("package: {e}"))?;
+            let classes = base.department(d).map_or(0, |x| x.classes());
+            (v, classes)
+        }
+        (None, want) => {
+            let (v, _, classes) = base
+                .check_added_blob(h.name(), blob.as_slice())
+                .map_err(|e| anyhow::anyhow!("package: {e}"))?;
+            if want.map(usize::from) != Some(classes) {
+                bail!("package: header says {want:?} classes, the blob has {classes}");
+            }
+            (v, classes)
+        }
+    };
     if version != h.version {
         bail!(
             "package: header version {} but the blob says {version}",
@@ -152,6 +217,9 @@ pub fn verify(pkg: &[u8], base_bytes: &[u8], pubkey: &VerifyingKey) -> Result<Pa
     }
     Ok(PackageInfo {
         department: h.name().to_string(),
+        added: h.is_added(),
+        removal: h.is_removal(),
+        classes,
         version: h.version,
         security_counter: h.security_counter,
         blob_bytes: h.blob_len as usize,
@@ -186,6 +254,11 @@ pub fn image(bundle_bytes: &[u8]) -> Result<Vec<u8>> {
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct DeptStatus {
     pub department: String,
+    /// Added in the field (not a department of the bundle).
+    pub added: bool,
+    /// The store's department index (the bundle's first, then the added slot pairs).
+    #[serde(skip)]
+    pub index: usize,
     /// `factory`, `slot A`, `slot B` or `unavailable`.
     pub source: String,
     pub version: Option<u32>,
@@ -213,30 +286,60 @@ fn open_image(img: &[u8], pubkey: &VerifyingKey) -> Result<(AlignedBytes, ImageS
     Ok((bundle_bytes, store))
 }
 
-/// Every department's state in an image.
+/// Every department's state in an image: the bundle's, then those added in the field.
 pub fn status(img: &[u8], pubkey: &VerifyingKey) -> Result<Vec<DeptStatus>> {
     let (bb, store) = open_image(img, pubkey)?;
     let b = parse_bundle(bb.as_slice())?;
-    Ok((0..b.department_count())
-        .map(|d| {
+    Ok(statuses(&b, &store))
+}
+
+fn statuses(b: &Bundle<'_>, store: &ImageStore) -> Vec<DeptStatus> {
+    let factory = (0..b.department_count()).map(|d| {
+        let name = b.department(d).map(|x| x.manifest.name.to_string());
+        (d, name.unwrap_or_default(), false)
+    });
+    let added = store
+        .added()
+        .map(|d| (d, store.added_name(d).unwrap_or("").to_string(), true));
+    factory
+        .chain(added)
+        .map(|(d, department, added)| {
             let a = store.active(d);
             DeptStatus {
-                department: b
-                    .department(d)
-                    .map(|x| x.manifest.name.to_string())
-                    .unwrap_or_default(),
+                department,
+                added,
+                index: d,
                 source: match a {
                     Active::Factory { .. } => "factory".into(),
                     Active::Slot { slot, .. } => {
                         format!("slot {}", if slot == 0 { 'A' } else { 'B' })
                     }
-                    Active::Unavailable => "unavailable".into(),
+                    _ => "unavailable".into(),
                 },
                 version: a.version(),
                 security_counter: store.security_counter(d),
             }
         })
-        .collect())
+        .collect()
+}
+
+/// The update store's capacity in an image: added-department slot pairs used and reserved,
+/// and the bytes a slot holds.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Capacity {
+    pub added_used: usize,
+    pub added_slots: usize,
+    pub slot_bytes: u32,
+}
+
+/// [`Capacity`] of an image's store.
+pub fn capacity(img: &[u8], pubkey: &VerifyingKey) -> Result<Capacity> {
+    let (_, store) = open_image(img, pubkey)?;
+    Ok(Capacity {
+        added_used: store.added().count(),
+        added_slots: store.layout().added as usize,
+        slot_bytes: store.layout().slot_size,
+    })
 }
 
 /// Applies a package to a device image in place (every check runs before the first write,
@@ -248,11 +351,27 @@ pub fn apply(pkg: &[u8], img: &mut [u8], pubkey: &VerifyingKey) -> Result<DeptSt
     let d = store
         .apply(pkg, &b, &mut scratch)
         .map_err(|e| anyhow::anyhow!("update refused: {e}"))?;
+    let removed = match store.active(d) {
+        Active::Removed { version } => Some(DeptStatus {
+            department: Package::parse(pkg)
+                .map(|p| p.header.name().to_string())
+                .unwrap_or_default(),
+            added: true,
+            index: d,
+            source: "removed".into(),
+            version: Some(version),
+            security_counter: store.security_counter(d),
+        }),
+        _ => None,
+    };
     let flash = store.into_flash();
     img.copy_from_slice(&flash.image()[..img.len()]);
+    if let Some(r) = removed {
+        return Ok(r);
+    }
     status(img, pubkey)?
         .into_iter()
-        .nth(d)
+        .find(|s| s.index == d)
         .context("department status")
 }
 
@@ -290,6 +409,7 @@ pub fn active_blob(img: &[u8], pubkey: &VerifyingKey, dept: &str) -> Result<Vec<
     let b = parse_bundle(bb.as_slice())?;
     let d = b
         .find_department(dept)
+        .or_else(|| store.find_added(dept))
         .with_context(|| format!("no department `{dept}`"))?;
     let mut buf = vec![0u8; store.layout().slot_size as usize];
     if let Some(blob) = store
@@ -299,23 +419,21 @@ pub fn active_blob(img: &[u8], pubkey: &VerifyingKey, dept: &str) -> Result<Vec<
         return Ok(blob.to_vec());
     }
     match store.active(d) {
-        Active::Unavailable => {
-            bail!("department `{dept}` has no version at or above its security counter")
-        }
-        _ => Ok(b.department_blob(d).context("department blob")?.to_vec()),
+        Active::Factory { .. } => Ok(b.department_blob(d).context("department blob")?.to_vec()),
+        _ => bail!("department `{dept}` has no version at or above its security counter"),
     }
 }
 
 /// A device booted from a flash image, as the firmware boots: the bundle at offset 0 and,
 /// per department, the blob the update store picks (the newest committed slot that still
 /// hashes to its digest and passes the security counter, else the bundle's own blob, else
-/// nothing).
+/// nothing). The departments are the bundle's, then those added in the field.
 pub struct BootedImage {
     bundle: AlignedBytes,
     /// Per department: the slot blob it runs (`None`: the bundle's own blob or unavailable,
     /// see `status`).
     slots: Vec<Option<AlignedBytes>>,
-    /// Per department: source and version.
+    /// Per department: name, source and version.
     pub status: Vec<DeptStatus>,
 }
 
@@ -326,6 +444,24 @@ impl BootedImage {
     /// Never for an image [`boot`] accepted.
     pub fn bundle(&self) -> Result<Bundle<'_>> {
         parse_bundle(self.bundle.as_slice())
+    }
+
+    /// Index (into [`BootedImage::status`]) of the department called `name`, or an error
+    /// naming the ones the image has.
+    ///
+    /// # Errors
+    /// No such department.
+    pub fn find(&self, name: &str) -> Result<usize> {
+        self.status
+            .iter()
+            .position(|s| s.department == name)
+            .with_context(|| {
+                let names: Vec<&str> = self.status.iter().map(|s| s.department.as_str()).collect();
+                format!(
+                    "no department `{name}` (the image has: {})",
+                    names.join(", ")
+                )
+            })
     }
 
     /// The delta department `d` runs, parsed against `bundle` (from [`BootedImage::bundle`]).
@@ -361,14 +497,14 @@ impl BootedImage {
 /// # Errors
 /// Not a device image (`lorkd delta image`), a damaged bundle or journal.
 pub fn boot(img: &[u8], pubkey: &VerifyingKey) -> Result<BootedImage> {
-    let status = status(img, pubkey)?;
     let (bundle, mut store) = open_image(img, pubkey)?;
+    let status = statuses(&parse_bundle(bundle.as_slice())?, &store);
     let mut buf = vec![0u8; store.layout().slot_size as usize];
     let mut slots = Vec::with_capacity(status.len());
-    for d in 0..status.len() {
+    for s in &status {
         slots.push(
             store
-                .read_active_blob(d, &mut buf)
+                .read_active_blob(s.index, &mut buf)
                 .map_err(|e| anyhow::anyhow!("image: {e}"))?
                 .map(AlignedBytes::new),
         );

@@ -315,3 +315,240 @@ fn a_damaged_journal_is_refused_until_delta_format_which_keeps_the_counters() {
     let st = delta::apply(&pkg, &mut img, &pubkey).unwrap();
     assert_eq!(st.version, Some(2));
 }
+
+/// The checkpoint grown by department `name` with `classes` classes: new factor slices and
+/// head drawn at random, every tensor of `ck_bytes` kept (what `lorkd-train add-department`
+/// produces).
+fn grow(ck_bytes: &[u8], name: &str, classes: usize, seed: u64) -> Vec<u8> {
+    let mut meta = Checkpoint::from_bytes(ck_bytes).unwrap().meta;
+    meta.departments.push(lorkd_tools::checkpoint::DeptMeta {
+        name: name.into(),
+        classes: (0..classes).map(|c| format!("{name}{c}")).collect(),
+    });
+    let t = meta.departments.len() - 1;
+    let st = safetensors::SafeTensors::deserialize(ck_bytes).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    let mut features = 0;
+    for (name, view) in st.tensors() {
+        let mut shape = view.shape().to_vec();
+        let mut v: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let per = v.len() / shape[0].max(1);
+        if name.ends_with(".lora_A") || name.ends_with(".lora_B") {
+            let scale = v.iter().fold(0f32, |a, x| a.max(x.abs()));
+            v.extend((0..per).map(|_| rng.gen_range(-scale..=scale)));
+            shape[0] += 1;
+        } else if name == "head.weight" || name == "head.bias" {
+            v.extend((0..classes * per).map(|_| rng.gen_range(-0.1f32..0.1)));
+            shape[0] += classes;
+        }
+        if name == "heads.0.weight" {
+            features = shape[1];
+        }
+        out.push((name, shape, v));
+    }
+    let w = (0..classes * features)
+        .map(|_| rng.gen_range(-0.3f32..0.3))
+        .collect();
+    out.push((format!("heads.{t}.weight"), vec![classes, features], w));
+    let b = (0..classes).map(|_| rng.gen_range(-0.3f32..0.3)).collect();
+    out.push((format!("heads.{t}.bias"), vec![classes], b));
+    write_safetensors(&out, &meta).unwrap()
+}
+
+#[test]
+fn the_cli_adds_a_department_in_the_field_runs_it_from_the_image_and_removes_it() {
+    let seed = seed();
+    let dir = std::env::temp_dir().join(format!("lorkd-delta-add-{seed}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |n: &str| dir.join(n);
+    let ck1 = checkpoint_bytes(seed);
+    let grown = grow(&ck1, "oncology", 2, seed ^ 3);
+    std::fs::write(p("grown.safetensors"), &grown).unwrap();
+    let model_bytes = pack_bytes(&ck1, Precision::F32, DeltaDType::F32, 1);
+    std::fs::write(p("model.lorkd"), &model_bytes).unwrap();
+    let x = input(seed ^ 5);
+    std::fs::write(p("x.npy"), lorkd_data::npy::write_f32(&[3, 32, 32], &x)).unwrap();
+    lorkd_tools::keys::generate(p("key")).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lorkd"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let s = |x: &std::path::Path| x.to_str().unwrap().to_string();
+    let (model, key, pubkey, pkg, img, npy) = (
+        s(&p("model.lorkd")),
+        s(&p("key")),
+        s(&p("key.pub")),
+        s(&p("oncology-v1.lkdu")),
+        s(&p("flash.img")),
+        s(&p("x.npy")),
+    );
+    let make = |dept: &str, add: bool, out: &str| {
+        let mut a = vec![
+            "delta",
+            "make",
+            "--base",
+            &model,
+            "--dept",
+            dept,
+            "--version",
+            "1",
+            "--key",
+            &key,
+            "-o",
+            out,
+        ];
+        let from = s(&p("grown.safetensors"));
+        a.extend(["--from", &from]);
+        if add {
+            a.push("--add");
+        }
+        run(&a)
+    };
+    // `--add` of a department the bundle has is refused; without it one it lacks is detected.
+    let (ok, _, e) = make("dept0", true, &s(&p("x.lkdu")));
+    assert!(!ok && e.contains("already has department `dept0`"), "{e}");
+    assert!(!p("x.lkdu").exists());
+    let (ok, _, e) = make("oncology", true, &pkg);
+    assert!(ok && e.contains("added in the field"), "{e}");
+    let (ok, o, e) = run(&[
+        "delta", "verify", &pkg, "--base", &model, "--pubkey", &pubkey,
+    ]);
+    assert!(
+        ok && o.contains("adds department oncology v1 (2 classes"),
+        "{o}{e}"
+    );
+    let (ok, _, e) = run(&["delta", "image", "--base", &model, "-o", &img]);
+    assert!(
+        ok && e.contains("room for 2 departments added in the field"),
+        "{e}"
+    );
+    let (ok, o, _) = run(&["inspect", &model, "--json"]);
+    assert!(ok);
+    let r: serde_json::Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(r["device_store"]["added_departments"], 2);
+
+    let image = ["--image", &img, "--pubkey", &pubkey, "--allow-unsigned"];
+    let answer = |dept: &str| {
+        let mut a = vec!["run"];
+        a.extend(image);
+        a.extend(["--dept", dept, &npy, "--json"]);
+        let (ok, o, e) = run(&a);
+        assert!(ok, "{e}");
+        serde_json::from_str::<serde_json::Value>(&o).unwrap()
+    };
+    let before: Vec<serde_json::Value> = ["dept0", "dept1", "dept2"].map(answer).to_vec();
+    let mut a = vec!["run"];
+    a.extend(image);
+    a.extend(["--dept", "oncology", &npy]);
+    let (ok, _, e) = run(&a);
+    assert!(!ok && e.contains("no department `oncology`"), "{e}");
+
+    let img_before = std::fs::read(&img).unwrap();
+    let (ok, o, e) = run(&[
+        "delta", "apply", &pkg, "--image", &img, "--pubkey", &pubkey, "--json",
+    ]);
+    assert!(ok, "{e}");
+    let st: serde_json::Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(
+        (st["department"].as_str(), st["added"].as_bool()),
+        (Some("oncology"), Some(true))
+    );
+    assert_ne!(std::fs::read(&img).unwrap(), img_before);
+    let (ok, o, _) = run(&[
+        "delta", "status", "--image", &img, "--pubkey", &pubkey, "--json",
+    ]);
+    assert!(ok);
+    let st: serde_json::Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(st.as_array().unwrap().len(), 4);
+    assert_eq!(st[3]["department"], "oncology");
+    assert_eq!(st[3]["source"], "slot A");
+
+    // The added department answers from the image with exactly its blob's logits; the
+    // bundle's departments answer byte for byte as before.
+    let r = answer("oncology");
+    assert_eq!(
+        (r["version"].as_u64(), r["source"].as_str()),
+        (Some(1), Some("slot A"))
+    );
+    let blob = lorkd_runtime::update::Package::parse(&std::fs::read(&pkg).unwrap())
+        .unwrap()
+        .blob()
+        .to_vec();
+    let want = logits(&model_bytes, &blob, &x);
+    let got: Vec<f32> = r["results"][0]["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(got, want);
+    let after: Vec<serde_json::Value> = ["dept0", "dept1", "dept2"].map(answer).to_vec();
+    assert_eq!(before, after);
+
+    // A replay is refused; a removal retires it; a bundle department cannot be removed.
+    let (ok, _, e) = run(&["delta", "apply", &pkg, "--image", &img, "--pubkey", &pubkey]);
+    assert!(!ok && e.contains("refused"), "{e}");
+    let rm = s(&p("oncology-rm.lkdu"));
+    let (ok, _, e) = run(&[
+        "delta",
+        "remove",
+        "--base",
+        &model,
+        "--dept",
+        "dept1",
+        "--version",
+        "2",
+        "--key",
+        &key,
+        "-o",
+        &rm,
+    ]);
+    assert!(
+        !ok && e.contains("only departments added in the field"),
+        "{e}"
+    );
+    let (ok, _, e) = run(&[
+        "delta",
+        "remove",
+        "--base",
+        &model,
+        "--dept",
+        "oncology",
+        "--version",
+        "2",
+        "--key",
+        &key,
+        "-o",
+        &rm,
+    ]);
+    assert!(ok, "{e}");
+    let (ok, o, e) = run(&[
+        "delta", "verify", &rm, "--base", &model, "--pubkey", &pubkey,
+    ]);
+    assert!(ok && o.contains("removes department oncology v2"), "{o}{e}");
+    let (ok, _, e) = run(&["delta", "apply", &rm, "--image", &img, "--pubkey", &pubkey]);
+    assert!(ok, "{e}");
+    let (ok, o, _) = run(&[
+        "delta", "status", "--image", &img, "--pubkey", &pubkey, "--json",
+    ]);
+    assert!(ok);
+    let st: serde_json::Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(st.as_array().unwrap().len(), 3);
+    let (ok, _, e) = run(&["delta", "apply", &pkg, "--image", &img, "--pubkey", &pubkey]);
+    assert!(!ok && e.contains("older"), "{e}");
+    let after: Vec<serde_json::Value> = ["dept0", "dept1", "dept2"].map(answer).to_vec();
+    assert_eq!(before, after);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -25,6 +25,8 @@ enum Command {
     Fit(cmd::fit::Args),
     /// Retrain one department's factors and head (field update); all else stays bit-identical.
     Finetune(cmd::finetune::Args),
+    /// Train a department the run does not have (factors and head); all else bit-identical.
+    AddDepartment(cmd::add_department::Args),
     /// Train the foundation model (teacher) with one head over all departments' classes.
     Teacher(cmd::teacher::Args),
     /// A downstream task from a department's expert, the shared backbone or scratch.
@@ -53,6 +55,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Fit(a) => cmd::fit::run(a),
         Command::Finetune(a) => cmd::finetune::run(a),
+        Command::AddDepartment(a) => cmd::add_department::run(a),
         Command::Teacher(a) => cmd::teacher::run(a),
         Command::Transfer(a) => cmd::transfer::run(a),
         Command::Eval(a) => cmd::eval::run(a),

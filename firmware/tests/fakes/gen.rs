@@ -6,7 +6,10 @@
 //! scores `lorkd_runtime::engine::Engine` computes for them on the host; and a signed update
 //! of department 1 (`lorkd_tools::delta::make`, fixed test key) made from the same
 //! checkpoint with that department's `lora_B` factors negated and scaled (a "retrained"
-//! department over the same shared weights), with the scores it must give afterwards.
+//! department over the same shared weights), with the scores it must give afterwards; and a
+//! signed package that adds a fourth department the bundle never had (the checkpoint grown by
+//! one department: new factor slices and a 2-class head, everything else the same), with the
+//! scores the added department must give.
 //!
 //! Deterministic: same bytes every run. Shared by the QEMU board's fixture writer
 //! (`cargo run -p lorkd-firmware --example qemu-fixture -- OUT.bin`, run by
@@ -25,6 +28,10 @@ use rand::{Rng, SeedableRng};
 pub const SIGNING_KEY: [u8; 32] = [42; 32];
 const IMAGES: usize = 3;
 const SIZE: usize = 32;
+/// The department the fixture's add package brings (absent from its bundle).
+pub const ADDED_NAME: &str = "added";
+/// Its classes.
+pub const ADDED_CLASSES: usize = 2;
 
 /// The fixture's bytes (format: `lorkd_firmware::fixture`) and a one-line summary.
 pub fn fixture() -> Result<(Vec<u8>, String)> {
@@ -173,6 +180,89 @@ pub fn fixture_at(size: usize) -> Result<(Vec<u8>, String)> {
         write_signed(&h, &blob, &SIGNING_KEY, &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
         out
     };
+    // A department added in the field: the checkpoint grown by one department.
+    let added = {
+        let mut tensors = Vec::new();
+        let mut meta = ck.meta.clone();
+        meta.departments.push(lorkd_tools::checkpoint::DeptMeta {
+            name: ADDED_NAME.into(),
+            classes: (0..ADDED_CLASSES).map(|c| format!("a{c}")).collect(),
+        });
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+        for (name, view) in st.tensors() {
+            let mut shape = view.shape().to_vec();
+            let mut data: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            if name.ends_with(".lora_A") || name.ends_with(".lora_B") {
+                // The new slice: department 0's, mixed with fresh values (its own expert).
+                let per = data.len() / shape[0];
+                let new: Vec<f32> = data[..per]
+                    .iter()
+                    .map(|v| v * -0.8 + rng.gen_range(-0.05f32..0.05))
+                    .collect();
+                data.extend(new);
+                shape[0] += 1;
+            } else if name == "head.weight" || name == "head.bias" {
+                let per = data.len() / shape[0];
+                data.extend((0..ADDED_CLASSES * per).map(|_| rng.gen_range(-0.1f32..0.1)));
+                shape[0] += ADDED_CLASSES;
+            }
+            tensors.push((name.to_string(), shape, data));
+        }
+        let heads = meta.departments.len() - 1;
+        let feat = tensors
+            .iter()
+            .find(|(n, _, _)| n == "heads.0.weight")
+            .map(|(_, s, _)| s[1])
+            .context("heads.0.weight")?;
+        let w: Vec<f32> = (0..ADDED_CLASSES * feat)
+            .map(|_| rng.gen_range(-0.3f32..0.3))
+            .collect();
+        let b: Vec<f32> = (0..ADDED_CLASSES)
+            .map(|_| rng.gen_range(-0.3f32..0.3))
+            .collect();
+        tensors.push((
+            format!("heads.{heads}.weight"),
+            vec![ADDED_CLASSES, feat],
+            w,
+        ));
+        tensors.push((format!("heads.{heads}.bias"), vec![ADDED_CLASSES], b));
+        let ck3 = Checkpoint::from_bytes(&lorkd_tools::checkpoint::write_safetensors(
+            &tensors, &meta,
+        )?)?;
+        lorkd_tools::delta::make(&bundle_bytes, &ck3, ADDED_NAME, 1, 0, &key)?
+    };
+    let added_pkg = lorkd_runtime::update::Package::parse(&added)
+        .map_err(|e| anyhow::anyhow!("added package: {e:?}"))?;
+    anyhow::ensure!(added_pkg.header.added_classes() == Some(ADDED_CLASSES as u16));
+    let added_blob = AlignedBytes::new(added_pkg.blob());
+    let added_dept = lorkd_runtime::format::Dept::parse_blob(
+        added_blob.as_slice(),
+        bundle.manifest(),
+        bundle.base_id(),
+    )
+    .map_err(|e| anyhow::anyhow!("added blob: {e}"))?;
+    engine
+        .select_blob(added_dept)
+        .map_err(|e| anyhow::anyhow!("select: {e}"))?;
+    let mut added_expect = Vec::new();
+    let mut tops3 = Vec::new();
+    for img in &images {
+        let mut logits = vec![0f32; ADDED_CLASSES];
+        engine
+            .infer(img, &mut logits)
+            .map_err(|e| anyhow::anyhow!("infer: {e}"))?;
+        let top = lorkd_firmware::app::argmax(&logits);
+        tops3.push(top);
+        added_expect.extend_from_slice(&(top as u32).to_le_bytes());
+        for k in 0..c {
+            added_expect.extend_from_slice(&logits.get(k).copied().unwrap_or(0.0).to_le_bytes());
+        }
+    }
+
     let mut f = vec![0u8; HEADER_LEN];
     let bundle_off = f.len();
     f.extend_from_slice(&bundle_bytes);
@@ -198,6 +288,16 @@ pub fn fixture_at(size: usize) -> Result<(Vec<u8>, String)> {
     }
     let bad_off = f.len();
     f.extend_from_slice(&bad_update);
+    while !f.len().is_multiple_of(4) {
+        f.push(0);
+    }
+    let added_off = f.len();
+    f.extend_from_slice(&added);
+    while !f.len().is_multiple_of(4) {
+        f.push(0);
+    }
+    let added_expect_off = f.len();
+    f.extend_from_slice(&added_expect);
     let hdr = [
         d,
         IMAGES,
@@ -222,15 +322,23 @@ pub fn fixture_at(size: usize) -> Result<(Vec<u8>, String)> {
     f[64..96].copy_from_slice(key.verifying_key().as_bytes());
     f[96..100].copy_from_slice(&(bad_off as u32).to_le_bytes());
     f[100..104].copy_from_slice(&(bad_update.len() as u32).to_le_bytes());
+    for (i, v) in [added_off, added.len(), ADDED_CLASSES, added_expect_off]
+        .into_iter()
+        .enumerate()
+    {
+        f[104 + 4 * i..108 + 4 * i].copy_from_slice(&(v as u32).to_le_bytes());
+    }
     let summary = format!(
-        "bundle {} B ({} departments, classes {:?}, arena {} B), {IMAGES} images {size}x{size}, top-1 {:?}; update of department {UPDATE_DEPT} to v{UPDATE_VERSION}: {} B, top-1 after {:?}",
+        "bundle {} B ({} departments, classes {:?}, arena {} B), {IMAGES} images {size}x{size}, top-1 {:?}; update of department {UPDATE_DEPT} to v{UPDATE_VERSION}: {} B, top-1 after {:?}; added department `{ADDED_NAME}` ({ADDED_CLASSES} classes): {} B, top-1 {:?}",
         bundle_bytes.len(),
         d,
         classes,
         bundle.arena_bytes(Mode::Materialized),
         tops,
         update.len(),
-        tops2
+        tops2,
+        added.len(),
+        tops3
     );
     Ok((f, summary))
 }

@@ -62,6 +62,12 @@ pub enum UpdateError {
     Incomplete,
     /// The scratch buffer cannot hold the delta blob.
     ScratchTooSmall,
+    /// A package adding a department names one the bundle already has.
+    NameClash,
+    /// Every added-department slot pair of the layout is taken.
+    TooManyDepartments,
+    /// An added department's head has more classes than the device takes.
+    TooManyClasses,
 }
 
 impl From<NorFlashErrorKind> for UpdateError {
@@ -106,6 +112,9 @@ impl core::fmt::Display for UpdateError {
             Overflow => "update chunk past the declared package length",
             Incomplete => "update package incomplete",
             ScratchTooSmall => "scratch buffer smaller than the delta blob",
+            NameClash => "the added department's name is a department of the bundle",
+            TooManyDepartments => "no free added-department slot (the layout's count is reached)",
+            TooManyClasses => "the added department's head has more classes than the device takes",
         };
         f.write_str(s)
     }

@@ -10,6 +10,12 @@
 //! | journal bank 1    | `journal + bank_size`                | `bank_size`         | store (compaction)    |
 //! | dept `d` slot A/B | `slots + (2·d + s)·slot_size`        | `slot_size` each    | store (one update)    |
 //!
+//! Department indices `0..departments` are the bundle's; `departments..departments + added`
+//! are the slot pairs reserved for departments added in the field (`Layout::added`, fixed
+//! by the layout). An added department exists once a package carrying it (flag
+//! `package::FLAG_ADDED`) is committed; its name, classes, head and factors come from the
+//! signed package in its slot.
+//!
 //! A journal bank: record 0 is the bank header (`LKJB`, sequence number, layout
 //! fingerprint; written last when a bank is filled by compaction), records 1.. are 64-byte
 //! CRC-checked entries (`Begin`, `Progress`, `Commit`, `Counter`; see [`journal`]). The
@@ -48,6 +54,19 @@ pub trait UpdateBase {
     /// `UpdateError::Blob` when the blob does not parse against the shared part,
     /// `UpdateError::BlobMismatch` when it names another department.
     fn check_blob(&self, dept: usize, blob: &[u8]) -> Result<(u32, [u8; 32]), UpdateError>;
+    /// Parses `blob` as the delta blob of a department added in the field called `name`
+    /// against the shared part — its factors must have the shapes of the shared graph's
+    /// expert convs, so the bundle's arena plan (which depends on the graph alone) covers
+    /// it — and returns its `(version, base_id, classes)`.
+    ///
+    /// # Errors
+    /// `UpdateError::Blob` when the blob does not parse against the shared part,
+    /// `UpdateError::BlobMismatch` when it names another department.
+    fn check_added_blob(
+        &self,
+        name: &str,
+        blob: &[u8],
+    ) -> Result<(u32, [u8; 32], usize), UpdateError>;
 }
 
 impl UpdateBase for crate::format::Bundle<'_> {
@@ -78,5 +97,21 @@ impl UpdateBase for crate::format::Bundle<'_> {
             return Err(UpdateError::BlobMismatch);
         }
         Ok((d.manifest.version, d.manifest.base_id))
+    }
+
+    fn check_added_blob(
+        &self,
+        name: &str,
+        blob: &[u8],
+    ) -> Result<(u32, [u8; 32], usize), UpdateError> {
+        let d = crate::format::Dept::parse_blob(
+            blob,
+            self.manifest(),
+            crate::format::Bundle::base_id(self),
+        )?;
+        if d.manifest.name != name {
+            return Err(UpdateError::BlobMismatch);
+        }
+        Ok((d.manifest.version, d.manifest.base_id, d.classes()))
     }
 }

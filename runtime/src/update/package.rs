@@ -15,12 +15,14 @@
 //! | 6      | 2    | header length (192: fields and signature), u16 LE            |
 //! | 8      | 4    | package version (the department's new version), u32 LE       |
 //! | 12     | 4    | security counter (≤ version), u32 LE                         |
-//! | 16     | 4    | blob length, u32 LE (1..=`MAX_BLOB`)                         |
-//! | 20     | 4    | flags (0)                                                    |
+//! | 16     | 4    | blob length, u32 LE (1..=`MAX_BLOB`; 0 for a removal)        |
+//! | 20     | 4    | flags: 0, [`FLAG_ADDED`], or `FLAG_ADDED | FLAG_REMOVE`      |
 //! | 24     | 32   | base id of the bundle this applies to                        |
 //! | 56     | 32   | department name, UTF-8, zero-padded                          |
 //! | 88     | 1    | department name length (1..=32)                              |
-//! | 89     | 7    | reserved (0)                                                 |
+//! | 89     | 1    | reserved (0)                                                 |
+//! | 90     | 2    | added departments: class count of the head (1..), else 0     |
+//! | 92     | 4    | reserved (0)                                                 |
 //! | 96     | 32   | SHA-256 of the blob                                          |
 //! | 128    | 64   | ed25519 signature of bytes 0..128                            |
 use super::UpdateError;
@@ -43,6 +45,16 @@ pub const HEADER_LEN: usize = FIELDS_LEN + SIGNATURE_LEN;
 pub const DIGEST_LEN: usize = 32;
 /// Longest department name.
 pub const NAME_MAX: usize = 32;
+/// Flags bit 0: the package carries a department the base bundle does not have (added in
+/// the field). Its header also states the head's class count, so a device can refuse a
+/// head it cannot hold from the header alone. A reader of format 2 from before this flag
+/// refuses such a package (`PackageBadHeader`: flags must be 0), never misreads it.
+pub const FLAG_ADDED: u32 = 1;
+/// Flags bit 1 (only with [`FLAG_ADDED`]): the package removes the added department it names
+/// — a signed version of it with an empty blob and no classes. It is installed like any
+/// version (A/B slot, commit, security counter), so an older package of the department is a
+/// replay afterwards, and a newer add package brings it back.
+pub const FLAG_REMOVE: u32 = 2;
 /// Largest blob length a header may declare: the whole package length then fits a `u32`
 /// (and so a `usize` on 32-bit targets) without wrapping.
 pub const MAX_BLOB: u32 = u32::MAX - HEADER_LEN as u32;
@@ -62,6 +74,10 @@ pub struct PackageHeader {
     pub blob_sha256: [u8; DIGEST_LEN],
     name: [u8; NAME_MAX],
     name_len: u8,
+    /// 0 for an update of a bundle department or a removal; the head's class count (≥ 1) for
+    /// a department added in the field ([`FLAG_ADDED`]).
+    added_classes: u16,
+    flags: u32,
 }
 
 fn u16_at(b: &[u8], o: usize) -> u16 {
@@ -104,7 +120,70 @@ impl PackageHeader {
             blob_sha256: digest(blob),
             name: buf,
             name_len: n.len() as u8,
+            added_classes: 0,
+            flags: 0,
         })
+    }
+
+    /// The header of a package removing the department `name` added in the field: an empty
+    /// blob, no classes.
+    ///
+    /// # Errors
+    /// `PackageBadHeader` for a bad name or a counter above the version.
+    pub fn new_removal(
+        name: &str,
+        version: u32,
+        security_counter: u32,
+        base_id: [u8; 32],
+    ) -> Result<Self, UpdateError> {
+        let mut h = Self::new(name, version, security_counter, base_id, &[0])?;
+        h.blob_len = 0;
+        h.blob_sha256 = digest(&[]);
+        h.flags = FLAG_ADDED | FLAG_REMOVE;
+        Ok(h)
+    }
+
+    /// True for a removal ([`FLAG_REMOVE`]).
+    pub const fn is_removal(&self) -> bool {
+        self.flags & FLAG_REMOVE != 0
+    }
+
+    /// A header for a department the base bundle does not have (added in the field), whose
+    /// head has `classes` classes.
+    ///
+    /// # Errors
+    /// As [`Self::new`]; `PackageBadHeader` for `classes == 0`.
+    pub fn new_added(
+        name: &str,
+        version: u32,
+        security_counter: u32,
+        base_id: [u8; 32],
+        classes: u16,
+        blob: &[u8],
+    ) -> Result<Self, UpdateError> {
+        if classes == 0 {
+            return Err(UpdateError::PackageBadHeader);
+        }
+        let mut h = Self::new(name, version, security_counter, base_id, blob)?;
+        h.added_classes = classes;
+        h.flags = FLAG_ADDED;
+        Ok(h)
+    }
+
+    /// True for a department added in the field (absent from the base bundle), including
+    /// its removal.
+    pub const fn is_added(&self) -> bool {
+        self.flags & FLAG_ADDED != 0
+    }
+
+    /// The head's class count an added department's header declares (`None` for an update
+    /// of a bundle department).
+    pub const fn added_classes(&self) -> Option<u16> {
+        if self.added_classes > 0 {
+            Some(self.added_classes)
+        } else {
+            None
+        }
     }
 
     /// The department name.
@@ -149,12 +228,24 @@ impl PackageHeader {
             return Err(UpdateError::PackageUnsupportedVersion);
         }
         let name_len = b[88] as usize;
+        let flags = u32_at(b, 20);
+        let added_classes = u16_at(b, 90);
+        // An added department states its class count; any other package keeps it zero.
+        let blob_len = u32_at(b, 16);
+        let added_ok = match flags {
+            0 => added_classes == 0,
+            FLAG_ADDED => added_classes > 0,
+            // A removal: no head, no blob.
+            f if f == FLAG_ADDED | FLAG_REMOVE => added_classes == 0 && blob_len == 0,
+            _ => false,
+        };
         let bad = u16_at(b, 6) as usize != HEADER_LEN
-            || u32_at(b, 20) != 0
+            || !added_ok
             || name_len == 0
             || name_len > NAME_MAX
             || b[56 + name_len..88].iter().any(|&x| x != 0)
-            || b[89..96].iter().any(|&x| x != 0)
+            || b[89] != 0
+            || b[92..96].iter().any(|&x| x != 0)
             || core::str::from_utf8(&b[56..56 + name_len]).is_err();
         if bad {
             return Err(UpdateError::PackageBadHeader);
@@ -166,7 +257,8 @@ impl PackageHeader {
         let mut blob_sha256 = [0u8; DIGEST_LEN];
         blob_sha256.copy_from_slice(&b[96..128]);
         let (version, security_counter, blob_len) = (u32_at(b, 8), u32_at(b, 12), u32_at(b, 16));
-        if security_counter > version || blob_len == 0 || blob_len > MAX_BLOB {
+        let empty_ok = flags & FLAG_REMOVE != 0;
+        if security_counter > version || (blob_len == 0 && !empty_ok) || blob_len > MAX_BLOB {
             return Err(UpdateError::PackageBadHeader);
         }
         Ok(PackageHeader {
@@ -177,6 +269,8 @@ impl PackageHeader {
             blob_sha256,
             name,
             name_len: name_len as u8,
+            added_classes,
+            flags,
         })
     }
 
@@ -189,6 +283,8 @@ impl PackageHeader {
         b[8..12].copy_from_slice(&self.version.to_le_bytes());
         b[12..16].copy_from_slice(&self.security_counter.to_le_bytes());
         b[16..20].copy_from_slice(&self.blob_len.to_le_bytes());
+        b[20..24].copy_from_slice(&self.flags.to_le_bytes());
+        b[90..92].copy_from_slice(&self.added_classes.to_le_bytes());
         b[24..56].copy_from_slice(&self.base_id);
         b[56..88].copy_from_slice(&self.name);
         b[88] = self.name_len;
@@ -304,6 +400,53 @@ pub fn write_signed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn added_department_headers_round_trip_and_flags_must_match_the_class_count() {
+        let h = PackageHeader::new_added("oncology", 1, 1, [3; 32], 5, &[9u8; 48]).unwrap();
+        assert!(h.is_added());
+        assert_eq!(h.added_classes(), Some(5));
+        let mut b = [0u8; HEADER_LEN];
+        b[..FIELDS_LEN].copy_from_slice(&h.encode());
+        assert_eq!(PackageHeader::parse(&b), Ok(h));
+        assert_eq!(u32_at(&b, 20), FLAG_ADDED);
+        // A flag without a class count, a class count without the flag, unknown flags.
+        for (flags, classes) in [(FLAG_ADDED, 0u16), (0, 5), (2, 5), (3, 5), (2, 0), (4, 0)] {
+            let mut m = b;
+            m[20..24].copy_from_slice(&flags.to_le_bytes());
+            m[90..92].copy_from_slice(&classes.to_le_bytes());
+            assert_eq!(
+                PackageHeader::parse(&m),
+                Err(UpdateError::PackageBadHeader),
+                "flags {flags} classes {classes}"
+            );
+        }
+        let plain = PackageHeader::new("oncology", 1, 1, [3; 32], &[9u8; 48]).unwrap();
+        assert!(!plain.is_added());
+        assert_eq!(plain.added_classes(), None);
+        assert_eq!(
+            PackageHeader::new_added("oncology", 1, 1, [3; 32], 0, &[9u8; 48]),
+            Err(UpdateError::PackageBadHeader)
+        );
+        // A removal: flags 3, no classes, an empty blob (and only a removal may be empty).
+        let r = PackageHeader::new_removal("oncology", 4, 4, [3; 32]).unwrap();
+        assert!(r.is_added() && r.is_removal() && r.added_classes().is_none());
+        let mut b = [0u8; HEADER_LEN];
+        b[..FIELDS_LEN].copy_from_slice(&r.encode());
+        assert_eq!(u32_at(&b, 20), FLAG_ADDED | FLAG_REMOVE);
+        assert_eq!(PackageHeader::parse(&b), Ok(r));
+        assert_eq!(r.package_len() as usize, HEADER_LEN);
+        let secret = [7u8; 32];
+        let mut out = [0u8; HEADER_LEN];
+        assert_eq!(write_signed(&r, &[], &secret, &mut out), Ok(HEADER_LEN));
+        assert!(Package::parse(&out).is_ok());
+        let mut m = b;
+        m[16..20].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(PackageHeader::parse(&m), Err(UpdateError::PackageBadHeader));
+        let mut m = b;
+        m[20..24].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(PackageHeader::parse(&m), Err(UpdateError::PackageBadHeader));
+    }
 
     #[test]
     fn lengths_near_u32_max_are_refused_not_wrapped() {

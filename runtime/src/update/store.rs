@@ -35,21 +35,31 @@ pub struct Layout {
     pub slot_size: u32,
     /// Number of departments (that of the bundle).
     pub departments: u16,
+    /// Slot pairs reserved for departments added in the field (indices `departments ..
+    /// departments + added`); how many a device can ever add is fixed here.
+    pub added: u16,
 }
 
 impl Layout {
+    /// Added-department slot pairs [`Layout::for_bundle`] reserves (the host images', the
+    /// demo's and the firmware's layout).
+    pub const STANDARD_ADDED: u16 = 2;
+
     /// The layout the host tools and the demo use: the bundle at offset 0, then the two
-    /// journal banks, then the slots, each slot twice the largest delta package of the
+    /// journal banks, then the slots (the bundle's departments', then `added` pairs for
+    /// departments added in the field), each slot twice the largest delta package of the
     /// bundle (room for more classes or a bigger rank).
     pub fn standard(
         bundle_len: usize,
         departments: u16,
+        added: u16,
         max_blob_len: usize,
         erase_size: usize,
     ) -> Layout {
         let up = |n: usize| n.div_ceil(erase_size) * erase_size;
         let journal = up(bundle_len);
-        let bank_size = up((3 * departments as usize + 3 + 64) * RECORD);
+        let all = departments as usize + added as usize;
+        let bank_size = up((3 * all + 3 + 64) * RECORD);
         let slot_size = up(2 * (max_blob_len + HEADER_LEN));
         Layout {
             journal: journal as u32,
@@ -57,6 +67,7 @@ impl Layout {
             slots: (journal + 2 * bank_size) as u32,
             slot_size: slot_size as u32,
             departments,
+            added,
         }
     }
 
@@ -73,14 +84,20 @@ impl Layout {
         Layout::standard(
             start,
             bundle.department_count() as u16,
+            Self::STANDARD_ADDED,
             max_blob,
             erase_size,
         )
     }
 
+    /// Department indices the store tracks: the bundle's, then the added slot pairs.
+    pub fn total(&self) -> usize {
+        self.departments as usize + self.added as usize
+    }
+
     /// First byte after the last slot.
     pub fn end(&self) -> u64 {
-        self.slots as u64 + 2 * self.departments as u64 * self.slot_size as u64
+        self.slots as u64 + 2 * self.total() as u64 * self.slot_size as u64
     }
 
     /// Flash offset of a department's slot.
@@ -96,18 +113,20 @@ impl Layout {
         f[8..12].copy_from_slice(&self.slots.to_le_bytes());
         f[12..16].copy_from_slice(&self.slot_size.to_le_bytes());
         f[16..18].copy_from_slice(&self.departments.to_le_bytes());
+        // Zero for a layout without added departments: such journals read as before.
+        f[18..20].copy_from_slice(&self.added.to_le_bytes());
         f
     }
 
     fn check<F: NorFlash>(&self, capacity: usize, max_depts: usize) -> Result<(), UpdateError> {
         let (e, w) = (F::ERASE_SIZE as u64, F::WRITE_SIZE as u64);
-        let d = self.departments as u64;
+        let d = self.total() as u64;
         let records = self.bank_size as u64 / RECORD as u64;
         let ok = w > 0
             && w <= MAX_WRITE as u64
             && (RECORD as u64).is_multiple_of(w)
             && e.is_multiple_of(RECORD as u64)
-            && d > 0
+            && self.departments > 0
             && d as usize <= max_depts
             && (self.journal as u64).is_multiple_of(e)
             && (self.bank_size as u64).is_multiple_of(e)
@@ -149,6 +168,14 @@ pub enum Active {
     },
     /// No version at or above the security counter is available.
     Unavailable,
+    /// An added-department slot pair that holds no department (none was added there).
+    Absent,
+    /// An added department removed by a signed removal package (`package::FLAG_REMOVE`) at
+    /// `version`: nothing runs; its pair stays bound to its name (and counter).
+    Removed {
+        /// The removal's version.
+        version: u32,
+    },
 }
 
 impl Active {
@@ -156,7 +183,15 @@ impl Active {
     pub fn version(&self) -> Option<u32> {
         match *self {
             Active::Factory { version } | Active::Slot { version, .. } => Some(version),
-            Active::Unavailable => None,
+            Active::Unavailable | Active::Absent | Active::Removed { .. } => None,
+        }
+    }
+
+    /// The newest version installed, removals included (what a new package must exceed).
+    pub fn installed(&self) -> Option<u32> {
+        match *self {
+            Active::Removed { version } => Some(version),
+            a => a.version(),
         }
     }
 }
@@ -210,6 +245,35 @@ struct Pending {
     pages: u32,
 }
 
+/// The name of an added department, from its signed package header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Name {
+    bytes: [u8; package::NAME_MAX],
+    len: u8,
+}
+
+impl Name {
+    const NONE: Name = Name {
+        bytes: [0; package::NAME_MAX],
+        len: 0,
+    };
+
+    fn of(h: &PackageHeader) -> Name {
+        let mut n = Name::NONE;
+        let b = h.name().as_bytes();
+        n.bytes[..b.len()].copy_from_slice(b);
+        n.len = b.len() as u8;
+        n
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        if self.len == 0 {
+            return None;
+        }
+        core::str::from_utf8(&self.bytes[..self.len as usize]).ok()
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Live {
     header: PackageHeader,
@@ -225,9 +289,9 @@ struct Live {
     tail: [u8; MAX_WRITE],
 }
 
-/// The update store over a NOR flash, for up to `D` departments. Needs no allocator: the
-/// state is a few hundred bytes plus `D` small entries; `finish` borrows a caller buffer for
-/// the blob check.
+/// The update store over a NOR flash, for up to `D` department indices (the bundle's plus
+/// the layout's added slot pairs). Needs no allocator: the state is a few hundred bytes plus
+/// `D` small entries; `finish` borrows a caller buffer for the blob check.
 pub struct UpdateStore<F: NorFlash, const D: usize = 16> {
     flash: F,
     layout: Layout,
@@ -239,7 +303,12 @@ pub struct UpdateStore<F: NorFlash, const D: usize = 16> {
     /// Why a committed slot may not run (found at open, or reported by `reject_active`).
     why: [[Option<UpdateError>; 2]; D],
     counter: [u32; D],
-    factory: [u32; D],
+    /// The bundle's version per department; `None` for the added slot pairs.
+    factory: [Option<u32>; D],
+    /// Added departments' names (from their committed, signed headers).
+    names: [Name; D],
+    /// Most classes an added department's head may have.
+    max_classes: usize,
     active: [Active; D],
     pending: Option<Pending>,
     live: Option<Live>,
@@ -362,9 +431,9 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
             Ok(st) => st,
             Err(e) => return Err((flash, e)),
         };
-        let mut factory = [0u32; D];
+        let mut factory = [None; D];
         for (d, f) in factory.iter_mut().enumerate().take(n) {
-            *f = base.factory_version(d);
+            *f = Some(base.factory_version(d));
         }
         let mut s = UpdateStore {
             flash,
@@ -377,21 +446,24 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
             why: [[None; 2]; D],
             counter: [0; D],
             factory,
+            names: [Name::NONE; D],
+            max_classes: crate::format::validate::MAX_CLASSES,
             active: [Active::Unavailable; D],
             pending: None,
             live: None,
         };
-        match s.load(state, force_format, n) {
+        match s.load(state, force_format, n, base) {
             Ok(()) => Ok(s),
             Err(e) => Err((s.flash, e)),
         }
     }
 
-    fn load(
+    fn load<B: UpdateBase>(
         &mut self,
         state: JournalState,
         force_format: bool,
         n: usize,
+        base: &B,
     ) -> Result<(), UpdateError> {
         let s = self;
         let layout = s.layout;
@@ -425,7 +497,12 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
                 s.replay()?;
             }
         }
-        for d in 0..n {
+        for d in 0..layout.total() {
+            let added = d >= n;
+            // An added pair's name: that of its newest committed slot with a vendor-signed
+            // header for an added department (intact slots first).
+            let mut named: Option<(bool, u32, Name)> = None;
+            let mut heads = [None; 2];
             for slot in 0..2u8 {
                 if let SlotState::Committed {
                     version,
@@ -434,10 +511,40 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
                     ..
                 } = s.slots[d][slot as usize]
                 {
-                    let why = s.slot_intact(d, slot, version, len, &digest)?;
+                    let (h, mut why) = s.slot_intact(d, slot, version, len, &digest)?;
+                    if let Some(h) = h {
+                        // A slot of a bundle department holds its update, an added pair's
+                        // an added department that is not one of the bundle's.
+                        let kind_ok = if added {
+                            h.is_added() && base.department_index(h.name()).is_none()
+                        } else {
+                            !h.is_added()
+                        };
+                        if !kind_ok {
+                            why = why.or(Some(UpdateError::HeaderMismatch));
+                        } else if added {
+                            let key = (why.is_none(), version);
+                            if named.is_none_or(|(i, v, _)| key > (i, v)) {
+                                named = Some((key.0, key.1, Name::of(&h)));
+                            }
+                        }
+                        heads[slot as usize] = Some(Name::of(&h));
+                    }
                     s.why[d][slot as usize] = why;
                     if let SlotState::Committed { intact: i, .. } = &mut s.slots[d][slot as usize] {
                         *i = why.is_none();
+                    }
+                }
+            }
+            if let Some((_, _, name)) = named {
+                s.names[d] = name;
+                // Both slots of a pair carry the same department.
+                for (slot, head) in heads.iter().enumerate() {
+                    if head.is_some_and(|h| h != name) {
+                        if let SlotState::Committed { intact, .. } = &mut s.slots[d][slot] {
+                            *intact = false;
+                            s.why[d][slot] = Some(UpdateError::HeaderMismatch);
+                        }
                     }
                 }
             }
@@ -552,7 +659,7 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
     /// # Errors
     /// `UnknownDepartment`, `Flash`.
     pub fn raise_security_counter(&mut self, dept: usize, counter: u32) -> Result<(), UpdateError> {
-        if dept >= self.layout.departments as usize {
+        if dept >= self.layout.total() {
             return Err(UpdateError::UnknownDepartment);
         }
         if counter <= self.counter[dept] {
@@ -567,13 +674,77 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
         Ok(())
     }
 
+    /// Caps the class count of an added department's head (the format's `MAX_CLASSES` by
+    /// default; a device whose protocol or buffers take fewer sets its own). Checked at
+    /// `begin` from the signed header, before anything is written.
+    pub fn set_max_classes(&mut self, classes: usize) {
+        self.max_classes = classes;
+    }
+
+    /// Department indices the store tracks: the bundle's `0..departments`, then the added
+    /// slot pairs (see [`Self::added_name`] for which hold a department).
+    pub fn department_slots(&self) -> usize {
+        self.layout.total()
+    }
+
+    /// The name of the department added in the field at index `dept` (≥ the bundle's
+    /// department count), from its signed package; `None` for a bundle department or a
+    /// pair that holds none.
+    pub fn added_name(&self, dept: usize) -> Option<&str> {
+        if dept < self.layout.departments as usize {
+            return None;
+        }
+        self.names.get(dept)?.as_str()
+    }
+
+    /// The indices of the departments added in the field (not removed), in slot order.
+    pub fn added(&self) -> impl Iterator<Item = usize> + '_ {
+        (self.layout.departments as usize..self.layout.total()).filter(move |&d| {
+            self.names[d].len > 0 && !matches!(self.active[d], Active::Removed { .. })
+        })
+    }
+
+    /// Index of the added department called `name` (not removed).
+    pub fn find_added(&self, name: &str) -> Option<usize> {
+        self.added().find(|&d| self.names[d].as_str() == Some(name))
+    }
+
+    /// The pair bound to `name`, removed or not.
+    fn find_named(&self, name: &str) -> Option<usize> {
+        (self.layout.departments as usize..self.layout.total())
+            .find(|&d| self.names[d].as_str() == Some(name))
+    }
+
+    /// Where an added department's package goes: the pair that already holds that
+    /// department, else the pair an interrupted add of this very header was streaming into,
+    /// else the first free pair.
+    fn added_index(&self, h: &PackageHeader) -> Result<usize, UpdateError> {
+        if let Some(d) = self.find_named(h.name()) {
+            return Ok(d);
+        }
+        let n = self.layout.departments as usize;
+        let hh = package::digest(&h.encode());
+        if let Some(p) = self.pending {
+            let d = p.dept as usize;
+            if d >= n && d < self.layout.total() && p.header_hash == hh && self.names[d].len == 0 {
+                return Ok(d);
+            }
+        }
+        (n..self.layout.total())
+            .find(|&d| {
+                self.names[d].len == 0
+                    && self.counter[d] == 0
+                    && !self.slots[d]
+                        .iter()
+                        .any(|s| matches!(s, SlotState::Committed { .. }))
+            })
+            .ok_or(UpdateError::TooManyDepartments)
+    }
+
     /// Checks a package header against the bundle and the department's state; writes nothing.
     fn precheck<B: UpdateBase>(&self, h: &PackageHeader, base: &B) -> Result<usize, UpdateError> {
-        let d = base
-            .department_index(h.name())
-            .ok_or(UpdateError::UnknownDepartment)?;
-        if d >= self.layout.departments as usize {
-            return Err(UpdateError::UnknownDepartment);
+        if h.is_added() && base.department_index(h.name()).is_some() {
+            return Err(UpdateError::NameClash);
         }
         if h.base_id != base.base_id() {
             return Err(UpdateError::BaseMismatch);
@@ -581,7 +752,24 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
         if h.package_len() > self.layout.slot_size {
             return Err(UpdateError::TooLarge);
         }
-        if let Some(cur) = self.active[d].version() {
+        let d = match h.added_classes() {
+            Some(c) if c as usize > self.max_classes => return Err(UpdateError::TooManyClasses),
+            Some(_) => self.added_index(h)?,
+            // Only a department that was added can be removed.
+            None if h.is_removal() => self
+                .find_named(h.name())
+                .ok_or(UpdateError::UnknownDepartment)?,
+            None => {
+                let d = base
+                    .department_index(h.name())
+                    .ok_or(UpdateError::UnknownDepartment)?;
+                if d >= self.layout.departments as usize {
+                    return Err(UpdateError::UnknownDepartment);
+                }
+                d
+            }
+        };
+        if let Some(cur) = self.active[d].installed() {
             if h.version < cur {
                 return Err(UpdateError::VersionOld);
             }
@@ -840,6 +1028,9 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
             digest,
             intact: true,
         };
+        if live.header.is_added() {
+            self.names[d] = Name::of(&live.header);
+        }
         self.why[d][slot as usize] = None;
         self.counter[d] = counter;
         self.pending = None;
@@ -879,7 +1070,7 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
     /// Reads the highest security counter per department from every CRC-valid record of
     /// both banks (whatever their headers say).
     fn salvage_counters(&mut self) -> Result<(), UpdateError> {
-        let n = self.layout.departments as usize;
+        let n = self.layout.total();
         for bank in 0..2u8 {
             let at = self.bank_offset(bank);
             for i in 1..self.capacity_records() {
@@ -913,7 +1104,7 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
         }
         let at = self.bank_offset(0);
         let mut i = 1u32;
-        for d in 0..self.layout.departments as usize {
+        for d in 0..self.layout.total() {
             if self.counter[d] > 0 {
                 let r = Record::Counter {
                     dept: d as u16,
@@ -957,9 +1148,10 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
     }
 
     fn apply_record(&mut self, r: Record) {
-        let n = self.layout.departments as usize;
+        let n = self.layout.total();
         let slot_size = self.layout.slot_size;
-        let len_ok = |len: u32| len as usize > HEADER_LEN && len <= slot_size;
+        // A removal is a bare header (192 bytes); anything else carries a blob.
+        let len_ok = |len: u32| len as usize >= HEADER_LEN && len <= slot_size;
         match r {
             // A CRC-valid record can still be nonsense (crafted or a CRC collision): never
             // let it describe a package that cannot fit its slot.
@@ -1047,7 +1239,7 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
             i += 1;
             Ok(())
         };
-        for d in 0..self.layout.departments as usize {
+        for d in 0..self.layout.total() {
             for slot in 0..2u8 {
                 if let SlotState::Committed {
                     version,
@@ -1139,6 +1331,7 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
     /// A committed slot may run: its bytes hash to the committed digest, its header is
     /// signed by the device key, describes the committed version and length, and its blob
     /// hashes to the header's blob digest (the flash may have been written by anyone).
+    /// Also returns the slot's header when it is signed by the device key.
     fn slot_intact(
         &mut self,
         dept: usize,
@@ -1146,22 +1339,22 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
         version: u32,
         len: u32,
         digest: &[u8; 32],
-    ) -> Result<Option<UpdateError>, UpdateError> {
+    ) -> Result<(Option<PackageHeader>, Option<UpdateError>), UpdateError> {
         let at = self.layout.slot_offset(dept, slot);
         let mut hb = [0u8; HEADER_LEN];
         self.flash.read(at, &mut hb).map_err(flash_err)?;
         let h = match PackageHeader::parse_signed(&hb, &self.pubkey) {
             Ok(h) => h,
-            Err(e) => return Ok(Some(e)),
+            Err(e) => return Ok((None, Some(e))),
         };
         if h.version != version || h.package_len() != len {
-            return Ok(Some(UpdateError::HeaderMismatch));
+            return Ok((Some(h), Some(UpdateError::HeaderMismatch)));
         }
         let (all, blob) = self.hash_slot(dept, slot, len)?;
         if all != *digest || blob != h.blob_sha256 {
-            return Ok(Some(UpdateError::HashMismatch));
+            return Ok((Some(h), Some(UpdateError::HashMismatch)));
         }
-        Ok(None)
+        Ok((Some(h), None))
     }
 
     fn inactive_slot(&self, d: usize) -> u8 {
@@ -1194,16 +1387,20 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
             }
         }
         self.active[d] = match best {
+            Some((_, version, len)) if len as usize == HEADER_LEN => Active::Removed { version },
             Some((slot, version, len)) => Active::Slot {
                 slot,
                 version,
                 blob_offset: self.layout.slot_offset(d, slot) + HEADER_LEN as u32,
                 blob_len: len - HEADER_LEN as u32,
             },
-            None if self.factory[d] >= floor => Active::Factory {
-                version: self.factory[d],
+            None => match self.factory[d] {
+                Some(version) if version >= floor => Active::Factory { version },
+                Some(_) => Active::Unavailable,
+                // An added pair: a department that exists but cannot run, or none at all.
+                None if self.names[d].len > 0 => Active::Unavailable,
+                None => Active::Absent,
             },
-            None => Active::Unavailable,
         };
     }
 }
@@ -1221,7 +1418,24 @@ fn check_blob<B: UpdateBase>(
     h: &PackageHeader,
     blob: &[u8],
 ) -> Result<(), UpdateError> {
-    let (version, base_id) = base.check_blob(d, blob)?;
+    if h.is_removal() {
+        // Nothing to parse: the signed header is the whole removal.
+        return if blob.is_empty() {
+            Ok(())
+        } else {
+            Err(UpdateError::BlobMismatch)
+        };
+    }
+    let (version, base_id) = match h.added_classes() {
+        Some(classes) => {
+            let (v, id, c) = base.check_added_blob(h.name(), blob)?;
+            if c != classes as usize {
+                return Err(UpdateError::BlobMismatch);
+            }
+            (v, id)
+        }
+        None => base.check_blob(d, blob)?,
+    };
     if version != h.version || base_id != h.base_id {
         return Err(UpdateError::BlobMismatch);
     }

@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 use lorkd_runtime::engine::testnet::{NetSpec, Rng, TestNet};
 use lorkd_runtime::engine::Engine;
-use lorkd_runtime::format::write::write_blob;
-use lorkd_runtime::format::{Bundle, Dept, Mode, TensorRef};
+use lorkd_runtime::format::write::{encode_seq, write_blob, Payload};
+use lorkd_runtime::format::{Bundle, DeltaRef, Dept, Mode, Seq, TensorRef};
 use lorkd_runtime::update::package::{write_signed, PackageHeader};
 use lorkd_runtime::update::sim::SimFlash;
 use lorkd_runtime::update::Layout;
@@ -19,6 +19,10 @@ pub fn seed() -> u64 {
     println!("seed = {s}");
     s
 }
+
+/// Added-department slot pairs of the fixture's standard layout (the smallest journal banks
+/// the other tests use must hold the compacted state of every pair).
+pub const ADDED: u16 = 1;
 
 pub struct Fixture {
     pub net: TestNet,
@@ -73,6 +77,101 @@ impl Fixture {
         write_blob(&m, &payload).unwrap()
     }
 
+    /// The blob of a department the bundle does not have: `name`, `classes` classes, fresh
+    /// random factors of the bundle's expert shapes (`bad_factor`: one factor a row short,
+    /// so it does not fit the shared graph) and head, at `version`.
+    pub fn added_blob_with(
+        &self,
+        name: &str,
+        classes: usize,
+        version: u32,
+        seed: u64,
+        bad_factor: bool,
+    ) -> Vec<u8> {
+        let b = self.bundle();
+        let d0 = b.department(0).unwrap();
+        let features = b.manifest().features as usize;
+        let mut rng = Rng::new(seed);
+        let mut p = Payload::default();
+        let mut deltas = Vec::new();
+        for (i, dr) in d0.manifest.deltas.iter().enumerate() {
+            let mut fresh = |t: TensorRef, short: bool| {
+                let n = t.len as usize / 4 - usize::from(short);
+                p.push_f32(&rng.vec(n, 0.3)).unwrap()
+            };
+            let a = fresh(dr.a, bad_factor && i == 0);
+            let b_ = fresh(dr.b, false);
+            deltas.push(DeltaRef { a, b: b_ });
+        }
+        let head_weight = p.push_f32(&rng.vec(classes * features, 0.5)).unwrap();
+        let head_bias = p.push_f32(&rng.vec(classes, 0.5)).unwrap();
+        let act_qparams = p.push(&[]).unwrap();
+        let names: Vec<String> = (0..classes).map(|c| format!("{name}-{c}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (nc, cb) = encode_seq(&refs).unwrap();
+        let (nd, db) = encode_seq(&deltas).unwrap();
+        let mut m = d0.manifest;
+        m.name = name;
+        m.version = version;
+        m.classes = Seq::from_encoded(nc, &cb);
+        m.deltas = Seq::from_encoded(nd, &db);
+        m.head_weight = head_weight;
+        m.head_bias = head_bias;
+        m.act_qparams = act_qparams;
+        write_blob(&m, &p.0).unwrap()
+    }
+
+    /// [`Self::added_blob_with`] with factors that fit.
+    pub fn added_blob(&self, name: &str, classes: usize, version: u32, seed: u64) -> Vec<u8> {
+        self.added_blob_with(name, classes, version, seed, false)
+    }
+
+    /// A package adding department `name` (`classes` in its header), signed with `secret`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn added_package_with(
+        &self,
+        name: &str,
+        classes: u16,
+        version: u32,
+        counter: u32,
+        base_id: [u8; 32],
+        blob: &[u8],
+        secret: &[u8; 32],
+    ) -> Vec<u8> {
+        let h = PackageHeader::new_added(name, version, counter, base_id, classes, blob).unwrap();
+        let mut out = vec![0u8; h.package_len() as usize];
+        write_signed(&h, blob, secret, &mut out).unwrap();
+        out
+    }
+
+    /// A package adding department `name` to the fixture's bundle, signed by its key.
+    pub fn added_package(
+        &self,
+        name: &str,
+        classes: u16,
+        version: u32,
+        counter: u32,
+        blob: &[u8],
+    ) -> Vec<u8> {
+        let id = *self.bundle().base_id();
+        self.added_package_with(name, classes, version, counter, id, blob, &self.secret)
+    }
+
+    /// A package removing the added department `name`, signed with `secret`.
+    pub fn removal_with(
+        &self,
+        name: &str,
+        version: u32,
+        counter: u32,
+        secret: &[u8; 32],
+    ) -> Vec<u8> {
+        let id = *self.bundle().base_id();
+        let h = PackageHeader::new_removal(name, version, counter, id).unwrap();
+        let mut out = vec![0u8; h.package_len() as usize];
+        write_signed(&h, &[], secret, &mut out).unwrap();
+        out
+    }
+
     /// A package signed with `secret`.
     pub fn package_with(
         &self,
@@ -109,9 +208,15 @@ impl Fixture {
     }
 
     pub fn layout(&self, erase: usize) -> Layout {
+        self.layout_with(erase, ADDED)
+    }
+
+    /// The standard layout with `added` added-department slot pairs.
+    pub fn layout_with(&self, erase: usize, added: u16) -> Layout {
         Layout::standard(
             self.bundle.as_slice().len(),
             self.bundle().department_count() as u16,
+            added,
             self.max_blob(),
             erase,
         )

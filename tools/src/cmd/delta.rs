@@ -1,5 +1,7 @@
-//! `lorkd delta make|verify|apply|image|format|status`: signed department updates (`.lkdu`,
-//! docs/update-format.md) and device flash images (see [`crate::delta`]).
+//! `lorkd delta make|remove|verify|apply|image|format|status`: signed department updates (`.lkdu`,
+//! docs/update-format.md) and device flash images (see [`crate::delta`]). A department the
+//! bundle lacks (`delta make --add`, or detected) is *added* in the field, into one of the
+//! image's added-department slot pairs.
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -16,7 +18,8 @@ pub struct Args {
 
 #[derive(Subcommand, Debug)]
 pub enum DeltaCommand {
-    /// Make a signed update of one department from a retrained checkpoint.
+    /// Make a signed update of one department from a retrained checkpoint, or (a department
+    /// the bundle lacks) a package that adds it in the field.
     Make {
         /// The bundle the update applies to.
         #[arg(long)]
@@ -26,6 +29,10 @@ pub enum DeltaCommand {
         from: PathBuf,
         #[arg(long)]
         dept: String,
+        /// Add a department the bundle does not have (refused if it has it); without the
+        /// flag a department absent from the bundle is detected and added too.
+        #[arg(long)]
+        add: bool,
         /// The department's new version (must exceed the device's current one).
         #[arg(long)]
         version: u32,
@@ -42,6 +49,25 @@ pub enum DeltaCommand {
         /// Calibration images per department (as `lorkd pack`).
         #[arg(long, default_value_t = 128)]
         calib_count: usize,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Make a signed package removing a department that was added in the field.
+    Remove {
+        /// The bundle the package applies to.
+        #[arg(long)]
+        base: PathBuf,
+        #[arg(long)]
+        dept: String,
+        /// The removal's version (must exceed the department's current one).
+        #[arg(long)]
+        version: u32,
+        /// Security counter (default: the version, so older packages never install again).
+        #[arg(long)]
+        security_counter: Option<u32>,
+        /// ed25519 secret key file (`lorkd keygen`).
+        #[arg(long)]
+        key: PathBuf,
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -101,8 +127,16 @@ fn print_status(s: &[crate::delta::DeptStatus]) {
     for d in s {
         let v = d.version.map_or("-".to_string(), |v| format!("v{v}"));
         println!(
-            "{:<16} {:<6} {:<12} security counter {}",
-            d.department, v, d.source, d.security_counter
+            "{:<16} {:<6} {:<12} security counter {}{}",
+            d.department,
+            v,
+            d.source,
+            d.security_counter,
+            if d.added {
+                "  (added in the field)"
+            } else {
+                ""
+            }
         );
     }
 }
@@ -113,6 +147,7 @@ pub fn run(a: Args) -> Result<()> {
             base,
             from,
             dept,
+            add,
             version,
             security_counter,
             key,
@@ -124,12 +159,20 @@ pub fn run(a: Args) -> Result<()> {
                 .with_context(|| format!("checkpoint {}", from.display()))?;
             let key = crate::keys::load_signing_key(&key)?;
             let base_bytes = read(&base)?;
-            let int8 = {
+            let (int8, in_base) = {
                 let al = lorkd_runtime::engine::AlignedBytes::new(&base_bytes);
                 let b = lorkd_runtime::format::Bundle::parse(al.as_slice())
                     .map_err(|e| anyhow::anyhow!("bundle {}: {e}", base.display()))?;
-                b.manifest().precision == lorkd_runtime::format::Precision::Int8
+                (
+                    b.manifest().precision == lorkd_runtime::format::Precision::Int8,
+                    b.find_department(&dept).is_some(),
+                )
             };
+            anyhow::ensure!(
+                !(add && in_base),
+                "--add: the bundle {} already has department `{dept}` (update it without --add)",
+                base.display()
+            );
             let images = if int8 {
                 let spec = calib_data
                     .unwrap_or_else(|| crate::pack::default_calib_spec(&ck, calib_count, 0));
@@ -148,7 +191,26 @@ pub fn run(a: Args) -> Result<()> {
             )?;
             crate::fsio::write_atomic(&output, &pkg)?;
             eprintln!(
-                "wrote {} ({} bytes: department {dept} v{version})",
+                "wrote {} ({} bytes: department {dept} v{version}{})",
+                output.display(),
+                pkg.len(),
+                if in_base { "" } else { ", added in the field" }
+            );
+        }
+        DeltaCommand::Remove {
+            base,
+            dept,
+            version,
+            security_counter,
+            key,
+            output,
+        } => {
+            let key = crate::keys::load_signing_key(&key)?;
+            let counter = security_counter.unwrap_or(version);
+            let pkg = crate::delta::make_removal(&read(&base)?, &dept, version, counter, &key)?;
+            crate::fsio::write_atomic(&output, &pkg)?;
+            eprintln!(
+                "wrote {} ({} bytes: removes department {dept} at v{version})",
                 output.display(),
                 pkg.len()
             );
@@ -165,10 +227,16 @@ pub fn run(a: Args) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&info)?);
             } else {
                 println!(
-                    "{}: department {} v{} (security counter {}), {} blob bytes, base {}, signature {}",
+                    "{}: {} {} v{} ({} classes, security counter {}), {} blob bytes, base {}, signature {}",
                     package.display(),
+                    match (info.added, info.removal) {
+                        (_, true) => "removes department",
+                        (true, _) => "adds department",
+                        _ => "department",
+                    },
                     info.department,
                     info.version,
+                    info.classes,
                     info.security_counter,
                     info.blob_bytes,
                     &info.base_id[..16],
@@ -193,9 +261,20 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
         DeltaCommand::Image { base, output } => {
-            let img = crate::delta::image(&read(&base)?)?;
+            let bytes = read(&base)?;
+            let img = crate::delta::image(&bytes)?;
             crate::fsio::write_atomic(&output, &img)?;
-            eprintln!("wrote {} ({} bytes)", output.display(), img.len());
+            let al = lorkd_runtime::engine::AlignedBytes::new(&bytes);
+            let layout = lorkd_runtime::format::Bundle::parse(al.as_slice())
+                .map(|b| crate::delta::standard_layout(&b))
+                .map_err(|e| anyhow::anyhow!("bundle {}: {e}", base.display()))?;
+            eprintln!(
+                "wrote {} ({} bytes; room for {} departments added in the field, {}-byte slots)",
+                output.display(),
+                img.len(),
+                layout.added,
+                layout.slot_size
+            );
         }
         DeltaCommand::Format {
             image,
@@ -218,11 +297,18 @@ pub fn run(a: Args) -> Result<()> {
             json,
         } => {
             let key = crate::keys::load_verifying_key(&pubkey)?;
-            let st = crate::delta::status(&read(&image)?, &key)?;
+            let img = read(&image)?;
+            let st = crate::delta::status(&img, &key)?;
+            let cap = crate::delta::capacity(&img, &key)?;
             if json {
+                // A list, as before (`lorkd inspect --json` states the capacity).
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
                 print_status(&st);
+                println!(
+                    "added departments: {} of {} slot pairs used ({}-byte slots)",
+                    cap.added_used, cap.added_slots, cap.slot_bytes
+                );
             }
         }
     }

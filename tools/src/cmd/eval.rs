@@ -147,18 +147,23 @@ pub fn evaluate(
     show_progress: bool,
     save_inputs: Option<&std::path::Path>,
 ) -> Result<Vec<DeptAccuracy>> {
-    let depts: Vec<usize> = match only {
-        Some(n) => vec![super::run::find_department(bundle, n)?],
-        None => (0..bundle.department_count()).collect(),
+    // A booted image also has the departments added in the field (after the bundle's).
+    let names: Vec<String> = match booted {
+        Some(b) => b.status.iter().map(|s| s.department.clone()).collect(),
+        None => (0..bundle.department_count())
+            .filter_map(|d| bundle.department(d))
+            .map(|d| d.manifest.name.to_string())
+            .collect(),
+    };
+    let depts: Vec<usize> = match (only, booted) {
+        (Some(n), Some(b)) => vec![b.find(n)?],
+        (Some(n), None) => vec![super::run::find_department(bundle, n)?],
+        (None, _) => (0..names.len()).collect(),
     };
     let total: usize = depts
         .iter()
-        .filter_map(|&d| bundle.department(d))
-        .filter_map(|d| {
-            ds.departments()
-                .iter()
-                .position(|x| x.name == d.manifest.name)
-        })
+        .filter_map(|&d| names.get(d))
+        .filter_map(|name| ds.departments().iter().position(|x| &x.name == name))
         .map(|di| {
             let n = ds.indices_of(split, di).len();
             limit.map_or(n, |l| n.min(l))

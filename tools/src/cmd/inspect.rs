@@ -102,6 +102,8 @@ pub fn report(bytes: &[u8], pubkey: Option<&[u8; 32]>) -> Result<Value> {
     };
     let h = b.header();
     let total = bytes.len();
+    // The update store a device image of this bundle has (`lorkd delta image`).
+    let layout = crate::delta::standard_layout(&b);
     Ok(json!({
         "arch": m.arch,
         "input": {"channels": m.input.channels, "size": m.input.size},
@@ -115,6 +117,11 @@ pub fn report(bytes: &[u8], pubkey: Option<&[u8; 32]>) -> Result<Value> {
         "arena_bytes": {"materialized": b.arena_bytes(Mode::Materialized), "streaming": b.arena_bytes(Mode::Streaming)},
         "base_id": hex(b.base_id()),
         "signature": signature,
+        "device_store": {
+            "added_departments": layout.added,
+            "slot_bytes": layout.slot_size,
+            "image_bytes": layout.end(),
+        },
     }))
 }
 
@@ -180,6 +187,10 @@ pub fn run(a: Args) -> Result<()> {
     println!(
         "arena_bytes     materialized {} / streaming {}",
         r["arena_bytes"]["materialized"], r["arena_bytes"]["streaming"]
+    );
+    println!(
+        "device store    {} slot pairs for departments added in the field, {}-byte slots",
+        r["device_store"]["added_departments"], r["device_store"]["slot_bytes"]
     );
     println!("base_id         {}", r["base_id"].as_str().unwrap_or(""));
     println!("signature       {}", r["signature"].as_str().unwrap_or(""));

@@ -175,7 +175,8 @@ pub fn score_image(
     inputs: &[(String, Vec<f32>)],
 ) -> Result<Report> {
     let bundle = booted.bundle()?;
-    let t = find_department(&bundle, dept)?;
+    // The bundle's departments and those added in the field.
+    let t = booted.find(dept)?;
     let d = booted.department(&bundle, t)?;
     score_delta(&bundle, d, &booted.status[t].source, mode, inputs)
 }

@@ -22,6 +22,18 @@ pub struct Args {
     /// Teacher for the distillation term (through the frozen unified head).
     #[arg(long)]
     pub teacher: Option<PathBuf>,
+    #[command(flatten)]
+    pub hyper: Hyper,
+    #[command(flatten)]
+    pub run: super::RunArgs,
+    /// Run directory (created): run.json, model.safetensors, metrics.jsonl.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+/// The settings of the one-department training loop (`finetune`, `add-department`).
+#[derive(Debug, clap::Args)]
+pub struct Hyper {
     /// Epochs over the department's training images.
     #[arg(long, default_value_t = 3)]
     pub epochs: u64,
@@ -40,14 +52,22 @@ pub struct Args {
     /// Distillation weight β (0: CE only).
     #[arg(long, default_value_t = crate::train::loss::BETA)]
     pub beta: f64,
-    /// Seed of the data order and flips.
+    /// Seed of the data order and flips (and of a new department's initialisation).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    #[command(flatten)]
-    pub run: super::RunArgs,
-    /// Run directory (created): run.json, model.safetensors, metrics.jsonl.
-    #[arg(short, long)]
-    pub output: PathBuf,
+}
+
+impl Hyper {
+    /// Writes these settings into `fc`.
+    pub fn apply(&self, fc: &mut FinetuneConfig) {
+        fc.epochs = self.epochs;
+        fc.batch = self.batch;
+        fc.lr = self.lr;
+        fc.warmup_steps = self.warmup_steps;
+        fc.weight_decay = self.weight_decay;
+        fc.beta = self.beta;
+        fc.seed = self.seed;
+    }
 }
 
 /// The `data` of the run a checkpoint belongs to (`run.json` next to it or in it).
@@ -77,13 +97,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     };
     let mut fc = FinetuneConfig::new(&from, &a.dept, &data);
     fc.teacher = a.teacher.clone();
-    fc.epochs = a.epochs;
-    fc.batch = a.batch;
-    fc.lr = a.lr;
-    fc.warmup_steps = a.warmup_steps;
-    fc.weight_decay = a.weight_decay;
-    fc.beta = a.beta;
-    fc.seed = a.seed;
+    a.hyper.apply(&mut fc);
     let ctl = a.run.control();
     let o = finetune(&fc, &a.output, &ctl)?;
     match (&o.last, o.interrupted) {

@@ -1,4 +1,5 @@
 //! One module per `lorkd-train` subcommand, each with clap `Args` and `run`.
+pub mod add_department;
 pub mod bench;
 pub mod describe;
 pub mod eval;

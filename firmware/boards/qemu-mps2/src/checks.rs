@@ -21,7 +21,7 @@ use lorkd_firmware::runtime_model::{scratch_bytes, verify_bundle, Device, Halted
 use lorkd_firmware::{cobs, crc};
 use lorkd_runtime::engine::Engine;
 use lorkd_runtime::format::{Bundle, Mode};
-use lorkd_runtime::update::{journal, Active, Layout, UpdateStore};
+use lorkd_runtime::update::{journal, Active, Layout, PackageHeader, UpdateStore};
 
 /// The vendor's ed25519 public key, from the board build (`LORKD_FW_PUBKEY`): the firmware
 /// boots only bundles signed by it, and takes only update packages signed by it.
@@ -144,7 +144,7 @@ pub fn engine_setup(
 
 /// Simulated memory-mapped NOR flash for the update store: its journal banks and A/B slots
 /// (the bundle itself stays in the image's flash, read in place).
-const STORE_FLASH: usize = 768 * 1024;
+const STORE_FLASH: usize = 1024 * 1024;
 /// Scratch the store checks a finished package's blob in (≥ `scratch_bytes(layout)`).
 const SCRATCH_BYTES: usize = 128 * 1024;
 #[repr(C, align(16))]
@@ -822,6 +822,9 @@ pub fn device(t: &mut Tally) {
     );
     drop(app);
 
+    // ---- a department added in the field: streamed through the protocol, reset midway ----
+    added_department(t, &mut st, &mut host, x, &mut want);
+
     // ---- both journal bank headers damaged: refused, factory read-only, explicit format ----
     let mut fl = st.flash;
     let l = st.layout;
@@ -880,6 +883,113 @@ pub fn device(t: &mut Tally) {
     t.check(
         "store refused: FormatStore formats it explicitly (once; a working store is never formatted)",
         ok,
+    );
+}
+
+/// A department the bundle never had, added in the field: the fixture's add package streamed
+/// half-way, a reset, the rest from where the journal says, the commit; then `Hello` lists it
+/// after the bundle's departments, `Select` takes it and it answers with the host's scores,
+/// before and after another reset.
+fn added_department<'q>(
+    t: &mut Tally,
+    st: &mut Statics,
+    host: &mut Host<'q>,
+    x: &mut [f32],
+    want: &mut [f32; 64],
+) {
+    let f = st.f;
+    let pkg = f.added;
+    let n = f.departments;
+    let (to_device, from_device, pressed) = (host.to_device, host.from_device, host.pressed);
+    if pkg.is_empty() {
+        return t.check("add: the fixture carries an add package", false);
+    }
+    let header = PackageHeader::parse(pkg).ok();
+    let name = header.as_ref().map_or("", |h| h.name());
+    let c0 = st.bundle.department(0).map_or(0, |x| x.classes());
+    let names_ok = |host: &mut Host<'q>, app: &mut Dev<'_, 'q>, with: bool| {
+        host.ask(app, &Request::Hello, &mut |r| {
+            matches!(r, Response::Hello { departments, .. }
+                if departments.len() == n + usize::from(with)
+                    && (!with || departments[n] == name))
+        })
+    };
+    let half = {
+        let Some(mut app) = boot(st, to_device, from_device, pressed) else {
+            return t.check("add: the device boots", false);
+        };
+        let (len, c) = (pkg.len() as u32, crc::crc32(pkg));
+        let mut ok = names_ok(host, &mut app, false);
+        ok &= host.ask(&mut app, &Request::UpdateBegin { len, crc: c }, &mut |r| {
+            *r == Response::UpdateReady { resume_at: 0 }
+        });
+        ok &= host.send_update(&mut app, pkg, (0, pkg.len() / 2), 0);
+        ok
+    };
+    let Some(mut app) = boot(st, to_device, from_device, pressed) else {
+        return t.check("add: the device reboots mid-download", false);
+    };
+    let kept = (pkg.len() / 2 / 4096 * 4096) as u32;
+    let mut ok = half && names_ok(host, &mut app, false);
+    ok &= kept > 0 && host.update_begin(&mut app, pkg) == Some(kept);
+    ok &= host.send_update(&mut app, pkg, (kept as usize, pkg.len()), 0);
+    ok &= host.ask(&mut app, &Request::UpdateCommit, &mut |r| {
+        *r == Response::Updated {
+            dept: n as u8,
+            version: 1,
+        }
+    });
+    t.check(
+        "add: a department the bundle never had streams in through the protocol, a reset midway (nothing listed until the commit), resumed, committed",
+        ok,
+    );
+    let answers = |host: &mut Host<'q>,
+                   app: &mut Dev<'_, 'q>,
+                   x: &mut [f32],
+                   want: &mut [f32; 64]| {
+        let mut ok = names_ok(host, app, true) && host.select(app, n as u8);
+        let mut max_diff = 0f32;
+        for img in 0..f.images {
+            f.image(img, x);
+            for (k, w) in want.iter_mut().enumerate().take(f.added_classes) {
+                *w = f.expected_added(img, k).1;
+            }
+            match host.infer(app, x) {
+                Some((d, top1, s)) => {
+                    max_diff = max_diff.max(close(&s, want, f.added_classes, 0.0).1);
+                    ok &= d as usize == n
+                        && s.len() == f.added_classes
+                        && top1 as usize == f.expected_added(img, 0).0;
+                }
+                None => ok = false,
+            }
+        }
+        // A bundle department still answers as the host says.
+        f.image(0, x);
+        for (k, w) in want.iter_mut().enumerate().take(c0) {
+            *w = f.expected(0, 0, k).1;
+        }
+        ok &= host.select(app, 0)
+            && matches!(host.infer(app, x), Some((0, top, s)) if top as usize == f.expected(0, 0, 0).0 && close(&s, want, c0, 1e-4).0);
+        (ok, max_diff)
+    };
+    let (ok, diff) = answers(host, &mut app, x, want);
+    hprintln!(
+        "[fw] added department vs host: max |score difference| {:e}",
+        diff
+    );
+    t.check(
+        "add: Hello lists the added department after the bundle's, Select switches to it, top-1 as on the host, scores within 1e-4; a bundle department unchanged",
+        ok && diff <= 1e-4,
+    );
+    drop(app);
+    let Some(mut app) = boot(st, to_device, from_device, pressed) else {
+        return t.check("add: the device reboots after the add", false);
+    };
+    let (ok, diff) = answers(host, &mut app, x, want);
+    t.check(
+        "add: after a reset the added department is still listed and answers the same",
+        ok && diff <= 1e-4,
     );
 }
 
