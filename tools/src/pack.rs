@@ -107,7 +107,12 @@ pub fn fold_checkpoint(ck: &Checkpoint) -> Result<Folded> {
         } else {
             wf
         };
-        if !c.depthwise {
+        if !c.depthwise && r == 0 {
+            // No experts (an mtl or transfer model): every department runs W0 alone.
+            for dd in deltas.iter_mut() {
+                dd.push((Vec::new(), Vec::new()));
+            }
+        } else if !c.depthwise {
             let (rk, ck_, ok) = (r * c.k, c.cin * c.k, c.cout * c.k);
             let a = ck.tensor(&format!("{}.lora_A", c.name), &[t, rk, ck_])?;
             let b = ck.tensor(&format!("{}.lora_B", c.name), &[t, ok, rk])?;

@@ -550,4 +550,38 @@ fn rank_zero_packs() {
         .unwrap();
         assert_eq!(Bundle::parse(&bytes).unwrap().manifest().rank, 0);
     }
+    // The trainer writes rank-0 models (mtl, transfer) without any `lora_A`/`lora_B`
+    // tensors; they pack to the same bytes as with empty factors.
+    let spec = RandomSpec {
+        arch: "shufflenet_v2_x0_5".into(),
+        in_channels: 3,
+        input_size: 32,
+        rank: 0,
+        classes: vec![3],
+        seed: seed(),
+    };
+    let full = random_checkpoint(&spec).unwrap();
+    let (meta, raw) = lorkd_checkpoint::read(&full).unwrap();
+    let kept: Vec<(String, Vec<usize>, Vec<f32>)> = raw
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with(".lora_A") && !k.ends_with(".lora_B"))
+        .map(|(k, t)| (k, t.shape, t.data))
+        .collect();
+    let bare = lorkd_tools::checkpoint::write_safetensors(&kept, &meta).unwrap();
+    let opts = PackOptions {
+        weights: Precision::F32,
+        calib_count: 1,
+        ..PackOptions::default()
+    };
+    let packed = |bytes: &[u8]| {
+        pack(
+            &Checkpoint::from_bytes(bytes).unwrap(),
+            &opts,
+            None,
+            None,
+            &lorkd_tools::calibrate::activation_ranges,
+        )
+        .unwrap()
+    };
+    assert_eq!(packed(&bare), packed(&full));
 }
