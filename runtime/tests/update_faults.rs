@@ -229,3 +229,70 @@ fn bit_flips_in_a_slot_fall_back_and_in_a_record_lose_only_that_record() {
     assert_eq!(s.active(2), Active::Factory { version: 1 });
     assert_eq!(s.active(0).version(), Some(3));
 }
+
+#[test]
+fn a_bit_flip_in_the_bank_header_never_rolls_the_journal_back() {
+    let seed = seed();
+    let f = Fixture::new(seed);
+    let bundle = f.bundle();
+    let std_layout = f.layout(256);
+    // A journal of 15 records a bank, so the updates below compact it more than once.
+    let bank = 1024u32;
+    let layout = Layout {
+        bank_size: bank,
+        slots: std_layout.journal + 2 * bank,
+        ..std_layout
+    };
+    let open = |flash: Flash| Store::open(flash, layout, f.pubkey, &bundle);
+    let mut s = open(f.flash(&layout, seed)).expect("store opens");
+    let mut scratch = vec![0u8; layout.slot_size as usize];
+    let mut acked = Acked {
+        version: [1; 3],
+        blob: [None, None, None],
+        counter: [0; 3],
+    };
+    let mut rng = Rng::new(seed ^ 0xB4);
+    for v in 2..14u32 {
+        let d = rng.below(3);
+        let blob = f.blob(d, v, seed ^ u64::from(v));
+        let c = v / 2;
+        s.apply(&f.package(d, v, c, &blob), &bundle, &mut scratch)
+            .unwrap();
+        acked.version[d] = v;
+        acked.blob[d] = Some(blob);
+        acked.counter[d] = acked.counter[d].max(c);
+    }
+    let generation = s.journal_generation();
+    assert!(generation >= 3, "compacted {generation} times");
+    check(&mut s, &f, &acked, "before the flips");
+    let clean = s.into_flash();
+    // Formatting writes bank 0 (generation 1); every compaction moves to the other bank.
+    let at = (layout.journal + (generation - 1) % 2 * bank) as usize;
+    let other = (layout.journal + generation % 2 * bank) as usize;
+    // The bank left by the last compaction is erased: only one header is on flash.
+    assert!(clean.image()[other..other + bank as usize]
+        .iter()
+        .all(|&b| b == 0xFF));
+    for k in 0..16 {
+        let mut flash = clean.clone();
+        let bit = rng.below(64 * 8);
+        flash.flip_bit(at + bit / 8, (bit % 8) as u8);
+        match open(flash) {
+            // Never the older journal: either refused (the operator formats explicitly) or
+            // the exact acknowledged state.
+            Err(e) => {
+                assert_eq!(e, UpdateError::JournalDamaged, "flip {k} at bit {bit}");
+                let mut flash = clean.clone();
+                flash.flip_bit(at + bit / 8, (bit % 8) as u8);
+                let s = Store::format(flash, layout, f.pubkey, &bundle).expect("formats");
+                for d in 0..3 {
+                    assert!(
+                        s.security_counter(d) >= acked.counter[d],
+                        "format after flip {k}: department {d}'s counter went down"
+                    );
+                }
+            }
+            Ok(mut s) => check(&mut s, &f, &acked, &format!("flip {k} at bit {bit}")),
+        }
+    }
+}

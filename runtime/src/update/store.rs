@@ -312,6 +312,9 @@ pub struct UpdateStore<F: NorFlash, const D: usize = 16> {
     active: [Active; D],
     pending: Option<Pending>,
     live: Option<Live>,
+    /// The bank not in charge is known erased (this boot erased it after a compaction), so
+    /// the next compaction need not erase it again.
+    spare_erased: bool,
 }
 
 fn flash_err<E: NorFlashError>(e: E) -> UpdateError {
@@ -451,6 +454,7 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
             active: [Active::Unavailable; D],
             pending: None,
             live: None,
+            spare_erased: false,
         };
         match s.load(state, force_format, n, base) {
             Ok(()) => Ok(s),
@@ -1122,6 +1126,7 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
         self.bank = 0;
         self.seq = 1;
         self.next = i;
+        self.spare_erased = true;
         Ok(())
     }
 
@@ -1228,9 +1233,12 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
     fn compact(&mut self) -> Result<(), UpdateError> {
         let target = 1 - self.bank;
         let base = self.bank_offset(target);
-        self.flash
-            .erase(base, base + self.layout.bank_size)
-            .map_err(flash_err)?;
+        if !self.spare_erased {
+            self.flash
+                .erase(base, base + self.layout.bank_size)
+                .map_err(flash_err)?;
+        }
+        self.spare_erased = false;
         let mut i = 1u32;
         let mut put = |flash: &mut F, r: Record| -> Result<(), UpdateError> {
             flash
@@ -1297,9 +1305,20 @@ impl<F: NorFlash, const D: usize> UpdateStore<F, D> {
         self.flash
             .write(base, &journal::encode_bank(seq, &self.layout.fingerprint()))
             .map_err(flash_err)?;
+        let stale = self.bank_offset(self.bank);
         self.bank = target;
         self.seq = seq;
         self.next = i;
+        // Erase the bank just left: while its header stays valid, one bit flipped in the new
+        // header would put the older journal back in charge at the next boot (commits and
+        // security counters silently rolled back). With it erased, that flip leaves no valid
+        // header and `open` refuses (`JournalDamaged`) instead. The erase is the one the next
+        // compaction would do anyway; if it fails the new bank is still in charge, and the
+        // next compaction erases it as before.
+        self.spare_erased = self
+            .flash
+            .erase(stale, stale + self.layout.bank_size)
+            .is_ok();
         Ok(())
     }
 
