@@ -206,7 +206,7 @@ impl ChannelRequant {
     /// instructions a channel. Other inputs take the spec itself.
     pub fn new(bias: f32, s_x: f32, s_w: f32, s_y: f32) -> Self {
         match (normal_parts(s_x), normal_parts(s_w), normal_parts(s_y)) {
-            (Some(x), Some(w), Some(y)) => match int_bias(bias, x, w) {
+            (Some(x), Some(w), Some(y)) => match int_bias(bias, (s_x, x.0, x.1), (s_w, w.0, w.1)) {
                 Some(bias) => {
                     let (multiplier, shift) = int_multiplier(x, w, y);
                     ChannelRequant {
@@ -323,10 +323,13 @@ fn int_multiplier((mx, ex): (u32, i32), (mw, ew): (u32, i32), (my, ey): (u32, i3
 
 /// `round_f64(bias / (s_x·s_w))` clamped to i32, for normal scales, in integers; `None`
 /// when the bias is NaN, infinite or subnormal (the caller takes the double spec).
-/// `|Q| = mb · 2^s / (mx·mw)`: divided by `mx`, then by `mw`, digit by digit in one pass
-/// (nested floor division is exact), with the remainder `r1 + r2·mx` of the whole.
+/// `|Q| = mb · 2^s / d` with `d = mx·mw`.
 #[inline]
-fn int_bias(bias: f32, (mx, ex): (u32, i32), (mw, ew): (u32, i32)) -> Option<i32> {
+fn int_bias(
+    bias: f32,
+    (s_x, mx, ex): (f32, u32, i32),
+    (s_w, mw, ew): (f32, u32, i32),
+) -> Option<i32> {
     let b = bias.to_bits();
     let be = (b >> 23) & 0xff;
     if b & 0x7fff_ffff == 0 {
@@ -338,6 +341,7 @@ fn int_bias(bias: f32, (mx, ex): (u32, i32), (mw, ew): (u32, i32)) -> Option<i32
     let neg = b >> 31 != 0;
     let mb = (b & 0x7f_ffff) | 0x80_0000;
     let s = be as i32 - 150 - ex - ew;
+    let d = mx as u64 * mw as u64;
     // |Q| < 2^(24 + s − 46): below ¼ for s ≤ 20 (rounds to 0 even after the double
     // rounding); |Q| ≥ 2^(23 + s − 48) ≥ 2^36 for s > 60 (clamps).
     let mag = if s <= 20 {
@@ -345,31 +349,30 @@ fn int_bias(bias: f32, (mx, ex): (u32, i32), (mw, ew): (u32, i32)) -> Option<i32
     } else if s > 60 {
         u32::MAX
     } else {
-        let (mut r1, mut r2, mut q) = (mb - mb / mx * mx, 0u32, 0u32);
-        // The first quotient digit of mb / mx is 0 or 1 (both in [2^23, 2^24)): it becomes
-        // r2, since it is below mw.
-        if mb >= mx {
-            r2 = 1;
+        // Most biases: |Q| estimated in single precision (relative error below 2^−22 while
+        // the intermediate is normal), so below 2^20 its truncation is within one of
+        // floor(Q); the exact remainder `mb·2^s − q·d` (magnitude below 2d < 2^49) is
+        // computed mod 2^64 and corrects it.
+        let t = f32::from_bits(b & 0x7fff_ffff) / s_x;
+        let est = t / s_w;
+        let mut fast = None;
+        if t.is_normal() && est < 1_048_576.0 {
+            let mut q = est as u32;
+            let mut r = ((mb as u64) << s).wrapping_sub((q as u64).wrapping_mul(d));
+            if (r as i64) < 0 {
+                q = q.wrapping_sub(1);
+                r = r.wrapping_add(d);
+            } else if r >= d {
+                q += 1;
+                r -= d;
+            }
+            if r < d && q < 1 << 31 {
+                fast = Some(q + u32::from(rounds_up(q, r, d)));
+            }
         }
-        let mut left = s as u32;
-        let mut big = false;
-        while left > 0 {
-            let k = left.min(8);
-            left -= k;
-            let t1 = r1 << k;
-            let d1 = t1 / mx;
-            r1 = t1 - d1 * mx;
-            let t2 = (r2 << k) | d1;
-            let d2 = t2 / mw;
-            r2 = t2 - d2 * mw;
-            big |= q >> (32 - k) != 0;
-            q = (q << k) | d2;
-        }
-        if big || q >= 1 << 31 {
-            u32::MAX
-        } else {
-            let r = r1 as u64 + r2 as u64 * mx as u64;
-            q + u32::from(rounds_up(q, r, mx as u64 * mw as u64))
+        match fast {
+            Some(m) => m,
+            None => bias_digits(mb, s as u32, mx, mw),
         }
     };
     Some(if neg {
@@ -381,6 +384,39 @@ fn int_bias(bias: f32, (mx, ex): (u32, i32), (mw, ew): (u32, i32)) -> Option<i32
     } else {
         mag.min(i32::MAX as u32) as i32
     })
+}
+
+/// `round_half_away(RNE53(mb · 2^s / (mx·mw)))` (`u32::MAX` from 2^31 on) by long
+/// division: by `mx`, then by `mw`, digit by digit in one pass (nested floor division is
+/// exact), with the remainder `r1 + r2·mx` of the whole; one 32-bit hardware divide per
+/// digit and divisor, as the remainders stay below 2^24.
+fn bias_digits(mb: u32, s: u32, mx: u32, mw: u32) -> u32 {
+    let (mut r1, mut r2, mut q) = (mb - mb / mx * mx, 0u32, 0u32);
+    // The first quotient digit of mb / mx is 0 or 1 (both in [2^23, 2^24)): it becomes
+    // r2, since it is below mw.
+    if mb >= mx {
+        r2 = 1;
+    }
+    let mut left = s;
+    let mut big = false;
+    while left > 0 {
+        let k = left.min(8);
+        left -= k;
+        let t1 = r1 << k;
+        let d1 = t1 / mx;
+        r1 = t1 - d1 * mx;
+        let t2 = (r2 << k) | d1;
+        let d2 = t2 / mw;
+        r2 = t2 - d2 * mw;
+        big |= q >> (32 - k) != 0;
+        q = (q << k) | d2;
+    }
+    if big || q >= 1 << 31 {
+        u32::MAX
+    } else {
+        let r = r1 as u64 + r2 as u64 * mx as u64;
+        q + u32::from(rounds_up(q, r, mx as u64 * mw as u64))
+    }
 }
 
 impl ChannelRequant {
