@@ -113,6 +113,9 @@ pub struct Engine<'b, 'a> {
     reg: Regions,
     dept: Option<Dept<'a>>,
     kernels: Kernels,
+    /// Requantisation tables `select` left in the scratch region: `(room, rows)`
+    /// (capacity and rows written, in `[i32; 3]` rows; see `ops::RqCache`).
+    rq_cached: (usize, usize),
     #[cfg(feature = "threads")]
     pool: Option<par::Pool>,
 }
@@ -191,6 +194,7 @@ impl<'b, 'a> Engine<'b, 'a> {
             reg,
             dept: None,
             kernels: Kernels::best(),
+            rq_cached: (0, 0),
             #[cfg(feature = "threads")]
             pool: None,
         })
@@ -281,8 +285,17 @@ impl<'b, 'a> Engine<'b, 'a> {
         if dm.deltas.len() != m.experts as usize || dm.classes.is_empty() {
             return Err(EngineError::DeptMismatch);
         }
+        self.rq_cached = (0, 0);
         if self.mode == Mode::Materialized {
             self.materialize(&m, &dept)?;
+            if m.precision == Precision::Int8 {
+                // The per-channel requantisation depends only on the department: computed
+                // here once, for as many ops as the scratch region (idle at inference in
+                // this mode) holds, instead of at every inference.
+                let shared = self.bundle.shared();
+                let p = self.parts();
+                self.rq_cached = ops::fill_requant_cache(&m, shared, &dept, p.weights, p.scratch)?;
+            }
         }
         self.dept = Some(dept);
         Ok(())
@@ -423,6 +436,7 @@ impl<'b, 'a> Engine<'b, 'a> {
             });
         }
         let (mode, kern, shared) = (self.mode, self.kernels, self.bundle.shared());
+        let (room, rows) = self.rq_cached;
         #[cfg(feature = "threads")]
         let (p, par) = {
             let r = self.reg;
@@ -431,11 +445,16 @@ impl<'b, 'a> Engine<'b, 'a> {
         };
         #[cfg(not(feature = "threads"))]
         let (p, par) = (self.parts(), par::Par::serial());
+        let (cached, scratch) = p.scratch.split_at_mut(rows * 12);
+        let rq = ops::RqCache {
+            rows: bytemuck::try_cast_slice(cached).map_err(|_| EngineError::Misaligned)?,
+            room,
+        };
         let mut cx = Ctx {
             act: p.act,
             table: p.table,
             weights: p.weights,
-            scratch: p.scratch,
+            scratch,
             requant: p.requant,
             features: p.features,
             m: &m,
@@ -447,6 +466,7 @@ impl<'b, 'a> Engine<'b, 'a> {
             wofs: 0,
             cursor: DeltaCursor::new(dept.manifest.deltas),
             observe,
+            rq,
             par,
         };
         load_input(&mut cx, input)?;
