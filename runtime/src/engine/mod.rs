@@ -535,9 +535,10 @@ fn load_input(cx: &mut Ctx<'_, '_>, input: &[f32]) -> R<()> {
     if cx.int8 {
         let q = cx.qparams(0, usize::MAX)?;
         let x = i8s_mut(cx.act.get_mut(r).ok_or(bad)?);
-        for (pix, px) in x.chunks_exact_mut(c).enumerate() {
-            for (ch, v) in px.iter_mut().enumerate() {
-                *v = q.quantize(input[ch * hw + pix]);
+        // Channel by channel: each input plane read in order, written at stride `c`.
+        for (ch, plane) in input.chunks_exact(hw.max(1)).enumerate() {
+            for (v, &f) in x[ch..].iter_mut().step_by(c).zip(plane) {
+                *v = q.quantize(f);
             }
         }
     } else {
