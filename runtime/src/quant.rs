@@ -199,12 +199,23 @@ impl ChannelRequant {
     /// TFLite conv `Prepare` for one output channel: `bias_q = round(bias / (s_x·s_w))`,
     /// `(multiplier, shift) = quantize_multiplier(s_x·s_w / s_y)`.
     ///
-    /// Bit-identical to [`ChannelRequant::new_f64`] (the double-precision spec), computed in
-    /// integers when the scales are positive normal floats and the bias is zero or normal:
-    /// the engine runs this for every output channel of every int8 conv at each inference,
-    /// and soft-float doubles (Cortex-M4F/M7 have a single-precision FPU) cost ~2,000
-    /// instructions a channel. Other inputs take the spec itself.
+    /// Bit-identical to [`ChannelRequant::new_f64`] (the double-precision spec). On 32-bit
+    /// Arm (Cortex-M4F/M7: a single-precision FPU, so doubles are soft-float at ~2,000
+    /// instructions a channel) it is computed in integers ([`ChannelRequant::new_int`]);
+    /// elsewhere double division is one instruction and the spec itself runs.
+    #[inline]
     pub fn new(bias: f32, s_x: f32, s_w: f32, s_y: f32) -> Self {
+        if cfg!(target_arch = "arm") {
+            Self::new_int(bias, s_x, s_w, s_y)
+        } else {
+            Self::new_f64(bias, s_x, s_w, s_y)
+        }
+    }
+
+    /// [`ChannelRequant::new_f64`]'s bits in integer arithmetic (plus one single-precision
+    /// estimate) when the scales are positive normal floats and the bias is zero or normal;
+    /// other inputs take the spec itself. Tested against it on every target.
+    pub fn new_int(bias: f32, s_x: f32, s_w: f32, s_y: f32) -> Self {
         match (normal_parts(s_x), normal_parts(s_w), normal_parts(s_y)) {
             (Some(x), Some(w), Some(y)) => match int_bias(bias, (s_x, x.0, x.1), (s_w, w.0, w.1)) {
                 Some(bias) => {
@@ -655,7 +666,7 @@ mod tests {
         assert!(ups[0] > 1000 && ups[1] > 1000, "{ups:?}");
     }
 
-    /// The integer `ChannelRequant::new` against the double spec on random scales and
+    /// `ChannelRequant::new_int` against the double spec on random scales and
     /// biases (wide exponents, every sign, zero, subnormal, infinite, NaN), exact bias ties
     /// (power-of-two scales), and multipliers with an exact tie at the 31st bit.
     #[test]
@@ -692,7 +703,7 @@ mod tests {
             }
         };
         let check = |b: f32, x: f32, w: f32, y: f32| {
-            let got = ChannelRequant::new(b, x, w, y);
+            let got = ChannelRequant::new_int(b, x, w, y);
             let want = ChannelRequant::new_f64(b, x, w, y);
             assert_eq!(got, want, "bias {b:e} s_x {x:e} s_w {w:e} s_y {y:e}");
         };
