@@ -552,3 +552,82 @@ fn load_input(cx: &mut Ctx<'_, '_>, input: &[f32]) -> R<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::testnet::{NetSpec, TestNet};
+    use super::*;
+    use crate::format::Bundle;
+
+    /// The requantisation tables `select` caches in the scratch region give the logits of
+    /// tables computed per op, bit for bit: with every table cached, with only those that
+    /// fit half the room (some ops left to compute per inference), and with none.
+    #[test]
+    fn cached_requant_tables_match_per_op_tables() {
+        let seed = crate::test_seed();
+        let net = TestNet::random(
+            NetSpec {
+                size: 24,
+                ..NetSpec::small()
+            },
+            seed,
+        );
+        let fbytes = AlignedBytes::new(&net.bundle_f32());
+        let fb = Bundle::parse(fbytes.as_slice()).unwrap();
+        let n = fb.manifest().values.len();
+        // Calibration: per-department (min, max) of every value over a few images.
+        let calib = net.inputs(8, seed ^ 1);
+        let mut af = AlignedBytes::zeroed(fb.arena_bytes(Mode::Materialized));
+        let mut ef = Engine::new(&fb, af.as_mut_slice(), Mode::Materialized).unwrap();
+        let mut ranges = std::vec::Vec::new();
+        for t in 0..fb.department_count() {
+            ef.select(t).unwrap();
+            let mut r = std::vec![(f32::MAX, f32::MIN); n];
+            let mut logits = [0.0; 16];
+            for x in &calib {
+                ef.infer_observe(x, &mut logits, |v, d| {
+                    for &z in d {
+                        r[v] = (r[v].0.min(z), r[v].1.max(z));
+                    }
+                })
+                .unwrap();
+            }
+            ranges.push(r);
+        }
+        let qbytes = AlignedBytes::new(&net.bundle_int8(&ranges));
+        let qb = Bundle::parse(qbytes.as_slice()).unwrap();
+        let mut arena = AlignedBytes::zeroed(qb.arena_bytes(Mode::Materialized));
+        let mut e = Engine::new(&qb, arena.as_mut_slice(), Mode::Materialized).unwrap();
+        let tests = net.inputs(6, seed ^ 2);
+        for t in 0..qb.department_count() {
+            e.select(t).unwrap();
+            let (room, rows) = e.rq_cached;
+            assert!(rows > 0 && rows <= room, "({room}, {rows})");
+            let logits = |e: &mut Engine<'_, '_>| {
+                let mut out = std::vec::Vec::new();
+                for x in &tests {
+                    let mut l = [0.0f32; 16];
+                    let k = e.infer(x, &mut l).unwrap();
+                    out.extend(l[..k].iter().map(|v| v.to_bits()));
+                }
+                out
+            };
+            let cached = logits(&mut e);
+            // A room of about half the rows: the walk caches some ops, skips others.
+            let m = *qb.manifest();
+            let shared = qb.shared();
+            let dept = e.dept.unwrap();
+            let half = rows / 2 * 12;
+            let p = e.parts();
+            let c = ops::fill_requant_cache(&m, shared, &dept, p.weights, &mut p.scratch[..half])
+                .unwrap();
+            assert!(c.1 > 0 && c.1 <= c.0 && c.1 < rows, "{c:?} of {rows}");
+            e.rq_cached = c;
+            let partial = logits(&mut e);
+            e.rq_cached = (0, 0);
+            let uncached = logits(&mut e);
+            assert_eq!(cached, uncached, "department {t}");
+            assert_eq!(partial, uncached, "department {t}");
+        }
+    }
+}
