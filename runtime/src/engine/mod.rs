@@ -2,7 +2,8 @@
 //!
 //! `Engine::new` carves the arena by [`layout::regions`]; `select` makes a department
 //! current (Materialized: rebuilds every expert conv's weight `W0 + B_t·A_t` into the arena,
-//! see [`crate::switch`]); `infer` runs the graph: NHWC values at their planned arena
+//! see [`crate::switch`], and for int8 computes the requantisation tables that fit the
+//! rebuild scratch, which inference leaves idle); `infer` runs the graph: NHWC values at their planned arena
 //! offsets, the ops in order through a dispatch loop over `ops/` (one file per op), the
 //! department's head last.
 //!
@@ -445,7 +446,7 @@ impl<'b, 'a> Engine<'b, 'a> {
         };
         #[cfg(not(feature = "threads"))]
         let (p, par) = (self.parts(), par::Par::serial());
-        let (cached, scratch) = p.scratch.split_at_mut(rows * 12);
+        let (cached, scratch) = p.scratch.split_at_mut((rows * 12).min(p.scratch.len()));
         let rq = ops::RqCache {
             rows: bytemuck::try_cast_slice(cached).map_err(|_| EngineError::Misaligned)?,
             room,

@@ -57,7 +57,7 @@ pub(super) struct Ctx<'x, 'a> {
     pub cursor: DeltaCursor<'a>,
     /// The calibration hook (f32 bundles).
     pub observe: &'x mut dyn FnMut(usize, &[f32]),
-    /// Requantisation tables precomputed at `select` for the leading int8 convs.
+    /// Requantisation tables `select` precomputed (the int8 convs whose rows fit).
     pub rq: RqCache<'x>,
     /// Where conv kernels run (the calling thread, or split across the engine's pool).
     pub par: super::par::Par<'x>,
@@ -301,7 +301,8 @@ pub(super) fn fill_requant_cache(
                     let (wlen, slot) =
                         crate::format::layout::expert_slot(cout, input.c_len as usize, k, true)
                             .ok_or(bad)?;
-                    let b = weights.get(wofs..wofs + slot).ok_or(bad)?;
+                    let end = wofs.checked_add(slot).ok_or(bad)?;
+                    let b = weights.get(wofs..end).ok_or(bad)?;
                     wofs += slot;
                     f32s(&b[wlen..])?.get(..cout).ok_or(bad)?
                 } else {
@@ -322,7 +323,7 @@ pub(super) fn fill_requant_cache(
             }
             _ => continue,
         };
-        let Some(dst) = rows.get_mut(used..used + cout) else {
+        let Some(dst) = rows.get_mut(used..used.saturating_add(cout)) else {
             continue;
         };
         let bias = expect_len(f32s(tensor(shared, bias, i)?)?, cout, i)?;
