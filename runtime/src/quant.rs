@@ -198,7 +198,44 @@ pub struct ChannelRequant {
 impl ChannelRequant {
     /// TFLite conv `Prepare` for one output channel: `bias_q = round(bias / (s_x·s_w))`,
     /// `(multiplier, shift) = quantize_multiplier(s_x·s_w / s_y)`.
+    ///
+    /// Bit-identical to [`ChannelRequant::new_f64`] (the double-precision spec). On 32-bit
+    /// Arm (Cortex-M4F/M7: a single-precision FPU, so doubles are soft-float at ~2,000
+    /// instructions a channel) it is computed in integers ([`ChannelRequant::new_int`]);
+    /// elsewhere double division is one instruction and the spec itself runs.
+    #[inline]
     pub fn new(bias: f32, s_x: f32, s_w: f32, s_y: f32) -> Self {
+        if cfg!(target_arch = "arm") {
+            Self::new_int(bias, s_x, s_w, s_y)
+        } else {
+            Self::new_f64(bias, s_x, s_w, s_y)
+        }
+    }
+
+    /// [`ChannelRequant::new_f64`]'s bits in integer arithmetic (plus one single-precision
+    /// estimate) when the scales are positive normal floats and the bias is zero or normal;
+    /// other inputs take the spec itself. Tested against it on every target.
+    pub fn new_int(bias: f32, s_x: f32, s_w: f32, s_y: f32) -> Self {
+        match (normal_parts(s_x), normal_parts(s_w), normal_parts(s_y)) {
+            (Some(x), Some(w), Some(y)) => match int_bias(bias, (s_x, x.0, x.1), (s_w, w.0, w.1)) {
+                Some(bias) => {
+                    let (multiplier, shift) = int_multiplier(x, w, y);
+                    ChannelRequant {
+                        bias,
+                        multiplier,
+                        shift,
+                    }
+                }
+                None => Self::new_f64(bias, s_x, s_w, s_y),
+            },
+            _ => Self::new_f64(bias, s_x, s_w, s_y),
+        }
+    }
+
+    /// The specification of [`ChannelRequant::new`], in doubles as TFLite computes it: the
+    /// exact `s_x·s_w` (two 24-bit mantissas fit a double's 53), one correctly rounded
+    /// division each, then [`round_f64`] / [`quantize_multiplier`].
+    pub fn new_f64(bias: f32, s_x: f32, s_w: f32, s_y: f32) -> Self {
         let sxw = s_x as f64 * s_w as f64;
         let bias = if sxw > 0.0 {
             let b = round_f64(bias as f64 / sxw);
@@ -212,6 +249,184 @@ impl ChannelRequant {
             multiplier,
             shift,
         }
+    }
+}
+
+/// A positive normal f32 as `m · 2^e` with `m ∈ [2^23, 2^24)`; `None` for anything else.
+#[inline]
+fn normal_parts(x: f32) -> Option<(u32, i32)> {
+    let b = x.to_bits();
+    let be = b >> 23; // sign bit included: negative values land above 0xff
+    if be == 0 || be >= 0xff {
+        return None;
+    }
+    Some(((b & 0x7f_ffff) | 0x80_0000, be as i32 - 150))
+}
+
+/// Whether `round_half_away(RNE53(Q))` is `qi + 1` rather than `qi`, for the exact quotient
+/// `Q = qi + r/d` (`0 ≤ r < d < 2^48`): the double rounding of `round_f64(a / b)` in
+/// doubles. Up when `Q ≥ qi + ½`; below that only when the division's round-to-nearest-even
+/// to 53 bits lands on `qi + ½`, i.e. `qi + ½ − Q ≤ ½ ulp(Q)` (a tie goes to `qi + ½`, whose
+/// significand is even for `qi < 2^50`; no such tie arises from this module's quotients:
+/// it would need an odd factor near 2^53 in a numerator below 2^84 that is a 24-bit
+/// mantissa times a power of two). For `Q < 32` that distance is at least
+/// `1/(2d) > 2^−49`, more than half an ulp, so only larger quotients need the check.
+#[inline]
+fn rounds_up(qi: u32, r: u64, d: u64) -> bool {
+    if 2 * r >= d {
+        return true;
+    }
+    if qi < 32 {
+        return false;
+    }
+    let e = 31 - qi.leading_zeros(); // ulp(Q) = 2^(e − 52)
+    let g = d - 2 * r; // (qi + ½ − Q) = g / 2d; up iff g · 2^(52 − e) ≤ d
+    g < (1u64 << (e - 4)) && (g << (52 - e)) <= d
+}
+
+/// `quantize_multiplier(s_x·s_w / s_y)` for normal scales, in integers: the quotient
+/// `p / my` of the mantissas (`p = mx·mw < 2^48`) is brought to `[2^30, 2^31)` and rounded
+/// as the double code rounds it, by long division in 8-bit digits (one 32-bit hardware
+/// divide each: the remainder stays below `my < 2^24`).
+#[inline]
+fn int_multiplier((mx, ex): (u32, i32), (mw, ew): (u32, i32), (my, ey): (u32, i32)) -> (i32, i32) {
+    let p = mx as u64 * mw as u64; // [2^46, 2^48)
+    let d = my as u64;
+    // floor(log2(p / my)) ∈ {22, 23, 24}.
+    let e0 = if p >= d << 24 {
+        24
+    } else if p >= d << 23 {
+        23
+    } else {
+        22
+    };
+    // q = floor(p · 2^(30 − e0) / my) ∈ [2^30, 2^31): the high 24 bits, then three bytes,
+    // then the 6..8 appended zero bits.
+    let (hi, lo) = ((p >> 24) as u32, p as u32 & 0xff_ffff);
+    let mut q = hi / my;
+    let mut r = hi - q * my;
+    for sh in [16, 8, 0] {
+        let t = (r << 8) | ((lo >> sh) & 0xff);
+        let qd = t / my;
+        r = t - qd * my;
+        q = (q << 8) | qd;
+    }
+    let z = 30 - e0;
+    let t = r << z;
+    let qd = t / my;
+    r = t - qd * my;
+    q = (q << z) | qd;
+    let mut q = q as u64 + u64::from(rounds_up(q, r as u64, d));
+    // m ∈ [2^E, 2^(E+1)), frexp's exponent E + 1.
+    let mut shift = e0 + ex + ew - ey + 1;
+    if q == 1 << 31 {
+        q >>= 1;
+        shift += 1;
+    }
+    if shift < -31 {
+        return (0, 0);
+    }
+    if shift > 30 {
+        return (i32::MAX, 30);
+    }
+    (q as i32, shift)
+}
+
+/// `round_f64(bias / (s_x·s_w))` clamped to i32, for normal scales, in integers; `None`
+/// when the bias is NaN, infinite or subnormal (the caller takes the double spec).
+/// `|Q| = mb · 2^s / d` with `d = mx·mw`.
+#[inline]
+fn int_bias(
+    bias: f32,
+    (s_x, mx, ex): (f32, u32, i32),
+    (s_w, mw, ew): (f32, u32, i32),
+) -> Option<i32> {
+    let b = bias.to_bits();
+    let be = (b >> 23) & 0xff;
+    if b & 0x7fff_ffff == 0 {
+        return Some(0);
+    }
+    if be == 0 || be == 0xff {
+        return None;
+    }
+    let neg = b >> 31 != 0;
+    let mb = (b & 0x7f_ffff) | 0x80_0000;
+    let s = be as i32 - 150 - ex - ew;
+    let d = mx as u64 * mw as u64;
+    // |Q| < 2^(24 + s − 46): below ¼ for s ≤ 20 (rounds to 0 even after the double
+    // rounding); |Q| ≥ 2^(23 + s − 48) ≥ 2^36 for s > 60 (clamps).
+    let mag = if s <= 20 {
+        0
+    } else if s > 60 {
+        u32::MAX
+    } else {
+        // Most biases: |Q| estimated in single precision (relative error below 2^−22 while
+        // the intermediate is normal), so below 2^20 its truncation is within one of
+        // floor(Q); the exact remainder `mb·2^s − q·d` (magnitude below 2d < 2^49) is
+        // computed mod 2^64 and corrects it.
+        let t = f32::from_bits(b & 0x7fff_ffff) / s_x;
+        let est = t / s_w;
+        let mut fast = None;
+        if t.is_normal() && est < 1_048_576.0 {
+            let mut q = est as u32;
+            let mut r = ((mb as u64) << s).wrapping_sub((q as u64).wrapping_mul(d));
+            if (r as i64) < 0 {
+                q = q.wrapping_sub(1);
+                r = r.wrapping_add(d);
+            } else if r >= d {
+                q += 1;
+                r -= d;
+            }
+            if r < d && q < 1 << 31 {
+                fast = Some(q + u32::from(rounds_up(q, r, d)));
+            }
+        }
+        match fast {
+            Some(m) => m,
+            None => bias_digits(mb, s as u32, mx, mw),
+        }
+    };
+    Some(if neg {
+        if mag >= 1 << 31 {
+            i32::MIN
+        } else {
+            -(mag as i32)
+        }
+    } else {
+        mag.min(i32::MAX as u32) as i32
+    })
+}
+
+/// `round_half_away(RNE53(mb · 2^s / (mx·mw)))` (`u32::MAX` from 2^31 on) by long
+/// division: by `mx`, then by `mw`, digit by digit in one pass (nested floor division is
+/// exact), with the remainder `r1 + r2·mx` of the whole; one 32-bit hardware divide per
+/// digit and divisor, as the remainders stay below 2^24.
+fn bias_digits(mb: u32, s: u32, mx: u32, mw: u32) -> u32 {
+    let (mut r1, mut r2, mut q) = (mb - mb / mx * mx, 0u32, 0u32);
+    // The first quotient digit of mb / mx is 0 or 1 (both in [2^23, 2^24)): it becomes
+    // r2, since it is below mw.
+    if mb >= mx {
+        r2 = 1;
+    }
+    let mut left = s;
+    let mut big = false;
+    while left > 0 {
+        let k = left.min(8);
+        left -= k;
+        let t1 = r1 << k;
+        let d1 = t1 / mx;
+        r1 = t1 - d1 * mx;
+        let t2 = (r2 << k) | d1;
+        let d2 = t2 / mw;
+        r2 = t2 - d2 * mw;
+        big |= q >> (32 - k) != 0;
+        q = (q << k) | d2;
+    }
+    if big || q >= 1 << 31 {
+        u32::MAX
+    } else {
+        let r = r1 as u64 + r2 as u64 * mx as u64;
+        q + u32::from(rounds_up(q, r, mx as u64 * mw as u64))
     }
 }
 
@@ -407,6 +622,125 @@ mod tests {
                 ((r >> 32) as u32 as i32 as f32 / 2f32.powi(24)) * 200.0 * p.scale
             };
             assert_eq!(p.quantize(x), spec(&p, x), "{x} {p:?}");
+        }
+    }
+
+    /// `rounds_up` is the double rounding of `round_f64(n / d)` for `n = qi·d + r`, checked
+    /// where doubles compute it exactly (`n < 2^53`), with `r` random and next to `d/2`
+    /// (exact ties and quotients within an ulp of one, both sides of the boundary).
+    #[test]
+    fn rounds_up_is_the_double_rounding() {
+        let mut st = crate::test_seed() | 1;
+        let mut next = move || {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            st
+        };
+        let mut ups = [0usize; 2];
+        for i in 0..400_000u32 {
+            let (qi, d) = if i % 3 == 2 {
+                // Where the 53-bit rounding can reach qi + ½: Q ∈ [2^e, 2^(e+1)) and
+                // d ≥ 2^(52 − e), with n = qi·d + r < 2^53 still exact in a double.
+                let e = 5 + next() % 27;
+                let qi = (1 << e) + next() % (1 << e);
+                let lo = 1u64 << (52 - e);
+                let hi = ((1u64 << 53) / (qi + 1)).min(1 << 48);
+                (qi as u32, lo + next() % (hi - lo).max(1))
+            } else {
+                let d = 1 + next() % (1 << 24);
+                ((next() % [64, 1 << 29][i as usize % 3]) as u32, d)
+            };
+            let r = if i % 2 == 0 {
+                next() % d
+            } else {
+                // (d − g) / 2 for small g: a tie at g = 0, then 1/(2d)-sized gaps.
+                (d.saturating_sub(next() % 6)) / 2
+            };
+            let n = qi as u64 * d + r;
+            let want = round_f64(n as f64 / d as f64) as u64;
+            let got = qi as u64 + u64::from(rounds_up(qi, r, d));
+            assert_eq!(got, want, "qi {qi} r {r} d {d}");
+            ups[usize::from(got > qi as u64)] += 1;
+        }
+        assert!(ups[0] > 1000 && ups[1] > 1000, "{ups:?}");
+    }
+
+    /// `ChannelRequant::new_int` against the double spec on random scales and
+    /// biases (wide exponents, every sign, zero, subnormal, infinite, NaN), exact bias ties
+    /// (power-of-two scales), and multipliers with an exact tie at the 31st bit.
+    #[test]
+    fn channel_requant_integer_equals_f64() {
+        let mut st = crate::test_seed() | 1;
+        let mut next = move || {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            st
+        };
+        let special = [
+            0.0f32,
+            -0.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e-40,
+            -1e-40,
+            f32::MIN_POSITIVE,
+            f32::MAX,
+        ];
+        let pick = |r: u64, lo: i32, hi: i32| -> f32 {
+            if r.is_multiple_of(41) {
+                return special[(r >> 8) as usize % special.len()];
+            }
+            let e = lo + ((r >> 8) % (hi - lo + 1) as u64) as i32;
+            let m = 1.0 + ((r >> 20) & 0x7f_ffff) as f32 / 8_388_608.0;
+            let v = m * 2f32.powi(e);
+            if r & (1 << 60) != 0 {
+                -v
+            } else {
+                v
+            }
+        };
+        let check = |b: f32, x: f32, w: f32, y: f32| {
+            let got = ChannelRequant::new_int(b, x, w, y);
+            let want = ChannelRequant::new_f64(b, x, w, y);
+            assert_eq!(got, want, "bias {b:e} s_x {x:e} s_w {w:e} s_y {y:e}");
+        };
+        for i in 0..1_000_000u32 {
+            let (lo, hi) = if i % 4 == 0 { (-126, 127) } else { (-20, 4) };
+            let x = pick(next() & !(1 << 60), lo, hi);
+            let w = pick(next() & !(1 << 60), lo, hi);
+            let y = pick(next() & !(1 << 60), lo, hi);
+            let b = pick(next(), if i % 4 == 0 { -126 } else { -30 }, hi + 20);
+            // A few negative scales too.
+            let x = if i % 997 == 0 { -x } else { x };
+            check(b, x, w, y);
+        }
+        // Exact ties of the bias: (2q + 1)/2 · s_x·s_w with power-of-two scales.
+        for _ in 0..100_000 {
+            let (a, c) = (-((next() % 20) as i32), -((next() % 20) as i32));
+            let q = (next() % (1 << 23)) as f32;
+            let (x, w) = (2f32.powi(a), 2f32.powi(c));
+            let b = (2.0 * q + 1.0) * 0.5 * x * w;
+            let b = if next() % 2 == 0 { b } else { -b };
+            check(b, x, w, 2f32.powi(-((next() % 8) as i32)));
+        }
+        // Multipliers whose quotient has an exact tie at the 31st significant bit:
+        // s_y a power of two and mantissa products ending in 1000…0 at that bit.
+        let mut ties = 0;
+        while ties < 30 {
+            let mx = 0x80_0000 | (next() as u32 & 0x7f_ffff);
+            let mw = 0x80_0000 | (next() as u32 & 0x7f_ffff);
+            let p = mx as u64 * mw as u64;
+            let f = 64 - p.leading_zeros() - 31; // bits below the 31st
+            if p & ((1 << f) - 1) != 1 << (f - 1) {
+                continue;
+            }
+            ties += 1;
+            let x = f32::from_bits((127 << 23) | (mx & 0x7f_ffff));
+            let w = f32::from_bits((120 << 23) | (mw & 0x7f_ffff));
+            check(0.25, x, w, 2f32.powi(-((next() % 8) as i32)));
         }
     }
 

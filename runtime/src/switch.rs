@@ -88,6 +88,25 @@ impl<'a> Delta<'a> {
         }
     }
 
+    /// As [`Delta::channel_into`], without zeroing `out` first where both factors are
+    /// decoded and the rank row count is at least 4: the same values, except that an
+    /// element whose every term is a zero may come out −0 instead of +0. For the int8
+    /// rebuild, which adds `s0·W0q` and re-quantises: neither `max|w|` nor a code can see
+    /// the sign of a zero (every `s0·q` term is itself ±0 or nonzero), so the bytes match.
+    pub fn channel_into_i8(&self, o: usize, out: &mut [f32]) {
+        let (rk, ck) = (self.a.rows, self.a.cols);
+        match (self.a.as_f32(), self.b.as_f32()) {
+            (Some(a), Some(b)) if rk >= 4 => {
+                let out = &mut out[..self.k * ck];
+                for r in 0..self.k {
+                    let brow = &b[(o * self.k + r) * rk..][..rk];
+                    axpy_rows_init(&mut out[r * ck..][..ck], brow, a);
+                }
+            }
+            _ => self.channel_into(o, out),
+        }
+    }
+
     /// f32 elements [`Delta::decoded`] needs: `A` (`r·k × Cin·k`) and `B` (`Cout·k × r·k`).
     pub const fn decoded_len(&self) -> usize {
         self.a.rows * self.a.cols + self.b.rows * self.b.cols
@@ -127,8 +146,30 @@ impl<'a> Delta<'a> {
 /// row at a time, with a quarter of the loads and stores of `row`. Vectorises over `c`.
 #[inline]
 fn axpy_rows(row: &mut [f32], b: &[f32], a: &[f32]) {
+    axpy_rows_from(row, b, a, 0)
+}
+
+/// `row = Σ_j b[j]·a[j]` with the same sums as [`axpy_rows`] over a zeroed row, except
+/// that a sum whose every term is a zero may be −0 where that gives +0 (the first rank
+/// group is written, not added to `0.0`). `b.len() ≥ 4`.
+fn axpy_rows_init(row: &mut [f32], b: &[f32], a: &[f32]) {
     let n = row.len();
-    let mut j = 0;
+    let (b0, b1, b2, b3) = (b[0], b[1], b[2], b[3]);
+    let a4 = &a[..4 * n];
+    let (a0, rest) = a4.split_at(n);
+    let (a1, rest) = rest.split_at(n);
+    let (a2, a3) = rest.split_at(n);
+    for ((((v, &x0), &x1), &x2), &x3) in row.iter_mut().zip(a0).zip(a1).zip(a2).zip(a3) {
+        *v = b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3;
+    }
+    axpy_rows_from(row, b, a, 4)
+}
+
+/// [`axpy_rows`] from rank row `j0` on (a multiple of 4).
+#[inline(always)]
+fn axpy_rows_from(row: &mut [f32], b: &[f32], a: &[f32], j0: usize) {
+    let n = row.len();
+    let mut j = j0;
     while j + 4 <= b.len() {
         let (b0, b1, b2, b3) = (b[j], b[j + 1], b[j + 2], b[j + 3]);
         let a4 = &a[j * n..][..4 * n];
@@ -190,7 +231,7 @@ pub fn materialize_i8_with(
     let n = d.channel_len();
     let scratch = &mut scratch[..n];
     for o in 0..d.cout {
-        d.channel_into(o, scratch);
+        d.channel_into_i8(o, scratch);
         out_scale[o] = requant_weights(scratch, &w0[o * n..][..n], s0[o], &mut out[o * n..][..n]);
     }
 }
@@ -339,23 +380,42 @@ pub fn stream_conv1x1_i8(
             let up = &u[p * r..][..r];
             for (o, yo) in y[p * g.cout..][..g.cout].iter_mut().enumerate() {
                 let acc = dot(&w0[o * g.cin..][..g.cin], px, zx);
-                let mut v = acc as f32 * (st.x.scale * ws[o]) + bias[o];
-                match b32 {
-                    Some(b) => {
-                        for (&bj, &uj) in b[o * r..][..r].iter().zip(up) {
-                            v += bj * uj;
-                        }
-                    }
-                    None => {
-                        for (j, &uj) in up.iter().enumerate() {
-                            v += d.b.get(o, j) * uj;
-                        }
-                    }
-                }
-                *yo = st.out(v);
+                *yo = corrected_out(acc, o, ws, bias, d, b32, up, st);
             }
         }
     }
+}
+
+/// One streaming 1x1 output: the exact `W0` sum `acc` of channel `o` dequantised plus the
+/// bias, plus the low-rank correction `Σ_j B[o, j]·u[j]` (`j` in order), quantised — shared
+/// by both streaming 1x1 paths so their bytes stay equal.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn corrected_out(
+    acc: i32,
+    o: usize,
+    ws: &[f32],
+    bias: &[f32],
+    d: &Delta<'_>,
+    b32: Option<&[f32]>,
+    up: &[f32],
+    st: StreamI8,
+) -> i8 {
+    let r = up.len();
+    let mut v = acc as f32 * (st.x.scale * ws[o]) + bias[o];
+    match b32 {
+        Some(b) => {
+            for (&bj, &uj) in b[o * r..][..r].iter().zip(up) {
+                v += bj * uj;
+            }
+        }
+        None => {
+            for (j, &uj) in up.iter().enumerate() {
+                v += d.b.get(o, j) * uj;
+            }
+        }
+    }
+    st.out(v)
 }
 
 /// As [`stream_conv1x1_i8`] (the same arithmetic, so the same bytes), with the `W0` sums
@@ -384,21 +444,8 @@ pub fn stream_conv1x1_i8_tiled(
             let up = &u[p * r..][..r];
             let row = &mut y[p * cout + t.o0..][..t.no];
             for (j, yo) in row.iter_mut().enumerate() {
-                let o = t.o0 + j;
-                let mut v = t.acc[i * t.no + j] as f32 * (st.x.scale * ws[o]) + bias[o];
-                match b32 {
-                    Some(b) => {
-                        for (&bj, &uj) in b[o * r..][..r].iter().zip(up) {
-                            v += bj * uj;
-                        }
-                    }
-                    None => {
-                        for (jj, &uj) in up.iter().enumerate() {
-                            v += d.b.get(o, jj) * uj;
-                        }
-                    }
-                }
-                *yo = st.out(v);
+                let acc = t.acc[i * t.no + j];
+                *yo = corrected_out(acc, t.o0 + j, ws, bias, d, b32, up, st);
             }
         }
     });
@@ -457,6 +504,87 @@ pub fn stream_conv_i8(
 mod tests {
     use crate::kernels::reference::requant_weights::quantize_weight;
     use crate::quant::round_f32;
+
+    /// The int8 rebuild with `channel_into_i8` (no zeroing) gives the bytes and scales of
+    /// the rebuild over `channel_into`, on random f32 factors of random shapes and ranks
+    /// with many exact zeros and negative zeros (where the sign of a zero sum differs),
+    /// zero channels of `W0`, and NaN/infinite entries.
+    #[test]
+    fn rebuild_without_zeroing_matches() {
+        use super::{materialize_i8_with, Delta, Factor};
+        use crate::format::DeltaDType;
+        use crate::kernels::reference::requant_weights::requant_weights;
+        let mut st = crate::test_seed() | 1;
+        let mut next = move || {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            st
+        };
+        for case in 0..300 {
+            let (cout, cin, k) = (
+                1 + next() as usize % 9,
+                1 + next() as usize % 20,
+                [1, 3][case % 2],
+            );
+            let rank = 1 + next() as usize % 9;
+            let (rk, ck) = (rank * k, cin * k);
+            let mut val = |zeros: u64| -> f32 {
+                let r = next();
+                match r % zeros {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ if r % 997 == 0 => [f32::NAN, f32::INFINITY][(r >> 20) as usize % 2],
+                    _ => ((r >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1,
+                }
+            };
+            let zeros = [2, 3, 50][case % 3];
+            let a: std::vec::Vec<f32> = (0..rk * ck).map(|_| val(zeros)).collect();
+            let b: std::vec::Vec<f32> = (0..cout * k * rk).map(|_| val(zeros)).collect();
+            let n = cin * k * k;
+            let w0: std::vec::Vec<i8> = (0..cout * n)
+                .map(|i| if (i / n) % 3 == 0 { 0 } else { next() as i8 })
+                .collect();
+            let s0: std::vec::Vec<f32> = (0..cout).map(|o| 0.01 * (1 + o) as f32).collect();
+            let fa = Factor::from_bytes(bytemuck::cast_slice(&a), DeltaDType::F32, rk, ck).unwrap();
+            let fb = Factor::from_bytes(bytemuck::cast_slice(&b), DeltaDType::F32, cout * k, rk)
+                .unwrap();
+            let d = Delta {
+                a: fa,
+                b: fb,
+                cout,
+                cin,
+                k,
+            };
+            let mut scratch = std::vec![0f32; n];
+            let (mut got, mut got_s) = (std::vec![0i8; cout * n], std::vec![0f32; cout]);
+            materialize_i8_with(
+                requant_weights,
+                &w0,
+                &s0,
+                &d,
+                &mut scratch,
+                &mut got,
+                &mut got_s,
+            );
+            let (mut want, mut want_s) = (std::vec![0i8; cout * n], std::vec![0f32; cout]);
+            for o in 0..cout {
+                d.channel_into(o, &mut scratch);
+                want_s[o] = requant_weights(
+                    &mut scratch,
+                    &w0[o * n..][..n],
+                    s0[o],
+                    &mut want[o * n..][..n],
+                );
+            }
+            assert_eq!(
+                got, want,
+                "case {case}: cout {cout} cin {cin} k {k} rank {rank}"
+            );
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
+            assert_eq!(bits(&got_s), bits(&want_s), "case {case}");
+        }
+    }
 
     #[test]
     fn quantize_weight_is_round_half_away_then_clamp() {

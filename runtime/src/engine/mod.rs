@@ -2,7 +2,8 @@
 //!
 //! `Engine::new` carves the arena by [`layout::regions`]; `select` makes a department
 //! current (Materialized: rebuilds every expert conv's weight `W0 + B_t·A_t` into the arena,
-//! see [`crate::switch`]); `infer` runs the graph: NHWC values at their planned arena
+//! see [`crate::switch`], and for int8 computes the requantisation tables that fit the
+//! rebuild scratch, which inference leaves idle); `infer` runs the graph: NHWC values at their planned arena
 //! offsets, the ops in order through a dispatch loop over `ops/` (one file per op), the
 //! department's head last.
 //!
@@ -113,6 +114,9 @@ pub struct Engine<'b, 'a> {
     reg: Regions,
     dept: Option<Dept<'a>>,
     kernels: Kernels,
+    /// Requantisation tables `select` left in the scratch region: `(room, rows)`
+    /// (capacity and rows written, in `[i32; 3]` rows; see `ops::RqCache`).
+    rq_cached: (usize, usize),
     #[cfg(feature = "threads")]
     pool: Option<par::Pool>,
 }
@@ -191,6 +195,7 @@ impl<'b, 'a> Engine<'b, 'a> {
             reg,
             dept: None,
             kernels: Kernels::best(),
+            rq_cached: (0, 0),
             #[cfg(feature = "threads")]
             pool: None,
         })
@@ -281,8 +286,17 @@ impl<'b, 'a> Engine<'b, 'a> {
         if dm.deltas.len() != m.experts as usize || dm.classes.is_empty() {
             return Err(EngineError::DeptMismatch);
         }
+        self.rq_cached = (0, 0);
         if self.mode == Mode::Materialized {
             self.materialize(&m, &dept)?;
+            if m.precision == Precision::Int8 {
+                // The per-channel requantisation depends only on the department: computed
+                // here once, for as many ops as the scratch region (idle at inference in
+                // this mode) holds, instead of at every inference.
+                let shared = self.bundle.shared();
+                let p = self.parts();
+                self.rq_cached = ops::fill_requant_cache(&m, shared, &dept, p.weights, p.scratch)?;
+            }
         }
         self.dept = Some(dept);
         Ok(())
@@ -423,6 +437,7 @@ impl<'b, 'a> Engine<'b, 'a> {
             });
         }
         let (mode, kern, shared) = (self.mode, self.kernels, self.bundle.shared());
+        let (room, rows) = self.rq_cached;
         #[cfg(feature = "threads")]
         let (p, par) = {
             let r = self.reg;
@@ -431,11 +446,16 @@ impl<'b, 'a> Engine<'b, 'a> {
         };
         #[cfg(not(feature = "threads"))]
         let (p, par) = (self.parts(), par::Par::serial());
+        let (cached, scratch) = p.scratch.split_at_mut((rows * 12).min(p.scratch.len()));
+        let rq = ops::RqCache {
+            rows: bytemuck::try_cast_slice(cached).map_err(|_| EngineError::Misaligned)?,
+            room,
+        };
         let mut cx = Ctx {
             act: p.act,
             table: p.table,
             weights: p.weights,
-            scratch: p.scratch,
+            scratch,
             requant: p.requant,
             features: p.features,
             m: &m,
@@ -447,6 +467,7 @@ impl<'b, 'a> Engine<'b, 'a> {
             wofs: 0,
             cursor: DeltaCursor::new(dept.manifest.deltas),
             observe,
+            rq,
             par,
         };
         load_input(&mut cx, input)?;
@@ -515,9 +536,10 @@ fn load_input(cx: &mut Ctx<'_, '_>, input: &[f32]) -> R<()> {
     if cx.int8 {
         let q = cx.qparams(0, usize::MAX)?;
         let x = i8s_mut(cx.act.get_mut(r).ok_or(bad)?);
-        for (pix, px) in x.chunks_exact_mut(c).enumerate() {
-            for (ch, v) in px.iter_mut().enumerate() {
-                *v = q.quantize(input[ch * hw + pix]);
+        // Channel by channel: each input plane read in order, written at stride `c`.
+        for (ch, plane) in input.chunks_exact(hw.max(1)).enumerate() {
+            for (v, &f) in x[ch..].iter_mut().step_by(c).zip(plane) {
+                *v = q.quantize(f);
             }
         }
     } else {
@@ -530,4 +552,83 @@ fn load_input(cx: &mut Ctx<'_, '_>, input: &[f32]) -> R<()> {
         (cx.observe)(0, x);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testnet::{NetSpec, TestNet};
+    use super::*;
+    use crate::format::Bundle;
+
+    /// The requantisation tables `select` caches in the scratch region give the logits of
+    /// tables computed per op, bit for bit: with every table cached, with only those that
+    /// fit half the room (some ops left to compute per inference), and with none.
+    #[test]
+    fn cached_requant_tables_match_per_op_tables() {
+        let seed = crate::test_seed();
+        let net = TestNet::random(
+            NetSpec {
+                size: 24,
+                ..NetSpec::small()
+            },
+            seed,
+        );
+        let fbytes = AlignedBytes::new(&net.bundle_f32());
+        let fb = Bundle::parse(fbytes.as_slice()).unwrap();
+        let n = fb.manifest().values.len();
+        // Calibration: per-department (min, max) of every value over a few images.
+        let calib = net.inputs(8, seed ^ 1);
+        let mut af = AlignedBytes::zeroed(fb.arena_bytes(Mode::Materialized));
+        let mut ef = Engine::new(&fb, af.as_mut_slice(), Mode::Materialized).unwrap();
+        let mut ranges = std::vec::Vec::new();
+        for t in 0..fb.department_count() {
+            ef.select(t).unwrap();
+            let mut r = std::vec![(f32::MAX, f32::MIN); n];
+            let mut logits = [0.0; 16];
+            for x in &calib {
+                ef.infer_observe(x, &mut logits, |v, d| {
+                    for &z in d {
+                        r[v] = (r[v].0.min(z), r[v].1.max(z));
+                    }
+                })
+                .unwrap();
+            }
+            ranges.push(r);
+        }
+        let qbytes = AlignedBytes::new(&net.bundle_int8(&ranges));
+        let qb = Bundle::parse(qbytes.as_slice()).unwrap();
+        let mut arena = AlignedBytes::zeroed(qb.arena_bytes(Mode::Materialized));
+        let mut e = Engine::new(&qb, arena.as_mut_slice(), Mode::Materialized).unwrap();
+        let tests = net.inputs(6, seed ^ 2);
+        for t in 0..qb.department_count() {
+            e.select(t).unwrap();
+            let (room, rows) = e.rq_cached;
+            assert!(rows > 0 && rows <= room, "({room}, {rows})");
+            let logits = |e: &mut Engine<'_, '_>| {
+                let mut out = std::vec::Vec::new();
+                for x in &tests {
+                    let mut l = [0.0f32; 16];
+                    let k = e.infer(x, &mut l).unwrap();
+                    out.extend(l[..k].iter().map(|v| v.to_bits()));
+                }
+                out
+            };
+            let cached = logits(&mut e);
+            // A room of about half the rows: the walk caches some ops, skips others.
+            let m = *qb.manifest();
+            let shared = qb.shared();
+            let dept = e.dept.unwrap();
+            let half = rows / 2 * 12;
+            let p = e.parts();
+            let c = ops::fill_requant_cache(&m, shared, &dept, p.weights, &mut p.scratch[..half])
+                .unwrap();
+            assert!(c.1 > 0 && c.1 <= c.0 && c.1 < rows, "{c:?} of {rows}");
+            e.rq_cached = c;
+            let partial = logits(&mut e);
+            e.rq_cached = (0, 0);
+            let uncached = logits(&mut e);
+            assert_eq!(cached, uncached, "department {t}");
+            assert_eq!(partial, uncached, "department {t}");
+        }
+    }
 }

@@ -15,7 +15,10 @@
 //! both:         pooled feature vector f32 [features]
 //! ```
 //! Every region starts 16-aligned. Requantisation parameters depend on the department's
-//! activation scales and are recomputed per op at `infer` (a few ns per channel).
+//! activation scales: in Materialized int8 mode `select` computes them for the ops whose
+//! `[bias, multiplier, shift]` rows fit the rebuild scratch (idle at inference in that
+//! mode), the other ops at each `infer` into the requant scratch (integer arithmetic,
+//! ~130 Cortex-M instructions a channel). No region grows for it.
 use crate::format::{Manifest, Mode, Op, Precision};
 
 /// Rounds `n` up to the format's alignment.

@@ -73,18 +73,15 @@ impl Rq {
 }
 
 /// `reference::requant_weights::quantize_weight(t)` (round half away from zero, clamped to
-/// ±127, NaN → 0) with one compare, one add and one conversion: for `|t| ≥ 0.5`,
-/// `trunc(|t| + 0.5)` is exact (`|t| + 0.5` rounds only when it crosses into the next binade,
-/// never across an integer), and `as i32` saturates.
+/// ±127, NaN → 0) without a branch: `trunc(|t| + h)` with `h = 0.5 − 2^−25` (the float
+/// below ½). Below ½ the sum stays at most `1 − 2^−24`; at `k + ½` it is `k + 1 − 2^−25`,
+/// which rounds to `k + 1` (a tie to even at `k = 0`); and no sum rounds up across an
+/// integer (that would need `|t|` within a quarter ulp of `k + ½`). `as i32` saturates and
+/// maps NaN to 0; the clamp to `0..=127` is one `USAT`.
 #[inline(always)]
 pub(crate) fn quantize_weight_fast(t: f32) -> i8 {
     let a = f32::from_bits(t.to_bits() & 0x7fff_ffff);
-    // Negated on purpose: NaN compares false and must give 0.
-    #[allow(clippy::neg_cmp_op_on_partial_ord)]
-    if !(a >= 0.5) {
-        return 0; // also NaN
-    }
-    let r = ((a + 0.5) as i32).min(127);
+    let r = ((a + f32::from_bits(0x3eff_ffff)) as i32).clamp(0, 127);
     (if t.is_sign_negative() { -r } else { r }) as i8
 }
 

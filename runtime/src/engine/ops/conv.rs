@@ -6,7 +6,7 @@
 //! int8 kernel from the table, and for Streaming experts the low-rank path.
 
 use super::{
-    conv_geom, expect_len, f32s, f32s_mut, i8s, i8s_mut, io, out_q, requant_table, tensor, Ctx, R,
+    conv_geom, expect_len, f32s, f32s_mut, i8s, i8s_mut, io, op_requant, out_q, tensor, Ctx, R,
 };
 use crate::engine::EngineError;
 use crate::format::{layout, Mode, Op};
@@ -115,7 +115,7 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
             let (x, y) = (i8s(x), i8s_mut(y));
             match delta {
                 None => {
-                    let rq = requant_table(cx.requant, bias, qx, ws, qy, i)?;
+                    let rq = op_requant(&mut cx.rq, cx.requant, bias, qx, ws, qy, i)?;
                     let f = if pointwise {
                         kern.conv1x1_i8
                     } else {

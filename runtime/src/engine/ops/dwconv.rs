@@ -2,7 +2,7 @@
 //! optional ReLU; weights `[3, 3, C]`.
 
 use super::{
-    conv_geom, expect_len, f32s, f32s_mut, i8s, i8s_mut, io, out_q, requant_table, tensor, Ctx, R,
+    conv_geom, expect_len, f32s, f32s_mut, i8s, i8s_mut, io, op_requant, out_q, tensor, Ctx, R,
 };
 use crate::engine::EngineError;
 use crate::format::Op;
@@ -34,7 +34,7 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
         Some((qx, qy)) => {
             let w = expect_len(i8s(tensor(shared, weight, i)?), 9 * c, i)?;
             let ws = expect_len(f32s(tensor(shared, wscale, i)?)?, c, i)?;
-            let rq = requant_table(cx.requant, bias, qx, ws, qy, i)?;
+            let rq = op_requant(&mut cx.rq, cx.requant, bias, qx, ws, qy, i)?;
             cx.par.conv_i8(
                 kern.dwconv3x3_i8,
                 true,

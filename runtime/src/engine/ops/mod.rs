@@ -57,6 +57,8 @@ pub(super) struct Ctx<'x, 'a> {
     pub cursor: DeltaCursor<'a>,
     /// The calibration hook (f32 bundles).
     pub observe: &'x mut dyn FnMut(usize, &[f32]),
+    /// Requantisation tables `select` precomputed (the int8 convs whose rows fit).
+    pub rq: RqCache<'x>,
     /// Where conv kernels run (the calling thread, or split across the engine's pool).
     pub par: super::par::Par<'x>,
 }
@@ -228,6 +230,112 @@ pub(super) fn requant_table<'r>(
     Ok(rq)
 }
 
+/// `[bias, multiplier, shift]` tables computed once by `select` (Materialized int8
+/// bundles) into the scratch region, which inference does not use in that mode: walking the
+/// int8 `Conv`/`DwConv` ops in graph order, an op's table is there iff its channels fit the
+/// room left (the same rule [`fill_requant_cache`] filled it by); other ops compute theirs
+/// per inference in the requant region.
+#[derive(Default)]
+pub(super) struct RqCache<'x> {
+    /// The remaining cached rows, the next cached op's first.
+    pub rows: &'x [[i32; 3]],
+    /// Rows of room left at this point of the walk.
+    pub room: usize,
+}
+
+/// The requantisation table of an int8 conv-like op with `bias.len()` output channels: the
+/// cached one, or computed into `requant` ([`requant_table`]).
+pub(super) fn op_requant<'c: 'r, 'r>(
+    cache: &mut RqCache<'c>,
+    requant: &'r mut [u8],
+    bias: &[f32],
+    qx: QParams,
+    ws: &[f32],
+    qy: QParams,
+    op: usize,
+) -> R<&'r [[i32; 3]]> {
+    let c = bias.len();
+    if c > cache.room {
+        return Ok(requant_table(requant, bias, qx, ws, qy, op)?);
+    }
+    if cache.rows.len() < c {
+        return Err(EngineError::Malformed { op });
+    }
+    let (t, rest) = cache.rows.split_at(c);
+    cache.rows = rest;
+    cache.room -= c;
+    Ok(t)
+}
+
+/// Fills `cache` (bytes of the idle scratch region) with the requantisation tables of the
+/// int8 `Conv`/`DwConv` ops of department `d` that fit, in graph order (an op is cached iff
+/// its channels fit the room left, see [`RqCache`]); returns `(room, rows)`: the capacity
+/// in rows and the rows written. Expert convs take their rebuilt per-channel scales from
+/// their Materialized slot in `weights` (the same bytes `conv::eval` reads).
+pub(super) fn fill_requant_cache(
+    m: &Manifest<'_>,
+    shared: &[u8],
+    d: &Dept<'_>,
+    weights: &[u8],
+    cache: &mut [u8],
+) -> R<(usize, usize)> {
+    let whole = cache.len() / 12 * 12;
+    let rows: &mut [[i32; 3]] =
+        bytemuck::try_cast_slice_mut(&mut cache[..whole]).map_err(|_| EngineError::Misaligned)?;
+    let (mut used, mut wofs) = (0usize, 0usize);
+    for (i, op) in m.ops.iter().enumerate() {
+        let (input, output, cout, bias, ws) = match op {
+            crate::format::Op::Conv {
+                input,
+                output,
+                cout,
+                k,
+                bias,
+                wscale,
+                expert,
+                ..
+            } => {
+                let (cout, k) = (cout as usize, k as usize);
+                let ws = if expert.is_some() {
+                    let bad = EngineError::Malformed { op: i };
+                    let (wlen, slot) =
+                        crate::format::layout::expert_slot(cout, input.c_len as usize, k, true)
+                            .ok_or(bad)?;
+                    let end = wofs.checked_add(slot).ok_or(bad)?;
+                    let b = weights.get(wofs..end).ok_or(bad)?;
+                    wofs += slot;
+                    f32s(&b[wlen..])?.get(..cout).ok_or(bad)?
+                } else {
+                    expect_len(f32s(tensor(shared, wscale, i)?)?, cout, i)?
+                };
+                (input.value, output, cout, bias, ws)
+            }
+            crate::format::Op::DwConv {
+                input,
+                output,
+                bias,
+                wscale,
+                ..
+            } => {
+                let c = input.c_len as usize;
+                let ws = expect_len(f32s(tensor(shared, wscale, i)?)?, c, i)?;
+                (input.value, output, c, bias, ws)
+            }
+            _ => continue,
+        };
+        let Some(dst) = rows.get_mut(used..used.saturating_add(cout)) else {
+            continue;
+        };
+        let bias = expect_len(f32s(tensor(shared, bias, i)?)?, cout, i)?;
+        let (qx, qy) = (qparams(d, input, i)?, qparams(d, output, i)?);
+        for ((r, &b), &w) in dst.iter_mut().zip(bias).zip(ws) {
+            *r = ChannelRequant::new(b, qx.scale, w, qy.scale).to_array();
+        }
+        used += cout;
+    }
+    Ok((rows.len(), used))
+}
+
 /// Re-expresses int8 codes quantised with `from` in `to` (identity when they are equal),
 /// through a 256-entry table of [`rescale_one`] (the same values, one lookup each).
 pub(super) fn rescale(y: &mut [i8], from: QParams, to: QParams) {
@@ -247,7 +355,7 @@ pub(super) fn rescale_table(from: QParams, to: QParams) -> [i8; 256] {
 }
 
 #[inline]
-fn rescale_one(v: i8, from: QParams, to: QParams) -> i8 {
+pub(super) fn rescale_one(v: i8, from: QParams, to: QParams) -> i8 {
     to.quantize(from.dequantize(v))
 }
 
