@@ -44,7 +44,7 @@ mod spec;
 pub mod synthetic;
 
 pub use cache::{CacheMode, PreparedImages};
-pub use dataset::{Dataset, Department, Sample, Split, Transform};
+pub use dataset::{flat, Dataset, Department, Sample, Split, Transform};
 pub use error::DataError;
 pub use loader::{epoch_order, Batch, Loader, LoaderConfig};
 pub use spec::{DataSpec, SyntheticSpec};

@@ -79,7 +79,7 @@ fn test_inputs(ds: &Dataset, bundle: &Bundle<'_>, per_dept: usize) -> Vec<Vec<(S
                 .take(per_dept)
                 .map(|i| {
                     let s = ds.sample(Split::Test, i, &t, false).unwrap();
-                    (i.to_string(), s.image)
+                    (i.to_string(), s.into_chw())
                 })
                 .collect()
         })

@@ -102,8 +102,8 @@ fn int8_bundle_agrees_with_float_on_a_trained_model() {
             for split in [Split::Val, Split::Test] {
                 for i in ds.indices_of(split, d) {
                     let s = ds.sample(split, i, &t, false).unwrap();
-                    let (pf, margin, lf) = top1(&mut fe, &s.image);
-                    let (pq, _, lq) = top1(&mut qe, &s.image);
+                    let (pf, margin, lf) = top1(&mut fe, &lorkd_data::flat(&s.image));
+                    let (pq, _, lq) = top1(&mut qe, &lorkd_data::flat(&s.image));
                     if pf != pq {
                         println!("  {mode:?} dept {d} image {i}: float {lf:?} (margin {margin:.4}), int8 {lq:?}");
                     }

@@ -79,7 +79,7 @@ fn test_inputs(ds: &Dataset, bundle: &Bundle<'_>, per_dept: usize) -> Vec<Vec<(S
                 .map(|i| {
                     (
                         i.to_string(),
-                        ds.sample(Split::Test, i, &t, false).unwrap().image,
+                        ds.sample(Split::Test, i, &t, false).unwrap().into_chw(),
                     )
                 })
                 .collect()
@@ -141,7 +141,7 @@ fn train_pack_run_finetune_delta_flash_image() {
             let (mut ok, mut n) = (0usize, 0usize);
             for i in tds.indices_of(Split::Test, d) {
                 let s = tds.sample(Split::Test, i, &tf, false).unwrap();
-                let x = Tensor::from_slice(&s.image).reshape([1, 3, 32, 32]);
+                let x = Tensor::from_slice(&lorkd_data::flat(&s.image)).reshape([1, 3, 32, 32]);
                 let z = tt.logits(&x).unwrap();
                 ok +=
                     usize::from(z.argmax(-1, false).int64_value(&[0]) as usize == 3 * d + s.class);

@@ -66,7 +66,7 @@ fn run_and_the_training_data_path_agree_on_grey_and_rgb_images() {
         for split in Split::ALL {
             for i in 0..ds.len(split) {
                 let (_, class) = ds.label(split, i);
-                let train_x = ds.sample(split, i, &t, false).unwrap().image;
+                let train_x = ds.sample(split, i, &t, false).unwrap().into_chw();
                 let run_in = lorkd_tools::input::load_inputs(&files[class], &spec).unwrap();
                 assert_eq!(
                     run_in[0].1,

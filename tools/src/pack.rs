@@ -447,7 +447,7 @@ pub fn dataset_images(ck: &Checkpoint, spec: &str, count: usize) -> Result<Vec<V
             .take(count.max(1))
             .map(|&i| {
                 ds.sample(lorkd_data::Split::Train, i, &t, false)
-                    .map(|s| s.image)
+                    .map(lorkd_data::Sample::into_chw)
             })
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| {
