@@ -269,18 +269,6 @@ impl Transform {
     }
 }
 
-/// The elements of `a` in logical (C) order as one slice: borrowed when `a` is contiguous
-/// in that order (every array lorkd-data makes is), copied otherwise. For consumers that
-/// take flat buffers (the runtime's engine, libtorch).
-pub fn flat<T: Clone, S: ndarray::Data<Elem = T>, D: Dimension>(
-    a: &ndarray::ArrayBase<S, D>,
-) -> std::borrow::Cow<'_, [T]> {
-    match a.as_slice() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(a.iter().cloned().collect()),
-    }
-}
-
 /// A resized image in its own channel count: `[H, W]` grey or `[H, W, 3]` RGB bytes.
 enum Resized {
     Grey(Vec<u8>),
@@ -311,11 +299,7 @@ impl Sample {
     /// The image as a flat CHW vector (no copy: samples are made in standard layout), for
     /// consumers that take flat buffers.
     pub fn into_chw(self) -> Vec<f32> {
-        if self.image.is_standard_layout() {
-            self.image.into_raw_vec_and_offset().0
-        } else {
-            self.image.iter().copied().collect()
-        }
+        crate::array::into_flat(self.image)
     }
 }
 
