@@ -5,6 +5,8 @@
 //! Most raw mutations die at a hash check, so half of them are "resealed": the mutated
 //! manifest / table / blobs are reassembled with fresh hashes and base id, which drives the
 //! structural validators themselves.
+mod common;
+use common::seed;
 
 use lorkd_runtime::engine::testnet::{NetSpec, Rng, TestNet};
 use lorkd_runtime::engine::Engine;
@@ -13,15 +15,6 @@ use lorkd_runtime::format::view::base_id_of;
 use lorkd_runtime::format::write::{write_blob, write_bundle};
 use lorkd_runtime::format::*;
 use lorkd_runtime::AlignedBytes;
-
-fn seed() -> u64 {
-    let s = std::env::var("LORKD_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("seed {s} (rerun with LORKD_SEED={s})");
-    s
-}
 
 fn bundles(seed: u64) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
