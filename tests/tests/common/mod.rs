@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 
 use lorkd_data::{Dataset, Split};
 use lorkd_runtime::format::Bundle;
-use lorkd_trainer::train::fit::Control;
 use lorkd_trainer::Checkpoint;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// The test's seed: `LORKD_SEED` when set, else fresh; printed so a failure can be replayed.
 pub fn seed() -> u64 {
@@ -29,17 +28,8 @@ pub fn scratch(name: &str, seed: u64) -> PathBuf {
 }
 
 /// Training control for tests: CPU, one thread, one worker, no progress bars, no AMP.
-pub fn ctl() -> Control {
-    Control {
-        device: Device::Cpu,
-        progress: false,
-        workers: 1,
-        stop_after_steps: None,
-        threads: Some(1),
-        amp: false,
-        ..Control::default()
-    }
-}
+#[allow(unused_imports)]
+pub use lorkd_trainer::testing::cpu_control as ctl;
 
 /// A tensor's values as f32.
 pub fn to_vec(t: &Tensor) -> Vec<f32> {
