@@ -1,6 +1,8 @@
 //! Helpers shared by the runtime's integration tests.
 #![allow(dead_code)]
 
+pub mod bundle;
+
 /// The test's seed: `LORKD_SEED` when set, else fresh; printed so a failure can be replayed.
 pub fn seed() -> u64 {
     let s = std::env::var("LORKD_SEED")
