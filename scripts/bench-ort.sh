@@ -8,14 +8,10 @@
 #   4. scripts/bench_ort.py: lorkd bench (int8/f32, materialized/streaming, --vs-tract),
 #      export-onnx, ORT f32 and static-QDQ int8, the table with the ratios.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-cache="${LORKD_CACHE:-$HOME/.cache/lorkd}"
-venv="$cache/ort-1.32-venv"
-if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import onnxruntime,onnx,numpy,sys; sys.exit(not onnxruntime.__version__.startswith("1.32."))' 2>/dev/null; then
-  mkdir -p "$cache"
-  python3 -m venv "$venv" >&2
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check 'onnxruntime==1.32.*' onnx numpy >&2
-fi
+source "$(dirname "$0")/lib.sh"
+venv="$LORKD_CACHE/ort-1.32-venv"
+lorkd_venv "$venv" 'import onnxruntime,onnx,numpy,sys; sys.exit(not onnxruntime.__version__.startswith("1.32."))' \
+  'onnxruntime==1.32.*' onnx numpy
 # LORKD_BIN: an already built `lorkd` (skips the bench-rel build).
 lorkd="${LORKD_BIN:-}"
 if [ -z "$lorkd" ]; then

@@ -10,8 +10,8 @@
 # else trains one. Knobs (env): RUN, EPOCHS, ADD_EPOCHS, DATA (four departments; the fifth is
 #   the same spec with departments=5), ARCH, RANK.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source scripts/env.sh
+source "$(dirname "$0")/lib.sh"
+lorkd_torch
 
 RUN="${RUN:-runs/demo}"
 DATA="${DATA:-synthetic:departments=4,classes=3,size=32,per_class=100,seed=0}"
@@ -23,12 +23,8 @@ ARCH="${ARCH:-shufflenet_v2_x0_5}"
 RANK="${RANK:-8}"
 TRAIN=(--threads 1 --batch 32)
 
-step() { printf '\n== %s\n' "$*"; }
-
 step "build"
-cargo build -q -p lorkd-trainer -p lorkd-tools
-T="${CARGO_TARGET_DIR:-target}/debug/lorkd-train"
-L="${CARGO_TARGET_DIR:-target}/debug/lorkd"
+lorkd_bins
 mkdir -p "$RUN"
 start=$(date +%s)
 

@@ -8,8 +8,8 @@
 # Knobs (env): RUN (output dir, default runs/demo), EPOCHS, TEACHER_EPOCHS, FT_EPOCHS, DATA,
 #   ARCH, RANK, DEPT (the department updated; default: the bundle's first).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source scripts/env.sh
+source "$(dirname "$0")/lib.sh"
+lorkd_torch
 
 RUN="${RUN:-runs/demo}"
 DATA="${DATA:-synthetic:departments=4,classes=3,size=32,per_class=100,seed=0}"
@@ -21,14 +21,8 @@ RANK="${RANK:-8}"
 # One libtorch thread: its OpenMP pool starves itself on a small shared CPU (docs/training.md).
 TRAIN=(--threads 1 --batch 32)
 
-step() { printf '\n== %s\n' "$*"; }
-
-# The dev profile builds every dependency (libtorch bindings, tract) at opt-level 3 and shares
-# its cache with the tests, so the demo does not pay for a second, release build of tract.
 step "build"
-cargo build -q -p lorkd-trainer -p lorkd-tools
-T="${CARGO_TARGET_DIR:-target}/debug/lorkd-train"
-L="${CARGO_TARGET_DIR:-target}/debug/lorkd"
+lorkd_bins
 rm -rf "$RUN" && mkdir -p "$RUN"
 start=$(date +%s)
 

@@ -16,8 +16,8 @@
 #   transfer: DOWN_DATA (spec, `{seed}` substituted), TASK (its department), INITS (the
 #   initialisations: expert:NAME, shared, scratch), TRANSFER_EPOCHS, TRANSFER_LR; TRANSFER=0 skips.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source scripts/env.sh
+source "$(dirname "$0")/lib.sh"
+lorkd_torch
 
 SEEDS="${SEEDS:-1 2 3 4 5}"
 default_data='synthetic:departments=3,classes=3,size=32,per_class=60,seed={seed}'

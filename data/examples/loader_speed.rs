@@ -42,16 +42,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prepare_s = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
-    let per = t.numel();
-    let mut out = vec![0f32; per * 64];
+    let (c, h, w) = t.dim();
+    let mut out = ndarray::Array4::zeros((64, c, h, w));
     for b in Loader::prepared(ds.clone(), Split::Train, cfg, p) {
         let b = b?;
-        for j in 0..b.len() {
-            t.normalise_u8(
-                &b.pixels[j * per..(j + 1) * per],
-                b.flips[j],
-                &mut out[j * per..(j + 1) * per],
-            );
+        for ((px, o), &flip) in b
+            .pixels
+            .outer_iter()
+            .zip(out.outer_iter_mut())
+            .zip(&b.flips)
+        {
+            t.normalise_u8(px, flip, o);
         }
         std::hint::black_box(&out);
     }

@@ -11,6 +11,7 @@
 //! File layout: `LORKDU8\0`, then little-endian u32 version, u64 images, u32 channels,
 //! u32 size, then the images back to back.
 
+use ndarray::{Array4, ArrayView3, ArrayViewMut3};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -221,23 +222,23 @@ impl PreparedImages {
         matches!(self.storage, Storage::Mapped(_))
     }
 
-    /// Image `i` (`channels·size·size` bytes), or None out of range.
-    pub fn image(&self, i: usize) -> Option<&[u8]> {
+    /// Image `i` (`[channels, size, size]`), or None out of range.
+    pub fn image(&self, i: usize) -> Option<ArrayView3<'_, u8>> {
         let per = self.channels * self.size * self.size;
-        self.bytes().get(i * per..(i + 1) * per)
+        let bytes = self.bytes().get(i * per..(i + 1) * per)?;
+        ArrayView3::from_shape((self.channels, self.size, self.size), bytes).ok()
     }
 
-    /// Images `idx` back to back into `out` (cleared first).
+    /// Images `idx` as one `[n, channels, size, size]` array.
     ///
     /// # Errors
     /// An index out of range (a caller bug reported as [`DataError::Worker`]).
-    pub fn gather(&self, idx: &[usize], out: &mut Vec<u8>) -> Result<(), DataError> {
-        out.clear();
-        out.reserve(idx.len() * self.channels * self.size * self.size);
-        for &i in idx {
-            out.extend_from_slice(self.image(i).ok_or(DataError::Worker)?);
+    pub fn gather(&self, idx: &[usize]) -> Result<Array4<u8>, DataError> {
+        let mut out = Array4::zeros((idx.len(), self.channels, self.size, self.size));
+        for (mut o, &i) in out.outer_iter_mut().zip(idx) {
+            o.assign(&self.image(i).ok_or(DataError::Worker)?);
         }
-        Ok(())
+        Ok(out)
     }
 }
 
@@ -267,6 +268,9 @@ fn fill(
                 scope.spawn(move || -> Result<(), DataError> {
                     for (j, out) in part.chunks_mut(per).enumerate() {
                         let i = w * chunk + j;
+                        // `per` bytes each: the shape fits by construction.
+                        let out = ArrayViewMut3::from_shape(t.dim(), out)
+                            .map_err(|_| DataError::Worker)?;
                         t.prepare_u8(&ds.raw_image(split, i)?, out);
                         let d = done.fetch_add(1, Ordering::Relaxed) + 1;
                         if d.is_multiple_of(64) || d == n {

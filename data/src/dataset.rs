@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use image::{DynamicImage, GrayImage, RgbImage};
+use ndarray::{Array3, ArrayView, ArrayView2, ArrayView3, ArrayViewMut3, Axis, Dimension, Zip};
 
 use crate::error::DataError;
 use crate::spec::{DataSpec, SyntheticSpec};
@@ -119,32 +120,28 @@ impl Transform {
         self.numel()
     }
 
-    /// The resized image as `uint8` CHW in `channels` channels, before flip and normalisation:
-    /// what the prepared-image cache holds. Resizing is [`Transform::apply`]'s (the same
-    /// filter on the same 8-bit image), grey is replicated to RGB exactly; RGB to one channel
-    /// rounds the luma to the nearest 8-bit value (≤ 0.5/255 from `apply`'s f32 luma).
+    /// The shape of one transformed image: `(channels, size, size)`.
+    pub fn dim(&self) -> (usize, usize, usize) {
+        let s = self.size as usize;
+        (self.channels, s, s)
+    }
+
+    /// The image resized to `size`×`size` in its own channel count (grey stays grey: cheaper),
+    /// as `[H, W]` or `[H, W, 3]` pixels.
     ///
     /// # Panics
-    /// If `out.len() != self.numel_u8()` or `channels` is not 1 or 3 (caller bugs).
-    pub fn prepare_u8(&self, img: &DynamicImage, out: &mut [u8]) {
-        assert_eq!(out.len(), self.numel_u8(), "output buffer size");
+    /// If `channels` is not 1 or 3 (a caller bug, not data).
+    fn resized(&self, img: &DynamicImage) -> Resized {
         assert!(
             self.channels == 1 || self.channels == 3,
             "channels must be 1 or 3"
         );
         let s = self.size;
-        let plane = (s * s) as usize;
         let filter = image::imageops::FilterType::Triangle;
         match img {
+            DynamicImage::ImageLuma8(g) if g.dimensions() == (s, s) => Resized::Grey(g.to_vec()),
             DynamicImage::ImageLuma8(g) => {
-                let g = if g.dimensions() == (s, s) {
-                    std::borrow::Cow::Borrowed(g)
-                } else {
-                    std::borrow::Cow::Owned(image::imageops::resize(g, s, s, filter))
-                };
-                for c in 0..self.channels {
-                    out[c * plane..(c + 1) * plane].copy_from_slice(g.as_raw());
-                }
+                Resized::Grey(image::imageops::resize(g, s, s, filter).into_raw())
             }
             other => {
                 let rgb_owned;
@@ -155,21 +152,43 @@ impl Transform {
                         &rgb_owned
                     }
                 };
-                let rgb = if rgb.dimensions() == (s, s) {
-                    std::borrow::Cow::Borrowed(rgb)
+                Resized::Rgb(if rgb.dimensions() == (s, s) {
+                    rgb.to_vec()
                 } else {
-                    std::borrow::Cow::Owned(image::imageops::resize(rgb, s, s, filter))
-                };
-                for (o, p) in rgb.pixels().enumerate() {
-                    let p = p.0;
-                    if self.channels == 3 {
-                        for c in 0..3 {
-                            out[c * plane + o] = p[c];
-                        }
-                    } else {
-                        let l = 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32;
-                        out[o] = l.round().clamp(0.0, 255.0) as u8;
-                    }
+                    image::imageops::resize(rgb, s, s, filter).into_raw()
+                })
+            }
+        }
+    }
+
+    /// The resized image as `uint8` CHW in `channels` channels, before flip and normalisation:
+    /// what the prepared-image cache holds. Resizing is [`Transform::apply`]'s (the same
+    /// filter on the same 8-bit image), grey is replicated to RGB exactly; RGB to one channel
+    /// rounds the luma to the nearest 8-bit value (≤ 0.5/255 from `apply`'s f32 luma).
+    ///
+    /// # Panics
+    /// If `out` is not [`Transform::dim`] or `channels` is not 1 or 3 (caller bugs).
+    pub fn prepare_u8(&self, img: &DynamicImage, mut out: ArrayViewMut3<u8>) {
+        assert_eq!(out.dim(), self.dim(), "output buffer shape");
+        let s = self.size as usize;
+        match self.resized(img) {
+            Resized::Grey(g) => {
+                let g = ArrayView2::from_shape((s, s), &g).expect("resized to size×size");
+                for mut plane in out.outer_iter_mut() {
+                    plane.assign(&g);
+                }
+            }
+            Resized::Rgb(px) => {
+                let rgb = ArrayView3::from_shape((s, s, 3), &px).expect("resized to size×size");
+                if self.channels == 3 {
+                    out.assign(&rgb.permuted_axes([2, 0, 1]));
+                } else {
+                    Zip::from(out.index_axis_mut(Axis(0), 0))
+                        .and(rgb.lanes(Axis(2)))
+                        .for_each(|o, p| {
+                            let l = 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32;
+                            *o = l.round().clamp(0.0, 255.0) as u8;
+                        });
                 }
             }
         }
@@ -179,101 +198,109 @@ impl Transform {
     /// `out`: `(x/255 − mean)/std` per channel, in f32 as [`Transform::apply`] computes it.
     ///
     /// # Panics
-    /// If the lengths are not `numel()`.
-    pub fn normalise_u8(&self, px: &[u8], flip: bool, out: &mut [f32]) {
-        assert_eq!(px.len(), self.numel(), "input size");
-        assert_eq!(out.len(), self.numel(), "output size");
-        let s = self.size as usize;
-        for c in 0..self.channels {
+    /// If the shapes are not [`Transform::dim`].
+    pub fn normalise_u8(&self, px: ArrayView3<u8>, flip: bool, mut out: ArrayViewMut3<f32>) {
+        assert_eq!(px.dim(), self.dim(), "input shape");
+        assert_eq!(out.dim(), self.dim(), "output shape");
+        let px = mirrored(px, flip);
+        for (c, (mut o, p)) in out.outer_iter_mut().zip(px.outer_iter()).enumerate() {
             let (m, d) = (self.mean[c], self.std[c]);
-            for y in 0..s {
-                let row = c * s * s + y * s;
-                for x in 0..s {
-                    let sx = if flip { s - 1 - x } else { x };
-                    out[row + x] = (px[row + sx] as f32 / 255.0 - m) / d;
+            Zip::from(&mut o)
+                .and(&p)
+                .for_each(|o, &p| *o = (p as f32 / 255.0 - m) / d);
+        }
+    }
+
+    /// Writes the transformed image into `out` (`[channels, size, size]`).
+    ///
+    /// # Panics
+    /// If `out` is not [`Transform::dim`] or `channels` is not 1 or 3 (caller bugs, not data).
+    pub fn apply(&self, img: &DynamicImage, flip: bool, mut out: ArrayViewMut3<f32>) {
+        assert_eq!(out.dim(), self.dim(), "output buffer shape");
+        let s = self.size as usize;
+        match self.resized(img) {
+            Resized::Grey(g) => {
+                let g = ArrayView2::from_shape((s, s), &g).expect("resized to size×size");
+                let g = mirrored(g, flip);
+                for (c, mut plane) in out.outer_iter_mut().enumerate() {
+                    let (m, d) = (self.mean[c], self.std[c]);
+                    Zip::from(&mut plane)
+                        .and(&g)
+                        .for_each(|o, &p| *o = (p as f32 / 255.0 - m) / d);
+                }
+            }
+            Resized::Rgb(px) => {
+                let rgb = ArrayView3::from_shape((s, s, 3), &px).expect("resized to size×size");
+                let rgb = mirrored(rgb.permuted_axes([2, 0, 1]), flip);
+                if self.channels == 3 {
+                    for (c, (mut plane, p)) in
+                        out.outer_iter_mut().zip(rgb.outer_iter()).enumerate()
+                    {
+                        let (m, d) = (self.mean[c], self.std[c]);
+                        Zip::from(&mut plane)
+                            .and(&p)
+                            .for_each(|o, &p| *o = (p as f32 / 255.0 - m) / d);
+                    }
+                } else {
+                    let (m, d) = (self.mean[0], self.std[0]);
+                    let ch = |c| rgb.index_axis(Axis(0), c);
+                    Zip::from(out.index_axis_mut(Axis(0), 0))
+                        .and(ch(0))
+                        .and(ch(1))
+                        .and(ch(2))
+                        .for_each(|o, &r, &g, &b| {
+                            let l =
+                                (0.299 * r as f32 + 0.587 * g as f32 + 0.114 * b as f32) / 255.0;
+                            *o = (l - m) / d;
+                        });
                 }
             }
         }
     }
 
-    /// Writes the transformed image into `out` (`numel()` floats, CHW).
+    /// The transformed image as a new `[channels, size, size]` array ([`Transform::apply`]).
     ///
     /// # Panics
-    /// If `out.len() != self.numel()` or `channels` is not 1 or 3 (caller bugs, not data).
-    pub fn apply(&self, img: &DynamicImage, flip: bool, out: &mut [f32]) {
-        assert_eq!(out.len(), self.numel(), "output buffer size");
-        assert!(
-            self.channels == 1 || self.channels == 3,
-            "channels must be 1 or 3"
-        );
-        let s = self.size;
-        let plane = (s * s) as usize;
-        let filter = image::imageops::FilterType::Triangle;
-        // Work in the image's own channel count; convert only at the end (cheaper for grey).
-        match img {
-            DynamicImage::ImageLuma8(g) => {
-                let g = if g.dimensions() == (s, s) {
-                    std::borrow::Cow::Borrowed(g)
-                } else {
-                    std::borrow::Cow::Owned(image::imageops::resize(g, s, s, filter))
-                };
-                for y in 0..s {
-                    for x in 0..s {
-                        let sx = if flip { s - 1 - x } else { x };
-                        let v = g.get_pixel(sx, y).0[0] as f32 / 255.0;
-                        let o = (y * s + x) as usize;
-                        for c in 0..self.channels {
-                            out[c * plane + o] = (v - self.mean[c]) / self.std[c];
-                        }
-                    }
-                }
-            }
-            other => {
-                let rgb_owned;
-                let rgb: &RgbImage = match other {
-                    DynamicImage::ImageRgb8(r) => r,
-                    _ => {
-                        rgb_owned = other.to_rgb8();
-                        &rgb_owned
-                    }
-                };
-                let rgb = if rgb.dimensions() == (s, s) {
-                    std::borrow::Cow::Borrowed(rgb)
-                } else {
-                    std::borrow::Cow::Owned(image::imageops::resize(rgb, s, s, filter))
-                };
-                for y in 0..s {
-                    for x in 0..s {
-                        let sx = if flip { s - 1 - x } else { x };
-                        let p = rgb.get_pixel(sx, y).0;
-                        let o = (y * s + x) as usize;
-                        if self.channels == 3 {
-                            for c in 0..3 {
-                                out[c * plane + o] =
-                                    (p[c] as f32 / 255.0 - self.mean[c]) / self.std[c];
-                            }
-                        } else {
-                            let l =
-                                (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
-                                    / 255.0;
-                            out[o] = (l - self.mean[0]) / self.std[0];
-                        }
-                    }
-                }
-            }
-        }
+    /// If `channels` is not 1 or 3 (a caller bug, not data).
+    pub fn image(&self, img: &DynamicImage, flip: bool) -> Array3<f32> {
+        let mut out = Array3::zeros(self.dim());
+        self.apply(img, flip, out.view_mut());
+        out
     }
+}
+
+/// A resized image in its own channel count: `[H, W]` grey or `[H, W, 3]` RGB bytes.
+enum Resized {
+    Grey(Vec<u8>),
+    Rgb(Vec<u8>),
+}
+
+/// `a` mirrored along its last axis (the image's x) when `flip`.
+fn mirrored<A, D: Dimension>(mut a: ArrayView<'_, A, D>, flip: bool) -> ArrayView<'_, A, D> {
+    if flip {
+        let last = Axis(a.ndim() - 1);
+        a.invert_axis(last);
+    }
+    a
 }
 
 /// One model-ready sample.
 #[derive(Clone, Debug)]
 pub struct Sample {
-    /// `channels·size·size` floats, CHW, normalised.
-    pub image: Vec<f32>,
+    /// `[channels, size, size]`, normalised.
+    pub image: Array3<f32>,
     /// Department index.
     pub department: usize,
     /// Class within the department.
     pub class: usize,
+}
+
+impl Sample {
+    /// The image as a flat CHW vector (no copy: samples are made in standard layout), for
+    /// consumers that take flat buffers.
+    pub fn into_chw(self) -> Vec<f32> {
+        crate::array::into_flat(self.image)
+    }
 }
 
 /// A dataset: departments with their classes, and per split a list of labelled images.
@@ -394,11 +421,16 @@ impl Dataset {
             ))),
             Source::MedMnist(depts) => {
                 let a = &depts[it.dept as usize].splits[split.index()];
-                let (h, w, c) = (a.height, a.width, a.channels);
-                let n = (h * w * c) as usize;
-                let off = it.key as usize * n;
-                let px = a.pixels[off..off + n].to_vec();
-                // Sizes were checked when the array was read, so the buffers fit.
+                let (_, h, w, c) = a.pixels.dim();
+                let (h, w) = (h as u32, w as u32);
+                // `[H,W,C]` in logical order: the interleaved bytes `image` expects. Sizes were
+                // checked when the array was read, so the buffers fit.
+                let px = a
+                    .pixels
+                    .index_axis(Axis(0), it.key as usize)
+                    .iter()
+                    .copied()
+                    .collect();
                 Ok(if c == 1 {
                     DynamicImage::ImageLuma8(
                         GrayImage::from_raw(w, h, px).ok_or(DataError::Worker)?,
@@ -423,9 +455,7 @@ impl Dataset {
         flip: bool,
     ) -> Result<Sample, DataError> {
         let (department, class) = self.label(split, i);
-        let img = self.raw_image(split, i)?;
-        let mut image = vec![0.0; t.numel()];
-        t.apply(&img, flip, &mut image);
+        let image = t.image(&self.raw_image(split, i)?, flip);
         Ok(Sample {
             image,
             department,
@@ -481,7 +511,7 @@ impl Dataset {
     pub fn native_size(&self) -> Option<u32> {
         match &self.source {
             Source::Synthetic(s) => Some(s.size),
-            Source::MedMnist(d) => d.first().map(|a| a.splits[0].height),
+            Source::MedMnist(d) => d.first().map(|a| a.splits[0].pixels.dim().1 as u32),
             Source::Folder(_) => None,
         }
     }
@@ -502,5 +532,109 @@ impl Dataset {
             self.len(Split::Val),
             self.len(Split::Test)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The per-pixel scalar transform the ndarray one replaced, kept as the reference.
+    fn reference(t: &Transform, img: &DynamicImage, flip: bool) -> Vec<f32> {
+        let s = t.size;
+        let plane = (s * s) as usize;
+        let f = image::imageops::FilterType::Triangle;
+        // As the old code: the native size is used as is, anything else resized.
+        let rgb = img.to_rgb8();
+        let rgb = if rgb.dimensions() == (s, s) {
+            rgb
+        } else {
+            image::imageops::resize(&rgb, s, s, f)
+        };
+        let grey = match img {
+            DynamicImage::ImageLuma8(g) if g.dimensions() == (s, s) => Some(g.clone()),
+            DynamicImage::ImageLuma8(g) => Some(image::imageops::resize(g, s, s, f)),
+            _ => None,
+        };
+        let mut out = vec![0.0; t.numel()];
+        for y in 0..s {
+            for x in 0..s {
+                let sx = if flip { s - 1 - x } else { x };
+                let o = (y * s + x) as usize;
+                if let Some(g) = &grey {
+                    let v = g.get_pixel(sx, y).0[0] as f32 / 255.0;
+                    for c in 0..t.channels {
+                        out[c * plane + o] = (v - t.mean[c]) / t.std[c];
+                    }
+                    continue;
+                }
+                let p = rgb.get_pixel(sx, y).0;
+                if t.channels == 3 {
+                    for c in 0..3 {
+                        out[c * plane + o] = (p[c] as f32 / 255.0 - t.mean[c]) / t.std[c];
+                    }
+                } else {
+                    let l =
+                        (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) / 255.0;
+                    out[o] = (l - t.mean[0]) / t.std[0];
+                }
+            }
+        }
+        out
+    }
+
+    /// `apply` is bit-identical to the scalar reference for grey, RGB and RGBA sources, at
+    /// the native size and resized, mirrored or not, into 1 and 3 channels; `prepare_u8` then
+    /// `normalise_u8` equals it exactly for RGB → 3 channels and grey.
+    #[test]
+    fn apply_equals_the_scalar_reference_bit_for_bit() {
+        let seed: u64 = std::env::var("LORKD_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random);
+        println!("seed {seed} (LORKD_SEED)");
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        for _ in 0..20 {
+            let (w, h) = (rng.gen_range(1..30), rng.gen_range(1..30));
+            // Square sources at their native size sometimes (no resize).
+            let h = if rng.gen_bool(0.3) { w } else { h };
+            let img = match rng.gen_range(0..3) {
+                0 => DynamicImage::ImageLuma8(GrayImage::from_fn(w, h, |_, _| {
+                    image::Luma([rng.gen()])
+                })),
+                1 => DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |_, _| image::Rgb(rng.gen()))),
+                _ => DynamicImage::ImageRgba8(image::RgbaImage::from_fn(w, h, |_, _| {
+                    image::Rgba(rng.gen())
+                })),
+            };
+            let size = if w == h && rng.gen_bool(0.5) {
+                w
+            } else {
+                rng.gen_range(1..20)
+            };
+            for channels in [1, 3] {
+                let mut t = Transform::imagenet(size, channels);
+                t.mean[0] = rng.gen_range(0.2..0.6);
+                t.std[1] = rng.gen_range(0.1..0.4);
+                for flip in [false, true] {
+                    let got = t.image(&img, flip);
+                    let want = reference(&t, &img, flip);
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{w}x{h} → {size}, {channels} ch, flip {flip}");
+                    let grey = matches!(img, DynamicImage::ImageLuma8(_));
+                    if channels == 3 || grey {
+                        let mut px = Array3::zeros(t.dim());
+                        t.prepare_u8(&img, px.view_mut());
+                        let mut out = Array3::zeros(t.dim());
+                        t.normalise_u8(px.view(), flip, out.view_mut());
+                        assert_eq!(out, got);
+                    }
+                }
+            }
+        }
     }
 }

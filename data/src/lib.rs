@@ -30,6 +30,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod array;
 mod cache;
 mod dataset;
 mod error;
@@ -43,6 +44,7 @@ pub mod score;
 mod spec;
 pub mod synthetic;
 
+pub use array::{flat, into_flat};
 pub use cache::{CacheMode, PreparedImages};
 pub use dataset::{Dataset, Department, Sample, Split, Transform};
 pub use error::DataError;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use ndarray::Array4;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -79,12 +80,12 @@ impl LoaderConfig {
 /// A batch, ready for a tensor constructor.
 #[derive(Clone, Debug)]
 pub struct Batch {
-    /// `[n, channels, size, size]` floats, row-major (empty when the batch was gathered from
+    /// `[n, channels, size, size]` floats (empty when the batch was gathered from
     /// [`PreparedImages`]: then `pixels` holds it).
-    pub images: Vec<f32>,
+    pub images: Array4<f32>,
     /// `[n, channels, size, size]` prepared bytes, not flipped nor normalised (only from
     /// [`Loader::prepared`]; empty otherwise).
-    pub pixels: Vec<u8>,
+    pub pixels: Array4<u8>,
     /// Whether each image is (for `images`) or must be (for `pixels`) mirrored.
     pub flips: Vec<bool>,
     /// `[n, channels, size, size]`.
@@ -142,8 +143,8 @@ fn flip_of(cfg: &LoaderConfig, i: usize) -> bool {
 fn labels(ds: &Dataset, split: Split, idx: &[usize], cfg: &LoaderConfig) -> Batch {
     let t = &cfg.transform;
     let mut b = Batch {
-        images: Vec::new(),
-        pixels: Vec::new(),
+        images: Array4::zeros((0, t.channels, t.size as usize, t.size as usize)),
+        pixels: Array4::zeros((0, t.channels, t.size as usize, t.size as usize)),
         flips: idx.iter().map(|&i| flip_of(cfg, i)).collect(),
         shape: [idx.len(), t.channels, t.size as usize, t.size as usize],
         departments: Vec::with_capacity(idx.len()),
@@ -169,15 +170,14 @@ fn build_batch(
 ) -> Result<Batch, DataError> {
     let mut b = labels(ds, split, idx, cfg);
     if let Some(p) = prepared {
-        p.gather(idx, &mut b.pixels)?;
+        b.pixels = p.gather(idx)?;
         return Ok(b);
     }
     let t = &cfg.transform;
-    let per = t.numel();
-    b.images = vec![0.0; per * idx.len()];
-    for (j, &i) in idx.iter().enumerate() {
-        let img = ds.raw_image(split, i)?;
-        t.apply(&img, b.flips[j], &mut b.images[j * per..(j + 1) * per]);
+    let (c, h, w) = t.dim();
+    b.images = Array4::zeros((idx.len(), c, h, w));
+    for ((out, &i), &flip) in b.images.outer_iter_mut().zip(idx).zip(&b.flips) {
+        t.apply(&ds.raw_image(split, i)?, flip, out);
     }
     Ok(b)
 }

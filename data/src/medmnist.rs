@@ -17,14 +17,12 @@ use zip::ZipArchive;
 use crate::dataset::{Department, Item, Opened, Source, Split};
 use crate::error::DataError;
 use crate::npy::{self, NpyHeader};
+use ndarray::{Array1, Array4};
 
-/// One split's pixels (row-major `[N,H,W,C]`) and labels.
+/// One split's pixels `[N,H,W,C]` and labels `[N]`.
 pub(crate) struct SplitArray {
-    pub pixels: Vec<u8>,
-    pub height: u32,
-    pub width: u32,
-    pub channels: u32,
-    pub labels: Vec<i64>,
+    pub pixels: Array4<u8>,
+    pub labels: Array1<i64>,
 }
 
 /// One department's file, all splits loaded.
@@ -249,19 +247,19 @@ fn read_file(path: &Path) -> Result<DeptArrays, DataError> {
     let mut read_split = |split: Split| -> Result<SplitArray, DataError> {
         let ikey = format!("{split}_images");
         let lkey = format!("{split}_labels");
-        let mut a = read_images(&mut zip, path, &ikey)?;
-        a.labels = read_labels(&mut zip, path, &lkey)?;
-        let n = a.pixels.len() / (a.height * a.width * a.channels) as usize;
-        if a.labels.len() != n {
+        let pixels = read_images(&mut zip, path, &ikey)?;
+        let labels = read_labels(&mut zip, path, &lkey)?;
+        let n = pixels.len_of(ndarray::Axis(0));
+        if labels.len() != n {
             return Err(DataError::LengthMismatch {
                 path: path.to_path_buf(),
                 images_key: ikey,
                 images: n,
                 labels_key: lkey,
-                labels: a.labels.len(),
+                labels: labels.len(),
             });
         }
-        Ok(a)
+        Ok(SplitArray { pixels, labels })
     };
     let train = read_split(Split::Train)?;
     let val = read_split(Split::Val)?;
@@ -305,7 +303,7 @@ fn member<'a>(
     Ok((h, f))
 }
 
-fn read_images(zip: &mut Npz, path: &Path, key: &str) -> Result<SplitArray, DataError> {
+fn read_images(zip: &mut Npz, path: &Path, key: &str) -> Result<Array4<u8>, DataError> {
     let (h, mut f) = member(zip, path, key)?;
     let shape_err = || DataError::Shape {
         path: path.to_path_buf(),
@@ -329,32 +327,28 @@ fn read_images(zip: &mut Npz, path: &Path, key: &str) -> Result<SplitArray, Data
             got: h.descr.clone(),
         });
     }
-    let total = npy::numel(&h.shape).ok_or_else(shape_err)?;
-    // u1 data is the raw bytes after the header.
-    let pixels =
-        npy::read_payload(&mut f, total).map_err(|e| npz_err(path, format!("{key}: {e}")))?;
-    Ok(SplitArray {
-        pixels,
-        height: h_ as u32,
-        width: w as u32,
-        channels: c as u32,
-        labels: Vec::new(),
-    })
+    npy::numel(&h.shape).ok_or_else(shape_err)?;
+    let n = h.shape[0] as usize;
+    let pixels = npy::read_u8(&mut f, &h).map_err(|e| npz_err(path, format!("{key}: {e}")))?;
+    // `[N,H,W]` is `[N,H,W,1]`: the same bytes.
+    pixels
+        .into_shape_with_order((n, h_ as usize, w as usize, c as usize))
+        .map_err(|_| shape_err())
 }
 
-fn read_labels(zip: &mut Npz, path: &Path, key: &str) -> Result<Vec<i64>, DataError> {
+fn read_labels(zip: &mut Npz, path: &Path, key: &str) -> Result<Array1<i64>, DataError> {
     let (h, mut f) = member(zip, path, key)?;
+    let shape_err = || DataError::Shape {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        expected:
+            "[N,1] (one class per image; multi-label files such as chestmnist are not supported)"
+                .into(),
+        got: h.shape.clone(),
+    };
     let n = match *h.shape.as_slice() {
-        [n, 1] | [n] => n,
-        _ => {
-            return Err(DataError::Shape {
-                path: path.to_path_buf(),
-                key: key.to_string(),
-                expected: "[N,1] (one class per image; multi-label files such as chestmnist are not supported)"
-                    .into(),
-                got: h.shape.clone(),
-            })
-        }
+        [n, 1] | [n] => n as usize,
+        _ => return Err(shape_err()),
     };
     let bad_dtype = || DataError::Dtype {
         path: path.to_path_buf(),
@@ -362,14 +356,9 @@ fn read_labels(zip: &mut Npz, path: &Path, key: &str) -> Result<Vec<i64>, DataEr
         expected: "an integer type (u1, i8, …)".into(),
         got: h.descr.clone(),
     };
-    let size: u64 = h
-        .descr
-        .get(2..)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(bad_dtype)?;
-    let bytes = n
-        .checked_mul(size)
-        .ok_or_else(|| npz_err(path, format!("{key}: shape overflows")))?;
-    let raw = npy::read_payload(&mut f, bytes).map_err(|e| npz_err(path, format!("{key}: {e}")))?;
-    npy::ints(&h.descr, &raw).ok_or_else(bad_dtype)
+    npy::read_ints(&mut f, &h)
+        .map_err(|e| npz_err(path, format!("{key}: {e}")))?
+        .ok_or_else(bad_dtype)?
+        .into_shape_with_order(n)
+        .map_err(|_| shape_err())
 }

@@ -1,13 +1,18 @@
-//! The one `.npy` reader of lorkd (format versions 1–3): members of MedMNIST `.npz`
-//! archives here, and the float32 tensors `lorkd run` takes ([`read_f32`], [`write_f32`]).
+//! The one `.npy` reader of lorkd (format versions 1–3), returning `ndarray` arrays: members
+//! of MedMNIST `.npz` archives here (uint8 images, integer labels), and the float32 tensors
+//! `lorkd run` takes ([`read_f32`], [`write_f32`]).
 //!
 //! Written here rather than borrowed because the header is untrusted: the header must be a
 //! `{...}` dict of at most 64 KiB, every slice is at a char boundary found by search (never
 //! a fixed offset), the shape is checked for overflow, and the payload length is checked
 //! against it before any allocation, so a hostile file yields an error, never a panic or a
-//! huge allocation (the `npy` fuzz target in runtime/fuzz holds it to that).
+//! huge allocation (the `npy` fuzz target in runtime/fuzz holds it to that). `ndarray-npy`
+//! (0.9) does not: it allocates the header length a file claims (up to 4 GiB) and the payload
+//! its shape claims before reading either, so a 100-byte file can ask for terabytes.
 
 use std::io::Read;
+
+use ndarray::{ArrayBase, ArrayD, Data, Dimension, IxDyn};
 
 /// The parsed header: element type, memory order and shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,13 +40,24 @@ impl std::fmt::Display for NpyError {
 
 impl std::error::Error for NpyError {}
 
-/// A little-endian float32 (`<f4`), C-order `.npy` in memory: `(shape, data)`. Anything
-/// else (other dtypes, Fortran order, a payload longer or shorter than the shape) is an
-/// error.
+impl NpyHeader {
+    /// The shape as `usize`s; an error when a dimension does not fit.
+    fn dims(&self) -> Result<Vec<usize>, String> {
+        self.shape
+            .iter()
+            .map(|&d| usize::try_from(d))
+            .collect::<Result<Vec<usize>, _>>()
+            .map_err(|_| format!("shape {:?} overflows", self.shape))
+    }
+}
+
+/// A little-endian float32 (`<f4`), C-order `.npy` in memory, as an array of its shape.
+/// Anything else (other dtypes, Fortran order, a payload longer or shorter than the shape)
+/// is an error.
 ///
 /// # Errors
 /// A malformed or unsupported file, with what is wrong.
-pub fn read_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
+pub fn read_f32(bytes: &[u8]) -> Result<ArrayD<f32>, NpyError> {
     let mut r = bytes;
     let h = read_header(&mut r).map_err(NpyError)?;
     if h.descr != "<f4" {
@@ -63,22 +79,23 @@ pub fn read_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
             h.shape
         )));
     }
-    let shape = h
-        .shape
-        .iter()
-        .map(|&d| usize::try_from(d))
-        .collect::<Result<Vec<usize>, _>>()
-        .map_err(|_| NpyError(format!("shape {:?} overflows", h.shape)))?;
+    let dims = h.dims().map_err(NpyError)?;
     let data = r
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    Ok((shape, data))
+    shaped(dims, data).map_err(NpyError)
 }
 
-/// Writes a float32 C-order `.npy` (format 1.0, header padded to 64 bytes as numpy does).
-pub fn write_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+/// `data` as a C-order array of `dims` (whose product the caller checked against its length).
+fn shaped<T>(dims: Vec<usize>, data: Vec<T>) -> Result<ArrayD<T>, String> {
+    ArrayD::from_shape_vec(IxDyn(&dims), data).map_err(|e| format!("shape {dims:?}: {e}"))
+}
+
+/// Writes `a` as a float32 C-order `.npy` (format 1.0, header padded to 64 bytes as numpy
+/// does); any memory layout of `a` is written in logical (C) order.
+pub fn write_f32<S: Data<Elem = f32>, D: Dimension>(a: &ArrayBase<S, D>) -> Vec<u8> {
+    let dims: Vec<String> = a.shape().iter().map(|d| d.to_string()).collect();
     let tuple = if dims.len() == 1 {
         format!("({},)", dims[0])
     } else {
@@ -93,8 +110,31 @@ pub fn write_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
     // A header past 64 KiB needs format 2.0; shapes of a few dims never get there.
     out.extend_from_slice(&(h.len().min(u16::MAX as usize) as u16).to_le_bytes());
     out.extend_from_slice(h.as_bytes());
-    out.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    out.extend(a.iter().flat_map(|v| v.to_le_bytes()));
     out
+}
+
+/// The uint8 payload of a C-order member whose header `h` was just read from `r`, as an
+/// array of its shape (read with [`read_payload`]'s bounded reservation).
+pub(crate) fn read_u8(r: &mut impl Read, h: &NpyHeader) -> Result<ArrayD<u8>, String> {
+    let n = numel(&h.shape).ok_or_else(|| format!("shape {:?} overflows", h.shape))?;
+    let dims = h.dims()?;
+    shaped(dims, read_payload(r, n)?)
+}
+
+/// The integer payload (`|u1`, `<i8`, `>u4`, …) of a C-order member whose header `h` was
+/// just read from `r`, as i64s of its shape; `Ok(None)` for a non-integer dtype or unsigned
+/// 64-bit values beyond i64.
+pub(crate) fn read_ints(r: &mut impl Read, h: &NpyHeader) -> Result<Option<ArrayD<i64>>, String> {
+    let Some(size) = h.descr.get(2..).and_then(|s| s.parse::<u64>().ok()) else {
+        return Ok(None);
+    };
+    let bytes = numel(&h.shape)
+        .and_then(|n| n.checked_mul(size))
+        .ok_or_else(|| "shape overflows".to_string())?;
+    let raw = read_payload(r, bytes)?;
+    let dims = h.dims()?;
+    ints(&h.descr, &raw).map(|v| shaped(dims, v)).transpose()
 }
 
 /// Reads and parses the magic, version, length and dict of an `.npy` header, leaving `r` at
@@ -205,7 +245,7 @@ pub(crate) fn numel(shape: &[u64]) -> Option<u64> {
 
 /// Reads exactly `n` bytes of payload, reserving at most 256 MiB up front whatever `n`
 /// claims; fewer bytes in the member is an error.
-pub(crate) fn read_payload(r: &mut impl Read, n: u64) -> Result<Vec<u8>, String> {
+fn read_payload(r: &mut impl Read, n: u64) -> Result<Vec<u8>, String> {
     if n > isize::MAX as u64 {
         return Err(format!("payload of {n} bytes is too large"));
     }
@@ -221,7 +261,7 @@ pub(crate) fn read_payload(r: &mut impl Read, n: u64) -> Result<Vec<u8>, String>
 
 /// Decodes integer elements (`|u1`, `<i8`, `>u4`, …) to i64; None for other types and for
 /// unsigned 64-bit values beyond i64.
-pub(crate) fn ints(descr: &str, bytes: &[u8]) -> Option<Vec<i64>> {
+fn ints(descr: &str, bytes: &[u8]) -> Option<Vec<i64>> {
     let mut ch = descr.chars();
     let order = ch.next()?;
     let kind = ch.next()?;
@@ -294,11 +334,12 @@ mod tests {
     /// Crafted headers: each is an error naming the problem, never a panic.
     #[test]
     fn crafted_headers_are_errors() {
-        let good = write_f32(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-        assert_eq!(
-            read_f32(&good).unwrap(),
-            (vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
-        );
+        let a = ndarray::array![[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]];
+        let good = write_f32(&a);
+        assert_eq!(read_f32(&good).unwrap(), a.clone().into_dyn());
+        // A transposed view is written in its logical order.
+        let t = read_f32(&write_f32(&a.t())).unwrap();
+        assert_eq!(t, a.t().into_dyn());
         let with_header = |h: &str| {
             let mut v = b"\x93NUMPY\x01\x00".to_vec();
             v.extend_from_slice(&(h.len() as u16).to_le_bytes());

@@ -97,7 +97,9 @@ pub fn score_department<'a>(
     let mut correct = 0usize;
     for &i in &idx {
         let s = ds.sample(split, i, &t, false)?;
-        let n = engine.infer(&s.image, &mut logits).map_err(|e| rt(&e))?;
+        let n = engine
+            .infer(&crate::flat(&s.image), &mut logits)
+            .map_err(|e| rt(&e))?;
         let l = &logits[..n];
         let top = l
             .iter()

@@ -78,7 +78,9 @@ fn labels_offsets_and_normalisation() {
             for ch in 0..3 {
                 for p in (0..400).step_by(37) {
                     let want = (px[p * 3 + ch] as f32 / 255.0 - t.mean[ch]) / t.std[ch];
-                    assert!((b.images[j * 1200 + ch * 400 + p] - want).abs() < 1e-5);
+                    assert!(
+                        (b.images.as_slice().unwrap()[j * 1200 + ch * 400 + p] - want).abs() < 1e-5
+                    );
                 }
             }
         }
@@ -97,8 +99,8 @@ fn flips_are_mirrors_and_only_in_training() {
     let (mut n_flip, mut n_same) = (0, 0);
     for (fb, pb) in flipped.iter().zip(&plain) {
         for j in 0..fb.len() {
-            let f = &fb.images[j * 400..(j + 1) * 400];
-            let p = &pb.images[j * 400..(j + 1) * 400];
+            let f = &fb.images.as_slice().unwrap()[j * 400..(j + 1) * 400];
+            let p = &pb.images.as_slice().unwrap()[j * 400..(j + 1) * 400];
             if f == p {
                 n_same += 1;
             } else {

@@ -73,9 +73,9 @@ fn grey_and_rgb_files_load_exactly() {
     assert_eq!(x.image.len(), 3 * 32 * 32);
     let plane = 32 * 32;
     for p in 0..plane {
-        let v0 = x.image[p] * t.std[0] + t.mean[0];
-        let v1 = x.image[plane + p] * t.std[1] + t.mean[1];
-        let v2 = x.image[2 * plane + p] * t.std[2] + t.mean[2];
+        let v0 = x.image.as_slice().unwrap()[p] * t.std[0] + t.mean[0];
+        let v1 = x.image.as_slice().unwrap()[plane + p] * t.std[1] + t.mean[1];
+        let v2 = x.image.as_slice().unwrap()[2 * plane + p] * t.std[2] + t.mean[2];
         assert!(
             (v0 - v1).abs() < 1e-5 && (v1 - v2).abs() < 1e-5,
             "grey must be replicated"
@@ -90,7 +90,7 @@ fn grey_and_rgb_files_load_exactly() {
     for c in 0..3 {
         for p in 0..28 * 28 {
             let want = (b[p * 3 + c] as f32 / 255.0 - t28.mean[c]) / t28.std[c];
-            assert!((x.image[c * 784 + p] - want).abs() < 1e-5);
+            assert!((x.image.as_slice().unwrap()[c * 784 + p] - want).abs() < 1e-5);
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use common::Scratch;
 use lorkd_data::{CacheMode, Dataset, Loader, LoaderConfig, PreparedImages, Split, Transform};
+use ndarray::{Array3, Axis};
 use rand::{Rng, SeedableRng};
 
 fn prepare(ds: &Dataset, split: Split, t: &Transform, mode: &CacheMode) -> Arc<PreparedImages> {
@@ -32,12 +33,12 @@ fn normalised_prepared_images_equal_the_decoding_path() {
         t.std[0] = rng.gen_range(0.2..0.4);
         let p = prepare(&ds, Split::Val, &t, &CacheMode::Memory);
         assert_eq!(p.len(), ds.len(Split::Val));
-        let (mut a, mut b) = (vec![0f32; t.numel()], vec![0f32; t.numel()]);
+        let (mut a, mut b) = (Array3::zeros(t.dim()), Array3::zeros(t.dim()));
         for i in 0..ds.len(Split::Val) {
             let img = ds.raw_image(Split::Val, i).unwrap();
             for flip in [false, true] {
-                t.apply(&img, flip, &mut a);
-                t.normalise_u8(p.image(i).unwrap(), flip, &mut b);
+                t.apply(&img, flip, a.view_mut());
+                t.normalise_u8(p.image(i).unwrap(), flip, b.view_mut());
                 // Luma is rounded to 8 bits when prepared: at most half a level apart.
                 let tol = if ch == 1 {
                     0.5 / 255.0 / t.std[0] + 1e-6
@@ -71,8 +72,7 @@ fn prepared_batches_match_the_decoding_loader_and_the_file_is_reused() {
         .map(|b| b.unwrap())
         .collect();
     assert_eq!(live.len(), gathered.len());
-    let per = t.numel();
-    let mut out = vec![0f32; per];
+    let mut out = Array3::zeros(t.dim());
     for (l, g) in live.iter().zip(&gathered) {
         assert_eq!(l.indices, g.indices);
         assert_eq!(l.flips, g.flips);
@@ -80,8 +80,9 @@ fn prepared_batches_match_the_decoding_loader_and_the_file_is_reused() {
         assert_eq!(l.global_classes, g.global_classes);
         assert!(g.images.is_empty());
         for j in 0..g.len() {
-            t.normalise_u8(&g.pixels[j * per..(j + 1) * per], g.flips[j], &mut out);
-            assert_eq!(&l.images[j * per..(j + 1) * per], &out[..]);
+            let px = g.pixels.index_axis(Axis(0), j);
+            t.normalise_u8(px, g.flips[j], out.view_mut());
+            assert_eq!(l.images.index_axis(Axis(0), j), out);
         }
     }
     // A second run maps the same file; a truncated file is rebuilt.
@@ -93,14 +94,14 @@ fn prepared_batches_match_the_decoding_loader_and_the_file_is_reused() {
     let again = prepare(&ds, Split::Train, &t, &mode);
     assert!(again.is_mapped());
     assert_eq!(again.image(3), p.image(3));
-    let want = p.image(3).unwrap().to_vec();
+    let want = p.image(3).unwrap().to_owned();
     // No map may outlive an in-place rewrite of its file (the cache itself only renames).
     drop((p, again));
     let len = std::fs::metadata(&files[0]).unwrap().len();
     std::fs::write(&files[0], b"LORKDU8\0junk").unwrap();
     let rebuilt = prepare(&ds, Split::Train, &t, &mode);
     assert_eq!(std::fs::metadata(&files[0]).unwrap().len(), len);
-    assert_eq!(rebuilt.image(3).unwrap(), &want[..]);
+    assert_eq!(rebuilt.image(3).unwrap(), want);
     // Another size is another file.
     let _ = prepare(&ds, Split::Train, &Transform::imagenet(8, 3), &mode);
     assert_eq!(

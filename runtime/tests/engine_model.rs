@@ -1,25 +1,12 @@
 //! Whole-model engine tests on random ShuffleNetV2-shaped bundles (`engine::testnet`):
 //! f32 against a naive reference forward, select A, B, A bit-identity, department deltas
 //! changing the outputs, streaming ≈ materialized, int8 against f32, and the error paths.
+mod common;
+use common::seed;
 use lorkd_runtime::engine::testnet::{Layer, NetSpec, TestNet};
 use lorkd_runtime::engine::{Engine, EngineError};
 use lorkd_runtime::format::{Bundle, DeltaDType, Mode};
 use lorkd_runtime::AlignedBytes;
-
-/// A fresh seed (printed), or `$LORKD_SEED` to replay one.
-fn seed() -> u64 {
-    let s = std::env::var("LORKD_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("seed = {s}");
-    s
-}
 
 /// Naive f32 forward of `net` for department `t`, straight from its f32 weights and factors:
 /// `W = W0 + reshape(B·A, [Cout, Cin, k, k])`, NHWC values, loops over every index.

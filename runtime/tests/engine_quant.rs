@@ -2,18 +2,11 @@
 //! transcription of gemmlowp's `SaturatingRoundingDoublingHighMul` / `RoundingDivideByPOT`
 //! and TFLite's `QuantizeMultiplier`, plus the closed forms they compute (i128), on random
 //! inputs, enumerated ties and the saturation corners.
+mod common;
+use common::seed;
 use lorkd_runtime::quant::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn seed() -> u64 {
-    let s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    println!("seed = {s}");
-    s
-}
 
 /// gemmlowp, transcribed in i64 (C `/` truncates toward zero like Rust's).
 fn srdhm_c(a: i32, b: i32) -> i32 {

@@ -3,25 +3,12 @@
 //! for the pointwise convs, channel blocks for the stem and depthwise convs), f32 and int8, both
 //! modes, every department: the logits **and the whole arena** after an inference are
 //! bit-identical for 1, 2, 3 and 4 threads, in the arena the bundle asks for.
+mod common;
+use common::seed;
 use lorkd_runtime::engine::testnet::{NetSpec, Rng, TestNet};
 use lorkd_runtime::engine::Engine;
 use lorkd_runtime::format::{Bundle, Mode};
 use lorkd_runtime::AlignedBytes;
-
-/// A fresh seed (printed), or `$LORKD_SEED` to replay one.
-fn seed() -> u64 {
-    let s = std::env::var("LORKD_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("seed = {s} (replay with LORKD_SEED={s})");
-    s
-}
 
 /// A network with odd channel counts (not multiples of the split alignment) and enough
 /// pixels that the pointwise convs split into several runs.

@@ -5,86 +5,25 @@
 //! Most raw mutations die at a hash check, so half of them are "resealed": the mutated
 //! manifest / table / blobs are reassembled with fresh hashes and base id, which drives the
 //! structural validators themselves.
+mod common;
+use common::bundle::{reseal_with, seed_bundles, split, Parts};
+use common::seed;
 
 use lorkd_runtime::engine::testnet::{NetSpec, Rng, TestNet};
 use lorkd_runtime::engine::Engine;
-use lorkd_runtime::format::header::{DeltaHeader, Header, DELTA_HEADER_LEN, HEADER_LEN};
-use lorkd_runtime::format::view::base_id_of;
+use lorkd_runtime::format::header::{DeltaHeader, DELTA_HEADER_LEN, HEADER_LEN};
 use lorkd_runtime::format::write::{write_blob, write_bundle};
 use lorkd_runtime::format::*;
 use lorkd_runtime::AlignedBytes;
 
-fn seed() -> u64 {
-    let s = std::env::var("LORKD_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("seed {s} (rerun with LORKD_SEED={s})");
-    s
-}
-
 fn bundles(seed: u64) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    for dt in [DeltaDType::F32, DeltaDType::F16, DeltaDType::I8] {
-        let net = TestNet::random(
-            NetSpec {
-                delta_dtype: dt,
-                ..NetSpec::small()
-            },
-            seed,
-        );
-        let ranges: Vec<Vec<(f32, f32)>> = net
-            .depts
-            .iter()
-            .map(|_| net.values.iter().map(|_| (-1.0, 3.0)).collect())
-            .collect();
-        out.push(net.bundle_f32());
-        out.push(net.bundle_int8(&ranges));
-    }
-    out
+    seed_bundles(NetSpec::small(), |_| seed)
 }
 
-/// The pieces of a bundle as located by its header (no validation).
-struct Parts {
-    manifest: Vec<u8>,
-    shared: Vec<u8>,
-    blobs: Vec<(String, Vec<u8>)>,
-}
-
-fn split(bytes: &[u8]) -> Option<Parts> {
-    let h = Header::decode(bytes).ok()?;
-    let manifest = h.manifest.slice(bytes).ok()?.to_vec();
-    let shared = h.shared.slice(bytes).ok()?.to_vec();
-    let table = Seq::<DeptEntry<'_>>::from_encoded(h.dept_count, h.table.slice(bytes).ok()?);
-    table.validate().ok()?;
-    let mut blobs = Vec::new();
-    for e in table.iter() {
-        let blob =
-            bytes.get(e.offset as usize..(e.offset as usize).checked_add(e.len as usize)?)?;
-        blobs.push((e.name.to_string(), blob.to_vec()));
-    }
-    Some(Parts {
-        manifest,
-        shared,
-        blobs,
-    })
-}
-
-/// Re-hashes everything and rebinds every blob to the (possibly changed) base id.
+/// Re-hashes everything and rebinds every blob to the (possibly changed) base id; None when
+/// a blob no longer decodes.
 fn reseal(p: &Parts) -> Option<Vec<u8>> {
-    let base = base_id_of(&p.manifest, &p.shared);
-    let mut blobs = Vec::new();
-    for (name, blob) in &p.blobs {
-        let h = DeltaHeader::decode(blob).ok()?;
-        let mb = blob.get(DELTA_HEADER_LEN..DELTA_HEADER_LEN + h.manifest_len as usize)?;
-        let (mut m, _) = postcard::take_from_bytes::<DeptManifest<'_>>(mb).ok()?;
-        m.base_id = base;
-        blobs.push((
-            name.as_str(),
-            write_blob(&m, &blob[h.payload_offset as usize..]).ok()?,
-        ));
-    }
-    write_bundle(&p.manifest, &p.shared, &blobs, false).ok()
+    reseal_with(p, true)
 }
 
 fn interesting(rng: &mut Rng, len: usize) -> u32 {

@@ -10,26 +10,13 @@ mod update_fixture;
 use lorkd_runtime::engine::testnet::Rng;
 use lorkd_runtime::format::{Bundle, FormatError};
 use lorkd_runtime::update::package::HEADER_LEN;
-use lorkd_runtime::update::sim::SimFlash;
-use lorkd_runtime::update::{Active, Layout, UpdateError, UpdateStore};
-use update_fixture::{seed, Fixture};
-
-type Flash = SimFlash<4, 256>;
-type Store = UpdateStore<Flash, 8>;
+use lorkd_runtime::update::{Active, Layout, UpdateError};
+use update_fixture::{seed, Fixture, Flash, Store};
 
 /// The bundle's departments (the fixture's `NetSpec::small`).
 const T: usize = 3;
 /// Added-department slot pairs of these tests' layout.
 const ADDED: u16 = 2;
-
-fn open(f: &Fixture, flash: Flash, layout: Layout) -> Store {
-    Store::open(flash, layout, f.pubkey, &f.bundle()).expect("store opens")
-}
-
-fn reopen(f: &Fixture, s: Store) -> Store {
-    let l = *s.layout();
-    open(f, s.into_flash(), l)
-}
 
 fn slot_blob(s: &mut Store, d: usize) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; s.layout().slot_size as usize];
@@ -56,7 +43,7 @@ fn an_added_department_runs_beside_the_bundle_takes_updates_and_survives_reboot(
     let bundle = f.bundle();
     let layout = f.layout_with(256, ADDED);
     assert_eq!(layout.added, ADDED);
-    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut s = f.open(f.flash(&layout, seed), layout);
     assert_eq!(s.department_slots(), T + ADDED as usize);
     assert_eq!(s.added().count(), 0);
     assert_eq!(s.active(T), Active::Absent);
@@ -75,7 +62,7 @@ fn an_added_department_runs_beside_the_bundle_takes_updates_and_survives_reboot(
     );
     let logits1 = f.logits(&v1);
     assert_eq!(logits1.len(), 5 * f.inputs.len(), "five classes answer");
-    let mut s = reopen(&f, s);
+    let mut s = f.reopen(s);
     assert_eq!(s.added().collect::<Vec<_>>(), vec![T]);
     assert_eq!(s.added_name(T), Some("oncology"));
     assert_eq!(s.find_added("oncology"), Some(T));
@@ -109,7 +96,7 @@ fn an_added_department_runs_beside_the_bundle_takes_updates_and_survives_reboot(
         ),
         Ok(T)
     );
-    let mut s = reopen(&f, s);
+    let mut s = f.reopen(s);
     assert!(matches!(
         s.active(T),
         Active::Slot {
@@ -132,7 +119,7 @@ fn an_added_department_runs_beside_the_bundle_takes_updates_and_survives_reboot(
         ),
         Ok(T + 1)
     );
-    let mut s = reopen(&f, s);
+    let mut s = f.reopen(s);
     assert_eq!(s.added().collect::<Vec<_>>(), vec![T, T + 1]);
     assert_eq!(s.added_name(T + 1), Some("cardiology"));
     assert_eq!(slot_blob(&mut s, T + 1), Some(c1));
@@ -144,7 +131,7 @@ fn an_added_department_runs_beside_the_bundle_takes_updates_and_survives_reboot(
         s.apply(&f.package(1, 2, 0, &b2), &bundle, &mut scratch),
         Ok(1)
     );
-    let mut s = reopen(&f, s);
+    let mut s = f.reopen(s);
     assert_eq!(slot_blob(&mut s, 1), Some(b2));
     assert_eq!(s.added().count(), 2);
     assert_eq!(s.flash_mut().violations(), 0);
@@ -174,7 +161,7 @@ fn every_add_refusal_is_specific_and_changes_nothing_on_flash() {
     let f = Fixture::new(seed);
     let bundle = f.bundle();
     let layout = f.layout_with(256, ADDED);
-    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut s = f.open(f.flash(&layout, seed), layout);
     let mut scratch = vec![0u8; layout.slot_size as usize];
     let v1 = f.added_blob("oncology", 5, 1, seed ^ 1);
     let good = f.added_package("oncology", 5, 1, 0, &v1);
@@ -282,7 +269,7 @@ fn every_add_refusal_is_specific_and_changes_nothing_on_flash() {
         TooManyDepartments,
     );
     // After a reboot the counter still holds.
-    let mut s = reopen(&f, s);
+    let mut s = f.reopen(s);
     assert_eq!(s.security_counter(T), 3);
     refused(
         &mut s,
@@ -299,7 +286,7 @@ fn a_damaged_added_slot_falls_back_to_its_other_slot_or_runs_nothing() {
     let f = Fixture::new(seed);
     let bundle = f.bundle();
     let layout = f.layout_with(256, ADDED);
-    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut s = f.open(f.flash(&layout, seed), layout);
     let mut scratch = vec![0u8; layout.slot_size as usize];
     let v1 = f.added_blob("oncology", 5, 1, seed ^ 1);
     let v2 = f.added_blob("oncology", 5, 2, seed ^ 2);
@@ -322,7 +309,7 @@ fn a_damaged_added_slot_falls_back_to_its_other_slot_or_runs_nothing() {
     // v2's slot damaged: v1 runs (A/B rollback), the fault names why.
     let mut flash = Flash::from_image(&img, seed);
     flash.flip_bit(b, 3);
-    let mut s = open(&f, flash, layout);
+    let mut s = f.open(flash, layout);
     assert_eq!(s.active(T).version(), Some(1));
     assert_eq!(slot_blob(&mut s, T), Some(v1.clone()));
     assert_eq!(s.fault(T), Some(UpdateError::HashMismatch));
@@ -333,7 +320,7 @@ fn a_damaged_added_slot_falls_back_to_its_other_slot_or_runs_nothing() {
     let mut flash = Flash::from_image(&img, seed);
     flash.flip_bit(b, 3);
     flash.flip_bit(a, 5);
-    let mut s = open(&f, flash, layout);
+    let mut s = f.open(flash, layout);
     assert_eq!(s.active(T), Active::Unavailable);
     assert_eq!(s.added_name(T), Some("oncology"));
     factory_untouched(&mut s, &f, "both damaged");
@@ -350,7 +337,7 @@ fn a_damaged_added_slot_falls_back_to_its_other_slot_or_runs_nothing() {
     assert_eq!(slot_blob(&mut s, T), Some(v3));
 
     // With v2's security counter at 2, a damaged v2 does not roll back to v1.
-    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut s = f.open(f.flash(&layout, seed), layout);
     s.apply(
         &f.added_package("oncology", 5, 1, 0, &v1),
         &bundle,
@@ -365,7 +352,7 @@ fn a_damaged_added_slot_falls_back_to_its_other_slot_or_runs_nothing() {
     .unwrap();
     let mut flash = s.into_flash();
     flash.flip_bit(b, 1);
-    let s = open(&f, flash, layout);
+    let s = f.open(flash, layout);
     assert_eq!(s.active(T), Active::Unavailable);
     assert_eq!(s.security_counter(T), 2);
 }
@@ -424,7 +411,7 @@ fn a_power_cut_or_flash_failure_at_any_operation_of_an_add_leaves_all_or_nothing
         slots: std_layout.journal + 2 * bank,
         ..std_layout
     };
-    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut s = f.open(f.flash(&layout, seed), layout);
     let mut scratch = vec![0u8; layout.slot_size as usize];
     // One added department already there, updated a few times so the journal is busy (the
     // swept add takes the second pair).
@@ -439,7 +426,7 @@ fn a_power_cut_or_flash_failure_at_any_operation_of_an_add_leaves_all_or_nothing
     let pkg = f.added_package("oncology", 5, 1, 0, &blob);
     let chunks = seed ^ 0xC4;
     // Dry run: the operations of the add, and does it compact?
-    let mut d = open(&f, start.clone(), layout);
+    let mut d = f.open(start.clone(), layout);
     let (ops0, gen0) = (d.flash_mut().ops(), d.journal_generation());
     assert_eq!(
         stream(&mut d, &pkg, &bundle, &mut Rng::new(chunks)),
@@ -458,14 +445,14 @@ fn a_power_cut_or_flash_failure_at_any_operation_of_an_add_leaves_all_or_nothing
             let what = format!("cut at op {k} (trial {trial})");
             let mut flash = start.clone();
             flash.reseed(seed ^ (k << 8) ^ trial);
-            let mut s = open(&f, flash, layout);
+            let mut s = f.open(flash, layout);
             let at = s.flash_mut().ops() + k;
             s.flash_mut().cut_at(at);
             let r = stream(&mut s, &pkg, &bundle, &mut Rng::new(chunks));
             assert!(matches!(r, Err(UpdateError::Flash(_))), "{what}: {r:?}");
             let mut flash = s.into_flash();
             flash.reboot();
-            let mut s = open(&f, flash, layout);
+            let mut s = f.open(flash, layout);
             if all_or_nothing(&mut s, &f, &blob, &other, &what) {
                 with += 1;
             } else {
@@ -476,7 +463,7 @@ fn a_power_cut_or_flash_failure_at_any_operation_of_an_add_leaves_all_or_nothing
                     Ok(T + 1),
                     "{what}: resend"
                 );
-                let mut s = reopen(&f, s);
+                let mut s = f.reopen(s);
                 assert!(all_or_nothing(&mut s, &f, &blob, &other, &what));
             }
 
@@ -485,7 +472,7 @@ fn a_power_cut_or_flash_failure_at_any_operation_of_an_add_leaves_all_or_nothing
             let what = format!("failure at op {k} (trial {trial})");
             let mut flash = start.clone();
             flash.reseed(seed ^ (k << 8) ^ trial ^ 0x77);
-            let mut s = open(&f, flash, layout);
+            let mut s = f.open(flash, layout);
             let at = s.flash_mut().ops() + k;
             s.flash_mut().fail_at(at);
             let mut rng = Rng::new(chunks);
@@ -500,7 +487,7 @@ fn a_power_cut_or_flash_failure_at_any_operation_of_an_add_leaves_all_or_nothing
                 }
             }
             assert_eq!(done, Some(Ok(T + 1)), "{what}");
-            let mut s = reopen(&f, s);
+            let mut s = f.reopen(s);
             assert!(all_or_nothing(&mut s, &f, &blob, &other, &what), "{what}");
         }
     }
@@ -516,7 +503,7 @@ fn a_signed_removal_retires_an_added_department_all_or_nothing_and_a_newer_add_b
     let f = Fixture::new(seed);
     let bundle = f.bundle();
     let layout = f.layout_with(256, ADDED);
-    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut s = f.open(f.flash(&layout, seed), layout);
     let mut scratch = vec![0u8; layout.slot_size as usize];
     let v1 = f.added_blob("oncology", 5, 1, seed ^ 1);
     let v2 = f.added_blob("oncology", 5, 2, seed ^ 2);
@@ -559,7 +546,7 @@ fn a_signed_removal_retires_an_added_department_all_or_nothing_and_a_newer_add_b
     // department runs v2 exactly, or is removed — never anything else.
     let rm = f.removal_with("oncology", 3, 3, &f.secret);
     let start = s.into_flash();
-    let mut d = open(&f, start.clone(), layout);
+    let mut d = f.open(start.clone(), layout);
     let ops0 = d.flash_mut().ops();
     assert_eq!(stream(&mut d, &rm, &bundle, &mut Rng::new(seed)), Ok(T));
     let total = d.flash_mut().ops() - ops0;
@@ -567,13 +554,13 @@ fn a_signed_removal_retires_an_added_department_all_or_nothing_and_a_newer_add_b
     for k in 0..total {
         let mut flash = start.clone();
         flash.reseed(seed ^ k);
-        let mut s = open(&f, flash, layout);
+        let mut s = f.open(flash, layout);
         let at = s.flash_mut().ops() + k;
         s.flash_mut().cut_at(at);
         assert!(stream(&mut s, &rm, &bundle, &mut Rng::new(seed)).is_err());
         let mut flash = s.into_flash();
         flash.reboot();
-        let mut s = open(&f, flash, layout);
+        let mut s = f.open(flash, layout);
         factory_untouched(&mut s, &f, &format!("cut at {k}"));
         match s.active(T) {
             Active::Removed { version: 3 } => {
@@ -592,7 +579,7 @@ fn a_signed_removal_retires_an_added_department_all_or_nothing_and_a_newer_add_b
     assert!(kept > 0);
 
     // Removed: not listed, runs nothing, and its old packages are replays.
-    let mut s = reopen(&f, d);
+    let mut s = f.reopen(d);
     assert_eq!(s.active(T), Active::Removed { version: 3 });
     assert_eq!((s.added().count(), s.find_added("oncology")), (0, None));
     assert_eq!(s.security_counter(T), 3);
@@ -609,7 +596,7 @@ fn a_signed_removal_retires_an_added_department_all_or_nothing_and_a_newer_add_b
     let v4 = f.added_blob("oncology", 5, 4, seed ^ 4);
     let p4 = f.added_package("oncology", 5, 4, 0, &v4);
     assert_eq!(s.apply(&p4, &bundle, &mut scratch), Ok(T));
-    let mut s = reopen(&f, s);
+    let mut s = f.reopen(s);
     assert_eq!(s.added().collect::<Vec<_>>(), vec![T, T + 1]);
     assert_eq!(slot_blob(&mut s, T), Some(v4));
     assert_eq!(s.flash_mut().violations(), 0);

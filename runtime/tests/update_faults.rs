@@ -9,12 +9,8 @@ mod update_fixture;
 use lorkd_runtime::engine::testnet::Rng;
 use lorkd_runtime::format::Bundle;
 use lorkd_runtime::update::package::HEADER_LEN;
-use lorkd_runtime::update::sim::SimFlash;
-use lorkd_runtime::update::{Active, Layout, UpdateError, UpdateStore};
-use update_fixture::{seed, Fixture};
-
-type Flash = SimFlash<4, 256>;
-type Store = UpdateStore<Flash, 8>;
+use lorkd_runtime::update::{Active, Layout, UpdateError};
+use update_fixture::{seed, Fixture, Flash, Store};
 
 /// One attempt: `begin` (resuming what the journal kept), chunks, `finish`.
 fn stream(

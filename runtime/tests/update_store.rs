@@ -7,20 +7,8 @@ use embedded_storage::nor_flash::ReadNorFlash;
 use lorkd_runtime::format::FormatError;
 use lorkd_runtime::update::package::HEADER_LEN;
 use lorkd_runtime::update::sim::SimFlash;
-use lorkd_runtime::update::{Active, Layout, UpdateError, UpdateStore};
-use update_fixture::{seed, Fixture};
-
-type Flash = SimFlash<4, 256>;
-type Store = UpdateStore<Flash, 8>;
-
-fn open(f: &Fixture, flash: Flash, layout: Layout) -> Store {
-    Store::open(flash, layout, f.pubkey, &f.bundle()).expect("store opens")
-}
-
-fn reopen(f: &Fixture, s: Store) -> Store {
-    let l = *s.layout();
-    open(f, s.into_flash(), l)
-}
+use lorkd_runtime::update::{Active, Layout, UpdateError};
+use update_fixture::{seed, Fixture, Flash, Store};
 
 fn active_blob(s: &mut Store, f: &Fixture, dept: usize) -> Vec<u8> {
     let mut buf = vec![0u8; s.layout().slot_size as usize];
@@ -35,7 +23,7 @@ fn updates_alternate_slots_keep_the_previous_version_and_survive_reboot() {
     let seed = seed();
     let f = Fixture::new(seed);
     let layout = f.layout(256);
-    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut s = f.open(f.flash(&layout, seed), layout);
     let bundle = f.bundle();
     for d in 0..bundle.department_count() {
         assert_eq!(s.active(d), Active::Factory { version: 1 });
@@ -47,7 +35,7 @@ fn updates_alternate_slots_keep_the_previous_version_and_survive_reboot() {
         let blob = f.blob(1, v, seed + v as u64);
         let pkg = f.package(1, v, 0, &blob);
         assert_eq!(s.apply(&pkg, &bundle, &mut scratch), Ok(1));
-        s = reopen(&f, s);
+        s = f.reopen(s);
         let Active::Slot { slot, version, .. } = s.active(1) else {
             panic!("dept 1 not on a slot")
         };
@@ -83,7 +71,7 @@ fn streamed_update_resumes_after_reset_and_compacts_the_journal() {
         slots: layout.journal + 2048,
         ..layout
     };
-    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut s = f.open(f.flash(&layout, seed), layout);
     let mut scratch = vec![0u8; layout.slot_size as usize];
     let mut rng = lorkd_runtime::engine::testnet::Rng::new(seed);
     for v in 2..=7u32 {
@@ -99,7 +87,7 @@ fn streamed_update_resumes_after_reset_and_compacts_the_journal() {
             if !did_reset && at + n >= reset_at {
                 did_reset = true;
                 // Reset: RAM state is lost, the journal says where to go on.
-                s = reopen(&f, s);
+                s = f.reopen(s);
                 let rp = s.resume_point().expect("an update is pending");
                 assert_eq!((rp.dept as usize, rp.version), (dept, v));
                 assert!(
@@ -115,7 +103,7 @@ fn streamed_update_resumes_after_reset_and_compacts_the_journal() {
             at += n;
         }
         assert_eq!(s.finish(&bundle, &mut scratch), Ok(dept));
-        s = reopen(&f, s);
+        s = f.reopen(s);
         assert_eq!(s.active(dept).version(), Some(v));
         assert_eq!(active_blob(&mut s, &f, dept), blob);
         assert_eq!(s.resume_point(), None);
@@ -134,7 +122,7 @@ fn chunks_out_of_order_or_past_the_end_are_refused() {
     let f = Fixture::new(seed);
     let bundle = f.bundle();
     let layout = f.layout(256);
-    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut s = f.open(f.flash(&layout, seed), layout);
     let pkg = f.package(0, 2, 0, &f.blob(0, 2, seed));
     assert_eq!(s.write(0, &pkg[..10]), Err(UpdateError::NoUpdate));
     assert_eq!(s.begin(&pkg[..HEADER_LEN], &bundle), Ok(0));
@@ -163,7 +151,7 @@ fn a_package_corrupted_in_transit_is_refused_at_finish_and_a_fresh_send_succeeds
     let f = Fixture::new(seed);
     let bundle = f.bundle();
     let layout = f.layout(256);
-    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut s = f.open(f.flash(&layout, seed), layout);
     let blob = f.blob(2, 2, seed);
     let pkg = f.package(2, 2, 0, &blob);
     let mut bad = pkg.clone();
@@ -211,7 +199,7 @@ fn every_refusal_is_specific_and_changes_nothing_on_flash() {
     let f = Fixture::new(seed);
     let bundle = f.bundle();
     let layout = f.layout(256);
-    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut s = f.open(f.flash(&layout, seed), layout);
     let mut scratch = vec![0u8; layout.slot_size as usize];
     let blob3 = f.blob(1, 3, seed);
     s.apply(&f.package(1, 3, 0, &blob3), &bundle, &mut scratch)
@@ -329,12 +317,12 @@ fn every_refusal_is_specific_and_changes_nothing_on_flash() {
     s.apply(&f.package(1, 10, 10, &blob10), &bundle, &mut scratch)
         .unwrap();
     assert_eq!(s.active(1).version(), Some(10));
-    let s = reopen(&f, s);
+    let s = f.reopen(s);
     assert_eq!(s.security_counter(1), 10);
     assert_eq!(s.active(1).version(), Some(10));
 
     // And the good package still applies on a fresh device.
-    let mut fresh = open(&f, f.flash(&layout, seed), layout);
+    let mut fresh = f.open(f.flash(&layout, seed), layout);
     assert_eq!(fresh.apply(&good, &bundle, &mut scratch), Ok(1));
 }
 
@@ -344,7 +332,7 @@ fn security_counter_in_a_package_retires_the_previous_slot() {
     let f = Fixture::new(seed);
     let bundle = f.bundle();
     let layout = f.layout(256);
-    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut s = f.open(f.flash(&layout, seed), layout);
     let mut scratch = vec![0u8; layout.slot_size as usize];
     s.apply(
         &f.package(0, 2, 0, &f.blob(0, 2, seed)),
@@ -363,7 +351,7 @@ fn security_counter_in_a_package_retires_the_previous_slot() {
     let mut img = flash.image().to_vec();
     img[blob_offset as usize + 5] ^= 0xFF;
     flash = SimFlash::from_image(&img, seed);
-    let s = open(&f, flash, layout);
+    let s = f.open(flash, layout);
     assert_eq!(s.active(0), Active::Unavailable);
     assert_eq!(s.security_counter(0), 3);
 }
@@ -409,7 +397,7 @@ fn layouts_that_do_not_fit_are_refused() {
         );
     }
     // A journal written under one layout is not read under another.
-    let s = open(&f, flash, layout);
+    let s = f.open(flash, layout);
     let moved = Layout {
         slot_size: layout.slot_size - 256,
         ..layout
@@ -424,11 +412,11 @@ fn begin_fresh_restarts_an_interrupted_update_and_resume_point_names_its_slot() 
     let f = Fixture::new(seed);
     let bundle = f.bundle();
     let layout = f.layout(256);
-    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut s = f.open(f.flash(&layout, seed), layout);
     let pkg = f.package(0, 2, 0, &f.blob(0, 2, seed));
     assert_eq!(s.begin(&pkg[..HEADER_LEN], &bundle), Ok(0));
     s.write(0, &pkg[..pkg.len() / 2]).unwrap();
-    let mut s = reopen(&f, s);
+    let mut s = f.reopen(s);
     let rp = s.resume_point().expect("pending");
     assert!(rp.offset > 0);
     // The slot it names holds the package's first bytes.
@@ -441,7 +429,7 @@ fn begin_fresh_restarts_an_interrupted_update_and_resume_point_names_its_slot() 
     s.begin_fresh(&pkg[..HEADER_LEN], &bundle).unwrap();
     assert_eq!(s.write(5, &pkg[5..10]), Err(UpdateError::OutOfOrder));
     s.write(0, &pkg[..100]).unwrap();
-    let mut s = reopen(&f, s);
+    let mut s = f.reopen(s);
     assert_eq!(s.resume_point().map(|p| p.offset), Some(0));
     s.begin_fresh(&pkg[..HEADER_LEN], &bundle).unwrap();
     s.write(0, &pkg).unwrap();
@@ -475,7 +463,7 @@ fn an_unsigned_or_wrongly_signed_header_is_refused_before_any_flash_write() {
     let f = Fixture::new(seed);
     let bundle = f.bundle();
     let layout = f.layout(256);
-    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut s = f.open(f.flash(&layout, seed), layout);
     // A committed version in slot A: a wiped previous version would show.
     let mut scratch = vec![0u8; layout.slot_size as usize];
     s.apply(
@@ -531,7 +519,7 @@ fn a_blob_that_does_not_match_the_signed_hash_is_refused_at_finish() {
     let f = Fixture::new(seed);
     let bundle = f.bundle();
     let layout = f.layout(256);
-    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut s = f.open(f.flash(&layout, seed), layout);
     let pkg = f.package(0, 2, 0, &f.blob(0, 2, seed));
     // The genuine signed header, followed by another (valid, same-length) blob.
     let mut swapped = pkg.clone();
@@ -545,7 +533,7 @@ fn a_blob_that_does_not_match_the_signed_hash_is_refused_at_finish() {
         Err(UpdateError::HashMismatch)
     );
     assert_eq!(s.active(0), Active::Factory { version: 1 });
-    let s = reopen(&f, s);
+    let s = f.reopen(s);
     assert_eq!(s.active(0), Active::Factory { version: 1 });
 }
 
@@ -556,7 +544,7 @@ fn both_bank_headers_invalid_is_refused_not_formatted_and_format_keeps_counters(
     let f = Fixture::new(seed);
     let bundle = f.bundle();
     let layout = f.layout(256);
-    let mut s = open(&f, f.flash(&layout, seed), layout);
+    let mut s = f.open(f.flash(&layout, seed), layout);
     let mut scratch = vec![0u8; layout.slot_size as usize];
     s.apply(
         &f.package(2, 5, 4, &f.blob(2, 5, seed)),
@@ -585,7 +573,7 @@ fn both_bank_headers_invalid_is_refused_not_formatted_and_format_keeps_counters(
     assert_eq!(s.security_counter(2), 4);
     assert_eq!(s.active(2), Active::Unavailable);
     assert_eq!(s.active(0), Active::Factory { version: 1 });
-    let s = reopen(&f, s);
+    let s = f.reopen(s);
     assert_eq!(s.security_counter(2), 4);
     // A blank journal (a new device) is still formatted by `open`.
     let mut blank: Flash = f.flash(&layout, seed);
@@ -601,7 +589,7 @@ fn a_committed_slot_whose_header_is_not_signed_by_the_device_key_does_not_run() 
     let f = Fixture::new(seed);
     let bundle = f.bundle();
     let layout = f.layout(256);
-    let s = open(&f, f.flash(&layout, seed), layout);
+    let s = f.open(f.flash(&layout, seed), layout);
     // Someone with the flash image writes a package signed with their key into slot A and
     // a CRC-valid Commit record for it (CRC is not authentication).
     let blob = f.blob(0, 9, seed);
@@ -620,7 +608,7 @@ fn a_committed_slot_whose_header_is_not_signed_by_the_device_key_does_not_run() 
     };
     let r = layout.journal as usize + 64;
     img[r..r + 64].copy_from_slice(&rec.encode());
-    let s = open(&f, SimFlash::from_image(&img, seed), layout);
+    let s = f.open(SimFlash::from_image(&img, seed), layout);
     assert_eq!(s.active(0), Active::Factory { version: 1 });
     // The same with the genuine key runs: the check is the signature, not the record.
     let genuine = f.package(0, 9, 0, &blob);
@@ -634,6 +622,6 @@ fn a_committed_slot_whose_header_is_not_signed_by_the_device_key_does_not_run() 
         digest: digest(&genuine),
     };
     img[r..r + 64].copy_from_slice(&rec.encode());
-    let s = open(&f, SimFlash::from_image(&img, seed), layout);
+    let s = f.open(SimFlash::from_image(&img, seed), layout);
     assert_eq!(s.active(0).version(), Some(9));
 }

@@ -9,10 +9,11 @@
 //!
 //! The data and training seeds are fresh each run (printed; replay with LORKD_SEED): nothing
 //! asserted depends on how well the tiny models learn.
-use std::collections::BTreeMap;
-use std::path::Path;
 
-use lorkd_data::{Dataset, Split, Transform};
+mod common;
+use common::{bits, ctl, scratch, seed, tensors, test_inputs};
+
+use lorkd_data::{Dataset, Split};
 use lorkd_runtime::engine::AlignedBytes;
 use lorkd_runtime::format::{Bundle, DeltaDType, Mode, Precision};
 use lorkd_tools::checkpoint::Checkpoint as PackCheckpoint;
@@ -21,70 +22,8 @@ use lorkd_tools::delta;
 use lorkd_tools::pack::{dataset_images, pack, PackOptions};
 use lorkd_tools::verify::{int8_budget, INT8_MIN_TOP1};
 use lorkd_trainer::train::finetune::{add_department, trainable, FinetuneConfig};
-use lorkd_trainer::train::fit::{fit, Control, FitConfig, Method};
+use lorkd_trainer::train::fit::{fit, FitConfig, Method};
 use lorkd_trainer::{Arch, Checkpoint};
-use tch::{Device, Kind, Tensor};
-
-fn seed() -> u64 {
-    let s = std::env::var("LORKD_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("seed {s} (replay with LORKD_SEED={s})");
-    s
-}
-
-fn ctl() -> Control {
-    Control {
-        device: Device::Cpu,
-        progress: false,
-        workers: 1,
-        stop_after_steps: None,
-        threads: Some(1),
-        amp: false,
-        ..Control::default()
-    }
-}
-
-fn bits(t: &Tensor) -> Vec<u32> {
-    Vec::<f32>::try_from(t.flatten(0, -1).to_kind(Kind::Float))
-        .unwrap()
-        .iter()
-        .map(|x| x.to_bits())
-        .collect()
-}
-
-fn tensors(p: &Path) -> BTreeMap<String, Tensor> {
-    Checkpoint::load(p).unwrap().tensors
-}
-
-/// Test images of every data department, normalised as the bundle's input spec says.
-fn test_inputs(ds: &Dataset, bundle: &Bundle<'_>, per_dept: usize) -> Vec<Vec<(String, Vec<f32>)>> {
-    let spec = bundle.manifest().input;
-    let t = Transform {
-        size: spec.size as u32,
-        channels: spec.channels as usize,
-        mean: spec.mean,
-        std: spec.std,
-    };
-    (0..ds.departments().len())
-        .map(|d| {
-            ds.indices_of(Split::Test, d)
-                .into_iter()
-                .take(per_dept)
-                .map(|i| {
-                    let s = ds.sample(Split::Test, i, &t, false).unwrap();
-                    (i.to_string(), s.image)
-                })
-                .collect()
-        })
-        .collect()
-}
 
 #[test]
 fn a_fifth_department_trained_after_flashing_is_added_in_the_field() {
@@ -97,9 +36,7 @@ fn a_fifth_department_trained_after_flashing_is_added_in_the_field() {
         )
     };
     let (data4, data5) = (spec(4), spec(5));
-    let dir = std::env::temp_dir().join(format!("lorkd-add-{}-{seed}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("add", seed);
     let ctl = ctl();
 
     // 1. The factory model: four departments.

@@ -16,14 +16,16 @@
 //! ~50 layers) and flip on 137/150 = 91.3 % agreement, while the learnt departments agree on
 //! 448/450 = 99.6 %. A guessing department says nothing about quantisation; the learnt ones
 //! carry the ≥ 98 % claim. Disagreements are printed with the float margin.
+
+mod common;
+use common::{ctl, scratch};
 use lorkd_data::{Dataset, Split, Transform};
 use lorkd_runtime::engine::{AlignedBytes, Engine};
 use lorkd_runtime::format::{Bundle, DeltaDType, Mode, Precision};
 use lorkd_tools::checkpoint::Checkpoint as PackCheckpoint;
 use lorkd_tools::pack::{dataset_images, pack, PackOptions};
-use lorkd_trainer::train::fit::{fit, Control, FitConfig, Method};
+use lorkd_trainer::train::fit::{fit, FitConfig, Method};
 use lorkd_trainer::Arch;
-use tch::Device;
 
 const DATA: &str = "synthetic:departments=4,classes=3,size=32,per_class=100,seed=0";
 
@@ -41,8 +43,7 @@ fn top1(engine: &mut Engine<'_, '_>, x: &[f32]) -> (usize, f32, Vec<f32>) {
 
 #[test]
 fn int8_bundle_agrees_with_float_on_a_trained_model() {
-    let dir = std::env::temp_dir().join(format!("lorkd-int8-trained-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch("int8-trained", 0);
     let mut fc = FitConfig::new(DATA, Method::Lorkd);
     fc.arch = Arch::ShuffleNetV2X0_5;
     fc.epochs = 12;
@@ -51,16 +52,7 @@ fn int8_bundle_agrees_with_float_on_a_trained_model() {
     fc.rank = 8;
     fc.lora_alpha = 8.0;
     fc.seed = 0;
-    let ctl = Control {
-        device: Device::Cpu,
-        progress: false,
-        workers: 1,
-        stop_after_steps: None,
-        threads: Some(1),
-        amp: false,
-        ..Control::default()
-    };
-    fit(&fc, &dir, &ctl).unwrap();
+    fit(&fc, &dir, &ctl()).unwrap();
 
     let ck = PackCheckpoint::load(dir.join("model.safetensors")).unwrap();
     let cal = |b: &[u8], imgs: &[Vec<Vec<f32>>]| lorkd_tools::calibrate::activation_ranges(b, imgs);
@@ -102,8 +94,8 @@ fn int8_bundle_agrees_with_float_on_a_trained_model() {
             for split in [Split::Val, Split::Test] {
                 for i in ds.indices_of(split, d) {
                     let s = ds.sample(split, i, &t, false).unwrap();
-                    let (pf, margin, lf) = top1(&mut fe, &s.image);
-                    let (pq, _, lq) = top1(&mut qe, &s.image);
+                    let (pf, margin, lf) = top1(&mut fe, &lorkd_data::flat(&s.image));
+                    let (pq, _, lq) = top1(&mut qe, &lorkd_data::flat(&s.image));
                     if pf != pq {
                         println!("  {mode:?} dept {d} image {i}: float {lf:?} (margin {margin:.4}), int8 {lq:?}");
                     }

@@ -8,10 +8,11 @@
 //!
 //! The data seed and the fine-tune seed are fresh each run (printed; replay with LORKD_SEED):
 //! nothing asserted here depends on how well the tiny models learn.
-use std::collections::BTreeMap;
-use std::path::Path;
 
-use lorkd_data::{Dataset, Split, Transform};
+mod common;
+use common::{bits, ctl, scratch, seed, tensors, test_inputs};
+
+use lorkd_data::{Dataset, Split};
 use lorkd_runtime::engine::{AlignedBytes, Engine};
 use lorkd_runtime::format::{Bundle, DeltaDType, Mode, Precision};
 use lorkd_tools::checkpoint::Checkpoint as PackCheckpoint;
@@ -19,73 +20,10 @@ use lorkd_tools::cmd::run::{score, score_image};
 use lorkd_tools::delta;
 use lorkd_tools::pack::{dataset_images, pack, PackOptions};
 use lorkd_trainer::train::finetune::{finetune, trainable, FinetuneConfig};
-use lorkd_trainer::train::fit::{fit, Control, FitConfig, Method};
+use lorkd_trainer::train::fit::{fit, FitConfig, Method};
 use lorkd_trainer::train::teacher::{train_teacher, TeacherConfig};
 use lorkd_trainer::{Arch, Checkpoint, ResNetArch};
-use tch::{Device, Kind, Tensor};
-
-fn seed() -> u64 {
-    let s = std::env::var("LORKD_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("seed {s} (replay with LORKD_SEED={s})");
-    s
-}
-
-fn ctl() -> Control {
-    Control {
-        device: Device::Cpu,
-        progress: false,
-        workers: 1,
-        stop_after_steps: None,
-        threads: Some(1),
-        amp: false,
-        ..Control::default()
-    }
-}
-
-fn bits(t: &Tensor) -> Vec<u32> {
-    Vec::<f32>::try_from(t.flatten(0, -1).to_kind(Kind::Float))
-        .unwrap()
-        .iter()
-        .map(|x| x.to_bits())
-        .collect()
-}
-
-fn tensors(p: &Path) -> BTreeMap<String, Tensor> {
-    Checkpoint::load(p).unwrap().tensors
-}
-
-/// Test images of every data department, normalised as the bundle's input spec says.
-fn test_inputs(ds: &Dataset, bundle: &Bundle<'_>, per_dept: usize) -> Vec<Vec<(String, Vec<f32>)>> {
-    let spec = bundle.manifest().input;
-    let t = Transform {
-        size: spec.size as u32,
-        channels: spec.channels as usize,
-        mean: spec.mean,
-        std: spec.std,
-    };
-    (0..ds.departments().len())
-        .map(|d| {
-            ds.indices_of(Split::Test, d)
-                .into_iter()
-                .take(per_dept)
-                .map(|i| {
-                    (
-                        i.to_string(),
-                        ds.sample(Split::Test, i, &t, false).unwrap().image,
-                    )
-                })
-                .collect()
-        })
-        .collect()
-}
+use tch::{Device, Tensor};
 
 #[test]
 fn train_pack_run_finetune_delta_flash_image() {
@@ -95,9 +33,7 @@ fn train_pack_run_finetune_delta_flash_image() {
         "synthetic:departments=3,classes=3,size=32,per_class=12,seed={}",
         seed % 10_000
     );
-    let dir = std::env::temp_dir().join(format!("lorkd-pipeline-{}-{seed}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("pipeline", seed);
     let ctl = ctl();
 
     // 1. Train: a teacher over all classes, then the LoRKD student distilled from it.
@@ -141,7 +77,7 @@ fn train_pack_run_finetune_delta_flash_image() {
             let (mut ok, mut n) = (0usize, 0usize);
             for i in tds.indices_of(Split::Test, d) {
                 let s = tds.sample(Split::Test, i, &tf, false).unwrap();
-                let x = Tensor::from_slice(&s.image).reshape([1, 3, 32, 32]);
+                let x = Tensor::from_slice(&lorkd_data::flat(&s.image)).reshape([1, 3, 32, 32]);
                 let z = tt.logits(&x).unwrap();
                 ok +=
                     usize::from(z.argmax(-1, false).int64_value(&[0]) as usize == 3 * d + s.class);

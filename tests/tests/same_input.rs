@@ -4,6 +4,9 @@
 //! logits as the trainer's fused expert in libtorch on that tensor — for a 1-channel and a
 //! 3-channel model. (Before, `lorkd run` made grey from RGB with the `image` crate's BT.709
 //! luma while training used BT.601, so a 1-channel model saw different pixels.)
+
+mod common;
+use common::{scratch, seed};
 use lorkd_data::{Dataset, Split};
 use lorkd_runtime::engine::AlignedBytes;
 use lorkd_runtime::format::{Bundle, Mode};
@@ -14,20 +17,11 @@ use lorkd_trainer::{Arch, Checkpoint, Config, DeptSel};
 use rand::{Rng, SeedableRng};
 use tch::{Device, Kind, Tensor};
 
-fn seed() -> u64 {
-    let s = std::env::var("LORKD_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("seed {s} (replay with LORKD_SEED={s})");
-    s
-}
-
 #[test]
 fn run_and_the_training_data_path_agree_on_grey_and_rgb_images() {
     let seed = seed();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let dir = std::env::temp_dir().join(format!("lorkd-same-input-{}-{seed}", std::process::id()));
+    let dir = scratch("same-input", seed);
     // One image per class, so a sample's class names its file: class 0 RGB, class 1 grey.
     let files = [
         dir.join("data/dept0/c0/rgb.png"),
@@ -66,7 +60,7 @@ fn run_and_the_training_data_path_agree_on_grey_and_rgb_images() {
         for split in Split::ALL {
             for i in 0..ds.len(split) {
                 let (_, class) = ds.label(split, i);
-                let train_x = ds.sample(split, i, &t, false).unwrap().image;
+                let train_x = ds.sample(split, i, &t, false).unwrap().into_chw();
                 let run_in = lorkd_tools::input::load_inputs(&files[class], &spec).unwrap();
                 assert_eq!(
                     run_in[0].1,

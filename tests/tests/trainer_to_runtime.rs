@@ -2,6 +2,9 @@
 //! `lorkd pack` (fold BN, fold the LoRA scaling into B, f32), run by the no_std runtime,
 //! equals the trainer's fused expert in libtorch (`DeptSel::One(t)`, eval-mode BN) — and the
 //! department deltas really change the outputs.
+
+mod common;
+use common::{scratch, seed, to_vec};
 use lorkd_runtime::engine::{AlignedBytes, Engine};
 use lorkd_runtime::format::{Bundle, Mode};
 use lorkd_tools::checkpoint::Checkpoint as PackCheckpoint;
@@ -10,24 +13,6 @@ use lorkd_trainer::cmd::init::init_model;
 use lorkd_trainer::{Arch, Checkpoint, Config, DeptSel};
 use tch::{Device, Kind, Tensor};
 
-fn seed() -> u64 {
-    let s = std::env::var("LORKD_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("seed {s} (replay with LORKD_SEED={s})");
-    s
-}
-
-fn to_vec(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(t.flatten(0, -1).to_kind(Kind::Float)).unwrap()
-}
-
 #[test]
 fn runtime_f32_equals_trainer_fused_expert() {
     let seed = seed();
@@ -35,8 +20,7 @@ fn runtime_f32_equals_trainer_fused_expert() {
     cfg.input_size = 32;
     cfg.rank = 4;
     let (vs, model) = init_model(&cfg, seed, true, Device::Cpu).unwrap();
-    let dir = std::env::temp_dir().join(format!("lorkd-e2e-{}-{seed}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("e2e", seed);
     let path = dir.join("model.safetensors");
     Checkpoint::from_var_store(&cfg, &vs).save(&path).unwrap();
 

@@ -10,6 +10,7 @@
 use anyhow::{ensure, Context, Result};
 use lorkd_runtime::engine::{AlignedBytes, Engine};
 use lorkd_runtime::format::{Bundle, Manifest, Mode, Op, Precision};
+use ndarray::{Array2, ArrayView1};
 
 /// Union-find root of `i`.
 fn root(parent: &mut [usize], mut i: usize) -> usize {
@@ -65,29 +66,35 @@ pub fn activation_ranges(
     let mut out = Vec::with_capacity(images.len());
     for (t, imgs) in images.iter().enumerate() {
         engine.select(t)?;
-        let mut r = vec![(f32::INFINITY, f32::NEG_INFINITY); n];
+        // Per value: row 0 the minimum, row 1 the maximum seen so far.
+        let mut r = Array2::from_shape_fn((2, n), |(i, _)| [f32::INFINITY, f32::NEG_INFINITY][i]);
         for (i, x) in imgs.iter().enumerate() {
             engine
                 .infer_observe(x, &mut logits, |v, data| {
-                    let e = &mut r[v];
-                    for &z in data {
-                        e.0 = e.0.min(z);
-                        e.1 = e.1.max(z);
-                    }
+                    let (lo, hi) = ArrayView1::from(data)
+                        .fold((r[[0, v]], r[[1, v]]), |(lo, hi), &z| {
+                            (lo.min(z), hi.max(z))
+                        });
+                    r[[0, v]] = lo;
+                    r[[1, v]] = hi;
                 })
                 .with_context(|| format!("department {t}, calibration image {i}"))?;
         }
+        // Values that share a quantisation get the union of their ranges.
         let groups = shared_quant_groups(bundle.manifest());
-        let mut union = vec![(f32::INFINITY, f32::NEG_INFINITY); n];
+        let mut union =
+            Array2::from_shape_fn((2, n), |(i, _)| [f32::INFINITY, f32::NEG_INFINITY][i]);
         for (v, &g) in groups.iter().enumerate() {
-            union[g] = (union[g].0.min(r[v].0), union[g].1.max(r[v].1));
+            union[[0, g]] = union[[0, g]].min(r[[0, v]]);
+            union[[1, g]] = union[[1, g]].max(r[[1, v]]);
         }
-        for (v, e) in r.iter_mut().enumerate() {
-            *e = union[groups[v]];
-            if e.0 > e.1 {
-                *e = (0.0, 0.0);
-            }
-        }
+        let r: Vec<(f32, f32)> = groups
+            .iter()
+            .map(|&g| match (union[[0, g]], union[[1, g]]) {
+                (lo, hi) if lo > hi => (0.0, 0.0),
+                e => e,
+            })
+            .collect();
         out.push(r);
     }
     Ok(out)

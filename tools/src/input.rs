@@ -5,28 +5,19 @@
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
-use lorkd_data::Transform;
+use lorkd_data::score::transform;
 use lorkd_runtime::format::InputSpec;
+use ndarray::{ArrayD, Axis};
 
-/// The data transform of a bundle's input spec.
-pub fn transform(spec: &InputSpec) -> Transform {
-    Transform {
-        size: spec.size as u32,
-        channels: spec.channels as usize,
-        mean: spec.mean,
-        std: spec.std,
-    }
-}
-
-/// A float32 `.npy` file in memory: `(shape, data)`.
+/// A float32 `.npy` file in memory, as an array of its shape.
 ///
 /// # Errors
 /// A malformed or non-float32 file (see [`lorkd_data::npy::read_f32`]).
-pub fn read_npy(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
+pub fn read_npy(bytes: &[u8]) -> Result<ArrayD<f32>> {
     lorkd_data::npy::read_f32(bytes).map_err(|e| anyhow::anyhow!("not a float32 .npy: {e}"))
 }
 
-/// An image file resized and normalised as the bundle's input spec says (CHW).
+/// An image file resized and normalised as the bundle's input spec says (CHW, flat).
 ///
 /// # Errors
 /// An unreadable or undecodable file, or a spec with neither 1 nor 3 channels.
@@ -38,9 +29,7 @@ pub fn load_image(path: &Path, spec: &InputSpec) -> Result<Vec<f32>> {
         t.channels
     );
     let img = lorkd_data::folder::decode(path)?;
-    let mut out = vec![0.0; t.numel()];
-    t.apply(&img, false, &mut out);
-    Ok(out)
+    Ok(lorkd_data::flat(&t.image(&img, false)).into_owned())
 }
 
 /// The model inputs in `path`: `(name, CHW data)` per image. `.npy` float32 `[C,H,W]` or
@@ -58,20 +47,20 @@ pub fn load_inputs(path: &Path, spec: &InputSpec) -> Result<Vec<(String, Vec<f32
     match ext.as_str() {
         "npy" => {
             let bytes = std::fs::read(path).with_context(|| format!("reading {name}"))?;
-            let (shape, data) = read_npy(&bytes).with_context(|| name.clone())?;
+            let x = read_npy(&bytes).with_context(|| name.clone())?;
+            let shape = x.shape();
             let want = [
                 spec.channels as usize,
                 spec.size as usize,
                 spec.size as usize,
             ];
-            let chw: usize = want.iter().product();
             match shape.len() {
                 3 => {
                     ensure!(
                         shape == want,
                         "{name}: shape {shape:?}, the model takes {want:?}"
                     );
-                    Ok(vec![(name, data)])
+                    Ok(vec![(name, lorkd_data::flat(&x).into_owned())])
                 }
                 4 => {
                     ensure!(
@@ -81,10 +70,9 @@ pub fn load_inputs(path: &Path, spec: &InputSpec) -> Result<Vec<(String, Vec<f32
                         want[1],
                         want[2]
                     );
-                    Ok(data
-                        .chunks_exact(chw.max(1))
+                    Ok(x.axis_iter(Axis(0))
                         .enumerate()
-                        .map(|(i, x)| (format!("{name}[{i}]"), x.to_vec()))
+                        .map(|(i, x)| (format!("{name}[{i}]"), lorkd_data::flat(&x).into_owned()))
                         .collect())
                 }
                 _ => bail!("{name}: shape {shape:?}; expected [C,H,W] or [N,C,H,W]"),
@@ -146,7 +134,7 @@ mod tests {
             for split in Split::ALL {
                 for i in 0..ds.len(split) {
                     let (_, class) = ds.label(split, i);
-                    let want = ds.sample(split, i, &t, false).unwrap().image;
+                    let want = ds.sample(split, i, &t, false).unwrap().into_chw();
                     let got = load_inputs(&files[class], &s).unwrap();
                     assert_eq!(got[0].1, want, "class {class} at {channels} channels");
                     seen += 1;
@@ -164,14 +152,15 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let x: Vec<f32> = (0..96).map(|i| i as f32).collect();
         let p = dir.join("b.npy");
-        std::fs::write(&p, lorkd_data::npy::write_f32(&[2, 3, 4, 4], &x)).unwrap();
+        let arr = |shape: &[usize], n| ndarray::ArrayView::from_shape(shape, &x[..n]).unwrap();
+        std::fs::write(&p, lorkd_data::npy::write_f32(&arr(&[2, 3, 4, 4], 96))).unwrap();
         let got = load_inputs(&p, &s).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[1].1, x[48..]);
-        std::fs::write(&p, lorkd_data::npy::write_f32(&[3, 4, 3], &x[..36])).unwrap();
+        std::fs::write(&p, lorkd_data::npy::write_f32(&arr(&[3, 4, 3], 36))).unwrap();
         let e = load_inputs(&p, &s).unwrap_err().to_string();
         assert!(e.contains("b.npy") && e.contains("shape"), "{e}");
-        let mut crafted = lorkd_data::npy::write_f32(&[3, 4, 4], &x[..48]);
+        let mut crafted = lorkd_data::npy::write_f32(&arr(&[3, 4, 4], 48));
         let at = crafted.windows(8).position(|w| w == b"'shape':").unwrap();
         crafted[at + 9] = b')';
         std::fs::write(&p, &crafted).unwrap();

@@ -1,5 +1,6 @@
 //! lorkd-tools: fuse, fold and quantize LoRKD experts into one bundle; inspect, verify
 //! against tract, export ONNX, make and apply signed department updates.
+#![deny(unsafe_code)]
 pub mod arena_plan;
 pub mod calibrate;
 pub mod checkpoint;

@@ -1,4 +1,5 @@
 //! `lorkd`: the bundle tool. Only dispatches; the work lives in the library.
+#![deny(unsafe_code)]
 use clap::Parser;
 
 fn main() {

@@ -16,10 +16,12 @@
 //!
 //! The input `input` is `[N, C, H, W]` f32, used as is (already normalised, as `Engine::infer`
 //! takes it); the output `logits` is `[N, classes]`.
+use lorkd_data::into_flat;
 use lorkd_runtime::format::{
     Bundle, DeltaDType, DeltaRef, Dept, DeptManifest, Manifest, Op, Precision, Slice, TensorRef,
     ValueDesc,
 };
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2, Axis, Zip};
 use prost::Message;
 use tract_onnx::pb;
 
@@ -141,11 +143,22 @@ fn read_i8_rows(
             want: n,
         });
     }
-    let cols = n / rows;
-    Ok(b.iter()
-        .enumerate()
-        .map(|(i, &q)| q as i8 as f32 * scale[i / cols])
-        .collect())
+    let q = ArrayView2::from_shape((rows, n / rows), b).map_err(|_| OnnxError::Tensor {
+        what: what.into(),
+        offset: t.offset,
+        got: t.len,
+        want: n,
+    })?;
+    Ok(dequantise(q, ArrayView1::from(scale).insert_axis(Axis(1))))
+}
+
+/// `q·s` per element, `s` broadcast over `q` (`[rows, 1]`: per row, `[1, cols]`: per column).
+fn dequantise(q: ArrayView2<u8>, s: ArrayView2<f32>) -> Vec<f32> {
+    into_flat(
+        Zip::from(q)
+            .and_broadcast(s)
+            .map_collect(|&q, &s| q as i8 as f32 * s),
+    )
 }
 
 /// Reads a shared conv weight (`n` elements, `rows` output channels) as f32.
@@ -189,16 +202,12 @@ fn read_factor(
     Ok(out)
 }
 
-/// Adds `reshape(B·A, [Cout, Cin, k, k])` to `w` (row-major, so a flat add of the product).
-fn add_delta(w: &mut [f32], b: &[f32], a: &[f32], bk_rows: usize, rk: usize, cols: usize) {
-    for i in 0..bk_rows {
-        let brow = &b[i * rk..(i + 1) * rk];
-        let out = &mut w[i * cols..(i + 1) * cols];
-        for (j, &bij) in brow.iter().enumerate() {
-            let arow = &a[j * cols..(j + 1) * cols];
-            for (o, &ajc) in out.iter_mut().zip(arow) {
-                *o += bij * ajc;
-            }
+/// Adds `B·A` to `w` (`[Cout·k, Cin·k]`, which is `[Cout, Cin, k, k]` row-major), in f32,
+/// one `b_ij·A_j` row at a time (the order the runtime's switch accumulates in).
+fn add_delta(mut w: ArrayViewMut2<f32>, b: ArrayView2<f32>, a: ArrayView2<f32>) {
+    for (mut out, brow) in w.rows_mut().into_iter().zip(b.rows()) {
+        for (&bij, arow) in brow.iter().zip(a.rows()) {
+            out.scaled_add(bij, &arow);
         }
     }
 }
@@ -252,7 +261,14 @@ fn fuse_src(src: &ExpertSource<'_>) -> Result<FusedExpert, OnnxError> {
                         read_factor(src.dept_payload, dt, d.a, &format!("expert {e} A"), rk, ck)?;
                     let bf =
                         read_factor(src.dept_payload, dt, d.b, &format!("expert {e} B"), ok, rk)?;
-                    add_delta(&mut w, &bf, &a, ok, rk, ck);
+                    let shape_err = |what: &str| OnnxError::Graph(format!("expert {e}: {what}"));
+                    let w2 = ArrayViewMut2::from_shape((ok, ck), &mut w[..])
+                        .map_err(|_| shape_err("weight is not [Cout·k, Cin·k]"))?;
+                    add_delta(
+                        w2,
+                        ArrayView2::from_shape((ok, rk), &bf).map_err(|_| shape_err("B"))?,
+                        ArrayView2::from_shape((rk, ck), &a).map_err(|_| shape_err("A"))?,
+                    );
                 }
                 Some((w, b))
             }
@@ -271,18 +287,17 @@ fn fuse_src(src: &ExpertSource<'_>) -> Result<FusedExpert, OnnxError> {
                     Precision::Int8 => {
                         let s = read_f32(src.shared_payload, wscale, &format!("{what} scale"), c)?;
                         let q = bytes(src.shared_payload, weight, &what, 9 * c)?;
-                        if q.len() != 9 * c {
-                            return Err(OnnxError::Tensor {
+                        // A view accepts a longer slice: the length is checked first.
+                        let q = Some(q)
+                            .filter(|q| q.len() == 9 * c)
+                            .and_then(|q| ArrayView2::from_shape((9, c), q).ok())
+                            .ok_or_else(|| OnnxError::Tensor {
                                 what,
                                 offset: weight.offset,
                                 got: weight.len,
                                 want: 9 * c,
-                            });
-                        }
-                        q.iter()
-                            .enumerate()
-                            .map(|(j, &v)| v as i8 as f32 * s[j % c])
-                            .collect()
+                            })?;
+                        dequantise(q, ArrayView1::from(&s).insert_axis(Axis(0)))
                     }
                 };
                 let b = read_f32(
@@ -648,8 +663,12 @@ mod tests {
     #[test]
     fn delta_is_row_major_product() {
         // B [2,1], A [1,3]: ΔW = B·A flattened row-major.
-        let mut w = vec![1.0f32; 6];
-        add_delta(&mut w, &[2.0, -1.0], &[1.0, 2.0, 3.0], 2, 1, 3);
-        assert_eq!(w, vec![3.0, 5.0, 7.0, 0.0, -1.0, -2.0]);
+        let mut w = ndarray::Array2::ones((2, 3));
+        add_delta(
+            w.view_mut(),
+            ndarray::array![[2.0], [-1.0]].view(),
+            ndarray::array![[1.0, 2.0, 3.0]].view(),
+        );
+        assert_eq!(w, ndarray::array![[3.0, 5.0, 7.0], [0.0, -1.0, -2.0]]);
     }
 }

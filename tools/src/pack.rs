@@ -21,7 +21,9 @@ use crate::checkpoint::Checkpoint;
 use crate::fold::{bn_scale, dw_to_hwc, fold_b, fold_weight};
 use crate::graph::{Graph, Node};
 use crate::quantize::activation_qparams;
+use lorkd_data::into_flat;
 use lorkd_runtime::quant::QParams;
+use ndarray::{ArrayView2, ArrayView3, Axis};
 
 /// Options of `lorkd pack`.
 #[derive(Clone, Debug)]
@@ -100,13 +102,19 @@ pub fn fold_checkpoint(ck: &Checkpoint) -> Result<Folded> {
                 c.bn
             );
         }
-        let g = bn_scale(gamma, var, ck.meta.bn_eps);
-        let (wf, bias) = fold_weight(w, &g, beta, mean);
-        let weight = if c.depthwise {
-            dw_to_hwc(&wf, c.cout)
+        let per = w.len() / c.cout.max(1);
+        let g = bn_scale(gamma.into(), var.into(), ck.meta.bn_eps);
+        let (wf, bias) = fold_weight(
+            ArrayView2::from_shape((c.cout, per), w)?,
+            g.view(),
+            beta.into(),
+            mean.into(),
+        );
+        let weight = into_flat(if c.depthwise {
+            dw_to_hwc(wf.view())
         } else {
             wf
-        };
+        });
         if !c.depthwise && r == 0 {
             // No experts (an mtl or transfer model): every department runs W0 alone.
             for dd in deltas.iter_mut() {
@@ -116,12 +124,14 @@ pub fn fold_checkpoint(ck: &Checkpoint) -> Result<Folded> {
             let (rk, ck_, ok) = (r * c.k, c.cin * c.k, c.cout * c.k);
             let a = ck.tensor(&format!("{}.lora_A", c.name), &[t, rk, ck_])?;
             let b = ck.tensor(&format!("{}.lora_B", c.name), &[t, ok, rk])?;
+            let b = ArrayView3::from_shape((t, ok, rk), b)?;
             for (d, dd) in deltas.iter_mut().enumerate() {
                 let a_t = a[d * rk * ck_..(d + 1) * rk * ck_].to_vec();
-                let b_t = fold_b(&b[d * ok * rk..(d + 1) * ok * rk], &g, s, c.k, rk);
-                dd.push((a_t, b_t));
+                let b_t = fold_b(b.index_axis(Axis(0), d), g.view(), s, c.k);
+                dd.push((a_t, into_flat(b_t)));
             }
         }
+        let (bias, g) = (into_flat(bias), into_flat(g));
         convs.push(FoldedConv { weight, bias, g });
     }
     let mut heads = Vec::new();
@@ -447,7 +457,7 @@ pub fn dataset_images(ck: &Checkpoint, spec: &str, count: usize) -> Result<Vec<V
             .take(count.max(1))
             .map(|&i| {
                 ds.sample(lorkd_data::Split::Train, i, &t, false)
-                    .map(|s| s.image)
+                    .map(lorkd_data::Sample::into_chw)
             })
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| {

@@ -189,7 +189,11 @@ pub fn int8_images(
         let imgs = idx
             .iter()
             .take(count.max(1))
-            .map(|&j| Ok(ds.sample(lorkd_data::Split::Train, j, &t, false)?.image))
+            .map(|&j| {
+                Ok(ds
+                    .sample(lorkd_data::Split::Train, j, &t, false)?
+                    .into_chw())
+            })
             .collect::<Result<Vec<_>>>()?;
         out.push(imgs);
     }

@@ -87,9 +87,14 @@ impl Fixture {
             }
         }
         let x = vec![0.25f32; 3 * 32 * 32];
-        std::fs::write(f.p("x.npy"), lorkd_data::npy::write_f32(&[3, 32, 32], &x)).unwrap();
+        std::fs::write(
+            f.p("x.npy"),
+            lorkd_data::npy::write_f32(&ndarray::ArrayView::from_shape([3, 32, 32], &x).unwrap()),
+        )
+        .unwrap();
         // Crafted headers that panicked the old parser of `lorkd run`.
-        let good = lorkd_data::npy::write_f32(&[3, 32, 32], &x);
+        let good =
+            lorkd_data::npy::write_f32(&ndarray::ArrayView::from_shape([3, 32, 32], &x).unwrap());
         let header = |h: &str| {
             let mut v = b"\x93NUMPY\x01\x00".to_vec();
             v.extend_from_slice(&(h.len() as u16).to_le_bytes());

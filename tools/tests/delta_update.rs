@@ -372,7 +372,11 @@ fn the_cli_adds_a_department_in_the_field_runs_it_from_the_image_and_removes_it(
     let model_bytes = pack_bytes(&ck1, Precision::F32, DeltaDType::F32, 1);
     std::fs::write(p("model.lorkd"), &model_bytes).unwrap();
     let x = input(seed ^ 5);
-    std::fs::write(p("x.npy"), lorkd_data::npy::write_f32(&[3, 32, 32], &x)).unwrap();
+    std::fs::write(
+        p("x.npy"),
+        lorkd_data::npy::write_f32(&ndarray::ArrayView::from_shape([3, 32, 32], &x).unwrap()),
+    )
+    .unwrap();
     lorkd_tools::keys::generate(p("key")).unwrap();
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_lorkd"))

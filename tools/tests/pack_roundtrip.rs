@@ -115,7 +115,12 @@ impl Ref<'_> {
             let b = &ck
                 .tensor(&format!("{conv_name}.lora_B"), &[t, ok, rk])
                 .unwrap()[self.delta * ok * rk..][..ok * rk];
-            w = lorkd_tools::fold::merge_delta(&w, a, b, ck.scaling(), rk);
+            use ndarray::ArrayView2 as V;
+            let w0 = V::from_shape((ok, ckk), &w[..]).unwrap();
+            let a = V::from_shape((rk, ckk), a).unwrap();
+            let b = V::from_shape((ok, rk), b).unwrap();
+            let merged = lorkd_tools::fold::merge_delta(w0, a, b, ck.scaling());
+            w = lorkd_data::into_flat(merged);
         }
         let mut y = conv(x, &w, cout, k, s, k / 2, groups);
         let bnt = |n: &str| ck.tensor(&format!("{bn}.{n}"), &[cout]).unwrap();

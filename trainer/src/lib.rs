@@ -21,6 +21,9 @@
 //! Modules: [`eks_conv`] (Eq. 1, all exact modes), [`models`] (student, teachers, BN),
 //! [`params`] (Table 4 accounting), [`checkpoint`] (docs/checkpoint-format.md), [`fold`]
 //! (BN + scaling folding identity), [`gradcam`] (Fig. 3 heat maps), [`bench`] (training-step timing), [`cmd`] (CLI subcommands).
+#![deny(unsafe_code)]
+// libtorch's autocast/TF32 switches are C calls tch does not wrap (each block: SAFETY).
+#[allow(unsafe_code)]
 pub mod amp;
 pub mod bench;
 pub mod checkpoint;

@@ -8,17 +8,17 @@ use lorkd_runtime::format::write::{encode_seq, write_blob, Payload};
 use lorkd_runtime::format::{Bundle, DeltaRef, Dept, Mode, Seq, TensorRef};
 use lorkd_runtime::update::package::{write_signed, PackageHeader};
 use lorkd_runtime::update::sim::SimFlash;
-use lorkd_runtime::update::Layout;
+use lorkd_runtime::update::{Layout, UpdateStore};
 use lorkd_runtime::AlignedBytes;
 
-pub fn seed() -> u64 {
-    let s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    println!("seed = {s}");
-    s
-}
+#[path = "../common/mod.rs"]
+mod common;
+pub use common::seed;
+
+/// The flash of the store tests: 4-byte words, 256-byte erase blocks.
+pub type Flash = SimFlash<4, 256>;
+/// The store over [`Flash`] with 8 departments at most.
+pub type Store = UpdateStore<Flash, 8>;
 
 /// Added-department slot pairs of the fixture's standard layout (the smallest journal banks
 /// the other tests use must hold the compacted state of every pair).
@@ -33,6 +33,17 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// The store over `flash` with this fixture's key and bundle.
+    pub fn open(&self, flash: Flash, layout: Layout) -> Store {
+        Store::open(flash, layout, self.pubkey, &self.bundle()).expect("store opens")
+    }
+
+    /// `s` closed and opened again on its flash (a reboot).
+    pub fn reopen(&self, s: Store) -> Store {
+        let l = *s.layout();
+        self.open(s.into_flash(), l)
+    }
+
     pub fn new(seed: u64) -> Self {
         let net = TestNet::random(NetSpec::small(), seed);
         let bundle = AlignedBytes::new(&net.bundle_f32());

@@ -496,10 +496,12 @@ mod tests {
             };
             let ck = Checkpoint::from_bytes(&random_checkpoint(&spec).unwrap()).unwrap();
             let calib = crate::pack::synthetic_images(&ck, 4, 1).swap_remove(0);
-            let flat: Vec<f32> = calib.concat();
+            let flat =
+                ndarray::Array4::from_shape_vec((calib.len(), 3, size, size), calib.concat())
+                    .unwrap();
             std::fs::write(
                 format!("{dir}/{tag}-calib.npy"),
-                lorkd_data::npy::write_f32(&[calib.len(), 3, size, size], &flat),
+                lorkd_data::npy::write_f32(&flat),
             )
             .unwrap();
             let variants: &[(Precision, DeltaDType, &str)] = if size == 32 {

@@ -95,19 +95,13 @@ pub fn score_department<'a>(
     pb: &indicatif::ProgressBar,
     save_inputs: Option<&std::path::Path>,
 ) -> Result<DeptAccuracy> {
-    let spec = bundle.manifest().input;
     let name = d.manifest.name.to_string();
     let first = indices(ds, &name, split, limit)?.first().copied();
     let score = score::score_department(bundle, d, ds, split, mode, limit, |i, s| {
         if let (Some(dir), Some(first)) = (save_inputs, first) {
             if i == first {
                 let p = dir.join(format!("{name}.npy"));
-                let shape = [
-                    spec.channels as usize,
-                    spec.size as usize,
-                    spec.size as usize,
-                ];
-                crate::fsio::write_atomic(&p, &lorkd_data::npy::write_f32(&shape, &s.image))
+                crate::fsio::write_atomic(&p, &lorkd_data::npy::write_f32(&s.image))
                     .map_err(|e| score::ScoreError::Runtime(format!("{e:#}")))?;
             }
         }

@@ -261,9 +261,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lorkd-run-{seed}"));
         std::fs::create_dir_all(&dir).unwrap();
         let one = dir.join("one.npy");
-        std::fs::write(&one, write_npy(&[3, 20, 20], &xs[0])).unwrap();
+        std::fs::write(
+            &one,
+            write_npy(&ndarray::ArrayView::from_shape([3, 20, 20], &xs[0]).unwrap()),
+        )
+        .unwrap();
         let batch = dir.join("batch.npy");
-        std::fs::write(&batch, write_npy(&[3, 3, 20, 20], &xs.concat())).unwrap();
+        let all = xs.concat();
+        std::fs::write(
+            &batch,
+            write_npy(&ndarray::ArrayView::from_shape([3, 3, 20, 20], &all).unwrap()),
+        )
+        .unwrap();
         let mut inputs = load_inputs(&one, &spec).unwrap();
         inputs.extend(load_inputs(&batch, &spec).unwrap());
         assert_eq!(inputs.len(), 4);
@@ -291,7 +300,11 @@ mod tests {
         assert!(score(&bundle, "nope", Mode::Materialized, &inputs).is_err());
         // Wrong shape.
         let bad = dir.join("bad.npy");
-        std::fs::write(&bad, write_npy(&[3, 19, 20], &xs[0][..3 * 19 * 20])).unwrap();
+        std::fs::write(
+            &bad,
+            write_npy(&ndarray::ArrayView::from_shape([3, 19, 20], &xs[0][..3 * 19 * 20]).unwrap()),
+        )
+        .unwrap();
         assert!(load_inputs(&bad, &spec).is_err());
         // A PNG is resized and normalised: mid-grey → (128/255 − 0.5) / 0.25 everywhere.
         let png = dir.join("grey.png");

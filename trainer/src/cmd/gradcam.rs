@@ -61,10 +61,8 @@ struct Row {
 
 fn tensor_of(img: &DynamicImage, cfg: &Config) -> Tensor {
     let t = bridge::transform(cfg);
-    let mut buf = vec![0f32; t.numel()];
-    t.apply(img, false, &mut buf);
     let s = cfg.input_size;
-    Tensor::from_slice(&buf).reshape([1, cfg.in_channels, s, s])
+    Tensor::from_slice(&lorkd_data::flat(&t.image(img, false))).reshape([1, cfg.in_channels, s, s])
 }
 
 fn run_teacher(run: &Path) -> Option<PathBuf> {

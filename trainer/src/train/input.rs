@@ -135,7 +135,7 @@ impl Input {
             return bridge::images(b, self.device);
         }
         let s = b.shape.map(|d| d as i64);
-        let host = Tensor::from_slice(&b.pixels).reshape(s);
+        let host = Tensor::from_slice(&lorkd_data::flat(&b.pixels)).reshape(s);
         let flips: Vec<bool> = b.flips.clone();
         let flips = Tensor::from_slice(&flips);
         let (px, fl) = if self.device.is_cuda() {
