@@ -276,11 +276,9 @@ pub fn outputs(
     mut logits: impl FnMut(&Tensor) -> anyhow::Result<Tensor>,
 ) -> anyhow::Result<ClassMetrics> {
     let classes = input.ds.departments()[t].classes.len();
-    let lc = ctl.eval_loader(batch, &input.transform, Some(vec![t]));
     let (mut labels, mut all) = (Vec::new(), Vec::new());
-    for b in input.loader(split, lc)? {
-        let b = b?;
-        let z = tch::no_grad(|| logits(&input.images(&b)))?;
+    super::run::eval_batches(input, split, Some(t), batch, ctl, |xs, b| {
+        let z = tch::no_grad(|| logits(xs))?;
         anyhow::ensure!(
             z.size() == [b.len() as i64, classes as i64],
             "logits of shape {:?} for {} images of {classes} classes",
@@ -294,7 +292,8 @@ pub fn outputs(
         )?;
         all.extend(z);
         labels.extend(b.classes.iter().map(|&c| c as usize));
-    }
+        Ok(())
+    })?;
     Ok(ClassMetrics::from_logits(&labels, &all, classes))
 }
 

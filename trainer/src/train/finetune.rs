@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use lorkd_data::{Dataset, LoaderConfig, Split};
+use lorkd_data::{Dataset, Split};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -308,22 +308,7 @@ pub fn train_department(
         fc.department, t
     );
 
-    let loader_cfg = |epoch: u64| LoaderConfig {
-        batch_size: fc.batch,
-        shuffle: true,
-        flip: true,
-        drop_last: false,
-        seed: fc.seed,
-        epoch,
-        workers: ctl.workers.max(1),
-        prefetch: 2 * ctl.workers.max(1),
-        departments: Some(vec![t]),
-        transform: transform.clone(),
-    };
-    let per_epoch = ds
-        .indices_of(Split::Train, t)
-        .len()
-        .div_ceil(fc.batch.max(1)) as u64;
+    let (loader_cfg, per_epoch) = ctl.department_train_loader(ds, t, fc.batch, fc.seed, &transform);
     let total = per_epoch * fc.epochs;
     let mut outcome = FinetuneOutcome {
         before,

@@ -103,6 +103,58 @@ impl Control {
         lc.departments = departments;
         lc
     }
+
+    /// The shuffled, mirrored training loader of one department (`finetune`,
+    /// `add-department`, `transfer`) for each epoch, and its batches per epoch.
+    pub fn department_train_loader(
+        &self,
+        ds: &lorkd_data::Dataset,
+        dept: usize,
+        batch: usize,
+        seed: u64,
+        transform: &Transform,
+    ) -> (impl Fn(u64) -> LoaderConfig, u64) {
+        let (workers, transform) = (self.workers.max(1), transform.clone());
+        let per_epoch = ds
+            .indices_of(Split::Train, dept)
+            .len()
+            .div_ceil(batch.max(1)) as u64;
+        let cfg = move |epoch: u64| LoaderConfig {
+            batch_size: batch,
+            shuffle: true,
+            flip: true,
+            drop_last: false,
+            seed,
+            epoch,
+            workers,
+            prefetch: 2 * workers,
+            departments: Some(vec![dept]),
+            transform: transform.clone(),
+        };
+        (cfg, per_epoch)
+    }
+}
+
+/// Runs `f` on every evaluation batch of `split` (of department `dept`, or all): the images
+/// on the device as the model takes them, and the batch (labels). The one evaluation loop of
+/// [`top1`] and `eval::outputs`.
+///
+/// # Errors
+/// Data errors, and `f`'s.
+pub fn eval_batches(
+    input: &Input,
+    split: Split,
+    dept: Option<usize>,
+    batch: usize,
+    ctl: &Control,
+    mut f: impl FnMut(&Tensor, &lorkd_data::Batch) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let lc = ctl.eval_loader(batch, &input.transform, dept.map(|d| vec![d]));
+    for b in input.loader(split, lc)? {
+        let b = b?;
+        f(&input.images(&b), &b)?;
+    }
+    Ok(())
 }
 
 /// One line of `metrics.jsonl`.
@@ -359,21 +411,19 @@ pub fn top1(
 ) -> anyhow::Result<Vec<f64>> {
     let mut acc = Vec::with_capacity(groups.len());
     for (g, dept) in groups.iter().enumerate() {
-        let lc = ctl.eval_loader(batch, &input.transform, dept.map(|d| vec![d]));
         let mut ok = Tensor::zeros([], (Kind::Int64, ctl.device));
         let mut n = 0usize;
-        for b in input.loader(split, lc)? {
-            let b = b?;
-            let xs = input.images(&b);
+        eval_batches(input, split, *dept, batch, ctl, |xs, b| {
             let y = match labels {
                 Labels::Department => &b.classes,
                 Labels::Global => &b.global_classes,
             };
             let y = Tensor::from_slice(y).to_device(ctl.device);
-            let pred = tch::no_grad(|| predict(&xs, g))?;
+            let pred = tch::no_grad(|| predict(xs, g))?;
             ok += pred.eq_tensor(&y).sum(Kind::Int64);
             n += b.len();
-        }
+            Ok(())
+        })?;
         acc.push(if n == 0 {
             f64::NAN
         } else {

@@ -17,7 +17,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use lorkd_data::{Dataset, LoaderConfig, Split};
+use lorkd_data::{Dataset, Split};
 use serde::{Deserialize, Serialize};
 use tch::nn::OptimizerConfig;
 use tch::{nn, Tensor};
@@ -290,22 +290,8 @@ pub fn transfer(
 
     let transform = bridge::transform(&cfg);
     let input = Input::new(ds.clone(), transform.clone(), ctl);
-    let loader_cfg = |epoch: u64| LoaderConfig {
-        batch_size: tc.batch,
-        shuffle: true,
-        flip: true,
-        drop_last: false,
-        seed: tc.seed,
-        epoch,
-        workers: ctl.workers.max(1),
-        prefetch: 2 * ctl.workers.max(1),
-        departments: Some(vec![task]),
-        transform: transform.clone(),
-    };
-    let per_epoch = ds
-        .indices_of(Split::Train, task)
-        .len()
-        .div_ceil(tc.batch.max(1)) as u64;
+    let (loader_cfg, per_epoch) =
+        ctl.department_train_loader(&ds, task, tc.batch, tc.seed, &transform);
     let total = per_epoch * tc.epochs;
     let (mut step, mut steps_here) = (0u64, 0u64);
     let metrics = run_dir.join("metrics.jsonl");
