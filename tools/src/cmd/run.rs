@@ -39,7 +39,7 @@ impl From<ModeArg> for Mode {
 /// Run one department's expert on inputs.
 #[derive(clap::Args, Debug)]
 #[command(
-    override_usage = "lorkd run BUNDLE --dept NAME INPUT... [--json]\n       lorkd run --image FLASH.img --pubkey KEY.pub --dept NAME INPUT... [--json]"
+    override_usage = "lorkd run BUNDLE --dept NAME INPUT... [--json] [--threads N]\n       lorkd run --image FLASH.img --pubkey KEY.pub --dept NAME INPUT... [--json]"
 )]
 pub struct Args {
     /// A device flash image (`lorkd delta image`, updated by `lorkd delta apply`).
@@ -65,6 +65,10 @@ pub struct Args {
     pub json: bool,
     #[arg(long, value_enum, default_value = "materialized")]
     pub mode: ModeArg,
+    /// Engine threads: each conv's output pixels or channels split across a pool (the
+    /// answers are bit-identical for any count; a cart's cores, not a device's).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 /// One input's scores.
@@ -113,16 +117,31 @@ pub fn find_department(bundle: &Bundle<'_>, dept: &str) -> Result<usize> {
     })
 }
 
+/// How the engine runs: switching mode and threads (a plain [`Mode`] means one thread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exec {
+    /// Materialized or streaming.
+    pub mode: Mode,
+    /// Engine threads (1: the caller's only). Results are identical for any count.
+    pub threads: usize,
+}
+
+impl From<Mode> for Exec {
+    fn from(mode: Mode) -> Self {
+        Exec { mode, threads: 1 }
+    }
+}
+
 /// Runs department `dept` of `bundle` on `inputs` (CHW, normalised).
 pub fn score(
     bundle: &Bundle<'_>,
     dept: &str,
-    mode: Mode,
+    exec: impl Into<Exec>,
     inputs: &[(String, Vec<f32>)],
 ) -> Result<Report> {
     let t = find_department(bundle, dept)?;
     let d = bundle.department(t).context("department")?;
-    score_delta(bundle, d, "bundle", mode, inputs)
+    score_delta(bundle, d, "bundle", exec, inputs)
 }
 
 /// Runs delta `d` (the bundle's own or an update slot's, parsed against `bundle`) on `inputs`.
@@ -130,14 +149,19 @@ pub fn score_delta<'a>(
     bundle: &Bundle<'a>,
     d: lorkd_runtime::format::Dept<'a>,
     source: &str,
-    mode: Mode,
+    exec: impl Into<Exec>,
     inputs: &[(String, Vec<f32>)],
 ) -> Result<Report> {
+    let Exec { mode, threads } = exec.into();
+    ensure!(threads >= 1, "--threads must be at least 1");
     let dept = d.manifest.name.to_string();
     let version = d.manifest.version;
     let classes: Vec<&str> = d.manifest.classes.iter().collect();
     let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(mode));
     let mut engine = Engine::new(bundle, arena.as_mut_slice(), mode)?;
+    engine
+        .set_threads(threads)
+        .context("starting the engine's threads")?;
     engine.select_blob(d)?;
     let mut logits = vec![0.0; classes.len()];
     let mut results = Vec::new();
@@ -171,17 +195,21 @@ pub fn score_delta<'a>(
 pub fn score_image(
     booted: &crate::delta::BootedImage,
     dept: &str,
-    mode: Mode,
+    exec: impl Into<Exec>,
     inputs: &[(String, Vec<f32>)],
 ) -> Result<Report> {
     let bundle = booted.bundle()?;
     // The bundle's departments and those added in the field.
     let t = booted.find(dept)?;
     let d = booted.department(&bundle, t)?;
-    score_delta(&bundle, d, &booted.status[t].source, mode, inputs)
+    score_delta(&bundle, d, &booted.status[t].source, exec, inputs)
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let exec = Exec {
+        mode: a.mode.into(),
+        threads: a.threads,
+    };
     let report = if let Some(image) = &a.image {
         let pubkey = a
             .pubkey
@@ -196,7 +224,7 @@ pub fn run(a: Args) -> Result<()> {
         for p in &a.inputs {
             inputs.extend(load_inputs(p, &spec)?);
         }
-        score_image(&booted, &a.dept, a.mode.into(), &inputs)?
+        score_image(&booted, &a.dept, exec, &inputs)?
     } else {
         let (path, rest) = a
             .inputs
@@ -224,7 +252,7 @@ pub fn run(a: Args) -> Result<()> {
         for p in rest {
             inputs.extend(load_inputs(p, &spec)?);
         }
-        score(&bundle, &a.dept, a.mode.into(), &inputs)?
+        score(&bundle, &a.dept, exec, &inputs)?
     };
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -287,6 +315,13 @@ mod tests {
             assert_eq!(r.logits.len(), 5);
             assert!((r.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
             assert_eq!(r.label, format!("class{}", r.top1));
+        }
+        for threads in [2, 3] {
+            let exec = Exec {
+                mode: Mode::Materialized,
+                threads,
+            };
+            assert_eq!(score(&bundle, "dept1", exec, &inputs).unwrap(), rep);
         }
         let streaming = score(&bundle, "dept1", Mode::Streaming, &inputs).unwrap();
         assert_eq!(
