@@ -6,6 +6,7 @@
 //! update store) by [`runtime_model::RuntimeModel`]; [`app::App`] ties it together. Boards
 //! live in `boards/` (QEMU: `firmware/run-qemu`).
 #![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
 
 pub mod app;
 pub mod button;
@@ -14,4 +15,6 @@ pub mod crc;
 pub mod fixture;
 pub mod model;
 pub mod proto;
+// `MappedFlash` is an `unsafe trait`: implementors promise the flash is memory-mapped.
+#[allow(unsafe_code)]
 pub mod runtime_model;
