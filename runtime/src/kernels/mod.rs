@@ -80,6 +80,10 @@ pub type ConvI8 = fn(&Geom, &[i8], i32, &[i8], &[[i32; 3]], OutQ, &mut [i8]);
 /// The int8 rebuild's per-channel re-quantisation slot: `(delta row → weights, W0q, s0,
 /// out) → scale`.
 pub type RequantWeights = fn(&mut [f32], &[i8], f32, &mut [i8]) -> f32;
+/// The int8 rebuild of one whole output channel (`switch::materialize_i8_with`): `(delta,
+/// channel o, its W0q, s0, f32 scratch, its int8 out) → scale`, the bytes and scale of
+/// `delta.channel_into_i8(o, scratch)` then `requant_weights`.
+pub type RebuildI8 = fn(&crate::switch::Delta<'_>, usize, &[i8], f32, &mut [f32], &mut [i8]) -> f32;
 /// The int8 dot product slot: `(w, x, x zero point) → Σ w·(x − zx)` (exact).
 pub type DotI8 = fn(&[i8], &[i8], i32) -> i32;
 /// A block of exact int8 sums handed out by a [`SumsI8`] slot: output pixels `p0 .. p0 + np`
@@ -125,6 +129,8 @@ pub struct Kernels {
     pub dwconv3x3_i8: ConvI8,
     /// `reference::requant_weights::requant_weights` (department switch, int8).
     pub requant_weights: RequantWeights,
+    /// [`RebuildI8`]; `None`: `Delta::channel_into_i8`, then the `requant_weights` slot.
+    pub rebuild_i8: Option<RebuildI8>,
     /// `reference::conv1x1::dot_i8` (streaming int8 experts).
     pub dot_i8: DotI8,
     /// `reference::conv1x1::conv1x1_sums_i8` (streaming int8 1x1 experts).
@@ -150,6 +156,7 @@ impl Kernels {
             dwconv3x3_f32: reference::dwconv3x3::dwconv3x3_f32,
             dwconv3x3_i8: reference::dwconv3x3::dwconv3x3_i8,
             requant_weights: reference::requant_weights::requant_weights,
+            rebuild_i8: None,
             dot_i8: reference::conv1x1::dot_i8,
             conv1x1_sums_i8: reference::conv1x1::conv1x1_sums_i8,
             isa: "reference",

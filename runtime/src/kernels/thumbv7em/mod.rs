@@ -23,6 +23,7 @@ pub(crate) fn dsp(base: Kernels) -> Kernels {
         conv_i8: stem::conv_i8,
         dwconv3x3_i8: dw3x3::dwconv3x3_i8,
         requant_weights: rebuild::requant_weights,
+        rebuild_i8: Some(rebuild::rebuild_i8),
         isa: "armv7em-dsp",
         ..base
     }
