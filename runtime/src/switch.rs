@@ -261,7 +261,9 @@ pub(crate) fn rebuild_rank4_i8(
     w: &mut [f32],
     out: &mut [i8],
 ) -> Option<f32> {
-    rebuild_rank4_i8_with(rank4_row, d, o, w0, s0, w, out)
+    let n = d.channel_len();
+    let amax = rank4_pass(rank4_row, d, o, w0, s0, w)?;
+    Some(quantize_from_amax(&w[..n], amax, &mut out[..n]))
 }
 
 /// One row of [`rebuild_rank4_i8`]: `w[i] = b0·a0[i] + b1·a1[i] + b2·a2[i] + b3·a3[i] +
@@ -297,24 +299,25 @@ pub(crate) fn rank4_row(
     m2
 }
 
-/// [`rebuild_rank4_i8`] with the row loop `row`.
+/// The first half of [`rebuild_rank4_i8`] with the row loop `row`: the f32 weights of
+/// channel `o` into `w[..channel_len]`; returns their `max|w|` bits (see
+/// [`quantize_from_amax`]), `None` (nothing written) where the factors do not fit.
 #[cfg(any(test, all(target_arch = "arm", target_feature = "dsp")))]
-pub(crate) fn rebuild_rank4_i8_with(
+pub(crate) fn rank4_pass(
     row: Rank4Row,
     d: &Delta<'_>,
     o: usize,
     w0: &[i8],
     s0: f32,
     w: &mut [f32],
-    out: &mut [i8],
-) -> Option<f32> {
+) -> Option<u32> {
     let (a, b) = (d.a.as_f32()?, d.b.as_f32()?);
     let (ck, k) = (d.a.cols, d.k);
     if d.a.rows != 4 {
         return None;
     }
     let n = k * ck;
-    let (w, w0, out) = (&mut w[..n], &w0[..n], &mut out[..n]);
+    let (w, w0) = (&mut w[..n], &w0[..n]);
     let (a0, rest) = a[..4 * ck].split_at(ck);
     let (a1, rest) = rest.split_at(ck);
     let (a2, a3) = rest.split_at(ck);
@@ -324,7 +327,7 @@ pub(crate) fn rebuild_rank4_i8_with(
         let (wr, qr) = (&mut w[r * ck..][..ck], &w0[r * ck..][..ck]);
         m2 = row(br, [a0, a1, a2, a3], qr, s0, wr, m2);
     }
-    Some(quantize_from_amax(w, m2 >> 1, out))
+    Some(m2 >> 1)
 }
 
 /// The rounding half of the int8 re-quantisation, given `amax_bits`, the largest
@@ -332,8 +335,27 @@ pub(crate) fn rebuild_rank4_i8_with(
 /// rest is taken here, as the reference does): `s = max|w| / 127` (1 for an all-zero
 /// channel), `q = quantize_weight(w · (1/s))` via the branch-free
 /// `fixed::quantize_weight_fast`. Returns `s`.
+#[cfg(test)]
+pub(crate) fn quantize_from_amax(w: &[f32], amax_bits: u32, out: &mut [i8]) -> f32 {
+    quantize_from_amax_with(round_row, w, amax_bits, out)
+}
+
+/// `out[i] = fixed::quantize_weight_fast(w[i] · inv)` (a [`quantize_from_amax_with`] loop).
 #[cfg(any(test, all(target_arch = "arm", target_feature = "dsp")))]
-pub(crate) fn quantize_from_amax(w: &[f32], mut amax_bits: u32, out: &mut [i8]) -> f32 {
+pub(crate) fn round_row(w: &[f32], inv: f32, out: &mut [i8]) {
+    for (q, &v) in out.iter_mut().zip(w) {
+        *q = crate::kernels::fixed::quantize_weight_fast(v * inv);
+    }
+}
+
+/// [`quantize_from_amax`] with the rounding loop `round` (`w`, `out` of one length).
+#[cfg(any(test, all(target_arch = "arm", target_feature = "dsp")))]
+pub(crate) fn quantize_from_amax_with(
+    round: fn(&[f32], f32, &mut [i8]),
+    w: &[f32],
+    mut amax_bits: u32,
+    out: &mut [i8],
+) -> f32 {
     if amax_bits > 0x7f80_0000 {
         amax_bits = w
             .iter()
@@ -344,10 +366,7 @@ pub(crate) fn quantize_from_amax(w: &[f32], mut amax_bits: u32, out: &mut [i8]) 
     }
     let amax = f32::from_bits(amax_bits);
     let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
-    let inv = 1.0 / s;
-    for (q, &v) in out.iter_mut().zip(w) {
-        *q = crate::kernels::fixed::quantize_weight_fast(v * inv);
-    }
+    round(w, 1.0 / s, out);
     s
 }
 

@@ -10,7 +10,7 @@
 //! reload and a second store; the row loop in `asm!` with `VLDM`/`VMLA`/`VSTM`), with the
 //! same f32 operations in the same order (host test of the portable row against the
 //! reference, board self-check of this one).
-use crate::switch::{quantize_from_amax, rank4_row, rebuild_rank4_i8_with, Delta};
+use crate::switch::{quantize_from_amax_with, rank4_pass, rank4_row, round_row, Delta};
 use core::arch::asm;
 
 /// Same contract and bits as `reference::requant_weights::requant_weights`.
@@ -22,7 +22,7 @@ pub(crate) fn requant_weights(w: &mut [f32], w0: &[i8], s0: f32, out: &mut [i8])
         *v += s0 * q as f32;
         amax_bits = amax_bits.max(v.to_bits() & 0x7fff_ffff);
     }
-    quantize_from_amax(w, amax_bits, out)
+    quantize_from_amax_with(round4, w, amax_bits, out)
 }
 
 /// The `Kernels::rebuild_i8` slot: one pass for rank-4 f32 factors, else `B·A` then
@@ -35,8 +35,9 @@ pub(crate) fn rebuild_i8(
     w: &mut [f32],
     out: &mut [i8],
 ) -> f32 {
-    match rebuild_rank4_i8_with(row4, d, o, w0, s0, w, out) {
-        Some(s) => s,
+    let n = d.channel_len();
+    match rank4_pass(row4, d, o, w0, s0, w) {
+        Some(amax) => quantize_from_amax_with(round4, &w[..n], amax, &mut out[..n]),
         None => {
             let w = &mut w[..d.channel_len()];
             d.channel_into_i8(o, w);
@@ -154,4 +155,81 @@ fn row4(b: &[f32; 4], a: [&[f32]; 4], q: &[i8], s0: f32, w: &mut [f32], m2: u32)
         &mut w[k..],
         m2,
     )
+}
+
+/// `switch::round_row` four weights per pass in one `asm!` block: `VLDM`, `VMUL` by
+/// `1/s`, `VABS`, `VADD` of `½ − 2^−25`, `VCVT` (toward zero; NaN → 0, saturating),
+/// `USAT #7`, the sign of `w·inv` put back with `EOR`/`SUB` of its `ASR #31` — the steps of
+/// `fixed::quantize_weight_fast`. The tail (`len % 4`) goes to the portable loop.
+fn round4(w: &[f32], inv: f32, out: &mut [i8]) {
+    let n = w.len().min(out.len());
+    let (w, out) = (&w[..n], &mut out[..n]);
+    let blocks = n / 4;
+    if blocks > 0 {
+        // SAFETY: reads `4·blocks ≤ n` f32 of `w` (4-aligned as every `&[f32]`) and writes
+        // as many bytes of `out`, both of length `n`; the clobbered FP registers are declared;
+        // no stack use.
+        unsafe {
+            asm!(
+                "vmov s0, {inv}",
+                "vmov s1, {half}",
+                "2:",
+                "vldmia {pw}!, {{s8-s11}}",
+                "vmul.f32 s8, s8, s0",
+                "vmul.f32 s9, s9, s0",
+                "vmul.f32 s10, s10, s0",
+                "vmul.f32 s11, s11, s0",
+                "vmov {t0}, {t1}, s8, s9",
+                "vmov {t2}, {t3}, s10, s11",
+                "vabs.f32 s8, s8",
+                "vabs.f32 s9, s9",
+                "vabs.f32 s10, s10",
+                "vabs.f32 s11, s11",
+                "vadd.f32 s8, s8, s1",
+                "vadd.f32 s9, s9, s1",
+                "vadd.f32 s10, s10, s1",
+                "vadd.f32 s11, s11, s1",
+                "vcvt.s32.f32 s8, s8",
+                "vcvt.s32.f32 s9, s9",
+                "vcvt.s32.f32 s10, s10",
+                "vcvt.s32.f32 s11, s11",
+                "vmov {r0}, {r1}, s8, s9",
+                "usat {r0}, #7, {r0}",
+                "usat {r1}, #7, {r1}",
+                "eor {r0}, {r0}, {t0}, asr #31",
+                "sub {r0}, {r0}, {t0}, asr #31",
+                "eor {r1}, {r1}, {t1}, asr #31",
+                "sub {r1}, {r1}, {t1}, asr #31",
+                "strb {r0}, [{po}], #1",
+                "strb {r1}, [{po}], #1",
+                "vmov {r0}, {r1}, s10, s11",
+                "usat {r0}, #7, {r0}",
+                "usat {r1}, #7, {r1}",
+                "eor {r0}, {r0}, {t2}, asr #31",
+                "sub {r0}, {r0}, {t2}, asr #31",
+                "eor {r1}, {r1}, {t3}, asr #31",
+                "sub {r1}, {r1}, {t3}, asr #31",
+                "strb {r0}, [{po}], #1",
+                "strb {r1}, [{po}], #1",
+                "subs {cnt}, {cnt}, #1",
+                "bne 2b",
+                pw = inout(reg) w.as_ptr() => _,
+                po = inout(reg) out.as_mut_ptr() => _,
+                cnt = inout(reg) blocks => _,
+                inv = in(reg) inv.to_bits(),
+                half = in(reg) 0x3eff_ffffu32,
+                t0 = out(reg) _,
+                t1 = out(reg) _,
+                t2 = out(reg) _,
+                t3 = out(reg) _,
+                r0 = out(reg) _,
+                r1 = out(reg) _,
+                out("s0") _, out("s1") _,
+                out("s8") _, out("s9") _, out("s10") _, out("s11") _,
+                options(nostack),
+            );
+        }
+    }
+    let k = 4 * blocks;
+    round_row(&w[k..], inv, &mut out[k..]);
 }
