@@ -243,6 +243,32 @@ pub fn run(t: &mut Tally) {
         "int8 rebuild of whole convs (B·A, add, re-quantise) ≡ reference",
         ok && fused > TRIALS / 2,
     );
+    let ok = (0..TRIALS).all(|_| maxpool_case(&mut r, b, best, reference));
+    hprintln!("[fw] kernels: int8 max pool 3x3/2: {} random shapes", TRIALS);
+    t.check("int8 max pool 3x3/2 ≡ reference", ok);
+}
+
+/// One random max pool (sides 1–13, 1–40 channels: odd sides, channel tails), codes over
+/// the whole int8 range with runs of equal and extreme values; both tables, same bytes.
+fn maxpool_case(r: &mut Rng, b: &mut Bufs, fast: Kernels, slow: Kernels) -> bool {
+    let (h, w, c) = (r.range(1, 14), r.range(1, 14), r.range(1, 41));
+    let ho = Geom::out_dim(h, 3, 2, 1);
+    let wo = Geom::out_dim(w, 3, 2, 1);
+    let (nx, ny) = (h * w * c, ho * wo * c);
+    let pick = r.range(0, 4);
+    for v in &mut b.x[..nx] {
+        *v = match (pick, r.next() % 8) {
+            (0, 0) => -128,
+            (0, 1) => 127,
+            (1, _) => (r.next() % 3) as i8 - 1,
+            _ => r.i8(),
+        };
+    }
+    b.y0[..ny].fill(0x55);
+    b.y1[..ny].fill(-0x55);
+    (fast.maxpool_i8)(h, w, c, &b.x[..nx], &mut b.y0[..ny]);
+    (slow.maxpool_i8)(h, w, c, &b.x[..nx], &mut b.y1[..ny]);
+    b.y0[..ny] == b.y1[..ny]
 }
 
 /// One random expert conv rebuilt by both tables (`switch::materialize_i8_with`): f32
