@@ -28,6 +28,7 @@ type Dev = App<'static, Serial, Pin, Led, Model_>;
 
 /// The fixture, built once per test binary; everything in it lives for the whole run.
 struct Fx {
+    bytes: &'static [u8],
     f: Fixture<'static>,
     bundle: &'static Bundle<'static>,
     layout: Layout,
@@ -49,6 +50,7 @@ fn fx() -> &'static Fx {
         // The store in a flash of its own (the bundle stays where it is, read in place).
         let layout = Layout::for_bundle(bundle, 0, 1024);
         Fx {
+            bytes: al.as_slice(),
             input_len: f.input_len,
             f,
             bundle,
@@ -233,6 +235,19 @@ impl Rig {
         let flash = self.flash.clone();
         drop(self);
         boot(flash)
+    }
+}
+
+/// The board embeds the fixture and `run-qemu` regenerates it before each build: the same
+/// code must write the same bytes (a second generation in this process, whose hash maps
+/// are seeded differently from the first's).
+#[test]
+fn the_fixture_generator_is_deterministic() {
+    let first = fx().bytes;
+    let (again, _) = gen::fixture().expect("fixture");
+    assert_eq!(first.len(), again.len(), "fixture length");
+    if let Some(i) = (0..first.len()).find(|&i| first[i] != again[i]) {
+        panic!("two generations differ from byte {i} of {}", first.len());
     }
 }
 

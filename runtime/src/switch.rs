@@ -213,14 +213,15 @@ pub fn materialize_i8(
     out: &mut [i8],
     out_scale: &mut [f32],
 ) {
-    let rw = crate::kernels::reference::requant_weights::requant_weights;
-    materialize_i8_with(rw, w0, s0, d, scratch, out, out_scale);
+    let k = crate::kernels::Kernels::reference();
+    materialize_i8_with(&k, w0, s0, d, scratch, out, out_scale);
 }
 
-/// [`materialize_i8`] with the per-channel re-quantisation from a kernel table
-/// (`Kernels::requant_weights`, bit-identical in every table).
+/// [`materialize_i8`] with the kernel table `k`: its whole-channel rebuild
+/// (`Kernels::rebuild_i8`) where it has one, else `B·A` and its per-channel
+/// re-quantisation (`Kernels::requant_weights`); bit-identical in every table.
 pub fn materialize_i8_with(
-    requant_weights: crate::kernels::RequantWeights,
+    k: &crate::kernels::Kernels,
     w0: &[i8],
     s0: &[f32],
     d: &Delta<'_>,
@@ -231,9 +232,142 @@ pub fn materialize_i8_with(
     let n = d.channel_len();
     let scratch = &mut scratch[..n];
     for o in 0..d.cout {
-        d.channel_into_i8(o, scratch);
-        out_scale[o] = requant_weights(scratch, &w0[o * n..][..n], s0[o], &mut out[o * n..][..n]);
+        let (w0, out) = (&w0[o * n..][..n], &mut out[o * n..][..n]);
+        out_scale[o] = match k.rebuild_i8 {
+            Some(f) => f(d, o, w0, s0[o], scratch, out),
+            None => {
+                d.channel_into_i8(o, scratch);
+                (k.requant_weights)(scratch, w0, s0[o], out)
+            }
+        };
     }
+}
+
+/// One output channel of the int8 rebuild in one pass over the weights instead of two
+/// (`B·A` into `w`, then `w += s0·W0q` with `max|w|`): where both factors are decoded f32
+/// and `A` has exactly 4 rows (rank 4 at k = 1, the common expert), each weight is
+/// `((b0·a0 + b1·a1) + b2·a2) + b3·a3 + s0·q` in that order — the sums of
+/// [`Delta::channel_into_i8`] and the reference's add, so the same f32 bits — stored once,
+/// with `max|w|` taken on the way; then [`quantize_from_amax`]. `None` (nothing written)
+/// for other factor shapes. `w0`, `out`: channel `o`'s; `w` at least its length. The
+/// portable form, for the host tests; the Cortex-M table runs [`rebuild_rank4_i8_with`]
+/// with its `asm!` row loop.
+#[cfg(test)]
+pub(crate) fn rebuild_rank4_i8(
+    d: &Delta<'_>,
+    o: usize,
+    w0: &[i8],
+    s0: f32,
+    w: &mut [f32],
+    out: &mut [i8],
+) -> Option<f32> {
+    let n = d.channel_len();
+    let amax = rank4_pass(rank4_row, d, o, w0, s0, w)?;
+    Some(quantize_from_amax(&w[..n], amax, &mut out[..n]))
+}
+
+/// One row of [`rebuild_rank4_i8`]: `w[i] = b0·a0[i] + b1·a1[i] + b2·a2[i] + b3·a3[i] +
+/// s0·q[i]` (left to right) for the `w.len()` elements (every slice at least that long),
+/// and the largest `bits << 1` of them and `m2`.
+#[cfg(any(test, all(target_arch = "arm", target_feature = "dsp")))]
+pub(crate) type Rank4Row = fn(&[f32; 4], [&[f32]; 4], &[i8], f32, &mut [f32], u32) -> u32;
+
+/// The portable [`Rank4Row`] (and the Cortex-M twin's tail).
+#[cfg(any(test, all(target_arch = "arm", target_feature = "dsp")))]
+pub(crate) fn rank4_row(
+    b: &[f32; 4],
+    a: [&[f32]; 4],
+    q: &[i8],
+    s0: f32,
+    w: &mut [f32],
+    m2: u32,
+) -> u32 {
+    let [b0, b1, b2, b3] = *b;
+    let n = w.len();
+    let rows = a[0][..n]
+        .iter()
+        .zip(&a[1][..n])
+        .zip(&a[2][..n])
+        .zip(&a[3][..n]);
+    // `max|w|` as the largest `bits << 1` (the sign bit shifted out): one compare a weight.
+    let mut m2 = m2;
+    for ((v, &q), (((&x0, &x1), &x2), &x3)) in w.iter_mut().zip(&q[..n]).zip(rows) {
+        let t = b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3 + s0 * q as f32;
+        *v = t;
+        m2 = m2.max(t.to_bits() << 1);
+    }
+    m2
+}
+
+/// The first half of [`rebuild_rank4_i8`] with the row loop `row`: the f32 weights of
+/// channel `o` into `w[..channel_len]`; returns their `max|w|` bits (see
+/// [`quantize_from_amax`]), `None` (nothing written) where the factors do not fit.
+#[cfg(any(test, all(target_arch = "arm", target_feature = "dsp")))]
+pub(crate) fn rank4_pass(
+    row: Rank4Row,
+    d: &Delta<'_>,
+    o: usize,
+    w0: &[i8],
+    s0: f32,
+    w: &mut [f32],
+) -> Option<u32> {
+    let (a, b) = (d.a.as_f32()?, d.b.as_f32()?);
+    let (ck, k) = (d.a.cols, d.k);
+    if d.a.rows != 4 {
+        return None;
+    }
+    let n = k * ck;
+    let (w, w0) = (&mut w[..n], &w0[..n]);
+    let (a0, rest) = a[..4 * ck].split_at(ck);
+    let (a1, rest) = rest.split_at(ck);
+    let (a2, a3) = rest.split_at(ck);
+    let mut m2 = 0u32;
+    for r in 0..k {
+        let br: &[f32; 4] = b[(o * k + r) * 4..][..4].try_into().ok()?;
+        let (wr, qr) = (&mut w[r * ck..][..ck], &w0[r * ck..][..ck]);
+        m2 = row(br, [a0, a1, a2, a3], qr, s0, wr, m2);
+    }
+    Some(m2 >> 1)
+}
+
+/// The rounding half of the int8 re-quantisation, given `amax_bits`, the largest
+/// `bits & 0x7fff_ffff` of `w` (a NaN's bits top every number's: then the max over the
+/// rest is taken here, as the reference does): `s = max|w| / 127` (1 for an all-zero
+/// channel), `q = quantize_weight(w · (1/s))` via the branch-free
+/// `fixed::quantize_weight_fast`. Returns `s`.
+#[cfg(test)]
+pub(crate) fn quantize_from_amax(w: &[f32], amax_bits: u32, out: &mut [i8]) -> f32 {
+    quantize_from_amax_with(round_row, w, amax_bits, out)
+}
+
+/// `out[i] = fixed::quantize_weight_fast(w[i] · inv)` (a [`quantize_from_amax_with`] loop).
+#[cfg(any(test, all(target_arch = "arm", target_feature = "dsp")))]
+pub(crate) fn round_row(w: &[f32], inv: f32, out: &mut [i8]) {
+    for (q, &v) in out.iter_mut().zip(w) {
+        *q = crate::kernels::fixed::quantize_weight_fast(v * inv);
+    }
+}
+
+/// [`quantize_from_amax`] with the rounding loop `round` (`w`, `out` of one length).
+#[cfg(any(test, all(target_arch = "arm", target_feature = "dsp")))]
+pub(crate) fn quantize_from_amax_with(
+    round: fn(&[f32], f32, &mut [i8]),
+    w: &[f32],
+    mut amax_bits: u32,
+    out: &mut [i8],
+) -> f32 {
+    if amax_bits > 0x7f80_0000 {
+        amax_bits = w
+            .iter()
+            .map(|v| v.to_bits() & 0x7fff_ffff)
+            .filter(|&b| b <= 0x7f80_0000)
+            .max()
+            .unwrap_or(0);
+    }
+    let amax = f32::from_bits(amax_bits);
+    let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+    round(w, 1.0 / s, out);
+    s
 }
 
 /// Streaming low-rank path, first half (k = 1): `u[p, j] = Σ_c A[j, c] · x[p, c]` over the
@@ -559,7 +693,7 @@ mod tests {
             let mut scratch = std::vec![0f32; n];
             let (mut got, mut got_s) = (std::vec![0i8; cout * n], std::vec![0f32; cout]);
             materialize_i8_with(
-                requant_weights,
+                &crate::kernels::Kernels::reference(),
                 &w0,
                 &s0,
                 &d,
@@ -584,6 +718,82 @@ mod tests {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
             assert_eq!(bits(&got_s), bits(&want_s), "case {case}");
         }
+    }
+
+    /// The one-pass rank-4 rebuild (the Cortex-M table's `rebuild_i8`) gives the bytes and
+    /// scale bits of the reference's two passes (`channel_into`, then the reference
+    /// `requant_weights`) on random f32 factors of random shapes, ranks 4 mostly (others
+    /// must decline), with exact and negative zeros, NaN / infinite entries, zero `W0`
+    /// channels and factor scales from tiny to large. Seed: `LORKD_SEED`.
+    #[test]
+    fn one_pass_rank4_rebuild_matches_the_reference() {
+        use super::{rebuild_rank4_i8, Delta, Factor};
+        use crate::format::DeltaDType;
+        use crate::kernels::reference::requant_weights::requant_weights;
+        let mut st = crate::test_seed() | 1;
+        let mut next = move || {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            st
+        };
+        let mut fused = 0;
+        for case in 0..600 {
+            let k = [1, 1, 1, 3][case % 4];
+            let rank = if case % 5 == 4 {
+                1 + next() as usize % 6
+            } else {
+                4
+            };
+            let (cout, cin) = (1 + next() as usize % 9, 1 + next() as usize % 40);
+            let (rk, ck, n) = (rank * k, cin * k, cin * k * k);
+            let scale = [1e-30f32, 1e-3, 0.05, 1.0, 1e30][case % 5];
+            let zeros = [2u64, 3, 50, 1000][case % 4];
+            let val = |next: &mut dyn FnMut() -> u64| -> f32 {
+                let r = next();
+                match r % zeros {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ if r.is_multiple_of(997) => [f32::NAN, f32::INFINITY][(r >> 20) as usize % 2],
+                    _ => ((r >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale,
+                }
+            };
+            let a: std::vec::Vec<f32> = (0..rk * ck).map(|_| val(&mut next)).collect();
+            let b: std::vec::Vec<f32> = (0..cout * k * rk).map(|_| val(&mut next)).collect();
+            let w0: std::vec::Vec<i8> = (0..cout * n)
+                .map(|i| if (i / n) % 3 == 0 { 0 } else { next() as i8 })
+                .collect();
+            let s0: std::vec::Vec<f32> = (0..cout)
+                .map(|o| [0.0, 1e-4, 0.01, 3.0][(o + case) % 4] * (1 + o) as f32)
+                .collect();
+            let fa = Factor::from_bytes(bytemuck::cast_slice(&a), DeltaDType::F32, rk, ck).unwrap();
+            let fb = Factor::from_bytes(bytemuck::cast_slice(&b), DeltaDType::F32, cout * k, rk)
+                .unwrap();
+            let d = Delta {
+                a: fa,
+                b: fb,
+                cout,
+                cin,
+                k,
+            };
+            for o in 0..cout {
+                let (w0o, s0o) = (&w0[o * n..][..n], s0[o]);
+                let mut scratch = std::vec![0f32; n];
+                let mut want = std::vec![0i8; n];
+                d.channel_into(o, &mut scratch);
+                let want_s = requant_weights(&mut scratch, w0o, s0o, &mut want);
+                let mut w = std::vec![0f32; n];
+                let mut got = std::vec![0i8; n];
+                let got_s = rebuild_rank4_i8(&d, o, w0o, s0o, &mut w, &mut got);
+                assert_eq!(got_s.is_some(), rk == 4, "case {case}: rk {rk}");
+                let Some(got_s) = got_s else { continue };
+                fused += 1;
+                let at = format!("case {case}: cout {cout} cin {cin} k {k} rank {rank} o {o}");
+                assert_eq!(got, want, "{at}");
+                assert_eq!(got_s.to_bits(), want_s.to_bits(), "{at}");
+            }
+        }
+        assert!(fused > 1000, "only {fused} channels took the one-pass path");
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub fn fixture_at(size: usize) -> Result<(Vec<u8>, String)> {
     let raw = random_checkpoint(&spec)?;
     let st = safetensors::SafeTensors::deserialize(&raw)?;
     let mut tensors = Vec::new();
-    for (name, view) in st.tensors() {
+    for (name, view) in tensors_by_name(&st) {
         let shape = view.shape().to_vec();
         let mut data: Vec<f32> = view
             .data()
@@ -189,7 +189,7 @@ pub fn fixture_at(size: usize) -> Result<(Vec<u8>, String)> {
             classes: (0..ADDED_CLASSES).map(|c| format!("a{c}")).collect(),
         });
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
-        for (name, view) in st.tensors() {
+        for (name, view) in tensors_by_name(&st) {
             let mut shape = view.shape().to_vec();
             let mut data: Vec<f32> = view
                 .data()
@@ -341,6 +341,17 @@ pub fn fixture_at(size: usize) -> Result<(Vec<u8>, String)> {
         tops3
     );
     Ok((f, summary))
+}
+
+/// A safetensors file's tensors in name order. `SafeTensors::tensors` lists them in its
+/// internal `HashMap`'s order, which is seeded per map: the added department draws its fresh
+/// values from one RNG stream in this loop, so that order decides the bytes.
+pub fn tensors_by_name<'a>(
+    st: &safetensors::SafeTensors<'a>,
+) -> Vec<(String, safetensors::tensor::TensorView<'a>)> {
+    let mut t = st.tensors();
+    t.sort_by(|a, b| a.0.cmp(&b.0));
+    t
 }
 
 /// The fixture key's public half as a `lorkd keygen` `.pub` file (what the QEMU board's

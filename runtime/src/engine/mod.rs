@@ -312,7 +312,7 @@ impl<'b, 'a> Engine<'b, 'a> {
         let shared = self.bundle.shared();
         let int8 = m.precision == Precision::Int8;
         let rank = m.rank as usize;
-        let requant_weights = self.kernels.requant_weights;
+        let kernels = self.kernels;
         let p = self.parts();
         let mut wofs = 0usize;
         let mut cursor = DeltaCursor::new(dept.manifest.deltas);
@@ -360,7 +360,7 @@ impl<'b, 'a> Engine<'b, 'a> {
                 }
                 let ds = &mut f32s_mut(ds)?[..cout];
                 switch::materialize_i8_with(
-                    requant_weights,
+                    &kernels,
                     expect_len(i8s(w0), n, i)?,
                     s0,
                     &delta,

@@ -80,6 +80,12 @@ pub type ConvI8 = fn(&Geom, &[i8], i32, &[i8], &[[i32; 3]], OutQ, &mut [i8]);
 /// The int8 rebuild's per-channel re-quantisation slot: `(delta row → weights, W0q, s0,
 /// out) → scale`.
 pub type RequantWeights = fn(&mut [f32], &[i8], f32, &mut [i8]) -> f32;
+/// The int8 rebuild of one whole output channel (`switch::materialize_i8_with`): `(delta,
+/// channel o, its W0q, s0, f32 scratch, its int8 out) → scale`, the bytes and scale of
+/// `delta.channel_into_i8(o, scratch)` then `requant_weights`.
+pub type RebuildI8 = fn(&crate::switch::Delta<'_>, usize, &[i8], f32, &mut [f32], &mut [i8]) -> f32;
+/// The int8 max pool 3x3/2 slot: `(h, w, c, x, y)` (`reference::maxpool::maxpool3x3s2`).
+pub type MaxPoolI8 = fn(usize, usize, usize, &[i8], &mut [i8]);
 /// The int8 dot product slot: `(w, x, x zero point) → Σ w·(x − zx)` (exact).
 pub type DotI8 = fn(&[i8], &[i8], i32) -> i32;
 /// A block of exact int8 sums handed out by a [`SumsI8`] slot: output pixels `p0 .. p0 + np`
@@ -125,6 +131,10 @@ pub struct Kernels {
     pub dwconv3x3_i8: ConvI8,
     /// `reference::requant_weights::requant_weights` (department switch, int8).
     pub requant_weights: RequantWeights,
+    /// [`RebuildI8`]; `None`: `Delta::channel_into_i8`, then the `requant_weights` slot.
+    pub rebuild_i8: Option<RebuildI8>,
+    /// `reference::maxpool::maxpool3x3s2` on int8 codes.
+    pub maxpool_i8: MaxPoolI8,
     /// `reference::conv1x1::dot_i8` (streaming int8 experts).
     pub dot_i8: DotI8,
     /// `reference::conv1x1::conv1x1_sums_i8` (streaming int8 1x1 experts).
@@ -150,6 +160,8 @@ impl Kernels {
             dwconv3x3_f32: reference::dwconv3x3::dwconv3x3_f32,
             dwconv3x3_i8: reference::dwconv3x3::dwconv3x3_i8,
             requant_weights: reference::requant_weights::requant_weights,
+            rebuild_i8: None,
+            maxpool_i8: reference::maxpool::maxpool3x3s2::<i8>,
             dot_i8: reference::conv1x1::dot_i8,
             conv1x1_sums_i8: reference::conv1x1::conv1x1_sums_i8,
             isa: "reference",

@@ -46,7 +46,13 @@ struct Bufs {
     rq: [[i32; 3]; RQMAX],
     y0: [i8; YMAX],
     y1: [i8; YMAX],
+    /// f32 factors as bytes (4-aligned, so the rebuild takes its f32 paths).
+    fac: Fac,
 }
+
+const FACMAX: usize = 8192;
+#[repr(align(4))]
+struct Fac([u8; FACMAX]);
 
 /// A random geometry of `f` whose buffers fit, or `None` (the caller draws again).
 fn geom(r: &mut Rng, f: Family) -> Option<Geom> {
@@ -183,6 +189,7 @@ pub fn run(t: &mut Tally) {
         rq: [[0; 3]; RQMAX],
         y0: [0; YMAX],
         y1: [0; YMAX],
+        fac: Fac([0; FACMAX]),
     }) else {
         return t.check("kernel checks: buffers", false);
     };
@@ -217,6 +224,107 @@ pub fn run(t: &mut Tally) {
         "rebuild re-quantisation (f32 → int8 weights), incl. NaN/inf/zero rows",
         ok,
     );
+    t.check(
+        "kernel table: a whole-channel rebuild (one pass at rank 4) is plugged in",
+        best.rebuild_i8.is_some(),
+    );
+    let (mut ok, mut fused) = (true, 0);
+    for i in 0..TRIALS {
+        let (same, f) = materialize_case(&mut r, b, i, best, reference);
+        ok &= same;
+        fused += f as usize;
+    }
+    hprintln!(
+        "[fw] kernels: int8 rebuild: {} random convs, {} at rank 4 (one pass)",
+        TRIALS,
+        fused
+    );
+    t.check(
+        "int8 rebuild of whole convs (B·A, add, re-quantise) ≡ reference",
+        ok && fused > TRIALS / 2,
+    );
+    let ok = (0..TRIALS).all(|_| maxpool_case(&mut r, b, best, reference));
+    hprintln!("[fw] kernels: int8 max pool 3x3/2: {} random shapes", TRIALS);
+    t.check("int8 max pool 3x3/2 ≡ reference", ok);
+}
+
+/// One random max pool (sides 1–13, 1–40 channels: odd sides, channel tails), codes over
+/// the whole int8 range with runs of equal and extreme values; both tables, same bytes.
+fn maxpool_case(r: &mut Rng, b: &mut Bufs, fast: Kernels, slow: Kernels) -> bool {
+    let (h, w, c) = (r.range(1, 14), r.range(1, 14), r.range(1, 41));
+    let ho = Geom::out_dim(h, 3, 2, 1);
+    let wo = Geom::out_dim(w, 3, 2, 1);
+    let (nx, ny) = (h * w * c, ho * wo * c);
+    let pick = r.range(0, 4);
+    for v in &mut b.x[..nx] {
+        *v = match (pick, r.next() % 8) {
+            (0, 0) => -128,
+            (0, 1) => 127,
+            (1, _) => (r.next() % 3) as i8 - 1,
+            _ => r.i8(),
+        };
+    }
+    b.y0[..ny].fill(0x55);
+    b.y1[..ny].fill(-0x55);
+    (fast.maxpool_i8)(h, w, c, &b.x[..nx], &mut b.y0[..ny]);
+    (slow.maxpool_i8)(h, w, c, &b.x[..nx], &mut b.y1[..ny]);
+    b.y0[..ny] == b.y1[..ny]
+}
+
+/// One random expert conv rebuilt by both tables (`switch::materialize_i8_with`): f32
+/// factors of rank 4 mostly (the one-pass path), others and k = 3 (the two-pass path), with
+/// zeros, a NaN or an infinity now and then, zero `W0` channels. `(bytes and scales
+/// bit-identical, the one-pass path was taken)`.
+fn materialize_case(r: &mut Rng, b: &mut Bufs, case: usize, fast: Kernels, slow: Kernels) -> (bool, bool) {
+    use lorkd_runtime::format::DeltaDType;
+    use lorkd_runtime::switch::{materialize_i8_with, Delta, Factor};
+    const COUT: usize = 8;
+    const NMAX: usize = 40 * 9;
+    let k = if case % 4 == 3 { 3 } else { 1 };
+    let rank = if case % 5 == 4 { r.range(1, 7) } else { 4 };
+    let (cout, cin) = (r.range(1, COUT + 1), r.range(1, 41));
+    let (rk, ck, n) = (rank * k, cin * k, cin * k * k);
+    let (na, nb) = (rk * ck, cout * k * rk);
+    let scale = [1e-3f32, 0.05, 1.0, 30.0][case % 4];
+    let unit = |r: &mut Rng| (r.next() >> 8) as f32 / (1u32 << 23) as f32 - 1.0;
+    for i in 0..na + nb {
+        let v = match r.next() % 64 {
+            0 => 0.0,
+            1 => -0.0,
+            2 if case % 7 == 0 => [f32::NAN, f32::INFINITY][r.range(0, 2)],
+            _ => unit(r) * scale,
+        };
+        b.fac.0[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    for (i, q) in b.x[..cout * n].iter_mut().enumerate() {
+        *q = if (i / n) % 3 == 2 { 0 } else { r.i8() };
+    }
+    let mut s0 = [0f32; COUT];
+    for v in &mut s0[..cout] {
+        *v = (unit(r) + 1.0) * 0.01 * scale;
+    }
+    let (fa, fb) = b.fac.0[..4 * (na + nb)].split_at(4 * na);
+    let (Some(a), Some(bf)) = (
+        Factor::from_bytes(fa, DeltaDType::F32, rk, ck),
+        Factor::from_bytes(fb, DeltaDType::F32, cout * k, rk),
+    ) else {
+        return (false, false);
+    };
+    let d = Delta {
+        a,
+        b: bf,
+        cout,
+        cin,
+        k,
+    };
+    let mut scratch = [0f32; NMAX];
+    let (mut sa, mut sb) = ([0f32; COUT], [0f32; COUT]);
+    let w0 = &b.x[..cout * n];
+    let (qa, qb) = (&mut b.y0[..cout * n], &mut b.y1[..cout * n]);
+    materialize_i8_with(&fast, w0, &s0, &d, &mut scratch, qa, &mut sa);
+    materialize_i8_with(&slow, w0, &s0, &d, &mut scratch, qb, &mut sb);
+    let same = qa == qb && sa[..cout].iter().zip(&sb[..cout]).all(|(x, y)| x.to_bits() == y.to_bits());
+    (same, rk == 4 && a.as_f32().is_some())
 }
 
 /// One random row of the rebuild's per-channel re-quantisation, both tables; `true` if the

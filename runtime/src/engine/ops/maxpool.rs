@@ -23,7 +23,7 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
         Some((qx, qy)) => {
             let y = i8s_mut(y);
             // Dequantisation is monotonic, so the max of the codes is the code of the max.
-            k::maxpool::maxpool3x3s2(h, w, c, i8s(x), y);
+            (cx.kern.maxpool_i8)(h, w, c, i8s(x), y);
             rescale(y, qx, qy);
         }
         None => {

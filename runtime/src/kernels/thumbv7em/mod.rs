@@ -11,6 +11,7 @@ mod conv1x1;
 mod dsp;
 mod dw3x3;
 mod gemm;
+mod maxpool;
 mod rebuild;
 mod stem;
 
@@ -23,6 +24,8 @@ pub(crate) fn dsp(base: Kernels) -> Kernels {
         conv_i8: stem::conv_i8,
         dwconv3x3_i8: dw3x3::dwconv3x3_i8,
         requant_weights: rebuild::requant_weights,
+        rebuild_i8: Some(rebuild::rebuild_i8),
+        maxpool_i8: maxpool::maxpool3x3s2_i8,
         isa: "armv7em-dsp",
         ..base
     }
