@@ -648,13 +648,8 @@ mod tests {
         use super::{materialize_i8_with, Delta, Factor};
         use crate::format::DeltaDType;
         use crate::kernels::reference::requant_weights::requant_weights;
-        let mut st = crate::test_seed() | 1;
-        let mut next = move || {
-            st ^= st << 13;
-            st ^= st >> 7;
-            st ^= st << 17;
-            st
-        };
+        let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
+        let mut next = move || rng.next_u64();
         for case in 0..300 {
             let (cout, cin, k) = (
                 1 + next() as usize % 9,
@@ -730,13 +725,8 @@ mod tests {
         use super::{rebuild_rank4_i8, Delta, Factor};
         use crate::format::DeltaDType;
         use crate::kernels::reference::requant_weights::requant_weights;
-        let mut st = crate::test_seed() | 1;
-        let mut next = move || {
-            st ^= st << 13;
-            st ^= st >> 7;
-            st ^= st << 17;
-            st
-        };
+        let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
+        let mut next = move || rng.next_u64();
         let mut fused = 0;
         for case in 0..600 {
             let k = [1, 1, 1, 3][case % 4];

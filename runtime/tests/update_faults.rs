@@ -76,19 +76,24 @@ fn check(s: &mut Store, f: &Fixture, acked: &Acked, what: &str) {
     let _ = f;
 }
 
+/// The standard layout with 1 KiB journal banks (15 records each), so updates compact.
+fn small_journal(f: &Fixture) -> Layout {
+    let std_layout = f.layout(256);
+    let bank = 1024u32;
+    Layout {
+        bank_size: bank,
+        slots: std_layout.journal + 2 * bank,
+        ..std_layout
+    }
+}
+
 #[test]
 fn a_transient_failure_at_every_operation_loses_no_acknowledged_commit() {
     let seed = seed();
     let f = Fixture::new(seed);
     let bundle = f.bundle();
-    let std_layout = f.layout(256);
     // A small journal, so compactions happen inside the faulted update and after it.
-    let bank = 1024u32;
-    let layout = Layout {
-        bank_size: bank,
-        slots: std_layout.journal + 2 * bank,
-        ..std_layout
-    };
+    let layout = small_journal(&f);
     let open = |flash: Flash| Store::open(flash, layout, f.pubkey, &bundle).expect("store opens");
     let mut s = open(f.flash(&layout, seed));
     let mut scratch = vec![0u8; layout.slot_size as usize];
@@ -231,14 +236,9 @@ fn a_bit_flip_in_the_bank_header_never_rolls_the_journal_back() {
     let seed = seed();
     let f = Fixture::new(seed);
     let bundle = f.bundle();
-    let std_layout = f.layout(256);
-    // A journal of 15 records a bank, so the updates below compact it more than once.
-    let bank = 1024u32;
-    let layout = Layout {
-        bank_size: bank,
-        slots: std_layout.journal + 2 * bank,
-        ..std_layout
-    };
+    // The updates below compact the small journal more than once.
+    let layout = small_journal(&f);
+    let bank = layout.bank_size;
     let open = |flash: Flash| Store::open(flash, layout, f.pubkey, &bundle);
     let mut s = open(f.flash(&layout, seed)).expect("store opens");
     let mut scratch = vec![0u8; layout.slot_size as usize];

@@ -120,16 +120,10 @@ impl Control {
             .len()
             .div_ceil(batch.max(1)) as u64;
         let cfg = move |epoch: u64| LoaderConfig {
-            batch_size: batch,
-            shuffle: true,
-            flip: true,
-            drop_last: false,
-            seed,
-            epoch,
             workers,
             prefetch: 2 * workers,
             departments: Some(vec![dept]),
-            transform: transform.clone(),
+            ..LoaderConfig::train(batch, transform.clone(), seed, epoch)
         };
         (cfg, per_epoch)
     }
