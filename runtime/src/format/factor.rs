@@ -204,7 +204,15 @@ impl<'a> Factor<'a> {
                     *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                 }
             }
-            _ => {
+            // The row's f16 scale decoded once, not per element (the products are `get`'s).
+            DeltaDType::I8 => {
+                let s = self.row_scale(i);
+                let b = &self.bytes[i * self.cols..][..self.cols];
+                for (o, &q) in out[..self.cols].iter_mut().zip(b) {
+                    *o = q as i8 as f32 * s;
+                }
+            }
+            DeltaDType::F16 => {
                 for (j, o) in out[..self.cols].iter_mut().enumerate() {
                     *o = self.get(i, j);
                 }
@@ -264,7 +272,7 @@ mod tests {
                         .fold(0f32, |a, v| a.max(v.abs()));
                     for j in 0..cols {
                         let (v, d) = (x[i * cols + j], y[i * cols + j]);
-                        assert_eq!(d, f.get(i, j));
+                        assert_eq!(d.to_bits(), f.get(i, j).to_bits());
                         match dt {
                             DeltaDType::F32 => assert_eq!(d.to_bits(), v.to_bits()),
                             DeltaDType::F16 => assert_eq!(d, half::f16::from_f32(v).to_f32()),
