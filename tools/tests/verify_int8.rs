@@ -2,14 +2,17 @@
 //! fused f32 expert and the scale-derived error budget, on calibration images), and the same
 //! bundle with a broken int8 path — a corrupted weight scale, or a corrupted activation
 //! scale — resealed so every hash and the base id are valid again, fails.
-use lorkd_runtime::format::header::{DeltaHeader, Header, DELTA_HEADER_LEN};
-use lorkd_runtime::format::view::base_id_of;
-use lorkd_runtime::format::write::{write_blob, write_bundle};
-use lorkd_runtime::format::{Bundle, DeltaDType, DeptManifest, Op, Precision};
+use lorkd_runtime::format::{Bundle, DeltaDType, Op, Precision};
 use lorkd_runtime::AlignedBytes;
 use lorkd_tools::checkpoint::{random_checkpoint, Checkpoint, RandomSpec};
 use lorkd_tools::pack::{pack, PackOptions};
 use lorkd_tools::verify::{render, verify_with, Options, INT8_IMAGES};
+
+// The one bundle reseal (split, then fresh hashes, base id and blob bindings) of the runtime's
+// mutation tests and fuzz targets.
+#[allow(dead_code)]
+#[path = "../../runtime/tests/common/bundle.rs"]
+mod bundle;
 
 fn seed() -> u64 {
     let s = std::env::var("LORKD_SEED")
@@ -45,30 +48,14 @@ fn int8_bundle(seed: u64) -> Vec<u8> {
     .unwrap()
 }
 
-/// Rebuilds `bytes` after `edit` changes the shared payload and the department blobs'
-/// payloads in place: fresh hashes, base id and blob bindings (a valid unsigned bundle).
-fn reseal(bytes: &[u8], edit: impl Fn(&Bundle<'_>, &mut [u8], &mut [Vec<u8>])) -> Vec<u8> {
+/// Rebuilds `bytes` after `edit` changes the shared payload in place: fresh hashes, base id
+/// and blob bindings (a valid unsigned bundle).
+fn reseal(bytes: &[u8], edit: impl Fn(&Bundle<'_>, &mut [u8])) -> Vec<u8> {
     let al = AlignedBytes::new(bytes);
     let b = Bundle::parse(al.as_slice()).unwrap();
-    let h = Header::decode(bytes).unwrap();
-    let manifest = h.manifest.slice(bytes).unwrap().to_vec();
-    let mut shared = b.shared().to_vec();
-    let mut payloads: Vec<Vec<u8>> = (0..b.department_count())
-        .map(|i| b.department(i).unwrap().payload.to_vec())
-        .collect();
-    edit(&b, &mut shared, &mut payloads);
-    let base = base_id_of(&manifest, &shared);
-    let blobs: Vec<(&str, Vec<u8>)> = (0..b.department_count())
-        .map(|i| {
-            let blob = b.department_blob(i).unwrap();
-            let dh = DeltaHeader::decode(blob).unwrap();
-            let mb = &blob[DELTA_HEADER_LEN..DELTA_HEADER_LEN + dh.manifest_len as usize];
-            let (mut m, _) = postcard::take_from_bytes::<DeptManifest<'_>>(mb).unwrap();
-            m.base_id = base;
-            (m.name, write_blob(&m, &payloads[i]).unwrap())
-        })
-        .collect();
-    write_bundle(&manifest, &shared, &blobs, false).unwrap()
+    let mut parts = bundle::split(bytes).unwrap();
+    edit(&b, &mut parts.shared);
+    bundle::reseal_with(&parts, true).unwrap()
 }
 
 fn judge(name: &str, bytes: &[u8], seed: u64) -> bool {
@@ -92,7 +79,7 @@ fn int8_verify_passes_a_good_bundle_and_fails_a_broken_int8_path() {
 
     // Every output channel scale of the stem conv ×4: the int8 stem computes 4·W (a negated
     // scale is refused by the parser itself, checked below).
-    let bad_weights = reseal(&good, |b, shared, _| {
+    let bad_weights = reseal(&good, |b, shared| {
         let stem = b.manifest().ops.iter().find_map(|op| match op {
             Op::Conv { wscale, .. } => Some(wscale),
             _ => None,
@@ -107,7 +94,7 @@ fn int8_verify_passes_a_good_bundle_and_fails_a_broken_int8_path() {
     assert!(!judge("bad weight scales", &bad_weights, seed));
 
     // A negated stem scale is not even a bundle: the parser refuses it.
-    let negated = reseal(&good, |b, shared, _| {
+    let negated = reseal(&good, |b, shared| {
         let stem = b.manifest().ops.iter().find_map(|op| match op {
             Op::Conv { wscale, .. } => Some(wscale),
             _ => None,
