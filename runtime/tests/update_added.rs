@@ -8,10 +8,10 @@
 mod update_fixture;
 
 use lorkd_runtime::engine::testnet::Rng;
-use lorkd_runtime::format::{Bundle, FormatError};
+use lorkd_runtime::format::FormatError;
 use lorkd_runtime::update::package::HEADER_LEN;
 use lorkd_runtime::update::{Active, Layout, UpdateError};
-use update_fixture::{seed, Fixture, Flash, Store};
+use update_fixture::{seed, stream, Fixture, Flash, Store};
 
 /// The bundle's departments (the fixture's `NetSpec::small`).
 const T: usize = 3;
@@ -355,23 +355,6 @@ fn a_damaged_added_slot_falls_back_to_its_other_slot_or_runs_nothing() {
     let s = f.open(flash, layout);
     assert_eq!(s.active(T), Active::Unavailable);
     assert_eq!(s.security_counter(T), 2);
-}
-
-/// `begin`, chunks of random sizes, `finish`.
-fn stream(
-    s: &mut Store,
-    pkg: &[u8],
-    bundle: &Bundle<'_>,
-    rng: &mut Rng,
-) -> Result<usize, UpdateError> {
-    let mut at = s.begin(&pkg[..HEADER_LEN], bundle)? as usize;
-    while at < pkg.len() {
-        let n = (1 + rng.below(300)).min(pkg.len() - at);
-        s.write(at as u32, &pkg[at..at + n])?;
-        at += n;
-    }
-    let mut scratch = vec![0u8; pkg.len()];
-    s.finish(bundle, &mut scratch)
 }
 
 /// After a reboot: either no department was added (and the pair is free), or `oncology`

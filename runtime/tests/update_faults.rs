@@ -10,24 +10,7 @@ use lorkd_runtime::engine::testnet::Rng;
 use lorkd_runtime::format::Bundle;
 use lorkd_runtime::update::package::HEADER_LEN;
 use lorkd_runtime::update::{Active, Layout, UpdateError};
-use update_fixture::{seed, Fixture, Flash, Store};
-
-/// One attempt: `begin` (resuming what the journal kept), chunks, `finish`.
-fn stream(
-    s: &mut Store,
-    pkg: &[u8],
-    bundle: &Bundle<'_>,
-    rng: &mut Rng,
-) -> Result<usize, UpdateError> {
-    let mut at = s.begin(&pkg[..HEADER_LEN], bundle)? as usize;
-    while at < pkg.len() {
-        let n = (1 + rng.below(300)).min(pkg.len() - at);
-        s.write(at as u32, &pkg[at..at + n])?;
-        at += n;
-    }
-    let mut scratch = vec![0u8; pkg.len()];
-    s.finish(bundle, &mut scratch)
-}
+use update_fixture::{seed, stream, Fixture, Flash, Store};
 
 /// A host that retries after a flash error, as the firmware's `UpdateBegin` resumes.
 fn stream_retrying(s: &mut Store, pkg: &[u8], bundle: &Bundle<'_>, rng: &mut Rng) -> usize {

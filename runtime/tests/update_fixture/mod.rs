@@ -6,9 +6,9 @@ use lorkd_runtime::engine::testnet::{NetSpec, Rng, TestNet};
 use lorkd_runtime::engine::Engine;
 use lorkd_runtime::format::write::{encode_seq, write_blob, Payload};
 use lorkd_runtime::format::{Bundle, DeltaRef, Dept, Mode, Seq, TensorRef};
-use lorkd_runtime::update::package::{write_signed, PackageHeader};
+use lorkd_runtime::update::package::{write_signed, PackageHeader, HEADER_LEN};
 use lorkd_runtime::update::sim::SimFlash;
-use lorkd_runtime::update::{Layout, UpdateStore};
+use lorkd_runtime::update::{Layout, UpdateError, UpdateStore};
 use lorkd_runtime::AlignedBytes;
 
 #[path = "../common/mod.rs"]
@@ -23,6 +23,24 @@ pub type Store = UpdateStore<Flash, 8>;
 /// Added-department slot pairs of the fixture's standard layout (the smallest journal banks
 /// the other tests use must hold the compacted state of every pair).
 pub const ADDED: u16 = 1;
+
+/// Streams `pkg` as the firmware does: `begin` (resuming what the journal kept), chunks of
+/// 1–300 bytes drawn from `rng` from the offset `begin` returns, `finish`.
+pub fn stream(
+    s: &mut Store,
+    pkg: &[u8],
+    bundle: &Bundle<'_>,
+    rng: &mut Rng,
+) -> Result<usize, UpdateError> {
+    let mut at = s.begin(&pkg[..HEADER_LEN], bundle)? as usize;
+    while at < pkg.len() {
+        let n = (1 + rng.below(300)).min(pkg.len() - at);
+        s.write(at as u32, &pkg[at..at + n])?;
+        at += n;
+    }
+    let mut scratch = vec![0u8; pkg.len()];
+    s.finish(bundle, &mut scratch)
+}
 
 pub struct Fixture {
     pub net: TestNet,
