@@ -1,6 +1,7 @@
 //! Whole-model engine tests on random ShuffleNetV2-shaped bundles (`engine::testnet`):
 //! f32 against a naive reference forward, select A, B, A bit-identity, department deltas
-//! changing the outputs, streaming ≈ materialized, int8 against f32, and the error paths.
+//! changing the outputs, streaming ≈ materialized, int8 against f32, the per-layer (`auto`)
+//! switch plan, and the error paths.
 mod common;
 use common::seed;
 use lorkd_runtime::engine::testnet::{Layer, NetSpec, TestNet};
@@ -218,7 +219,7 @@ fn f32_matches_reference_and_switch_is_exact() {
     let bytes = AlignedBytes::new(&net.bundle_f32());
     let bundle = Bundle::parse(bytes.as_slice()).unwrap();
     let xs = net.inputs(4, s ^ 1);
-    for mode in [Mode::Materialized, Mode::Streaming] {
+    for mode in Mode::ALL {
         let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(mode));
         let mut e = Engine::new(&bundle, arena.as_mut_slice(), mode).unwrap();
         for x in &xs {
@@ -435,7 +436,7 @@ fn errors_are_values() {
     let net = TestNet::random(NetSpec::small(), s);
     let bytes = AlignedBytes::new(&net.bundle_f32());
     let bundle = Bundle::parse(bytes.as_slice()).unwrap();
-    for mode in [Mode::Materialized, Mode::Streaming] {
+    for mode in Mode::ALL {
         let need = bundle.arena_bytes(mode);
         let mut small = AlignedBytes::zeroed(need - 1);
         assert_eq!(
@@ -476,4 +477,126 @@ fn errors_are_values() {
         e.select_blob(bundle.department(2).unwrap()).unwrap();
         assert_eq!(e.infer(x, &mut logits), Ok(3));
     }
+}
+
+/// A net whose last convs are wide at few pixels, where the `auto` plan streams some expert
+/// convs and rebuilds the others.
+fn mixed_plan_net(s: u64) -> TestNet {
+    TestNet::random(
+        NetSpec {
+            size: 16,
+            c0: 8,
+            cb: 64,
+            features: 256,
+            rank: 2,
+            ..NetSpec::small()
+        },
+        s,
+    )
+}
+
+/// The `auto` plan on a net where it mixes: some experts stream, the rest are rebuilt (the
+/// stem, k = 3, never streams); the arena and the weight RAM shrink by the streamed slots;
+/// f32 logits match the naive reference for every department, select A, B, A is
+/// bit-identical; int8 agrees with Materialized as closely as Streaming does.
+#[test]
+fn auto_plan_streams_the_few_pixel_experts_and_rebuilds_the_rest() {
+    use lorkd_runtime::format::plan::{self, Plan};
+    let s = seed();
+    let net = mixed_plan_net(s);
+    let fbytes = AlignedBytes::new(&net.bundle_f32());
+    let fb = Bundle::parse(fbytes.as_slice()).unwrap();
+    let m = fb.manifest();
+    let p = Plan::new(m, Mode::Auto);
+    let experts: Vec<_> = plan::experts(m).collect();
+    let streamed: Vec<_> = experts.iter().filter(|e| p.streams_expert(e)).collect();
+    println!(
+        "auto streams {:?} of {} experts",
+        streamed
+            .iter()
+            .map(|e| (e.op, e.cout, e.cin, e.hw))
+            .collect::<Vec<_>>(),
+        experts.len()
+    );
+    assert!(!streamed.is_empty() && streamed.len() < experts.len());
+    assert!(streamed.iter().all(|e| e.k == 1));
+    // Streamed experts are the cheapest to stream: every rebuilt 1x1 expert has a higher
+    // stream/rebuild ratio than every streamed one, and they fit the inference budget.
+    let worst = streamed.iter().map(|e| e.cost.ratio()).max().unwrap();
+    for e in experts.iter().filter(|e| !p.streams_expert(e) && e.k == 1) {
+        assert!(e.cost.ratio() >= worst, "{e:?}");
+    }
+    let added: u64 = streamed.iter().map(|e| e.cost.stream).sum();
+    assert!(added <= plan::inference_cost(m) / plan::INFER_BUDGET);
+
+    let xs = net.inputs(4, s ^ 7);
+    let mut am = AlignedBytes::zeroed(fb.arena_bytes(Mode::Materialized));
+    let em = Engine::new(&fb, am.as_mut_slice(), Mode::Materialized).unwrap();
+    let wm = em.weight_ram_bytes();
+    drop(em);
+    let mut aa = AlignedBytes::zeroed(fb.arena_bytes(Mode::Auto));
+    let mut ea = Engine::new(&fb, aa.as_mut_slice(), Mode::Auto).unwrap();
+    assert!(
+        ea.weight_ram_bytes() < wm,
+        "{} vs {wm}",
+        ea.weight_ram_bytes()
+    );
+    assert!(fb.arena_bytes(Mode::Auto) < fb.arena_bytes(Mode::Materialized));
+    for x in &xs {
+        for t in 0..3 {
+            ea.select(t).unwrap();
+            let a = run(&mut ea, x);
+            assert!(close(&a, &reference(&net, t, x), 1e-4), "dept {t}");
+        }
+        ea.select(0).unwrap();
+        let a = run(&mut ea, x);
+        ea.select(1).unwrap();
+        ea.select(0).unwrap();
+        assert_eq!(bits(&a), bits(&run(&mut ea, x)), "select A, B, A");
+    }
+    drop(ea);
+
+    let calib = net.inputs(32, s ^ 8);
+    let qbytes = AlignedBytes::new(&net.bundle_int8(&ranges(&fb, 3, &calib)));
+    let qb = Bundle::parse(qbytes.as_slice()).unwrap();
+    let engine = |mode: Mode| AlignedBytes::zeroed(qb.arena_bytes(mode));
+    let (mut a1, mut a2, mut a3) = (
+        engine(Mode::Materialized),
+        engine(Mode::Streaming),
+        engine(Mode::Auto),
+    );
+    let mut em = Engine::new(&qb, a1.as_mut_slice(), Mode::Materialized).unwrap();
+    let mut es = Engine::new(&qb, a2.as_mut_slice(), Mode::Streaming).unwrap();
+    let mut ea = Engine::new(&qb, a3.as_mut_slice(), Mode::Auto).unwrap();
+    let (mut worst_auto, mut worst_stream, mut scale) = (0.0f32, 0.0f32, 1e-3f32);
+    let worst =
+        |w: f32, a: &[f32], b: &[f32]| a.iter().zip(b).fold(w, |m, (p, q)| m.max((p - q).abs()));
+    for x in &net.inputs(30, s ^ 9) {
+        for t in 0..3 {
+            em.select(t).unwrap();
+            es.select(t).unwrap();
+            ea.select(t).unwrap();
+            let (qm, qs, qa) = (run(&mut em, x), run(&mut es, x), run(&mut ea, x));
+            scale = qm.iter().fold(scale, |m, v| m.max(v.abs()));
+            worst_auto = worst(worst_auto, &qm, &qa);
+            worst_stream = worst(worst_stream, &qm, &qs);
+        }
+    }
+    let x = &xs[0];
+    ea.select(2).unwrap();
+    let a = run(&mut ea, x);
+    ea.select(0).unwrap();
+    ea.select(2).unwrap();
+    assert_eq!(bits(&a), bits(&run(&mut ea, x)), "int8 select A, B, A");
+    println!(
+        "int8 |auto − materialized| ≤ {:.4}, |streaming − materialized| ≤ {:.4} of the logit scale",
+        worst_auto / scale,
+        worst_stream / scale
+    );
+    // The same bound as Streaming's (int8_switch_is_exact_and_agrees_with_f32).
+    assert!(worst_auto / scale < 0.1, "{}", worst_auto / scale);
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
 }

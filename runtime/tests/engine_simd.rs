@@ -236,7 +236,7 @@ fn engine_with_best_kernels_matches_reference_kernels() {
     let qbytes = AlignedBytes::new(&net.bundle_int8(&ranges));
     let qb = Bundle::parse(qbytes.as_slice()).unwrap();
     for (bundle, exact) in [(&fb, false), (&qb, true)] {
-        for mode in [Mode::Materialized, Mode::Streaming] {
+        for mode in Mode::ALL {
             let mut a1 = AlignedBytes::zeroed(bundle.arena_bytes(mode));
             let mut a2 = AlignedBytes::zeroed(bundle.arena_bytes(mode));
             let mut e1 = Engine::new(bundle, a1.as_mut_slice(), mode).unwrap();

@@ -90,7 +90,7 @@ fn any_thread_count_gives_the_same_bits() {
         let qbytes = AlignedBytes::new(&net.bundle_int8(&cal));
         let qb = Bundle::parse(qbytes.as_slice()).unwrap();
         for (name, b) in [("f32", &fb), ("int8", &qb)] {
-            for mode in [Mode::Materialized, Mode::Streaming] {
+            for mode in Mode::ALL {
                 let (one, arena1) = outputs(b, mode, 1, 1, &xs);
                 for threads in [2, 3, 4] {
                     // Every conv split (1), and the default threshold.

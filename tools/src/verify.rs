@@ -4,11 +4,12 @@
 //! tract running the exported ONNX of the fused float expert (`W0 + B·A`, DESIGN.md
 //! "Deployment math") on seeded random inputs.
 //!
-//! f32 bundles must agree within `max |err| < 1e-4 · max |logit|` in both switching modes.
+//! f32 bundles must agree within `max |err| < 1e-4 · max |logit|` in every switching mode
+//! (materialized, streaming, auto).
 //!
 //! int8 bundles run the runtime's int8 path, which a float oracle cannot match to 1e-4. They
 //! are judged on calibration-like images (the dataset given with `--data`, else the seeded
-//! synthetic images `lorkd pack` calibrates on by default), in both modes, by two tests:
+//! synthetic images `lorkd pack` calibrates on by default), in every mode, by two tests:
 //! - top-1 agreement with the fused f32 expert of at least [`INT8_MIN_TOP1`];
 //! - `max |err| ≤` the department's quantisation budget ([`int8_budget`]), computed from its
 //!   activation scales and head: every requantisation rounds by at most half a step; taken
@@ -277,7 +278,7 @@ pub fn verify_with(
         let k = oracle.classes();
         let logit_scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
         let mut modes = Vec::new();
-        for mode in [Mode::Materialized, Mode::Streaming] {
+        for mode in Mode::ALL {
             let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(mode));
             let mut e = Engine::new(&bundle, arena.as_mut_slice(), mode)
                 .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
@@ -315,10 +316,7 @@ pub fn verify_with(
                 rel_err < REL_TOL
             };
             modes.push(ModeCheck {
-                mode: match mode {
-                    Mode::Materialized => "materialized",
-                    Mode::Streaming => "streaming",
-                },
+                mode: mode.name(),
                 max_abs_err,
                 rel_err,
                 top1_agreement,

@@ -21,6 +21,7 @@ pub mod testnet;
 pub use crate::aligned::AlignedBytes;
 
 use crate::format::layout::{self, Regions};
+use crate::format::plan::Plan;
 use crate::format::{Bundle, Dept, Manifest, Mode, Op, Precision};
 use crate::kernels::Kernels;
 use crate::switch::{self, Delta};
@@ -110,7 +111,7 @@ type R<T> = Result<T, EngineError>;
 pub struct Engine<'b, 'a> {
     bundle: &'b Bundle<'a>,
     arena: &'b mut [u8],
-    mode: Mode,
+    plan: Plan,
     reg: Regions,
     dept: Option<Dept<'a>>,
     kernels: Kernels,
@@ -160,8 +161,14 @@ impl<'b, 'a> Engine<'b, 'a> {
     /// [`EngineError::ArenaTooSmall`] with the needed and given sizes; `Misaligned`.
     pub fn new(bundle: &'b Bundle<'a>, arena: &'b mut [u8], mode: Mode) -> R<Self> {
         let m = bundle.manifest();
-        let reg = layout::regions(m, mode).ok_or(EngineError::Malformed { op: usize::MAX })?;
-        let needed = reg.total.max(bundle.arena_bytes(mode));
+        let plan = Plan::new(m, mode);
+        let reg =
+            layout::regions_with(m, &plan).ok_or(EngineError::Malformed { op: usize::MAX })?;
+        let planned = match mode {
+            Mode::Auto => reg.total, // the same rule; not worth planning twice
+            _ => bundle.arena_bytes(mode),
+        };
+        let needed = reg.total.max(planned);
         if arena.len() < needed {
             return Err(EngineError::ArenaTooSmall {
                 needed,
@@ -191,7 +198,7 @@ impl<'b, 'a> Engine<'b, 'a> {
         Ok(Engine {
             bundle,
             arena,
-            mode,
+            plan,
             reg,
             dept: None,
             kernels: Kernels::best(),
@@ -250,7 +257,12 @@ impl<'b, 'a> Engine<'b, 'a> {
 
     /// The switching mode.
     pub fn mode(&self) -> Mode {
-        self.mode
+        self.plan.mode()
+    }
+
+    /// The per-layer plan: which expert convs `select` rebuilds and which stream.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// The current department, if any.
@@ -258,7 +270,8 @@ impl<'b, 'a> Engine<'b, 'a> {
         self.dept.as_ref()
     }
 
-    /// Arena bytes holding rebuilt weights (0 in Streaming mode).
+    /// Arena bytes holding rebuilt weights (0 in Streaming mode; in Auto, the rebuilt
+    /// experts' only).
     pub fn weight_ram_bytes(&self) -> usize {
         self.reg.scratch - self.reg.weights
     }
@@ -287,15 +300,17 @@ impl<'b, 'a> Engine<'b, 'a> {
             return Err(EngineError::DeptMismatch);
         }
         self.rq_cached = (0, 0);
-        if self.mode == Mode::Materialized {
+        if self.plan.mode() != Mode::Streaming {
             self.materialize(&m, &dept)?;
             if m.precision == Precision::Int8 {
                 // The per-channel requantisation depends only on the department: computed
-                // here once, for as many ops as the scratch region (idle at inference in
-                // this mode) holds, instead of at every inference.
-                let shared = self.bundle.shared();
+                // here once, for as many ops as the scratch region's part that inference
+                // leaves idle holds, instead of at every inference.
+                let (shared, plan, at) = (self.bundle.shared(), self.plan, self.reg.stream_scratch);
                 let p = self.parts();
-                self.rq_cached = ops::fill_requant_cache(&m, shared, &dept, p.weights, p.scratch)?;
+                let cache = p.scratch.get_mut(at..).unwrap_or_default();
+                self.rq_cached =
+                    ops::fill_requant_cache(&m, shared, &dept, &plan, p.table, p.weights, cache)?;
             }
         }
         self.dept = Some(dept);
@@ -306,19 +321,21 @@ impl<'b, 'a> Engine<'b, 'a> {
         parts(self.arena, self.reg)
     }
 
-    /// The switch's driver: rebuilds every expert conv's weight `W0 + B·A` from the pristine
-    /// `W0` into its slot of the weights region ([`layout::expert_slot`]), in graph order.
+    /// The switch's driver: rebuilds every expert conv's weight `W0 + B·A` the plan does not
+    /// stream from the pristine `W0` into its slot of the weights region
+    /// ([`layout::expert_slot`]), in graph order.
     fn materialize(&mut self, m: &Manifest<'a>, dept: &Dept<'a>) -> R<()> {
         let shared = self.bundle.shared();
         let int8 = m.precision == Precision::Int8;
         let rank = m.rank as usize;
-        let kernels = self.kernels;
+        let (kernels, plan) = (self.kernels, self.plan);
         let p = self.parts();
         let mut wofs = 0usize;
         let mut cursor = DeltaCursor::new(dept.manifest.deltas);
         for (i, op) in m.ops.iter().enumerate() {
             let Op::Conv {
                 input,
+                output,
                 cout,
                 k,
                 weight,
@@ -331,6 +348,10 @@ impl<'b, 'a> Engine<'b, 'a> {
             };
             let (cout, kk, cin) = (cout as usize, k as usize, input.c_len as usize);
             let bad = EngineError::Malformed { op: i };
+            let v = ops::value(p.table, output, i)?;
+            if plan.streams(cout, cin, kk, v.h as usize * v.w as usize) {
+                continue;
+            }
             let (wlen, slot) = layout::expert_slot(cout, cin, kk, int8).ok_or(bad)?;
             let n = cout * cin * kk * kk; // fits: `expert_slot` multiplied it checked
             let dref = cursor.get(e as usize).ok_or(EngineError::DeptMismatch)?;
@@ -436,7 +457,8 @@ impl<'b, 'a> Engine<'b, 'a> {
                 got: logits.len(),
             });
         }
-        let (mode, kern, shared) = (self.mode, self.kernels, self.bundle.shared());
+        let (plan, kern, shared) = (self.plan, self.kernels, self.bundle.shared());
+        let at = self.reg.stream_scratch;
         let (room, rows) = self.rq_cached;
         #[cfg(feature = "threads")]
         let (p, par) = {
@@ -446,7 +468,9 @@ impl<'b, 'a> Engine<'b, 'a> {
         };
         #[cfg(not(feature = "threads"))]
         let (p, par) = (self.parts(), par::Par::serial());
-        let (cached, scratch) = p.scratch.split_at_mut((rows * 12).min(p.scratch.len()));
+        // Streamed experts' buffers first, the cached tables after them.
+        let (scratch, cache) = p.scratch.split_at_mut(at.min(p.scratch.len()));
+        let cached = &cache[..(rows * 12).min(cache.len())];
         let rq = ops::RqCache {
             rows: bytemuck::try_cast_slice(cached).map_err(|_| EngineError::Misaligned)?,
             room,
@@ -461,7 +485,7 @@ impl<'b, 'a> Engine<'b, 'a> {
             m: &m,
             shared,
             dept: &dept,
-            mode,
+            plan,
             kern,
             int8: m.precision == Precision::Int8,
             wofs: 0,
@@ -562,17 +586,28 @@ mod tests {
 
     /// The requantisation tables `select` caches in the scratch region give the logits of
     /// tables computed per op, bit for bit: with every table cached, with only those that
-    /// fit half the room (some ops left to compute per inference), and with none.
+    /// fit half the room (some ops left to compute per inference), and with none — in
+    /// Materialized mode and in Auto (where streamed experts use the scratch's start).
     #[test]
     fn cached_requant_tables_match_per_op_tables() {
         let seed = crate::test_seed();
-        let net = TestNet::random(
-            NetSpec {
-                size: 24,
-                ..NetSpec::small()
-            },
-            seed,
-        );
+        let small = NetSpec {
+            size: 24,
+            ..NetSpec::small()
+        };
+        // Few pixels at the wide last conv: the auto plan streams it.
+        let mixed = NetSpec {
+            size: 16,
+            cb: 64,
+            features: 256,
+            ..NetSpec::small()
+        };
+        for (mode, spec) in [(Mode::Materialized, small), (Mode::Auto, mixed)] {
+            cached_tables_case(mode, TestNet::random(spec, seed), seed);
+        }
+    }
+
+    fn cached_tables_case(mode: Mode, net: TestNet, seed: u64) {
         let fbytes = AlignedBytes::new(&net.bundle_f32());
         let fb = Bundle::parse(fbytes.as_slice()).unwrap();
         let n = fb.manifest().values.len();
@@ -597,8 +632,9 @@ mod tests {
         }
         let qbytes = AlignedBytes::new(&net.bundle_int8(&ranges));
         let qb = Bundle::parse(qbytes.as_slice()).unwrap();
-        let mut arena = AlignedBytes::zeroed(qb.arena_bytes(Mode::Materialized));
-        let mut e = Engine::new(&qb, arena.as_mut_slice(), Mode::Materialized).unwrap();
+        let mut arena = AlignedBytes::zeroed(qb.arena_bytes(mode));
+        let mut e = Engine::new(&qb, arena.as_mut_slice(), mode).unwrap();
+        assert_eq!(e.reg.stream_scratch > 0, mode == Mode::Auto);
         let tests = net.inputs(6, seed ^ 2);
         for t in 0..qb.department_count() {
             e.select(t).unwrap();
@@ -619,9 +655,18 @@ mod tests {
             let shared = qb.shared();
             let dept = e.dept.unwrap();
             let half = rows / 2 * 12;
+            let (plan, at) = (e.plan, e.reg.stream_scratch);
             let p = e.parts();
-            let c = ops::fill_requant_cache(&m, shared, &dept, p.weights, &mut p.scratch[..half])
-                .unwrap();
+            let c = ops::fill_requant_cache(
+                &m,
+                shared,
+                &dept,
+                &plan,
+                p.table,
+                p.weights,
+                &mut p.scratch[at..at + half],
+            )
+            .unwrap();
             assert!(c.1 > 0 && c.1 <= c.0 && c.1 < rows, "{c:?} of {rows}");
             e.rq_cached = c;
             let partial = logits(&mut e);

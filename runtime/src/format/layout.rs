@@ -10,6 +10,9 @@
 //!               D + (int8 only) Cin·k·k f32 (one channel)
 //! Streaming:    low-rank scratch: max over expert convs of
 //!               D + (k = 1: max(Hout·Wout·r, Cin) | k > 1: Cout·Cin·k·k) f32
+//! Auto:         the rebuilt experts' slots as Materialized, the streamed ones' none
+//!               ([`super::plan::Plan`]); scratch: the Streaming rule over the streamed
+//!               experts, then the Materialized rule over the rebuilt ones
 //! where D = r·k·Cin·k + Cout·k·r·k: both factors decoded to f32 once per use.
 //! int8 (both):  requant scratch: max Cout over Conv/DwConv × (bias, multiplier, shift) i32
 //! both:         pooled feature vector f32 [features]
@@ -19,6 +22,7 @@
 //! `[bias, multiplier, shift]` rows fit the rebuild scratch (idle at inference in that
 //! mode), the other ops at each `infer` into the requant scratch (integer arithmetic,
 //! ~130 Cortex-M instructions a channel). No region grows for it.
+use crate::format::plan::Plan;
 use crate::format::{Manifest, Mode, Op, Precision};
 
 /// Rounds `n` up to the format's alignment.
@@ -59,6 +63,9 @@ pub struct Regions {
     /// Start of the f32 scratch (decoded factors, plus the int8 rebuild's channel or the
     /// streaming low-rank buffer).
     pub scratch: usize,
+    /// Bytes at the start of the scratch that streamed experts use at inference (the rest
+    /// is idle then; 0 when nothing streams).
+    pub stream_scratch: usize,
     /// Start of the int8 requant scratch.
     pub requant: usize,
     /// Start of the pooled feature vector.
@@ -69,6 +76,11 @@ pub struct Regions {
 
 /// Computes [`Regions`]; `None` if a size overflows `usize`.
 pub fn regions(m: &Manifest<'_>, mode: Mode) -> Option<Regions> {
+    regions_with(m, &Plan::new(m, mode))
+}
+
+/// [`regions`] for a plan already made (the engine keeps its own).
+pub fn regions_with(m: &Manifest<'_>, plan: &Plan) -> Option<Regions> {
     let int8 = m.precision == Precision::Int8;
     let mut weights = 0usize;
     let mut chan = 0usize;
@@ -88,7 +100,14 @@ pub fn regions(m: &Manifest<'_>, mode: Mode) -> Option<Regions> {
                 let (cout, k, cin) = (cout as usize, k as usize, input.c_len as usize);
                 max_cout = max_cout.max(cout);
                 if expert.is_some() {
-                    weights = weights.checked_add(expert_slot(cout, cin, k, int8)?.1)?;
+                    let hw = match m.values.get(output as usize) {
+                        Some(v) => (v.h as usize).checked_mul(v.w as usize)?,
+                        None => 0,
+                    };
+                    let streams = plan.streams(cout, cin, k, hw);
+                    if !streams {
+                        weights = weights.checked_add(expert_slot(cout, cin, k, int8)?.1)?;
+                    }
                     // Decoded factors A [r·k, Cin·k] and B [Cout·k, r·k].
                     let rk = rank.checked_mul(k)?;
                     let dec = rk
@@ -98,13 +117,13 @@ pub fn regions(m: &Manifest<'_>, mode: Mode) -> Option<Regions> {
                     // k > 1 (the stem): every channel's f32 weight at once.
                     let mut low = if k == 1 { ch } else { cout.checked_mul(ch)? };
                     if k == 1 {
-                        if let Some(v) = m.values.get(output as usize) {
-                            let hw = (v.h as usize).checked_mul(v.w as usize)?;
-                            low = low.max(hw.checked_mul(rank)?);
-                        }
+                        low = low.max(hw.checked_mul(rank)?);
                     }
-                    chan = chan.max(dec.checked_add(if int8 { ch } else { 0 })?);
-                    lowrank = lowrank.max(dec.checked_add(low)?);
+                    if streams {
+                        lowrank = lowrank.max(dec.checked_add(low)?);
+                    } else {
+                        chan = chan.max(dec.checked_add(if int8 { ch } else { 0 })?);
+                    }
                 }
             }
             Op::DwConv { input, .. } => max_cout = max_cout.max(input.c_len as usize),
@@ -113,13 +132,14 @@ pub fn regions(m: &Manifest<'_>, mode: Mode) -> Option<Regions> {
     }
     let values = align_checked(m.arena.activation_bytes as usize)?;
     let w0 = values.checked_add(align_checked(m.values.len().checked_mul(16)?)?)?;
-    let (scratch, requant) = match mode {
-        Mode::Materialized => {
-            let s = w0.checked_add(weights)?;
-            (s, s.checked_add(align_checked(chan.checked_mul(4)?)?)?)
-        }
-        Mode::Streaming => (w0, w0.checked_add(align_checked(lowrank.checked_mul(4)?)?)?),
-    };
+    // The streamed experts' buffers, then the rebuild's (idle at inference, where it holds
+    // the cached requantisation tables). Materialized has no streamed experts (lowrank = 0),
+    // Streaming no rebuilt ones (weights = chan = 0), so both keep their sizes.
+    let scratch = w0.checked_add(weights)?;
+    let stream_scratch = align_checked(lowrank.checked_mul(4)?)?;
+    let requant = scratch
+        .checked_add(stream_scratch)?
+        .checked_add(align_checked(chan.checked_mul(4)?)?)?;
     let features = requant.checked_add(if int8 {
         align_checked(max_cout.checked_mul(12)?)?
     } else {
@@ -130,6 +150,7 @@ pub fn regions(m: &Manifest<'_>, mode: Mode) -> Option<Regions> {
         values,
         weights: w0,
         scratch,
+        stream_scratch,
         requant,
         features,
         total,

@@ -13,6 +13,7 @@ pub mod factor;
 pub mod header;
 pub mod layout;
 pub mod manifest;
+pub mod plan;
 pub mod validate;
 pub mod view;
 #[cfg(feature = "std")]
@@ -33,4 +34,22 @@ pub enum Mode {
     Materialized,
     /// No weight RAM: convs run on `W0` from flash plus the low-rank path `B·(A·x)`.
     Streaming,
+    /// Per expert conv, whichever costs less ([`plan::Plan`]): `select` rebuilds the experts
+    /// with many output pixels and the rest stream, so a switch is cheap at every size and
+    /// an inference stays within a few percent of Materialized.
+    Auto,
+}
+
+impl Mode {
+    /// Every mode, in the order reports list them.
+    pub const ALL: [Mode; 3] = [Mode::Materialized, Mode::Streaming, Mode::Auto];
+
+    /// The mode's name on command lines and in reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Materialized => "materialized",
+            Mode::Streaming => "streaming",
+            Mode::Auto => "auto",
+        }
+    }
 }

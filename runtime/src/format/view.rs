@@ -207,11 +207,15 @@ impl<'a> Bundle<'a> {
     pub fn find_department(&self, name: &str) -> Option<usize> {
         self.table.iter().position(|e| e.name == name)
     }
-    /// Exact arena bytes the engine needs in `mode` (planned by the packer).
+    /// Exact arena bytes the engine needs in `mode`: planned by the packer for Materialized
+    /// and Streaming, computed by the same rule from the manifest for Auto.
     pub fn arena_bytes(&self, mode: Mode) -> usize {
         match mode {
             Mode::Materialized => self.manifest.arena.materialized_bytes as usize,
             Mode::Streaming => self.manifest.arena.streaming_bytes as usize,
+            Mode::Auto => {
+                super::layout::regions(&self.manifest, mode).map_or(usize::MAX, |r| r.total)
+            }
         }
     }
     /// True when the file carries a signature (checked only by `parse_signed`).

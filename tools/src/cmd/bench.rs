@@ -192,11 +192,7 @@ pub fn bench(bundle: &Bundle<'_>, dept: Option<&str>, o: &BenchOpts) -> Result<B
             Precision::Int8 => "int8",
         }
         .into(),
-        mode: match mode {
-            Mode::Materialized => "materialized",
-            Mode::Streaming => "streaming",
-        }
-        .into(),
+        mode: mode.name().into(),
         department: d.manifest.name.to_string(),
         iters,
         threads: engine.threads(),

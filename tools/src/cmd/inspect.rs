@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use lorkd_runtime::format::{Bundle, DeltaDType, Mode, Op, Precision};
+use lorkd_runtime::format::plan::{self, Plan};
+use lorkd_runtime::format::{Bundle, DeltaDType, Manifest, Mode, Op, Precision};
 use serde_json::{json, Value};
 
 /// Show departments, sizes, arena plan, base id and signature status of a bundle.
@@ -67,6 +68,36 @@ pub fn expert_bytes(b: &Bundle<'_>, dept: usize) -> usize {
     shared + head
 }
 
+/// What the `auto` switch plan does with this graph (`format::plan`): which expert convs it
+/// streams, and the cost model's prediction of a switch and of the added inference work,
+/// as fractions of one Materialized inference.
+fn switch_plan(m: &Manifest<'_>) -> Value {
+    let plan = Plan::new(m, Mode::Auto);
+    let infer = plan::inference_cost(m).max(1) as f64;
+    let (mut rebuild_all, mut rebuild_auto, mut added) = (0u64, 0u64, 0u64);
+    let mut streamed = Vec::new();
+    let mut count = 0;
+    for e in plan::experts(m) {
+        count += 1;
+        rebuild_all = rebuild_all.saturating_add(e.cost.rebuild);
+        if plan.streams_expert(&e) {
+            added = added.saturating_add(e.cost.stream);
+            streamed.push(e.op);
+        } else {
+            rebuild_auto = rebuild_auto.saturating_add(e.cost.rebuild);
+        }
+    }
+    json!({
+        "experts": count,
+        "auto_streamed_ops": streamed,
+        "predicted_switch_per_inference": {
+            "materialized": rebuild_all as f64 / infer,
+            "auto": rebuild_auto as f64 / infer,
+        },
+        "predicted_auto_inference_overhead": added as f64 / infer,
+    })
+}
+
 /// The inspect report (what `lorkd inspect --json` prints).
 pub fn report(bytes: &[u8], pubkey: Option<&[u8; 32]>) -> Result<Value> {
     let b = Bundle::parse(bytes).map_err(|e| anyhow::anyhow!("invalid bundle: {e}"))?;
@@ -114,7 +145,8 @@ pub fn report(bytes: &[u8], pubkey: Option<&[u8; 32]>) -> Result<Value> {
         "total_bytes": total,
         "separate_experts_bytes": separate,
         "ratio": if separate > 0 { total as f64 / separate as f64 } else { 0.0 },
-        "arena_bytes": {"materialized": b.arena_bytes(Mode::Materialized), "streaming": b.arena_bytes(Mode::Streaming)},
+        "arena_bytes": {"materialized": b.arena_bytes(Mode::Materialized), "streaming": b.arena_bytes(Mode::Streaming), "auto": b.arena_bytes(Mode::Auto)},
+        "switch_plan": switch_plan(m),
         "base_id": hex(b.base_id()),
         "signature": signature,
         "device_store": {
@@ -185,8 +217,17 @@ pub fn run(a: Args) -> Result<()> {
     );
     println!("ratio           {:.4}", r["ratio"].as_f64().unwrap_or(0.0));
     println!(
-        "arena_bytes     materialized {} / streaming {}",
-        r["arena_bytes"]["materialized"], r["arena_bytes"]["streaming"]
+        "arena_bytes     materialized {} / streaming {} / auto {}",
+        r["arena_bytes"]["materialized"], r["arena_bytes"]["streaming"], r["arena_bytes"]["auto"]
+    );
+    let sp = &r["switch_plan"];
+    println!(
+        "auto plan       streams {} of {} expert convs; predicted switch {:.2} inferences (materialized {:.2}), inference +{:.1}%",
+        sp["auto_streamed_ops"].as_array().map_or(0, Vec::len),
+        sp["experts"],
+        sp["predicted_switch_per_inference"]["auto"].as_f64().unwrap_or(0.0),
+        sp["predicted_switch_per_inference"]["materialized"].as_f64().unwrap_or(0.0),
+        100.0 * sp["predicted_auto_inference_overhead"].as_f64().unwrap_or(0.0)
     );
     println!(
         "device store    {} slot pairs for departments added in the field, {}-byte slots",

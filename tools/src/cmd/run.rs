@@ -22,9 +22,13 @@ use serde::Serialize;
 /// Switching mode on the command line.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
 pub enum ModeArg {
+    /// `select` rebuilds every expert conv (most weight RAM, fastest inference).
     #[default]
     Materialized,
+    /// No weight RAM: every expert runs `W0` plus its low-rank path.
     Streaming,
+    /// Per expert conv, whichever costs less: cheap switches at a few percent of inference.
+    Auto,
 }
 
 impl From<ModeArg> for Mode {
@@ -32,6 +36,7 @@ impl From<ModeArg> for Mode {
         match m {
             ModeArg::Materialized => Mode::Materialized,
             ModeArg::Streaming => Mode::Streaming,
+            ModeArg::Auto => Mode::Auto,
         }
     }
 }

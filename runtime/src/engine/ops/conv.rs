@@ -9,7 +9,7 @@ use super::{
     conv_geom, expect_len, f32s, f32s_mut, i8s, i8s_mut, io, op_requant, out_q, tensor, Ctx, R,
 };
 use crate::engine::EngineError;
-use crate::format::{layout, Mode, Op};
+use crate::format::{layout, Op};
 use crate::kernels::Geom;
 use crate::quant::QParams;
 use crate::switch::{self, Delta};
@@ -59,7 +59,7 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
     let shared = cx.shared;
     let bias = expect_len(f32s(tensor(shared, bias, i)?)?, cout, i)?;
     let (w, delta) = match expert {
-        Some(_) if cx.mode == Mode::Materialized => {
+        Some(_) if !cx.plan.streams(cout, g.cin, kk, g.ho * g.wo) => {
             let r = cx.wofs..cx.wofs.checked_add(slot).ok_or(bad)?;
             cx.wofs = r.end;
             let weights = cx.weights;

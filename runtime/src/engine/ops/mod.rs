@@ -16,8 +16,9 @@ pub(super) mod pool_head;
 use core::ops::Range;
 
 use super::EngineError;
+use crate::format::plan::Plan;
 use crate::format::{
-    validate, DeltaRef, Dept, Manifest, Mode, Seq, SeqIter, Slice, TensorRef, ValueDesc,
+    validate, DeltaRef, Dept, Manifest, Seq, SeqIter, Slice, TensorRef, ValueDesc,
 };
 use crate::kernels::{Geom, Kernels};
 use crate::quant::{ChannelRequant, OutQ, QParams};
@@ -45,8 +46,8 @@ pub(super) struct Ctx<'x, 'a> {
     pub shared: &'a [u8],
     /// The current department.
     pub dept: &'x Dept<'a>,
-    /// Switching mode.
-    pub mode: Mode,
+    /// Which expert convs stream and which were rebuilt.
+    pub plan: crate::format::plan::Plan,
     /// Kernel table.
     pub kern: Kernels,
     /// True for int8 bundles.
@@ -270,12 +271,15 @@ pub(super) fn op_requant<'c: 'r, 'r>(
 /// Fills `cache` (bytes of the idle scratch region) with the requantisation tables of the
 /// int8 `Conv`/`DwConv` ops of department `d` that fit, in graph order (an op is cached iff
 /// its channels fit the room left, see [`RqCache`]); returns `(room, rows)`: the capacity
-/// in rows and the rows written. Expert convs take their rebuilt per-channel scales from
-/// their Materialized slot in `weights` (the same bytes `conv::eval` reads).
+/// in rows and the rows written. Rebuilt expert convs take their per-channel scales from
+/// their slot in `weights` (the same bytes `conv::eval` reads); streamed ones (`plan`,
+/// output sizes from the value `table`) have no table.
 pub(super) fn fill_requant_cache(
     m: &Manifest<'_>,
     shared: &[u8],
     d: &Dept<'_>,
+    plan: &Plan,
+    table: &[u8],
     weights: &[u8],
     cache: &mut [u8],
 ) -> R<(usize, usize)> {
@@ -296,6 +300,11 @@ pub(super) fn fill_requant_cache(
                 ..
             } => {
                 let (cout, k) = (cout as usize, k as usize);
+                let v = value(table, output, i)?;
+                let hw = v.h as usize * v.w as usize;
+                if expert.is_some() && plan.streams(cout, input.c_len as usize, k, hw) {
+                    continue;
+                }
                 let ws = if expert.is_some() {
                     let bad = EngineError::Malformed { op: i };
                     let (wlen, slot) =
