@@ -1,8 +1,8 @@
 //! The one loop that scores a packed bundle on a dataset split through the device runtime
 //! (feature `runtime`): `lorkd eval` and `lorkd-train eval-bundle` both call
 //! [`score_department`], so their numbers cannot drift apart. No tract, no libtorch.
-use lorkd_runtime::engine::{AlignedBytes, Engine};
-use lorkd_runtime::format::{Bundle, Dept, InputSpec, Mode};
+use lorkd_runtime::engine::Engine;
+use lorkd_runtime::format::{Bundle, Dept, InputSpec};
 
 use crate::{DataError, Dataset, Sample, Split, Transform};
 
@@ -71,18 +71,18 @@ pub fn indices(
 }
 
 /// Scores delta `d` (the bundle's own, or an update slot's parsed against `bundle`) on the
-/// images of the data department of the same name: top-1 of the runtime's logits against
-/// the label. `each` sees every sample after it is scored (progress, saving inputs).
+/// images of the data department of the same name with `engine` (an engine over `bundle`,
+/// in the caller's mode and threads): top-1 of the runtime's logits against the label.
+/// `each` sees every sample after it is scored (progress, saving inputs).
 ///
 /// # Errors
 /// A missing data department, an unreadable sample, a runtime error, or `each`'s error.
-#[allow(clippy::too_many_arguments)]
 pub fn score_department<'a>(
     bundle: &Bundle<'a>,
+    engine: &mut Engine<'_, 'a>,
     d: Dept<'a>,
     ds: &Dataset,
     split: Split,
-    mode: Mode,
     limit: Option<usize>,
     mut each: impl FnMut(usize, &Sample) -> Result<(), ScoreError>,
 ) -> Result<Score, ScoreError> {
@@ -90,8 +90,6 @@ pub fn score_department<'a>(
     let rt = |e: &dyn std::fmt::Display| ScoreError::Runtime(format!("{name}: {e}"));
     let t = transform(&bundle.manifest().input);
     let idx = indices(ds, name, split, limit)?;
-    let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(mode));
-    let mut engine = Engine::new(bundle, arena.as_mut_slice(), mode).map_err(|e| rt(&e))?;
     engine.select_blob(d).map_err(|e| rt(&e))?;
     let mut logits = vec![0f32; d.manifest.classes.len()];
     let mut correct = 0usize;

@@ -266,6 +266,26 @@ fn a_fifth_department_trained_after_flashing_is_added_in_the_field() {
         .collect();
     assert_eq!(got.len(), 5);
     assert_eq!(got[4], (new_name.as_str(), "slot A", 6));
+    // `lorkd eval --threads 2`: the same scores as one thread.
+    let ev2 = lorkd_tools::cmd::eval::evaluate(
+        &bundle,
+        Some(&booted),
+        None,
+        &ds5,
+        Split::Test,
+        lorkd_tools::cmd::run::Exec {
+            mode: Mode::Materialized,
+            threads: 2,
+        },
+        Some(6),
+        false,
+        None,
+    )
+    .unwrap();
+    let acc = |e: &[lorkd_tools::cmd::eval::DeptAccuracy]| {
+        e.iter().map(|d| d.accuracy.to_bits()).collect::<Vec<_>>()
+    };
+    assert_eq!(acc(&ev), acc(&ev2));
     std::fs::remove_dir_all(&dir).ok();
     eprintln!(
         "add-department test: {:.1} s",

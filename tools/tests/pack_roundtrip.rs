@@ -426,6 +426,13 @@ fn pack_parse_inspect_roundtrip() {
                 r["arena_bytes"]["streaming"],
                 b.arena_bytes(Mode::Streaming)
             );
+            assert_eq!(r["arena_bytes"]["auto"], b.arena_bytes(Mode::Auto));
+            // The auto plan's report: one cost row per expert conv, each planned one way.
+            let sp = &r["switch_plan"];
+            let costs = sp["expert_costs"].as_array().unwrap();
+            assert_eq!(costs.len() as u64, sp["experts"].as_u64().unwrap());
+            let streamed = costs.iter().filter(|e| e["auto"] == "stream").count();
+            assert_eq!(streamed, sp["auto_streamed_ops"].as_array().unwrap().len());
             assert_eq!(r["base_id"].as_str().unwrap().len(), 64);
             let w = if weights == Precision::F32 {
                 "f32"

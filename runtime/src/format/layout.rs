@@ -12,7 +12,8 @@
 //!               D + (k = 1: max(Hout·Wout·r, Cin) | k > 1: Cout·Cin·k·k) f32
 //! Auto:         the rebuilt experts' slots as Materialized, the streamed ones' none
 //!               ([`super::plan::Plan`]); scratch: the Streaming rule over the streamed
-//!               experts, then the Materialized rule over the rebuilt ones
+//!               experts, then the Materialized rule (over every expert: the cached
+//!               requantisation tables keep Materialized's room)
 //! where D = r·k·Cin·k + Cout·k·r·k: both factors decoded to f32 once per use.
 //! int8 (both):  requant scratch: max Cout over Conv/DwConv × (bias, multiplier, shift) i32
 //! both:         pooled feature vector f32 [features]
@@ -121,7 +122,10 @@ pub fn regions_with(m: &Manifest<'_>, plan: &Plan) -> Option<Regions> {
                     }
                     if streams {
                         lowrank = lowrank.max(dec.checked_add(low)?);
-                    } else {
+                    }
+                    // Auto sizes the rebuild scratch over every expert, as Materialized: it
+                    // holds the cached requantisation tables, which would otherwise shrink.
+                    if plan.mode() != Mode::Streaming {
                         chan = chan.max(dec.checked_add(if int8 { ch } else { 0 })?);
                     }
                 }

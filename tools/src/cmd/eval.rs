@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use lorkd_data::score::{self, indices};
 use lorkd_data::{Dataset, Split};
-use lorkd_runtime::format::{Bundle, Dept, Mode};
+use lorkd_runtime::engine::{AlignedBytes, Engine};
+use lorkd_runtime::format::{Bundle, Dept};
 use serde::Serialize;
 
-use super::run::ModeArg;
+use super::run::{Exec, ModeArg};
 
 /// Score every department of a bundle or a device flash image on a dataset split.
 #[derive(clap::Args, Debug)]
@@ -45,6 +46,9 @@ pub struct Args {
     pub limit: Option<usize>,
     #[arg(long, value_enum, default_value = "materialized")]
     pub mode: ModeArg,
+    /// Engine threads per inference (the scores are identical for any count).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// Also write each department's first scored image, normalised CHW as the model takes it,
     /// to DIR/<department>.npy (an input for `lorkd run`).
     #[arg(long, value_name = "DIR")]
@@ -81,23 +85,24 @@ pub struct EvalReport {
     pub mean: f64,
 }
 
-/// Scores delta `d` of `bundle` on the data department of the same name (the shared loop,
-/// [`lorkd_data::score::score_department`], which `lorkd-train eval-bundle` runs too).
+/// Scores delta `d` of `bundle` on the data department of the same name with `engine` (the
+/// shared loop, [`lorkd_data::score::score_department`], which `lorkd-train eval-bundle`
+/// runs too).
 #[allow(clippy::too_many_arguments)]
 pub fn score_department<'a>(
     bundle: &Bundle<'a>,
+    engine: &mut Engine<'_, 'a>,
     d: Dept<'a>,
     source: &str,
     ds: &Dataset,
     split: Split,
-    mode: Mode,
     limit: Option<usize>,
     pb: &indicatif::ProgressBar,
     save_inputs: Option<&std::path::Path>,
 ) -> Result<DeptAccuracy> {
     let name = d.manifest.name.to_string();
     let first = indices(ds, &name, split, limit)?.first().copied();
-    let score = score::score_department(bundle, d, ds, split, mode, limit, |i, s| {
+    let score = score::score_department(bundle, engine, d, ds, split, limit, |i, s| {
         if let (Some(dir), Some(first)) = (save_inputs, first) {
             if i == first {
                 let p = dir.join(format!("{name}.npy"));
@@ -136,11 +141,18 @@ pub fn evaluate(
     only: Option<&str>,
     ds: &Dataset,
     split: Split,
-    mode: Mode,
+    exec: impl Into<Exec>,
     limit: Option<usize>,
     show_progress: bool,
     save_inputs: Option<&std::path::Path>,
 ) -> Result<Vec<DeptAccuracy>> {
+    let Exec { mode, threads } = exec.into();
+    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+    let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(mode));
+    let mut engine = Engine::new(bundle, arena.as_mut_slice(), mode)?;
+    engine
+        .set_threads(threads)
+        .context("starting the engine's threads")?;
     // A booted image also has the departments added in the field (after the bundle's).
     let names: Vec<String> = match booted {
         Some(b) => b.status.iter().map(|s| s.department.clone()).collect(),
@@ -175,11 +187,11 @@ pub fn evaluate(
         };
         out.push(score_department(
             bundle,
+            &mut engine,
             delta,
             &source,
             ds,
             split,
-            mode,
             limit,
             &pb,
             save_inputs,
@@ -194,7 +206,10 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(dir) = &a.save_inputs {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mode: Mode = a.mode.into();
+    let exec = Exec {
+        mode: a.mode.into(),
+        threads: a.threads,
+    };
     let (booted, bytes, input) = if let Some(image) = &a.image {
         let pubkey = a
             .pubkey
@@ -232,7 +247,7 @@ pub fn run(a: Args) -> Result<()> {
         a.dept.as_deref(),
         &ds,
         a.split,
-        mode,
+        exec,
         a.limit,
         !a.quiet && !a.json,
         a.save_inputs.as_deref(),
@@ -243,7 +258,7 @@ pub fn run(a: Args) -> Result<()> {
         input,
         split: a.split.name().into(),
         precision: format!("{:?}", bundle.manifest().precision).to_lowercase(),
-        mode: format!("{:?}", a.mode).to_lowercase(),
+        mode: exec.mode.name().to_string(),
         departments,
         mean,
     };

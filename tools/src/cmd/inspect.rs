@@ -69,16 +69,21 @@ pub fn expert_bytes(b: &Bundle<'_>, dept: usize) -> usize {
 }
 
 /// What the `auto` switch plan does with this graph (`format::plan`): which expert convs it
-/// streams, and the cost model's prediction of a switch and of the added inference work,
-/// as fractions of one Materialized inference.
+/// streams, each expert's modelled costs (units of one int8 multiply-add), and the model's
+/// prediction of a switch and of the added inference work, as fractions of one
+/// Materialized inference.
 fn switch_plan(m: &Manifest<'_>) -> Value {
     let plan = Plan::new(m, Mode::Auto);
     let infer = plan::inference_cost(m).max(1) as f64;
     let (mut rebuild_all, mut rebuild_auto, mut added) = (0u64, 0u64, 0u64);
     let mut streamed = Vec::new();
-    let mut count = 0;
+    let mut detail = Vec::new();
     for e in plan::experts(m) {
-        count += 1;
+        detail.push(json!({
+            "op": e.op, "cout": e.cout, "cin": e.cin, "k": e.k, "pixels": e.hw,
+            "rebuild": e.cost.rebuild, "stream": e.cost.stream, "infer": e.cost.infer,
+            "auto": if plan.streams_expert(&e) { "stream" } else { "rebuild" },
+        }));
         rebuild_all = rebuild_all.saturating_add(e.cost.rebuild);
         if plan.streams_expert(&e) {
             added = added.saturating_add(e.cost.stream);
@@ -88,7 +93,9 @@ fn switch_plan(m: &Manifest<'_>) -> Value {
         }
     }
     json!({
-        "experts": count,
+        "inference_cost_units": infer,
+        "experts": detail.len(),
+        "expert_costs": detail,
         "auto_streamed_ops": streamed,
         "predicted_switch_per_inference": {
             "materialized": rebuild_all as f64 / infer,

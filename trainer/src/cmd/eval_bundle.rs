@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use lorkd_data::score::score_department;
 use lorkd_data::{Dataset, Split};
-use lorkd_runtime::engine::AlignedBytes;
+use lorkd_runtime::engine::{AlignedBytes, Engine};
 use lorkd_runtime::format::{Bundle, Mode};
 use serde::Serialize;
 
@@ -65,10 +65,12 @@ pub fn evaluate(
     mode: Mode,
     limit: Option<usize>,
 ) -> Result<Vec<DeptAccuracy>> {
+    let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(mode));
+    let mut engine = Engine::new(bundle, arena.as_mut_slice(), mode)?;
     (0..bundle.department_count())
         .map(|d| {
             let dept = bundle.department(d).context("department index")?;
-            let s = score_department(bundle, dept, ds, split, mode, limit, |_, _| Ok(()))?;
+            let s = score_department(bundle, &mut engine, dept, ds, split, limit, |_, _| Ok(()))?;
             Ok(DeptAccuracy {
                 name: dept.manifest.name.to_string(),
                 images: s.images,

@@ -1,6 +1,7 @@
 //! `bench …` command lines: the work whose guest instructions `run-qemu --bench` counts.
 //! `infer N` / `switch N` run the default (best, here the DSP) kernel table through
-//! `checks::bench`; `infer-ref N` / `switch-ref N` the same work on the scalar reference
+//! `checks::bench`, `infer-auto N` / `switch-auto N` the same with the per-layer switch plan
+//! (`Mode::Auto`: few-pixel experts stream, the rest are rebuilt); `infer-ref N` / `switch-ref N` the same work on the scalar reference
 //! table (the "before" of the same image); `infer-null N` with the conv slots doing
 //! nothing (the engine's work outside the conv kernels); `macs` prints the multiply-accumulates of one
 //! inference, counted by a table of wrappers around the reference kernels.
@@ -41,7 +42,7 @@ fn null(_: &Geom, _: &[i8], _: i32, _: &[i8], _: &[[i32; 3]], _: OutQ, _: &mut [
 
 pub fn run(t: &mut Tally, what: &str, n: usize) {
     let table = match what {
-        "infer" | "switch" => return checks::bench(t, what, n),
+        "infer" | "switch" | "infer-auto" | "switch-auto" => return checks::bench(t, what, n),
         "infer-ref" | "switch-ref" => Kernels::reference(),
         "infer-null" => Kernels {
             conv1x1_i8: null,
@@ -55,7 +56,12 @@ pub fn run(t: &mut Tally, what: &str, n: usize) {
             dwconv3x3_i8: cdw,
             ..Kernels::reference()
         },
-        _ => return t.check("bench: infer|switch|infer-ref|switch-ref|macs", false),
+        _ => {
+            return t.check(
+                "bench: infer|switch|infer-auto|switch-auto|infer-ref|switch-ref|infer-null|macs",
+                false,
+            )
+        }
     };
     let Some((f, bundle, arena)) = checks::engine_setup(t) else {
         return;

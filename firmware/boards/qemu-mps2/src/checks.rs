@@ -1296,7 +1296,11 @@ pub fn bench(t: &mut Tally, what: &str, n: usize) {
     let Some((f, bundle, arena)) = engine_setup(t) else {
         return;
     };
-    let Ok(mut engine) = Engine::new(&bundle, arena, Mode::Materialized) else {
+    let (what, mode) = match what.strip_suffix("-auto") {
+        Some(w) => (w, Mode::Auto),
+        None => (what, Mode::Materialized),
+    };
+    let Ok(mut engine) = Engine::new(&bundle, arena, mode) else {
         return t.check("engine starts", false);
     };
     let mut x = [0f32; MAX_INPUT];
