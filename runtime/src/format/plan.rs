@@ -17,17 +17,22 @@ use super::{Manifest, Mode, Op};
 
 /// One output element's epilogue in a rebuilt (Materialized) conv: requantisation.
 const OUT: u64 = 2;
-/// One f32 multiply-add of the low-rank path (`A·x` or `B·u`) or of the rebuild's `B·A`.
+/// One f32 multiply-add of the low-rank path (`A·x` or `B·u`).
 const LOWRANK_MAC: u64 = 2;
+/// One f32 multiply-add of the rebuild's `B·A` (long contiguous rows).
+const REBUILD_MAC: u64 = 1;
 /// One output of a streamed conv beyond [`OUT`]: dequantise the sum, add the correction,
 /// quantise in f32.
 const STREAM_OUT: u64 = 6;
 /// One input element a streamed conv dequantises for `A·x`.
 const DEQUANT: u64 = 1;
 /// One rebuilt weight beyond its `B·A` sum: add `s0·W0q`, track `max|w|`, re-quantise.
-const REBUILD_WEIGHT: u64 = 6;
+const REBUILD_WEIGHT: u64 = 4;
 /// One factor element decoded to f32 (per switch when rebuilt, per inference when streamed).
 const DECODE: u64 = 1;
+/// Each op's fixed cost at inference (dispatch, tables, packing, small loops): what makes
+/// small models slower per multiply-add than the GEMMs alone.
+const OP: u64 = 16_000;
 /// Streamed experts may add at most `1 / INFER_BUDGET` of the Materialized inference.
 pub const INFER_BUDGET: u64 = 16;
 /// Ratios are `stream · 2^16 / rebuild`: an expert whose streaming costs more per inference
@@ -57,7 +62,7 @@ impl ExpertCost {
         let rebuild = weights
             .saturating_mul(
                 r.saturating_mul(k)
-                    .saturating_mul(LOWRANK_MAC)
+                    .saturating_mul(REBUILD_MAC)
                     .saturating_add(REBUILD_WEIGHT),
             )
             .saturating_add(decode);
@@ -186,10 +191,11 @@ pub fn experts<'m>(m: &'m Manifest<'_>) -> impl Iterator<Item = Expert> + 'm {
 }
 
 /// The Materialized inference cost of `m`: every conv's and depthwise conv's multiply-adds
-/// and outputs (pooling, concatenation and the head are small next to them).
+/// and outputs, plus [`OP`] per op.
 pub fn inference_cost(m: &Manifest<'_>) -> u64 {
     let mut total = 0u64;
     for op in m.ops.iter() {
+        total = total.saturating_add(OP);
         let (output, per_px) = match op {
             Op::Conv {
                 input,
