@@ -22,7 +22,7 @@ use lorkd_tools::pack::{dataset_images, pack, PackOptions};
 use lorkd_trainer::train::finetune::{finetune, trainable, FinetuneConfig};
 use lorkd_trainer::train::fit::{fit, FitConfig, Method};
 use lorkd_trainer::train::teacher::{train_teacher, TeacherConfig};
-use lorkd_trainer::{Arch, Checkpoint, ResNetArch};
+use lorkd_trainer::{Arch, ResNetArch};
 use tch::{Device, Tensor};
 
 #[test]
@@ -207,22 +207,8 @@ fn train_pack_run_finetune_delta_flash_image() {
         delta::make_calibrated(&base, &ft_ck, dept, 2, 0, &key, Some(ft_images.clone())).unwrap();
     let info = delta::verify(&pkg, &base, &pubkey).unwrap();
     assert_eq!((info.department.as_str(), info.version), (dept, 2));
-    let mut tampered = Checkpoint::load(&ft_path).unwrap();
-    let w0 = tampered
-        .tensors
-        .keys()
-        .find(|k| {
-            k.ends_with(".weight")
-                && tampered
-                    .tensors
-                    .contains_key(&k.replace(".weight", ".lora_A"))
-        })
-        .unwrap()
-        .clone();
-    let w = tampered.tensors[&w0].shallow_clone() * 1.001;
-    tampered.tensors.insert(w0.clone(), w);
     let bad = dir.join("bad.safetensors");
-    tampered.save(&bad).unwrap();
+    let w0 = common::save_with_changed_w0(&ft_path, &bad);
     let err = delta::make(
         &base,
         &PackCheckpoint::load(&bad).unwrap(),

@@ -66,3 +66,23 @@ pub fn test_inputs(
         })
         .collect()
 }
+
+/// Writes `ck_path`'s checkpoint to `out` with one shared expert weight `W0` (the first conv
+/// that has LoRA factors) scaled by 1.001: a checkpoint whose base no longer matches the
+/// bundle, which `delta make` must refuse. Returns the tensor's name.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn save_with_changed_w0(ck_path: &Path, out: &Path) -> String {
+    let mut ck = Checkpoint::load(ck_path).unwrap();
+    let w0 = ck
+        .tensors
+        .keys()
+        .find(|k| {
+            k.ends_with(".weight") && ck.tensors.contains_key(&k.replace(".weight", ".lora_A"))
+        })
+        .unwrap()
+        .clone();
+    let w = ck.tensors[&w0].shallow_clone() * 1.001;
+    ck.tensors.insert(w0.clone(), w);
+    ck.save(out).unwrap();
+    w0
+}
