@@ -535,8 +535,24 @@ fn corrected_out(
     up: &[f32],
     st: StreamI8,
 ) -> i8 {
+    st.out(corrected_value(acc, o, ws, bias, d, b32, up, st.x.scale))
+}
+
+/// The f32 value of [`corrected_out`] before ReLU and quantisation (`sx`: the input scale).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn corrected_value(
+    acc: i32,
+    o: usize,
+    ws: &[f32],
+    bias: &[f32],
+    d: &Delta<'_>,
+    b32: Option<&[f32]>,
+    up: &[f32],
+    sx: f32,
+) -> f32 {
     let r = up.len();
-    let mut v = acc as f32 * (st.x.scale * ws[o]) + bias[o];
+    let mut v = acc as f32 * (sx * ws[o]) + bias[o];
     match b32 {
         Some(b) => {
             for (&bj, &uj) in b[o * r..][..r].iter().zip(up) {
@@ -549,7 +565,7 @@ fn corrected_out(
             }
         }
     }
-    st.out(v)
+    v
 }
 
 /// As [`stream_conv1x1_i8`] (the same arithmetic, so the same bytes), with the `W0` sums
@@ -583,6 +599,276 @@ pub fn stream_conv1x1_i8_tiled(
             }
         }
     });
+}
+
+/// Lanes of the streaming low-rank GEMMs: output pixels in [`lowrank_u_gemm`], output
+/// channels in the epilogues. Eight f32 (one AVX2 register, two NEON ones), written as
+/// fixed-size arrays so LLVM vectorises the lane loops on every target without `unsafe`.
+const L: usize = 8;
+type Lanes = [f32; L];
+/// Input channels [`lowrank_u_gemm`] dequantises per pass (its stack tile, `CH × L` f32).
+const CH: usize = 32;
+/// Rank rows [`lowrank_u_gemm`] accumulates per block (`RB × L` f32 on the stack).
+const RB: usize = 16;
+
+impl Delta<'_> {
+    /// The streaming 1x1 factors decoded once into `buf` (the [`Delta::decoded_len`] space
+    /// [`Delta::decoded`] uses, so the arena plan is unchanged): `A [r, Cin]` row-major and
+    /// `Bᵀ [r, Cout]` (`B` transposed, so the epilogues read 8 output channels of one rank
+    /// row contiguously), plus the rest of `buf`. `None` when `k ≠ 1` or `buf` is short.
+    /// The values are [`Factor::get`]'s, as in [`Delta::decoded`].
+    #[allow(clippy::type_complexity)]
+    pub fn decoded_t<'s>(
+        &self,
+        buf: &'s mut [f32],
+    ) -> Option<(&'s [f32], &'s [f32], &'s mut [f32])> {
+        let n = self.decoded_len();
+        if self.k != 1 || buf.len() < n {
+            return None;
+        }
+        let (dec, rest) = buf.split_at_mut(n);
+        let (a, bt) = dec.split_at_mut(self.a.rows * self.a.cols);
+        self.a.decode_into(a);
+        self.b.decode_transposed_into(bt);
+        Some((a, bt, rest))
+    }
+}
+
+/// [`lowrank_u`] as a small GEMM, the same bits: `u[p, j] = Σ_c A[j, c]·load(x[p, c])`, each
+/// sum from `0.0` over `c` in order (a product then an add per term, as there), with `L`
+/// output pixels in the lanes of one accumulator per rank row. The inputs of a pixel tile
+/// are loaded (dequantised) once per rank block into a transposed stack tile, then every
+/// input vector feeds up to 8 rank rows. `a`: the decoded `A [r, Cin]`; `u`: `ho·wo·r`.
+pub fn lowrank_u_gemm<T: Copy>(
+    g: &Geom,
+    x: &[T],
+    load: impl Fn(T) -> f32,
+    a: &[f32],
+    r: usize,
+    u: &mut [f32],
+) {
+    let (npix, cin) = (g.ho * g.wo, g.cin);
+    let a = &a[..r * cin];
+    let u = &mut u[..npix * r];
+    let mut xt = [[0.0f32; L]; CH];
+    let mut acc = [[0.0f32; L]; RB];
+    let mut off = [0usize; L];
+    for p0 in (0..npix).step_by(L) {
+        let np = L.min(npix - p0);
+        for (i, o) in off.iter_mut().enumerate().take(np) {
+            let (oy, ox) = ((p0 + i) / g.wo, (p0 + i) % g.wo);
+            *o = (oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off;
+        }
+        if np < L {
+            xt = [[0.0; L]; CH]; // lanes past the image stay finite (and unused)
+        }
+        for j0 in (0..r).step_by(RB) {
+            let rb = RB.min(r - j0);
+            acc[..rb].fill([0.0; L]);
+            for c0 in (0..cin).step_by(CH) {
+                let m = CH.min(cin - c0);
+                for (i, &o) in off[..np].iter().enumerate() {
+                    for (t, &v) in xt[..m].iter_mut().zip(&x[o + c0..][..m]) {
+                        t[i] = load(v);
+                    }
+                }
+                let (xs, acc) = (&xt[..m], &mut acc[..rb]);
+                let mut j = 0;
+                // 8 or 4 rows per pass on SIMD targets; the Cortex-M FPU has 32 scalar
+                // registers, so it takes 2 (16 accumulators).
+                if !cfg!(target_arch = "arm") {
+                    while j + 8 <= rb {
+                        rank_rows::<8>(&mut acc[j..], a, cin, j0 + j, c0, xs);
+                        j += 8;
+                    }
+                    while j + 4 <= rb {
+                        rank_rows::<4>(&mut acc[j..], a, cin, j0 + j, c0, xs);
+                        j += 4;
+                    }
+                }
+                while j + 2 <= rb {
+                    rank_rows::<2>(&mut acc[j..], a, cin, j0 + j, c0, xs);
+                    j += 2;
+                }
+                if j < rb {
+                    rank_rows::<1>(&mut acc[j..], a, cin, j0 + j, c0, xs);
+                }
+            }
+            for (i, up) in u[p0 * r..].chunks_exact_mut(r).take(np).enumerate() {
+                for (uj, aj) in up[j0..j0 + rb].iter_mut().zip(&acc[..rb]) {
+                    *uj = aj[i];
+                }
+            }
+        }
+    }
+}
+
+/// `acc[k][l] += A[j + k, c0 + c]·xs[c][l]` for `k < N`, `c` in order: `N` rank rows of
+/// [`lowrank_u_gemm`] over one channel chunk, in registers.
+#[inline(always)]
+fn rank_rows<const N: usize>(
+    acc: &mut [Lanes],
+    a: &[f32],
+    cin: usize,
+    j: usize,
+    c0: usize,
+    xs: &[Lanes],
+) {
+    let m = xs.len();
+    let rows: [&[f32]; N] = core::array::from_fn(|k| &a[(j + k) * cin + c0..][..m]);
+    let mut s: [Lanes; N] = core::array::from_fn(|k| acc[k]);
+    for (c, xv) in xs.iter().enumerate() {
+        for (sk, row) in s.iter_mut().zip(&rows) {
+            let w = row[c];
+            for (v, &xl) in sk.iter_mut().zip(xv) {
+                *v += w * xl;
+            }
+        }
+    }
+    acc[..N].copy_from_slice(&s);
+}
+
+/// [`QParams::quantize`] of `L` values (after ReLU when `relu`), the same bytes, written
+/// so the lanes vectorise: the zero point is first clamped to ±2^24, which cannot change
+/// a result (the rounded code is within ±(2^22 + 1), so past ±2^24 the sum saturates to
+/// −128 / 127 either way) and makes the add overflow-free without `saturating_add`.
+#[inline(always)]
+fn quantize_lanes(q: QParams, relu: bool, v: &Lanes) -> [i8; L] {
+    let zp = q.zero_point.clamp(-(1 << 24), 1 << 24);
+    let mut out = [0i8; L];
+    for (o, &x) in out.iter_mut().zip(v) {
+        let x = if relu { x.max(0.0) } else { x };
+        let t = (x / q.scale).clamp(-4_194_304.0, 4_194_304.0);
+        let ti = t as i32;
+        let f = t - ti as f32;
+        let r = ti + i32::from(f >= 0.5) - i32::from(f <= -0.5);
+        *o = (r + zp).clamp(-128, 127) as i8;
+    }
+    out
+}
+
+/// Streaming int8 1x1 expert conv with both halves as GEMMs — the bytes of
+/// [`stream_conv1x1_i8`] (its spec): the `W0` sums from the pointwise GEMM slot
+/// (`Kernels::conv1x1_sums_i8`), `u = A·deq(x)` by [`lowrank_u_gemm`], and an epilogue
+/// over 8 output channels at a time: `acc·(s_x·s_w[o]) + bias[o]`, then `+ Bᵀ[j, o]·u[p, j]`
+/// for `j` in order (separate multiply and add, as the scalar path), then ReLU and
+/// [`quantize_lanes`]. `scratch`: f32, at least `decoded_len + ho·wo·r` (the Streaming
+/// arena's low-rank scratch). `None` (nothing written) when `k ≠ 1` or it is short.
+#[allow(clippy::too_many_arguments)]
+pub fn stream_conv1x1_i8_gemm(
+    sums: crate::kernels::SumsI8,
+    g: &Geom,
+    x: &[i8],
+    w0: &[i8],
+    ws: &[f32],
+    bias: &[f32],
+    d: &Delta<'_>,
+    st: StreamI8,
+    scratch: &mut [f32],
+    y: &mut [i8],
+) -> Option<()> {
+    let (a, bt, rest) = d.decoded_t(scratch)?;
+    let (r, cout) = (d.a.rows, g.cout);
+    let u = rest.get_mut(..g.ho * g.wo * r)?;
+    lowrank_u_gemm(g, x, |q| st.x.dequantize(q), a, r, u);
+    let (u, ws, bias) = (&*u, &ws[..cout], &bias[..cout]);
+    let sx = st.x.scale;
+    sums(g, x, st.x.zero_point, w0, &mut |t| {
+        for i in 0..t.np {
+            let p = t.p0 + i;
+            let up = &u[p * r..][..r];
+            let acc = &t.acc[i * t.no..][..t.no];
+            let row = &mut y[p * cout + t.o0..][..t.no];
+            let mut ob = 0;
+            while ob + L <= t.no {
+                let v = corrected_lanes(&acc[ob..], sx, ws, bias, up, bt, t.o0 + ob);
+                row[ob..][..L].copy_from_slice(&quantize_lanes(st.y, st.relu, &v));
+                ob += L;
+            }
+            for (jo, yo) in row.iter_mut().enumerate().skip(ob) {
+                let o = t.o0 + jo;
+                let mut v = acc[jo] as f32 * (sx * ws[o]) + bias[o];
+                for (j, &uj) in up.iter().enumerate() {
+                    v += bt[j * cout + o] * uj;
+                }
+                *yo = st.out(v);
+            }
+        }
+    });
+    Some(())
+}
+
+/// The f32 values [`corrected_out`] quantises, for the `L` channels `o .. o + L` of one
+/// pixel: `acc[l]·(sx·ws[o + l]) + bias[o + l]`, then `+ Bᵀ[j, o + l]·up[j]` for `j` in
+/// order, each a product then an add (`acc` from this block's first sum; `Bᵀ` is
+/// `[r, Cout]` with `Cout = ws.len()`).
+#[inline(always)]
+fn corrected_lanes(
+    acc: &[i32],
+    sx: f32,
+    ws: &[f32],
+    bias: &[f32],
+    up: &[f32],
+    bt: &[f32],
+    o: usize,
+) -> Lanes {
+    let cout = ws.len();
+    let (a8, w8, b8) = (&acc[..L], &ws[o..][..L], &bias[o..][..L]);
+    let mut v: Lanes = [0.0; L];
+    for l in 0..L {
+        v[l] = a8[l] as f32 * (sx * w8[l]) + b8[l];
+    }
+    for (j, &uj) in up.iter().enumerate() {
+        for (vl, &bl) in v.iter_mut().zip(&bt[j * cout + o..][..L]) {
+            *vl += bl * uj;
+        }
+    }
+    v
+}
+
+/// Streaming f32 1x1 low-rank correction with both halves as GEMMs — the bits of
+/// [`lowrank_u`] then [`lowrank_add_f32`] (the spec): `y` holds the `W0` conv plus bias
+/// (no ReLU); `y[p, o] += Bᵀ[j, o]·u[p, j]` for `j` in order, 8 channels at a time, then
+/// ReLU if asked. `scratch` as for [`stream_conv1x1_i8_gemm`]; `None` (nothing written)
+/// when `k ≠ 1` or it is short.
+pub fn stream_lowrank_f32(
+    g: &Geom,
+    x: &[f32],
+    d: &Delta<'_>,
+    relu: bool,
+    scratch: &mut [f32],
+    y: &mut [f32],
+) -> Option<()> {
+    let (a, bt, rest) = d.decoded_t(scratch)?;
+    let (r, cout, npix) = (d.a.rows, g.cout, g.ho * g.wo);
+    let u = rest.get_mut(..npix * r)?;
+    lowrank_u_gemm(g, x, |v| v, a, r, u);
+    let relu_of = |v: f32| if relu { v.max(0.0) } else { v };
+    let u: &[f32] = u;
+    for p in 0..npix {
+        let (up, row) = (&u[p * r..][..r], &mut y[p * cout..][..cout]);
+        for (b, yb) in row.chunks_exact_mut(L).enumerate() {
+            let o = b * L;
+            let mut v: Lanes = [0.0; L];
+            v.copy_from_slice(yb);
+            for (j, &uj) in up.iter().enumerate() {
+                for (vl, &bl) in v.iter_mut().zip(&bt[j * cout + o..][..L]) {
+                    *vl += bl * uj;
+                }
+            }
+            for (yl, &vl) in yb.iter_mut().zip(&v) {
+                *yl = relu_of(vl);
+            }
+        }
+        for (o, yo) in row.iter_mut().enumerate().skip(cout / L * L) {
+            let mut acc = *yo;
+            for (j, &uj) in up.iter().enumerate() {
+                acc += bt[j * cout + o] * uj;
+            }
+            *yo = relu_of(acc);
+        }
+    }
+    Some(())
 }
 
 /// Streaming int8 k×k expert conv (the stem): every output channel's f32 weight
@@ -784,6 +1070,266 @@ mod tests {
             }
         }
         assert!(fused > 1000, "only {fused} channels took the one-pass path");
+    }
+
+    /// A random streaming 1x1 problem: geometry (strided, a channel slice of a wider input,
+    /// pixel and channel counts around the lane / chunk / tile sizes), factors of rank `r`
+    /// encoded in `dt` (unaligned bytes, so the spec decodes per element).
+    struct Problem {
+        g: crate::kernels::Geom,
+        r: usize,
+        dt: crate::format::DeltaDType,
+        a: std::vec::Vec<u8>,
+        b: std::vec::Vec<u8>,
+    }
+
+    impl Problem {
+        fn draw(rng: &mut crate::engine::testnet::Rng, case: usize) -> Self {
+            use crate::format::{factor, DeltaDType};
+            let dt = [DeltaDType::F32, DeltaDType::F16, DeltaDType::I8][case % 3];
+            let big = case.is_multiple_of(7);
+            let cin = 1 + rng.below(if big { 300 } else { 70 });
+            let cout = 1 + rng.below(if big { 150 } else { 40 });
+            let r = 1 + rng.below(if case.is_multiple_of(5) { 40 } else { 12 });
+            let (h, w, stride) = (1 + rng.below(11), 1 + rng.below(11), 1 + rng.below(2));
+            let extra = rng.below(5);
+            let g = crate::kernels::Geom {
+                h,
+                w,
+                in_stride: cin + extra,
+                c_off: rng.below(extra + 1),
+                cin,
+                ho: crate::kernels::Geom::out_dim(h, 1, stride, 0),
+                wo: crate::kernels::Geom::out_dim(w, 1, stride, 0),
+                cout,
+                k: 1,
+                stride,
+                pad: 0,
+            };
+            let mut enc = |rows: usize, cols: usize| {
+                let v = rng.vec(rows * cols, 0.5);
+                let n = factor::factor_bytes(dt, rows, cols).unwrap();
+                let mut out = std::vec![0u8; n + 1];
+                factor::encode_into(&v, rows, cols, dt, &mut out[1..]).unwrap();
+                out
+            };
+            let (a, b) = (enc(r, cin), enc(cout, r));
+            Problem { g, r, dt, a, b }
+        }
+
+        fn delta(&self) -> super::Delta<'_> {
+            let (g, r) = (&self.g, self.r);
+            let a = super::Factor::from_bytes(&self.a[1..], self.dt, r, g.cin).unwrap();
+            let b = super::Factor::from_bytes(&self.b[1..], self.dt, g.cout, r).unwrap();
+            super::Delta {
+                a,
+                b,
+                cout: g.cout,
+                cin: g.cin,
+                k: 1,
+            }
+        }
+
+        /// The Streaming arena's low-rank scratch for this conv, with one spare element.
+        fn scratch(&self, d: &super::Delta<'_>) -> std::vec::Vec<f32> {
+            std::vec![f32::NAN; d.decoded_len() + self.g.ho * self.g.wo * self.r + 1]
+        }
+    }
+
+    /// The streaming int8 1x1 path with both halves as GEMMs gives the bytes of the
+    /// per-output spec (`stream_conv1x1_i8`, reference dot, factors decoded per element)
+    /// with every kernel table's `W0` sums, on random shapes, ranks, factor dtypes, zero
+    /// points (extremes included) and output scales (small ones saturate). The f32 path
+    /// gives the bits of `lowrank_u` then `lowrank_add_f32`. Seed: `LORKD_SEED`.
+    #[test]
+    fn streaming_gemms_match_the_per_output_spec() {
+        use super::{stream_conv1x1_i8, stream_conv1x1_i8_gemm, StreamI8};
+        use crate::quant::QParams;
+        let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
+        let tables: std::vec::Vec<_> = crate::kernels::Kernels::available()
+            .into_iter()
+            .flatten()
+            .collect();
+        for case in 0..240 {
+            let p = Problem::draw(&mut rng, case);
+            let (g, d) = (p.g, p.delta());
+            let at = format!("case {case}: {:?} r {} {:?}", g, p.r, p.dt);
+            let x: std::vec::Vec<i8> = (0..g.in_len()).map(|_| rng.next_u64() as i8).collect();
+            let w0: std::vec::Vec<i8> = (0..g.cout * g.cin).map(|_| rng.next_u64() as i8).collect();
+            let ws: std::vec::Vec<f32> = (0..g.cout).map(|_| 1e-3 + rng.uniform(1e-3)).collect();
+            let bias = rng.vec(g.cout, 2.0);
+            let zp = |rng: &mut crate::engine::testnet::Rng| match rng.below(8) {
+                0 => i32::MAX,
+                1 => i32::MIN,
+                2 => (1 << 24) + rng.below(300) as i32 - 150,
+                _ => rng.below(256) as i32 - 128,
+            };
+            let st = StreamI8 {
+                x: QParams {
+                    scale: 0.01 + rng.uniform(0.005),
+                    zero_point: rng.below(256) as i32 - 128,
+                },
+                y: QParams {
+                    scale: [1e-4, 0.02, 0.1, 3.0][case % 4],
+                    zero_point: zp(&mut rng),
+                },
+                relu: case % 2 == 0,
+            };
+            let mut u = std::vec![0.0; g.ho * g.wo * p.r];
+            let mut want = std::vec![0i8; g.out_len()];
+            let dot = crate::kernels::reference::conv1x1::dot_i8;
+            stream_conv1x1_i8(dot, &g, &x, &w0, &ws, &bias, &d, st, &mut u, &mut want);
+            for k in &tables {
+                let mut got = std::vec![0i8; g.out_len()];
+                let mut scratch = p.scratch(&d);
+                let sums = k.conv1x1_sums_i8;
+                let done = stream_conv1x1_i8_gemm(
+                    sums,
+                    &g,
+                    &x,
+                    &w0,
+                    &ws,
+                    &bias,
+                    &d,
+                    st,
+                    &mut scratch,
+                    &mut got,
+                );
+                assert!(done.is_some(), "{at}");
+                assert_eq!(got, want, "{at} {k:?} {st:?}");
+                assert!(
+                    scratch.last().unwrap().is_nan(),
+                    "{at}: wrote past the scratch"
+                );
+            }
+            // The scratch the arena plans is enough; one element less is refused.
+            let mut short = std::vec![0.0; d.decoded_len() + g.ho * g.wo * p.r - 1];
+            let mut y = std::vec![0i8; g.out_len()];
+            let sums = tables[0].conv1x1_sums_i8;
+            let none =
+                stream_conv1x1_i8_gemm(sums, &g, &x, &w0, &ws, &bias, &d, st, &mut short, &mut y);
+            assert!(none.is_none(), "{at}");
+
+            // f32: the same input dequantised, the W0 conv stood in by random values.
+            let xf = rng.vec(g.in_len(), 3.0);
+            let y0 = rng.vec(g.out_len(), 1.0);
+            let mut want = y0.clone();
+            super::lowrank_u(&g, &xf, |v| v, &d.a, &mut u);
+            super::lowrank_add_f32(&g, &u, &d.b, st.relu, &mut want);
+            let mut got = y0;
+            let mut scratch = p.scratch(&d);
+            super::stream_lowrank_f32(&g, &xf, &d, st.relu, &mut scratch, &mut got).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{at}");
+        }
+    }
+
+    /// The 8-channel epilogue's f32 values are the scalar spec's (`corrected_value`, what
+    /// `corrected_out` quantises) bit for bit — checked before quantisation, where a
+    /// reordered product or sum would show — on random sums over the whole i32 range,
+    /// scales, ranks (0 included) and channel offsets. Seed: `LORKD_SEED`.
+    #[test]
+    fn corrected_lanes_are_the_scalar_values() {
+        use crate::format::DeltaDType;
+        let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
+        for case in 0..2000 {
+            let (r, cout) = (rng.below(20), super::L + rng.below(40));
+            let acc: std::vec::Vec<i32> = (0..cout)
+                .map(|_| match case % 3 {
+                    0 => rng.next_u64() as i32,
+                    _ => (rng.next_u64() % 2_000_001) as i32 - 1_000_000,
+                })
+                .collect();
+            let ws = rng.vec(cout, 1e-2);
+            let bias = rng.vec(cout, 3.0);
+            let up = rng.vec(r, 10.0);
+            let b = rng.vec(cout * r, 0.5);
+            let mut bt = std::vec![0.0; r * cout];
+            for o in 0..cout {
+                for j in 0..r {
+                    bt[j * cout + o] = b[o * r + j];
+                }
+            }
+            let sx = 0.001 + rng.uniform(1e-3).abs();
+            let fb = super::Factor::from_bytes(bytemuck::cast_slice(&b), DeltaDType::F32, cout, r)
+                .unwrap();
+            let d = super::Delta {
+                a: super::Factor::EMPTY,
+                b: fb,
+                cout,
+                cin: 0,
+                k: 1,
+            };
+            let o = rng.below(cout - super::L + 1);
+            let got = super::corrected_lanes(&acc[o..], sx, &ws, &bias, &up, &bt, o);
+            for (l, v) in got.iter().enumerate() {
+                for b32 in [Some(&b[..]), None] {
+                    let want =
+                        super::corrected_value(acc[o + l], o + l, &ws, &bias, &d, b32, &up, sx);
+                    assert_eq!(
+                        v.to_bits(),
+                        want.to_bits(),
+                        "case {case}: r {r} o {o} l {l}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The lane quantiser gives `QParams::quantize`'s byte (after ReLU when asked) on
+    /// rounding edges, non-finite values, extreme zero points and random values.
+    #[test]
+    fn quantize_lanes_is_quantize() {
+        use crate::quant::QParams;
+        let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
+        let edges = [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -2.5,
+            0.49999997,
+            -0.49999997,
+            127.5,
+            -128.5,
+            4_194_303.5,
+            -4_194_304.5,
+            1e30,
+            -1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MIN_POSITIVE,
+            1e-40,
+        ];
+        for case in 0..4000 {
+            let zero_point = match case % 6 {
+                0 => i32::MAX,
+                1 => i32::MIN,
+                2 => -(1 << 24) - 200 + rng.below(400) as i32,
+                3 => (1 << 22) - 200 + rng.below(400) as i32,
+                _ => rng.below(512) as i32 - 256,
+            };
+            let q = QParams {
+                scale: [1.0, 0.5, 0.1, 1e-3, 7.0][case % 5],
+                zero_point,
+            };
+            let v: super::Lanes = core::array::from_fn(|_| {
+                if rng.below(3) == 0 {
+                    edges[rng.below(edges.len())] * q.scale
+                } else {
+                    rng.uniform(300.0) * q.scale
+                }
+            });
+            for relu in [false, true] {
+                let got = super::quantize_lanes(q, relu, &v);
+                for (l, &x) in v.iter().enumerate() {
+                    let want = q.quantize(if relu { x.max(0.0) } else { x });
+                    assert_eq!(got[l], want, "{x} {q:?} relu {relu}");
+                }
+            }
+        }
     }
 
     #[test]
