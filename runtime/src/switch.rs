@@ -14,7 +14,7 @@
 pub use crate::format::factor::Factor;
 use crate::format::{DeltaDType, DeltaRef};
 use crate::kernels::reference::conv::window;
-use crate::kernels::Geom;
+use crate::kernels::{Geom, SumTile};
 use crate::quant::QParams;
 
 /// The two factors of one expert conv: `A [r·k, Cin·k]`, `B [Cout·k, r·k]`.
@@ -611,26 +611,39 @@ const CH: usize = 32;
 /// Rank rows [`lowrank_u_gemm`] accumulates per block (`RB × L` f32 on the stack).
 const RB: usize = 16;
 
+/// A streaming 1x1 expert's factors decoded for the low-rank GEMMs, and its `u`.
+pub struct LowRank1x1<'s> {
+    /// `A [r, Cin]`, row-major.
+    pub a: &'s [f32],
+    /// `Bᵀ [r, Cout]`: `B` transposed, so the epilogues read 8 output channels of one
+    /// rank row contiguously.
+    pub bt: &'s [f32],
+    /// Rank rows `r`.
+    pub r: usize,
+    /// `u [ho·wo, r]`.
+    pub u: &'s mut [f32],
+}
+
 impl Delta<'_> {
-    /// The streaming 1x1 factors decoded once into `buf` (the [`Delta::decoded_len`] space
-    /// [`Delta::decoded`] uses, so the arena plan is unchanged): `A [r, Cin]` row-major and
-    /// `Bᵀ [r, Cout]` (`B` transposed, so the epilogues read 8 output channels of one rank
-    /// row contiguously), plus the rest of `buf`. `None` when `k ≠ 1` or `buf` is short.
-    /// The values are [`Factor::get`]'s, as in [`Delta::decoded`].
-    #[allow(clippy::type_complexity)]
-    pub fn decoded_t<'s>(
-        &self,
-        buf: &'s mut [f32],
-    ) -> Option<(&'s [f32], &'s [f32], &'s mut [f32])> {
-        let n = self.decoded_len();
-        if self.k != 1 || buf.len() < n {
+    /// The factors of a 1x1 expert decoded once into `buf` — the [`Delta::decoded_len`]
+    /// space [`Delta::decoded`] uses, then `npix·r` for `u`, so the arena plan is unchanged
+    /// — as a [`LowRank1x1`]. The values are [`Factor::get`]'s, as in [`Delta::decoded`].
+    /// `None` when `k ≠ 1` or `buf` is short.
+    pub fn lowrank_1x1<'s>(&self, buf: &'s mut [f32], npix: usize) -> Option<LowRank1x1<'s>> {
+        let (n, r) = (self.decoded_len(), self.a.rows);
+        if self.k != 1 || buf.len() < n.checked_add(npix.checked_mul(r)?)? {
             return None;
         }
         let (dec, rest) = buf.split_at_mut(n);
-        let (a, bt) = dec.split_at_mut(self.a.rows * self.a.cols);
+        let (a, bt) = dec.split_at_mut(r * self.a.cols);
         self.a.decode_into(a);
         self.b.decode_transposed_into(bt);
-        Some((a, bt, rest))
+        Some(LowRank1x1 {
+            a,
+            bt,
+            r,
+            u: &mut rest[..npix * r],
+        })
     }
 }
 
@@ -639,6 +652,9 @@ impl Delta<'_> {
 /// output pixels in the lanes of one accumulator per rank row. The inputs of a pixel tile
 /// are loaded (dequantised) once per rank block into a transposed stack tile, then every
 /// input vector feeds up to 8 rank rows. `a`: the decoded `A [r, Cin]`; `u`: `ho·wo·r`.
+/// Inlined into its callers so a `#[target_feature]` one (the AVX2 table) compiles it
+/// with its registers.
+#[inline(always)]
 pub fn lowrank_u_gemm<T: Copy>(
     g: &Geom,
     x: &[T],
@@ -728,20 +744,33 @@ fn rank_rows<const N: usize>(
     acc[..N].copy_from_slice(&s);
 }
 
-/// [`QParams::quantize`] of `L` values (after ReLU when `relu`), the same bytes, written
-/// so the lanes vectorise: the zero point is first clamped to ±2^24, which cannot change
-/// a result (the rounded code is within ±(2^22 + 1), so past ±2^24 the sum saturates to
-/// −128 / 127 either way) and makes the add overflow-free without `saturating_add`.
+/// [`QParams::quantize`] of `L` values (after ReLU when `relu`), the same bytes, with no
+/// float-to-int conversion (whose saturating `as` LLVM splits into scalar code per lane):
+/// - `t = x / scale` clamped to ±2^22 as there; NaN becomes 0 (it gives the zero point
+///   there too);
+/// - `m = t + 1.5·2^23` lies in `[2^23, 2^24]`, where f32 steps by 1: `m` is `t` rounded to
+///   the nearest integer, ties to even, and `bits(m) − bits(1.5·2^23)` is that integer `n`
+///   (f32 bits count up by one per step, across the binade at 2^24 too);
+/// - `f = t − (m − 1.5·2^23)` is exact (an integer difference, then Sterbenz), so a tie
+///   shows as `f = ±0.5`; round-half-away-from-zero (the spec's rounding) differs from
+///   ties-to-even only where such a tie went toward zero: `+1` for `f = 0.5, t > 0`, `−1`
+///   for `f = −0.5, t < 0`;
+/// - the zero point is clamped to ±2^24 first, which cannot change a result (the code is
+///   within ±(2^22 + 1), so past ±2^24 the sum saturates to −128 / 127 either way) and
+///   makes the add overflow-free without `saturating_add`.
 #[inline(always)]
 fn quantize_lanes(q: QParams, relu: bool, v: &Lanes) -> [i8; L] {
+    const MAGIC: f32 = 12_582_912.0;
     let zp = q.zero_point.clamp(-(1 << 24), 1 << 24);
     let mut out = [0i8; L];
     for (o, &x) in out.iter_mut().zip(v) {
         let x = if relu { x.max(0.0) } else { x };
         let t = (x / q.scale).clamp(-4_194_304.0, 4_194_304.0);
-        let ti = t as i32;
-        let f = t - ti as f32;
-        let r = ti + i32::from(f >= 0.5) - i32::from(f <= -0.5);
+        let t = if t.is_nan() { 0.0 } else { t };
+        let m = t + MAGIC;
+        let n = m.to_bits() as i32 - MAGIC.to_bits() as i32;
+        let f = t - (m - MAGIC);
+        let r = n + i32::from(f == 0.5 && t > 0.0) - i32::from(f == -0.5 && t < 0.0);
         *o = (r + zp).clamp(-128, 127) as i8;
     }
     out
@@ -749,14 +778,13 @@ fn quantize_lanes(q: QParams, relu: bool, v: &Lanes) -> [i8; L] {
 
 /// Streaming int8 1x1 expert conv with both halves as GEMMs — the bytes of
 /// [`stream_conv1x1_i8`] (its spec): the `W0` sums from the pointwise GEMM slot
-/// (`Kernels::conv1x1_sums_i8`), `u = A·deq(x)` by [`lowrank_u_gemm`], and an epilogue
-/// over 8 output channels at a time: `acc·(s_x·s_w[o]) + bias[o]`, then `+ Bᵀ[j, o]·u[p, j]`
-/// for `j` in order (separate multiply and add, as the scalar path), then ReLU and
-/// [`quantize_lanes`]. `scratch`: f32, at least `decoded_len + ho·wo·r` (the Streaming
-/// arena's low-rank scratch). `None` (nothing written) when `k ≠ 1` or it is short.
+/// (`Kernels::conv1x1_sums_i8`), `u = A·deq(x)` (`LowRank::u_i8`, [`lowrank_u_gemm`]) and
+/// on each tile of sums [`epilogue_i8`] (`LowRank::epilogue_i8`), all from the table `k`.
+/// `scratch`: f32, at least `decoded_len + ho·wo·r` (the Streaming arena's low-rank
+/// scratch). `None` (nothing written) when `k ≠ 1` or it is short.
 #[allow(clippy::too_many_arguments)]
 pub fn stream_conv1x1_i8_gemm(
-    sums: crate::kernels::SumsI8,
+    k: &crate::kernels::Kernels,
     g: &Geom,
     x: &[i8],
     w0: &[i8],
@@ -767,35 +795,82 @@ pub fn stream_conv1x1_i8_gemm(
     scratch: &mut [f32],
     y: &mut [i8],
 ) -> Option<()> {
-    let (a, bt, rest) = d.decoded_t(scratch)?;
-    let (r, cout) = (d.a.rows, g.cout);
-    let u = rest.get_mut(..g.ho * g.wo * r)?;
-    lowrank_u_gemm(g, x, |q| st.x.dequantize(q), a, r, u);
-    let (u, ws, bias) = (&*u, &ws[..cout], &bias[..cout]);
-    let sx = st.x.scale;
-    sums(g, x, st.x.zero_point, w0, &mut |t| {
-        for i in 0..t.np {
-            let p = t.p0 + i;
-            let up = &u[p * r..][..r];
-            let acc = &t.acc[i * t.no..][..t.no];
-            let row = &mut y[p * cout + t.o0..][..t.no];
-            let mut ob = 0;
-            while ob + L <= t.no {
-                let v = corrected_lanes(&acc[ob..], sx, ws, bias, up, bt, t.o0 + ob);
-                row[ob..][..L].copy_from_slice(&quantize_lanes(st.y, st.relu, &v));
-                ob += L;
-            }
-            for (jo, yo) in row.iter_mut().enumerate().skip(ob) {
-                let o = t.o0 + jo;
-                let mut v = acc[jo] as f32 * (sx * ws[o]) + bias[o];
-                for (j, &uj) in up.iter().enumerate() {
-                    v += bt[j * cout + o] * uj;
-                }
-                *yo = st.out(v);
-            }
-        }
-    });
+    let lr = d.lowrank_1x1(scratch, g.ho * g.wo)?;
+    let (cout, r) = (g.cout, lr.r);
+    (k.lowrank.u_i8)(g, x, st.x, lr.a, r, lr.u);
+    let epilogue = k.lowrank.epilogue_i8;
+    let mut e = EpilogueI8 {
+        u: lr.u,
+        r,
+        bt: lr.bt,
+        ws: &ws[..cout],
+        bias: &bias[..cout],
+        st,
+        y: &mut y[..g.ho * g.wo * cout],
+    };
+    (k.conv1x1_sums_i8)(g, x, st.x.zero_point, w0, &mut |t| epilogue(&t, &mut e));
     Some(())
+}
+
+/// What [`epilogue_i8`] needs besides the tile of sums.
+pub struct EpilogueI8<'a> {
+    /// `u [ho·wo, r]`.
+    pub u: &'a [f32],
+    /// Rank rows `r`.
+    pub r: usize,
+    /// `Bᵀ [r, Cout]`.
+    pub bt: &'a [f32],
+    /// Per-channel `W0` scales (`Cout`: its length is the channel count).
+    pub ws: &'a [f32],
+    /// Per-channel bias (`Cout`).
+    pub bias: &'a [f32],
+    /// Input / output quantisation, ReLU.
+    pub st: StreamI8,
+    /// The output `[ho·wo, Cout]`.
+    pub y: &'a mut [i8],
+}
+
+/// `u = A·deq(x)` for int8 input: [`lowrank_u_gemm`] with [`QParams::dequantize`] (the
+/// portable `LowRank::u_i8` slot).
+#[inline(always)]
+pub fn lowrank_u_i8(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut [f32]) {
+    lowrank_u_gemm(g, x, |v| q.dequantize(v), a, r, u)
+}
+
+/// `u = A·x` for f32 input: [`lowrank_u_gemm`] (the portable `LowRank::u_f32` slot).
+#[inline(always)]
+pub fn lowrank_u_f32(g: &Geom, x: &[f32], a: &[f32], r: usize, u: &mut [f32]) {
+    lowrank_u_gemm(g, x, |v| v, a, r, u)
+}
+
+/// The streaming int8 epilogue of one tile of `W0` sums (the portable
+/// `LowRank::epilogue_i8` slot), 8 output channels at a time: [`corrected_lanes`] —
+/// `acc·(s_x·s_w[o]) + bias[o]`, then `+ Bᵀ[j, o]·u[p, j]` for `j` in order, a product then
+/// an add, as the scalar spec — then ReLU and [`quantize_lanes`]; channels past the last
+/// 8 one at a time with the same arithmetic.
+#[inline(always)]
+pub fn epilogue_i8(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
+    let (r, cout, sx, st) = (e.r, e.ws.len(), e.st.x.scale, e.st);
+    for i in 0..t.np {
+        let p = t.p0 + i;
+        let up = &e.u[p * r..][..r];
+        let acc = &t.acc[i * t.no..][..t.no];
+        let row = &mut e.y[p * cout + t.o0..][..t.no];
+        let mut ob = 0;
+        while ob + L <= t.no {
+            let v = corrected_lanes(&acc[ob..], sx, e.ws, e.bias, up, e.bt, t.o0 + ob);
+            row[ob..][..L].copy_from_slice(&quantize_lanes(st.y, st.relu, &v));
+            ob += L;
+        }
+        for (jo, yo) in row.iter_mut().enumerate().skip(ob) {
+            let o = t.o0 + jo;
+            let mut v = acc[jo] as f32 * (sx * e.ws[o]) + e.bias[o];
+            for (j, &uj) in up.iter().enumerate() {
+                v += e.bt[j * cout + o] * uj;
+            }
+            *yo = st.out(v);
+        }
+    }
 }
 
 /// The f32 values [`corrected_out`] quantises, for the `L` channels `o .. o + L` of one
@@ -827,11 +902,12 @@ fn corrected_lanes(
 }
 
 /// Streaming f32 1x1 low-rank correction with both halves as GEMMs — the bits of
-/// [`lowrank_u`] then [`lowrank_add_f32`] (the spec): `y` holds the `W0` conv plus bias
-/// (no ReLU); `y[p, o] += Bᵀ[j, o]·u[p, j]` for `j` in order, 8 channels at a time, then
-/// ReLU if asked. `scratch` as for [`stream_conv1x1_i8_gemm`]; `None` (nothing written)
-/// when `k ≠ 1` or it is short.
+/// [`lowrank_u`] then [`lowrank_add_f32`] (the spec), from the table `k`'s
+/// `LowRank::u_f32` and `LowRank::add_f32`: `y` holds the `W0` conv plus bias (no ReLU).
+/// `scratch` as for [`stream_conv1x1_i8_gemm`]; `None` (nothing written) when `k ≠ 1`
+/// or it is short.
 pub fn stream_lowrank_f32(
+    k: &crate::kernels::Kernels,
     g: &Geom,
     x: &[f32],
     d: &Delta<'_>,
@@ -839,14 +915,21 @@ pub fn stream_lowrank_f32(
     scratch: &mut [f32],
     y: &mut [f32],
 ) -> Option<()> {
-    let (a, bt, rest) = d.decoded_t(scratch)?;
-    let (r, cout, npix) = (d.a.rows, g.cout, g.ho * g.wo);
-    let u = rest.get_mut(..npix * r)?;
-    lowrank_u_gemm(g, x, |v| v, a, r, u);
+    let lr = d.lowrank_1x1(scratch, g.ho * g.wo)?;
+    (k.lowrank.u_f32)(g, x, lr.a, lr.r, lr.u);
+    let y = &mut y[..g.ho * g.wo * g.cout];
+    (k.lowrank.add_f32)(lr.u, lr.bt, lr.r, g.cout, relu, y);
+    Some(())
+}
+
+/// `y[p, o] += Bᵀ[j, o]·u[p, j]` for `j` in order, 8 channels at a time, then ReLU if asked,
+/// for every pixel `p < y.len() / cout` (the portable `LowRank::add_f32` slot; the bits of
+/// [`lowrank_add_f32`]). `u [·, r]`, `Bᵀ [r, cout]`.
+#[inline(always)]
+pub fn lowrank_add_t_f32(u: &[f32], bt: &[f32], r: usize, cout: usize, relu: bool, y: &mut [f32]) {
     let relu_of = |v: f32| if relu { v.max(0.0) } else { v };
-    let u: &[f32] = u;
-    for p in 0..npix {
-        let (up, row) = (&u[p * r..][..r], &mut y[p * cout..][..cout]);
+    for (p, row) in y.chunks_exact_mut(cout.max(1)).enumerate() {
+        let up = &u[p * r..][..r];
         for (b, yb) in row.chunks_exact_mut(L).enumerate() {
             let o = b * L;
             let mut v: Lanes = [0.0; L];
@@ -868,7 +951,6 @@ pub fn stream_lowrank_f32(
             *yo = relu_of(acc);
         }
     }
-    Some(())
 }
 
 /// Streaming int8 k×k expert conv (the stem): every output channel's f32 weight
@@ -918,6 +1000,80 @@ pub fn stream_conv_i8(
             }
         }
     }
+}
+
+/// [`stream_conv_i8`] with 8 output channels in the lanes of one accumulator — the same
+/// bytes. Where a patch holds at most `conv::PATCH` elements (the stem: `3·3·3`), the
+/// weights `s_w[o]·W0q[o] + ΔW[o]` (formed as there) are laid out transposed in `wbuf`
+/// (`[Cin·k·k, Cout]`, the same `Cout·Cin·k·k` elements), each pixel's dequantised patch
+/// is gathered once, and every channel's sum still runs over the patch in order from `0.0`
+/// ([`stem_lanes`]), then `bias + sum`, ReLU and [`quantize_lanes`]. Longer patches take
+/// [`stream_conv_i8`].
+#[allow(clippy::too_many_arguments)]
+pub fn stream_conv_i8_lanes(
+    g: &Geom,
+    x: &[i8],
+    w0: &[i8],
+    ws: &[f32],
+    bias: &[f32],
+    d: &Delta<'_>,
+    st: StreamI8,
+    wbuf: &mut [f32],
+    y: &mut [i8],
+) {
+    use crate::kernels::reference::conv::{gather, PATCH};
+    let (n, cout) = (d.channel_len(), g.cout);
+    if n == 0 || n > PATCH {
+        return stream_conv_i8(g, x, w0, ws, bias, d, st, wbuf, y);
+    }
+    let wt = &mut wbuf[..cout * n];
+    let mut row = [0.0f32; PATCH];
+    let row = &mut row[..n];
+    for o in 0..cout {
+        d.channel_into(o, row);
+        for (v, &q) in row.iter_mut().zip(&w0[o * n..][..n]) {
+            *v += ws[o] * q as f32;
+        }
+        for (i, &v) in row.iter().enumerate() {
+            wt[i * cout + o] = v;
+        }
+    }
+    let (wt, bias): (&[f32], _) = (wt, &bias[..cout]);
+    let mut patch = [0.0f32; PATCH];
+    let patch = &mut patch[..n];
+    for oy in 0..g.ho {
+        for ox in 0..g.wo {
+            gather(g, x, oy, ox, 0.0, |q| st.x.dequantize(q), patch);
+            let out = &mut y[(oy * g.wo + ox) * cout..][..cout];
+            let mut ob = 0;
+            while ob + L <= cout {
+                let v = stem_lanes(wt, patch, cout, ob);
+                let s: Lanes = core::array::from_fn(|l| bias[ob + l] + v[l]);
+                out[ob..][..L].copy_from_slice(&quantize_lanes(st.y, st.relu, &s));
+                ob += L;
+            }
+            for (o, yo) in out.iter_mut().enumerate().skip(ob) {
+                let mut v = 0.0;
+                for (i, &xv) in patch.iter().enumerate() {
+                    v += wt[i * cout + o] * xv;
+                }
+                *yo = st.out(bias[o] + v);
+            }
+        }
+    }
+}
+
+/// `Σ_i wt[i·cout + o + l]·patch[i]` for the `L` channels `o + l`, each from `0.0` with
+/// `i` in order, a product then an add (the per-channel dot product of [`stream_conv_i8`]).
+#[inline(always)]
+fn stem_lanes(wt: &[f32], patch: &[f32], cout: usize, o: usize) -> Lanes {
+    let mut v: Lanes = [0.0; L];
+    for (i, &xv) in patch.iter().enumerate() {
+        for (vl, &wl) in v.iter_mut().zip(&wt[i * cout + o..][..L]) {
+            *vl += wl * xv;
+        }
+    }
+    v
 }
 
 #[cfg(test)]
@@ -1182,9 +1338,8 @@ mod tests {
             for k in &tables {
                 let mut got = std::vec![0i8; g.out_len()];
                 let mut scratch = p.scratch(&d);
-                let sums = k.conv1x1_sums_i8;
                 let done = stream_conv1x1_i8_gemm(
-                    sums,
+                    k,
                     &g,
                     &x,
                     &w0,
@@ -1205,9 +1360,9 @@ mod tests {
             // The scratch the arena plans is enough; one element less is refused.
             let mut short = std::vec![0.0; d.decoded_len() + g.ho * g.wo * p.r - 1];
             let mut y = std::vec![0i8; g.out_len()];
-            let sums = tables[0].conv1x1_sums_i8;
-            let none =
-                stream_conv1x1_i8_gemm(sums, &g, &x, &w0, &ws, &bias, &d, st, &mut short, &mut y);
+            let none = stream_conv1x1_i8_gemm(
+                &tables[0], &g, &x, &w0, &ws, &bias, &d, st, &mut short, &mut y,
+            );
             assert!(none.is_none(), "{at}");
 
             // f32: the same input dequantised, the W0 conv stood in by random values.
@@ -1216,11 +1371,17 @@ mod tests {
             let mut want = y0.clone();
             super::lowrank_u(&g, &xf, |v| v, &d.a, &mut u);
             super::lowrank_add_f32(&g, &u, &d.b, st.relu, &mut want);
-            let mut got = y0;
-            let mut scratch = p.scratch(&d);
-            super::stream_lowrank_f32(&g, &xf, &d, st.relu, &mut scratch, &mut got).unwrap();
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
-            assert_eq!(bits(&got), bits(&want), "{at}");
+            for k in &tables {
+                let mut got = y0.clone();
+                let mut scratch = p.scratch(&d);
+                super::stream_lowrank_f32(k, &g, &xf, &d, st.relu, &mut scratch, &mut got).unwrap();
+                assert_eq!(bits(&got), bits(&want), "{at} {k:?}");
+                assert!(
+                    scratch.last().unwrap().is_nan(),
+                    "{at}: wrote past the scratch"
+                );
+            }
         }
     }
 
@@ -1274,6 +1435,132 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The streaming k×k int8 conv with channels in lanes gives the bytes of the
+    /// per-channel one (`stream_conv_i8`) on random geometries (k 1 / 3 / 5, strides,
+    /// padding; patches shorter and longer than `conv::PATCH`), ranks, factor dtypes and
+    /// quantisations; and its lane sums are the per-channel dot products bit for bit.
+    /// Seed: `LORKD_SEED`.
+    #[test]
+    fn streaming_stem_lanes_match_the_per_channel_spec() {
+        use super::{stream_conv_i8, stream_conv_i8_lanes, Delta, Factor, StreamI8};
+        use crate::format::{factor, DeltaDType};
+        use crate::kernels::Geom;
+        use crate::quant::QParams;
+        let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
+        for case in 0..200 {
+            let dt = [DeltaDType::F32, DeltaDType::F16, DeltaDType::I8][case % 3];
+            let k = [3, 3, 1, 5][case % 4];
+            let (stride, pad) = (1 + rng.below(2), rng.below(k / 2 + 1));
+            let cin = 1 + rng.below(if case % 5 == 0 { 40 } else { 6 });
+            let (cout, rank) = (1 + rng.below(40), 1 + rng.below(9));
+            let (h, w, extra) = (k + rng.below(9), k + rng.below(9), rng.below(3));
+            let g = Geom {
+                h,
+                w,
+                in_stride: cin + extra,
+                c_off: rng.below(extra + 1),
+                cin,
+                ho: Geom::out_dim(h, k, stride, pad),
+                wo: Geom::out_dim(w, k, stride, pad),
+                cout,
+                k,
+                stride,
+                pad,
+            };
+            let (rk, ck, n) = (rank * k, cin * k, cin * k * k);
+            let mut enc = |rows: usize, cols: usize| {
+                let v = rng.vec(rows * cols, 0.3);
+                let mut out = std::vec![0u8; factor::factor_bytes(dt, rows, cols).unwrap()];
+                factor::encode_into(&v, rows, cols, dt, &mut out).unwrap();
+                out
+            };
+            let (a, b) = (enc(rk, ck), enc(cout * k, rk));
+            let d = Delta {
+                a: Factor::from_bytes(&a, dt, rk, ck).unwrap(),
+                b: Factor::from_bytes(&b, dt, cout * k, rk).unwrap(),
+                cout,
+                cin,
+                k,
+            };
+            let x: std::vec::Vec<i8> = (0..g.in_len()).map(|_| rng.next_u64() as i8).collect();
+            let w0: std::vec::Vec<i8> = (0..cout * n).map(|_| rng.next_u64() as i8).collect();
+            let ws: std::vec::Vec<f32> = (0..cout).map(|_| 2e-3 + rng.uniform(1e-3)).collect();
+            let bias = rng.vec(cout, 1.0);
+            let st = StreamI8 {
+                x: QParams {
+                    scale: 0.02,
+                    zero_point: rng.below(256) as i32 - 128,
+                },
+                y: QParams {
+                    scale: [0.01, 0.05, 0.5][case % 3],
+                    zero_point: rng.below(256) as i32 - 128,
+                },
+                relu: case % 2 == 1,
+            };
+            let mut wbuf = std::vec![0.0; cout * n];
+            let (mut want, mut got) = (std::vec![0i8; g.out_len()], std::vec![0i8; g.out_len()]);
+            stream_conv_i8(&g, &x, &w0, &ws, &bias, &d, st, &mut wbuf, &mut want);
+            stream_conv_i8_lanes(&g, &x, &w0, &ws, &bias, &d, st, &mut wbuf, &mut got);
+            assert_eq!(got, want, "case {case}: {g:?} rank {rank} {dt:?}");
+            // The lane sums, before quantisation (where a reordering would show).
+            let (np, nc) = (1 + rng.below(60), super::L + rng.below(20));
+            let (wt, patch) = (rng.vec(np * nc, 1.0), rng.vec(np, 5.0));
+            let o = rng.below(nc - super::L + 1);
+            let v = super::stem_lanes(&wt, &patch, nc, o);
+            for (l, v) in v.iter().enumerate() {
+                let mut s = 0.0f32;
+                for (i, &xv) in patch.iter().enumerate() {
+                    s += wt[i * nc + o + l] * xv;
+                }
+                assert_eq!(v.to_bits(), s.to_bits(), "case {case}: lane {l}");
+            }
+        }
+    }
+
+    /// The lane quantiser gives `QParams::quantize`'s byte, scale 1 and zero point 0 (where
+    /// the byte shows the most of the rounding): every f32 within 40 steps of each multiple
+    /// of 0.5 in ±300 and of ±2^22, and a sweep over the whole bit space (NaNs, infinities,
+    /// subnormals included) with a random stride. Seed: `LORKD_SEED`.
+    #[test]
+    fn quantize_lanes_is_quantize_at_every_half() {
+        use crate::quant::QParams;
+        let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
+        let q = QParams {
+            scale: 1.0,
+            zero_point: 0,
+        };
+        let check = |vals: &[f32]| {
+            for c in vals.chunks(super::L) {
+                let mut v = [0.0f32; super::L];
+                v[..c.len()].copy_from_slice(c);
+                let got = super::quantize_lanes(q, false, &v);
+                for (l, &x) in v.iter().enumerate() {
+                    assert_eq!(got[l], q.quantize(x), "{x} ({:#x})", x.to_bits());
+                }
+            }
+        };
+        let mut vals = std::vec::Vec::new();
+        let centres = (-600..=600).map(|k| k as f32 * 0.5);
+        for c in centres.chain([4_194_304.0, -4_194_304.0, 4_194_303.5, -4_194_303.5]) {
+            for d in -40i32..=40 {
+                let b = c.to_bits() as i32 + d;
+                vals.push(f32::from_bits(b as u32));
+                vals.push(-f32::from_bits(b as u32));
+            }
+        }
+        check(&vals);
+        vals.clear();
+        // Values of every magnitude: small ones round to the centre or a neighbour, large
+        // ones saturate; the clamp at ±2^22 and NaN take their own paths.
+        let step = 2_000 + rng.below(2_000) as u64;
+        let mut b = rng.below(2_000) as u64;
+        while b <= u32::MAX as u64 {
+            vals.push(f32::from_bits(b as u32));
+            b += step;
+        }
+        check(&vals);
     }
 
     /// The lane quantiser gives `QParams::quantize`'s byte (after ReLU when asked) on

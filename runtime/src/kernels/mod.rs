@@ -107,6 +107,41 @@ pub struct SumTile<'t> {
 /// correction before quantising): `(geometry, x, x zero point, w, sink)` hands `sink`
 /// tiles that cover every (output pixel, channel) exactly once.
 pub type SumsI8 = fn(&Geom, &[i8], i32, &[i8], &mut dyn FnMut(SumTile<'_>));
+/// `u = A·deq(x)` of a streaming int8 1x1 expert: `(geometry, x, x quantisation, A [r, Cin],
+/// r, u)`.
+pub type LowRankUI8 = fn(&Geom, &[i8], crate::quant::QParams, &[f32], usize, &mut [f32]);
+/// `y += u·B` then ReLU, f32: `(u, Bᵀ [r, Cout], r, Cout, relu, y)`.
+pub type LowRankAddF32 = fn(&[f32], &[f32], usize, usize, bool, &mut [f32]);
+
+/// The streaming 1x1 experts' low-rank GEMMs (`switch::stream_conv1x1_i8_gemm`,
+/// `switch::stream_lowrank_f32`): every table runs the portable lane code of
+/// [`crate::switch`] (so the same bits); the x86_64 tables compile it for AVX2, where
+/// the baseline build would give SSE2 pairs.
+#[derive(Clone, Copy)]
+pub struct LowRank {
+    /// `u = A·deq(x)`, int8 input: `switch::lowrank_u_i8`.
+    pub u_i8: LowRankUI8,
+    /// `u = A·x`, f32 input: `switch::lowrank_u_f32`.
+    pub u_f32: fn(&Geom, &[f32], &[f32], usize, &mut [f32]),
+    /// The int8 epilogue of one tile of `W0` sums: `switch::epilogue_i8`.
+    pub epilogue_i8: fn(&SumTile<'_>, &mut crate::switch::EpilogueI8<'_>),
+    /// The f32 correction `y += u·B` (then ReLU): `switch::lowrank_add_t_f32`.
+    pub add_f32: LowRankAddF32,
+}
+
+impl LowRank {
+    /// The portable code as the build's target compiles it.
+    pub fn portable() -> Self {
+        use crate::switch;
+        LowRank {
+            u_i8: switch::lowrank_u_i8,
+            u_f32: switch::lowrank_u_f32,
+            epilogue_i8: switch::epilogue_i8,
+            add_f32: switch::lowrank_add_t_f32,
+        }
+    }
+}
+
 /// The pointwise conv (GEMM) slot, f32.
 pub type Conv1x1F32 = ConvF32;
 /// The pointwise conv (GEMM) slot, int8.
@@ -139,6 +174,8 @@ pub struct Kernels {
     pub dot_i8: DotI8,
     /// `reference::conv1x1::conv1x1_sums_i8` (streaming int8 1x1 experts).
     pub conv1x1_sums_i8: SumsI8,
+    /// The streaming 1x1 low-rank GEMMs ([`LowRank::portable`]).
+    pub lowrank: LowRank,
     /// Name of the instruction set of the plugged-in twins (`"reference"` when none).
     pub isa: &'static str,
 }
@@ -164,6 +201,7 @@ impl Kernels {
             maxpool_i8: reference::maxpool::maxpool3x3s2::<i8>,
             dot_i8: reference::conv1x1::dot_i8,
             conv1x1_sums_i8: reference::conv1x1::conv1x1_sums_i8,
+            lowrank: LowRank::portable(),
             isa: "reference",
         }
     }

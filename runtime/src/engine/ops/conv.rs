@@ -156,7 +156,7 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
             if let Some(d) = delta {
                 if pointwise {
                     let scratch = f32s_mut(cx.scratch)?;
-                    switch::stream_lowrank_f32(&g, x, &d, relu, scratch, y).ok_or(bad)?;
+                    switch::stream_lowrank_f32(&kern, &g, x, &d, relu, scratch, y).ok_or(bad)?;
                 } else {
                     let (d, scratch) = decode(&d, cx.scratch, i)?;
                     let wbuf = scratch.get_mut(..d.channel_len()).ok_or(bad)?;
@@ -187,12 +187,12 @@ fn stream_i8(
     let bad = EngineError::Malformed { op: i };
     let st = switch::StreamI8 { x: qx, y: qy, relu };
     if g.k == 1 && g.pad == 0 {
-        let (sums, scratch) = (kern.conv1x1_sums_i8, f32s_mut(scratch)?);
-        switch::stream_conv1x1_i8_gemm(sums, g, x, w, ws, bias, d, st, scratch, y).ok_or(bad)?;
+        let scratch = f32s_mut(scratch)?;
+        switch::stream_conv1x1_i8_gemm(&kern, g, x, w, ws, bias, d, st, scratch, y).ok_or(bad)?;
     } else {
         let (d, scratch) = decode(d, scratch, i)?;
         let wbuf = scratch.get_mut(..g.cout * d.channel_len()).ok_or(bad)?;
-        switch::stream_conv_i8(g, x, w, ws, bias, &d, st, wbuf, y);
+        switch::stream_conv_i8_lanes(g, x, w, ws, bias, &d, st, wbuf, y);
     }
     Ok(())
 }

@@ -332,6 +332,23 @@ unsafe fn tile_sums(wp: &[i16], xw: &[[i16; MAXC + 2]; PO], pairs: usize) -> [__
     acc
 }
 
+/// [`tile_sums`] stored as i32 lanes — inside the AVX2 body, so the stores inline (from
+/// a caller without the feature each `_mm256_storeu_si256` was a call).
+///
+/// # Safety
+/// As [`tile_outer`].
+#[target_feature(enable = "avx2")]
+unsafe fn tile_sums_i32(wp: &[i16], xw: &[[i16; MAXC + 2]; PO], pairs: usize) -> [[i32; 8]; PO] {
+    // SAFETY: this function's contract.
+    let s = unsafe { tile_sums(wp, xw, pairs) };
+    let mut out = [[0i32; 8]; PO];
+    for (o, v) in out.iter_mut().zip(&s) {
+        // SAFETY: `o` holds 8 i32.
+        unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), *v) };
+    }
+    out
+}
+
 /// AVX2 twin of `reference::conv1x1::conv1x1_sums_i8` (exact, so equal): the outer-product
 /// tiles of [`conv1x1_i8`] without the output stage, one [`PO`]-pixel × all-channel tile
 /// per `sink` call; shapes past its stack buffers take one AVX2 dot per output.
@@ -380,14 +397,12 @@ pub(crate) fn conv1x1_sums_i8(
         }
         for b in 0..blocks {
             let (ob, nb) = (8 * b, 8.min(cout - 8 * b));
+            let wb = &wp[b * 16 * pairs..][..16 * pairs];
             // SAFETY: only installed after AVX2 detection; block `b` of `wp` holds
             // `16·pairs` i16 and every row of `xw` at least `2·pairs`.
-            let s = unsafe { tile_sums(&wp[b * 16 * pairs..][..16 * pairs], &xw, pairs) };
+            let s = unsafe { tile_sums_i32(wb, &xw, pairs) };
             for (t, v) in s.iter().enumerate().take(np) {
-                let mut lanes = [0i32; 8];
-                // SAFETY: `lanes` holds 8 i32.
-                unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), *v) };
-                acc[t * cout + ob..][..nb].copy_from_slice(&lanes[..nb]);
+                acc[t * cout + ob..][..nb].copy_from_slice(&v[..nb]);
             }
         }
         sink(SumTile {

@@ -8,6 +8,7 @@
 mod conv1x1;
 mod conv1x1_vnni;
 mod dw3x3;
+mod lowrank;
 mod rebuild;
 mod requant;
 mod stem;
@@ -40,6 +41,7 @@ pub(crate) fn avx2() -> Kernels {
         maxpool_i8: super::reference::maxpool::maxpool3x3s2::<i8>,
         dot_i8: conv1x1::dot_i8,
         conv1x1_sums_i8: conv1x1::conv1x1_sums_i8,
+        lowrank: lowrank::avx2(),
         isa: "x86_64-avx2",
     }
 }
