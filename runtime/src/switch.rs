@@ -778,8 +778,8 @@ fn quantize_lanes(q: QParams, relu: bool, v: &Lanes) -> [i8; L] {
 
 /// Streaming int8 1x1 expert conv with both halves as GEMMs — the bytes of
 /// [`stream_conv1x1_i8`] (its spec): the `W0` sums from the pointwise GEMM slot
-/// (`Kernels::conv1x1_sums_i8`), `u = A·deq(x)` (`LowRank::u_i8`, [`lowrank_u_gemm`]) and
-/// on each tile of sums [`epilogue_i8`] (`LowRank::epilogue_i8`), all from the table `k`.
+/// (`Kernels::conv1x1_sums_i8`), `u = A·deq(x)` (`Streaming::u_i8`, [`lowrank_u_gemm`]) and
+/// on each tile of sums [`epilogue_i8`] (`Streaming::epilogue_i8`), all from the table `k`.
 /// `scratch`: f32, at least `decoded_len + ho·wo·r` (the Streaming arena's low-rank
 /// scratch). `None` (nothing written) when `k ≠ 1` or it is short.
 #[allow(clippy::too_many_arguments)]
@@ -797,8 +797,8 @@ pub fn stream_conv1x1_i8_gemm(
 ) -> Option<()> {
     let lr = d.lowrank_1x1(scratch, g.ho * g.wo)?;
     let (cout, r) = (g.cout, lr.r);
-    (k.lowrank.u_i8)(g, x, st.x, lr.a, r, lr.u);
-    let epilogue = k.lowrank.epilogue_i8;
+    (k.streaming.u_i8)(g, x, st.x, lr.a, r, lr.u);
+    let epilogue = k.streaming.epilogue_i8;
     let mut e = EpilogueI8 {
         u: lr.u,
         r,
@@ -831,37 +831,56 @@ pub struct EpilogueI8<'a> {
 }
 
 /// `u = A·deq(x)` for int8 input: [`lowrank_u_gemm`] with [`QParams::dequantize`] (the
-/// portable `LowRank::u_i8` slot).
+/// portable `Streaming::u_i8` slot).
 #[inline(always)]
 pub fn lowrank_u_i8(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut [f32]) {
     lowrank_u_gemm(g, x, |v| q.dequantize(v), a, r, u)
 }
 
-/// `u = A·x` for f32 input: [`lowrank_u_gemm`] (the portable `LowRank::u_f32` slot).
+/// `u = A·x` for f32 input: [`lowrank_u_gemm`] (the portable `Streaming::u_f32` slot).
 #[inline(always)]
 pub fn lowrank_u_f32(g: &Geom, x: &[f32], a: &[f32], r: usize, u: &mut [f32]) {
     lowrank_u_gemm(g, x, |v| v, a, r, u)
 }
 
 /// The streaming int8 epilogue of one tile of `W0` sums (the portable
-/// `LowRank::epilogue_i8` slot), 8 output channels at a time: [`corrected_lanes`] —
-/// `acc·(s_x·s_w[o]) + bias[o]`, then `+ Bᵀ[j, o]·u[p, j]` for `j` in order, a product then
-/// an add, as the scalar spec — then ReLU and [`quantize_lanes`]; channels past the last
-/// 8 one at a time with the same arithmetic.
+/// `Streaming::epilogue_i8` slot), 8 output channels of up to 4 pixels at a time (one load
+/// of `Bᵀ` feeds the 4): [`corrected_lanes`] — `acc·(s_x·s_w[o]) + bias[o]`, then
+/// `+ Bᵀ[j, o]·u[p, j]` for `j` in order, a product then an add, as the scalar spec — then
+/// ReLU and [`quantize_lanes`]; channels past the last 8 one at a time with the same
+/// arithmetic.
 #[inline(always)]
 pub fn epilogue_i8(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
+    let mut i = 0;
+    while i + 4 <= t.np {
+        epilogue_rows::<4>(t, e, i);
+        i += 4;
+    }
+    while i < t.np {
+        epilogue_rows::<1>(t, e, i);
+        i += 1;
+    }
+}
+
+/// Rows `i .. i + N` of the tile `t` for [`epilogue_i8`].
+#[inline(always)]
+fn epilogue_rows<const N: usize>(t: &SumTile<'_>, e: &mut EpilogueI8<'_>, i: usize) {
     let (r, cout, sx, st) = (e.r, e.ws.len(), e.st.x.scale, e.st);
-    for i in 0..t.np {
-        let p = t.p0 + i;
-        let up = &e.u[p * r..][..r];
-        let acc = &t.acc[i * t.no..][..t.no];
-        let row = &mut e.y[p * cout + t.o0..][..t.no];
-        let mut ob = 0;
-        while ob + L <= t.no {
-            let v = corrected_lanes(&acc[ob..], sx, e.ws, e.bias, up, e.bt, t.o0 + ob);
-            row[ob..][..L].copy_from_slice(&quantize_lanes(st.y, st.relu, &v));
-            ob += L;
+    let ups: [&[f32]; N] = core::array::from_fn(|k| &e.u[(t.p0 + i + k) * r..][..r]);
+    let accs: [&[i32]; N] = core::array::from_fn(|k| &t.acc[(i + k) * t.no..][..t.no]);
+    let mut ob = 0;
+    while ob + L <= t.no {
+        let o = t.o0 + ob;
+        let blk = accs.map(|a| &a[ob..]);
+        let v = corrected_lanes::<N>(blk, sx, e.ws, e.bias, ups, e.bt, o);
+        for (k, vk) in v.iter().enumerate() {
+            let row = &mut e.y[(t.p0 + i + k) * cout + o..][..L];
+            row.copy_from_slice(&quantize_lanes(st.y, st.relu, vk));
         }
+        ob += L;
+    }
+    for (k, (up, acc)) in ups.iter().zip(&accs).enumerate() {
+        let row = &mut e.y[(t.p0 + i + k) * cout + t.o0..][..t.no];
         for (jo, yo) in row.iter_mut().enumerate().skip(ob) {
             let o = t.o0 + jo;
             let mut v = acc[jo] as f32 * (sx * e.ws[o]) + e.bias[o];
@@ -873,29 +892,36 @@ pub fn epilogue_i8(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
     }
 }
 
-/// The f32 values [`corrected_out`] quantises, for the `L` channels `o .. o + L` of one
-/// pixel: `acc[l]·(sx·ws[o + l]) + bias[o + l]`, then `+ Bᵀ[j, o + l]·up[j]` for `j` in
-/// order, each a product then an add (`acc` from this block's first sum; `Bᵀ` is
-/// `[r, Cout]` with `Cout = ws.len()`).
+/// The f32 values [`corrected_out`] quantises, for the `L` channels `o .. o + L` of `N`
+/// pixels: `acc[k][l]·(sx·ws[o + l]) + bias[o + l]`, then `+ Bᵀ[j, o + l]·up[k][j]` for `j`
+/// in order, each a product then an add (`acc[k]` from this block's first sum; `Bᵀ` is
+/// `[r, Cout]` with `Cout = ws.len()`, `r` the length of every `up[k]`).
 #[inline(always)]
-fn corrected_lanes(
-    acc: &[i32],
+fn corrected_lanes<const N: usize>(
+    acc: [&[i32]; N],
     sx: f32,
     ws: &[f32],
     bias: &[f32],
-    up: &[f32],
+    up: [&[f32]; N],
     bt: &[f32],
     o: usize,
-) -> Lanes {
-    let cout = ws.len();
-    let (a8, w8, b8) = (&acc[..L], &ws[o..][..L], &bias[o..][..L]);
-    let mut v: Lanes = [0.0; L];
-    for l in 0..L {
-        v[l] = a8[l] as f32 * (sx * w8[l]) + b8[l];
+) -> [Lanes; N] {
+    let (cout, r) = (ws.len(), up[0].len());
+    let (w8, b8) = (&ws[o..][..L], &bias[o..][..L]);
+    let mut v = [[0.0f32; L]; N];
+    for (vk, ak) in v.iter_mut().zip(&acc) {
+        for (l, (vl, &a)) in vk.iter_mut().zip(&ak[..L]).enumerate() {
+            *vl = a as f32 * (sx * w8[l]) + b8[l];
+        }
     }
-    for (j, &uj) in up.iter().enumerate() {
-        for (vl, &bl) in v.iter_mut().zip(&bt[j * cout + o..][..L]) {
-            *vl += bl * uj;
+    let up = up.map(|u| &u[..r]);
+    for (j, brow) in bt[..r * cout].chunks_exact(cout).enumerate() {
+        let b = &brow[o..][..L];
+        for (vk, uk) in v.iter_mut().zip(&up) {
+            let uj = uk[j];
+            for (vl, &bl) in vk.iter_mut().zip(b) {
+                *vl += bl * uj;
+            }
         }
     }
     v
@@ -903,7 +929,7 @@ fn corrected_lanes(
 
 /// Streaming f32 1x1 low-rank correction with both halves as GEMMs — the bits of
 /// [`lowrank_u`] then [`lowrank_add_f32`] (the spec), from the table `k`'s
-/// `LowRank::u_f32` and `LowRank::add_f32`: `y` holds the `W0` conv plus bias (no ReLU).
+/// `Streaming::u_f32` and `Streaming::add_f32`: `y` holds the `W0` conv plus bias (no ReLU).
 /// `scratch` as for [`stream_conv1x1_i8_gemm`]; `None` (nothing written) when `k ≠ 1`
 /// or it is short.
 pub fn stream_lowrank_f32(
@@ -916,14 +942,14 @@ pub fn stream_lowrank_f32(
     y: &mut [f32],
 ) -> Option<()> {
     let lr = d.lowrank_1x1(scratch, g.ho * g.wo)?;
-    (k.lowrank.u_f32)(g, x, lr.a, lr.r, lr.u);
+    (k.streaming.u_f32)(g, x, lr.a, lr.r, lr.u);
     let y = &mut y[..g.ho * g.wo * g.cout];
-    (k.lowrank.add_f32)(lr.u, lr.bt, lr.r, g.cout, relu, y);
+    (k.streaming.add_f32)(lr.u, lr.bt, lr.r, g.cout, relu, y);
     Some(())
 }
 
 /// `y[p, o] += Bᵀ[j, o]·u[p, j]` for `j` in order, 8 channels at a time, then ReLU if asked,
-/// for every pixel `p < y.len() / cout` (the portable `LowRank::add_f32` slot; the bits of
+/// for every pixel `p < y.len() / cout` (the portable `Streaming::add_f32` slot; the bits of
 /// [`lowrank_add_f32`]). `u [·, r]`, `Bᵀ [r, cout]`.
 #[inline(always)]
 pub fn lowrank_add_t_f32(u: &[f32], bt: &[f32], r: usize, cout: usize, relu: bool, y: &mut [f32]) {
@@ -1008,8 +1034,9 @@ pub fn stream_conv_i8(
 /// (`[Cin·k·k, Cout]`, the same `Cout·Cin·k·k` elements), each pixel's dequantised patch
 /// is gathered once, and every channel's sum still runs over the patch in order from `0.0`
 /// ([`stem_lanes`]), then `bias + sum`, ReLU and [`quantize_lanes`]. Longer patches take
-/// [`stream_conv_i8`].
+/// [`stream_conv_i8`]. The portable `Streaming::conv_i8` slot (inlined into the AVX2 one).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub fn stream_conv_i8_lanes(
     g: &Geom,
     x: &[i8],
@@ -1422,8 +1449,13 @@ mod tests {
                 k: 1,
             };
             let o = rng.below(cout - super::L + 1);
-            let got = super::corrected_lanes(&acc[o..], sx, &ws, &bias, &up, &bt, o);
-            for (l, v) in got.iter().enumerate() {
+            // 4 pixels at once: pixel `k` reads the sums shifted by `k` channels.
+            let accs = [0, 1, 2, 3].map(|k| &acc[(o + k).min(cout - super::L)..]);
+            let ups = [&up[..], &up[..], &up[..], &up[..]];
+            let got4 = super::corrected_lanes::<4>(accs, sx, &ws, &bias, ups, &bt, o);
+            let [got1] =
+                super::corrected_lanes::<1>([&acc[o..]], sx, &ws, &bias, [&up[..]], &bt, o);
+            for (l, v) in got1.iter().enumerate() {
                 for b32 in [Some(&b[..]), None] {
                     let want =
                         super::corrected_value(acc[o + l], o + l, &ws, &bias, &d, b32, &up, sx);
@@ -1431,6 +1463,19 @@ mod tests {
                         v.to_bits(),
                         want.to_bits(),
                         "case {case}: r {r} o {o} l {l}"
+                    );
+                }
+            }
+            for (k, vk) in got4.iter().enumerate() {
+                let ak = (o + k).min(cout - super::L);
+                for (l, v) in vk.iter().enumerate() {
+                    let b32 = Some(&b[..]);
+                    let want =
+                        super::corrected_value(acc[ak + l], o + l, &ws, &bias, &d, b32, &up, sx);
+                    assert_eq!(
+                        v.to_bits(),
+                        want.to_bits(),
+                        "case {case}: pixel {k} lane {l}"
                     );
                 }
             }
@@ -1502,6 +1547,12 @@ mod tests {
             let mut wbuf = std::vec![0.0; cout * n];
             let (mut want, mut got) = (std::vec![0i8; g.out_len()], std::vec![0i8; g.out_len()]);
             stream_conv_i8(&g, &x, &w0, &ws, &bias, &d, st, &mut wbuf, &mut want);
+            for k in crate::kernels::Kernels::available().into_iter().flatten() {
+                got.fill(0x55);
+                (k.streaming.conv_i8)(&g, &x, &w0, &ws, &bias, &d, st, &mut wbuf, &mut got);
+                assert_eq!(got, want, "case {case}: {g:?} rank {rank} {dt:?} {k:?}");
+            }
+            got.fill(0x55);
             stream_conv_i8_lanes(&g, &x, &w0, &ws, &bias, &d, st, &mut wbuf, &mut got);
             assert_eq!(got, want, "case {case}: {g:?} rank {rank} {dt:?}");
             // The lane sums, before quantisation (where a reordering would show).

@@ -113,12 +113,26 @@ pub type LowRankUI8 = fn(&Geom, &[i8], crate::quant::QParams, &[f32], usize, &mu
 /// `y += u·B` then ReLU, f32: `(u, Bᵀ [r, Cout], r, Cout, relu, y)`.
 pub type LowRankAddF32 = fn(&[f32], &[f32], usize, usize, bool, &mut [f32]);
 
-/// The streaming 1x1 experts' low-rank GEMMs (`switch::stream_conv1x1_i8_gemm`,
-/// `switch::stream_lowrank_f32`): every table runs the portable lane code of
-/// [`crate::switch`] (so the same bits); the x86_64 tables compile it for AVX2, where
-/// the baseline build would give SSE2 pairs.
+/// The streaming int8 k×k expert conv (`switch::stream_conv_i8_lanes`): `(geometry, x,
+/// W0q, W0 scales, bias, delta, quantisation, f32 weight scratch, y)`.
+pub type StreamConvI8 = fn(
+    &Geom,
+    &[i8],
+    &[i8],
+    &[f32],
+    &[f32],
+    &crate::switch::Delta<'_>,
+    crate::switch::StreamI8,
+    &mut [f32],
+    &mut [i8],
+);
+
+/// The streaming experts' lane code (`switch::stream_conv1x1_i8_gemm`,
+/// `switch::stream_lowrank_f32`, `switch::stream_conv_i8_lanes`): every table runs the
+/// portable code of [`crate::switch`] (so the same bits); the x86_64 tables compile it
+/// for AVX2, where the baseline build would give SSE2 pairs.
 #[derive(Clone, Copy)]
-pub struct LowRank {
+pub struct Streaming {
     /// `u = A·deq(x)`, int8 input: `switch::lowrank_u_i8`.
     pub u_i8: LowRankUI8,
     /// `u = A·x`, f32 input: `switch::lowrank_u_f32`.
@@ -127,17 +141,20 @@ pub struct LowRank {
     pub epilogue_i8: fn(&SumTile<'_>, &mut crate::switch::EpilogueI8<'_>),
     /// The f32 correction `y += u·B` (then ReLU): `switch::lowrank_add_t_f32`.
     pub add_f32: LowRankAddF32,
+    /// The k×k int8 expert conv (the stem): `switch::stream_conv_i8_lanes`.
+    pub conv_i8: StreamConvI8,
 }
 
-impl LowRank {
+impl Streaming {
     /// The portable code as the build's target compiles it.
     pub fn portable() -> Self {
         use crate::switch;
-        LowRank {
+        Streaming {
             u_i8: switch::lowrank_u_i8,
             u_f32: switch::lowrank_u_f32,
             epilogue_i8: switch::epilogue_i8,
             add_f32: switch::lowrank_add_t_f32,
+            conv_i8: switch::stream_conv_i8_lanes,
         }
     }
 }
@@ -174,8 +191,8 @@ pub struct Kernels {
     pub dot_i8: DotI8,
     /// `reference::conv1x1::conv1x1_sums_i8` (streaming int8 1x1 experts).
     pub conv1x1_sums_i8: SumsI8,
-    /// The streaming 1x1 low-rank GEMMs ([`LowRank::portable`]).
-    pub lowrank: LowRank,
+    /// The streaming experts' lane code ([`Streaming::portable`]).
+    pub streaming: Streaming,
     /// Name of the instruction set of the plugged-in twins (`"reference"` when none).
     pub isa: &'static str,
 }
@@ -201,7 +218,7 @@ impl Kernels {
             maxpool_i8: reference::maxpool::maxpool3x3s2::<i8>,
             dot_i8: reference::conv1x1::dot_i8,
             conv1x1_sums_i8: reference::conv1x1::conv1x1_sums_i8,
-            lowrank: LowRank::portable(),
+            streaming: Streaming::portable(),
             isa: "reference",
         }
     }

@@ -192,7 +192,7 @@ fn stream_i8(
     } else {
         let (d, scratch) = decode(d, scratch, i)?;
         let wbuf = scratch.get_mut(..g.cout * d.channel_len()).ok_or(bad)?;
-        switch::stream_conv_i8_lanes(g, x, w, ws, bias, &d, st, wbuf, y);
+        (kern.streaming.conv_i8)(g, x, w, ws, bias, &d, st, wbuf, y);
     }
     Ok(())
 }

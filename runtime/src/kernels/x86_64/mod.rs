@@ -8,10 +8,10 @@
 mod conv1x1;
 mod conv1x1_vnni;
 mod dw3x3;
-mod lowrank;
 mod rebuild;
 mod requant;
 mod stem;
+mod streaming;
 
 use super::Kernels;
 
@@ -41,7 +41,7 @@ pub(crate) fn avx2() -> Kernels {
         maxpool_i8: super::reference::maxpool::maxpool3x3s2::<i8>,
         dot_i8: conv1x1::dot_i8,
         conv1x1_sums_i8: conv1x1::conv1x1_sums_i8,
-        lowrank: lowrank::avx2(),
+        streaming: streaming::avx2(),
         isa: "x86_64-avx2",
     }
 }
