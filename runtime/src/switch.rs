@@ -744,8 +744,9 @@ fn rank_rows<const N: usize>(
     acc[..N].copy_from_slice(&s);
 }
 
-/// [`QParams::quantize`] of `L` values (after ReLU when `relu`), the same bytes, with no
-/// float-to-int conversion (whose saturating `as` LLVM splits into scalar code per lane):
+/// [`QParams::quantize`] of every value of `v` into `out` (after ReLU when `relu`), the
+/// same bytes, in a loop LLVM vectorises (one formula per element, no float-to-int
+/// conversion, whose saturating `as` it splits into scalar code per lane):
 /// - `t = x / scale` clamped to ±2^22 as there; NaN becomes 0 (it gives the zero point
 ///   there too);
 /// - `m = t + 1.5·2^23` lies in `[2^23, 2^24]`, where f32 steps by 1: `m` is `t` rounded to
@@ -759,10 +760,9 @@ fn rank_rows<const N: usize>(
 ///   within ±(2^22 + 1), so past ±2^24 the sum saturates to −128 / 127 either way) and
 ///   makes the add overflow-free without `saturating_add`.
 #[inline(always)]
-fn quantize_lanes(q: QParams, relu: bool, v: &Lanes) -> [i8; L] {
+fn quantize_row(q: QParams, relu: bool, v: &[f32], out: &mut [i8]) {
     const MAGIC: f32 = 12_582_912.0;
     let zp = q.zero_point.clamp(-(1 << 24), 1 << 24);
-    let mut out = [0i8; L];
     for (o, &x) in out.iter_mut().zip(v) {
         let x = if relu { x.max(0.0) } else { x };
         let t = (x / q.scale).clamp(-4_194_304.0, 4_194_304.0);
@@ -773,8 +773,11 @@ fn quantize_lanes(q: QParams, relu: bool, v: &Lanes) -> [i8; L] {
         let r = n + i32::from(f == 0.5 && t > 0.0) - i32::from(f == -0.5 && t < 0.0);
         *o = (r + zp).clamp(-128, 127) as i8;
     }
-    out
 }
+
+/// Output channels per block of values the epilogues quantise in one [`quantize_row`]
+/// (a multiple of `L`; `OBLK` f32 a pixel on the stack).
+const OBLK: usize = 64;
 
 /// Streaming int8 1x1 expert conv with both halves as GEMMs — the bytes of
 /// [`stream_conv1x1_i8`] (its spec): the `W0` sums from the pointwise GEMM slot
@@ -847,7 +850,7 @@ pub fn lowrank_u_f32(g: &Geom, x: &[f32], a: &[f32], r: usize, u: &mut [f32]) {
 /// `Streaming::epilogue_i8` slot), 8 output channels of up to 4 pixels at a time (one load
 /// of `Bᵀ` feeds the 4): [`corrected_lanes`] — `acc·(s_x·s_w[o]) + bias[o]`, then
 /// `+ Bᵀ[j, o]·u[p, j]` for `j` in order, a product then an add, as the scalar spec — then
-/// ReLU and [`quantize_lanes`]; channels past the last 8 one at a time with the same
+/// ReLU and [`quantize_row`]; channels past the last 8 one at a time with the same
 /// arithmetic.
 #[inline(always)]
 pub fn epilogue_i8(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
@@ -862,33 +865,42 @@ pub fn epilogue_i8(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
     }
 }
 
-/// Rows `i .. i + N` of the tile `t` for [`epilogue_i8`].
+/// Rows `i .. i + N` of the tile `t` for [`epilogue_i8`], in blocks of [`OBLK`] channels:
+/// their f32 values first, then one [`quantize_row`] a pixel.
 #[inline(always)]
 fn epilogue_rows<const N: usize>(t: &SumTile<'_>, e: &mut EpilogueI8<'_>, i: usize) {
     let (r, cout, sx, st) = (e.r, e.ws.len(), e.st.x.scale, e.st);
     let ups: [&[f32]; N] = core::array::from_fn(|k| &e.u[(t.p0 + i + k) * r..][..r]);
     let accs: [&[i32]; N] = core::array::from_fn(|k| &t.acc[(i + k) * t.no..][..t.no]);
-    let mut ob = 0;
-    while ob + L <= t.no {
-        let o = t.o0 + ob;
-        let blk = accs.map(|a| &a[ob..]);
-        let v = corrected_lanes::<N>(blk, sx, e.ws, e.bias, ups, e.bt, o);
-        for (k, vk) in v.iter().enumerate() {
-            let row = &mut e.y[(t.p0 + i + k) * cout + o..][..L];
-            row.copy_from_slice(&quantize_lanes(st.y, st.relu, vk));
-        }
-        ob += L;
-    }
-    for (k, (up, acc)) in ups.iter().zip(&accs).enumerate() {
-        let row = &mut e.y[(t.p0 + i + k) * cout + t.o0..][..t.no];
-        for (jo, yo) in row.iter_mut().enumerate().skip(ob) {
-            let o = t.o0 + jo;
-            let mut v = acc[jo] as f32 * (sx * e.ws[o]) + e.bias[o];
-            for (j, &uj) in up.iter().enumerate() {
-                v += e.bt[j * cout + o] * uj;
+    let mut vals = [[0.0f32; OBLK]; N];
+    let mut c0 = 0;
+    while c0 < t.no {
+        let nb = OBLK.min(t.no - c0);
+        let mut ob = 0;
+        while ob + L <= nb {
+            let blk = accs.map(|a| &a[c0 + ob..]);
+            let o = t.o0 + c0 + ob;
+            let v = corrected_lanes::<N>(blk, sx, e.ws, e.bias, ups, e.bt, o);
+            for (dst, vk) in vals.iter_mut().zip(&v) {
+                dst[ob..][..L].copy_from_slice(vk);
             }
-            *yo = st.out(v);
+            ob += L;
         }
+        for ((dst, up), acc) in vals.iter_mut().zip(&ups).zip(&accs) {
+            for (jo, d) in dst[..nb].iter_mut().enumerate().skip(ob) {
+                let o = t.o0 + c0 + jo;
+                let mut v = acc[c0 + jo] as f32 * (sx * e.ws[o]) + e.bias[o];
+                for (j, &uj) in up.iter().enumerate() {
+                    v += e.bt[j * cout + o] * uj;
+                }
+                *d = v;
+            }
+        }
+        for (k, vk) in vals.iter().enumerate() {
+            let row = &mut e.y[(t.p0 + i + k) * cout + t.o0 + c0..][..nb];
+            quantize_row(st.y, st.relu, &vk[..nb], row);
+        }
+        c0 += nb;
     }
 }
 
@@ -1033,7 +1045,7 @@ pub fn stream_conv_i8(
 /// weights `s_w[o]·W0q[o] + ΔW[o]` (formed as there) are laid out transposed in `wbuf`
 /// (`[Cin·k·k, Cout]`, the same `Cout·Cin·k·k` elements), each pixel's dequantised patch
 /// is gathered once, and every channel's sum still runs over the patch in order from `0.0`
-/// ([`stem_lanes`]), then `bias + sum`, ReLU and [`quantize_lanes`]. Longer patches take
+/// ([`stem_lanes`]), then `bias + sum`, ReLU and [`quantize_row`]. Longer patches take
 /// [`stream_conv_i8`]. The portable `Streaming::conv_i8` slot (inlined into the AVX2 one).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -1068,23 +1080,33 @@ pub fn stream_conv_i8_lanes(
     let (wt, bias): (&[f32], _) = (wt, &bias[..cout]);
     let mut patch = [0.0f32; PATCH];
     let patch = &mut patch[..n];
+    let mut vals = [0.0f32; OBLK];
     for oy in 0..g.ho {
         for ox in 0..g.wo {
             gather(g, x, oy, ox, 0.0, |q| st.x.dequantize(q), patch);
             let out = &mut y[(oy * g.wo + ox) * cout..][..cout];
-            let mut ob = 0;
-            while ob + L <= cout {
-                let v = stem_lanes(wt, patch, cout, ob);
-                let s: Lanes = core::array::from_fn(|l| bias[ob + l] + v[l]);
-                out[ob..][..L].copy_from_slice(&quantize_lanes(st.y, st.relu, &s));
-                ob += L;
-            }
-            for (o, yo) in out.iter_mut().enumerate().skip(ob) {
-                let mut v = 0.0;
-                for (i, &xv) in patch.iter().enumerate() {
-                    v += wt[i * cout + o] * xv;
+            for (c0, out) in (0..cout).step_by(OBLK).zip(out.chunks_mut(OBLK)) {
+                let nb = out.len();
+                let mut ob = 0;
+                while ob + L <= nb {
+                    let v = stem_lanes(wt, patch, cout, c0 + ob);
+                    for (d, (&b, &v)) in vals[ob..][..L]
+                        .iter_mut()
+                        .zip(bias[c0 + ob..].iter().zip(&v))
+                    {
+                        *d = b + v;
+                    }
+                    ob += L;
                 }
-                *yo = st.out(bias[o] + v);
+                for (jo, d) in vals[..nb].iter_mut().enumerate().skip(ob) {
+                    let o = c0 + jo;
+                    let mut v = 0.0;
+                    for (i, &xv) in patch.iter().enumerate() {
+                        v += wt[i * cout + o] * xv;
+                    }
+                    *d = bias[o] + v;
+                }
+                quantize_row(st.y, st.relu, &vals[..nb], out);
             }
         }
     }
@@ -1570,12 +1592,12 @@ mod tests {
         }
     }
 
-    /// The lane quantiser gives `QParams::quantize`'s byte, scale 1 and zero point 0 (where
+    /// The row quantiser gives `QParams::quantize`'s byte, scale 1 and zero point 0 (where
     /// the byte shows the most of the rounding): every f32 within 40 steps of each multiple
     /// of 0.5 in ±300 and of ±2^22, and a sweep over the whole bit space (NaNs, infinities,
     /// subnormals included) with a random stride. Seed: `LORKD_SEED`.
     #[test]
-    fn quantize_lanes_is_quantize_at_every_half() {
+    fn quantize_row_is_quantize_at_every_half() {
         use crate::quant::QParams;
         let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
         let q = QParams {
@@ -1583,13 +1605,10 @@ mod tests {
             zero_point: 0,
         };
         let check = |vals: &[f32]| {
-            for c in vals.chunks(super::L) {
-                let mut v = [0.0f32; super::L];
-                v[..c.len()].copy_from_slice(c);
-                let got = super::quantize_lanes(q, false, &v);
-                for (l, &x) in v.iter().enumerate() {
-                    assert_eq!(got[l], q.quantize(x), "{x} ({:#x})", x.to_bits());
-                }
+            let mut got = std::vec![0i8; vals.len()];
+            super::quantize_row(q, false, vals, &mut got);
+            for (&g, &x) in got.iter().zip(vals) {
+                assert_eq!(g, q.quantize(x), "{x} ({:#x})", x.to_bits());
             }
         };
         let mut vals = std::vec::Vec::new();
@@ -1614,10 +1633,10 @@ mod tests {
         check(&vals);
     }
 
-    /// The lane quantiser gives `QParams::quantize`'s byte (after ReLU when asked) on
+    /// The row quantiser gives `QParams::quantize`'s byte (after ReLU when asked) on
     /// rounding edges, non-finite values, extreme zero points and random values.
     #[test]
-    fn quantize_lanes_is_quantize() {
+    fn quantize_row_is_quantize() {
         use crate::quant::QParams;
         let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
         let edges = [
@@ -1653,18 +1672,21 @@ mod tests {
                 scale: [1.0, 0.5, 0.1, 1e-3, 7.0][case % 5],
                 zero_point,
             };
-            let v: super::Lanes = core::array::from_fn(|_| {
-                if rng.below(3) == 0 {
-                    edges[rng.below(edges.len())] * q.scale
-                } else {
-                    rng.uniform(300.0) * q.scale
-                }
-            });
+            let v: std::vec::Vec<f32> = (0..1 + rng.below(40))
+                .map(|_| {
+                    if rng.below(3) == 0 {
+                        edges[rng.below(edges.len())] * q.scale
+                    } else {
+                        rng.uniform(300.0) * q.scale
+                    }
+                })
+                .collect();
             for relu in [false, true] {
-                let got = super::quantize_lanes(q, relu, &v);
-                for (l, &x) in v.iter().enumerate() {
+                let mut got = std::vec![0i8; v.len()];
+                super::quantize_row(q, relu, &v, &mut got);
+                for (&g, &x) in got.iter().zip(&v) {
                     let want = q.quantize(if relu { x.max(0.0) } else { x });
-                    assert_eq!(got[l], want, "{x} {q:?} relu {relu}");
+                    assert_eq!(g, want, "{x} {q:?} relu {relu}");
                 }
             }
         }
