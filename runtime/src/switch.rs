@@ -1125,6 +1125,96 @@ fn stem_lanes(wt: &[f32], patch: &[f32], cout: usize, o: usize) -> Lanes {
     v
 }
 
+/// [`stream_conv_add_f32`] with 8 output channels in the lanes of one accumulator — the
+/// same bits. Where a channel's weight holds at most `conv::PATCH` elements (the stem),
+/// every `ΔW[o]` is formed once, as there, and laid out transposed in `wbuf`
+/// (`[Cin·k·k, Cout]`: the Streaming arena's k×k scratch holds `Cout·Cin·k·k`); each
+/// channel's sum then runs over the taps inside the image in the order of
+/// `conv::window` (rows, columns, channels) from `0.0`, is added to `y` and ReLU'd. Longer
+/// weights take [`stream_conv_add_f32`]. The portable `Streaming::conv_add_f32` slot.
+#[inline(always)]
+pub fn stream_conv_add_f32_lanes(
+    g: &Geom,
+    x: &[f32],
+    d: &Delta<'_>,
+    relu: bool,
+    wbuf: &mut [f32],
+    y: &mut [f32],
+) {
+    use crate::kernels::reference::conv::PATCH;
+    let (n, cout, k) = (d.channel_len(), g.cout, g.k);
+    if n == 0 || n > PATCH || wbuf.len() < cout * n {
+        return stream_conv_add_f32(g, x, d, relu, wbuf, y);
+    }
+    let wt = &mut wbuf[..cout * n];
+    let mut row = [0.0f32; PATCH];
+    let row = &mut row[..n];
+    for o in 0..cout {
+        d.channel_into(o, row);
+        for (i, &v) in row.iter().enumerate() {
+            wt[i * cout + o] = v;
+        }
+    }
+    let wt: &[f32] = wt;
+    let relu_of = |v: f32| if relu { v.max(0.0) } else { v };
+    for oy in 0..g.ho {
+        for ox in 0..g.wo {
+            let out = &mut y[(oy * g.wo + ox) * cout..][..cout];
+            let mut ob = 0;
+            while ob + L <= cout {
+                let v = window_lanes(g, x, wt, oy, ox, ob);
+                for (yo, &vl) in out[ob..][..L].iter_mut().zip(&v) {
+                    *yo = relu_of(*yo + vl);
+                }
+                ob += L;
+            }
+            for (o, yo) in out.iter_mut().enumerate().skip(ob) {
+                let mut v = 0.0f32;
+                taps(g, oy, ox, |src, t| {
+                    for (c, &xv) in x[src..][..g.cin].iter().enumerate() {
+                        v += wt[(c * k * k + t) * cout + o] * xv;
+                    }
+                });
+                *yo = relu_of(*yo + v);
+            }
+        }
+    }
+}
+
+/// Calls `f(input offset, tap index)` for the taps of output pixel `(oy, ox)` inside the
+/// image, rows then columns (the order of `conv::window`).
+#[inline(always)]
+fn taps(g: &Geom, oy: usize, ox: usize, mut f: impl FnMut(usize, usize)) {
+    for ky in 0..g.k {
+        let Some(iy) = Geom::tap(oy, ky, g.stride, g.pad, g.h) else {
+            continue;
+        };
+        for kx in 0..g.k {
+            if let Some(ix) = Geom::tap(ox, kx, g.stride, g.pad, g.w) {
+                f((iy * g.w + ix) * g.in_stride + g.c_off, ky * g.k + kx);
+            }
+        }
+    }
+}
+
+/// `Σ wt[(c·k² + t)·Cout + o + l]·x[tap t, c]` over the taps inside the image and the
+/// channels, in `conv::window`'s order, for the `L` channels `o + l`, each from `0.0`, a
+/// product then an add.
+#[inline(always)]
+fn window_lanes(g: &Geom, x: &[f32], wt: &[f32], oy: usize, ox: usize, o: usize) -> Lanes {
+    let (cout, kk) = (g.cout, g.k * g.k);
+    let mut v: Lanes = [0.0; L];
+    taps(g, oy, ox, |src, t| {
+        for (c, &xv) in x[src..][..g.cin].iter().enumerate() {
+            let w = &wt[(c * kk + t) * cout + o..][..L];
+            for (vl, &wl) in v.iter_mut().zip(w) {
+                *vl += wl * xv;
+            }
+        }
+    });
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use crate::kernels::reference::requant_weights::quantize_weight;
@@ -1577,6 +1667,18 @@ mod tests {
             got.fill(0x55);
             stream_conv_i8_lanes(&g, &x, &w0, &ws, &bias, &d, st, &mut wbuf, &mut got);
             assert_eq!(got, want, "case {case}: {g:?} rank {rank} {dt:?}");
+            // f32: the W0 conv stood in by random values; the bits of the per-channel path.
+            let xf = rng.vec(g.in_len(), 2.0);
+            let y0 = rng.vec(g.out_len(), 1.0);
+            let mut want = y0.clone();
+            let mut one = std::vec![0.0; n];
+            super::stream_conv_add_f32(&g, &xf, &d, st.relu, &mut one, &mut want);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
+            for k in crate::kernels::Kernels::available().into_iter().flatten() {
+                let mut got = y0.clone();
+                (k.streaming.conv_add_f32)(&g, &xf, &d, st.relu, &mut wbuf, &mut got);
+                assert_eq!(bits(&got), bits(&want), "case {case}: f32 {g:?} {k:?}");
+            }
             // The lane sums, before quantisation (where a reordering would show).
             let (np, nc) = (1 + rng.below(60), super::L + rng.below(20));
             let (wt, patch) = (rng.vec(np * nc, 1.0), rng.vec(np, 5.0));

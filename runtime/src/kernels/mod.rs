@@ -127,6 +127,12 @@ pub type StreamConvI8 = fn(
     &mut [i8],
 );
 
+/// The streaming f32 k×k expert conv's low-rank term added to `y` (the `W0` conv), then
+/// ReLU (`switch::stream_conv_add_f32_lanes`): `(geometry, x, delta, relu, f32 weight
+/// scratch, y)`.
+pub type StreamConvAddF32 =
+    fn(&Geom, &[f32], &crate::switch::Delta<'_>, bool, &mut [f32], &mut [f32]);
+
 /// The streaming experts' lane code (`switch::stream_conv1x1_i8_gemm`,
 /// `switch::stream_lowrank_f32`, `switch::stream_conv_i8_lanes`): every table runs the
 /// portable code of [`crate::switch`] (so the same bits); the x86_64 tables compile it
@@ -143,6 +149,8 @@ pub struct Streaming {
     pub add_f32: LowRankAddF32,
     /// The k×k int8 expert conv (the stem): `switch::stream_conv_i8_lanes`.
     pub conv_i8: StreamConvI8,
+    /// The k×k f32 expert conv's correction (the stem): `switch::stream_conv_add_f32_lanes`.
+    pub conv_add_f32: StreamConvAddF32,
 }
 
 impl Streaming {
@@ -155,6 +163,7 @@ impl Streaming {
             epilogue_i8: switch::epilogue_i8,
             add_f32: switch::lowrank_add_t_f32,
             conv_i8: switch::stream_conv_i8_lanes,
+            conv_add_f32: switch::stream_conv_add_f32_lanes,
         }
     }
 }

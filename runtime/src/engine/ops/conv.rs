@@ -159,8 +159,8 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                     switch::stream_lowrank_f32(&kern, &g, x, &d, relu, scratch, y).ok_or(bad)?;
                 } else {
                     let (d, scratch) = decode(&d, cx.scratch, i)?;
-                    let wbuf = scratch.get_mut(..d.channel_len()).ok_or(bad)?;
-                    switch::stream_conv_add_f32(&g, x, &d, relu, wbuf, y);
+                    let wbuf = scratch.get_mut(..g.cout * d.channel_len()).ok_or(bad)?;
+                    (kern.streaming.conv_add_f32)(&g, x, &d, relu, wbuf, y);
                 }
             }
             (cx.observe)(output as usize, y);

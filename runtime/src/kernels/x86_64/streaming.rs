@@ -15,6 +15,7 @@ pub(super) fn avx2() -> Streaming {
         epilogue_i8,
         add_f32,
         conv_i8,
+        conv_add_f32,
     }
 }
 
@@ -88,4 +89,21 @@ unsafe fn conv_i8_avx2(
     y: &mut [i8],
 ) {
     switch::stream_conv_i8_lanes(g, x, w0, ws, bias, d, st, wbuf, y)
+}
+
+fn conv_add_f32(g: &Geom, x: &[f32], d: &Delta<'_>, relu: bool, wbuf: &mut [f32], y: &mut [f32]) {
+    // SAFETY: installed only after AVX2 detection; the body is safe code.
+    unsafe { conv_add_f32_avx2(g, x, d, relu, wbuf, y) }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn conv_add_f32_avx2(
+    g: &Geom,
+    x: &[f32],
+    d: &Delta<'_>,
+    relu: bool,
+    wbuf: &mut [f32],
+    y: &mut [f32],
+) {
+    switch::stream_conv_add_f32_lanes(g, x, d, relu, wbuf, y)
 }
