@@ -1157,12 +1157,37 @@ pub fn stream_conv_add_f32_lanes(
     }
     let wt: &[f32] = wt;
     let relu_of = |v: f32| if relu { v.max(0.0) } else { v };
+    // Per pixel, the inputs of the taps inside the image in `conv::window`'s order (rows,
+    // columns, channels) and their weight rows: gathered once for all channels.
+    let (mut xs, mut rows) = ([0.0f32; PATCH], [0usize; PATCH]);
     for oy in 0..g.ho {
         for ox in 0..g.wo {
+            let mut m = 0;
+            for ky in 0..k {
+                let Some(iy) = Geom::tap(oy, ky, g.stride, g.pad, g.h) else {
+                    continue;
+                };
+                for kx in 0..k {
+                    let Some(ix) = Geom::tap(ox, kx, g.stride, g.pad, g.w) else {
+                        continue;
+                    };
+                    let px = &x[(iy * g.w + ix) * g.in_stride + g.c_off..][..g.cin];
+                    for (c, &v) in px.iter().enumerate() {
+                        (xs[m], rows[m]) = (v, c * k * k + ky * k + kx);
+                        m += 1;
+                    }
+                }
+            }
+            let (xs, rows) = (&xs[..m], &rows[..m]);
             let out = &mut y[(oy * g.wo + ox) * cout..][..cout];
             let mut ob = 0;
             while ob + L <= cout {
-                let v = window_lanes(g, x, wt, oy, ox, ob);
+                let mut v: Lanes = [0.0; L];
+                for (&xv, &row) in xs.iter().zip(rows) {
+                    for (vl, &wl) in v.iter_mut().zip(&wt[row * cout + ob..][..L]) {
+                        *vl += wl * xv;
+                    }
+                }
                 for (yo, &vl) in out[ob..][..L].iter_mut().zip(&v) {
                     *yo = relu_of(*yo + vl);
                 }
@@ -1170,49 +1195,13 @@ pub fn stream_conv_add_f32_lanes(
             }
             for (o, yo) in out.iter_mut().enumerate().skip(ob) {
                 let mut v = 0.0f32;
-                taps(g, oy, ox, |src, t| {
-                    for (c, &xv) in x[src..][..g.cin].iter().enumerate() {
-                        v += wt[(c * k * k + t) * cout + o] * xv;
-                    }
-                });
+                for (&xv, &row) in xs.iter().zip(rows) {
+                    v += wt[row * cout + o] * xv;
+                }
                 *yo = relu_of(*yo + v);
             }
         }
     }
-}
-
-/// Calls `f(input offset, tap index)` for the taps of output pixel `(oy, ox)` inside the
-/// image, rows then columns (the order of `conv::window`).
-#[inline(always)]
-fn taps(g: &Geom, oy: usize, ox: usize, mut f: impl FnMut(usize, usize)) {
-    for ky in 0..g.k {
-        let Some(iy) = Geom::tap(oy, ky, g.stride, g.pad, g.h) else {
-            continue;
-        };
-        for kx in 0..g.k {
-            if let Some(ix) = Geom::tap(ox, kx, g.stride, g.pad, g.w) {
-                f((iy * g.w + ix) * g.in_stride + g.c_off, ky * g.k + kx);
-            }
-        }
-    }
-}
-
-/// `Σ wt[(c·k² + t)·Cout + o + l]·x[tap t, c]` over the taps inside the image and the
-/// channels, in `conv::window`'s order, for the `L` channels `o + l`, each from `0.0`, a
-/// product then an add.
-#[inline(always)]
-fn window_lanes(g: &Geom, x: &[f32], wt: &[f32], oy: usize, ox: usize, o: usize) -> Lanes {
-    let (cout, kk) = (g.cout, g.k * g.k);
-    let mut v: Lanes = [0.0; L];
-    taps(g, oy, ox, |src, t| {
-        for (c, &xv) in x[src..][..g.cin].iter().enumerate() {
-            let w = &wt[(c * kk + t) * cout + o..][..L];
-            for (vl, &wl) in v.iter_mut().zip(w) {
-                *vl += wl * xv;
-            }
-        }
-    });
-    v
 }
 
 #[cfg(test)]
