@@ -14,7 +14,7 @@
 pub use crate::format::factor::Factor;
 use crate::format::{DeltaDType, DeltaRef};
 use crate::kernels::reference::conv::window;
-use crate::kernels::Geom;
+use crate::kernels::{Geom, SumTile};
 use crate::quant::QParams;
 
 /// The two factors of one expert conv: `A [r·k, Cin·k]`, `B [Cout·k, r·k]`.
@@ -535,8 +535,24 @@ fn corrected_out(
     up: &[f32],
     st: StreamI8,
 ) -> i8 {
+    st.out(corrected_value(acc, o, ws, bias, d, b32, up, st.x.scale))
+}
+
+/// The f32 value of [`corrected_out`] before ReLU and quantisation (`sx`: the input scale).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn corrected_value(
+    acc: i32,
+    o: usize,
+    ws: &[f32],
+    bias: &[f32],
+    d: &Delta<'_>,
+    b32: Option<&[f32]>,
+    up: &[f32],
+    sx: f32,
+) -> f32 {
     let r = up.len();
-    let mut v = acc as f32 * (st.x.scale * ws[o]) + bias[o];
+    let mut v = acc as f32 * (sx * ws[o]) + bias[o];
     match b32 {
         Some(b) => {
             for (&bj, &uj) in b[o * r..][..r].iter().zip(up) {
@@ -549,7 +565,7 @@ fn corrected_out(
             }
         }
     }
-    st.out(v)
+    v
 }
 
 /// As [`stream_conv1x1_i8`] (the same arithmetic, so the same bytes), with the `W0` sums
@@ -583,6 +599,396 @@ pub fn stream_conv1x1_i8_tiled(
             }
         }
     });
+}
+
+/// Lanes of the streaming low-rank GEMMs: output pixels in [`lowrank_u_gemm`], output
+/// channels in the epilogues. Eight f32 (one AVX2 register, two NEON ones), written as
+/// fixed-size arrays so LLVM vectorises the lane loops on every target without `unsafe`.
+const L: usize = 8;
+type Lanes = [f32; L];
+/// Input channels [`lowrank_u_gemm`] dequantises per pass (its stack tile, `CH × L` f32).
+const CH: usize = 32;
+/// Rank rows [`lowrank_u_gemm`] accumulates per block (`RB × L` f32 on the stack).
+const RB: usize = 16;
+
+/// A streaming 1x1 expert's factors decoded for the low-rank GEMMs, and its `u`.
+pub struct LowRank1x1<'s> {
+    /// `A [r, Cin]`, row-major.
+    pub a: &'s [f32],
+    /// `Bᵀ [r, Cout]`: `B` transposed, so the epilogues read 8 output channels of one
+    /// rank row contiguously.
+    pub bt: &'s [f32],
+    /// Rank rows `r`.
+    pub r: usize,
+    /// `u [ho·wo, r]`.
+    pub u: &'s mut [f32],
+}
+
+impl Delta<'_> {
+    /// The factors of a 1x1 expert decoded once into `buf` — the [`Delta::decoded_len`]
+    /// space [`Delta::decoded`] uses, then `npix·r` for `u`, so the arena plan is unchanged
+    /// — as a [`LowRank1x1`]. The values are [`Factor::get`]'s, as in [`Delta::decoded`].
+    /// `None` when `k ≠ 1` or `buf` is short.
+    pub fn lowrank_1x1<'s>(&self, buf: &'s mut [f32], npix: usize) -> Option<LowRank1x1<'s>> {
+        let (n, r) = (self.decoded_len(), self.a.rows);
+        if self.k != 1 || buf.len() < n.checked_add(npix.checked_mul(r)?)? {
+            return None;
+        }
+        let (dec, rest) = buf.split_at_mut(n);
+        let (a, bt) = dec.split_at_mut(r * self.a.cols);
+        self.a.decode_into(a);
+        self.b.decode_transposed_into(bt);
+        Some(LowRank1x1 {
+            a,
+            bt,
+            r,
+            u: &mut rest[..npix * r],
+        })
+    }
+}
+
+/// [`lowrank_u`] as a small GEMM, the same bits: `u[p, j] = Σ_c A[j, c]·load(x[p, c])`, each
+/// sum from `0.0` over `c` in order (a product then an add per term, as there), with `L`
+/// output pixels in the lanes of one accumulator per rank row. The inputs of a pixel tile
+/// are loaded (dequantised) once per rank block into a transposed stack tile, then every
+/// input vector feeds up to 8 rank rows. `a`: the decoded `A [r, Cin]`; `u`: `ho·wo·r`.
+/// Inlined into its callers so a `#[target_feature]` one (the AVX2 table) compiles it
+/// with its registers.
+#[inline(always)]
+pub fn lowrank_u_gemm<T: Copy>(
+    g: &Geom,
+    x: &[T],
+    load: impl Fn(T) -> f32,
+    a: &[f32],
+    r: usize,
+    u: &mut [f32],
+) {
+    let (npix, cin) = (g.ho * g.wo, g.cin);
+    let a = &a[..r * cin];
+    let u = &mut u[..npix * r];
+    let mut xt = [[0.0f32; L]; CH];
+    let mut acc = [[0.0f32; L]; RB];
+    let mut off = [0usize; L];
+    for p0 in (0..npix).step_by(L) {
+        let np = L.min(npix - p0);
+        for (i, o) in off.iter_mut().enumerate().take(np) {
+            let (oy, ox) = ((p0 + i) / g.wo, (p0 + i) % g.wo);
+            *o = (oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off;
+        }
+        if np < L {
+            xt = [[0.0; L]; CH]; // lanes past the image stay finite (and unused)
+        }
+        for j0 in (0..r).step_by(RB) {
+            let rb = RB.min(r - j0);
+            acc[..rb].fill([0.0; L]);
+            for c0 in (0..cin).step_by(CH) {
+                let m = CH.min(cin - c0);
+                for (i, &o) in off[..np].iter().enumerate() {
+                    for (t, &v) in xt[..m].iter_mut().zip(&x[o + c0..][..m]) {
+                        t[i] = load(v);
+                    }
+                }
+                let (xs, acc) = (&xt[..m], &mut acc[..rb]);
+                let mut j = 0;
+                // 8 or 4 rows per pass on SIMD targets; the Cortex-M FPU has 32 scalar
+                // registers, so it takes 2 (16 accumulators).
+                if !cfg!(target_arch = "arm") {
+                    while j + 8 <= rb {
+                        rank_rows::<8>(&mut acc[j..], a, cin, j0 + j, c0, xs);
+                        j += 8;
+                    }
+                    while j + 4 <= rb {
+                        rank_rows::<4>(&mut acc[j..], a, cin, j0 + j, c0, xs);
+                        j += 4;
+                    }
+                }
+                while j + 2 <= rb {
+                    rank_rows::<2>(&mut acc[j..], a, cin, j0 + j, c0, xs);
+                    j += 2;
+                }
+                if j < rb {
+                    rank_rows::<1>(&mut acc[j..], a, cin, j0 + j, c0, xs);
+                }
+            }
+            for (i, up) in u[p0 * r..].chunks_exact_mut(r).take(np).enumerate() {
+                for (uj, aj) in up[j0..j0 + rb].iter_mut().zip(&acc[..rb]) {
+                    *uj = aj[i];
+                }
+            }
+        }
+    }
+}
+
+/// `acc[k][l] += A[j + k, c0 + c]·xs[c][l]` for `k < N`, `c` in order: `N` rank rows of
+/// [`lowrank_u_gemm`] over one channel chunk, in registers.
+#[inline(always)]
+fn rank_rows<const N: usize>(
+    acc: &mut [Lanes],
+    a: &[f32],
+    cin: usize,
+    j: usize,
+    c0: usize,
+    xs: &[Lanes],
+) {
+    let m = xs.len();
+    let rows: [&[f32]; N] = core::array::from_fn(|k| &a[(j + k) * cin + c0..][..m]);
+    let mut s: [Lanes; N] = core::array::from_fn(|k| acc[k]);
+    for (c, xv) in xs.iter().enumerate() {
+        for (sk, row) in s.iter_mut().zip(&rows) {
+            let w = row[c];
+            for (v, &xl) in sk.iter_mut().zip(xv) {
+                *v += w * xl;
+            }
+        }
+    }
+    acc[..N].copy_from_slice(&s);
+}
+
+/// [`QParams::quantize`] of every value of `v` into `out` (after ReLU when `relu`), the
+/// same bytes, in a loop LLVM vectorises (one formula per element, no float-to-int
+/// conversion, whose saturating `as` it splits into scalar code per lane):
+/// - `t = x / scale` clamped to ±2^22 as there; NaN becomes 0 (it gives the zero point
+///   there too);
+/// - `m = t + 1.5·2^23` lies in `[2^23, 2^24]`, where f32 steps by 1: `m` is `t` rounded to
+///   the nearest integer, ties to even, and `bits(m) − bits(1.5·2^23)` is that integer `n`
+///   (f32 bits count up by one per step, across the binade at 2^24 too);
+/// - `f = t − (m − 1.5·2^23)` is exact (an integer difference, then Sterbenz), so a tie
+///   shows as `f = ±0.5`; round-half-away-from-zero (the spec's rounding) differs from
+///   ties-to-even only where such a tie went toward zero: `+1` for `f = 0.5, t > 0`, `−1`
+///   for `f = −0.5, t < 0`;
+/// - the zero point is clamped to ±2^24 first, which cannot change a result (the code is
+///   within ±(2^22 + 1), so past ±2^24 the sum saturates to −128 / 127 either way) and
+///   makes the add overflow-free without `saturating_add`.
+#[inline(always)]
+fn quantize_row(q: QParams, relu: bool, v: &[f32], out: &mut [i8]) {
+    const MAGIC: f32 = 12_582_912.0;
+    let zp = q.zero_point.clamp(-(1 << 24), 1 << 24);
+    for (o, &x) in out.iter_mut().zip(v) {
+        let x = if relu { x.max(0.0) } else { x };
+        let t = (x / q.scale).clamp(-4_194_304.0, 4_194_304.0);
+        let t = if t.is_nan() { 0.0 } else { t };
+        let m = t + MAGIC;
+        let n = m.to_bits() as i32 - MAGIC.to_bits() as i32;
+        let f = t - (m - MAGIC);
+        let r = n + i32::from(f == 0.5 && t > 0.0) - i32::from(f == -0.5 && t < 0.0);
+        *o = (r + zp).clamp(-128, 127) as i8;
+    }
+}
+
+/// Output channels per block of values the epilogues quantise in one [`quantize_row`]
+/// (a multiple of `L`; `OBLK` f32 a pixel on the stack).
+const OBLK: usize = 64;
+
+/// Streaming int8 1x1 expert conv with both halves as GEMMs — the bytes of
+/// [`stream_conv1x1_i8`] (its spec): the `W0` sums from the pointwise GEMM slot
+/// (`Kernels::conv1x1_sums_i8`), `u = A·deq(x)` (`Streaming::u_i8`, [`lowrank_u_gemm`]) and
+/// on each tile of sums [`epilogue_i8`] (`Streaming::epilogue_i8`), all from the table `k`.
+/// `scratch`: f32, at least `decoded_len + ho·wo·r` (the Streaming arena's low-rank
+/// scratch). `None` (nothing written) when `k ≠ 1` or it is short.
+#[allow(clippy::too_many_arguments)]
+pub fn stream_conv1x1_i8_gemm(
+    k: &crate::kernels::Kernels,
+    g: &Geom,
+    x: &[i8],
+    w0: &[i8],
+    ws: &[f32],
+    bias: &[f32],
+    d: &Delta<'_>,
+    st: StreamI8,
+    scratch: &mut [f32],
+    y: &mut [i8],
+) -> Option<()> {
+    let lr = d.lowrank_1x1(scratch, g.ho * g.wo)?;
+    let (cout, r) = (g.cout, lr.r);
+    (k.streaming.u_i8)(g, x, st.x, lr.a, r, lr.u);
+    let epilogue = k.streaming.epilogue_i8;
+    let mut e = EpilogueI8 {
+        u: lr.u,
+        r,
+        bt: lr.bt,
+        ws: &ws[..cout],
+        bias: &bias[..cout],
+        st,
+        y: &mut y[..g.ho * g.wo * cout],
+    };
+    (k.conv1x1_sums_i8)(g, x, st.x.zero_point, w0, &mut |t| epilogue(&t, &mut e));
+    Some(())
+}
+
+/// What [`epilogue_i8`] needs besides the tile of sums.
+pub struct EpilogueI8<'a> {
+    /// `u [ho·wo, r]`.
+    pub u: &'a [f32],
+    /// Rank rows `r`.
+    pub r: usize,
+    /// `Bᵀ [r, Cout]`.
+    pub bt: &'a [f32],
+    /// Per-channel `W0` scales (`Cout`: its length is the channel count).
+    pub ws: &'a [f32],
+    /// Per-channel bias (`Cout`).
+    pub bias: &'a [f32],
+    /// Input / output quantisation, ReLU.
+    pub st: StreamI8,
+    /// The output `[ho·wo, Cout]`.
+    pub y: &'a mut [i8],
+}
+
+/// `u = A·deq(x)` for int8 input: [`lowrank_u_gemm`] with [`QParams::dequantize`] (the
+/// portable `Streaming::u_i8` slot).
+#[inline(always)]
+pub fn lowrank_u_i8(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut [f32]) {
+    lowrank_u_gemm(g, x, |v| q.dequantize(v), a, r, u)
+}
+
+/// `u = A·x` for f32 input: [`lowrank_u_gemm`] (the portable `Streaming::u_f32` slot).
+#[inline(always)]
+pub fn lowrank_u_f32(g: &Geom, x: &[f32], a: &[f32], r: usize, u: &mut [f32]) {
+    lowrank_u_gemm(g, x, |v| v, a, r, u)
+}
+
+/// The streaming int8 epilogue of one tile of `W0` sums (the portable
+/// `Streaming::epilogue_i8` slot), 8 output channels of up to 4 pixels at a time (one load
+/// of `Bᵀ` feeds the 4): [`corrected_lanes`] — `acc·(s_x·s_w[o]) + bias[o]`, then
+/// `+ Bᵀ[j, o]·u[p, j]` for `j` in order, a product then an add, as the scalar spec — then
+/// ReLU and [`quantize_row`]; channels past the last 8 one at a time with the same
+/// arithmetic.
+#[inline(always)]
+pub fn epilogue_i8(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
+    let mut i = 0;
+    while i + 4 <= t.np {
+        epilogue_rows::<4>(t, e, i);
+        i += 4;
+    }
+    while i < t.np {
+        epilogue_rows::<1>(t, e, i);
+        i += 1;
+    }
+}
+
+/// Rows `i .. i + N` of the tile `t` for [`epilogue_i8`], in blocks of [`OBLK`] channels:
+/// their f32 values first, then one [`quantize_row`] a pixel.
+#[inline(always)]
+fn epilogue_rows<const N: usize>(t: &SumTile<'_>, e: &mut EpilogueI8<'_>, i: usize) {
+    let (r, cout, sx, st) = (e.r, e.ws.len(), e.st.x.scale, e.st);
+    let ups: [&[f32]; N] = core::array::from_fn(|k| &e.u[(t.p0 + i + k) * r..][..r]);
+    let accs: [&[i32]; N] = core::array::from_fn(|k| &t.acc[(i + k) * t.no..][..t.no]);
+    let mut vals = [[0.0f32; OBLK]; N];
+    let mut c0 = 0;
+    while c0 < t.no {
+        let nb = OBLK.min(t.no - c0);
+        let mut ob = 0;
+        while ob + L <= nb {
+            let blk = accs.map(|a| &a[c0 + ob..]);
+            let o = t.o0 + c0 + ob;
+            let v = corrected_lanes::<N>(blk, sx, e.ws, e.bias, ups, e.bt, o);
+            for (dst, vk) in vals.iter_mut().zip(&v) {
+                dst[ob..][..L].copy_from_slice(vk);
+            }
+            ob += L;
+        }
+        for ((dst, up), acc) in vals.iter_mut().zip(&ups).zip(&accs) {
+            for (jo, d) in dst[..nb].iter_mut().enumerate().skip(ob) {
+                let o = t.o0 + c0 + jo;
+                let mut v = acc[c0 + jo] as f32 * (sx * e.ws[o]) + e.bias[o];
+                for (j, &uj) in up.iter().enumerate() {
+                    v += e.bt[j * cout + o] * uj;
+                }
+                *d = v;
+            }
+        }
+        for (k, vk) in vals.iter().enumerate() {
+            let row = &mut e.y[(t.p0 + i + k) * cout + t.o0 + c0..][..nb];
+            quantize_row(st.y, st.relu, &vk[..nb], row);
+        }
+        c0 += nb;
+    }
+}
+
+/// The f32 values [`corrected_out`] quantises, for the `L` channels `o .. o + L` of `N`
+/// pixels: `acc[k][l]·(sx·ws[o + l]) + bias[o + l]`, then `+ Bᵀ[j, o + l]·up[k][j]` for `j`
+/// in order, each a product then an add (`acc[k]` from this block's first sum; `Bᵀ` is
+/// `[r, Cout]` with `Cout = ws.len()`, `r` the length of every `up[k]`).
+#[inline(always)]
+fn corrected_lanes<const N: usize>(
+    acc: [&[i32]; N],
+    sx: f32,
+    ws: &[f32],
+    bias: &[f32],
+    up: [&[f32]; N],
+    bt: &[f32],
+    o: usize,
+) -> [Lanes; N] {
+    let (cout, r) = (ws.len(), up[0].len());
+    let (w8, b8) = (&ws[o..][..L], &bias[o..][..L]);
+    let mut v = [[0.0f32; L]; N];
+    for (vk, ak) in v.iter_mut().zip(&acc) {
+        for (l, (vl, &a)) in vk.iter_mut().zip(&ak[..L]).enumerate() {
+            *vl = a as f32 * (sx * w8[l]) + b8[l];
+        }
+    }
+    let up = up.map(|u| &u[..r]);
+    for (j, brow) in bt[..r * cout].chunks_exact(cout).enumerate() {
+        let b = &brow[o..][..L];
+        for (vk, uk) in v.iter_mut().zip(&up) {
+            let uj = uk[j];
+            for (vl, &bl) in vk.iter_mut().zip(b) {
+                *vl += bl * uj;
+            }
+        }
+    }
+    v
+}
+
+/// Streaming f32 1x1 low-rank correction with both halves as GEMMs — the bits of
+/// [`lowrank_u`] then [`lowrank_add_f32`] (the spec), from the table `k`'s
+/// `Streaming::u_f32` and `Streaming::add_f32`: `y` holds the `W0` conv plus bias (no ReLU).
+/// `scratch` as for [`stream_conv1x1_i8_gemm`]; `None` (nothing written) when `k ≠ 1`
+/// or it is short.
+pub fn stream_lowrank_f32(
+    k: &crate::kernels::Kernels,
+    g: &Geom,
+    x: &[f32],
+    d: &Delta<'_>,
+    relu: bool,
+    scratch: &mut [f32],
+    y: &mut [f32],
+) -> Option<()> {
+    let lr = d.lowrank_1x1(scratch, g.ho * g.wo)?;
+    (k.streaming.u_f32)(g, x, lr.a, lr.r, lr.u);
+    let y = &mut y[..g.ho * g.wo * g.cout];
+    (k.streaming.add_f32)(lr.u, lr.bt, lr.r, g.cout, relu, y);
+    Some(())
+}
+
+/// `y[p, o] += Bᵀ[j, o]·u[p, j]` for `j` in order, 8 channels at a time, then ReLU if asked,
+/// for every pixel `p < y.len() / cout` (the portable `Streaming::add_f32` slot; the bits of
+/// [`lowrank_add_f32`]). `u [·, r]`, `Bᵀ [r, cout]`.
+#[inline(always)]
+pub fn lowrank_add_t_f32(u: &[f32], bt: &[f32], r: usize, cout: usize, relu: bool, y: &mut [f32]) {
+    let relu_of = |v: f32| if relu { v.max(0.0) } else { v };
+    for (p, row) in y.chunks_exact_mut(cout.max(1)).enumerate() {
+        let up = &u[p * r..][..r];
+        for (b, yb) in row.chunks_exact_mut(L).enumerate() {
+            let o = b * L;
+            let mut v: Lanes = [0.0; L];
+            v.copy_from_slice(yb);
+            for (j, &uj) in up.iter().enumerate() {
+                for (vl, &bl) in v.iter_mut().zip(&bt[j * cout + o..][..L]) {
+                    *vl += bl * uj;
+                }
+            }
+            for (yl, &vl) in yb.iter_mut().zip(&v) {
+                *yl = relu_of(vl);
+            }
+        }
+        for (o, yo) in row.iter_mut().enumerate().skip(cout / L * L) {
+            let mut acc = *yo;
+            for (j, &uj) in up.iter().enumerate() {
+                acc += bt[j * cout + o] * uj;
+            }
+            *yo = relu_of(acc);
+        }
+    }
 }
 
 /// Streaming int8 k×k expert conv (the stem): every output channel's f32 weight
@@ -629,6 +1035,170 @@ pub fn stream_conv_i8(
                     let v = window(g, x, w, oy, ox, 0.0, |q, wv: f32| wv * st.x.dequantize(q));
                     *yo = st.out(bias[o] + v);
                 }
+            }
+        }
+    }
+}
+
+/// [`stream_conv_i8`] with 8 output channels in the lanes of one accumulator — the same
+/// bytes. Where a patch holds at most `conv::PATCH` elements (the stem: `3·3·3`), the
+/// weights `s_w[o]·W0q[o] + ΔW[o]` (formed as there) are laid out transposed in `wbuf`
+/// (`[Cin·k·k, Cout]`, the same `Cout·Cin·k·k` elements), each pixel's dequantised patch
+/// is gathered once, and every channel's sum still runs over the patch in order from `0.0`
+/// ([`stem_lanes`]), then `bias + sum`, ReLU and [`quantize_row`]. Longer patches take
+/// [`stream_conv_i8`]. The portable `Streaming::conv_i8` slot (inlined into the AVX2 one).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn stream_conv_i8_lanes(
+    g: &Geom,
+    x: &[i8],
+    w0: &[i8],
+    ws: &[f32],
+    bias: &[f32],
+    d: &Delta<'_>,
+    st: StreamI8,
+    wbuf: &mut [f32],
+    y: &mut [i8],
+) {
+    use crate::kernels::reference::conv::{gather, PATCH};
+    let (n, cout) = (d.channel_len(), g.cout);
+    if n == 0 || n > PATCH {
+        return stream_conv_i8(g, x, w0, ws, bias, d, st, wbuf, y);
+    }
+    let wt = &mut wbuf[..cout * n];
+    let mut row = [0.0f32; PATCH];
+    let row = &mut row[..n];
+    for o in 0..cout {
+        d.channel_into(o, row);
+        for (v, &q) in row.iter_mut().zip(&w0[o * n..][..n]) {
+            *v += ws[o] * q as f32;
+        }
+        for (i, &v) in row.iter().enumerate() {
+            wt[i * cout + o] = v;
+        }
+    }
+    let (wt, bias): (&[f32], _) = (wt, &bias[..cout]);
+    let mut patch = [0.0f32; PATCH];
+    let patch = &mut patch[..n];
+    let mut vals = [0.0f32; OBLK];
+    for oy in 0..g.ho {
+        for ox in 0..g.wo {
+            gather(g, x, oy, ox, 0.0, |q| st.x.dequantize(q), patch);
+            let out = &mut y[(oy * g.wo + ox) * cout..][..cout];
+            for (c0, out) in (0..cout).step_by(OBLK).zip(out.chunks_mut(OBLK)) {
+                let nb = out.len();
+                let mut ob = 0;
+                while ob + L <= nb {
+                    let v = stem_lanes(wt, patch, cout, c0 + ob);
+                    for (d, (&b, &v)) in vals[ob..][..L]
+                        .iter_mut()
+                        .zip(bias[c0 + ob..].iter().zip(&v))
+                    {
+                        *d = b + v;
+                    }
+                    ob += L;
+                }
+                for (jo, d) in vals[..nb].iter_mut().enumerate().skip(ob) {
+                    let o = c0 + jo;
+                    let mut v = 0.0;
+                    for (i, &xv) in patch.iter().enumerate() {
+                        v += wt[i * cout + o] * xv;
+                    }
+                    *d = bias[o] + v;
+                }
+                quantize_row(st.y, st.relu, &vals[..nb], out);
+            }
+        }
+    }
+}
+
+/// `Σ_i wt[i·cout + o + l]·patch[i]` for the `L` channels `o + l`, each from `0.0` with
+/// `i` in order, a product then an add (the per-channel dot product of [`stream_conv_i8`]).
+#[inline(always)]
+fn stem_lanes(wt: &[f32], patch: &[f32], cout: usize, o: usize) -> Lanes {
+    let mut v: Lanes = [0.0; L];
+    for (i, &xv) in patch.iter().enumerate() {
+        for (vl, &wl) in v.iter_mut().zip(&wt[i * cout + o..][..L]) {
+            *vl += wl * xv;
+        }
+    }
+    v
+}
+
+/// [`stream_conv_add_f32`] with 8 output channels in the lanes of one accumulator — the
+/// same bits. Where a channel's weight holds at most `conv::PATCH` elements (the stem),
+/// every `ΔW[o]` is formed once, as there, and laid out transposed in `wbuf`
+/// (`[Cin·k·k, Cout]`: the Streaming arena's k×k scratch holds `Cout·Cin·k·k`); each
+/// channel's sum then runs over the taps inside the image in the order of
+/// `conv::window` (rows, columns, channels) from `0.0`, is added to `y` and ReLU'd. Longer
+/// weights take [`stream_conv_add_f32`]. The portable `Streaming::conv_add_f32` slot.
+#[inline(always)]
+pub fn stream_conv_add_f32_lanes(
+    g: &Geom,
+    x: &[f32],
+    d: &Delta<'_>,
+    relu: bool,
+    wbuf: &mut [f32],
+    y: &mut [f32],
+) {
+    use crate::kernels::reference::conv::PATCH;
+    let (n, cout, k) = (d.channel_len(), g.cout, g.k);
+    if n == 0 || n > PATCH || wbuf.len() < cout * n {
+        return stream_conv_add_f32(g, x, d, relu, wbuf, y);
+    }
+    let wt = &mut wbuf[..cout * n];
+    let mut row = [0.0f32; PATCH];
+    let row = &mut row[..n];
+    for o in 0..cout {
+        d.channel_into(o, row);
+        for (i, &v) in row.iter().enumerate() {
+            wt[i * cout + o] = v;
+        }
+    }
+    let wt: &[f32] = wt;
+    let relu_of = |v: f32| if relu { v.max(0.0) } else { v };
+    // Per pixel, the inputs of the taps inside the image in `conv::window`'s order (rows,
+    // columns, channels) and their weight rows: gathered once for all channels.
+    let (mut xs, mut rows) = ([0.0f32; PATCH], [0usize; PATCH]);
+    for oy in 0..g.ho {
+        for ox in 0..g.wo {
+            let mut m = 0;
+            for ky in 0..k {
+                let Some(iy) = Geom::tap(oy, ky, g.stride, g.pad, g.h) else {
+                    continue;
+                };
+                for kx in 0..k {
+                    let Some(ix) = Geom::tap(ox, kx, g.stride, g.pad, g.w) else {
+                        continue;
+                    };
+                    let px = &x[(iy * g.w + ix) * g.in_stride + g.c_off..][..g.cin];
+                    for (c, &v) in px.iter().enumerate() {
+                        (xs[m], rows[m]) = (v, c * k * k + ky * k + kx);
+                        m += 1;
+                    }
+                }
+            }
+            let (xs, rows) = (&xs[..m], &rows[..m]);
+            let out = &mut y[(oy * g.wo + ox) * cout..][..cout];
+            let mut ob = 0;
+            while ob + L <= cout {
+                let mut v: Lanes = [0.0; L];
+                for (&xv, &row) in xs.iter().zip(rows) {
+                    for (vl, &wl) in v.iter_mut().zip(&wt[row * cout + ob..][..L]) {
+                        *vl += wl * xv;
+                    }
+                }
+                for (yo, &vl) in out[ob..][..L].iter_mut().zip(&v) {
+                    *yo = relu_of(*yo + vl);
+                }
+                ob += L;
+            }
+            for (o, yo) in out.iter_mut().enumerate().skip(ob) {
+                let mut v = 0.0f32;
+                for (&xv, &row) in xs.iter().zip(rows) {
+                    v += wt[row * cout + o] * xv;
+                }
+                *yo = relu_of(*yo + v);
             }
         }
     }
@@ -784,6 +1354,433 @@ mod tests {
             }
         }
         assert!(fused > 1000, "only {fused} channels took the one-pass path");
+    }
+
+    /// A random streaming 1x1 problem: geometry (strided, a channel slice of a wider input,
+    /// pixel and channel counts around the lane / chunk / tile sizes), factors of rank `r`
+    /// encoded in `dt` (unaligned bytes, so the spec decodes per element).
+    struct Problem {
+        g: crate::kernels::Geom,
+        r: usize,
+        dt: crate::format::DeltaDType,
+        a: std::vec::Vec<u8>,
+        b: std::vec::Vec<u8>,
+    }
+
+    impl Problem {
+        fn draw(rng: &mut crate::engine::testnet::Rng, case: usize) -> Self {
+            use crate::format::{factor, DeltaDType};
+            let dt = [DeltaDType::F32, DeltaDType::F16, DeltaDType::I8][case % 3];
+            let big = case.is_multiple_of(7);
+            let cin = 1 + rng.below(if big { 300 } else { 70 });
+            let cout = 1 + rng.below(if big { 150 } else { 40 });
+            let r = 1 + rng.below(if case.is_multiple_of(5) { 40 } else { 12 });
+            let (h, w, stride) = (1 + rng.below(11), 1 + rng.below(11), 1 + rng.below(2));
+            let extra = rng.below(5);
+            let g = crate::kernels::Geom {
+                h,
+                w,
+                in_stride: cin + extra,
+                c_off: rng.below(extra + 1),
+                cin,
+                ho: crate::kernels::Geom::out_dim(h, 1, stride, 0),
+                wo: crate::kernels::Geom::out_dim(w, 1, stride, 0),
+                cout,
+                k: 1,
+                stride,
+                pad: 0,
+            };
+            let mut enc = |rows: usize, cols: usize| {
+                let v = rng.vec(rows * cols, 0.5);
+                let n = factor::factor_bytes(dt, rows, cols).unwrap();
+                let mut out = std::vec![0u8; n + 1];
+                factor::encode_into(&v, rows, cols, dt, &mut out[1..]).unwrap();
+                out
+            };
+            let (a, b) = (enc(r, cin), enc(cout, r));
+            Problem { g, r, dt, a, b }
+        }
+
+        fn delta(&self) -> super::Delta<'_> {
+            let (g, r) = (&self.g, self.r);
+            let a = super::Factor::from_bytes(&self.a[1..], self.dt, r, g.cin).unwrap();
+            let b = super::Factor::from_bytes(&self.b[1..], self.dt, g.cout, r).unwrap();
+            super::Delta {
+                a,
+                b,
+                cout: g.cout,
+                cin: g.cin,
+                k: 1,
+            }
+        }
+
+        /// The Streaming arena's low-rank scratch for this conv, with one spare element.
+        fn scratch(&self, d: &super::Delta<'_>) -> std::vec::Vec<f32> {
+            std::vec![f32::NAN; d.decoded_len() + self.g.ho * self.g.wo * self.r + 1]
+        }
+    }
+
+    /// The streaming int8 1x1 path with both halves as GEMMs gives the bytes of the
+    /// per-output spec (`stream_conv1x1_i8`, reference dot, factors decoded per element)
+    /// with every kernel table's `W0` sums, on random shapes, ranks, factor dtypes, zero
+    /// points (extremes included) and output scales (small ones saturate). The f32 path
+    /// gives the bits of `lowrank_u` then `lowrank_add_f32`. Seed: `LORKD_SEED`.
+    #[test]
+    fn streaming_gemms_match_the_per_output_spec() {
+        use super::{stream_conv1x1_i8, stream_conv1x1_i8_gemm, StreamI8};
+        use crate::quant::QParams;
+        let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
+        let tables: std::vec::Vec<_> = crate::kernels::Kernels::available()
+            .into_iter()
+            .flatten()
+            .collect();
+        for case in 0..240 {
+            let p = Problem::draw(&mut rng, case);
+            let (g, d) = (p.g, p.delta());
+            let at = format!("case {case}: {:?} r {} {:?}", g, p.r, p.dt);
+            let x: std::vec::Vec<i8> = (0..g.in_len()).map(|_| rng.next_u64() as i8).collect();
+            let w0: std::vec::Vec<i8> = (0..g.cout * g.cin).map(|_| rng.next_u64() as i8).collect();
+            let ws: std::vec::Vec<f32> = (0..g.cout).map(|_| 1e-3 + rng.uniform(1e-3)).collect();
+            let bias = rng.vec(g.cout, 2.0);
+            let zp = |rng: &mut crate::engine::testnet::Rng| match rng.below(8) {
+                0 => i32::MAX,
+                1 => i32::MIN,
+                2 => (1 << 24) + rng.below(300) as i32 - 150,
+                _ => rng.below(256) as i32 - 128,
+            };
+            let st = StreamI8 {
+                x: QParams {
+                    scale: 0.01 + rng.uniform(0.005),
+                    zero_point: rng.below(256) as i32 - 128,
+                },
+                y: QParams {
+                    scale: [1e-4, 0.02, 0.1, 3.0][case % 4],
+                    zero_point: zp(&mut rng),
+                },
+                relu: case % 2 == 0,
+            };
+            let mut u = std::vec![0.0; g.ho * g.wo * p.r];
+            let mut want = std::vec![0i8; g.out_len()];
+            let dot = crate::kernels::reference::conv1x1::dot_i8;
+            stream_conv1x1_i8(dot, &g, &x, &w0, &ws, &bias, &d, st, &mut u, &mut want);
+            for k in &tables {
+                let mut got = std::vec![0i8; g.out_len()];
+                let mut scratch = p.scratch(&d);
+                let done = stream_conv1x1_i8_gemm(
+                    k,
+                    &g,
+                    &x,
+                    &w0,
+                    &ws,
+                    &bias,
+                    &d,
+                    st,
+                    &mut scratch,
+                    &mut got,
+                );
+                assert!(done.is_some(), "{at}");
+                assert_eq!(got, want, "{at} {k:?} {st:?}");
+                assert!(
+                    scratch.last().unwrap().is_nan(),
+                    "{at}: wrote past the scratch"
+                );
+            }
+            // The scratch the arena plans is enough; one element less is refused.
+            let mut short = std::vec![0.0; d.decoded_len() + g.ho * g.wo * p.r - 1];
+            let mut y = std::vec![0i8; g.out_len()];
+            let none = stream_conv1x1_i8_gemm(
+                &tables[0], &g, &x, &w0, &ws, &bias, &d, st, &mut short, &mut y,
+            );
+            assert!(none.is_none(), "{at}");
+
+            // f32: the same input dequantised, the W0 conv stood in by random values.
+            let xf = rng.vec(g.in_len(), 3.0);
+            let y0 = rng.vec(g.out_len(), 1.0);
+            let mut want = y0.clone();
+            super::lowrank_u(&g, &xf, |v| v, &d.a, &mut u);
+            super::lowrank_add_f32(&g, &u, &d.b, st.relu, &mut want);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
+            for k in &tables {
+                let mut got = y0.clone();
+                let mut scratch = p.scratch(&d);
+                super::stream_lowrank_f32(k, &g, &xf, &d, st.relu, &mut scratch, &mut got).unwrap();
+                assert_eq!(bits(&got), bits(&want), "{at} {k:?}");
+                assert!(
+                    scratch.last().unwrap().is_nan(),
+                    "{at}: wrote past the scratch"
+                );
+            }
+        }
+    }
+
+    /// The 8-channel epilogue's f32 values are the scalar spec's (`corrected_value`, what
+    /// `corrected_out` quantises) bit for bit — checked before quantisation, where a
+    /// reordered product or sum would show — on random sums over the whole i32 range,
+    /// scales, ranks (0 included) and channel offsets. Seed: `LORKD_SEED`.
+    #[test]
+    fn corrected_lanes_are_the_scalar_values() {
+        use crate::format::DeltaDType;
+        let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
+        for case in 0..2000 {
+            let (r, cout) = (rng.below(20), super::L + rng.below(40));
+            let acc: std::vec::Vec<i32> = (0..cout)
+                .map(|_| match case % 3 {
+                    0 => rng.next_u64() as i32,
+                    _ => (rng.next_u64() % 2_000_001) as i32 - 1_000_000,
+                })
+                .collect();
+            let ws = rng.vec(cout, 1e-2);
+            let bias = rng.vec(cout, 3.0);
+            let up = rng.vec(r, 10.0);
+            let b = rng.vec(cout * r, 0.5);
+            let mut bt = std::vec![0.0; r * cout];
+            for o in 0..cout {
+                for j in 0..r {
+                    bt[j * cout + o] = b[o * r + j];
+                }
+            }
+            let sx = 0.001 + rng.uniform(1e-3).abs();
+            let fb = super::Factor::from_bytes(bytemuck::cast_slice(&b), DeltaDType::F32, cout, r)
+                .unwrap();
+            let d = super::Delta {
+                a: super::Factor::EMPTY,
+                b: fb,
+                cout,
+                cin: 0,
+                k: 1,
+            };
+            let o = rng.below(cout - super::L + 1);
+            // 4 pixels at once: pixel `k` reads the sums shifted by `k` channels.
+            let accs = [0, 1, 2, 3].map(|k| &acc[(o + k).min(cout - super::L)..]);
+            let ups = [&up[..], &up[..], &up[..], &up[..]];
+            let got4 = super::corrected_lanes::<4>(accs, sx, &ws, &bias, ups, &bt, o);
+            let [got1] =
+                super::corrected_lanes::<1>([&acc[o..]], sx, &ws, &bias, [&up[..]], &bt, o);
+            for (l, v) in got1.iter().enumerate() {
+                for b32 in [Some(&b[..]), None] {
+                    let want =
+                        super::corrected_value(acc[o + l], o + l, &ws, &bias, &d, b32, &up, sx);
+                    assert_eq!(
+                        v.to_bits(),
+                        want.to_bits(),
+                        "case {case}: r {r} o {o} l {l}"
+                    );
+                }
+            }
+            for (k, vk) in got4.iter().enumerate() {
+                let ak = (o + k).min(cout - super::L);
+                for (l, v) in vk.iter().enumerate() {
+                    let b32 = Some(&b[..]);
+                    let want =
+                        super::corrected_value(acc[ak + l], o + l, &ws, &bias, &d, b32, &up, sx);
+                    assert_eq!(
+                        v.to_bits(),
+                        want.to_bits(),
+                        "case {case}: pixel {k} lane {l}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The streaming k×k int8 conv with channels in lanes gives the bytes of the
+    /// per-channel one (`stream_conv_i8`) on random geometries (k 1 / 3 / 5, strides,
+    /// padding; patches shorter and longer than `conv::PATCH`), ranks, factor dtypes and
+    /// quantisations; and its lane sums are the per-channel dot products bit for bit.
+    /// Seed: `LORKD_SEED`.
+    #[test]
+    fn streaming_stem_lanes_match_the_per_channel_spec() {
+        use super::{stream_conv_i8, stream_conv_i8_lanes, Delta, Factor, StreamI8};
+        use crate::format::{factor, DeltaDType};
+        use crate::kernels::Geom;
+        use crate::quant::QParams;
+        let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
+        for case in 0..200 {
+            let dt = [DeltaDType::F32, DeltaDType::F16, DeltaDType::I8][case % 3];
+            let k = [3, 3, 1, 5][case % 4];
+            let (stride, pad) = (1 + rng.below(2), rng.below(k / 2 + 1));
+            let cin = 1 + rng.below(if case % 5 == 0 { 40 } else { 6 });
+            let (cout, rank) = (1 + rng.below(40), 1 + rng.below(9));
+            let (h, w, extra) = (k + rng.below(9), k + rng.below(9), rng.below(3));
+            let g = Geom {
+                h,
+                w,
+                in_stride: cin + extra,
+                c_off: rng.below(extra + 1),
+                cin,
+                ho: Geom::out_dim(h, k, stride, pad),
+                wo: Geom::out_dim(w, k, stride, pad),
+                cout,
+                k,
+                stride,
+                pad,
+            };
+            let (rk, ck, n) = (rank * k, cin * k, cin * k * k);
+            let mut enc = |rows: usize, cols: usize| {
+                let v = rng.vec(rows * cols, 0.3);
+                let mut out = std::vec![0u8; factor::factor_bytes(dt, rows, cols).unwrap()];
+                factor::encode_into(&v, rows, cols, dt, &mut out).unwrap();
+                out
+            };
+            let (a, b) = (enc(rk, ck), enc(cout * k, rk));
+            let d = Delta {
+                a: Factor::from_bytes(&a, dt, rk, ck).unwrap(),
+                b: Factor::from_bytes(&b, dt, cout * k, rk).unwrap(),
+                cout,
+                cin,
+                k,
+            };
+            let x: std::vec::Vec<i8> = (0..g.in_len()).map(|_| rng.next_u64() as i8).collect();
+            let w0: std::vec::Vec<i8> = (0..cout * n).map(|_| rng.next_u64() as i8).collect();
+            let ws: std::vec::Vec<f32> = (0..cout).map(|_| 2e-3 + rng.uniform(1e-3)).collect();
+            let bias = rng.vec(cout, 1.0);
+            let st = StreamI8 {
+                x: QParams {
+                    scale: 0.02,
+                    zero_point: rng.below(256) as i32 - 128,
+                },
+                y: QParams {
+                    scale: [0.01, 0.05, 0.5][case % 3],
+                    zero_point: rng.below(256) as i32 - 128,
+                },
+                relu: case % 2 == 1,
+            };
+            let mut wbuf = std::vec![0.0; cout * n];
+            let (mut want, mut got) = (std::vec![0i8; g.out_len()], std::vec![0i8; g.out_len()]);
+            stream_conv_i8(&g, &x, &w0, &ws, &bias, &d, st, &mut wbuf, &mut want);
+            for k in crate::kernels::Kernels::available().into_iter().flatten() {
+                got.fill(0x55);
+                (k.streaming.conv_i8)(&g, &x, &w0, &ws, &bias, &d, st, &mut wbuf, &mut got);
+                assert_eq!(got, want, "case {case}: {g:?} rank {rank} {dt:?} {k:?}");
+            }
+            got.fill(0x55);
+            stream_conv_i8_lanes(&g, &x, &w0, &ws, &bias, &d, st, &mut wbuf, &mut got);
+            assert_eq!(got, want, "case {case}: {g:?} rank {rank} {dt:?}");
+            // f32: the W0 conv stood in by random values; the bits of the per-channel path.
+            let xf = rng.vec(g.in_len(), 2.0);
+            let y0 = rng.vec(g.out_len(), 1.0);
+            let mut want = y0.clone();
+            let mut one = std::vec![0.0; n];
+            super::stream_conv_add_f32(&g, &xf, &d, st.relu, &mut one, &mut want);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
+            for k in crate::kernels::Kernels::available().into_iter().flatten() {
+                let mut got = y0.clone();
+                (k.streaming.conv_add_f32)(&g, &xf, &d, st.relu, &mut wbuf, &mut got);
+                assert_eq!(bits(&got), bits(&want), "case {case}: f32 {g:?} {k:?}");
+            }
+            // The lane sums, before quantisation (where a reordering would show).
+            let (np, nc) = (1 + rng.below(60), super::L + rng.below(20));
+            let (wt, patch) = (rng.vec(np * nc, 1.0), rng.vec(np, 5.0));
+            let o = rng.below(nc - super::L + 1);
+            let v = super::stem_lanes(&wt, &patch, nc, o);
+            for (l, v) in v.iter().enumerate() {
+                let mut s = 0.0f32;
+                for (i, &xv) in patch.iter().enumerate() {
+                    s += wt[i * nc + o + l] * xv;
+                }
+                assert_eq!(v.to_bits(), s.to_bits(), "case {case}: lane {l}");
+            }
+        }
+    }
+
+    /// The row quantiser gives `QParams::quantize`'s byte, scale 1 and zero point 0 (where
+    /// the byte shows the most of the rounding): every f32 within 40 steps of each multiple
+    /// of 0.5 in ±300 and of ±2^22, and a sweep over the whole bit space (NaNs, infinities,
+    /// subnormals included) with a random stride. Seed: `LORKD_SEED`.
+    #[test]
+    fn quantize_row_is_quantize_at_every_half() {
+        use crate::quant::QParams;
+        let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
+        let q = QParams {
+            scale: 1.0,
+            zero_point: 0,
+        };
+        let check = |vals: &[f32]| {
+            let mut got = std::vec![0i8; vals.len()];
+            super::quantize_row(q, false, vals, &mut got);
+            for (&g, &x) in got.iter().zip(vals) {
+                assert_eq!(g, q.quantize(x), "{x} ({:#x})", x.to_bits());
+            }
+        };
+        let mut vals = std::vec::Vec::new();
+        let centres = (-600..=600).map(|k| k as f32 * 0.5);
+        for c in centres.chain([4_194_304.0, -4_194_304.0, 4_194_303.5, -4_194_303.5]) {
+            for d in -40i32..=40 {
+                let b = c.to_bits() as i32 + d;
+                vals.push(f32::from_bits(b as u32));
+                vals.push(-f32::from_bits(b as u32));
+            }
+        }
+        check(&vals);
+        vals.clear();
+        // Values of every magnitude: small ones round to the centre or a neighbour, large
+        // ones saturate; the clamp at ±2^22 and NaN take their own paths.
+        let step = 2_000 + rng.below(2_000) as u64;
+        let mut b = rng.below(2_000) as u64;
+        while b <= u32::MAX as u64 {
+            vals.push(f32::from_bits(b as u32));
+            b += step;
+        }
+        check(&vals);
+    }
+
+    /// The row quantiser gives `QParams::quantize`'s byte (after ReLU when asked) on
+    /// rounding edges, non-finite values, extreme zero points and random values.
+    #[test]
+    fn quantize_row_is_quantize() {
+        use crate::quant::QParams;
+        let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
+        let edges = [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -2.5,
+            0.49999997,
+            -0.49999997,
+            127.5,
+            -128.5,
+            4_194_303.5,
+            -4_194_304.5,
+            1e30,
+            -1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MIN_POSITIVE,
+            1e-40,
+        ];
+        for case in 0..4000 {
+            let zero_point = match case % 6 {
+                0 => i32::MAX,
+                1 => i32::MIN,
+                2 => -(1 << 24) - 200 + rng.below(400) as i32,
+                3 => (1 << 22) - 200 + rng.below(400) as i32,
+                _ => rng.below(512) as i32 - 256,
+            };
+            let q = QParams {
+                scale: [1.0, 0.5, 0.1, 1e-3, 7.0][case % 5],
+                zero_point,
+            };
+            let v: std::vec::Vec<f32> = (0..1 + rng.below(40))
+                .map(|_| {
+                    if rng.below(3) == 0 {
+                        edges[rng.below(edges.len())] * q.scale
+                    } else {
+                        rng.uniform(300.0) * q.scale
+                    }
+                })
+                .collect();
+            for relu in [false, true] {
+                let mut got = std::vec![0i8; v.len()];
+                super::quantize_row(q, relu, &v, &mut got);
+                for (&g, &x) in got.iter().zip(&v) {
+                    let want = q.quantize(if relu { x.max(0.0) } else { x });
+                    assert_eq!(g, want, "{x} {q:?} relu {relu}");
+                }
+            }
+        }
     }
 
     #[test]

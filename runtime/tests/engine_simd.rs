@@ -327,6 +327,42 @@ fn conv1x1_sums_i8_twin_is_exact_and_covers_once() {
     }
 }
 
+/// Pointwise shapes past the x86 outer product's stack buffers (`cin·cout` beyond 32 Ki
+/// packed weights, as ShuffleNetV2's widest 1x1 convs: the dot-tile fallback), odd pixel
+/// counts and channel counts off the 4- and 64-channel blocks: exact sums, each once.
+#[test]
+fn conv1x1_sums_i8_twin_is_exact_on_wide_convs() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for _ in 0..12 {
+            let (cin, cout) = (r.gen_range(180..480), r.gen_range(150..300));
+            let (h, w, extra) = (r.gen_range(1..6), r.gen_range(1..6), r.gen_range(0..3));
+            let stride = r.gen_range(1..3);
+            let g = Geom {
+                h,
+                w,
+                in_stride: cin + extra,
+                c_off: r.gen_range(0..=extra),
+                cin,
+                ho: Geom::out_dim(h, 1, stride, 0),
+                wo: Geom::out_dim(w, 1, stride, 0),
+                cout,
+                k: 1,
+                stride,
+                pad: 0,
+            };
+            let x: Vec<i8> = (0..g.in_len()).map(|_| r.gen()).collect();
+            let w: Vec<i8> = (0..g.cout * g.cin).map(|_| r.gen()).collect();
+            let zx = r.gen_range(-128..=127);
+            let (a, sa) = all_sums(&best, &g, &x, zx, &w);
+            let (b, _) = all_sums(&refk, &g, &x, zx, &w);
+            assert!(sa.iter().all(|&c| c == 1), "{best:?} {g:?}: coverage");
+            assert_eq!(a, b, "{best:?} {g:?}");
+        }
+    }
+}
+
 #[test]
 fn dot_i8_twin_is_exact() {
     let mut r = rng();

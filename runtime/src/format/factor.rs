@@ -233,6 +233,31 @@ impl<'a> Factor<'a> {
             self.row_into(i, row);
         }
     }
+
+    /// Decodes the factor transposed: `out[j·rows + i] = get(i, j)` for the whole
+    /// `cols × rows` result (`out[..rows·cols]`). The streaming epilogues read `B` by columns
+    /// (8 output channels of one rank row at a time). Rows go through a stack chunk of
+    /// [`Factor::row_into`], so the values are the row decoder's bit for bit.
+    pub fn decode_transposed_into(&self, out: &mut [f32]) {
+        const CHUNK: usize = 64;
+        let (rows, cols) = (self.rows, self.cols);
+        let out = &mut out[..rows * cols];
+        if cols <= CHUNK {
+            let mut buf = [0.0f32; CHUNK];
+            for i in 0..rows {
+                self.row_into(i, &mut buf);
+                for (j, &v) in buf[..cols].iter().enumerate() {
+                    out[j * rows + i] = v;
+                }
+            }
+        } else {
+            for i in 0..rows {
+                for j in 0..cols {
+                    out[j * rows + i] = self.get(i, j);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -293,6 +318,38 @@ mod tests {
                 assert!(
                     Factor::from_bytes(&b, dt, rows + 1, cols).is_none() || rows * cols + cols == 0
                 );
+            }
+        }
+    }
+
+    /// The transposed decode holds `get(i, j)` at `[j·rows + i]`, bit for bit, for every
+    /// dtype, with rows shorter and longer than its stack chunk.
+    #[test]
+    fn transposed_decode_is_get_transposed() {
+        let mut r = rng(crate::test_seed());
+        for (rows, cols) in [
+            (1, 1),
+            (7, 3),
+            (24, 8),
+            (3, 64),
+            (5, 65),
+            (2, 130),
+            (0, 4),
+            (4, 0),
+        ] {
+            let x: std::vec::Vec<f32> = (0..rows * cols).map(|_| r()).collect();
+            for dt in [DeltaDType::F32, DeltaDType::F16, DeltaDType::I8] {
+                let b = encode(&x, rows, cols, dt).unwrap();
+                let f = Factor::from_bytes(&b, dt, rows, cols).unwrap();
+                let mut t = std::vec![f32::NAN; rows * cols + 1];
+                f.decode_transposed_into(&mut t);
+                for i in 0..rows {
+                    for j in 0..cols {
+                        let want = f.get(i, j).to_bits();
+                        assert_eq!(t[j * rows + i].to_bits(), want, "{dt:?} {rows}x{cols}");
+                    }
+                }
+                assert!(t[rows * cols].is_nan(), "wrote past rows·cols");
             }
         }
     }

@@ -107,6 +107,67 @@ pub struct SumTile<'t> {
 /// correction before quantising): `(geometry, x, x zero point, w, sink)` hands `sink`
 /// tiles that cover every (output pixel, channel) exactly once.
 pub type SumsI8 = fn(&Geom, &[i8], i32, &[i8], &mut dyn FnMut(SumTile<'_>));
+/// `u = A·deq(x)` of a streaming int8 1x1 expert: `(geometry, x, x quantisation, A [r, Cin],
+/// r, u)`.
+pub type LowRankUI8 = fn(&Geom, &[i8], crate::quant::QParams, &[f32], usize, &mut [f32]);
+/// `y += u·B` then ReLU, f32: `(u, Bᵀ [r, Cout], r, Cout, relu, y)`.
+pub type LowRankAddF32 = fn(&[f32], &[f32], usize, usize, bool, &mut [f32]);
+
+/// The streaming int8 k×k expert conv (`switch::stream_conv_i8_lanes`): `(geometry, x,
+/// W0q, W0 scales, bias, delta, quantisation, f32 weight scratch, y)`.
+pub type StreamConvI8 = fn(
+    &Geom,
+    &[i8],
+    &[i8],
+    &[f32],
+    &[f32],
+    &crate::switch::Delta<'_>,
+    crate::switch::StreamI8,
+    &mut [f32],
+    &mut [i8],
+);
+
+/// The streaming f32 k×k expert conv's low-rank term added to `y` (the `W0` conv), then
+/// ReLU (`switch::stream_conv_add_f32_lanes`): `(geometry, x, delta, relu, f32 weight
+/// scratch, y)`.
+pub type StreamConvAddF32 =
+    fn(&Geom, &[f32], &crate::switch::Delta<'_>, bool, &mut [f32], &mut [f32]);
+
+/// The streaming experts' lane code (`switch::stream_conv1x1_i8_gemm`,
+/// `switch::stream_lowrank_f32`, `switch::stream_conv_i8_lanes`): every table runs the
+/// portable code of [`crate::switch`] (so the same bits); the x86_64 tables compile it
+/// for AVX2, where the baseline build would give SSE2 pairs.
+#[derive(Clone, Copy)]
+pub struct Streaming {
+    /// `u = A·deq(x)`, int8 input: `switch::lowrank_u_i8`.
+    pub u_i8: LowRankUI8,
+    /// `u = A·x`, f32 input: `switch::lowrank_u_f32`.
+    pub u_f32: fn(&Geom, &[f32], &[f32], usize, &mut [f32]),
+    /// The int8 epilogue of one tile of `W0` sums: `switch::epilogue_i8`.
+    pub epilogue_i8: fn(&SumTile<'_>, &mut crate::switch::EpilogueI8<'_>),
+    /// The f32 correction `y += u·B` (then ReLU): `switch::lowrank_add_t_f32`.
+    pub add_f32: LowRankAddF32,
+    /// The k×k int8 expert conv (the stem): `switch::stream_conv_i8_lanes`.
+    pub conv_i8: StreamConvI8,
+    /// The k×k f32 expert conv's correction (the stem): `switch::stream_conv_add_f32_lanes`.
+    pub conv_add_f32: StreamConvAddF32,
+}
+
+impl Streaming {
+    /// The portable code as the build's target compiles it.
+    pub fn portable() -> Self {
+        use crate::switch;
+        Streaming {
+            u_i8: switch::lowrank_u_i8,
+            u_f32: switch::lowrank_u_f32,
+            epilogue_i8: switch::epilogue_i8,
+            add_f32: switch::lowrank_add_t_f32,
+            conv_i8: switch::stream_conv_i8_lanes,
+            conv_add_f32: switch::stream_conv_add_f32_lanes,
+        }
+    }
+}
+
 /// The pointwise conv (GEMM) slot, f32.
 pub type Conv1x1F32 = ConvF32;
 /// The pointwise conv (GEMM) slot, int8.
@@ -139,6 +200,8 @@ pub struct Kernels {
     pub dot_i8: DotI8,
     /// `reference::conv1x1::conv1x1_sums_i8` (streaming int8 1x1 experts).
     pub conv1x1_sums_i8: SumsI8,
+    /// The streaming experts' lane code ([`Streaming::portable`]).
+    pub streaming: Streaming,
     /// Name of the instruction set of the plugged-in twins (`"reference"` when none).
     pub isa: &'static str,
 }
@@ -164,6 +227,7 @@ impl Kernels {
             maxpool_i8: reference::maxpool::maxpool3x3s2::<i8>,
             dot_i8: reference::conv1x1::dot_i8,
             conv1x1_sums_i8: reference::conv1x1::conv1x1_sums_i8,
+            streaming: Streaming::portable(),
             isa: "reference",
         }
     }

@@ -154,14 +154,13 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
             };
             cx.par.conv_f32(f, false, &g, x, w, bias, relu_now, y);
             if let Some(d) = delta {
-                let (d, scratch) = decode(&d, cx.scratch, i)?;
                 if pointwise {
-                    let u = scratch.get_mut(..g.ho * g.wo * d.a.rows).ok_or(bad)?;
-                    switch::lowrank_u(&g, x, |v| v, &d.a, u);
-                    switch::lowrank_add_f32(&g, u, &d.b, relu, y);
+                    let scratch = f32s_mut(cx.scratch)?;
+                    switch::stream_lowrank_f32(&kern, &g, x, &d, relu, scratch, y).ok_or(bad)?;
                 } else {
-                    let wbuf = scratch.get_mut(..d.channel_len()).ok_or(bad)?;
-                    switch::stream_conv_add_f32(&g, x, &d, relu, wbuf, y);
+                    let (d, scratch) = decode(&d, cx.scratch, i)?;
+                    let wbuf = scratch.get_mut(..g.cout * d.channel_len()).ok_or(bad)?;
+                    (kern.streaming.conv_add_f32)(&g, x, &d, relu, wbuf, y);
                 }
             }
             (cx.observe)(output as usize, y);
@@ -186,14 +185,14 @@ fn stream_i8(
     y: &mut [i8],
 ) -> R<()> {
     let bad = EngineError::Malformed { op: i };
-    let (d, scratch) = decode(d, scratch, i)?;
     let st = switch::StreamI8 { x: qx, y: qy, relu };
     if g.k == 1 && g.pad == 0 {
-        let u = scratch.get_mut(..g.ho * g.wo * d.a.rows).ok_or(bad)?;
-        switch::stream_conv1x1_i8_tiled(kern.conv1x1_sums_i8, g, x, w, ws, bias, &d, st, u, y);
+        let scratch = f32s_mut(scratch)?;
+        switch::stream_conv1x1_i8_gemm(&kern, g, x, w, ws, bias, d, st, scratch, y).ok_or(bad)?;
     } else {
+        let (d, scratch) = decode(d, scratch, i)?;
         let wbuf = scratch.get_mut(..g.cout * d.channel_len()).ok_or(bad)?;
-        switch::stream_conv_i8(g, x, w, ws, bias, &d, st, wbuf, y);
+        (kern.streaming.conv_i8)(g, x, w, ws, bias, &d, st, wbuf, y);
     }
     Ok(())
 }

@@ -332,6 +332,23 @@ unsafe fn tile_sums(wp: &[i16], xw: &[[i16; MAXC + 2]; PO], pairs: usize) -> [__
     acc
 }
 
+/// [`tile_sums`] stored as i32 lanes — inside the AVX2 body, so the stores inline (from
+/// a caller without the feature each `_mm256_storeu_si256` was a call).
+///
+/// # Safety
+/// As [`tile_outer`].
+#[target_feature(enable = "avx2")]
+unsafe fn tile_sums_i32(wp: &[i16], xw: &[[i16; MAXC + 2]; PO], pairs: usize) -> [[i32; 8]; PO] {
+    // SAFETY: this function's contract.
+    let s = unsafe { tile_sums(wp, xw, pairs) };
+    let mut out = [[0i32; 8]; PO];
+    for (o, v) in out.iter_mut().zip(&s) {
+        // SAFETY: `o` holds 8 i32.
+        unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), *v) };
+    }
+    out
+}
+
 /// AVX2 twin of `reference::conv1x1::conv1x1_sums_i8` (exact, so equal): the outer-product
 /// tiles of [`conv1x1_i8`] without the output stage, one [`PO`]-pixel × all-channel tile
 /// per `sink` call; shapes past its stack buffers take one AVX2 dot per output.
@@ -345,26 +362,7 @@ pub(crate) fn conv1x1_sums_i8(
     let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
     let (pairs, blocks) = (n.div_ceil(2), cout.div_ceil(8));
     if n > MAXC || cout > MAXQ || blocks * 16 * pairs > WCAP {
-        let mut acc = [0i32; 64];
-        for p in 0..npix {
-            let px = &x[src(g, p)..][..n];
-            let mut o0 = 0;
-            while o0 < cout {
-                let no = 64.min(cout - o0);
-                for (j, a) in acc[..no].iter_mut().enumerate() {
-                    *a = dot_i8(&w[(o0 + j) * n..][..n], px, zx);
-                }
-                sink(SumTile {
-                    p0: p,
-                    np: 1,
-                    o0,
-                    no,
-                    acc: &acc[..no],
-                });
-                o0 += no;
-            }
-        }
-        return;
+        return sums_dots(g, x, zx, w, sink);
     }
     let w = &w[..cout * n];
     let mut store = [const { MaybeUninit::<i16>::uninit() }; WCAP];
@@ -380,14 +378,12 @@ pub(crate) fn conv1x1_sums_i8(
         }
         for b in 0..blocks {
             let (ob, nb) = (8 * b, 8.min(cout - 8 * b));
+            let wb = &wp[b * 16 * pairs..][..16 * pairs];
             // SAFETY: only installed after AVX2 detection; block `b` of `wp` holds
             // `16·pairs` i16 and every row of `xw` at least `2·pairs`.
-            let s = unsafe { tile_sums(&wp[b * 16 * pairs..][..16 * pairs], &xw, pairs) };
+            let s = unsafe { tile_sums_i32(wb, &xw, pairs) };
             for (t, v) in s.iter().enumerate().take(np) {
-                let mut lanes = [0i32; 8];
-                // SAFETY: `lanes` holds 8 i32.
-                unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), *v) };
-                acc[t * cout + ob..][..nb].copy_from_slice(&lanes[..nb]);
+                acc[t * cout + ob..][..nb].copy_from_slice(&v[..nb]);
             }
         }
         sink(SumTile {
@@ -398,6 +394,72 @@ pub(crate) fn conv1x1_sums_i8(
             acc: &acc[..np * cout],
         });
         p += np;
+    }
+}
+
+/// [`conv1x1_sums_i8`] for shapes past the outer product's stack buffers (ShuffleNetV2's
+/// last 1x1, the widest stage's): the dot-product tiles of [`conv1x1_i8_dots`] —
+/// [`PI`] pixels × 4 channels a tile — handed out in blocks of [`PI`] pixels × [`OB`]
+/// channels (exact sums, so the reference's).
+fn sums_dots(g: &Geom, x: &[i8], zx: i32, w: &[i8], sink: &mut dyn FnMut(SumTile<'_>)) {
+    let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
+    let w = &w[..cout * n];
+    let mut acc = [0i32; PI * OB];
+    let mut p = 0;
+    while p < npix {
+        let np = PI.min(npix - p);
+        let row = |i: usize| &x[src(g, p + i)..][..n];
+        let mut o0 = 0;
+        while o0 < cout {
+            let no = OB.min(cout - o0);
+            let acc = &mut acc[..np * no];
+            if np == PI {
+                sums_block::<PI>(core::array::from_fn(row), zx, w, n, o0, no, acc);
+            } else {
+                sums_block::<1>([row(0)], zx, w, n, o0, no, acc);
+            }
+            sink(SumTile {
+                p0: p,
+                np,
+                o0,
+                no,
+                acc,
+            });
+            o0 += no;
+        }
+        p += np;
+    }
+}
+
+/// Channels `o0 .. o0 + no` of the `P` pixels `xs` into `acc[p·no + j]` by [`tile_i8`]
+/// tiles of 4 channels (then single channels).
+fn sums_block<const P: usize>(
+    xs: [&[i8]; P],
+    zx: i32,
+    w: &[i8],
+    n: usize,
+    o0: usize,
+    no: usize,
+    acc: &mut [i32],
+) {
+    let mut o = 0;
+    while o < no {
+        if o + 4 <= no {
+            let ws = [0, 1, 2, 3].map(|j| &w[(o0 + o + j) * n..][..n]);
+            // SAFETY: only installed after AVX2 detection; every row holds `n` bytes.
+            let d = unsafe { tile_i8::<P, 4>(xs, ws, n, zx) };
+            for (p, dp) in d.iter().enumerate() {
+                acc[p * no + o..][..4].copy_from_slice(dp);
+            }
+            o += 4;
+        } else {
+            // SAFETY: as above, one row.
+            let d = unsafe { tile_i8::<P, 1>(xs, [&w[(o0 + o) * n..][..n]], n, zx) };
+            for (p, dp) in d.iter().enumerate() {
+                acc[p * no + o] = dp[0];
+            }
+            o += 1;
+        }
     }
 }
 

@@ -11,6 +11,7 @@ mod dw3x3;
 mod rebuild;
 mod requant;
 mod stem;
+mod streaming;
 
 use super::Kernels;
 
@@ -40,6 +41,7 @@ pub(crate) fn avx2() -> Kernels {
         maxpool_i8: super::reference::maxpool::maxpool3x3s2::<i8>,
         dot_i8: conv1x1::dot_i8,
         conv1x1_sums_i8: conv1x1::conv1x1_sums_i8,
+        streaming: streaming::avx2(),
         isa: "x86_64-avx2",
     }
 }
