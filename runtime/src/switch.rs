@@ -568,39 +568,6 @@ fn corrected_value(
     v
 }
 
-/// As [`stream_conv1x1_i8`] (the same arithmetic, so the same bytes), with the `W0` sums
-/// from the pointwise GEMM slot (`Kernels::conv1x1_sums_i8`: register tiles, no per-output
-/// dot product); the low-rank correction and the quantisation run on each tile of sums.
-#[allow(clippy::too_many_arguments)]
-pub fn stream_conv1x1_i8_tiled(
-    sums: crate::kernels::SumsI8,
-    g: &Geom,
-    x: &[i8],
-    w0: &[i8],
-    ws: &[f32],
-    bias: &[f32],
-    d: &Delta<'_>,
-    st: StreamI8,
-    u: &mut [f32],
-    y: &mut [i8],
-) {
-    lowrank_u(g, x, |q| st.x.dequantize(q), &d.a, u);
-    let (zx, r, cout) = (st.x.zero_point, d.a.rows, g.cout);
-    let b32 = d.b.as_f32();
-    let u: &[f32] = u;
-    sums(g, x, zx, w0, &mut |t| {
-        for i in 0..t.np {
-            let p = t.p0 + i;
-            let up = &u[p * r..][..r];
-            let row = &mut y[p * cout + t.o0..][..t.no];
-            for (j, yo) in row.iter_mut().enumerate() {
-                let acc = t.acc[i * t.no + j];
-                *yo = corrected_out(acc, t.o0 + j, ws, bias, d, b32, up, st);
-            }
-        }
-    });
-}
-
 /// Lanes of the streaming low-rank GEMMs: output pixels in [`lowrank_u_gemm`], output
 /// channels in the epilogues. Eight f32 (one AVX2 register, two NEON ones), written as
 /// fixed-size arrays so LLVM vectorises the lane loops on every target without `unsafe`.

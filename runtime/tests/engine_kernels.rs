@@ -494,16 +494,26 @@ fn decoded_delta_rebuilds_the_same_bits() {
             let dot = dot_i8_ref;
             switch::stream_conv1x1_i8(dot, &g, &xq, &w0q, &s0, &bias, &slow, st, &mut u, &mut y1);
             switch::stream_conv1x1_i8(dot, &g, &xq, &w0q, &s0, &bias, &fast, st, &mut u, &mut y2);
-            // The tiled GEMM path (every kernel table) gives the same bytes.
+            // The GEMM path (every kernel table) gives the same bytes.
             for k in lorkd_runtime::kernels::Kernels::available()
                 .into_iter()
                 .flatten()
             {
                 let mut y3 = vec![0i8; g.out_len()];
-                let sums = k.conv1x1_sums_i8;
-                switch::stream_conv1x1_i8_tiled(
-                    sums, &g, &xq, &w0q, &s0, &bias, &slow, st, &mut u, &mut y3,
-                );
+                let mut scratch = vec![0.0; slow.decoded_len() + 12 * rank];
+                switch::stream_conv1x1_i8_gemm(
+                    &k,
+                    &g,
+                    &xq,
+                    &w0q,
+                    &s0,
+                    &bias,
+                    &slow,
+                    st,
+                    &mut scratch,
+                    &mut y3,
+                )
+                .unwrap();
                 assert_eq!(y1, y3, "{k:?} {g:?}");
             }
         } else {
