@@ -18,12 +18,12 @@ use super::{Manifest, Mode, Op};
 /// One output element's epilogue in a rebuilt (Materialized) conv: requantisation.
 const OUT: u64 = 2;
 /// One f32 multiply-add of the low-rank path (`A·x` or `B·u`).
-const LOWRANK_MAC: u64 = 2;
+const LOWRANK_MAC: u64 = 1;
 /// One f32 multiply-add of the rebuild's `B·A` (long contiguous rows).
 const REBUILD_MAC: u64 = 1;
 /// One output of a streamed conv beyond [`OUT`]: dequantise the sum, add the correction,
 /// quantise in f32.
-const STREAM_OUT: u64 = 6;
+const STREAM_OUT: u64 = 3;
 /// One input element a streamed conv dequantises for `A·x`.
 const DEQUANT: u64 = 1;
 /// One rebuilt weight beyond its `B·A` sum: add `s0·W0q`, track `max|w|`, re-quantise.
@@ -34,7 +34,7 @@ const DECODE: u64 = 1;
 /// small models slower per multiply-add than the GEMMs alone.
 const OP: u64 = 16_000;
 /// Streamed experts may add at most `1 / INFER_BUDGET` of the Materialized inference.
-pub const INFER_BUDGET: u64 = 16;
+pub const INFER_BUDGET: u64 = 12;
 /// Ratios are `stream · 2^16 / rebuild`: an expert whose streaming costs more per inference
 /// than its rebuild per switch is never streamed by `Auto`.
 const ONE: u64 = 1 << 16;
