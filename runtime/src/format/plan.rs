@@ -11,8 +11,10 @@
 //! ([`super::layout`]) and the engine's dispatch agree without storing it.
 //!
 //! Costs are in units of one int8 multiply-add of the tiled GEMM; the constants below were
-//! fitted to `lorkd bench --profile` on x86_64 AVX2 and the Cortex-M instruction counts
-//! (BENCHMARKS.md, "Per-layer switch plan"): the plan only needs the order of magnitude.
+//! fitted to `scripts/plan-check.py` on x86_64 AVX2 and to the Cortex-M instruction counts
+//! of `firmware/run-qemu --bench` (BENCHMARKS.md, "Per-layer switch plan"): the plan only
+//! needs the order of magnitude. Each target plans for its own kernels, so a Cortex-M
+//! device may stream fewer experts than `lorkd inspect` on a PC reports.
 use super::{Manifest, Mode, Op};
 
 /// One output element's epilogue in a rebuilt (Materialized) conv: requantisation.
@@ -32,7 +34,16 @@ const REBUILD_WEIGHT: u64 = 4;
 const DECODE: u64 = 1;
 /// Each op's fixed cost at inference (dispatch, tables, packing, small loops): what makes
 /// small models slower per multiply-add than the GEMMs alone.
-const OP: u64 = 16_000;
+const OP: u64 = if cfg!(target_arch = "arm") {
+    5_000
+} else {
+    16_000
+};
+/// The streamed path's cost relative to the constants above, per target: on x86_64 and
+/// aarch64 its GEMMs run in SIMD lanes as fast as the int8 GEMM per unit; on Cortex-M
+/// (no f32 SIMD, `W0` sums without the DSP conv's tiling) the instruction counts put one
+/// unit of it at ~16 of the int8 path's (`firmware/run-qemu --bench`).
+const STREAM_SCALE: u64 = if cfg!(target_arch = "arm") { 4 } else { 1 };
 /// Streamed experts may add at most `1 / INFER_BUDGET` of the Materialized inference.
 pub const INFER_BUDGET: u64 = 12;
 /// Ratios are `stream · 2^16 / rebuild`: an expert whose streaming costs more per inference
@@ -73,7 +84,9 @@ impl ExpertCost {
                 .saturating_mul(LOWRANK_MAC)
                 .saturating_add(cin.saturating_mul(DEQUANT))
                 .saturating_add(cout.saturating_mul(STREAM_OUT));
-            hw.saturating_mul(per_px).saturating_add(decode)
+            hw.saturating_mul(per_px)
+                .saturating_add(decode)
+                .saturating_mul(STREAM_SCALE)
         } else {
             u64::MAX
         };

@@ -219,6 +219,9 @@ pub fn run(t: &mut Tally) {
         hprintln!("[fw] kernels: {}: {} random shapes", name, TRIALS);
         t.check(name, ok);
     }
+    let ok = (0..TRIALS).all(|_| sums_case(&mut r, b, best, reference));
+    hprintln!("[fw] kernels: pointwise int8 sums (streaming W0): {} random shapes", TRIALS);
+    t.check("pointwise int8 sums (streaming experts' W0) ≡ reference", ok);
     let ok = (0..TRIALS).all(|i| rebuild_case(&mut r, i, best, reference));
     t.check(
         "rebuild re-quantisation (f32 → int8 weights), incl. NaN/inf/zero rows",
@@ -246,6 +249,57 @@ pub fn run(t: &mut Tally) {
     let ok = (0..TRIALS).all(|_| maxpool_case(&mut r, b, best, reference));
     hprintln!("[fw] kernels: int8 max pool 3x3/2: {} random shapes", TRIALS);
     t.check("int8 max pool 3x3/2 ≡ reference", ok);
+}
+
+/// One random pointwise conv's exact sums (`conv1x1_sums_i8`, the streaming experts' `W0`
+/// GEMM) from both tables: every (pixel, channel) handed out exactly once with the same
+/// sum, whatever the tiling. Checked by a count and an order-free hash of (position, sum).
+fn sums_case(r: &mut Rng, b: &mut Bufs, fast: Kernels, slow: Kernels) -> bool {
+    let g = loop {
+        if let Some(g) = geom(r, Family::Pointwise) {
+            break g;
+        }
+    };
+    for v in &mut b.x[..g.in_len()] {
+        *v = r.i8();
+    }
+    for v in &mut b.w[..g.cout * g.cin] {
+        *v = r.i8();
+    }
+    let zx = match r.range(0, 40) {
+        0 => 40_000 - r.range(0, 80_000) as i32,
+        _ => r.range(0, 256) as i32 - 128,
+    };
+    let (x, w) = (&b.x[..g.in_len()], &b.w[..g.cout * g.cin]);
+    let digest = |f: lorkd_runtime::kernels::SumsI8| {
+        let (mut count, mut hash) = (0usize, 0u32);
+        f(&g, x, zx, w, &mut |t| {
+            for i in 0..t.np {
+                for j in 0..t.no {
+                    let pos = ((t.p0 + i) * g.cout + t.o0 + j) as u32;
+                    let v = t.acc[i * t.no + j] as u32;
+                    hash = hash.wrapping_add(mix(pos.wrapping_mul(0x9e37_79b9) ^ mix(v)));
+                    count += 1;
+                }
+            }
+        });
+        (count, hash)
+    };
+    let (a, b2) = (digest(fast.conv1x1_sums_i8), digest(slow.conv1x1_sums_i8));
+    let ok = a == b2 && a.0 == g.ho * g.wo * g.cout;
+    if !ok {
+        hprintln!("[fw] sums mismatch: {:?} zx {}", g, zx);
+    }
+    ok
+}
+
+/// A 32-bit integer hash (murmur3's finaliser).
+fn mix(mut v: u32) -> u32 {
+    v ^= v >> 16;
+    v = v.wrapping_mul(0x85eb_ca6b);
+    v ^= v >> 13;
+    v = v.wrapping_mul(0xc2b2_ae35);
+    v ^ (v >> 16)
 }
 
 /// One random max pool (sides 1–13, 1–40 channels: odd sides, channel tails), codes over

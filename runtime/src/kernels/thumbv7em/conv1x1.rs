@@ -2,8 +2,8 @@
 //! channels widened once to i16 `x − zx` (`SXTAB16` adds the packed `−zx` while it
 //! sign-extends, two instructions per 4 channels), then the shared 2×2 GEMM (`gemm.rs`).
 use super::dsp::{pair, sxtab16, sxtab16_ror8};
-use super::gemm::{block, hpos, pair_words, Buf, XB};
-use crate::kernels::{reference, Geom, OutQ};
+use super::gemm::{block, block_into, hpos, pair_words, Buf, Sums, XB};
+use crate::kernels::{reference, Geom, OutQ, SumTile};
 
 /// Start of output pixel `p`'s input channels.
 #[inline]
@@ -12,9 +12,46 @@ fn src(g: &Geom, p: usize) -> usize {
     (oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off
 }
 
-/// Same contract as `reference::conv1x1::conv1x1_i8` (which it defers to for channel
-/// counts the stack block cannot hold, `cin > 1024`, or zero points whose `x − zx` leaves
-/// i16).
+/// Whether the DSP path takes this conv (else the reference): channels fit the stack block
+/// (`cin ≤ 1024`), `x − zx` stays in i16, and the slices hold what the geometry reads.
+fn fits(g: &Geom, x: &[i8], zx: i32, w: &[i8]) -> bool {
+    let (n, npix) = (g.cin, g.ho * g.wo);
+    g.k == 1
+        && n > 0
+        && g.cout > 0
+        && npix > 0
+        && pair_words(n) <= XB
+        && (-32_000..=32_000).contains(&zx)
+        && w.len() >= g.cout * n
+        && src(g, npix - 1) + n <= x.len()
+}
+
+/// Widens output pixels `p0 .. p0 + np`'s input channels into `buf` (the GEMM's layout).
+fn widen(g: &Geom, x: &[i8], zx: i32, p0: usize, np: usize, buf: &mut Buf) {
+    let n = g.cin;
+    let (wp, zz) = (pair_words(n), pair(-zx));
+    let (g4, nt) = (n / 4, n & !3);
+    for i in 0..np {
+        let px = &x[src(g, p0 + i)..][..n];
+        let (base, odd) = ((i / 2) * wp, i % 2);
+        let dst = &mut buf.words_mut()[base..][..wp];
+        for j in 0..g4 {
+            // SAFETY: `4·j + 3 < nt ≤ n = px.len()`; unaligned because channel slices
+            // start at any byte.
+            let v = unsafe { (px.as_ptr().add(4 * j) as *const u32).read_unaligned() };
+            let d = &mut dst[4 * j + 2 * odd..][..2];
+            d[0] = sxtab16(zz, v);
+            d[1] = sxtab16_ror8(zz, v);
+        }
+        let h = &mut buf.0[2 * base..][..2 * wp];
+        for k in nt..n {
+            h[hpos(k, n, odd)] = (px[k] as i32 - zx) as i16;
+        }
+    }
+}
+
+/// Same contract as `reference::conv1x1::conv1x1_i8` (which it defers to where [`fits`]
+/// does not hold).
 pub(crate) fn conv1x1_i8(
     g: &Geom,
     x: &[i8],
@@ -25,45 +62,59 @@ pub(crate) fn conv1x1_i8(
     y: &mut [i8],
 ) {
     let (n, cout, npix) = (g.cin, g.cout, g.ho * g.wo);
-    let wp = pair_words(n);
-    let fits = g.k == 1
-        && n > 0
-        && cout > 0
-        && npix > 0
-        && wp <= XB
-        && (-32_000..=32_000).contains(&zx)
-        && w.len() >= cout * n
-        && rq.len() >= cout
-        && y.len() >= npix * cout
-        && src(g, npix - 1) + n <= x.len();
-    if !fits {
+    if !fits(g, x, zx, w) || rq.len() < cout || y.len() < npix * cout {
         return reference::conv1x1::conv1x1_i8(g, x, zx, w, rq, q, y);
     }
-    let zz = pair(-zx);
-    let per = 2 * (XB / wp);
-    let (g4, nt) = (n / 4, n & !3);
+    let per = 2 * (XB / pair_words(n));
     let mut buf = Buf::new();
     let mut p0 = 0;
     while p0 < npix {
         let np = per.min(npix - p0);
-        for i in 0..np {
-            let px = &x[src(g, p0 + i)..][..n];
-            let (base, odd) = ((i / 2) * wp, i % 2);
-            let dst = &mut buf.words_mut()[base..][..wp];
-            for j in 0..g4 {
-                // SAFETY: `4·j + 3 < nt ≤ n = px.len()`; unaligned because channel slices
-                // start at any byte.
-                let v = unsafe { (px.as_ptr().add(4 * j) as *const u32).read_unaligned() };
-                let d = &mut dst[4 * j + 2 * odd..][..2];
-                d[0] = sxtab16(zz, v);
-                d[1] = sxtab16_ror8(zz, v);
-            }
-            let h = &mut buf.0[2 * base..][..2 * wp];
-            for k in nt..n {
-                h[hpos(k, n, odd)] = (px[k] as i32 - zx) as i16;
-            }
-        }
+        widen(g, x, zx, p0, np, &mut buf);
         block(buf.words(), np, n, w, rq, q, y, p0, cout);
+        p0 += np;
+    }
+}
+
+/// Pixels and channels of one block of sums handed to the sink.
+const SP: usize = 8;
+const SC: usize = 64;
+
+/// Same contract as `reference::conv1x1::conv1x1_sums_i8` (the streaming experts' `W0`
+/// sums): the same widened blocks and 2×2 tiles as [`conv1x1_i8`], the exact sums handed
+/// out in tiles of up to 8 pixels × 64 channels.
+pub(crate) fn conv1x1_sums_i8(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    sink: &mut dyn FnMut(SumTile<'_>),
+) {
+    let (n, cout, npix) = (g.cin, g.cout, g.ho * g.wo);
+    if !fits(g, x, zx, w) {
+        return reference::conv1x1::conv1x1_sums_i8(g, x, zx, w, sink);
+    }
+    let per = (2 * (XB / pair_words(n))).min(SP);
+    let mut buf = Buf::new();
+    let mut acc = [0i32; SP * SC];
+    let mut p0 = 0;
+    while p0 < npix {
+        let np = per.min(npix - p0);
+        widen(g, x, zx, p0, np, &mut buf);
+        let mut o0 = 0;
+        while o0 < cout {
+            let no = SC.min(cout - o0);
+            let mut out = Sums::new(&mut acc[..np * no], o0, no);
+            block_into(buf.words(), np, n, w, o0, o0 + no, &mut out);
+            sink(SumTile {
+                p0,
+                np,
+                o0,
+                no,
+                acc: &acc[..np * no],
+            });
+            o0 += no;
+        }
         p0 += np;
     }
 }

@@ -156,6 +156,69 @@ fn tail(w: &[i8], x: &[u32]) -> i32 {
     acc
 }
 
+/// Where [`block_into`] puts each sum: channels come in pairs `(o, o1)` (`o1 == o` at an
+/// odd end, whose second sums are then not put).
+pub(super) trait Sink {
+    /// Channels `o` and `o1` come next.
+    fn channels(&mut self, o: usize, o1: usize);
+    /// The sum of block pixel `i` for channel `o` (`second`: `o1`).
+    fn put(&mut self, i: usize, second: bool, acc: i32);
+}
+
+/// The conv output stage: `y[(p0 + i)·cout + o] = requant(sum, rq[o])`.
+struct Requant<'y> {
+    rq: &'y [[i32; 3]],
+    q: OutQ,
+    y: &'y mut [i8],
+    p0: usize,
+    cout: usize,
+    o: [usize; 2],
+    r: [Rq; 2],
+}
+
+impl Sink for Requant<'_> {
+    #[inline(always)]
+    fn channels(&mut self, o: usize, o1: usize) {
+        self.o = [o, o1];
+        self.r = [Rq::new(self.rq[o], self.q), Rq::new(self.rq[o1], self.q)];
+    }
+    #[inline(always)]
+    fn put(&mut self, i: usize, second: bool, acc: i32) {
+        let s = usize::from(second);
+        self.y[(self.p0 + i) * self.cout + self.o[s]] = self.r[s].apply(acc);
+    }
+}
+
+/// Raw sums: `acc[i·no + (o − o0)]` for channels `o0 .. o0 + no`.
+pub(super) struct Sums<'a> {
+    pub(super) acc: &'a mut [i32],
+    pub(super) o0: usize,
+    pub(super) no: usize,
+    o: [usize; 2],
+}
+
+impl<'a> Sums<'a> {
+    pub(super) fn new(acc: &'a mut [i32], o0: usize, no: usize) -> Self {
+        Sums {
+            acc,
+            o0,
+            no,
+            o: [o0; 2],
+        }
+    }
+}
+
+impl Sink for Sums<'_> {
+    #[inline(always)]
+    fn channels(&mut self, o: usize, o1: usize) {
+        self.o = [o - self.o0, o1 - self.o0];
+    }
+    #[inline(always)]
+    fn put(&mut self, i: usize, second: bool, acc: i32) {
+        self.acc[i * self.no + self.o[usize::from(second)]] = acc;
+    }
+}
+
 /// `y[(p0 + i)·cout + o] = requant(Σ_k w[o·n + k]·x_i[k], rq[o])` for the `np` widened
 /// pixels in `xb` (pairs of `pair_words(n)` words). Callers checked `w` (`cout·n`), `rq`
 /// (`cout`) and `y`.
@@ -171,18 +234,41 @@ pub(super) fn block(
     p0: usize,
     cout: usize,
 ) {
+    let zero = Rq::new([0, 0, 0], q);
+    let mut out = Requant {
+        rq,
+        q,
+        y,
+        p0,
+        cout,
+        o: [0; 2],
+        r: [zero, zero],
+    };
+    block_into(xb, np, n, w, 0, cout, &mut out);
+}
+
+/// `Σ_k w[o·n + k]·x_i[k]` for channels `o0 .. o1` and the `np` widened pixels in `xb`, each
+/// handed to `out`. Callers checked `w` (`o1·n`).
+pub(super) fn block_into(
+    xb: &[u32],
+    np: usize,
+    n: usize,
+    w: &[i8],
+    o0: usize,
+    o_end: usize,
+    out: &mut impl Sink,
+) {
     let (g, wp, nt) = (n / 4, pair_words(n), n & !3);
-    let mut o = 0;
-    while o < cout {
-        let o1 = (o + 1).min(cout - 1);
-        let (r0, r1) = (Rq::new(rq[o], q), Rq::new(rq[o1], q));
+    let mut o = o0;
+    while o < o_end {
+        let o1 = (o + 1).min(o_end - 1);
+        out.channels(o, o1);
         let (w0, w1) = (&w[o * n..][..n], &w[o1 * n..][..n]);
         let (t0, t1) = (&w0[nt..], &w1[nt..]);
         let mut i = 0;
         while i < np {
             let x = &xb[(i / 2) * wp..][..wp];
             let (h0, h1) = (&x[4 * g..], &x[(4 * g + 2).min(wp)..]);
-            let row0 = (p0 + i) * cout;
             if i + 1 < np {
                 let [mut a, mut b, mut c, mut d] = dot2x2(w0, w1, x, g);
                 if nt < n {
@@ -191,12 +277,11 @@ pub(super) fn block(
                     c = c.wrapping_add(tail(t1, h0));
                     d = d.wrapping_add(tail(t1, h1));
                 }
-                let row1 = row0 + cout;
-                y[row0 + o] = r0.apply(a);
-                y[row1 + o] = r0.apply(b);
+                out.put(i, false, a);
+                out.put(i + 1, false, b);
                 if o1 != o {
-                    y[row0 + o1] = r1.apply(c);
-                    y[row1 + o1] = r1.apply(d);
+                    out.put(i, true, c);
+                    out.put(i + 1, true, d);
                 }
                 i += 2;
             } else {
@@ -205,9 +290,9 @@ pub(super) fn block(
                     a = a.wrapping_add(tail(t0, h0));
                     c = c.wrapping_add(tail(t1, h0));
                 }
-                y[row0 + o] = r0.apply(a);
+                out.put(i, false, a);
                 if o1 != o {
-                    y[row0 + o1] = r1.apply(c);
+                    out.put(i, true, c);
                 }
                 i += 1;
             }

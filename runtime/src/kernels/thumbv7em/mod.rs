@@ -21,6 +21,7 @@ use super::Kernels;
 pub(crate) fn dsp(base: Kernels) -> Kernels {
     Kernels {
         conv1x1_i8: conv1x1::conv1x1_i8,
+        conv1x1_sums_i8: conv1x1::conv1x1_sums_i8,
         conv_i8: stem::conv_i8,
         dwconv3x3_i8: dw3x3::dwconv3x3_i8,
         requant_weights: rebuild::requant_weights,
