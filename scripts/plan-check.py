@@ -73,11 +73,25 @@ def main():
                 "auto_inference_overhead": plan["predicted_auto_inference_overhead"],
             },
         }
+        # Ratios within each round (the modes ran back to back), then their median: the
+        # machine's speed drifts between rounds far more than within one.
+        def per_round(f):
+            return statistics.median(f(k) for k in range(a.rounds))
+
+        def r_(m, key, k):
+            return runs[m][k][key]
+
         row["measured"] = {
-            "auto_switch_per_inference": row["switch_ms"]["auto"] / row["infer_ms"]["auto"],
-            "auto_inference_per_materialized": row["infer_ms"]["auto"] / row["infer_ms"]["materialized"],
-            "materialized_switch_per_inference": row["switch_ms"]["materialized"]
-            / row["infer_ms"]["materialized"],
+            "auto_switch_per_inference": per_round(
+                lambda k: r_("auto", "switch_ms_median", k) / r_("auto", "infer_ms_median", k)
+            ),
+            "auto_inference_per_materialized": per_round(
+                lambda k: r_("auto", "infer_ms_median", k) / r_("materialized", "infer_ms_median", k)
+            ),
+            "materialized_switch_per_inference": per_round(
+                lambda k: r_("materialized", "switch_ms_median", k)
+                / r_("materialized", "infer_ms_median", k)
+            ),
         }
         out.append(row)
     if a.json:
@@ -86,6 +100,8 @@ def main():
     print("| bundle | streamed | ns/unit stream 1x1 | ns/unit rebuild | ns/unit inference | "
           "mat switch/infer | auto switch/infer (pred) | auto infer/mat (pred) |")
     print("|---|---|---|---|---|---|---|---|")
+    print(f"(medians of {a.rounds} rounds' ratios; each round runs materialized, streaming, auto"
+          f" back to back, {a.iters} timed iterations each)")
     for r in out:
         n, p, m = r["ns_per_unit"], r["predicted"], r["measured"]
         print(
