@@ -520,9 +520,10 @@ pub fn stream_conv1x1_i8(
     }
 }
 
-/// One streaming 1x1 output: the exact `W0` sum `acc` of channel `o` dequantised plus the
-/// bias, plus the low-rank correction `Σ_j B[o, j]·u[j]` (`j` in order), quantised — shared
-/// by both streaming 1x1 paths so their bytes stay equal.
+/// One streaming 1x1 output of the spec ([`stream_conv1x1_i8`]): the exact `W0` sum `acc`
+/// of channel `o` dequantised plus the bias, plus the low-rank correction
+/// `Σ_j B[o, j]·u[j]` (`j` in order), quantised. The GEMM path's epilogues are tested
+/// against its values ([`corrected_value`]) bit for bit.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn corrected_out(
