@@ -471,8 +471,13 @@ fn insn_bench() {
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect();
     let b = Bundle::parse(bundle.as_slice()).unwrap();
-    let mut arena = AlignedBytes::zeroed(b.arena_bytes(Mode::Materialized));
-    let mut e = Engine::new(&b, arena.as_mut_slice(), Mode::Materialized).unwrap();
+    // `infer-auto` / `switch-auto`: the same work with the per-layer switch plan.
+    let (what, mode) = match what.strip_suffix("-auto") {
+        Some(w) => (w, Mode::Auto),
+        None => (what, Mode::Materialized),
+    };
+    let mut arena = AlignedBytes::zeroed(b.arena_bytes(mode));
+    let mut e = Engine::new(&b, arena.as_mut_slice(), mode).unwrap();
     let k = if what == "macs" {
         Kernels {
             conv1x1_i8: c1,
@@ -498,5 +503,5 @@ fn insn_bench() {
         e.infer(&x, &mut logits).unwrap();
         println!("insn_bench macs {}", MACS.load(Relaxed));
     }
-    println!("insn_bench {what} x{n} on {}", k.isa);
+    println!("insn_bench {what} x{n} on {} ({mode:?})", k.isa);
 }

@@ -39,11 +39,17 @@ const OP: u64 = if cfg!(target_arch = "arm") {
 } else {
     16_000
 };
-/// The streamed path's cost relative to the constants above, per target: on x86_64 and
-/// aarch64 its GEMMs run in SIMD lanes as fast as the int8 GEMM per unit; on Cortex-M
-/// (no f32 SIMD, `W0` sums without the DSP conv's tiling) the instruction counts put one
-/// unit of it at ~16 of the int8 path's (`firmware/run-qemu --bench`).
-const STREAM_SCALE: u64 = if cfg!(target_arch = "arm") { 4 } else { 1 };
+/// The streamed path's cost relative to the constants above, per target, fitted to the
+/// instruction counts of `firmware/run-qemu --bench`: on x86_64 its GEMMs run in AVX2 lanes
+/// as fast per unit as the int8 GEMM; on Cortex-M the `W0` sums take the DSP tiles but the
+/// f32 correction has no SIMD (2×); aarch64 has no NEON `W0`-sums slot yet (8×).
+const STREAM_SCALE: u64 = if cfg!(target_arch = "arm") {
+    2
+} else if cfg!(target_arch = "aarch64") {
+    8
+} else {
+    1
+};
 /// Streamed experts may add at most `1 / INFER_BUDGET` of the Materialized inference.
 pub const INFER_BUDGET: u64 = 12;
 /// Ratios are `stream · 2^16 / rebuild`: an expert whose streaming costs more per inference
