@@ -81,9 +81,13 @@ fn run_and_the_training_data_path_agree_on_grey_and_rgb_images() {
                 });
                 let l = &got.results[0].logits;
                 let scale = want.iter().fold(1f32, |a, v| a.max(v.abs()));
+                // f32 through ~20 layers, BN folded into the bundle's weights vs applied by
+                // libtorch: LORKD_SEED=8315154199554859067 differs by 1.13e-4 (the same on
+                // the session's start commit), so 1e-4 was too tight; a wrong input path
+                // moves logits by far more.
                 for (g, w) in l.iter().zip(&want) {
                     assert!(
-                        (g - w).abs() <= 1e-4 * scale,
+                        (g - w).abs() <= 5e-4 * scale,
                         "{channels}-channel model, {}: run {l:?} vs training path {want:?}",
                         files[class].display()
                     );
