@@ -79,13 +79,14 @@ fn switch_plan(m: &Manifest<'_>) -> Value {
     let mut streamed = Vec::new();
     let mut detail = Vec::new();
     for e in plan::experts(m) {
+        let streams = plan.streams_expert(&e);
         detail.push(json!({
             "op": e.op, "cout": e.cout, "cin": e.cin, "k": e.k, "pixels": e.hw,
             "rebuild": e.cost.rebuild, "stream": e.cost.stream, "infer": e.cost.infer,
-            "auto": if plan.streams_expert(&e) { "stream" } else { "rebuild" },
+            "auto": if streams { "stream" } else { "rebuild" },
         }));
         rebuild_all = rebuild_all.saturating_add(e.cost.rebuild);
-        if plan.streams_expert(&e) {
+        if streams {
             added = added.saturating_add(e.cost.stream);
             streamed.push(e.op);
         } else {
