@@ -27,8 +27,222 @@ fn src(g: &Geom, p: usize) -> usize {
     (oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off
 }
 
+/// Output channels of one f32 panel (two 8-lane blocks).
+const FO: usize = 16;
+/// Output pixels per f32 outer-product tile: 6 × 2 accumulators, the two weight vectors
+/// and the broadcast input fill 15 of the 16 registers.
+const FP: usize = 6;
+/// Widest input whose f32 weight panel ([`FO`] channels) is packed on the stack (64 KiB).
+const FMAXC: usize = 1024;
+
 /// AVX2 f32 pointwise conv; same contract as `reference::conv1x1::conv1x1_f32`.
+///
+/// An outer product, as the int8 conv: per panel of [`FO`] output channels the weights are
+/// packed once as `[cin][FO]`; each tile of up to [`FP`] pixels broadcasts one input and
+/// adds it times the panel's two weight vectors into its accumulators, whose lanes are
+/// output channels — no horizontal sums, and bias + ReLU applied in registers at the store.
+/// Inputs wider than [`FMAXC`] take the dot-product tiles.
 pub(crate) fn conv1x1_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool, y: &mut [f32]) {
+    let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
+    if n > FMAXC {
+        return conv1x1_f32_dots(g, x, w, bias, relu, y);
+    }
+    let (w, bias, y) = (&w[..cout * n], &bias[..cout], &mut y[..npix * cout]);
+    let mut store = [const { MaybeUninit::<f32>::uninit() }; FMAXC * FO];
+    let mut o0 = 0;
+    while o0 < cout {
+        let no = FO.min(cout - o0);
+        let panel = pack_panel_f32(&w[o0 * n..][..no * n], n, no, &mut store[..n * FO]);
+        let mut b = [0.0f32; FO];
+        b[..no].copy_from_slice(&bias[o0..o0 + no]);
+        let mut p = 0;
+        while p < npix {
+            let np = FP.min(npix - p);
+            let row = |i: usize| &x[src(g, p + i)..][..n];
+            let out = &mut y[p * cout..];
+            macro_rules! tile {
+                ($p:literal) => {
+                    if no > 8 {
+                        // SAFETY: only installed after AVX2+FMA detection; `panel` holds
+                        // `n·FO`, every row `n`; `out` holds `$p` pixels of `cout`
+                        // channels from `o0`, `o0 + no ≤ cout`.
+                        unsafe {
+                            tile_outer_f32::<$p, 2>(
+                                panel,
+                                core::array::from_fn(row),
+                                &b,
+                                relu,
+                                out,
+                                cout,
+                                o0,
+                                no,
+                            )
+                        }
+                    } else {
+                        // SAFETY: as above.
+                        unsafe {
+                            tile_outer_f32::<$p, 1>(
+                                panel,
+                                core::array::from_fn(row),
+                                &b,
+                                relu,
+                                out,
+                                cout,
+                                o0,
+                                no,
+                            )
+                        }
+                    }
+                };
+            }
+            match np {
+                1 => tile!(1),
+                2 => tile!(2),
+                3 => tile!(3),
+                4 => tile!(4),
+                5 => tile!(5),
+                _ => tile!(6),
+            }
+            p += np;
+        }
+        o0 += no;
+    }
+}
+
+/// Rows `0 .. no` (`no ≤ FO`) of `w` (`[no, n]`) as `[n][FO]` into `store` (exactly `n·FO`
+/// long), the channels past `no` as 0; every element is written. Whole 8-channel blocks
+/// go 8 inputs at a time through [`transpose_8x8`], the rest element by element.
+fn pack_panel_f32<'s>(
+    w: &[f32],
+    n: usize,
+    no: usize,
+    store: &'s mut [MaybeUninit<f32>],
+) -> &'s [f32] {
+    debug_assert!(no <= FO && store.len() == n * FO && w.len() >= no * n);
+    for l0 in [0, 8] {
+        let mut k = 0;
+        if l0 + 8 <= no {
+            while k + 8 <= n {
+                let rows: [&[f32]; 8] = core::array::from_fn(|l| &w[(l0 + l) * n + k..][..8]);
+                // SAFETY: only installed after AVX2+FMA detection; each row holds 8 f32,
+                // and rows `k .. k + 8` of the panel (`k + 8 ≤ n`) hold lanes `l0 .. l0 + 8`.
+                unsafe { transpose_8x8(rows, &mut store[k * FO + l0..][..7 * FO + 8]) };
+                k += 8;
+            }
+        }
+        for kk in k..n {
+            for l in l0..l0 + 8 {
+                let v = if l < no { w[l * n + kk] } else { 0.0 };
+                store[kk * FO + l].write(v);
+            }
+        }
+    }
+    // SAFETY: every one of the `n·FO` elements was written above (lanes 0–7 and 8–15 of
+    // every row `k < n`); `MaybeUninit<f32>` has the layout of `f32`.
+    unsafe { &*(store as *const [MaybeUninit<f32>] as *const [f32]) }
+}
+
+/// `out[FO·j + l] = rows[l][j]` for `j, l < 8`: an 8×8 transpose (unpacks, shuffles, lane
+/// permutes) into 8 rows of a panel.
+///
+/// # Safety
+/// AVX available; every row holds 8 f32, `out` at least `7·FO + 8`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transpose_8x8(rows: [&[f32]; 8], out: &mut [MaybeUninit<f32>]) {
+    debug_assert!(rows.iter().all(|r| r.len() >= 8) && out.len() >= 7 * FO + 8);
+    let mut r = [_mm256_setzero_ps(); 8];
+    for (v, row) in r.iter_mut().zip(rows) {
+        // SAFETY: each row holds 8 f32 (this function's contract).
+        *v = unsafe { _mm256_loadu_ps(row.as_ptr()) };
+    }
+    // t[2q], t[2q + 1]: rows 2q and 2q + 1 interleaved, low and high pairs of each half.
+    let mut t = [_mm256_setzero_ps(); 8];
+    for q in 0..4 {
+        t[2 * q] = _mm256_unpacklo_ps(r[2 * q], r[2 * q + 1]);
+        t[2 * q + 1] = _mm256_unpackhi_ps(r[2 * q], r[2 * q + 1]);
+    }
+    // s[4h + 2m + c]: rows 4h..4h+4 of columns `2m + c` (low half) and `2m + c + 4` (high).
+    let mut s = [_mm256_setzero_ps(); 8];
+    for h in 0..2 {
+        for m in 0..2 {
+            let (a, b) = (t[4 * h + m], t[4 * h + m + 2]);
+            s[4 * h + 2 * m] = _mm256_shuffle_ps::<0x44>(a, b);
+            s[4 * h + 2 * m + 1] = _mm256_shuffle_ps::<0xEE>(a, b);
+        }
+    }
+    for j in 0..4 {
+        let lo = _mm256_permute2f128_ps::<0x20>(s[j], s[j + 4]);
+        let hi = _mm256_permute2f128_ps::<0x31>(s[j], s[j + 4]);
+        // SAFETY: columns `j` and `j + 4` land at `FO·j` and `FO·(j + 4)`, 8 f32 each,
+        // inside `out` (`FO·7 + 8` long).
+        unsafe {
+            _mm256_storeu_ps(out.as_mut_ptr().add(FO * j).cast(), lo);
+            _mm256_storeu_ps(out.as_mut_ptr().add(FO * (j + 4)).cast(), hi);
+        }
+    }
+}
+
+/// `P` pixels × `B` 8-channel blocks of one panel: `acc[p][b] = Σ_k panel[k][8b..] ·
+/// xs[p][k]` (FMA, `k` ascending), then `+ bias`, ReLU, stored to channels `o0 .. o0 + no`
+/// of `out`'s pixel rows (`cout` apart).
+///
+/// # Safety
+/// AVX2 and FMA available; `panel` holds `n·FO` for `n = xs[0].len()`, every row of `xs`
+/// `n`; `out` holds `(P − 1)·cout + o0 + no`, `no ≤ 8·B`.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_outer_f32<const P: usize, const B: usize>(
+    panel: &[f32],
+    xs: [&[f32]; P],
+    bias: &[f32; FO],
+    relu: bool,
+    out: &mut [f32],
+    cout: usize,
+    o0: usize,
+    no: usize,
+) {
+    let n = xs[0].len();
+    debug_assert!(panel.len() >= n * FO && xs.iter().all(|r| r.len() >= n));
+    debug_assert!(no <= 8 * B && out.len() >= (P - 1) * cout + o0 + no);
+    let mut acc = [[_mm256_setzero_ps(); B]; P];
+    let xp = xs.map(|r| r.as_ptr());
+    for k in 0..n {
+        // SAFETY: `k < n`: panel row `k` (`FO` f32) and element `k` of every input row.
+        unsafe {
+            let mut wv = [_mm256_setzero_ps(); B];
+            for (b, v) in wv.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(panel.as_ptr().add(k * FO + 8 * b));
+            }
+            for p in 0..P {
+                let xb = _mm256_broadcast_ss(&*xp[p].add(k));
+                for b in 0..B {
+                    acc[p][b] = _mm256_fmadd_ps(wv[b], xb, acc[p][b]);
+                }
+            }
+        }
+    }
+    let mut bv = [_mm256_setzero_ps(); B];
+    for (b, v) in bv.iter_mut().enumerate() {
+        // SAFETY: `bias` holds `FO ≥ 8·B` f32.
+        *v = unsafe { _mm256_loadu_ps(bias.as_ptr().add(8 * b)) };
+    }
+    for (p, ap) in acc.iter().enumerate() {
+        let mut v = [0.0f32; 16];
+        for b in 0..B {
+            let mut a = _mm256_add_ps(ap[b], bv[b]);
+            if relu {
+                // `max_ps` returns its second operand for a NaN lane: 0, as `f32::max`.
+                a = _mm256_max_ps(a, _mm256_setzero_ps());
+            }
+            // SAFETY: `v` holds 16 f32, `8b + 8 ≤ 16`.
+            unsafe { _mm256_storeu_ps(v.as_mut_ptr().add(8 * b), a) };
+        }
+        out[p * cout + o0..][..no].copy_from_slice(&v[..no]);
+    }
+}
+
+/// The dot-product tiles for inputs wider than [`FMAXC`] (same contract).
+fn conv1x1_f32_dots(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool, y: &mut [f32]) {
     let (n, npix) = (g.cin, g.ho * g.wo);
     let (w, bias, y) = (&w[..g.cout * n], &bias[..g.cout], &mut y[..npix * g.cout]);
     let mut p = 0;
@@ -283,8 +497,11 @@ fn pack_pairs<'s>(w: &[i8], n: usize, cout: usize, store: &'s mut [MaybeUninit<i
 #[target_feature(enable = "avx2")]
 unsafe fn pack_8x8(rows: [&[i8]; 8], out: &mut [MaybeUninit<i16>]) {
     debug_assert!(rows.iter().all(|r| r.len() >= 16) && out.len() >= 128);
-    // SAFETY: each row holds 16 bytes (this function's contract).
-    let r = rows.map(|r| unsafe { _mm_loadu_si128(r.as_ptr().cast()) });
+    let mut r = [_mm_setzero_si128(); 8];
+    for (v, row) in r.iter_mut().zip(rows) {
+        // SAFETY: each row holds 16 bytes (this function's contract).
+        *v = unsafe { _mm_loadu_si128(row.as_ptr().cast()) };
+    }
     let t = [
         _mm_unpacklo_epi16(r[0], r[1]),
         _mm_unpackhi_epi16(r[0], r[1]),
