@@ -327,31 +327,36 @@ fn conv1x1_sums_i8_twin_is_exact_and_covers_once() {
     }
 }
 
-/// Pointwise shapes past the x86 outer product's stack buffers (`cin·cout` beyond 32 Ki
-/// packed weights, as ShuffleNetV2's widest 1x1 convs: the dot-tile fallback), odd pixel
-/// counts and channel counts off the 4- and 64-channel blocks: exact sums, each once.
+/// A pointwise shape past the x86 outer product's single weight panel (`cin·cout` beyond
+/// 32 Ki packed weights, as ShuffleNetV2's widest 1x1 convs: packed a panel of channels at
+/// a time), with odd pixel counts and channel counts off the 8- and 16-channel blocks.
+fn wide_geom(r: &mut ChaCha8Rng) -> Geom {
+    let (cin, cout) = (r.gen_range(180..480), r.gen_range(150..300));
+    let (h, w, extra) = (r.gen_range(1..6), r.gen_range(1..6), r.gen_range(0..3));
+    let stride = r.gen_range(1..3);
+    Geom {
+        h,
+        w,
+        in_stride: cin + extra,
+        c_off: r.gen_range(0..=extra),
+        cin,
+        ho: Geom::out_dim(h, 1, stride, 0),
+        wo: Geom::out_dim(w, 1, stride, 0),
+        cout,
+        k: 1,
+        stride,
+        pad: 0,
+    }
+}
+
+/// [`wide_geom`] shapes: exact sums, each once.
 #[test]
 fn conv1x1_sums_i8_twin_is_exact_on_wide_convs() {
     let mut r = rng();
     let refk = Kernels::reference();
     for best in twins() {
         for _ in 0..12 {
-            let (cin, cout) = (r.gen_range(180..480), r.gen_range(150..300));
-            let (h, w, extra) = (r.gen_range(1..6), r.gen_range(1..6), r.gen_range(0..3));
-            let stride = r.gen_range(1..3);
-            let g = Geom {
-                h,
-                w,
-                in_stride: cin + extra,
-                c_off: r.gen_range(0..=extra),
-                cin,
-                ho: Geom::out_dim(h, 1, stride, 0),
-                wo: Geom::out_dim(w, 1, stride, 0),
-                cout,
-                k: 1,
-                stride,
-                pad: 0,
-            };
+            let g = wide_geom(&mut r);
             let x: Vec<i8> = (0..g.in_len()).map(|_| r.gen()).collect();
             let w: Vec<i8> = (0..g.cout * g.cin).map(|_| r.gen()).collect();
             let zx = r.gen_range(-128..=127);
@@ -359,6 +364,44 @@ fn conv1x1_sums_i8_twin_is_exact_on_wide_convs() {
             let (b, _) = all_sums(&refk, &g, &x, zx, &w);
             assert!(sa.iter().all(|&c| c == 1), "{best:?} {g:?}: coverage");
             assert_eq!(a, b, "{best:?} {g:?}");
+        }
+    }
+}
+
+/// [`wide_geom`] shapes: the int8 conv's bytes are the reference's.
+#[test]
+fn conv1x1_i8_twin_is_bit_exact_on_wide_convs() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for _ in 0..12 {
+            let g = wide_geom(&mut r);
+            let x: Vec<i8> = (0..g.in_len()).map(|_| r.gen()).collect();
+            let w: Vec<i8> = (0..g.cout * g.cin)
+                .map(|_| r.gen_range(-127..=127))
+                .collect();
+            let rq: Vec<[i32; 3]> = (0..g.cout)
+                .map(|_| {
+                    ChannelRequant::new(
+                        r.gen_range(-1.0..1.0),
+                        0.02,
+                        r.gen_range(0.0002..0.002),
+                        0.05,
+                    )
+                    .to_array()
+                })
+                .collect();
+            let (zx, zy) = (r.gen_range(-128..=127), r.gen_range(-128..=127));
+            let q = OutQ {
+                zero_point: zy,
+                lo: if r.gen_bool(0.5) { zy } else { -128 },
+            };
+            let (mut a, mut b) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
+            (best.conv1x1_i8)(&g, &x, zx, &w, &rq, q, &mut a);
+            (refk.conv1x1_i8)(&g, &x, zx, &w, &rq, q, &mut b);
+            assert_eq!(a, b, "{best:?} {g:?}");
+            // Not all saturated: the check sees real values.
+            assert!(a.iter().any(|&v| v != a[0]), "{g:?}: constant output");
         }
     }
 }

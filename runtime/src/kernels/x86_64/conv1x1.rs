@@ -12,7 +12,7 @@ use core::arch::x86_64::*;
 use super::lane_mask;
 use core::mem::MaybeUninit;
 
-use super::requant::{requant8, Requant, Rq8, RqCols, MAXQ};
+use super::requant::{requant8, Requant, RqCols, MAXQ};
 use crate::kernels::{Geom, OutQ, SumTile};
 
 /// Output pixels per f32 tile: 3×4 accumulators + 4 weight vectors fill the 16 registers.
@@ -41,7 +41,9 @@ const FMAXC: usize = 1024;
 /// packed once as `[cin][FO]`; each tile of up to [`FP`] pixels broadcasts one input and
 /// adds it times the panel's two weight vectors into its accumulators, whose lanes are
 /// output channels — no horizontal sums, and bias + ReLU applied in registers at the store.
-/// Inputs wider than [`FMAXC`] take the dot-product tiles.
+/// Inputs wider than [`FMAXC`] take the dot-product tiles. (The choice must not depend on
+/// the pixel count: the two sum in different orders, and a conv split across threads by
+/// pixels has to give the bits of the whole.)
 pub(crate) fn conv1x1_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool, y: &mut [f32]) {
     let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
     if n > FMAXC {
@@ -384,20 +386,23 @@ pub(crate) fn dot_i8(w: &[i8], x: &[i8], zx: i32) -> i32 {
 const PO: usize = 4;
 /// Widest input the int8 outer-product path widens on the stack.
 const MAXC: usize = 1024;
-/// Packed i16 weights the outer-product path holds on the stack (64 KiB); bigger convs
-/// (ShuffleNetV2's last 1x1) use the dot-product tiles ([`conv1x1_i8_dots`]).
+/// Packed i16 weights the outer-product path holds on the stack (64 KiB): a panel of
+/// channels at a time for wider convs.
 const WCAP: usize = 32 * 1024;
 
 /// AVX2 int8 pointwise conv; bit-exact twin of `reference::conv1x1::conv1x1_i8`.
 ///
 /// An outer product, so no horizontal sums, and the requantisation fused into the tile's
 /// store: the lanes of one accumulator are 8 **output channels** of one pixel. The weights
-/// are packed once per call as i16 pairs `[block of 8 channels][cin/2][8][2]`; per tile of
-/// [`PO`] pixels the inputs are widened once to `x − zx` (i16); then for each block every
-/// input pair `(x_i, x_{i+1})` is broadcast and one `madd` adds `w[o][i]·x_i +
-/// w[o][i+1]·x_{i+1}` to the block's 8 channels (exact: `|w·(x − zx)| ≤ 128·255`, sums far
-/// from overflow). The finished accumulator goes through [`requant8`] with the block's 8
-/// parameter lanes straight to 8 output bytes.
+/// are packed as i16 pairs `[block of 8 channels][cin/2][8][2]` once per call and panel
+/// ([`outer_i8`]); per tile of [`PO`] pixels the inputs are widened once to `x − zx` (i16);
+/// then for two blocks at a time every input pair `(x_i, x_{i+1})` is broadcast and one
+/// `madd` per block adds `w[o][i]·x_i + w[o][i+1]·x_{i+1}` to its 8 channels (exact:
+/// `|w·(x − zx)| ≤ 128·255`, sums far from overflow). The finished accumulators go through
+/// [`requant8`] with their blocks' parameter lanes straight to the output bytes. Inputs
+/// wider than [`MAXC`], and convs of fewer than [`PO`] pixels (there packing the weights
+/// would cost more than the multiply-adds: ShuffleNetV2's last stages at small inputs), take
+/// the dot-product tiles ([`conv1x1_i8_dots`]), which read the weights as they lie.
 pub(crate) fn conv1x1_i8(
     g: &Geom,
     x: &[i8],
@@ -408,42 +413,95 @@ pub(crate) fn conv1x1_i8(
     y: &mut [i8],
 ) {
     let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
-    let (pairs, blocks) = (n.div_ceil(2), cout.div_ceil(8));
-    if n > MAXC || cout > MAXQ || blocks * 16 * pairs > WCAP {
+    if n > MAXC || cout > MAXQ || npix < PO {
         return conv1x1_i8_dots(g, x, zx, w, rq, q, y);
     }
     let (w, rq, y) = (&w[..cout * n], &rq[..cout], &mut y[..npix * cout]);
-    let mut store = [const { MaybeUninit::<i16>::uninit() }; WCAP];
-    let wp = pack_pairs(w, n, cout, &mut store[..blocks * 16 * pairs]);
     let mut cols = RqCols::zeroed();
     let _ = Requant::new(rq, &mut cols);
-    let mut xw = [[0i16; MAXC + 2]; PO];
-    let mut p = 0;
-    while p < npix {
-        let np = PO.min(npix - p);
-        for (t, row) in xw.iter_mut().enumerate().take(np) {
-            // SAFETY: only installed after AVX2 detection; `row` holds `MAXC + 2 ≥ 2·pairs`.
-            unsafe { widen(&x[src(g, p + t)..][..n], zx, &mut row[..2 * pairs]) };
-        }
-        for b in 0..blocks {
-            let ob = 8 * b;
-            let nb = 8.min(cout - ob);
-            // SAFETY: only installed after AVX2 detection; block `b` of `wp` holds
-            // `16·pairs` i16 and every row of `xw` at least `2·pairs`; `ob + 8 ≤ MAXQ`.
-            let out = unsafe {
-                tile_outer(
-                    &wp[b * 16 * pairs..][..16 * pairs],
-                    &xw,
-                    pairs,
-                    cols.lanes(ob),
-                    q,
-                )
-            };
-            for (t, o) in out.iter().enumerate().take(np) {
-                y[(p + t) * cout + ob..][..nb].copy_from_slice(&o[..nb]);
+    outer_i8(g, x, zx, w, &mut |t: OuterTile<'_>| {
+        // SAFETY: only installed after AVX2 detection; `OuterTile`'s invariants, and
+        // `ob + 16 ≤ MAXQ` when two blocks (`cout ≤ MAXQ`).
+        let out = unsafe {
+            if t.nb > 8 {
+                tile_outer::<2>(t.wp, t.xw, t.pairs, &cols, t.ob, q)
+            } else {
+                tile_outer::<1>(t.wp, t.xw, t.pairs, &cols, t.ob, q)
             }
+        };
+        for (i, o) in out.iter().enumerate().take(t.np) {
+            y[(t.p + i) * cout + t.ob..][..t.nb].copy_from_slice(&o[..t.nb]);
         }
-        p += np;
+    });
+}
+
+/// One call of [`outer_i8`]'s tile function: channels `ob .. ob + nb` (two 8-channel
+/// blocks, or one at a panel's end) of output pixels `p .. p + np`, inside the packed
+/// panel of channels `panel.0 .. panel.1`.
+struct OuterTile<'t> {
+    /// The tile's inputs, widened: rows `0 .. np` hold `x − zx`, each at least `2·pairs`.
+    xw: &'t [[i16; MAXC + 2]; PO],
+    pairs: usize,
+    /// The tile's blocks' packed weights: `16·pairs` i16 per block.
+    wp: &'t [i16],
+    ob: usize,
+    nb: usize,
+    p: usize,
+    np: usize,
+    panel: (usize, usize),
+}
+
+/// The int8 outer product's driver (shared by the conv and the `W0` sums): the weights
+/// packed by [`pack_pairs`] a panel of up to [`WCAP`] i16 at a time (one panel for all but
+/// the widest convs), the inputs of each [`PO`]-pixel tile widened once per panel, then
+/// `tile` on every [`OuterTile`], a panel's pixel tiles in order, a pixel tile's channel
+/// blocks in order.
+fn outer_i8(g: &Geom, x: &[i8], zx: i32, w: &[i8], tile: &mut dyn FnMut(OuterTile<'_>)) {
+    let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
+    let (pairs, blocks) = (n.div_ceil(2), cout.div_ceil(8));
+    // `n ≤ MAXC` gives `16·pairs ≤ 8192`: at least 4 blocks a panel.
+    let panel = (WCAP / (16 * pairs)).min(blocks);
+    let mut store = [const { MaybeUninit::<i16>::uninit() }; WCAP];
+    let mut xw = [[0i16; MAXC + 2]; PO];
+    let mut b0 = 0;
+    while b0 < blocks {
+        let nbk = panel.min(blocks - b0);
+        let (lo, hi) = (8 * b0, cout.min(8 * (b0 + nbk)));
+        let wp = pack_pairs(
+            &w[lo * n..hi * n],
+            n,
+            hi - lo,
+            &mut store[..nbk * 16 * pairs],
+        );
+        let mut p = 0;
+        while p < npix {
+            let np = PO.min(npix - p);
+            for (t, row) in xw.iter_mut().enumerate().take(np) {
+                // SAFETY: only installed after AVX2 detection; `row` holds `MAXC + 2 ≥
+                // 2·pairs`.
+                unsafe { widen(&x[src(g, p + t)..][..n], zx, &mut row[..2 * pairs]) };
+            }
+            let mut b = 0;
+            while b < nbk {
+                let two = b + 2 <= nbk;
+                let ob = lo + 8 * b;
+                let nb = (if two { 16 } else { 8 }).min(cout - ob);
+                let nw = if two { 32 } else { 16 } * pairs;
+                tile(OuterTile {
+                    xw: &xw,
+                    pairs,
+                    wp: &wp[b * 16 * pairs..][..nw],
+                    ob,
+                    nb,
+                    p,
+                    np,
+                    panel: (lo, hi),
+                });
+                b += if two { 2 } else { 1 };
+            }
+            p += np;
+        }
+        b0 += nbk;
     }
 }
 
@@ -567,47 +625,61 @@ unsafe fn widen(x: &[i8], zx: i32, out: &mut [i16]) {
     out[n..].fill(0);
 }
 
-/// [`PO`] pixels × 8 channels: `acc[p][o] = Σ_k madd(wp[k], (xw[p][2k], xw[p][2k+1]))`,
-/// requantised with `rq` (8 channel lanes) to bytes.
+/// [`PO`] pixels × `B` blocks of 8 channels: `acc[p][o] = Σ_k madd(wp[k], (xw[p][2k],
+/// xw[p][2k+1]))`, requantised with the parameters of channels `ob .. ob + 8·B` to bytes.
 ///
 /// # Safety
-/// AVX2 available; `wp.len() ≥ 16·pairs`, `2·pairs ≤ MAXC + 2`.
+/// AVX2 available; `wp.len() ≥ B·16·pairs`, `2·pairs ≤ MAXC + 2`, `ob + 8·B ≤ MAXQ`.
 #[target_feature(enable = "avx2")]
-unsafe fn tile_outer(
+unsafe fn tile_outer<const B: usize>(
     wp: &[i16],
     xw: &[[i16; MAXC + 2]; PO],
     pairs: usize,
-    rq: Rq8,
+    cols: &RqCols,
+    ob: usize,
     q: OutQ,
-) -> [[i8; 8]; PO] {
+) -> [[i8; 16]; PO] {
     // SAFETY: this function's contract.
-    let acc = unsafe { tile_sums(wp, xw, pairs) };
-    let mut out = [[0i8; 8]; PO];
-    for p in 0..PO {
-        let v = requant8(acc[p], &rq, q);
-        // SAFETY: `out[p]` holds 8 bytes.
-        unsafe { _mm_storel_epi64(out[p].as_mut_ptr().cast(), v) };
+    let acc = unsafe { tile_sums::<B>(wp, xw, pairs) };
+    let mut out = [[0i8; 16]; PO];
+    for b in 0..B {
+        let rq = cols.lanes(ob + 8 * b);
+        for (p, ap) in acc.iter().enumerate() {
+            let v = requant8(ap[b], &rq, q);
+            // SAFETY: `out[p]` holds 16 bytes, `8b + 8 ≤ 16`.
+            unsafe { _mm_storel_epi64(out[p].as_mut_ptr().add(8 * b).cast(), v) };
+        }
     }
     out
 }
 
-/// The exact sums of [`tile_outer`], one 8-channel vector per pixel.
+/// The exact sums of [`tile_outer`], one 8-channel vector per pixel and block: each
+/// broadcast input pair feeds `B` blocks.
 ///
 /// # Safety
 /// As [`tile_outer`].
 #[target_feature(enable = "avx2")]
-unsafe fn tile_sums(wp: &[i16], xw: &[[i16; MAXC + 2]; PO], pairs: usize) -> [__m256i; PO] {
-    debug_assert!(wp.len() >= 16 * pairs && 2 * pairs <= MAXC + 2);
-    let mut acc = [_mm256_setzero_si256(); PO];
+unsafe fn tile_sums<const B: usize>(
+    wp: &[i16],
+    xw: &[[i16; MAXC + 2]; PO],
+    pairs: usize,
+) -> [[__m256i; B]; PO] {
+    debug_assert!(wp.len() >= B * 16 * pairs && 2 * pairs <= MAXC + 2);
+    let mut acc = [[_mm256_setzero_si256(); B]; PO];
     let xp: [*const i32; PO] = [0, 1, 2, 3].map(|p| xw[p].as_ptr().cast::<i32>());
     for k in 0..pairs {
-        // SAFETY: `16·k + 16 ≤ 16·pairs ≤ wp.len()`; pair `k` of each row is i16 `2k, 2k+1`
-        // (`2k + 2 ≤ 2·pairs ≤ MAXC + 2`), read unaligned as one i32.
+        // SAFETY: `b·16·pairs + 16·k + 16 ≤ B·16·pairs ≤ wp.len()`; pair `k` of each row is
+        // i16 `2k, 2k+1` (`2k + 2 ≤ 2·pairs ≤ MAXC + 2`), read unaligned as one i32.
         unsafe {
-            let wv = _mm256_loadu_si256(wp.as_ptr().add(16 * k).cast());
+            let mut wv = [_mm256_setzero_si256(); B];
+            for (b, v) in wv.iter_mut().enumerate() {
+                *v = _mm256_loadu_si256(wp.as_ptr().add(b * 16 * pairs + 16 * k).cast());
+            }
             for p in 0..PO {
                 let xb = _mm256_set1_epi32(xp[p].add(k).read_unaligned());
-                acc[p] = _mm256_add_epi32(acc[p], _mm256_madd_epi16(wv, xb));
+                for b in 0..B {
+                    acc[p][b] = _mm256_add_epi32(acc[p][b], _mm256_madd_epi16(wv[b], xb));
+                }
             }
         }
     }
@@ -620,20 +692,27 @@ unsafe fn tile_sums(wp: &[i16], xw: &[[i16; MAXC + 2]; PO], pairs: usize) -> [__
 /// # Safety
 /// As [`tile_outer`].
 #[target_feature(enable = "avx2")]
-unsafe fn tile_sums_i32(wp: &[i16], xw: &[[i16; MAXC + 2]; PO], pairs: usize) -> [[i32; 8]; PO] {
+unsafe fn tile_sums_i32<const B: usize>(
+    wp: &[i16],
+    xw: &[[i16; MAXC + 2]; PO],
+    pairs: usize,
+) -> [[i32; 16]; PO] {
     // SAFETY: this function's contract.
-    let s = unsafe { tile_sums(wp, xw, pairs) };
-    let mut out = [[0i32; 8]; PO];
+    let s = unsafe { tile_sums::<B>(wp, xw, pairs) };
+    let mut out = [[0i32; 16]; PO];
     for (o, v) in out.iter_mut().zip(&s) {
-        // SAFETY: `o` holds 8 i32.
-        unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), *v) };
+        for (b, vb) in v.iter().enumerate() {
+            // SAFETY: `o` holds 16 i32, `8b + 8 ≤ 16`.
+            unsafe { _mm256_storeu_si256(o.as_mut_ptr().add(8 * b).cast(), *vb) };
+        }
     }
     out
 }
 
 /// AVX2 twin of `reference::conv1x1::conv1x1_sums_i8` (exact, so equal): the outer-product
-/// tiles of [`conv1x1_i8`] without the output stage, one [`PO`]-pixel × all-channel tile
-/// per `sink` call; shapes past its stack buffers take one AVX2 dot per output.
+/// tiles of [`conv1x1_i8`] without the output stage, one [`PO`]-pixel × panel tile (all
+/// channels but in the widest convs) per `sink` call; inputs past [`MAXC`] and convs of
+/// fewer than [`PO`] pixels take the dot-product tiles, as in [`conv1x1_i8`].
 pub(crate) fn conv1x1_sums_i8(
     g: &Geom,
     x: &[i8],
@@ -641,46 +720,38 @@ pub(crate) fn conv1x1_sums_i8(
     w: &[i8],
     sink: &mut dyn FnMut(SumTile<'_>),
 ) {
-    let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
-    let (pairs, blocks) = (n.div_ceil(2), cout.div_ceil(8));
-    if n > MAXC || cout > MAXQ || blocks * 16 * pairs > WCAP {
+    let (n, cout) = (g.cin, g.cout);
+    if n > MAXC || cout > MAXQ || g.ho * g.wo < PO {
         return sums_dots(g, x, zx, w, sink);
     }
-    let w = &w[..cout * n];
-    let mut store = [const { MaybeUninit::<i16>::uninit() }; WCAP];
-    let wp = pack_pairs(w, n, cout, &mut store[..blocks * 16 * pairs]);
-    let mut xw = [[0i16; MAXC + 2]; PO];
     let mut acc = [0i32; PO * MAXQ];
-    let mut p = 0;
-    while p < npix {
-        let np = PO.min(npix - p);
-        for (t, row) in xw.iter_mut().enumerate().take(np) {
-            // SAFETY: only installed after AVX2 detection; `row` holds `MAXC + 2 ≥ 2·pairs`.
-            unsafe { widen(&x[src(g, p + t)..][..n], zx, &mut row[..2 * pairs]) };
-        }
-        for b in 0..blocks {
-            let (ob, nb) = (8 * b, 8.min(cout - 8 * b));
-            let wb = &wp[b * 16 * pairs..][..16 * pairs];
-            // SAFETY: only installed after AVX2 detection; block `b` of `wp` holds
-            // `16·pairs` i16 and every row of `xw` at least `2·pairs`.
-            let s = unsafe { tile_sums_i32(wb, &xw, pairs) };
-            for (t, v) in s.iter().enumerate().take(np) {
-                acc[t * cout + ob..][..nb].copy_from_slice(&v[..nb]);
+    outer_i8(g, x, zx, &w[..cout * n], &mut |t: OuterTile<'_>| {
+        // SAFETY: only installed after AVX2 detection; `OuterTile`'s invariants.
+        let s = unsafe {
+            if t.nb > 8 {
+                tile_sums_i32::<2>(t.wp, t.xw, t.pairs)
+            } else {
+                tile_sums_i32::<1>(t.wp, t.xw, t.pairs)
             }
+        };
+        let (lo, hi) = t.panel;
+        let no = hi - lo;
+        for (i, v) in s.iter().enumerate().take(t.np) {
+            acc[i * no + t.ob - lo..][..t.nb].copy_from_slice(&v[..t.nb]);
         }
-        sink(SumTile {
-            p0: p,
-            np,
-            o0: 0,
-            no: cout,
-            acc: &acc[..np * cout],
-        });
-        p += np;
-    }
+        if t.ob + t.nb == hi {
+            sink(SumTile {
+                p0: t.p,
+                np: t.np,
+                o0: lo,
+                no,
+                acc: &acc[..t.np * no],
+            });
+        }
+    });
 }
 
-/// [`conv1x1_sums_i8`] for shapes past the outer product's stack buffers (ShuffleNetV2's
-/// last 1x1, the widest stage's): the dot-product tiles of [`conv1x1_i8_dots`] —
+/// [`conv1x1_sums_i8`] where [`conv1x1_i8`] takes its dot-product tiles: those tiles —
 /// [`PI`] pixels × 4 channels a tile — handed out in blocks of [`PI`] pixels × [`OB`]
 /// channels (exact sums, so the reference's).
 fn sums_dots(g: &Geom, x: &[i8], zx: i32, w: &[i8], sink: &mut dyn FnMut(SumTile<'_>)) {
@@ -745,8 +816,8 @@ fn sums_block<const P: usize>(
     }
 }
 
-/// AVX2 int8 pointwise conv by dot-product tiles (inputs wider than [`MAXC`]); bit-exact
-/// twin of `reference::conv1x1::conv1x1_i8`.
+/// AVX2 int8 pointwise conv by dot-product tiles (inputs wider than [`MAXC`], or fewer than
+/// [`PO`] pixels); bit-exact twin of `reference::conv1x1::conv1x1_i8`.
 fn conv1x1_i8_dots(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y: &mut [i8]) {
     let (n, npix) = (g.cin, g.ho * g.wo);
     let (w, y) = (&w[..g.cout * n], &mut y[..npix * g.cout]);
