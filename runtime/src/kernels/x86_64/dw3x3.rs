@@ -9,7 +9,7 @@
 use core::arch::x86_64::*;
 
 use super::lane_mask;
-use super::requant::{Requant, RqCols};
+use super::requant::{requant8, Requant, RqCols};
 use crate::kernels::{Geom, OutQ};
 use crate::quant::requant;
 
@@ -118,6 +118,14 @@ pub(crate) fn dwconv3x3_i8(
             let nt = taps(g, x, w, oy, ox, &mut t);
             let out = &mut y[(oy * g.wo + ox) * c..][..c];
             let mut c0 = 0;
+            if let Requant::Cols(cols) = req {
+                while c0 + 16 <= c {
+                    // SAFETY: only installed after AVX2 detection; `c0 + 16 <= c ≤ MAXQ`
+                    // (`Cols`), every tap row holds `c` bytes, `out` 16 from `c0`.
+                    unsafe { block16_i8(&t[..nt], c0, zx, cols, q, &mut out[c0..c0 + 16]) };
+                    c0 += 16;
+                }
+            }
             while c0 + 8 <= c {
                 // SAFETY: only installed after AVX2 detection; `c0 + 8 <= c` and every tap
                 // row holds `c` bytes.
@@ -136,6 +144,45 @@ pub(crate) fn dwconv3x3_i8(
             }
         }
     }
+}
+
+/// Channels `c0 .. c0 + 16` of one output pixel, requantised into `out`: each tap's
+/// products `w·(x − zx)` in i16 lanes (exact: `|w·(x − zx)| ≤ 128·255 < 2^15`), widened
+/// into two i32 accumulators, then [`requant8`] per 8 channels — twice the channels of
+/// [`block_i8`] per instruction, without its slow 32-bit multiplies.
+///
+/// # Safety
+/// AVX2 available; every row of `taps` holds at least `c0 + 16` bytes, `out` 16, and `cols`
+/// the parameters of channels `c0 .. c0 + 16` (`c0 + 16 ≤ MAXQ`).
+#[target_feature(enable = "avx2")]
+unsafe fn block16_i8(
+    taps: &[(&[i8], &[i8])],
+    c0: usize,
+    zx: i32,
+    cols: &RqCols,
+    q: OutQ,
+    out: &mut [i8],
+) {
+    debug_assert!(out.len() >= 16 && taps.iter().all(|(w, x)| w.len().min(x.len()) >= c0 + 16));
+    let z = _mm256_set1_epi16(zx as i16);
+    let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    for &(wr, xr) in taps {
+        // SAFETY: 16-byte loads at `c0`, in bounds by the contract.
+        let (wv, xv) = unsafe {
+            (
+                _mm_loadu_si128(wr.as_ptr().add(c0).cast()),
+                _mm_loadu_si128(xr.as_ptr().add(c0).cast()),
+            )
+        };
+        let xv = _mm256_sub_epi16(_mm256_cvtepi8_epi16(xv), z);
+        let p = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(wv), xv);
+        lo = _mm256_add_epi32(lo, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(p)));
+        hi = _mm256_add_epi32(hi, _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(p)));
+    }
+    let a = requant8(lo, &cols.lanes(c0), q);
+    let b = requant8(hi, &cols.lanes(c0 + 8), q);
+    // SAFETY: `out` holds 16 bytes.
+    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm_unpacklo_epi64(a, b)) };
 }
 
 /// `Σ_taps w[c0..c0+8]·(x[c0..c0+8] − zx)` in exact i32 lanes.
