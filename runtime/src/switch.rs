@@ -728,7 +728,7 @@ fn rank_rows<const N: usize>(
 ///   within ±(2^22 + 1), so past ±2^24 the sum saturates to −128 / 127 either way) and
 ///   makes the add overflow-free without `saturating_add`.
 #[inline(always)]
-fn quantize_row(q: QParams, relu: bool, v: &[f32], out: &mut [i8]) {
+pub(crate) fn quantize_row(q: QParams, relu: bool, v: &[f32], out: &mut [i8]) {
     const MAGIC: f32 = 12_582_912.0;
     let zp = q.zero_point.clamp(-(1 << 24), 1 << 24);
     for (o, &x) in out.iter_mut().zip(v) {

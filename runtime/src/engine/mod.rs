@@ -560,12 +560,7 @@ fn load_input(cx: &mut Ctx<'_, '_>, input: &[f32]) -> R<()> {
     if cx.int8 {
         let q = cx.qparams(0, usize::MAX)?;
         let x = i8s_mut(cx.act.get_mut(r).ok_or(bad)?);
-        // Channel by channel: each input plane read in order, written at stride `c`.
-        for (ch, plane) in input.chunks_exact(hw.max(1)).enumerate() {
-            for (v, &f) in x[ch..].iter_mut().step_by(c).zip(plane) {
-                *v = q.quantize(f);
-            }
-        }
+        quantize_planes(input, q, c, hw, x);
     } else {
         let x = f32s_mut(cx.act.get_mut(r).ok_or(bad)?)?;
         for (pix, px) in x.chunks_exact_mut(c).enumerate() {
@@ -578,11 +573,59 @@ fn load_input(cx: &mut Ctx<'_, '_>, input: &[f32]) -> R<()> {
     Ok(())
 }
 
+/// `x[pix·c + ch] = q.quantize(input[ch·hw + pix])`: each CHW input plane quantised in
+/// order, in vector-friendly runs (`switch::quantize_row`, the same bytes), written at
+/// stride `c` into the NHWC activation.
+fn quantize_planes(input: &[f32], q: crate::quant::QParams, c: usize, hw: usize, x: &mut [i8]) {
+    let mut run = [0i8; 256];
+    for (ch, plane) in input.chunks_exact(hw.max(1)).enumerate() {
+        let mut dst = x[ch..].iter_mut().step_by(c);
+        for part in plane.chunks(run.len()) {
+            let run = &mut run[..part.len()];
+            crate::switch::quantize_row(q, false, part, run);
+            // `run` first: a zip drops an element of its first iterator when the second
+            // ends, and `dst` continues into the next run.
+            for (&b, v) in run.iter().zip(dst.by_ref()) {
+                *v = b;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::testnet::{NetSpec, TestNet};
     use super::*;
     use crate::format::Bundle;
+
+    /// The int8 input is `QParams::quantize` of every element, transposed CHW → NHWC, for
+    /// plane sizes below, at and across the quantiser's runs. Seed: `LORKD_SEED`.
+    #[test]
+    fn input_planes_quantise_element_by_element() {
+        let mut r = testnet::Rng::new(crate::test_seed());
+        for case in 0..60 {
+            let c = 1 + r.next_u64() as usize % 5;
+            let hw = [1, 7, 255, 256, 257, 600][case % 6];
+            let q = crate::quant::QParams {
+                scale: 0.001 + (r.next_u64() % 1000) as f32 / 10_000.0,
+                zero_point: (r.next_u64() % 256) as i32 - 128,
+            };
+            let input: std::vec::Vec<f32> = (0..c * hw)
+                .map(|_| ((r.next_u64() % 20_001) as f32 - 10_000.0) / 2_000.0)
+                .collect();
+            let mut x = std::vec![0i8; c * hw];
+            quantize_planes(&input, q, c, hw, &mut x);
+            for pix in 0..hw {
+                for ch in 0..c {
+                    assert_eq!(
+                        x[pix * c + ch],
+                        q.quantize(input[ch * hw + pix]),
+                        "case {case}: c {c} hw {hw} pixel {pix} channel {ch}"
+                    );
+                }
+            }
+        }
+    }
 
     /// The requantisation tables `select` caches in the scratch region give the logits of
     /// tables computed per op, bit for bit: with every table cached, with only those that
