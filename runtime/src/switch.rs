@@ -94,6 +94,14 @@ impl<'a> Delta<'a> {
     /// rebuild, which adds `s0·W0q` and re-quantises: neither `max|w|` nor a code can see
     /// the sign of a zero (every `s0·q` term is itself ±0 or nonzero), so the bytes match.
     pub fn channel_into_i8(&self, o: usize, out: &mut [f32]) {
+        self.channel_into_i8_inline(o, out)
+    }
+
+    /// [`Delta::channel_into_i8`] inlined into its caller, so that a kernel table's
+    /// `#[target_feature]` body compiles the row loops for its own lanes (the same
+    /// operations, so the same bits).
+    #[inline(always)]
+    pub(crate) fn channel_into_i8_inline(&self, o: usize, out: &mut [f32]) {
         let (rk, ck) = (self.a.rows, self.a.cols);
         match (self.a.as_f32(), self.b.as_f32()) {
             (Some(a), Some(b)) if rk >= 4 => {
@@ -152,6 +160,7 @@ fn axpy_rows(row: &mut [f32], b: &[f32], a: &[f32]) {
 /// `row = Σ_j b[j]·a[j]` with the same sums as [`axpy_rows`] over a zeroed row, except
 /// that a sum whose every term is a zero may be −0 where that gives +0 (the first rank
 /// group is written, not added to `0.0`). `b.len() ≥ 4`.
+#[inline(always)]
 fn axpy_rows_init(row: &mut [f32], b: &[f32], a: &[f32]) {
     let n = row.len();
     let (b0, b1, b2, b3) = (b[0], b[1], b[2], b[3]);
@@ -1224,16 +1233,6 @@ mod tests {
                 k,
             };
             let mut scratch = std::vec![0f32; n];
-            let (mut got, mut got_s) = (std::vec![0i8; cout * n], std::vec![0f32; cout]);
-            materialize_i8_with(
-                &crate::kernels::Kernels::reference(),
-                &w0,
-                &s0,
-                &d,
-                &mut scratch,
-                &mut got,
-                &mut got_s,
-            );
             let (mut want, mut want_s) = (std::vec![0i8; cout * n], std::vec![0f32; cout]);
             for o in 0..cout {
                 d.channel_into(o, &mut scratch);
@@ -1244,12 +1243,18 @@ mod tests {
                     &mut want[o * n..][..n],
                 );
             }
-            assert_eq!(
-                got, want,
-                "case {case}: cout {cout} cin {cin} k {k} rank {rank}"
-            );
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
-            assert_eq!(bits(&got_s), bits(&want_s), "case {case}");
+            // Every kernel table this CPU runs (their `rebuild_i8` or `requant_weights`).
+            for table in crate::kernels::Kernels::available().into_iter().flatten() {
+                let (mut got, mut got_s) = (std::vec![0i8; cout * n], std::vec![0f32; cout]);
+                materialize_i8_with(&table, &w0, &s0, &d, &mut scratch, &mut got, &mut got_s);
+                assert_eq!(
+                    got, want,
+                    "{}, case {case}: cout {cout} cin {cin} k {k} rank {rank}",
+                    table.isa
+                );
+                assert_eq!(bits(&got_s), bits(&want_s), "{}, case {case}", table.isa);
+            }
         }
     }
 

@@ -4,6 +4,39 @@
 use core::arch::x86_64::*;
 
 use crate::kernels::reference::requant_weights::quantize_weight;
+use crate::switch::Delta;
+
+/// AVX2 whole-channel int8 rebuild (`Kernels::rebuild_i8`): `B·A` by the portable rows of
+/// `Delta::channel_into_i8` compiled for AVX2 lanes (8 where the baseline build has 4; the
+/// same products and adds in the same order), then [`body`]: the reference's bits.
+pub(crate) fn rebuild_i8(
+    d: &Delta<'_>,
+    o: usize,
+    w0: &[i8],
+    s0: f32,
+    w: &mut [f32],
+    out: &mut [i8],
+) -> f32 {
+    let n = d.channel_len();
+    // SAFETY: only installed after AVX2 detection; the three slices hold `n` elements.
+    unsafe { rebuild_avx2(d, o, &w0[..n], s0, &mut w[..n], &mut out[..n]) }
+}
+
+/// # Safety
+/// AVX2 available; `w0.len() == out.len() == w.len() == d.channel_len()`.
+#[target_feature(enable = "avx2")]
+unsafe fn rebuild_avx2(
+    d: &Delta<'_>,
+    o: usize,
+    w0: &[i8],
+    s0: f32,
+    w: &mut [f32],
+    out: &mut [i8],
+) -> f32 {
+    d.channel_into_i8_inline(o, w);
+    // SAFETY: this function's contract.
+    unsafe { body(w, w0, s0, out) }
+}
 
 /// AVX2 per-channel weight re-quantisation; same contract and bits as the reference.
 pub(crate) fn requant_weights(w: &mut [f32], w0: &[i8], s0: f32, out: &mut [i8]) -> f32 {
