@@ -11,7 +11,7 @@
 use core::arch::aarch64::*;
 
 use super::requant::requant4;
-use crate::kernels::{Geom, OutQ};
+use crate::kernels::{reference, Geom, OutQ, SumTile};
 use crate::quant::requant;
 
 /// Output pixels per tile.
@@ -121,6 +121,104 @@ fn padded_f32(r: &[f32]) -> float32x4_t {
     unsafe { vld1q_f32(b.as_ptr()) }
 }
 
+/// Output channels per block of sums a [`Sink`] completes at once (a multiple of [`O`]).
+pub(super) const OB: usize = 64;
+
+/// Where the int8 GEMM ([`gemm_i8`]) puts its tiles: the conv's output stage
+/// ([`Requant`]) or raw sums for the streaming experts ([`Sums`]).
+pub(super) trait Sink {
+    /// Channels `o0 .. o0 + nb` of the current pixels begin.
+    #[inline(always)]
+    fn begin(&mut self, _o0: usize, _nb: usize) {}
+    /// `d[i][j]`, exact `Σ_k w[o + j][k]·(x_{p + i}[k] − zx)`, for `i < np`, `j < no`.
+    fn tile(&mut self, d: &[[i32; O]; P], np: usize, p: usize, o: usize, no: usize);
+    /// The channels begun last are complete for pixels `p .. p + np`.
+    #[inline(always)]
+    fn end(&mut self, _p: usize, _np: usize) {}
+}
+
+/// The int8 pointwise GEMM both the conv and the sums slots run: tiles of [`P`] pixels ×
+/// [`O`] channels ([`tile_sdot`] when `DOT`, else [`tile_i8`]), pixels outermost, channels
+/// in blocks of [`OB`] (the same tiles and order whatever the sink).
+///
+/// # Safety
+/// `DOT` only when the CPU has `dotprod`.
+#[inline(always)]
+unsafe fn gemm_i8<const DOT: bool>(g: &Geom, x: &[i8], zx: i32, w: &[i8], sink: &mut impl Sink) {
+    let n = g.cin;
+    let w = &w[..g.cout * n];
+    let npix = g.ho * g.wo;
+    let mut p = 0;
+    while p < npix {
+        let np = P.min(npix - p);
+        let xs = [0, 1, 2, 3].map(|i| &x[src(g, p + i.min(np - 1))..][..n]);
+        let mut o0 = 0;
+        while o0 < g.cout {
+            let nb = OB.min(g.cout - o0);
+            sink.begin(o0, nb);
+            let mut o = o0;
+            while o < o0 + nb {
+                let no = O.min(o0 + nb - o);
+                let ws = wrows(w, n, o, no);
+                let d = if DOT {
+                    // SAFETY: `dotprod` by this function's contract; rows are `n` long.
+                    unsafe { tile_sdot(xs, ws, n, zx) }
+                } else {
+                    // SAFETY: NEON is baseline on this target (the module is cfg'd on it).
+                    unsafe { tile_i8(xs, ws, n, zx) }
+                };
+                sink.tile(&d, np, p, o, no);
+                o += no;
+            }
+            sink.end(p, np);
+            o0 += nb;
+        }
+        p += np;
+    }
+}
+
+/// The conv's output stage as a [`Sink`]: [`store_i8`].
+struct Requant<'y> {
+    rq: &'y [[i32; 3]],
+    q: OutQ,
+    y: &'y mut [i8],
+    cout: usize,
+}
+
+impl Sink for Requant<'_> {
+    #[inline(always)]
+    fn tile(&mut self, d: &[[i32; O]; P], np: usize, p: usize, o: usize, no: usize) {
+        store_i8(d, np, no, p, o, self.cout, self.rq, self.q, self.y);
+    }
+}
+
+/// The conv: `rq` and `y` sliced to the geometry, then [`gemm_i8`] into [`Requant`].
+/// `x − zx` is formed in i16 on the `vmlal` path, so a zero point outside i8 (never from
+/// a validated bundle) takes the reference.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn conv_i8<const DOT: bool>(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    if !DOT && !(-128..=127).contains(&zx) {
+        return reference::conv1x1::conv1x1_i8(g, x, zx, w, rq, q, y);
+    }
+    let mut out = Requant {
+        rq: &rq[..g.cout],
+        q,
+        y: &mut y[..g.ho * g.wo * g.cout],
+        cout: g.cout,
+    };
+    // SAFETY: `DOT` only from the sdot entry points, installed only with `dotprod`.
+    unsafe { gemm_i8::<DOT>(g, x, zx, w, &mut out) }
+}
+
 /// NEON int8 pointwise conv (widening multiply-accumulate); bit-exact twin of
 /// `reference::conv1x1::conv1x1_i8`.
 pub(crate) fn conv1x1_i8(
@@ -132,14 +230,86 @@ pub(crate) fn conv1x1_i8(
     q: OutQ,
     y: &mut [i8],
 ) {
-    let n = g.cin;
-    let (w, rq) = (&w[..g.cout * n], &rq[..g.cout]);
-    let y = &mut y[..g.ho * g.wo * g.cout];
-    tiles(g, x, |xs, np, p, o, no| {
-        // SAFETY: NEON is baseline on this target (the module is cfg'd on it); rows are `n`.
-        let d = unsafe { tile_i8(xs, wrows(w, n, o, no), n, zx) };
-        store_i8(&d, np, no, p, o, g.cout, rq, q, y);
-    });
+    conv_i8::<false>(g, x, zx, w, rq, q, y)
+}
+
+/// Raw sums as a [`Sink`]: each block of up to [`P`] pixels × [`OB`] channels gathered,
+/// then handed to `out` as one [`SumTile`].
+struct Sums<'s> {
+    acc: [i32; P * OB],
+    o0: usize,
+    nb: usize,
+    out: &'s mut dyn FnMut(SumTile<'_>),
+}
+
+impl Sink for Sums<'_> {
+    #[inline(always)]
+    fn begin(&mut self, o0: usize, nb: usize) {
+        (self.o0, self.nb) = (o0, nb);
+    }
+    #[inline(always)]
+    fn tile(&mut self, d: &[[i32; O]; P], np: usize, _p: usize, o: usize, no: usize) {
+        for (i, dp) in d.iter().enumerate().take(np) {
+            self.acc[i * self.nb + o - self.o0..][..no].copy_from_slice(&dp[..no]);
+        }
+    }
+    #[inline(always)]
+    fn end(&mut self, p: usize, np: usize) {
+        (self.out)(SumTile {
+            p0: p,
+            np,
+            o0: self.o0,
+            no: self.nb,
+            acc: &self.acc[..np * self.nb],
+        });
+    }
+}
+
+/// The sums: [`gemm_i8`] into [`Sums`] (the reference for a zero point outside i8 on
+/// the `vmlal` path, as the conv).
+#[inline(always)]
+fn sums_i8<const DOT: bool>(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    sink: &mut dyn FnMut(SumTile<'_>),
+) {
+    if !DOT && !(-128..=127).contains(&zx) {
+        return reference::conv1x1::conv1x1_sums_i8(g, x, zx, w, sink);
+    }
+    let mut out = Sums {
+        acc: [0; P * OB],
+        o0: 0,
+        nb: 0,
+        out: sink,
+    };
+    // SAFETY: `DOT` only from the sdot entry point, installed only with `dotprod`.
+    unsafe { gemm_i8::<DOT>(g, x, zx, w, &mut out) }
+}
+
+/// NEON twin of `reference::conv1x1::conv1x1_sums_i8` (the streaming experts' `W0` sums,
+/// exact, so equal): the conv's `vmlal` tiles, handed out in blocks of up to 4 pixels ×
+/// 64 channels.
+pub(crate) fn conv1x1_sums_i8(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    sink: &mut dyn FnMut(SumTile<'_>),
+) {
+    sums_i8::<false>(g, x, zx, w, sink)
+}
+
+/// [`conv1x1_sums_i8`] on the `sdot` tiles; installed only when `dotprod` is detected.
+pub(crate) fn conv1x1_sums_i8_sdot(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    sink: &mut dyn FnMut(SumTile<'_>),
+) {
+    sums_i8::<true>(g, x, zx, w, sink)
 }
 
 /// Requantises a tile into `y`: whole 4-channel rows with the NEON output stage, the rest
@@ -249,14 +419,7 @@ pub(crate) fn conv1x1_i8_sdot(
     q: OutQ,
     y: &mut [i8],
 ) {
-    let n = g.cin;
-    let (w, rq) = (&w[..g.cout * n], &rq[..g.cout]);
-    let y = &mut y[..g.ho * g.wo * g.cout];
-    tiles(g, x, |xs, np, p, o, no| {
-        // SAFETY: this kernel is installed only when `dotprod` is available; rows are `n`.
-        let d = unsafe { tile_sdot(xs, wrows(w, n, o, no), n, zx) };
-        store_i8(&d, np, no, p, o, g.cout, rq, q, y);
-    });
+    conv_i8::<true>(g, x, zx, w, rq, q, y)
 }
 
 /// `acc += Σ_{k<4} a[4l+k]·b[4l+k]` per i32 lane `l` (one `sdot`).

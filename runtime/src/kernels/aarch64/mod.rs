@@ -25,7 +25,7 @@ pub(crate) fn dotprod_detected() -> bool {
     }
 }
 
-/// `base` with the NEON twins plugged in; the int8 GEMM on `sdot` when `dotprod` (install
+/// `base` with the NEON twins plugged in; the int8 GEMMs (conv and streaming sums) on `sdot` when `dotprod` (install
 /// that table only when [`dotprod_detected`]). The f32 stem keeps `base`'s kernel.
 pub(crate) fn neon(base: Kernels, dotprod: bool) -> Kernels {
     Kernels {
@@ -39,6 +39,11 @@ pub(crate) fn neon(base: Kernels, dotprod: bool) -> Kernels {
             stem::conv_i8_sdot
         } else {
             stem::conv_i8
+        },
+        conv1x1_sums_i8: if dotprod {
+            conv1x1::conv1x1_sums_i8_sdot
+        } else {
+            conv1x1::conv1x1_sums_i8
         },
         dwconv3x3_f32: dw3x3::dwconv3x3_f32,
         dwconv3x3_i8: dw3x3::dwconv3x3_i8,
