@@ -7,6 +7,7 @@
 
 mod conv1x1;
 mod dw3x3;
+mod gemm;
 mod rebuild;
 mod requant;
 mod stem;
