@@ -76,12 +76,14 @@ pub(super) unsafe fn gemm_i8<const DOT: bool>(
                 let no = O.min(o0 + nb - o);
                 let ws = wrows(w, n, o, no);
                 let c = &mut corr[(o - o0) / O];
-                // SAFETY: `DOT` only with `dotprod`, by this function's contract.
+                // SAFETY: `DOT` only with `dotprod`, by this function's contract. A lone
+                // pixel (the 1x1-pixel layers, tails) takes a one-row tile: no repeated rows.
                 let d = unsafe {
-                    if p == 0 {
-                        tile::<DOT, true>(xs, ws, n, zx, c)
-                    } else {
-                        tile::<DOT, false>(xs, ws, n, zx, c)
+                    match (p == 0, np == 1) {
+                        (true, false) => tile::<DOT, true, P>(xs, ws, n, zx, c),
+                        (false, false) => tile::<DOT, false, P>(xs, ws, n, zx, c),
+                        (true, true) => [tile::<DOT, true, 1>([xs[0]], ws, n, zx, c)[0]; P],
+                        (false, true) => [tile::<DOT, false, 1>([xs[0]], ws, n, zx, c)[0]; P],
                     }
                 };
                 sink.tile(&d, np, p, o, no);
@@ -108,15 +110,15 @@ const LANES: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 /// weights read as zero (see the module doc for the tail).
 #[inline]
 #[target_feature(enable = "neon")]
-fn load16(
-    xs: &[&[i8]; P],
+fn load16<const NP: usize>(
+    xs: &[&[i8]; NP],
     ws: &[&[i8]; O],
     i: usize,
     n: usize,
-) -> ([int8x16_t; P], [int8x16_t; O]) {
-    let (mut xv, mut wv) = ([vdupq_n_s8(0); P], [vdupq_n_s8(0); O]);
+) -> ([int8x16_t; NP], [int8x16_t; O]) {
+    let (mut xv, mut wv) = ([vdupq_n_s8(0); NP], [vdupq_n_s8(0); O]);
     if i + 16 <= n {
-        for p in 0..P {
+        for p in 0..NP {
             // SAFETY: `i + 16 ≤ n` and every row is `n` bytes long.
             xv[p] = unsafe { vld1q_s8(xs[p].as_ptr().add(i)) };
         }
@@ -130,7 +132,7 @@ fn load16(
         // SAFETY: `LANES` holds 16 bytes.
         let lanes = unsafe { vld1q_u8(LANES.as_ptr()) };
         let keep = vreinterpretq_s8_u8(vcgeq_u8(lanes, vdupq_n_u8((i - at) as u8)));
-        for p in 0..P {
+        for p in 0..NP {
             // SAFETY: `at + 16 = n` and every row is `n` bytes long.
             xv[p] = unsafe { vld1q_s8(xs[p].as_ptr().add(at)) };
         }
@@ -139,7 +141,7 @@ fn load16(
             wv[o] = vandq_s8(unsafe { vld1q_s8(ws[o].as_ptr().add(at)) }, keep);
         }
     } else {
-        for p in 0..P {
+        for p in 0..NP {
             xv[p] = padded16(&xs[p][i..n]);
         }
         for o in 0..O {
@@ -189,24 +191,24 @@ fn hsum4(a: &[int32x4_t; 4]) -> int32x4_t {
     vpaddq_s32(vpaddq_s32(a[0], a[1]), vpaddq_s32(a[2], a[3]))
 }
 
-/// One tile: lane `o` of `out[p]` is `Σ_k ws[o][k]·xs[p][k] − corr[o]`; with `WSUM`,
+/// One tile of `NP` pixels: lane `o` of `out[p]` is `Σ_k ws[o][k]·xs[p][k] − corr[o]`; with `WSUM`,
 /// `corr = zx·Σ_k ws[o][k]` is computed first (for the channels' next tiles).
 ///
 /// # Safety
 /// `DOT` only when the CPU has `dotprod`.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn tile<const DOT: bool, const WSUM: bool>(
-    xs: [&[i8]; P],
+unsafe fn tile<const DOT: bool, const WSUM: bool, const NP: usize>(
+    xs: [&[i8]; NP],
     ws: [&[i8]; O],
     n: usize,
     zx: i32,
     corr: &mut int32x4_t,
-) -> [int32x4_t; P] {
-    let xs = [&xs[0][..n], &xs[1][..n], &xs[2][..n], &xs[3][..n]];
+) -> [int32x4_t; NP] {
+    let xs = xs.map(|r| &r[..n]);
     let ws = [&ws[0][..n], &ws[1][..n], &ws[2][..n], &ws[3][..n]];
     let ones = vdupq_n_s8(1);
-    let mut acc = [[vdupq_n_s32(0); O]; P];
+    let mut acc = [[vdupq_n_s32(0); O]; NP];
     let mut wacc = [vdupq_n_s32(0); O];
     let mut i = 0;
     while i < n {
@@ -220,7 +222,7 @@ unsafe fn tile<const DOT: bool, const WSUM: bool>(
                     vpadalq_s16(wacc[o], vpaddlq_s8(wv[o]))
                 };
             }
-            for p in 0..P {
+            for p in 0..NP {
                 acc[p][o] = if DOT {
                     // SAFETY: as above.
                     unsafe { sdot(acc[p][o], wv[o], xv[p]) }
@@ -235,8 +237,8 @@ unsafe fn tile<const DOT: bool, const WSUM: bool>(
     if WSUM {
         *corr = vmulq_s32(hsum4(&wacc), vdupq_n_s32(zx));
     }
-    let mut out = [vdupq_n_s32(0); P];
-    for p in 0..P {
+    let mut out = [vdupq_n_s32(0); NP];
+    for p in 0..NP {
         out[p] = vsubq_s32(hsum4(&acc[p]), *corr);
     }
     out
