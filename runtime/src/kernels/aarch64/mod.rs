@@ -8,6 +8,7 @@
 mod conv1x1;
 mod dw3x3;
 mod gemm;
+mod maxpool;
 mod rebuild;
 mod requant;
 mod stem;
@@ -49,6 +50,7 @@ pub(crate) fn neon(base: Kernels, dotprod: bool) -> Kernels {
         dwconv3x3_f32: dw3x3::dwconv3x3_f32,
         dwconv3x3_i8: dw3x3::dwconv3x3_i8,
         requant_weights: rebuild::requant_weights,
+        maxpool_i8: maxpool::maxpool3x3s2_i8,
         isa: if dotprod {
             "aarch64-neon-dotprod"
         } else {
