@@ -106,11 +106,14 @@ fn wrows(w: &[i8], n: usize, o: usize, no: usize) -> [&[i8]; O] {
 /// Lane index of each byte.
 const LANES: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
-/// Bytes `i .. i + 16` of every row (`i < n`, every row exactly `n` long); past `n` the
-/// weights read as zero (see the module doc for the tail).
+/// Bytes `i .. i + 16` of every row; past `n` the weights read as zero (see the module doc
+/// for the tail).
+///
+/// # Safety
+/// `i < n` and every row at least `n` bytes long.
 #[inline]
 #[target_feature(enable = "neon")]
-fn load16<const NP: usize>(
+unsafe fn load16<const NP: usize>(
     xs: &[&[i8]; NP],
     ws: &[&[i8]; O],
     i: usize,
@@ -119,7 +122,7 @@ fn load16<const NP: usize>(
     let (mut xv, mut wv) = ([vdupq_n_s8(0); NP], [vdupq_n_s8(0); O]);
     if i + 16 <= n {
         for p in 0..NP {
-            // SAFETY: `i + 16 ≤ n` and every row is `n` bytes long.
+            // SAFETY: `i + 16 ≤ n` and every row holds `n` bytes (this function's contract).
             xv[p] = unsafe { vld1q_s8(xs[p].as_ptr().add(i)) };
         }
         for o in 0..O {
@@ -133,7 +136,7 @@ fn load16<const NP: usize>(
         let lanes = unsafe { vld1q_u8(LANES.as_ptr()) };
         let keep = vreinterpretq_s8_u8(vcgeq_u8(lanes, vdupq_n_u8((i - at) as u8)));
         for p in 0..NP {
-            // SAFETY: `at + 16 = n` and every row is `n` bytes long.
+            // SAFETY: `at + 16 = n` and every row holds `n` bytes (this function's contract).
             xv[p] = unsafe { vld1q_s8(xs[p].as_ptr().add(at)) };
         }
         for o in 0..O {
@@ -215,7 +218,8 @@ unsafe fn tile<const DOT: bool, const WSUM: bool, const NP: usize>(
     let mut wacc = [vdupq_n_s32(0); O];
     let mut i = 0;
     while i < n {
-        let (xv, wv) = load16(&xs, &ws, i, n);
+        // SAFETY: `i < n`; every row was sliced to `n` bytes above.
+        let (xv, wv) = unsafe { load16(&xs, &ws, i, n) };
         for o in 0..O {
             if WSUM {
                 wacc[o] = if DOT {

@@ -1,7 +1,9 @@
-//! aarch64 NEON twins (NEON is baseline on aarch64), plus an int8 pointwise GEMM on `sdot`
-//! when the `dotprod` extension is present: detected at run time with `std`, from the build's
-//! target features without it. One op per file; each public fn is a safe wrapper with the
-//! reference's contract that slices whole rows and hands them to the vector bodies.
+//! aarch64 NEON twins (NEON is baseline on aarch64); the int8 GEMM the pointwise conv, the
+//! streaming experts' `W0` sums and the stem share (`gemm.rs`) runs on `sdot` when the
+//! `dotprod` extension is present: detected at run time with `std`, from the build's target
+//! features without it. One op per file (plus that shared GEMM); each public fn is a safe
+//! wrapper with the reference's contract that slices whole rows and hands them to the
+//! vector bodies.
 //! int8 is bit-exact to the reference; f32 differs by reassociation / FMA only.
 #![allow(unsafe_code)]
 
