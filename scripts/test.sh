@@ -3,6 +3,7 @@
 #   1. cargo fmt --check            2. cargo clippy --workspace --all-targets -D warnings
 #   3. cargo test --workspace       4. lorkd-runtime built for thumbv7em-none-eabihf (build-std)
 #   5. lorkd-runtime's tests (with the `threads` feature) for aarch64-unknown-linux-gnu under qemu-aarch64
+#      (engine_simd again on -cpu cortex-a53: the NEON table without dotprod)
 #   6. firmware/run-qemu (the firmware self-checks on emulated Cortex-M4F and M7)
 #   7. scripts/fuzz.sh: every cargo-fuzz target for ${LORKD_FUZZ_SECONDS:-20} s (installs cargo-fuzz)
 # Every step runs; the script fails if any failed, and ends with the test runners' summaries.
@@ -56,6 +57,9 @@ step clippy cargo clippy --workspace --all-targets -- -D warnings
 step test cargo test --workspace
 step thumbv7em debian build -p lorkd-runtime --target thumbv7em-none-eabihf -Z build-std=core
 step aarch64 debian test -p lorkd-runtime --features threads --target aarch64-unknown-linux-gnu
+# qemu-aarch64's default CPU has dotprod; the SIMD twins again on one without it (cortex-a53).
+step a64-nodot debian --config "target.aarch64-unknown-linux-gnu.runner=['qemu-aarch64','-cpu','cortex-a53']" \
+  test -p lorkd-runtime --features threads --target aarch64-unknown-linux-gnu --test engine_simd
 step qemu env LORKD_ARM_TARGET="$arm_target" "$root/firmware/run-qemu"
 step fuzz "$root/scripts/fuzz.sh" "${LORKD_FUZZ_SECONDS:-20}"
 

@@ -406,6 +406,30 @@ fn conv1x1_i8_twin_is_bit_exact_on_wide_convs() {
     }
 }
 
+/// The int8 max pool slot (3x3/2, padding 1) against the reference on random sizes —
+/// channel counts around the 16-lane steps, odd and even sides: exact.
+#[test]
+fn maxpool_i8_twin_is_exact() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for _ in 0..300 {
+            let (h, w) = (r.gen_range(1..12), r.gen_range(1..12));
+            let c = if r.gen_bool(0.5) {
+                CHANNELS[r.gen_range(0..CHANNELS.len())]
+            } else {
+                r.gen_range(1..70)
+            };
+            let x: Vec<i8> = (0..h * w * c).map(|_| r.gen()).collect();
+            let n = Geom::out_dim(h, 3, 2, 1) * Geom::out_dim(w, 3, 2, 1) * c;
+            let (mut a, mut b) = (vec![0i8; n], vec![0i8; n]);
+            (best.maxpool_i8)(h, w, c, &x, &mut a);
+            (refk.maxpool_i8)(h, w, c, &x, &mut b);
+            assert_eq!(a, b, "{best:?} h={h} w={w} c={c}");
+        }
+    }
+}
+
 #[test]
 fn dot_i8_twin_is_exact() {
     let mut r = rng();

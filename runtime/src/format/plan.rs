@@ -42,11 +42,15 @@ const OP: u64 = if cfg!(target_arch = "arm") {
 /// The streamed path's cost relative to the constants above, per target, fitted to the
 /// instruction counts of `firmware/run-qemu --bench`: on x86_64 its GEMMs run in AVX2 lanes
 /// as fast per unit as the int8 GEMM; on Cortex-M the `W0` sums take the DSP tiles but the
-/// f32 correction has no SIMD (2×); aarch64 has no NEON `W0`-sums slot yet (8×).
+/// f32 correction has no SIMD (2×); on aarch64 the `W0` sums take the NEON GEMM but the
+/// correction and its epilogue cost more per unit than the `sdot` GEMM (3×: the smallest
+/// scale whose auto inference stays ≤ 1.1× Materialized on both NEON tables at 0.5x @32
+/// and @64 — measured +5.5 … +9.2 %, a switch −76 %; 6× would hold 1/`INFER_BUDGET`
+/// at @32 too, at twice the switch).
 const STREAM_SCALE: u64 = if cfg!(target_arch = "arm") {
     2
 } else if cfg!(target_arch = "aarch64") {
-    8
+    3
 } else {
     1
 };

@@ -1,23 +1,18 @@
-//! NEON pointwise conv: register tiles of 4 output pixels × 4 output channels (16 of the 32
-//! vector registers accumulate), each a dot product over `cin`; a tile's 4 sums per pixel
-//! are reduced together with pairwise adds. Row tails go through zero-padded copies (a zero
-//! weight adds zero whatever the input).
-//!
-//! f32: `vfmaq_f32`, 4 lanes — reassociation + FMA only (`|Δ| ≤ 2·cin·ε·(|b| + Σ|w·x|)`).
-//! int8 without `dotprod`: `w` and `x − zx` widened to i16, `vmlal_s16` into i32 — exact.
-//! int8 with `dotprod`: `sdot` on the raw bytes gives `Σ w·x` exactly (4 products per lane);
-//! `x − zx` does not fit i8, so the zero point is applied afterwards as `− zx·Σw`, with `Σw`
-//! from a second `sdot` against ones. Both int8 paths are bit-exact to the reference.
+//! NEON pointwise conv. f32: register tiles of 4 output pixels × 4 output channels (16 of
+//! the 32 vector registers accumulate), each a dot product over `cin` with `vfmaq_f32`, 4
+//! lanes — reassociation + FMA only (`|Δ| ≤ 2·cin·ε·(|b| + Σ|w·x|)`); a tile's 4 sums per
+//! pixel are reduced together with pairwise adds; row tails go through zero-padded copies.
+//! int8 (the conv and the streaming experts' `W0` sums): the shared GEMM of `gemm.rs`
+//! (`sdot`, or `smull`/`sadalp`), exact, so bit-identical to the reference.
 use core::arch::aarch64::*;
 
-use super::requant::requant4;
-use crate::kernels::{Geom, OutQ};
-use crate::quant::requant;
+use super::gemm::{gemm_i8, Requant, Rows, Sums, P as GP};
+use crate::kernels::{Geom, OutQ, SumTile};
 
-/// Output pixels per tile.
-pub(super) const P: usize = 4;
-/// Output channels per tile.
-pub(super) const O: usize = 4;
+/// Output pixels per f32 tile.
+const P: usize = 4;
+/// Output channels per f32 tile.
+const O: usize = 4;
 
 /// Start of output pixel `p`'s input channels.
 #[inline]
@@ -47,7 +42,7 @@ fn tiles<T>(g: &Geom, x: &[T], mut tile: impl FnMut([&[T]; P], usize, usize, usi
 
 /// Rows `o .. o + no` of `w` (`n` each); missing rows repeat the last (their sums are unused).
 #[inline]
-pub(super) fn wrows<T>(w: &[T], n: usize, o: usize, no: usize) -> [&[T]; O] {
+fn wrows<T>(w: &[T], n: usize, o: usize, no: usize) -> [&[T]; O] {
     [0, 1, 2, 3].map(|j| &w[(o + j.min(no - 1)) * n..][..n])
 }
 
@@ -121,7 +116,39 @@ fn padded_f32(r: &[f32]) -> float32x4_t {
     unsafe { vld1q_f32(b.as_ptr()) }
 }
 
-/// NEON int8 pointwise conv (widening multiply-accumulate); bit-exact twin of
+/// The pointwise conv's input rows for the GEMM: output pixel `p`'s `cin` channels.
+struct Pixels<'a> {
+    g: &'a Geom,
+    x: &'a [i8],
+}
+
+impl Rows for Pixels<'_> {
+    #[inline(always)]
+    fn rows(&mut self, p: usize, np: usize) -> [&[i8]; GP] {
+        let (g, x) = (self.g, self.x);
+        let r = |i: usize| &x[src(g, p + i.min(np - 1))..][..g.cin];
+        [r(0), r(1), r(2), r(3)]
+    }
+}
+
+/// The int8 conv: [`gemm_i8`] into the [`Requant`] output stage.
+#[inline(always)]
+fn conv_i8<const DOT: bool>(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    let npix = g.ho * g.wo;
+    let mut out = Requant::new(rq, q, &mut y[..npix * g.cout], g.cout);
+    // SAFETY: `DOT` only from the sdot entry points, installed only with `dotprod`.
+    unsafe { gemm_i8::<DOT>(g.cin, npix, g.cout, w, zx, &mut Pixels { g, x }, &mut out) }
+}
+
+/// NEON int8 pointwise conv (`smull`/`sadalp`); bit-exact twin of
 /// `reference::conv1x1::conv1x1_i8`.
 pub(crate) fn conv1x1_i8(
     g: &Geom,
@@ -132,110 +159,7 @@ pub(crate) fn conv1x1_i8(
     q: OutQ,
     y: &mut [i8],
 ) {
-    let n = g.cin;
-    let (w, rq) = (&w[..g.cout * n], &rq[..g.cout]);
-    let y = &mut y[..g.ho * g.wo * g.cout];
-    tiles(g, x, |xs, np, p, o, no| {
-        // SAFETY: NEON is baseline on this target (the module is cfg'd on it); rows are `n`.
-        let d = unsafe { tile_i8(xs, wrows(w, n, o, no), n, zx) };
-        store_i8(&d, np, no, p, o, g.cout, rq, q, y);
-    });
-}
-
-/// Requantises a tile into `y`: whole 4-channel rows with the NEON output stage, the rest
-/// (and every row when `q.lo > 127`, where the reference panics) with the scalar one.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-pub(super) fn store_i8(
-    d: &[[i32; O]; P],
-    np: usize,
-    no: usize,
-    p: usize,
-    o: usize,
-    cout: usize,
-    rq: &[[i32; 3]],
-    q: OutQ,
-    y: &mut [i8],
-) {
-    for (i, dp) in d.iter().enumerate().take(np) {
-        let row = &mut y[(p + i) * cout + o..][..no];
-        if no == O && q.lo <= 127 {
-            // SAFETY: NEON is baseline here; `rq[o..]` and `row` hold 4 elements; `q.lo ≤ 127`.
-            unsafe { requant4(vld1q_s32(dp.as_ptr()), &rq[o..o + O], q, row) };
-        } else {
-            for (j, (&v, yv)) in dp.iter().zip(row.iter_mut()).enumerate() {
-                *yv = requant(v, rq[o + j], q);
-            }
-        }
-    }
-}
-
-/// Exact `out[p][o] = Σ_i ws[o][i]·(xs[p][i] − zx)`, 8 bytes per step widened to i16.
-#[target_feature(enable = "neon")]
-pub(super) fn tile_i8(xs: [&[i8]; P], ws: [&[i8]; O], n: usize, zx: i32) -> [[i32; O]; P] {
-    let z = vdupq_n_s16(zx as i16);
-    let mut acc = [[vdupq_n_s32(0); O]; P];
-    let (mut xv, mut wv) = ([vdup_n_s8(0); P], [vdup_n_s8(0); O]);
-    let mut i = 0;
-    while i < n {
-        if i + 8 <= n {
-            for p in 0..P {
-                // SAFETY: `i + 8 <= n` and every row holds at least `n` bytes.
-                xv[p] = unsafe { vld1_s8(xs[p].as_ptr().add(i)) };
-            }
-            for o in 0..O {
-                // SAFETY: as above.
-                wv[o] = unsafe { vld1_s8(ws[o].as_ptr().add(i)) };
-            }
-        } else {
-            for p in 0..P {
-                xv[p] = padded8(&xs[p][i..n]);
-            }
-            for o in 0..O {
-                wv[o] = padded8(&ws[o][i..n]);
-            }
-        }
-        let mut w16 = [vdupq_n_s16(0); O];
-        for o in 0..O {
-            w16[o] = vmovl_s8(wv[o]);
-        }
-        for p in 0..P {
-            // x − zx ∈ [−255, 255] fits i16.
-            let x16 = vsubq_s16(vmovl_s8(xv[p]), z);
-            for o in 0..O {
-                acc[p][o] = vmlal_s16(acc[p][o], vget_low_s16(w16[o]), vget_low_s16(x16));
-                acc[p][o] = vmlal_high_s16(acc[p][o], w16[o], x16);
-            }
-        }
-        i += 8;
-    }
-    reduce_i32(acc)
-}
-
-/// Up to 8 bytes as one vector, zero-padded.
-#[inline]
-#[target_feature(enable = "neon")]
-fn padded8(r: &[i8]) -> int8x8_t {
-    let mut b = [0i8; 8];
-    b[..r.len()].copy_from_slice(r);
-    // SAFETY: `b` holds 8 bytes.
-    unsafe { vld1_s8(b.as_ptr()) }
-}
-
-/// `[Σacc[p][0], …, Σacc[p][3]]` per pixel, by pairwise adds.
-#[inline]
-#[target_feature(enable = "neon")]
-fn reduce_i32(acc: [[int32x4_t; O]; P]) -> [[i32; O]; P] {
-    let mut out = [[0i32; O]; P];
-    for p in 0..P {
-        let s = vpaddq_s32(
-            vpaddq_s32(acc[p][0], acc[p][1]),
-            vpaddq_s32(acc[p][2], acc[p][3]),
-        );
-        // SAFETY: `out[p]` holds 4 i32.
-        unsafe { vst1q_s32(out[p].as_mut_ptr(), s) };
-    }
-    out
+    conv_i8::<false>(g, x, zx, w, rq, q, y)
 }
 
 /// NEON int8 pointwise conv on `sdot`; bit-exact twin of `reference::conv1x1::conv1x1_i8`.
@@ -249,109 +173,44 @@ pub(crate) fn conv1x1_i8_sdot(
     q: OutQ,
     y: &mut [i8],
 ) {
-    let n = g.cin;
-    let (w, rq) = (&w[..g.cout * n], &rq[..g.cout]);
-    let y = &mut y[..g.ho * g.wo * g.cout];
-    tiles(g, x, |xs, np, p, o, no| {
-        // SAFETY: this kernel is installed only when `dotprod` is available; rows are `n`.
-        let d = unsafe { tile_sdot(xs, wrows(w, n, o, no), n, zx) };
-        store_i8(&d, np, no, p, o, g.cout, rq, q, y);
-    });
+    conv_i8::<true>(g, x, zx, w, rq, q, y)
 }
 
-/// `acc += Σ_{k<4} a[4l+k]·b[4l+k]` per i32 lane `l` (one `sdot`).
-///
-/// # Safety
-/// The CPU has `dotprod`.
-#[inline]
-#[target_feature(enable = "neon,dotprod")]
-unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-    let mut acc = acc;
-    // `vdotq_s32` is not stable Rust; the instruction itself is one `asm!` line.
-    // SAFETY: `sdot` reads and writes only these registers; the caller guarantees dotprod.
-    unsafe {
-        core::arch::asm!(
-            ".arch_extension dotprod",
-            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
-            acc = inout(vreg) acc,
-            a = in(vreg) a,
-            b = in(vreg) b,
-            options(pure, nomem, nostack, preserves_flags),
-        );
-    }
-    acc
+/// The sums: [`gemm_i8`] into [`Sums`].
+#[inline(always)]
+fn sums_i8<const DOT: bool>(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    sink: &mut dyn FnMut(SumTile<'_>),
+) {
+    let mut out = Sums::new(sink);
+    let (n, npix) = (g.cin, g.ho * g.wo);
+    // SAFETY: `DOT` only from the sdot entry point, installed only with `dotprod`.
+    unsafe { gemm_i8::<DOT>(n, npix, g.cout, w, zx, &mut Pixels { g, x }, &mut out) }
 }
 
-/// Exact `out[p][o] = Σ_i ws[o][i]·xs[p][i] − zx·Σ_i ws[o][i]`, 16 bytes per step.
-///
-/// # Safety
-/// The CPU has `dotprod`; every row holds at least `n` bytes.
-#[target_feature(enable = "neon,dotprod")]
-pub(super) unsafe fn tile_sdot(xs: [&[i8]; P], ws: [&[i8]; O], n: usize, zx: i32) -> [[i32; O]; P] {
-    let ones = vdupq_n_s8(1);
-    let mut acc = [[vdupq_n_s32(0); O]; P];
-    let mut wsum = [vdupq_n_s32(0); O];
-    macro_rules! step {
-        ($xv:expr, $wv:expr) => {{
-            let (xv, wv): ([int8x16_t; P], [int8x16_t; O]) = ($xv, $wv);
-            for o in 0..O {
-                // SAFETY: dotprod by this function's contract.
-                wsum[o] = unsafe { sdot(wsum[o], wv[o], ones) };
-                for p in 0..P {
-                    // SAFETY: as above.
-                    acc[p][o] = unsafe { sdot(acc[p][o], wv[o], xv[p]) };
-                }
-            }
-        }};
-    }
-    let body = n & !15;
-    let mut i = 0;
-    while i < body {
-        let (mut xv, mut wv) = ([vdupq_n_s8(0); P], [vdupq_n_s8(0); O]);
-        for p in 0..P {
-            // SAFETY: `i + 16 <= n` and every row holds at least `n` bytes.
-            xv[p] = unsafe { vld1q_s8(xs[p].as_ptr().add(i)) };
-        }
-        for o in 0..O {
-            // SAFETY: as above.
-            wv[o] = unsafe { vld1q_s8(ws[o].as_ptr().add(i)) };
-        }
-        step!(xv, wv);
-        i += 16;
-    }
-    if i < n {
-        let (mut xv, mut wv) = ([vdupq_n_s8(0); P], [vdupq_n_s8(0); O]);
-        for p in 0..P {
-            xv[p] = padded16(&xs[p][i..n]);
-        }
-        for o in 0..O {
-            wv[o] = padded16(&ws[o][i..n]);
-        }
-        step!(xv, wv);
-    }
-    let mut out = reduce_i32(acc);
-    let mut sw = [0i32; O];
-    // SAFETY: `sw` holds 4 i32.
-    unsafe {
-        vst1q_s32(
-            sw.as_mut_ptr(),
-            vpaddq_s32(vpaddq_s32(wsum[0], wsum[1]), vpaddq_s32(wsum[2], wsum[3])),
-        )
-    };
-    for row in out.iter_mut() {
-        for (v, &s) in row.iter_mut().zip(&sw) {
-            *v = v.wrapping_sub(zx.wrapping_mul(s));
-        }
-    }
-    out
+/// NEON twin of `reference::conv1x1::conv1x1_sums_i8` (the streaming experts' `W0` sums,
+/// exact, so equal): the conv's GEMM tiles, handed out in blocks of up to 4 pixels × 64
+/// channels.
+pub(crate) fn conv1x1_sums_i8(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    sink: &mut dyn FnMut(SumTile<'_>),
+) {
+    sums_i8::<false>(g, x, zx, w, sink)
 }
 
-/// Up to 16 bytes as one vector, zero-padded.
-#[inline]
-#[target_feature(enable = "neon")]
-fn padded16(r: &[i8]) -> int8x16_t {
-    let mut b = [0i8; 16];
-    b[..r.len()].copy_from_slice(r);
-    // SAFETY: `b` holds 16 bytes.
-    unsafe { vld1q_s8(b.as_ptr()) }
+/// [`conv1x1_sums_i8`] on the `sdot` tiles; installed only when `dotprod` is detected.
+pub(crate) fn conv1x1_sums_i8_sdot(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    sink: &mut dyn FnMut(SumTile<'_>),
+) {
+    sums_i8::<true>(g, x, zx, w, sink)
 }

@@ -5,7 +5,7 @@
 //!
 //! f32: `vfmaq_f32` in the reference's tap order — FMA's single rounding only
 //! (`|Δ| ≤ 2·9·ε·(|b| + Σ|w·x|)`). int8: 8 channels widened to i16 (`x − zx` fits),
-//! `vmlal_s16` into two i32x4 — exact; then the scalar `requant`.
+//! `vmlal_s16` into two i32x4 — exact; then the NEON output stage (`requant.rs`).
 use core::arch::aarch64::*;
 
 use super::requant::requant4;

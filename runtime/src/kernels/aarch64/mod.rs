@@ -1,12 +1,16 @@
-//! aarch64 NEON twins (NEON is baseline on aarch64), plus an int8 pointwise GEMM on `sdot`
-//! when the `dotprod` extension is present: detected at run time with `std`, from the build's
-//! target features without it. One op per file; each public fn is a safe wrapper with the
-//! reference's contract that slices whole rows and hands them to the vector bodies.
+//! aarch64 NEON twins (NEON is baseline on aarch64); the int8 GEMM the pointwise conv, the
+//! streaming experts' `W0` sums and the stem share (`gemm.rs`) runs on `sdot` when the
+//! `dotprod` extension is present: detected at run time with `std`, from the build's target
+//! features without it. One op per file (plus that shared GEMM); each public fn is a safe
+//! wrapper with the reference's contract that slices whole rows and hands them to the
+//! vector bodies.
 //! int8 is bit-exact to the reference; f32 differs by reassociation / FMA only.
 #![allow(unsafe_code)]
 
 mod conv1x1;
 mod dw3x3;
+mod gemm;
+mod maxpool;
 mod rebuild;
 mod requant;
 mod stem;
@@ -25,7 +29,7 @@ pub(crate) fn dotprod_detected() -> bool {
     }
 }
 
-/// `base` with the NEON twins plugged in; the int8 GEMM on `sdot` when `dotprod` (install
+/// `base` with the NEON twins plugged in; the int8 GEMMs (conv and streaming sums) on `sdot` when `dotprod` (install
 /// that table only when [`dotprod_detected`]). The f32 stem keeps `base`'s kernel.
 pub(crate) fn neon(base: Kernels, dotprod: bool) -> Kernels {
     Kernels {
@@ -40,9 +44,15 @@ pub(crate) fn neon(base: Kernels, dotprod: bool) -> Kernels {
         } else {
             stem::conv_i8
         },
+        conv1x1_sums_i8: if dotprod {
+            conv1x1::conv1x1_sums_i8_sdot
+        } else {
+            conv1x1::conv1x1_sums_i8
+        },
         dwconv3x3_f32: dw3x3::dwconv3x3_f32,
         dwconv3x3_i8: dw3x3::dwconv3x3_i8,
         requant_weights: rebuild::requant_weights,
+        maxpool_i8: maxpool::maxpool3x3s2_i8,
         isa: if dotprod {
             "aarch64-neon-dotprod"
         } else {
