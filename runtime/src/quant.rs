@@ -437,6 +437,15 @@ impl ChannelRequant {
     }
 }
 
+/// The requantisation table of a conv: `out[j] = ChannelRequant::new(bias[j], s_x, ws[j],
+/// s_y).to_array()` for `j < out.len()` (`bias`, `ws` at least as long). The spec of the
+/// `Kernels::requant_table` slot.
+pub fn requant_table(bias: &[f32], s_x: f32, ws: &[f32], s_y: f32, out: &mut [[i32; 3]]) {
+    for ((r, &b), &w) in out.iter_mut().zip(bias).zip(ws) {
+        *r = ChannelRequant::new(b, s_x, w, s_y).to_array();
+    }
+}
+
 /// The int8 kernels' output stage: `clamp(MBQM(acc + bias) + zp, lo, 127)` with
 /// `rq = [bias, multiplier, shift]`.
 #[inline]

@@ -307,10 +307,12 @@ impl<'b, 'a> Engine<'b, 'a> {
                 // here once, for as many ops as the scratch region's part that inference
                 // leaves idle holds, instead of at every inference.
                 let (shared, plan, at) = (self.bundle.shared(), self.plan, self.reg.stream_scratch);
+                let table = self.kernels.requant_table;
                 let p = self.parts();
                 let cache = p.scratch.get_mut(at..).unwrap_or_default();
-                self.rq_cached =
-                    ops::fill_requant_cache(&m, shared, &dept, &plan, p.table, p.weights, cache)?;
+                self.rq_cached = ops::fill_requant_cache(
+                    table, &m, shared, &dept, &plan, p.table, p.weights, cache,
+                )?;
             }
         }
         self.dept = Some(dept);
@@ -474,6 +476,7 @@ impl<'b, 'a> Engine<'b, 'a> {
         let rq = ops::RqCache {
             rows: bytemuck::try_cast_slice(cached).map_err(|_| EngineError::Misaligned)?,
             room,
+            table: kern.requant_table,
         };
         let mut cx = Ctx {
             act: p.act,
@@ -706,8 +709,10 @@ mod tests {
             let dept = e.dept.unwrap();
             let half = rows / 2 * 12;
             let (plan, at) = (e.plan, e.reg.stream_scratch);
+            let table = e.kernels.requant_table;
             let p = e.parts();
             let c = ops::fill_requant_cache(
+                table,
                 &m,
                 shared,
                 &dept,

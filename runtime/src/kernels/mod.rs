@@ -84,6 +84,9 @@ pub type RequantWeights = fn(&mut [f32], &[i8], f32, &mut [i8]) -> f32;
 /// channel o, its W0q, s0, f32 scratch, its int8 out) → scale`, the bytes and scale of
 /// `delta.channel_into_i8(o, scratch)` then `requant_weights`.
 pub type RebuildI8 = fn(&crate::switch::Delta<'_>, usize, &[i8], f32, &mut [f32], &mut [i8]) -> f32;
+/// The requantisation-table slot: `(bias, s_x, per-channel s_w, s_y, out)`, the triples of
+/// `quant::requant_table` (bit-identical).
+pub type RequantTable = fn(&[f32], f32, &[f32], f32, &mut [[i32; 3]]);
 /// The int8 max pool 3x3/2 slot: `(h, w, c, x, y)` (`reference::maxpool::maxpool3x3s2`).
 pub type MaxPoolI8 = fn(usize, usize, usize, &[i8], &mut [i8]);
 /// The int8 dot product slot: `(w, x, x zero point) → Σ w·(x − zx)` (exact).
@@ -194,6 +197,9 @@ pub struct Kernels {
     pub requant_weights: RequantWeights,
     /// [`RebuildI8`]; `None`: `Delta::channel_into_i8`, then the `requant_weights` slot.
     pub rebuild_i8: Option<RebuildI8>,
+    /// The per-channel requantisation tables of the int8 convs (`quant::requant_table`),
+    /// computed by `select` and, for ops its cache cannot hold, at each inference.
+    pub requant_table: RequantTable,
     /// `reference::maxpool::maxpool3x3s2` on int8 codes.
     pub maxpool_i8: MaxPoolI8,
     /// `reference::conv1x1::dot_i8` (streaming int8 experts).
@@ -224,6 +230,7 @@ impl Kernels {
             dwconv3x3_i8: reference::dwconv3x3::dwconv3x3_i8,
             requant_weights: reference::requant_weights::requant_weights,
             rebuild_i8: None,
+            requant_table: crate::quant::requant_table,
             maxpool_i8: reference::maxpool::maxpool3x3s2::<i8>,
             dot_i8: reference::conv1x1::dot_i8,
             conv1x1_sums_i8: reference::conv1x1::conv1x1_sums_i8,

@@ -21,7 +21,7 @@ use crate::format::{
     validate, DeltaRef, Dept, Manifest, Seq, SeqIter, Slice, TensorRef, ValueDesc,
 };
 use crate::kernels::{Geom, Kernels};
-use crate::quant::{ChannelRequant, OutQ, QParams};
+use crate::quant::{OutQ, QParams};
 
 pub(super) type R<T> = Result<T, EngineError>;
 
@@ -209,6 +209,7 @@ pub(super) fn out_q(qy: QParams, relu: bool) -> OutQ {
 /// The `[bias, multiplier, shift]` table of `c` output channels (TFLite conv `Prepare`), in
 /// the requant region.
 pub(super) fn requant_table<'r>(
+    table: crate::kernels::RequantTable,
     requant: &'r mut [u8],
     bias: &[f32],
     qx: QParams,
@@ -225,9 +226,7 @@ pub(super) fn requant_table<'r>(
     )
     .map_err(|_| EngineError::Misaligned)?;
     let rq = rq.get_mut(..c).ok_or(bad)?;
-    for ((r, &b), &w) in rq.iter_mut().zip(bias).zip(ws) {
-        *r = ChannelRequant::new(b, qx.scale, w, qy.scale).to_array();
-    }
+    table(bias, qx.scale, ws.get(..c).ok_or(bad)?, qy.scale, rq);
     Ok(rq)
 }
 
@@ -236,12 +235,13 @@ pub(super) fn requant_table<'r>(
 /// int8 `Conv`/`DwConv` ops in graph order, an op's table is there iff its channels fit the
 /// room left (the same rule [`fill_requant_cache`] filled it by); other ops compute theirs
 /// per inference in the requant region.
-#[derive(Default)]
 pub(super) struct RqCache<'x> {
     /// The remaining cached rows, the next cached op's first.
     pub rows: &'x [[i32; 3]],
     /// Rows of room left at this point of the walk.
     pub room: usize,
+    /// Computes the tables of the ops not cached (`Kernels::requant_table`).
+    pub table: crate::kernels::RequantTable,
 }
 
 /// The requantisation table of an int8 conv-like op with `bias.len()` output channels: the
@@ -257,7 +257,7 @@ pub(super) fn op_requant<'c: 'r, 'r>(
 ) -> R<&'r [[i32; 3]]> {
     let c = bias.len();
     if c > cache.room {
-        return Ok(requant_table(requant, bias, qx, ws, qy, op)?);
+        return Ok(requant_table(cache.table, requant, bias, qx, ws, qy, op)?);
     }
     if cache.rows.len() < c {
         return Err(EngineError::Malformed { op });
@@ -274,7 +274,9 @@ pub(super) fn op_requant<'c: 'r, 'r>(
 /// in rows and the rows written. Rebuilt expert convs take their per-channel scales from
 /// their slot in `weights` (the same bytes `conv::eval` reads); streamed ones (`plan`,
 /// output sizes from the value `table`) have no table.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn fill_requant_cache(
+    table_fn: crate::kernels::RequantTable,
     m: &Manifest<'_>,
     shared: &[u8],
     d: &Dept<'_>,
@@ -337,9 +339,7 @@ pub(super) fn fill_requant_cache(
         };
         let bias = expect_len(f32s(tensor(shared, bias, i)?)?, cout, i)?;
         let (qx, qy) = (qparams(d, input, i)?, qparams(d, output, i)?);
-        for ((r, &b), &w) in dst.iter_mut().zip(bias).zip(ws) {
-            *r = ChannelRequant::new(b, qx.scale, w, qy.scale).to_array();
-        }
+        table_fn(bias, qx.scale, ws, qy.scale, dst);
         used += cout;
     }
     Ok((rows.len(), used))

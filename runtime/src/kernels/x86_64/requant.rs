@@ -223,6 +223,117 @@ fn high_mul_i64(ab: __m256i) -> __m256i {
     _mm256_srli_epi64(t, 31)
 }
 
+/// AVX2 twin of `quant::requant_table`, bit-identical: 4 channels at a time in f64 lanes —
+/// the same correctly rounded products and divisions as `ChannelRequant::new_f64`, its
+/// `round_f64` as truncate-and-compare, its `frexp` on the bit patterns — where every lane
+/// is an ordinary channel (scales giving a positive finite `s_x·s_w` and a normal
+/// multiplier, a bias code inside i32, a shift in [−31, 30]). A block with any other lane,
+/// and the last `n mod 4` channels, take the scalar spec.
+pub(crate) fn requant_table(bias: &[f32], s_x: f32, ws: &[f32], s_y: f32, out: &mut [[i32; 3]]) {
+    let n = out.len();
+    let (bias, ws) = (&bias[..n], &ws[..n]);
+    let mut j = 0;
+    while j + 4 <= n {
+        let (b, w, o) = (&bias[j..j + 4], &ws[j..j + 4], &mut out[j..j + 4]);
+        // SAFETY: only installed after AVX2 detection; each slice holds 4 elements.
+        if !unsafe { table4(b, s_x, w, s_y, o) } {
+            crate::quant::requant_table(b, s_x, w, s_y, o);
+        }
+        j += 4;
+    }
+    crate::quant::requant_table(&bias[j..], s_x, &ws[j..], s_y, &mut out[j..]);
+}
+
+/// Four channels of [`requant_table`]; `false` (nothing written) when a lane is not
+/// ordinary.
+///
+/// # Safety
+/// AVX2 available; `bias`, `ws` and `out` hold at least 4 elements.
+#[target_feature(enable = "avx2")]
+unsafe fn table4(bias: &[f32], s_x: f32, ws: &[f32], s_y: f32, out: &mut [[i32; 3]]) -> bool {
+    debug_assert!(bias.len() >= 4 && ws.len() >= 4 && out.len() >= 4);
+    // SAFETY: 4 f32 each (this function's contract).
+    let (b, w) = unsafe {
+        (
+            _mm256_cvtps_pd(_mm_loadu_ps(bias.as_ptr())),
+            _mm256_cvtps_pd(_mm_loadu_ps(ws.as_ptr())),
+        )
+    };
+    let (zero, one, inf) = (
+        _mm256_setzero_pd(),
+        _mm256_set1_pd(1.0),
+        _mm256_set1_pd(f64::INFINITY),
+    );
+    // `s_x·s_w` is exact in f64 (two 24-bit mantissas), so the order of the factors is moot.
+    let sxw = _mm256_mul_pd(_mm256_set1_pd(s_x as f64), w);
+    let q = _mm256_div_pd(b, sxw);
+    let m = _mm256_div_pd(sxw, _mm256_set1_pd(s_y as f64));
+    let mut ok = _mm256_and_pd(
+        _mm256_cmp_pd::<_CMP_GT_OQ>(sxw, zero),
+        _mm256_cmp_pd::<_CMP_LT_OQ>(sxw, inf),
+    );
+    ok = _mm256_and_pd(
+        ok,
+        _mm256_cmp_pd::<_CMP_GE_OQ>(m, _mm256_set1_pd(f64::MIN_POSITIVE)),
+    );
+    ok = _mm256_and_pd(ok, _mm256_cmp_pd::<_CMP_LT_OQ>(m, inf));
+    // |q| < 2^31 − 2: the rounded code fits i32 unclamped (NaN compares false).
+    let absq = _mm256_andnot_pd(_mm256_set1_pd(-0.0), q);
+    ok = _mm256_and_pd(
+        ok,
+        _mm256_cmp_pd::<_CMP_LT_OQ>(absq, _mm256_set1_pd(2_147_483_646.0)),
+    );
+    // round_f64: truncate (as `x as i64 as f64` for |x| < 2^52), then ±1 by the fraction.
+    let t = _mm256_round_pd::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(q);
+    let f = _mm256_sub_pd(q, t);
+    let up = _mm256_and_pd(_mm256_cmp_pd::<_CMP_GE_OQ>(f, _mm256_set1_pd(0.5)), one);
+    let dn = _mm256_and_pd(_mm256_cmp_pd::<_CMP_LE_OQ>(f, _mm256_set1_pd(-0.5)), one);
+    let bias_q = _mm256_cvttpd_epi32(_mm256_sub_pd(_mm256_add_pd(t, up), dn));
+    // frexp of a positive normal m: q ∈ [0.5, 1) with m's mantissa, e = biased − 1022.
+    let mi = _mm256_castpd_si256(m);
+    let frac = _mm256_or_si256(
+        _mm256_and_si256(mi, _mm256_set1_epi64x(0x000f_ffff_ffff_ffff)),
+        _mm256_set1_epi64x(1022 << 52),
+    );
+    let mut shift = _mm256_sub_epi64(_mm256_srli_epi64::<52>(mi), _mm256_set1_epi64x(1022));
+    // round_f64(q · 2^31) ∈ [2^30, 2^31] (exact scaling, positive: only the upward step).
+    let x = _mm256_mul_pd(_mm256_castsi256_pd(frac), _mm256_set1_pd(2_147_483_648.0));
+    let t = _mm256_round_pd::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x);
+    let up = _mm256_and_pd(
+        _mm256_cmp_pd::<_CMP_GE_OQ>(_mm256_sub_pd(x, t), _mm256_set1_pd(0.5)),
+        one,
+    );
+    let mut qf = _mm256_add_pd(t, up);
+    // 2^31 becomes 2^30 with the shift one higher.
+    let top = _mm256_cmp_pd::<_CMP_EQ_OQ>(qf, _mm256_set1_pd(2_147_483_648.0));
+    qf = _mm256_blendv_pd(qf, _mm256_set1_pd(1_073_741_824.0), top);
+    shift = _mm256_sub_epi64(shift, _mm256_castpd_si256(top));
+    let in_range = _mm256_and_si256(
+        _mm256_cmpgt_epi64(shift, _mm256_set1_epi64x(-32)),
+        _mm256_cmpgt_epi64(_mm256_set1_epi64x(31), shift),
+    );
+    ok = _mm256_and_pd(ok, _mm256_castsi256_pd(in_range));
+    if _mm256_movemask_pd(ok) != 0b1111 {
+        return false;
+    }
+    let mult = _mm256_cvttpd_epi32(qf);
+    let shift = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
+        shift,
+        _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6),
+    ));
+    let (mut bv, mut mv, mut sv) = ([0i32; 4], [0i32; 4], [0i32; 4]);
+    // SAFETY: each array holds 4 i32.
+    unsafe {
+        _mm_storeu_si128(bv.as_mut_ptr().cast(), bias_q);
+        _mm_storeu_si128(mv.as_mut_ptr().cast(), mult);
+        _mm_storeu_si128(sv.as_mut_ptr().cast(), shift);
+    }
+    for (i, o) in out[..4].iter_mut().enumerate() {
+        *o = [bv[i], mv[i], sv[i]];
+    }
+    true
+}
+
 /// All-ones in the i64 lanes of `t` that are negative.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -234,6 +345,111 @@ fn neg_t(t: __m256i) -> __m256i {
 mod tests {
     use super::*;
     use crate::quant::requant;
+
+    /// [`requant_table`] gives `quant::requant_table`'s triples bit for bit: random scales
+    /// across many binades, biases from 0 to past the i32 codes, multipliers whose mantissa
+    /// rounds up to 2^31, halves exactly on the rounding boundary, and the special values
+    /// (0, −0, negative, subnormal, infinite, NaN scales and biases) that send a block to the
+    /// scalar path. Seed: `LORKD_SEED`.
+    #[test]
+    fn requant_table_is_bit_exact() {
+        if !super::super::detected() {
+            println!("SKIPPED requant_table_is_bit_exact: no AVX2 on this CPU");
+            return;
+        }
+        let mut r = crate::engine::testnet::Rng::new(crate::test_seed());
+        let special = [
+            0.0,
+            -0.0,
+            -1.0,
+            f32::MIN_POSITIVE / 4.0,
+            f32::INFINITY,
+            f32::NAN,
+            f32::MAX,
+            1e-30,
+        ];
+        let (mut scalar_only, mut blocks) = (0usize, 0usize);
+        for case in 0..20_000 {
+            let n = 1 + r.next_u64() as usize % 13;
+            // A scale in 2^lo .. 2^(lo + span) (lo counted from 2^-30): random mantissa, or
+            // all ones (the multiplier then rounds up to 2^31 for some products); rarely a
+            // special value.
+            let scale = |r: &mut crate::engine::testnet::Rng, lo: u32, span: u64| -> f32 {
+                let v = r.next_u64();
+                let e = (97 + lo + ((v >> 20) % span) as u32) << 23;
+                if v.is_multiple_of(211) {
+                    special[(v >> 8) as usize % special.len()]
+                } else if v.is_multiple_of(13) {
+                    f32::from_bits(e | 0x7f_ffff)
+                } else {
+                    f32::from_bits(e | (v >> 40) as u32 & 0x7f_ffff)
+                }
+            };
+            // Activation scales 2^-12 .. 2^2, weight scales 2^-16 .. 2^-2.
+            let (mut s_x, mut s_y) = (scale(&mut r, 18, 15), scale(&mut r, 18, 15));
+            let mut ws: std::vec::Vec<f32> = (0..n).map(|_| scale(&mut r, 14, 15)).collect();
+            let pow2 = |v: f32| f32::from_bits(v.to_bits() & 0xff80_0000);
+            match case % 4 {
+                // Powers of two: the half-step biases below are exact quotients.
+                0 => {
+                    s_x = pow2(s_x);
+                    ws.iter_mut().for_each(|w| *w = pow2(*w));
+                }
+                // One weight scale, `s_y` the f32 just above `s_x·s_w`: multipliers a hair
+                // under a power of two, some of which round up to 2^31.
+                1 => {
+                    let w = ws[0];
+                    ws.iter_mut().for_each(|v| *v = w);
+                    let p = s_x as f64 * w as f64;
+                    let y = p as f32;
+                    s_y = if (y as f64) < p {
+                        f32::from_bits(y.to_bits() + 1)
+                    } else {
+                        y
+                    };
+                }
+                // Multipliers around 2^-31, where the spec gives (0, 0).
+                2 => {
+                    s_x = scale(&mut r, 14, 4);
+                    s_y = scale(&mut r, 36, 8);
+                }
+                _ => {}
+            }
+            let bias: std::vec::Vec<f32> = (0..n)
+                .map(|j| {
+                    let v = r.next_u64();
+                    let sxw = s_x * ws[j];
+                    match v % 64 {
+                        0 => special[(v >> 8) as usize % special.len()],
+                        // Past the i32 codes.
+                        1 => ((v >> 8) as f32 / (1u64 << 56) as f32 - 0.5) * 1e10,
+                        // A half step exactly (where representable): the rounding boundary.
+                        2..=12 => ((v >> 8) % 2001) as f32 - 1000.5,
+                        13..=30 => (((v >> 8) % 4001) as f32 - 2000.0 + 0.5) * sxw,
+                        _ => ((v >> 8) as f32 / (1u64 << 56) as f32 - 0.5) * 20.0,
+                    }
+                })
+                .collect();
+            let (mut got, mut want) = (std::vec![[0i32; 3]; n], std::vec![[0i32; 3]; n]);
+            requant_table(&bias, s_x, &ws, s_y, &mut got);
+            crate::quant::requant_table(&bias, s_x, &ws, s_y, &mut want);
+            assert_eq!(
+                got, want,
+                "case {case}: bias {bias:?} s_x {s_x:e} ws {ws:?} s_y {s_y:e}"
+            );
+            if n >= 4 {
+                blocks += 1;
+                // SAFETY: AVX2 detected above; 4 elements each.
+                let mut o = [[0i32; 3]; 4];
+                if !unsafe { table4(&bias, s_x, &ws, s_y, &mut o) } {
+                    scalar_only += 1;
+                }
+            }
+        }
+        // The vector path must carry most blocks, or the check above proves little.
+        println!("blocks sent to the scalar path: {scalar_only} of {blocks}");
+        assert!(scalar_only * 2 < blocks, "{scalar_only} of {blocks}");
+    }
 
     #[test]
     fn requant8_is_bit_exact() {
