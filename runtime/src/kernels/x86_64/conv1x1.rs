@@ -63,37 +63,28 @@ pub(crate) fn conv1x1_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bo
             let row = |i: usize| &x[src(g, p + i)..][..n];
             let out = &mut y[p * cout..];
             macro_rules! tile {
+                ($p:literal, $b:literal) => {
+                    // SAFETY: only installed after AVX2+FMA detection; `panel` holds `n·FO`,
+                    // every row `n`; `out` holds `$p` pixels of `cout` channels from `o0`,
+                    // `o0 + no ≤ cout`, `no ≤ 8·$b`.
+                    unsafe {
+                        tile_outer_f32::<$p, $b>(
+                            panel,
+                            core::array::from_fn(row),
+                            &b,
+                            relu,
+                            out,
+                            cout,
+                            o0,
+                            no,
+                        )
+                    }
+                };
                 ($p:literal) => {
                     if no > 8 {
-                        // SAFETY: only installed after AVX2+FMA detection; `panel` holds
-                        // `n·FO`, every row `n`; `out` holds `$p` pixels of `cout`
-                        // channels from `o0`, `o0 + no ≤ cout`.
-                        unsafe {
-                            tile_outer_f32::<$p, 2>(
-                                panel,
-                                core::array::from_fn(row),
-                                &b,
-                                relu,
-                                out,
-                                cout,
-                                o0,
-                                no,
-                            )
-                        }
+                        tile!($p, 2)
                     } else {
-                        // SAFETY: as above.
-                        unsafe {
-                            tile_outer_f32::<$p, 1>(
-                                panel,
-                                core::array::from_fn(row),
-                                &b,
-                                relu,
-                                out,
-                                cout,
-                                o0,
-                                no,
-                            )
-                        }
+                        tile!($p, 1)
                     }
                 };
             }
