@@ -572,3 +572,39 @@ fn insn_bench() {
     }
     println!("insn_bench {what} x{n} on {} ({mode:?})", k.isa);
 }
+
+/// The requantisation-table slot of every table gives `quant::requant_table`'s triples on
+/// random conv-like tables (typical scales, a few extreme ones); the x86 twin's own test
+/// covers its rounding edges.
+#[test]
+fn requant_table_twin_is_bit_exact() {
+    let mut r = rng();
+    for best in twins() {
+        for _ in 0..2000 {
+            let n = r.gen_range(1..70);
+            let s_x = 2f32.powf(r.gen_range(-12.0..2.0));
+            let s_y = if r.gen_range(0..50) == 0 {
+                [0.0, -1.0, f32::INFINITY, 1e-30][r.gen_range(0..4)]
+            } else {
+                2f32.powf(r.gen_range(-12.0..2.0))
+            };
+            let ws: Vec<f32> = (0..n)
+                .map(|_| 2f32.powf(r.gen_range(-16.0..-2.0)))
+                .collect();
+            let bias: Vec<f32> = (0..n)
+                .map(|_| match r.gen_range(0..40) {
+                    0 => 1e12,
+                    1 => f32::NAN,
+                    _ => r.gen_range(-5.0..5.0),
+                })
+                .collect();
+            let (mut a, mut b) = (vec![[0i32; 3]; n], vec![[0i32; 3]; n]);
+            (best.requant_table)(&bias, s_x, &ws, s_y, &mut a);
+            lorkd_runtime::quant::requant_table(&bias, s_x, &ws, s_y, &mut b);
+            assert_eq!(
+                a, b,
+                "{best:?} s_x {s_x:e} s_y {s_y:e} ws {ws:?} bias {bias:?}"
+            );
+        }
+    }
+}
