@@ -38,38 +38,109 @@ pub(crate) fn conv_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool,
     }
     let mut b = [0.0f32; MAXC];
     b[..g.cout].copy_from_slice(&bias[..g.cout]);
-    let (mut patch, mut tmp) = ([0.0f32; PATCH], [0.0f32; MAXC]);
+    // Tiles of `PT` pixels along a row: every weight vector loaded feeds `PT` FMAs.
+    let (mut patch, mut tmp) = ([[0.0f32; PATCH]; PT], [[0.0f32; MAXC]; PT]);
     for oy in 0..g.ho {
-        for ox in 0..g.wo {
-            gather(g, x, oy, ox, 0.0, |v| v, &mut patch[..n]);
+        let mut ox = 0;
+        while ox < g.wo {
+            let np = PT.min(g.wo - ox);
+            for (t, p) in patch.iter_mut().enumerate().take(np) {
+                gather(g, x, oy, ox + t, 0.0, |v| v, &mut p[..n]);
+            }
             // SAFETY: only installed after AVX2+FMA detection; `wt` holds `n·cp`, `b` and
-            // `tmp` hold `cp` elements.
-            unsafe { pixel_f32(&patch[..n], &wt[..n * cp], &b[..cp], relu, &mut tmp[..cp]) };
-            y[(oy * g.wo + ox) * g.cout..][..g.cout].copy_from_slice(&tmp[..g.cout]);
+            // every `tmp` row `cp ≤ MAXC`, every patch row `n ≤ PATCH`.
+            unsafe { tile_f32(&patch, n, &wt[..n * cp], &b[..cp], relu, &mut tmp, cp) };
+            for (t, out) in tmp.iter().enumerate().take(np) {
+                y[(oy * g.wo + ox + t) * g.cout..][..g.cout].copy_from_slice(&out[..g.cout]);
+            }
+            ox += np;
         }
     }
 }
 
-/// `out[o] = b[o] + Σ_t patch[t]·wt[t, o]` (then ReLU), `o` in 8-lane blocks.
+/// Output pixels per f32 stem tile.
+const PT: usize = 4;
+
+/// `out[p][o] = b[o] + Σ_t patch[p][t]·wt[t, o]` (then ReLU) for the [`PT`] patches, `o` in
+/// 8-lane blocks, three blocks at a time where there are (3 × 4 accumulators); per pixel
+/// the FMAs run in the reference's order, as one pixel at a time did.
 ///
 /// # Safety
-/// AVX2 and FMA available; `out.len() == b.len()` a multiple of 8, `wt.len() ≥ patch.len()
-/// · out.len()`.
+/// AVX2 and FMA available; `cp` a multiple of 8 and at most `MAXC`, `n ≤ PATCH`,
+/// `wt.len() ≥ n · cp`, `b.len() ≥ cp`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn pixel_f32(patch: &[f32], wt: &[f32], b: &[f32], relu: bool, out: &mut [f32]) {
-    let cp = out.len();
-    for c0 in (0..cp).step_by(8) {
-        // SAFETY: `c0 + 8 <= cp`, and row `t` of `wt` spans `t·cp .. t·cp + cp`.
+unsafe fn tile_f32(
+    patch: &[[f32; PATCH]; PT],
+    n: usize,
+    wt: &[f32],
+    b: &[f32],
+    relu: bool,
+    out: &mut [[f32; MAXC]; PT],
+    cp: usize,
+) {
+    debug_assert!(cp.is_multiple_of(8) && cp <= MAXC && n <= PATCH && wt.len() >= n * cp);
+    let mut c0 = 0;
+    while c0 < cp {
+        // SAFETY: the blocks `c0 .. c0 + 8·B ≤ cp` are inside `b`, every `wt` row and
+        // every `out` row; taps `t < n ≤ PATCH`.
         unsafe {
-            let mut acc = _mm256_loadu_ps(b.as_ptr().add(c0));
-            for (t, &v) in patch.iter().enumerate() {
-                let wv = _mm256_loadu_ps(wt.as_ptr().add(t * cp + c0));
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(v), wv, acc);
+            if c0 + 24 <= cp {
+                blocks_f32::<3>(patch, n, wt, b, relu, out, cp, c0);
+                c0 += 24;
+            } else {
+                blocks_f32::<1>(patch, n, wt, b, relu, out, cp, c0);
+                c0 += 8;
             }
-            if relu {
-                acc = _mm256_max_ps(acc, _mm256_setzero_ps());
+        }
+    }
+}
+
+/// `B` 8-channel blocks from `c0` of [`tile_f32`].
+///
+/// # Safety
+/// As [`tile_f32`], and `c0 + 8·B ≤ cp`.
+#[target_feature(enable = "avx2,fma")]
+// `t` indexes the patches and the weight rows alike.
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn blocks_f32<const B: usize>(
+    patch: &[[f32; PATCH]; PT],
+    n: usize,
+    wt: &[f32],
+    b: &[f32],
+    relu: bool,
+    out: &mut [[f32; MAXC]; PT],
+    cp: usize,
+    c0: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); B]; PT];
+    for ap in acc.iter_mut() {
+        for (k, a) in ap.iter_mut().enumerate() {
+            // SAFETY: `c0 + 8k + 8 ≤ cp ≤ b.len()`.
+            *a = unsafe { _mm256_loadu_ps(b.as_ptr().add(c0 + 8 * k)) };
+        }
+    }
+    for t in 0..n {
+        let mut wv = [_mm256_setzero_ps(); B];
+        for (k, v) in wv.iter_mut().enumerate() {
+            // SAFETY: row `t` of `wt` spans `t·cp .. t·cp + cp`, `c0 + 8k + 8 ≤ cp`.
+            *v = unsafe { _mm256_loadu_ps(wt.as_ptr().add(t * cp + c0 + 8 * k)) };
+        }
+        for (p, ap) in acc.iter_mut().enumerate() {
+            let xv = _mm256_set1_ps(patch[p][t]);
+            for (a, &w) in ap.iter_mut().zip(&wv) {
+                *a = _mm256_fmadd_ps(xv, w, *a);
             }
-            _mm256_storeu_ps(out.as_mut_ptr().add(c0), acc);
+        }
+    }
+    for (ap, o) in acc.iter().zip(out.iter_mut()) {
+        for (k, &a) in ap.iter().enumerate() {
+            let a = if relu {
+                _mm256_max_ps(a, _mm256_setzero_ps())
+            } else {
+                a
+            };
+            // SAFETY: `c0 + 8k + 8 ≤ cp ≤ MAXC`.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(c0 + 8 * k), a) };
         }
     }
 }
