@@ -1,12 +1,17 @@
-//! AVX2 pointwise conv (the GEMM that dominates ShuffleNetV2): register tiles of `P` output
-//! pixels × 4 output channels, each accumulator a dot product over `cin` in 8 (f32) or
-//! 16 (int8) lanes, so every loaded input vector feeds 4 FMAs/`madd`s and every weight
-//! vector `P`. The 4 accumulators of one pixel are reduced together by an `hadd` tree.
+//! AVX2 pointwise conv (the GEMM that dominates ShuffleNetV2), as outer products: the
+//! weights are packed per call into panels whose vector lanes are output channels, each
+//! broadcast input feeds two 8-channel blocks of several pixels, and the output stage
+//! (bias + ReLU for f32, the requantisation for int8) runs on the finished accumulators in
+//! registers — no horizontal sums. Dot-product tiles (`P` pixels × 4 channels, each
+//! accumulator a dot over `cin`, reduced by an `hadd` tree) remain for inputs past the
+//! stack panels and, in int8, for convs of under 4 pixels, where packing would cost more
+//! than the multiply-adds.
 //!
 //! int8: `w` and `x − zx` sign-extended to i16, `_mm256_madd_epi16` into i32 — exact
 //! (`|w·(x − zx)| ≤ 128·255`, pair sums far from overflow), so bit-exact to the reference.
 //! f32: FMA in 8 lanes: differs from the sequential reference by reassociation only
-//! (`|Δ| ≤ 2·cin·ε·(|b| + Σ|w·x|)`, the bound `tests/engine_simd.rs` checks).
+//! (`|Δ| ≤ 2·cin·ε·(|b| + Σ|w·x|)`, the bound `tests/engine_simd.rs` checks); which path a
+//! conv takes depends on `cin` only, so a pixel split across threads gives the same bits.
 use core::arch::x86_64::*;
 
 use super::lane_mask;

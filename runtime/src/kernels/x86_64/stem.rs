@@ -2,7 +2,8 @@
 //! = 27, 24 outputs). The weights are transposed once per call to `[cin·k·k, cout]` (padded
 //! to 8 outputs) on the stack, so each output pixel is its im2col patch (gathered as in the
 //! reference) times that matrix: one broadcast per patch element, 8 output channels per
-//! lane vector. Larger problems fall back to the reference.
+//! lane vector (f32: 4 pixels a tile, so each weight vector loaded feeds 4 FMAs). Larger
+//! problems fall back to the reference.
 //!
 //! f32: FMA in the reference's order (bias, then the patch in `(c, ky, kx)` order): single
 //! rounding only, `|Δ| ≤ 2·n·ε·(|b| + Σ|w·x|)`. int8: the patch `x − zx` as i16 pairs and
