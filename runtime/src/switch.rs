@@ -606,15 +606,19 @@ impl Delta<'_> {
     /// space [`Delta::decoded`] uses, then `npix·r` for `u`, so the arena plan is unchanged
     /// — as a [`LowRank1x1`]. The values are [`Factor::get`]'s, as in [`Delta::decoded`].
     /// `None` when `k ≠ 1` or `buf` is short.
-    pub fn lowrank_1x1<'s>(&self, buf: &'s mut [f32], npix: usize) -> Option<LowRank1x1<'s>> {
+    pub fn lowrank_1x1<'s>(
+        &self,
+        buf: &'s mut [f32],
+        npix: usize,
+        decode: crate::kernels::DecodeLowRank,
+    ) -> Option<LowRank1x1<'s>> {
         let (n, r) = (self.decoded_len(), self.a.rows);
         if self.k != 1 || buf.len() < n.checked_add(npix.checked_mul(r)?)? {
             return None;
         }
         let (dec, rest) = buf.split_at_mut(n);
         let (a, bt) = dec.split_at_mut(r * self.a.cols);
-        self.a.decode_into(a);
-        self.b.decode_transposed_into(bt);
+        decode(&self.a, &self.b, a, bt);
         Some(LowRank1x1 {
             a,
             bt,
@@ -622,6 +626,14 @@ impl Delta<'_> {
             u: &mut rest[..npix * r],
         })
     }
+}
+
+/// A streaming 1x1 expert's factors as its GEMMs read them: `A [r, Cin]` row-major into
+/// `a` ([`Factor::decode_into`]) and `B` transposed, `[r, Cout]`, into `bt`
+/// ([`Factor::decode_transposed_into`]). The spec of the `Streaming::decode` slot.
+pub fn decode_lowrank(a: &Factor<'_>, b: &Factor<'_>, a_out: &mut [f32], bt_out: &mut [f32]) {
+    a.decode_into(a_out);
+    b.decode_transposed_into(bt_out);
 }
 
 /// [`lowrank_u`] as a small GEMM, the same bits: `u[p, j] = Σ_c A[j, c]·load(x[p, c])`, each
@@ -775,7 +787,7 @@ pub fn stream_conv1x1_i8_gemm(
     scratch: &mut [f32],
     y: &mut [i8],
 ) -> Option<()> {
-    let lr = d.lowrank_1x1(scratch, g.ho * g.wo)?;
+    let lr = d.lowrank_1x1(scratch, g.ho * g.wo, k.streaming.decode)?;
     let (cout, r) = (g.cout, lr.r);
     (k.streaming.u_i8)(g, x, st.x, lr.a, r, lr.u);
     let epilogue = k.streaming.epilogue_i8;
@@ -930,7 +942,7 @@ pub fn stream_lowrank_f32(
     scratch: &mut [f32],
     y: &mut [f32],
 ) -> Option<()> {
-    let lr = d.lowrank_1x1(scratch, g.ho * g.wo)?;
+    let lr = d.lowrank_1x1(scratch, g.ho * g.wo, k.streaming.decode)?;
     (k.streaming.u_f32)(g, x, lr.a, lr.r, lr.u);
     let y = &mut y[..g.ho * g.wo * g.cout];
     (k.streaming.add_f32)(lr.u, lr.bt, lr.r, g.cout, relu, y);

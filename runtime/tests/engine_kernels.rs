@@ -1,6 +1,8 @@
 //! Reference kernels against straightforward loops written here (signed index arithmetic,
 //! explicit bounds tests), on random odd shapes; the switch's `ΔW` against an explicit
 //! `B·A` product and row-major reshape.
+mod common;
+
 use lorkd_runtime::format::{DeltaDType, DeltaRef, TensorRef};
 use lorkd_runtime::kernels::reference::conv1x1::dot_i8 as dot_i8_ref;
 use lorkd_runtime::kernels::reference::*;
@@ -11,12 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn rng() -> ChaCha8Rng {
-    let s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    println!("seed = {s}");
-    ChaCha8Rng::seed_from_u64(s)
+    ChaCha8Rng::seed_from_u64(common::seed())
 }
 
 fn fvec(r: &mut ChaCha8Rng, n: usize) -> Vec<f32> {

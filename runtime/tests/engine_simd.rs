@@ -4,6 +4,8 @@
 //! type: int8 bit-exact, f32 within the reassociation bound
 //! `|simd − ref| ≤ 2·n·ε·(|b| + Σ|w·x|)`, `n` the dot length (`cin·k·k`, or 9 taps for
 //! depthwise). On a CPU without twins the loops are empty. The seed is printed.
+mod common;
+
 use lorkd_runtime::engine::testnet::{NetSpec, TestNet};
 use lorkd_runtime::engine::Engine;
 use lorkd_runtime::format::{Bundle, Mode};
@@ -14,11 +16,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn rng() -> ChaCha8Rng {
-    let s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    println!("seed = {s}, kernels = {:?}", Kernels::available());
+    let s = common::seed();
+    println!("kernels = {:?}", Kernels::available());
     ChaCha8Rng::seed_from_u64(s)
 }
 
@@ -445,6 +444,57 @@ fn dot_i8_twin_is_exact() {
                 (refk.dot_i8)(&w, &x, zx),
                 "{best:?} n={n}"
             );
+        }
+    }
+}
+
+/// The streaming factor decode of every table (`A` row-major, `Bᵀ`) is the spec's bits for
+/// every dtype, with row counts around the 8-row blocks and widths around the 8-column
+/// tiles; nothing past either matrix is written.
+#[test]
+fn decode_lowrank_twin_is_bit_exact() {
+    use lorkd_runtime::format::factor::{encode, Factor};
+    use lorkd_runtime::format::DeltaDType;
+    let mut r = rng();
+    let dims = |r: &mut ChaCha8Rng| match r.gen_range(0..4) {
+        0 => r.gen_range(0..9),
+        1 => r.gen_range(1..4) * 8,
+        _ => r.gen_range(9..1100),
+    };
+    let ranks = [1, 3, 4, 7, 8, 9, 16, 24, 40];
+    for best in twins() {
+        for _ in 0..300 {
+            let rank = ranks[r.gen_range(0..ranks.len())];
+            let (cin, cout) = (dims(&mut r), dims(&mut r));
+            let scale = [1e-3f32, 1.0, 300.0][r.gen_range(0..3)];
+            let mut vals = |rows: usize, cols: usize| {
+                let mut x: Vec<f32> = (0..rows * cols)
+                    .map(|_| r.gen_range(-1.0f32..1.0) * scale)
+                    .collect();
+                if rows > 2 && cols > 0 {
+                    x[cols..2 * cols].fill(0.0); // a zero row: scale 0
+                }
+                x
+            };
+            let (xa, xb) = (vals(rank, cin), vals(cout, rank));
+            for dt in [DeltaDType::I8, DeltaDType::F16, DeltaDType::F32] {
+                let ba = encode(&xa, rank, cin, dt).unwrap();
+                let bb = encode(&xb, cout, rank, dt).unwrap();
+                let fa = Factor::from_bytes(&ba, dt, rank, cin).unwrap();
+                let fb = Factor::from_bytes(&bb, dt, cout, rank).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let (mut wa, mut wb) = (vec![f32::NAN; xa.len() + 3], vec![f32::NAN; xb.len() + 3]);
+                let (mut ga, mut gb) = (wa.clone(), wb.clone());
+                lorkd_runtime::switch::decode_lowrank(&fa, &fb, &mut wa, &mut wb);
+                (best.streaming.decode)(&fa, &fb, &mut ga, &mut gb);
+                let what = format!("{best:?} {dt:?} r={rank} cin={cin} cout={cout}");
+                assert_eq!(bits(&ga), bits(&wa), "A {what}");
+                assert_eq!(bits(&gb), bits(&wb), "Bt {what}");
+                assert!(ga[xa.len()..]
+                    .iter()
+                    .chain(&gb[xb.len()..])
+                    .all(|v| v.is_nan()));
+            }
         }
     }
 }

@@ -195,6 +195,13 @@ impl<'a> Factor<'a> {
         }
     }
 
+    /// int8 storage: the `rows·cols` codes and the `2·rows` bytes of little-endian f16 row
+    /// scales (the layout table above); `None` for other dtypes.
+    #[inline]
+    pub fn i8_parts(&self) -> Option<(&'a [u8], &'a [u8])> {
+        (self.dtype == DeltaDType::I8).then(|| self.bytes.split_at(self.rows * self.cols))
+    }
+
     /// Decodes row `i` into `out[..cols]`.
     pub fn row_into(&self, i: usize, out: &mut [f32]) {
         match self.dtype {
@@ -236,13 +243,30 @@ impl<'a> Factor<'a> {
 
     /// Decodes the factor transposed: `out[j·rows + i] = get(i, j)` for the whole
     /// `cols × rows` result (`out[..rows·cols]`). The streaming epilogues read `B` by columns
-    /// (8 output channels of one rank row at a time). Rows go through a stack chunk of
-    /// [`Factor::row_into`], so the values are the row decoder's bit for bit.
+    /// (8 output channels of one rank row at a time). Every value is the row decoder's
+    /// product, bit for bit.
     pub fn decode_transposed_into(&self, out: &mut [f32]) {
         const CHUNK: usize = 64;
         let (rows, cols) = (self.rows, self.cols);
         let out = &mut out[..rows * cols];
-        if cols <= CHUNK {
+        if let Some((q, sc)) = self.i8_parts() {
+            // The streaming `Bᵀ` of every inference (`rows` = Cout, up to 1024; `cols` = r):
+            // a block of row scales first, then one contiguous run per output row, rather
+            // than a `row_into` call and `cols` scattered stores per input row.
+            let mut s = [0.0f32; CHUNK];
+            for i0 in (0..rows).step_by(CHUNK) {
+                let n = CHUNK.min(rows - i0);
+                for (sv, b) in s[..n].iter_mut().zip(sc[2 * i0..].chunks_exact(2)) {
+                    *sv = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+                let q = &q[i0 * cols..(i0 + n) * cols];
+                for (j, run) in out.chunks_exact_mut(rows).enumerate() {
+                    for (k, (o, &sv)) in run[i0..i0 + n].iter_mut().zip(&s[..n]).enumerate() {
+                        *o = q[k * cols + j] as i8 as f32 * sv;
+                    }
+                }
+            }
+        } else if cols <= CHUNK {
             let mut buf = [0.0f32; CHUNK];
             for i in 0..rows {
                 self.row_into(i, &mut buf);
@@ -334,6 +358,9 @@ mod tests {
             (3, 64),
             (5, 65),
             (2, 130),
+            (150, 8),
+            (70, 16),
+            (1024, 4),
             (0, 4),
             (4, 0),
         ] {

@@ -136,6 +136,15 @@ pub type StreamConvI8 = fn(
 pub type StreamConvAddF32 =
     fn(&Geom, &[f32], &crate::switch::Delta<'_>, bool, &mut [f32], &mut [f32]);
 
+/// A streaming 1x1 expert's factors decoded to f32 (`switch::decode_lowrank`):
+/// `(A, B, A out [r·Cin], Bᵀ out [r·Cout])`.
+pub type DecodeLowRank = fn(
+    &crate::format::factor::Factor<'_>,
+    &crate::format::factor::Factor<'_>,
+    &mut [f32],
+    &mut [f32],
+);
+
 /// The streaming experts' lane code (`switch::stream_conv1x1_i8_gemm`,
 /// `switch::stream_lowrank_f32`, `switch::stream_conv_i8_lanes`): every table runs the
 /// portable code of [`crate::switch`] (so the same bits); the x86_64 tables compile it
@@ -150,6 +159,9 @@ pub struct Streaming {
     pub epilogue_i8: fn(&SumTile<'_>, &mut crate::switch::EpilogueI8<'_>),
     /// The f32 correction `y += u·B` (then ReLU): `switch::lowrank_add_t_f32`.
     pub add_f32: LowRankAddF32,
+    /// A streaming 1x1 expert's `A` and `Bᵀ` decoded for the GEMMs, at every call:
+    /// `switch::decode_lowrank`.
+    pub decode: DecodeLowRank,
     /// The k×k int8 expert conv (the stem): `switch::stream_conv_i8_lanes`.
     pub conv_i8: StreamConvI8,
     /// The k×k f32 expert conv's correction (the stem): `switch::stream_conv_add_f32_lanes`.
@@ -165,6 +177,7 @@ impl Streaming {
             u_f32: switch::lowrank_u_f32,
             epilogue_i8: switch::epilogue_i8,
             add_f32: switch::lowrank_add_t_f32,
+            decode: switch::decode_lowrank,
             conv_i8: switch::stream_conv_i8_lanes,
             conv_add_f32: switch::stream_conv_add_f32_lanes,
         }

@@ -15,15 +15,21 @@ mod streaming;
 
 use super::Kernels;
 
-/// AVX2 and FMA are usable.
+/// AVX2, FMA and F16C (every AVX2 CPU has it: the f16 factor scales) are usable.
 pub(crate) fn detected() -> bool {
     #[cfg(feature = "std")]
     {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(feature = "std"))]
     {
-        cfg!(all(target_feature = "avx2", target_feature = "fma"))
+        cfg!(all(
+            target_feature = "avx2",
+            target_feature = "fma",
+            target_feature = "f16c"
+        ))
     }
 }
 

@@ -3,6 +3,9 @@
 //! `#[target_feature(enable = "avx2")]` bodies, so one ymm register holds the 8 lanes the
 //! baseline build splits into two SSE2 halves. The same source and no FMA contraction
 //! (Rust never fuses `a * b + c`), so the same bits — `switch`'s tests run every table.
+use core::arch::x86_64::*;
+
+use crate::format::factor::Factor;
 use crate::kernels::{Geom, Streaming, SumTile};
 use crate::quant::QParams;
 use crate::switch::{self, Delta, EpilogueI8, StreamI8};
@@ -14,6 +17,7 @@ pub(super) fn avx2() -> Streaming {
         u_f32,
         epilogue_i8,
         add_f32,
+        decode,
         conv_i8,
         conv_add_f32,
     }
@@ -106,4 +110,134 @@ unsafe fn conv_add_f32_avx2(
     y: &mut [f32],
 ) {
     switch::stream_conv_add_f32_lanes(g, x, d, relu, wbuf, y)
+}
+
+/// [`switch::decode_lowrank`] with int8 factors decoded 8 codes per register
+/// (`q as f32 · s`, the same product): `A`'s rows in place, `Bᵀ` through 8×8 register
+/// transposes stored as 8-lane runs of its rows, instead of one scattered store per
+/// element. Other dtypes, and the rows and columns past the last whole 8, take the spec.
+fn decode(a: &Factor<'_>, b: &Factor<'_>, a_out: &mut [f32], bt_out: &mut [f32]) {
+    match a.i8_parts() {
+        Some((q, sc)) => {
+            let out = &mut a_out[..a.rows * a.cols];
+            // SAFETY: installed only after AVX2 + F16C detection; `q` holds `rows·cols`
+            // codes, `sc` `2·rows` scale bytes (`i8_parts`), `out` `rows·cols` values.
+            unsafe { decode_rows_i8_avx2(q, sc, a.cols, out) };
+        }
+        None => a.decode_into(a_out),
+    }
+    let (rows, cols) = (b.rows, b.cols);
+    match b.i8_parts() {
+        Some((q, sc)) if rows >= 8 && cols % 8 == 0 => {
+            let out = &mut bt_out[..rows * cols];
+            // SAFETY: as above.
+            unsafe { decode_bt_i8_avx2(q, sc, rows, cols, out) };
+            for i in rows / 8 * 8..rows {
+                let s = half::f16::from_le_bytes([sc[2 * i], sc[2 * i + 1]]).to_f32();
+                for (j, &v) in q[i * cols..(i + 1) * cols].iter().enumerate() {
+                    out[j * rows + i] = v as i8 as f32 * s;
+                }
+            }
+        }
+        _ => b.decode_transposed_into(bt_out),
+    }
+}
+
+/// int8 rows of `cols` codes decoded in place, row-major: 8 codes a step, the tail scalar.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn decode_rows_i8_avx2(q: &[u8], sc: &[u8], cols: usize, out: &mut [f32]) {
+    assert!(q.len() == out.len() && sc.len() * cols == 2 * q.len());
+    if cols == 0 {
+        return;
+    }
+    for ((qr, h), or) in q
+        .chunks_exact(cols)
+        .zip(sc.chunks_exact(2))
+        .zip(out.chunks_exact_mut(cols))
+    {
+        let bits = i32::from(u16::from_le_bytes([h[0], h[1]]));
+        let s = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)));
+        let sv = _mm256_set1_ps(s);
+        let whole = cols / 8 * 8;
+        for (b, o) in qr[..whole].chunks_exact(8).zip(or.chunks_exact_mut(8)) {
+            // SAFETY: `b` holds the 8 bytes the load reads, `o` the 8 floats the store writes.
+            unsafe {
+                let x = _mm_loadl_epi64(b.as_ptr().cast());
+                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x)), sv);
+                _mm256_storeu_ps(o.as_mut_ptr(), v);
+            }
+        }
+        for (&v, o) in qr[whole..].iter().zip(&mut or[whole..]) {
+            *o = v as i8 as f32 * s;
+        }
+    }
+}
+
+/// The whole 8-row blocks of `Bᵀ` in [`decode`]; `cols` a multiple of 8. The 8 rows' f16
+/// scales are one `vcvtph2ps` (exact, as every f16 → f32 conversion).
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn decode_bt_i8_avx2(q: &[u8], sc: &[u8], rows: usize, cols: usize, out: &mut [f32]) {
+    assert!(q.len() == rows * cols && sc.len() == 2 * rows && out.len() == rows * cols);
+    for i0 in (0..rows / 8 * 8).step_by(8) {
+        let h = &sc[2 * i0..][..16];
+        // SAFETY: `h` holds the 16 bytes (8 little-endian f16) the load reads.
+        let s8 = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(h.as_ptr().cast()) });
+        let mut s = [0.0f32; 8];
+        // SAFETY: `s` holds the 8 floats the store writes.
+        unsafe { _mm256_storeu_ps(s.as_mut_ptr(), s8) };
+        for c0 in (0..cols).step_by(8) {
+            let v: [__m256; 8] = core::array::from_fn(|k| {
+                let b = &q[(i0 + k) * cols + c0..][..8];
+                // SAFETY: `b` holds the 8 bytes the load reads.
+                let x = unsafe { _mm_loadl_epi64(b.as_ptr().cast()) };
+                _mm256_mul_ps(
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x)),
+                    _mm256_set1_ps(s[k]),
+                )
+            });
+            for (j, t) in transpose8(v).into_iter().enumerate() {
+                let run = &mut out[(c0 + j) * rows + i0..][..8];
+                // SAFETY: `run` holds the 8 floats the store writes.
+                unsafe { _mm256_storeu_ps(run.as_mut_ptr(), t) };
+            }
+        }
+    }
+}
+
+/// An 8×8 f32 transpose: lane `k` of result `j` is lane `j` of input `k`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t = [
+        _mm256_unpacklo_ps(r[0], r[1]),
+        _mm256_unpackhi_ps(r[0], r[1]),
+        _mm256_unpacklo_ps(r[2], r[3]),
+        _mm256_unpackhi_ps(r[2], r[3]),
+        _mm256_unpacklo_ps(r[4], r[5]),
+        _mm256_unpackhi_ps(r[4], r[5]),
+        _mm256_unpacklo_ps(r[6], r[7]),
+        _mm256_unpackhi_ps(r[6], r[7]),
+    ];
+    // Per 128-bit half: u[0] = column 0 of rows 0–3, u[1] column 1, u[2] col 2, u[3] col 3
+    // (u[4..8] the same of rows 4–7).
+    let u = [
+        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+    ];
+    [
+        _mm256_permute2f128_ps::<0x20>(u[0], u[4]),
+        _mm256_permute2f128_ps::<0x20>(u[1], u[5]),
+        _mm256_permute2f128_ps::<0x20>(u[2], u[6]),
+        _mm256_permute2f128_ps::<0x20>(u[3], u[7]),
+        _mm256_permute2f128_ps::<0x31>(u[0], u[4]),
+        _mm256_permute2f128_ps::<0x31>(u[1], u[5]),
+        _mm256_permute2f128_ps::<0x31>(u[2], u[6]),
+        _mm256_permute2f128_ps::<0x31>(u[3], u[7]),
+    ]
 }
