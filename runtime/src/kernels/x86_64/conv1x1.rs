@@ -413,7 +413,7 @@ pub(crate) fn conv1x1_i8(
         return conv1x1_i8_dots(g, x, zx, w, rq, q, y);
     }
     let (w, rq, y) = (&w[..cout * n], &rq[..cout], &mut y[..npix * cout]);
-    let mut cols = RqCols::zeroed();
+    let mut cols = RqCols::new();
     let _ = Requant::new(rq, &mut cols);
     outer_i8(g, x, zx, w, &mut |t: OuterTile<'_>| {
         // SAFETY: only installed after AVX2 detection; `OuterTile`'s invariants, and
@@ -817,7 +817,7 @@ fn sums_block<const P: usize>(
 fn conv1x1_i8_dots(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y: &mut [i8]) {
     let (n, npix) = (g.cin, g.ho * g.wo);
     let (w, y) = (&w[..g.cout * n], &mut y[..npix * g.cout]);
-    let mut cols = RqCols::zeroed();
+    let mut cols = RqCols::new();
     let req = Requant::new(&rq[..g.cout], &mut cols);
     let mut p = 0;
     while p < npix {

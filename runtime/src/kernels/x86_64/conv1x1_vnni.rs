@@ -61,7 +61,7 @@ pub(crate) fn conv1x1_i8(
         return reference::conv1x1::conv1x1_i8(g, x, zx, w, rq, q, y);
     }
     let (w, y) = (&w[..cout * n], &mut y[..npix * cout]);
-    let mut cols = RqCols::zeroed();
+    let mut cols = RqCols::new();
     let req = Requant::new(&rq[..cout], &mut cols);
     // (128 + zx)·Σw per output channel: what the +128 offset of the input added.
     let mut corr = [0i32; MAXQ];

@@ -110,7 +110,7 @@ pub(crate) fn dwconv3x3_i8(
 ) {
     let c = g.cout;
     let rq = &rq[..c];
-    let mut cols = RqCols::zeroed();
+    let mut cols = RqCols::new();
     let req = Requant::new(rq, &mut cols);
     let mut t: [(&[i8], &[i8]); 9] = [(&[], &[]); 9];
     for oy in 0..g.ho {

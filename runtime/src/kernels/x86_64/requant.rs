@@ -4,6 +4,7 @@
 //! every input (the unit test sweeps edges and random values). The high multiply runs as two
 //! `_mm256_mul_epi32` (even and odd lanes in i64).
 use core::arch::x86_64::*;
+use core::mem::MaybeUninit;
 
 use crate::kernels::OutQ;
 
@@ -40,24 +41,51 @@ pub(super) const MAXQ: usize = 1024;
 
 /// One conv's `[bias, multiplier, shift]` triples as three columns, transposed once per
 /// kernel call so that 8 channels' parameters are three plain loads (strided gathers per
-/// output pixel cost more than the whole GEMM tile on some CPUs).
+/// output pixel cost more than the whole GEMM tile on some CPUs). Only the columns' first
+/// [`RqCols::len`] entries are ever written or read: no 12 KB zeroing per call.
 pub(super) struct RqCols {
-    t: [[i32; MAXQ]; 3],
+    t: [[MaybeUninit<i32>; MAXQ]; 3],
+    /// The channels given to [`Requant::new`], then zeros up to a multiple of 16 (the
+    /// widest block a tile reads).
+    len: usize,
 }
 
 impl RqCols {
-    /// All zero; [`Requant::new`] fills the channels it is given.
+    /// Nothing filled yet; [`Requant::new`] fills the channels it is given.
     #[inline]
-    pub(super) fn zeroed() -> Self {
-        RqCols { t: [[0; MAXQ]; 3] }
+    pub(super) fn new() -> Self {
+        RqCols {
+            t: [[const { MaybeUninit::uninit() }; MAXQ]; 3],
+            len: 0,
+        }
     }
 
-    /// The parameters of channels `o0 .. o0 + 8` as lanes (`o0 + 8 ≤ MAXQ`; channels past
-    /// those given to [`Requant::new`] read as 0).
+    /// Column `k` (0 bias, 1 multiplier, 2 shift): its filled entries.
+    #[inline]
+    fn col(&self, k: usize) -> &[i32] {
+        // SAFETY: `fill` wrote the first `len ≤ MAXQ` entries of every column.
+        unsafe { core::slice::from_raw_parts(self.t[k].as_ptr().cast::<i32>(), self.len) }
+    }
+
+    /// The columns of `rq` (`rq.len() ≤ MAXQ`), zero past its end up to a multiple of 16.
+    #[inline]
+    fn fill(&mut self, rq: &[[i32; 3]]) {
+        let len = rq.len().next_multiple_of(16).min(MAXQ);
+        let rows = rq.iter().copied().chain(core::iter::repeat([0; 3]));
+        for (j, r) in rows.take(len).enumerate() {
+            for (c, v) in self.t.iter_mut().zip(r) {
+                c[j] = MaybeUninit::new(v);
+            }
+        }
+        self.len = len;
+    }
+
+    /// The parameters of channels `o0 .. o0 + 8` as lanes (`o0 + 8` within the channels
+    /// given to [`Requant::new`] rounded up to 16; those past the given ones read as 0).
     #[inline]
     #[target_feature(enable = "avx2")]
     pub(super) fn lanes(&self, o0: usize) -> Rq8 {
-        let [b, m, s] = [0, 1, 2].map(|k| &self.t[k][o0..o0 + 8]);
+        let [b, m, s] = [0, 1, 2].map(|k| &self.col(k)[o0..o0 + 8]);
         // SAFETY: each of `b`, `m`, `s` holds 8 i32.
         unsafe {
             Rq8 {
@@ -75,7 +103,7 @@ impl RqCols {
     pub(super) fn row(&self, o0: usize, acc: &[i32], q: OutQ, out: &mut [i8]) {
         let n = out.len();
         let acc = &acc[..n];
-        let [b, m, s] = [0, 1, 2].map(|k| &self.t[k][o0..o0 + n]);
+        let [b, m, s] = [0, 1, 2].map(|k| &self.col(k)[o0..o0 + n]);
         let mut i = 0;
         while i + 8 <= n {
             // SAFETY: `i + 8 <= n`: 8 i32 of `acc`, `b`, `m`, `s` read, 8 bytes written.
@@ -130,11 +158,7 @@ impl<'r> Requant<'r> {
         if rq.len() > MAXQ {
             return Requant::Gather(rq);
         }
-        for (j, r) in rq.iter().enumerate() {
-            cols.t[0][j] = r[0];
-            cols.t[1][j] = r[1];
-            cols.t[2][j] = r[2];
-        }
+        cols.fill(rq);
         Requant::Cols(cols)
     }
 
@@ -521,7 +545,7 @@ mod tests {
             let len = 1 + (r >> 20) as usize % 8;
             // SAFETY: AVX2 detected above.
             unsafe {
-                let mut cols = RqCols::zeroed();
+                let mut cols = RqCols::new();
                 Requant::new(&rq[..len], &mut cols).row(0, &acc[..len], q, &mut got[..len]);
                 let mut g2 = [0i8; 8];
                 requant_row_gather(&acc[..len], &rq[..len], q, &mut g2[..len]);

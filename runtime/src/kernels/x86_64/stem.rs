@@ -170,7 +170,7 @@ pub(crate) fn conv_i8(
             wt[tp * cp + o] = (lo | hi << 16) as i32;
         }
     }
-    let mut cols = RqCols::zeroed();
+    let mut cols = RqCols::new();
     let req = Requant::new(&rq[..g.cout], &mut cols);
     // The patch as i16 pairs; an odd last element pairs with 0.
     let (mut patch, mut pairs, mut acc) = ([0i16; PATCH], [0i32; PATCH / 2], [0i32; MAXC]);
