@@ -414,3 +414,33 @@ fn keygen_refuses_to_overwrite_and_writes_atomically() {
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
 }
+
+/// A reader that is gone before `lorkd` prints (`lorkd inspect … | head -0`): the process
+/// ends quietly by SIGPIPE, as any Unix filter, not with a panic (exit 101) about printing.
+#[cfg(unix)]
+#[test]
+fn closed_stdout_is_quiet() {
+    use std::os::unix::process::ExitStatusExt;
+    let f = Fixture::new(seed());
+    for args in [
+        &["inspect", "signed.lorkd"][..],
+        &["inspect", "signed.lorkd", "--json"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_lorkd"))
+            .current_dir(f.dir.path())
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}
