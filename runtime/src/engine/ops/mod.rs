@@ -382,42 +382,6 @@ fn rescale_one(v: i8, from: QParams, to: QParams) -> i8 {
     to.quantize(from.dequantize(v))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{rescale_into, rescale_one, rescale_table};
-    use crate::engine::testnet::Rng;
-    use crate::quant::QParams;
-
-    /// Every code, random pairs of quantisations (scales over many octaves, zero points
-    /// inside and far outside the int8 range, equal pairs): the vectorisable rescale gives
-    /// `rescale_one`'s bytes, as does the table; lengths around the 64-code blocks.
-    #[test]
-    fn rescale_into_and_table_are_rescale_one() {
-        let mut r = Rng::new(crate::test_seed());
-        let codes: std::vec::Vec<i8> = (0..300).map(|i| (i * 37 % 256) as u8 as i8).collect();
-        for _ in 0..2000 {
-            let mut q = || QParams {
-                scale: 2f32.powf(r.uniform(12.0)) * (1.0 + r.uniform(0.5)),
-                zero_point: match r.below(4) {
-                    0 => r.below(1 << 20) as i32 - (1 << 19),
-                    _ => r.below(256) as i32 - 128,
-                },
-            };
-            let (from, to) = (q(), q());
-            let to = if r.below(8) == 0 { from } else { to };
-            let t = rescale_table(from, to);
-            let n = r.below(codes.len() + 1);
-            let mut got = std::vec![0i8; n];
-            rescale_into(&codes[..n], from, to, &mut got);
-            for (&v, &g) in codes[..n].iter().zip(&got) {
-                let want = rescale_one(v, from, to);
-                assert_eq!(g, want, "{v} {from:?} -> {to:?}");
-                assert_eq!(t[v as u8 as usize], want, "table {v} {from:?} -> {to:?}");
-            }
-        }
-    }
-}
-
 /// Walks a department's deltas in graph order (expert indices increase along the ops), so
 /// each lookup is O(1) amortised instead of a scan of the postcard sequence.
 pub(super) struct DeltaCursor<'a> {
@@ -477,4 +441,40 @@ pub(super) fn conv_geom(
         stride,
         pad,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{rescale_into, rescale_one, rescale_table};
+    use crate::engine::testnet::Rng;
+    use crate::quant::QParams;
+
+    /// Every code, random pairs of quantisations (scales over many octaves, zero points
+    /// inside and far outside the int8 range, equal pairs): the vectorisable rescale gives
+    /// `rescale_one`'s bytes, as does the table; lengths around the 64-code blocks.
+    #[test]
+    fn rescale_into_and_table_are_rescale_one() {
+        let mut r = Rng::new(crate::test_seed());
+        let codes: std::vec::Vec<i8> = (0..300).map(|i| (i * 37 % 256) as u8 as i8).collect();
+        for _ in 0..2000 {
+            let mut q = || QParams {
+                scale: 2f32.powf(r.uniform(12.0)) * (1.0 + r.uniform(0.5)),
+                zero_point: match r.below(4) {
+                    0 => r.below(1 << 20) as i32 - (1 << 19),
+                    _ => r.below(256) as i32 - 128,
+                },
+            };
+            let (from, to) = (q(), q());
+            let to = if r.below(8) == 0 { from } else { to };
+            let t = rescale_table(from, to);
+            let n = r.below(codes.len() + 1);
+            let mut got = std::vec![0i8; n];
+            rescale_into(&codes[..n], from, to, &mut got);
+            for (&v, &g) in codes[..n].iter().zip(&got) {
+                let want = rescale_one(v, from, to);
+                assert_eq!(g, want, "{v} {from:?} -> {to:?}");
+                assert_eq!(t[v as u8 as usize], want, "table {v} {from:?} -> {to:?}");
+            }
+        }
+    }
 }
