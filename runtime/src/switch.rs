@@ -590,8 +590,9 @@ const RB: usize = 16;
 
 /// A streaming 1x1 expert's factors decoded for the low-rank GEMMs, and its `u`.
 pub struct LowRank1x1<'s> {
-    /// `A [r, Cin]`, row-major.
-    pub a: &'s [f32],
+    /// `Aᵀ [Cin, r]`: `A` transposed, so a channel's `r` rank weights are contiguous (the
+    /// lanes of [`lowrank_u_gemm`]'s few-pixel path).
+    pub at: &'s [f32],
     /// `Bᵀ [r, Cout]`: `B` transposed, so the epilogues read 8 output channels of one
     /// rank row contiguously.
     pub bt: &'s [f32],
@@ -617,10 +618,10 @@ impl Delta<'_> {
             return None;
         }
         let (dec, rest) = buf.split_at_mut(n);
-        let (a, bt) = dec.split_at_mut(r * self.a.cols);
-        decode(&self.a, &self.b, a, bt);
+        let (at, bt) = dec.split_at_mut(r * self.a.cols);
+        decode(&self.a, &self.b, at, bt);
         Some(LowRank1x1 {
-            a,
+            at,
             bt,
             r,
             u: &mut rest[..npix * r],
@@ -628,33 +629,38 @@ impl Delta<'_> {
     }
 }
 
-/// A streaming 1x1 expert's factors as its GEMMs read them: `A [r, Cin]` row-major into
-/// `a` ([`Factor::decode_into`]) and `B` transposed, `[r, Cout]`, into `bt`
-/// ([`Factor::decode_transposed_into`]). The spec of the `Streaming::decode` slot.
-pub fn decode_lowrank(a: &Factor<'_>, b: &Factor<'_>, a_out: &mut [f32], bt_out: &mut [f32]) {
-    a.decode_into(a_out);
-    b.decode_transposed_into(bt_out);
+/// A streaming 1x1 expert's factors as its GEMMs read them, both transposed
+/// ([`Factor::decode_transposed_into`]): `Aᵀ [Cin, r]` into `at`, `Bᵀ [r, Cout]` into `bt`.
+/// The spec of the `Streaming::decode` slot.
+pub fn decode_lowrank(a: &Factor<'_>, b: &Factor<'_>, at: &mut [f32], bt: &mut [f32]) {
+    a.decode_transposed_into(at);
+    b.decode_transposed_into(bt);
 }
 
 /// [`lowrank_u`] as a small GEMM, the same bits: `u[p, j] = Σ_c A[j, c]·load(x[p, c])`, each
 /// sum from `0.0` over `c` in order (a product then an add per term, as there), with `L`
 /// output pixels in the lanes of one accumulator per rank row. The inputs of a pixel tile
 /// are loaded (dequantised) once per rank block into a transposed stack tile, then every
-/// input vector feeds up to 8 rank rows. `a`: the decoded `A [r, Cin]`; `u`: `ho·wo·r`.
-/// Inlined into its callers so a `#[target_feature]` one (the AVX2 table) compiles it
-/// with its registers.
+/// input vector feeds up to 8 rank rows. Under `L` pixels (the last stages of small
+/// inputs: 4, 2, 1 pixels) most of those lanes would idle, so there the lanes hold `L` rank
+/// rows of one pixel instead ([`few_pixels`]). `at`: the decoded `Aᵀ [Cin, r]`; `u`:
+/// `ho·wo·r`. Inlined into its callers so a `#[target_feature]` one (the AVX2 table)
+/// compiles it with its registers.
 #[inline(always)]
 pub fn lowrank_u_gemm<T: Copy>(
     g: &Geom,
     x: &[T],
     load: impl Fn(T) -> f32,
-    a: &[f32],
+    at: &[f32],
     r: usize,
     u: &mut [f32],
 ) {
     let (npix, cin) = (g.ho * g.wo, g.cin);
-    let a = &a[..r * cin];
+    let a = &at[..r * cin];
     let u = &mut u[..npix * r];
+    if npix < L {
+        return few_pixels(g, x, load, a, r, u);
+    }
     let mut xt = [[0.0f32; L]; CH];
     let mut acc = [[0.0f32; L]; RB];
     let mut off = [0usize; L];
@@ -683,20 +689,20 @@ pub fn lowrank_u_gemm<T: Copy>(
                 // registers, so it takes 2 (16 accumulators).
                 if !cfg!(target_arch = "arm") {
                     while j + 8 <= rb {
-                        rank_rows::<8>(&mut acc[j..], a, cin, j0 + j, c0, xs);
+                        rank_rows::<8>(&mut acc[j..], a, r, j0 + j, c0, xs);
                         j += 8;
                     }
                     while j + 4 <= rb {
-                        rank_rows::<4>(&mut acc[j..], a, cin, j0 + j, c0, xs);
+                        rank_rows::<4>(&mut acc[j..], a, r, j0 + j, c0, xs);
                         j += 4;
                     }
                 }
                 while j + 2 <= rb {
-                    rank_rows::<2>(&mut acc[j..], a, cin, j0 + j, c0, xs);
+                    rank_rows::<2>(&mut acc[j..], a, r, j0 + j, c0, xs);
                     j += 2;
                 }
                 if j < rb {
-                    rank_rows::<1>(&mut acc[j..], a, cin, j0 + j, c0, xs);
+                    rank_rows::<1>(&mut acc[j..], a, r, j0 + j, c0, xs);
                 }
             }
             for (i, up) in u[p0 * r..].chunks_exact_mut(r).take(np).enumerate() {
@@ -709,28 +715,65 @@ pub fn lowrank_u_gemm<T: Copy>(
 }
 
 /// `acc[k][l] += A[j + k, c0 + c]·xs[c][l]` for `k < N`, `c` in order: `N` rank rows of
-/// [`lowrank_u_gemm`] over one channel chunk, in registers.
+/// [`lowrank_u_gemm`] over one channel chunk, in registers (`at`: `Aᵀ [Cin, r]`).
 #[inline(always)]
 fn rank_rows<const N: usize>(
     acc: &mut [Lanes],
-    a: &[f32],
-    cin: usize,
+    at: &[f32],
+    r: usize,
     j: usize,
     c0: usize,
     xs: &[Lanes],
 ) {
-    let m = xs.len();
-    let rows: [&[f32]; N] = core::array::from_fn(|k| &a[(j + k) * cin + c0..][..m]);
+    let at = &at[c0 * r..][..xs.len() * r];
     let mut s: [Lanes; N] = core::array::from_fn(|k| acc[k]);
-    for (c, xv) in xs.iter().enumerate() {
-        for (sk, row) in s.iter_mut().zip(&rows) {
-            let w = row[c];
+    for (ac, xv) in at.chunks_exact(r).zip(xs) {
+        let w = &ac[j..j + N];
+        for (sk, &wk) in s.iter_mut().zip(w) {
             for (v, &xl) in sk.iter_mut().zip(xv) {
-                *v += w * xl;
+                *v += wk * xl;
             }
         }
     }
     acc[..N].copy_from_slice(&s);
+}
+
+/// [`lowrank_u_gemm`] for fewer than `L` pixels: per pixel, `L` rank rows in the lanes —
+/// `u[p, j0 + k] = Σ_c Aᵀ[c, j0 + k]·load(x[p, c])`, each from `0.0` over `c` in order, so
+/// the same operations per output as the spec; a rank block short of `L` one row at a time.
+#[inline(always)]
+fn few_pixels<T: Copy>(
+    g: &Geom,
+    x: &[T],
+    load: impl Fn(T) -> f32,
+    at: &[f32],
+    r: usize,
+    u: &mut [f32],
+) {
+    let cin = g.cin;
+    for (p, up) in u.chunks_exact_mut(r).enumerate() {
+        let (oy, ox) = (p / g.wo, p % g.wo);
+        let xs = &x[(oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off..][..cin];
+        let mut j0 = 0;
+        while j0 + L <= r {
+            let mut acc: Lanes = [0.0; L];
+            for (ac, &xv) in at.chunks_exact(r).zip(xs) {
+                let xv = load(xv);
+                for (s, &w) in acc.iter_mut().zip(&ac[j0..j0 + L]) {
+                    *s += w * xv;
+                }
+            }
+            up[j0..j0 + L].copy_from_slice(&acc);
+            j0 += L;
+        }
+        for (j, uj) in up.iter_mut().enumerate().skip(j0) {
+            let mut s = 0.0f32;
+            for (ac, &xv) in at.chunks_exact(r).zip(xs) {
+                s += ac[j] * load(xv);
+            }
+            *uj = s;
+        }
+    }
 }
 
 /// [`QParams::quantize`] of every value of `v` into `out` (after ReLU when `relu`), the
@@ -789,7 +832,7 @@ pub fn stream_conv1x1_i8_gemm(
 ) -> Option<()> {
     let lr = d.lowrank_1x1(scratch, g.ho * g.wo, k.streaming.decode)?;
     let (cout, r) = (g.cout, lr.r);
-    (k.streaming.u_i8)(g, x, st.x, lr.a, r, lr.u);
+    (k.streaming.u_i8)(g, x, st.x, lr.at, r, lr.u);
     let epilogue = k.streaming.epilogue_i8;
     let mut e = EpilogueI8 {
         u: lr.u,
@@ -825,14 +868,14 @@ pub struct EpilogueI8<'a> {
 /// `u = A·deq(x)` for int8 input: [`lowrank_u_gemm`] with [`QParams::dequantize`] (the
 /// portable `Streaming::u_i8` slot).
 #[inline(always)]
-pub fn lowrank_u_i8(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut [f32]) {
-    lowrank_u_gemm(g, x, |v| q.dequantize(v), a, r, u)
+pub fn lowrank_u_i8(g: &Geom, x: &[i8], q: QParams, at: &[f32], r: usize, u: &mut [f32]) {
+    lowrank_u_gemm(g, x, |v| q.dequantize(v), at, r, u)
 }
 
 /// `u = A·x` for f32 input: [`lowrank_u_gemm`] (the portable `Streaming::u_f32` slot).
 #[inline(always)]
-pub fn lowrank_u_f32(g: &Geom, x: &[f32], a: &[f32], r: usize, u: &mut [f32]) {
-    lowrank_u_gemm(g, x, |v| v, a, r, u)
+pub fn lowrank_u_f32(g: &Geom, x: &[f32], at: &[f32], r: usize, u: &mut [f32]) {
+    lowrank_u_gemm(g, x, |v| v, at, r, u)
 }
 
 /// The streaming int8 epilogue of one tile of `W0` sums (the portable
@@ -943,7 +986,7 @@ pub fn stream_lowrank_f32(
     y: &mut [f32],
 ) -> Option<()> {
     let lr = d.lowrank_1x1(scratch, g.ho * g.wo, k.streaming.decode)?;
-    (k.streaming.u_f32)(g, x, lr.a, lr.r, lr.u);
+    (k.streaming.u_f32)(g, x, lr.at, lr.r, lr.u);
     let y = &mut y[..g.ho * g.wo * g.cout];
     (k.streaming.add_f32)(lr.u, lr.bt, lr.r, g.cout, relu, y);
     Some(())

@@ -110,7 +110,7 @@ pub struct SumTile<'t> {
 /// correction before quantising): `(geometry, x, x zero point, w, sink)` hands `sink`
 /// tiles that cover every (output pixel, channel) exactly once.
 pub type SumsI8 = fn(&Geom, &[i8], i32, &[i8], &mut dyn FnMut(SumTile<'_>));
-/// `u = A·deq(x)` of a streaming int8 1x1 expert: `(geometry, x, x quantisation, A [r, Cin],
+/// `u = A·deq(x)` of a streaming int8 1x1 expert: `(geometry, x, x quantisation, Aᵀ [Cin, r],
 /// r, u)`.
 pub type LowRankUI8 = fn(&Geom, &[i8], crate::quant::QParams, &[f32], usize, &mut [f32]);
 /// `y += u·B` then ReLU, f32: `(u, Bᵀ [r, Cout], r, Cout, relu, y)`.
@@ -137,7 +137,7 @@ pub type StreamConvAddF32 =
     fn(&Geom, &[f32], &crate::switch::Delta<'_>, bool, &mut [f32], &mut [f32]);
 
 /// A streaming 1x1 expert's factors decoded to f32 (`switch::decode_lowrank`):
-/// `(A, B, A out [r·Cin], Bᵀ out [r·Cout])`.
+/// `(A, B, Aᵀ out [Cin·r], Bᵀ out [r·Cout])`.
 pub type DecodeLowRank = fn(
     &crate::format::factor::Factor<'_>,
     &crate::format::factor::Factor<'_>,
@@ -153,13 +153,13 @@ pub type DecodeLowRank = fn(
 pub struct Streaming {
     /// `u = A·deq(x)`, int8 input: `switch::lowrank_u_i8`.
     pub u_i8: LowRankUI8,
-    /// `u = A·x`, f32 input: `switch::lowrank_u_f32`.
+    /// `u = A·x`, f32 input (`Aᵀ` as for `u_i8`): `switch::lowrank_u_f32`.
     pub u_f32: fn(&Geom, &[f32], &[f32], usize, &mut [f32]),
     /// The int8 epilogue of one tile of `W0` sums: `switch::epilogue_i8`.
     pub epilogue_i8: fn(&SumTile<'_>, &mut crate::switch::EpilogueI8<'_>),
     /// The f32 correction `y += u·B` (then ReLU): `switch::lowrank_add_t_f32`.
     pub add_f32: LowRankAddF32,
-    /// A streaming 1x1 expert's `A` and `Bᵀ` decoded for the GEMMs, at every call:
+    /// A streaming 1x1 expert's `Aᵀ` and `Bᵀ` decoded for the GEMMs, at every call:
     /// `switch::decode_lowrank`.
     pub decode: DecodeLowRank,
     /// The k×k int8 expert conv (the stem): `switch::stream_conv_i8_lanes`.

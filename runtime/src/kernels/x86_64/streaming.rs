@@ -112,26 +112,26 @@ unsafe fn conv_add_f32_avx2(
     switch::stream_conv_add_f32_lanes(g, x, d, relu, wbuf, y)
 }
 
-/// [`switch::decode_lowrank`] with int8 factors decoded 8 codes per register
-/// (`q as f32 · s`, the same product): `A`'s rows in place, `Bᵀ` through 8×8 register
-/// transposes stored as 8-lane runs of its rows, instead of one scattered store per
-/// element. Other dtypes, and the rows and columns past the last whole 8, take the spec.
-fn decode(a: &Factor<'_>, b: &Factor<'_>, a_out: &mut [f32], bt_out: &mut [f32]) {
-    match a.i8_parts() {
-        Some((q, sc)) => {
-            let out = &mut a_out[..a.rows * a.cols];
+/// [`switch::decode_lowrank`] with int8 factors decoded 8×8 at a time: each row's 8 codes
+/// widened, converted and scaled in one register (`q as f32 · s`, the same product), the
+/// 8 rows transposed in registers and stored as 8-lane runs of `Aᵀ`'s / `Bᵀ`'s rows,
+/// instead of one scattered store per element.
+fn decode(a: &Factor<'_>, b: &Factor<'_>, at: &mut [f32], bt: &mut [f32]) {
+    decode_t(a, at);
+    decode_t(b, bt);
+}
+
+/// [`Factor::decode_transposed_into`]: int8 with at least 8 rows and whole 8-column
+/// tiles in registers ([`decode_t_i8_avx2`], the rows past the last 8 scalar); the rest
+/// the spec.
+fn decode_t(f: &Factor<'_>, out: &mut [f32]) {
+    let (rows, cols) = (f.rows, f.cols);
+    match f.i8_parts() {
+        Some((q, sc)) if rows >= 8 && cols % 8 == 0 => {
+            let out = &mut out[..rows * cols];
             // SAFETY: installed only after AVX2 + F16C detection; `q` holds `rows·cols`
             // codes, `sc` `2·rows` scale bytes (`i8_parts`), `out` `rows·cols` values.
-            unsafe { decode_rows_i8_avx2(q, sc, a.cols, out) };
-        }
-        None => a.decode_into(a_out),
-    }
-    let (rows, cols) = (b.rows, b.cols);
-    match b.i8_parts() {
-        Some((q, sc)) if rows >= 8 && cols % 8 == 0 => {
-            let out = &mut bt_out[..rows * cols];
-            // SAFETY: as above.
-            unsafe { decode_bt_i8_avx2(q, sc, rows, cols, out) };
+            unsafe { decode_t_i8_avx2(q, sc, rows, cols, out) };
             for i in rows / 8 * 8..rows {
                 let s = half::f16::from_le_bytes([sc[2 * i], sc[2 * i + 1]]).to_f32();
                 for (j, &v) in q[i * cols..(i + 1) * cols].iter().enumerate() {
@@ -139,44 +139,14 @@ fn decode(a: &Factor<'_>, b: &Factor<'_>, a_out: &mut [f32], bt_out: &mut [f32])
                 }
             }
         }
-        _ => b.decode_transposed_into(bt_out),
+        _ => f.decode_transposed_into(out),
     }
 }
 
-/// int8 rows of `cols` codes decoded in place, row-major: 8 codes a step, the tail scalar.
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn decode_rows_i8_avx2(q: &[u8], sc: &[u8], cols: usize, out: &mut [f32]) {
-    assert!(q.len() == out.len() && sc.len() * cols == 2 * q.len());
-    if cols == 0 {
-        return;
-    }
-    for ((qr, h), or) in q
-        .chunks_exact(cols)
-        .zip(sc.chunks_exact(2))
-        .zip(out.chunks_exact_mut(cols))
-    {
-        let bits = i32::from(u16::from_le_bytes([h[0], h[1]]));
-        let s = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)));
-        let sv = _mm256_set1_ps(s);
-        let whole = cols / 8 * 8;
-        for (b, o) in qr[..whole].chunks_exact(8).zip(or.chunks_exact_mut(8)) {
-            // SAFETY: `b` holds the 8 bytes the load reads, `o` the 8 floats the store writes.
-            unsafe {
-                let x = _mm_loadl_epi64(b.as_ptr().cast());
-                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x)), sv);
-                _mm256_storeu_ps(o.as_mut_ptr(), v);
-            }
-        }
-        for (&v, o) in qr[whole..].iter().zip(&mut or[whole..]) {
-            *o = v as i8 as f32 * s;
-        }
-    }
-}
-
-/// The whole 8-row blocks of `Bᵀ` in [`decode`]; `cols` a multiple of 8. The 8 rows' f16
+/// The whole 8-row blocks of [`decode_t`]; `cols` a multiple of 8. The 8 rows' f16
 /// scales are one `vcvtph2ps` (exact, as every f16 → f32 conversion).
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn decode_bt_i8_avx2(q: &[u8], sc: &[u8], rows: usize, cols: usize, out: &mut [f32]) {
+unsafe fn decode_t_i8_avx2(q: &[u8], sc: &[u8], rows: usize, cols: usize, out: &mut [f32]) {
     assert!(q.len() == rows * cols && sc.len() == 2 * rows && out.len() == rows * cols);
     for i0 in (0..rows / 8 * 8).step_by(8) {
         let h = &sc[2 * i0..][..16];
