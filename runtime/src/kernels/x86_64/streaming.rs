@@ -148,6 +148,8 @@ fn decode_t(f: &Factor<'_>, out: &mut [f32]) {
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn decode_t_i8_avx2(q: &[u8], sc: &[u8], rows: usize, cols: usize, out: &mut [f32]) {
     assert!(q.len() == rows * cols && sc.len() == 2 * rows && out.len() == rows * cols);
+    assert!(cols.is_multiple_of(8));
+    let (qp, op) = (q.as_ptr(), out.as_mut_ptr());
     for i0 in (0..rows / 8 * 8).step_by(8) {
         let h = &sc[2 * i0..][..16];
         // SAFETY: `h` holds the 16 bytes (8 little-endian f16) the load reads.
@@ -156,19 +158,18 @@ unsafe fn decode_t_i8_avx2(q: &[u8], sc: &[u8], rows: usize, cols: usize, out: &
         // SAFETY: `s` holds the 8 floats the store writes.
         unsafe { _mm256_storeu_ps(s.as_mut_ptr(), s8) };
         for c0 in (0..cols).step_by(8) {
+            // SAFETY (both blocks): `i0 + 8 ≤ rows` and `c0 + 8 ≤ cols` (`cols` a multiple
+            // of 8), so each row's 8 codes at `(i0 + k)·cols + c0` lie inside `q`
+            // (`rows·cols`), and each run of 8 floats at `(c0 + j)·rows + i0` inside `out`.
             let v: [__m256; 8] = core::array::from_fn(|k| {
-                let b = &q[(i0 + k) * cols + c0..][..8];
-                // SAFETY: `b` holds the 8 bytes the load reads.
-                let x = unsafe { _mm_loadl_epi64(b.as_ptr().cast()) };
+                let x = unsafe { _mm_loadl_epi64(qp.add((i0 + k) * cols + c0).cast()) };
                 _mm256_mul_ps(
                     _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x)),
                     _mm256_set1_ps(s[k]),
                 )
             });
             for (j, t) in transpose8(v).into_iter().enumerate() {
-                let run = &mut out[(c0 + j) * rows + i0..][..8];
-                // SAFETY: `run` holds the 8 floats the store writes.
-                unsafe { _mm256_storeu_ps(run.as_mut_ptr(), t) };
+                unsafe { _mm256_storeu_ps(op.add((c0 + j) * rows + i0), t) };
             }
         }
     }
