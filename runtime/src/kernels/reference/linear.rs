@@ -12,19 +12,16 @@ pub fn linear_f32(x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) {
     let (w, bias) = (&w[..y.len() * n], &bias[..y.len()]);
     for (c, (ys, bs)) in y.chunks_mut(O).zip(bias.chunks(O)).enumerate() {
         let ws = &w[c * O * n..][..ys.len() * n];
+        let m = ys.len();
         let mut acc = [0.0f32; O];
-        acc[..bs.len()].copy_from_slice(bs);
-        if ys.len() == O {
-            let rows: [&[f32]; O] = core::array::from_fn(|k| &ws[k * n..][..n]);
+        acc[..m].copy_from_slice(bs);
+        if n > 0 {
+            // A last group short of `O` repeats its rows in the idle accumulators
+            // (discarded), so it too runs as independent chains.
+            let rows: [&[f32]; O] = core::array::from_fn(|k| &ws[(k % m) * n..][..n]);
             for (j, &xj) in x.iter().enumerate() {
                 for (a, r) in acc.iter_mut().zip(&rows) {
                     *a += r[j] * xj;
-                }
-            }
-        } else {
-            for (a, r) in acc.iter_mut().zip(ws.chunks_exact(n.max(1))) {
-                for (&wj, &xj) in r.iter().zip(x) {
-                    *a += wj * xj;
                 }
             }
         }
