@@ -578,14 +578,14 @@ fn corrected_value(
     v
 }
 
-/// Lanes of the streaming low-rank GEMMs: output pixels in [`lowrank_u_gemm`], output
-/// channels in the epilogues. Eight f32 (one AVX2 register, two NEON ones), written as
+/// Lanes of the streaming low-rank GEMMs: rank rows or output pixels in [`lowrank_u_gemm`],
+/// output channels in the epilogues. Eight f32 (one AVX2 register, two NEON ones), written as
 /// fixed-size arrays so LLVM vectorises the lane loops on every target without `unsafe`.
 const L: usize = 8;
 type Lanes = [f32; L];
-/// Input channels [`lowrank_u_gemm`] dequantises per pass (its stack tile, `CH × L` f32).
+/// Input channels [`pixel_lanes`] dequantises per pass (its stack tile, `CH × L` f32).
 const CH: usize = 32;
-/// Rank rows [`lowrank_u_gemm`] accumulates per block (`RB × L` f32 on the stack).
+/// Rank rows [`pixel_lanes`] accumulates per block (`RB × L` f32 on the stack).
 const RB: usize = 16;
 
 /// A streaming 1x1 expert's factors decoded for the low-rank GEMMs, and its `u`.
@@ -638,14 +638,11 @@ pub fn decode_lowrank(a: &Factor<'_>, b: &Factor<'_>, at: &mut [f32], bt: &mut [
 }
 
 /// [`lowrank_u`] as a small GEMM, the same bits: `u[p, j] = Σ_c A[j, c]·load(x[p, c])`, each
-/// sum from `0.0` over `c` in order (a product then an add per term, as there), with `L`
-/// output pixels in the lanes of one accumulator per rank row. The inputs of a pixel tile
-/// are loaded (dequantised) once per rank block into a transposed stack tile, then every
-/// input vector feeds up to 8 rank rows. Under `L` pixels (the last stages of small
-/// inputs: 4, 2, 1 pixels) most of those lanes would idle, so there the lanes hold `L` rank
-/// rows of one pixel instead ([`few_pixels`]). `at`: the decoded `Aᵀ [Cin, r]`; `u`:
-/// `ho·wo·r`. Inlined into its callers so a `#[target_feature]` one (the AVX2 table)
-/// compiles it with its registers.
+/// sum from `0.0` over `c` in order (a product then an add per term, as there). Whole
+/// blocks of `L` rank rows take [`rank_lanes`]; the rows past the last whole block (r not
+/// a multiple of 8) take [`pixel_lanes`]. `at`: the decoded `Aᵀ [Cin, r]`; `u`: `ho·wo·r`.
+/// Inlined into its callers so a `#[target_feature]` one (the AVX2 table) compiles it
+/// with its registers.
 #[inline(always)]
 pub fn lowrank_u_gemm<T: Copy>(
     g: &Geom,
@@ -656,11 +653,63 @@ pub fn lowrank_u_gemm<T: Copy>(
     u: &mut [f32],
 ) {
     let (npix, cin) = (g.ho * g.wo, g.cin);
-    let a = &at[..r * cin];
-    let u = &mut u[..npix * r];
-    if npix < L {
-        return few_pixels(g, x, load, a, r, u);
+    let (at, u) = (&at[..r * cin], &mut u[..npix * r]);
+    let r0 = r / L * L;
+    if r0 > 0 {
+        rank_lanes(g, x, &load, at, r, r0, u);
     }
+    if r0 < r {
+        pixel_lanes(g, x, &load, at, r, r0, u);
+    }
+}
+
+/// Rank rows `0 .. r0` (`r0` a multiple of `L`) of [`lowrank_u_gemm`]: per output pixel,
+/// the lanes of one accumulator hold `L` rank rows; each input is loaded (dequantised)
+/// once and times `Aᵀ`'s `L` contiguous weights of its channel added in — every lane
+/// useful at any pixel count, no transposed input tile (3–4× [`pixel_lanes`] with 8 rank
+/// rows at 16 to 784 pixels, measured on AVX2).
+#[inline(always)]
+fn rank_lanes<T: Copy>(
+    g: &Geom,
+    x: &[T],
+    load: &impl Fn(T) -> f32,
+    at: &[f32],
+    r: usize,
+    r0: usize,
+    u: &mut [f32],
+) {
+    let cin = g.cin;
+    for (p, up) in u.chunks_exact_mut(r).enumerate() {
+        let (oy, ox) = (p / g.wo, p % g.wo);
+        let xs = &x[(oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off..][..cin];
+        for j0 in (0..r0).step_by(L) {
+            let mut acc: Lanes = [0.0; L];
+            for (ac, &xv) in at.chunks_exact(r).zip(xs) {
+                let xv = load(xv);
+                for (s, &w) in acc.iter_mut().zip(&ac[j0..j0 + L]) {
+                    *s += w * xv;
+                }
+            }
+            up[j0..j0 + L].copy_from_slice(&acc);
+        }
+    }
+}
+
+/// Rank rows `r0 .. r` of [`lowrank_u_gemm`] with `L` output pixels in the lanes of one
+/// accumulator per rank row: the inputs of a pixel tile loaded (dequantised) once per rank
+/// block into a transposed stack tile, then every input vector feeding up to 4 rank rows
+/// (fewer than 8 rows here: the block's accumulators stay in registers).
+#[inline(always)]
+fn pixel_lanes<T: Copy>(
+    g: &Geom,
+    x: &[T],
+    load: &impl Fn(T) -> f32,
+    a: &[f32],
+    r: usize,
+    r0: usize,
+    u: &mut [f32],
+) {
+    let (npix, cin) = (g.ho * g.wo, g.cin);
     let mut xt = [[0.0f32; L]; CH];
     let mut acc = [[0.0f32; L]; RB];
     let mut off = [0usize; L];
@@ -673,7 +722,7 @@ pub fn lowrank_u_gemm<T: Copy>(
         if np < L {
             xt = [[0.0; L]; CH]; // lanes past the image stay finite (and unused)
         }
-        for j0 in (0..r).step_by(RB) {
+        for j0 in (r0..r).step_by(RB) {
             let rb = RB.min(r - j0);
             acc[..rb].fill([0.0; L]);
             for c0 in (0..cin).step_by(CH) {
@@ -685,13 +734,9 @@ pub fn lowrank_u_gemm<T: Copy>(
                 }
                 let (xs, acc) = (&xt[..m], &mut acc[..rb]);
                 let mut j = 0;
-                // 8 or 4 rows per pass on SIMD targets; the Cortex-M FPU has 32 scalar
+                // 4 rows per pass on SIMD targets; the Cortex-M FPU has 32 scalar
                 // registers, so it takes 2 (16 accumulators).
                 if !cfg!(target_arch = "arm") {
-                    while j + 8 <= rb {
-                        rank_rows::<8>(&mut acc[j..], a, r, j0 + j, c0, xs);
-                        j += 8;
-                    }
                     while j + 4 <= rb {
                         rank_rows::<4>(&mut acc[j..], a, r, j0 + j, c0, xs);
                         j += 4;
@@ -736,44 +781,6 @@ fn rank_rows<const N: usize>(
         }
     }
     acc[..N].copy_from_slice(&s);
-}
-
-/// [`lowrank_u_gemm`] for fewer than `L` pixels: per pixel, `L` rank rows in the lanes —
-/// `u[p, j0 + k] = Σ_c Aᵀ[c, j0 + k]·load(x[p, c])`, each from `0.0` over `c` in order, so
-/// the same operations per output as the spec; a rank block short of `L` one row at a time.
-#[inline(always)]
-fn few_pixels<T: Copy>(
-    g: &Geom,
-    x: &[T],
-    load: impl Fn(T) -> f32,
-    at: &[f32],
-    r: usize,
-    u: &mut [f32],
-) {
-    let cin = g.cin;
-    for (p, up) in u.chunks_exact_mut(r).enumerate() {
-        let (oy, ox) = (p / g.wo, p % g.wo);
-        let xs = &x[(oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off..][..cin];
-        let mut j0 = 0;
-        while j0 + L <= r {
-            let mut acc: Lanes = [0.0; L];
-            for (ac, &xv) in at.chunks_exact(r).zip(xs) {
-                let xv = load(xv);
-                for (s, &w) in acc.iter_mut().zip(&ac[j0..j0 + L]) {
-                    *s += w * xv;
-                }
-            }
-            up[j0..j0 + L].copy_from_slice(&acc);
-            j0 += L;
-        }
-        for (j, uj) in up.iter_mut().enumerate().skip(j0) {
-            let mut s = 0.0f32;
-            for (ac, &xv) in at.chunks_exact(r).zip(xs) {
-                s += ac[j] * load(xv);
-            }
-            *uj = s;
-        }
-    }
 }
 
 /// [`QParams::quantize`] of every value of `v` into `out` (after ReLU when `relu`), the
