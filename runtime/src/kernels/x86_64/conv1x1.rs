@@ -39,6 +39,10 @@ const FO: usize = 16;
 const FP: usize = 6;
 /// Widest input whose f32 weight panel ([`FO`] channels) is packed on the stack (64 KiB).
 const FMAXC: usize = 1024;
+/// f32 weights packed per group of panels (128 KiB on the stack): each pixel tile runs
+/// every panel of a group while its inputs are in L1, so the inputs stream from memory
+/// once per group instead of once per 16 output channels.
+const FGROUP: usize = 32 * 1024;
 
 /// AVX2 f32 pointwise conv; same contract as `reference::conv1x1::conv1x1_f32`.
 ///
@@ -55,55 +59,69 @@ pub(crate) fn conv1x1_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bo
         return conv1x1_f32_dots(g, x, w, bias, relu, y);
     }
     let (w, bias, y) = (&w[..cout * n], &bias[..cout], &mut y[..npix * cout]);
-    let mut store = [const { MaybeUninit::<f32>::uninit() }; FMAXC * FO];
-    let mut o0 = 0;
-    while o0 < cout {
-        let no = FO.min(cout - o0);
-        let panel = pack_panel_f32(&w[o0 * n..][..no * n], n, no, &mut store[..n * FO]);
-        let mut b = [0.0f32; FO];
-        b[..no].copy_from_slice(&bias[o0..o0 + no]);
+    let mut store = [const { MaybeUninit::<f32>::uninit() }; FGROUP];
+    // Panels per group: as many as fit `store` (at least one: `n·FO ≤ FMAXC·FO ≤ FGROUP`).
+    let gp = FGROUP / (n * FO);
+    let mut g0 = 0;
+    while g0 < cout {
+        let gn = (gp * FO).min(cout - g0);
+        let npan = gn.div_ceil(FO);
+        for (k, st) in store[..npan * n * FO].chunks_exact_mut(n * FO).enumerate() {
+            let (o0, no) = (g0 + k * FO, FO.min(gn - k * FO));
+            pack_panel_f32(&w[o0 * n..][..no * n], n, no, st);
+        }
+        // SAFETY: `pack_panel_f32` wrote every element of the first `npan` panels;
+        // `MaybeUninit<f32>` has the layout of `f32`.
+        let packed =
+            unsafe { &*(&store[..npan * n * FO] as *const [MaybeUninit<f32>] as *const [f32]) };
         let mut p = 0;
         while p < npix {
             let np = FP.min(npix - p);
             let row = |i: usize| &x[src(g, p + i)..][..n];
             let out = &mut y[p * cout..];
-            macro_rules! tile {
-                ($p:literal, $b:literal) => {
-                    // SAFETY: only installed after AVX2+FMA detection; `panel` holds `n·FO`,
-                    // every row `n`; `out` holds `$p` pixels of `cout` channels from `o0`,
-                    // `o0 + no ≤ cout`, `no ≤ 8·$b`.
-                    unsafe {
-                        tile_outer_f32::<$p, $b>(
-                            panel,
-                            core::array::from_fn(row),
-                            &b,
-                            relu,
-                            out,
-                            cout,
-                            o0,
-                            no,
-                        )
-                    }
-                };
-                ($p:literal) => {
-                    if no > 8 {
-                        tile!($p, 2)
-                    } else {
-                        tile!($p, 1)
-                    }
-                };
-            }
-            match np {
-                1 => tile!(1),
-                2 => tile!(2),
-                3 => tile!(3),
-                4 => tile!(4),
-                5 => tile!(5),
-                _ => tile!(6),
+            // The tile's inputs stay in L1 across the group's panels.
+            for (k, panel) in packed.chunks_exact(n * FO).enumerate() {
+                let (o0, no) = (g0 + k * FO, FO.min(gn - k * FO));
+                let mut b = [0.0f32; FO];
+                b[..no].copy_from_slice(&bias[o0..o0 + no]);
+                macro_rules! tile {
+                    ($p:literal, $b:literal) => {
+                        // SAFETY: only installed after AVX2+FMA detection; `panel` holds
+                        // `n·FO`, every row `n`; `out` holds `$p` pixels of `cout` channels
+                        // from `o0`, `o0 + no ≤ cout`, `no ≤ 8·$b`.
+                        unsafe {
+                            tile_outer_f32::<$p, $b>(
+                                panel,
+                                core::array::from_fn(row),
+                                &b,
+                                relu,
+                                &mut *out,
+                                cout,
+                                o0,
+                                no,
+                            )
+                        }
+                    };
+                    ($p:literal) => {
+                        if no > 8 {
+                            tile!($p, 2)
+                        } else {
+                            tile!($p, 1)
+                        }
+                    };
+                }
+                match np {
+                    1 => tile!(1),
+                    2 => tile!(2),
+                    3 => tile!(3),
+                    4 => tile!(4),
+                    5 => tile!(5),
+                    _ => tile!(6),
+                }
             }
             p += np;
         }
-        o0 += no;
+        g0 += gn;
     }
 }
 
