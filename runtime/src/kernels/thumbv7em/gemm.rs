@@ -35,24 +35,45 @@ pub(super) fn hpos(k: usize, n: usize, odd: usize) -> usize {
     base + 4 * odd
 }
 
-/// The block buffer, written as halfwords, read by the GEMM as words.
-#[repr(C, align(4))]
-pub(super) struct Buf(pub(super) [i16; 2 * XB]);
+/// The block buffer, written as halfwords, read by the GEMM as words: a view of the
+/// caller's uninitialised stack words ([`Store`]) of which only the prefix a call uses is
+/// zeroed ([`Buf::zeroed`]) — zeroing all 4 KiB cost more than a 1-pixel layer's GEMM, and
+/// a buffer returned by value was copied.
+pub(super) struct Buf<'s> {
+    w: &'s mut Store,
+    len: usize,
+}
 
-impl Buf {
-    pub(super) fn new() -> Self {
-        Buf([0; 2 * XB])
+/// The stack words behind a [`Buf`]: `let mut s = [MaybeUninit::uninit(); XB]` costs nothing.
+pub(super) type Store = [core::mem::MaybeUninit<u32>; XB];
+
+impl<'s> Buf<'s> {
+    /// The first `words` (at most [`XB`]) words of `w`, zeroed.
+    #[inline(always)]
+    pub(super) fn zeroed(w: &'s mut Store, words: usize) -> Self {
+        let len = words.min(XB);
+        for v in &mut w[..len] {
+            v.write(0);
+        }
+        Buf { w, len }
     }
 
     pub(super) fn words(&self) -> &[u32] {
-        // SAFETY: the array is 4-byte aligned (`repr(align(4))`), `4·XB` bytes long and every
-        // bit pattern is a valid u32; the shared borrow of `self` covers the view's life.
-        unsafe { core::slice::from_raw_parts(self.0.as_ptr() as *const u32, XB) }
+        // SAFETY: the first `len ≤ XB` words were initialised by `zeroed` (and only written
+        // since); the shared borrow of `self` covers the view's life.
+        unsafe { core::slice::from_raw_parts(self.w.as_ptr() as *const u32, self.len) }
     }
 
     pub(super) fn words_mut(&mut self) -> &mut [u32] {
         // SAFETY: as `words`, with the exclusive borrow of `self` for the view's life.
-        unsafe { core::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u32, XB) }
+        unsafe { core::slice::from_raw_parts_mut(self.w.as_mut_ptr() as *mut u32, self.len) }
+    }
+
+    /// The initialised words as halfwords (little-endian: halfword `2k` is word `k`'s low).
+    pub(super) fn halves_mut(&mut self) -> &mut [i16] {
+        // SAFETY: as `words_mut`; the words are 4-aligned, so 2-aligned, and every bit
+        // pattern is a valid i16; `2·len` halfwords are the same `4·len` bytes.
+        unsafe { core::slice::from_raw_parts_mut(self.w.as_mut_ptr() as *mut i16, 2 * self.len) }
     }
 }
 

@@ -1,9 +1,12 @@
 //! The k×k int8 conv (the stem) on the DSP extension: per block of output pixels the
 //! receptive fields are gathered once into i16 `x − zx` patches (padding 0) in the shared
 //! GEMM's widened layout, then the 2×2 GEMM (`gemm.rs`) runs over `cin·k·k`.
-use super::gemm::{block, hpos, pair_words, Buf, XB};
+use super::gemm::{block, hpos, pair_words, Buf, Store, XB};
 use crate::kernels::reference::conv::PATCH;
 use crate::kernels::{reference, Geom, OutQ};
+
+/// Bytes of the zero-padded weight copy (the stem: 24 × 28).
+const WPAD: usize = 1024;
 
 /// Same contract as `reference::conv::conv_i8` (which it defers to for patches longer than
 /// `conv::PATCH` or zero points whose `x − zx` leaves i16).
@@ -31,25 +34,38 @@ pub(crate) fn conv_i8(
     if !fits {
         return reference::conv::conv_i8(g, x, zx, w, rq, q, y);
     }
+    // A patch length that is not a multiple of 4 would leave every 2x2 tile four scalar
+    // tails (3 of the stem's 27 values): the weight rows are copied once, padded with
+    // zeros to whole groups, and the patches' padding halfwords stay 0 (never written).
+    let mut wpad = [0i8; WPAD];
+    let (n, w) = if !n.is_multiple_of(4) && cout * wp <= WPAD {
+        for (row, src) in wpad.chunks_exact_mut(wp).zip(w.chunks_exact(n)).take(cout) {
+            row[..n].copy_from_slice(src);
+        }
+        (wp, &wpad[..cout * wp])
+    } else {
+        (n, w)
+    };
     // Where each (channel, tap) value of a pair's pixel 0 goes (pixel 1: 4 halfwords on).
     let mut pos = [0u16; PATCH];
-    for (k, p) in pos[..n].iter_mut().enumerate() {
+    for (k, p) in pos[..g.cin * kk].iter_mut().enumerate() {
         *p = hpos(k, n, 0) as u16;
     }
     let per = 2 * (XB / wp);
-    let mut buf = Buf::new();
+    let mut store: Store = [core::mem::MaybeUninit::uninit(); XB];
+    let mut buf = Buf::zeroed(&mut store, per.min(npix).div_ceil(2) * wp);
     let mut p0 = 0;
     while p0 < npix {
         let np = per.min(npix - p0);
         for i in 0..np {
             let (oy, ox) = ((p0 + i) / g.wo, (p0 + i) % g.wo);
-            let h = &mut buf.0[2 * (i / 2) * wp + 4 * (i % 2)..][..2 * wp - 4];
+            let h = &mut buf.halves_mut()[2 * (i / 2) * wp + 4 * (i % 2)..][..2 * wp - 4];
             for ky in 0..g.k {
                 let iy = Geom::tap(oy, ky, g.stride, g.pad, g.h);
                 for kx in 0..g.k {
                     let ix = Geom::tap(ox, kx, g.stride, g.pad, g.w);
                     let t = ky * g.k + kx;
-                    let ps = pos[..n].iter().skip(t).step_by(kk);
+                    let ps = pos[..g.cin * kk].iter().skip(t).step_by(kk);
                     match (iy, ix) {
                         (Some(iy), Some(ix)) => {
                             let px = &x[(iy * g.w + ix) * g.in_stride + g.c_off..][..g.cin];
