@@ -9,7 +9,7 @@
 //! two words each. Per 4 inputs the inner loop spends 2 weight loads, 4 `SXTB16`, one
 //! 4-word load of both pixels and 8 `SMLAD` (16 MACs): each weight pair is widened once and
 //! used for both pixels.
-use super::dsp::{smlad, sxtb16, sxtb16_ror8};
+use super::dsp::{requant2, smlad, sxtb16, sxtb16_ror8};
 use crate::kernels::fixed::Rq;
 use crate::kernels::OutQ;
 
@@ -299,11 +299,9 @@ impl Sink for Requant<'_> {
         let (cout, [o, o1]) = (self.cout, self.o);
         let rows = &mut self.y[(self.p0 + i) * cout..][..2 * cout];
         let (y0, y1) = rows.split_at_mut(cout);
-        y0[o] = self.r[0].apply(acc[0]);
-        y1[o] = self.r[0].apply(acc[1]);
+        [y0[o], y1[o]] = requant2(&self.r[0], acc[0], acc[1]);
         if pair {
-            y0[o1] = self.r[1].apply(acc[2]);
-            y1[o1] = self.r[1].apply(acc[3]);
+            [y0[o1], y1[o1]] = requant2(&self.r[1], acc[2], acc[3]);
         }
     }
 }
