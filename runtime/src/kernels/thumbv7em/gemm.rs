@@ -1,6 +1,7 @@
 //! The int8 GEMM core both convs share: a block of pixels, each already widened to i16
 //! `x − zx` (the pointwise conv's channels, or the stem's im2col patch), times the raw
-//! int8 weight rows, in register tiles of 2 output channels × 2 pixels.
+//! int8 weight rows, in register tiles of 2 output channels × 2 pixels; an odd last pixel
+//! (the whole of a 1×1-pixel layer) in tiles of 3 channels × 1 pixel.
 //!
 //! Widened layout, per pair of pixels (`pair_words(n)` words): for each full group of 4
 //! values `v0..v3`, four words — pixel 0's `[v0, v2]`, `[v1, v3]` (the order `SXTB16` /
@@ -138,7 +139,8 @@ fn dot2x2(w0: &[i8], w1: &[i8], x: &[u32], g: usize) -> [i32; 4] {
     [a, b, c, d]
 }
 
-/// `[w0·x0, w1·x0]` over the `g` full groups of the pair's pixel 0 (an odd last pixel).
+/// `[w0·x0, w1·x0]` over the `g` full groups of the pair's pixel 0 (an odd last pixel's
+/// last one or two channels).
 #[inline(always)]
 fn dot2x1(w0: &[i8], w1: &[i8], x: &[u32], g: usize) -> [i32; 2] {
     let (w0, w1, x) = (&w0[..4 * g], &w1[..4 * g], &x[..4 * g]);
