@@ -21,10 +21,10 @@ pub(crate) struct Rq {
     zp: i32,
     lo: i32,
     /// `mult == i32::MIN` (the high multiply's saturating case) or `lo > 127` (the reference
-    /// panics): such channels take `quant::requant` itself.
+    /// panics): such channels take `quant::requant` itself, with `[bias, mult, shift]` and
+    /// `OutQ { zp, lo }` (it reads `q.lo` only as `q.lo.max(−128)`, which `lo` is).
     exotic: bool,
-    raw: [i32; 3],
-    q: OutQ,
+    shift: i32,
 }
 
 impl Rq {
@@ -49,16 +49,35 @@ impl Rq {
             zp: q.zero_point,
             lo: q.lo.max(-128),
             exotic: rq[1] == i32::MIN || q.lo > 127,
-            raw: rq,
-            q,
+            shift,
         }
+    }
+
+    /// `Some([bias, mult, lsh, rsh, mask, zp, lo])` for the register sequence of the DSP
+    /// table's output stage (`apply` step by step); `None` for an exotic channel.
+    #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "mclass"))]
+    #[inline(always)]
+    pub(crate) fn regs(&self) -> Option<[u32; 7]> {
+        (!self.exotic).then_some([
+            self.bias as u32,
+            self.mult as u32,
+            self.lsh,
+            self.rsh,
+            self.mask as u32,
+            self.zp as u32,
+            self.lo as u32,
+        ])
     }
 
     /// `quant::requant(acc, rq, q)`.
     #[inline(always)]
     pub(crate) fn apply(&self, acc: i32) -> i8 {
         if self.exotic {
-            return requant(acc, self.raw, self.q);
+            let q = OutQ {
+                zero_point: self.zp,
+                lo: self.lo,
+            };
+            return requant(acc, [self.bias, self.mult, self.shift], q);
         }
         let x = acc.wrapping_add(self.bias).wrapping_shl(self.lsh);
         // gemmlowp's nudge/truncation is `floor((a·b + 2^30) / 2^31)` (round half up) for

@@ -6,6 +6,14 @@ mod aarch64;
 #[cfg(any(test, target_arch = "arm"))]
 pub(crate) mod fixed;
 pub mod reference;
+#[cfg(all(
+    test,
+    any(
+        target_arch = "x86_64",
+        all(target_arch = "aarch64", target_feature = "neon")
+    )
+))]
+mod requant_check;
 #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "mclass"))]
 mod thumbv7em;
 #[cfg(target_arch = "x86_64")]

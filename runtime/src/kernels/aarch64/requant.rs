@@ -86,3 +86,111 @@ pub(super) unsafe fn requant4(acc: int32x4_t, rq: &[[i32; 3]], q: OutQ, out: &mu
         *o = b as i8;
     }
 }
+
+/// NEON twin of `quant::requant_table`, bit-identical: 2 channels at a time in f64 lanes —
+/// the same exact `s_x·s_w`, the same correctly rounded divisions as
+/// `ChannelRequant::new_f64`. Its `round_f64` of the bias quotient is `FCVTAS` (round half
+/// away, exact on the quotient) then a saturating narrow (the clamp to i32, NaN → 0), so
+/// every bias is done in lanes; `quantize_multiplier`'s `frexp` and rounding work on the bit
+/// pattern (`(mantissa + 2^21) >> 22`) with its saturations as selects. A pair whose
+/// multiplier `s_x·s_w / s_y` is not a positive normal double (zero, negative, subnormal,
+/// infinite or NaN scales), and the last channel of an odd count, take the scalar spec.
+pub(crate) fn requant_table(bias: &[f32], s_x: f32, ws: &[f32], s_y: f32, out: &mut [[i32; 3]]) {
+    let n = out.len();
+    let (bias, ws) = (&bias[..n], &ws[..n]);
+    let mut j = 0;
+    while j + 2 <= n {
+        let (b, w, o) = (&bias[j..j + 2], &ws[j..j + 2], &mut out[j..j + 2]);
+        // SAFETY: NEON is baseline on this target; each slice holds 2 elements.
+        if !unsafe { table2(b, s_x, w, s_y, o) } {
+            crate::quant::requant_table(b, s_x, w, s_y, o);
+        }
+        j += 2;
+    }
+    crate::quant::requant_table(&bias[j..], s_x, &ws[j..], s_y, &mut out[j..]);
+}
+
+/// Two channels of [`requant_table`]; `false` (nothing written) when a multiplier is not a
+/// positive normal double.
+///
+/// # Safety
+/// NEON available; `bias`, `ws` and `out` hold at least 2 elements.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn table2(bias: &[f32], s_x: f32, ws: &[f32], s_y: f32, out: &mut [[i32; 3]]) -> bool {
+    debug_assert!(bias.len() >= 2 && ws.len() >= 2 && out.len() >= 2);
+    // SAFETY: 2 f32 each (this function's contract).
+    let (b, w) = unsafe {
+        (
+            vcvt_f64_f32(vld1_f32(bias.as_ptr())),
+            vcvt_f64_f32(vld1_f32(ws.as_ptr())),
+        )
+    };
+    // Exact in f64 (two 24-bit mantissas), so the order of the factors is moot.
+    let sxw = vmulq_f64(vdupq_n_f64(s_x as f64), w);
+    let m = vdivq_f64(sxw, vdupq_n_f64(s_y as f64));
+    // Positive normal finite (NaN compares false).
+    let ok = vandq_u64(
+        vcgeq_f64(m, vdupq_n_f64(f64::MIN_POSITIVE)),
+        vcltq_f64(m, vdupq_n_f64(f64::INFINITY)),
+    );
+    if vminvq_u32(vreinterpretq_u32_u64(ok)) == 0 {
+        return false;
+    }
+    // bias: round_f64(b / sxw) clamped and cast to i32 (NaN → 0) where sxw > 0, else 0.
+    let q = vdivq_f64(b, sxw);
+    let bq = vqmovn_s64(vcvtaq_s64_f64(q));
+    let bq = vand_s32(
+        bq,
+        vreinterpret_s32_u32(vmovn_u64(vcgtq_f64(sxw, vdupq_n_f64(0.0)))),
+    );
+    // frexp(m) = (mantissa / 2^53 with the implicit bit, exponent − 1022); round(q · 2^31)
+    // of that positive mantissa rounds half up: (sig + 2^21) >> 22 ∈ [2^30, 2^31].
+    let mi = vreinterpretq_u64_f64(m);
+    let sig = vorrq_u64(
+        vandq_u64(mi, vdupq_n_u64(0x000f_ffff_ffff_ffff)),
+        vdupq_n_u64(1 << 52),
+    );
+    let qf = vshrq_n_u64::<22>(vaddq_u64(sig, vdupq_n_u64(1 << 21)));
+    // 2^31 becomes 2^30 with the shift one higher (the mask is −1).
+    let top = vceqq_u64(qf, vdupq_n_u64(1 << 31));
+    let qf = vbslq_u64(top, vdupq_n_u64(1 << 30), qf);
+    let shift = vsubq_s64(
+        vsubq_s64(
+            vreinterpretq_s64_u64(vshrq_n_u64::<52>(mi)),
+            vdupq_n_s64(1022),
+        ),
+        vreinterpretq_s64_u64(top),
+    );
+    // shift < −31: (0, 0); shift > 30: (i32::MAX, 30).
+    let low = vmovn_u64(vcltq_s64(shift, vdupq_n_s64(-31)));
+    let high = vmovn_u64(vcgtq_s64(shift, vdupq_n_s64(30)));
+    let mult = vbsl_s32(
+        high,
+        vdup_n_s32(i32::MAX),
+        vreinterpret_s32_u32(vmovn_u64(qf)),
+    );
+    let shift = vbsl_s32(high, vdup_n_s32(30), vmovn_s64(shift));
+    let mult = vbic_s32(mult, vreinterpret_s32_u32(low));
+    let shift = vbic_s32(shift, vreinterpret_s32_u32(low));
+    // SAFETY: `out` holds 2 triples = 6 contiguous i32 (`[[i32; 3]]` has no padding).
+    unsafe { vst3_s32(out.as_mut_ptr() as *mut i32, int32x2x3_t(bq, mult, shift)) };
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`requant_table`] gives `quant::requant_table`'s triples bit for bit (the shared
+    /// check of every table's twin, `kernels::requant_check`). Seed: `LORKD_SEED`.
+    #[test]
+    fn requant_table_is_bit_exact() {
+        // SAFETY: NEON is baseline here; the checker hands 2 elements each.
+        crate::kernels::requant_check::requant_table_is_bit_exact(
+            requant_table,
+            2,
+            |b, x, w, y, o| unsafe { table2(b, x, w, y, o) },
+        );
+    }
+}

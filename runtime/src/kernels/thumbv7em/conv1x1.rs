@@ -2,7 +2,7 @@
 //! channels widened once to i16 `x − zx` (`SXTAB16` adds the packed `−zx` while it
 //! sign-extends, two instructions per 4 channels), then the shared 2×2 GEMM (`gemm.rs`).
 use super::dsp::{pair, sxtab16, sxtab16_ror8};
-use super::gemm::{block, block_into, hpos, pair_words, Buf, Sums, XB};
+use super::gemm::{block, block_into, hpos, pair_words, Buf, Store, Sums, XB};
 use crate::kernels::{reference, Geom, OutQ, SumTile};
 
 /// Start of output pixel `p`'s input channels.
@@ -27,7 +27,7 @@ fn fits(g: &Geom, x: &[i8], zx: i32, w: &[i8]) -> bool {
 }
 
 /// Widens output pixels `p0 .. p0 + np`'s input channels into `buf` (the GEMM's layout).
-fn widen(g: &Geom, x: &[i8], zx: i32, p0: usize, np: usize, buf: &mut Buf) {
+fn widen(g: &Geom, x: &[i8], zx: i32, p0: usize, np: usize, buf: &mut Buf<'_>) {
     let n = g.cin;
     let (wp, zz) = (pair_words(n), pair(-zx));
     let (g4, nt) = (n / 4, n & !3);
@@ -43,7 +43,7 @@ fn widen(g: &Geom, x: &[i8], zx: i32, p0: usize, np: usize, buf: &mut Buf) {
             d[0] = sxtab16(zz, v);
             d[1] = sxtab16_ror8(zz, v);
         }
-        let h = &mut buf.0[2 * base..][..2 * wp];
+        let h = &mut buf.halves_mut()[2 * base..][..2 * wp];
         for k in nt..n {
             h[hpos(k, n, odd)] = (px[k] as i32 - zx) as i16;
         }
@@ -66,7 +66,8 @@ pub(crate) fn conv1x1_i8(
         return reference::conv1x1::conv1x1_i8(g, x, zx, w, rq, q, y);
     }
     let per = 2 * (XB / pair_words(n));
-    let mut buf = Buf::new();
+    let mut store: Store = [core::mem::MaybeUninit::uninit(); XB];
+    let mut buf = Buf::zeroed(&mut store, per.min(npix).div_ceil(2) * pair_words(n));
     let mut p0 = 0;
     while p0 < npix {
         let np = per.min(npix - p0);
@@ -95,7 +96,8 @@ pub(crate) fn conv1x1_sums_i8(
         return reference::conv1x1::conv1x1_sums_i8(g, x, zx, w, sink);
     }
     let per = (2 * (XB / pair_words(n))).min(SP);
-    let mut buf = Buf::new();
+    let mut store: Store = [core::mem::MaybeUninit::uninit(); XB];
+    let mut buf = Buf::zeroed(&mut store, per.min(npix).div_ceil(2) * pair_words(n));
     let mut acc = [0i32; SP * SC];
     let mut p0 = 0;
     while p0 < npix {

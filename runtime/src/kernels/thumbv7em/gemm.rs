@@ -1,6 +1,7 @@
 //! The int8 GEMM core both convs share: a block of pixels, each already widened to i16
 //! `x − zx` (the pointwise conv's channels, or the stem's im2col patch), times the raw
-//! int8 weight rows, in register tiles of 2 output channels × 2 pixels.
+//! int8 weight rows, in register tiles of 2 output channels × 2 pixels; an odd last pixel
+//! (the whole of a 1×1-pixel layer) in tiles of 3 channels × 1 pixel.
 //!
 //! Widened layout, per pair of pixels (`pair_words(n)` words): for each full group of 4
 //! values `v0..v3`, four words — pixel 0's `[v0, v2]`, `[v1, v3]` (the order `SXTB16` /
@@ -9,7 +10,7 @@
 //! two words each. Per 4 inputs the inner loop spends 2 weight loads, 4 `SXTB16`, one
 //! 4-word load of both pixels and 8 `SMLAD` (16 MACs): each weight pair is widened once and
 //! used for both pixels.
-use super::dsp::{smlad, sxtb16, sxtb16_ror8};
+use super::dsp::{requant2, smlad, sxtb16, sxtb16_ror8};
 use crate::kernels::fixed::Rq;
 use crate::kernels::OutQ;
 
@@ -35,24 +36,45 @@ pub(super) fn hpos(k: usize, n: usize, odd: usize) -> usize {
     base + 4 * odd
 }
 
-/// The block buffer, written as halfwords, read by the GEMM as words.
-#[repr(C, align(4))]
-pub(super) struct Buf(pub(super) [i16; 2 * XB]);
+/// The block buffer, written as halfwords, read by the GEMM as words: a view of the
+/// caller's uninitialised stack words ([`Store`]) of which only the prefix a call uses is
+/// zeroed ([`Buf::zeroed`]) — zeroing all 4 KiB cost more than a 1-pixel layer's GEMM, and
+/// a buffer returned by value was copied.
+pub(super) struct Buf<'s> {
+    w: &'s mut Store,
+    len: usize,
+}
 
-impl Buf {
-    pub(super) fn new() -> Self {
-        Buf([0; 2 * XB])
+/// The stack words behind a [`Buf`]: `let mut s = [MaybeUninit::uninit(); XB]` costs nothing.
+pub(super) type Store = [core::mem::MaybeUninit<u32>; XB];
+
+impl<'s> Buf<'s> {
+    /// The first `words` (at most [`XB`]) words of `w`, zeroed.
+    #[inline(always)]
+    pub(super) fn zeroed(w: &'s mut Store, words: usize) -> Self {
+        let len = words.min(XB);
+        for v in &mut w[..len] {
+            v.write(0);
+        }
+        Buf { w, len }
     }
 
     pub(super) fn words(&self) -> &[u32] {
-        // SAFETY: the array is 4-byte aligned (`repr(align(4))`), `4·XB` bytes long and every
-        // bit pattern is a valid u32; the shared borrow of `self` covers the view's life.
-        unsafe { core::slice::from_raw_parts(self.0.as_ptr() as *const u32, XB) }
+        // SAFETY: the first `len ≤ XB` words were initialised by `zeroed` (and only written
+        // since); the shared borrow of `self` covers the view's life.
+        unsafe { core::slice::from_raw_parts(self.w.as_ptr() as *const u32, self.len) }
     }
 
     pub(super) fn words_mut(&mut self) -> &mut [u32] {
         // SAFETY: as `words`, with the exclusive borrow of `self` for the view's life.
-        unsafe { core::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u32, XB) }
+        unsafe { core::slice::from_raw_parts_mut(self.w.as_mut_ptr() as *mut u32, self.len) }
+    }
+
+    /// The initialised words as halfwords (little-endian: halfword `2k` is word `k`'s low).
+    pub(super) fn halves_mut(&mut self) -> &mut [i16] {
+        // SAFETY: as `words_mut`; the words are 4-aligned, so 2-aligned, and every bit
+        // pattern is a valid i16; `2·len` halfwords are the same `4·len` bytes.
+        unsafe { core::slice::from_raw_parts_mut(self.w.as_mut_ptr() as *mut i16, 2 * self.len) }
     }
 }
 
@@ -117,7 +139,8 @@ fn dot2x2(w0: &[i8], w1: &[i8], x: &[u32], g: usize) -> [i32; 4] {
     [a, b, c, d]
 }
 
-/// `[w0·x0, w1·x0]` over the `g` full groups of the pair's pixel 0 (an odd last pixel).
+/// `[w0·x0, w1·x0]` over the `g` full groups of the pair's pixel 0 (an odd last pixel's
+/// last one or two channels).
 #[inline(always)]
 fn dot2x1(w0: &[i8], w1: &[i8], x: &[u32], g: usize) -> [i32; 2] {
     let (w0, w1, x) = (&w0[..4 * g], &w1[..4 * g], &x[..4 * g]);
@@ -145,6 +168,69 @@ fn dot2x1(w0: &[i8], w1: &[i8], x: &[u32], g: usize) -> [i32; 2] {
     [a, c]
 }
 
+/// `[w0·x0, w1·x0, w2·x0]` over the `g` full groups of the pair's pixel 0 for three
+/// consecutive weight rows `w[0..n]`, `w[n..2n]`, `w[2n..3n]` (a lone pixel: each weight
+/// is used once, so the widening is not shared; three rows share each `x` load).
+///
+/// One `asm!` loop: per group of 4 inputs one `LDRD` of the pixel's widened pair, then per
+/// row a weight `LDR`, 2 `SXTB16` and 2 `SMLAD`, and `SUBS`/`BNE`: 18 instructions per 12
+/// MACs (the two-row loop spends 14 per 8). Row 2 is addressed as `[row 0, n, LSL #1]`, so
+/// 12 registers suffice.
+#[inline(always)]
+fn dot1x3(w: &[i8], n: usize, x: &[u32], g: usize) -> [i32; 3] {
+    assert!(4 * g <= n);
+    let (w, x) = (&w[..3 * n], &x[..4 * g]);
+    let (mut a0, mut a1, mut a2) = (0i32, 0i32, 0i32);
+    if g == 0 {
+        return [a0, a1, a2];
+    }
+    // SAFETY: the loop runs `g ≥ 1` times; pass `j` reads 4 bytes at `w + 4j`, `w + n + 4j`
+    // and `w + 2n + 4j` (each row's group `j`, `4j + 4 ≤ 4g ≤ n`, inside `w[..3n]`; `LDR`
+    // allows any alignment on Armv7-M) and 2 words at `x + 16j` (`x` sliced to `4g` words, a
+    // word slice is 4-aligned as `LDRD` needs); the post-increments advance the row 0 and
+    // row 1 pointers by 4 bytes and `x` by 4 words per pass, so every access stays inside
+    // the slices. It writes no memory and no stack; pointer, counter and scratch registers
+    // are clobbered outputs; `SUBS` sets the flags and `SMLAD` perhaps APSR.Q, so
+    // `preserves_flags` is not claimed.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldrd {xe}, {xo}, [{px}], #16",
+            "ldr {wv}, [{pw0}, {nr}, lsl #1]",
+            "sxtb16 {t}, {wv}",
+            "smlad {c}, {t}, {xe}, {c}",
+            "sxtb16 {t}, {wv}, ror #8",
+            "smlad {c}, {t}, {xo}, {c}",
+            "ldr {wv}, [{pw0}], #4",
+            "sxtb16 {t}, {wv}",
+            "smlad {a}, {t}, {xe}, {a}",
+            "sxtb16 {t}, {wv}, ror #8",
+            "smlad {a}, {t}, {xo}, {a}",
+            "ldr {wv}, [{pw1}], #4",
+            "sxtb16 {t}, {wv}",
+            "smlad {b}, {t}, {xe}, {b}",
+            "sxtb16 {t}, {wv}, ror #8",
+            "smlad {b}, {t}, {xo}, {b}",
+            "subs {k}, {k}, #1",
+            "bne 2b",
+            pw0 = inout(reg) w.as_ptr() => _,
+            pw1 = inout(reg) w[n..].as_ptr() => _,
+            nr = in(reg) n,
+            px = inout(reg) x.as_ptr() => _,
+            k = inout(reg) g => _,
+            a = inout(reg) a0,
+            b = inout(reg) a1,
+            c = inout(reg) a2,
+            wv = out(reg) _,
+            t = out(reg) _,
+            xe = out(reg) _,
+            xo = out(reg) _,
+            options(nostack, readonly),
+        );
+    }
+    [a0, a1, a2]
+}
+
 /// The partial group: `Σ w[k]·x[k]` over the natural-order halfwords of `x`.
 #[inline(always)]
 fn tail(w: &[i8], x: &[u32]) -> i32 {
@@ -163,6 +249,24 @@ pub(super) trait Sink {
     fn channels(&mut self, o: usize, o1: usize);
     /// The sum of block pixel `i` for channel `o` (`second`: `o1`).
     fn put(&mut self, i: usize, second: bool, acc: i32);
+    /// The sum of block pixel `i` for any channel `o` (a lone pixel's outputs, in
+    /// channel triples: [`Sink::channels`] not called for them).
+    #[inline(always)]
+    fn put1(&mut self, i: usize, o: usize, acc: i32) {
+        self.channels(o, o);
+        self.put(i, false, acc);
+    }
+    /// A 2x2 tile's sums `[o·i, o·(i + 1), o1·i, o1·(i + 1)]` (`pair`: `o1 ≠ o`, else the
+    /// last two are not put).
+    #[inline(always)]
+    fn put4(&mut self, i: usize, pair: bool, acc: [i32; 4]) {
+        self.put(i, false, acc[0]);
+        self.put(i + 1, false, acc[1]);
+        if pair {
+            self.put(i, true, acc[2]);
+            self.put(i + 1, true, acc[3]);
+        }
+    }
 }
 
 /// The conv output stage: `y[(p0 + i)·cout + o] = requant(sum, rq[o])`.
@@ -186,6 +290,21 @@ impl Sink for Requant<'_> {
     fn put(&mut self, i: usize, second: bool, acc: i32) {
         let s = usize::from(second);
         self.y[(self.p0 + i) * self.cout + self.o[s]] = self.r[s].apply(acc);
+    }
+    #[inline(always)]
+    fn put1(&mut self, i: usize, o: usize, acc: i32) {
+        self.y[(self.p0 + i) * self.cout + o] = Rq::new(self.rq[o], self.q).apply(acc);
+    }
+    /// The two output rows sliced once per tile, not an index and check per output.
+    #[inline(always)]
+    fn put4(&mut self, i: usize, pair: bool, acc: [i32; 4]) {
+        let (cout, [o, o1]) = (self.cout, self.o);
+        let rows = &mut self.y[(self.p0 + i) * cout..][..2 * cout];
+        let (y0, y1) = rows.split_at_mut(cout);
+        [y0[o], y1[o]] = requant2(&self.r[0], acc[0], acc[1]);
+        if pair {
+            [y0[o1], y1[o1]] = requant2(&self.r[1], acc[2], acc[3]);
+        }
     }
 }
 
@@ -259,43 +378,61 @@ pub(super) fn block_into(
     out: &mut impl Sink,
 ) {
     let (g, wp, nt) = (n / 4, pair_words(n), n & !3);
+    // 2x2 tiles over the pixel pairs; an odd last pixel afterwards, by channel triples.
+    let np2 = np & !1;
     let mut o = o0;
-    while o < o_end {
+    while np2 > 0 && o < o_end {
         let o1 = (o + 1).min(o_end - 1);
         out.channels(o, o1);
         let (w0, w1) = (&w[o * n..][..n], &w[o1 * n..][..n]);
         let (t0, t1) = (&w0[nt..], &w1[nt..]);
         let mut i = 0;
-        while i < np {
+        while i < np2 {
             let x = &xb[(i / 2) * wp..][..wp];
             let (h0, h1) = (&x[4 * g..], &x[(4 * g + 2).min(wp)..]);
-            if i + 1 < np {
-                let [mut a, mut b, mut c, mut d] = dot2x2(w0, w1, x, g);
-                if nt < n {
-                    a = a.wrapping_add(tail(t0, h0));
-                    b = b.wrapping_add(tail(t0, h1));
-                    c = c.wrapping_add(tail(t1, h0));
-                    d = d.wrapping_add(tail(t1, h1));
-                }
-                out.put(i, false, a);
-                out.put(i + 1, false, b);
-                if o1 != o {
-                    out.put(i, true, c);
-                    out.put(i + 1, true, d);
-                }
-                i += 2;
-            } else {
-                let [mut a, mut c] = dot2x1(w0, w1, x, g);
-                if nt < n {
-                    a = a.wrapping_add(tail(t0, h0));
-                    c = c.wrapping_add(tail(t1, h0));
-                }
-                out.put(i, false, a);
-                if o1 != o {
-                    out.put(i, true, c);
-                }
-                i += 1;
+            let [mut a, mut b, mut c, mut d] = dot2x2(w0, w1, x, g);
+            if nt < n {
+                a = a.wrapping_add(tail(t0, h0));
+                b = b.wrapping_add(tail(t0, h1));
+                c = c.wrapping_add(tail(t1, h0));
+                d = d.wrapping_add(tail(t1, h1));
             }
+            out.put4(i, o1 != o, [a, b, c, d]);
+            i += 2;
+        }
+        o += 2;
+    }
+    if np2 == np {
+        return;
+    }
+    let i = np2;
+    let x = &xb[(i / 2) * wp..][..wp];
+    let h0 = &x[4 * g..];
+    let mut o = o0;
+    while o + 3 <= o_end {
+        let ws = &w[o * n..][..3 * n];
+        let mut acc = dot1x3(ws, n, x, g);
+        if nt < n {
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = a.wrapping_add(tail(&ws[k * n + nt..(k + 1) * n], h0));
+            }
+        }
+        out.put1(i, o, acc[0]);
+        out.put1(i, o + 1, acc[1]);
+        out.put1(i, o + 2, acc[2]);
+        o += 3;
+    }
+    while o < o_end {
+        let o1 = (o + 1).min(o_end - 1);
+        let (w0, w1) = (&w[o * n..][..n], &w[o1 * n..][..n]);
+        let [mut a, mut c] = dot2x1(w0, w1, x, g);
+        if nt < n {
+            a = a.wrapping_add(tail(&w0[nt..], h0));
+            c = c.wrapping_add(tail(&w1[nt..], h0));
+        }
+        out.put1(i, o, a);
+        if o1 != o {
+            out.put1(i, o1, c);
         }
         o += 2;
     }
