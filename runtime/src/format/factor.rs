@@ -266,21 +266,26 @@ impl<'a> Factor<'a> {
                     }
                 }
             }
-        } else if cols <= CHUNK {
-            let mut buf = [0.0f32; CHUNK];
-            for i in 0..rows {
-                self.row_into(i, &mut buf);
-                for (j, &v) in buf[..cols].iter().enumerate() {
-                    out[j * rows + i] = v;
-                }
-            }
-        } else {
-            for i in 0..rows {
-                for j in 0..cols {
-                    out[j * rows + i] = self.get(i, j);
+        } else if rows > 0 && cols > 0 {
+            // f32 / f16: each element decoded in place, row by row (no per-element dtype
+            // dispatch as in `get`).
+            let w = if self.dtype == DeltaDType::F32 { 4 } else { 2 };
+            for (i, row) in self.bytes.chunks_exact(w * cols).take(rows).enumerate() {
+                for (j, c) in row.chunks_exact(w).enumerate() {
+                    out[j * rows + i] = match self.dtype {
+                        DeltaDType::F32 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                        _ => half::f16::from_le_bytes([c[0], c[1]]).to_f32(),
+                    };
                 }
             }
         }
+    }
+
+    /// The stored bytes (the layout table above) and their dtype: for kernels that decode
+    /// whole tiles at once.
+    #[inline]
+    pub fn raw(&self) -> (&'a [u8], DeltaDType) {
+        (self.bytes, self.dtype)
     }
 }
 
