@@ -246,24 +246,31 @@ impl<'a> Factor<'a> {
     /// (8 output channels of one rank row at a time). Every value is the row decoder's
     /// product, bit for bit.
     pub fn decode_transposed_into(&self, out: &mut [f32]) {
-        const CHUNK: usize = 64;
         let (rows, cols) = (self.rows, self.cols);
         let out = &mut out[..rows * cols];
         if let Some((q, sc)) = self.i8_parts() {
-            // The streaming `Bᵀ` of every inference (`rows` = Cout, up to 1024; `cols` = r):
-            // a block of row scales first, then one contiguous run per output row, rather
-            // than a `row_into` call and `cols` scattered stores per input row.
-            let mut s = [0.0f32; CHUNK];
-            for i0 in (0..rows).step_by(CHUNK) {
-                let n = CHUNK.min(rows - i0);
-                for (sv, b) in s[..n].iter_mut().zip(sc[2 * i0..].chunks_exact(2)) {
-                    *sv = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+            // Every streaming call decodes `Aᵀ` (`rows` = r) and `Bᵀ` (`rows` = Cout): blocks
+            // of 8 rows, each column's 8 values one fixed-size run of `out` (vector
+            // converts and stores on NEON), the scales decoded once a block; the last rows
+            // one value at a time.
+            let scale = |i: usize| half::f16::from_le_bytes([sc[2 * i], sc[2 * i + 1]]).to_f32();
+            let r8 = rows / 8 * 8;
+            for i0 in (0..r8).step_by(8) {
+                let mut s = [0.0f32; 8];
+                for (k, sk) in s.iter_mut().enumerate() {
+                    *sk = scale(i0 + k);
                 }
-                let q = &q[i0 * cols..(i0 + n) * cols];
+                let q = &q[i0 * cols..(i0 + 8) * cols];
                 for (j, run) in out.chunks_exact_mut(rows).enumerate() {
-                    for (k, (o, &sv)) in run[i0..i0 + n].iter_mut().zip(&s[..n]).enumerate() {
-                        *o = q[k * cols + j] as i8 as f32 * sv;
+                    for (k, (o, &sk)) in run[i0..i0 + 8].iter_mut().zip(&s).enumerate() {
+                        *o = q[k * cols + j] as i8 as f32 * sk;
                     }
+                }
+            }
+            for i in r8..rows {
+                let s = scale(i);
+                for (j, &v) in q[i * cols..(i + 1) * cols].iter().enumerate() {
+                    out[j * rows + i] = v as i8 as f32 * s;
                 }
             }
         } else if rows > 0 && cols > 0 {

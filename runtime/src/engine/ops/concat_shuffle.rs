@@ -2,7 +2,7 @@
 //! (`out[2i] = a[i]`, `out[2i+1] = b[i]`); int8 inputs are rescaled to the output's
 //! quantisation on the way.
 
-use super::{f32s, f32s_mut, i8s, i8s_mut, io, rescale_into, rescale_table, Ctx, R};
+use super::{f32s, f32s_mut, i8s, i8s_mut, io, rescale_into, rescale_one, rescale_table, Ctx, R};
 use crate::engine::EngineError;
 use crate::format::{validate, Op};
 use crate::kernels::reference as k;
@@ -44,18 +44,18 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
             } else if n * c > 256 {
                 // Each code through a 256-entry table of `rescale_one`, in the copy itself.
                 let (ta, tb) = (rescale_table(qa, qy), rescale_table(qb, qy));
-                let look = |t: [i8; 256]| {
-                    move |x: &[i8], o: &mut [i8]| {
-                        for (o, &v) in o.iter_mut().zip(x) {
-                            *o = t[v as u8 as usize];
-                        }
-                    }
-                };
-                interleave(n, c, xa, sa, ao, xb, sb, bo, y, look(ta), look(tb));
-            } else {
-                // Fewer codes a side than a table has entries: rescale them directly.
+                let (fa, fb) = (|v: i8| ta[v as u8 as usize], |v: i8| tb[v as u8 as usize]);
+                interleave_each(n, c, xa, sa, ao, xb, sb, bo, y, fa, fb);
+            } else if cfg!(target_arch = "x86_64") {
+                // Fewer codes a side than a table has entries: rescale them directly, a block
+                // of a pixel's channels at a time (vectorised).
                 let f = |q| move |x: &[i8], o: &mut [i8]| rescale_into(x, q, qy, o);
                 interleave(n, c, xa, sa, ao, xb, sb, bo, y, f(qa), f(qb));
+            } else {
+                // The same, one code at a time straight into `y` (no block pass: Cortex-M
+                // counts fewer instructions so).
+                let f = |q| move |v| rescale_one(v, q, qy);
+                interleave_each(n, c, xa, sa, ao, xb, sb, bo, y, f(qa), f(qb));
             }
         }
         None => {
@@ -101,6 +101,33 @@ fn interleave(
                 o[0] = va;
                 o[1] = vb;
             }
+        }
+    }
+}
+
+/// [`k::concat_shuffle::concat_shuffle`] with each element mapped on the way
+/// (`y[p, 2i] = fa(a[p, i])`, `y[p, 2i+1] = fb(b[p, i])`): one pass instead of a copy and
+/// a rescale pass over `y`.
+#[allow(clippy::too_many_arguments)]
+fn interleave_each(
+    n: usize,
+    c: usize,
+    a: &[i8],
+    a_stride: usize,
+    a_off: usize,
+    b: &[i8],
+    b_stride: usize,
+    b_off: usize,
+    y: &mut [i8],
+    fa: impl Fn(i8) -> i8,
+    fb: impl Fn(i8) -> i8,
+) {
+    for (p, out) in y.chunks_exact_mut(2 * c).take(n).enumerate() {
+        let pa = &a[p * a_stride + a_off..][..c];
+        let pb = &b[p * b_stride + b_off..][..c];
+        for ((o, &va), &vb) in out.chunks_exact_mut(2).zip(pa).zip(pb) {
+            o[0] = fa(va);
+            o[1] = fb(vb);
         }
     }
 }

@@ -10,6 +10,18 @@ const O: usize = 8;
 pub fn linear_f32(x: &[f32], w: &[f32], bias: &[f32], y: &mut [f32]) {
     let n = x.len();
     let (w, bias) = (&w[..y.len() * n], &bias[..y.len()]);
+    if cfg!(target_arch = "arm") {
+        // Cortex-M issues in order with short FPU latencies: nothing to overlap, and the
+        // interleaved form's idle lanes would only add work.
+        for (o, yo) in y.iter_mut().enumerate() {
+            let mut acc = bias[o];
+            for (&wj, &xj) in w[o * n..][..n].iter().zip(x) {
+                acc += wj * xj;
+            }
+            *yo = acc;
+        }
+        return;
+    }
     for (c, (ys, bs)) in y.chunks_mut(O).zip(bias.chunks(O)).enumerate() {
         let ws = &w[c * O * n..][..ys.len() * n];
         let m = ys.len();
