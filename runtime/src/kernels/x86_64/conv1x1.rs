@@ -158,8 +158,8 @@ fn pack_panel_f32<'s>(
     unsafe { &*(store as *const [MaybeUninit<f32>] as *const [f32]) }
 }
 
-/// `out[FO·j + l] = rows[l][j]` for `j, l < 8`: an 8×8 transpose (unpacks, shuffles, lane
-/// permutes) into 8 rows of a panel.
+/// `out[FO·j + l] = rows[l][j]` for `j, l < 8`: an 8×8 transpose ([`super::transpose8`])
+/// into 8 rows of a panel.
 ///
 /// # Safety
 /// AVX available; every row holds 8 f32, `out` at least `7·FO + 8`.
@@ -171,30 +171,10 @@ unsafe fn transpose_8x8(rows: [&[f32]; 8], out: &mut [MaybeUninit<f32>]) {
         // SAFETY: each row holds 8 f32 (this function's contract).
         *v = unsafe { _mm256_loadu_ps(row.as_ptr()) };
     }
-    // t[2q], t[2q + 1]: rows 2q and 2q + 1 interleaved, low and high pairs of each half.
-    let mut t = [_mm256_setzero_ps(); 8];
-    for q in 0..4 {
-        t[2 * q] = _mm256_unpacklo_ps(r[2 * q], r[2 * q + 1]);
-        t[2 * q + 1] = _mm256_unpackhi_ps(r[2 * q], r[2 * q + 1]);
-    }
-    // s[4h + 2m + c]: rows 4h..4h+4 of columns `2m + c` (low half) and `2m + c + 4` (high).
-    let mut s = [_mm256_setzero_ps(); 8];
-    for h in 0..2 {
-        for m in 0..2 {
-            let (a, b) = (t[4 * h + m], t[4 * h + m + 2]);
-            s[4 * h + 2 * m] = _mm256_shuffle_ps::<0x44>(a, b);
-            s[4 * h + 2 * m + 1] = _mm256_shuffle_ps::<0xEE>(a, b);
-        }
-    }
-    for j in 0..4 {
-        let lo = _mm256_permute2f128_ps::<0x20>(s[j], s[j + 4]);
-        let hi = _mm256_permute2f128_ps::<0x31>(s[j], s[j + 4]);
-        // SAFETY: columns `j` and `j + 4` land at `FO·j` and `FO·(j + 4)`, 8 f32 each,
-        // inside `out` (`FO·7 + 8` long).
-        unsafe {
-            _mm256_storeu_ps(out.as_mut_ptr().add(FO * j).cast(), lo);
-            _mm256_storeu_ps(out.as_mut_ptr().add(FO * (j + 4)).cast(), hi);
-        }
+    let t = super::transpose8(r);
+    for (j, v) in t.into_iter().enumerate() {
+        // SAFETY: column `j < 8` lands at `FO·j`, 8 f32, inside `out` (`FO·7 + 8` long).
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(FO * j).cast(), v) };
     }
 }
 
