@@ -591,7 +591,7 @@ const RB: usize = 16;
 /// A streaming 1x1 expert's factors decoded for the low-rank GEMMs, and its `u`.
 pub struct LowRank1x1<'s> {
     /// `Aᵀ [Cin, r]`: `A` transposed, so a channel's `r` rank weights are contiguous (the
-    /// lanes of [`lowrank_u_gemm`]'s few-pixel path).
+    /// lanes of [`lowrank_u_gemm`]'s rank-lane path).
     pub at: &'s [f32],
     /// `Bᵀ [r, Cout]`: `B` transposed, so the epilogues read 8 output channels of one
     /// rank row contiguously.
@@ -665,7 +665,7 @@ pub fn lowrank_u_gemm<T: Copy>(
 
 /// Rank rows `0 .. r0` (`r0` a multiple of `L`) of [`lowrank_u_gemm`]: per output pixel,
 /// the lanes of one accumulator hold `L` rank rows; each input is loaded (dequantised)
-/// once and times `Aᵀ`'s `L` contiguous weights of its channel added in — every lane
+/// once per block and times `Aᵀ`'s `L` contiguous weights of its channel added in — every lane
 /// useful at any pixel count, no transposed input tile (3–4× [`pixel_lanes`] with 8 rank
 /// rows at 16 to 784 pixels, measured on AVX2).
 #[inline(always)]
