@@ -124,7 +124,7 @@ fn decode(a: &Factor<'_>, b: &Factor<'_>, at: &mut [f32], bt: &mut [f32]) {
 }
 
 /// [`Factor::decode_transposed_into`]: at least 8 rows and whole 8-column tiles in
-/// registers ([`decode_t_avx2`]; int8 rows past the last 8 scalar); the rest the spec.
+/// registers ([`decode_t_avx2`]; the rows past the last 8 by `get`); the rest the spec.
 fn decode_t(f: &Factor<'_>, out: &mut [f32]) {
     let (rows, cols) = (f.rows, f.cols);
     if rows < 8 || !cols.is_multiple_of(8) {
