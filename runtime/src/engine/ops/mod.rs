@@ -365,8 +365,9 @@ pub(super) fn rescale_table(from: QParams, to: QParams) -> [i8; 256] {
 /// `out[i] = rescale_one(x[i], from, to)`, the same bytes. On x86_64: blocks of codes
 /// dequantised to f32, then [`crate::switch::quantize_row`] (`QParams::quantize`'s rounding
 /// in a form that vectorises) instead of one scalar division and rounding per code. Cortex-M
-/// and aarch64 keep the scalar form, which costs them fewer instructions (the row form
-/// counted +40 % on Cortex-M: no SIMD, and its magic-number rounding is longer than `VCVT`).
+/// and aarch64 keep the scalar form, which costs them fewer instructions (with the row
+/// form the concats counted about twice as many on Cortex-M: no SIMD, and its
+/// magic-number rounding is longer than `VCVT`).
 pub(super) fn rescale_into(x: &[i8], from: QParams, to: QParams, out: &mut [i8]) {
     if !cfg!(target_arch = "x86_64") {
         for (o, &v) in out.iter_mut().zip(x) {
