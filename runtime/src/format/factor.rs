@@ -195,13 +195,6 @@ impl<'a> Factor<'a> {
         }
     }
 
-    /// int8 storage: the `rows·cols` codes and the `2·rows` bytes of little-endian f16 row
-    /// scales (the layout table above); `None` for other dtypes.
-    #[inline]
-    pub fn i8_parts(&self) -> Option<(&'a [u8], &'a [u8])> {
-        (self.dtype == DeltaDType::I8).then(|| self.bytes.split_at(self.rows * self.cols))
-    }
-
     /// Decodes row `i` into `out[..cols]`.
     pub fn row_into(&self, i: usize, out: &mut [f32]) {
         match self.dtype {
@@ -248,7 +241,8 @@ impl<'a> Factor<'a> {
     pub fn decode_transposed_into(&self, out: &mut [f32]) {
         let (rows, cols) = (self.rows, self.cols);
         let out = &mut out[..rows * cols];
-        if let Some((q, sc)) = self.i8_parts() {
+        if self.dtype == DeltaDType::I8 {
+            let (q, sc) = self.bytes.split_at(rows * cols);
             // Every streaming call decodes `Aᵀ` (`rows` = r) and `Bᵀ` (`rows` = Cout): blocks
             // of 8 rows, each column's 8 values one fixed-size run of `out` (vector
             // converts and stores on NEON), the scales decoded once a block; the last rows
