@@ -585,8 +585,6 @@ const L: usize = 8;
 type Lanes = [f32; L];
 /// Input channels [`pixel_lanes`] dequantises per pass (its stack tile, `CH × L` f32).
 const CH: usize = 32;
-/// Rank rows [`pixel_lanes`] accumulates per block (`RB × L` f32 on the stack).
-const RB: usize = 16;
 
 /// A streaming 1x1 expert's factors decoded for the low-rank GEMMs, and its `u`.
 pub struct LowRank1x1<'s> {
@@ -695,10 +693,9 @@ fn rank_lanes<T: Copy>(
     }
 }
 
-/// Rank rows `r0 .. r` of [`lowrank_u_gemm`] with `L` output pixels in the lanes of one
-/// accumulator per rank row: the inputs of a pixel tile loaded (dequantised) once per rank
-/// block into a transposed stack tile, then every input vector feeding up to 4 rank rows
-/// (fewer than 8 rows here: the block's accumulators stay in registers).
+/// Rank rows `r0 .. r` (fewer than `L`) of [`lowrank_u_gemm`] with `L` output pixels in the
+/// lanes of one accumulator per rank row: the inputs of a pixel tile loaded (dequantised)
+/// once into a transposed stack tile, then every input vector feeding up to 4 rank rows.
 #[inline(always)]
 fn pixel_lanes<T: Copy>(
     g: &Geom,
@@ -709,9 +706,10 @@ fn pixel_lanes<T: Copy>(
     r0: usize,
     u: &mut [f32],
 ) {
-    let (npix, cin) = (g.ho * g.wo, g.cin);
+    let (npix, cin, rb) = (g.ho * g.wo, g.cin, r - r0);
+    debug_assert!(rb < L);
     let mut xt = [[0.0f32; L]; CH];
-    let mut acc = [[0.0f32; L]; RB];
+    let mut acc = [[0.0f32; L]; L];
     let mut off = [0usize; L];
     for p0 in (0..npix).step_by(L) {
         let np = L.min(npix - p0);
@@ -722,38 +720,35 @@ fn pixel_lanes<T: Copy>(
         if np < L {
             xt = [[0.0; L]; CH]; // lanes past the image stay finite (and unused)
         }
-        for j0 in (r0..r).step_by(RB) {
-            let rb = RB.min(r - j0);
-            acc[..rb].fill([0.0; L]);
-            for c0 in (0..cin).step_by(CH) {
-                let m = CH.min(cin - c0);
-                for (i, &o) in off[..np].iter().enumerate() {
-                    for (t, &v) in xt[..m].iter_mut().zip(&x[o + c0..][..m]) {
-                        t[i] = load(v);
-                    }
-                }
-                let (xs, acc) = (&xt[..m], &mut acc[..rb]);
-                let mut j = 0;
-                // 4 rows per pass on SIMD targets; the Cortex-M FPU has 32 scalar
-                // registers, so it takes 2 (16 accumulators).
-                if !cfg!(target_arch = "arm") {
-                    while j + 4 <= rb {
-                        rank_rows::<4>(&mut acc[j..], a, r, j0 + j, c0, xs);
-                        j += 4;
-                    }
-                }
-                while j + 2 <= rb {
-                    rank_rows::<2>(&mut acc[j..], a, r, j0 + j, c0, xs);
-                    j += 2;
-                }
-                if j < rb {
-                    rank_rows::<1>(&mut acc[j..], a, r, j0 + j, c0, xs);
+        acc[..rb].fill([0.0; L]);
+        for c0 in (0..cin).step_by(CH) {
+            let m = CH.min(cin - c0);
+            for (i, &o) in off[..np].iter().enumerate() {
+                for (t, &v) in xt[..m].iter_mut().zip(&x[o + c0..][..m]) {
+                    t[i] = load(v);
                 }
             }
-            for (i, up) in u[p0 * r..].chunks_exact_mut(r).take(np).enumerate() {
-                for (uj, aj) in up[j0..j0 + rb].iter_mut().zip(&acc[..rb]) {
-                    *uj = aj[i];
+            let (xs, acc) = (&xt[..m], &mut acc[..rb]);
+            let mut j = 0;
+            // 4 rows per pass on SIMD targets; the Cortex-M FPU has 32 scalar registers,
+            // so it takes 2 (16 accumulators).
+            if !cfg!(target_arch = "arm") {
+                while j + 4 <= rb {
+                    rank_rows::<4>(&mut acc[j..], a, r, r0 + j, c0, xs);
+                    j += 4;
                 }
+            }
+            while j + 2 <= rb {
+                rank_rows::<2>(&mut acc[j..], a, r, r0 + j, c0, xs);
+                j += 2;
+            }
+            if j < rb {
+                rank_rows::<1>(&mut acc[j..], a, r, r0 + j, c0, xs);
+            }
+        }
+        for (i, up) in u[p0 * r..].chunks_exact_mut(r).take(np).enumerate() {
+            for (uj, aj) in up[r0..].iter_mut().zip(&acc[..rb]) {
+                *uj = aj[i];
             }
         }
     }
