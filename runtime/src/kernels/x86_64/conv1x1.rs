@@ -70,6 +70,10 @@ pub(crate) fn conv1x1_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bo
             let (o0, no) = (g0 + k * FO, FO.min(gn - k * FO));
             pack_panel_f32(&w[o0 * n..][..no * n], n, no, st);
         }
+        // Only the layer's last panel can be short of `FO` channels: its bias, zero-padded.
+        let mut short_b = [0.0f32; FO];
+        let tail = gn % FO;
+        short_b[..tail].copy_from_slice(&bias[g0 + gn - tail..g0 + gn]);
         // SAFETY: `pack_panel_f32` wrote every element of the first `npan` panels;
         // `MaybeUninit<f32>` has the layout of `f32`.
         let packed =
@@ -82,8 +86,10 @@ pub(crate) fn conv1x1_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bo
             // The tile's inputs stay in L1 across the group's panels.
             for (k, panel) in packed.chunks_exact(n * FO).enumerate() {
                 let (o0, no) = (g0 + k * FO, FO.min(gn - k * FO));
-                let mut b = [0.0f32; FO];
-                b[..no].copy_from_slice(&bias[o0..o0 + no]);
+                let b: &[f32; FO] = match bias[o0..o0 + no].try_into() {
+                    Ok(full) => full,
+                    Err(_) => &short_b,
+                };
                 macro_rules! tile {
                     ($p:literal, $b:literal) => {
                         // SAFETY: only installed after AVX2+FMA detection; `panel` holds
@@ -93,7 +99,7 @@ pub(crate) fn conv1x1_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bo
                             tile_outer_f32::<$p, $b>(
                                 panel,
                                 core::array::from_fn(row),
-                                &b,
+                                b,
                                 relu,
                                 &mut *out,
                                 cout,
