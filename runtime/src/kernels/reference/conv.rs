@@ -22,12 +22,28 @@ pub(crate) fn gather<T: Copy, U: Copy>(
     load: impl Fn(T) -> U,
     patch: &mut [U],
 ) {
-    let kk = g.k * g.k;
-    for ky in 0..g.k {
+    let (k, kk) = (g.k, g.k * g.k);
+    let (iy0, ix0) = (oy * g.stride, ox * g.stride);
+    if iy0 >= g.pad && ix0 >= g.pad && iy0 - g.pad + k <= g.h && ix0 - g.pad + k <= g.w {
+        // Every tap inside the image (most pixels): one row slice per `ky`, no per-tap checks.
+        let span = (k - 1) * g.in_stride + g.cin;
+        for ky in 0..k {
+            let row = (iy0 - g.pad + ky) * g.w + ix0 - g.pad;
+            let row = &x[row * g.in_stride + g.c_off..][..span];
+            for kx in 0..k {
+                let px = &row[kx * g.in_stride..][..g.cin];
+                for (c, &v) in px.iter().enumerate() {
+                    patch[c * kk + ky * k + kx] = load(v);
+                }
+            }
+        }
+        return;
+    }
+    for ky in 0..k {
         let iy = Geom::tap(oy, ky, g.stride, g.pad, g.h);
-        for kx in 0..g.k {
+        for kx in 0..k {
             let ix = Geom::tap(ox, kx, g.stride, g.pad, g.w);
-            let t = ky * g.k + kx;
+            let t = ky * k + kx;
             match (iy, ix) {
                 (Some(iy), Some(ix)) => {
                     let px = &x[(iy * g.w + ix) * g.in_stride + g.c_off..][..g.cin];

@@ -85,13 +85,15 @@ impl RqCols {
     #[inline]
     #[target_feature(enable = "avx2")]
     pub(super) fn lanes(&self, o0: usize) -> Rq8 {
-        let [b, m, s] = [0, 1, 2].map(|k| &self.col(k)[o0..o0 + 8]);
-        // SAFETY: each of `b`, `m`, `s` holds 8 i32.
+        assert!(o0 + 8 <= self.len);
+        let p = |k: usize| self.t[k].as_ptr().wrapping_add(o0).cast::<__m256i>();
+        // SAFETY: `o0 + 8 ≤ len`: 8 filled entries of each column (a plain pointer offset,
+        // no per-column slice: this runs once per 8 channels of every output pixel).
         unsafe {
             Rq8 {
-                bias: _mm256_loadu_si256(b.as_ptr().cast()),
-                mult: _mm256_loadu_si256(m.as_ptr().cast()),
-                shift: _mm256_loadu_si256(s.as_ptr().cast()),
+                bias: _mm256_loadu_si256(p(0)),
+                mult: _mm256_loadu_si256(p(1)),
+                shift: _mm256_loadu_si256(p(2)),
             }
         }
     }
@@ -103,7 +105,8 @@ impl RqCols {
     pub(super) fn row(&self, o0: usize, acc: &[i32], q: OutQ, out: &mut [i8]) {
         let n = out.len();
         let acc = &acc[..n];
-        let [b, m, s] = [0, 1, 2].map(|k| &self.col(k)[o0..o0 + n]);
+        let (b, m, s) = (self.col(0), self.col(1), self.col(2));
+        let (b, m, s) = (&b[o0..o0 + n], &m[o0..o0 + n], &s[o0..o0 + n]);
         let mut i = 0;
         while i + 8 <= n {
             // SAFETY: `i + 8 <= n`: 8 i32 of `acc`, `b`, `m`, `s` read, 8 bytes written.

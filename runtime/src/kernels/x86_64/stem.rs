@@ -2,7 +2,7 @@
 //! = 27, 24 outputs). The weights are transposed once per call to `[cin·k·k, cout]` (padded
 //! to 8 outputs) on the stack, so each output pixel is its im2col patch (gathered as in the
 //! reference) times that matrix: one broadcast per patch element, 8 output channels per
-//! lane vector (f32: 4 pixels a tile, so each weight vector loaded feeds 4 FMAs). Larger
+//! lane vector, 4 pixels a tile, so each weight vector loaded feeds 4 FMAs / multiply-adds. Larger
 //! problems fall back to the reference.
 //!
 //! f32: FMA in the reference's order (bias, then the patch in `(c, ky, kx)` order): single
@@ -59,7 +59,7 @@ pub(crate) fn conv_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool,
     }
 }
 
-/// Output pixels per f32 stem tile.
+/// Output pixels per stem tile (f32 and int8).
 const PT: usize = 4;
 
 /// `out[p][o] = b[o] + Σ_t patch[p][t]·wt[t, o]` (then ReLU) for the [`PT`] patches, `o` in
@@ -172,48 +172,102 @@ pub(crate) fn conv_i8(
     }
     let mut cols = RqCols::new();
     let req = Requant::new(&rq[..g.cout], &mut cols);
-    // The patch as i16 pairs; an odd last element pairs with 0.
-    let (mut patch, mut pairs, mut acc) = ([0i16; PATCH], [0i32; PATCH / 2], [0i32; MAXC]);
+    // Per pixel the patch `x − zx` as i16 (∈ [−255, 255]; padding 0); element pairs read
+    // as one i32 each. An odd `n` leaves `patch[n] = 0`, against a 0 weight.
+    let mut patch = [[0i16; PATCH]; PT];
+    let mut acc = [[0i32; MAXC]; PT];
     for oy in 0..g.ho {
-        for ox in 0..g.wo {
-            // x − zx ∈ [−255, 255] fits i16; padding contributes 0.
-            gather(
-                g,
-                x,
-                oy,
-                ox,
-                0i16,
-                |v| (v as i32 - zx) as i16,
-                &mut patch[..n],
-            );
-            for (tp, p) in pairs[..np].iter_mut().enumerate() {
-                let hi = if 2 * tp + 1 < n { patch[2 * tp + 1] } else { 0 };
-                *p = (patch[2 * tp] as u16 as u32 | (hi as u16 as u32) << 16) as i32;
+        let mut ox = 0;
+        while ox < g.wo {
+            let npx = PT.min(g.wo - ox);
+            for (t, p) in patch.iter_mut().enumerate().take(npx) {
+                gather(
+                    g,
+                    x,
+                    oy,
+                    ox + t,
+                    0i16,
+                    |v| (v as i32 - zx) as i16,
+                    &mut p[..n],
+                );
             }
-            // SAFETY: only installed after AVX2 detection; `wt` holds `np·cp`, `acc` `cp`.
-            unsafe { pixel_i8(&pairs[..np], &wt[..np * cp], &mut acc[..cp]) };
-            let out = &mut y[(oy * g.wo + ox) * g.cout..][..g.cout];
-            // SAFETY: only installed after AVX2 detection.
-            unsafe { req.row(0, &acc[..g.cout], q, out) };
+            // SAFETY: only installed after AVX2 detection; `wt` holds `np·cp`, every `acc`
+            // row `cp ≤ MAXC`, every patch row `2·np ≤ PATCH` elements.
+            unsafe { tile_i8(&patch, np, &wt[..np * cp], &mut acc, cp) };
+            for (t, a) in acc.iter().enumerate().take(npx) {
+                let out = &mut y[(oy * g.wo + ox + t) * g.cout..][..g.cout];
+                // SAFETY: only installed after AVX2 detection.
+                unsafe { req.row(0, &a[..g.cout], q, out) };
+            }
+            ox += npx;
         }
     }
 }
 
-/// `out[o] = Σ_tp madd(pairs[tp], wt[tp, o])`, `o` in 8-lane blocks.
+/// `acc[p][o] = Σ_tp madd(pair tp of patch[p], wt[tp, o])` for the [`PT`] patches, `o` in
+/// 8-lane blocks, three at a time where there are (each weight vector loaded feeds `PT`
+/// multiply-adds).
 ///
 /// # Safety
-/// AVX2 available; `out.len()` a multiple of 8, `wt.len() ≥ pairs.len() · out.len()`.
+/// AVX2 available; `cp` a multiple of 8 and at most `MAXC`, `2·np ≤ PATCH`,
+/// `wt.len() ≥ np · cp`.
 #[target_feature(enable = "avx2")]
-unsafe fn pixel_i8(pairs: &[i32], wt: &[i32], out: &mut [i32]) {
-    let cp = out.len();
-    for c0 in (0..cp).step_by(8) {
-        let mut acc = _mm256_setzero_si256();
-        for (tp, &v) in pairs.iter().enumerate() {
-            // SAFETY: `c0 + 8 <= cp`, row `tp` of `wt` spans `tp·cp .. tp·cp + cp`.
-            let wv = unsafe { _mm256_loadu_si256(wt.as_ptr().add(tp * cp + c0).cast()) };
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_set1_epi32(v), wv));
+unsafe fn tile_i8(
+    patch: &[[i16; PATCH]; PT],
+    np: usize,
+    wt: &[i32],
+    acc: &mut [[i32; MAXC]; PT],
+    cp: usize,
+) {
+    debug_assert!(cp.is_multiple_of(8) && cp <= MAXC && 2 * np <= PATCH && wt.len() >= np * cp);
+    let mut c0 = 0;
+    while c0 < cp {
+        // SAFETY: the blocks `c0 .. c0 + 8·B ≤ cp` are inside every `wt` row and `acc` row.
+        unsafe {
+            if c0 + 24 <= cp {
+                blocks_i8::<3>(patch, np, wt, acc, cp, c0);
+                c0 += 24;
+            } else {
+                blocks_i8::<1>(patch, np, wt, acc, cp, c0);
+                c0 += 8;
+            }
         }
-        // SAFETY: `c0 + 8 <= cp = out.len()`.
-        unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(c0).cast(), acc) };
+    }
+}
+
+/// `B` 8-channel blocks from `c0` of [`tile_i8`].
+///
+/// # Safety
+/// As [`tile_i8`], and `c0 + 8·B ≤ cp`.
+#[target_feature(enable = "avx2")]
+unsafe fn blocks_i8<const B: usize>(
+    patch: &[[i16; PATCH]; PT],
+    np: usize,
+    wt: &[i32],
+    acc: &mut [[i32; MAXC]; PT],
+    cp: usize,
+    c0: usize,
+) {
+    let mut a = [[_mm256_setzero_si256(); B]; PT];
+    for tp in 0..np {
+        let mut wv = [_mm256_setzero_si256(); B];
+        for (k, v) in wv.iter_mut().enumerate() {
+            // SAFETY: row `tp` of `wt` spans `tp·cp .. tp·cp + cp`, `c0 + 8k + 8 ≤ cp`.
+            *v = unsafe { _mm256_loadu_si256(wt.as_ptr().add(tp * cp + c0 + 8 * k).cast()) };
+        }
+        for (ap, p) in a.iter_mut().zip(patch) {
+            // SAFETY: elements `2tp, 2tp + 1 < 2·np ≤ PATCH`: one unaligned i32.
+            let pair = unsafe { p.as_ptr().add(2 * tp).cast::<i32>().read_unaligned() };
+            let xv = _mm256_set1_epi32(pair);
+            for (s, &w) in ap.iter_mut().zip(&wv) {
+                *s = _mm256_add_epi32(*s, _mm256_madd_epi16(xv, w));
+            }
+        }
+    }
+    for (ap, o) in a.iter().zip(acc.iter_mut()) {
+        for (k, &v) in ap.iter().enumerate() {
+            // SAFETY: `c0 + 8k + 8 ≤ cp ≤ MAXC`.
+            unsafe { _mm256_storeu_si256(o.as_mut_ptr().add(c0 + 8 * k).cast(), v) };
+        }
     }
 }
