@@ -160,20 +160,28 @@ pub(crate) fn conv_i8(
     let Some(cp) = padded_cout(g, n) else {
         return refconv::conv_i8(g, x, zx, w, rq, q, y);
     };
-    // wt[tp, o] = (w[o, 2tp], w[o, 2tp+1]) as an i16 pair (low, high) in one i32.
-    let np = n.div_ceil(2);
+    // The patch in tap-major order `e = (ky·k + kx)·cin + c` (exact integer sums: any
+    // order gives the reference's bits), so its rows are runs of the input. wt[tp, o] =
+    // (w[o, e = 2tp], w[o, e = 2tp + 1]) as an i16 pair (low, high) in one i32.
+    let (kk, np) = (g.k * g.k, n.div_ceil(2));
+    let oihw = |e: usize| (e % g.cin) * kk + e / g.cin;
     let mut wt = [0i32; WT / 2];
     for (o, row) in w[..g.cout * n].chunks_exact(n).enumerate() {
         for tp in 0..np {
-            let lo = row[2 * tp] as i16 as u16 as u32;
-            let hi = row.get(2 * tp + 1).map_or(0, |&v| v as i16 as u16 as u32);
+            let lo = row[oihw(2 * tp)] as i16 as u16 as u32;
+            let hi = if 2 * tp + 1 < n {
+                row[oihw(2 * tp + 1)] as i16 as u16 as u32
+            } else {
+                0
+            };
             wt[tp * cp + o] = (lo | hi << 16) as i32;
         }
     }
     let mut cols = RqCols::new();
     let req = Requant::new(&rq[..g.cout], &mut cols);
     // Per pixel the patch `x − zx` as i16 (∈ [−255, 255]; padding 0); element pairs read
-    // as one i32 each. An odd `n` leaves `patch[n] = 0`, against a 0 weight.
+    // as one i32 each. An odd `n`'s last pair reads one element past the patch (whatever a
+    // run left there) against a 0 weight.
     let mut patch = [[0i16; PATCH]; PT];
     let mut acc = [[0i32; MAXC]; PT];
     for oy in 0..g.ho {
@@ -181,15 +189,8 @@ pub(crate) fn conv_i8(
         while ox < g.wo {
             let npx = PT.min(g.wo - ox);
             for (t, p) in patch.iter_mut().enumerate().take(npx) {
-                gather(
-                    g,
-                    x,
-                    oy,
-                    ox + t,
-                    0i16,
-                    |v| (v as i32 - zx) as i16,
-                    &mut p[..n],
-                );
+                // SAFETY: only installed after AVX2 detection; `n ≤ PATCH`.
+                unsafe { gather_i16(g, x, zx, oy, ox + t, p) };
             }
             // SAFETY: only installed after AVX2 detection; `wt` holds `np·cp`, every `acc`
             // row `cp ≤ MAXC`, every patch row `2·np ≤ PATCH` elements.
@@ -200,6 +201,58 @@ pub(crate) fn conv_i8(
                 unsafe { req.row(0, &a[..g.cout], q, out) };
             }
             ox += npx;
+        }
+    }
+}
+
+/// `p[(ky·k + kx)·cin + c] = x[iy, ix, c_off + c] − zx` for the taps of output pixel
+/// `(oy, ox)`, 0 outside the image. Where every tap is inside and the pixels are dense
+/// (`in_stride = cin`, so each `ky`'s taps are one run of `k·cin ≤ 16` bytes), a run is one
+/// 16-byte load widened to i16: its 16 − `k·cin` extra elements land past the run, where the
+/// next run (or nothing the weights read but against 0) overwrites them.
+///
+/// # Safety
+/// AVX2 available; `g.cin · g.k² ≤ PATCH`.
+#[target_feature(enable = "avx2")]
+unsafe fn gather_i16(g: &Geom, x: &[i8], zx: i32, oy: usize, ox: usize, p: &mut [i16; PATCH]) {
+    let (k, cin) = (g.k, g.cin);
+    let run = k * cin;
+    let (iy0, ix0) = (oy * g.stride, ox * g.stride);
+    let inside = iy0 >= g.pad && ix0 >= g.pad && iy0 - g.pad + k <= g.h && ix0 - g.pad + k <= g.w;
+    if inside && g.in_stride == cin && run <= 16 && (k - 1) * run + 16 <= PATCH {
+        let z = _mm256_set1_epi16(zx as i16);
+        for ky in 0..k {
+            // `in_stride = cin` leaves no room for a channel offset: `c_off = 0`.
+            let s = ((iy0 - g.pad + ky) * g.w + ix0 - g.pad) * cin;
+            if s + 16 <= x.len() {
+                // SAFETY: `x[s .. s + 16]` is in bounds; `p[ky·run .. ky·run + 16]` within
+                // `PATCH` by the condition above.
+                unsafe {
+                    let v = _mm_loadu_si128(x.as_ptr().add(s).cast());
+                    let v = _mm256_sub_epi16(_mm256_cvtepi8_epi16(v), z);
+                    _mm256_storeu_si256(p.as_mut_ptr().add(ky * run).cast(), v);
+                }
+            } else {
+                for (d, &v) in p[ky * run..][..run].iter_mut().zip(&x[s..s + run]) {
+                    *d = (v as i32 - zx) as i16;
+                }
+            }
+        }
+        return;
+    }
+    for ky in 0..k {
+        let iy = Geom::tap(oy, ky, g.stride, g.pad, g.h);
+        for kx in 0..k {
+            let dst = &mut p[(ky * k + kx) * cin..][..cin];
+            match (iy, Geom::tap(ox, kx, g.stride, g.pad, g.w)) {
+                (Some(iy), Some(ix)) => {
+                    let px = &x[(iy * g.w + ix) * g.in_stride + g.c_off..][..cin];
+                    for (d, &v) in dst.iter_mut().zip(px) {
+                        *d = (v as i32 - zx) as i16;
+                    }
+                }
+                _ => dst.fill(0),
+            }
         }
     }
 }
