@@ -1,17 +1,18 @@
 //! AVX2 ungrouped k×k conv with a short patch (ShuffleNetV2's 3x3 stride-2 stem: `cin·k·k`
 //! = 27, 24 outputs). The weights are transposed once per call to `[cin·k·k, cout]` (padded
-//! to 8 outputs) on the stack, so each output pixel is its im2col patch (gathered as in the
-//! reference) times that matrix: one broadcast per patch element, 8 output channels per
-//! lane vector, 4 pixels a tile, so each weight vector loaded feeds 4 FMAs / multiply-adds. Larger
-//! problems fall back to the reference.
+//! to 8 outputs) on the stack, so each output pixel is its im2col patch times that matrix:
+//! one broadcast per patch element, 8 output channels per lane vector, 4 pixels a tile, so
+//! each weight vector loaded feeds 4 FMAs / multiply-adds. The patch is tap-major
+//! (`(ky, kx, c)`, not the weights' `(c, ky, kx)`): each tap's channels are one run of the
+//! NHWC input. Larger problems fall back to the reference.
 //!
-//! f32: FMA in the reference's order (bias, then the patch in `(c, ky, kx)` order): single
-//! rounding only, `|Δ| ≤ 2·n·ε·(|b| + Σ|w·x|)`. int8: the patch `x − zx` as i16 pairs and
-//! the weights as matching i16 pairs, `_mm256_madd_epi16` into i32: exact.
+//! f32: bias, then FMAs over the tap-major patch: only the order and FMA's single rounding
+//! differ from the reference, `|Δ| ≤ 2·n·ε·(|b| + Σ|w·x|)`. int8: the patch `x − zx` as i16
+//! pairs and the weights as matching i16 pairs, `_mm256_madd_epi16` into i32: exact.
 use core::arch::x86_64::*;
 
 use super::requant::{Requant, RqCols};
-use crate::kernels::reference::conv::{self as refconv, gather, PATCH};
+use crate::kernels::reference::conv::{self as refconv, PATCH};
 use crate::kernels::{Geom, OutQ};
 
 /// Largest transposed weight (`n · cout` rounded up to 8 outputs) kept on the stack.
@@ -31,10 +32,11 @@ pub(crate) fn conv_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool,
     let Some(cp) = padded_cout(g, n) else {
         return refconv::conv_f32(g, x, w, bias, relu, y);
     };
+    // wt[e, o] = w[o, e] with `e` tap-major, as the patch.
     let mut wt = [0.0f32; WT];
     for (o, row) in w[..g.cout * n].chunks_exact(n).enumerate() {
-        for (t, &v) in row.iter().enumerate() {
-            wt[t * cp + o] = v;
+        for e in 0..n {
+            wt[e * cp + o] = row[oihw(g, e)];
         }
     }
     let mut b = [0.0f32; MAXC];
@@ -46,7 +48,7 @@ pub(crate) fn conv_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool,
         while ox < g.wo {
             let np = PT.min(g.wo - ox);
             for (t, p) in patch.iter_mut().enumerate().take(np) {
-                gather(g, x, oy, ox + t, 0.0, |v| v, &mut p[..n]);
+                gather_tap_major(g, x, oy, ox + t, 0.0, |v| v, p);
             }
             // SAFETY: only installed after AVX2+FMA detection; `wt` holds `n·cp`, `b` and
             // every `tmp` row `cp ≤ MAXC`, every patch row `n ≤ PATCH`.
@@ -64,7 +66,7 @@ const PT: usize = 4;
 
 /// `out[p][o] = b[o] + Σ_t patch[p][t]·wt[t, o]` (then ReLU) for the [`PT`] patches, `o` in
 /// 8-lane blocks, three blocks at a time where there are (3 × 4 accumulators); per pixel
-/// the FMAs run in the reference's order, as one pixel at a time did.
+/// the FMAs run in the patch's order, as one pixel at a time would.
 ///
 /// # Safety
 /// AVX2 and FMA available; `cp` a multiple of 8 and at most `MAXC`, `n ≤ PATCH`,
@@ -163,14 +165,13 @@ pub(crate) fn conv_i8(
     // The patch in tap-major order `e = (ky·k + kx)·cin + c` (exact integer sums: any
     // order gives the reference's bits), so its rows are runs of the input. wt[tp, o] =
     // (w[o, e = 2tp], w[o, e = 2tp + 1]) as an i16 pair (low, high) in one i32.
-    let (kk, np) = (g.k * g.k, n.div_ceil(2));
-    let oihw = |e: usize| (e % g.cin) * kk + e / g.cin;
+    let np = n.div_ceil(2);
     let mut wt = [0i32; WT / 2];
     for (o, row) in w[..g.cout * n].chunks_exact(n).enumerate() {
         for tp in 0..np {
-            let lo = row[oihw(2 * tp)] as i16 as u16 as u32;
+            let lo = row[oihw(g, 2 * tp)] as i16 as u16 as u32;
             let hi = if 2 * tp + 1 < n {
-                row[oihw(2 * tp + 1)] as i16 as u16 as u32
+                row[oihw(g, 2 * tp + 1)] as i16 as u16 as u32
             } else {
                 0
             };
@@ -201,6 +202,62 @@ pub(crate) fn conv_i8(
                 unsafe { req.row(0, &a[..g.cout], q, out) };
             }
             ox += npx;
+        }
+    }
+}
+
+/// Where the tap-major patch element `e = (ky·k + kx)·cin + c` sits in an OIHW weight row.
+fn oihw(g: &Geom, e: usize) -> usize {
+    (e % g.cin) * g.k * g.k + e / g.cin
+}
+
+/// `p[(ky·k + kx)·cin + c] = load(x[iy, ix, c_off + c])` for the taps of output pixel
+/// `(oy, ox)`, `pad` outside the image: tap-major, so each tap is one run of `cin` inputs.
+fn gather_tap_major<T: Copy, U: Copy>(
+    g: &Geom,
+    x: &[T],
+    oy: usize,
+    ox: usize,
+    pad: U,
+    load: impl Fn(T) -> U,
+    p: &mut [U],
+) {
+    let (k, cin) = (g.k, g.cin);
+    let (iy0, ix0) = (oy * g.stride, ox * g.stride);
+    if iy0 >= g.pad && ix0 >= g.pad && iy0 - g.pad + k <= g.h && ix0 - g.pad + k <= g.w {
+        // Every tap inside: per `ky` the `k` taps' channel runs, one copy when dense.
+        let run = (k - 1) * g.in_stride + cin;
+        for ky in 0..k {
+            let s = ((iy0 - g.pad + ky) * g.w + ix0 - g.pad) * g.in_stride + g.c_off;
+            let src = &x[s..s + run];
+            let dst = &mut p[ky * k * cin..][..k * cin];
+            if g.in_stride == cin {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = load(v);
+                }
+            } else {
+                for (d, px) in dst.chunks_exact_mut(cin).zip(src.chunks(g.in_stride)) {
+                    for (d, &v) in d.iter_mut().zip(px) {
+                        *d = load(v);
+                    }
+                }
+            }
+        }
+        return;
+    }
+    for ky in 0..k {
+        let iy = Geom::tap(oy, ky, g.stride, g.pad, g.h);
+        for kx in 0..k {
+            let dst = &mut p[(ky * k + kx) * cin..][..cin];
+            match (iy, Geom::tap(ox, kx, g.stride, g.pad, g.w)) {
+                (Some(iy), Some(ix)) => {
+                    let px = &x[(iy * g.w + ix) * g.in_stride + g.c_off..][..cin];
+                    for (d, &v) in dst.iter_mut().zip(px) {
+                        *d = load(v);
+                    }
+                }
+                _ => dst.fill(pad),
+            }
         }
     }
 }
@@ -240,21 +297,7 @@ unsafe fn gather_i16(g: &Geom, x: &[i8], zx: i32, oy: usize, ox: usize, p: &mut 
         }
         return;
     }
-    for ky in 0..k {
-        let iy = Geom::tap(oy, ky, g.stride, g.pad, g.h);
-        for kx in 0..k {
-            let dst = &mut p[(ky * k + kx) * cin..][..cin];
-            match (iy, Geom::tap(ox, kx, g.stride, g.pad, g.w)) {
-                (Some(iy), Some(ix)) => {
-                    let px = &x[(iy * g.w + ix) * g.in_stride + g.c_off..][..cin];
-                    for (d, &v) in dst.iter_mut().zip(px) {
-                        *d = (v as i32 - zx) as i16;
-                    }
-                }
-                _ => dst.fill(0),
-            }
-        }
-    }
+    gather_tap_major(g, x, oy, ox, 0, |v| (v as i32 - zx) as i16, p);
 }
 
 /// `acc[p][o] = Σ_tp madd(pair tp of patch[p], wt[tp, o])` for the [`PT`] patches, `o` in
