@@ -549,6 +549,44 @@ fn int8_twins_bit_exact_on_extreme_requant() {
     }
 }
 
+/// Requantisation at unit scale (`[0, 2^30, 1]` maps an accumulator to itself) on inputs
+/// small enough that most sums stay inside i8: every output then shows its exact sum, so an
+/// accumulator off by one fails — random scales mostly round such errors away.
+#[test]
+fn int8_twins_exact_sums_at_unit_scale() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for case in 0..600 {
+            let fam = [Family::Pointwise, Family::Depthwise, Family::Stem][case % 3];
+            let g = geom(&mut r, fam);
+            let zx = r.gen_range(-2..=2);
+            let x: Vec<i8> = (0..g.in_len()).map(|_| r.gen_range(-3..=3)).collect();
+            let w: Vec<i8> = (0..wlen(&g, fam)).map(|_| r.gen_range(-2..=2)).collect();
+            let rq = vec![[0, 1 << 30, 1]; g.cout];
+            let q = OutQ {
+                zero_point: 0,
+                lo: -128,
+            };
+            let (mut a, mut b) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
+            let (fast, slow) = match fam {
+                Family::Pointwise => (best.conv1x1_i8, refk.conv1x1_i8),
+                Family::Depthwise => (best.dwconv3x3_i8, refk.dwconv3x3_i8),
+                Family::Stem => (best.conv_i8, refk.conv_i8),
+            };
+            fast(&g, &x, zx, &w, &rq, q, &mut a);
+            slow(&g, &x, zx, &w, &rq, q, &mut b);
+            let inside = b.iter().filter(|&&v| v > -128 && v < 127).count();
+            assert!(
+                2 * inside >= b.len(),
+                "too many sums clamped: {inside} of {}",
+                b.len()
+            );
+            assert_eq!(a, b, "{best:?} {fam:?} {g:?}");
+        }
+    }
+}
+
 /// Instruction-count workload for `scripts/bench-aarch64.sh` (run under `qemu-aarch64`
 /// with the count plugin): `LORKD_INSN_BENCH=FIXTURE:WHAT:N:TABLE` loads the bundle and the
 /// first image of a QEMU-board fixture (`firmware/run-qemu --bench` writes them), then

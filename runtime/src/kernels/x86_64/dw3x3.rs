@@ -9,7 +9,9 @@
 use core::arch::x86_64::*;
 
 use super::lane_mask;
-use super::requant::{requant8, Requant, RqCols};
+use core::mem::MaybeUninit;
+
+use super::requant::{requant8, Requant, RqCols, MAXQ};
 use crate::kernels::{Geom, OutQ};
 use crate::quant::requant;
 
@@ -131,6 +133,29 @@ pub(crate) fn dwconv3x3_i8(
     let rq = &rq[..c];
     let mut cols = RqCols::new();
     let req = Requant::new(rq, &mut cols);
+    // Interior pixels (all 9 taps inside) take tap pairs through `madd` on raw `x`, the
+    // zero point's share `zx·Σ_t w` subtracted once per channel: exact integer sums
+    // (`|w·x| ≤ 2^14`, so a pair's sum fits), and `acc + bias` wraps in the reference too.
+    let nb = match req {
+        Requant::Cols(_) => c / 16,
+        Requant::Gather(_) => 0,
+    };
+    let mut wp = [const { MaybeUninit::<Pairs16>::uninit() }; MAXQ / 16];
+    let mut zs = [const { MaybeUninit::<i32>::uninit() }; MAXQ];
+    for (b, slot) in wp[..nb].iter_mut().enumerate() {
+        slot.write(Pairs16::new(&w[..9 * c], c, 16 * b));
+    }
+    for (ch, z) in zs[..16 * nb].iter_mut().enumerate() {
+        let sum: i32 = (0..9).map(|t| w[t * c + ch] as i32).sum();
+        z.write(zx * sum);
+    }
+    // SAFETY: the loops above wrote the first `nb` blocks and `16·nb` sums.
+    let (wp, zs) = unsafe {
+        (
+            &*(&wp[..nb] as *const [MaybeUninit<Pairs16>] as *const [Pairs16]),
+            &*(&zs[..16 * nb] as *const [MaybeUninit<i32>] as *const [i32]),
+        )
+    };
     let mut t: [(&[i8], &[i8]); 9] = [(&[], &[]); 9];
     for oy in 0..g.ho {
         for ox in 0..g.wo {
@@ -138,6 +163,26 @@ pub(crate) fn dwconv3x3_i8(
             let out = &mut y[(oy * g.wo + ox) * c..][..c];
             let mut c0 = 0;
             if let Requant::Cols(cols) = req {
+                if nt == 9 {
+                    let xs: [&[i8]; 9] = core::array::from_fn(|k| t[k].1);
+                    for (b, pairs) in wp.iter().enumerate() {
+                        c0 = 16 * b;
+                        // SAFETY: only installed after AVX2 detection; `c0 + 16 ≤ 16·nb ≤
+                        // c ≤ MAXQ`, every tap row holds `c` bytes, `zs` `16·nb` sums.
+                        unsafe {
+                            pairs16_i8(
+                                &xs,
+                                c0,
+                                pairs,
+                                &zs[c0..c0 + 16],
+                                cols,
+                                q,
+                                &mut out[c0..c0 + 16],
+                            )
+                        };
+                    }
+                    c0 = 16 * nb;
+                }
                 while c0 + 16 <= c {
                     // SAFETY: only installed after AVX2 detection; `c0 + 16 <= c ≤ MAXQ`
                     // (`Cols`), every tap row holds `c` bytes, `out` 16 from `c0`.
@@ -162,6 +207,77 @@ pub(crate) fn dwconv3x3_i8(
                 out[ch] = requant(a, rq[ch], q);
             }
         }
+    }
+}
+
+/// One 16-channel block's weights for [`pairs16_i8`]: taps `2j, 2j + 1` interleaved per
+/// channel as i16 (`lo[j]`: channels 0–7, `hi[j]`: 8–15), the ninth tap alone.
+#[derive(Clone, Copy)]
+struct Pairs16 {
+    lo: [[i16; 16]; 4],
+    hi: [[i16; 16]; 4],
+    last: [i16; 16],
+}
+
+impl Pairs16 {
+    /// Channels `c0 .. c0 + 16` of the `[3, 3, c]` weights `w`.
+    fn new(w: &[i8], c: usize, c0: usize) -> Self {
+        let tap = |t: usize, ch: usize| w[t * c + c0 + ch] as i16;
+        let half = |j: usize, h: usize| -> [i16; 16] {
+            core::array::from_fn(|e| tap(2 * j + e % 2, 8 * h + e / 2))
+        };
+        Pairs16 {
+            lo: core::array::from_fn(|j| half(j, 0)),
+            hi: core::array::from_fn(|j| half(j, 1)),
+            last: core::array::from_fn(|ch| tap(8, ch)),
+        }
+    }
+}
+
+/// Channels `c0 .. c0 + 16` of an interior output pixel (`xs`: its 9 taps' input rows),
+/// requantised into `out`: `Σ_t w·x − zx·Σ_t w` — taps two at a time, their bytes
+/// interleaved and widened so one `madd` per 8 channels sums both products.
+///
+/// # Safety
+/// AVX2 available; every row of `xs` holds at least `c0 + 16` bytes, `zs` 16 sums, `out`
+/// 16 bytes, and `cols` the parameters of channels `c0 .. c0 + 16` (`c0 + 16 ≤ MAXQ`).
+#[target_feature(enable = "avx2")]
+unsafe fn pairs16_i8(
+    xs: &[&[i8]; 9],
+    c0: usize,
+    wp: &Pairs16,
+    zs: &[i32],
+    cols: &RqCols,
+    q: OutQ,
+    out: &mut [i8],
+) {
+    debug_assert!(xs.iter().all(|r| r.len() >= c0 + 16) && zs.len() >= 16 && out.len() >= 16);
+    // SAFETY: 16-byte loads at `c0` of every row, 16 i16 / 8 i32 reads of the fixed
+    // arrays and `zs`, a 16-byte store to `out`: in bounds by the contract.
+    unsafe {
+        let ld = |r: &[i8]| _mm_loadu_si128(r.as_ptr().add(c0).cast());
+        let w16 = |v: &[i16; 16]| _mm256_loadu_si256(v.as_ptr().cast());
+        let mut lo = _mm256_sub_epi32(
+            _mm256_setzero_si256(),
+            _mm256_loadu_si256(zs.as_ptr().cast()),
+        );
+        let mut hi = _mm256_sub_epi32(
+            _mm256_setzero_si256(),
+            _mm256_loadu_si256(zs.as_ptr().add(8).cast()),
+        );
+        for j in 0..4 {
+            let (a, b) = (ld(xs[2 * j]), ld(xs[2 * j + 1]));
+            let l = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b));
+            let h = _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(a, b));
+            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(l, w16(&wp.lo[j])));
+            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(h, w16(&wp.hi[j])));
+        }
+        let p = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(ld(xs[8])), w16(&wp.last));
+        lo = _mm256_add_epi32(lo, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(p)));
+        hi = _mm256_add_epi32(hi, _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(p)));
+        let a = requant8(lo, &cols.lanes(c0), q);
+        let b = requant8(hi, &cols.lanes(c0 + 8), q);
+        _mm_storeu_si128(out.as_mut_ptr().cast(), _mm_unpacklo_epi64(a, b));
     }
 }
 
