@@ -133,27 +133,32 @@ pub(crate) fn dwconv3x3_i8(
     let rq = &rq[..c];
     let mut cols = RqCols::new();
     let req = Requant::new(rq, &mut cols);
+    // 16-channel blocks from 0; where `c` is not a multiple of 16 (and at least 16) one more
+    // ends at `c`, overlapping the one before it (those channels are written twice, the
+    // same bytes): no 8-channel or scalar tails in the convs of 16 channels or more.
+    let nb = match req {
+        Requant::Cols(_) => c.div_ceil(16) * (c >= 16) as usize,
+        Requant::Gather(_) => 0,
+    };
+    let start = |b: usize| (16 * b).min(c.saturating_sub(16));
     // Interior pixels (all 9 taps inside) take tap pairs through `madd` on raw `x`, the
     // zero point's share `zx·Σ_t w` subtracted once per channel: exact integer sums
     // (`|w·x| ≤ 2^14`, so a pair's sum fits), and `acc + bias` wraps in the reference too.
-    let nb = match req {
-        Requant::Cols(_) => c / 16,
-        Requant::Gather(_) => 0,
-    };
     let mut wp = [const { MaybeUninit::<Pairs16>::uninit() }; MAXQ / 16];
     let mut zs = [const { MaybeUninit::<i32>::uninit() }; MAXQ];
     for (b, slot) in wp[..nb].iter_mut().enumerate() {
-        slot.write(Pairs16::new(&w[..9 * c], c, 16 * b));
+        slot.write(Pairs16::new(&w[..9 * c], c, start(b)));
     }
-    for (ch, z) in zs[..16 * nb].iter_mut().enumerate() {
+    let nz = if nb > 0 { c } else { 0 };
+    for (ch, z) in zs[..nz].iter_mut().enumerate() {
         let sum: i32 = (0..9).map(|t| w[t * c + ch] as i32).sum();
         z.write(zx * sum);
     }
-    // SAFETY: the loops above wrote the first `nb` blocks and `16·nb` sums.
+    // SAFETY: the loops above wrote the first `nb` blocks and `nz` sums.
     let (wp, zs) = unsafe {
         (
             &*(&wp[..nb] as *const [MaybeUninit<Pairs16>] as *const [Pairs16]),
-            &*(&zs[..16 * nb] as *const [MaybeUninit<i32>] as *const [i32]),
+            &*(&zs[..nz] as *const [MaybeUninit<i32>] as *const [i32]),
         )
     };
     let mut t: [(&[i8], &[i8]); 9] = [(&[], &[]); 9];
@@ -161,35 +166,38 @@ pub(crate) fn dwconv3x3_i8(
         for ox in 0..g.wo {
             let nt = taps(g, x, w, oy, ox, &mut t);
             let out = &mut y[(oy * g.wo + ox) * c..][..c];
-            let mut c0 = 0;
             if let Requant::Cols(cols) = req {
-                if nt == 9 {
-                    let xs: [&[i8]; 9] = core::array::from_fn(|k| t[k].1);
-                    for (b, pairs) in wp.iter().enumerate() {
-                        c0 = 16 * b;
-                        // SAFETY: only installed after AVX2 detection; `c0 + 16 ≤ 16·nb ≤
-                        // c ≤ MAXQ`, every tap row holds `c` bytes, `zs` `16·nb` sums.
-                        unsafe {
-                            pairs16_i8(
-                                &xs,
-                                c0,
-                                pairs,
-                                &zs[c0..c0 + 16],
-                                cols,
-                                q,
-                                &mut out[c0..c0 + 16],
-                            )
-                        };
+                if nb > 0 {
+                    if nt == 9 {
+                        let xs: [&[i8]; 9] = core::array::from_fn(|k| t[k].1);
+                        for (b, pairs) in wp.iter().enumerate() {
+                            let c0 = start(b);
+                            // SAFETY: only installed after AVX2 detection; `c0 + 16 ≤ c ≤
+                            // MAXQ`, every tap row holds `c` bytes, `zs` `c` sums.
+                            unsafe {
+                                pairs16_i8(
+                                    &xs,
+                                    c0,
+                                    pairs,
+                                    &zs[c0..c0 + 16],
+                                    cols,
+                                    q,
+                                    &mut out[c0..c0 + 16],
+                                )
+                            };
+                        }
+                    } else {
+                        for b in 0..nb {
+                            let c0 = start(b);
+                            // SAFETY: only installed after AVX2 detection; `c0 + 16 ≤ c ≤
+                            // MAXQ` (`Cols`), every tap row holds `c` bytes.
+                            unsafe { block16_i8(&t[..nt], c0, zx, cols, q, &mut out[c0..c0 + 16]) };
+                        }
                     }
-                    c0 = 16 * nb;
-                }
-                while c0 + 16 <= c {
-                    // SAFETY: only installed after AVX2 detection; `c0 + 16 <= c ≤ MAXQ`
-                    // (`Cols`), every tap row holds `c` bytes, `out` 16 from `c0`.
-                    unsafe { block16_i8(&t[..nt], c0, zx, cols, q, &mut out[c0..c0 + 16]) };
-                    c0 += 16;
+                    continue;
                 }
             }
+            let mut c0 = 0;
             while c0 + 8 <= c {
                 // SAFETY: only installed after AVX2 detection; `c0 + 8 <= c` and every tap
                 // row holds `c` bytes.
