@@ -69,54 +69,63 @@ pub(crate) fn dwconv3x3_f32(
     }
 }
 
-/// `out = bias + Σ_taps w·x` (then ReLU), 8 channels at a time: plain loads and stores for
-/// whole blocks (a masked store costs several times a plain one on some CPUs), masked ones
-/// for the last `c mod 8` channels only.
+/// `out = bias + Σ_taps w·x` (then ReLU), 8 channels at a time: plain loads and stores (a
+/// masked store costs several times a plain one on some CPUs); the last `c mod 8` channels
+/// as a block ending at `c` (overlapping the one before: same sums, same bits), masked only
+/// where `c < 8`.
 ///
 /// # Safety
 /// AVX2 and FMA available; every row of `taps` and `bias` at least `out.len()` long.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn pixel_f32(taps: &[(&[f32], &[f32])], bias: &[f32], relu: bool, out: &mut [f32]) {
     let c = out.len();
-    let zero = _mm256_setzero_ps();
     let mut c0 = 0;
-    while c0 + 8 <= c {
-        // SAFETY: `c0 + 8 ≤ c`: 8 lanes inside every row and `out`.
-        unsafe {
-            let mut acc = _mm256_loadu_ps(bias.as_ptr().add(c0));
-            for &(wr, xr) in taps {
-                acc = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(wr.as_ptr().add(c0)),
-                    _mm256_loadu_ps(xr.as_ptr().add(c0)),
-                    acc,
-                );
+    while c0 < c {
+        if c >= 8 {
+            let c0 = c0.min(c - 8);
+            // SAFETY: `c0 + 8 ≤ c`: 8 lanes inside every row and `out`.
+            unsafe {
+                let acc = sum8_f32(taps, bias, c0, relu, |p| _mm256_loadu_ps(p));
+                _mm256_storeu_ps(out.as_mut_ptr().add(c0), acc);
             }
-            if relu {
-                acc = _mm256_max_ps(acc, zero);
+        } else {
+            // SAFETY: the mask enables only lanes `< c`, inside every row and `out`.
+            unsafe {
+                let m = _mm256_loadu_si256(lane_mask(c).as_ptr().cast());
+                let acc = sum8_f32(taps, bias, 0, relu, |p| _mm256_maskload_ps(p, m));
+                _mm256_maskstore_ps(out.as_mut_ptr(), m, acc);
             }
-            _mm256_storeu_ps(out.as_mut_ptr().add(c0), acc);
         }
         c0 += 8;
     }
-    if c0 < c {
-        let m = lane_mask(c - c0);
-        // SAFETY: the mask enables only lanes `< c − c0`, inside every row and `out`.
-        unsafe {
-            let m = _mm256_loadu_si256(m.as_ptr().cast());
-            let mut acc = _mm256_maskload_ps(bias.as_ptr().add(c0), m);
-            for &(wr, xr) in taps {
-                acc = _mm256_fmadd_ps(
-                    _mm256_maskload_ps(wr.as_ptr().add(c0), m),
-                    _mm256_maskload_ps(xr.as_ptr().add(c0), m),
-                    acc,
-                );
-            }
-            if relu {
-                acc = _mm256_max_ps(acc, zero);
-            }
-            _mm256_maskstore_ps(out.as_mut_ptr().add(c0), m, acc);
-        }
+}
+
+/// `bias + Σ_taps w·x` (then ReLU) for channels `c0 .. c0 + 8`, every vector read by `load`.
+///
+/// # Safety
+/// AVX2 and FMA available; `load` reads 8 f32 (or fewer, masked) at each pointer it gets:
+/// `c0` of `bias` and of every row of `taps`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sum8_f32(
+    taps: &[(&[f32], &[f32])],
+    bias: &[f32],
+    c0: usize,
+    relu: bool,
+    load: impl Fn(*const f32) -> __m256,
+) -> __m256 {
+    let mut acc = load(bias.as_ptr().wrapping_add(c0));
+    for &(wr, xr) in taps {
+        let (wv, xv) = (
+            load(wr.as_ptr().wrapping_add(c0)),
+            load(xr.as_ptr().wrapping_add(c0)),
+        );
+        acc = _mm256_fmadd_ps(wv, xv, acc);
     }
+    if relu {
+        acc = _mm256_max_ps(acc, _mm256_setzero_ps());
+    }
+    acc
 }
 
 /// AVX2 int8 depthwise 3x3; bit-exact twin of `reference::dwconv3x3::dwconv3x3_i8`.
