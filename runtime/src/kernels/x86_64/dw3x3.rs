@@ -150,23 +150,36 @@ pub(crate) fn dwconv3x3_i8(
         Requant::Gather(_) => 0,
     };
     let start = |b: usize| (16 * b).min(c.saturating_sub(16));
+    // Interior output rows / columns: those whose 3 taps all fall inside the input.
+    let inner = |o: usize, n: usize| {
+        (0..o)
+            .filter(|&i| i * g.stride >= 1 && i * g.stride + 1 < n)
+            .count()
+    };
+    // The pair weights cost about as much to build as two pixels' sums: only for enough
+    // interior pixels (the 2×2 and 4×4 maps of small inputs have few or none).
+    let np = if inner(g.ho, g.h) * inner(g.wo, g.w) >= 8 {
+        nb
+    } else {
+        0
+    };
     // Interior pixels (all 9 taps inside) take tap pairs through `madd` on raw `x`, the
     // zero point's share `zx·Σ_t w` subtracted once per channel: exact integer sums
     // (`|w·x| ≤ 2^14`, so a pair's sum fits), and `acc + bias` wraps in the reference too.
     let mut wp = [const { MaybeUninit::<Pairs16>::uninit() }; MAXQ / 16];
     let mut zs = [const { MaybeUninit::<i32>::uninit() }; MAXQ];
-    for (b, slot) in wp[..nb].iter_mut().enumerate() {
+    for (b, slot) in wp[..np].iter_mut().enumerate() {
         slot.write(Pairs16::new(&w[..9 * c], c, start(b)));
     }
-    let nz = if nb > 0 { c } else { 0 };
+    let nz = if np > 0 { c } else { 0 };
     for (ch, z) in zs[..nz].iter_mut().enumerate() {
         let sum: i32 = (0..9).map(|t| w[t * c + ch] as i32).sum();
         z.write(zx * sum);
     }
-    // SAFETY: the loops above wrote the first `nb` blocks and `nz` sums.
+    // SAFETY: the loops above wrote the first `np` blocks and `nz` sums.
     let (wp, zs) = unsafe {
         (
-            &*(&wp[..nb] as *const [MaybeUninit<Pairs16>] as *const [Pairs16]),
+            &*(&wp[..np] as *const [MaybeUninit<Pairs16>] as *const [Pairs16]),
             &*(&zs[..nz] as *const [MaybeUninit<i32>] as *const [i32]),
         )
     };
@@ -177,7 +190,7 @@ pub(crate) fn dwconv3x3_i8(
             let out = &mut y[(oy * g.wo + ox) * c..][..c];
             if let Requant::Cols(cols) = req {
                 if nb > 0 {
-                    if nt == 9 {
+                    if nt == 9 && np > 0 {
                         let xs: [&[i8]; 9] = core::array::from_fn(|k| t[k].1);
                         for (b, pairs) in wp.iter().enumerate() {
                             let c0 = start(b);
