@@ -202,16 +202,28 @@ pub(super) fn requant8(acc: __m256i, rq: &Rq8, q: OutQ) -> __m128i {
     let rem = _mm256_and_si256(v, mask);
     let thr = _mm256_sub_epi32(_mm256_srli_epi32(mask, 1), neg);
     let v = _mm256_sub_epi32(_mm256_srav_epi32(v, right), _mm256_cmpgt_epi32(rem, thr));
-    // v.saturating_add(zp): on overflow (operands of one sign, sum of the other) saturate.
-    let zp = _mm256_set1_epi32(q.zero_point);
-    let s = _mm256_add_epi32(v, zp);
-    let ovf = _mm256_and_si256(_mm256_xor_si256(s, v), _mm256_xor_si256(s, zp));
-    let sat = _mm256_xor_si256(_mm256_srai_epi32(v, 31), _mm256_set1_epi32(i32::MAX));
-    let s = _mm256_blendv_epi8(s, sat, _mm256_srai_epi32(ovf, 31));
-    let s = _mm256_min_epi32(
-        _mm256_max_epi32(s, _mm256_set1_epi32(q.lo.max(-128))),
-        _mm256_set1_epi32(127),
-    );
+    let (zp, lo) = (q.zero_point, q.lo.max(-128));
+    let s = if let (Some(l), Some(h)) = (lo.checked_sub(zp), 127i32.checked_sub(zp)) {
+        // clamp(v.saturating_add(zp), lo, 127) = clamp(v, lo − zp, 127 − zp) + zp: where
+        // `v + zp` is inside i32 both saturate nothing, and past the bounds both clamp.
+        let v = _mm256_min_epi32(
+            _mm256_max_epi32(v, _mm256_set1_epi32(l)),
+            _mm256_set1_epi32(h),
+        );
+        _mm256_add_epi32(v, _mm256_set1_epi32(zp))
+    } else {
+        // v.saturating_add(zp): on overflow (operands of one sign, sum of the other)
+        // saturate.
+        let zp = _mm256_set1_epi32(zp);
+        let s = _mm256_add_epi32(v, zp);
+        let ovf = _mm256_and_si256(_mm256_xor_si256(s, v), _mm256_xor_si256(s, zp));
+        let sat = _mm256_xor_si256(_mm256_srai_epi32(v, 31), _mm256_set1_epi32(i32::MAX));
+        let s = _mm256_blendv_epi8(s, sat, _mm256_srai_epi32(ovf, 31));
+        _mm256_min_epi32(
+            _mm256_max_epi32(s, _mm256_set1_epi32(lo)),
+            _mm256_set1_epi32(127),
+        )
+    };
     let w = _mm_packs_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
     _mm_packs_epi16(w, w)
 }
