@@ -8,17 +8,30 @@ use core::mem::MaybeUninit;
 
 use crate::kernels::OutQ;
 
-/// The per-channel requant parameters as lanes (`[bias, multiplier, shift]` transposed).
+/// The per-channel requant parameters as lanes: bias and multiplier, and the shift split
+/// the way [`requant8`] applies it (left exponent, right exponent, and the right shift's
+/// remainder mask), so no lane work per call goes into the shift.
 #[derive(Clone, Copy)]
 pub(super) struct Rq8 {
     pub bias: __m256i,
     pub mult: __m256i,
-    pub shift: __m256i,
+    pub left: __m256i,
+    pub right: __m256i,
+    pub mask: __m256i,
+}
+
+/// A channel's shift as [`Rq8`]'s lanes hold it: `[left, right, mask]` — the left
+/// exponent `max(shift, 0) & 31` (a wrapping shift), the right exponent
+/// `clamp(−shift, 0, 31)` and `2^right − 1`.
+#[inline]
+fn split_shift(shift: i32) -> [i32; 3] {
+    let right = 0i32.wrapping_sub(shift).clamp(0, 31);
+    [shift.max(0) & 31, right, (1i32 << right).wrapping_sub(1)]
 }
 
 impl Rq8 {
     /// The parameters of channels `rq[0..8]`: three strided gathers from the
-    /// `[bias, multiplier, shift]` triples.
+    /// `[bias, multiplier, shift]` triples, the shift split in lanes.
     #[inline]
     #[target_feature(enable = "avx2")]
     pub(super) fn gather(rq: &[[i32; 3]]) -> Self {
@@ -26,12 +39,28 @@ impl Rq8 {
         let p: *const i32 = rq.as_ptr().cast();
         let idx = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21);
         // SAFETY: `rq` holds 8 triples = 24 i32; the gathers read `p[3j + k]`, `k < 3`.
-        unsafe {
-            Rq8 {
-                bias: _mm256_i32gather_epi32::<4>(p, idx),
-                mult: _mm256_i32gather_epi32::<4>(p.add(1), idx),
-                shift: _mm256_i32gather_epi32::<4>(p.add(2), idx),
-            }
+        let (bias, mult, shift) = unsafe {
+            (
+                _mm256_i32gather_epi32::<4>(p, idx),
+                _mm256_i32gather_epi32::<4>(p.add(1), idx),
+                _mm256_i32gather_epi32::<4>(p.add(2), idx),
+            )
+        };
+        // As `split_shift`, in lanes.
+        let zero = _mm256_setzero_si256();
+        let left = _mm256_and_si256(_mm256_max_epi32(shift, zero), _mm256_set1_epi32(31));
+        let right = _mm256_min_epi32(
+            _mm256_max_epi32(_mm256_sub_epi32(zero, shift), zero),
+            _mm256_set1_epi32(31),
+        );
+        let one = _mm256_set1_epi32(1);
+        let mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
+        Rq8 {
+            bias,
+            mult,
+            left,
+            right,
+            mask,
         }
     }
 }
@@ -44,7 +73,8 @@ pub(super) const MAXQ: usize = 1024;
 /// output pixel cost more than the whole GEMM tile on some CPUs). Only the columns' first
 /// [`RqCols::len`] entries are ever written or read: no 12 KB zeroing per call.
 pub(super) struct RqCols {
-    t: [[MaybeUninit<i32>; MAXQ]; 3],
+    /// bias, multiplier, shift, then the shift's [`split_shift`] lanes.
+    t: [[MaybeUninit<i32>; MAXQ]; 6],
     /// The channels given to [`Requant::new`], then zeros up to a multiple of 16 (the
     /// widest block a tile reads).
     len: usize,
@@ -55,12 +85,12 @@ impl RqCols {
     #[inline]
     pub(super) fn new() -> Self {
         RqCols {
-            t: [[const { MaybeUninit::uninit() }; MAXQ]; 3],
+            t: [[const { MaybeUninit::uninit() }; MAXQ]; 6],
             len: 0,
         }
     }
 
-    /// Column `k` (0 bias, 1 multiplier, 2 shift): its filled entries.
+    /// Column `k` (0 bias, 1 multiplier, 2 shift, 3–5 [`split_shift`]): its filled entries.
     #[inline]
     fn col(&self, k: usize) -> &[i32] {
         // SAFETY: `fill` wrote the first `len ≤ MAXQ` entries of every column.
@@ -72,8 +102,9 @@ impl RqCols {
     fn fill(&mut self, rq: &[[i32; 3]]) {
         let len = rq.len().next_multiple_of(16).min(MAXQ);
         let rows = rq.iter().copied().chain(core::iter::repeat([0; 3]));
-        for (j, r) in rows.take(len).enumerate() {
-            for (c, v) in self.t.iter_mut().zip(r) {
+        for (j, [b, m, sh]) in rows.take(len).enumerate() {
+            let [l, r, mk] = split_shift(sh);
+            for (c, v) in self.t.iter_mut().zip([b, m, sh, l, r, mk]) {
                 c[j] = MaybeUninit::new(v);
             }
         }
@@ -93,7 +124,9 @@ impl RqCols {
             Rq8 {
                 bias: _mm256_loadu_si256(p(0)),
                 mult: _mm256_loadu_si256(p(1)),
-                shift: _mm256_loadu_si256(p(2)),
+                left: _mm256_loadu_si256(p(3)),
+                right: _mm256_loadu_si256(p(4)),
+                mask: _mm256_loadu_si256(p(5)),
             }
         }
     }
@@ -109,13 +142,9 @@ impl RqCols {
         let (b, m, s) = (&b[o0..o0 + n], &m[o0..o0 + n], &s[o0..o0 + n]);
         let mut i = 0;
         while i + 8 <= n {
-            // SAFETY: `i + 8 <= n`: 8 i32 of `acc`, `b`, `m`, `s` read, 8 bytes written.
+            let rq = self.lanes(o0 + i);
+            // SAFETY: `i + 8 <= n`: 8 i32 of `acc` read, 8 bytes written.
             unsafe {
-                let rq = Rq8 {
-                    bias: _mm256_loadu_si256(b.as_ptr().add(i).cast()),
-                    mult: _mm256_loadu_si256(m.as_ptr().add(i).cast()),
-                    shift: _mm256_loadu_si256(s.as_ptr().add(i).cast()),
-                };
                 let a = _mm256_loadu_si256(acc.as_ptr().add(i).cast());
                 _mm_storel_epi64(out.as_mut_ptr().add(i).cast(), requant8(a, &rq, q));
             }
@@ -188,16 +217,10 @@ pub(super) fn requant8(acc: __m256i, rq: &Rq8, q: OutQ) -> __m128i {
     let zero = _mm256_setzero_si256();
     let x = _mm256_add_epi32(acc, rq.bias);
     // Left shift (wrapping, as `x.wrapping_mul(1 << left)`), right exponent clamped to 31.
-    let left = _mm256_and_si256(_mm256_max_epi32(rq.shift, zero), _mm256_set1_epi32(31));
-    let right = _mm256_min_epi32(
-        _mm256_max_epi32(_mm256_sub_epi32(zero, rq.shift), zero),
-        _mm256_set1_epi32(31),
-    );
-    let x = _mm256_sllv_epi32(x, left);
+    let (right, mask) = (rq.right, rq.mask);
+    let x = _mm256_sllv_epi32(x, rq.left);
     let v = srdhm(x, rq.mult);
     // RoundingDivideByPOT: (v >> e) + (remainder > (mask >> 1) + (v < 0)).
-    let one = _mm256_set1_epi32(1);
-    let mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
     let neg = _mm256_cmpgt_epi32(zero, v);
     let rem = _mm256_and_si256(v, mask);
     let thr = _mm256_sub_epi32(_mm256_srli_epi32(mask, 1), neg);
