@@ -5,30 +5,49 @@
 pub fn maxpool3x3s2<T: Copy + PartialOrd>(h: usize, w: usize, c: usize, x: &[T], y: &mut [T]) {
     let ho = crate::kernels::Geom::out_dim(h, 3, 2, 1);
     let wo = crate::kernels::Geom::out_dim(w, 3, 2, 1);
+    let mut t: [&[T]; 9] = [&[]; 9];
     for oy in 0..ho {
         for ox in 0..wo {
+            let nt = taps(h, w, c, x, oy, ox, &mut t);
             let out = &mut y[(oy * wo + ox) * c..][..c];
-            let mut first = true;
-            for ky in 0..3 {
-                let Some(iy) = crate::kernels::Geom::tap(oy, ky, 2, 1, h) else {
-                    continue;
-                };
-                for kx in 0..3 {
-                    let Some(ix) = crate::kernels::Geom::tap(ox, kx, 2, 1, w) else {
-                        continue;
-                    };
-                    let px = &x[(iy * w + ix) * c..][..c];
-                    if first {
-                        out.copy_from_slice(px);
-                        first = false;
-                    } else {
-                        for (o, &v) in out.iter_mut().zip(px) {
-                            // A select, not a conditional store, so it vectorises.
-                            *o = if v > *o { v } else { *o };
-                        }
+            if let Some((first, rest)) = t[..nt].split_first() {
+                out.copy_from_slice(first);
+                for px in rest {
+                    for (o, &v) in out.iter_mut().zip(*px) {
+                        // A select, not a conditional store, so it vectorises.
+                        *o = if v > *o { v } else { *o };
                     }
                 }
             }
         }
     }
+}
+
+/// The rows (`c` long) of the taps of output pixel `(oy, ox)` that fall inside the `[h, w,
+/// c]` input, in the reference's order; returns how many (at least 1: the centre tap
+/// `(2·oy, 2·ox)` is always inside). The SIMD twins' per-pixel setup.
+#[inline]
+pub(crate) fn taps<'x, T>(
+    h: usize,
+    w: usize,
+    c: usize,
+    x: &'x [T],
+    oy: usize,
+    ox: usize,
+    t: &mut [&'x [T]; 9],
+) -> usize {
+    let mut nt = 0;
+    for ky in 0..3 {
+        let Some(iy) = crate::kernels::Geom::tap(oy, ky, 2, 1, h) else {
+            continue;
+        };
+        for kx in 0..3 {
+            let Some(ix) = crate::kernels::Geom::tap(ox, kx, 2, 1, w) else {
+                continue;
+            };
+            t[nt] = &x[(iy * w + ix) * c..][..c];
+            nt += 1;
+        }
+    }
+    nt
 }

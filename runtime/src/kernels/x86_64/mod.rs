@@ -8,6 +8,7 @@
 mod conv1x1;
 mod conv1x1_vnni;
 mod dw3x3;
+mod maxpool;
 mod rebuild;
 mod requant;
 mod stem;
@@ -47,7 +48,7 @@ pub(crate) fn avx2() -> Kernels {
         requant_weights: rebuild::requant_weights,
         rebuild_i8: Some(rebuild::rebuild_i8),
         requant_table: requant::requant_table,
-        maxpool_i8: super::reference::maxpool::maxpool3x3s2::<i8>,
+        maxpool_i8: maxpool::maxpool3x3s2_i8,
         dot_i8: conv1x1::dot_i8,
         conv1x1_sums_i8: conv1x1::conv1x1_sums_i8,
         streaming: streaming::avx2(),
