@@ -229,17 +229,29 @@ unsafe fn tile_outer_f32<const P: usize, const B: usize>(
         *v = unsafe { _mm256_loadu_ps(bias.as_ptr().add(8 * b)) };
     }
     for (p, ap) in acc.iter().enumerate() {
-        let mut v = [0.0f32; 16];
+        let mut v = [_mm256_setzero_ps(); B];
         for b in 0..B {
-            let mut a = _mm256_add_ps(ap[b], bv[b]);
+            v[b] = _mm256_add_ps(ap[b], bv[b]);
             if relu {
                 // `max_ps` returns its second operand for a NaN lane: 0, as `f32::max`.
-                a = _mm256_max_ps(a, _mm256_setzero_ps());
+                v[b] = _mm256_max_ps(v[b], _mm256_setzero_ps());
             }
-            // SAFETY: `v` holds 16 f32, `8b + 8 ≤ 16`.
-            unsafe { _mm256_storeu_ps(v.as_mut_ptr().add(8 * b), a) };
         }
-        out[p * cout + o0..][..no].copy_from_slice(&v[..no]);
+        let o = &mut out[p * cout + o0..][..no];
+        if no == 8 * B {
+            for (b, &vb) in v.iter().enumerate() {
+                // SAFETY: `o` holds `8·B` f32, `8b + 8 ≤ 8·B`.
+                unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * b), vb) };
+            }
+        } else {
+            // A short last panel: through a buffer (no call to copy a whole panel).
+            let mut t = [0.0f32; 16];
+            for (b, &vb) in v.iter().enumerate() {
+                // SAFETY: `t` holds 16 f32, `8b + 8 ≤ 8·B ≤ 16`.
+                unsafe { _mm256_storeu_ps(t.as_mut_ptr().add(8 * b), vb) };
+            }
+            o.copy_from_slice(&t[..no]);
+        }
     }
 }
 
