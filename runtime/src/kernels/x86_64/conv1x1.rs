@@ -442,7 +442,12 @@ pub(crate) fn conv1x1_i8(
             }
         };
         for (i, o) in out.iter().enumerate().take(t.np) {
-            y[(t.p + i) * cout + t.ob..][..t.nb].copy_from_slice(&o[..t.nb]);
+            let dst = &mut y[(t.p + i) * cout + t.ob..][..t.nb];
+            // Two whole blocks as one fixed-size move (a variable-length copy is a call).
+            match <&mut [i8; 16]>::try_from(&mut *dst) {
+                Ok(d) => *d = *o,
+                Err(_) => dst.copy_from_slice(&o[..t.nb]),
+            }
         }
     });
 }
