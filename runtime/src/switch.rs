@@ -13,7 +13,7 @@
 
 pub use crate::format::factor::Factor;
 use crate::format::{DeltaDType, DeltaRef};
-use crate::kernels::reference::conv::window;
+use crate::kernels::reference::conv::{window, PATCH};
 use crate::kernels::{Geom, SumTile};
 use crate::quant::QParams;
 
@@ -1041,7 +1041,7 @@ pub fn stream_conv_i8(
     wbuf: &mut [f32],
     y: &mut [i8],
 ) {
-    use crate::kernels::reference::conv::{gather, PATCH};
+    use crate::kernels::reference::conv::gather;
     let n = d.channel_len();
     let wbuf = &mut wbuf[..g.cout * n];
     for (o, wo) in wbuf.chunks_exact_mut(n.max(1)).enumerate() {
@@ -1094,7 +1094,7 @@ pub fn stream_conv_i8_lanes(
     wbuf: &mut [f32],
     y: &mut [i8],
 ) {
-    use crate::kernels::reference::conv::{gather, PATCH};
+    use crate::kernels::reference::conv::gather;
     let (n, cout) = (d.channel_len(), g.cout);
     if n == 0 || n > PATCH {
         return stream_conv_i8(g, x, w0, ws, bias, d, st, wbuf, y);
@@ -1112,48 +1112,73 @@ pub fn stream_conv_i8_lanes(
         }
     }
     let (wt, bias): (&[f32], _) = (wt, &bias[..cout]);
-    let mut patch = [0.0f32; PATCH];
-    let patch = &mut patch[..n];
-    let mut vals = [0.0f32; OBLK];
+    // Tiles of `PX` pixels along a row: each weight vector loaded feeds `PX` pixels (per
+    // pixel and channel the same products and adds in the same order).
+    let mut patch = [[0.0f32; PATCH]; PX];
+    let mut vals = [[0.0f32; OBLK]; PX];
     for oy in 0..g.ho {
-        for ox in 0..g.wo {
-            gather(g, x, oy, ox, 0.0, |q| st.x.dequantize(q), patch);
-            let out = &mut y[(oy * g.wo + ox) * cout..][..cout];
-            for (c0, out) in (0..cout).step_by(OBLK).zip(out.chunks_mut(OBLK)) {
-                let nb = out.len();
+        let mut ox = 0;
+        while ox < g.wo {
+            let np = PX.min(g.wo - ox);
+            for (t, p) in patch.iter_mut().enumerate().take(np) {
+                gather(g, x, oy, ox + t, 0.0, |q| st.x.dequantize(q), &mut p[..n]);
+            }
+            for c0 in (0..cout).step_by(OBLK) {
+                let nb = OBLK.min(cout - c0);
                 let mut ob = 0;
                 while ob + L <= nb {
-                    let v = stem_lanes(wt, patch, cout, c0 + ob);
-                    for (d, (&b, &v)) in vals[ob..][..L]
-                        .iter_mut()
-                        .zip(bias[c0 + ob..].iter().zip(&v))
-                    {
-                        *d = b + v;
+                    // Pixels past `np` sum whatever patch is left there, never stored.
+                    let v = stem_lanes(wt, &patch, n, cout, c0 + ob);
+                    for (vals, v) in vals.iter_mut().zip(&v).take(np) {
+                        for (d, (&b, &v)) in vals[ob..][..L]
+                            .iter_mut()
+                            .zip(bias[c0 + ob..].iter().zip(v))
+                        {
+                            *d = b + v;
+                        }
                     }
                     ob += L;
                 }
-                for (jo, d) in vals[..nb].iter_mut().enumerate().skip(ob) {
-                    let o = c0 + jo;
-                    let mut v = 0.0;
-                    for (i, &xv) in patch.iter().enumerate() {
-                        v += wt[i * cout + o] * xv;
+                for (t, (vals, patch)) in vals.iter_mut().zip(&patch).enumerate().take(np) {
+                    for (jo, d) in vals[..nb].iter_mut().enumerate().skip(ob) {
+                        let o = c0 + jo;
+                        let mut v = 0.0;
+                        for (i, &xv) in patch[..n].iter().enumerate() {
+                            v += wt[i * cout + o] * xv;
+                        }
+                        *d = bias[o] + v;
                     }
-                    *d = bias[o] + v;
+                    let out = &mut y[(oy * g.wo + ox + t) * cout + c0..][..nb];
+                    quantize_row(st.y, st.relu, &vals[..nb], out);
                 }
-                quantize_row(st.y, st.relu, &vals[..nb], out);
             }
+            ox += np;
         }
     }
 }
 
-/// `Σ_i wt[i·cout + o + l]·patch[i]` for the `L` channels `o + l`, each from `0.0` with
-/// `i` in order, a product then an add (the per-channel dot product of [`stream_conv_i8`]).
+/// Output pixels per tile of [`stream_conv_i8_lanes`].
+const PX: usize = 4;
+
+/// `Σ_i wt[i·cout + o + l]·patch[p][i]` (`i < n`) for the `L` channels `o + l` of each of
+/// the [`PX`] patches, each from `0.0` with `i` in order, a product then an add (the
+/// per-channel dot product of [`stream_conv_i8`]).
 #[inline(always)]
-fn stem_lanes(wt: &[f32], patch: &[f32], cout: usize, o: usize) -> Lanes {
-    let mut v: Lanes = [0.0; L];
-    for (i, &xv) in patch.iter().enumerate() {
-        for (vl, &wl) in v.iter_mut().zip(&wt[i * cout + o..][..L]) {
-            *vl += wl * xv;
+fn stem_lanes(
+    wt: &[f32],
+    patch: &[[f32; PATCH]; PX],
+    n: usize,
+    cout: usize,
+    o: usize,
+) -> [Lanes; PX] {
+    let mut v = [[0.0f32; L]; PX];
+    for i in 0..n {
+        let w = &wt[i * cout + o..][..L];
+        for (vp, p) in v.iter_mut().zip(patch) {
+            let xv = p[i];
+            for (vl, &wl) in vp.iter_mut().zip(w) {
+                *vl += wl * xv;
+            }
         }
     }
     v
@@ -1175,7 +1200,6 @@ pub fn stream_conv_add_f32_lanes(
     wbuf: &mut [f32],
     y: &mut [f32],
 ) {
-    use crate::kernels::reference::conv::PATCH;
     let (n, cout, k) = (d.channel_len(), g.cout, g.k);
     if n == 0 || n > PATCH || wbuf.len() < cout * n {
         return stream_conv_add_f32(g, x, d, relu, wbuf, y);
@@ -1700,15 +1724,21 @@ mod tests {
             }
             // The lane sums, before quantisation (where a reordering would show).
             let (np, nc) = (1 + rng.below(60), super::L + rng.below(20));
-            let (wt, patch) = (rng.vec(np * nc, 1.0), rng.vec(np, 5.0));
+            let wt = rng.vec(np * nc, 1.0);
+            let mut patch = [[0.0f32; super::PATCH]; super::PX];
+            for p in patch.iter_mut() {
+                p[..np].copy_from_slice(&rng.vec(np, 5.0));
+            }
             let o = rng.below(nc - super::L + 1);
-            let v = super::stem_lanes(&wt, &patch, nc, o);
-            for (l, v) in v.iter().enumerate() {
-                let mut s = 0.0f32;
-                for (i, &xv) in patch.iter().enumerate() {
-                    s += wt[i * nc + o + l] * xv;
+            let v = super::stem_lanes(&wt, &patch, np, nc, o);
+            for (p, (v, patch)) in v.iter().zip(&patch).enumerate() {
+                for (l, v) in v.iter().enumerate() {
+                    let mut s = 0.0f32;
+                    for (i, &xv) in patch[..np].iter().enumerate() {
+                        s += wt[i * nc + o + l] * xv;
+                    }
+                    assert_eq!(v.to_bits(), s.to_bits(), "case {case}: pixel {p} lane {l}");
                 }
-                assert_eq!(v.to_bits(), s.to_bits(), "case {case}: lane {l}");
             }
         }
     }
