@@ -457,7 +457,7 @@ pub(crate) fn conv1x1_i8(
 /// panel of channels `panel.0 .. panel.1`.
 struct OuterTile<'t> {
     /// The tile's inputs, widened: rows `0 .. np` hold `x − zx`, each at least `2·pairs`.
-    xw: &'t [[i16; MAXC + 2]; PO],
+    xw: &'t [[MaybeUninit<i16>; MAXC + 2]; PO],
     pairs: usize,
     /// The tile's blocks' packed weights: `16·pairs` i16 per block.
     wp: &'t [i16],
@@ -479,7 +479,8 @@ fn outer_i8(g: &Geom, x: &[i8], zx: i32, w: &[i8], tile: &mut dyn FnMut(OuterTil
     // `n ≤ MAXC` gives `16·pairs ≤ 8192`: at least 4 blocks a panel.
     let panel = (WCAP / (16 * pairs)).min(blocks);
     let mut store = [const { MaybeUninit::<i16>::uninit() }; WCAP];
-    let mut xw = [[0i16; MAXC + 2]; PO];
+    // Only each row's first `2·pairs` are ever written or read (no 8 KiB zeroing per call).
+    let mut xw = [[const { MaybeUninit::<i16>::uninit() }; MAXC + 2]; PO];
     let mut b0 = 0;
     while b0 < blocks {
         let nbk = panel.min(blocks - b0);
@@ -493,10 +494,15 @@ fn outer_i8(g: &Geom, x: &[i8], zx: i32, w: &[i8], tile: &mut dyn FnMut(OuterTil
         let mut p = 0;
         while p < npix {
             let np = PO.min(npix - p);
-            for (t, row) in xw.iter_mut().enumerate().take(np) {
-                // SAFETY: only installed after AVX2 detection; `row` holds `MAXC + 2 ≥
-                // 2·pairs`.
-                unsafe { widen(&x[src(g, p + t)..][..n], zx, &mut row[..2 * pairs]) };
+            for (t, row) in xw.iter_mut().enumerate() {
+                let row = &mut row[..2 * pairs];
+                if t < np {
+                    // SAFETY: only installed after AVX2 detection; `row` holds `2·pairs`.
+                    unsafe { widen(&x[src(g, p + t)..][..n], zx, row) };
+                } else {
+                    // A short tile's spare rows: summed like the others, never stored.
+                    row.fill(MaybeUninit::new(0));
+                }
             }
             let mut b = 0;
             while b < nbk {
@@ -622,7 +628,7 @@ unsafe fn pack_8x8(rows: [&[i8]; 8], out: &mut [MaybeUninit<i16>]) {
 /// # Safety
 /// AVX2 available; `out.len() ≥ x.len()`.
 #[target_feature(enable = "avx2")]
-unsafe fn widen(x: &[i8], zx: i32, out: &mut [i16]) {
+unsafe fn widen(x: &[i8], zx: i32, out: &mut [MaybeUninit<i16>]) {
     let n = x.len();
     debug_assert!(out.len() >= n);
     let z = _mm256_set1_epi16(zx as i16);
@@ -637,9 +643,9 @@ unsafe fn widen(x: &[i8], zx: i32, out: &mut [i16]) {
         i += 16;
     }
     for j in i..n {
-        out[j] = x[j] as i16 - zx as i16;
+        out[j].write(x[j] as i16 - zx as i16);
     }
-    out[n..].fill(0);
+    out[n..].fill(MaybeUninit::new(0));
 }
 
 /// [`PO`] pixels × `B` blocks of 8 channels: `acc[p][o] = Σ_k madd(wp[k], (xw[p][2k],
@@ -650,7 +656,7 @@ unsafe fn widen(x: &[i8], zx: i32, out: &mut [i16]) {
 #[target_feature(enable = "avx2")]
 unsafe fn tile_outer<const B: usize>(
     wp: &[i16],
-    xw: &[[i16; MAXC + 2]; PO],
+    xw: &[[MaybeUninit<i16>; MAXC + 2]; PO],
     pairs: usize,
     cols: &RqCols,
     ob: usize,
@@ -678,7 +684,7 @@ unsafe fn tile_outer<const B: usize>(
 #[target_feature(enable = "avx2")]
 unsafe fn tile_sums<const B: usize>(
     wp: &[i16],
-    xw: &[[i16; MAXC + 2]; PO],
+    xw: &[[MaybeUninit<i16>; MAXC + 2]; PO],
     pairs: usize,
 ) -> [[__m256i; B]; PO] {
     debug_assert!(wp.len() >= B * 16 * pairs && 2 * pairs <= MAXC + 2);
@@ -711,7 +717,7 @@ unsafe fn tile_sums<const B: usize>(
 #[target_feature(enable = "avx2")]
 unsafe fn tile_sums_i32<const B: usize>(
     wp: &[i16],
-    xw: &[[i16; MAXC + 2]; PO],
+    xw: &[[MaybeUninit<i16>; MAXC + 2]; PO],
     pairs: usize,
 ) -> [[i32; 16]; PO] {
     // SAFETY: this function's contract.
@@ -741,7 +747,9 @@ pub(crate) fn conv1x1_sums_i8(
     if n > MAXC || cout > MAXQ || g.ho * g.wo < PO {
         return sums_dots(g, x, zx, w, sink);
     }
-    let mut acc = [0i32; PO * MAXQ];
+    // A panel's tile rows, each written by its blocks before the panel's last block hands
+    // them on (no 16 KiB zeroing per call).
+    let mut acc = [const { MaybeUninit::<i32>::uninit() }; PO * MAXQ];
     outer_i8(g, x, zx, &w[..cout * n], &mut |t: OuterTile<'_>| {
         // SAFETY: only installed after AVX2 detection; `OuterTile`'s invariants.
         let s = unsafe {
@@ -754,15 +762,21 @@ pub(crate) fn conv1x1_sums_i8(
         let (lo, hi) = t.panel;
         let no = hi - lo;
         for (i, v) in s.iter().enumerate().take(t.np) {
-            acc[i * no + t.ob - lo..][..t.nb].copy_from_slice(&v[..t.nb]);
+            for (a, &v) in acc[i * no + t.ob - lo..][..t.nb].iter_mut().zip(v) {
+                a.write(v);
+            }
         }
         if t.ob + t.nb == hi {
+            // SAFETY: `outer_i8` hands a pixel tile's blocks in order from `lo` to `hi`, so
+            // rows `0 .. np` of channels `lo .. hi` were all written above;
+            // `MaybeUninit<i32>` has the layout of `i32`.
+            let acc = unsafe { &*(&acc[..t.np * no] as *const [MaybeUninit<i32>] as *const [i32]) };
             sink(SumTile {
                 p0: t.p,
                 np: t.np,
                 o0: lo,
                 no,
-                acc: &acc[..t.np * no],
+                acc,
             });
         }
     });
