@@ -2,7 +2,8 @@
 //! per-element path, for the SIMD tables' scalar epilogues: one `SMULL` + carry for the
 //! doubling high multiply and a mask compare for the rounding shift, no 64-bit division and
 //! no per-element clamping of the shift. Bit-exact to `quant::requant` for every input
-//! (the host tests below sweep the edges and random values).
+//! (the host tests below sweep the edges and random values). Also the requantisation
+//! tables with one reciprocal a table ([`requant_table`], the Cortex-M slot).
 use crate::kernels::OutQ;
 use crate::quant::requant;
 
