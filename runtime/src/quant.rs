@@ -215,6 +215,7 @@ impl ChannelRequant {
     /// [`ChannelRequant::new_f64`]'s bits in integer arithmetic (plus one single-precision
     /// estimate) when the scales are positive normal floats and the bias is zero or normal;
     /// other inputs take the spec itself. Tested against it on every target.
+    #[inline(always)]
     pub fn new_int(bias: f32, s_x: f32, s_w: f32, s_y: f32) -> Self {
         match (normal_parts(s_x), normal_parts(s_w), normal_parts(s_y)) {
             (Some(x), Some(w), Some(y)) => match int_bias(bias, (s_x, x.0, x.1), (s_w, w.0, w.1)) {
@@ -254,7 +255,7 @@ impl ChannelRequant {
 
 /// A positive normal f32 as `m · 2^e` with `m ∈ [2^23, 2^24)`; `None` for anything else.
 #[inline]
-fn normal_parts(x: f32) -> Option<(u32, i32)> {
+pub(crate) fn normal_parts(x: f32) -> Option<(u32, i32)> {
     let b = x.to_bits();
     let be = b >> 23; // sign bit included: negative values land above 0xff
     if be == 0 || be >= 0xff {
@@ -289,7 +290,11 @@ fn rounds_up(qi: u32, r: u64, d: u64) -> bool {
 /// as the double code rounds it, by long division in 8-bit digits (one 32-bit hardware
 /// divide each: the remainder stays below `my < 2^24`).
 #[inline]
-fn int_multiplier((mx, ex): (u32, i32), (mw, ew): (u32, i32), (my, ey): (u32, i32)) -> (i32, i32) {
+pub(crate) fn int_multiplier(
+    (mx, ex): (u32, i32),
+    (mw, ew): (u32, i32),
+    (my, ey): (u32, i32),
+) -> (i32, i32) {
     let p = mx as u64 * mw as u64; // [2^46, 2^48)
     let d = my as u64;
     // floor(log2(p / my)) ∈ {22, 23, 24}.
@@ -335,8 +340,8 @@ fn int_multiplier((mx, ex): (u32, i32), (mw, ew): (u32, i32), (my, ey): (u32, i3
 /// `round_f64(bias / (s_x·s_w))` clamped to i32, for normal scales, in integers; `None`
 /// when the bias is NaN, infinite or subnormal (the caller takes the double spec).
 /// `|Q| = mb · 2^s / d` with `d = mx·mw`.
-#[inline]
-fn int_bias(
+#[inline(always)]
+pub(crate) fn int_bias(
     bias: f32,
     (s_x, mx, ex): (f32, u32, i32),
     (s_w, mw, ew): (f32, u32, i32),

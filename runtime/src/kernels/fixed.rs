@@ -2,7 +2,8 @@
 //! per-element path, for the SIMD tables' scalar epilogues: one `SMULL` + carry for the
 //! doubling high multiply and a mask compare for the rounding shift, no 64-bit division and
 //! no per-element clamping of the shift. Bit-exact to `quant::requant` for every input
-//! (the host tests below sweep the edges and random values).
+//! (the host tests below sweep the edges and random values). Also the requantisation
+//! tables with one reciprocal a table ([`requant_table`], the Cortex-M slot).
 use crate::kernels::OutQ;
 use crate::quant::requant;
 
@@ -102,6 +103,133 @@ pub(crate) fn quantize_weight_fast(t: f32) -> i8 {
     let a = f32::from_bits(t.to_bits() & 0x7fff_ffff);
     let r = ((a + f32::from_bits(0x3eff_ffff)) as i32).clamp(0, 127);
     (if t.is_sign_negative() { -r } else { r }) as i8
+}
+
+/// `quant::requant_table` with the work of the shared scales done once a table: the
+/// Cortex-M table's `requant_table` slot (the tables the select-time cache cannot hold are
+/// built at every inference there). Per channel: `quant::int_bias` as `ChannelRequant::new`
+/// runs it, and the multiplier's 31-bit quotient `mx·mw·2^z / my` in one division by the
+/// table's invariant `my` with a precomputed reciprocal ([`MulRecip`]) instead of five
+/// hardware divides; channels off the integer path, and tables whose `s_x` or `s_y` is not
+/// a positive normal float, take the spec itself. Bit-identical (host tests
+/// against the double-precision spec; the board self-checks against the reference slot).
+pub(crate) fn requant_table(bias: &[f32], s_x: f32, ws: &[f32], s_y: f32, out: &mut [[i32; 3]]) {
+    let Some(m) = MulRecip::new(s_x, s_y) else {
+        return crate::quant::requant_table(bias, s_x, ws, s_y, out);
+    };
+    for (j, r) in out.iter_mut().enumerate().take(bias.len().min(ws.len())) {
+        match m.channel(bias[j], ws[j]) {
+            Some(t) => *r = t,
+            None => crate::quant::requant_table(
+                &bias[j..j + 1],
+                s_x,
+                &ws[j..j + 1],
+                s_y,
+                core::slice::from_mut(r),
+            ),
+        }
+    }
+}
+
+/// A table's `s_x = mx·2^ex` and `s_y = my·2^ey` split once, with the reciprocal of the
+/// normalised divisor `d = my·2^8 ∈ [2^31, 2^32)`: `v = ⌊(2^64 − 1)/d⌋ − 2^32` (Möller and
+/// Granlund, "Improved division by invariant integers", 2011, algorithm 4).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MulRecip {
+    s_x: f32,
+    mx: u32,
+    ex: i32,
+    my: u32,
+    ey: i32,
+    d: u32,
+    v: u32,
+}
+
+impl MulRecip {
+    /// `None` unless both scales are positive normal floats (the spec's integer path).
+    pub(crate) fn new(s_x: f32, s_y: f32) -> Option<Self> {
+        let ((mx, ex), (my, ey)) = (
+            crate::quant::normal_parts(s_x)?,
+            crate::quant::normal_parts(s_y)?,
+        );
+        let d = my << 8;
+        let v = (u64::MAX / d as u64 - (1 << 32)) as u32;
+        Some(MulRecip {
+            s_x,
+            mx,
+            ex,
+            my,
+            ey,
+            d,
+            v,
+        })
+    }
+
+    /// `ChannelRequant::new(bias, s_x, s_w, s_y)` as a triple when it takes the integer
+    /// path (`s_w` positive normal, bias zero or normal); `None` otherwise.
+    #[inline]
+    pub(crate) fn channel(&self, bias: f32, s_w: f32) -> Option<[i32; 3]> {
+        let (mw, ew) = crate::quant::normal_parts(s_w)?;
+        let b = crate::quant::int_bias(bias, (self.s_x, self.mx, self.ex), (s_w, mw, ew))?;
+        let (m, shift) = self.multiplier(mw, ew);
+        Some([b, m, shift])
+    }
+
+    /// `quant::int_multiplier((mx, ex), (mw, ew), (my, ey))`: the same `e0`, quotient,
+    /// rounding and saturations, the quotient by [`div_preinv`].
+    #[inline]
+    pub(crate) fn multiplier(&self, mw: u32, ew: i32) -> (i32, i32) {
+        let p = self.mx as u64 * mw as u64; // [2^46, 2^48)
+        let dm = self.my as u64;
+        // floor(log2(p / my)) ∈ {22, 23, 24}.
+        let e0 = if p >= dm << 24 {
+            24
+        } else if p >= dm << 23 {
+            23
+        } else {
+            22
+        };
+        // q = ⌊p·2^(30 − e0) / my⌋ = ⌊p·2^(38 − e0) / d⌋ ∈ [2^30, 2^31): the numerator is
+        // below 2^64 and its high word below d (q < 2^31), as the division needs.
+        let n = p << (38 - e0);
+        let (q, r8) = div_preinv((n >> 32) as u32, n as u32, self.d, self.v);
+        let r = r8 >> 8; // both numerator and d carry the factor 2^8
+                         // `quant::rounds_up(q, r, my)` for q ∈ [2^30, 2^31): up when 2r ≥ my, or when the
+                         // gap g = my − 2r satisfies g·2^22 ≤ my (its ulp test at e = 30; g < 2^26 holds).
+        let up = 2 * r >= self.my || self.my - 2 * r <= self.my >> 22;
+        let mut q = q as u64 + u64::from(up);
+        let mut shift = e0 + self.ex + ew - self.ey + 1;
+        if q == 1 << 31 {
+            q >>= 1;
+            shift += 1;
+        }
+        if shift < -31 {
+            return (0, 0);
+        }
+        if shift > 30 {
+            return (i32::MAX, 30);
+        }
+        (q as i32, shift)
+    }
+}
+
+/// `(⌊(u1·2^32 + u0) / d⌋, remainder)` for `d ≥ 2^31`, `u1 < d`, with `v` the reciprocal of
+/// [`MulRecip`]: one 32×32→64 multiply, a multiply-subtract and two adjustments
+/// (Möller–Granlund algorithm 4, the second adjustment rarely taken).
+#[inline]
+fn div_preinv(u1: u32, u0: u32, d: u32, v: u32) -> (u32, u32) {
+    let qq = (v as u64 * u1 as u64).wrapping_add((((u1 as u64) + 1) << 32) | u0 as u64);
+    let (mut q1, q0) = ((qq >> 32) as u32, qq as u32);
+    let mut r = u0.wrapping_sub(q1.wrapping_mul(d));
+    if r > q0 {
+        q1 = q1.wrapping_sub(1);
+        r = r.wrapping_add(d);
+    }
+    if r >= d {
+        q1 = q1.wrapping_add(1);
+        r -= d;
+    }
+    (q1, r)
 }
 
 #[cfg(test)]
@@ -217,5 +345,139 @@ mod tests {
                 "acc {acc} rq {rq:?} {q:?}"
             );
         }
+    }
+
+    /// [`div_preinv`] is the exact quotient and remainder: random and extreme divisors
+    /// (2^31, 2^32 − 1, `my·2^8` at both ends) and numerators (0, `d·2^32 − 1`, random).
+    /// Seed: `LORKD_SEED`.
+    #[test]
+    fn div_preinv_is_exact() {
+        let mut r = crate::engine::testnet::Rng::new(crate::test_seed());
+        for case in 0..200_000u32 {
+            let d = match case % 5 {
+                0 => 1 << 31,
+                1 => u32::MAX,
+                2 => ((1 << 24) - 1) << 8,
+                _ => (r.next_u64() as u32) | 1 << 31,
+            };
+            let v = (u64::MAX / d as u64 - (1 << 32)) as u32;
+            let n = match case % 7 {
+                0 => 0,
+                1 => ((d as u64) << 32) - 1,
+                2 => (d as u64) << 31,
+                _ => r.next_u64() % ((d as u64) << 32),
+            };
+            let (q, rem) = div_preinv((n >> 32) as u32, n as u32, d, v);
+            assert_eq!(
+                (q as u64, rem as u64),
+                (n / d as u64, n % d as u64),
+                "n {n} d {d}"
+            );
+        }
+    }
+
+    /// [`MulRecip::multiplier`] is `quant::int_multiplier` for every mantissa triple tried:
+    /// random, all-ones and power-of-two mantissas, exponents that reach both saturations.
+    /// Seed: `LORKD_SEED`.
+    #[test]
+    fn recip_multiplier_is_int_multiplier() {
+        let mut r = crate::engine::testnet::Rng::new(crate::test_seed());
+        let mant = |r: &mut crate::engine::testnet::Rng| match r.next_u64() % 6 {
+            0 => 1 << 23,
+            1 => (1 << 24) - 1,
+            _ => (1 << 23) | (r.next_u64() as u32 & 0x7f_ffff),
+        };
+        for _ in 0..200_000 {
+            let (mx, mw, my) = (mant(&mut r), mant(&mut r), mant(&mut r));
+            let e = |r: &mut crate::engine::testnet::Rng| 1 + (r.next_u64() % 254) as i32 - 150;
+            let (ex, ew, ey) = (e(&mut r), e(&mut r), e(&mut r));
+            let sx = f32::from_bits(((ex + 150) as u32) << 23 | (mx & 0x7f_ffff));
+            let sy = f32::from_bits(((ey + 150) as u32) << 23 | (my & 0x7f_ffff));
+            let m = MulRecip::new(sx, sy).unwrap();
+            assert_eq!(
+                m.multiplier(mw, ew),
+                crate::quant::int_multiplier((mx, ex), (mw, ew), (my, ey)),
+                "mx {mx} ex {ex} mw {mw} ew {ew} my {my} ey {ey}"
+            );
+        }
+    }
+
+    /// [`MulRecip::multiplier`] on quotients just below a half (`p·2^z mod my = (my − g)/2`
+    /// for gaps `g` of 1..=12, built by a modular inverse), where the double rounding's ulp
+    /// test decides: the same pair as `quant::int_multiplier` and as the double-precision
+    /// spec. Seed: `LORKD_SEED`.
+    #[test]
+    fn recip_multiplier_near_half() {
+        fn inv(a: i64, m: i64) -> Option<i64> {
+            let (mut r0, mut r1, mut t0, mut t1) = (m, a.rem_euclid(m), 0i64, 1i64);
+            while r1 != 0 {
+                let q = r0 / r1;
+                (r0, r1) = (r1, r0 - q * r1);
+                (t0, t1) = (t1, t0 - q * t1);
+            }
+            (r0 == 1).then(|| t0.rem_euclid(m))
+        }
+        let mut r = crate::engine::testnet::Rng::new(crate::test_seed());
+        let mut hits = 0;
+        for _ in 0..4_000 {
+            let mx = (1 << 23) | (r.next_u64() as u32 & 0x7f_ffff);
+            let my = (1 << 23) | (r.next_u64() as u32 & 0x7f_ffff);
+            for g in 1..=12u32 {
+                if !(my - g).is_multiple_of(2) {
+                    continue;
+                }
+                let rem = ((my - g) / 2) as i64;
+                for z in 6..=8 {
+                    let Some(k) = inv(((mx as i64) << z) % my as i64, my as i64) else {
+                        continue;
+                    };
+                    let mw0 = (rem * k).rem_euclid(my as i64) as u32;
+                    for mw in [mw0, mw0 + my] {
+                        let p = mx as u64 * mw as u64;
+                        let e0 = if p >= (my as u64) << 24 {
+                            24
+                        } else if p >= (my as u64) << 23 {
+                            23
+                        } else {
+                            22
+                        };
+                        if !(1 << 23..1 << 24).contains(&mw) || 30 - e0 != z {
+                            continue;
+                        }
+                        hits += 1;
+                        let (ex, ew, ey) = (-30, -30, -23); // shift e0 − 36: in range
+                        let f = |m: u32, e: i32| {
+                            f32::from_bits(((e + 150) as u32) << 23 | (m & 0x7f_ffff))
+                        };
+                        let (sx, sw, sy) = (f(mx, ex), f(mw, ew), f(my, ey));
+                        let got = MulRecip::new(sx, sy).unwrap().multiplier(mw, ew);
+                        let what = format!("mx {mx} mw {mw} my {my} g {g}");
+                        let want = crate::quant::int_multiplier((mx, ex), (mw, ew), (my, ey));
+                        assert_eq!(got, want, "{what}");
+                        let spec = crate::quant::ChannelRequant::new_f64(0.0, sx, sw, sy);
+                        assert_eq!(got, (spec.multiplier, spec.shift), "{what}");
+                    }
+                }
+            }
+        }
+        assert!(hits > 5_000, "{hits} near-half quotients");
+    }
+
+    /// [`requant_table`] gives the spec's triples bit for bit (the shared check of the
+    /// tables' twins); its per-channel step must take the integer path for most channels.
+    /// Seed: `LORKD_SEED`.
+    #[test]
+    fn requant_table_is_bit_exact() {
+        crate::kernels::requant_check::requant_table_is_bit_exact(
+            requant_table,
+            1,
+            |b, x, w, y, o| match MulRecip::new(x, y).and_then(|m| m.channel(b[0], w[0])) {
+                Some(t) => {
+                    o[0] = t;
+                    true
+                }
+                None => false,
+            },
+        );
     }
 }

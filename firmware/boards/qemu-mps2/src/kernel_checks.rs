@@ -249,6 +249,64 @@ pub fn run(t: &mut Tally) {
     let ok = (0..TRIALS).all(|_| maxpool_case(&mut r, b, best, reference));
     hprintln!("[fw] kernels: int8 max pool 3x3/2: {} random shapes", TRIALS);
     t.check("int8 max pool 3x3/2 ≡ reference", ok);
+    let ok = (0..4 * TRIALS).all(|i| requant_table_case(&mut r, i, best, reference));
+    hprintln!("[fw] kernels: requantisation tables: {} random tables", 4 * TRIALS);
+    t.check(
+        "requantisation tables ≡ reference and the double-precision spec",
+        ok,
+    );
+}
+
+/// One random conv's `[bias, multiplier, shift]` table (1–13 channels) from both tables'
+/// `requant_table` slot and from `ChannelRequant::new_f64` (the double spec, soft-float
+/// here): scales across binades (all-ones mantissas, whose multipliers can round up to
+/// 2^31, and a special value now and then), biases on half steps, past the i32 codes, zero.
+fn requant_table_case(r: &mut Rng, case: usize, fast: Kernels, slow: Kernels) -> bool {
+    use lorkd_runtime::quant::ChannelRequant;
+    const N: usize = 13;
+    let special = [0.0, -0.0, -1.0, f32::MIN_POSITIVE / 4.0, f32::INFINITY, f32::NAN];
+    let scale = |r: &mut Rng, lo: u32, span: u32| -> f32 {
+        let v = r.next();
+        let e = (97 + lo + (v >> 20) % span) << 23;
+        if v % 211 == 0 {
+            special[(v >> 8) as usize % special.len()]
+        } else if v % 13 == 0 {
+            f32::from_bits(e | 0x7f_ffff)
+        } else {
+            f32::from_bits(e | (r.next() & 0x7f_ffff))
+        }
+    };
+    let n = r.range(1, N + 1);
+    // Activation scales 2^-12 .. 2^2, weight scales 2^-16 .. 2^-2 (from 2^-30).
+    let (s_x, mut s_y) = (scale(r, 18, 15), scale(r, 18, 15));
+    let mut ws = [0f32; N];
+    for w in &mut ws[..n] {
+        *w = scale(r, 14, 15);
+    }
+    if case % 3 == 1 {
+        // `s_y` the f32 nearest `s_x·s_w`: multipliers a hair from a power of two.
+        s_y = s_x * ws[0];
+    }
+    let mut bias = [0f32; N];
+    for (j, b) in bias[..n].iter_mut().enumerate() {
+        let v = r.next();
+        *b = match v % 64 {
+            0 => special[(v >> 8) as usize % special.len()],
+            1 => ((v >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 1e10,
+            2..=12 => ((v >> 8) % 2001) as f32 - 1000.5,
+            13..=30 => (((v >> 8) % 4001) as f32 - 2000.0 + 0.5) * s_x * ws[j],
+            _ => ((v >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 20.0,
+        };
+    }
+    let (mut a, mut b) = ([[0i32; 3]; N], [[1i32; 3]; N]);
+    (fast.requant_table)(&bias[..n], s_x, &ws[..n], s_y, &mut a[..n]);
+    (slow.requant_table)(&bias[..n], s_x, &ws[..n], s_y, &mut b[..n]);
+    let spec = (0..n).all(|j| ChannelRequant::new_f64(bias[j], s_x, ws[j], s_y).to_array() == a[j]);
+    let ok = a[..n] == b[..n] && spec;
+    if !ok {
+        hprintln!("[fw] requant table mismatch: s_x {} s_y {} ws {:?} bias {:?}", s_x, s_y, &ws[..n], &bias[..n]);
+    }
+    ok
 }
 
 /// One random pointwise conv's exact sums (`conv1x1_sums_i8`, the streaming experts' `W0`

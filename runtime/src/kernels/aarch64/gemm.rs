@@ -290,7 +290,25 @@ impl Sink for Requant<'_> {
     }
     #[inline(always)]
     fn tile(&mut self, d: &[int32x4_t; P], np: usize, p: usize, o: usize, no: usize) {
-        if no == O && self.q.lo <= 127 {
+        if no == O && np == P && self.q.lo <= 127 {
+            let r = &self.r[(o - self.o0) / O];
+            // SAFETY: NEON is baseline on this target (the module is cfg'd on it).
+            let w = unsafe {
+                let words = r.apply4(d);
+                [
+                    vgetq_lane_u32::<0>(words),
+                    vgetq_lane_u32::<1>(words),
+                    vgetq_lane_u32::<2>(words),
+                    vgetq_lane_u32::<3>(words),
+                ]
+            };
+            // One bounds check for the 4 pixels' runs of 4 bytes, `cout` apart.
+            let at = &mut self.y[p * self.cout + o..][..(P - 1) * self.cout + O];
+            for (i, w) in w.into_iter().enumerate() {
+                // SAFETY: `i·cout + 4 ≤ at.len()`; unaligned (channel offsets are any byte).
+                unsafe { (at.as_mut_ptr().add(i * self.cout) as *mut u32).write_unaligned(w) };
+            }
+        } else if no == O && self.q.lo <= 127 {
             let r = &self.r[(o - self.o0) / O];
             for (i, &v) in d.iter().enumerate().take(np) {
                 // SAFETY: NEON is baseline on this target (the module is cfg'd on it).

@@ -14,8 +14,9 @@ mod maxpool;
 mod rebuild;
 mod requant;
 mod stem;
+mod streaming;
 
-use super::Kernels;
+use super::{Kernels, Streaming};
 
 /// The `dotprod` extension (`sdot`/`udot`) is usable.
 pub(crate) fn dotprod_detected() -> bool {
@@ -54,6 +55,10 @@ pub(crate) fn neon(base: Kernels, dotprod: bool) -> Kernels {
         requant_weights: rebuild::requant_weights,
         requant_table: requant::requant_table,
         maxpool_i8: maxpool::maxpool3x3s2_i8,
+        streaming: Streaming {
+            decode: streaming::decode,
+            ..base.streaming
+        },
         isa: if dotprod {
             "aarch64-neon-dotprod"
         } else {

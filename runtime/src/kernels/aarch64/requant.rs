@@ -18,6 +18,8 @@ pub(super) struct Rq4 {
     ne: int32x4_t,
     zp: int32x4_t,
     lo: int32x4_t,
+    /// `lo` in every byte (it fits: `−128 ≤ lo ≤ 127`).
+    lo8: int8x16_t,
 }
 
 impl Default for Rq4 {
@@ -31,6 +33,8 @@ impl Default for Rq4 {
             ne: z,
             zp: z,
             lo: z,
+            // SAFETY: as above.
+            lo8: unsafe { vdupq_n_s8(0) },
         }
     }
 }
@@ -54,22 +58,44 @@ impl Rq4 {
             ne: vnegq_s32(rsh),
             zp: vdupq_n_s32(q.zero_point),
             lo: vdupq_n_s32(q.lo.max(-128)),
+            lo8: vdupq_n_s8(q.lo.max(-128) as i8),
         }
+    }
+
+    /// `MBQM(acc + bias) + zp` (saturating) in i32 lanes: everything before the clamp.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    fn scaled(&self, acc: int32x4_t) -> int32x4_t {
+        let x = vshlq_s32(vaddq_s32(acc, self.bias), self.lsh);
+        let v = vqrdmulhq_s32(x, self.mult);
+        // −1 for negative v when e > 0 (the sign bit of v & −e), else 0.
+        let fix = vshrq_n_s32::<31>(vandq_s32(v, self.ne));
+        let d = vrshlq_s32(vqaddq_s32(v, fix), self.ne);
+        vqaddq_s32(d, self.zp)
     }
 
     /// `requant(acc[j], rq[j], q)` for `j < 4`, as 4 bytes (little-endian in the word).
     #[inline]
     #[target_feature(enable = "neon")]
     pub(super) fn apply(&self, acc: int32x4_t) -> u32 {
-        let x = vshlq_s32(vaddq_s32(acc, self.bias), self.lsh);
-        let v = vqrdmulhq_s32(x, self.mult);
-        // −1 for negative v when e > 0 (the sign bit of v & −e), else 0.
-        let fix = vshrq_n_s32::<31>(vandq_s32(v, self.ne));
-        let d = vrshlq_s32(vqaddq_s32(v, fix), self.ne);
-        let d = vqaddq_s32(d, self.zp);
+        let d = self.scaled(acc);
         let d = vminq_s32(vmaxq_s32(d, self.lo), vdupq_n_s32(127));
         let b = vmovn_s16(vcombine_s16(vmovn_s32(d), vmovn_s32(d)));
         vget_lane_u32::<0>(vreinterpret_u32_s8(b))
+    }
+
+    /// [`Rq4::apply`] on 4 pixels' sums of the same 4 channels: word `i` of the result is
+    /// `apply(acc[i])`. The clamp to `[lo, 127]` is the saturating narrows (`SQXTN` to
+    /// −128..=127) then one byte `SMAX` with `lo` (`lo ≥ −128`, and `≤ 127` by `new`'s
+    /// contract), for all 16 outputs at once.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) fn apply4(&self, acc: &[int32x4_t; 4]) -> uint32x4_t {
+        let d = acc.map(|a| self.scaled(a));
+        let h0 = vqmovn_high_s32(vqmovn_s32(d[0]), d[1]);
+        let h1 = vqmovn_high_s32(vqmovn_s32(d[2]), d[3]);
+        let b = vqmovn_high_s16(vqmovn_s16(h0), h1);
+        vreinterpretq_u32_s8(vmaxq_s8(b, self.lo8))
     }
 }
 

@@ -96,6 +96,52 @@ pub(super) fn pair(v: i32) -> u32 {
     (v as u16 as u32) * 0x0001_0001
 }
 
+/// `rq.apply(a)`: [`requant2`]'s sequence for one output (the depthwise conv's outputs are
+/// one per channel and pixel), 17 instructions with the constants in registers.
+#[inline(always)]
+pub(super) fn requant1(rq: &crate::kernels::fixed::Rq, a: i32) -> i8 {
+    let Some([bias, mult, lsh, rsh, mask, zp, lo]) = rq.regs() else {
+        return rq.apply(a);
+    };
+    let mut a = a;
+    // SAFETY: as `requant2` (register-only Armv7E-M instructions; flags changed).
+    unsafe {
+        asm!(
+            "add {a}, {a}, {bias}",
+            "lsl {a}, {a}, {lsh}",
+            "mov {lo_}, #0x40000000",
+            "mov {hi_}, #0",
+            "smlal {lo_}, {hi_}, {a}, {mult}",
+            "lsr {lo_}, {lo_}, #31",
+            "orr {a}, {lo_}, {hi_}, lsl #1",
+            "and {lo_}, {a}, {mask}",
+            "asr {hi_}, {a}, #31",
+            "rsb {hi_}, {hi_}, {mask}, lsr #1",
+            "asr {a}, {a}, {rsh}",
+            "cmp {lo_}, {hi_}",
+            "it gt",
+            "addgt {a}, {a}, #1",
+            "qadd {a}, {a}, {zp}",
+            "ssat {a}, #8, {a}",
+            "cmp {a}, {lo}",
+            "it lt",
+            "movlt {a}, {lo}",
+            a = inout(reg) a,
+            bias = in(reg) bias,
+            mult = in(reg) mult,
+            lsh = in(reg) lsh,
+            rsh = in(reg) rsh,
+            mask = in(reg) mask,
+            zp = in(reg) zp,
+            lo = in(reg) lo,
+            lo_ = out(reg) _,
+            hi_ = out(reg) _,
+            options(pure, nomem, nostack),
+        );
+    }
+    a as i8
+}
+
 /// `[rq.apply(a), rq.apply(b)]`: two outputs of one channel (a 2x2 tile's pixel pair) with
 /// the channel's constants held in registers across both — `Rq::apply`'s steps as one
 /// sequence of 19 instructions an output (LLVM reloaded the constants per output):

@@ -3,7 +3,7 @@
 //! `SXTAB16` widens `x − zx`, `SXTB16` the weights, and `SMLABB` / `SMLATT` accumulate each
 //! channel on its own (a depthwise sum never pairs channels). Channels go in blocks whose
 //! requantisation constants are prepared once and kept for every pixel.
-use super::dsp::{pair, smlabb, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
+use super::dsp::{pair, requant1, smlabb, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
 use crate::kernels::fixed::Rq;
 use crate::kernels::{reference, Geom, OutQ};
 
@@ -79,17 +79,17 @@ pub(crate) fn dwconv3x3_i8(
                     }
                     let o = &mut out[j..j + 4];
                     let rr = &r[j..j + 4];
-                    o[0] = rr[0].apply(a0);
-                    o[1] = rr[1].apply(a1);
-                    o[2] = rr[2].apply(a2);
-                    o[3] = rr[3].apply(a3);
+                    o[0] = requant1(&rr[0], a0);
+                    o[1] = requant1(&rr[1], a1);
+                    o[2] = requant1(&rr[2], a2);
+                    o[3] = requant1(&rr[3], a3);
                 }
                 for j in n4..nb {
                     let mut acc = 0i32;
                     for (xt, wt) in xs.iter().zip(ws) {
                         acc = acc.wrapping_add(wt[j] as i32 * (xt[j] as i32 - zx));
                     }
-                    out[j] = r[j].apply(acc);
+                    out[j] = requant1(&r[j], acc);
                 }
             }
         }

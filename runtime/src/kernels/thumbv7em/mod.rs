@@ -27,6 +27,7 @@ pub(crate) fn dsp(base: Kernels) -> Kernels {
         requant_weights: rebuild::requant_weights,
         rebuild_i8: Some(rebuild::rebuild_i8),
         maxpool_i8: maxpool::maxpool3x3s2_i8,
+        requant_table: super::fixed::requant_table,
         isa: "armv7em-dsp",
         ..base
     }
