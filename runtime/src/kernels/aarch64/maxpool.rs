@@ -16,20 +16,7 @@ pub(crate) fn maxpool3x3s2_i8(h: usize, w: usize, c: usize, x: &[i8], y: &mut [i
     let mut t: [&[i8]; 9] = [&[]; 9];
     for oy in 0..ho {
         for ox in 0..wo {
-            let mut nt = 0;
-            for ky in 0..3 {
-                let Some(iy) = Geom::tap(oy, ky, 2, 1, h) else {
-                    continue;
-                };
-                for kx in 0..3 {
-                    let Some(ix) = Geom::tap(ox, kx, 2, 1, w) else {
-                        continue;
-                    };
-                    t[nt] = &x[(iy * w + ix) * c..][..c];
-                    nt += 1;
-                }
-            }
-            // The centre tap (2·oy, 2·ox) is always inside, so `nt ≥ 1`.
+            let nt = reference::maxpool::taps(h, w, c, x, oy, ox, &mut t);
             let (first, rest) = t[..nt].split_first().expect("the centre tap");
             let out = &mut y[(oy * wo + ox) * c..][..c];
             let mut c0 = 0;
