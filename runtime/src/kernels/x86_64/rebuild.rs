@@ -33,9 +33,71 @@ unsafe fn rebuild_avx2(
     w: &mut [f32],
     out: &mut [i8],
 ) -> f32 {
+    let rk = d.a.rows;
+    if let (Some(a), Some(b), 1) = (d.a.as_f32(), d.b.as_f32(), d.k) {
+        if rk >= 4 && a.len() >= rk * w.len() && b.len() >= (o + 1) * rk {
+            // SAFETY: this function's contract; `a` holds `rk` rows of `n`, `b` row `o`.
+            return unsafe { fused(&a[..rk * w.len()], &b[o * rk..][..rk], w0, s0, w, out) };
+        }
+    }
     d.channel_into_i8_inline(o, w);
     // SAFETY: this function's contract.
     unsafe { body(w, w0, s0, out) }
+}
+
+/// A 1x1 channel with f32 factors in one pass per 8 weights: `B·A`'s sum in registers — the
+/// association of `switch::axpy_rows_init` (`((b0·a0 + b1·a1) + b2·a2) + b3·a3`, then each
+/// further group of 4 added to it in order, then single rows) — then `+ s0·W0q` and `max|w|`
+/// as [`body`]'s first pass, one store; then [`body`]'s quantisation pass. The row's three
+/// load/store passes before the quantisation become one; the same operations on every
+/// element, so the same bits.
+///
+/// # Safety
+/// AVX2 available; `b.len() ≥ 4`, `a` holds `b.len()` rows of `n = w.len()`,
+/// `w0.len() == out.len() == n`.
+#[target_feature(enable = "avx2")]
+unsafe fn fused(a: &[f32], b: &[f32], w0: &[i8], s0: f32, w: &mut [f32], out: &mut [i8]) -> f32 {
+    let (n, rk) = (w.len(), b.len());
+    debug_assert!(rk >= 4 && a.len() >= rk * n && w0.len() == n && out.len() == n);
+    let main = n & !7;
+    let s0v = _mm256_set1_ps(s0);
+    let mut mx = _mm256_setzero_si256();
+    let mut i = 0;
+    while i < main {
+        // SAFETY: `i + 8 ≤ n`: 8 lanes of every `a` row (`j·n + i + 8 ≤ rk·n`), `w`, `w0`.
+        unsafe {
+            let term = |j: usize| {
+                _mm256_mul_ps(
+                    _mm256_set1_ps(b[j]),
+                    _mm256_loadu_ps(a.as_ptr().add(j * n + i)),
+                )
+            };
+            let mut t = _mm256_add_ps(_mm256_add_ps(term(0), term(1)), term(2));
+            t = _mm256_add_ps(t, term(3));
+            let mut j = 4;
+            while j < rk {
+                t = _mm256_add_ps(t, term(j));
+                j += 1;
+            }
+            let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                w0.as_ptr().add(i).cast(),
+            )));
+            let v = _mm256_add_ps(t, _mm256_mul_ps(s0v, q));
+            _mm256_storeu_ps(w.as_mut_ptr().add(i), v);
+            mx = max_abs_bits(mx, v);
+        }
+        i += 8;
+    }
+    for j in main..n {
+        let x = |r: usize| b[r] * a[r * n + j];
+        let mut t = x(0) + x(1) + x(2) + x(3);
+        for r in 4..rk {
+            t += x(r);
+        }
+        w[j] = t + s0 * w0[j] as f32;
+    }
+    // SAFETY: this function's contract.
+    unsafe { quantise(w, mx, main, out) }
 }
 
 /// AVX2 per-channel weight re-quantisation; same contract and bits as the reference.
@@ -52,10 +114,6 @@ unsafe fn body(w: &mut [f32], w0: &[i8], s0: f32, out: &mut [i8]) -> f32 {
     let n = w.len();
     let main = n & !7;
     let s0v = _mm256_set1_ps(s0);
-    let (abs, inf) = (
-        _mm256_set1_epi32(0x7fff_ffff),
-        _mm256_set1_epi32(0x7f80_0000),
-    );
     let mut mx = _mm256_setzero_si256();
     let mut i = 0;
     while i < main {
@@ -66,19 +124,42 @@ unsafe fn body(w: &mut [f32], w0: &[i8], s0: f32, out: &mut [i8]) -> f32 {
             )));
             let v = _mm256_add_ps(_mm256_loadu_ps(w.as_ptr().add(i)), _mm256_mul_ps(s0v, q));
             _mm256_storeu_ps(w.as_mut_ptr().add(i), v);
-            // |v| bits, NaN (above the infinity pattern) as 0; non-negative, so signed max.
-            let b = _mm256_and_si256(_mm256_castps_si256(v), abs);
-            mx = _mm256_max_epi32(mx, _mm256_andnot_si256(_mm256_cmpgt_epi32(b, inf), b));
+            mx = max_abs_bits(mx, v);
         }
         i += 8;
     }
+    for j in main..n {
+        w[j] += s0 * w0[j] as f32;
+    }
+    // SAFETY: this function's contract.
+    unsafe { quantise(w, mx, main, out) }
+}
+
+/// `mx` lane-wise max with `|v|`'s bit patterns, a NaN (above the infinity pattern) as 0:
+/// non-negative, so a signed max.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn max_abs_bits(mx: __m256i, v: __m256) -> __m256i {
+    let b = _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7fff_ffff));
+    let nan = _mm256_cmpgt_epi32(b, _mm256_set1_epi32(0x7f80_0000));
+    _mm256_max_epi32(mx, _mm256_andnot_si256(nan, b))
+}
+
+/// The reference's scale and codes of the finished row `w`: `max|w|` from the lanes `mx`
+/// (covering `w[..main]`) and the scalar rest, `s = max/127` (1 for an all-zero row), then
+/// `q = round(w · 1/s)` 8 lanes at a time.
+///
+/// # Safety
+/// AVX2 available; `out.len() == w.len()`, `main` = `w.len()` rounded down to 8.
+#[target_feature(enable = "avx2")]
+unsafe fn quantise(w: &[f32], mx: __m256i, main: usize, out: &mut [i8]) -> f32 {
+    let n = w.len();
     let mut lanes = [0u32; 8];
     // SAFETY: `lanes` holds 8 u32.
     unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), mx) };
     let mut amax_bits = lanes.into_iter().max().unwrap_or(0);
-    for j in main..n {
-        w[j] += s0 * w0[j] as f32;
-        let b = w[j].to_bits() & 0x7fff_ffff;
+    for &v in &w[main..n] {
+        let b = v.to_bits() & 0x7fff_ffff;
         amax_bits = amax_bits.max(if b > 0x7f80_0000 { 0 } else { b });
     }
     let amax = f32::from_bits(amax_bits);
