@@ -119,20 +119,26 @@ pub fn quantize_multiplier(m: f64) -> (i32, i32) {
     if m == 0.0 || !m.is_finite() {
         return (0, 0);
     }
-    let (q, mut shift) = frexp(m);
-    let mut q_fixed = round_f64(q * 2_147_483_648.0) as i64;
-    if q_fixed == 1i64 << 31 {
-        q_fixed /= 2;
+    let (q, shift) = frexp(m);
+    multiplier_parts(round_f64(q * 2_147_483_648.0) as i64, shift)
+}
+
+/// A multiplier's rounded mantissa `q ∈ [2^30, 2^31]` (2^31 · the fraction) and exponent as
+/// the tables hold them: `2^31` halved with one more shift; exponents below −31 give
+/// `(0, 0)`, above 30 saturate (factors ≥ 2^30 cannot occur for sane scales).
+#[inline]
+pub(crate) fn multiplier_parts(mut q: i64, mut shift: i32) -> (i32, i32) {
+    if q == 1 << 31 {
+        q /= 2;
         shift += 1;
     }
     if shift < -31 {
         return (0, 0);
     }
     if shift > 30 {
-        // Factors ≥ 2^30 cannot occur for sane scales; saturate rather than overflow.
         return (i32::MAX, 30);
     }
-    (q_fixed as i32, shift)
+    (q as i32, shift)
 }
 
 /// gemmlowp `SaturatingRoundingDoublingHighMul`: `round_half_up(a · b / 2^31)`, saturated for

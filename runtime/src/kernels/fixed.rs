@@ -193,23 +193,13 @@ impl MulRecip {
         // below 2^64 and its high word below d (q < 2^31), as the division needs.
         let n = p << (38 - e0);
         let (q, r8) = div_preinv((n >> 32) as u32, n as u32, self.d, self.v);
-        let r = r8 >> 8; // both numerator and d carry the factor 2^8
-                         // `quant::rounds_up(q, r, my)` for q ∈ [2^30, 2^31): up when 2r ≥ my, or when the
-                         // gap g = my − 2r satisfies g·2^22 ≤ my (its ulp test at e = 30; g < 2^26 holds).
+        // Both numerator and d carry the factor 2^8.
+        let r = r8 >> 8;
+        // `quant::rounds_up(q, r, my)` for q ∈ [2^30, 2^31): up when 2r ≥ my, or when the
+        // gap g = my − 2r satisfies g·2^22 ≤ my (its ulp test at e = 30; g < 2^26 holds).
         let up = 2 * r >= self.my || self.my - 2 * r <= self.my >> 22;
-        let mut q = q as u64 + u64::from(up);
-        let mut shift = e0 + self.ex + ew - self.ey + 1;
-        if q == 1 << 31 {
-            q >>= 1;
-            shift += 1;
-        }
-        if shift < -31 {
-            return (0, 0);
-        }
-        if shift > 30 {
-            return (i32::MAX, 30);
-        }
-        (q as i32, shift)
+        let q = q as i64 + i64::from(up);
+        crate::quant::multiplier_parts(q, e0 + self.ex + ew - self.ey + 1)
     }
 }
 
