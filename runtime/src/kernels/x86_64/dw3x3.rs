@@ -7,10 +7,9 @@
 //! (`|Δ| ≤ 2·9·ε·(|b| + Σ|w·x|)`). int8: `w·(x − zx)` in i32 lanes (`_mm256_mullo_epi32`
 //! of sign-extended bytes), exact, then the reference's scalar `requant` per channel.
 use core::arch::x86_64::*;
-
-use super::lane_mask;
 use core::mem::MaybeUninit;
 
+use super::lane_mask;
 use super::requant::{requant8, Requant, RqCols, MAXQ};
 use crate::kernels::{Geom, OutQ};
 use crate::quant::requant;
