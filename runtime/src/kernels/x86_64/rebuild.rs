@@ -79,12 +79,7 @@ unsafe fn fused(a: &[f32], b: &[f32], w0: &[i8], s0: f32, w: &mut [f32], out: &m
                 t = _mm256_add_ps(t, term(j));
                 j += 1;
             }
-            let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                w0.as_ptr().add(i).cast(),
-            )));
-            let v = _mm256_add_ps(t, _mm256_mul_ps(s0v, q));
-            _mm256_storeu_ps(w.as_mut_ptr().add(i), v);
-            mx = max_abs_bits(mx, v);
+            mx = add_w0(t, &w0[i..i + 8], s0v, &mut w[i..i + 8], mx);
         }
         i += 8;
     }
@@ -119,12 +114,8 @@ unsafe fn body(w: &mut [f32], w0: &[i8], s0: f32, out: &mut [i8]) -> f32 {
     while i < main {
         // SAFETY: `i + 8 <= n` for all three slices.
         unsafe {
-            let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                w0.as_ptr().add(i).cast(),
-            )));
-            let v = _mm256_add_ps(_mm256_loadu_ps(w.as_ptr().add(i)), _mm256_mul_ps(s0v, q));
-            _mm256_storeu_ps(w.as_mut_ptr().add(i), v);
-            mx = max_abs_bits(mx, v);
+            let t = _mm256_loadu_ps(w.as_ptr().add(i));
+            mx = add_w0(t, &w0[i..i + 8], s0v, &mut w[i..i + 8], mx);
         }
         i += 8;
     }
@@ -133,6 +124,22 @@ unsafe fn body(w: &mut [f32], w0: &[i8], s0: f32, out: &mut [i8]) -> f32 {
     }
     // SAFETY: this function's contract.
     unsafe { quantise(w, mx, main, out) }
+}
+
+/// `w = t + s0·W0q` for 8 weights (the reference's product then add) and the running
+/// `max|w|` lanes `mx` ([`max_abs_bits`]): the step [`body`] and [`fused`] share.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn add_w0(t: __m256, w0: &[i8], s0v: __m256, w: &mut [f32], mx: __m256i) -> __m256i {
+    let (w0, w) = (&w0[..8], &mut w[..8]);
+    // SAFETY: `w0` holds 8 bytes, `w` 8 f32.
+    let v = unsafe {
+        let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(w0.as_ptr().cast())));
+        let v = _mm256_add_ps(t, _mm256_mul_ps(s0v, q));
+        _mm256_storeu_ps(w.as_mut_ptr(), v);
+        v
+    };
+    max_abs_bits(mx, v)
 }
 
 /// `mx` lane-wise max with `|v|`'s bit patterns, a NaN (above the infinity pattern) as 0:
