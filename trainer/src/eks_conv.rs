@@ -157,20 +157,20 @@ impl DeptIds {
                 .collect();
             if !idx.is_empty() {
                 order.extend_from_slice(&idx);
-                groups.push((t, Tensor::from_slice(&idx).to_device(device)));
+                groups.push((t, crate::upload(&idx, device)));
             }
         }
         let mut inverse = vec![0i64; ids.len()];
         for (pos, &i) in order.iter().enumerate() {
             inverse[i as usize] = pos as i64;
         }
-        let ids_t = Tensor::from_slice(ids).to_device(device);
+        let ids_t = crate::upload(ids, device);
         Ok(Self {
             onehot: ids_t.one_hot(departments).to_kind(Kind::Float),
             ids: ids_t,
             host: ids.to_vec(),
             groups,
-            inverse: Tensor::from_slice(&inverse).to_device(device),
+            inverse: crate::upload(&inverse, device),
         })
     }
 

@@ -48,3 +48,18 @@ pub use models::{calibrate_bn, BatchNorm2d, HasBatchNorms};
 pub fn default_device() -> tch::Device {
     tch::Device::cuda_if_available()
 }
+
+/// `data` as a 1-d tensor on `device`, without making the host wait for the device. A
+/// blocking host-to-CUDA copy synchronises the stream: the per-step index, label and flip
+/// tensors did that several times a step. A non-blocking copy from pageable memory is staged
+/// by the driver before `cudaMemcpyAsync` returns (so `data` may go at once) and is queued on
+/// the stream without a device synchronisation. (Pinning first would cost the same host copy
+/// and makes libtorch 2.11 print a deprecation warning per call through tch's API.)
+pub fn upload<T: tch::kind::Element>(data: &[T], device: tch::Device) -> tch::Tensor {
+    let host = tch::Tensor::from_slice(data);
+    if device.is_cuda() {
+        host.to_device_(device, host.kind(), true, false)
+    } else {
+        host.to_device(device)
+    }
+}

@@ -57,7 +57,5 @@ pub fn default_input_size(ds: &Dataset) -> i64 {
 /// Images `[n, c, s, s]` on `device`.
 pub fn images(b: &Batch, device: Device) -> Tensor {
     let s = b.shape.map(|d| d as i64);
-    Tensor::from_slice(&lorkd_data::flat(&b.images))
-        .reshape(s)
-        .to_device(device)
+    crate::upload(&lorkd_data::flat(&b.images), device).reshape(s)
 }

@@ -337,7 +337,7 @@ pub fn train_department(
             let b = batch?;
             let xs = input.images(&b);
             let depts = vec![t as i64; b.len()];
-            let y = Tensor::from_slice(&b.classes).to_device(device);
+            let y = crate::upload(&b.classes, device);
             // BN in eval mode: running statistics used, never updated.
             let (ce, ok, kd) = crate::amp::run(ctl.amp, || -> anyhow::Result<_> {
                 let f = model.forward_t(&xs, DeptSel::One(t as i64), false);

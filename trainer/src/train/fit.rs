@@ -463,7 +463,7 @@ fn train_one(
             let b = batch?;
             let xs = input.images(&b);
             let depts: Vec<i64> = b.departments.iter().map(|&g| local(g)).collect();
-            let y = Tensor::from_slice(&b.classes).to_device(device);
+            let y = crate::upload(&b.classes, device);
             let ids;
             let sel = if cfg.rank > 0 {
                 ids = DeptIds::new(&depts, t_count, device)?;

@@ -135,19 +135,8 @@ impl Input {
             return bridge::images(b, self.device);
         }
         let s = b.shape.map(|d| d as i64);
-        let host = Tensor::from_slice(&lorkd_data::flat(&b.pixels)).reshape(s);
-        let flips: Vec<bool> = b.flips.clone();
-        let flips = Tensor::from_slice(&flips);
-        let (px, fl) = if self.device.is_cuda() {
-            // Pinned host memory lets the copy run without blocking this thread.
-            (
-                host.pin_memory(self.device)
-                    .to_device_(self.device, Kind::Uint8, true, false),
-                flips.to_device(self.device),
-            )
-        } else {
-            (host, flips)
-        };
+        let px = crate::upload(&lorkd_data::flat(&b.pixels), self.device).reshape(s);
+        let fl = crate::upload(&b.flips, self.device);
         self.norm.apply(&px, &fl)
     }
 }

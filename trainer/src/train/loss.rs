@@ -42,7 +42,7 @@ pub fn department_ce(
         let idx: Vec<i64> = (0..depts.len() as i64)
             .filter(|&i| depts[i as usize] == t)
             .collect();
-        let idx = Tensor::from_slice(&idx).to_device(device);
+        let idx = crate::upload(&idx, device);
         let logits = head(&features.index_select(0, &idx), t as usize);
         let y = classes.index_select(0, &idx);
         total += logits.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(

@@ -412,7 +412,7 @@ pub fn top1(
                 Labels::Department => &b.classes,
                 Labels::Global => &b.global_classes,
             };
-            let y = Tensor::from_slice(y).to_device(ctl.device);
+            let y = crate::upload(y, ctl.device);
             let pred = tch::no_grad(|| predict(xs, g))?;
             ok += pred.eq_tensor(&y).sum(Kind::Int64);
             n += b.len();

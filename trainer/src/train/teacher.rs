@@ -296,7 +296,7 @@ pub fn train_teacher(tc: &TeacherConfig, ctl: &Control) -> anyhow::Result<f64> {
         for b in input.loader(Split::Train, lc(epoch))? {
             let b = b?;
             let xs = input.images(&b);
-            let y = Tensor::from_slice(&b.global_classes).to_device(ctl.device);
+            let y = crate::upload(&b.global_classes, ctl.device);
             let z = crate::amp::run(ctl.amp, || net.forward_t(&xs, true)).to_kind(Kind::Float);
             let loss = z.cross_entropy_for_logits(&y);
             lr = cosine_lr(tc.lr, step, total);

@@ -126,7 +126,7 @@ impl TeacherCache {
             let rows = rows
                 .get_or_insert_with(|| Tensor::zeros([2 * n as i64, k], (Kind::Half, ctl.device)));
             let idx: Vec<i64> = b.indices.iter().map(|&i| 2 * i as i64).collect();
-            let idx = Tensor::from_slice(&idx).to_device(ctl.device);
+            let idx = crate::upload(&idx, ctl.device);
             let _ = rows.index_copy_(0, &idx, &z.to_kind(Kind::Half));
             let _ = rows.index_copy_(0, &(idx + 1), &zf.to_kind(Kind::Half));
             pb.inc(b.len() as u64);
@@ -143,7 +143,7 @@ impl TeacherCache {
             .map(|(&i, &f)| 2 * i as i64 + f as i64)
             .collect();
         self.rows
-            .index_select(0, &Tensor::from_slice(&rows).to_device(self.device))
+            .index_select(0, &crate::upload(&rows, self.device))
             .to_kind(Kind::Float)
     }
 }

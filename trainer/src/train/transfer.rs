@@ -317,7 +317,7 @@ pub fn transfer(
             let b = batch?;
             let xs = input.images(&b);
             let depts = vec![0i64; b.len()];
-            let y = Tensor::from_slice(&b.classes).to_device(ctl.device);
+            let y = crate::upload(&b.classes, ctl.device);
             let f = model.forward_t(&xs, DeptSel::Shared, true);
             let (ce, ok) = department_ce(&f, &depts, &y, |x, t| model.head_logits(x, t));
             lr = warmup_cosine_lr(tc.lr, step, total, 0);
