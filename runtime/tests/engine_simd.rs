@@ -390,7 +390,9 @@ fn conv1x1_i8_twin_is_bit_exact_on_wide_convs() {
                     .to_array()
                 })
                 .collect();
-            let (zx, zy) = (r.gen_range(-128..=127), r.gen_range(-128..=127));
+            // An output zero point near +127 under ReLU clamps every output to 127 (a
+            // constant output, ~1 run in 13 with any zero point): keep room above it.
+            let (zx, zy) = (r.gen_range(-128..=127), r.gen_range(-128..=96));
             let q = OutQ {
                 zero_point: zy,
                 lo: if r.gen_bool(0.5) { zy } else { -128 },

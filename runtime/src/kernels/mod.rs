@@ -92,6 +92,11 @@ pub type RequantWeights = fn(&mut [f32], &[i8], f32, &mut [i8]) -> f32;
 /// channel o, its W0q, s0, f32 scratch, its int8 out) → scale`, the bytes and scale of
 /// `delta.channel_into_i8(o, scratch)` then `requant_weights`.
 pub type RebuildI8 = fn(&crate::switch::Delta<'_>, usize, &[i8], f32, &mut [f32], &mut [i8]) -> f32;
+/// The int8 rebuild of a whole expert (`switch::materialize_i8_with`): `(delta, W0q, s0,
+/// out, out scales) → done`, the bytes and scales of [`RebuildI8`] on every channel; `false`
+/// (nothing written) for shapes it does not take.
+pub type RebuildLayerI8 =
+    fn(&crate::switch::Delta<'_>, &[i8], &[f32], &mut [i8], &mut [f32]) -> bool;
 /// The requantisation-table slot: `(bias, s_x, per-channel s_w, s_y, out)`, the triples of
 /// `quant::requant_table` (bit-identical).
 pub type RequantTable = fn(&[f32], f32, &[f32], f32, &mut [[i32; 3]]);
@@ -218,6 +223,8 @@ pub struct Kernels {
     pub requant_weights: RequantWeights,
     /// [`RebuildI8`]; `None`: `Delta::channel_into_i8`, then the `requant_weights` slot.
     pub rebuild_i8: Option<RebuildI8>,
+    /// [`RebuildLayerI8`], tried first; `None` or `false`: channel by channel.
+    pub rebuild_layer_i8: Option<RebuildLayerI8>,
     /// The per-channel requantisation tables of the int8 convs (`quant::requant_table`),
     /// computed by `select` and, for ops its cache cannot hold, at each inference.
     pub requant_table: RequantTable,
@@ -251,6 +258,7 @@ impl Kernels {
             dwconv3x3_i8: reference::dwconv3x3::dwconv3x3_i8,
             requant_weights: reference::requant_weights::requant_weights,
             rebuild_i8: None,
+            rebuild_layer_i8: None,
             requant_table: crate::quant::requant_table,
             maxpool_i8: reference::maxpool::maxpool3x3s2::<i8>,
             dot_i8: reference::conv1x1::dot_i8,

@@ -47,6 +47,7 @@ pub(crate) fn avx2() -> Kernels {
         dwconv3x3_i8: dw3x3::dwconv3x3_i8,
         requant_weights: rebuild::requant_weights,
         rebuild_i8: Some(rebuild::rebuild_i8),
+        rebuild_layer_i8: Some(rebuild::rebuild_layer_i8),
         requant_table: requant::requant_table,
         maxpool_i8: maxpool::maxpool3x3s2_i8,
         dot_i8: conv1x1::dot_i8,

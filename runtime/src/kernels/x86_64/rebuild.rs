@@ -36,8 +36,16 @@ unsafe fn rebuild_avx2(
     let rk = d.a.rows;
     if let (Some(a), Some(b), 1) = (d.a.as_f32(), d.b.as_f32(), d.k) {
         if rk >= 4 && a.len() >= rk * w.len() && b.len() >= (o + 1) * rk {
-            // SAFETY: this function's contract; `a` holds `rk` rows of `n`, `b` row `o`.
-            return unsafe { fused(&a[..rk * w.len()], &b[o * rk..][..rk], w0, s0, w, out) };
+            let (a, b) = (&a[..rk * w.len()], &b[o * rk..][..rk]);
+            // SAFETY (all arms): this function's contract; `a` holds `rk` rows of `n`, `b`
+            // row `o`; each arm's `N·8` is `n`.
+            return unsafe {
+                match w.len() {
+                    56 => in_registers::<7, 1>(a, b, w0, &[s0], out)[0],
+                    64 => in_registers::<8, 1>(a, b, w0, &[s0], out)[0],
+                    _ => fused(a, b, w0, s0, w, out),
+                }
+            };
         }
     }
     d.channel_into_i8_inline(o, w);
@@ -93,6 +101,149 @@ unsafe fn fused(a: &[f32], b: &[f32], w0: &[i8], s0: f32, w: &mut [f32], out: &m
     }
     // SAFETY: this function's contract.
     unsafe { quantise(w, mx, main, out) }
+}
+
+/// The `Kernels::rebuild_layer_i8` slot: a 1x1 expert with f32 factors, rank ≥ 4 and
+/// `n = Cin ∈ {8, 16, …, 48}` (the small models' 24- and 48-channel experts) in pairs of
+/// channels ([`in_registers`] with `M = 2`): each channel's chain `B·A` → `max|w|` → two
+/// divisions → codes is latency-bound, and two independent chains fill each other's waits.
+/// `false` for other shapes (then channel by channel).
+pub(crate) fn rebuild_layer_i8(
+    d: &Delta<'_>,
+    w0: &[i8],
+    s0: &[f32],
+    out: &mut [i8],
+    out_scale: &mut [f32],
+) -> bool {
+    let (n, rk, cout) = (d.channel_len(), d.a.rows, d.cout);
+    let (Some(a), Some(b), 1) = (d.a.as_f32(), d.b.as_f32(), d.k) else {
+        return false;
+    };
+    if rk < 4
+        || n % 8 != 0
+        || n > 48
+        || a.len() < rk * n
+        || b.len() < cout * rk
+        || w0.len() < cout * n
+        || out.len() < cout * n
+        || s0.len() < cout
+        || out_scale.len() < cout
+    {
+        return false;
+    }
+    let a = &a[..rk * n];
+    let mut o = 0;
+    while o < cout {
+        let m = if o + 2 <= cout { 2 } else { 1 };
+        let (b, w0, s0) = (&b[o * rk..][..m * rk], &w0[o * n..][..m * n], &s0[o..o + m]);
+        let out = &mut out[o * n..][..m * n];
+        // SAFETY: AVX2 (this slot is only installed after detection); `a` holds `rk` rows of
+        // `n = N·8`, `b` `M` rows of `rk`, `w0`/`out` `M·n`, `s0` `M` (checked above).
+        let s: [f32; 2] = unsafe {
+            macro_rules! go {
+                ($n:literal) => {
+                    if m == 2 {
+                        in_registers::<$n, 2>(a, b, w0, s0, out)
+                    } else {
+                        let [s] = in_registers::<$n, 1>(a, b, w0, s0, out);
+                        [s, 0.0]
+                    }
+                };
+            }
+            match n / 8 {
+                1 => go!(1),
+                2 => go!(2),
+                3 => go!(3),
+                4 => go!(4),
+                5 => go!(5),
+                _ => go!(6),
+            }
+        };
+        out_scale[o..o + m].copy_from_slice(&s[..m]);
+        o += m;
+    }
+    true
+}
+
+/// `M` consecutive output channels of a 1x1 expert with `n = N·8` weights each, rows kept
+/// in `N·M` registers: nothing is stored and reloaded between `B·A + s0·W0q` and the
+/// quantisation, and `max|w|` is reduced in registers. Every element takes [`fused`]'s
+/// operations in its order (then [`quantise`]'s), so the same bits.
+///
+/// # Safety
+/// AVX2 available; `a` holds `rk ≥ 4` rows of `n`; `b` `M` rows of `rk` (`b.len() = M·rk`);
+/// `w0` and `out` `M·n`; `s0` `M`.
+#[target_feature(enable = "avx2")]
+unsafe fn in_registers<const N: usize, const M: usize>(
+    a: &[f32],
+    b: &[f32],
+    w0: &[i8],
+    s0: &[f32],
+    out: &mut [i8],
+) -> [f32; M] {
+    let (n, rk) = (N * 8, b.len() / M);
+    debug_assert!(rk >= 4 && a.len() >= rk * n && b.len() == M * rk);
+    debug_assert!(w0.len() >= M * n && out.len() >= M * n && s0.len() >= M);
+    // SAFETY: 8 lanes of row `j < rk` at `i·8 + 8 ≤ n` (`a` holds `rk·n`).
+    let row = |j: usize, i: usize| unsafe { _mm256_loadu_ps(a.as_ptr().add(j * n + i * 8)) };
+    let coef = |m: usize, j: usize| _mm256_set1_ps(b[m * rk + j]);
+    // `((b0·a0 + b1·a1) + b2·a2) + b3·a3`, then each further row in order ([`fused`]).
+    let mut t: [[__m256; N]; M] = core::array::from_fn(|m| {
+        let (c0, c1) = (coef(m, 0), coef(m, 1));
+        core::array::from_fn(|i| {
+            _mm256_add_ps(_mm256_mul_ps(c0, row(0, i)), _mm256_mul_ps(c1, row(1, i)))
+        })
+    });
+    for j in 2..rk {
+        let r: [__m256; N] = core::array::from_fn(|i| row(j, i));
+        for (m, tm) in t.iter_mut().enumerate() {
+            let c = coef(m, j);
+            for (ti, ri) in tm.iter_mut().zip(r) {
+                *ti = _mm256_add_ps(*ti, _mm256_mul_ps(c, ri));
+            }
+        }
+    }
+    let mut amax = [0u32; M];
+    for (m, tm) in t.iter_mut().enumerate() {
+        let s0v = _mm256_set1_ps(s0[m]);
+        let mut mx = _mm256_setzero_si256();
+        for (i, ti) in tm.iter_mut().enumerate() {
+            // SAFETY: `w0` holds `M·n ≥ m·n + i·8 + 8` bytes.
+            let q = unsafe { _mm_loadl_epi64(w0.as_ptr().add(m * n + i * 8).cast()) };
+            let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+            *ti = _mm256_add_ps(*ti, _mm256_mul_ps(s0v, q));
+            mx = max_abs_bits(mx, *ti);
+        }
+        // The lane-wise max of the 8 lanes, in registers.
+        let m4 = _mm_max_epi32(
+            _mm256_castsi256_si128(mx),
+            _mm256_extracti128_si256::<1>(mx),
+        );
+        let m2 = _mm_max_epi32(m4, _mm_shuffle_epi32::<0b01_00_11_10>(m4));
+        let m1 = _mm_max_epi32(m2, _mm_shuffle_epi32::<0b10_11_00_01>(m2));
+        amax[m] = _mm_cvtsi128_si32(m1) as u32;
+    }
+    let scale = amax.map(|bits| {
+        let amax = f32::from_bits(bits);
+        if amax > 0.0 {
+            amax / 127.0
+        } else {
+            1.0
+        }
+    });
+    for (m, tm) in t.iter().enumerate() {
+        let invv = _mm256_set1_ps(1.0 / scale[m]);
+        for (i, ti) in tm.iter().enumerate() {
+            // SAFETY: `out` holds `M·n ≥ m·n + i·8 + 8` bytes.
+            unsafe {
+                _mm_storel_epi64(
+                    out.as_mut_ptr().add(m * n + i * 8).cast(),
+                    codes8(*ti, invv),
+                )
+            };
+        }
+    }
+    scale
 }
 
 /// AVX2 per-channel weight re-quantisation; same contract and bits as the reference.
@@ -173,25 +324,12 @@ unsafe fn quantise(w: &[f32], mx: __m256i, main: usize, out: &mut [i8]) -> f32 {
     let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
     let inv = 1.0 / s;
     let invv = _mm256_set1_ps(inv);
-    let (lo, hi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(128.0));
-    let (half, mhalf) = (_mm256_set1_ps(0.5), _mm256_set1_ps(-0.5));
-    let (q_lo, q_hi) = (_mm256_set1_epi32(-127), _mm256_set1_epi32(127));
     let mut i = 0;
     while i < main {
         // SAFETY: `i + 8 <= n`: 8 f32 read, 8 bytes written.
         unsafe {
-            let t = _mm256_mul_ps(_mm256_loadu_ps(w.as_ptr().add(i)), invv);
-            let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(t, t));
-            let t = _mm256_min_ps(_mm256_max_ps(t, lo), hi);
-            let ti = _mm256_cvttps_epi32(t);
-            let f = _mm256_sub_ps(t, _mm256_cvtepi32_ps(ti));
-            let up = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GE_OQ>(f, half));
-            let down = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(f, mhalf));
-            // Masks are −1: subtracting `up` adds one, adding `down` subtracts one.
-            let r = _mm256_add_epi32(_mm256_sub_epi32(ti, up), down);
-            let r = _mm256_andnot_si256(nan, _mm256_min_epi32(_mm256_max_epi32(r, q_lo), q_hi));
-            let r16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-            _mm_storel_epi64(out.as_mut_ptr().add(i).cast(), _mm_packs_epi16(r16, r16));
+            let v = _mm256_loadu_ps(w.as_ptr().add(i));
+            _mm_storel_epi64(out.as_mut_ptr().add(i).cast(), codes8(v, invv));
         }
         i += 8;
     }
@@ -199,4 +337,28 @@ unsafe fn quantise(w: &[f32], mx: __m256i, main: usize, out: &mut [i8]) -> f32 {
         out[j] = quantize_weight(w[j] * inv);
     }
     s
+}
+
+/// The int8 codes `quantize_weight(w · inv)` of 8 weights in the low 8 bytes: clamped to
+/// ±128 first (so the conversion cannot overflow), rounded half away from zero, clamped to
+/// ±127, NaN as 0.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn codes8(w: __m256, invv: __m256) -> __m128i {
+    let t = _mm256_mul_ps(w, invv);
+    let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(t, t));
+    let t = _mm256_min_ps(
+        _mm256_max_ps(t, _mm256_set1_ps(-128.0)),
+        _mm256_set1_ps(128.0),
+    );
+    let ti = _mm256_cvttps_epi32(t);
+    let f = _mm256_sub_ps(t, _mm256_cvtepi32_ps(ti));
+    let up = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GE_OQ>(f, _mm256_set1_ps(0.5)));
+    let down = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(f, _mm256_set1_ps(-0.5)));
+    // Masks are −1: subtracting `up` adds one, adding `down` subtracts one.
+    let r = _mm256_add_epi32(_mm256_sub_epi32(ti, up), down);
+    let r = _mm256_max_epi32(r, _mm256_set1_epi32(-127));
+    let r = _mm256_andnot_si256(nan, _mm256_min_epi32(r, _mm256_set1_epi32(127)));
+    let r16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
+    _mm_packs_epi16(r16, r16)
 }
