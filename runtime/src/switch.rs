@@ -1106,6 +1106,26 @@ pub fn stream_conv_i8_lanes(
     wbuf: &mut [f32],
     y: &mut [i8],
 ) {
+    stream_conv_i8_lanes_with(g, x, w0, ws, bias, d, st, wbuf, y, |q| st.x.dequantize(q))
+}
+
+/// [`stream_conv_i8_lanes`] with the input codes dequantised by `deq`, which must return
+/// `st.x.dequantize(q)`'s bits (the x86_64 twin looks them up in a 256-entry table made
+/// once per call: one load per tap instead of a conversion and a multiply).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn stream_conv_i8_lanes_with(
+    g: &Geom,
+    x: &[i8],
+    w0: &[i8],
+    ws: &[f32],
+    bias: &[f32],
+    d: &Delta<'_>,
+    st: StreamI8,
+    wbuf: &mut [f32],
+    y: &mut [i8],
+    deq: impl Fn(i8) -> f32 + Copy,
+) {
     use crate::kernels::reference::conv::gather;
     let (n, cout) = (d.channel_len(), g.cout);
     if n == 0 || n > PATCH {
@@ -1133,7 +1153,7 @@ pub fn stream_conv_i8_lanes(
         while ox < g.wo {
             let np = PX.min(g.wo - ox);
             for (t, p) in patch.iter_mut().enumerate().take(np) {
-                gather(g, x, oy, ox + t, 0.0, |q| st.x.dequantize(q), &mut p[..n]);
+                gather(g, x, oy, ox + t, 0.0, deq, &mut p[..n]);
             }
             for c0 in (0..cout).step_by(OBLK) {
                 let nb = OBLK.min(cout - c0);

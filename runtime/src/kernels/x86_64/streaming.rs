@@ -93,7 +93,10 @@ unsafe fn conv_i8_avx2(
     wbuf: &mut [f32],
     y: &mut [i8],
 ) {
-    switch::stream_conv_i8_lanes(g, x, w0, ws, bias, d, st, wbuf, y)
+    // Every code's dequantised value, the same bits (`QParams::dequantize`); 1 KiB per call.
+    let t: [f32; 256] = core::array::from_fn(|i| st.x.dequantize(i as u8 as i8));
+    let deq = |q: i8| t[q as u8 as usize];
+    switch::stream_conv_i8_lanes_with(g, x, w0, ws, bias, d, st, wbuf, y, deq)
 }
 
 fn conv_add_f32(g: &Geom, x: &[f32], d: &Delta<'_>, relu: bool, wbuf: &mut [f32], y: &mut [f32]) {
