@@ -154,3 +154,62 @@ pub fn conv_i8(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`gather`] gives `x[iy, ix, c_off + c]` at `(c·k + ky)·k + kx` and the pad outside,
+    /// per tap from the definition, on random geometries (interior and border pixels,
+    /// strides, paddings, channel windows). Seed: `LORKD_SEED`.
+    #[test]
+    fn gather_is_the_patch_by_definition() {
+        let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
+        for _ in 0..300 {
+            let (k, stride) = (1 + rng.below(4), 1 + rng.below(2));
+            let pad = rng.below(k);
+            let (h, w) = (k + rng.below(7), k + rng.below(7));
+            let (cin, extra) = (1 + rng.below(5), rng.below(3));
+            let g = Geom {
+                h,
+                w,
+                in_stride: cin + extra,
+                c_off: rng.below(extra + 1),
+                cin,
+                ho: Geom::out_dim(h, k, stride, pad),
+                wo: Geom::out_dim(w, k, stride, pad),
+                cout: 1,
+                k,
+                stride,
+                pad,
+            };
+            let x: std::vec::Vec<i32> = (0..h * w * g.in_stride).map(|i| i as i32).collect();
+            let mut patch = std::vec![0i32; cin * k * k];
+            for oy in 0..g.ho {
+                for ox in 0..g.wo {
+                    gather(&g, &x, oy, ox, -1, |v| v, &mut patch);
+                    for c in 0..cin {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = (oy * stride + ky) as isize - pad as isize;
+                                let ix = (ox * stride + kx) as isize - pad as isize;
+                                let inside =
+                                    (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
+                                let want = if inside {
+                                    x[(iy as usize * w + ix as usize) * g.in_stride + g.c_off + c]
+                                } else {
+                                    -1
+                                };
+                                assert_eq!(
+                                    patch[(c * k + ky) * k + kx],
+                                    want,
+                                    "{g:?} at {oy},{ox}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
