@@ -29,9 +29,26 @@ fn u_i8(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut [f32]) {
     unsafe { u_i8_avx2(g, x, q, a, r, u) }
 }
 
+/// `switch::lowrank_u_i8`; where the layer reads at least [`TABLE_FROM`] codes, through
+/// [`dequant_table`] (the same values): each input one broadcast load instead of a
+/// conversion and a multiply.
 #[target_feature(enable = "avx2")]
 unsafe fn u_i8_avx2(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut [f32]) {
-    switch::lowrank_u_i8(g, x, q, a, r, u)
+    if g.ho * g.wo * g.cin < TABLE_FROM {
+        return switch::lowrank_u_i8(g, x, q, a, r, u);
+    }
+    let t = dequant_table(q);
+    switch::lowrank_u_gemm(g, x, |v| t[v as u8 as usize], a, r, u)
+}
+
+/// Input codes from which a layer's dequantisation table (256 values) pays.
+const TABLE_FROM: usize = 1024;
+
+/// Every int8 code's `QParams::dequantize` value, indexed by the code's byte (1 KiB, made
+/// per call: 256 conversions, against one per input element of the layer).
+#[inline(always)]
+fn dequant_table(q: QParams) -> [f32; 256] {
+    core::array::from_fn(|i| q.dequantize(i as u8 as i8))
 }
 
 fn u_f32(g: &Geom, x: &[f32], a: &[f32], r: usize, u: &mut [f32]) {
@@ -93,8 +110,7 @@ unsafe fn conv_i8_avx2(
     wbuf: &mut [f32],
     y: &mut [i8],
 ) {
-    // Every code's dequantised value, the same bits (`QParams::dequantize`); 1 KiB per call.
-    let t: [f32; 256] = core::array::from_fn(|i| st.x.dequantize(i as u8 as i8));
+    let t = dequant_table(st.x);
     let deq = |q: i8| t[q as u8 as usize];
     switch::stream_conv_i8_lanes_with(g, x, w0, ws, bias, d, st, wbuf, y, deq)
 }
