@@ -178,7 +178,171 @@ pub(crate) fn conv_i8(
     q: OutQ,
     y: &mut [i8],
 ) {
-    run::<false>(g, x, zx, w, rq, q, y)
+    let n = g.cin * g.k * g.k;
+    if !lanes_fit(g, n, zx, q) {
+        return run::<false>(g, x, zx, w, rq, q, y);
+    }
+    // SAFETY: NEON is baseline on this target; the shape was checked above.
+    unsafe {
+        match n.div_ceil(8) {
+            1 => lanes_h::<1>(g, x, zx, w, rq, q, y),
+            2 => lanes_h::<2>(g, x, zx, w, rq, q, y),
+            3 => lanes_h::<3>(g, x, zx, w, rq, q, y),
+            _ => lanes_h::<4>(g, x, zx, w, rq, q, y),
+        }
+    }
+}
+
+/// The shapes [`lanes`] and [`lanes_h`] take: patches of at most 32 values, whole groups of
+/// 4 output channels (at most [`LANES_COUT`]), `q.lo ≤ 127`, `zx` in i8.
+fn lanes_fit(g: &Geom, n: usize, zx: i32, q: OutQ) -> bool {
+    n > 0
+        && n <= 32
+        && g.cout % 4 == 0
+        && g.cout <= LANES_COUT
+        && q.lo <= 127
+        && (-128..=127).contains(&zx)
+}
+
+/// The 4 pixels' sums of one group of 4 channels over `8·KH` patch values: lane `j` of
+/// `out[p]` is `init[j] + Σ_k w[k][j]·x_p[k]`, each weight row (4 halfwords) loaded once for
+/// the 4 pixels, each product a by-element `SMLAL` (`x_p[k]` a lane of the widened patch).
+///
+/// # Safety
+/// NEON available (baseline); `w` holds `4·8·KH` halfwords.
+#[inline(always)]
+unsafe fn dot_h<const KH: usize>(
+    init: int32x4_t,
+    w: &[i16],
+    x: &[[int16x8_t; KH]; 4],
+) -> [int32x4_t; 4] {
+    let w = &w[..32 * KH];
+    let mut a = [init; 4];
+    macro_rules! step {
+        ($h:literal, $l:literal) => {
+            if $h < KH {
+                // SAFETY: row `8h + l < 8·KH` of `w` (sliced to `32·KH` halfwords above).
+                let wv = unsafe { vld1_s16(w.as_ptr().add(4 * (8 * $h + $l))) };
+                for p in 0..4 {
+                    a[p] = vmlal_laneq_s16::<$l>(a[p], wv, x[p][$h % KH]);
+                }
+            }
+        };
+    }
+    macro_rules! reg {
+        ($h:literal) => {
+            step!($h, 0);
+            step!($h, 1);
+            step!($h, 2);
+            step!($h, 3);
+            step!($h, 4);
+            step!($h, 5);
+            step!($h, 6);
+            step!($h, 7);
+        };
+    }
+    reg!(0);
+    reg!(1);
+    reg!(2);
+    reg!(3);
+    a
+}
+
+/// [`lanes`] without dotprod: the same channels-in-lanes stem on 16-bit lanes. Each patch
+/// is widened once to `KH` registers of 8 halfwords (raw `x`: the zero point is again the
+/// start `− zx·Σw`); every 4 output channels take one `SMLAL` by element per patch value and
+/// pixel, 4 pixels sharing each weight row ([`dot_h`]); the weights are tap-major halfwords,
+/// zero past `n`.
+///
+/// # Safety
+/// NEON available (baseline); `0 < cin·k·k ≤ 8·KH ≤ 32` and [`lanes_fit`].
+#[target_feature(enable = "neon")]
+unsafe fn lanes_h<const KH: usize>(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    let (kk, cin, cout) = (g.k * g.k, g.cin, g.cout);
+    let n = cin * kk;
+    let (w, rq) = (&w[..cout * n], &rq[..cout]);
+    let npix = g.ho * g.wo;
+    let y = &mut y[..npix * cout];
+    // `[group][k][channel % 4]` halfwords, `k < 8·KH`; `corr[c] = zx·Σw`.
+    let mut wa = [0i16; 32 * LANES_COUT];
+    let mut corr = [0i32; LANES_COUT];
+    for (c, src) in w.chunks_exact(n).enumerate() {
+        let mut s = 0i32;
+        let base = (c / 4) * 32 * KH + c % 4;
+        for t in 0..kk {
+            for ci in 0..cin {
+                let (k, v) = (t * cin + ci, src[ci * kk + t]);
+                s += v as i32;
+                wa[base + 4 * k] = v as i16;
+            }
+        }
+        corr[c] = zx * s;
+    }
+    let zero = vdupq_n_s16(0);
+    let mut buf = [[zero; KH]; CHUNK];
+    let mut patch = [0i8; LROW];
+    let mut p0 = 0;
+    while p0 < npix {
+        let np = CHUNK.min(npix - p0);
+        for (i, b) in buf.iter_mut().enumerate().take(np) {
+            gather_tm(g, x, zx as i8, (p0 + i) / g.wo, (p0 + i) % g.wo, &mut patch);
+            for (h, v) in b.iter_mut().enumerate() {
+                // SAFETY: `8h + 8 ≤ 32 < LROW` bytes of `patch`; bytes past `n` meet zero
+                // weights.
+                *v = unsafe { vmovl_s8(vld1_s8(patch.as_ptr().add(8 * h))) };
+            }
+        }
+        for cg in 0..cout / 4 {
+            let r = Rq4::new(&rq[4 * cg..], q);
+            let wg = &wa[cg * 32 * KH..][..32 * KH];
+            // SAFETY: `corr` holds at least `4·cg + 4` i32.
+            let init = unsafe { vnegq_s32(vld1q_s32(corr.as_ptr().add(4 * cg))) };
+            let mut i = 0;
+            while i < np {
+                // A last group short of 4 pixels repeats its last one (sums unused).
+                let m = 4.min(np - i);
+                let xs = [
+                    buf[i],
+                    buf[i + 1.min(m - 1)],
+                    buf[i + 2.min(m - 1)],
+                    buf[i + 3.min(m - 1)],
+                ];
+                // SAFETY: NEON; `wg` holds `32·KH` halfwords.
+                let acc = unsafe { dot_h::<KH>(init, wg, &xs) };
+                if m == 4 {
+                    let words = r.apply4(&acc);
+                    let words = [
+                        vgetq_lane_u32::<0>(words),
+                        vgetq_lane_u32::<1>(words),
+                        vgetq_lane_u32::<2>(words),
+                        vgetq_lane_u32::<3>(words),
+                    ];
+                    let at = &mut y[(p0 + i) * cout + 4 * cg..][..3 * cout + 4];
+                    for (k, wd) in words.into_iter().enumerate() {
+                        // SAFETY: `k·cout + 4 ≤ at.len()`; unaligned (any channel offset).
+                        unsafe { (at.as_mut_ptr().add(k * cout) as *mut u32).write_unaligned(wd) };
+                    }
+                } else {
+                    for (k, &a) in acc.iter().enumerate().take(m) {
+                        let word = r.apply(a);
+                        let at = &mut y[(p0 + i + k) * cout + 4 * cg..][..4];
+                        // SAFETY: `at` holds 4 bytes; unaligned.
+                        unsafe { (at.as_mut_ptr() as *mut u32).write_unaligned(word) };
+                    }
+                }
+                i += m;
+            }
+        }
+        p0 += np;
+    }
 }
 
 /// NEON stem on `sdot`; installed only when `dotprod` is detected. Short patches (the
@@ -193,13 +357,7 @@ pub(crate) fn conv_i8_sdot(
     y: &mut [i8],
 ) {
     let n = g.cin * g.k * g.k;
-    let fits = n > 0
-        && n <= 32
-        && g.cout % 4 == 0
-        && g.cout <= LANES_COUT
-        && q.lo <= 127
-        && (-128..=127).contains(&zx);
-    if !fits {
+    if !lanes_fit(g, n, zx, q) {
         return run::<true>(g, x, zx, w, rq, q, y);
     }
     // SAFETY: installed only when `dotprod` is detected; the shape was checked above.
@@ -373,17 +531,20 @@ mod tests {
     use super::*;
     use crate::engine::testnet::Rng;
 
-    /// The channels-in-lanes stem ([`lanes`], both patch widths) against the reference on
+    /// The channels-in-lanes stems ([`lanes_h`] and [`lanes`], every patch width) against the reference on
     /// random short-patch stems: kernels 1..=3 (and 5 with one input channel), padding,
     /// strides 1 and 2, channel offsets, output channels 4..=64 in fours (and some not, which
     /// take the GEMM), random zero points incl. both ends, multipliers incl. `MIN`, shifts
-    /// −35..34, both floors. Runs where the CPU has dotprod (`qemu-aarch64 -cpu max`).
+    /// −35..34, both floors. The `sdot` one where the CPU has dotprod (`qemu-aarch64 -cpu max`).
     /// Seed: `LORKD_SEED`.
     #[test]
     fn lanes_stem_is_bit_exact() {
-        if !super::super::dotprod_detected() {
-            println!("no dotprod: the lanes stem is not installed here");
-            return;
+        // The 16-bit lanes everywhere; the `sdot` ones where the CPU has dotprod.
+        let mut twins: Vec<super::super::super::ConvI8> = vec![conv_i8];
+        if super::super::dotprod_detected() {
+            twins.push(conv_i8_sdot);
+        } else {
+            println!("no dotprod: the sdot lanes stem is not installed here");
         }
         let mut r = Rng::new(crate::test_seed());
         let mut taken = 0;
@@ -443,8 +604,11 @@ mod tests {
             let n = g.out_len();
             let (mut y0, mut y1) = (vec![0x55i8; n], vec![0x55i8; n]);
             reference::conv::conv_i8(&g, &x, zx, &wt, &rq, q, &mut y0);
-            conv_i8_sdot(&g, &x, zx, &wt, &rq, q, &mut y1);
-            assert_eq!(y0, y1, "case {case}: {g:?} zx {zx} {q:?}");
+            for (t, f) in twins.iter().enumerate() {
+                y1.fill(0x55);
+                f(&g, &x, zx, &wt, &rq, q, &mut y1);
+                assert_eq!(y0, y1, "case {case}, twin {t}: {g:?} zx {zx} {q:?}");
+            }
             taken += usize::from(cout % 4 == 0 && n > 0);
         }
         assert!(taken > 300, "{taken}");
