@@ -54,22 +54,6 @@ impl Rq {
         }
     }
 
-    /// `Some([bias, mult, lsh, rsh, mask, zp, lo])` for the register sequence of the DSP
-    /// table's output stage (`apply` step by step); `None` for an exotic channel.
-    #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "mclass"))]
-    #[inline(always)]
-    pub(crate) fn regs(&self) -> Option<[u32; 7]> {
-        (!self.exotic).then_some([
-            self.bias as u32,
-            self.mult as u32,
-            self.lsh,
-            self.rsh,
-            self.mask as u32,
-            self.zp as u32,
-            self.lo as u32,
-        ])
-    }
-
     /// `quant::requant(acc, rq, q)`.
     #[inline(always)]
     pub(crate) fn apply(&self, acc: i32) -> i8 {

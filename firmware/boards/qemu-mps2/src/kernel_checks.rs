@@ -219,6 +219,14 @@ pub fn run(t: &mut Tally) {
         hprintln!("[fw] kernels: {}: {} random shapes", name, TRIALS);
         t.check(name, ok);
     }
+    // Its own stream: the checks after it keep their shapes.
+    let mut re = Rng(SEED ^ 0x0ed9_e500);
+    let ok = (0..TRIALS).all(|i| edges_case(&mut re, b, i, best, reference));
+    hprintln!("[fw] kernels: output stage at the i32 edges: {} cases", TRIALS);
+    t.check(
+        "int8 output stage (pointwise, depthwise) at the i32 edges ≡ reference",
+        ok,
+    );
     let ok = (0..TRIALS).all(|_| sums_case(&mut r, b, best, reference));
     hprintln!("[fw] kernels: pointwise int8 sums (streaming W0): {} random shapes", TRIALS);
     t.check("pointwise int8 sums (streaming experts' W0) ≡ reference", ok);
@@ -255,6 +263,105 @@ pub fn run(t: &mut Tally) {
         "requantisation tables ≡ reference and the double-precision spec",
         ok,
     );
+}
+
+/// The output stage where its integer steps overflow or round: accumulators `x − zx` of a
+/// pointwise conv with unit weights (`cin = 1`) and of a depthwise conv with one tap inside
+/// the image (a 1×1 input), plus biases at and around `i32::MIN`, `i32::MAX`, `±2^k`, with
+/// multipliers at both ends (`MAX`, `2^30`, `MIN + 1`, negative, `MIN`), every shift of
+/// −35..=34 in turn and both floors: each `acc + bias` lands within 255 of an edge, or on
+/// a rounding tie of the shift.
+fn edges_case(r: &mut Rng, b: &mut Bufs, case: usize, fast: Kernels, slow: Kernels) -> bool {
+    const C: usize = 96;
+    let edges = [
+        i32::MIN,
+        i32::MIN + 1,
+        i32::MAX,
+        i32::MAX - 1,
+        0,
+        -1,
+        1,
+        1 << 30,
+        -(1 << 30),
+    ];
+    let mults = [i32::MAX, 1 << 30, (1 << 30) + 1, i32::MIN + 1, -(1 << 30), i32::MIN];
+    let shift = (case % 70) as i32 - 35;
+    for (o, rq) in b.rq[..C].iter_mut().enumerate() {
+        let bias = match r.range(0, 4) {
+            0 => edges[r.range(0, edges.len())],
+            // A multiple of 2^k plus half of it: ties of a right shift by k.
+            1 => {
+                let k = r.range(1, 31);
+                ((r.next() as i32) >> k << k).wrapping_add(1 << (k - 1))
+            }
+            2 => (1i32 << r.range(0, 31)).wrapping_neg(),
+            _ => r.next() as i32,
+        };
+        let mult = match r.range(0, 3) {
+            0 => mults[r.range(0, mults.len())],
+            _ => r.next() as i32,
+        };
+        // Mostly this case's shift, some channels another (mixed blocks).
+        let sh = if o % 5 == 4 { r.range(0, 70) as i32 - 35 } else { shift };
+        *rq = [bias, mult, sh];
+    }
+    let zx = r.range(0, 256) as i32 - 128;
+    let zy = r.range(0, 256) as i32 - 128;
+    let q = OutQ {
+        zero_point: zy,
+        lo: if case % 2 == 0 { -128 } else { zy },
+    };
+    let mut ok = true;
+    // Pointwise: 5 pixels (2x2 tiles and a lone pixel), `w = 1`: `acc = x − zx`.
+    let gp = Geom {
+        h: 1,
+        w: 5,
+        in_stride: 1,
+        c_off: 0,
+        cin: 1,
+        ho: 1,
+        wo: 5,
+        cout: C,
+        k: 1,
+        stride: 1,
+        pad: 0,
+    };
+    // Depthwise on a 1×1 input: only the centre tap is inside.
+    let gd = Geom {
+        h: 1,
+        w: 1,
+        in_stride: C,
+        c_off: 0,
+        cin: C,
+        ho: 1,
+        wo: 1,
+        cout: C,
+        k: 3,
+        stride: 1,
+        pad: 1,
+    };
+    for v in &mut b.x[..C] {
+        *v = r.i8();
+    }
+    for v in &mut b.w[..9 * C] {
+        *v = if r.range(0, 2) == 0 { 1 } else { r.i8() };
+    }
+    for (g, wl, fa, sl) in [
+        (gp, C, fast.conv1x1_i8, slow.conv1x1_i8),
+        (gd, 9 * C, fast.dwconv3x3_i8, slow.dwconv3x3_i8),
+    ] {
+        let n = g.out_len();
+        b.y0[..n].fill(0x55);
+        b.y1[..n].fill(0x55);
+        let (x, w, rq) = (&b.x[..g.in_len()], &b.w[..wl], &b.rq[..C]);
+        sl(&g, x, zx, w, rq, q, &mut b.y0[..n]);
+        fa(&g, x, zx, w, rq, q, &mut b.y1[..n]);
+        if b.y0[..n] != b.y1[..n] {
+            hprintln!("[fw] output stage mismatch: {:?} zx {} {:?} shift {}", g, zx, q, shift);
+            ok = false;
+        }
+    }
+    ok
 }
 
 /// One random conv's `[bias, multiplier, shift]` table (1–13 channels) from both tables'

@@ -11,6 +11,7 @@
 use core::arch::aarch64::*;
 
 use super::gemm::{gemm_i8, Requant, Rows, P};
+use super::requant::Rq4;
 use crate::kernels::reference::conv::{gather, PATCH};
 use crate::kernels::{reference, Geom, OutQ};
 
@@ -61,7 +62,7 @@ struct TapMajor<'a> {
 
 /// Output pixel `(oy, ox)`'s tap-major patch into `patch` (`k·k·cin ≤ PATCH`).
 #[inline(always)]
-fn gather_tm(g: &Geom, x: &[i8], zx: i8, oy: usize, ox: usize, patch: &mut [i8; ROW]) {
+fn gather_tm(g: &Geom, x: &[i8], zx: i8, oy: usize, ox: usize, patch: &mut [i8]) {
     let (k, cin) = (g.k, g.cin);
     let run = k * cin;
     let sx = ox * g.stride;
@@ -75,10 +76,10 @@ fn gather_tm(g: &Geom, x: &[i8], zx: i8, oy: usize, ox: usize, patch: &mut [i8; 
                 let s = (iy * g.w + sx - g.pad) * cin;
                 let src = &x[s..][..run];
                 if run <= 16 && s + 16 <= x.len() {
-                    // SAFETY: 16 bytes from `s` lie inside `x` (checked), and `dst`
-                    // starts at most at `(k − 1)·run ≤ PATCH` of a `PATCH + 16` row.
-                    // The bytes past `run` are rewritten by the next patch row or lie
-                    // past the `k·k·cin` the GEMM reads.
+                    // SAFETY: 16 bytes from `s` lie inside `x` (checked), and `dst[..16]`
+                    // is bounds-checked (callers' rows hold `k·k·cin + 16` bytes). The
+                    // bytes past `run` are rewritten by the next patch row or lie past the
+                    // `k·k·cin` the GEMM reads.
                     unsafe {
                         let v = vld1q_s8(x.as_ptr().add(s));
                         vst1q_s8(dst[..16].as_mut_ptr(), v);
@@ -177,10 +178,175 @@ pub(crate) fn conv_i8(
     q: OutQ,
     y: &mut [i8],
 ) {
-    run::<false>(g, x, zx, w, rq, q, y)
+    let n = g.cin * g.k * g.k;
+    if !lanes_fit(g, n, zx, q) {
+        return run::<false>(g, x, zx, w, rq, q, y);
+    }
+    // SAFETY: NEON is baseline on this target; the shape was checked above.
+    unsafe {
+        match n.div_ceil(8) {
+            1 => lanes_h::<1>(g, x, zx, w, rq, q, y),
+            2 => lanes_h::<2>(g, x, zx, w, rq, q, y),
+            3 => lanes_h::<3>(g, x, zx, w, rq, q, y),
+            _ => lanes_h::<4>(g, x, zx, w, rq, q, y),
+        }
+    }
 }
 
-/// NEON stem on `sdot`; installed only when `dotprod` is detected.
+/// The shapes [`lanes`] and [`lanes_h`] take: patches of at most 32 values, whole groups of
+/// 4 output channels (at most [`LANES_COUT`]), `q.lo ≤ 127`, `zx` in i8.
+fn lanes_fit(g: &Geom, n: usize, zx: i32, q: OutQ) -> bool {
+    n > 0
+        && n <= 32
+        && g.cout % 4 == 0
+        && g.cout <= LANES_COUT
+        && q.lo <= 127
+        && (-128..=127).contains(&zx)
+}
+
+/// The 4 pixels' sums of one group of 4 channels over `8·KH` patch values: lane `j` of
+/// `out[p]` is `init[j] + Σ_k w[k][j]·x_p[k]`, each weight row (4 halfwords) loaded once for
+/// the 4 pixels, each product a by-element `SMLAL` (`x_p[k]` a lane of the widened patch).
+///
+/// # Safety
+/// NEON available (baseline); `w` holds `4·8·KH` halfwords.
+#[inline(always)]
+unsafe fn dot_h<const KH: usize>(
+    init: int32x4_t,
+    w: &[i16],
+    x: &[[int16x8_t; KH]; 4],
+) -> [int32x4_t; 4] {
+    let w = &w[..32 * KH];
+    let mut a = [init; 4];
+    macro_rules! step {
+        ($h:literal, $l:literal) => {
+            if $h < KH {
+                // SAFETY: row `8h + l < 8·KH` of `w` (sliced to `32·KH` halfwords above).
+                let wv = unsafe { vld1_s16(w.as_ptr().add(4 * (8 * $h + $l))) };
+                for p in 0..4 {
+                    a[p] = vmlal_laneq_s16::<$l>(a[p], wv, x[p][$h % KH]);
+                }
+            }
+        };
+    }
+    macro_rules! reg {
+        ($h:literal) => {
+            step!($h, 0);
+            step!($h, 1);
+            step!($h, 2);
+            step!($h, 3);
+            step!($h, 4);
+            step!($h, 5);
+            step!($h, 6);
+            step!($h, 7);
+        };
+    }
+    reg!(0);
+    reg!(1);
+    reg!(2);
+    reg!(3);
+    a
+}
+
+/// [`lanes`] without dotprod: the same channels-in-lanes stem on 16-bit lanes. Each patch
+/// is widened once to `KH` registers of 8 halfwords (raw `x`: the zero point is again the
+/// start `− zx·Σw`); every 4 output channels take one `SMLAL` by element per patch value and
+/// pixel, 4 pixels sharing each weight row ([`dot_h`]); the weights are tap-major halfwords,
+/// zero past `n`.
+///
+/// # Safety
+/// NEON available (baseline); `0 < cin·k·k ≤ 8·KH ≤ 32` and [`lanes_fit`].
+#[target_feature(enable = "neon")]
+unsafe fn lanes_h<const KH: usize>(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    let (kk, cin, cout) = (g.k * g.k, g.cin, g.cout);
+    let n = cin * kk;
+    let (w, rq) = (&w[..cout * n], &rq[..cout]);
+    let npix = g.ho * g.wo;
+    let y = &mut y[..npix * cout];
+    // `[group][k][channel % 4]` halfwords, `k < 8·KH`; `corr[c] = zx·Σw`.
+    let mut wa = [0i16; 32 * LANES_COUT];
+    let mut corr = [0i32; LANES_COUT];
+    for (c, src) in w.chunks_exact(n).enumerate() {
+        let mut s = 0i32;
+        let base = (c / 4) * 32 * KH + c % 4;
+        for t in 0..kk {
+            for ci in 0..cin {
+                let (k, v) = (t * cin + ci, src[ci * kk + t]);
+                s += v as i32;
+                wa[base + 4 * k] = v as i16;
+            }
+        }
+        corr[c] = zx * s;
+    }
+    let zero = vdupq_n_s16(0);
+    let mut buf = [[zero; KH]; CHUNK];
+    let mut patch = [0i8; LROW];
+    let mut p0 = 0;
+    while p0 < npix {
+        let np = CHUNK.min(npix - p0);
+        for (i, b) in buf.iter_mut().enumerate().take(np) {
+            gather_tm(g, x, zx as i8, (p0 + i) / g.wo, (p0 + i) % g.wo, &mut patch);
+            for (h, v) in b.iter_mut().enumerate() {
+                // SAFETY: `8h + 8 ≤ 32 < LROW` bytes of `patch`; bytes past `n` meet zero
+                // weights.
+                *v = unsafe { vmovl_s8(vld1_s8(patch.as_ptr().add(8 * h))) };
+            }
+        }
+        for cg in 0..cout / 4 {
+            let r = Rq4::new(&rq[4 * cg..], q);
+            let wg = &wa[cg * 32 * KH..][..32 * KH];
+            // SAFETY: `corr` holds at least `4·cg + 4` i32.
+            let init = unsafe { vnegq_s32(vld1q_s32(corr.as_ptr().add(4 * cg))) };
+            let mut i = 0;
+            while i < np {
+                // A last group short of 4 pixels repeats its last one (sums unused).
+                let m = 4.min(np - i);
+                let xs = [
+                    buf[i],
+                    buf[i + 1.min(m - 1)],
+                    buf[i + 2.min(m - 1)],
+                    buf[i + 3.min(m - 1)],
+                ];
+                // SAFETY: NEON; `wg` holds `32·KH` halfwords.
+                let acc = unsafe { dot_h::<KH>(init, wg, &xs) };
+                if m == 4 {
+                    let words = r.apply4(&acc);
+                    let words = [
+                        vgetq_lane_u32::<0>(words),
+                        vgetq_lane_u32::<1>(words),
+                        vgetq_lane_u32::<2>(words),
+                        vgetq_lane_u32::<3>(words),
+                    ];
+                    let at = &mut y[(p0 + i) * cout + 4 * cg..][..3 * cout + 4];
+                    for (k, wd) in words.into_iter().enumerate() {
+                        // SAFETY: `k·cout + 4 ≤ at.len()`; unaligned (any channel offset).
+                        unsafe { (at.as_mut_ptr().add(k * cout) as *mut u32).write_unaligned(wd) };
+                    }
+                } else {
+                    for (k, &a) in acc.iter().enumerate().take(m) {
+                        let word = r.apply(a);
+                        let at = &mut y[(p0 + i + k) * cout + 4 * cg..][..4];
+                        // SAFETY: `at` holds 4 bytes; unaligned.
+                        unsafe { (at.as_mut_ptr() as *mut u32).write_unaligned(word) };
+                    }
+                }
+                i += m;
+            }
+        }
+        p0 += np;
+    }
+}
+
+/// NEON stem on `sdot`; installed only when `dotprod` is detected. Short patches (the
+/// usual 3×3×3) take [`lanes`].
 pub(crate) fn conv_i8_sdot(
     g: &Geom,
     x: &[i8],
@@ -190,5 +356,261 @@ pub(crate) fn conv_i8_sdot(
     q: OutQ,
     y: &mut [i8],
 ) {
-    run::<true>(g, x, zx, w, rq, q, y)
+    let n = g.cin * g.k * g.k;
+    if !lanes_fit(g, n, zx, q) {
+        return run::<true>(g, x, zx, w, rq, q, y);
+    }
+    // SAFETY: installed only when `dotprod` is detected; the shape was checked above.
+    unsafe {
+        if n <= 16 {
+            lanes::<4>(g, x, zx, w, rq, q, y)
+        } else {
+            lanes::<8>(g, x, zx, w, rq, q, y)
+        }
+    }
+}
+
+/// Most output channels of [`lanes`] (its weight copy is `32·cout` bytes on the stack).
+const LANES_COUT: usize = 256;
+/// Output pixels whose patches [`lanes`] gathers before running the channel groups.
+const CHUNK: usize = 64;
+/// A gathered patch: up to 32 values, and room for `gather_tm`'s 16-byte row stores.
+const LROW: usize = 48;
+
+/// `sdot` by element: lane `j` of `acc` += `Σ_b w[4j + b]·x[4L + b]` (the same 4 input
+/// bytes for the 4 output channels of `w`).
+macro_rules! sdot_lane {
+    ($acc:expr, $w:expr, $x:expr, $l:literal) => {{
+        let mut acc = $acc;
+        // SAFETY: `sdot` (by element) reads and writes only these registers; callers run it
+        // only when the CPU has dotprod (`lanes`' contract).
+        unsafe {
+            core::arch::asm!(
+                ".arch_extension dotprod",
+                concat!("sdot {acc:v}.4s, {a:v}.16b, {b:v}.4b[", $l, "]"),
+                acc = inout(vreg) acc,
+                a = in(vreg) $w,
+                b = in(vreg) $x,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+        acc
+    }};
+}
+
+/// One pixel's 4 channel sums: `init + Σ_k w[k]·patch[k]` over `4·KG` values, `wv[g]`
+/// holding the 4 channels' values `4g .. 4g + 4`.
+///
+/// # Safety
+/// The CPU has dotprod; `patch` holds at least `4·KG` bytes.
+#[inline(always)]
+unsafe fn dot_lanes<const KG: usize>(
+    init: int32x4_t,
+    wv: &[int8x16_t; KG],
+    patch: &[i8],
+) -> int32x4_t {
+    let patch = &patch[..4 * KG];
+    // SAFETY: `patch` holds `4·KG ≥ 16` bytes (and 32 when `KG = 8`).
+    let x0 = unsafe { vld1q_s8(patch.as_ptr()) };
+    let mut a = init;
+    a = sdot_lane!(a, wv[0], x0, "0");
+    a = sdot_lane!(a, wv[1], x0, "1");
+    a = sdot_lane!(a, wv[2], x0, "2");
+    a = sdot_lane!(a, wv[3], x0, "3");
+    if KG == 8 {
+        // SAFETY: as above.
+        let x1 = unsafe { vld1q_s8(patch.as_ptr().add(16)) };
+        a = sdot_lane!(a, wv[4 % KG], x1, "0");
+        a = sdot_lane!(a, wv[5 % KG], x1, "1");
+        a = sdot_lane!(a, wv[6 % KG], x1, "2");
+        a = sdot_lane!(a, wv[7 % KG], x1, "3");
+    }
+    a
+}
+
+/// The stem with the output channels in lanes (ncnn's layout for short patches): each
+/// pixel's tap-major patch (`n ≤ 4·KG` values, zero point in the padding) is held in one or
+/// two registers, and every 4 output channels take `KG` by-element `sdot`s, each adding 4
+/// patch values times those channels' weights — no horizontal sums, no row tails (the
+/// weights are zero past `n`, so whatever bytes follow a patch add nothing). The zero point
+/// is `− zx·Σw` per channel, the sums start there; [`Rq4::apply4`] requantises 4 pixels × 4
+/// channels at once. Channel groups run outermost over a chunk of gathered patches, so a
+/// group's weights and constants stay in registers.
+///
+/// # Safety
+/// The CPU has dotprod; `0 < cin·k·k ≤ 4·KG ≤ 32`, `cout % 4 == 0`, `cout ≤ LANES_COUT`,
+/// `q.lo ≤ 127`, `zx` fits i8.
+#[target_feature(enable = "neon")]
+unsafe fn lanes<const KG: usize>(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    let (kk, cin, cout) = (g.k * g.k, g.cin, g.cout);
+    let n = cin * kk;
+    let (w, rq) = (&w[..cout * n], &rq[..cout]);
+    let npix = g.ho * g.wo;
+    let y = &mut y[..npix * cout];
+    // Weights tap-major and zero-padded to `4·KG`, as `[group][k / 4][channel % 4][k % 4]`;
+    // `corr[c] = zx·Σw`.
+    let mut wa = [0i8; 32 * LANES_COUT];
+    let mut corr = [0i32; LANES_COUT];
+    for (c, src) in w.chunks_exact(n).enumerate() {
+        let mut s = 0i32;
+        let base = (c / 4) * KG * 16 + (c % 4) * 4;
+        for t in 0..kk {
+            for ci in 0..cin {
+                let (k, v) = (t * cin + ci, src[ci * kk + t]);
+                s += v as i32;
+                wa[base + (k / 4) * 16 + k % 4] = v;
+            }
+        }
+        corr[c] = zx * s;
+    }
+    let mut buf = [[0i8; LROW]; CHUNK];
+    let mut p0 = 0;
+    while p0 < npix {
+        let np = CHUNK.min(npix - p0);
+        for (i, patch) in buf.iter_mut().enumerate().take(np) {
+            gather_tm(g, x, zx as i8, (p0 + i) / g.wo, (p0 + i) % g.wo, patch);
+        }
+        for cg in 0..cout / 4 {
+            let r = Rq4::new(&rq[4 * cg..], q);
+            let wg = &wa[cg * KG * 16..][..KG * 16];
+            // SAFETY: `wg` holds `16·KG` bytes; `corr` at least `4·cg + 4` i32.
+            let (wv, init) = unsafe {
+                (
+                    core::array::from_fn::<_, KG, _>(|j| vld1q_s8(wg.as_ptr().add(16 * j))),
+                    vnegq_s32(vld1q_s32(corr.as_ptr().add(4 * cg))),
+                )
+            };
+            let mut i = 0;
+            while i + 4 <= np {
+                // SAFETY: dotprod by this function's contract; each row holds 48 ≥ 4·KG.
+                let acc = unsafe {
+                    [
+                        dot_lanes::<KG>(init, &wv, &buf[i]),
+                        dot_lanes::<KG>(init, &wv, &buf[i + 1]),
+                        dot_lanes::<KG>(init, &wv, &buf[i + 2]),
+                        dot_lanes::<KG>(init, &wv, &buf[i + 3]),
+                    ]
+                };
+                let words = r.apply4(&acc);
+                let words = [
+                    vgetq_lane_u32::<0>(words),
+                    vgetq_lane_u32::<1>(words),
+                    vgetq_lane_u32::<2>(words),
+                    vgetq_lane_u32::<3>(words),
+                ];
+                let at = &mut y[(p0 + i) * cout + 4 * cg..][..3 * cout + 4];
+                for (k, wd) in words.into_iter().enumerate() {
+                    // SAFETY: `k·cout + 4 ≤ at.len()`; unaligned (any channel offset).
+                    unsafe { (at.as_mut_ptr().add(k * cout) as *mut u32).write_unaligned(wd) };
+                }
+                i += 4;
+            }
+            while i < np {
+                // SAFETY: as above.
+                let word = r.apply(unsafe { dot_lanes::<KG>(init, &wv, &buf[i]) });
+                let at = &mut y[(p0 + i) * cout + 4 * cg..][..4];
+                // SAFETY: `at` holds 4 bytes; unaligned.
+                unsafe { (at.as_mut_ptr() as *mut u32).write_unaligned(word) };
+                i += 1;
+            }
+        }
+        p0 += np;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::testnet::Rng;
+
+    /// The channels-in-lanes stems ([`lanes_h`] and [`lanes`], every patch width) against the reference on
+    /// random short-patch stems: kernels 1..=3 (and 5 with one input channel), padding,
+    /// strides 1 and 2, channel offsets, output channels 4..=64 in fours (and some not, which
+    /// take the GEMM), random zero points incl. both ends, multipliers incl. `MIN`, shifts
+    /// −35..34, both floors. The `sdot` one where the CPU has dotprod (`qemu-aarch64 -cpu max`).
+    /// Seed: `LORKD_SEED`.
+    #[test]
+    fn lanes_stem_is_bit_exact() {
+        // The 16-bit lanes everywhere; the `sdot` ones where the CPU has dotprod.
+        let mut twins: Vec<super::super::super::ConvI8> = vec![conv_i8];
+        if super::super::dotprod_detected() {
+            twins.push(conv_i8_sdot);
+        } else {
+            println!("no dotprod: the sdot lanes stem is not installed here");
+        }
+        let mut r = Rng::new(crate::test_seed());
+        let mut taken = 0;
+        for case in 0..400 {
+            let (k, cin) = if case % 10 == 9 {
+                (5, 1)
+            } else {
+                (1 + r.below(3), 1 + r.below(3))
+            };
+            let pad = r.below(k / 2 + 1);
+            let stride = 1 + r.below(2);
+            let cout = if case % 8 == 7 {
+                1 + r.below(20)
+            } else {
+                4 * (1 + r.below(16))
+            };
+            let extra = r.below(3);
+            let (h, w) = (k + r.below(9), k + r.below(9));
+            let g = Geom {
+                h,
+                w,
+                in_stride: cin + extra,
+                c_off: r.below(extra + 1),
+                cin,
+                ho: Geom::out_dim(h, k, stride, pad),
+                wo: Geom::out_dim(w, k, stride, pad),
+                cout,
+                k,
+                stride,
+                pad,
+            };
+            let x: Vec<i8> = (0..g.in_len()).map(|_| r.below(256) as i8).collect();
+            let wt: Vec<i8> = (0..cout * cin * k * k)
+                .map(|_| r.below(256) as i8)
+                .collect();
+            let zx = [-128, 127, r.below(256) as i32 - 128][r.below(3)];
+            let rq: Vec<[i32; 3]> = (0..cout)
+                .map(|_| {
+                    let mult = match r.below(30) {
+                        0 => i32::MIN,
+                        1 => r.below(1 << 31) as i32,
+                        _ => (1 << 30) + r.below(1 << 30) as i32,
+                    };
+                    let shift = if r.below(10) == 0 {
+                        r.below(70) as i32 - 35
+                    } else {
+                        r.below(14) as i32 - 12
+                    };
+                    [r.below(1 << 20) as i32 - (1 << 19), mult, shift]
+                })
+                .collect();
+            let zy = r.below(256) as i32 - 128;
+            let q = OutQ {
+                zero_point: zy,
+                lo: if r.below(2) == 0 { -128 } else { zy },
+            };
+            let n = g.out_len();
+            let (mut y0, mut y1) = (vec![0x55i8; n], vec![0x55i8; n]);
+            reference::conv::conv_i8(&g, &x, zx, &wt, &rq, q, &mut y0);
+            for (t, f) in twins.iter().enumerate() {
+                y1.fill(0x55);
+                f(&g, &x, zx, &wt, &rq, q, &mut y1);
+                assert_eq!(y0, y1, "case {case}, twin {t}: {g:?} zx {zx} {q:?}");
+            }
+            taken += usize::from(cout % 4 == 0 && n > 0);
+        }
+        assert!(taken > 300, "{taken}");
+    }
 }

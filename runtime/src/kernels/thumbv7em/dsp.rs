@@ -96,122 +96,201 @@ pub(super) fn pair(v: i32) -> u32 {
     (v as u16 as u32) * 0x0001_0001
 }
 
-/// `rq.apply(a)`: [`requant2`]'s sequence for one output (the depthwise conv's outputs are
-/// one per channel and pixel), 17 instructions with the constants in registers.
-#[inline(always)]
-pub(super) fn requant1(rq: &crate::kernels::fixed::Rq, a: i32) -> i8 {
-    let Some([bias, mult, lsh, rsh, mask, zp, lo]) = rq.regs() else {
-        return rq.apply(a);
-    };
-    let mut a = a;
-    // SAFETY: as `requant2` (register-only Armv7E-M instructions; flags changed).
-    unsafe {
-        asm!(
-            "add {a}, {a}, {bias}",
-            "lsl {a}, {a}, {lsh}",
-            "mov {lo_}, #0x40000000",
-            "mov {hi_}, #0",
-            "smlal {lo_}, {hi_}, {a}, {mult}",
-            "lsr {lo_}, {lo_}, #31",
-            "orr {a}, {lo_}, {hi_}, lsl #1",
-            "and {lo_}, {a}, {mask}",
-            "asr {hi_}, {a}, #31",
-            "rsb {hi_}, {hi_}, {mask}, lsr #1",
-            "asr {a}, {a}, {rsh}",
-            "cmp {lo_}, {hi_}",
-            "it gt",
-            "addgt {a}, {a}, #1",
-            "qadd {a}, {a}, {zp}",
-            "ssat {a}, #8, {a}",
-            "cmp {a}, {lo}",
-            "it lt",
-            "movlt {a}, {lo}",
-            a = inout(reg) a,
-            bias = in(reg) bias,
-            mult = in(reg) mult,
-            lsh = in(reg) lsh,
-            rsh = in(reg) rsh,
-            mask = in(reg) mask,
-            zp = in(reg) zp,
-            lo = in(reg) lo,
-            lo_ = out(reg) _,
-            hi_ = out(reg) _,
-            options(pure, nomem, nostack),
-        );
-    }
-    a as i8
+/// One output channel's requantisation constants as [`requant2k`] / [`requant1k`] load them
+/// (`LDRD` pairs at fixed offsets, inside the `asm!`): prepared once per channel, so a
+/// tile's output stage costs its loads, not a rebuild of the constants per call.
+/// `mode` 0: a rounding shift `rsh ≥ 1` (`rsh1 = rsh − 1`); 1: none (`rsh = 0`); 2: an
+/// exotic channel (`Rq`'s: `mult = MIN` or `lo > 127`), which takes `quant::requant`.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(8))]
+pub(super) struct Kq {
+    bias: i32,
+    lsh: u32,
+    mult: i32,
+    rsh1: u32,
+    zp: i32,
+    lo: i32,
+    mode: u32,
+    shift: i32,
 }
 
-/// `[rq.apply(a), rq.apply(b)]`: two outputs of one channel (a 2x2 tile's pixel pair) with
-/// the channel's constants held in registers across both — `Rq::apply`'s steps as one
-/// sequence of 19 instructions an output (LLVM reloaded the constants per output):
-/// `ADD` bias, `LSL` lsh; `SMLAL` onto `2^30` and `LSR`/`ORR` take bits 31..62 (the high
-/// multiply, `mult ≠ MIN`); `AND` mask, `ASR`/`RSB` the threshold `(mask >> 1) − (v >> 31)`,
-/// `ASR` rsh and a conditional `+1` (round half away); `QADD` the zero point (saturating);
-/// `SSAT #8` and a conditional move to `lo` (`−128 ≤ lo ≤ 127` for a non-exotic channel).
-#[inline(always)]
-pub(super) fn requant2(rq: &crate::kernels::fixed::Rq, a: i32, b: i32) -> [i8; 2] {
-    let Some([bias, mult, lsh, rsh, mask, zp, lo]) = rq.regs() else {
-        return [rq.apply(a), rq.apply(b)];
-    };
-    let (mut a, mut b) = (a, b);
-    // SAFETY: register-only ALU and multiply instructions of Armv7E-M (this module is cfg'd
-    // on the DSP extension); no memory, no stack. The scratch registers are declared
-    // clobbered outputs; `CMP` and `QADD` change the flags (N/Z/C/V, Q), so
-    // `preserves_flags` is not claimed.
-    unsafe {
-        asm!(
-            "add {a}, {a}, {bias}",
-            "lsl {a}, {a}, {lsh}",
-            "mov {lo_}, #0x40000000",
-            "mov {hi_}, #0",
-            "smlal {lo_}, {hi_}, {a}, {mult}",
-            "lsr {lo_}, {lo_}, #31",
-            "orr {a}, {lo_}, {hi_}, lsl #1",
-            "and {lo_}, {a}, {mask}",
-            "asr {hi_}, {a}, #31",
-            "rsb {hi_}, {hi_}, {mask}, lsr #1",
-            "asr {a}, {a}, {rsh}",
-            "cmp {lo_}, {hi_}",
-            "it gt",
-            "addgt {a}, {a}, #1",
-            "qadd {a}, {a}, {zp}",
-            "ssat {a}, #8, {a}",
-            "cmp {a}, {lo}",
-            "it lt",
-            "movlt {a}, {lo}",
-            "add {b}, {b}, {bias}",
-            "lsl {b}, {b}, {lsh}",
-            "mov {lo_}, #0x40000000",
-            "mov {hi_}, #0",
-            "smlal {lo_}, {hi_}, {b}, {mult}",
-            "lsr {lo_}, {lo_}, #31",
-            "orr {b}, {lo_}, {hi_}, lsl #1",
-            "and {lo_}, {b}, {mask}",
-            "asr {hi_}, {b}, #31",
-            "rsb {hi_}, {hi_}, {mask}, lsr #1",
-            "asr {b}, {b}, {rsh}",
-            "cmp {lo_}, {hi_}",
-            "it gt",
-            "addgt {b}, {b}, #1",
-            "qadd {b}, {b}, {zp}",
-            "ssat {b}, #8, {b}",
-            "cmp {b}, {lo}",
-            "it lt",
-            "movlt {b}, {lo}",
-            a = inout(reg) a,
-            b = inout(reg) b,
-            bias = in(reg) bias,
-            mult = in(reg) mult,
-            lsh = in(reg) lsh,
-            rsh = in(reg) rsh,
-            mask = in(reg) mask,
-            zp = in(reg) zp,
-            lo = in(reg) lo,
-            lo_ = out(reg) _,
-            hi_ = out(reg) _,
-            options(pure, nomem, nostack),
-        );
+impl Kq {
+    #[inline(always)]
+    pub(super) fn new(rq: [i32; 3], q: crate::kernels::OutQ) -> Self {
+        let [bias, mult, shift] = rq;
+        if mult == i32::MIN || q.lo > 127 {
+            return Kq {
+                bias,
+                mult,
+                shift,
+                zp: q.zero_point,
+                lo: q.lo,
+                mode: 2,
+                ..Kq::default()
+            };
+        }
+        // `fixed::Rq::new`'s shifts: the left one mod 32 (`wrapping_shl`), the right one
+        // `−shift` clamped to 0..=31 (MIN wraps, then clamps to 0).
+        let (lsh, rsh) = if shift > 0 {
+            (shift as u32 & 31, 0)
+        } else {
+            (0, shift.wrapping_neg().clamp(0, 31) as u32)
+        };
+        Kq {
+            bias,
+            lsh,
+            mult,
+            rsh1: rsh.saturating_sub(1),
+            zp: q.zero_point,
+            lo: q.lo.max(-128),
+            mode: u32::from(rsh == 0),
+            shift,
+        }
     }
-    [a as i8, b as i8]
+
+    /// `quant::requant` itself (exotic channels).
+    #[inline(never)]
+    fn slow(&self, a: i32) -> i8 {
+        let q = crate::kernels::OutQ {
+            zero_point: self.zp,
+            lo: self.lo,
+        };
+        crate::quant::requant(a, [self.bias, self.mult, self.shift], q)
+    }
+}
+
+/// The output stage's steps for two outputs of one channel, the constants loaded from `k`
+/// by `LDRD` as they are needed: `ADD` bias, `LSL` lsh; `SMLAL` onto `2^30` and `LSR`/`ORR`
+/// take bits 31..62 (the doubling high multiply, `mult ≠ MIN`); when `$round`, the rounding
+/// shift (half away from zero) by `e = rsh1 + 1 ≥ 1` as `v' = v − (v < 0)` (`QADD` of
+/// `v >> 31`: saturating at MIN changes no quotient, `MIN + 2^(e−1)` not being a multiple
+/// of `2^e`), then `⌊(v' + 2^(e−1)) / 2^e⌋ = ((v' >> (e − 1)) >> 1) + carry` (`ASRS #1`
+/// leaves the rounding bit in C, `ADC` adds it: no overflow); `QADD` the zero point,
+/// `SSAT #8`, and the floor `lo` as a byte max (`SSUB8` sets GE0 from the low bytes, `SEL`
+/// picks): 16 instructions an output (14 without the shift), plus 4 loads a pair.
+macro_rules! requant_pair_asm {
+    ($k:expr, $a:expr, $b:expr, round) => {
+        requant_pair_asm!(@emit $k, $a, $b,
+            "ldr {t2}, [{p}, #12]",
+            "asr {t0}, {a}, #31",
+            "qadd {a}, {a}, {t0}",
+            "asr {a}, {a}, {t2}",
+            "asrs {a}, {a}, #1",
+            "adc {a}, {a}, #0",
+            "asr {t0}, {b}, #31",
+            "qadd {b}, {b}, {t0}",
+            "asr {b}, {b}, {t2}",
+            "asrs {b}, {b}, #1",
+            "adc {b}, {b}, #0",
+        )
+    };
+    ($k:expr, $a:expr, $b:expr, exact) => {
+        requant_pair_asm!(@emit $k, $a, $b,)
+    };
+    (@emit $k:expr, $a:expr, $b:expr, $($round:literal,)*) => {{
+        let (mut a, mut b) = ($a, $b);
+        // SAFETY: `p` points at a live `Kq` (a reference), `repr(C, align(8))`: the loads
+        // read its fields at offsets 0..24, 8-aligned as `LDRD` needs, and nothing else; no
+        // stores, no stack. Register-only Armv7E-M DSP instructions otherwise; the scratch
+        // registers are clobbered outputs; `ASRS`/`ADC`/`SSUB8` change N/Z/C/V/GE and
+        // `QADD`/`SSAT` perhaps Q, so `preserves_flags` is not claimed.
+        unsafe {
+            asm!(
+                "ldrd {t0}, {t1}, [{p}]",
+                "add {a}, {a}, {t0}",
+                "lsl {a}, {a}, {t1}",
+                "add {b}, {b}, {t0}",
+                "lsl {b}, {b}, {t1}",
+                "ldr {t2}, [{p}, #8]",
+                "mov {t0}, #0x40000000",
+                "mov {t1}, #0",
+                "smlal {t0}, {t1}, {a}, {t2}",
+                "lsr {t0}, {t0}, #31",
+                "orr {a}, {t0}, {t1}, lsl #1",
+                "mov {t0}, #0x40000000",
+                "mov {t1}, #0",
+                "smlal {t0}, {t1}, {b}, {t2}",
+                "lsr {t0}, {t0}, #31",
+                "orr {b}, {t0}, {t1}, lsl #1",
+                $($round,)*
+                "ldrd {t0}, {t1}, [{p}, #16]",
+                "qadd {a}, {a}, {t0}",
+                "ssat {a}, #8, {a}",
+                "ssub8 {t2}, {a}, {t1}",
+                "sel {a}, {a}, {t1}",
+                "qadd {b}, {b}, {t0}",
+                "ssat {b}, #8, {b}",
+                "ssub8 {t2}, {b}, {t1}",
+                "sel {b}, {b}, {t1}",
+                p = in(reg) $k as *const Kq,
+                a = inout(reg) a,
+                b = inout(reg) b,
+                t0 = out(reg) _,
+                t1 = out(reg) _,
+                t2 = out(reg) _,
+                options(pure, readonly, nostack),
+            );
+        }
+        [a as i8, b as i8]
+    }};
+}
+
+/// `[rq.apply(a), rq.apply(b)]` for the channel of `k` (two pixels of a 2x2 tile).
+#[inline(always)]
+pub(super) fn requant2k(k: &Kq, a: i32, b: i32) -> [i8; 2] {
+    match k.mode {
+        0 => requant_pair_asm!(k, a, b, round),
+        1 => requant_pair_asm!(k, a, b, exact),
+        _ => [k.slow(a), k.slow(b)],
+    }
+}
+
+/// `rq.apply(a)` for the channel of `k`: [`requant2k`]'s sequence for one output.
+#[inline(always)]
+pub(super) fn requant1k(k: &Kq, a: i32) -> i8 {
+    let mut a = a;
+    macro_rules! one {
+        ($($round:literal,)*) => {
+            // SAFETY: as `requant_pair_asm` (the same loads of a live `Kq`, register-only
+            // instructions otherwise, flags changed).
+            unsafe {
+                asm!(
+                    "ldrd {t0}, {t1}, [{p}]",
+                    "add {a}, {a}, {t0}",
+                    "lsl {a}, {a}, {t1}",
+                    "ldr {t2}, [{p}, #8]",
+                    "mov {t0}, #0x40000000",
+                    "mov {t1}, #0",
+                    "smlal {t0}, {t1}, {a}, {t2}",
+                    "lsr {t0}, {t0}, #31",
+                    "orr {a}, {t0}, {t1}, lsl #1",
+                    $($round,)*
+                    "ldrd {t0}, {t1}, [{p}, #16]",
+                    "qadd {a}, {a}, {t0}",
+                    "ssat {a}, #8, {a}",
+                    "ssub8 {t2}, {a}, {t1}",
+                    "sel {a}, {a}, {t1}",
+                    p = in(reg) k as *const Kq,
+                    a = inout(reg) a,
+                    t0 = out(reg) _,
+                    t1 = out(reg) _,
+                    t2 = out(reg) _,
+                    options(pure, readonly, nostack),
+                )
+            }
+        };
+    }
+    match k.mode {
+        0 => one!(
+            "ldr {t2}, [{p}, #12]",
+            "asr {t0}, {a}, #31",
+            "qadd {a}, {a}, {t0}",
+            "asr {a}, {a}, {t2}",
+            "asrs {a}, {a}, #1",
+            "adc {a}, {a}, #0",
+        ),
+        1 => one!(),
+        _ => return k.slow(a),
+    }
+    a as i8
 }

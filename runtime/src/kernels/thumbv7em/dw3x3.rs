@@ -2,12 +2,12 @@
 //! contiguous in both `x` and the `[3, 3, C]` weights, so one word load brings 4 channels:
 //! `SXTAB16` widens `x − zx`, `SXTB16` the weights, and `SMLABB` / `SMLATT` accumulate each
 //! channel on its own (a depthwise sum never pairs channels). Channels go in blocks whose
-//! requantisation constants are prepared once and kept for every pixel.
-use super::dsp::{pair, requant1, smlabb, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
-use crate::kernels::fixed::Rq;
+//! requantisation constants ([`Kq`]) are prepared once and kept for every pixel; each
+//! pixel's taps inside the image are listed once as a pair of pointers per tap.
+use super::dsp::{pair, requant1k, smlabb, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8, Kq};
 use crate::kernels::{reference, Geom, OutQ};
 
-/// Channels per block (their `Rq` live on the stack).
+/// Channels per block (their `Kq` live on the stack).
 const BLOCK: usize = 32;
 
 /// Same contract as `reference::dwconv3x3::dwconv3x3_i8`.
@@ -31,17 +31,20 @@ pub(crate) fn dwconv3x3_i8(
         return reference::dwconv3x3::dwconv3x3_i8(g, x, zx, w, rq, q, y);
     }
     let zz = pair(-zx);
+    let mut k = [Kq::default(); BLOCK];
     for c0 in (0..c).step_by(BLOCK) {
         let nb = BLOCK.min(c - c0);
-        let mut r = [Rq::new([0, 0, 0], q); BLOCK];
-        for (ri, &v) in r.iter_mut().zip(&rq[c0..c0 + nb]) {
-            *ri = Rq::new(v, q);
+        for (ki, &v) in k.iter_mut().zip(&rq[c0..c0 + nb]) {
+            *ki = Kq::new(v, q);
         }
+        let k = &k[..nb];
+        let n4 = nb & !3;
         for oy in 0..g.ho {
             for ox in 0..g.wo {
-                // The taps inside the image: x and w slices of this block's channels.
-                let mut xs: [&[i8]; 9] = [&[]; 9];
-                let mut ws: [&[i8]; 9] = [&[]; 9];
+                // The taps inside the image: where this block's channels start in x and w,
+                // each checked once to hold `nb` bytes.
+                let mut t: [(*const i8, *const i8); 9] =
+                    [(core::ptr::null(), core::ptr::null()); 9];
                 let mut nt = 0;
                 for ky in 0..3 {
                     let Some(iy) = Geom::tap(oy, ky, g.stride, 1, g.h) else {
@@ -51,23 +54,24 @@ pub(crate) fn dwconv3x3_i8(
                         let Some(ix) = Geom::tap(ox, kx, g.stride, 1, g.w) else {
                             continue;
                         };
-                        xs[nt] = &x[(iy * g.w + ix) * g.in_stride + g.c_off + c0..][..nb];
-                        ws[nt] = &w[(ky * 3 + kx) * c + c0..][..nb];
+                        let xs = &x[(iy * g.w + ix) * g.in_stride + g.c_off + c0..][..nb];
+                        let ws = &w[(ky * 3 + kx) * c + c0..][..nb];
+                        t[nt] = (xs.as_ptr(), ws.as_ptr());
                         nt += 1;
                     }
                 }
-                let (xs, ws) = (&xs[..nt], &ws[..nt]);
+                let t = &t[..nt];
                 let out = &mut y[(oy * g.wo + ox) * c + c0..][..nb];
-                let n4 = nb & !3;
                 for j in (0..n4).step_by(4) {
                     let (mut a0, mut a1, mut a2, mut a3) = (0, 0, 0, 0);
-                    for (xt, wt) in xs.iter().zip(ws) {
-                        // SAFETY: `j + 3 < n4 ≤ nb`, the length of every tap slice;
-                        // unaligned because channel offsets start at any byte.
+                    for &(xp, wp) in t {
+                        // SAFETY: both pointers start `nb`-byte slices of `x` and `w` (taken
+                        // above, alive for this loop) and `j + 3 < n4 ≤ nb`; unaligned
+                        // because channel offsets start at any byte.
                         let (xv, wv) = unsafe {
                             (
-                                (xt.as_ptr().add(j) as *const u32).read_unaligned(),
-                                (wt.as_ptr().add(j) as *const u32).read_unaligned(),
+                                (xp.add(j) as *const u32).read_unaligned(),
+                                (wp.add(j) as *const u32).read_unaligned(),
                             )
                         };
                         let (xe, xo) = (sxtab16(zz, xv), sxtab16_ror8(zz, xv));
@@ -77,19 +81,20 @@ pub(crate) fn dwconv3x3_i8(
                         a1 = smlabb(wo, xo, a1);
                         a3 = smlatt(wo, xo, a3);
                     }
-                    let o = &mut out[j..j + 4];
-                    let rr = &r[j..j + 4];
-                    o[0] = requant1(&rr[0], a0);
-                    o[1] = requant1(&rr[1], a1);
-                    o[2] = requant1(&rr[2], a2);
-                    o[3] = requant1(&rr[3], a3);
+                    let (o, kk) = (&mut out[j..j + 4], &k[j..j + 4]);
+                    o[0] = requant1k(&kk[0], a0);
+                    o[1] = requant1k(&kk[1], a1);
+                    o[2] = requant1k(&kk[2], a2);
+                    o[3] = requant1k(&kk[3], a3);
                 }
                 for j in n4..nb {
                     let mut acc = 0i32;
-                    for (xt, wt) in xs.iter().zip(ws) {
-                        acc = acc.wrapping_add(wt[j] as i32 * (xt[j] as i32 - zx));
+                    for &(xp, wp) in t {
+                        // SAFETY: as above, `j < nb`.
+                        let (xv, wv) = unsafe { (*xp.add(j), *wp.add(j)) };
+                        acc = acc.wrapping_add(wv as i32 * (xv as i32 - zx));
                     }
-                    out[j] = requant1(&r[j], acc);
+                    out[j] = requant1k(&k[j], acc);
                 }
             }
         }

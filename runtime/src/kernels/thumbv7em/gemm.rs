@@ -10,7 +10,7 @@
 //! two words each. Per 4 inputs the inner loop spends 2 weight loads, 4 `SXTB16`, one
 //! 4-word load of both pixels and 8 `SMLAD` (16 MACs): each weight pair is widened once and
 //! used for both pixels.
-use super::dsp::{requant2, smlad, sxtb16, sxtb16_ror8};
+use super::dsp::{requant1k, requant2k, smlad, sxtb16, sxtb16_ror8, Kq};
 use crate::kernels::fixed::Rq;
 use crate::kernels::OutQ;
 
@@ -277,19 +277,20 @@ struct Requant<'y> {
     p0: usize,
     cout: usize,
     o: [usize; 2],
-    r: [Rq; 2],
+    /// The channel pair's constants, prepared once for all its tiles.
+    k: [Kq; 2],
 }
 
 impl Sink for Requant<'_> {
     #[inline(always)]
     fn channels(&mut self, o: usize, o1: usize) {
         self.o = [o, o1];
-        self.r = [Rq::new(self.rq[o], self.q), Rq::new(self.rq[o1], self.q)];
+        self.k = [Kq::new(self.rq[o], self.q), Kq::new(self.rq[o1], self.q)];
     }
     #[inline(always)]
     fn put(&mut self, i: usize, second: bool, acc: i32) {
         let s = usize::from(second);
-        self.y[(self.p0 + i) * self.cout + self.o[s]] = self.r[s].apply(acc);
+        self.y[(self.p0 + i) * self.cout + self.o[s]] = requant1k(&self.k[s], acc);
     }
     #[inline(always)]
     fn put1(&mut self, i: usize, o: usize, acc: i32) {
@@ -301,9 +302,9 @@ impl Sink for Requant<'_> {
         let (cout, [o, o1]) = (self.cout, self.o);
         let rows = &mut self.y[(self.p0 + i) * cout..][..2 * cout];
         let (y0, y1) = rows.split_at_mut(cout);
-        [y0[o], y1[o]] = requant2(&self.r[0], acc[0], acc[1]);
+        [y0[o], y1[o]] = requant2k(&self.k[0], acc[0], acc[1]);
         if pair {
-            [y0[o1], y1[o1]] = requant2(&self.r[1], acc[2], acc[3]);
+            [y0[o1], y1[o1]] = requant2k(&self.k[1], acc[2], acc[3]);
         }
     }
 }
@@ -353,7 +354,6 @@ pub(super) fn block(
     p0: usize,
     cout: usize,
 ) {
-    let zero = Rq::new([0, 0, 0], q);
     let mut out = Requant {
         rq,
         q,
@@ -361,7 +361,7 @@ pub(super) fn block(
         p0,
         cout,
         o: [0; 2],
-        r: [zero, zero],
+        k: [Kq::default(); 2],
     };
     block_into(xb, np, n, w, 0, cout, &mut out);
 }
