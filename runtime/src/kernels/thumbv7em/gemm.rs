@@ -285,7 +285,10 @@ impl Sink for Requant<'_> {
     #[inline(always)]
     fn channels(&mut self, o: usize, o1: usize) {
         self.o = [o, o1];
-        self.k = [Kq::new(self.rq[o], self.q), Kq::new(self.rq[o1], self.q)];
+        // One channel at a time, in place: the two-element array literal built first and
+        // copied in cost ~9 K instructions an inference at @32.
+        self.k[0] = Kq::new(self.rq[o], self.q);
+        self.k[1] = Kq::new(self.rq[o1], self.q);
     }
     #[inline(always)]
     fn put(&mut self, i: usize, second: bool, acc: i32) {
