@@ -121,7 +121,7 @@ pub(crate) fn rebuild_layer_i8(
     };
     if rk < 4
         || n % 8 != 0
-        || n > 48
+        || !(8..=48).contains(&n)
         || a.len() < rk * n
         || b.len() < cout * rk
         || w0.len() < cout * n
