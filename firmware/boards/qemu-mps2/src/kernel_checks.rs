@@ -502,7 +502,10 @@ fn materialize_case(r: &mut Rng, b: &mut Bufs, case: usize, fast: Kernels, slow:
     let k = if case % 4 == 3 { 3 } else { 1 };
     let rank = if case % 5 == 4 { r.range(1, 7) } else { 4 };
     let (cout, cin) = (r.range(1, COUT + 1), r.range(1, 41));
-    let (rk, ck, n) = (rank * k, cin * k, cin * k * k);
+    // Both factors must fit the factor buffer (rank 5–6 at k = 3 with many channels did not).
+    let rk = rank * k;
+    let cin = cin.min((b.fac.0.len() / 4 / rk - cout * k) / k);
+    let (ck, n) = (cin * k, cin * k * k);
     let (na, nb) = (rk * ck, cout * k * rk);
     let scale = [1e-3f32, 0.05, 1.0, 30.0][case % 4];
     let unit = |r: &mut Rng| (r.next() >> 8) as f32 / (1u32 << 23) as f32 - 1.0;
