@@ -41,7 +41,8 @@ unsafe fn u_i8_avx2(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut
     switch::lowrank_u_gemm(g, x, |v| t[v as u8 as usize], a, r, u)
 }
 
-/// Input codes from which a layer's dequantisation table (256 values) pays.
+/// Input codes read (per call, counting repeats) from which a dequantisation table of 256
+/// values pays: `u_i8` and the k×k `conv_i8`.
 const TABLE_FROM: usize = 1024;
 
 /// Every int8 code's `QParams::dequantize` value, indexed by the code's byte (1 KiB, made
@@ -110,6 +111,10 @@ unsafe fn conv_i8_avx2(
     wbuf: &mut [f32],
     y: &mut [i8],
 ) {
+    // Each output pixel gathers `cin·k·k` codes: the table where they add up to enough.
+    if g.ho * g.wo * d.channel_len() < TABLE_FROM {
+        return switch::stream_conv_i8_lanes(g, x, w0, ws, bias, d, st, wbuf, y);
+    }
     let t = dequant_table(st.x);
     let deq = |q: i8| t[q as u8 as usize];
     switch::stream_conv_i8_lanes_with(g, x, w0, ws, bias, d, st, wbuf, y, deq)
