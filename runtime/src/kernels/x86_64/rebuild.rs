@@ -36,16 +36,8 @@ unsafe fn rebuild_avx2(
     let rk = d.a.rows;
     if let (Some(a), Some(b), 1) = (d.a.as_f32(), d.b.as_f32(), d.k) {
         if rk >= 4 && a.len() >= rk * w.len() && b.len() >= (o + 1) * rk {
-            let (a, b) = (&a[..rk * w.len()], &b[o * rk..][..rk]);
-            // SAFETY (all arms): this function's contract; `a` holds `rk` rows of `n`, `b`
-            // row `o`; each arm's `N·8` is `n`.
-            return unsafe {
-                match w.len() {
-                    56 => in_registers::<7, 1>(a, b, w0, &[s0], out)[0],
-                    64 => in_registers::<8, 1>(a, b, w0, &[s0], out)[0],
-                    _ => fused(a, b, w0, s0, w, out),
-                }
-            };
+            // SAFETY: this function's contract; `a` holds `rk` rows of `n`, `b` row `o`.
+            return unsafe { fused(&a[..rk * w.len()], &b[o * rk..][..rk], w0, s0, w, out) };
         }
     }
     d.channel_into_i8_inline(o, w);
@@ -104,10 +96,11 @@ unsafe fn fused(a: &[f32], b: &[f32], w0: &[i8], s0: f32, w: &mut [f32], out: &m
 }
 
 /// The `Kernels::rebuild_layer_i8` slot: a 1x1 expert with f32 factors, rank ≥ 4 and
-/// `n = Cin ∈ {8, 16, …, 48}` (the small models' 24- and 48-channel experts) in pairs of
-/// channels ([`in_registers`] with `M = 2`): each channel's chain `B·A` → `max|w|` → two
-/// divisions → codes is latency-bound, and two independent chains fill each other's waits.
-/// `false` for other shapes (then channel by channel).
+/// `n = Cin ∈ {8, 16, …, 64}` (the small models' 24- and 48-channel experts) with each row
+/// in registers ([`in_registers`]); up to 48 weights in pairs of channels (`M = 2`): each
+/// channel's chain `B·A` → `max|w|` → two divisions → codes is latency-bound, and two
+/// independent chains fill each other's waits; 56 and 64 one channel at a time (two would
+/// not fit the 16 registers). `false` for other shapes (then channel by channel).
 pub(crate) fn rebuild_layer_i8(
     d: &Delta<'_>,
     w0: &[i8],
@@ -121,7 +114,7 @@ pub(crate) fn rebuild_layer_i8(
     };
     if rk < 4
         || n % 8 != 0
-        || !(8..=48).contains(&n)
+        || !(8..=64).contains(&n)
         || a.len() < rk * n
         || b.len() < cout * rk
         || w0.len() < cout * n
@@ -134,7 +127,7 @@ pub(crate) fn rebuild_layer_i8(
     let a = &a[..rk * n];
     let mut o = 0;
     while o < cout {
-        let m = if o + 2 <= cout { 2 } else { 1 };
+        let m = if n <= 48 && o + 2 <= cout { 2 } else { 1 };
         let (b, w0, s0) = (&b[o * rk..][..m * rk], &w0[o * n..][..m * n], &s0[o..o + m]);
         let out = &mut out[o * n..][..m * n];
         // SAFETY: AVX2 (this slot is only installed after detection); `a` holds `rk` rows of
@@ -156,7 +149,9 @@ pub(crate) fn rebuild_layer_i8(
                 3 => go!(3),
                 4 => go!(4),
                 5 => go!(5),
-                _ => go!(6),
+                6 => go!(6),
+                7 => [in_registers::<7, 1>(a, b, w0, s0, out)[0], 0.0],
+                _ => [in_registers::<8, 1>(a, b, w0, s0, out)[0], 0.0],
             }
         };
         out_scale[o..o + m].copy_from_slice(&s[..m]);
