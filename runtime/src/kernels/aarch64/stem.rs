@@ -274,18 +274,9 @@ unsafe fn lanes_h<const KH: usize>(
     // `[group][k][channel % 4]` halfwords, `k < 8·KH`; `corr[c] = zx·Σw`.
     let mut wa = [0i16; 32 * LANES_COUT];
     let mut corr = [0i32; LANES_COUT];
-    for (c, src) in w.chunks_exact(n).enumerate() {
-        let mut s = 0i32;
-        let base = (c / 4) * 32 * KH + c % 4;
-        for t in 0..kk {
-            for ci in 0..cin {
-                let (k, v) = (t * cin + ci, src[ci * kk + t]);
-                s += v as i32;
-                wa[base + 4 * k] = v as i16;
-            }
-        }
-        corr[c] = zx * s;
-    }
+    tap_major(g, w, zx, &mut corr, |c, k, v| {
+        wa[(c / 4) * 32 * KH + c % 4 + 4 * k] = v as i16
+    });
     let zero = vdupq_n_s16(0);
     let mut buf = [[zero; KH]; CHUNK];
     let mut patch = [0i8; LROW];
@@ -318,24 +309,10 @@ unsafe fn lanes_h<const KH: usize>(
                 // SAFETY: NEON; `wg` holds `32·KH` halfwords.
                 let acc = unsafe { dot_h::<KH>(init, wg, &xs) };
                 if m == 4 {
-                    let words = r.apply4(&acc);
-                    let words = [
-                        vgetq_lane_u32::<0>(words),
-                        vgetq_lane_u32::<1>(words),
-                        vgetq_lane_u32::<2>(words),
-                        vgetq_lane_u32::<3>(words),
-                    ];
-                    let at = &mut y[(p0 + i) * cout + 4 * cg..][..3 * cout + 4];
-                    for (k, wd) in words.into_iter().enumerate() {
-                        // SAFETY: `k·cout + 4 ≤ at.len()`; unaligned (any channel offset).
-                        unsafe { (at.as_mut_ptr().add(k * cout) as *mut u32).write_unaligned(wd) };
-                    }
+                    store4(y, (p0 + i) * cout + 4 * cg, cout, r.apply4(&acc));
                 } else {
                     for (k, &a) in acc.iter().enumerate().take(m) {
-                        let word = r.apply(a);
-                        let at = &mut y[(p0 + i + k) * cout + 4 * cg..][..4];
-                        // SAFETY: `at` holds 4 bytes; unaligned.
-                        unsafe { (at.as_mut_ptr() as *mut u32).write_unaligned(word) };
+                        store1(y, (p0 + i + k) * cout + 4 * cg, r.apply(a));
                     }
                 }
                 i += m;
@@ -368,6 +345,50 @@ pub(crate) fn conv_i8_sdot(
             lanes::<8>(g, x, zx, w, rq, q, y)
         }
     }
+}
+
+/// The stem weights `w` (`[cout, cin, k, k]`) visited tap-major for the lanes stems: `put(c,
+/// k, v)` for channel `c`'s value `v` at tap-major index `k = (ky·k + kx)·cin + ci`, and
+/// `corr[c] = zx·Σ_k w[c][k]` (the sums' start, negated, in [`lanes`] / [`lanes_h`]).
+fn tap_major(g: &Geom, w: &[i8], zx: i32, corr: &mut [i32], mut put: impl FnMut(usize, usize, i8)) {
+    let (kk, cin) = (g.k * g.k, g.cin);
+    for (c, src) in w.chunks_exact(cin * kk).take(g.cout).enumerate() {
+        let mut s = 0i32;
+        for t in 0..kk {
+            for ci in 0..cin {
+                let v = src[ci * kk + t];
+                s += v as i32;
+                put(c, t * cin + ci, v);
+            }
+        }
+        corr[c] = zx * s;
+    }
+}
+
+/// Four pixels' words of 4 channels each (lane `p` of `words`: pixel `p`'s 4 bytes) into
+/// `y` at `at`, `at + cout`, `at + 2·cout`, `at + 3·cout`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn store4(y: &mut [i8], at: usize, cout: usize, words: uint32x4_t) {
+    let words = [
+        vgetq_lane_u32::<0>(words),
+        vgetq_lane_u32::<1>(words),
+        vgetq_lane_u32::<2>(words),
+        vgetq_lane_u32::<3>(words),
+    ];
+    let at = &mut y[at..][..3 * cout + 4];
+    for (k, wd) in words.into_iter().enumerate() {
+        // SAFETY: `k·cout + 4 ≤ at.len()`; unaligned (any channel offset).
+        unsafe { (at.as_mut_ptr().add(k * cout) as *mut u32).write_unaligned(wd) };
+    }
+}
+
+/// One pixel's word of 4 channels into `y[at..at + 4]`.
+#[inline(always)]
+fn store1(y: &mut [i8], at: usize, word: u32) {
+    let at = &mut y[at..][..4];
+    // SAFETY: `at` holds 4 bytes; unaligned.
+    unsafe { (at.as_mut_ptr() as *mut u32).write_unaligned(word) };
 }
 
 /// Most output channels of [`lanes`] (its weight copy is `32·cout` bytes on the stack).
@@ -459,18 +480,9 @@ unsafe fn lanes<const KG: usize>(
     // `corr[c] = zx·Σw`.
     let mut wa = [0i8; 32 * LANES_COUT];
     let mut corr = [0i32; LANES_COUT];
-    for (c, src) in w.chunks_exact(n).enumerate() {
-        let mut s = 0i32;
-        let base = (c / 4) * KG * 16 + (c % 4) * 4;
-        for t in 0..kk {
-            for ci in 0..cin {
-                let (k, v) = (t * cin + ci, src[ci * kk + t]);
-                s += v as i32;
-                wa[base + (k / 4) * 16 + k % 4] = v;
-            }
-        }
-        corr[c] = zx * s;
-    }
+    tap_major(g, w, zx, &mut corr, |c, k, v| {
+        wa[(c / 4) * KG * 16 + (c % 4) * 4 + (k / 4) * 16 + k % 4] = v
+    });
     let mut buf = [[0i8; LROW]; CHUNK];
     let mut p0 = 0;
     while p0 < npix {
@@ -499,26 +511,13 @@ unsafe fn lanes<const KG: usize>(
                         dot_lanes::<KG>(init, &wv, &buf[i + 3]),
                     ]
                 };
-                let words = r.apply4(&acc);
-                let words = [
-                    vgetq_lane_u32::<0>(words),
-                    vgetq_lane_u32::<1>(words),
-                    vgetq_lane_u32::<2>(words),
-                    vgetq_lane_u32::<3>(words),
-                ];
-                let at = &mut y[(p0 + i) * cout + 4 * cg..][..3 * cout + 4];
-                for (k, wd) in words.into_iter().enumerate() {
-                    // SAFETY: `k·cout + 4 ≤ at.len()`; unaligned (any channel offset).
-                    unsafe { (at.as_mut_ptr().add(k * cout) as *mut u32).write_unaligned(wd) };
-                }
+                store4(y, (p0 + i) * cout + 4 * cg, cout, r.apply4(&acc));
                 i += 4;
             }
             while i < np {
                 // SAFETY: as above.
                 let word = r.apply(unsafe { dot_lanes::<KG>(init, &wv, &buf[i]) });
-                let at = &mut y[(p0 + i) * cout + 4 * cg..][..4];
-                // SAFETY: `at` holds 4 bytes; unaligned.
-                unsafe { (at.as_mut_ptr() as *mut u32).write_unaligned(word) };
+                store1(y, (p0 + i) * cout + 4 * cg, word);
                 i += 1;
             }
         }
