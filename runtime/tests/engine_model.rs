@@ -324,6 +324,55 @@ fn streaming_matches_materialized_for_every_delta_dtype() {
     }
 }
 
+/// A streamed k×k expert (the stem) is rebuilt for each inference exactly as the switch
+/// rebuilds a Materialized one: on a net whose only expert is the stem, Streaming gives
+/// Materialized's logits bit for bit, f32 and int8, every factor dtype, every department,
+/// and holds no weight RAM.
+#[test]
+fn streamed_stem_is_the_materialized_stem() {
+    let s = seed();
+    for dt in [DeltaDType::F32, DeltaDType::F16, DeltaDType::I8] {
+        let spec = NetSpec {
+            delta_dtype: dt,
+            ..NetSpec::small()
+        };
+        let mut net = TestNet::random(spec, s);
+        // Only the stem (expert 0, the first conv) keeps its factors.
+        for l in &mut net.layers {
+            if let Layer::Conv {
+                expert: e @ Some(1..),
+                ..
+            } = l
+            {
+                *e = None;
+            }
+        }
+        for d in &mut net.depts {
+            d.deltas.truncate(1);
+        }
+        let fbytes = AlignedBytes::new(&net.bundle_f32());
+        let fb = Bundle::parse(fbytes.as_slice()).unwrap();
+        assert_eq!(fb.manifest().experts, 1);
+        let calib = net.inputs(16, s ^ 5);
+        let qbytes = AlignedBytes::new(&net.bundle_int8(&ranges(&fb, 3, &calib)));
+        let qb = Bundle::parse(qbytes.as_slice()).unwrap();
+        for (b, kind) in [(&fb, "f32"), (&qb, "int8")] {
+            let mut am = AlignedBytes::zeroed(b.arena_bytes(Mode::Materialized));
+            let mut asr = AlignedBytes::zeroed(b.arena_bytes(Mode::Streaming));
+            let mut em = Engine::new(b, am.as_mut_slice(), Mode::Materialized).unwrap();
+            let mut es = Engine::new(b, asr.as_mut_slice(), Mode::Streaming).unwrap();
+            assert_eq!(es.weight_ram_bytes(), 0);
+            for (i, x) in net.inputs(6, s ^ 6).iter().enumerate() {
+                let t = i % 3;
+                em.select(t).unwrap();
+                es.select(t).unwrap();
+                let (m, st) = (run(&mut em, x), run(&mut es, x));
+                assert_eq!(bits(&m), bits(&st), "{kind} {dt:?} dept {t}");
+            }
+        }
+    }
+}
+
 /// Per-department, per-value (min, max) of the f32 engine over `xs` (the calibration the
 /// packer does with `tools::calibrate`).
 fn ranges(bundle: &Bundle<'_>, depts: usize, xs: &[Vec<f32>]) -> Vec<Vec<(f32, f32)>> {

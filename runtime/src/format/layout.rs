@@ -115,8 +115,14 @@ pub fn regions_with(m: &Manifest<'_>, plan: &Plan) -> Option<Regions> {
                         .checked_mul(cin.checked_mul(k)?)?
                         .checked_add(cout.checked_mul(k)?.checked_mul(rk)?)?;
                     let ch = cin.checked_mul(k.checked_mul(k)?)?;
-                    // k > 1 (the stem): every channel's f32 weight at once.
-                    let mut low = if k == 1 { ch } else { cout.checked_mul(ch)? };
+                    // k > 1 (the stem), rebuilt per inference: every channel's weight at
+                    // once (int8: the rebuild's f32 row, the scales, then the codes).
+                    let all = cout.checked_mul(ch)?;
+                    let mut low = match (k, int8) {
+                        (1, _) => ch,
+                        (_, false) => all,
+                        (_, true) => ch.checked_add(cout)?.checked_add(all.div_ceil(4))?,
+                    };
                     if k == 1 {
                         low = low.max(hw.checked_mul(rank)?);
                     }

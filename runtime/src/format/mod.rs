@@ -32,7 +32,9 @@ pub const ALIGN: usize = 16;
 pub enum Mode {
     /// `select` rebuilds each expert conv's weight `W0 + B·A` into the arena.
     Materialized,
-    /// No weight RAM: convs run on `W0` from flash plus the low-rank path `B·(A·x)`.
+    /// No weight RAM: 1x1 convs run on `W0` from flash plus the low-rank path `B·(A·x)`; a
+    /// k×k expert (the stem: few weights, many pixels) is rebuilt into scratch at each
+    /// inference, the bytes a switch would rebuild.
     Streaming,
     /// Per expert conv, whichever costs less ([`plan::Plan`]): `select` rebuilds the experts
     /// with many output pixels and the rest stream, so a switch is cheap at every size and

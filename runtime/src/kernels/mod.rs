@@ -129,26 +129,6 @@ pub type LowRankUI8 = fn(&Geom, &[i8], crate::quant::QParams, &[f32], usize, &mu
 /// `y += u·B` then ReLU, f32: `(u, Bᵀ [r, Cout], r, Cout, relu, y)`.
 pub type LowRankAddF32 = fn(&[f32], &[f32], usize, usize, bool, &mut [f32]);
 
-/// The streaming int8 k×k expert conv (`switch::stream_conv_i8_lanes`): `(geometry, x,
-/// W0q, W0 scales, bias, delta, quantisation, f32 weight scratch, y)`.
-pub type StreamConvI8 = fn(
-    &Geom,
-    &[i8],
-    &[i8],
-    &[f32],
-    &[f32],
-    &crate::switch::Delta<'_>,
-    crate::switch::StreamI8,
-    &mut [f32],
-    &mut [i8],
-);
-
-/// The streaming f32 k×k expert conv's low-rank term added to `y` (the `W0` conv), then
-/// ReLU (`switch::stream_conv_add_f32_lanes`): `(geometry, x, delta, relu, f32 weight
-/// scratch, y)`.
-pub type StreamConvAddF32 =
-    fn(&Geom, &[f32], &crate::switch::Delta<'_>, bool, &mut [f32], &mut [f32]);
-
 /// A streaming 1x1 expert's factors decoded to f32 (`switch::decode_lowrank`):
 /// `(A, B, Aᵀ out [Cin·r], Bᵀ out [r·Cout])`.
 pub type DecodeLowRank = fn(
@@ -159,7 +139,7 @@ pub type DecodeLowRank = fn(
 );
 
 /// The streaming experts' lane code (`switch::stream_conv1x1_i8_gemm`,
-/// `switch::stream_lowrank_f32`, `switch::stream_conv_i8_lanes`): every table runs the
+/// `switch::stream_lowrank_f32`): every table runs the
 /// portable code of [`crate::switch`] (so the same bits); the x86_64 tables compile it
 /// for AVX2, where the baseline build would give SSE2 pairs.
 #[derive(Clone, Copy)]
@@ -175,10 +155,6 @@ pub struct Streaming {
     /// A streaming 1x1 expert's `Aᵀ` and `Bᵀ` decoded for the GEMMs, at every call:
     /// `switch::decode_lowrank`.
     pub decode: DecodeLowRank,
-    /// The k×k int8 expert conv (the stem): `switch::stream_conv_i8_lanes`.
-    pub conv_i8: StreamConvI8,
-    /// The k×k f32 expert conv's correction (the stem): `switch::stream_conv_add_f32_lanes`.
-    pub conv_add_f32: StreamConvAddF32,
 }
 
 impl Streaming {
@@ -191,8 +167,6 @@ impl Streaming {
             epilogue_i8: switch::epilogue_i8,
             add_f32: switch::lowrank_add_t_f32,
             decode: switch::decode_lowrank,
-            conv_i8: switch::stream_conv_i8_lanes,
-            conv_add_f32: switch::stream_conv_add_f32_lanes,
         }
     }
 }

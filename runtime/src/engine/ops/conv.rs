@@ -2,16 +2,16 @@
 //!
 //! Prepare picks the weight source: the bundle's `W0` (a shared conv), the rebuilt
 //! `W0 + B·A` in the arena (a Materialized expert), or `W0` plus the department's factors
-//! applied on the fly (a Streaming expert, see [`crate::switch`]). Eval runs the f32 or
-//! int8 kernel from the table, and for Streaming experts the low-rank path.
+//! applied on the fly (a streamed 1x1 expert, see [`crate::switch`]; a streamed k×k one, the
+//! stem, is rebuilt into scratch for each inference). Eval runs the f32 or int8 kernel from
+//! the table, and for streamed 1x1 experts the low-rank path.
 
 use super::{
-    conv_geom, expect_len, f32s, f32s_mut, i8s, i8s_mut, io, op_requant, out_q, tensor, Ctx, R,
+    conv_geom, expect_len, f32s, f32s_mut, i8s, i8s_mut, io, op_requant, out_q, requant_table,
+    tensor, Ctx, R,
 };
 use crate::engine::EngineError;
 use crate::format::{layout, Op};
-use crate::kernels::Geom;
-use crate::quant::QParams;
 use crate::switch::{self, Delta};
 
 /// A conv's weights, prepared.
@@ -124,19 +124,20 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                     cx.par
                         .conv_i8(f, false, &g, x, qx.zero_point, w, rq, out_q(qy, relu), y);
                 }
-                Some(d) => stream_i8(
-                    cx.scratch,
-                    kern,
-                    &g,
-                    x,
-                    w,
-                    ws,
-                    bias,
-                    &d,
-                    (qx, qy, relu),
-                    i,
-                    y,
-                )?,
+                Some(d) if pointwise => {
+                    let st = switch::StreamI8 { x: qx, y: qy, relu };
+                    let scratch = f32s_mut(cx.scratch)?;
+                    switch::stream_conv1x1_i8_gemm(&kern, &g, x, w, ws, bias, &d, st, scratch, y)
+                        .ok_or(bad)?;
+                }
+                Some(d) => {
+                    let (d, scratch) = decode(&d, cx.scratch, i)?;
+                    let (w, ws) = rebuild_i8(&kern, &d, w, ws, scratch, i)?;
+                    let rq = requant_table(kern.requant_table, cx.requant, bias, qx, ws, qy, i)?;
+                    let f = kern.conv_i8;
+                    cx.par
+                        .conv_i8(f, false, &g, x, qx.zero_point, w, rq, out_q(qy, relu), y);
+                }
             }
         }
         None => {
@@ -145,23 +146,26 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                 Weights::Shared(w, _) => expect_len(f32s(w)?, n, i)?,
             };
             let (x, y) = (f32s(x)?, f32s_mut(y)?);
-            // A Streaming expert applies ReLU after its low-rank correction.
-            let relu_now = relu && delta.is_none();
+            let (w, stream) = match delta {
+                Some(d) if !pointwise => {
+                    let (d, scratch) = decode(&d, cx.scratch, i)?;
+                    let wt = scratch.get_mut(..n).ok_or(bad)?;
+                    switch::materialize_f32(w, &d, wt);
+                    (&*wt, None)
+                }
+                d => (w, d),
+            };
+            // A streamed 1x1 expert applies ReLU after its low-rank correction.
+            let relu_now = relu && stream.is_none();
             let f = if pointwise {
                 kern.conv1x1_f32
             } else {
                 kern.conv_f32
             };
             cx.par.conv_f32(f, false, &g, x, w, bias, relu_now, y);
-            if let Some(d) = delta {
-                if pointwise {
-                    let scratch = f32s_mut(cx.scratch)?;
-                    switch::stream_lowrank_f32(&kern, &g, x, &d, relu, scratch, y).ok_or(bad)?;
-                } else {
-                    let (d, scratch) = decode(&d, cx.scratch, i)?;
-                    let wbuf = scratch.get_mut(..g.cout * d.channel_len()).ok_or(bad)?;
-                    (kern.streaming.conv_add_f32)(&g, x, &d, relu, wbuf, y);
-                }
+            if let Some(d) = stream {
+                let scratch = f32s_mut(cx.scratch)?;
+                switch::stream_lowrank_f32(&kern, &g, x, &d, relu, scratch, y).ok_or(bad)?;
             }
             (cx.observe)(output as usize, y);
         }
@@ -169,32 +173,30 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
     Ok(())
 }
 
-/// A Streaming int8 expert: `W0` in integers plus the low-rank path in f32, quantised once.
-#[allow(clippy::too_many_arguments)]
-fn stream_i8(
-    scratch: &mut [u8],
-    kern: crate::kernels::Kernels,
-    g: &Geom,
-    x: &[i8],
-    w: &[i8],
-    ws: &[f32],
-    bias: &[f32],
+/// A streamed k×k expert (the stem) rebuilt for this inference as the switch rebuilds a
+/// Materialized one (`switch::materialize_i8_with`), in the scratch after its decoded
+/// factors: its `Cout·Cin·k²` weights cost a few thousand operations against the conv's `H·W`
+/// times as many, and the conv then runs the plain int8 slot — the Materialized stem's
+/// bytes at its speed, with no weight RAM held between inferences. Returns the int8 weights
+/// and their per-channel scales.
+fn rebuild_i8<'s>(
+    kern: &crate::kernels::Kernels,
     d: &Delta<'_>,
-    (qx, qy, relu): (QParams, QParams, bool),
-    i: usize,
-    y: &mut [i8],
-) -> R<()> {
-    let bad = EngineError::Malformed { op: i };
-    let st = switch::StreamI8 { x: qx, y: qy, relu };
-    if g.k == 1 && g.pad == 0 {
-        let scratch = f32s_mut(scratch)?;
-        switch::stream_conv1x1_i8_gemm(&kern, g, x, w, ws, bias, d, st, scratch, y).ok_or(bad)?;
-    } else {
-        let (d, scratch) = decode(d, scratch, i)?;
-        let wbuf = scratch.get_mut(..g.cout * d.channel_len()).ok_or(bad)?;
-        (kern.streaming.conv_i8)(g, x, w, ws, bias, &d, st, wbuf, y);
-    }
-    Ok(())
+    w0: &[i8],
+    s0: &[f32],
+    scratch: &'s mut [f32],
+    op: usize,
+) -> R<(&'s [i8], &'s [f32])> {
+    let bad = EngineError::Malformed { op };
+    let (n, cout) = (d.channel_len(), d.cout);
+    let (row, rest) = scratch.split_at_mut(n.min(scratch.len()));
+    let (ws, rest) = rest.split_at_mut(cout.min(rest.len()));
+    let w = bytemuck::cast_slice_mut::<f32, i8>(rest).get_mut(..cout * n);
+    let (Some(w), true, true) = (w, row.len() == n, ws.len() == cout) else {
+        return Err(bad);
+    };
+    switch::materialize_i8_with(kern, w0, s0, d, row, w, ws);
+    Ok((w, ws))
 }
 
 /// `d`'s factors decoded to f32 at the start of `scratch`, and the rest of `scratch`; `d`

@@ -9,7 +9,7 @@ use crate::format::factor::Factor;
 use crate::format::DeltaDType;
 use crate::kernels::{Geom, Streaming, SumTile};
 use crate::quant::QParams;
-use crate::switch::{self, Delta, EpilogueI8, StreamI8};
+use crate::switch::{self, EpilogueI8};
 
 /// The AVX2 [`Streaming`] slots. Install only after AVX2 detection.
 pub(super) fn avx2() -> Streaming {
@@ -19,8 +19,6 @@ pub(super) fn avx2() -> Streaming {
         epilogue_i8,
         add_f32,
         decode,
-        conv_i8,
-        conv_add_f32,
     }
 }
 
@@ -42,7 +40,7 @@ unsafe fn u_i8_avx2(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut
 }
 
 /// Input codes read (per call, counting repeats) from which a dequantisation table of 256
-/// values pays: `u_i8` and the k×k `conv_i8`.
+/// values pays (`u_i8`).
 const TABLE_FROM: usize = 1024;
 
 /// Every int8 code's `QParams::dequantize` value, indexed by the code's byte (1 KiB, made
@@ -80,61 +78,6 @@ fn add_f32(u: &[f32], bt: &[f32], r: usize, cout: usize, relu: bool, y: &mut [f3
 #[target_feature(enable = "avx2")]
 unsafe fn add_f32_avx2(u: &[f32], bt: &[f32], r: usize, cout: usize, relu: bool, y: &mut [f32]) {
     switch::lowrank_add_t_f32(u, bt, r, cout, relu, y)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn conv_i8(
-    g: &Geom,
-    x: &[i8],
-    w0: &[i8],
-    ws: &[f32],
-    bias: &[f32],
-    d: &Delta<'_>,
-    st: StreamI8,
-    wbuf: &mut [f32],
-    y: &mut [i8],
-) {
-    // SAFETY: installed only after AVX2 detection; the body is safe code.
-    unsafe { conv_i8_avx2(g, x, w0, ws, bias, d, st, wbuf, y) }
-}
-
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2")]
-unsafe fn conv_i8_avx2(
-    g: &Geom,
-    x: &[i8],
-    w0: &[i8],
-    ws: &[f32],
-    bias: &[f32],
-    d: &Delta<'_>,
-    st: StreamI8,
-    wbuf: &mut [f32],
-    y: &mut [i8],
-) {
-    // Each output pixel gathers `cin·k·k` codes: the table where they add up to enough.
-    if g.ho * g.wo * d.channel_len() < TABLE_FROM {
-        return switch::stream_conv_i8_lanes(g, x, w0, ws, bias, d, st, wbuf, y);
-    }
-    let t = dequant_table(st.x);
-    let deq = |q: i8| t[q as u8 as usize];
-    switch::stream_conv_i8_lanes_with(g, x, w0, ws, bias, d, st, wbuf, y, deq)
-}
-
-fn conv_add_f32(g: &Geom, x: &[f32], d: &Delta<'_>, relu: bool, wbuf: &mut [f32], y: &mut [f32]) {
-    // SAFETY: installed only after AVX2 detection; the body is safe code.
-    unsafe { conv_add_f32_avx2(g, x, d, relu, wbuf, y) }
-}
-
-#[target_feature(enable = "avx2")]
-unsafe fn conv_add_f32_avx2(
-    g: &Geom,
-    x: &[f32],
-    d: &Delta<'_>,
-    relu: bool,
-    wbuf: &mut [f32],
-    y: &mut [f32],
-) {
-    switch::stream_conv_add_f32_lanes(g, x, d, relu, wbuf, y)
 }
 
 /// [`switch::decode_lowrank`] with the factors decoded 8×8 at a time: each row's 8 values
