@@ -5,23 +5,15 @@ use crate::quant::requant;
 /// f32: `y[oy,ox,c] = b[c] + Σ_{ky,kx} w[ky,kx,c] · x[oy·s+ky−1, ox·s+kx−1, c_off+c]`.
 pub fn dwconv3x3_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool, y: &mut [f32]) {
     let c = g.cout;
+    let mut t: [(&[f32], &[f32]); 9] = [(&[], &[]); 9];
     for oy in 0..g.ho {
         for ox in 0..g.wo {
             let out = &mut y[(oy * g.wo + ox) * c..][..c];
             out.copy_from_slice(&bias[..c]);
-            for ky in 0..3 {
-                let Some(iy) = Geom::tap(oy, ky, g.stride, 1, g.h) else {
-                    continue;
-                };
-                for kx in 0..3 {
-                    let Some(ix) = Geom::tap(ox, kx, g.stride, 1, g.w) else {
-                        continue;
-                    };
-                    let px = &x[(iy * g.w + ix) * g.in_stride + g.c_off..][..c];
-                    let wk = &w[(ky * 3 + kx) * c..][..c];
-                    for ((o, &a), &b) in out.iter_mut().zip(wk).zip(px) {
-                        *o += a * b;
-                    }
+            let nt = taps(g, x, w, oy, ox, &mut t);
+            for &(wk, px) in &t[..nt] {
+                for ((o, &a), &b) in out.iter_mut().zip(wk).zip(px) {
+                    *o += a * b;
                 }
             }
             if relu {
@@ -74,3 +66,34 @@ pub fn dwconv3x3_i8(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: O
 
 /// Channel block of the int8 depthwise kernel.
 pub const BLOCK: usize = 32;
+
+/// `(weight row, input row)` of every tap of output pixel `(oy, ox)` inside the image, each
+/// `c` long; returns how many (the tap lists of the SIMD twins).
+#[inline]
+pub(crate) fn taps<'x, T>(
+    g: &Geom,
+    x: &'x [T],
+    w: &'x [T],
+    oy: usize,
+    ox: usize,
+    out: &mut [(&'x [T], &'x [T]); 9],
+) -> usize {
+    let c = g.cout;
+    let mut nt = 0;
+    for ky in 0..3 {
+        let Some(iy) = Geom::tap(oy, ky, g.stride, 1, g.h) else {
+            continue;
+        };
+        for kx in 0..3 {
+            let Some(ix) = Geom::tap(ox, kx, g.stride, 1, g.w) else {
+                continue;
+            };
+            out[nt] = (
+                &w[(ky * 3 + kx) * c..][..c],
+                &x[(iy * g.w + ix) * g.in_stride + g.c_off..][..c],
+            );
+            nt += 1;
+        }
+    }
+    nt
+}

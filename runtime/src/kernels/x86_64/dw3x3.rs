@@ -11,39 +11,9 @@ use core::mem::MaybeUninit;
 
 use super::lane_mask;
 use super::requant::{requant8, Requant, RqCols, MAXQ};
+use crate::kernels::reference::dwconv3x3::taps;
 use crate::kernels::{Geom, OutQ};
 use crate::quant::requant;
-
-/// `(weight row, input row)` of every tap of output pixel `(oy, ox)` inside the image, each
-/// `c` long; returns how many.
-#[inline]
-fn taps<'x, T>(
-    g: &Geom,
-    x: &'x [T],
-    w: &'x [T],
-    oy: usize,
-    ox: usize,
-    out: &mut [(&'x [T], &'x [T]); 9],
-) -> usize {
-    let c = g.cout;
-    let mut nt = 0;
-    for ky in 0..3 {
-        let Some(iy) = Geom::tap(oy, ky, g.stride, 1, g.h) else {
-            continue;
-        };
-        for kx in 0..3 {
-            let Some(ix) = Geom::tap(ox, kx, g.stride, 1, g.w) else {
-                continue;
-            };
-            out[nt] = (
-                &w[(ky * 3 + kx) * c..][..c],
-                &x[(iy * g.w + ix) * g.in_stride + g.c_off..][..c],
-            );
-            nt += 1;
-        }
-    }
-    nt
-}
 
 /// AVX2 f32 depthwise 3x3; same contract as `reference::dwconv3x3::dwconv3x3_f32`.
 pub(crate) fn dwconv3x3_f32(
