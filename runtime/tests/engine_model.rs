@@ -3,7 +3,7 @@
 //! changing the outputs, streaming ≈ materialized, int8 against f32, the per-layer (`auto`)
 //! switch plan, and the error paths.
 mod common;
-use common::seed;
+use common::{ranges, seed};
 use lorkd_runtime::engine::testnet::{Layer, NetSpec, TestNet};
 use lorkd_runtime::engine::{Engine, EngineError};
 use lorkd_runtime::format::{Bundle, DeltaDType, Mode};
@@ -371,31 +371,6 @@ fn streamed_stem_is_the_materialized_stem() {
             }
         }
     }
-}
-
-/// Per-department, per-value (min, max) of the f32 engine over `xs` (the calibration the
-/// packer does with `tools::calibrate`).
-fn ranges(bundle: &Bundle<'_>, depts: usize, xs: &[Vec<f32>]) -> Vec<Vec<(f32, f32)>> {
-    let n = bundle.manifest().values.len();
-    let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(Mode::Materialized));
-    let mut e = Engine::new(bundle, arena.as_mut_slice(), Mode::Materialized).unwrap();
-    (0..depts)
-        .map(|t| {
-            e.select(t).unwrap();
-            let mut r = vec![(f32::MAX, f32::MIN); n];
-            let mut logits = [0.0; 16];
-            for x in xs {
-                e.infer_observe(x, &mut logits, |v, d| {
-                    for &z in d {
-                        r[v].0 = r[v].0.min(z);
-                        r[v].1 = r[v].1.max(z);
-                    }
-                })
-                .unwrap();
-            }
-            r
-        })
-        .collect()
 }
 
 #[test]

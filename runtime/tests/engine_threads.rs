@@ -4,7 +4,7 @@
 //! modes, every department: the logits **and the whole arena** after an inference are
 //! bit-identical for 1, 2, 3 and 4 threads, in the arena the bundle asks for.
 mod common;
-use common::seed;
+use common::{ranges, seed};
 use lorkd_runtime::engine::testnet::{NetSpec, Rng, TestNet};
 use lorkd_runtime::engine::Engine;
 use lorkd_runtime::format::{Bundle, Mode};
@@ -21,30 +21,6 @@ fn spec(r: &mut Rng) -> NetSpec {
         rank: 1 + r.below(6) as u16,
         ..NetSpec::small()
     }
-}
-
-/// Per-department, per-value (min, max) of the f32 engine over `xs`.
-fn ranges(bundle: &Bundle<'_>, depts: usize, xs: &[Vec<f32>]) -> Vec<Vec<(f32, f32)>> {
-    let n = bundle.manifest().values.len();
-    let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(Mode::Materialized));
-    let mut e = Engine::new(bundle, arena.as_mut_slice(), Mode::Materialized).unwrap();
-    (0..depts)
-        .map(|t| {
-            e.select(t).unwrap();
-            let mut r = vec![(f32::MAX, f32::MIN); n];
-            let mut logits = [0.0; 16];
-            for x in xs {
-                e.infer_observe(x, &mut logits, |v, d| {
-                    for &z in d {
-                        r[v].0 = r[v].0.min(z);
-                        r[v].1 = r[v].1.max(z);
-                    }
-                })
-                .unwrap();
-            }
-            r
-        })
-        .collect()
 }
 
 /// Logits bits of every (department, input), and the arena after the last inference.
