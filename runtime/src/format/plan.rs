@@ -65,7 +65,8 @@ const ONE: u64 = 1 << 16;
 pub struct ExpertCost {
     /// Per switch when rebuilt.
     pub rebuild: u64,
-    /// Added to each inference when streamed (`u64::MAX`: cannot stream cheaply, k > 1).
+    /// Added to each inference when streamed (`u64::MAX` for k > 1: `Auto` always rebuilds
+    /// those at the switch; `Streaming` rebuilds them at each inference).
     pub stream: u64,
     /// The conv's own Materialized inference cost.
     pub infer: u64,
