@@ -651,7 +651,9 @@ pub fn lowrank_u_gemm<T: Copy>(
 /// the lanes of one accumulator hold `L` rank rows; each input is loaded (dequantised)
 /// once per block and times `Aᵀ`'s `L` contiguous weights of its channel added in — every lane
 /// useful at any pixel count, no transposed input tile (3–4× [`pixel_lanes`] with 8 rank
-/// rows at 16 to 784 pixels, measured on AVX2).
+/// rows at 16 to 784 pixels, measured on AVX2). Four pixels go side by side: their sums
+/// are independent chains, so the adds' latency overlaps (one pixel alone is one chain of
+/// `Cin` dependent adds) and each `Aᵀ` vector loaded feeds four.
 #[inline(always)]
 fn rank_lanes<T: Copy>(
     g: &Geom,
@@ -662,19 +664,49 @@ fn rank_lanes<T: Copy>(
     r0: usize,
     u: &mut [f32],
 ) {
+    let npix = u.len() / r.max(1);
+    let mut p = 0;
+    while p + 4 <= npix {
+        rank_lanes_px::<4, T>(g, x, load, at, r, r0, p, u);
+        p += 4;
+    }
+    while p < npix {
+        rank_lanes_px::<1, T>(g, x, load, at, r, r0, p, u);
+        p += 1;
+    }
+}
+
+/// Pixels `p .. p + N` of [`rank_lanes`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rank_lanes_px<const N: usize, T: Copy>(
+    g: &Geom,
+    x: &[T],
+    load: &impl Fn(T) -> f32,
+    at: &[f32],
+    r: usize,
+    r0: usize,
+    p: usize,
+    u: &mut [f32],
+) {
     let cin = g.cin;
-    for (p, up) in u.chunks_exact_mut(r).enumerate() {
-        let (oy, ox) = (p / g.wo, p % g.wo);
-        let xs = &x[(oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off..][..cin];
-        for j0 in (0..r0).step_by(L) {
-            let mut acc: Lanes = [0.0; L];
-            for (ac, &xv) in at.chunks_exact(r).zip(xs) {
-                let xv = load(xv);
-                for (s, &w) in acc.iter_mut().zip(&ac[j0..j0 + L]) {
-                    *s += w * xv;
+    let xs: [&[T]; N] = core::array::from_fn(|k| {
+        let (oy, ox) = ((p + k) / g.wo, (p + k) % g.wo);
+        &x[(oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off..][..cin]
+    });
+    for j0 in (0..r0).step_by(L) {
+        let mut acc = [[0.0f32; L]; N];
+        for (c, ac) in at.chunks_exact(r).take(cin).enumerate() {
+            let w = &ac[j0..j0 + L];
+            for (a, xk) in acc.iter_mut().zip(&xs) {
+                let xv = load(xk[c]);
+                for (s, &wl) in a.iter_mut().zip(w) {
+                    *s += wl * xv;
                 }
             }
-            up[j0..j0 + L].copy_from_slice(&acc);
+        }
+        for (k, a) in acc.iter().enumerate() {
+            u[(p + k) * r + j0..][..L].copy_from_slice(a);
         }
     }
 }
