@@ -112,17 +112,43 @@ fn layer_neon(d: &Delta<'_>, w0: &[i8], s0: &[f32], out: &mut [i8], out_scale: &
     {
         return false;
     }
-    let kr = d.k * d.a.rows;
-    let mut row = [0f32; LAYER_MAX];
-    let w = &mut row[..n];
-    let chans = w0
-        .chunks_exact(n)
-        .zip(out.chunks_exact_mut(n))
-        .zip(b.chunks_exact(kr));
-    for ((((q, o), b), s), &s0) in chans.zip(out_scale.iter_mut()).zip(s0).take(cout) {
-        *s = channel(a, b, d.k, q, s0, w, o);
+    let mut buf = [0f32; LAYER_MAX];
+    let w = &mut buf[..n];
+    let (w0, out) = (&w0[..cout * n], &mut out[..cout * n]);
+    let (s0, out_scale) = (&s0[..cout], &mut out_scale[..cout]);
+    match (d.k, d.a.rows) {
+        (1, 4) => layer_1x1::<4>(a, b, w0, s0, w, out, out_scale),
+        (k, rk) => {
+            let chans = w0.chunks_exact(n).zip(out.chunks_exact_mut(n));
+            let chans = chans.zip(b.chunks_exact(k * rk));
+            for (((q, o), b), (s, &s0)) in chans.zip(out_scale.iter_mut().zip(s0)) {
+                *s = channel(a, b, k, q, s0, w, o);
+            }
+        }
     }
     true
+}
+
+/// [`layer_neon`]'s loop for 1x1 experts of `R` rank rows, with [`row`] and [`quantise`]
+/// inlined into it: the per-channel setup (saved registers, constants, the segment
+/// loop of [`channel`]) is paid once an expert.
+#[target_feature(enable = "neon")]
+fn layer_1x1<const R: usize>(
+    a: &[f32],
+    b: &[f32],
+    w0: &[i8],
+    s0: &[f32],
+    w: &mut [f32],
+    out: &mut [i8],
+    out_scale: &mut [f32],
+) {
+    let n = w.len();
+    let chans = w0.chunks_exact(n).zip(out.chunks_exact_mut(n));
+    let chans = chans.zip(b.chunks_exact(R));
+    for (((q, o), b), (s, &s0)) in chans.zip(out_scale.iter_mut().zip(s0)) {
+        let amax = row::<R>(a, b, q, s0, w);
+        *s = quantise(w, amax, o);
+    }
 }
 
 /// `d`'s factors as f32 slices, `A` of `rk·ck` and `B` of `cout·k·rk` elements, when
@@ -183,6 +209,34 @@ fn row<const R: usize>(a: &[f32], b: &[f32], q: &[i8], s0: f32, w: &mut [f32]) -
     let s0v = vdupq_n_f32(s0);
     let mut mx = vdupq_n_f32(0.0);
     let mut i = 0;
+    if R > 0 {
+        // One pointer a row, each moved on by 8 (post-indexed loads, no index arithmetic).
+        let mut pa: [*const f32; R] = core::array::from_fn(|j| a[j * n..].as_ptr());
+        let c: [float32x4_t; R] = core::array::from_fn(|j| vdupq_n_f32(b[j]));
+        let (mut pq, mut pw) = (q.as_ptr(), w.as_mut_ptr());
+        while i + 8 <= n {
+            // SAFETY: `i + 8 ≤ n`: each `pa[j]` is at `j·n + i` of `a` (`rk·n` long), `pq` at
+            // `i` of `q` and `pw` at `i` of `w` (`n` long): 8 elements read (written) each.
+            unsafe {
+                let ld = |p: *const f32| [vld1q_f32(p), vld1q_f32(p.add(4))];
+                let [x0, x1] = ld(pa[0]);
+                let (mut t0, mut t1) = (vmulq_f32(c[0], x0), vmulq_f32(c[0], x1));
+                for j in 1..R {
+                    let [x0, x1] = ld(pa[j]);
+                    t0 = vaddq_f32(t0, vmulq_f32(c[j], x0));
+                    t1 = vaddq_f32(t1, vmulq_f32(c[j], x1));
+                }
+                let [q0, q1] = widen8(vld1_s8(pq));
+                let (v0, v1) = (add_w0(t0, q0, s0v), add_w0(t1, q1, s0v));
+                vst1q_f32(pw, v0);
+                vst1q_f32(pw.add(4), v1);
+                mx = max_abs(max_abs(mx, v0), v1);
+                pa.iter_mut().for_each(|p| *p = p.add(8));
+                (pq, pw) = (pq.add(8), pw.add(8));
+            }
+            i += 8;
+        }
+    }
     while i + 8 <= n {
         // SAFETY: `i + 8 ≤ n`: 8 f32 of each `a` row (`j·n + i + 8 ≤ rk·n`), of `w`, 8 bytes
         // of `q`.
