@@ -11,6 +11,11 @@
 //!   then saturating narrows to int8 and a max with −127: `quantize_weight`'s
 //!   `clamp(round_half_away(t), −127, 127)` for every `t` (lib test
 //!   `codes_are_quantize_weight` at every half and its neighbours).
+//!
+//! Slots: `rebuild_i8` (one channel, any `k` and rank, f32 factors; else `B·A` by
+//! `Delta::channel_into_i8` and [`requant_weights`]), `rebuild_layer_i8` (whole experts of
+//! up to [`LAYER_MAX`] weights a channel, the setup once an expert) and
+//! `requant_weights`. Shared check: `kernels::rebuild_check`.
 use core::arch::aarch64::*;
 
 use crate::kernels::reference::requant_weights::quantize_weight;
@@ -363,10 +368,13 @@ mod tests {
     use super::*;
     use crate::kernels::rebuild_check::rebuild_is_bit_exact;
 
-    /// [`rebuild_i8`] and [`requant_weights`] (after `channel_into_i8`, as the table without
-    /// the slot runs) give the reference's codes and scale bits on random convs: every row
-    /// width to 96 and 192, ranks 1..9, ties of the rounding, zeros, NaN / infinite
-    /// entries, f16 factors (`kernels::rebuild_check`). Seed: `LORKD_SEED`.
+    /// [`rebuild_i8`], [`rebuild_layer_i8`] (taking most experts) and [`requant_weights`]
+    /// (after `channel_into_i8`, as a table without the rebuild slots runs it) give the
+    /// reference's codes and scale bits on random convs: every multiple of 8 to 96, 192,
+    /// 1..40 weights a row, `k` 1 and 3, ranks 1..9, ties of the rounding, zeros, NaN /
+    /// infinite entries, f16 factors (`kernels::rebuild_check`). A rounding to even, a
+    /// dropped rank term, an `FMLA` for `+ s0·q` or a max without `FABS` fail it.
+    /// Seed: `LORKD_SEED`.
     #[test]
     fn rebuild_matches_the_reference() {
         fn two_pass(
