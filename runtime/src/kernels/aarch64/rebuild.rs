@@ -117,13 +117,14 @@ fn layer_neon(d: &Delta<'_>, w0: &[i8], s0: &[f32], out: &mut [i8], out_scale: &
     {
         return false;
     }
-    let mut buf = [0f32; LAYER_MAX];
-    let w = &mut buf[..n];
+    // Two rows: [`layer_1x1`] forms two channels at a time.
+    let mut buf = [0f32; 2 * LAYER_MAX];
     let (w0, out) = (&w0[..cout * n], &mut out[..cout * n]);
     let (s0, out_scale) = (&s0[..cout], &mut out_scale[..cout]);
     match (d.k, d.a.rows) {
-        (1, 4) => layer_1x1::<4>(a, b, w0, s0, w, out, out_scale),
+        (1, 4) => layer_1x1::<4>(a, b, w0, s0, &mut buf[..2 * n], out, out_scale),
         (k, rk) => {
+            let w = &mut buf[..n];
             let chans = w0.chunks_exact(n).zip(out.chunks_exact_mut(n));
             let chans = chans.zip(b.chunks_exact(k * rk));
             for (((q, o), b), (s, &s0)) in chans.zip(out_scale.iter_mut().zip(s0)) {
@@ -134,9 +135,11 @@ fn layer_neon(d: &Delta<'_>, w0: &[i8], s0: &[f32], out: &mut [i8], out_scale: &
     true
 }
 
-/// [`layer_neon`]'s loop for 1x1 experts of `R` rank rows, with [`row`] and [`quantise`]
-/// inlined into it: the per-channel setup (saved registers, constants, the segment
-/// loop of [`channel`]) is paid once an expert.
+/// [`layer_neon`]'s loop for 1x1 experts of `R` rank rows: channels in pairs by
+/// [`row_pair`] (each `A` vector loaded once for both, one loop's overhead for both),
+/// an odd last one by [`row`], each then by [`quantise`], inlined into this loop: the
+/// per-channel setup (saved registers, constants, the segment loop of [`channel`]) is
+/// paid once an expert. `w`: two rows of `n` f32.
 #[target_feature(enable = "neon")]
 fn layer_1x1<const R: usize>(
     a: &[f32],
@@ -147,13 +150,86 @@ fn layer_1x1<const R: usize>(
     out: &mut [i8],
     out_scale: &mut [f32],
 ) {
-    let n = w.len();
-    let chans = w0.chunks_exact(n).zip(out.chunks_exact_mut(n));
-    let chans = chans.zip(b.chunks_exact(R));
-    for (((q, o), b), (s, &s0)) in chans.zip(out_scale.iter_mut().zip(s0)) {
-        let amax = row::<R>(a, b, q, s0, w);
-        *s = quantise(w, amax, o);
+    let n = w.len() / 2;
+    let (wa, wb) = w.split_at_mut(n);
+    let chans = w0
+        .chunks_exact(2 * n)
+        .zip(out.chunks_exact_mut(2 * n))
+        .zip(b.chunks_exact(2 * R))
+        .zip(out_scale.chunks_exact_mut(2).zip(s0.chunks_exact(2)));
+    for (((q, o), b), (s, s0)) in chans {
+        let (q, b) = ([&q[..n], &q[n..]], [&b[..R], &b[R..]]);
+        let [ma, mb] = row_pair::<R>(a, b, q, [s0[0], s0[1]], [&mut *wa, &mut *wb]);
+        let (oa, ob) = o.split_at_mut(n);
+        s[0] = quantise(wa, ma, oa);
+        s[1] = quantise(wb, mb, ob);
     }
+    if !s0.len().is_multiple_of(2) {
+        let last = s0.len() - 1;
+        let amax = row::<R>(a, &b[last * R..][..R], &w0[last * n..][..n], s0[last], wa);
+        out_scale[last] = quantise(wa, amax, &mut out[last * n..][..n]);
+    }
+}
+
+/// [`row`] (rank `R > 0` known) for two channels of one 1x1 expert: the same operations
+/// on every weight of each, each `A` vector loaded once for both.
+#[inline]
+#[target_feature(enable = "neon")]
+fn row_pair<const R: usize>(
+    a: &[f32],
+    b: [&[f32]; 2],
+    q: [&[i8]; 2],
+    s0: [f32; 2],
+    w: [&mut [f32]; 2],
+) -> [f32; 2] {
+    let [wa, wb] = w;
+    let n = wa.len();
+    let (a, wb) = (&a[..R * n], &mut wb[..n]);
+    let (b, q) = ([&b[0][..R], &b[1][..R]], [&q[0][..n], &q[1][..n]]);
+    let c: [[float32x4_t; R]; 2] =
+        core::array::from_fn(|m| core::array::from_fn(|j| vdupq_n_f32(b[m][j])));
+    let s0v = s0.map(|v| vdupq_n_f32(v));
+    let mut mx = [vdupq_n_f32(0.0); 2];
+    let mut pa: [*const f32; R] = core::array::from_fn(|j| a[j * n..].as_ptr());
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: `i + 8 ≤ n`: each `pa[j]` is at `j·n + i` of `a` (`R·n` long); `q[m]`,
+        // `wa`, `wb` are `n` long: 8 elements read (written) at `i` each.
+        unsafe {
+            let x: [[float32x4_t; 2]; R] =
+                core::array::from_fn(|j| [vld1q_f32(pa[j]), vld1q_f32(pa[j].add(4))]);
+            for (m, pw) in [wa.as_mut_ptr(), wb.as_mut_ptr()].into_iter().enumerate() {
+                let (cm, mut t0, mut t1) = (&c[m], vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+                for j in 0..R {
+                    let (p0, p1) = (vmulq_f32(cm[j], x[j][0]), vmulq_f32(cm[j], x[j][1]));
+                    (t0, t1) = if j == 0 {
+                        (p0, p1)
+                    } else {
+                        (vaddq_f32(t0, p0), vaddq_f32(t1, p1))
+                    };
+                }
+                let [q0, q1] = widen8(vld1_s8(q[m].as_ptr().add(i)));
+                let (v0, v1) = (add_w0(t0, q0, s0v[m]), add_w0(t1, q1, s0v[m]));
+                vst1q_f32(pw.add(i), v0);
+                vst1q_f32(pw.add(i + 4), v1);
+                mx[m] = max_abs(max_abs(mx[m], v0), v1);
+            }
+            pa.iter_mut().for_each(|p| *p = p.add(8));
+        }
+        i += 8;
+    }
+    let mut amax = mx.map(|m| vmaxnmvq_f32(m));
+    for (m, w) in [wa, wb].into_iter().enumerate() {
+        for c in i..n {
+            let mut t = b[m][0] * a[c];
+            for (j, &bj) in b[m].iter().enumerate().skip(1) {
+                t += bj * a[j * n + c];
+            }
+            w[c] = t + s0[m] * q[m][c] as f32;
+            amax[m] = amax[m].max(w[c].abs());
+        }
+    }
+    amax
 }
 
 /// `d`'s factors as f32 slices, `A` of `rk·ck` and `B` of `cout·k·rk` elements, when
