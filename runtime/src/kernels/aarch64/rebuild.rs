@@ -84,13 +84,14 @@ fn rebuild_neon(d: &Delta<'_>, o: usize, w0: &[i8], s0: f32, w: &mut [f32], out:
     requant_weights(w, w0, s0, out)
 }
 
-/// Longest channel [`rebuild_layer_i8`] takes: its f32 row lives on the stack (1 KiB).
+/// Longest channel [`rebuild_layer_i8`] takes: its two f32 rows live on the stack (2 KiB).
 const LAYER_MAX: usize = 256;
 
 /// The `Kernels::rebuild_layer_i8` slot: every channel of an expert with f32 factors and
 /// at most [`LAYER_MAX`] weights a channel by [`channel`], the factor checks and slicing
 /// done once (they cost more than a 24-weight channel's arithmetic when done per
-/// channel), the f32 row in a stack buffer. `false` for other experts.
+/// channel), the f32 rows in a stack buffer; rank-4 1x1 experts two channels at a time
+/// ([`layer_1x1`]). `false` for other experts.
 pub(crate) fn rebuild_layer_i8(
     d: &Delta<'_>,
     w0: &[i8],
