@@ -187,8 +187,13 @@ fn row_pair<const R: usize>(
     let n = wa.len();
     let (a, wb) = (&a[..R * n], &mut wb[..n]);
     let (b, q) = ([&b[0][..R], &b[1][..R]], [&q[0][..n], &q[1][..n]]);
-    let c: [[float32x4_t; R]; 2] =
-        core::array::from_fn(|m| core::array::from_fn(|j| vdupq_n_f32(b[m][j])));
+    // Plain loops: `array::from_fn` here stays an out-of-line closure call per lane.
+    let mut c = [[vdupq_n_f32(0.0); R]; 2];
+    for (cm, bm) in c.iter_mut().zip(b) {
+        for (cj, &bj) in cm.iter_mut().zip(bm) {
+            *cj = vdupq_n_f32(bj);
+        }
+    }
     let s0v = s0.map(|v| vdupq_n_f32(v));
     let mut mx = [vdupq_n_f32(0.0); 2];
     let mut pa: [*const f32; R] = core::array::from_fn(|j| a[j * n..].as_ptr());
