@@ -292,6 +292,79 @@ fn requant_weights_twin_is_bit_identical() {
     }
 }
 
+/// The int8 rebuild of every table (`switch::materialize_i8_with`: its whole-expert and
+/// per-channel slots, or `B·A` and its `requant_weights`) gives the reference's codes and
+/// scale bits on random experts: 1x1 and 3x3, row widths around the 4- and 8-lane blocks
+/// and the whole-expert slot's stack row (256), ranks 1..9, f32 and f16 factors, zero
+/// `W0` channels, a few NaN / infinite factor entries.
+#[test]
+fn rebuild_twins_are_bit_identical() {
+    use lorkd_runtime::format::{factor, DeltaDType};
+    use lorkd_runtime::switch::{materialize_i8, materialize_i8_with, Delta, Factor};
+    let mut r = rng();
+    for best in twins() {
+        for case in 0..600 {
+            let k = [1, 1, 3][case % 3];
+            let cin = match case % 4 {
+                0 => 8 * r.gen_range(1..13),
+                1 => r.gen_range(250..262),
+                _ => r.gen_range(1..40),
+            };
+            let (cout, rank) = (r.gen_range(1..10), [4, 4, r.gen_range(1..10)][case % 3]);
+            let (rk, ck, n) = (rank * k, cin * k, cin * k * k);
+            let scale = [1e-3f32, 0.05, 1.0, 30.0][case % 4];
+            let mut val = || match r.gen_range(0..500) {
+                0 => f32::NAN,
+                1 => f32::INFINITY,
+                2..=40 => 0.0,
+                _ => r.gen_range(-1.0..1.0) * scale,
+            };
+            let a: Vec<f32> = (0..rk * ck).map(|_| val()).collect();
+            let b: Vec<f32> = (0..cout * k * rk).map(|_| val()).collect();
+            let w0: Vec<i8> = (0..cout * n)
+                .map(|i| {
+                    if (i / n) % 3 == 2 {
+                        0
+                    } else {
+                        r.gen_range(-127..=127)
+                    }
+                })
+                .collect();
+            let s0: Vec<f32> = (0..cout).map(|_| r.gen_range(0.0..0.02) * scale).collect();
+            let dt = [DeltaDType::F32, DeltaDType::F32, DeltaDType::F16][case % 3];
+            let (ea, eb) = match dt {
+                DeltaDType::F32 => (Vec::new(), Vec::new()),
+                _ => (
+                    factor::encode(&a, rk, ck, dt).unwrap(),
+                    factor::encode(&b, cout * k, rk, dt).unwrap(),
+                ),
+            };
+            // f32 factors straight from the (aligned) f32 vectors: the slots' fast paths.
+            let (ra, rb): (&[u8], &[u8]) = match dt {
+                DeltaDType::F32 => (bytemuck::cast_slice(&a), bytemuck::cast_slice(&b)),
+                _ => (&ea, &eb),
+            };
+            let d = Delta {
+                a: Factor::from_bytes(ra, dt, rk, ck).unwrap(),
+                b: Factor::from_bytes(rb, dt, cout * k, rk).unwrap(),
+                cout,
+                cin,
+                k,
+            };
+            let mut scratch = vec![0f32; n];
+            let (mut qa, mut sa) = (vec![0i8; cout * n], vec![0f32; cout]);
+            let (mut qb, mut sb) = (vec![0i8; cout * n], vec![0f32; cout]);
+            materialize_i8_with(&best, &w0, &s0, &d, &mut scratch, &mut qa, &mut sa);
+            materialize_i8(&w0, &s0, &d, &mut scratch, &mut qb, &mut sb);
+            let at =
+                format!("{best:?} case {case}: cout {cout} cin {cin} k {k} rank {rank} {dt:?}");
+            assert_eq!(qa, qb, "{at}");
+            let bits = |s: &[f32]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&sa), bits(&sb), "{at}");
+        }
+    }
+}
+
 /// Every (pixel, channel) sum a `conv1x1_sums_i8` slot hands out, and how often.
 fn all_sums(k: &Kernels, g: &Geom, x: &[i8], zx: i32, w: &[i8]) -> (Vec<i32>, Vec<u32>) {
     let (mut acc, mut seen) = (vec![0i32; g.out_len()], vec![0u32; g.out_len()]);

@@ -53,6 +53,8 @@ pub(crate) fn neon(base: Kernels, dotprod: bool) -> Kernels {
         dwconv3x3_f32: dw3x3::dwconv3x3_f32,
         dwconv3x3_i8: dw3x3::dwconv3x3_i8,
         requant_weights: rebuild::requant_weights,
+        rebuild_i8: Some(rebuild::rebuild_i8),
+        rebuild_layer_i8: Some(rebuild::rebuild_layer_i8),
         requant_table: requant::requant_table,
         maxpool_i8: maxpool::maxpool3x3s2_i8,
         streaming: Streaming {
