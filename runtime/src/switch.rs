@@ -1068,77 +1068,28 @@ mod tests {
     use crate::kernels::reference::requant_weights::quantize_weight;
     use crate::quant::round_f32;
 
-    /// The int8 rebuild with `channel_into_i8` (no zeroing) gives the bytes and scales of
-    /// the rebuild over `channel_into`, on random f32 factors of random shapes and ranks
-    /// with many exact zeros and negative zeros (where the sign of a zero sum differs),
-    /// zero channels of `W0`, and NaN/infinite entries.
+    /// The switch's int8 rebuild (`materialize_i8_with`: the whole-expert slot, else the
+    /// per-channel one, else `channel_into_i8` without zeroing and `requant_weights`) gives
+    /// the bytes and scales of the reference's two passes over `channel_into`, in every
+    /// kernel table this CPU runs, on `rebuild_check`'s random convs (dyadic ties, zeros of
+    /// both signs, NaN/infinite entries, zero `W0` channels, f16 factors). Seed: `LORKD_SEED`.
     #[test]
     fn rebuild_without_zeroing_matches() {
-        use super::{materialize_i8_with, Delta, Factor};
-        use crate::format::DeltaDType;
-        use crate::kernels::reference::requant_weights::requant_weights;
+        use super::materialize_i8_with;
+        use crate::kernels::rebuild_check::Conv;
         let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
-        let mut next = move || rng.next_u64();
-        for case in 0..300 {
-            // Every fifth case a multiple of 8 channels up to 64, each with k = 1 and 3: the
-            // x86 table keeps such 1x1 rows in registers.
-            let cin = if case % 5 == 0 {
-                8 * (1 + (case / 5) % 8)
-            } else {
-                1 + next() as usize % 20
-            };
-            let (cout, k) = (1 + next() as usize % 9, [1, 3][case % 2]);
-            let rank = 1 + next() as usize % 9;
-            let (rk, ck) = (rank * k, cin * k);
-            let mut val = |zeros: u64| -> f32 {
-                let r = next();
-                match r % zeros {
-                    0 => 0.0,
-                    1 => -0.0,
-                    _ if r % 997 == 0 => [f32::NAN, f32::INFINITY][(r >> 20) as usize % 2],
-                    _ => ((r >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1,
-                }
-            };
-            let zeros = [2, 3, 50][case % 3];
-            let a: std::vec::Vec<f32> = (0..rk * ck).map(|_| val(zeros)).collect();
-            let b: std::vec::Vec<f32> = (0..cout * k * rk).map(|_| val(zeros)).collect();
-            let n = cin * k * k;
-            let w0: std::vec::Vec<i8> = (0..cout * n)
-                .map(|i| if (i / n) % 3 == 0 { 0 } else { next() as i8 })
-                .collect();
-            let s0: std::vec::Vec<f32> = (0..cout).map(|o| 0.01 * (1 + o) as f32).collect();
-            let fa = Factor::from_bytes(bytemuck::cast_slice(&a), DeltaDType::F32, rk, ck).unwrap();
-            let fb = Factor::from_bytes(bytemuck::cast_slice(&b), DeltaDType::F32, cout * k, rk)
-                .unwrap();
-            let d = Delta {
-                a: fa,
-                b: fb,
-                cout,
-                cin,
-                k,
-            };
-            let mut scratch = std::vec![0f32; n];
-            let (mut want, mut want_s) = (std::vec![0i8; cout * n], std::vec![0f32; cout]);
-            for o in 0..cout {
-                d.channel_into(o, &mut scratch);
-                want_s[o] = requant_weights(
-                    &mut scratch,
-                    &w0[o * n..][..n],
-                    s0[o],
-                    &mut want[o * n..][..n],
-                );
-            }
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
-            // Every kernel table this CPU runs (their `rebuild_i8` or `requant_weights`).
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
+        for case in 0..400 {
+            let c = Conv::draw(&mut rng, case);
+            let (d, (want, want_s)) = (c.delta(), c.want());
+            let n = d.channel_len();
+            let mut scratch = std::vec![f32::NAN; n];
             for table in crate::kernels::Kernels::available().into_iter().flatten() {
-                let (mut got, mut got_s) = (std::vec![0i8; cout * n], std::vec![0f32; cout]);
-                materialize_i8_with(&table, &w0, &s0, &d, &mut scratch, &mut got, &mut got_s);
-                assert_eq!(
-                    got, want,
-                    "{}, case {case}: cout {cout} cin {cin} k {k} rank {rank}",
-                    table.isa
-                );
-                assert_eq!(bits(&got_s), bits(&want_s), "{}, case {case}", table.isa);
+                let (mut got, mut got_s) = (std::vec![0i8; c.cout * n], std::vec![0f32; c.cout]);
+                materialize_i8_with(&table, &c.w0, &c.s0, &d, &mut scratch, &mut got, &mut got_s);
+                let at = (table.isa, case, c.cout, c.cin, c.k, c.rank);
+                assert_eq!(got, want, "{at:?}");
+                assert_eq!(bits(&got_s), bits(&want_s), "{at:?}");
             }
         }
     }

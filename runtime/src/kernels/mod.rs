@@ -6,7 +6,7 @@ mod aarch64;
 #[cfg(any(test, target_arch = "arm"))]
 pub(crate) mod fixed;
 #[cfg(test)]
-mod rebuild_check;
+pub(crate) mod rebuild_check;
 pub mod reference;
 #[cfg(all(
     test,
