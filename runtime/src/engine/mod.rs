@@ -576,6 +576,26 @@ fn load_input(cx: &mut Ctx<'_, '_>, input: &[f32]) -> R<()> {
     Ok(())
 }
 
+/// The engine's int8 input step on its own: `x[pix·c + ch] = q.quantize(input[ch·hw +
+/// pix])` for a CHW `input` of `c` planes of `hw` values into NHWC `x` (the same bytes as
+/// `QParams::quantize` element by element; the firmware's self-checks run it on the board,
+/// whose form differs). `false` (nothing written) unless `input.len() = c·hw ≤ x.len()`.
+pub fn quantize_chw(
+    input: &[f32],
+    q: crate::quant::QParams,
+    c: usize,
+    hw: usize,
+    x: &mut [i8],
+) -> bool {
+    let fits = c
+        .checked_mul(hw)
+        .is_some_and(|n| n == input.len() && n <= x.len());
+    if fits {
+        quantize_planes(input, q, c, hw, &mut x[..input.len()]);
+    }
+    fits
+}
+
 /// `x[pix·c + ch] = q.quantize(input[ch·hw + pix])`: each CHW input plane quantised in
 /// order, in vector-friendly runs (`switch::quantize_row`, the same bytes), written at
 /// stride `c` into the NHWC activation. One to four channels (images) go through
