@@ -814,6 +814,12 @@ pub(crate) fn quantize_row(q: QParams, relu: bool, v: &[f32], out: &mut [i8]) {
         }
         return;
     }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    let (v, out) = {
+        let m = v.len().min(out.len()) / 16 * 16;
+        quantize_row_neon(q, relu, &v[..m], &mut out[..m]);
+        (&v[m..], &mut out[m..])
+    };
     const MAGIC: f32 = 12_582_912.0;
     let zp = q.zero_point.clamp(-(1 << 24), 1 << 24);
     for (o, &x) in out.iter_mut().zip(v) {
@@ -856,6 +862,42 @@ pub(crate) fn quantize_vcvt(q: QParams, x: f32) -> i8 {
     let u = ((t.abs() + HALF) as i32).min(1 << 22);
     let s = (t.to_bits() as i32) >> 31;
     ((u ^ s) - s).saturating_add(q.zero_point).clamp(-128, 127) as i8
+}
+
+/// [`quantize_row`] on aarch64, 16 values a step (`v.len() = out.len()`, a multiple of
+/// 16): `t = x / scale` (after `FMAXNM` with 0 for ReLU: `max` ignores a NaN, as `f32::max`
+/// does), `FCVTAS` — round half away from zero, the spec's rounding, saturating, NaN → 0 as
+/// the spec's — clamped to ±2^22 (the spec clamps `t` there; rounding is monotone and ±2^22
+/// are integers), `+ zp` saturating as the spec's `saturating_add`, and narrowed with
+/// saturation (the spec's clamp to −128..127): the same bytes.
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[allow(unsafe_code)]
+fn quantize_row_neon(q: QParams, relu: bool, v: &[f32], out: &mut [i8]) {
+    use core::arch::aarch64::*;
+    for (xs, o) in v.chunks_exact(16).zip(out.chunks_exact_mut(16)) {
+        // SAFETY: NEON is baseline on this target (the fn is cfg'd on it); `xs` holds 16
+        // f32 and `o` 16 bytes (the chunks).
+        unsafe {
+            let (s, zp, lim) = (
+                vdupq_n_f32(q.scale),
+                vdupq_n_s32(q.zero_point),
+                vdupq_n_s32(1 << 22),
+            );
+            let r = [0, 4, 8, 12].map(|k| {
+                let x = vld1q_f32(xs.as_ptr().add(k));
+                let x = if relu {
+                    vmaxnmq_f32(x, vdupq_n_f32(0.0))
+                } else {
+                    x
+                };
+                let n = vcvtaq_s32_f32(vdivq_f32(x, s));
+                vqaddq_s32(vminq_s32(vmaxq_s32(n, vnegq_s32(lim)), lim), zp)
+            });
+            let lo = vqmovn_high_s32(vqmovn_s32(r[0]), r[1]);
+            let hi = vqmovn_high_s32(vqmovn_s32(r[2]), r[3]);
+            vst1q_s8(o.as_mut_ptr(), vqmovn_high_s16(vqmovn_s16(lo), hi));
+        }
+    }
 }
 
 /// Output channels per block of values the epilogues quantise in one [`quantize_row`]
