@@ -808,11 +808,7 @@ fn rank_rows<const N: usize>(
 #[inline(always)]
 pub(crate) fn quantize_row(q: QParams, relu: bool, v: &[f32], out: &mut [i8]) {
     if cfg!(target_arch = "arm") {
-        // No SIMD to vectorise for: one saturating conversion a value is shorter.
-        for (o, &x) in out.iter_mut().zip(v) {
-            *o = quantize_one(q, if relu { x.max(0.0) } else { x });
-        }
-        return;
+        return quantize_row_vcvt(q, relu, v, out);
     }
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     let (v, out) = {
@@ -831,6 +827,16 @@ pub(crate) fn quantize_row(q: QParams, relu: bool, v: &[f32], out: &mut [i8]) {
         let f = t - (m - MAGIC);
         let r = n + i32::from(f == 0.5 && t > 0.0) - i32::from(f == -0.5 && t < 0.0);
         *o = (r + zp).clamp(-128, 127) as i8;
+    }
+}
+
+/// [`quantize_row`] on 32-bit Arm: no SIMD to vectorise for, so one saturating conversion a
+/// value ([`quantize_vcvt`]) is shorter; one out-of-line copy (the callers inline the row
+/// form, and this loop unrolled in each cost kilobytes of flash).
+#[inline(never)]
+fn quantize_row_vcvt(q: QParams, relu: bool, v: &[f32], out: &mut [i8]) {
+    for (o, &x) in out.iter_mut().zip(v) {
+        *o = quantize_vcvt(q, if relu { x.max(0.0) } else { x });
     }
 }
 

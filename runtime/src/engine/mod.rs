@@ -598,14 +598,11 @@ pub fn quantize_chw(
 
 /// `x[pix·c + ch] = q.quantize(input[ch·hw + pix])`: each CHW input plane quantised in
 /// order, in vector-friendly runs (`switch::quantize_row`, the same bytes), written at
-/// stride `c` into the NHWC activation. One to four channels (images) go through
+/// stride `c` into the NHWC activation. Three channels (RGB images) go through
 /// [`quantize_planes_n`].
 fn quantize_planes(input: &[f32], q: crate::quant::QParams, c: usize, hw: usize, x: &mut [i8]) {
-    match c {
-        1 => return quantize_planes_n::<1>(input, q, hw, x),
-        3 => return quantize_planes_n::<3>(input, q, hw, x),
-        4 => return quantize_planes_n::<4>(input, q, hw, x),
-        _ => {}
+    if c == 3 {
+        return quantize_planes_n::<3>(input, q, hw, x);
     }
     const RUN: usize = 256;
     let mut run = [0i8; RUN];
