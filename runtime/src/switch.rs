@@ -854,9 +854,11 @@ pub(crate) fn quantize_one(q: QParams, x: f32) -> i8 {
 /// [`QParams::quantize`] by one saturating float-to-int conversion (`VCVT`, which the
 /// FPv4 FPU has; it has no round-to-nearest-away conversion nor float min/max):
 /// - `|t|` rounded half away from zero is `trunc(|t| + (½ − 2^−25))` for `|t| ≤ 2^22`:
-///   below a tie the sum stays under the next integer (at `k + ½ − 2^−24·k'` it rounds to
-///   at most `k + 1 − ulp`), at a tie `k + 1 − 2^−25` rounds up to `k + 1` (the nearest
-///   f32, ties to even where it is exactly halfway, below 1);
+///   with `|t| = k + f`, a fraction `f < ½` is at most `½ − ulp(|t|)`, so the sum stays at
+///   least one f32 step below `k + 1` and truncates to `k`; a tie gives `k + 1 − 2^−25`,
+///   which rounds to `k + 1` (less than half a step away, or exactly half below 1, where
+///   ties-to-even picks 1); `f > ½` puts the sum past `k + 1` (`quantize_vcvt_is_quantize`
+///   checks every f32 near each tie);
 /// - past `2^22` the spec clamps `t`: the integer `min(u, 2^22)` is the same; the
 ///   conversion saturates (`as i32`), and a NaN converts to 0 (the spec's zero point);
 /// - the sign comes back from `t`'s sign bit (`−0` and `−NaN` give 0 either way), then the
