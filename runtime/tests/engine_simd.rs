@@ -504,6 +504,104 @@ fn maxpool_i8_twin_is_exact() {
     }
 }
 
+/// The f32 linear head slot against the reference on random shapes — output counts
+/// around the 4-lane groups, input counts around the 4-input steps, empty inputs, values
+/// over many magnitudes (so a fused multiply-add or a reordered sum shows) and the odd
+/// infinity: bit-identical.
+#[test]
+fn linear_f32_twin_is_bit_identical() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for case in 0..600 {
+            let m = [1, 3, 4, 5, 8, 9, r.gen_range(0..40)][case % 7];
+            let n = [0, 1, 3, 4, 5, 7, 1024, r.gen_range(0..300)][r.gen_range(0..8)];
+            let v = |r: &mut ChaCha8Rng| match r.gen_range(0..200) {
+                0 if case % 5 == 0 => f32::INFINITY,
+                _ => r.gen_range(-1.0f32..1.0) * 2f32.powi(r.gen_range(-20..20)),
+            };
+            let x: Vec<f32> = (0..n).map(|_| v(&mut r)).collect();
+            let w: Vec<f32> = (0..m * n).map(|_| v(&mut r)).collect();
+            let bias: Vec<f32> = (0..m).map(|_| v(&mut r)).collect();
+            let (mut a, mut b) = (vec![f32::NAN; m], vec![0.0f32; m]);
+            (best.linear_f32)(&x, &w, &bias, &mut a);
+            (refk.linear_f32)(&x, &w, &bias, &mut b);
+            let bits = |y: &[f32]| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{best:?} m={m} n={n}");
+        }
+    }
+}
+
+/// The int8 concat + shuffle slot (rescaling to the output's quantisation) against the
+/// reference on random shapes — channel counts around the 16-lane steps, channel offsets,
+/// wider strides, equal and unequal quantisations, scales over many octaves (rounding ties
+/// and saturation), zero points far out, a NaN scale now and then: the same bytes, or
+/// `false` with nothing written.
+#[test]
+fn concat_shuffle_i8_twin_is_exact() {
+    use lorkd_runtime::kernels::reference::concat_shuffle::{concat_shuffle_i8, ConcatIn};
+    use lorkd_runtime::quant::QParams;
+    let mut r = rng();
+    for best in twins() {
+        let Some(f) = best.concat_shuffle_i8 else {
+            continue;
+        };
+        let mut taken = 0;
+        for case in 0..1500 {
+            let n = r.gen_range(0..12);
+            let c = if r.gen_bool(0.5) {
+                CHANNELS[r.gen_range(0..CHANNELS.len())]
+            } else {
+                r.gen_range(0..70)
+            };
+            let q = |r: &mut ChaCha8Rng| QParams {
+                scale: match r.gen_range(0..40) {
+                    0 if case % 3 == 0 => f32::NAN,
+                    1 => 1e-38,
+                    _ => 2f32.powf(r.gen_range(-12.0..12.0)) * r.gen_range(1.0f32..1.5),
+                },
+                zero_point: match r.gen_range(0..12) {
+                    0 => r.gen_range(-(1 << 25)..(1 << 25)),
+                    1 => [i32::MIN, i32::MAX, 1 << 22, -(1 << 22)][r.gen_range(0..4)],
+                    _ => r.gen_range(-128..128),
+                },
+            };
+            let qy = q(&mut r);
+            let side = |r: &mut ChaCha8Rng| {
+                let off = r.gen_range(0..5);
+                let stride = c + off + r.gen_range(0..3);
+                let qs = if r.gen_bool(0.3) { qy } else { q(r) };
+                let x: Vec<i8> = (0..n * stride).map(|_| r.gen()).collect();
+                (x, stride, off, qs)
+            };
+            let (a, b) = (side(&mut r), side(&mut r));
+            let ia = ConcatIn {
+                x: &a.0,
+                stride: a.1,
+                off: a.2,
+                q: a.3,
+            };
+            let ib = ConcatIn {
+                x: &b.0,
+                stride: b.1,
+                off: b.2,
+                q: b.3,
+            };
+            let (mut got, mut want) = (vec![0x55i8; n * 2 * c + 2], vec![0x55i8; n * 2 * c + 2]);
+            if f(n, c, ia, ib, qy, &mut got) {
+                taken += 1;
+                concat_shuffle_i8(n, c, ia, ib, qy, &mut want);
+            }
+            assert_eq!(
+                got, want,
+                "{best:?} n={n} c={c} {:?} {:?} -> {qy:?}",
+                ia.q, ib.q
+            );
+        }
+        assert!(taken > 500, "{best:?}: only {taken} cases taken");
+    }
+}
+
 #[test]
 fn dot_i8_twin_is_exact() {
     let mut r = rng();

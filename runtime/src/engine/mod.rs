@@ -576,10 +576,34 @@ fn load_input(cx: &mut Ctx<'_, '_>, input: &[f32]) -> R<()> {
     Ok(())
 }
 
+/// The engine's int8 input step on its own: `x[pix·c + ch] = q.quantize(input[ch·hw +
+/// pix])` for a CHW `input` of `c` planes of `hw` values into NHWC `x` (the same bytes as
+/// `QParams::quantize` element by element; the firmware's self-checks run it on the board,
+/// whose form differs). `false` (nothing written) unless `input.len() = c·hw ≤ x.len()`.
+pub fn quantize_chw(
+    input: &[f32],
+    q: crate::quant::QParams,
+    c: usize,
+    hw: usize,
+    x: &mut [i8],
+) -> bool {
+    let fits = c
+        .checked_mul(hw)
+        .is_some_and(|n| n == input.len() && n <= x.len());
+    if fits {
+        quantize_planes(input, q, c, hw, &mut x[..input.len()]);
+    }
+    fits
+}
+
 /// `x[pix·c + ch] = q.quantize(input[ch·hw + pix])`: each CHW input plane quantised in
 /// order, in vector-friendly runs (`switch::quantize_row`, the same bytes), written at
-/// stride `c` into the NHWC activation.
+/// stride `c` into the NHWC activation. Three channels (RGB images) go through
+/// [`quantize_planes_n`].
 fn quantize_planes(input: &[f32], q: crate::quant::QParams, c: usize, hw: usize, x: &mut [i8]) {
+    if c == 3 {
+        return quantize_planes_n::<3>(input, q, hw, x);
+    }
     const RUN: usize = 256;
     let mut run = [0i8; RUN];
     for (ch, plane) in input.chunks_exact(hw.max(1)).enumerate() {
@@ -596,6 +620,40 @@ fn quantize_planes(input: &[f32], q: crate::quant::QParams, c: usize, hw: usize,
     }
 }
 
+/// [`quantize_planes`] for `C` channels: pixels as `[i8; C]`, so the stride-`C` stores
+/// carry no index checks. 32-bit Arm quantises each value straight into its pixel
+/// (`switch::quantize_one`, no vectors to batch for); elsewhere each plane's run is
+/// quantised as a row first (`switch::quantize_row`, vectorised).
+fn quantize_planes_n<const C: usize>(
+    input: &[f32],
+    q: crate::quant::QParams,
+    hw: usize,
+    x: &mut [i8],
+) {
+    let px = x[..C * hw].as_chunks_mut::<C>().0;
+    let planes: [&[f32]; C] = core::array::from_fn(|ch| &input[ch * hw..][..hw]);
+    if cfg!(target_arch = "arm") {
+        for (ch, plane) in planes.iter().enumerate() {
+            for (p, &v) in px.iter_mut().zip(plane.iter()) {
+                p[ch] = crate::switch::quantize_one(q, v);
+            }
+        }
+        return;
+    }
+    const RUN: usize = 256;
+    let mut runs = [[0i8; RUN]; C];
+    for (k, pxs) in px.chunks_mut(RUN).enumerate() {
+        let m = pxs.len();
+        for (run, plane) in runs.iter_mut().zip(&planes) {
+            crate::switch::quantize_row(q, false, &plane[k * RUN..][..m], &mut run[..m]);
+        }
+        // Whole pixels from the runs (interleaving stores, `ST3` on aarch64).
+        for (i, p) in pxs.iter_mut().enumerate() {
+            *p = core::array::from_fn(|ch| runs[ch][i]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::testnet::{NetSpec, TestNet};
@@ -608,7 +666,7 @@ mod tests {
     fn input_planes_quantise_element_by_element() {
         let mut r = testnet::Rng::new(crate::test_seed());
         for case in 0..60 {
-            let c = 1 + r.next_u64() as usize % 5;
+            let c = 1 + r.next_u64() as usize % 6;
             let hw = [1, 7, 255, 256, 257, 600][case % 6];
             let q = crate::quant::QParams {
                 scale: 0.001 + (r.next_u64() % 1000) as f32 / 10_000.0,

@@ -104,6 +104,21 @@ pub type RebuildLayerI8 =
 pub type RequantTable = fn(&[f32], f32, &[f32], f32, &mut [[i32; 3]]);
 /// The int8 max pool 3x3/2 slot: `(h, w, c, x, y)` (`reference::maxpool::maxpool3x3s2`).
 pub type MaxPoolI8 = fn(usize, usize, usize, &[i8], &mut [i8]);
+/// The f32 linear head slot: `(x, W [out, in], bias, y)`
+/// (`reference::linear::linear_f32`, bit-identical: the scores are compared to the bit).
+pub type LinearF32 = fn(&[f32], &[f32], &[f32], &mut [f32]);
+/// The int8 concat + channel shuffle slot with the rescale to the output's quantisation:
+/// `(n pixels, c channels a side, a, b, y's quantisation, y)`, the bytes of
+/// `reference::concat_shuffle::concat_shuffle_i8`; `false` (nothing written) for shapes
+/// or parameters it does not take.
+pub type ConcatShuffleI8 = fn(
+    usize,
+    usize,
+    reference::concat_shuffle::ConcatIn<'_>,
+    reference::concat_shuffle::ConcatIn<'_>,
+    crate::quant::QParams,
+    &mut [i8],
+) -> bool;
 /// The int8 dot product slot: `(w, x, x zero point) → Σ w·(x − zx)` (exact).
 pub type DotI8 = fn(&[i8], &[i8], i32) -> i32;
 /// A block of exact int8 sums handed out by a [`SumsI8`] slot: output pixels `p0 .. p0 + np`
@@ -206,6 +221,11 @@ pub struct Kernels {
     pub requant_table: RequantTable,
     /// `reference::maxpool::maxpool3x3s2` on int8 codes.
     pub maxpool_i8: MaxPoolI8,
+    /// `reference::linear::linear_f32` (the department head; bit-identical).
+    pub linear_f32: LinearF32,
+    /// [`ConcatShuffleI8`] (`reference::concat_shuffle::concat_shuffle_i8`), tried first;
+    /// `None` or `false`: the engine's portable copy.
+    pub concat_shuffle_i8: Option<ConcatShuffleI8>,
     /// `reference::conv1x1::dot_i8` (streaming int8 experts).
     pub dot_i8: DotI8,
     /// `reference::conv1x1::conv1x1_sums_i8` (streaming int8 1x1 experts).
@@ -237,6 +257,8 @@ impl Kernels {
             rebuild_layer_i8: None,
             requant_table: crate::quant::requant_table,
             maxpool_i8: reference::maxpool::maxpool3x3s2::<i8>,
+            linear_f32: reference::linear::linear_f32,
+            concat_shuffle_i8: None,
             dot_i8: reference::conv1x1::dot_i8,
             conv1x1_sums_i8: reference::conv1x1::conv1x1_sums_i8,
             streaming: Streaming::portable(),

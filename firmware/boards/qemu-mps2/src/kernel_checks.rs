@@ -48,7 +48,11 @@ struct Bufs {
     y1: [i8; YMAX],
     /// f32 factors as bytes (4-aligned, so the rebuild takes its f32 paths).
     fac: Fac,
+    /// f32 input planes (the input quantisation check).
+    xf: [f32; XFMAX],
 }
+
+const XFMAX: usize = 1200;
 
 const FACMAX: usize = 8192;
 #[repr(align(4))]
@@ -190,6 +194,7 @@ pub fn run(t: &mut Tally) {
         y0: [0; YMAX],
         y1: [0; YMAX],
         fac: Fac([0; FACMAX]),
+        xf: [0.0; XFMAX],
     }) else {
         return t.check("kernel checks: buffers", false);
     };
@@ -257,6 +262,10 @@ pub fn run(t: &mut Tally) {
     let ok = (0..TRIALS).all(|_| maxpool_case(&mut r, b, best, reference));
     hprintln!("[fw] kernels: int8 max pool 3x3/2: {} random shapes", TRIALS);
     t.check("int8 max pool 3x3/2 ≡ reference", ok);
+    let mut rq = Rng(SEED ^ 0x0071_a2e5);
+    let ok = (0..TRIALS).all(|i| quantize_case(&mut rq, b, i));
+    hprintln!("[fw] kernels: input quantisation: {} random planes", TRIALS);
+    t.check("int8 input quantisation (one VCVT a value) ≡ QParams::quantize", ok);
     let ok = (0..4 * TRIALS).all(|i| requant_table_case(&mut r, i, best, reference));
     hprintln!("[fw] kernels: requantisation tables: {} random tables", 4 * TRIALS);
     t.check(
@@ -579,3 +588,44 @@ fn rebuild_case(r: &mut Rng, case: usize, fast: Kernels, slow: Kernels) -> bool 
         .all(|(a, b)| a.to_bits() == b.to_bits());
     sa.to_bits() == sb.to_bits() && qa[..n] == qb[..n] && same_w
 }
+
+/// One random CHW input (1–6 planes of 1–200 values, in `b.xf`) quantised by the
+/// engine's input step (`engine::quantize_chw`: on this target one saturating `VCVT` a
+/// value) against `QParams::quantize` value by value. Values: within a few f32 steps of
+/// half-integer multiples of the scale (the rounding ties), past ±2^22 steps (the clamp),
+/// ±0, NaN, infinities, subnormals and random bits; zero points up to the i32 ends.
+fn quantize_case(r: &mut Rng, b: &mut Bufs, case: usize) -> bool {
+    use lorkd_runtime::quant::QParams;
+    let (c, hw) = (r.range(1, 7), r.range(1, 201));
+    let n = c * hw;
+    let q = QParams {
+        scale: match case % 4 {
+            0 => 1.0,
+            1 => 0.5,
+            _ => f32::from_bits(0x3a00_0000 + (r.next() % 0x0400_0000)),
+        },
+        zero_point: match r.range(0, 6) {
+            0 => [i32::MIN, i32::MAX, 1 << 22, -(1 << 22) + 100][r.range(0, 4)],
+            1 => (r.next() >> 6) as i32 - (1 << 25),
+            _ => r.range(0, 256) as i32 - 128,
+        },
+    };
+    for v in &mut b.xf[..n] {
+        let x = match r.range(0, 8) {
+            0 => f32::from_bits(r.next()),
+            1 => [0.0, -0.0, f32::NAN, f32::INFINITY, -f32::INFINITY, 1e-40, 5e6, -5e6][r.range(0, 8)],
+            _ => {
+                let k = (r.range(0, 801) as f32 - 400.0) * 0.5 * q.scale;
+                f32::from_bits((k.to_bits() as i32 + r.range(0, 9) as i32 - 4) as u32)
+            }
+        };
+        *v = x;
+    }
+    let input = &b.xf[..n];
+    let y = &mut b.y0[..n];
+    if !lorkd_runtime::engine::quantize_chw(input, q, c, hw, y) {
+        return false;
+    }
+    (0..c).all(|ch| (0..hw).all(|p| y[p * c + ch] == q.quantize(input[ch * hw + p])))
+}
+

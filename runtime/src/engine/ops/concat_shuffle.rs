@@ -6,6 +6,7 @@ use super::{f32s, f32s_mut, i8s, i8s_mut, io, rescale_into, rescale_one, rescale
 use crate::engine::EngineError;
 use crate::format::{validate, Op};
 use crate::kernels::reference as k;
+use k::concat_shuffle::ConcatIn;
 
 /// Runs op `i`, a `ConcatShuffle`.
 pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> {
@@ -39,6 +40,15 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
         Some((qa, qb, qy)) => {
             let y = i8s_mut(y);
             let (xa, xb) = (i8s(xa), i8s(xb));
+            let side = |x, stride, off, q| ConcatIn { x, stride, off, q };
+            let (ia, ib) = (side(xa, sa, ao, qa), side(xb, sb, bo, qb));
+            if cx
+                .kern
+                .concat_shuffle_i8
+                .is_some_and(|f| f(n, c, ia, ib, qy, y))
+            {
+                return Ok(());
+            }
             if qa == qy && qb == qy {
                 k::concat_shuffle::concat_shuffle(n, c, xa, sa, ao, xb, sb, bo, y);
             } else if n * c > 256 {
@@ -97,9 +107,9 @@ fn interleave(
             let m = xa.len();
             fa(xa, &mut ma[..m]);
             fb(xb, &mut mb[..m]);
-            for ((o, &va), &vb) in out.chunks_exact_mut(2).zip(&ma[..m]).zip(&mb[..m]) {
-                o[0] = va;
-                o[1] = vb;
+            let pairs = out.as_chunks_mut::<2>().0.iter_mut();
+            for ((o, &va), &vb) in pairs.zip(&ma[..m]).zip(&mb[..m]) {
+                *o = [va, vb];
             }
         }
     }
@@ -125,9 +135,8 @@ fn interleave_each(
     for (p, out) in y.chunks_exact_mut(2 * c).take(n).enumerate() {
         let pa = &a[p * a_stride + a_off..][..c];
         let pb = &b[p * b_stride + b_off..][..c];
-        for ((o, &va), &vb) in out.chunks_exact_mut(2).zip(pa).zip(pb) {
-            o[0] = fa(va);
-            o[1] = fb(vb);
+        for ((o, &va), &vb) in out.as_chunks_mut::<2>().0.iter_mut().zip(pa).zip(pb) {
+            *o = [fa(va), fb(vb)];
         }
     }
 }

@@ -388,7 +388,8 @@ pub(super) fn rescale_into(x: &[i8], from: QParams, to: QParams, out: &mut [i8])
 /// One code re-expressed: the spec of [`rescale_into`] and [`rescale_table`].
 #[inline]
 pub(super) fn rescale_one(v: i8, from: QParams, to: QParams) -> i8 {
-    to.quantize(from.dequantize(v))
+    // `to.quantize(…)`'s byte in the target's shortest form.
+    crate::switch::quantize_one(to, from.dequantize(v))
 }
 
 /// Walks a department's deltas in graph order (expert indices increase along the ops), so

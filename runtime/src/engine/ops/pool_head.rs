@@ -42,6 +42,6 @@ pub(in crate::engine) fn eval(
     };
     let hw_ = head(dept.manifest.head_weight, classes * f)?;
     let hb = head(dept.manifest.head_bias, classes)?;
-    k::linear::linear_f32(feat, hw_, hb, logits.get_mut(..classes).ok_or(bad)?);
+    (cx.kern.linear_f32)(feat, hw_, hb, logits.get_mut(..classes).ok_or(bad)?);
     Ok(classes)
 }

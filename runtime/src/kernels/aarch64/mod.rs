@@ -7,9 +7,11 @@
 //! int8 is bit-exact to the reference; f32 differs by reassociation / FMA only.
 #![allow(unsafe_code)]
 
+mod concat;
 mod conv1x1;
 mod dw3x3;
 mod gemm;
+mod linear;
 mod maxpool;
 mod rebuild;
 mod requant;
@@ -57,6 +59,8 @@ pub(crate) fn neon(base: Kernels, dotprod: bool) -> Kernels {
         rebuild_layer_i8: Some(rebuild::rebuild_layer_i8),
         requant_table: requant::requant_table,
         maxpool_i8: maxpool::maxpool3x3s2_i8,
+        linear_f32: linear::linear_f32,
+        concat_shuffle_i8: Some(concat::concat_shuffle_i8),
         streaming: Streaming {
             decode: streaming::decode,
             ..base.streaming

@@ -51,6 +51,8 @@ pub(crate) fn avx2() -> Kernels {
         requant_table: requant::requant_table,
         maxpool_i8: maxpool::maxpool3x3s2_i8,
         dot_i8: conv1x1::dot_i8,
+        linear_f32: crate::kernels::reference::linear::linear_f32,
+        concat_shuffle_i8: None,
         conv1x1_sums_i8: conv1x1::conv1x1_sums_i8,
         streaming: streaming::avx2(),
         isa: "x86_64-avx2",

@@ -1,0 +1,117 @@
+//! NEON int8 concat + 2-group channel shuffle with the rescale to the output's
+//! quantisation (a copy when both sides already have it): 16 channels of each side a
+//! step, the codes rescaled in lanes (widened
+//! to i32, `scale · (q − zp)` as f32, `/ scale_y`, `FCVTAS` — round half away from zero, the
+//! spec's rounding — clamped to ±2^22 as the spec clamps, the zero point added saturating,
+//! narrowed with saturation), then one `ST2` interleaves the two sides. Each step is the
+//! spec's float operations in the same order (one `FMUL`, one `FDIV`), so the same bytes.
+//! The last step overlaps the one before when `c` is not a multiple of 16 (the same bytes
+//! again). Fewer than 16 channels, or an input zero point whose `q − zp` could leave i32,
+//! are left to the engine's portable code.
+use core::arch::aarch64::*;
+
+use crate::kernels::reference::concat_shuffle::ConcatIn;
+use crate::quant::QParams;
+
+/// Channels a step.
+const L: usize = 16;
+
+/// Same contract as `Kernels::concat_shuffle_i8` (`reference::concat_shuffle::concat_shuffle_i8`).
+pub(crate) fn concat_shuffle_i8(
+    n: usize,
+    c: usize,
+    a: ConcatIn<'_>,
+    b: ConcatIn<'_>,
+    qy: QParams,
+    y: &mut [i8],
+) -> bool {
+    // Every pixel's slice inside its input (checked once, before anything is written).
+    let fits = |s: &ConcatIn<'_>| {
+        n == 0
+            || (n - 1)
+                .checked_mul(s.stride)
+                .and_then(|v| v.checked_add(s.off)?.checked_add(c))
+                .is_some_and(|end| end <= s.x.len())
+    };
+    let copy = a.q == qy && b.q == qy;
+    let zp_ok = |s: &ConcatIn<'_>| copy || s.q.zero_point.unsigned_abs() <= 1 << 24;
+    let out = n.checked_mul(2 * c).filter(|&len| len <= y.len());
+    let Some(len) = out else { return false };
+    if c < L || !fits(&a) || !fits(&b) || !zp_ok(&a) || !zp_ok(&b) {
+        return false;
+    }
+    // SAFETY: NEON is baseline on this target (the module is cfg'd on it).
+    let (ra, rb) = unsafe { (Rescale::new(a.q, qy), Rescale::new(b.q, qy)) };
+    for (p, out) in y[..len].chunks_exact_mut(2 * c).enumerate() {
+        let pa = &a.x[p * a.stride + a.off..][..c];
+        let pb = &b.x[p * b.stride + b.off..][..c];
+        let mut i = 0;
+        while i < c {
+            let at = if i + L <= c { i } else { c - L };
+            // SAFETY: NEON; `at + 16 ≤ c`, the length of `pa` and `pb`; `out` holds `2c`.
+            unsafe {
+                let (va, vb) = (vld1q_s8(pa.as_ptr().add(at)), vld1q_s8(pb.as_ptr().add(at)));
+                let v = if copy {
+                    int8x16x2_t(va, vb)
+                } else {
+                    int8x16x2_t(ra.apply(va), rb.apply(vb))
+                };
+                vst2q_s8(out.as_mut_ptr().add(2 * at), v);
+            }
+            i = at + L;
+        }
+    }
+    true
+}
+
+/// One side's rescale `qy.quantize(q.dequantize(v))` in lanes.
+struct Rescale {
+    zp: int32x4_t,
+    scale: float32x4_t,
+    scale_y: float32x4_t,
+    zp_y: int32x4_t,
+    lim: int32x4_t,
+}
+
+impl Rescale {
+    /// # Safety
+    /// NEON.
+    #[inline(always)]
+    unsafe fn new(q: QParams, qy: QParams) -> Self {
+        Rescale {
+            zp: vdupq_n_s32(q.zero_point),
+            scale: vdupq_n_f32(q.scale),
+            scale_y: vdupq_n_f32(qy.scale),
+            zp_y: vdupq_n_s32(qy.zero_point),
+            lim: vdupq_n_s32(1 << 22),
+        }
+    }
+
+    /// 16 codes rescaled: per lane `t = (scale · (v − zp)) / scale_y`, rounded half away
+    /// from zero (`FCVTAS`: saturating, NaN → 0 as the spec's `as`), clamped to ±2^22 (the
+    /// spec clamps `t` there; rounding is monotone and ±2^22 are integers), `+ zp_y`
+    /// saturating, narrowed with saturation (the clamp to −128..127).
+    ///
+    /// # Safety
+    /// NEON; `|zp| ≤ 2^24` (so `v − zp` is exact).
+    #[inline(always)]
+    unsafe fn apply(&self, v: int8x16_t) -> int8x16_t {
+        let (h0, h1) = (vmovl_s8(vget_low_s8(v)), vmovl_high_s8(v));
+        let w = [
+            vmovl_s16(vget_low_s16(h0)),
+            vmovl_high_s16(h0),
+            vmovl_s16(vget_low_s16(h1)),
+            vmovl_high_s16(h1),
+        ];
+        let q = w.map(|w| {
+            let d = vcvtq_f32_s32(vsubq_s32(w, self.zp));
+            let t = vdivq_f32(vmulq_f32(self.scale, d), self.scale_y);
+            let r = vcvtaq_s32_f32(t);
+            let r = vminq_s32(vmaxq_s32(r, vnegq_s32(self.lim)), self.lim);
+            vqaddq_s32(r, self.zp_y)
+        });
+        let n0 = vqmovn_high_s32(vqmovn_s32(q[0]), q[1]);
+        let n1 = vqmovn_high_s32(vqmovn_s32(q[2]), q[3]);
+        vqmovn_high_s16(vqmovn_s16(n0), n1)
+    }
+}
