@@ -28,30 +28,16 @@ pub fn dwconv3x3_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool, y
 /// loop runs over contiguous channels (and vectorises).
 pub fn dwconv3x3_i8(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y: &mut [i8]) {
     let c = g.cout;
+    let mut t: [(&[i8], &[i8]); 9] = [(&[], &[]); 9];
     for oy in 0..g.ho {
         for ox in 0..g.wo {
-            // The taps inside the image: (tap index, input pixel offset), at most 9.
-            let mut taps = [(0usize, 0usize); 9];
-            let mut nt = 0;
-            for ky in 0..3 {
-                let Some(iy) = Geom::tap(oy, ky, g.stride, 1, g.h) else {
-                    continue;
-                };
-                for kx in 0..3 {
-                    let Some(ix) = Geom::tap(ox, kx, g.stride, 1, g.w) else {
-                        continue;
-                    };
-                    taps[nt] = (ky * 3 + kx, (iy * g.w + ix) * g.in_stride + g.c_off);
-                    nt += 1;
-                }
-            }
+            let nt = taps(g, x, w, oy, ox, &mut t);
             let out = &mut y[(oy * g.wo + ox) * c..][..c];
             for c0 in (0..c).step_by(BLOCK) {
                 let n = BLOCK.min(c - c0);
                 let mut acc = [0i32; BLOCK];
-                for &(t, px) in &taps[..nt] {
-                    let xs = &x[px + c0..][..n];
-                    let ws = &w[t * c + c0..][..n];
+                for &(wk, xk) in &t[..nt] {
+                    let (xs, ws) = (&xk[c0..][..n], &wk[c0..][..n]);
                     for ((a, &wv), &xv) in acc.iter_mut().zip(ws).zip(xs) {
                         *a += wv as i32 * (xv as i32 - zx);
                     }
@@ -68,7 +54,8 @@ pub fn dwconv3x3_i8(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: O
 pub const BLOCK: usize = 32;
 
 /// `(weight row, input row)` of every tap of output pixel `(oy, ox)` inside the image, each
-/// `c` long; returns how many (the tap lists of the SIMD twins).
+/// `c` long; returns how many (the tap list of both reference kernels and their AVX2 and
+/// NEON twins).
 #[inline]
 pub(crate) fn taps<'x, T>(
     g: &Geom,
