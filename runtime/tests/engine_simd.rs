@@ -215,6 +215,69 @@ cross_test!(
 cross_test!(conv_i8_twin_is_bit_exact, conv_i8, Family::Stem, i8);
 cross_test!(conv_f32_twin_within_bound, conv_f32, Family::Stem, f32);
 
+/// A table's pre-packed pointwise f32 conv on its `pack`ed weights gives the bits of the
+/// table's row conv, for the whole conv and for channel parts cut at multiples of 16 (the
+/// threads' split) out of the packed weights.
+#[test]
+fn packed_conv1x1_f32_is_the_row_conv() {
+    let mut r = rng();
+    let mut checked = 0;
+    for k in twins() {
+        let Some(p) = k.conv1x1_f32_packed else {
+            println!("{k:?}: no packed pointwise f32 conv");
+            continue;
+        };
+        for _ in 0..300 {
+            let mut g = geom(&mut r, Family::Pointwise);
+            if r.gen_bool(0.3) {
+                // Whole panels, a short tail, and groups of panels past the stack store.
+                g.cout = [16, 32, 48, 232, 240, 464, 1024][r.gen_range(0..7)] + r.gen_range(0..3);
+            }
+            let x: Vec<f32> = (0..g.in_len()).map(|_| r.gen_range(-2.0..2.0)).collect();
+            let w: Vec<f32> = (0..g.cout * g.cin)
+                .map(|_| r.gen_range(-1.0..1.0))
+                .collect();
+            let bias: Vec<f32> = (0..g.cout).map(|_| r.gen_range(-1.0..1.0)).collect();
+            let relu = r.gen_bool(0.5);
+            let mut packed = w.clone();
+            (p.pack)(g.cout, g.cin, &mut packed);
+            if g.cout >= 16 && (2..=1024).contains(&g.cin) {
+                assert_ne!(packed, w, "{g:?}: nothing was packed");
+            }
+            let (mut a, mut b) = (vec![0.0f32; g.out_len()], vec![0.0f32; g.out_len()]);
+            (k.conv1x1_f32)(&g, &x, &w, &bias, relu, &mut a);
+            (p.conv)(&g, &x, &packed, &bias, relu, &mut b);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{k:?} {g:?}");
+            // A part: channels c0 .. c0 + m of the packed weights.
+            let c0 = r.gen_range(0..=g.cout / 16) * 16;
+            let m = if c0 < g.cout && r.gen_bool(0.5) {
+                g.cout - c0
+            } else {
+                r.gen_range(0..=(g.cout - c0) / 16) * 16
+            };
+            if m == 0 {
+                continue;
+            }
+            let sub = Geom { cout: m, ..g };
+            let mut part = vec![0.0f32; sub.out_len()];
+            let wp = &packed[c0 * g.cin..(c0 + m) * g.cin];
+            (p.conv)(&sub, &x, wp, &bias[c0..c0 + m], relu, &mut part);
+            let whole: Vec<f32> = a
+                .chunks_exact(g.cout)
+                .flat_map(|px| px[c0..c0 + m].iter().copied())
+                .collect();
+            assert_eq!(bits(&part), bits(&whole), "{k:?} {g:?} part {c0}+{m}");
+            checked += 1;
+        }
+    }
+    if twins().iter().all(|k| k.conv1x1_f32_packed.is_none()) {
+        println!("skipped: no kernel table on this CPU has a packed pointwise f32 conv");
+    } else {
+        assert!(checked > 100, "{checked}");
+    }
+}
+
 #[test]
 fn engine_with_best_kernels_matches_reference_kernels() {
     let mut r = rng();

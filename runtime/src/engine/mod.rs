@@ -245,9 +245,12 @@ impl<'b, 'a> Engine<'b, 'a> {
     }
 
     /// Replaces the kernel table (`Kernels::best()` by default; tests compare against
-    /// `Kernels::reference()`).
+    /// `Kernels::reference()`). No department is current afterwards — a Materialized
+    /// expert's weights may be laid out for the old table's kernels
+    /// (`Kernels::conv1x1_f32_packed`) — so `select` one again.
     pub fn set_kernels(&mut self, kernels: Kernels) {
         self.kernels = kernels;
+        self.dept = None;
     }
 
     /// The kernel table in use.
@@ -340,6 +343,7 @@ impl<'b, 'a> Engine<'b, 'a> {
                 output,
                 cout,
                 k,
+                pad,
                 weight,
                 wscale,
                 expert: Some(e),
@@ -394,6 +398,11 @@ impl<'b, 'a> Engine<'b, 'a> {
             } else {
                 let out = &mut f32s_mut(dst)?[..n];
                 switch::materialize_f32(expect_len(f32s(w0)?, n, i)?, &delta, out);
+                // Laid out once here for the table's pointwise tiles (`ops::conv` reads it
+                // with the packed slot), not at every inference.
+                if let (1, 0, Some(p)) = (kk, pad, kernels.conv1x1_f32_packed) {
+                    (p.pack)(cout, cin, out);
+                }
             }
         }
         Ok(())
@@ -685,6 +694,60 @@ mod tests {
                         "case {case}: c {c} hw {hw} pixel {pix} channel {ch}"
                     );
                 }
+            }
+        }
+    }
+
+    /// The Materialized f32 pointwise experts laid out for the table's packed conv at
+    /// `select` give the logits of the same table with rows (`conv1x1_f32_packed: None`),
+    /// bit for bit; `set_kernels` drops the department (its layout was the old table's).
+    #[test]
+    fn packed_f32_experts_are_the_row_experts() {
+        let seed = crate::test_seed();
+        let best = Kernels::best();
+        if best.conv1x1_f32_packed.is_none() {
+            std::println!("skipped: {best:?} has no packed pointwise f32 conv");
+            return;
+        }
+        // Pointwise convs of 34 and 40 channels: whole panels and short tails.
+        let spec = NetSpec {
+            cb: 17,
+            features: 40,
+            ..NetSpec::small()
+        };
+        let net = TestNet::random(spec, seed);
+        let bytes = AlignedBytes::new(&net.bundle_f32());
+        let b = Bundle::parse(bytes.as_slice()).unwrap();
+        for mode in [Mode::Materialized, Mode::Auto] {
+            let mut a = AlignedBytes::zeroed(b.arena_bytes(mode));
+            let mut e = Engine::new(&b, a.as_mut_slice(), mode).unwrap();
+            for (t, x) in net.inputs(b.department_count(), seed).iter().enumerate() {
+                let mut logits = [[0.0f32; 16]; 2];
+                for (k, table) in [
+                    best,
+                    Kernels {
+                        conv1x1_f32_packed: None,
+                        ..best
+                    },
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    e.select(t).unwrap();
+                    e.set_kernels(table);
+                    assert!(matches!(
+                        e.infer(x, &mut logits[k]),
+                        Err(EngineError::NoDepartment)
+                    ));
+                    e.select(t).unwrap();
+                    e.infer(x, &mut logits[k]).unwrap();
+                }
+                let bits = |l: &[f32; 16]| l.map(f32::to_bits);
+                assert_eq!(
+                    bits(&logits[0]),
+                    bits(&logits[1]),
+                    "{mode:?} department {t}"
+                );
             }
         }
     }

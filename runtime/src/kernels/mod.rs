@@ -188,6 +188,21 @@ impl Streaming {
     }
 }
 
+/// A pointwise f32 conv whose weights `select` lays out once for its tiles: a Materialized
+/// expert's rebuilt `[cout, cin]` is permuted in place after each switch, so the conv does
+/// not pack panels at every call.
+#[derive(Clone, Copy)]
+pub struct PackedConv1x1F32 {
+    /// `(cout, cin, w)`: `w` (`[cout, cin]`) permuted in place into the layout `conv` reads.
+    /// The length is unchanged, and channels `c0 .. c0 + m` (`c0`, and `m` unless the slice
+    /// reaches `cout`, multiples of 16) are laid out as that slice alone would be: a conv
+    /// split by channels at multiples of 16 hands each part its packed rows.
+    pub pack: fn(usize, usize, &mut [f32]),
+    /// The `conv1x1_f32` contract on packed weights: the same bits as the table's
+    /// `conv1x1_f32` on the rows.
+    pub conv: ConvF32,
+}
+
 /// The pointwise conv (GEMM) slot, f32.
 pub type Conv1x1F32 = ConvF32;
 /// The pointwise conv (GEMM) slot, int8.
@@ -200,6 +215,9 @@ pub type Conv1x1I8 = ConvI8;
 pub struct Kernels {
     /// `reference::conv1x1::conv1x1_f32`.
     pub conv1x1_f32: ConvF32,
+    /// [`PackedConv1x1F32`], for the Materialized experts' pointwise convs; `None`: they
+    /// stay `[cout, cin]` rows for `conv1x1_f32`.
+    pub conv1x1_f32_packed: Option<PackedConv1x1F32>,
     /// `reference::conv1x1::conv1x1_i8`.
     pub conv1x1_i8: ConvI8,
     /// `reference::conv::conv_f32` (the k×k stem).
@@ -247,6 +265,7 @@ impl Kernels {
     pub fn reference() -> Self {
         Kernels {
             conv1x1_f32: reference::conv1x1::conv1x1_f32,
+            conv1x1_f32_packed: None,
             conv1x1_i8: reference::conv1x1::conv1x1_i8,
             conv_f32: reference::conv::conv_f32,
             conv_i8: reference::conv::conv_i8,

@@ -474,6 +474,7 @@ mod tests {
         let Ok(dir) = std::env::var("LORKD_BENCH_DIR") else {
             return;
         };
+        std::fs::create_dir_all(&dir).unwrap();
         let cal = |b: &[u8], imgs: &[Vec<Vec<f32>>]| crate::calibrate::activation_ranges(b, imgs);
         // The last one is shaped like the demo bundle (0.5x @32, int8 deltas): only its
         // int8-delta variant is written.

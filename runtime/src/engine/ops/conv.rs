@@ -141,9 +141,12 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
             }
         }
         None => {
-            let w = match w {
-                Weights::Rebuilt(b) => &f32s(b)?[..n],
-                Weights::Shared(w, _) => expect_len(f32s(w)?, n, i)?,
+            // A Materialized pointwise expert is in the packed slot's layout when the table
+            // has one (`Engine::materialize` laid it out).
+            let (w, packed) = match w {
+                Weights::Rebuilt(b) if pointwise => (&f32s(b)?[..n], kern.conv1x1_f32_packed),
+                Weights::Rebuilt(b) => (&f32s(b)?[..n], None),
+                Weights::Shared(w, _) => (expect_len(f32s(w)?, n, i)?, None),
             };
             let (x, y) = (f32s(x)?, f32s_mut(y)?);
             let (w, stream) = match delta {
@@ -157,10 +160,10 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
             };
             // A streamed 1x1 expert applies ReLU after its low-rank correction.
             let relu_now = relu && stream.is_none();
-            let f = if pointwise {
-                kern.conv1x1_f32
-            } else {
-                kern.conv_f32
+            let f = match (pointwise, packed) {
+                (true, Some(p)) => p.conv,
+                (true, None) => kern.conv1x1_f32,
+                (false, _) => kern.conv_f32,
             };
             cx.par.conv_f32(f, false, &g, x, w, bias, relu_now, y);
             if let Some(d) = stream {

@@ -198,7 +198,7 @@ pub(crate) fn conv_i8(
 fn lanes_fit(g: &Geom, n: usize, zx: i32, q: OutQ) -> bool {
     n > 0
         && n <= 32
-        && g.cout % 4 == 0
+        && g.cout.is_multiple_of(4)
         && g.cout <= LANES_COUT
         && q.lo <= 127
         && (-128..=127).contains(&zx)

@@ -54,6 +54,51 @@ const FGROUP: usize = 32 * 1024;
 /// the pixel count: the two sum in different orders, and a conv split across threads by
 /// pixels has to give the bits of the whole.)
 pub(crate) fn conv1x1_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool, y: &mut [f32]) {
+    outer_f32(g, x, w, false, bias, relu, y)
+}
+
+/// [`conv1x1_f32`] on weights that [`pack_conv1x1_f32`] laid out at `select`: the whole
+/// panels are read where they lie (a Materialized expert's panels are packed once per
+/// switch instead of at every call); the same bits as [`conv1x1_f32`] on the rows.
+pub(crate) fn conv1x1_f32_packed(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    relu: bool,
+    y: &mut [f32],
+) {
+    outer_f32(g, x, w, true, bias, relu, y)
+}
+
+/// Lays a `[cout, cin]` weight out in place for [`conv1x1_f32_packed`]: every whole panel
+/// of [`FO`] output channels becomes its `[cin][FO]` panel (the bytes [`pack_panel_f32`]
+/// writes per call), the last `cout % FO` rows stay rows at the same offset. The length is
+/// unchanged, and the layout of channels `c0 .. c0 + m` (`c0`, and `m` unless it reaches
+/// `cout`, multiples of `FO`) is that slice: a conv split by channels at multiples of 16
+/// gets packed parts. Inputs wider than [`FMAXC`] are left as rows (the dot tiles read them).
+pub(crate) fn pack_conv1x1_f32(cout: usize, cin: usize, w: &mut [f32]) {
+    if cin == 0 || cin > FMAXC {
+        return;
+    }
+    let mut store = [const { MaybeUninit::<f32>::uninit() }; FMAXC * FO];
+    let whole = cout / FO * FO * cin;
+    for panel in w[..whole].chunks_exact_mut(FO * cin) {
+        let packed = pack_panel_f32(panel, cin, FO, &mut store[..cin * FO]);
+        panel.copy_from_slice(packed);
+    }
+}
+
+/// The outer-product conv; `prepacked`: `w` is [`pack_conv1x1_f32`]'s layout.
+fn outer_f32(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    prepacked: bool,
+    bias: &[f32],
+    relu: bool,
+    y: &mut [f32],
+) {
     let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
     if n > FMAXC {
         return conv1x1_f32_dots(g, x, w, bias, relu, y);
@@ -66,26 +111,38 @@ pub(crate) fn conv1x1_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bo
     while g0 < cout {
         let gn = (gp * FO).min(cout - g0);
         let npan = gn.div_ceil(FO);
-        for (k, st) in store[..npan * n * FO].chunks_exact_mut(n * FO).enumerate() {
+        // Panels packed into `store` for this group: all of them, or with `prepacked` only
+        // a short last one (at most one, at the front).
+        let mut packed_n = 0;
+        for k in 0..npan {
             let (o0, no) = (g0 + k * FO, FO.min(gn - k * FO));
-            pack_panel_f32(&w[o0 * n..][..no * n], n, no, st);
+            if !(prepacked && no == FO) {
+                let st = &mut store[packed_n * n * FO..][..n * FO];
+                pack_panel_f32(&w[o0 * n..][..no * n], n, no, st);
+                packed_n += 1;
+            }
         }
         // Only the layer's last panel can be short of `FO` channels: its bias, zero-padded.
         let mut short_b = [0.0f32; FO];
         let tail = gn % FO;
         short_b[..tail].copy_from_slice(&bias[g0 + gn - tail..g0 + gn]);
-        // SAFETY: `pack_panel_f32` wrote every element of the first `npan` panels;
+        // SAFETY: `pack_panel_f32` wrote every element of the first `packed_n` panels;
         // `MaybeUninit<f32>` has the layout of `f32`.
         let packed =
-            unsafe { &*(&store[..npan * n * FO] as *const [MaybeUninit<f32>] as *const [f32]) };
+            unsafe { &*(&store[..packed_n * n * FO] as *const [MaybeUninit<f32>] as *const [f32]) };
         let mut p = 0;
         while p < npix {
             let np = FP.min(npix - p);
             let row = |i: usize| &x[src(g, p + i)..][..n];
             let out = &mut y[p * cout..];
             // The tile's inputs stay in L1 across the group's panels.
-            for (k, panel) in packed.chunks_exact(n * FO).enumerate() {
+            for k in 0..npan {
                 let (o0, no) = (g0 + k * FO, FO.min(gn - k * FO));
+                let panel = match (prepacked, no == FO) {
+                    (true, true) => &w[o0 * n..][..n * FO],
+                    (true, false) => &packed[..n * FO],
+                    (false, _) => &packed[k * n * FO..][..n * FO],
+                };
                 let b: &[f32; FO] = match bias[o0..o0 + no].try_into() {
                     Ok(full) => full,
                     Err(_) => &short_b,

@@ -40,6 +40,10 @@ pub(crate) fn detected() -> bool {
 pub(crate) fn avx2() -> Kernels {
     Kernels {
         conv1x1_f32: conv1x1::conv1x1_f32,
+        conv1x1_f32_packed: Some(crate::kernels::PackedConv1x1F32 {
+            pack: conv1x1::pack_conv1x1_f32,
+            conv: conv1x1::conv1x1_f32_packed,
+        }),
         conv1x1_i8: conv1x1::conv1x1_i8,
         conv_f32: stem::conv_f32,
         conv_i8: stem::conv_i8,
