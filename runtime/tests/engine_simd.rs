@@ -278,6 +278,84 @@ fn packed_conv1x1_f32_is_the_row_conv() {
     }
 }
 
+/// A table's pre-packed pointwise int8 conv on its `pack`ed weights gives the bytes of the
+/// table's row conv (hence the reference's), for the whole conv — any pixel count, odd
+/// `cin` and wide shapes the packer leaves as rows — and for channel parts cut at multiples
+/// of 16 out of the packed weights.
+#[test]
+fn packed_conv1x1_i8_is_the_row_conv() {
+    let mut r = rng();
+    let mut checked = 0;
+    for k in twins() {
+        let Some(p) = k.conv1x1_i8_packed else {
+            println!("{k:?}: no packed pointwise int8 conv");
+            continue;
+        };
+        for _ in 0..400 {
+            let mut g = geom(&mut r, Family::Pointwise);
+            if r.gen_bool(0.5) {
+                g.cin = 2 * r.gen_range(1..70);
+                g.in_stride = g.cin + r.gen_range(0..3);
+                g.c_off = r.gen_range(0..=g.in_stride - g.cin);
+            }
+            if r.gen_bool(0.3) {
+                g.cout = [8, 16, 24, 58, 116, 232, 1024][r.gen_range(0..7)] + r.gen_range(0..3);
+            }
+            let x: Vec<i8> = (0..g.in_len()).map(|_| r.gen()).collect();
+            let w: Vec<i8> = (0..g.cout * g.cin).map(|_| r.gen()).collect();
+            let rq: Vec<[i32; 3]> = (0..g.cout)
+                .map(|_| {
+                    ChannelRequant::new(
+                        r.gen_range(-1.0..1.0),
+                        0.02,
+                        r.gen_range(0.001..0.01),
+                        0.05,
+                    )
+                    .to_array()
+                })
+                .collect();
+            let (zx, zy) = (r.gen_range(-128..=127), r.gen_range(-128..=127));
+            let q = OutQ {
+                zero_point: zy,
+                lo: if r.gen_bool(0.5) { zy } else { -128 },
+            };
+            let mut packed = w.clone();
+            (p.pack)(g.cout, g.cin, &mut packed);
+            if g.cout >= 8 && g.cin >= 4 && g.cin.is_multiple_of(2) && g.cin <= 1024 {
+                assert_ne!(packed, w, "{g:?}: nothing was packed");
+            }
+            let (mut a, mut b) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
+            (k.conv1x1_i8)(&g, &x, zx, &w, &rq, q, &mut a);
+            (p.conv)(&g, &x, zx, &packed, &rq, q, &mut b);
+            assert_eq!(a, b, "{k:?} {g:?}");
+            let c0 = r.gen_range(0..=g.cout / 16) * 16;
+            let m = if c0 < g.cout && r.gen_bool(0.5) {
+                g.cout - c0
+            } else {
+                r.gen_range(0..=(g.cout - c0) / 16) * 16
+            };
+            if m == 0 {
+                continue;
+            }
+            let sub = Geom { cout: m, ..g };
+            let mut part = vec![0i8; sub.out_len()];
+            let wp = &packed[c0 * g.cin..(c0 + m) * g.cin];
+            (p.conv)(&sub, &x, zx, wp, &rq[c0..c0 + m], q, &mut part);
+            let whole: Vec<i8> = a
+                .chunks_exact(g.cout)
+                .flat_map(|px| px[c0..c0 + m].iter().copied())
+                .collect();
+            assert_eq!(part, whole, "{k:?} {g:?} part {c0}+{m}");
+            checked += 1;
+        }
+    }
+    if twins().iter().all(|k| k.conv1x1_i8_packed.is_none()) {
+        println!("skipped: no kernel table on this CPU has a packed pointwise int8 conv");
+    } else {
+        assert!(checked > 100, "{checked}");
+    }
+}
+
 #[test]
 fn engine_with_best_kernels_matches_reference_kernels() {
     let mut r = rng();

@@ -247,7 +247,7 @@ impl<'b, 'a> Engine<'b, 'a> {
     /// Replaces the kernel table (`Kernels::best()` by default; tests compare against
     /// `Kernels::reference()`). No department is current afterwards — a Materialized
     /// expert's weights may be laid out for the old table's kernels
-    /// (`Kernels::conv1x1_f32_packed`) — so `select` one again.
+    /// (`Kernels::conv1x1_f32_packed`, `conv1x1_i8_packed`) — so `select` one again.
     pub fn set_kernels(&mut self, kernels: Kernels) {
         self.kernels = kernels;
         self.dept = None;
@@ -355,7 +355,8 @@ impl<'b, 'a> Engine<'b, 'a> {
             let (cout, kk, cin) = (cout as usize, k as usize, input.c_len as usize);
             let bad = EngineError::Malformed { op: i };
             let v = ops::value(p.table, output, i)?;
-            if plan.streams(cout, cin, kk, v.h as usize * v.w as usize) {
+            let hw = v.h as usize * v.w as usize;
+            if plan.streams(cout, cin, kk, hw) {
                 continue;
             }
             let (wlen, slot) = layout::expert_slot(cout, cin, kk, int8).ok_or(bad)?;
@@ -377,7 +378,9 @@ impl<'b, 'a> Engine<'b, 'a> {
                 .get_mut(wofs..wofs.checked_add(slot).ok_or(bad)?)
                 .ok_or(bad)?;
             wofs += slot;
-            // Decode both factors once; the rebuild then runs on contiguous f32.
+            // Decode both factors once; the rebuild then runs on contiguous f32. A pointwise
+            // expert is then laid out once for the table's tiles (`ops::conv` reads it with
+            // the packed slot), not at every inference.
             let (delta, scratch) = ops::conv::decode(&delta, p.scratch, i)?;
             if int8 {
                 let (dw, ds) = dst.split_at_mut(wlen);
@@ -386,22 +389,26 @@ impl<'b, 'a> Engine<'b, 'a> {
                     return Err(bad);
                 }
                 let ds = &mut f32s_mut(ds)?[..cout];
+                let out = &mut i8s_mut(dw)[..n];
                 switch::materialize_i8_with(
                     &kernels,
                     expect_len(i8s(w0), n, i)?,
                     s0,
                     &delta,
                     scratch,
-                    &mut i8s_mut(dw)[..n],
+                    out,
                     ds,
                 );
+                match (kk, pad, kernels.conv1x1_i8_packed) {
+                    (1, 0, Some(p)) if hw >= p.min_pixels => (p.pack)(cout, cin, out),
+                    _ => {}
+                }
             } else {
                 let out = &mut f32s_mut(dst)?[..n];
                 switch::materialize_f32(expect_len(f32s(w0)?, n, i)?, &delta, out);
-                // Laid out once here for the table's pointwise tiles (`ops::conv` reads it
-                // with the packed slot), not at every inference.
-                if let (1, 0, Some(p)) = (kk, pad, kernels.conv1x1_f32_packed) {
-                    (p.pack)(cout, cin, out);
+                match (kk, pad, kernels.conv1x1_f32_packed) {
+                    (1, 0, Some(p)) if hw >= p.min_pixels => (p.pack)(cout, cin, out),
+                    _ => {}
                 }
             }
         }
@@ -698,56 +705,59 @@ mod tests {
         }
     }
 
-    /// The Materialized f32 pointwise experts laid out for the table's packed conv at
-    /// `select` give the logits of the same table with rows (`conv1x1_f32_packed: None`),
-    /// bit for bit; `set_kernels` drops the department (its layout was the old table's).
+    /// The Materialized pointwise experts laid out for the table's packed convs at `select`
+    /// (f32 and int8) give the logits of the same table with rows (`conv1x1_f32_packed`,
+    /// `conv1x1_i8_packed: None`), bit for bit; `set_kernels` drops the department (its
+    /// layout was the old table's).
     #[test]
-    fn packed_f32_experts_are_the_row_experts() {
+    fn packed_experts_are_the_row_experts() {
         let seed = crate::test_seed();
         let best = Kernels::best();
-        if best.conv1x1_f32_packed.is_none() {
-            std::println!("skipped: {best:?} has no packed pointwise f32 conv");
+        if best.conv1x1_f32_packed.is_none() && best.conv1x1_i8_packed.is_none() {
+            std::println!("skipped: {best:?} has no packed pointwise conv");
             return;
         }
-        // Pointwise convs of 34 and 40 channels: whole panels and short tails.
+        let rows = Kernels {
+            conv1x1_f32_packed: None,
+            conv1x1_i8_packed: None,
+            ..best
+        };
+        // Pointwise convs of 18, 36 and 40 channels: whole panels / blocks and short tails.
         let spec = NetSpec {
-            cb: 17,
+            cb: 18,
             features: 40,
             ..NetSpec::small()
         };
         let net = TestNet::random(spec, seed);
-        let bytes = AlignedBytes::new(&net.bundle_f32());
-        let b = Bundle::parse(bytes.as_slice()).unwrap();
-        for mode in [Mode::Materialized, Mode::Auto] {
-            let mut a = AlignedBytes::zeroed(b.arena_bytes(mode));
-            let mut e = Engine::new(&b, a.as_mut_slice(), mode).unwrap();
-            for (t, x) in net.inputs(b.department_count(), seed).iter().enumerate() {
-                let mut logits = [[0.0f32; 16]; 2];
-                for (k, table) in [
-                    best,
-                    Kernels {
-                        conv1x1_f32_packed: None,
-                        ..best
-                    },
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    e.select(t).unwrap();
-                    e.set_kernels(table);
-                    assert!(matches!(
-                        e.infer(x, &mut logits[k]),
-                        Err(EngineError::NoDepartment)
-                    ));
-                    e.select(t).unwrap();
-                    e.infer(x, &mut logits[k]).unwrap();
+        let ranges: std::vec::Vec<std::vec::Vec<(f32, f32)>> = (0..spec.classes.len())
+            .map(|_| net.values.iter().map(|_| (-4.0, 4.0)).collect())
+            .collect();
+        for bytes in [net.bundle_f32(), net.bundle_int8(&ranges)] {
+            let bytes = AlignedBytes::new(&bytes);
+            let b = Bundle::parse(bytes.as_slice()).unwrap();
+            for mode in [Mode::Materialized, Mode::Auto] {
+                let mut a = AlignedBytes::zeroed(b.arena_bytes(mode));
+                let mut e = Engine::new(&b, a.as_mut_slice(), mode).unwrap();
+                for (t, x) in net.inputs(b.department_count(), seed).iter().enumerate() {
+                    let mut logits = [[0.0f32; 16]; 2];
+                    for (k, table) in [best, rows].into_iter().enumerate() {
+                        e.select(t).unwrap();
+                        e.set_kernels(table);
+                        assert!(matches!(
+                            e.infer(x, &mut logits[k]),
+                            Err(EngineError::NoDepartment)
+                        ));
+                        e.select(t).unwrap();
+                        e.infer(x, &mut logits[k]).unwrap();
+                    }
+                    let bits = |l: &[f32; 16]| l.map(f32::to_bits);
+                    assert_eq!(
+                        bits(&logits[0]),
+                        bits(&logits[1]),
+                        "{:?} {mode:?} department {t}",
+                        b.manifest().precision
+                    );
                 }
-                let bits = |l: &[f32; 16]| l.map(f32::to_bits);
-                assert_eq!(
-                    bits(&logits[0]),
-                    bits(&logits[1]),
-                    "{mode:?} department {t}"
-                );
             }
         }
     }

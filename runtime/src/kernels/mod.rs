@@ -201,6 +201,22 @@ pub struct PackedConv1x1F32 {
     /// The `conv1x1_f32` contract on packed weights: the same bits as the table's
     /// `conv1x1_f32` on the rows.
     pub conv: ConvF32,
+    /// Convs of fewer output pixels (the whole op's, before any thread split) stay rows
+    /// for `conv1x1_f32`: the switch packs, and the engine calls `conv`, only from here on.
+    pub min_pixels: usize,
+}
+
+/// [`PackedConv1x1F32`]'s int8 twin: `pack` permutes a rebuilt `[cout, cin]` int8 weight
+/// in place (channel parts cut at multiples of 16 keep their own layout), `conv` is the
+/// `conv1x1_i8` contract on it, bit-exact to the table's `conv1x1_i8` on the rows.
+#[derive(Clone, Copy)]
+pub struct PackedConv1x1I8 {
+    /// `(cout, cin, w)`: `w` permuted in place into the layout `conv` reads.
+    pub pack: fn(usize, usize, &mut [i8]),
+    /// The `conv1x1_i8` contract on packed weights.
+    pub conv: ConvI8,
+    /// As [`PackedConv1x1F32::min_pixels`].
+    pub min_pixels: usize,
 }
 
 /// The pointwise conv (GEMM) slot, f32.
@@ -220,6 +236,8 @@ pub struct Kernels {
     pub conv1x1_f32_packed: Option<PackedConv1x1F32>,
     /// `reference::conv1x1::conv1x1_i8`.
     pub conv1x1_i8: ConvI8,
+    /// [`PackedConv1x1I8`], for the Materialized experts' pointwise convs; `None`: rows.
+    pub conv1x1_i8_packed: Option<PackedConv1x1I8>,
     /// `reference::conv::conv_f32` (the k×k stem).
     pub conv_f32: ConvF32,
     /// `reference::conv::conv_i8`.
@@ -267,6 +285,7 @@ impl Kernels {
             conv1x1_f32: reference::conv1x1::conv1x1_f32,
             conv1x1_f32_packed: None,
             conv1x1_i8: reference::conv1x1::conv1x1_i8,
+            conv1x1_i8_packed: None,
             conv_f32: reference::conv::conv_f32,
             conv_i8: reference::conv::conv_i8,
             dwconv3x3_f32: reference::dwconv3x3::dwconv3x3_f32,

@@ -103,23 +103,28 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
     let kern = cx.kern;
     match q {
         Some((qx, qy)) => {
-            let (w, ws) = match w {
+            let (w, ws, packed) = match w {
                 Weights::Rebuilt(b) => {
                     let (w, s) = b.split_at(wlen);
-                    (&i8s(w)[..n], &f32s(s)?[..cout])
+                    let packed = kern
+                        .conv1x1_i8_packed
+                        .filter(|p| pointwise && g.ho * g.wo >= p.min_pixels);
+                    (&i8s(w)[..n], &f32s(s)?[..cout], packed)
                 }
-                Weights::Shared(w, ws) => {
-                    (expect_len(i8s(w), n, i)?, expect_len(f32s(ws)?, cout, i)?)
-                }
+                Weights::Shared(w, ws) => (
+                    expect_len(i8s(w), n, i)?,
+                    expect_len(f32s(ws)?, cout, i)?,
+                    None,
+                ),
             };
             let (x, y) = (i8s(x), i8s_mut(y));
             match delta {
                 None => {
                     let rq = op_requant(&mut cx.rq, cx.requant, bias, qx, ws, qy, i)?;
-                    let f = if pointwise {
-                        kern.conv1x1_i8
-                    } else {
-                        kern.conv_i8
+                    let f = match (pointwise, packed) {
+                        (true, Some(p)) => p.conv,
+                        (true, None) => kern.conv1x1_i8,
+                        (false, _) => kern.conv_i8,
                     };
                     cx.par
                         .conv_i8(f, false, &g, x, qx.zero_point, w, rq, out_q(qy, relu), y);
@@ -142,9 +147,13 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
         }
         None => {
             // A Materialized pointwise expert is in the packed slot's layout when the table
-            // has one (`Engine::materialize` laid it out).
+            // has one (`Engine::materialize` laid it out), as in int8.
             let (w, packed) = match w {
-                Weights::Rebuilt(b) if pointwise => (&f32s(b)?[..n], kern.conv1x1_f32_packed),
+                Weights::Rebuilt(b) if pointwise => (
+                    &f32s(b)?[..n],
+                    kern.conv1x1_f32_packed
+                        .filter(|p| g.ho * g.wo >= p.min_pixels),
+                ),
                 Weights::Rebuilt(b) => (&f32s(b)?[..n], None),
                 Weights::Shared(w, _) => (expect_len(f32s(w)?, n, i)?, None),
             };

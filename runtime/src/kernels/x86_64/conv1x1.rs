@@ -485,28 +485,120 @@ pub(crate) fn conv1x1_i8(
     if n > MAXC || cout > MAXQ || npix < PO {
         return conv1x1_i8_dots(g, x, zx, w, rq, q, y);
     }
-    let (w, rq, y) = (&w[..cout * n], &rq[..cout], &mut y[..npix * cout]);
-    let mut cols = RqCols::new();
-    let _ = Requant::new(rq, &mut cols);
-    outer_i8(g, x, zx, w, &mut |t: OuterTile<'_>| {
-        // SAFETY: only installed after AVX2 detection; `OuterTile`'s invariants, and
-        // `ob + 16 ≤ MAXQ` when two blocks (`cout ≤ MAXQ`).
-        let out = unsafe {
-            if t.nb > 8 {
-                tile_outer::<2>(t.wp, t.xw, t.pairs, &cols, t.ob, q)
-            } else {
-                tile_outer::<1>(t.wp, t.xw, t.pairs, &cols, t.ob, q)
+    conv1x1_i8_outer(g, x, zx, w, false, rq, q, y)
+}
+
+/// Smallest conv (output pixels) whose weights the switch packs for
+/// [`conv1x1_i8_packed`]: below, the dot tiles reading int8 rows beat sign-extending every
+/// weight per call for a tile of mostly idle rows (the 1-pixel last stages at small inputs).
+pub(crate) const PACKED_I8_MIN_PIXELS: usize = PO;
+
+/// Whether [`pack_conv1x1_i8`] lays out (and [`conv1x1_i8_packed`] reads) a weight of
+/// `cin` inputs: the outer product's widths with whole input pairs (an odd `cin` would
+/// need a padding byte per channel). It must not depend on `cout`: a conv split by
+/// channels hands its parts slices of the whole's layout.
+fn packs_i8(cin: usize) -> bool {
+    cin > 0 && cin <= MAXC && cin.is_multiple_of(2)
+}
+
+/// Lays a `[cout, cin]` int8 weight out in place for [`conv1x1_i8_packed`]: every whole
+/// block of 8 output channels becomes `[cin/2][8][2]` — the order [`pack_pairs`] gives
+/// the outer product's i16 panel — so a call only sign-extends it, without the per-call
+/// transposes; the last `cout % 8` rows stay rows at the same offset. The length is
+/// unchanged, and channels `c0 .. c0 + m` (`c0`, and `m` unless it reaches `cout`,
+/// multiples of 8) are that slice's own layout. Shapes [`packs_i8`] refuses stay rows.
+pub(crate) fn pack_conv1x1_i8(cout: usize, cin: usize, w: &mut [i8]) {
+    if !packs_i8(cin) {
+        return;
+    }
+    let mut rows = [0i8; 8 * MAXC];
+    for blk in w[..cout / 8 * 8 * cin].chunks_exact_mut(8 * cin) {
+        rows[..8 * cin].copy_from_slice(blk);
+        let rows = &rows[..8 * cin];
+        let mut k = 0;
+        while 2 * k + 16 <= cin {
+            let r: [&[i8]; 8] = core::array::from_fn(|l| &rows[l * cin + 2 * k..][..16]);
+            // SAFETY: only installed after AVX2 detection; each row holds 16 bytes.
+            let t = unsafe { transpose_pairs_8x8(r) };
+            for (j, v) in t.into_iter().enumerate() {
+                let dst = &mut blk[16 * (k + j)..][..16];
+                // SAFETY: `dst` holds 16 bytes.
+                unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), v) };
             }
-        };
-        for (i, o) in out.iter().enumerate().take(t.np) {
-            let dst = &mut y[(t.p + i) * cout + t.ob..][..t.nb];
-            // Two whole blocks as one fixed-size move (a variable-length copy is a call).
-            match <&mut [i8; 16]>::try_from(&mut *dst) {
-                Ok(d) => *d = *o,
-                Err(_) => dst.copy_from_slice(&o[..t.nb]),
+            k += 8;
+        }
+        for kk in k..cin / 2 {
+            for l in 0..8 {
+                for j in 0..2 {
+                    blk[16 * kk + 2 * l + j] = rows[l * cin + 2 * kk + j];
+                }
             }
         }
-    });
+    }
+}
+
+/// [`conv1x1_i8`] on weights [`pack_conv1x1_i8`] laid out at `select` (bit-exact to it on
+/// the rows). Every shape it packs takes the outer product, at any pixel count (the dot
+/// tiles read rows); the others run [`conv1x1_i8`].
+pub(crate) fn conv1x1_i8_packed(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    if !packs_i8(g.cin) {
+        return conv1x1_i8(g, x, zx, w, rq, q, y);
+    }
+    conv1x1_i8_outer(g, x, zx, w, true, rq, q, y)
+}
+
+/// The outer-product int8 conv; `prepacked`: `w` is [`pack_conv1x1_i8`]'s layout.
+#[allow(clippy::too_many_arguments)]
+fn conv1x1_i8_outer(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    prepacked: bool,
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
+    let (w, rq, y) = (&w[..cout * n], &rq[..cout], &mut y[..npix * cout]);
+    // The requantisation lanes hold `MAXQ` channels: wider convs go `MAXQ` at a time (a
+    // multiple of 16, so each run of a packed weight is that run's own layout).
+    let mut c0 = 0;
+    while c0 < cout {
+        let m = MAXQ.min(cout - c0);
+        let sub = Geom { cout: m, ..*g };
+        let mut cols = RqCols::new();
+        let _ = Requant::new(&rq[c0..c0 + m], &mut cols);
+        let wsub = &w[c0 * n..(c0 + m) * n];
+        outer_i8(&sub, x, zx, wsub, prepacked, &mut |t: OuterTile<'_>| {
+            // SAFETY: only installed after AVX2 detection; `OuterTile`'s invariants, and
+            // `ob + 16 ≤ MAXQ` when two blocks (`m ≤ MAXQ`).
+            let out = unsafe {
+                if t.nb > 8 {
+                    tile_outer::<2>(t.wp, t.xw, t.pairs, &cols, t.ob, q)
+                } else {
+                    tile_outer::<1>(t.wp, t.xw, t.pairs, &cols, t.ob, q)
+                }
+            };
+            for (i, o) in out.iter().enumerate().take(t.np) {
+                let dst = &mut y[(t.p + i) * cout + c0 + t.ob..][..t.nb];
+                // Two whole blocks as one fixed-size move (a variable-length copy is a call).
+                match <&mut [i8; 16]>::try_from(&mut *dst) {
+                    Ok(d) => *d = *o,
+                    Err(_) => dst.copy_from_slice(&o[..t.nb]),
+                }
+            }
+        });
+        c0 += m;
+    }
 }
 
 /// One call of [`outer_i8`]'s tile function: channels `ob .. ob + nb` (two 8-channel
@@ -530,7 +622,14 @@ struct OuterTile<'t> {
 /// the widest convs), the inputs of each [`PO`]-pixel tile widened once per panel, then
 /// `tile` on every [`OuterTile`], a panel's pixel tiles in order, a pixel tile's channel
 /// blocks in order.
-fn outer_i8(g: &Geom, x: &[i8], zx: i32, w: &[i8], tile: &mut dyn FnMut(OuterTile<'_>)) {
+fn outer_i8(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    prepacked: bool,
+    tile: &mut dyn FnMut(OuterTile<'_>),
+) {
     let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
     let (pairs, blocks) = (n.div_ceil(2), cout.div_ceil(8));
     // `n ≤ MAXC` gives `16·pairs ≤ 8192`: at least 4 blocks a panel.
@@ -542,12 +641,24 @@ fn outer_i8(g: &Geom, x: &[i8], zx: i32, w: &[i8], tile: &mut dyn FnMut(OuterTil
     while b0 < blocks {
         let nbk = panel.min(blocks - b0);
         let (lo, hi) = (8 * b0, cout.min(8 * (b0 + nbk)));
-        let wp = pack_pairs(
-            &w[lo * n..hi * n],
-            n,
-            hi - lo,
-            &mut store[..nbk * 16 * pairs],
-        );
+        let st = &mut store[..nbk * 16 * pairs];
+        let wp = if prepacked {
+            // Whole blocks are already in pair order: sign-extended; a short last block
+            // is still rows.
+            let whole = (hi - lo) / 8 * 8;
+            let (a, b) = st.split_at_mut(whole / 8 * 16 * pairs);
+            // SAFETY: only installed after AVX2 detection; `a` holds `16·pairs` per block,
+            // `8·pairs = n` bytes per channel (`n` even), as many as the slice of `w`.
+            unsafe { widen_pairs(&w[lo * n..(lo + whole) * n], a) };
+            if !b.is_empty() {
+                pack_pairs(&w[(lo + whole) * n..hi * n], n, hi - lo - whole, b);
+            }
+            // SAFETY: both parts were written in full above; `MaybeUninit<i16>` has the
+            // layout of `i16`.
+            unsafe { &*(&*st as *const [MaybeUninit<i16>] as *const [i16]) }
+        } else {
+            pack_pairs(&w[lo * n..hi * n], n, hi - lo, st)
+        };
         let mut p = 0;
         while p < npix {
             let np = PO.min(npix - p);
@@ -627,14 +738,32 @@ fn pack_pairs<'s>(w: &[i8], n: usize, cout: usize, store: &'s mut [MaybeUninit<i
 }
 
 /// 8 channels × 8 input pairs: `rows[l]` is channel `l`'s 16 inputs; writes pair `j`'s
-/// `[(w_0, w_0'), …, (w_7, w_7')]` sign-extended to i16 at `out[16j..16j + 16]` — an 8×8
-/// transpose of 16-bit pairs (three rounds of unpacks), then one widening per pair.
+/// `[(w_0, w_0'), …, (w_7, w_7')]` sign-extended to i16 at `out[16j..16j + 16]`.
 ///
 /// # Safety
 /// AVX2 available; every row holds 16 bytes, `out` 128 elements.
 #[target_feature(enable = "avx2")]
 unsafe fn pack_8x8(rows: [&[i8]; 8], out: &mut [MaybeUninit<i16>]) {
-    debug_assert!(rows.iter().all(|r| r.len() >= 16) && out.len() >= 128);
+    debug_assert!(out.len() >= 128);
+    // SAFETY: this function's contract.
+    let t = unsafe { transpose_pairs_8x8(rows) };
+    for (j, v) in t.into_iter().enumerate() {
+        // SAFETY: pair `j < 8`: 16 i16 inside `out`'s 128.
+        unsafe {
+            _mm256_storeu_si256(out.as_mut_ptr().add(16 * j).cast(), _mm256_cvtepi8_epi16(v))
+        };
+    }
+}
+
+/// 8 channels × 8 input pairs as bytes: `rows[l]` is channel `l`'s 16 inputs; vector `j`
+/// is pair `j`'s `[(w_0, w_0'), …, (w_7, w_7')]` — an 8×8 transpose of 16-bit pairs (three
+/// rounds of unpacks).
+///
+/// # Safety
+/// AVX2 available; every row holds 16 bytes.
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_pairs_8x8(rows: [&[i8]; 8]) -> [__m128i; 8] {
+    debug_assert!(rows.iter().all(|r| r.len() >= 16));
     let mut r = [_mm_setzero_si128(); 8];
     for (v, row) in r.iter_mut().zip(rows) {
         // SAFETY: each row holds 16 bytes (this function's contract).
@@ -661,22 +790,33 @@ unsafe fn pack_8x8(rows: [&[i8]; 8], out: &mut [MaybeUninit<i16>]) {
         _mm_unpacklo_epi32(t[5], t[7]),
         _mm_unpackhi_epi32(t[5], t[7]),
     ];
+    let mut out = [_mm_setzero_si128(); 8];
     for j in 0..4 {
-        for (h, v) in [
-            _mm_unpacklo_epi64(u[j], u[j + 4]),
-            _mm_unpackhi_epi64(u[j], u[j + 4]),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            // SAFETY: pair `2j + h < 8`: 16 i16 inside `out`'s 128.
-            unsafe {
-                _mm256_storeu_si256(
-                    out.as_mut_ptr().add(16 * (2 * j + h)).cast(),
-                    _mm256_cvtepi8_epi16(v),
-                )
-            };
+        out[2 * j] = _mm_unpacklo_epi64(u[j], u[j + 4]);
+        out[2 * j + 1] = _mm_unpackhi_epi64(u[j], u[j + 4]);
+    }
+    out
+}
+
+/// `out[i] = w[i]` sign-extended to i16 for `i < w.len()` (a prepacked block's pairs).
+///
+/// # Safety
+/// AVX2 available; `out.len() ≥ w.len()`.
+#[target_feature(enable = "avx2")]
+unsafe fn widen_pairs(w: &[i8], out: &mut [MaybeUninit<i16>]) {
+    let n = w.len();
+    debug_assert!(out.len() >= n);
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: `i + 16 <= n ≤ out.len()`: 16 bytes read, 16 i16 written.
+        unsafe {
+            let v = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr().add(i).cast()));
+            _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), v);
         }
+        i += 16;
+    }
+    for j in i..n {
+        out[j].write(w[j] as i16);
     }
 }
 
@@ -807,7 +947,7 @@ pub(crate) fn conv1x1_sums_i8(
     // A panel's tile rows, each written by its blocks before the panel's last block hands
     // them on (no 16 KiB zeroing per call).
     let mut acc = [const { MaybeUninit::<i32>::uninit() }; PO * MAXQ];
-    outer_i8(g, x, zx, &w[..cout * n], &mut |t: OuterTile<'_>| {
+    outer_i8(g, x, zx, &w[..cout * n], false, &mut |t: OuterTile<'_>| {
         // SAFETY: only installed after AVX2 detection; `OuterTile`'s invariants.
         let s = unsafe {
             if t.nb > 8 {

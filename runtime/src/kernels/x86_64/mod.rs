@@ -43,8 +43,14 @@ pub(crate) fn avx2() -> Kernels {
         conv1x1_f32_packed: Some(crate::kernels::PackedConv1x1F32 {
             pack: conv1x1::pack_conv1x1_f32,
             conv: conv1x1::conv1x1_f32_packed,
+            min_pixels: 1,
         }),
         conv1x1_i8: conv1x1::conv1x1_i8,
+        conv1x1_i8_packed: Some(crate::kernels::PackedConv1x1I8 {
+            pack: conv1x1::pack_conv1x1_i8,
+            conv: conv1x1::conv1x1_i8_packed,
+            min_pixels: conv1x1::PACKED_I8_MIN_PIXELS,
+        }),
         conv_f32: stem::conv_f32,
         conv_i8: stem::conv_i8,
         dwconv3x3_f32: dw3x3::dwconv3x3_f32,
@@ -73,6 +79,8 @@ pub(crate) fn vnni_detected() -> bool {
 pub(crate) fn avx512vnni() -> Kernels {
     Kernels {
         conv1x1_i8: conv1x1_vnni::conv1x1_i8,
+        // The VNNI GEMM packs its own layout per call; the AVX2 packed conv would shadow it.
+        conv1x1_i8_packed: None,
         isa: "x86_64-avx2-vnni",
         ..avx2()
     }
