@@ -1,5 +1,7 @@
 //! AVX2 pointwise conv (the GEMM that dominates ShuffleNetV2), as outer products: the
-//! weights are packed per call into panels whose vector lanes are output channels, each
+//! weights are packed into panels whose vector lanes are output channels — per call, or
+//! once per department switch for a Materialized expert (`pack_conv1x1_*` in place, read
+//! by the `*_packed` convs: the same bits) — each
 //! broadcast input feeds two 8-channel blocks of several pixels, and the output stage
 //! (bias + ReLU for f32, the requantisation for int8) runs on the finished accumulators in
 //! registers — no horizontal sums. Dot-product tiles (`P` pixels × 4 channels, each
