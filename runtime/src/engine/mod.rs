@@ -353,6 +353,7 @@ impl<'b, 'a> Engine<'b, 'a> {
                 continue;
             };
             let (cout, kk, cin) = (cout as usize, k as usize, input.c_len as usize);
+            let (pad, mode) = (pad as usize, plan.mode());
             let bad = EngineError::Malformed { op: i };
             let v = ops::value(p.table, output, i)?;
             let hw = v.h as usize * v.w as usize;
@@ -399,15 +400,19 @@ impl<'b, 'a> Engine<'b, 'a> {
                     out,
                     ds,
                 );
-                match (kk, pad, kernels.conv1x1_i8_packed) {
-                    (1, 0, Some(p)) if hw >= p.min_pixels => (p.pack)(cout, cin, out),
+                match kernels.conv1x1_i8_packed {
+                    Some(p) if ops::conv::packed(mode, kk, pad, hw, p.min_pixels) => {
+                        (p.pack)(cout, cin, out)
+                    }
                     _ => {}
                 }
             } else {
                 let out = &mut f32s_mut(dst)?[..n];
                 switch::materialize_f32(expect_len(f32s(w0)?, n, i)?, &delta, out);
-                match (kk, pad, kernels.conv1x1_f32_packed) {
-                    (1, 0, Some(p)) if hw >= p.min_pixels => (p.pack)(cout, cin, out),
+                match kernels.conv1x1_f32_packed {
+                    Some(p) if ops::conv::packed(mode, kk, pad, hw, p.min_pixels) => {
+                        (p.pack)(cout, cin, out)
+                    }
                     _ => {}
                 }
             }

@@ -11,7 +11,7 @@ use super::{
     tensor, Ctx, R,
 };
 use crate::engine::EngineError;
-use crate::format::{layout, Op};
+use crate::format::{layout, Mode, Op};
 use crate::switch::{self, Delta};
 
 /// A conv's weights, prepared.
@@ -97,7 +97,8 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
     let q = cx.io_qparams(input.value, output, i)?;
     let (rin, rout) = (cx.range(&vin, i)?, cx.range(&vout, i)?);
     let (y, [x]) = io(cx.act, rout, [rin], i)?;
-    let pointwise = kk == 1 && pad == 0;
+    let (pointwise, pad) = (kk == 1 && pad == 0, pad as usize);
+    let mode = cx.plan.mode();
 
     // Eval.
     let kern = cx.kern;
@@ -108,7 +109,7 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                     let (w, s) = b.split_at(wlen);
                     let packed = kern
                         .conv1x1_i8_packed
-                        .filter(|p| pointwise && g.ho * g.wo >= p.min_pixels);
+                        .filter(|p| packed(mode, kk, pad, g.ho * g.wo, p.min_pixels));
                     (&i8s(w)[..n], &f32s(s)?[..cout], packed)
                 }
                 Weights::Shared(w, ws) => (
@@ -152,7 +153,7 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                 Weights::Rebuilt(b) if pointwise => (
                     &f32s(b)?[..n],
                     kern.conv1x1_f32_packed
-                        .filter(|p| g.ho * g.wo >= p.min_pixels),
+                        .filter(|p| packed(mode, kk, pad, g.ho * g.wo, p.min_pixels)),
                 ),
                 Weights::Rebuilt(b) => (&f32s(b)?[..n], None),
                 Weights::Shared(w, _) => (expect_len(f32s(w)?, n, i)?, None),
@@ -183,6 +184,21 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
         }
     }
     Ok(())
+}
+
+/// Whether a rebuilt expert conv (`k`, `pad`, `hw` output pixels) is kept in the layout of
+/// the table's packed pointwise slot (whose `min_pixels` is given): `Engine::materialize`
+/// packs it and [`eval`] runs the packed conv on it. Only in `Materialized` mode: `Auto`
+/// is the mode of cheap switches, and packing adds ~10 % to a switch there (0.5x @64) for
+/// what it saves per inference.
+pub(in crate::engine) fn packed(
+    mode: Mode,
+    k: usize,
+    pad: usize,
+    hw: usize,
+    min_pixels: usize,
+) -> bool {
+    mode == Mode::Materialized && k == 1 && pad == 0 && hw >= min_pixels
 }
 
 /// A streamed k×k expert (the stem) rebuilt for this inference as the switch rebuilds a
