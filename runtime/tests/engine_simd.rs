@@ -215,6 +215,25 @@ cross_test!(
 cross_test!(conv_i8_twin_is_bit_exact, conv_i8, Family::Stem, i8);
 cross_test!(conv_f32_twin_within_bound, conv_f32, Family::Stem, f32);
 
+/// A random channel part `(c0, m)` of a `cout`-channel conv as the threads cut it: `c0` a
+/// multiple of 16, `m` a multiple of 16 or the rest; `None` when empty.
+fn channel_part(r: &mut ChaCha8Rng, cout: usize) -> Option<(usize, usize)> {
+    let c0 = r.gen_range(0..=cout / 16) * 16;
+    let m = if c0 < cout && r.gen_bool(0.5) {
+        cout - c0
+    } else {
+        r.gen_range(0..=(cout - c0) / 16) * 16
+    };
+    (m > 0).then_some((c0, m))
+}
+
+/// Channels `c0 .. c0 + m` of every pixel of a dense `[pixels, cout]` output.
+fn channels<T: Copy>(y: &[T], cout: usize, (c0, m): (usize, usize)) -> Vec<T> {
+    y.chunks_exact(cout)
+        .flat_map(|px| px[c0..c0 + m].iter().copied())
+        .collect()
+}
+
 /// A table's pre-packed pointwise f32 conv on its `pack`ed weights gives the bits of the
 /// table's row conv, for the whole conv and for channel parts cut at multiples of 16 (the
 /// threads' split) out of the packed weights.
@@ -250,23 +269,14 @@ fn packed_conv1x1_f32_is_the_row_conv() {
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&a), bits(&b), "{k:?} {g:?}");
             // A part: channels c0 .. c0 + m of the packed weights.
-            let c0 = r.gen_range(0..=g.cout / 16) * 16;
-            let m = if c0 < g.cout && r.gen_bool(0.5) {
-                g.cout - c0
-            } else {
-                r.gen_range(0..=(g.cout - c0) / 16) * 16
-            };
-            if m == 0 {
+            let Some((c0, m)) = channel_part(&mut r, g.cout) else {
                 continue;
-            }
+            };
             let sub = Geom { cout: m, ..g };
             let mut part = vec![0.0f32; sub.out_len()];
             let wp = &packed[c0 * g.cin..(c0 + m) * g.cin];
             (p.conv)(&sub, &x, wp, &bias[c0..c0 + m], relu, &mut part);
-            let whole: Vec<f32> = a
-                .chunks_exact(g.cout)
-                .flat_map(|px| px[c0..c0 + m].iter().copied())
-                .collect();
+            let whole = channels(&a, g.cout, (c0, m));
             assert_eq!(bits(&part), bits(&whole), "{k:?} {g:?} part {c0}+{m}");
             checked += 1;
         }
@@ -328,23 +338,14 @@ fn packed_conv1x1_i8_is_the_row_conv() {
             (k.conv1x1_i8)(&g, &x, zx, &w, &rq, q, &mut a);
             (p.conv)(&g, &x, zx, &packed, &rq, q, &mut b);
             assert_eq!(a, b, "{k:?} {g:?}");
-            let c0 = r.gen_range(0..=g.cout / 16) * 16;
-            let m = if c0 < g.cout && r.gen_bool(0.5) {
-                g.cout - c0
-            } else {
-                r.gen_range(0..=(g.cout - c0) / 16) * 16
-            };
-            if m == 0 {
+            let Some((c0, m)) = channel_part(&mut r, g.cout) else {
                 continue;
-            }
+            };
             let sub = Geom { cout: m, ..g };
             let mut part = vec![0i8; sub.out_len()];
             let wp = &packed[c0 * g.cin..(c0 + m) * g.cin];
             (p.conv)(&sub, &x, zx, wp, &rq[c0..c0 + m], q, &mut part);
-            let whole: Vec<i8> = a
-                .chunks_exact(g.cout)
-                .flat_map(|px| px[c0..c0 + m].iter().copied())
-                .collect();
+            let whole = channels(&a, g.cout, (c0, m));
             assert_eq!(part, whole, "{k:?} {g:?} part {c0}+{m}");
             checked += 1;
         }
