@@ -150,12 +150,11 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
             // A Materialized pointwise expert is in the packed slot's layout when the table
             // has one (`Engine::materialize` laid it out), as in int8.
             let (w, packed) = match w {
-                Weights::Rebuilt(b) if pointwise => (
+                Weights::Rebuilt(b) => (
                     &f32s(b)?[..n],
                     kern.conv1x1_f32_packed
                         .filter(|p| packed(mode, kk, pad, g.ho * g.wo, p.min_pixels)),
                 ),
-                Weights::Rebuilt(b) => (&f32s(b)?[..n], None),
                 Weights::Shared(w, _) => (expect_len(f32s(w)?, n, i)?, None),
             };
             let (x, y) = (f32s(x)?, f32s_mut(y)?);
@@ -189,8 +188,8 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
 /// Whether a rebuilt expert conv (`k`, `pad`, `hw` output pixels) is kept in the layout of
 /// the table's packed pointwise slot (whose `min_pixels` is given): `Engine::materialize`
 /// packs it and [`eval`] runs the packed conv on it. Only in `Materialized` mode: `Auto`
-/// is the mode of cheap switches, and packing adds ~10 % to a switch there (0.5x @64) for
-/// what it saves per inference.
+/// is the mode of cheap switches, and packing there added ~11 % to its switch at 0.5x @64
+/// (past the switch target) while saving less than that per inference.
 pub(in crate::engine) fn packed(
     mode: Mode,
     k: usize,
