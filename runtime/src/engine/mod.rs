@@ -115,8 +115,8 @@ pub struct Engine<'b, 'a> {
     reg: Regions,
     dept: Option<Dept<'a>>,
     kernels: Kernels,
-    /// Requantisation tables `select` left in the scratch region: `(room, rows)`
-    /// (capacity and rows written, in `[i32; 3]` rows; see `ops::RqCache`).
+    /// Requantisation tables `select` left in the scratch region: `(room, used)` in bytes
+    /// (see `ops::RqCache`).
     rq_cached: (usize, usize),
     #[cfg(feature = "threads")]
     pool: Option<par::Pool>,
@@ -314,7 +314,7 @@ impl<'b, 'a> Engine<'b, 'a> {
                 let p = self.parts();
                 let cache = p.scratch.get_mut(at..).unwrap_or_default();
                 self.rq_cached = ops::fill_requant_cache(
-                    table, &m, shared, &dept, &plan, p.table, p.weights, cache,
+                    table, &m, shared, &dept, &plan, p.table, p.weights, cache, p.requant,
                 )?;
             }
         }
@@ -482,7 +482,7 @@ impl<'b, 'a> Engine<'b, 'a> {
         }
         let (plan, kern, shared) = (self.plan, self.kernels, self.bundle.shared());
         let at = self.reg.stream_scratch;
-        let (room, rows) = self.rq_cached;
+        let used = self.rq_cached.1;
         #[cfg(feature = "threads")]
         let (p, par) = {
             let r = self.reg;
@@ -493,10 +493,9 @@ impl<'b, 'a> Engine<'b, 'a> {
         let (p, par) = (self.parts(), par::Par::serial());
         // Streamed experts' buffers first, the cached tables after them.
         let (scratch, cache) = p.scratch.split_at_mut(at.min(p.scratch.len()));
-        let cached = &cache[..(rows * 12).min(cache.len())];
+        let cached = &cache[..used.min(cache.len())];
         let rq = ops::RqCache {
-            rows: bytemuck::try_cast_slice(cached).map_err(|_| EngineError::Misaligned)?,
-            room,
+            words: bytemuck::try_cast_slice(cached).map_err(|_| EngineError::Misaligned)?,
             table: kern.requant_table,
         };
         let mut cx = Ctx {
@@ -770,7 +769,8 @@ mod tests {
     /// The requantisation tables `select` caches in the scratch region give the logits of
     /// tables computed per op, bit for bit: with every table cached, with only those that
     /// fit half the room (some ops left to compute per inference), and with none — in
-    /// Materialized mode and in Auto (where streamed experts use the scratch's start).
+    /// Materialized mode and in Auto (where streamed experts use the scratch's start); and
+    /// the walk packs most tables (8-byte rows) and keeps the others whole.
     #[test]
     fn cached_requant_tables_match_per_op_tables() {
         let seed = crate::test_seed();
@@ -785,12 +785,18 @@ mod tests {
             features: 256,
             ..NetSpec::small()
         };
-        for (mode, spec) in [(Mode::Materialized, small), (Mode::Auto, mixed)] {
-            cached_tables_case(mode, TestNet::random(spec, seed), seed);
+        for (mode, spec, squeeze) in [
+            (Mode::Materialized, small, false),
+            (Mode::Auto, mixed, false),
+            (Mode::Materialized, small, true),
+        ] {
+            cached_tables_case(mode, TestNet::random(spec, seed), seed, squeeze);
         }
     }
 
-    fn cached_tables_case(mode: Mode, net: TestNet, seed: u64) {
+    /// `squeeze`: every other value's calibrated range narrowed 1000× (multipliers above
+    /// one, so shifts above zero: tables that stay whole in the cache beside packed ones).
+    fn cached_tables_case(mode: Mode, net: TestNet, seed: u64, squeeze: bool) {
         let fbytes = AlignedBytes::new(&net.bundle_f32());
         let fb = Bundle::parse(fbytes.as_slice()).unwrap();
         let n = fb.manifest().values.len();
@@ -811,6 +817,11 @@ mod tests {
                 })
                 .unwrap();
             }
+            if squeeze {
+                for (lo, hi) in r.iter_mut().skip(1).step_by(2) {
+                    (*lo, *hi) = (*lo / 1000.0, *hi / 1000.0);
+                }
+            }
             ranges.push(r);
         }
         let qbytes = AlignedBytes::new(&net.bundle_int8(&ranges));
@@ -828,8 +839,23 @@ mod tests {
         let tests = net.inputs(6, seed ^ 2);
         for t in 0..qb.department_count() {
             e.select(t).unwrap();
-            let (room, rows) = e.rq_cached;
-            assert!(rows > 0 && rows <= room, "({room}, {rows})");
+            let (room, used) = e.rq_cached;
+            assert!(used > 0 && used <= room, "({room}, {used})");
+            // Which kinds of entry the walk wrote: `[op, rows << 1 | packed]` headers.
+            let at = e.reg.stream_scratch;
+            let words: std::vec::Vec<u32> =
+                bytemuck::cast_slice(&e.parts().scratch[at..][..used]).to_vec();
+            let (mut kinds, mut k) = ([0usize; 2], 0);
+            while k < used / 4 {
+                let (n, packed) = ((words[k + 1] >> 1) as usize, words[k + 1] & 1);
+                kinds[packed as usize] += 1;
+                k += 2 + n * if packed == 1 { 2 } else { 3 };
+            }
+            assert_eq!(k, used / 4);
+            assert!(kinds[1] > 0, "no packed table: {kinds:?}");
+            if squeeze {
+                assert!(kinds[0] > 0, "no whole table: {kinds:?}");
+            }
             let logits = |e: &mut Engine<'_, '_>| {
                 let mut out = std::vec::Vec::new();
                 for x in &tests {
@@ -844,7 +870,7 @@ mod tests {
             let m = *qb.manifest();
             let shared = qb.shared();
             let dept = e.dept.unwrap();
-            let half = rows / 2 * 12;
+            let half = used / 8 * 4;
             let (plan, at) = (e.plan, e.reg.stream_scratch);
             let table = e.kernels.requant_table;
             let p = e.parts();
@@ -857,9 +883,10 @@ mod tests {
                 p.table,
                 p.weights,
                 &mut p.scratch[at..at + half],
+                p.requant,
             )
             .unwrap();
-            assert!(c.1 > 0 && c.1 <= c.0 && c.1 < rows, "{c:?} of {rows}");
+            assert!(c.1 > 0 && c.1 <= c.0 && c.1 < used, "{c:?} of {used}");
             e.rq_cached = c;
             let partial = logits(&mut e);
             e.rq_cached = (0, 0);

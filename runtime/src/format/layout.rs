@@ -19,10 +19,11 @@
 //! both:         pooled feature vector f32 [features]
 //! ```
 //! Every region starts 16-aligned. Requantisation parameters depend on the department's
-//! activation scales: in Materialized int8 mode `select` computes them for the ops whose
-//! `[bias, multiplier, shift]` rows fit the rebuild scratch (idle at inference in that
-//! mode), the other ops at each `infer` into the requant scratch (integer arithmetic,
-//! ~130 Cortex-M instructions a channel). No region grows for it.
+//! activation scales: in Materialized (and Auto) int8 mode `select` computes them for the
+//! ops whose `[bias, multiplier, shift]` rows fit the rebuild scratch (idle at inference in
+//! that mode), most of them packed into 8 bytes a row (`engine::ops::RqCache`), the other
+//! ops at each `infer` into the requant scratch (integer arithmetic, ~200 Cortex-M
+//! instructions a channel, against ~8 to unpack a cached row). No region grows for it.
 use crate::format::plan::Plan;
 use crate::format::{Manifest, Mode, Op, Precision};
 

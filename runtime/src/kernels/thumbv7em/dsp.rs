@@ -161,33 +161,47 @@ impl Kq {
 
 /// The output stage's steps for two outputs of one channel, the constants loaded from `k`
 /// by `LDRD` as they are needed: `ADD` bias, `LSL` lsh; `SMLAL` onto `2^30` and `LSR`/`ORR`
-/// take bits 31..62 (the doubling high multiply, `mult ≠ MIN`); when `$round`, the rounding
-/// shift (half away from zero) by `e = rsh1 + 1 ≥ 1` as `v' = v − (v < 0)` (`QADD` of
-/// `v >> 31`: saturating at MIN changes no quotient, `MIN + 2^(e−1)` not being a multiple
-/// of `2^e`), then `⌊(v' + 2^(e−1)) / 2^e⌋ = ((v' >> (e − 1)) >> 1) + carry` (`ASRS #1`
-/// leaves the rounding bit in C, `ADC` adds it: no overflow); `QADD` the zero point,
-/// `SSAT #8`, and the floor `lo` as a byte max (`SSUB8` sets GE0 from the low bytes, `SEL`
-/// picks): 16 instructions an output (14 without the shift), plus 4 loads a pair.
+/// take bits 31..62 (the doubling high multiply, `mult ≠ MIN`); when `round`, the rounding
+/// shift (half away from zero) by `e = rsh1 + 1 ≥ 1` — `lsh` is 0 there, so no `LSL` — as
+/// `v' = v − (v < 0)` (`SUB … LSR #31`: `|x·mult| ≤ 2^31·(2^31 − 1)` keeps `v ≥ MIN + 1`,
+/// so it cannot wrap), then `⌊(v' + 2^(e−1)) / 2^e⌋ = ((v' >> (e − 1)) >> 1) + carry`
+/// (`ASRS #1` leaves the rounding bit in C, `ADC` adds it: no overflow); `QADD` the zero
+/// point, `SSAT #8`, and the floor `lo` as a byte max (`SSUB8` sets GE0 from the low bytes,
+/// `SEL` picks): 14 instructions an output either way, plus 4 loads a pair.
 macro_rules! requant_pair_asm {
     ($k:expr, $a:expr, $b:expr, round) => {
         requant_pair_asm!(@emit $k, $a, $b,
-            "ldr {t2}, [{p}, #12]",
-            "asr {t0}, {a}, #31",
-            "qadd {a}, {a}, {t0}",
-            "asr {a}, {a}, {t2}",
-            "asrs {a}, {a}, #1",
-            "adc {a}, {a}, #0",
-            "asr {t0}, {b}, #31",
-            "qadd {b}, {b}, {t0}",
-            "asr {b}, {b}, {t2}",
-            "asrs {b}, {b}, #1",
-            "adc {b}, {b}, #0",
+            [
+                "ldr {t0}, [{p}]",
+                "add {a}, {a}, {t0}",
+                "add {b}, {b}, {t0}",
+            ],
+            [
+                "ldr {t2}, [{p}, #12]",
+                "sub {a}, {a}, {a}, lsr #31",
+                "asr {a}, {a}, {t2}",
+                "asrs {a}, {a}, #1",
+                "adc {a}, {a}, #0",
+                "sub {b}, {b}, {b}, lsr #31",
+                "asr {b}, {b}, {t2}",
+                "asrs {b}, {b}, #1",
+                "adc {b}, {b}, #0",
+            ]
         )
     };
     ($k:expr, $a:expr, $b:expr, exact) => {
-        requant_pair_asm!(@emit $k, $a, $b,)
+        requant_pair_asm!(@emit $k, $a, $b,
+            [
+                "ldrd {t0}, {t1}, [{p}]",
+                "add {a}, {a}, {t0}",
+                "lsl {a}, {a}, {t1}",
+                "add {b}, {b}, {t0}",
+                "lsl {b}, {b}, {t1}",
+            ],
+            []
+        )
     };
-    (@emit $k:expr, $a:expr, $b:expr, $($round:literal,)*) => {{
+    (@emit $k:expr, $a:expr, $b:expr, [$($pre:literal,)*], [$($round:literal,)*]) => {{
         let (mut a, mut b) = ($a, $b);
         // SAFETY: `p` points at a live `Kq` (a reference), `repr(C, align(8))`: the loads
         // read its fields at offsets 0..24, 8-aligned as `LDRD` needs, and nothing else; no
@@ -196,11 +210,7 @@ macro_rules! requant_pair_asm {
         // `QADD`/`SSAT` perhaps Q, so `preserves_flags` is not claimed.
         unsafe {
             asm!(
-                "ldrd {t0}, {t1}, [{p}]",
-                "add {a}, {a}, {t0}",
-                "lsl {a}, {a}, {t1}",
-                "add {b}, {b}, {t0}",
-                "lsl {b}, {b}, {t1}",
+                $($pre,)*
                 "ldr {t2}, [{p}, #8]",
                 "mov {t0}, #0x40000000",
                 "mov {t1}, #0",
@@ -250,14 +260,12 @@ pub(super) fn requant2k(k: &Kq, a: i32, b: i32) -> [i8; 2] {
 pub(super) fn requant1k(k: &Kq, a: i32) -> i8 {
     let mut a = a;
     macro_rules! one {
-        ($($round:literal,)*) => {
+        ([$($pre:literal,)*], [$($round:literal,)*]) => {
             // SAFETY: as `requant_pair_asm` (the same loads of a live `Kq`, register-only
             // instructions otherwise, flags changed).
             unsafe {
                 asm!(
-                    "ldrd {t0}, {t1}, [{p}]",
-                    "add {a}, {a}, {t0}",
-                    "lsl {a}, {a}, {t1}",
+                    $($pre,)*
                     "ldr {t2}, [{p}, #8]",
                     "mov {t0}, #0x40000000",
                     "mov {t1}, #0",
@@ -282,14 +290,23 @@ pub(super) fn requant1k(k: &Kq, a: i32) -> i8 {
     }
     match k.mode {
         0 => one!(
-            "ldr {t2}, [{p}, #12]",
-            "asr {t0}, {a}, #31",
-            "qadd {a}, {a}, {t0}",
-            "asr {a}, {a}, {t2}",
-            "asrs {a}, {a}, #1",
-            "adc {a}, {a}, #0",
+            ["ldr {t0}, [{p}]", "add {a}, {a}, {t0}",],
+            [
+                "ldr {t2}, [{p}, #12]",
+                "sub {a}, {a}, {a}, lsr #31",
+                "asr {a}, {a}, {t2}",
+                "asrs {a}, {a}, #1",
+                "adc {a}, {a}, #0",
+            ]
         ),
-        1 => one!(),
+        1 => one!(
+            [
+                "ldrd {t0}, {t1}, [{p}]",
+                "add {a}, {a}, {t0}",
+                "lsl {a}, {a}, {t1}",
+            ],
+            []
+        ),
         _ => return k.slow(a),
     }
     a as i8
