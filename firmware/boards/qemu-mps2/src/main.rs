@@ -51,7 +51,11 @@ fn main() -> ! {
     };
     let mut buf = [0u8; 64];
     let cmdline = cmdline(&mut buf);
-    let mut words = cmdline.split_ascii_whitespace();
+    // Without `arg=`, QEMU passes the kernel's file name (when it fits the buffer): words
+    // before `bench` are not a command.
+    let mut words = cmdline
+        .split_ascii_whitespace()
+        .skip_while(|w| *w != "bench");
     match (
         words.next(),
         words.next(),
@@ -79,7 +83,8 @@ fn main() -> ! {
     loop {}
 }
 
-/// The command line QEMU passes with `-append` (semihosting SYS_GET_CMDLINE); empty if none.
+/// The command line QEMU passes (semihosting SYS_GET_CMDLINE: the `arg=` words, else the
+/// kernel's file name and `-append`); empty if none or longer than `buf`.
 fn cmdline(buf: &mut [u8; 64]) -> &str {
     let mut block = [buf.as_mut_ptr() as usize, buf.len()];
     // SAFETY: SYS_GET_CMDLINE writes at most block[1] bytes to block[0] (our buffer, alive and
