@@ -96,7 +96,7 @@ pub(super) fn pair(v: i32) -> u32 {
     (v as u16 as u32) * 0x0001_0001
 }
 
-/// One output channel's requantisation constants as [`requant2k`] / [`requant1k`] load them
+/// One output channel's requantisation constants as [`requant_run`] / [`requant1k`] read them
 /// (`LDRD` pairs at fixed offsets, inside the `asm!`): prepared once per channel, so a
 /// tile's output stage costs its loads, not a rebuild of the constants per call.
 /// `mode` 0: a rounding shift `rsh ≥ 1` (`rsh1 = rsh − 1`); 1: none (`rsh = 0`); 2: an
@@ -159,110 +159,97 @@ impl Kq {
     }
 }
 
-/// The output stage's steps for two outputs of one channel, the constants loaded from `k`
-/// by `LDRD` as they are needed: `ADD` bias, `LSL` lsh; `SMLAL` onto `2^30` and `LSR`/`ORR`
-/// take bits 31..62 (the doubling high multiply, `mult ≠ MIN`); when `round`, the rounding
-/// shift (half away from zero) by `e = rsh1 + 1 ≥ 1` — `lsh` is 0 there, so no `LSL` — as
-/// `v' = v − (v < 0)` (`SUB … LSR #31`: `|x·mult| ≤ 2^31·(2^31 − 1)` keeps `v ≥ MIN + 1`,
-/// so it cannot wrap), then `⌊(v' + 2^(e−1)) / 2^e⌋ = ((v' >> (e − 1)) >> 1) + carry`
-/// (`ASRS #1` leaves the rounding bit in C, `ADC` adds it: no overflow); `QADD` the zero
-/// point, `SSAT #8`, and the floor `lo` as a byte max (`SSUB8` sets GE0 from the low bytes,
-/// `SEL` picks): 14 instructions an output either way, plus 4 loads a pair.
-macro_rules! requant_pair_asm {
-    ($k:expr, $a:expr, $b:expr, round) => {
-        requant_pair_asm!(@emit $k, $a, $b,
+/// `y[i·stride] = requant(s[i])` for every `i` of a run of one channel's sums, each sum
+/// already `acc + bias` (wrapping, as `quant::requant` adds it): one `asm!` loop with the
+/// channel's constants in registers. The steps per output: `LSL` lsh (no rounding shift
+/// only: with a right shift the left one is 0); `SMLAL` onto `2^30` and `LSR`/`ORR` take
+/// bits 31..62 (the doubling high multiply, `mult ≠ MIN`); with a right shift by
+/// `e = rsh1 + 1 ≥ 1` (half away from zero), `v' = v − (v < 0)` as `SUB … LSR #31`
+/// (`|x·mult| ≤ 2^31·(2^31 − 1)` keeps `v ≥ MIN + 1`: no wrap), then
+/// `⌊(v' + 2^(e−1)) / 2^e⌋ = ((v' >> (e − 1)) >> 1) + carry` (`ASRS #1` leaves the rounding
+/// bit in C, `ADC` adds it: no overflow); `QADD` the zero point, `SSAT #8`, and the floor
+/// `lo` as a byte max (`SSUB8` sets GE0 from the low bytes, `SEL` picks); `STRB`. 18
+/// instructions an output with the loop. Exotic channels (mode 2) take `quant::requant`.
+#[inline(always)]
+pub(super) fn requant_run(k: &Kq, s: &[i32], y: &mut [i8], stride: usize) {
+    let len = s.len();
+    if len == 0 {
+        return;
+    }
+    assert!((len - 1) * stride < y.len());
+    macro_rules! run {
+        ($sh:expr, [$($pre:literal,)*], [$($round:literal,)*]) => {
+            // SAFETY: the loop runs `len ≥ 1` times; pass `i` loads the word at `s + 4i`
+            // (inside `s`) and stores one byte at `y + i·stride` (`(len − 1)·stride <
+            // y.len()`, asserted above), so every access is inside the slices; no stack.
+            // Register-only Armv7E-M instructions otherwise; pointers, counter and scratch
+            // are clobbered outputs; `ASRS`/`ADC`/`SSUB8`/`SUBS` change N/Z/C/V/GE and
+            // `QADD`/`SSAT` perhaps Q, so `preserves_flags` is not claimed.
+            unsafe {
+                asm!(
+                    "2:",
+                    "ldr {a}, [{ps}], #4",
+                    $($pre,)*
+                    "mov {t0}, #0x40000000",
+                    "mov {t1}, #0",
+                    "smlal {t0}, {t1}, {a}, {m}",
+                    "lsr {t0}, {t0}, #31",
+                    "orr {a}, {t0}, {t1}, lsl #1",
+                    $($round,)*
+                    "qadd {a}, {a}, {zp}",
+                    "ssat {a}, #8, {a}",
+                    "ssub8 {t0}, {a}, {lo}",
+                    "sel {a}, {a}, {lo}",
+                    "strb {a}, [{py}]",
+                    "add {py}, {py}, {st}",
+                    "subs {n}, {n}, #1",
+                    "bne 2b",
+                    ps = inout(reg) s.as_ptr() => _,
+                    py = inout(reg) y.as_mut_ptr() => _,
+                    st = in(reg) stride,
+                    n = inout(reg) len => _,
+                    m = in(reg) k.mult,
+                    sh = in(reg) $sh,
+                    zp = in(reg) k.zp,
+                    lo = in(reg) k.lo,
+                    a = out(reg) _,
+                    t0 = out(reg) _,
+                    t1 = out(reg) _,
+                    options(nostack),
+                );
+            }
+        };
+    }
+    match k.mode {
+        0 => run!(
+            k.rsh1,
+            [],
             [
-                "ldr {t0}, [{p}]",
-                "add {a}, {a}, {t0}",
-                "add {b}, {b}, {t0}",
-            ],
-            [
-                "ldr {t2}, [{p}, #12]",
                 "sub {a}, {a}, {a}, lsr #31",
-                "asr {a}, {a}, {t2}",
+                "asr {a}, {a}, {sh}",
                 "asrs {a}, {a}, #1",
                 "adc {a}, {a}, #0",
-                "sub {b}, {b}, {b}, lsr #31",
-                "asr {b}, {b}, {t2}",
-                "asrs {b}, {b}, #1",
-                "adc {b}, {b}, #0",
             ]
-        )
-    };
-    ($k:expr, $a:expr, $b:expr, exact) => {
-        requant_pair_asm!(@emit $k, $a, $b,
-            [
-                "ldrd {t0}, {t1}, [{p}]",
-                "add {a}, {a}, {t0}",
-                "lsl {a}, {a}, {t1}",
-                "add {b}, {b}, {t0}",
-                "lsl {b}, {b}, {t1}",
-            ],
-            []
-        )
-    };
-    (@emit $k:expr, $a:expr, $b:expr, [$($pre:literal,)*], [$($round:literal,)*]) => {{
-        let (mut a, mut b) = ($a, $b);
-        // SAFETY: `p` points at a live `Kq` (a reference), `repr(C, align(8))`: the loads
-        // read its fields at offsets 0..24, 8-aligned as `LDRD` needs, and nothing else; no
-        // stores, no stack. Register-only Armv7E-M DSP instructions otherwise; the scratch
-        // registers are clobbered outputs; `ASRS`/`ADC`/`SSUB8` change N/Z/C/V/GE and
-        // `QADD`/`SSAT` perhaps Q, so `preserves_flags` is not claimed.
-        unsafe {
-            asm!(
-                $($pre,)*
-                "ldr {t2}, [{p}, #8]",
-                "mov {t0}, #0x40000000",
-                "mov {t1}, #0",
-                "smlal {t0}, {t1}, {a}, {t2}",
-                "lsr {t0}, {t0}, #31",
-                "orr {a}, {t0}, {t1}, lsl #1",
-                "mov {t0}, #0x40000000",
-                "mov {t1}, #0",
-                "smlal {t0}, {t1}, {b}, {t2}",
-                "lsr {t0}, {t0}, #31",
-                "orr {b}, {t0}, {t1}, lsl #1",
-                $($round,)*
-                "ldrd {t0}, {t1}, [{p}, #16]",
-                "qadd {a}, {a}, {t0}",
-                "ssat {a}, #8, {a}",
-                "ssub8 {t2}, {a}, {t1}",
-                "sel {a}, {a}, {t1}",
-                "qadd {b}, {b}, {t0}",
-                "ssat {b}, #8, {b}",
-                "ssub8 {t2}, {b}, {t1}",
-                "sel {b}, {b}, {t1}",
-                p = in(reg) $k as *const Kq,
-                a = inout(reg) a,
-                b = inout(reg) b,
-                t0 = out(reg) _,
-                t1 = out(reg) _,
-                t2 = out(reg) _,
-                options(pure, readonly, nostack),
-            );
+        ),
+        1 => run!(k.lsh, ["lsl {a}, {a}, {sh}",], []),
+        _ => {
+            for (i, &v) in s.iter().enumerate() {
+                y[i * stride] = k.slow(v.wrapping_sub(k.bias));
+            }
         }
-        [a as i8, b as i8]
-    }};
-}
-
-/// `[rq.apply(a), rq.apply(b)]` for the channel of `k` (two pixels of a 2x2 tile).
-#[inline(always)]
-pub(super) fn requant2k(k: &Kq, a: i32, b: i32) -> [i8; 2] {
-    match k.mode {
-        0 => requant_pair_asm!(k, a, b, round),
-        1 => requant_pair_asm!(k, a, b, exact),
-        _ => [k.slow(a), k.slow(b)],
     }
 }
 
-/// `rq.apply(a)` for the channel of `k`: [`requant2k`]'s sequence for one output.
+/// `rq.apply(a)` for the channel of `k` (`a` before the bias): [`requant_run`]'s steps, the
+/// constants loaded from `k` by `LDRD` as they are needed (`ADD` bias first).
 #[inline(always)]
 pub(super) fn requant1k(k: &Kq, a: i32) -> i8 {
     let mut a = a;
     macro_rules! one {
         ([$($pre:literal,)*], [$($round:literal,)*]) => {
-            // SAFETY: as `requant_pair_asm` (the same loads of a live `Kq`, register-only
-            // instructions otherwise, flags changed).
+            // SAFETY: `p` points at a live `Kq` (a reference), `repr(C, align(8))`: the loads
+            // read its fields at offsets 0..24, 8-aligned as `LDRD` needs, and nothing else; no
+            // stores, no stack. Register-only instructions otherwise, flags changed.
             unsafe {
                 asm!(
                     $($pre,)*

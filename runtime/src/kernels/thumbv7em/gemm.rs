@@ -10,9 +10,10 @@
 //! two words each. Per 4 inputs the inner loop spends 2 weight loads, 4 `SXTB16`, one
 //! 4-word load of both pixels and 8 `SMLAD` (16 MACs): each weight pair is widened once and
 //! used for both pixels.
-use super::dsp::{requant1k, requant2k, smlad, sxtb16, sxtb16_ror8, Kq};
+use super::dsp::{requant_run, smlad, sxtb16, sxtb16_ror8, Kq};
 use crate::kernels::fixed::Rq;
 use crate::kernels::OutQ;
+use core::mem::MaybeUninit;
 
 /// Widened words on the stack for one block of pixels (4 KiB).
 pub(super) const XB: usize = 1024;
@@ -78,7 +79,7 @@ impl<'s> Buf<'s> {
     }
 }
 
-/// `[w0·x0, w0·x1, w1·x0, w1·x1]` over the `g` full groups of a pixel pair.
+/// `init + [w0·x0, w0·x1, w1·x0, w1·x1]` (wrapping) over the `g` full groups of a pixel pair.
 ///
 /// One `asm!` loop, because left to itself LLVM spills an accumulator on the 12 registers
 /// it may use here: per group of 4 inputs it spends 2 weight loads (post-increment,
@@ -86,9 +87,9 @@ impl<'s> Buf<'s> {
 /// as there are no registers to keep all four words), 8 `SMLAD` and the loop's
 /// `SUBS`/`BNE`: 20 instructions per 16 MACs.
 #[inline(always)]
-fn dot2x2(w0: &[i8], w1: &[i8], x: &[u32], g: usize) -> [i32; 4] {
+fn dot2x2(w0: &[i8], w1: &[i8], x: &[u32], g: usize, init: [i32; 4]) -> [i32; 4] {
     let (w0, w1, x) = (&w0[..4 * g], &w1[..4 * g], &x[..4 * g]);
-    let (mut a, mut b, mut c, mut d) = (0i32, 0i32, 0i32, 0i32);
+    let [mut a, mut b, mut c, mut d] = init;
     if g == 0 {
         return [a, b, c, d];
     }
@@ -137,6 +138,116 @@ fn dot2x2(w0: &[i8], w1: &[i8], x: &[u32], g: usize) -> [i32; 4] {
         );
     }
     [a, b, c, d]
+}
+
+/// [`dot2x2`] over `pairs` consecutive pixel pairs in one `asm!` (`n = 4·g` values a pixel,
+/// so pairs are `4·g` words apart), each pair's sums started from `[b0, b0, b1, b1]` and
+/// stored as `s0[2k..2k + 2] = [w0·x, w0·x']`, `s1[2k..2k + 2] = [w1·x, w1·x']`. The inner
+/// loop is `dot2x2`'s; between pairs the loop state lives in a small block in memory (its
+/// address on the stack), as the inner loop holds all 12 registers: ~14 instructions a pair
+/// instead of the Rust tile loop's ~50 of slicing, checks and spills.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dot2x2_run(
+    w0: &[i8],
+    w1: &[i8],
+    xs: &[u32],
+    g: usize,
+    pairs: usize,
+    [b0, b1]: [i32; 2],
+    s0: &mut [MaybeUninit<i32>],
+    s1: &mut [MaybeUninit<i32>],
+) {
+    if g == 0 || pairs == 0 {
+        return;
+    }
+    let (w0, w1, xs) = (&w0[..4 * g], &w1[..4 * g], &xs[..pairs * 4 * g]);
+    let (s0, s1) = (&mut s0[..2 * pairs], &mut s1[..2 * pairs]);
+    #[repr(C, align(8))]
+    struct Ctl {
+        w0: *const i8,
+        w1: *const i8,
+        g: usize,
+        b0: i32,
+        b1: i32,
+        s0: *mut i32,
+        s1: *mut i32,
+        pairs: usize,
+    }
+    let mut ctl = Ctl {
+        w0: w0.as_ptr(),
+        w1: w1.as_ptr(),
+        g,
+        b0,
+        b1,
+        s0: s0.as_mut_ptr().cast(),
+        s1: s1.as_mut_ptr().cast(),
+        pairs,
+    };
+    // SAFETY: `ctl` is a live, exclusively borrowed `repr(C)` block (8-aligned): the loads
+    // and stores at offsets 0..32 are its fields. Each of the `pairs ≥ 1` passes resets the
+    // row pointers to `w0`/`w1` and runs `g ≥ 1` groups reading 4 bytes of each row (the
+    // rows sliced to `4·g` bytes; `LDR` takes any alignment on Armv7-M) and 4 words at `px`
+    // (`xs` sliced to `pairs·4·g` words and advanced 4 words a group: pass `k` reads pair
+    // `k`'s `4·g` words; a word slice is 4-aligned as `LDRD` needs), then stores 2 words at
+    // `s0 + 8k` and at `s1 + 8k` (both sliced to `2·pairs` words). The stack use is 8 bytes
+    // (`SUB`/`ADD sp` around the loops, `sp` 8-aligned as before). Every register operand is
+    // a clobbered output; `SUBS` sets the flags and `SMLAD` perhaps APSR.Q.
+    unsafe {
+        core::arch::asm!(
+            "sub sp, sp, #8",
+            "str {xe}, [sp]",
+            "3:",
+            "ldr {xe}, [sp]",
+            "ldrd {pw0}, {pw1}, [{xe}]",
+            "ldrd {n}, {a}, [{xe}, #8]",
+            "ldr {c}, [{xe}, #16]",
+            "mov {b}, {a}",
+            "mov {d}, {c}",
+            "2:",
+            "ldr {wa}, [{pw0}], #4",
+            "sxtb16 {wo}, {wa}, ror #8",
+            "sxtb16 {wa}, {wa}",
+            "ldrd {xe}, {xo}, [{px}]",
+            "smlad {a}, {wa}, {xe}, {a}",
+            "smlad {a}, {wo}, {xo}, {a}",
+            "ldrd {xe}, {xo}, [{px}, #8]",
+            "smlad {b}, {wa}, {xe}, {b}",
+            "smlad {b}, {wo}, {xo}, {b}",
+            "ldr {wa}, [{pw1}], #4",
+            "sxtb16 {wo}, {wa}, ror #8",
+            "sxtb16 {wa}, {wa}",
+            "smlad {d}, {wa}, {xe}, {d}",
+            "smlad {d}, {wo}, {xo}, {d}",
+            "ldrd {xe}, {xo}, [{px}], #16",
+            "smlad {c}, {wa}, {xe}, {c}",
+            "smlad {c}, {wo}, {xo}, {c}",
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            "ldr {xe}, [sp]",
+            "ldrd {wa}, {wo}, [{xe}, #20]",
+            "strd {a}, {b}, [{wa}], #8",
+            "strd {c}, {d}, [{wo}], #8",
+            "strd {wa}, {wo}, [{xe}, #20]",
+            "ldr {n}, [{xe}, #28]",
+            "subs {n}, {n}, #1",
+            "str {n}, [{xe}, #28]",
+            "bne 3b",
+            "add sp, sp, #8",
+            xe = inout(reg) &mut ctl as *mut Ctl => _,
+            px = inout(reg) xs.as_ptr() => _,
+            pw0 = out(reg) _,
+            pw1 = out(reg) _,
+            n = out(reg) _,
+            a = out(reg) _,
+            b = out(reg) _,
+            c = out(reg) _,
+            d = out(reg) _,
+            wa = out(reg) _,
+            wo = out(reg) _,
+            xo = out(reg) _,
+        );
+    }
 }
 
 /// `[w0·x0, w1·x0]` over the `g` full groups of the pair's pixel 0 (an odd last pixel's
@@ -269,7 +380,7 @@ pub(super) trait Sink {
     }
 }
 
-/// The conv output stage: `y[(p0 + i)·cout + o] = requant(sum, rq[o])`.
+/// The output stage of a lone last pixel: `y[(p0 + i)·cout + o] = requant(sum, rq[o])`.
 struct Requant<'y> {
     rq: &'y [[i32; 3]],
     q: OutQ,
@@ -277,38 +388,21 @@ struct Requant<'y> {
     p0: usize,
     cout: usize,
     o: [usize; 2],
-    /// The channel pair's constants, prepared once for all its tiles.
-    k: [Kq; 2],
 }
 
 impl Sink for Requant<'_> {
     #[inline(always)]
     fn channels(&mut self, o: usize, o1: usize) {
         self.o = [o, o1];
-        // One channel at a time, in place: the two-element array literal built first and
-        // copied in cost ~9 K instructions an inference at @32.
-        self.k[0] = Kq::new(self.rq[o], self.q);
-        self.k[1] = Kq::new(self.rq[o1], self.q);
     }
     #[inline(always)]
     fn put(&mut self, i: usize, second: bool, acc: i32) {
-        let s = usize::from(second);
-        self.y[(self.p0 + i) * self.cout + self.o[s]] = requant1k(&self.k[s], acc);
+        let o = self.o[usize::from(second)];
+        self.put1(i, o, acc);
     }
     #[inline(always)]
     fn put1(&mut self, i: usize, o: usize, acc: i32) {
         self.y[(self.p0 + i) * self.cout + o] = Rq::new(self.rq[o], self.q).apply(acc);
-    }
-    /// The two output rows sliced once per tile, not an index and check per output.
-    #[inline(always)]
-    fn put4(&mut self, i: usize, pair: bool, acc: [i32; 4]) {
-        let (cout, [o, o1]) = (self.cout, self.o);
-        let rows = &mut self.y[(self.p0 + i) * cout..][..2 * cout];
-        let (y0, y1) = rows.split_at_mut(cout);
-        [y0[o], y1[o]] = requant2k(&self.k[0], acc[0], acc[1]);
-        if pair {
-            [y0[o1], y1[o1]] = requant2k(&self.k[1], acc[2], acc[3]);
-        }
     }
 }
 
@@ -342,9 +436,28 @@ impl Sink for Sums<'_> {
     }
 }
 
+/// Pixel pairs of one run of [`block`]'s sums (two runs of 2·[`RUN`] i32 on the stack).
+const RUN: usize = 32;
+
+/// `s[..len]` as initialised values.
+///
+/// # Safety
+/// The caller wrote `s[..len]`.
+unsafe fn written(s: &[MaybeUninit<i32>], len: usize) -> &[i32] {
+    let s = &s[..len];
+    // SAFETY: `MaybeUninit<i32>` has `i32`'s layout and the caller initialised these `len`.
+    unsafe { core::slice::from_raw_parts(s.as_ptr().cast(), len) }
+}
+
 /// `y[(p0 + i)·cout + o] = requant(Σ_k w[o·n + k]·x_i[k], rq[o])` for the `np` widened
 /// pixels in `xb` (pairs of `pair_words(n)` words). Callers checked `w` (`cout·n`), `rq`
 /// (`cout`) and `y`.
+///
+/// Per channel pair and run of up to [`RUN`] pixel pairs: the 2x2 tiles' sums, each started
+/// from its channel's bias (`acc + bias` wraps as `quant::requant`'s does), go to two
+/// stack runs, one a channel; then each run is requantised by one `asm!` loop
+/// ([`requant_run`]) with the channel's constants in registers. An odd last pixel goes
+/// through [`block_into`]'s lone-pixel tiles.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn block(
     xb: &[u32],
@@ -357,16 +470,64 @@ pub(super) fn block(
     p0: usize,
     cout: usize,
 ) {
-    let mut out = Requant {
-        rq,
-        q,
-        y,
-        p0,
-        cout,
-        o: [0; 2],
-        k: [Kq::default(); 2],
-    };
-    block_into(xb, np, n, w, 0, cout, &mut out);
+    let (g, wp, nt) = (n / 4, pair_words(n), n & !3);
+    let pairs = np / 2;
+    let y = &mut y[p0 * cout..];
+    // Uninitialised: zeroing them cost more than a small layer's tiles; each run's first
+    // `2·m` are written below before they are read.
+    let (mut s0, mut s1) = (
+        [MaybeUninit::uninit(); 2 * RUN],
+        [MaybeUninit::uninit(); 2 * RUN],
+    );
+    let whole = nt == n;
+    let mut c0 = 0;
+    while c0 < pairs {
+        let m = RUN.min(pairs - c0);
+        let xs = &xb[c0 * wp..][..m * wp];
+        let mut o = 0;
+        while o < cout {
+            let o1 = (o + 1).min(cout - 1);
+            let (w0, w1) = (&w[o * n..][..n], &w[o1 * n..][..n]);
+            let (t0, t1) = (&w0[nt..], &w1[nt..]);
+            let (b0, b1) = (rq[o][0], rq[o1][0]);
+            if whole {
+                dot2x2_run(w0, w1, xs, g, m, [b0, b1], &mut s0, &mut s1);
+            }
+            for (k, x) in xs.chunks_exact(wp).enumerate().filter(|_| !whole) {
+                let (h0, h1) = (&x[4 * g..], &x[(4 * g + 2).min(wp)..]);
+                let [mut a, mut b, mut c, mut d] = dot2x2(w0, w1, x, g, [b0, b0, b1, b1]);
+                if nt < n {
+                    a = a.wrapping_add(tail(t0, h0));
+                    b = b.wrapping_add(tail(t0, h1));
+                    c = c.wrapping_add(tail(t1, h0));
+                    d = d.wrapping_add(tail(t1, h1));
+                }
+                s0[2 * k..2 * k + 2].copy_from_slice(&[MaybeUninit::new(a), MaybeUninit::new(b)]);
+                s1[2 * k..2 * k + 2].copy_from_slice(&[MaybeUninit::new(c), MaybeUninit::new(d)]);
+            }
+            let yc = &mut y[2 * c0 * cout..];
+            // SAFETY: the tiles above wrote `s0[..2m]` and `s1[..2m]` (`dot2x2_run` stores
+            // 2 words a pair of its `m`; the Rust loop 2 of each of its `m` pairs).
+            let (r0, r1) = unsafe { (written(&s0, 2 * m), written(&s1, 2 * m)) };
+            requant_run(&Kq::new(rq[o], q), r0, &mut yc[o..], cout);
+            if o1 != o {
+                requant_run(&Kq::new(rq[o1], q), r1, &mut yc[o1..], cout);
+            }
+            o += 2;
+        }
+        c0 += m;
+    }
+    if np % 2 == 1 {
+        let mut out = Requant {
+            rq,
+            q,
+            y,
+            p0: np - 1,
+            cout,
+            o: [0; 2],
+        };
+        block_into(&xb[pairs * wp..], 1, n, w, 0, cout, &mut out);
+    }
 }
 
 /// `Σ_k w[o·n + k]·x_i[k]` for channels `o0 .. o1` and the `np` widened pixels in `xb`, each
@@ -393,7 +554,7 @@ pub(super) fn block_into(
         while i < np2 {
             let x = &xb[(i / 2) * wp..][..wp];
             let (h0, h1) = (&x[4 * g..], &x[(4 * g + 2).min(wp)..]);
-            let [mut a, mut b, mut c, mut d] = dot2x2(w0, w1, x, g);
+            let [mut a, mut b, mut c, mut d] = dot2x2(w0, w1, x, g, [0; 4]);
             if nt < n {
                 a = a.wrapping_add(tail(t0, h0));
                 b = b.wrapping_add(tail(t0, h1));
