@@ -480,6 +480,9 @@ pub(super) fn block(
         [MaybeUninit::uninit(); 2 * RUN],
     );
     let whole = nt == n;
+    // Every sum `bias + Σ w·(x − zx)` is below 2^30 in magnitude when
+    // `|bias| + n·2^22 < 2^30` (`|w| ≤ 2^7`, `|x − zx| ≤ 2^15`): `requant_run`'s short form.
+    let narrow = |bias: i32| (bias.unsigned_abs() as u64) + ((n as u64) << 22) < 1 << 30;
     let mut c0 = 0;
     while c0 < pairs {
         let m = RUN.min(pairs - c0);
@@ -509,9 +512,9 @@ pub(super) fn block(
             // SAFETY: the tiles above wrote `s0[..2m]` and `s1[..2m]` (`dot2x2_run` stores
             // 2 words a pair of its `m`; the Rust loop 2 of each of its `m` pairs).
             let (r0, r1) = unsafe { (written(&s0, 2 * m), written(&s1, 2 * m)) };
-            requant_run(&Kq::new(rq[o], q), r0, &mut yc[o..], cout);
+            requant_run(&Kq::new(rq[o], q), r0, &mut yc[o..], cout, narrow(b0));
             if o1 != o {
-                requant_run(&Kq::new(rq[o1], q), r1, &mut yc[o1..], cout);
+                requant_run(&Kq::new(rq[o1], q), r1, &mut yc[o1..], cout, narrow(b1));
             }
             o += 2;
         }
