@@ -313,8 +313,9 @@ impl<'b, 'a> Engine<'b, 'a> {
                 let table = self.kernels.requant_table;
                 let p = self.parts();
                 let cache = p.scratch.get_mut(at..).unwrap_or_default();
+                let pack = plan.mode() == Mode::Materialized;
                 self.rq_cached = ops::fill_requant_cache(
-                    table, &m, shared, &dept, &plan, p.table, p.weights, cache, p.requant,
+                    table, &m, shared, &dept, &plan, p.table, p.weights, cache, p.requant, pack,
                 )?;
             }
         }
@@ -770,7 +771,8 @@ mod tests {
     /// tables computed per op, bit for bit: with every table cached, with only those that
     /// fit half the room (some ops left to compute per inference), and with none — in
     /// Materialized mode and in Auto (where streamed experts use the scratch's start); and
-    /// the walk packs most tables (8-byte rows) and keeps the others whole.
+    /// the Materialized walk packs most tables (8-byte rows) and keeps the others whole,
+    /// the Auto walk keeps all whole.
     #[test]
     fn cached_requant_tables_match_per_op_tables() {
         let seed = crate::test_seed();
@@ -852,8 +854,12 @@ mod tests {
                 k += 2 + n * if packed == 1 { 2 } else { 3 };
             }
             assert_eq!(k, used / 4);
-            assert!(kinds[1] > 0, "no packed table: {kinds:?}");
-            if squeeze {
+            if mode == Mode::Materialized {
+                assert!(kinds[1] > 0, "no packed table: {kinds:?}");
+            } else {
+                assert_eq!(kinds[1], 0, "Auto packs none: {kinds:?}");
+            }
+            if squeeze || mode != Mode::Materialized {
                 assert!(kinds[0] > 0, "no whole table: {kinds:?}");
             }
             let logits = |e: &mut Engine<'_, '_>| {
@@ -884,6 +890,7 @@ mod tests {
                 p.weights,
                 &mut p.scratch[at..at + half],
                 p.requant,
+                mode == Mode::Materialized,
             )
             .unwrap();
             assert!(c.1 > 0 && c.1 <= c.0 && c.1 < used, "{c:?} of {used}");

@@ -237,7 +237,9 @@ pub(super) fn requant_table<'r>(
 /// entry fitted the room left when `select` walked the ops; the others compute theirs per
 /// inference in the requant region. Packing lets ~1.5× the rows fit the same bytes: on the
 /// Cortex-M fixture (0.5x @32) 2.5 k of its 4 k rows instead of 1.7 k, each row not
-/// recomputed saving ~200 instructions an inference for ~8 to unpack it.
+/// recomputed saving ~200 instructions an inference for ~8 to unpack it. Materialized packs;
+/// Auto, whose point is a cheap switch, keeps rows whole (the tables `select` computes stay
+/// as many as before: its switch would grow ~8 %).
 pub(super) struct RqCache<'x> {
     /// The entries not yet passed, the next cached op's first.
     pub words: &'x [u32],
@@ -307,8 +309,8 @@ pub(super) fn op_requant<'c: 'r, 'r>(
 
 /// Fills `cache` (bytes of the idle scratch region) with the requantisation entries of the
 /// int8 `Conv`/`DwConv` ops of department `d` that fit, in graph order (see [`RqCache`]),
-/// each table computed in `requant` first; returns `(room, used)`: the capacity and the
-/// bytes written. Rebuilt expert convs take their per-channel scales from their slot in
+/// each table computed in `requant` first, packed where it can be if `pack`; returns
+/// `(room, used)`: the capacity and the bytes written. Rebuilt expert convs take their per-channel scales from their slot in
 /// `weights` (the same bytes `conv::eval` reads); streamed ones (`plan`, output sizes from
 /// the value `table`) have no table.
 #[allow(clippy::too_many_arguments)]
@@ -322,6 +324,7 @@ pub(super) fn fill_requant_cache(
     weights: &[u8],
     cache: &mut [u8],
     requant: &mut [u8],
+    pack: bool,
 ) -> R<(usize, usize)> {
     let whole = cache.len() / 4 * 4;
     let words: &mut [u32] =
@@ -372,10 +375,10 @@ pub(super) fn fill_requant_cache(
             }
             _ => continue,
         };
-        // An entry needs at least its header and 2 words a row.
+        // An entry needs at least its header and 2 words a row (3 unpacked).
         if used
             .saturating_add(2)
-            .saturating_add(cout.saturating_mul(2))
+            .saturating_add(cout.saturating_mul(if pack { 2 } else { 3 }))
             > words.len()
         {
             continue;
@@ -383,7 +386,7 @@ pub(super) fn fill_requant_cache(
         let bias = expect_len(f32s(tensor(shared, bias, i)?)?, cout, i)?;
         let (qx, qy) = (qparams(d, input, i)?, qparams(d, output, i)?);
         let rows = requant_table(table_fn, requant, bias, qx, ws, qy, i)?;
-        let packed = rows.iter().all(|&r| pack_row(r).is_some());
+        let packed = pack && rows.iter().all(|&r| pack_row(r).is_some());
         let len = if packed { 2 * cout } else { 3 * cout };
         let Some(dst) = words.get_mut(used..used.saturating_add(2 + len)) else {
             continue;
