@@ -385,16 +385,35 @@ pub(super) fn fill_requant_cache(
         }
         let bias = expect_len(f32s(tensor(shared, bias, i)?)?, cout, i)?;
         let (qx, qy) = (qparams(d, input, i)?, qparams(d, output, i)?);
+        let head = |packed: bool| -> R<[u32; 2]> {
+            let bad = EngineError::Malformed { op: i };
+            Ok([
+                u32::try_from(i).map_err(|_| bad)?,
+                u32::try_from(cout << 1 | usize::from(packed)).map_err(|_| bad)?,
+            ])
+        };
+        if !pack {
+            // Whole rows: computed in place.
+            let dst = &mut words[used..used + 2 + 3 * cout];
+            dst[..2].copy_from_slice(&head(false)?);
+            table_fn(
+                bias,
+                qx.scale,
+                ws,
+                qy.scale,
+                bytemuck::cast_slice_mut(&mut dst[2..]),
+            );
+            used += 2 + 3 * cout;
+            continue;
+        }
         let rows = requant_table(table_fn, requant, bias, qx, ws, qy, i)?;
-        let packed = pack && rows.iter().all(|&r| pack_row(r).is_some());
+        let packed = rows.iter().all(|&r| pack_row(r).is_some());
         let len = if packed { 2 * cout } else { 3 * cout };
         let Some(dst) = words.get_mut(used..used.saturating_add(2 + len)) else {
             continue;
         };
-        let (head, body) = dst.split_at_mut(2);
-        head[0] = u32::try_from(i).map_err(|_| EngineError::Malformed { op: i })?;
-        head[1] = u32::try_from(cout << 1 | usize::from(packed))
-            .map_err(|_| EngineError::Malformed { op: i })?;
+        let (h, body) = dst.split_at_mut(2);
+        h.copy_from_slice(&head(packed)?);
         if packed {
             for (o, &r) in body.chunks_exact_mut(2).zip(rows.iter()) {
                 o.copy_from_slice(&pack_row(r).unwrap_or_default());
