@@ -181,61 +181,23 @@ pub(super) fn requant_run(k: &Kq, s: &[i32], y: &mut [i8], stride: usize, narrow
         return;
     }
     assert!((len - 1) * stride < y.len());
-    if narrow && k.mode == 0 {
-        // SAFETY: as `run!` below (the same loads, stores and bounds); `2·s[i]` fits an i32
-        // by the caller's `narrow`, so `LSL #1` is exact.
-        unsafe {
-            asm!(
-                "2:",
-                "ldr {a}, [{ps}], #4",
-                "lsl {a}, {a}, #1",
-                "smmulr {a}, {a}, {m}",
-                "sub {a}, {a}, {a}, lsr #31",
-                "asr {a}, {a}, {sh}",
-                "asrs {a}, {a}, #1",
-                "adc {a}, {a}, #0",
-                "qadd {a}, {a}, {zp}",
-                "ssat {a}, #8, {a}",
-                "ssub8 {t0}, {a}, {lo}",
-                "sel {a}, {a}, {lo}",
-                "strb {a}, [{py}]",
-                "add {py}, {py}, {st}",
-                "subs {n}, {n}, #1",
-                "bne 2b",
-                ps = inout(reg) s.as_ptr() => _,
-                py = inout(reg) y.as_mut_ptr() => _,
-                st = in(reg) stride,
-                n = inout(reg) len => _,
-                m = in(reg) k.mult,
-                sh = in(reg) k.rsh1,
-                zp = in(reg) k.zp,
-                lo = in(reg) k.lo,
-                a = out(reg) _,
-                t0 = out(reg) _,
-                options(nostack),
-            );
-        }
-        return;
-    }
+    // One loop for every form: `$mul` the high multiply (and `LSL` lsh), `$round` the
+    // rounding shift, `$t1` the second scratch register where `$mul` needs it.
     macro_rules! run {
-        ($sh:expr, [$($pre:literal,)*], [$($round:literal,)*]) => {
+        ($sh:expr, $mul:expr, $round:expr $(, $t1:ident)?) => {
             // SAFETY: the loop runs `len ≥ 1` times; pass `i` loads the word at `s + 4i`
             // (inside `s`) and stores one byte at `y + i·stride` (`(len − 1)·stride <
             // y.len()`, asserted above), so every access is inside the slices; no stack.
             // Register-only Armv7E-M instructions otherwise; pointers, counter and scratch
             // are clobbered outputs; `ASRS`/`ADC`/`SSUB8`/`SUBS` change N/Z/C/V/GE and
-            // `QADD`/`SSAT` perhaps Q, so `preserves_flags` is not claimed.
+            // `QADD`/`SSAT` perhaps Q, so `preserves_flags` is not claimed. The short form's
+            // `LSL #1` is exact: `2·s[i]` fits an i32 by the caller's `narrow`.
             unsafe {
                 asm!(
                     "2:",
                     "ldr {a}, [{ps}], #4",
-                    $($pre,)*
-                    "mov {t0}, #0x40000000",
-                    "mov {t1}, #0",
-                    "smlal {t0}, {t1}, {a}, {m}",
-                    "lsr {t0}, {t0}, #31",
-                    "orr {a}, {t0}, {t1}, lsl #1",
-                    $($round,)*
+                    $mul,
+                    $round,
                     "qadd {a}, {a}, {zp}",
                     "ssat {a}, #8, {a}",
                     "ssub8 {t0}, {a}, {lo}",
@@ -254,24 +216,40 @@ pub(super) fn requant_run(k: &Kq, s: &[i32], y: &mut [i8], stride: usize, narrow
                     lo = in(reg) k.lo,
                     a = out(reg) _,
                     t0 = out(reg) _,
-                    t1 = out(reg) _,
+                    $($t1 = out(reg) _,)?
                     options(nostack),
                 );
             }
         };
     }
-    match k.mode {
-        0 => run!(
-            k.rsh1,
-            [],
-            [
-                "sub {a}, {a}, {a}, lsr #31",
-                "asr {a}, {a}, {sh}",
-                "asrs {a}, {a}, #1",
+    // `s·mult` doubled, rounded, bits 31..62 (`$pre`: the `LSL` lsh before it).
+    macro_rules! high_mul {
+        ($($pre:literal)?) => {
+            concat!(
+                $($pre, "\n",)?
+                "mov {t0}, #0x40000000\n",
+                "mov {t1}, #0\n",
+                "smlal {t0}, {t1}, {a}, {m}\n",
+                "lsr {t0}, {t0}, #31\n",
+                "orr {a}, {t0}, {t1}, lsl #1",
+            )
+        };
+    }
+    // The rounding shift by `sh + 1` (half away from zero).
+    macro_rules! round {
+        () => {
+            concat!(
+                "sub {a}, {a}, {a}, lsr #31\n",
+                "asr {a}, {a}, {sh}\n",
+                "asrs {a}, {a}, #1\n",
                 "adc {a}, {a}, #0",
-            ]
-        ),
-        1 => run!(k.lsh, ["lsl {a}, {a}, {sh}",], []),
+            )
+        };
+    }
+    match k.mode {
+        0 if narrow => run!(k.rsh1, "lsl {a}, {a}, #1\nsmmulr {a}, {a}, {m}", round!()),
+        0 => run!(k.rsh1, high_mul!(), round!(), t1),
+        1 => run!(k.lsh, high_mul!("lsl {a}, {a}, {sh}"), "", t1),
         _ => {
             for (i, &v) in s.iter().enumerate() {
                 y[i * stride] = k.slow(v.wrapping_sub(k.bias));

@@ -79,13 +79,41 @@ impl<'s> Buf<'s> {
     }
 }
 
+/// The 2x2 tile's inner loop (`2:` … `BNE 2b`), one `asm!` template for [`dot2x2`] and
+/// [`dot2x2_run`]: per group of 4 inputs 2 weight loads (post-increment, unaligned), 4
+/// `SXTB16`, 4 `LDRD` of widened `x` (pixel 0's pair, pixel 1's, then again, as there are no
+/// registers to keep all four words), 8 `SMLAD` and `SUBS`/`BNE`.
+macro_rules! tile2x2_loop {
+    () => {
+        concat!(
+            "2:\n",
+            "ldr {wa}, [{pw0}], #4\n",
+            "sxtb16 {wo}, {wa}, ror #8\n",
+            "sxtb16 {wa}, {wa}\n",
+            "ldrd {xe}, {xo}, [{px}]\n",
+            "smlad {a}, {wa}, {xe}, {a}\n",
+            "smlad {a}, {wo}, {xo}, {a}\n",
+            "ldrd {xe}, {xo}, [{px}, #8]\n",
+            "smlad {b}, {wa}, {xe}, {b}\n",
+            "smlad {b}, {wo}, {xo}, {b}\n",
+            "ldr {wa}, [{pw1}], #4\n",
+            "sxtb16 {wo}, {wa}, ror #8\n",
+            "sxtb16 {wa}, {wa}\n",
+            "smlad {d}, {wa}, {xe}, {d}\n",
+            "smlad {d}, {wo}, {xo}, {d}\n",
+            "ldrd {xe}, {xo}, [{px}], #16\n",
+            "smlad {c}, {wa}, {xe}, {c}\n",
+            "smlad {c}, {wo}, {xo}, {c}\n",
+            "subs {n}, {n}, #1\n",
+            "bne 2b",
+        )
+    };
+}
+
 /// `init + [w0·x0, w0·x1, w1·x0, w1·x1]` (wrapping) over the `g` full groups of a pixel pair.
 ///
-/// One `asm!` loop, because left to itself LLVM spills an accumulator on the 12 registers
-/// it may use here: per group of 4 inputs it spends 2 weight loads (post-increment,
-/// unaligned), 4 `SXTB16`, 4 `LDRD` of widened `x` (pixel 0's pair, pixel 1's, then again,
-/// as there are no registers to keep all four words), 8 `SMLAD` and the loop's
-/// `SUBS`/`BNE`: 20 instructions per 16 MACs.
+/// One `asm!` loop ([`tile2x2_loop`]), because left to itself LLVM spills an accumulator on
+/// the 12 registers it may use here: 20 instructions per 16 MACs.
 #[inline(always)]
 fn dot2x2(w0: &[i8], w1: &[i8], x: &[u32], g: usize, init: [i32; 4]) -> [i32; 4] {
     let (w0, w1, x) = (&w0[..4 * g], &w1[..4 * g], &x[..4 * g]);
@@ -102,26 +130,7 @@ fn dot2x2(w0: &[i8], w1: &[i8], x: &[u32], g: usize, init: [i32; 4]) -> [i32; 4]
     // `preserves_flags` is not claimed.
     unsafe {
         core::arch::asm!(
-            "2:",
-            "ldr {wa}, [{pw0}], #4",
-            "sxtb16 {wo}, {wa}, ror #8",
-            "sxtb16 {wa}, {wa}",
-            "ldrd {xe}, {xo}, [{px}]",
-            "smlad {a}, {wa}, {xe}, {a}",
-            "smlad {a}, {wo}, {xo}, {a}",
-            "ldrd {xe}, {xo}, [{px}, #8]",
-            "smlad {b}, {wa}, {xe}, {b}",
-            "smlad {b}, {wo}, {xo}, {b}",
-            "ldr {wa}, [{pw1}], #4",
-            "sxtb16 {wo}, {wa}, ror #8",
-            "sxtb16 {wa}, {wa}",
-            "smlad {d}, {wa}, {xe}, {d}",
-            "smlad {d}, {wo}, {xo}, {d}",
-            "ldrd {xe}, {xo}, [{px}], #16",
-            "smlad {c}, {wa}, {xe}, {c}",
-            "smlad {c}, {wo}, {xo}, {c}",
-            "subs {n}, {n}, #1",
-            "bne 2b",
+            tile2x2_loop!(),
             pw0 = inout(reg) w0.as_ptr() => _,
             pw1 = inout(reg) w1.as_ptr() => _,
             px = inout(reg) x.as_ptr() => _,
@@ -204,26 +213,7 @@ fn dot2x2_run(
             "ldr {c}, [{xe}, #16]",
             "mov {b}, {a}",
             "mov {d}, {c}",
-            "2:",
-            "ldr {wa}, [{pw0}], #4",
-            "sxtb16 {wo}, {wa}, ror #8",
-            "sxtb16 {wa}, {wa}",
-            "ldrd {xe}, {xo}, [{px}]",
-            "smlad {a}, {wa}, {xe}, {a}",
-            "smlad {a}, {wo}, {xo}, {a}",
-            "ldrd {xe}, {xo}, [{px}, #8]",
-            "smlad {b}, {wa}, {xe}, {b}",
-            "smlad {b}, {wo}, {xo}, {b}",
-            "ldr {wa}, [{pw1}], #4",
-            "sxtb16 {wo}, {wa}, ror #8",
-            "sxtb16 {wa}, {wa}",
-            "smlad {d}, {wa}, {xe}, {d}",
-            "smlad {d}, {wo}, {xo}, {d}",
-            "ldrd {xe}, {xo}, [{px}], #16",
-            "smlad {c}, {wa}, {xe}, {c}",
-            "smlad {c}, {wo}, {xo}, {c}",
-            "subs {n}, {n}, #1",
-            "bne 2b",
+            tile2x2_loop!(),
             "ldr {xe}, [sp]",
             "ldrd {wa}, {wo}, [{xe}, #20]",
             "strd {a}, {b}, [{wa}], #8",
