@@ -167,11 +167,11 @@ fn dot2x2_run(
     s0: &mut [MaybeUninit<i32>],
     s1: &mut [MaybeUninit<i32>],
 ) {
-    if g == 0 || pairs == 0 {
-        return;
-    }
-    let (w0, w1, xs) = (&w0[..4 * g], &w1[..4 * g], &xs[..pairs * 4 * g]);
+    // The caller reads back `s0`/`s1[..2·pairs]`: every pair must run (`block` sends
+    // `g = 0` to the Rust tiles).
+    assert!(g > 0 && pairs > 0);
     let (s0, s1) = (&mut s0[..2 * pairs], &mut s1[..2 * pairs]);
+    let (w0, w1, xs) = (&w0[..4 * g], &w1[..4 * g], &xs[..pairs * 4 * g]);
     #[repr(C, align(8))]
     struct Ctl {
         w0: *const i8,
@@ -440,8 +440,8 @@ unsafe fn written(s: &[MaybeUninit<i32>], len: usize) -> &[i32] {
 }
 
 /// `y[(p0 + i)·cout + o] = requant(Σ_k w[o·n + k]·x_i[k], rq[o])` for the `np` widened
-/// pixels in `xb` (pairs of `pair_words(n)` words). Callers checked `w` (`cout·n`), `rq`
-/// (`cout`) and `y`.
+/// pixels in `xb` (pairs of `pair_words(n)` words). Callers checked `n > 0`, `w`
+/// (`cout·n`), `rq` (`cout`) and `y`.
 ///
 /// Per channel pair and run of up to [`RUN`] pixel pairs: the 2x2 tiles' sums, each started
 /// from its channel's bias (`acc + bias` wraps as `quant::requant`'s does), go to two
@@ -469,7 +469,7 @@ pub(super) fn block(
         [MaybeUninit::uninit(); 2 * RUN],
         [MaybeUninit::uninit(); 2 * RUN],
     );
-    let whole = nt == n;
+    let whole = nt == n && g > 0;
     // Every sum `bias + Σ w·(x − zx)` is below 2^30 in magnitude when
     // `|bias| + n·2^22 < 2^30` (`|w| ≤ 2^7`, `|x − zx| ≤ 2^15`): `requant_run`'s short form.
     let narrow = |bias: i32| (bias.unsigned_abs() as u64) + ((n as u64) << 22) < 1 << 30;
