@@ -308,9 +308,10 @@ pub(super) fn op_requant<'c: 'r, 'r>(
 }
 
 /// Fills `cache` (bytes of the idle scratch region) with the requantisation entries of the
-/// int8 `Conv`/`DwConv` ops of department `d` that fit, in graph order (see [`RqCache`]),
-/// each table computed in `requant` first, packed where it can be if `pack`; returns
-/// `(room, used)`: the capacity and the bytes written. Rebuilt expert convs take their per-channel scales from their slot in
+/// int8 `Conv`/`DwConv` ops of department `d` that fit, in graph order (see [`RqCache`]):
+/// with `pack`, each table computed in `requant`, then packed where every row packs;
+/// without, computed in place, whole. Returns `(room, used)`: the capacity and the bytes
+/// written. Rebuilt expert convs take their per-channel scales from their slot in
 /// `weights` (the same bytes `conv::eval` reads); streamed ones (`plan`, output sizes from
 /// the value `table`) have no table.
 #[allow(clippy::too_many_arguments)]

@@ -159,17 +159,49 @@ impl Kq {
     }
 }
 
+/// The doubling high multiply of the output stage as `asm!` template text, `mult` in operand
+/// `$m` (`"{m}"`, `"{t2}"`): `SMLAL` onto `2^30`, then `LSR`/`ORR` take bits 31..62 of the
+/// 64-bit sum (`mult ≠ MIN`); scratch `{t0}`, `{t1}`. One home for [`requant_run`] and
+/// [`requant1k`].
+macro_rules! high_mul_asm {
+    ($m:literal) => {
+        concat!(
+            "mov {t0}, #0x40000000\n",
+            "mov {t1}, #0\n",
+            "smlal {t0}, {t1}, {a}, ",
+            $m,
+            "\n",
+            "lsr {t0}, {t0}, #31\n",
+            "orr {a}, {t0}, {t1}, lsl #1",
+        )
+    };
+}
+
+/// The rounding right shift by `e = sh + 1 ≥ 1` (half away from zero) as `asm!` template
+/// text, `sh` in operand `$sh`: `v' = v − (v < 0)` as `SUB … LSR #31` (the high product is
+/// at least `MIN + 1`: no wrap), then `⌊(v' + 2^(e−1)) / 2^e⌋ = ((v' >> (e − 1)) >> 1) +
+/// carry` (`ASRS #1` leaves the rounding bit in C, `ADC` adds it: no overflow).
+macro_rules! round_asm {
+    ($sh:literal) => {
+        concat!(
+            "sub {a}, {a}, {a}, lsr #31\n",
+            "asr {a}, {a}, ",
+            $sh,
+            "\n",
+            "asrs {a}, {a}, #1\n",
+            "adc {a}, {a}, #0",
+        )
+    };
+}
+
 /// `y[i·stride] = requant(s[i])` for every `i` of a run of one channel's sums, each sum
 /// already `acc + bias` (wrapping, as `quant::requant` adds it): one `asm!` loop with the
 /// channel's constants in registers. The steps per output: `LSL` lsh (no rounding shift
-/// only: with a right shift the left one is 0); `SMLAL` onto `2^30` and `LSR`/`ORR` take
-/// bits 31..62 (the doubling high multiply, `mult ≠ MIN`); with a right shift by
-/// `e = rsh1 + 1 ≥ 1` (half away from zero), `v' = v − (v < 0)` as `SUB … LSR #31`
-/// (`|x·mult| ≤ 2^31·(2^31 − 1)` keeps `v ≥ MIN + 1`: no wrap), then
-/// `⌊(v' + 2^(e−1)) / 2^e⌋ = ((v' >> (e − 1)) >> 1) + carry` (`ASRS #1` leaves the rounding
-/// bit in C, `ADC` adds it: no overflow); `QADD` the zero point, `SSAT #8`, and the floor
-/// `lo` as a byte max (`SSUB8` sets GE0 from the low bytes, `SEL` picks); `STRB`. 18
-/// instructions an output with the loop. Exotic channels (mode 2) take `quant::requant`.
+/// only: with a right shift the left one is 0); the high multiply ([`high_mul_asm`]); with
+/// a right shift, the rounding shift ([`round_asm`]); `QADD` the zero point, `SSAT #8`,
+/// and the floor `lo` as a byte max (`SSUB8` sets GE0 from the low bytes, `SEL` picks);
+/// `STRB`. 18 instructions an output with the loop. Exotic channels (mode 2) take
+/// `quant::requant`.
 ///
 /// `narrow`: the caller knows every `|s[i]| < 2^30`. Then, with a right shift, the high
 /// multiply is `SMMULR(2·s, mult)` — `⌊(2s·mult + 2^31) / 2^32⌋ = ⌊(s·mult + 2^30) / 2^31⌋`,
@@ -222,34 +254,19 @@ pub(super) fn requant_run(k: &Kq, s: &[i32], y: &mut [i8], stride: usize, narrow
             }
         };
     }
-    // `s·mult` doubled, rounded, bits 31..62 (`$pre`: the `LSL` lsh before it).
-    macro_rules! high_mul {
-        ($($pre:literal)?) => {
-            concat!(
-                $($pre, "\n",)?
-                "mov {t0}, #0x40000000\n",
-                "mov {t1}, #0\n",
-                "smlal {t0}, {t1}, {a}, {m}\n",
-                "lsr {t0}, {t0}, #31\n",
-                "orr {a}, {t0}, {t1}, lsl #1",
-            )
-        };
-    }
-    // The rounding shift by `sh + 1` (half away from zero).
-    macro_rules! round {
-        () => {
-            concat!(
-                "sub {a}, {a}, {a}, lsr #31\n",
-                "asr {a}, {a}, {sh}\n",
-                "asrs {a}, {a}, #1\n",
-                "adc {a}, {a}, #0",
-            )
-        };
-    }
     match k.mode {
-        0 if narrow => run!(k.rsh1, "lsl {a}, {a}, #1\nsmmulr {a}, {a}, {m}", round!()),
-        0 => run!(k.rsh1, high_mul!(), round!(), t1),
-        1 => run!(k.lsh, high_mul!("lsl {a}, {a}, {sh}"), "", t1),
+        0 if narrow => run!(
+            k.rsh1,
+            "lsl {a}, {a}, #1\nsmmulr {a}, {a}, {m}",
+            round_asm!("{sh}")
+        ),
+        0 => run!(k.rsh1, high_mul_asm!("{m}"), round_asm!("{sh}"), t1),
+        1 => run!(
+            k.lsh,
+            concat!("lsl {a}, {a}, {sh}\n", high_mul_asm!("{m}")),
+            "",
+            t1
+        ),
         _ => {
             for (i, &v) in s.iter().enumerate() {
                 y[i * stride] = k.slow(v.wrapping_sub(k.bias));
@@ -264,7 +281,7 @@ pub(super) fn requant_run(k: &Kq, s: &[i32], y: &mut [i8], stride: usize, narrow
 pub(super) fn requant1k(k: &Kq, a: i32) -> i8 {
     let mut a = a;
     macro_rules! one {
-        ([$($pre:literal,)*], [$($round:literal,)*]) => {
+        ([$($pre:literal,)*], [$($round:expr,)*]) => {
             // SAFETY: `p` points at a live `Kq` (a reference), `repr(C, align(8))`: the loads
             // read its fields at offsets 0..24, 8-aligned as `LDRD` needs, and nothing else; no
             // stores, no stack. Register-only instructions otherwise, flags changed.
@@ -272,11 +289,7 @@ pub(super) fn requant1k(k: &Kq, a: i32) -> i8 {
                 asm!(
                     $($pre,)*
                     "ldr {t2}, [{p}, #8]",
-                    "mov {t0}, #0x40000000",
-                    "mov {t1}, #0",
-                    "smlal {t0}, {t1}, {a}, {t2}",
-                    "lsr {t0}, {t0}, #31",
-                    "orr {a}, {t0}, {t1}, lsl #1",
+                    high_mul_asm!("{t2}"),
                     $($round,)*
                     "ldrd {t0}, {t1}, [{p}, #16]",
                     "qadd {a}, {a}, {t0}",
@@ -296,13 +309,7 @@ pub(super) fn requant1k(k: &Kq, a: i32) -> i8 {
     match k.mode {
         0 => one!(
             ["ldr {t0}, [{p}]", "add {a}, {a}, {t0}",],
-            [
-                "ldr {t2}, [{p}, #12]",
-                "sub {a}, {a}, {a}, lsr #31",
-                "asr {a}, {a}, {t2}",
-                "asrs {a}, {a}, #1",
-                "adc {a}, {a}, #0",
-            ]
+            ["ldr {t2}, [{p}, #12]", round_asm!("{t2}"),]
         ),
         1 => one!(
             [

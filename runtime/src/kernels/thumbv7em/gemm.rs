@@ -149,6 +149,23 @@ fn dot2x2(w0: &[i8], w1: &[i8], x: &[u32], g: usize, init: [i32; 4]) -> [i32; 4]
     [a, b, c, d]
 }
 
+/// [`dot2x2`] over all `n = w0.len()` values of a pixel pair `x` (`pair_words(n)` words):
+/// the `g = n / 4` full groups, then the partial group's [`tail`]s.
+#[inline(always)]
+fn tile2x2(w0: &[i8], w1: &[i8], x: &[u32], init: [i32; 4]) -> [i32; 4] {
+    let (n, g) = (w0.len(), w0.len() / 4);
+    let [mut a, mut b, mut c, mut d] = dot2x2(w0, w1, x, g, init);
+    if 4 * g < n {
+        let (t0, t1) = (&w0[4 * g..], &w1[4 * g..]);
+        let (h0, h1) = (&x[4 * g..], &x[(4 * g + 2).min(x.len())..]);
+        a = a.wrapping_add(tail(t0, h0));
+        b = b.wrapping_add(tail(t0, h1));
+        c = c.wrapping_add(tail(t1, h0));
+        d = d.wrapping_add(tail(t1, h1));
+    }
+    [a, b, c, d]
+}
+
 /// [`dot2x2`] over `pairs` consecutive pixel pairs in one `asm!` (`n = 4·g` values a pixel,
 /// so pairs are `4·g` words apart), each pair's sums started from `[b0, b0, b1, b1]` and
 /// stored as `s0[2k..2k + 2] = [w0·x, w0·x']`, `s1[2k..2k + 2] = [w1·x, w1·x']`. The inner
@@ -481,20 +498,12 @@ pub(super) fn block(
         while o < cout {
             let o1 = (o + 1).min(cout - 1);
             let (w0, w1) = (&w[o * n..][..n], &w[o1 * n..][..n]);
-            let (t0, t1) = (&w0[nt..], &w1[nt..]);
             let (b0, b1) = (rq[o][0], rq[o1][0]);
             if whole {
                 dot2x2_run(w0, w1, xs, g, m, [b0, b1], &mut s0, &mut s1);
             }
             for (k, x) in xs.chunks_exact(wp).enumerate().filter(|_| !whole) {
-                let (h0, h1) = (&x[4 * g..], &x[(4 * g + 2).min(wp)..]);
-                let [mut a, mut b, mut c, mut d] = dot2x2(w0, w1, x, g, [b0, b0, b1, b1]);
-                if nt < n {
-                    a = a.wrapping_add(tail(t0, h0));
-                    b = b.wrapping_add(tail(t0, h1));
-                    c = c.wrapping_add(tail(t1, h0));
-                    d = d.wrapping_add(tail(t1, h1));
-                }
+                let [a, b, c, d] = tile2x2(w0, w1, x, [b0, b0, b1, b1]);
                 s0[2 * k..2 * k + 2].copy_from_slice(&[MaybeUninit::new(a), MaybeUninit::new(b)]);
                 s1[2 * k..2 * k + 2].copy_from_slice(&[MaybeUninit::new(c), MaybeUninit::new(d)]);
             }
@@ -542,19 +551,10 @@ pub(super) fn block_into(
         let o1 = (o + 1).min(o_end - 1);
         out.channels(o, o1);
         let (w0, w1) = (&w[o * n..][..n], &w[o1 * n..][..n]);
-        let (t0, t1) = (&w0[nt..], &w1[nt..]);
         let mut i = 0;
         while i < np2 {
             let x = &xb[(i / 2) * wp..][..wp];
-            let (h0, h1) = (&x[4 * g..], &x[(4 * g + 2).min(wp)..]);
-            let [mut a, mut b, mut c, mut d] = dot2x2(w0, w1, x, g, [0; 4]);
-            if nt < n {
-                a = a.wrapping_add(tail(t0, h0));
-                b = b.wrapping_add(tail(t0, h1));
-                c = c.wrapping_add(tail(t1, h0));
-                d = d.wrapping_add(tail(t1, h1));
-            }
-            out.put4(i, o1 != o, [a, b, c, d]);
+            out.put4(i, o1 != o, tile2x2(w0, w1, x, [0; 4]));
             i += 2;
         }
         o += 2;
