@@ -206,6 +206,118 @@ cross_test!(
     Family::Depthwise,
     i8
 );
+/// The pointwise int8 twins on the shapes the packed `sdot` path takes on aarch64 (more
+/// than 4 pixels, `cin` a multiple of 4 in 16..=256, `cout` a multiple of 4: blocks of 16
+/// channels and their 4-, 8- and 12-channel tails, row tails of 4, 8 and 12 bytes) and its
+/// neighbours, with weights and inputs over the whole i8 range, zero points at both ends
+/// and output stages of every form (left shifts, zero right shifts, zero points outside
+/// i8), against the reference.
+#[test]
+fn conv1x1_i8_twin_is_bit_exact_on_packed_shapes() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for _ in 0..300 {
+            let cin = if r.gen_bool(0.9) {
+                4 * r.gen_range(4..=64)
+            } else {
+                r.gen_range(1..300)
+            };
+            let cout = if r.gen_bool(0.9) {
+                4 * r.gen_range(1..=20)
+            } else {
+                r.gen_range(1..80)
+            };
+            let (extra, stride) = (r.gen_range(0..3), r.gen_range(1..3));
+            let (h, w) = (r.gen_range(1..9), r.gen_range(1..9));
+            let g = Geom {
+                h,
+                w,
+                in_stride: cin + extra,
+                c_off: r.gen_range(0..=extra),
+                cin,
+                ho: Geom::out_dim(h, 1, stride, 0),
+                wo: Geom::out_dim(w, 1, stride, 0),
+                cout,
+                k: 1,
+                stride,
+                pad: 0,
+            };
+            let x: Vec<i8> = (0..g.in_len()).map(|_| r.gen()).collect();
+            let wq: Vec<i8> = (0..cout * cin).map(|_| r.gen()).collect();
+            // Output scales from far below to above the product of the input scales: right
+            // shifts of 1..16, of 0 (multiplier in [1/2, 1)) and left shifts.
+            let s_y = [0.05, 1e-4, 2e-5, 1e-6][r.gen_range(0..4)];
+            let rq: Vec<[i32; 3]> = (0..cout)
+                .map(|_| {
+                    ChannelRequant::new(r.gen_range(-1.0..1.0), 0.02, r.gen_range(0.001..0.01), s_y)
+                        .to_array()
+                })
+                .collect();
+            let zx = [-128, 127, r.gen_range(-128..=127)][r.gen_range(0..3)];
+            let zy = if r.gen_bool(0.9) {
+                r.gen_range(-128..=127)
+            } else {
+                r.gen_range(-400..400)
+            };
+            let q = OutQ {
+                zero_point: zy,
+                lo: if r.gen_bool(0.5) {
+                    zy.clamp(-128, 127)
+                } else {
+                    -128
+                },
+            };
+            let (mut a, mut b) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
+            (best.conv1x1_i8)(&g, &x, zx, &wq, &rq, q, &mut a);
+            (refk.conv1x1_i8)(&g, &x, zx, &wq, &rq, q, &mut b);
+            assert_eq!(a, b, "{best:?} {g:?} zx {zx} zy {zy} s_y {s_y}");
+        }
+    }
+}
+
+/// The depthwise twins at the int8 edges: weights over the whole i8 range with runs of
+/// −128 (where two products no longer sum in i16), inputs biased to −128 and zero points at
+/// both ends, against the reference.
+#[test]
+fn dwconv3x3_i8_twin_is_bit_exact_at_the_edges() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for _ in 0..300 {
+            let g = geom(&mut r, Family::Depthwise);
+            let x: Vec<i8> = (0..g.in_len())
+                .map(|_| if r.gen_bool(0.5) { i8::MIN } else { r.gen() })
+                .collect();
+            let minus = r.gen_range(0.0..0.6);
+            let w: Vec<i8> = (0..9 * g.cout)
+                .map(|_| if r.gen_bool(minus) { i8::MIN } else { r.gen() })
+                .collect();
+            let rq: Vec<[i32; 3]> = (0..g.cout)
+                .map(|_| {
+                    ChannelRequant::new(
+                        r.gen_range(-1.0..1.0),
+                        0.02,
+                        r.gen_range(0.0005..0.01),
+                        0.05,
+                    )
+                    .to_array()
+                })
+                .collect();
+            let zx = [-128, 127, r.gen_range(-128..=127)][r.gen_range(0..3)];
+            let zy = r.gen_range(-128..=127);
+            let q = OutQ {
+                zero_point: zy,
+                lo: if r.gen_bool(0.5) { zy } else { -128 },
+            };
+            let (mut a, mut b) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
+            (best.dwconv3x3_i8)(&g, &x, zx, &w, &rq, q, &mut a);
+            (refk.dwconv3x3_i8)(&g, &x, zx, &w, &rq, q, &mut b);
+            assert_eq!(a, b, "{best:?} {g:?} zx {zx}");
+        }
+    }
+}
+
 cross_test!(
     dwconv3x3_f32_twin_within_bound,
     dwconv3x3_f32,

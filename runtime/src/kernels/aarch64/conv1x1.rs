@@ -7,6 +7,7 @@
 use core::arch::aarch64::*;
 
 use super::gemm::{gemm_i8, Requant, Rows, Sums, P as GP};
+use super::packed_sdot;
 use crate::kernels::{Geom, OutQ, SumTile};
 
 /// Output pixels per f32 tile.
@@ -142,6 +143,10 @@ fn conv_i8<const DOT: bool>(
     q: OutQ,
     y: &mut [i8],
 ) {
+    // SAFETY: `DOT` only from the sdot entry points, installed only with `dotprod`.
+    if DOT && unsafe { packed_sdot::conv1x1_i8(g, x, zx, w, rq, q, y) } {
+        return;
+    }
     let npix = g.ho * g.wo;
     let mut out = Requant::new(rq, q, &mut y[..npix * g.cout], g.cout);
     // SAFETY: `DOT` only from the sdot entry points, installed only with `dotprod`.

@@ -1,16 +1,18 @@
-//! NEON depthwise 3x3 (padding 1, stride 1 or 2) over NHWC, vectorised across channels: per
-//! output pixel the taps inside the image are listed once (row slices), then each channel
-//! block accumulates its up-to-9 taps in registers. Channel tails (< one vector) run the
-//! reference's scalar arithmetic.
+//! NEON depthwise 3x3 (padding 1) over NHWC, vectorised across channels.
 //!
-//! f32: `vfmaq_f32` in the reference's tap order — FMA's single rounding only
-//! (`|Δ| ≤ 2·9·ε·(|b| + Σ|w·x|)`). int8: 8 channels widened to i16 (`x − zx` fits),
-//! `vmlal_s16` into two i32x4 — exact; then the NEON output stage (`requant.rs`).
+//! f32: per output pixel the taps inside the image are listed once (row slices), then each
+//! 4-channel block runs `vfmaq_f32` in the reference's tap order — FMA's single rounding
+//! only (`|Δ| ≤ 2·9·ε·(|b| + Σ|w·x|)`).
+//!
+//! int8, exact: 8-channel blocks outermost, their 9 weight vectors and output-stage
+//! constants in registers for every pixel; the zero point folded into the bias, so each
+//! pixel is 9 raw-byte products (`SMULL`/`SMLAL`, pairs summed in i16) and the padding
+//! reads `zx`. Channel tails (< 8) run the reference's scalar arithmetic.
 use core::arch::aarch64::*;
 
-use super::requant::requant4;
+use super::requant::Rq4;
 use crate::kernels::reference::dwconv3x3::taps;
-use crate::kernels::{Geom, OutQ};
+use crate::kernels::{reference, Geom, OutQ};
 use crate::quant::requant;
 
 /// NEON f32 depthwise 3x3; same contract as `reference::dwconv3x3::dwconv3x3_f32`.
@@ -45,6 +47,8 @@ pub(crate) fn dwconv3x3_f32(
 }
 
 /// NEON int8 depthwise 3x3; bit-exact twin of `reference::dwconv3x3::dwconv3x3_i8`.
+/// Shapes it does not cover (under 8 channels, `zx` outside i8, `q.lo > 127`, short
+/// slices) go to the reference, which panics where its contract is broken.
 pub(crate) fn dwconv3x3_i8(
     g: &Geom,
     x: &[i8],
@@ -55,36 +59,165 @@ pub(crate) fn dwconv3x3_i8(
     y: &mut [i8],
 ) {
     let c = g.cout;
-    let rq = &rq[..c];
+    // The last byte any tap reads: the last pixel's channel `c − 1`.
+    let x_need = match (g.h * g.w).checked_sub(1) {
+        None => 0,
+        Some(last) => last * g.in_stride + g.c_off + c,
+    };
+    let fits = c >= 8
+        && q.lo <= 127
+        && w.len() >= 9 * c
+        && rq.len() >= c
+        && y.len() >= g.ho * g.wo * c
+        && x.len() >= x_need;
+    let Ok(zb) = i8::try_from(zx) else {
+        return reference::dwconv3x3::dwconv3x3_i8(g, x, zx, w, rq, q, y);
+    };
+    if !fits {
+        return reference::dwconv3x3::dwconv3x3_i8(g, x, zx, w, rq, q, y);
+    }
+    let cb = c & !7;
+    for c0 in (0..cb).step_by(8) {
+        // SAFETY: NEON is baseline on this target; `fits` bounds every read and write of
+        // channels `c0 .. c0 + 8 ≤ c` (see `block`).
+        unsafe { block(g, x, &[zb; 8], w, rq, q, y, c0) };
+    }
+    if cb < c {
+        tail(g, x, zx, w, rq, q, y, cb);
+    }
+}
+
+/// Channels `c0 .. c0 + 8` of every output pixel. The zero point is folded into the bias
+/// (`Σ w·(x − zx) = Σ w·x − zx·Σw`), so a tap in the padding reads `zb` (`zx` in 8 bytes)
+/// and adds `w·zx`, which the fold takes back: every pixel runs the same 9 products.
+///
+/// # Safety
+/// NEON available; `c0 + 8 ≤ g.cout`, `w` holds `9·cout`, `rq` `cout`, `y` every output,
+/// `x` every input pixel's channels `c_off .. c_off + cout`; stride 1 or 2; `q.lo ≤ 127`.
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block(
+    g: &Geom,
+    x: &[i8],
+    zb: &[i8; 8],
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+    c0: usize,
+) {
+    let c = g.cout;
+    // SAFETY: tap `t`'s weights `t·c + c0 .. + 8` lie in `w` (`c0 + 8 ≤ c`, 9·c held).
+    let wv: [int8x8_t; 9] =
+        core::array::from_fn(|t| unsafe { vld1_s8(w.as_ptr().add(t * c + c0)) });
+    // Σw fits i16 (9·128); −zx·Σw in i32 joins the bias.
+    let ws = wv.iter().fold(vdupq_n_s16(0), |a, &v| vaddw_s8(a, v));
+    let nz = -(zb[0] as i32);
+    let r = [
+        Rq4::new(&rq[c0..], q).with_bias(vmulq_n_s32(vmovl_s16(vget_low_s16(ws)), nz)),
+        Rq4::new(&rq[c0 + 4..], q).with_bias(vmulq_n_s32(vmovl_high_s16(ws), nz)),
+    ];
+    // Two products sum in i16 unless a weight is −128 (then two can reach 2^15).
+    let min = wv.iter().fold(vdup_n_s8(127), |m, &v| vmin_s8(m, v));
+    // SAFETY: the contract is this function's.
+    unsafe {
+        if vminv_s8(min) > i8::MIN {
+            rows::<true>(g, x, zb, &wv, &r, y, c0)
+        } else {
+            rows::<false>(g, x, zb, &wv, &r, y, c0)
+        }
+    }
+}
+
+/// [`block`]'s pixels, row by row: a row's 3 input rows (a row in the padding reads `zb`
+/// with pixel step 0), then per pixel its 9 taps, [`sum9`] and the output stage.
+///
+/// # Safety
+/// [`block`]'s contract.
+#[inline(always)]
+unsafe fn rows<const PAIR: bool>(
+    g: &Geom,
+    x: &[i8],
+    zb: &[i8; 8],
+    wv: &[int8x8_t; 9],
+    r: &[Rq4; 2],
+    y: &mut [i8],
+    c0: usize,
+) {
+    let (c, s) = (g.cout, g.stride);
+    let zp = zb.as_ptr();
+    for oy in 0..g.ho {
+        let (mut base, mut st) = ([zp; 3], [0usize; 3]);
+        for ky in 0..3 {
+            if let Some(iy) = Geom::tap(oy, ky, s, 1, g.h) {
+                // SAFETY: row `iy < h`, channel `c_off + c0`: inside `x` (the contract).
+                base[ky] = unsafe { x.as_ptr().add(iy * g.w * g.in_stride + g.c_off + c0) };
+                st[ky] = g.in_stride;
+            }
+        }
+        // SAFETY: pixel `oy·wo` channel `c0` of the output (the contract).
+        let out = unsafe { y.as_mut_ptr().add(oy * g.wo * c + c0) };
+        for ox in 0..g.wo {
+            let ix = ox * s;
+            // SAFETY: every tap reads 8 bytes at a column `< w` of a row inside `x`, or
+            // `zb` (the padding); the output pixel `ox < wo` holds channels `c0 .. c0 + 8`.
+            unsafe {
+                let xv: [int8x8_t; 9] = if ix >= 1 && ix + 1 < g.w {
+                    core::array::from_fn(|t| vld1_s8(base[t / 3].add((ix - 1 + t % 3) * st[t / 3])))
+                } else {
+                    core::array::from_fn(|t| match Geom::tap(ox, t % 3, s, 1, g.w) {
+                        Some(i) => vld1_s8(base[t / 3].add(i * st[t / 3])),
+                        None => vld1_s8(zp),
+                    })
+                };
+                let (lo, hi) = sum9::<PAIR>(&xv, wv);
+                vst1_s8(out.add(ox * c), Rq4::apply8(r, lo, hi));
+            }
+        }
+    }
+}
+
+/// `Σ_t x[t]·w[t]` per channel, exact, as two i32x4 (channels 0..4, 4..8). `PAIR`: taps
+/// go in pairs summed in i16 (`SMULL` + `SMLAL`, exact when no weight is −128), 26
+/// instructions for 72 products with the loads.
+#[inline(always)]
+fn sum9<const PAIR: bool>(x: &[int8x8_t; 9], w: &[int8x8_t; 9]) -> (int32x4_t, int32x4_t) {
+    // SAFETY: NEON is baseline on this target (the module is cfg'd on it).
+    unsafe {
+        if PAIR {
+            let p = |a: usize| vmlal_s8(vmull_s8(x[a], w[a]), x[a + 1], w[a + 1]);
+            let (s0, s1, s2, s3, s4) = (p(0), p(2), p(4), p(6), vmull_s8(x[8], w[8]));
+            let mut lo = vaddl_s16(vget_low_s16(s0), vget_low_s16(s1));
+            let mut hi = vaddl_high_s16(s0, s1);
+            for s in [s2, s3, s4] {
+                lo = vaddw_s16(lo, vget_low_s16(s));
+                hi = vaddw_high_s16(hi, s);
+            }
+            (lo, hi)
+        } else {
+            let (mut lo, mut hi) = (vdupq_n_s32(0), vdupq_n_s32(0));
+            for t in 0..9 {
+                let p = vmull_s8(x[t], w[t]);
+                lo = vaddw_s16(lo, vget_low_s16(p));
+                hi = vaddw_high_s16(hi, p);
+            }
+            (lo, hi)
+        }
+    }
+}
+
+/// Channels `cb .. cout` (fewer than 8) the reference's way.
+#[allow(clippy::too_many_arguments)]
+fn tail(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y: &mut [i8], cb: usize) {
+    let c = g.cout;
     let mut t: [(&[i8], &[i8]); 9] = [(&[], &[]); 9];
     for oy in 0..g.ho {
         for ox in 0..g.wo {
             let nt = taps(g, x, w, oy, ox, &mut t);
-            let t = &t[..nt];
             let out = &mut y[(oy * g.wo + ox) * c..][..c];
-            let mut c0 = 0;
-            while c0 + 8 <= c {
-                // SAFETY: NEON is baseline on this target; `c0 + 8 <= c` = every row's length.
-                let acc = unsafe { block_i8(t, c0, zx) };
-                if q.lo <= 127 {
-                    for h in [0, 4] {
-                        // SAFETY: NEON is baseline; `acc[h..]`, `rq[c0 + h..]` and the output
-                        // hold 4 elements each (`c0 + 8 <= c`); `q.lo ≤ 127`.
-                        unsafe {
-                            let a = vld1q_s32(acc.as_ptr().add(h));
-                            requant4(a, &rq[c0 + h..c0 + h + 4], q, &mut out[c0 + h..c0 + h + 4]);
-                        }
-                    }
-                } else {
-                    for (j, &a) in acc.iter().enumerate() {
-                        out[c0 + j] = requant(a, rq[c0 + j], q);
-                    }
-                }
-                c0 += 8;
-            }
-            for ch in c0..c {
+            for ch in cb..c {
                 let mut a = 0i32;
-                for &(wr, xr) in t {
+                for &(wr, xr) in &t[..nt] {
                     a += wr[ch] as i32 * (xr[ch] as i32 - zx);
                 }
                 out[ch] = requant(a, rq[ch], q);
@@ -121,29 +254,4 @@ unsafe fn blocks_f32(t: &[(&[f32], &[f32])], bias: &[f32], relu: bool, out: &mut
         c0 += 4;
     }
     c0
-}
-
-/// Exact `Σ_taps w[c0..c0+8]·(x[c0..c0+8] − zx)` in i32.
-///
-/// # Safety
-/// NEON available; every tap row at least `c0 + 8` long.
-#[target_feature(enable = "neon")]
-unsafe fn block_i8(t: &[(&[i8], &[i8])], c0: usize, zx: i32) -> [i32; 8] {
-    let z = vdupq_n_s16(zx as i16);
-    let (mut lo, mut hi) = (vdupq_n_s32(0), vdupq_n_s32(0));
-    for &(wr, xr) in t {
-        // SAFETY: 8-byte loads at `c0`, in bounds by the contract.
-        let (wv, xv) = unsafe { (vld1_s8(wr.as_ptr().add(c0)), vld1_s8(xr.as_ptr().add(c0))) };
-        // x − zx ∈ [−255, 255] fits i16.
-        let (w16, x16) = (vmovl_s8(wv), vsubq_s16(vmovl_s8(xv), z));
-        lo = vmlal_s16(lo, vget_low_s16(w16), vget_low_s16(x16));
-        hi = vmlal_high_s16(hi, w16, x16);
-    }
-    let mut acc = [0i32; 8];
-    // SAFETY: `acc` holds 8 i32.
-    unsafe {
-        vst1q_s32(acc.as_mut_ptr(), lo);
-        vst1q_s32(acc.as_mut_ptr().add(4), hi);
-    }
-    acc
 }

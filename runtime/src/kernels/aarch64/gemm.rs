@@ -39,7 +39,10 @@ pub(super) trait Sink {
     fn begin(&mut self, _o0: usize, _nb: usize) {}
     /// Lane `j` of `d[i]` is the exact `Σ_k w[o + j][k]·(x_{p + i}[k] − zx)`, for `i < np`,
     /// `j < no`.
-    fn tile(&mut self, d: &[int32x4_t; P], np: usize, p: usize, o: usize, no: usize);
+    ///
+    /// # Safety
+    /// `p + np ≤ npix` and `o + no ≤ cout` of the GEMM the sink was made for.
+    unsafe fn tile(&mut self, d: &[int32x4_t; P], np: usize, p: usize, o: usize, no: usize);
     /// Every channel of the block is done for pixels `p .. p + np`.
     #[inline(always)]
     fn end(&mut self, _p: usize, _np: usize) {}
@@ -70,14 +73,19 @@ pub(super) unsafe fn gemm_i8<const DOT: bool>(
         let mut p = 0;
         while p < npix {
             let np = P.min(npix - p);
-            let xs = rows.rows(p, np);
+            // Each row checked once to hold `n` bytes; the channel tiles read them unchecked.
+            let xs = rows.rows(p, np).map(|r| r[..n].as_ptr());
             let mut o = o0;
             while o < o0 + nb {
                 let no = O.min(o0 + nb - o);
-                let ws = wrows(w, n, o, no);
+                // Rows `o .. o + no` of `w`; missing rows repeat the last (their sums are
+                // unused). SAFETY: `o + j.min(no − 1) < cout` and `w` holds `cout·n` bytes.
+                let ws: [*const i8; O] =
+                    core::array::from_fn(|j| unsafe { w.as_ptr().add((o + j.min(no - 1)) * n) });
                 let c = &mut corr[(o - o0) / O];
-                // SAFETY: `DOT` only with `dotprod`, by this function's contract. A lone
-                // pixel (the 1x1-pixel layers, tails) takes a one-row tile: no repeated rows.
+                // SAFETY: `DOT` only with `dotprod`, by this function's contract; every row
+                // pointer starts `n` readable bytes. A lone pixel (the 1x1-pixel layers,
+                // tails) takes a one-row tile: no repeated rows.
                 let d = unsafe {
                     match (p == 0, np == 1) {
                         (true, false) => tile::<DOT, true, P>(xs, ws, n, zx, c),
@@ -86,7 +94,8 @@ pub(super) unsafe fn gemm_i8<const DOT: bool>(
                         (false, true) => [tile::<DOT, false, 1>([xs[0]], ws, n, zx, c)[0]; P],
                     }
                 };
-                sink.tile(&d, np, p, o, no);
+                // SAFETY: `p + np ≤ npix`, `o + no ≤ cout` (the sink's contract).
+                unsafe { sink.tile(&d, np, p, o, no) };
                 o += no;
             }
             sink.end(p, np);
@@ -96,13 +105,6 @@ pub(super) unsafe fn gemm_i8<const DOT: bool>(
     }
 }
 
-/// Rows `o .. o + no` of `w` (`n` each); missing rows repeat the last (their sums are unused).
-#[inline(always)]
-fn wrows(w: &[i8], n: usize, o: usize, no: usize) -> [&[i8]; O] {
-    let r = |j: usize| &w[(o + j.min(no - 1)) * n..][..n];
-    [r(0), r(1), r(2), r(3)]
-}
-
 /// Lane index of each byte.
 const LANES: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
@@ -110,48 +112,36 @@ const LANES: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 /// for the tail).
 ///
 /// # Safety
-/// `i < n` and every row at least `n` bytes long.
-#[inline]
-#[target_feature(enable = "neon")]
+/// `i < n` and every row pointer starts `n` readable bytes.
+#[inline(always)]
 unsafe fn load16<const NP: usize>(
-    xs: &[&[i8]; NP],
-    ws: &[&[i8]; O],
+    xs: &[*const i8; NP],
+    ws: &[*const i8; O],
     i: usize,
     n: usize,
 ) -> ([int8x16_t; NP], [int8x16_t; O]) {
-    let (mut xv, mut wv) = ([vdupq_n_s8(0); NP], [vdupq_n_s8(0); O]);
-    if i + 16 <= n {
-        for p in 0..NP {
-            // SAFETY: `i + 16 ≤ n` and every row holds `n` bytes (this function's contract).
-            xv[p] = unsafe { vld1q_s8(xs[p].as_ptr().add(i)) };
-        }
-        for o in 0..O {
-            // SAFETY: as above.
-            wv[o] = unsafe { vld1q_s8(ws[o].as_ptr().add(i)) };
-        }
-    } else if n >= 16 {
-        // Lanes `l < 16 − (n − i)` of the last 16 bytes were counted by the step before.
-        let at = n - 16;
-        // SAFETY: `LANES` holds 16 bytes.
-        let lanes = unsafe { vld1q_u8(LANES.as_ptr()) };
-        let keep = vreinterpretq_s8_u8(vcgeq_u8(lanes, vdupq_n_u8((i - at) as u8)));
-        for p in 0..NP {
-            // SAFETY: `at + 16 = n` and every row holds `n` bytes (this function's contract).
-            xv[p] = unsafe { vld1q_s8(xs[p].as_ptr().add(at)) };
-        }
-        for o in 0..O {
-            // SAFETY: as above.
-            wv[o] = vandq_s8(unsafe { vld1q_s8(ws[o].as_ptr().add(at)) }, keep);
-        }
-    } else {
-        for p in 0..NP {
-            xv[p] = padded16(&xs[p][i..n]);
-        }
-        for o in 0..O {
-            wv[o] = padded16(&ws[o][i..n]);
+    // SAFETY (every load below): `at + 16 ≤ n` bytes of a row (this function's contract);
+    // NEON is baseline on this target (the module is cfg'd on it).
+    unsafe {
+        if i + 16 <= n {
+            (
+                xs.map(|r| vld1q_s8(r.add(i))),
+                ws.map(|r| vld1q_s8(r.add(i))),
+            )
+        } else if n >= 16 {
+            // Lanes `l < 16 − (n − i)` of the last 16 bytes were counted by the step before.
+            let at = n - 16;
+            let lanes = vld1q_u8(LANES.as_ptr());
+            let keep = vreinterpretq_s8_u8(vcgeq_u8(lanes, vdupq_n_u8((i - at) as u8)));
+            (
+                xs.map(|r| vld1q_s8(r.add(at))),
+                ws.map(|r| vandq_s8(vld1q_s8(r.add(at)), keep)),
+            )
+        } else {
+            let tail = |r: *const i8| padded16(core::slice::from_raw_parts(r.add(i), n - i));
+            (xs.map(tail), ws.map(tail))
         }
     }
-    (xv, wv)
 }
 
 /// Up to 16 bytes as one vector, zero-padded.
@@ -202,23 +192,21 @@ fn hsum4(a: &[int32x4_t; 4]) -> int32x4_t {
 /// because NEON is baseline on this target (the module is cfg'd on it).
 ///
 /// # Safety
-/// `DOT` only when the CPU has `dotprod`.
+/// `DOT` only when the CPU has `dotprod`; every row pointer starts `n` readable bytes.
 #[inline(always)]
 unsafe fn tile<const DOT: bool, const WSUM: bool, const NP: usize>(
-    xs: [&[i8]; NP],
-    ws: [&[i8]; O],
+    xs: [*const i8; NP],
+    ws: [*const i8; O],
     n: usize,
     zx: i32,
     corr: &mut int32x4_t,
 ) -> [int32x4_t; NP] {
-    let xs = xs.map(|r| &r[..n]);
-    let ws = [&ws[0][..n], &ws[1][..n], &ws[2][..n], &ws[3][..n]];
     let ones = vdupq_n_s8(1);
     let mut acc = [[vdupq_n_s32(0); O]; NP];
     let mut wacc = [vdupq_n_s32(0); O];
     let mut i = 0;
     while i < n {
-        // SAFETY: `i < n`; every row was sliced to `n` bytes above.
+        // SAFETY: `i < n`; every row starts `n` readable bytes (this function's contract).
         let (xv, wv) = unsafe { load16(&xs, &ws, i, n) };
         for o in 0..O {
             if WSUM {
@@ -289,7 +277,7 @@ impl Sink for Requant<'_> {
         }
     }
     #[inline(always)]
-    fn tile(&mut self, d: &[int32x4_t; P], np: usize, p: usize, o: usize, no: usize) {
+    unsafe fn tile(&mut self, d: &[int32x4_t; P], np: usize, p: usize, o: usize, no: usize) {
         if no == O && np == P && self.q.lo <= 127 {
             let r = &self.r[(o - self.o0) / O];
             // SAFETY: NEON is baseline on this target (the module is cfg'd on it).
@@ -357,7 +345,7 @@ impl Sink for Sums<'_> {
         (self.o0, self.nb) = (o0, nb);
     }
     #[inline(always)]
-    fn tile(&mut self, d: &[int32x4_t; P], np: usize, _p: usize, o: usize, no: usize) {
+    unsafe fn tile(&mut self, d: &[int32x4_t; P], np: usize, _p: usize, o: usize, no: usize) {
         for (i, &v) in d.iter().enumerate().take(np) {
             let dst = &mut self.acc[i * self.nb + o - self.o0..][..no];
             if no == O {

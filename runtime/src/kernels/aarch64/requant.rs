@@ -84,6 +84,87 @@ impl Rq4 {
         vget_lane_u32::<0>(vreinterpret_u32_s8(b))
     }
 
+    /// These constants with `add` folded into the bias (wrapping, as `requant` adds it):
+    /// `r.with_bias(c).apply(a) == r.apply(a + c)`.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) fn with_bias(self, add: int32x4_t) -> Self {
+        Rq4 {
+            bias: vaddq_s32(self.bias, add),
+            ..self
+        }
+    }
+
+    /// Moves the bias out, for sums that start from it: after `b = r.take_bias()`,
+    /// `r.apply(a + b)` is the old `r.apply(a)` (the reference adds it wrapping too).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) fn take_bias(&mut self) -> int32x4_t {
+        core::mem::replace(&mut self.bias, vdupq_n_s32(0))
+    }
+
+    /// The output stage has its short form ([`Rq4::apply16_short`]): zero bias, no left
+    /// shift, every right shift ≥ 1 and the zero point in i8.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) fn short(&self) -> bool {
+        let zp = vgetq_lane_s32::<0>(self.zp);
+        vmaxvq_u32(vreinterpretq_u32_s32(self.bias)) == 0
+            && vmaxvq_s32(self.lsh) == 0
+            && vmaxvq_s32(self.ne) < 0
+            && (-128..=127).contains(&zp)
+    }
+
+    /// `MBQM(acc)` in the short form: with a right shift ≥ 1 in every lane the fix-up is
+    /// −1 exactly for negative `v` (`v >> 31`), with no mask.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    fn scaled_short(&self, acc: int32x4_t) -> int32x4_t {
+        let v = vqrdmulhq_s32(acc, self.mult);
+        vrshlq_s32(vqaddq_s32(v, vshrq_n_s32::<31>(v)), self.ne)
+    }
+
+    /// [`Rq4::apply16`] when every `r[g].short()`: the zero point joins in i16 after the
+    /// first saturating narrow, exact because `|zp| ≤ 128` cannot carry a saturated i16
+    /// back into i8's range.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) fn apply16_short(r: [&Rq4; 4], a: [int32x4_t; 4]) -> int8x16_t {
+        let zp = vdupq_n_s16(vgetq_lane_s32::<0>(r[0].zp) as i16);
+        let h0 = vqmovn_high_s32(vqmovn_s32(r[0].scaled_short(a[0])), r[1].scaled_short(a[1]));
+        let h1 = vqmovn_high_s32(vqmovn_s32(r[2].scaled_short(a[2])), r[3].scaled_short(a[3]));
+        let b = vqmovn_high_s16(vqmovn_s16(vqaddq_s16(h0, zp)), vqaddq_s16(h1, zp));
+        vmaxq_s8(b, r[0].lo8)
+    }
+
+    /// [`Rq4::apply8`] when both `r[g].short()`, as [`Rq4::apply16_short`].
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) fn apply8_short(r: &[Rq4; 2], lo: int32x4_t, hi: int32x4_t) -> int8x8_t {
+        let zp = vdupq_n_s16(vgetq_lane_s32::<0>(r[0].zp) as i16);
+        let h = vqmovn_high_s32(vqmovn_s32(r[0].scaled_short(lo)), r[1].scaled_short(hi));
+        vmax_s8(vqmovn_s16(vqaddq_s16(h, zp)), vget_low_s8(r[0].lo8))
+    }
+
+    /// 8 channels' output stage (`r[0]` for `lo`'s channels, `r[1]` for `hi`'s) as 8 bytes:
+    /// the saturating narrows then one `SMAX` with `lo`, as in [`Rq4::apply4`].
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) fn apply8(r: &[Rq4; 2], lo: int32x4_t, hi: int32x4_t) -> int8x8_t {
+        let h = vqmovn_high_s32(vqmovn_s32(r[0].scaled(lo)), r[1].scaled(hi));
+        vmax_s8(vqmovn_s16(h), vget_low_s8(r[0].lo8))
+    }
+
+    /// 16 channels' output stage (`r[g]` for `a[g]`'s 4 channels) as 16 bytes, as
+    /// [`Rq4::apply8`].
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) fn apply16(r: [&Rq4; 4], a: [int32x4_t; 4]) -> int8x16_t {
+        let h0 = vqmovn_high_s32(vqmovn_s32(r[0].scaled(a[0])), r[1].scaled(a[1]));
+        let h1 = vqmovn_high_s32(vqmovn_s32(r[2].scaled(a[2])), r[3].scaled(a[3]));
+        vmaxq_s8(vqmovn_high_s16(vqmovn_s16(h0), h1), r[0].lo8)
+    }
+
     /// [`Rq4::apply`] on 4 pixels' sums of the same 4 channels: word `i` of the result is
     /// `apply(acc[i])`. The clamp to `[lo, 127]` is the saturating narrows (`SQXTN` to
     /// −128..=127) then one byte `SMAX` with `lo` (`lo ≥ −128`, and `≤ 127` by `new`'s
@@ -96,20 +177,6 @@ impl Rq4 {
         let h1 = vqmovn_high_s32(vqmovn_s32(d[2]), d[3]);
         let b = vqmovn_high_s16(vqmovn_s16(h0), h1);
         vreinterpretq_u32_s8(vmaxq_s8(b, self.lo8))
-    }
-}
-
-/// `out[j] = requant(acc[j], rq[j], q)` for `j < 4`.
-///
-/// # Safety
-/// NEON available (baseline); `rq` and `out` hold at least 4 elements; `q.lo ≤ 127` (the
-/// reference panics otherwise: callers take the scalar path then).
-#[inline]
-#[target_feature(enable = "neon")]
-pub(super) unsafe fn requant4(acc: int32x4_t, rq: &[[i32; 3]], q: OutQ, out: &mut [i8]) {
-    let word = Rq4::new(rq, q).apply(acc);
-    for (o, b) in out[..4].iter_mut().zip(word.to_le_bytes()) {
-        *o = b as i8;
     }
 }
 

@@ -1,0 +1,368 @@
+//! The int8 pointwise conv on `sdot` by element, with the weights packed per block of up to
+//! 16 output channels.
+//!
+//! `sdot v.4s, w.16b, x.4b[j]` adds, to lane `l`, the 4 products of channel `l`'s bytes
+//! `4l .. 4l + 4` of `w` with the 4 input bytes of group `j` of `x`. So with a block's
+//! weights packed as `[k / 4][group][4 channels × 4 k]` (a 4×4 transpose of u32 per 16
+//! bytes of 4 rows, once per block), one 16-byte load of a pixel's input feeds 4 `sdot`s per
+//! group of 4 channels, and each accumulator holds 4 channels of one pixel: no horizontal
+//! sums, and a pixel's 16 channels leave as one 16-byte store. A register tile is 4 pixels
+//! × 16 channels (16 accumulators): 64 `sdot`s (1024 MACs) per 4 input and 16 weight loads.
+//!
+//! The zero point is folded into the bias (`Σ w·(x − zx) = Σ w·x − zx·Σw`, `Σw` by `sdot`
+//! with ones while packing), which the reference's wrapping `acc + bias` allows. A row tail
+//! of 4, 8 or 12 bytes reloads the row's last 16 bytes and takes its last groups. Exact, so
+//! bit-identical to the reference.
+use core::arch::aarch64::*;
+
+use super::requant::Rq4;
+use crate::kernels::{Geom, OutQ};
+
+/// Output channels per block (4 groups of 4).
+const CB: usize = 16;
+/// Longest input row the packed path takes: a block's packed weights (`CB · NMAX` bytes)
+/// live on the stack.
+pub(super) const NMAX: usize = 256;
+
+/// Start of output pixel `p`'s input channels.
+#[inline]
+fn src(g: &Geom, p: usize) -> usize {
+    let (oy, ox) = (p / g.wo, p % g.wo);
+    (oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off
+}
+
+/// `reference::conv1x1::conv1x1_i8` when the shape fits (more than 4 pixels, `cin` a
+/// multiple of 4 in `16..=NMAX`, `cout` a multiple of 4, `q.lo ≤ 127`, whole slices); `false`, with nothing
+/// written, otherwise.
+///
+/// # Safety
+/// The CPU has `dotprod`.
+pub(super) unsafe fn conv1x1_i8(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) -> bool {
+    let (n, cout, npix) = (g.cin, g.cout, g.ho * g.wo);
+    // One tile's worth of pixels does not pay for the packing (the dot-product GEMM reads
+    // the weights as they are).
+    let fits = npix > 4
+        && n % 4 == 0
+        && (16..=NMAX).contains(&n)
+        && cout % 4 == 0
+        && q.lo <= 127
+        && w.len() >= cout * n
+        && rq.len() >= cout
+        && y.len() >= npix * cout
+        // `src` grows with the pixel: the last one's row ends last.
+        && (npix == 0 || x.len() >= src(g, npix - 1) + n);
+    if !fits {
+        return false;
+    }
+    // SAFETY: NEON is baseline on this target; zeroed vectors.
+    let mut buf = unsafe { [vdupq_n_s8(0); CB / 4 * NMAX / 4] };
+    let mut o = 0;
+    while o < cout {
+        // SAFETY: `dotprod` (this function's contract); `fits` bounds the block's reads of
+        // `w`, `rq` and `x` and its writes to `y` (`o + 4·G ≤ cout`).
+        unsafe {
+            match ((cout - o) / 4).min(4) {
+                4 => block::<4>(g, x, zx, w, rq, q, y, o, &mut buf),
+                3 => block::<3>(g, x, zx, w, rq, q, y, o, &mut buf),
+                2 => block::<2>(g, x, zx, w, rq, q, y, o, &mut buf),
+                _ => block::<1>(g, x, zx, w, rq, q, y, o, &mut buf),
+            }
+        }
+        o += CB;
+    }
+    true
+}
+
+/// Channels `o .. o + 4·G` of every pixel: pack, then 4-pixel tiles.
+///
+/// # Safety
+/// `dotprod`; [`conv1x1_i8`]'s `fits` holds and `o + 4·G ≤ cout`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block<const G: usize>(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+    o: usize,
+    buf: &mut [int8x16_t; CB / 4 * NMAX / 4],
+) {
+    let (n, cout, npix) = (g.cin, g.cout, g.ho * g.wo);
+    // SAFETY: rows `o .. o + 4·G < cout` of `w` (`cout·n` bytes), `n ≤ NMAX`; dotprod.
+    let wsum = unsafe { pack::<G>(&w[o * n..(o + 4 * G) * n], n, buf) };
+    let mut r: [Rq4; G] = core::array::from_fn(|gi| {
+        // SAFETY: NEON is baseline on this target; `rq` holds `cout ≥ o + 4·G` triples.
+        unsafe { Rq4::new(&rq[o + 4 * gi..], q).with_bias(vnegq_s32(vmulq_n_s32(wsum[gi], zx))) }
+    });
+    // The sums start from the bias (and zero-point term).
+    // SAFETY: NEON is baseline on this target.
+    let init: [int32x4_t; G] = core::array::from_fn(|gi| unsafe { r[gi].take_bias() });
+    // SAFETY: as above.
+    let short = r.iter().all(|r| unsafe { r.short() });
+    // The next pixel's row start, walked without divisions.
+    let (mut oy, mut ox) = (0, 0);
+    let mut next = || {
+        let at = (oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off;
+        ox += 1;
+        if ox == g.wo {
+            (oy, ox) = (oy + 1, 0);
+        }
+        at
+    };
+    let mut p = 0;
+    while p < npix {
+        let np = 4.min(npix - p);
+        let mut at = [0; 4];
+        for a in at.iter_mut().take(np) {
+            *a = next();
+        }
+        // The tile's missing pixels repeat the last real one (their sums are unused).
+        let xs: [*const i8; 4] = core::array::from_fn(|i| x[at[i.min(np - 1)]..][..n].as_ptr());
+        // SAFETY: every row starts `n` readable bytes; `buf` holds the packed block; dotprod.
+        let acc = unsafe { tile::<G>(xs, buf, n, init) };
+        for (i, a) in acc.iter().enumerate().take(np) {
+            let out = &mut y[(p + i) * cout + o..][..4 * G];
+            store::<G>(&r, short, a, out);
+        }
+        p += np;
+    }
+}
+
+/// Packs `w`'s `4·G` rows of `n` bytes into `buf` (`[n / 4][G][16]`) and returns each
+/// group's `Σw` per channel.
+///
+/// # Safety
+/// `dotprod`; `w` holds `4·G·n` bytes, `16 ≤ n ≤ NMAX`, `n % 4 = 0`.
+#[inline(always)]
+unsafe fn pack<const G: usize>(
+    w: &[i8],
+    n: usize,
+    buf: &mut [int8x16_t; CB / 4 * NMAX / 4],
+) -> [int32x4_t; G] {
+    let w = &w[..4 * G * n];
+    let ones = vdupq_n_s8(1);
+    let out = buf.as_mut_ptr();
+    core::array::from_fn(|gi| {
+        // SAFETY (the whole closure): loads of 16 bytes at `at + 16 ≤ n` of the group's 4
+        // rows (`w` holds `4·G·n`); stores at `(j·G + gi) < (n / 4)·G ≤ buf.len()`; dotprod.
+        unsafe {
+            let r = w.as_ptr().add(4 * gi * n);
+            let load = |at: usize| transpose(core::array::from_fn(|c| vld1q_s8(r.add(c * n + at))));
+            let mut s = vdupq_n_s32(0);
+            let mut put = |j: usize, v: int8x16_t| {
+                *out.add(j * G + gi) = v;
+                s = sdot::<0>(s, v, ones);
+            };
+            let mut k = 0;
+            while k + 16 <= n {
+                for (jj, v) in load(k).into_iter().enumerate() {
+                    put(k / 4 + jj, v);
+                }
+                k += 16;
+            }
+            if k < n {
+                // The row's last 16 bytes; their first groups were packed already.
+                let t = load(n - 16);
+                for jj in 4 - (n - k) / 4..4 {
+                    put(n / 4 - 4 + jj, t[jj]);
+                }
+            }
+            s
+        }
+    })
+}
+
+/// The 4×4 transpose of u32: `out[j]` lane `c` is `rows[c]` lane `j` (channel `c`'s bytes
+/// `4j .. 4j + 4`).
+#[inline(always)]
+fn transpose(rows: [int8x16_t; 4]) -> [int8x16_t; 4] {
+    // SAFETY: NEON is baseline on this target (the module is cfg'd on it).
+    unsafe {
+        let [a, b, c, d] = rows.map(|r| vreinterpretq_s32_s8(r));
+        let (ab1, ab2) = (vtrn1q_s32(a, b), vtrn2q_s32(a, b));
+        let (cd1, cd2) = (vtrn1q_s32(c, d), vtrn2q_s32(c, d));
+        let h = |u: int32x4_t, v: int32x4_t, hi: bool| {
+            let (u, v) = (vreinterpretq_s64_s32(u), vreinterpretq_s64_s32(v));
+            vreinterpretq_s8_s64(if hi {
+                vtrn2q_s64(u, v)
+            } else {
+                vtrn1q_s64(u, v)
+            })
+        };
+        [
+            h(ab1, cd1, false),
+            h(ab2, cd2, false),
+            h(ab1, cd1, true),
+            h(ab2, cd2, true),
+        ]
+    }
+}
+
+/// `acc + ` lane-wise `Σ_{b<4} a[4l + b]·x[4L + b]` (one `sdot` by element).
+///
+/// # Safety
+/// The CPU has `dotprod`.
+#[inline(always)]
+unsafe fn sdot<const L: i32>(acc: int32x4_t, a: int8x16_t, x: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // `vdotq_laneq_s32` is not stable Rust; the instruction is one `asm!` line (assembled
+    // whatever the build's features; executed only when the caller guarantees dotprod).
+    // SAFETY: `sdot` reads and writes only these registers; the caller guarantees dotprod.
+    unsafe {
+        core::arch::asm!(
+            ".arch_extension dotprod",
+            "sdot {acc:v}.4s, {a:v}.16b, {x:v}.4b[{l}]",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            x = in(vreg) x,
+            l = const L,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    acc
+}
+
+/// Group `L` of 16 input bytes against the packed groups at `wb` (`G` vectors) for 4 pixels.
+///
+/// # Safety
+/// `dotprod`; `wb` points at `G` packed vectors.
+#[inline(always)]
+unsafe fn step<const L: i32, const G: usize>(
+    acc: &mut [[int32x4_t; G]; 4],
+    wb: *const int8x16_t,
+    xv: &[int8x16_t; 4],
+) {
+    for gi in 0..G {
+        // SAFETY: `gi < G` vectors at `wb` (this function's contract); dotprod.
+        unsafe {
+            let wv = *wb.add(gi);
+            for i in 0..4 {
+                acc[i][gi] = sdot::<L>(acc[i][gi], wv, xv[i]);
+            }
+        }
+    }
+}
+
+/// `init + ` the exact `Σ_k w[c][k]·x_i[k]` for 4 pixels × `4·G` channels (`[pixel][group]`, lanes =
+/// channels).
+///
+/// # Safety
+/// `dotprod`; every row pointer starts `n` readable bytes (`16 ≤ n ≤ NMAX`, `n % 4 = 0`);
+/// `buf` holds the block packed by [`pack`].
+#[inline(always)]
+unsafe fn tile<const G: usize>(
+    xs: [*const i8; 4],
+    buf: &[int8x16_t; CB / 4 * NMAX / 4],
+    n: usize,
+    init: [int32x4_t; G],
+) -> [[int32x4_t; G]; 4] {
+    // SAFETY (the whole body): loads at `k + 16 ≤ n` of each row; packed groups `j < n / 4`
+    // of `buf`; dotprod — all by this function's contract.
+    unsafe {
+        let mut acc = [init; 4];
+        let wb = buf.as_ptr();
+        let mut k = 0;
+        while k + 16 <= n {
+            let xv = xs.map(|r| vld1q_s8(r.add(k)));
+            let wj = wb.add(k / 4 * G);
+            step::<0, G>(&mut acc, wj, &xv);
+            step::<1, G>(&mut acc, wj.add(G), &xv);
+            step::<2, G>(&mut acc, wj.add(2 * G), &xv);
+            step::<3, G>(&mut acc, wj.add(3 * G), &xv);
+            k += 16;
+        }
+        if k < n {
+            // 4, 8 or 12 bytes left: the row's last 16 bytes, their last groups.
+            let xv = xs.map(|r| vld1q_s8(r.add(n - 16)));
+            let wj = wb.add((n / 4 - 4) * G);
+            let left = (n - k) / 4;
+            if left == 3 {
+                step::<1, G>(&mut acc, wj.add(G), &xv);
+            }
+            if left >= 2 {
+                step::<2, G>(&mut acc, wj.add(2 * G), &xv);
+            }
+            step::<3, G>(&mut acc, wj.add(3 * G), &xv);
+        }
+        acc
+    }
+}
+
+/// One pixel's `4·G` outputs of the block into `out`; `short`: every `r[g].short()`.
+#[inline(always)]
+fn store<const G: usize>(r: &[Rq4; G], short: bool, a: &[int32x4_t; G], out: &mut [i8]) {
+    let out = &mut out[..4 * G];
+    match G {
+        4 if short => {
+            // SAFETY: NEON is baseline; `out` holds 16 bytes.
+            unsafe {
+                let b = Rq4::apply16_short([&r[0], &r[1], &r[2], &r[3]], [a[0], a[1], a[2], a[3]]);
+                vst1q_s8(out.as_mut_ptr(), b);
+            }
+        }
+        2 if short => {
+            // SAFETY: NEON is baseline; `out` holds 8 bytes.
+            unsafe {
+                vst1_s8(
+                    out.as_mut_ptr(),
+                    Rq4::apply8_short(&[r[0], r[1]], a[0], a[1]),
+                )
+            };
+        }
+        4 => {
+            // SAFETY: NEON is baseline; `out` holds 16 bytes.
+            unsafe {
+                let b = Rq4::apply16([&r[0], &r[1], &r[2], &r[3]], [a[0], a[1], a[2], a[3]]);
+                vst1q_s8(out.as_mut_ptr(), b);
+            }
+        }
+        2 => {
+            // SAFETY: NEON is baseline; `out` holds 8 bytes.
+            unsafe { vst1_s8(out.as_mut_ptr(), Rq4::apply8(&[r[0], r[1]], a[0], a[1])) };
+        }
+        _ => {
+            for (gi, o4) in out.chunks_exact_mut(4).enumerate() {
+                // SAFETY: NEON is baseline; `o4` holds 4 bytes, written unaligned (channel
+                // offsets are any byte).
+                unsafe { (o4.as_mut_ptr() as *mut u32).write_unaligned(r[gi].apply(a[gi])) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The transpose puts channel `c`'s bytes `4j .. 4j + 4` in lane `c` of vector `j`.
+    #[test]
+    fn transpose_moves_words() {
+        let rows: [[i8; 16]; 4] =
+            core::array::from_fn(|c| core::array::from_fn(|b| (c * 16 + b) as i8));
+        // SAFETY: NEON is baseline; 16-byte loads and stores of 16-byte arrays.
+        let t = transpose(rows.map(|r| unsafe { vld1q_s8(r.as_ptr()) }));
+        for (j, v) in t.into_iter().enumerate() {
+            let mut got = [0i8; 16];
+            // SAFETY: NEON is baseline; `got` holds 16 bytes.
+            unsafe { vst1q_s8(got.as_mut_ptr(), v) };
+            for c in 0..4 {
+                assert_eq!(
+                    got[4 * c..4 * c + 4],
+                    rows[c][4 * j..4 * j + 4],
+                    "vector {j} lane {c}"
+                );
+            }
+        }
+    }
+}
