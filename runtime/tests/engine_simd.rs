@@ -206,12 +206,12 @@ cross_test!(
     Family::Depthwise,
     i8
 );
-/// The pointwise int8 twins on the shapes the packed `sdot` path takes on aarch64 (more
-/// than 4 pixels, `cin` a multiple of 4 in 16..=256, `cout` a multiple of 4: blocks of 16
-/// channels and their 4-, 8- and 12-channel tails, row tails of 4, 8 and 12 bytes) and its
-/// neighbours, with weights and inputs over the whole i8 range, zero points at both ends
-/// and output stages of every form (left shifts, zero right shifts, zero points outside
-/// i8), against the reference.
+/// The pointwise int8 twins on the shapes the packed `sdot` path and the lone-pixel path
+/// take on aarch64 (more than 4 pixels, or one; `cin` a multiple of 4 in 16..=256; `cout` a
+/// multiple of 4: blocks of 16 channels and their 4-, 8- and 12-channel tails, row tails of
+/// 4, 8 and 12 bytes) and their neighbours, with weights and inputs over the whole i8 range,
+/// zero points at both ends and output stages of every form (left shifts, zero right
+/// shifts, zero points outside i8), against the reference.
 #[test]
 fn conv1x1_i8_twin_is_bit_exact_on_packed_shapes() {
     let mut r = rng();
@@ -229,7 +229,12 @@ fn conv1x1_i8_twin_is_bit_exact_on_packed_shapes() {
                 r.gen_range(1..80)
             };
             let (extra, stride) = (r.gen_range(0..3), r.gen_range(1..3));
-            let (h, w) = (r.gen_range(1..9), r.gen_range(1..9));
+            // A fifth are lone pixels (the matrix-times-vector path).
+            let (h, w) = if r.gen_bool(0.2) {
+                (1, 1)
+            } else {
+                (r.gen_range(1..9), r.gen_range(1..9))
+            };
             let g = Geom {
                 h,
                 w,

@@ -6,7 +6,7 @@
 //! (`sdot`, or `smull`/`sadalp`), exact, so bit-identical to the reference.
 use core::arch::aarch64::*;
 
-use super::gemm::{gemm_i8, Requant, Rows, Sums, P as GP};
+use super::gemm::{gemm_i8, matvec_i8, Requant, Rows, Sums, P as GP};
 use super::packed_sdot;
 use crate::kernels::{Geom, OutQ, SumTile};
 
@@ -148,8 +148,12 @@ fn conv_i8<const DOT: bool>(
         return;
     }
     let npix = g.ho * g.wo;
+    // SAFETY: as above.
+    if npix == 1 && unsafe { matvec_i8::<DOT>(g.cin, g.cout, w, zx, &x[src(g, 0)..], rq, q, y) } {
+        return;
+    }
     let mut out = Requant::new(rq, q, &mut y[..npix * g.cout], g.cout);
-    // SAFETY: `DOT` only from the sdot entry points, installed only with `dotprod`.
+    // SAFETY: as above.
     unsafe { gemm_i8::<DOT>(g.cin, npix, g.cout, w, zx, &mut Pixels { g, x }, &mut out) }
 }
 

@@ -105,6 +105,47 @@ pub(super) unsafe fn gemm_i8<const DOT: bool>(
     }
 }
 
+/// The lone-pixel conv (the 1x1-pixel layers, a matrix times one vector):
+/// `y[o] = requant(Σ_k w[o][k]·(x[k] − zx), rq[o], q)`, 8 channels at a time, each pair of
+/// 4-channel tiles requantised and stored together (no per-tile sink). `false`, with nothing
+/// written, unless `n ≥ 16`, `cout % 8 = 0`, `q.lo ≤ 127` and the slices are whole.
+///
+/// # Safety
+/// `DOT` only when the CPU has `dotprod`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn matvec_i8<const DOT: bool>(
+    n: usize,
+    cout: usize,
+    w: &[i8],
+    zx: i32,
+    x: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) -> bool {
+    if n < 16 || cout % 8 != 0 || q.lo > 127 || w.len() < cout * n || x.len() < n {
+        return false;
+    }
+    let (rq, y) = (&rq[..cout], &mut y[..cout]);
+    let xp = [x.as_ptr()];
+    let mut o = 0;
+    while o < cout {
+        // SAFETY: rows `o .. o + 8 ≤ cout` of `w` (`cout·n` bytes) and `x` start `n` readable
+        // bytes; `DOT` only with `dotprod` (this function's contract); NEON is baseline.
+        unsafe {
+            let rows = |h: usize| core::array::from_fn(|j| w.as_ptr().add((o + 4 * h + j) * n));
+            let (mut c0, mut c1) = (vdupq_n_s32(0), vdupq_n_s32(0));
+            let d0 = tile::<DOT, true, 1>(xp, rows(0), n, zx, &mut c0)[0];
+            let d1 = tile::<DOT, true, 1>(xp, rows(1), n, zx, &mut c1)[0];
+            let r = [Rq4::new(&rq[o..], q), Rq4::new(&rq[o + 4..], q)];
+            vst1_s8(y[o..o + 8].as_mut_ptr(), Rq4::apply8(&r, d0, d1));
+        }
+        o += 8;
+    }
+    true
+}
+
 /// Lane index of each byte.
 const LANES: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
