@@ -7,7 +7,7 @@
 use core::arch::aarch64::*;
 
 use super::gemm::{gemm_i8, matvec_i8, Requant, Rows, Sums, P as GP};
-use super::packed_sdot;
+use super::packed;
 use crate::kernels::{Geom, OutQ, SumTile};
 
 /// Output pixels per f32 tile.
@@ -144,7 +144,7 @@ fn conv_i8<const DOT: bool>(
     y: &mut [i8],
 ) {
     // SAFETY: `DOT` only from the sdot entry points, installed only with `dotprod`.
-    if DOT && unsafe { packed_sdot::conv1x1_i8(g, x, zx, w, rq, q, y) } {
+    if unsafe { packed::conv1x1_i8::<DOT>(g, x, zx, w, rq, q, y) } {
         return;
     }
     let npix = g.ho * g.wo;

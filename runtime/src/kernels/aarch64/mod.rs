@@ -13,7 +13,7 @@ mod dw3x3;
 mod gemm;
 mod linear;
 mod maxpool;
-mod packed_sdot;
+mod packed;
 mod rebuild;
 mod requant;
 mod stem;

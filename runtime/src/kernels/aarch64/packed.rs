@@ -1,28 +1,37 @@
-//! The int8 pointwise conv on `sdot` by element, with the weights packed per block of up to
-//! 16 output channels.
+//! The int8 pointwise conv with the weights packed per block of up to 16 output channels,
+//! so that each accumulator holds 4 channels of one pixel: no horizontal sums, and a
+//! pixel's 16 channels leave as one 16-byte store. A register tile is 4 pixels × 16
+//! channels (16 accumulators). Two forms of the same layout idea:
 //!
-//! `sdot v.4s, w.16b, x.4b[j]` adds, to lane `l`, the 4 products of channel `l`'s bytes
-//! `4l .. 4l + 4` of `w` with the 4 input bytes of group `j` of `x`. So with a block's
-//! weights packed as `[k / 4][group][4 channels × 4 k]` (a 4×4 transpose of u32 per 16
-//! bytes of 4 rows, once per block), one 16-byte load of a pixel's input feeds 4 `sdot`s per
-//! group of 4 channels, and each accumulator holds 4 channels of one pixel: no horizontal
-//! sums, and a pixel's 16 channels leave as one 16-byte store. A register tile is 4 pixels
-//! × 16 channels (16 accumulators): 64 `sdot`s (1024 MACs) per 4 input and 16 weight loads.
+//! - `sdot` by element (`DOT`, with `dotprod`): `sdot v.4s, w.16b, x.4b[j]` adds, to lane
+//!   `l`, the 4 products of channel `l`'s bytes `4l .. 4l + 4` of `w` with the 4 input bytes
+//!   of group `j` of `x`. The weights are packed as `[k / 4][group][4 channels × 4 k]` (a
+//!   4×4 transpose of u32 per 16 bytes of 4 rows), so one 16-byte load of a pixel's input
+//!   feeds 4 `sdot`s per group: 64 `sdot`s (1024 MACs) per 4 input and 16 weight loads.
+//! - `smlal` by element (plain NEON): the weights widened to i16 and packed as
+//!   `[k][group][4 channels]`, the input widened 8 bytes at a time; `smlal v.4s, w.4h,
+//!   x.h[j]` adds 4 channels' products with input `j`: 16 per input value of the tile.
 //!
-//! The zero point is folded into the bias (`Σ w·(x − zx) = Σ w·x − zx·Σw`, `Σw` by `sdot`
-//! with ones while packing), which the reference's wrapping `acc + bias` allows. A row tail
-//! of 4, 8 or 12 bytes reloads the row's last 16 bytes and takes its last groups. Exact, so
-//! bit-identical to the reference.
+//! The zero point is folded into the bias (`Σ w·(x − zx) = Σ w·x − zx·Σw`, `Σw` summed while
+//! packing), which the reference's wrapping `acc + bias` allows; the sums start from it. A
+//! row tail reloads the row's last 16 (8) bytes and takes its last groups (inputs). Exact,
+//! so bit-identical to the reference.
 use core::arch::aarch64::*;
+use core::mem::MaybeUninit;
 
 use super::requant::Rq4;
 use crate::kernels::{Geom, OutQ};
 
 /// Output channels per block (4 groups of 4).
 const CB: usize = 16;
-/// Longest input row the packed path takes: a block's packed weights (`CB · NMAX` bytes)
-/// live on the stack.
-pub(super) const NMAX: usize = 256;
+/// Longest input row the packed path takes: a block's packed weights (`CB · NMAX` bytes,
+/// twice that widened) live on the stack.
+const NMAX: usize = 256;
+
+/// The packed block's buffer: 16-byte vectors, room for `CB · NMAX` i16. Left
+/// uninitialised (8 KB a call otherwise): it is only reached through raw pointers, and
+/// every vector a tile reads was written by the block's packing first.
+type Buf = [MaybeUninit<int8x16_t>; CB * NMAX * 2 / 16];
 
 /// Start of output pixel `p`'s input channels.
 #[inline]
@@ -32,12 +41,12 @@ fn src(g: &Geom, p: usize) -> usize {
 }
 
 /// `reference::conv1x1::conv1x1_i8` when the shape fits (more than 4 pixels, `cin` a
-/// multiple of 4 in `16..=NMAX`, `cout` a multiple of 4, `q.lo ≤ 127`, whole slices); `false`, with nothing
-/// written, otherwise.
+/// multiple of 4 in `16..=NMAX`, `cout` a multiple of 4, `q.lo ≤ 127`, whole slices);
+/// `false`, with nothing written, otherwise.
 ///
 /// # Safety
-/// The CPU has `dotprod`.
-pub(super) unsafe fn conv1x1_i8(
+/// `DOT` only when the CPU has `dotprod`.
+pub(super) unsafe fn conv1x1_i8<const DOT: bool>(
     g: &Geom,
     x: &[i8],
     zx: i32,
@@ -62,18 +71,17 @@ pub(super) unsafe fn conv1x1_i8(
     if !fits {
         return false;
     }
-    // SAFETY: NEON is baseline on this target; zeroed vectors.
-    let mut buf = unsafe { [vdupq_n_s8(0); CB / 4 * NMAX / 4] };
+    let mut buf: Buf = [MaybeUninit::uninit(); CB * NMAX * 2 / 16];
     let mut o = 0;
     while o < cout {
-        // SAFETY: `dotprod` (this function's contract); `fits` bounds the block's reads of
-        // `w`, `rq` and `x` and its writes to `y` (`o + 4·G ≤ cout`).
+        // SAFETY: `DOT` only with `dotprod` (this function's contract); `fits` bounds the
+        // block's reads of `w`, `rq` and `x` and its writes to `y` (`o + 4·G ≤ cout`).
         unsafe {
             match ((cout - o) / 4).min(4) {
-                4 => block::<4>(g, x, zx, w, rq, q, y, o, &mut buf),
-                3 => block::<3>(g, x, zx, w, rq, q, y, o, &mut buf),
-                2 => block::<2>(g, x, zx, w, rq, q, y, o, &mut buf),
-                _ => block::<1>(g, x, zx, w, rq, q, y, o, &mut buf),
+                4 => block::<DOT, 4>(g, x, zx, w, rq, q, y, o, &mut buf),
+                3 => block::<DOT, 3>(g, x, zx, w, rq, q, y, o, &mut buf),
+                2 => block::<DOT, 2>(g, x, zx, w, rq, q, y, o, &mut buf),
+                _ => block::<DOT, 1>(g, x, zx, w, rq, q, y, o, &mut buf),
             }
         }
         o += CB;
@@ -84,10 +92,10 @@ pub(super) unsafe fn conv1x1_i8(
 /// Channels `o .. o + 4·G` of every pixel: pack, then 4-pixel tiles.
 ///
 /// # Safety
-/// `dotprod`; [`conv1x1_i8`]'s `fits` holds and `o + 4·G ≤ cout`.
+/// `DOT` only with `dotprod`; [`conv1x1_i8`]'s `fits` holds and `o + 4·G ≤ cout`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn block<const G: usize>(
+unsafe fn block<const DOT: bool, const G: usize>(
     g: &Geom,
     x: &[i8],
     zx: i32,
@@ -96,11 +104,19 @@ unsafe fn block<const G: usize>(
     q: OutQ,
     y: &mut [i8],
     o: usize,
-    buf: &mut [int8x16_t; CB / 4 * NMAX / 4],
+    buf: &mut Buf,
 ) {
     let (n, cout, npix) = (g.cin, g.cout, g.ho * g.wo);
-    // SAFETY: rows `o .. o + 4·G < cout` of `w` (`cout·n` bytes), `n ≤ NMAX`; dotprod.
-    let wsum = unsafe { pack::<G>(&w[o * n..(o + 4 * G) * n], n, buf) };
+    let w = &w[o * n..(o + 4 * G) * n];
+    // SAFETY: rows `o .. o + 4·G ≤ cout` of `w`, `16 ≤ n ≤ NMAX`, `n % 4 = 0`; `DOT` only
+    // with dotprod.
+    let wsum = unsafe {
+        if DOT {
+            pack::<G>(w, n, buf.as_mut_ptr() as *mut int8x16_t)
+        } else {
+            pack_h::<G>(w, n, buf.as_mut_ptr() as *mut i16)
+        }
+    };
     let mut r: [Rq4; G] = core::array::from_fn(|gi| {
         // SAFETY: NEON is baseline on this target; `rq` holds `cout ≥ o + 4·G` triples.
         unsafe { Rq4::new(&rq[o + 4 * gi..], q).with_bias(vnegq_s32(vmulq_n_s32(wsum[gi], zx))) }
@@ -129,8 +145,15 @@ unsafe fn block<const G: usize>(
         }
         // The tile's missing pixels repeat the last real one (their sums are unused).
         let xs: [*const i8; 4] = core::array::from_fn(|i| x[at[i.min(np - 1)]..][..n].as_ptr());
-        // SAFETY: every row starts `n` readable bytes; `buf` holds the packed block; dotprod.
-        let acc = unsafe { tile::<G>(xs, buf, n, init) };
+        // SAFETY: every row starts `n` readable bytes; `buf` holds the block packed for
+        // `DOT`, which comes only with dotprod.
+        let acc = unsafe {
+            if DOT {
+                tile::<G>(xs, buf.as_ptr() as *const int8x16_t, n, init)
+            } else {
+                tile_h::<G>(xs, buf.as_ptr() as *const i16, n, init)
+            }
+        };
         for (i, a) in acc.iter().enumerate().take(np) {
             let out = &mut y[(p + i) * cout + o..][..4 * G];
             store::<G>(&r, short, a, out);
@@ -139,48 +162,42 @@ unsafe fn block<const G: usize>(
     }
 }
 
-/// Packs `w`'s `4·G` rows of `n` bytes into `buf` (`[n / 4][G][16]`) and returns each
+/// Packs `w`'s `4·G` rows of `n` bytes at `out` (`[n / 4][G][16]`) and returns each
 /// group's `Σw` per channel.
 ///
 /// # Safety
-/// `dotprod`; `w` holds `4·G·n` bytes, `16 ≤ n ≤ NMAX`, `n % 4 = 0`.
+/// `dotprod`; `w` holds `4·G·n` bytes, `16 ≤ n ≤ NMAX`, `n % 4 = 0`; `out` has room for
+/// `G·n / 4` vectors.
 #[inline(always)]
-unsafe fn pack<const G: usize>(
-    w: &[i8],
-    n: usize,
-    buf: &mut [int8x16_t; CB / 4 * NMAX / 4],
-) -> [int32x4_t; G] {
+unsafe fn pack<const G: usize>(w: &[i8], n: usize, out: *mut int8x16_t) -> [int32x4_t; G] {
     let w = &w[..4 * G * n];
     let ones = vdupq_n_s8(1);
-    let out = buf.as_mut_ptr();
-    core::array::from_fn(|gi| {
-        // SAFETY (the whole closure): loads of 16 bytes at `at + 16 ≤ n` of the group's 4
-        // rows (`w` holds `4·G·n`); stores at `(j·G + gi) < (n / 4)·G ≤ buf.len()`; dotprod.
+    let mut sums = [vdupq_n_s32(0); G];
+    for (gi, s) in sums.iter_mut().enumerate() {
+        // SAFETY (the loop): loads of 16 bytes at `at + 16 ≤ n` of the group's 4 rows (`w`
+        // holds `4·G·n`); stores at `j·G + gi < (n / 4)·G` (room at `out`); dotprod.
         unsafe {
             let r = w.as_ptr().add(4 * gi * n);
             let load = |at: usize| transpose(core::array::from_fn(|c| vld1q_s8(r.add(c * n + at))));
-            let mut s = vdupq_n_s32(0);
-            let mut put = |j: usize, v: int8x16_t| {
-                *out.add(j * G + gi) = v;
-                s = sdot::<0>(s, v, ones);
-            };
             let mut k = 0;
             while k + 16 <= n {
                 for (jj, v) in load(k).into_iter().enumerate() {
-                    put(k / 4 + jj, v);
+                    *out.add((k / 4 + jj) * G + gi) = v;
+                    *s = sdot::<0>(*s, v, ones);
                 }
                 k += 16;
             }
             if k < n {
-                // The row's last 16 bytes; their first groups were packed already.
+                // A row tail: the row's last 16 bytes; their first groups are packed.
                 let t = load(n - 16);
                 for jj in 4 - (n - k) / 4..4 {
-                    put(n / 4 - 4 + jj, t[jj]);
+                    *out.add((n / 4 - 4 + jj) * G + gi) = t[jj];
+                    *s = sdot::<0>(*s, t[jj], ones);
                 }
             }
-            s
         }
-    })
+    }
+    sums
 }
 
 /// The 4×4 transpose of u32: `out[j]` lane `c` is `rows[c]` lane `j` (channel `c`'s bytes
@@ -259,19 +276,18 @@ unsafe fn step<const L: i32, const G: usize>(
 ///
 /// # Safety
 /// `dotprod`; every row pointer starts `n` readable bytes (`16 ≤ n ≤ NMAX`, `n % 4 = 0`);
-/// `buf` holds the block packed by [`pack`].
+/// `wb` holds the block packed by [`pack`].
 #[inline(always)]
 unsafe fn tile<const G: usize>(
     xs: [*const i8; 4],
-    buf: &[int8x16_t; CB / 4 * NMAX / 4],
+    wb: *const int8x16_t,
     n: usize,
     init: [int32x4_t; G],
 ) -> [[int32x4_t; G]; 4] {
     // SAFETY (the whole body): loads at `k + 16 ≤ n` of each row; packed groups `j < n / 4`
-    // of `buf`; dotprod — all by this function's contract.
+    // at `wb`; dotprod — all by this function's contract.
     unsafe {
         let mut acc = [init; 4];
-        let wb = buf.as_ptr();
         let mut k = 0;
         while k + 16 <= n {
             let xv = xs.map(|r| vld1q_s8(r.add(k)));
@@ -297,6 +313,129 @@ unsafe fn tile<const G: usize>(
         }
         acc
     }
+}
+
+/// Packs `w`'s `4·G` rows of `n` bytes widened at `out` (as i16 `[n][G][4]`) and returns
+/// each group's `Σw` per channel.
+///
+/// # Safety
+/// `w` holds `4·G·n` bytes, `16 ≤ n ≤ NMAX`, `n % 4 = 0`; `out` has room for `4·G·n`
+/// halfwords.
+#[inline(always)]
+unsafe fn pack_h<const G: usize>(w: &[i8], n: usize, out: *mut i16) -> [int32x4_t; G] {
+    let w = &w[..4 * G * n];
+    let mut sums = [vdupq_n_s32(0); G];
+    for (gi, s) in sums.iter_mut().enumerate() {
+        // SAFETY (the loop): loads of 8 bytes at `at + 8 ≤ n` of the group's 4 rows (`w`
+        // holds `4·G·n`); 4-halfword stores at `(j·G + gi)·4 + 4 ≤ 4·G·n` (room at `out`);
+        // NEON is baseline.
+        unsafe {
+            let r = w.as_ptr().add(4 * gi * n);
+            // `t[m]`: the 4 channels at inputs `at + 2m` (low half) and `at + 2m + 1`.
+            let load = |at: usize| {
+                let [a, b, c, d]: [int16x8_t; 4] =
+                    core::array::from_fn(|ch| vmovl_s8(vld1_s8(r.add(ch * n + at))));
+                let (ab0, ab1) = (vzip1q_s16(a, b), vzip2q_s16(a, b));
+                let (cd0, cd1) = (vzip1q_s16(c, d), vzip2q_s16(c, d));
+                let z = |u: int16x8_t, v: int16x8_t, hi: bool| {
+                    let (u, v) = (vreinterpretq_s32_s16(u), vreinterpretq_s32_s16(v));
+                    vreinterpretq_s16_s32(if hi {
+                        vzip2q_s32(u, v)
+                    } else {
+                        vzip1q_s32(u, v)
+                    })
+                };
+                [
+                    z(ab0, cd0, false),
+                    z(ab0, cd0, true),
+                    z(ab1, cd1, false),
+                    z(ab1, cd1, true),
+                ]
+            };
+            let mut put = |j: usize, v: int16x8_t| {
+                vst1_s16(out.add((j * G + gi) * 4), vget_low_s16(v));
+                vst1_s16(out.add(((j + 1) * G + gi) * 4), vget_high_s16(v));
+                *s = vaddw_high_s16(vaddw_s16(*s, vget_low_s16(v)), v);
+            };
+            let mut k = 0;
+            while k + 8 <= n {
+                for (m, v) in load(k).into_iter().enumerate() {
+                    put(k + 2 * m, v);
+                }
+                k += 8;
+            }
+            if k < n {
+                // A row tail of 4: the row's last 8 bytes, their last 4 inputs.
+                let t = load(n - 8);
+                put(n - 4, t[2]);
+                put(n - 2, t[3]);
+            }
+        }
+    }
+    sums
+}
+
+/// Input `L` of the 8 widened inputs `xv` against the packed groups at `wk` (`G` × 4
+/// halfwords) for 4 pixels.
+///
+/// # Safety
+/// `wk` points at `4·G` halfwords.
+#[inline(always)]
+unsafe fn step_h<const L: i32, const G: usize>(
+    acc: &mut [[int32x4_t; G]; 4],
+    wk: *const i16,
+    xv: &[int16x8_t; 4],
+) {
+    for gi in 0..G {
+        // SAFETY: `4·gi + 4 ≤ 4·G` halfwords at `wk` (this function's contract).
+        let wv = unsafe { vld1_s16(wk.add(4 * gi)) };
+        for i in 0..4 {
+            acc[i][gi] = vmlal_laneq_s16::<L>(acc[i][gi], wv, xv[i]);
+        }
+    }
+}
+
+/// [`tile`] on the widened packing of [`pack_h`]: `init + ` the exact sums for 4 pixels ×
+/// `4·G` channels.
+///
+/// # Safety
+/// Every row pointer starts `n` readable bytes (`16 ≤ n ≤ NMAX`, `n % 4 = 0`); `wb` holds
+/// the block packed by [`pack_h`].
+#[inline(always)]
+unsafe fn tile_h<const G: usize>(
+    xs: [*const i8; 4],
+    wb: *const i16,
+    n: usize,
+    init: [int32x4_t; G],
+) -> [[int32x4_t; G]; 4] {
+    let mut acc = [init; 4];
+    // SAFETY (the whole body): loads at `k + 8 ≤ n` of each row; packed inputs `k < n` at
+    // `wb` — by this function's contract.
+    unsafe {
+        let wk = |k: usize| wb.add(k * G * 4);
+        let mut k = 0;
+        while k + 8 <= n {
+            let xv = xs.map(|r| vmovl_s8(vld1_s8(r.add(k))));
+            step_h::<0, G>(&mut acc, wk(k), &xv);
+            step_h::<1, G>(&mut acc, wk(k + 1), &xv);
+            step_h::<2, G>(&mut acc, wk(k + 2), &xv);
+            step_h::<3, G>(&mut acc, wk(k + 3), &xv);
+            step_h::<4, G>(&mut acc, wk(k + 4), &xv);
+            step_h::<5, G>(&mut acc, wk(k + 5), &xv);
+            step_h::<6, G>(&mut acc, wk(k + 6), &xv);
+            step_h::<7, G>(&mut acc, wk(k + 7), &xv);
+            k += 8;
+        }
+        if k < n {
+            // 4 inputs left: the row's last 8 bytes, their last 4.
+            let xv = xs.map(|r| vmovl_s8(vld1_s8(r.add(n - 8))));
+            step_h::<4, G>(&mut acc, wk(n - 4), &xv);
+            step_h::<5, G>(&mut acc, wk(n - 3), &xv);
+            step_h::<6, G>(&mut acc, wk(n - 2), &xv);
+            step_h::<7, G>(&mut acc, wk(n - 1), &xv);
+        }
+    }
+    acc
 }
 
 /// One pixel's `4·G` outputs of the block into `out`; `short`: every `r[g].short()`.
