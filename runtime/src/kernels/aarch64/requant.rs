@@ -137,6 +137,17 @@ impl Rq4 {
         vmaxq_s8(b, r[0].lo8)
     }
 
+    /// [`Rq4::apply4`] when `self.short()`, as [`Rq4::apply16_short`].
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) fn apply4_short(&self, acc: &[int32x4_t; 4]) -> uint32x4_t {
+        let zp = vdupq_n_s16(vgetq_lane_s32::<0>(self.zp) as i16);
+        let d = acc.map(|a| self.scaled_short(a));
+        let h0 = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(d[0]), d[1]), zp);
+        let h1 = vqaddq_s16(vqmovn_high_s32(vqmovn_s32(d[2]), d[3]), zp);
+        vreinterpretq_u32_s8(vmaxq_s8(vqmovn_high_s16(vqmovn_s16(h0), h1), self.lo8))
+    }
+
     /// [`Rq4::apply8`] when both `r[g].short()`, as [`Rq4::apply16_short`].
     #[inline]
     #[target_feature(enable = "neon")]

@@ -339,7 +339,14 @@ pub(crate) fn conv_i8_sdot(
     }
     // SAFETY: installed only when `dotprod` is detected; the shape was checked above.
     unsafe {
-        if n <= 16 {
+        if g.k == 3 {
+            // `lanes_fit`: `9·cin ≤ 32`, so `cin ≤ 3` and a kernel row fits 3 groups.
+            match g.cin {
+                1 => rows3::<1>(g, x, zx, w, rq, q, y),
+                2 => rows3::<2>(g, x, zx, w, rq, q, y),
+                _ => rows3::<3>(g, x, zx, w, rq, q, y),
+            }
+        } else if n <= 16 {
             lanes::<4>(g, x, zx, w, rq, q, y)
         } else {
             lanes::<8>(g, x, zx, w, rq, q, y)
@@ -525,12 +532,166 @@ unsafe fn lanes<const KG: usize>(
     }
 }
 
+/// The 3×3 stem (the usual RGB one) on `sdot` by element with each kernel row read straight from the input: a
+/// kernel row of a dense NHWC input is `3·cin ≤ 9` contiguous bytes, so one 16-byte load
+/// holds it and its `GR = ⌈3·cin / 4⌉` groups of 4 bytes feed `GR` by-element `sdot`s (the
+/// weights are zero past `3·cin`, so the next pixels' bytes in the load add nothing): `3·GR`
+/// per pixel and 4 channels, no gathered patch. Rows that cross the padding, a sparse input
+/// (`in_stride ≠ cin`) or the last bytes of `x` are gathered into a 16-byte slot with the
+/// zero point in the padding (as [`lanes`] does). Tiles of 4 pixels of an output row are
+/// outermost, their 12 row vectors loaded once for every channel group; the sums start from
+/// `bias − zx·Σw`, and the short output stage applies when its form allows.
+///
+/// # Safety
+/// The CPU has dotprod; `k = 3`, `1 ≤ cin ≤ 3`, `GR = ⌈3·cin / 4⌉`, [`lanes_fit`].
+#[target_feature(enable = "neon")]
+unsafe fn rows3<const GR: usize>(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    let (cin, cout) = (g.cin, g.cout);
+    let (run, n) = (3 * cin, 9 * cin);
+    let (w, rq) = (&w[..cout * n], &rq[..cout]);
+    let y = &mut y[..g.ho * g.wo * cout];
+    // `[group][ky][j / 4][channel % 4][j % 4]` for `j = kx·cin + ci < run`, zero past it;
+    // `corr[c] = zx·Σw`.
+    let mut wa = [0i8; 3 * 16 * LANES_COUT];
+    let mut corr = [0i32; LANES_COUT];
+    tap_major(g, w, zx, &mut corr, |c, k, v| {
+        let (ky, j) = (k / run, k % run);
+        wa[(c / 4) * 48 * GR + (ky * GR + j / 4) * 16 + (c % 4) * 4 + j % 4] = v
+    });
+    // Each group's output stage, its sums starting from `bias − zx·Σw`.
+    let mut r = [Rq4::default(); LANES_COUT / 4];
+    let mut init = [vdupq_n_s32(0); LANES_COUT / 4];
+    let mut short = true;
+    for (cg, (r, init)) in r.iter_mut().zip(&mut init).enumerate().take(cout / 4) {
+        // SAFETY: `corr` holds `cout ≥ 4·cg + 4` i32.
+        let c = unsafe { vld1q_s32(corr.as_ptr().add(4 * cg)) };
+        *r = Rq4::new(&rq[4 * cg..], q).with_bias(vnegq_s32(c));
+        *init = r.take_bias();
+        short &= r.short();
+    }
+    let dense = g.in_stride == cin && g.c_off == 0;
+    let zb = zx as i8;
+    let mut slots = [[zb; 16]; 12];
+    for oy in 0..g.ho {
+        let iy: [Option<usize>; 3] =
+            core::array::from_fn(|ky| Geom::tap(oy, ky, g.stride, g.pad, g.h));
+        // With the 3 rows inside and a dense input, a pixel whose kernel rows start at column
+        // `ix ≤ last` reads them straight from `x` (16 bytes each, in bounds).
+        let mut base = [x.as_ptr(); 3];
+        let mut fast = None;
+        if let ([Some(a), Some(b), Some(c)], true, Some(room)) =
+            (iy, dense, x.len().checked_sub(16))
+        {
+            // The last row's 16 bytes at column `ix` end last: they fit iff `ix ≤ last`.
+            fast = (room / cin).checked_sub(c * g.w);
+            for (p, r) in base.iter_mut().zip([a, b, c]) {
+                // SAFETY: row `r < h`: `r·w·cin < x.len()` (`x` holds `h·w·cin`, dense).
+                *p = unsafe { x.as_ptr().add(r * g.w * cin) };
+            }
+        }
+        let mut ox = 0;
+        while ox < g.wo {
+            let m = 4.min(g.wo - ox);
+            // The tile's 12 kernel rows (a short tile repeats its last pixel).
+            let mut xv = [vdupq_n_s8(0); 12];
+            for (k, xk) in xv.chunks_exact_mut(3).enumerate() {
+                let px = ox + k.min(m - 1);
+                let ix0 = (px * g.stride)
+                    .checked_sub(g.pad)
+                    .filter(|&ix| ix + 3 <= g.w);
+                if let (Some(ix), Some(last)) = (ix0, fast) {
+                    if ix <= last {
+                        for (v, &b) in xk.iter_mut().zip(&base) {
+                            // SAFETY: `ix ≤ last`: 16 bytes at `b + ix·cin` lie in `x`.
+                            *v = unsafe { vld1q_s8(b.add(ix * cin)) };
+                        }
+                        continue;
+                    }
+                }
+                for (ky, v) in xk.iter_mut().enumerate() {
+                    let slot = &mut slots[3 * k + ky];
+                    slot.fill(zb);
+                    if let Some(iy) = iy[ky] {
+                        for kx in 0..3 {
+                            if let Some(ix) = Geom::tap(px, kx, g.stride, g.pad, g.w) {
+                                let a = (iy * g.w + ix) * g.in_stride + g.c_off;
+                                slot[kx * cin..][..cin].copy_from_slice(&x[a..][..cin]);
+                            }
+                        }
+                    }
+                    // SAFETY: `slot` holds 16 bytes.
+                    *v = unsafe { vld1q_s8(slot.as_ptr()) };
+                }
+            }
+            let at = (oy * g.wo + ox) * cout;
+            for cg in 0..cout / 4 {
+                let wg = &wa[cg * 48 * GR..][..48 * GR];
+                // SAFETY: dotprod (this function's contract); `wg` holds `3·GR` vectors.
+                let acc: [int32x4_t; 4] = core::array::from_fn(|k| unsafe {
+                    dot_rows::<GR>(init[cg], wg, [xv[3 * k], xv[3 * k + 1], xv[3 * k + 2]])
+                });
+                let r = &r[cg];
+                if m == 4 {
+                    let words = if short {
+                        r.apply4_short(&acc)
+                    } else {
+                        r.apply4(&acc)
+                    };
+                    store4(y, at + 4 * cg, cout, words);
+                } else {
+                    for (k, &a) in acc.iter().enumerate().take(m) {
+                        store1(y, at + k * cout + 4 * cg, r.apply(a));
+                    }
+                }
+            }
+            ox += m;
+        }
+    }
+}
+
+/// One pixel's 4 channel sums over its 3 kernel rows `xv`: `init + Σ` of `GR` by-element
+/// `sdot`s per row (`wg`'s vector `ky·GR + g`: the 4 channels' bytes of group `g` of row
+/// `ky`).
+///
+/// # Safety
+/// The CPU has dotprod; `wg` holds `3·GR` vectors.
+#[inline(always)]
+unsafe fn dot_rows<const GR: usize>(init: int32x4_t, wg: &[i8], xv: [int8x16_t; 3]) -> int32x4_t {
+    let wg = &wg[..48 * GR];
+    // SAFETY: vector `v < 3·GR` of `wg` (sliced above).
+    let wv = |v: usize| unsafe { vld1q_s8(wg.as_ptr().add(16 * v)) };
+    let mut a = init;
+    for (ky, x) in xv.into_iter().enumerate() {
+        a = sdot_lane!(a, wv(ky * GR), x, "0");
+        if GR > 1 {
+            a = sdot_lane!(a, wv(ky * GR + 1), x, "1");
+        }
+        if GR > 2 {
+            a = sdot_lane!(a, wv(ky * GR + 2), x, "2");
+        }
+        if GR > 3 {
+            a = sdot_lane!(a, wv(ky * GR + 3), x, "3");
+        }
+    }
+    a
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::testnet::Rng;
 
-    /// The channels-in-lanes stems ([`lanes_h`] and [`lanes`], every patch width) against the reference on
+    /// The channels-in-lanes stems ([`lanes_h`], [`lanes`] at every patch width and [`rows3`]
+    /// for the 3×3 kernels: rows read straight from dense inputs, gathered at the edges and
+    /// from sparse ones) against the reference on
     /// random short-patch stems: kernels 1..=3 (and 5 with one input channel), padding,
     /// strides 1 and 2, channel offsets, output channels 4..=64 in fours (and some not, which
     /// take the GEMM), random zero points incl. both ends, multipliers incl. `MIN`, shifts
