@@ -184,6 +184,14 @@ pub(crate) fn conv_i8(
     }
     // SAFETY: NEON is baseline on this target; the shape was checked above.
     unsafe {
+        if g.k == 3 {
+            // `lanes_fit`: `9·cin ≤ 32`, so `cin ≤ 3`.
+            return match g.cin {
+                1 => rows3_h::<3>(g, x, zx, w, rq, q, y),
+                2 => rows3_h::<6>(g, x, zx, w, rq, q, y),
+                _ => rows3_h::<9>(g, x, zx, w, rq, q, y),
+            };
+        }
         match n.div_ceil(8) {
             1 => lanes_h::<1>(g, x, zx, w, rq, q, y),
             2 => lanes_h::<2>(g, x, zx, w, rq, q, y),
@@ -342,9 +350,9 @@ pub(crate) fn conv_i8_sdot(
         if g.k == 3 {
             // `lanes_fit`: `9·cin ≤ 32`, so `cin ≤ 3` and a kernel row fits 3 groups.
             match g.cin {
-                1 => rows3::<1>(g, x, zx, w, rq, q, y),
-                2 => rows3::<2>(g, x, zx, w, rq, q, y),
-                _ => rows3::<3>(g, x, zx, w, rq, q, y),
+                1 => rows3_dot::<1>(g, x, zx, w, rq, q, y),
+                2 => rows3_dot::<2>(g, x, zx, w, rq, q, y),
+                _ => rows3_dot::<3>(g, x, zx, w, rq, q, y),
             }
         } else if n <= 16 {
             lanes::<4>(g, x, zx, w, rq, q, y)
@@ -532,50 +540,46 @@ unsafe fn lanes<const KG: usize>(
     }
 }
 
-/// The 3×3 stem (the usual RGB one) on `sdot` by element with each kernel row read straight from the input: a
+/// The 3×3 stems (the usual RGB one) with each kernel row read straight from the input: a
 /// kernel row of a dense NHWC input is `3·cin ≤ 9` contiguous bytes, so one 16-byte load
-/// holds it and its `GR = ⌈3·cin / 4⌉` groups of 4 bytes feed `GR` by-element `sdot`s (the
-/// weights are zero past `3·cin`, so the next pixels' bytes in the load add nothing): `3·GR`
-/// per pixel and 4 channels, no gathered patch. Rows that cross the padding, a sparse input
-/// (`in_stride ≠ cin`) or the last bytes of `x` are gathered into a 16-byte slot with the
-/// zero point in the padding (as [`lanes`] does). Tiles of 4 pixels of an output row are
-/// outermost, their 12 row vectors loaded once for every channel group; the sums start from
-/// `bias − zx·Σw`, and the short output stage applies when its form allows.
+/// holds it, and the weights are zero past `3·cin` (the next pixels' bytes in the load add
+/// nothing). Rows that cross the padding, a sparse input (`in_stride ≠ cin`) or the last
+/// bytes of `x` are gathered into a 16-byte slot with the zero point in the padding (as
+/// [`lanes`] does). Tiles of 4 pixels of an output row are outermost, their 12 kernel rows
+/// loaded once for every group of 4 output channels; `dot(cg, rows)` gives group `cg`'s sums
+/// for the 4 pixels from 0 (the driver adds nothing: `init[cg]`, `bias − zx·Σw`, is the
+/// caller's start), and the short output stage applies when its form allows.
 ///
 /// # Safety
-/// The CPU has dotprod; `k = 3`, `1 ≤ cin ≤ 3`, `GR = ⌈3·cin / 4⌉`, [`lanes_fit`].
-#[target_feature(enable = "neon")]
-unsafe fn rows3<const GR: usize>(
+/// NEON available (baseline); `k = 3`, `cin ≤ 3`, [`lanes_fit`]; `corr[c] = zx·Σ_k w[c][k]`
+/// for `c < cout`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows3(
     g: &Geom,
     x: &[i8],
     zx: i32,
-    w: &[i8],
     rq: &[[i32; 3]],
     q: OutQ,
     y: &mut [i8],
+    corr: &[i32; LANES_COUT],
+    mut dot: impl FnMut(usize, int32x4_t, &[int8x16_t; 12]) -> [int32x4_t; 4],
 ) {
     let (cin, cout) = (g.cin, g.cout);
-    let (run, n) = (3 * cin, 9 * cin);
-    let (w, rq) = (&w[..cout * n], &rq[..cout]);
+    let rq = &rq[..cout];
     let y = &mut y[..g.ho * g.wo * cout];
-    // `[group][ky][j / 4][channel % 4][j % 4]` for `j = kx·cin + ci < run`, zero past it;
-    // `corr[c] = zx·Σw`.
-    let mut wa = [0i8; 3 * 16 * LANES_COUT];
-    let mut corr = [0i32; LANES_COUT];
-    tap_major(g, w, zx, &mut corr, |c, k, v| {
-        let (ky, j) = (k / run, k % run);
-        wa[(c / 4) * 48 * GR + (ky * GR + j / 4) * 16 + (c % 4) * 4 + j % 4] = v
-    });
     // Each group's output stage, its sums starting from `bias − zx·Σw`.
     let mut r = [Rq4::default(); LANES_COUT / 4];
     let mut init = [vdupq_n_s32(0); LANES_COUT / 4];
     let mut short = true;
     for (cg, (r, init)) in r.iter_mut().zip(&mut init).enumerate().take(cout / 4) {
-        // SAFETY: `corr` holds `cout ≥ 4·cg + 4` i32.
-        let c = unsafe { vld1q_s32(corr.as_ptr().add(4 * cg)) };
-        *r = Rq4::new(&rq[4 * cg..], q).with_bias(vnegq_s32(c));
-        *init = r.take_bias();
-        short &= r.short();
+        // SAFETY: NEON is baseline; `corr` holds `LANES_COUT ≥ 4·cg + 4` i32.
+        unsafe {
+            let c = vld1q_s32(corr.as_ptr().add(4 * cg));
+            *r = Rq4::new(&rq[4 * cg..], q).with_bias(vnegq_s32(c));
+            *init = r.take_bias();
+            short &= r.short();
+        }
     }
     let dense = g.in_stride == cin && g.c_off == 0;
     let zb = zx as i8;
@@ -601,7 +605,8 @@ unsafe fn rows3<const GR: usize>(
         while ox < g.wo {
             let m = 4.min(g.wo - ox);
             // The tile's 12 kernel rows (a short tile repeats its last pixel).
-            let mut xv = [vdupq_n_s8(0); 12];
+            // SAFETY: NEON is baseline on this target.
+            let mut xv = unsafe { [vdupq_n_s8(0); 12] };
             for (k, xk) in xv.chunks_exact_mut(3).enumerate() {
                 let px = ox + k.min(m - 1);
                 let ix0 = (px * g.stride)
@@ -633,27 +638,61 @@ unsafe fn rows3<const GR: usize>(
             }
             let at = (oy * g.wo + ox) * cout;
             for cg in 0..cout / 4 {
-                let wg = &wa[cg * 48 * GR..][..48 * GR];
-                // SAFETY: dotprod (this function's contract); `wg` holds `3·GR` vectors.
-                let acc: [int32x4_t; 4] = core::array::from_fn(|k| unsafe {
-                    dot_rows::<GR>(init[cg], wg, [xv[3 * k], xv[3 * k + 1], xv[3 * k + 2]])
-                });
+                let acc = dot(cg, init[cg], &xv);
                 let r = &r[cg];
-                if m == 4 {
-                    let words = if short {
-                        r.apply4_short(&acc)
+                // SAFETY: NEON is baseline on this target.
+                unsafe {
+                    if m == 4 {
+                        let words = if short {
+                            r.apply4_short(&acc)
+                        } else {
+                            r.apply4(&acc)
+                        };
+                        store4(y, at + 4 * cg, cout, words);
                     } else {
-                        r.apply4(&acc)
-                    };
-                    store4(y, at + 4 * cg, cout, words);
-                } else {
-                    for (k, &a) in acc.iter().enumerate().take(m) {
-                        store1(y, at + k * cout + 4 * cg, r.apply(a));
+                        for (k, &a) in acc.iter().enumerate().take(m) {
+                            store1(y, at + k * cout + 4 * cg, r.apply(a));
+                        }
                     }
                 }
             }
             ox += m;
         }
+    }
+}
+
+/// [`rows3`] on `sdot` by element: a kernel row's `GR = ⌈3·cin / 4⌉` groups of 4 bytes feed
+/// `GR` by-element `sdot`s, `3·GR` per pixel and 4 channels.
+///
+/// # Safety
+/// The CPU has dotprod; `k = 3`, `cin ≤ 3`, `GR = ⌈3·cin / 4⌉`, [`lanes_fit`].
+#[target_feature(enable = "neon")]
+unsafe fn rows3_dot<const GR: usize>(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    let run = 3 * g.cin;
+    // `[group][ky][j / 4][channel % 4][j % 4]` for `j = kx·cin + ci < run`, zero past it;
+    // `corr[c] = zx·Σw`.
+    let mut wa = [0i8; 48 * LANES_COUT / 4 * 3];
+    let mut corr = [0i32; LANES_COUT];
+    tap_major(g, &w[..g.cout * 3 * run], zx, &mut corr, |c, k, v| {
+        let (ky, j) = (k / run, k % run);
+        wa[(c / 4) * 48 * GR + (ky * GR + j / 4) * 16 + (c % 4) * 4 + j % 4] = v
+    });
+    // SAFETY: this function's contract is `rows3`'s (with `corr` filled above).
+    unsafe {
+        rows3(g, x, zx, rq, q, y, &corr, |cg, init, xv| {
+            let wg = &wa[cg * 48 * GR..][..48 * GR];
+            // dotprod (this function's contract); `wg` holds `3·GR` vectors.
+            let px = |k: usize| dot_rows::<GR>(init, wg, [xv[3 * k], xv[3 * k + 1], xv[3 * k + 2]]);
+            [px(0), px(1), px(2), px(3)]
+        })
     }
 }
 
@@ -677,11 +716,72 @@ unsafe fn dot_rows<const GR: usize>(init: int32x4_t, wg: &[i8], xv: [int8x16_t; 
         if GR > 2 {
             a = sdot_lane!(a, wv(ky * GR + 2), x, "2");
         }
-        if GR > 3 {
-            a = sdot_lane!(a, wv(ky * GR + 3), x, "3");
-        }
     }
     a
+}
+
+/// [`rows3`] on plain NEON: each kernel row widened to i16 (`3·cin ≤ 9` values, the 9th in
+/// the high half), then one by-element `SMLAL` per value with its 4 channels' weights
+/// (i16, `[group][ky][j][channel % 4]`): `9·cin` per pixel and 4 channels, none on padding.
+///
+/// # Safety
+/// NEON available (baseline); `k = 3`, `RUN = 3·cin`, [`lanes_fit`].
+#[target_feature(enable = "neon")]
+unsafe fn rows3_h<const RUN: usize>(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    let mut wa = [0i16; 3 * 9 * LANES_COUT];
+    let mut corr = [0i32; LANES_COUT];
+    tap_major(g, &w[..g.cout * 3 * RUN], zx, &mut corr, |c, k, v| {
+        wa[(c / 4) * 12 * RUN + k * 4 + c % 4] = v as i16
+    });
+    // SAFETY: this function's contract is `rows3`'s (with `corr` filled above).
+    unsafe {
+        rows3(g, x, zx, rq, q, y, &corr, |cg, init, xv| {
+            let wg = &wa[cg * 12 * RUN..][..12 * RUN];
+            let px =
+                |k: usize| dot_rows_h::<RUN>(init, wg, [xv[3 * k], xv[3 * k + 1], xv[3 * k + 2]]);
+            [px(0), px(1), px(2), px(3)]
+        })
+    }
+}
+
+/// One pixel's 4 channel sums over its 3 kernel rows `xv` (bytes): `init + Σ_j w[ky][j]·
+/// x[ky][j]`, `RUN` by-element `SMLAL`s per row on the widened row.
+#[inline(always)]
+fn dot_rows_h<const RUN: usize>(init: int32x4_t, wg: &[i16], xv: [int8x16_t; 3]) -> int32x4_t {
+    let wg = &wg[..12 * RUN];
+    // SAFETY: NEON is baseline on this target; 4 halfwords at `4·v + 4 ≤ 12·RUN` of `wg`.
+    unsafe {
+        let wv = |v: usize| vld1_s16(wg.as_ptr().add(4 * v));
+        let mut a = init;
+        for (ky, x) in xv.into_iter().enumerate() {
+            let (lo, hi) = (vmovl_s8(vget_low_s8(x)), vmovl_high_s8(x));
+            macro_rules! tap {
+                ($j:literal, $v:expr, $l:literal) => {
+                    if $j < RUN {
+                        a = vmlal_laneq_s16::<$l>(a, wv(ky * RUN + $j), $v);
+                    }
+                };
+            }
+            tap!(0, lo, 0);
+            tap!(1, lo, 1);
+            tap!(2, lo, 2);
+            tap!(3, lo, 3);
+            tap!(4, lo, 4);
+            tap!(5, lo, 5);
+            tap!(6, lo, 6);
+            tap!(7, lo, 7);
+            tap!(8, hi, 0);
+        }
+        a
+    }
 }
 
 #[cfg(test)]
@@ -690,7 +790,7 @@ mod tests {
     use crate::engine::testnet::Rng;
 
     /// The channels-in-lanes stems ([`lanes_h`], [`lanes`] at every patch width and [`rows3`]
-    /// for the 3×3 kernels: rows read straight from dense inputs, gathered at the edges and
+    /// on both tables for the 3×3 kernels: rows read straight from dense inputs, gathered at the edges and
     /// from sparse ones) against the reference on
     /// random short-patch stems: kernels 1..=3 (and 5 with one input channel), padding,
     /// strides 1 and 2, channel offsets, output channels 4..=64 in fours (and some not, which
