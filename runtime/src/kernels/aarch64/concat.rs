@@ -1,6 +1,7 @@
 //! NEON int8 concat + 2-group channel shuffle with the rescale to the output's
 //! quantisation (a copy when both sides already have it): 16 channels of each side a
-//! step, the codes rescaled in lanes (widened
+//! step, the codes rescaled in lanes, or for big enough inputs through a 256-entry table
+//! of those same lane results (`Lut`). In lanes: widened
 //! to i32, `scale · (q − zp)` as f32, `/ scale_y`, `FCVTAS` — round half away from zero, the
 //! spec's rounding — clamped to ±2^22 as the spec clamps, the zero point added saturating,
 //! narrowed with saturation), then one `ST2` interleaves the two sides. Each step is the
@@ -42,7 +43,39 @@ pub(crate) fn concat_shuffle_i8(
     }
     // SAFETY: NEON is baseline on this target (the module is cfg'd on it).
     let (ra, rb) = unsafe { (Rescale::new(a.q, qy), Rescale::new(b.q, qy)) };
-    for (p, out) in y[..len].chunks_exact_mut(2 * c).enumerate() {
+    // SAFETY (the closures): NEON, and `Rescale::apply`'s `|zp| ≤ 2^24` (`zp_ok`).
+    if copy {
+        interleave(n, c, &a, &b, &mut y[..len], |va, vb| int8x16x2_t(va, vb));
+    } else if n * c >= LUT_MIN {
+        // SAFETY: as above.
+        let (ta, tb) = unsafe { (Lut::new(&ra), Lut::new(&rb)) };
+        interleave(n, c, &a, &b, &mut y[..len], |va, vb| unsafe {
+            int8x16x2_t(ta.apply(va), tb.apply(vb))
+        });
+    } else {
+        interleave(n, c, &a, &b, &mut y[..len], |va, vb| unsafe {
+            int8x16x2_t(ra.apply(va), rb.apply(vb))
+        });
+    }
+    true
+}
+
+/// Codes a side from which its rescale goes through a 256-entry table ([`Lut`]: 16 vector
+/// rescales to build, then 7 instructions per 16 codes instead of ~40).
+const LUT_MIN: usize = 512;
+
+/// Every pixel's two `c`-channel slices, 16 channels a step through `f`, interleaved by
+/// `ST2` into `out` (`n·2c`; the slices checked by the caller).
+#[inline(always)]
+fn interleave(
+    n: usize,
+    c: usize,
+    a: &ConcatIn<'_>,
+    b: &ConcatIn<'_>,
+    out: &mut [i8],
+    f: impl Fn(int8x16_t, int8x16_t) -> int8x16x2_t,
+) {
+    for (p, out) in out.chunks_exact_mut(2 * c).take(n).enumerate() {
         let pa = &a.x[p * a.stride + a.off..][..c];
         let pb = &b.x[p * b.stride + b.off..][..c];
         let mut i = 0;
@@ -51,17 +84,53 @@ pub(crate) fn concat_shuffle_i8(
             // SAFETY: NEON; `at + 16 ≤ c`, the length of `pa` and `pb`; `out` holds `2c`.
             unsafe {
                 let (va, vb) = (vld1q_s8(pa.as_ptr().add(at)), vld1q_s8(pb.as_ptr().add(at)));
-                let v = if copy {
-                    int8x16x2_t(va, vb)
-                } else {
-                    int8x16x2_t(ra.apply(va), rb.apply(vb))
-                };
-                vst2q_s8(out.as_mut_ptr().add(2 * at), v);
+                vst2q_s8(out.as_mut_ptr().add(2 * at), f(va, vb));
             }
             i = at + L;
         }
     }
-    true
+}
+
+/// A side's rescale as a table of its 256 codes (indexed by the code's byte), looked up
+/// 16 at a time: `TBL` on entries 0..64, then `TBX` (out-of-range lanes keep what they
+/// have) on 64..128, 128..192 and 192..256 with the index moved down 64 each time.
+struct Lut([int8x16x4_t; 4]);
+
+impl Lut {
+    /// # Safety
+    /// NEON; `r`'s `|zp| ≤ 2^24`.
+    #[inline(always)]
+    unsafe fn new(r: &Rescale) -> Self {
+        let mut t = [0i8; 256];
+        // SAFETY: NEON; `t` holds 16 steps of 16 bytes; `r.apply`'s contract is ours.
+        unsafe {
+            let lanes = vld1q_u8([0u8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15].as_ptr());
+            for k in 0..16 {
+                let codes = vreinterpretq_s8_u8(vaddq_u8(lanes, vdupq_n_u8(16 * k as u8)));
+                vst1q_s8(t.as_mut_ptr().add(16 * k), r.apply(codes));
+            }
+            Lut(core::array::from_fn(|q| {
+                vld1q_s8_x4(t.as_ptr().add(64 * q))
+            }))
+        }
+    }
+
+    /// `apply`'s result for the 16 codes of `v`.
+    ///
+    /// # Safety
+    /// NEON.
+    #[inline(always)]
+    unsafe fn apply(&self, v: int8x16_t) -> int8x16_t {
+        let d = vdupq_n_u8(64);
+        let u0 = vreinterpretq_u8_s8(v);
+        let u1 = vsubq_u8(u0, d);
+        let u2 = vsubq_u8(u1, d);
+        let u3 = vsubq_u8(u2, d);
+        let r = vqtbl4q_s8(self.0[0], u0);
+        let r = vqtbx4q_s8(r, self.0[1], u1);
+        let r = vqtbx4q_s8(r, self.0[2], u2);
+        vqtbx4q_s8(r, self.0[3], u3)
+    }
 }
 
 /// One side's rescale `qy.quantize(q.dequantize(v))` in lanes.
