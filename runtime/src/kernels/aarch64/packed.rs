@@ -40,9 +40,9 @@ fn src(g: &Geom, p: usize) -> usize {
     (oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off
 }
 
-/// `reference::conv1x1::conv1x1_i8` when the shape fits (more than 4 pixels, `cin` a
-/// multiple of 4 in `16..=NMAX`, `cout` a multiple of 4, `q.lo ≤ 127`, whole slices);
-/// `false`, with nothing written, otherwise.
+/// `reference::conv1x1::conv1x1_i8` when the shape fits (at least 4 pixels with `DOT`, 5
+/// without; `cin` a multiple of 4 in `16..=NMAX`, `cout` a multiple of 4, `q.lo ≤ 127`,
+/// whole slices); `false`, with nothing written, otherwise.
 ///
 /// # Safety
 /// `DOT` only when the CPU has `dotprod`.
@@ -56,9 +56,9 @@ pub(super) unsafe fn conv1x1_i8<const DOT: bool>(
     y: &mut [i8],
 ) -> bool {
     let (n, cout, npix) = (g.cin, g.cout, g.ho * g.wo);
-    // One tile's worth of pixels does not pay for the packing (the dot-product GEMM reads
-    // the weights as they are).
-    let fits = npix > 4
+    // A tile's worth of pixels pays for the `sdot` packing (a 4×4 transpose per 64 bytes),
+    // not for the widening one (the dot-product GEMM reads the weights as they are).
+    let fits = npix >= if DOT { 4 } else { 5 }
         && n % 4 == 0
         && (16..=NMAX).contains(&n)
         && cout % 4 == 0
