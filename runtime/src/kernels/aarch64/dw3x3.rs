@@ -165,9 +165,16 @@ unsafe fn rows<const PAIR: bool>(
                 let xv: [int8x8_t; 9] = if ix >= 1 && ix + 1 < g.w {
                     core::array::from_fn(|t| vld1_s8(base[t / 3].add((ix - 1 + t % 3) * st[t / 3])))
                 } else {
-                    core::array::from_fn(|t| match Geom::tap(ox, t % 3, s, 1, g.w) {
-                        Some(i) => vld1_s8(base[t / 3].add(i * st[t / 3])),
-                        None => vld1_s8(zp),
+                    // A column in the padding reads `zb`, as a row in it does.
+                    let inside = [ix >= 1, ix < g.w, ix + 1 < g.w];
+                    core::array::from_fn(|t| {
+                        let (ky, kx) = (t / 3, t % 3);
+                        let p = if inside[kx] {
+                            base[ky].add((ix + kx - 1) * st[ky])
+                        } else {
+                            zp
+                        };
+                        vld1_s8(p)
                     })
                 };
                 let (lo, hi) = sum9::<PAIR>(&xv, wv);
