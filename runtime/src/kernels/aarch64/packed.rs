@@ -28,6 +28,10 @@ const CB: usize = 16;
 /// twice that widened) live on the stack.
 const NMAX: usize = 256;
 
+/// Fewest output pixels for which the `sdot` packing pays (a 4×4 transpose per 64 weight
+/// bytes against a tile's 4 pixels): from here per call, and the switch packs in place.
+pub(super) const SDOT_MIN_PIXELS: usize = 4;
+
 /// The packed block's buffer: 16-byte vectors, room for `CB · NMAX` i16. Left
 /// uninitialised (8 KB a call otherwise): it is only reached through raw pointers, and
 /// every vector a tile reads was written by the block's packing first.
@@ -58,7 +62,7 @@ pub(super) unsafe fn conv1x1_i8<const DOT: bool>(
     let (n, cout, npix) = (g.cin, g.cout, g.ho * g.wo);
     // A tile's worth of pixels pays for the `sdot` packing (a 4×4 transpose per 64 bytes),
     // not for the widening one (the dot-product GEMM reads the weights as they are).
-    let fits = npix >= if DOT { 4 } else { 5 }
+    let fits = npix >= if DOT { SDOT_MIN_PIXELS } else { 5 }
         && n % 4 == 0
         && (16..=NMAX).contains(&n)
         && cout % 4 == 0
@@ -72,16 +76,29 @@ pub(super) unsafe fn conv1x1_i8<const DOT: bool>(
         return false;
     }
     let mut buf: Buf = [MaybeUninit::uninit(); CB * NMAX * 2 / 16];
+    let bp = buf.as_mut_ptr() as *mut i8;
     let mut o = 0;
     while o < cout {
         // SAFETY: `DOT` only with `dotprod` (this function's contract); `fits` bounds the
-        // block's reads of `w`, `rq` and `x` and its writes to `y` (`o + 4·G ≤ cout`).
+        // block's reads of `w`, `rq` and `x` and its writes to `y` (`o + 4·G ≤ cout`);
+        // `buf` holds a packed block of either form (`CB·NMAX` halfwords).
         unsafe {
+            macro_rules! run {
+                ($g:literal) => {{
+                    let rows = &w[o * n..(o + 4 * $g) * n];
+                    let wsum = if DOT {
+                        pack::<$g>(rows, n, bp as *mut int8x16_t)
+                    } else {
+                        pack_h::<$g>(rows, n, bp as *mut i16)
+                    };
+                    block::<DOT, $g>(g, x, zx, rq, q, y, o, bp, wsum)
+                }};
+            }
             match ((cout - o) / 4).min(4) {
-                4 => block::<DOT, 4>(g, x, zx, w, rq, q, y, o, &mut buf),
-                3 => block::<DOT, 3>(g, x, zx, w, rq, q, y, o, &mut buf),
-                2 => block::<DOT, 2>(g, x, zx, w, rq, q, y, o, &mut buf),
-                _ => block::<DOT, 1>(g, x, zx, w, rq, q, y, o, &mut buf),
+                4 => run!(4),
+                3 => run!(3),
+                2 => run!(2),
+                _ => run!(1),
             }
         }
         o += CB;
@@ -89,13 +106,61 @@ pub(super) unsafe fn conv1x1_i8<const DOT: bool>(
     true
 }
 
-/// Channels `o .. o + 4·G` of every pixel: pack, then 4-pixel tiles.
-///
-/// # Safety
-/// `DOT` only with `dotprod`; [`conv1x1_i8`]'s `fits` holds and `o + 4·G ≤ cout`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn block<const DOT: bool, const G: usize>(
+/// Whether [`pack_conv1x1_i8`] lays out (and [`conv1x1_i8_prepacked`] reads) a weight of
+/// `cin` inputs. It does not depend on `cout`: a conv split by channels (at multiples of
+/// 16) hands its parts slices of the whole's layout.
+fn packs(cin: usize) -> bool {
+    cin % 4 == 0 && (16..=NMAX).contains(&cin)
+}
+
+/// Lays a `[cout, cin]` int8 weight out in place for [`conv1x1_i8_prepacked`] (the switch
+/// runs it on each rebuilt pointwise expert): every block of 16 output channels, and the
+/// last whole groups of 4, become the `sdot` packing of [`pack`]; the last `cout % 4` rows
+/// stay rows at the same offset. The length is unchanged, and channels `c0 .. c0 + m` (`c0`,
+/// and `m` unless the slice reaches `cout`, multiples of 16) are that slice's own layout.
+/// Shapes [`packs`] refuses stay rows. Installed only with `dotprod`.
+pub(super) fn pack_conv1x1_i8(cout: usize, cin: usize, w: &mut [i8]) {
+    if !packs(cin) {
+        return;
+    }
+    let n = cin;
+    let w = &mut w[..cout * n];
+    let mut rows = [0i8; CB * NMAX];
+    let mut o = 0;
+    while o + 4 <= cout {
+        let gn = ((cout - o) / 4).min(4);
+        let blk = &mut w[o * n..(o + 4 * gn) * n];
+        rows[..blk.len()].copy_from_slice(blk);
+        let out = blk.as_mut_ptr() as *mut int8x16_t;
+        // SAFETY: dotprod (installed only with it); `rows` holds the block's `4·gn` rows of
+        // `n` bytes (`16 ≤ n ≤ NMAX`, `n % 4 = 0`); the packing writes `gn·n / 4` vectors
+        // = `blk.len()` bytes at `out` (unaligned: written through `vst1q`).
+        unsafe {
+            let rows = &rows[..blk.len()];
+            // The sums are the conv's to take again (`sums`); here only the layout counts.
+            match gn {
+                4 => {
+                    let _ = pack::<4>(rows, n, out);
+                }
+                3 => {
+                    let _ = pack::<3>(rows, n, out);
+                }
+                2 => {
+                    let _ = pack::<2>(rows, n, out);
+                }
+                _ => {
+                    let _ = pack::<1>(rows, n, out);
+                }
+            }
+        }
+        o += 4 * gn;
+    }
+}
+
+/// `conv1x1_i8` on weights [`pack_conv1x1_i8`] laid out at `select`, bit-exact to
+/// `reference::conv1x1::conv1x1_i8` on the rows; shapes it did not pack, and slices it
+/// cannot check, go to the rows conv. Installed only with `dotprod`.
+pub(super) fn conv1x1_i8_prepacked(
     g: &Geom,
     x: &[i8],
     zx: i32,
@@ -103,20 +168,97 @@ unsafe fn block<const DOT: bool, const G: usize>(
     rq: &[[i32; 3]],
     q: OutQ,
     y: &mut [i8],
-    o: usize,
-    buf: &mut Buf,
 ) {
     let (n, cout, npix) = (g.cin, g.cout, g.ho * g.wo);
-    let w = &w[o * n..(o + 4 * G) * n];
-    // SAFETY: rows `o .. o + 4·G ≤ cout` of `w`, `16 ≤ n ≤ NMAX`, `n % 4 = 0`; `DOT` only
-    // with dotprod.
-    let wsum = unsafe {
-        if DOT {
-            pack::<G>(w, n, buf.as_mut_ptr() as *mut int8x16_t)
-        } else {
-            pack_h::<G>(w, n, buf.as_mut_ptr() as *mut i16)
+    let fits = packs(n)
+        && w.len() >= cout * n
+        && rq.len() >= cout
+        && y.len() >= npix * cout
+        && (npix == 0 || x.len() >= src(g, npix - 1) + n);
+    if !fits {
+        return super::conv1x1::conv1x1_i8_sdot(g, x, zx, w, rq, q, y);
+    }
+    // The reference's clamp panics on a floor above 127; the packed layout has no rows to
+    // hand it, so say so here.
+    assert!(q.lo <= 127, "output floor {} above 127", q.lo);
+    let mut o = 0;
+    while o + 4 <= cout {
+        let gn = ((cout - o) / 4).min(4);
+        let bp = w[o * n..(o + 4 * gn) * n].as_ptr();
+        // SAFETY: dotprod (installed only with it); `fits` bounds the block's reads of `w`
+        // (its `4·gn·n` packed bytes at `bp`), `rq`, `x` and its writes to `y`.
+        unsafe {
+            macro_rules! run {
+                ($g:literal) => {{
+                    let wsum = sums::<$g>(bp, n);
+                    block::<true, $g>(g, x, zx, rq, q, y, o, bp, wsum)
+                }};
+            }
+            match gn {
+                4 => run!(4),
+                3 => run!(3),
+                2 => run!(2),
+                _ => run!(1),
+            }
         }
-    };
+        o += 4 * gn;
+    }
+    // The last `cout % 4` channels are rows.
+    let xo = |p: usize| src(g, p);
+    for oc in o..cout {
+        let wr = &w[oc * n..][..n];
+        for p in 0..npix {
+            let xr = &x[xo(p)..][..n];
+            let mut a = 0i32;
+            for (&wv, &xv) in wr.iter().zip(xr) {
+                a = a.wrapping_add(wv as i32 * (xv as i32).wrapping_sub(zx));
+            }
+            y[p * cout + oc] = crate::quant::requant(a, rq[oc], q);
+        }
+    }
+}
+
+/// Each group's `Σw` per channel from a block packed by [`pack`] at `wb` (`G·n / 4`
+/// vectors): one `sdot` with ones per vector.
+///
+/// # Safety
+/// `dotprod`; `G·n / 4` vectors readable at `wb`.
+#[inline(always)]
+unsafe fn sums<const G: usize>(wb: *const i8, n: usize) -> [int32x4_t; G] {
+    // SAFETY: vectors `j·G + gi < G·n / 4` at `wb` (this function's contract); dotprod.
+    unsafe {
+        let ones = vdupq_n_s8(1);
+        let mut s = [vdupq_n_s32(0); G];
+        for j in 0..n / 4 {
+            for (gi, s) in s.iter_mut().enumerate() {
+                *s = sdot::<0>(*s, vld1q_s8(wb.add(16 * (j * G + gi))), ones);
+            }
+        }
+        s
+    }
+}
+
+/// Channels `o .. o + 4·G` of every pixel in 4-pixel tiles, from the block packed at `wb`
+/// (the `sdot` packing with `DOT`, the widened one without) whose groups sum to `wsum`.
+///
+/// # Safety
+/// `DOT` only with `dotprod`; `wb` holds the packed block; the slices hold what
+/// [`conv1x1_i8`]'s `fits` asks (`16 ≤ cin ≤ NMAX`, `cin % 4 = 0`, `q.lo ≤ 127`) and
+/// `o + 4·G ≤ cout`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block<const DOT: bool, const G: usize>(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+    o: usize,
+    wb: *const i8,
+    wsum: [int32x4_t; G],
+) {
+    let (n, cout, npix) = (g.cin, g.cout, g.ho * g.wo);
     let mut r: [Rq4; G] = core::array::from_fn(|gi| {
         // SAFETY: NEON is baseline on this target; `rq` holds `cout ≥ o + 4·G` triples.
         unsafe { Rq4::new(&rq[o + 4 * gi..], q).with_bias(vnegq_s32(vmulq_n_s32(wsum[gi], zx))) }
@@ -145,13 +287,13 @@ unsafe fn block<const DOT: bool, const G: usize>(
         }
         // The tile's missing pixels repeat the last real one (their sums are unused).
         let xs: [*const i8; 4] = core::array::from_fn(|i| x[at[i.min(np - 1)]..][..n].as_ptr());
-        // SAFETY: every row starts `n` readable bytes; `buf` holds the block packed for
+        // SAFETY: every row starts `n` readable bytes; `wb` holds the block packed for
         // `DOT`, which comes only with dotprod.
         let acc = unsafe {
             if DOT {
-                tile::<G>(xs, buf.as_ptr() as *const int8x16_t, n, init)
+                tile::<G>(xs, wb, n, init)
             } else {
-                tile_h::<G>(xs, buf.as_ptr() as *const i16, n, init)
+                tile_h::<G>(xs, wb as *const i16, n, init)
             }
         };
         for (i, a) in acc.iter().enumerate().take(np) {
@@ -182,7 +324,7 @@ unsafe fn pack<const G: usize>(w: &[i8], n: usize, out: *mut int8x16_t) -> [int3
             let mut k = 0;
             while k + 16 <= n {
                 for (jj, v) in load(k).into_iter().enumerate() {
-                    *out.add((k / 4 + jj) * G + gi) = v;
+                    vst1q_s8(out.add((k / 4 + jj) * G + gi) as *mut i8, v);
                     *s = sdot::<0>(*s, v, ones);
                 }
                 k += 16;
@@ -191,7 +333,7 @@ unsafe fn pack<const G: usize>(w: &[i8], n: usize, out: *mut int8x16_t) -> [int3
                 // A row tail: the row's last 16 bytes; their first groups are packed.
                 let t = load(n - 16);
                 for jj in 4 - (n - k) / 4..4 {
-                    *out.add((n / 4 - 4 + jj) * G + gi) = t[jj];
+                    vst1q_s8(out.add((n / 4 - 4 + jj) * G + gi) as *mut i8, t[jj]);
                     *s = sdot::<0>(*s, t[jj], ones);
                 }
             }
@@ -257,13 +399,14 @@ unsafe fn sdot<const L: i32>(acc: int32x4_t, a: int8x16_t, x: int8x16_t) -> int3
 #[inline(always)]
 unsafe fn step<const L: i32, const G: usize>(
     acc: &mut [[int32x4_t; G]; 4],
-    wb: *const int8x16_t,
+    wb: *const i8,
     xv: &[int8x16_t; 4],
 ) {
     for gi in 0..G {
-        // SAFETY: `gi < G` vectors at `wb` (this function's contract); dotprod.
+        // SAFETY: `gi < G` vectors at `wb` (this function's contract; any alignment);
+        // dotprod.
         unsafe {
-            let wv = *wb.add(gi);
+            let wv = vld1q_s8(wb.add(16 * gi));
             for i in 0..4 {
                 acc[i][gi] = sdot::<L>(acc[i][gi], wv, xv[i]);
             }
@@ -280,7 +423,7 @@ unsafe fn step<const L: i32, const G: usize>(
 #[inline(always)]
 unsafe fn tile<const G: usize>(
     xs: [*const i8; 4],
-    wb: *const int8x16_t,
+    wb: *const i8,
     n: usize,
     init: [int32x4_t; G],
 ) -> [[int32x4_t; G]; 4] {
@@ -291,25 +434,25 @@ unsafe fn tile<const G: usize>(
         let mut k = 0;
         while k + 16 <= n {
             let xv = xs.map(|r| vld1q_s8(r.add(k)));
-            let wj = wb.add(k / 4 * G);
+            let wj = wb.add(16 * (k / 4 * G));
             step::<0, G>(&mut acc, wj, &xv);
-            step::<1, G>(&mut acc, wj.add(G), &xv);
-            step::<2, G>(&mut acc, wj.add(2 * G), &xv);
-            step::<3, G>(&mut acc, wj.add(3 * G), &xv);
+            step::<1, G>(&mut acc, wj.add(16 * G), &xv);
+            step::<2, G>(&mut acc, wj.add(32 * G), &xv);
+            step::<3, G>(&mut acc, wj.add(48 * G), &xv);
             k += 16;
         }
         if k < n {
             // 4, 8 or 12 bytes left: the row's last 16 bytes, their last groups.
             let xv = xs.map(|r| vld1q_s8(r.add(n - 16)));
-            let wj = wb.add((n / 4 - 4) * G);
+            let wj = wb.add(16 * ((n / 4 - 4) * G));
             let left = (n - k) / 4;
             if left == 3 {
-                step::<1, G>(&mut acc, wj.add(G), &xv);
+                step::<1, G>(&mut acc, wj.add(16 * G), &xv);
             }
             if left >= 2 {
-                step::<2, G>(&mut acc, wj.add(2 * G), &xv);
+                step::<2, G>(&mut acc, wj.add(32 * G), &xv);
             }
-            step::<3, G>(&mut acc, wj.add(3 * G), &xv);
+            step::<3, G>(&mut acc, wj.add(48 * G), &xv);
         }
         acc
     }
