@@ -93,7 +93,7 @@ pub(crate) fn dwconv3x3_i8(
 ///
 /// # Safety
 /// NEON available; `c0 + 8 ≤ g.cout`, `w` holds `9·cout`, `rq` `cout`, `y` every output,
-/// `x` every input pixel's channels `c_off .. c_off + cout`; stride 1 or 2; `q.lo ≤ 127`.
+/// `x` every input pixel's channels `c_off .. c_off + cout`; `q.lo ≤ 127`.
 #[target_feature(enable = "neon")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn block(

@@ -39,10 +39,7 @@ pub(super) trait Sink {
     fn begin(&mut self, _o0: usize, _nb: usize) {}
     /// Lane `j` of `d[i]` is the exact `Σ_k w[o + j][k]·(x_{p + i}[k] − zx)`, for `i < np`,
     /// `j < no`.
-    ///
-    /// # Safety
-    /// `p + np ≤ npix` and `o + no ≤ cout` of the GEMM the sink was made for.
-    unsafe fn tile(&mut self, d: &[int32x4_t; P], np: usize, p: usize, o: usize, no: usize);
+    fn tile(&mut self, d: &[int32x4_t; P], np: usize, p: usize, o: usize, no: usize);
     /// Every channel of the block is done for pixels `p .. p + np`.
     #[inline(always)]
     fn end(&mut self, _p: usize, _np: usize) {}
@@ -94,8 +91,7 @@ pub(super) unsafe fn gemm_i8<const DOT: bool>(
                         (false, true) => [tile::<DOT, false, 1>([xs[0]], ws, n, zx, c)[0]; P],
                     }
                 };
-                // SAFETY: `p + np ≤ npix`, `o + no ≤ cout` (the sink's contract).
-                unsafe { sink.tile(&d, np, p, o, no) };
+                sink.tile(&d, np, p, o, no);
                 o += no;
             }
             sink.end(p, np);
@@ -318,7 +314,7 @@ impl Sink for Requant<'_> {
         }
     }
     #[inline(always)]
-    unsafe fn tile(&mut self, d: &[int32x4_t; P], np: usize, p: usize, o: usize, no: usize) {
+    fn tile(&mut self, d: &[int32x4_t; P], np: usize, p: usize, o: usize, no: usize) {
         if no == O && np == P && self.q.lo <= 127 {
             let r = &self.r[(o - self.o0) / O];
             // SAFETY: NEON is baseline on this target (the module is cfg'd on it).
@@ -386,7 +382,7 @@ impl Sink for Sums<'_> {
         (self.o0, self.nb) = (o0, nb);
     }
     #[inline(always)]
-    unsafe fn tile(&mut self, d: &[int32x4_t; P], np: usize, _p: usize, o: usize, no: usize) {
+    fn tile(&mut self, d: &[int32x4_t; P], np: usize, _p: usize, o: usize, no: usize) {
         for (i, &v) in d.iter().enumerate().take(np) {
             let dst = &mut self.acc[i * self.nb + o - self.o0..][..no];
             if no == O {

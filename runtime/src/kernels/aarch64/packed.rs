@@ -414,8 +414,8 @@ unsafe fn step<const L: i32, const G: usize>(
     }
 }
 
-/// `init + ` the exact `Σ_k w[c][k]·x_i[k]` for 4 pixels × `4·G` channels (`[pixel][group]`, lanes =
-/// channels).
+/// `init + ` the exact `Σ_k w[c][k]·x_i[k]` for 4 pixels × `4·G` channels (`[pixel][group]`,
+/// lanes = channels).
 ///
 /// # Safety
 /// `dotprod`; every row pointer starts `n` readable bytes (`16 ≤ n ≤ NMAX`, `n % 4 = 0`);

@@ -790,12 +790,12 @@ mod tests {
     use crate::engine::testnet::Rng;
 
     /// The channels-in-lanes stems ([`lanes_h`], [`lanes`] at every patch width and [`rows3`]
-    /// on both tables for the 3×3 kernels: rows read straight from dense inputs, gathered at the edges and
-    /// from sparse ones) against the reference on
-    /// random short-patch stems: kernels 1..=3 (and 5 with one input channel), padding,
-    /// strides 1 and 2, channel offsets, output channels 4..=64 in fours (and some not, which
-    /// take the GEMM), random zero points incl. both ends, multipliers incl. `MIN`, shifts
-    /// −35..34, both floors. The `sdot` one where the CPU has dotprod (`qemu-aarch64 -cpu max`).
+    /// on both tables for the 3×3 kernels: rows read straight from dense inputs, gathered at
+    /// the edges and from sparse ones) against the reference on random short-patch stems:
+    /// kernels 1..=3 (and 5 with one input channel), padding, strides 1 and 2, channel
+    /// offsets, output channels 4..=64 in fours (and some not, which take the GEMM), random
+    /// zero points incl. both ends, multipliers incl. `MIN`, shifts −35..34, both floors. The
+    /// `sdot` ones where the CPU has dotprod (`qemu-aarch64 -cpu max`).
     /// Seed: `LORKD_SEED`.
     #[test]
     fn lanes_stem_is_bit_exact() {
