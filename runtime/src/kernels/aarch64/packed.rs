@@ -16,6 +16,11 @@
 //! packing), which the reference's wrapping `acc + bias` allows; the sums start from it. A
 //! row tail reloads the row's last 16 (8) bytes and takes its last groups (inputs). Exact,
 //! so bit-identical to the reference.
+//!
+//! The `sdot` packing has the weights' length, so the switch lays Materialized experts out
+//! in place (`pack_conv1x1_i8`, the `conv1x1_i8_packed` slot) and `conv1x1_i8_prepacked`
+//! only sums their groups; elsewhere (`conv1x1_i8`) each call packs a block at a time into
+//! a stack buffer.
 use core::arch::aarch64::*;
 use core::mem::MaybeUninit;
 
