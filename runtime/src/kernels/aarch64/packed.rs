@@ -273,25 +273,33 @@ unsafe fn block<const DOT: bool, const G: usize>(
     let init: [int32x4_t; G] = core::array::from_fn(|gi| unsafe { r[gi].take_bias() });
     // SAFETY: as above.
     let short = r.iter().all(|r| unsafe { r.short() });
-    // The next pixel's row start, walked without divisions.
-    let (mut oy, mut ox) = (0, 0);
+    // The next pixel's row start, walked without divisions: a step of `stride·in_stride`
+    // along an output row, a jump at its end.
+    let (step, row) = (g.stride * g.in_stride, g.stride * g.w * g.in_stride);
+    let (mut line, mut at, mut ox) = (g.c_off, g.c_off, 0);
     let mut next = || {
-        let at = (oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off;
+        let here = at;
         ox += 1;
         if ox == g.wo {
-            (oy, ox) = (oy + 1, 0);
+            (line, ox) = (line + row, 0);
+            at = line;
+        } else {
+            at += step;
         }
-        at
+        here
     };
+    let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
     let mut p = 0;
     while p < npix {
         let np = 4.min(npix - p);
-        let mut at = [0; 4];
-        for a in at.iter_mut().take(np) {
+        let mut a = [0; 4];
+        for a in a.iter_mut().take(np) {
             *a = next();
         }
         // The tile's missing pixels repeat the last real one (their sums are unused).
-        let xs: [*const i8; 4] = core::array::from_fn(|i| x[at[i.min(np - 1)]..][..n].as_ptr());
+        // SAFETY: `a[i] = src(p + i) ≤ src(npix − 1)`, and `x` holds `src(npix − 1) + n` bytes
+        // (`fits`).
+        let xs: [*const i8; 4] = core::array::from_fn(|i| unsafe { xp.add(a[i.min(np - 1)]) });
         // SAFETY: every row starts `n` readable bytes; `wb` holds the block packed for
         // `DOT`, which comes only with dotprod.
         let acc = unsafe {
@@ -301,9 +309,20 @@ unsafe fn block<const DOT: bool, const G: usize>(
                 tile_h::<G>(xs, wb as *const i16, n, init)
             }
         };
-        for (i, a) in acc.iter().enumerate().take(np) {
-            let out = &mut y[(p + i) * cout + o..][..4 * G];
-            store::<G>(&r, short, a, out);
+        // SAFETY: pixel `p + i < npix`, channels `o .. o + 4·G ≤ cout`: inside `y` (`fits`:
+        // `npix·cout` bytes).
+        let out = |i: usize| unsafe {
+            core::slice::from_raw_parts_mut(yp.add((p + i) * cout + o), 4 * G)
+        };
+        if np == 4 {
+            store::<G>(&r, short, &acc[0], out(0));
+            store::<G>(&r, short, &acc[1], out(1));
+            store::<G>(&r, short, &acc[2], out(2));
+            store::<G>(&r, short, &acc[3], out(3));
+        } else {
+            for (i, a) in acc.iter().enumerate().take(np) {
+                store::<G>(&r, short, a, out(i));
+            }
         }
         p += np;
     }
