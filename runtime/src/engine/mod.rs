@@ -671,7 +671,10 @@ fn quantize_planes_n<const C: usize>(
         // Whole pixels from the runs.
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         if C == 3 {
-            interleave3_neon([&runs[0][..m], &runs[1][..m], &runs[2][..m]], pxs);
+            interleave3_neon(
+                [&runs[0][..m], &runs[1][..m], &runs[2][..m]],
+                pxs.as_flattened_mut(),
+            );
             continue;
         }
         for (i, p) in pxs.iter_mut().enumerate() {
@@ -680,31 +683,30 @@ fn quantize_planes_n<const C: usize>(
     }
 }
 
-/// `out[i] = [r[0][i], r[1][i], r[2][i]]`, 16 pixels a step with one `ST3` (LLVM emits
-/// byte loads and stores for the portable loop: 8 instructions a pixel).
+/// `out[3i + ch] = r[ch][i]` for the `out.len() / 3` pixels, 16 a step with one `ST3` (LLVM
+/// emits byte loads and stores for the portable loop: 8 instructions a pixel).
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 #[allow(unsafe_code)]
-fn interleave3_neon<const C: usize>(r: [&[i8]; 3], out: &mut [[i8; C]]) {
+fn interleave3_neon(r: [&[i8]; 3], out: &mut [i8]) {
     use core::arch::aarch64::*;
-    assert_eq!(C, 3);
-    let m = out.len().min(r[0].len()).min(r[1].len()).min(r[2].len());
+    let m = out.len() / 3;
+    let r = r.map(|r| &r[..m]);
     let mut i = 0;
     while i + 16 <= m {
         // SAFETY: NEON is baseline on this target (the fn is cfg'd on it); `i + 16 ≤ m`
-        // bytes of each run, and pixels `i .. i + 16` of `out` are 48 contiguous bytes
-        // (`[i8; 3]` has no padding).
+        // bytes of each run, and `out` holds `3m ≥ 3i + 48` bytes.
         unsafe {
             let v = int8x16x3_t(
                 vld1q_s8(r[0].as_ptr().add(i)),
                 vld1q_s8(r[1].as_ptr().add(i)),
                 vld1q_s8(r[2].as_ptr().add(i)),
             );
-            vst3q_s8(out[i..i + 16].as_mut_ptr() as *mut i8, v);
+            vst3q_s8(out.as_mut_ptr().add(3 * i), v);
         }
         i += 16;
     }
-    for (k, p) in out[i..m].iter_mut().enumerate() {
-        *p = core::array::from_fn(|ch| r[ch.min(2)][i + k]);
+    for (k, p) in out[3 * i..3 * m].chunks_exact_mut(3).enumerate() {
+        p.copy_from_slice(&[r[0][i + k], r[1][i + k], r[2][i + k]]);
     }
 }
 

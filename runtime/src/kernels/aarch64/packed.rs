@@ -24,6 +24,7 @@
 use core::arch::aarch64::*;
 use core::mem::MaybeUninit;
 
+use super::conv1x1::src;
 use super::requant::Rq4;
 use crate::kernels::{Geom, OutQ};
 
@@ -41,13 +42,6 @@ pub(super) const SDOT_MIN_PIXELS: usize = 4;
 /// uninitialised (8 KB a call otherwise): it is only reached through raw pointers, and
 /// every vector a tile reads was written by the block's packing first.
 type Buf = [MaybeUninit<int8x16_t>; CB * NMAX * 2 / 16];
-
-/// Start of output pixel `p`'s input channels.
-#[inline]
-fn src(g: &Geom, p: usize) -> usize {
-    let (oy, ox) = (p / g.wo, p % g.wo);
-    (oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off
-}
 
 /// `reference::conv1x1::conv1x1_i8` when the shape fits (at least 4 pixels with `DOT`, 5
 /// without; `cin` a multiple of 4 in `16..=NMAX`, `cout` a multiple of 4, `q.lo ≤ 127`,
@@ -209,15 +203,10 @@ pub(super) fn conv1x1_i8_prepacked(
         o += 4 * gn;
     }
     // The last `cout % 4` channels are rows.
-    let xo = |p: usize| src(g, p);
     for oc in o..cout {
         let wr = &w[oc * n..][..n];
         for p in 0..npix {
-            let xr = &x[xo(p)..][..n];
-            let mut a = 0i32;
-            for (&wv, &xv) in wr.iter().zip(xr) {
-                a = a.wrapping_add(wv as i32 * (xv as i32).wrapping_sub(zx));
-            }
+            let a = crate::kernels::reference::conv1x1::dot_i8(wr, &x[src(g, p)..][..n], zx);
             y[p * cout + oc] = crate::quant::requant(a, rq[oc], q);
         }
     }
