@@ -3,8 +3,10 @@
 //! caller-owned arena. `no_std`, no allocator; the `std` feature adds host conveniences.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![warn(missing_docs)]
-// Unsafe code only in the SIMD kernel modules (`kernels::x86_64`, `kernels::aarch64`), each
-// block with a `SAFETY:` reason; they `allow` it, everything else is checked here.
+// Unsafe code only in the SIMD kernel modules (`kernels::x86_64`, `kernels::aarch64`,
+// `kernels::thumbv7em`), two NEON helpers (`engine::interleave3_neon`,
+// `switch::quantize_row_neon`) and the engine's worker pool (`engine::pool`, one block),
+// each block with a `SAFETY:` reason; they `allow` it, everything else is checked here.
 #![deny(unsafe_code)]
 
 #[cfg(feature = "std")]

@@ -15,6 +15,8 @@
 
 mod ops;
 mod par;
+#[cfg(feature = "threads")]
+mod pool;
 #[cfg(feature = "std")]
 pub mod testnet;
 #[cfg(feature = "std")]
@@ -218,7 +220,7 @@ impl<'b, 'a> Engine<'b, 'a> {
     #[cfg(feature = "threads")]
     pub fn set_threads(&mut self, threads: usize) -> std::io::Result<()> {
         self.pool = if threads > 1 {
-            Some(par::Pool::new(threads).map_err(std::io::Error::other)?)
+            Some(par::Pool::new(threads)?)
         } else {
             None
         };
@@ -463,9 +465,30 @@ impl<'b, 'a> Engine<'b, 'a> {
         self.run(input_chw, logits, &mut observe, &mut ())
     }
 
+    /// [`Engine::run_ops`], with the pool's workers spinning for its span (feature
+    /// `threads`).
+    fn run<H: OpHook>(
+        &mut self,
+        input: &[f32],
+        logits: &mut [f32],
+        observe: &mut dyn FnMut(usize, &[f32]),
+        hook: &mut H,
+    ) -> R<usize> {
+        #[cfg(feature = "threads")]
+        if let Some(p) = &self.pool {
+            p.wake();
+        }
+        let r = self.run_ops(input, logits, observe, hook);
+        #[cfg(feature = "threads")]
+        if let Some(p) = &self.pool {
+            p.rest();
+        }
+        r
+    }
+
     /// The interpreter: the input into value 0, then one op `eval` per op in order (a
     /// dispatch loop over `ops/`), ending at the head.
-    fn run<H: OpHook>(
+    fn run_ops<H: OpHook>(
         &mut self,
         input: &[f32],
         logits: &mut [f32],
@@ -584,14 +607,27 @@ fn load_input(cx: &mut Ctx<'_, '_>, input: &[f32]) -> R<()> {
     if cx.int8 {
         let q = cx.qparams(0, usize::MAX)?;
         let x = i8s_mut(cx.act.get_mut(r).ok_or(bad)?);
-        quantize_planes(input, q, c, hw, x);
+        if c == 3 {
+            // RGB: pixel runs across the pool (a few operations a value).
+            let x = x.get_mut(..3 * hw).ok_or(bad)?;
+            let planes: [&[f32]; 3] = core::array::from_fn(|ch| &input[ch * hw..][..hw]);
+            cx.par.rows(x, 3, 4 * x.len(), |p0, x| {
+                let m = x.len() / 3;
+                quantize_planes_n(planes.map(|p| &p[p0..p0 + m]), q, x)
+            });
+        } else {
+            quantize_planes(input, q, c, hw, x);
+        }
     } else {
         let x = f32s_mut(cx.act.get_mut(r).ok_or(bad)?)?;
-        for (pix, px) in x.chunks_exact_mut(c).enumerate() {
-            for (ch, v) in px.iter_mut().enumerate() {
-                *v = input[ch * hw + pix];
+        let x = x.get_mut(..c * hw).ok_or(bad)?;
+        cx.par.rows(x, c, x.len(), |p0, x| {
+            for (pix, px) in x.chunks_exact_mut(c).enumerate() {
+                for (ch, v) in px.iter_mut().enumerate() {
+                    *v = input[ch * hw + p0 + pix];
+                }
             }
-        }
+        });
         (cx.observe)(0, x);
     }
     Ok(())
@@ -623,7 +659,8 @@ pub fn quantize_chw(
 /// [`quantize_planes_n`].
 fn quantize_planes(input: &[f32], q: crate::quant::QParams, c: usize, hw: usize, x: &mut [i8]) {
     if c == 3 {
-        return quantize_planes_n::<3>(input, q, hw, x);
+        let planes: [&[f32]; 3] = core::array::from_fn(|ch| &input[ch * hw..][..hw]);
+        return quantize_planes_n(planes, q, &mut x[..3 * hw]);
     }
     const RUN: usize = 256;
     let mut run = [0i8; RUN];
@@ -641,18 +678,13 @@ fn quantize_planes(input: &[f32], q: crate::quant::QParams, c: usize, hw: usize,
     }
 }
 
-/// [`quantize_planes`] for `C` channels: pixels as `[i8; C]`, so the stride-`C` stores
-/// carry no index checks. 32-bit Arm quantises each value straight into its pixel
-/// (`switch::quantize_one`, no vectors to batch for); elsewhere each plane's run is
-/// quantised as a row first (`switch::quantize_row`, vectorised).
-fn quantize_planes_n<const C: usize>(
-    input: &[f32],
-    q: crate::quant::QParams,
-    hw: usize,
-    x: &mut [i8],
-) {
-    let px = x[..C * hw].as_chunks_mut::<C>().0;
-    let planes: [&[f32]; C] = core::array::from_fn(|ch| &input[ch * hw..][..hw]);
+/// [`quantize_planes`] for `C` channels, the pixels of `x` (`[i8; C]` each, so the
+/// stride-`C` stores carry no index checks) from the `C` planes. 32-bit Arm quantises each
+/// value straight into its pixel (`switch::quantize_one`, no vectors to batch for);
+/// elsewhere each plane's run is quantised as a row first (`switch::quantize_row`,
+/// vectorised).
+fn quantize_planes_n<const C: usize>(planes: [&[f32]; C], q: crate::quant::QParams, x: &mut [i8]) {
+    let px = x.as_chunks_mut::<C>().0;
     if cfg!(target_arch = "arm") {
         for (ch, plane) in planes.iter().enumerate() {
             for (p, &v) in px.iter_mut().zip(plane.iter()) {

@@ -1,16 +1,21 @@
-//! Threads for std builds (feature `threads`): a conv's output split across a pool.
+//! Threads for std builds (feature `threads`): an op's output split across a pool.
 //!
 //! Every output element is computed by the same kernel slot from the same inputs whatever
 //! the thread count, so results are bit-identical for any N; the split only decides which
-//! thread runs which part. The split points are aligned so that each part meets the
-//! kernels' register tiles exactly as the whole would:
+//! thread runs which part. Each part meets the kernels' tiles as the whole would:
 //! - a pointwise conv (`k = 1`, stride 1, no padding) splits its output **pixels** into
-//!   runs of a multiple of `PIX_ALIGN` pixels, each a `1 × n` image of its own; the parts
-//!   are disjoint ranges of `y`, written in place;
-//! - any other conv (the k×k stem, depthwise) splits its output **channels** at multiples
-//!   of `CH_ALIGN`; each part runs on a sub-geometry into a heap buffer that the calling
-//!   thread then scatters into `y` (the arena holds no per-thread state, so `arena_bytes`
-//!   does not depend on N).
+//!   runs of a multiple of `PIX_ALIGN` pixels (int8: `PIX_ALIGN_EXACT`, integer sums are
+//!   exact however tiled), each a `1 × n` image of its own written in place; where that
+//!   cuts unevenly (a 7×7 map) it splits its output **channels** at multiples of
+//!   `CH_ALIGN` instead, each part's outputs scattered into `y` from a heap buffer;
+//! - a k×k conv (the stem, depthwise) splits its output **rows**: a part is the same
+//!   kernel on the input rows it reads, starting a row or two early so that the kernel's
+//!   top padding falls on rows it then drops (`row_part`); the rest is written in place;
+//! - the elementwise ops (input quantisation, concat + shuffle) split their pixels.
+//!
+//! The arena holds no per-thread state, so `arena_bytes` does not depend on N; the few
+//! buffers a part needs come from the heap. The workers spin between the ops of an
+//! inference ([`super::pool`]).
 //!
 //! Without the feature [`Par`] is a zero-sized pass-through: the no_std engine stays
 //! single-threaded and allocation-free.
@@ -19,19 +24,23 @@ use crate::kernels::{ConvF32, ConvI8, Geom, OutQ};
 /// Pixel split points are multiples of this (a multiple of every pixel tile: 1, 2, 3, 4, 8, 16).
 #[cfg(feature = "threads")]
 pub(crate) const PIX_ALIGN: usize = 48;
+/// Pixel split points of an exact (int8) conv, whose sums are the same bits however its
+/// pixels are tiled: a multiple of the widest int8 pixel tile that keeps small maps (7×7)
+/// in even parts.
+#[cfg(feature = "threads")]
+pub(crate) const PIX_ALIGN_EXACT: usize = 4;
 /// Channel split points are multiples of this (every kernel's channel lanes divide it).
 #[cfg(feature = "threads")]
 pub(crate) const CH_ALIGN: usize = 16;
-/// By default a part gets at least this many multiply-adds (~25 µs of int8 GEMM on one
-/// AVX2 core): below it waking a worker costs about what it saves, more on a busy machine.
+/// By default a part gets at least this many multiply-adds (~3 µs of int8 GEMM on one AVX2
+/// core; a fork-join with spinning workers costs ~1 µs).
 #[cfg(feature = "threads")]
-pub(crate) const MIN_MACS: usize = 256 * 1024;
+pub(crate) const MIN_MACS: usize = 64 * 1024;
 
-/// The engine's thread pool: `threads − 1` workers; the calling thread runs one part itself.
+/// The engine's thread pool ([`super::pool`]) and its split threshold.
 #[cfg(feature = "threads")]
 pub(crate) struct Pool {
-    pool: rayon::ThreadPool,
-    threads: usize,
+    pool: super::pool::Pool,
     /// The smallest part worth a thread, in multiply-adds.
     pub(crate) min_macs: usize,
 }
@@ -39,32 +48,37 @@ pub(crate) struct Pool {
 #[cfg(feature = "threads")]
 impl Pool {
     /// A pool for `threads ≥ 2` threads in all.
-    pub(crate) fn new(threads: usize) -> Result<Self, rayon::ThreadPoolBuildError> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads - 1)
-            .thread_name(|i| format!("lorkd-engine-{i}"))
-            .build()?;
+    pub(crate) fn new(threads: usize) -> std::io::Result<Self> {
         Ok(Pool {
-            pool,
-            threads,
+            pool: super::pool::Pool::new(threads)?,
             min_macs: MIN_MACS,
         })
     }
 
     pub(crate) fn threads(&self) -> usize {
-        self.threads
+        self.pool.threads()
     }
 
-    /// `f(i, part_i)` for every `part` of `parts`, the first on the calling thread.
+    /// Workers spin for parts from now until [`Pool::rest`] (the span of an inference).
+    pub(crate) fn wake(&self) {
+        self.pool.wake()
+    }
+
+    /// Workers park.
+    pub(crate) fn rest(&self) {
+        self.pool.rest()
+    }
+
+    /// `f(part)` for every `part` of `parts` (at most `threads()`), the first on the calling
+    /// thread.
     fn run<P: Send>(&self, parts: Vec<P>, f: impl Fn(P) + Sync) {
-        let mut it = parts.into_iter();
-        let first = it.next();
-        let f = &f;
-        self.pool.in_place_scope(|s| {
-            for p in it {
-                s.spawn(move |_| f(p));
-            }
-            if let Some(p) = first {
+        let slots: Vec<std::sync::Mutex<Option<P>>> = parts
+            .into_iter()
+            .map(|p| std::sync::Mutex::new(Some(p)))
+            .collect();
+        self.pool.run(slots.len(), &|i| {
+            let p = slots[i].lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(p) = p {
                 f(p);
             }
         });
@@ -107,40 +121,11 @@ fn pixel_part(g: &Geom, n: usize) -> Geom {
     }
 }
 
-/// Channels `c0 .. c0 + n` of a conv (`depthwise`: input channels too).
-#[cfg(feature = "threads")]
-fn channel_part(g: &Geom, c0: usize, n: usize, depthwise: bool) -> Geom {
-    if depthwise {
-        Geom {
-            c_off: g.c_off + c0,
-            cin: n,
-            cout: n,
-            ..*g
-        }
-    } else {
-        Geom { cout: n, ..*g }
-    }
-}
-
 /// Copies a part's dense `[P, n]` output into channels `c0 .. c0 + n` of `y` (`[P, cout]`).
 #[cfg(feature = "threads")]
 fn scatter<T: Copy>(part: &[T], c0: usize, n: usize, cout: usize, y: &mut [T]) {
     for (src, dst) in part.chunks_exact(n).zip(y.chunks_exact_mut(cout)) {
         dst[c0..c0 + n].copy_from_slice(src);
-    }
-}
-
-/// A conv's weights for output channels `c0 .. c0 + n`: rows `[cout, per]` (ungrouped) or
-/// the `[taps, C]` columns of a depthwise weight.
-#[cfg(feature = "threads")]
-fn weight_part<T: Copy>(w: &[T], c0: usize, n: usize, cout: usize, depthwise: bool) -> Vec<T> {
-    if depthwise {
-        w.chunks_exact(cout)
-            .flat_map(|tap| tap[c0..c0 + n].iter().copied())
-            .collect()
-    } else {
-        let per = w.len() / cout;
-        w[c0 * per..(c0 + n) * per].to_vec()
     }
 }
 
@@ -164,9 +149,12 @@ impl<'p> Par<'p> {
         }
     }
 
-    /// Parts for `g` (`depthwise`: a `DwConv`): `None` to run whole.
+    /// Parts for `g` (`depthwise`: a `DwConv`; `exact`: integer sums, the same bits
+    /// however a pointwise conv's pixels are tiled): `None` to run whole. A pointwise conv
+    /// splits its pixels or, where they cut unevenly (a 7×7 map in 48-pixel runs), its
+    /// output channels; a k×k conv its output rows.
     #[cfg(feature = "threads")]
-    fn plan(&self, g: &Geom, depthwise: bool) -> Option<(&'p Pool, bool, usize)> {
+    fn plan(&self, g: &Geom, depthwise: bool, exact: bool) -> Option<(&'p Pool, Cut, usize)> {
         let pool = self.pool?;
         let npix = g.ho * g.wo;
         let macs = npix * g.cout * g.k * g.k * if depthwise { 1 } else { g.cin };
@@ -174,11 +162,59 @@ impl<'p> Par<'p> {
         if parts < 2 {
             return None;
         }
-        let pixels = !depthwise && g.k == 1 && g.stride == 1 && g.pad == 0;
-        let align = if pixels { PIX_ALIGN } else { CH_ALIGN };
-        let n = if pixels { npix } else { g.cout };
-        let parts = parts.min(n.div_ceil(align));
-        (parts >= 2).then_some((pool, pixels, parts))
+        // The largest part's share of `n` cut in `parts` runs of `align` (lower is better).
+        let share = |n: usize, align: usize| {
+            let big = split(n, parts, align)
+                .map(|(_, len)| len)
+                .max()
+                .unwrap_or(n);
+            (
+                big as f32 / n.max(1) as f32,
+                Some(n.div_ceil(align)).filter(|&u| u >= 2),
+            )
+        };
+        let pointwise = !depthwise && g.k == 1 && g.stride == 1 && g.pad == 0;
+        let align = if exact { PIX_ALIGN_EXACT } else { PIX_ALIGN };
+        let (by_pix, by_ch) = (share(npix, align), share(g.cout, CH_ALIGN));
+        // Channel parts cost a scatter of their outputs: only for a clearly better balance.
+        let (cut, units) = if pointwise && (by_pix.0 <= by_ch.0 + 0.05 || by_ch.1.is_none()) {
+            (Cut::Pixels(align), by_pix.1)
+        } else if pointwise {
+            (Cut::Channels, by_ch.1)
+        } else {
+            (Cut::Rows, Some(g.ho).filter(|&u| u >= 2))
+        };
+        let parts = parts.min(units?);
+        Some((pool, cut, parts))
+    }
+
+    /// `f(first_row, rows)` over `y` cut into runs of whole `row`-element rows (pixels of
+    /// an elementwise op, whose outputs do not depend on the cut), split across the pool
+    /// when `work` (in multiply-add equivalents) warrants it.
+    pub(crate) fn rows<T: Send>(
+        self,
+        y: &mut [T],
+        row: usize,
+        work: usize,
+        f: impl Fn(usize, &mut [T]) + Sync,
+    ) {
+        #[cfg(feature = "threads")]
+        if let Some(pool) = self.pool {
+            let n = y.len() / row.max(1);
+            let parts = pool.threads().min(work / pool.min_macs.max(1)).min(n);
+            if parts >= 2 {
+                let mut jobs = Vec::with_capacity(parts);
+                let mut rest = y;
+                for (r0, k) in split(n, parts, 1) {
+                    let (part, tail) = core::mem::take(&mut rest).split_at_mut(k * row);
+                    rest = tail;
+                    jobs.push((r0, part));
+                }
+                return pool.run(jobs, |(r0, part)| f(r0, part));
+            }
+        }
+        let _ = (row, work);
+        f(0, y)
     }
 
     /// Runs the f32 conv slot `f` (contract of [`ConvF32`]) over `g`, split if worth it.
@@ -195,8 +231,8 @@ impl<'p> Par<'p> {
         y: &mut [f32],
     ) {
         #[cfg(feature = "threads")]
-        if let Some(plan) = self.plan(g, depthwise) {
-            return split_conv(plan, depthwise, g, x, w, y, |g, x, w, c0, y| {
+        if let Some(plan) = self.plan(g, depthwise, false) {
+            return split_conv(plan, g, x, w, y, |g, x, w, c0, y| {
                 f(g, x, w, &bias[c0..c0 + g.cout], relu, y)
             });
         }
@@ -219,8 +255,8 @@ impl<'p> Par<'p> {
         y: &mut [i8],
     ) {
         #[cfg(feature = "threads")]
-        if let Some(plan) = self.plan(g, depthwise) {
-            return split_conv(plan, depthwise, g, x, w, y, |g, x, w, c0, y| {
+        if let Some(plan) = self.plan(g, depthwise, true) {
+            return split_conv(plan, g, x, w, y, |g, x, w, c0, y| {
                 f(g, x, zx, w, &rq[c0..c0 + g.cout], q, y)
             });
         }
@@ -229,48 +265,96 @@ impl<'p> Par<'p> {
     }
 }
 
+/// How a conv splits (see the module doc).
+#[cfg(feature = "threads")]
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// Runs of pixels, a multiple of this long.
+    Pixels(usize),
+    Rows,
+    Channels,
+}
+
 /// The split itself: `run(sub_geometry, x, w, first_channel, y_part)` per part.
 #[cfg(feature = "threads")]
+#[allow(clippy::too_many_arguments)]
 fn split_conv<T: Copy + Default + Send + Sync>(
-    (pool, pixels, parts): (&Pool, bool, usize),
-    depthwise: bool,
+    (pool, cut, parts): (&Pool, Cut, usize),
     g: &Geom,
     x: &[T],
     w: &[T],
     y: &mut [T],
     run: impl Fn(&Geom, &[T], &[T], usize, &mut [T]) + Sync,
 ) {
-    if pixels {
-        let npix = g.ho * g.wo;
-        let mut jobs = Vec::with_capacity(parts);
-        let mut rest = &mut y[..npix * g.cout];
-        for (p0, n) in split(npix, parts, PIX_ALIGN) {
-            let (part, tail) = core::mem::take(&mut rest).split_at_mut(n * g.cout);
-            rest = tail;
-            let xs = &x[p0 * g.in_stride..(p0 + n) * g.in_stride];
-            jobs.push((pixel_part(g, n), xs, part));
+    let npix = g.ho * g.wo;
+    match cut {
+        Cut::Pixels(align) => {
+            let mut jobs = Vec::with_capacity(parts);
+            let mut rest = &mut y[..npix * g.cout];
+            for (p0, n) in split(npix, parts, align) {
+                let (part, tail) = core::mem::take(&mut rest).split_at_mut(n * g.cout);
+                rest = tail;
+                let xs = &x[p0 * g.in_stride..(p0 + n) * g.in_stride];
+                jobs.push((pixel_part(g, n), xs, part));
+            }
+            pool.run(jobs, |(sub, xs, part)| run(&sub, xs, w, 0, part));
         }
-        pool.run(jobs, |(sub, xs, part)| run(&sub, xs, w, 0, part));
-    } else {
-        let npix = g.ho * g.wo;
-        let mut jobs: Vec<(usize, Geom, Vec<T>, Vec<T>)> = split(g.cout, parts, CH_ALIGN)
-            .map(|(c0, n)| {
-                let wp = weight_part(w, c0, n, g.cout, depthwise);
-                (
-                    c0,
-                    channel_part(g, c0, n, depthwise),
-                    wp,
-                    vec![T::default(); npix * n],
-                )
-            })
-            .collect();
-        pool.run(jobs.iter_mut().collect(), |(c0, sub, wp, out)| {
-            run(sub, x, wp, *c0, out)
-        });
-        for (c0, sub, _, out) in &jobs {
-            scatter(out, *c0, sub.cout, g.cout, y);
+        Cut::Rows => {
+            let row = g.wo * g.cout;
+            let mut jobs = Vec::with_capacity(parts);
+            let mut rest = &mut y[..npix * g.cout];
+            for (r0, n) in split(g.ho, parts, 1) {
+                let (part, tail) = core::mem::take(&mut rest).split_at_mut(n * row);
+                rest = tail;
+                jobs.push((r0, n, part));
+            }
+            pool.run(jobs, |(r0, n, part)| {
+                let (sub, x0, lead) = row_part(g, r0, n);
+                let xs = &x[x0..];
+                if lead == 0 {
+                    run(&sub, xs, w, 0, part)
+                } else {
+                    let mut out = vec![T::default(); sub.out_len()];
+                    run(&sub, xs, w, 0, &mut out);
+                    part.copy_from_slice(&out[lead * row..]);
+                }
+            });
+        }
+        Cut::Channels => {
+            // Pointwise only: output channel `o`'s weights are row `o` of `[cout, cin]`
+            // (a packed slot's layout is closed under these cuts).
+            let per = w.len() / g.cout.max(1);
+            let mut jobs: Vec<(usize, Geom, Vec<T>)> = split(g.cout, parts, CH_ALIGN)
+                .map(|(c0, n)| (c0, Geom { cout: n, ..*g }, vec![T::default(); npix * n]))
+                .collect();
+            pool.run(jobs.iter_mut().collect(), |(c0, sub, out)| {
+                run(sub, x, &w[*c0 * per..][..sub.cout * per], *c0, out)
+            });
+            for (c0, sub, out) in &jobs {
+                scatter(out, *c0, sub.cout, g.cout, y);
+            }
         }
     }
+}
+
+/// Output rows `r0 .. r0 + n` of a k×k conv as a conv of its own, on the input rows from
+/// `(r0 − lead)·stride` on: `(geometry, first input element, lead)`. The kernel pads the
+/// top of that window, which is not the image's top unless it starts at row 0, so the part
+/// starts `lead` output rows early (those read the false padding and are dropped; from row
+/// `lead` on every tap is the whole conv's): `lead·stride ≥ pad`. The window ends where the
+/// part's last row stops reading, or at the image's bottom, so the bottom padding is the
+/// whole conv's. Every kept output is the whole conv's sum, exactly (int8).
+#[cfg(feature = "threads")]
+fn row_part(g: &Geom, r0: usize, n: usize) -> (Geom, usize, usize) {
+    let lead = g.pad.div_ceil(g.stride).min(r0);
+    // (A window past the image's bottom, possible where `pad ≥ k`, reads padding only.)
+    let top = ((r0 - lead) * g.stride).min(g.h);
+    let ho = n + lead;
+    let rows = ((ho - 1) * g.stride + g.k)
+        .saturating_sub(g.pad)
+        .min(g.h - top);
+    let sub = Geom { h: rows, ho, ..*g };
+    (sub, top * g.w * g.in_stride, lead)
 }
 
 #[cfg(all(test, feature = "threads"))]
@@ -293,6 +377,159 @@ mod tests {
                         next += len;
                     }
                     assert_eq!(next, n);
+                }
+            }
+        }
+    }
+
+    /// Every cut of a conv across a pool gives the whole conv's bits — rows of k×k and
+    /// depthwise convs, pixels and output channels of pointwise ones, int8 and f32, with
+    /// every kernel table on this CPU — on random geometries (stride 1 and 2, padding 0–2,
+    /// one-row parts, channel windows of a wider value) and random data. Also the plan's
+    /// own choice through [`Par`]. Seed: `LORKD_SEED`.
+    #[test]
+    fn every_cut_is_the_whole_conv() {
+        use crate::engine::testnet::Rng;
+        use crate::kernels::{Kernels, OutQ};
+        let seed = crate::test_seed();
+        let mut r = Rng::new(seed);
+        let mut pools: Vec<Pool> = (2..=4).map(|t| Pool::new(t).unwrap()).collect();
+        for p in &mut pools {
+            p.min_macs = 1;
+        }
+        for kern in Kernels::available().into_iter().flatten() {
+            for round in 0..90 {
+                let dw = round % 3 == 0;
+                let pointwise = round % 3 == 1;
+                let (k, pad, stride) = match (dw, pointwise) {
+                    (true, _) => (3, 1, 1 + r.below(2)),
+                    (_, true) => (1, 0, 1),
+                    _ => (1 + 2 * r.below(2), r.below(3), 1 + r.below(2)),
+                };
+                let (h, w) = (1 + r.below(14), 1 + r.below(11));
+                let cin = 1 + r.below(20);
+                let extra = r.below(2) * (1 + r.below(5));
+                let (cout, in_stride, c_off) = if dw {
+                    (cin, cin + extra, extra)
+                } else {
+                    (1 + r.below(40), cin, 0)
+                };
+                let out = |n| Geom::out_dim(n, k, stride, pad);
+                let (ho, wo) = (out(h), out(w));
+                if ho * wo == 0 {
+                    continue;
+                }
+                let g = Geom {
+                    h,
+                    w,
+                    in_stride,
+                    c_off,
+                    cin,
+                    ho,
+                    wo,
+                    cout,
+                    k,
+                    stride,
+                    pad,
+                };
+                let byte = |r: &mut Rng| r.below(256) as u8 as i8;
+                let real = |r: &mut Rng| r.below(2001) as f32 / 1000.0 - 1.0;
+                let wn = if dw { 9 * cin } else { cout * cin * k * k };
+                let (xq, wq): (Vec<i8>, Vec<i8>) = (
+                    (0..g.in_len()).map(|_| byte(&mut r)).collect(),
+                    (0..wn).map(|_| byte(&mut r)).collect(),
+                );
+                let (xf, wf): (Vec<f32>, Vec<f32>) = (
+                    (0..g.in_len()).map(|_| real(&mut r)).collect(),
+                    (0..wn).map(|_| real(&mut r)).collect(),
+                );
+                let bias: Vec<f32> = (0..cout).map(|_| real(&mut r)).collect();
+                let rq: Vec<[i32; 3]> = (0..cout)
+                    .map(|_| {
+                        let m = (1 << 30) + r.below(1 << 29) as i32;
+                        [r.below(2000) as i32 - 1000, m, -(r.below(12) as i32)]
+                    })
+                    .collect();
+                let zx = byte(&mut r) as i32;
+                let q = OutQ {
+                    zero_point: byte(&mut r) as i32,
+                    lo: -128,
+                };
+                let relu = r.below(2) == 0;
+                let (fq, ff) = match (dw, pointwise) {
+                    (true, _) => (kern.dwconv3x3_i8, kern.dwconv3x3_f32),
+                    (_, true) => (kern.conv1x1_i8, kern.conv1x1_f32),
+                    _ => (kern.conv_i8, kern.conv_f32),
+                };
+                let mut whole_q = vec![0i8; g.out_len()];
+                fq(&g, &xq, zx, &wq, &rq, q, &mut whole_q);
+                let mut whole_f = vec![0f32; g.out_len()];
+                ff(&g, &xf, &wf, &bias, relu, &mut whole_f);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                // The first output that differs, if any (not the whole vectors).
+                fn first_diff<T: PartialEq>(a: &[T], b: &[T]) -> Option<usize> {
+                    a.iter().zip(b).position(|(x, y)| x != y)
+                }
+                // The cuts the plan makes (a k×k f32 kernel may tile channels unlike its
+                // parts: the plan never cuts those by channel).
+                let cuts: &[(Cut, Cut)] = if pointwise {
+                    &[
+                        (Cut::Pixels(PIX_ALIGN_EXACT), Cut::Pixels(PIX_ALIGN)),
+                        (Cut::Channels, Cut::Channels),
+                    ]
+                } else {
+                    &[(Cut::Rows, Cut::Rows)]
+                };
+                for pool in &pools {
+                    let at = |cut| {
+                        format!(
+                            "{} {g:?} {cut:?} {} (seed {seed})",
+                            kern.isa,
+                            pool.threads()
+                        )
+                    };
+                    for &(cq, cf) in cuts {
+                        let units = |cut| match cut {
+                            Cut::Pixels(a) => (ho * wo).div_ceil(a),
+                            Cut::Rows => ho,
+                            Cut::Channels => cout.div_ceil(CH_ALIGN),
+                        };
+                        let mut y = vec![0i8; g.out_len()];
+                        let parts = pool.threads().min(units(cq));
+                        split_conv((pool, cq, parts), &g, &xq, &wq, &mut y, |g, x, w, c0, y| {
+                            fq(g, x, zx, w, &rq[c0..c0 + g.cout], q, y)
+                        });
+                        assert_eq!(first_diff(&whole_q, &y), None, "int8 {}", at(cq));
+                        let mut y = vec![0f32; g.out_len()];
+                        let parts = pool.threads().min(units(cf));
+                        split_conv((pool, cf, parts), &g, &xf, &wf, &mut y, |g, x, w, c0, y| {
+                            ff(g, x, w, &bias[c0..c0 + g.cout], relu, y)
+                        });
+                        assert_eq!(
+                            first_diff(&bits(&whole_f), &bits(&y)),
+                            None,
+                            "f32 {}",
+                            at(cf)
+                        );
+                    }
+                    // The plan's own cut.
+                    let par = Par::pool(Some(pool));
+                    let mut y = vec![0i8; g.out_len()];
+                    par.conv_i8(fq, dw, &g, &xq, zx, &wq, &rq, q, &mut y);
+                    assert_eq!(
+                        first_diff(&whole_q, &y),
+                        None,
+                        "int8 planned {}",
+                        at(Cut::Rows)
+                    );
+                    let mut y = vec![0f32; g.out_len()];
+                    par.conv_f32(ff, dw, &g, &xf, &wf, &bias, relu, &mut y);
+                    assert_eq!(
+                        first_diff(&bits(&whole_f), &bits(&y)),
+                        None,
+                        "f32 planned {}",
+                        at(Cut::Rows)
+                    );
                 }
             }
         }

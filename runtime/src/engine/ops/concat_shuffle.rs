@@ -38,39 +38,48 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
     let (y, [xa, xb]) = io(cx.act, rout, [ra, rb], i)?;
     match q {
         Some((qa, qb, qy)) => {
-            let y = i8s_mut(y);
+            let y = i8s_mut(y).get_mut(..n * 2 * c).ok_or(bad)?;
             let (xa, xb) = (i8s(xa), i8s(xb));
-            let side = |x, stride, off, q| ConcatIn { x, stride, off, q };
-            let (ia, ib) = (side(xa, sa, ao, qa), side(xb, sb, bo, qb));
-            if cx
-                .kern
-                .concat_shuffle_i8
-                .is_some_and(|f| f(n, c, ia, ib, qy, y))
-            {
-                return Ok(());
-            }
-            if qa == qy && qb == qy {
-                k::concat_shuffle::concat_shuffle(n, c, xa, sa, ao, xb, sb, bo, y);
-            } else if n * c > 256 {
-                // Each code through a 256-entry table of `rescale_one`, in the copy itself.
-                let (ta, tb) = (rescale_table(qa, qy), rescale_table(qb, qy));
-                let (fa, fb) = (|v: i8| ta[v as u8 as usize], |v: i8| tb[v as u8 as usize]);
-                interleave_each(n, c, xa, sa, ao, xb, sb, bo, y, fa, fb);
-            } else if cfg!(target_arch = "x86_64") {
-                // Fewer codes a side than a table has entries: rescale them directly, a block
-                // of a pixel's channels at a time (vectorised).
-                let f = |q| move |x: &[i8], o: &mut [i8]| rescale_into(x, q, qy, o);
-                interleave(n, c, xa, sa, ao, xb, sb, bo, y, f(qa), f(qb));
-            } else {
-                // The same, one code at a time straight into `y` (no block pass: Cortex-M
-                // counts fewer instructions so).
-                let f = |q| move |v| rescale_one(v, q, qy);
-                interleave_each(n, c, xa, sa, ao, xb, sb, bo, y, f(qa), f(qb));
-            }
+            let (kern, same) = (cx.kern.concat_shuffle_i8, qa == qy && qb == qy);
+            // Decided for the whole op, so a split runs the same form in every part.
+            let tables =
+                (!same && n * c > 256).then(|| (rescale_table(qa, qy), rescale_table(qb, qy)));
+            let run = |p0: usize, y: &mut [i8]| {
+                let n = y.len() / (2 * c);
+                let (xa, xb) = (&xa[p0 * sa..], &xb[p0 * sb..]);
+                let side = |x, stride, off, q| ConcatIn { x, stride, off, q };
+                let (ia, ib) = (side(xa, sa, ao, qa), side(xb, sb, bo, qb));
+                if kern.is_some_and(|f| f(n, c, ia, ib, qy, y)) {
+                    return;
+                }
+                if same {
+                    k::concat_shuffle::concat_shuffle(n, c, xa, sa, ao, xb, sb, bo, y);
+                } else if let Some((ta, tb)) = &tables {
+                    // Each code through a 256-entry table of `rescale_one`, in the copy itself.
+                    let (fa, fb) = (|v: i8| ta[v as u8 as usize], |v: i8| tb[v as u8 as usize]);
+                    interleave_each(n, c, xa, sa, ao, xb, sb, bo, y, fa, fb);
+                } else if cfg!(target_arch = "x86_64") {
+                    // Fewer codes a side than a table has entries: rescale them directly, a
+                    // block of a pixel's channels at a time (vectorised).
+                    let f = |q| move |x: &[i8], o: &mut [i8]| rescale_into(x, q, qy, o);
+                    interleave(n, c, xa, sa, ao, xb, sb, bo, y, f(qa), f(qb));
+                } else {
+                    // The same, one code at a time straight into `y` (no block pass: Cortex-M
+                    // counts fewer instructions so).
+                    let f = |q| move |v| rescale_one(v, q, qy);
+                    interleave_each(n, c, xa, sa, ao, xb, sb, bo, y, f(qa), f(qb));
+                }
+            };
+            // A copy with a rescale: a few operations a byte.
+            cx.par.rows(y, 2 * c, 4 * y.len(), run);
         }
         None => {
-            let y = f32s_mut(y)?;
-            k::concat_shuffle::concat_shuffle(n, c, f32s(xa)?, sa, ao, f32s(xb)?, sb, bo, y);
+            let y = f32s_mut(y)?.get_mut(..n * 2 * c).ok_or(bad)?;
+            let (xa, xb) = (f32s(xa)?, f32s(xb)?);
+            cx.par.rows(y, 2 * c, 4 * y.len(), |p0, y| {
+                let (xa, xb, n) = (&xa[p0 * sa..], &xb[p0 * sb..], y.len() / (2 * c));
+                k::concat_shuffle::concat_shuffle(n, c, xa, sa, ao, xb, sb, bo, y)
+            });
             (cx.observe)(output as usize, y);
         }
     }

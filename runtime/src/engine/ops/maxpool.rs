@@ -3,7 +3,7 @@
 use super::{f32s, f32s_mut, i8s, i8s_mut, io, rescale, Ctx, R};
 use crate::engine::EngineError;
 use crate::format::{validate, Op};
-use crate::kernels::reference as k;
+use crate::kernels::{reference as k, Geom};
 
 /// Runs op `i`, a `MaxPool`.
 pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> {
@@ -19,18 +19,62 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
     let (h, w, c) = (vin.h as usize, vin.w as usize, vin.c as usize);
     let (rin, rout) = (cx.range(&vin, i)?, cx.range(&vout, i)?);
     let (y, [x]) = io(cx.act, rout, [rin], i)?;
+    let row = Geom::out_dim(w, 3, 2, 1) * c;
+    let n = Geom::out_dim(h, 3, 2, 1) * row;
+    // Nine compares an output, split by output rows across the engine's threads.
     match q {
         Some((qx, qy)) => {
-            let y = i8s_mut(y);
-            // Dequantisation is monotonic, so the max of the codes is the code of the max.
-            (cx.kern.maxpool_i8)(h, w, c, i8s(x), y);
-            rescale(y, qx, qy);
+            let (x, y) = (i8s(x), i8s_mut(y).get_mut(..n).ok_or(bad)?);
+            let pool = cx.kern.maxpool_i8;
+            cx.par.rows(y, row, 9 * n, |r0, y| {
+                // Dequantisation is monotonic, so the max of the codes is the code of the max.
+                rows(|h, x, y| pool(h, w, c, x, y), h, w, c, x, r0, y);
+                rescale(y, qx, qy);
+            });
         }
         None => {
-            let y = f32s_mut(y)?;
-            k::maxpool::maxpool3x3s2(h, w, c, f32s(x)?, y);
+            let (x, y) = (f32s(x)?, f32s_mut(y)?.get_mut(..n).ok_or(bad)?);
+            cx.par.rows(y, row, 9 * n, |r0, y| {
+                let pool = |h, x: &[f32], y: &mut [f32]| k::maxpool::maxpool3x3s2(h, w, c, x, y);
+                rows(pool, h, w, c, x, r0, y)
+            });
             (cx.observe)(output as usize, y);
         }
     }
     Ok(())
+}
+
+/// Output rows `r0 ..` (as many as `y` holds) of the max pool of the `[h, w, c]` input,
+/// through `pool(rows, x, y)` (the whole pool of a `[rows, w, c]` input): on the input rows
+/// they read, from one output row early where `r0 > 0` (that row's top taps fall in the
+/// kernel's padding; it is dropped), so every kept row sees the whole pool's taps.
+fn rows<T: Copy + Default>(
+    pool: impl Fn(usize, &[T], &mut [T]),
+    h: usize,
+    w: usize,
+    c: usize,
+    x: &[T],
+    r0: usize,
+    y: &mut [T],
+) {
+    let row = Geom::out_dim(w, 3, 2, 1) * c;
+    let n = y.len() / row.max(1);
+    let lead = r0.min(1);
+    let top = 2 * (r0 - lead);
+    // Output row `j` reads input rows `2j − 1 ..= 2j + 1`.
+    let rows = (2 * (n + lead)).min(h - top);
+    let x = &x[top * w * c..];
+    let ho = Geom::out_dim(rows, 3, 2, 1);
+    if lead == 0 && ho == n {
+        return pool(rows, x, y);
+    }
+    // A part of a split (the whole pool is the case above).
+    #[cfg(feature = "threads")]
+    {
+        let mut out = vec![T::default(); ho * row];
+        pool(rows, x, &mut out);
+        y.copy_from_slice(&out[lead * row..][..n * row]);
+    }
+    #[cfg(not(feature = "threads"))]
+    unreachable!("a max pool runs whole without threads");
 }
