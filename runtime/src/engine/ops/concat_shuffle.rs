@@ -42,8 +42,7 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
             let (xa, xb) = (i8s(xa), i8s(xb));
             let (kern, same) = (cx.kern.concat_shuffle_i8, qa == qy && qb == qy);
             // Decided for the whole op, so a split runs the same form in every part.
-            let tables =
-                (!same && n * c > 256).then(|| (rescale_table(qa, qy), rescale_table(qb, qy)));
+            let table = !same && n * c > 256;
             let run = |p0: usize, y: &mut [i8]| {
                 let n = y.len() / (2 * c);
                 let (xa, xb) = (&xa[p0 * sa..], &xb[p0 * sb..]);
@@ -54,8 +53,10 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                 }
                 if same {
                     k::concat_shuffle::concat_shuffle(n, c, xa, sa, ao, xb, sb, bo, y);
-                } else if let Some((ta, tb)) = &tables {
-                    // Each code through a 256-entry table of `rescale_one`, in the copy itself.
+                } else if table {
+                    // Each code through a 256-entry table of `rescale_one`, in the copy itself
+                    // (built per part: a few hundred values against thousands of codes).
+                    let (ta, tb) = (rescale_table(qa, qy), rescale_table(qb, qy));
                     let (fa, fb) = (|v: i8| ta[v as u8 as usize], |v: i8| tb[v as u8 as usize]);
                     interleave_each(n, c, xa, sa, ao, xb, sb, bo, y, fa, fb);
                 } else if cfg!(target_arch = "x86_64") {
