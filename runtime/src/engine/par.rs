@@ -29,6 +29,11 @@ pub(crate) const PIX_ALIGN: usize = 48;
 /// in even parts.
 #[cfg(feature = "threads")]
 pub(crate) const PIX_ALIGN_EXACT: usize = 4;
+/// A split op has at most this many chunks per thread: threads take chunks in turn, so a
+/// core that comes late (descheduled, or busy elsewhere) takes fewer instead of holding
+/// everyone up; more chunks cost more edges (rows read twice, tiles cut).
+#[cfg(feature = "threads")]
+pub(crate) const CHUNKS_PER_THREAD: usize = 2;
 /// Channel split points are multiples of this (every kernel's channel lanes divide it).
 #[cfg(feature = "threads")]
 pub(crate) const CH_ALIGN: usize = 16;
@@ -69,8 +74,7 @@ impl Pool {
         self.pool.rest()
     }
 
-    /// `f(part)` for every `part` of `parts` (at most `threads()`), the first on the calling
-    /// thread.
+    /// `f(part)` for every `part` of `parts` (chunks that the threads take in turn).
     fn run<P: Send>(&self, parts: Vec<P>, f: impl Fn(P) + Sync) {
         let slots: Vec<std::sync::Mutex<Option<P>>> = parts
             .into_iter()
@@ -82,6 +86,12 @@ impl Pool {
                 f(p);
             }
         });
+    }
+
+    /// Chunks for `work` multiply-adds: at least `min_macs` each, at most
+    /// [`CHUNKS_PER_THREAD`] per thread.
+    fn chunks(&self, work: usize) -> usize {
+        (work / self.min_macs.max(1)).min(CHUNKS_PER_THREAD * self.threads())
     }
 }
 
@@ -158,7 +168,7 @@ impl<'p> Par<'p> {
         let pool = self.pool?;
         let npix = g.ho * g.wo;
         let macs = npix * g.cout * g.k * g.k * if depthwise { 1 } else { g.cin };
-        let parts = pool.threads().min(macs / pool.min_macs.max(1));
+        let parts = pool.chunks(macs);
         if parts < 2 {
             return None;
         }
@@ -201,7 +211,7 @@ impl<'p> Par<'p> {
         #[cfg(feature = "threads")]
         if let Some(pool) = self.pool {
             let n = y.len() / row.max(1);
-            let parts = pool.threads().min(work / pool.min_macs.max(1)).min(n);
+            let parts = pool.chunks(work).min(n);
             if parts >= 2 {
                 let mut jobs = Vec::with_capacity(parts);
                 let mut rest = y;
@@ -495,13 +505,13 @@ mod tests {
                             Cut::Channels => cout.div_ceil(CH_ALIGN),
                         };
                         let mut y = vec![0i8; g.out_len()];
-                        let parts = pool.threads().min(units(cq));
+                        let parts = (CHUNKS_PER_THREAD * pool.threads()).min(units(cq));
                         split_conv((pool, cq, parts), &g, &xq, &wq, &mut y, |g, x, w, c0, y| {
                             fq(g, x, zx, w, &rq[c0..c0 + g.cout], q, y)
                         });
                         assert_eq!(first_diff(&whole_q, &y), None, "int8 {}", at(cq));
                         let mut y = vec![0f32; g.out_len()];
-                        let parts = pool.threads().min(units(cf));
+                        let parts = (CHUNKS_PER_THREAD * pool.threads()).min(units(cf));
                         split_conv((pool, cf, parts), &g, &xf, &wf, &mut y, |g, x, w, c0, y| {
                             ff(g, x, w, &bias[c0..c0 + g.cout], relu, y)
                         });

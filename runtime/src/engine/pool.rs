@@ -1,16 +1,17 @@
 //! The engine's worker threads (feature `threads`): one fork-join per split op, with workers
-//! that **spin** between the ops of an inference.
+//! that **spin** between the ops of an inference and **claim** the op's chunks.
 //!
 //! An inference is a chain of ~50–75 ops, each a few tens of µs at 224 px, each needing every
-//! part done before the next op reads it. A worker that sleeps between ops pays an OS wake-up
+//! chunk done before the next op reads it. A worker that sleeps between ops pays an OS wake-up
 //! per op (on a VM an inter-processor interrupt, ~50–100 µs: a general pool parks its idle
-//! workers and made `--threads 2` slower than one thread). Here a worker that finished a part
-//! spins on the job counter until the next job, up to [`SPIN`], and only then parks on a
-//! condition variable; [`Pool::rest`] (the end of an inference) sends the workers to sleep
-//! at once and [`Pool::wake`] (its start) gets them spinning before the first split op.
+//! workers and made `--threads 2` slower than one thread). Here a worker that finished spins
+//! for the next job, up to [`SPIN`], and only then parks on a condition variable;
+//! [`Pool::rest`] (the end of an inference) sends the workers to sleep at once and
+//! [`Pool::wake`] (its start) gets them spinning before the first split op.
 //!
-//! Every worker acknowledges every job (even one with fewer parts than workers), so the
-//! caller returning from [`Pool::run`] means no worker still reads that job.
+//! The caller and the workers take the job's chunks from one counter, so a core that is late
+//! (descheduled, busy with another process) takes fewer and nobody waits for it: the caller
+//! waits only for the chunks that were taken, never for a worker that did not join.
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Condvar, Mutex};
@@ -20,23 +21,27 @@ use std::time::{Duration, Instant};
 /// How long a worker spins for the next job before it parks.
 const SPIN: Duration = Duration::from_millis(2);
 
-/// One job: `f(i)` for parts `i < parts`, part 0 on the calling thread.
+/// One job: `f(i)` for chunks `i < chunks`, each taken by whichever thread comes first.
 struct Job<'a> {
     f: &'a (dyn Fn(usize) + Sync),
-    parts: usize,
+    chunks: usize,
 }
 
 struct Shared {
-    /// Bumped once per job (and to stop the workers): a worker sees each job's epoch,
-    /// since the next job waits for every worker's acknowledgement of this one.
+    /// Bumped once per job (and to stop the workers): a worker joins each job once.
     epoch: AtomicU64,
     /// Bumped by [`Pool::wake`]: parked workers go back to spinning.
     wakes: AtomicU64,
-    /// The current job; valid while `left > 0` for the epoch it was published with.
+    /// The current job; read only by a worker counted in `active` while `open`.
     job: AtomicPtr<Job<'static>>,
-    /// Workers yet to acknowledge the current job.
-    left: AtomicUsize,
-    /// A worker's part panicked (reported by the caller of [`Pool::run`]).
+    /// The next chunk to take.
+    next: AtomicUsize,
+    /// The current job takes workers: set when published, cleared once every chunk is
+    /// taken; a worker that comes later leaves without reading the job.
+    open: AtomicBool,
+    /// Workers inside the current job.
+    active: AtomicUsize,
+    /// A worker's chunk panicked (reported by the caller of [`Pool::run`]).
     panicked: AtomicBool,
     /// A job is in flight: `run` is not re-entrant (nor callable from two threads at once,
     /// which the protocol below does not support), and says so instead of racing.
@@ -50,7 +55,7 @@ struct Shared {
     cv: Condvar,
 }
 
-/// `threads − 1` spinning workers; the calling thread runs part 0 of every job.
+/// `threads − 1` spinning workers beside the calling thread.
 pub(crate) struct Pool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
@@ -63,7 +68,9 @@ impl Pool {
             epoch: AtomicU64::new(0),
             wakes: AtomicU64::new(0),
             job: AtomicPtr::new(core::ptr::null_mut()),
-            left: AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
+            open: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             resting: AtomicBool::new(true),
@@ -80,7 +87,7 @@ impl Pool {
             let s = Arc::clone(&pool.shared);
             let h = std::thread::Builder::new()
                 .name(format!("lorkd-engine-{i}"))
-                .spawn(move || worker(&s, i))?;
+                .spawn(move || worker(&s))?;
             pool.workers.push(h);
         }
         Ok(pool)
@@ -122,12 +129,11 @@ impl Pool {
         }
     }
 
-    /// `f(i)` for every `i < parts`: part 0 here, part `i` on worker `i` (`parts ≤
-    /// threads()`); returns when every part is done. A worker's panic is re-raised here.
-    pub(crate) fn run(&self, parts: usize, f: &(dyn Fn(usize) + Sync)) {
-        assert!(parts <= self.threads(), "more parts than threads");
-        if parts <= 1 {
-            if parts == 1 {
+    /// `f(i)` for every chunk `i < chunks`, each exactly once, on this thread and whichever
+    /// workers join; returns when every chunk is done. A worker's panic is re-raised here.
+    pub(crate) fn run(&self, chunks: usize, f: &(dyn Fn(usize) + Sync)) {
+        if chunks <= 1 {
+            if chunks == 1 {
                 f(0);
             }
             return;
@@ -135,33 +141,48 @@ impl Pool {
         let s = &*self.shared;
         assert!(!s.busy.swap(true, Acquire), "Pool::run re-entered");
         s.panicked.store(false, Relaxed);
-        let job = Job { f, parts };
-        // No worker reads the previous job: `run` returned only after all acknowledged it.
-        s.left.store(self.workers.len(), SeqCst);
+        let job = Job { f, chunks };
+        // No worker is inside the previous job (`active` was 0 when it returned).
+        s.next.store(0, SeqCst);
         s.job
             .store(&job as *const Job<'_> as *mut Job<'static>, SeqCst);
+        s.open.store(true, SeqCst);
         self.bump();
-        // Waits for the workers even if part 0 panics: they hold a pointer to `job`.
-        struct Wait<'s>(&'s Shared);
-        impl Drop for Wait<'_> {
+        // Closes the job and waits for the workers inside it, even if a chunk here panics:
+        // they hold a pointer to `job`.
+        struct Close<'s>(&'s Shared);
+        impl Drop for Close<'_> {
             fn drop(&mut self) {
+                let s = self.0;
+                s.open.store(false, SeqCst);
                 let t0 = Instant::now();
-                while self.0.left.load(Acquire) > 0 {
+                while s.active.load(SeqCst) > 0 {
                     if t0.elapsed() < SPIN {
                         core::hint::spin_loop();
                     } else {
                         std::thread::yield_now();
                     }
                 }
-                self.0.busy.store(false, Release);
+                s.busy.store(false, Release);
             }
         }
-        let wait = Wait(s);
-        f(0);
-        drop(wait);
+        let close = Close(s);
+        take_chunks(s, &job, |i| f(i));
+        drop(close);
         if s.panicked.swap(false, SeqCst) {
             panic!("an engine worker thread panicked");
         }
+    }
+}
+
+/// `run(i)` for chunks taken from `s.next` until none is left.
+fn take_chunks(s: &Shared, job: &Job<'_>, run: impl Fn(usize)) {
+    loop {
+        let i = s.next.fetch_add(1, Relaxed);
+        if i >= job.chunks {
+            return;
+        }
+        run(i);
     }
 }
 
@@ -175,8 +196,9 @@ impl Drop for Pool {
     }
 }
 
-/// Worker `i`'s loop: wait for a new epoch (spinning, then parked), run part `i` of its job.
-fn worker(s: &Shared, i: usize) {
+/// A worker's loop: wait for a new epoch (spinning, then parked), join its job if it is
+/// still open, take chunks until none is left.
+fn worker(s: &Shared) {
     // Epochs count from 0 at `new`, so a job published before this thread started counts.
     let mut seen = 0;
     loop {
@@ -210,19 +232,27 @@ fn worker(s: &Shared, i: usize) {
             drop(g);
             (wakes, t0) = (s.wakes.load(SeqCst), Instant::now());
         }
-        seen += 1;
+        seen = s.epoch.load(Acquire);
         if s.quit.load(SeqCst) {
             return;
         }
-        // SAFETY: epoch `seen` was bumped by `run` after it stored `job` (a `Job` on its
-        // stack) and `left`; `run` returns, and publishes the next job, only after `left`
-        // reaches 0, i.e. after this worker's `fetch_sub` below, its last use of `*job`.
-        #[allow(unsafe_code)]
-        let job = unsafe { &*s.job.load(Acquire) };
-        if i < job.parts && catch_unwind(AssertUnwindSafe(|| (job.f)(i))).is_err() {
-            s.panicked.store(true, SeqCst);
+        // Counted in before looking at `open`: the caller clears `open` and then waits for
+        // `active` to reach 0, so either it waits for us or we see the job closed.
+        s.active.fetch_add(1, SeqCst);
+        if s.open.load(SeqCst) {
+            // SAFETY: `open` is set after `job` is stored and cleared before `run` waits
+            // for `active` to reach 0 and returns (freeing the `Job` on its stack, and the
+            // closure it borrows), so the job lives until our `fetch_sub` below, after our
+            // last use of it.
+            #[allow(unsafe_code)]
+            let job = unsafe { &*s.job.load(SeqCst) };
+            take_chunks(s, job, |i| {
+                if catch_unwind(AssertUnwindSafe(|| (job.f)(i))).is_err() {
+                    s.panicked.store(true, SeqCst);
+                }
+            });
         }
-        s.left.fetch_sub(1, Release);
+        s.active.fetch_sub(1, SeqCst);
     }
 }
 
@@ -230,33 +260,33 @@ fn worker(s: &Shared, i: usize) {
 mod tests {
     use super::*;
 
+    /// Every chunk of every job runs exactly once, for more and fewer chunks than threads,
+    /// with the workers spinning, parked between jobs, and woken.
     #[test]
-    fn every_part_runs_once_per_job() {
+    fn every_chunk_runs_once_per_job() {
         for threads in 2..=4 {
             let pool = Pool::new(threads).unwrap();
             assert_eq!(pool.threads(), threads);
             pool.wake();
-            let hits: Vec<AtomicUsize> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
-            for round in 0..600 {
-                let parts = 1 + round % threads;
-                pool.run(parts, &|i| {
+            let most = 3 * threads;
+            let hits: Vec<AtomicUsize> = (0..most).map(|_| AtomicUsize::new(0)).collect();
+            for round in 0..3000 {
+                let chunks = 1 + round % most;
+                pool.run(chunks, &|i| {
                     hits[i].fetch_add(round + 1, SeqCst);
                 });
-                if round % 150 == 0 {
-                    // Parked workers are woken for the next job.
+                if round % 700 == 0 {
+                    // Parked workers are woken for the next job (or by `wake`).
                     pool.rest();
                     std::thread::sleep(Duration::from_millis(3));
-                    if round % 300 == 0 {
+                    if round % 1400 == 0 {
                         pool.wake();
                     }
                 }
             }
             for (i, h) in hits.iter().enumerate() {
-                let want: usize = (0..600)
-                    .filter(|r| i < 1 + r % threads)
-                    .map(|r| r + 1)
-                    .sum();
-                assert_eq!(h.load(SeqCst), want, "part {i} at {threads} threads");
+                let want: usize = (0..3000).filter(|r| i < 1 + r % most).map(|r| r + 1).sum();
+                assert_eq!(h.load(SeqCst), want, "chunk {i} at {threads} threads");
             }
         }
     }
@@ -277,15 +307,16 @@ mod tests {
         let pool = Pool::new(2).unwrap();
         let r = catch_unwind(AssertUnwindSafe(|| pool.run(2, &|_| pool.run(2, &|_| ()))));
         assert!(r.is_err());
-        // Both parts tried; the pool is free again after the caller's.
+        // The pool is free again.
         pool.run(2, &|_| ());
     }
 
     #[test]
-    fn a_workers_panic_reaches_the_caller_and_the_pool_goes_on() {
+    fn a_panic_in_any_chunk_reaches_the_caller_and_the_pool_goes_on() {
         let pool = Pool::new(2).unwrap();
+        // Whichever thread takes chunk 1 (a worker, or the caller if it is quicker).
         let r = catch_unwind(AssertUnwindSafe(|| {
-            pool.run(2, &|i| assert!(i == 0, "worker part"));
+            pool.run(2, &|i| assert!(i == 0, "chunk 1"));
         }));
         assert!(r.is_err());
         let n = AtomicUsize::new(0);
