@@ -167,7 +167,7 @@ impl Pool {
             }
         }
         let close = Close(s);
-        take_chunks(s, &job, |i| f(i));
+        take_chunks(s, &job, f);
         drop(close);
         if s.panicked.swap(false, SeqCst) {
             panic!("an engine worker thread panicked");
