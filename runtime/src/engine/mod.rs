@@ -331,96 +331,31 @@ impl<'b, 'a> Engine<'b, 'a> {
 
     /// The switch's driver: rebuilds every expert conv's weight `W0 + B·A` the plan does not
     /// stream from the pristine `W0` into its slot of the weights region
-    /// ([`layout::expert_slot`]), in graph order.
+    /// ([`layout::expert_slot`]): in graph order, or with a pool (feature `threads`) the
+    /// layers across its threads, each thread with a scratch of its own on the heap (the same
+    /// bytes: every layer is rebuilt alone).
     fn materialize(&mut self, m: &Manifest<'a>, dept: &Dept<'a>) -> R<()> {
-        let shared = self.bundle.shared();
-        let int8 = m.precision == Precision::Int8;
-        let rank = m.rank as usize;
         let (kernels, plan) = (self.kernels, self.plan);
-        let p = self.parts();
-        let mut wofs = 0usize;
-        let mut cursor = DeltaCursor::new(dept.manifest.deltas);
-        for (i, op) in m.ops.iter().enumerate() {
-            let Op::Conv {
-                input,
-                output,
-                cout,
-                k,
-                pad,
-                weight,
-                wscale,
-                expert: Some(e),
-                ..
-            } = op
-            else {
-                continue;
-            };
-            let (cout, kk, cin) = (cout as usize, k as usize, input.c_len as usize);
-            let (pad, mode) = (pad as usize, plan.mode());
-            let bad = EngineError::Malformed { op: i };
-            let v = ops::value(p.table, output, i)?;
-            let hw = v.h as usize * v.w as usize;
-            if plan.streams(cout, cin, kk, hw) {
-                continue;
-            }
-            let (wlen, slot) = layout::expert_slot(cout, cin, kk, int8).ok_or(bad)?;
-            let n = cout * cin * kk * kk; // fits: `expert_slot` multiplied it checked
-            let dref = cursor.get(e as usize).ok_or(EngineError::DeptMismatch)?;
-            let delta = Delta::new(
-                dept.payload,
-                dref,
-                dept.manifest.delta_dtype,
-                cout,
-                cin,
-                kk,
-                rank,
-            )
-            .ok_or(EngineError::DeptMismatch)?;
-            let w0 = tensor(shared, weight, i)?;
-            let dst = p
-                .weights
-                .get_mut(wofs..wofs.checked_add(slot).ok_or(bad)?)
-                .ok_or(bad)?;
-            wofs += slot;
-            // Decode both factors once; the rebuild then runs on contiguous f32. A pointwise
-            // expert is then laid out once for the table's tiles (`ops::conv` reads it with
-            // the packed slot), not at every inference.
-            let (delta, scratch) = ops::conv::decode(&delta, p.scratch, i)?;
-            if int8 {
-                let (dw, ds) = dst.split_at_mut(wlen);
-                let s0 = expect_len(f32s(tensor(shared, wscale, i)?)?, cout, i)?;
-                if scratch.len() < delta.channel_len() {
-                    return Err(bad);
-                }
-                let ds = &mut f32s_mut(ds)?[..cout];
-                let out = &mut i8s_mut(dw)[..n];
-                switch::materialize_i8_with(
-                    &kernels,
-                    expect_len(i8s(w0), n, i)?,
-                    s0,
-                    &delta,
-                    scratch,
-                    out,
-                    ds,
-                );
-                match kernels.conv1x1_i8_packed {
-                    Some(p) if ops::conv::packed(mode, kk, pad, hw, p.min_pixels) => {
-                        (p.pack)(cout, cin, out)
-                    }
-                    _ => {}
-                }
-            } else {
-                let out = &mut f32s_mut(dst)?[..n];
-                switch::materialize_f32(expect_len(f32s(w0)?, n, i)?, &delta, out);
-                match kernels.conv1x1_f32_packed {
-                    Some(p) if ops::conv::packed(mode, kk, pad, hw, p.min_pixels) => {
-                        (p.pack)(cout, cin, out)
-                    }
-                    _ => {}
-                }
-            }
+        let p = parts(self.arena, self.reg);
+        #[cfg(feature = "threads")]
+        if let Some(pool) = &self.pool {
+            let mut jobs = std::vec::Vec::new();
+            expert_layers(self.bundle, m, dept, &plan, p.table, p.weights, |l| {
+                jobs.push(l);
+                Ok(())
+            })?;
+            pool.wake();
+            let cost = |l: &Layer<'_, '_>| l.cout * l.cin * l.kk * l.kk;
+            let r = par::rebuild(pool, jobs, cost, p.scratch.len(), |l, scratch| {
+                rebuild_layer(&kernels, plan.mode(), l, scratch)
+            });
+            pool.rest();
+            return r;
         }
-        Ok(())
+        let scratch = p.scratch;
+        expert_layers(self.bundle, m, dept, &plan, p.table, p.weights, |l| {
+            rebuild_layer(&kernels, plan.mode(), l, scratch)
+        })
     }
 
     /// Runs the current department on one image (`input_chw`: normalised, `[C, H, W]` f32)
@@ -559,6 +494,141 @@ impl<'b, 'a> Engine<'b, 'a> {
         }
         Err(EngineError::Malformed { op: usize::MAX })
     }
+}
+
+/// One expert conv's rebuild: its delta, pristine weights and slot (the switch's unit of
+/// work; layers are independent).
+struct Layer<'a, 'w> {
+    op: usize,
+    delta: Delta<'a>,
+    /// `W0`: int8 codes or f32.
+    w0: &'a [u8],
+    /// int8: `W0`'s per-channel scales.
+    s0: Option<&'a [f32]>,
+    /// The slot in the weights region.
+    dst: &'w mut [u8],
+    /// Bytes of the weights in the slot (int8: its scales follow).
+    wlen: usize,
+    cout: usize,
+    cin: usize,
+    kk: usize,
+    pad: usize,
+    /// Output pixels (whether the packed slot takes it).
+    hw: usize,
+}
+
+/// `each(layer)` for every expert conv the plan does not stream, in graph order, each with
+/// its slot of `weights` (slots are consecutive).
+fn expert_layers<'a, 'w>(
+    bundle: &Bundle<'a>,
+    m: &Manifest<'a>,
+    dept: &Dept<'a>,
+    plan: &Plan,
+    table: &[u8],
+    mut weights: &'w mut [u8],
+    mut each: impl FnMut(Layer<'a, 'w>) -> R<()>,
+) -> R<()> {
+    let shared = bundle.shared();
+    let int8 = m.precision == Precision::Int8;
+    let rank = m.rank as usize;
+    let mut cursor = DeltaCursor::new(dept.manifest.deltas);
+    for (i, op) in m.ops.iter().enumerate() {
+        let Op::Conv {
+            input,
+            output,
+            cout,
+            k,
+            pad,
+            weight,
+            wscale,
+            expert: Some(e),
+            ..
+        } = op
+        else {
+            continue;
+        };
+        let (cout, kk, cin) = (cout as usize, k as usize, input.c_len as usize);
+        let bad = EngineError::Malformed { op: i };
+        let v = ops::value(table, output, i)?;
+        let hw = v.h as usize * v.w as usize;
+        if plan.streams(cout, cin, kk, hw) {
+            continue;
+        }
+        let (wlen, slot) = layout::expert_slot(cout, cin, kk, int8).ok_or(bad)?;
+        let dref = cursor.get(e as usize).ok_or(EngineError::DeptMismatch)?;
+        let delta = Delta::new(
+            dept.payload,
+            dref,
+            dept.manifest.delta_dtype,
+            cout,
+            cin,
+            kk,
+            rank,
+        )
+        .ok_or(EngineError::DeptMismatch)?;
+        let w0 = tensor(shared, weight, i)?;
+        let s0 = if int8 {
+            Some(expect_len(f32s(tensor(shared, wscale, i)?)?, cout, i)?)
+        } else {
+            None
+        };
+        if weights.len() < slot {
+            return Err(bad);
+        }
+        let (dst, rest) = core::mem::take(&mut weights).split_at_mut(slot);
+        weights = rest;
+        each(Layer {
+            op: i,
+            delta,
+            w0,
+            s0,
+            dst,
+            wlen,
+            cout,
+            cin,
+            kk,
+            pad: pad as usize,
+            hw,
+        })?;
+    }
+    Ok(())
+}
+
+/// Rebuilds one expert conv into its slot, with `scratch` for the decoded factors. A
+/// pointwise expert is then laid out once for the table's tiles (`ops::conv` reads it with
+/// the packed slot), not at every inference.
+fn rebuild_layer(kernels: &Kernels, mode: Mode, l: Layer<'_, '_>, scratch: &mut [u8]) -> R<()> {
+    let (i, cout, cin, kk) = (l.op, l.cout, l.cin, l.kk);
+    let bad = EngineError::Malformed { op: i };
+    let n = cout * cin * kk * kk; // fits: `expert_slot` multiplied it checked
+                                  // Decode both factors once; the rebuild then runs on contiguous f32.
+    let (delta, scratch) = ops::conv::decode(&l.delta, scratch, i)?;
+    let packed = |min_pixels| ops::conv::packed(mode, kk, l.pad, l.hw, min_pixels);
+    match l.s0 {
+        Some(s0) => {
+            let (dw, ds) = l.dst.split_at_mut(l.wlen);
+            if scratch.len() < delta.channel_len() {
+                return Err(bad);
+            }
+            let ds = &mut f32s_mut(ds)?[..cout];
+            let out = &mut i8s_mut(dw)[..n];
+            let w0 = expect_len(i8s(l.w0), n, i)?;
+            switch::materialize_i8_with(kernels, w0, s0, &delta, scratch, out, ds);
+            match kernels.conv1x1_i8_packed {
+                Some(p) if packed(p.min_pixels) => (p.pack)(cout, cin, out),
+                _ => {}
+            }
+        }
+        None => {
+            let out = &mut f32s_mut(l.dst)?[..n];
+            switch::materialize_f32(expect_len(f32s(l.w0)?, n, i)?, &delta, out);
+            match kernels.conv1x1_f32_packed {
+                Some(p) if packed(p.min_pixels) => (p.pack)(cout, cin, out),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The dispatch loop's per-op hook: `done(slot)` right after op `slot` (or, for

@@ -275,6 +275,43 @@ impl<'p> Par<'p> {
     }
 }
 
+/// The switch's rebuild across the pool: one chunk per layer, the largest first (layers vary
+/// ~100× in size: the threads take them in turn, so each takes on until the big ones are
+/// spread), each with a heap scratch of `scratch_len` bytes (the arena's scratch region is
+/// one) reused from chunk to chunk. `cost` orders the layers; the first error any layer meets
+/// is returned.
+#[cfg(feature = "threads")]
+pub(crate) fn rebuild<L: Send>(
+    pool: &Pool,
+    mut layers: Vec<L>,
+    cost: impl Fn(&L) -> usize,
+    scratch_len: usize,
+    run: impl Fn(L, &mut [u8]) -> Result<(), super::EngineError> + Sync,
+) -> Result<(), super::EngineError> {
+    use std::sync::{Mutex, MutexGuard};
+    fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    layers.sort_by_key(|l| core::cmp::Reverse(cost(l)));
+    let spare: Mutex<Vec<Vec<u32>>> = Mutex::new(Vec::new());
+    let first_err = Mutex::new(None);
+    pool.run(layers, |l| {
+        // f32-aligned, as the decoded factors are read in place.
+        let mut words = lock(&spare)
+            .pop()
+            .unwrap_or_else(|| vec![0u32; scratch_len.div_ceil(4)]);
+        let scratch = &mut bytemuck::cast_slice_mut(&mut words)[..scratch_len];
+        if let Err(e) = run(l, scratch) {
+            lock(&first_err).get_or_insert(e);
+        }
+        lock(&spare).push(words);
+    });
+    match first_err.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// How a conv splits (see the module doc).
 #[cfg(feature = "threads")]
 #[derive(Clone, Copy, Debug)]

@@ -155,12 +155,14 @@ impl Pool {
             fn drop(&mut self) {
                 let s = self.0;
                 s.open.store(false, SeqCst);
-                let t0 = Instant::now();
+                let (t0, mut spins) = (Instant::now(), 0u32);
                 while s.active.load(SeqCst) > 0 {
-                    if t0.elapsed() < SPIN {
-                        core::hint::spin_loop();
-                    } else {
+                    // The clock every 256 spins; past the budget, yield to the late worker.
+                    spins = spins.wrapping_add(1);
+                    if spins.is_multiple_of(256) && t0.elapsed() > SPIN {
                         std::thread::yield_now();
+                    } else {
+                        core::hint::spin_loop();
                     }
                 }
                 s.busy.store(false, Release);
