@@ -9,8 +9,8 @@ side (separate processes: the throughput the machine's cores give with no coordi
 all, the ceiling a fork-join per op can approach). On a shared VM single medians move by
 tens of percent between runs, so it prints per (bundle, build): the fastest and the median
 run at 1 and N threads, and the per-round ratios (1 thread / N threads, run back to back)
-as median [min–max], with the ceiling's likewise. The arena is the same for every T (it is
-printed once per run and compared).
+as median [min–max], with the ceiling's likewise; then the department switch's the same
+way. The arena is the same for every T (it is printed once per run and compared).
 """
 import json
 import statistics as st
@@ -28,7 +28,7 @@ def result(p):
     if p.returncode != 0:
         sys.exit(f"lorkd bench failed ({p.returncode})")
     d = json.loads(out)
-    return d["infer_ms_median"], d["arena_bytes"]
+    return d["infer_ms_median"], d["arena_bytes"], d["switch_ms_median"]
 
 
 def spread(v):
@@ -52,13 +52,13 @@ def main():
     for r in range(rounds):
         for bundle, iters in bundles:
             for name, exe in builds:
-                one, a1 = result(bench(exe, bundle, iters, 1))
-                many, an = result(bench(exe, bundle, iters, n))
+                one, a1, s1 = result(bench(exe, bundle, iters, 1))
+                many, an, sn = result(bench(exe, bundle, iters, n))
                 side = [bench(exe, bundle, iters, 1) for _ in range(n)]
                 apart = st.mean(result(p)[0] for p in side)
                 if a1 != an:
                     sys.exit(f"arena differs: {a1} at 1 thread, {an} at {n} ({bundle}, {name})")
-                runs.setdefault((bundle, name), []).append((one, many, apart))
+                runs.setdefault((bundle, name), []).append((one, many, apart, s1, sn))
                 print(f"round {r} {bundle} {name}: 1 thread {one:.3f} ms, {n} threads {many:.3f} ms, "
                       f"{n} processes side by side {apart:.3f} ms each", file=sys.stderr, flush=True)
     print(f"| bundle | build | 1 thread ms (fastest / median) | {n} threads ms (fastest / median) "
@@ -68,10 +68,20 @@ def main():
         for name, _ in builds:
             v = runs[(bundle, name)]
             ones, manys = [x[0] for x in v], [x[1] for x in v]
-            speed = [a / b for a, b, _ in v]
-            ceiling = [n * a / c for a, _, c in v]
+            speed = [x[0] / x[1] for x in v]
+            ceiling = [n * x[0] / x[2] for x in v]
             print(f"| {bundle.rsplit('/', 1)[-1]} | {name} | {min(ones):.3f} / {st.median(ones):.3f} "
                   f"| {min(manys):.3f} / {st.median(manys):.3f} | {spread(speed)} | {spread(ceiling)} |")
+    print(f"\n| bundle | build | switch, 1 thread ms (fastest / median) | switch, {n} threads ms "
+          f"(fastest / median) | speed-up per round |")
+    print("|---|---|---|---|---|")
+    for bundle, _ in bundles:
+        for name, _ in builds:
+            v = runs[(bundle, name)]
+            ones, manys = [x[3] for x in v], [x[4] for x in v]
+            speed = [x[3] / x[4] for x in v]
+            print(f"| {bundle.rsplit('/', 1)[-1]} | {name} | {min(ones):.3f} / {st.median(ones):.3f} "
+                  f"| {min(manys):.3f} / {st.median(manys):.3f} | {spread(speed)} |")
 
 
 if __name__ == "__main__":
