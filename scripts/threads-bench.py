@@ -61,27 +61,21 @@ def main():
                 runs.setdefault((bundle, name), []).append((one, many, apart, s1, sn))
                 print(f"round {r} {bundle} {name}: 1 thread {one:.3f} ms, {n} threads {many:.3f} ms, "
                       f"{n} processes side by side {apart:.3f} ms each", file=sys.stderr, flush=True)
-    print(f"| bundle | build | 1 thread ms (fastest / median) | {n} threads ms (fastest / median) "
-          f"| speed-up per round | ceiling per round ({n} processes) |")
-    print("|---|---|---|---|---|---|")
-    for bundle, _ in bundles:
-        for name, _ in builds:
-            v = runs[(bundle, name)]
-            ones, manys = [x[0] for x in v], [x[1] for x in v]
-            speed = [x[0] / x[1] for x in v]
-            ceiling = [n * x[0] / x[2] for x in v]
-            print(f"| {bundle.rsplit('/', 1)[-1]} | {name} | {min(ones):.3f} / {st.median(ones):.3f} "
-                  f"| {min(manys):.3f} / {st.median(manys):.3f} | {spread(speed)} | {spread(ceiling)} |")
-    print(f"\n| bundle | build | switch, 1 thread ms (fastest / median) | switch, {n} threads ms "
-          f"(fastest / median) | speed-up per round |")
-    print("|---|---|---|---|---|")
-    for bundle, _ in bundles:
-        for name, _ in builds:
-            v = runs[(bundle, name)]
-            ones, manys = [x[3] for x in v], [x[4] for x in v]
-            speed = [x[3] / x[4] for x in v]
-            print(f"| {bundle.rsplit('/', 1)[-1]} | {name} | {min(ones):.3f} / {st.median(ones):.3f} "
-                  f"| {min(manys):.3f} / {st.median(manys):.3f} | {spread(speed)} |")
+    # One table for the inference (with the ceiling) and one for the switch.
+    for what, i, j, ceiling in (("", 0, 1, True), ("switch, ", 3, 4, False)):
+        extra = f" ceiling per round ({n} processes) |" if ceiling else ""
+        print(f"\n| bundle | build | {what}1 thread ms (fastest / median) | {what}{n} threads ms "
+              f"(fastest / median) | speed-up per round |{extra}")
+        print("|---" * (5 + ceiling) + "|")
+        for bundle, _ in bundles:
+            for name, _ in builds:
+                v = runs[(bundle, name)]
+                ones, manys = [x[i] for x in v], [x[j] for x in v]
+                row = (f"| {bundle.rsplit('/', 1)[-1]} | {name} | {min(ones):.3f} / {st.median(ones):.3f} "
+                       f"| {min(manys):.3f} / {st.median(manys):.3f} | {spread([a / b for a, b in zip(ones, manys)])} |")
+                if ceiling:
+                    row += f" {spread([n * x[0] / x[2] for x in v])} |"
+                print(row)
 
 
 if __name__ == "__main__":

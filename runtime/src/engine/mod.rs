@@ -344,13 +344,11 @@ impl<'b, 'a> Engine<'b, 'a> {
                 jobs.push(l);
                 Ok(())
             })?;
-            pool.wake();
+            let _busy = pool.busy();
             let cost = |l: &Layer<'_, '_>| l.cout * l.cin * l.kk * l.kk;
-            let r = par::rebuild(pool, jobs, cost, p.scratch.len(), |l, scratch| {
+            return par::rebuild(pool, jobs, cost, p.scratch.len(), |l, scratch| {
                 rebuild_layer(&kernels, plan.mode(), l, scratch)
             });
-            pool.rest();
-            return r;
         }
         let scratch = p.scratch;
         expert_layers(self.bundle, m, dept, &plan, p.table, p.weights, |l| {
@@ -400,30 +398,9 @@ impl<'b, 'a> Engine<'b, 'a> {
         self.run(input_chw, logits, &mut observe, &mut ())
     }
 
-    /// [`Engine::run_ops`], with the pool's workers spinning for its span (feature
-    /// `threads`).
-    fn run<H: OpHook>(
-        &mut self,
-        input: &[f32],
-        logits: &mut [f32],
-        observe: &mut dyn FnMut(usize, &[f32]),
-        hook: &mut H,
-    ) -> R<usize> {
-        #[cfg(feature = "threads")]
-        if let Some(p) = &self.pool {
-            p.wake();
-        }
-        let r = self.run_ops(input, logits, observe, hook);
-        #[cfg(feature = "threads")]
-        if let Some(p) = &self.pool {
-            p.rest();
-        }
-        r
-    }
-
     /// The interpreter: the input into value 0, then one op `eval` per op in order (a
     /// dispatch loop over `ops/`), ending at the head.
-    fn run_ops<H: OpHook>(
+    fn run<H: OpHook>(
         &mut self,
         input: &[f32],
         logits: &mut [f32],
@@ -443,10 +420,14 @@ impl<'b, 'a> Engine<'b, 'a> {
         let at = self.reg.stream_scratch;
         let used = self.rq_cached.1;
         #[cfg(feature = "threads")]
-        let (p, par) = {
+        let (p, par, _busy) = {
             let r = self.reg;
             let pool = self.pool.as_ref();
-            (parts(self.arena, r), par::Par::pool(pool))
+            (
+                parts(self.arena, r),
+                par::Par::pool(pool),
+                pool.map(par::Pool::busy),
+            )
         };
         #[cfg(not(feature = "threads"))]
         let (p, par) = (self.parts(), par::Par::serial());

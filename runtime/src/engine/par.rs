@@ -64,14 +64,11 @@ impl Pool {
         self.pool.threads()
     }
 
-    /// Workers spin for parts from now until [`Pool::rest`] (the span of an inference).
-    pub(crate) fn wake(&self) {
-        self.pool.wake()
-    }
-
-    /// Workers park.
-    pub(crate) fn rest(&self) {
-        self.pool.rest()
+    /// Workers spin for chunks while the guard lives (an inference, a switch), and park
+    /// when it drops.
+    pub(crate) fn busy(&self) -> Busy<'_> {
+        self.pool.wake();
+        Busy(self)
     }
 
     /// `f(part)` for every `part` of `parts` (chunks that the threads take in turn).
@@ -92,6 +89,17 @@ impl Pool {
     /// [`CHUNKS_PER_THREAD`] per thread.
     fn chunks(&self, work: usize) -> usize {
         (work / self.min_macs.max(1)).min(CHUNKS_PER_THREAD * self.threads())
+    }
+}
+
+/// [`Pool::busy`]'s guard.
+#[cfg(feature = "threads")]
+pub(crate) struct Busy<'p>(&'p Pool);
+
+#[cfg(feature = "threads")]
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.pool.rest();
     }
 }
 
