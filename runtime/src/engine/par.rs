@@ -11,11 +11,14 @@
 //! - a k×k conv (the stem, depthwise) splits its output **rows**: a part is the same
 //!   kernel on the input rows it reads, starting a row or two early so that the kernel's
 //!   top padding falls on rows it then drops (`row_part`); the rest is written in place;
-//! - the elementwise ops (input quantisation, concat + shuffle) split their pixels.
+//! - input quantisation, concat + shuffle and max pool split their output pixel rows
+//!   ([`Par::rows`]; the max pool with the same early-row start as a k×k conv);
+//! - the switch's rebuild runs one chunk per expert layer ([`rebuild`]).
 //!
 //! The arena holds no per-thread state, so `arena_bytes` does not depend on N; the few
-//! buffers a part needs come from the heap. The workers spin between the ops of an
-//! inference ([`super::pool`]).
+//! buffers a part needs come from the heap. The workers spin while an inference or a switch
+//! runs ([`super::pool`], [`Pool::busy`]), and every op is cut into a few more chunks than
+//! threads, taken in turn.
 //!
 //! Without the feature [`Par`] is a zero-sized pass-through: the no_std engine stays
 //! single-threaded and allocation-free.
@@ -332,7 +335,6 @@ enum Cut {
 
 /// The split itself: `run(sub_geometry, x, w, first_channel, y_part)` per part.
 #[cfg(feature = "threads")]
-#[allow(clippy::too_many_arguments)]
 fn split_conv<T: Copy + Default + Send + Sync>(
     (pool, cut, parts): (&Pool, Cut, usize),
     g: &Geom,
