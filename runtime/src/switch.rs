@@ -940,20 +940,39 @@ pub fn stream_conv1x1_i8_gemm(
     y: &mut [i8],
 ) -> Option<()> {
     let lr = d.lowrank_1x1(scratch, g.ho * g.wo, k.streaming.decode)?;
-    let (cout, r) = (g.cout, lr.r);
-    (k.streaming.u_i8)(g, x, st.x, lr.at, r, lr.u);
+    stream_conv1x1_i8_decoded(k, g, x, w0, ws, bias, (lr.at, lr.bt, lr.r), lr.u, st, y);
+    Some(())
+}
+
+/// [`stream_conv1x1_i8_gemm`] once the factors are decoded (`(Aᵀ, Bᵀ, r)` of
+/// [`LowRank1x1`]), with `u [ho·wo, r]` to fill: every output pixel reads only its own
+/// input pixel and `u` row, so the engine's threads run it on runs of pixels.
+#[allow(clippy::too_many_arguments)]
+pub fn stream_conv1x1_i8_decoded(
+    k: &crate::kernels::Kernels,
+    g: &Geom,
+    x: &[i8],
+    w0: &[i8],
+    ws: &[f32],
+    bias: &[f32],
+    (at, bt, r): (&[f32], &[f32], usize),
+    u: &mut [f32],
+    st: StreamI8,
+    y: &mut [i8],
+) {
+    let cout = g.cout;
+    (k.streaming.u_i8)(g, x, st.x, at, r, u);
     let epilogue = k.streaming.epilogue_i8;
     let mut e = EpilogueI8 {
-        u: lr.u,
+        u,
         r,
-        bt: lr.bt,
+        bt,
         ws: &ws[..cout],
         bias: &bias[..cout],
         st,
         y: &mut y[..g.ho * g.wo * cout],
     };
     (k.conv1x1_sums_i8)(g, x, st.x.zero_point, w0, &mut |t| epilogue(&t, &mut e));
-    Some(())
 }
 
 /// What [`epilogue_i8`] needs besides the tile of sums.
@@ -1113,10 +1132,24 @@ pub fn stream_lowrank_f32(
     y: &mut [f32],
 ) -> Option<()> {
     let lr = d.lowrank_1x1(scratch, g.ho * g.wo, k.streaming.decode)?;
-    (k.streaming.u_f32)(g, x, lr.at, lr.r, lr.u);
-    let y = &mut y[..g.ho * g.wo * g.cout];
-    (k.streaming.add_f32)(lr.u, lr.bt, lr.r, g.cout, relu, y);
+    stream_lowrank_f32_decoded(k, g, x, (lr.at, lr.bt, lr.r), lr.u, relu, y);
     Some(())
+}
+
+/// [`stream_lowrank_f32`] once the factors are decoded, with `u [ho·wo, r]` to fill (pixel
+/// by pixel, as [`stream_conv1x1_i8_decoded`]).
+pub fn stream_lowrank_f32_decoded(
+    k: &crate::kernels::Kernels,
+    g: &Geom,
+    x: &[f32],
+    (at, bt, r): (&[f32], &[f32], usize),
+    u: &mut [f32],
+    relu: bool,
+    y: &mut [f32],
+) {
+    (k.streaming.u_f32)(g, x, at, r, u);
+    let y = &mut y[..g.ho * g.wo * g.cout];
+    (k.streaming.add_f32)(u, bt, r, g.cout, relu, y);
 }
 
 /// `y[p, o] += Bᵀ[j, o]·u[p, j]` for `j` in order, 8 channels at a time, then ReLU if asked,

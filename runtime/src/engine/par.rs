@@ -238,6 +238,40 @@ impl<'p> Par<'p> {
         f(0, y)
     }
 
+    /// `f(sub, x, u, y)` over the pixels of pointwise stride-1 geometry `g` (a streamed
+    /// expert's low-rank path and `W0` GEMM, pixel by pixel, `u` holding `ur` values a
+    /// pixel): whole, or cut like a pointwise conv's pixels (runs of `PIX_ALIGN`, so each
+    /// part's tiles are the whole's), each part on its runs of `x`, `u` and `y`.
+    pub(crate) fn pixels<T: Sync, U: Send>(
+        self,
+        g: &Geom,
+        x: &[T],
+        (u, ur): (&mut [f32], usize),
+        y: &mut [U],
+        work: usize,
+        f: impl Fn(&Geom, &[T], &mut [f32], &mut [U]) + Sync,
+    ) {
+        #[cfg(feature = "threads")]
+        if let Some(pool) = self.pool {
+            let npix = g.ho * g.wo;
+            let parts = pool.chunks(work).min(npix.div_ceil(PIX_ALIGN));
+            if parts >= 2 && g.k == 1 && g.stride == 1 && g.pad == 0 {
+                let mut jobs = Vec::with_capacity(parts);
+                let (mut ys, mut us) = (&mut y[..npix * g.cout], &mut u[..npix * ur]);
+                for (p0, n) in split(npix, parts, PIX_ALIGN) {
+                    let (yp, yt) = core::mem::take(&mut ys).split_at_mut(n * g.cout);
+                    let (up, ut) = core::mem::take(&mut us).split_at_mut(n * ur);
+                    (ys, us) = (yt, ut);
+                    let xs = &x[p0 * g.in_stride..(p0 + n) * g.in_stride];
+                    jobs.push((pixel_part(g, n), xs, up, yp));
+                }
+                return pool.run(jobs, |(sub, xs, up, yp)| f(&sub, xs, up, yp));
+            }
+        }
+        let _ = (ur, work);
+        f(g, x, u, y)
+    }
+
     /// Runs the f32 conv slot `f` (contract of [`ConvF32`]) over `g`, split if worth it.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn conv_f32(

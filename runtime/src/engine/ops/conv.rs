@@ -133,8 +133,14 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                 Some(d) if pointwise => {
                     let st = switch::StreamI8 { x: qx, y: qy, relu };
                     let scratch = f32s_mut(cx.scratch)?;
-                    switch::stream_conv1x1_i8_gemm(&kern, &g, x, w, ws, bias, &d, st, scratch, y)
+                    let lr = d
+                        .lowrank_1x1(scratch, g.ho * g.wo, kern.streaming.decode)
                         .ok_or(bad)?;
+                    let f = (&*lr.at, &*lr.bt, lr.r);
+                    let macs = g.ho * g.wo * g.cout * g.cin;
+                    cx.par.pixels(&g, x, (lr.u, lr.r), y, macs, |g, x, u, y| {
+                        switch::stream_conv1x1_i8_decoded(&kern, g, x, w, ws, bias, f, u, st, y)
+                    });
                 }
                 Some(d) => {
                     let (d, scratch) = decode(&d, cx.scratch, i)?;
@@ -177,7 +183,14 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
             cx.par.conv_f32(f, false, &g, x, w, bias, relu_now, y);
             if let Some(d) = stream {
                 let scratch = f32s_mut(cx.scratch)?;
-                switch::stream_lowrank_f32(&kern, &g, x, &d, relu, scratch, y).ok_or(bad)?;
+                let lr = d
+                    .lowrank_1x1(scratch, g.ho * g.wo, kern.streaming.decode)
+                    .ok_or(bad)?;
+                let f = (&*lr.at, &*lr.bt, lr.r);
+                let work = g.ho * g.wo * (g.cout + g.cin) * lr.r;
+                cx.par.pixels(&g, x, (lr.u, lr.r), y, work, |g, x, u, y| {
+                    switch::stream_lowrank_f32_decoded(&kern, g, x, f, u, relu, y)
+                });
             }
             (cx.observe)(output as usize, y);
         }
