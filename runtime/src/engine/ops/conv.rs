@@ -136,7 +136,7 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                     let lr = d
                         .lowrank_1x1(scratch, g.ho * g.wo, kern.streaming.decode)
                         .ok_or(bad)?;
-                    let f = (&*lr.at, &*lr.bt, lr.r);
+                    let f = (lr.at, lr.bt, lr.r);
                     let macs = g.ho * g.wo * g.cout * g.cin;
                     cx.par.pixels(&g, x, (lr.u, lr.r), y, macs, |g, x, u, y| {
                         switch::stream_conv1x1_i8_decoded(&kern, g, x, w, ws, bias, f, u, st, y)
@@ -186,7 +186,7 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                 let lr = d
                     .lowrank_1x1(scratch, g.ho * g.wo, kern.streaming.decode)
                     .ok_or(bad)?;
-                let f = (&*lr.at, &*lr.bt, lr.r);
+                let f = (lr.at, lr.bt, lr.r);
                 let work = g.ho * g.wo * (g.cout + g.cin) * lr.r;
                 cx.par.pixels(&g, x, (lr.u, lr.r), y, work, |g, x, u, y| {
                     switch::stream_lowrank_f32_decoded(&kern, g, x, f, u, relu, y)
