@@ -129,6 +129,32 @@ pub(crate) fn split(n: usize, parts: usize, align: usize) -> impl Iterator<Item 
     })
 }
 
+/// [`split`]'s runs of `n` units with the first `n·unit` elements of `y` cut at the same
+/// points: `(start, len, run of y)` of each (disjoint, so each part can write its own).
+#[cfg(feature = "threads")]
+fn split_mut<T>(
+    y: &mut [T],
+    unit: usize,
+    n: usize,
+    parts: usize,
+    align: usize,
+) -> Vec<(usize, usize, &mut [T])> {
+    let mut rest = &mut y[..n * unit];
+    split(n, parts, align)
+        .map(|(s, len)| {
+            let (run, tail) = core::mem::take(&mut rest).split_at_mut(len * unit);
+            rest = tail;
+            (s, len, run)
+        })
+        .collect()
+}
+
+/// The input of output pixels `p0 .. p0 + n` of a pointwise stride-1 conv.
+#[cfg(feature = "threads")]
+fn pixels_of<'x, T>(g: &Geom, x: &'x [T], p0: usize, n: usize) -> &'x [T] {
+    &x[p0 * g.in_stride..(p0 + n) * g.in_stride]
+}
+
 /// Geometry of output pixels `p0 .. p0 + n` of a pointwise stride-1 conv, as a `1 × n`
 /// image whose input starts at pixel `p0`.
 #[cfg(feature = "threads")]
@@ -224,14 +250,8 @@ impl<'p> Par<'p> {
             let n = y.len() / row.max(1);
             let parts = pool.chunks(work).min(n);
             if parts >= 2 {
-                let mut jobs = Vec::with_capacity(parts);
-                let mut rest = y;
-                for (r0, k) in split(n, parts, 1) {
-                    let (part, tail) = core::mem::take(&mut rest).split_at_mut(k * row);
-                    rest = tail;
-                    jobs.push((r0, part));
-                }
-                return pool.run(jobs, |(r0, part)| f(r0, part));
+                let jobs = split_mut(y, row, n, parts, 1);
+                return pool.run(jobs, |(r0, _, part)| f(r0, part));
             }
         }
         let _ = (row, work);
@@ -256,15 +276,15 @@ impl<'p> Par<'p> {
             let npix = g.ho * g.wo;
             let parts = pool.chunks(work).min(npix.div_ceil(PIX_ALIGN));
             if parts >= 2 && g.k == 1 && g.stride == 1 && g.pad == 0 {
-                let mut jobs = Vec::with_capacity(parts);
-                let (mut ys, mut us) = (&mut y[..npix * g.cout], &mut u[..npix * ur]);
-                for (p0, n) in split(npix, parts, PIX_ALIGN) {
-                    let (yp, yt) = core::mem::take(&mut ys).split_at_mut(n * g.cout);
-                    let (up, ut) = core::mem::take(&mut us).split_at_mut(n * ur);
-                    (ys, us) = (yt, ut);
-                    let xs = &x[p0 * g.in_stride..(p0 + n) * g.in_stride];
-                    jobs.push((pixel_part(g, n), xs, up, yp));
-                }
+                let ys = split_mut(y, g.cout, npix, parts, PIX_ALIGN);
+                let us = split_mut(u, ur, npix, parts, PIX_ALIGN);
+                let jobs: Vec<_> = ys
+                    .into_iter()
+                    .zip(us)
+                    .map(|((p0, n, yp), (_, _, up))| {
+                        (pixel_part(g, n), pixels_of(g, x, p0, n), up, yp)
+                    })
+                    .collect();
                 return pool.run(jobs, |(sub, xs, up, yp)| f(&sub, xs, up, yp));
             }
         }
@@ -380,25 +400,14 @@ fn split_conv<T: Copy + Default + Send + Sync>(
     let npix = g.ho * g.wo;
     match cut {
         Cut::Pixels(align) => {
-            let mut jobs = Vec::with_capacity(parts);
-            let mut rest = &mut y[..npix * g.cout];
-            for (p0, n) in split(npix, parts, align) {
-                let (part, tail) = core::mem::take(&mut rest).split_at_mut(n * g.cout);
-                rest = tail;
-                let xs = &x[p0 * g.in_stride..(p0 + n) * g.in_stride];
-                jobs.push((pixel_part(g, n), xs, part));
-            }
-            pool.run(jobs, |(sub, xs, part)| run(&sub, xs, w, 0, part));
+            let jobs = split_mut(y, g.cout, npix, parts, align);
+            pool.run(jobs, |(p0, n, part)| {
+                run(&pixel_part(g, n), pixels_of(g, x, p0, n), w, 0, part)
+            });
         }
         Cut::Rows => {
             let row = g.wo * g.cout;
-            let mut jobs = Vec::with_capacity(parts);
-            let mut rest = &mut y[..npix * g.cout];
-            for (r0, n) in split(g.ho, parts, 1) {
-                let (part, tail) = core::mem::take(&mut rest).split_at_mut(n * row);
-                rest = tail;
-                jobs.push((r0, n, part));
-            }
+            let jobs = split_mut(y, row, g.ho, parts, 1);
             pool.run(jobs, |(r0, n, part)| {
                 let (sub, x0, lead) = row_part(g, r0, n);
                 let xs = &x[x0..];
