@@ -443,9 +443,9 @@ fn split_conv<T: Copy + Default + Send + Sync>(
 /// starts `lead` output rows early (those read the false padding and are dropped; from row
 /// `lead` on every tap is the whole conv's): `lead·stride ≥ pad`. The window ends where the
 /// part's last row stops reading, or at the image's bottom, so the bottom padding is the
-/// whole conv's. Every kept output is the whole conv's sum, exactly (int8).
-#[cfg(feature = "threads")]
-fn row_part(g: &Geom, r0: usize, n: usize) -> (Geom, usize, usize) {
+/// whole conv's. Every kept output is the whole conv's sum, exactly (int8). (Also the max
+/// pool's row cut, whose padding never wins.)
+pub(in crate::engine) fn row_part(g: &Geom, r0: usize, n: usize) -> (Geom, usize, usize) {
     let lead = g.pad.div_ceil(g.stride).min(r0);
     // (A window past the image's bottom, possible where `pad ≥ k`, reads padding only.)
     let top = ((r0 - lead) * g.stride).min(g.h);

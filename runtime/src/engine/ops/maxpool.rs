@@ -45,9 +45,8 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
 }
 
 /// Output rows `r0 ..` (as many as `y` holds) of the max pool of the `[h, w, c]` input,
-/// through `pool(rows, x, y)` (the whole pool of a `[rows, w, c]` input): on the input rows
-/// they read, from one output row early where `r0 > 0` (that row's top taps fall in the
-/// kernel's padding; it is dropped), so every kept row sees the whole pool's taps.
+/// through `pool(rows, x, y)` (the whole pool of a `[rows, w, c]` input): a k×k conv's row
+/// cut ([`crate::engine::par::row_part`]), so every kept row sees the whole pool's taps.
 fn rows<T: Copy + Default>(
     pool: impl Fn(usize, &[T], &mut [T]),
     h: usize,
@@ -57,22 +56,37 @@ fn rows<T: Copy + Default>(
     r0: usize,
     y: &mut [T],
 ) {
-    let row = Geom::out_dim(w, 3, 2, 1) * c;
+    let out = |n| Geom::out_dim(n, 3, 2, 1);
+    let row = out(w) * c;
     let n = y.len() / row.max(1);
-    let lead = r0.min(1);
-    let top = 2 * (r0 - lead);
-    // Output row `j` reads input rows `2j − 1 ..= 2j + 1`.
-    let rows = (2 * (n + lead)).min(h - top);
-    let x = &x[top * w * c..];
-    let ho = Geom::out_dim(rows, 3, 2, 1);
+    let (k, stride, pad) = (3, 2, 1);
+    let (ho, wo) = (out(h), out(w));
+    let g = Geom {
+        h,
+        w,
+        in_stride: c,
+        c_off: 0,
+        cin: c,
+        ho,
+        wo,
+        cout: c,
+        k,
+        stride,
+        pad,
+    };
+    let (sub, x0, lead) = crate::engine::par::row_part(&g, r0, n);
+    let x = &x[x0..];
+    // The kernel derives its output rows from its input's: more than `lead + n` where the
+    // window stops short of the image's bottom (the extra rows are dropped too).
+    let ho = out(sub.h);
     if lead == 0 && ho == n {
-        return pool(rows, x, y);
+        return pool(sub.h, x, y);
     }
     // A part of a split (the whole pool is the case above).
     #[cfg(feature = "threads")]
     {
         let mut out = vec![T::default(); ho * row];
-        pool(rows, x, &mut out);
+        pool(sub.h, x, &mut out);
         y.copy_from_slice(&out[lead * row..][..n * row]);
     }
     #[cfg(not(feature = "threads"))]
