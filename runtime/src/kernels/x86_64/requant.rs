@@ -9,8 +9,8 @@ use core::mem::MaybeUninit;
 use crate::kernels::OutQ;
 
 /// The per-channel requant parameters as lanes: bias and multiplier, and the shift split
-/// the way [`requant8`] applies it (left exponent, right exponent, and the right shift's
-/// remainder mask), so no lane work per call goes into the shift.
+/// the way [`requant8`] applies it (left exponent, right exponent, the right shift's
+/// remainder mask and half of it), so no lane work per call goes into the shift.
 #[derive(Clone, Copy)]
 pub(super) struct Rq8 {
     pub bias: __m256i,
@@ -18,15 +18,17 @@ pub(super) struct Rq8 {
     pub left: __m256i,
     pub right: __m256i,
     pub mask: __m256i,
+    pub half: __m256i,
 }
 
-/// A channel's shift as [`Rq8`]'s lanes hold it: `[left, right, mask]` — the left
+/// A channel's shift as [`Rq8`]'s lanes hold it: `[left, right, mask, half]` — the left
 /// exponent `max(shift, 0) & 31` (a wrapping shift), the right exponent
-/// `clamp(−shift, 0, 31)` and `2^right − 1`.
+/// `clamp(−shift, 0, 31)`, `mask = 2^right − 1` and `mask >> 1`.
 #[inline]
-fn split_shift(shift: i32) -> [i32; 3] {
+fn split_shift(shift: i32) -> [i32; 4] {
     let right = 0i32.wrapping_sub(shift).clamp(0, 31);
-    [shift.max(0) & 31, right, (1i32 << right).wrapping_sub(1)]
+    let mask = (1i32 << right).wrapping_sub(1);
+    [shift.max(0) & 31, right, mask, mask >> 1]
 }
 
 impl Rq8 {
@@ -61,6 +63,7 @@ impl Rq8 {
             left,
             right,
             mask,
+            half: _mm256_srli_epi32(mask, 1),
         }
     }
 }
@@ -74,7 +77,7 @@ pub(super) const MAXQ: usize = 1024;
 /// [`RqCols::len`] entries are ever written or read: no 12 KB zeroing per call.
 pub(super) struct RqCols {
     /// bias, multiplier, shift, then the shift's [`split_shift`] lanes.
-    t: [[MaybeUninit<i32>; MAXQ]; 6],
+    t: [[MaybeUninit<i32>; MAXQ]; 7],
     /// The channels given to [`Requant::new`], then zeros up to a multiple of 16 (the
     /// widest block a tile reads).
     len: usize,
@@ -85,12 +88,12 @@ impl RqCols {
     #[inline]
     pub(super) fn new() -> Self {
         RqCols {
-            t: [[const { MaybeUninit::uninit() }; MAXQ]; 6],
+            t: [[const { MaybeUninit::uninit() }; MAXQ]; 7],
             len: 0,
         }
     }
 
-    /// Column `k` (0 bias, 1 multiplier, 2 shift, 3–5 [`split_shift`]): its filled entries.
+    /// Column `k` (0 bias, 1 multiplier, 2 shift, 3–6 [`split_shift`]): its filled entries.
     #[inline]
     fn col(&self, k: usize) -> &[i32] {
         // SAFETY: `fill` wrote the first `len ≤ MAXQ` entries of every column.
@@ -103,8 +106,8 @@ impl RqCols {
         let len = rq.len().next_multiple_of(16).min(MAXQ);
         let rows = rq.iter().copied().chain(core::iter::repeat([0; 3]));
         for (j, [b, m, sh]) in rows.take(len).enumerate() {
-            let [l, r, mk] = split_shift(sh);
-            for (c, v) in self.t.iter_mut().zip([b, m, sh, l, r, mk]) {
+            let [l, r, mk, h] = split_shift(sh);
+            for (c, v) in self.t.iter_mut().zip([b, m, sh, l, r, mk, h]) {
                 c[j] = MaybeUninit::new(v);
             }
         }
@@ -127,6 +130,7 @@ impl RqCols {
                 left: _mm256_loadu_si256(p(3)),
                 right: _mm256_loadu_si256(p(4)),
                 mask: _mm256_loadu_si256(p(5)),
+                half: _mm256_loadu_si256(p(6)),
             }
         }
     }
@@ -217,14 +221,13 @@ pub(super) fn requant8(acc: __m256i, rq: &Rq8, q: OutQ) -> __m128i {
     let zero = _mm256_setzero_si256();
     let x = _mm256_add_epi32(acc, rq.bias);
     // Left shift (wrapping, as `x.wrapping_mul(1 << left)`), right exponent clamped to 31.
-    let (right, mask) = (rq.right, rq.mask);
     let x = _mm256_sllv_epi32(x, rq.left);
     let v = srdhm(x, rq.mult);
     // RoundingDivideByPOT: (v >> e) + (remainder > (mask >> 1) + (v < 0)).
     let neg = _mm256_cmpgt_epi32(zero, v);
-    let rem = _mm256_and_si256(v, mask);
-    let thr = _mm256_sub_epi32(_mm256_srli_epi32(mask, 1), neg);
-    let v = _mm256_sub_epi32(_mm256_srav_epi32(v, right), _mm256_cmpgt_epi32(rem, thr));
+    let rem = _mm256_and_si256(v, rq.mask);
+    let thr = _mm256_sub_epi32(rq.half, neg);
+    let v = _mm256_sub_epi32(_mm256_srav_epi32(v, rq.right), _mm256_cmpgt_epi32(rem, thr));
     let (zp, lo) = (q.zero_point, q.lo.max(-128));
     let s = if let (Some(l), Some(h)) = (lo.checked_sub(zp), 127i32.checked_sub(zp)) {
         // clamp(v.saturating_add(zp), lo, 127) = clamp(v, lo − zp, 127 − zp) + zp: where
@@ -253,36 +256,23 @@ pub(super) fn requant8(acc: __m256i, rq: &Rq8, q: OutQ) -> __m128i {
 
 /// gemmlowp `SaturatingRoundingDoublingHighMul` per lane: `(a·b + nudge) / 2^31` truncated,
 /// nudge `2^30` or `1 − 2^30` by the sign of `a·b`; `MIN·MIN` saturates to `MAX`.
+///
+/// Both nudges truncated toward zero are one floor, `⌊(a·b + 2^30) / 2^31⌋` (for `a·b < 0`:
+/// `⌈(a·b + 1 − 2^30) / 2^31⌉ = ⌊(a·b + 2^30) / 2^31⌋`), so each i64 product takes an add
+/// and a shift: bits 31..62 of `a·b + 2^30`, by a logical right shift of 31 (even lanes, the
+/// low dword) or a left shift of 1 (odd lanes, the high dword). The floor reaches `2^31`
+/// only at `MIN·MIN` (every other product is at most `2^62 − 2^31`) and `−2^31` never
+/// (products are at least `MIN·MAX`), so a lane reading `MIN` is exactly the saturating one:
+/// flipping its bits gives `MAX`.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn srdhm(a: __m256i, b: __m256i) -> __m256i {
-    let even = high_mul_i64(_mm256_mul_epi32(a, b));
-    let odd = high_mul_i64(_mm256_mul_epi32(
-        _mm256_srli_epi64(a, 32),
-        _mm256_srli_epi64(b, 32),
-    ));
-    // Results sit in the low dword of each i64 lane: interleave even and odd back.
-    let r = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0b1010_1010);
-    let min = _mm256_set1_epi32(i32::MIN);
-    let both_min = _mm256_and_si256(_mm256_cmpeq_epi32(a, min), _mm256_cmpeq_epi32(b, min));
-    _mm256_blendv_epi8(r, _mm256_set1_epi32(i32::MAX), both_min)
-}
-
-/// `(ab + nudge) / 2^31` (truncating) for 4 i64 lanes; the low 32 bits are the result.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn high_mul_i64(ab: __m256i) -> __m256i {
-    let neg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), ab);
-    let pos_nudge = _mm256_set1_epi64x(1 << 30);
-    let neg_nudge = _mm256_set1_epi64x(1 - (1 << 30));
-    let t = _mm256_add_epi64(ab, _mm256_blendv_epi8(pos_nudge, neg_nudge, neg));
-    // Division toward zero: add 2^31 − 1 to negatives before the shift. Bits 31..62 of the
-    // i64 are the low 32 bits of the arithmetic shift, so a logical shift serves.
-    let t = _mm256_add_epi64(
-        t,
-        _mm256_and_si256(neg_t(t), _mm256_set1_epi64x((1 << 31) - 1)),
-    );
-    _mm256_srli_epi64(t, 31)
+    let nudge = _mm256_set1_epi64x(1 << 30);
+    let even = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(a, b), nudge), 31);
+    let odd = _mm256_mul_epi32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(b, 32));
+    let odd = _mm256_slli_epi64(_mm256_add_epi64(odd, nudge), 1);
+    let r = _mm256_blend_epi32(even, odd, 0b1010_1010);
+    _mm256_xor_si256(r, _mm256_cmpeq_epi32(r, _mm256_set1_epi32(i32::MIN)))
 }
 
 /// AVX2 twin of `quant::requant_table`, bit-identical: 4 channels at a time in f64 lanes —
@@ -396,13 +386,6 @@ unsafe fn table4(bias: &[f32], s_x: f32, ws: &[f32], s_y: f32, out: &mut [[i32; 
     true
 }
 
-/// All-ones in the i64 lanes of `t` that are negative.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn neg_t(t: __m256i) -> __m256i {
-    _mm256_cmpgt_epi64(_mm256_setzero_si256(), t)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,6 +405,78 @@ mod tests {
             4,
             |b, x, w, y, o| unsafe { table4(b, x, w, y, o) },
         );
+    }
+
+    /// [`srdhm`] is gemmlowp's `SaturatingRoundingDoublingHighMul` in every lane: every pair
+    /// of edge values (`MIN·MIN` saturating among them, products at the nudge's rounding
+    /// ties) in both lane parities, then random pairs. Seed: `LORKD_SEED`.
+    #[test]
+    fn srdhm_is_gemmlowp() {
+        if !super::super::detected() {
+            println!("SKIPPED srdhm_is_gemmlowp: no AVX2 on this CPU");
+            return;
+        }
+        let mut s = crate::test_seed() | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let edges = [
+            0,
+            1,
+            -1,
+            2,
+            -2,
+            3,
+            i32::MIN,
+            i32::MIN + 1,
+            i32::MAX,
+            i32::MAX - 1,
+            1 << 30,
+            -(1 << 30),
+            (1 << 30) + 1,
+            (1 << 30) - 1,
+            1 << 15,
+            -(1 << 15),
+            1 << 16,
+        ];
+        let check = |a: [i32; 8], b: [i32; 8]| {
+            let mut got = [0i32; 8];
+            // SAFETY: AVX2 detected above; 8 i32 each.
+            unsafe {
+                let r = srdhm(
+                    _mm256_loadu_si256(a.as_ptr().cast()),
+                    _mm256_loadu_si256(b.as_ptr().cast()),
+                );
+                _mm256_storeu_si256(got.as_mut_ptr().cast(), r);
+            }
+            for j in 0..8 {
+                let want = crate::quant::saturating_rounding_doubling_high_mul(a[j], b[j]);
+                assert_eq!(got[j], want, "lane {j}: {} · {}", a[j], b[j]);
+            }
+        };
+        for &x in &edges {
+            for &y in &edges {
+                // Lane parity matters (the odd lanes take the other shift): both.
+                check([x, y, y, x, x, y, y, x], [y, x, y, x, y, x, y, x]);
+            }
+        }
+        for it in 0..200_000 {
+            let mut a = [0i32; 8];
+            let mut b = [0i32; 8];
+            for j in 0..8 {
+                let r = next();
+                a[j] = match it % 3 {
+                    0 => r as i32,
+                    1 => (r as i32) >> (r >> 59),
+                    _ => edges[(r >> 40) as usize % edges.len()].wrapping_add((r & 3) as i32 - 1),
+                };
+                b[j] = (r >> 32) as i32;
+            }
+            check(a, b);
+        }
     }
 
     #[test]
