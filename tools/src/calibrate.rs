@@ -5,8 +5,13 @@
 //!
 //! As TFLite's int8 spec requires, a max pool's output shares its input's quantisation (the
 //! union of both ranges, i.e. the input's), so the pool works on codes with no rescale.
-//! Concats are not tied: unifying a ShuffleNetV2 stage's concat chain was measured to lose
-//! more to coarser scales than the engine's per-concat rescale costs.
+//! A concat input that no other op reads (a branch's last conv: both sides of a stride-2
+//! unit, the second of a stride-1 unit) shares the concat output's quantisation: its conv
+//! requantises straight to the output's scale — one rounding where a rescale made two, so
+//! the output's codes are at least as close — and the concat copies that side's codes.
+//! The other inputs are not tied: unifying a ShuffleNetV2 stage's concat chain (the
+//! pass-through halves, which the next unit's convs also read) was measured to lose more to
+//! coarser scales than the engine's per-concat rescale costs.
 use anyhow::{ensure, Context, Result};
 use lorkd_runtime::engine::{AlignedBytes, Engine};
 use lorkd_runtime::format::{Bundle, Manifest, Mode, Op, Precision};
@@ -21,8 +26,9 @@ fn root(parent: &mut [usize], mut i: usize) -> usize {
     i
 }
 
-/// For each value, a representative of the values that must share its quantisation
-/// (max pool input and output).
+/// For each value, a representative of the values that must share its quantisation: max
+/// pool input and output, and a concat's output with each of its inputs that no other op
+/// reads (never the graph input, value 0).
 pub fn shared_quant_groups(m: &Manifest<'_>) -> Vec<usize> {
     let n = m.values.len();
     let mut parent: Vec<usize> = (0..n).collect();
@@ -32,9 +38,31 @@ pub fn shared_quant_groups(m: &Manifest<'_>) -> Vec<usize> {
             p[ra] = rb;
         }
     };
+    // How many reads each value has (a concat reading one value twice counts two).
+    let mut reads = vec![0usize; n];
     for op in m.ops.iter() {
-        if let Op::MaxPool { input, output } = op {
-            union(&mut parent, input as usize, output as usize);
+        let read: &[u16] = match &op {
+            Op::Conv { input, .. } | Op::DwConv { input, .. } => &[input.value],
+            Op::MaxPool { input, .. } | Op::PoolHead { input, .. } => &[*input],
+            Op::ConcatShuffle { a, b, .. } => &[a.value, b.value],
+        };
+        for &v in read {
+            if let Some(r) = reads.get_mut(v as usize) {
+                *r += 1;
+            }
+        }
+    }
+    for op in m.ops.iter() {
+        match op {
+            Op::MaxPool { input, output } => union(&mut parent, input as usize, output as usize),
+            Op::ConcatShuffle { a, b, output } => {
+                for v in [a.value as usize, b.value as usize] {
+                    if v != 0 && reads.get(v) == Some(&1) {
+                        union(&mut parent, v, output as usize);
+                    }
+                }
+            }
+            _ => {}
         }
     }
     (0..n).map(|i| root(&mut parent, i)).collect()
@@ -126,6 +154,27 @@ mod tests {
         // Shared quantisation: maxpool in/out (v1, v2).
         assert_eq!(r[0][1], r[0][2]);
         assert_ne!(r[0][2], r[0][3]);
+        // Shared quantisation: a concat input only the concat reads has the output's range
+        // (both sides of a stride-2 unit, the branch of a stride-1 unit); the pass-through
+        // half, which the next unit's conv reads too, keeps its own.
+        let aligned = AlignedBytes::new(&bytes);
+        let bundle = Bundle::parse(aligned.as_slice()).unwrap();
+        let groups = shared_quant_groups(bundle.manifest());
+        let (mut tied, mut own) = (0, 0);
+        for op in bundle.manifest().ops.iter() {
+            if let Op::ConcatShuffle { a, b, output } = op {
+                for v in [a.value as usize, b.value as usize] {
+                    let o = output as usize;
+                    if groups[v] == groups[o] {
+                        tied += 1;
+                        assert!(r.iter().all(|d| d[v] == d[o]), "value {v}");
+                    } else {
+                        own += 1;
+                    }
+                }
+            }
+        }
+        assert!(tied > own && own > 0, "tied {tied}, own {own}");
         // Departments differ (different deltas, different images).
         assert_ne!(r[0][13], r[1][13]);
         assert!(activation_ranges(&bytes, &imgs[..2]).is_err());

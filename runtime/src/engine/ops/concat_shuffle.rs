@@ -1,11 +1,12 @@
 //! `Op::ConcatShuffle`: `concat(a, b)` then channel shuffle with 2 groups
-//! (`out[2i] = a[i]`, `out[2i+1] = b[i]`); int8 inputs are rescaled to the output's
-//! quantisation on the way.
+//! (`out[2i] = a[i]`, `out[2i+1] = b[i]`); an int8 input not already in the output's
+//! quantisation is rescaled to it on the way.
 
 use super::{f32s, f32s_mut, i8s, i8s_mut, io, rescale_into, rescale_one, rescale_table, Ctx, R};
 use crate::engine::EngineError;
 use crate::format::{validate, Op};
 use crate::kernels::reference as k;
+use crate::quant::QParams;
 use k::concat_shuffle::ConcatIn;
 
 /// Runs op `i`, a `ConcatShuffle`.
@@ -40,35 +41,16 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
         Some((qa, qb, qy)) => {
             let y = i8s_mut(y).get_mut(..n * 2 * c).ok_or(bad)?;
             let (xa, xb) = (i8s(xa), i8s(xb));
-            let (kern, same) = (cx.kern.concat_shuffle_i8, qa == qy && qb == qy);
+            let kern = cx.kern.concat_shuffle_i8;
             // Decided for the whole op, so a split runs the same form in every part.
-            let table = !same && n * c > 256;
+            let table = n * c > 256;
             let run = |p0: usize, y: &mut [i8]| {
                 let n = y.len() / (2 * c);
                 let (xa, xb) = (&xa[p0 * sa..], &xb[p0 * sb..]);
                 let side = |x, stride, off, q| ConcatIn { x, stride, off, q };
                 let (ia, ib) = (side(xa, sa, ao, qa), side(xb, sb, bo, qb));
-                if kern.is_some_and(|f| f(n, c, ia, ib, qy, y)) {
-                    return;
-                }
-                if same {
-                    k::concat_shuffle::concat_shuffle(n, c, xa, sa, ao, xb, sb, bo, y);
-                } else if table {
-                    // Each code through a 256-entry table of `rescale_one`, in the copy itself
-                    // (built per part: a few hundred values against thousands of codes).
-                    let (ta, tb) = (rescale_table(qa, qy), rescale_table(qb, qy));
-                    let (fa, fb) = (|v: i8| ta[v as u8 as usize], |v: i8| tb[v as u8 as usize]);
-                    interleave_each(n, c, xa, sa, ao, xb, sb, bo, y, fa, fb);
-                } else if cfg!(target_arch = "x86_64") {
-                    // Fewer codes a side than a table has entries: rescale them directly, a
-                    // block of a pixel's channels at a time (vectorised).
-                    let f = |q| move |x: &[i8], o: &mut [i8]| rescale_into(x, q, qy, o);
-                    interleave(n, c, xa, sa, ao, xb, sb, bo, y, f(qa), f(qb));
-                } else {
-                    // The same, one code at a time straight into `y` (no block pass: Cortex-M
-                    // counts fewer instructions so).
-                    let f = |q| move |v| rescale_one(v, q, qy);
-                    interleave_each(n, c, xa, sa, ao, xb, sb, bo, y, f(qa), f(qb));
+                if !kern.is_some_and(|f| f(n, c, ia, ib, qy, y)) {
+                    portable_i8(n, c, ia, ib, qy, table, y);
                 }
             };
             // A copy with a rescale: a few operations a byte.
@@ -85,6 +67,60 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
         }
     }
     Ok(())
+}
+
+/// `k::concat_shuffle::concat_shuffle_i8`'s bytes, portably: a side already in `qy` copied,
+/// the other rescaled — with `table`, through a 256-entry table of [`rescale_one`] in the
+/// copy itself (a few hundred values to build against thousands of codes), else code by
+/// code (on x86_64 a block of a pixel's channels at a time, vectorised; Cortex-M counts
+/// fewer instructions one code at a time straight into `y`).
+pub(super) fn portable_i8(
+    n: usize,
+    c: usize,
+    a: ConcatIn<'_>,
+    b: ConcatIn<'_>,
+    qy: QParams,
+    table: bool,
+    y: &mut [i8],
+) {
+    if c == 0 {
+        return;
+    }
+    let (ca, cb) = (a.q == qy, b.q == qy);
+    let (xa, sa, ao, xb, sb, bo) = (a.x, a.stride, a.off, b.x, b.stride, b.off);
+    // One loop per mix, a copied side's map the identity (`$fa`/`$fb` are built only in
+    // the arms that use them).
+    macro_rules! each {
+        ($fa:expr, $fb:expr) => {
+            match (ca, cb) {
+                (true, true) => k::concat_shuffle::concat_shuffle(n, c, xa, sa, ao, xb, sb, bo, y),
+                (true, false) => interleave_each(n, c, xa, sa, ao, xb, sb, bo, y, |v| v, $fb),
+                (false, true) => interleave_each(n, c, xa, sa, ao, xb, sb, bo, y, $fa, |v| v),
+                (false, false) => interleave_each(n, c, xa, sa, ao, xb, sb, bo, y, $fa, $fb),
+            }
+        };
+    }
+    let lut = |q| {
+        let t = rescale_table(q, qy);
+        move |v: i8| t[v as u8 as usize]
+    };
+    if table || ca && cb {
+        each!(lut(a.q), lut(b.q));
+    } else if cfg!(target_arch = "x86_64") {
+        let f = |q, copy| {
+            move |x: &[i8], o: &mut [i8]| {
+                if copy {
+                    o.copy_from_slice(x)
+                } else {
+                    rescale_into(x, q, qy, o)
+                }
+            }
+        };
+        interleave(n, c, xa, sa, ao, xb, sb, bo, y, f(a.q, ca), f(b.q, cb));
+    } else {
+        let f = |q| move |v| rescale_one(v, q, qy);
+        each!(f(a.q), f(b.q));
+    }
 }
 
 /// [`k::concat_shuffle::concat_shuffle`] with each side's codes mapped on the way
@@ -148,5 +184,72 @@ fn interleave_each(
         for ((o, &va), &vb) in out.as_chunks_mut::<2>().0.iter_mut().zip(pa).zip(pb) {
             *o = [fa(va), fb(vb)];
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::testnet::Rng;
+
+    /// The engine's portable int8 concat gives the reference's bytes in every form (table,
+    /// code by code) and every mix of copied and rescaled sides, on random shapes with
+    /// channel offsets and wider strides, scales over many octaves and near the f32 ends
+    /// (where a copy and a rescale differ), zero points far out; nothing past `n · 2c`.
+    #[test]
+    fn portable_i8_is_the_reference() {
+        let seed = crate::test_seed();
+        let mut r = Rng::new(seed);
+        let mut mixes = [0usize; 4];
+        for _ in 0..3000 {
+            let (n, c) = (r.below(24), r.below(48));
+            let mut q = || QParams {
+                scale: match r.below(20) {
+                    0 => 1e-38,
+                    1 => 3e38,
+                    _ => 2f32.powf(r.uniform(12.0)) * (1.0 + r.uniform(0.5)),
+                },
+                zero_point: match r.below(8) {
+                    0 => r.below(1 << 20) as i32 - (1 << 19),
+                    _ => r.below(256) as i32 - 128,
+                },
+            };
+            let qy = q();
+            let (qa, qb) = (q(), q());
+            let (ca, cb) = (r.below(2) == 0, r.below(2) == 0);
+            let (qa, qb) = (if ca { qy } else { qa }, if cb { qy } else { qb });
+            mixes[2 * ca as usize + cb as usize] += 1;
+            let mut side = |q| {
+                let off = r.below(5);
+                let stride = c + off + r.below(3);
+                let x: std::vec::Vec<i8> =
+                    (0..n * stride).map(|_| r.below(256) as u8 as i8).collect();
+                (x, stride, off, q)
+            };
+            let (a, b) = (side(qa), side(qb));
+            let ia = ConcatIn {
+                x: &a.0,
+                stride: a.1,
+                off: a.2,
+                q: a.3,
+            };
+            let ib = ConcatIn {
+                x: &b.0,
+                stride: b.1,
+                off: b.2,
+                q: b.3,
+            };
+            let mut want = std::vec![0x55i8; n * 2 * c + 3];
+            k::concat_shuffle::concat_shuffle_i8(n, c, ia, ib, qy, &mut want);
+            for table in [false, true] {
+                let mut got = std::vec![0x55i8; n * 2 * c + 3];
+                portable_i8(n, c, ia, ib, qy, table, &mut got[..n * 2 * c]);
+                assert_eq!(
+                    got, want,
+                    "seed {seed}: table {table}, n {n} c {c} {qa:?} {qb:?} -> {qy:?}"
+                );
+            }
+        }
+        assert!(mixes.iter().all(|&m| m > 500), "{mixes:?}");
     }
 }

@@ -1,5 +1,5 @@
 //! NEON int8 concat + 2-group channel shuffle with the rescale to the output's
-//! quantisation (a copy when both sides already have it): 16 channels of each side a
+//! quantisation (a side that already has it copied): 16 channels of each side a
 //! step, the codes rescaled in lanes, or for big enough inputs through a 256-entry table
 //! of those same lane results (`Lut`). In lanes: widened
 //! to i32, `scale · (q − zp)` as f32, `/ scale_y`, `FCVTAS` — round half away from zero, the
@@ -34,28 +34,42 @@ pub(crate) fn concat_shuffle_i8(
                 .and_then(|v| v.checked_add(s.off)?.checked_add(c))
                 .is_some_and(|end| end <= s.x.len())
     };
-    let copy = a.q == qy && b.q == qy;
-    let zp_ok = |s: &ConcatIn<'_>| copy || s.q.zero_point.unsigned_abs() <= 1 << 24;
+    let (ca, cb) = (a.q == qy, b.q == qy);
+    let zp_ok = |s: &ConcatIn<'_>| s.q == qy || s.q.zero_point.unsigned_abs() <= 1 << 24;
     let out = n.checked_mul(2 * c).filter(|&len| len <= y.len());
     let Some(len) = out else { return false };
     if c < L || !fits(&a) || !fits(&b) || !zp_ok(&a) || !zp_ok(&b) {
         return false;
     }
-    // SAFETY: NEON is baseline on this target (the module is cfg'd on it).
-    let (ra, rb) = unsafe { (Rescale::new(a.q, qy), Rescale::new(b.q, qy)) };
-    // SAFETY (the closures): NEON, and `Rescale::apply`'s `|zp| ≤ 2^24` (`zp_ok`).
-    if copy {
-        interleave(n, c, &a, &b, &mut y[..len], |va, vb| int8x16x2_t(va, vb));
-    } else if n * c >= LUT_MIN {
-        // SAFETY: as above.
-        let (ta, tb) = unsafe { (Lut::new(&ra), Lut::new(&rb)) };
-        interleave(n, c, &a, &b, &mut y[..len], |va, vb| unsafe {
-            int8x16x2_t(ta.apply(va), tb.apply(vb))
-        });
-    } else {
-        interleave(n, c, &a, &b, &mut y[..len], |va, vb| unsafe {
-            int8x16x2_t(ra.apply(va), rb.apply(vb))
-        });
+    let y = &mut y[..len];
+    // SAFETY: NEON is baseline on this target (the module is cfg'd on it); a rescaled side's
+    // `|zp| ≤ 2^24` (`zp_ok`), as `Rescale::apply` and `Lut::new` need. A copied side
+    // (already in `qy`) passes its codes through; one loop per mix.
+    unsafe {
+        let (ra, rb) = (Rescale::new(a.q, qy), Rescale::new(b.q, qy));
+        let lut = n * c >= LUT_MIN;
+        match (ca, cb) {
+            (true, true) => interleave(n, c, &a, &b, y, |va, vb| int8x16x2_t(va, vb)),
+            (true, false) if lut => {
+                let tb = Lut::new(&rb);
+                interleave(n, c, &a, &b, y, |va, vb| int8x16x2_t(va, tb.apply(vb)))
+            }
+            (true, false) => interleave(n, c, &a, &b, y, |va, vb| int8x16x2_t(va, rb.apply(vb))),
+            (false, true) if lut => {
+                let ta = Lut::new(&ra);
+                interleave(n, c, &a, &b, y, |va, vb| int8x16x2_t(ta.apply(va), vb))
+            }
+            (false, true) => interleave(n, c, &a, &b, y, |va, vb| int8x16x2_t(ra.apply(va), vb)),
+            (false, false) if lut => {
+                let (ta, tb) = (Lut::new(&ra), Lut::new(&rb));
+                interleave(n, c, &a, &b, y, |va, vb| {
+                    int8x16x2_t(ta.apply(va), tb.apply(vb))
+                })
+            }
+            (false, false) => interleave(n, c, &a, &b, y, |va, vb| {
+                int8x16x2_t(ra.apply(va), rb.apply(vb))
+            }),
+        }
     }
     true
 }

@@ -43,10 +43,11 @@ pub struct ConcatIn<'a> {
     pub q: QParams,
 }
 
-/// [`concat_shuffle`] of int8 codes re-expressed in the output's quantisation `qy`: copied
-/// when both sides' `q` equal `qy`, else every code of both sides becomes
-/// `qy.quantize(q.dequantize(v))` (the engine's rescale; an equal side too, which can
-/// differ from a copy only for scales near the f32 range's ends).
+/// [`concat_shuffle`] of int8 codes re-expressed in the output's quantisation `qy`: a side
+/// whose `q` equals `qy` is copied (the packer gives a concat input that only the concat
+/// reads the output's quantisation), every code of the other becomes
+/// `qy.quantize(q.dequantize(v))` (the engine's rescale). For an equal side that rescale is
+/// the copy except for scales near the f32 range's ends; the copy is the definition.
 pub fn concat_shuffle_i8(
     n: usize,
     c: usize,
@@ -55,9 +56,8 @@ pub fn concat_shuffle_i8(
     qy: QParams,
     y: &mut [i8],
 ) {
-    let copy = a.q == qy && b.q == qy;
     let f = |s: ConcatIn<'_>, v: i8| {
-        if copy {
+        if s.q == qy {
             v
         } else {
             qy.quantize(s.q.dequantize(v))
