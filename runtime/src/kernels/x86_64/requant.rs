@@ -416,13 +416,8 @@ mod tests {
             println!("SKIPPED srdhm_is_gemmlowp: no AVX2 on this CPU");
             return;
         }
-        let mut s = crate::test_seed() | 1;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut r = crate::engine::testnet::Rng::new(crate::test_seed());
+        let mut next = move || r.next_u64();
         let edges = [
             0,
             1,
@@ -485,13 +480,8 @@ mod tests {
             println!("SKIPPED requant8_is_bit_exact: no AVX2 on this CPU");
             return;
         }
-        let mut s = crate::test_seed() | 1;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut r = crate::engine::testnet::Rng::new(crate::test_seed());
+        let mut next = move || r.next_u64();
         let edges = [
             0,
             1,
