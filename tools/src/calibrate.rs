@@ -283,19 +283,15 @@ mod tests {
             );
             rows.push([eu, et, au, at]);
         }
-        let stat = |k: usize| {
-            let v: Vec<f64> = rows.iter().map(|r| r[k]).collect();
+        // Mean and sample standard deviation.
+        let mean_sd = |v: &[f64]| {
             let m = v.iter().sum::<f64>() / v.len() as f64;
-            let sd = (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>()
-                / (v.len() - 1).max(1) as f64)
-                .sqrt();
-            (m, sd)
+            let var =
+                v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1).max(1) as f64;
+            (m, var.sqrt())
         };
-        let rel: Vec<f64> = rows.iter().map(|r| r[1] / r[0]).collect();
-        let rm = rel.iter().sum::<f64>() / rel.len() as f64;
-        let rs = (rel.iter().map(|x| (x - rm) * (x - rm)).sum::<f64>()
-            / (rel.len() - 1).max(1) as f64)
-            .sqrt();
+        let stat = |k: usize| mean_sd(&rows.iter().map(|r| r[k]).collect::<Vec<_>>());
+        let (rm, rs) = mean_sd(&rows.iter().map(|r| r[1] / r[0]).collect::<Vec<_>>());
         for (name, k) in [
             ("untied mean |Δ|", 0),
             ("tied mean |Δ|", 1),

@@ -581,8 +581,9 @@ fn expert_layers<'a, 'w>(
 fn rebuild_layer(kernels: &Kernels, mode: Mode, l: Layer<'_, '_>, scratch: &mut [u8]) -> R<()> {
     let (i, cout, cin, kk) = (l.op, l.cout, l.cin, l.kk);
     let bad = EngineError::Malformed { op: i };
-    let n = cout * cin * kk * kk; // fits: `expert_slot` multiplied it checked
-                                  // Decode both factors once; the rebuild then runs on contiguous f32.
+    // Fits: `expert_slot` multiplied it checked.
+    let n = cout * cin * kk * kk;
+    // Decode both factors once; the rebuild then runs on contiguous f32.
     let (delta, scratch) = ops::conv::decode(&l.delta, scratch, i)?;
     let packed = |min_pixels| ops::conv::packed(mode, kk, l.pad, l.hw, min_pixels);
     match l.s0 {

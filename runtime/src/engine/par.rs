@@ -581,7 +581,7 @@ mod tests {
                     &[(Cut::Rows, Cut::Rows)]
                 };
                 for pool in &pools {
-                    let at = |cut| {
+                    let at = |cut: &dyn core::fmt::Debug| {
                         format!(
                             "{} {g:?} {cut:?} {} (seed {seed})",
                             kern.isa,
@@ -599,7 +599,7 @@ mod tests {
                         split_conv((pool, cq, parts), &g, &xq, &wq, &mut y, |g, x, w, c0, y| {
                             fq(g, x, zx, w, &rq[c0..c0 + g.cout], q, y)
                         });
-                        assert_eq!(first_diff(&whole_q, &y), None, "int8 {}", at(cq));
+                        assert_eq!(first_diff(&whole_q, &y), None, "int8 {}", at(&cq));
                         let mut y = vec![0f32; g.out_len()];
                         let parts = (CHUNKS_PER_THREAD * pool.threads()).min(units(cf));
                         split_conv((pool, cf, parts), &g, &xf, &wf, &mut y, |g, x, w, c0, y| {
@@ -609,7 +609,7 @@ mod tests {
                             first_diff(&bits(&whole_f), &bits(&y)),
                             None,
                             "f32 {}",
-                            at(cf)
+                            at(&cf)
                         );
                     }
                     // The plan's own cut.
@@ -619,16 +619,16 @@ mod tests {
                     assert_eq!(
                         first_diff(&whole_q, &y),
                         None,
-                        "int8 planned {}",
-                        at(Cut::Rows)
+                        "int8 {}",
+                        at(&"the plan's cut")
                     );
                     let mut y = vec![0f32; g.out_len()];
                     par.conv_f32(ff, dw, &g, &xf, &wf, &bias, relu, &mut y);
                     assert_eq!(
                         first_diff(&bits(&whole_f), &bits(&y)),
                         None,
-                        "f32 planned {}",
-                        at(Cut::Rows)
+                        "f32 {}",
+                        at(&"the plan's cut")
                     );
                 }
             }
