@@ -211,7 +211,11 @@ cross_test!(
 /// multiple of 4: blocks of 16 channels and their 4-, 8- and 12-channel tails, row tails of
 /// 4, 8 and 12 bytes) and their neighbours, with weights and inputs over the whole i8 range,
 /// zero points at both ends and output stages of every form (left shifts, zero right
-/// shifts, zero points outside i8), against the reference.
+/// shifts, zero points outside i8), against the reference. A third of the weights are the
+/// packer's (±127, the plain-NEON product-pair path), a third those plus one −128 (its
+/// block falls back to the widened path, the others not), and a tenth of the problems take
+/// only the extremes (weights ±127, inputs −128 / 127: two products a lane at ±32512; or
+/// weights −128 / 127, where two products make 32768 and only the fallback is exact).
 #[test]
 fn conv1x1_i8_twin_is_bit_exact_on_packed_shapes() {
     let mut r = rng();
@@ -248,8 +252,26 @@ fn conv1x1_i8_twin_is_bit_exact_on_packed_shapes() {
                 stride,
                 pad: 0,
             };
-            let x: Vec<i8> = (0..g.in_len()).map(|_| r.gen()).collect();
-            let wq: Vec<i8> = (0..cout * cin).map(|_| r.gen()).collect();
+            let ends = r.gen_bool(0.1);
+            let x: Vec<i8> = (0..g.in_len())
+                .map(|_| match ends {
+                    true => [-128, 127][r.gen_range(0..2)],
+                    false => r.gen(),
+                })
+                .collect();
+            let form = r.gen_range(0..3);
+            let mut wq: Vec<i8> = (0..cout * cin)
+                .map(|_| match (ends, form) {
+                    (true, 0) => [-128, 127][r.gen_range(0..2)],
+                    (true, _) => [-127, 127][r.gen_range(0..2)],
+                    (false, 0) => r.gen(),
+                    _ => r.gen_range(-127..=127),
+                })
+                .collect();
+            if form == 2 {
+                let at = r.gen_range(0..wq.len());
+                wq[at] = -128;
+            }
             // Output scales from far below to above the product of the input scales: right
             // shifts of 1..16, of 0 (multiplier in [1/2, 1)) and left shifts.
             let s_y = [0.05, 1e-4, 2e-5, 1e-6][r.gen_range(0..4)];
@@ -277,6 +299,61 @@ fn conv1x1_i8_twin_is_bit_exact_on_packed_shapes() {
             (best.conv1x1_i8)(&g, &x, zx, &wq, &rq, q, &mut a);
             (refk.conv1x1_i8)(&g, &x, zx, &wq, &rq, q, &mut b);
             assert_eq!(a, b, "{best:?} {g:?} zx {zx} zy {zy} s_y {s_y}");
+        }
+    }
+}
+
+/// The pointwise int8 twins where two products of one i16 lane would overflow: weights
+/// mostly −128 and inputs mostly −128 (`(−128)·(−128) + (−128)·(−128) = 32768`), on the
+/// packed shapes. Every pixel reads the same input and each channel's bias is minus its
+/// exact sum, so the reference writes the zero point everywhere and an accumulator off by
+/// any multiple of 2^16 saturates instead: a path that let such a lane wrap (the product
+/// pairs without their −128 fallback) fails here, where random scales would clamp it away.
+#[test]
+fn conv1x1_i8_twin_is_exact_where_product_pairs_overflow_i16() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for _ in 0..60 {
+            let (cin, cout) = (4 * r.gen_range(4..=64), 4 * r.gen_range(1..=12));
+            let (h, w) = (r.gen_range(2..7), r.gen_range(3..7));
+            let g = Geom {
+                h,
+                w,
+                in_stride: cin,
+                c_off: 0,
+                cin,
+                ho: h,
+                wo: w,
+                cout,
+                k: 1,
+                stride: 1,
+                pad: 0,
+            };
+            let edge = |r: &mut ChaCha8Rng| if r.gen_bool(0.8) { -128i8 } else { 127 };
+            let row: Vec<i8> = (0..cin).map(|_| edge(&mut r)).collect();
+            let x: Vec<i8> = row.iter().copied().cycle().take(g.in_len()).collect();
+            let wq: Vec<i8> = (0..cout * cin).map(|_| edge(&mut r)).collect();
+            let rq: Vec<[i32; 3]> = wq
+                .chunks(cin)
+                .map(|wo| {
+                    let acc: i32 = wo
+                        .iter()
+                        .zip(&row)
+                        .map(|(&a, &b)| a as i32 * b as i32)
+                        .sum();
+                    [-acc, 1 << 30, 1]
+                })
+                .collect();
+            let q = OutQ {
+                zero_point: 0,
+                lo: -128,
+            };
+            let (mut a, mut b) = (vec![1i8; g.out_len()], vec![1i8; g.out_len()]);
+            (refk.conv1x1_i8)(&g, &x, 0, &wq, &rq, q, &mut b);
+            assert!(b.iter().all(|&v| v == 0), "the reference's sums cancel");
+            (best.conv1x1_i8)(&g, &x, 0, &wq, &rq, q, &mut a);
+            assert_eq!(a, b, "{best:?} {g:?}");
         }
     }
 }

@@ -241,8 +241,8 @@ pub fn run(t: &mut Tally) {
         ok,
     );
     t.check(
-        "kernel table: a whole-channel rebuild (one pass at rank 4) is plugged in",
-        best.rebuild_i8.is_some(),
+        "kernel table: whole-channel and whole-layer rebuilds (one pass at rank 4) are plugged in",
+        best.rebuild_i8.is_some() && best.rebuild_layer_i8.is_some(),
     );
     let (mut ok, mut fused) = (true, 0);
     for i in 0..TRIALS {

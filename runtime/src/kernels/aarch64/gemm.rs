@@ -142,6 +142,10 @@ pub(super) unsafe fn matvec_i8<const DOT: bool>(
     true
 }
 
+/// Steps of 16 weights whose `Σw` the plain-NEON tile gathers in i16 lanes before widening:
+/// each adds two bytes (at most 256 in magnitude) to a lane, so 127 steps stay within i16.
+const W16_STEPS: usize = 127;
+
 /// Lane index of each byte.
 const LANES: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
@@ -243,28 +247,40 @@ unsafe fn tile<const DOT: bool, const WSUM: bool, const NP: usize>(
     let mut wacc = [vdupq_n_s32(0); O];
     let mut i = 0;
     while i < n {
-        // SAFETY: `i < n`; every row starts `n` readable bytes (this function's contract).
-        let (xv, wv) = unsafe { load16(&xs, &ws, i, n) };
-        for o in 0..O {
-            if WSUM {
-                wacc[o] = if DOT {
-                    // SAFETY: `DOT` only with `dotprod`.
-                    unsafe { sdot(wacc[o], wv[o], ones) }
-                } else {
-                    vpadalq_s16(wacc[o], vpaddlq_s8(wv[o]))
-                };
+        // Without `sdot`, `Σw` gathers in i16 lanes, one `sadalp` of byte pairs a step (±256
+        // at most), and widens once per [`W16_STEPS`] steps: no overflow, one instruction a
+        // step instead of two.
+        let mut w16 = [vdupq_n_s16(0); O];
+        let end = n.min(i + 16 * W16_STEPS);
+        while i < end {
+            // SAFETY: `i < n`; every row starts `n` readable bytes (this function's contract).
+            let (xv, wv) = unsafe { load16(&xs, &ws, i, n) };
+            for o in 0..O {
+                if WSUM {
+                    if DOT {
+                        // SAFETY: `DOT` only with `dotprod`.
+                        wacc[o] = unsafe { sdot(wacc[o], wv[o], ones) };
+                    } else {
+                        w16[o] = vpadalq_s8(w16[o], wv[o]);
+                    }
+                }
+                for p in 0..NP {
+                    acc[p][o] = if DOT {
+                        // SAFETY: as above.
+                        unsafe { sdot(acc[p][o], wv[o], xv[p]) }
+                    } else {
+                        let lo = vmull_s8(vget_low_s8(wv[o]), vget_low_s8(xv[p]));
+                        vpadalq_s16(vpadalq_s16(acc[p][o], lo), vmull_high_s8(wv[o], xv[p]))
+                    };
+                }
             }
-            for p in 0..NP {
-                acc[p][o] = if DOT {
-                    // SAFETY: as above.
-                    unsafe { sdot(acc[p][o], wv[o], xv[p]) }
-                } else {
-                    let lo = vmull_s8(vget_low_s8(wv[o]), vget_low_s8(xv[p]));
-                    vpadalq_s16(vpadalq_s16(acc[p][o], lo), vmull_high_s8(wv[o], xv[p]))
-                };
+            i += 16;
+        }
+        if WSUM && !DOT {
+            for o in 0..O {
+                wacc[o] = vpadalq_s16(wacc[o], w16[o]);
             }
         }
-        i += 16;
     }
     if WSUM {
         *corr = vmulq_s32(hsum4(&wacc), vdupq_n_s32(zx));

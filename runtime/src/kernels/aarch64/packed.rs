@@ -8,9 +8,16 @@
 //!   of group `j` of `x`. The weights are packed as `[k / 4][group][4 channels × 4 k]` (a
 //!   4×4 transpose of u32 per 16 bytes of 4 rows), so one 16-byte load of a pixel's input
 //!   feeds 4 `sdot`s per group: 64 `sdot`s (1024 MACs) per 4 input and 16 weight loads.
-//! - `smlal` by element (plain NEON): the weights widened to i16 and packed as
-//!   `[k][group][4 channels]`, the input widened 8 bytes at a time; `smlal v.4s, w.4h,
-//!   x.h[j]` adds 4 channels' products with input `j`: 16 per input value of the tile.
+//! - product pairs (plain NEON, the usual case): packed as `[k / 4][group][16]`, each vector
+//!   4 channels × 4 inputs as `[c0k0 c0k1 c1k0 c1k1 … c3k1 | c0k2 c0k3 … c3k3]`, the input's 4
+//!   values laid out to match by one `tbl`; `smull` + `smlal2` put two products in each i16
+//!   lane and `sadalp` adds lane pairs into the 4 channels' i32: 3 instructions per 16 MACs.
+//!   Two products fit i16 only while no weight is −128 (`|w·x + w'·x'| ≤ 2·127·128 = 32512`;
+//!   two `(−128)·(−128)` make 32768): the packer's weights never are (symmetric ±127), and a
+//!   block that has one takes the next form, so the kernel stays exact for any bytes.
+//! - `smlal` by element (plain NEON, a block holding a −128): the weights widened to i16 and
+//!   packed as `[k][group][4 channels]`, the input widened 8 bytes at a time; `smlal v.4s,
+//!   w.4h, x.h[j]` adds 4 channels' products with input `j`: 16 per input value of the tile.
 //!
 //! The zero point is folded into the bias (`Σ w·(x − zx) = Σ w·x − zx·Σw`, `Σw` summed while
 //! packing), which the reference's wrapping `acc + bias` allows; the sums start from it. A
@@ -43,8 +50,8 @@ pub(super) const SDOT_MIN_PIXELS: usize = 4;
 /// every vector a tile reads was written by the block's packing first.
 type Buf = [MaybeUninit<int8x16_t>; CB * NMAX * 2 / 16];
 
-/// `reference::conv1x1::conv1x1_i8` when the shape fits (at least 4 pixels with `DOT`, 5
-/// without; `cin` a multiple of 4 in `16..=NMAX`, `cout` a multiple of 4, `q.lo ≤ 127`,
+/// `reference::conv1x1::conv1x1_i8` when the shape fits (at least 4 pixels with `DOT`; 5
+/// without, or 4 on rows shorter than 128; `cin` a multiple of 4 in `16..=NMAX`, `cout` a multiple of 4, `q.lo ≤ 127`,
 /// whole slices); `false`, with nothing written, otherwise.
 ///
 /// # Safety
@@ -59,9 +66,15 @@ pub(super) unsafe fn conv1x1_i8<const DOT: bool>(
     y: &mut [i8],
 ) -> bool {
     let (n, cout, npix) = (g.cin, g.cout, g.ho * g.wo);
-    // A tile's worth of pixels pays for the `sdot` packing (a 4×4 transpose per 64 bytes),
-    // not for the widening one (the dot-product GEMM reads the weights as they are).
-    let fits = npix >= if DOT { SDOT_MIN_PIXELS } else { 5 }
+    // A tile's worth of pixels pays for the `sdot` packing (a 4×4 transpose per 64 bytes).
+    // The pair packing (~0.45 instructions a weight) pays from 5 pixels, and at 4 where the
+    // rows are short: there the dot-product GEMM's per-tile horizontal sums weigh most
+    // (`firmware/insnprof-a64 … cortex-a72`: 4 pixels of 48 inputs gain, of 192 lose).
+    let fits = (if DOT {
+        npix >= SDOT_MIN_PIXELS
+    } else {
+        npix > 4 || (npix == 4 && n < 128)
+    })
         && n % 4 == 0
         && (16..=NMAX).contains(&n)
         && cout % 4 == 0
@@ -85,12 +98,15 @@ pub(super) unsafe fn conv1x1_i8<const DOT: bool>(
             macro_rules! run {
                 ($g:literal) => {{
                     let rows = &w[o * n..(o + 4 * $g) * n];
-                    let wsum = if DOT {
-                        pack::<$g>(rows, n, bp as *mut int8x16_t)
+                    if DOT {
+                        let wsum = pack::<$g>(rows, n, bp as *mut int8x16_t);
+                        block::<SDOT, $g>(g, x, zx, rq, q, y, o, bp, wsum)
+                    } else if let Some(wsum) = pack_p::<$g>(rows, n, bp as *mut int8x16_t) {
+                        block::<PAIRS, $g>(g, x, zx, rq, q, y, o, bp, wsum)
                     } else {
-                        pack_h::<$g>(rows, n, bp as *mut i16)
-                    };
-                    block::<DOT, $g>(g, x, zx, rq, q, y, o, bp, wsum)
+                        let wsum = pack_h::<$g>(rows, n, bp as *mut i16);
+                        block::<WIDE, $g>(g, x, zx, rq, q, y, o, bp, wsum)
+                    }
                 }};
             }
             match ((cout - o) / 4).min(4) {
@@ -190,7 +206,7 @@ pub(super) fn conv1x1_i8_prepacked(
             macro_rules! run {
                 ($g:literal) => {{
                     let wsum = sums::<$g>(bp, n);
-                    block::<true, $g>(g, x, zx, rq, q, y, o, bp, wsum)
+                    block::<SDOT, $g>(g, x, zx, rq, q, y, o, bp, wsum)
                 }};
             }
             match gn {
@@ -232,16 +248,21 @@ unsafe fn sums<const G: usize>(wb: *const i8, n: usize) -> [int32x4_t; G] {
     }
 }
 
+/// [`block`]'s packings: [`pack`] (`sdot`), [`pack_p`] (product pairs), [`pack_h`] (widened).
+const SDOT: u8 = 0;
+const PAIRS: u8 = 1;
+const WIDE: u8 = 2;
+
 /// Channels `o .. o + 4·G` of every pixel in 4-pixel tiles, from the block packed at `wb`
-/// (the `sdot` packing with `DOT`, the widened one without) whose groups sum to `wsum`.
+/// in form `F` ([`SDOT`], [`PAIRS`] or [`WIDE`]) whose groups sum to `wsum`.
 ///
 /// # Safety
-/// `DOT` only with `dotprod`; `wb` holds the packed block; the slices hold what
-/// [`conv1x1_i8`]'s `fits` asks (`16 ≤ cin ≤ NMAX`, `cin % 4 = 0`, `q.lo ≤ 127`) and
-/// `o + 4·G ≤ cout`.
+/// `F = SDOT` only with `dotprod`, `F = PAIRS` only on a block [`pack_p`] accepted; `wb`
+/// holds the packed block; the slices hold what [`conv1x1_i8`]'s `fits` asks (`16 ≤ cin ≤
+/// NMAX`, `cin % 4 = 0`, `q.lo ≤ 127`) and `o + 4·G ≤ cout`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn block<const DOT: bool, const G: usize>(
+unsafe fn block<const F: u8, const G: usize>(
     g: &Geom,
     x: &[i8],
     zx: i32,
@@ -289,13 +310,13 @@ unsafe fn block<const DOT: bool, const G: usize>(
         // SAFETY: `a[i] = src(p + i) ≤ src(npix − 1)`, and `x` holds `src(npix − 1) + n` bytes
         // (`fits`).
         let xs: [*const i8; 4] = core::array::from_fn(|i| unsafe { xp.add(a[i.min(np - 1)]) });
-        // SAFETY: every row starts `n` readable bytes; `wb` holds the block packed for
-        // `DOT`, which comes only with dotprod.
+        // SAFETY: every row starts `n` readable bytes; `wb` holds the block packed in form
+        // `F`, `SDOT` only with dotprod and `PAIRS` only without a −128 weight.
         let acc = unsafe {
-            if DOT {
-                tile::<G>(xs, wb, n, init)
-            } else {
-                tile_h::<G>(xs, wb as *const i16, n, init)
+            match F {
+                SDOT => tile::<G>(xs, wb, n, init),
+                PAIRS => tile_p::<G>(xs, wb, n, init),
+                _ => tile_h::<G>(xs, wb as *const i16, n, init),
             }
         };
         // SAFETY: pixel `p + i < npix`, channels `o .. o + 4·G ≤ cout`: inside `y` (`fits`:
@@ -469,6 +490,163 @@ unsafe fn tile<const G: usize>(
         }
         acc
     }
+}
+
+/// Packs `w`'s `4·G` rows of `n` bytes at `out` in the product-pair form (`[n / 4][G][16]`,
+/// see the module doc) and returns each group's `Σw` per channel; `None` (with `out`
+/// partly written) when a weight is −128, whose two products could overflow an i16 lane.
+///
+/// # Safety
+/// `w` holds `4·G·n` bytes, `16 ≤ n ≤ NMAX`, `n % 4 = 0`; `out` has room for `G·n / 4`
+/// vectors.
+#[inline(always)]
+unsafe fn pack_p<const G: usize>(
+    w: &[i8],
+    n: usize,
+    out: *mut int8x16_t,
+) -> Option<[int32x4_t; G]> {
+    let w = &w[..4 * G * n];
+    let mut sums = [vdupq_n_s32(0); G];
+    // SAFETY: NEON is baseline on this target.
+    let (min, mut bad) = unsafe { (vdupq_n_s8(-128), vdupq_n_u8(0)) };
+    for (gi, s) in sums.iter_mut().enumerate() {
+        // SAFETY (the loop): loads of 16 bytes at `at + 16 ≤ n` of the group's 4 rows (`w`
+        // holds `4·G·n`); stores at `j·G + gi < (n / 4)·G` (room at `out`); NEON baseline.
+        unsafe {
+            let r = w.as_ptr().add(4 * gi * n);
+            // The 4 input groups of 16 bytes at `at`: 16-bit pairs zipped channel by channel.
+            let load = |at: usize| {
+                let [a, b, c, d] =
+                    core::array::from_fn(|ch| vreinterpretq_s16_s8(vld1q_s8(r.add(ch * n + at))));
+                let (ab0, ab1) = (vzip1q_s16(a, b), vzip2q_s16(a, b));
+                let (cd0, cd1) = (vzip1q_s16(c, d), vzip2q_s16(c, d));
+                let z = |u: int16x8_t, v: int16x8_t, hi: bool| {
+                    let (u, v) = (vreinterpretq_s32_s16(u), vreinterpretq_s32_s16(v));
+                    vreinterpretq_s8_s32(if hi {
+                        vzip2q_s32(u, v)
+                    } else {
+                        vzip1q_s32(u, v)
+                    })
+                };
+                [
+                    z(ab0, cd0, false),
+                    z(ab0, cd0, true),
+                    z(ab1, cd1, false),
+                    z(ab1, cd1, true),
+                ]
+            };
+            // `Σw` in i16 lanes `[c0 … c3, c0 … c3]` (pairs of bytes; at most 64 vectors of
+            // ±256 a lane), added across halves at the end.
+            let mut s16 = vdupq_n_s16(0);
+            let mut put = |j: usize, v: int8x16_t| {
+                vst1q_s8(out.add(j * G + gi) as *mut i8, v);
+                s16 = vpadalq_s8(s16, v);
+                bad = vorrq_u8(bad, vceqq_s8(v, min));
+            };
+            let mut k = 0;
+            while k + 16 <= n {
+                for (jj, v) in load(k).into_iter().enumerate() {
+                    put(k / 4 + jj, v);
+                }
+                k += 16;
+            }
+            if k < n {
+                // A row tail: the row's last 16 bytes; their last groups are packed.
+                let t = load(n - 16);
+                for jj in 4 - (n - k) / 4..4 {
+                    put(n / 4 - 4 + jj, t[jj]);
+                }
+            }
+            *s = vaddl_s16(vget_low_s16(s16), vget_high_s16(s16));
+        }
+    }
+    // SAFETY: NEON is baseline on this target.
+    (unsafe { vmaxvq_u8(bad) } == 0).then_some(sums)
+}
+
+/// Byte indices of [`tile_p`]'s `tbl`: input group `m`'s pair `(4m, 4m + 1)` in every
+/// 16-bit lane of the low half, `(4m + 2, 4m + 3)` in the high half.
+const PAIR_IDX: [[u8; 16]; 4] = {
+    let mut t = [[0u8; 16]; 4];
+    let mut m = 0;
+    while m < 4 {
+        let mut l = 0;
+        while l < 16 {
+            t[m][l] = (4 * m + (l & 1) + if l < 8 { 0 } else { 2 }) as u8;
+            l += 1;
+        }
+        m += 1;
+    }
+    t
+};
+
+/// Input group `M` (bytes `4M .. 4M + 4` of `xv`) against the packed groups at `wj` (`G`
+/// vectors) for 4 pixels: `smull` + `smlal2` (two products a lane) + `sadalp`.
+///
+/// # Safety
+/// `wj` points at `G` vectors packed by [`pack_p`] (no −128 weight).
+#[inline(always)]
+unsafe fn step_p<const M: usize, const G: usize>(
+    acc: &mut [[int32x4_t; G]; 4],
+    wj: *const i8,
+    xv: &[int8x16_t; 4],
+) {
+    // SAFETY: NEON is baseline; `PAIR_IDX[M]` holds 16 bytes.
+    let idx = unsafe { vld1q_u8(PAIR_IDX[M].as_ptr()) };
+    let xg = xv.map(|v| vqtbl1q_s8(v, idx));
+    for gi in 0..G {
+        // SAFETY: `gi < G` vectors at `wj` (this function's contract; any alignment).
+        let wv = unsafe { vld1q_s8(wj.add(16 * gi)) };
+        for i in 0..4 {
+            // No weight is −128, so each i16 lane's two products stay within ±32512.
+            let t = vmlal_high_s8(vmull_s8(vget_low_s8(wv), vget_low_s8(xg[i])), wv, xg[i]);
+            acc[i][gi] = vpadalq_s16(acc[i][gi], t);
+        }
+    }
+}
+
+/// [`tile`] on the product-pair packing of [`pack_p`]: `init + ` the exact sums for 4 pixels
+/// × `4·G` channels.
+///
+/// # Safety
+/// Every row pointer starts `n` readable bytes (`16 ≤ n ≤ NMAX`, `n % 4 = 0`); `wb` holds
+/// the block packed by [`pack_p`], which accepted it (no −128 weight).
+#[inline(always)]
+unsafe fn tile_p<const G: usize>(
+    xs: [*const i8; 4],
+    wb: *const i8,
+    n: usize,
+    init: [int32x4_t; G],
+) -> [[int32x4_t; G]; 4] {
+    let mut acc = [init; 4];
+    // SAFETY (the whole body): loads at `k + 16 ≤ n` of each row; packed groups `j < n / 4`
+    // at `wb` — by this function's contract.
+    unsafe {
+        let wj = |j: usize| wb.add(16 * j * G);
+        let mut k = 0;
+        while k + 16 <= n {
+            let xv = xs.map(|r| vld1q_s8(r.add(k)));
+            step_p::<0, G>(&mut acc, wj(k / 4), &xv);
+            step_p::<1, G>(&mut acc, wj(k / 4 + 1), &xv);
+            step_p::<2, G>(&mut acc, wj(k / 4 + 2), &xv);
+            step_p::<3, G>(&mut acc, wj(k / 4 + 3), &xv);
+            k += 16;
+        }
+        if k < n {
+            // 4, 8 or 12 bytes left: the row's last 16 bytes, their last groups.
+            let xv = xs.map(|r| vld1q_s8(r.add(n - 16)));
+            let j0 = n / 4 - 4;
+            let left = (n - k) / 4;
+            if left == 3 {
+                step_p::<1, G>(&mut acc, wj(j0 + 1), &xv);
+            }
+            if left >= 2 {
+                step_p::<2, G>(&mut acc, wj(j0 + 2), &xv);
+            }
+            step_p::<3, G>(&mut acc, wj(j0 + 3), &xv);
+        }
+    }
+    acc
 }
 
 /// Packs `w`'s `4·G` rows of `n` bytes widened at `out` (as i16 `[n][G][4]`) and returns

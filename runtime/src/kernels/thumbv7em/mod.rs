@@ -26,6 +26,7 @@ pub(crate) fn dsp(base: Kernels) -> Kernels {
         dwconv3x3_i8: dw3x3::dwconv3x3_i8,
         requant_weights: rebuild::requant_weights,
         rebuild_i8: Some(rebuild::rebuild_i8),
+        rebuild_layer_i8: Some(rebuild::rebuild_layer_i8),
         maxpool_i8: maxpool::maxpool3x3s2_i8,
         requant_table: super::fixed::requant_table,
         isa: "armv7em-dsp",

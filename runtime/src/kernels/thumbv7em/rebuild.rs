@@ -46,6 +46,57 @@ pub(crate) fn rebuild_i8(
     }
 }
 
+/// Longest channel [`rebuild_layer_i8`] takes: its f32 row lives on the stack (1 KiB).
+const LAYER_MAX: usize = 256;
+
+/// The `Kernels::rebuild_layer_i8` slot: every channel of a rank-4 1x1 expert with f32
+/// factors (the common expert) as [`rebuild_i8`] forms it — [`row4`] then the rounding
+/// ([`round4`]) — with the factor checks and slicing done once a layer instead of once a
+/// channel (they cost ~200 instructions a channel there, as much as a 24-weight channel's
+/// rounding pass). The same operations on the same values, so the same bytes and scales.
+/// `false` (nothing written) for other experts, which go channel by channel.
+pub(crate) fn rebuild_layer_i8(
+    d: &Delta<'_>,
+    w0: &[i8],
+    s0: &[f32],
+    out: &mut [i8],
+    out_scale: &mut [f32],
+) -> bool {
+    let (n, cout) = (d.channel_len(), d.cout);
+    let (Some(a), Some(b)) = (d.a.as_f32(), d.b.as_f32()) else {
+        return false;
+    };
+    let fits = d.k == 1
+        && d.a.rows == 4
+        && d.a.cols == n
+        && d.b.cols == 4
+        && (1..=LAYER_MAX).contains(&n)
+        && a.len() >= 4 * n
+        && b.len() >= 4 * cout
+        && w0.len() >= cout * n
+        && out.len() >= cout * n
+        && s0.len() >= cout
+        && out_scale.len() >= cout;
+    if !fits {
+        return false;
+    }
+    let (a0, rest) = a[..4 * n].split_at(n);
+    let (a1, rest) = rest.split_at(n);
+    let (a2, a3) = rest.split_at(n);
+    let mut buf = [0f32; LAYER_MAX];
+    let w = &mut buf[..n];
+    let chans = w0[..cout * n]
+        .chunks_exact(n)
+        .zip(out[..cout * n].chunks_exact_mut(n));
+    let rows = b[..4 * cout].as_chunks::<4>().0.iter();
+    let rows = rows.zip(s0[..cout].iter().zip(&mut out_scale[..cout]));
+    for ((q, o), (br, (&s0, scale))) in chans.zip(rows) {
+        let m2 = row4(br, [a0, a1, a2, a3], q, s0, w, 0);
+        *scale = quantize_from_amax_with(round4, w, m2 >> 1, o);
+    }
+    true
+}
+
 /// `switch::rank4_row` with four weights per pass in one `asm!` block: `VLDM` of four
 /// values from each `A` row, `VMUL` then three `VMLA` (the ARMv7 VFP multiply-accumulate
 /// rounds the product, then the sum: exactly `acc + b·a` as two instructions would, so the
