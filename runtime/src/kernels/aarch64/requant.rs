@@ -68,9 +68,10 @@ impl Rq4 {
     fn scaled(&self, acc: int32x4_t) -> int32x4_t {
         let x = vshlq_s32(vaddq_s32(acc, self.bias), self.lsh);
         let v = vqrdmulhq_s32(x, self.mult);
-        // −1 for negative v when e > 0 (the sign bit of v & −e), else 0.
-        let fix = vshrq_n_s32::<31>(vandq_s32(v, self.ne));
-        let d = vrshlq_s32(vqaddq_s32(v, fix), self.ne);
+        // −1 for negative v when e > 0 (the sign bit of v & −e), else 0, added by one
+        // `SSRA`: `SQRDMULH` never returns `i32::MIN` (`|2ab| ≤ 2^63 − 2^32` for opposite
+        // signs), so `v − 1` cannot wrap and the saturating add it replaces never saturated.
+        let d = vrshlq_s32(vsraq_n_s32::<31>(v, vandq_s32(v, self.ne)), self.ne);
         vqaddq_s32(d, self.zp)
     }
 
@@ -116,12 +117,13 @@ impl Rq4 {
     }
 
     /// `MBQM(acc)` in the short form: with a right shift ≥ 1 in every lane the fix-up is
-    /// −1 exactly for negative `v` (`v >> 31`), with no mask.
+    /// −1 exactly for negative `v` (`v >> 31`), with no mask — one `SSRA` (`v ≠ i32::MIN`,
+    /// see [`Rq4::scaled`]).
     #[inline]
     #[target_feature(enable = "neon")]
     fn scaled_short(&self, acc: int32x4_t) -> int32x4_t {
         let v = vqrdmulhq_s32(acc, self.mult);
-        vrshlq_s32(vqaddq_s32(v, vshrq_n_s32::<31>(v)), self.ne)
+        vrshlq_s32(vsraq_n_s32::<31>(v, v), self.ne)
     }
 
     /// [`Rq4::apply16`] when every `r[g].short()`: the zero point joins in i16 after the
@@ -285,6 +287,118 @@ unsafe fn table2(bias: &[f32], s_x: f32, ws: &[f32], s_y: f32, out: &mut [[i32; 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::testnet::Rng;
+
+    /// Every form of the output stage ([`Rq4::apply`], `apply4`, `apply8`, `apply16` and,
+    /// where the constants allow it, their short forms) is `quant::requant` lane by lane, on
+    /// accumulators at the i32 edges (`MIN`, `MIN + 1`, `MAX`, powers of two and their
+    /// neighbours: where the rounding fix-up meets `SQRDMULH`'s saturation) and random ones,
+    /// with multipliers incl. `MIN` and `MAX`, shifts −40..40 and `MIN`, random biases and
+    /// zero points, both floors. Seed: `LORKD_SEED`.
+    #[test]
+    fn every_output_stage_is_requant() {
+        let mut r = Rng::new(crate::test_seed());
+        let edge = |r: &mut Rng| -> i32 {
+            match r.below(4) {
+                0 => [i32::MIN, i32::MIN + 1, i32::MAX, i32::MAX - 1, 0, 1, -1][r.below(7)],
+                1 => {
+                    let p = 1i32.wrapping_shl(r.below(32) as u32);
+                    [p, p - 1, p.wrapping_add(1), p.wrapping_neg()][r.below(4)]
+                }
+                _ => r.next_u64() as i32 >> r.below(24),
+            }
+        };
+        let mut shorts = 0;
+        for case in 0..20_000 {
+            let short = case % 2 == 0;
+            let rq: [[i32; 3]; 16] = core::array::from_fn(|_| {
+                let mult = match r.below(8) {
+                    0 => i32::MIN,
+                    1 => i32::MAX,
+                    2 => r.next_u64() as i32,
+                    _ => (1 << 30) + r.below(1 << 30) as i32,
+                };
+                let shift = match (short, r.below(10)) {
+                    (true, _) => -1 - r.below(31) as i32,
+                    (false, 0) => i32::MIN,
+                    (false, _) => r.below(81) as i32 - 40,
+                };
+                let bias = if short { 0 } else { edge(&mut r) };
+                [bias, mult, shift]
+            });
+            let zp = if short || r.below(4) > 0 {
+                r.below(256) as i32 - 128
+            } else {
+                edge(&mut r)
+            };
+            let q = OutQ {
+                zero_point: zp,
+                lo: if r.below(2) == 0 {
+                    -128
+                } else {
+                    zp.clamp(-128, 127)
+                },
+            };
+            let acc: [[i32; 4]; 4] =
+                core::array::from_fn(|_| core::array::from_fn(|_| edge(&mut r)));
+            let want =
+                |g: usize, i: usize, j: usize| crate::quant::requant(acc[i][j], rq[4 * g + j], q);
+            // SAFETY: NEON is baseline on this target; every load reads a 4-element array.
+            unsafe {
+                let rs: [Rq4; 4] = core::array::from_fn(|g| Rq4::new(&rq[4 * g..], q));
+                let v: [int32x4_t; 4] = acc.map(|a| vld1q_s32(a.as_ptr()));
+                let bytes = |w: u32| w.to_le_bytes().map(|b| b as i8);
+                let is_short = rs.iter().all(|r| r.short());
+                assert_eq!(is_short, short, "case {case}");
+                shorts += usize::from(is_short);
+                for (i, &vi) in v.iter().enumerate() {
+                    let got = bytes(rs[0].apply(vi));
+                    assert_eq!(
+                        got,
+                        core::array::from_fn(|j| want(0, i, j)),
+                        "apply, case {case}"
+                    );
+                }
+                let words = |w: uint32x4_t| {
+                    let mut o = [0u32; 4];
+                    vst1q_u32(o.as_mut_ptr(), w);
+                    o
+                };
+                let mut forms = std::vec![(rs[1].apply4(&v), "apply4")];
+                if is_short {
+                    forms.push((rs[1].apply4_short(&v), "apply4_short"));
+                }
+                for (w, name) in forms {
+                    for (i, w) in words(w).into_iter().enumerate() {
+                        let want: [i8; 4] = core::array::from_fn(|j| want(1, i, j));
+                        assert_eq!(bytes(w), want, "{name}, case {case}");
+                    }
+                }
+                // Pixel 0's sums as channel groups: group g gets `v[g]` under `rs[g]`.
+                let want_g: [i8; 16] = core::array::from_fn(|c| want(c / 4, c / 4, c % 4));
+                let mut b16 = [0i8; 16];
+                vst1q_s8(
+                    b16.as_mut_ptr(),
+                    Rq4::apply16([&rs[0], &rs[1], &rs[2], &rs[3]], v),
+                );
+                assert_eq!(b16, want_g, "apply16, case {case}");
+                let mut b8 = [0i8; 8];
+                vst1_s8(b8.as_mut_ptr(), Rq4::apply8(&[rs[0], rs[1]], v[0], v[1]));
+                assert_eq!(b8, want_g[..8], "apply8, case {case}");
+                if is_short {
+                    let refs = [&rs[0], &rs[1], &rs[2], &rs[3]];
+                    vst1q_s8(b16.as_mut_ptr(), Rq4::apply16_short(refs, v));
+                    assert_eq!(b16, want_g, "apply16_short, case {case}");
+                    vst1_s8(
+                        b8.as_mut_ptr(),
+                        Rq4::apply8_short(&[rs[0], rs[1]], v[0], v[1]),
+                    );
+                    assert_eq!(b8, want_g[..8], "apply8_short, case {case}");
+                }
+            }
+        }
+        assert!(shorts > 5_000, "{shorts}");
+    }
 
     /// [`requant_table`] gives `quant::requant_table`'s triples bit for bit (the shared
     /// check of every table's twin, `kernels::requant_check`). Seed: `LORKD_SEED`.
