@@ -4,10 +4,12 @@
 //! 4-channel block runs `vfmaq_f32` in the reference's tap order — FMA's single rounding
 //! only (`|Δ| ≤ 2·9·ε·(|b| + Σ|w·x|)`).
 //!
-//! int8, exact: 8-channel blocks outermost, their 9 weight vectors and output-stage
-//! constants in registers for every pixel; the zero point folded into the bias, so each
-//! pixel is 9 raw-byte products (`SMULL`/`SMLAL`, pairs summed in i16) and the padding
-//! reads `zx`. Channel tails (< 8) run the reference's scalar arithmetic.
+//! int8, exact: 16-channel blocks (then 8) outermost, their 9 weight vectors and
+//! output-stage constants in registers for every pixel; the zero point folded into the
+//! bias, so each pixel is 9 raw-byte products (`SMULL`/`SMLAL`, pairs summed in i16) and the
+//! padding reads `zx`. A 16-channel block shares each tap's address arithmetic and the
+//! loop between twice the channels of an 8-channel one. Channel tails (< 8) run the
+//! reference's scalar arithmetic.
 use core::arch::aarch64::*;
 
 use super::requant::Rq4;
@@ -76,14 +78,148 @@ pub(crate) fn dwconv3x3_i8(
     if !fits {
         return reference::dwconv3x3::dwconv3x3_i8(g, x, zx, w, rq, q, y);
     }
-    let cb = c & !7;
-    for c0 in (0..cb).step_by(8) {
+    let (cb16, cb) = (c & !15, c & !7);
+    let zs = [zb; 16];
+    for c0 in (0..cb16).step_by(16) {
         // SAFETY: NEON is baseline on this target; `fits` bounds every read and write of
-        // channels `c0 .. c0 + 8 ≤ c` (see `block`).
-        unsafe { block(g, x, &[zb; 8], w, rq, q, y, c0) };
+        // channels `c0 .. c0 + 16 ≤ c` (see `block16`).
+        unsafe { block16(g, x, &zs, w, rq, q, y, c0) };
+    }
+    for c0 in (cb16..cb).step_by(8) {
+        // SAFETY: as above, channels `c0 .. c0 + 8 ≤ c` (see `block`).
+        unsafe { block(g, x, &zs, w, rq, q, y, c0) };
     }
     if cb < c {
         tail(g, x, zx, w, rq, q, y, cb);
+    }
+}
+
+/// Channels `c0 .. c0 + 16` of every output pixel, as [`block`] does 8: one vector a tap
+/// for 16 channels, the products in pairs (`SMULL`/`SMLAL` and their `2` forms), one
+/// 16-byte output stage ([`Rq4::apply16`]). A block with a −128 weight (two products may
+/// then reach 2^15) is two [`block`]s.
+///
+/// # Safety
+/// [`block`]'s, with `c0 + 16 ≤ g.cout`.
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block16(
+    g: &Geom,
+    x: &[i8],
+    zb: &[i8; 16],
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+    c0: usize,
+) {
+    let c = g.cout;
+    // SAFETY: tap `t`'s weights `t·c + c0 .. + 16` lie in `w` (`c0 + 16 ≤ c`, 9·c held).
+    let wv: [int8x16_t; 9] =
+        core::array::from_fn(|t| unsafe { vld1q_s8(w.as_ptr().add(t * c + c0)) });
+    let min = wv.iter().fold(vdupq_n_s8(127), |m, &v| vminq_s8(m, v));
+    if vminvq_s8(min) == i8::MIN {
+        // SAFETY: the contract is this function's, so `block`'s for both halves.
+        unsafe {
+            block(g, x, zb, w, rq, q, y, c0);
+            block(g, x, zb, w, rq, q, y, c0 + 8);
+        }
+        return;
+    }
+    // Σw fits i16 (9·128); −zx·Σw in i32 joins the bias.
+    let (lo, hi) = wv
+        .iter()
+        .fold((vdupq_n_s16(0), vdupq_n_s16(0)), |(l, h), &v| {
+            (vaddw_s8(l, vget_low_s8(v)), vaddw_high_s8(h, v))
+        });
+    let nz = -(zb[0] as i32);
+    let corr = [
+        vmovl_s16(vget_low_s16(lo)),
+        vmovl_high_s16(lo),
+        vmovl_s16(vget_low_s16(hi)),
+        vmovl_high_s16(hi),
+    ];
+    let r: [Rq4; 4] = core::array::from_fn(|k| {
+        Rq4::new(&rq[c0 + 4 * k..], q).with_bias(vmulq_n_s32(corr[k], nz))
+    });
+    let (s, zp) = (g.stride, zb.as_ptr());
+    for oy in 0..g.ho {
+        let (mut base, mut st) = ([zp; 3], [0usize; 3]);
+        for ky in 0..3 {
+            if let Some(iy) = Geom::tap(oy, ky, s, 1, g.h) {
+                // SAFETY: row `iy < h`, channel `c_off + c0`: inside `x` (the contract).
+                base[ky] = unsafe { x.as_ptr().add(iy * g.w * g.in_stride + g.c_off + c0) };
+                st[ky] = g.in_stride;
+            }
+        }
+        // SAFETY: pixel `oy·wo` channel `c0` of the output (the contract).
+        let out = unsafe { y.as_mut_ptr().add(oy * g.wo * c + c0) };
+        for ox in 0..g.wo {
+            let ix = ox * s;
+            // SAFETY: every tap reads 16 bytes at a column `< w` of a row inside `x`, or
+            // `zb` (the padding, 16 bytes); the output pixel `ox < wo` holds channels
+            // `c0 .. c0 + 16`.
+            unsafe {
+                let xv: [int8x16_t; 9] = if ix >= 1 && ix + 1 < g.w {
+                    core::array::from_fn(|t| {
+                        vld1q_s8(base[t / 3].add((ix - 1 + t % 3) * st[t / 3]))
+                    })
+                } else {
+                    // A column in the padding reads `zb`, as a row in it does.
+                    let inside = [ix >= 1, ix < g.w, ix + 1 < g.w];
+                    core::array::from_fn(|t| {
+                        let (ky, kx) = (t / 3, t % 3);
+                        let p = if inside[kx] {
+                            base[ky].add((ix + kx - 1) * st[ky])
+                        } else {
+                            zp
+                        };
+                        vld1q_s8(p)
+                    })
+                };
+                let a = sum9_16(&xv, &wv);
+                vst1q_s8(
+                    out.add(ox * c),
+                    Rq4::apply16([&r[0], &r[1], &r[2], &r[3]], a),
+                );
+            }
+        }
+    }
+}
+
+/// `Σ_t x[t]·w[t]` per channel over 16 channels, exact, as four i32x4 (channels 0..4, …,
+/// 12..16): taps in pairs summed in i16 (no weight is −128: [`block16`]).
+#[inline(always)]
+fn sum9_16(x: &[int8x16_t; 9], w: &[int8x16_t; 9]) -> [int32x4_t; 4] {
+    // SAFETY: NEON is baseline on this target (the module is cfg'd on it).
+    unsafe {
+        let p = |a: usize| {
+            let lo = vmull_s8(vget_low_s8(x[a]), vget_low_s8(w[a]));
+            let hi = vmull_high_s8(x[a], w[a]);
+            if a == 8 {
+                return (lo, hi);
+            }
+            (
+                vmlal_s8(lo, vget_low_s8(x[a + 1]), vget_low_s8(w[a + 1])),
+                vmlal_high_s8(hi, x[a + 1], w[a + 1]),
+            )
+        };
+        let (l0, h0) = p(0);
+        let (l1, h1) = p(2);
+        let mut acc = [
+            vaddl_s16(vget_low_s16(l0), vget_low_s16(l1)),
+            vaddl_high_s16(l0, l1),
+            vaddl_s16(vget_low_s16(h0), vget_low_s16(h1)),
+            vaddl_high_s16(h0, h1),
+        ];
+        for a in [4, 6, 8] {
+            let (l, h) = p(a);
+            acc[0] = vaddw_s16(acc[0], vget_low_s16(l));
+            acc[1] = vaddw_high_s16(acc[1], l);
+            acc[2] = vaddw_s16(acc[2], vget_low_s16(h));
+            acc[3] = vaddw_high_s16(acc[3], h);
+        }
+        acc
     }
 }
 
@@ -99,7 +235,7 @@ pub(crate) fn dwconv3x3_i8(
 unsafe fn block(
     g: &Geom,
     x: &[i8],
-    zb: &[i8; 8],
+    zb: &[i8; 16],
     w: &[i8],
     rq: &[[i32; 3]],
     q: OutQ,
@@ -138,7 +274,7 @@ unsafe fn block(
 unsafe fn rows<const PAIR: bool>(
     g: &Geom,
     x: &[i8],
-    zb: &[i8; 8],
+    zb: &[i8; 16],
     wv: &[int8x8_t; 9],
     r: &[Rq4; 2],
     y: &mut [i8],
