@@ -782,6 +782,55 @@ fn conv1x1_sums_i8_twin_is_exact_on_wide_convs() {
     }
 }
 
+/// Rows longer than the plain-NEON tile's i16 weight sums hold (`cin` past 2032: 127 steps
+/// of 16 bytes), with weights mostly −128 so that every lane's `Σw` would wrap without its
+/// periodic widening, and zero points away from 0 so that a wrong `Σw` shows in the sums;
+/// 1–5 pixels (the lone-pixel path too). Exact sums, each once; the conv's bytes at unit
+/// scale (every output its exact sum, clamped) against the reference.
+#[test]
+fn conv1x1_i8_twins_exact_past_the_i16_weight_sums() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for _ in 0..8 {
+            let cin = r.gen_range(2033..4200);
+            let (cout, w) = (4 * r.gen_range(1..4), r.gen_range(1..6));
+            let g = Geom {
+                h: 1,
+                w,
+                in_stride: cin,
+                c_off: 0,
+                cin,
+                ho: 1,
+                wo: w,
+                cout,
+                k: 1,
+                stride: 1,
+                pad: 0,
+            };
+            let x: Vec<i8> = (0..g.in_len()).map(|_| r.gen_range(-3..=3)).collect();
+            let wq: Vec<i8> = (0..cout * cin)
+                .map(|_| if r.gen_bool(0.9) { -128 } else { r.gen() })
+                .collect();
+            let zx = [-128, 127, r.gen_range(-128..=127)][r.gen_range(0..3)];
+            let (a, sa) = all_sums(&best, &g, &x, zx, &wq);
+            let (b, _) = all_sums(&refk, &g, &x, zx, &wq);
+            assert!(sa.iter().all(|&c| c == 1), "{best:?} {g:?}: coverage");
+            assert_eq!(a, b, "{best:?} {g:?} zx {zx}: sums");
+            // Biases bring each channel's pixel-0 sum near 0, so outputs show the sums.
+            let rq: Vec<[i32; 3]> = (0..cout).map(|o| [-b[o], 1 << 30, 1]).collect();
+            let q = OutQ {
+                zero_point: 0,
+                lo: -128,
+            };
+            let (mut ya, mut yb) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
+            (best.conv1x1_i8)(&g, &x, zx, &wq, &rq, q, &mut ya);
+            (refk.conv1x1_i8)(&g, &x, zx, &wq, &rq, q, &mut yb);
+            assert_eq!(ya, yb, "{best:?} {g:?} zx {zx}: bytes");
+        }
+    }
+}
+
 /// [`wide_geom`] shapes: the int8 conv's bytes are the reference's.
 #[test]
 fn conv1x1_i8_twin_is_bit_exact_on_wide_convs() {
