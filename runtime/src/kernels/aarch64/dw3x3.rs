@@ -139,9 +139,38 @@ unsafe fn block16(
         vmovl_s16(vget_low_s16(hi)),
         vmovl_high_s16(hi),
     ];
-    let r: [Rq4; 4] = core::array::from_fn(|k| {
+    let mut r: [Rq4; 4] = core::array::from_fn(|k| {
         Rq4::new(&rq[c0 + 4 * k..], q).with_bias(vmulq_n_s32(corr[k], nz))
     });
+    // The sums start from the bias, so the output stage takes its short form where the
+    // shifts allow it (the usual multipliers below ½): 3 operations a vector, not 7.
+    let init: [int32x4_t; 4] = core::array::from_fn(|k| r[k].take_bias());
+    if r.iter().all(|r| r.short()) {
+        // SAFETY: the contract is this function's.
+        unsafe { rows16::<true>(g, x, zb, &wv, &r, init, y, c0) }
+    } else {
+        // SAFETY: as above.
+        unsafe { rows16::<false>(g, x, zb, &wv, &r, init, y, c0) }
+    }
+}
+
+/// [`block16`]'s pixels, row by row (as [`rows`]): `SHORT` takes [`Rq4::apply16_short`].
+///
+/// # Safety
+/// [`block16`]'s contract; `init` the sums' start (the bias taken out of `r`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows16<const SHORT: bool>(
+    g: &Geom,
+    x: &[i8],
+    zb: &[i8; 16],
+    wv: &[int8x16_t; 9],
+    r: &[Rq4; 4],
+    init: [int32x4_t; 4],
+    y: &mut [i8],
+    c0: usize,
+) {
+    let c = g.cout;
     let (s, zp) = (g.stride, zb.as_ptr());
     for oy in 0..g.ho {
         let (mut base, mut st) = ([zp; 3], [0usize; 3]);
@@ -177,42 +206,39 @@ unsafe fn block16(
                         vld1q_s8(p)
                     })
                 };
-                let a = sum9_16(&xv, &wv);
-                vst1q_s8(
-                    out.add(ox * c),
-                    Rq4::apply16([&r[0], &r[1], &r[2], &r[3]], a),
-                );
+                let a = sum9_16(init, &xv, wv);
+                let rs = [&r[0], &r[1], &r[2], &r[3]];
+                let b = if SHORT {
+                    Rq4::apply16_short(rs, a)
+                } else {
+                    Rq4::apply16(rs, a)
+                };
+                vst1q_s8(out.add(ox * c), b);
             }
         }
     }
 }
 
-/// `Σ_t x[t]·w[t]` per channel over 16 channels, exact, as four i32x4 (channels 0..4, …,
-/// 12..16): taps in pairs summed in i16 (no weight is −128: [`block16`]).
+/// `init + Σ_t x[t]·w[t]` per channel over 16 channels, exact (wrapping as the
+/// reference's bias add), as four i32x4 (channels 0..4, …, 12..16): taps in pairs summed
+/// in i16 (no weight is −128: [`block16`]).
 #[inline(always)]
-fn sum9_16(x: &[int8x16_t; 9], w: &[int8x16_t; 9]) -> [int32x4_t; 4] {
+fn sum9_16(init: [int32x4_t; 4], x: &[int8x16_t; 9], w: &[int8x16_t; 9]) -> [int32x4_t; 4] {
     // SAFETY: NEON is baseline on this target (the module is cfg'd on it).
     unsafe {
         let p = |a: usize| {
             let lo = vmull_s8(vget_low_s8(x[a]), vget_low_s8(w[a]));
-            let hi = vmull_high_s8(x[a], w[a]);
+            let hi = smull2(x[a], w[a]);
             if a == 8 {
                 return (lo, hi);
             }
             (
                 vmlal_s8(lo, vget_low_s8(x[a + 1]), vget_low_s8(w[a + 1])),
-                vmlal_high_s8(hi, x[a + 1], w[a + 1]),
+                smlal2(hi, x[a + 1], w[a + 1]),
             )
         };
-        let (l0, h0) = p(0);
-        let (l1, h1) = p(2);
-        let mut acc = [
-            vaddl_s16(vget_low_s16(l0), vget_low_s16(l1)),
-            vaddl_high_s16(l0, l1),
-            vaddl_s16(vget_low_s16(h0), vget_low_s16(h1)),
-            vaddl_high_s16(h0, h1),
-        ];
-        for a in [4, 6, 8] {
+        let mut acc = init;
+        for a in [0, 2, 4, 6, 8] {
             let (l, h) = p(a);
             acc[0] = vaddw_s16(acc[0], vget_low_s16(l));
             acc[1] = vaddw_high_s16(acc[1], l);
@@ -221,6 +247,43 @@ fn sum9_16(x: &[int8x16_t; 9], w: &[int8x16_t; 9]) -> [int32x4_t; 4] {
         }
         acc
     }
+}
+
+/// `SMULL2` (`vmull_high_s8`) as one opaque instruction: written as the intrinsic, LLVM
+/// splits it into `EXT` + `SMULL` and hoists the 9 weights' `EXT`s out of the pixel loop,
+/// which then spills them (18 weight halves, 9 inputs, 4 sums and the output constants
+/// do not fit 32 registers).
+#[inline(always)]
+fn smull2(a: int8x16_t, b: int8x16_t) -> int16x8_t {
+    let d: int16x8_t;
+    // SAFETY: one register-only NEON instruction (baseline on this target).
+    unsafe {
+        core::arch::asm!(
+            "smull2 {d:v}.8h, {a:v}.16b, {b:v}.16b",
+            d = out(vreg) d,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        )
+    };
+    d
+}
+
+/// `SMLAL2` (`vmlal_high_s8`) as one opaque instruction, for [`smull2`]'s reason.
+#[inline(always)]
+fn smlal2(acc: int16x8_t, a: int8x16_t, b: int8x16_t) -> int16x8_t {
+    let mut d = acc;
+    // SAFETY: one register-only NEON instruction (baseline on this target).
+    unsafe {
+        core::arch::asm!(
+            "smlal2 {d:v}.8h, {a:v}.16b, {b:v}.16b",
+            d = inout(vreg) d,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        )
+    };
+    d
 }
 
 /// Channels `c0 .. c0 + 8` of every output pixel. The zero point is folded into the bias
