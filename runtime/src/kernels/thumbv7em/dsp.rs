@@ -255,11 +255,7 @@ pub(super) fn requant_run(k: &Kq, s: &[i32], y: &mut [i8], stride: usize, narrow
         };
     }
     match k.mode {
-        0 if narrow => run!(
-            k.rsh1,
-            "lsl {a}, {a}, #1\nsmmulr {a}, {a}, {m}",
-            round_asm!("{sh}")
-        ),
+        0 if narrow => requant_pairs(k, s, y, stride),
         0 => run!(k.rsh1, high_mul_asm!("{m}"), round_asm!("{sh}"), t1),
         1 => run!(
             k.lsh,
@@ -272,6 +268,79 @@ pub(super) fn requant_run(k: &Kq, s: &[i32], y: &mut [i8], stride: usize, narrow
                 y[i * stride] = k.slow(v.wrapping_sub(k.bias));
             }
         }
+    }
+}
+
+/// [`requant_run`]'s narrow right-shift form (mode 0, `LSL #1` + `SMMULR`) two outputs a
+/// pass: one `LDRD` of two sums, the second byte stored at `[y, stride]` and one `ADD` of
+/// `2·stride` — 13 instructions an output instead of 15 —, an odd first output alone.
+#[inline(always)]
+fn requant_pairs(k: &Kq, s: &[i32], y: &mut [i8], stride: usize) {
+    let len = s.len();
+    assert!(len >= 1 && (len - 1) * stride < y.len());
+    // SAFETY: an odd `len` first runs one output: the word at `s`, the byte at `y`. Then
+    // the pair loop runs `len / 2` times (not at all for `len = 1`): each pass loads the next
+    // two words of `s` (a 4-aligned `&[i32]` as `LDRD` needs) and stores the bytes of the
+    // next two outputs at `y + i·stride` and `y + (i + 1)·stride`: with `len` outputs in all,
+    // every load is inside `s` and every store at most `(len − 1)·stride < y.len()`
+    // (asserted above); no stack. Register-only Armv7E-M instructions otherwise; pointers,
+    // counter and scratch are clobbered outputs; the flags (N/Z/C/V/GE) and perhaps Q
+    // change, so `preserves_flags` is not claimed. The `LSL #1`s are exact by
+    // `requant_run`'s `narrow`.
+    unsafe {
+        asm!(
+            "tst {n}, #1",
+            "beq 2f",
+            "ldr {a}, [{ps}], #4",
+            "lsl {a}, {a}, #1",
+            "smmulr {a}, {a}, {m}",
+            round_asm!("{sh}"),
+            "qadd {a}, {a}, {zp}",
+            "ssat {a}, #8, {a}",
+            "ssub8 {t0}, {a}, {lo}",
+            "sel {a}, {a}, {lo}",
+            "strb {a}, [{py}]",
+            "add {py}, {py}, {st}",
+            "subs {n}, {n}, #1",
+            "beq 3f",
+            "2:",
+            "ldrd {a}, {b}, [{ps}], #8",
+            "lsl {a}, {a}, #1",
+            "smmulr {a}, {a}, {m}",
+            "lsl {b}, {b}, #1",
+            "smmulr {b}, {b}, {m}",
+            round_asm!("{sh}"),
+            "sub {b}, {b}, {b}, lsr #31",
+            "asr {b}, {b}, {sh}",
+            "asrs {b}, {b}, #1",
+            "adc {b}, {b}, #0",
+            "qadd {a}, {a}, {zp}",
+            "qadd {b}, {b}, {zp}",
+            "ssat {a}, #8, {a}",
+            "ssat {b}, #8, {b}",
+            "ssub8 {t0}, {a}, {lo}",
+            "sel {a}, {a}, {lo}",
+            "ssub8 {t0}, {b}, {lo}",
+            "sel {b}, {b}, {lo}",
+            "strb {a}, [{py}]",
+            "strb {b}, [{py}, {st}]",
+            "add {py}, {py}, {st}, lsl #1",
+            "subs {n}, {n}, #2",
+            "bne 2b",
+            "3:",
+            ps = inout(reg) s.as_ptr() => _,
+            py = inout(reg) y.as_mut_ptr() => _,
+            st = in(reg) stride,
+            n = inout(reg) len => _,
+            m = in(reg) k.mult,
+            sh = in(reg) k.rsh1,
+            zp = in(reg) k.zp,
+            lo = in(reg) k.lo,
+            a = out(reg) _,
+            b = out(reg) _,
+            t0 = out(reg) _,
+            options(nostack),
+        );
     }
 }
 
