@@ -1,15 +1,15 @@
 //! The int8 GEMM core both convs share: a block of pixels, each already widened to i16
 //! `x − zx` (the pointwise conv's channels, or the stem's im2col patch), times the raw
-//! int8 weight rows, in register tiles of 2 output channels × 2 pixels; an odd last pixel
-//! (the whole of a 1×1-pixel layer) in tiles of 3 channels × 1 pixel.
+//! int8 weight rows. Rows a multiple of 4 long (the pointwise convs) run register tiles of
+//! 1 output channel × 4 pixels (two pixel pairs); others 2 channels × 2 pixels; an odd last
+//! pixel (the whole of a 1×1-pixel layer) tiles of 3 channels × 1 pixel.
 //!
 //! Widened layout, per pair of pixels (`pair_words(n)` words): for each full group of 4
 //! values `v0..v3`, four words — pixel 0's `[v0, v2]`, `[v1, v3]` (the order `SXTB16` /
 //! `SXTB16 ROR #8` give a weight word, so weights need no repacking), then pixel 1's —; after
 //! the full groups, the `n % 4` leftover values of pixel 0 then pixel 1 in natural order,
-//! two words each. Per 4 inputs the inner loop spends 2 weight loads, 4 `SXTB16`, one
-//! 4-word load of both pixels and 8 `SMLAD` (16 MACs): each weight pair is widened once and
-//! used for both pixels.
+//! two words each. Per 4 inputs the 1×4 loop spends one weight load, 2 `SXTB16`, 4 two-word
+//! loads and 8 `SMLAD` (16 MACs): each weight word is widened once for 4 pixels.
 use super::dsp::{requant_run, smlad, sxtb16, sxtb16_ror8, Kq};
 use crate::kernels::fixed::Rq;
 use crate::kernels::OutQ;
@@ -79,8 +79,7 @@ impl<'s> Buf<'s> {
     }
 }
 
-/// The 2x2 tile's inner loop (`2:` … `BNE 2b`), one `asm!` template for [`dot2x2`] and
-/// [`dot2x2_run`]: per group of 4 inputs 2 weight loads (post-increment, unaligned), 4
+/// The 2x2 tile's inner loop (`2:` … `BNE 2b`), the `asm!` template of [`dot2x2`]: per group of 4 inputs 2 weight loads (post-increment, unaligned), 4
 /// `SXTB16`, 4 `LDRD` of widened `x` (pixel 0's pair, pixel 1's, then again, as there are no
 /// registers to keep all four words), 8 `SMLAD` and `SUBS`/`BNE`.
 macro_rules! tile2x2_loop {
@@ -166,85 +165,108 @@ fn tile2x2(w0: &[i8], w1: &[i8], x: &[u32], init: [i32; 4]) -> [i32; 4] {
     [a, b, c, d]
 }
 
-/// [`dot2x2`] over `pairs` consecutive pixel pairs in one `asm!` (`n = 4·g` values a pixel,
-/// so pairs are `4·g` words apart), each pair's sums started from `[b0, b0, b1, b1]` and
-/// stored as `s0[2k..2k + 2] = [w0·x, w0·x']`, `s1[2k..2k + 2] = [w1·x, w1·x']`. The inner
-/// loop is `dot2x2`'s; between pairs the loop state lives in a small block in memory (its
-/// address on the stack), as the inner loop holds all 12 registers: ~14 instructions a pair
-/// instead of the Rust tile loop's ~50 of slicing, checks and spills.
+/// One group of 4 inputs of [`dot1x4_run`]'s 1×4 tile (15 instructions, 16 MACs): the
+/// weight word widened once, each pixel's two widened words, two `SMLAD`s a pixel.
+macro_rules! tile1x4_group {
+    () => {
+        concat!(
+            "ldr {wa}, [{pw}], #4\n",
+            "sxtb16 {wo}, {wa}, ror #8\n",
+            "sxtb16 {wa}, {wa}\n",
+            "ldrd {xe}, {xo}, [{pa}, #8]\n",
+            "smlad {b}, {wa}, {xe}, {b}\n",
+            "smlad {b}, {wo}, {xo}, {b}\n",
+            "ldrd {xe}, {xo}, [{pa}], #16\n",
+            "smlad {a}, {wa}, {xe}, {a}\n",
+            "smlad {a}, {wo}, {xo}, {a}\n",
+            "ldrd {xe}, {xo}, [{pb}, #8]\n",
+            "smlad {d}, {wa}, {xe}, {d}\n",
+            "smlad {d}, {wo}, {xo}, {d}\n",
+            "ldrd {xe}, {xo}, [{pb}], #16\n",
+            "smlad {c}, {wa}, {xe}, {c}\n",
+            "smlad {c}, {wo}, {xo}, {c}",
+        )
+    };
+}
+
+/// One weight row against `quads` consecutive pixel quads (two pixel pairs each, pairs
+/// `4·g` words apart, `n = 4·g` values a pixel) in one `asm!`: each quad's 4 sums start
+/// from `b0` and are stored in pixel order at `s0[4k..4k + 4]`. Per group of 4 inputs:
+/// one weight `LDR`, 2 `SXTB16`, 4 `LDRD` (each pixel's widened words) and 8 `SMLAD`, plus
+/// `SUBS`/`BNE` — 17 instructions per 16 MACs, where [`tile2x2_loop`] spends 19: a 1×4 tile
+/// widens each weight word once for 4 pixels and needs no reload (12 registers: the row,
+/// both pairs' pointers, the count, 4 sums, 2 weight and 2 input words). Between quads the
+/// loop state lives in a small block in memory (its address on the stack).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn dot2x2_run(
-    w0: &[i8],
-    w1: &[i8],
-    xs: &[u32],
-    g: usize,
-    pairs: usize,
-    [b0, b1]: [i32; 2],
-    s0: &mut [MaybeUninit<i32>],
-    s1: &mut [MaybeUninit<i32>],
-) {
-    // The caller reads back `s0`/`s1[..2·pairs]`: every pair must run (`block` sends
-    // `g = 0` to the Rust tiles).
-    assert!(g > 0 && pairs > 0);
-    let (s0, s1) = (&mut s0[..2 * pairs], &mut s1[..2 * pairs]);
-    let (w0, w1, xs) = (&w0[..4 * g], &w1[..4 * g], &xs[..pairs * 4 * g]);
+fn dot1x4_run(w0: &[i8], xs: &[u32], g: usize, quads: usize, b0: i32, s0: &mut [MaybeUninit<i32>]) {
+    // The caller reads back `s0[..4·quads]`: every quad must run.
+    assert!(g > 0 && quads > 0);
+    let (w0, xs, s0) = (&w0[..4 * g], &xs[..quads * 8 * g], &mut s0[..4 * quads]);
     #[repr(C, align(8))]
     struct Ctl {
         w0: *const i8,
-        w1: *const i8,
         g: usize,
         b0: i32,
-        b1: i32,
         s0: *mut i32,
-        s1: *mut i32,
-        pairs: usize,
+        quads: usize,
     }
     let mut ctl = Ctl {
         w0: w0.as_ptr(),
-        w1: w1.as_ptr(),
         g,
         b0,
-        b1,
         s0: s0.as_mut_ptr().cast(),
-        s1: s1.as_mut_ptr().cast(),
-        pairs,
+        quads,
     };
     // SAFETY: `ctl` is a live, exclusively borrowed `repr(C)` block (8-aligned): the loads
-    // and stores at offsets 0..32 are its fields. Each of the `pairs ≥ 1` passes resets the
-    // row pointers to `w0`/`w1` and runs `g ≥ 1` groups reading 4 bytes of each row (the
-    // rows sliced to `4·g` bytes; `LDR` takes any alignment on Armv7-M) and 4 words at `px`
-    // (`xs` sliced to `pairs·4·g` words and advanced 4 words a group: pass `k` reads pair
-    // `k`'s `4·g` words; a word slice is 4-aligned as `LDRD` needs), then stores 2 words at
-    // `s0 + 8k` and at `s1 + 8k` (both sliced to `2·pairs` words). The stack use is 8 bytes
-    // (`SUB`/`ADD sp` around the loops, `sp` 8-aligned as before). Every register operand is
-    // a clobbered output; `SUBS` sets the flags and `SMLAD` perhaps APSR.Q.
+    // and stores at offsets 0..20 are its fields. Each of the `quads ≥ 1` passes resets the
+    // row pointer to `w0` and runs `g ≥ 1` groups reading 4 bytes of the row (sliced to
+    // `4·g` bytes; `LDR` takes any alignment on Armv7-M) and 4 words at each of `pa`
+    // (pair `2k`) and `pb = pa + 16·g` bytes (pair `2k + 1`), both advanced 4 words a group
+    // (`xs` sliced to `quads·8·g` words: pass `k` reads pairs `2k` and `2k + 1`, `4·g`
+    // words each; a word slice is 4-aligned as `LDRD` needs); then the next pass's `pa` is
+    // this one's end of pair `2k + 1`. Each pass stores 4 words at `s0 + 16k` (sliced to
+    // `4·quads` words). The stack use is 8 bytes (`SUB`/`ADD sp` around the loops, `sp`
+    // 8-aligned as before). Every register operand is a clobbered output; `SUBS` sets the
+    // flags and `SMLAD` perhaps APSR.Q.
     unsafe {
         core::arch::asm!(
             "sub sp, sp, #8",
             "str {xe}, [sp]",
             "3:",
             "ldr {xe}, [sp]",
-            "ldrd {pw0}, {pw1}, [{xe}]",
-            "ldrd {n}, {a}, [{xe}, #8]",
-            "ldr {c}, [{xe}, #16]",
+            "ldrd {pw}, {n}, [{xe}]",
+            "ldr {a}, [{xe}, #8]",
+            "add {pb}, {pa}, {n}, lsl #4",
             "mov {b}, {a}",
-            "mov {d}, {c}",
-            tile2x2_loop!(),
-            "ldr {xe}, [sp]",
-            "ldrd {wa}, {wo}, [{xe}, #20]",
-            "strd {a}, {b}, [{wa}], #8",
-            "strd {c}, {d}, [{wo}], #8",
-            "strd {wa}, {wo}, [{xe}, #20]",
-            "ldr {n}, [{xe}, #28]",
+            "mov {c}, {a}",
+            "mov {d}, {a}",
+            // `g` odd: one group first; then pairs of groups.
+            "lsrs {n}, {n}, #1",
+            "bcc 2f",
+            tile1x4_group!(),
+            "cmp {n}, #0",
+            "beq 4f",
+            "2:",
+            tile1x4_group!(),
+            tile1x4_group!(),
             "subs {n}, {n}, #1",
-            "str {n}, [{xe}, #28]",
+            "bne 2b",
+            "4:",
+            "mov {pa}, {pb}",
+            "ldr {xe}, [sp]",
+            "ldr {wa}, [{xe}, #12]",
+            "strd {a}, {b}, [{wa}], #8",
+            "strd {c}, {d}, [{wa}], #8",
+            "str {wa}, [{xe}, #12]",
+            "ldr {n}, [{xe}, #16]",
+            "subs {n}, {n}, #1",
+            "str {n}, [{xe}, #16]",
             "bne 3b",
             "add sp, sp, #8",
             xe = inout(reg) &mut ctl as *mut Ctl => _,
-            px = inout(reg) xs.as_ptr() => _,
-            pw0 = out(reg) _,
-            pw1 = out(reg) _,
+            pa = inout(reg) xs.as_ptr() => _,
+            pb = out(reg) _,
+            pw = out(reg) _,
             n = out(reg) _,
             a = out(reg) _,
             b = out(reg) _,
@@ -460,7 +482,8 @@ unsafe fn written(s: &[MaybeUninit<i32>], len: usize) -> &[i32] {
 /// pixels in `xb` (pairs of `pair_words(n)` words). Callers checked `n > 0`, `w`
 /// (`cout·n`), `rq` (`cout`) and `y`.
 ///
-/// Per channel pair and run of up to [`RUN`] pixel pairs: the 2x2 tiles' sums, each started
+/// Per channel (rows a multiple of 4 long: [`dot1x4_run`]) or channel pair (others: 2x2
+/// tiles) and run of up to [`RUN`] pixel pairs: the tiles' sums, each started
 /// from its channel's bias (`acc + bias` wraps as `quant::requant`'s does), go to two
 /// stack runs, one a channel; then each run is requantised by one `asm!` loop
 /// ([`requant_run`]) with the channel's constants in registers. An odd last pixel goes
@@ -495,21 +518,41 @@ pub(super) fn block(
         let m = RUN.min(pairs - c0);
         let xs = &xb[c0 * wp..][..m * wp];
         let mut o = 0;
-        while o < cout {
+        if whole {
+            // One channel at a time in 1×4 tiles (pairs of pixel pairs); an odd last pair
+            // by the Rust 2x2 tile, with the channel as both of its rows.
+            let quads = m / 2;
+            while o < cout {
+                let w0 = &w[o * n..][..n];
+                let b0 = rq[o][0];
+                if quads > 0 {
+                    dot1x4_run(w0, xs, g, quads, b0, &mut s0);
+                }
+                if m % 2 == 1 {
+                    let [a, b, _, _] = tile2x2(w0, w0, &xs[(m - 1) * wp..][..wp], [b0; 4]);
+                    s0[2 * m - 2..2 * m]
+                        .copy_from_slice(&[MaybeUninit::new(a), MaybeUninit::new(b)]);
+                }
+                let yc = &mut y[2 * c0 * cout..];
+                // SAFETY: `dot1x4_run` stored `s0[..4·quads]` and the odd pair's tile the
+                // last 2: `s0[..2m]`.
+                let r0 = unsafe { written(&s0, 2 * m) };
+                requant_run(&Kq::new(rq[o], q), r0, &mut yc[o..], cout, narrow(b0));
+                o += 1;
+            }
+        }
+        while o < cout && !whole {
             let o1 = (o + 1).min(cout - 1);
             let (w0, w1) = (&w[o * n..][..n], &w[o1 * n..][..n]);
             let (b0, b1) = (rq[o][0], rq[o1][0]);
-            if whole {
-                dot2x2_run(w0, w1, xs, g, m, [b0, b1], &mut s0, &mut s1);
-            }
-            for (k, x) in xs.chunks_exact(wp).enumerate().filter(|_| !whole) {
+            for (k, x) in xs.chunks_exact(wp).enumerate() {
                 let [a, b, c, d] = tile2x2(w0, w1, x, [b0, b0, b1, b1]);
                 s0[2 * k..2 * k + 2].copy_from_slice(&[MaybeUninit::new(a), MaybeUninit::new(b)]);
                 s1[2 * k..2 * k + 2].copy_from_slice(&[MaybeUninit::new(c), MaybeUninit::new(d)]);
             }
             let yc = &mut y[2 * c0 * cout..];
-            // SAFETY: the tiles above wrote `s0[..2m]` and `s1[..2m]` (`dot2x2_run` stores
-            // 2 words a pair of its `m`; the Rust loop 2 of each of its `m` pairs).
+            // SAFETY: the loop above wrote `s0[..2m]` and `s1[..2m]` (2 of each of its `m`
+            // pairs).
             let (r0, r1) = unsafe { (written(&s0, 2 * m), written(&s1, 2 * m)) };
             requant_run(&Kq::new(rq[o], q), r0, &mut yc[o..], cout, narrow(b0));
             if o1 != o {
