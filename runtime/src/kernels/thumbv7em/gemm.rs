@@ -587,14 +587,33 @@ pub(super) fn block_into(
     out: &mut impl Sink,
 ) {
     let (g, wp, nt) = (n / 4, pair_words(n), n & !3);
-    // 2x2 tiles over the pixel pairs; an odd last pixel afterwards, by channel triples.
     let np2 = np & !1;
+    // Rows a multiple of 4 long: 1×4 tiles over the pixel quads, a channel at a time, their
+    // sums through a stack run; then 2x2 tiles over a last pixel pair; an odd last pixel
+    // afterwards, by channel triples.
+    let quads = if nt == n && g > 0 { np2 / 4 } else { 0 };
+    let mut s = [MaybeUninit::uninit(); 2 * RUN];
+    for o in (o0..o_end).filter(|_| quads > 0) {
+        out.channels(o, o);
+        let w0 = &w[o * n..][..n];
+        let mut q0 = 0;
+        while q0 < quads {
+            let qr = (RUN / 2).min(quads - q0);
+            dot1x4_run(w0, &xb[2 * q0 * wp..][..2 * qr * wp], g, qr, 0, &mut s);
+            // SAFETY: `dot1x4_run` stored `s[..4·qr]`.
+            let r = unsafe { written(&s, 4 * qr) };
+            for (i, &v) in r.iter().enumerate() {
+                out.put(4 * q0 + i, false, v);
+            }
+            q0 += qr;
+        }
+    }
     let mut o = o0;
-    while np2 > 0 && o < o_end {
+    while np2 > 4 * quads && o < o_end {
         let o1 = (o + 1).min(o_end - 1);
         out.channels(o, o1);
         let (w0, w1) = (&w[o * n..][..n], &w[o1 * n..][..n]);
-        let mut i = 0;
+        let mut i = 4 * quads;
         while i < np2 {
             let x = &xb[(i / 2) * wp..][..wp];
             out.put4(i, o1 != o, tile2x2(w0, w1, x, [0; 4]));
