@@ -219,7 +219,7 @@ fn dot1x4_run(w0: &[i8], xs: &[u32], g: usize, quads: usize, b0: i32, s0: &mut [
     };
     // SAFETY: `ctl` is a live, exclusively borrowed `repr(C)` block (8-aligned): the loads
     // and stores at offsets 0..20 are its fields. Each of the `quads ≥ 1` passes resets the
-    // row pointer to `w0` and runs `g ≥ 1` groups reading 4 bytes of the row (sliced to
+    // row pointer to `w0` and runs `g ≥ 1` groups (an odd first one, then pairs) reading 4 bytes of the row (sliced to
     // `4·g` bytes; `LDR` takes any alignment on Armv7-M) and 4 words at each of `pa`
     // (pair `2k`) and `pb = pa + 16·g` bytes (pair `2k + 1`), both advanced 4 words a group
     // (`xs` sliced to `quads·8·g` words: pass `k` reads pairs `2k` and `2k + 1`, `4·g`
@@ -308,14 +308,40 @@ fn dot2x1(w0: &[i8], w1: &[i8], x: &[u32], g: usize) -> [i32; 2] {
     [a, c]
 }
 
+/// One group of 4 inputs of [`dot1x3`] (16 instructions, 12 MACs): the pixel's two widened
+/// words, then per row a weight `LDR`, 2 `SXTB16` and 2 `SMLAD`.
+macro_rules! tile1x3_group {
+    () => {
+        concat!(
+            "ldrd {xe}, {xo}, [{px}], #16\n",
+            "ldr {wv}, [{pw0}, {nr}, lsl #1]\n",
+            "sxtb16 {t}, {wv}\n",
+            "smlad {c}, {t}, {xe}, {c}\n",
+            "sxtb16 {t}, {wv}, ror #8\n",
+            "smlad {c}, {t}, {xo}, {c}\n",
+            "ldr {wv}, [{pw0}], #4\n",
+            "sxtb16 {t}, {wv}\n",
+            "smlad {a}, {t}, {xe}, {a}\n",
+            "sxtb16 {t}, {wv}, ror #8\n",
+            "smlad {a}, {t}, {xo}, {a}\n",
+            "ldr {wv}, [{pw1}], #4\n",
+            "sxtb16 {t}, {wv}\n",
+            "smlad {b}, {t}, {xe}, {b}\n",
+            "sxtb16 {t}, {wv}, ror #8\n",
+            "smlad {b}, {t}, {xo}, {b}",
+        )
+    };
+}
+
 /// `[w0·x0, w1·x0, w2·x0]` over the `g` full groups of the pair's pixel 0 for three
 /// consecutive weight rows `w[0..n]`, `w[n..2n]`, `w[2n..3n]` (a lone pixel: each weight
 /// is used once, so the widening is not shared; three rows share each `x` load).
 ///
-/// One `asm!` loop: per group of 4 inputs one `LDRD` of the pixel's widened pair, then per
-/// row a weight `LDR`, 2 `SXTB16` and 2 `SMLAD`, and `SUBS`/`BNE`: 18 instructions per 12
-/// MACs (the two-row loop spends 14 per 8). Row 2 is addressed as `[row 0, n, LSL #1]`, so
-/// 12 registers suffice.
+/// One `asm!` loop, two groups a pass ([`tile1x3_group`], an odd first group alone): per
+/// group of 4 inputs one `LDRD` of the pixel's widened pair, then per row a weight `LDR`,
+/// 2 `SXTB16` and 2 `SMLAD` — 17 instructions per 12 MACs with the loop's `SUBS`/`BNE`
+/// (the two-row loop spends 14 per 8). Row 2 is addressed as `[row 0, n, LSL #1]`, so 12
+/// registers suffice.
 #[inline(always)]
 fn dot1x3(w: &[i8], n: usize, x: &[u32], g: usize) -> [i32; 3] {
     assert!(4 * g <= n);
@@ -324,35 +350,28 @@ fn dot1x3(w: &[i8], n: usize, x: &[u32], g: usize) -> [i32; 3] {
     if g == 0 {
         return [a0, a1, a2];
     }
-    // SAFETY: the loop runs `g ≥ 1` times; pass `j` reads 4 bytes at `w + 4j`, `w + n + 4j`
-    // and `w + 2n + 4j` (each row's group `j`, `4j + 4 ≤ 4g ≤ n`, inside `w[..3n]`; `LDR`
-    // allows any alignment on Armv7-M) and 2 words at `x + 16j` (`x` sliced to `4g` words, a
-    // word slice is 4-aligned as `LDRD` needs); the post-increments advance the row 0 and
-    // row 1 pointers by 4 bytes and `x` by 4 words per pass, so every access stays inside
-    // the slices. It writes no memory and no stack; pointer, counter and scratch registers
+    // SAFETY: `g ≥ 1` groups run in all (an odd first one, then `g / 2` passes of two);
+    // group `j` reads 4 bytes at `w + 4j`, `w + n + 4j` and `w + 2n + 4j` (each row's group
+    // `j`, `4j + 4 ≤ 4g ≤ n`, inside `w[..3n]`; `LDR` allows any alignment on Armv7-M) and 2
+    // words at `x + 16j` (`x` sliced to `4g` words, a word slice is 4-aligned as `LDRD`
+    // needs); the post-increments advance the row 0 and row 1 pointers by 4 bytes and `x`
+    // by 4 words per group, so every access stays inside the slices. It writes no memory and no stack; pointer, counter and scratch registers
     // are clobbered outputs; `SUBS` sets the flags and `SMLAD` perhaps APSR.Q, so
     // `preserves_flags` is not claimed.
     unsafe {
         core::arch::asm!(
+            // `g` odd: one group first; then pairs of groups.
+            "lsrs {k}, {k}, #1",
+            "bcc 2f",
+            tile1x3_group!(),
+            "cmp {k}, #0",
+            "beq 3f",
             "2:",
-            "ldrd {xe}, {xo}, [{px}], #16",
-            "ldr {wv}, [{pw0}, {nr}, lsl #1]",
-            "sxtb16 {t}, {wv}",
-            "smlad {c}, {t}, {xe}, {c}",
-            "sxtb16 {t}, {wv}, ror #8",
-            "smlad {c}, {t}, {xo}, {c}",
-            "ldr {wv}, [{pw0}], #4",
-            "sxtb16 {t}, {wv}",
-            "smlad {a}, {t}, {xe}, {a}",
-            "sxtb16 {t}, {wv}, ror #8",
-            "smlad {a}, {t}, {xo}, {a}",
-            "ldr {wv}, [{pw1}], #4",
-            "sxtb16 {t}, {wv}",
-            "smlad {b}, {t}, {xe}, {b}",
-            "sxtb16 {t}, {wv}, ror #8",
-            "smlad {b}, {t}, {xo}, {b}",
+            tile1x3_group!(),
+            tile1x3_group!(),
             "subs {k}, {k}, #1",
             "bne 2b",
+            "3:",
             pw0 = inout(reg) w.as_ptr() => _,
             pw1 = inout(reg) w[n..].as_ptr() => _,
             nr = in(reg) n,
