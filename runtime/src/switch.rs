@@ -146,6 +146,29 @@ impl<'a> Delta<'a> {
     pub const fn channel_len(&self) -> usize {
         self.cin * self.k * self.k
     }
+
+    /// The factors as f32 slices, `A` of `rk·ck` and `B` of `cout·k·rk` elements, when
+    /// decoded ([`Delta::decoded`]), of rank ≥ 1 and consistent with the conv's shape: what
+    /// the `Kernels::rebuild_layer_i8` slots read.
+    #[inline]
+    pub(crate) fn f32_factors(&self) -> Option<(&'a [f32], &'a [f32])> {
+        let (a, b) = (self.a.as_f32()?, self.b.as_f32()?);
+        let (rk, ck, k) = (self.a.rows, self.a.cols, self.k);
+        let fits = rk > 0
+            && ck * k == self.channel_len()
+            && self.b.cols == rk
+            && a.len() >= rk * ck
+            && b.len() >= self.cout * k * rk;
+        fits.then(|| (&a[..rk * ck], &b[..self.cout * k * rk]))
+    }
+
+    /// Whether a `Kernels::rebuild_layer_i8` slot's slices hold this whole expert: `W0q` and
+    /// the codes `Cout·channel_len`, `s0` and the scales `Cout`.
+    #[inline]
+    pub(crate) fn layer_fits(&self, w0: &[i8], s0: &[f32], out: &[i8], scale: &[f32]) -> bool {
+        let n = self.cout * self.channel_len();
+        w0.len() >= n && out.len() >= n && s0.len() >= self.cout && scale.len() >= self.cout
+    }
 }
 
 /// `row[c] += Σ_j b[j]·a[j·n + c]` (`n = row.len()`), `j` in order, four `a` rows per

@@ -154,7 +154,8 @@ unsafe fn block16(
     }
 }
 
-/// [`block16`]'s pixels, row by row (as [`rows`]): `SHORT` takes [`Rq4::apply16_short`].
+/// [`block16`]'s pixels ([`walk`]): per pixel [`sum9_16`] and the output stage, `SHORT`
+/// its short form ([`Rq4::apply16_short`]).
 ///
 /// # Safety
 /// [`block16`]'s contract; `init` the sums' start (the bias taken out of `r`).
@@ -170,42 +171,17 @@ unsafe fn rows16<const SHORT: bool>(
     y: &mut [i8],
     c0: usize,
 ) {
-    let c = g.cout;
-    let (s, zp) = (g.stride, zb.as_ptr());
-    for oy in 0..g.ho {
-        let (mut base, mut st) = ([zp; 3], [0usize; 3]);
-        for ky in 0..3 {
-            if let Some(iy) = Geom::tap(oy, ky, s, 1, g.h) {
-                // SAFETY: row `iy < h`, channel `c_off + c0`: inside `x` (the contract).
-                base[ky] = unsafe { x.as_ptr().add(iy * g.w * g.in_stride + g.c_off + c0) };
-                st[ky] = g.in_stride;
-            }
-        }
-        // SAFETY: pixel `oy·wo` channel `c0` of the output (the contract).
-        let out = unsafe { y.as_mut_ptr().add(oy * g.wo * c + c0) };
-        for ox in 0..g.wo {
-            let ix = ox * s;
-            // SAFETY: every tap reads 16 bytes at a column `< w` of a row inside `x`, or
-            // `zb` (the padding, 16 bytes); the output pixel `ox < wo` holds channels
-            // `c0 .. c0 + 16`.
-            unsafe {
-                let xv: [int8x16_t; 9] = if ix >= 1 && ix + 1 < g.w {
-                    core::array::from_fn(|t| {
-                        vld1q_s8(base[t / 3].add((ix - 1 + t % 3) * st[t / 3]))
-                    })
-                } else {
-                    // A column in the padding reads `zb`, as a row in it does.
-                    let inside = [ix >= 1, ix < g.w, ix + 1 < g.w];
-                    core::array::from_fn(|t| {
-                        let (ky, kx) = (t / 3, t % 3);
-                        let p = if inside[kx] {
-                            base[ky].add((ix + kx - 1) * st[ky])
-                        } else {
-                            zp
-                        };
-                        vld1q_s8(p)
-                    })
-                };
+    // SAFETY: this function's contract is `walk`' with 16 bytes a tap (`c0 + 16 ≤ cout`,
+    // `zb` 16 bytes); each output pixel holds channels `c0 .. c0 + 16`.
+    unsafe {
+        walk(
+            g,
+            x,
+            zb,
+            y,
+            c0,
+            |p| vld1q_s8(p),
+            |xv, out| {
                 let a = sum9_16(init, &xv, wv);
                 let rs = [&r[0], &r[1], &r[2], &r[3]];
                 let b = if SHORT {
@@ -213,9 +189,9 @@ unsafe fn rows16<const SHORT: bool>(
                 } else {
                     Rq4::apply16(rs, a)
                 };
-                vst1q_s8(out.add(ox * c), b);
-            }
-        }
+                vst1q_s8(out, b);
+            },
+        )
     }
 }
 
@@ -328,23 +304,26 @@ unsafe fn block(
     }
 }
 
-/// [`block`]'s pixels, row by row: a row's 3 input rows (a row in the padding reads `zb`
-/// with pixel step 0), then per pixel its 9 taps, [`sum9`] and the output stage.
+/// The pixel walk both block widths share: per output row its 3 input rows (a row in the
+/// padding reads `zb` with pixel step 0), then per output pixel its 9 taps loaded by `load`
+/// (a column in the padding reads `zb` too) and handed to `px` with the pixel's output
+/// pointer at channel `c0`.
 ///
 /// # Safety
-/// [`block`]'s contract.
+/// `load` reads at most 16 bytes; every input pixel holds channels `c_off + c0` and the
+/// `load`'s bytes after them inside `x`, and every output pixel `y[p·cout + c0 ..]` the
+/// bytes `px` stores; `zb` is the zero point in 16 bytes.
 #[inline(always)]
-unsafe fn rows<const PAIR: bool>(
+unsafe fn walk<T>(
     g: &Geom,
     x: &[i8],
     zb: &[i8; 16],
-    wv: &[int8x8_t; 9],
-    r: &[Rq4; 2],
     y: &mut [i8],
     c0: usize,
+    load: impl Fn(*const i8) -> T,
+    mut px: impl FnMut([T; 9], *mut i8),
 ) {
-    let (c, s) = (g.cout, g.stride);
-    let zp = zb.as_ptr();
+    let (c, s, zp) = (g.cout, g.stride, zb.as_ptr());
     for oy in 0..g.ho {
         let (mut base, mut st) = ([zp; 3], [0usize; 3]);
         for ky in 0..3 {
@@ -358,28 +337,57 @@ unsafe fn rows<const PAIR: bool>(
         let out = unsafe { y.as_mut_ptr().add(oy * g.wo * c + c0) };
         for ox in 0..g.wo {
             let ix = ox * s;
-            // SAFETY: every tap reads 8 bytes at a column `< w` of a row inside `x`, or
-            // `zb` (the padding); the output pixel `ox < wo` holds channels `c0 .. c0 + 8`.
+            // SAFETY: every tap reads at a column `< w` of a row inside `x`, or `zb` (the
+            // padding); the output pixel `ox < wo` is inside `y` (the contract).
             unsafe {
-                let xv: [int8x8_t; 9] = if ix >= 1 && ix + 1 < g.w {
-                    core::array::from_fn(|t| vld1_s8(base[t / 3].add((ix - 1 + t % 3) * st[t / 3])))
+                let xv: [T; 9] = if ix >= 1 && ix + 1 < g.w {
+                    core::array::from_fn(|t| load(base[t / 3].add((ix - 1 + t % 3) * st[t / 3])))
                 } else {
-                    // A column in the padding reads `zb`, as a row in it does.
                     let inside = [ix >= 1, ix < g.w, ix + 1 < g.w];
                     core::array::from_fn(|t| {
                         let (ky, kx) = (t / 3, t % 3);
-                        let p = if inside[kx] {
+                        load(if inside[kx] {
                             base[ky].add((ix + kx - 1) * st[ky])
                         } else {
                             zp
-                        };
-                        vld1_s8(p)
+                        })
                     })
                 };
-                let (lo, hi) = sum9::<PAIR>(&xv, wv);
-                vst1_s8(out.add(ox * c), Rq4::apply8(r, lo, hi));
+                px(xv, out.add(ox * c));
             }
         }
+    }
+}
+
+/// [`block`]'s pixels ([`walk`]): per pixel [`sum9`] and the output stage.
+///
+/// # Safety
+/// [`block`]'s contract.
+#[inline(always)]
+unsafe fn rows<const PAIR: bool>(
+    g: &Geom,
+    x: &[i8],
+    zb: &[i8; 16],
+    wv: &[int8x8_t; 9],
+    r: &[Rq4; 2],
+    y: &mut [i8],
+    c0: usize,
+) {
+    // SAFETY: this function's contract is `walk`' with 8 bytes a tap (`c0 + 8 ≤ cout`);
+    // each output pixel holds channels `c0 .. c0 + 8`.
+    unsafe {
+        walk(
+            g,
+            x,
+            zb,
+            y,
+            c0,
+            |p| vld1_s8(p),
+            |xv, out| {
+                let (lo, hi) = sum9::<PAIR>(&xv, wv);
+                vst1_s8(out, Rq4::apply8(r, lo, hi));
+            },
+        )
     }
 }
 

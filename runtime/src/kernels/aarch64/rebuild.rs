@@ -74,7 +74,7 @@ pub(crate) fn rebuild_i8(
 fn rebuild_neon(d: &Delta<'_>, o: usize, w0: &[i8], s0: f32, w: &mut [f32], out: &mut [i8]) -> f32 {
     let n = d.channel_len();
     let (w0, w, out) = (&w0[..n], &mut w[..n], &mut out[..n]);
-    if let Some((a, b)) = factors(d) {
+    if let Some((a, b)) = d.f32_factors() {
         let kr = d.k * d.a.rows;
         if o < d.cout {
             return channel(a, &b[o * kr..][..kr], d.k, w0, s0, w, out);
@@ -106,16 +106,10 @@ pub(crate) fn rebuild_layer_i8(
 #[target_feature(enable = "neon")]
 fn layer_neon(d: &Delta<'_>, w0: &[i8], s0: &[f32], out: &mut [i8], out_scale: &mut [f32]) -> bool {
     let (n, cout) = (d.channel_len(), d.cout);
-    let Some((a, b)) = factors(d) else {
+    let Some((a, b)) = d.f32_factors() else {
         return false;
     };
-    if n == 0
-        || n > LAYER_MAX
-        || w0.len() < cout * n
-        || out.len() < cout * n
-        || s0.len() < cout
-        || out_scale.len() < cout
-    {
+    if n == 0 || n > LAYER_MAX || !d.layer_fits(w0, s0, out, out_scale) {
         return false;
     }
     // Two rows: [`layer_1x1`] forms two channels at a time.
@@ -236,20 +230,6 @@ fn row_pair<const R: usize>(
         }
     }
     amax
-}
-
-/// `d`'s factors as f32 slices, `A` of `rk·ck` and `B` of `cout·k·rk` elements, when
-/// decoded (`Delta::decoded`), of rank ≥ 1 and consistent with the conv's shape.
-#[inline]
-fn factors<'a>(d: &Delta<'a>) -> Option<(&'a [f32], &'a [f32])> {
-    let (a, b) = (d.a.as_f32()?, d.b.as_f32()?);
-    let (rk, ck, k) = (d.a.rows, d.a.cols, d.k);
-    let fits = rk > 0
-        && ck * k == d.channel_len()
-        && d.b.cols == rk
-        && a.len() >= rk * ck
-        && b.len() >= d.cout * k * rk;
-    fits.then(|| (&a[..rk * ck], &b[..d.cout * k * rk]))
 }
 
 /// One output channel with f32 factors: `A` (`rk` rows of `ck`), the channel's `k` rows

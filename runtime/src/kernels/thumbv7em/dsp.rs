@@ -194,6 +194,22 @@ macro_rules! round_asm {
     };
 }
 
+/// The end of one output's steps as `asm!` template text: `QADD` the zero point, `SSAT #8`,
+/// the floor `lo` as a byte max (`SSUB8` sets GE0 from the low bytes, `SEL` picks), `STRB`
+/// at `py` and `py += stride`. One home for [`requant_run`] and [`requant_pairs`].
+macro_rules! clamp_store_asm {
+    () => {
+        concat!(
+            "qadd {a}, {a}, {zp}\n",
+            "ssat {a}, #8, {a}\n",
+            "ssub8 {t0}, {a}, {lo}\n",
+            "sel {a}, {a}, {lo}\n",
+            "strb {a}, [{py}]\n",
+            "add {py}, {py}, {st}",
+        )
+    };
+}
+
 /// `y[i·stride] = requant(s[i])` for every `i` of a run of one channel's sums, each sum
 /// already `acc + bias` (wrapping, as `quant::requant` adds it): one `asm!` loop with the
 /// channel's constants in registers. The steps per output: `LSL` lsh (no rounding shift
@@ -230,12 +246,7 @@ pub(super) fn requant_run(k: &Kq, s: &[i32], y: &mut [i8], stride: usize, narrow
                     "ldr {a}, [{ps}], #4",
                     $mul,
                     $round,
-                    "qadd {a}, {a}, {zp}",
-                    "ssat {a}, #8, {a}",
-                    "ssub8 {t0}, {a}, {lo}",
-                    "sel {a}, {a}, {lo}",
-                    "strb {a}, [{py}]",
-                    "add {py}, {py}, {st}",
+                    clamp_store_asm!(),
                     "subs {n}, {n}, #1",
                     "bne 2b",
                     ps = inout(reg) s.as_ptr() => _,
@@ -295,12 +306,7 @@ fn requant_pairs(k: &Kq, s: &[i32], y: &mut [i8], stride: usize) {
             "lsl {a}, {a}, #1",
             "smmulr {a}, {a}, {m}",
             round_asm!("{sh}"),
-            "qadd {a}, {a}, {zp}",
-            "ssat {a}, #8, {a}",
-            "ssub8 {t0}, {a}, {lo}",
-            "sel {a}, {a}, {lo}",
-            "strb {a}, [{py}]",
-            "add {py}, {py}, {st}",
+            clamp_store_asm!(),
             "subs {n}, {n}, #1",
             "beq 3f",
             "2:",

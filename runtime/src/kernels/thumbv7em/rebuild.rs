@@ -63,20 +63,13 @@ pub(crate) fn rebuild_layer_i8(
     out_scale: &mut [f32],
 ) -> bool {
     let (n, cout) = (d.channel_len(), d.cout);
-    let (Some(a), Some(b)) = (d.a.as_f32(), d.b.as_f32()) else {
+    let Some((a, b)) = d.f32_factors() else {
         return false;
     };
     let fits = d.k == 1
         && d.a.rows == 4
-        && d.a.cols == n
-        && d.b.cols == 4
         && (1..=LAYER_MAX).contains(&n)
-        && a.len() >= 4 * n
-        && b.len() >= 4 * cout
-        && w0.len() >= cout * n
-        && out.len() >= cout * n
-        && s0.len() >= cout
-        && out_scale.len() >= cout;
+        && d.layer_fits(w0, s0, out, out_scale);
     if !fits {
         return false;
     }

@@ -109,22 +109,12 @@ pub(crate) fn rebuild_layer_i8(
     out_scale: &mut [f32],
 ) -> bool {
     let (n, rk, cout) = (d.channel_len(), d.a.rows, d.cout);
-    let (Some(a), Some(b), 1) = (d.a.as_f32(), d.b.as_f32(), d.k) else {
+    let (Some((a, b)), 1) = (d.f32_factors(), d.k) else {
         return false;
     };
-    if rk < 4
-        || n % 8 != 0
-        || !(8..=64).contains(&n)
-        || a.len() < rk * n
-        || b.len() < cout * rk
-        || w0.len() < cout * n
-        || out.len() < cout * n
-        || s0.len() < cout
-        || out_scale.len() < cout
-    {
+    if rk < 4 || n % 8 != 0 || !(8..=64).contains(&n) || !d.layer_fits(w0, s0, out, out_scale) {
         return false;
     }
-    let a = &a[..rk * n];
     let mut o = 0;
     while o < cout {
         let m = if n <= 48 && o + 2 <= cout { 2 } else { 1 };
