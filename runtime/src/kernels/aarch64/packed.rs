@@ -51,8 +51,8 @@ pub(super) const SDOT_MIN_PIXELS: usize = 4;
 type Buf = [MaybeUninit<int8x16_t>; CB * NMAX * 2 / 16];
 
 /// `reference::conv1x1::conv1x1_i8` when the shape fits (at least 4 pixels with `DOT`; 5
-/// without, or 4 on rows shorter than 128; `cin` a multiple of 4 in `16..=NMAX`, `cout` a multiple of 4, `q.lo ≤ 127`,
-/// whole slices); `false`, with nothing written, otherwise.
+/// without, or 4 on rows shorter than 128; `cin` a multiple of 4 in `16..=NMAX`, `cout` a
+/// multiple of 4, `q.lo ≤ 127`, whole slices); `false`, with nothing written, otherwise.
 ///
 /// # Safety
 /// `DOT` only when the CPU has `dotprod`.

@@ -79,9 +79,10 @@ impl<'s> Buf<'s> {
     }
 }
 
-/// The 2x2 tile's inner loop (`2:` … `BNE 2b`), the `asm!` template of [`dot2x2`]: per group of 4 inputs 2 weight loads (post-increment, unaligned), 4
-/// `SXTB16`, 4 `LDRD` of widened `x` (pixel 0's pair, pixel 1's, then again, as there are no
-/// registers to keep all four words), 8 `SMLAD` and `SUBS`/`BNE`.
+/// The 2x2 tile's inner loop (`2:` … `BNE 2b`), the `asm!` template of [`dot2x2`]: per
+/// group of 4 inputs 2 weight loads (post-increment, unaligned), 4 `SXTB16`, 3 `LDRD` of
+/// widened `x` (pixel 0's pair, pixel 1's, then pixel 0's again, as there are no registers
+/// to keep all four words), 8 `SMLAD` and `SUBS`/`BNE`.
 macro_rules! tile2x2_loop {
     () => {
         concat!(
@@ -219,15 +220,15 @@ fn dot1x4_run(w0: &[i8], xs: &[u32], g: usize, quads: usize, b0: i32, s0: &mut [
     };
     // SAFETY: `ctl` is a live, exclusively borrowed `repr(C)` block (8-aligned): the loads
     // and stores at offsets 0..20 are its fields. Each of the `quads ≥ 1` passes resets the
-    // row pointer to `w0` and runs `g ≥ 1` groups (an odd first one, then pairs) reading 4 bytes of the row (sliced to
-    // `4·g` bytes; `LDR` takes any alignment on Armv7-M) and 4 words at each of `pa`
-    // (pair `2k`) and `pb = pa + 16·g` bytes (pair `2k + 1`), both advanced 4 words a group
-    // (`xs` sliced to `quads·8·g` words: pass `k` reads pairs `2k` and `2k + 1`, `4·g`
-    // words each; a word slice is 4-aligned as `LDRD` needs); then the next pass's `pa` is
-    // this one's end of pair `2k + 1`. Each pass stores 4 words at `s0 + 16k` (sliced to
-    // `4·quads` words). The stack use is 8 bytes (`SUB`/`ADD sp` around the loops, `sp`
-    // 8-aligned as before). Every register operand is a clobbered output; `SUBS` sets the
-    // flags and `SMLAD` perhaps APSR.Q.
+    // row pointer to `w0` and runs `g ≥ 1` groups (an odd first one, then pairs) reading 4
+    // bytes of the row (sliced to `4·g` bytes; `LDR` takes any alignment on Armv7-M) and 4
+    // words at each of `pa` (pair `2k`) and `pb = pa + 16·g` bytes (pair `2k + 1`), both
+    // advanced 4 words a group (`xs` sliced to `quads·8·g` words: pass `k` reads pairs `2k`
+    // and `2k + 1`, `4·g` words each; a word slice is 4-aligned as `LDRD` needs); then the
+    // next pass's `pa` is this one's end of pair `2k + 1`. Each pass stores 4 words at
+    // `s0 + 16k` (sliced to `4·quads` words). The stack use is 8 bytes (`SUB`/`ADD sp`
+    // around the loops, `sp` 8-aligned as before). Every register operand is a clobbered
+    // output; `SUBS` sets the flags and `SMLAD` perhaps APSR.Q.
     unsafe {
         core::arch::asm!(
             "sub sp, sp, #8",
@@ -355,9 +356,9 @@ fn dot1x3(w: &[i8], n: usize, x: &[u32], g: usize) -> [i32; 3] {
     // `j`, `4j + 4 ≤ 4g ≤ n`, inside `w[..3n]`; `LDR` allows any alignment on Armv7-M) and 2
     // words at `x + 16j` (`x` sliced to `4g` words, a word slice is 4-aligned as `LDRD`
     // needs); the post-increments advance the row 0 and row 1 pointers by 4 bytes and `x`
-    // by 4 words per group, so every access stays inside the slices. It writes no memory and no stack; pointer, counter and scratch registers
-    // are clobbered outputs; `SUBS` sets the flags and `SMLAD` perhaps APSR.Q, so
-    // `preserves_flags` is not claimed.
+    // by 4 words per group, so every access stays inside the slices. It writes no memory and
+    // no stack; pointer, counter and scratch registers are clobbered outputs; `SUBS` sets the
+    // flags and `SMLAD` perhaps APSR.Q, so `preserves_flags` is not claimed.
     unsafe {
         core::arch::asm!(
             // `g` odd: one group first; then pairs of groups.
