@@ -303,7 +303,7 @@ mod tests {
                 0 => [i32::MIN, i32::MIN + 1, i32::MAX, i32::MAX - 1, 0, 1, -1][r.below(7)],
                 1 => {
                     let p = 1i32.wrapping_shl(r.below(32) as u32);
-                    [p, p - 1, p.wrapping_add(1), p.wrapping_neg()][r.below(4)]
+                    [p, p.wrapping_sub(1), p.wrapping_add(1), p.wrapping_neg()][r.below(4)]
                 }
                 _ => r.next_u64() as i32 >> r.below(24),
             }
