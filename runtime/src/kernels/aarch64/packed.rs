@@ -376,6 +376,34 @@ unsafe fn pack<const G: usize>(w: &[i8], n: usize, out: *mut int8x16_t) -> [int3
     sums
 }
 
+/// 4 channels' rows of 8 halfwords interleaved by halfword pairs: `out[m]` is
+/// `[r0[2m], r1[2m], r2[2m], r3[2m], r0[2m + 1], …, r3[2m + 1]]` — what both plain-NEON
+/// packings store ([`pack_p`]: each halfword two raw weight bytes; [`pack_h`]: one widened
+/// weight).
+#[inline(always)]
+fn zip4_s16(rows: [int16x8_t; 4]) -> [int16x8_t; 4] {
+    // SAFETY: NEON is baseline on this target (the module is cfg'd on it).
+    unsafe {
+        let [a, b, c, d] = rows;
+        let (ab0, ab1) = (vzip1q_s16(a, b), vzip2q_s16(a, b));
+        let (cd0, cd1) = (vzip1q_s16(c, d), vzip2q_s16(c, d));
+        let z = |u: int16x8_t, v: int16x8_t, hi: bool| {
+            let (u, v) = (vreinterpretq_s32_s16(u), vreinterpretq_s32_s16(v));
+            vreinterpretq_s16_s32(if hi {
+                vzip2q_s32(u, v)
+            } else {
+                vzip1q_s32(u, v)
+            })
+        };
+        [
+            z(ab0, cd0, false),
+            z(ab0, cd0, true),
+            z(ab1, cd1, false),
+            z(ab1, cd1, true),
+        ]
+    }
+}
+
 /// The 4×4 transpose of u32: `out[j]` lane `c` is `rows[c]` lane `j` (channel `c`'s bytes
 /// `4j .. 4j + 4`).
 #[inline(always)]
@@ -516,24 +544,9 @@ unsafe fn pack_p<const G: usize>(
             let r = w.as_ptr().add(4 * gi * n);
             // The 4 input groups of 16 bytes at `at`: 16-bit pairs zipped channel by channel.
             let load = |at: usize| {
-                let [a, b, c, d] =
+                let rows =
                     core::array::from_fn(|ch| vreinterpretq_s16_s8(vld1q_s8(r.add(ch * n + at))));
-                let (ab0, ab1) = (vzip1q_s16(a, b), vzip2q_s16(a, b));
-                let (cd0, cd1) = (vzip1q_s16(c, d), vzip2q_s16(c, d));
-                let z = |u: int16x8_t, v: int16x8_t, hi: bool| {
-                    let (u, v) = (vreinterpretq_s32_s16(u), vreinterpretq_s32_s16(v));
-                    vreinterpretq_s8_s32(if hi {
-                        vzip2q_s32(u, v)
-                    } else {
-                        vzip1q_s32(u, v)
-                    })
-                };
-                [
-                    z(ab0, cd0, false),
-                    z(ab0, cd0, true),
-                    z(ab1, cd1, false),
-                    z(ab1, cd1, true),
-                ]
+                zip4_s16(rows).map(|v| vreinterpretq_s8_s16(v))
             };
             // `Σw` in i16 lanes `[c0 … c3, c0 … c3]` (pairs of bytes; at most 64 vectors of
             // ±256 a lane), added across halves at the end.
@@ -667,24 +680,9 @@ unsafe fn pack_h<const G: usize>(w: &[i8], n: usize, out: *mut i16) -> [int32x4_
             let r = w.as_ptr().add(4 * gi * n);
             // `t[m]`: the 4 channels at inputs `at + 2m` (low half) and `at + 2m + 1`.
             let load = |at: usize| {
-                let [a, b, c, d]: [int16x8_t; 4] =
-                    core::array::from_fn(|ch| vmovl_s8(vld1_s8(r.add(ch * n + at))));
-                let (ab0, ab1) = (vzip1q_s16(a, b), vzip2q_s16(a, b));
-                let (cd0, cd1) = (vzip1q_s16(c, d), vzip2q_s16(c, d));
-                let z = |u: int16x8_t, v: int16x8_t, hi: bool| {
-                    let (u, v) = (vreinterpretq_s32_s16(u), vreinterpretq_s32_s16(v));
-                    vreinterpretq_s16_s32(if hi {
-                        vzip2q_s32(u, v)
-                    } else {
-                        vzip1q_s32(u, v)
-                    })
-                };
-                [
-                    z(ab0, cd0, false),
-                    z(ab0, cd0, true),
-                    z(ab1, cd1, false),
-                    z(ab1, cd1, true),
-                ]
+                zip4_s16(core::array::from_fn(|ch| {
+                    vmovl_s8(vld1_s8(r.add(ch * n + at)))
+                }))
             };
             let mut put = |j: usize, v: int16x8_t| {
                 vst1_s16(out.add((j * G + gi) * 4), vget_low_s16(v));

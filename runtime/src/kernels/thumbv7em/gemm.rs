@@ -613,19 +613,21 @@ pub(super) fn block_into(
     // afterwards, by channel triples.
     let quads = if nt == n && g > 0 { np2 / 4 } else { 0 };
     let mut s = [MaybeUninit::uninit(); 2 * RUN];
-    for o in (o0..o_end).filter(|_| quads > 0) {
-        out.channels(o, o);
-        let w0 = &w[o * n..][..n];
-        let mut q0 = 0;
-        while q0 < quads {
-            let qr = (RUN / 2).min(quads - q0);
-            dot1x4_run(w0, &xb[2 * q0 * wp..][..2 * qr * wp], g, qr, 0, &mut s);
-            // SAFETY: `dot1x4_run` stored `s[..4·qr]`.
-            let r = unsafe { written(&s, 4 * qr) };
-            for (i, &v) in r.iter().enumerate() {
-                out.put(4 * q0 + i, false, v);
+    if quads > 0 {
+        for o in o0..o_end {
+            out.channels(o, o);
+            let w0 = &w[o * n..][..n];
+            let mut q0 = 0;
+            while q0 < quads {
+                let qr = (RUN / 2).min(quads - q0);
+                dot1x4_run(w0, &xb[2 * q0 * wp..][..2 * qr * wp], g, qr, 0, &mut s);
+                // SAFETY: `dot1x4_run` stored `s[..4·qr]`.
+                let r = unsafe { written(&s, 4 * qr) };
+                for (i, &v) in r.iter().enumerate() {
+                    out.put(4 * q0 + i, false, v);
+                }
+                q0 += qr;
             }
-            q0 += qr;
         }
     }
     let mut o = o0;
