@@ -76,6 +76,27 @@ impl Rq {
     }
 }
 
+/// The Cortex-M output stage's short form (`thumbv7em::dsp`, `short_asm`): for sums
+/// `s = acc + bias` with `|acc| ≤ acc_max`, `Some((kz, e))` when `requant(acc, rq, q)` is
+/// `max(SSAT8(ASR(SMMLAR(2s, mult, kz) − [s < 0], e)), lo)` with `kz = zp·2^e + 2^(e−1)`:
+/// a right shift `e ∈ 1..=23`, `mult ≥ 0` (so `v = SMMULR(2s, mult)` has the sign of `s` or
+/// is 0, where the fix-up `−[v < 0]` may read `−[s < 0]`), a zero point in `−128..=127` and
+/// `|s| < 2^30` (so `2s` fits an i32); then no step wraps or saturates before `SSAT`. The
+/// host test `short_stage_model` checks the identity on a model of the instructions.
+pub(crate) fn short_stage(
+    [bias, mult, shift]: [i32; 3],
+    q: OutQ,
+    acc_max: u64,
+) -> Option<(i32, u32)> {
+    let e = shift.checked_neg()?;
+    let fits = (1..=23).contains(&e)
+        && mult >= 0
+        && (-128..=127).contains(&q.zero_point)
+        && q.lo <= 127
+        && u64::from(bias.unsigned_abs()).saturating_add(acc_max) < 1 << 30;
+    fits.then(|| ((q.zero_point << e) + (1 << (e - 1)), e as u32))
+}
+
 /// `reference::requant_weights::quantize_weight(t)` (round half away from zero, clamped to
 /// ±127, NaN → 0) without a branch: `trunc(|t| + h)` with `h = 0.5 − 2^−25` (the float
 /// below ½). Below ½ the sum stays at most `1 − 2^−24`; at `k + ½` it is `k + 1 − 2^−25`,
@@ -435,6 +456,80 @@ mod tests {
             }
         }
         assert!(hits > 5_000, "{hits} near-half quotients");
+    }
+
+    /// [`short_stage`]'s identity on a model of the Armv7E-M instructions (`SMMLAR`: the
+    /// high word of `acc·2^32 + a·b + 2^31`; `SSAT #8`): equal to `quant::requant` wherever
+    /// `short_stage` accepts the channel, on random sums near zero, at the `|s| < 2^30`
+    /// bound, on rounding ties, for every shift it takes and both floors; and it accepts
+    /// most ordinary channels. Seed: `LORKD_SEED`.
+    #[test]
+    fn short_stage_model() {
+        let smmlar = |a: i32, b: i32, acc: i32| {
+            (((acc as i64) << 32)
+                .wrapping_add(a as i64 * b as i64)
+                .wrapping_add(1 << 31)
+                >> 32) as i32
+        };
+        let mut r = crate::engine::testnet::Rng::new(crate::test_seed());
+        let (mut taken, mut cases) = (0, 0);
+        for _ in 0..400_000 {
+            let u = r.next_u64();
+            let mult = match u % 8 {
+                0 => [0, 1, 1 << 30, i32::MAX, -1, -(1 << 30), i32::MIN + 1][r.below(7)],
+                1 => r.next_u64() as i32,
+                _ => (1 << 30) | (r.next_u64() as i32 & 0x3fff_ffff),
+            };
+            let shift = match (u >> 3) % 8 {
+                0 => r.below(70) as i32 - 40,
+                _ => -(r.below(24) as i32) - 1,
+            };
+            let acc_max = [0u64, 1 << 22, 9 << 22, 200 << 22, 1 << 30][r.below(5)];
+            let bias = match (u >> 6) % 4 {
+                0 => r.next_u64() as i32,
+                1 => (r.next_u64() as i32) >> 8,
+                _ => (r.next_u64() as i32) >> 24,
+            };
+            let acc = match (u >> 8) % 4 {
+                // Near zero (where `v` is 0 and `s` negative), at the bound.
+                0 => (r.below(9) as i32 - 4).wrapping_sub(bias),
+                1 => {
+                    let lim = (1i64 << 30) - 1 - i64::from(bias.unsigned_abs());
+                    (if r.below(2) == 0 { lim } else { -lim }).clamp(-(1 << 30), 1 << 30) as i32
+                }
+                // `2s·mult` landing on a tie of the shift: `s·mult = k·2^(30+e) ± 2^(29+e)`
+                // for `mult = 2^30` reads `s = k·2^e ± 2^(e−1)`.
+                2 => {
+                    let e = (-shift).clamp(1, 29);
+                    ((r.next_u64() as i32) >> 12 >> e << e)
+                        .wrapping_add(1 << (e - 1))
+                        .wrapping_sub(bias)
+                }
+                _ => (r.next_u64() as i32) >> r.below(32),
+            };
+            let zp = r.below(256) as i32 - 128;
+            let q = OutQ {
+                zero_point: if r.below(50) == 0 { 300 } else { zp },
+                lo: if r.below(2) == 0 { -128 } else { zp },
+            };
+            let rq = [bias, mult, shift];
+            let Some((kz, e)) = short_stage(rq, q, acc_max) else {
+                continue;
+            };
+            cases += 1;
+            if u64::from(acc.unsigned_abs()) > acc_max {
+                continue;
+            }
+            taken += 1;
+            let s = acc.wrapping_add(bias);
+            let t = s << 1;
+            let v = (smmlar(t, mult, kz) - (t as u32 >> 31) as i32) >> e;
+            let got = v.clamp(-128, 127).max(q.lo) as i8;
+            let want = crate::quant::requant(acc, rq, q);
+            assert_eq!(got, want, "acc {acc} rq {rq:?} {q:?} acc_max {acc_max}");
+        }
+        println!("{taken} of {cases} taken");
+        assert!(taken > 50_000 && cases > 100_000, "{taken} of {cases}");
     }
 
     /// [`requant_table`] gives the spec's triples bit for bit (the shared check of the

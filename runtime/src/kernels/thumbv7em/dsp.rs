@@ -100,23 +100,36 @@ pub(super) fn pair(v: i32) -> u32 {
 /// (`LDRD` pairs at fixed offsets, inside the `asm!`): prepared once per channel, so a
 /// tile's output stage costs its loads, not a rebuild of the constants per call.
 /// `mode` 0: a rounding shift `rsh ≥ 1` (`rsh1 = rsh − 1`); 1: none (`rsh = 0`); 2: an
-/// exotic channel (`Rq`'s: `mult = MIN` or `lo > 127`), which takes `quant::requant`.
+/// exotic channel (`Rq`'s: `mult = MIN` or `lo > 127`), which takes `quant::requant`;
+/// 3 ([`SHORT`]): the short form ([`short_asm`], where `fixed::short_stage` takes the
+/// channel), 4 ([`SHORT_FLOOR`]): the same with a floor `lo > −128`.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C, align(8))]
 pub(super) struct Kq {
     bias: i32,
-    lsh: u32,
     mult: i32,
-    rsh1: u32,
+    /// The short form's `zp·2^rsh + 2^(rsh − 1)`: the zero point and the rounding half,
+    /// added by the high multiply's accumulate.
+    kz: i32,
+    rsh: u32,
     zp: i32,
     lo: i32,
+    lsh: u32,
+    rsh1: u32,
     mode: u32,
     shift: i32,
 }
 
+/// [`Kq::mode`] of the short form without a floor (`lo = −128`: `SSAT` is the clamp).
+const SHORT: u32 = 3;
+/// [`Kq::mode`] of the short form with a floor `lo > −128`.
+const SHORT_FLOOR: u32 = 4;
+
 impl Kq {
+    /// The constants of `rq` and `q` for sums `acc + bias` with `|acc| ≤ acc_max` (which
+    /// decides whether the short form is exact).
     #[inline(always)]
-    pub(super) fn new(rq: [i32; 3], q: crate::kernels::OutQ) -> Self {
+    pub(super) fn new(rq: [i32; 3], q: crate::kernels::OutQ, acc_max: u64) -> Self {
         let [bias, mult, shift] = rq;
         if mult == i32::MIN || q.lo > 127 {
             return Kq {
@@ -136,16 +149,32 @@ impl Kq {
         } else {
             (0, shift.wrapping_neg().clamp(0, 31) as u32)
         };
+        let lo = q.lo.max(-128);
+        let short = crate::kernels::fixed::short_stage(rq, q, acc_max);
+        let mode = match (short, rsh) {
+            (Some(_), _) if lo > -128 => SHORT_FLOOR,
+            (Some(_), _) => SHORT,
+            (None, 0) => 1,
+            (None, _) => 0,
+        };
         Kq {
             bias,
-            lsh,
             mult,
-            rsh1: rsh.saturating_sub(1),
+            kz: short.map_or(0, |(kz, _)| kz),
+            rsh,
             zp: q.zero_point,
-            lo: q.lo.max(-128),
-            mode: u32::from(rsh == 0),
+            lo,
+            lsh,
+            rsh1: rsh.saturating_sub(1),
+            mode,
             shift,
         }
+    }
+
+    /// The short form without a floor ([`short1k`] is exact for this channel).
+    #[inline(always)]
+    pub(super) fn is_short(&self) -> bool {
+        self.mode == SHORT
     }
 
     /// `quant::requant` itself (exotic channels).
@@ -157,6 +186,36 @@ impl Kq {
         };
         crate::quant::requant(a, [self.bias, self.mult, self.shift], q)
     }
+}
+
+/// The short form of one output's steps as `asm!` template text, from the sum `s = acc + bias`
+/// in `{$s}` to the saturated byte in `{$s}`; `mult`, `kz` and `rsh` in `$m`, `$kz`, `$e`;
+/// scratch `$t`. Five instructions where the general form took eight (`LSL`, `SMMULR`,
+/// [`round_asm`]'s four, `QADD`, `SSAT`). Exact where `fixed::short_stage` takes the
+/// channel (`|s| < 2^30`, `mult ≥ 0`, `1 ≤ rsh ≤ 23`, `|zp| ≤ 128`; its host test checks a
+/// model of these instructions):
+/// - `LSL #1`: `t = 2s`;
+/// - `SMMLAR`: `kz + ⌊(t·mult + 2^31) / 2^32⌋ = kz + v`, `v` the doubling high multiply
+///   (the accumulate adds `kz·2^32` to the 64-bit sum: no rounding, and no wrap as
+///   `|kz·2^32|`, `|t·mult| < 2^62`);
+/// - `SUB … LSR #31`: minus `[s < 0]`, the rounding's half-away-from-zero fix-up `−[v < 0]`:
+///   `v` has the sign of `s` (`mult ≥ 0`) or is 0, and where `s < 0` and `v = 0` both give
+///   `⌊(2^(e−1) − 1 or 2^(e−1)) / 2^e⌋ = 0`;
+/// - `ASR rsh`: the rounded value plus the zero point, `kz` being `zp·2^e` (a multiple of
+///   `2^e`) plus the rounding half; no wrap for `e ≤ 23` (`|v| ≤ 2^30`,
+///   `|kz| ≤ 2^30 − 2^22`);
+/// - `SSAT #8`.
+#[rustfmt::skip]
+macro_rules! short_asm {
+    ($s:literal, $m:literal, $kz:literal, $e:literal, $t:literal) => {
+        concat!(
+            "lsl ", $s, ", ", $s, ", #1\n",
+            "smmlar ", $t, ", ", $s, ", ", $m, ", ", $kz, "\n",
+            "sub ", $t, ", ", $t, ", ", $s, ", lsr #31\n",
+            "asr ", $t, ", ", $t, ", ", $e, "\n",
+            "ssat ", $s, ", #8, ", $t,
+        )
+    };
 }
 
 /// The doubling high multiply of the output stage as `asm!` template text, `mult` in operand
@@ -212,34 +271,29 @@ macro_rules! clamp_store_asm {
 
 /// `y[i·stride] = requant(s[i])` for every `i` of a run of one channel's sums, each sum
 /// already `acc + bias` (wrapping, as `quant::requant` adds it): one `asm!` loop with the
-/// channel's constants in registers. The steps per output: `LSL` lsh (no rounding shift
-/// only: with a right shift the left one is 0); the high multiply ([`high_mul_asm`]); with
-/// a right shift, the rounding shift ([`round_asm`]); `QADD` the zero point, `SSAT #8`,
-/// and the floor `lo` as a byte max (`SSUB8` sets GE0 from the low bytes, `SEL` picks);
-/// `STRB`. 18 instructions an output with the loop. Exotic channels (mode 2) take
-/// `quant::requant`.
-///
-/// `narrow`: the caller knows every `|s[i]| < 2^30`. Then, with a right shift, the high
-/// multiply is `SMMULR(2·s, mult)` — `⌊(2s·mult + 2^31) / 2^32⌋ = ⌊(s·mult + 2^30) / 2^31⌋`,
-/// the same value — 2 instructions instead of 5: 15 an output.
+/// channel's constants in registers. The short forms ([`SHORT`], [`SHORT_FLOOR`]) take
+/// [`requant_pairs`]. Otherwise the steps per output: `LSL` lsh (no rounding shift only:
+/// with a right shift the left one is 0); the high multiply ([`high_mul_asm`]); with a right
+/// shift, the rounding shift ([`round_asm`]); `QADD` the zero point, `SSAT #8`, and the floor
+/// `lo` as a byte max (`SSUB8` sets GE0 from the low bytes, `SEL` picks); `STRB`. 18
+/// instructions an output with the loop. Exotic channels (mode 2) take `quant::requant`.
 #[inline(always)]
-pub(super) fn requant_run(k: &Kq, s: &[i32], y: &mut [i8], stride: usize, narrow: bool) {
+pub(super) fn requant_run(k: &Kq, s: &[i32], y: &mut [i8], stride: usize) {
     let len = s.len();
     if len == 0 {
         return;
     }
     assert!((len - 1) * stride < y.len());
-    // One loop for every form: `$mul` the high multiply (and `LSL` lsh), `$round` the
-    // rounding shift, `$t1` the second scratch register where `$mul` needs it.
+    // One loop for the general forms: `$mul` the high multiply (and `LSL` lsh), `$round` the
+    // rounding shift.
     macro_rules! run {
-        ($sh:expr, $mul:expr, $round:expr $(, $t1:ident)?) => {
+        ($sh:expr, $mul:expr, $round:expr) => {
             // SAFETY: the loop runs `len ≥ 1` times; pass `i` loads the word at `s + 4i`
             // (inside `s`) and stores one byte at `y + i·stride` (`(len − 1)·stride <
             // y.len()`, asserted above), so every access is inside the slices; no stack.
             // Register-only Armv7E-M instructions otherwise; pointers, counter and scratch
             // are clobbered outputs; `ASRS`/`ADC`/`SSUB8`/`SUBS` change N/Z/C/V/GE and
-            // `QADD`/`SSAT` perhaps Q, so `preserves_flags` is not claimed. The short form's
-            // `LSL #1` is exact: `2·s[i]` fits an i32 by the caller's `narrow`.
+            // `QADD`/`SSAT` perhaps Q, so `preserves_flags` is not claimed.
             unsafe {
                 asm!(
                     "2:",
@@ -259,20 +313,20 @@ pub(super) fn requant_run(k: &Kq, s: &[i32], y: &mut [i8], stride: usize, narrow
                     lo = in(reg) k.lo,
                     a = out(reg) _,
                     t0 = out(reg) _,
-                    $($t1 = out(reg) _,)?
+                    t1 = out(reg) _,
                     options(nostack),
                 );
             }
         };
     }
     match k.mode {
-        0 if narrow => requant_pairs(k, s, y, stride),
-        0 => run!(k.rsh1, high_mul_asm!("{m}"), round_asm!("{sh}"), t1),
+        SHORT => requant_pairs::<false>(k, s, y, stride),
+        SHORT_FLOOR => requant_pairs::<true>(k, s, y, stride),
+        0 => run!(k.rsh1, high_mul_asm!("{m}"), round_asm!("{sh}")),
         1 => run!(
             k.lsh,
             concat!("lsl {a}, {a}, {sh}\n", high_mul_asm!("{m}")),
-            "",
-            t1
+            ""
         ),
         _ => {
             for (i, &v) in s.iter().enumerate() {
@@ -282,88 +336,114 @@ pub(super) fn requant_run(k: &Kq, s: &[i32], y: &mut [i8], stride: usize, narrow
     }
 }
 
-/// [`requant_run`]'s narrow right-shift form (mode 0, `LSL #1` + `SMMULR`) two outputs a
-/// pass: one `LDRD` of two sums, the second byte stored at `[y, stride]` and one `ADD` of
-/// `2·stride` — 13 instructions an output instead of 15 —, an odd first output alone.
+/// [`requant_run`]'s short forms ([`short_asm`]) two outputs a pass: one `LDRD` of two sums,
+/// the second byte stored at `[y, stride]` and one `ADD` of `2·stride` — 8 instructions an
+/// output (10 with the floor `FLOOR`: `SSUB8` + `SEL`) —, an odd first output alone.
 #[inline(always)]
-fn requant_pairs(k: &Kq, s: &[i32], y: &mut [i8], stride: usize) {
+fn requant_pairs<const FLOOR: bool>(k: &Kq, s: &[i32], y: &mut [i8], stride: usize) {
     let len = s.len();
     assert!(len >= 1 && (len - 1) * stride < y.len());
-    // SAFETY: an odd `len` first runs one output: the word at `s`, the byte at `y`. Then
-    // the pair loop runs `len / 2` times (not at all for `len = 1`): each pass loads the next
-    // two words of `s` (a 4-aligned `&[i32]` as `LDRD` needs) and stores the bytes of the
-    // next two outputs at `y + i·stride` and `y + (i + 1)·stride`: with `len` outputs in all,
-    // every load is inside `s` and every store at most `(len − 1)·stride < y.len()`
-    // (asserted above); no stack. Register-only Armv7E-M instructions otherwise; pointers,
-    // counter and scratch are clobbered outputs; the flags (N/Z/C/V/GE) and perhaps Q
-    // change, so `preserves_flags` is not claimed. The `LSL #1`s are exact by
-    // `requant_run`'s `narrow`.
-    unsafe {
-        asm!(
-            "tst {n}, #1",
-            "beq 2f",
-            "ldr {a}, [{ps}], #4",
-            "lsl {a}, {a}, #1",
-            "smmulr {a}, {a}, {m}",
-            round_asm!("{sh}"),
-            clamp_store_asm!(),
-            "subs {n}, {n}, #1",
-            "beq 3f",
-            "2:",
-            "ldrd {a}, {b}, [{ps}], #8",
-            "lsl {a}, {a}, #1",
-            "smmulr {a}, {a}, {m}",
-            "lsl {b}, {b}, #1",
-            "smmulr {b}, {b}, {m}",
-            round_asm!("{sh}"),
-            "sub {b}, {b}, {b}, lsr #31",
-            "asr {b}, {b}, {sh}",
-            "asrs {b}, {b}, #1",
-            "adc {b}, {b}, #0",
-            "qadd {a}, {a}, {zp}",
-            "qadd {b}, {b}, {zp}",
-            "ssat {a}, #8, {a}",
-            "ssat {b}, #8, {b}",
-            "ssub8 {t0}, {a}, {lo}",
-            "sel {a}, {a}, {lo}",
-            "ssub8 {t0}, {b}, {lo}",
-            "sel {b}, {b}, {lo}",
-            "strb {a}, [{py}]",
-            "strb {b}, [{py}, {st}]",
-            "add {py}, {py}, {st}, lsl #1",
-            "subs {n}, {n}, #2",
-            "bne 2b",
-            "3:",
-            ps = inout(reg) s.as_ptr() => _,
-            py = inout(reg) y.as_mut_ptr() => _,
-            st = in(reg) stride,
-            n = inout(reg) len => _,
-            m = in(reg) k.mult,
-            sh = in(reg) k.rsh1,
-            zp = in(reg) k.zp,
-            lo = in(reg) k.lo,
-            a = out(reg) _,
-            b = out(reg) _,
-            t0 = out(reg) _,
-            options(nostack),
+    macro_rules! pairs {
+        ($($floor_a:literal, $floor_b:literal, $lo:ident)?) => {
+            // SAFETY: an odd `len` first runs one output: the word at `s`, the byte at `y`.
+            // Then the pair loop runs `len / 2` times (not at all for `len = 1`): each pass
+            // loads the next two words of `s` (a 4-aligned `&[i32]` as `LDRD` needs) and
+            // stores the bytes of the next two outputs at `y + i·stride` and `y + (i +
+            // 1)·stride`: with `len` outputs in all, every load is inside `s` and every store
+            // at most `(len − 1)·stride < y.len()` (asserted above); no stack. Register-only
+            // Armv7E-M instructions otherwise; pointers, counter and scratch are clobbered
+            // outputs; the flags (N/Z/C/V/GE) and perhaps Q change, so `preserves_flags` is
+            // not claimed. The short form's bounds hold by `Kq::new`'s mode.
+            unsafe {
+                asm!(
+                    "tst {n}, #1",
+                    "beq 2f",
+                    "ldr {a}, [{ps}], #4",
+                    short_asm!("{a}", "{m}", "{kz}", "{e}", "{t0}"),
+                    $($floor_a,)?
+                    "strb {a}, [{py}]",
+                    "add {py}, {py}, {st}",
+                    "subs {n}, {n}, #1",
+                    "beq 3f",
+                    "2:",
+                    "ldrd {a}, {b}, [{ps}], #8",
+                    short_asm!("{a}", "{m}", "{kz}", "{e}", "{t0}"),
+                    $($floor_a,)?
+                    short_asm!("{b}", "{m}", "{kz}", "{e}", "{t0}"),
+                    $($floor_b,)?
+                    "strb {a}, [{py}]",
+                    "strb {b}, [{py}, {st}]",
+                    "add {py}, {py}, {st}, lsl #1",
+                    "subs {n}, {n}, #2",
+                    "bne 2b",
+                    "3:",
+                    ps = inout(reg) s.as_ptr() => _,
+                    py = inout(reg) y.as_mut_ptr() => _,
+                    st = in(reg) stride,
+                    n = inout(reg) len => _,
+                    m = in(reg) k.mult,
+                    kz = in(reg) k.kz,
+                    e = in(reg) k.rsh,
+                    $($lo = in(reg) k.lo,)?
+                    a = out(reg) _,
+                    b = out(reg) _,
+                    t0 = out(reg) _,
+                    options(nostack),
+                );
+            }
+        };
+    }
+    if FLOOR {
+        pairs!(
+            "ssub8 {t0}, {a}, {lo}\nsel {a}, {a}, {lo}",
+            "ssub8 {t0}, {b}, {lo}\nsel {b}, {b}, {lo}",
+            lo
         );
+    } else {
+        pairs!();
     }
 }
 
+/// [`requant1k`] for a channel in the short form without a floor ([`Kq::is_short`]; any
+/// other channel gets a wrong byte, nothing worse): 6 instructions, no dispatch.
+#[inline(always)]
+pub(super) fn short1k(k: &Kq, a: i32) -> i8 {
+    let mut a = a;
+    // SAFETY: `p` points at a live `Kq` (a reference), `repr(C, align(8))`: the loads read
+    // its fields at offsets 0..16, 8-aligned as `LDRD` needs, and nothing else; no stores,
+    // no stack. Register-only instructions otherwise, flags changed.
+    unsafe {
+        asm!(
+            "ldrd {t0}, {t1}, [{p}]",
+            "add {a}, {a}, {t0}",
+            "ldrd {t0}, {t2}, [{p}, #8]",
+            short_asm!("{a}", "{t1}", "{t0}", "{t2}", "{t1}"),
+            p = in(reg) k as *const Kq,
+            a = inout(reg) a,
+            t0 = out(reg) _,
+            t1 = out(reg) _,
+            t2 = out(reg) _,
+            options(pure, readonly, nostack),
+        )
+    }
+    a as i8
+}
+
 /// `rq.apply(a)` for the channel of `k` (`a` before the bias): [`requant_run`]'s steps, the
-/// constants loaded from `k` by `LDRD` as they are needed (`ADD` bias first).
+/// constants loaded from `k` by `LDRD` as they are needed (`ADD` bias first); 8 instructions
+/// in the short form (11 with the floor).
 #[inline(always)]
 pub(super) fn requant1k(k: &Kq, a: i32) -> i8 {
     let mut a = a;
     macro_rules! one {
         ([$($pre:literal,)*], [$($round:expr,)*]) => {
             // SAFETY: `p` points at a live `Kq` (a reference), `repr(C, align(8))`: the loads
-            // read its fields at offsets 0..24, 8-aligned as `LDRD` needs, and nothing else; no
-            // stores, no stack. Register-only instructions otherwise, flags changed.
+            // read its fields at offsets 0..32, 8-aligned as `LDRD` needs, and nothing else;
+            // no stores, no stack. Register-only instructions otherwise, flags changed.
             unsafe {
                 asm!(
                     $($pre,)*
-                    "ldr {t2}, [{p}, #8]",
+                    "ldr {t2}, [{p}, #4]",
                     high_mul_asm!("{t2}"),
                     $($round,)*
                     "ldrd {t0}, {t1}, [{p}, #16]",
@@ -381,15 +461,43 @@ pub(super) fn requant1k(k: &Kq, a: i32) -> i8 {
             }
         };
     }
+    macro_rules! short {
+        ($($floor:literal,)*) => {
+            // SAFETY: as `one!`: loads of `Kq` fields at offsets 0..24, no stores, no stack.
+            // The short form's bounds hold by `Kq::new`'s mode.
+            unsafe {
+                asm!(
+                    "ldrd {t0}, {t1}, [{p}]",
+                    "add {a}, {a}, {t0}",
+                    "ldrd {t0}, {t2}, [{p}, #8]",
+                    short_asm!("{a}", "{t1}", "{t0}", "{t2}", "{t1}"),
+                    $($floor,)*
+                    p = in(reg) k as *const Kq,
+                    a = inout(reg) a,
+                    t0 = out(reg) _,
+                    t1 = out(reg) _,
+                    t2 = out(reg) _,
+                    options(pure, readonly, nostack),
+                )
+            }
+        };
+    }
     match k.mode {
+        SHORT => return short1k(k, a),
+        SHORT_FLOOR => short!(
+            "ldr {t0}, [{p}, #20]",
+            "ssub8 {t2}, {a}, {t0}",
+            "sel {a}, {a}, {t0}",
+        ),
         0 => one!(
             ["ldr {t0}, [{p}]", "add {a}, {a}, {t0}",],
-            ["ldr {t2}, [{p}, #12]", round_asm!("{t2}"),]
+            ["ldr {t2}, [{p}, #28]", round_asm!("{t2}"),]
         ),
         1 => one!(
             [
-                "ldrd {t0}, {t1}, [{p}]",
+                "ldr {t0}, [{p}]",
                 "add {a}, {a}, {t0}",
+                "ldr {t1}, [{p}, #24]",
                 "lsl {a}, {a}, {t1}",
             ],
             []

@@ -4,8 +4,11 @@
 //! channel on its own (a depthwise sum never pairs channels). Channels go in blocks whose
 //! requantisation constants ([`Kq`]) are prepared once and kept for every pixel; each
 //! pixel's taps inside the image are listed once as a pair of pointers per tap.
-use super::dsp::{pair, requant1k, smlabb, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8, Kq};
+use super::dsp::{
+    pair, requant1k, short1k, smlabb, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8, Kq,
+};
 use crate::kernels::{reference, Geom, OutQ};
+use core::mem::MaybeUninit;
 
 /// Channels per block (their `Kq` live on the stack).
 const BLOCK: usize = 32;
@@ -31,13 +34,19 @@ pub(crate) fn dwconv3x3_i8(
         return reference::dwconv3x3::dwconv3x3_i8(g, x, zx, w, rq, q, y);
     }
     let zz = pair(-zx);
-    let mut k = [Kq::default(); BLOCK];
+    // Uninitialised: zeroing 32 of them cost more than a small layer's block setup.
+    let mut kb = [MaybeUninit::<Kq>::uninit(); BLOCK];
     for c0 in (0..c).step_by(BLOCK) {
         let nb = BLOCK.min(c - c0);
-        for (ki, &v) in k.iter_mut().zip(&rq[c0..c0 + nb]) {
-            *ki = Kq::new(v, q);
+        for (ki, &v) in kb.iter_mut().zip(&rq[c0..c0 + nb]) {
+            // `|acc| ≤ 9·2^7·2^15` (`|x − zx| < 2^15` by `fits`).
+            ki.write(Kq::new(v, q, 9 << 22));
         }
-        let k = &k[..nb];
+        // SAFETY: the loop above wrote `kb[..nb]` (`rq` holds `c ≥ c0 + nb` rows by `fits`);
+        // `MaybeUninit<Kq>` has `Kq`'s layout.
+        let k: &[Kq] = unsafe { core::slice::from_raw_parts(kb.as_ptr().cast(), nb) };
+        // One test a block instead of a dispatch an output: the usual case.
+        let short = k.iter().all(Kq::is_short);
         let n4 = nb & !3;
         for oy in 0..g.ho {
             for ox in 0..g.wo {
@@ -82,10 +91,16 @@ pub(crate) fn dwconv3x3_i8(
                         a3 = smlatt(wo, xo, a3);
                     }
                     let (o, kk) = (&mut out[j..j + 4], &k[j..j + 4]);
-                    o[0] = requant1k(&kk[0], a0);
-                    o[1] = requant1k(&kk[1], a1);
-                    o[2] = requant1k(&kk[2], a2);
-                    o[3] = requant1k(&kk[3], a3);
+                    let a = [a0, a1, a2, a3];
+                    if short {
+                        for i in 0..4 {
+                            o[i] = short1k(&kk[i], a[i]);
+                        }
+                    } else {
+                        for i in 0..4 {
+                            o[i] = requant1k(&kk[i], a[i]);
+                        }
+                    }
                 }
                 for j in n4..nb {
                     let mut acc = 0i32;

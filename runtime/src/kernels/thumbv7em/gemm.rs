@@ -530,9 +530,8 @@ pub(super) fn block(
         [MaybeUninit::uninit(); 2 * RUN],
     );
     let whole = nt == n && g > 0;
-    // Every sum `bias + Σ w·(x − zx)` is below 2^30 in magnitude when
-    // `|bias| + n·2^22 < 2^30` (`|w| ≤ 2^7`, `|x − zx| ≤ 2^15`): `requant_run`'s short form.
-    let narrow = |bias: i32| (bias.unsigned_abs() as u64) + ((n as u64) << 22) < 1 << 30;
+    // `|Σ w·(x − zx)| ≤ n·2^22` (`|w| ≤ 2^7`, `|x − zx| ≤ 2^15`): `Kq`'s bound.
+    let kq = |o: usize| Kq::new(rq[o], q, (n as u64) << 22);
     let mut c0 = 0;
     while c0 < pairs {
         let m = RUN.min(pairs - c0);
@@ -557,7 +556,7 @@ pub(super) fn block(
                 // SAFETY: `dot1x4_run` stored `s0[..4·quads]` and the odd pair's tile the
                 // last 2: `s0[..2m]`.
                 let r0 = unsafe { written(&s0, 2 * m) };
-                requant_run(&Kq::new(rq[o], q), r0, &mut yc[o..], cout, narrow(b0));
+                requant_run(&kq(o), r0, &mut yc[o..], cout);
                 o += 1;
             }
         }
@@ -574,9 +573,9 @@ pub(super) fn block(
             // SAFETY: the loop above wrote `s0[..2m]` and `s1[..2m]` (2 of each of its `m`
             // pairs).
             let (r0, r1) = unsafe { (written(&s0, 2 * m), written(&s1, 2 * m)) };
-            requant_run(&Kq::new(rq[o], q), r0, &mut yc[o..], cout, narrow(b0));
+            requant_run(&kq(o), r0, &mut yc[o..], cout);
             if o1 != o {
-                requant_run(&Kq::new(rq[o1], q), r1, &mut yc[o1..], cout, narrow(b1));
+                requant_run(&kq(o1), r1, &mut yc[o1..], cout);
             }
             o += 2;
         }
