@@ -130,8 +130,8 @@ struct Parts<'x> {
     table: &'x [u8],
     weights: &'x mut [u8],
     scratch: &'x mut [u8],
+    /// The int8 requant scratch, then (at the `PoolHead`) the pooled feature vector.
     requant: &'x mut [u8],
-    features: &'x mut [u8],
 }
 
 /// The arena split into its regions.
@@ -140,15 +140,14 @@ fn parts(arena: &mut [u8], r: Regions) -> Parts<'_> {
     let (table, rest) = rest.split_at_mut(r.weights - r.values);
     let (weights, rest) = rest.split_at_mut(r.scratch - r.weights);
     let (scratch, rest) = rest.split_at_mut(r.requant - r.scratch);
-    let (requant, rest) = rest.split_at_mut(r.features - r.requant);
-    let features = &mut rest[..r.total - r.features];
+    // The pooled features live in the requant scratch's bytes (`layout::Regions::features`).
+    let requant = &mut rest[..r.total - r.requant];
     Parts {
         act,
         table,
         weights,
         scratch,
         requant,
-        features,
     }
 }
 
@@ -444,7 +443,6 @@ impl<'b, 'a> Engine<'b, 'a> {
             weights: p.weights,
             scratch,
             requant: p.requant,
-            features: p.features,
             m: &m,
             shared,
             dept: &dept,

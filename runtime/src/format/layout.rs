@@ -15,8 +15,13 @@
 //!               experts, then the Materialized rule (over every expert: the cached
 //!               requantisation tables keep Materialized's room)
 //! where D = r·k·Cin·k + Cout·k·r·k: both factors decoded to f32 once per use.
+//! Materialized int8: + min(requant scratch, feature vector) at the scratch's end: more
+//!               room for the cached tables, as the two regions below share their bytes
 //! int8 (both):  requant scratch: max Cout over Conv/DwConv × (bias, multiplier, shift) i32
-//! both:         pooled feature vector f32 [features]
+//! both:         pooled feature vector f32 [features], in the requant scratch's bytes
+//!               (the `PoolHead` is the last op): the region is the larger of the two
+//! Auto, Streaming int8: then min(the two) bytes unused. Every total is what it was with
+//!               the two apart (bundles packed before keep their arena sizes)
 //! ```
 //! Every region starts 16-aligned. Requantisation parameters depend on the department's
 //! activation scales: in Materialized (and Auto) int8 mode `select` computes them for the
@@ -70,7 +75,8 @@ pub struct Regions {
     pub stream_scratch: usize,
     /// Start of the int8 requant scratch.
     pub requant: usize,
-    /// Start of the pooled feature vector.
+    /// Start of the pooled feature vector: the requant scratch's start (its bytes are idle
+    /// once the `PoolHead`, the last op, runs).
     pub features: usize,
     /// Total bytes.
     pub total: usize,
@@ -148,15 +154,27 @@ pub fn regions_with(m: &Manifest<'_>, plan: &Plan) -> Option<Regions> {
     // Streaming no rebuilt ones (weights = chan = 0), so both keep their sizes.
     let scratch = w0.checked_add(weights)?;
     let stream_scratch = align_checked(lowrank.checked_mul(4)?)?;
-    let requant = scratch
-        .checked_add(stream_scratch)?
-        .checked_add(align_checked(chan.checked_mul(4)?)?)?;
-    let features = requant.checked_add(if int8 {
+    // The pooled features reuse the requant scratch: the `PoolHead` is the last op, so no
+    // table is read after it. The bytes this saves stay in the arena, so every total is
+    // what it was with the two regions apart: in Materialized at the end of the scratch
+    // (idle at inference: more room for the cached requantisation tables), elsewhere at
+    // the end (Auto keeps its cache, and so its switch, as it was).
+    let rq = if int8 {
         align_checked(max_cout.checked_mul(12)?)?
     } else {
         0
-    })?;
-    let total = features.checked_add(align_checked(m.features as usize * 4)?)?;
+    };
+    let feat = align_checked(m.features as usize * 4)?;
+    let (cache, pad) = match plan.mode() {
+        Mode::Materialized => (rq.min(feat), 0),
+        _ => (0, rq.min(feat)),
+    };
+    let requant = scratch
+        .checked_add(stream_scratch)?
+        .checked_add(align_checked(chan.checked_mul(4)?)?)?
+        .checked_add(cache)?;
+    let features = requant;
+    let total = requant.checked_add(rq.max(feat))?.checked_add(pad)?;
     Some(Regions {
         values,
         weights: w0,

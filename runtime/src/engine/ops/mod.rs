@@ -36,10 +36,9 @@ pub(super) struct Ctx<'x, 'a> {
     pub weights: &'x [u8],
     /// f32 scratch: decoded factors, streaming buffers.
     pub scratch: &'x mut [u8],
-    /// int8 requantisation parameters of the current op.
+    /// int8 requantisation parameters of the current op; at the `PoolHead` (the last op:
+    /// no table is read after it), the pooled feature vector.
     pub requant: &'x mut [u8],
-    /// The pooled feature vector.
-    pub features: &'x mut [u8],
     /// The shared manifest.
     pub m: &'x Manifest<'a>,
     /// The shared payload.
