@@ -76,25 +76,43 @@ impl Rq {
     }
 }
 
-/// The Cortex-M output stage's short form (`thumbv7em::dsp`, `short_asm`): for sums
-/// `s = acc + bias` with `|acc| ≤ acc_max`, `Some((kz, e))` when `requant(acc, rq, q)` is
+/// The Cortex-M output stage's short form (`thumbv7em::dsp`, `short_asm`) for one output
+/// stage `q` and sums `s = acc + bias` with `|acc| ≤ acc_max`, prepared once a layer:
+/// [`ShortStage::channel`] takes a channel when `requant(acc, rq, q)` is
 /// `max(SSAT8(ASR(SMMLAR(2s, mult, kz) − [s < 0], e)), lo)` with `kz = zp·2^e + 2^(e−1)`:
 /// a right shift `e ∈ 1..=23`, `mult ≥ 0` (so `v = SMMULR(2s, mult)` has the sign of `s` or
-/// is 0, where the fix-up `−[v < 0]` may read `−[s < 0]`), a zero point in `−128..=127` and
-/// `|s| < 2^30` (so `2s` fits an i32); then no step wraps or saturates before `SSAT`. The
-/// host test `short_stage_model` checks the identity on a model of the instructions.
-pub(crate) fn short_stage(
-    [bias, mult, shift]: [i32; 3],
-    q: OutQ,
-    acc_max: u64,
-) -> Option<(i32, u32)> {
-    let e = shift.checked_neg()?;
-    let fits = (1..=23).contains(&e)
-        && mult >= 0
-        && (-128..=127).contains(&q.zero_point)
-        && q.lo <= 127
-        && u64::from(bias.unsigned_abs()).saturating_add(acc_max) < 1 << 30;
-    fits.then(|| ((q.zero_point << e) + (1 << (e - 1)), e as u32))
+/// is 0, where the fix-up `−[v < 0]` may read `−[s < 0]`), a zero point in `−128..=127`, a
+/// floor `lo ≤ 127` and `|s| < 2^30` (so `2s` fits an i32); then no step wraps or saturates
+/// before `SSAT`. The host test `short_stage_model` checks the identity on a model of the
+/// instructions.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ShortStage {
+    zp: i32,
+    /// `|bias|` must be below this: `2^30 − acc_max`, or 0 when `q` has no short form.
+    lim: u32,
+}
+
+impl ShortStage {
+    pub(crate) fn new(q: OutQ, acc_max: u32) -> Self {
+        let ok = (-128..=127).contains(&q.zero_point) && q.lo <= 127;
+        ShortStage {
+            zp: q.zero_point,
+            lim: if ok {
+                (1u32 << 30).saturating_sub(acc_max)
+            } else {
+                0
+            },
+        }
+    }
+
+    /// `Some((kz, e))` when channel `rq = [bias, mult, shift]` takes the short form.
+    #[inline(always)]
+    pub(crate) fn channel(&self, [bias, mult, shift]: [i32; 3]) -> Option<(i32, u32)> {
+        // `e − 1 ∈ 0..23` in one compare (`shift = MIN` wraps to a huge `e − 1`).
+        let e = shift.wrapping_neg() as u32;
+        (e.wrapping_sub(1) < 23 && mult >= 0 && bias.unsigned_abs() < self.lim)
+            .then(|| ((self.zp << e) + (1 << (e - 1)), e))
+    }
 }
 
 /// `reference::requant_weights::quantize_weight(t)` (round half away from zero, clamped to
@@ -458,9 +476,9 @@ mod tests {
         assert!(hits > 5_000, "{hits} near-half quotients");
     }
 
-    /// [`short_stage`]'s identity on a model of the Armv7E-M instructions (`SMMLAR`: the
+    /// [`ShortStage`]'s identity on a model of the Armv7E-M instructions (`SMMLAR`: the
     /// high word of `acc·2^32 + a·b + 2^31`; `SSAT #8`): equal to `quant::requant` wherever
-    /// `short_stage` accepts the channel, on random sums near zero, at the `|s| < 2^30`
+    /// `ShortStage::channel` takes the channel, on random sums near zero, at the `|s| < 2^30`
     /// bound, on rounding ties, for every shift it takes and both floors; and it accepts
     /// most ordinary channels. Seed: `LORKD_SEED`.
     #[test]
@@ -484,7 +502,7 @@ mod tests {
                 0 => r.below(70) as i32 - 40,
                 _ => -(r.below(24) as i32) - 1,
             };
-            let acc_max = [0u64, 1 << 22, 9 << 22, 200 << 22, 1 << 30][r.below(5)];
+            let acc_max = [0u32, 1 << 22, 9 << 22, 200 << 22, 1 << 30, u32::MAX][r.below(6)];
             let bias = match (u >> 6) % 4 {
                 0 => r.next_u64() as i32,
                 1 => (r.next_u64() as i32) >> 8,
@@ -513,11 +531,11 @@ mod tests {
                 lo: if r.below(2) == 0 { -128 } else { zp },
             };
             let rq = [bias, mult, shift];
-            let Some((kz, e)) = short_stage(rq, q, acc_max) else {
+            let Some((kz, e)) = ShortStage::new(q, acc_max).channel(rq) else {
                 continue;
             };
             cases += 1;
-            if u64::from(acc.unsigned_abs()) > acc_max {
+            if acc.unsigned_abs() > acc_max {
                 continue;
             }
             taken += 1;
@@ -527,6 +545,31 @@ mod tests {
             let got = v.clamp(-128, 127).max(q.lo) as i8;
             let want = crate::quant::requant(acc, rq, q);
             assert_eq!(got, want, "acc {acc} rq {rq:?} {q:?} acc_max {acc_max}");
+        }
+        // The extremes together: every shift, zero points at and past the i8 ends, the
+        // largest multipliers, sums at the bound.
+        for e in 0..=25 {
+            for zp in [-129, -128, 127, 128, 200] {
+                for mult in [0, 1, (1 << 30) + 1, i32::MAX] {
+                    for acc in [-(1 << 30) + 1, -(1 << 29), -1, 0, 1, 1 << 29, (1 << 30) - 1] {
+                        let (rq, q) = (
+                            [0, mult, -e],
+                            OutQ {
+                                zero_point: zp,
+                                lo: -128,
+                            },
+                        );
+                        let Some((kz, e)) = ShortStage::new(q, 1 << 29).channel(rq) else {
+                            continue;
+                        };
+                        taken += 1;
+                        let t = acc << 1;
+                        let v = (smmlar(t, mult, kz) - (t as u32 >> 31) as i32) >> e;
+                        let got = v.clamp(-128, 127) as i8;
+                        assert_eq!(got, crate::quant::requant(acc, rq, q), "{acc} {rq:?} {q:?}");
+                    }
+                }
+            }
         }
         println!("{taken} of {cases} taken");
         assert!(taken > 50_000 && cases > 100_000, "{taken} of {cases}");

@@ -1,6 +1,7 @@
 //! The Armv7E-M DSP instructions the kernels need, as stable `asm!` (the `core::arch::arm`
 //! DSP intrinsics are unstable). Each is one instruction on registers only: no memory, no
 //! stack, inlined into the caller's loop so LLVM schedules and allocates around it.
+pub(super) use crate::kernels::fixed::ShortStage;
 use core::arch::asm;
 
 /// `SXTB16`: bytes 0 and 2 of `x`, sign-extended into the two halfwords.
@@ -101,7 +102,7 @@ pub(super) fn pair(v: i32) -> u32 {
 /// tile's output stage costs its loads, not a rebuild of the constants per call.
 /// `mode` 0: a rounding shift `rsh ≥ 1` (`rsh1 = rsh − 1`); 1: none (`rsh = 0`); 2: an
 /// exotic channel (`Rq`'s: `mult = MIN` or `lo > 127`), which takes `quant::requant`;
-/// 3 ([`SHORT`]): the short form ([`short_asm`], where `fixed::short_stage` takes the
+/// 3 ([`SHORT`]): the short form ([`short_asm`], where `ShortStage::channel` takes the
 /// channel), 4 ([`SHORT_FLOOR`]): the same with a floor `lo > −128`.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C, align(8))]
@@ -126,11 +127,24 @@ const SHORT: u32 = 3;
 const SHORT_FLOOR: u32 = 4;
 
 impl Kq {
-    /// The constants of `rq` and `q` for sums `acc + bias` with `|acc| ≤ acc_max` (which
-    /// decides whether the short form is exact).
+    /// The constants of `rq` and `q`; `short`: `q`'s short form, for the sums the caller
+    /// will hand over.
     #[inline(always)]
-    pub(super) fn new(rq: [i32; 3], q: crate::kernels::OutQ, acc_max: u64) -> Self {
+    pub(super) fn new(rq: [i32; 3], q: crate::kernels::OutQ, short: &ShortStage) -> Self {
         let [bias, mult, shift] = rq;
+        let lo = q.lo.max(-128);
+        // The usual channel first, with only the fields its forms read.
+        if let Some((kz, rsh)) = short.channel(rq) {
+            return Kq {
+                bias,
+                mult,
+                kz,
+                rsh,
+                lo,
+                mode: if lo > -128 { SHORT_FLOOR } else { SHORT },
+                ..Kq::default()
+            };
+        }
         if mult == i32::MIN || q.lo > 127 {
             return Kq {
                 bias,
@@ -149,24 +163,16 @@ impl Kq {
         } else {
             (0, shift.wrapping_neg().clamp(0, 31) as u32)
         };
-        let lo = q.lo.max(-128);
-        let short = crate::kernels::fixed::short_stage(rq, q, acc_max);
-        let mode = match (short, rsh) {
-            (Some(_), _) if lo > -128 => SHORT_FLOOR,
-            (Some(_), _) => SHORT,
-            (None, 0) => 1,
-            (None, _) => 0,
-        };
         Kq {
             bias,
             mult,
-            kz: short.map_or(0, |(kz, _)| kz),
+            kz: 0,
             rsh,
             zp: q.zero_point,
             lo,
             lsh,
             rsh1: rsh.saturating_sub(1),
-            mode,
+            mode: u32::from(rsh == 0),
             shift,
         }
     }
@@ -191,7 +197,7 @@ impl Kq {
 /// The short form of one output's steps as `asm!` template text, from the sum `s = acc + bias`
 /// in `{$s}` to the saturated byte in `{$s}`; `mult`, `kz` and `rsh` in `$m`, `$kz`, `$e`;
 /// scratch `$t`. Five instructions where the general form took eight (`LSL`, `SMMULR`,
-/// [`round_asm`]'s four, `QADD`, `SSAT`). Exact where `fixed::short_stage` takes the
+/// [`round_asm`]'s four, `QADD`, `SSAT`). Exact where `ShortStage::channel` takes the
 /// channel (`|s| < 2^30`, `mult ≥ 0`, `1 ≤ rsh ≤ 23`, `|zp| ≤ 128`; its host test checks a
 /// model of these instructions):
 /// - `LSL #1`: `t = 2s`;

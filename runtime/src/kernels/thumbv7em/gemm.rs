@@ -10,7 +10,7 @@
 //! the full groups, the `n % 4` leftover values of pixel 0 then pixel 1 in natural order,
 //! two words each. Per 4 inputs the 1×4 loop spends one weight load, 2 `SXTB16`, 4 two-word
 //! loads and 8 `SMLAD` (16 MACs): each weight word is widened once for 4 pixels.
-use super::dsp::{requant_run, smlad, sxtb16, sxtb16_ror8, Kq};
+use super::dsp::{requant_run, smlad, sxtb16, sxtb16_ror8, Kq, ShortStage};
 use crate::kernels::fixed::Rq;
 use crate::kernels::OutQ;
 use core::mem::MaybeUninit;
@@ -531,7 +531,9 @@ pub(super) fn block(
     );
     let whole = nt == n && g > 0;
     // `|Σ w·(x − zx)| ≤ n·2^22` (`|w| ≤ 2^7`, `|x − zx| ≤ 2^15`): `Kq`'s bound.
-    let kq = |o: usize| Kq::new(rq[o], q, (n as u64) << 22);
+    let acc_max = u32::try_from(n).map_or(u32::MAX, |n| n.saturating_mul(1 << 22));
+    let short = ShortStage::new(q, acc_max);
+    let kq = |o: usize| Kq::new(rq[o], q, &short);
     let mut c0 = 0;
     while c0 < pairs {
         let m = RUN.min(pairs - c0);
