@@ -2,7 +2,7 @@
 //! channels widened once to i16 `x − zx` (`SXTAB16` adds the packed `−zx` while it
 //! sign-extends, two instructions per 4 channels), then the shared 2×2 GEMM (`gemm.rs`).
 use super::dsp::{pair, sxtab16, sxtab16_ror8};
-use super::gemm::{block, block_into, hpos, pair_words, Buf, Store, Sums, XB};
+use super::gemm::{block, block_into, fusable, hpos, pair_words, Buf, Store, Sums, XB};
 use crate::kernels::{reference, Geom, OutQ, SumTile};
 
 /// Start of output pixel `p`'s input channels.
@@ -68,11 +68,12 @@ pub(crate) fn conv1x1_i8(
     let per = 2 * (XB / pair_words(n));
     let mut store: Store = [core::mem::MaybeUninit::uninit(); XB];
     let mut buf = Buf::zeroed(&mut store, per.min(npix).div_ceil(2) * pair_words(n));
+    let fused = fusable(&rq[..cout], q, n);
     let mut p0 = 0;
     while p0 < npix {
         let np = per.min(npix - p0);
         widen(g, x, zx, p0, np, &mut buf);
-        block(buf.words(), np, n, w, rq, q, y, p0, cout);
+        block(buf.words(), np, n, w, rq, q, y, p0, cout, fused);
         p0 += np;
     }
 }

@@ -223,6 +223,7 @@ macro_rules! short_asm {
         )
     };
 }
+pub(super) use short_asm;
 
 /// The doubling high multiply of the output stage as `asm!` template text, `mult` in operand
 /// `$m` (`"{m}"`, `"{t2}"`): `SMLAL` onto `2^30`, then `LSR`/`ORR` take bits 31..62 of the

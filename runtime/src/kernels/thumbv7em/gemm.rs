@@ -190,6 +190,54 @@ macro_rules! tile1x4_group {
     };
 }
 
+/// One quad of the 1×4 tile as `asm!` template text, up to its epilogue (label `3`): the
+/// loop state from the block at `[sp]` (row `w0`, `g`, `b0` at offsets 0, 4, 8), the 4 sums
+/// from `b0`, `g` groups (an odd first one, then pairs); then `pa` moves to the next quad
+/// and `xe` holds the block's address again. The caller's text before it pushes the
+/// block's address (`SUB sp` 8, `STR`); one home for [`dot1x4_run`] and [`dot1x4_layer`].
+macro_rules! dot1x4_quad {
+    () => {
+        concat!(
+            "3:\n",
+            "ldr {xe}, [sp]\n",
+            "ldrd {pw}, {n}, [{xe}]\n",
+            "ldr {a}, [{xe}, #8]\n",
+            "add {pb}, {pa}, {n}, lsl #4\n",
+            "mov {b}, {a}\n",
+            "mov {c}, {a}\n",
+            "mov {d}, {a}\n",
+            // `g` odd: one group first; then pairs of groups.
+            "lsrs {n}, {n}, #1\n",
+            "bcc 2f\n",
+            tile1x4_group!(),
+            "\ncmp {n}, #0\n",
+            "beq 4f\n",
+            "2:\n",
+            tile1x4_group!(),
+            "\n",
+            tile1x4_group!(),
+            "\nsubs {n}, {n}, #1\n",
+            "bne 2b\n",
+            "4:\n",
+            "mov {pa}, {pb}\n",
+            "ldr {xe}, [sp]",
+        )
+    };
+}
+
+/// The end of each quad of the 1×4 tile as `asm!` template text: the pass count at offset
+/// 16 of the block, down by one; the next quad (label `3`) or on.
+macro_rules! dot1x4_next {
+    () => {
+        concat!(
+            "ldr {n}, [{xe}, #16]\n",
+            "subs {n}, {n}, #1\n",
+            "str {n}, [{xe}, #16]\n",
+            "bne 3b",
+        )
+    };
+}
+
 /// One weight row against `quads` consecutive pixel quads (two pixel pairs each, pairs
 /// `4·g` words apart, `n = 4·g` values a pixel) in one `asm!`: each quad's 4 sums start
 /// from `b0` and are stored in pixel order at `s0[4k..4k + 4]`. Per group of 4 inputs:
@@ -233,36 +281,12 @@ fn dot1x4_run(w0: &[i8], xs: &[u32], g: usize, quads: usize, b0: i32, s0: &mut [
         core::arch::asm!(
             "sub sp, sp, #8",
             "str {xe}, [sp]",
-            "3:",
-            "ldr {xe}, [sp]",
-            "ldrd {pw}, {n}, [{xe}]",
-            "ldr {a}, [{xe}, #8]",
-            "add {pb}, {pa}, {n}, lsl #4",
-            "mov {b}, {a}",
-            "mov {c}, {a}",
-            "mov {d}, {a}",
-            // `g` odd: one group first; then pairs of groups.
-            "lsrs {n}, {n}, #1",
-            "bcc 2f",
-            tile1x4_group!(),
-            "cmp {n}, #0",
-            "beq 4f",
-            "2:",
-            tile1x4_group!(),
-            tile1x4_group!(),
-            "subs {n}, {n}, #1",
-            "bne 2b",
-            "4:",
-            "mov {pa}, {pb}",
-            "ldr {xe}, [sp]",
+            dot1x4_quad!(),
             "ldr {wa}, [{xe}, #12]",
             "strd {a}, {b}, [{wa}], #8",
             "strd {c}, {d}, [{wa}], #8",
             "str {wa}, [{xe}, #12]",
-            "ldr {n}, [{xe}, #16]",
-            "subs {n}, {n}, #1",
-            "str {n}, [{xe}, #16]",
-            "bne 3b",
+            dot1x4_next!(),
             "add sp, sp, #8",
             xe = inout(reg) &mut ctl as *mut Ctl => _,
             pa = inout(reg) xs.as_ptr() => _,
@@ -278,6 +302,155 @@ fn dot1x4_run(w0: &[i8], xs: &[u32], g: usize, quads: usize, b0: i32, s0: &mut [
             xo = out(reg) _,
         );
     }
+}
+
+/// Every channel of a layer's chunk of pixels in 1×4 tiles with the output stage in each
+/// quad's epilogue, in one `asm!`: for channel `o` (rows `n = 4·g` apart in `w`, table row
+/// `rq[o]`), the sums of the `quads` pixel quads of `xs` start from its bias and are
+/// requantised in registers (`dsp::short_asm`, its `kz` and shift from the row: `e =
+/// −shift`) and stored at `y[i·stride + o]`, `i` the pixel. For layers whose every channel
+/// takes the short form without a floor ([`fusable`]; other channels get wrong bytes,
+/// nothing worse): no stack run of sums and no per-channel call — ~30 instructions a
+/// channel besides its quads, and ~37 a quad for its 4 outputs and the loop.
+#[allow(clippy::too_many_arguments)]
+fn dot1x4_layer(
+    w: &[i8],
+    xs: &[u32],
+    g: usize,
+    quads: usize,
+    rq: &[[i32; 3]],
+    zp: i32,
+    y: &mut [i8],
+    stride: usize,
+) {
+    let cout = rq.len();
+    assert!(g > 0 && quads > 0 && cout > 0 && 4 * quads * stride <= y.len() && cout <= stride);
+    let (w, xs) = (&w[..cout * 4 * g], &xs[..quads * 8 * g]);
+    #[repr(C, align(8))]
+    struct Ctl {
+        w: *const i8,
+        g: usize,
+        b0: i32,
+        py: *mut i8,
+        quads_left: usize,
+        mult: i32,
+        kz: i32,
+        e: u32,
+        stride: usize,
+        rq: *const [i32; 3],
+        ch_left: usize,
+        quads: usize,
+        y_ch: *mut i8,
+        xs: *const u32,
+        zp: i32,
+    }
+    let mut ctl = Ctl {
+        w: w.as_ptr(),
+        g,
+        b0: 0,
+        py: core::ptr::null_mut(),
+        quads_left: 0,
+        mult: 0,
+        kz: 0,
+        e: 0,
+        stride,
+        rq: rq.as_ptr(),
+        ch_left: cout,
+        quads,
+        y_ch: y.as_mut_ptr(),
+        xs: xs.as_ptr(),
+        zp,
+    };
+    // SAFETY: `ctl` is a live, exclusively borrowed `repr(C)` block (8-aligned): the loads
+    // and stores at offsets 0..60 are its fields. The channel loop runs `cout ≥ 1` times;
+    // channel `o` reads table row `o` (12 bytes at `rq + 12o`, inside `rq`), sets `py` to
+    // `y + o` and `pa` to `xs`, and runs `quads ≥ 1` passes as [`dot1x4_run`]'s (the row at
+    // `w + 4g·o`, inside `w`, sliced to `cout·4g` bytes; the pixels inside `xs`, sliced to
+    // `quads·8g` words); pass `k` stores 4 bytes at `y + o + (4k + i)·stride`, `i < 4`: at
+    // most `(4·quads − 1)·stride + cout − 1 < 4·quads·stride ≤ y.len()` (asserted above, with
+    // `cout ≤ stride`). The stack use is 8 bytes, `sp` 8-aligned as before. Every register
+    // operand is a clobbered output; the flags and perhaps APSR.Q change.
+    unsafe {
+        core::arch::asm!(
+            "sub sp, sp, #8",
+            "str {xe}, [sp]",
+            // Channel `o`: bias, multiplier, `e = −shift`, `kz = zp·2^e + 2^(e−1)`.
+            "5:",
+            "ldr {pw}, [{xe}, #36]",
+            "ldrd {a}, {b}, [{pw}]",
+            "ldr {c}, [{pw}, #8]",
+            "add {pw}, {pw}, #12",
+            "str {pw}, [{xe}, #36]",
+            "str {a}, [{xe}, #8]",
+            "rsb {c}, {c}, #0",
+            "ldr {n}, [{xe}, #56]",
+            "lsl {n}, {n}, {c}",
+            "sub {d}, {c}, #1",
+            "mov {wa}, #1",
+            "lsl {wa}, {wa}, {d}",
+            "add {n}, {n}, {wa}",
+            "strd {b}, {n}, [{xe}, #20]",
+            "str {c}, [{xe}, #28]",
+            "ldr {a}, [{xe}, #48]",
+            "str {a}, [{xe}, #12]",
+            "add {a}, {a}, #1",
+            "str {a}, [{xe}, #48]",
+            "ldr {a}, [{xe}, #44]",
+            "str {a}, [{xe}, #16]",
+            "ldr {pa}, [{xe}, #52]",
+            dot1x4_quad!(),
+            "ldrd {pw}, {n}, [{xe}, #20]",
+            "ldr {wa}, [{xe}, #28]",
+            super::dsp::short_asm!("{a}", "{pw}", "{n}", "{wa}", "{wo}"),
+            super::dsp::short_asm!("{b}", "{pw}", "{n}", "{wa}", "{wo}"),
+            super::dsp::short_asm!("{c}", "{pw}", "{n}", "{wa}", "{wo}"),
+            super::dsp::short_asm!("{d}", "{pw}", "{n}", "{wa}", "{wo}"),
+            "ldr {wo}, [{xe}, #12]",
+            "ldr {xo}, [{xe}, #32]",
+            "strb {a}, [{wo}]",
+            "strb {b}, [{wo}, {xo}]",
+            "add {wo}, {wo}, {xo}, lsl #1",
+            "strb {c}, [{wo}]",
+            "strb {d}, [{wo}, {xo}]",
+            "add {wo}, {wo}, {xo}, lsl #1",
+            "str {wo}, [{xe}, #12]",
+            dot1x4_next!(),
+            // The next channel's row.
+            "ldrd {pw}, {n}, [{xe}]",
+            "add {pw}, {pw}, {n}, lsl #2",
+            "str {pw}, [{xe}]",
+            "ldr {n}, [{xe}, #40]",
+            "subs {n}, {n}, #1",
+            "str {n}, [{xe}, #40]",
+            "bne 5b",
+            "add sp, sp, #8",
+            xe = inout(reg) &mut ctl as *mut Ctl => _,
+            pa = out(reg) _,
+            pb = out(reg) _,
+            pw = out(reg) _,
+            n = out(reg) _,
+            a = out(reg) _,
+            b = out(reg) _,
+            c = out(reg) _,
+            d = out(reg) _,
+            wa = out(reg) _,
+            wo = out(reg) _,
+            xo = out(reg) _,
+        );
+    }
+}
+
+/// Whether every channel of a layer with output stage `q` and table `rq` takes the short
+/// form without a floor for sums over `n` widened inputs ([`dot1x4_layer`]'s condition).
+pub(super) fn fusable(rq: &[[i32; 3]], q: OutQ, n: usize) -> bool {
+    let short = ShortStage::new(q, acc_max(n));
+    q.lo <= -128 && rq.iter().all(|&r| short.channel(r).is_some())
+}
+
+/// `|Σ w·(x − zx)| ≤ n·2^22` (`|w| ≤ 2^7`, `|x − zx| ≤ 2^15`): the bound on a layer's sums
+/// before the bias.
+fn acc_max(n: usize) -> u32 {
+    u32::try_from(n).map_or(u32::MAX, |n| n.saturating_mul(1 << 22))
 }
 
 /// `[w0·x0, w1·x0]` over the `g` full groups of the pair's pixel 0 (an odd last pixel's
@@ -519,6 +692,7 @@ pub(super) fn block(
     y: &mut [i8],
     p0: usize,
     cout: usize,
+    fused: bool,
 ) {
     let (g, wp, nt) = (n / 4, pair_words(n), n & !3);
     let pairs = np / 2;
@@ -530,11 +704,14 @@ pub(super) fn block(
         [MaybeUninit::uninit(); 2 * RUN],
     );
     let whole = nt == n && g > 0;
-    // `|Σ w·(x − zx)| ≤ n·2^22` (`|w| ≤ 2^7`, `|x − zx| ≤ 2^15`): `Kq`'s bound.
-    let acc_max = u32::try_from(n).map_or(u32::MAX, |n| n.saturating_mul(1 << 22));
-    let short = ShortStage::new(q, acc_max);
+    let short = ShortStage::new(q, acc_max(n));
     let kq = |o: usize| Kq::new(rq[o], q, &short);
     let mut c0 = 0;
+    if whole && fused && pairs >= 2 {
+        // Every channel over every quad in one `asm!`, then an odd last pair per channel.
+        dot1x4_layer(w, xb, g, pairs / 2, &rq[..cout], q.zero_point, y, cout);
+        c0 = pairs & !1;
+    }
     while c0 < pairs {
         let m = RUN.min(pairs - c0);
         let xs = &xb[c0 * wp..][..m * wp];
@@ -546,6 +723,7 @@ pub(super) fn block(
             while o < cout {
                 let w0 = &w[o * n..][..n];
                 let b0 = rq[o][0];
+                let yc = &mut y[2 * c0 * cout..];
                 if quads > 0 {
                     dot1x4_run(w0, xs, g, quads, b0, &mut s0);
                 }
@@ -554,7 +732,6 @@ pub(super) fn block(
                     s0[2 * m - 2..2 * m]
                         .copy_from_slice(&[MaybeUninit::new(a), MaybeUninit::new(b)]);
                 }
-                let yc = &mut y[2 * c0 * cout..];
                 // SAFETY: `dot1x4_run` stored `s0[..4·quads]` and the odd pair's tile the
                 // last 2: `s0[..2m]`.
                 let r0 = unsafe { written(&s0, 2 * m) };

@@ -2,7 +2,7 @@
 //! receptive fields are gathered once into i16 `x − zx` patches (padding 0) in the shared
 //! GEMM's widened layout, then the 2×2 GEMM (`gemm.rs`) runs over `cin·k·k`.
 use super::dsp::{pair, sxtab16, sxtab16_ror8};
-use super::gemm::{block, hpos, pair_words, Buf, Store, XB};
+use super::gemm::{block, fusable, hpos, pair_words, Buf, Store, XB};
 use crate::kernels::reference::conv::PATCH;
 use crate::kernels::{reference, Geom, OutQ};
 
@@ -58,6 +58,7 @@ pub(crate) fn conv_i8(
     let per = 2 * (XB / wp);
     let mut store: Store = [core::mem::MaybeUninit::uninit(); XB];
     let mut buf = Buf::zeroed(&mut store, per.min(npix).div_ceil(2) * wp);
+    let fused = fusable(&rq[..cout], q, n);
     let mut p0 = 0;
     while p0 < npix {
         let np = per.min(npix - p0);
@@ -86,7 +87,7 @@ pub(crate) fn conv_i8(
                 }
             }
         }
-        block(buf.words(), np, n, w, rq, q, y, p0, cout);
+        block(buf.words(), np, n, w, rq, q, y, p0, cout, fused);
         p0 += np;
     }
 }
@@ -120,6 +121,7 @@ fn tap_major(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y:
     let mut buf = Buf::zeroed(&mut store, per.min(npix).div_ceil(2) * wp);
     // One pixel's raw patch (the bytes from `n` to `wp` meet zero weights).
     let mut patch = [zx as i8; PATCH + 4];
+    let fused = fusable(&rq[..cout], q, wp);
     let mut p0 = 0;
     while p0 < npix {
         let np = per.min(npix - p0);
@@ -156,7 +158,7 @@ fn tap_major(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y:
                 e[1] = sxtab16_ror8(zz, v);
             }
         }
-        block(buf.words(), np, wp, wt, rq, q, y, p0, cout);
+        block(buf.words(), np, wp, wt, rq, q, y, p0, cout, fused);
         p0 += np;
     }
 }
