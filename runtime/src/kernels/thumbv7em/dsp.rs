@@ -436,6 +436,30 @@ pub(super) fn short1k(k: &Kq, a: i32) -> i8 {
     a as i8
 }
 
+/// `quant::requant(acc, row, q)` for a channel in the short form without a floor (a row
+/// `[bias, mult, shift]` that `ShortStage::channel` takes, `q.zero_point = zp`, `q.lo =
+/// −128`; any other row gets a wrong byte, nothing worse), its constants from the row
+/// itself: 11 instructions, where a `Kq` costs ~30 to prepare for one output (lone pixels).
+#[inline(always)]
+pub(super) fn short_row([bias, mult, shift]: [i32; 3], zp: i32, acc: i32) -> i8 {
+    let e = shift.wrapping_neg();
+    let kz = (zp << (e & 31)).wrapping_add(1 << (e.wrapping_sub(1) & 31));
+    let mut a = acc.wrapping_add(bias);
+    // SAFETY: register-only Armv7E-M instructions; no memory, no stack; flags changed.
+    unsafe {
+        asm!(
+            short_asm!("{a}", "{m}", "{kz}", "{e}", "{t}"),
+            a = inout(reg) a,
+            m = in(reg) mult,
+            kz = in(reg) kz,
+            e = in(reg) e,
+            t = out(reg) _,
+            options(pure, nomem, nostack),
+        )
+    }
+    a as i8
+}
+
 /// `rq.apply(a)` for the channel of `k` (`a` before the bias): [`requant_run`]'s steps, the
 /// constants loaded from `k` by `LDRD` as they are needed (`ADD` bias first); 8 instructions
 /// in the short form (11 with the floor).

@@ -610,6 +610,8 @@ struct Requant<'y> {
     p0: usize,
     cout: usize,
     o: [usize; 2],
+    /// Every channel takes the short form without a floor ([`fusable`]).
+    fused: bool,
 }
 
 impl Sink for Requant<'_> {
@@ -624,7 +626,12 @@ impl Sink for Requant<'_> {
     }
     #[inline(always)]
     fn put1(&mut self, i: usize, o: usize, acc: i32) {
-        self.y[(self.p0 + i) * self.cout + o] = Rq::new(self.rq[o], self.q).apply(acc);
+        let at = (self.p0 + i) * self.cout + o;
+        self.y[at] = if self.fused {
+            super::dsp::short_row(self.rq[o], self.q.zero_point, acc)
+        } else {
+            Rq::new(self.rq[o], self.q).apply(acc)
+        };
     }
 }
 
@@ -768,6 +775,7 @@ pub(super) fn block(
             p0: np - 1,
             cout,
             o: [0; 2],
+            fused,
         };
         block_into(&xb[pairs * wp..], 1, n, w, 0, cout, &mut out);
     }
