@@ -730,15 +730,21 @@ fn quantize_planes(input: &[f32], q: crate::quant::QParams, c: usize, hw: usize,
 
 /// [`quantize_planes`] for `C` channels, the pixels of `x` (`[i8; C]` each, so the
 /// stride-`C` stores carry no index checks) from the `C` planes. 32-bit Arm quantises each
-/// value straight into its pixel (`switch::quantize_one`, no vectors to batch for);
+/// value straight into its pixel (`switch::quantize_vcvt_with`, no vectors to batch for);
 /// elsewhere each plane's run is quantised as a row first (`switch::quantize_row`,
 /// vectorised).
 fn quantize_planes_n<const C: usize>(planes: [&[f32]; C], q: crate::quant::QParams, x: &mut [i8]) {
     let px = x.as_chunks_mut::<C>().0;
     if cfg!(target_arch = "arm") {
+        // Input zero points are bytes: the form without the clamp of `|t|`, tested once.
+        let near = crate::switch::near_zero_point(q);
         for (ch, plane) in planes.iter().enumerate() {
             for (p, &v) in px.iter_mut().zip(plane.iter()) {
-                p[ch] = crate::switch::quantize_one(q, v);
+                p[ch] = if near {
+                    crate::switch::quantize_vcvt_with::<false>(q, v)
+                } else {
+                    crate::switch::quantize_vcvt(q, v)
+                };
             }
         }
         return;
