@@ -303,6 +303,84 @@ fn conv1x1_i8_twin_is_bit_exact_on_packed_shapes() {
     }
 }
 
+/// The int8 stem twins on stem shapes (3×3 and 5×5 kernels over 1–7 input channels, whole
+/// groups of 4 output channels, images from 1×1 to 40×40 so that chunks of patches and
+/// their tails run, strides 1 and 2, padding 0..=k/2, dense and offset inputs), with the
+/// packer's weights (±127: aarch64's product-pair path), those plus one −128 (its block
+/// falls back), or the whole range, against the reference. Seed: `LORKD_SEED`.
+#[test]
+fn conv_i8_twin_is_bit_exact_on_stem_shapes() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for _ in 0..150 {
+            let k = if r.gen_bool(0.8) { 3 } else { 5 };
+            let cin = r.gen_range(1..=7);
+            let cout = 4 * r.gen_range(1..=10);
+            let (h, w) = if r.gen_bool(0.2) {
+                (r.gen_range(1..6), r.gen_range(1..6))
+            } else {
+                (r.gen_range(6..=40), r.gen_range(6..=40))
+            };
+            let (stride, pad) = (r.gen_range(1..3), r.gen_range(0..=k / 2));
+            let extra = if r.gen_bool(0.7) {
+                0
+            } else {
+                r.gen_range(1..3)
+            };
+            let g = Geom {
+                h,
+                w,
+                in_stride: cin + extra,
+                c_off: r.gen_range(0..=extra),
+                cin,
+                ho: Geom::out_dim(h, k, stride, pad),
+                wo: Geom::out_dim(w, k, stride, pad),
+                cout,
+                k,
+                stride,
+                pad,
+            };
+            if g.ho == 0 || g.wo == 0 {
+                continue;
+            }
+            let x: Vec<i8> = (0..g.in_len()).map(|_| r.gen()).collect();
+            let form = r.gen_range(0..3);
+            let mut wq: Vec<i8> = (0..cout * cin * k * k)
+                .map(|_| match form {
+                    0 => r.gen(),
+                    _ => r.gen_range(-127..=127),
+                })
+                .collect();
+            if form == 2 {
+                let at = r.gen_range(0..wq.len());
+                wq[at] = -128;
+            }
+            let rq: Vec<[i32; 3]> = (0..cout)
+                .map(|_| {
+                    ChannelRequant::new(
+                        r.gen_range(-1.0..1.0),
+                        0.02,
+                        r.gen_range(0.001..0.01),
+                        0.05,
+                    )
+                    .to_array()
+                })
+                .collect();
+            let zx = [-128, 127, r.gen_range(-128..=127)][r.gen_range(0..3)];
+            let zy = r.gen_range(-128..=127);
+            let q = OutQ {
+                zero_point: zy,
+                lo: if r.gen_bool(0.5) { zy } else { -128 },
+            };
+            let (mut a, mut b) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
+            (best.conv_i8)(&g, &x, zx, &wq, &rq, q, &mut a);
+            (refk.conv_i8)(&g, &x, zx, &wq, &rq, q, &mut b);
+            assert_eq!(a, b, "{best:?} {g:?} zx {zx} form {form}");
+        }
+    }
+}
+
 /// The pointwise int8 twins where two products of one i16 lane would overflow: weights
 /// mostly −128 and inputs mostly −128 (`(−128)·(−128) + (−128)·(−128) = 32768`), on the
 /// packed shapes. Every pixel reads the same input and each channel's bias is minus its
