@@ -93,7 +93,7 @@ pub(crate) fn rebuild_layer_i8(
 /// `switch::rank4_row` with four weights per pass in one `asm!` block: `VLDM` of four
 /// values from each `A` row, `VMUL` then three `VMLA` (the ARMv7 VFP multiply-accumulate
 /// rounds the product, then the sum: exactly `acc + b·a` as two instructions would, so the
-/// sums keep their order and bits), `W0q` read a word at a time and widened with `SXTB`,
+/// sums keep their order and bits), `W0q` read a word at a time and widened with `SXTB16`,
 /// one `VMLA` of `s0·q`, one `VSTM`, `max(bits << 1)` in the core registers. The tail
 /// (`len % 4`) goes to the portable row.
 fn row4(b: &[f32; 4], a: [&[f32]; 4], q: &[i8], s0: f32, w: &mut [f32], m2: u32) -> u32 {
@@ -133,17 +133,18 @@ fn row4(b: &[f32; 4], a: [&[f32]; 4], q: &[i8], s0: f32, w: &mut [f32], m2: u32)
                 "vmla.f32 s9, s3, s29",
                 "vmla.f32 s10, s3, s30",
                 "vmla.f32 s11, s3, s31",
+                // `W0q` to f32: bytes 0 and 2 (1 and 3) as halfwords by `SXTB16`, the low
+                // halfwords converted as fixed-point s16 with no fraction bits, the high ones
+                // after an `ASR #16`: 11 instructions for 4 weights instead of 13.
                 "ldr {t}, [{pq}], #4",
-                "sxtb {u}, {t}",
-                "vmov s12, {u}",
-                "sxtb {u}, {t}, ror #8",
-                "vmov s13, {u}",
-                "sxtb {u}, {t}, ror #16",
-                "vmov s14, {u}",
-                "asrs {u}, {t}, #24",
-                "vmov s15, {u}",
-                "vcvt.f32.s32 s12, s12",
-                "vcvt.f32.s32 s13, s13",
+                "sxtb16 {u}, {t}",
+                "sxtb16 {t}, {t}, ror #8",
+                "vmov s12, s13, {u}, {t}",
+                "asr {u}, {u}, #16",
+                "asr {t}, {t}, #16",
+                "vmov s14, s15, {u}, {t}",
+                "vcvt.f32.s16 s12, s12, #0",
+                "vcvt.f32.s16 s13, s13, #0",
                 "vcvt.f32.s32 s14, s14",
                 "vcvt.f32.s32 s15, s15",
                 "vmla.f32 s8, s4, s12",
