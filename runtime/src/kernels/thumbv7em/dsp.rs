@@ -262,7 +262,7 @@ macro_rules! round_asm {
 
 /// The end of one output's steps as `asm!` template text: `QADD` the zero point, `SSAT #8`,
 /// the floor `lo` as a byte max (`SSUB8` sets GE0 from the low bytes, `SEL` picks), `STRB`
-/// at `py` and `py += stride`. One home for [`requant_run`] and [`requant_pairs`].
+/// at `py` and `py += stride`.
 macro_rules! clamp_store_asm {
     () => {
         concat!(
@@ -412,7 +412,8 @@ fn requant_pairs<const FLOOR: bool>(k: &Kq, s: &[i32], y: &mut [i8], stride: usi
 }
 
 /// [`requant1k`] for a channel in the short form without a floor ([`Kq::is_short`]; any
-/// other channel gets a wrong byte, nothing worse): 6 instructions, no dispatch.
+/// other channel gets a wrong byte, nothing worse): 8 instructions with the loads, no
+/// dispatch.
 #[inline(always)]
 pub(super) fn short1k(k: &Kq, a: i32) -> i8 {
     let mut a = a;
@@ -461,8 +462,8 @@ pub(super) fn short_row([bias, mult, shift]: [i32; 3], zp: i32, acc: i32) -> i8 
 }
 
 /// `rq.apply(a)` for the channel of `k` (`a` before the bias): [`requant_run`]'s steps, the
-/// constants loaded from `k` by `LDRD` as they are needed (`ADD` bias first); 8 instructions
-/// in the short form (11 with the floor).
+/// constants loaded from `k` by `LDRD` as they are needed (`ADD` bias first); the short forms
+/// by [`short1k`] (and the floor as a byte max).
 #[inline(always)]
 pub(super) fn requant1k(k: &Kq, a: i32) -> i8 {
     let mut a = a;
@@ -492,34 +493,10 @@ pub(super) fn requant1k(k: &Kq, a: i32) -> i8 {
             }
         };
     }
-    macro_rules! short {
-        ($($floor:literal,)*) => {
-            // SAFETY: as `one!`: loads of `Kq` fields at offsets 0..24, no stores, no stack.
-            // The short form's bounds hold by `Kq::new`'s mode.
-            unsafe {
-                asm!(
-                    "ldrd {t0}, {t1}, [{p}]",
-                    "add {a}, {a}, {t0}",
-                    "ldrd {t0}, {t2}, [{p}, #8]",
-                    short_asm!("{a}", "{t1}", "{t0}", "{t2}", "{t1}"),
-                    $($floor,)*
-                    p = in(reg) k as *const Kq,
-                    a = inout(reg) a,
-                    t0 = out(reg) _,
-                    t1 = out(reg) _,
-                    t2 = out(reg) _,
-                    options(pure, readonly, nostack),
-                )
-            }
-        };
-    }
     match k.mode {
         SHORT => return short1k(k, a),
-        SHORT_FLOOR => short!(
-            "ldr {t0}, [{p}, #20]",
-            "ssub8 {t2}, {a}, {t0}",
-            "sel {a}, {a}, {t0}",
-        ),
+        // `lo ∈ −127..=127` (`ShortStage` refuses `lo > 127`).
+        SHORT_FLOOR => return short1k(k, a).max(k.lo as i8),
         0 => one!(
             ["ldr {t0}, [{p}]", "add {a}, {a}, {t0}",],
             ["ldr {t2}, [{p}, #28]", round_asm!("{t2}"),]
