@@ -687,7 +687,9 @@ unsafe fn written(s: &[MaybeUninit<i32>], len: usize) -> &[i32] {
 /// from its channel's bias (`acc + bias` wraps as `quant::requant`'s does), go to two
 /// stack runs, one a channel; then each run is requantised by one `asm!` loop
 /// ([`requant_run`]) with the channel's constants in registers. An odd last pixel goes
-/// through [`block_into`]'s lone-pixel tiles.
+/// through [`block_into`]'s lone-pixel tiles. `fused` (the caller's [`fusable`], once a
+/// conv): every channel in the short form without a floor, so rows a multiple of 4 long
+/// take [`dot1x4_layer`] over all whole quads instead, and lone pixels [`dsp::short_row`].
 #[allow(clippy::too_many_arguments)]
 pub(super) fn block(
     xb: &[u32],
