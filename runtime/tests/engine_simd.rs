@@ -563,7 +563,7 @@ fn packed_conv1x1_f32_is_the_row_conv() {
 /// A table's pre-packed pointwise int8 conv on its `pack`ed weights gives the bytes of the
 /// table's row conv (hence the reference's), for the whole conv — any pixel count, odd
 /// `cin` and wide shapes the packer leaves as rows — and for channel parts cut at multiples
-/// of 16 out of the packed weights.
+/// of 16 out of the packed weights. The weights are as the switch writes them (±127).
 #[test]
 fn packed_conv1x1_i8_is_the_row_conv() {
     let mut r = rng();
@@ -585,7 +585,14 @@ fn packed_conv1x1_i8_is_the_row_conv() {
                 g.cout = [8, 16, 24, 58, 116, 232, 1024][r.gen_range(0..7)] + r.gen_range(0..3);
             }
             let x: Vec<i8> = (0..g.in_len()).map(|_| r.gen()).collect();
-            let w: Vec<i8> = (0..g.cout * g.cin).map(|_| r.gen()).collect();
+            // The switch's codes (the slot's contract: never −128), a tenth at ±127.
+            let ends = r.gen_bool(0.1);
+            let w: Vec<i8> = (0..g.cout * g.cin)
+                .map(|_| match ends {
+                    true => [-127, 127][r.gen_range(0..2)],
+                    false => r.gen_range(-127..=127),
+                })
+                .collect();
             let rq: Vec<[i32; 3]> = (0..g.cout)
                 .map(|_| {
                     ChannelRequant::new(
@@ -605,8 +612,8 @@ fn packed_conv1x1_i8_is_the_row_conv() {
             let mut packed = w.clone();
             (p.pack)(g.cout, g.cin, &mut packed);
             // Each table packs its own shapes (x86_64: even `cin` up to 1024 and 8-channel
-            // blocks; aarch64 `sdot`: `cin` a multiple of 4 in 16..=256 and 4-channel
-            // groups); most here are among them.
+            // blocks; aarch64 `sdot` and product pairs: `cin` a multiple of 4 in 16..=256 and
+            // 4-channel groups); most here are among them.
             packed_some += usize::from(packed != w);
             let (mut a, mut b) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
             (k.conv1x1_i8)(&g, &x, zx, &w, &rq, q, &mut a);

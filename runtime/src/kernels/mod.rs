@@ -208,7 +208,9 @@ pub struct PackedConv1x1F32 {
 
 /// [`PackedConv1x1F32`]'s int8 twin: `pack` permutes a rebuilt `[cout, cin]` int8 weight
 /// in place (channel parts cut at multiples of 16 keep their own layout), `conv` is the
-/// `conv1x1_i8` contract on it, bit-exact to the table's `conv1x1_i8` on the rows.
+/// `conv1x1_i8` contract on it, bit-exact to the table's `conv1x1_i8` on the rows. The
+/// weights are the switch's re-quantised codes, which are never −128 (symmetric ±127,
+/// `quant::quantize_weight`): a layout may rely on it (aarch64's product pairs).
 #[derive(Clone, Copy)]
 pub struct PackedConv1x1I8 {
     /// `(cout, cin, w)`: `w` permuted in place into the layout `conv` reads.

@@ -43,12 +43,20 @@ pub(crate) fn neon(base: Kernels, dotprod: bool) -> Kernels {
         } else {
             conv1x1::conv1x1_i8
         },
-        // The `sdot` packing is the weights' length, so the switch lays it out in place; the
-        // widened one is twice that and stays per call.
-        conv1x1_i8_packed: dotprod.then_some(super::PackedConv1x1I8 {
-            pack: packed::pack_conv1x1_i8,
-            conv: packed::conv1x1_i8_prepacked,
-            min_pixels: packed::SDOT_MIN_PIXELS,
+        // The `sdot` and product-pair packings are the weights' length, so the switch lays
+        // them out in place (the widened one is twice that and stays per call).
+        conv1x1_i8_packed: Some(if dotprod {
+            super::PackedConv1x1I8 {
+                pack: packed::pack_conv1x1_i8,
+                conv: packed::conv1x1_i8_prepacked,
+                min_pixels: packed::SDOT_MIN_PIXELS,
+            }
+        } else {
+            super::PackedConv1x1I8 {
+                pack: packed::pack_conv1x1_i8_pairs,
+                conv: packed::conv1x1_i8_prepacked_pairs,
+                min_pixels: packed::PAIRS_MIN_PIXELS,
+            }
         }),
         conv_i8: if dotprod {
             stem::conv_i8_sdot

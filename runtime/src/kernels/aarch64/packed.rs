@@ -24,10 +24,10 @@
 //! row tail reloads the row's last 16 (8) bytes and takes its last groups (inputs). Exact,
 //! so bit-identical to the reference.
 //!
-//! The `sdot` packing has the weights' length, so the switch lays Materialized experts out
-//! in place (`pack_conv1x1_i8`, the `conv1x1_i8_packed` slot) and `conv1x1_i8_prepacked`
-//! only sums their groups; elsewhere (`conv1x1_i8`) each call packs a block at a time into
-//! a stack buffer.
+//! The `sdot` and product-pair packings have the weights' length, so the switch lays
+//! Materialized experts out in place (`pack_in_place`, the `conv1x1_i8_packed` slot of both
+//! NEON tables) and `prepacked` only sums their groups; elsewhere (`conv1x1_i8`) each call
+//! packs a block at a time into a stack buffer.
 use core::arch::aarch64::*;
 use core::mem::MaybeUninit;
 
@@ -130,11 +130,14 @@ fn packs(cin: usize) -> bool {
 
 /// Lays a `[cout, cin]` int8 weight out in place for [`conv1x1_i8_prepacked`] (the switch
 /// runs it on each rebuilt pointwise expert): every block of 16 output channels, and the
-/// last whole groups of 4, become the `sdot` packing of [`pack`]; the last `cout % 4` rows
-/// stay rows at the same offset. The length is unchanged, and channels `c0 .. c0 + m` (`c0`,
-/// and `m` unless the slice reaches `cout`, multiples of 16) are that slice's own layout.
-/// Shapes [`packs`] refuses stay rows. Installed only with `dotprod`.
-pub(super) fn pack_conv1x1_i8(cout: usize, cin: usize, w: &mut [i8]) {
+/// last whole groups of 4, become the packing of form `F` — [`pack`] (`SDOT`, with
+/// `dotprod`) or [`pack_p`] (`PAIRS`, plain NEON); the last `cout % 4` rows stay rows at the
+/// same offset. The length is unchanged, and channels `c0 .. c0 + m` (`c0`, and `m` unless
+/// the slice reaches `cout`, multiples of 16) are that slice's own layout. Shapes
+/// [`packs`] refuses stay rows. The switch's codes are never −128 (`PackedConv1x1I8`), so
+/// every `PAIRS` block packs; a −128 here (no rebuilt weight has one) is packed as −127,
+/// the one code whose two products could overflow an i16 lane.
+fn pack_in_place<const F: u8>(cout: usize, cin: usize, w: &mut [i8]) {
     if !packs(cin) {
         return;
     }
@@ -145,37 +148,52 @@ pub(super) fn pack_conv1x1_i8(cout: usize, cin: usize, w: &mut [i8]) {
     while o + 4 <= cout {
         let gn = ((cout - o) / 4).min(4);
         let blk = &mut w[o * n..(o + 4 * gn) * n];
-        rows[..blk.len()].copy_from_slice(blk);
+        for (r, &v) in rows.iter_mut().zip(blk.iter()) {
+            *r = if F == PAIRS { v.max(-127) } else { v };
+        }
         let out = blk.as_mut_ptr() as *mut int8x16_t;
-        // SAFETY: dotprod (installed only with it); `rows` holds the block's `4·gn` rows of
-        // `n` bytes (`16 ≤ n ≤ NMAX`, `n % 4 = 0`); the packing writes `gn·n / 4` vectors
-        // = `blk.len()` bytes at `out` (unaligned: written through `vst1q`).
+        // SAFETY: `SDOT` only with dotprod (installed only with it); `rows` holds the block's
+        // `4·gn` rows of `n` bytes (`16 ≤ n ≤ NMAX`, `n % 4 = 0`), for `PAIRS` none −128; the
+        // packing writes `gn·n / 4` vectors = `blk.len()` bytes at `out` (unaligned: written
+        // through `vst1q`).
         unsafe {
             let rows = &rows[..blk.len()];
             // The sums are the conv's to take again (`sums`); here only the layout counts.
+            macro_rules! run {
+                ($g:literal) => {
+                    if F == SDOT {
+                        let _ = pack::<$g>(rows, n, out);
+                    } else {
+                        let packed = pack_p::<$g>(rows, n, out).is_some();
+                        debug_assert!(packed, "no −128 was left to refuse");
+                    }
+                };
+            }
             match gn {
-                4 => {
-                    let _ = pack::<4>(rows, n, out);
-                }
-                3 => {
-                    let _ = pack::<3>(rows, n, out);
-                }
-                2 => {
-                    let _ = pack::<2>(rows, n, out);
-                }
-                _ => {
-                    let _ = pack::<1>(rows, n, out);
-                }
+                4 => run!(4),
+                3 => run!(3),
+                2 => run!(2),
+                _ => run!(1),
             }
         }
         o += 4 * gn;
     }
 }
 
-/// `conv1x1_i8` on weights [`pack_conv1x1_i8`] laid out at `select`, bit-exact to
-/// `reference::conv1x1::conv1x1_i8` on the rows; shapes it did not pack, and slices it
-/// cannot check, go to the rows conv. Installed only with `dotprod`.
-pub(super) fn conv1x1_i8_prepacked(
+/// [`pack_in_place`] for `sdot` (installed only with `dotprod`).
+pub(super) fn pack_conv1x1_i8(cout: usize, cin: usize, w: &mut [i8]) {
+    pack_in_place::<SDOT>(cout, cin, w)
+}
+
+/// [`pack_in_place`] in product pairs (plain NEON).
+pub(super) fn pack_conv1x1_i8_pairs(cout: usize, cin: usize, w: &mut [i8]) {
+    pack_in_place::<PAIRS>(cout, cin, w)
+}
+
+/// `conv1x1_i8` on weights [`pack_in_place`] laid out at `select` in form `F`, bit-exact
+/// to `reference::conv1x1::conv1x1_i8` on the rows; shapes it did not pack, and slices it
+/// cannot check, go to the table's rows conv. `SDOT` installed only with `dotprod`.
+fn prepacked<const F: u8>(
     g: &Geom,
     x: &[i8],
     zx: i32,
@@ -191,7 +209,11 @@ pub(super) fn conv1x1_i8_prepacked(
         && y.len() >= npix * cout
         && (npix == 0 || x.len() >= src(g, npix - 1) + n);
     if !fits {
-        return super::conv1x1::conv1x1_i8_sdot(g, x, zx, w, rq, q, y);
+        return if F == SDOT {
+            super::conv1x1::conv1x1_i8_sdot(g, x, zx, w, rq, q, y)
+        } else {
+            super::conv1x1::conv1x1_i8(g, x, zx, w, rq, q, y)
+        };
     }
     // The reference's clamp panics on a floor above 127; the packed layout has no rows to
     // hand it, so say so here.
@@ -200,13 +222,18 @@ pub(super) fn conv1x1_i8_prepacked(
     while o + 4 <= cout {
         let gn = ((cout - o) / 4).min(4);
         let bp = w[o * n..(o + 4 * gn) * n].as_ptr();
-        // SAFETY: dotprod (installed only with it); `fits` bounds the block's reads of `w`
-        // (its `4·gn·n` packed bytes at `bp`), `rq`, `x` and its writes to `y`.
+        // SAFETY: `SDOT` only with dotprod (installed only with it), `PAIRS` blocks hold no
+        // −128 (`pack_in_place`); `fits` bounds the block's reads of `w` (its `4·gn·n`
+        // packed bytes at `bp`), `rq`, `x` and its writes to `y`.
         unsafe {
             macro_rules! run {
                 ($g:literal) => {{
-                    let wsum = sums::<$g>(bp, n);
-                    block::<SDOT, $g>(g, x, zx, rq, q, y, o, bp, wsum)
+                    let wsum = if F == SDOT {
+                        sums::<$g>(bp, n)
+                    } else {
+                        sums_p::<$g>(bp, n)
+                    };
+                    block::<F, $g>(g, x, zx, rq, q, y, o, bp, wsum)
                 }};
             }
             match gn {
@@ -225,6 +252,56 @@ pub(super) fn conv1x1_i8_prepacked(
             let a = crate::kernels::reference::conv1x1::dot_i8(wr, &x[src(g, p)..][..n], zx);
             y[p * cout + oc] = crate::quant::requant(a, rq[oc], q);
         }
+    }
+}
+
+/// [`prepacked`] on the `sdot` layout (installed only with `dotprod`).
+pub(super) fn conv1x1_i8_prepacked(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    prepacked::<SDOT>(g, x, zx, w, rq, q, y)
+}
+
+/// [`prepacked`] on the product-pair layout (plain NEON).
+pub(super) fn conv1x1_i8_prepacked_pairs(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    prepacked::<PAIRS>(g, x, zx, w, rq, q, y)
+}
+
+/// Fewest output pixels for which the plain-NEON table lays rebuilt experts out as
+/// product pairs at the switch (a 4-pixel tile's worth).
+pub(super) const PAIRS_MIN_PIXELS: usize = 4;
+
+/// Each group's `Σw` per channel from a block packed by [`pack_p`] at `wb` (`G·n / 4`
+/// vectors): `SADALP` of byte pairs into i16 lanes `[c0 … c3, c0 … c3]` (at most 64
+/// vectors of ±256 a lane), the halves added at the end — `pack_p`'s sums.
+///
+/// # Safety
+/// `G·n / 4` vectors readable at `wb`, `n ≤ NMAX`.
+#[inline(always)]
+unsafe fn sums_p<const G: usize>(wb: *const i8, n: usize) -> [int32x4_t; G] {
+    // SAFETY: vectors `j·G + gi < G·n / 4` at `wb` (this function's contract); NEON.
+    unsafe {
+        let mut s = [vdupq_n_s16(0); G];
+        for j in 0..n / 4 {
+            for (gi, s) in s.iter_mut().enumerate() {
+                *s = vpadalq_s8(*s, vld1q_s8(wb.add(16 * (j * G + gi))));
+            }
+        }
+        s.map(|v| vaddl_s16(vget_low_s16(v), vget_high_s16(v)))
     }
 }
 
