@@ -43,10 +43,13 @@ const OP: u64 = if cfg!(target_arch = "arm") {
 /// instruction counts of `firmware/run-qemu --bench`: on x86_64 its GEMMs run in AVX2 lanes
 /// as fast per unit as the int8 GEMM; on Cortex-M the `W0` sums take the DSP tiles but the
 /// f32 correction has no SIMD (2×); on aarch64 the `W0` sums take the NEON GEMM but the
-/// correction and its epilogue cost more per unit than the `sdot` GEMM (3×: the smallest
-/// scale whose auto inference stays ≤ 1.1× Materialized on both NEON tables at 0.5x @32
-/// and @64 — measured +5.5 … +9.2 %, a switch −76 %; 6× would hold 1/`INFER_BUDGET`
-/// at @32 too, at twice the switch).
+/// correction and its epilogue cost more per unit than the `sdot` GEMM (3×, fitted when
+/// auto inference stayed ≤ 1.1× Materialized on both NEON tables at 0.5x @32 and @64 —
+/// +5.5 … +9.2 %, a switch −76 %. The Materialized GEMMs have since got faster and the
+/// streamed path not: `firmware/insnprof-a64` counts auto / Materialized per inference of
+/// 1.29 / 1.23 (cortex-a72, @32 / @64) and 1.37 / 1.32 (`sdot`) at 3×, 1.17 / 1.16 and
+/// 1.21 / 1.19 at 6× with the auto switch doubled (606 K → 1.25 M instructions, about two
+/// @32 inferences), so it stays at 3×: the switch is what `Auto` is for).
 const STREAM_SCALE: u64 = if cfg!(target_arch = "arm") {
     2
 } else if cfg!(target_arch = "aarch64") {
