@@ -128,7 +128,7 @@ fn packs(cin: usize) -> bool {
     cin % 4 == 0 && (16..=NMAX).contains(&cin)
 }
 
-/// Lays a `[cout, cin]` int8 weight out in place for [`conv1x1_i8_prepacked`] (the switch
+/// Lays a `[cout, cin]` int8 weight out in place for [`prepacked`] (the switch
 /// runs it on each rebuilt pointwise expert): every block of 16 output channels, and the
 /// last whole groups of 4, become the packing of form `F` — [`pack`] (`SDOT`, with
 /// `dotprod`) or [`pack_p`] (`PAIRS`, plain NEON); the last `cout % 4` rows stay rows at the

@@ -63,7 +63,7 @@ pub(crate) fn dwconv3x3_i8(
             )
         };
         // One test a block instead of a dispatch an output: the usual case.
-        let short = k.iter().all(Kq::is_short);
+        let all_short = k.iter().all(Kq::is_short);
         for oy in 0..g.ho {
             for ox in 0..g.wo {
                 // Where each tap's row of this block's channels starts: in x (checked once
@@ -96,7 +96,7 @@ pub(crate) fn dwconv3x3_i8(
                     }
                     let (o, kk) = (&mut out[j..j + 4], &k[j..j + 4]);
                     let a = [a0, a1, a2, a3];
-                    if short {
+                    if all_short {
                         for i in 0..4 {
                             o[i] = short1k(&kk[i], a[i]);
                         }
