@@ -140,7 +140,7 @@ fn parts(arena: &mut [u8], r: Regions) -> Parts<'_> {
     let (table, rest) = rest.split_at_mut(r.weights - r.values);
     let (weights, rest) = rest.split_at_mut(r.scratch - r.weights);
     let (scratch, rest) = rest.split_at_mut(r.requant - r.scratch);
-    // The pooled features live in the requant scratch's bytes (`layout::Regions::features`).
+    // The pooled features live in the requant scratch's bytes (`layout::Regions::requant`).
     let requant = &mut rest[..r.total - r.requant];
     Parts {
         act,

@@ -73,11 +73,9 @@ pub struct Regions {
     /// Bytes at the start of the scratch that streamed experts use at inference (the rest
     /// is idle then; 0 when nothing streams).
     pub stream_scratch: usize,
-    /// Start of the int8 requant scratch.
+    /// Start of the int8 requant scratch, which also holds the pooled feature vector (its
+    /// bytes are idle once the `PoolHead`, the last op, runs).
     pub requant: usize,
-    /// Start of the pooled feature vector: the requant scratch's start (its bytes are idle
-    /// once the `PoolHead`, the last op, runs).
-    pub features: usize,
     /// Total bytes.
     pub total: usize,
 }
@@ -173,7 +171,6 @@ pub fn regions_with(m: &Manifest<'_>, plan: &Plan) -> Option<Regions> {
         .checked_add(stream_scratch)?
         .checked_add(align_checked(chan.checked_mul(4)?)?)?
         .checked_add(cache)?;
-    let features = requant;
     let total = requant.checked_add(rq.max(feat))?.checked_add(pad)?;
     Some(Regions {
         values,
@@ -181,7 +178,6 @@ pub fn regions_with(m: &Manifest<'_>, plan: &Plan) -> Option<Regions> {
         scratch,
         stream_scratch,
         requant,
-        features,
         total,
     })
 }

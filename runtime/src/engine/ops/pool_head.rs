@@ -30,7 +30,7 @@ pub(in crate::engine) fn eval(
     };
     let rin = cx.range(&vin, i)?;
     let x = cx.act.get(rin).ok_or(bad)?;
-    // The requant scratch's bytes: idle from here on (`layout::Regions::features`).
+    // The requant scratch's bytes: idle from here on (`layout::Regions::requant`).
     let feat = f32s_mut(cx.requant)?.get_mut(..f).ok_or(bad)?;
     match q {
         Some(qp) => k::gap::gap_i8(hw, f, i8s(x), qp, feat),
