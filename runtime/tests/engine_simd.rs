@@ -110,6 +110,36 @@ fn magnitude(g: &Geom, f: Family, x: &[f32], w: &[f32], b: f32, pix: usize, o: u
 }
 
 /// Every SIMD table this CPU runs (the reference itself excluded).
+/// `cout` requantisation rows `[bias, multiplier, shift]` of a conv with input scale 0.02,
+/// biases in ±1, weight scales drawn from `ws` and output scale `s_y`.
+fn rq_rows(r: &mut ChaCha8Rng, cout: usize, ws: std::ops::Range<f32>, s_y: f32) -> Vec<[i32; 3]> {
+    (0..cout)
+        .map(|_| {
+            ChannelRequant::new(r.gen_range(-1.0..1.0), 0.02, r.gen_range(ws.clone()), s_y)
+                .to_array()
+        })
+        .collect()
+}
+
+/// `n` int8 weights in one of three forms: 0 the whole range, 1 the packer's ±127 (the
+/// product-pair paths), 2 those with one −128 planted (its block falls back); with `ends`
+/// only the extremes of the form (−128 / 127, or ±127).
+fn weight_form(r: &mut ChaCha8Rng, n: usize, form: u8, ends: bool) -> Vec<i8> {
+    let mut w: Vec<i8> = (0..n)
+        .map(|_| match (ends, form) {
+            (true, 0) => [-128, 127][r.gen_range(0..2)],
+            (true, _) => [-127, 127][r.gen_range(0..2)],
+            (false, 0) => r.gen(),
+            _ => r.gen_range(-127..=127),
+        })
+        .collect();
+    if form == 2 {
+        let at = r.gen_range(0..w.len());
+        w[at] = -128;
+    }
+    w
+}
+
 fn twins() -> Vec<Kernels> {
     Kernels::available()
         .into_iter()
@@ -131,17 +161,7 @@ macro_rules! cross_test {
                     let w: Vec<i8> = (0..wlen(&g, $fam))
                         .map(|_| r.gen_range(-127..=127))
                         .collect();
-                    let rq: Vec<[i32; 3]> = (0..g.cout)
-                        .map(|_| {
-                            ChannelRequant::new(
-                                r.gen_range(-1.0..1.0),
-                                0.02,
-                                r.gen_range(0.001..0.01),
-                                0.05,
-                            )
-                            .to_array()
-                        })
-                        .collect();
+                    let rq = rq_rows(&mut r, g.cout, 0.001..0.01, 0.05);
                     let zx = r.gen_range(-128..=127);
                     let zy = r.gen_range(-128..=127);
                     let q = OutQ {
@@ -260,27 +280,11 @@ fn conv1x1_i8_twin_is_bit_exact_on_packed_shapes() {
                 })
                 .collect();
             let form = r.gen_range(0..3);
-            let mut wq: Vec<i8> = (0..cout * cin)
-                .map(|_| match (ends, form) {
-                    (true, 0) => [-128, 127][r.gen_range(0..2)],
-                    (true, _) => [-127, 127][r.gen_range(0..2)],
-                    (false, 0) => r.gen(),
-                    _ => r.gen_range(-127..=127),
-                })
-                .collect();
-            if form == 2 {
-                let at = r.gen_range(0..wq.len());
-                wq[at] = -128;
-            }
+            let wq = weight_form(&mut r, cout * cin, form, ends);
             // Output scales from far below to above the product of the input scales: right
             // shifts of 1..16, of 0 (multiplier in [1/2, 1)) and left shifts.
             let s_y = [0.05, 1e-4, 2e-5, 1e-6][r.gen_range(0..4)];
-            let rq: Vec<[i32; 3]> = (0..cout)
-                .map(|_| {
-                    ChannelRequant::new(r.gen_range(-1.0..1.0), 0.02, r.gen_range(0.001..0.01), s_y)
-                        .to_array()
-                })
-                .collect();
+            let rq = rq_rows(&mut r, cout, 0.001..0.01, s_y);
             let zx = [-128, 127, r.gen_range(-128..=127)][r.gen_range(0..3)];
             let zy = if r.gen_bool(0.9) {
                 r.gen_range(-128..=127)
@@ -346,27 +350,8 @@ fn conv_i8_twin_is_bit_exact_on_stem_shapes() {
             }
             let x: Vec<i8> = (0..g.in_len()).map(|_| r.gen()).collect();
             let form = r.gen_range(0..3);
-            let mut wq: Vec<i8> = (0..cout * cin * k * k)
-                .map(|_| match form {
-                    0 => r.gen(),
-                    _ => r.gen_range(-127..=127),
-                })
-                .collect();
-            if form == 2 {
-                let at = r.gen_range(0..wq.len());
-                wq[at] = -128;
-            }
-            let rq: Vec<[i32; 3]> = (0..cout)
-                .map(|_| {
-                    ChannelRequant::new(
-                        r.gen_range(-1.0..1.0),
-                        0.02,
-                        r.gen_range(0.001..0.01),
-                        0.05,
-                    )
-                    .to_array()
-                })
-                .collect();
+            let wq = weight_form(&mut r, cout * cin * k * k, form, false);
+            let rq = rq_rows(&mut r, cout, 0.001..0.01, 0.05);
             let zx = [-128, 127, r.gen_range(-128..=127)][r.gen_range(0..3)];
             let zy = r.gen_range(-128..=127);
             let q = OutQ {
@@ -453,17 +438,7 @@ fn dwconv3x3_i8_twin_is_bit_exact_at_the_edges() {
             let w: Vec<i8> = (0..9 * g.cout)
                 .map(|_| if r.gen_bool(minus) { i8::MIN } else { r.gen() })
                 .collect();
-            let rq: Vec<[i32; 3]> = (0..g.cout)
-                .map(|_| {
-                    ChannelRequant::new(
-                        r.gen_range(-1.0..1.0),
-                        0.02,
-                        r.gen_range(0.0005..0.01),
-                        0.05,
-                    )
-                    .to_array()
-                })
-                .collect();
+            let rq = rq_rows(&mut r, g.cout, 0.0005..0.01, 0.05);
             let zx = [-128, 127, r.gen_range(-128..=127)][r.gen_range(0..3)];
             let zy = r.gen_range(-128..=127);
             let q = OutQ {
@@ -593,17 +568,7 @@ fn packed_conv1x1_i8_is_the_row_conv() {
                     false => r.gen_range(-127..=127),
                 })
                 .collect();
-            let rq: Vec<[i32; 3]> = (0..g.cout)
-                .map(|_| {
-                    ChannelRequant::new(
-                        r.gen_range(-1.0..1.0),
-                        0.02,
-                        r.gen_range(0.001..0.01),
-                        0.05,
-                    )
-                    .to_array()
-                })
-                .collect();
+            let rq = rq_rows(&mut r, g.cout, 0.001..0.01, 0.05);
             let (zx, zy) = (r.gen_range(-128..=127), r.gen_range(-128..=127));
             let q = OutQ {
                 zero_point: zy,
@@ -928,17 +893,7 @@ fn conv1x1_i8_twin_is_bit_exact_on_wide_convs() {
             let w: Vec<i8> = (0..g.cout * g.cin)
                 .map(|_| r.gen_range(-127..=127))
                 .collect();
-            let rq: Vec<[i32; 3]> = (0..g.cout)
-                .map(|_| {
-                    ChannelRequant::new(
-                        r.gen_range(-1.0..1.0),
-                        0.02,
-                        r.gen_range(0.0002..0.002),
-                        0.05,
-                    )
-                    .to_array()
-                })
-                .collect();
+            let rq = rq_rows(&mut r, g.cout, 0.0002..0.002, 0.05);
             // An output zero point near +127 under ReLU clamps every output to 127 (a
             // constant output, ~1 run in 13 with any zero point): keep room above it.
             let (zx, zy) = (r.gen_range(-128..=127), r.gen_range(-128..=96));
