@@ -686,8 +686,8 @@ fn requant_weights_twin_is_bit_identical() {
 
 /// The int8 rebuild of every table (`switch::materialize_i8_with`: its whole-expert and
 /// per-channel slots, or `B·A` and its `requant_weights`) gives the reference's codes and
-/// scale bits on random experts: 1x1 and 3x3, row widths around the 4- and 8-lane blocks
-/// and the whole-expert slot's stack row (256), ranks 1..9, f32 and f16 factors, zero
+/// scale bits on random experts: 1x1 and 3x3 (stems of 1..5 inputs among them), row widths
+/// around the 4- and 8-lane blocks and the whole-expert slot's stack row (256), ranks 1..9, f32 and f16 factors, zero
 /// `W0` channels, a few NaN / infinite factor entries.
 #[test]
 fn rebuild_twins_are_bit_identical() {
@@ -700,6 +700,7 @@ fn rebuild_twins_are_bit_identical() {
             let cin = match case % 4 {
                 0 => 8 * r.gen_range(1..13),
                 1 => r.gen_range(250..262),
+                2 if k > 1 => r.gen_range(1..6),
                 _ => r.gen_range(1..40),
             };
             let (cout, rank) = (r.gen_range(1..10), [4, 4, r.gen_range(1..10)][case % 3]);
@@ -723,7 +724,12 @@ fn rebuild_twins_are_bit_identical() {
                 })
                 .collect();
             let s0: Vec<f32> = (0..cout).map(|_| r.gen_range(0.0..0.02) * scale).collect();
-            let dt = [DeltaDType::F32, DeltaDType::F32, DeltaDType::F16][case % 3];
+            // (Not `case % 3`: that is `k`, and every 3x3 case would be f16.)
+            let dt = if case % 7 == 6 {
+                DeltaDType::F16
+            } else {
+                DeltaDType::F32
+            };
             let (ea, eb) = match dt {
                 DeltaDType::F32 => (Vec::new(), Vec::new()),
                 _ => (

@@ -26,7 +26,7 @@ pub(crate) struct Conv {
 
 impl Conv {
     /// Case `case`'s family: row widths around the 4- and 8-lane blocks (every multiple of 8
-    /// up to 96, then 192, and 1..40), `k` 1 or 3, ranks 1..9 (4 half the time), values
+    /// up to 96, then 192, and 1..40; stems of 1..5 inputs), `k` 1 or 3, ranks 1..9 (4 half the time), values
     /// - on a dyadic grid with one weight of each channel at exactly `max|w|`, so that
     ///   `s` is a power of two, the sums are exact and `w·(1/s)` lands on many halves (the
     ///   rounding's ties),
@@ -36,12 +36,14 @@ impl Conv {
     ///
     /// zero `W0` channels, `s0` from 0 up; every 16th case with f16 factors (the fallback).
     pub(crate) fn draw(r: &mut Rng, case: usize) -> Self {
+        let k = [1, 1, 3][case % 3];
         let cin = match case % 4 {
             0 => 8 * (1 + (case / 4) % 12),
             1 if case % 20 == 1 => 192,
+            // Stems: rows of `Cin·k ≤ 16` (the x86 table's `kxk_rows`).
+            2 if k > 1 => 1 + r.below(5),
             _ => 1 + r.below(40),
         };
-        let k = [1, 1, 3][case % 3];
         let rank = if case.is_multiple_of(2) {
             4
         } else {

@@ -455,6 +455,13 @@ pub(crate) fn dot_i8(w: &[i8], x: &[i8], zx: i32) -> i32 {
 
 /// Output pixels per int8 outer-product tile ([`conv1x1_i8`]).
 const PO: usize = 4;
+/// Smallest conv (output pixels) whose int8 **rows** the outer product packs per call
+/// ([`conv1x1_i8`], the streamed `W0` sums): below, the dot tiles on the rows win. Per call
+/// the packing costs about as much as [`PO`] pixels of multiply-adds, so at 4 pixels it
+/// doubled the work (4 → 8: the 2×2 layers of 0.5x @64 in Streaming and Auto, and its
+/// 192 → 1024 conv, −10 % of their 1x1 time; BENCHMARKS.md, 2026-12-02). Weights packed at
+/// the switch ([`PACKED_I8_MIN_PIXELS`]) only widen per call, and keep [`PO`].
+const ROWS_MIN_PIXELS: usize = 8;
 /// Widest input the int8 outer-product path widens on the stack.
 const MAXC: usize = 1024;
 /// Packed i16 weights the outer-product path holds on the stack (64 KiB): a panel of
@@ -471,9 +478,10 @@ const WCAP: usize = 32 * 1024;
 /// `madd` per block adds `w[o][i]·x_i + w[o][i+1]·x_{i+1}` to its 8 channels (exact:
 /// `|w·(x − zx)| ≤ 128·255`, sums far from overflow). The finished accumulators go through
 /// [`requant8`] with their blocks' parameter lanes straight to the output bytes. Inputs
-/// wider than [`MAXC`], and convs of fewer than [`PO`] pixels (there packing the weights
-/// would cost more than the multiply-adds: ShuffleNetV2's last stages at small inputs), take
-/// the dot-product tiles ([`conv1x1_i8_dots`]), which read the weights as they lie.
+/// wider than [`MAXC`], and convs of fewer than [`ROWS_MIN_PIXELS`] pixels (there packing
+/// the weights would cost more than the multiply-adds: ShuffleNetV2's last stages at small
+/// inputs), take the dot-product tiles ([`conv1x1_i8_dots`]), which read the weights as
+/// they lie.
 pub(crate) fn conv1x1_i8(
     g: &Geom,
     x: &[i8],
@@ -484,7 +492,7 @@ pub(crate) fn conv1x1_i8(
     y: &mut [i8],
 ) {
     let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
-    if n > MAXC || cout > MAXQ || npix < PO {
+    if n > MAXC || cout > MAXQ || npix < ROWS_MIN_PIXELS {
         return conv1x1_i8_dots(g, x, zx, w, rq, q, y);
     }
     conv1x1_i8_outer(g, x, zx, w, false, rq, q, y)
@@ -934,7 +942,7 @@ unsafe fn tile_sums_i32<const B: usize>(
 /// AVX2 twin of `reference::conv1x1::conv1x1_sums_i8` (exact, so equal): the outer-product
 /// tiles of [`conv1x1_i8`] without the output stage, one [`PO`]-pixel × panel tile (all
 /// channels but in the widest convs) per `sink` call; inputs past [`MAXC`] and convs of
-/// fewer than [`PO`] pixels take the dot-product tiles, as in [`conv1x1_i8`].
+/// fewer than [`ROWS_MIN_PIXELS`] pixels take the dot-product tiles, as in [`conv1x1_i8`].
 pub(crate) fn conv1x1_sums_i8(
     g: &Geom,
     x: &[i8],
@@ -943,7 +951,7 @@ pub(crate) fn conv1x1_sums_i8(
     sink: &mut dyn FnMut(SumTile<'_>),
 ) {
     let (n, cout) = (g.cin, g.cout);
-    if n > MAXC || cout > MAXQ || g.ho * g.wo < PO {
+    if n > MAXC || cout > MAXQ || g.ho * g.wo < ROWS_MIN_PIXELS {
         return sums_dots(g, x, zx, w, sink);
     }
     // A panel's tile rows, each written by its blocks before the panel's last block hands
@@ -1047,7 +1055,7 @@ fn sums_block<const P: usize>(
 }
 
 /// AVX2 int8 pointwise conv by dot-product tiles (inputs wider than [`MAXC`], or fewer than
-/// [`PO`] pixels); bit-exact twin of `reference::conv1x1::conv1x1_i8`.
+/// [`ROWS_MIN_PIXELS`] pixels); bit-exact twin of `reference::conv1x1::conv1x1_i8`.
 fn conv1x1_i8_dots(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y: &mut [i8]) {
     let (n, npix) = (g.cin, g.ho * g.wo);
     let (w, y) = (&w[..g.cout * n], &mut y[..npix * g.cout]);

@@ -95,8 +95,8 @@ unsafe fn fused(a: &[f32], b: &[f32], w0: &[i8], s0: f32, w: &mut [f32], out: &m
     unsafe { quantise(w, mx, main, out) }
 }
 
-/// The `Kernels::rebuild_layer_i8` slot: a 1x1 expert with f32 factors, rank ≥ 4 and
-/// `n = Cin ∈ {8, 16, …, 64}` (the small models' 24- and 48-channel experts) with each row
+/// The `Kernels::rebuild_layer_i8` slot: a k×k expert (the stem) by [`kxk_layer`]; a 1x1
+/// expert with f32 factors, rank ≥ 4 and `n = Cin ∈ {8, 16, …, 64}` (the small models' 24- and 48-channel experts) with each row
 /// in registers ([`in_registers`]); up to 48 weights in pairs of channels (`M = 2`): each
 /// channel's chain `B·A` → `max|w|` → two divisions → codes is latency-bound, and two
 /// independent chains fill each other's waits; 56 and 64 one channel at a time (two would
@@ -109,9 +109,12 @@ pub(crate) fn rebuild_layer_i8(
     out_scale: &mut [f32],
 ) -> bool {
     let (n, rk, cout) = (d.channel_len(), d.a.rows, d.cout);
-    let (Some((a, b)), 1) = (d.f32_factors(), d.k) else {
+    let Some((a, b)) = d.f32_factors() else {
         return false;
     };
+    if d.k > 1 {
+        return kxk_layer(d, a, b, w0, s0, out, out_scale);
+    }
     if rk < 4 || n % 8 != 0 || !(8..=64).contains(&n) || !d.layer_fits(w0, s0, out, out_scale) {
         return false;
     }
@@ -229,6 +232,105 @@ unsafe fn in_registers<const N: usize, const M: usize>(
         }
     }
     scale
+}
+
+/// Widest stem row `Cin·k` [`kxk_rows`] keeps in registers (two vectors).
+const KXK_MAX_COLS: usize = 16;
+/// Largest `k` [`kxk_rows`] takes (`k` rows of two vectors: 10 accumulators at `k = 5`).
+const KXK_MAX_K: usize = 5;
+
+/// A k×k expert with f32 factors (the stem: `A [r·k, Cin·k]`, `B [Cout·k, r·k]`, rank
+/// rows `r·k ≥ 4`, `Cin·k ≤ 16`, `k ≤ 5`), channel by channel: [`kxk_rows`], then [`body`].
+/// One row of `B·A` is `Cin·k` (9 at a 3-channel 3×3 stem) sums of `r·k` (24 at rank 8)
+/// dependent adds, so the portable row loop waited on each add's latency, a row at a time
+/// (~3 µs of the streamed stem's rebuild at every inference); the `k` rows of a channel
+/// are independent chains, run side by side. `false` (nothing written) for other shapes.
+fn kxk_layer(
+    d: &Delta<'_>,
+    a: &[f32],
+    b: &[f32],
+    w0: &[i8],
+    s0: &[f32],
+    out: &mut [i8],
+    out_scale: &mut [f32],
+) -> bool {
+    let (n, rk, ck, k) = (d.channel_len(), d.a.rows, d.a.cols, d.k);
+    if rk < 4 || ck > KXK_MAX_COLS || k > KXK_MAX_K || !d.layer_fits(w0, s0, out, out_scale) {
+        return false;
+    }
+    let mut w = [0f32; KXK_MAX_K * KXK_MAX_COLS];
+    let w = &mut w[..n];
+    for o in 0..d.cout {
+        let bo = &b[o * k * rk..][..k * rk];
+        // SAFETY: AVX2 (this slot is only installed after detection); `a` holds `rk` rows of
+        // `ck ≤ 16`, `bo` `k ≤ 5` rows of `rk`, `w` `k·ck` (`f32_factors`, checked above).
+        unsafe {
+            match k {
+                2 => kxk_rows::<2>(a, bo, ck, w),
+                3 => kxk_rows::<3>(a, bo, ck, w),
+                4 => kxk_rows::<4>(a, bo, ck, w),
+                _ => kxk_rows::<5>(a, bo, ck, w),
+            }
+        }
+        let (w0, out) = (&w0[o * n..][..n], &mut out[o * n..][..n]);
+        // SAFETY: AVX2, as above; the three slices hold `n` elements.
+        out_scale[o] = unsafe { body(w, w0, s0[o], out) };
+    }
+    true
+}
+
+/// `w[r·ck + c] = Σ_j b[r·rk + j]·a[j·ck + c]` for the `K` rows of one channel, each row
+/// in two 8-lane accumulators (the second masked to `ck − 8` lanes), every element summed
+/// as `Delta::channel_into_i8`: `((b0·a0 + b1·a1) + b2·a2) + …`, each further row in
+/// order, products then adds (no FMA), so the same bits.
+///
+/// # Safety
+/// AVX2 available; `ck ≤ 16`; `a` holds `rk = b.len() / K ≥ 4` rows of `ck`; `b` `K` rows
+/// of `rk`; `w` `K·ck` elements.
+#[target_feature(enable = "avx2")]
+unsafe fn kxk_rows<const K: usize>(a: &[f32], b: &[f32], ck: usize, w: &mut [f32]) {
+    let rk = b.len() / K;
+    debug_assert!(ck <= KXK_MAX_COLS && rk >= 4 && a.len() >= rk * ck && w.len() >= K * ck);
+    // Lane masks of the two vectors: the first `min(ck, 8)`, then the rest.
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(ck as i32), lanes);
+    let m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(ck as i32 - 8), lanes);
+    // SAFETY: masked loads read only the lanes below `ck` of row `j < rk` (inside `a`); a
+    // masked-off lane is not accessed, so the second vector's address may lie past `a`
+    // when `ck ≤ 8` (hence `wrapping_add`).
+    let row = |j: usize| unsafe {
+        let p = a.as_ptr().add(j * ck);
+        [
+            _mm256_maskload_ps(p, m0),
+            _mm256_maskload_ps(p.wrapping_add(8), m1),
+        ]
+    };
+    let term = |r: usize, j: usize, x: [__m256; 2]| {
+        let c = _mm256_set1_ps(b[r * rk + j]);
+        [_mm256_mul_ps(c, x[0]), _mm256_mul_ps(c, x[1])]
+    };
+    let (x0, x1) = (row(0), row(1));
+    let mut t: [[__m256; 2]; K] = core::array::from_fn(|r| {
+        let (p, q) = (term(r, 0, x0), term(r, 1, x1));
+        [_mm256_add_ps(p[0], q[0]), _mm256_add_ps(p[1], q[1])]
+    });
+    for j in 2..rk {
+        let x = row(j);
+        for (r, tr) in t.iter_mut().enumerate() {
+            let p = term(r, j, x);
+            tr[0] = _mm256_add_ps(tr[0], p[0]);
+            tr[1] = _mm256_add_ps(tr[1], p[1]);
+        }
+    }
+    for (r, tr) in t.iter().enumerate() {
+        // SAFETY: masked stores write only the lanes below `ck` of row `r < K` of `w`
+        // (`K·ck`); as for the loads, the second address may lie past `w` when `ck ≤ 8`.
+        unsafe {
+            let p = w.as_mut_ptr().add(r * ck);
+            _mm256_maskstore_ps(p, m0, tr[0]);
+            _mm256_maskstore_ps(p.wrapping_add(8), m1, tr[1]);
+        }
+    }
 }
 
 /// AVX2 per-channel weight re-quantisation; same contract and bits as the reference.
