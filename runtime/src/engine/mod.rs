@@ -306,19 +306,20 @@ impl<'b, 'a> Engine<'b, 'a> {
         self.rq_cached = (0, 0);
         if self.plan.mode() != Mode::Streaming {
             self.materialize(&m, &dept)?;
-            if m.precision == Precision::Int8 {
-                // The per-channel requantisation depends only on the department: computed
-                // here once, for as many ops as the scratch region's part that inference
-                // leaves idle holds, instead of at every inference.
-                let (shared, plan, at) = (self.bundle.shared(), self.plan, self.reg.stream_scratch);
-                let table = self.kernels.requant_table;
-                let p = self.parts();
-                let cache = p.scratch.get_mut(at..).unwrap_or_default();
-                let pack = plan.mode() == Mode::Materialized;
-                self.rq_cached = ops::fill_requant_cache(
-                    table, &m, shared, &dept, &plan, p.table, p.weights, cache, p.requant, pack,
-                )?;
-            }
+        }
+        if m.precision == Precision::Int8 {
+            // The per-channel requantisation depends only on the department: computed here
+            // once, for as many ops as the scratch region's part that inference leaves idle
+            // holds, instead of at every inference. Auto keeps whole rows (its switch is
+            // the one kept cheap); the others pack them, twice the tables in the room.
+            let (shared, plan, at) = (self.bundle.shared(), self.plan, self.reg.stream_scratch);
+            let table = self.kernels.requant_table;
+            let p = self.parts();
+            let cache = p.scratch.get_mut(at..).unwrap_or_default();
+            let pack = plan.mode() != Mode::Auto;
+            self.rq_cached = ops::fill_requant_cache(
+                table, &m, shared, &dept, &plan, p.table, p.weights, cache, p.requant, pack,
+            )?;
         }
         self.dept = Some(dept);
         Ok(())
@@ -893,9 +894,10 @@ mod tests {
     /// The requantisation tables `select` caches in the scratch region give the logits of
     /// tables computed per op, bit for bit: with every table cached, with only those that
     /// fit half the room (some ops left to compute per inference), and with none — in
-    /// Materialized mode and in Auto (where streamed experts use the scratch's start); and
-    /// the Materialized walk packs most tables (8-byte rows) and keeps the others whole,
-    /// the Auto walk keeps all whole.
+    /// Materialized mode, in Auto (where streamed experts use the scratch's start) and in
+    /// Streaming (whose room is only the bytes above its busy scratch); and the
+    /// Materialized and Streaming walks pack most tables (8-byte rows) and keep the others
+    /// whole, the Auto walk keeps all whole.
     #[test]
     fn cached_requant_tables_match_per_op_tables() {
         let seed = crate::test_seed();
@@ -914,6 +916,8 @@ mod tests {
             (Mode::Materialized, small, false),
             (Mode::Auto, mixed, false),
             (Mode::Materialized, small, true),
+            (Mode::Streaming, mixed, false),
+            (Mode::Streaming, mixed, true),
         ] {
             cached_tables_case(mode, TestNet::random(spec, seed), seed, squeeze);
         }
@@ -977,12 +981,12 @@ mod tests {
                 k += 2 + n * if packed == 1 { 2 } else { 3 };
             }
             assert_eq!(k, used / 4);
-            if mode == Mode::Materialized {
+            if mode != Mode::Auto {
                 assert!(kinds[1] > 0, "no packed table: {kinds:?}");
             } else {
                 assert_eq!(kinds[1], 0, "Auto packs none: {kinds:?}");
             }
-            if squeeze || mode != Mode::Materialized {
+            if squeeze || mode == Mode::Auto {
                 assert!(kinds[0] > 0, "no whole table: {kinds:?}");
             }
             let logits = |e: &mut Engine<'_, '_>| {
@@ -1013,7 +1017,7 @@ mod tests {
                 p.weights,
                 &mut p.scratch[at..at + half],
                 p.requant,
-                mode == Mode::Materialized,
+                mode != Mode::Auto,
             )
             .unwrap();
             assert!(c.1 > 0 && c.1 <= c.0 && c.1 < used, "{c:?} of {used}");

@@ -15,18 +15,20 @@
 //!               experts, then the Materialized rule (over every expert: the cached
 //!               requantisation tables keep Materialized's room)
 //! where D = r·k·Cin·k + Cout·k·r·k: both factors decoded to f32 once per use.
-//! Materialized int8: + min(requant scratch, feature vector) at the scratch's end: more
-//!               room for the cached tables, as the two regions below share their bytes
+//! Materialized, Streaming int8: + min(requant scratch, feature vector) at the scratch's
+//!               end: room for the cached tables, as the two regions below share their
+//!               bytes (in Streaming the only room: its scratch is busy at inference)
 //! int8 (both):  requant scratch: max Cout over Conv/DwConv × (bias, multiplier, shift) i32
 //! both:         pooled feature vector f32 [features], in the requant scratch's bytes
 //!               (the `PoolHead` is the last op): the region is the larger of the two
-//! Auto, Streaming int8: then min(the two) bytes unused. Every total is what it was with
-//!               the two apart (bundles packed before keep their arena sizes)
+//! Auto int8:    then min(the two) bytes unused. Every total is what it was with the
+//!               two apart (bundles packed before keep their arena sizes)
 //! ```
 //! Every region starts 16-aligned. Requantisation parameters depend on the department's
-//! activation scales: in Materialized (and Auto) int8 mode `select` computes them for the
-//! ops whose `[bias, multiplier, shift]` rows fit the rebuild scratch (idle at inference in
-//! that mode), most of them packed into 8 bytes a row (`engine::ops::RqCache`), the other
+//! activation scales: in int8 mode `select` computes them for the ops whose `[bias,
+//! multiplier, shift]` rows fit the scratch that inference leaves idle (the rebuild scratch
+//! and the bytes above; Streaming: those bytes alone, ~4 KiB at 0.5x), packed into 8 bytes
+//! a row where they fit (Materialized, Streaming; `engine::ops::RqCache`), the other
 //! ops at each `infer` into the requant scratch (integer arithmetic, ~200 Cortex-M
 //! instructions a channel, against ~8 to unpack a cached row). No region grows for it.
 use crate::format::plan::Plan;
@@ -154,9 +156,9 @@ pub fn regions_with(m: &Manifest<'_>, plan: &Plan) -> Option<Regions> {
     let stream_scratch = align_checked(lowrank.checked_mul(4)?)?;
     // The pooled features reuse the requant scratch: the `PoolHead` is the last op, so no
     // table is read after it. The bytes this saves stay in the arena, so every total is
-    // what it was with the two regions apart: in Materialized at the end of the scratch
-    // (idle at inference: more room for the cached requantisation tables), elsewhere at
-    // the end (Auto keeps its cache, and so its switch, as it was).
+    // what it was with the two regions apart: in Materialized and Streaming at the end of
+    // the scratch (idle at inference: room for cached requantisation tables; Streaming has
+    // no other), in Auto at the end (Auto keeps its cache, and so its switch, as it was).
     let rq = if int8 {
         align_checked(max_cout.checked_mul(12)?)?
     } else {
@@ -164,8 +166,8 @@ pub fn regions_with(m: &Manifest<'_>, plan: &Plan) -> Option<Regions> {
     };
     let feat = align_checked(m.features as usize * 4)?;
     let (cache, pad) = match plan.mode() {
-        Mode::Materialized => (rq.min(feat), 0),
-        _ => (0, rq.min(feat)),
+        Mode::Materialized | Mode::Streaming => (rq.min(feat), 0),
+        Mode::Auto => (0, rq.min(feat)),
     };
     let requant = scratch
         .checked_add(stream_scratch)?
