@@ -96,11 +96,12 @@ unsafe fn fused(a: &[f32], b: &[f32], w0: &[i8], s0: f32, w: &mut [f32], out: &m
 }
 
 /// The `Kernels::rebuild_layer_i8` slot: a k×k expert (the stem) by [`kxk_layer`]; a 1x1
-/// expert with f32 factors, rank ≥ 4 and `n = Cin ∈ {8, 16, …, 64}` (the small models' 24- and 48-channel experts) with each row
-/// in registers ([`in_registers`]); up to 48 weights in pairs of channels (`M = 2`): each
-/// channel's chain `B·A` → `max|w|` → two divisions → codes is latency-bound, and two
-/// independent chains fill each other's waits; 56 and 64 one channel at a time (two would
-/// not fit the 16 registers). `false` for other shapes (then channel by channel).
+/// expert with f32 factors, rank ≥ 4 and `n = Cin ∈ {8, 16, …, 64}` (the small models' 24-
+/// and 48-channel experts) with each row in registers ([`in_registers`]); up to 48 weights
+/// in pairs of channels (`M = 2`): each channel's chain `B·A` → `max|w|` → two divisions →
+/// codes is latency-bound, and two independent chains fill each other's waits; 56 and 64
+/// one channel at a time (two would not fit the 16 registers). `false` for other shapes
+/// (then channel by channel).
 pub(crate) fn rebuild_layer_i8(
     d: &Delta<'_>,
     w0: &[i8],
