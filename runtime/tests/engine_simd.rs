@@ -9,7 +9,7 @@ mod common;
 use lorkd_runtime::engine::testnet::{NetSpec, TestNet};
 use lorkd_runtime::engine::Engine;
 use lorkd_runtime::format::{Bundle, Mode};
-use lorkd_runtime::kernels::{Geom, Kernels, OutQ};
+use lorkd_runtime::kernels::{ConvI8, Geom, Kernels, OutQ};
 use lorkd_runtime::quant::ChannelRequant;
 use lorkd_runtime::AlignedBytes;
 use rand::{Rng, SeedableRng};
@@ -109,7 +109,6 @@ fn magnitude(g: &Geom, f: Family, x: &[f32], w: &[f32], b: f32, pix: usize, o: u
     m
 }
 
-/// Every SIMD table this CPU runs (the reference itself excluded).
 /// `cout` requantisation rows `[bias, multiplier, shift]` of a conv with input scale 0.02,
 /// biases in ±1, weight scales drawn from `ws` and output scale `s_y`.
 fn rq_rows(r: &mut ChaCha8Rng, cout: usize, ws: std::ops::Range<f32>, s_y: f32) -> Vec<[i32; 3]> {
@@ -140,6 +139,35 @@ fn weight_form(r: &mut ChaCha8Rng, n: usize, form: u8, ends: bool) -> Vec<i8> {
     w
 }
 
+/// The int8 output stage with zero point `zy`: under a fused ReLU (the floor at `zy`) half
+/// the time, else the plain −128 floor.
+fn out_q(r: &mut ChaCha8Rng, zy: i32) -> OutQ {
+    OutQ {
+        zero_point: zy,
+        lo: if r.gen_bool(0.5) { zy } else { -128 },
+    }
+}
+
+/// The output bytes of int8 conv slot `best` (a twin's) and of the reference's slot
+/// `reference` on the same arguments: `(twin, reference)`.
+#[allow(clippy::too_many_arguments)]
+fn both_i8(
+    best: ConvI8,
+    reference: ConvI8,
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+) -> (Vec<i8>, Vec<i8>) {
+    let (mut a, mut b) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
+    best(g, x, zx, w, rq, q, &mut a);
+    reference(g, x, zx, w, rq, q, &mut b);
+    (a, b)
+}
+
+/// Every SIMD table this CPU runs (the reference itself excluded).
 fn twins() -> Vec<Kernels> {
     Kernels::available()
         .into_iter()
@@ -164,13 +192,8 @@ macro_rules! cross_test {
                     let rq = rq_rows(&mut r, g.cout, 0.001..0.01, 0.05);
                     let zx = r.gen_range(-128..=127);
                     let zy = r.gen_range(-128..=127);
-                    let q = OutQ {
-                        zero_point: zy,
-                        lo: if r.gen_bool(0.5) { zy } else { -128 },
-                    };
-                    let (mut a, mut b) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
-                    (best.$slot)(&g, &x, zx, &w, &rq, q, &mut a);
-                    (refk.$slot)(&g, &x, zx, &w, &rq, q, &mut b);
+                    let q = out_q(&mut r, zy);
+                    let (a, b) = both_i8(best.$slot, refk.$slot, &g, &x, zx, &w, &rq, q);
                     assert_eq!(a, b, "{best:?} {g:?}");
                 }
             }
@@ -299,9 +322,7 @@ fn conv1x1_i8_twin_is_bit_exact_on_packed_shapes() {
                     -128
                 },
             };
-            let (mut a, mut b) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
-            (best.conv1x1_i8)(&g, &x, zx, &wq, &rq, q, &mut a);
-            (refk.conv1x1_i8)(&g, &x, zx, &wq, &rq, q, &mut b);
+            let (a, b) = both_i8(best.conv1x1_i8, refk.conv1x1_i8, &g, &x, zx, &wq, &rq, q);
             assert_eq!(a, b, "{best:?} {g:?} zx {zx} zy {zy} s_y {s_y}");
         }
     }
@@ -354,13 +375,8 @@ fn conv_i8_twin_is_bit_exact_on_stem_shapes() {
             let rq = rq_rows(&mut r, cout, 0.001..0.01, 0.05);
             let zx = [-128, 127, r.gen_range(-128..=127)][r.gen_range(0..3)];
             let zy = r.gen_range(-128..=127);
-            let q = OutQ {
-                zero_point: zy,
-                lo: if r.gen_bool(0.5) { zy } else { -128 },
-            };
-            let (mut a, mut b) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
-            (best.conv_i8)(&g, &x, zx, &wq, &rq, q, &mut a);
-            (refk.conv_i8)(&g, &x, zx, &wq, &rq, q, &mut b);
+            let q = out_q(&mut r, zy);
+            let (a, b) = both_i8(best.conv_i8, refk.conv_i8, &g, &x, zx, &wq, &rq, q);
             assert_eq!(a, b, "{best:?} {g:?} zx {zx} form {form}");
         }
     }
@@ -441,13 +457,8 @@ fn dwconv3x3_i8_twin_is_bit_exact_at_the_edges() {
             let rq = rq_rows(&mut r, g.cout, 0.0005..0.01, 0.05);
             let zx = [-128, 127, r.gen_range(-128..=127)][r.gen_range(0..3)];
             let zy = r.gen_range(-128..=127);
-            let q = OutQ {
-                zero_point: zy,
-                lo: if r.gen_bool(0.5) { zy } else { -128 },
-            };
-            let (mut a, mut b) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
-            (best.dwconv3x3_i8)(&g, &x, zx, &w, &rq, q, &mut a);
-            (refk.dwconv3x3_i8)(&g, &x, zx, &w, &rq, q, &mut b);
+            let q = out_q(&mut r, zy);
+            let (a, b) = both_i8(best.dwconv3x3_i8, refk.dwconv3x3_i8, &g, &x, zx, &w, &rq, q);
             assert_eq!(a, b, "{best:?} {g:?} zx {zx}");
         }
     }
@@ -570,10 +581,7 @@ fn packed_conv1x1_i8_is_the_row_conv() {
                 .collect();
             let rq = rq_rows(&mut r, g.cout, 0.001..0.01, 0.05);
             let (zx, zy) = (r.gen_range(-128..=127), r.gen_range(-128..=127));
-            let q = OutQ {
-                zero_point: zy,
-                lo: if r.gen_bool(0.5) { zy } else { -128 },
-            };
+            let q = out_q(&mut r, zy);
             let mut packed = w.clone();
             (p.pack)(g.cout, g.cin, &mut packed);
             // Each table packs its own shapes (x86_64: even `cin` up to 1024 and 8-channel
@@ -903,13 +911,8 @@ fn conv1x1_i8_twin_is_bit_exact_on_wide_convs() {
             // An output zero point near +127 under ReLU clamps every output to 127 (a
             // constant output, ~1 run in 13 with any zero point): keep room above it.
             let (zx, zy) = (r.gen_range(-128..=127), r.gen_range(-128..=96));
-            let q = OutQ {
-                zero_point: zy,
-                lo: if r.gen_bool(0.5) { zy } else { -128 },
-            };
-            let (mut a, mut b) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);
-            (best.conv1x1_i8)(&g, &x, zx, &w, &rq, q, &mut a);
-            (refk.conv1x1_i8)(&g, &x, zx, &w, &rq, q, &mut b);
+            let q = out_q(&mut r, zy);
+            let (a, b) = both_i8(best.conv1x1_i8, refk.conv1x1_i8, &g, &x, zx, &w, &rq, q);
             assert_eq!(a, b, "{best:?} {g:?}");
             // Not all saturated: the check sees real values.
             assert!(a.iter().any(|&v| v != a[0]), "{g:?}: constant output");
