@@ -896,7 +896,8 @@ mod tests {
     /// fit half the room (some ops left to compute per inference), and with none — in
     /// Materialized mode, in Auto (where streamed experts use the scratch's start) and in
     /// Streaming (whose room is only the bytes above its busy scratch); and the
-    /// Materialized and Streaming walks pack most tables (8-byte rows) and keep the others
+    /// Materialized and Streaming walks pack most tables (8-byte rows; Materialized's
+    /// rebuilt experts 4 bytes here, the multipliers over their scales) and keep the others
     /// whole, the Auto walk keeps all whole.
     #[test]
     fn cached_requant_tables_match_per_op_tables() {
@@ -970,21 +971,25 @@ mod tests {
             e.select(t).unwrap();
             let (room, used) = e.rq_cached;
             assert!(used > 0 && used <= room, "({room}, {used})");
-            // Which kinds of entry the walk wrote: `[op, rows << 1 | packed]` headers.
+            // Which kinds of entry the walk wrote: `[op, rows << 2 | kind]` headers.
             let at = e.reg.stream_scratch;
             let words: std::vec::Vec<u32> =
                 bytemuck::cast_slice(&e.parts().scratch[at..][..used]).to_vec();
-            let (mut kinds, mut k) = ([0usize; 2], 0);
+            let (mut kinds, mut k) = ([0usize; 3], 0);
             while k < used / 4 {
-                let (n, packed) = ((words[k + 1] >> 1) as usize, words[k + 1] & 1);
-                kinds[packed as usize] += 1;
-                k += 2 + n * if packed == 1 { 2 } else { 3 };
+                let (n, kind) = ((words[k + 1] >> 2) as usize, words[k + 1] & 3);
+                kinds[kind as usize] += 1;
+                k += 2 + n * [3, 2, 1][kind as usize];
             }
             assert_eq!(k, used / 4);
+            match mode {
+                Mode::Auto => assert_eq!(kinds[1..], [0, 0], "Auto packs none: {kinds:?}"),
+                // Streaming rebuilds no expert: nothing to split.
+                Mode::Streaming => assert_eq!(kinds[2], 0, "{kinds:?}"),
+                Mode::Materialized => assert!(kinds[2] > 0, "no split table: {kinds:?}"),
+            }
             if mode != Mode::Auto {
                 assert!(kinds[1] > 0, "no packed table: {kinds:?}");
-            } else {
-                assert_eq!(kinds[1], 0, "Auto packs none: {kinds:?}");
             }
             if squeeze || mode == Mode::Auto {
                 assert!(kinds[0] > 0, "no whole table: {kinds:?}");
@@ -1006,6 +1011,11 @@ mod tests {
             let half = used / 8 * 4;
             let (plan, at) = (e.plan, e.reg.stream_scratch);
             let table = e.kernels.requant_table;
+            // Split entries wrote their multipliers over the slots' scales: the walk (and
+            // inference without a cache) reads scales, so rebuild first, as `select` does.
+            if mode != Mode::Streaming {
+                e.materialize(&m, &dept).unwrap();
+            }
             let p = e.parts();
             let c = ops::fill_requant_cache(
                 table,
@@ -1023,6 +1033,9 @@ mod tests {
             assert!(c.1 > 0 && c.1 <= c.0 && c.1 < used, "{c:?} of {used}");
             e.rq_cached = c;
             let partial = logits(&mut e);
+            if mode != Mode::Streaming {
+                e.materialize(&m, &dept).unwrap();
+            }
             e.rq_cached = (0, 0);
             let uncached = logits(&mut e);
             assert_eq!(cached, uncached, "department {t}");

@@ -28,9 +28,12 @@
 //! activation scales: in int8 mode `select` computes them for the ops whose `[bias,
 //! multiplier, shift]` rows fit the scratch that inference leaves idle (the rebuild scratch
 //! and the bytes above; Streaming: those bytes alone, ~4 KiB at 0.5x), packed into 8 bytes
-//! a row where they fit (Materialized, Streaming; `engine::ops::RqCache`), the other
-//! ops at each `infer` into the requant scratch (integer arithmetic, ~200 Cortex-M
-//! instructions a channel, against ~8 to unpack a cached row). No region grows for it.
+//! a row where they fit (Materialized, Streaming; `engine::ops::RqCache`) — in
+//! Materialized a rebuilt expert's row into 4 bytes there and its multiplier over the
+//! expert's per-channel scale in its weight slot, which inference does not read once the
+//! table exists — the other ops at each `infer` into the requant scratch (integer
+//! arithmetic, ~200 Cortex-M instructions a channel, against ~8 to unpack a cached row).
+//! No region grows for it.
 use crate::format::plan::Plan;
 use crate::format::{Manifest, Mode, Op, Precision};
 

@@ -18,7 +18,8 @@ use crate::switch::{self, Delta};
 enum Weights<'w> {
     /// The bundle's `W0`: `(weight, wscale)` tensors of the shared payload.
     Shared(&'w [u8], &'w [u8]),
-    /// A Materialized expert's slot of the weights region (weights, then int8 scales).
+    /// A Materialized expert's slot of the weights region (weights, then int8 scales — or,
+    /// where `select` cached the table split, its multipliers: `ops::Entry::Split`).
     Rebuilt(&'w [u8]),
 }
 

@@ -229,21 +229,55 @@ pub(super) fn requant_table<'r>(
     Ok(rq)
 }
 
-/// `[bias, multiplier, shift]` tables computed once by `select` (Materialized and Auto int8
-/// bundles) into the part of the scratch region inference leaves idle, as a run of entries
-/// in graph order: `[op index, rows << 1 | packed]`, then the op's rows — packed
-/// ([`pack_row`], 8 bytes: most channels) or as they are (12 bytes). An op is there iff its
+/// `[bias, multiplier, shift]` tables computed once by `select` (int8 bundles) into the part
+/// of the scratch region inference leaves idle, as a run of entries in graph order: `[op
+/// index, rows << 2 | kind]`, then the op's rows, by [`Entry`] kind. An op is there iff its
 /// entry fitted the room left when `select` walked the ops; the others compute theirs per
-/// inference in the requant region. Packing lets ~1.5× the rows fit the same bytes: on the
-/// Cortex-M fixture (0.5x @32) 2.5 k of its 4 k rows instead of 1.7 k, each row not
-/// recomputed saving ~200 instructions an inference for ~8 to unpack it. Materialized packs;
-/// Auto, whose point is a cheap switch, keeps rows whole (the tables `select` computes stay
-/// as many as before: its switch would grow ~8 %).
+/// inference in the requant region. Each row not recomputed saves ~200 Cortex-M
+/// instructions an inference for ~8 to unpack it. Materialized packs, and a rebuilt
+/// expert's rows keep only 4 bytes here: on the Cortex-M fixture (0.5x @32) all of its 4 k
+/// rows fit, where 8-byte rows left ~1 k to compute at every inference. Auto, whose point
+/// is a cheap switch, keeps rows whole (the tables `select` computes stay as many as
+/// before: its switch would grow ~8 %).
 pub(super) struct RqCache<'x> {
     /// The entries not yet passed, the next cached op's first.
     pub words: &'x [u32],
     /// Computes the tables of the ops not cached (`Kernels::requant_table`).
     pub table: crate::kernels::RequantTable,
+}
+
+/// How an [`RqCache`] entry holds its rows (the header's low 2 bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Entry {
+    /// 12 bytes a row, as computed.
+    Whole = 0,
+    /// 8 bytes a row ([`pack_row`]).
+    Packed = 1,
+    /// 4 bytes a row here, `pack_row`'s first word; its second, the multiplier, in place of
+    /// the per-channel scale in the rebuilt expert's slot of the weights region. Once the
+    /// table is computed `select` needs the scales no more: the next switch rewrites them.
+    Split = 2,
+}
+
+impl Entry {
+    /// The kind in a header's low bits; `None` for 3.
+    fn of(head: u32) -> Option<Self> {
+        match head & 3 {
+            0 => Some(Entry::Whole),
+            1 => Some(Entry::Packed),
+            2 => Some(Entry::Split),
+            _ => None,
+        }
+    }
+
+    /// Words a row takes in the cache.
+    pub(super) const fn words(self) -> usize {
+        match self {
+            Entry::Whole => 3,
+            Entry::Packed => 2,
+            Entry::Split => 1,
+        }
+    }
 }
 
 /// A row in 8 bytes when it round-trips: `[bias << 5 | −shift, multiplier]` for
@@ -261,7 +295,8 @@ pub(super) fn unpack_row([a, m]: [u32; 2]) -> [i32; 3] {
 }
 
 /// The requantisation table of int8 conv-like op `op` with `bias.len()` output channels:
-/// its cached entry (unpacked into `requant` if packed), or computed into `requant`
+/// its cached entry (unpacked into `requant` unless whole; a [`Entry::Split`] entry's
+/// multipliers are the bits of `ws`, the rebuilt expert's slot), or computed into `requant`
 /// ([`requant_table`]).
 pub(super) fn op_requant<'c: 'r, 'r>(
     cache: &mut RqCache<'c>,
@@ -276,8 +311,9 @@ pub(super) fn op_requant<'c: 'r, 'r>(
     let c = bias.len();
     // Entries of ops before this one that inference did not ask for are passed over.
     while let [at, head, rest @ ..] = cache.words {
-        let (at, n, packed) = (*at as usize, (*head >> 1) as usize, head & 1 == 1);
-        let len = n.checked_mul(if packed { 2 } else { 3 }).ok_or(bad)?;
+        let (at, n, kind) = (*at as usize, (*head >> 2) as usize, Entry::of(*head));
+        let kind = kind.ok_or(bad)?;
+        let len = n.checked_mul(kind.words()).ok_or(bad)?;
         let (rows, next) = rest.split_at_checked(len).ok_or(bad)?;
         if at > op {
             break;
@@ -286,10 +322,10 @@ pub(super) fn op_requant<'c: 'r, 'r>(
         if at < op {
             continue;
         }
-        if n != c {
+        if n != c || ws.len() < c {
             return Err(bad);
         }
-        if !packed {
+        if kind == Entry::Whole {
             return Ok(bytemuck::cast_slice(rows));
         }
         let out: &mut [[i32; 3]] = bytemuck::try_cast_slice_mut(
@@ -298,8 +334,14 @@ pub(super) fn op_requant<'c: 'r, 'r>(
                 .ok_or(bad)?,
         )
         .map_err(|_| EngineError::Misaligned)?;
-        for (o, p) in out.iter_mut().zip(rows.chunks_exact(2)) {
-            *o = unpack_row([p[0], p[1]]);
+        if kind == Entry::Packed {
+            for (o, p) in out.iter_mut().zip(rows.chunks_exact(2)) {
+                *o = unpack_row([p[0], p[1]]);
+            }
+        } else {
+            for ((o, &a), m) in out.iter_mut().zip(rows).zip(ws) {
+                *o = unpack_row([a, m.to_bits()]);
+            }
         }
         return Ok(out);
     }
@@ -308,11 +350,12 @@ pub(super) fn op_requant<'c: 'r, 'r>(
 
 /// Fills `cache` (bytes of the idle scratch region) with the requantisation entries of the
 /// int8 `Conv`/`DwConv` ops of department `d` that fit, in graph order (see [`RqCache`]):
-/// with `pack`, each table computed in `requant`, then packed where every row packs;
-/// without, computed in place, whole. Returns `(room, used)`: the capacity and the bytes
-/// written. Rebuilt expert convs take their per-channel scales from their slot in
-/// `weights` (the same bytes `conv::eval` reads); streamed ones (`plan`, output sizes from
-/// the value `table`) have no table.
+/// with `pack`, each table computed in `requant`, then packed where every row packs — a
+/// rebuilt expert's split, its multipliers written over its scales in `weights`; without,
+/// computed in place, whole. Returns `(room, used)`: the capacity and the bytes written.
+/// Rebuilt expert convs take their per-channel scales from their slot in `weights` (the
+/// same bytes `conv::eval` reads), so the switch's rebuild must have run since the last
+/// walk; streamed ones (`plan`, output sizes from the value `table`) have no table.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn fill_requant_cache(
     table_fn: crate::kernels::RequantTable,
@@ -321,7 +364,7 @@ pub(super) fn fill_requant_cache(
     d: &Dept<'_>,
     plan: &Plan,
     table: &[u8],
-    weights: &[u8],
+    weights: &mut [u8],
     cache: &mut [u8],
     requant: &mut [u8],
     pack: bool,
@@ -331,7 +374,9 @@ pub(super) fn fill_requant_cache(
         bytemuck::try_cast_slice_mut(&mut cache[..whole]).map_err(|_| EngineError::Misaligned)?;
     let (mut used, mut wofs) = (0usize, 0usize);
     for (i, op) in m.ops.iter().enumerate() {
-        let (input, output, cout, bias, ws) = match op {
+        let bad = EngineError::Malformed { op: i };
+        // `slot`: where a rebuilt expert's scales are in `weights`; else the shared ones.
+        let (input, output, cout, bias, slot, shared_ws) = match op {
             crate::format::Op::Conv {
                 input,
                 output,
@@ -348,19 +393,17 @@ pub(super) fn fill_requant_cache(
                 if expert.is_some() && plan.streams(cout, input.c_len as usize, k, hw) {
                     continue;
                 }
-                let ws = if expert.is_some() {
-                    let bad = EngineError::Malformed { op: i };
+                if expert.is_some() {
                     let (wlen, slot) =
                         crate::format::layout::expert_slot(cout, input.c_len as usize, k, true)
                             .ok_or(bad)?;
-                    let end = wofs.checked_add(slot).ok_or(bad)?;
-                    let b = weights.get(wofs..end).ok_or(bad)?;
-                    wofs += slot;
-                    f32s(&b[wlen..])?.get(..cout).ok_or(bad)?
+                    let at = wofs.checked_add(wlen).ok_or(bad)?;
+                    wofs = wofs.checked_add(slot).ok_or(bad)?;
+                    (input.value, output, cout, bias, Some(at), &[][..])
                 } else {
-                    expect_len(f32s(tensor(shared, wscale, i)?)?, cout, i)?
-                };
-                (input.value, output, cout, bias, ws)
+                    let ws = expect_len(f32s(tensor(shared, wscale, i)?)?, cout, i)?;
+                    (input.value, output, cout, bias, None, ws)
+                }
             }
             crate::format::Op::DwConv {
                 input,
@@ -371,31 +414,41 @@ pub(super) fn fill_requant_cache(
             } => {
                 let c = input.c_len as usize;
                 let ws = expect_len(f32s(tensor(shared, wscale, i)?)?, c, i)?;
-                (input.value, output, c, bias, ws)
+                (input.value, output, c, bias, None, ws)
             }
             _ => continue,
         };
-        // An entry needs at least its header and 2 words a row (3 unpacked).
+        // An entry needs at least its header and its rows in their shortest form.
+        let least = match (pack, slot) {
+            (false, _) => Entry::Whole,
+            (true, None) => Entry::Packed,
+            (true, Some(_)) => Entry::Split,
+        };
         if used
             .saturating_add(2)
-            .saturating_add(cout.saturating_mul(if pack { 2 } else { 3 }))
+            .saturating_add(cout.saturating_mul(least.words()))
             > words.len()
         {
             continue;
         }
+        let ws = match slot {
+            Some(at) => f32s(weights.get(at..).ok_or(bad)?)?
+                .get(..cout)
+                .ok_or(bad)?,
+            None => shared_ws,
+        };
         let bias = expect_len(f32s(tensor(shared, bias, i)?)?, cout, i)?;
         let (qx, qy) = (qparams(d, input, i)?, qparams(d, output, i)?);
-        let head = |packed: bool| -> R<[u32; 2]> {
-            let bad = EngineError::Malformed { op: i };
+        let head = |kind: Entry| -> R<[u32; 2]> {
             Ok([
                 u32::try_from(i).map_err(|_| bad)?,
-                u32::try_from(cout << 1 | usize::from(packed)).map_err(|_| bad)?,
+                u32::try_from(cout << 2 | kind as usize).map_err(|_| bad)?,
             ])
         };
         if !pack {
             // Whole rows: computed in place.
             let dst = &mut words[used..used + 2 + 3 * cout];
-            dst[..2].copy_from_slice(&head(false)?);
+            dst[..2].copy_from_slice(&head(Entry::Whole)?);
             table_fn(
                 bias,
                 qx.scale,
@@ -407,19 +460,33 @@ pub(super) fn fill_requant_cache(
             continue;
         }
         let rows = requant_table(table_fn, requant, bias, qx, ws, qy, i)?;
-        let packed = rows.iter().all(|&r| pack_row(r).is_some());
-        let len = if packed { 2 * cout } else { 3 * cout };
+        let kind = match rows.iter().all(|&r| pack_row(r).is_some()) {
+            false => Entry::Whole,
+            true => least,
+        };
+        let len = cout * kind.words();
         let Some(dst) = words.get_mut(used..used.saturating_add(2 + len)) else {
             continue;
         };
         let (h, body) = dst.split_at_mut(2);
-        h.copy_from_slice(&head(packed)?);
-        if packed {
-            for (o, &r) in body.chunks_exact_mut(2).zip(rows.iter()) {
-                o.copy_from_slice(&pack_row(r).unwrap_or_default());
+        h.copy_from_slice(&head(kind)?);
+        match (kind, slot) {
+            (Entry::Whole, _) => body.copy_from_slice(bytemuck::cast_slice(rows)),
+            (Entry::Packed, _) => {
+                for (o, &r) in body.chunks_exact_mut(2).zip(rows.iter()) {
+                    o.copy_from_slice(&pack_row(r).unwrap_or_default());
+                }
             }
-        } else {
-            body.copy_from_slice(bytemuck::cast_slice(rows));
+            (Entry::Split, Some(at)) => {
+                // The scales were read above and are not read again until the next switch.
+                let mults: &mut [u32] =
+                    bytemuck::try_cast_slice_mut(weights.get_mut(at..at + 4 * cout).ok_or(bad)?)
+                        .map_err(|_| EngineError::Misaligned)?;
+                for ((o, m), &r) in body.iter_mut().zip(mults).zip(rows.iter()) {
+                    [*o, *m] = pack_row(r).unwrap_or_default();
+                }
+            }
+            (Entry::Split, None) => return Err(bad),
         }
         used += 2 + len;
     }
@@ -537,7 +604,7 @@ pub(super) fn conv_geom(
 #[cfg(test)]
 mod tests {
     use super::{op_requant, pack_row, rescale_into, rescale_one, rescale_table, unpack_row};
-    use super::{requant_table, RqCache};
+    use super::{requant_table, Entry, RqCache};
     use crate::engine::testnet::Rng;
     use crate::quant::QParams;
 
@@ -569,14 +636,15 @@ mod tests {
         assert!(packed > 10_000, "{packed}");
     }
 
-    /// `op_requant` returns a cached entry's rows (packed or whole), passes over entries of
-    /// ops inference does not ask for, and computes the tables of ops not cached: every op's
-    /// table equals the one computed for it.
+    /// `op_requant` returns a cached entry's rows (packed, split or whole), passes over
+    /// entries of ops inference does not ask for, and computes the tables of ops not cached:
+    /// every op's table equals the one computed for it.
     #[test]
-    fn op_requant_reads_packed_whole_and_missing_entries() {
+    fn op_requant_reads_packed_split_whole_and_missing_entries() {
         let seed = crate::test_seed();
         let mut r = Rng::new(seed);
         let table: crate::kernels::RequantTable = crate::quant::requant_table;
+        let mut kinds = [0usize; 3];
         for _ in 0..50 {
             let ops: std::vec::Vec<_> = (0..8)
                 .map(|_| {
@@ -587,24 +655,38 @@ mod tests {
                     };
                     let ws: std::vec::Vec<f32> =
                         (0..c).map(|_| 2f32.powf(r.uniform(8.0) - 8.0)).collect();
-                    (r.vec(c, 50.0), q(&mut r), ws, q(&mut r), r.below(4))
+                    (r.vec(c, 50.0), q(&mut r), ws, q(&mut r), r.below(5))
                 })
                 .collect();
-            // Kind 0: not cached, 1: packed if it packs, 2: whole, 3: cached but not asked.
+            // Kind 0: not cached, 1: packed if it packs, 2: whole, 3: cached but not asked,
+            // 4: split if it packs (the multipliers in `slots`, where the scales were).
             let mut words = std::vec::Vec::new();
+            let mut slots: std::vec::Vec<std::vec::Vec<f32>> = std::vec::Vec::new();
             let mut scratch = std::vec![[0i32; 3]; 64];
             for (i, (bias, qx, ws, qy, kind)) in ops.iter().enumerate() {
+                slots.push(ws.clone());
                 if *kind == 0 {
                     continue;
                 }
                 let rows = &mut scratch[..bias.len()];
                 table(bias, qx.scale, ws, qy.scale, rows);
-                let packed = *kind != 2 && rows.iter().all(|&w| pack_row(w).is_some());
-                words.extend([i as u32, (bias.len() << 1 | usize::from(packed)) as u32]);
-                for &w in rows.iter() {
-                    match packed {
-                        true => words.extend(pack_row(w).unwrap()),
-                        false => words.extend(w.map(|v| v as u32)),
+                let packs = *kind != 2 && rows.iter().all(|&w| pack_row(w).is_some());
+                let entry = match (packs, *kind) {
+                    (false, _) => Entry::Whole,
+                    (true, 4) => Entry::Split,
+                    (true, _) => Entry::Packed,
+                };
+                kinds[entry as usize] += 1;
+                words.extend([i as u32, (bias.len() << 2 | entry as usize) as u32]);
+                for (j, &w) in rows.iter().enumerate() {
+                    match entry {
+                        Entry::Packed => words.extend(pack_row(w).unwrap()),
+                        Entry::Whole => words.extend(w.map(|v| v as u32)),
+                        Entry::Split => {
+                            let [a, m] = pack_row(w).unwrap();
+                            words.push(a);
+                            slots[i][j] = f32::from_bits(m);
+                        }
                     }
                 }
             }
@@ -633,7 +715,7 @@ mod tests {
                     bytemuck::cast_slice_mut(&mut requant),
                     bias,
                     *qx,
-                    ws,
+                    &slots[i],
                     *qy,
                     i,
                 )
@@ -642,6 +724,7 @@ mod tests {
             }
             assert!(cache.words.is_empty() || ops[7].4 == 3);
         }
+        assert!(kinds.iter().all(|&k| k > 20), "entries by kind: {kinds:?}");
     }
 
     /// Every code, random pairs of quantisations (scales over many octaves, zero points
