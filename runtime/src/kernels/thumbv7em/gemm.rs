@@ -610,8 +610,6 @@ struct Requant<'y> {
     p0: usize,
     cout: usize,
     o: [usize; 2],
-    /// Every channel takes the short form without a floor ([`fusable`]).
-    fused: bool,
 }
 
 impl Sink for Requant<'_> {
@@ -627,11 +625,7 @@ impl Sink for Requant<'_> {
     #[inline(always)]
     fn put1(&mut self, i: usize, o: usize, acc: i32) {
         let at = (self.p0 + i) * self.cout + o;
-        self.y[at] = if self.fused {
-            super::dsp::short_row(self.rq[o], self.q.zero_point, acc)
-        } else {
-            Rq::new(self.rq[o], self.q).apply(acc)
-        };
+        self.y[at] = Rq::new(self.rq[o], self.q).apply(acc);
     }
 }
 
@@ -689,7 +683,7 @@ unsafe fn written(s: &[MaybeUninit<i32>], len: usize) -> &[i32] {
 /// ([`requant_run`]) with the channel's constants in registers. An odd last pixel goes
 /// through [`block_into`]'s lone-pixel tiles. `fused` (the caller's [`fusable`], once a
 /// conv): every channel in the short form without a floor, so rows a multiple of 4 long
-/// take [`dot1x4_layer`] over all whole quads instead, and lone pixels [`dsp::short_row`].
+/// take [`dot1x4_layer`] over all whole quads instead, and a lone pixel [`lone_fused`].
 #[allow(clippy::too_many_arguments)]
 pub(super) fn block(
     xb: &[u32],
@@ -769,7 +763,10 @@ pub(super) fn block(
         }
         c0 += m;
     }
-    if np % 2 == 1 {
+    if np % 2 == 1 && fused {
+        let x = &xb[pairs * wp..][..wp];
+        lone_fused(x, n, w, rq, q.zero_point, &mut y[(np - 1) * cout..][..cout]);
+    } else if np % 2 == 1 {
         let mut out = Requant {
             rq,
             q,
@@ -777,9 +774,44 @@ pub(super) fn block(
             p0: np - 1,
             cout,
             o: [0; 2],
-            fused,
         };
         block_into(&xb[pairs * wp..], 1, n, w, 0, cout, &mut out);
+    }
+}
+
+/// A lone last pixel `x` (its pair's `pair_words(n)` words) of a layer whose every channel
+/// takes the short form without a floor ([`fusable`]): channel triples by [`dot1x3`] (a last
+/// one or two by [`dot2x1`]), each sum requantised from its table row by
+/// [`dsp::short_row`](super::dsp::short_row) straight into `y`, the pixel's `cout` bytes —
+/// [`block_into`]'s lone-pixel tiles without a sink's index arithmetic and checks a byte
+/// (the 1×1 layers of stage 4 and the last conv at 32 px are all lone pixels).
+fn lone_fused(x: &[u32], n: usize, w: &[i8], rq: &[[i32; 3]], zp: i32, y: &mut [i8]) {
+    let (g, nt, cout) = (n / 4, n & !3, rq.len());
+    let h0 = &x[4 * g..];
+    let tails = |ws: &[i8], k: usize| match nt < n {
+        true => tail(&ws[k * n + nt..(k + 1) * n], h0),
+        false => 0,
+    };
+    let t = cout - cout % 3;
+    let rows = w[..t * n].chunks_exact(3 * n);
+    for ((ws, rq3), y3) in rows
+        .zip(rq[..t].chunks_exact(3))
+        .zip(y[..t].chunks_exact_mut(3))
+    {
+        let acc = dot1x3(ws, n, x, g);
+        for k in 0..3 {
+            y3[k] = super::dsp::short_row(rq3[k], zp, acc[k].wrapping_add(tails(ws, k)));
+        }
+    }
+    if t < cout {
+        // One or two channels: the pair's rows (`o1 == o` for one).
+        let o1 = cout - 1;
+        let ws = &w[t * n..][..(cout - t) * n];
+        let [a, c] = dot2x1(&ws[..n], &ws[(o1 - t) * n..][..n], x, g);
+        y[t] = super::dsp::short_row(rq[t], zp, a.wrapping_add(tails(ws, 0)));
+        if o1 != t {
+            y[o1] = super::dsp::short_row(rq[o1], zp, c.wrapping_add(tails(ws, 1)));
+        }
     }
 }
 
