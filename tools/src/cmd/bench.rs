@@ -1,6 +1,8 @@
-//! `lorkd bench model.lorkd [--dept NAME] [--mode materialized|streaming] [--iters N]
-//! [--threads N] [--profile] [--json]`: median latency of one inference and of
+//! `lorkd bench model.lorkd [--dept NAME] [--mode materialized|streaming|auto] [--iters N]
+//! [--threads N] [--kernels ISA] [--profile] [--json]`: median latency of one inference and of
 //! one department switch, and the memory the engine needs (arena, of which rebuilt weights).
+//! `--kernels` picks one of the kernel tables this CPU runs (default the fastest), so the
+//! tables can be compared on one machine.
 //! `--profile` adds the median time of every op (per layer) and their sums per op kind,
 //! read at the engine's op boundaries (`Engine::infer_timed`).
 use std::path::PathBuf;
@@ -10,6 +12,7 @@ use anyhow::{ensure, Context, Result};
 use lorkd_runtime::engine::testnet::Rng;
 use lorkd_runtime::engine::{AlignedBytes, Engine};
 use lorkd_runtime::format::{Bundle, Mode, Op, Precision};
+use lorkd_runtime::kernels::Kernels;
 use serde::Serialize;
 
 use super::run::{read_bundle, ModeArg};
@@ -30,6 +33,10 @@ pub struct Args {
     /// Threads per inference (each large conv split across them; results do not change).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Kernel table by name (`reference`, `x86_64-avx2`, `x86_64-avx2-vnni`, `aarch64-neon`,
+    /// …: one this CPU runs; default the fastest).
+    #[arg(long)]
+    pub kernels: Option<String>,
     #[arg(long)]
     pub json: bool,
     /// Also time tract on the same department's fused f32 expert, exported as ONNX.
@@ -49,6 +56,8 @@ pub struct BenchReport {
     pub department: String,
     pub iters: usize,
     pub threads: usize,
+    /// The kernel table that ran (`Kernels::isa`).
+    pub kernels: String,
     pub infer_ms_median: f64,
     pub switch_ms_median: f64,
     pub arena_bytes: usize,
@@ -124,6 +133,20 @@ pub struct BenchOpts {
     pub profile: bool,
     /// Engine threads (1: the caller's thread only).
     pub threads: usize,
+    /// The kernel table (`None`: `Kernels::best()`).
+    pub kernels: Option<Kernels>,
+}
+
+/// The kernel table named `isa` among those this CPU runs ([`Kernels::available`]).
+pub fn kernels_named(isa: &str) -> Result<Kernels> {
+    let all: Vec<Kernels> = Kernels::available().into_iter().flatten().collect();
+    all.iter().find(|k| k.isa == isa).copied().with_context(|| {
+        let names: Vec<&str> = all.iter().map(|k| k.isa).collect();
+        format!(
+            "no kernel table `{isa}` on this CPU (it runs: {})",
+            names.join(", ")
+        )
+    })
 }
 
 impl BenchOpts {
@@ -134,6 +157,7 @@ impl BenchOpts {
             iters,
             profile: false,
             threads: 1,
+            kernels: None,
         }
     }
 }
@@ -155,6 +179,9 @@ pub fn bench(bundle: &Bundle<'_>, dept: Option<&str>, o: &BenchOpts) -> Result<B
     let arena_bytes = bundle.arena_bytes(mode);
     let mut arena = AlignedBytes::zeroed(arena_bytes);
     let mut engine = Engine::new(bundle, arena.as_mut_slice(), mode)?;
+    if let Some(k) = o.kernels {
+        engine.set_kernels(k);
+    }
     engine
         .set_threads(o.threads)
         .context("starting the engine's threads")?;
@@ -196,6 +223,7 @@ pub fn bench(bundle: &Bundle<'_>, dept: Option<&str>, o: &BenchOpts) -> Result<B
         department: d.manifest.name.to_string(),
         iters,
         threads: engine.threads(),
+        kernels: engine.kernels().isa.into(),
         infer_ms_median: median(infer),
         switch_ms_median: median(switch),
         arena_bytes,
@@ -372,6 +400,7 @@ pub fn run(a: Args) -> Result<()> {
         iters: a.iters,
         profile: a.profile,
         threads: a.threads,
+        kernels: a.kernels.as_deref().map(kernels_named).transpose()?,
     };
     let mut r = bench(&bundle, a.dept.as_deref(), &opts)?;
     if a.vs_tract {
@@ -381,8 +410,8 @@ pub fn run(a: Args) -> Result<()> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "{} {} {} dept {}: infer {:.3} ms, switch {:.3} ms (medians of {}, {} thread(s)), arena {} B, weight RAM {} B ({})",
-            r.arch, r.precision, r.mode, r.department, r.infer_ms_median, r.switch_ms_median, r.iters, r.threads, r.arena_bytes, r.weight_ram_bytes, r.cpu
+            "{} {} {} dept {}: infer {:.3} ms, switch {:.3} ms (medians of {}, {} thread(s), {}), arena {} B, weight RAM {} B ({})",
+            r.arch, r.precision, r.mode, r.department, r.infer_ms_median, r.switch_ms_median, r.iters, r.threads, r.kernels, r.arena_bytes, r.weight_ram_bytes, r.cpu
         );
         if let Some(t) = r.tract_ms_median {
             println!("tract (fused f32 expert, ONNX): infer {t:.3} ms");
@@ -435,6 +464,19 @@ mod tests {
         )
         .is_err());
         assert!(bench(&bundle, None, &BenchOpts::new(Mode::Materialized, 0)).is_err());
+        // Every table this CPU runs can be picked by name, and the report names it.
+        assert_eq!(m.kernels, lorkd_runtime::kernels::Kernels::best().isa);
+        for k in lorkd_runtime::kernels::Kernels::available()
+            .into_iter()
+            .flatten()
+        {
+            let o = BenchOpts {
+                kernels: Some(kernels_named(k.isa).unwrap()),
+                ..BenchOpts::new(Mode::Materialized, 2)
+            };
+            assert_eq!(bench(&bundle, None, &o).unwrap().kernels, k.isa);
+        }
+        assert!(kernels_named("no-such-isa").is_err());
         // The profile: one row per op plus the input, kinds summing to the ops' times.
         for mode in [Mode::Materialized, Mode::Streaming] {
             let o = BenchOpts {

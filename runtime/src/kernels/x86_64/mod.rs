@@ -75,7 +75,11 @@ pub(crate) fn vnni_detected() -> bool {
 }
 
 /// The AVX2 table with the int8 pointwise conv on AVX-512 VNNI. Install only when
-/// [`vnni_detected`].
+/// [`vnni_detected`]. Not `Kernels::best()`: its GEMM packs per call (tiles of 4 × 4 and a
+/// requantisation pass), and the AVX2 table's experts packed at the switch, requantised in
+/// the tile's epilogue, beat it on a Zen 4 at every benchmarked size (0.5x @32 54 vs 89 µs,
+/// 1.0x @224 pointwise 2.1 vs 2.5 ms). Kept selectable (`lorkd bench --kernels`) and
+/// cross-tested as the twin a packed VNNI kernel would start from.
 pub(crate) fn avx512vnni() -> Kernels {
     Kernels {
         conv1x1_i8: conv1x1_vnni::conv1x1_i8,
