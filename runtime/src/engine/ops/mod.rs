@@ -432,9 +432,7 @@ pub(super) fn fill_requant_cache(
             continue;
         }
         let ws = match slot {
-            Some(at) => f32s(weights.get(at..).ok_or(bad)?)?
-                .get(..cout)
-                .ok_or(bad)?,
+            Some(at) => f32s(weights.get(at..at + 4 * cout).ok_or(bad)?)?,
             None => shared_ws,
         };
         let bias = expect_len(f32s(tensor(shared, bias, i)?)?, cout, i)?;
