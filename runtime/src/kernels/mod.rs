@@ -317,12 +317,9 @@ impl Kernels {
     }
 
     /// Every kernel table this CPU runs, slowest first: the reference, then each SIMD
-    /// variant (x86_64: AVX2, and where the CPU has AVX-512 VNNI the table with the VNNI
-    /// pointwise GEMM *before* it — on a Zen 4 the AVX2 table's switch-packed pointwise
-    /// convs run Materialized 1.1–1.7× faster at every benchmarked size, BENCHMARKS.md
-    /// "VNNI table"; aarch64 NEON without and with `sdot`; Armv7E-M DSP, from the build
-    /// target). Tests run all of them against the reference, so a variant the best table
-    /// shadows still gets checked.
+    /// variant (x86_64 AVX2 without and with AVX-512 VNNI; aarch64 NEON without and with
+    /// `sdot`; Armv7E-M DSP, from the build target). Tests run all of them against
+    /// the reference, so a variant the best table shadows still gets checked.
     pub fn available() -> [Option<Self>; 3] {
         #[allow(unused_mut)]
         let mut v = [Some(Self::reference()), None, None];
@@ -330,8 +327,7 @@ impl Kernels {
         if x86_64::detected() {
             v[1] = Some(x86_64::avx2());
             if x86_64::vnni_detected() {
-                v[2] = v[1];
-                v[1] = Some(x86_64::avx512vnni());
+                v[2] = Some(x86_64::avx512vnni());
             }
         }
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]

@@ -74,17 +74,17 @@ pub(crate) fn vnni_detected() -> bool {
     conv1x1_vnni::detected()
 }
 
-/// The AVX2 table with the int8 pointwise conv on AVX-512 VNNI. Install only when
-/// [`vnni_detected`]. Not `Kernels::best()`: its GEMM packs per call (tiles of 4 × 4 and a
-/// requantisation pass), and the AVX2 table's experts packed at the switch, requantised in
-/// the tile's epilogue, beat it on a Zen 4 at every benchmarked size (0.5x @32 54 vs 89 µs,
-/// 1.0x @224 pointwise 2.1 vs 2.5 ms). Kept selectable (`lorkd bench --kernels`) and
-/// cross-tested as the twin a packed VNNI kernel would start from.
+/// The AVX2 table with the Materialized int8 pointwise experts on AVX-512 VNNI: laid out at
+/// the switch in `vpdpbusd`'s quads and run by its outer product
+/// ([`conv1x1_vnni::conv1x1_i8_packed`]). The row convs (Auto's rebuilt experts, shared
+/// convs, few-pixel layers) stay the AVX2 ones. Install only when [`vnni_detected`].
 pub(crate) fn avx512vnni() -> Kernels {
     Kernels {
-        conv1x1_i8: conv1x1_vnni::conv1x1_i8,
-        // The VNNI GEMM packs its own layout per call; the AVX2 packed conv would shadow it.
-        conv1x1_i8_packed: None,
+        conv1x1_i8_packed: Some(crate::kernels::PackedConv1x1I8 {
+            pack: conv1x1_vnni::pack_conv1x1_i8,
+            conv: conv1x1_vnni::conv1x1_i8_packed,
+            min_pixels: conv1x1::PACKED_I8_MIN_PIXELS,
+        }),
         isa: "x86_64-avx2-vnni",
         ..avx2()
     }
