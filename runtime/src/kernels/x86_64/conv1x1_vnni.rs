@@ -22,14 +22,13 @@ const MAXQ: usize = super::requant::MAXQ;
 /// Widest input laid out (the tile's offset inputs live on the stack).
 const MAXC: usize = 1024;
 
-/// AVX-512 VNNI, VL and BW (masked byte loads) are usable.
+/// AVX-512 VNNI and VL (`vpdpbusd` on 256-bit lanes) are usable.
 pub(crate) fn detected() -> bool {
     #[cfg(feature = "std")]
     {
         super::detected()
             && std::is_x86_feature_detected!("avx512vnni")
             && std::is_x86_feature_detected!("avx512vl")
-            && std::is_x86_feature_detected!("avx512bw")
     }
     #[cfg(not(feature = "std"))]
     {
@@ -99,7 +98,7 @@ pub(crate) fn conv1x1_i8_packed(
         let m = MAXQ.min(cout - c0);
         let mut cols = RqCols::new();
         let _ = Requant::new(&rq[c0..c0 + m], &mut cols);
-        // SAFETY: only installed after AVX2 + AVX-512 VNNI/VL/BW detection (`detected`);
+        // SAFETY: only installed after AVX2 + AVX-512 VNNI/VL detection (`detected`);
         // `w` holds the run's `m·n` bytes, `y` every pixel's `cout` outputs, `n ≤ MAXC`
         // (`packs`), `m ≤ MAXQ`, `c0 + m ≤ cout`.
         unsafe { run(g, x, zx, &w[c0 * n..(c0 + m) * n], m, &cols, q, y, c0) };
@@ -110,10 +109,10 @@ pub(crate) fn conv1x1_i8_packed(
 /// Channels `c0 .. c0 + m` of the conv (weights `w`, the run's layout) for every pixel.
 ///
 /// # Safety
-/// AVX2, AVX-512 VNNI, VL and BW available; `w.len() = m·g.cin`, `g.cin ≤ MAXC` and a
+/// AVX2, AVX-512 VNNI and VL available; `w.len() = m·g.cin`, `g.cin ≤ MAXC` and a
 /// multiple of 4, `m ≤ MAXQ`, `cols` filled with the run's rows, `c0 + m ≤ g.cout`,
 /// `y.len() ≥ pixels·g.cout`.
-#[target_feature(enable = "avx2,avx512vnni,avx512vl,avx512bw")]
+#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn run(
     g: &Geom,
