@@ -29,7 +29,7 @@ const PI: usize = 2;
 
 /// Start of output pixel `p`'s input channels.
 #[inline]
-fn src(g: &Geom, p: usize) -> usize {
+pub(super) fn src(g: &Geom, p: usize) -> usize {
     let (oy, ox) = (p / g.wo, p % g.wo);
     (oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off
 }

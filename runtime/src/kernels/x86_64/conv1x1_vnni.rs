@@ -10,6 +10,7 @@
 use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
+use super::conv1x1::src;
 use super::requant::{requant8, Requant, RqCols};
 use crate::kernels::{Geom, OutQ};
 
@@ -38,13 +39,6 @@ pub(crate) fn detected() -> bool {
                 target_feature = "avx512vl"
             ))
     }
-}
-
-/// Start of output pixel `p`'s input channels.
-#[inline]
-fn src(g: &Geom, p: usize) -> usize {
-    let (oy, ox) = (p / g.wo, p % g.wo);
-    (oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off
 }
 
 /// Whether [`pack_conv1x1_i8`] lays out (and [`conv1x1_i8_packed`] reads) a weight of `cin`
