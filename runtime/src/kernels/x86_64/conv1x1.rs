@@ -461,7 +461,7 @@ const PO: usize = 4;
 /// doubled the work (4 → 8: the 2×2 layers of 0.5x @64 in Streaming and Auto, and its
 /// 192 → 1024 conv, −10 % of their 1x1 time; BENCHMARKS.md, 2026-12-02). Weights packed at
 /// the switch ([`PACKED_I8_MIN_PIXELS`]) only widen per call, and keep [`PO`].
-const ROWS_MIN_PIXELS: usize = 8;
+pub(super) const ROWS_MIN_PIXELS: usize = 8;
 /// Widest input the int8 outer-product path widens on the stack.
 const MAXC: usize = 1024;
 /// Packed i16 weights the outer-product path holds on the stack (64 KiB): a panel of

@@ -11,8 +11,9 @@ use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
 use super::conv1x1::src;
+use super::conv1x1::ROWS_MIN_PIXELS;
 use super::requant::{requant8, Requant, RqCols};
-use crate::kernels::{Geom, OutQ};
+use crate::kernels::{Geom, OutQ, SumTile};
 
 /// Output pixels per tile.
 const PO: usize = 4;
@@ -58,15 +59,52 @@ pub(crate) fn pack_conv1x1_i8(cout: usize, cin: usize, w: &mut [i8]) {
     if !packs(cin) {
         return;
     }
-    let mut rows = [0i8; BLK * MAXC];
+    let mut out = [const { MaybeUninit::<i8>::uninit() }; BLK * MAXC];
     for blk in w[..cout / BLK * BLK * cin].chunks_exact_mut(BLK * cin) {
-        rows[..BLK * cin].copy_from_slice(blk);
-        for (k, step) in blk.chunks_exact_mut(4 * BLK).enumerate() {
-            for (l, quad) in step.chunks_exact_mut(4).enumerate() {
-                quad.copy_from_slice(&rows[l * cin + 4 * k..][..4]);
+        // SAFETY: only installed after AVX2 detection; `blk` holds 8 rows of `cin`, a
+        // multiple of 4, and `out` `8·cin` bytes.
+        let packed = unsafe { pack_block(blk, cin, &mut out) };
+        blk.copy_from_slice(packed);
+    }
+}
+
+/// `r = rows.len() / n ≤ 8` rows of `n` inputs (a multiple of 4) as one block of the packed
+/// layout, in `out`'s first `8·n` bytes: `out[32k + 4l + j] = rows[l·n + 4k + j]`, channels
+/// past `r` zero. Eight quads of the 8 rows at a time as an 8×8 transpose of 32-bit lanes.
+///
+/// # Safety
+/// AVX2 available; `out.len() ≥ 8·n`, `n` a multiple of 4, `rows.len()` a multiple of `n`
+/// and at most `8·n`.
+#[target_feature(enable = "avx2")]
+unsafe fn pack_block<'o>(rows: &[i8], n: usize, out: &'o mut [MaybeUninit<i8>]) -> &'o [i8] {
+    let (r, quads) = (rows.len() / n, n / 4);
+    let out = &mut out[..BLK * n];
+    let mut k = 0;
+    while k + 8 <= quads {
+        let v: [__m256; 8] = core::array::from_fn(|l| {
+            if l < r {
+                // SAFETY: row `l < r` holds `n ≥ 4k + 32` bytes from `l·n`.
+                unsafe { _mm256_loadu_ps(rows.as_ptr().add(l * n + 4 * k).cast()) }
+            } else {
+                _mm256_setzero_ps()
+            }
+        });
+        for (j, t) in super::transpose8(v).into_iter().enumerate() {
+            // SAFETY: `32·(k + j) + 32 ≤ 32·quads = 8·n = out.len()`.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(32 * (k + j)).cast(), t) };
+        }
+        k += 8;
+    }
+    for kk in k..quads {
+        for l in 0..BLK {
+            for j in 0..4 {
+                out[32 * kk + 4 * l + j].write(if l < r { rows[l * n + 4 * kk + j] } else { 0 });
             }
         }
     }
+    // SAFETY: every one of the `8·n` bytes was written above; `MaybeUninit<i8>` has the
+    // layout of `i8`.
+    unsafe { core::slice::from_raw_parts(out.as_ptr().cast(), BLK * n) }
 }
 
 /// The `conv1x1_i8` contract on weights [`pack_conv1x1_i8`] laid out at `select`
@@ -81,83 +119,212 @@ pub(crate) fn conv1x1_i8_packed(
     q: OutQ,
     y: &mut [i8],
 ) {
-    let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
-    if !packs(n) {
+    if !packs(g.cin) {
         return super::conv1x1::conv1x1_i8(g, x, zx, w, rq, q, y);
     }
+    // SAFETY: only installed after AVX2 + AVX-512 VNNI/VL detection (`detected`); `packs`.
+    unsafe { requantised(g, x, zx, w, true, rq, q, y) }
+}
+
+/// The `conv1x1_i8` contract on weights as rows: [`conv1x1_i8_packed`]'s outer product with
+/// the weights laid out per call, a panel at a time (at least [`ROWS_MIN_PIXELS`] output
+/// pixels: below, the AVX2 dot tiles on the rows win, as in the AVX2 table); other shapes
+/// take the AVX2 conv.
+pub(crate) fn conv1x1_i8(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    if !packs(g.cin) || g.ho * g.wo < ROWS_MIN_PIXELS {
+        return super::conv1x1::conv1x1_i8(g, x, zx, w, rq, q, y);
+    }
+    // SAFETY: only installed after AVX2 + AVX-512 VNNI/VL detection (`detected`); `packs`.
+    unsafe { requantised(g, x, zx, w, false, rq, q, y) }
+}
+
+/// The conv with the output stage, `w` laid out at the switch (`prepacked`) or rows, in runs
+/// of [`MAXQ`] channels (the requantisation lanes; a multiple of 8, so each run of a packed
+/// weight is its own layout) and panels of blocks. (A target-feature function, so its
+/// closures inline `requant8` and the tile.)
+///
+/// # Safety
+/// AVX2, AVX-512 VNNI and VL available; `g.cin` passes [`packs`].
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+unsafe fn requantised(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    prepacked: bool,
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
     let (w, rq, y) = (&w[..cout * n], &rq[..cout], &mut y[..npix * cout]);
-    // Runs of `MAXQ` channels (a multiple of `BLK`: each run's weights are its own layout).
     let mut c0 = 0;
     while c0 < cout {
         let m = MAXQ.min(cout - c0);
         let mut cols = RqCols::new();
         let _ = Requant::new(&rq[c0..c0 + m], &mut cols);
-        // SAFETY: only installed after AVX2 + AVX-512 VNNI/VL detection (`detected`);
-        // `w` holds the run's `m·n` bytes, `y` every pixel's `cout` outputs, `n ≤ MAXC`
-        // (`packs`), `m ≤ MAXQ`, `c0 + m ≤ cout`.
-        unsafe { run(g, x, zx, &w[c0 * n..(c0 + m) * n], m, &cols, q, y, c0) };
+        let wr = &w[c0 * n..(c0 + m) * n];
+        panels(n, m, wr, prepacked, &mut |lo, blocks| {
+            // SAFETY: this function's contract; `panels` hands at most `MAXQ / 8` blocks of
+            // `8·n` bytes.
+            unsafe {
+                gemm(g, x, zx, blocks, |p, np, b, acc| {
+                    let ob = lo + BLK * b;
+                    let nb = BLK.min(m - ob);
+                    let lanes = cols.lanes(ob);
+                    for (t, a) in acc.iter().enumerate().take(np) {
+                        let v = requant8(*a, &lanes, q);
+                        let mut bytes = [0i8; 8];
+                        // SAFETY: `bytes` holds 8 bytes.
+                        _mm_storel_epi64(bytes.as_mut_ptr().cast(), v);
+                        y[(p + t) * cout + c0 + ob..][..nb].copy_from_slice(&bytes[..nb]);
+                    }
+                })
+            }
+        });
         c0 += m;
     }
 }
 
-/// Channels `c0 .. c0 + m` of the conv (weights `w`, the run's layout) for every pixel.
-///
-/// # Safety
-/// AVX2, AVX-512 VNNI and VL available; `w.len() = m·g.cin`, `g.cin ≤ MAXC` and a
-/// multiple of 4, `m ≤ MAXQ`, `cols` filled with the run's rows, `c0 + m ≤ g.cout`,
-/// `y.len() ≥ pixels·g.cout`.
-#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn run(
+/// AVX-512 VNNI twin of `reference::conv1x1::conv1x1_sums_i8` (exact, so equal): the outer
+/// product of [`conv1x1_i8`] without the output stage, one tile of 4 pixels × a panel of
+/// channels per `sink` call; the shapes [`conv1x1_i8`] hands on take the AVX2 sums.
+pub(crate) fn conv1x1_sums_i8(
     g: &Geom,
     x: &[i8],
     zx: i32,
     w: &[i8],
-    m: usize,
-    cols: &RqCols,
-    q: OutQ,
-    y: &mut [i8],
-    c0: usize,
+    sink: &mut dyn FnMut(SumTile<'_>),
 ) {
-    let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
-    let (quads, blocks, whole) = (n / 4, m.div_ceil(BLK), m / BLK);
-    // A last short block laid out as a whole one, its missing channels 0 (only written,
-    // and read, when there is one: no 8 KiB zeroing per call).
-    let mut short = [const { MaybeUninit::<i8>::uninit() }; BLK * MAXC];
-    if whole < blocks {
-        short[..BLK * n].fill(MaybeUninit::new(0));
-        for l in 0..m - whole * BLK {
-            let row = &w[(whole * BLK + l) * n..][..n];
-            for (k, quad) in row.chunks_exact(4).enumerate() {
-                for (d, &v) in short[32 * k + 4 * l..][..4].iter_mut().zip(quad) {
-                    d.write(v);
-                }
-            }
-        }
+    if !packs(g.cin) || g.ho * g.wo < ROWS_MIN_PIXELS {
+        return super::conv1x1::conv1x1_sums_i8(g, x, zx, w, sink);
     }
-    let short: &[i8] = if whole < blocks {
-        // SAFETY: the first `8·n ≤ 8·MAXC` bytes were written just above;
-        // `MaybeUninit<i8>` has the layout of `i8`.
-        unsafe { core::slice::from_raw_parts(short.as_ptr().cast(), BLK * n) }
-    } else {
-        &[]
-    };
-    let block = |b: usize| -> &[i8] {
-        if b < whole {
-            &w[b * BLK * n..][..BLK * n]
-        } else {
-            short
+    // SAFETY: only installed after AVX2 + AVX-512 VNNI/VL detection (`detected`); `packs`.
+    unsafe { sums(g, x, zx, w, sink) }
+}
+
+/// [`conv1x1_sums_i8`]'s outer product.
+///
+/// # Safety
+/// AVX2, AVX-512 VNNI and VL available; `g.cin` passes [`packs`].
+#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+unsafe fn sums(g: &Geom, x: &[i8], zx: i32, w: &[i8], sink: &mut dyn FnMut(SumTile<'_>)) {
+    let (n, cout) = (g.cin, g.cout);
+    // A panel's tile rows, each written by its blocks before the panel's last block hands
+    // them on (no 16 KiB zeroing per call).
+    let mut acc = [const { MaybeUninit::<i32>::uninit() }; PO * MAXQ];
+    panels(n, cout, &w[..cout * n], false, &mut |lo, blocks| {
+        let no = (cout - lo).min(BLK * blocks.len());
+        // SAFETY: this function's contract; `panels` hands at most `MAXQ / 8` blocks of
+        // `8·n` bytes.
+        unsafe {
+            gemm(g, x, zx, blocks, |p, np, b, a| {
+                let ob = BLK * b;
+                let nb = BLK.min(no - ob);
+                for (t, v) in a.iter().enumerate().take(np) {
+                    let mut lanes = [0i32; 8];
+                    // SAFETY: `lanes` holds 8 i32.
+                    _mm256_storeu_si256(lanes.as_mut_ptr().cast(), *v);
+                    for (d, &s) in acc[t * no + ob..][..nb].iter_mut().zip(&lanes) {
+                        d.write(s);
+                    }
+                }
+                if ob + nb == no {
+                    // SAFETY: `gemm` hands a pixel tile's blocks in order, so rows `0 .. np`
+                    // of the panel's `no` channels were all written above;
+                    // `MaybeUninit<i32>` has the layout of `i32`.
+                    let acc = &*(&acc[..np * no] as *const [MaybeUninit<i32>] as *const [i32]);
+                    sink(SumTile {
+                        p0: p,
+                        np,
+                        o0: lo,
+                        no,
+                        acc,
+                    });
+                }
+            })
         }
+    });
+}
+
+/// Weight bytes a panel of blocks laid out per call takes (on the stack).
+const PANEL: usize = 64 * 1024;
+
+/// Hands `f(lo, blocks)` the `m` channels of `w` (`m·n` bytes, `n ≤ MAXC` a multiple of 4)
+/// as blocks of the packed layout, `8·n` bytes each, channel `lo` first: `prepacked`, the
+/// whole blocks where they lie in one panel and a short last block laid out per call;
+/// rows, panels of at most [`PANEL`] bytes and [`MAXQ`] channels laid out per call.
+fn panels(n: usize, m: usize, w: &[i8], prepacked: bool, f: &mut dyn FnMut(usize, &[&[i8]])) {
+    let blocks = m.div_ceil(BLK);
+    let per = if prepacked {
+        MAXQ / BLK
+    } else {
+        (PANEL / (BLK * n)).min(MAXQ / BLK)
     };
+    let mut store = [const { MaybeUninit::<i8>::uninit() }; PANEL];
+    let mut b0 = 0;
+    while b0 < blocks {
+        let nbk = per.min(blocks - b0);
+        let (lo, hi) = (BLK * b0, m.min(BLK * (b0 + nbk)));
+        let whole = if prepacked { (hi - lo) / BLK } else { 0 };
+        // The blocks from `whole` on are laid out into `store` (a short last block when
+        // prepacked, every block of the panel for rows).
+        let mut len = 0;
+        for chunk in w[(lo + BLK * whole) * n..hi * n].chunks(BLK * n) {
+            // SAFETY: only installed after AVX2 detection; `store` holds `PANEL ≥ nbk·8·n`
+            // bytes (`per`; one block when prepacked); `chunk` is at most 8 rows of `n`.
+            len += unsafe { pack_block(chunk, n, &mut store[len..]) }.len();
+        }
+        // SAFETY: the first `len` bytes of `store` were written just above; `MaybeUninit<i8>`
+        // has the layout of `i8`.
+        let laid: &[i8] = unsafe { core::slice::from_raw_parts(store.as_ptr().cast(), len) };
+        let mut refs: [&[i8]; MAXQ / BLK] = [&[]; MAXQ / BLK];
+        for (b, r) in refs.iter_mut().enumerate().take(nbk) {
+            *r = if b < whole {
+                &w[(lo + BLK * b) * n..][..BLK * n]
+            } else {
+                &laid[(b - whole) * BLK * n..][..BLK * n]
+            };
+        }
+        f(lo, &refs[..nbk]);
+        b0 += nbk;
+    }
+}
+
+/// The VNNI outer product over `blocks` (each `8·n` bytes of the packed layout) for every
+/// output pixel: per tile of 4 pixels each block's 8-channel sums, started from
+/// `−(128 + zx)·Σw`, go to `out(p, np, b, acc)`, a tile's blocks in order.
+///
+/// # Safety
+/// AVX2, AVX-512 VNNI and VL available; `g.cin ≤ MAXC` a multiple of 4, every block
+/// `8·g.cin` bytes, at most `MAXQ / 8` blocks.
+#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+unsafe fn gemm(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    blocks: &[&[i8]],
+    mut out: impl FnMut(usize, usize, usize, &[__m256i; PO]),
+) {
+    let (n, npix) = (g.cin, g.ho * g.wo);
+    let quads = n / 4;
     // What the +128 offset adds, per block: `(128 + zx)·Σw`, subtracted from the start.
     let (ones, k) = (
         _mm256_set1_epi8(1),
         _mm256_set1_epi32(128i32.wrapping_add(zx)),
     );
-    // Only the first `blocks` are written and read (no 4 KiB zeroing per call).
+    // Only the first `blocks.len()` are written and read (no 4 KiB zeroing per call).
     let mut start = [const { MaybeUninit::<__m256i>::uninit() }; MAXQ / BLK];
-    for (b, st) in start.iter_mut().enumerate().take(blocks) {
-        let wb = block(b);
+    for (st, wb) in start.iter_mut().zip(blocks) {
         let mut s = _mm256_setzero_si256();
         for i in 0..quads {
             // SAFETY: `32·i + 32 ≤ 8·n = wb.len()`.
@@ -169,7 +336,7 @@ unsafe fn run(
             _mm256_mullo_epi32(s, k),
         ));
     }
-    // SAFETY: `start[b]` for `b < blocks` was written above.
+    // SAFETY: `start[b]` for `b < blocks.len()` was written above.
     let start = |b: usize| unsafe { start[b].assume_init() };
     // Each tile's inputs `x ^ 0x80`, a pixel a row (only the first `n` bytes of a row are
     // written or read; rows past a short tile's end are zeros, summed and never stored).
@@ -202,34 +369,26 @@ unsafe fn run(
             }
         }
         let mut b = 0;
-        while b < blocks {
-            let two = b + 2 <= blocks;
+        while b < blocks.len() {
             // SAFETY: AVX2/VNNI (this function's contract); the blocks hold `8·n = 32·quads`
             // bytes, every row of `xu` its first `quads` words (written above).
-            let acc: [[__m256i; 2]; PO] = unsafe {
-                if two {
+            if b + 2 <= blocks.len() {
+                let acc = unsafe {
                     tile::<2>(
-                        [block(b), block(b + 1)],
+                        [blocks[b], blocks[b + 1]],
                         [start(b), start(b + 1)],
                         &xu,
                         quads,
                     )
-                } else {
-                    tile::<1>([block(b)], [start(b)], &xu, quads).map(|a| [a[0], a[0]])
-                }
-            };
-            for (j, bj) in (b..if two { b + 2 } else { b + 1 }).enumerate() {
-                let (ob, nb) = (BLK * bj, BLK.min(m - BLK * bj));
-                let lanes = cols.lanes(ob);
-                for (t, a) in acc.iter().enumerate().take(np) {
-                    let v = requant8(a[j], &lanes, q);
-                    let mut bytes = [0i8; 8];
-                    // SAFETY: `bytes` holds 8 bytes.
-                    unsafe { _mm_storel_epi64(bytes.as_mut_ptr().cast(), v) };
-                    y[(p + t) * cout + c0 + ob..][..nb].copy_from_slice(&bytes[..nb]);
-                }
+                };
+                out(p, np, b, &acc.map(|a| a[0]));
+                out(p, np, b + 1, &acc.map(|a| a[1]));
+                b += 2;
+            } else {
+                let acc = unsafe { tile::<1>([blocks[b]], [start(b)], &xu, quads) };
+                out(p, np, b, &acc.map(|a| a[0]));
+                b += 1;
             }
-            b += if two { 2 } else { 1 };
         }
         p += np;
     }

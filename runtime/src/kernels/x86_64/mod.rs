@@ -74,12 +74,15 @@ pub(crate) fn vnni_detected() -> bool {
     conv1x1_vnni::detected()
 }
 
-/// The AVX2 table with the Materialized int8 pointwise experts on AVX-512 VNNI: laid out at
-/// the switch in `vpdpbusd`'s quads and run by its outer product
-/// ([`conv1x1_vnni::conv1x1_i8_packed`]). The row convs (Auto's rebuilt experts, shared
-/// convs, few-pixel layers) stay the AVX2 ones. Install only when [`vnni_detected`].
+/// The AVX2 table with the int8 pointwise GEMMs on AVX-512 VNNI (`vpdpbusd` quads): the
+/// Materialized experts laid out at the switch ([`conv1x1_vnni::conv1x1_i8_packed`]), the
+/// row convs (Auto's rebuilt experts) and the streamed experts' `W0` sums laid out a panel
+/// at a time per call from 8 output pixels (below, the AVX2 dot tiles). Install only when
+/// [`vnni_detected`].
 pub(crate) fn avx512vnni() -> Kernels {
     Kernels {
+        conv1x1_i8: conv1x1_vnni::conv1x1_i8,
+        conv1x1_sums_i8: conv1x1_vnni::conv1x1_sums_i8,
         conv1x1_i8_packed: Some(crate::kernels::PackedConv1x1I8 {
             pack: conv1x1_vnni::pack_conv1x1_i8,
             conv: conv1x1_vnni::conv1x1_i8_packed,
