@@ -303,25 +303,36 @@ impl<'b, 'a> Engine<'b, 'a> {
         if dm.deltas.len() != m.experts as usize || dm.classes.is_empty() {
             return Err(EngineError::DeptMismatch);
         }
+        self.rebuild_and_cache(&m, &dept, usize::MAX)?;
+        self.dept = Some(dept);
+        Ok(())
+    }
+
+    /// The switch's work for `dept`: the rebuild of the experts the plan does not stream,
+    /// then (int8) the requantisation tables cached in at most `room` bytes of the idle
+    /// scratch (`usize::MAX`: all of it; tests pass less).
+    fn rebuild_and_cache(&mut self, m: &Manifest<'a>, dept: &Dept<'a>, room: usize) -> R<()> {
         self.rq_cached = (0, 0);
         if self.plan.mode() != Mode::Streaming {
-            self.materialize(&m, &dept)?;
+            self.materialize(m, dept)?;
         }
         if m.precision == Precision::Int8 {
             // The per-channel requantisation depends only on the department: computed here
             // once, for as many ops as the scratch region's part that inference leaves idle
             // holds, instead of at every inference. Auto keeps whole rows (its switch is
-            // the one kept cheap); the others pack them, twice the tables in the room.
+            // the one kept cheap); the others pack them (8 bytes a row, a rebuilt expert's
+            // 4), more tables in the room.
             let (shared, plan, at) = (self.bundle.shared(), self.plan, self.reg.stream_scratch);
             let table = self.kernels.requant_table;
             let p = self.parts();
             let cache = p.scratch.get_mut(at..).unwrap_or_default();
+            let n = room.min(cache.len());
+            let cache = &mut cache[..n];
             let pack = plan.mode() != Mode::Auto;
             self.rq_cached = ops::fill_requant_cache(
-                table, &m, shared, &dept, &plan, p.table, p.weights, cache, p.requant, pack,
+                table, m, shared, dept, &plan, p.table, p.weights, cache, p.requant, pack,
             )?;
         }
-        self.dept = Some(dept);
         Ok(())
     }
 
@@ -1004,39 +1015,17 @@ mod tests {
                 out
             };
             let cached = logits(&mut e);
-            // A room of about half the rows: the walk caches some ops, skips others.
+            // A room of about half the rows: the walk caches some ops, skips others. Each
+            // walk follows a rebuild, as at `select`: split entries wrote their multipliers
+            // over the slots' scales, which the walk (and inference without a cache) reads.
             let m = *qb.manifest();
-            let shared = qb.shared();
             let dept = e.dept.unwrap();
-            let half = used / 8 * 4;
-            let (plan, at) = (e.plan, e.reg.stream_scratch);
-            let table = e.kernels.requant_table;
-            // Split entries wrote their multipliers over the slots' scales: the walk (and
-            // inference without a cache) reads scales, so rebuild first, as `select` does.
-            if mode != Mode::Streaming {
-                e.materialize(&m, &dept).unwrap();
-            }
-            let p = e.parts();
-            let c = ops::fill_requant_cache(
-                table,
-                &m,
-                shared,
-                &dept,
-                &plan,
-                p.table,
-                p.weights,
-                &mut p.scratch[at..at + half],
-                p.requant,
-                mode != Mode::Auto,
-            )
-            .unwrap();
+            e.rebuild_and_cache(&m, &dept, used / 8 * 4).unwrap();
+            let c = e.rq_cached;
             assert!(c.1 > 0 && c.1 <= c.0 && c.1 < used, "{c:?} of {used}");
-            e.rq_cached = c;
             let partial = logits(&mut e);
-            if mode != Mode::Streaming {
-                e.materialize(&m, &dept).unwrap();
-            }
-            e.rq_cached = (0, 0);
+            e.rebuild_and_cache(&m, &dept, 0).unwrap();
+            assert_eq!(e.rq_cached, (0, 0));
             let uncached = logits(&mut e);
             assert_eq!(cached, uncached, "department {t}");
             assert_eq!(partial, uncached, "department {t}");
