@@ -168,15 +168,15 @@ fn both_i8(
 }
 
 /// Every SIMD table this CPU runs (the reference itself excluded); says loudly which x86_64
-/// table this CPU cannot check (the VNNI one needs AVX-512 VNNI).
+/// table this CPU cannot check (the AVX-512 one needs AVX-512 F/BW/VL/VNNI).
 fn twins() -> Vec<Kernels> {
     let t: Vec<Kernels> = Kernels::available()
         .into_iter()
         .flatten()
         .filter(|k| k.isa != "reference")
         .collect();
-    if cfg!(target_arch = "x86_64") && !t.iter().any(|k| k.isa == "x86_64-avx2-vnni") {
-        println!("SKIPPED x86_64-avx2-vnni: this CPU has no AVX-512 VNNI, its twins are not checked here");
+    if cfg!(target_arch = "x86_64") && !t.iter().any(|k| k.isa == "x86_64-avx512") {
+        println!("SKIPPED x86_64-avx512: this CPU has no AVX-512 (F/BW/VL/VNNI), its twins are not checked here");
     }
     t
 }
@@ -551,6 +551,48 @@ fn packed_conv1x1_f32_is_the_row_conv() {
     }
 }
 
+/// The x86_64 AVX-512 table's pointwise f32 convs (16-lane FMA tiles) give the AVX2
+/// table's bits, rows and packed, on random shapes: every lane sums in the same order.
+#[test]
+fn avx512_pointwise_f32_is_the_avx2_bits() {
+    let t = twins();
+    let (Some(a2), Some(a5)) = (
+        t.iter().find(|k| k.isa == "x86_64-avx2"),
+        t.iter().find(|k| k.isa == "x86_64-avx512"),
+    ) else {
+        println!("SKIPPED avx512_pointwise_f32_is_the_avx2_bits: no AVX-512 table on this CPU");
+        return;
+    };
+    let (p2, p5) = (
+        a2.conv1x1_f32_packed.unwrap(),
+        a5.conv1x1_f32_packed.unwrap(),
+    );
+    let mut r = rng();
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for _ in 0..300 {
+        let mut g = geom(&mut r, Family::Pointwise);
+        if r.gen_bool(0.3) {
+            g.cout = [16, 58, 116, 232, 464, 1024][r.gen_range(0..6)] + r.gen_range(0..3);
+        }
+        let x: Vec<f32> = (0..g.in_len()).map(|_| r.gen_range(-2.0..2.0)).collect();
+        let w: Vec<f32> = (0..g.cout * g.cin)
+            .map(|_| r.gen_range(-1.0..1.0))
+            .collect();
+        let bias: Vec<f32> = (0..g.cout).map(|_| r.gen_range(-1.0..1.0)).collect();
+        let relu = r.gen_bool(0.5);
+        let (mut a, mut b) = (vec![0.0f32; g.out_len()], vec![f32::NAN; g.out_len()]);
+        (a2.conv1x1_f32)(&g, &x, &w, &bias, relu, &mut a);
+        (a5.conv1x1_f32)(&g, &x, &w, &bias, relu, &mut b);
+        assert_eq!(bits(&a), bits(&b), "rows {g:?}");
+        let (mut w2, mut w5) = (w.clone(), w.clone());
+        (p2.pack)(g.cout, g.cin, &mut w2);
+        (p5.pack)(g.cout, g.cin, &mut w5);
+        b.fill(f32::NAN);
+        (p5.conv)(&g, &x, &w5, &bias, relu, &mut b);
+        assert_eq!(bits(&a), bits(&b), "packed {g:?}");
+    }
+}
+
 /// A table's pre-packed pointwise int8 conv on its `pack`ed weights gives the bytes of the
 /// table's row conv (hence the reference's), for the whole conv — any pixel count, odd
 /// `cin` and wide shapes the packer leaves as rows — and for channel parts cut at multiples
@@ -589,8 +631,8 @@ fn packed_conv1x1_i8_is_the_row_conv() {
             let q = out_q(&mut r, zy);
             let mut packed = w.clone();
             (p.pack)(g.cout, g.cin, &mut packed);
-            // Each table packs its own shapes (x86_64: even `cin` up to 1024 and 8-channel
-            // blocks; aarch64 `sdot` and product pairs: `cin` a multiple of 4 in 16..=256 and
+            // Each table packs its own shapes (x86_64 AVX2: even `cin` up to 1024 and 8-channel
+            // blocks, AVX-512: any `cin` up to 1024 and 16-channel blocks; aarch64 `sdot` and product pairs: `cin` a multiple of 4 in 16..=256 and
             // 4-channel groups); most here are among them.
             packed_some += usize::from(packed != w);
             let (mut a, mut b) = (vec![0i8; g.out_len()], vec![0i8; g.out_len()]);

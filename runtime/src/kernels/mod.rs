@@ -317,7 +317,7 @@ impl Kernels {
     }
 
     /// Every kernel table this CPU runs, slowest first: the reference, then each SIMD
-    /// variant (x86_64 AVX2 without and with AVX-512 VNNI; aarch64 NEON without and with
+    /// variant (x86_64 AVX2, then AVX-512 F/BW/VL/VNNI; aarch64 NEON without and with
     /// `sdot`; Armv7E-M DSP, from the build target). Tests run all of them against
     /// the reference, so a variant the best table shadows still gets checked.
     pub fn available() -> [Option<Self>; 3] {
@@ -326,8 +326,8 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         if x86_64::detected() {
             v[1] = Some(x86_64::avx2());
-            if x86_64::vnni_detected() {
-                v[2] = Some(x86_64::avx512vnni());
+            if x86_64::avx512_detected() {
+                v[2] = Some(x86_64::avx512());
             }
         }
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]

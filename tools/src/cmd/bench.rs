@@ -33,7 +33,7 @@ pub struct Args {
     /// Threads per inference (each large conv split across them; results do not change).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Kernel table by name (`reference`, `x86_64-avx2`, `x86_64-avx2-vnni`, `aarch64-neon`,
+    /// Kernel table by name (`reference`, `x86_64-avx2`, `x86_64-avx512`, `aarch64-neon`,
     /// …: one this CPU runs; default the fastest).
     #[arg(long)]
     pub kernels: Option<String>,

@@ -35,12 +35,12 @@ pub(super) fn src(g: &Geom, p: usize) -> usize {
 }
 
 /// Output channels of one f32 panel (two 8-lane blocks).
-const FO: usize = 16;
+pub(super) const FO: usize = 16;
 /// Output pixels per f32 outer-product tile: 6 × 2 accumulators, the two weight vectors
 /// and the broadcast input fill 15 of the 16 registers.
 const FP: usize = 6;
 /// Widest input whose f32 weight panel ([`FO`] channels) is packed on the stack (64 KiB).
-const FMAXC: usize = 1024;
+pub(super) const FMAXC: usize = 1024;
 /// f32 weights packed per group of panels (128 KiB on the stack): each pixel tile runs
 /// every panel of a group while its inputs are in L1, so the inputs stream from memory
 /// once per group instead of once per 16 output channels.
@@ -91,24 +91,37 @@ pub(crate) fn pack_conv1x1_f32(cout: usize, cin: usize, w: &mut [f32]) {
     }
 }
 
-/// The outer-product conv; `prepacked`: `w` is [`pack_conv1x1_f32`]'s layout.
-fn outer_f32(
-    g: &Geom,
-    x: &[f32],
+/// One [`FO`]-channel panel of a group ([`groups_f32`]): `[n][FO]` weights, the bias
+/// (zero-padded past `no`), output channels `o0 .. o0 + no`.
+#[derive(Clone, Copy)]
+pub(super) struct PanelF32<'a> {
+    pub(super) w: &'a [f32],
+    pub(super) bias: &'a [f32; FO],
+    pub(super) o0: usize,
+    pub(super) no: usize,
+}
+
+/// Most panels in one group (1,024 output channels).
+pub(super) const MAXPAN: usize = 64;
+
+/// Hands `f` the output channels of a conv of `n = w.len() / bias.len() ≤ FMAXC` inputs as
+/// groups of [`PanelF32`]s, in order: each group's panels fit [`FGROUP`] (so a pixel
+/// tile's inputs stay in L1 across them, and stream from memory once per group instead of
+/// once per 16 output channels). `prepacked`: `w` is [`pack_conv1x1_f32`]'s layout (whole
+/// panels read where they lie, a short last one packed here); otherwise every panel is
+/// packed here from the rows. Only the grouping is shared: how a tile sums is the caller's.
+pub(super) fn groups_f32(
+    n: usize,
     w: &[f32],
     prepacked: bool,
     bias: &[f32],
-    relu: bool,
-    y: &mut [f32],
+    f: &mut dyn FnMut(&[PanelF32<'_>]),
 ) {
-    let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
-    if n > FMAXC {
-        return conv1x1_f32_dots(g, x, w, bias, relu, y);
-    }
-    let (w, bias, y) = (&w[..cout * n], &bias[..cout], &mut y[..npix * cout]);
+    let cout = bias.len();
+    debug_assert!(n > 0 && n <= FMAXC && w.len() == cout * n);
     let mut store = [const { MaybeUninit::<f32>::uninit() }; FGROUP];
     // Panels per group: as many as fit `store` (at least one: `n·FO ≤ FMAXC·FO ≤ FGROUP`).
-    let gp = FGROUP / (n * FO);
+    let gp = (FGROUP / (n * FO)).min(MAXPAN);
     let mut g0 = 0;
     while g0 < cout {
         let gn = (gp * FO).min(cout - g0);
@@ -132,23 +145,53 @@ fn outer_f32(
         // `MaybeUninit<f32>` has the layout of `f32`.
         let packed =
             unsafe { &*(&store[..packed_n * n * FO] as *const [MaybeUninit<f32>] as *const [f32]) };
+        let mut panels = [PanelF32 {
+            w: &[],
+            bias: &short_b,
+            o0: 0,
+            no: 0,
+        }; MAXPAN];
+        for (k, pan) in panels.iter_mut().enumerate().take(npan) {
+            let (o0, no) = (g0 + k * FO, FO.min(gn - k * FO));
+            pan.w = match (prepacked, no == FO) {
+                (true, true) => &w[o0 * n..][..n * FO],
+                (true, false) => &packed[..n * FO],
+                (false, _) => &packed[k * n * FO..][..n * FO],
+            };
+            if let Ok(full) = bias[o0..o0 + no].try_into() {
+                pan.bias = full;
+            }
+            (pan.o0, pan.no) = (o0, no);
+        }
+        f(&panels[..npan]);
+        g0 += gn;
+    }
+}
+
+/// The outer-product conv; `prepacked`: `w` is [`pack_conv1x1_f32`]'s layout.
+fn outer_f32(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    prepacked: bool,
+    bias: &[f32],
+    relu: bool,
+    y: &mut [f32],
+) {
+    let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
+    if n > FMAXC {
+        return conv1x1_f32_dots(g, x, w, bias, relu, y);
+    }
+    let (w, bias, y) = (&w[..cout * n], &bias[..cout], &mut y[..npix * cout]);
+    groups_f32(n, w, prepacked, bias, &mut |panels| {
         let mut p = 0;
         while p < npix {
             let np = FP.min(npix - p);
             let row = |i: usize| &x[src(g, p + i)..][..n];
             let out = &mut y[p * cout..];
             // The tile's inputs stay in L1 across the group's panels.
-            for k in 0..npan {
-                let (o0, no) = (g0 + k * FO, FO.min(gn - k * FO));
-                let panel = match (prepacked, no == FO) {
-                    (true, true) => &w[o0 * n..][..n * FO],
-                    (true, false) => &packed[..n * FO],
-                    (false, _) => &packed[k * n * FO..][..n * FO],
-                };
-                let b: &[f32; FO] = match bias[o0..o0 + no].try_into() {
-                    Ok(full) => full,
-                    Err(_) => &short_b,
-                };
+            for pan in panels {
+                let (panel, b, o0, no) = (pan.w, pan.bias, pan.o0, pan.no);
                 macro_rules! tile {
                     ($p:literal, $b:literal) => {
                         // SAFETY: only installed after AVX2+FMA detection; `panel` holds
@@ -186,8 +229,7 @@ fn outer_f32(
             }
             p += np;
         }
-        g0 += gn;
-    }
+    });
 }
 
 /// Rows `0 .. no` (`no ≤ FO`) of `w` (`[no, n]`) as `[n][FO]` into `store` (exactly `n·FO`
@@ -315,7 +357,14 @@ unsafe fn tile_outer_f32<const P: usize, const B: usize>(
 }
 
 /// The dot-product tiles for inputs wider than [`FMAXC`] (same contract).
-fn conv1x1_f32_dots(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool, y: &mut [f32]) {
+pub(super) fn conv1x1_f32_dots(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    relu: bool,
+    y: &mut [f32],
+) {
     let (n, npix) = (g.cin, g.ho * g.wo);
     let (w, bias, y) = (&w[..g.cout * n], &bias[..g.cout], &mut y[..npix * g.cout]);
     let mut p = 0;

@@ -6,6 +6,7 @@
 #![allow(unsafe_code)]
 
 mod conv1x1;
+mod conv1x1_avx512;
 mod conv1x1_vnni;
 mod dw3x3;
 mod maxpool;
@@ -69,18 +70,26 @@ pub(crate) fn avx2() -> Kernels {
     }
 }
 
-/// AVX-512 VNNI (with VL) on top of [`detected`]: the int8 GEMM on `vpdpbusd`.
-pub(crate) fn vnni_detected() -> bool {
+/// AVX-512 F, BW, VL and VNNI on top of [`detected`] (every CPU with AVX-512 VNNI has
+/// the other three).
+pub(crate) fn avx512_detected() -> bool {
     conv1x1_vnni::detected()
 }
 
-/// The AVX2 table with the int8 pointwise GEMMs on AVX-512 VNNI (`vpdpbusd` quads): the
-/// Materialized experts laid out at the switch ([`conv1x1_vnni::conv1x1_i8_packed`]), the
-/// row convs (Auto's rebuilt experts) and the streamed experts' `W0` sums laid out a panel
-/// at a time per call from 8 output pixels (below, the AVX2 dot tiles). Install only when
-/// [`vnni_detected`].
-pub(crate) fn avx512vnni() -> Kernels {
+/// The AVX2 table with the pointwise GEMMs on 512-bit registers: f32 on AVX-512F FMA
+/// ([`conv1x1_avx512`]: the AVX2 panels and bits, 6 pixels × 64 channels a tile) and int8
+/// on AVX-512 VNNI (`vpdpbusd` quads, [`conv1x1_vnni`]): the Materialized experts laid out
+/// at the switch, the row convs (Auto's rebuilt experts) and the streamed experts' `W0`
+/// sums laid out a panel at a time per call from 8 output pixels (below, the AVX2 dot
+/// tiles). Install only when [`avx512_detected`].
+pub(crate) fn avx512() -> Kernels {
     Kernels {
+        conv1x1_f32: conv1x1_avx512::conv1x1_f32,
+        conv1x1_f32_packed: Some(crate::kernels::PackedConv1x1F32 {
+            pack: conv1x1::pack_conv1x1_f32,
+            conv: conv1x1_avx512::conv1x1_f32_packed,
+            min_pixels: 1,
+        }),
         conv1x1_i8: conv1x1_vnni::conv1x1_i8,
         conv1x1_sums_i8: conv1x1_vnni::conv1x1_sums_i8,
         conv1x1_i8_packed: Some(crate::kernels::PackedConv1x1I8 {
@@ -88,7 +97,7 @@ pub(crate) fn avx512vnni() -> Kernels {
             conv: conv1x1_vnni::conv1x1_i8_packed,
             min_pixels: conv1x1::PACKED_I8_MIN_PIXELS,
         }),
-        isa: "x86_64-avx2-vnni",
+        isa: "x86_64-avx512",
         ..avx2()
     }
 }
