@@ -554,7 +554,7 @@ mod tests {
     /// A random requantisation case for [`requant8_is_bit_exact`] (edges, wide and
     /// narrow values by `it`): 8 accumulators, their parameters, the output zero point and
     /// clamp, and one more random word.
-    fn case(next: &mut impl FnMut() -> u64, it: usize) -> ([i32; 8], [[i32; 3]; 8], OutQ, u64) {
+    fn case(next: &mut impl FnMut() -> u64, it: i32) -> ([i32; 8], [[i32; 3]; 8], OutQ, u64) {
         let edges = [
             0,
             1,
