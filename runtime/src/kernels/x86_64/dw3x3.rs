@@ -10,7 +10,7 @@ use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
 use super::lane_mask;
-use super::requant::{requant8, Requant, RqCols, MAXQ};
+use super::requant::{requant16, requant8, Requant, RqCols, MAXQ};
 use crate::kernels::reference::dwconv3x3::taps;
 use crate::kernels::{Geom, OutQ};
 use crate::quant::requant;
@@ -107,6 +107,34 @@ pub(crate) fn dwconv3x3_i8(
     q: OutQ,
     y: &mut [i8],
 ) {
+    dw_i8::<false>(g, x, zx, w, rq, q, y)
+}
+
+/// [`dwconv3x3_i8`] with the 16-channel blocks requantised on AVX-512 ([`requant16`]).
+/// Install only when `avx512_detected`.
+pub(crate) fn dwconv3x3_i8_avx512(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    dw_i8::<true>(g, x, zx, w, rq, q, y)
+}
+
+/// The int8 depthwise conv; `WIDE`: AVX-512 available, the 16-channel blocks' output stage
+/// on it.
+fn dw_i8<const WIDE: bool>(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
     let c = g.cout;
     let rq = &rq[..c];
     let mut cols = RqCols::new();
@@ -163,26 +191,32 @@ pub(crate) fn dwconv3x3_i8(
                         let xs: [&[i8]; 9] = core::array::from_fn(|k| t[k].1);
                         for (b, pairs) in wp.iter().enumerate() {
                             let c0 = start(b);
-                            // SAFETY: only installed after AVX2 detection; `c0 + 16 ≤ c ≤
-                            // MAXQ`, every tap row holds `c` bytes, `zs` `c` sums.
+                            // SAFETY: only installed after AVX2 (with `WIDE`, AVX-512)
+                            // detection; `c0 + 16 ≤ c ≤ MAXQ`, every tap row holds `c`
+                            // bytes, `zs` `c` sums.
                             unsafe {
-                                pairs16_i8(
-                                    &xs,
-                                    c0,
-                                    pairs,
-                                    &zs[c0..c0 + 16],
-                                    cols,
-                                    q,
-                                    &mut out[c0..c0 + 16],
-                                )
+                                let (zs, o) = (&zs[c0..c0 + 16], &mut out[c0..c0 + 16]);
+                                if WIDE {
+                                    pairs16_i8_512(&xs, c0, pairs, zs, cols, q, o)
+                                } else {
+                                    pairs16_i8(&xs, c0, pairs, zs, cols, q, o)
+                                }
                             };
                         }
                     } else {
                         for b in 0..nb {
                             let c0 = start(b);
-                            // SAFETY: only installed after AVX2 detection; `c0 + 16 ≤ c ≤
-                            // MAXQ` (`Cols`), every tap row holds `c` bytes.
-                            unsafe { block16_i8(&t[..nt], c0, zx, cols, q, &mut out[c0..c0 + 16]) };
+                            // SAFETY: only installed after AVX2 (with `WIDE`, AVX-512)
+                            // detection; `c0 + 16 ≤ c ≤ MAXQ` (`Cols`), every tap row holds
+                            // `c` bytes.
+                            unsafe {
+                                let o = &mut out[c0..c0 + 16];
+                                if WIDE {
+                                    block16_i8_512(&t[..nt], c0, zx, cols, q, o)
+                                } else {
+                                    block16_i8(&t[..nt], c0, zx, cols, q, o)
+                                }
+                            };
                         }
                     }
                     continue;
@@ -234,8 +268,7 @@ impl Pairs16 {
 }
 
 /// Channels `c0 .. c0 + 16` of an interior output pixel (`xs`: its 9 taps' input rows),
-/// requantised into `out`: `Σ_t w·x − zx·Σ_t w` — taps two at a time, their bytes
-/// interleaved and widened so one `madd` per 8 channels sums both products.
+/// requantised into `out`: [`pairs16_sums`], then [`requant8`] per 8 channels.
 ///
 /// # Safety
 /// AVX2 available; every row of `xs` holds at least `c0 + 16` bytes, `zs` 16 sums, `out`
@@ -250,9 +283,55 @@ unsafe fn pairs16_i8(
     q: OutQ,
     out: &mut [i8],
 ) {
-    debug_assert!(xs.iter().all(|r| r.len() >= c0 + 16) && zs.len() >= 16 && out.len() >= 16);
+    debug_assert!(out.len() >= 16);
+    // SAFETY: this function's contract.
+    let (lo, hi) = unsafe { pairs16_sums(xs, c0, wp, zs) };
+    let (a, b) = (
+        requant8(lo, &cols.lanes(c0), q),
+        requant8(hi, &cols.lanes(c0 + 8), q),
+    );
+    // SAFETY: `out` holds 16 bytes.
+    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm_unpacklo_epi64(a, b)) };
+}
+
+/// [`pairs16_i8`] with [`requant16`] (the AVX-512 table).
+///
+/// # Safety
+/// As [`pairs16_i8`], and AVX-512 F/BW available.
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+unsafe fn pairs16_i8_512(
+    xs: &[&[i8]; 9],
+    c0: usize,
+    wp: &Pairs16,
+    zs: &[i32],
+    cols: &RqCols,
+    q: OutQ,
+    out: &mut [i8],
+) {
+    debug_assert!(out.len() >= 16);
+    // SAFETY: this function's contract.
+    let (lo, hi) = unsafe { pairs16_sums(xs, c0, wp, zs) };
+    let v = requant16(
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi),
+        &cols.lanes16(c0),
+        q,
+    );
+    // SAFETY: `out` holds 16 bytes.
+    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), v) };
+}
+
+/// `Σ_t w·x − zx·Σ_t w` for channels `c0 .. c0 + 16` of an interior output pixel (`xs`: its
+/// 9 taps' input rows), in two 8-lane halves — taps two at a time, their bytes interleaved
+/// and widened so one `madd` per 8 channels sums both products.
+///
+/// # Safety
+/// AVX2 available; every row of `xs` holds at least `c0 + 16` bytes, `zs` 16 sums.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn pairs16_sums(xs: &[&[i8]; 9], c0: usize, wp: &Pairs16, zs: &[i32]) -> (__m256i, __m256i) {
+    debug_assert!(xs.iter().all(|r| r.len() >= c0 + 16) && zs.len() >= 16);
     // SAFETY: 16-byte loads at `c0` of every row, 16 i16 / 8 i32 reads of the fixed
-    // arrays and `zs`, a 16-byte store to `out`: in bounds by the contract.
+    // arrays and `zs`: in bounds by the contract.
     unsafe {
         let ld = |r: &[i8]| _mm_loadu_si128(r.as_ptr().add(c0).cast());
         let w16 = |v: &[i16; 16]| _mm256_loadu_si256(v.as_ptr().cast());
@@ -274,16 +353,12 @@ unsafe fn pairs16_i8(
         let p = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(ld(xs[8])), w16(&wp.last));
         lo = _mm256_add_epi32(lo, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(p)));
         hi = _mm256_add_epi32(hi, _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(p)));
-        let a = requant8(lo, &cols.lanes(c0), q);
-        let b = requant8(hi, &cols.lanes(c0 + 8), q);
-        _mm_storeu_si128(out.as_mut_ptr().cast(), _mm_unpacklo_epi64(a, b));
+        (lo, hi)
     }
 }
 
-/// Channels `c0 .. c0 + 16` of one output pixel, requantised into `out`: each tap's
-/// products `w·(x − zx)` in i16 lanes (exact: `|w·(x − zx)| ≤ 128·255 < 2^15`), widened
-/// into two i32 accumulators, then [`requant8`] per 8 channels — twice the channels of
-/// [`block_i8`] per instruction, without its slow 32-bit multiplies.
+/// Channels `c0 .. c0 + 16` of one output pixel, requantised into `out`: [`block16_sums`],
+/// then [`requant8`] per 8 channels.
 ///
 /// # Safety
 /// AVX2 available; every row of `taps` holds at least `c0 + 16` bytes, `out` 16, and `cols`
@@ -297,7 +372,53 @@ unsafe fn block16_i8(
     q: OutQ,
     out: &mut [i8],
 ) {
-    debug_assert!(out.len() >= 16 && taps.iter().all(|(w, x)| w.len().min(x.len()) >= c0 + 16));
+    debug_assert!(out.len() >= 16);
+    // SAFETY: this function's contract.
+    let (lo, hi) = unsafe { block16_sums(taps, c0, zx) };
+    let (a, b) = (
+        requant8(lo, &cols.lanes(c0), q),
+        requant8(hi, &cols.lanes(c0 + 8), q),
+    );
+    // SAFETY: `out` holds 16 bytes.
+    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm_unpacklo_epi64(a, b)) };
+}
+
+/// [`block16_i8`] with [`requant16`] (the AVX-512 table).
+///
+/// # Safety
+/// As [`block16_i8`], and AVX-512 F/BW available.
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+unsafe fn block16_i8_512(
+    taps: &[(&[i8], &[i8])],
+    c0: usize,
+    zx: i32,
+    cols: &RqCols,
+    q: OutQ,
+    out: &mut [i8],
+) {
+    debug_assert!(out.len() >= 16);
+    // SAFETY: this function's contract.
+    let (lo, hi) = unsafe { block16_sums(taps, c0, zx) };
+    let v = requant16(
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi),
+        &cols.lanes16(c0),
+        q,
+    );
+    // SAFETY: `out` holds 16 bytes.
+    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), v) };
+}
+
+/// `Σ_taps w·(x − zx)` for channels `c0 .. c0 + 16` of one output pixel, in two 8-lane
+/// halves: each tap's products in i16 lanes (exact: `|w·(x − zx)| ≤ 128·255 < 2^15`),
+/// widened into two i32 accumulators — twice the channels of [`block_i8`] per
+/// instruction, without its slow 32-bit multiplies.
+///
+/// # Safety
+/// AVX2 available; every row of `taps` holds at least `c0 + 16` bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn block16_sums(taps: &[(&[i8], &[i8])], c0: usize, zx: i32) -> (__m256i, __m256i) {
+    debug_assert!(taps.iter().all(|(w, x)| w.len().min(x.len()) >= c0 + 16));
     let z = _mm256_set1_epi16(zx as i16);
     let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
     for &(wr, xr) in taps {
@@ -313,10 +434,7 @@ unsafe fn block16_i8(
         lo = _mm256_add_epi32(lo, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(p)));
         hi = _mm256_add_epi32(hi, _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(p)));
     }
-    let a = requant8(lo, &cols.lanes(c0), q);
-    let b = requant8(hi, &cols.lanes(c0 + 8), q);
-    // SAFETY: `out` holds 16 bytes.
-    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm_unpacklo_epi64(a, b)) };
+    (lo, hi)
 }
 
 /// `Σ_taps w[c0..c0+8]·(x[c0..c0+8] − zx)` in exact i32 lanes.

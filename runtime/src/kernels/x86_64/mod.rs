@@ -81,7 +81,8 @@ pub(crate) fn avx512_detected() -> bool {
 /// on AVX-512 VNNI (`vpdpbusd` quads, [`conv1x1_vnni`]): the Materialized experts laid out
 /// at the switch, the row convs (Auto's rebuilt experts) and the streamed experts' `W0`
 /// sums laid out a panel at a time per call from 8 output pixels (below, the AVX2 dot
-/// tiles). Install only when [`avx512_detected`].
+/// tiles); the int8 depthwise conv's output stage on 16 lanes. Install only when
+/// [`avx512_detected`].
 pub(crate) fn avx512() -> Kernels {
     Kernels {
         conv1x1_f32: conv1x1_avx512::conv1x1_f32,
@@ -97,6 +98,7 @@ pub(crate) fn avx512() -> Kernels {
             conv: conv1x1_vnni::conv1x1_i8_packed,
             min_pixels: conv1x1::PACKED_I8_MIN_PIXELS,
         }),
+        dwconv3x3_i8: dw3x3::dwconv3x3_i8_avx512,
         isa: "x86_64-avx512",
         ..avx2()
     }
