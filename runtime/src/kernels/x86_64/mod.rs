@@ -13,6 +13,7 @@ mod maxpool;
 mod rebuild;
 mod requant;
 mod stem;
+mod stem_vnni;
 mod streaming;
 
 use core::arch::x86_64::*;
@@ -81,7 +82,8 @@ pub(crate) fn avx512_detected() -> bool {
 /// on AVX-512 VNNI (`vpdpbusd` quads, [`conv1x1_vnni`]): the Materialized experts laid out
 /// at the switch, the row convs (Auto's rebuilt experts) and the streamed experts' `W0`
 /// sums laid out a panel at a time per call from 8 output pixels (below, the AVX2 dot
-/// tiles); the int8 depthwise conv's output stage on 16 lanes. Install only when
+/// tiles); the int8 stem on `vpdpbusd` ([`stem_vnni`]) and the int8 depthwise conv's
+/// output stage on 16 lanes. Install only when
 /// [`avx512_detected`].
 pub(crate) fn avx512() -> Kernels {
     Kernels {
@@ -98,6 +100,7 @@ pub(crate) fn avx512() -> Kernels {
             conv: conv1x1_vnni::conv1x1_i8_packed,
             min_pixels: conv1x1::PACKED_I8_MIN_PIXELS,
         }),
+        conv_i8: stem_vnni::conv_i8,
         dwconv3x3_i8: dw3x3::dwconv3x3_i8_avx512,
         isa: "x86_64-avx512",
         ..avx2()

@@ -207,7 +207,7 @@ pub(crate) fn conv_i8(
 }
 
 /// Where the tap-major patch element `e = (ky·k + kx)·cin + c` sits in an OIHW weight row.
-fn oihw(g: &Geom, e: usize) -> usize {
+pub(super) fn oihw(g: &Geom, e: usize) -> usize {
     (e % g.cin) * g.k * g.k + e / g.cin
 }
 
