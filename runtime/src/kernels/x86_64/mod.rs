@@ -101,6 +101,7 @@ pub(crate) fn avx512() -> Kernels {
             min_pixels: conv1x1::PACKED_I8_MIN_PIXELS,
         }),
         conv_i8: stem_vnni::conv_i8,
+        streaming: streaming::avx512(),
         dwconv3x3_i8: dw3x3::dwconv3x3_i8_avx512,
         isa: "x86_64-avx512",
         ..avx2()

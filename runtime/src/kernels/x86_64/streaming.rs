@@ -27,16 +27,77 @@ fn u_i8(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut [f32]) {
     unsafe { u_i8_avx2(g, x, q, a, r, u) }
 }
 
-/// `switch::lowrank_u_i8`; where the layer reads at least [`TABLE_FROM`] codes, through
-/// [`dequant_table`] (the same values): each input one broadcast load instead of a
-/// conversion and a multiply.
+/// `switch::lowrank_u_i8` ([`u_i8_tabled`]); where the layer reads at least [`TABLE_FROM`]
+/// codes, through [`dequant_table`] (the same values): each input one broadcast load
+/// instead of a conversion and a multiply.
 #[target_feature(enable = "avx2")]
 unsafe fn u_i8_avx2(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut [f32]) {
+    u_i8_tabled(g, x, q, a, r, u)
+}
+
+/// The body of [`u_i8_avx2`] and [`u_i8_avx512`], inlined into each (compiled for its
+/// target features).
+#[inline(always)]
+fn u_i8_tabled(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut [f32]) {
     if g.ho * g.wo * g.cin < TABLE_FROM {
         return switch::lowrank_u_i8(g, x, q, a, r, u);
     }
     let t = dequant_table(q);
     switch::lowrank_u_gemm(g, x, |v| t[v as u8 as usize], a, r, u)
+}
+
+/// The AVX-512 [`Streaming`] slots: the same lane code compiled with AVX-512F enabled, so
+/// the epilogue's 16-value runs (two 8-lane blocks) and the GEMMs' rows run in zmm
+/// registers. Install only after AVX-512 detection (`avx512_detected`).
+pub(super) fn avx512() -> Streaming {
+    Streaming {
+        u_i8: u_i8_512,
+        u_f32: u_f32_512,
+        epilogue_i8: epilogue_i8_512,
+        add_f32: add_f32_512,
+        ..avx2()
+    }
+}
+
+fn u_i8_512(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut [f32]) {
+    // SAFETY: installed only after AVX-512 detection; the body is safe code.
+    unsafe { u_i8_avx512(g, x, q, a, r, u) }
+}
+
+/// [`u_i8_avx2`] with AVX-512F.
+#[target_feature(enable = "avx2,avx512f")]
+unsafe fn u_i8_avx512(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut [f32]) {
+    u_i8_tabled(g, x, q, a, r, u)
+}
+
+fn u_f32_512(g: &Geom, x: &[f32], a: &[f32], r: usize, u: &mut [f32]) {
+    // SAFETY: installed only after AVX-512 detection; the body is safe code.
+    unsafe { u_f32_avx512(g, x, a, r, u) }
+}
+
+#[target_feature(enable = "avx2,avx512f")]
+unsafe fn u_f32_avx512(g: &Geom, x: &[f32], a: &[f32], r: usize, u: &mut [f32]) {
+    switch::lowrank_u_f32(g, x, a, r, u)
+}
+
+fn epilogue_i8_512(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
+    // SAFETY: installed only after AVX-512 detection; the body is safe code.
+    unsafe { epilogue_i8_avx512(t, e) }
+}
+
+#[target_feature(enable = "avx2,avx512f")]
+unsafe fn epilogue_i8_avx512(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
+    switch::epilogue_i8(t, e)
+}
+
+fn add_f32_512(u: &[f32], bt: &[f32], r: usize, cout: usize, relu: bool, y: &mut [f32]) {
+    // SAFETY: installed only after AVX-512 detection; the body is safe code.
+    unsafe { add_f32_avx512(u, bt, r, cout, relu, y) }
+}
+
+#[target_feature(enable = "avx2,avx512f")]
+unsafe fn add_f32_avx512(u: &[f32], bt: &[f32], r: usize, cout: usize, relu: bool, y: &mut [f32]) {
+    switch::lowrank_add_t_f32(u, bt, r, cout, relu, y)
 }
 
 /// Input codes read (per call, counting repeats) from which a dequantisation table of 256
