@@ -83,7 +83,8 @@ pub(crate) fn avx512_detected() -> bool {
 /// at the switch, the row convs (Auto's rebuilt experts) and the streamed experts' `W0`
 /// sums laid out a panel at a time per call from 8 output pixels (below, the AVX2 dot
 /// tiles); the int8 stem on `vpdpbusd` ([`stem_vnni`]) and the int8 depthwise conv's
-/// output stage on 16 lanes. Install only when
+/// output stage on 16 lanes; the switch's 1x1 rebuild of up to 64 inputs in 16-lane
+/// registers. Install only when
 /// [`avx512_detected`].
 pub(crate) fn avx512() -> Kernels {
     Kernels {
@@ -102,6 +103,7 @@ pub(crate) fn avx512() -> Kernels {
         }),
         conv_i8: stem_vnni::conv_i8,
         streaming: streaming::avx512(),
+        rebuild_layer_i8: Some(rebuild::rebuild_layer_i8_avx512),
         dwconv3x3_i8: dw3x3::dwconv3x3_i8_avx512,
         isa: "x86_64-avx512",
         ..avx2()

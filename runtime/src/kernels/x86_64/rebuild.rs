@@ -235,6 +235,149 @@ unsafe fn in_registers<const N: usize, const M: usize>(
     scale
 }
 
+/// The AVX-512 table's `Kernels::rebuild_layer_i8`: a 1x1 expert with f32 factors, rank ≥ 4
+/// and `n = Cin ∈ {16, 32, 48, 64}` with each row in 16-lane registers, four channels at a
+/// time ([`in_zmm`]: 32 registers hold 4 × 4 rows, the chains of four channels fill each
+/// other's latencies); other shapes as the AVX2 slot ([`rebuild_layer_i8`]). The same
+/// operations on every element, so the same bits.
+pub(crate) fn rebuild_layer_i8_avx512(
+    d: &Delta<'_>,
+    w0: &[i8],
+    s0: &[f32],
+    out: &mut [i8],
+    out_scale: &mut [f32],
+) -> bool {
+    let (n, rk, cout) = (d.channel_len(), d.a.rows, d.cout);
+    let fits = d.k == 1 && rk >= 4 && n % 16 == 0 && (16..=64).contains(&n);
+    let Some((a, b)) = d
+        .f32_factors()
+        .filter(|_| fits && d.layer_fits(w0, s0, out, out_scale))
+    else {
+        return rebuild_layer_i8(d, w0, s0, out, out_scale);
+    };
+    let mut o = 0;
+    while o < cout {
+        let m = if o + 4 <= cout { 4 } else { 1 };
+        let (b, w0, s0) = (&b[o * rk..][..m * rk], &w0[o * n..][..m * n], &s0[o..o + m]);
+        let out = &mut out[o * n..][..m * n];
+        // SAFETY: AVX-512 (this slot is only installed after detection); `a` holds `rk`
+        // rows of `n = N·16`, `b` `M` rows of `rk`, `w0`/`out` `M·n`, `s0` `M` (checked
+        // above).
+        unsafe {
+            macro_rules! go {
+                ($n:literal) => {
+                    if m == 4 {
+                        let s = in_zmm::<$n, 4>(a, b, w0, s0, out);
+                        out_scale[o..o + 4].copy_from_slice(&s);
+                    } else {
+                        out_scale[o] = in_zmm::<$n, 1>(a, b, w0, s0, out)[0];
+                    }
+                };
+            }
+            match n / 16 {
+                1 => go!(1),
+                2 => go!(2),
+                3 => go!(3),
+                _ => go!(4),
+            }
+        }
+        o += m;
+    }
+    true
+}
+
+/// [`in_registers`] on 16-lane registers: `M` consecutive output channels of `n = N·16`
+/// weights each, every element taking [`fused`]'s operations in its order, `max|w|` as the
+/// lane-wise max of the bit patterns, then [`codes8`]'s rounding ([`codes16`]).
+///
+/// # Safety
+/// AVX-512 F/BW/VL available; `a` holds `rk ≥ 4` rows of `n`; `b` `M` rows of `rk`;
+/// `w0` and `out` `M·n`; `s0` `M`.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+unsafe fn in_zmm<const N: usize, const M: usize>(
+    a: &[f32],
+    b: &[f32],
+    w0: &[i8],
+    s0: &[f32],
+    out: &mut [i8],
+) -> [f32; M] {
+    let (n, rk) = (N * 16, b.len() / M);
+    debug_assert!(rk >= 4 && a.len() >= rk * n && b.len() == M * rk);
+    debug_assert!(w0.len() >= M * n && out.len() >= M * n && s0.len() >= M);
+    // SAFETY: 16 lanes of row `j < rk` at `i·16 + 16 ≤ n` (`a` holds `rk·n`).
+    let row = |j: usize, i: usize| unsafe { _mm512_loadu_ps(a.as_ptr().add(j * n + i * 16)) };
+    let coef = |m: usize, j: usize| _mm512_set1_ps(b[m * rk + j]);
+    // `((b0·a0 + b1·a1) + b2·a2) + b3·a3`, then each further row in order ([`fused`]).
+    let mut t: [[__m512; N]; M] = core::array::from_fn(|m| {
+        let (c0, c1) = (coef(m, 0), coef(m, 1));
+        core::array::from_fn(|i| {
+            _mm512_add_ps(_mm512_mul_ps(c0, row(0, i)), _mm512_mul_ps(c1, row(1, i)))
+        })
+    });
+    for j in 2..rk {
+        let r: [__m512; N] = core::array::from_fn(|i| row(j, i));
+        for (m, tm) in t.iter_mut().enumerate() {
+            let c = coef(m, j);
+            for (ti, ri) in tm.iter_mut().zip(r) {
+                *ti = _mm512_add_ps(*ti, _mm512_mul_ps(c, ri));
+            }
+        }
+    }
+    let mut scale = [0.0f32; M];
+    for (m, tm) in t.iter_mut().enumerate() {
+        let s0v = _mm512_set1_ps(s0[m]);
+        let mut mx = _mm512_setzero_si512();
+        for (i, ti) in tm.iter_mut().enumerate() {
+            // SAFETY: `w0` holds `M·n ≥ m·n + i·16 + 16` bytes.
+            let q = unsafe { _mm_loadu_si128(w0.as_ptr().add(m * n + i * 16).cast()) };
+            let q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
+            *ti = _mm512_add_ps(*ti, _mm512_mul_ps(s0v, q));
+            // `max_abs_bits` in 16 lanes: a NaN (above the infinity pattern) as 0.
+            let b = _mm512_and_si512(_mm512_castps_si512(*ti), _mm512_set1_epi32(0x7fff_ffff));
+            let nan = _mm512_cmpgt_epi32_mask(b, _mm512_set1_epi32(0x7f80_0000));
+            mx = _mm512_max_epi32(mx, _mm512_maskz_mov_epi32(!nan, b));
+        }
+        let amax = f32::from_bits(_mm512_reduce_max_epi32(mx) as u32);
+        scale[m] = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+    }
+    for (m, tm) in t.iter().enumerate() {
+        let invv = _mm512_set1_ps(1.0 / scale[m]);
+        for (i, ti) in tm.iter().enumerate() {
+            // SAFETY: `out` holds `M·n ≥ m·n + i·16 + 16` bytes.
+            unsafe {
+                _mm_storeu_si128(
+                    out.as_mut_ptr().add(m * n + i * 16).cast(),
+                    codes16(*ti, invv),
+                )
+            };
+        }
+    }
+    scale
+}
+
+/// [`codes8`] for 16 weights (the comparisons as masks), as 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+fn codes16(w: __m512, invv: __m512) -> __m128i {
+    let t = _mm512_mul_ps(w, invv);
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(t, t);
+    let t = _mm512_min_ps(
+        _mm512_max_ps(t, _mm512_set1_ps(-128.0)),
+        _mm512_set1_ps(128.0),
+    );
+    let ti = _mm512_cvttps_epi32(t);
+    let f = _mm512_sub_ps(t, _mm512_cvtepi32_ps(ti));
+    let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(f, _mm512_set1_ps(0.5));
+    let down = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(f, _mm512_set1_ps(-0.5));
+    let one = _mm512_set1_epi32(1);
+    let r = _mm512_mask_sub_epi32(_mm512_mask_add_epi32(ti, up, ti, one), down, ti, one);
+    let r = _mm512_min_epi32(
+        _mm512_max_epi32(r, _mm512_set1_epi32(-127)),
+        _mm512_set1_epi32(127),
+    );
+    _mm512_cvtsepi32_epi8(_mm512_maskz_mov_epi32(!nan, r))
+}
+
 /// Widest stem row `Cin·k` [`kxk_rows`] keeps in registers (two vectors).
 const KXK_MAX_COLS: usize = 16;
 /// Largest `k` [`kxk_rows`] takes (`k` rows of two vectors: 10 accumulators at `k = 5`).
