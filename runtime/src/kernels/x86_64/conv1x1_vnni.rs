@@ -144,8 +144,8 @@ pub(crate) fn conv1x1_i8_packed(
 }
 
 /// The `conv1x1_i8` contract on weights as rows: [`conv1x1_i8_packed`]'s outer product with
-/// the weights laid out per call, a panel at a time (at least [`ROWS_MIN_PIXELS`] output
-/// pixels: below, the AVX2 dot tiles on the rows win, as in the AVX2 table); other shapes
+/// the weights laid out per call, a panel at a time, from [`ROWS_MIN_PIXELS`] output
+/// pixels; below, the VNNI dot products on the rows ([`super::dots_vnni`]); other shapes
 /// take the AVX2 conv.
 pub(crate) fn conv1x1_i8(
     g: &Geom,
@@ -156,6 +156,10 @@ pub(crate) fn conv1x1_i8(
     q: OutQ,
     y: &mut [i8],
 ) {
+    if g.ho * g.wo < ROWS_MIN_PIXELS && super::dots_vnni::fits(g) {
+        // SAFETY: only installed after AVX2 + AVX-512 detection (`detected`); `fits`.
+        return unsafe { super::dots_vnni::conv1x1_i8(g, x, zx, w, rq, q, y) };
+    }
     if !packs(g.cin) || g.ho * g.wo < ROWS_MIN_PIXELS {
         return super::conv1x1::conv1x1_i8(g, x, zx, w, rq, q, y);
     }
@@ -215,7 +219,8 @@ unsafe fn requantised(
 
 /// AVX-512 VNNI twin of `reference::conv1x1::conv1x1_sums_i8` (exact, so equal): the outer
 /// product of [`conv1x1_i8`] without the output stage, one tile of 4 pixels × a panel of
-/// channels per `sink` call; the shapes [`conv1x1_i8`] hands on take the AVX2 sums.
+/// channels per `sink` call; few pixels as dot products, as there; the shapes
+/// [`conv1x1_i8`] hands on take the AVX2 sums.
 pub(crate) fn conv1x1_sums_i8(
     g: &Geom,
     x: &[i8],
@@ -223,6 +228,10 @@ pub(crate) fn conv1x1_sums_i8(
     w: &[i8],
     sink: &mut dyn FnMut(SumTile<'_>),
 ) {
+    if g.ho * g.wo < ROWS_MIN_PIXELS && super::dots_vnni::fits(g) {
+        // SAFETY: only installed after AVX2 + AVX-512 detection (`detected`); `fits`.
+        return unsafe { super::dots_vnni::conv1x1_sums_i8(g, x, zx, w, sink) };
+    }
     if !packs(g.cin) || g.ho * g.wo < ROWS_MIN_PIXELS {
         return super::conv1x1::conv1x1_sums_i8(g, x, zx, w, sink);
     }

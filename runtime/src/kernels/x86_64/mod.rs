@@ -8,6 +8,7 @@
 mod conv1x1;
 mod conv1x1_avx512;
 mod conv1x1_vnni;
+mod dots_vnni;
 mod dw3x3;
 mod maxpool;
 mod rebuild;
