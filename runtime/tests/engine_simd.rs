@@ -969,6 +969,37 @@ fn conv1x1_i8_twin_is_bit_exact_on_wide_convs() {
 
 /// The int8 max pool slot (3x3/2, padding 1) against the reference on random sizes —
 /// channel counts around the 16-lane steps, odd and even sides: exact.
+/// The f32 max pool twins give the reference's bits, NaNs and signed zeros included.
+#[test]
+fn maxpool_f32_twin_is_bit_identical() {
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for _ in 0..300 {
+            let (h, w) = (r.gen_range(1..12), r.gen_range(1..12));
+            let c = if r.gen_bool(0.5) {
+                CHANNELS[r.gen_range(0..CHANNELS.len())]
+            } else {
+                r.gen_range(1..70)
+            };
+            let x: Vec<f32> = (0..h * w * c)
+                .map(|_| match r.gen_range(0..40) {
+                    0 => f32::NAN,
+                    1 => -0.0,
+                    2 => 0.0,
+                    _ => r.gen_range(-3.0..3.0),
+                })
+                .collect();
+            let n = Geom::out_dim(h, 3, 2, 1) * Geom::out_dim(w, 3, 2, 1) * c;
+            let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+            (best.maxpool_f32)(h, w, c, &x, &mut a);
+            (refk.maxpool_f32)(h, w, c, &x, &mut b);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{best:?} h={h} w={w} c={c}");
+        }
+    }
+}
+
 #[test]
 fn maxpool_i8_twin_is_exact() {
     let mut r = rng();

@@ -684,6 +684,16 @@ fn load_input(cx: &mut Ctx<'_, '_>, input: &[f32]) -> R<()> {
         let x = f32s_mut(cx.act.get_mut(r).ok_or(bad)?)?;
         let x = x.get_mut(..c * hw).ok_or(bad)?;
         cx.par.rows(x, c, x.len(), |p0, x| {
+            if c == 3 {
+                // RGB: the three planes zipped into whole pixels (no index per value).
+                let m = x.len() / 3;
+                let [r, g, b]: [&[f32]; 3] = core::array::from_fn(|ch| &input[ch * hw + p0..][..m]);
+                let px = x.as_chunks_mut::<3>().0;
+                for (p, ((&r, &g), &b)) in px.iter_mut().zip(r.iter().zip(g).zip(b)) {
+                    *p = [r, g, b];
+                }
+                return;
+            }
             for (pix, px) in x.chunks_exact_mut(c).enumerate() {
                 for (ch, v) in px.iter_mut().enumerate() {
                     *v = input[ch * hw + p0 + pix];

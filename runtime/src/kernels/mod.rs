@@ -104,6 +104,8 @@ pub type RebuildLayerI8 =
 pub type RequantTable = fn(&[f32], f32, &[f32], f32, &mut [[i32; 3]]);
 /// The int8 max pool 3x3/2 slot: `(h, w, c, x, y)` (`reference::maxpool::maxpool3x3s2`).
 pub type MaxPoolI8 = fn(usize, usize, usize, &[i8], &mut [i8]);
+/// `reference::maxpool::maxpool3x3s2::<f32>`: `(h, w, c, x, y)`.
+pub type MaxPoolF32 = fn(usize, usize, usize, &[f32], &mut [f32]);
 /// The f32 linear head slot: `(x, W [out, in], bias, y)`
 /// (`reference::linear::linear_f32`, bit-identical: the scores are compared to the bit).
 pub type LinearF32 = fn(&[f32], &[f32], &[f32], &mut [f32]);
@@ -259,6 +261,8 @@ pub struct Kernels {
     pub requant_table: RequantTable,
     /// `reference::maxpool::maxpool3x3s2` on int8 codes.
     pub maxpool_i8: MaxPoolI8,
+    /// `reference::maxpool::maxpool3x3s2` on f32 (bit-identical: the same selects).
+    pub maxpool_f32: MaxPoolF32,
     /// `reference::linear::linear_f32` (the department head; bit-identical).
     pub linear_f32: LinearF32,
     /// [`ConcatShuffleI8`] (`reference::concat_shuffle::concat_shuffle_i8`), tried first;
@@ -297,6 +301,7 @@ impl Kernels {
             rebuild_layer_i8: None,
             requant_table: crate::quant::requant_table,
             maxpool_i8: reference::maxpool::maxpool3x3s2::<i8>,
+            maxpool_f32: reference::maxpool::maxpool3x3s2::<f32>,
             linear_f32: reference::linear::linear_f32,
             concat_shuffle_i8: None,
             dot_i8: reference::conv1x1::dot_i8,

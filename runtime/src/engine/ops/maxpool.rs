@@ -3,7 +3,7 @@
 use super::{f32s, f32s_mut, i8s, i8s_mut, io, rescale, Ctx, R};
 use crate::engine::EngineError;
 use crate::format::{validate, Op};
-use crate::kernels::{reference as k, Geom};
+use crate::kernels::Geom;
 
 /// Runs op `i`, a `MaxPool`.
 pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> {
@@ -34,9 +34,9 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
         }
         None => {
             let (x, y) = (f32s(x)?, f32s_mut(y)?.get_mut(..n).ok_or(bad)?);
+            let pool = cx.kern.maxpool_f32;
             cx.par.rows(y, row, 9 * n, |r0, y| {
-                let pool = |h, x: &[f32], y: &mut [f32]| k::maxpool::maxpool3x3s2(h, w, c, x, y);
-                rows(pool, h, w, c, x, r0, y)
+                rows(|h, x, y| pool(h, w, c, x, y), h, w, c, x, r0, y)
             });
             (cx.observe)(output as usize, y);
         }

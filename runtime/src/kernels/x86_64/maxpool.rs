@@ -1,8 +1,10 @@
-//! AVX2 int8 max pool 3x3, stride 2, padding 1 (padding never wins) over a dense NHWC
-//! `[h, w, c]`: per output pixel the taps inside the image are listed once, then 16 channels
-//! a step with `pmaxsb` (the last step overlaps the one before when `c` is not a multiple of
-//! 16: the same maxima again). A max of codes, so exact. Fewer than 16 channels take the
-//! reference.
+//! AVX2 max pool 3x3, stride 2, padding 1 (padding never wins) over a dense NHWC
+//! `[h, w, c]`: per output pixel the taps inside the image are listed once, then a vector of
+//! channels a step (the last step overlaps the one before when `c` is not a multiple of the
+//! lanes: the same maxima again). int8: 16 codes with `pmaxsb` (a max of codes, so exact).
+//! f32: 8 lanes with `maxps(v, m)`, which is the reference's select `if v > m { v } else
+//! { m }` lane by lane (NaN and signed zeros included), so the same bits. Fewer channels
+//! than lanes take the reference.
 use core::arch::x86_64::*;
 
 use crate::kernels::reference::maxpool::{self as refpool, taps};
@@ -46,5 +48,48 @@ unsafe fn pixel(rows: &[&[i8]], out: &mut [i8]) {
             _mm_storeu_si128(out.as_mut_ptr().add(at).cast(), m);
         }
         c0 = at + 16;
+    }
+}
+
+/// Same contract and bits as `reference::maxpool::maxpool3x3s2::<f32>`.
+pub(crate) fn maxpool3x3s2_f32(h: usize, w: usize, c: usize, x: &[f32], y: &mut [f32]) {
+    if c < 8 {
+        return refpool::maxpool3x3s2(h, w, c, x, y);
+    }
+    let (ho, wo) = (Geom::out_dim(h, 3, 2, 1), Geom::out_dim(w, 3, 2, 1));
+    let mut t: [&[f32]; 9] = [&[]; 9];
+    for oy in 0..ho {
+        for ox in 0..wo {
+            let nt = taps(h, w, c, x, oy, ox, &mut t);
+            let out = &mut y[(oy * wo + ox) * c..][..c];
+            // SAFETY: only installed after AVX2 detection; `c ≥ 8`, every tap row and
+            // `out` hold `c` values.
+            unsafe { pixel_f32(&t[..nt], out) };
+        }
+    }
+}
+
+/// `out = rows[0]`, then `out = if v > out { v } else { out }` for each further row, 8
+/// channels a step, the last step ending at `out.len()`.
+///
+/// # Safety
+/// AVX2 available; `rows` not empty, `out.len() ≥ 8`, every row at least `out.len()` long.
+#[target_feature(enable = "avx2")]
+unsafe fn pixel_f32(rows: &[&[f32]], out: &mut [f32]) {
+    let c = out.len();
+    debug_assert!(!rows.is_empty() && c >= 8 && rows.iter().all(|r| r.len() >= c));
+    let mut c0 = 0;
+    while c0 < c {
+        let at = c0.min(c - 8);
+        // SAFETY: `at + 8 ≤ c`, the length of `out` and of every row.
+        unsafe {
+            let mut m = _mm256_loadu_ps(rows[0].as_ptr().add(at));
+            for r in &rows[1..] {
+                // `maxps(a, b)` is `a > b ? a : b` per lane: the reference's select.
+                m = _mm256_max_ps(_mm256_loadu_ps(r.as_ptr().add(at)), m);
+            }
+            _mm256_storeu_ps(out.as_mut_ptr().add(at), m);
+        }
+        c0 = at + 8;
     }
 }

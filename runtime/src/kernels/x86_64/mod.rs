@@ -63,6 +63,7 @@ pub(crate) fn avx2() -> Kernels {
         rebuild_layer_i8: Some(rebuild::rebuild_layer_i8),
         requant_table: requant::requant_table,
         maxpool_i8: maxpool::maxpool3x3s2_i8,
+        maxpool_f32: maxpool::maxpool3x3s2_f32,
         dot_i8: conv1x1::dot_i8,
         linear_f32: crate::kernels::reference::linear::linear_f32,
         concat_shuffle_i8: None,
