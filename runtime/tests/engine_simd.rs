@@ -551,16 +551,16 @@ fn packed_conv1x1_f32_is_the_row_conv() {
     }
 }
 
-/// The x86_64 AVX-512 table's pointwise f32 convs (16-lane FMA tiles) give the AVX2
-/// table's bits, rows and packed, on random shapes: every lane sums in the same order.
+/// The x86_64 AVX-512 table's pointwise f32 convs and f32 stem (16-lane FMA tiles) give the
+/// AVX2 table's bits, rows and packed, on random shapes: every lane sums in the same order.
 #[test]
-fn avx512_pointwise_f32_is_the_avx2_bits() {
+fn avx512_f32_convs_are_the_avx2_bits() {
     let t = twins();
     let (Some(a2), Some(a5)) = (
         t.iter().find(|k| k.isa == "x86_64-avx2"),
         t.iter().find(|k| k.isa == "x86_64-avx512"),
     ) else {
-        println!("SKIPPED avx512_pointwise_f32_is_the_avx2_bits: no AVX-512 table on this CPU");
+        println!("SKIPPED avx512_f32_convs_are_the_avx2_bits: no AVX-512 table on this CPU");
         return;
     };
     let (p2, p5) = (
@@ -590,6 +590,20 @@ fn avx512_pointwise_f32_is_the_avx2_bits() {
         b.fill(f32::NAN);
         (p5.conv)(&g, &x, &w5, &bias, relu, &mut b);
         assert_eq!(bits(&a), bits(&b), "packed {g:?}");
+    }
+    // The k×k stem likewise (16-lane tiles, the same order per lane).
+    for _ in 0..200 {
+        let g = geom(&mut r, Family::Stem);
+        let x: Vec<f32> = (0..g.in_len()).map(|_| r.gen_range(-2.0..2.0)).collect();
+        let w: Vec<f32> = (0..wlen(&g, Family::Stem))
+            .map(|_| r.gen_range(-1.0..1.0))
+            .collect();
+        let bias: Vec<f32> = (0..g.cout).map(|_| r.gen_range(-1.0..1.0)).collect();
+        let relu = r.gen_bool(0.5);
+        let (mut a, mut b) = (vec![0.0f32; g.out_len()], vec![f32::NAN; g.out_len()]);
+        (a2.conv_f32)(&g, &x, &w, &bias, relu, &mut a);
+        (a5.conv_f32)(&g, &x, &w, &bias, relu, &mut b);
+        assert_eq!(bits(&a), bits(&b), "stem {g:?}");
     }
 }
 

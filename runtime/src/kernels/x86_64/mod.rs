@@ -84,7 +84,7 @@ pub(crate) fn avx512_detected() -> bool {
 /// on AVX-512 VNNI (`vpdpbusd` quads, [`conv1x1_vnni`]): the Materialized experts laid out
 /// at the switch, the row convs (Auto's rebuilt experts) and the streamed experts' `W0`
 /// sums laid out a panel at a time per call from 8 output pixels (below, the AVX2 dot
-/// tiles); the int8 stem on `vpdpbusd` ([`stem_vnni`]) and the int8 depthwise conv's
+/// tiles); the f32 stem on 16-lane FMA tiles, the int8 stem on `vpdpbusd` ([`stem_vnni`]) and the int8 depthwise conv's
 /// output stage on 16 lanes; the switch's 1x1 rebuild of up to 64 inputs in 16-lane
 /// registers. Install only when
 /// [`avx512_detected`].
@@ -103,6 +103,7 @@ pub(crate) fn avx512() -> Kernels {
             conv: conv1x1_vnni::conv1x1_i8_packed,
             min_pixels: conv1x1::PACKED_I8_MIN_PIXELS,
         }),
+        conv_f32: stem::conv_f32_avx512,
         conv_i8: stem_vnni::conv_i8,
         streaming: streaming::avx512(),
         rebuild_layer_i8: Some(rebuild::rebuild_layer_i8_avx512),

@@ -64,6 +64,144 @@ pub(crate) fn conv_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool,
 /// Output pixels per stem tile (f32 and int8).
 const PT: usize = 4;
 
+/// The AVX-512 table's f32 stem: [`conv_f32`] with 16-lane accumulators, [`PT5`] pixels
+/// a tile (32 registers hold 8 pixels × 2 blocks without spilling), every lane summed as
+/// there (from the bias, FMA over the tap-major patch in order), so the AVX2 twin's bits.
+pub(crate) fn conv_f32_avx512(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    relu: bool,
+    y: &mut [f32],
+) {
+    let n = g.cin * g.k * g.k;
+    let cp = g.cout.div_ceil(16) * 16;
+    if n > PATCH || cp > MAXC || n * cp > WT {
+        return conv_f32(g, x, w, bias, relu, y);
+    }
+    let mut wt = [0.0f32; WT];
+    for (o, row) in w[..g.cout * n].chunks_exact(n).enumerate() {
+        for e in 0..n {
+            wt[e * cp + o] = row[oihw(g, e)];
+        }
+    }
+    let mut b = [0.0f32; MAXC];
+    b[..g.cout].copy_from_slice(&bias[..g.cout]);
+    let mut patch = [[0.0f32; PATCH]; PT5];
+    for oy in 0..g.ho {
+        let mut ox = 0;
+        while ox < g.wo {
+            let np = PT5.min(g.wo - ox);
+            for (t, p) in patch.iter_mut().enumerate().take(np) {
+                gather_tap_major(g, x, oy, ox + t, 0.0, |v| v, p);
+            }
+            let out = &mut y[(oy * g.wo + ox) * g.cout..][..np * g.cout];
+            // SAFETY: only installed after AVX-512 detection; `wt` holds `n·cp`, `b`
+            // `cp ≤ MAXC`, every patch row `n ≤ PATCH`; `out` `np` pixels of `cout`.
+            unsafe { tile_f32_512(&patch, np, n, &wt[..n * cp], &b[..cp], relu, out, g.cout) };
+            ox += np;
+        }
+    }
+}
+
+/// Output pixels per AVX-512 f32 stem tile.
+const PT5: usize = 8;
+
+/// `out[p][o] = b[o] + Σ_t patch[p][t]·wt[t, o]` (then ReLU) for the first `np` patches,
+/// `o` in 16-lane blocks two at a time where there are, stored straight into the output
+/// rows (`cout` apart, the lanes past `cout` masked off).
+///
+/// # Safety
+/// AVX-512F available; `cp = b.len()` a multiple of 16 and at least `cout`, `n ≤ PATCH`,
+/// `wt.len() ≥ n · cp`; `out` holds `np·cout`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,avx512f")]
+unsafe fn tile_f32_512(
+    patch: &[[f32; PATCH]; PT5],
+    np: usize,
+    n: usize,
+    wt: &[f32],
+    b: &[f32],
+    relu: bool,
+    out: &mut [f32],
+    cout: usize,
+) {
+    let cp = b.len();
+    debug_assert!(cp.is_multiple_of(16) && cp >= cout && wt.len() >= n * cp);
+    debug_assert!(out.len() >= np * cout);
+    let mut c0 = 0;
+    while c0 < cp {
+        let nb = if c0 + 32 <= cp { 2 } else { 1 };
+        // SAFETY: the blocks `c0 .. c0 + 16·nb ≤ cp` are inside `b` and every `wt` row.
+        let acc = unsafe {
+            if nb == 2 {
+                blocks_f32_512::<2>(patch, n, wt, b, cp, c0)
+            } else {
+                let a = blocks_f32_512::<1>(patch, n, wt, b, cp, c0);
+                a.map(|r| [r[0], _mm512_setzero_ps()])
+            }
+        };
+        for (p, ap) in acc.iter().enumerate().take(np) {
+            for (k, &a) in ap.iter().enumerate().take(nb) {
+                let o = c0 + 16 * k;
+                if o >= cout {
+                    break;
+                }
+                let a = if relu {
+                    _mm512_max_ps(a, _mm512_setzero_ps())
+                } else {
+                    a
+                };
+                let keep: __mmask16 = if cout - o >= 16 {
+                    !0
+                } else {
+                    (1 << (cout - o)) - 1
+                };
+                // SAFETY: the lanes `keep` selects are channels `o .. min(o + 16, cout)` of
+                // pixel `p < np` (`out` holds `np·cout`).
+                unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(p * cout + o), keep, a) };
+            }
+        }
+        c0 += 16 * nb;
+    }
+}
+
+/// `B` 16-lane blocks from `c0` of [`tile_f32_512`], for all [`PT5`] patches.
+///
+/// # Safety
+/// As [`tile_f32_512`], and `c0 + 16·B ≤ cp`.
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f")]
+// `t` indexes the patches and the weight rows alike.
+#[allow(clippy::needless_range_loop)]
+unsafe fn blocks_f32_512<const B: usize>(
+    patch: &[[f32; PATCH]; PT5],
+    n: usize,
+    wt: &[f32],
+    b: &[f32],
+    cp: usize,
+    c0: usize,
+) -> [[__m512; B]; PT5] {
+    // SAFETY: `c0 + 16k + 16 ≤ cp ≤ b.len()`.
+    let bv: [__m512; B] =
+        core::array::from_fn(|k| unsafe { _mm512_loadu_ps(b.as_ptr().add(c0 + 16 * k)) });
+    let mut acc = [bv; PT5];
+    for t in 0..n {
+        // SAFETY: row `t` of `wt` spans `t·cp .. t·cp + cp`, `c0 + 16k + 16 ≤ cp`.
+        let wv: [__m512; B] = core::array::from_fn(|k| unsafe {
+            _mm512_loadu_ps(wt.as_ptr().add(t * cp + c0 + 16 * k))
+        });
+        for (p, ap) in acc.iter_mut().enumerate() {
+            let xv = _mm512_set1_ps(patch[p][t]);
+            for (a, &w) in ap.iter_mut().zip(&wv) {
+                *a = _mm512_fmadd_ps(xv, w, *a);
+            }
+        }
+    }
+    acc
+}
+
 /// `out[p][o] = b[o] + Σ_t patch[p][t]·wt[t, o]` (then ReLU) for the [`PT`] patches, `o` in
 /// 8-lane blocks, three blocks at a time where there are (3 × 4 accumulators); per pixel
 /// the FMAs run in the patch's order, as one pixel at a time would.
