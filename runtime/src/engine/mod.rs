@@ -673,9 +673,14 @@ fn load_input(cx: &mut Ctx<'_, '_>, input: &[f32]) -> R<()> {
             // RGB: pixel runs across the pool (a few operations a value).
             let x = x.get_mut(..3 * hw).ok_or(bad)?;
             let planes: [&[f32]; 3] = core::array::from_fn(|ch| &input[ch * hw..][..hw]);
+            let kern = cx.kern.quantize_rgb_i8;
             cx.par.rows(x, 3, 4 * x.len(), |p0, x| {
                 let m = x.len() / 3;
-                quantize_planes_n(planes.map(|p| &p[p0..p0 + m]), q, x)
+                let planes = planes.map(|p| &p[p0..p0 + m]);
+                match kern {
+                    Some(f) => f(planes, q, x),
+                    None => quantize_planes_n(planes, q, x),
+                }
             });
         } else {
             quantize_planes(input, q, c, hw, x);

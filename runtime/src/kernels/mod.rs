@@ -109,6 +109,10 @@ pub type MaxPoolF32 = fn(usize, usize, usize, &[f32], &mut [f32]);
 /// The f32 linear head slot: `(x, W [out, in], bias, y)`
 /// (`reference::linear::linear_f32`, bit-identical: the scores are compared to the bit).
 pub type LinearF32 = fn(&[f32], &[f32], &[f32], &mut [f32]);
+/// The int8 engine's RGB input step: `(planes, q, x)` with `x[3p + ch] =
+/// q.quantize(planes[ch][p])` for the `x.len() / 3` pixels (the bytes of
+/// `QParams::quantize` value by value).
+pub type QuantizeRgbI8 = fn([&[f32]; 3], crate::quant::QParams, &mut [i8]);
 /// The int8 concat + channel shuffle slot with the rescale to the output's quantisation:
 /// `(n pixels, c channels a side, a, b, y's quantisation, y)`, the bytes of
 /// `reference::concat_shuffle::concat_shuffle_i8`; `false` (nothing written) for shapes
@@ -268,6 +272,8 @@ pub struct Kernels {
     /// [`ConcatShuffleI8`] (`reference::concat_shuffle::concat_shuffle_i8`), tried first;
     /// `None` or `false`: the engine's portable copy.
     pub concat_shuffle_i8: Option<ConcatShuffleI8>,
+    /// [`QuantizeRgbI8`]; `None`: the engine's portable planes-then-pixels form.
+    pub quantize_rgb_i8: Option<QuantizeRgbI8>,
     /// `reference::conv1x1::dot_i8` (streaming int8 experts).
     pub dot_i8: DotI8,
     /// `reference::conv1x1::conv1x1_sums_i8` (streaming int8 1x1 experts).
@@ -304,6 +310,7 @@ impl Kernels {
             maxpool_f32: reference::maxpool::maxpool3x3s2::<f32>,
             linear_f32: reference::linear::linear_f32,
             concat_shuffle_i8: None,
+            quantize_rgb_i8: None,
             dot_i8: reference::conv1x1::dot_i8,
             conv1x1_sums_i8: reference::conv1x1::conv1x1_sums_i8,
             streaming: Streaming::portable(),

@@ -10,6 +10,7 @@ mod conv1x1_avx512;
 mod conv1x1_vnni;
 mod dots_vnni;
 mod dw3x3;
+mod input;
 mod maxpool;
 mod rebuild;
 mod requant;
@@ -67,6 +68,7 @@ pub(crate) fn avx2() -> Kernels {
         dot_i8: conv1x1::dot_i8,
         linear_f32: crate::kernels::reference::linear::linear_f32,
         concat_shuffle_i8: None,
+        quantize_rgb_i8: Some(input::quantize_rgb_i8),
         conv1x1_sums_i8: conv1x1::conv1x1_sums_i8,
         streaming: streaming::avx2(),
         isa: "x86_64-avx2",
@@ -104,6 +106,7 @@ pub(crate) fn avx512() -> Kernels {
             min_pixels: conv1x1::PACKED_I8_MIN_PIXELS,
         }),
         conv_f32: stem::conv_f32_avx512,
+        quantize_rgb_i8: Some(input::quantize_rgb_i8_avx512),
         conv_i8: stem_vnni::conv_i8,
         streaming: streaming::avx512(),
         rebuild_layer_i8: Some(rebuild::rebuild_layer_i8_avx512),
