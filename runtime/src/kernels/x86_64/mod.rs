@@ -5,6 +5,7 @@
 //! (exact i32 sums, the same scalar `requant`); f32 differs by reassociation / FMA only.
 #![allow(unsafe_code)]
 
+mod concat;
 mod conv1x1;
 mod conv1x1_avx512;
 mod conv1x1_vnni;
@@ -81,15 +82,19 @@ pub(crate) fn avx512_detected() -> bool {
     conv1x1_vnni::detected()
 }
 
-/// The AVX2 table with the pointwise GEMMs on 512-bit registers: f32 on AVX-512F FMA
-/// ([`conv1x1_avx512`]: the AVX2 panels and bits, 6 pixels × 64 channels a tile) and int8
-/// on AVX-512 VNNI (`vpdpbusd` quads, [`conv1x1_vnni`]): the Materialized experts laid out
-/// at the switch, the row convs (Auto's rebuilt experts) and the streamed experts' `W0`
-/// sums laid out a panel at a time per call from 8 output pixels (below, the AVX2 dot
-/// tiles); the f32 stem on 16-lane FMA tiles, the int8 stem on `vpdpbusd` ([`stem_vnni`]) and the int8 depthwise conv's
-/// output stage on 16 lanes; the switch's 1x1 rebuild of up to 64 inputs in 16-lane
-/// registers. Install only when
-/// [`avx512_detected`].
+/// The AVX2 table with the hot slots on 512-bit registers (install only when
+/// [`avx512_detected`]):
+/// - pointwise f32 on AVX-512F FMA ([`conv1x1_avx512`]: the AVX2 panels and bits, 6 pixels
+///   × 64 channels a tile);
+/// - pointwise int8 on AVX-512 VNNI (`vpdpbusd` quads, [`conv1x1_vnni`]): the Materialized
+///   experts laid out at the switch, the row convs (Auto's rebuilt experts) and the
+///   streamed experts' `W0` sums laid out a panel at a time per call from 8 output pixels,
+///   below that dot products on the rows ([`dots_vnni`]);
+/// - the f32 stem on 16-lane FMA tiles, the int8 stem on `vpdpbusd` ([`stem_vnni`]), the
+///   int8 depthwise conv's output stage on 16 lanes ([`requant`]'s `requant16`);
+/// - the switch's 1x1 rebuild of 16–64 inputs in 16-lane registers, four channels at a
+///   time; the streaming lane code and the RGB input step compiled for AVX-512F;
+/// - with VBMI, the int8 concat + shuffle's rescale as byte-permute lookups ([`concat`]).
 pub(crate) fn avx512() -> Kernels {
     Kernels {
         conv1x1_f32: conv1x1_avx512::conv1x1_f32,
@@ -107,6 +112,7 @@ pub(crate) fn avx512() -> Kernels {
         }),
         conv_f32: stem::conv_f32_avx512,
         quantize_rgb_i8: Some(input::quantize_rgb_i8_avx512),
+        concat_shuffle_i8: concat::vbmi().then_some(concat::concat_shuffle_i8 as _),
         conv_i8: stem_vnni::conv_i8,
         streaming: streaming::avx512(),
         rebuild_layer_i8: Some(rebuild::rebuild_layer_i8_avx512),

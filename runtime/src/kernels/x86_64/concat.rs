@@ -1,0 +1,136 @@
+//! int8 concat + 2-group channel shuffle with the rescale to the output's quantisation on
+//! AVX-512 VBMI: a side already in the output's quantisation is copied, the other mapped
+//! through its 256-entry table of `qy.quantize(q.dequantize(v))` (built per call by
+//! `switch::quantize_row`, the same bytes) held in four registers — two `vpermi2b`
+//! lookups of 128 entries, picked by the code's sign bit —, then the two sides'
+//! 64-channel chunks interleaved by `vpunpck{l,h}bw` and one cross-lane `vpermt2q` each,
+//! stored masked. Exact, so the spec's bytes. Taken only where the CPU has VBMI.
+use core::arch::x86_64::*;
+
+use crate::kernels::reference::concat_shuffle::ConcatIn;
+use crate::quant::QParams;
+
+/// AVX-512 VBMI (byte permutes) on top of the AVX-512 table's features: the slot is
+/// installed only where this holds.
+pub(super) fn vbmi() -> bool {
+    #[cfg(feature = "std")]
+    {
+        std::is_x86_feature_detected!("avx512vbmi")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        cfg!(target_feature = "avx512vbmi")
+    }
+}
+
+/// `Kernels::concat_shuffle_i8` (the bytes of `reference::concat_shuffle::concat_shuffle_i8`);
+/// `false`, nothing written, for slices that do not hold the shape or a rescaled side's
+/// zero point past ±2^24 (the engine's portable code decides those). Install only after
+/// AVX-512 detection and [`vbmi`].
+pub(crate) fn concat_shuffle_i8(
+    n: usize,
+    c: usize,
+    a: ConcatIn<'_>,
+    b: ConcatIn<'_>,
+    qy: QParams,
+    y: &mut [i8],
+) -> bool {
+    // Every pixel's slice inside its input (checked once, before anything is written).
+    let fits = |s: &ConcatIn<'_>| {
+        n == 0
+            || (n - 1)
+                .checked_mul(s.stride)
+                .and_then(|v| v.checked_add(s.off)?.checked_add(c))
+                .is_some_and(|end| end <= s.x.len())
+    };
+    let Some(len) = n.checked_mul(2 * c).filter(|&len| len <= y.len()) else {
+        return false;
+    };
+    // A rescaled side's `v − zp` stays inside i32 (as the spec's `dequantize` needs).
+    let zp_ok = |s: &ConcatIn<'_>| s.q == qy || s.q.zero_point.unsigned_abs() <= 1 << 24;
+    if !fits(&a) || !fits(&b) || !zp_ok(&a) || !zp_ok(&b) {
+        return false;
+    }
+    // SAFETY: only installed after AVX-512 and VBMI detection; every pixel's
+    // `c` codes lie inside each input (`fits`), `y` holds `n·2c` bytes.
+    unsafe { body(n, c, &a, &b, qy, &mut y[..len]) };
+    true
+}
+
+/// A side's map: `None` copies, `Some` holds its table as four 64-entry registers.
+type Table = Option<[__m512i; 4]>;
+
+/// # Safety
+/// AVX-512 F/BW/VL/VBMI available; `fits` for both sides, `y.len() = n·2c`.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vbmi")]
+unsafe fn body(n: usize, c: usize, a: &ConcatIn<'_>, b: &ConcatIn<'_>, qy: QParams, y: &mut [i8]) {
+    let table = |s: &ConcatIn<'_>| -> Table {
+        (s.q != qy).then(|| {
+            let deq: [f32; 256] = core::array::from_fn(|i| s.q.dequantize(i as u8 as i8));
+            let mut t = [0i8; 256];
+            crate::switch::quantize_row(qy, false, &deq, &mut t);
+            // SAFETY: `t` holds 256 bytes.
+            core::array::from_fn(|k| unsafe { _mm512_loadu_si512(t.as_ptr().add(64 * k).cast()) })
+        })
+    };
+    let (ta, tb) = (table(a), table(b));
+    // Output qwords of the two interleaved halves in order (lanes: lo.0, hi.0, lo.1, …).
+    let first = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+    let second = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    for p in 0..n {
+        let (pa, pb) = (
+            a.x[p * a.stride + a.off..].as_ptr(),
+            b.x[p * b.stride + b.off..].as_ptr(),
+        );
+        let out = y[p * 2 * c..].as_mut_ptr();
+        let mut c0 = 0;
+        while c0 < c {
+            let m = mask(c - c0);
+            // SAFETY: the loads keep bytes `c0 .. min(c0 + 64, c)` of the pixel's `c` codes
+            // (`fits`), the stores bytes `2c0 .. 2·min(c0 + 64, c)` of its `2c` outputs.
+            unsafe {
+                let va = lookup(_mm512_maskz_loadu_epi8(m, pa.add(c0).cast()), &ta);
+                let vb = lookup(_mm512_maskz_loadu_epi8(m, pb.add(c0).cast()), &tb);
+                let (lo, hi) = (_mm512_unpacklo_epi8(va, vb), _mm512_unpackhi_epi8(va, vb));
+                let k = 2 * (c - c0).min(64);
+                let o = out.add(2 * c0);
+                _mm512_mask_storeu_epi8(
+                    o.cast(),
+                    mask(k),
+                    _mm512_permutex2var_epi64(lo, first, hi),
+                );
+                if k > 64 {
+                    let v = _mm512_permutex2var_epi64(lo, second, hi);
+                    _mm512_mask_storeu_epi8(o.add(64).cast(), mask(k - 64), v);
+                }
+            }
+            c0 += 64;
+        }
+    }
+}
+
+/// `v`'s codes through the side's table (`None`: as they are).
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vbmi")]
+fn lookup(v: __m512i, t: &Table) -> __m512i {
+    match t {
+        None => v,
+        Some([t0, t1, t2, t3]) => {
+            // Codes 0..127 index entries 0..127 (`t0`, `t1`), −128..−1 entries 128..255
+            // (`t2`, `t3`): the low 7 bits pick within a pair, the sign picks the pair.
+            let pos = _mm512_permutex2var_epi8(*t0, v, *t1);
+            let neg = _mm512_permutex2var_epi8(*t2, v, *t3);
+            _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), pos, neg)
+        }
+    }
+}
+
+/// The first `min(k, 64)` bytes.
+#[inline]
+fn mask(k: usize) -> __mmask64 {
+    if k >= 64 {
+        !0
+    } else {
+        (1u64 << k) - 1
+    }
+}
