@@ -180,9 +180,56 @@ fn dw_i8<const WIDE: bool>(
             &*(&zs[..nz] as *const [MaybeUninit<i32>] as *const [i32]),
         )
     };
+    // Interior columns `1 .. x_hi` (`ox·stride ≥ 1` and `ox·stride + 1 < w`): with an interior
+    // row, a run of pixels per block (`Run`); the rest pixel by pixel.
+    let x_hi = if g.w >= 2 {
+        ((g.w - 2) / g.stride + 1).min(g.wo)
+    } else {
+        0
+    };
+    let (s, is) = (g.stride, g.in_stride);
+    assert!(x.len() >= g.h * g.w * is && g.c_off + c <= is && y.len() >= g.ho * g.wo * c);
     let mut t: [(&[i8], &[i8]); 9] = [(&[], &[]); 9];
     for oy in 0..g.ho {
+        let run = match req {
+            Requant::Cols(cols) if np > 0 && oy * s >= 1 && oy * s + 1 < g.h && x_hi > 1 => {
+                let x0 = ((oy * s - 1) * g.w + (s - 1)) * is + g.c_off;
+                Some(Run {
+                    x0: x[x0..].as_ptr(),
+                    offs: core::array::from_fn(|k| ((k / 3) * g.w + k % 3) * is),
+                    step: s * is,
+                    npx: x_hi - 1,
+                    out: y[(oy * g.wo + 1) * c..].as_mut_ptr(),
+                    c,
+                    wp: &wp[0],
+                    zs,
+                    cols,
+                    q,
+                })
+            }
+            _ => None,
+        };
+        if let Some(run) = &run {
+            for (b, pairs) in wp.iter().enumerate() {
+                let run = Run { wp: pairs, ..*run };
+                // SAFETY: only installed after AVX2 (with `WIDE`, AVX-512) detection; pixel
+                // `p` of the run is output `(oy, 1 + p)`, interior: its taps are input
+                // pixels `(oy·s − 1 + ky, (1 + p)·s − 1 + kx)` inside the `h × w` image
+                // (`x` holds them all, asserted above), and `start(b) + 16 ≤ c` of their
+                // `c_off + c ≤ in_stride` channels; its output row holds `c` bytes in `y`.
+                unsafe {
+                    if WIDE {
+                        run.block_512(start(b))
+                    } else {
+                        run.block(start(b))
+                    }
+                }
+            }
+        }
         for ox in 0..g.wo {
+            if run.is_some() && (1..x_hi).contains(&ox) {
+                continue;
+            }
             let nt = taps(g, x, w, oy, ox, &mut t);
             let out = &mut y[(oy * g.wo + ox) * c..][..c];
             if let Requant::Cols(cols) = req {
@@ -321,8 +368,7 @@ unsafe fn pairs16_i8_512(
 }
 
 /// `Σ_t w·x − zx·Σ_t w` for channels `c0 .. c0 + 16` of an interior output pixel (`xs`: its
-/// 9 taps' input rows), in two 8-lane halves — taps two at a time, their bytes interleaved
-/// and widened so one `madd` per 8 channels sums both products.
+/// 9 taps' input rows), in two 8-lane halves ([`PairsRegs::sums`]).
 ///
 /// # Safety
 /// AVX2 available; every row of `xs` holds at least `c0 + 16` bytes, `zs` 16 sums.
@@ -330,30 +376,133 @@ unsafe fn pairs16_i8_512(
 #[target_feature(enable = "avx2")]
 unsafe fn pairs16_sums(xs: &[&[i8]; 9], c0: usize, wp: &Pairs16, zs: &[i32]) -> (__m256i, __m256i) {
     debug_assert!(xs.iter().all(|r| r.len() >= c0 + 16) && zs.len() >= 16);
-    // SAFETY: 16-byte loads at `c0` of every row, 16 i16 / 8 i32 reads of the fixed
-    // arrays and `zs`: in bounds by the contract.
-    unsafe {
-        let ld = |r: &[i8]| _mm_loadu_si128(r.as_ptr().add(c0).cast());
-        let w16 = |v: &[i16; 16]| _mm256_loadu_si256(v.as_ptr().cast());
-        let mut lo = _mm256_sub_epi32(
-            _mm256_setzero_si256(),
-            _mm256_loadu_si256(zs.as_ptr().cast()),
-        );
-        let mut hi = _mm256_sub_epi32(
-            _mm256_setzero_si256(),
-            _mm256_loadu_si256(zs.as_ptr().add(8).cast()),
-        );
-        for j in 0..4 {
-            let (a, b) = (ld(xs[2 * j]), ld(xs[2 * j + 1]));
-            let l = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b));
-            let h = _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(a, b));
-            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(l, w16(&wp.lo[j])));
-            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(h, w16(&wp.hi[j])));
+    // SAFETY: this function's contract.
+    unsafe { PairsRegs::load(wp, zs).sums(xs.map(|r| r.as_ptr().add(c0))) }
+}
+
+/// A block's [`Pairs16`] and `zx·Σw` in registers: loaded once for a run of pixels.
+#[derive(Clone, Copy)]
+struct PairsRegs {
+    lo: [__m256i; 4],
+    hi: [__m256i; 4],
+    last: __m256i,
+    zs: [__m256i; 2],
+}
+
+impl PairsRegs {
+    /// # Safety
+    /// AVX2 available; `zs` holds 16 sums.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load(wp: &Pairs16, zs: &[i32]) -> Self {
+        let zs = &zs[..16];
+        // SAFETY: 16 i16 of each fixed array, 8 + 8 i32 of `zs`.
+        unsafe {
+            let w16 = |v: &[i16; 16]| _mm256_loadu_si256(v.as_ptr().cast());
+            PairsRegs {
+                lo: wp.lo.each_ref().map(w16),
+                hi: wp.hi.each_ref().map(w16),
+                last: w16(&wp.last),
+                zs: [
+                    _mm256_loadu_si256(zs.as_ptr().cast()),
+                    _mm256_loadu_si256(zs.as_ptr().add(8).cast()),
+                ],
+            }
         }
-        let p = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(ld(xs[8])), w16(&wp.last));
-        lo = _mm256_add_epi32(lo, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(p)));
-        hi = _mm256_add_epi32(hi, _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(p)));
-        (lo, hi)
+    }
+
+    /// `Σ_t w·x − zx·Σ_t w` for the 16 channels at the 9 tap pointers `xs`, in two 8-lane
+    /// halves — taps two at a time, their bytes interleaved and widened so one `madd` per 8
+    /// channels sums both products.
+    ///
+    /// # Safety
+    /// AVX2 available; every pointer readable for 16 bytes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn sums(&self, xs: [*const i8; 9]) -> (__m256i, __m256i) {
+        // SAFETY: 16-byte loads at every tap pointer (this function's contract).
+        unsafe {
+            let ld = |p: *const i8| _mm_loadu_si128(p.cast());
+            let mut lo = _mm256_sub_epi32(_mm256_setzero_si256(), self.zs[0]);
+            let mut hi = _mm256_sub_epi32(_mm256_setzero_si256(), self.zs[1]);
+            for j in 0..4 {
+                let (a, b) = (ld(xs[2 * j]), ld(xs[2 * j + 1]));
+                let l = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b));
+                let h = _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(a, b));
+                lo = _mm256_add_epi32(lo, _mm256_madd_epi16(l, self.lo[j]));
+                hi = _mm256_add_epi32(hi, _mm256_madd_epi16(h, self.hi[j]));
+            }
+            let p = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(ld(xs[8])), self.last);
+            lo = _mm256_add_epi32(lo, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(p)));
+            hi = _mm256_add_epi32(hi, _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(p)));
+            (lo, hi)
+        }
+    }
+}
+
+/// A run of interior output pixels of one row (all 9 taps inside), one 16-channel block:
+/// the block's pair weights, `zx·Σw` and requantisation lanes loaded once for the run.
+struct Run<'r> {
+    /// Pixel 0's tap 0 (channel 0 of its first input pixel, `c_off` applied).
+    x0: *const i8,
+    /// Each tap's offset from tap 0, in bytes.
+    offs: [usize; 9],
+    /// Input bytes between consecutive output pixels (`stride · in_stride`).
+    step: usize,
+    /// Pixels in the run.
+    npx: usize,
+    /// Pixel 0's output (channel 0); pixels `c` apart.
+    out: *mut i8,
+    c: usize,
+    wp: &'r Pairs16,
+    zs: &'r [i32],
+    cols: &'r RqCols,
+    q: OutQ,
+}
+
+impl Run<'_> {
+    /// Channels `c0 .. c0 + 16` of every pixel of the run, [`requant8`] per 8 channels.
+    ///
+    /// # Safety
+    /// AVX2 available; for every pixel `p < npx` and tap `t`, `x0 + p·step + offs[t] + c0`
+    /// readable for 16 bytes, `out + p·c + c0` writable for 16; `c0 + 16 ≤` the channels
+    /// `cols` and `zs` hold.
+    #[target_feature(enable = "avx2")]
+    unsafe fn block(&self, c0: usize) {
+        // SAFETY: this function's contract.
+        unsafe {
+            let regs = PairsRegs::load(self.wp, &self.zs[c0..c0 + 16]);
+            let (l0, l1) = (self.cols.lanes(c0), self.cols.lanes(c0 + 8));
+            for p in 0..self.npx {
+                let base = self.x0.add(p * self.step + c0);
+                let (lo, hi) = regs.sums(self.offs.map(|o| base.add(o)));
+                let v = _mm_unpacklo_epi64(requant8(lo, &l0, self.q), requant8(hi, &l1, self.q));
+                _mm_storeu_si128(self.out.add(p * self.c + c0).cast(), v);
+            }
+        }
+    }
+
+    /// [`Run::block`] with [`requant16`].
+    ///
+    /// # Safety
+    /// As [`Run::block`], and AVX-512 F/BW/VL available.
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+    unsafe fn block_512(&self, c0: usize) {
+        // SAFETY: this function's contract.
+        unsafe {
+            let regs = PairsRegs::load(self.wp, &self.zs[c0..c0 + 16]);
+            let lanes = self.cols.lanes16(c0);
+            for p in 0..self.npx {
+                let base = self.x0.add(p * self.step + c0);
+                let (lo, hi) = regs.sums(self.offs.map(|o| base.add(o)));
+                let v = requant16(
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi),
+                    &lanes,
+                    self.q,
+                );
+                _mm_storeu_si128(self.out.add(p * self.c + c0).cast(), v);
+            }
+        }
     }
 }
 
