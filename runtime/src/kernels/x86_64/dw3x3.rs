@@ -26,14 +26,95 @@ pub(crate) fn dwconv3x3_f32(
 ) {
     let c = g.cout;
     let bias = &bias[..c];
+    // Interior columns `1 .. x_hi`, as in the int8 conv: with an interior row and at least 8
+    // channels, a run of pixels per 8-channel block ([`run_f32`]); the rest pixel by pixel.
+    let x_hi = if g.w >= 2 {
+        ((g.w - 2) / g.stride + 1).min(g.wo)
+    } else {
+        0
+    };
+    let (s, is) = (g.stride, g.in_stride);
+    assert!(x.len() >= g.h * g.w * is && g.c_off + c <= is && y.len() >= g.ho * g.wo * c);
+    assert!(w.len() >= 9 * c);
     let mut t: [(&[f32], &[f32]); 9] = [(&[], &[]); 9];
     for oy in 0..g.ho {
+        let runs = c >= 8 && oy * s >= 1 && oy * s + 1 < g.h && x_hi > 1;
+        if runs {
+            let x0 = ((oy * s - 1) * g.w + (s - 1)) * is + g.c_off;
+            let offs: [usize; 9] = core::array::from_fn(|k| ((k / 3) * g.w + k % 3) * is);
+            let out = (oy * g.wo + 1) * c;
+            let mut c0 = 0;
+            while c0 < c {
+                let at = c0.min(c - 8);
+                // SAFETY: only installed after AVX2+FMA detection; pixel `p` of the run is
+                // output `(oy, 1 + p)`, interior: its taps are input pixels inside the
+                // `h × w` image (`x` holds them all, asserted above) and `at + 8 ≤ c` of
+                // their `c_off + c ≤ in_stride` channels; tap `k`'s weights are `w[k·c ..]`;
+                // its output row holds `c` values in `y`.
+                unsafe {
+                    run_f32(
+                        x[x0 + at..].as_ptr(),
+                        &offs,
+                        s * is,
+                        x_hi - 1,
+                        w[at..].as_ptr(),
+                        c,
+                        bias[at..].as_ptr(),
+                        relu,
+                        y[out + at..].as_mut_ptr(),
+                    )
+                };
+                c0 = at + 8;
+            }
+        }
         for ox in 0..g.wo {
+            if runs && (1..x_hi).contains(&ox) {
+                continue;
+            }
             let nt = taps(g, x, w, oy, ox, &mut t);
             let out = &mut y[(oy * g.wo + ox) * c..][..c];
             // SAFETY: only installed after AVX2+FMA detection; `bias`, `out` and every tap
             // row hold exactly `c` elements.
             unsafe { pixel_f32(&t[..nt], bias, relu, out) };
+        }
+    }
+}
+
+/// 8 channels of a run of `npx` interior output pixels, [`pixel_f32`]'s sums (the bias,
+/// then FMA over the 9 taps in order, then ReLU), the block's 9 weight vectors and bias
+/// loaded once for the run: pixel `p`'s tap `k` is `x0 + p·step + offs[k]`, its weights
+/// `w + k·c`, its output `out + p·c`.
+///
+/// # Safety
+/// AVX2 and FMA available; every such input, weight and bias pointer readable for 8 f32,
+/// every output pointer writable for 8.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_f32(
+    x0: *const f32,
+    offs: &[usize; 9],
+    step: usize,
+    npx: usize,
+    w: *const f32,
+    c: usize,
+    bias: *const f32,
+    relu: bool,
+    out: *mut f32,
+) {
+    // SAFETY: this function's contract.
+    unsafe {
+        let wv: [__m256; 9] = core::array::from_fn(|k| _mm256_loadu_ps(w.add(k * c)));
+        let bv = _mm256_loadu_ps(bias);
+        for p in 0..npx {
+            let base = x0.add(p * step);
+            let mut acc = bv;
+            for (k, &wk) in wv.iter().enumerate() {
+                acc = _mm256_fmadd_ps(wk, _mm256_loadu_ps(base.add(offs[k])), acc);
+            }
+            if relu {
+                acc = _mm256_max_ps(acc, _mm256_setzero_ps());
+            }
+            _mm256_storeu_ps(out.add(p * c), acc);
         }
     }
 }
