@@ -414,19 +414,15 @@ unsafe fn pairs16_i8(
     debug_assert!(out.len() >= 16);
     // SAFETY: this function's contract.
     let (lo, hi) = unsafe { pairs16_sums(xs, c0, wp, zs) };
-    let (a, b) = (
-        requant8(lo, &cols.lanes(c0), q),
-        requant8(hi, &cols.lanes(c0 + 8), q),
-    );
     // SAFETY: `out` holds 16 bytes.
-    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm_unpacklo_epi64(a, b)) };
+    unsafe { put16(lo, hi, cols, c0, q, out.as_mut_ptr()) };
 }
 
 /// [`pairs16_i8`] with [`requant16`] (the AVX-512 table).
 ///
 /// # Safety
-/// As [`pairs16_i8`], and AVX-512 F/BW available.
-#[target_feature(enable = "avx2,avx512f,avx512bw")]
+/// As [`pairs16_i8`], and AVX-512 F/BW/VL available.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
 unsafe fn pairs16_i8_512(
     xs: &[&[i8]; 9],
     c0: usize,
@@ -439,13 +435,36 @@ unsafe fn pairs16_i8_512(
     debug_assert!(out.len() >= 16);
     // SAFETY: this function's contract.
     let (lo, hi) = unsafe { pairs16_sums(xs, c0, wp, zs) };
-    let v = requant16(
-        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi),
-        &cols.lanes16(c0),
-        q,
-    );
     // SAFETY: `out` holds 16 bytes.
-    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), v) };
+    unsafe { put16_512(lo, hi, cols, c0, q, out.as_mut_ptr()) };
+}
+
+/// Channels `c0 .. c0 + 16`'s sums (two 8-lane halves) requantised into the 16 bytes at
+/// `out`, [`requant8`] per half.
+///
+/// # Safety
+/// AVX2 available; `out` writable for 16 bytes; `cols` holds channels `c0 .. c0 + 16`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn put16(lo: __m256i, hi: __m256i, cols: &RqCols, c0: usize, q: OutQ, out: *mut i8) {
+    let (a, b) = (
+        requant8(lo, &cols.lanes(c0), q),
+        requant8(hi, &cols.lanes(c0 + 8), q),
+    );
+    // SAFETY: this function's contract.
+    unsafe { _mm_storeu_si128(out.cast(), _mm_unpacklo_epi64(a, b)) };
+}
+
+/// [`put16`] by one [`requant16`] (the AVX-512 table).
+///
+/// # Safety
+/// As [`put16`], and AVX-512 F/BW/VL available.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+unsafe fn put16_512(lo: __m256i, hi: __m256i, cols: &RqCols, c0: usize, q: OutQ, out: *mut i8) {
+    let acc = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+    // SAFETY: this function's contract.
+    unsafe { _mm_storeu_si128(out.cast(), requant16(acc, &cols.lanes16(c0), q)) };
 }
 
 /// `Σ_t w·x − zx·Σ_t w` for channels `c0 .. c0 + 16` of an interior output pixel (`xs`: its
@@ -553,12 +572,10 @@ impl Run<'_> {
         // SAFETY: this function's contract.
         unsafe {
             let regs = PairsRegs::load(self.wp, &self.zs[c0..c0 + 16]);
-            let (l0, l1) = (self.cols.lanes(c0), self.cols.lanes(c0 + 8));
             for p in 0..self.npx {
                 let base = self.x0.add(p * self.step + c0);
                 let (lo, hi) = regs.sums(self.offs.map(|o| base.add(o)));
-                let v = _mm_unpacklo_epi64(requant8(lo, &l0, self.q), requant8(hi, &l1, self.q));
-                _mm_storeu_si128(self.out.add(p * self.c + c0).cast(), v);
+                put16(lo, hi, self.cols, c0, self.q, self.out.add(p * self.c + c0));
             }
         }
     }
@@ -572,16 +589,10 @@ impl Run<'_> {
         // SAFETY: this function's contract.
         unsafe {
             let regs = PairsRegs::load(self.wp, &self.zs[c0..c0 + 16]);
-            let lanes = self.cols.lanes16(c0);
             for p in 0..self.npx {
                 let base = self.x0.add(p * self.step + c0);
                 let (lo, hi) = regs.sums(self.offs.map(|o| base.add(o)));
-                let v = requant16(
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi),
-                    &lanes,
-                    self.q,
-                );
-                _mm_storeu_si128(self.out.add(p * self.c + c0).cast(), v);
+                put16_512(lo, hi, self.cols, c0, self.q, self.out.add(p * self.c + c0));
             }
         }
     }
@@ -605,19 +616,15 @@ unsafe fn block16_i8(
     debug_assert!(out.len() >= 16);
     // SAFETY: this function's contract.
     let (lo, hi) = unsafe { block16_sums(taps, c0, zx) };
-    let (a, b) = (
-        requant8(lo, &cols.lanes(c0), q),
-        requant8(hi, &cols.lanes(c0 + 8), q),
-    );
     // SAFETY: `out` holds 16 bytes.
-    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm_unpacklo_epi64(a, b)) };
+    unsafe { put16(lo, hi, cols, c0, q, out.as_mut_ptr()) };
 }
 
 /// [`block16_i8`] with [`requant16`] (the AVX-512 table).
 ///
 /// # Safety
-/// As [`block16_i8`], and AVX-512 F/BW available.
-#[target_feature(enable = "avx2,avx512f,avx512bw")]
+/// As [`block16_i8`], and AVX-512 F/BW/VL available.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
 unsafe fn block16_i8_512(
     taps: &[(&[i8], &[i8])],
     c0: usize,
@@ -629,13 +636,8 @@ unsafe fn block16_i8_512(
     debug_assert!(out.len() >= 16);
     // SAFETY: this function's contract.
     let (lo, hi) = unsafe { block16_sums(taps, c0, zx) };
-    let v = requant16(
-        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi),
-        &cols.lanes16(c0),
-        q,
-    );
     // SAFETY: `out` holds 16 bytes.
-    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), v) };
+    unsafe { put16_512(lo, hi, cols, c0, q, out.as_mut_ptr()) };
 }
 
 /// `Σ_taps w·(x − zx)` for channels `c0 .. c0 + 16` of one output pixel, in two 8-lane
