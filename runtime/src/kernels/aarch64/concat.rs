@@ -26,24 +26,17 @@ pub(crate) fn concat_shuffle_i8(
     qy: QParams,
     y: &mut [i8],
 ) -> bool {
-    // Every pixel's slice inside its input (checked once, before anything is written).
-    let fits = |s: &ConcatIn<'_>| {
-        n == 0
-            || (n - 1)
-                .checked_mul(s.stride)
-                .and_then(|v| v.checked_add(s.off)?.checked_add(c))
-                .is_some_and(|end| end <= s.x.len())
-    };
     let (ca, cb) = (a.q == qy, b.q == qy);
-    let zp_ok = |s: &ConcatIn<'_>| s.q == qy || s.q.zero_point.unsigned_abs() <= 1 << 24;
     let out = n.checked_mul(2 * c).filter(|&len| len <= y.len());
     let Some(len) = out else { return false };
-    if c < L || !fits(&a) || !fits(&b) || !zp_ok(&a) || !zp_ok(&b) {
+    // Every pixel's slice inside its input, a rescaled side's zero point in range (checked
+    // once, before anything is written).
+    if c < L || !a.holds(n, c) || !b.holds(n, c) || !a.rescalable(qy) || !b.rescalable(qy) {
         return false;
     }
     let y = &mut y[..len];
     // SAFETY: NEON is baseline on this target (the module is cfg'd on it); a rescaled side's
-    // `|zp| ≤ 2^24` (`zp_ok`), as `Rescale::apply` and `Lut::new` need. A copied side
+    // `|zp| ≤ 2^24` (`rescalable`), as `Rescale::apply` and `Lut::new` need. A copied side
     // (already in `qy`) passes its codes through; one loop per mix.
     unsafe {
         let (ra, rb) = (Rescale::new(a.q, qy), Rescale::new(b.q, qy));

@@ -43,6 +43,24 @@ pub struct ConcatIn<'a> {
     pub q: QParams,
 }
 
+impl ConcatIn<'_> {
+    /// Whether the `c` codes from `off` of each of `n` pixels lie inside `x` (the check a
+    /// SIMD twin makes once, before it writes anything).
+    pub fn holds(&self, n: usize, c: usize) -> bool {
+        n == 0
+            || (n - 1)
+                .checked_mul(self.stride)
+                .and_then(|v| v.checked_add(self.off)?.checked_add(c))
+                .is_some_and(|end| end <= self.x.len())
+    }
+
+    /// Whether rescaling this side into `qy` keeps every `v − zero_point` inside i32, as
+    /// `QParams::dequantize` needs (a side already in `qy` is copied: always).
+    pub fn rescalable(&self, qy: QParams) -> bool {
+        self.q == qy || self.q.zero_point.unsigned_abs() <= 1 << 24
+    }
+}
+
 /// [`concat_shuffle`] of int8 codes re-expressed in the output's quantisation `qy`: a side
 /// whose `q` equals `qy` is copied (the packer gives a concat input that only the concat
 /// reads the output's quantisation), every code of the other becomes

@@ -35,24 +35,16 @@ pub(crate) fn concat_shuffle_i8(
     qy: QParams,
     y: &mut [i8],
 ) -> bool {
-    // Every pixel's slice inside its input (checked once, before anything is written).
-    let fits = |s: &ConcatIn<'_>| {
-        n == 0
-            || (n - 1)
-                .checked_mul(s.stride)
-                .and_then(|v| v.checked_add(s.off)?.checked_add(c))
-                .is_some_and(|end| end <= s.x.len())
-    };
     let Some(len) = n.checked_mul(2 * c).filter(|&len| len <= y.len()) else {
         return false;
     };
-    // A rescaled side's `v − zp` stays inside i32 (as the spec's `dequantize` needs).
-    let zp_ok = |s: &ConcatIn<'_>| s.q == qy || s.q.zero_point.unsigned_abs() <= 1 << 24;
-    if !fits(&a) || !fits(&b) || !zp_ok(&a) || !zp_ok(&b) {
+    // Every pixel's slice inside its input, a rescaled side's zero point in range (checked
+    // once, before anything is written).
+    if !a.holds(n, c) || !b.holds(n, c) || !a.rescalable(qy) || !b.rescalable(qy) {
         return false;
     }
     // SAFETY: only installed after AVX-512 and VBMI detection; every pixel's
-    // `c` codes lie inside each input (`fits`), `y` holds `n·2c` bytes.
+    // `c` codes lie inside each input (`holds`), `y` holds `n·2c` bytes.
     unsafe { body(n, c, &a, &b, qy, &mut y[..len]) };
     true
 }
@@ -61,7 +53,7 @@ pub(crate) fn concat_shuffle_i8(
 type Table = Option<[__m512i; 4]>;
 
 /// # Safety
-/// AVX-512 F/BW/VL/VBMI available; `fits` for both sides, `y.len() = n·2c`.
+/// AVX-512 F/BW/VL/VBMI available; both sides `holds(n, c)`, `y.len() = n·2c`.
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vbmi")]
 unsafe fn body(n: usize, c: usize, a: &ConcatIn<'_>, b: &ConcatIn<'_>, qy: QParams, y: &mut [i8]) {
     let table = |s: &ConcatIn<'_>| -> Table {
@@ -87,7 +79,7 @@ unsafe fn body(n: usize, c: usize, a: &ConcatIn<'_>, b: &ConcatIn<'_>, qy: QPara
         while c0 < c {
             let m = mask(c - c0);
             // SAFETY: the loads keep bytes `c0 .. min(c0 + 64, c)` of the pixel's `c` codes
-            // (`fits`), the stores bytes `2c0 .. 2·min(c0 + 64, c)` of its `2c` outputs.
+            // (`holds`), the stores bytes `2c0 .. 2·min(c0 + 64, c)` of its `2c` outputs.
             unsafe {
                 let va = lookup(_mm512_maskz_loadu_epi8(m, pa.add(c0).cast()), &ta);
                 let vb = lookup(_mm512_maskz_loadu_epi8(m, pb.add(c0).cast()), &tb);
