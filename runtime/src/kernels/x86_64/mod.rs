@@ -92,8 +92,8 @@ pub(crate) fn avx512_detected() -> bool {
 ///   below that dot products on the rows ([`dots_vnni`]);
 /// - the f32 stem on 16-lane FMA tiles, the int8 stem on `vpdpbusd` ([`stem_vnni`]), the
 ///   int8 depthwise conv's output stage on 16 lanes ([`requant`]'s `requant16`);
-/// - the switch's 1x1 rebuild of 16–64 inputs in 16-lane registers, four channels at a
-///   time; the streaming lane code and the RGB input step compiled for AVX-512F;
+/// - the switch's rebuild on 16 lanes: 1x1 experts of 16–64 inputs in registers, four
+///   channels at a time, wider channels one register pass per 16 weights; the streaming lane code and the RGB input step compiled for AVX-512F;
 /// - with VBMI, the int8 concat + shuffle's rescale as byte-permute lookups ([`concat`]).
 pub(crate) fn avx512() -> Kernels {
     Kernels {
@@ -115,6 +115,7 @@ pub(crate) fn avx512() -> Kernels {
         concat_shuffle_i8: concat::vbmi().then_some(concat::concat_shuffle_i8 as _),
         conv_i8: stem_vnni::conv_i8,
         streaming: streaming::avx512(),
+        rebuild_i8: Some(rebuild::rebuild_i8_avx512),
         rebuild_layer_i8: Some(rebuild::rebuild_layer_i8_avx512),
         dwconv3x3_i8: dw3x3::dwconv3x3_i8_avx512,
         isa: "x86_64-avx512",

@@ -235,6 +235,129 @@ unsafe fn in_registers<const N: usize, const M: usize>(
     scale
 }
 
+/// The AVX-512 table's `Kernels::rebuild_i8`: [`rebuild_i8`]'s passes on 16 lanes — a 1x1
+/// channel with f32 factors in one register pass per 16 weights ([`fused`]'s operations
+/// and order), other channels by `Delta::channel_into_i8` compiled for AVX-512F, then the
+/// `+ s0·W0q`, `max|w|` and the codes 16 at a time; the last `n mod 16` as the scalar
+/// steps of the AVX2 forms. The same operations on every element, so the same bits.
+pub(crate) fn rebuild_i8_avx512(
+    d: &Delta<'_>,
+    o: usize,
+    w0: &[i8],
+    s0: f32,
+    w: &mut [f32],
+    out: &mut [i8],
+) -> f32 {
+    let n = d.channel_len();
+    // SAFETY: only installed after AVX-512 detection; the three slices hold `n` elements.
+    unsafe { rebuild_zmm(d, o, &w0[..n], s0, &mut w[..n], &mut out[..n]) }
+}
+
+/// # Safety
+/// AVX-512 F/BW/VL available; `w0.len() == out.len() == w.len() == d.channel_len()`.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+unsafe fn rebuild_zmm(
+    d: &Delta<'_>,
+    o: usize,
+    w0: &[i8],
+    s0: f32,
+    w: &mut [f32],
+    out: &mut [i8],
+) -> f32 {
+    let (n, rk) = (w.len(), d.a.rows);
+    let main = n & !15;
+    let s0v = _mm512_set1_ps(s0);
+    let mut mx = _mm512_setzero_si512();
+    let fused = match (d.a.as_f32(), d.b.as_f32(), d.k) {
+        (Some(a), Some(b), 1) if rk >= 4 && a.len() >= rk * n && b.len() >= (o + 1) * rk => {
+            Some((&a[..rk * n], &b[o * rk..][..rk]))
+        }
+        _ => None,
+    };
+    match fused {
+        Some((a, b)) => {
+            for i in (0..main).step_by(16) {
+                // SAFETY: `i + 16 ≤ n`: 16 lanes of every `a` row (`j·n + i + 16 ≤ rk·n`).
+                let term = |j: usize| unsafe {
+                    _mm512_mul_ps(
+                        _mm512_set1_ps(b[j]),
+                        _mm512_loadu_ps(a.as_ptr().add(j * n + i)),
+                    )
+                };
+                let mut t = _mm512_add_ps(_mm512_add_ps(term(0), term(1)), term(2));
+                t = _mm512_add_ps(t, term(3));
+                for j in 4..rk {
+                    t = _mm512_add_ps(t, term(j));
+                }
+                // SAFETY: `i + 16 ≤ n` for `w0` and `w`.
+                mx = unsafe { add_w0_16(t, w0.as_ptr().add(i), s0v, w.as_mut_ptr().add(i), mx) };
+            }
+            for j in main..n {
+                let x = |r: usize| b[r] * a[r * n + j];
+                let mut t = x(0) + x(1) + x(2) + x(3);
+                for r in 4..rk {
+                    t += x(r);
+                }
+                w[j] = t + s0 * w0[j] as f32;
+            }
+        }
+        None => {
+            d.channel_into_i8_inline(o, w);
+            for i in (0..main).step_by(16) {
+                // SAFETY: `i + 16 ≤ n` for `w0` and `w`.
+                mx = unsafe {
+                    let t = _mm512_loadu_ps(w.as_ptr().add(i));
+                    add_w0_16(t, w0.as_ptr().add(i), s0v, w.as_mut_ptr().add(i), mx)
+                };
+            }
+            for j in main..n {
+                w[j] += s0 * w0[j] as f32;
+            }
+        }
+    }
+    // The scale and codes, as `quantise`: `max|w|` from the lanes and the scalar rest.
+    let mut amax_bits = _mm512_reduce_max_epi32(mx) as u32;
+    for &v in &w[main..n] {
+        let b = v.to_bits() & 0x7fff_ffff;
+        amax_bits = amax_bits.max(if b > 0x7f80_0000 { 0 } else { b });
+    }
+    let amax = f32::from_bits(amax_bits);
+    let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+    let inv = 1.0 / s;
+    let invv = _mm512_set1_ps(inv);
+    for i in (0..main).step_by(16) {
+        // SAFETY: `i + 16 ≤ n`: 16 f32 read, 16 bytes written.
+        unsafe {
+            let v = _mm512_loadu_ps(w.as_ptr().add(i));
+            _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), codes16(v, invv));
+        }
+    }
+    for j in main..n {
+        out[j] = quantize_weight(w[j] * inv);
+    }
+    s
+}
+
+/// `w = t + s0·W0q` for 16 weights (the reference's product then add), stored, and the
+/// running `max|w|` lanes (`max_abs_bits` on 16 lanes: a NaN as 0).
+///
+/// # Safety
+/// AVX-512 F/BW/VL available; `w0` readable for 16 bytes, `w` writable for 16 f32.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+unsafe fn add_w0_16(t: __m512, w0: *const i8, s0v: __m512, w: *mut f32, mx: __m512i) -> __m512i {
+    // SAFETY: this function's contract.
+    let v = unsafe {
+        let q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(w0.cast())));
+        let v = _mm512_add_ps(t, _mm512_mul_ps(s0v, q));
+        _mm512_storeu_ps(w, v);
+        v
+    };
+    let b = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fff_ffff));
+    let nan = _mm512_cmpgt_epi32_mask(b, _mm512_set1_epi32(0x7f80_0000));
+    _mm512_max_epi32(mx, _mm512_maskz_mov_epi32(!nan, b))
+}
+
 /// The AVX-512 table's `Kernels::rebuild_layer_i8`: a 1x1 expert with f32 factors, rank ≥ 4
 /// and `n = Cin ∈ {16, 32, 48, 64}` with each row in 16-lane registers, four channels at a
 /// time ([`in_zmm`]: 32 registers hold 4 × 4 rows, the chains of four channels fill each
