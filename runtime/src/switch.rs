@@ -53,6 +53,14 @@ impl<'a> Delta<'a> {
     /// order from 0 (so every path below gives the same bits); with both factors as f32
     /// slices (see [`Delta::decoded`]) four rank rows go per pass over the output row.
     pub fn channel_into(&self, o: usize, out: &mut [f32]) {
+        self.channel_into_inline(o, out)
+    }
+
+    /// [`Delta::channel_into`] inlined into its caller, so that a kernel table's
+    /// `#[target_feature]` body compiles the row loops for its own lanes (the same
+    /// operations, so the same bits).
+    #[inline(always)]
+    pub(crate) fn channel_into_inline(&self, o: usize, out: &mut [f32]) {
         let (rk, ck) = (self.a.rows, self.a.cols);
         let out = &mut out[..self.k * ck];
         out.fill(0.0);
@@ -222,10 +230,17 @@ fn axpy_rows_from(row: &mut [f32], b: &[f32], a: &[f32], j0: usize) {
 /// f32 materialisation: `out = W0 + ΔW`, channel by channel, from the pristine `w0`.
 /// `out` and `w0` hold `Cout·Cin·k·k` elements.
 pub fn materialize_f32(w0: &[f32], d: &Delta<'_>, out: &mut [f32]) {
+    materialize_f32_inline(w0, d, out)
+}
+
+/// [`materialize_f32`] inlined into its caller (a kernel table's `#[target_feature]` body:
+/// the same operations on its lanes, so the same bits).
+#[inline(always)]
+pub(crate) fn materialize_f32_inline(w0: &[f32], d: &Delta<'_>, out: &mut [f32]) {
     let n = d.channel_len();
     for o in 0..d.cout {
         let dst = &mut out[o * n..][..n];
-        d.channel_into(o, dst);
+        d.channel_into_inline(o, dst);
         for (v, &w) in dst.iter_mut().zip(&w0[o * n..][..n]) {
             *v += w;
         }

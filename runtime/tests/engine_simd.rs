@@ -818,6 +818,13 @@ fn rebuild_twins_are_bit_identical() {
                 cin,
                 k,
             };
+            // The f32 rebuild slot: `switch::materialize_f32`'s bits.
+            let w0f: Vec<f32> = w0.iter().map(|&q| q as f32 * 0.01).collect();
+            let (mut fa, mut fb) = (vec![f32::NAN; cout * n], vec![0f32; cout * n]);
+            (best.materialize_f32)(&w0f, &d, &mut fa);
+            lorkd_runtime::switch::materialize_f32(&w0f, &d, &mut fb);
+            let fbits = |s: &[f32]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(fbits(&fa), fbits(&fb), "{best:?} case {case}: f32 rebuild");
             let mut scratch = vec![0f32; n];
             let (mut qa, mut sa) = (vec![0i8; cout * n], vec![0f32; cout]);
             let (mut qb, mut sb) = (vec![0i8; cout * n], vec![0f32; cout]);

@@ -613,7 +613,7 @@ fn rebuild_layer(kernels: &Kernels, mode: Mode, l: Layer<'_, '_>, scratch: &mut 
         }
         None => {
             let out = &mut f32s_mut(l.dst)?[..n];
-            switch::materialize_f32(expect_len(f32s(l.w0)?, n, i)?, &delta, out);
+            (kernels.materialize_f32)(expect_len(f32s(l.w0)?, n, i)?, &delta, out);
             match kernels.conv1x1_f32_packed {
                 Some(p) if packed(p.min_pixels) => (p.pack)(cout, cin, out),
                 _ => {}

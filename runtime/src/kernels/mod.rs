@@ -90,6 +90,8 @@ pub type ConvI8 = fn(&Geom, &[i8], i32, &[i8], &[[i32; 3]], OutQ, &mut [i8]);
 /// The int8 rebuild's per-channel re-quantisation slot: `(delta row → weights, W0q, s0,
 /// out) → scale`.
 pub type RequantWeights = fn(&mut [f32], &[i8], f32, &mut [i8]) -> f32;
+/// The f32 rebuild of a whole expert, `switch::materialize_f32`: `(W0, delta, out)`, its bits.
+pub type MaterializeF32 = fn(&[f32], &crate::switch::Delta<'_>, &mut [f32]);
 /// The int8 rebuild of one whole output channel (`switch::materialize_i8_with`): `(delta,
 /// channel o, its W0q, s0, f32 scratch, its int8 out) → scale`, the bytes and scale of
 /// `delta.channel_into_i8(o, scratch)` then `requant_weights`.
@@ -258,6 +260,8 @@ pub struct Kernels {
     pub requant_weights: RequantWeights,
     /// [`RebuildI8`]; `None`: `Delta::channel_into_i8`, then the `requant_weights` slot.
     pub rebuild_i8: Option<RebuildI8>,
+    /// [`MaterializeF32`] (the f32 switch, and a streamed f32 k×k expert per inference).
+    pub materialize_f32: MaterializeF32,
     /// [`RebuildLayerI8`], tried first; `None` or `false`: channel by channel.
     pub rebuild_layer_i8: Option<RebuildLayerI8>,
     /// The per-channel requantisation tables of the int8 convs (`quant::requant_table`),
@@ -305,6 +309,7 @@ impl Kernels {
             requant_weights: reference::requant_weights::requant_weights,
             rebuild_i8: None,
             rebuild_layer_i8: None,
+            materialize_f32: crate::switch::materialize_f32,
             requant_table: crate::quant::requant_table,
             maxpool_i8: reference::maxpool::maxpool3x3s2::<i8>,
             maxpool_f32: reference::maxpool::maxpool3x3s2::<f32>,

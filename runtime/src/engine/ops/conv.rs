@@ -169,7 +169,7 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                 Some(d) if !pointwise => {
                     let (d, scratch) = decode(&d, cx.scratch, i)?;
                     let wt = scratch.get_mut(..n).ok_or(bad)?;
-                    switch::materialize_f32(w, &d, wt);
+                    (kern.materialize_f32)(w, &d, wt);
                     (&*wt, None)
                 }
                 d => (w, d),

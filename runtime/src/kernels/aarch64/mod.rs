@@ -73,6 +73,7 @@ pub(crate) fn neon(base: Kernels, dotprod: bool) -> Kernels {
         requant_weights: rebuild::requant_weights,
         rebuild_i8: Some(rebuild::rebuild_i8),
         rebuild_layer_i8: Some(rebuild::rebuild_layer_i8),
+        materialize_f32: crate::switch::materialize_f32,
         requant_table: requant::requant_table,
         maxpool_i8: maxpool::maxpool3x3s2_i8,
         maxpool_f32: crate::kernels::reference::maxpool::maxpool3x3s2::<f32>,

@@ -235,6 +235,29 @@ unsafe fn in_registers<const N: usize, const M: usize>(
     scale
 }
 
+/// `Kernels::materialize_f32` (`switch::materialize_f32`, its bits): the portable rows
+/// compiled for AVX2 lanes.
+pub(crate) fn materialize_f32(w0: &[f32], d: &Delta<'_>, out: &mut [f32]) {
+    // SAFETY: only installed after AVX2 detection; the body is safe code.
+    unsafe { materialize_f32_avx2(w0, d, out) }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn materialize_f32_avx2(w0: &[f32], d: &Delta<'_>, out: &mut [f32]) {
+    crate::switch::materialize_f32_inline(w0, d, out)
+}
+
+/// [`materialize_f32`] compiled for AVX-512F (16 lanes).
+pub(crate) fn materialize_f32_avx512(w0: &[f32], d: &Delta<'_>, out: &mut [f32]) {
+    // SAFETY: only installed after AVX-512 detection; the body is safe code.
+    unsafe { materialize_f32_zmm(w0, d, out) }
+}
+
+#[target_feature(enable = "avx2,avx512f")]
+unsafe fn materialize_f32_zmm(w0: &[f32], d: &Delta<'_>, out: &mut [f32]) {
+    crate::switch::materialize_f32_inline(w0, d, out)
+}
+
 /// The AVX-512 table's `Kernels::rebuild_i8`: [`rebuild_i8`]'s passes on 16 lanes — a 1x1
 /// channel with f32 factors in one register pass per 16 weights ([`fused`]'s operations
 /// and order), other channels by `Delta::channel_into_i8` compiled for AVX-512F, then the
