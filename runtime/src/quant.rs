@@ -485,6 +485,29 @@ impl QParams {
     }
 }
 
+/// `max |v|` over the non-NaN values of `w`, as the bit pattern of `|v|`, folded into
+/// `init` (a SIMD twin's lanes): for finite and infinite floats `|a| < |b|` iff
+/// `bits(|a|) < bits(|b|)`, so this is the value of folding `f32::max`; a NaN counts as 0.
+#[inline]
+pub fn amax_bits(init: u32, w: &[f32]) -> u32 {
+    let mut m = init;
+    for v in w {
+        let b = v.to_bits() & 0x7fff_ffff;
+        m = m.max(if b > 0x7f80_0000 { 0 } else { b });
+    }
+    m
+}
+
+/// A channel's weight scale from its `max |w|`: `amax / 127`, 1 for an all-zero channel.
+#[inline]
+pub fn weight_scale(amax: f32) -> f32 {
+    if amax > 0.0 {
+        amax / 127.0
+    } else {
+        1.0
+    }
+}
+
 /// The one per-output-channel weight quantiser (symmetric int8, zero point 0), used by the
 /// packer, the test fixture and the department switch (`requant_weights`, whose SIMD twins
 /// are bit-exact to it): `s = max|w| / 127` over the non-NaN values (1 for an all-zero
@@ -496,15 +519,7 @@ impl QParams {
 /// an ulp of a half (see the test `one_rule_vs_division`), and the error stays within half a
 /// step plus an ulp.
 pub fn quantize_channel(w: &[f32], out: &mut [i8]) -> f32 {
-    // max |v| over the non-NaN values, on the bit patterns: for finite and infinite
-    // floats `|a| < |b|` iff `bits(|a|) < bits(|b|)`. Same value as folding `f32::max`.
-    let mut amax_bits = 0u32;
-    for v in w {
-        let b = v.to_bits() & 0x7fff_ffff;
-        amax_bits = amax_bits.max(if b > 0x7f80_0000 { 0 } else { b });
-    }
-    let amax = f32::from_bits(amax_bits);
-    let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+    let s = weight_scale(f32::from_bits(amax_bits(0, w)));
     let inv = 1.0 / s;
     for (q, &v) in out.iter_mut().zip(w) {
         *q = quantize_weight(v * inv);

@@ -415,15 +415,9 @@ pub(crate) fn quantize_from_amax_with(
     out: &mut [i8],
 ) -> f32 {
     if amax_bits > 0x7f80_0000 {
-        amax_bits = w
-            .iter()
-            .map(|v| v.to_bits() & 0x7fff_ffff)
-            .filter(|&b| b <= 0x7f80_0000)
-            .max()
-            .unwrap_or(0);
+        amax_bits = crate::quant::amax_bits(0, w);
     }
-    let amax = f32::from_bits(amax_bits);
-    let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+    let s = crate::quant::weight_scale(f32::from_bits(amax_bits));
     round(w, 1.0 / s, out);
     s
 }

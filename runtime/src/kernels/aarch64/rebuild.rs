@@ -372,7 +372,7 @@ fn max_abs(mx: float32x4_t, v: float32x4_t) -> float32x4_t {
 fn quantise(w: &[f32], amax: f32, out: &mut [i8]) -> f32 {
     let n = w.len();
     let out = &mut out[..n];
-    let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+    let s = crate::quant::weight_scale(amax);
     let inv = 1.0 / s;
     let invv = vdupq_n_f32(inv);
     let mut i = 0;

@@ -4,6 +4,7 @@
 use core::arch::x86_64::*;
 
 use crate::kernels::reference::requant_weights::quantize_weight;
+use crate::quant::{amax_bits, weight_scale};
 use crate::switch::Delta;
 
 /// AVX2 whole-channel int8 rebuild (`Kernels::rebuild_i8`): `B·A` by the portable rows of
@@ -212,14 +213,7 @@ unsafe fn in_registers<const N: usize, const M: usize>(
         let m1 = _mm_max_epi32(m2, _mm_shuffle_epi32::<0b10_11_00_01>(m2));
         amax[m] = _mm_cvtsi128_si32(m1) as u32;
     }
-    let scale = amax.map(|bits| {
-        let amax = f32::from_bits(bits);
-        if amax > 0.0 {
-            amax / 127.0
-        } else {
-            1.0
-        }
-    });
+    let scale = amax.map(|bits| weight_scale(f32::from_bits(bits)));
     for (m, tm) in t.iter().enumerate() {
         let invv = _mm256_set1_ps(1.0 / scale[m]);
         for (i, ti) in tm.iter().enumerate() {
@@ -339,13 +333,8 @@ unsafe fn rebuild_zmm(
         }
     }
     // The scale and codes, as `quantise`: `max|w|` from the lanes and the scalar rest.
-    let mut amax_bits = _mm512_reduce_max_epi32(mx) as u32;
-    for &v in &w[main..n] {
-        let b = v.to_bits() & 0x7fff_ffff;
-        amax_bits = amax_bits.max(if b > 0x7f80_0000 { 0 } else { b });
-    }
-    let amax = f32::from_bits(amax_bits);
-    let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+    let lanes_max = _mm512_reduce_max_epi32(mx) as u32;
+    let s = weight_scale(f32::from_bits(amax_bits(lanes_max, &w[main..n])));
     let inv = 1.0 / s;
     let invv = _mm512_set1_ps(inv);
     for i in (0..main).step_by(16) {
@@ -362,7 +351,7 @@ unsafe fn rebuild_zmm(
 }
 
 /// `w = t + s0·W0q` for 16 weights (the reference's product then add), stored, and the
-/// running `max|w|` lanes (`max_abs_bits` on 16 lanes: a NaN as 0).
+/// running `max|w|` lanes ([`max_abs_bits16`]).
 ///
 /// # Safety
 /// AVX-512 F/BW/VL available; `w0` readable for 16 bytes, `w` writable for 16 f32.
@@ -376,6 +365,13 @@ unsafe fn add_w0_16(t: __m512, w0: *const i8, s0v: __m512, w: *mut f32, mx: __m5
         _mm512_storeu_ps(w, v);
         v
     };
+    max_abs_bits16(mx, v)
+}
+
+/// [`max_abs_bits`] on 16 lanes (the NaN test as a mask).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn max_abs_bits16(mx: __m512i, v: __m512) -> __m512i {
     let b = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fff_ffff));
     let nan = _mm512_cmpgt_epi32_mask(b, _mm512_set1_epi32(0x7f80_0000));
     _mm512_max_epi32(mx, _mm512_maskz_mov_epi32(!nan, b))
@@ -478,13 +474,9 @@ unsafe fn in_zmm<const N: usize, const M: usize>(
             let q = unsafe { _mm_loadu_si128(w0.as_ptr().add(m * n + i * 16).cast()) };
             let q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
             *ti = _mm512_add_ps(*ti, _mm512_mul_ps(s0v, q));
-            // `max_abs_bits` in 16 lanes: a NaN (above the infinity pattern) as 0.
-            let b = _mm512_and_si512(_mm512_castps_si512(*ti), _mm512_set1_epi32(0x7fff_ffff));
-            let nan = _mm512_cmpgt_epi32_mask(b, _mm512_set1_epi32(0x7f80_0000));
-            mx = _mm512_max_epi32(mx, _mm512_maskz_mov_epi32(!nan, b));
+            mx = max_abs_bits16(mx, *ti);
         }
-        let amax = f32::from_bits(_mm512_reduce_max_epi32(mx) as u32);
-        scale[m] = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+        scale[m] = weight_scale(f32::from_bits(_mm512_reduce_max_epi32(mx) as u32));
     }
     for (m, tm) in t.iter().enumerate() {
         let invv = _mm512_set1_ps(1.0 / scale[m]);
@@ -693,13 +685,8 @@ unsafe fn quantise(w: &[f32], mx: __m256i, main: usize, out: &mut [i8]) -> f32 {
     let mut lanes = [0u32; 8];
     // SAFETY: `lanes` holds 8 u32.
     unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), mx) };
-    let mut amax_bits = lanes.into_iter().max().unwrap_or(0);
-    for &v in &w[main..n] {
-        let b = v.to_bits() & 0x7fff_ffff;
-        amax_bits = amax_bits.max(if b > 0x7f80_0000 { 0 } else { b });
-    }
-    let amax = f32::from_bits(amax_bits);
-    let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+    let lanes_max = lanes.into_iter().max().unwrap_or(0);
+    let s = weight_scale(f32::from_bits(amax_bits(lanes_max, &w[main..n])));
     let inv = 1.0 / s;
     let invv = _mm256_set1_ps(inv);
     let mut i = 0;
