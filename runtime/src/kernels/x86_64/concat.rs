@@ -7,6 +7,7 @@
 //! stored masked. Exact, so the spec's bytes. Taken only where the CPU has VBMI.
 use core::arch::x86_64::*;
 
+use super::first_bytes;
 use crate::kernels::reference::concat_shuffle::ConcatIn;
 use crate::quant::QParams;
 
@@ -77,7 +78,7 @@ unsafe fn body(n: usize, c: usize, a: &ConcatIn<'_>, b: &ConcatIn<'_>, qy: QPara
         let out = y[p * 2 * c..].as_mut_ptr();
         let mut c0 = 0;
         while c0 < c {
-            let m = mask(c - c0);
+            let m = first_bytes(c - c0);
             // SAFETY: the loads keep bytes `c0 .. min(c0 + 64, c)` of the pixel's `c` codes
             // (`holds`), the stores bytes `2c0 .. 2·min(c0 + 64, c)` of its `2c` outputs.
             unsafe {
@@ -88,12 +89,12 @@ unsafe fn body(n: usize, c: usize, a: &ConcatIn<'_>, b: &ConcatIn<'_>, qy: QPara
                 let o = out.add(2 * c0);
                 _mm512_mask_storeu_epi8(
                     o.cast(),
-                    mask(k),
+                    first_bytes(k),
                     _mm512_permutex2var_epi64(lo, first, hi),
                 );
                 if k > 64 {
                     let v = _mm512_permutex2var_epi64(lo, second, hi);
-                    _mm512_mask_storeu_epi8(o.add(64).cast(), mask(k - 64), v);
+                    _mm512_mask_storeu_epi8(o.add(64).cast(), first_bytes(k - 64), v);
                 }
             }
             c0 += 64;
@@ -114,15 +115,5 @@ fn lookup(v: __m512i, t: &Table) -> __m512i {
             let neg = _mm512_permutex2var_epi8(*t2, v, *t3);
             _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), pos, neg)
         }
-    }
-}
-
-/// The first `min(k, 64)` bytes.
-#[inline]
-fn mask(k: usize) -> __mmask64 {
-    if k >= 64 {
-        !0
-    } else {
-        (1u64 << k) - 1
     }
 }

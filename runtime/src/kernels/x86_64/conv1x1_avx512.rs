@@ -121,7 +121,7 @@ unsafe fn tile<const Q: usize, const R: usize>(
     for (b, pan) in pans.iter().enumerate() {
         // SAFETY: `bias` holds `FO` f32.
         let bv = unsafe { _mm512_loadu_ps(pan.bias.as_ptr()) };
-        let mask: __mmask16 = if pan.no == FO { !0 } else { (1 << pan.no) - 1 };
+        let mask = super::first16(pan.no);
         for (p, ap) in acc.iter().enumerate() {
             let mut v = _mm512_add_ps(ap[b], bv);
             if relu {

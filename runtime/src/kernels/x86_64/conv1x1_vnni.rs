@@ -15,6 +15,7 @@ use core::mem::MaybeUninit;
 use super::conv1x1::src;
 use super::conv1x1::ROWS_MIN_PIXELS;
 use super::requant::{requant16, Requant, RqCols};
+use super::{first16, first_bytes};
 use crate::kernels::{Geom, OutQ, SumTile};
 
 /// Output pixels per tile.
@@ -203,7 +204,7 @@ unsafe fn requantised(
                     let nb = BLK.min(m - ob);
                     // The columns are zero-padded to a multiple of 16 (`RqCols::lanes16`).
                     let lanes = cols.lanes16(ob);
-                    let keep: __mmask16 = if nb == BLK { !0 } else { (1 << nb) - 1 };
+                    let keep = first16(nb);
                     for (t, a) in acc.iter().enumerate().take(np) {
                         let v = requant16(*a, &lanes, q);
                         let o = &mut y[(p + t) * cout + c0 + ob..][..nb];
@@ -327,16 +328,6 @@ fn panels(n: usize, m: usize, w: &[i8], prepacked: bool, f: &mut dyn FnMut(usize
     }
 }
 
-/// `(1 << c) − 1` for `c ≤ 64` bytes: a masked load's or store's first `c` bytes.
-#[inline]
-fn first(c: usize) -> __mmask64 {
-    if c >= 64 {
-        !0
-    } else {
-        (1u64 << c) - 1
-    }
-}
-
 /// The VNNI outer product over `blocks` (each `16·n` bytes of the packed layout) for every
 /// output pixel: per tile of 4 pixels each block's 16-channel sums, started from
 /// `−(128 + zx)·Σw`, go to `out(p, np, b, acc)`, a tile's blocks in order.
@@ -412,10 +403,13 @@ unsafe fn gemm(
                 // writes only the row's bytes `i .. min(4·words, i + 64)` (masked lanes are
                 // not accessed).
                 unsafe {
-                    let v = _mm512_maskz_loadu_epi8(first(n.saturating_sub(i)), xs.as_ptr().add(i));
+                    let v = _mm512_maskz_loadu_epi8(
+                        first_bytes(n.saturating_sub(i)),
+                        xs.as_ptr().add(i),
+                    );
                     _mm512_mask_storeu_epi8(
                         dst.add(i).cast(),
-                        first(4 * words - i),
+                        first_bytes(4 * words - i),
                         _mm512_xor_si512(v, flip),
                     );
                 }

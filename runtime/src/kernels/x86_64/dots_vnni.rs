@@ -10,11 +10,12 @@ use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
 use super::conv1x1::src;
+use super::first_bytes;
 use super::requant::{Requant, RqCols, MAXQ};
 use crate::kernels::{Geom, OutQ, SumTile};
 
 /// Widest input (the offset rows live on the stack).
-pub(super) const MAXC: usize = 1024;
+const MAXC: usize = 1024;
 /// Most output pixels per tile.
 const PT: usize = 4;
 
@@ -90,7 +91,7 @@ unsafe fn sums(g: &Geom, x: &[i8], zx: i32, w: &[i8], f: &mut dyn FnMut(usize, u
     let (n, npix, cout) = (g.cin, g.ho * g.wo, g.cout);
     let w = &w[..cout * n];
     let steps = n.div_ceil(64);
-    let tail = first(n - 64 * (steps - 1));
+    let tail = first_bytes(n - 64 * (steps - 1));
     // Row `o`'s first byte, the zero row past the last channel (`n ≤ MAXC` bytes each).
     let row = |o: usize| {
         if o < cout {
@@ -219,16 +220,6 @@ fn lanes(v: __m512i) -> [i32; 16] {
     // SAFETY: `l` holds 16 i32.
     unsafe { _mm512_storeu_si512(l.as_mut_ptr().cast(), v) };
     l
-}
-
-/// `(1 << c) − 1` for `c ≤ 64` bytes.
-#[inline]
-fn first(c: usize) -> __mmask64 {
-    if c >= 64 {
-        !0
-    } else {
-        (1u64 << c) - 1
-    }
 }
 
 /// Lane `k` of the result is the (wrapping) sum of `v[k]`'s 16 lanes: pairs added across

@@ -133,6 +133,27 @@ fn lane_mask(n: usize) -> [i32; 8] {
     m
 }
 
+/// The first `min(c, 64)` bytes of a 512-bit register as a mask (masked loads and stores
+/// of a short run).
+#[inline]
+fn first_bytes(c: usize) -> __mmask64 {
+    if c >= 64 {
+        !0
+    } else {
+        (1u64 << c) - 1
+    }
+}
+
+/// The first `min(n, 16)` of 16 lanes as a mask (a short block's stores).
+#[inline]
+fn first16(n: usize) -> __mmask16 {
+    if n >= 16 {
+        !0
+    } else {
+        (1u16 << n) - 1
+    }
+}
+
 /// An 8×8 f32 transpose: lane `k` of result `j` is lane `j` of input `k`.
 #[inline]
 #[target_feature(enable = "avx2")]

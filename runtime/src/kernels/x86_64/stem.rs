@@ -153,11 +153,7 @@ unsafe fn tile_f32_512(
                 } else {
                     a
                 };
-                let keep: __mmask16 = if cout - o >= 16 {
-                    !0
-                } else {
-                    (1 << (cout - o)) - 1
-                };
+                let keep = super::first16(cout - o);
                 // SAFETY: the lanes `keep` selects are channels `o .. min(o + 16, cout)` of
                 // pixel `p < np` (`out` holds `np·cout`).
                 unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(p * cout + o), keep, a) };

@@ -9,6 +9,7 @@
 use core::arch::x86_64::*;
 
 use super::requant::{requant16, Requant, RqCols};
+use super::{first16, first_bytes};
 use crate::kernels::reference::conv::PATCH;
 use crate::kernels::{Geom, OutQ};
 
@@ -88,7 +89,7 @@ unsafe fn conv(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, 
                     // SAFETY: `i < n ≤ PATCH`, `i + 64 ≤ ROW + 48`: the mask keeps the
                     // bytes `i .. min(i + 64, ROW)` of the row.
                     unsafe {
-                        let m = first(ROW - i);
+                        let m = first_bytes(ROW - i);
                         let v = _mm512_maskz_loadu_epi8(m, p.as_ptr().add(i));
                         _mm512_mask_storeu_epi8(
                             p.as_mut_ptr().add(i),
@@ -116,7 +117,7 @@ unsafe fn conv(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, 
                 let out = &mut y[(oy * g.wo + ox + t) * cout..][..cout];
                 for (b, &v) in a.iter().enumerate().take(cp / 16) {
                     let nb = 16.min(cout - 16 * b);
-                    let keep: __mmask16 = if nb == 16 { !0 } else { (1 << nb) - 1 };
+                    let keep = first16(nb);
                     let v = requant16(v, &cols.lanes16(16 * b), q);
                     // SAFETY: the bytes `keep` selects are `out[16b .. 16b + nb]`.
                     unsafe { _mm_mask_storeu_epi8(out.as_mut_ptr().add(16 * b), keep, v) };
@@ -132,16 +133,6 @@ unsafe fn conv(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, 
 #[target_feature(enable = "avx512f")]
 fn widen<const B: usize>(a: [[__m512i; B]; PT]) -> [[__m512i; 4]; PT] {
     a.map(|r| core::array::from_fn(|b| if b < B { r[b] } else { _mm512_setzero_si512() }))
-}
-
-/// `(1 << c) − 1` for `c ≤ 64` bytes.
-#[inline]
-fn first(c: usize) -> __mmask64 {
-    if c >= 64 {
-        !0
-    } else {
-        (1u64 << c) - 1
-    }
 }
 
 /// `acc[t][b] = start[b] + Σ_qd dpbusd(patch[t] quad qd, wt[qd][16b .. 16b + 16])`.
