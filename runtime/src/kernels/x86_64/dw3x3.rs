@@ -282,7 +282,6 @@ fn dw_i8<const WIDE: bool>(
                     npx: x_hi - 1,
                     out: y[(oy * g.wo + 1) * c..].as_mut_ptr(),
                     c,
-                    wp: &wp[0],
                     zs,
                     cols,
                     q,
@@ -292,7 +291,6 @@ fn dw_i8<const WIDE: bool>(
         };
         if let Some(run) = &run {
             for (b, pairs) in wp.iter().enumerate() {
-                let run = Run { wp: pairs, ..*run };
                 // SAFETY: only installed after AVX2 (with `WIDE`, AVX-512) detection; pixel
                 // `p` of the run is output `(oy, 1 + p)`, interior: its taps are input
                 // pixels `(oy·s − 1 + ky, (1 + p)·s − 1 + kx)` inside the `h × w` image
@@ -300,9 +298,9 @@ fn dw_i8<const WIDE: bool>(
                 // `c_off + c ≤ in_stride` channels; its output row holds `c` bytes in `y`.
                 unsafe {
                     if WIDE {
-                        run.block_512(start(b))
+                        run.block_512(pairs, start(b))
                     } else {
-                        run.block(start(b))
+                        run.block(pairs, start(b))
                     }
                 }
             }
@@ -540,8 +538,9 @@ impl PairsRegs {
     }
 }
 
-/// A run of interior output pixels of one row (all 9 taps inside), one 16-channel block:
-/// the block's pair weights, `zx·Σw` and requantisation lanes loaded once for the run.
+/// A run of interior output pixels of one row (all 9 taps inside): each 16-channel block
+/// ([`Run::block`], given its pair weights) loads those, its `zx·Σw` and requantisation
+/// lanes once for the run.
 struct Run<'r> {
     /// Pixel 0's tap 0 (channel 0 of its first input pixel, `c_off` applied).
     x0: *const i8,
@@ -554,24 +553,24 @@ struct Run<'r> {
     /// Pixel 0's output (channel 0); pixels `c` apart.
     out: *mut i8,
     c: usize,
-    wp: &'r Pairs16,
     zs: &'r [i32],
     cols: &'r RqCols,
     q: OutQ,
 }
 
 impl Run<'_> {
-    /// Channels `c0 .. c0 + 16` of every pixel of the run, [`requant8`] per 8 channels.
+    /// Channels `c0 .. c0 + 16` (pair weights `wp`) of every pixel of the run, [`requant8`]
+    /// per 8 channels.
     ///
     /// # Safety
     /// AVX2 available; for every pixel `p < npx` and tap `t`, `x0 + p·step + offs[t] + c0`
     /// readable for 16 bytes, `out + p·c + c0` writable for 16; `c0 + 16 ≤` the channels
     /// `cols` and `zs` hold.
     #[target_feature(enable = "avx2")]
-    unsafe fn block(&self, c0: usize) {
+    unsafe fn block(&self, wp: &Pairs16, c0: usize) {
         // SAFETY: this function's contract.
         unsafe {
-            let regs = PairsRegs::load(self.wp, &self.zs[c0..c0 + 16]);
+            let regs = PairsRegs::load(wp, &self.zs[c0..c0 + 16]);
             for p in 0..self.npx {
                 let base = self.x0.add(p * self.step + c0);
                 let (lo, hi) = regs.sums(self.offs.map(|o| base.add(o)));
@@ -585,10 +584,10 @@ impl Run<'_> {
     /// # Safety
     /// As [`Run::block`], and AVX-512 F/BW/VL available.
     #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
-    unsafe fn block_512(&self, c0: usize) {
+    unsafe fn block_512(&self, wp: &Pairs16, c0: usize) {
         // SAFETY: this function's contract.
         unsafe {
-            let regs = PairsRegs::load(self.wp, &self.zs[c0..c0 + 16]);
+            let regs = PairsRegs::load(wp, &self.zs[c0..c0 + 16]);
             for p in 0..self.npx {
                 let base = self.x0.add(p * self.step + c0);
                 let (lo, hi) = regs.sums(self.offs.map(|o| base.add(o)));
