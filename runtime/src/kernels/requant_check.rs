@@ -5,7 +5,7 @@
 /// binades, biases from 0 to past the i32 codes, multipliers whose mantissa rounds up to
 /// 2^31, halves exactly on the rounding boundary, and the special values (0, −0, negative,
 /// subnormal, infinite, NaN scales and biases) that may send a block to the scalar path.
-/// `block` is the twin's vector step over `width` (≤ 4) channels, `false` when it left them
+/// `block` is the twin's vector step over `width` (≤ 8) channels, `false` when it left them
 /// to the scalar spec: most blocks must take the vector path, or the check proves little.
 /// Seed: `LORKD_SEED`.
 pub(crate) fn requant_table_is_bit_exact(
@@ -13,7 +13,7 @@ pub(crate) fn requant_table_is_bit_exact(
     width: usize,
     block: impl Fn(&[f32], f32, &[f32], f32, &mut [[i32; 3]]) -> bool,
 ) {
-    assert!((1..=4).contains(&width));
+    assert!((1..=8).contains(&width));
     let mut r = crate::engine::testnet::Rng::new(crate::test_seed());
     let special = [
         0.0,
@@ -96,7 +96,7 @@ pub(crate) fn requant_table_is_bit_exact(
         );
         if n >= width {
             blocks += 1;
-            let mut o = [[0i32; 3]; 4];
+            let mut o = [[0i32; 3]; 8];
             if !block(&bias[..width], s_x, &ws[..width], s_y, &mut o[..width]) {
                 scalar_only += 1;
             } else {

@@ -201,9 +201,8 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
 
 /// Whether a rebuilt expert conv (`k`, `pad`, `hw` output pixels) is kept in the layout of
 /// the table's packed pointwise slot (whose `min_pixels` is given): `Engine::materialize`
-/// packs it and [`eval`] runs the packed conv on it. Only in `Materialized` mode: `Auto`
-/// is the mode of cheap switches, and packing there added ~11 % to its switch at 0.5x @64
-/// (past the switch target) while saving less than that per inference.
+/// packs it and [`eval`] runs the packed conv on it. Every rebuilt expert, in `Auto` too:
+/// laying a small layer out once per switch costs less than laying it out per inference.
 pub(in crate::engine) fn packed(
     mode: Mode,
     k: usize,
@@ -211,7 +210,7 @@ pub(in crate::engine) fn packed(
     hw: usize,
     min_pixels: usize,
 ) -> bool {
-    mode == Mode::Materialized && k == 1 && pad == 0 && hw >= min_pixels
+    mode != Mode::Streaming && k == 1 && pad == 0 && hw >= min_pixels
 }
 
 /// A streamed k×k expert (the stem) rebuilt for this inference as the switch rebuilds a

@@ -81,7 +81,9 @@ pub(crate) fn pack_conv1x1_i8(cout: usize, cin: usize, w: &mut [i8]) {
 /// `out`'s first `16·n` bytes, channels past `r` zero: with `q = n / 4` whole quads and
 /// `e = n % 4` inputs left, `out[64k + 4l + j] = rows[l·n + 4k + j]` for `k < q`, then
 /// `out[64q + e·l + j] = rows[l·n + 4q + j]`. Eight quads of 8 rows at a time as an 8×8
-/// transpose of 32-bit lanes.
+/// transpose of 32-bit lanes, the last `q mod 8` quads through masked loads (a 48-input
+/// layer's 12 quads, a 24-input one's 6, would otherwise go byte by byte — the bulk of a
+/// small layer's packing, which `Auto` does at every switch).
 ///
 /// # Safety
 /// AVX2 available; `out.len() ≥ 16·n`, `rows.len()` a multiple of `n` and at most `16·n`.
@@ -90,31 +92,34 @@ unsafe fn pack_block<'o>(rows: &[i8], n: usize, out: &'o mut [MaybeUninit<i8>]) 
     let (r, quads, e) = (rows.len() / n, n / 4, n % 4);
     let out = &mut out[..BLK * n];
     let mut k = 0;
-    while k + 8 <= quads {
+    while k < quads {
+        let m = (quads - k).min(8);
+        // Lanes `< m` of each row: quads `k .. k + m`.
+        let lanes = _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(m as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        );
         for l0 in [0, 8] {
             let v: [__m256; 8] = core::array::from_fn(|l| {
                 if l0 + l < r {
-                    // SAFETY: row `l0 + l < r` holds `n ≥ 4k + 32` bytes from `(l0 + l)·n`.
-                    unsafe { _mm256_loadu_ps(rows.as_ptr().add((l0 + l) * n + 4 * k).cast()) }
+                    // SAFETY: row `l0 + l < r` holds `n ≥ 4(k + m)` bytes from
+                    // `(l0 + l)·n`; the masked-off lanes are not read.
+                    unsafe {
+                        let p = rows.as_ptr().add((l0 + l) * n + 4 * k);
+                        _mm256_castsi256_ps(_mm256_maskload_epi32(p.cast(), lanes))
+                    }
                 } else {
                     _mm256_setzero_ps()
                 }
             });
-            for (j, t) in super::transpose8(v).into_iter().enumerate() {
+            for (j, t) in super::transpose8(v).into_iter().enumerate().take(m) {
                 // SAFETY: `64·(k + j) + 4·l0 + 32 ≤ 64·quads ≤ 16·n = out.len()`.
                 unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(64 * (k + j) + 4 * l0).cast(), t) };
             }
         }
-        k += 8;
+        k += m;
     }
     let at = |l: usize, i: usize| if l < r { rows[l * n + i] } else { 0 };
-    for kk in k..quads {
-        for l in 0..BLK {
-            for j in 0..4 {
-                out[64 * kk + 4 * l + j].write(at(l, 4 * kk + j));
-            }
-        }
-    }
     for l in 0..BLK {
         for j in 0..e {
             out[64 * quads + e * l + j].write(at(l, 4 * quads + j));

@@ -120,6 +120,7 @@ pub(crate) fn avx512() -> Kernels {
         materialize_f32: rebuild::materialize_f32_avx512,
         rebuild_layer_i8: Some(rebuild::rebuild_layer_i8_avx512),
         dwconv3x3_i8: dw3x3::dwconv3x3_i8_avx512,
+        requant_table: requant::requant_table_avx512,
         isa: "x86_64-avx512",
         ..avx2()
     }

@@ -463,6 +463,105 @@ unsafe fn table4(bias: &[f32], s_x: f32, ws: &[f32], s_y: f32, out: &mut [[i32; 
     true
 }
 
+/// The AVX-512 table's `Kernels::requant_table`: [`requant_table`] 8 channels at a time
+/// ([`table8`]: the same steps in 8 f64 lanes, the comparisons as masks), then 4, then the
+/// scalar spec. The two f64 divisions per channel bound the table (a `vdivpd` takes about as
+/// long on 8 lanes as on 4 on this family), and an `Auto` switch recomputes every int8
+/// op's table: twice the lanes, half the divisions' time.
+pub(crate) fn requant_table_avx512(
+    bias: &[f32],
+    s_x: f32,
+    ws: &[f32],
+    s_y: f32,
+    out: &mut [[i32; 3]],
+) {
+    let n = out.len();
+    let (bias, ws) = (&bias[..n], &ws[..n]);
+    let mut j = 0;
+    while j + 8 <= n {
+        let (b, w, o) = (&bias[j..j + 8], &ws[j..j + 8], &mut out[j..j + 8]);
+        // SAFETY: only installed after AVX-512 detection; each slice holds 8 elements.
+        if !unsafe { table8(b, s_x, w, s_y, o) } {
+            crate::quant::requant_table(b, s_x, w, s_y, o);
+        }
+        j += 8;
+    }
+    requant_table(&bias[j..], s_x, &ws[j..], s_y, &mut out[j..]);
+}
+
+/// Eight channels of [`requant_table_avx512`]: [`table4`]'s steps on 8 lanes; `false`
+/// (nothing written) when a lane is not ordinary.
+///
+/// # Safety
+/// AVX2 and AVX-512F available; `bias`, `ws` and `out` hold at least 8 elements.
+#[target_feature(enable = "avx2,avx512f")]
+unsafe fn table8(bias: &[f32], s_x: f32, ws: &[f32], s_y: f32, out: &mut [[i32; 3]]) -> bool {
+    debug_assert!(bias.len() >= 8 && ws.len() >= 8 && out.len() >= 8);
+    // SAFETY: 8 f32 each (this function's contract).
+    let (b, w) = unsafe {
+        (
+            _mm512_cvtps_pd(_mm256_loadu_ps(bias.as_ptr())),
+            _mm512_cvtps_pd(_mm256_loadu_ps(ws.as_ptr())),
+        )
+    };
+    let (zero, one, inf) = (
+        _mm512_setzero_pd(),
+        _mm512_set1_pd(1.0),
+        _mm512_set1_pd(f64::INFINITY),
+    );
+    const TRUNC: i32 = _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC;
+    // `s_x·s_w` is exact in f64 (two 24-bit mantissas).
+    let sxw = _mm512_mul_pd(_mm512_set1_pd(s_x as f64), w);
+    let q = _mm512_div_pd(b, sxw);
+    let m = _mm512_div_pd(sxw, _mm512_set1_pd(s_y as f64));
+    let mut ok = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(sxw, zero)
+        & _mm512_cmp_pd_mask::<_CMP_LT_OQ>(sxw, inf)
+        & _mm512_cmp_pd_mask::<_CMP_GE_OQ>(m, _mm512_set1_pd(f64::MIN_POSITIVE))
+        & _mm512_cmp_pd_mask::<_CMP_LT_OQ>(m, inf);
+    // |q| < 2^31 − 2: the rounded code fits i32 unclamped (NaN compares false).
+    let absq = _mm512_abs_pd(q);
+    ok &= _mm512_cmp_pd_mask::<_CMP_LT_OQ>(absq, _mm512_set1_pd(2_147_483_646.0));
+    // round_f64: truncate, then ±1 by the fraction.
+    let t = _mm512_roundscale_pd::<TRUNC>(q);
+    let f = _mm512_sub_pd(q, t);
+    let up = _mm512_cmp_pd_mask::<_CMP_GE_OQ>(f, _mm512_set1_pd(0.5));
+    let dn = _mm512_cmp_pd_mask::<_CMP_LE_OQ>(f, _mm512_set1_pd(-0.5));
+    let t = _mm512_mask_sub_pd(_mm512_mask_add_pd(t, up, t, one), dn, t, one);
+    let bias_q = _mm512_cvttpd_epi32(t);
+    // frexp of a positive normal m: q ∈ [0.5, 1) with m's mantissa, e = biased − 1022.
+    let mi = _mm512_castpd_si512(m);
+    let frac = _mm512_or_si512(
+        _mm512_and_si512(mi, _mm512_set1_epi64(0x000f_ffff_ffff_ffff)),
+        _mm512_set1_epi64(1022 << 52),
+    );
+    let mut shift = _mm512_sub_epi64(_mm512_srli_epi64::<52>(mi), _mm512_set1_epi64(1022));
+    // round_f64(q · 2^31) ∈ [2^30, 2^31] (exact scaling, positive: only the upward step).
+    let x = _mm512_mul_pd(_mm512_castsi512_pd(frac), _mm512_set1_pd(2_147_483_648.0));
+    let t = _mm512_roundscale_pd::<TRUNC>(x);
+    let up = _mm512_cmp_pd_mask::<_CMP_GE_OQ>(_mm512_sub_pd(x, t), _mm512_set1_pd(0.5));
+    let qf = _mm512_mask_add_pd(t, up, t, one);
+    // 2^31 becomes 2^30 with the shift one higher.
+    let top = _mm512_cmp_pd_mask::<_CMP_EQ_OQ>(qf, _mm512_set1_pd(2_147_483_648.0));
+    let qf = _mm512_mask_blend_pd(top, qf, _mm512_set1_pd(1_073_741_824.0));
+    shift = _mm512_mask_add_epi64(shift, top, shift, _mm512_set1_epi64(1));
+    ok &= _mm512_cmpgt_epi64_mask(shift, _mm512_set1_epi64(-32))
+        & _mm512_cmpgt_epi64_mask(_mm512_set1_epi64(31), shift);
+    if ok != 0xff {
+        return false;
+    }
+    let (mut bv, mut mv, mut sv) = ([0i32; 8], [0i32; 8], [0i32; 8]);
+    // SAFETY: each array holds 8 i32.
+    unsafe {
+        _mm256_storeu_si256(bv.as_mut_ptr().cast(), bias_q);
+        _mm256_storeu_si256(mv.as_mut_ptr().cast(), _mm512_cvttpd_epi32(qf));
+        _mm256_storeu_si256(sv.as_mut_ptr().cast(), _mm512_cvtepi64_epi32(shift));
+    }
+    for (i, o) in out[..8].iter_mut().enumerate() {
+        *o = [bv[i], mv[i], sv[i]];
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,6 +580,21 @@ mod tests {
             requant_table,
             4,
             |b, x, w, y, o| unsafe { table4(b, x, w, y, o) },
+        );
+    }
+
+    /// [`requant_table_avx512`] and its 8-lane step are bit-exact the same way.
+    #[test]
+    fn requant_table_avx512_is_bit_exact() {
+        if !super::super::avx512_detected() {
+            println!("SKIPPED requant_table_avx512_is_bit_exact: no AVX-512 on this CPU");
+            return;
+        }
+        // SAFETY: AVX-512 detected above; the checker hands 8 elements each.
+        crate::kernels::requant_check::requant_table_is_bit_exact(
+            requant_table_avx512,
+            8,
+            |b, x, w, y, o| unsafe { table8(b, x, w, y, o) },
         );
     }
 
