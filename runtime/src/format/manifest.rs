@@ -330,6 +330,30 @@ impl<'a, T> Seq<'a, T> {
     }
 }
 
+/// How a [`Seq`]'s items are read back once `Bundle::parse` has validated them with
+/// postcard: postcard's serde path by default; [`Op`], walked at every inference, by the
+/// hand reader of its wire form (`format::wire`, tested against postcard).
+pub trait SeqItem<'a>: Deserialize<'a> {
+    /// The item at the front of `bytes` and the bytes after it; `None` where postcard
+    /// refuses them.
+    fn take(bytes: &'a [u8]) -> Option<(Self, &'a [u8])> {
+        postcard::take_from_bytes::<Self>(bytes).ok()
+    }
+}
+
+impl SeqItem<'_> for ValueDesc {}
+impl SeqItem<'_> for DeltaRef {}
+impl<'a> SeqItem<'a> for NamedTensor<'a> {}
+impl<'a> SeqItem<'a> for DeptEntry<'a> {}
+impl<'a> SeqItem<'a> for &'a str {}
+
+impl SeqItem<'_> for Op {
+    #[inline]
+    fn take(bytes: &[u8]) -> Option<(Self, &[u8])> {
+        super::wire::take_op(bytes)
+    }
+}
+
 impl<'a, T: Deserialize<'a>> Seq<'a, T> {
     /// Decodes every item once: `Ok` only if exactly `count` items fill `bytes`.
     pub fn validate(&self) -> Result<(), postcard::Error> {
@@ -344,7 +368,9 @@ impl<'a, T: Deserialize<'a>> Seq<'a, T> {
             Err(postcard::Error::DeserializeBadEncoding)
         }
     }
+}
 
+impl<'a, T: SeqItem<'a>> Seq<'a, T> {
     /// Iterates the items. On a validated sequence this yields exactly `len()` items; on
     /// bytes that fail to decode it stops early instead of panicking.
     pub fn iter(&self) -> SeqIter<'a, T> {
@@ -368,19 +394,20 @@ pub struct SeqIter<'a, T> {
     _item: PhantomData<fn() -> T>,
 }
 
-impl<'a, T: Deserialize<'a>> Iterator for SeqIter<'a, T> {
+impl<'a, T: SeqItem<'a>> Iterator for SeqIter<'a, T> {
     type Item = T;
+    #[inline]
     fn next(&mut self) -> Option<T> {
         if self.left == 0 {
             return None;
         }
-        match postcard::take_from_bytes::<T>(self.rest) {
-            Ok((item, r)) => {
+        match T::take(self.rest) {
+            Some((item, r)) => {
                 self.left -= 1;
                 self.rest = r;
                 Some(item)
             }
-            Err(_) => {
+            None => {
                 self.left = 0;
                 None
             }

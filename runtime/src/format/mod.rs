@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod plan;
 pub mod validate;
 pub mod view;
+mod wire;
 #[cfg(feature = "std")]
 pub mod write;
 
