@@ -134,54 +134,69 @@ mod tests {
     use super::*;
     use crate::engine::testnet::Rng;
 
-    fn any_op(r: &mut Rng) -> Op {
-        let mut u16v = |r: &mut Rng| match r.next_u64() % 4 {
+    /// A `u16` of one, two or three varint bytes.
+    fn any_u16(r: &mut Rng) -> u16 {
+        match r.next_u64() % 4 {
             0 => (r.next_u64() % 128) as u16,
             1 => (r.next_u64() % 16384) as u16,
             _ => r.next_u64() as u16,
-        };
-        let slice = |r: &mut Rng, f: &mut dyn FnMut(&mut Rng) -> u16| Slice {
-            value: f(r),
-            c_off: f(r),
-            c_len: f(r),
-        };
-        let tensor = |r: &mut Rng| TensorRef {
-            offset: (r.next_u64() >> (r.next_u64() % 64)) as u32,
-            len: (r.next_u64() >> (r.next_u64() % 64)) as u32,
-        };
+        }
+    }
+
+    fn any_slice(r: &mut Rng) -> Slice {
+        Slice {
+            value: any_u16(r),
+            c_off: any_u16(r),
+            c_len: any_u16(r),
+        }
+    }
+
+    /// A `u32` of any varint length.
+    fn any_u32(r: &mut Rng) -> u32 {
+        (r.next_u64() >> (r.next_u64() % 64)) as u32
+    }
+
+    fn any_tensor(r: &mut Rng) -> TensorRef {
+        TensorRef {
+            offset: any_u32(r),
+            len: any_u32(r),
+        }
+    }
+
+    fn any_op(r: &mut Rng) -> Op {
         match r.next_u64() % 5 {
             0 => Op::Conv {
-                input: slice(r, &mut u16v),
-                output: u16v(r),
-                cout: u16v(r),
+                input: any_slice(r),
+                output: any_u16(r),
+                cout: any_u16(r),
                 k: r.next_u64() as u8,
                 stride: r.next_u64() as u8,
                 pad: r.next_u64() as u8,
                 relu: r.next_u64().is_multiple_of(2),
-                weight: tensor(r),
-                bias: tensor(r),
-                wscale: tensor(r),
-                expert: (r.next_u64().is_multiple_of(2)).then(|| u16v(r)),
+                weight: any_tensor(r),
+                bias: any_tensor(r),
+                wscale: any_tensor(r),
+                expert: r.next_u64().is_multiple_of(2).then(|| any_u16(r)),
             },
             1 => Op::DwConv {
-                input: slice(r, &mut u16v),
-                output: u16v(r),
+                input: any_slice(r),
+                output: any_u16(r),
                 stride: r.next_u64() as u8,
                 relu: r.next_u64().is_multiple_of(2),
-                weight: tensor(r),
-                bias: tensor(r),
-                wscale: tensor(r),
+                weight: any_tensor(r),
+                bias: any_tensor(r),
+                wscale: any_tensor(r),
             },
             2 => Op::MaxPool {
-                input: u16v(r),
-                output: u16v(r),
+                input: any_u16(r),
+                output: any_u16(r),
             },
             3 => Op::ConcatShuffle {
-                a: slice(r, &mut u16v),
-                b: slice(r, &mut u16v),
-                output: u16v(r),
+                a: any_slice(r),
+                b: any_slice(r),
+                output: any_u16(r),
             },
-            _ => Op::PoolHead { input: u16v(r) },
+            _ => Op::PoolHead { input: any_u16(r) },
         }
     }
 

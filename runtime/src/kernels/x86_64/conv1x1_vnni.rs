@@ -15,7 +15,7 @@ use core::mem::MaybeUninit;
 use super::conv1x1::src;
 use super::conv1x1::ROWS_MIN_PIXELS;
 use super::requant::{requant16, Requant, RqCols};
-use super::{first16, first_bytes};
+use super::{first16, first_bytes, lane_mask};
 use crate::kernels::{Geom, OutQ, SumTile};
 
 /// Output pixels per tile.
@@ -95,10 +95,8 @@ unsafe fn pack_block<'o>(rows: &[i8], n: usize, out: &'o mut [MaybeUninit<i8>]) 
     while k < quads {
         let m = (quads - k).min(8);
         // Lanes `< m` of each row: quads `k .. k + m`.
-        let lanes = _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(m as i32),
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        );
+        // SAFETY: `lane_mask` gives 8 i32.
+        let lanes = unsafe { _mm256_loadu_si256(lane_mask(m).as_ptr().cast()) };
         for l0 in [0, 8] {
             let v: [__m256; 8] = core::array::from_fn(|l| {
                 if l0 + l < r {
