@@ -261,13 +261,12 @@ unsafe fn sums(g: &Geom, x: &[i8], zx: i32, w: &[i8], sink: &mut dyn FnMut(SumTi
             gemm(g, x, zx, blocks, |p, np, b, a| {
                 let ob = BLK * b;
                 let nb = BLK.min(no - ob);
+                // One masked store a row: the epilogue's 16-lane loads of these rows then
+                // meet whole stores, not the 16 narrow ones an element copy made.
                 for (t, v) in a.iter().enumerate().take(np) {
-                    let mut lanes = [0i32; BLK];
-                    // SAFETY: `lanes` holds 16 i32.
-                    _mm512_storeu_si512(lanes.as_mut_ptr().cast(), *v);
-                    for (d, &s) in acc[t * no + ob..][..nb].iter_mut().zip(&lanes) {
-                        d.write(s);
-                    }
+                    let d = &mut acc[t * no + ob..][..nb];
+                    // SAFETY: the mask writes the first `nb ≤ 16` lanes, which `d` holds.
+                    _mm512_mask_storeu_epi32(d.as_mut_ptr().cast(), first16(nb), *v);
                 }
                 if ob + nb == no {
                     // SAFETY: `gemm` hands a pixel tile's blocks in order, so rows `0 .. np`

@@ -126,6 +126,11 @@ pub(crate) fn avx512() -> Kernels {
     }
 }
 
+/// The f32 just below ½ (`0.5 − 2^−25`): `trunc(|t| + HALF_BELOW)` is `|t|` rounded half
+/// away from zero for every `|t| ≤ 2^22` (the argument is `switch::quantize_vcvt`'s):
+/// the int8 codes' rounding in four vector instructions instead of a fraction test.
+const HALF_BELOW: f32 = 0.5 - 1.0 / 33_554_432.0;
+
 /// `−1` lanes for the first `n` of 8 (`n ≤ 8`): the mask of a partial `maskload`/`maskstore`.
 #[inline]
 fn lane_mask(n: usize) -> [i32; 8] {

@@ -3,6 +3,8 @@
 //! the same operations in the same order (multiply then add, no FMA), so bit-identical.
 use core::arch::x86_64::*;
 
+use super::HALF_BELOW;
+
 use crate::kernels::reference::requant_weights::quantize_weight;
 use crate::quant::{amax_bits, weight_scale};
 use crate::switch::Delta;
@@ -202,16 +204,16 @@ unsafe fn in_registers<const N: usize, const M: usize>(
             let q = unsafe { _mm_loadl_epi64(w0.as_ptr().add(m * n + i * 8).cast()) };
             let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
             *ti = _mm256_add_ps(*ti, _mm256_mul_ps(s0v, q));
-            mx = max_abs_bits(mx, *ti);
+            mx = _mm256_max_epi32(mx, abs_bits(*ti));
         }
-        // The lane-wise max of the 8 lanes, in registers.
-        let m4 = _mm_max_epi32(
-            _mm256_castsi256_si128(mx),
-            _mm256_extracti128_si256::<1>(mx),
-        );
-        let m2 = _mm_max_epi32(m4, _mm_shuffle_epi32::<0b01_00_11_10>(m4));
-        let m1 = _mm_max_epi32(m2, _mm_shuffle_epi32::<0b10_11_00_01>(m2));
-        amax[m] = _mm_cvtsi128_si32(m1) as u32;
+        amax[m] = reduce_max8(mx);
+        if amax[m] > INF_BITS {
+            // A NaN took part: the max again without the NaNs (the reference skips them).
+            amax[m] = reduce_max8(
+                tm.iter()
+                    .fold(_mm256_setzero_si256(), |mx, &v| max_abs_bits(mx, v)),
+            );
+        }
     }
     let scale = amax.map(|bits| weight_scale(f32::from_bits(bits)));
     for (m, tm) in t.iter().enumerate() {
@@ -368,6 +370,37 @@ unsafe fn add_w0_16(t: __m512, w0: *const i8, s0v: __m512, w: *mut f32, mx: __m5
     max_abs_bits16(mx, v)
 }
 
+/// `|v|`'s bit patterns on 16 lanes: their integer max is `max|w|`'s pattern while no lane
+/// is a NaN (a NaN's pattern is above [`INF_BITS`]: then [`max_abs_bits16`] redoes it).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn abs_bits16(v: __m512) -> __m512i {
+    _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fff_ffff))
+}
+
+/// [`abs_bits16`] on 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn abs_bits(v: __m256) -> __m256i {
+    _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7fff_ffff))
+}
+
+/// `+∞`'s bit pattern: every larger `|w|` pattern is a NaN's.
+const INF_BITS: u32 = 0x7f80_0000;
+
+/// The largest of 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn reduce_max8(mx: __m256i) -> u32 {
+    let m4 = _mm_max_epi32(
+        _mm256_castsi256_si128(mx),
+        _mm256_extracti128_si256::<1>(mx),
+    );
+    let m2 = _mm_max_epi32(m4, _mm_shuffle_epi32::<0b01_00_11_10>(m4));
+    let m1 = _mm_max_epi32(m2, _mm_shuffle_epi32::<0b10_11_00_01>(m2));
+    _mm_cvtsi128_si32(m1) as u32
+}
+
 /// [`max_abs_bits`] on 16 lanes (the NaN test as a mask).
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -474,9 +507,17 @@ unsafe fn in_zmm<const N: usize, const M: usize>(
             let q = unsafe { _mm_loadu_si128(w0.as_ptr().add(m * n + i * 16).cast()) };
             let q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
             *ti = _mm512_add_ps(*ti, _mm512_mul_ps(s0v, q));
-            mx = max_abs_bits16(mx, *ti);
+            mx = _mm512_max_epi32(mx, abs_bits16(*ti));
         }
-        scale[m] = weight_scale(f32::from_bits(_mm512_reduce_max_epi32(mx) as u32));
+        let mut amax = _mm512_reduce_max_epi32(mx) as u32;
+        if amax > INF_BITS {
+            // A NaN took part: the max again without the NaNs (the reference skips them).
+            let mx = tm
+                .iter()
+                .fold(_mm512_setzero_si512(), |mx, &v| max_abs_bits16(mx, v));
+            amax = _mm512_reduce_max_epi32(mx) as u32;
+        }
+        scale[m] = weight_scale(f32::from_bits(amax));
     }
     for (m, tm) in t.iter().enumerate() {
         let invv = _mm512_set1_ps(1.0 / scale[m]);
@@ -493,27 +534,21 @@ unsafe fn in_zmm<const N: usize, const M: usize>(
     scale
 }
 
-/// [`codes8`] for 16 weights (the comparisons as masks), as 16 bytes.
+/// [`codes8`] for 16 weights, as 16 bytes (the sign as a mask: AVX-512 has no `vpsignd`).
 #[inline]
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
 fn codes16(w: __m512, invv: __m512) -> __m128i {
     let t = _mm512_mul_ps(w, invv);
-    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(t, t);
-    let t = _mm512_min_ps(
-        _mm512_max_ps(t, _mm512_set1_ps(-128.0)),
-        _mm512_set1_ps(128.0),
-    );
-    let ti = _mm512_cvttps_epi32(t);
-    let f = _mm512_sub_ps(t, _mm512_cvtepi32_ps(ti));
-    let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(f, _mm512_set1_ps(0.5));
-    let down = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(f, _mm512_set1_ps(-0.5));
-    let one = _mm512_set1_epi32(1);
-    let r = _mm512_mask_sub_epi32(_mm512_mask_add_epi32(ti, up, ti, one), down, ti, one);
-    let r = _mm512_min_epi32(
-        _mm512_max_epi32(r, _mm512_set1_epi32(-127)),
-        _mm512_set1_epi32(127),
-    );
-    _mm512_cvtsepi32_epi8(_mm512_maskz_mov_epi32(!nan, r))
+    let a = _mm512_castsi512_ps(_mm512_and_si512(
+        _mm512_castps_si512(t),
+        _mm512_set1_epi32(0x7fff_ffff),
+    ));
+    let a = _mm512_add_ps(a, _mm512_set1_ps(HALF_BELOW));
+    // `vmaxps` returns its second operand for a NaN first one: NaN → 0.
+    let a = _mm512_min_ps(_mm512_max_ps(a, _mm512_setzero_ps()), _mm512_set1_ps(127.0));
+    let r = _mm512_cvttps_epi32(a);
+    let neg = _mm512_cmplt_epi32_mask(_mm512_castps_si512(t), _mm512_setzero_si512());
+    _mm512_cvtsepi32_epi8(_mm512_mask_sub_epi32(r, neg, _mm512_setzero_si512(), r))
 }
 
 /// Widest stem row `Cin·k` [`kxk_rows`] keeps in registers (two vectors).
@@ -704,26 +739,91 @@ unsafe fn quantise(w: &[f32], mx: __m256i, main: usize, out: &mut [i8]) -> f32 {
     s
 }
 
-/// The int8 codes `quantize_weight(w · inv)` of 8 weights in the low 8 bytes: clamped to
-/// ±128 first (so the conversion cannot overflow), rounded half away from zero, clamped to
-/// ±127, NaN as 0.
+/// The int8 codes `quantize_weight(w · inv)` of 8 weights in the low 8 bytes, as
+/// `fixed::quantize_weight_fast`: `trunc(min(|t| + h, 127))` with `h` the float below ½
+/// (round half away from zero for every `|t| ≤ 2^22`; past 126.5 the result is 127, the
+/// reference's clamp), a NaN sum made 0 by `max(·, 0)`, and `t`'s sign put back
+/// (`vpsignd`: −0 and +0 give 0 either way). 9 instructions where the fraction test took 15.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn codes8(w: __m256, invv: __m256) -> __m128i {
     let t = _mm256_mul_ps(w, invv);
-    let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(t, t));
-    let t = _mm256_min_ps(
-        _mm256_max_ps(t, _mm256_set1_ps(-128.0)),
-        _mm256_set1_ps(128.0),
-    );
-    let ti = _mm256_cvttps_epi32(t);
-    let f = _mm256_sub_ps(t, _mm256_cvtepi32_ps(ti));
-    let up = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GE_OQ>(f, _mm256_set1_ps(0.5)));
-    let down = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(f, _mm256_set1_ps(-0.5)));
-    // Masks are −1: subtracting `up` adds one, adding `down` subtracts one.
-    let r = _mm256_add_epi32(_mm256_sub_epi32(ti, up), down);
-    let r = _mm256_max_epi32(r, _mm256_set1_epi32(-127));
-    let r = _mm256_andnot_si256(nan, _mm256_min_epi32(r, _mm256_set1_epi32(127)));
+    let a = _mm256_and_ps(t, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
+    let a = _mm256_add_ps(a, _mm256_set1_ps(HALF_BELOW));
+    // `vmaxps` returns its second operand for a NaN first one: NaN → 0.
+    let a = _mm256_min_ps(_mm256_max_ps(a, _mm256_setzero_ps()), _mm256_set1_ps(127.0));
+    let r = _mm256_sign_epi32(_mm256_cvttps_epi32(a), _mm256_castps_si256(t));
     let r16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
     _mm_packs_epi16(r16, r16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::reference::requant_weights::quantize_weight;
+
+    /// [`codes8`] and [`codes16`] are `quantize_weight(w · inv)` lane by lane: products at
+    /// and next to every tie `k + ½` (`k` up to ±130: a `+ ½` for the float below it, or a
+    /// clamp before the rounding, would show), NaN, ±∞, ±0, subnormals and random bit
+    /// patterns. Seed: `LORKD_SEED`.
+    #[test]
+    fn codes_are_quantize_weight() {
+        if !super::super::detected() {
+            println!("SKIPPED codes_are_quantize_weight: no AVX2 on this CPU");
+            return;
+        }
+        let wide = super::super::avx512_detected();
+        if !wide {
+            println!("SKIPPED codes_are_quantize_weight (codes16): no AVX-512 on this CPU");
+        }
+        let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
+        for _ in 0..50_000 {
+            let inv = match rng.below(3) {
+                0 => 1.0,
+                1 => f32::powi(2.0, rng.below(12) as i32 - 6),
+                _ => 0.01 + rng.uniform(10.0).abs(),
+            };
+            let w: [f32; 16] = core::array::from_fn(|_| match rng.below(6) {
+                0 => (rng.below(261) as f32 - 130.0 + 0.5) / inv,
+                1 => {
+                    let t = (rng.below(261) as f32 - 130.0 + 0.5) / inv;
+                    f32::from_bits(
+                        t.to_bits()
+                            .wrapping_add(rng.below(5) as u32)
+                            .wrapping_sub(2),
+                    )
+                }
+                2 => [
+                    f32::NAN,
+                    -f32::NAN,
+                    f32::INFINITY,
+                    f32::NEG_INFINITY,
+                    0.0,
+                    -0.0,
+                    1e-40,
+                ][rng.below(7)],
+                3 => f32::from_bits(rng.next_u64() as u32),
+                _ => rng.uniform(140.0) / inv,
+            });
+            let want: [i8; 16] = core::array::from_fn(|i| quantize_weight(w[i] * inv));
+            let mut got = [0i8; 16];
+            // SAFETY: AVX2 detected above; `w` holds 16 floats, `got` 16 bytes.
+            unsafe {
+                for h in 0..2 {
+                    let v = _mm256_loadu_ps(w.as_ptr().add(8 * h));
+                    let c = codes8(v, _mm256_set1_ps(inv));
+                    _mm_storel_epi64(got.as_mut_ptr().add(8 * h).cast(), c);
+                }
+            }
+            assert_eq!(got, want, "codes8 {w:?} · {inv}");
+            if wide {
+                // SAFETY: AVX-512 detected above.
+                unsafe {
+                    let v = _mm512_loadu_ps(w.as_ptr());
+                    _mm_storeu_si128(got.as_mut_ptr().cast(), codes16(v, _mm512_set1_ps(inv)));
+                }
+                assert_eq!(got, want, "codes16 {w:?} · {inv}");
+            }
+        }
+    }
 }
