@@ -342,7 +342,12 @@ pub trait SeqItem<'a>: Deserialize<'a> {
 }
 
 impl SeqItem<'_> for ValueDesc {}
-impl SeqItem<'_> for DeltaRef {}
+impl SeqItem<'_> for DeltaRef {
+    #[inline]
+    fn take(bytes: &[u8]) -> Option<(Self, &[u8])> {
+        super::wire::take_delta_ref(bytes)
+    }
+}
 impl<'a> SeqItem<'a> for NamedTensor<'a> {}
 impl<'a> SeqItem<'a> for DeptEntry<'a> {}
 impl<'a> SeqItem<'a> for &'a str {}

@@ -1,6 +1,7 @@
-//! [`Op`]'s postcard encoding read by hand: the engine walks the op list at every inference
-//! and twice per department switch, and serde's generic path took ~23 ns per op (1.7 µs a
-//! walk of a 74-op ShuffleNetV2 0.5x, about 4 % of its inference at 32 px). Postcard stays
+//! [`Op`]'s and [`DeltaRef`]'s postcard encodings read by hand: the engine walks the op list
+//! at every inference and twice per department switch (looking up each rebuilt expert's
+//! `DeltaRef` on the way), and serde's generic path took ~23 ns per op (1.7 µs a walk of a
+//! 74-op ShuffleNetV2 0.5x, about 4 % of its inference at 32 px). Postcard stays
 //! the format's authority: `Bundle::parse` validates every list with it, and the tests
 //! check this reader against it on random ops and random bytes (same item, same rest, or
 //! both refusing).
@@ -9,7 +10,7 @@
 //! order — `u8` as a byte, `bool` as a byte 0 or 1, `u16`/`u32` as LEB128 varints of at
 //! most 3/5 bytes (the last byte bounded so the value fits), `Option` as a byte 0 (`None`)
 //! or 1 followed by the value.
-use super::manifest::{Op, Slice, TensorRef};
+use super::manifest::{DeltaRef, Op, Slice, TensorRef};
 
 /// A cursor over the bytes left.
 struct Rd<'a>(&'a [u8]);
@@ -129,6 +130,17 @@ pub(crate) fn take_op(bytes: &[u8]) -> Option<(Op, &[u8])> {
     Some((op, r.0))
 }
 
+/// One [`DeltaRef`] (two tensors) from the front of `bytes`, as postcard gives it: the
+/// switch looks up every rebuilt expert's factors in the department's list.
+pub(crate) fn take_delta_ref(bytes: &[u8]) -> Option<(DeltaRef, &[u8])> {
+    let mut r = Rd(bytes);
+    let d = DeltaRef {
+        a: r.tensor()?,
+        b: r.tensor()?,
+    };
+    Some((d, r.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +243,35 @@ mod tests {
             }
         }
         assert!(ok > 80_000 && refused > 20_000, "{ok} / {refused}");
+    }
+
+    /// [`take_delta_ref`] and postcard agree as in [`take_op_is_postcard`]: random refs,
+    /// a byte changed, cut short, random bytes. Seed: `LORKD_SEED`.
+    #[test]
+    fn take_delta_ref_is_postcard() {
+        let mut r = Rng::new(crate::test_seed());
+        let (mut ok, mut refused) = (0, 0);
+        for case in 0..100_000 {
+            let d = DeltaRef {
+                a: any_tensor(&mut r),
+                b: any_tensor(&mut r),
+            };
+            let mut b = postcard::to_allocvec(&d).unwrap();
+            let n = b.len();
+            match case % 4 {
+                0 => {}
+                1 => b[r.next_u64() as usize % n] = r.next_u64() as u8,
+                2 => b.truncate(r.next_u64() as usize % n),
+                _ => b.iter_mut().for_each(|v| *v = r.next_u64() as u8),
+            }
+            b.extend((0..r.next_u64() % 4).map(|_| r.next_u64() as u8));
+            let want = postcard::take_from_bytes::<DeltaRef>(&b).ok();
+            assert_eq!(take_delta_ref(&b), want, "case {case}: {b:02x?}");
+            match want {
+                Some(_) => ok += 1,
+                None => refused += 1,
+            }
+        }
+        assert!(ok > 40_000 && refused > 10_000, "{ok} / {refused}");
     }
 }
