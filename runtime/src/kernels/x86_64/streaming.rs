@@ -45,7 +45,103 @@ fn u_i8_tabled(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut [f32
         return switch::lowrank_u_i8(g, x, q, a, r, u);
     }
     let t = dequant_table(q);
+    if r.is_multiple_of(8) && u.len() >= g.ho * g.wo * r && a.len() >= r * g.cin {
+        // SAFETY: both callers are AVX2 target-feature functions (this body is inlined
+        // into them); `r` a multiple of 8, `u` and `a` checked above.
+        return unsafe { rank_lanes_i8(g, x, &t, a, r, u) };
+    }
     switch::lowrank_u_gemm(g, x, |v| t[v as u8 as usize], a, r, u)
+}
+
+/// `switch::lowrank_u_gemm`'s rank lanes (`r` a multiple of 8) for int8 input through the
+/// dequantisation table, by hand: eight pixels side by side (eight chains of the `Cin`
+/// dependent adds, each `Aᵀ` load feeding eight), the input rows as pointers checked once
+/// per pixel, so the inner loop is a load of `Aᵀ`'s 8 weights and per pixel a byte load,
+/// a broadcast of its table value, a product and an add — the lane code's operations in
+/// its order (each sum from 0.0 over `c` in order, a product then an add), so the same
+/// bits; LLVM's form of the lane code reloaded spilled pointers and bounds-checked each
+/// input (~25 instructions a channel for four pixels).
+///
+/// # Safety
+/// AVX2 available; `r` a multiple of 8, `at` holds `r·Cin` values, `u` `ho·wo·r`.
+#[target_feature(enable = "avx2")]
+unsafe fn rank_lanes_i8(g: &Geom, x: &[i8], t: &[f32; 256], at: &[f32], r: usize, u: &mut [f32]) {
+    let (npix, cin) = (g.ho * g.wo, g.cin);
+    let rows = |p: usize| {
+        let o = super::conv1x1::src(g, p);
+        x[o..o + cin].as_ptr()
+    };
+    let mut p = 0;
+    while p < npix {
+        let n = if npix - p >= 8 {
+            8
+        } else if npix - p >= 4 {
+            4
+        } else {
+            1
+        };
+        // SAFETY (each call): pixels `p .. p + N ≤ npix`, every row `cin` bytes (sliced by
+        // `rows`); this function's contract for `at` and `u`.
+        unsafe {
+            match n {
+                8 => rank_px::<8>(
+                    core::array::from_fn(|k| rows(p + k)),
+                    t,
+                    at,
+                    r,
+                    cin,
+                    &mut u[p * r..],
+                ),
+                4 => rank_px::<4>(
+                    core::array::from_fn(|k| rows(p + k)),
+                    t,
+                    at,
+                    r,
+                    cin,
+                    &mut u[p * r..],
+                ),
+                _ => rank_px::<1>([rows(p)], t, at, r, cin, &mut u[p * r..]),
+            }
+        }
+        p += n;
+    }
+}
+
+/// `N` pixels of [`rank_lanes_i8`]: `u[k·r + j] = Σ_c Aᵀ[c·r + j]·t[xs[k][c]]`.
+///
+/// # Safety
+/// AVX2 available; every `xs[k]` readable for `cin` bytes, `at` holds `r·cin` values,
+/// `u` at least `N·r`, `r` a multiple of 8.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn rank_px<const N: usize>(
+    xs: [*const i8; N],
+    t: &[f32; 256],
+    at: &[f32],
+    r: usize,
+    cin: usize,
+    u: &mut [f32],
+) {
+    assert!(at.len() >= r * cin && u.len() >= N * r && r.is_multiple_of(8));
+    let (tp, ap) = (t.as_ptr(), at.as_ptr());
+    for j0 in (0..r).step_by(8) {
+        let mut acc = [_mm256_setzero_ps(); N];
+        for c in 0..cin {
+            // SAFETY: `c·r + j0 + 8 ≤ r·cin`; `xs[k] + c` inside its row; a byte's table
+            // index is below 256.
+            unsafe {
+                let w = _mm256_loadu_ps(ap.add(c * r + j0));
+                for (s, &xk) in acc.iter_mut().zip(&xs) {
+                    let v = _mm256_broadcast_ss(&*tp.add(*xk.add(c) as u8 as usize));
+                    *s = _mm256_add_ps(*s, _mm256_mul_ps(w, v));
+                }
+            }
+        }
+        for (k, s) in acc.iter().enumerate() {
+            // SAFETY: `k·r + j0 + 8 ≤ N·r ≤ u.len()`.
+            unsafe { _mm256_storeu_ps(u.as_mut_ptr().add(k * r + j0), *s) };
+        }
+    }
 }
 
 /// The AVX-512 [`Streaming`] slots: the same lane code compiled with AVX-512F enabled, so
