@@ -41,16 +41,40 @@ unsafe fn u_i8_avx2(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut
 /// target features).
 #[inline(always)]
 fn u_i8_tabled(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut [f32]) {
+    if r.is_multiple_of(8) && u.len() >= g.ho * g.wo * r && a.len() >= r * g.cin {
+        // SAFETY: both callers are AVX2 target-feature functions (this body is inlined
+        // into them); `r` a multiple of 8, `u` and `a` checked above.
+        return unsafe { rank_lanes_i8(g, x, &dequant_table_avx2(q), a, r, u) };
+    }
     if g.ho * g.wo * g.cin < TABLE_FROM {
         return switch::lowrank_u_i8(g, x, q, a, r, u);
     }
     let t = dequant_table(q);
-    if r.is_multiple_of(8) && u.len() >= g.ho * g.wo * r && a.len() >= r * g.cin {
-        // SAFETY: both callers are AVX2 target-feature functions (this body is inlined
-        // into them); `r` a multiple of 8, `u` and `a` checked above.
-        return unsafe { rank_lanes_i8(g, x, &t, a, r, u) };
-    }
     switch::lowrank_u_gemm(g, x, |v| t[v as u8 as usize], a, r, u)
+}
+
+/// [`dequant_table`] 8 codes a step: `scale · (code − zero_point)` as `QParams::dequantize`
+/// computes it (the difference wraps as there in release builds, converted to f32 rounding
+/// to nearest, one product) — 128 instructions for the table, so [`rank_lanes_i8`] takes it
+/// at any layer size.
+///
+/// # Safety
+/// AVX2 available.
+#[target_feature(enable = "avx2")]
+unsafe fn dequant_table_avx2(q: QParams) -> [f32; 256] {
+    let mut t = [0.0f32; 256];
+    let (s, zp) = (_mm256_set1_ps(q.scale), _mm256_set1_epi32(q.zero_point));
+    let step = _mm256_set1_epi32(8);
+    // Codes as bytes 0..=255, read as i8: 0..=127 then −128..=−1.
+    let mut b = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for k in (0..256).step_by(8) {
+        let code = _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(b));
+        let v = _mm256_mul_ps(s, _mm256_cvtepi32_ps(_mm256_sub_epi32(code, zp)));
+        // SAFETY: `k + 8 ≤ 256`.
+        unsafe { _mm256_storeu_ps(t.as_mut_ptr().add(k), v) };
+        b = _mm256_add_epi32(b, step);
+    }
+    t
 }
 
 /// `switch::lowrank_u_gemm`'s rank lanes (`r` a multiple of 8) for int8 input through the
@@ -518,6 +542,36 @@ unsafe fn decode_t_avx2<const W: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`dequant_table_avx2`] is `QParams::dequantize` of every code, bit for bit, for
+    /// random scales (normal, subnormal, huge, ±0, NaN, ±∞) and zero points far past the
+    /// int8 range (whose differences round when converted). Seed: `LORKD_SEED`.
+    #[test]
+    fn dequant_table_avx2_is_dequantize() {
+        if !super::super::detected() {
+            println!("SKIPPED dequant_table_avx2_is_dequantize: no AVX2 on this CPU");
+            return;
+        }
+        let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
+        for it in 0..2_000 {
+            let scale = match it % 4 {
+                0 => f32::from_bits(rng.next_u64() as u32),
+                1 => [0.0, -0.0, f32::NAN, f32::INFINITY, 1e-40][rng.below(5)],
+                _ => 1e-4 + rng.uniform(1.0).abs(),
+            };
+            let zero_point = match it % 3 {
+                0 => rng.below(256) as i32 - 128,
+                _ => (rng.next_u64() as i32) >> 1,
+            };
+            let q = QParams { scale, zero_point };
+            // SAFETY: AVX2 detected above.
+            let t = unsafe { dequant_table_avx2(q) };
+            for (i, v) in t.iter().enumerate() {
+                let want = q.dequantize(i as u8 as i8);
+                assert_eq!(v.to_bits(), want.to_bits(), "code {} {q:?}", i as u8 as i8);
+            }
+        }
+    }
 
     /// [`Quant16`] is `QParams::quantize` (after `f32::max(x, 0)` with ReLU) lane by lane:
     /// exact ties `(k + ½)·scale` at power-of-two scales and their f32 neighbours (where a
