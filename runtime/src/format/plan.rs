@@ -111,6 +111,15 @@ impl ExpertCost {
         }
     }
 
+    /// `ratio() < theta` without the 128-bit division (`ratio` is `⌊stream·2^16 / rebuild⌋`,
+    /// which is below an integer `theta` exactly when `stream·2^16 < theta·rebuild`): the
+    /// engine asks it for every expert at each inference and twice per switch.
+    pub fn ratio_below(&self, theta: u64) -> bool {
+        self.stream != u64::MAX
+            && self.rebuild != 0
+            && ((self.stream as u128) << 16) < theta as u128 * self.rebuild as u128
+    }
+
     /// `stream / rebuild` in 16.16 fixed point (saturating; `u64::MAX` when not streamable).
     pub fn ratio(&self) -> u64 {
         if self.stream == u64::MAX {
@@ -155,7 +164,7 @@ impl Plan {
             Mode::Materialized => false,
             Mode::Streaming => true,
             Mode::Auto => {
-                k == 1 && ExpertCost::new(cout, cin, k, hw, self.rank).ratio() < self.theta
+                k == 1 && ExpertCost::new(cout, cin, k, hw, self.rank).ratio_below(self.theta)
             }
         }
     }
@@ -285,5 +294,33 @@ mod tests {
             last = r;
         }
         assert_eq!(ExpertCost::new(24, 3, 3, 1, 4).ratio(), u64::MAX);
+    }
+
+    /// `ratio_below(t)` is `ratio() < t` on random costs (zero, huge and unstreamable ones
+    /// among them) and thresholds at, around and far from the ratio. Seed: `LORKD_SEED`.
+    #[test]
+    fn ratio_below_is_ratio_compared() {
+        let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
+        let any = |rng: &mut crate::engine::testnet::Rng| match rng.below(5) {
+            0 => 0,
+            1 => u64::MAX,
+            2 => rng.next_u64() >> rng.below(64),
+            _ => rng.below(1 << 20) as u64,
+        };
+        for _ in 0..200_000 {
+            let c = ExpertCost {
+                rebuild: any(&mut rng),
+                stream: any(&mut rng),
+                infer: 0,
+            };
+            let r = c.ratio();
+            let t = match rng.below(4) {
+                0 => r.saturating_add(rng.below(3) as u64).saturating_sub(1),
+                1 => rng.below(ONE as usize + 2) as u64,
+                2 => ONE,
+                _ => rng.next_u64(),
+            };
+            assert_eq!(c.ratio_below(t), r < t, "{c:?} theta {t}");
+        }
     }
 }
