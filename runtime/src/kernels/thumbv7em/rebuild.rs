@@ -13,6 +13,54 @@
 use crate::switch::{quantize_from_amax_with, rank4_pass, rank4_row, round_row, Delta};
 use core::arch::asm;
 
+/// Two weights of [`row8`]'s out-of-line max: `m = max(m, bits << 1)` of each.
+macro_rules! max_pair {
+    ($a:literal, $b:literal) => {
+        concat!(
+            "vmov {t}, {u}, ",
+            $a,
+            ", ",
+            $b,
+            "\n",
+            "cmp {m}, {t}, lsl #1\n",
+            "it lo\n",
+            "lsllo {m}, {t}, #1\n",
+            "cmp {m}, {u}, lsl #1\n",
+            "it lo\n",
+            "lsllo {m}, {u}, #1",
+        )
+    };
+}
+
+/// One quad of [`round8`]: `x` (the `VCVT`s' `trunc(2t)`) in four S registers to four code
+/// bytes at `po` (see there).
+macro_rules! round_quad {
+    ($a:literal, $b:literal, $c:literal, $d:literal) => {
+        concat!(
+            "vmov {t0}, {t1}, ",
+            $a,
+            ", ",
+            $b,
+            "\n",
+            "vmov {t2}, {t3}, ",
+            $c,
+            ", ",
+            $d,
+            "\n",
+            // [x2:x0], [x3:x1] as halfword lanes (|x| ≤ 255).
+            "pkhbt {t0}, {t0}, {t2}, lsl #16\n",
+            "pkhbt {t1}, {t1}, {t3}, lsl #16\n",
+            "bic {t2}, {k}, {t0}, lsr #15\n",
+            "bic {t3}, {k}, {t1}, lsr #15\n",
+            "shadd16 {t0}, {t0}, {t2}\n",
+            "shadd16 {t1}, {t1}, {t3}\n",
+            "lsl {t1}, {t1}, #8\n",
+            "sel {t0}, {t0}, {t1}\n",
+            "str {t0}, [{po}], #4",
+        )
+    };
+}
+
 /// Same contract and bits as `reference::requant_weights::requant_weights`.
 pub(crate) fn requant_weights(w: &mut [f32], w0: &[i8], s0: f32, out: &mut [i8]) -> f32 {
     let n = w.len();
@@ -22,7 +70,7 @@ pub(crate) fn requant_weights(w: &mut [f32], w0: &[i8], s0: f32, out: &mut [i8])
         *v += s0 * q as f32;
         amax_bits = amax_bits.max(v.to_bits() & 0x7fff_ffff);
     }
-    quantize_from_amax_with(round4, w, amax_bits, out)
+    quantize_from_amax_with(round8, w, amax_bits, out)
 }
 
 /// The `Kernels::rebuild_i8` slot: one pass for rank-4 f32 factors, else `B·A` then
@@ -36,8 +84,8 @@ pub(crate) fn rebuild_i8(
     out: &mut [i8],
 ) -> f32 {
     let n = d.channel_len();
-    match rank4_pass(row4, d, o, w0, s0, w) {
-        Some(amax) => quantize_from_amax_with(round4, &w[..n], amax, &mut out[..n]),
+    match rank4_pass(row8, d, o, w0, s0, w) {
+        Some(amax) => quantize_from_amax_with(round8, &w[..n], amax, &mut out[..n]),
         None => {
             let w = &mut w[..d.channel_len()];
             d.channel_into_i8(o, w);
@@ -50,7 +98,7 @@ pub(crate) fn rebuild_i8(
 const LAYER_MAX: usize = 256;
 
 /// The `Kernels::rebuild_layer_i8` slot: every channel of a rank-4 1x1 expert with f32
-/// factors (the common expert) as [`rebuild_i8`] forms it — [`row4`] then the rounding
+/// factors (the common expert) as [`rebuild_i8`] forms it — [`row8`] then the rounding
 /// ([`round4`]) — with the factor checks and slicing done once a layer instead of once a
 /// channel (they cost ~200 instructions a channel there, as much as a 24-weight channel's
 /// rounding pass). The same operations on the same values, so the same bytes and scales.
@@ -84,90 +132,133 @@ pub(crate) fn rebuild_layer_i8(
     let rows = b[..4 * cout].as_chunks::<4>().0.iter();
     let rows = rows.zip(s0[..cout].iter().zip(&mut out_scale[..cout]));
     for ((q, o), (br, (&s0, scale))) in chans.zip(rows) {
-        let m2 = row4(br, [a0, a1, a2, a3], q, s0, w, 0);
-        *scale = quantize_from_amax_with(round4, w, m2 >> 1, o);
+        let m2 = row8(br, [a0, a1, a2, a3], q, s0, w, 0);
+        *scale = quantize_from_amax_with(round8, w, m2 >> 1, o);
     }
     true
 }
 
-/// `switch::rank4_row` with four weights per pass in one `asm!` block: `VLDM` of four
-/// values from each `A` row, `VMUL` then three `VMLA` (the ARMv7 VFP multiply-accumulate
-/// rounds the product, then the sum: exactly `acc + b·a` as two instructions would, so the
-/// sums keep their order and bits), `W0q` read a word at a time and widened with `SXTB16`,
-/// one `VMLA` of `s0·q`, one `VSTM`, `max(bits << 1)` in the core registers. The tail
-/// (`len % 4`) goes to the portable row.
-fn row4(b: &[f32; 4], a: [&[f32]; 4], q: &[i8], s0: f32, w: &mut [f32], m2: u32) -> u32 {
+/// `switch::rank4_row` with eight weights per pass in one `asm!` block: `VLDM` of eight
+/// values from each `A` row (into one staging block: the count is instructions, not
+/// cycles), `VMUL` then three `VMLA` (the ARMv7 VFP multiply-accumulate rounds the
+/// product, then the sum: exactly `acc + b·a` as two instructions would, so the sums keep
+/// their order and bits), `W0q` by `LDRSB` (two to an S-register pair) and `VCVT`, one
+/// `VMLA` of `s0·q`, one `VSTM`. `max(bits << 1)`: the eight compared with the running
+/// max as one chain of `CMP`s conditional on the previous ones (`IT HS`), so one branch
+/// leaves the common block with no new max (2 instructions a weight, not 3.5); a block
+/// with one takes them again one at a time out of line. 83 instructions per 8 weights
+/// instead of 108. The tail (`len % 8`) goes to the portable row.
+#[inline(always)]
+fn row8(b: &[f32; 4], a: [&[f32]; 4], q: &[i8], s0: f32, w: &mut [f32], m2: u32) -> u32 {
     let n = w.len();
     let [a0, a1, a2, a3] = a;
     let (a0, a1, a2, a3, q) = (&a0[..n], &a1[..n], &a2[..n], &a3[..n], &q[..n]);
-    let blocks = n / 4;
+    let blocks = n / 8;
     let mut m2 = m2;
     if blocks > 0 {
-        // SAFETY: every pointer reads (or `w` writes) `4·blocks ≤ n` elements of a slice of
-        // length `n` (checked by the reslicing above); `W0q` is read as `blocks` unaligned
-        // words (`LDR` allows unaligned access on Armv7-M: the firmware leaves
-        // CCR.UNALIGN_TRP clear); `VLDM`/`VSTM` need 4-aligned f32, which `&[f32]` is. The
-        // clobbered FP registers are declared; no stack use.
+        // SAFETY: every pointer reads (or `w` writes) `8·blocks ≤ n` elements of a slice of
+        // length `n` (checked by the reslicing above); `VLDM`/`VSTM` need 4-aligned f32,
+        // which `&[f32]` is; `W0q` is read a byte at a time. The clobbered FP registers are
+        // declared (flags are clobbered by default); no stack use.
         unsafe {
             asm!(
-                "vldmia {pb}, {{s0-s3}}",
-                "vmov s4, {s0}",
+                "vldmia {t}, {{s0-s3}}",
+                "vmov s4, {u}",
                 "2:",
-                "vldmia {pa0}!, {{s16-s19}}",
-                "vldmia {pa1}!, {{s20-s23}}",
-                "vldmia {pa2}!, {{s24-s27}}",
-                "vldmia {pa3}!, {{s28-s31}}",
+                "vldmia {pa0}!, {{s16-s23}}",
                 "vmul.f32 s8, s0, s16",
                 "vmul.f32 s9, s0, s17",
                 "vmul.f32 s10, s0, s18",
                 "vmul.f32 s11, s0, s19",
-                "vmla.f32 s8, s1, s20",
-                "vmla.f32 s9, s1, s21",
-                "vmla.f32 s10, s1, s22",
-                "vmla.f32 s11, s1, s23",
-                "vmla.f32 s8, s2, s24",
-                "vmla.f32 s9, s2, s25",
-                "vmla.f32 s10, s2, s26",
-                "vmla.f32 s11, s2, s27",
-                "vmla.f32 s8, s3, s28",
-                "vmla.f32 s9, s3, s29",
-                "vmla.f32 s10, s3, s30",
-                "vmla.f32 s11, s3, s31",
-                // `W0q` to f32: bytes 0 and 2 (1 and 3) as halfwords by `SXTB16`, the low
-                // halfwords converted as fixed-point s16 with no fraction bits, the high ones
-                // after an `ASR #16`: 11 instructions for 4 weights instead of 13.
-                "ldr {t}, [{pq}], #4",
-                "sxtb16 {u}, {t}",
-                "sxtb16 {t}, {t}, ror #8",
-                "vmov s12, s13, {u}, {t}",
-                "asr {u}, {u}, #16",
-                "asr {t}, {t}, #16",
-                "vmov s14, s15, {u}, {t}",
-                "vcvt.f32.s16 s12, s12, #0",
-                "vcvt.f32.s16 s13, s13, #0",
-                "vcvt.f32.s32 s14, s14",
-                "vcvt.f32.s32 s15, s15",
-                "vmla.f32 s8, s4, s12",
-                "vmla.f32 s9, s4, s13",
-                "vmla.f32 s10, s4, s14",
-                "vmla.f32 s11, s4, s15",
-                "vstmia {pw}!, {{s8-s11}}",
+                "vmul.f32 s12, s0, s20",
+                "vmul.f32 s13, s0, s21",
+                "vmul.f32 s14, s0, s22",
+                "vmul.f32 s15, s0, s23",
+                "vldmia {pa1}!, {{s16-s23}}",
+                "vmla.f32 s8, s1, s16",
+                "vmla.f32 s9, s1, s17",
+                "vmla.f32 s10, s1, s18",
+                "vmla.f32 s11, s1, s19",
+                "vmla.f32 s12, s1, s20",
+                "vmla.f32 s13, s1, s21",
+                "vmla.f32 s14, s1, s22",
+                "vmla.f32 s15, s1, s23",
+                "vldmia {pa2}!, {{s16-s23}}",
+                "vmla.f32 s8, s2, s16",
+                "vmla.f32 s9, s2, s17",
+                "vmla.f32 s10, s2, s18",
+                "vmla.f32 s11, s2, s19",
+                "vmla.f32 s12, s2, s20",
+                "vmla.f32 s13, s2, s21",
+                "vmla.f32 s14, s2, s22",
+                "vmla.f32 s15, s2, s23",
+                "vldmia {pa3}!, {{s16-s23}}",
+                "vmla.f32 s8, s3, s16",
+                "vmla.f32 s9, s3, s17",
+                "vmla.f32 s10, s3, s18",
+                "vmla.f32 s11, s3, s19",
+                "vmla.f32 s12, s3, s20",
+                "vmla.f32 s13, s3, s21",
+                "vmla.f32 s14, s3, s22",
+                "vmla.f32 s15, s3, s23",
+                "ldrsb {t}, [{pq}], #1",
+                "ldrsb {u}, [{pq}], #1",
+                "vmov s24, s25, {t}, {u}",
+                "ldrsb {t}, [{pq}], #1",
+                "ldrsb {u}, [{pq}], #1",
+                "vmov s26, s27, {t}, {u}",
+                "ldrsb {t}, [{pq}], #1",
+                "ldrsb {u}, [{pq}], #1",
+                "vmov s28, s29, {t}, {u}",
+                "ldrsb {t}, [{pq}], #1",
+                "ldrsb {u}, [{pq}], #1",
+                "vmov s30, s31, {t}, {u}",
+                "vcvt.f32.s32 s24, s24",
+                "vcvt.f32.s32 s25, s25",
+                "vcvt.f32.s32 s26, s26",
+                "vcvt.f32.s32 s27, s27",
+                "vcvt.f32.s32 s28, s28",
+                "vcvt.f32.s32 s29, s29",
+                "vcvt.f32.s32 s30, s30",
+                "vcvt.f32.s32 s31, s31",
+                "vmla.f32 s8, s4, s24",
+                "vmla.f32 s9, s4, s25",
+                "vmla.f32 s10, s4, s26",
+                "vmla.f32 s11, s4, s27",
+                "vmla.f32 s12, s4, s28",
+                "vmla.f32 s13, s4, s29",
+                "vmla.f32 s14, s4, s30",
+                "vmla.f32 s15, s4, s31",
+                "vstmia {pw}!, {{s8-s15}}",
+                // HS while `m ≥ bits << 1` for every weight so far; a LO skips the rest.
                 "vmov {t}, {u}, s8, s9",
                 "cmp {m}, {t}, lsl #1",
-                "it lo",
-                "lsllo {m}, {t}, #1",
-                "cmp {m}, {u}, lsl #1",
-                "it lo",
-                "lsllo {m}, {u}, #1",
-                "vmov {t}, {u}, s10, s11",
-                "cmp {m}, {t}, lsl #1",
-                "it lo",
-                "lsllo {m}, {t}, #1",
-                "cmp {m}, {u}, lsl #1",
-                "it lo",
-                "lsllo {m}, {u}, #1",
+                "itttt hs",
+                "cmphs {m}, {u}, lsl #1",
+                "vmovhs {t}, {u}, s10, s11",
+                "cmphs {m}, {t}, lsl #1",
+                "cmphs {m}, {u}, lsl #1",
+                "itttt hs",
+                "vmovhs {t}, {u}, s12, s13",
+                "cmphs {m}, {t}, lsl #1",
+                "cmphs {m}, {u}, lsl #1",
+                "vmovhs {t}, {u}, s14, s15",
+                "itt hs",
+                "cmphs {m}, {t}, lsl #1",
+                "cmphs {m}, {u}, lsl #1",
+                "blo 5f",
+                "4:",
                 "subs {cnt}, {cnt}, #1",
                 "bne 2b",
+                "b 6f",
+                // A new max in this block: the eight one at a time.
+                "5:",
+                max_pair!("s8", "s9"),
+                max_pair!("s10", "s11"),
+                max_pair!("s12", "s13"),
+                max_pair!("s14", "s15"),
+                "b 4b",
+                "6:",
                 pa0 = inout(reg) a0.as_ptr() => _,
                 pa1 = inout(reg) a1.as_ptr() => _,
                 pa2 = inout(reg) a2.as_ptr() => _,
@@ -176,10 +267,8 @@ fn row4(b: &[f32; 4], a: [&[f32]; 4], q: &[i8], s0: f32, w: &mut [f32], m2: u32)
                 pw = inout(reg) w.as_mut_ptr() => _,
                 cnt = inout(reg) blocks => _,
                 m = inout(reg) m2,
-                t = out(reg) _,
-                u = out(reg) _,
-                pb = in(reg) b.as_ptr(),
-                s0 = in(reg) s0.to_bits(),
+                t = inout(reg) b.as_ptr() => _,
+                u = inout(reg) s0.to_bits() => _,
                 out("s0") _, out("s1") _, out("s2") _, out("s3") _, out("s4") _,
                 out("s8") _, out("s9") _, out("s10") _, out("s11") _,
                 out("s12") _, out("s13") _, out("s14") _, out("s15") _,
@@ -191,7 +280,11 @@ fn row4(b: &[f32; 4], a: [&[f32]; 4], q: &[i8], s0: f32, w: &mut [f32], m2: u32)
             );
         }
     }
-    let k = 4 * blocks;
+    let k = 8 * blocks;
+    if k == n {
+        // The common row (a multiple of 8): no call for an empty tail.
+        return m2;
+    }
     rank4_row(
         b,
         [&a0[k..], &a1[k..], &a2[k..], &a3[k..]],
@@ -202,79 +295,82 @@ fn row4(b: &[f32; 4], a: [&[f32]; 4], q: &[i8], s0: f32, w: &mut [f32], m2: u32)
     )
 }
 
-/// `switch::round_row` four weights per pass in one `asm!` block: `VLDM`, `VMUL` by
-/// `1/s`, `VABS`, `VADD` of `½ − 2^−25`, `VCVT` (toward zero; NaN → 0, saturating),
-/// `USAT #7`, the sign of `w·inv` put back with `EOR`/`SUB` of its `ASR #31` — the steps of
-/// `fixed::quantize_weight_fast`. The tail (`len % 4`) goes to the portable loop.
-fn round4(w: &[f32], inv: f32, out: &mut [i8]) {
+/// `inv` up to which [`round8`] takes its `asm!` loop: then `s = 1/inv ≥ 2^−100` is a normal
+/// float, `max|w| = 127·s` up to rounding, and every `|w·inv|` stays below `127·(1 + 2^−22)`.
+const ROUND_INV_MAX: f32 = 1.2676506e30; // 2^100
+
+/// `switch::round_row` eight weights per pass in one `asm!` block, for `inv = 1/s` with
+/// `s = max|w| / 127` of these `w` (the one caller, `quantize_from_amax_with`): `VLDM`,
+/// `VMUL` by `inv`, then `x = trunc(2t)` by the fixed-point `VCVT` with one fraction bit
+/// (exact scaling, toward zero, NaN → 0); `round_half_away(t) = (x + [x ≥ 0]) >> 1` (floor),
+/// done two lanes at a time: `PKHBT` pairs the halfwords, `BIC` of `x >> 15` from `0x00010001`
+/// gives `[x ≥ 0]` per lane, `SHADD16` adds and halves, `SEL` (GE = 0b0101, set once) merges
+/// two pairs into the four code bytes of one `STR`: 41 instructions per 8 weights instead of 78.
+/// Equal to `fixed::quantize_weight_fast(t)` for every `|t| < 127.5` and NaN (checked on
+/// every such f32 on the host, `round_lanes_match_quantize_weight`); with `inv` in
+/// `(0, 2^100]` (see [`ROUND_INV_MAX`]) no `|t|` comes near 127.5, so no clamp is needed.
+/// Other `inv` (all-zero, subnormal, infinite channels) and the tail (`len % 8`) take the
+/// portable loop.
+#[inline(always)]
+fn round8(w: &[f32], inv: f32, out: &mut [i8]) {
     let n = w.len().min(out.len());
     let (w, out) = (&w[..n], &mut out[..n]);
-    let blocks = n / 4;
+    let blocks = if inv > 0.0 && inv <= ROUND_INV_MAX {
+        n / 8
+    } else {
+        0
+    };
     if blocks > 0 {
-        // SAFETY: reads `4·blocks ≤ n` f32 of `w` (4-aligned as every `&[f32]`) and writes
-        // as many bytes of `out`, both of length `n`; the clobbered FP registers are declared;
-        // no stack use.
+        // SAFETY: reads `8·blocks ≤ n` f32 of `w` (4-aligned as every `&[f32]`) and writes
+        // as many bytes of `out` (`STR` of 4 codes: unaligned stores are allowed on
+        // Armv7-M, the firmware leaves CCR.UNALIGN_TRP clear), both of length `n`; the
+        // clobbered FP registers and the APSR (GE bits) are declared (flags are clobbered
+        // by default); no stack use.
         unsafe {
             asm!(
-                "vmov s0, {inv}",
-                "vmov s1, {half}",
+                "vmov s0, {t0}",
+                // GE = 0b0101: `SEL` takes bytes 0 and 2 from its first operand.
+                "lsl {t0}, {k}, #8",
+                "usub8 {t0}, {k}, {t0}",
                 "2:",
-                "vldmia {pw}!, {{s8-s11}}",
+                "vldmia {pw}!, {{s8-s15}}",
                 "vmul.f32 s8, s8, s0",
                 "vmul.f32 s9, s9, s0",
                 "vmul.f32 s10, s10, s0",
                 "vmul.f32 s11, s11, s0",
-                "vmov {t0}, {t1}, s8, s9",
-                "vmov {t2}, {t3}, s10, s11",
-                "vabs.f32 s8, s8",
-                "vabs.f32 s9, s9",
-                "vabs.f32 s10, s10",
-                "vabs.f32 s11, s11",
-                "vadd.f32 s8, s8, s1",
-                "vadd.f32 s9, s9, s1",
-                "vadd.f32 s10, s10, s1",
-                "vadd.f32 s11, s11, s1",
-                "vcvt.s32.f32 s8, s8",
-                "vcvt.s32.f32 s9, s9",
-                "vcvt.s32.f32 s10, s10",
-                "vcvt.s32.f32 s11, s11",
-                "vmov {r0}, {r1}, s8, s9",
-                "usat {r0}, #7, {r0}",
-                "usat {r1}, #7, {r1}",
-                "eor {r0}, {r0}, {t0}, asr #31",
-                "sub {r0}, {r0}, {t0}, asr #31",
-                "eor {r1}, {r1}, {t1}, asr #31",
-                "sub {r1}, {r1}, {t1}, asr #31",
-                "strb {r0}, [{po}], #1",
-                "strb {r1}, [{po}], #1",
-                "vmov {r0}, {r1}, s10, s11",
-                "usat {r0}, #7, {r0}",
-                "usat {r1}, #7, {r1}",
-                "eor {r0}, {r0}, {t2}, asr #31",
-                "sub {r0}, {r0}, {t2}, asr #31",
-                "eor {r1}, {r1}, {t3}, asr #31",
-                "sub {r1}, {r1}, {t3}, asr #31",
-                "strb {r0}, [{po}], #1",
-                "strb {r1}, [{po}], #1",
+                "vmul.f32 s12, s12, s0",
+                "vmul.f32 s13, s13, s0",
+                "vmul.f32 s14, s14, s0",
+                "vmul.f32 s15, s15, s0",
+                "vcvt.s32.f32 s8, s8, #1",
+                "vcvt.s32.f32 s9, s9, #1",
+                "vcvt.s32.f32 s10, s10, #1",
+                "vcvt.s32.f32 s11, s11, #1",
+                "vcvt.s32.f32 s12, s12, #1",
+                "vcvt.s32.f32 s13, s13, #1",
+                "vcvt.s32.f32 s14, s14, #1",
+                "vcvt.s32.f32 s15, s15, #1",
+                round_quad!("s8", "s9", "s10", "s11"),
+                round_quad!("s12", "s13", "s14", "s15"),
                 "subs {cnt}, {cnt}, #1",
                 "bne 2b",
                 pw = inout(reg) w.as_ptr() => _,
                 po = inout(reg) out.as_mut_ptr() => _,
                 cnt = inout(reg) blocks => _,
-                inv = in(reg) inv.to_bits(),
-                half = in(reg) 0x3eff_ffffu32,
-                t0 = out(reg) _,
+                k = in(reg) 0x0001_0001u32,
+                t0 = inout(reg) inv.to_bits() => _,
                 t1 = out(reg) _,
                 t2 = out(reg) _,
                 t3 = out(reg) _,
-                r0 = out(reg) _,
-                r1 = out(reg) _,
-                out("s0") _, out("s1") _,
+                out("s0") _,
                 out("s8") _, out("s9") _, out("s10") _, out("s11") _,
+                out("s12") _, out("s13") _, out("s14") _, out("s15") _,
                 options(nostack),
             );
         }
     }
-    let k = 4 * blocks;
-    round_row(&w[k..], inv, &mut out[k..]);
+    let k = 8 * blocks;
+    if k < n {
+        round_row(&w[k..], inv, &mut out[k..]);
+    }
 }
