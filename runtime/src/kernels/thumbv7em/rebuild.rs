@@ -32,31 +32,222 @@ macro_rules! max_pair {
     };
 }
 
-/// One quad of [`round8`]: `x` (the `VCVT`s' `trunc(2t)`) in four S registers to four code
-/// bytes at `po` (see there).
-macro_rules! round_quad {
-    ($a:literal, $b:literal, $c:literal, $d:literal) => {
+/// [`row8`]'s loop over `{cnt}` blocks of 8 weights (labels 2–6; see there): `{pa0}`–`{pa3}`
+/// the `A` rows, `{pq}` `W0q`, `{pw}` the f32 row, `{m}` the running `max(bits << 1)`,
+/// `{t}`/`{u}` scratch; `s0`–`s3` hold the `B` row, `s4` `s0`.
+macro_rules! row8_loop {
+    () => {
         concat!(
-            "vmov {t0}, {t1}, ",
+            "2:\n",
+            "vldmia {pa0}!, {{s16-s23}}\n",
+            "vmul.f32 s8, s0, s16\n",
+            "vmul.f32 s9, s0, s17\n",
+            "vmul.f32 s10, s0, s18\n",
+            "vmul.f32 s11, s0, s19\n",
+            "vmul.f32 s12, s0, s20\n",
+            "vmul.f32 s13, s0, s21\n",
+            "vmul.f32 s14, s0, s22\n",
+            "vmul.f32 s15, s0, s23\n",
+            "vldmia {pa1}!, {{s16-s23}}\n",
+            "vmla.f32 s8, s1, s16\n",
+            "vmla.f32 s9, s1, s17\n",
+            "vmla.f32 s10, s1, s18\n",
+            "vmla.f32 s11, s1, s19\n",
+            "vmla.f32 s12, s1, s20\n",
+            "vmla.f32 s13, s1, s21\n",
+            "vmla.f32 s14, s1, s22\n",
+            "vmla.f32 s15, s1, s23\n",
+            "vldmia {pa2}!, {{s16-s23}}\n",
+            "vmla.f32 s8, s2, s16\n",
+            "vmla.f32 s9, s2, s17\n",
+            "vmla.f32 s10, s2, s18\n",
+            "vmla.f32 s11, s2, s19\n",
+            "vmla.f32 s12, s2, s20\n",
+            "vmla.f32 s13, s2, s21\n",
+            "vmla.f32 s14, s2, s22\n",
+            "vmla.f32 s15, s2, s23\n",
+            "vldmia {pa3}!, {{s16-s23}}\n",
+            "vmla.f32 s8, s3, s16\n",
+            "vmla.f32 s9, s3, s17\n",
+            "vmla.f32 s10, s3, s18\n",
+            "vmla.f32 s11, s3, s19\n",
+            "vmla.f32 s12, s3, s20\n",
+            "vmla.f32 s13, s3, s21\n",
+            "vmla.f32 s14, s3, s22\n",
+            "vmla.f32 s15, s3, s23\n",
+            "ldrsb {t}, [{pq}], #1\n",
+            "ldrsb {u}, [{pq}], #1\n",
+            "vmov s24, s25, {t}, {u}\n",
+            "ldrsb {t}, [{pq}], #1\n",
+            "ldrsb {u}, [{pq}], #1\n",
+            "vmov s26, s27, {t}, {u}\n",
+            "ldrsb {t}, [{pq}], #1\n",
+            "ldrsb {u}, [{pq}], #1\n",
+            "vmov s28, s29, {t}, {u}\n",
+            "ldrsb {t}, [{pq}], #1\n",
+            "ldrsb {u}, [{pq}], #1\n",
+            "vmov s30, s31, {t}, {u}\n",
+            "vcvt.f32.s32 s24, s24\n",
+            "vcvt.f32.s32 s25, s25\n",
+            "vcvt.f32.s32 s26, s26\n",
+            "vcvt.f32.s32 s27, s27\n",
+            "vcvt.f32.s32 s28, s28\n",
+            "vcvt.f32.s32 s29, s29\n",
+            "vcvt.f32.s32 s30, s30\n",
+            "vcvt.f32.s32 s31, s31\n",
+            "vmla.f32 s8, s4, s24\n",
+            "vmla.f32 s9, s4, s25\n",
+            "vmla.f32 s10, s4, s26\n",
+            "vmla.f32 s11, s4, s27\n",
+            "vmla.f32 s12, s4, s28\n",
+            "vmla.f32 s13, s4, s29\n",
+            "vmla.f32 s14, s4, s30\n",
+            "vmla.f32 s15, s4, s31\n",
+            "vstmia {pw}!, {{s8-s15}}\n",
+            // HS while `m ≥ bits << 1` for every weight so far; a LO skips the rest.
+            "vmov {t}, {u}, s8, s9\n",
+            "cmp {m}, {t}, lsl #1\n",
+            "itttt hs\n",
+            "cmphs {m}, {u}, lsl #1\n",
+            "vmovhs {t}, {u}, s10, s11\n",
+            "cmphs {m}, {t}, lsl #1\n",
+            "cmphs {m}, {u}, lsl #1\n",
+            "itttt hs\n",
+            "vmovhs {t}, {u}, s12, s13\n",
+            "cmphs {m}, {t}, lsl #1\n",
+            "cmphs {m}, {u}, lsl #1\n",
+            "vmovhs {t}, {u}, s14, s15\n",
+            "itt hs\n",
+            "cmphs {m}, {t}, lsl #1\n",
+            "cmphs {m}, {u}, lsl #1\n",
+            "blo 5f\n",
+            "4:\n",
+            "subs {cnt}, {cnt}, #1\n",
+            "bne 2b\n",
+            "b 6f\n",
+            // A new max in this block: the eight one at a time.
+            "5:\n",
+            max_pair!("s8", "s9"),
+            "\n",
+            max_pair!("s10", "s11"),
+            "\n",
+            max_pair!("s12", "s13"),
+            "\n",
+            max_pair!("s14", "s15"),
+            "\n",
+            "b 4b\n",
+            "6:",
+        )
+    };
+}
+
+/// One quad of [`round8`]: `x` (the `VCVT`s' `trunc(2t)`) in four S registers to four code
+/// bytes at `{po}` (see there), with the scratch registers `t0`–`t3` and `k` = `0x00010001`
+/// named by the caller.
+macro_rules! round_quad {
+    ($a:literal, $b:literal, $c:literal, $d:literal;
+     $t0:literal, $t1:literal, $t2:literal, $t3:literal, $k:literal) => {
+        concat!(
+            "vmov {",
+            $t0,
+            "}, {",
+            $t1,
+            "}, ",
             $a,
             ", ",
             $b,
             "\n",
-            "vmov {t2}, {t3}, ",
+            "vmov {",
+            $t2,
+            "}, {",
+            $t3,
+            "}, ",
             $c,
             ", ",
             $d,
             "\n",
             // [x2:x0], [x3:x1] as halfword lanes (|x| ≤ 255).
-            "pkhbt {t0}, {t0}, {t2}, lsl #16\n",
-            "pkhbt {t1}, {t1}, {t3}, lsl #16\n",
-            "bic {t2}, {k}, {t0}, lsr #15\n",
-            "bic {t3}, {k}, {t1}, lsr #15\n",
-            "shadd16 {t0}, {t0}, {t2}\n",
-            "shadd16 {t1}, {t1}, {t3}\n",
-            "lsl {t1}, {t1}, #8\n",
-            "sel {t0}, {t0}, {t1}\n",
-            "str {t0}, [{po}], #4",
+            "pkhbt {",
+            $t0,
+            "}, {",
+            $t0,
+            "}, {",
+            $t2,
+            "}, lsl #16\n",
+            "pkhbt {",
+            $t1,
+            "}, {",
+            $t1,
+            "}, {",
+            $t3,
+            "}, lsl #16\n",
+            "bic {",
+            $t2,
+            "}, {",
+            $k,
+            "}, {",
+            $t0,
+            "}, lsr #15\n",
+            "bic {",
+            $t3,
+            "}, {",
+            $k,
+            "}, {",
+            $t1,
+            "}, lsr #15\n",
+            "shadd16 {",
+            $t0,
+            "}, {",
+            $t0,
+            "}, {",
+            $t2,
+            "}\n",
+            "shadd16 {",
+            $t1,
+            "}, {",
+            $t1,
+            "}, {",
+            $t3,
+            "}\n",
+            "lsl {",
+            $t1,
+            "}, {",
+            $t1,
+            "}, #8\n",
+            "sel {",
+            $t0,
+            "}, {",
+            $t0,
+            "}, {",
+            $t1,
+            "}\n",
+            "str {",
+            $t0,
+            "}, [{po}], #4",
+        )
+    };
+}
+
+/// [`round8`]'s eight multiplies by `inv` (in `s0`) and fixed-point `VCVT`s of `s8`–`s15`.
+macro_rules! scale_trunc8 {
+    () => {
+        concat!(
+            "vmul.f32 s8, s8, s0\n",
+            "vmul.f32 s9, s9, s0\n",
+            "vmul.f32 s10, s10, s0\n",
+            "vmul.f32 s11, s11, s0\n",
+            "vmul.f32 s12, s12, s0\n",
+            "vmul.f32 s13, s13, s0\n",
+            "vmul.f32 s14, s14, s0\n",
+            "vmul.f32 s15, s15, s0\n",
+            "vcvt.s32.f32 s8, s8, #1\n",
+            "vcvt.s32.f32 s9, s9, #1\n",
+            "vcvt.s32.f32 s10, s10, #1\n",
+            "vcvt.s32.f32 s11, s11, #1\n",
+            "vcvt.s32.f32 s12, s12, #1\n",
+            "vcvt.s32.f32 s13, s13, #1\n",
+            "vcvt.s32.f32 s14, s14, #1\n",
+            "vcvt.s32.f32 s15, s15, #1",
         )
     };
 }
@@ -131,11 +322,123 @@ pub(crate) fn rebuild_layer_i8(
         .zip(out[..cout * n].chunks_exact_mut(n));
     let rows = b[..4 * cout].as_chunks::<4>().0.iter();
     let rows = rows.zip(s0[..cout].iter().zip(&mut out_scale[..cout]));
+    if n % 8 == 0 {
+        for ((q, o), (br, (&s0, scale))) in chans.zip(rows) {
+            let (amax, s) = channel8(br, [a0, a1, a2, a3], q, s0, w, o);
+            *scale = match s {
+                0 => quantize_from_amax_with(round_row, w, amax, o),
+                _ => f32::from_bits(s),
+            };
+        }
+        return true;
+    }
     for ((q, o), (br, (&s0, scale))) in chans.zip(rows) {
         let m2 = row8(br, [a0, a1, a2, a3], q, s0, w, 0);
         *scale = quantize_from_amax_with(round8, w, m2 >> 1, o);
     }
     true
+}
+
+/// `amax` bits from which [`channel8`] rounds in its `asm!` (`2^−64`; below `0x7f80_0000`,
+/// infinity): then `s = amax / 127` is a normal float, `inv = 1/s` is in `(0, 2^71]` and
+/// every `|w·inv|` stays below `127·(1 + 2^−22)`, as [`round8`]'s lanes need.
+const AMAX_LO: u32 = 0x1f80_0000;
+
+/// One whole channel of [`rebuild_layer_i8`] (`8 | len`, `len ≥ 8`) in one `asm!` block:
+/// [`row8`]'s loop into `w`, then `s = amax / 127` (`quant::weight_scale` for `amax > 0`)
+/// and `inv = 1/s` by `VDIV`, then [`round8`]'s loop into `out` — the same operations, without
+/// the Rust between them (~80 instructions a channel of register moves, slicing and the
+/// scale's compares). Returns `(amax bits, s bits)`, `s` 0 where `amax` is out of
+/// `[AMAX_LO, ∞)` (zero, tiny, infinite or NaN: nothing rounded; the caller takes the
+/// portable rounding).
+#[inline(always)]
+fn channel8(
+    b: &[f32; 4],
+    a: [&[f32]; 4],
+    q: &[i8],
+    s0: f32,
+    w: &mut [f32],
+    out: &mut [i8],
+) -> (u32, u32) {
+    let n = w.len();
+    let [a0, a1, a2, a3] = a;
+    let (a0, a1, a2, a3, q, out) = (
+        &a0[..n],
+        &a1[..n],
+        &a2[..n],
+        &a3[..n],
+        &q[..n],
+        &mut out[..n],
+    );
+    let blocks = n / 8;
+    assert!(blocks > 0 && n % 8 == 0);
+    let (mut amax, mut sbits) = (0u32, 0u32);
+    // SAFETY: as in `row8` and `round8`: every pointer reads (or `w`, `out` write) the
+    // `n = 8·blocks` elements of its slice of length `n` (checked by the reslicing above;
+    // `blocks ≥ 1`); the round loop reads `w` back from its start (kept in `s5`) to where
+    // the row loop stopped. `VLDM`/`VSTM` on 4-aligned f32; `W0q` by bytes; the codes by
+    // unaligned `STR` (allowed: CCR.UNALIGN_TRP is clear). The clobbered FP registers and
+    // the APSR (flags, GE) are declared; no stack use.
+    unsafe {
+        asm!(
+            "vldmia {t}, {{s0-s3}}",
+            "vmov s4, {u}",
+            "vmov s5, {pw}",
+            // 127.0
+            "movw {t}, #0",
+            "movt {t}, #0x42fe",
+            "vmov s7, {t}",
+            row8_loop!(),
+            "lsr {m}, {m}, #1",
+            "mov {u}, #0",
+            "sub {t}, {m}, #{lo}",
+            "cmp {t}, #{span}",
+            "bhs 9f",
+            "vmov s6, {m}",
+            "vdiv.f32 s6, s6, s7",
+            "vmov.f32 s1, #1.0",
+            "vdiv.f32 s0, s1, s6",
+            "vmov {u}, s6",
+            // The round loop: `{cnt}` reads `w` from its start up to `{pw}`; `{pa0}`–`{pa3}`
+            // and `{pq}` (k = 0x00010001) are its scratch.
+            "vmov {cnt}, s5",
+            "mov {pq}, #0x00010001",
+            // GE = 0b0101: `SEL` takes bytes 0 and 2 from its first operand.
+            "lsl {pa0}, {pq}, #8",
+            "usub8 {pa0}, {pq}, {pa0}",
+            "7:",
+            "vldmia {cnt}!, {{s8-s15}}",
+            scale_trunc8!(),
+            round_quad!("s8", "s9", "s10", "s11"; "pa0", "pa1", "pa2", "pa3", "pq"),
+            round_quad!("s12", "s13", "s14", "s15"; "pa0", "pa1", "pa2", "pa3", "pq"),
+            "cmp {cnt}, {pw}",
+            "bne 7b",
+            "9:",
+            pa0 = inout(reg) a0.as_ptr() => _,
+            pa1 = inout(reg) a1.as_ptr() => _,
+            pa2 = inout(reg) a2.as_ptr() => _,
+            pa3 = inout(reg) a3.as_ptr() => _,
+            pq = inout(reg) q.as_ptr() => _,
+            pw = inout(reg) w.as_mut_ptr() => _,
+            po = inout(reg) out.as_mut_ptr() => _,
+            cnt = inout(reg) blocks => _,
+            m = inout(reg) amax,
+            t = inout(reg) b.as_ptr() => _,
+            u = inout(reg) s0.to_bits() => sbits,
+            lo = const AMAX_LO,
+            span = const 0x7f80_0000 - AMAX_LO,
+            out("s0") _, out("s1") _, out("s2") _, out("s3") _, out("s4") _,
+            out("s5") _, out("s6") _, out("s7") _,
+            out("s8") _, out("s9") _, out("s10") _, out("s11") _,
+            out("s12") _, out("s13") _, out("s14") _, out("s15") _,
+            out("s16") _, out("s17") _, out("s18") _, out("s19") _,
+            out("s20") _, out("s21") _, out("s22") _, out("s23") _,
+            out("s24") _, out("s25") _, out("s26") _, out("s27") _,
+            out("s28") _, out("s29") _, out("s30") _, out("s31") _,
+            options(nostack),
+        );
+    }
+    (amax, sbits)
 }
 
 /// `switch::rank4_row` with eight weights per pass in one `asm!` block: `VLDM` of eight
@@ -164,101 +467,7 @@ fn row8(b: &[f32; 4], a: [&[f32]; 4], q: &[i8], s0: f32, w: &mut [f32], m2: u32)
             asm!(
                 "vldmia {t}, {{s0-s3}}",
                 "vmov s4, {u}",
-                "2:",
-                "vldmia {pa0}!, {{s16-s23}}",
-                "vmul.f32 s8, s0, s16",
-                "vmul.f32 s9, s0, s17",
-                "vmul.f32 s10, s0, s18",
-                "vmul.f32 s11, s0, s19",
-                "vmul.f32 s12, s0, s20",
-                "vmul.f32 s13, s0, s21",
-                "vmul.f32 s14, s0, s22",
-                "vmul.f32 s15, s0, s23",
-                "vldmia {pa1}!, {{s16-s23}}",
-                "vmla.f32 s8, s1, s16",
-                "vmla.f32 s9, s1, s17",
-                "vmla.f32 s10, s1, s18",
-                "vmla.f32 s11, s1, s19",
-                "vmla.f32 s12, s1, s20",
-                "vmla.f32 s13, s1, s21",
-                "vmla.f32 s14, s1, s22",
-                "vmla.f32 s15, s1, s23",
-                "vldmia {pa2}!, {{s16-s23}}",
-                "vmla.f32 s8, s2, s16",
-                "vmla.f32 s9, s2, s17",
-                "vmla.f32 s10, s2, s18",
-                "vmla.f32 s11, s2, s19",
-                "vmla.f32 s12, s2, s20",
-                "vmla.f32 s13, s2, s21",
-                "vmla.f32 s14, s2, s22",
-                "vmla.f32 s15, s2, s23",
-                "vldmia {pa3}!, {{s16-s23}}",
-                "vmla.f32 s8, s3, s16",
-                "vmla.f32 s9, s3, s17",
-                "vmla.f32 s10, s3, s18",
-                "vmla.f32 s11, s3, s19",
-                "vmla.f32 s12, s3, s20",
-                "vmla.f32 s13, s3, s21",
-                "vmla.f32 s14, s3, s22",
-                "vmla.f32 s15, s3, s23",
-                "ldrsb {t}, [{pq}], #1",
-                "ldrsb {u}, [{pq}], #1",
-                "vmov s24, s25, {t}, {u}",
-                "ldrsb {t}, [{pq}], #1",
-                "ldrsb {u}, [{pq}], #1",
-                "vmov s26, s27, {t}, {u}",
-                "ldrsb {t}, [{pq}], #1",
-                "ldrsb {u}, [{pq}], #1",
-                "vmov s28, s29, {t}, {u}",
-                "ldrsb {t}, [{pq}], #1",
-                "ldrsb {u}, [{pq}], #1",
-                "vmov s30, s31, {t}, {u}",
-                "vcvt.f32.s32 s24, s24",
-                "vcvt.f32.s32 s25, s25",
-                "vcvt.f32.s32 s26, s26",
-                "vcvt.f32.s32 s27, s27",
-                "vcvt.f32.s32 s28, s28",
-                "vcvt.f32.s32 s29, s29",
-                "vcvt.f32.s32 s30, s30",
-                "vcvt.f32.s32 s31, s31",
-                "vmla.f32 s8, s4, s24",
-                "vmla.f32 s9, s4, s25",
-                "vmla.f32 s10, s4, s26",
-                "vmla.f32 s11, s4, s27",
-                "vmla.f32 s12, s4, s28",
-                "vmla.f32 s13, s4, s29",
-                "vmla.f32 s14, s4, s30",
-                "vmla.f32 s15, s4, s31",
-                "vstmia {pw}!, {{s8-s15}}",
-                // HS while `m ≥ bits << 1` for every weight so far; a LO skips the rest.
-                "vmov {t}, {u}, s8, s9",
-                "cmp {m}, {t}, lsl #1",
-                "itttt hs",
-                "cmphs {m}, {u}, lsl #1",
-                "vmovhs {t}, {u}, s10, s11",
-                "cmphs {m}, {t}, lsl #1",
-                "cmphs {m}, {u}, lsl #1",
-                "itttt hs",
-                "vmovhs {t}, {u}, s12, s13",
-                "cmphs {m}, {t}, lsl #1",
-                "cmphs {m}, {u}, lsl #1",
-                "vmovhs {t}, {u}, s14, s15",
-                "itt hs",
-                "cmphs {m}, {t}, lsl #1",
-                "cmphs {m}, {u}, lsl #1",
-                "blo 5f",
-                "4:",
-                "subs {cnt}, {cnt}, #1",
-                "bne 2b",
-                "b 6f",
-                // A new max in this block: the eight one at a time.
-                "5:",
-                max_pair!("s8", "s9"),
-                max_pair!("s10", "s11"),
-                max_pair!("s12", "s13"),
-                max_pair!("s14", "s15"),
-                "b 4b",
-                "6:",
+                row8_loop!(),
                 pa0 = inout(reg) a0.as_ptr() => _,
                 pa1 = inout(reg) a1.as_ptr() => _,
                 pa2 = inout(reg) a2.as_ptr() => _,
@@ -334,24 +543,9 @@ fn round8(w: &[f32], inv: f32, out: &mut [i8]) {
                 "usub8 {t0}, {k}, {t0}",
                 "2:",
                 "vldmia {pw}!, {{s8-s15}}",
-                "vmul.f32 s8, s8, s0",
-                "vmul.f32 s9, s9, s0",
-                "vmul.f32 s10, s10, s0",
-                "vmul.f32 s11, s11, s0",
-                "vmul.f32 s12, s12, s0",
-                "vmul.f32 s13, s13, s0",
-                "vmul.f32 s14, s14, s0",
-                "vmul.f32 s15, s15, s0",
-                "vcvt.s32.f32 s8, s8, #1",
-                "vcvt.s32.f32 s9, s9, #1",
-                "vcvt.s32.f32 s10, s10, #1",
-                "vcvt.s32.f32 s11, s11, #1",
-                "vcvt.s32.f32 s12, s12, #1",
-                "vcvt.s32.f32 s13, s13, #1",
-                "vcvt.s32.f32 s14, s14, #1",
-                "vcvt.s32.f32 s15, s15, #1",
-                round_quad!("s8", "s9", "s10", "s11"),
-                round_quad!("s12", "s13", "s14", "s15"),
+                scale_trunc8!(),
+                round_quad!("s8", "s9", "s10", "s11"; "t0", "t1", "t2", "t3", "k"),
+                round_quad!("s12", "s13", "s14", "s15"; "t0", "t1", "t2", "t3", "k"),
                 "subs {cnt}, {cnt}, #1",
                 "bne 2b",
                 pw = inout(reg) w.as_ptr() => _,
