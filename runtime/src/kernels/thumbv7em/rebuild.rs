@@ -32,13 +32,12 @@ macro_rules! max_pair {
     };
 }
 
-/// [`row8`]'s loop over `{cnt}` blocks of 8 weights (labels 2–6; see there): `{pa0}`–`{pa3}`
-/// the `A` rows, `{pq}` `W0q`, `{pw}` the f32 row, `{m}` the running `max(bits << 1)`,
-/// `{t}`/`{u}` scratch; `s0`–`s3` hold the `B` row, `s4` `s0`.
-macro_rules! row8_loop {
+/// One block of [`row8`]'s loop (see there): eight f32 weights into `s8`–`s15` and
+/// stored at `{pw}`; `{pa0}`–`{pa3}` the `A` rows, `{pq}` `W0q`, `{t}`/`{u}` scratch; `s0`–`s3`
+/// hold the `B` row, `s4` `s0`.
+macro_rules! row8_block {
     () => {
         concat!(
-            "2:\n",
             "vldmia {pa0}!, {{s16-s23}}\n",
             "vmul.f32 s8, s0, s16\n",
             "vmul.f32 s9, s0, s17\n",
@@ -103,8 +102,22 @@ macro_rules! row8_loop {
             "vmla.f32 s13, s4, s29\n",
             "vmla.f32 s14, s4, s30\n",
             "vmla.f32 s15, s4, s31\n",
-            "vstmia {pw}!, {{s8-s15}}\n",
-            // HS while `m ≥ bits << 1` for every weight so far; a LO skips the rest.
+            "vstmia {pw}!, {{s8-s15}}",
+        )
+    };
+}
+
+/// [`row8`]'s loop over `{cnt}` blocks (labels 2–6 and 8), `{m}` the running
+/// `max(bits << 1)`: each half block compared with it as one chain of `CMP`s conditional on
+/// the previous ones (`IT HS`: HS while `m ≥ bits << 1` for every weight so far, a LO skips
+/// the rest), one branch out of line to take the half's four one at a time where it holds
+/// a new max.
+macro_rules! row8_loop {
+    () => {
+        concat!(
+            "2:\n",
+            row8_block!(),
+            "\n",
             "vmov {t}, {u}, s8, s9\n",
             "cmp {m}, {t}, lsl #1\n",
             "itttt hs\n",
@@ -112,25 +125,27 @@ macro_rules! row8_loop {
             "vmovhs {t}, {u}, s10, s11\n",
             "cmphs {m}, {t}, lsl #1\n",
             "cmphs {m}, {u}, lsl #1\n",
+            "blo 5f\n",
+            "3:\n",
+            "vmov {t}, {u}, s12, s13\n",
+            "cmp {m}, {t}, lsl #1\n",
             "itttt hs\n",
-            "vmovhs {t}, {u}, s12, s13\n",
-            "cmphs {m}, {t}, lsl #1\n",
             "cmphs {m}, {u}, lsl #1\n",
             "vmovhs {t}, {u}, s14, s15\n",
-            "itt hs\n",
             "cmphs {m}, {t}, lsl #1\n",
             "cmphs {m}, {u}, lsl #1\n",
-            "blo 5f\n",
+            "blo 8f\n",
             "4:\n",
             "subs {cnt}, {cnt}, #1\n",
             "bne 2b\n",
             "b 6f\n",
-            // A new max in this block: the eight one at a time.
             "5:\n",
             max_pair!("s8", "s9"),
             "\n",
             max_pair!("s10", "s11"),
             "\n",
+            "b 3b\n",
+            "8:\n",
             max_pair!("s12", "s13"),
             "\n",
             max_pair!("s14", "s15"),
@@ -388,6 +403,14 @@ fn channel8(
             "movw {t}, #0",
             "movt {t}, #0x42fe",
             "vmov s7, {t}",
+            // The first block always holds a new max (`m` = 0): no compare chain.
+            row8_block!(),
+            max_pair!("s8", "s9"),
+            max_pair!("s10", "s11"),
+            max_pair!("s12", "s13"),
+            max_pair!("s14", "s15"),
+            "subs {cnt}, {cnt}, #1",
+            "beq 6f",
             row8_loop!(),
             "lsr {m}, {m}, #1",
             "mov {u}, #0",
