@@ -12,6 +12,7 @@
 //! reference, board self-check of this one).
 use crate::switch::{quantize_from_amax_with, rank4_pass, rank4_row, round_row, Delta};
 use core::arch::asm;
+use core::mem::MaybeUninit;
 
 /// Two weights of [`row8`]'s out-of-line max: `m = max(m, bits << 1)` of each.
 macro_rules! max_pair {
@@ -330,23 +331,32 @@ pub(crate) fn rebuild_layer_i8(
     let (a0, rest) = a[..4 * n].split_at(n);
     let (a1, rest) = rest.split_at(n);
     let (a2, a3) = rest.split_at(n);
-    let mut buf = [0f32; LAYER_MAX];
-    let w = &mut buf[..n];
     let chans = w0[..cout * n]
         .chunks_exact(n)
         .zip(out[..cout * n].chunks_exact_mut(n));
     let rows = b[..4 * cout].as_chunks::<4>().0.iter();
     let rows = rows.zip(s0[..cout].iter().zip(&mut out_scale[..cout]));
     if n % 8 == 0 {
+        // Written by `channel8` before it is read: not zeroed (1 KiB a layer).
+        let mut buf = [MaybeUninit::<f32>::uninit(); LAYER_MAX];
+        let w = &mut buf[..n];
         for ((q, o), (br, (&s0, scale))) in chans.zip(rows) {
             let (amax, s) = channel8(br, [a0, a1, a2, a3], q, s0, w, o);
             *scale = match s {
-                0 => quantize_from_amax_with(round_row, w, amax, o),
+                0 => {
+                    // SAFETY: `channel8` wrote all `n` f32 of `w` (its row loop stores every
+                    // weight before the scale is formed); `MaybeUninit<f32>` has the layout
+                    // of `f32`.
+                    let w = unsafe { core::slice::from_raw_parts(w.as_ptr().cast::<f32>(), n) };
+                    quantize_from_amax_with(round_row, w, amax, o)
+                }
                 _ => f32::from_bits(s),
             };
         }
         return true;
     }
+    let mut buf = [0f32; LAYER_MAX];
+    let w = &mut buf[..n];
     for ((q, o), (br, (&s0, scale))) in chans.zip(rows) {
         let m2 = row8(br, [a0, a1, a2, a3], q, s0, w, 0);
         *scale = quantize_from_amax_with(round8, w, m2 >> 1, o);
@@ -372,7 +382,7 @@ fn channel8(
     a: [&[f32]; 4],
     q: &[i8],
     s0: f32,
-    w: &mut [f32],
+    w: &mut [MaybeUninit<f32>],
     out: &mut [i8],
 ) -> (u32, u32) {
     let n = w.len();
@@ -391,7 +401,9 @@ fn channel8(
     // SAFETY: as in `row8` and `round8`: every pointer reads (or `w`, `out` write) the
     // `n = 8·blocks` elements of its slice of length `n` (checked by the reslicing above;
     // `blocks ≥ 1`); the round loop reads `w` back from its start (kept in `s5`) to where
-    // the row loop stopped. `VLDM`/`VSTM` on 4-aligned f32; `W0q` by bytes; the codes by
+    // the row loop stopped, after the row loop wrote it all (so `w` may start
+    // uninitialised). `VLDM`/`VSTM` on 4-aligned f32 (`MaybeUninit<f32>` has `f32`'s
+    // layout); `W0q` by bytes; the codes by
     // unaligned `STR` (allowed: CCR.UNALIGN_TRP is clear). The clobbered FP registers and
     // the APSR (flags, GE) are declared; no stack use.
     unsafe {
