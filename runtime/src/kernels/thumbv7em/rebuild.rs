@@ -157,6 +157,203 @@ macro_rules! row8_loop {
     };
 }
 
+/// One block of [`channel12`]'s row loop: [`row8_block`] twelve weights wide (into
+/// `s8`–`s19`, the `A` rows and `W0q` staged in `s20`–`s31`).
+macro_rules! row12_block {
+    () => {
+        concat!(
+            "vldmia {pa0}!, {{s20-s31}}\n",
+            "vmul.f32 s8, s0, s20\n",
+            "vmul.f32 s9, s0, s21\n",
+            "vmul.f32 s10, s0, s22\n",
+            "vmul.f32 s11, s0, s23\n",
+            "vmul.f32 s12, s0, s24\n",
+            "vmul.f32 s13, s0, s25\n",
+            "vmul.f32 s14, s0, s26\n",
+            "vmul.f32 s15, s0, s27\n",
+            "vmul.f32 s16, s0, s28\n",
+            "vmul.f32 s17, s0, s29\n",
+            "vmul.f32 s18, s0, s30\n",
+            "vmul.f32 s19, s0, s31\n",
+            "vldmia {pa1}!, {{s20-s31}}\n",
+            "vmla.f32 s8, s1, s20\n",
+            "vmla.f32 s9, s1, s21\n",
+            "vmla.f32 s10, s1, s22\n",
+            "vmla.f32 s11, s1, s23\n",
+            "vmla.f32 s12, s1, s24\n",
+            "vmla.f32 s13, s1, s25\n",
+            "vmla.f32 s14, s1, s26\n",
+            "vmla.f32 s15, s1, s27\n",
+            "vmla.f32 s16, s1, s28\n",
+            "vmla.f32 s17, s1, s29\n",
+            "vmla.f32 s18, s1, s30\n",
+            "vmla.f32 s19, s1, s31\n",
+            "vldmia {pa2}!, {{s20-s31}}\n",
+            "vmla.f32 s8, s2, s20\n",
+            "vmla.f32 s9, s2, s21\n",
+            "vmla.f32 s10, s2, s22\n",
+            "vmla.f32 s11, s2, s23\n",
+            "vmla.f32 s12, s2, s24\n",
+            "vmla.f32 s13, s2, s25\n",
+            "vmla.f32 s14, s2, s26\n",
+            "vmla.f32 s15, s2, s27\n",
+            "vmla.f32 s16, s2, s28\n",
+            "vmla.f32 s17, s2, s29\n",
+            "vmla.f32 s18, s2, s30\n",
+            "vmla.f32 s19, s2, s31\n",
+            "vldmia {pa3}!, {{s20-s31}}\n",
+            "vmla.f32 s8, s3, s20\n",
+            "vmla.f32 s9, s3, s21\n",
+            "vmla.f32 s10, s3, s22\n",
+            "vmla.f32 s11, s3, s23\n",
+            "vmla.f32 s12, s3, s24\n",
+            "vmla.f32 s13, s3, s25\n",
+            "vmla.f32 s14, s3, s26\n",
+            "vmla.f32 s15, s3, s27\n",
+            "vmla.f32 s16, s3, s28\n",
+            "vmla.f32 s17, s3, s29\n",
+            "vmla.f32 s18, s3, s30\n",
+            "vmla.f32 s19, s3, s31\n",
+            "ldrsb {t}, [{pq}], #1\n",
+            "ldrsb {u}, [{pq}], #1\n",
+            "vmov s20, s21, {t}, {u}\n",
+            "ldrsb {t}, [{pq}], #1\n",
+            "ldrsb {u}, [{pq}], #1\n",
+            "vmov s22, s23, {t}, {u}\n",
+            "ldrsb {t}, [{pq}], #1\n",
+            "ldrsb {u}, [{pq}], #1\n",
+            "vmov s24, s25, {t}, {u}\n",
+            "ldrsb {t}, [{pq}], #1\n",
+            "ldrsb {u}, [{pq}], #1\n",
+            "vmov s26, s27, {t}, {u}\n",
+            "ldrsb {t}, [{pq}], #1\n",
+            "ldrsb {u}, [{pq}], #1\n",
+            "vmov s28, s29, {t}, {u}\n",
+            "ldrsb {t}, [{pq}], #1\n",
+            "ldrsb {u}, [{pq}], #1\n",
+            "vmov s30, s31, {t}, {u}\n",
+            "vcvt.f32.s32 s20, s20\n",
+            "vcvt.f32.s32 s21, s21\n",
+            "vcvt.f32.s32 s22, s22\n",
+            "vcvt.f32.s32 s23, s23\n",
+            "vcvt.f32.s32 s24, s24\n",
+            "vcvt.f32.s32 s25, s25\n",
+            "vcvt.f32.s32 s26, s26\n",
+            "vcvt.f32.s32 s27, s27\n",
+            "vcvt.f32.s32 s28, s28\n",
+            "vcvt.f32.s32 s29, s29\n",
+            "vcvt.f32.s32 s30, s30\n",
+            "vcvt.f32.s32 s31, s31\n",
+            "vmla.f32 s8, s4, s20\n",
+            "vmla.f32 s9, s4, s21\n",
+            "vmla.f32 s10, s4, s22\n",
+            "vmla.f32 s11, s4, s23\n",
+            "vmla.f32 s12, s4, s24\n",
+            "vmla.f32 s13, s4, s25\n",
+            "vmla.f32 s14, s4, s26\n",
+            "vmla.f32 s15, s4, s27\n",
+            "vmla.f32 s16, s4, s28\n",
+            "vmla.f32 s17, s4, s29\n",
+            "vmla.f32 s18, s4, s30\n",
+            "vmla.f32 s19, s4, s31\n",
+            "vstmia {pw}!, {{s8-s19}}",
+        )
+    };
+}
+
+/// [`channel12`]'s row loop over `{cnt}` blocks (labels 2–8, 22, 23): [`row8_loop`]'s
+/// compare chains, three a block.
+macro_rules! row12_loop {
+    () => {
+        concat!(
+            "2:\n",
+            row12_block!(),
+            "\n",
+            "vmov {t}, {u}, s8, s9\n",
+            "cmp {m}, {t}, lsl #1\n",
+            "itttt hs\n",
+            "cmphs {m}, {u}, lsl #1\n",
+            "vmovhs {t}, {u}, s10, s11\n",
+            "cmphs {m}, {t}, lsl #1\n",
+            "cmphs {m}, {u}, lsl #1\n",
+            "blo 5f\n",
+            "3:\n",
+            "vmov {t}, {u}, s12, s13\n",
+            "cmp {m}, {t}, lsl #1\n",
+            "itttt hs\n",
+            "cmphs {m}, {u}, lsl #1\n",
+            "vmovhs {t}, {u}, s14, s15\n",
+            "cmphs {m}, {t}, lsl #1\n",
+            "cmphs {m}, {u}, lsl #1\n",
+            "blo 8f\n",
+            "4:\n",
+            "vmov {t}, {u}, s16, s17\n",
+            "cmp {m}, {t}, lsl #1\n",
+            "itttt hs\n",
+            "cmphs {m}, {u}, lsl #1\n",
+            "vmovhs {t}, {u}, s18, s19\n",
+            "cmphs {m}, {t}, lsl #1\n",
+            "cmphs {m}, {u}, lsl #1\n",
+            "blo 22f\n",
+            "23:\n",
+            "subs {cnt}, {cnt}, #1\n",
+            "bne 2b\n",
+            "b 6f\n",
+            "5:\n",
+            max_pair!("s8", "s9"),
+            "\n",
+            max_pair!("s10", "s11"),
+            "\n",
+            "b 3b\n",
+            "8:\n",
+            max_pair!("s12", "s13"),
+            "\n",
+            max_pair!("s14", "s15"),
+            "\n",
+            "b 4b\n",
+            "22:\n",
+            max_pair!("s16", "s17"),
+            "\n",
+            max_pair!("s18", "s19"),
+            "\n",
+            "b 23b\n",
+            "6:",
+        )
+    };
+}
+
+/// [`scale_trunc8`] for `s8`–`s19`.
+macro_rules! scale_trunc12 {
+    () => {
+        concat!(
+            "vmul.f32 s8, s8, s0\n",
+            "vmul.f32 s9, s9, s0\n",
+            "vmul.f32 s10, s10, s0\n",
+            "vmul.f32 s11, s11, s0\n",
+            "vmul.f32 s12, s12, s0\n",
+            "vmul.f32 s13, s13, s0\n",
+            "vmul.f32 s14, s14, s0\n",
+            "vmul.f32 s15, s15, s0\n",
+            "vmul.f32 s16, s16, s0\n",
+            "vmul.f32 s17, s17, s0\n",
+            "vmul.f32 s18, s18, s0\n",
+            "vmul.f32 s19, s19, s0\n",
+            "vcvt.s32.f32 s8, s8, #1\n",
+            "vcvt.s32.f32 s9, s9, #1\n",
+            "vcvt.s32.f32 s10, s10, #1\n",
+            "vcvt.s32.f32 s11, s11, #1\n",
+            "vcvt.s32.f32 s12, s12, #1\n",
+            "vcvt.s32.f32 s13, s13, #1\n",
+            "vcvt.s32.f32 s14, s14, #1\n",
+            "vcvt.s32.f32 s15, s15, #1\n",
+            "vcvt.s32.f32 s16, s16, #1\n",
+            "vcvt.s32.f32 s17, s17, #1\n",
+            "vcvt.s32.f32 s18, s18, #1\n",
+            "vcvt.s32.f32 s19, s19, #1",
+        )
+    };
+}
+
 /// One quad of [`round8`]: `x` (the `VCVT`s' `trunc(2t)`) in four S registers to four code
 /// bytes at `{po}` (see there), with the scratch registers `t0`–`t3` and `k` = `0x00010001`
 /// named by the caller.
@@ -331,37 +528,77 @@ pub(crate) fn rebuild_layer_i8(
     let (a0, rest) = a[..4 * n].split_at(n);
     let (a1, rest) = rest.split_at(n);
     let (a2, a3) = rest.split_at(n);
-    let chans = w0[..cout * n]
-        .chunks_exact(n)
-        .zip(out[..cout * n].chunks_exact_mut(n));
-    let rows = b[..4 * cout].as_chunks::<4>().0.iter();
-    let rows = rows.zip(s0[..cout].iter().zip(&mut out_scale[..cout]));
-    if n % 8 == 0 {
-        // Written by `channel8` before it is read: not zeroed (1 KiB a layer).
-        let mut buf = [MaybeUninit::<f32>::uninit(); LAYER_MAX];
+    let a = [a0, a1, a2, a3];
+    let (w0, out) = (&w0[..cout * n], &mut out[..cout * n]);
+    let (b, s0, out_scale) = (&b[..4 * cout], &s0[..cout], &mut out_scale[..cout]);
+    if n % 12 == 0 {
+        layer_with(channel12, a, b, w0, s0, out, out_scale);
+    } else if n % 8 == 0 {
+        layer_with(channel8, a, b, w0, s0, out, out_scale);
+    } else {
+        let mut buf = [0f32; LAYER_MAX];
         let w = &mut buf[..n];
-        for ((q, o), (br, (&s0, scale))) in chans.zip(rows) {
-            let (amax, s) = channel8(br, [a0, a1, a2, a3], q, s0, w, o);
-            *scale = match s {
-                0 => {
-                    // SAFETY: `channel8` wrote all `n` f32 of `w` (its row loop stores every
-                    // weight before the scale is formed); `MaybeUninit<f32>` has the layout
-                    // of `f32`.
-                    let w = unsafe { core::slice::from_raw_parts(w.as_ptr().cast::<f32>(), n) };
-                    quantize_from_amax_with(round_row, w, amax, o)
-                }
-                _ => f32::from_bits(s),
-            };
+        for ((q, o), (br, (&s0, scale))) in channels(b, w0, s0, out, out_scale, n) {
+            let m2 = row8(br, a, q, s0, w, 0);
+            *scale = quantize_from_amax_with(round8, w, m2 >> 1, o);
         }
-        return true;
-    }
-    let mut buf = [0f32; LAYER_MAX];
-    let w = &mut buf[..n];
-    for ((q, o), (br, (&s0, scale))) in chans.zip(rows) {
-        let m2 = row8(br, [a0, a1, a2, a3], q, s0, w, 0);
-        *scale = quantize_from_amax_with(round8, w, m2 >> 1, o);
     }
     true
+}
+
+/// Each channel's `W0q` and codes, `B` row, `s0` and scale (rows of `n = a[0].len()`).
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+fn channels<'a>(
+    b: &'a [f32],
+    w0: &'a [i8],
+    s0: &'a [f32],
+    out: &'a mut [i8],
+    out_scale: &'a mut [f32],
+    n: usize,
+) -> impl Iterator<
+    Item = (
+        (&'a [i8], &'a mut [i8]),
+        (&'a [f32; 4], (&'a f32, &'a mut f32)),
+    ),
+> {
+    let chans = w0.chunks_exact(n).zip(out.chunks_exact_mut(n));
+    let rows = b.as_chunks::<4>().0.iter();
+    chans.zip(rows.zip(s0.iter().zip(out_scale)))
+}
+
+/// [`rebuild_layer_i8`]'s loop with a whole-channel `asm!` kernel ([`channel8`] or
+/// [`channel12`], inlined here, so the FP registers are saved once a layer), the portable
+/// rounding where the kernel leaves it (`s` = 0).
+#[inline(always)]
+fn layer_with<F>(
+    channel: F,
+    a: [&[f32]; 4],
+    b: &[f32],
+    w0: &[i8],
+    s0: &[f32],
+    out: &mut [i8],
+    out_scale: &mut [f32],
+) where
+    F: Fn(&[f32; 4], [&[f32]; 4], &[i8], f32, &mut [MaybeUninit<f32>], &mut [i8]) -> (u32, u32),
+{
+    let n = a[0].len();
+    // Written by `channel` before it is read: not zeroed (1 KiB a layer).
+    let mut buf = [MaybeUninit::<f32>::uninit(); LAYER_MAX];
+    let w = &mut buf[..n];
+    for ((q, o), (br, (&s0, scale))) in channels(b, w0, s0, out, out_scale, n) {
+        let (amax, s) = channel(br, a, q, s0, w, o);
+        *scale = match s {
+            0 => {
+                // SAFETY: `channel` wrote all `n` f32 of `w` (its row loop stores every
+                // weight before the scale is formed); `MaybeUninit<f32>` has the layout of
+                // `f32`.
+                let w = unsafe { core::slice::from_raw_parts(w.as_ptr().cast::<f32>(), n) };
+                quantize_from_amax_with(round_row, w, amax, o)
+            }
+            _ => f32::from_bits(s),
+        };
+    }
 }
 
 /// `amax` bits from which [`channel8`] rounds in its `asm!` (`2^−64`; below `0x7f80_0000`,
@@ -446,6 +683,112 @@ fn channel8(
             scale_trunc8!(),
             round_quad!("s8", "s9", "s10", "s11"; "pa0", "pa1", "pa2", "pa3", "pq"),
             round_quad!("s12", "s13", "s14", "s15"; "pa0", "pa1", "pa2", "pa3", "pq"),
+            "cmp {cnt}, {pw}",
+            "bne 7b",
+            "9:",
+            pa0 = inout(reg) a0.as_ptr() => _,
+            pa1 = inout(reg) a1.as_ptr() => _,
+            pa2 = inout(reg) a2.as_ptr() => _,
+            pa3 = inout(reg) a3.as_ptr() => _,
+            pq = inout(reg) q.as_ptr() => _,
+            pw = inout(reg) w.as_mut_ptr() => _,
+            po = inout(reg) out.as_mut_ptr() => _,
+            cnt = inout(reg) blocks => _,
+            m = inout(reg) amax,
+            t = inout(reg) b.as_ptr() => _,
+            u = inout(reg) s0.to_bits() => sbits,
+            lo = const AMAX_LO,
+            span = const 0x7f80_0000 - AMAX_LO,
+            out("s0") _, out("s1") _, out("s2") _, out("s3") _, out("s4") _,
+            out("s5") _, out("s6") _, out("s7") _,
+            out("s8") _, out("s9") _, out("s10") _, out("s11") _,
+            out("s12") _, out("s13") _, out("s14") _, out("s15") _,
+            out("s16") _, out("s17") _, out("s18") _, out("s19") _,
+            out("s20") _, out("s21") _, out("s22") _, out("s23") _,
+            out("s24") _, out("s25") _, out("s26") _, out("s27") _,
+            out("s28") _, out("s29") _, out("s30") _, out("s31") _,
+            options(nostack),
+        );
+    }
+    (amax, sbits)
+}
+
+/// [`channel8`] twelve weights a pass (`12 | len`): a quarter fewer `VLDM`s of `A`, `VSTM`s
+/// and loop branches a weight (every pointwise row of the 0.5x ShuffleNet is 24, 48, 96 or
+/// 192 long), the same operations on each weight.
+#[inline(always)]
+fn channel12(
+    b: &[f32; 4],
+    a: [&[f32]; 4],
+    q: &[i8],
+    s0: f32,
+    w: &mut [MaybeUninit<f32>],
+    out: &mut [i8],
+) -> (u32, u32) {
+    let n = w.len();
+    let [a0, a1, a2, a3] = a;
+    let (a0, a1, a2, a3, q, out) = (
+        &a0[..n],
+        &a1[..n],
+        &a2[..n],
+        &a3[..n],
+        &q[..n],
+        &mut out[..n],
+    );
+    let blocks = n / 12;
+    assert!(blocks > 0 && n % 12 == 0);
+    let (mut amax, mut sbits) = (0u32, 0u32);
+    // SAFETY: as in `row8` and `round8`: every pointer reads (or `w`, `out` write) the
+    // `n = 12·blocks` elements of its slice of length `n` (checked by the reslicing above;
+    // `blocks ≥ 1`); the round loop reads `w` back from its start (kept in `s5`) to where
+    // the row loop stopped, after the row loop wrote it all (so `w` may start
+    // uninitialised). `VLDM`/`VSTM` on 4-aligned f32 (`MaybeUninit<f32>` has `f32`'s
+    // layout); `W0q` by bytes; the codes by
+    // unaligned `STR` (allowed: CCR.UNALIGN_TRP is clear). The clobbered FP registers and
+    // the APSR (flags, GE) are declared; no stack use.
+    unsafe {
+        asm!(
+            "vldmia {t}, {{s0-s3}}",
+            "vmov s4, {u}",
+            "vmov s5, {pw}",
+            // 127.0
+            "movw {t}, #0",
+            "movt {t}, #0x42fe",
+            "vmov s7, {t}",
+            // The first block always holds a new max (`m` = 0): no compare chain.
+            row12_block!(),
+            max_pair!("s8", "s9"),
+            max_pair!("s10", "s11"),
+            max_pair!("s12", "s13"),
+            max_pair!("s14", "s15"),
+            max_pair!("s16", "s17"),
+            max_pair!("s18", "s19"),
+            "subs {cnt}, {cnt}, #1",
+            "beq 6f",
+            row12_loop!(),
+            "lsr {m}, {m}, #1",
+            "mov {u}, #0",
+            "sub {t}, {m}, #{lo}",
+            "cmp {t}, #{span}",
+            "bhs 9f",
+            "vmov s6, {m}",
+            "vdiv.f32 s6, s6, s7",
+            "vmov.f32 s1, #1.0",
+            "vdiv.f32 s0, s1, s6",
+            "vmov {u}, s6",
+            // The round loop: `{cnt}` reads `w` from its start up to `{pw}`; `{pa0}`–`{pa3}`
+            // and `{pq}` (k = 0x00010001) are its scratch.
+            "vmov {cnt}, s5",
+            "mov {pq}, #0x00010001",
+            // GE = 0b0101: `SEL` takes bytes 0 and 2 from its first operand.
+            "lsl {pa0}, {pq}, #8",
+            "usub8 {pa0}, {pq}, {pa0}",
+            "7:",
+            "vldmia {cnt}!, {{s8-s19}}",
+            scale_trunc12!(),
+            round_quad!("s8", "s9", "s10", "s11"; "pa0", "pa1", "pa2", "pa3", "pq"),
+            round_quad!("s12", "s13", "s14", "s15"; "pa0", "pa1", "pa2", "pa3", "pq"),
+            round_quad!("s16", "s17", "s18", "s19"; "pa0", "pa1", "pa2", "pa3", "pq"),
             "cmp {cnt}, {pw}",
             "bne 7b",
             "9:",
