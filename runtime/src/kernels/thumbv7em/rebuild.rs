@@ -1,15 +1,17 @@
 //! The int8 department rebuild's per-channel re-quantisation on the Cortex-M4F/M7 FPU:
 //! the reference's first pass (`w += s0·W0q`, multiply then add, and `max|w|` on the bit
-//! patterns, NaNs left to a second scan only when there is one), then the rounding as
-//! `trunc(|t| + (½ − 2^−25))` without a branch (`fixed::quantize_weight_fast`) instead of
-//! the reference's clamp / truncate / two-sided fraction compares — the same bits (host
-//! test `quantize_weight_fast_matches_reference`, board self-check against the reference).
+//! patterns, NaNs left to a second scan only when there is one), then the rounding
+//! `round_half_away(w·inv)` as `(x + [x ≥ 0]) >> 1` of `x = trunc(2·w·inv)` (one
+//! fixed-point `VCVT`, then halfword lanes: see [`round8`]) instead of the reference's
+//! clamp / truncate / two-sided fraction compares — the same bits (host test
+//! `round_lanes_match_quantize_weight`, board self-checks against the reference).
 //! Single-precision f32 has no DSP-extension shortcut: `SMLAD` is integer only.
 //! `rebuild_i8` fuses the delta row `B·A` into the first pass where the factors allow it
-//! (`switch::rebuild_rank4_i8_with`, rank 4: one store a weight instead of a store, a
-//! reload and a second store; the row loop in `asm!` with `VLDM`/`VMLA`/`VSTM`), with the
-//! same f32 operations in the same order (host test of the portable row against the
-//! reference, board self-check of this one).
+//! (`switch::rank4_pass`, rank 4: one store a weight instead of a store, a reload and a
+//! second store; the row loop in `asm!` with `VLDM`/`VMLA`/`VSTM`), with the same f32
+//! operations in the same order (host test of the portable row against the reference,
+//! board self-check of this one); `rebuild_layer_i8` runs a whole channel (row, scale,
+//! rounding) in one `asm!` block ([`channel8`], [`channel12`]).
 use crate::switch::{quantize_from_amax_with, rank4_pass, rank4_row, round_row, Delta};
 use core::arch::asm;
 use core::mem::MaybeUninit;
@@ -503,9 +505,11 @@ const LAYER_MAX: usize = 256;
 
 /// The `Kernels::rebuild_layer_i8` slot: every channel of a rank-4 1x1 expert with f32
 /// factors (the common expert) as [`rebuild_i8`] forms it — [`row8`] then the rounding
-/// ([`round4`]) — with the factor checks and slicing done once a layer instead of once a
-/// channel (they cost ~200 instructions a channel there, as much as a 24-weight channel's
-/// rounding pass). The same operations on the same values, so the same bytes and scales.
+/// ([`round8`]), or both in one block ([`channel8`], [`channel12`]) where the row length
+/// is a multiple of 8 — with the factor checks and slicing done once a layer instead of
+/// once a channel (they cost ~200 instructions a channel there, as much as a 24-weight
+/// channel's rounding pass). The same operations on the same values, so the same bytes
+/// and scales.
 /// `false` (nothing written) for other experts, which go channel by channel.
 pub(crate) fn rebuild_layer_i8(
     d: &Delta<'_>,
@@ -824,10 +828,10 @@ fn channel12(
 /// cycles), `VMUL` then three `VMLA` (the ARMv7 VFP multiply-accumulate rounds the
 /// product, then the sum: exactly `acc + b·a` as two instructions would, so the sums keep
 /// their order and bits), `W0q` by `LDRSB` (two to an S-register pair) and `VCVT`, one
-/// `VMLA` of `s0·q`, one `VSTM`. `max(bits << 1)`: the eight compared with the running
-/// max as one chain of `CMP`s conditional on the previous ones (`IT HS`), so one branch
-/// leaves the common block with no new max (2 instructions a weight, not 3.5); a block
-/// with one takes them again one at a time out of line. 83 instructions per 8 weights
+/// `VMLA` of `s0·q`, one `VSTM`. `max(bits << 1)`: each half block compared with the
+/// running max as one chain of `CMP`s conditional on the previous ones (`IT HS`), so one
+/// branch leaves a half with no new max (2 instructions a weight, not 3.5); a half with
+/// one takes its four again one at a time out of line. 83 instructions per 8 weights
 /// instead of 108. The tail (`len % 8`) goes to the portable row.
 #[inline(always)]
 fn row8(b: &[f32; 4], a: [&[f32]; 4], q: &[i8], s0: f32, w: &mut [f32], m2: u32) -> u32 {
@@ -893,8 +897,9 @@ const ROUND_INV_MAX: f32 = 1.2676506e30; // 2^100
 /// done two lanes at a time: `PKHBT` pairs the halfwords, `BIC` of `x >> 15` from `0x00010001`
 /// gives `[x ≥ 0]` per lane, `SHADD16` adds and halves, `SEL` (GE = 0b0101, set once) merges
 /// two pairs into the four code bytes of one `STR`: 41 instructions per 8 weights instead of 78.
-/// Equal to `fixed::quantize_weight_fast(t)` for every `|t| < 127.5` and NaN (checked on
-/// every such f32 on the host, `round_lanes_match_quantize_weight`); with `inv` in
+/// Equal to `fixed::quantize_weight_fast(t)` for every `|t| < 127.5` and NaN (host test
+/// `round_lanes_match_quantize_weight` near every rounding edge and on a stride of all
+/// patterns; once on all 2^31 such floats, 0 differ); with `inv` in
 /// `(0, 2^100]` (see [`ROUND_INV_MAX`]) no `|t|` comes near 127.5, so no clamp is needed.
 /// Other `inv` (all-zero, subnormal, infinite channels) and the tail (`len % 8`) take the
 /// portable loop.
