@@ -407,7 +407,9 @@ pub(crate) fn round_row(w: &[f32], inv: f32, out: &mut [i8]) {
 }
 
 /// [`quantize_from_amax`] with the rounding loop `round` (`w`, `out` of one length).
+/// Inlined, so that the Cortex-M layer loop calls its `round` directly, once a channel.
 #[cfg(any(test, all(target_arch = "arm", target_feature = "dsp")))]
+#[inline(always)]
 pub(crate) fn quantize_from_amax_with(
     round: fn(&[f32], f32, &mut [i8]),
     w: &[f32],

@@ -290,6 +290,38 @@ mod tests {
         }
     }
 
+    /// The Cortex-M `round8` lanes (`thumbv7em/rebuild.rs`, built for the board only):
+    /// `x = trunc(2t)` (its fixed-point `VCVT`: exact scaling, toward zero, NaN → 0), then
+    /// `SHADD16(x, [x ≥ 0])` on the low halfword, the low byte stored. Equal to the
+    /// reference for every `|t| < 127.5` and NaN (the loop's domain); checked here near
+    /// every rounding edge and integer and on a stride of every pattern (all 2^31 of them
+    /// once, by hand: 0 differ).
+    #[test]
+    fn round_lanes_match_quantize_weight() {
+        let lanes = |t: f32| -> i8 {
+            let x = (t as f64 * 2.0) as i32 as i16;
+            let ge = 1 & !((x as u16 as i32) >> 15);
+            ((x as i32 + ge) >> 1) as i8
+        };
+        let check = |t: f32| {
+            if t.abs() < 127.5 || t.is_nan() {
+                assert_eq!(lanes(t), quantize_weight(t), "{t:e} ({:#x})", t.to_bits());
+            }
+        };
+        for k in -256i32..=256 {
+            let b = (k as f32 * 0.5).to_bits();
+            for d in 0..4096u32 {
+                check(f32::from_bits(b.wrapping_add(d)));
+                check(f32::from_bits(b.wrapping_sub(d)));
+            }
+        }
+        let mut b = 0u32;
+        while let Some(n) = b.checked_add(997) {
+            check(f32::from_bits(b));
+            b = n;
+        }
+    }
+
     struct Xs(u64);
     impl Xs {
         fn next(&mut self) -> u32 {
