@@ -73,7 +73,7 @@ pub(crate) fn conv1x1_i8(
     while p0 < npix {
         let np = per.min(npix - p0);
         widen(g, x, zx, p0, np, &mut buf);
-        block(buf.words(), np, n, w, rq, q, y, p0, cout, fused);
+        block(buf.words_mut(), np, n, w, rq, q, y, p0, cout, fused);
         p0 += np;
     }
 }

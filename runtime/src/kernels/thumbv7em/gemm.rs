@@ -686,7 +686,7 @@ unsafe fn written(s: &[MaybeUninit<i32>], len: usize) -> &[i32] {
 /// take [`dot1x4_layer`] over all whole quads instead, and a lone pixel [`lone_fused`].
 #[allow(clippy::too_many_arguments)]
 pub(super) fn block(
-    xb: &[u32],
+    xb: &mut [u32],
     np: usize,
     n: usize,
     w: &[i8],
@@ -764,7 +764,7 @@ pub(super) fn block(
         c0 += m;
     }
     if np % 2 == 1 && fused {
-        let x = &xb[pairs * wp..][..wp];
+        let x = &mut xb[pairs * wp..][..wp];
         lone_fused(x, n, w, rq, q.zero_point, &mut y[(np - 1) * cout..][..cout]);
     } else if np % 2 == 1 {
         let mut out = Requant {
@@ -780,13 +780,49 @@ pub(super) fn block(
 }
 
 /// A lone last pixel `x` (its pair's `pair_words(n)` words) of a layer whose every channel
-/// takes the short form without a floor ([`fusable`]): channel triples by [`dot1x3`] (a last
-/// one or two by [`dot2x1`]), each sum requantised from its table row by
-/// [`dsp::short_row`](super::dsp::short_row) straight into `y`, the pixel's `cout` bytes —
-/// [`block_into`]'s lone-pixel tiles without a sink's index arithmetic and checks a byte
-/// (the 1×1 layers of stage 4 and the last conv at 32 px are all lone pixels).
-fn lone_fused(x: &[u32], n: usize, w: &[i8], rq: &[[i32; 3]], zp: i32, y: &mut [i8]) {
+/// takes the short form without a floor ([`fusable`]). Rows a multiple of 8 long starting
+/// at word boundaries (the 1×1 layers of stage 4 and the last conv at 32 px) take
+/// [`matvec2`] over channel pairs, the pixel's words first compacted in place (its pair
+/// partner's slots are not read); other rows channel triples by [`dot1x3`] (a last one or
+/// two by [`dot2x1`]), each sum requantised from its table row by
+/// [`dsp::short_row`](super::dsp::short_row) straight into `y`, the pixel's `cout` bytes.
+fn lone_fused(x: &mut [u32], n: usize, w: &[i8], rq: &[[i32; 3]], zp: i32, y: &mut [i8]) {
     let (g, nt, cout) = (n / 4, n & !3, rq.len());
+    let pairs = cout / 2;
+    if n.is_multiple_of(8) && pairs > 0 && (w.as_ptr() as usize).is_multiple_of(4) {
+        // Pixel 0's words of group `j` are `x[4j..4j + 2]`: to `x[2j..2j + 2]`, in
+        // ascending order (each destination is at or below its source and past every
+        // source still to be read).
+        for j in 1..g {
+            x.copy_within(4 * j..4 * j + 2, 2 * j);
+        }
+        let zp2 = 2 * zp + 1;
+        matvec2(
+            &x[..2 * g],
+            n,
+            w,
+            &rq[..2 * pairs],
+            zp2,
+            &mut y[..2 * pairs],
+        );
+        if cout % 2 == 1 {
+            // The last channel: its row as both of a pair's, on the compacted words (one
+            // group of 4 every 2 words: the same `dot2x1` on a view that `g` groups span).
+            let o = cout - 1;
+            let wr = &w[o * n..][..n];
+            let mut acc = 0i32;
+            for (j, v) in wr.chunks_exact(4).enumerate() {
+                let v = u32::from_le_bytes([v[0] as u8, v[1] as u8, v[2] as u8, v[3] as u8]);
+                acc = smlad(
+                    sxtb16_ror8(v),
+                    x[2 * j + 1],
+                    smlad(sxtb16(v), x[2 * j], acc),
+                );
+            }
+            y[o] = super::dsp::short_z(rq[o], zp2, acc);
+        }
+        return;
+    }
     let h0 = &x[4 * g..];
     let tails = |ws: &[i8], k: usize| match nt < n {
         true => tail(&ws[k * n + nt..(k + 1) * n], h0),
@@ -812,6 +848,203 @@ fn lone_fused(x: &[u32], n: usize, w: &[i8], rq: &[[i32; 3]], zp: i32, y: &mut [
         if o1 != t {
             y[o1] = super::dsp::short_row(rq[o1], zp, c.wrapping_add(tails(ws, 1)));
         }
+    }
+}
+
+/// One step of [`matvec2`] as `asm!` template text: 8 inputs (4 widened words of `x` by one
+/// `LDM`), then for each of the two rows 8 weights by one `LDRD`, 4 `SXTB16` and 4 `SMLAD`:
+/// 19 instructions for 16 MACs. Registers: `x` words r0–r3, weights r4/r5, scratch r8,
+/// sums r9/r10, pointers `x` r11, rows r12 and lr.
+macro_rules! matvec_step {
+    () => {
+        concat!(
+            "ldm r11!, {{r0, r1, r2, r3}}\n",
+            "ldrd r4, r5, [r12], #8\n",
+            "sxtb16 r8, r4, ror #8\n",
+            "sxtb16 r4, r4\n",
+            "smlad r9, r4, r0, r9\n",
+            "smlad r9, r8, r1, r9\n",
+            "sxtb16 r8, r5, ror #8\n",
+            "sxtb16 r5, r5\n",
+            "smlad r9, r5, r2, r9\n",
+            "smlad r9, r8, r3, r9\n",
+            "ldrd r4, r5, [lr], #8\n",
+            "sxtb16 r8, r4, ror #8\n",
+            "sxtb16 r4, r4\n",
+            "smlad r10, r4, r0, r10\n",
+            "smlad r10, r8, r1, r10\n",
+            "sxtb16 r8, r5, ror #8\n",
+            "sxtb16 r5, r5\n",
+            "smlad r10, r5, r2, r10\n",
+            "smlad r10, r8, r3, r10\n",
+        )
+    };
+}
+
+/// The short output stage of one sum as `asm!` template text (the row's `[bias, mult,
+/// shift]` in `$b`, `$m`, `$e`, `zp2 = 2·zp + 1` in r8; the sum in `$s` becomes the byte;
+/// `$b` and `$e` are scratch): [`short_z`](super::dsp::short_z)'s steps, the five of
+/// `dsp::short_asm` written out (a path-imported macro does not expand inside `concat!`).
+macro_rules! matvec_requant {
+    ($s:literal, $b:literal, $m:literal, $e:literal) => {
+        concat!(
+            "add ",
+            $s,
+            ", ",
+            $s,
+            ", ",
+            $b,
+            "\n",
+            "mvn ",
+            $e,
+            ", ",
+            $e,
+            "\n",
+            "lsl ",
+            $b,
+            ", r8, ",
+            $e,
+            "\n",
+            "add ",
+            $e,
+            ", ",
+            $e,
+            ", #1\n",
+            "lsl ",
+            $s,
+            ", ",
+            $s,
+            ", #1\n",
+            "smmlar ",
+            $b,
+            ", ",
+            $s,
+            ", ",
+            $m,
+            ", ",
+            $b,
+            "\n",
+            "sub ",
+            $b,
+            ", ",
+            $b,
+            ", ",
+            $s,
+            ", lsr #31\n",
+            "asr ",
+            $b,
+            ", ",
+            $b,
+            ", ",
+            $e,
+            "\n",
+            "ssat ",
+            $s,
+            ", #8, ",
+            $b,
+            "\n",
+        )
+    };
+}
+
+/// A lone pixel times weight rows two at a time, the output stage fused, in one `asm!`:
+/// `y[o] = short(Σ_k w[o·n + k]·x[k] + bias_o)` for the `y.len() = rq.len()` (even) channels,
+/// `x` the pixel's widened words compacted (`[v0, v2]`, `[v1, v3]` per group of 4, groups
+/// consecutive: `n / 2` words), `w` 4-aligned with rows of `n` bytes (`n` a multiple of 8),
+/// every row in the short form without a floor (others get wrong bytes, nothing worse),
+/// `zp2 = 2·zp + 1`. Per 8 inputs and 2 rows one `LDM` of 4 input words shared by both
+/// rows, an `LDRD` of each row's 8 weights, 8 `SXTB16` and 8 `SMLAD` (19 for 16 MACs; the
+/// 1×3 tile of [`dot1x3`] spends 17 for 12), four steps a loop pass; per pair of rows ~45
+/// more (the loop state on the stack, the output stage from the rows, `LDM` of both).
+fn matvec2(x: &[u32], n: usize, w: &[i8], rq: &[[i32; 3]], zp2: i32, y: &mut [i8]) {
+    let pairs = y.len() / 2;
+    let steps = n / 8;
+    assert!(
+        steps > 0
+            && n.is_multiple_of(8)
+            && pairs > 0
+            && rq.len() == 2 * pairs
+            && y.len() == 2 * pairs
+            && (w.as_ptr() as usize).is_multiple_of(4)
+    );
+    let (x, w) = (&x[..4 * steps], &w[..2 * pairs * n]);
+    let xend = x.as_ptr_range().end;
+    // SAFETY: the block of 32 bytes below `sp` (`SUB sp`, 8-aligned as before, restored by
+    // the last `ADD`) holds the loop state: x, steps, x's end, the table pointer, zp2, n,
+    // pairs left, the output pointer. Each of the `pairs ≥ 1` passes runs `steps ≥ 1` steps
+    // (`steps % 4` first, as the flags from `LSLS #31` say: the steps leave N and C alone,
+    // then passes of 4 until `x`'s end): each step reads 4 words at the x pointer (from `x`
+    // to its end: `x` holds `4·steps` words, 4-aligned as `LDM` needs) and 8 bytes at each
+    // row pointer (4-aligned: `w` is and `n` is a multiple of 8, as `LDRD` needs), the rows
+    // `2p` and `2p + 1` of `w`, which holds `2·pairs` rows of `n` bytes; then 6 words of
+    // the table (rows `2p`, `2p + 1`: `rq` holds `2·pairs`) and 2 byte stores at `y + 2p`
+    // (`y` holds `2·pairs` bytes). Each register named in the text is a clobbered operand;
+    // the flags and perhaps APSR.Q change.
+    unsafe {
+        core::arch::asm!(
+            "sub sp, sp, #32",
+            "strd r0, r1, [sp]",
+            "strd r2, r3, [sp, #8]",
+            "strd r4, r5, [sp, #16]",
+            "strd r8, r9, [sp, #24]",
+            "add lr, r12, r5",
+            // A pair of rows.
+            "1:",
+            "ldr r11, [sp]",
+            "mov r9, #0",
+            "mov r10, #0",
+            "ldr r8, [sp, #4]",
+            "lsls r8, r8, #31",
+            "bcc 3f",
+            matvec_step!(),
+            matvec_step!(),
+            "3:",
+            "bpl 4f",
+            matvec_step!(),
+            "4:",
+            "b 6f",
+            "5:",
+            matvec_step!(),
+            matvec_step!(),
+            matvec_step!(),
+            matvec_step!(),
+            "6:",
+            "ldr r8, [sp, #8]",
+            "cmp r11, r8",
+            "bne 5b",
+            // The two outputs.
+            "ldr r8, [sp, #12]",
+            "ldm r8!, {{r0, r1, r2, r3, r4, r5}}",
+            "str r8, [sp, #12]",
+            "ldr r8, [sp, #16]",
+            matvec_requant!("r9", "r0", "r1", "r2"),
+            matvec_requant!("r10", "r3", "r4", "r5"),
+            "ldr r8, [sp, #28]",
+            "strb r9, [r8], #1",
+            "strb r10, [r8], #1",
+            "str r8, [sp, #28]",
+            // The next pair's rows start where this pair's second ended.
+            "mov r12, lr",
+            "ldr r8, [sp, #20]",
+            "add lr, lr, r8",
+            "ldr r8, [sp, #24]",
+            "subs r8, r8, #1",
+            "str r8, [sp, #24]",
+            "bne 1b",
+            "add sp, sp, #32",
+            inout("r0") x.as_ptr() => _,
+            inout("r1") steps => _,
+            inout("r2") xend => _,
+            inout("r3") rq.as_ptr() => _,
+            inout("r4") zp2 => _,
+            inout("r5") n => _,
+            inout("r8") pairs => _,
+            inout("r9") y.as_mut_ptr() => _,
+            out("r10") _,
+            out("r11") _,
+            inout("r12") w.as_ptr() => _,
+            out("lr") _,
+        );
     }
 }
 

@@ -87,7 +87,7 @@ pub(crate) fn conv_i8(
                 }
             }
         }
-        block(buf.words(), np, n, w, rq, q, y, p0, cout, fused);
+        block(buf.words_mut(), np, n, w, rq, q, y, p0, cout, fused);
         p0 += np;
     }
 }
@@ -158,7 +158,7 @@ fn tap_major(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y:
                 e[1] = sxtab16_ror8(zz, v);
             }
         }
-        block(buf.words(), np, wp, wt, rq, q, y, p0, cout, fused);
+        block(buf.words_mut(), np, wp, wt, rq, q, y, p0, cout, fused);
         p0 += np;
     }
 }
