@@ -194,7 +194,8 @@ macro_rules! tile1x4_group {
 /// loop state from the block at `[sp]` (row `w0`, `g`, `b0` at offsets 0, 4, 8), the 4 sums
 /// from `b0`, `g` groups (an odd first one, then pairs); then `pa` moves to the next quad
 /// and `xe` holds the block's address again. The caller's text before it pushes the
-/// block's address (`SUB sp` 8, `STR`); one home for [`dot1x4_run`] and [`dot1x4_layer`].
+/// block's address (`SUB sp` 8, `STR`): [`dot1x4_run`]'s quads ([`dot1x4_layer`] keeps its
+/// state on the stack itself and starts the sums from the bias).
 macro_rules! dot1x4_quad {
     () => {
         concat!(
@@ -304,14 +305,42 @@ fn dot1x4_run(w0: &[i8], xs: &[u32], g: usize, quads: usize, b0: i32, s0: &mut [
     }
 }
 
+/// The first group of a quad of [`dot1x4_layer`] as `asm!` template text: [`tile1x4_group`]
+/// with every sum's first `SMLAD` accumulating onto the bias in `{a}` (`{a}`'s own last), so
+/// the quad needs no copies of the bias.
+macro_rules! tile1x4_first {
+    () => {
+        concat!(
+            "ldr {wa}, [{pw}], #4\n",
+            "sxtb16 {wo}, {wa}, ror #8\n",
+            "sxtb16 {wa}, {wa}\n",
+            "ldrd {xe}, {xo}, [{pa}, #8]\n",
+            "smlad {b}, {wa}, {xe}, {a}\n",
+            "smlad {b}, {wo}, {xo}, {b}\n",
+            "ldrd {xe}, {xo}, [{pb}, #8]\n",
+            "smlad {d}, {wa}, {xe}, {a}\n",
+            "smlad {d}, {wo}, {xo}, {d}\n",
+            "ldrd {xe}, {xo}, [{pb}], #16\n",
+            "smlad {c}, {wa}, {xe}, {a}\n",
+            "smlad {c}, {wo}, {xo}, {c}\n",
+            "ldrd {xe}, {xo}, [{pa}], #16\n",
+            "smlad {a}, {wa}, {xe}, {a}\n",
+            "smlad {a}, {wo}, {xo}, {a}",
+        )
+    };
+}
+
 /// Every channel of a layer's chunk of pixels in 1×4 tiles with the output stage in each
 /// quad's epilogue, in one `asm!`: for channel `o` (rows `n = 4·g` apart in `w`, table row
 /// `rq[o]`), the sums of the `quads` pixel quads of `xs` start from its bias and are
-/// requantised in registers (`dsp::short_asm`, its `kz` and shift from the row: `e =
-/// −shift`) and stored at `y[i·stride + o]`, `i` the pixel. For layers whose every channel
-/// takes the short form without a floor ([`fusable`]; other channels get wrong bytes,
-/// nothing worse): no stack run of sums and no per-channel call — ~30 instructions a
-/// channel besides its quads, and ~37 a quad for its 4 outputs and the loop.
+/// requantised in registers (`dsp::short_asm`; `e − 1 = !shift` and `kz = zp2·2^(e−1)`,
+/// `zp2 = 2·zp + 1`, as [`short_z`](super::dsp::short_z)) and stored at `y[i·stride + o]`,
+/// `i` the pixel. For layers whose every channel takes the short form without a floor
+/// ([`fusable`]; other channels get wrong bytes, nothing worse): no stack run of sums and no
+/// per-channel call. The loop state lives in a block on the stack (`sp`-relative, so no
+/// register holds its address): ~20 instructions a channel besides its quads, and ~38 a
+/// quad besides its groups (the first group accumulates onto the bias, the quad loop ends
+/// on the pixel pointer reaching the chunk's end).
 #[allow(clippy::too_many_arguments)]
 fn dot1x4_layer(
     w: &[i8],
@@ -326,116 +355,110 @@ fn dot1x4_layer(
     let cout = rq.len();
     assert!(g > 0 && quads > 0 && cout > 0 && 4 * quads * stride <= y.len() && cout <= stride);
     let (w, xs) = (&w[..cout * 4 * g], &xs[..quads * 8 * g]);
-    #[repr(C, align(8))]
-    struct Ctl {
-        w: *const i8,
-        g: usize,
-        b0: i32,
-        py: *mut i8,
-        quads_left: usize,
-        mult: i32,
-        kz: i32,
-        e: u32,
-        stride: usize,
-        rq: *const [i32; 3],
-        ch_left: usize,
-        quads: usize,
-        y_ch: *mut i8,
-        xs: *const u32,
-        zp: i32,
-    }
-    let mut ctl = Ctl {
-        w: w.as_ptr(),
-        g,
-        b0: 0,
-        py: core::ptr::null_mut(),
-        quads_left: 0,
-        mult: 0,
-        kz: 0,
-        e: 0,
-        stride,
-        rq: rq.as_ptr(),
-        ch_left: cout,
-        quads,
-        y_ch: y.as_mut_ptr(),
-        xs: xs.as_ptr(),
-        zp,
-    };
-    // SAFETY: `ctl` is a live, exclusively borrowed `repr(C)` block (8-aligned): the loads
-    // and stores at offsets 0..60 are its fields. The channel loop runs `cout ≥ 1` times;
-    // channel `o` reads table row `o` (12 bytes at `rq + 12o`, inside `rq`), sets `py` to
-    // `y + o` and `pa` to `xs`, and runs `quads ≥ 1` passes as [`dot1x4_run`]'s (the row at
-    // `w + 4g·o`, inside `w`, sliced to `cout·4g` bytes; the pixels inside `xs`, sliced to
-    // `quads·8g` words); pass `k` stores 4 bytes at `y + o + (4k + i)·stride`, `i < 4`: at
-    // most `(4·quads − 1)·stride + cout − 1 < 4·quads·stride ≤ y.len()` (asserted above, with
-    // `cout ≤ stride`). The stack use is 8 bytes, `sp` 8-aligned as before. Every register
-    // operand is a clobbered output; the flags and perhaps APSR.Q change.
+    let xend = xs.as_ptr_range().end;
+    // SAFETY: the 64-byte block below `sp` (`SUB sp`, 8-aligned as before, restored by the
+    // last `ADD`) holds the loop state: at 0 the channel's row, 4 `g − 1`, 8 its bias, 12
+    // `16·g`, 16 the output pointer, 20 `stride`, 24/28/32 `mult`, `kz`, `e`, 36 the next
+    // table row, 40 channels left, 44 `xs`, 48 its end, 52 the next channel's first output,
+    // 56 `zp2`. The channel loop runs `cout ≥ 1` times; channel `o` reads table row `o` (12
+    // bytes at `rq + 12o`, inside `rq`), its outputs start at `y + o`, `pa` at `xs`, and
+    // its quads run until `pa` reaches the end of `xs` (`quads ≥ 1` of them, `pa` advancing
+    // `32·g` bytes a quad: two pairs of `16·g`): each resets the row pointer to row `o` (at
+    // `w + 4g·o`, inside `w`, sliced to `cout·4g` bytes) and runs `g ≥ 1` groups (the first,
+    // then an odd one, then pairs: `LSRS` leaves `g − 1`'s low bit in C and `Z` for the
+    // pairs, which the groups do not change), each reading 4 bytes of the row (`LDR`: any
+    // alignment on Armv7-M) and 4 words at `pa` (pair `2k`) and at `pb = pa + 16·g` (pair
+    // `2k + 1`), both advanced 4 words a group (`xs` sliced to `quads·8·g` words, 4-aligned
+    // as `LDRD` needs); quad `k` stores 4 bytes at `y + o + (4k + i)·stride`, `i < 4`: at most
+    // `(4·quads − 1)·stride + cout − 1 < 4·quads·stride ≤ y.len()` (asserted above, with
+    // `cout ≤ stride`). Every register operand is a clobbered output; the flags and perhaps
+    // APSR.Q change.
     unsafe {
         core::arch::asm!(
-            "sub sp, sp, #8",
-            "str {xe}, [sp]",
-            // Channel `o`: bias, multiplier, `e = −shift`, `kz = zp·2^e + 2^(e−1)`.
+            "sub sp, sp, #64",
+            "strd {pw}, {n}, [sp]",
+            "str {a}, [sp, #12]",
+            "str {b}, [sp, #20]",
+            "strd {c}, {d}, [sp, #36]",
+            "strd {wa}, {wo}, [sp, #44]",
+            "strd {xe}, {xo}, [sp, #52]",
+            // Channel `o`: bias, multiplier, `e`, `kz`; its first output; `pa` at `xs`.
             "5:",
-            "ldr {pw}, [{xe}, #36]",
+            "ldr {pw}, [sp, #36]",
             "ldrd {a}, {b}, [{pw}]",
             "ldr {c}, [{pw}, #8]",
             "add {pw}, {pw}, #12",
-            "str {pw}, [{xe}, #36]",
-            "str {a}, [{xe}, #8]",
-            "rsb {c}, {c}, #0",
-            "ldr {n}, [{xe}, #56]",
-            "lsl {n}, {n}, {c}",
-            "sub {d}, {c}, #1",
-            "mov {wa}, #1",
-            "lsl {wa}, {wa}, {d}",
-            "add {n}, {n}, {wa}",
-            "strd {b}, {n}, [{xe}, #20]",
-            "str {c}, [{xe}, #28]",
-            "ldr {a}, [{xe}, #48]",
-            "str {a}, [{xe}, #12]",
+            "str {pw}, [sp, #36]",
+            "str {a}, [sp, #8]",
+            "ldr {d}, [sp, #56]",
+            "mvn {c}, {c}",
+            "lsl {d}, {d}, {c}",
+            "add {c}, {c}, #1",
+            "strd {b}, {d}, [sp, #24]",
+            "str {c}, [sp, #32]",
+            "ldr {a}, [sp, #52]",
+            "str {a}, [sp, #16]",
             "add {a}, {a}, #1",
-            "str {a}, [{xe}, #48]",
-            "ldr {a}, [{xe}, #44]",
-            "str {a}, [{xe}, #16]",
-            "ldr {pa}, [{xe}, #52]",
-            dot1x4_quad!(),
-            "ldrd {pw}, {n}, [{xe}, #20]",
-            "ldr {wa}, [{xe}, #28]",
+            "str {a}, [sp, #52]",
+            "ldr {pa}, [sp, #44]",
+            // A quad: the row, `g − 1`, the bias and `16·g`; the first group onto the
+            // bias, then an odd group, then pairs.
+            "3:",
+            "ldrd {pw}, {n}, [sp]",
+            "ldrd {a}, {wa}, [sp, #8]",
+            "add {pb}, {pa}, {wa}",
+            tile1x4_first!(),
+            "lsrs {n}, {n}, #1",
+            "bcc 6f",
+            tile1x4_group!(),
+            "6:",
+            "beq 4f",
+            "2:",
+            tile1x4_group!(),
+            tile1x4_group!(),
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            "4:",
+            "mov {pa}, {pb}",
+            "ldrd {pw}, {n}, [sp, #24]",
+            "ldr {wa}, [sp, #32]",
             super::dsp::short_asm!("{a}", "{pw}", "{n}", "{wa}", "{wo}"),
             super::dsp::short_asm!("{b}", "{pw}", "{n}", "{wa}", "{wo}"),
             super::dsp::short_asm!("{c}", "{pw}", "{n}", "{wa}", "{wo}"),
             super::dsp::short_asm!("{d}", "{pw}", "{n}", "{wa}", "{wo}"),
-            "ldr {wo}, [{xe}, #12]",
-            "ldr {xo}, [{xe}, #32]",
+            "ldrd {wo}, {xo}, [sp, #16]",
             "strb {a}, [{wo}]",
             "strb {b}, [{wo}, {xo}]",
             "add {wo}, {wo}, {xo}, lsl #1",
             "strb {c}, [{wo}]",
             "strb {d}, [{wo}, {xo}]",
             "add {wo}, {wo}, {xo}, lsl #1",
-            "str {wo}, [{xe}, #12]",
-            dot1x4_next!(),
+            "str {wo}, [sp, #16]",
+            "ldr {wo}, [sp, #48]",
+            "cmp {pa}, {wo}",
+            "bne 3b",
             // The next channel's row.
-            "ldrd {pw}, {n}, [{xe}]",
-            "add {pw}, {pw}, {n}, lsl #2",
-            "str {pw}, [{xe}]",
-            "ldr {n}, [{xe}, #40]",
+            "ldr {pw}, [sp]",
+            "ldr {n}, [sp, #12]",
+            "add {pw}, {pw}, {n}, lsr #2",
+            "str {pw}, [sp]",
+            "ldr {n}, [sp, #40]",
             "subs {n}, {n}, #1",
-            "str {n}, [{xe}, #40]",
+            "str {n}, [sp, #40]",
             "bne 5b",
-            "add sp, sp, #8",
-            xe = inout(reg) &mut ctl as *mut Ctl => _,
+            "add sp, sp, #64",
+            pw = inout(reg) w.as_ptr() => _,
+            n = inout(reg) g - 1 => _,
+            a = inout(reg) 16 * g => _,
+            b = inout(reg) stride => _,
+            c = inout(reg) rq.as_ptr() => _,
+            d = inout(reg) cout => _,
+            wa = inout(reg) xs.as_ptr() => _,
+            wo = inout(reg) xend => _,
+            xe = inout(reg) y.as_mut_ptr() => _,
+            xo = inout(reg) 2 * zp + 1 => _,
             pa = out(reg) _,
             pb = out(reg) _,
-            pw = out(reg) _,
-            n = out(reg) _,
-            a = out(reg) _,
-            b = out(reg) _,
-            c = out(reg) _,
-            d = out(reg) _,
-            wa = out(reg) _,
-            wo = out(reg) _,
-            xo = out(reg) _,
         );
     }
 }
