@@ -60,6 +60,26 @@ struct Fac([u8; FACMAX]);
 
 /// A random geometry of `f` whose buffers fit, or `None` (the caller draws again).
 fn geom(r: &mut Rng, f: Family) -> Option<Geom> {
+    // A third of the stem cases are the model's stem (3 dense channels, 3×3): the twin's
+    // patches of windows inside the image.
+    if f == Family::Stem && r.range(0, 3) == 0 {
+        let (h, w, stride, pad) = (r.range(3, 14), r.range(3, 14), r.range(1, 3), r.range(0, 2));
+        let (ho, wo) = (Geom::out_dim(h, 3, stride, pad), Geom::out_dim(w, 3, stride, pad));
+        let cout = r.range(1, 40);
+        return Some(Geom {
+            h,
+            w,
+            in_stride: 3,
+            c_off: 0,
+            cin: 3,
+            ho,
+            wo,
+            cout,
+            k: 3,
+            stride,
+            pad,
+        });
+    }
     let cin = match (f, r.range(0, 20)) {
         (Family::Stem, _) => r.range(1, 12),
         (_, 0) => r.range(1025, 1040), // over the pointwise stack block: the fallback
