@@ -64,7 +64,10 @@ fn geom(r: &mut Rng, f: Family) -> Option<Geom> {
     // patches of windows inside the image.
     if f == Family::Stem && r.range(0, 3) == 0 {
         let (h, w, stride, pad) = (r.range(3, 14), r.range(3, 14), r.range(1, 3), r.range(0, 2));
-        let (ho, wo) = (Geom::out_dim(h, 3, stride, pad), Geom::out_dim(w, 3, stride, pad));
+        let (ho, wo) = (
+            Geom::out_dim(h, 3, stride, pad),
+            Geom::out_dim(w, 3, stride, pad),
+        );
         let cout = r.range(1, 40);
         return Some(Geom {
             h,
