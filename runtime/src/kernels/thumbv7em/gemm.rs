@@ -904,68 +904,23 @@ macro_rules! matvec_step {
     };
 }
 
-/// The short output stage of one sum as `asm!` template text (the row's `[bias, mult,
-/// shift]` in `$b`, `$m`, `$e`, `zp2 = 2·zp + 1` in r8; the sum in `$s` becomes the byte;
-/// `$b` and `$e` are scratch): [`short_z`](super::dsp::short_z)'s steps, the five of
-/// `dsp::short_asm` written out (a path-imported macro does not expand inside `concat!`).
+/// The short output stage of one sum as `asm!` template text (the sum in `$s`, started
+/// from the bias, becomes the byte; the row's `mult` and `shift` in `$m`, `$e`, `zp2 = 2·zp
+/// + 1` in r8; `$k` and `$e` are scratch): [`short_z`](super::dsp::short_z)'s steps, the
+/// five of `dsp::short_asm` written out (a path-imported macro does not expand inside
+/// `concat!`).
+#[rustfmt::skip]
 macro_rules! matvec_requant {
-    ($s:literal, $b:literal, $m:literal, $e:literal) => {
+    ($s:literal, $k:literal, $m:literal, $e:literal) => {
         concat!(
-            "add ",
-            $s,
-            ", ",
-            $s,
-            ", ",
-            $b,
-            "\n",
-            "mvn ",
-            $e,
-            ", ",
-            $e,
-            "\n",
-            "lsl ",
-            $b,
-            ", r8, ",
-            $e,
-            "\n",
-            "add ",
-            $e,
-            ", ",
-            $e,
-            ", #1\n",
-            "lsl ",
-            $s,
-            ", ",
-            $s,
-            ", #1\n",
-            "smmlar ",
-            $b,
-            ", ",
-            $s,
-            ", ",
-            $m,
-            ", ",
-            $b,
-            "\n",
-            "sub ",
-            $b,
-            ", ",
-            $b,
-            ", ",
-            $s,
-            ", lsr #31\n",
-            "asr ",
-            $b,
-            ", ",
-            $b,
-            ", ",
-            $e,
-            "\n",
-            "ssat ",
-            $s,
-            ", #8, ",
-            $b,
-            "\n",
+            "mvn ", $e, ", ", $e, "\n",
+            "lsl ", $k, ", r8, ", $e, "\n",
+            "add ", $e, ", ", $e, ", #1\n",
+            "lsl ", $s, ", ", $s, ", #1\n",
+            "smmlar ", $k, ", ", $s, ", ", $m, ", ", $k, "\n",
+            "sub ", $k, ", ", $k, ", ", $s, ", lsr #31\n",
+            "asr ", $k, ", ", $k, ", ", $e, "\n",
+            "ssat ", $s, ", #8, ", $k, "\n",
         )
     };
 }
@@ -992,30 +947,88 @@ fn matvec2(x: &[u32], n: usize, w: &[i8], rq: &[[i32; 3]], zp2: i32, y: &mut [i8
     );
     let (x, w) = (&x[..4 * steps], &w[..2 * pairs * n]);
     let xend = x.as_ptr_range().end;
-    // SAFETY: the block of 32 bytes below `sp` (`SUB sp`, 8-aligned as before, restored by
-    // the last `ADD`) holds the loop state: x, steps, x's end, the table pointer, zp2, n,
-    // pairs left, the output pointer. Each of the `pairs ≥ 1` passes runs `steps ≥ 1` steps
-    // (`steps % 4` first, as the flags from `LSLS #31` say: the steps leave N and C alone,
-    // then passes of 4 until `x`'s end): each step reads 4 words at the x pointer (from `x`
-    // to its end: `x` holds `4·steps` words, 4-aligned as `LDM` needs) and 8 bytes at each
-    // row pointer (4-aligned: `w` is and `n` is a multiple of 8, as `LDRD` needs), the rows
-    // `2p` and `2p + 1` of `w`, which holds `2·pairs` rows of `n` bytes; then 6 words of
-    // the table (rows `2p`, `2p + 1`: `rq` holds `2·pairs`) and 2 byte stores at `y + 2p`
-    // (`y` holds `2·pairs` bytes). Each register named in the text is a clobbered operand;
-    // the flags and perhaps APSR.Q change.
-    unsafe {
-        core::arch::asm!(
-            "sub sp, sp, #32",
-            "strd r0, r1, [sp]",
-            "strd r2, r3, [sp, #8]",
-            "strd r4, r5, [sp, #16]",
-            "strd r8, r9, [sp, #24]",
-            "add lr, r12, r5",
-            // A pair of rows.
-            "1:",
-            "ldr r11, [sp]",
-            "mov r9, #0",
-            "mov r10, #0",
+    // The pass of each pair: with `steps % 4 ≠ 0` the odd steps first (`LEAD`), then passes
+    // of 4 steps until `x`'s end; else the passes alone (`steps ≥ 4`).
+    macro_rules! run {
+        ($($lead:expr,)*) => {
+            // SAFETY: the block of 32 bytes below `sp` (`SUB sp`, 8-aligned as before,
+            // restored by the last `ADD`) holds the loop state: x, steps, x's end, the table
+            // pointer, zp2, n, pairs left, the output pointer. Each of the `pairs ≥ 1` passes
+            // runs `steps ≥ 1` steps (`steps % 4` first, as the flags from `LSLS #31` say: the
+            // steps leave N and C alone; without that prologue `steps` is a multiple of 4,
+            // at least 4; then passes of 4 until `x`'s end): each step reads 4 words at the x
+            // pointer (from `x` to its end: `x` holds `4·steps` words, 4-aligned as `LDM`
+            // needs) and 8 bytes at each row pointer (4-aligned: `w` is and `n` is a multiple
+            // of 8, as `LDRD` needs), the rows `2p` and `2p + 1` of `w`, which holds
+            // `2·pairs` rows of `n` bytes; the two sums start from the biases of table rows
+            // `2p` and `2p + 1` (words 0 and 3 at the table pointer), whose 6 words are then
+            // read (`rq` holds `2·pairs` rows), and 2 bytes are stored at `y + 2p` (`y` holds
+            // `2·pairs` bytes). Each register named in the text is a clobbered operand; the
+            // flags and perhaps APSR.Q change.
+            unsafe {
+                core::arch::asm!(
+                    "sub sp, sp, #32",
+                    "strd r0, r1, [sp]",
+                    "strd r2, r3, [sp, #8]",
+                    "strd r4, r5, [sp, #16]",
+                    "strd r8, r9, [sp, #24]",
+                    "add lr, r12, r5",
+                    // A pair of rows: the sums from the biases.
+                    "1:",
+                    "ldr r11, [sp]",
+                    "ldr r8, [sp, #12]",
+                    "ldr r9, [r8]",
+                    "ldr r10, [r8, #12]",
+                    $($lead,)*
+                    "5:",
+                    matvec_step!(),
+                    matvec_step!(),
+                    matvec_step!(),
+                    matvec_step!(),
+                    "6:",
+                    "ldr r8, [sp, #8]",
+                    "cmp r11, r8",
+                    "bne 5b",
+                    // The two outputs.
+                    "ldr r8, [sp, #12]",
+                    "ldm r8!, {{r0, r1, r2, r3, r4, r5}}",
+                    "str r8, [sp, #12]",
+                    "ldr r8, [sp, #16]",
+                    matvec_requant!("r9", "r0", "r1", "r2"),
+                    matvec_requant!("r10", "r3", "r4", "r5"),
+                    "ldr r8, [sp, #28]",
+                    "strb r9, [r8], #1",
+                    "strb r10, [r8], #1",
+                    "str r8, [sp, #28]",
+                    // The next pair's rows start where this pair's second ended.
+                    "mov r12, lr",
+                    "ldr r8, [sp, #20]",
+                    "add lr, lr, r8",
+                    "ldr r8, [sp, #24]",
+                    "subs r8, r8, #1",
+                    "str r8, [sp, #24]",
+                    "bne 1b",
+                    "add sp, sp, #32",
+                    inout("r0") x.as_ptr() => _,
+                    inout("r1") steps => _,
+                    inout("r2") xend => _,
+                    inout("r3") rq.as_ptr() => _,
+                    inout("r4") zp2 => _,
+                    inout("r5") n => _,
+                    inout("r8") pairs => _,
+                    inout("r9") y.as_mut_ptr() => _,
+                    out("r10") _,
+                    out("r11") _,
+                    inout("r12") w.as_ptr() => _,
+                    out("lr") _,
+                );
+            }
+        };
+    }
+    if steps.is_multiple_of(4) {
+        run!();
+    } else {
+        run!(
             "ldr r8, [sp, #4]",
             "lsls r8, r8, #31",
             "bcc 3f",
@@ -1026,47 +1039,6 @@ fn matvec2(x: &[u32], n: usize, w: &[i8], rq: &[[i32; 3]], zp2: i32, y: &mut [i8
             matvec_step!(),
             "4:",
             "b 6f",
-            "5:",
-            matvec_step!(),
-            matvec_step!(),
-            matvec_step!(),
-            matvec_step!(),
-            "6:",
-            "ldr r8, [sp, #8]",
-            "cmp r11, r8",
-            "bne 5b",
-            // The two outputs.
-            "ldr r8, [sp, #12]",
-            "ldm r8!, {{r0, r1, r2, r3, r4, r5}}",
-            "str r8, [sp, #12]",
-            "ldr r8, [sp, #16]",
-            matvec_requant!("r9", "r0", "r1", "r2"),
-            matvec_requant!("r10", "r3", "r4", "r5"),
-            "ldr r8, [sp, #28]",
-            "strb r9, [r8], #1",
-            "strb r10, [r8], #1",
-            "str r8, [sp, #28]",
-            // The next pair's rows start where this pair's second ended.
-            "mov r12, lr",
-            "ldr r8, [sp, #20]",
-            "add lr, lr, r8",
-            "ldr r8, [sp, #24]",
-            "subs r8, r8, #1",
-            "str r8, [sp, #24]",
-            "bne 1b",
-            "add sp, sp, #32",
-            inout("r0") x.as_ptr() => _,
-            inout("r1") steps => _,
-            inout("r2") xend => _,
-            inout("r3") rq.as_ptr() => _,
-            inout("r4") zp2 => _,
-            inout("r5") n => _,
-            inout("r8") pairs => _,
-            inout("r9") y.as_mut_ptr() => _,
-            out("r10") _,
-            out("r11") _,
-            inout("r12") w.as_ptr() => _,
-            out("lr") _,
         );
     }
 }
