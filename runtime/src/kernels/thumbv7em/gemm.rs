@@ -971,18 +971,19 @@ fn matvec2(x: &[u32], n: usize, w: &[i8], rq: &[[i32; 3]], zp2: i32, y: &mut [i8
     );
     let (x, w) = (&x[..4 * steps], &w[..2 * pairs * n]);
     let xend = x.as_ptr_range().end;
-    // The pass of each pair: with `steps % 4 ≠ 0` the odd steps first (`LEAD`), then passes
-    // of 4 steps until `x`'s end; else the passes alone (`steps ≥ 4`).
+    // The pass of each pair: with `steps % 4 ≠ 0` the odd steps first, then passes of 4
+    // steps until `x`'s end; else the passes alone (`steps ≥ 4`), of 8 steps where `steps`
+    // is a multiple of 8 (one loop test per 128 MACs: the last conv's rows of 192).
     macro_rules! run {
-        ($($lead:expr,)*) => {
+        ([$($lead:expr,)*], [$($more:expr,)*]) => {
             // SAFETY: the block of 32 bytes below `sp` (`SUB sp`, 8-aligned as before,
             // restored by the last `ADD`) holds the loop state: x, steps, x's end, the table
             // pointer, zp2, n, pairs left, the output pointer. Each of the `pairs ≥ 1` passes
             // runs `steps ≥ 1` steps (`steps % 4` first, as the flags from `LSLS #31` say: the
             // steps leave N and C alone; without that prologue `steps` is a multiple of 4,
-            // at least 4; then passes of 4 until `x`'s end): each step reads 4 words at the x
-            // pointer (from `x` to its end: `x` holds `4·steps` words, 4-aligned as `LDM`
-            // needs) and 8 bytes at each row pointer (4-aligned: `w` is and `n` is a multiple
+            // at least 4, or of 8 for passes of 8; then passes until `x`'s end): each step
+            // reads 4 words at the x pointer (from `x` to its end: `x` holds `4·steps` words,
+            // 4-aligned as `LDM` needs) and 8 bytes at each row pointer (4-aligned: `w` is and `n` is a multiple
             // of 8, as `LDRD` needs), the rows `2p` and `2p + 1` of `w`, which holds
             // `2·pairs` rows of `n` bytes; the two sums start from the biases of table rows
             // `2p` and `2p + 1` (words 0 and 3 at the table pointer), whose 6 words are then
@@ -1009,6 +1010,7 @@ fn matvec2(x: &[u32], n: usize, w: &[i8], rq: &[[i32; 3]], zp2: i32, y: &mut [i8
                     matvec_step!(),
                     matvec_step!(),
                     matvec_step!(),
+                    $($more,)*
                     "6:",
                     "ldr r8, [sp, #8]",
                     "cmp r11, r8",
@@ -1049,20 +1051,33 @@ fn matvec2(x: &[u32], n: usize, w: &[i8], rq: &[[i32; 3]], zp2: i32, y: &mut [i8
             }
         };
     }
-    if steps.is_multiple_of(4) {
-        run!();
+    if steps.is_multiple_of(8) {
+        run!(
+            [],
+            [
+                matvec_step!(),
+                matvec_step!(),
+                matvec_step!(),
+                matvec_step!(),
+            ]
+        );
+    } else if steps.is_multiple_of(4) {
+        run!([], []);
     } else {
         run!(
-            "ldr r8, [sp, #4]",
-            "lsls r8, r8, #31",
-            "bcc 3f",
-            matvec_step!(),
-            matvec_step!(),
-            "3:",
-            "bpl 4f",
-            matvec_step!(),
-            "4:",
-            "b 6f",
+            [
+                "ldr r8, [sp, #4]",
+                "lsls r8, r8, #31",
+                "bcc 3f",
+                matvec_step!(),
+                matvec_step!(),
+                "3:",
+                "bpl 4f",
+                matvec_step!(),
+                "4:",
+                "b 6f",
+            ],
+            []
         );
     }
 }
