@@ -60,6 +60,47 @@ struct Fac([u8; FACMAX]);
 
 /// A random geometry of `f` whose buffers fit, or `None` (the caller draws again).
 fn geom(r: &mut Rng, f: Family) -> Option<Geom> {
+    // A third of the stem cases are the model's stem (3 dense channels, 3×3): the twin's
+    // patches of windows inside the image.
+    if f == Family::Stem && r.range(0, 3) == 0 {
+        let (h, w, stride, pad) = (r.range(3, 14), r.range(3, 14), r.range(1, 3), r.range(0, 2));
+        let (ho, wo) = (
+            Geom::out_dim(h, 3, stride, pad),
+            Geom::out_dim(w, 3, stride, pad),
+        );
+        let cout = r.range(1, 40);
+        return Some(Geom {
+            h,
+            w,
+            in_stride: 3,
+            c_off: 0,
+            cin: 3,
+            ho,
+            wo,
+            cout,
+            k: 3,
+            stride,
+            pad,
+        });
+    }
+    // An eighth of the pointwise cases are one pixel (the 1×1 layers at 32 px) with rows of
+    // 64 to 192, often a multiple of 64: the lone pixel's mat-vec, in passes of 8 steps.
+    if f == Family::Pointwise && r.range(0, 8) == 0 {
+        let cin = if r.range(0, 2) == 0 { 64 * r.range(1, 4) } else { r.range(64, 193) };
+        return Some(Geom {
+            h: 1,
+            w: 1,
+            in_stride: cin,
+            c_off: 0,
+            cin,
+            ho: 1,
+            wo: 1,
+            cout: r.range(1, 120),
+            k: 1,
+            stride: 1,
+            pad: 0,
+        });
+    }
     let cin = match (f, r.range(0, 20)) {
         (Family::Stem, _) => r.range(1, 12),
         (_, 0) => r.range(1025, 1040), // over the pointwise stack block: the fallback

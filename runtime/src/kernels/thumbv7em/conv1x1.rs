@@ -27,25 +27,45 @@ fn fits(g: &Geom, x: &[i8], zx: i32, w: &[i8]) -> bool {
 }
 
 /// Widens output pixels `p0 .. p0 + np`'s input channels into `buf` (the GEMM's layout).
+/// The pixel walk steps `(oy, ox)` instead of dividing per pixel, and the full groups go
+/// through raw pointers checked once a pixel: per 4 channels an unaligned `LDR`, 2
+/// `SXTAB16` and one `STRD`.
 fn widen(g: &Geom, x: &[i8], zx: i32, p0: usize, np: usize, buf: &mut Buf<'_>) {
     let n = g.cin;
     let (wp, zz) = (pair_words(n), pair(-zx));
     let (g4, nt) = (n / 4, n & !3);
+    let (mut oy, mut ox) = (p0 / g.wo, p0 % g.wo);
     for i in 0..np {
-        let px = &x[src(g, p0 + i)..][..n];
+        let at = (oy * g.stride * g.w + ox * g.stride) * g.in_stride + g.c_off;
+        let px = &x[at..][..n];
         let (base, odd) = ((i / 2) * wp, i % 2);
         let dst = &mut buf.words_mut()[base..][..wp];
-        for j in 0..g4 {
-            // SAFETY: `4·j + 3 < nt ≤ n = px.len()`; unaligned because channel slices
-            // start at any byte.
-            let v = unsafe { (px.as_ptr().add(4 * j) as *const u32).read_unaligned() };
-            let d = &mut dst[4 * j + 2 * odd..][..2];
-            d[0] = sxtab16(zz, v);
-            d[1] = sxtab16_ror8(zz, v);
+        if g4 > 0 {
+            // Group `j` goes to words `4j + 2·odd` and `+ 1`: the last at most `4·g4 − 1 <
+            // wp`.
+            let d = &mut dst[2 * odd..4 * g4];
+            let (mut s, mut o) = (px.as_ptr(), d.as_mut_ptr());
+            for _ in 0..g4 {
+                // SAFETY: `g4` groups of 4 bytes from `px` (`4·g4 ≤ n = px.len()`; unaligned:
+                // channel slices start at any byte) and pairs of words at `o`, 4 words apart,
+                // the last ending at word `4·g4 − 4 + 2 ≤ d.len()` (`d` starts at `2·odd`);
+                // `o` is a word pointer, so aligned.
+                unsafe {
+                    let v = (s as *const u32).read_unaligned();
+                    o.write(sxtab16(zz, v));
+                    o.add(1).write(sxtab16_ror8(zz, v));
+                    s = s.add(4);
+                    o = o.add(4);
+                }
+            }
         }
         let h = &mut buf.halves_mut()[2 * base..][..2 * wp];
         for k in nt..n {
             h[hpos(k, n, odd)] = (px[k] as i32 - zx) as i16;
+        }
+        ox += 1;
+        if ox == g.wo {
+            (oy, ox) = (oy + 1, 0);
         }
     }
 }
@@ -73,7 +93,7 @@ pub(crate) fn conv1x1_i8(
     while p0 < npix {
         let np = per.min(npix - p0);
         widen(g, x, zx, p0, np, &mut buf);
-        block(buf.words(), np, n, w, rq, q, y, p0, cout, fused);
+        block(buf.words_mut(), np, n, w, rq, q, y, p0, cout, fused);
         p0 += np;
     }
 }

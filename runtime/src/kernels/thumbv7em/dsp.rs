@@ -461,6 +461,33 @@ pub(super) fn short_row([bias, mult, shift]: [i32; 3], zp: i32, acc: i32) -> i8 
     a as i8
 }
 
+/// [`short_row`] with the zero point as `zp2 = 2·zp + 1` (once a layer): `kz = zp·2^e +
+/// 2^(e−1) = zp2·2^(e−1)` and `e − 1 = !shift`, so the constants cost `MVN`, `LSL` and an
+/// `ADD` of 1 (`e`) instead of six instructions and two masks. The same contract: a row that
+/// `ShortStage::channel` takes (`e − 1 ∈ 0..=22`, so no shift is by 32 or more), `lo = −128`;
+/// any other row gets a wrong byte, nothing worse.
+#[inline(always)]
+pub(super) fn short_z([bias, mult, shift]: [i32; 3], zp2: i32, acc: i32) -> i8 {
+    let mut a = acc.wrapping_add(bias);
+    // SAFETY: register-only Armv7E-M instructions; no memory, no stack; flags changed.
+    unsafe {
+        asm!(
+            "mvn {e}, {e}",
+            "lsl {kz}, {z2}, {e}",
+            "add {e}, {e}, #1",
+            short_asm!("{a}", "{m}", "{kz}", "{e}", "{t}"),
+            a = inout(reg) a,
+            m = in(reg) mult,
+            z2 = in(reg) zp2,
+            e = inout(reg) shift => _,
+            kz = out(reg) _,
+            t = out(reg) _,
+            options(pure, nomem, nostack),
+        )
+    }
+    a as i8
+}
+
 /// `rq.apply(a)` for the channel of `k` (`a` before the bias): [`requant_run`]'s steps, the
 /// constants loaded from `k` by `LDRD` as they are needed (`ADD` bias first); the short forms
 /// by [`short1k`] (and the floor as a byte max).

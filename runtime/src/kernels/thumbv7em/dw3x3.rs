@@ -7,14 +7,17 @@
 //! image reads a row of `zx` bytes (`x − zx = 0`), so the tap loop has no branches and
 //! unrolls — 9 instructions a tap and 4 channels.
 use super::dsp::{
-    pair, requant1k, short1k, smlabb, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8, Kq,
-    ShortStage,
+    pair, requant1k, short1k, short_z, smlabb, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8,
+    Kq, ShortStage,
 };
 use crate::kernels::{reference, Geom, OutQ};
 use core::mem::MaybeUninit;
 
 /// Channels per block (their `Kq` and widened weights live on the stack: 1.9 KiB).
 const BLOCK: usize = 32;
+
+/// Output images of at most this many pixels take [`few`].
+const FEW: usize = 8;
 
 /// Same contract as `reference::dwconv3x3::dwconv3x3_i8`.
 pub(crate) fn dwconv3x3_i8(
@@ -34,12 +37,15 @@ pub(crate) fn dwconv3x3_i8(
         return reference::dwconv3x3::dwconv3x3_i8(g, x, zx, w, rq, q, y);
     };
     let zz = pair(-zx);
+    // `|acc| ≤ 9·2^7·2^8` (`|x − zx| ≤ 255`).
+    let short = ShortStage::new(q, 9 << 15);
+    if npix <= FEW && q.lo <= -128 && rq[..c].iter().all(|&r| short.channel(r).is_some()) {
+        return few(g, x, zz, w, &rq[..c], q.zero_point, y);
+    }
     let pad = [zb; BLOCK];
     // Uninitialised: zeroing them cost more than a small layer's block setup.
     let mut kb = [MaybeUninit::<Kq>::uninit(); BLOCK];
     let mut wb = [MaybeUninit::<[u32; 2]>::uninit(); 9 * BLOCK / 4];
-    // `|acc| ≤ 9·2^7·2^8` (`|x − zx| ≤ 255`).
-    let short = ShortStage::new(q, 9 << 15);
     for c0 in (0..c).step_by(BLOCK) {
         let nb = BLOCK.min(c - c0);
         let n4 = nb & !3;
@@ -118,4 +124,76 @@ pub(crate) fn dwconv3x3_i8(
             }
         }
     }
+}
+
+/// A small output image (at most [`FEW`] pixels, each channel in the short form without a
+/// floor): per output pixel only the taps inside the image (in images of 1, 2 or 4 pixels
+/// most of the 9 are padding), each weight word widened where it is used, and each sum
+/// requantised from its table row ([`short_z`]) — no per-channel `Kq` nor widened-weight
+/// block to prepare, which the few pixels would not pay back. `zz` is `−zx` in both
+/// halfwords (`zx ∈ i8`); callers checked `w`, `rq` (`c` rows) and `y`.
+fn few(g: &Geom, x: &[i8], zz: u32, w: &[i8], rq: &[[i32; 3]], zp: i32, y: &mut [i8]) {
+    let c = rq.len();
+    let c4 = c & !3;
+    for oy in 0..g.ho {
+        for ox in 0..g.wo {
+            // The taps inside the image: their rows of `c` channels in `x` and in `w`.
+            let mut taps = [(x.as_ptr(), w.as_ptr()); 9];
+            let mut nt = 0;
+            for ky in 0..3 {
+                let Some(iy) = Geom::tap(oy, ky, g.stride, 1, g.h) else {
+                    continue;
+                };
+                for kx in 0..3 {
+                    if let Some(ix) = Geom::tap(ox, kx, g.stride, 1, g.w) {
+                        let at = (iy * g.w + ix) * g.in_stride + g.c_off;
+                        taps[nt] = (x[at..][..c].as_ptr(), w[(ky * 3 + kx) * c..][..c].as_ptr());
+                        nt += 1;
+                    }
+                }
+            }
+            let taps = &taps[..nt];
+            let out = &mut y[(oy * g.wo + ox) * c..][..c];
+            let zp2 = 2 * zp + 1;
+            for j in (0..c4).step_by(4) {
+                let (mut a0, mut a1, mut a2, mut a3) = (0, 0, 0, 0);
+                for &(xp, wp) in taps {
+                    // SAFETY: both rows were checked to hold `c` bytes and `j + 3 < c4 ≤ c`;
+                    // unaligned because channel offsets start at any byte.
+                    let (xv, wv) = unsafe {
+                        (
+                            (xp.add(j) as *const u32).read_unaligned(),
+                            (wp.add(j) as *const u32).read_unaligned(),
+                        )
+                    };
+                    let (xe, xo) = (sxtab16(zz, xv), sxtab16_ror8(zz, xv));
+                    let (we, wo) = (sxtb16(wv), sxtb16_ror8(wv));
+                    a0 = smlabb(we, xe, a0);
+                    a2 = smlatt(we, xe, a2);
+                    a1 = smlabb(wo, xo, a1);
+                    a3 = smlatt(wo, xo, a3);
+                }
+                let (o, r) = (&mut out[j..j + 4], &rq[j..j + 4]);
+                o[0] = short_z(r[0], zp2, a0);
+                o[1] = short_z(r[1], zp2, a1);
+                o[2] = short_z(r[2], zp2, a2);
+                o[3] = short_z(r[3], zp2, a3);
+            }
+            for j in c4..c {
+                let mut acc = 0i32;
+                for &(xp, wp) in taps {
+                    // SAFETY: as above, `j < c`.
+                    let (xv, wv) = unsafe { (*xp.add(j), *wp.add(j)) };
+                    acc = acc.wrapping_add(wv as i32 * (xv as i32 + pair_lo(zz)));
+                }
+                out[j] = short_z(rq[j], zp2, acc);
+            }
+        }
+    }
+}
+
+/// The low halfword of `zz` as i32 (`−zx`).
+#[inline(always)]
+fn pair_lo(zz: u32) -> i32 {
+    zz as u16 as i16 as i32
 }

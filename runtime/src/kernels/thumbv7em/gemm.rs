@@ -50,11 +50,35 @@ pub(super) struct Buf<'s> {
 pub(super) type Store = [core::mem::MaybeUninit<u32>; XB];
 
 impl<'s> Buf<'s> {
-    /// The first `words` (at most [`XB`]) words of `w`, zeroed.
+    /// The first `words` (at most [`XB`]) words of `w`, zeroed: 4 words a `STM` (3
+    /// instructions with the loop, where word stores took ~2.5 a word), the last `len % 4`
+    /// one by one.
     #[inline(always)]
     pub(super) fn zeroed(w: &'s mut Store, words: usize) -> Self {
         let len = words.min(XB);
-        for v in &mut w[..len] {
+        let q = len / 4;
+        if q > 0 {
+            // SAFETY: `q ≥ 1` passes each store 4 words at `p` and advance it 16 bytes: the
+            // first `4·q ≤ len ≤ XB` words of `w` (a word array: 4-aligned, as `STM` needs).
+            // No stack; r0–r3 are inputs it only reads; `p` and the count are clobbered
+            // outputs; `SUBS` sets the flags.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "stm {p}!, {{r0, r1, r2, r3}}",
+                    "subs {n}, {n}, #1",
+                    "bne 2b",
+                    p = inout(reg) w.as_mut_ptr() => _,
+                    n = inout(reg) q => _,
+                    in("r0") 0u32,
+                    in("r1") 0u32,
+                    in("r2") 0u32,
+                    in("r3") 0u32,
+                    options(nostack),
+                );
+            }
+        }
+        for v in &mut w[4 * q..len] {
             v.write(0);
         }
         Buf { w, len }
@@ -194,7 +218,8 @@ macro_rules! tile1x4_group {
 /// loop state from the block at `[sp]` (row `w0`, `g`, `b0` at offsets 0, 4, 8), the 4 sums
 /// from `b0`, `g` groups (an odd first one, then pairs); then `pa` moves to the next quad
 /// and `xe` holds the block's address again. The caller's text before it pushes the
-/// block's address (`SUB sp` 8, `STR`); one home for [`dot1x4_run`] and [`dot1x4_layer`].
+/// block's address (`SUB sp` 8, `STR`): [`dot1x4_run`]'s quads ([`dot1x4_layer`] keeps its
+/// state on the stack itself and starts the sums from the bias).
 macro_rules! dot1x4_quad {
     () => {
         concat!(
@@ -304,14 +329,42 @@ fn dot1x4_run(w0: &[i8], xs: &[u32], g: usize, quads: usize, b0: i32, s0: &mut [
     }
 }
 
+/// The first group of a quad of [`dot1x4_layer`] as `asm!` template text: [`tile1x4_group`]
+/// with every sum's first `SMLAD` accumulating onto the bias in `{a}` (`{a}`'s own last), so
+/// the quad needs no copies of the bias.
+macro_rules! tile1x4_first {
+    () => {
+        concat!(
+            "ldr {wa}, [{pw}], #4\n",
+            "sxtb16 {wo}, {wa}, ror #8\n",
+            "sxtb16 {wa}, {wa}\n",
+            "ldrd {xe}, {xo}, [{pa}, #8]\n",
+            "smlad {b}, {wa}, {xe}, {a}\n",
+            "smlad {b}, {wo}, {xo}, {b}\n",
+            "ldrd {xe}, {xo}, [{pb}, #8]\n",
+            "smlad {d}, {wa}, {xe}, {a}\n",
+            "smlad {d}, {wo}, {xo}, {d}\n",
+            "ldrd {xe}, {xo}, [{pb}], #16\n",
+            "smlad {c}, {wa}, {xe}, {a}\n",
+            "smlad {c}, {wo}, {xo}, {c}\n",
+            "ldrd {xe}, {xo}, [{pa}], #16\n",
+            "smlad {a}, {wa}, {xe}, {a}\n",
+            "smlad {a}, {wo}, {xo}, {a}",
+        )
+    };
+}
+
 /// Every channel of a layer's chunk of pixels in 1×4 tiles with the output stage in each
 /// quad's epilogue, in one `asm!`: for channel `o` (rows `n = 4·g` apart in `w`, table row
 /// `rq[o]`), the sums of the `quads` pixel quads of `xs` start from its bias and are
-/// requantised in registers (`dsp::short_asm`, its `kz` and shift from the row: `e =
-/// −shift`) and stored at `y[i·stride + o]`, `i` the pixel. For layers whose every channel
-/// takes the short form without a floor ([`fusable`]; other channels get wrong bytes,
-/// nothing worse): no stack run of sums and no per-channel call — ~30 instructions a
-/// channel besides its quads, and ~37 a quad for its 4 outputs and the loop.
+/// requantised in registers (`dsp::short_asm`; `e − 1 = !shift` and `kz = zp2·2^(e−1)`,
+/// `zp2 = 2·zp + 1`, as [`short_z`](super::dsp::short_z)) and stored at `y[i·stride + o]`,
+/// `i` the pixel. For layers whose every channel takes the short form without a floor
+/// ([`fusable`]; other channels get wrong bytes, nothing worse): no stack run of sums and no
+/// per-channel call. The loop state lives in a block on the stack (`sp`-relative, so no
+/// register holds its address): ~20 instructions a channel besides its quads, and ~38 a
+/// quad besides its groups (the first group accumulates onto the bias, the quad loop ends
+/// on the pixel pointer reaching the chunk's end).
 #[allow(clippy::too_many_arguments)]
 fn dot1x4_layer(
     w: &[i8],
@@ -326,116 +379,110 @@ fn dot1x4_layer(
     let cout = rq.len();
     assert!(g > 0 && quads > 0 && cout > 0 && 4 * quads * stride <= y.len() && cout <= stride);
     let (w, xs) = (&w[..cout * 4 * g], &xs[..quads * 8 * g]);
-    #[repr(C, align(8))]
-    struct Ctl {
-        w: *const i8,
-        g: usize,
-        b0: i32,
-        py: *mut i8,
-        quads_left: usize,
-        mult: i32,
-        kz: i32,
-        e: u32,
-        stride: usize,
-        rq: *const [i32; 3],
-        ch_left: usize,
-        quads: usize,
-        y_ch: *mut i8,
-        xs: *const u32,
-        zp: i32,
-    }
-    let mut ctl = Ctl {
-        w: w.as_ptr(),
-        g,
-        b0: 0,
-        py: core::ptr::null_mut(),
-        quads_left: 0,
-        mult: 0,
-        kz: 0,
-        e: 0,
-        stride,
-        rq: rq.as_ptr(),
-        ch_left: cout,
-        quads,
-        y_ch: y.as_mut_ptr(),
-        xs: xs.as_ptr(),
-        zp,
-    };
-    // SAFETY: `ctl` is a live, exclusively borrowed `repr(C)` block (8-aligned): the loads
-    // and stores at offsets 0..60 are its fields. The channel loop runs `cout ≥ 1` times;
-    // channel `o` reads table row `o` (12 bytes at `rq + 12o`, inside `rq`), sets `py` to
-    // `y + o` and `pa` to `xs`, and runs `quads ≥ 1` passes as [`dot1x4_run`]'s (the row at
-    // `w + 4g·o`, inside `w`, sliced to `cout·4g` bytes; the pixels inside `xs`, sliced to
-    // `quads·8g` words); pass `k` stores 4 bytes at `y + o + (4k + i)·stride`, `i < 4`: at
-    // most `(4·quads − 1)·stride + cout − 1 < 4·quads·stride ≤ y.len()` (asserted above, with
-    // `cout ≤ stride`). The stack use is 8 bytes, `sp` 8-aligned as before. Every register
-    // operand is a clobbered output; the flags and perhaps APSR.Q change.
+    let xend = xs.as_ptr_range().end;
+    // SAFETY: the 64-byte block below `sp` (`SUB sp`, 8-aligned as before, restored by the
+    // last `ADD`) holds the loop state: at 0 the channel's row, 4 `g − 1`, 8 its bias, 12
+    // `16·g`, 16 the output pointer, 20 `stride`, 24/28/32 `mult`, `kz`, `e`, 36 the next
+    // table row, 40 channels left, 44 `xs`, 48 its end, 52 the next channel's first output,
+    // 56 `zp2`. The channel loop runs `cout ≥ 1` times; channel `o` reads table row `o` (12
+    // bytes at `rq + 12o`, inside `rq`), its outputs start at `y + o`, `pa` at `xs`, and
+    // its quads run until `pa` reaches the end of `xs` (`quads ≥ 1` of them, `pa` advancing
+    // `32·g` bytes a quad: two pairs of `16·g`): each resets the row pointer to row `o` (at
+    // `w + 4g·o`, inside `w`, sliced to `cout·4g` bytes) and runs `g ≥ 1` groups (the first,
+    // then an odd one, then pairs: `LSRS` leaves `g − 1`'s low bit in C and `Z` for the
+    // pairs, which the groups do not change), each reading 4 bytes of the row (`LDR`: any
+    // alignment on Armv7-M) and 4 words at `pa` (pair `2k`) and at `pb = pa + 16·g` (pair
+    // `2k + 1`), both advanced 4 words a group (`xs` sliced to `quads·8·g` words, 4-aligned
+    // as `LDRD` needs); quad `k` stores 4 bytes at `y + o + (4k + i)·stride`, `i < 4`: at most
+    // `(4·quads − 1)·stride + cout − 1 < 4·quads·stride ≤ y.len()` (asserted above, with
+    // `cout ≤ stride`). Every register operand is a clobbered output; the flags and perhaps
+    // APSR.Q change.
     unsafe {
         core::arch::asm!(
-            "sub sp, sp, #8",
-            "str {xe}, [sp]",
-            // Channel `o`: bias, multiplier, `e = −shift`, `kz = zp·2^e + 2^(e−1)`.
+            "sub sp, sp, #64",
+            "strd {pw}, {n}, [sp]",
+            "str {a}, [sp, #12]",
+            "str {b}, [sp, #20]",
+            "strd {c}, {d}, [sp, #36]",
+            "strd {wa}, {wo}, [sp, #44]",
+            "strd {xe}, {xo}, [sp, #52]",
+            // Channel `o`: bias, multiplier, `e`, `kz`; its first output; `pa` at `xs`.
             "5:",
-            "ldr {pw}, [{xe}, #36]",
+            "ldr {pw}, [sp, #36]",
             "ldrd {a}, {b}, [{pw}]",
             "ldr {c}, [{pw}, #8]",
             "add {pw}, {pw}, #12",
-            "str {pw}, [{xe}, #36]",
-            "str {a}, [{xe}, #8]",
-            "rsb {c}, {c}, #0",
-            "ldr {n}, [{xe}, #56]",
-            "lsl {n}, {n}, {c}",
-            "sub {d}, {c}, #1",
-            "mov {wa}, #1",
-            "lsl {wa}, {wa}, {d}",
-            "add {n}, {n}, {wa}",
-            "strd {b}, {n}, [{xe}, #20]",
-            "str {c}, [{xe}, #28]",
-            "ldr {a}, [{xe}, #48]",
-            "str {a}, [{xe}, #12]",
+            "str {pw}, [sp, #36]",
+            "str {a}, [sp, #8]",
+            "ldr {d}, [sp, #56]",
+            "mvn {c}, {c}",
+            "lsl {d}, {d}, {c}",
+            "add {c}, {c}, #1",
+            "strd {b}, {d}, [sp, #24]",
+            "str {c}, [sp, #32]",
+            "ldr {a}, [sp, #52]",
+            "str {a}, [sp, #16]",
             "add {a}, {a}, #1",
-            "str {a}, [{xe}, #48]",
-            "ldr {a}, [{xe}, #44]",
-            "str {a}, [{xe}, #16]",
-            "ldr {pa}, [{xe}, #52]",
-            dot1x4_quad!(),
-            "ldrd {pw}, {n}, [{xe}, #20]",
-            "ldr {wa}, [{xe}, #28]",
+            "str {a}, [sp, #52]",
+            "ldr {pa}, [sp, #44]",
+            // A quad: the row, `g − 1`, the bias and `16·g`; the first group onto the
+            // bias, then an odd group, then pairs.
+            "3:",
+            "ldrd {pw}, {n}, [sp]",
+            "ldrd {a}, {wa}, [sp, #8]",
+            "add {pb}, {pa}, {wa}",
+            tile1x4_first!(),
+            "lsrs {n}, {n}, #1",
+            "bcc 6f",
+            tile1x4_group!(),
+            "6:",
+            "beq 4f",
+            "2:",
+            tile1x4_group!(),
+            tile1x4_group!(),
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            "4:",
+            "mov {pa}, {pb}",
+            "ldrd {pw}, {n}, [sp, #24]",
+            "ldr {wa}, [sp, #32]",
             super::dsp::short_asm!("{a}", "{pw}", "{n}", "{wa}", "{wo}"),
             super::dsp::short_asm!("{b}", "{pw}", "{n}", "{wa}", "{wo}"),
             super::dsp::short_asm!("{c}", "{pw}", "{n}", "{wa}", "{wo}"),
             super::dsp::short_asm!("{d}", "{pw}", "{n}", "{wa}", "{wo}"),
-            "ldr {wo}, [{xe}, #12]",
-            "ldr {xo}, [{xe}, #32]",
+            "ldrd {wo}, {xo}, [sp, #16]",
             "strb {a}, [{wo}]",
             "strb {b}, [{wo}, {xo}]",
             "add {wo}, {wo}, {xo}, lsl #1",
             "strb {c}, [{wo}]",
             "strb {d}, [{wo}, {xo}]",
             "add {wo}, {wo}, {xo}, lsl #1",
-            "str {wo}, [{xe}, #12]",
-            dot1x4_next!(),
+            "str {wo}, [sp, #16]",
+            "ldr {wo}, [sp, #48]",
+            "cmp {pa}, {wo}",
+            "bne 3b",
             // The next channel's row.
-            "ldrd {pw}, {n}, [{xe}]",
-            "add {pw}, {pw}, {n}, lsl #2",
-            "str {pw}, [{xe}]",
-            "ldr {n}, [{xe}, #40]",
+            "ldr {pw}, [sp]",
+            "ldr {n}, [sp, #12]",
+            "add {pw}, {pw}, {n}, lsr #2",
+            "str {pw}, [sp]",
+            "ldr {n}, [sp, #40]",
             "subs {n}, {n}, #1",
-            "str {n}, [{xe}, #40]",
+            "str {n}, [sp, #40]",
             "bne 5b",
-            "add sp, sp, #8",
-            xe = inout(reg) &mut ctl as *mut Ctl => _,
+            "add sp, sp, #64",
+            pw = inout(reg) w.as_ptr() => _,
+            n = inout(reg) g - 1 => _,
+            a = inout(reg) 16 * g => _,
+            b = inout(reg) stride => _,
+            c = inout(reg) rq.as_ptr() => _,
+            d = inout(reg) cout => _,
+            wa = inout(reg) xs.as_ptr() => _,
+            wo = inout(reg) xend => _,
+            xe = inout(reg) y.as_mut_ptr() => _,
+            xo = inout(reg) 2 * zp + 1 => _,
             pa = out(reg) _,
             pb = out(reg) _,
-            pw = out(reg) _,
-            n = out(reg) _,
-            a = out(reg) _,
-            b = out(reg) _,
-            c = out(reg) _,
-            d = out(reg) _,
-            wa = out(reg) _,
-            wo = out(reg) _,
-            xo = out(reg) _,
         );
     }
 }
@@ -686,7 +733,7 @@ unsafe fn written(s: &[MaybeUninit<i32>], len: usize) -> &[i32] {
 /// take [`dot1x4_layer`] over all whole quads instead, and a lone pixel [`lone_fused`].
 #[allow(clippy::too_many_arguments)]
 pub(super) fn block(
-    xb: &[u32],
+    xb: &mut [u32],
     np: usize,
     n: usize,
     w: &[i8],
@@ -764,7 +811,7 @@ pub(super) fn block(
         c0 += m;
     }
     if np % 2 == 1 && fused {
-        let x = &xb[pairs * wp..][..wp];
+        let x = &mut xb[pairs * wp..][..wp];
         lone_fused(x, n, w, rq, q.zero_point, &mut y[(np - 1) * cout..][..cout]);
     } else if np % 2 == 1 {
         let mut out = Requant {
@@ -780,13 +827,49 @@ pub(super) fn block(
 }
 
 /// A lone last pixel `x` (its pair's `pair_words(n)` words) of a layer whose every channel
-/// takes the short form without a floor ([`fusable`]): channel triples by [`dot1x3`] (a last
-/// one or two by [`dot2x1`]), each sum requantised from its table row by
-/// [`dsp::short_row`](super::dsp::short_row) straight into `y`, the pixel's `cout` bytes —
-/// [`block_into`]'s lone-pixel tiles without a sink's index arithmetic and checks a byte
-/// (the 1×1 layers of stage 4 and the last conv at 32 px are all lone pixels).
-fn lone_fused(x: &[u32], n: usize, w: &[i8], rq: &[[i32; 3]], zp: i32, y: &mut [i8]) {
+/// takes the short form without a floor ([`fusable`]). Rows a multiple of 8 long starting
+/// at word boundaries (the 1×1 layers of stage 4 and the last conv at 32 px) take
+/// [`matvec2`] over channel pairs, the pixel's words first compacted in place (its pair
+/// partner's slots are not read); other rows channel triples by [`dot1x3`] (a last one or
+/// two by [`dot2x1`]), each sum requantised from its table row by
+/// [`dsp::short_row`](super::dsp::short_row) straight into `y`, the pixel's `cout` bytes.
+fn lone_fused(x: &mut [u32], n: usize, w: &[i8], rq: &[[i32; 3]], zp: i32, y: &mut [i8]) {
     let (g, nt, cout) = (n / 4, n & !3, rq.len());
+    let pairs = cout / 2;
+    if n.is_multiple_of(8) && pairs > 0 && (w.as_ptr() as usize).is_multiple_of(4) {
+        // Pixel 0's words of group `j` are `x[4j..4j + 2]`: to `x[2j..2j + 2]`, in
+        // ascending order (each destination is at or below its source and past every
+        // source still to be read).
+        for j in 1..g {
+            x.copy_within(4 * j..4 * j + 2, 2 * j);
+        }
+        let zp2 = 2 * zp + 1;
+        matvec2(
+            &x[..2 * g],
+            n,
+            w,
+            &rq[..2 * pairs],
+            zp2,
+            &mut y[..2 * pairs],
+        );
+        if cout % 2 == 1 {
+            // The last channel: its row as both of a pair's, on the compacted words (one
+            // group of 4 every 2 words: the same `dot2x1` on a view that `g` groups span).
+            let o = cout - 1;
+            let wr = &w[o * n..][..n];
+            let mut acc = 0i32;
+            for (j, v) in wr.chunks_exact(4).enumerate() {
+                let v = u32::from_le_bytes([v[0] as u8, v[1] as u8, v[2] as u8, v[3] as u8]);
+                acc = smlad(
+                    sxtb16_ror8(v),
+                    x[2 * j + 1],
+                    smlad(sxtb16(v), x[2 * j], acc),
+                );
+            }
+            y[o] = super::dsp::short_z(rq[o], zp2, acc);
+        }
+        return;
+    }
     let h0 = &x[4 * g..];
     let tails = |ws: &[i8], k: usize| match nt < n {
         true => tail(&ws[k * n + nt..(k + 1) * n], h0),
@@ -812,6 +895,190 @@ fn lone_fused(x: &[u32], n: usize, w: &[i8], rq: &[[i32; 3]], zp: i32, y: &mut [
         if o1 != t {
             y[o1] = super::dsp::short_row(rq[o1], zp, c.wrapping_add(tails(ws, 1)));
         }
+    }
+}
+
+/// One step of [`matvec2`] as `asm!` template text: 8 inputs (4 widened words of `x` by one
+/// `LDM`), then for each of the two rows 8 weights by one `LDRD`, 4 `SXTB16` and 4 `SMLAD`:
+/// 19 instructions for 16 MACs. Registers: `x` words r0–r3, weights r4/r5, scratch r8,
+/// sums r9/r10, pointers `x` r11, rows r12 and lr.
+macro_rules! matvec_step {
+    () => {
+        concat!(
+            "ldm r11!, {{r0, r1, r2, r3}}\n",
+            "ldrd r4, r5, [r12], #8\n",
+            "sxtb16 r8, r4, ror #8\n",
+            "sxtb16 r4, r4\n",
+            "smlad r9, r4, r0, r9\n",
+            "smlad r9, r8, r1, r9\n",
+            "sxtb16 r8, r5, ror #8\n",
+            "sxtb16 r5, r5\n",
+            "smlad r9, r5, r2, r9\n",
+            "smlad r9, r8, r3, r9\n",
+            "ldrd r4, r5, [lr], #8\n",
+            "sxtb16 r8, r4, ror #8\n",
+            "sxtb16 r4, r4\n",
+            "smlad r10, r4, r0, r10\n",
+            "smlad r10, r8, r1, r10\n",
+            "sxtb16 r8, r5, ror #8\n",
+            "sxtb16 r5, r5\n",
+            "smlad r10, r5, r2, r10\n",
+            "smlad r10, r8, r3, r10\n",
+        )
+    };
+}
+
+/// The short output stage of one sum as `asm!` template text (the sum in `$s`, started
+/// from the bias, becomes the byte; the row's `mult` and `shift` in `$m`, `$e`, `zp2 = 2·zp
+/// + 1` in r8; `$k` and `$e` are scratch): [`short_z`](super::dsp::short_z)'s steps, the
+/// five of `dsp::short_asm` written out (a path-imported macro does not expand inside
+/// `concat!`).
+#[rustfmt::skip]
+macro_rules! matvec_requant {
+    ($s:literal, $k:literal, $m:literal, $e:literal) => {
+        concat!(
+            "mvn ", $e, ", ", $e, "\n",
+            "lsl ", $k, ", r8, ", $e, "\n",
+            "add ", $e, ", ", $e, ", #1\n",
+            "lsl ", $s, ", ", $s, ", #1\n",
+            "smmlar ", $k, ", ", $s, ", ", $m, ", ", $k, "\n",
+            "sub ", $k, ", ", $k, ", ", $s, ", lsr #31\n",
+            "asr ", $k, ", ", $k, ", ", $e, "\n",
+            "ssat ", $s, ", #8, ", $k, "\n",
+        )
+    };
+}
+
+/// A lone pixel times weight rows two at a time, the output stage fused, in one `asm!`:
+/// `y[o] = short(Σ_k w[o·n + k]·x[k] + bias_o)` for the `y.len() = rq.len()` (even) channels,
+/// `x` the pixel's widened words compacted (`[v0, v2]`, `[v1, v3]` per group of 4, groups
+/// consecutive: `n / 2` words), `w` 4-aligned with rows of `n` bytes (`n` a multiple of 8),
+/// every row in the short form without a floor (others get wrong bytes, nothing worse),
+/// `zp2 = 2·zp + 1`. Per 8 inputs and 2 rows one `LDM` of 4 input words shared by both
+/// rows, an `LDRD` of each row's 8 weights, 8 `SXTB16` and 8 `SMLAD` (19 for 16 MACs; the
+/// 1×3 tile of [`dot1x3`] spends 17 for 12), four steps a loop pass; per pair of rows ~45
+/// more (the loop state on the stack, the output stage from the rows, `LDM` of both).
+fn matvec2(x: &[u32], n: usize, w: &[i8], rq: &[[i32; 3]], zp2: i32, y: &mut [i8]) {
+    let pairs = y.len() / 2;
+    let steps = n / 8;
+    assert!(
+        steps > 0
+            && n.is_multiple_of(8)
+            && pairs > 0
+            && rq.len() == 2 * pairs
+            && y.len() == 2 * pairs
+            && (w.as_ptr() as usize).is_multiple_of(4)
+    );
+    let (x, w) = (&x[..4 * steps], &w[..2 * pairs * n]);
+    let xend = x.as_ptr_range().end;
+    // The pass of each pair: with `steps % 4 ≠ 0` the odd steps first, then passes of 4
+    // steps until `x`'s end; else the passes alone (`steps ≥ 4`), of 8 steps where `steps`
+    // is a multiple of 8 (one loop test per 128 MACs: the last conv's rows of 192).
+    macro_rules! run {
+        ([$($lead:expr,)*], [$($more:expr,)*]) => {
+            // SAFETY: the block of 32 bytes below `sp` (`SUB sp`, 8-aligned as before,
+            // restored by the last `ADD`) holds the loop state: x, steps, x's end, the table
+            // pointer, zp2, n, pairs left, the output pointer. Each of the `pairs ≥ 1` passes
+            // runs `steps ≥ 1` steps (`steps % 4` first, as the flags from `LSLS #31` say: the
+            // steps leave N and C alone; without that prologue `steps` is a multiple of 4,
+            // at least 4, or of 8 for passes of 8; then passes until `x`'s end): each step
+            // reads 4 words at the x pointer (from `x` to its end: `x` holds `4·steps` words,
+            // 4-aligned as `LDM` needs) and 8 bytes at each row pointer (4-aligned: `w` is and `n` is a multiple
+            // of 8, as `LDRD` needs), the rows `2p` and `2p + 1` of `w`, which holds
+            // `2·pairs` rows of `n` bytes; the two sums start from the biases of table rows
+            // `2p` and `2p + 1` (words 0 and 3 at the table pointer), whose 6 words are then
+            // read (`rq` holds `2·pairs` rows), and 2 bytes are stored at `y + 2p` (`y` holds
+            // `2·pairs` bytes). Each register named in the text is a clobbered operand; the
+            // flags and perhaps APSR.Q change.
+            unsafe {
+                core::arch::asm!(
+                    "sub sp, sp, #32",
+                    "strd r0, r1, [sp]",
+                    "strd r2, r3, [sp, #8]",
+                    "strd r4, r5, [sp, #16]",
+                    "strd r8, r9, [sp, #24]",
+                    "add lr, r12, r5",
+                    // A pair of rows: the sums from the biases.
+                    "1:",
+                    "ldr r11, [sp]",
+                    "ldr r8, [sp, #12]",
+                    "ldr r9, [r8]",
+                    "ldr r10, [r8, #12]",
+                    $($lead,)*
+                    "5:",
+                    matvec_step!(),
+                    matvec_step!(),
+                    matvec_step!(),
+                    matvec_step!(),
+                    $($more,)*
+                    "6:",
+                    "ldr r8, [sp, #8]",
+                    "cmp r11, r8",
+                    "bne 5b",
+                    // The two outputs.
+                    "ldr r8, [sp, #12]",
+                    "ldm r8!, {{r0, r1, r2, r3, r4, r5}}",
+                    "str r8, [sp, #12]",
+                    "ldr r8, [sp, #16]",
+                    matvec_requant!("r9", "r0", "r1", "r2"),
+                    matvec_requant!("r10", "r3", "r4", "r5"),
+                    "ldr r8, [sp, #28]",
+                    "strb r9, [r8], #1",
+                    "strb r10, [r8], #1",
+                    "str r8, [sp, #28]",
+                    // The next pair's rows start where this pair's second ended.
+                    "mov r12, lr",
+                    "ldr r8, [sp, #20]",
+                    "add lr, lr, r8",
+                    "ldr r8, [sp, #24]",
+                    "subs r8, r8, #1",
+                    "str r8, [sp, #24]",
+                    "bne 1b",
+                    "add sp, sp, #32",
+                    inout("r0") x.as_ptr() => _,
+                    inout("r1") steps => _,
+                    inout("r2") xend => _,
+                    inout("r3") rq.as_ptr() => _,
+                    inout("r4") zp2 => _,
+                    inout("r5") n => _,
+                    inout("r8") pairs => _,
+                    inout("r9") y.as_mut_ptr() => _,
+                    out("r10") _,
+                    out("r11") _,
+                    inout("r12") w.as_ptr() => _,
+                    out("lr") _,
+                );
+            }
+        };
+    }
+    if steps.is_multiple_of(8) {
+        run!(
+            [],
+            [
+                matvec_step!(),
+                matvec_step!(),
+                matvec_step!(),
+                matvec_step!(),
+            ]
+        );
+    } else if steps.is_multiple_of(4) {
+        run!([], []);
+    } else {
+        run!(
+            [
+                "ldr r8, [sp, #4]",
+                "lsls r8, r8, #31",
+                "bcc 3f",
+                matvec_step!(),
+                matvec_step!(),
+                "3:",
+                "bpl 4f",
+                matvec_step!(),
+                "4:",
+                "b 6f",
+            ],
+            []
+        );
     }
 }
 

@@ -87,7 +87,7 @@ pub(crate) fn conv_i8(
                 }
             }
         }
-        block(buf.words(), np, n, w, rq, q, y, p0, cout, fused);
+        block(buf.words_mut(), np, n, w, rq, q, y, p0, cout, fused);
         p0 += np;
     }
 }
@@ -122,13 +122,21 @@ fn tap_major(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y:
     // One pixel's raw patch (the bytes from `n` to `wp` meet zero weights).
     let mut patch = [zx as i8; PATCH + 4];
     let fused = fusable(&rq[..cout], q, wp);
+    // A 3×3 kernel over 3 dense channels (the stem): patches inside the image by `patch9`.
+    let nine = k == 3 && cin == 3 && dense;
     let mut p0 = 0;
     while p0 < npix {
         let np = per.min(npix - p0);
         for i in 0..np {
             let (oy, ox) = ((p0 + i) / g.wo, (p0 + i) % g.wo);
-            let sx = ox * g.stride;
+            let (sx, sy) = (ox * g.stride, oy * g.stride);
             let inside = dense && sx >= g.pad && sx - g.pad + k <= g.w;
+            if nine && inside && sy >= g.pad && sy - g.pad + k <= g.h {
+                let at = ((sy - g.pad) * g.w + sx - g.pad) * 3;
+                let d = &mut buf.words_mut()[(i / 2) * 28..][..28];
+                patch9(&x[at..], 3 * g.w, zz, d, i % 2);
+                continue;
+            }
             for ky in 0..k {
                 let dst = &mut patch[ky * run..][..run];
                 match Geom::tap(oy, ky, g.stride, g.pad, g.h) {
@@ -158,8 +166,40 @@ fn tap_major(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y:
                 e[1] = sxtab16_ror8(zz, v);
             }
         }
-        block(buf.words(), np, wp, wt, rq, q, y, p0, cout, fused);
+        block(buf.words_mut(), np, wp, wt, rq, q, y, p0, cout, fused);
         p0 += np;
+    }
+}
+
+/// The widened patch of a 3×3 window inside the image over 3 dense channels: its 3 rows
+/// of 9 bytes start at `x[0]`, `x[rs]` and `x[2·rs]` (`rs` the image row's bytes). The 7
+/// words of the tap-major patch (27 bytes, then one that meets a zero weight) are put
+/// together from unaligned word loads of the rows — a word straddling two rows by one `ORR`
+/// of a byte or halfword with the next row's word shifted — and widened by `SXTAB16` into
+/// pixel `odd` of the pair block `d` (`pair_words(27) = 28` words): where the general gather
+/// copies each row into a patch first and widens it byte group by byte group.
+#[inline(always)]
+fn patch9(x: &[i8], rs: usize, zz: u32, d: &mut [u32], odd: usize) {
+    let (r0, r1, r2) = (&x[..9], &x[rs..][..9], &x[2 * rs..][..9]);
+    let ld = |r: &[i8], o: usize| {
+        let b = &r[o..o + 4];
+        // SAFETY: `b` holds 4 bytes; unaligned, as pixels start at any byte.
+        unsafe { (b.as_ptr() as *const u32).read_unaligned() }
+    };
+    let p = [
+        ld(r0, 0),
+        ld(r0, 4),
+        r0[8] as u8 as u32 | ld(r1, 0) << 8,
+        ld(r1, 3),
+        (ld(r1, 5) >> 16) | ld(r2, 0) << 16,
+        ld(r2, 2),
+        // Byte 27 (0 here, `zx` in the general gather) meets the zero weight of the padding.
+        ld(r2, 5) >> 8,
+    ];
+    let d: &mut [u32; 28] = (&mut d[..28]).try_into().unwrap_or_else(|_| unreachable!());
+    for (j, &v) in p.iter().enumerate() {
+        d[4 * j + 2 * odd] = sxtab16(zz, v);
+        d[4 * j + 2 * odd + 1] = sxtab16_ror8(zz, v);
     }
 }
 
