@@ -375,18 +375,31 @@ unsafe fn block<const F: u8, const G: usize>(
         }
         here
     };
+    // One output row, or rows as wide as the input's (the pointwise convs at stride 1):
+    // pixel `p` starts at `c_off + p·step`, with no walk to keep.
+    let linear = g.ho == 1 || g.wo == g.w;
     let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
     let mut p = 0;
     while p < npix {
         let np = 4.min(npix - p);
-        let mut a = [0; 4];
-        for a in a.iter_mut().take(np) {
-            *a = next();
-        }
         // The tile's missing pixels repeat the last real one (their sums are unused).
-        // SAFETY: `a[i] = src(p + i) ≤ src(npix − 1)`, and `x` holds `src(npix − 1) + n` bytes
-        // (`fits`).
-        let xs: [*const i8; 4] = core::array::from_fn(|i| unsafe { xp.add(a[i.min(np - 1)]) });
+        let xs: [*const i8; 4] = if linear {
+            // SAFETY: `p + i < npix`, so `c_off + (p + i)·step = src(p + i) ≤ src(npix − 1)`,
+            // and `x` holds `src(npix − 1) + n` bytes (`fits`).
+            unsafe {
+                let b = xp.add(g.c_off + p * step);
+                let last = np - 1;
+                core::array::from_fn(|i| b.add(i.min(last) * step))
+            }
+        } else {
+            let mut a = [0; 4];
+            for a in a.iter_mut().take(np) {
+                *a = next();
+            }
+            // SAFETY: `a[i] = src(p + i) ≤ src(npix − 1)`, and `x` holds `src(npix − 1) + n`
+            // bytes (`fits`).
+            core::array::from_fn(|i| unsafe { xp.add(a[i.min(np - 1)]) })
+        };
         // SAFETY: every row starts `n` readable bytes; `wb` holds the block packed in form
         // `F`, `SDOT` only with dotprod and `PAIRS` only without a −128 weight.
         let acc = unsafe {

@@ -546,7 +546,8 @@ unsafe fn lanes<const KG: usize>(
 /// nothing). Rows that cross the padding, a sparse input (`in_stride ≠ cin`) or the last
 /// bytes of `x` are gathered into a 16-byte slot with the zero point in the padding (as
 /// [`lanes`] does). Tiles of 4 pixels of an output row are outermost, their 12 kernel rows
-/// loaded once for every group of 4 output channels; `dot(cg, rows)` gives group `cg`'s sums
+/// loaded once for every group of 4 output channels (`prep` readies them once a tile, for
+/// every group); `dot(cg, prepped rows)` gives group `cg`'s sums
 /// for the 4 pixels from 0 (the driver adds nothing: `init[cg]`, `bias − zx·Σw`, is the
 /// caller's start), and the short output stage applies when its form allows.
 ///
@@ -555,7 +556,7 @@ unsafe fn lanes<const KG: usize>(
 /// for `c < cout`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn rows3(
+unsafe fn rows3<T>(
     g: &Geom,
     x: &[i8],
     zx: i32,
@@ -563,7 +564,8 @@ unsafe fn rows3(
     q: OutQ,
     y: &mut [i8],
     corr: &[i32; LANES_COUT],
-    mut dot: impl FnMut(usize, int32x4_t, &[int8x16_t; 12]) -> [int32x4_t; 4],
+    prep: impl Fn(&[int8x16_t; 12]) -> T,
+    mut dot: impl FnMut(usize, int32x4_t, &T) -> [int32x4_t; 4],
 ) {
     let (cin, cout) = (g.cin, g.cout);
     let rq = &rq[..cout];
@@ -607,38 +609,66 @@ unsafe fn rows3(
             // The tile's 12 kernel rows (a short tile repeats its last pixel).
             // SAFETY: NEON is baseline on this target.
             let mut xv = unsafe { [vdupq_n_s8(0); 12] };
-            for (k, xk) in xv.chunks_exact_mut(3).enumerate() {
-                let px = ox + k.min(m - 1);
-                let ix0 = (px * g.stride)
-                    .checked_sub(g.pad)
-                    .filter(|&ix| ix + 3 <= g.w);
-                if let (Some(ix), Some(last)) = (ix0, fast) {
-                    if ix <= last {
-                        for (v, &b) in xk.iter_mut().zip(&base) {
-                            // SAFETY: `ix ≤ last`: 16 bytes at `b + ix·cin` lie in `x`.
-                            *v = unsafe { vld1q_s8(b.add(ix * cin)) };
-                        }
-                        continue;
+            // A whole tile of 4 pixels read straight from `x` (the interior of the image):
+            // its first pixel's kernel rows start at column `ix`, the next ones `stride`
+            // columns apart, the last at `ix + 3·stride ≤ last` (so every one lies in the
+            // image and its 16 bytes in `x`).
+            let ix = (ox * g.stride).checked_sub(g.pad);
+            let direct = match (m, ix, fast) {
+                (4, Some(ix), Some(last)) => {
+                    let end = ix + 3 * g.stride;
+                    end <= last && end + 3 <= g.w
+                }
+                _ => false,
+            };
+            if let (true, Some(ix)) = (direct, ix) {
+                let step = g.stride * cin;
+                for (ky, &b) in base.iter().enumerate() {
+                    // SAFETY: pixel `k`'s row starts at column `ix + k·stride ≤ last`: 16
+                    // bytes at `b + (ix + k·stride)·cin` lie in `x` (see `fast`).
+                    unsafe {
+                        let b = b.add(ix * cin);
+                        xv[ky] = vld1q_s8(b);
+                        xv[3 + ky] = vld1q_s8(b.add(step));
+                        xv[6 + ky] = vld1q_s8(b.add(2 * step));
+                        xv[9 + ky] = vld1q_s8(b.add(3 * step));
                     }
                 }
-                for (ky, v) in xk.iter_mut().enumerate() {
-                    let slot = &mut slots[3 * k + ky];
-                    slot.fill(zb);
-                    if let Some(iy) = iy[ky] {
-                        for kx in 0..3 {
-                            if let Some(ix) = Geom::tap(px, kx, g.stride, g.pad, g.w) {
-                                let a = (iy * g.w + ix) * g.in_stride + g.c_off;
-                                slot[kx * cin..][..cin].copy_from_slice(&x[a..][..cin]);
+            } else {
+                for (k, xk) in xv.chunks_exact_mut(3).enumerate() {
+                    let px = ox + k.min(m - 1);
+                    let ix0 = (px * g.stride)
+                        .checked_sub(g.pad)
+                        .filter(|&ix| ix + 3 <= g.w);
+                    if let (Some(ix), Some(last)) = (ix0, fast) {
+                        if ix <= last {
+                            for (v, &b) in xk.iter_mut().zip(&base) {
+                                // SAFETY: `ix ≤ last`: 16 bytes at `b + ix·cin` lie in `x`.
+                                *v = unsafe { vld1q_s8(b.add(ix * cin)) };
                             }
+                            continue;
                         }
                     }
-                    // SAFETY: `slot` holds 16 bytes.
-                    *v = unsafe { vld1q_s8(slot.as_ptr()) };
+                    for (ky, v) in xk.iter_mut().enumerate() {
+                        let slot = &mut slots[3 * k + ky];
+                        slot.fill(zb);
+                        if let Some(iy) = iy[ky] {
+                            for kx in 0..3 {
+                                if let Some(ix) = Geom::tap(px, kx, g.stride, g.pad, g.w) {
+                                    let a = (iy * g.w + ix) * g.in_stride + g.c_off;
+                                    slot[kx * cin..][..cin].copy_from_slice(&x[a..][..cin]);
+                                }
+                            }
+                        }
+                        // SAFETY: `slot` holds 16 bytes.
+                        *v = unsafe { vld1q_s8(slot.as_ptr()) };
+                    }
                 }
             }
             let at = (oy * g.wo + ox) * cout;
+            let xt = prep(&xv);
             for cg in 0..cout / 4 {
-                let acc = dot(cg, init[cg], &xv);
+                let acc = dot(cg, init[cg], &xt);
                 let r = &r[cg];
                 // SAFETY: NEON is baseline on this target.
                 unsafe {
@@ -687,12 +717,23 @@ unsafe fn rows3_dot<const GR: usize>(
     });
     // SAFETY: this function's contract is `rows3`'s (with `corr` filled above).
     unsafe {
-        rows3(g, x, zx, rq, q, y, &corr, |cg, init, xv| {
-            let wg = &wa[cg * 48 * GR..][..48 * GR];
-            // dotprod (this function's contract); `wg` holds `3·GR` vectors.
-            let px = |k: usize| dot_rows::<GR>(init, wg, [xv[3 * k], xv[3 * k + 1], xv[3 * k + 2]]);
-            [px(0), px(1), px(2), px(3)]
-        })
+        rows3(
+            g,
+            x,
+            zx,
+            rq,
+            q,
+            y,
+            &corr,
+            |xv| *xv,
+            |cg, init, xv| {
+                let wg = &wa[cg * 48 * GR..][..48 * GR];
+                // dotprod (this function's contract); `wg` holds `3·GR` vectors.
+                let px =
+                    |k: usize| dot_rows::<GR>(init, wg, [xv[3 * k], xv[3 * k + 1], xv[3 * k + 2]]);
+                [px(0), px(1), px(2), px(3)]
+            },
+        )
     }
 }
 
@@ -720,8 +761,8 @@ unsafe fn dot_rows<const GR: usize>(init: int32x4_t, wg: &[i8], xv: [int8x16_t; 
     a
 }
 
-/// [`rows3`] on plain NEON: each kernel row widened to i16 (`3·cin ≤ 9` values, the 9th in
-/// the high half), then one by-element `SMLAL` per value with its 4 channels' weights
+/// [`rows3`] on plain NEON: each kernel row widened to i16 once a tile (`3·cin ≤ 9` values,
+/// the ninths gathered: [`widen`]), then one by-element `SMLAL` per value with its 4 channels' weights
 /// (i16, `[group][ky][j][channel % 4]`): `9·cin` per pixel and 4 channels, none on padding.
 ///
 /// # Safety
@@ -743,43 +784,102 @@ unsafe fn rows3_h<const RUN: usize>(
     });
     // SAFETY: this function's contract is `rows3`'s (with `corr` filled above).
     unsafe {
-        rows3(g, x, zx, rq, q, y, &corr, |cg, init, xv| {
-            let wg = &wa[cg * 12 * RUN..][..12 * RUN];
-            let px =
-                |k: usize| dot_rows_h::<RUN>(init, wg, [xv[3 * k], xv[3 * k + 1], xv[3 * k + 2]]);
-            [px(0), px(1), px(2), px(3)]
-        })
+        rows3(
+            g,
+            x,
+            zx,
+            rq,
+            q,
+            y,
+            &corr,
+            widen::<RUN>,
+            |cg, init, (lo, n)| {
+                let wg = &wa[cg * 12 * RUN..][..12 * RUN];
+                // Row `i = 3·pixel + ky`'s ninth value is lane `i % 8` of `n[i / 8]`.
+                let [a, b] = *n;
+                [
+                    dot_rows_h::<RUN, 0, 1, 2>(init, wg, [lo[0], lo[1], lo[2]], [a, a, a]),
+                    dot_rows_h::<RUN, 3, 4, 5>(init, wg, [lo[3], lo[4], lo[5]], [a, a, a]),
+                    dot_rows_h::<RUN, 6, 7, 0>(init, wg, [lo[6], lo[7], lo[8]], [a, a, b]),
+                    dot_rows_h::<RUN, 1, 2, 3>(init, wg, [lo[9], lo[10], lo[11]], [b, b, b]),
+                ]
+            },
+        )
     }
 }
 
-/// One pixel's 4 channel sums over its 3 kernel rows `xv` (bytes): `init + Σ_j w[ky][j]·
-/// x[ky][j]`, `RUN` by-element `SMLAL`s per row on the widened row.
+/// A tile's 12 kernel rows (`3·pixel + ky`) widened to i16 for [`dot_rows_h`]: each row's
+/// first 8 values, and (`RUN = 9`) the 12 ninth values gathered into two vectors (lane
+/// `i % 8` of vector `i / 8` for row `i`, by one `TBL` and two `TBX` of 4 rows each), so a
+/// tile keeps 14 registers, not 24, across its channel groups.
 #[inline(always)]
-fn dot_rows_h<const RUN: usize>(init: int32x4_t, wg: &[i16], xv: [int8x16_t; 3]) -> int32x4_t {
+fn widen<const RUN: usize>(xv: &[int8x16_t; 12]) -> ([int16x8_t; 12], [int16x8_t; 2]) {
+    /// Byte 8 of table row `r` into lane `4·q + r` (`q` the 4-row quarter), 255 elsewhere.
+    const NINTH: [[u8; 16]; 3] = {
+        let mut t = [[255u8; 16]; 3];
+        let mut q = 0;
+        while q < 3 {
+            let mut r = 0;
+            while r < 4 {
+                t[q][4 * q + r] = (16 * r + 8) as u8;
+                r += 1;
+            }
+            q += 1;
+        }
+        t
+    };
+    // SAFETY: NEON is baseline on this target; `NINTH[q]` holds 16 bytes.
+    unsafe {
+        let lo = xv.map(|v| vmovl_s8(vget_low_s8(v)));
+        if RUN <= 8 {
+            return (lo, [vdupq_n_s16(0); 2]);
+        }
+        let idx = |q: usize| vld1q_u8(NINTH[q].as_ptr());
+        let t = vqtbl4q_s8(int8x16x4_t(xv[0], xv[1], xv[2], xv[3]), idx(0));
+        let t = vqtbx4q_s8(t, int8x16x4_t(xv[4], xv[5], xv[6], xv[7]), idx(1));
+        let t = vqtbx4q_s8(t, int8x16x4_t(xv[8], xv[9], xv[10], xv[11]), idx(2));
+        (lo, [vmovl_s8(vget_low_s8(t)), vmovl_high_s8(t)])
+    }
+}
+
+/// One pixel's 4 channel sums over its 3 kernel rows (`lo`: each row's first 8 values
+/// widened; row `ky`'s ninth is lane `L{ky}` of `ninth[ky]`, see [`widen`]): `init +
+/// Σ_j w[ky][j]·x[ky][j]`, `RUN` by-element `SMLAL`s per row.
+#[inline(always)]
+fn dot_rows_h<const RUN: usize, const L0: i32, const L1: i32, const L2: i32>(
+    init: int32x4_t,
+    wg: &[i16],
+    lo: [int16x8_t; 3],
+    ninth: [int16x8_t; 3],
+) -> int32x4_t {
     let wg = &wg[..12 * RUN];
     // SAFETY: NEON is baseline on this target; 4 halfwords at `4·v + 4 ≤ 12·RUN` of `wg`.
     unsafe {
         let wv = |v: usize| vld1_s16(wg.as_ptr().add(4 * v));
         let mut a = init;
-        for (ky, x) in xv.into_iter().enumerate() {
-            let (lo, hi) = (vmovl_s8(vget_low_s8(x)), vmovl_high_s8(x));
-            macro_rules! tap {
-                ($j:literal, $v:expr, $l:literal) => {
-                    if $j < RUN {
-                        a = vmlal_laneq_s16::<$l>(a, wv(ky * RUN + $j), $v);
-                    }
-                };
-            }
-            tap!(0, lo, 0);
-            tap!(1, lo, 1);
-            tap!(2, lo, 2);
-            tap!(3, lo, 3);
-            tap!(4, lo, 4);
-            tap!(5, lo, 5);
-            tap!(6, lo, 6);
-            tap!(7, lo, 7);
-            tap!(8, hi, 0);
+        macro_rules! tap {
+            ($ky:literal, $j:literal, $v:expr, $l:tt) => {
+                if $j < RUN {
+                    a = vmlal_laneq_s16::<$l>(a, wv($ky * RUN + $j), $v);
+                }
+            };
         }
+        macro_rules! row {
+            ($ky:literal, $l9:tt) => {
+                tap!($ky, 0, lo[$ky], 0);
+                tap!($ky, 1, lo[$ky], 1);
+                tap!($ky, 2, lo[$ky], 2);
+                tap!($ky, 3, lo[$ky], 3);
+                tap!($ky, 4, lo[$ky], 4);
+                tap!($ky, 5, lo[$ky], 5);
+                tap!($ky, 6, lo[$ky], 6);
+                tap!($ky, 7, lo[$ky], 7);
+                tap!($ky, 8, ninth[$ky], $l9);
+            };
+        }
+        row!(0, L0);
+        row!(1, L1);
+        row!(2, L2);
         a
     }
 }
