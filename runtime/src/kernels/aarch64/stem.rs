@@ -795,6 +795,10 @@ unsafe fn rows3_h<const RUN: usize>(
             widen::<RUN>,
             |cg, init, (lo, n)| {
                 let wg = &wa[cg * 12 * RUN..][..12 * RUN];
+                if RUN == 9 {
+                    // SAFETY: `wg` holds the group's `12·9` halfwords.
+                    return dot_rows9(init, wg.as_ptr(), lo, n);
+                }
                 // Row `i = 3·pixel + ky`'s ninth value is lane `i % 8` of `n[i / 8]`.
                 let [a, b] = *n;
                 [
@@ -840,6 +844,177 @@ fn widen<const RUN: usize>(xv: &[int8x16_t; 12]) -> ([int16x8_t; 12], [int16x8_t
         let t = vqtbx4q_s8(t, int8x16x4_t(xv[8], xv[9], xv[10], xv[11]), idx(2));
         (lo, [vmovl_s8(vget_low_s8(t)), vmovl_high_s8(t)])
     }
+}
+
+/// [`dot_rows_h`] for the 4 pixels of a tile with `RUN = 9` (RGB) as one `asm!` block: the
+/// 27 taps' weights (4 halfwords each, `wg[4·k ..]`) streamed in pairs, 108 by-element
+/// `SMLAL`s on the rows [`widen`] laid out (row `i = 3·pixel + ky`: `lo[i]`, its ninth
+/// value lane `i % 8` of `n[i / 8]`). Written as intrinsics, LLVM loads all 27 weight rows
+/// up front and spills the tile's rows around them.
+///
+/// # Safety
+/// `wg` points at `12·9` readable halfwords.
+#[inline(always)]
+#[rustfmt::skip]
+unsafe fn dot_rows9(
+    init: int32x4_t,
+    wg: *const i16,
+    lo: &[int16x8_t; 12],
+    n: &[int16x8_t; 2],
+) -> [int32x4_t; 4] {
+    let mut a = [init; 4];
+    // SAFETY: the block reads the `12·9` halfwords at `wg` (offsets `8·k < 216` bytes,
+    // this function's contract) and writes only its register operands; by-element `SMLAL`
+    // on halfwords takes its element register from v0..v15 (`vreg_low16`).
+    unsafe {
+        core::arch::asm!(
+            "ldp {w0:d}, {w1:d}, [{wp}, #0]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x0:v}.h[0]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x3:v}.h[0]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x6:v}.h[0]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x9:v}.h[0]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x0:v}.h[1]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x3:v}.h[1]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x6:v}.h[1]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x9:v}.h[1]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #16]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x0:v}.h[2]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x3:v}.h[2]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x6:v}.h[2]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x9:v}.h[2]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x0:v}.h[3]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x3:v}.h[3]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x6:v}.h[3]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x9:v}.h[3]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #32]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x0:v}.h[4]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x3:v}.h[4]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x6:v}.h[4]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x9:v}.h[4]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x0:v}.h[5]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x3:v}.h[5]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x6:v}.h[5]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x9:v}.h[5]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #48]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x0:v}.h[6]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x3:v}.h[6]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x6:v}.h[6]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x9:v}.h[6]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x0:v}.h[7]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x3:v}.h[7]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x6:v}.h[7]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x9:v}.h[7]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #64]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {n0:v}.h[0]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {n0:v}.h[3]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {n0:v}.h[6]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {n1:v}.h[1]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x1:v}.h[0]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x4:v}.h[0]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x7:v}.h[0]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x10:v}.h[0]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #80]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x1:v}.h[1]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x4:v}.h[1]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x7:v}.h[1]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x10:v}.h[1]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x1:v}.h[2]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x4:v}.h[2]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x7:v}.h[2]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x10:v}.h[2]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #96]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x1:v}.h[3]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x4:v}.h[3]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x7:v}.h[3]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x10:v}.h[3]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x1:v}.h[4]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x4:v}.h[4]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x7:v}.h[4]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x10:v}.h[4]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #112]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x1:v}.h[5]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x4:v}.h[5]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x7:v}.h[5]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x10:v}.h[5]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x1:v}.h[6]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x4:v}.h[6]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x7:v}.h[6]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x10:v}.h[6]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #128]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x1:v}.h[7]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x4:v}.h[7]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x7:v}.h[7]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x10:v}.h[7]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {n0:v}.h[1]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {n0:v}.h[4]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {n0:v}.h[7]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {n1:v}.h[2]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #144]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x2:v}.h[0]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x5:v}.h[0]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x8:v}.h[0]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x11:v}.h[0]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x2:v}.h[1]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x5:v}.h[1]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x8:v}.h[1]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x11:v}.h[1]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #160]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x2:v}.h[2]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x5:v}.h[2]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x8:v}.h[2]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x11:v}.h[2]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x2:v}.h[3]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x5:v}.h[3]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x8:v}.h[3]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x11:v}.h[3]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #176]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x2:v}.h[4]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x5:v}.h[4]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x8:v}.h[4]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x11:v}.h[4]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x2:v}.h[5]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x5:v}.h[5]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x8:v}.h[5]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x11:v}.h[5]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #192]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x2:v}.h[6]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x5:v}.h[6]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x8:v}.h[6]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x11:v}.h[6]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x2:v}.h[7]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x5:v}.h[7]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x8:v}.h[7]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x11:v}.h[7]\n",
+            "ldr {w0:d}, [{wp}, #208]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {n0:v}.h[2]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {n0:v}.h[5]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {n1:v}.h[0]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {n1:v}.h[3]\n",
+            wp = in(reg) wg,
+            x0 = in(vreg_low16) lo[0],
+            x1 = in(vreg_low16) lo[1],
+            x2 = in(vreg_low16) lo[2],
+            x3 = in(vreg_low16) lo[3],
+            x4 = in(vreg_low16) lo[4],
+            x5 = in(vreg_low16) lo[5],
+            x6 = in(vreg_low16) lo[6],
+            x7 = in(vreg_low16) lo[7],
+            x8 = in(vreg_low16) lo[8],
+            x9 = in(vreg_low16) lo[9],
+            x10 = in(vreg_low16) lo[10],
+            x11 = in(vreg_low16) lo[11],
+            n0 = in(vreg_low16) n[0],
+            n1 = in(vreg_low16) n[1],
+            a0 = inout(vreg) a[0],
+            a1 = inout(vreg) a[1],
+            a2 = inout(vreg) a[2],
+            a3 = inout(vreg) a[3],
+            w0 = out(vreg) _,
+            w1 = out(vreg) _,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    a
 }
 
 /// One pixel's 4 channel sums over its 3 kernel rows (`lo`: each row's first 8 values
