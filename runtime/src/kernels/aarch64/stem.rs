@@ -667,22 +667,38 @@ unsafe fn rows3<T>(
             }
             let at = (oy * g.wo + ox) * cout;
             let xt = prep(&xv);
-            for cg in 0..cout / 4 {
-                let acc = dot(cg, init[cg], &xt);
-                let r = &r[cg];
-                // SAFETY: NEON is baseline on this target.
-                unsafe {
-                    if m == 4 {
-                        let words = if short {
-                            r.apply4_short(&acc)
-                        } else {
-                            r.apply4(&acc)
-                        };
-                        store4(y, at + 4 * cg, cout, words);
-                    } else {
-                        for (k, &a) in acc.iter().enumerate().take(m) {
-                            store1(y, at + k * cout + 4 * cg, r.apply(a));
-                        }
+            if m == 4 {
+                // The tile's 4 output pixels, `4·cout` bytes from `at` (checked once here).
+                let yt = y[at..][..4 * cout].as_mut_ptr();
+                // Each group's 4 pixels' words (`apply4`'s word `k`: pixel `k`) at `cout`
+                // strides from channel `4·cg` of the first pixel.
+                let put = |cg: usize, words: uint32x4_t| {
+                    // SAFETY: `k·cout + 4·cg + 4 ≤ 4·cout` bytes from `yt` (`cg < cout / 4`);
+                    // unaligned (any channel offset).
+                    unsafe {
+                        let p = yt.add(4 * cg);
+                        (p as *mut u32).write_unaligned(vgetq_lane_u32::<0>(words));
+                        (p.add(cout) as *mut u32).write_unaligned(vgetq_lane_u32::<1>(words));
+                        (p.add(2 * cout) as *mut u32).write_unaligned(vgetq_lane_u32::<2>(words));
+                        (p.add(3 * cout) as *mut u32).write_unaligned(vgetq_lane_u32::<3>(words));
+                    }
+                };
+                // SAFETY (both loops): NEON is baseline on this target.
+                if short {
+                    for cg in 0..cout / 4 {
+                        put(cg, unsafe { r[cg].apply4_short(&dot(cg, init[cg], &xt)) });
+                    }
+                } else {
+                    for cg in 0..cout / 4 {
+                        put(cg, unsafe { r[cg].apply4(&dot(cg, init[cg], &xt)) });
+                    }
+                }
+            } else {
+                for cg in 0..cout / 4 {
+                    let acc = dot(cg, init[cg], &xt);
+                    for (k, &a) in acc.iter().enumerate().take(m) {
+                        // SAFETY: NEON is baseline on this target.
+                        store1(y, at + k * cout + 4 * cg, unsafe { r[cg].apply(a) });
                     }
                 }
             }
