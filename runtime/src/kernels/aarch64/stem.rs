@@ -708,7 +708,8 @@ unsafe fn rows3<T>(
 }
 
 /// [`rows3`] on `sdot` by element: a kernel row's `GR = ⌈3·cin / 4⌉` groups of 4 bytes feed
-/// `GR` by-element `sdot`s, `3·GR` per pixel and 4 channels.
+/// `GR` by-element `sdot`s, `3·GR` per pixel and 4 channels; RGB (`GR = 3`, 9 of 12 bytes a
+/// row) packs a pixel's 27 values into 7 groups first ([`patches27`]), 7 `sdot`s, not 9.
 ///
 /// # Safety
 /// The CPU has dotprod; `k = 3`, `cin ≤ 3`, `GR = ⌈3·cin / 4⌉`, [`lanes_fit`].
@@ -727,12 +728,28 @@ unsafe fn rows3_dot<const GR: usize>(
     // `corr[c] = zx·Σw`.
     let mut wa = [0i8; 48 * LANES_COUT / 4 * 3];
     let mut corr = [0i32; LANES_COUT];
+    // RGB (`GR = 3`): the 27 values tap-major in 7 groups of 4 (`[group][k / 4][channel %
+    // 4][k % 4]`, the 28th zero), for the tile's patches ([`patches27`]).
+    let rgb = GR == 3;
     tap_major(g, &w[..g.cout * 3 * run], zx, &mut corr, |c, k, v| {
         let (ky, j) = (k / run, k % run);
-        wa[(c / 4) * 48 * GR + (ky * GR + j / 4) * 16 + (c % 4) * 4 + j % 4] = v
+        let at = if rgb {
+            k / 4 * 16 + (c % 4) * 4 + k % 4
+        } else {
+            (ky * GR + j / 4) * 16 + (c % 4) * 4 + j % 4
+        };
+        wa[(c / 4) * 48 * GR + at] = v
     });
-    // SAFETY: this function's contract is `rows3`'s (with `corr` filled above).
+    // SAFETY: this function's contract is `rows3`'s (with `corr` filled above); dotprod
+    // (this function's contract); a group's `wg` holds its 7 (RGB) or `3·GR` vectors.
     unsafe {
+        if rgb {
+            return rows3(g, x, zx, rq, q, y, &corr, patches27, |cg, init, xv| {
+                let wg = &wa[cg * 48 * GR..][..48 * GR];
+                let px = |k: usize| dot_patch(init, wg, xv[2 * k], xv[2 * k + 1]);
+                [px(0), px(1), px(2), px(3)]
+            });
+        }
         rows3(
             g,
             x,
@@ -744,13 +761,55 @@ unsafe fn rows3_dot<const GR: usize>(
             |xv| *xv,
             |cg, init, xv| {
                 let wg = &wa[cg * 48 * GR..][..48 * GR];
-                // dotprod (this function's contract); `wg` holds `3·GR` vectors.
                 let px =
                     |k: usize| dot_rows::<GR>(init, wg, [xv[3 * k], xv[3 * k + 1], xv[3 * k + 2]]);
                 [px(0), px(1), px(2), px(3)]
             },
         )
     }
+}
+
+/// A tile's 4 RGB patches from its 12 kernel rows (9 values each at bytes 0..9): pixel
+/// `k`'s 27 values tap-major in `out[2k]` (values 0..16) and `out[2k + 1]` (16..27, zero
+/// after), by two 3-register `TBL`s; the rest of `out` is unused.
+#[inline(always)]
+fn patches27(xv: &[int8x16_t; 12]) -> [int8x16_t; 12] {
+    const LO: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 16, 17, 18, 19, 20, 21, 22];
+    const HI: [u8; 16] = [
+        23, 24, 32, 33, 34, 35, 36, 37, 38, 39, 40, 255, 255, 255, 255, 255,
+    ];
+    let mut out = *xv;
+    // SAFETY: NEON is baseline on this target; `LO` and `HI` hold 16 bytes.
+    unsafe {
+        let (lo, hi) = (vld1q_u8(LO.as_ptr()), vld1q_u8(HI.as_ptr()));
+        for k in 0..4 {
+            let t = int8x16x3_t(xv[3 * k], xv[3 * k + 1], xv[3 * k + 2]);
+            out[2 * k] = vqtbl3q_s8(t, lo);
+            out[2 * k + 1] = vqtbl3q_s8(t, hi);
+        }
+    }
+    out
+}
+
+/// One pixel's 4 channel sums over its RGB patch ([`patches27`]: `p0`, `p1`): `init + Σ`
+/// of 7 by-element `sdot`s (`wg`'s vector `j`: the 4 channels' values `4j .. 4j + 4`).
+///
+/// # Safety
+/// The CPU has dotprod; `wg` holds 7 vectors.
+#[inline(always)]
+unsafe fn dot_patch(init: int32x4_t, wg: &[i8], p0: int8x16_t, p1: int8x16_t) -> int32x4_t {
+    let wg = &wg[..16 * 7];
+    // SAFETY: vector `v < 7` of `wg` (sliced above).
+    let wv = |v: usize| unsafe { vld1q_s8(wg.as_ptr().add(16 * v)) };
+    let mut a = init;
+    a = sdot_lane!(a, wv(0), p0, "0");
+    a = sdot_lane!(a, wv(1), p0, "1");
+    a = sdot_lane!(a, wv(2), p0, "2");
+    a = sdot_lane!(a, wv(3), p0, "3");
+    a = sdot_lane!(a, wv(4), p1, "0");
+    a = sdot_lane!(a, wv(5), p1, "1");
+    a = sdot_lane!(a, wv(6), p1, "2");
+    a
 }
 
 /// One pixel's 4 channel sums over its 3 kernel rows `xv`: `init + Σ` of `GR` by-element
