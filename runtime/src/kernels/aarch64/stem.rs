@@ -837,8 +837,9 @@ unsafe fn dot_rows<const GR: usize>(init: int32x4_t, wg: &[i8], xv: [int8x16_t; 
 }
 
 /// [`rows3`] on plain NEON: each kernel row widened to i16 once a tile (`3·cin ≤ 9` values,
-/// the ninths gathered: [`widen`]), then one by-element `SMLAL` per value with its 4 channels' weights
-/// (i16, `[group][ky][j][channel % 4]`): `9·cin` per pixel and 4 channels, none on padding.
+/// the ninths gathered: [`widen`]), then one by-element `SMLAL` per value with its 4
+/// channels' weights (i16, `[group][ky][j][channel % 4]`): `9·cin` per pixel and 4
+/// channels, none on padding.
 ///
 /// # Safety
 /// NEON available (baseline); `k = 3`, `RUN = 3·cin`, [`lanes_fit`].
