@@ -171,6 +171,8 @@ unsafe fn rows16<const SHORT: bool>(
     y: &mut [i8],
     c0: usize,
 ) {
+    // Local copies: the output stage's constants, not reads through `r` at every pixel.
+    let [r0, r1, r2, r3] = *r;
     // SAFETY: this function's contract is `walk`' with 16 bytes a tap (`c0 + 16 ≤ cout`,
     // `zb` 16 bytes); each output pixel holds channels `c0 .. c0 + 16`.
     unsafe {
@@ -182,8 +184,8 @@ unsafe fn rows16<const SHORT: bool>(
             c0,
             |p| vld1q_s8(p),
             |xv, out| {
-                let a = sum9_16(init, &xv, wv);
-                let rs = [&r[0], &r[1], &r[2], &r[3]];
+                let a = sum9_16(&init, &xv, wv);
+                let rs = [&r0, &r1, &r2, &r3];
                 let b = if SHORT {
                     Rq4::apply16_short(rs, a)
                 } else {
@@ -197,69 +199,86 @@ unsafe fn rows16<const SHORT: bool>(
 
 /// `init + Σ_t x[t]·w[t]` per channel over 16 channels, exact (wrapping as the
 /// reference's bias add), as four i32x4 (channels 0..4, …, 12..16): taps in pairs summed
-/// in i16 (no weight is −128: [`block16`]).
+/// in i16 (no weight is −128: [`block16`]). One `asm!` block that streams the 9 weight
+/// vectors from `w` (in pairs) next to the pixel's inputs: held in registers across the
+/// pixels, as LLVM did, they crowd out the output stage's constants, which it then
+/// reloaded from the stack at every pixel.
 #[inline(always)]
-fn sum9_16(init: [int32x4_t; 4], x: &[int8x16_t; 9], w: &[int8x16_t; 9]) -> [int32x4_t; 4] {
-    // SAFETY: NEON is baseline on this target (the module is cfg'd on it).
+#[rustfmt::skip]
+fn sum9_16(init: &[int32x4_t; 4], x: &[int8x16_t; 9], w: &[int8x16_t; 9]) -> [int32x4_t; 4] {
+    let (a0, a1, a2, a3): (int32x4_t, int32x4_t, int32x4_t, int32x4_t);
+    // SAFETY: the block reads the 4 vectors of `init` (64 bytes) and the 9 of `w` (144
+    // bytes) and writes only its register operands; NEON is baseline on this target.
     unsafe {
-        let p = |a: usize| {
-            let lo = vmull_s8(vget_low_s8(x[a]), vget_low_s8(w[a]));
-            let hi = smull2(x[a], w[a]);
-            if a == 8 {
-                return (lo, hi);
-            }
-            (
-                vmlal_s8(lo, vget_low_s8(x[a + 1]), vget_low_s8(w[a + 1])),
-                smlal2(hi, x[a + 1], w[a + 1]),
-            )
-        };
-        let mut acc = init;
-        for a in [0, 2, 4, 6, 8] {
-            let (l, h) = p(a);
-            acc[0] = vaddw_s16(acc[0], vget_low_s16(l));
-            acc[1] = vaddw_high_s16(acc[1], l);
-            acc[2] = vaddw_s16(acc[2], vget_low_s16(h));
-            acc[3] = vaddw_high_s16(acc[3], h);
-        }
-        acc
+        core::arch::asm!(
+            "ldp {a0:q}, {a1:q}, [{ip}]",
+            "ldp {a2:q}, {a3:q}, [{ip}, #32]",
+            "ldp {w0:q}, {w1:q}, [{wp}]",
+            "smull {l:v}.8h, {x0:v}.8b, {w0:v}.8b",
+            "smull2 {h:v}.8h, {x0:v}.16b, {w0:v}.16b",
+            "smlal {l:v}.8h, {x1:v}.8b, {w1:v}.8b",
+            "smlal2 {h:v}.8h, {x1:v}.16b, {w1:v}.16b",
+            "saddw {a0:v}.4s, {a0:v}.4s, {l:v}.4h",
+            "saddw2 {a1:v}.4s, {a1:v}.4s, {l:v}.8h",
+            "saddw {a2:v}.4s, {a2:v}.4s, {h:v}.4h",
+            "saddw2 {a3:v}.4s, {a3:v}.4s, {h:v}.8h",
+            "ldp {w0:q}, {w1:q}, [{wp}, #32]",
+            "smull {l:v}.8h, {x2:v}.8b, {w0:v}.8b",
+            "smull2 {h:v}.8h, {x2:v}.16b, {w0:v}.16b",
+            "smlal {l:v}.8h, {x3:v}.8b, {w1:v}.8b",
+            "smlal2 {h:v}.8h, {x3:v}.16b, {w1:v}.16b",
+            "saddw {a0:v}.4s, {a0:v}.4s, {l:v}.4h",
+            "saddw2 {a1:v}.4s, {a1:v}.4s, {l:v}.8h",
+            "saddw {a2:v}.4s, {a2:v}.4s, {h:v}.4h",
+            "saddw2 {a3:v}.4s, {a3:v}.4s, {h:v}.8h",
+            "ldp {w0:q}, {w1:q}, [{wp}, #64]",
+            "smull {l:v}.8h, {x4:v}.8b, {w0:v}.8b",
+            "smull2 {h:v}.8h, {x4:v}.16b, {w0:v}.16b",
+            "smlal {l:v}.8h, {x5:v}.8b, {w1:v}.8b",
+            "smlal2 {h:v}.8h, {x5:v}.16b, {w1:v}.16b",
+            "saddw {a0:v}.4s, {a0:v}.4s, {l:v}.4h",
+            "saddw2 {a1:v}.4s, {a1:v}.4s, {l:v}.8h",
+            "saddw {a2:v}.4s, {a2:v}.4s, {h:v}.4h",
+            "saddw2 {a3:v}.4s, {a3:v}.4s, {h:v}.8h",
+            "ldp {w0:q}, {w1:q}, [{wp}, #96]",
+            "smull {l:v}.8h, {x6:v}.8b, {w0:v}.8b",
+            "smull2 {h:v}.8h, {x6:v}.16b, {w0:v}.16b",
+            "smlal {l:v}.8h, {x7:v}.8b, {w1:v}.8b",
+            "smlal2 {h:v}.8h, {x7:v}.16b, {w1:v}.16b",
+            "saddw {a0:v}.4s, {a0:v}.4s, {l:v}.4h",
+            "saddw2 {a1:v}.4s, {a1:v}.4s, {l:v}.8h",
+            "saddw {a2:v}.4s, {a2:v}.4s, {h:v}.4h",
+            "saddw2 {a3:v}.4s, {a3:v}.4s, {h:v}.8h",
+            "ldr {w0:q}, [{wp}, #128]",
+            "smull {l:v}.8h, {x8:v}.8b, {w0:v}.8b",
+            "smull2 {h:v}.8h, {x8:v}.16b, {w0:v}.16b",
+            "saddw {a0:v}.4s, {a0:v}.4s, {l:v}.4h",
+            "saddw2 {a1:v}.4s, {a1:v}.4s, {l:v}.8h",
+            "saddw {a2:v}.4s, {a2:v}.4s, {h:v}.4h",
+            "saddw2 {a3:v}.4s, {a3:v}.4s, {h:v}.8h",
+            wp = in(reg) w.as_ptr(),
+            ip = in(reg) init.as_ptr(),
+            x0 = in(vreg) x[0],
+            x1 = in(vreg) x[1],
+            x2 = in(vreg) x[2],
+            x3 = in(vreg) x[3],
+            x4 = in(vreg) x[4],
+            x5 = in(vreg) x[5],
+            x6 = in(vreg) x[6],
+            x7 = in(vreg) x[7],
+            x8 = in(vreg) x[8],
+            a0 = out(vreg) a0,
+            a1 = out(vreg) a1,
+            a2 = out(vreg) a2,
+            a3 = out(vreg) a3,
+            w0 = out(vreg) _,
+            w1 = out(vreg) _,
+            l = out(vreg) _,
+            h = out(vreg) _,
+            options(pure, readonly, nostack, preserves_flags),
+        );
     }
-}
-
-/// `SMULL2` (`vmull_high_s8`) as one opaque instruction: written as the intrinsic, LLVM
-/// splits it into `EXT` + `SMULL` and hoists the 9 weights' `EXT`s out of the pixel loop,
-/// which then spills them (18 weight halves, 9 inputs, 4 sums and the output constants
-/// do not fit 32 registers).
-#[inline(always)]
-fn smull2(a: int8x16_t, b: int8x16_t) -> int16x8_t {
-    let d: int16x8_t;
-    // SAFETY: one register-only NEON instruction (baseline on this target).
-    unsafe {
-        core::arch::asm!(
-            "smull2 {d:v}.8h, {a:v}.16b, {b:v}.16b",
-            d = out(vreg) d,
-            a = in(vreg) a,
-            b = in(vreg) b,
-            options(pure, nomem, nostack, preserves_flags),
-        )
-    };
-    d
-}
-
-/// `SMLAL2` (`vmlal_high_s8`) as one opaque instruction, for [`smull2`]'s reason.
-#[inline(always)]
-fn smlal2(acc: int16x8_t, a: int8x16_t, b: int8x16_t) -> int16x8_t {
-    let mut d = acc;
-    // SAFETY: one register-only NEON instruction (baseline on this target).
-    unsafe {
-        core::arch::asm!(
-            "smlal2 {d:v}.8h, {a:v}.16b, {b:v}.16b",
-            d = inout(vreg) d,
-            a = in(vreg) a,
-            b = in(vreg) b,
-            options(pure, nomem, nostack, preserves_flags),
-        )
-    };
-    d
+    [a0, a1, a2, a3]
 }
 
 /// Channels `c0 .. c0 + 8` of every output pixel. The zero point is folded into the bias

@@ -1,9 +1,10 @@
 //! NEON int8 max pool 3x3, stride 2, padding 1 (padding never wins) over a dense NHWC
 //! `[h, w, c]`: per output pixel the window's rows and columns inside the image are two
-//! ranges, walked with pointers (the input's length checked once), 16 channels a step with
-//! `smax` (the last step overlaps the one before when `c` is not a multiple of 16: the same
-//! maxima again). A max of codes, so exact. Fewer than 16 channels, and shapes whose slices
-//! are short, take the reference.
+//! ranges, walked with pointers (the input's length checked once; the full 3×3 window of the
+//! interior unrolled), 16 channels a step with `smax`, then the last 8 as one 8-byte step
+//! when no more are left (the 24 channels of ShuffleNet's stem), else a last 16 overlapping
+//! the step before (the same maxima again). A max of codes, so exact. Fewer than 16
+//! channels, and shapes whose slices are short, take the reference.
 use core::arch::aarch64::*;
 
 use crate::kernels::{reference, Geom};
@@ -20,27 +21,82 @@ pub(crate) fn maxpool3x3s2_i8(h: usize, w: usize, c: usize, x: &[i8], y: &mut [i
         let (y0, y1) = ((2 * oy).saturating_sub(1), (2 * oy + 1).min(h - 1));
         for ox in 0..wo {
             let (x0, x1) = ((2 * ox).saturating_sub(1), (2 * ox + 1).min(w - 1));
+            // SAFETY: every tap `(iy, ix)` has `iy < h`, `ix < w`: its `c` bytes lie in `x`
+            // (`h·w·c` long); the output pixel `(oy, ox)` lies in `y`.
+            let (row, out) = unsafe { (xp.add((y0 * w + x0) * c), yp.add((oy * wo + ox) * c)) };
+            let (nr, nc) = (y1 - y0 + 1, x1 - x0 + 1);
             let mut at = 0;
             loop {
-                let a = if at + 16 <= c { at } else { c - 16 };
-                // SAFETY: NEON is baseline on this target (the module is cfg'd on it). Every
-                // tap `(iy, ix)` has `iy < h`, `ix < w`, and `a + 16 ≤ c`: its 16 bytes lie
-                // in `x` (`h·w·c` long); the output pixel `(oy, ox)` lies in `y`.
+                // SAFETY: NEON is baseline on this target (the module is cfg'd on it); the
+                // steps read and write channels `a .. a + 16 (8) ≤ c` of the window's taps
+                // and of the output pixel (`c ≥ 16`, so `c − 8` and `c − 16` are channels).
                 unsafe {
-                    let mut m = vdupq_n_s8(i8::MIN);
-                    for iy in y0..=y1 {
-                        let row = xp.add((iy * w + x0) * c + a);
-                        for k in 0..=x1 - x0 {
-                            m = vmaxq_s8(m, vld1q_s8(row.add(k * c)));
-                        }
+                    if at + 16 <= c || c - at > 8 {
+                        // 16 channels (the last such step overlaps the one before when
+                        // more than 8 channels are left: the same maxima again).
+                        let a = at.min(c - 16);
+                        let m = window(
+                            row.add(a),
+                            w * c,
+                            c,
+                            nr,
+                            nc,
+                            |p| vld1q_s8(p),
+                            |u, v| vmaxq_s8(u, v),
+                        );
+                        vst1q_s8(out.add(a), m);
+                        at = a + 16;
+                    } else {
+                        // At most 8 left: the last 8 channels.
+                        let a = c - 8;
+                        let m = window(
+                            row.add(a),
+                            w * c,
+                            c,
+                            nr,
+                            nc,
+                            |p| vld1_s8(p),
+                            |u, v| vmax_s8(u, v),
+                        );
+                        vst1_s8(out.add(a), m);
+                        at = c;
                     }
-                    vst1q_s8(yp.add((oy * wo + ox) * c + a), m);
                 }
-                if a + 16 >= c {
+                if at >= c {
                     break;
                 }
-                at = a + 16;
             }
         }
+    }
+}
+
+/// The max over a window of `nr` rows (`rs` bytes apart) × `nc` columns (`cs` apart) from
+/// `row`, `1 ≤ nr, nc ≤ 3`; the full 3×3 window (the interior) unrolled.
+///
+/// # Safety
+/// Every tap's vector (`ld` at `row + i·rs + j·cs`) is readable.
+#[inline(always)]
+unsafe fn window<V: Copy>(
+    row: *const i8,
+    rs: usize,
+    cs: usize,
+    nr: usize,
+    nc: usize,
+    ld: impl Fn(*const i8) -> V,
+    max: impl Fn(V, V) -> V,
+) -> V {
+    // SAFETY: the taps `i < nr`, `j < nc` are readable (this function's contract).
+    unsafe {
+        let r3 = |r: *const i8| max(max(ld(r), ld(r.add(cs))), ld(r.add(2 * cs)));
+        if nr == 3 && nc == 3 {
+            return max(max(r3(row), r3(row.add(rs))), r3(row.add(2 * rs)));
+        }
+        let mut m = ld(row);
+        for i in 0..nr {
+            for j in 0..nc {
+                m = max(m, ld(row.add(i * rs + j * cs)));
+            }
+        }
+        m
     }
 }

@@ -11,7 +11,9 @@
 //! - product pairs (plain NEON, the usual case): packed as `[k / 4][group][16]`, each vector
 //!   4 channels × 4 inputs as `[c0k0 c0k1 c1k0 c1k1 … c3k1 | c0k2 c0k3 … c3k3]`, the input's 4
 //!   values laid out to match by one `tbl`; `smull` + `smlal2` put two products in each i16
-//!   lane and `sadalp` adds lane pairs into the 4 channels' i32: 3 instructions per 16 MACs.
+//!   lane and `sadalp` adds lane pairs into the 4 channels' i32: 3 instructions per 16 MACs
+//!   (16-channel blocks: one `asm!` block a 16-byte step, which keeps the 16 sums in
+//!   registers).
 //!   Two products fit i16 only while no weight is −128 (`|w·x + w'·x'| ≤ 2·127·128 = 32512`;
 //!   two `(−128)·(−128)` make 32768): the packer's weights never are (symmetric ±127), and a
 //!   block that has one takes the next form, so the kernel stays exact for any bytes.
@@ -375,18 +377,31 @@ unsafe fn block<const F: u8, const G: usize>(
         }
         here
     };
+    // One output row, or rows as wide as the input's (the pointwise convs at stride 1):
+    // pixel `p` starts at `c_off + p·step`, with no walk to keep.
+    let linear = g.ho == 1 || g.wo == g.w;
     let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
     let mut p = 0;
     while p < npix {
         let np = 4.min(npix - p);
-        let mut a = [0; 4];
-        for a in a.iter_mut().take(np) {
-            *a = next();
-        }
         // The tile's missing pixels repeat the last real one (their sums are unused).
-        // SAFETY: `a[i] = src(p + i) ≤ src(npix − 1)`, and `x` holds `src(npix − 1) + n` bytes
-        // (`fits`).
-        let xs: [*const i8; 4] = core::array::from_fn(|i| unsafe { xp.add(a[i.min(np - 1)]) });
+        let xs: [*const i8; 4] = if linear {
+            // SAFETY: `p + i < npix`, so `c_off + (p + i)·step = src(p + i) ≤ src(npix − 1)`,
+            // and `x` holds `src(npix − 1) + n` bytes (`fits`).
+            unsafe {
+                let b = xp.add(g.c_off + p * step);
+                let last = np - 1;
+                core::array::from_fn(|i| b.add(i.min(last) * step))
+            }
+        } else {
+            let mut a = [0; 4];
+            for a in a.iter_mut().take(np) {
+                *a = next();
+            }
+            // SAFETY: `a[i] = src(p + i) ≤ src(npix − 1)`, and `x` holds `src(npix − 1) + n`
+            // bytes (`fits`).
+            core::array::from_fn(|i| unsafe { xp.add(a[i.min(np - 1)]) })
+        };
         // SAFETY: every row starts `n` readable bytes; `wb` holds the block packed in form
         // `F`, `SDOT` only with dotprod and `PAIRS` only without a −128 weight.
         let acc = unsafe {
@@ -708,6 +723,12 @@ unsafe fn tile_p<const G: usize>(
     n: usize,
     init: [int32x4_t; G],
 ) -> [[int32x4_t; G]; 4] {
+    if G == 4 {
+        // SAFETY: this function's contract, with `G = 4` (so the conversions are the
+        // identity).
+        let a = unsafe { tile_p4(xs, wb, n, core::array::from_fn(|g| init[g % G])) };
+        return a.map(|a| core::array::from_fn(|g| a[g % 4]));
+    }
     let mut acc = [init; 4];
     // SAFETY (the whole body): loads at `k + 16 ≤ n` of each row; packed groups `j < n / 4`
     // at `wb` — by this function's contract.
@@ -734,6 +755,160 @@ unsafe fn tile_p<const G: usize>(
                 step_p::<2, G>(&mut acc, wj(j0 + 2), &xv);
             }
             step_p::<3, G>(&mut acc, wj(j0 + 3), &xv);
+        }
+    }
+    acc
+}
+
+/// One group of 4 channels (`G = 4`, packed vector at `[wp, #off]`) for the 4 pixels' paired
+/// inputs `g0 .. g3`: `smull` + `smlal2` + `sadalp` each, into `a0 .. a3`.
+#[rustfmt::skip]
+macro_rules! pairs_group {
+    ($off:literal, $a0:literal, $a1:literal, $a2:literal, $a3:literal) => {
+        concat!(
+            "ldr {w:q}, [{wp}, #", $off, "]\n",
+            "smull {t0:v}.8h, {w:v}.8b, {g0:v}.8b\n",
+            "smlal2 {t0:v}.8h, {w:v}.16b, {g0:v}.16b\n",
+            "smull {t1:v}.8h, {w:v}.8b, {g1:v}.8b\n",
+            "smlal2 {t1:v}.8h, {w:v}.16b, {g1:v}.16b\n",
+            "sadalp {", $a0, ":v}.4s, {t0:v}.8h\n",
+            "sadalp {", $a1, ":v}.4s, {t1:v}.8h\n",
+            "smull {t0:v}.8h, {w:v}.8b, {g2:v}.8b\n",
+            "smlal2 {t0:v}.8h, {w:v}.16b, {g2:v}.16b\n",
+            "smull {t1:v}.8h, {w:v}.8b, {g3:v}.8b\n",
+            "smlal2 {t1:v}.8h, {w:v}.16b, {g3:v}.16b\n",
+            "sadalp {", $a2, ":v}.4s, {t0:v}.8h\n",
+            "sadalp {", $a3, ":v}.4s, {t1:v}.8h\n",
+        )
+    };
+}
+
+/// Input group `M` (`idx` = `PAIR_IDX[M]`) of the 4 pixels' 16 bytes `x0 .. x3` against
+/// the 4 packed groups at `[wp, #64·M]`.
+#[rustfmt::skip]
+macro_rules! pairs_m {
+    ($idx:literal, $o0:literal, $o1:literal, $o2:literal, $o3:literal) => {
+        concat!(
+            "tbl {g0:v}.16b, {{{x0:v}.16b}}, {", $idx, ":v}.16b\n",
+            "tbl {g1:v}.16b, {{{x1:v}.16b}}, {", $idx, ":v}.16b\n",
+            "tbl {g2:v}.16b, {{{x2:v}.16b}}, {", $idx, ":v}.16b\n",
+            "tbl {g3:v}.16b, {{{x3:v}.16b}}, {", $idx, ":v}.16b\n",
+            pairs_group!($o0, "a00", "a10", "a20", "a30"),
+            pairs_group!($o1, "a01", "a11", "a21", "a31"),
+            pairs_group!($o2, "a02", "a12", "a22", "a32"),
+            pairs_group!($o3, "a03", "a13", "a23", "a33"),
+        )
+    };
+}
+
+/// The input groups `M` of one 16-byte step as one `asm!` block (`pairs_m!` for each), so
+/// the 16 sums, 4 inputs, 4 indices and 7 temporaries (31 vector registers) stay in
+/// registers: written as intrinsics, LLVM schedules the products of several groups at once
+/// and spills the sums.
+macro_rules! pairs_step {
+    ($acc:ident, $xv:ident, $wp:expr, [$($i:ident = $iv:expr),*], $($m:tt)*) => {
+        core::arch::asm!(
+            $($m)*
+            wp = in(reg) $wp,
+            $($i = in(vreg) $iv,)*
+            x0 = in(vreg) $xv[0],
+            x1 = in(vreg) $xv[1],
+            x2 = in(vreg) $xv[2],
+            x3 = in(vreg) $xv[3],
+            a00 = inout(vreg) $acc[0][0],
+            a01 = inout(vreg) $acc[0][1],
+            a02 = inout(vreg) $acc[0][2],
+            a03 = inout(vreg) $acc[0][3],
+            a10 = inout(vreg) $acc[1][0],
+            a11 = inout(vreg) $acc[1][1],
+            a12 = inout(vreg) $acc[1][2],
+            a13 = inout(vreg) $acc[1][3],
+            a20 = inout(vreg) $acc[2][0],
+            a21 = inout(vreg) $acc[2][1],
+            a22 = inout(vreg) $acc[2][2],
+            a23 = inout(vreg) $acc[2][3],
+            a30 = inout(vreg) $acc[3][0],
+            a31 = inout(vreg) $acc[3][1],
+            a32 = inout(vreg) $acc[3][2],
+            a33 = inout(vreg) $acc[3][3],
+            g0 = out(vreg) _,
+            g1 = out(vreg) _,
+            g2 = out(vreg) _,
+            g3 = out(vreg) _,
+            w = out(vreg) _,
+            t0 = out(vreg) _,
+            t1 = out(vreg) _,
+            options(pure, readonly, nostack, preserves_flags),
+        )
+    };
+}
+
+/// [`tile_p`] for 16 channels (`G = 4`, the usual block): each 16-byte step one
+/// [`pairs_step`] — per input group 4 `tbl`, 4 weight loads and 48 products (`smull` +
+/// `smlal2` + `sadalp` per 16 MACs).
+///
+/// # Safety
+/// [`tile_p`]'s, with `G = 4`.
+#[inline(always)]
+unsafe fn tile_p4(
+    xs: [*const i8; 4],
+    wb: *const i8,
+    n: usize,
+    init: [int32x4_t; 4],
+) -> [[int32x4_t; 4]; 4] {
+    let mut acc = [init; 4];
+    // SAFETY (the whole body): loads at `k + 16 ≤ n` of each row; the packed groups `j <
+    // n / 4` at `wb` (`64·j` bytes on, 64 bytes each) that each step reads — by this
+    // function's contract; the `asm!` blocks read only those 256 (or the tail's last 64·M)
+    // bytes and write only their register operands.
+    unsafe {
+        let idx: [uint8x16_t; 4] = core::array::from_fn(|m| vld1q_u8(PAIR_IDX[m].as_ptr()));
+        let mut k = 0;
+        while k + 16 <= n {
+            let xv = xs.map(|r| vld1q_s8(r.add(k)));
+            pairs_step!(
+                acc,
+                xv,
+                wb.add(16 * k),
+                [i0 = idx[0], i1 = idx[1], i2 = idx[2], i3 = idx[3]],
+                pairs_m!("i0", "0", "16", "32", "48"),
+                pairs_m!("i1", "64", "80", "96", "112"),
+                pairs_m!("i2", "128", "144", "160", "176"),
+                pairs_m!("i3", "192", "208", "224", "240"),
+            );
+            k += 16;
+        }
+        if k < n {
+            // 4, 8 or 12 bytes left: the row's last 16 bytes, their last groups (the
+            // weights of the row's last 16 bytes start at group `n / 4 − 4`).
+            let xv = xs.map(|r| vld1q_s8(r.add(n - 16)));
+            let wj = wb.add(16 * (n - 16));
+            match (n - k) / 4 {
+                3 => pairs_step!(
+                    acc,
+                    xv,
+                    wj,
+                    [i1 = idx[1], i2 = idx[2], i3 = idx[3]],
+                    pairs_m!("i1", "64", "80", "96", "112"),
+                    pairs_m!("i2", "128", "144", "160", "176"),
+                    pairs_m!("i3", "192", "208", "224", "240"),
+                ),
+                2 => pairs_step!(
+                    acc,
+                    xv,
+                    wj,
+                    [i2 = idx[2], i3 = idx[3]],
+                    pairs_m!("i2", "128", "144", "160", "176"),
+                    pairs_m!("i3", "192", "208", "224", "240"),
+                ),
+                _ => pairs_step!(
+                    acc,
+                    xv,
+                    wj,
+                    [i3 = idx[3]],
+                    pairs_m!("i3", "192", "208", "224", "240"),
+                ),
+            }
         }
     }
     acc

@@ -546,7 +546,8 @@ unsafe fn lanes<const KG: usize>(
 /// nothing). Rows that cross the padding, a sparse input (`in_stride ≠ cin`) or the last
 /// bytes of `x` are gathered into a 16-byte slot with the zero point in the padding (as
 /// [`lanes`] does). Tiles of 4 pixels of an output row are outermost, their 12 kernel rows
-/// loaded once for every group of 4 output channels; `dot(cg, rows)` gives group `cg`'s sums
+/// loaded once for every group of 4 output channels (`prep` readies them once a tile, for
+/// every group); `dot(cg, prepped rows)` gives group `cg`'s sums
 /// for the 4 pixels from 0 (the driver adds nothing: `init[cg]`, `bias − zx·Σw`, is the
 /// caller's start), and the short output stage applies when its form allows.
 ///
@@ -555,7 +556,7 @@ unsafe fn lanes<const KG: usize>(
 /// for `c < cout`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn rows3(
+unsafe fn rows3<T>(
     g: &Geom,
     x: &[i8],
     zx: i32,
@@ -563,7 +564,8 @@ unsafe fn rows3(
     q: OutQ,
     y: &mut [i8],
     corr: &[i32; LANES_COUT],
-    mut dot: impl FnMut(usize, int32x4_t, &[int8x16_t; 12]) -> [int32x4_t; 4],
+    prep: impl Fn(&[int8x16_t; 12]) -> T,
+    mut dot: impl FnMut(usize, int32x4_t, &T) -> [int32x4_t; 4],
 ) {
     let (cin, cout) = (g.cin, g.cout);
     let rq = &rq[..cout];
@@ -607,52 +609,96 @@ unsafe fn rows3(
             // The tile's 12 kernel rows (a short tile repeats its last pixel).
             // SAFETY: NEON is baseline on this target.
             let mut xv = unsafe { [vdupq_n_s8(0); 12] };
-            for (k, xk) in xv.chunks_exact_mut(3).enumerate() {
-                let px = ox + k.min(m - 1);
-                let ix0 = (px * g.stride)
-                    .checked_sub(g.pad)
-                    .filter(|&ix| ix + 3 <= g.w);
-                if let (Some(ix), Some(last)) = (ix0, fast) {
-                    if ix <= last {
-                        for (v, &b) in xk.iter_mut().zip(&base) {
-                            // SAFETY: `ix ≤ last`: 16 bytes at `b + ix·cin` lie in `x`.
-                            *v = unsafe { vld1q_s8(b.add(ix * cin)) };
-                        }
-                        continue;
+            // A whole tile of 4 pixels read straight from `x` (the interior of the image):
+            // its first pixel's kernel rows start at column `ix`, the next ones `stride`
+            // columns apart, the last at `ix + 3·stride ≤ last` (so every one lies in the
+            // image and its 16 bytes in `x`).
+            let ix = (ox * g.stride).checked_sub(g.pad);
+            let direct = match (m, ix, fast) {
+                (4, Some(ix), Some(last)) => {
+                    let end = ix + 3 * g.stride;
+                    end <= last && end + 3 <= g.w
+                }
+                _ => false,
+            };
+            if let (true, Some(ix)) = (direct, ix) {
+                let step = g.stride * cin;
+                for (ky, &b) in base.iter().enumerate() {
+                    // SAFETY: pixel `k`'s row starts at column `ix + k·stride ≤ last`: 16
+                    // bytes at `b + (ix + k·stride)·cin` lie in `x` (see `fast`).
+                    unsafe {
+                        let b = b.add(ix * cin);
+                        xv[ky] = vld1q_s8(b);
+                        xv[3 + ky] = vld1q_s8(b.add(step));
+                        xv[6 + ky] = vld1q_s8(b.add(2 * step));
+                        xv[9 + ky] = vld1q_s8(b.add(3 * step));
                     }
                 }
-                for (ky, v) in xk.iter_mut().enumerate() {
-                    let slot = &mut slots[3 * k + ky];
-                    slot.fill(zb);
-                    if let Some(iy) = iy[ky] {
-                        for kx in 0..3 {
-                            if let Some(ix) = Geom::tap(px, kx, g.stride, g.pad, g.w) {
-                                let a = (iy * g.w + ix) * g.in_stride + g.c_off;
-                                slot[kx * cin..][..cin].copy_from_slice(&x[a..][..cin]);
+            } else {
+                for (k, xk) in xv.chunks_exact_mut(3).enumerate() {
+                    let px = ox + k.min(m - 1);
+                    let ix0 = (px * g.stride)
+                        .checked_sub(g.pad)
+                        .filter(|&ix| ix + 3 <= g.w);
+                    if let (Some(ix), Some(last)) = (ix0, fast) {
+                        if ix <= last {
+                            for (v, &b) in xk.iter_mut().zip(&base) {
+                                // SAFETY: `ix ≤ last`: 16 bytes at `b + ix·cin` lie in `x`.
+                                *v = unsafe { vld1q_s8(b.add(ix * cin)) };
                             }
+                            continue;
                         }
                     }
-                    // SAFETY: `slot` holds 16 bytes.
-                    *v = unsafe { vld1q_s8(slot.as_ptr()) };
+                    for (ky, v) in xk.iter_mut().enumerate() {
+                        let slot = &mut slots[3 * k + ky];
+                        slot.fill(zb);
+                        if let Some(iy) = iy[ky] {
+                            for kx in 0..3 {
+                                if let Some(ix) = Geom::tap(px, kx, g.stride, g.pad, g.w) {
+                                    let a = (iy * g.w + ix) * g.in_stride + g.c_off;
+                                    slot[kx * cin..][..cin].copy_from_slice(&x[a..][..cin]);
+                                }
+                            }
+                        }
+                        // SAFETY: `slot` holds 16 bytes.
+                        *v = unsafe { vld1q_s8(slot.as_ptr()) };
+                    }
                 }
             }
             let at = (oy * g.wo + ox) * cout;
-            for cg in 0..cout / 4 {
-                let acc = dot(cg, init[cg], &xv);
-                let r = &r[cg];
-                // SAFETY: NEON is baseline on this target.
-                unsafe {
-                    if m == 4 {
-                        let words = if short {
-                            r.apply4_short(&acc)
-                        } else {
-                            r.apply4(&acc)
-                        };
-                        store4(y, at + 4 * cg, cout, words);
-                    } else {
-                        for (k, &a) in acc.iter().enumerate().take(m) {
-                            store1(y, at + k * cout + 4 * cg, r.apply(a));
-                        }
+            let xt = prep(&xv);
+            if m == 4 {
+                // The tile's 4 output pixels, `4·cout` bytes from `at` (checked once here).
+                let yt = y[at..][..4 * cout].as_mut_ptr();
+                // Each group's 4 pixels' words (`apply4`'s word `k`: pixel `k`) at `cout`
+                // strides from channel `4·cg` of the first pixel.
+                let put = |cg: usize, words: uint32x4_t| {
+                    // SAFETY: `k·cout + 4·cg + 4 ≤ 4·cout` bytes from `yt` (`cg < cout / 4`);
+                    // unaligned (any channel offset).
+                    unsafe {
+                        let p = yt.add(4 * cg);
+                        (p as *mut u32).write_unaligned(vgetq_lane_u32::<0>(words));
+                        (p.add(cout) as *mut u32).write_unaligned(vgetq_lane_u32::<1>(words));
+                        (p.add(2 * cout) as *mut u32).write_unaligned(vgetq_lane_u32::<2>(words));
+                        (p.add(3 * cout) as *mut u32).write_unaligned(vgetq_lane_u32::<3>(words));
+                    }
+                };
+                // SAFETY (both loops): NEON is baseline on this target.
+                if short {
+                    for cg in 0..cout / 4 {
+                        put(cg, unsafe { r[cg].apply4_short(&dot(cg, init[cg], &xt)) });
+                    }
+                } else {
+                    for cg in 0..cout / 4 {
+                        put(cg, unsafe { r[cg].apply4(&dot(cg, init[cg], &xt)) });
+                    }
+                }
+            } else {
+                for cg in 0..cout / 4 {
+                    let acc = dot(cg, init[cg], &xt);
+                    for (k, &a) in acc.iter().enumerate().take(m) {
+                        // SAFETY: NEON is baseline on this target.
+                        store1(y, at + k * cout + 4 * cg, unsafe { r[cg].apply(a) });
                     }
                 }
             }
@@ -662,7 +708,8 @@ unsafe fn rows3(
 }
 
 /// [`rows3`] on `sdot` by element: a kernel row's `GR = ⌈3·cin / 4⌉` groups of 4 bytes feed
-/// `GR` by-element `sdot`s, `3·GR` per pixel and 4 channels.
+/// `GR` by-element `sdot`s, `3·GR` per pixel and 4 channels; RGB (`GR = 3`, 9 of 12 bytes a
+/// row) packs a pixel's 27 values into 7 groups first ([`patches27`]), 7 `sdot`s, not 9.
 ///
 /// # Safety
 /// The CPU has dotprod; `k = 3`, `cin ≤ 3`, `GR = ⌈3·cin / 4⌉`, [`lanes_fit`].
@@ -681,19 +728,88 @@ unsafe fn rows3_dot<const GR: usize>(
     // `corr[c] = zx·Σw`.
     let mut wa = [0i8; 48 * LANES_COUT / 4 * 3];
     let mut corr = [0i32; LANES_COUT];
+    // RGB (`GR = 3`): the 27 values tap-major in 7 groups of 4 (`[group][k / 4][channel %
+    // 4][k % 4]`, the 28th zero), for the tile's patches ([`patches27`]).
+    let rgb = GR == 3;
     tap_major(g, &w[..g.cout * 3 * run], zx, &mut corr, |c, k, v| {
         let (ky, j) = (k / run, k % run);
-        wa[(c / 4) * 48 * GR + (ky * GR + j / 4) * 16 + (c % 4) * 4 + j % 4] = v
+        let at = if rgb {
+            k / 4 * 16 + (c % 4) * 4 + k % 4
+        } else {
+            (ky * GR + j / 4) * 16 + (c % 4) * 4 + j % 4
+        };
+        wa[(c / 4) * 48 * GR + at] = v
     });
-    // SAFETY: this function's contract is `rows3`'s (with `corr` filled above).
+    // SAFETY: this function's contract is `rows3`'s (with `corr` filled above); dotprod
+    // (this function's contract); a group's `wg` holds its 7 (RGB) or `3·GR` vectors.
     unsafe {
-        rows3(g, x, zx, rq, q, y, &corr, |cg, init, xv| {
-            let wg = &wa[cg * 48 * GR..][..48 * GR];
-            // dotprod (this function's contract); `wg` holds `3·GR` vectors.
-            let px = |k: usize| dot_rows::<GR>(init, wg, [xv[3 * k], xv[3 * k + 1], xv[3 * k + 2]]);
-            [px(0), px(1), px(2), px(3)]
-        })
+        if rgb {
+            return rows3(g, x, zx, rq, q, y, &corr, patches27, |cg, init, xv| {
+                let wg = &wa[cg * 48 * GR..][..48 * GR];
+                let px = |k: usize| dot_patch(init, wg, xv[2 * k], xv[2 * k + 1]);
+                [px(0), px(1), px(2), px(3)]
+            });
+        }
+        rows3(
+            g,
+            x,
+            zx,
+            rq,
+            q,
+            y,
+            &corr,
+            |xv| *xv,
+            |cg, init, xv| {
+                let wg = &wa[cg * 48 * GR..][..48 * GR];
+                let px =
+                    |k: usize| dot_rows::<GR>(init, wg, [xv[3 * k], xv[3 * k + 1], xv[3 * k + 2]]);
+                [px(0), px(1), px(2), px(3)]
+            },
+        )
     }
+}
+
+/// A tile's 4 RGB patches from its 12 kernel rows (9 values each at bytes 0..9): pixel
+/// `k`'s 27 values tap-major in `out[2k]` (values 0..16) and `out[2k + 1]` (16..27, zero
+/// after), by two 3-register `TBL`s; the rest of `out` is unused.
+#[inline(always)]
+fn patches27(xv: &[int8x16_t; 12]) -> [int8x16_t; 12] {
+    const LO: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 16, 17, 18, 19, 20, 21, 22];
+    const HI: [u8; 16] = [
+        23, 24, 32, 33, 34, 35, 36, 37, 38, 39, 40, 255, 255, 255, 255, 255,
+    ];
+    let mut out = *xv;
+    // SAFETY: NEON is baseline on this target; `LO` and `HI` hold 16 bytes.
+    unsafe {
+        let (lo, hi) = (vld1q_u8(LO.as_ptr()), vld1q_u8(HI.as_ptr()));
+        for k in 0..4 {
+            let t = int8x16x3_t(xv[3 * k], xv[3 * k + 1], xv[3 * k + 2]);
+            out[2 * k] = vqtbl3q_s8(t, lo);
+            out[2 * k + 1] = vqtbl3q_s8(t, hi);
+        }
+    }
+    out
+}
+
+/// One pixel's 4 channel sums over its RGB patch ([`patches27`]: `p0`, `p1`): `init + Σ`
+/// of 7 by-element `sdot`s (`wg`'s vector `j`: the 4 channels' values `4j .. 4j + 4`).
+///
+/// # Safety
+/// The CPU has dotprod; `wg` holds 7 vectors.
+#[inline(always)]
+unsafe fn dot_patch(init: int32x4_t, wg: &[i8], p0: int8x16_t, p1: int8x16_t) -> int32x4_t {
+    let wg = &wg[..16 * 7];
+    // SAFETY: vector `v < 7` of `wg` (sliced above).
+    let wv = |v: usize| unsafe { vld1q_s8(wg.as_ptr().add(16 * v)) };
+    let mut a = init;
+    a = sdot_lane!(a, wv(0), p0, "0");
+    a = sdot_lane!(a, wv(1), p0, "1");
+    a = sdot_lane!(a, wv(2), p0, "2");
+    a = sdot_lane!(a, wv(3), p0, "3");
+    a = sdot_lane!(a, wv(4), p1, "0");
+    a = sdot_lane!(a, wv(5), p1, "1");
+    a = sdot_lane!(a, wv(6), p1, "2");
+    a
 }
 
 /// One pixel's 4 channel sums over its 3 kernel rows `xv`: `init + Σ` of `GR` by-element
@@ -720,9 +836,10 @@ unsafe fn dot_rows<const GR: usize>(init: int32x4_t, wg: &[i8], xv: [int8x16_t; 
     a
 }
 
-/// [`rows3`] on plain NEON: each kernel row widened to i16 (`3·cin ≤ 9` values, the 9th in
-/// the high half), then one by-element `SMLAL` per value with its 4 channels' weights
-/// (i16, `[group][ky][j][channel % 4]`): `9·cin` per pixel and 4 channels, none on padding.
+/// [`rows3`] on plain NEON: each kernel row widened to i16 once a tile (`3·cin ≤ 9` values,
+/// the ninths gathered: [`widen`]), then one by-element `SMLAL` per value with its 4
+/// channels' weights (i16, `[group][ky][j][channel % 4]`): `9·cin` per pixel and 4
+/// channels, none on padding.
 ///
 /// # Safety
 /// NEON available (baseline); `k = 3`, `RUN = 3·cin`, [`lanes_fit`].
@@ -743,43 +860,277 @@ unsafe fn rows3_h<const RUN: usize>(
     });
     // SAFETY: this function's contract is `rows3`'s (with `corr` filled above).
     unsafe {
-        rows3(g, x, zx, rq, q, y, &corr, |cg, init, xv| {
-            let wg = &wa[cg * 12 * RUN..][..12 * RUN];
-            let px =
-                |k: usize| dot_rows_h::<RUN>(init, wg, [xv[3 * k], xv[3 * k + 1], xv[3 * k + 2]]);
-            [px(0), px(1), px(2), px(3)]
-        })
+        rows3(
+            g,
+            x,
+            zx,
+            rq,
+            q,
+            y,
+            &corr,
+            widen::<RUN>,
+            |cg, init, (lo, n)| {
+                let wg = &wa[cg * 12 * RUN..][..12 * RUN];
+                if RUN == 9 {
+                    // SAFETY: `wg` holds the group's `12·9` halfwords.
+                    return dot_rows9(init, wg.as_ptr(), lo, n);
+                }
+                // Row `i = 3·pixel + ky`'s ninth value is lane `i % 8` of `n[i / 8]`.
+                let [a, b] = *n;
+                [
+                    dot_rows_h::<RUN, 0, 1, 2>(init, wg, [lo[0], lo[1], lo[2]], [a, a, a]),
+                    dot_rows_h::<RUN, 3, 4, 5>(init, wg, [lo[3], lo[4], lo[5]], [a, a, a]),
+                    dot_rows_h::<RUN, 6, 7, 0>(init, wg, [lo[6], lo[7], lo[8]], [a, a, b]),
+                    dot_rows_h::<RUN, 1, 2, 3>(init, wg, [lo[9], lo[10], lo[11]], [b, b, b]),
+                ]
+            },
+        )
     }
 }
 
-/// One pixel's 4 channel sums over its 3 kernel rows `xv` (bytes): `init + Σ_j w[ky][j]·
-/// x[ky][j]`, `RUN` by-element `SMLAL`s per row on the widened row.
+/// A tile's 12 kernel rows (`3·pixel + ky`) widened to i16 for [`dot_rows_h`]: each row's
+/// first 8 values, and (`RUN = 9`) the 12 ninth values gathered into two vectors (lane
+/// `i % 8` of vector `i / 8` for row `i`, by one `TBL` and two `TBX` of 4 rows each), so a
+/// tile keeps 14 registers, not 24, across its channel groups.
 #[inline(always)]
-fn dot_rows_h<const RUN: usize>(init: int32x4_t, wg: &[i16], xv: [int8x16_t; 3]) -> int32x4_t {
+fn widen<const RUN: usize>(xv: &[int8x16_t; 12]) -> ([int16x8_t; 12], [int16x8_t; 2]) {
+    /// Byte 8 of table row `r` into lane `4·q + r` (`q` the 4-row quarter), 255 elsewhere.
+    const NINTH: [[u8; 16]; 3] = {
+        let mut t = [[255u8; 16]; 3];
+        let mut q = 0;
+        while q < 3 {
+            let mut r = 0;
+            while r < 4 {
+                t[q][4 * q + r] = (16 * r + 8) as u8;
+                r += 1;
+            }
+            q += 1;
+        }
+        t
+    };
+    // SAFETY: NEON is baseline on this target; `NINTH[q]` holds 16 bytes.
+    unsafe {
+        let lo = xv.map(|v| vmovl_s8(vget_low_s8(v)));
+        if RUN <= 8 {
+            return (lo, [vdupq_n_s16(0); 2]);
+        }
+        let idx = |q: usize| vld1q_u8(NINTH[q].as_ptr());
+        let t = vqtbl4q_s8(int8x16x4_t(xv[0], xv[1], xv[2], xv[3]), idx(0));
+        let t = vqtbx4q_s8(t, int8x16x4_t(xv[4], xv[5], xv[6], xv[7]), idx(1));
+        let t = vqtbx4q_s8(t, int8x16x4_t(xv[8], xv[9], xv[10], xv[11]), idx(2));
+        (lo, [vmovl_s8(vget_low_s8(t)), vmovl_high_s8(t)])
+    }
+}
+
+/// [`dot_rows_h`] for the 4 pixels of a tile with `RUN = 9` (RGB) as one `asm!` block: the
+/// 27 taps' weights (4 halfwords each, `wg[4·k ..]`) streamed in pairs, 108 by-element
+/// `SMLAL`s on the rows [`widen`] laid out (row `i = 3·pixel + ky`: `lo[i]`, its ninth
+/// value lane `i % 8` of `n[i / 8]`). Written as intrinsics, LLVM loads all 27 weight rows
+/// up front and spills the tile's rows around them.
+///
+/// # Safety
+/// `wg` points at `12·9` readable halfwords.
+#[inline(always)]
+#[rustfmt::skip]
+unsafe fn dot_rows9(
+    init: int32x4_t,
+    wg: *const i16,
+    lo: &[int16x8_t; 12],
+    n: &[int16x8_t; 2],
+) -> [int32x4_t; 4] {
+    let mut a = [init; 4];
+    // SAFETY: the block reads the `12·9` halfwords at `wg` (offsets `8·k < 216` bytes,
+    // this function's contract) and writes only its register operands; by-element `SMLAL`
+    // on halfwords takes its element register from v0..v15 (`vreg_low16`).
+    unsafe {
+        core::arch::asm!(
+            "ldp {w0:d}, {w1:d}, [{wp}, #0]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x0:v}.h[0]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x3:v}.h[0]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x6:v}.h[0]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x9:v}.h[0]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x0:v}.h[1]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x3:v}.h[1]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x6:v}.h[1]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x9:v}.h[1]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #16]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x0:v}.h[2]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x3:v}.h[2]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x6:v}.h[2]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x9:v}.h[2]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x0:v}.h[3]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x3:v}.h[3]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x6:v}.h[3]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x9:v}.h[3]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #32]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x0:v}.h[4]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x3:v}.h[4]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x6:v}.h[4]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x9:v}.h[4]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x0:v}.h[5]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x3:v}.h[5]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x6:v}.h[5]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x9:v}.h[5]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #48]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x0:v}.h[6]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x3:v}.h[6]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x6:v}.h[6]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x9:v}.h[6]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x0:v}.h[7]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x3:v}.h[7]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x6:v}.h[7]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x9:v}.h[7]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #64]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {n0:v}.h[0]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {n0:v}.h[3]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {n0:v}.h[6]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {n1:v}.h[1]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x1:v}.h[0]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x4:v}.h[0]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x7:v}.h[0]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x10:v}.h[0]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #80]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x1:v}.h[1]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x4:v}.h[1]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x7:v}.h[1]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x10:v}.h[1]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x1:v}.h[2]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x4:v}.h[2]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x7:v}.h[2]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x10:v}.h[2]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #96]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x1:v}.h[3]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x4:v}.h[3]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x7:v}.h[3]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x10:v}.h[3]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x1:v}.h[4]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x4:v}.h[4]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x7:v}.h[4]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x10:v}.h[4]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #112]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x1:v}.h[5]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x4:v}.h[5]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x7:v}.h[5]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x10:v}.h[5]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x1:v}.h[6]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x4:v}.h[6]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x7:v}.h[6]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x10:v}.h[6]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #128]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x1:v}.h[7]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x4:v}.h[7]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x7:v}.h[7]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x10:v}.h[7]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {n0:v}.h[1]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {n0:v}.h[4]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {n0:v}.h[7]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {n1:v}.h[2]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #144]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x2:v}.h[0]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x5:v}.h[0]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x8:v}.h[0]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x11:v}.h[0]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x2:v}.h[1]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x5:v}.h[1]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x8:v}.h[1]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x11:v}.h[1]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #160]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x2:v}.h[2]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x5:v}.h[2]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x8:v}.h[2]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x11:v}.h[2]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x2:v}.h[3]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x5:v}.h[3]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x8:v}.h[3]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x11:v}.h[3]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #176]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x2:v}.h[4]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x5:v}.h[4]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x8:v}.h[4]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x11:v}.h[4]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x2:v}.h[5]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x5:v}.h[5]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x8:v}.h[5]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x11:v}.h[5]\n",
+            "ldp {w0:d}, {w1:d}, [{wp}, #192]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {x2:v}.h[6]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {x5:v}.h[6]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {x8:v}.h[6]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {x11:v}.h[6]\n",
+            "smlal {a0:v}.4s, {w1:v}.4h, {x2:v}.h[7]\n",
+            "smlal {a1:v}.4s, {w1:v}.4h, {x5:v}.h[7]\n",
+            "smlal {a2:v}.4s, {w1:v}.4h, {x8:v}.h[7]\n",
+            "smlal {a3:v}.4s, {w1:v}.4h, {x11:v}.h[7]\n",
+            "ldr {w0:d}, [{wp}, #208]\n",
+            "smlal {a0:v}.4s, {w0:v}.4h, {n0:v}.h[2]\n",
+            "smlal {a1:v}.4s, {w0:v}.4h, {n0:v}.h[5]\n",
+            "smlal {a2:v}.4s, {w0:v}.4h, {n1:v}.h[0]\n",
+            "smlal {a3:v}.4s, {w0:v}.4h, {n1:v}.h[3]\n",
+            wp = in(reg) wg,
+            x0 = in(vreg_low16) lo[0],
+            x1 = in(vreg_low16) lo[1],
+            x2 = in(vreg_low16) lo[2],
+            x3 = in(vreg_low16) lo[3],
+            x4 = in(vreg_low16) lo[4],
+            x5 = in(vreg_low16) lo[5],
+            x6 = in(vreg_low16) lo[6],
+            x7 = in(vreg_low16) lo[7],
+            x8 = in(vreg_low16) lo[8],
+            x9 = in(vreg_low16) lo[9],
+            x10 = in(vreg_low16) lo[10],
+            x11 = in(vreg_low16) lo[11],
+            n0 = in(vreg_low16) n[0],
+            n1 = in(vreg_low16) n[1],
+            a0 = inout(vreg) a[0],
+            a1 = inout(vreg) a[1],
+            a2 = inout(vreg) a[2],
+            a3 = inout(vreg) a[3],
+            w0 = out(vreg) _,
+            w1 = out(vreg) _,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    a
+}
+
+/// One pixel's 4 channel sums over its 3 kernel rows (`lo`: each row's first 8 values
+/// widened; row `ky`'s ninth is lane `L{ky}` of `ninth[ky]`, see [`widen`]): `init +
+/// Σ_j w[ky][j]·x[ky][j]`, `RUN` by-element `SMLAL`s per row.
+#[inline(always)]
+fn dot_rows_h<const RUN: usize, const L0: i32, const L1: i32, const L2: i32>(
+    init: int32x4_t,
+    wg: &[i16],
+    lo: [int16x8_t; 3],
+    ninth: [int16x8_t; 3],
+) -> int32x4_t {
     let wg = &wg[..12 * RUN];
     // SAFETY: NEON is baseline on this target; 4 halfwords at `4·v + 4 ≤ 12·RUN` of `wg`.
     unsafe {
         let wv = |v: usize| vld1_s16(wg.as_ptr().add(4 * v));
         let mut a = init;
-        for (ky, x) in xv.into_iter().enumerate() {
-            let (lo, hi) = (vmovl_s8(vget_low_s8(x)), vmovl_high_s8(x));
-            macro_rules! tap {
-                ($j:literal, $v:expr, $l:literal) => {
-                    if $j < RUN {
-                        a = vmlal_laneq_s16::<$l>(a, wv(ky * RUN + $j), $v);
-                    }
-                };
-            }
-            tap!(0, lo, 0);
-            tap!(1, lo, 1);
-            tap!(2, lo, 2);
-            tap!(3, lo, 3);
-            tap!(4, lo, 4);
-            tap!(5, lo, 5);
-            tap!(6, lo, 6);
-            tap!(7, lo, 7);
-            tap!(8, hi, 0);
+        macro_rules! tap {
+            ($ky:literal, $j:literal, $v:expr, $l:tt) => {
+                if $j < RUN {
+                    a = vmlal_laneq_s16::<$l>(a, wv($ky * RUN + $j), $v);
+                }
+            };
         }
+        macro_rules! row {
+            ($ky:literal, $l9:tt) => {
+                tap!($ky, 0, lo[$ky], 0);
+                tap!($ky, 1, lo[$ky], 1);
+                tap!($ky, 2, lo[$ky], 2);
+                tap!($ky, 3, lo[$ky], 3);
+                tap!($ky, 4, lo[$ky], 4);
+                tap!($ky, 5, lo[$ky], 5);
+                tap!($ky, 6, lo[$ky], 6);
+                tap!($ky, 7, lo[$ky], 7);
+                tap!($ky, 8, ninth[$ky], $l9);
+            };
+        }
+        row!(0, L0);
+        row!(1, L1);
+        row!(2, L2);
         a
     }
 }
