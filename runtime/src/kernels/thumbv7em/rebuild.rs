@@ -610,218 +610,133 @@ fn layer_with<F>(
 /// every `|w·inv|` stays below `127·(1 + 2^−22)`, as [`round8`]'s lanes need.
 const AMAX_LO: u32 = 0x1f80_0000;
 
-/// One whole channel of [`rebuild_layer_i8`] (`8 | len`, `len ≥ 8`) in one `asm!` block:
-/// [`row8`]'s loop into `w`, then `s = amax / 127` (`quant::weight_scale` for `amax > 0`)
-/// and `inv = 1/s` by `VDIV`, then [`round8`]'s loop into `out` — the same operations, without
-/// the Rust between them (~80 instructions a channel of register moves, slicing and the
-/// scale's compares). Returns `(amax bits, s bits)`, `s` 0 where `amax` is out of
+/// The whole-channel kernels: one `asm!` block per channel, `W` weights a pass (`W | len`,
+/// `len ≥ W`): the row loop into `w` (`$block` for the first block, whose max needs no
+/// compare chain, then `$row_loop`), then `s = amax / 127` (`quant::weight_scale` for
+/// `amax > 0`) and `inv = 1/s` by `VDIV`, then the rounding loop into `out` (`$trunc`, then
+/// one [`round_quad`] per 4 weights) — the same operations as [`row8`] and [`round8`],
+/// without the Rust between them (~80 instructions a channel of register moves, slicing and
+/// the scale's compares). Returns `(amax bits, s bits)`, `s` 0 where `amax` is out of
 /// `[AMAX_LO, ∞)` (zero, tiny, infinite or NaN: nothing rounded; the caller takes the
 /// portable rounding).
-#[inline(always)]
-fn channel8(
-    b: &[f32; 4],
-    a: [&[f32]; 4],
-    q: &[i8],
-    s0: f32,
-    w: &mut [MaybeUninit<f32>],
-    out: &mut [i8],
-) -> (u32, u32) {
-    let n = w.len();
-    let [a0, a1, a2, a3] = a;
-    let (a0, a1, a2, a3, q, out) = (
-        &a0[..n],
-        &a1[..n],
-        &a2[..n],
-        &a3[..n],
-        &q[..n],
-        &mut out[..n],
-    );
-    let blocks = n / 8;
-    assert!(blocks > 0 && n % 8 == 0);
-    let (mut amax, mut sbits) = (0u32, 0u32);
-    // SAFETY: as in `row8` and `round8`: every pointer reads (or `w`, `out` write) the
-    // `n = 8·blocks` elements of its slice of length `n` (checked by the reslicing above;
-    // `blocks ≥ 1`); the round loop reads `w` back from its start (kept in `s5`) to where
-    // the row loop stopped, after the row loop wrote it all (so `w` may start
-    // uninitialised). `VLDM`/`VSTM` on 4-aligned f32 (`MaybeUninit<f32>` has `f32`'s
-    // layout); `W0q` by bytes; the codes by
-    // unaligned `STR` (allowed: CCR.UNALIGN_TRP is clear). The clobbered FP registers and
-    // the APSR (flags, GE) are declared; no stack use.
-    unsafe {
-        asm!(
-            "vldmia {t}, {{s0-s3}}",
-            "vmov s4, {u}",
-            "vmov s5, {pw}",
-            // 127.0
-            "movw {t}, #0",
-            "movt {t}, #0x42fe",
-            "vmov s7, {t}",
-            // The first block always holds a new max (`m` = 0): no compare chain.
-            row8_block!(),
-            max_pair!("s8", "s9"),
-            max_pair!("s10", "s11"),
-            max_pair!("s12", "s13"),
-            max_pair!("s14", "s15"),
-            "subs {cnt}, {cnt}, #1",
-            "beq 6f",
-            row8_loop!(),
-            "lsr {m}, {m}, #1",
-            "mov {u}, #0",
-            "sub {t}, {m}, #{lo}",
-            "cmp {t}, #{span}",
-            "bhs 9f",
-            "vmov s6, {m}",
-            "vdiv.f32 s6, s6, s7",
-            "vmov.f32 s1, #1.0",
-            "vdiv.f32 s0, s1, s6",
-            "vmov {u}, s6",
-            // The round loop: `{cnt}` reads `w` from its start up to `{pw}`; `{pa0}`–`{pa3}`
-            // and `{pq}` (k = 0x00010001) are its scratch.
-            "vmov {cnt}, s5",
-            "mov {pq}, #0x00010001",
-            // GE = 0b0101: `SEL` takes bytes 0 and 2 from its first operand.
-            "lsl {pa0}, {pq}, #8",
-            "usub8 {pa0}, {pq}, {pa0}",
-            "7:",
-            "vldmia {cnt}!, {{s8-s15}}",
-            scale_trunc8!(),
-            round_quad!("s8", "s9", "s10", "s11"; "pa0", "pa1", "pa2", "pa3", "pq"),
-            round_quad!("s12", "s13", "s14", "s15"; "pa0", "pa1", "pa2", "pa3", "pq"),
-            "cmp {cnt}, {pw}",
-            "bne 7b",
-            "9:",
-            pa0 = inout(reg) a0.as_ptr() => _,
-            pa1 = inout(reg) a1.as_ptr() => _,
-            pa2 = inout(reg) a2.as_ptr() => _,
-            pa3 = inout(reg) a3.as_ptr() => _,
-            pq = inout(reg) q.as_ptr() => _,
-            pw = inout(reg) w.as_mut_ptr() => _,
-            po = inout(reg) out.as_mut_ptr() => _,
-            cnt = inout(reg) blocks => _,
-            m = inout(reg) amax,
-            t = inout(reg) b.as_ptr() => _,
-            u = inout(reg) s0.to_bits() => sbits,
-            lo = const AMAX_LO,
-            span = const 0x7f80_0000 - AMAX_LO,
-            out("s0") _, out("s1") _, out("s2") _, out("s3") _, out("s4") _,
-            out("s5") _, out("s6") _, out("s7") _,
-            out("s8") _, out("s9") _, out("s10") _, out("s11") _,
-            out("s12") _, out("s13") _, out("s14") _, out("s15") _,
-            out("s16") _, out("s17") _, out("s18") _, out("s19") _,
-            out("s20") _, out("s21") _, out("s22") _, out("s23") _,
-            out("s24") _, out("s25") _, out("s26") _, out("s27") _,
-            out("s28") _, out("s29") _, out("s30") _, out("s31") _,
-            options(nostack),
-        );
-    }
-    (amax, sbits)
+macro_rules! channel_kernel {
+    ($(#[$doc:meta])* $name:ident, $w:literal, $block:ident, $row_loop:ident, $regs:literal,
+     $trunc:ident, [$(($m0:literal, $m1:literal)),*],
+     [$(($q0:literal, $q1:literal, $q2:literal, $q3:literal)),*]) => {
+        $(#[$doc])*
+        #[inline(always)]
+        fn $name(
+            b: &[f32; 4],
+            a: [&[f32]; 4],
+            q: &[i8],
+            s0: f32,
+            w: &mut [MaybeUninit<f32>],
+            out: &mut [i8],
+        ) -> (u32, u32) {
+            let n = w.len();
+            let [a0, a1, a2, a3] = a;
+            let (a0, a1, a2, a3, q, out) = (
+                &a0[..n],
+                &a1[..n],
+                &a2[..n],
+                &a3[..n],
+                &q[..n],
+                &mut out[..n],
+            );
+            let blocks = n / $w;
+            assert!(blocks > 0 && n % $w == 0);
+            let (mut amax, mut sbits) = (0u32, 0u32);
+            // SAFETY: as in `row8` and `round8`: every pointer reads (or `w`, `out` write) the
+            // `n = W·blocks` elements of its slice of length `n` (checked by the reslicing above;
+            // `blocks ≥ 1`); the round loop reads `w` back from its start (kept in `s5`) to where
+            // the row loop stopped, after the row loop wrote it all (so `w` may start
+            // uninitialised). `VLDM`/`VSTM` on 4-aligned f32 (`MaybeUninit<f32>` has `f32`'s
+            // layout); `W0q` by bytes; the codes by
+            // unaligned `STR` (allowed: CCR.UNALIGN_TRP is clear). The clobbered FP registers and
+            // the APSR (flags, GE) are declared; no stack use.
+            unsafe {
+                asm!(
+                    "vldmia {t}, {{s0-s3}}",
+                    "vmov s4, {u}",
+                    "vmov s5, {pw}",
+                    // 127.0
+                    "movw {t}, #0",
+                    "movt {t}, #0x42fe",
+                    "vmov s7, {t}",
+                    // The first block always holds a new max (`m` = 0): no compare chain.
+                    $block!(),
+                    $(max_pair!($m0, $m1),)*
+                    "subs {cnt}, {cnt}, #1",
+                    "beq 6f",
+                    $row_loop!(),
+                    "lsr {m}, {m}, #1",
+                    "mov {u}, #0",
+                    "sub {t}, {m}, #{lo}",
+                    "cmp {t}, #{span}",
+                    "bhs 9f",
+                    "vmov s6, {m}",
+                    "vdiv.f32 s6, s6, s7",
+                    "vmov.f32 s1, #1.0",
+                    "vdiv.f32 s0, s1, s6",
+                    "vmov {u}, s6",
+                    // The round loop: `{cnt}` reads `w` from its start up to `{pw}`; `{pa0}`–`{pa3}`
+                    // and `{pq}` (k = 0x00010001) are its scratch.
+                    "vmov {cnt}, s5",
+                    "mov {pq}, #0x00010001",
+                    // GE = 0b0101: `SEL` takes bytes 0 and 2 from its first operand.
+                    "lsl {pa0}, {pq}, #8",
+                    "usub8 {pa0}, {pq}, {pa0}",
+                    "7:",
+                    concat!("vldmia {cnt}!, {{", $regs, "}}"),
+                    $trunc!(),
+                    $(round_quad!($q0, $q1, $q2, $q3; "pa0", "pa1", "pa2", "pa3", "pq"),)*
+                    "cmp {cnt}, {pw}",
+                    "bne 7b",
+                    "9:",
+                    pa0 = inout(reg) a0.as_ptr() => _,
+                    pa1 = inout(reg) a1.as_ptr() => _,
+                    pa2 = inout(reg) a2.as_ptr() => _,
+                    pa3 = inout(reg) a3.as_ptr() => _,
+                    pq = inout(reg) q.as_ptr() => _,
+                    pw = inout(reg) w.as_mut_ptr() => _,
+                    po = inout(reg) out.as_mut_ptr() => _,
+                    cnt = inout(reg) blocks => _,
+                    m = inout(reg) amax,
+                    t = inout(reg) b.as_ptr() => _,
+                    u = inout(reg) s0.to_bits() => sbits,
+                    lo = const AMAX_LO,
+                    span = const 0x7f80_0000 - AMAX_LO,
+                    out("s0") _, out("s1") _, out("s2") _, out("s3") _, out("s4") _,
+                    out("s5") _, out("s6") _, out("s7") _,
+                    out("s8") _, out("s9") _, out("s10") _, out("s11") _,
+                    out("s12") _, out("s13") _, out("s14") _, out("s15") _,
+                    out("s16") _, out("s17") _, out("s18") _, out("s19") _,
+                    out("s20") _, out("s21") _, out("s22") _, out("s23") _,
+                    out("s24") _, out("s25") _, out("s26") _, out("s27") _,
+                    out("s28") _, out("s29") _, out("s30") _, out("s31") _,
+                    options(nostack),
+                );
+            }
+            (amax, sbits)
+        }
+    };
 }
 
-/// [`channel8`] twelve weights a pass (`12 | len`): a quarter fewer `VLDM`s of `A`, `VSTM`s
-/// and loop branches a weight (every pointwise row of the 0.5x ShuffleNet is 24, 48, 96 or
-/// 192 long), the same operations on each weight.
-#[inline(always)]
-fn channel12(
-    b: &[f32; 4],
-    a: [&[f32]; 4],
-    q: &[i8],
-    s0: f32,
-    w: &mut [MaybeUninit<f32>],
-    out: &mut [i8],
-) -> (u32, u32) {
-    let n = w.len();
-    let [a0, a1, a2, a3] = a;
-    let (a0, a1, a2, a3, q, out) = (
-        &a0[..n],
-        &a1[..n],
-        &a2[..n],
-        &a3[..n],
-        &q[..n],
-        &mut out[..n],
-    );
-    let blocks = n / 12;
-    assert!(blocks > 0 && n % 12 == 0);
-    let (mut amax, mut sbits) = (0u32, 0u32);
-    // SAFETY: as in `row8` and `round8`: every pointer reads (or `w`, `out` write) the
-    // `n = 12·blocks` elements of its slice of length `n` (checked by the reslicing above;
-    // `blocks ≥ 1`); the round loop reads `w` back from its start (kept in `s5`) to where
-    // the row loop stopped, after the row loop wrote it all (so `w` may start
-    // uninitialised). `VLDM`/`VSTM` on 4-aligned f32 (`MaybeUninit<f32>` has `f32`'s
-    // layout); `W0q` by bytes; the codes by
-    // unaligned `STR` (allowed: CCR.UNALIGN_TRP is clear). The clobbered FP registers and
-    // the APSR (flags, GE) are declared; no stack use.
-    unsafe {
-        asm!(
-            "vldmia {t}, {{s0-s3}}",
-            "vmov s4, {u}",
-            "vmov s5, {pw}",
-            // 127.0
-            "movw {t}, #0",
-            "movt {t}, #0x42fe",
-            "vmov s7, {t}",
-            // The first block always holds a new max (`m` = 0): no compare chain.
-            row12_block!(),
-            max_pair!("s8", "s9"),
-            max_pair!("s10", "s11"),
-            max_pair!("s12", "s13"),
-            max_pair!("s14", "s15"),
-            max_pair!("s16", "s17"),
-            max_pair!("s18", "s19"),
-            "subs {cnt}, {cnt}, #1",
-            "beq 6f",
-            row12_loop!(),
-            "lsr {m}, {m}, #1",
-            "mov {u}, #0",
-            "sub {t}, {m}, #{lo}",
-            "cmp {t}, #{span}",
-            "bhs 9f",
-            "vmov s6, {m}",
-            "vdiv.f32 s6, s6, s7",
-            "vmov.f32 s1, #1.0",
-            "vdiv.f32 s0, s1, s6",
-            "vmov {u}, s6",
-            // The round loop: `{cnt}` reads `w` from its start up to `{pw}`; `{pa0}`–`{pa3}`
-            // and `{pq}` (k = 0x00010001) are its scratch.
-            "vmov {cnt}, s5",
-            "mov {pq}, #0x00010001",
-            // GE = 0b0101: `SEL` takes bytes 0 and 2 from its first operand.
-            "lsl {pa0}, {pq}, #8",
-            "usub8 {pa0}, {pq}, {pa0}",
-            "7:",
-            "vldmia {cnt}!, {{s8-s19}}",
-            scale_trunc12!(),
-            round_quad!("s8", "s9", "s10", "s11"; "pa0", "pa1", "pa2", "pa3", "pq"),
-            round_quad!("s12", "s13", "s14", "s15"; "pa0", "pa1", "pa2", "pa3", "pq"),
-            round_quad!("s16", "s17", "s18", "s19"; "pa0", "pa1", "pa2", "pa3", "pq"),
-            "cmp {cnt}, {pw}",
-            "bne 7b",
-            "9:",
-            pa0 = inout(reg) a0.as_ptr() => _,
-            pa1 = inout(reg) a1.as_ptr() => _,
-            pa2 = inout(reg) a2.as_ptr() => _,
-            pa3 = inout(reg) a3.as_ptr() => _,
-            pq = inout(reg) q.as_ptr() => _,
-            pw = inout(reg) w.as_mut_ptr() => _,
-            po = inout(reg) out.as_mut_ptr() => _,
-            cnt = inout(reg) blocks => _,
-            m = inout(reg) amax,
-            t = inout(reg) b.as_ptr() => _,
-            u = inout(reg) s0.to_bits() => sbits,
-            lo = const AMAX_LO,
-            span = const 0x7f80_0000 - AMAX_LO,
-            out("s0") _, out("s1") _, out("s2") _, out("s3") _, out("s4") _,
-            out("s5") _, out("s6") _, out("s7") _,
-            out("s8") _, out("s9") _, out("s10") _, out("s11") _,
-            out("s12") _, out("s13") _, out("s14") _, out("s15") _,
-            out("s16") _, out("s17") _, out("s18") _, out("s19") _,
-            out("s20") _, out("s21") _, out("s22") _, out("s23") _,
-            out("s24") _, out("s25") _, out("s26") _, out("s27") _,
-            out("s28") _, out("s29") _, out("s30") _, out("s31") _,
-            options(nostack),
-        );
-    }
-    (amax, sbits)
-}
+channel_kernel!(
+    /// Eight weights a pass (`8 | len`): [`row8_block`], [`row8_loop`], [`scale_trunc8`].
+    channel8, 8, row8_block, row8_loop, "s8-s15", scale_trunc8,
+    [("s8", "s9"), ("s10", "s11"), ("s12", "s13"), ("s14", "s15")],
+    [("s8", "s9", "s10", "s11"), ("s12", "s13", "s14", "s15")]
+);
+
+channel_kernel!(
+    /// Twelve weights a pass (`12 | len`): a quarter fewer `VLDM`s of `A`, `VSTM`s and
+    /// loop branches a weight (every pointwise row of the 0.5x ShuffleNet is 24, 48, 96 or
+    /// 192 long), the same operations on each weight.
+    channel12, 12, row12_block, row12_loop, "s8-s19", scale_trunc12,
+    [("s8", "s9"), ("s10", "s11"), ("s12", "s13"), ("s14", "s15"), ("s16", "s17"), ("s18", "s19")],
+    [("s8", "s9", "s10", "s11"), ("s12", "s13", "s14", "s15"), ("s16", "s17", "s18", "s19")]
+);
 
 /// `switch::rank4_row` with eight weights per pass in one `asm!` block: `VLDM` of eight
 /// values from each `A` row (into one staging block: the count is instructions, not
