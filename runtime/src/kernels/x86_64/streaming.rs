@@ -29,9 +29,10 @@ fn u_i8(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut [f32]) {
     unsafe { u_i8_avx2(g, x, q, a, r, u) }
 }
 
-/// `switch::lowrank_u_i8` ([`u_i8_tabled`]); where the layer reads at least [`TABLE_FROM`]
-/// codes, through [`dequant_table`] (the same values): each input one broadcast load
-/// instead of a conversion and a multiply.
+/// `switch::lowrank_u_i8` ([`u_i8_tabled`]): ranks that are a multiple of 8 by
+/// [`rank_lanes_i8`]; others through [`dequant_table`] where the layer reads at least
+/// [`TABLE_FROM`] codes (the same values: each input one broadcast load instead of a
+/// conversion and a multiply), else the lane code.
 #[target_feature(enable = "avx2")]
 unsafe fn u_i8_avx2(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut [f32]) {
     u_i8_tabled(g, x, q, a, r, u)
