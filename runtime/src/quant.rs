@@ -527,6 +527,14 @@ pub fn quantize_channel(w: &[f32], out: &mut [i8]) -> f32 {
     s
 }
 
+/// The f32 just below ½ (`0.5 − 2^−25`): `trunc(|t| + HALF_BELOW)` is `|t|` rounded half
+/// away from zero for every `|t| ≤ 2^22`. Below ½ the sum stays at most `1 − 2^−24`; at
+/// `k + ½` it is `k + 1 − 2^−25`, which rounds to `k + 1` (a tie to even at `k = 0`); and no
+/// sum rounds up across an integer (that would need `|t|` within a quarter ulp of `k + ½`).
+/// The kernels' short form of [`quantize_weight`]'s and `QParams::quantize`'s rounding
+/// (`kernels::fixed::quantize_weight_fast`, `switch::quantize_vcvt`, the x86 int8 codes).
+pub(crate) const HALF_BELOW: f32 = 0.5 - 1.0 / 33_554_432.0;
+
 /// `clamp(round_half_away(t), −127, 127)` without branches; equal to
 /// `round_f32(t).clamp(−127.0, 127.0) as i8` for every `t`, NaN → 0.
 #[inline]

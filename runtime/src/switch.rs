@@ -914,9 +914,8 @@ pub(crate) fn quantize_vcvt(q: QParams, x: f32) -> i8 {
 /// whose sum with the zero point keeps `t`'s sign and a magnitude past 127 — the clamp's.
 #[inline(always)]
 pub(crate) fn quantize_vcvt_with<const CLAMP: bool>(q: QParams, x: f32) -> i8 {
-    const HALF: f32 = 0.5 - 1.0 / 33_554_432.0;
     let t = x / q.scale;
-    let u = (t.abs() + HALF) as i32;
+    let u = (t.abs() + crate::quant::HALF_BELOW) as i32;
     let u = if CLAMP { u.min(1 << 22) } else { u };
     let s = (t.to_bits() as i32) >> 31;
     ((u ^ s) - s).saturating_add(q.zero_point).clamp(-128, 127) as i8

@@ -116,15 +116,13 @@ impl ShortStage {
 }
 
 /// `reference::requant_weights::quantize_weight(t)` (round half away from zero, clamped to
-/// ±127, NaN → 0) without a branch: `trunc(|t| + h)` with `h = 0.5 − 2^−25` (the float
-/// below ½). Below ½ the sum stays at most `1 − 2^−24`; at `k + ½` it is `k + 1 − 2^−25`,
-/// which rounds to `k + 1` (a tie to even at `k = 0`); and no sum rounds up across an
-/// integer (that would need `|t|` within a quarter ulp of `k + ½`). `as i32` saturates and
-/// maps NaN to 0; the clamp to `0..=127` is one `USAT`.
+/// ±127, NaN → 0) without a branch: `trunc(|t| + h)` with `h` = [`crate::quant::HALF_BELOW`]
+/// (the float below ½, whose doc has the argument). `as i32` saturates and maps NaN to 0;
+/// the clamp to `0..=127` is one `USAT`.
 #[inline(always)]
 pub(crate) fn quantize_weight_fast(t: f32) -> i8 {
     let a = f32::from_bits(t.to_bits() & 0x7fff_ffff);
-    let r = ((a + f32::from_bits(0x3eff_ffff)) as i32).clamp(0, 127);
+    let r = ((a + crate::quant::HALF_BELOW) as i32).clamp(0, 127);
     (if t.is_sign_negative() { -r } else { r }) as i8
 }
 

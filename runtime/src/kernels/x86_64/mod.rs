@@ -21,6 +21,8 @@ mod streaming;
 
 use core::arch::x86_64::*;
 
+use crate::quant::HALF_BELOW;
+
 use super::Kernels;
 
 /// AVX2, FMA and F16C (every AVX2 CPU has it: the f16 factor scales) are usable.
@@ -126,10 +128,22 @@ pub(crate) fn avx512() -> Kernels {
     }
 }
 
-/// The f32 just below ½ (`0.5 − 2^−25`): `trunc(|t| + HALF_BELOW)` is `|t|` rounded half
-/// away from zero for every `|t| ≤ 2^22` (the argument is `switch::quantize_vcvt`'s):
-/// the int8 codes' rounding in four vector instructions instead of a fraction test.
-const HALF_BELOW: f32 = 0.5 - 1.0 / 33_554_432.0;
+/// `t` rounded half away from zero on 16 lanes, its magnitude clamped to `lim` (an integer
+/// float, at most 2^22), NaN → 0: `trunc(min(max(|t| + h, 0), lim))` with `h` =
+/// [`crate::quant::HALF_BELOW`] (`vmaxps` returns its second operand for a NaN first
+/// one), then `t`'s sign put back by a mask (AVX-512 has no `vpsignd`). The int8 codes'
+/// rounding (`rebuild::codes16`, `lim` 127) and the streaming output's
+/// (`streaming::Quant16`, `lim` 2^22, `QParams::quantize`'s clamp).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn round_away16(t: __m512, lim: f32) -> __m512i {
+    let a = _mm512_and_si512(_mm512_castps_si512(t), _mm512_set1_epi32(0x7fff_ffff));
+    let a = _mm512_add_ps(_mm512_castsi512_ps(a), _mm512_set1_ps(HALF_BELOW));
+    let a = _mm512_min_ps(_mm512_max_ps(a, _mm512_setzero_ps()), _mm512_set1_ps(lim));
+    let n = _mm512_cvttps_epi32(a);
+    let neg = _mm512_cmplt_epi32_mask(_mm512_castps_si512(t), _mm512_setzero_si512());
+    _mm512_mask_sub_epi32(n, neg, _mm512_setzero_si512(), n)
+}
 
 /// `−1` lanes for the first `n` of 8 (`n ≤ 8`): the mask of a partial `maskload`/`maskstore`.
 #[inline]

@@ -3,7 +3,7 @@
 //! the same operations in the same order (multiply then add, no FMA), so bit-identical.
 use core::arch::x86_64::*;
 
-use super::HALF_BELOW;
+use crate::quant::HALF_BELOW;
 
 use crate::kernels::reference::requant_weights::quantize_weight;
 use crate::quant::{amax_bits, weight_scale};
@@ -534,21 +534,11 @@ unsafe fn in_zmm<const N: usize, const M: usize>(
     scale
 }
 
-/// [`codes8`] for 16 weights, as 16 bytes (the sign as a mask: AVX-512 has no `vpsignd`).
+/// [`codes8`] for 16 weights, as 16 bytes ([`super::round_away16`] up to 127).
 #[inline]
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
 fn codes16(w: __m512, invv: __m512) -> __m128i {
-    let t = _mm512_mul_ps(w, invv);
-    let a = _mm512_castsi512_ps(_mm512_and_si512(
-        _mm512_castps_si512(t),
-        _mm512_set1_epi32(0x7fff_ffff),
-    ));
-    let a = _mm512_add_ps(a, _mm512_set1_ps(HALF_BELOW));
-    // `vmaxps` returns its second operand for a NaN first one: NaN → 0.
-    let a = _mm512_min_ps(_mm512_max_ps(a, _mm512_setzero_ps()), _mm512_set1_ps(127.0));
-    let r = _mm512_cvttps_epi32(a);
-    let neg = _mm512_cmplt_epi32_mask(_mm512_castps_si512(t), _mm512_setzero_si512());
-    _mm512_cvtsepi32_epi8(_mm512_mask_sub_epi32(r, neg, _mm512_setzero_si512(), r))
+    _mm512_cvtsepi32_epi8(super::round_away16(_mm512_mul_ps(w, invv), 127.0))
 }
 
 /// Widest stem row `Cin·k` [`kxk_rows`] keeps in registers (two vectors).

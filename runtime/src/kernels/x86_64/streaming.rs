@@ -5,8 +5,6 @@
 //! (Rust never fuses `a * b + c`), so the same bits — `switch`'s tests run every table.
 use core::arch::x86_64::*;
 
-use super::HALF_BELOW;
-
 use crate::format::factor::Factor;
 use crate::format::DeltaDType;
 use crate::kernels::{Geom, Streaming, SumTile};
@@ -30,7 +28,7 @@ fn u_i8(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut [f32]) {
 }
 
 /// `switch::lowrank_u_i8` ([`u_i8_tabled`]): ranks that are a multiple of 8 by
-/// [`rank_lanes_i8`]; others through [`dequant_table`] where the layer reads at least
+/// [`rank_lanes_i8`]; others through [`dequant_table_avx2`] where the layer reads at least
 /// [`TABLE_FROM`] codes (the same values: each input one broadcast load instead of a
 /// conversion and a multiply), else the lane code.
 #[target_feature(enable = "avx2")]
@@ -50,11 +48,13 @@ fn u_i8_tabled(g: &Geom, x: &[i8], q: QParams, a: &[f32], r: usize, u: &mut [f32
     if g.ho * g.wo * g.cin < TABLE_FROM {
         return switch::lowrank_u_i8(g, x, q, a, r, u);
     }
-    let t = dequant_table(q);
+    // SAFETY: as above.
+    let t = unsafe { dequant_table_avx2(q) };
     switch::lowrank_u_gemm(g, x, |v| t[v as u8 as usize], a, r, u)
 }
 
-/// [`dequant_table`] 8 codes a step: `scale · (code − zero_point)` as `QParams::dequantize`
+/// Every int8 code's `QParams::dequantize` value, indexed by the code's byte (1 KiB, made
+/// per call), 8 codes a step: `scale · (code − zero_point)` as `QParams::dequantize`
 /// computes it (the difference wraps as there in release builds, converted to f32 rounding
 /// to nearest, one product) — 128 instructions for the table, so [`rank_lanes_i8`] takes it
 /// at any layer size.
@@ -355,10 +355,9 @@ unsafe fn pixels<const N: usize, const R: usize, const FULL: bool>(
 }
 
 /// `QParams::quantize` (after `max(x, 0)` for ReLU) of 16 lanes, as `switch::quantize_row`
-/// computes it: `t = x / scale`; `|t|` rounded half away from zero as
-/// `trunc(min(|t| + h, 2^22))` with `h` the float below ½ (exact for `|t| ≤ 2^22`, and the
-/// spec clamps `t` to ±2^22; a NaN sum made 0 by `max(·, 0)`: the spec's NaN gives the
-/// zero point); `t`'s sign put back; plus the zero point (clamped to ±2^24 first, which
+/// computes it: `t = x / scale` rounded half away from zero with its magnitude clamped to
+/// 2^22 ([`super::round_away16`]: the spec clamps `t` there; a NaN gives 0, so the spec's
+/// zero point); plus the zero point (clamped to ±2^24 first, which
 /// cannot change a byte: the code is within ±2^22); narrowed with saturation (the spec's
 /// clamp to −128..127).
 struct Quant16 {
@@ -385,17 +384,8 @@ impl Quant16 {
         // `vmaxps` returns its second operand for a NaN first one: `f32::max(NaN, 0) = 0`.
         let x = if self.relu { _mm512_max_ps(x, zero) } else { x };
         let t = _mm512_div_ps(x, self.scale);
-        let a = _mm512_and_si512(_mm512_castps_si512(t), _mm512_set1_epi32(0x7fff_ffff));
-        let a = _mm512_add_ps(_mm512_castsi512_ps(a), _mm512_set1_ps(HALF_BELOW));
-        // `vmaxps` returns its second operand for a NaN first one: NaN → 0.
-        let a = _mm512_min_ps(_mm512_max_ps(a, zero), _mm512_set1_ps(4_194_304.0));
-        let n = _mm512_cvttps_epi32(a);
-        let neg = _mm512_cmplt_epi32_mask(_mm512_castps_si512(t), _mm512_setzero_si512());
-        let r = _mm512_add_epi32(
-            _mm512_mask_sub_epi32(n, neg, _mm512_setzero_si512(), n),
-            self.zp,
-        );
-        _mm512_cvtsepi32_epi8(r)
+        let n = super::round_away16(t, 4_194_304.0);
+        _mm512_cvtsepi32_epi8(_mm512_add_epi32(n, self.zp))
     }
 }
 
@@ -412,13 +402,6 @@ unsafe fn add_f32_avx512(u: &[f32], bt: &[f32], r: usize, cout: usize, relu: boo
 /// Input codes read (per call, counting repeats) from which a dequantisation table of 256
 /// values pays (`u_i8`).
 const TABLE_FROM: usize = 1024;
-
-/// Every int8 code's `QParams::dequantize` value, indexed by the code's byte (1 KiB, made
-/// per call: 256 conversions, against one per input element of the layer).
-#[inline(always)]
-fn dequant_table(q: QParams) -> [f32; 256] {
-    core::array::from_fn(|i| q.dequantize(i as u8 as i8))
-}
 
 fn u_f32(g: &Geom, x: &[f32], a: &[f32], r: usize, u: &mut [f32]) {
     // SAFETY: installed only after AVX2 detection; the body is safe code.
