@@ -388,7 +388,8 @@ fn abs_bits(v: __m256) -> __m256i {
 /// `+∞`'s bit pattern: every larger `|w|` pattern is a NaN's.
 const INF_BITS: u32 = 0x7f80_0000;
 
-/// The largest of 8 lanes.
+/// The largest of 8 lanes, compared as i32 (every caller's lanes are `|w|` bit patterns,
+/// non-negative).
 #[inline]
 #[target_feature(enable = "avx2")]
 fn reduce_max8(mx: __m256i) -> u32 {
@@ -707,11 +708,8 @@ fn max_abs_bits(mx: __m256i, v: __m256) -> __m256i {
 #[target_feature(enable = "avx2")]
 unsafe fn quantise(w: &[f32], mx: __m256i, main: usize, out: &mut [i8]) -> f32 {
     let n = w.len();
-    let mut lanes = [0u32; 8];
-    // SAFETY: `lanes` holds 8 u32.
-    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), mx) };
-    let lanes_max = lanes.into_iter().max().unwrap_or(0);
-    let s = weight_scale(f32::from_bits(amax_bits(lanes_max, &w[main..n])));
+    // The lanes hold `|w|` patterns without NaNs (`max_abs_bits`): non-negative as i32.
+    let s = weight_scale(f32::from_bits(amax_bits(reduce_max8(mx), &w[main..n])));
     let inv = 1.0 / s;
     let invv = _mm256_set1_ps(inv);
     let mut i = 0;
