@@ -6,8 +6,12 @@
 //! per op (on a VM an inter-processor interrupt, ~50–100 µs: a general pool parks its idle
 //! workers and made `--threads 2` slower than one thread). Here a worker that finished spins
 //! for the next job, up to [`SPIN`], and only then parks on a condition variable;
-//! [`Pool::rest`] (the end of an inference) sends the workers to sleep at once and
-//! [`Pool::wake`] (its start) gets them spinning before the first split op.
+//! [`Pool::rest`] (the end of an inference) shortens that to [`LINGER`] after the worker's
+//! last job, and [`Pool::wake`] (an inference's start) gets parked workers spinning before
+//! the first split op. The linger is for back-to-back inferences (a cart's frame loop, a
+//! benchmark): a worker parked at every inference's end paid a wake-up (tens of µs on a VM)
+//! at the next one's start, a fifth of a 0.5x @64 inference, while the caller ran the first
+//! ops alone.
 //!
 //! The caller and the workers take the job's chunks from one counter, so a core that is late
 //! (descheduled, busy with another process) takes fewer and nobody waits for it: the caller
@@ -20,6 +24,8 @@ use std::time::{Duration, Instant};
 
 /// How long a worker spins for the next job before it parks.
 const SPIN: Duration = Duration::from_millis(2);
+/// How long a worker spins after its last job once the pool rests (between inferences).
+const LINGER: Duration = Duration::from_micros(500);
 
 /// One job: `f(i)` for chunks `i < chunks`, each taken by whichever thread comes first.
 struct Job<'a> {
@@ -107,7 +113,7 @@ impl Pool {
         }
     }
 
-    /// Workers park after their current job (an inference ended).
+    /// Workers park [`LINGER`] after their last job (an inference ended).
     pub(crate) fn rest(&self) {
         self.shared.resting.store(true, SeqCst);
     }
@@ -220,7 +226,13 @@ fn worker(s: &Shared) {
                     (wakes, t0) = (w, Instant::now());
                 }
             }
-            let park = s.resting.load(Relaxed) || (tick && t0.elapsed() > SPIN);
+            // A resting pool lingers (from the last job or wake) before it parks.
+            let budget = if s.resting.load(Relaxed) {
+                LINGER
+            } else {
+                SPIN
+            };
+            let park = tick && t0.elapsed() > budget;
             if !park {
                 core::hint::spin_loop();
                 continue;
