@@ -2,7 +2,8 @@
 //! ShuffleNetV2-shaped networks with every conv split (`set_split_min_macs(1)`: pixel runs
 //! for the pointwise convs, channel blocks for the stem and depthwise convs), f32 and int8, both
 //! modes, every department: the logits **and the whole arena** after an inference are
-//! bit-identical for 1, 2, 3 and 4 threads, in the arena the bundle asks for.
+//! bit-identical for 1, 2, 3 and 4 threads, in the arena the bundle asks for — with the
+//! concat + shuffle after a conv run inside the conv's parts (`Engine::fused_ops`).
 mod common;
 use common::{ranges, seed};
 use lorkd_runtime::engine::testnet::{NetSpec, Rng, TestNet};
@@ -30,6 +31,7 @@ fn outputs(
     threads: usize,
     min_macs: usize,
     xs: &[Vec<f32>],
+    fused: &mut usize,
 ) -> (Vec<Vec<u32>>, Vec<u8>) {
     let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(mode));
     let mut out = Vec::new();
@@ -44,6 +46,7 @@ fn outputs(
             for x in xs {
                 let mut logits = [0.0f32; 16];
                 let n = e.infer(x, &mut logits).unwrap();
+                *fused = (*fused).max(e.fused_ops());
                 out.push(logits[..n].iter().map(|v| v.to_bits()).collect());
             }
         }
@@ -67,14 +70,19 @@ fn any_thread_count_gives_the_same_bits() {
         let qb = Bundle::parse(qbytes.as_slice()).unwrap();
         for (name, b) in [("f32", &fb), ("int8", &qb)] {
             for mode in Mode::ALL {
-                let (one, arena1) = outputs(b, mode, 1, 1, &xs);
+                let mut fused = 0;
+                let (one, arena1) = outputs(b, mode, 1, 1, &xs, &mut fused);
+                assert_eq!(fused, 0, "one thread runs every op on its own");
                 for threads in [2, 3, 4] {
                     // Every conv split (1), and the default threshold.
                     for min_macs in [1, 256 * 1024] {
-                        let (n, arena_n) = outputs(b, mode, threads, min_macs, &xs);
+                        let mut fused = 0;
+                        let (n, arena_n) = outputs(b, mode, threads, min_macs, &xs, &mut fused);
                         let at = format!("{name} {mode:?} at {threads} threads, {min_macs}");
                         assert_eq!(one, n, "logits: {at}");
                         assert!(arena1 == arena_n, "arena: {at}");
+                        // The concats after a conv ran in its parts (`par::Then`).
+                        assert!(fused > 0, "no concat fused: {at}");
                     }
                 }
             }

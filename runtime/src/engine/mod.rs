@@ -122,6 +122,9 @@ pub struct Engine<'b, 'a> {
     rq_cached: (usize, usize),
     #[cfg(feature = "threads")]
     pool: Option<par::Pool>,
+    /// Concats the last inference ran inside the conv before them (see `par::Then`).
+    #[cfg(feature = "threads")]
+    fused: usize,
 }
 
 /// The arena split into its regions (disjoint borrows).
@@ -206,6 +209,8 @@ impl<'b, 'a> Engine<'b, 'a> {
             rq_cached: (0, 0),
             #[cfg(feature = "threads")]
             pool: None,
+            #[cfg(feature = "threads")]
+            fused: 0,
         })
     }
 
@@ -226,7 +231,7 @@ impl<'b, 'a> Engine<'b, 'a> {
         Ok(())
     }
 
-    /// The smallest share of a conv worth a thread, in multiply-adds (default 256 Ki; a
+    /// The smallest share of a conv worth a thread, in multiply-adds (default 64 Ki; a
     /// conv splits into at most `macs / min_macs` parts). Tests set 1 to split every conv.
     /// Does nothing without a pool. Feature `threads`.
     #[cfg(feature = "threads")]
@@ -234,6 +239,14 @@ impl<'b, 'a> Engine<'b, 'a> {
         if let Some(p) = &mut self.pool {
             p.min_macs = min_macs;
         }
+    }
+
+    /// Ops the last inference ran inside the op before them rather than on their own: with
+    /// threads, the concat + shuffle after the conv that computes one of its sides runs in
+    /// that conv's parts (0 on one thread). Feature `threads`.
+    #[cfg(feature = "threads")]
+    pub fn fused_ops(&self) -> usize {
+        self.fused
     }
 
     /// Threads an inference runs on (1 without the `threads` feature).
@@ -469,15 +482,32 @@ impl<'b, 'a> Engine<'b, 'a> {
         };
         load_input(&mut cx, input)?;
         hook.done(m.ops.len());
-        for (i, op) in m.ops.iter().enumerate() {
+        let mut fused = 0;
+        let mut all = m.ops.iter().enumerate().peekable();
+        while let Some((i, op)) = all.next() {
             match op {
-                Op::Conv { .. } => ops::conv::eval(&mut cx, i, &op)?,
+                Op::Conv { .. } => {
+                    // Split across threads, the concat after a conv runs in its parts.
+                    let next = all.peek().filter(|_| cx.par.threaded()).map(|(_, n)| n);
+                    if ops::conv::eval(&mut cx, i, &op, next)? {
+                        fused += 1;
+                        hook.done(i);
+                        all.next();
+                        hook.done(i + 1);
+                        continue;
+                    }
+                }
                 Op::DwConv { .. } => ops::dwconv::eval(&mut cx, i, &op)?,
                 Op::MaxPool { .. } => ops::maxpool::eval(&mut cx, i, &op)?,
                 Op::ConcatShuffle { .. } => ops::concat_shuffle::eval(&mut cx, i, &op)?,
                 Op::PoolHead { .. } => {
                     let n = ops::pool_head::eval(&mut cx, i, &op, logits)?;
                     hook.done(i);
+                    #[cfg(feature = "threads")]
+                    {
+                        self.fused = fused;
+                    }
+                    let _ = fused;
                     return Ok(n);
                 }
             }

@@ -13,7 +13,10 @@
 //!   top padding falls on rows it then drops (`row_part`); the rest is written in place;
 //! - input quantisation, concat + shuffle and max pool split their output pixel rows
 //!   ([`Par::rows`]; the max pool with the same early-row start as a k×k conv);
-//! - the switch's rebuild runs one chunk per expert layer ([`rebuild`]).
+//! - the switch's rebuild runs one chunk per expert layer ([`rebuild`]);
+//! - the concat + shuffle after a conv (ShuffleNetV2's every block ends so) runs in the
+//!   conv's pixel parts, on the pixels each part just wrote ([`Then`]): one fork-join for
+//!   both ops.
 //!
 //! The arena holds no per-thread state, so `arena_bytes` does not depend on N; the few
 //! buffers a part needs come from the heap. The workers spin while an inference or a switch
@@ -114,6 +117,35 @@ pub(crate) struct Par<'p> {
     _p: core::marker::PhantomData<&'p ()>,
 }
 
+/// [`Then`]'s op: `(first pixel, the conv's output from it, the op's output rows)`.
+pub(crate) type ThenFn<'a, T> = dyn Fn(usize, &[T], &mut [T]) + Sync + 'a;
+
+/// An elementwise op fused after a conv: the concat + shuffle that reads the conv's output
+/// (`ops::concat_shuffle`). Where the conv splits by pixels it runs in each part right after
+/// the conv wrote the part's pixels (the threads meet once for both ops, and the part's
+/// outputs are still in cache); otherwise after the whole conv, split by rows as it would
+/// be alone.
+pub(crate) struct Then<'a, T> {
+    /// The fused op's output, `unit` elements a pixel (as many pixels as the conv's).
+    pub out: &'a mut [T],
+    pub unit: usize,
+    /// The fused op's work (as [`Par::rows`] takes it), for its split when run alone.
+    pub work: usize,
+    /// `f(p0, y, out)`: the conv's output from pixel `p0` (whole pixels) and `out`'s run of
+    /// the same pixels.
+    pub f: &'a ThenFn<'a, T>,
+}
+
+impl<T: Send + Sync> Then<'_, T> {
+    /// Runs alone, after the conv wrote all of `y` (`cout` elements a pixel).
+    fn after(self, par: Par<'_>, y: &[T], cout: usize) {
+        let f = self.f;
+        par.rows(self.out, self.unit, self.work, |p0, out| {
+            f(p0, &y[p0 * cout..], out)
+        });
+    }
+}
+
 /// `n` items in at most `parts` runs, each a multiple of `align` except the last:
 /// `(start, len)` of each.
 #[cfg(feature = "threads")]
@@ -196,6 +228,14 @@ impl<'p> Par<'p> {
         }
     }
 
+    /// Whether ops may split across threads (a pool of 2 or more).
+    pub(crate) fn threaded(&self) -> bool {
+        #[cfg(feature = "threads")]
+        return self.pool.is_some();
+        #[cfg(not(feature = "threads"))]
+        false
+    }
+
     /// Parts for `g` (`depthwise`: a `DwConv`; `exact`: integer sums, the same bits
     /// however a pointwise conv's pixels are tiled): `None` to run whole. A pointwise conv
     /// splits its pixels or, where they cut unevenly (a 7×7 map in 48-pixel runs), its
@@ -262,13 +302,15 @@ impl<'p> Par<'p> {
     /// expert's low-rank path and `W0` GEMM, pixel by pixel, `u` holding `ur` values a
     /// pixel): whole, or cut like a pointwise conv's pixels (runs of `PIX_ALIGN`, so each
     /// part's tiles are the whole's), each part on its runs of `x`, `u` and `y`.
-    pub(crate) fn pixels<T: Sync, U: Send>(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn pixels<T: Sync, U: Send + Sync>(
         self,
         g: &Geom,
         x: &[T],
         (u, ur): (&mut [f32], usize),
         y: &mut [U],
         work: usize,
+        then: Option<Then<'_, U>>,
         f: impl Fn(&Geom, &[T], &mut [f32], &mut [U]) + Sync,
     ) {
         #[cfg(feature = "threads")]
@@ -278,18 +320,28 @@ impl<'p> Par<'p> {
             if parts >= 2 && g.k == 1 && g.stride == 1 && g.pad == 0 {
                 let ys = split_mut(y, g.cout, npix, parts, PIX_ALIGN);
                 let us = split_mut(u, ur, npix, parts, PIX_ALIGN);
+                let (outs, t) = then_parts(then, npix, parts, PIX_ALIGN);
                 let jobs: Vec<_> = ys
                     .into_iter()
                     .zip(us)
-                    .map(|((p0, n, yp), (_, _, up))| {
-                        (pixel_part(g, n), pixels_of(g, x, p0, n), up, yp)
+                    .zip(outs)
+                    .map(|(((p0, n, yp), (_, _, up)), out)| {
+                        (p0, pixel_part(g, n), pixels_of(g, x, p0, n), up, yp, out)
                     })
                     .collect();
-                return pool.run(jobs, |(sub, xs, up, yp)| f(&sub, xs, up, yp));
+                return pool.run(jobs, |(p0, sub, xs, up, yp, out)| {
+                    f(&sub, xs, up, yp);
+                    if let (Some(t), Some(out)) = (t, out) {
+                        t(p0, yp, out)
+                    }
+                });
             }
         }
         let _ = (ur, work);
-        f(g, x, u, y)
+        f(g, x, u, y);
+        if let Some(t) = then {
+            t.after(self, y, g.cout)
+        }
     }
 
     /// Runs the f32 conv slot `f` (contract of [`ConvF32`]) over `g`, split if worth it.
@@ -304,15 +356,19 @@ impl<'p> Par<'p> {
         bias: &[f32],
         relu: bool,
         y: &mut [f32],
+        then: Option<Then<'_, f32>>,
     ) {
         #[cfg(feature = "threads")]
         if let Some(plan) = self.plan(g, depthwise, false) {
-            return split_conv(plan, g, x, w, y, |g, x, w, c0, y| {
+            return split_conv(self, plan, g, x, w, y, then, |g, x, w, c0, y| {
                 f(g, x, w, &bias[c0..c0 + g.cout], relu, y)
             });
         }
         let _ = depthwise;
-        f(g, x, w, bias, relu, y)
+        f(g, x, w, bias, relu, y);
+        if let Some(t) = then {
+            t.after(self, y, g.cout)
+        }
     }
 
     /// Runs the int8 conv slot `f` (contract of [`ConvI8`]) over `g`, split if worth it.
@@ -328,15 +384,19 @@ impl<'p> Par<'p> {
         rq: &[[i32; 3]],
         q: OutQ,
         y: &mut [i8],
+        then: Option<Then<'_, i8>>,
     ) {
         #[cfg(feature = "threads")]
         if let Some(plan) = self.plan(g, depthwise, true) {
-            return split_conv(plan, g, x, w, y, |g, x, w, c0, y| {
+            return split_conv(self, plan, g, x, w, y, then, |g, x, w, c0, y| {
                 f(g, x, zx, w, &rq[c0..c0 + g.cout], q, y)
             });
         }
         let _ = depthwise;
-        f(g, x, zx, w, rq, q, y)
+        f(g, x, zx, w, rq, q, y);
+        if let Some(t) = then {
+            t.after(self, y, g.cout)
+        }
     }
 }
 
@@ -387,23 +447,55 @@ enum Cut {
     Channels,
 }
 
-/// The split itself: `run(sub_geometry, x, w, first_channel, y_part)` per part.
+/// `then`'s output cut at [`split`]'s points (one `None` a part without it), and its `f`.
 #[cfg(feature = "threads")]
+fn then_parts<'a, T>(
+    then: Option<Then<'a, T>>,
+    npix: usize,
+    parts: usize,
+    align: usize,
+) -> (Vec<Option<&'a mut [T]>>, Option<&'a ThenFn<'a, T>>) {
+    match then {
+        Some(t) => (
+            split_mut(t.out, t.unit, npix, parts, align)
+                .into_iter()
+                .map(|(_, _, o)| Some(o))
+                .collect(),
+            Some(t.f),
+        ),
+        None => ((0..parts).map(|_| None).collect(), None),
+    }
+}
+
+/// The split itself: `run(sub_geometry, x, w, first_channel, y_part)` per part; `then` in
+/// each pixel part, or after the whole conv.
+#[cfg(feature = "threads")]
+#[allow(clippy::too_many_arguments)]
 fn split_conv<T: Copy + Default + Send + Sync>(
+    par: Par<'_>,
     (pool, cut, parts): (&Pool, Cut, usize),
     g: &Geom,
     x: &[T],
     w: &[T],
     y: &mut [T],
+    then: Option<Then<'_, T>>,
     run: impl Fn(&Geom, &[T], &[T], usize, &mut [T]) + Sync,
 ) {
     let npix = g.ho * g.wo;
     match cut {
         Cut::Pixels(align) => {
-            let jobs = split_mut(y, g.cout, npix, parts, align);
-            pool.run(jobs, |(p0, n, part)| {
-                run(&pixel_part(g, n), pixels_of(g, x, p0, n), w, 0, part)
+            let (outs, t) = then_parts(then, npix, parts, align);
+            let jobs: Vec<_> = split_mut(y, g.cout, npix, parts, align)
+                .into_iter()
+                .zip(outs)
+                .collect();
+            pool.run(jobs, |((p0, n, part), out)| {
+                run(&pixel_part(g, n), pixels_of(g, x, p0, n), w, 0, part);
+                if let (Some(t), Some(out)) = (t, out) {
+                    t(p0, part, out)
+                }
             });
+            return;
         }
         Cut::Rows => {
             let row = g.wo * g.cout;
@@ -434,6 +526,9 @@ fn split_conv<T: Copy + Default + Send + Sync>(
                 scatter(out, *c0, sub.cout, g.cout, y);
             }
         }
+    }
+    if let Some(t) = then {
+        t.after(par, y, g.cout)
     }
 }
 
@@ -570,6 +665,22 @@ mod tests {
                 fn first_diff<T: PartialEq>(a: &[T], b: &[T]) -> Option<usize> {
                     a.iter().zip(b).position(|(x, y)| x != y)
                 }
+                // A fused op after the conv (`Then`): each output pixel's `unit` codes from
+                // its conv outputs and its index, so a part that ran on the wrong pixels or
+                // twice (`^=`) shows.
+                let unit = 1 + r.below(5);
+                let f = |p0: usize, ys: &[i8], out: &mut [i8]| {
+                    for (j, o) in out.chunks_exact_mut(unit).enumerate() {
+                        for (t, v) in o.iter_mut().enumerate() {
+                            *v ^= ys[j * cout + t % cout].wrapping_add((p0 + j) as i8);
+                        }
+                    }
+                };
+                let fused_of = |y: &[i8]| {
+                    let mut out = vec![0i8; ho * wo * unit];
+                    f(0, y, &mut out);
+                    out
+                };
                 // The cuts the plan makes (a k×k f32 kernel may tile channels unlike its
                 // parts: the plan never cuts those by channel).
                 let cuts: &[(Cut, Cut)] = if pointwise {
@@ -594,16 +705,30 @@ mod tests {
                             Cut::Rows => ho,
                             Cut::Channels => cout.div_ceil(CH_ALIGN),
                         };
+                        let par = Par::pool(Some(pool));
                         let mut y = vec![0i8; g.out_len()];
+                        let mut fused = vec![0i8; ho * wo * unit];
                         let parts = (CHUNKS_PER_THREAD * pool.threads()).min(units(cq));
-                        split_conv((pool, cq, parts), &g, &xq, &wq, &mut y, |g, x, w, c0, y| {
-                            fq(g, x, zx, w, &rq[c0..c0 + g.cout], q, y)
+                        let t = Then {
+                            out: &mut fused,
+                            unit,
+                            work: 1 << 20,
+                            f: &f,
+                        };
+                        split_conv(par, (pool, cq, parts), &g, &xq, &wq, &mut y, Some(t), {
+                            |g, x, w, c0, y| fq(g, x, zx, w, &rq[c0..c0 + g.cout], q, y)
                         });
                         assert_eq!(first_diff(&whole_q, &y), None, "int8 {}", at(&cq));
+                        assert_eq!(
+                            first_diff(&fused_of(&whole_q), &fused),
+                            None,
+                            "then {}",
+                            at(&cq)
+                        );
                         let mut y = vec![0f32; g.out_len()];
                         let parts = (CHUNKS_PER_THREAD * pool.threads()).min(units(cf));
-                        split_conv((pool, cf, parts), &g, &xf, &wf, &mut y, |g, x, w, c0, y| {
-                            ff(g, x, w, &bias[c0..c0 + g.cout], relu, y)
+                        split_conv(par, (pool, cf, parts), &g, &xf, &wf, &mut y, None, {
+                            |g, x, w, c0, y| ff(g, x, w, &bias[c0..c0 + g.cout], relu, y)
                         });
                         assert_eq!(
                             first_diff(&bits(&whole_f), &bits(&y)),
@@ -615,15 +740,28 @@ mod tests {
                     // The plan's own cut.
                     let par = Par::pool(Some(pool));
                     let mut y = vec![0i8; g.out_len()];
-                    par.conv_i8(fq, dw, &g, &xq, zx, &wq, &rq, q, &mut y);
+                    let mut fused = vec![0i8; ho * wo * unit];
+                    let t = Then {
+                        out: &mut fused,
+                        unit,
+                        work: 1 << 20,
+                        f: &f,
+                    };
+                    par.conv_i8(fq, dw, &g, &xq, zx, &wq, &rq, q, &mut y, Some(t));
                     assert_eq!(
                         first_diff(&whole_q, &y),
                         None,
                         "int8 {}",
                         at(&"the plan's cut")
                     );
+                    assert_eq!(
+                        first_diff(&fused_of(&whole_q), &fused),
+                        None,
+                        "then {}",
+                        at(&"the plan's cut")
+                    );
                     let mut y = vec![0f32; g.out_len()];
-                    par.conv_f32(ff, dw, &g, &xf, &wf, &bias, relu, &mut y);
+                    par.conv_f32(ff, dw, &g, &xf, &wf, &bias, relu, &mut y, None);
                     assert_eq!(
                         first_diff(&bits(&whole_f), &bits(&y)),
                         None,

@@ -79,6 +79,9 @@ pub struct Profile {
     pub kinds: Vec<KindTime>,
     /// Per op in graph order; the input quantisation first (index `null`).
     pub ops: Vec<OpTime>,
+    /// Ops that ran inside the op before them (with threads, the concat + shuffle after a
+    /// conv runs in the conv's parts: `Engine::fused_ops`); their time is that op's.
+    pub fused_ops: usize,
 }
 
 /// The time of one op kind.
@@ -335,6 +338,7 @@ pub fn profile(
         total_us_median: median(total),
         kinds,
         ops,
+        fused_ops: engine.fused_ops(),
     })
 }
 
@@ -351,6 +355,12 @@ pub fn render_profile(p: &Profile) -> String {
             k.ops,
             k.us,
             100.0 * k.share
+        );
+    }
+    if p.fused_ops > 0 {
+        s += &format!(
+            "  ({} concat_shuffle ops ran inside the conv before them: their time is the conv's)\n",
+            p.fused_ops
         );
     }
     s += "per op:\n";

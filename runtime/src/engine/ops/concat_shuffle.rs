@@ -6,11 +6,36 @@ use super::{f32s, f32s_mut, i8s, i8s_mut, io, rescale_into, rescale_one, rescale
 use crate::engine::EngineError;
 use crate::format::{validate, Op};
 use crate::kernels::reference as k;
+use crate::kernels::ConcatShuffleI8;
 use crate::quant::QParams;
+use core::ops::Range;
 use k::concat_shuffle::ConcatIn;
 
-/// Runs op `i`, a `ConcatShuffle`.
-pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> {
+/// A `ConcatShuffle` checked and ready to run: its geometry, quantisation and arena ranges.
+pub(in crate::engine) struct Prepared {
+    /// Its output value.
+    pub output: u16,
+    /// Arena byte ranges of `a`, `b` and the output.
+    pub ra: Range<usize>,
+    pub rb: Range<usize>,
+    pub rout: Range<usize>,
+    /// Channels from each side, output pixels.
+    pub c: usize,
+    pub n: usize,
+    /// Each side's first channel and pixel stride.
+    ao: usize,
+    bo: usize,
+    pub sa: usize,
+    pub sb: usize,
+    /// int8: the quantisation of `a`, `b` and the output.
+    q: Option<(QParams, QParams, QParams)>,
+    /// int8: rescale through a 256-entry table (decided for the whole op, so a split runs the
+    /// same form in every part).
+    table: bool,
+}
+
+/// Checks op `i`, a `ConcatShuffle`.
+pub(in crate::engine) fn prepare(cx: &Ctx<'_, '_>, i: usize, op: &Op) -> R<Prepared> {
     let bad = EngineError::Malformed { op: i };
     let Op::ConcatShuffle { a, b, output } = *op else {
         return Err(bad);
@@ -33,38 +58,76 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
         None
     };
     let (c, n) = (a.c_len as usize, vout.h as usize * vout.w as usize);
-    let (ao, bo) = (a.c_off as usize, b.c_off as usize);
-    let (sa, sb) = (va.c as usize, vb.c as usize);
-    let (ra, rb, rout) = (cx.range(&va, i)?, cx.range(&vb, i)?, cx.range(&vout, i)?);
-    let (y, [xa, xb]) = io(cx.act, rout, [ra, rb], i)?;
-    match q {
-        Some((qa, qb, qy)) => {
-            let y = i8s_mut(y).get_mut(..n * 2 * c).ok_or(bad)?;
-            let (xa, xb) = (i8s(xa), i8s(xb));
-            let kern = cx.kern.concat_shuffle_i8;
-            // Decided for the whole op, so a split runs the same form in every part.
-            let table = n * c > 256;
-            let run = |p0: usize, y: &mut [i8]| {
-                let n = y.len() / (2 * c);
-                let (xa, xb) = (&xa[p0 * sa..], &xb[p0 * sb..]);
-                let side = |x, stride, off, q| ConcatIn { x, stride, off, q };
-                let (ia, ib) = (side(xa, sa, ao, qa), side(xb, sb, bo, qb));
-                if !kern.is_some_and(|f| f(n, c, ia, ib, qy, y)) {
-                    portable_i8(n, c, ia, ib, qy, table, y);
-                }
-            };
-            // A copy with a rescale: a few operations a byte.
-            cx.par.rows(y, 2 * c, 4 * y.len(), run);
+    Ok(Prepared {
+        output,
+        ra: cx.range(&va, i)?,
+        rb: cx.range(&vb, i)?,
+        rout: cx.range(&vout, i)?,
+        c,
+        n,
+        ao: a.c_off as usize,
+        bo: b.c_off as usize,
+        sa: va.c as usize,
+        sb: vb.c as usize,
+        q,
+        table: n * c > 256,
+    })
+}
+
+impl Prepared {
+    /// Output elements (both sides' channels a pixel).
+    pub fn out_len(&self) -> usize {
+        self.n * 2 * self.c
+    }
+
+    /// int8: the output pixels in `y` (whole pixels), `xa` and `xb` starting at their first.
+    pub fn run_i8(&self, kern: Option<ConcatShuffleI8>, xa: &[i8], xb: &[i8], y: &mut [i8]) {
+        let Some((qa, qb, qy)) = self.q else {
+            return;
+        };
+        let (c, n) = (self.c, y.len() / (2 * self.c).max(1));
+        let side = |x, stride, off, q| ConcatIn { x, stride, off, q };
+        let (ia, ib) = (
+            side(xa, self.sa, self.ao, qa),
+            side(xb, self.sb, self.bo, qb),
+        );
+        if !kern.is_some_and(|f| f(n, c, ia, ib, qy, y)) {
+            portable_i8(n, c, ia, ib, qy, self.table, y);
         }
-        None => {
-            let y = f32s_mut(y)?.get_mut(..n * 2 * c).ok_or(bad)?;
-            let (xa, xb) = (f32s(xa)?, f32s(xb)?);
-            cx.par.rows(y, 2 * c, 4 * y.len(), |p0, y| {
-                let (xa, xb, n) = (&xa[p0 * sa..], &xb[p0 * sb..], y.len() / (2 * c));
-                k::concat_shuffle::concat_shuffle(n, c, xa, sa, ao, xb, sb, bo, y)
-            });
-            (cx.observe)(output as usize, y);
-        }
+    }
+
+    /// f32: as [`Self::run_i8`].
+    pub fn run_f32(&self, xa: &[f32], xb: &[f32], y: &mut [f32]) {
+        let (c, n) = (self.c, y.len() / (2 * self.c).max(1));
+        k::concat_shuffle::concat_shuffle(n, c, xa, self.sa, self.ao, xb, self.sb, self.bo, y)
+    }
+
+    /// The work of output pixels `y` for [`crate::engine::par::Par::rows`]: a copy with a
+    /// rescale, a few operations a byte.
+    pub fn work(&self) -> usize {
+        4 * self.out_len()
+    }
+}
+
+/// Runs op `i`, a `ConcatShuffle`.
+pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> {
+    let bad = EngineError::Malformed { op: i };
+    let p = prepare(cx, i, op)?;
+    let (y, [xa, xb]) = io(cx.act, p.rout.clone(), [p.ra.clone(), p.rb.clone()], i)?;
+    let (len, work, sa, sb) = (p.out_len(), p.work(), p.sa, p.sb);
+    if cx.int8 {
+        let y = i8s_mut(y).get_mut(..len).ok_or(bad)?;
+        let (xa, xb, kern) = (i8s(xa), i8s(xb), cx.kern.concat_shuffle_i8);
+        cx.par.rows(y, 2 * p.c, work, |p0, y| {
+            p.run_i8(kern, &xa[p0 * sa..], &xb[p0 * sb..], y)
+        });
+    } else {
+        let y = f32s_mut(y)?.get_mut(..len).ok_or(bad)?;
+        let (xa, xb) = (f32s(xa)?, f32s(xb)?);
+        cx.par.rows(y, 2 * p.c, work, |p0, y| {
+            p.run_f32(&xa[p0 * sa..], &xb[p0 * sb..], y)
+        });
+        (cx.observe)(p.output as usize, y);
     }
     Ok(())
 }

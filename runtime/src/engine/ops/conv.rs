@@ -7,9 +7,10 @@
 //! the table, and for streamed 1x1 experts the low-rank path.
 
 use super::{
-    conv_geom, expect_len, f32s, f32s_mut, i8s, i8s_mut, io, op_requant, out_q, requant_table,
-    tensor, Ctx, R,
+    concat_shuffle, conv_geom, expect_len, f32s, f32s_mut, i8s, i8s_mut, io, io2, op_requant,
+    out_q, requant_table, tensor, Ctx, R,
 };
+use crate::engine::par::Then;
 use crate::engine::EngineError;
 use crate::format::{layout, Mode, Op};
 use crate::switch::{self, Delta};
@@ -23,8 +24,15 @@ enum Weights<'w> {
     Rebuilt(&'w [u8]),
 }
 
-/// Runs op `i`, a `Conv`.
-pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> {
+/// Runs op `i`, a `Conv`; with `next`, op `i + 1`, too where it is the concat + shuffle
+/// that reads this conv's output (threads: it runs in the conv's pixel parts, see
+/// [`Then`]). Returns whether it ran op `i + 1`.
+pub(in crate::engine) fn eval(
+    cx: &mut Ctx<'_, '_>,
+    i: usize,
+    op: &Op,
+    next: Option<&Op>,
+) -> R<bool> {
     let bad = EngineError::Malformed { op: i };
     let Op::Conv {
         input,
@@ -97,7 +105,27 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
     };
     let q = cx.io_qparams(input.value, output, i)?;
     let (rin, rout) = (cx.range(&vin, i)?, cx.range(&vout, i)?);
-    let (y, [x]) = io(cx.act, rout, [rin], i)?;
+    // The concat that reads this conv's output (not both sides) runs with it where its
+    // output overlaps none of the two ops' inputs (the planner may give it the conv's
+    // input, which the conv alone reads last).
+    let cat = match next {
+        Some(n @ Op::ConcatShuffle { a, b, .. }) if b.value == output && a.value != output => {
+            Some(concat_shuffle::prepare(cx, i + 1, n)?)
+        }
+        _ => None,
+    };
+    let fused = |c: &concat_shuffle::Prepared| [rout.clone(), c.rout.clone()];
+    let cat = cat.filter(|c| io2(cx.act, fused(c), [rin.clone(), c.ra.clone()]).is_some());
+    let (y, out, x, xa) = match &cat {
+        Some(c) => {
+            let ([y, out], [x, xa]) = io2(cx.act, fused(c), [rin, c.ra.clone()]).ok_or(bad)?;
+            (y, Some(out), x, xa)
+        }
+        None => {
+            let (y, [x]) = io(cx.act, rout, [rin], i)?;
+            (y, None, x, &[][..])
+        }
+    };
     let (pointwise, pad) = (kk == 1 && pad == 0, pad as usize);
     let mode = cx.plan.mode();
 
@@ -120,6 +148,20 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                 ),
             };
             let (x, y) = (i8s(x), i8s_mut(y));
+            // The fused concat: side `a` from the arena, side `b` the part's outputs.
+            let (kcat, xa) = (kern.concat_shuffle_i8, i8s(xa));
+            let run_cat = cat.as_ref().map(|c| {
+                move |p0: usize, ys: &[i8], o: &mut [i8]| c.run_i8(kcat, &xa[p0 * c.sa..], ys, o)
+            });
+            let then = match (&cat, out, &run_cat) {
+                (Some(c), Some(o), Some(f)) => Some(Then {
+                    out: i8s_mut(o).get_mut(..c.out_len()).ok_or(bad)?,
+                    unit: 2 * c.c,
+                    work: c.work(),
+                    f,
+                }),
+                _ => None,
+            };
             match delta {
                 None => {
                     let rq = op_requant(&mut cx.rq, cx.requant, bias, qx, ws, qy, i)?;
@@ -128,8 +170,8 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                         (true, None) => kern.conv1x1_i8,
                         (false, _) => kern.conv_i8,
                     };
-                    cx.par
-                        .conv_i8(f, false, &g, x, qx.zero_point, w, rq, out_q(qy, relu), y);
+                    let q = out_q(qy, relu);
+                    (cx.par).conv_i8(f, false, &g, x, qx.zero_point, w, rq, q, y, then);
                 }
                 Some(d) if pointwise => {
                     let st = switch::StreamI8 { x: qx, y: qy, relu };
@@ -139,17 +181,17 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                         .ok_or(bad)?;
                     let f = (lr.at, lr.bt, lr.r);
                     let macs = g.ho * g.wo * g.cout * g.cin;
-                    cx.par.pixels(&g, x, (lr.u, lr.r), y, macs, |g, x, u, y| {
-                        switch::stream_conv1x1_i8_decoded(&kern, g, x, w, ws, bias, f, u, st, y)
-                    });
+                    cx.par
+                        .pixels(&g, x, (lr.u, lr.r), y, macs, then, |g, x, u, y| {
+                            switch::stream_conv1x1_i8_decoded(&kern, g, x, w, ws, bias, f, u, st, y)
+                        });
                 }
                 Some(d) => {
                     let (d, scratch) = decode(&d, cx.scratch, i)?;
                     let (w, ws) = rebuild_i8(&kern, &d, w, ws, scratch, i)?;
                     let rq = requant_table(kern.requant_table, cx.requant, bias, qx, ws, qy, i)?;
-                    let f = kern.conv_i8;
-                    cx.par
-                        .conv_i8(f, false, &g, x, qx.zero_point, w, rq, out_q(qy, relu), y);
+                    let (f, q) = (kern.conv_i8, out_q(qy, relu));
+                    (cx.par).conv_i8(f, false, &g, x, qx.zero_point, w, rq, q, y, then);
                 }
             }
         }
@@ -174,6 +216,24 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                 }
                 d => (w, d),
             };
+            // (Empty where nothing is fused: a `u8` slice of no particular alignment.)
+            let xa = if cat.is_some() { f32s(xa)? } else { &[] };
+            let run_cat = cat.as_ref().map(|c| {
+                move |p0: usize, ys: &[f32], o: &mut [f32]| c.run_f32(&xa[p0 * c.sa..], ys, o)
+            });
+            let mut out = match (&cat, out) {
+                (Some(c), Some(o)) => Some(f32s_mut(o)?.get_mut(..c.out_len()).ok_or(bad)?),
+                _ => None,
+            };
+            let mut then = match (&cat, &mut out, &run_cat) {
+                (Some(c), Some(o), Some(f)) => Some(Then {
+                    out: o,
+                    unit: 2 * c.c,
+                    work: c.work(),
+                    f,
+                }),
+                _ => None,
+            };
             // A streamed 1x1 expert applies ReLU after its low-rank correction.
             let relu_now = relu && stream.is_none();
             let f = match (pointwise, packed) {
@@ -181,7 +241,8 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                 (true, None) => kern.conv1x1_f32,
                 (false, _) => kern.conv_f32,
             };
-            cx.par.conv_f32(f, false, &g, x, w, bias, relu_now, y);
+            let now = if stream.is_some() { None } else { then.take() };
+            cx.par.conv_f32(f, false, &g, x, w, bias, relu_now, y, now);
             if let Some(d) = stream {
                 let scratch = f32s_mut(cx.scratch)?;
                 let lr = d
@@ -189,14 +250,18 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                     .ok_or(bad)?;
                 let f = (lr.at, lr.bt, lr.r);
                 let work = g.ho * g.wo * (g.cout + g.cin) * lr.r;
-                cx.par.pixels(&g, x, (lr.u, lr.r), y, work, |g, x, u, y| {
-                    switch::stream_lowrank_f32_decoded(&kern, g, x, f, u, relu, y)
-                });
+                cx.par
+                    .pixels(&g, x, (lr.u, lr.r), y, work, then, |g, x, u, y| {
+                        switch::stream_lowrank_f32_decoded(&kern, g, x, f, u, relu, y)
+                    });
             }
             (cx.observe)(output as usize, y);
+            if let (Some(c), Some(o)) = (&cat, out) {
+                (cx.observe)(c.output as usize, o);
+            }
         }
     }
-    Ok(())
+    Ok(cat.is_some())
 }
 
 /// Whether a rebuilt expert conv (`k`, `pad`, `hw` output pixels) is kept in the layout of

@@ -45,13 +45,14 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
                 rq,
                 out_q(qy, relu),
                 i8s_mut(y),
+                None,
             );
         }
         None => {
             let w = expect_len(f32s(tensor(shared, weight, i)?)?, 9 * c, i)?;
             let y = f32s_mut(y)?;
-            cx.par
-                .conv_f32(kern.dwconv3x3_f32, true, &g, f32s(x)?, w, bias, relu, y);
+            let x = f32s(x)?;
+            (cx.par).conv_f32(kern.dwconv3x3_f32, true, &g, x, w, bias, relu, y, None);
             (cx.observe)(output as usize, y);
         }
     }

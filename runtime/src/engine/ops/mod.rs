@@ -197,6 +197,36 @@ pub(super) fn io<'x, const N: usize>(
     Ok((o, res))
 }
 
+/// [`io`] for two ops run as one (a conv and the concat that reads it): both outputs
+/// (mutable) and the inputs, which must overlap neither output (here the planner does not
+/// promise it: the second op's output may reuse a value the first op reads last, so the
+/// caller runs the two ops one after the other when this returns `None`).
+#[allow(clippy::type_complexity)]
+pub(super) fn io2<'x, const N: usize>(
+    act: &'x mut [u8],
+    [o1, o2]: [Range<usize>; 2],
+    ins: [Range<usize>; N],
+) -> Option<([&'x mut [u8]; 2], [&'x [u8]; N])> {
+    let swap = o2.start < o1.start;
+    let (lo, hi) = if swap { (o2, o1) } else { (o1, o2) };
+    if lo.start > lo.end || lo.end > hi.start || hi.start > hi.end || hi.end > act.len() {
+        return None;
+    }
+    let (gap0, rest) = act.split_at_mut(lo.start);
+    let (a, rest) = rest.split_at_mut(lo.end - lo.start);
+    let (gap1, rest) = rest.split_at_mut(hi.start - lo.end);
+    let (b, gap2) = rest.split_at_mut(hi.end - hi.start);
+    let gaps: [(usize, &'x [u8]); 3] = [(0, gap0), (lo.end, gap1), (hi.end, gap2)];
+    let mut res: [&'x [u8]; N] = [&[]; N];
+    for (r, range) in res.iter_mut().zip(ins) {
+        let (at, gap) = gaps
+            .iter()
+            .find(|(at, gap)| range.start >= *at && range.end <= at + gap.len())?;
+        *r = gap.get(range.start - at..range.end - at)?;
+    }
+    Some((if swap { [b, a] } else { [a, b] }, res))
+}
+
 /// The int8 output stage: the output's zero point, clamped at it under a fused ReLU.
 pub(super) fn out_q(qy: QParams, relu: bool) -> OutQ {
     OutQ {
