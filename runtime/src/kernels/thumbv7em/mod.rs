@@ -13,7 +13,10 @@ mod dw3x3;
 mod gemm;
 mod maxpool;
 mod rebuild;
+mod requant;
 mod stem;
+
+pub(crate) use dsp::f16_to_f32;
 
 use super::Kernels;
 
@@ -28,7 +31,7 @@ pub(crate) fn dsp(base: Kernels) -> Kernels {
         rebuild_i8: Some(rebuild::rebuild_i8),
         rebuild_layer_i8: Some(rebuild::rebuild_layer_i8),
         maxpool_i8: maxpool::maxpool3x3s2_i8,
-        requant_table: super::fixed::requant_table,
+        requant_table: requant::requant_table,
         isa: "armv7em-dsp",
         ..base
     }
