@@ -240,6 +240,17 @@ impl<'a> Factor<'a> {
             // products.
             let (rows, cols) = (self.rows, self.cols);
             let (q, sc) = self.bytes.split_at(rows * cols);
+            if cols == 4 {
+                // Rank-4 `B` rows: the four products in a row without an inner loop.
+                let out = out[..rows * 4].chunks_exact_mut(4);
+                for ((o, q), s) in out.zip(q.chunks_exact(4)).zip(sc.chunks_exact(2)) {
+                    let s = f16_le([s[0], s[1]]);
+                    for (o, &v) in o.iter_mut().zip(q) {
+                        *o = v as i8 as f32 * s;
+                    }
+                }
+                return;
+            }
             let out = out[..rows * cols].chunks_exact_mut(cols);
             for ((o, q), s) in out.zip(q.chunks_exact(cols)).zip(sc.chunks_exact(2)) {
                 let s = f16_le([s[0], s[1]]);

@@ -82,7 +82,8 @@ impl Table {
     #[inline(always)]
     fn multiplier(&self, mw: u32, bw: i32) -> (i32, i32) {
         // e0 = floor(log2(mx·mw / my)) = 22 + s, s ∈ {0, 1, 2}; z = 30 − e0 = 8 − s.
-        let s = u32::from(mw >= self.t23) + u32::from(mw >= self.t24);
+        // `[mw ≥ t] = (t − 1 − mw) >> 31`: all three below 2^26.
+        let s = ((self.t23 - 1).wrapping_sub(mw) >> 31) + ((self.t24 - 1).wrapping_sub(mw) >> 31);
         // q = ⌊X⌋ for X = mw·mx·2^z / my ∈ [2^30, 2^31). With K = mx·2^31/my − φ
         // (0 ≤ φ < 1), mw·K·2^(z−31) = X − mw·φ·2^(z−31) > X − 2 (mw < 2^24, z ≤ 8): the
         // estimate is q, q − 1 or q − 2, its remainder below 3·my < 2^26, exact mod 2^32.
@@ -108,7 +109,7 @@ impl Table {
         let c = q >> 31;
         let shift = bw + self.base + (s + c) as i32;
         if (shift + 31) as u32 > 61 {
-            return if shift < -31 { (0, 0) } else { (i32::MAX, 30) };
+            return saturated(shift);
         }
         ((q >> c) as i32, shift)
     }
@@ -139,18 +140,31 @@ impl Table {
     }
 }
 
+/// `quant::multiplier_parts`' ends, off the common path: `(0, 0)` for a shift below −31,
+/// `(i32::MAX, 30)` above 30.
+#[cold]
+#[inline(never)]
+fn saturated(shift: i32) -> (i32, i32) {
+    if shift < -31 {
+        (0, 0)
+    } else {
+        (i32::MAX, 30)
+    }
+}
+
 /// `quant::int_bias(bias, (s_x, mx, ex), (s_w, mw, ew))` (the spec's `round_half_away(
 /// RNE53(bias / (s_x·s_w)))`, clamped) where it can be read off the single-precision
 /// estimate; `None` sends the channel to `int_bias` (zero, infinite and NaN biases, large
 /// quotients, and those near a rounding edge).
 ///
 /// With `t = fl(|bias| / s_x)` normal (`|bias|` is exact, subnormal or not) and `est =
-/// fl(t / s_w) < 2^20` not subnormal, `est = Q·(1+δ1)(1+δ2)` for the exact `Q = |bias| /
+/// fl(t / s_w)` not subnormal (below 2^18 where the test below can pass), `est = Q·(1+δ1)(1+δ2)` for the exact `Q = |bias| /
 /// (s_x·s_w)`, `|δi| ≤ 2^−24`: `|est − Q| < est·2^−22.9`, and the spec's `R = RNE53(Q)` is
 /// within `Q·2^−53` of `Q`, so `|est − R| < est·2^−22`. With `y = fl(est + ½)`, `r = ⌊y⌋`
 /// (`VCVT` truncates) and `g = y − r` (exact, as `g − ½` is: `½ ≤ y < 2^24`, so `g` is a
 /// multiple of 2^−24), the test `|g − ½| < c = fl(½ − est·2^−19)` gives `min(g, 1 − g) >
-/// 2m − 2^−25 ≥ m = est·2^−20` for `est ≥ 2^−5`, so `est + ½` lies farther than
+/// 2m − 2^−25 ≥ m = est·2^−20` for `est ≥ 2^−5` (`est·2^−19` is exact there; `c ≤ 0` from
+/// `est = 2^18` on, and for an infinite `est`), so `est + ½` lies farther than
 /// `m − y·2^−24 ≥ est·2^−22` from every integer once `est ≥ 0.05`: `est` and `R` lie
 /// strictly between the same two half-integers, and `⌊y⌋ = ⌊est + ½⌋ = ⌊R + ½⌋`, the spec's
 /// `round_half_away(R)`. Below `est = 0.05`, `y < 1` and `R < ½` (a subnormal `est` is
@@ -162,10 +176,8 @@ fn bias_fast(bias: f32, s_x: f32, s_w: f32) -> Option<i32> {
     if t.to_bits().wrapping_sub(0x0080_0000) >= 0x7f00_0000 {
         return None;
     }
+    // No test of `est` itself: `c > 0` only for `est < 2^18` (and a NaN cannot arise).
     let est = t / s_w;
-    if !(est < 1_048_576.0) {
-        return None;
-    }
     let y = est + 0.5;
     let r = y as u32;
     let g = y - r as f32;
