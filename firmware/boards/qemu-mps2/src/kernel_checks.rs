@@ -48,9 +48,13 @@ struct Bufs {
     y1: [i8; YMAX],
     /// f32 factors as bytes (4-aligned, so the rebuild takes its f32 paths).
     fac: Fac,
-    /// f32 input planes (the input quantisation check).
+    /// f32 input planes (the input quantisation check); the linear head's inputs.
     xf: [f32; XFMAX],
+    /// The linear head's weights.
+    wf: [f32; WFMAX],
 }
+
+const WFMAX: usize = 4096;
 
 const XFMAX: usize = 1200;
 
@@ -241,6 +245,7 @@ pub fn run(t: &mut Tally) {
         y1: [0; YMAX],
         fac: Fac([0; FACMAX]),
         xf: [0.0; XFMAX],
+        wf: [0.0; WFMAX],
     }) else {
         return t.check("kernel checks: buffers", false);
     };
@@ -278,6 +283,10 @@ pub fn run(t: &mut Tally) {
         "int8 output stage (pointwise, depthwise) at the i32 edges ≡ reference",
         ok,
     );
+    let mut rf = Rng(SEED ^ 0x0f05_ab1e);
+    let ok = (0..TRIALS).all(|i| fusable_case(&mut rf, b, i, best, reference));
+    hprintln!("[fw] kernels: pointwise layers one row short of the fused form: {} cases", TRIALS);
+    t.check("pointwise int8 conv, a row off the fused short form (mult < 0, shift, bias) ≡ reference", ok);
     let ok = (0..TRIALS).all(|_| sums_case(&mut r, b, best, reference));
     hprintln!("[fw] kernels: pointwise int8 sums (streaming W0): {} random shapes", TRIALS);
     t.check("pointwise int8 sums (streaming experts' W0) ≡ reference", ok);
@@ -312,6 +321,10 @@ pub fn run(t: &mut Tally) {
     let ok = (0..TRIALS).all(|i| quantize_case(&mut rq, b, i));
     hprintln!("[fw] kernels: input quantisation: {} random planes", TRIALS);
     t.check("int8 input quantisation (one VCVT a value) ≡ QParams::quantize", ok);
+    let mut rl = Rng(SEED ^ 0x11ea_0f32);
+    let ok = (0..TRIALS).all(|i| linear_case(&mut rl, b, i, best, reference));
+    hprintln!("[fw] kernels: f32 linear head: {} random shapes", TRIALS);
+    t.check("f32 linear head (VLDM/VMLA) ≡ reference, bit for bit", ok);
     let ok = (0..64).all(|chunk| f16_case(b, chunk));
     hprintln!("[fw] kernels: f16 factor values and int8 row scales: all 65536 patterns");
     t.check("f16 factors and int8 factor scales (VCVTB) ≡ IEEE half, every pattern", ok);
@@ -420,6 +433,86 @@ fn edges_case(r: &mut Rng, b: &mut Bufs, case: usize, fast: Kernels, slow: Kerne
         }
     }
     ok
+}
+
+/// A pointwise conv (rows a multiple of 4, 4 to 9 pixels, no floor) whose table takes the
+/// fused short form in every row but one: a negative multiplier with a one-bit shift
+/// (where the short form's rounding fix-up differs), a shift outside `1..=23`, or a bias at
+/// the `|s| < 2^30` bound. The layer must not run fused (`gemm::fusable`'s bound on all
+/// rows at once, then row by row): the reference's bytes.
+fn fusable_case(r: &mut Rng, b: &mut Bufs, case: usize, fast: Kernels, slow: Kernels) -> bool {
+    let (cin, np, cout) = (4 * r.range(1, 5), r.range(4, 10), r.range(2, 40));
+    let g = Geom {
+        h: 1,
+        w: np,
+        in_stride: cin,
+        c_off: 0,
+        cin,
+        ho: 1,
+        wo: np,
+        cout,
+        k: 1,
+        stride: 1,
+        pad: 0,
+    };
+    for v in &mut b.x[..np * cin] {
+        *v = r.i8();
+    }
+    for v in &mut b.w[..cout * cin] {
+        *v = r.i8();
+    }
+    for rq in &mut b.rq[..cout] {
+        *rq = [(r.next() as i32) >> 15, (1 << 30) | (r.next() >> 2) as i32, -(r.range(1, 13) as i32)];
+    }
+    let o = r.range(0, cout);
+    b.rq[o] = match case % 3 {
+        0 => [0, -(1 << 24) - r.range(0, 1 << 20) as i32, -1],
+        1 => [0, 1 << 30, [0, -24, 2][r.range(0, 3)]],
+        _ => [[(1 << 30) - 7, -(1 << 30) + 7, i32::MAX][r.range(0, 3)], 1 << 30, -8],
+    };
+    let (zx, zy) = (r.range(0, 256) as i32 - 128, r.range(0, 256) as i32 - 128);
+    let q = OutQ { zero_point: zy, lo: -128 };
+    let n = np * cout;
+    b.y0[..n].fill(0x55);
+    b.y1[..n].fill(0x55);
+    let (x, w, rq) = (&b.x[..np * cin], &b.w[..cout * cin], &b.rq[..cout]);
+    (slow.conv1x1_i8)(&g, x, zx, w, rq, q, &mut b.y0[..n]);
+    (fast.conv1x1_i8)(&g, x, zx, w, rq, q, &mut b.y1[..n]);
+    b.y0[..n] == b.y1[..n]
+}
+
+/// One random head `y = W·x + b` (1–12 outputs of 0–1100 inputs, every fourth case the
+/// model's 1024 inputs; values of mixed magnitudes, a zero, an infinity or a NaN now and
+/// then, never two NaNs in one product) from both tables, compared bit for bit.
+fn linear_case(r: &mut Rng, b: &mut Bufs, case: usize, fast: Kernels, slow: Kernels) -> bool {
+    let n = match case % 4 {
+        0 => 1024,
+        1 => 8 * r.range(0, 40),
+        _ => r.range(0, 1100),
+    };
+    let m = r.range(1, 13).min(WFMAX / n.max(1));
+    let val = |r: &mut Rng, special: bool| -> f32 {
+        let v = r.next();
+        match v % 97 {
+            0 if special => [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN][(v >> 8) as usize % 5],
+            _ => ((v >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * [1.0, 1e-3, 30.0][(v >> 4) as usize % 3],
+        }
+    };
+    // Specials in `x` only on odd cases, in `W` only on even ones: no NaN times a NaN.
+    for v in &mut b.xf[..n] {
+        *v = val(r, case % 2 == 1);
+    }
+    for v in &mut b.wf[..m * n] {
+        *v = val(r, case % 2 == 0);
+    }
+    let mut bias = [0f32; 12];
+    for v in &mut bias[..m] {
+        *v = val(r, false);
+    }
+    let (mut ya, mut yb) = ([1f32; 12], [2f32; 12]);
+    (fast.linear_f32)(&b.xf[..n], &b.wf[..m * n], &bias[..m], &mut ya[..m]);
+    (slow.linear_f32)(&b.xf[..n], &b.wf[..m * n], &bias[..m], &mut yb[..m]);
+    ya[..m].iter().zip(&yb[..m]).all(|(p, q)| p.to_bits() == q.to_bits())
 }
 
 /// The f32 bits of the IEEE half `h`, by integer steps (the oracle of [`f16_case`]): a

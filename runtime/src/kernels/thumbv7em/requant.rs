@@ -1,20 +1,19 @@
-//! The Cortex-M table's `requant_table` slot: `quant::requant_table`'s triples (bit for bit,
-//! as `fixed::requant_table`) with the per-channel work in 32-bit integers and single
+//! The Cortex-M table's `requant_table` slot: `quant::requant_table`'s triples (bit for bit)
+//! with the per-channel work in 32-bit integers and single
 //! floats. Per table (both scales positive normal): `s_x = mx·2^ex`, `s_y = my·2^ey`, the
 //! reciprocal `K = ⌊mx·2^31 / my⌋` and the weight mantissas at which the multiplier's
 //! exponent steps (`T24`, `T23`), by 32-bit long division. Per channel:
 //! - the multiplier `⌊mx·mw·2^z / my⌋` (`z = 30 − e0`) from one `UMULL` by `K`, at most two
 //!   below the quotient, corrected by its remainder computed mod 2^32 (it is below
-//!   `3·my < 2^26`), then `fixed::MulRecip::multiplier`'s rounding and saturations;
+//!   `3·my < 2^26`), then `quant::int_multiplier`'s rounding and saturations;
 //! - the bias `round_half_away(RNE53(|bias| / (s_x·s_w)))` from the single-precision
 //!   estimate `est = (|bias| / s_x) / s_w` (two `VDIV`s, relative error below 2^−22.9) where
 //!   it is far enough from every half-integer (see [`bias_fast`]), else the exact
 //!   `quant::int_bias`.
 //!
-//! ~75 instructions a row where `fixed::requant_table` spends ~197 (its 64-bit remainder
-//! and Möller–Granlund division). Channels off the integer path and tables whose `s_x` or
-//! `s_y` is not a positive normal float take the spec itself, as `fixed::requant_table`
-//! does. Plain Rust (IEEE single operations, Rust's saturating casts): the host tests run
+//! ~86 instructions a row where the former `fixed::requant_table` spent ~197 (64-bit
+//! remainders, a Möller–Granlund division). Channels off the integer path and tables whose
+//! `s_x` or `s_y` is not a positive normal float take the spec itself. Plain Rust (IEEE single operations, Rust's saturating casts): the host tests run
 //! this file against the spec, the board self-checks against the portable slot.
 use crate::quant::{int_bias, normal_parts};
 
@@ -76,9 +75,8 @@ impl Table {
         })
     }
 
-    /// `fixed::MulRecip::multiplier(mw, ew)`, i.e. `quant::int_multiplier((mx, ex), (mw,
-    /// ew), (my, ey))`, for the weight scale's mantissa `mw` and exponent field `bw`
-    /// (`ew = bw − 150`).
+    /// `quant::int_multiplier((mx, ex), (mw, ew), (my, ey))` for the weight scale's mantissa
+    /// `mw` and exponent field `bw` (`ew = bw − 150`).
     #[inline(always)]
     fn multiplier(&self, mw: u32, bw: i32) -> (i32, i32) {
         // e0 = floor(log2(mx·mw / my)) = 22 + s, s ∈ {0, 1, 2}; z = 30 − e0 = 8 − s.
@@ -102,7 +100,7 @@ impl Table {
                 r -= self.my;
             }
         }
-        // `quant::rounds_up(q, r, my)` for q ∈ [2^30, 2^31) (as `MulRecip::multiplier`): up
+        // `quant::rounds_up(q, r, my)` for q ∈ [2^30, 2^31) (its ulp test at e = 30): up
         // when 2r ≥ my or my − 2r ≤ my / 2^22, i.e. 2r ≥ my − ⌊my / 2^22⌋.
         let q = q + u32::from(2 * r >= self.up);
         // `quant::multiplier_parts`: 2^31 halves (one more shift), then the shift's ends.
@@ -114,7 +112,7 @@ impl Table {
         ((q >> c) as i32, shift)
     }
 
-    /// `MulRecip::channel`, else the spec: the row of `quant::requant_table`.
+    /// The row of `quant::requant_table`: the integer path where it applies, else the spec.
     #[inline(always)]
     fn row(&self, bias: f32, s_w: f32, s_y: f32) -> [i32; 3] {
         let bits = s_w.to_bits();
@@ -301,6 +299,67 @@ mod tests {
                 "mx {mx:#x} my {my:#x} mw {mw:#x} bx {bx} by {by} bw {bw}"
             );
         }
+    }
+
+    /// [`Table::multiplier`] on quotients just below a half (`p·2^z mod my = (my − g)/2`
+    /// for gaps `g` of 1..=12, built by a modular inverse), where the double rounding's ulp
+    /// test decides: the same pair as `quant::int_multiplier` and as the double-precision
+    /// spec. Seed: `LORKD_SEED`.
+    #[test]
+    fn multiplier_near_half() {
+        fn inv(a: i64, m: i64) -> Option<i64> {
+            let (mut r0, mut r1, mut t0, mut t1) = (m, a.rem_euclid(m), 0i64, 1i64);
+            while r1 != 0 {
+                let q = r0 / r1;
+                (r0, r1) = (r1, r0 - q * r1);
+                (t0, t1) = (t1, t0 - q * t1);
+            }
+            (r0 == 1).then(|| t0.rem_euclid(m))
+        }
+        let mut r = crate::engine::testnet::Rng::new(crate::test_seed());
+        let mut hits = 0;
+        for _ in 0..4_000 {
+            let mx = (1 << 23) | (r.next_u64() as u32 & 0x7f_ffff);
+            let my = (1 << 23) | (r.next_u64() as u32 & 0x7f_ffff);
+            for g in 1..=12u32 {
+                if !(my - g).is_multiple_of(2) {
+                    continue;
+                }
+                let rem = ((my - g) / 2) as i64;
+                for z in 6..=8 {
+                    let Some(k) = inv(((mx as i64) << z) % my as i64, my as i64) else {
+                        continue;
+                    };
+                    let mw0 = (rem * k).rem_euclid(my as i64) as u32;
+                    for mw in [mw0, mw0 + my] {
+                        let p = mx as u64 * mw as u64;
+                        let e0 = if p >= (my as u64) << 24 {
+                            24
+                        } else if p >= (my as u64) << 23 {
+                            23
+                        } else {
+                            22
+                        };
+                        if !(1 << 23..1 << 24).contains(&mw) || 30 - e0 != z {
+                            continue;
+                        }
+                        hits += 1;
+                        let (ex, ew, ey) = (-30, -30, -23); // shift e0 − 36: in range
+                        let f = |m: u32, e: i32| {
+                            f32::from_bits(((e + 150) as u32) << 23 | (m & 0x7f_ffff))
+                        };
+                        let (sx, sw, sy) = (f(mx, ex), f(mw, ew), f(my, ey));
+                        let got = Table::new(sx, sy).unwrap().multiplier(mw, ew + 150);
+                        let what = std::format!("mx {mx} mw {mw} my {my} g {g}");
+                        let want = crate::quant::int_multiplier((mx, ex), (mw, ew), (my, ey));
+                        assert_eq!(got, want, "{what}");
+                        let spec = crate::quant::ChannelRequant::new_f64(0.0, sx, sw, sy);
+                        assert_eq!(got, (spec.multiplier, spec.shift), "{what}");
+                    }
+                }
+            }
+        }
+        assert!(hits > 5_000, "{hits} near-half quotients");
     }
 
     /// `Table::new`'s reciprocal and thresholds against 64-bit arithmetic.
