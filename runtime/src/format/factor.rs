@@ -111,6 +111,18 @@ pub fn encode(
     Ok(out)
 }
 
+/// A little-endian IEEE half's value, `half::f16::to_f32`'s bits: on Cortex-M4F/M7 by the
+/// FPU's `VCVTB.F32.F16` (`kernels::f16_to_f32`), elsewhere by `half`.
+#[inline(always)]
+fn f16_le(b: [u8; 2]) -> f32 {
+    let h = u16::from_le_bytes(b);
+    #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "mclass"))]
+    let v = crate::kernels::f16_to_f32(h);
+    #[cfg(not(all(target_arch = "arm", target_feature = "dsp", target_feature = "mclass")))]
+    let v = half::f16::from_bits(h).to_f32();
+    v
+}
+
 /// A factor `[rows, cols]` read in place from a delta payload. Elements are decoded on read,
 /// so the payload needs no alignment.
 #[derive(Clone, Copy, Debug)]
@@ -170,11 +182,7 @@ impl<'a> Factor<'a> {
                 let b = &self.bytes[4 * n..4 * n + 4];
                 f32::from_le_bytes([b[0], b[1], b[2], b[3]])
             }
-            DeltaDType::F16 => half::f16::from_bits(u16::from_le_bytes([
-                self.bytes[2 * n],
-                self.bytes[2 * n + 1],
-            ]))
-            .to_f32(),
+            DeltaDType::F16 => f16_le([self.bytes[2 * n], self.bytes[2 * n + 1]]),
             DeltaDType::I8 => self.bytes[n] as i8 as f32 * self.row_scale(i),
         }
     }
@@ -182,7 +190,7 @@ impl<'a> Factor<'a> {
     #[inline]
     fn row_scale(&self, i: usize) -> f32 {
         let o = self.rows * self.cols + 2 * i;
-        half::f16::from_le_bytes([self.bytes[o], self.bytes[o + 1]]).to_f32()
+        f16_le([self.bytes[o], self.bytes[o + 1]])
     }
 
     /// The elements as an f32 slice when stored as f32 and 4-aligned in memory (the fast
@@ -232,9 +240,20 @@ impl<'a> Factor<'a> {
             // products.
             let (rows, cols) = (self.rows, self.cols);
             let (q, sc) = self.bytes.split_at(rows * cols);
+            if cols == 4 {
+                // Rank-4 `B` rows: the four products in a row without an inner loop.
+                let out = out[..rows * 4].chunks_exact_mut(4);
+                for ((o, q), s) in out.zip(q.chunks_exact(4)).zip(sc.chunks_exact(2)) {
+                    let s = f16_le([s[0], s[1]]);
+                    for (o, &v) in o.iter_mut().zip(q) {
+                        *o = v as i8 as f32 * s;
+                    }
+                }
+                return;
+            }
             let out = out[..rows * cols].chunks_exact_mut(cols);
             for ((o, q), s) in out.zip(q.chunks_exact(cols)).zip(sc.chunks_exact(2)) {
-                let s = half::f16::from_le_bytes([s[0], s[1]]).to_f32();
+                let s = f16_le([s[0], s[1]]);
                 for (o, &v) in o.iter_mut().zip(q) {
                     *o = v as i8 as f32 * s;
                 }
@@ -262,7 +281,7 @@ impl<'a> Factor<'a> {
             // of 8 rows, each column's 8 values one fixed-size run of `out` (vector
             // converts and stores on NEON), the scales decoded once a block; the last rows
             // one value at a time.
-            let scale = |i: usize| half::f16::from_le_bytes([sc[2 * i], sc[2 * i + 1]]).to_f32();
+            let scale = |i: usize| f16_le([sc[2 * i], sc[2 * i + 1]]);
             let r8 = rows / 8 * 8;
             for i0 in (0..r8).step_by(8) {
                 let mut s = [0.0f32; 8];
@@ -290,7 +309,7 @@ impl<'a> Factor<'a> {
                 for (j, c) in row.chunks_exact(w).enumerate() {
                     out[j * rows + i] = match self.dtype {
                         DeltaDType::F32 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-                        _ => half::f16::from_le_bytes([c[0], c[1]]).to_f32(),
+                        _ => f16_le([c[0], c[1]]),
                     };
                 }
             }

@@ -18,6 +18,12 @@ pub mod reference;
 mod requant_check;
 #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "mclass"))]
 mod thumbv7em;
+#[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "mclass"))]
+pub(crate) use thumbv7em::f16_to_f32;
+/// The Cortex-M requantisation-table twin is plain Rust: its host tests run here.
+#[cfg(all(test, target_arch = "x86_64"))]
+#[path = "thumbv7em/requant.rs"]
+mod thumbv7em_requant;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 

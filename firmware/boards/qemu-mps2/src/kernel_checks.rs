@@ -48,9 +48,13 @@ struct Bufs {
     y1: [i8; YMAX],
     /// f32 factors as bytes (4-aligned, so the rebuild takes its f32 paths).
     fac: Fac,
-    /// f32 input planes (the input quantisation check).
+    /// f32 input planes (the input quantisation check); the linear head's inputs.
     xf: [f32; XFMAX],
+    /// The linear head's weights.
+    wf: [f32; WFMAX],
 }
+
+const WFMAX: usize = 4096;
 
 const XFMAX: usize = 1200;
 
@@ -241,6 +245,7 @@ pub fn run(t: &mut Tally) {
         y1: [0; YMAX],
         fac: Fac([0; FACMAX]),
         xf: [0.0; XFMAX],
+        wf: [0.0; WFMAX],
     }) else {
         return t.check("kernel checks: buffers", false);
     };
@@ -278,6 +283,10 @@ pub fn run(t: &mut Tally) {
         "int8 output stage (pointwise, depthwise) at the i32 edges ≡ reference",
         ok,
     );
+    let mut rf = Rng(SEED ^ 0x0f05_ab1e);
+    let ok = (0..TRIALS).all(|i| fusable_case(&mut rf, b, i, best, reference));
+    hprintln!("[fw] kernels: pointwise layers one row short of the fused form: {} cases", TRIALS);
+    t.check("pointwise int8 conv, a row off the fused short form (mult < 0, shift, bias) ≡ reference", ok);
     let ok = (0..TRIALS).all(|_| sums_case(&mut r, b, best, reference));
     hprintln!("[fw] kernels: pointwise int8 sums (streaming W0): {} random shapes", TRIALS);
     t.check("pointwise int8 sums (streaming experts' W0) ≡ reference", ok);
@@ -312,8 +321,15 @@ pub fn run(t: &mut Tally) {
     let ok = (0..TRIALS).all(|i| quantize_case(&mut rq, b, i));
     hprintln!("[fw] kernels: input quantisation: {} random planes", TRIALS);
     t.check("int8 input quantisation (one VCVT a value) ≡ QParams::quantize", ok);
-    let ok = (0..4 * TRIALS).all(|i| requant_table_case(&mut r, i, best, reference));
-    hprintln!("[fw] kernels: requantisation tables: {} random tables", 4 * TRIALS);
+    let mut rl = Rng(SEED ^ 0x11ea_0f32);
+    let ok = (0..TRIALS).all(|i| linear_case(&mut rl, b, i, best, reference));
+    hprintln!("[fw] kernels: f32 linear head: {} random shapes", TRIALS);
+    t.check("f32 linear head (VLDM/VMLA) ≡ reference, bit for bit", ok);
+    let ok = (0..64).all(|chunk| f16_case(b, chunk));
+    hprintln!("[fw] kernels: f16 factor values and int8 row scales: all 65536 patterns");
+    t.check("f16 factors and int8 factor scales (VCVTB) ≡ IEEE half, every pattern", ok);
+    let ok = (0..6 * TRIALS).all(|i| requant_table_case(&mut r, i, best, reference));
+    hprintln!("[fw] kernels: requantisation tables: {} random tables", 6 * TRIALS);
     t.check(
         "requantisation tables ≡ reference and the double-precision spec",
         ok,
@@ -419,10 +435,147 @@ fn edges_case(r: &mut Rng, b: &mut Bufs, case: usize, fast: Kernels, slow: Kerne
     ok
 }
 
+/// A pointwise conv (rows a multiple of 4, 4 to 9 pixels, no floor) whose table takes the
+/// fused short form in every row but one: a negative multiplier with a one-bit shift
+/// (where the short form's rounding fix-up differs), a shift outside `1..=23`, or a bias at
+/// the `|s| < 2^30` bound. The layer must not run fused (`gemm::fusable`'s bound on all
+/// rows at once, then row by row): the reference's bytes.
+fn fusable_case(r: &mut Rng, b: &mut Bufs, case: usize, fast: Kernels, slow: Kernels) -> bool {
+    let (cin, np, cout) = (4 * r.range(1, 5), r.range(4, 10), r.range(2, 40));
+    let g = Geom {
+        h: 1,
+        w: np,
+        in_stride: cin,
+        c_off: 0,
+        cin,
+        ho: 1,
+        wo: np,
+        cout,
+        k: 1,
+        stride: 1,
+        pad: 0,
+    };
+    for v in &mut b.x[..np * cin] {
+        *v = r.i8();
+    }
+    for v in &mut b.w[..cout * cin] {
+        *v = r.i8();
+    }
+    for rq in &mut b.rq[..cout] {
+        *rq = [(r.next() as i32) >> 15, (1 << 30) | (r.next() >> 2) as i32, -(r.range(1, 13) as i32)];
+    }
+    let o = r.range(0, cout);
+    b.rq[o] = match case % 3 {
+        0 => [0, -(1 << 24) - r.range(0, 1 << 20) as i32, -1],
+        1 => [0, 1 << 30, [0, -24, 2][r.range(0, 3)]],
+        _ => [[(1 << 30) - 7, -(1 << 30) + 7, i32::MAX][r.range(0, 3)], 1 << 30, -8],
+    };
+    let (zx, zy) = (r.range(0, 256) as i32 - 128, r.range(0, 256) as i32 - 128);
+    let q = OutQ { zero_point: zy, lo: -128 };
+    let n = np * cout;
+    b.y0[..n].fill(0x55);
+    b.y1[..n].fill(0x55);
+    let (x, w, rq) = (&b.x[..np * cin], &b.w[..cout * cin], &b.rq[..cout]);
+    (slow.conv1x1_i8)(&g, x, zx, w, rq, q, &mut b.y0[..n]);
+    (fast.conv1x1_i8)(&g, x, zx, w, rq, q, &mut b.y1[..n]);
+    b.y0[..n] == b.y1[..n]
+}
+
+/// One random head `y = W·x + b` (1–12 outputs of 0–1100 inputs, every fourth case the
+/// model's 1024 inputs; values of mixed magnitudes, a zero, an infinity or a NaN now and
+/// then, never two NaNs in one product) from both tables, compared bit for bit.
+fn linear_case(r: &mut Rng, b: &mut Bufs, case: usize, fast: Kernels, slow: Kernels) -> bool {
+    let n = match case % 4 {
+        0 => 1024,
+        1 => 8 * r.range(0, 40),
+        _ => r.range(0, 1100),
+    };
+    let m = r.range(1, 13).min(WFMAX / n.max(1));
+    let val = |r: &mut Rng, special: bool| -> f32 {
+        let v = r.next();
+        match v % 97 {
+            0 if special => [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN][(v >> 8) as usize % 5],
+            _ => ((v >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * [1.0, 1e-3, 30.0][(v >> 4) as usize % 3],
+        }
+    };
+    // Specials in `x` only on odd cases, in `W` only on even ones: no NaN times a NaN.
+    for v in &mut b.xf[..n] {
+        *v = val(r, case % 2 == 1);
+    }
+    for v in &mut b.wf[..m * n] {
+        *v = val(r, case % 2 == 0);
+    }
+    let mut bias = [0f32; 12];
+    for v in &mut bias[..m] {
+        *v = val(r, false);
+    }
+    let (mut ya, mut yb) = ([1f32; 12], [2f32; 12]);
+    (fast.linear_f32)(&b.xf[..n], &b.wf[..m * n], &bias[..m], &mut ya[..m]);
+    (slow.linear_f32)(&b.xf[..n], &b.wf[..m * n], &bias[..m], &mut yb[..m]);
+    ya[..m].iter().zip(&yb[..m]).all(|(p, q)| p.to_bits() == q.to_bits())
+}
+
+/// The f32 bits of the IEEE half `h`, by integer steps (the oracle of [`f16_case`]): a
+/// NaN keeps its sign and payload with the quiet bit set.
+fn f16_bits(h: u16) -> u32 {
+    let (sign, e, m) = (((h & 0x8000) as u32) << 16, ((h >> 10) & 0x1f) as u32, (h & 0x3ff) as u32);
+    match (e, m) {
+        (0, 0) => sign,
+        // m·2^−24 with m's top bit at p: 2^(p − 24)·(1.f).
+        (0, _) => {
+            let p = 31 - m.leading_zeros();
+            sign | ((p + 103) << 23) | ((m << (23 - p)) & 0x7f_ffff)
+        }
+        (31, 0) => sign | 0x7f80_0000,
+        (31, _) => sign | 0x7fc0_0000 | (m << 13),
+        _ => sign | ((e + 112) << 23) | (m << 13),
+    }
+}
+
+/// Halves `1024·chunk ..` (1024 patterns) decoded as the switch and the streaming
+/// experts decode them: as an f16 factor's elements (`Factor::get`, `decode_into`) and as
+/// an int8 factor's row scales (`decode_into`: code 1 times the scale, and
+/// `decode_transposed_into`), against [`f16_bits`].
+fn f16_case(b: &mut Bufs, chunk: usize) -> bool {
+    use lorkd_runtime::format::factor::Factor;
+    use lorkd_runtime::format::DeltaDType;
+    const R: usize = 1024;
+    let h = |i: usize| (chunk * R + i) as u16;
+    // int8 `[R, 1]`: R codes of 1, then R scales.
+    for i in 0..R {
+        b.fac.0[i] = 1;
+        b.fac.0[R + 2 * i..R + 2 * i + 2].copy_from_slice(&h(i).to_le_bytes());
+    }
+    let Some(f) = Factor::from_bytes(&b.fac.0[..3 * R], DeltaDType::I8, R, 1) else {
+        return false;
+    };
+    let want = |i: usize| f16_bits(h(i));
+    let mut ok = true;
+    f.decode_into(&mut b.xf[..R]);
+    ok &= (0..R).all(|i| b.xf[i].to_bits() == want(i));
+    f.decode_transposed_into(&mut b.xf[..R]);
+    ok &= (0..R).all(|i| b.xf[i].to_bits() == want(i));
+    // f16 `[1, R]`.
+    for i in 0..R {
+        b.fac.0[2 * i..2 * i + 2].copy_from_slice(&h(i).to_le_bytes());
+    }
+    let Some(f) = Factor::from_bytes(&b.fac.0[..2 * R], DeltaDType::F16, 1, R) else {
+        return false;
+    };
+    f.decode_into(&mut b.xf[..R]);
+    ok &= (0..R).all(|i| b.xf[i].to_bits() == want(i) && f.get(0, i).to_bits() == want(i));
+    if !ok {
+        hprintln!("[fw] f16 decode mismatch in patterns {:#06x}..", chunk * R);
+    }
+    ok
+}
+
 /// One random conv's `[bias, multiplier, shift]` table (1–13 channels) from both tables'
 /// `requant_table` slot and from `ChannelRequant::new_f64` (the double spec, soft-float
 /// here): scales across binades (all-ones mantissas, whose multipliers can round up to
-/// 2^31, and a special value now and then), biases on half steps, past the i32 codes, zero.
+/// 2^31, and a special value now and then), weight scales a few steps from where the
+/// multiplier's exponent steps, multipliers past both ends of the shift, biases on half
+/// steps and a few f32 steps from them (quotients up to past 2^20), past the i32 codes, zero.
 fn requant_table_case(r: &mut Rng, case: usize, fast: Kernels, slow: Kernels) -> bool {
     use lorkd_runtime::quant::ChannelRequant;
     const N: usize = 13;
@@ -445,18 +598,42 @@ fn requant_table_case(r: &mut Rng, case: usize, fast: Kernels, slow: Kernels) ->
     for w in &mut ws[..n] {
         *w = scale(r, 14, 15);
     }
-    if case % 3 == 1 {
+    // A few f32 steps from `v` (its bits ± up to 4).
+    let nudge = |r: &mut Rng, v: f32| f32::from_bits((v.to_bits() as i32 + r.range(0, 9) as i32 - 4) as u32);
+    match case % 6 {
         // `s_y` the f32 nearest `s_x·s_w`: multipliers a hair from a power of two.
-        s_y = s_x * ws[0];
+        1 | 4 => s_y = s_x * ws[0],
+        // `s_w` a few steps from `s_y/s_x·2^k`: `mx·mw/my` at the edges where the quotient's
+        // exponent steps (the Cortex-M twin's thresholds) and rounds up to 2^31.
+        3 => {
+            for w in &mut ws[..n] {
+                let k = [0.25f32, 0.5, 1.0, 2.0][r.range(0, 4)];
+                *w = nudge(r, s_y / s_x * k);
+            }
+        }
+        // Multipliers past the shift's ends: `(0, 0)` below 2^−32, `(MAX, 30)` from 2^31 on.
+        5 => {
+            let k = [1e-12f32, 4e-10, 2.3e-10, 1e9, 2.2e9, 5e10][r.range(0, 6)];
+            s_y = nudge(r, s_x * ws[0] / k);
+        }
+        _ => {}
     }
     let mut bias = [0f32; N];
     for (j, b) in bias[..n].iter_mut().enumerate() {
         let v = r.next();
+        let sxw = s_x * ws[j];
         *b = match v % 64 {
             0 => special[(v >> 8) as usize % special.len()],
             1 => ((v >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 1e10,
             2..=12 => ((v >> 8) % 2001) as f32 - 1000.5,
-            13..=30 => (((v >> 8) % 4001) as f32 - 2000.0 + 0.5) * s_x * ws[j],
+            13..=30 => (((v >> 8) % 4001) as f32 - 2000.0 + 0.5) * sxw,
+            // A few f32 steps from a half-integer quotient up to past 2^20 (the twin's
+            // single-precision estimate meets its margin test there, either way).
+            31..=46 => {
+                let k = ((v >> 8) % [50, 5000, 1 << 21][(v >> 4) as usize % 3]) as f32 + 0.5;
+                let t = nudge(r, k * sxw);
+                if v & 1 == 0 { t } else { -t }
+            }
             _ => ((v >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 20.0,
         };
     }
@@ -547,22 +724,42 @@ fn maxpool_case(r: &mut Rng, b: &mut Bufs, fast: Kernels, slow: Kernels) -> bool
 
 /// One random expert conv rebuilt by both tables (`switch::materialize_i8_with`): f32
 /// factors of rank 4 mostly (the one-pass path), others and k = 3 (the two-pass path), with
-/// zeros, a NaN or an infinity now and then, zero `W0` channels. `(bytes and scales
-/// bit-identical, the one-pass path was taken)`.
+/// zeros, a NaN or an infinity now and then, zero `W0` channels, and tiny experts
+/// (`max|w|` between 2^−126 and 2^−64). `(bytes and scales bit-identical, the one-pass path
+/// was taken)`.
 fn materialize_case(r: &mut Rng, b: &mut Bufs, case: usize, fast: Kernels, slow: Kernels) -> (bool, bool) {
     use lorkd_runtime::format::DeltaDType;
     use lorkd_runtime::switch::{materialize_i8_with, Delta, Factor};
     const COUT: usize = 8;
     const NMAX: usize = 40 * 9;
+    // Every tenth case (k = 1, rank 4): a tiny expert, `max|w|` about 2^E for E from −126
+    // to −66 (half of them below −118), rows a multiple of 8 or 12: the whole-channel
+    // kernels must leave such channels to the portable rounding (`AMAX_LO`; their `1/s`
+    // overflows near 2^−126).
+    let tiny = case % 10 == 6;
+    let e = if !tiny {
+        0
+    } else if r.range(0, 2) == 0 {
+        -126 + r.range(0, 8) as i32
+    } else {
+        -118 + r.range(0, 53) as i32
+    };
     let k = if case % 4 == 3 { 3 } else { 1 };
     let rank = if case % 5 == 4 { r.range(1, 7) } else { 4 };
-    let (cout, cin) = (r.range(1, COUT + 1), r.range(1, 41));
+    let (cout, mut cin) = (r.range(1, COUT + 1), r.range(1, 41));
+    if tiny {
+        cin = [8, 12, 16, 24, 32, 36, 40][r.range(0, 7)];
+    }
     // Both factors must fit the factor buffer (rank 5–6 at k = 3 with many channels did not).
     let rk = rank * k;
     let cin = cin.min((b.fac.0.len() / 4 / rk - cout * k) / k);
     let (ck, n) = (cin * k, cin * k * k);
     let (na, nb) = (rk * ck, cout * k * rk);
-    let scale = [1e-3f32, 0.05, 1.0, 30.0][case % 4];
+    let scale = match tiny {
+        // Factors of 2^(E/2): products, sums and `s0·q` of about 2^E.
+        true => f32::from_bits(((127 + e / 2) as u32) << 23),
+        false => [1e-3f32, 0.05, 1.0, 30.0][case % 4],
+    };
     let unit = |r: &mut Rng| (r.next() >> 8) as f32 / (1u32 << 23) as f32 - 1.0;
     for i in 0..na + nb {
         let v = match r.next() % 64 {
@@ -578,7 +775,10 @@ fn materialize_case(r: &mut Rng, b: &mut Bufs, case: usize, fast: Kernels, slow:
     }
     let mut s0 = [0f32; COUT];
     for v in &mut s0[..cout] {
-        *v = (unit(r) + 1.0) * 0.01 * scale;
+        *v = match tiny {
+            true => (unit(r) + 1.0) * scale * scale * (1.0 / 128.0),
+            false => (unit(r) + 1.0) * 0.01 * scale,
+        };
     }
     let (fa, fb) = b.fac.0[..4 * (na + nb)].split_at(4 * na);
     let (Some(a), Some(bf)) = (
