@@ -122,14 +122,20 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
             let (x, y) = (i8s(x), i8s_mut(y));
             match delta {
                 None => {
-                    let rq = op_requant(&mut cx.rq, cx.requant, bias, qx, ws, qy, i)?;
+                    let (rq, folded) = op_requant(&mut cx.rq, cx.requant, bias, qx, ws, qy, i)?;
                     let f = match (pointwise, packed) {
                         (true, Some(p)) => p.conv,
                         (true, None) => kern.conv1x1_i8,
                         (false, _) => kern.conv_i8,
                     };
+                    // A folded table's biases hold the zero point (pointwise convs only).
+                    let zx = match folded {
+                        false => qx.zero_point,
+                        true if pointwise => 0,
+                        true => return Err(bad),
+                    };
                     cx.par
-                        .conv_i8(f, false, &g, x, qx.zero_point, w, rq, out_q(qy, relu), y);
+                        .conv_i8(f, false, &g, x, zx, w, rq, out_q(qy, relu), y);
                 }
                 Some(d) if pointwise => {
                     let st = switch::StreamI8 { x: qx, y: qy, relu };

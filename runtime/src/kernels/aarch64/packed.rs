@@ -230,7 +230,11 @@ fn prepacked<const F: u8>(
         unsafe {
             macro_rules! run {
                 ($g:literal) => {{
-                    let wsum = if F == SDOT {
+                    // A zero point of 0 (the engine folds it into cached tables) needs no
+                    // `Σw`.
+                    let wsum = if zx == 0 {
+                        [vdupq_n_s32(0); $g]
+                    } else if F == SDOT {
                         sums::<$g>(bp, n)
                     } else {
                         sums_p::<$g>(bp, n)
