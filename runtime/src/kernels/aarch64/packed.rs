@@ -365,7 +365,7 @@ unsafe fn block<const F: u8, const G: usize>(
     // SAFETY: NEON is baseline on this target.
     let init: [int32x4_t; G] = core::array::from_fn(|gi| unsafe { r[gi].take_bias() });
     // SAFETY: as above.
-    let short = r.iter().all(|r| unsafe { r.short() });
+    let short = unsafe { Rq4::all_short(&r) };
     // The next pixel's row start, walked without divisions: a step of `stride·in_stride`
     // along an output row, a jump at its end.
     let (step, row) = (g.stride * g.in_stride, g.stride * g.w * g.in_stride);
@@ -764,23 +764,22 @@ unsafe fn tile_p<const G: usize>(
     acc
 }
 
-/// One group of 4 channels (`G = 4`, packed vector at `[wp, #off]`) for the 4 pixels' paired
-/// inputs `g0 .. g3`: `smull` + `smlal2` + `sadalp` each, into `a0 .. a3`.
+/// One group of 4 channels (`G = 4`, its packed vector in register `w`) for the 4 pixels'
+/// paired inputs `g0 .. g3`: `smull` + `smlal2` + `sadalp` each, into `a0 .. a3`.
 #[rustfmt::skip]
 macro_rules! pairs_group {
-    ($off:literal, $a0:literal, $a1:literal, $a2:literal, $a3:literal) => {
+    ($w:literal, $a0:literal, $a1:literal, $a2:literal, $a3:literal) => {
         concat!(
-            "ldr {w:q}, [{wp}, #", $off, "]\n",
-            "smull {t0:v}.8h, {w:v}.8b, {g0:v}.8b\n",
-            "smlal2 {t0:v}.8h, {w:v}.16b, {g0:v}.16b\n",
-            "smull {t1:v}.8h, {w:v}.8b, {g1:v}.8b\n",
-            "smlal2 {t1:v}.8h, {w:v}.16b, {g1:v}.16b\n",
+            "smull {t0:v}.8h, {", $w, ":v}.8b, {g0:v}.8b\n",
+            "smlal2 {t0:v}.8h, {", $w, ":v}.16b, {g0:v}.16b\n",
+            "smull {t1:v}.8h, {", $w, ":v}.8b, {g1:v}.8b\n",
+            "smlal2 {t1:v}.8h, {", $w, ":v}.16b, {g1:v}.16b\n",
             "sadalp {", $a0, ":v}.4s, {t0:v}.8h\n",
             "sadalp {", $a1, ":v}.4s, {t1:v}.8h\n",
-            "smull {t0:v}.8h, {w:v}.8b, {g2:v}.8b\n",
-            "smlal2 {t0:v}.8h, {w:v}.16b, {g2:v}.16b\n",
-            "smull {t1:v}.8h, {w:v}.8b, {g3:v}.8b\n",
-            "smlal2 {t1:v}.8h, {w:v}.16b, {g3:v}.16b\n",
+            "smull {t0:v}.8h, {", $w, ":v}.8b, {g2:v}.8b\n",
+            "smlal2 {t0:v}.8h, {", $w, ":v}.16b, {g2:v}.16b\n",
+            "smull {t1:v}.8h, {", $w, ":v}.8b, {g3:v}.8b\n",
+            "smlal2 {t1:v}.8h, {", $w, ":v}.16b, {g3:v}.16b\n",
             "sadalp {", $a2, ":v}.4s, {t0:v}.8h\n",
             "sadalp {", $a3, ":v}.4s, {t1:v}.8h\n",
         )
@@ -788,25 +787,28 @@ macro_rules! pairs_group {
 }
 
 /// Input group `M` (`idx` = `PAIR_IDX[M]`) of the 4 pixels' 16 bytes `x0 .. x3` against
-/// the 4 packed groups at `[wp, #64·M]`.
+/// the 4 packed groups at `[wp, #64·M]` (`lo`: `64·M`, `hi`: `64·M + 32`), loaded two at a
+/// time (`ldp`).
 #[rustfmt::skip]
 macro_rules! pairs_m {
-    ($idx:literal, $o0:literal, $o1:literal, $o2:literal, $o3:literal) => {
+    ($idx:literal, $lo:literal, $hi:literal) => {
         concat!(
             "tbl {g0:v}.16b, {{{x0:v}.16b}}, {", $idx, ":v}.16b\n",
             "tbl {g1:v}.16b, {{{x1:v}.16b}}, {", $idx, ":v}.16b\n",
             "tbl {g2:v}.16b, {{{x2:v}.16b}}, {", $idx, ":v}.16b\n",
             "tbl {g3:v}.16b, {{{x3:v}.16b}}, {", $idx, ":v}.16b\n",
-            pairs_group!($o0, "a00", "a10", "a20", "a30"),
-            pairs_group!($o1, "a01", "a11", "a21", "a31"),
-            pairs_group!($o2, "a02", "a12", "a22", "a32"),
-            pairs_group!($o3, "a03", "a13", "a23", "a33"),
+            "ldp {w0:q}, {w1:q}, [{wp}, #", $lo, "]\n",
+            pairs_group!("w0", "a00", "a10", "a20", "a30"),
+            pairs_group!("w1", "a01", "a11", "a21", "a31"),
+            "ldp {w0:q}, {w1:q}, [{wp}, #", $hi, "]\n",
+            pairs_group!("w0", "a02", "a12", "a22", "a32"),
+            pairs_group!("w1", "a03", "a13", "a23", "a33"),
         )
     };
 }
 
 /// The input groups `M` of one 16-byte step as one `asm!` block (`pairs_m!` for each), so
-/// the 16 sums, 4 inputs, 4 indices and 7 temporaries (31 vector registers) stay in
+/// the 16 sums, 4 inputs, 4 indices and 8 temporaries (all 32 vector registers) stay in
 /// registers: written as intrinsics, LLVM schedules the products of several groups at once
 /// and spills the sums.
 macro_rules! pairs_step {
@@ -839,7 +841,8 @@ macro_rules! pairs_step {
             g1 = out(vreg) _,
             g2 = out(vreg) _,
             g3 = out(vreg) _,
-            w = out(vreg) _,
+            w0 = out(vreg) _,
+            w1 = out(vreg) _,
             t0 = out(vreg) _,
             t1 = out(vreg) _,
             options(pure, readonly, nostack, preserves_flags),
@@ -848,7 +851,7 @@ macro_rules! pairs_step {
 }
 
 /// [`tile_p`] for 16 channels (`G = 4`, the usual block): each 16-byte step one
-/// [`pairs_step`] — per input group 4 `tbl`, 4 weight loads and 48 products (`smull` +
+/// [`pairs_step`] — per input group 4 `tbl`, 2 weight `ldp`s and 48 products (`smull` +
 /// `smlal2` + `sadalp` per 16 MACs).
 ///
 /// # Safety
@@ -875,10 +878,10 @@ unsafe fn tile_p4(
                 xv,
                 wb.add(16 * k),
                 [i0 = idx[0], i1 = idx[1], i2 = idx[2], i3 = idx[3]],
-                pairs_m!("i0", "0", "16", "32", "48"),
-                pairs_m!("i1", "64", "80", "96", "112"),
-                pairs_m!("i2", "128", "144", "160", "176"),
-                pairs_m!("i3", "192", "208", "224", "240"),
+                pairs_m!("i0", "0", "32"),
+                pairs_m!("i1", "64", "96"),
+                pairs_m!("i2", "128", "160"),
+                pairs_m!("i3", "192", "224"),
             );
             k += 16;
         }
@@ -893,25 +896,19 @@ unsafe fn tile_p4(
                     xv,
                     wj,
                     [i1 = idx[1], i2 = idx[2], i3 = idx[3]],
-                    pairs_m!("i1", "64", "80", "96", "112"),
-                    pairs_m!("i2", "128", "144", "160", "176"),
-                    pairs_m!("i3", "192", "208", "224", "240"),
+                    pairs_m!("i1", "64", "96"),
+                    pairs_m!("i2", "128", "160"),
+                    pairs_m!("i3", "192", "224"),
                 ),
                 2 => pairs_step!(
                     acc,
                     xv,
                     wj,
                     [i2 = idx[2], i3 = idx[3]],
-                    pairs_m!("i2", "128", "144", "160", "176"),
-                    pairs_m!("i3", "192", "208", "224", "240"),
+                    pairs_m!("i2", "128", "160"),
+                    pairs_m!("i3", "192", "224"),
                 ),
-                _ => pairs_step!(
-                    acc,
-                    xv,
-                    wj,
-                    [i3 = idx[3]],
-                    pairs_m!("i3", "192", "208", "224", "240"),
-                ),
+                _ => pairs_step!(acc, xv, wj, [i3 = idx[3]], pairs_m!("i3", "192", "224"),),
             }
         }
     }
