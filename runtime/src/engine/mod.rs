@@ -120,12 +120,23 @@ pub struct Engine<'b, 'a> {
     /// Requantisation tables `select` left in the scratch region: `(room, used)` in bytes
     /// (see `ops::RqCache`).
     rq_cached: (usize, usize),
+    /// `select` folds the pointwise convs' zero points into their cached tables
+    /// ([`FOLD_ZX`]; tests turn it on for every table).
+    fold_zx: bool,
     #[cfg(feature = "threads")]
     pool: Option<par::Pool>,
     /// Concats the last inference ran inside the conv before them (see `par::Then`).
     #[cfg(feature = "threads")]
     fused: usize,
 }
+
+/// Whether `select` folds the input zero point of the int8 pointwise convs into their
+/// cached requantisation biases (`ops::FOLDED`: `b − zx·Σw`, the conv then runs with zero
+/// point 0): on aarch64, whose pointwise kernels then skip the `Σw` they would sum at every
+/// call (39 K instructions of the 0.5x @64 inference, for ~0.1 M more at the switch). Exact
+/// for every table (the bias add wraps), so any target could; the others' kernels are not
+/// written to skip their sums, and their switch would pay for them.
+const FOLD_ZX: bool = cfg!(target_arch = "aarch64");
 
 /// The arena split into its regions (disjoint borrows).
 struct Parts<'x> {
@@ -207,6 +218,7 @@ impl<'b, 'a> Engine<'b, 'a> {
             dept: None,
             kernels: Kernels::best(),
             rq_cached: (0, 0),
+            fold_zx: FOLD_ZX,
             #[cfg(feature = "threads")]
             pool: None,
             #[cfg(feature = "threads")]
@@ -326,8 +338,13 @@ impl<'b, 'a> Engine<'b, 'a> {
     /// scratch (`usize::MAX`: all of it; tests pass less).
     fn rebuild_and_cache(&mut self, m: &Manifest<'a>, dept: &Dept<'a>, room: usize) -> R<()> {
         self.rq_cached = (0, 0);
+        // With the zero-point fold the cache walk reads the rebuilt pointwise experts' rows
+        // and lays them out for the packed slot after.
+        let fold = (self.fold_zx && m.precision == Precision::Int8).then_some(ops::Fold {
+            packed: self.kernels.conv1x1_i8_packed,
+        });
         if self.plan.mode() != Mode::Streaming {
-            self.materialize(m, dept)?;
+            self.materialize(m, dept, fold.is_none())?;
         }
         if m.precision == Precision::Int8 {
             // The per-channel requantisation depends only on the department: computed here
@@ -343,7 +360,7 @@ impl<'b, 'a> Engine<'b, 'a> {
             let cache = &mut cache[..n];
             let pack = plan.mode() != Mode::Auto;
             self.rq_cached = ops::fill_requant_cache(
-                table, m, shared, dept, &plan, p.table, p.weights, cache, p.requant, pack,
+                table, m, shared, dept, &plan, p.table, p.weights, cache, p.requant, pack, fold,
             )?;
         }
         Ok(())
@@ -357,8 +374,9 @@ impl<'b, 'a> Engine<'b, 'a> {
     /// stream from the pristine `W0` into its slot of the weights region
     /// ([`layout::expert_slot`]): in graph order, or with a pool (feature `threads`) the
     /// layers across its threads, each thread with a scratch of its own on the heap (the same
-    /// bytes: every layer is rebuilt alone).
-    fn materialize(&mut self, m: &Manifest<'a>, dept: &Dept<'a>) -> R<()> {
+    /// bytes: every layer is rebuilt alone). `pack_i8`: int8 pointwise experts take the
+    /// packed slot's layout here (else the requantisation walk lays them out).
+    fn materialize(&mut self, m: &Manifest<'a>, dept: &Dept<'a>, pack_i8: bool) -> R<()> {
         let (kernels, plan) = (self.kernels, self.plan);
         let p = parts(self.arena, self.reg);
         #[cfg(feature = "threads")]
@@ -371,12 +389,12 @@ impl<'b, 'a> Engine<'b, 'a> {
             let _busy = pool.busy();
             let cost = |l: &Layer<'_, '_>| l.cout * l.cin * l.kk * l.kk;
             return par::rebuild(pool, jobs, cost, p.scratch.len(), |l, scratch| {
-                rebuild_layer(&kernels, plan.mode(), l, scratch)
+                rebuild_layer(&kernels, plan.mode(), pack_i8, l, scratch)
             });
         }
         let scratch = p.scratch;
         expert_layers(self.bundle, m, dept, &plan, p.table, p.weights, |l| {
-            rebuild_layer(&kernels, plan.mode(), l, scratch)
+            rebuild_layer(&kernels, plan.mode(), pack_i8, l, scratch)
         })
     }
 
@@ -618,7 +636,13 @@ fn expert_layers<'a, 'w>(
 /// Rebuilds one expert conv into its slot, with `scratch` for the decoded factors. A
 /// pointwise expert is then laid out once for the table's tiles (`ops::conv` reads it with
 /// the packed slot), not at every inference.
-fn rebuild_layer(kernels: &Kernels, mode: Mode, l: Layer<'_, '_>, scratch: &mut [u8]) -> R<()> {
+fn rebuild_layer(
+    kernels: &Kernels,
+    mode: Mode,
+    pack_i8: bool,
+    l: Layer<'_, '_>,
+    scratch: &mut [u8],
+) -> R<()> {
     let (i, cout, cin, kk) = (l.op, l.cout, l.cin, l.kk);
     let bad = EngineError::Malformed { op: i };
     // Fits: `expert_slot` multiplied it checked.
@@ -637,7 +661,7 @@ fn rebuild_layer(kernels: &Kernels, mode: Mode, l: Layer<'_, '_>, scratch: &mut 
             let w0 = expect_len(i8s(l.w0), n, i)?;
             switch::materialize_i8_with(kernels, w0, s0, &delta, scratch, out, ds);
             match kernels.conv1x1_i8_packed {
-                Some(p) if packed(p.min_pixels) => (p.pack)(cout, cin, out),
+                Some(p) if pack_i8 && packed(p.min_pixels) => (p.pack)(cout, cin, out),
                 _ => {}
             }
         }
@@ -983,34 +1007,7 @@ mod tests {
     /// `squeeze`: every other value's calibrated range narrowed 1000× (multipliers above
     /// one, so shifts above zero: tables that stay whole in the cache beside packed ones).
     fn cached_tables_case(mode: Mode, net: TestNet, seed: u64, squeeze: bool) {
-        let fbytes = AlignedBytes::new(&net.bundle_f32());
-        let fb = Bundle::parse(fbytes.as_slice()).unwrap();
-        let n = fb.manifest().values.len();
-        // Calibration: per-department (min, max) of every value over a few images.
-        let calib = net.inputs(8, seed ^ 1);
-        let mut af = AlignedBytes::zeroed(fb.arena_bytes(Mode::Materialized));
-        let mut ef = Engine::new(&fb, af.as_mut_slice(), Mode::Materialized).unwrap();
-        let mut ranges = std::vec::Vec::new();
-        for t in 0..fb.department_count() {
-            ef.select(t).unwrap();
-            let mut r = std::vec![(f32::MAX, f32::MIN); n];
-            let mut logits = [0.0; 16];
-            for x in &calib {
-                ef.infer_observe(x, &mut logits, |v, d| {
-                    for &z in d {
-                        r[v] = (r[v].0.min(z), r[v].1.max(z));
-                    }
-                })
-                .unwrap();
-            }
-            if squeeze {
-                for (lo, hi) in r.iter_mut().skip(1).step_by(2) {
-                    (*lo, *hi) = (*lo / 1000.0, *hi / 1000.0);
-                }
-            }
-            ranges.push(r);
-        }
-        let qbytes = AlignedBytes::new(&net.bundle_int8(&ranges));
+        let qbytes = AlignedBytes::new(&calibrated_int8(&net, seed, squeeze));
         let qb = Bundle::parse(qbytes.as_slice()).unwrap();
         let mut arena = AlignedBytes::zeroed(qb.arena_bytes(mode));
         let mut e = Engine::new(&qb, arena.as_mut_slice(), mode).unwrap();
@@ -1075,5 +1072,116 @@ mod tests {
             assert_eq!(cached, uncached, "department {t}");
             assert_eq!(partial, uncached, "department {t}");
         }
+    }
+
+    /// An int8 bundle of `net` calibrated per department on a few of its images (`squeeze`:
+    /// every other value's range narrowed 1000×).
+    fn calibrated_int8(net: &TestNet, seed: u64, squeeze: bool) -> std::vec::Vec<u8> {
+        let fbytes = AlignedBytes::new(&net.bundle_f32());
+        let fb = Bundle::parse(fbytes.as_slice()).unwrap();
+        let n = fb.manifest().values.len();
+        // Calibration: per-department (min, max) of every value over a few images.
+        let calib = net.inputs(8, seed ^ 1);
+        let mut af = AlignedBytes::zeroed(fb.arena_bytes(Mode::Materialized));
+        let mut ef = Engine::new(&fb, af.as_mut_slice(), Mode::Materialized).unwrap();
+        let mut ranges = std::vec::Vec::new();
+        for t in 0..fb.department_count() {
+            ef.select(t).unwrap();
+            let mut r = std::vec![(f32::MAX, f32::MIN); n];
+            let mut logits = [0.0; 16];
+            for x in &calib {
+                ef.infer_observe(x, &mut logits, |v, d| {
+                    for &z in d {
+                        r[v] = (r[v].0.min(z), r[v].1.max(z));
+                    }
+                })
+                .unwrap();
+            }
+            if squeeze {
+                for (lo, hi) in r.iter_mut().skip(1).step_by(2) {
+                    (*lo, *hi) = (*lo / 1000.0, *hi / 1000.0);
+                }
+            }
+            ranges.push(r);
+        }
+        net.bundle_int8(&ranges)
+    }
+
+    /// The Materialized, Auto and Streaming int8 engines with the zero-point fold forced on
+    /// (`FOLD_ZX`: aarch64's default) give the logits of the same table without it, bit for
+    /// bit, on every table this CPU runs (packed and row pointwise convs, cache full, half
+    /// and empty); the walk marks folded entries, pointwise ones only.
+    #[test]
+    fn folded_zero_points_keep_the_logits() {
+        let seed = crate::test_seed();
+        let mixed = NetSpec {
+            size: 16,
+            cb: 20,
+            features: 72,
+            ..NetSpec::small()
+        };
+        let net = TestNet::random(mixed, seed);
+        let qbytes = AlignedBytes::new(&calibrated_int8(&net, seed, false));
+        let qb = Bundle::parse(qbytes.as_slice()).unwrap();
+        let tests = net.inputs(3, seed ^ 2);
+        let logits = |e: &mut Engine<'_, '_>| {
+            let mut out = std::vec::Vec::new();
+            for x in &tests {
+                let mut l = [0.0f32; 16];
+                let k = e.infer(x, &mut l).unwrap();
+                out.extend(l[..k].iter().map(|v| v.to_bits()));
+            }
+            out
+        };
+        let mut folded_ops = 0;
+        for mode in [Mode::Materialized, Mode::Auto, Mode::Streaming] {
+            let mut arena = AlignedBytes::zeroed(qb.arena_bytes(mode));
+            let mut e = Engine::new(&qb, arena.as_mut_slice(), mode).unwrap();
+            for table in Kernels::available().into_iter().flatten() {
+                let rows = Kernels {
+                    conv1x1_i8_packed: None,
+                    ..table
+                };
+                for k in [table, rows] {
+                    e.set_kernels(k);
+                    for t in 0..qb.department_count() {
+                        e.fold_zx = false;
+                        e.select(t).unwrap();
+                        let want = logits(&mut e);
+                        e.fold_zx = true;
+                        e.select(t).unwrap();
+                        let (_, used) = e.rq_cached;
+                        let at = e.reg.stream_scratch;
+                        let words: std::vec::Vec<u32> =
+                            bytemuck::cast_slice(&e.parts().scratch[at..][..used]).to_vec();
+                        let mut w = 0;
+                        while w < words.len() {
+                            let (op, n) = (words[w], (words[w + 1] >> 2) as usize);
+                            if op & ops::FOLDED != 0 {
+                                folded_ops += 1;
+                                let i = (op & !ops::FOLDED) as usize;
+                                assert!(
+                                    matches!(
+                                        qb.manifest().ops.get(i),
+                                        Some(Op::Conv { k: 1, pad: 0, .. })
+                                    ),
+                                    "op {i} folded"
+                                );
+                            }
+                            w += 2 + n * [3, 2, 1][(words[w + 1] & 3) as usize];
+                        }
+                        assert_eq!(logits(&mut e), want, "{k:?} {mode:?} department {t}");
+                        // Half the room, then none: the ops left out compute theirs per
+                        // inference with the zero point as it is.
+                        let (m, dept) = (*qb.manifest(), e.dept.unwrap());
+                        e.rebuild_and_cache(&m, &dept, used / 8 * 4).unwrap();
+                        assert_eq!(logits(&mut e), want, "{k:?} {mode:?} half, department {t}");
+                        e.rebuild_and_cache(&m, &dept, 0).unwrap();
+                        assert_eq!(logits(&mut e), want, "{k:?} {mode:?} none, department {t}");
+                    }
+                }
+            }
+        }
+        assert!(folded_ops > 0);
     }
 }

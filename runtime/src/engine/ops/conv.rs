@@ -164,14 +164,20 @@ pub(in crate::engine) fn eval(
             };
             match delta {
                 None => {
-                    let rq = op_requant(&mut cx.rq, cx.requant, bias, qx, ws, qy, i)?;
+                    let (rq, folded) = op_requant(&mut cx.rq, cx.requant, bias, qx, ws, qy, i)?;
                     let f = match (pointwise, packed) {
                         (true, Some(p)) => p.conv,
                         (true, None) => kern.conv1x1_i8,
                         (false, _) => kern.conv_i8,
                     };
+                    // A folded table's biases hold the zero point (pointwise convs only).
+                    let zx = match folded {
+                        false => qx.zero_point,
+                        true if pointwise => 0,
+                        true => return Err(bad),
+                    };
                     let q = out_q(qy, relu);
-                    (cx.par).conv_i8(f, false, &g, x, qx.zero_point, w, rq, q, y, then);
+                    (cx.par).conv_i8(f, false, &g, x, zx, w, rq, q, y, then);
                 }
                 Some(d) if pointwise => {
                     let st = switch::StreamI8 { x: qx, y: qy, relu };

@@ -34,7 +34,11 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
         Some((qx, qy)) => {
             let w = expect_len(i8s(tensor(shared, weight, i)?), 9 * c, i)?;
             let ws = expect_len(f32s(tensor(shared, wscale, i)?)?, c, i)?;
-            let rq = op_requant(&mut cx.rq, cx.requant, bias, qx, ws, qy, i)?;
+            let (rq, folded) = op_requant(&mut cx.rq, cx.requant, bias, qx, ws, qy, i)?;
+            if folded {
+                // Only pointwise convs' tables take in the zero point.
+                return Err(EngineError::Malformed { op: i });
+            }
             cx.par.conv_i8(
                 kern.dwconv3x3_i8,
                 true,

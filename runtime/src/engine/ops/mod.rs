@@ -276,6 +276,60 @@ pub(super) struct RqCache<'x> {
     pub table: crate::kernels::RequantTable,
 }
 
+/// The bit of an [`RqCache`] entry's op word that marks biases holding the input's zero
+/// point: for a pointwise conv (no padding) `Σ w·(x − zx) + b = Σ w·x + (b − zx·Σw)`, exact
+/// in i32 because `quant::requant` adds the bias wrapping, so `select` folds `− zx·Σw` into
+/// the cached biases ([`Fold`]) and the conv runs with zero point 0: its kernels need no
+/// `Σw` at every call.
+pub(super) const FOLDED: u32 = 1 << 31;
+
+/// `select`'s zero-point fold ([`FOLDED`]) for [`fill_requant_cache`]: the walk folds
+/// `− zx·Σw` into the cached tables of the pointwise convs, and lays the rebuilt pointwise
+/// experts out for `packed` (the table's `conv1x1_i8_packed`) once it has read their rows
+/// (the rebuild left them rows: `Engine::materialize` without the layout).
+#[derive(Clone, Copy)]
+pub(super) struct Fold {
+    /// The table's packed pointwise slot.
+    pub packed: Option<crate::kernels::PackedConv1x1I8>,
+}
+
+/// `rows[o][0] −= zx·Σ_k w[o·cin + k]` for every row `o` (wrapping, as `requant` adds the
+/// bias): the [`FOLDED`] biases of a pointwise conv with `[cout, cin]` weights `w`.
+fn fold_zero_point(rows: &mut [[i32; 3]], w: &[i8], cin: usize, zx: i32) {
+    for (r, wr) in rows.iter_mut().zip(w.chunks_exact(cin)) {
+        r[0] = r[0].wrapping_sub(zx.wrapping_mul(row_sum(wr)));
+    }
+}
+
+/// `Σ w` (exact). On aarch64 16 bytes a `SADALP` into i16 lanes (at most 127 steps of ±256
+/// a lane before they widen), where LLVM's loop costs about 0.9 instructions a byte — the
+/// sums are most of the zero-point fold's cost at the switch.
+fn row_sum(w: &[i8]) -> i32 {
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    #[allow(unsafe_code)]
+    {
+        use core::arch::aarch64::*;
+        let (chunks, tail) = w.as_chunks::<16>();
+        let mut s = 0i32;
+        for blk in chunks.chunks(127) {
+            // SAFETY: NEON is baseline on this target (cfg'd on it); each load reads one
+            // 16-byte chunk.
+            unsafe {
+                let mut acc = vdupq_n_s16(0);
+                for c in blk {
+                    acc = vpadalq_s8(acc, vld1q_s8(c.as_ptr()));
+                }
+                s += vaddlvq_s16(acc);
+            }
+        }
+        s + tail.iter().map(|&v| v as i32).sum::<i32>()
+    }
+    #[cfg(not(all(target_arch = "aarch64", target_feature = "neon")))]
+    {
+        w.iter().map(|&v| v as i32).sum()
+    }
+}
+
 /// How an [`RqCache`] entry holds its rows (the header's low 2 bits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Entry {
@@ -327,7 +381,8 @@ pub(super) fn unpack_row([a, m]: [u32; 2]) -> [i32; 3] {
 /// The requantisation table of int8 conv-like op `op` with `bias.len()` output channels:
 /// its cached entry (unpacked into `requant` unless whole; a [`Entry::Split`] entry's
 /// multipliers are the bits of `ws`, the rebuilt expert's slot), or computed into `requant`
-/// ([`requant_table`]).
+/// ([`requant_table`]); and whether its biases hold the input's zero point ([`FOLDED`]:
+/// the kernel then takes zero point 0).
 pub(super) fn op_requant<'c: 'r, 'r>(
     cache: &mut RqCache<'c>,
     requant: &'r mut [u8],
@@ -336,12 +391,17 @@ pub(super) fn op_requant<'c: 'r, 'r>(
     ws: &[f32],
     qy: QParams,
     op: usize,
-) -> R<&'r [[i32; 3]]> {
+) -> R<(&'r [[i32; 3]], bool)> {
     let bad = EngineError::Malformed { op };
     let c = bias.len();
     // Entries of ops before this one that inference did not ask for are passed over.
-    while let [at, head, rest @ ..] = cache.words {
-        let (at, n, kind) = (*at as usize, (*head >> 2) as usize, Entry::of(*head));
+    while let [word, head, rest @ ..] = cache.words {
+        let (at, n, kind) = (
+            (*word & !FOLDED) as usize,
+            (*head >> 2) as usize,
+            Entry::of(*head),
+        );
+        let folded = *word & FOLDED != 0;
         let kind = kind.ok_or(bad)?;
         let len = n.checked_mul(kind.words()).ok_or(bad)?;
         let (rows, next) = rest.split_at_checked(len).ok_or(bad)?;
@@ -356,7 +416,7 @@ pub(super) fn op_requant<'c: 'r, 'r>(
             return Err(bad);
         }
         if kind == Entry::Whole {
-            return Ok(bytemuck::cast_slice(rows));
+            return Ok((bytemuck::cast_slice(rows), folded));
         }
         let out: &mut [[i32; 3]] = bytemuck::try_cast_slice_mut(
             requant
@@ -373,9 +433,12 @@ pub(super) fn op_requant<'c: 'r, 'r>(
                 *o = unpack_row([a, m.to_bits()]);
             }
         }
-        return Ok(out);
+        return Ok((out, folded));
     }
-    Ok(requant_table(cache.table, requant, bias, qx, ws, qy, op)?)
+    Ok((
+        requant_table(cache.table, requant, bias, qx, ws, qy, op)?,
+        false,
+    ))
 }
 
 /// Fills `cache` (bytes of the idle scratch region) with the requantisation entries of the
@@ -385,7 +448,9 @@ pub(super) fn op_requant<'c: 'r, 'r>(
 /// computed in place, whole. Returns `(room, used)`: the capacity and the bytes written.
 /// Rebuilt expert convs take their per-channel scales from their slot in `weights` (the
 /// same bytes `conv::eval` reads), so the switch's rebuild must have run since the last
-/// walk; streamed ones (`plan`, output sizes from the value `table`) have no table.
+/// walk; streamed ones (`plan`, output sizes from the value `table`) have no table. With
+/// `fold` the pointwise convs' cached biases take in the zero point ([`FOLDED`]) and the
+/// walk lays every rebuilt pointwise expert out for the packed slot, cached or not.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn fill_requant_cache(
     table_fn: crate::kernels::RequantTable,
@@ -398,6 +463,7 @@ pub(super) fn fill_requant_cache(
     cache: &mut [u8],
     requant: &mut [u8],
     pack: bool,
+    fold: Option<Fold>,
 ) -> R<(usize, usize)> {
     let whole = cache.len() / 4 * 4;
     let words: &mut [u32] =
@@ -406,33 +472,50 @@ pub(super) fn fill_requant_cache(
     for (i, op) in m.ops.iter().enumerate() {
         let bad = EngineError::Malformed { op: i };
         // `slot`: where a rebuilt expert's scales are in `weights`; else the shared ones.
-        let (input, output, cout, bias, slot, shared_ws) = match op {
+        // `pw`: with `fold`, a pointwise conv's `[cout, cin]` weights — a rebuilt expert's
+        // range of `weights` (`Err`) or the shared tensor (`Ok`) — and whether the packed
+        // slot takes the rebuilt one.
+        let (input, output, cout, bias, slot, shared_ws, pw) = match op {
             crate::format::Op::Conv {
                 input,
                 output,
                 cout,
                 k,
+                pad,
                 bias,
+                weight,
                 wscale,
                 expert,
                 ..
             } => {
-                let (cout, k) = (cout as usize, k as usize);
+                let (cout, k, cin) = (cout as usize, k as usize, input.c_len as usize);
                 let v = value(table, output, i)?;
                 let hw = v.h as usize * v.w as usize;
-                if expert.is_some() && plan.streams(cout, input.c_len as usize, k, hw) {
+                if expert.is_some() && plan.streams(cout, cin, k, hw) {
                     continue;
                 }
+                let pointwise = fold.is_some() && k == 1 && pad == 0;
                 if expert.is_some() {
                     let (wlen, slot) =
-                        crate::format::layout::expert_slot(cout, input.c_len as usize, k, true)
-                            .ok_or(bad)?;
+                        crate::format::layout::expert_slot(cout, cin, k, true).ok_or(bad)?;
                     let at = wofs.checked_add(wlen).ok_or(bad)?;
+                    let rows = wofs..wofs.checked_add(cout * cin).ok_or(bad)?;
                     wofs = wofs.checked_add(slot).ok_or(bad)?;
-                    (input.value, output, cout, bias, Some(at), &[][..])
+                    let lay = fold
+                        .and_then(|f| f.packed)
+                        .filter(|p| conv::packed(plan.mode(), k, pad as usize, hw, p.min_pixels));
+                    let pw = pointwise.then_some((Err(rows), cin, lay));
+                    (input.value, output, cout, bias, Some(at), &[][..], pw)
                 } else {
                     let ws = expect_len(f32s(tensor(shared, wscale, i)?)?, cout, i)?;
-                    (input.value, output, cout, bias, None, ws)
+                    let pw = match pointwise {
+                        true => {
+                            let w = tensor(shared, weight, i)?;
+                            Some((Ok(expect_len(i8s(w), cout * cin, i)?), cin, None))
+                        }
+                        false => None,
+                    };
+                    (input.value, output, cout, bias, None, ws, pw)
                 }
             }
             crate::format::Op::DwConv {
@@ -444,79 +527,100 @@ pub(super) fn fill_requant_cache(
             } => {
                 let c = input.c_len as usize;
                 let ws = expect_len(f32s(tensor(shared, wscale, i)?)?, c, i)?;
-                (input.value, output, c, bias, None, ws)
+                (input.value, output, c, bias, None, ws, None)
             }
             _ => continue,
         };
-        // An entry needs at least its header and its rows in their shortest form.
-        let least = match (pack, slot) {
-            (false, _) => Entry::Whole,
-            (true, None) => Entry::Packed,
-            (true, Some(_)) => Entry::Split,
-        };
-        if used
-            .saturating_add(2)
-            .saturating_add(cout.saturating_mul(least.words()))
-            > words.len()
-        {
-            continue;
-        }
-        let ws = match slot {
-            Some(at) => f32s(weights.get(at..at + 4 * cout).ok_or(bad)?)?,
-            None => shared_ws,
-        };
-        let bias = expect_len(f32s(tensor(shared, bias, i)?)?, cout, i)?;
-        let (qx, qy) = (qparams(d, input, i)?, qparams(d, output, i)?);
-        let head = |kind: Entry| -> R<[u32; 2]> {
-            Ok([
-                u32::try_from(i).map_err(|_| bad)?,
-                u32::try_from(cout << 2 | kind as usize).map_err(|_| bad)?,
-            ])
-        };
-        if !pack {
-            // Whole rows: computed in place.
-            let dst = &mut words[used..used + 2 + 3 * cout];
-            dst[..2].copy_from_slice(&head(Entry::Whole)?);
-            table_fn(
-                bias,
-                qx.scale,
-                ws,
-                qy.scale,
-                bytemuck::cast_slice_mut(&mut dst[2..]),
-            );
-            used += 2 + 3 * cout;
-            continue;
-        }
-        let rows = requant_table(table_fn, requant, bias, qx, ws, qy, i)?;
-        let kind = match rows.iter().all(|&r| pack_row(r).is_some()) {
-            false => Entry::Whole,
-            true => least,
-        };
-        let len = cout * kind.words();
-        let Some(dst) = words.get_mut(used..used.saturating_add(2 + len)) else {
-            continue;
-        };
-        let (h, body) = dst.split_at_mut(2);
-        h.copy_from_slice(&head(kind)?);
-        match (kind, slot) {
-            (Entry::Whole, _) => body.copy_from_slice(bytemuck::cast_slice(rows)),
-            (Entry::Packed, _) => {
-                for (o, &r) in body.chunks_exact_mut(2).zip(rows.iter()) {
-                    o.copy_from_slice(&pack_row(r).unwrap_or_default());
-                }
+        'entry: {
+            // An entry needs at least its header and its rows in their shortest form.
+            let least = match (pack, slot) {
+                (false, _) => Entry::Whole,
+                (true, None) => Entry::Packed,
+                (true, Some(_)) => Entry::Split,
+            };
+            if used
+                .saturating_add(2)
+                .saturating_add(cout.saturating_mul(least.words()))
+                > words.len()
+            {
+                break 'entry;
             }
-            (Entry::Split, Some(at)) => {
-                // The scales were read above and are not read again until the next switch.
-                let mults: &mut [u32] =
-                    bytemuck::try_cast_slice_mut(weights.get_mut(at..at + 4 * cout).ok_or(bad)?)
-                        .map_err(|_| EngineError::Misaligned)?;
-                for ((o, m), &r) in body.iter_mut().zip(mults).zip(rows.iter()) {
-                    [*o, *m] = pack_row(r).unwrap_or_default();
+            let bias = expect_len(f32s(tensor(shared, bias, i)?)?, cout, i)?;
+            let (qx, qy) = (qparams(d, input, i)?, qparams(d, output, i)?);
+            let folded = pw.is_some();
+            // Folds the zero point into `rows`' biases (a pointwise conv under `fold`).
+            let fold_rows = |rows: &mut [[i32; 3]], weights: &[u8]| -> R<()> {
+                if let Some((w, cin, _)) = &pw {
+                    let w = match w {
+                        Ok(w) => *w,
+                        Err(r) => i8s(weights.get(r.clone()).ok_or(bad)?),
+                    };
+                    fold_zero_point(rows, w, *cin, qx.zero_point);
                 }
+                Ok(())
+            };
+            let head = |kind: Entry| -> R<[u32; 2]> {
+                let op = u32::try_from(i)
+                    .ok()
+                    .filter(|&v| v & FOLDED == 0)
+                    .ok_or(bad)?;
+                Ok([
+                    op | if folded { FOLDED } else { 0 },
+                    u32::try_from(cout << 2 | kind as usize).map_err(|_| bad)?,
+                ])
+            };
+            let ws = match slot {
+                Some(at) => f32s(weights.get(at..at + 4 * cout).ok_or(bad)?)?,
+                None => shared_ws,
+            };
+            if !pack {
+                // Whole rows: computed in place.
+                let dst = &mut words[used..used + 2 + 3 * cout];
+                dst[..2].copy_from_slice(&head(Entry::Whole)?);
+                let rows = bytemuck::cast_slice_mut(&mut dst[2..]);
+                table_fn(bias, qx.scale, ws, qy.scale, rows);
+                fold_rows(rows, weights)?;
+                used += 2 + 3 * cout;
+                break 'entry;
             }
-            (Entry::Split, None) => return Err(bad),
+            let rows = requant_table(table_fn, requant, bias, qx, ws, qy, i)?;
+            fold_rows(rows, weights)?;
+            let kind = match rows.iter().all(|&r| pack_row(r).is_some()) {
+                false => Entry::Whole,
+                true => least,
+            };
+            let len = cout * kind.words();
+            let Some(dst) = words.get_mut(used..used.saturating_add(2 + len)) else {
+                break 'entry;
+            };
+            let (h, body) = dst.split_at_mut(2);
+            h.copy_from_slice(&head(kind)?);
+            match (kind, slot) {
+                (Entry::Whole, _) => body.copy_from_slice(bytemuck::cast_slice(rows)),
+                (Entry::Packed, _) => {
+                    for (o, &r) in body.chunks_exact_mut(2).zip(rows.iter()) {
+                        o.copy_from_slice(&pack_row(r).unwrap_or_default());
+                    }
+                }
+                (Entry::Split, Some(at)) => {
+                    // The scales were read above and are not read again until the next
+                    // switch.
+                    let mults: &mut [u32] = bytemuck::try_cast_slice_mut(
+                        weights.get_mut(at..at + 4 * cout).ok_or(bad)?,
+                    )
+                    .map_err(|_| EngineError::Misaligned)?;
+                    for ((o, m), &r) in body.iter_mut().zip(mults).zip(rows.iter()) {
+                        [*o, *m] = pack_row(r).unwrap_or_default();
+                    }
+                }
+                (Entry::Split, None) => return Err(bad),
+            }
+            used += 2 + len;
         }
-        used += 2 + len;
+        // The rows are read: a rebuilt pointwise expert takes the packed slot's layout.
+        if let Some((Err(r), cin, Some(p))) = pw {
+            (p.pack)(cout, cin, i8s_mut(weights.get_mut(r).ok_or(bad)?));
+        }
     }
     Ok((whole, 4 * used))
 }
@@ -636,6 +740,22 @@ mod tests {
     use crate::engine::testnet::Rng;
     use crate::quant::QParams;
 
+    /// `row_sum` is the plain sum: lengths 0..=300 and 4096 (past the i16 lanes' 127
+    /// steps), random bytes, all −128 and all 127.
+    #[test]
+    fn row_sum_is_the_sum() {
+        let mut r = Rng::new(crate::test_seed());
+        for n in (0..=300).chain([2032, 2048, 4096]) {
+            for fill in [None, Some(-128i8), Some(127)] {
+                let w: std::vec::Vec<i8> = (0..n)
+                    .map(|_| fill.unwrap_or_else(|| r.below(256) as u8 as i8))
+                    .collect();
+                let want: i32 = w.iter().map(|&v| v as i32).sum();
+                assert_eq!(super::row_sum(&w), want, "n {n} fill {fill:?}");
+            }
+        }
+    }
+
     /// `pack_row` packs exactly the rows it can give back: random rows over the whole i32
     /// space and around the bias and shift bounds.
     #[test]
@@ -738,7 +858,7 @@ mod tests {
                     i,
                 )
                 .unwrap();
-                let got = op_requant(
+                let (got, _) = op_requant(
                     &mut cache,
                     bytemuck::cast_slice_mut(&mut requant),
                     bias,

@@ -82,9 +82,10 @@ pub(super) unsafe fn gemm_i8<const DOT: bool>(
                 let c = &mut corr[(o - o0) / O];
                 // SAFETY: `DOT` only with `dotprod`, by this function's contract; every row
                 // pointer starts `n` readable bytes. A lone pixel (the 1x1-pixel layers,
-                // tails) takes a one-row tile: no repeated rows.
+                // tails) takes a one-row tile: no repeated rows. A zero point of 0 (folded
+                // into the biases) needs no `Σw`: `corr` stays 0.
                 let d = unsafe {
-                    match (p == 0, np == 1) {
+                    match (p == 0 && zx != 0, np == 1) {
                         (true, false) => tile::<DOT, true, P>(xs, ws, n, zx, c),
                         (false, false) => tile::<DOT, false, P>(xs, ws, n, zx, c),
                         (true, true) => [tile::<DOT, true, 1>([xs[0]], ws, n, zx, c)[0]; P],
@@ -132,8 +133,18 @@ pub(super) unsafe fn matvec_i8<const DOT: bool>(
         unsafe {
             let rows = |h: usize| core::array::from_fn(|j| w.as_ptr().add((o + 4 * h + j) * n));
             let (mut c0, mut c1) = (vdupq_n_s32(0), vdupq_n_s32(0));
-            let d0 = tile::<DOT, true, 1>(xp, rows(0), n, zx, &mut c0)[0];
-            let d1 = tile::<DOT, true, 1>(xp, rows(1), n, zx, &mut c1)[0];
+            // A zero point of 0 (folded into the biases) needs no `Σw`.
+            let (d0, d1) = if zx == 0 {
+                (
+                    tile::<DOT, false, 1>(xp, rows(0), n, zx, &mut c0)[0],
+                    tile::<DOT, false, 1>(xp, rows(1), n, zx, &mut c1)[0],
+                )
+            } else {
+                (
+                    tile::<DOT, true, 1>(xp, rows(0), n, zx, &mut c0)[0],
+                    tile::<DOT, true, 1>(xp, rows(1), n, zx, &mut c1)[0],
+                )
+            };
             let r = [Rq4::new(&rq[o..], q), Rq4::new(&rq[o + 4..], q)];
             vst1_s8(y[o..o + 8].as_mut_ptr(), Rq4::apply8(&r, d0, d1));
         }

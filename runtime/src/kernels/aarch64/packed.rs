@@ -102,12 +102,12 @@ pub(super) unsafe fn conv1x1_i8<const DOT: bool>(
                     let rows = &w[o * n..(o + 4 * $g) * n];
                     if DOT {
                         let wsum = pack::<$g>(rows, n, bp as *mut int8x16_t);
-                        block::<SDOT, $g>(g, x, zx, rq, q, y, o, bp, wsum)
+                        block::<SDOT, $g>(g, x, rq, q, y, o, bp, corr(wsum, zx))
                     } else if let Some(wsum) = pack_p::<$g>(rows, n, bp as *mut int8x16_t) {
-                        block::<PAIRS, $g>(g, x, zx, rq, q, y, o, bp, wsum)
+                        block::<PAIRS, $g>(g, x, rq, q, y, o, bp, corr(wsum, zx))
                     } else {
                         let wsum = pack_h::<$g>(rows, n, bp as *mut i16);
-                        block::<WIDE, $g>(g, x, zx, rq, q, y, o, bp, wsum)
+                        block::<WIDE, $g>(g, x, rq, q, y, o, bp, corr(wsum, zx))
                     }
                 }};
             }
@@ -230,12 +230,17 @@ fn prepacked<const F: u8>(
         unsafe {
             macro_rules! run {
                 ($g:literal) => {{
-                    let wsum = if F == SDOT {
-                        sums::<$g>(bp, n)
+                    // A zero point of 0 (the engine folds it into cached tables) needs no
+                    // `Σw`. (`block` does not see `zx`: when it did, LLVM copied the block
+                    // for `zx = 0`, +22 KB of code.)
+                    let c = if zx == 0 {
+                        [vdupq_n_s32(0); $g]
+                    } else if F == SDOT {
+                        corr(sums::<$g>(bp, n), zx)
                     } else {
-                        sums_p::<$g>(bp, n)
+                        corr(sums_p::<$g>(bp, n), zx)
                     };
-                    block::<F, $g>(g, x, zx, rq, q, y, o, bp, wsum)
+                    block::<F, $g>(g, x, rq, q, y, o, bp, c)
                 }};
             }
             match gn {
@@ -327,13 +332,21 @@ unsafe fn sums<const G: usize>(wb: *const i8, n: usize) -> [int32x4_t; G] {
     }
 }
 
+/// The zero point's term of the sums, `− zx·Σw` per channel, from the groups' `Σw`.
+#[inline(always)]
+fn corr<const G: usize>(wsum: [int32x4_t; G], zx: i32) -> [int32x4_t; G] {
+    // SAFETY: NEON is baseline on this target (the module is cfg'd on it).
+    wsum.map(|s| unsafe { vnegq_s32(vmulq_n_s32(s, zx)) })
+}
+
 /// [`block`]'s packings: [`pack`] (`sdot`), [`pack_p`] (product pairs), [`pack_h`] (widened).
 const SDOT: u8 = 0;
 const PAIRS: u8 = 1;
 const WIDE: u8 = 2;
 
 /// Channels `o .. o + 4·G` of every pixel in 4-pixel tiles, from the block packed at `wb`
-/// in form `F` ([`SDOT`], [`PAIRS`] or [`WIDE`]) whose groups sum to `wsum`.
+/// in form `F` ([`SDOT`], [`PAIRS`] or [`WIDE`]); `corr` joins each group's biases (`−
+/// zx·Σw`, [`corr`]).
 ///
 /// # Safety
 /// `F = SDOT` only with `dotprod`, `F = PAIRS` only on a block [`pack_p`] accepted; `wb`
@@ -344,24 +357,23 @@ const WIDE: u8 = 2;
 unsafe fn block<const F: u8, const G: usize>(
     g: &Geom,
     x: &[i8],
-    zx: i32,
     rq: &[[i32; 3]],
     q: OutQ,
     y: &mut [i8],
     o: usize,
     wb: *const i8,
-    wsum: [int32x4_t; G],
+    corr: [int32x4_t; G],
 ) {
     let (n, cout, npix) = (g.cin, g.cout, g.ho * g.wo);
     let mut r: [Rq4; G] = core::array::from_fn(|gi| {
         // SAFETY: NEON is baseline on this target; `rq` holds `cout ≥ o + 4·G` triples.
-        unsafe { Rq4::new(&rq[o + 4 * gi..], q).with_bias(vnegq_s32(vmulq_n_s32(wsum[gi], zx))) }
+        unsafe { Rq4::new(&rq[o + 4 * gi..], q).with_bias(corr[gi]) }
     });
     // The sums start from the bias (and zero-point term).
     // SAFETY: NEON is baseline on this target.
     let init: [int32x4_t; G] = core::array::from_fn(|gi| unsafe { r[gi].take_bias() });
     // SAFETY: as above.
-    let short = r.iter().all(|r| unsafe { r.short() });
+    let short = unsafe { Rq4::all_short(&r) };
     // The next pixel's row start, walked without divisions: a step of `stride·in_stride`
     // along an output row, a jump at its end.
     let (step, row) = (g.stride * g.in_stride, g.stride * g.w * g.in_stride);
@@ -760,23 +772,22 @@ unsafe fn tile_p<const G: usize>(
     acc
 }
 
-/// One group of 4 channels (`G = 4`, packed vector at `[wp, #off]`) for the 4 pixels' paired
-/// inputs `g0 .. g3`: `smull` + `smlal2` + `sadalp` each, into `a0 .. a3`.
+/// One group of 4 channels (`G = 4`, its packed vector in register `w`) for the 4 pixels'
+/// paired inputs `g0 .. g3`: `smull` + `smlal2` + `sadalp` each, into `a0 .. a3`.
 #[rustfmt::skip]
 macro_rules! pairs_group {
-    ($off:literal, $a0:literal, $a1:literal, $a2:literal, $a3:literal) => {
+    ($w:literal, $a0:literal, $a1:literal, $a2:literal, $a3:literal) => {
         concat!(
-            "ldr {w:q}, [{wp}, #", $off, "]\n",
-            "smull {t0:v}.8h, {w:v}.8b, {g0:v}.8b\n",
-            "smlal2 {t0:v}.8h, {w:v}.16b, {g0:v}.16b\n",
-            "smull {t1:v}.8h, {w:v}.8b, {g1:v}.8b\n",
-            "smlal2 {t1:v}.8h, {w:v}.16b, {g1:v}.16b\n",
+            "smull {t0:v}.8h, {", $w, ":v}.8b, {g0:v}.8b\n",
+            "smlal2 {t0:v}.8h, {", $w, ":v}.16b, {g0:v}.16b\n",
+            "smull {t1:v}.8h, {", $w, ":v}.8b, {g1:v}.8b\n",
+            "smlal2 {t1:v}.8h, {", $w, ":v}.16b, {g1:v}.16b\n",
             "sadalp {", $a0, ":v}.4s, {t0:v}.8h\n",
             "sadalp {", $a1, ":v}.4s, {t1:v}.8h\n",
-            "smull {t0:v}.8h, {w:v}.8b, {g2:v}.8b\n",
-            "smlal2 {t0:v}.8h, {w:v}.16b, {g2:v}.16b\n",
-            "smull {t1:v}.8h, {w:v}.8b, {g3:v}.8b\n",
-            "smlal2 {t1:v}.8h, {w:v}.16b, {g3:v}.16b\n",
+            "smull {t0:v}.8h, {", $w, ":v}.8b, {g2:v}.8b\n",
+            "smlal2 {t0:v}.8h, {", $w, ":v}.16b, {g2:v}.16b\n",
+            "smull {t1:v}.8h, {", $w, ":v}.8b, {g3:v}.8b\n",
+            "smlal2 {t1:v}.8h, {", $w, ":v}.16b, {g3:v}.16b\n",
             "sadalp {", $a2, ":v}.4s, {t0:v}.8h\n",
             "sadalp {", $a3, ":v}.4s, {t1:v}.8h\n",
         )
@@ -784,25 +795,28 @@ macro_rules! pairs_group {
 }
 
 /// Input group `M` (`idx` = `PAIR_IDX[M]`) of the 4 pixels' 16 bytes `x0 .. x3` against
-/// the 4 packed groups at `[wp, #64·M]`.
+/// the 4 packed groups at `[wp, #64·M]` (`lo`: `64·M`, `hi`: `64·M + 32`), loaded two at a
+/// time (`ldp`).
 #[rustfmt::skip]
 macro_rules! pairs_m {
-    ($idx:literal, $o0:literal, $o1:literal, $o2:literal, $o3:literal) => {
+    ($idx:literal, $lo:literal, $hi:literal) => {
         concat!(
             "tbl {g0:v}.16b, {{{x0:v}.16b}}, {", $idx, ":v}.16b\n",
             "tbl {g1:v}.16b, {{{x1:v}.16b}}, {", $idx, ":v}.16b\n",
             "tbl {g2:v}.16b, {{{x2:v}.16b}}, {", $idx, ":v}.16b\n",
             "tbl {g3:v}.16b, {{{x3:v}.16b}}, {", $idx, ":v}.16b\n",
-            pairs_group!($o0, "a00", "a10", "a20", "a30"),
-            pairs_group!($o1, "a01", "a11", "a21", "a31"),
-            pairs_group!($o2, "a02", "a12", "a22", "a32"),
-            pairs_group!($o3, "a03", "a13", "a23", "a33"),
+            "ldp {w0:q}, {w1:q}, [{wp}, #", $lo, "]\n",
+            pairs_group!("w0", "a00", "a10", "a20", "a30"),
+            pairs_group!("w1", "a01", "a11", "a21", "a31"),
+            "ldp {w0:q}, {w1:q}, [{wp}, #", $hi, "]\n",
+            pairs_group!("w0", "a02", "a12", "a22", "a32"),
+            pairs_group!("w1", "a03", "a13", "a23", "a33"),
         )
     };
 }
 
 /// The input groups `M` of one 16-byte step as one `asm!` block (`pairs_m!` for each), so
-/// the 16 sums, 4 inputs, 4 indices and 7 temporaries (31 vector registers) stay in
+/// the 16 sums, 4 inputs, 4 indices and 8 temporaries (all 32 vector registers) stay in
 /// registers: written as intrinsics, LLVM schedules the products of several groups at once
 /// and spills the sums.
 macro_rules! pairs_step {
@@ -835,7 +849,8 @@ macro_rules! pairs_step {
             g1 = out(vreg) _,
             g2 = out(vreg) _,
             g3 = out(vreg) _,
-            w = out(vreg) _,
+            w0 = out(vreg) _,
+            w1 = out(vreg) _,
             t0 = out(vreg) _,
             t1 = out(vreg) _,
             options(pure, readonly, nostack, preserves_flags),
@@ -844,7 +859,7 @@ macro_rules! pairs_step {
 }
 
 /// [`tile_p`] for 16 channels (`G = 4`, the usual block): each 16-byte step one
-/// [`pairs_step`] — per input group 4 `tbl`, 4 weight loads and 48 products (`smull` +
+/// [`pairs_step`] — per input group 4 `tbl`, 2 weight `ldp`s and 48 products (`smull` +
 /// `smlal2` + `sadalp` per 16 MACs).
 ///
 /// # Safety
@@ -871,10 +886,10 @@ unsafe fn tile_p4(
                 xv,
                 wb.add(16 * k),
                 [i0 = idx[0], i1 = idx[1], i2 = idx[2], i3 = idx[3]],
-                pairs_m!("i0", "0", "16", "32", "48"),
-                pairs_m!("i1", "64", "80", "96", "112"),
-                pairs_m!("i2", "128", "144", "160", "176"),
-                pairs_m!("i3", "192", "208", "224", "240"),
+                pairs_m!("i0", "0", "32"),
+                pairs_m!("i1", "64", "96"),
+                pairs_m!("i2", "128", "160"),
+                pairs_m!("i3", "192", "224"),
             );
             k += 16;
         }
@@ -889,25 +904,19 @@ unsafe fn tile_p4(
                     xv,
                     wj,
                     [i1 = idx[1], i2 = idx[2], i3 = idx[3]],
-                    pairs_m!("i1", "64", "80", "96", "112"),
-                    pairs_m!("i2", "128", "144", "160", "176"),
-                    pairs_m!("i3", "192", "208", "224", "240"),
+                    pairs_m!("i1", "64", "96"),
+                    pairs_m!("i2", "128", "160"),
+                    pairs_m!("i3", "192", "224"),
                 ),
                 2 => pairs_step!(
                     acc,
                     xv,
                     wj,
                     [i2 = idx[2], i3 = idx[3]],
-                    pairs_m!("i2", "128", "144", "160", "176"),
-                    pairs_m!("i3", "192", "208", "224", "240"),
+                    pairs_m!("i2", "128", "160"),
+                    pairs_m!("i3", "192", "224"),
                 ),
-                _ => pairs_step!(
-                    acc,
-                    xv,
-                    wj,
-                    [i3 = idx[3]],
-                    pairs_m!("i3", "192", "208", "224", "240"),
-                ),
+                _ => pairs_step!(acc, xv, wj, [i3 = idx[3]], pairs_m!("i3", "192", "224"),),
             }
         }
     }

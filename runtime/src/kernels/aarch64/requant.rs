@@ -116,6 +116,25 @@ impl Rq4 {
             && (-128..=127).contains(&zp)
     }
 
+    /// Every `r[g].short()`, with one across-lanes reduction per condition instead of
+    /// three per group (the packed conv's blocks ask it once per block).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) fn all_short(r: &[Rq4]) -> bool {
+        let Some(first) = r.first() else {
+            return true;
+        };
+        let (mut bias, mut lsh, mut ne) = (vdupq_n_u32(0), first.lsh, first.ne);
+        let mut zp_ok = true;
+        for g in r {
+            bias = vorrq_u32(bias, vreinterpretq_u32_s32(g.bias));
+            lsh = vmaxq_s32(lsh, g.lsh);
+            ne = vmaxq_s32(ne, g.ne);
+            zp_ok &= (-128..=127).contains(&vgetq_lane_s32::<0>(g.zp));
+        }
+        vmaxvq_u32(bias) == 0 && vmaxvq_s32(lsh) == 0 && vmaxvq_s32(ne) < 0 && zp_ok
+    }
+
     /// `MBQM(acc)` in the short form: with a right shift ≥ 1 in every lane the fix-up is
     /// −1 exactly for negative `v` (`v >> 31`), with no mask — one `SSRA` (`v ≠ i32::MIN`,
     /// see [`Rq4::scaled`]).
@@ -350,6 +369,9 @@ mod tests {
                 let bytes = |w: u32| w.to_le_bytes().map(|b| b as i8);
                 let is_short = rs.iter().all(|r| r.short());
                 assert_eq!(is_short, short, "case {case}");
+                assert_eq!(Rq4::all_short(&rs), is_short, "all_short, case {case}");
+                // One group's verdict alone.
+                assert_eq!(Rq4::all_short(&rs[1..2]), rs[1].short(), "case {case}");
                 shorts += usize::from(is_short);
                 for (i, &vi) in v.iter().enumerate() {
                     let got = bytes(rs[0].apply(vi));

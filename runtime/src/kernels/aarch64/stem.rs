@@ -184,6 +184,11 @@ pub(crate) fn conv_i8(
     }
     // SAFETY: NEON is baseline on this target; the shape was checked above.
     unsafe {
+        // The model's RGB stem (3×3 over 3 channels into 24) in product pairs, unless a
+        // weight is −128.
+        if g.k == 3 && g.cin == 3 && g.cout == RGB_COUT && rgb24(g, x, zx, w, rq, q, y) {
+            return;
+        }
         if g.k == 3 {
             // `lanes_fit`: `9·cin ≤ 32`, so `cin ≤ 3`.
             return match g.cin {
@@ -404,6 +409,283 @@ fn store1(y: &mut [i8], at: usize, word: u32) {
     let at = &mut y[at..][..4];
     // SAFETY: `at` holds 4 bytes; unaligned.
     unsafe { (at.as_mut_ptr() as *mut u32).write_unaligned(word) };
+}
+
+/// Output channels of [`rgb24`]: the 0.5x and 1.0x ShuffleNetV2 stems.
+const RGB_COUT: usize = 24;
+
+/// [`rgb24`]'s `TBL` indices: input group `m` (patch values `4m .. 4m + 4`, tap-major `k =
+/// 9·ky + j` with `j = 3·kx + ci`) of a pixel whose 3 kernel rows are a 3-register table
+/// (row `ky` at bytes `16·ky ..`): values `4m`, `4m + 1` in every 16-bit lane of the low
+/// half, `4m + 2`, `4m + 3` in the high half (the product-pair layout of `packed.rs`); the
+/// 28th value reads 0 (index 255).
+const RGB_IDX: [[u8; 16]; 7] = {
+    let mut t = [[0u8; 16]; 7];
+    let mut m = 0;
+    while m < 7 {
+        let mut l = 0;
+        while l < 16 {
+            let k = 4 * m + (l & 1) + if l < 8 { 0 } else { 2 };
+            t[m][l] = if k < 27 {
+                (16 * (k / 9) + k % 9) as u8
+            } else {
+                255
+            };
+            l += 1;
+        }
+        m += 1;
+    }
+    t
+};
+
+/// Products of one packed weight vector (`w`) with the paired inputs of two pixels (`g0`,
+/// `g1`): `smull` + `smlal2` (two products a 16-bit lane) + `sadalp` into the pixels' sums
+/// `a0`, `a1` (4 channels each).
+#[rustfmt::skip]
+macro_rules! rgb_pair2 {
+    ($w:literal, $g0:literal, $g1:literal, $a0:literal, $a1:literal) => {
+        concat!(
+            "smull v28.8h, v", $w, ".8b, v", $g0, ".8b\n",
+            "smlal2 v28.8h, v", $w, ".16b, v", $g0, ".16b\n",
+            "smull v29.8h, v", $w, ".8b, v", $g1, ".8b\n",
+            "smlal2 v29.8h, v", $w, ".16b, v", $g1, ".16b\n",
+            "sadalp v", $a0, ".4s, v28.8h\n",
+            "sadalp v", $a1, ".4s, v29.8h\n",
+        )
+    };
+}
+
+/// One group of 4 output channels (its 7 packed vectors at `[wp, #o0 ..]`, 16 bytes apart)
+/// over the two pixels' 7 paired input groups (`v0..v6`, `v7..v13`) into `a0`, `a1`.
+#[rustfmt::skip]
+macro_rules! rgb_group {
+    ($o0:literal, $o2:literal, $o4:literal, $o6:literal, $a0:literal, $a1:literal) => {
+        concat!(
+            "ldp q26, q27, [{wp}, #", $o0, "]\n",
+            rgb_pair2!("26", "0", "7", $a0, $a1),
+            rgb_pair2!("27", "1", "8", $a0, $a1),
+            "ldp q26, q27, [{wp}, #", $o2, "]\n",
+            rgb_pair2!("26", "2", "9", $a0, $a1),
+            rgb_pair2!("27", "3", "10", $a0, $a1),
+            "ldp q26, q27, [{wp}, #", $o4, "]\n",
+            rgb_pair2!("26", "4", "11", $a0, $a1),
+            rgb_pair2!("27", "5", "12", $a0, $a1),
+            "ldr q26, [{wp}, #", $o6, "]\n",
+            rgb_pair2!("26", "6", "13", $a0, $a1),
+        )
+    };
+}
+
+/// Two pixels' 24 channel sums over their RGB 3×3 patches: `init +` the exact products.
+/// `rows[p]`: pixel `p`'s 3 kernel rows (9 values at bytes 0..9 each; the rest is read by
+/// no index); `wts`: the 6 groups' 7 packed vectors ([`rgb24`]); `init`: the 6 starting
+/// vectors. One `asm!` block on fixed registers: the rows (`v24..v29`, a 3-register `TBL`
+/// table per pixel) become 7 paired input groups a pixel (`v0..v13`, by the indices
+/// `v16..v22`), then the sums (`v14..v19`, `v20..v25`) take 42 `smull` + `smlal2` +
+/// `sadalp` triples a pixel, 2 weight vectors a `ldp` (`v26`, `v27`; products `v28`, `v29`).
+///
+/// # Safety
+/// NEON (baseline); no weight in `wts` is −128 (two products then stay within an i16
+/// lane: `2·127·128 = 32512`).
+#[inline(always)]
+#[rustfmt::skip]
+unsafe fn rgb_dot2(
+    rows: [[int8x16_t; 3]; 2],
+    wts: &[i8; 16 * 42],
+    init: &[int32x4_t; 6],
+) -> [[int32x4_t; 6]; 2] {
+    let (a00, a01, a02, a03, a04, a05): (int32x4_t, int32x4_t, int32x4_t, int32x4_t, int32x4_t, int32x4_t);
+    let (a10, a11, a12, a13, a14, a15): (int32x4_t, int32x4_t, int32x4_t, int32x4_t, int32x4_t, int32x4_t);
+    // SAFETY: the block reads the 112 index bytes of `RGB_IDX`, the 672 of `wts` and the 96
+    // of `init`, and writes only the registers it names (outputs or discarded); NEON.
+    unsafe {
+        core::arch::asm!(
+            "ld1 {{v16.16b, v17.16b, v18.16b, v19.16b}}, [{ip}], #64",
+            "ld1 {{v20.16b, v21.16b, v22.16b}}, [{ip}]",
+            "tbl v0.16b, {{v24.16b, v25.16b, v26.16b}}, v16.16b",
+            "tbl v1.16b, {{v24.16b, v25.16b, v26.16b}}, v17.16b",
+            "tbl v2.16b, {{v24.16b, v25.16b, v26.16b}}, v18.16b",
+            "tbl v3.16b, {{v24.16b, v25.16b, v26.16b}}, v19.16b",
+            "tbl v4.16b, {{v24.16b, v25.16b, v26.16b}}, v20.16b",
+            "tbl v5.16b, {{v24.16b, v25.16b, v26.16b}}, v21.16b",
+            "tbl v6.16b, {{v24.16b, v25.16b, v26.16b}}, v22.16b",
+            "tbl v7.16b, {{v27.16b, v28.16b, v29.16b}}, v16.16b",
+            "tbl v8.16b, {{v27.16b, v28.16b, v29.16b}}, v17.16b",
+            "tbl v9.16b, {{v27.16b, v28.16b, v29.16b}}, v18.16b",
+            "tbl v10.16b, {{v27.16b, v28.16b, v29.16b}}, v19.16b",
+            "tbl v11.16b, {{v27.16b, v28.16b, v29.16b}}, v20.16b",
+            "tbl v12.16b, {{v27.16b, v28.16b, v29.16b}}, v21.16b",
+            "tbl v13.16b, {{v27.16b, v28.16b, v29.16b}}, v22.16b",
+            "ld1 {{v14.4s, v15.4s, v16.4s, v17.4s}}, [{bp}]",
+            "ld1 {{v20.4s, v21.4s, v22.4s, v23.4s}}, [{bp}]",
+            "ldp q18, q19, [{bp}, #64]",
+            "ldp q24, q25, [{bp}, #64]",
+            rgb_group!("0", "32", "64", "96", "14", "20"),
+            rgb_group!("112", "144", "176", "208", "15", "21"),
+            rgb_group!("224", "256", "288", "320", "16", "22"),
+            rgb_group!("336", "368", "400", "432", "17", "23"),
+            rgb_group!("448", "480", "512", "544", "18", "24"),
+            rgb_group!("560", "592", "624", "656", "19", "25"),
+            ip = inout(reg) RGB_IDX.as_ptr() => _,
+            bp = in(reg) init.as_ptr(),
+            wp = in(reg) wts.as_ptr(),
+            inout("v24") vreinterpretq_s32_s8(rows[0][0]) => a14,
+            inout("v25") vreinterpretq_s32_s8(rows[0][1]) => a15,
+            inout("v26") rows[0][2] => _,
+            inout("v27") rows[1][0] => _,
+            inout("v28") rows[1][1] => _,
+            inout("v29") rows[1][2] => _,
+            out("v14") a00,
+            out("v15") a01,
+            out("v16") a02,
+            out("v17") a03,
+            out("v18") a04,
+            out("v19") a05,
+            out("v20") a10,
+            out("v21") a11,
+            out("v22") a12,
+            out("v23") a13,
+            out("v0") _, out("v1") _, out("v2") _, out("v3") _, out("v4") _,
+            out("v5") _, out("v6") _, out("v7") _, out("v8") _, out("v9") _,
+            out("v10") _, out("v11") _, out("v12") _, out("v13") _,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    [[a00, a01, a02, a03, a04, a05], [a10, a11, a12, a13, a14, a15]]
+}
+
+/// Output pixel `px`'s 3 kernel rows (`iy`: the rows, `None` in the padding) for
+/// [`rgb_dot2`], gathered (3 values a tap, the zero point `zb` in the padding) into 16
+/// bytes each: the image's edges, sparse inputs, the last bytes of `x`.
+#[cold]
+#[inline(never)]
+fn rgb_rows(g: &Geom, x: &[i8], zb: i8, iy: &[Option<usize>; 3], px: usize) -> [int8x16_t; 3] {
+    core::array::from_fn(|ky| {
+        let mut slot = [zb; 16];
+        if let Some(iy) = iy[ky] {
+            for kx in 0..3 {
+                if let Some(ix) = Geom::tap(px, kx, g.stride, g.pad, g.w) {
+                    let a = (iy * g.w + ix) * g.in_stride + g.c_off;
+                    slot[3 * kx..][..3].copy_from_slice(&x[a..][..3]);
+                }
+            }
+        }
+        // SAFETY: NEON is baseline on this target; `slot` holds 16 bytes.
+        unsafe { vld1q_s8(slot.as_ptr()) }
+    })
+}
+
+/// The RGB 3×3 stem into 24 channels in product pairs (cortex-a72 class, no `sdot`): the
+/// weights packed once a call as 6 groups of 4 channels × 7 input groups of 4 tap-major
+/// values (`[c0k0 c0k1 c1k0 c1k1 … | c0k2 c0k3 …]`, as `packed.rs`' pairs; the 28th value
+/// 0), two output pixels at a time through [`rgb_dot2`] — `smull` + `smlal2` + `sadalp` per
+/// 16 MACs where [`rows3_h`]'s by-element `SMLAL` takes 4 — their kernel rows read straight
+/// from a dense input or gathered with the zero point in the padding (as [`rows3`]), the
+/// sums starting from `bias − zx·Σw`. `false`, with nothing written, when a weight is −128.
+///
+/// # Safety
+/// NEON (baseline); `k = 3`, `cin = 3`, `cout = RGB_COUT`, [`lanes_fit`].
+#[target_feature(enable = "neon")]
+unsafe fn rgb24(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) -> bool {
+    const C: usize = RGB_COUT;
+    let w = &w[..C * 27];
+    if w.contains(&i8::MIN) {
+        return false;
+    }
+    let mut wb = [0i8; 16 * 42];
+    let mut corr = [0i32; LANES_COUT];
+    tap_major(g, w, zx, &mut corr, |c, k, v| {
+        let l = 2 * (c % 4) + (k & 1) + if k % 4 >= 2 { 8 } else { 0 };
+        wb[((c / 4) * 7 + k / 4) * 16 + l] = v;
+    });
+    let rq = &rq[..C];
+    let y = &mut y[..g.ho * g.wo * C];
+    // The output stages, their sums starting from `bias − zx·Σw`.
+    let mut r = [Rq4::default(); 6];
+    let mut init = [vdupq_n_s32(0); 6];
+    for (cg, (r, init)) in r.iter_mut().zip(&mut init).enumerate() {
+        // SAFETY: `corr` holds `LANES_COUT ≥ 24` i32.
+        let c = unsafe { vld1q_s32(corr.as_ptr().add(4 * cg)) };
+        *r = Rq4::new(&rq[4 * cg..], q).with_bias(vnegq_s32(c));
+        *init = r.take_bias();
+    }
+    let short = Rq4::all_short(&r);
+    let dense = g.in_stride == 3 && g.c_off == 0;
+    let zb = zx as i8;
+    // The last row start (in bytes) whose 16 bytes lie in `x` (dense inputs).
+    let room = x.len().checked_sub(16);
+    let step = 3 * g.stride;
+    for oy in 0..g.ho {
+        let iy: [Option<usize>; 3] =
+            core::array::from_fn(|ky| Geom::tap(oy, ky, g.stride, g.pad, g.h));
+        // With the 3 rows inside a dense input, a pixel whose kernel rows start at column
+        // `ix` (`ix + 3 ≤ w`) reads them straight from `x` while the last row's 16 bytes
+        // fit: `at + 3·ix ≤ room`, `at` that row's start.
+        let fast = match (iy, dense, room) {
+            ([Some(a), Some(b), Some(c)], true, Some(room)) => room
+                .checked_sub(3 * c * g.w)
+                .map(|rest| ([a, b, c].map(|r| 3 * r * g.w), rest)),
+            _ => None,
+        };
+        let out = oy * g.wo * RGB_COUT;
+        let mut ox = 0;
+        while ox < g.wo {
+            let m = 2.min(g.wo - ox);
+            // The pair's columns: a short pair repeats its pixel (its sums are unused).
+            let ix = (ox * g.stride).checked_sub(g.pad);
+            let direct = match (ix, fast) {
+                (Some(ix), Some((_, rest))) => {
+                    let end = ix + (m - 1) * g.stride;
+                    end + 3 <= g.w && 3 * end <= rest
+                }
+                _ => false,
+            };
+            let rows = match (direct, ix, fast) {
+                (true, Some(ix), Some((at, _))) => {
+                    // SAFETY: both pixels' rows start at column `ix` or `ix + stride` (`≤
+                    // end`) of rows inside, and their 16 bytes lie in `x` (`direct`).
+                    unsafe {
+                        let p = at.map(|a| x.as_ptr().add(a + 3 * ix));
+                        let d = if m == 2 { step } else { 0 };
+                        [p.map(|p| vld1q_s8(p)), p.map(|p| vld1q_s8(p.add(d)))]
+                    }
+                }
+                _ => [0, 1].map(|p| rgb_rows(g, x, zb, &iy, ox + p.min(m - 1))),
+            };
+            // SAFETY: no weight is −128 (checked above); NEON.
+            let acc = unsafe { rgb_dot2(rows, &wb, &init) };
+            for (p, a) in acc.iter().enumerate().take(m) {
+                let o = &mut y[out + (ox + p) * RGB_COUT..][..RGB_COUT];
+                let rs = [&r[0], &r[1], &r[2], &r[3]];
+                let (b16, b8) = if short {
+                    (
+                        Rq4::apply16_short(rs, [a[0], a[1], a[2], a[3]]),
+                        Rq4::apply8_short(&[r[4], r[5]], a[4], a[5]),
+                    )
+                } else {
+                    (
+                        Rq4::apply16(rs, [a[0], a[1], a[2], a[3]]),
+                        Rq4::apply8(&[r[4], r[5]], a[4], a[5]),
+                    )
+                };
+                // SAFETY: `o` holds 24 bytes.
+                unsafe {
+                    vst1q_s8(o.as_mut_ptr(), b16);
+                    vst1_s8(o.as_mut_ptr().add(16), b8);
+                }
+            }
+            ox += m;
+        }
+    }
+    true
 }
 
 /// Most output channels of [`lanes`] (its weight copy is `32·cout` bytes on the stack).
@@ -1223,5 +1505,82 @@ mod tests {
             taken += usize::from(cout % 4 == 0 && n > 0);
         }
         assert!(taken > 300, "{taken}");
+    }
+
+    /// The product-pair RGB stem ([`rgb24`]: 3×3 over 3 channels into 24) against the
+    /// reference: images 1×1 to 20×20 (odd widths: a lone last pixel), strides 1 and 2,
+    /// padding 0 and 1, dense and sparse or offset inputs, zero points incl. both ends,
+    /// weights in ±127 (and a quarter of the cases with −128s, which it refuses), both
+    /// output-stage forms. Seed: `LORKD_SEED`.
+    #[test]
+    fn rgb24_stem_is_bit_exact() {
+        let mut r = Rng::new(crate::test_seed());
+        let (mut ran, mut refused) = (0, 0);
+        for case in 0..300 {
+            let (stride, pad) = (1 + r.below(2), r.below(2));
+            let extra = if r.below(3) == 0 { 1 + r.below(2) } else { 0 };
+            let (h, w) = (1 + r.below(20), 1 + r.below(20));
+            let g = Geom {
+                h,
+                w,
+                in_stride: 3 + extra,
+                c_off: r.below(extra + 1),
+                cin: 3,
+                ho: Geom::out_dim(h, 3, stride, pad),
+                wo: Geom::out_dim(w, 3, stride, pad),
+                cout: RGB_COUT,
+                k: 3,
+                stride,
+                pad,
+            };
+            let x: Vec<i8> = (0..g.in_len()).map(|_| r.below(256) as i8).collect();
+            let with_min = case % 4 == 3;
+            let wt: Vec<i8> = (0..RGB_COUT * 27)
+                .map(|_| match (with_min, r.below(40)) {
+                    (true, 0) => -128,
+                    _ => (r.below(255) as i32 - 127) as i8,
+                })
+                .collect();
+            let zx = [-128, 127, r.below(256) as i32 - 128][r.below(3)];
+            let short = r.below(2) == 0;
+            let rq: Vec<[i32; 3]> = (0..RGB_COUT)
+                .map(|_| {
+                    let mult = (1 << 30) + r.below(1 << 30) as i32;
+                    let shift = if short {
+                        -1 - r.below(12) as i32
+                    } else {
+                        r.below(20) as i32 - 12
+                    };
+                    [r.below(1 << 20) as i32 - (1 << 19), mult, shift]
+                })
+                .collect();
+            let zy = r.below(256) as i32 - 128;
+            let q = OutQ {
+                zero_point: zy,
+                lo: if r.below(2) == 0 { -128 } else { zy },
+            };
+            let n = g.out_len();
+            let (mut y0, mut y1) = (vec![0x55i8; n], vec![0x55i8; n]);
+            reference::conv::conv_i8(&g, &x, zx, &wt, &rq, q, &mut y0);
+            // SAFETY: NEON is baseline; the shape is `rgb24`'s (`lanes_fit` holds: 27 values,
+            // 24 channels, `q.lo ≤ 127`, `zx` in i8).
+            let took = unsafe { rgb24(&g, &x, zx, &wt, &rq, q, &mut y1) };
+            if took {
+                ran += usize::from(n > 0);
+                assert_eq!(y0, y1, "case {case}: {g:?} zx {zx} {q:?}");
+            } else {
+                assert!(wt.contains(&i8::MIN), "case {case} refused");
+                assert!(
+                    y1.iter().all(|&v| v == 0x55),
+                    "case {case}: refused but wrote"
+                );
+                refused += 1;
+            }
+            // The table's slot gives the reference's bytes either way.
+            y1.fill(0x55);
+            conv_i8(&g, &x, zx, &wt, &rq, q, &mut y1);
+            assert_eq!(y0, y1, "case {case}, conv_i8: {g:?}");
+        }
+        assert!(ran > 150 && refused > 30, "{ran} ran, {refused} refused");
     }
 }
