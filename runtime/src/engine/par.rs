@@ -39,7 +39,7 @@ pub(crate) const PIX_ALIGN_EXACT: usize = 4;
 /// core that comes late (descheduled, or busy elsewhere) takes fewer instead of holding
 /// everyone up; more chunks cost more edges (rows read twice, tiles cut).
 #[cfg(feature = "threads")]
-pub(crate) const CHUNKS_PER_THREAD: usize = 2;
+pub(crate) const CHUNKS_PER_THREAD: usize = 1;
 /// Channel split points are multiples of this (every kernel's channel lanes divide it).
 #[cfg(feature = "threads")]
 pub(crate) const CH_ALIGN: usize = 16;
@@ -47,6 +47,11 @@ pub(crate) const CH_ALIGN: usize = 16;
 /// core; a fork-join with spinning workers costs ~1 µs).
 #[cfg(feature = "threads")]
 pub(crate) const MIN_MACS: usize = 64 * 1024;
+
+/// A depthwise multiply-add costs about this many of a GEMM's (int8 AVX2, 1.0x @224: the
+/// depthwise convs run 3.4–5.5 G a second, the pointwise ones ~19 G): its work for the split.
+#[cfg(feature = "threads")]
+const DW_COST: usize = 4;
 
 /// The engine's thread pool ([`super::pool`]) and its split threshold.
 #[cfg(feature = "threads")]
@@ -244,7 +249,7 @@ impl<'p> Par<'p> {
     fn plan(&self, g: &Geom, depthwise: bool, exact: bool) -> Option<(&'p Pool, Cut, usize)> {
         let pool = self.pool?;
         let npix = g.ho * g.wo;
-        let macs = npix * g.cout * g.k * g.k * if depthwise { 1 } else { g.cin };
+        let macs = npix * g.cout * g.k * g.k * if depthwise { DW_COST } else { g.cin };
         let parts = pool.chunks(macs);
         if parts < 2 {
             return None;
