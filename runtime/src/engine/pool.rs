@@ -331,6 +331,49 @@ mod tests {
         }
     }
 
+    /// The regions cover every chunk once, in order, evenly.
+    #[test]
+    fn regions_cut_a_job_evenly() {
+        for threads in 1..=5 {
+            for chunks in 0..40 {
+                let rs: Vec<_> = (0..threads).map(|r| region(chunks, threads, r)).collect();
+                assert_eq!(rs[0].start, 0);
+                assert_eq!(rs[threads - 1].end, chunks);
+                for w in rs.windows(2) {
+                    assert_eq!(w[0].end, w[1].start);
+                }
+                let (lo, hi) = (chunks / threads, chunks.div_ceil(threads));
+                assert!(rs.iter().all(|r| (lo..=hi).contains(&r.len())), "{chunks} {threads}");
+            }
+        }
+    }
+
+    /// Each thread works its own region first: the caller runs the first chunks of a job
+    /// and the worker the last, job after job (with one shared counter the two interleave,
+    /// and the worker took chunk 1). A worker may be descheduled now and then and the caller
+    /// take its chunks, so the test asks for most jobs, not all.
+    #[test]
+    fn the_caller_keeps_its_own_region() {
+        let pool = Pool::new(2).unwrap();
+        pool.wake();
+        let caller = std::thread::current().id();
+        let (mut own, jobs) = (0, 200);
+        for _ in 0..jobs {
+            let ran: Vec<Mutex<Option<std::thread::ThreadId>>> =
+                (0..4).map(|_| Mutex::new(None)).collect();
+            pool.run(4, &|i| {
+                let t0 = Instant::now();
+                while t0.elapsed() < Duration::from_micros(20) {
+                    core::hint::spin_loop();
+                }
+                *ran[i].lock().unwrap() = Some(std::thread::current().id());
+            });
+            let by = |i: usize| ran[i].lock().unwrap().unwrap();
+            own += usize::from(by(0) == caller && by(1) == caller);
+        }
+        assert!(2 * own > jobs, "the caller ran chunks 0 and 1 in {own} of {jobs} jobs");
+    }
+
     #[test]
     fn a_part_borrows_the_callers_stack() {
         let pool = Pool::new(3).unwrap();
