@@ -20,8 +20,9 @@
 //!
 //! The arena holds no per-thread state, so `arena_bytes` does not depend on N; the few
 //! buffers a part needs come from the heap. The workers spin while an inference or a switch
-//! runs ([`super::pool`], [`Pool::busy`]), and every op is cut into a few more chunks than
-//! threads, taken in turn.
+//! runs ([`super::pool`], [`Pool::busy`]), and every op is cut into one chunk a thread, each
+//! thread's the same part of the image op after op (its own region of the job, see
+//! [`super::pool`]): it reads back what it wrote, from its own cache.
 //!
 //! Without the feature [`Par`] is a zero-sized pass-through: the no_std engine stays
 //! single-threaded and allocation-free.
@@ -35,9 +36,12 @@ pub(crate) const PIX_ALIGN: usize = 48;
 /// in even parts.
 #[cfg(feature = "threads")]
 pub(crate) const PIX_ALIGN_EXACT: usize = 4;
-/// A split op has at most this many chunks per thread: threads take chunks in turn, so a
-/// core that comes late (descheduled, or busy elsewhere) takes fewer instead of holding
-/// everyone up; more chunks cost more edges (rows read twice, tiles cut).
+/// A split op has at most this many chunks per thread. One: a thread that finished its
+/// region steals a whole chunk only from a thread that has not started it (a late or
+/// descheduled core), and two a thread cost a second kernel setup, more edges (rows read
+/// twice, tiles cut) and, when the thief took the other's second chunk a moment before its
+/// owner came for it, a chunk's worth of imbalance (two measured 1.4× at 1.0x @224 where
+/// one gave 1.7×, session 43).
 #[cfg(feature = "threads")]
 pub(crate) const CHUNKS_PER_THREAD: usize = 1;
 /// Channel split points are multiples of this (every kernel's channel lanes divide it).
