@@ -343,7 +343,10 @@ mod tests {
                     assert_eq!(w[0].end, w[1].start);
                 }
                 let (lo, hi) = (chunks / threads, chunks.div_ceil(threads));
-                assert!(rs.iter().all(|r| (lo..=hi).contains(&r.len())), "{chunks} {threads}");
+                assert!(
+                    rs.iter().all(|r| (lo..=hi).contains(&r.len())),
+                    "{chunks} {threads}"
+                );
             }
         }
     }
@@ -371,7 +374,10 @@ mod tests {
             let by = |i: usize| ran[i].lock().unwrap().unwrap();
             own += usize::from(by(0) == caller && by(1) == caller);
         }
-        assert!(2 * own > jobs, "the caller ran chunks 0 and 1 in {own} of {jobs} jobs");
+        assert!(
+            2 * own > jobs,
+            "the caller ran chunks 0 and 1 in {own} of {jobs} jobs"
+        );
     }
 
     #[test]

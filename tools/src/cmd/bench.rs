@@ -4,7 +4,11 @@
 //! `--kernels` picks one of the kernel tables this CPU runs (default the fastest), so the
 //! tables can be compared on one machine.
 //! `--profile` adds the median time of every op (per layer) and their sums per op kind,
-//! read at the engine's op boundaries (`Engine::infer_timed`).
+//! read at the engine's op boundaries (`Engine::infer_timed`). `--vs-one-thread` (with
+//! `--threads N`, N ≥ 2) times a one-thread engine in the same run, in blocks alternating
+//! with the N-thread one, and reports the speed-up per pair of blocks: a shared machine's
+//! speed drifts by tens of percent between runs (and processes), which back-to-back blocks
+//! mostly cancel.
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -45,6 +49,10 @@ pub struct Args {
     /// Also report the time per op (each layer) and per op kind.
     #[arg(long)]
     pub profile: bool,
+    /// With `--threads N` (N ≥ 2): also time a one-thread engine in the same run, in
+    /// alternating blocks, and report the speed-up (one thread / N threads) per block pair.
+    #[arg(long)]
+    pub vs_one_thread: bool,
 }
 
 /// What `lorkd bench --json` prints.
@@ -67,6 +75,25 @@ pub struct BenchReport {
     pub cpu: String,
     /// Per-op and per-kind times, with `--profile`.
     pub profile: Option<Profile>,
+    /// The N-thread engine against one thread, with `--vs-one-thread`.
+    pub speedup: Option<Speedup>,
+}
+
+/// `--threads N` against one thread in the same run: `blocks` pairs of blocks (the
+/// one-thread engine's, then the N-thread engine's, each `iters` inferences), each block's
+/// median, and per pair the ratio one thread / N threads.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Speedup {
+    pub threads: usize,
+    pub blocks: usize,
+    pub iters: usize,
+    /// Medians over all blocks' runs (ms).
+    pub one_thread_ms_median: f64,
+    pub threads_ms_median: f64,
+    /// The per-pair ratios: median, lowest, highest.
+    pub ratio_median: f64,
+    pub ratio_min: f64,
+    pub ratio_max: f64,
 }
 
 /// Where one inference's time goes: each op's median (µs over the timed runs, read at the
@@ -136,6 +163,8 @@ pub struct BenchOpts {
     pub profile: bool,
     /// Engine threads (1: the caller's thread only).
     pub threads: usize,
+    /// Also time one thread against `threads` ([`Speedup`]).
+    pub vs_one_thread: bool,
     /// The kernel table (`None`: `Kernels::best()`).
     pub kernels: Option<Kernels>,
 }
@@ -160,6 +189,7 @@ impl BenchOpts {
             iters,
             profile: false,
             threads: 1,
+            vs_one_thread: false,
             kernels: None,
         }
     }
@@ -181,13 +211,7 @@ pub fn bench(bundle: &Bundle<'_>, dept: Option<&str>, o: &BenchOpts) -> Result<B
     let m = bundle.manifest();
     let arena_bytes = bundle.arena_bytes(mode);
     let mut arena = AlignedBytes::zeroed(arena_bytes);
-    let mut engine = Engine::new(bundle, arena.as_mut_slice(), mode)?;
-    if let Some(k) = o.kernels {
-        engine.set_kernels(k);
-    }
-    engine
-        .set_threads(o.threads)
-        .context("starting the engine's threads")?;
+    let mut engine = new_engine(bundle, &mut arena, o, o.threads)?;
     let n = m.input.channels as usize * m.input.size as usize * m.input.size as usize;
     let mut rng = Rng::new(0x5eed);
     let x = rng.vec(n, 1.0);
@@ -215,6 +239,15 @@ pub fn bench(bundle: &Bundle<'_>, dept: Option<&str>, o: &BenchOpts) -> Result<B
     } else {
         None
     };
+    let speedup = if o.vs_one_thread {
+        ensure!(o.threads >= 2, "--vs-one-thread needs --threads 2 or more");
+        let mut arena1 = AlignedBytes::zeroed(arena_bytes);
+        let mut one = new_engine(bundle, &mut arena1, o, 1)?;
+        one.select(t)?;
+        Some(speedup(&mut one, &mut engine, &x, &mut logits, iters)?)
+    } else {
+        None
+    };
     Ok(BenchReport {
         arch: m.arch.to_string(),
         precision: match m.precision {
@@ -234,6 +267,71 @@ pub fn bench(bundle: &Bundle<'_>, dept: Option<&str>, o: &BenchOpts) -> Result<B
         tract_ms_median: None,
         cpu: cpu_model(),
         profile,
+        speedup,
+    })
+}
+
+/// An engine on `bundle` in `arena` with `o`'s mode and kernels, and `threads` threads.
+fn new_engine<'b, 'a>(
+    bundle: &'b Bundle<'a>,
+    arena: &'b mut AlignedBytes,
+    o: &BenchOpts,
+    threads: usize,
+) -> Result<Engine<'b, 'a>> {
+    let mut engine = Engine::new(bundle, arena.as_mut_slice(), o.mode)?;
+    if let Some(k) = o.kernels {
+        engine.set_kernels(k);
+    }
+    engine
+        .set_threads(threads)
+        .context("starting the engine's threads")?;
+    Ok(engine)
+}
+
+/// [`Speedup`]: `one` (one thread) and `many` (the same department selected), 10 pairs of
+/// blocks of `iters` inferences each. Before each block the other engine rests a few
+/// milliseconds, so the N-thread engine's workers have parked (a spinning worker takes a
+/// core from the one-thread run) and its first inference pays their wake-up as a cold
+/// start would.
+fn speedup(
+    one: &mut Engine<'_, '_>,
+    many: &mut Engine<'_, '_>,
+    x: &[f32],
+    logits: &mut [f32],
+    iters: usize,
+) -> Result<Speedup> {
+    const BLOCKS: usize = 10;
+    let rest = std::time::Duration::from_millis(3);
+    let mut block = |e: &mut Engine<'_, '_>, all: &mut Vec<f64>| -> Result<f64> {
+        std::thread::sleep(rest);
+        e.infer(x, logits)?;
+        let mut v = Vec::with_capacity(iters);
+        for _ in 0..iters {
+            let s = Instant::now();
+            e.infer(x, logits)?;
+            v.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+        all.extend_from_slice(&v);
+        Ok(median(v))
+    };
+    let (mut all1, mut alln, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..BLOCKS {
+        let a = block(one, &mut all1)?;
+        let b = block(many, &mut alln)?;
+        ratios.push(a / b);
+    }
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(l, h), &r| (l.min(r), h.max(r)));
+    Ok(Speedup {
+        threads: many.threads(),
+        blocks: BLOCKS,
+        iters,
+        one_thread_ms_median: median(all1),
+        threads_ms_median: median(alln),
+        ratio_median: median(ratios),
+        ratio_min: lo,
+        ratio_max: hi,
     })
 }
 
@@ -410,6 +508,7 @@ pub fn run(a: Args) -> Result<()> {
         iters: a.iters,
         profile: a.profile,
         threads: a.threads,
+        vs_one_thread: a.vs_one_thread,
         kernels: a.kernels.as_deref().map(kernels_named).transpose()?,
     };
     let mut r = bench(&bundle, a.dept.as_deref(), &opts)?;
@@ -425,6 +524,12 @@ pub fn run(a: Args) -> Result<()> {
         );
         if let Some(t) = r.tract_ms_median {
             println!("tract (fused f32 expert, ONNX): infer {t:.3} ms");
+        }
+        if let Some(s) = &r.speedup {
+            println!(
+                "{} threads vs 1 in the same run: {:.3} ms vs {:.3} ms, speed-up {:.2}× [{:.2}–{:.2}] ({} block pairs of {})",
+                s.threads, s.threads_ms_median, s.one_thread_ms_median, s.ratio_median, s.ratio_min, s.ratio_max, s.blocks, s.iters
+            );
         }
         if let Some(p) = &r.profile {
             print!("{}", render_profile(p));
@@ -509,6 +614,22 @@ mod tests {
             assert!(v["kinds"][0]["share"].as_f64().unwrap() > 0.0);
         }
         assert!(bench_tract(&bundle, Some("dept1"), 2).unwrap() >= 0.0);
+        // Two threads against one in the same run: every block timed, ratios consistent.
+        let o = BenchOpts {
+            threads: 2,
+            vs_one_thread: true,
+            ..BenchOpts::new(Mode::Materialized, 3)
+        };
+        let s = bench(&bundle, None, &o).unwrap().speedup.unwrap();
+        assert_eq!((s.threads, s.blocks, s.iters), (2, 10, 3));
+        assert!(s.one_thread_ms_median > 0.0 && s.threads_ms_median > 0.0);
+        assert!(s.ratio_min > 0.0 && s.ratio_min <= s.ratio_median);
+        assert!(s.ratio_median <= s.ratio_max && s.ratio_max.is_finite());
+        let one = BenchOpts {
+            vs_one_thread: true,
+            ..BenchOpts::new(Mode::Materialized, 3)
+        };
+        assert!(bench(&bundle, None, &one).is_err());
     }
 
     /// Writes the BENCHMARKS.md bundles (random ShuffleNetV2 1.0x at 224 and 0.5x at 64,
