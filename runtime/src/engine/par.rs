@@ -782,3 +782,81 @@ mod tests {
         }
     }
 }
+
+/// A benchmark run by hand (`cargo test --release -p lorkd-runtime --features threads --lib
+/// -- --ignored split_speed --nocapture`): one conv of the 1.0x @224 network's shapes, split
+/// across 2 threads, against one thread, 2,000 times each on the same data (the op alone,
+/// its input and output in cache), medians printed; the outputs must be the same bytes.
+/// What it separates from `lorkd bench --vs-one-thread`: the split's own cost from what the
+/// network around it adds (BENCHMARKS.md, session 43).
+#[cfg(all(test, feature = "threads"))]
+mod split_speed {
+    use super::*;
+    use crate::kernels::{Kernels, OutQ};
+
+    #[test]
+    #[ignore]
+    fn split_speed() {
+        let kern = Kernels::best();
+        let pool = Pool::new(2).unwrap();
+        let _busy = pool.busy();
+        let shapes = [
+            (116, 116, 14, false),
+            (58, 58, 28, false),
+            (24, 58, 56, false),
+            (116, 116, 14, true),
+            (58, 58, 28, true),
+        ];
+        for (cin, cout, h, dw) in shapes {
+            let (k, pad) = if dw { (3, 1) } else { (1, 0) };
+            let g = Geom {
+                h,
+                w: h,
+                in_stride: cin,
+                c_off: 0,
+                cin,
+                ho: h,
+                wo: h,
+                cout,
+                k,
+                stride: 1,
+                pad,
+            };
+            let x: Vec<i8> = (0..g.in_len()).map(|i| (i * 7 % 251) as i8).collect();
+            let wn = if dw { 9 * cin } else { cin * cout };
+            let w: Vec<i8> = (0..wn).map(|i| (i * 13 % 255) as i8).collect();
+            let rq: Vec<[i32; 3]> = (0..cout).map(|i| [i as i32 - 50, 1 << 30, -8]).collect();
+            let q = OutQ {
+                zero_point: 3,
+                lo: -128,
+            };
+            let f = if dw {
+                kern.dwconv3x3_i8
+            } else {
+                kern.conv1x1_i8
+            };
+            let time = |par: Par<'_>, y: &mut [i8]| {
+                let mut v: Vec<f64> = (0..2000)
+                    .map(|_| {
+                        let t = std::time::Instant::now();
+                        par.conv_i8(f, dw, &g, &x, 5, &w, &rq, q, y, None);
+                        t.elapsed().as_secs_f64() * 1e6
+                    })
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let (mut y1, mut y2) = (vec![0i8; g.out_len()], vec![1i8; g.out_len()]);
+            for _ in 0..3 {
+                let one = time(Par::pool(None), &mut y1);
+                let two = time(Par::pool(Some(&pool)), &mut y2);
+                println!(
+                    "{cin}→{cout} @{h}x{h} {}: 1 thread {one:.1} µs, 2 threads {two:.1} µs, {:.2}×",
+                    if dw { "depthwise" } else { "pointwise" },
+                    one / two
+                );
+            }
+            assert_eq!(y1, y2, "{g:?}");
+        }
+    }
+}
