@@ -1024,17 +1024,11 @@ mod tests {
             e.select(t).unwrap();
             let (room, used) = e.rq_cached;
             assert!(used > 0 && used <= room, "({room}, {used})");
-            // Which kinds of entry the walk wrote: `[op, rows << 2 | kind]` headers.
-            let at = e.reg.stream_scratch;
-            let words: std::vec::Vec<u32> =
-                bytemuck::cast_slice(&e.parts().scratch[at..][..used]).to_vec();
-            let (mut kinds, mut k) = ([0usize; 3], 0);
-            while k < used / 4 {
-                let (n, kind) = ((words[k + 1] >> 2) as usize, words[k + 1] & 3);
+            // Which kinds of entry the walk wrote.
+            let mut kinds = [0usize; 3];
+            for (_, _, kind) in cache_entries(&mut e) {
                 kinds[kind as usize] += 1;
-                k += 2 + n * [3, 2, 1][kind as usize];
             }
-            assert_eq!(k, used / 4);
             match mode {
                 Mode::Auto => assert_eq!(kinds[1..], [0, 0], "Auto packs none: {kinds:?}"),
                 // Streaming rebuilds no expert: nothing to split.
@@ -1047,15 +1041,7 @@ mod tests {
             if squeeze || mode == Mode::Auto {
                 assert!(kinds[0] > 0, "no whole table: {kinds:?}");
             }
-            let logits = |e: &mut Engine<'_, '_>| {
-                let mut out = std::vec::Vec::new();
-                for x in &tests {
-                    let mut l = [0.0f32; 16];
-                    let k = e.infer(x, &mut l).unwrap();
-                    out.extend(l[..k].iter().map(|v| v.to_bits()));
-                }
-                out
-            };
+            let logits = |e: &mut Engine<'_, '_>| logit_bits(e, &tests);
             let cached = logits(&mut e);
             // A room of about half the rows: the walk caches some ops, skips others. Each
             // walk follows a rebuild, as at `select`: split entries wrote their multipliers
@@ -1072,6 +1058,34 @@ mod tests {
             assert_eq!(cached, uncached, "department {t}");
             assert_eq!(partial, uncached, "department {t}");
         }
+    }
+
+    /// Every logit `e` gives on `xs`, as bits.
+    fn logit_bits(e: &mut Engine<'_, '_>, xs: &[std::vec::Vec<f32>]) -> std::vec::Vec<u32> {
+        let mut out = std::vec::Vec::new();
+        for x in xs {
+            let mut l = [0.0f32; 16];
+            let k = e.infer(x, &mut l).unwrap();
+            out.extend(l[..k].iter().map(|v| v.to_bits()));
+        }
+        out
+    }
+
+    /// The requantisation cache's entries as `(op word, rows, kind)`, walked by their
+    /// `[op, rows << 2 | kind]` headers (a header and rows of 3, 2 or 1 words by kind); the
+    /// walk must end where the cache's used bytes do.
+    fn cache_entries(e: &mut Engine<'_, '_>) -> std::vec::Vec<(u32, usize, u32)> {
+        let (at, used) = (e.reg.stream_scratch, e.rq_cached.1);
+        let words: std::vec::Vec<u32> =
+            bytemuck::cast_slice(&e.parts().scratch[at..][..used]).to_vec();
+        let (mut out, mut w) = (std::vec::Vec::new(), 0);
+        while w < words.len() {
+            let (op, n, kind) = (words[w], (words[w + 1] >> 2) as usize, words[w + 1] & 3);
+            out.push((op, n, kind));
+            w += 2 + n * [3, 2, 1][kind as usize];
+        }
+        assert_eq!(w, words.len(), "the entries overrun the cache's used bytes");
+        out
     }
 
     /// An int8 bundle of `net` calibrated per department on a few of its images (`squeeze`:
@@ -1124,15 +1138,7 @@ mod tests {
         let qbytes = AlignedBytes::new(&calibrated_int8(&net, seed, false));
         let qb = Bundle::parse(qbytes.as_slice()).unwrap();
         let tests = net.inputs(3, seed ^ 2);
-        let logits = |e: &mut Engine<'_, '_>| {
-            let mut out = std::vec::Vec::new();
-            for x in &tests {
-                let mut l = [0.0f32; 16];
-                let k = e.infer(x, &mut l).unwrap();
-                out.extend(l[..k].iter().map(|v| v.to_bits()));
-            }
-            out
-        };
+        let logits = |e: &mut Engine<'_, '_>| logit_bits(e, &tests);
         let mut folded_ops = 0;
         for mode in [Mode::Materialized, Mode::Auto, Mode::Streaming] {
             let mut arena = AlignedBytes::zeroed(qb.arena_bytes(mode));
@@ -1151,12 +1157,7 @@ mod tests {
                         e.fold_zx = true;
                         e.select(t).unwrap();
                         let (_, used) = e.rq_cached;
-                        let at = e.reg.stream_scratch;
-                        let words: std::vec::Vec<u32> =
-                            bytemuck::cast_slice(&e.parts().scratch[at..][..used]).to_vec();
-                        let mut w = 0;
-                        while w < words.len() {
-                            let (op, n) = (words[w], (words[w + 1] >> 2) as usize);
+                        for (op, _, _) in cache_entries(&mut e) {
                             if op & ops::FOLDED != 0 {
                                 folded_ops += 1;
                                 let i = (op & !ops::FOLDED) as usize;
@@ -1168,7 +1169,6 @@ mod tests {
                                     "op {i} folded"
                                 );
                             }
-                            w += 2 + n * [3, 2, 1][(words[w + 1] & 3) as usize];
                         }
                         assert_eq!(logits(&mut e), want, "{k:?} {mode:?} department {t}");
                         // Half the room, then none: the ops left out compute theirs per

@@ -7,10 +7,9 @@
 //! the table, and for streamed 1x1 experts the low-rank path.
 
 use super::{
-    concat_shuffle, conv_geom, expect_len, f32s, f32s_mut, i8s, i8s_mut, io, io2, op_requant,
-    out_q, requant_table, tensor, Ctx, R,
+    concat_shuffle, conv_geom, expect_len, f32s, f32s_mut, fits2, i8s, i8s_mut, io, io2,
+    op_requant, out_q, requant_table, tensor, Ctx, R,
 };
-use crate::engine::par::Then;
 use crate::engine::EngineError;
 use crate::format::{layout, Mode, Op};
 use crate::switch::{self, Delta};
@@ -115,7 +114,7 @@ pub(in crate::engine) fn eval(
         _ => None,
     };
     let fused = |c: &concat_shuffle::Prepared| [rout.clone(), c.rout.clone()];
-    let cat = cat.filter(|c| io2(cx.act, fused(c), [rin.clone(), c.ra.clone()]).is_some());
+    let cat = cat.filter(|c| fits2(cx.act.len(), &fused(c), &[rin.clone(), c.ra.clone()]));
     let (y, out, x, xa) = match &cat {
         Some(c) => {
             let ([y, out], [x, xa]) = io2(cx.act, fused(c), [rin, c.ra.clone()]).ok_or(bad)?;
@@ -154,12 +153,9 @@ pub(in crate::engine) fn eval(
                 move |p0: usize, ys: &[i8], o: &mut [i8]| c.run_i8(kcat, &xa[p0 * c.sa..], ys, o)
             });
             let then = match (&cat, out, &run_cat) {
-                (Some(c), Some(o), Some(f)) => Some(Then {
-                    out: i8s_mut(o).get_mut(..c.out_len()).ok_or(bad)?,
-                    unit: 2 * c.c,
-                    work: c.work(),
-                    f,
-                }),
+                (Some(c), Some(o), Some(f)) => {
+                    Some(c.then(i8s_mut(o).get_mut(..c.out_len()).ok_or(bad)?, f))
+                }
                 _ => None,
             };
             match delta {
@@ -232,12 +228,7 @@ pub(in crate::engine) fn eval(
                 _ => None,
             };
             let mut then = match (&cat, &mut out, &run_cat) {
-                (Some(c), Some(o), Some(f)) => Some(Then {
-                    out: o,
-                    unit: 2 * c.c,
-                    work: c.work(),
-                    f,
-                }),
+                (Some(c), Some(o), Some(f)) => Some(c.then(o, f)),
                 _ => None,
             };
             // A streamed 1x1 expert applies ReLU after its low-rank correction.

@@ -204,14 +204,15 @@ pub(super) fn io<'x, const N: usize>(
 #[allow(clippy::type_complexity)]
 pub(super) fn io2<'x, const N: usize>(
     act: &'x mut [u8],
-    [o1, o2]: [Range<usize>; 2],
+    outs: [Range<usize>; 2],
     ins: [Range<usize>; N],
 ) -> Option<([&'x mut [u8]; 2], [&'x [u8]; N])> {
-    let swap = o2.start < o1.start;
-    let (lo, hi) = if swap { (o2, o1) } else { (o1, o2) };
-    if lo.start > lo.end || lo.end > hi.start || hi.start > hi.end || hi.end > act.len() {
+    if !fits2(act.len(), &outs, &ins) {
         return None;
     }
+    let [o1, o2] = outs;
+    let swap = (o2.start, o2.end) < (o1.start, o1.end);
+    let (lo, hi) = if swap { (o2, o1) } else { (o1, o2) };
     let (gap0, rest) = act.split_at_mut(lo.start);
     let (a, rest) = rest.split_at_mut(lo.end - lo.start);
     let (gap1, rest) = rest.split_at_mut(hi.start - lo.end);
@@ -225,6 +226,25 @@ pub(super) fn io2<'x, const N: usize>(
         *r = gap.get(range.start - at..range.end - at)?;
     }
     Some((if swap { [b, a] } else { [a, b] }, res))
+}
+
+/// Whether [`io2`] gives these ranges of an arena of `len` bytes: the two outputs in
+/// bounds and disjoint, each input inside one gap around them (the check alone, for a
+/// caller that decides before it borrows).
+pub(super) fn fits2(len: usize, [o1, o2]: &[Range<usize>; 2], ins: &[Range<usize>]) -> bool {
+    // (As `io2` orders them: an empty output at the other's start comes first.)
+    let (lo, hi) = if (o2.start, o2.end) < (o1.start, o1.end) {
+        (o2, o1)
+    } else {
+        (o1, o2)
+    };
+    let ordered = lo.start <= lo.end && lo.end <= hi.start && hi.start <= hi.end;
+    let gaps = [0..lo.start, lo.end..hi.start, hi.end..len];
+    let inside = |r: &Range<usize>| {
+        gaps.iter()
+            .any(|g| g.start <= r.start && r.start <= r.end && r.end <= g.end)
+    };
+    ordered && hi.end <= len && ins.iter().all(inside)
 }
 
 /// The int8 output stage: the output's zero point, clamped at it under a fused ReLU.
@@ -739,6 +759,47 @@ mod tests {
     use super::{requant_table, Entry, RqCache};
     use crate::engine::testnet::Rng;
     use crate::quant::QParams;
+
+    /// `io2` gives exactly the ranges `fits2` accepts, and those right: random ranges
+    /// (reversed and out-of-bounds ones too) in a small arena holding each byte's index,
+    /// against the definition — outputs in bounds and disjoint, every input in bounds and
+    /// overlapping neither output.
+    #[test]
+    fn io2_gives_what_fits2_accepts() {
+        let mut r = Rng::new(crate::test_seed());
+        let range = |r: &mut Rng, len: usize| {
+            let a = r.below(len + 3);
+            a..a + r.below(8) - usize::from(a > 0 && r.below(9) == 0) * 2.min(a)
+        };
+        let mut ok = 0;
+        for _ in 0..100_000 {
+            let len = r.below(40);
+            let outs = [range(&mut r, len), range(&mut r, len)];
+            let ins = [range(&mut r, len), range(&mut r, len)];
+            let good = |x: &core::ops::Range<usize>| x.start <= x.end && x.end <= len;
+            let apart = |x: &core::ops::Range<usize>, y: &core::ops::Range<usize>| {
+                x.end <= y.start || y.end <= x.start
+            };
+            let want = outs.iter().all(good)
+                && apart(&outs[0], &outs[1])
+                && ins
+                    .iter()
+                    .all(|i| good(i) && outs.iter().all(|o| apart(i, o)));
+            let fits = super::fits2(len, &outs, &ins);
+            assert_eq!(fits, want, "{len} {outs:?} {ins:?}");
+            let mut act: std::vec::Vec<u8> = (0..len as u8).collect();
+            let got = super::io2(&mut act, outs.clone(), ins.clone());
+            assert_eq!(got.is_some(), want);
+            if let Some(([a, b], [x, y])) = got {
+                ok += 1;
+                let at = |s: &[u8], r: &core::ops::Range<usize>| {
+                    s.len() == r.len() && s.iter().zip(r.clone()).all(|(&v, i)| v as usize == i)
+                };
+                assert!(at(a, &outs[0]) && at(b, &outs[1]) && at(x, &ins[0]) && at(y, &ins[1]));
+            }
+        }
+        assert!(ok > 1000, "only {ok} cases fit");
+    }
 
     /// `row_sum` is the plain sum: lengths 0..=300 and 4096 (past the i16 lanes' 127
     /// steps), random bytes, all −128 and all 127.
