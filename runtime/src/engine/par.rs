@@ -40,8 +40,8 @@ pub(crate) const PIX_ALIGN_EXACT: usize = 4;
 /// region steals a whole chunk only from a thread that has not started it (a late or
 /// descheduled core), and two a thread cost a second kernel setup, more edges (rows read
 /// twice, tiles cut) and, when the thief took the other's second chunk a moment before its
-/// owner came for it, a chunk's worth of imbalance (two measured 1.4× at 1.0x @224 where
-/// one gave 1.7×, session 43).
+/// owner came for it, a chunk's worth of imbalance (the 14×14 pointwise convs of 1.0x @224
+/// at 2 threads: ~1.4× with two, 1.6–1.7× with one, session 43).
 #[cfg(feature = "threads")]
 pub(crate) const CHUNKS_PER_THREAD: usize = 1;
 /// Channel split points are multiples of this (every kernel's channel lanes divide it).

@@ -19,9 +19,9 @@
 //! for it: the caller waits only for the chunks that were taken, never for a worker that
 //! did not join. The regions are for **locality**: consecutive ops cut the same image at
 //! about the same pixels, so each thread reads back the part it wrote, from its own cache.
-//! With one shared counter a chunk went to whichever thread came first, half of every op's
-//! input crossed between cores, and two threads gave 1.35–1.55× on the 1.0x @224 convs
-//! (1.7–1.9× with the regions, session 43).
+//! With one shared counter a chunk went to whichever thread came first and about half of
+//! every op's input crossed between cores (BENCHMARKS.md, session 43: the 1.0x @224
+//! pointwise convs at 2 threads 1.46× before, 1.55× after; the op alone splits at ~1.8×).
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Condvar, Mutex};
