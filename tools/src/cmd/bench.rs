@@ -199,6 +199,10 @@ impl BenchOpts {
 pub fn bench(bundle: &Bundle<'_>, dept: Option<&str>, o: &BenchOpts) -> Result<BenchReport> {
     let (mode, iters) = (o.mode, o.iters);
     ensure!(iters > 0, "--iters must be at least 1");
+    ensure!(
+        !o.vs_one_thread || o.threads >= 2,
+        "--vs-one-thread needs --threads 2 or more"
+    );
     ensure!(bundle.department_count() > 0, "bundle has no department");
     let t = match dept {
         Some(name) => bundle
@@ -240,7 +244,6 @@ pub fn bench(bundle: &Bundle<'_>, dept: Option<&str>, o: &BenchOpts) -> Result<B
         None
     };
     let speedup = if o.vs_one_thread {
-        ensure!(o.threads >= 2, "--vs-one-thread needs --threads 2 or more");
         let mut arena1 = AlignedBytes::zeroed(arena_bytes);
         let mut one = new_engine(bundle, &mut arena1, o, 1)?;
         one.select(t)?;
@@ -289,10 +292,10 @@ fn new_engine<'b, 'a>(
 }
 
 /// [`Speedup`]: `one` (one thread) and `many` (the same department selected), 10 pairs of
-/// blocks of `iters` inferences each. Before each block the other engine rests a few
-/// milliseconds, so the N-thread engine's workers have parked (a spinning worker takes a
-/// core from the one-thread run) and its first inference pays their wake-up as a cold
-/// start would.
+/// blocks of `iters` timed inferences each. Each block starts after a few milliseconds'
+/// rest, so the N-thread engine's workers have parked before a one-thread block (a
+/// spinning worker would take a core from it), and with one untimed inference (which wakes
+/// them before an N-thread block).
 fn speedup(
     one: &mut Engine<'_, '_>,
     many: &mut Engine<'_, '_>,
