@@ -72,9 +72,12 @@ struct Shared {
 struct Next(AtomicUsize);
 
 /// Thread `r`'s region of a job of `chunks` chunks among `threads`: contiguous, sizes
-/// differing by at most one.
+/// differing by at most one, the larger ones first (with fewer chunks than threads the
+/// caller, thread 0, still has one, and the last workers none).
 fn region(chunks: usize, threads: usize, r: usize) -> core::ops::Range<usize> {
-    r * chunks / threads..(r + 1) * chunks / threads
+    let (q, rem) = (chunks / threads, chunks % threads);
+    let at = |r: usize| r * q + r.min(rem);
+    at(r)..at(r + 1)
 }
 
 /// `threads − 1` spinning workers beside the calling thread.
@@ -331,7 +334,7 @@ mod tests {
         }
     }
 
-    /// The regions cover every chunk once, in order, evenly.
+    /// The regions cover every chunk once, in order, evenly, the larger first.
     #[test]
     fn regions_cut_a_job_evenly() {
         for threads in 1..=5 {
@@ -347,6 +350,9 @@ mod tests {
                     rs.iter().all(|r| (lo..=hi).contains(&r.len())),
                     "{chunks} {threads}"
                 );
+                // Larger first: the caller works whenever there is work.
+                assert!(rs.windows(2).all(|w| w[0].len() >= w[1].len()));
+                assert_eq!(rs[0].is_empty(), chunks == 0);
             }
         }
     }
