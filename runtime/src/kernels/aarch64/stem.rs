@@ -680,9 +680,15 @@ fn rgb_stage(
 /// form when `short`): each pixel's 16 + 8 bytes.
 #[inline(always)]
 fn rgb_out(r: &[Rq4; 6], short: bool, acc: [[int32x4_t; 6]; 2]) -> [(int8x16_t, int8x8_t); 2] {
+    [rgb_out1(r, short, &acc[0]), rgb_out1(r, short, &acc[1])]
+}
+
+/// [`rgb_out`] for one pixel (no closure: LLVM kept `map`'s out of line).
+#[inline(always)]
+fn rgb_out1(r: &[Rq4; 6], short: bool, a: &[int32x4_t; 6]) -> (int8x16_t, int8x8_t) {
     let rs = [&r[0], &r[1], &r[2], &r[3]];
     // SAFETY: NEON is baseline on this target.
-    acc.map(|a| unsafe {
+    unsafe {
         if short {
             (
                 Rq4::apply16_short(rs, [a[0], a[1], a[2], a[3]]),
@@ -694,7 +700,7 @@ fn rgb_out(r: &[Rq4; 6], short: bool, acc: [[int32x4_t; 6]; 2]) -> [(int8x16_t, 
                 Rq4::apply8(&[r[4], r[5]], a[4], a[5]),
             )
         }
-    })
+    }
 }
 
 /// The driver of [`rgb24`] and [`rgb24_dot`]: output pixels two at a time along each row,
