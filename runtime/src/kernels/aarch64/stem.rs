@@ -729,31 +729,30 @@ unsafe fn rgb_pairs(
             core::array::from_fn(|ky| Geom::tap(oy, ky, g.stride, g.pad, g.h));
         // With the 3 rows inside a dense input, a pixel whose kernel rows start at column
         // `ix` (`ix + 3 ≤ w`) reads them straight from `x` while the last row's 16 bytes
-        // fit: `at + 3·ix ≤ room`, `at` that row's start.
-        let fast = match (iy, dense, room) {
-            ([Some(a), Some(b), Some(c)], true, Some(room)) => room
-                .checked_sub(3 * c * g.w)
-                .map(|rest| ([a, b, c].map(|r| 3 * r * g.w), rest)),
+        // fit: `at + 3·ix ≤ room`, `at` that row's start. Those are the pixels `px` with
+        // `ix = px·stride − pad` in `0 ..= lim`: `lo ≤ px ≤ last`.
+        let fast = match (iy, dense, room, g.w.checked_sub(3)) {
+            ([Some(a), Some(b), Some(c)], true, Some(room), Some(wl)) => {
+                room.checked_sub(3 * c * g.w).map(|rest| {
+                    let lim = wl.min(rest / 3);
+                    let (lo, last) = (g.pad.div_ceil(g.stride), (lim + g.pad) / g.stride);
+                    ([a, b, c].map(|r| 3 * r * g.w), lo, last)
+                })
+            }
             _ => None,
         };
-        let out = oy * g.wo * RGB_COUT;
+        // This output row, checked once.
+        let yr = y[oy * g.wo * RGB_COUT..][..g.wo * RGB_COUT].as_mut_ptr();
         let mut ox = 0;
         while ox < g.wo {
             let m = 2.min(g.wo - ox);
             // The pair's columns: a short pair repeats its pixel (its sums are unused).
-            let ix = (ox * g.stride).checked_sub(g.pad);
-            let direct = match (ix, fast) {
-                (Some(ix), Some((_, rest))) => {
-                    let end = ix + (m - 1) * g.stride;
-                    end + 3 <= g.w && 3 * end <= rest
-                }
-                _ => false,
-            };
-            let rows = match (direct, ix, fast) {
-                (true, Some(ix), Some((at, _))) => {
+            let rows = match fast {
+                Some((at, lo, last)) if ox >= lo && ox + m - 1 <= last => {
                     // SAFETY: both pixels' rows start at column `ix` or `ix + stride` (`≤
-                    // end`) of rows inside, and their 16 bytes lie in `x` (`direct`).
+                    // lim`, `≥ 0`) of rows inside, and their 16 bytes lie in `x` (`fast`).
                     unsafe {
+                        let ix = ox * g.stride - g.pad;
                         let p = at.map(|a| x.as_ptr().add(a + 3 * ix));
                         let d = if m == 2 { step } else { 0 };
                         [p.map(|p| vld1q_s8(p)), p.map(|p| vld1q_s8(p.add(d)))]
@@ -762,11 +761,11 @@ unsafe fn rgb_pairs(
                 _ => [0, 1].map(|p| rgb_rows(g, x, zb, &iy, ox + p.min(m - 1))),
             };
             for (p, (b16, b8)) in out2(rows).into_iter().enumerate().take(m) {
-                let o = &mut y[out + (ox + p) * RGB_COUT..][..RGB_COUT];
-                // SAFETY: `o` holds 24 bytes.
+                // SAFETY: pixel `ox + p < wo`: its 24 bytes lie in the row at `yr`.
                 unsafe {
-                    vst1q_s8(o.as_mut_ptr(), b16);
-                    vst1_s8(o.as_mut_ptr().add(16), b8);
+                    let o = yr.add((ox + p) * RGB_COUT);
+                    vst1q_s8(o, b16);
+                    vst1_s8(o.add(16), b8);
                 }
             }
             ox += m;
