@@ -158,6 +158,23 @@ impl Rq4 {
         vmaxq_s8(b, r[0].lo8)
     }
 
+    /// The short form's constants of 24 channels (`r[g]` for channels `4g .. 4g + 4`) for an
+    /// `asm!` output stage: the 6 multipliers, the 6 `−shift`s, then `r[0]`'s zero point in
+    /// every i16 lane and its `lo` in every byte, as [`Rq4::apply16_short`] and
+    /// [`Rq4::apply8_short`] use them.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) fn short_consts24(r: &[Rq4; 6]) -> [int32x4_t; 14] {
+        let mut k = [vdupq_n_s32(0); 14];
+        for (g, r) in r.iter().enumerate() {
+            k[g] = r.mult;
+            k[6 + g] = r.ne;
+        }
+        k[12] = vreinterpretq_s32_s16(vdupq_n_s16(vgetq_lane_s32::<0>(r[0].zp) as i16));
+        k[13] = vreinterpretq_s32_s8(r[0].lo8);
+        k
+    }
+
     /// [`Rq4::apply4`] when `self.short()`, as [`Rq4::apply16_short`].
     #[inline]
     #[target_feature(enable = "neon")]

@@ -352,6 +352,10 @@ pub(crate) fn conv_i8_sdot(
     }
     // SAFETY: installed only when `dotprod` is detected; the shape was checked above.
     unsafe {
+        // The model's RGB stem (3×3 over 3 channels into 24), two pixels at a time.
+        if g.k == 3 && g.cin == 3 && g.cout == RGB_COUT {
+            return rgb24_dot(g, x, zx, w, rq, q, y);
+        }
         if g.k == 3 {
             // `lanes_fit`: `9·cin ≤ 32`, so `cin ≤ 3` and a kernel row fits 3 groups.
             match g.cin {
@@ -555,24 +559,55 @@ unsafe fn rgb_dot2(
 }
 
 /// Output pixel `px`'s 3 kernel rows (`iy`: the rows, `None` in the padding) for
-/// [`rgb_dot2`], gathered (3 values a tap, the zero point `zb` in the padding) into 16
-/// bytes each: the image's edges, sparse inputs, the last bytes of `x`.
-#[cold]
+/// [`rgb_dot2`] / [`rgb_sdot2`], 9 values at bytes 0..9 each (the zero point `zb` in the
+/// padding; the rest is read by no index): a padding row is `zb` throughout; a row of a
+/// dense input read straight from `x` where its 16 bytes lie there, from its first column
+/// (`ix ≥ 0`) or, one column left of the image (`ix = −1`), shifted in behind 3 bytes of
+/// `zb`; otherwise (the right edge, sparse inputs, the last bytes of `x`) gathered 3 values
+/// a tap.
 #[inline(never)]
 fn rgb_rows(g: &Geom, x: &[i8], zb: i8, iy: &[Option<usize>; 3], px: usize) -> [int8x16_t; 3] {
-    core::array::from_fn(|ky| {
-        let mut slot = [zb; 16];
-        if let Some(iy) = iy[ky] {
-            for kx in 0..3 {
-                if let Some(ix) = Geom::tap(px, kx, g.stride, g.pad, g.w) {
-                    let a = (iy * g.w + ix) * g.in_stride + g.c_off;
-                    slot[3 * kx..][..3].copy_from_slice(&x[a..][..3]);
-                }
+    let dense = g.in_stride == 3 && g.c_off == 0;
+    // The first tap's column, +1 (0: one column left of the image).
+    let ix1 = (px * g.stride + 1).checked_sub(g.pad);
+    // SAFETY: NEON is baseline on this target.
+    let mut rows = [unsafe { vdupq_n_s8(zb) }; 3];
+    for (ky, v) in rows.iter_mut().enumerate() {
+        let Some(iy) = iy[ky] else {
+            continue;
+        };
+        let row = 3 * iy * g.w;
+        *v = match ix1 {
+            // All 3 taps inside; the row's 16 bytes from column `ix` in `x`.
+            Some(ix1) if dense && ix1 >= 1 && ix1 + 2 <= g.w && row + 3 * ix1 + 13 <= x.len() => {
+                // SAFETY: `row + 3·(ix1 − 1) + 16 ≤ x.len()` (checked); NEON.
+                unsafe { vld1q_s8(x.as_ptr().add(row + 3 * (ix1 - 1))) }
             }
+            // Taps 1 and 2 at columns 0 and 1: the row's first 13 bytes behind 3 × `zb`.
+            Some(0) if dense && g.w >= 2 && row + 16 <= x.len() => {
+                // SAFETY: `row + 16 ≤ x.len()` (checked); NEON.
+                unsafe { vextq_s8::<13>(*v, vld1q_s8(x.as_ptr().add(row))) }
+            }
+            _ => rgb_row_gather(g, x, zb, iy, px),
+        };
+    }
+    rows
+}
+
+/// Kernel row `iy` (inside the image) of output pixel `px` gathered 3 values a tap, the zero
+/// point `zb` in the padding, into 16 bytes ([`rgb_rows`]' last resort).
+#[cold]
+#[inline(never)]
+fn rgb_row_gather(g: &Geom, x: &[i8], zb: i8, iy: usize, px: usize) -> int8x16_t {
+    let mut slot = [zb; 16];
+    for kx in 0..3 {
+        if let Some(ix) = Geom::tap(px, kx, g.stride, g.pad, g.w) {
+            let a = (iy * g.w + ix) * g.in_stride + g.c_off;
+            slot[3 * kx..][..3].copy_from_slice(&x[a..][..3]);
         }
-        // SAFETY: NEON is baseline on this target; `slot` holds 16 bytes.
-        unsafe { vld1q_s8(slot.as_ptr()) }
-    })
+    }
+    // SAFETY: NEON is baseline on this target; `slot` holds 16 bytes.
+    unsafe { vld1q_s8(slot.as_ptr()) }
 }
 
 /// The RGB 3×3 stem into 24 channels in product pairs (cortex-a72 class, no `sdot`): the
@@ -606,18 +641,84 @@ unsafe fn rgb24(
         let l = 2 * (c % 4) + (k & 1) + if k % 4 >= 2 { 8 } else { 0 };
         wb[((c / 4) * 7 + k / 4) * 16 + l] = v;
     });
-    let rq = &rq[..C];
-    let y = &mut y[..g.ho * g.wo * C];
-    // The output stages, their sums starting from `bias − zx·Σw`.
+    let (r, init, short) = rgb_stage(rq, q, &corr);
+    // SAFETY: no weight is −128 (checked above); NEON; the shape is this function's.
+    unsafe {
+        rgb_pairs(g, x, zx, y, |rows| {
+            rgb_out(&r, short, rgb_dot2(rows, &wb, &init))
+        })
+    };
+    true
+}
+
+/// The 24 channels' output stages of the RGB stems, their sums starting from `bias − zx·Σw`
+/// (`corr[c] = zx·Σw`): the constants, the sums' start, and whether every group has the
+/// short form.
+#[inline(always)]
+fn rgb_stage(
+    rq: &[[i32; 3]],
+    q: OutQ,
+    corr: &[i32; LANES_COUT],
+) -> ([Rq4; 6], [int32x4_t; 6], bool) {
+    let rq = &rq[..RGB_COUT];
+    // SAFETY (all three blocks): NEON is baseline on this target.
     let mut r = [Rq4::default(); 6];
-    let mut init = [vdupq_n_s32(0); 6];
+    let mut init = [unsafe { vdupq_n_s32(0) }; 6];
     for (cg, (r, init)) in r.iter_mut().zip(&mut init).enumerate() {
-        // SAFETY: `corr` holds `LANES_COUT ≥ 24` i32.
-        let c = unsafe { vld1q_s32(corr.as_ptr().add(4 * cg)) };
-        *r = Rq4::new(&rq[4 * cg..], q).with_bias(vnegq_s32(c));
-        *init = r.take_bias();
+        // SAFETY: `corr` holds `LANES_COUT ≥ 24` i32; NEON.
+        unsafe {
+            let c = vld1q_s32(corr.as_ptr().add(4 * cg));
+            *r = Rq4::new(&rq[4 * cg..], q).with_bias(vnegq_s32(c));
+            *init = r.take_bias();
+        }
     }
-    let short = Rq4::all_short(&r);
+    let short = unsafe { Rq4::all_short(&r) };
+    (r, init, short)
+}
+
+/// Two pixels' 24 sums (from [`rgb_stage`]'s start) through the output stage `r` (its short
+/// form when `short`): each pixel's 16 + 8 bytes.
+#[inline(always)]
+fn rgb_out(r: &[Rq4; 6], short: bool, acc: [[int32x4_t; 6]; 2]) -> [(int8x16_t, int8x8_t); 2] {
+    [rgb_out1(r, short, &acc[0]), rgb_out1(r, short, &acc[1])]
+}
+
+/// [`rgb_out`] for one pixel (no closure: LLVM kept `map`'s out of line).
+#[inline(always)]
+fn rgb_out1(r: &[Rq4; 6], short: bool, a: &[int32x4_t; 6]) -> (int8x16_t, int8x8_t) {
+    let rs = [&r[0], &r[1], &r[2], &r[3]];
+    // SAFETY: NEON is baseline on this target.
+    unsafe {
+        if short {
+            (
+                Rq4::apply16_short(rs, [a[0], a[1], a[2], a[3]]),
+                Rq4::apply8_short(&[r[4], r[5]], a[4], a[5]),
+            )
+        } else {
+            (
+                Rq4::apply16(rs, [a[0], a[1], a[2], a[3]]),
+                Rq4::apply8(&[r[4], r[5]], a[4], a[5]),
+            )
+        }
+    }
+}
+
+/// The driver of [`rgb24`] and [`rgb24_dot`]: output pixels two at a time along each row,
+/// their kernel rows read straight from a dense input or gathered with the zero point in the
+/// padding ([`rgb_rows`]), `out2(rows)` giving both pixels' 24 output bytes (16 + 8; a short
+/// pair's second is unused), one 16- and one 8-byte store a pixel.
+///
+/// # Safety
+/// NEON (baseline); `k = 3`, `cin = 3`, `cout = RGB_COUT`, [`lanes_fit`].
+#[inline(always)]
+unsafe fn rgb_pairs(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    y: &mut [i8],
+    out2: impl Fn([[int8x16_t; 3]; 2]) -> [(int8x16_t, int8x8_t); 2],
+) {
+    let y = &mut y[..g.ho * g.wo * RGB_COUT];
     let dense = g.in_stride == 3 && g.c_off == 0;
     let zb = zx as i8;
     // The last row start (in bytes) whose 16 bytes lie in `x` (dense inputs).
@@ -628,31 +729,30 @@ unsafe fn rgb24(
             core::array::from_fn(|ky| Geom::tap(oy, ky, g.stride, g.pad, g.h));
         // With the 3 rows inside a dense input, a pixel whose kernel rows start at column
         // `ix` (`ix + 3 ≤ w`) reads them straight from `x` while the last row's 16 bytes
-        // fit: `at + 3·ix ≤ room`, `at` that row's start.
-        let fast = match (iy, dense, room) {
-            ([Some(a), Some(b), Some(c)], true, Some(room)) => room
-                .checked_sub(3 * c * g.w)
-                .map(|rest| ([a, b, c].map(|r| 3 * r * g.w), rest)),
+        // fit: `at + 3·ix ≤ room`, `at` that row's start. Those are the pixels `px` with
+        // `ix = px·stride − pad` in `0 ..= lim`: `lo ≤ px ≤ last`.
+        let fast = match (iy, dense, room, g.w.checked_sub(3)) {
+            ([Some(a), Some(b), Some(c)], true, Some(room), Some(wl)) => {
+                room.checked_sub(3 * c * g.w).map(|rest| {
+                    let lim = wl.min(rest / 3);
+                    let (lo, last) = (g.pad.div_ceil(g.stride), (lim + g.pad) / g.stride);
+                    ([a, b, c].map(|r| 3 * r * g.w), lo, last)
+                })
+            }
             _ => None,
         };
-        let out = oy * g.wo * RGB_COUT;
+        // This output row, checked once.
+        let yr = y[oy * g.wo * RGB_COUT..][..g.wo * RGB_COUT].as_mut_ptr();
         let mut ox = 0;
         while ox < g.wo {
             let m = 2.min(g.wo - ox);
             // The pair's columns: a short pair repeats its pixel (its sums are unused).
-            let ix = (ox * g.stride).checked_sub(g.pad);
-            let direct = match (ix, fast) {
-                (Some(ix), Some((_, rest))) => {
-                    let end = ix + (m - 1) * g.stride;
-                    end + 3 <= g.w && 3 * end <= rest
-                }
-                _ => false,
-            };
-            let rows = match (direct, ix, fast) {
-                (true, Some(ix), Some((at, _))) => {
+            let rows = match fast {
+                Some((at, lo, last)) if ox >= lo && ox + m - 1 <= last => {
                     // SAFETY: both pixels' rows start at column `ix` or `ix + stride` (`≤
-                    // end`) of rows inside, and their 16 bytes lie in `x` (`direct`).
+                    // lim`, `≥ 0`) of rows inside, and their 16 bytes lie in `x` (`fast`).
                     unsafe {
+                        let ix = ox * g.stride - g.pad;
                         let p = at.map(|a| x.as_ptr().add(a + 3 * ix));
                         let d = if m == 2 { step } else { 0 };
                         [p.map(|p| vld1q_s8(p)), p.map(|p| vld1q_s8(p.add(d)))]
@@ -660,32 +760,265 @@ unsafe fn rgb24(
                 }
                 _ => [0, 1].map(|p| rgb_rows(g, x, zb, &iy, ox + p.min(m - 1))),
             };
-            // SAFETY: no weight is −128 (checked above); NEON.
-            let acc = unsafe { rgb_dot2(rows, &wb, &init) };
-            for (p, a) in acc.iter().enumerate().take(m) {
-                let o = &mut y[out + (ox + p) * RGB_COUT..][..RGB_COUT];
-                let rs = [&r[0], &r[1], &r[2], &r[3]];
-                let (b16, b8) = if short {
-                    (
-                        Rq4::apply16_short(rs, [a[0], a[1], a[2], a[3]]),
-                        Rq4::apply8_short(&[r[4], r[5]], a[4], a[5]),
-                    )
-                } else {
-                    (
-                        Rq4::apply16(rs, [a[0], a[1], a[2], a[3]]),
-                        Rq4::apply8(&[r[4], r[5]], a[4], a[5]),
-                    )
-                };
-                // SAFETY: `o` holds 24 bytes.
+            for (p, (b16, b8)) in out2(rows).into_iter().enumerate().take(m) {
+                // SAFETY: pixel `ox + p < wo`: its 24 bytes lie in the row at `yr`.
                 unsafe {
-                    vst1q_s8(o.as_mut_ptr(), b16);
-                    vst1_s8(o.as_mut_ptr().add(16), b8);
+                    let o = yr.add((ox + p) * RGB_COUT);
+                    vst1q_s8(o, b16);
+                    vst1_s8(o.add(16), b8);
                 }
             }
             ox += m;
         }
     }
-    true
+}
+
+/// One group of 4 output channels on `sdot`: its 7 weight vectors (`v{w0}..`, loaded by the
+/// caller) by element over the two pixels' patches (`v0`, `v1`; `v2`, `v3`) into `a0`, `a1`.
+#[rustfmt::skip]
+macro_rules! rgb_sdot_group {
+    ($w0:literal, $w1:literal, $w2:literal, $w3:literal, $w4:literal, $w5:literal, $w6:literal,
+     $a0:literal, $a1:literal) => {
+        concat!(
+            "sdot v", $a0, ".4s, v", $w0, ".16b, v0.4b[0]\n",
+            "sdot v", $a1, ".4s, v", $w0, ".16b, v2.4b[0]\n",
+            "sdot v", $a0, ".4s, v", $w1, ".16b, v0.4b[1]\n",
+            "sdot v", $a1, ".4s, v", $w1, ".16b, v2.4b[1]\n",
+            "sdot v", $a0, ".4s, v", $w2, ".16b, v0.4b[2]\n",
+            "sdot v", $a1, ".4s, v", $w2, ".16b, v2.4b[2]\n",
+            "sdot v", $a0, ".4s, v", $w3, ".16b, v0.4b[3]\n",
+            "sdot v", $a1, ".4s, v", $w3, ".16b, v2.4b[3]\n",
+            "sdot v", $a0, ".4s, v", $w4, ".16b, v1.4b[0]\n",
+            "sdot v", $a1, ".4s, v", $w4, ".16b, v3.4b[0]\n",
+            "sdot v", $a0, ".4s, v", $w5, ".16b, v1.4b[1]\n",
+            "sdot v", $a1, ".4s, v", $w5, ".16b, v3.4b[1]\n",
+            "sdot v", $a0, ".4s, v", $w6, ".16b, v1.4b[2]\n",
+            "sdot v", $a1, ".4s, v", $w6, ".16b, v3.4b[2]\n",
+        )
+    };
+}
+
+/// The `sdot` part of [`rgb_sdot2`] and [`rgb_sdot2_short`] (see there), as one string.
+#[rustfmt::skip]
+macro_rules! rgb_sdot_body {
+    () => {
+        concat!(
+            ".arch_extension dotprod\n",
+            "ld1 {{v30.16b, v31.16b}}, [{ip}]\n",
+            "tbl v0.16b, {{v24.16b, v25.16b, v26.16b}}, v30.16b\n",
+            "tbl v1.16b, {{v24.16b, v25.16b, v26.16b}}, v31.16b\n",
+            "tbl v2.16b, {{v27.16b, v28.16b, v29.16b}}, v30.16b\n",
+            "tbl v3.16b, {{v27.16b, v28.16b, v29.16b}}, v31.16b\n",
+            "ld1 {{v4.4s, v5.4s, v6.4s, v7.4s}}, [{bp}]\n",
+            "ld1 {{v10.4s, v11.4s, v12.4s, v13.4s}}, [{bp}]\n",
+            "ldp q8, q9, [{bp}, #64]\n",
+            "ldp q14, q15, [{bp}, #64]\n",
+            "ld1 {{v16.16b, v17.16b, v18.16b, v19.16b}}, [{wp}], #64\n",
+            "ld1 {{v20.16b, v21.16b, v22.16b}}, [{wp}], #48\n",
+            "ld1 {{v23.16b, v24.16b, v25.16b, v26.16b}}, [{wp}], #64\n",
+            "ld1 {{v27.16b, v28.16b, v29.16b}}, [{wp}], #48\n",
+            rgb_sdot_group!("16", "17", "18", "19", "20", "21", "22", "4", "10"),
+            "ld1 {{v16.16b, v17.16b, v18.16b, v19.16b}}, [{wp}], #64\n",
+            "ld1 {{v20.16b, v21.16b, v22.16b}}, [{wp}], #48\n",
+            rgb_sdot_group!("23", "24", "25", "26", "27", "28", "29", "5", "11"),
+            "ld1 {{v23.16b, v24.16b, v25.16b, v26.16b}}, [{wp}], #64\n",
+            "ld1 {{v27.16b, v28.16b, v29.16b}}, [{wp}], #48\n",
+            rgb_sdot_group!("16", "17", "18", "19", "20", "21", "22", "6", "12"),
+            "ld1 {{v16.16b, v17.16b, v18.16b, v19.16b}}, [{wp}], #64\n",
+            "ld1 {{v20.16b, v21.16b, v22.16b}}, [{wp}], #48\n",
+            rgb_sdot_group!("23", "24", "25", "26", "27", "28", "29", "7", "13"),
+            "ld1 {{v23.16b, v24.16b, v25.16b, v26.16b}}, [{wp}], #64\n",
+            "ld1 {{v27.16b, v28.16b, v29.16b}}, [{wp}]\n",
+            rgb_sdot_group!("16", "17", "18", "19", "20", "21", "22", "8", "14"),
+            rgb_sdot_group!("23", "24", "25", "26", "27", "28", "29", "9", "15"),
+        )
+    };
+}
+
+/// [`rgb_dot2`] on `sdot`: two pixels' 24 channel sums over their RGB 3×3 patches, `init +`
+/// the exact products. `rows[p]`: pixel `p`'s 3 kernel rows (9 values at bytes 0..9 each);
+/// `wts`: the 6 groups' 7 vectors of 4 channels × 4 tap-major values ([`rgb24_dot`]). One
+/// `asm!` block on fixed registers: each pixel's rows (`v24..v26`, `v27..v29`) become its
+/// 27 values in 7 groups of 4 by two 3-register `TBL`s ([`patches27`]'s indices; `v0`, `v1`
+/// and `v2`, `v3`), the sums (`v4..v9`, `v10..v15`) take 7 by-element `sdot`s a group and
+/// pixel, each group's 7 weight vectors two `ld1`s (into `v16..v22` and `v23..v29` in turn).
+///
+/// # Safety
+/// The CPU has dotprod.
+#[inline(always)]
+#[rustfmt::skip]
+unsafe fn rgb_sdot2(
+    rows: [[int8x16_t; 3]; 2],
+    wts: &[i8; 16 * 42],
+    init: &[int32x4_t; 6],
+) -> [[int32x4_t; 6]; 2] {
+    let (a00, a01, a02, a03, a04, a05): (int32x4_t, int32x4_t, int32x4_t, int32x4_t, int32x4_t, int32x4_t);
+    let (a10, a11, a12, a13, a14, a15): (int32x4_t, int32x4_t, int32x4_t, int32x4_t, int32x4_t, int32x4_t);
+    // SAFETY: the block reads the 32 index bytes of `RGB27_IDX`, the 672 of `wts` and the 96
+    // of `init`, and writes only the registers it names (outputs or discarded); `sdot` by
+    // this function's contract.
+    unsafe {
+        core::arch::asm!(
+            rgb_sdot_body!(),
+            ip = in(reg) RGB27_IDX.as_ptr(),
+            bp = in(reg) init.as_ptr(),
+            wp = inout(reg) wts.as_ptr() => _,
+            inout("v24") rows[0][0] => _,
+            inout("v25") rows[0][1] => _,
+            inout("v26") rows[0][2] => _,
+            inout("v27") rows[1][0] => _,
+            inout("v28") rows[1][1] => _,
+            inout("v29") rows[1][2] => _,
+            out("v4") a00,
+            out("v5") a01,
+            out("v6") a02,
+            out("v7") a03,
+            out("v8") a04,
+            out("v9") a05,
+            out("v10") a10,
+            out("v11") a11,
+            out("v12") a12,
+            out("v13") a13,
+            out("v14") a14,
+            out("v15") a15,
+            out("v0") _, out("v1") _, out("v2") _, out("v3") _,
+            out("v16") _, out("v17") _, out("v18") _, out("v19") _, out("v20") _,
+            out("v21") _, out("v22") _, out("v23") _, out("v30") _, out("v31") _,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    [[a00, a01, a02, a03, a04, a05], [a10, a11, a12, a13, a14, a15]]
+}
+
+/// The short output stage of one pixel's 24 sums (`v{a0}..`, 6 registers of 4 channels) in
+/// place, on [`rgb_sdot2_short`]'s constants (multipliers `v16..v21`, `−shift`s `v22..v27`,
+/// the zero point in i16 lanes `v28`, `lo` in bytes `v29`): [`Rq4::apply16_short`]'s steps
+/// into `v{a0}` (16 bytes) and [`Rq4::apply8_short`]'s into `v{a4}` (8 bytes).
+#[rustfmt::skip]
+macro_rules! rgb_short_px {
+    ($a0:literal, $a1:literal, $a2:literal, $a3:literal, $a4:literal, $a5:literal) => {
+        concat!(
+            "sqrdmulh v", $a0, ".4s, v", $a0, ".4s, v16.4s\n",
+            "sqrdmulh v", $a1, ".4s, v", $a1, ".4s, v17.4s\n",
+            "sqrdmulh v", $a2, ".4s, v", $a2, ".4s, v18.4s\n",
+            "sqrdmulh v", $a3, ".4s, v", $a3, ".4s, v19.4s\n",
+            "sqrdmulh v", $a4, ".4s, v", $a4, ".4s, v20.4s\n",
+            "sqrdmulh v", $a5, ".4s, v", $a5, ".4s, v21.4s\n",
+            "ssra v", $a0, ".4s, v", $a0, ".4s, #31\n",
+            "ssra v", $a1, ".4s, v", $a1, ".4s, #31\n",
+            "ssra v", $a2, ".4s, v", $a2, ".4s, #31\n",
+            "ssra v", $a3, ".4s, v", $a3, ".4s, #31\n",
+            "ssra v", $a4, ".4s, v", $a4, ".4s, #31\n",
+            "ssra v", $a5, ".4s, v", $a5, ".4s, #31\n",
+            "srshl v", $a0, ".4s, v", $a0, ".4s, v22.4s\n",
+            "srshl v", $a1, ".4s, v", $a1, ".4s, v23.4s\n",
+            "srshl v", $a2, ".4s, v", $a2, ".4s, v24.4s\n",
+            "srshl v", $a3, ".4s, v", $a3, ".4s, v25.4s\n",
+            "srshl v", $a4, ".4s, v", $a4, ".4s, v26.4s\n",
+            "srshl v", $a5, ".4s, v", $a5, ".4s, v27.4s\n",
+            "sqxtn v", $a0, ".4h, v", $a0, ".4s\n",
+            "sqxtn2 v", $a0, ".8h, v", $a1, ".4s\n",
+            "sqxtn v", $a2, ".4h, v", $a2, ".4s\n",
+            "sqxtn2 v", $a2, ".8h, v", $a3, ".4s\n",
+            "sqxtn v", $a4, ".4h, v", $a4, ".4s\n",
+            "sqxtn2 v", $a4, ".8h, v", $a5, ".4s\n",
+            "sqadd v", $a0, ".8h, v", $a0, ".8h, v28.8h\n",
+            "sqadd v", $a2, ".8h, v", $a2, ".8h, v28.8h\n",
+            "sqadd v", $a4, ".8h, v", $a4, ".8h, v28.8h\n",
+            "sqxtn v", $a0, ".8b, v", $a0, ".8h\n",
+            "sqxtn2 v", $a0, ".16b, v", $a2, ".8h\n",
+            "sqxtn v", $a4, ".8b, v", $a4, ".8h\n",
+            "smax v", $a0, ".16b, v", $a0, ".16b, v29.16b\n",
+            "smax v", $a4, ".8b, v", $a4, ".8b, v29.8b\n",
+        )
+    };
+}
+
+/// [`rgb_sdot2`] with the output stage in its short form in the same `asm!` block (every
+/// group `short()`; `k`: [`Rq4::short_consts24`], loaded into `v16..v29` after the
+/// `sdot`s): each pixel's 16 + 8 output bytes, as [`rgb_out`] gives them.
+///
+/// # Safety
+/// The CPU has dotprod.
+#[inline(always)]
+#[rustfmt::skip]
+unsafe fn rgb_sdot2_short(
+    rows: [[int8x16_t; 3]; 2],
+    wts: &[i8; 16 * 42],
+    init: &[int32x4_t; 6],
+    k: &[int32x4_t; 14],
+) -> [(int8x16_t, int8x8_t); 2] {
+    let (b00, b01, b10, b11): (int8x16_t, int8x8_t, int8x16_t, int8x8_t);
+    // SAFETY: the block reads the 32 index bytes of `RGB27_IDX`, the 672 of `wts`, the 96 of
+    // `init` and the 224 of `k`, and writes only the registers it names (outputs or
+    // discarded); `sdot` by this function's contract.
+    unsafe {
+        core::arch::asm!(
+            rgb_sdot_body!(),
+            "ld1 {{v16.4s, v17.4s, v18.4s, v19.4s}}, [{kp}], #64",
+            "ld1 {{v20.4s, v21.4s, v22.4s, v23.4s}}, [{kp}], #64",
+            "ld1 {{v24.4s, v25.4s, v26.4s, v27.4s}}, [{kp}], #64",
+            "ld1 {{v28.16b, v29.16b}}, [{kp}]",
+            rgb_short_px!("4", "5", "6", "7", "8", "9"),
+            rgb_short_px!("10", "11", "12", "13", "14", "15"),
+            ip = in(reg) RGB27_IDX.as_ptr(),
+            bp = in(reg) init.as_ptr(),
+            wp = inout(reg) wts.as_ptr() => _,
+            kp = inout(reg) k.as_ptr() => _,
+            inout("v24") rows[0][0] => _,
+            inout("v25") rows[0][1] => _,
+            inout("v26") rows[0][2] => _,
+            inout("v27") rows[1][0] => _,
+            inout("v28") rows[1][1] => _,
+            inout("v29") rows[1][2] => _,
+            out("v4") b00,
+            out("v8") b01,
+            out("v10") b10,
+            out("v14") b11,
+            out("v0") _, out("v1") _, out("v2") _, out("v3") _,
+            out("v5") _, out("v6") _, out("v7") _, out("v9") _,
+            out("v11") _, out("v12") _, out("v13") _, out("v15") _,
+            out("v16") _, out("v17") _, out("v18") _, out("v19") _, out("v20") _,
+            out("v21") _, out("v22") _, out("v23") _, out("v30") _, out("v31") _,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    [(b00, b01), (b10, b11)]
+}
+
+/// [`patches27`]'s `TBL` indices as one 32-byte array (low, then high group).
+const RGB27_IDX: [u8; 32] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 16, 17, 18, 19, 20, 21, 22, //
+    23, 24, 32, 33, 34, 35, 36, 37, 38, 39, 40, 255, 255, 255, 255, 255,
+];
+
+/// The RGB 3×3 stem into 24 channels on `sdot` (dotprod): [`rgb24`]'s driver
+/// ([`rgb_pairs`]: two output pixels at a time) over [`rgb_sdot2`], the weights packed once
+/// a call as 6 groups of 4 channels × 7 vectors of 4 tap-major values a channel
+/// (`[c0k0..c0k3 c1k0..c1k3 …]`, the 28th value 0); every weight, −128 too.
+///
+/// # Safety
+/// The CPU has dotprod; `k = 3`, `cin = 3`, `cout = RGB_COUT`, [`lanes_fit`].
+#[target_feature(enable = "neon")]
+unsafe fn rgb24_dot(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y: &mut [i8]) {
+    let w = &w[..RGB_COUT * 27];
+    let mut wb = [0i8; 16 * 42];
+    let mut corr = [0i32; LANES_COUT];
+    tap_major(g, w, zx, &mut corr, |c, k, v| {
+        wb[((c / 4) * 7 + k / 4) * 16 + (c % 4) * 4 + k % 4] = v;
+    });
+    let (r, init, short) = rgb_stage(rq, q, &corr);
+    // SAFETY (both): dotprod (this function's contract); NEON; the shape is this function's.
+    if short {
+        let k = Rq4::short_consts24(&r);
+        unsafe { rgb_pairs(g, x, zx, y, |rows| rgb_sdot2_short(rows, &wb, &init, &k)) };
+    } else {
+        unsafe {
+            rgb_pairs(g, x, zx, y, |rows| {
+                rgb_out(&r, false, rgb_sdot2(rows, &wb, &init))
+            })
+        };
+    }
 }
 
 /// Most output channels of [`lanes`] (its weight copy is `32·cout` bytes on the stack).
@@ -1507,13 +1840,18 @@ mod tests {
         assert!(taken > 300, "{taken}");
     }
 
-    /// The product-pair RGB stem ([`rgb24`]: 3×3 over 3 channels into 24) against the
-    /// reference: images 1×1 to 20×20 (odd widths: a lone last pixel), strides 1 and 2,
-    /// padding 0 and 1, dense and sparse or offset inputs, zero points incl. both ends,
-    /// weights in ±127 (and a quarter of the cases with −128s, which it refuses), both
+    /// The product-pair RGB stem ([`rgb24`]: 3×3 over 3 channels into 24), and its `sdot`
+    /// twin ([`rgb24_dot`], where the CPU has dotprod), against the reference: images 1×1 to
+    /// 20×20 (odd widths: a lone last pixel), strides 1 and 2, padding 0 and 1, dense and
+    /// sparse or offset inputs, zero points incl. both ends, weights in ±127 (and a quarter
+    /// of the cases with −128s, which `rgb24` refuses and `rgb24_dot` takes), both
     /// output-stage forms. Seed: `LORKD_SEED`.
     #[test]
     fn rgb24_stem_is_bit_exact() {
+        let dotprod = super::super::dotprod_detected();
+        if !dotprod {
+            println!("no dotprod: the sdot RGB stem (rgb24_dot) is not tried here");
+        }
         let mut r = Rng::new(crate::test_seed());
         let (mut ran, mut refused) = (0, 0);
         for case in 0..300 {
@@ -1580,6 +1918,16 @@ mod tests {
             y1.fill(0x55);
             conv_i8(&g, &x, zx, &wt, &rq, q, &mut y1);
             assert_eq!(y0, y1, "case {case}, conv_i8: {g:?}");
+            if dotprod {
+                // The `sdot` twin takes every weight, −128 too; and its table's slot.
+                y1.fill(0x55);
+                // SAFETY: dotprod detected; the shape as above.
+                unsafe { rgb24_dot(&g, &x, zx, &wt, &rq, q, &mut y1) };
+                assert_eq!(y0, y1, "case {case}, rgb24_dot: {g:?} zx {zx} {q:?}");
+                y1.fill(0x55);
+                conv_i8_sdot(&g, &x, zx, &wt, &rq, q, &mut y1);
+                assert_eq!(y0, y1, "case {case}, conv_i8_sdot: {g:?}");
+            }
         }
         assert!(ran > 150 && refused > 30, "{ran} ran, {refused} refused");
     }
