@@ -232,12 +232,7 @@ pub fn bench(bundle: &Bundle<'_>, dept: Option<&str>, o: &BenchOpts) -> Result<B
         switch.push(s.elapsed().as_secs_f64() * 1e3);
     }
     engine.infer(&x, &mut logits)?;
-    let mut infer = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let s = Instant::now();
-        engine.infer(&x, &mut logits)?;
-        infer.push(s.elapsed().as_secs_f64() * 1e3);
-    }
+    let infer = timed_infers(&mut engine, &x, &mut logits, iters)?;
     let profile = if o.profile {
         Some(profile(bundle, &mut engine, &x, &mut logits, iters)?)
     } else {
@@ -274,6 +269,22 @@ pub fn bench(bundle: &Bundle<'_>, dept: Option<&str>, o: &BenchOpts) -> Result<B
     })
 }
 
+/// The latency of each of `iters` inferences of `e` on `x` (ms).
+fn timed_infers(
+    e: &mut Engine<'_, '_>,
+    x: &[f32],
+    logits: &mut [f32],
+    iters: usize,
+) -> Result<Vec<f64>> {
+    let mut v = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let s = Instant::now();
+        e.infer(x, logits)?;
+        v.push(s.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(v)
+}
+
 /// An engine on `bundle` in `arena` with `o`'s mode and kernels, and `threads` threads.
 fn new_engine<'b, 'a>(
     bundle: &'b Bundle<'a>,
@@ -308,12 +319,7 @@ fn speedup(
     let mut block = |e: &mut Engine<'_, '_>, all: &mut Vec<f64>| -> Result<f64> {
         std::thread::sleep(rest);
         e.infer(x, logits)?;
-        let mut v = Vec::with_capacity(iters);
-        for _ in 0..iters {
-            let s = Instant::now();
-            e.infer(x, logits)?;
-            v.push(s.elapsed().as_secs_f64() * 1e3);
-        }
+        let v = timed_infers(e, x, logits, iters)?;
         all.extend_from_slice(&v);
         Ok(median(v))
     };
