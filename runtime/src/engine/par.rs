@@ -161,12 +161,11 @@ impl<T: Send + Sync> Then<'_, T> {
 pub(crate) fn split(n: usize, parts: usize, align: usize) -> impl Iterator<Item = (usize, usize)> {
     let units = n.div_ceil(align);
     let parts = parts.clamp(1, units.max(1));
-    let (q, r) = (units / parts, units % parts);
-    (0..parts).scan(0usize, move |start, i| {
-        let len = ((q + usize::from(i < r)) * align).min(n - *start);
-        let s = *start;
-        *start += len;
-        Some((s, len))
+    // The pool's even cut of `units` (larger runs first); only the last run can be short.
+    (0..parts).map(move |i| {
+        let r = super::pool::region(units, parts, i);
+        let s = (r.start * align).min(n);
+        (s, (r.end * align).min(n) - s)
     })
 }
 

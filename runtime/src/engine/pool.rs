@@ -73,8 +73,8 @@ struct Next(AtomicUsize);
 
 /// Thread `r`'s region of a job of `chunks` chunks among `threads`: contiguous, sizes
 /// differing by at most one, the larger ones first (with fewer chunks than threads the
-/// caller, thread 0, still has one, and the last workers none).
-fn region(chunks: usize, threads: usize, r: usize) -> core::ops::Range<usize> {
+/// caller, thread 0, still has one, and the last workers none). Also `par::split`'s cut.
+pub(super) fn region(chunks: usize, threads: usize, r: usize) -> core::ops::Range<usize> {
     let (q, rem) = (chunks / threads, chunks % threads);
     let at = |r: usize| r * q + r.min(rem);
     at(r)..at(r + 1)
