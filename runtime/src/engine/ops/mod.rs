@@ -210,8 +210,8 @@ pub(super) fn io2<'x, const N: usize>(
     if !fits2(act.len(), &outs, &ins) {
         return None;
     }
+    let swap = second_first(&outs);
     let [o1, o2] = outs;
-    let swap = (o2.start, o2.end) < (o1.start, o1.end);
     let (lo, hi) = if swap { (o2, o1) } else { (o1, o2) };
     let (gap0, rest) = act.split_at_mut(lo.start);
     let (a, rest) = rest.split_at_mut(lo.end - lo.start);
@@ -231,9 +231,9 @@ pub(super) fn io2<'x, const N: usize>(
 /// Whether [`io2`] gives these ranges of an arena of `len` bytes: the two outputs in
 /// bounds and disjoint, each input inside one gap around them (the check alone, for a
 /// caller that decides before it borrows).
-pub(super) fn fits2(len: usize, [o1, o2]: &[Range<usize>; 2], ins: &[Range<usize>]) -> bool {
-    // (As `io2` orders them: an empty output at the other's start comes first.)
-    let (lo, hi) = if (o2.start, o2.end) < (o1.start, o1.end) {
+pub(super) fn fits2(len: usize, outs: &[Range<usize>; 2], ins: &[Range<usize>]) -> bool {
+    let [o1, o2] = outs;
+    let (lo, hi) = if second_first(outs) {
         (o2, o1)
     } else {
         (o1, o2)
@@ -245,6 +245,12 @@ pub(super) fn fits2(len: usize, [o1, o2]: &[Range<usize>; 2], ins: &[Range<usize
             .any(|g| g.start <= r.start && r.start <= r.end && r.end <= g.end)
     };
     ordered && hi.end <= len && ins.iter().all(inside)
+}
+
+/// Whether [`io2`]'s second output lies first in the arena (an empty output at the other's
+/// start counts as first).
+fn second_first([o1, o2]: &[Range<usize>; 2]) -> bool {
+    (o2.start, o2.end) < (o1.start, o1.end)
 }
 
 /// The int8 output stage: the output's zero point, clamped at it under a fused ReLU.
