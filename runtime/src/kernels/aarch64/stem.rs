@@ -1822,11 +1822,7 @@ mod tests {
                     [r.below(1 << 20) as i32 - (1 << 19), mult, shift]
                 })
                 .collect();
-            let zy = r.below(256) as i32 - 128;
-            let q = OutQ {
-                zero_point: zy,
-                lo: if r.below(2) == 0 { -128 } else { zy },
-            };
+            let q = random_out_q(&mut r);
             let n = g.out_len();
             let (mut y0, mut y1) = (vec![0x55i8; n], vec![0x55i8; n]);
             reference::conv::conv_i8(&g, &x, zx, &wt, &rq, q, &mut y0);
@@ -1838,6 +1834,15 @@ mod tests {
             taken += usize::from(cout % 4 == 0 && n > 0);
         }
         assert!(taken > 300, "{taken}");
+    }
+
+    /// A random output stage: any zero point, with or without a fused ReLU.
+    fn random_out_q(r: &mut Rng) -> OutQ {
+        let zy = r.below(256) as i32 - 128;
+        OutQ {
+            zero_point: zy,
+            lo: if r.below(2) == 0 { -128 } else { zy },
+        }
     }
 
     /// The product-pair RGB stem ([`rgb24`]: 3×3 over 3 channels into 24), and its `sdot`
@@ -1892,11 +1897,7 @@ mod tests {
                     [r.below(1 << 20) as i32 - (1 << 19), mult, shift]
                 })
                 .collect();
-            let zy = r.below(256) as i32 - 128;
-            let q = OutQ {
-                zero_point: zy,
-                lo: if r.below(2) == 0 { -128 } else { zy },
-            };
+            let q = random_out_q(&mut r);
             let n = g.out_len();
             let (mut y0, mut y1) = (vec![0x55i8; n], vec![0x55i8; n]);
             reference::conv::conv_i8(&g, &x, zx, &wt, &rq, q, &mut y0);
