@@ -884,7 +884,7 @@ unsafe fn widen_pairs(w: &[i8], out: &mut [MaybeUninit<i16>]) {
 /// # Safety
 /// AVX2 available; `out.len() ≥ x.len()`.
 #[target_feature(enable = "avx2")]
-unsafe fn widen(x: &[i8], zx: i32, out: &mut [MaybeUninit<i16>]) {
+pub(super) unsafe fn widen(x: &[i8], zx: i32, out: &mut [MaybeUninit<i16>]) {
     let n = x.len();
     debug_assert!(out.len() >= n);
     let z = _mm256_set1_epi16(zx as i16);

@@ -11,7 +11,9 @@
 //! pairs and the weights as matching i16 pairs, `_mm256_madd_epi16` into i32: exact.
 use core::arch::x86_64::*;
 
-use super::requant::{Requant, RqCols};
+use super::requant::{requant8, Requant, Rq8, RqCols};
+use core::mem::MaybeUninit;
+
 use crate::kernels::reference::conv::{self as refconv, PATCH};
 use crate::kernels::{Geom, OutQ};
 
@@ -283,6 +285,14 @@ unsafe fn blocks_f32<const B: usize>(
 }
 
 /// AVX2 int8 conv; bit-exact twin of `reference::conv::conv_i8`.
+///
+/// Per output row, the `k` input rows it reads are widened once to `x − zx` as i16 (0 in
+/// the padding) into row buffers, so output pixel `ox`'s kernel row `ky` is the run of
+/// `k·cin` elements at column `ox·stride` of buffer `ky`: the tile broadcasts its element
+/// pairs straight from there (no per-pixel patch; a row's odd last element pairs with the
+/// next one against a zero weight). Output columns go in strips whose input span fits a
+/// buffer. Tiles of [`PT`] pixels keep their sums in registers and requantise them there
+/// ([`requant8`]) into the output.
 pub(crate) fn conv_i8(
     g: &Geom,
     x: &[i8],
@@ -292,51 +302,120 @@ pub(crate) fn conv_i8(
     q: OutQ,
     y: &mut [i8],
 ) {
-    let n = g.cin * g.k * g.k;
-    let Some(cp) = padded_cout(g, n) else {
+    let Some(l) = StemLayout::new(g) else {
         return refconv::conv_i8(g, x, zx, w, rq, q, y);
     };
-    // The patch in tap-major order `e = (ky·k + kx)·cin + c` (exact integer sums: any
-    // order gives the reference's bits), so its rows are runs of the input. wt[tp, o] =
-    // (w[o, e = 2tp], w[o, e = 2tp + 1]) as an i16 pair (low, high) in one i32.
-    let np = n.div_ceil(2);
+    let (cout, cp) = (g.cout, l.cp);
+    if cp == 0 || g.ho == 0 || g.wo == 0 {
+        return;
+    }
+    // wt[j, o] = (w[o, e], w[o, e + 1]) as an i16 pair (low, high) in one i32, for pair
+    // `j = ky·rp + pp` at tap-major `e = ky·k·cin + 2pp`; 0 past the row or `cout`.
     let mut wt = [0i32; WT / 2];
-    for (o, row) in w[..g.cout * n].chunks_exact(n).enumerate() {
-        for tp in 0..np {
-            let lo = row[oihw(g, 2 * tp)] as i16 as u16 as u32;
-            let hi = if 2 * tp + 1 < n {
-                row[oihw(g, 2 * tp + 1)] as i16 as u16 as u32
-            } else {
-                0
-            };
-            wt[tp * cp + o] = (lo | hi << 16) as i32;
+    for (o, row) in w[..cout * l.n].chunks_exact(l.n).enumerate() {
+        for ky in 0..g.k {
+            for pp in 0..l.rp {
+                let e = ky * l.row + 2 * pp;
+                let lo = row[oihw(g, e)] as i16 as u16 as u32;
+                let hi = if 2 * pp + 1 < l.row {
+                    row[oihw(g, e + 1)] as i16 as u16 as u32
+                } else {
+                    0
+                };
+                wt[(ky * l.rp + pp) * cp + o] = (lo | hi << 16) as i32;
+            }
         }
     }
     let mut cols = RqCols::new();
-    let req = Requant::new(&rq[..g.cout], &mut cols);
-    // Per pixel the patch `x − zx` as i16 (∈ [−255, 255]; padding 0); element pairs read
-    // as one i32 each. An odd `n`'s last pair reads one element past the patch (whatever a
-    // run left there) against a 0 weight.
-    let mut patch = [[0i16; PATCH]; PT];
-    let mut acc = [[0i32; MAXC]; PT];
+    let _ = Requant::new(&rq[..cout], &mut cols);
+    // The blocks' parameters as lanes (the last block's repeated past `cp`, never read).
+    let rqs: [Rq8; MAXC / 8] = core::array::from_fn(|b| {
+        // SAFETY: only installed after AVX2 detection; `8b + 8 ≤ cp`, within `cout`
+        // rounded up to 16.
+        unsafe { cols.lanes(8 * b.min(cp / 8 - 1)) }
+    });
+    // Every element initialised once: the tiles may read one past a row's last written
+    // element (against a zero weight).
+    let mut rows = [[MaybeUninit::new(0i16); RB]; KMAX];
     for oy in 0..g.ho {
-        let mut ox = 0;
-        while ox < g.wo {
-            let npx = PT.min(g.wo - ox);
-            for (t, p) in patch.iter_mut().enumerate().take(npx) {
-                // SAFETY: only installed after AVX2 detection; `n ≤ PATCH`.
-                unsafe { gather_i16(g, x, zx, oy, ox + t, p) };
+        let mut ox0 = 0;
+        while ox0 < g.wo {
+            let nox = l.strip.min(g.wo - ox0);
+            let ncols = (nox - 1) * g.stride + g.k;
+            for (ky, buf) in rows.iter_mut().enumerate().take(g.k) {
+                let iy = Geom::tap(oy, ky, g.stride, g.pad, g.h);
+                // SAFETY: only installed after AVX2 detection; `ncols·cin + 16 ≤ RB`.
+                unsafe { fill_row(g, x, zx, iy, ox0 * g.stride, ncols, buf) };
             }
-            // SAFETY: only installed after AVX2 detection; `wt` holds `np·cp`, every `acc`
-            // row `cp ≤ MAXC`, every patch row `2·np ≤ PATCH` elements.
-            unsafe { tile_i8(&patch, np, &wt[..np * cp], &mut acc, cp) };
-            for (t, a) in acc.iter().enumerate().take(npx) {
-                let out = &mut y[(oy * g.wo + ox + t) * g.cout..][..g.cout];
-                // SAFETY: only installed after AVX2 detection.
-                unsafe { req.row(0, &a[..g.cout], q, out) };
+            let out = &mut y[(oy * g.wo + ox0) * cout..][..nox * cout];
+            let mut ox = 0;
+            while ox < nox {
+                let npx = PT.min(nox - ox);
+                let out = &mut out[ox * cout..][..npx * cout];
+                let mut c0 = 0;
+                while c0 < cp {
+                    // SAFETY: only installed after AVX2 detection; `wt` holds `k·rp` rows
+                    // of `cp`, the blocks `c0 .. c0 + 8·B ≤ cp` inside them and `rqs`;
+                    // pixels `ox .. ox + npx` of the strip read inside `rows` (`l.strip`);
+                    // `out` holds `npx ≤ PT` pixels of `cout`.
+                    unsafe {
+                        if c0 + 24 <= cp {
+                            tile_i8::<3>(&rows, &l, ox, &wt, &rqs, q, c0, npx, cout, out);
+                            c0 += 24;
+                        } else {
+                            tile_i8::<1>(&rows, &l, ox, &wt, &rqs, q, c0, npx, cout, out);
+                            c0 += 8;
+                        }
+                    }
+                }
+                ox += npx;
             }
-            ox += npx;
+            ox0 += nox;
         }
+    }
+}
+
+/// i16 elements of one int8 stem row buffer.
+const RB: usize = 1024;
+/// Most kernel rows the int8 stem buffers.
+const KMAX: usize = 7;
+
+/// How the int8 stem lays out its rows and weights.
+struct StemLayout {
+    /// Kernel side.
+    k: usize,
+    /// `cin·k²`.
+    n: usize,
+    /// Taps of one kernel row, `k·cin`.
+    row: usize,
+    /// Pairs a kernel row, `⌈row / 2⌉`.
+    rp: usize,
+    /// Output channels rounded up to 8.
+    cp: usize,
+    /// Elements between neighbouring output pixels' runs in a row buffer, `stride·cin`.
+    cstep: usize,
+    /// Most output columns per strip: their input span and 16 more elements fit [`RB`].
+    strip: usize,
+}
+
+impl StemLayout {
+    /// The layout of `g`, if its rows and weights fit the stack buffers.
+    fn new(g: &Geom) -> Option<Self> {
+        let (n, row) = (g.cin * g.k * g.k, g.k * g.cin);
+        let (rp, cp) = (row.div_ceil(2), g.cout.div_ceil(8) * 8);
+        let span = ((RB - 16) / g.cin.max(1)).checked_sub(g.k)?;
+        let strip = span / g.stride.max(1) + 1;
+        (g.cin > 0 && g.k <= KMAX && n <= PATCH && cp <= MAXC && g.k * rp * cp <= WT / 2).then_some(
+            Self {
+                k: g.k,
+                n,
+                row,
+                rp,
+                cp,
+                cstep: g.stride * g.cin,
+                strip,
+            },
+        )
     }
 }
 
@@ -396,108 +475,118 @@ fn gather_tap_major<T: Copy, U: Copy>(
     }
 }
 
-/// `p[(ky·k + kx)·cin + c] = x[iy, ix, c_off + c] − zx` for the taps of output pixel
-/// `(oy, ox)`, 0 outside the image. Where every tap is inside and the pixels are dense
-/// (`in_stride = cin`, so each `ky`'s taps are one run of `k·cin ≤ 16` bytes), a run is one
-/// 16-byte load widened to i16: its 16 − `k·cin` extra elements land past the run, where the
-/// next run (or nothing the weights read but against 0) overwrites them.
+/// `buf[j·cin + c] = x[iy, ix, c_off + c] − zx` for the `ncols` input columns `ix = c0 + j
+/// − pad` (0 where `iy` is `None` or `ix` is outside the image): a dense run (`in_stride =
+/// cin`) widened 16 bytes at a time.
 ///
 /// # Safety
-/// AVX2 available; `g.cin · g.k² ≤ PATCH`.
+/// AVX2 available; `ncols·cin ≤ buf.len()`.
 #[target_feature(enable = "avx2")]
-unsafe fn gather_i16(g: &Geom, x: &[i8], zx: i32, oy: usize, ox: usize, p: &mut [i16; PATCH]) {
-    let (k, cin) = (g.k, g.cin);
-    let run = k * cin;
-    let (iy0, ix0) = (oy * g.stride, ox * g.stride);
-    let inside = iy0 >= g.pad && ix0 >= g.pad && iy0 - g.pad + k <= g.h && ix0 - g.pad + k <= g.w;
-    if inside && g.in_stride == cin && run <= 16 && (k - 1) * run + 16 <= PATCH {
-        let z = _mm256_set1_epi16(zx as i16);
-        for ky in 0..k {
-            // `in_stride = cin` leaves no room for a channel offset: `c_off = 0`.
-            let s = ((iy0 - g.pad + ky) * g.w + ix0 - g.pad) * cin;
-            if s + 16 <= x.len() {
-                // SAFETY: `x[s .. s + 16]` is in bounds; `p[ky·run .. ky·run + 16]` within
-                // `PATCH` by the condition above.
-                unsafe {
-                    let v = _mm_loadu_si128(x.as_ptr().add(s).cast());
-                    let v = _mm256_sub_epi16(_mm256_cvtepi8_epi16(v), z);
-                    _mm256_storeu_si256(p.as_mut_ptr().add(ky * run).cast(), v);
-                }
-            } else {
-                for (d, &v) in p[ky * run..][..run].iter_mut().zip(&x[s..s + run]) {
-                    *d = (v as i32 - zx) as i16;
-                }
-            }
-        }
+unsafe fn fill_row(
+    g: &Geom,
+    x: &[i8],
+    zx: i32,
+    iy: Option<usize>,
+    c0: usize,
+    ncols: usize,
+    buf: &mut [MaybeUninit<i16>; RB],
+) {
+    let cin = g.cin;
+    let buf = &mut buf[..ncols * cin];
+    let Some(iy) = iy else {
+        buf.fill(MaybeUninit::new(0));
+        return;
+    };
+    // Columns `a .. b` of the run are inside the image.
+    let a = g.pad.saturating_sub(c0).min(ncols);
+    let b = (g.w + g.pad).saturating_sub(c0).clamp(a, ncols);
+    buf[..a * cin].fill(MaybeUninit::new(0));
+    buf[b * cin..].fill(MaybeUninit::new(0));
+    if a == b {
         return;
     }
-    gather_tap_major(g, x, oy, ox, 0, |v| (v as i32 - zx) as i16, p);
-}
-
-/// `acc[p][o] = Σ_tp madd(pair tp of patch[p], wt[tp, o])` for the [`PT`] patches, `o` in
-/// 8-lane blocks, three at a time where there are (each weight vector loaded feeds `PT`
-/// multiply-adds).
-///
-/// # Safety
-/// AVX2 available; `cp` a multiple of 8 and at most `MAXC`, `2·np ≤ PATCH`,
-/// `wt.len() ≥ np · cp`.
-#[target_feature(enable = "avx2")]
-unsafe fn tile_i8(
-    patch: &[[i16; PATCH]; PT],
-    np: usize,
-    wt: &[i32],
-    acc: &mut [[i32; MAXC]; PT],
-    cp: usize,
-) {
-    debug_assert!(cp.is_multiple_of(8) && cp <= MAXC && 2 * np <= PATCH && wt.len() >= np * cp);
-    let mut c0 = 0;
-    while c0 < cp {
-        // SAFETY: the blocks `c0 .. c0 + 8·B ≤ cp` are inside every `wt` row and `acc` row.
-        unsafe {
-            if c0 + 24 <= cp {
-                blocks_i8::<3>(patch, np, wt, acc, cp, c0);
-                c0 += 24;
-            } else {
-                blocks_i8::<1>(patch, np, wt, acc, cp, c0);
-                c0 += 8;
+    let ix = c0 + a - g.pad;
+    let src = (iy * g.w + ix) * g.in_stride + g.c_off;
+    let dst = &mut buf[a * cin..b * cin];
+    if g.in_stride == cin {
+        // SAFETY: AVX2 (this function's contract); `dst` and the run are `(b − a)·cin` long.
+        unsafe { super::conv1x1::widen(&x[src..src + dst.len()], zx, dst) };
+    } else {
+        let px = x[src..].chunks(g.in_stride);
+        for (d, px) in dst.chunks_exact_mut(cin).zip(px) {
+            for (d, &v) in d.iter_mut().zip(px) {
+                d.write(v as i16 - zx as i16);
             }
         }
     }
 }
 
-/// `B` 8-channel blocks from `c0` of [`tile_i8`].
+/// `B` 8-channel blocks from `c0` for the first `npx` of [`PT`] pixels from strip column
+/// `ox`: `Σ_j madd(pair j of the pixel's rows, wt[j, o])` in registers (each weight vector
+/// loaded feeds `PT` multiply-adds), requantised with `rqs[c0/8 + b]` and stored to
+/// channels `c0 + 8b ..` of `out`'s pixel rows (`cout` apart; a block past `cout` in part).
 ///
 /// # Safety
-/// As [`tile_i8`], and `c0 + 8·B ≤ cp`.
+/// AVX2 available; `wt` holds `k·rp` rows of `l.cp`, `c0 + 8·B ≤ l.cp`, `0 < npx ≤ PT`,
+/// `ox + npx ≤ l.strip`, `out` holds `npx·cout`.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2")]
-unsafe fn blocks_i8<const B: usize>(
-    patch: &[[i16; PATCH]; PT],
-    np: usize,
+unsafe fn tile_i8<const B: usize>(
+    rows: &[[MaybeUninit<i16>; RB]; KMAX],
+    l: &StemLayout,
+    ox: usize,
     wt: &[i32],
-    acc: &mut [[i32; MAXC]; PT],
-    cp: usize,
+    rqs: &[Rq8; MAXC / 8],
+    q: OutQ,
     c0: usize,
+    npx: usize,
+    cout: usize,
+    out: &mut [i8],
 ) {
+    let (cp, k) = (l.cp, l.k);
+    debug_assert!(c0 + 8 * B <= cp && wt.len() >= k * l.rp * cp);
+    debug_assert!(0 < npx && npx <= PT && ox + npx <= l.strip && out.len() >= npx * cout);
+    // Pixel `t`'s first element in a row buffer (a spare pixel repeats the last one).
+    let at: [usize; PT] = core::array::from_fn(|t| (ox + t.min(npx - 1)) * l.cstep);
     let mut a = [[_mm256_setzero_si256(); B]; PT];
-    for tp in 0..np {
-        let mut wv = [_mm256_setzero_si256(); B];
-        for (k, v) in wv.iter_mut().enumerate() {
-            // SAFETY: row `tp` of `wt` spans `tp·cp .. tp·cp + cp`, `c0 + 8k + 8 ≤ cp`.
-            *v = unsafe { _mm256_loadu_si256(wt.as_ptr().add(tp * cp + c0 + 8 * k).cast()) };
-        }
-        for (ap, p) in a.iter_mut().zip(patch) {
-            // SAFETY: elements `2tp, 2tp + 1 < 2·np ≤ PATCH`: one unaligned i32.
-            let pair = unsafe { p.as_ptr().add(2 * tp).cast::<i32>().read_unaligned() };
-            let xv = _mm256_set1_epi32(pair);
-            for (s, &w) in ap.iter_mut().zip(&wv) {
-                *s = _mm256_add_epi32(*s, _mm256_madd_epi16(xv, w));
+    let mut j = 0;
+    for buf in rows.iter().take(k) {
+        let base = buf.as_ptr().cast::<i16>();
+        for pp in 0..l.rp {
+            let mut wv = [_mm256_setzero_si256(); B];
+            for (b, v) in wv.iter_mut().enumerate() {
+                // SAFETY: row `j < k·rp` of `wt` spans `j·cp .. j·cp + cp`, `c0 + 8b + 8 ≤ cp`.
+                *v = unsafe { _mm256_loadu_si256(wt.as_ptr().add(j * cp + c0 + 8 * b).cast()) };
             }
+            for (ap, &p) in a.iter_mut().zip(&at) {
+                // SAFETY: `p + 2pp + 2 ≤ (ox + npx − 1)·stride·cin + row + 1 ≤ ncols·cin + 1
+                // < RB` (`ox + npx ≤ strip`): one unaligned i32 of initialised elements.
+                let pair = unsafe { base.add(p + 2 * pp).cast::<i32>().read_unaligned() };
+                let xv = _mm256_set1_epi32(pair);
+                for (s, &w) in ap.iter_mut().zip(&wv) {
+                    *s = _mm256_add_epi32(*s, _mm256_madd_epi16(xv, w));
+                }
+            }
+            j += 1;
         }
     }
-    for (ap, o) in a.iter().zip(acc.iter_mut()) {
-        for (k, &v) in ap.iter().enumerate() {
-            // SAFETY: `c0 + 8k + 8 ≤ cp ≤ MAXC`.
-            unsafe { _mm256_storeu_si256(o.as_mut_ptr().add(c0 + 8 * k).cast(), v) };
+    for (t, ap) in a.iter().enumerate().take(npx) {
+        for (b, &v) in ap.iter().enumerate() {
+            let o = c0 + 8 * b;
+            if o >= cout {
+                break;
+            }
+            let v = requant8(v, &rqs[o / 8], q);
+            let at = t * cout + o;
+            if o + 8 <= cout {
+                // SAFETY: `at + 8 ≤ (t + 1)·cout ≤ out.len()`.
+                unsafe { _mm_storel_epi64(out.as_mut_ptr().add(at).cast(), v) };
+            } else {
+                let mut tmp = [0i8; 16];
+                // SAFETY: `tmp` holds 16 bytes.
+                unsafe { _mm_storeu_si128(tmp.as_mut_ptr().cast(), v) };
+                out[at..at + cout - o].copy_from_slice(&tmp[..cout - o]);
+            }
         }
     }
 }
