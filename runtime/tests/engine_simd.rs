@@ -825,7 +825,13 @@ fn rebuild_twins_are_bit_identical() {
             let (mut fa, mut fb) = (vec![f32::NAN; cout * n], vec![0f32; cout * n]);
             (best.materialize_f32)(&w0f, &d, &mut fa);
             lorkd_runtime::switch::materialize_f32(&w0f, &d, &mut fb);
-            let fbits = |s: &[f32]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            // Bits, but one NaN for all: a NaN's sign is whichever operand x86 propagated
+            // (an FMA's operand order differs between the twins), not part of the result.
+            let fbits = |s: &[f32]| {
+                s.iter()
+                    .map(|v| if v.is_nan() { f32::NAN } else { *v }.to_bits())
+                    .collect::<Vec<_>>()
+            };
             assert_eq!(fbits(&fa), fbits(&fb), "{best:?} case {case}: f32 rebuild");
             let mut scratch = vec![0f32; n];
             let (mut qa, mut sa) = (vec![0i8; cout * n], vec![0f32; cout]);
