@@ -58,6 +58,56 @@ impl QParams {
     }
 }
 
+/// A rescale of int8 codes (`to.quantize(from.dequantize(v))`) as integer steps:
+/// `clamp((v·m + c) >> s, −128, 127)` — one multiply, add and shift a code in i32 lanes
+/// instead of a division and rounding. [`AffineCodes::fit`] keeps one only where it gives
+/// every one of the 256 codes of the definition's table, so using it is exact.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AffineCodes {
+    /// `≈ (s_from / s_to) · 2^s`.
+    pub m: i32,
+    /// `≈ (zp_to − zp_from · s_from / s_to + ½) · 2^s`.
+    pub c: i32,
+    /// The shift.
+    pub s: u32,
+}
+
+impl AffineCodes {
+    /// The steps for `table` (`table[v as u8] = to.quantize(from.dequantize(v))`): the
+    /// scales' ratio in as many bits as `|v·m + c| < 2^31` leaves, the offset as computed and
+    /// one step either side, checked on all 256 codes. `None` where none matches (a code
+    /// within ~2^−20 of a rounding tie, a zero point far out, scales not finite).
+    pub fn fit(from: QParams, to: QParams, table: &[i8; 256]) -> Option<Self> {
+        let r = from.scale as f64 / to.scale as f64;
+        let off = to.zero_point as f64 - from.zero_point as f64 * r + 0.5;
+        if !r.is_finite() || !off.is_finite() {
+            return None;
+        }
+        // `⌊x⌋` (no_std has no `f64::floor`); `x` within ±2^40 where it is called.
+        let floor = |x: f64| {
+            let t = x as i64;
+            t - i64::from((t as f64) > x)
+        };
+        // The most precise shift whose sums stay inside i32 for every code.
+        let s = (0..=30u32).rev().find(|&s| {
+            let p = (1u64 << s) as f64;
+            (r * p).abs() * 129.0 + (off * p).abs() + 260.0 < 2_147_483_647.0
+        })?;
+        let p = (1u64 << s) as f64;
+        let (m, c) = (floor(r * p + 0.5) as i32, floor(off * p) as i32);
+        [c, c - 1, c + 1]
+            .into_iter()
+            .map(|c| AffineCodes { m, c, s })
+            .find(|f| (0..=255u8).all(|u| f.apply(u as i8) == table[u as usize]))
+    }
+
+    /// One code.
+    #[inline]
+    pub fn apply(&self, v: i8) -> i8 {
+        ((v as i32 * self.m + self.c) >> self.s).clamp(-128, 127) as i8
+    }
+}
+
 /// Rounds half away from zero (`std::round`) without `std`. Values too large to have a
 /// fractional part are returned unchanged; NaN stays NaN.
 #[inline]
@@ -618,6 +668,55 @@ pub fn quantize_delta_row(row: &[f32], out: &mut [i8]) -> Option<half::f16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`AffineCodes::fit`] on typical activation parameters: found for nearly every pair,
+    /// and then every code is the definition's; refused where the ratio makes exact ties
+    /// (half a step, where half away from zero and the integers' floor part). Seed:
+    /// `LORKD_SEED`.
+    #[test]
+    fn affine_codes_are_the_rescale_or_refused() {
+        let seed = crate::test_seed();
+        let mut r = crate::engine::testnet::Rng::new(seed);
+        let table = |from: QParams, to: QParams| -> [i8; 256] {
+            core::array::from_fn(|u| to.quantize(from.dequantize(u as u8 as i8)))
+        };
+        let mut found = 0;
+        for _ in 0..2000 {
+            let mut q = || QParams {
+                scale: 2f32.powf(r.uniform(8.0) - 4.0) * (1.0 + r.uniform(0.5)),
+                zero_point: r.below(256) as i32 - 128,
+            };
+            let (from, to) = (q(), q());
+            let t = table(from, to);
+            if let Some(f) = AffineCodes::fit(from, to, &t) {
+                found += 1;
+                for u in 0..=255u8 {
+                    let v = u as i8;
+                    assert_eq!(
+                        f.apply(v),
+                        to.quantize(from.dequantize(v)),
+                        "seed {seed} {f:?}"
+                    );
+                }
+            }
+        }
+        assert!(found > 1900, "seed {seed}: only {found} of 2000 fitted");
+        let (from, to) = (
+            QParams {
+                scale: 1.0,
+                zero_point: 0,
+            },
+            QParams {
+                scale: 2.0,
+                zero_point: 0,
+            },
+        );
+        assert_eq!(
+            AffineCodes::fit(from, to, &table(from, to)),
+            None,
+            "−½ rounds to −1"
+        );
+    }
 
     #[test]
     fn quantize_matches_round_then_clamp() {

@@ -5,11 +5,16 @@
 //! lookups of 128 entries, picked by the code's sign bit —, then the two sides'
 //! 64-channel chunks interleaved by `vpunpck{l,h}bw` and one cross-lane `vpermt2q` each,
 //! stored masked. Exact, so the spec's bytes. Taken only where the CPU has VBMI.
+//!
+//! On AVX2 ([`concat_shuffle_i8_avx2`]) a rescaled side runs as integer steps
+//! ([`AffineCodes`]: a multiply, add and shift in i32 lanes, packed back with saturation),
+//! taken only where those give all 256 codes of the side's table; 16 channels of both sides
+//! are interleaved by `punpck{l,h}bw`.
 use core::arch::x86_64::*;
 
 use super::first_bytes;
 use crate::kernels::reference::concat_shuffle::ConcatIn;
-use crate::quant::QParams;
+use crate::quant::{AffineCodes, QParams};
 
 /// AVX-512 VBMI (byte permutes) on top of the AVX-512 table's features: the slot is
 /// installed only where this holds.
@@ -116,4 +121,101 @@ fn lookup(v: __m512i, t: &Table) -> __m512i {
             _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), pos, neg)
         }
     }
+}
+
+/// `Kernels::concat_shuffle_i8` on AVX2 (the reference's bytes): each side copied or mapped
+/// by its [`AffineCodes`], 16 channels of a pixel at a time (a last short step overlaps
+/// the one before). `false`, nothing written, for fewer than 16 channels, slices that do
+/// not hold the shape, or a rescaled side without a fit (the engine's portable code does
+/// those). Install only after AVX2 detection.
+pub(crate) fn concat_shuffle_i8_avx2(
+    n: usize,
+    c: usize,
+    a: ConcatIn<'_>,
+    b: ConcatIn<'_>,
+    qy: QParams,
+    y: &mut [i8],
+) -> bool {
+    let Some(len) = n.checked_mul(2 * c).filter(|&len| len <= y.len()) else {
+        return false;
+    };
+    if c < 16 || !a.holds(n, c) || !b.holds(n, c) || !a.rescalable(qy) || !b.rescalable(qy) {
+        return false;
+    }
+    let map = |s: &ConcatIn<'_>| -> Option<Option<AffineCodes>> {
+        if s.q == qy {
+            return Some(None);
+        }
+        let deq: [f32; 256] = core::array::from_fn(|i| s.q.dequantize(i as u8 as i8));
+        let mut t = [0i8; 256];
+        crate::switch::quantize_row(qy, false, &deq, &mut t);
+        AffineCodes::fit(s.q, qy, &t).map(Some)
+    };
+    let (Some(ma), Some(mb)) = (map(&a), map(&b)) else {
+        return false;
+    };
+    // SAFETY: only installed after AVX2 detection; every pixel's `c ≥ 16` codes lie inside
+    // each input (`holds`), `y` holds `n·2c` bytes.
+    unsafe { body_avx2(n, c, &a, &b, ma, mb, &mut y[..len]) };
+    true
+}
+
+/// # Safety
+/// AVX2 available; `c ≥ 16`, both sides `holds(n, c)`, `y.len() = n·2c`.
+#[target_feature(enable = "avx2")]
+unsafe fn body_avx2(
+    n: usize,
+    c: usize,
+    a: &ConcatIn<'_>,
+    b: &ConcatIn<'_>,
+    ma: Option<AffineCodes>,
+    mb: Option<AffineCodes>,
+    y: &mut [i8],
+) {
+    debug_assert!(c >= 16 && y.len() == n * 2 * c);
+    for p in 0..n {
+        let (pa, pb) = (
+            &a.x[p * a.stride + a.off..][..c],
+            &b.x[p * b.stride + b.off..][..c],
+        );
+        let out = &mut y[p * 2 * c..][..2 * c];
+        let mut c0 = 0;
+        loop {
+            // The last step starts at `c − 16`: bytes written twice get the same values.
+            let at = c0.min(c - 16);
+            // SAFETY: `at + 16 ≤ c`: 16 codes of each side read, 32 outputs from `2·at` written.
+            unsafe {
+                let va = affine16(_mm_loadu_si128(pa.as_ptr().add(at).cast()), ma);
+                let vb = affine16(_mm_loadu_si128(pb.as_ptr().add(at).cast()), mb);
+                let o = out.as_mut_ptr().add(2 * at);
+                _mm_storeu_si128(o.cast(), _mm_unpacklo_epi8(va, vb));
+                _mm_storeu_si128(o.add(16).cast(), _mm_unpackhi_epi8(va, vb));
+            }
+            c0 += 16;
+            if c0 >= c {
+                break;
+            }
+        }
+    }
+}
+
+/// 16 codes through `f` ([`AffineCodes::apply`] in i32 lanes; `None`: as they are).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn affine16(v: __m128i, f: Option<AffineCodes>) -> __m128i {
+    let Some(f) = f else {
+        return v;
+    };
+    let (m, k, s) = (
+        _mm256_set1_epi32(f.m),
+        _mm256_set1_epi32(f.c),
+        _mm_cvtsi32_si128(f.s as i32),
+    );
+    let step = |x: __m256i| _mm256_sra_epi32(_mm256_add_epi32(_mm256_mullo_epi32(x, m), k), s);
+    let lo = step(_mm256_cvtepi8_epi32(v));
+    let hi = step(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(v, v)));
+    // i32 → i16 with saturation (per 128-bit lane: lo 0–3, hi 0–3, lo 4–7, hi 4–7), back in
+    // order, then → i8 with saturation: the clamp to [−128, 127].
+    let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(lo, hi));
+    _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w))
 }

@@ -71,7 +71,7 @@ pub(crate) fn avx2() -> Kernels {
         maxpool_f32: maxpool::maxpool3x3s2_f32,
         dot_i8: conv1x1::dot_i8,
         linear_f32: crate::kernels::reference::linear::linear_f32,
-        concat_shuffle_i8: None,
+        concat_shuffle_i8: Some(concat::concat_shuffle_i8_avx2),
         quantize_rgb_i8: Some(input::quantize_rgb_i8),
         conv1x1_sums_i8: conv1x1::conv1x1_sums_i8,
         streaming: streaming::avx2(),
@@ -115,7 +115,11 @@ pub(crate) fn avx512() -> Kernels {
         }),
         conv_f32: stem::conv_f32_avx512,
         quantize_rgb_i8: Some(input::quantize_rgb_i8_avx512),
-        concat_shuffle_i8: concat::vbmi().then_some(concat::concat_shuffle_i8 as _),
+        concat_shuffle_i8: Some(if concat::vbmi() {
+            concat::concat_shuffle_i8
+        } else {
+            concat::concat_shuffle_i8_avx2
+        }),
         conv_i8: stem_vnni::conv_i8,
         streaming: streaming::avx512(),
         rebuild_i8: Some(rebuild::rebuild_i8_avx512),
