@@ -42,7 +42,11 @@ fn geom(r: &mut ChaCha8Rng, f: Family) -> Geom {
         _ => CHANNELS[r.gen_range(0..CHANNELS.len())],
     };
     let extra = r.gen_range(0..3);
-    let (h, w) = (r.gen_range(1..8), r.gen_range(1..8));
+    let (h, w) = match f {
+        // Now and then a wide row: several strips of the x86 stem's row buffers.
+        Family::Stem if r.gen_range(0..6) == 0 => (r.gen_range(1..4), r.gen_range(100..400)),
+        _ => (r.gen_range(1..8), r.gen_range(1..8)),
+    };
     let stride = r.gen_range(1..3);
     let (k, pad, cout) = match f {
         // Mostly narrow; some wider than the 64-channel requant blocks, a few wider than

@@ -1,19 +1,20 @@
 //! AVX2 ungrouped k×k conv with a short patch (ShuffleNetV2's 3x3 stride-2 stem: `cin·k·k`
 //! = 27, 24 outputs). The weights are transposed once per call to `[cin·k·k, cout]` (padded
-//! to 8 outputs) on the stack, so each output pixel is its im2col patch times that matrix:
-//! one broadcast per patch element, 8 output channels per lane vector, 4 pixels a tile, so
-//! each weight vector loaded feeds 4 FMAs / multiply-adds. The patch is tap-major
-//! (`(ky, kx, c)`, not the weights' `(c, ky, kx)`): each tap's channels are one run of the
-//! NHWC input. Larger problems fall back to the reference.
+//! to 8 outputs) on the stack, tap-major (`(ky, kx, c)`, not the weights' `(c, ky, kx)`).
+//! Per output row the `k` input rows it reads go once into row buffers (0 in the padding;
+//! int8 widened to `x − zx`), where each pixel's kernel row is one run: the tiles broadcast
+//! the taps from there (no per-pixel im2col patch), 8 output channels per lane vector, 4
+//! pixels a tile, so each weight vector loaded feeds 4 FMAs / multiply-adds, and finish
+//! each pixel in registers. Problems past the stack buffers take the reference.
 //!
-//! f32: bias, then FMAs over the tap-major patch: only the order and FMA's single rounding
-//! differ from the reference, `|Δ| ≤ 2·n·ε·(|b| + Σ|w·x|)`. int8: the patch `x − zx` as i16
-//! pairs and the weights as matching i16 pairs, `_mm256_madd_epi16` into i32: exact.
+//! f32: bias, then FMAs over the tap-major taps: only the order and FMA's single rounding
+//! differ from the reference, `|Δ| ≤ 2·n·ε·(|b| + Σ|w·x|)`. int8: tap pairs `x − zx` as i16
+//! and the weights as matching i16 pairs, `_mm256_madd_epi16` into i32: exact.
 use core::arch::x86_64::*;
 
-use super::requant::{requant8, Requant, Rq8, RqCols};
 use core::mem::MaybeUninit;
 
+use super::requant::{requant8, Requant, Rq8, RqCols};
 use crate::kernels::reference::conv::{self as refconv, PATCH};
 use crate::kernels::{Geom, OutQ};
 
@@ -22,43 +23,62 @@ const WT: usize = 2048;
 /// Most output channels handled (the padded bias / output row on the stack).
 const MAXC: usize = 128;
 
-/// Output channels rounded up to whole 8-lane vectors, if the problem fits the stack tiles.
-fn padded_cout(g: &Geom, n: usize) -> Option<usize> {
-    let cp = g.cout.div_ceil(8) * 8;
-    (n <= PATCH && cp <= MAXC && n.div_ceil(2) * 2 * cp <= WT).then_some(cp)
-}
-
 /// AVX2 f32 conv; same contract as `reference::conv::conv_f32`.
+///
+/// The input rows as the int8 conv's ([`conv_i8`]: copied once per output row into row
+/// buffers, 0 in the padding, so a pixel's kernel row is a run there); each pixel's sum
+/// starts from the bias and adds the taps by FMA in tap-major order.
 pub(crate) fn conv_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool, y: &mut [f32]) {
-    let n = g.cin * g.k * g.k;
-    let Some(cp) = padded_cout(g, n) else {
+    let Some(l) = StemLayout::new(g).filter(|l| l.n * l.cp <= WT) else {
         return refconv::conv_f32(g, x, w, bias, relu, y);
     };
-    // wt[e, o] = w[o, e] with `e` tap-major, as the patch.
+    let (cout, cp) = (g.cout, l.cp);
+    if cp == 0 || g.ho == 0 || g.wo == 0 {
+        return;
+    }
+    // wt[e, o] = w[o, e] with `e` tap-major, as the rows' runs.
     let mut wt = [0.0f32; WT];
-    for (o, row) in w[..g.cout * n].chunks_exact(n).enumerate() {
-        for e in 0..n {
+    for (o, row) in w[..cout * l.n].chunks_exact(l.n).enumerate() {
+        for e in 0..l.n {
             wt[e * cp + o] = row[oihw(g, e)];
         }
     }
     let mut b = [0.0f32; MAXC];
-    b[..g.cout].copy_from_slice(&bias[..g.cout]);
-    // Tiles of `PT` pixels along a row: every weight vector loaded feeds `PT` FMAs.
-    let (mut patch, mut tmp) = ([[0.0f32; PATCH]; PT], [[0.0f32; MAXC]; PT]);
+    b[..cout].copy_from_slice(&bias[..cout]);
+    let mut rows = [[0.0f32; RB]; KMAX];
     for oy in 0..g.ho {
-        let mut ox = 0;
-        while ox < g.wo {
-            let np = PT.min(g.wo - ox);
-            for (t, p) in patch.iter_mut().enumerate().take(np) {
-                gather_tap_major(g, x, oy, ox + t, 0.0, |v| v, p);
+        let mut ox0 = 0;
+        while ox0 < g.wo {
+            let nox = l.strip.min(g.wo - ox0);
+            let ncols = (nox - 1) * g.stride + g.k;
+            for (ky, buf) in rows.iter_mut().enumerate().take(g.k) {
+                let iy = Geom::tap(oy, ky, g.stride, g.pad, g.h);
+                fill_row_f32(g, x, iy, ox0 * g.stride, ncols, &mut buf[..ncols * g.cin]);
             }
-            // SAFETY: only installed after AVX2+FMA detection; `wt` holds `n·cp`, `b` and
-            // every `tmp` row `cp ≤ MAXC`, every patch row `n ≤ PATCH`.
-            unsafe { tile_f32(&patch, n, &wt[..n * cp], &b[..cp], relu, &mut tmp, cp) };
-            for (t, out) in tmp.iter().enumerate().take(np) {
-                y[(oy * g.wo + ox + t) * g.cout..][..g.cout].copy_from_slice(&out[..g.cout]);
+            let out = &mut y[(oy * g.wo + ox0) * cout..][..nox * cout];
+            let mut ox = 0;
+            while ox < nox {
+                let npx = PT.min(nox - ox);
+                let out = &mut out[ox * cout..][..npx * cout];
+                let mut c0 = 0;
+                while c0 < cp {
+                    // SAFETY: only installed after AVX2+FMA detection; `wt` holds `n` rows of
+                    // `cp`, the blocks `c0 .. c0 + 8·B ≤ cp` inside them and `b`; pixels
+                    // `ox .. ox + npx` of the strip read inside `rows` (`l.strip`); `out`
+                    // holds `npx ≤ PT` pixels of `cout`.
+                    unsafe {
+                        if c0 + 24 <= cp {
+                            tile_f32::<3>(&rows, &l, ox, &wt, &b, relu, c0, npx, cout, out);
+                            c0 += 24;
+                        } else {
+                            tile_f32::<1>(&rows, &l, ox, &wt, &b, relu, c0, npx, cout, out);
+                            c0 += 8;
+                        }
+                    }
+                }
+                ox += npx;
             }
-            ox += np;
+            ox0 += nox;
         }
     }
 }
@@ -200,86 +220,75 @@ unsafe fn blocks_f32_512<const B: usize>(
     acc
 }
 
-/// `out[p][o] = b[o] + Σ_t patch[p][t]·wt[t, o]` (then ReLU) for the [`PT`] patches, `o` in
-/// 8-lane blocks, three blocks at a time where there are (3 × 4 accumulators); per pixel
-/// the FMAs run in the patch's order, as one pixel at a time would.
+/// `B` 8-channel blocks from `c0` for the first `npx` of [`PT`] pixels from strip column
+/// `ox`: `b[o]`, then `+ x·wt[e, o]` by FMA for the tap-major taps `e` of the pixel's rows
+/// (each weight vector loaded feeds `PT` FMAs), ReLU, stored to channels `c0 + 8b ..` of
+/// `out`'s pixel rows (`cout` apart; a block past `cout` in part).
 ///
 /// # Safety
-/// AVX2 and FMA available; `cp` a multiple of 8 and at most `MAXC`, `n ≤ PATCH`,
-/// `wt.len() ≥ n · cp`, `b.len() ≥ cp`.
+/// AVX2 and FMA available; `wt` holds `n` rows of `l.cp`, `c0 + 8·B ≤ l.cp ≤ b.len()`,
+/// `0 < npx ≤ PT`, `ox + npx ≤ l.strip`, `out` holds `npx·cout`.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_f32(
-    patch: &[[f32; PATCH]; PT],
-    n: usize,
+unsafe fn tile_f32<const B: usize>(
+    rows: &[[f32; RB]; KMAX],
+    l: &StemLayout,
+    ox: usize,
     wt: &[f32],
     b: &[f32],
     relu: bool,
-    out: &mut [[f32; MAXC]; PT],
-    cp: usize,
-) {
-    debug_assert!(cp.is_multiple_of(8) && cp <= MAXC && n <= PATCH && wt.len() >= n * cp);
-    let mut c0 = 0;
-    while c0 < cp {
-        // SAFETY: the blocks `c0 .. c0 + 8·B ≤ cp` are inside `b`, every `wt` row and
-        // every `out` row; taps `t < n ≤ PATCH`.
-        unsafe {
-            if c0 + 24 <= cp {
-                blocks_f32::<3>(patch, n, wt, b, relu, out, cp, c0);
-                c0 += 24;
-            } else {
-                blocks_f32::<1>(patch, n, wt, b, relu, out, cp, c0);
-                c0 += 8;
-            }
-        }
-    }
-}
-
-/// `B` 8-channel blocks from `c0` of [`tile_f32`].
-///
-/// # Safety
-/// As [`tile_f32`], and `c0 + 8·B ≤ cp`.
-#[target_feature(enable = "avx2,fma")]
-// `t` indexes the patches and the weight rows alike.
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn blocks_f32<const B: usize>(
-    patch: &[[f32; PATCH]; PT],
-    n: usize,
-    wt: &[f32],
-    b: &[f32],
-    relu: bool,
-    out: &mut [[f32; MAXC]; PT],
-    cp: usize,
     c0: usize,
+    npx: usize,
+    cout: usize,
+    out: &mut [f32],
 ) {
-    let mut acc = [[_mm256_setzero_ps(); B]; PT];
-    for ap in acc.iter_mut() {
-        for (k, a) in ap.iter_mut().enumerate() {
-            // SAFETY: `c0 + 8k + 8 ≤ cp ≤ b.len()`.
-            *a = unsafe { _mm256_loadu_ps(b.as_ptr().add(c0 + 8 * k)) };
-        }
-    }
-    for t in 0..n {
-        let mut wv = [_mm256_setzero_ps(); B];
-        for (k, v) in wv.iter_mut().enumerate() {
-            // SAFETY: row `t` of `wt` spans `t·cp .. t·cp + cp`, `c0 + 8k + 8 ≤ cp`.
-            *v = unsafe { _mm256_loadu_ps(wt.as_ptr().add(t * cp + c0 + 8 * k)) };
-        }
-        for (p, ap) in acc.iter_mut().enumerate() {
-            let xv = _mm256_set1_ps(patch[p][t]);
-            for (a, &w) in ap.iter_mut().zip(&wv) {
-                *a = _mm256_fmadd_ps(xv, w, *a);
+    let cp = l.cp;
+    debug_assert!(c0 + 8 * B <= cp && cp <= b.len() && wt.len() >= l.n * cp);
+    debug_assert!(0 < npx && npx <= PT && ox + npx <= l.strip && out.len() >= npx * cout);
+    // Pixel `t`'s first element in a row buffer (a spare pixel repeats the last one).
+    let at: [usize; PT] = core::array::from_fn(|t| (ox + t.min(npx - 1)) * l.cstep);
+    // SAFETY: `c0 + 8k + 8 ≤ cp ≤ b.len()`.
+    let bv: [__m256; B] =
+        core::array::from_fn(|k| unsafe { _mm256_loadu_ps(b.as_ptr().add(c0 + 8 * k)) });
+    let mut acc = [bv; PT];
+    let mut e = 0;
+    for buf in rows.iter().take(l.k) {
+        for i in 0..l.row {
+            // SAFETY: row `e < n` of `wt` spans `e·cp .. e·cp + cp`, `c0 + 8k + 8 ≤ cp`.
+            let wv: [__m256; B] = core::array::from_fn(|k| unsafe {
+                _mm256_loadu_ps(wt.as_ptr().add(e * cp + c0 + 8 * k))
+            });
+            for (ap, &p) in acc.iter_mut().zip(&at) {
+                // SAFETY: `p + i < (ox + npx − 1)·stride·cin + row ≤ ncols·cin ≤ RB`.
+                let xv = _mm256_set1_ps(unsafe { *buf.get_unchecked(p + i) });
+                for (a, &w) in ap.iter_mut().zip(&wv) {
+                    *a = _mm256_fmadd_ps(xv, w, *a);
+                }
             }
+            e += 1;
         }
     }
-    for (ap, o) in acc.iter().zip(out.iter_mut()) {
+    for (t, ap) in acc.iter().enumerate().take(npx) {
         for (k, &a) in ap.iter().enumerate() {
+            let o = c0 + 8 * k;
+            if o >= cout {
+                break;
+            }
             let a = if relu {
                 _mm256_max_ps(a, _mm256_setzero_ps())
             } else {
                 a
             };
-            // SAFETY: `c0 + 8k + 8 ≤ cp ≤ MAXC`.
-            unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(c0 + 8 * k), a) };
+            let at = t * cout + o;
+            if o + 8 <= cout {
+                // SAFETY: `at + 8 ≤ (t + 1)·cout ≤ out.len()`.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(at), a) };
+            } else {
+                let mut tmp = [0.0f32; 8];
+                // SAFETY: `tmp` holds 8 values.
+                unsafe { _mm256_storeu_ps(tmp.as_mut_ptr(), a) };
+                out[at..at + cout - o].copy_from_slice(&tmp[..cout - o]);
+            }
         }
     }
 }
@@ -497,9 +506,7 @@ unsafe fn fill_row(
         buf.fill(MaybeUninit::new(0));
         return;
     };
-    // Columns `a .. b` of the run are inside the image.
-    let a = g.pad.saturating_sub(c0).min(ncols);
-    let b = (g.w + g.pad).saturating_sub(c0).clamp(a, ncols);
+    let (a, b) = inside_cols(g, c0, ncols);
     buf[..a * cin].fill(MaybeUninit::new(0));
     buf[b * cin..].fill(MaybeUninit::new(0));
     if a == b {
@@ -519,6 +526,38 @@ unsafe fn fill_row(
             }
         }
     }
+}
+
+/// `buf[j·cin + c] = x[iy, ix, c_off + c]` for the input columns `ix = c0 + j − pad` of
+/// `buf` (`buf.len() / cin` of them), 0 where `iy` is `None` or `ix` is outside the image.
+fn fill_row_f32(g: &Geom, x: &[f32], iy: Option<usize>, c0: usize, ncols: usize, buf: &mut [f32]) {
+    let cin = g.cin;
+    let Some(iy) = iy else {
+        buf.fill(0.0);
+        return;
+    };
+    let (a, b) = inside_cols(g, c0, ncols);
+    buf[..a * cin].fill(0.0);
+    buf[b * cin..].fill(0.0);
+    if a == b {
+        return;
+    }
+    let src = (iy * g.w + c0 + a - g.pad) * g.in_stride + g.c_off;
+    let dst = &mut buf[a * cin..b * cin];
+    if g.in_stride == cin {
+        dst.copy_from_slice(&x[src..src + dst.len()]);
+    } else {
+        for (d, px) in dst.chunks_exact_mut(cin).zip(x[src..].chunks(g.in_stride)) {
+            d.copy_from_slice(&px[..cin]);
+        }
+    }
+}
+
+/// Of the `ncols` input columns `c0 − pad ..` a row buffer holds, those inside the image:
+/// `a .. b` (`a ≤ b ≤ ncols`).
+fn inside_cols(g: &Geom, c0: usize, ncols: usize) -> (usize, usize) {
+    let a = g.pad.saturating_sub(c0).min(ncols);
+    (a, (g.w + g.pad).saturating_sub(c0).clamp(a, ncols))
 }
 
 /// `B` 8-channel blocks from `c0` for the first `npx` of [`PT`] pixels from strip column
