@@ -442,8 +442,9 @@ unsafe fn pairs16_i8_512(
 ///
 /// # Safety
 /// AVX2 available; `out` writable for 16 bytes; `cols` holds channels `c0 .. c0 + 16`.
-#[inline]
-#[target_feature(enable = "avx2")]
+// Inlined into its AVX2 callers (no feature of its own: `inline(always)` needs that), so a
+// run's pixels do not call it and reload their arguments.
+#[inline(always)]
 unsafe fn put16(lo: __m256i, hi: __m256i, cols: &RqCols, c0: usize, q: OutQ, out: *mut i8) {
     let (a, b) = (
         requant8(lo, &cols.lanes(c0), q),
