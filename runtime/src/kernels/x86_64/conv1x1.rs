@@ -648,12 +648,7 @@ fn conv1x1_i8_outer(
                 }
             };
             for (i, o) in out.iter().enumerate().take(t.np) {
-                let dst = &mut y[(t.p + i) * cout + c0 + t.ob..][..t.nb];
-                // Two whole blocks as one fixed-size move (a variable-length copy is a call).
-                match <&mut [i8; 16]>::try_from(&mut *dst) {
-                    Ok(d) => *d = *o,
-                    Err(_) => dst.copy_from_slice(&o[..t.nb]),
-                }
+                put_bytes(&mut y[(t.p + i) * cout + c0 + t.ob..][..t.nb], o);
             }
         });
         c0 += m;
@@ -752,6 +747,25 @@ fn outer_i8(
             p += np;
         }
         b0 += nbk;
+    }
+}
+
+/// `dst.copy_from_slice(&src[..dst.len()])` for `dst.len() ≤ 16` by at most four fixed-size
+/// moves (16, or 8 + 4 + 2 + 1 as the length's bits say): a variable-length copy is a
+/// `memcpy` call, once per pixel and block of a pointwise conv's last channels.
+#[inline]
+fn put_bytes(dst: &mut [i8], src: &[i8; 16]) {
+    let n = dst.len();
+    if let Ok(d) = <&mut [i8; 16]>::try_from(&mut *dst) {
+        *d = *src;
+        return;
+    }
+    let mut at = 0;
+    for step in [8, 4, 2, 1] {
+        if n & step != 0 {
+            dst[at..at + step].copy_from_slice(&src[at..at + step]);
+            at += step;
+        }
     }
 }
 
@@ -889,14 +903,17 @@ pub(super) unsafe fn widen(x: &[i8], zx: i32, out: &mut [MaybeUninit<i16>]) {
     debug_assert!(out.len() >= n);
     let z = _mm256_set1_epi16(zx as i16);
     let mut i = 0;
-    while i + 16 <= n {
-        // SAFETY: `i + 16 <= n ≤ out.len()`: 16 bytes read, 16 i16 written.
+    while i < n && n >= 16 {
+        // The last step ends at `n` (overlapping the one before: the same values again), so
+        // no element goes one at a time once there are 16.
+        let at = i.min(n - 16);
+        // SAFETY: `at + 16 <= n ≤ out.len()`: 16 bytes read, 16 i16 written.
         unsafe {
-            let v = _mm_loadu_si128(x.as_ptr().add(i).cast());
+            let v = _mm_loadu_si128(x.as_ptr().add(at).cast());
             let v = _mm256_sub_epi16(_mm256_cvtepi8_epi16(v), z);
-            _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), v);
+            _mm256_storeu_si256(out.as_mut_ptr().add(at).cast(), v);
         }
-        i += 16;
+        i = at + 16;
     }
     for j in i..n {
         out[j].write(x[j] as i16 - zx as i16);
