@@ -1000,8 +1000,6 @@ fn conv1x1_i8_twin_is_bit_exact_on_wide_convs() {
     }
 }
 
-/// The int8 max pool slot (3x3/2, padding 1) against the reference on random sizes —
-/// channel counts around the 16-lane steps, odd and even sides: exact.
 /// The f32 max pool twins give the reference's bits, NaNs and signed zeros included.
 #[test]
 fn maxpool_f32_twin_is_bit_identical() {
@@ -1033,6 +1031,9 @@ fn maxpool_f32_twin_is_bit_identical() {
     }
 }
 
+/// The int8 max pool slot (3x3/2, padding 1) against the reference on random sizes —
+/// channel counts around the 16-lane steps, odd and even sides, interior and edge pixels:
+/// exact.
 #[test]
 fn maxpool_i8_twin_is_exact() {
     let mut r = rng();

@@ -1,6 +1,6 @@
 //! AVX2 max pool 3x3, stride 2, padding 1 (padding never wins) over a dense NHWC
-//! `[h, w, c]`: per output pixel the taps inside the image are listed once, then a vector of
-//! channels a step (the last step overlaps the one before when `c` is not a multiple of the
+//! `[h, w, c]`: an interior output pixel reads its nine taps at fixed offsets, an edge pixel
+//! lists the taps inside the image once; then a vector of channels a step (the last step overlaps the one before when `c` is not a multiple of the
 //! lanes: the same maxima again). int8: 16 codes with `pmaxsb` (a max of codes, so exact).
 //! f32: 8 lanes with `maxps(v, m)`, which is the reference's select `if v > m { v } else
 //! { m }` lane by lane (NaN and signed zeros included), so the same bits. Fewer channels
@@ -16,15 +16,66 @@ pub(crate) fn maxpool3x3s2_i8(h: usize, w: usize, c: usize, x: &[i8], y: &mut [i
         return refpool::maxpool3x3s2(h, w, c, x, y);
     }
     let (ho, wo) = (Geom::out_dim(h, 3, 2, 1), Geom::out_dim(w, 3, 2, 1));
+    let x = &x[..h * w * c];
     let mut t: [&[i8]; 9] = [&[]; 9];
     for oy in 0..ho {
         for ox in 0..wo {
-            let nt = taps(h, w, c, x, oy, ox, &mut t);
             let out = &mut y[(oy * wo + ox) * c..][..c];
+            if let Some(base) = interior(h, w, c, oy, ox) {
+                // SAFETY: only installed after AVX2 detection; `c ≥ 16`; every tap of an
+                // interior pixel lies inside `x` (`h·w·c` long) from `base`.
+                unsafe { pixel9(x, base, w * c, out) };
+                continue;
+            }
+            let nt = taps(h, w, c, x, oy, ox, &mut t);
             // SAFETY: only installed after AVX2 detection; `c ≥ 16`, every tap row and
             // `out` hold `c` bytes.
             unsafe { pixel(&t[..nt], out) };
         }
+    }
+}
+
+/// Where the 3×3 window of output pixel `(oy, ox)` starts (channel 0 of input pixel `(2oy −
+/// 1, 2ox − 1)`), if all nine taps lie inside the `[h, w, c]` input.
+#[inline]
+fn interior(h: usize, w: usize, c: usize, oy: usize, ox: usize) -> Option<usize> {
+    (oy >= 1 && ox >= 1 && 2 * oy + 1 < h && 2 * ox + 1 < w)
+        .then(|| ((2 * oy - 1) * w + 2 * ox - 1) * c)
+}
+
+/// [`pixel`] for an interior pixel: its nine taps at fixed offsets from `base` (`row`
+/// between window rows, `out.len()` between columns), no row list.
+///
+/// # Safety
+/// AVX2 available; `out.len() ≥ 16`; `x` holds `base + 2·row + 3·out.len()` bytes.
+#[target_feature(enable = "avx2")]
+unsafe fn pixel9(x: &[i8], base: usize, row: usize, out: &mut [i8]) {
+    let c = out.len();
+    debug_assert!(c >= 16 && base + 2 * row + 3 * c <= x.len());
+    let p = x[base..].as_ptr();
+    let mut c0 = 0;
+    while c0 < c {
+        let at = c0.min(c - 16);
+        // SAFETY: tap `(dy, dx)` reads `base + dy·row + dx·c + at .. + 16 ≤ base + 2·row +
+        // 3c` bytes of `x`; `at + 16 ≤ c = out.len()`.
+        unsafe {
+            let ld = |dy: usize, dx: usize| _mm_loadu_si128(p.add(dy * row + dx * c + at).cast());
+            let mut m = ld(0, 0);
+            for (dy, dx) in [
+                (0, 1),
+                (0, 2),
+                (1, 0),
+                (1, 1),
+                (1, 2),
+                (2, 0),
+                (2, 1),
+                (2, 2),
+            ] {
+                m = _mm_max_epi8(m, ld(dy, dx));
+            }
+            _mm_storeu_si128(out.as_mut_ptr().add(at).cast(), m);
+        }
+        c0 = at + 16;
     }
 }
 
@@ -57,11 +108,18 @@ pub(crate) fn maxpool3x3s2_f32(h: usize, w: usize, c: usize, x: &[f32], y: &mut 
         return refpool::maxpool3x3s2(h, w, c, x, y);
     }
     let (ho, wo) = (Geom::out_dim(h, 3, 2, 1), Geom::out_dim(w, 3, 2, 1));
+    let x = &x[..h * w * c];
     let mut t: [&[f32]; 9] = [&[]; 9];
     for oy in 0..ho {
         for ox in 0..wo {
-            let nt = taps(h, w, c, x, oy, ox, &mut t);
             let out = &mut y[(oy * wo + ox) * c..][..c];
+            if let Some(base) = interior(h, w, c, oy, ox) {
+                // SAFETY: only installed after AVX2 detection; `c ≥ 8`; every tap of an
+                // interior pixel lies inside `x` (`h·w·c` long) from `base`.
+                unsafe { pixel9_f32(x, base, w * c, out) };
+                continue;
+            }
+            let nt = taps(h, w, c, x, oy, ox, &mut t);
             // SAFETY: only installed after AVX2 detection; `c ≥ 8`, every tap row and
             // `out` hold `c` values.
             unsafe { pixel_f32(&t[..nt], out) };
@@ -87,6 +145,43 @@ unsafe fn pixel_f32(rows: &[&[f32]], out: &mut [f32]) {
             for r in &rows[1..] {
                 // `maxps(a, b)` is `a > b ? a : b` per lane: the reference's select.
                 m = _mm256_max_ps(_mm256_loadu_ps(r.as_ptr().add(at)), m);
+            }
+            _mm256_storeu_ps(out.as_mut_ptr().add(at), m);
+        }
+        c0 = at + 8;
+    }
+}
+
+/// [`pixel_f32`] for an interior pixel ([`pixel9`]'s offsets), the taps in the reference's
+/// order.
+///
+/// # Safety
+/// AVX2 available; `out.len() ≥ 8`; `x` holds `base + 2·row + 3·out.len()` values.
+#[target_feature(enable = "avx2")]
+unsafe fn pixel9_f32(x: &[f32], base: usize, row: usize, out: &mut [f32]) {
+    let c = out.len();
+    debug_assert!(c >= 8 && base + 2 * row + 3 * c <= x.len());
+    let p = x[base..].as_ptr();
+    let mut c0 = 0;
+    while c0 < c {
+        let at = c0.min(c - 8);
+        // SAFETY: tap `(dy, dx)` reads `base + dy·row + dx·c + at .. + 8 ≤ base + 2·row + 3c`
+        // values of `x`; `at + 8 ≤ c = out.len()`.
+        unsafe {
+            let ld = |dy: usize, dx: usize| _mm256_loadu_ps(p.add(dy * row + dx * c + at));
+            let mut m = ld(0, 0);
+            for (dy, dx) in [
+                (0, 1),
+                (0, 2),
+                (1, 0),
+                (1, 1),
+                (1, 2),
+                (2, 0),
+                (2, 1),
+                (2, 2),
+            ] {
+                // `maxps(a, b)` is `a > b ? a : b` per lane: the reference's select.
+                m = _mm256_max_ps(ld(dy, dx), m);
             }
             _mm256_storeu_ps(out.as_mut_ptr().add(at), m);
         }
