@@ -509,11 +509,11 @@ const PO: usize = 4;
 /// the packing costs about as much as [`PO`] pixels of multiply-adds, so at 4 pixels it
 /// doubled the work (4 → 8: the 2×2 layers of 0.5x @64 in Streaming and Auto, and its
 /// 192 → 1024 conv, −10 % of their 1x1 time; BENCHMARKS.md, 2026-12-02). Weights packed at
-/// the switch ([`PACKED_I8_MIN_PIXELS`]) only widen per call, and keep [`PO`].
+/// the switch ([`PACKED_I8_MIN_PIXELS`]) are read where they lie, and keep [`PO`].
 pub(super) const ROWS_MIN_PIXELS: usize = 8;
 /// Widest input the int8 outer-product path widens on the stack.
 const MAXC: usize = 1024;
-/// Packed i16 weights the outer-product path holds on the stack (64 KiB): a panel of
+/// Packed weight bytes the outer-product path holds on the stack (32 KiB): a panel of
 /// channels at a time for wider convs.
 const WCAP: usize = 32 * 1024;
 
@@ -521,10 +521,11 @@ const WCAP: usize = 32 * 1024;
 ///
 /// An outer product, so no horizontal sums, and the requantisation fused into the tile's
 /// store: the lanes of one accumulator are 8 **output channels** of one pixel. The weights
-/// are packed as i16 pairs `[block of 8 channels][cin/2][8][2]` once per call and panel
-/// ([`outer_i8`]); per tile of [`PO`] pixels the inputs are widened once to `x − zx` (i16);
-/// then for two blocks at a time every input pair `(x_i, x_{i+1})` is broadcast and one
-/// `madd` per block adds `w[o][i]·x_i + w[o][i+1]·x_{i+1}` to its 8 channels (exact:
+/// are packed as byte pairs `[block of 8 channels][cin/2][8][2]` once per call and panel
+/// ([`outer_i8`]; at the switch for a Materialized expert); per tile of [`PO`] pixels the
+/// inputs are widened once to `x − zx` (i16); then for two blocks at a time every input
+/// pair `(x_i, x_{i+1})` is broadcast and one `madd` per block (its weights sign-extended
+/// as loaded) adds `w[o][i]·x_i + w[o][i+1]·x_{i+1}` to its 8 channels (exact:
 /// `|w·(x − zx)| ≤ 128·255`, sums far from overflow). The finished accumulators go through
 /// [`requant8`] with their blocks' parameter lanes straight to the output bytes. Inputs
 /// wider than [`MAXC`], and convs of fewer than [`ROWS_MIN_PIXELS`] pixels (there packing
@@ -562,7 +563,7 @@ fn packs_i8(cin: usize) -> bool {
 
 /// Lays a `[cout, cin]` int8 weight out in place for [`conv1x1_i8_packed`]: every whole
 /// block of 8 output channels becomes `[cin/2][8][2]` — the order [`pack_pairs`] gives
-/// the outer product's i16 panel — so a call only sign-extends it, without the per-call
+/// the outer product's panel — so a call reads it where it lies, without the per-call
 /// transposes; the last `cout % 8` rows stay rows at the same offset. The length is
 /// unchanged, and channels `c0 .. c0 + m` (`c0`, and `m` unless it reaches `cout`,
 /// multiples of 8) are that slice's own layout. Shapes [`packs_i8`] refuses stay rows.
@@ -662,8 +663,9 @@ struct OuterTile<'t> {
     /// The tile's inputs, widened: rows `0 .. np` hold `x − zx`, each at least `2·pairs`.
     xw: &'t [[MaybeUninit<i16>; MAXC + 2]; PO],
     pairs: usize,
-    /// The tile's blocks' packed weights: `16·pairs` i16 per block.
-    wp: &'t [i16],
+    /// The tile's blocks' packed weights, `16·pairs` bytes each (the second only when
+    /// `nb > 8`).
+    wp: [&'t [i8]; 2],
     ob: usize,
     nb: usize,
     p: usize,
@@ -688,30 +690,27 @@ fn outer_i8(
     let (pairs, blocks) = (n.div_ceil(2), cout.div_ceil(8));
     // `n ≤ MAXC` gives `16·pairs ≤ 8192`: at least 4 blocks a panel.
     let panel = (WCAP / (16 * pairs)).min(blocks);
-    let mut store = [const { MaybeUninit::<i16>::uninit() }; WCAP];
+    let mut store = [const { MaybeUninit::<i8>::uninit() }; WCAP];
     // Only each row's first `2·pairs` are ever written or read (no 8 KiB zeroing per call).
     let mut xw = [[const { MaybeUninit::<i16>::uninit() }; MAXC + 2]; PO];
     let mut b0 = 0;
     while b0 < blocks {
         let nbk = panel.min(blocks - b0);
         let (lo, hi) = (8 * b0, cout.min(8 * (b0 + nbk)));
-        let st = &mut store[..nbk * 16 * pairs];
-        let wp = if prepacked {
-            // Whole blocks are already in pair order: sign-extended; a short last block
-            // is still rows.
-            let whole = (hi - lo) / 8 * 8;
-            let (a, b) = st.split_at_mut(whole / 8 * 16 * pairs);
-            // SAFETY: only installed after AVX2 detection; `a` holds `16·pairs` per block,
-            // `8·pairs = n` bytes per channel (`n` even), as many as the slice of `w`.
-            unsafe { widen_pairs(&w[lo * n..(lo + whole) * n], a) };
-            if !b.is_empty() {
-                pack_pairs(&w[(lo + whole) * n..hi * n], n, hi - lo - whole, b);
-            }
-            // SAFETY: both parts were written in full above; `MaybeUninit<i16>` has the
-            // layout of `i16`.
-            unsafe { &*(&*st as *const [MaybeUninit<i16>] as *const [i16]) }
-        } else {
-            pack_pairs(&w[lo * n..hi * n], n, hi - lo, st)
+        // The panel's blocks in pair order: with `prepacked` its whole blocks read where
+        // they lie (`8·pairs = n` bytes a channel, `n` even: `packs_i8`) and a short last
+        // block (still rows) packed; otherwise all packed here.
+        let whole = if prepacked { (hi - lo) / 8 } else { 0 };
+        let direct = &w[lo * n..(lo + 8 * whole) * n];
+        let packed = pack_pairs(
+            &w[(lo + 8 * whole) * n..hi * n],
+            n,
+            hi - lo - 8 * whole,
+            &mut store[..(nbk - whole) * 16 * pairs],
+        );
+        let blk = |b: usize| match b.checked_sub(whole) {
+            None => &direct[b * 16 * pairs..][..16 * pairs],
+            Some(k) => &packed[k * 16 * pairs..][..16 * pairs],
         };
         let mut p = 0;
         while p < npix {
@@ -731,11 +730,10 @@ fn outer_i8(
                 let two = b + 2 <= nbk;
                 let ob = lo + 8 * b;
                 let nb = (if two { 16 } else { 8 }).min(cout - ob);
-                let nw = if two { 32 } else { 16 } * pairs;
                 tile(OuterTile {
                     xw: &xw,
                     pairs,
-                    wp: &wp[b * 16 * pairs..][..nw],
+                    wp: [blk(b), if two { blk(b + 1) } else { blk(b) }],
                     ob,
                     nb,
                     p,
@@ -769,12 +767,12 @@ fn put_bytes(dst: &mut [i8], src: &[i8; 16]) {
     }
 }
 
-/// Packs `w` (`[cout, n]`) as `[cout/8][n/2][8][2]` i16 into `store` (exactly that long),
+/// Packs `w` (`[cout, n]`) as `[cout/8][n/2][8][2]` bytes into `store` (exactly that long),
 /// missing channels and the odd input's partner as 0; every element is written.
 ///
 /// Runs once per conv call, so at a few pixels it costs as much as the GEMM itself: whole
 /// blocks of 8 channels × 8 pairs go through [`pack_8x8`], the edges element by element.
-fn pack_pairs<'s>(w: &[i8], n: usize, cout: usize, store: &'s mut [MaybeUninit<i16>]) -> &'s [i16] {
+fn pack_pairs<'s>(w: &[i8], n: usize, cout: usize, store: &'s mut [MaybeUninit<i8>]) -> &'s [i8] {
     let pairs = n.div_ceil(2);
     for (b, blk) in store.chunks_exact_mut(16 * pairs).enumerate() {
         let mut k = 0;
@@ -793,11 +791,7 @@ fn pack_pairs<'s>(w: &[i8], n: usize, cout: usize, store: &'s mut [MaybeUninit<i
                 let o = 8 * b + l;
                 for (j, v) in lane.iter_mut().enumerate() {
                     let i = 2 * kk + j;
-                    let val = if o < cout && i < n {
-                        w[o * n + i] as i16
-                    } else {
-                        0
-                    };
+                    let val = if o < cout && i < n { w[o * n + i] } else { 0 };
                     v.write(val);
                 }
             }
@@ -806,25 +800,23 @@ fn pack_pairs<'s>(w: &[i8], n: usize, cout: usize, store: &'s mut [MaybeUninit<i
     debug_assert_eq!(store.len() % (16 * pairs.max(1)), 0);
     // SAFETY: the loops above wrote every element of `store` (its length is a whole
     // number of `16·pairs` blocks, the caller sized it so; [`pack_8x8`] writes all 128 of
-    // its elements); `MaybeUninit<i16>` has the layout of `i16`.
-    unsafe { &*(store as *const [MaybeUninit<i16>] as *const [i16]) }
+    // its elements); `MaybeUninit<i8>` has the layout of `i8`.
+    unsafe { &*(store as *const [MaybeUninit<i8>] as *const [i8]) }
 }
 
 /// 8 channels × 8 input pairs: `rows[l]` is channel `l`'s 16 inputs; writes pair `j`'s
-/// `[(w_0, w_0'), …, (w_7, w_7')]` sign-extended to i16 at `out[16j..16j + 16]`.
+/// `[(w_0, w_0'), …, (w_7, w_7')]` at `out[16j..16j + 16]`.
 ///
 /// # Safety
 /// AVX2 available; every row holds 16 bytes, `out` 128 elements.
 #[target_feature(enable = "avx2")]
-unsafe fn pack_8x8(rows: [&[i8]; 8], out: &mut [MaybeUninit<i16>]) {
+unsafe fn pack_8x8(rows: [&[i8]; 8], out: &mut [MaybeUninit<i8>]) {
     debug_assert!(out.len() >= 128);
     // SAFETY: this function's contract.
     let t = unsafe { transpose_pairs_8x8(rows) };
     for (j, v) in t.into_iter().enumerate() {
-        // SAFETY: pair `j < 8`: 16 i16 inside `out`'s 128.
-        unsafe {
-            _mm256_storeu_si256(out.as_mut_ptr().add(16 * j).cast(), _mm256_cvtepi8_epi16(v))
-        };
+        // SAFETY: pair `j < 8`: 16 bytes inside `out`'s 128.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().add(16 * j).cast(), v) };
     }
 }
 
@@ -871,28 +863,6 @@ unsafe fn transpose_pairs_8x8(rows: [&[i8]; 8]) -> [__m128i; 8] {
     out
 }
 
-/// `out[i] = w[i]` sign-extended to i16 for `i < w.len()` (a prepacked block's pairs).
-///
-/// # Safety
-/// AVX2 available; `out.len() ≥ w.len()`.
-#[target_feature(enable = "avx2")]
-unsafe fn widen_pairs(w: &[i8], out: &mut [MaybeUninit<i16>]) {
-    let n = w.len();
-    debug_assert!(out.len() >= n);
-    let mut i = 0;
-    while i + 16 <= n {
-        // SAFETY: `i + 16 <= n ≤ out.len()`: 16 bytes read, 16 i16 written.
-        unsafe {
-            let v = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr().add(i).cast()));
-            _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), v);
-        }
-        i += 16;
-    }
-    for j in i..n {
-        out[j].write(w[j] as i16);
-    }
-}
-
 /// `out[i] = x[i] − zx` as i16 for `i < x.len()`, then 0 up to `out.len()`.
 ///
 /// # Safety
@@ -921,14 +891,15 @@ pub(super) unsafe fn widen(x: &[i8], zx: i32, out: &mut [MaybeUninit<i16>]) {
     out[n..].fill(MaybeUninit::new(0));
 }
 
-/// [`PO`] pixels × `B` blocks of 8 channels: `acc[p][o] = Σ_k madd(wp[k], (xw[p][2k],
+/// [`PO`] pixels × `B` blocks of 8 channels: `acc[p][o] = Σ_k madd(wp[b][k], (xw[p][2k],
 /// xw[p][2k+1]))`, requantised with the parameters of channels `ob .. ob + 8·B` to bytes.
 ///
 /// # Safety
-/// AVX2 available; `wp.len() ≥ B·16·pairs`, `2·pairs ≤ MAXC + 2`, `ob + 8·B ≤ MAXQ`.
+/// AVX2 available; every `wp[b]` (`b < B`) at least `16·pairs` long, `2·pairs ≤ MAXC +
+/// 2`, `ob + 8·B ≤ MAXQ`.
 #[target_feature(enable = "avx2")]
 unsafe fn tile_outer<const B: usize>(
-    wp: &[i16],
+    wp: [&[i8]; 2],
     xw: &[[MaybeUninit<i16>; MAXC + 2]; PO],
     pairs: usize,
     cols: &RqCols,
@@ -950,26 +921,27 @@ unsafe fn tile_outer<const B: usize>(
 }
 
 /// The exact sums of [`tile_outer`], one 8-channel vector per pixel and block: each
-/// broadcast input pair feeds `B` blocks.
+/// broadcast input pair feeds `B` blocks, whose weight pairs are sign-extended as they are
+/// loaded (`vpmovsxbw`: no widened copy of the weights per call).
 ///
 /// # Safety
 /// As [`tile_outer`].
 #[target_feature(enable = "avx2")]
 unsafe fn tile_sums<const B: usize>(
-    wp: &[i16],
+    wp: [&[i8]; 2],
     xw: &[[MaybeUninit<i16>; MAXC + 2]; PO],
     pairs: usize,
 ) -> [[__m256i; B]; PO] {
-    debug_assert!(wp.len() >= B * 16 * pairs && 2 * pairs <= MAXC + 2);
+    debug_assert!(wp[..B].iter().all(|w| w.len() >= 16 * pairs) && 2 * pairs <= MAXC + 2);
     let mut acc = [[_mm256_setzero_si256(); B]; PO];
     let xp: [*const i32; PO] = [0, 1, 2, 3].map(|p| xw[p].as_ptr().cast::<i32>());
     for k in 0..pairs {
-        // SAFETY: `b·16·pairs + 16·k + 16 ≤ B·16·pairs ≤ wp.len()`; pair `k` of each row is
-        // i16 `2k, 2k+1` (`2k + 2 ≤ 2·pairs ≤ MAXC + 2`), read unaligned as one i32.
+        // SAFETY: `16·k + 16 ≤ 16·pairs ≤ wp[b].len()`; pair `k` of each row is i16 `2k,
+        // 2k+1` (`2k + 2 ≤ 2·pairs ≤ MAXC + 2`), read unaligned as one i32.
         unsafe {
             let mut wv = [_mm256_setzero_si256(); B];
-            for (b, v) in wv.iter_mut().enumerate() {
-                *v = _mm256_loadu_si256(wp.as_ptr().add(b * 16 * pairs + 16 * k).cast());
+            for (v, w) in wv.iter_mut().zip(wp) {
+                *v = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr().add(16 * k).cast()));
             }
             for p in 0..PO {
                 let xb = _mm256_set1_epi32(xp[p].add(k).read_unaligned());
@@ -989,7 +961,7 @@ unsafe fn tile_sums<const B: usize>(
 /// As [`tile_outer`].
 #[target_feature(enable = "avx2")]
 unsafe fn tile_sums_i32<const B: usize>(
-    wp: &[i16],
+    wp: [&[i8]; 2],
     xw: &[[MaybeUninit<i16>; MAXC + 2]; PO],
     pairs: usize,
 ) -> [[i32; 16]; PO] {
@@ -1316,18 +1288,14 @@ mod tests {
             let cout = 1 + rng.next_u64() as usize % 40;
             let w: std::vec::Vec<i8> = (0..n * cout).map(|_| rng.next_u64() as i8).collect();
             let (pairs, blocks) = (n.div_ceil(2), cout.div_ceil(8));
-            let mut store = std::vec![MaybeUninit::<i16>::uninit(); blocks * 16 * pairs];
+            let mut store = std::vec![MaybeUninit::<i8>::uninit(); blocks * 16 * pairs];
             let got = pack_pairs(&w, n, cout, &mut store);
             for b in 0..blocks {
                 for k in 0..pairs {
                     for l in 0..8 {
                         for j in 0..2 {
                             let (o, i) = (8 * b + l, 2 * k + j);
-                            let want = if o < cout && i < n {
-                                w[o * n + i] as i16
-                            } else {
-                                0
-                            };
+                            let want = if o < cout && i < n { w[o * n + i] } else { 0 };
                             assert_eq!(
                                 got[((b * pairs + k) * 8 + l) * 2 + j],
                                 want,
