@@ -213,6 +213,22 @@ impl Rq4 {
         Some((init, k))
     }
 
+    /// The short form's constants of 16 channels for an `asm!` output stage, laid out as
+    /// [`Rq4::short_rows`] gives them: the 4 multipliers, the 4 `−shift`s, `r[0]`'s zero point
+    /// in every i16 lane and its `lo` in every byte.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) fn short_consts16(r: &[Rq4; 4]) -> [int32x4_t; 10] {
+        let mut k = [vdupq_n_s32(0); 10];
+        for (g, r) in r.iter().enumerate() {
+            k[g] = r.mult;
+            k[4 + g] = r.ne;
+        }
+        k[8] = vreinterpretq_s32_s16(vdupq_n_s16(vgetq_lane_s32::<0>(r[0].zp) as i16));
+        k[9] = vreinterpretq_s32_s8(r[0].lo8);
+        k
+    }
+
     /// [`Rq4::apply4`] when `self.short()`, as [`Rq4::apply16_short`].
     #[inline]
     #[target_feature(enable = "neon")]
