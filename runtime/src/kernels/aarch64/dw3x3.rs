@@ -339,6 +339,145 @@ unsafe fn padded16(
     }
 }
 
+/// [`dw_pair`] for 8 channels: taps `v19`, `v20` (8 bytes) against weights `wa`, `wb`, the
+/// pair in `v17`'s i16 lanes, added to the sums `v13, v14` (from `sa, sb`).
+#[rustfmt::skip]
+macro_rules! dw_pair8 {
+    ($wa:literal, $wb:literal, $sa:literal, $sb:literal) => {
+        concat!(
+            "smull v17.8h, v19.8b, v", $wa, ".8b\n",
+            "smlal v17.8h, v20.8b, v", $wb, ".8b\n",
+            "saddw v13.4s, v", $sa, ".4s, v17.4h\n",
+            "saddw2 v14.4s, v", $sb, ".4s, v17.8h\n",
+        )
+    };
+}
+
+/// [`padded16`] for an 8-channel block ([`block`]): the copy 8 bytes a pixel (at 16-byte
+/// steps, the layout [`padded16`] reads), 8-byte taps, 2 sums, 8 output bytes a pixel
+/// ([`Rq4::apply8_short`]; `k` holds the 2 groups' multipliers at 0, 1 and `−shift`s at 4,
+/// 5).
+///
+/// # Safety
+/// [`block`]'s contract; no weight in `w` is −128; both groups short; `ho, wo ≥ 1`;
+/// `(h + 2)·(w + 2) ≤ PAD_MAX`.
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn padded8(
+    g: &Geom,
+    x: &[i8],
+    zb: &[i8; 16],
+    w: &[int8x8_t; 9],
+    k: &[int32x4_t; 10],
+    init: &[int32x4_t; 2],
+    y: &mut [i8],
+    c0: usize,
+) {
+    let (hp, wp) = (g.h + 2, g.w + 2);
+    let mut buf = [core::mem::MaybeUninit::<int8x16_t>::uninit(); PAD_MAX];
+    let bp = buf.as_mut_ptr() as *mut i8;
+    // SAFETY: `(hp·wp) ≤ PAD_MAX` vectors at `bp`, each written in its first 8 bytes, the
+    // ones the loop reads; input pixel `(iy, ix)` holds channels `c_off + c0 .. + 8` in `x`
+    // (the contract).
+    unsafe {
+        let z = vld1_s8(zb.as_ptr());
+        for i in 0..wp {
+            vst1_s8(bp.add(16 * i), z);
+            vst1_s8(bp.add(16 * ((hp - 1) * wp + i)), z);
+        }
+        for iy in 0..g.h {
+            let row = bp.add(16 * (iy + 1) * wp);
+            vst1_s8(row, z);
+            vst1_s8(row.add(16 * (wp - 1)), z);
+            let src = x.as_ptr().add(iy * g.w * g.in_stride + g.c_off + c0);
+            for ix in 0..g.w {
+                vst1_s8(row.add(16 * (ix + 1)), vld1_s8(src.add(ix * g.in_stride)));
+            }
+        }
+    }
+    let s = g.stride;
+    let rs = 16 * wp;
+    let adj = s * rs - g.wo * s * 16;
+    let b0 = bp as *const i8;
+    // SAFETY: as in `padded16`, with 8 bytes a tap and 8 output bytes a pixel.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "mov {cnt}, {wo}",
+            "3:",
+            "ldr d19, [{p0}, #16]",
+            "ldr d20, [{p0}, #32]",
+            dw_pair8!(1, 2, 9, 10),
+            "ld1 {{v19.8b}}, [{p0}], {sx}",
+            "ldr d20, [{p1}, #16]",
+            dw_pair8!(0, 4, 13, 14),
+            "ldr d19, [{p1}, #32]",
+            "ld1 {{v20.8b}}, [{p1}], {sx}",
+            dw_pair8!(5, 3, 13, 14),
+            "ldr d19, [{p2}, #16]",
+            "ldr d20, [{p2}, #32]",
+            dw_pair8!(7, 8, 13, 14),
+            "ld1 {{v19.8b}}, [{p2}], {sx}",
+            "smull v17.8h, v19.8b, v6.8b",
+            "saddw v13.4s, v13.4s, v17.4h",
+            "saddw2 v14.4s, v14.4s, v17.8h",
+            // The short output stage (`Rq4::apply8_short`).
+            "sqrdmulh v13.4s, v13.4s, v21.4s",
+            "sqrdmulh v14.4s, v14.4s, v22.4s",
+            "ssra v13.4s, v13.4s, #31",
+            "ssra v14.4s, v14.4s, #31",
+            "srshl v13.4s, v13.4s, v25.4s",
+            "srshl v14.4s, v14.4s, v26.4s",
+            "sqxtn v13.4h, v13.4s",
+            "sqxtn2 v13.8h, v14.4s",
+            "sqadd v13.8h, v13.8h, v29.8h",
+            "sqxtn v13.8b, v13.8h",
+            "smax v13.8b, v13.8b, v30.8b",
+            "st1 {{v13.8b}}, [{yp}], {cout}",
+            "subs {cnt}, {cnt}, #1",
+            "b.ne 3b",
+            "add {p0}, {p0}, {adj}",
+            "add {p1}, {p1}, {adj}",
+            "add {p2}, {p2}, {adj}",
+            "subs {rows}, {rows}, #1",
+            "b.ne 2b",
+            p0 = inout(reg) b0 => _,
+            p1 = inout(reg) b0.add(rs) => _,
+            p2 = inout(reg) b0.add(2 * rs) => _,
+            yp = inout(reg) y.as_mut_ptr().add(c0) => _,
+            rows = inout(reg) g.ho => _,
+            cnt = out(reg) _,
+            wo = in(reg) g.wo,
+            sx = in(reg) 16 * s,
+            adj = in(reg) adj,
+            cout = in(reg) g.cout,
+            in("v0") w[0],
+            in("v1") w[1],
+            in("v2") w[2],
+            in("v3") w[3],
+            in("v4") w[4],
+            in("v5") w[5],
+            in("v6") w[6],
+            in("v7") w[7],
+            in("v8") w[8],
+            in("v9") init[0],
+            in("v10") init[1],
+            out("v13") _,
+            out("v14") _,
+            out("v17") _,
+            out("v19") _,
+            out("v20") _,
+            in("v21") k[0],
+            in("v22") k[1],
+            in("v25") k[4],
+            in("v26") k[5],
+            in("v29") k[8],
+            in("v30") k[9],
+            options(nostack),
+        );
+    }
+}
+
 /// [`block16`]'s pixels ([`walk`]): per pixel [`sum9_16`] and the output stage, `SHORT`
 /// its short form ([`Rq4::apply16_short`]).
 ///
@@ -498,9 +637,22 @@ unsafe fn block(
     ];
     // Two products sum in i16 unless a weight is −128 (then two can reach 2^15).
     let min = wv.iter().fold(vdup_n_s8(127), |m, &v| vmin_s8(m, v));
+    let pair = vminv_s8(min) > i8::MIN;
+    if pair && g.ho > 0 && g.wo > 0 && (g.h + 2) * (g.w + 2) <= PAD_MAX {
+        // The sums start from the bias; the short output stage where every channel has it.
+        let mut rs = r;
+        let init = [rs[0].take_bias(), rs[1].take_bias()];
+        if Rq4::all_short(&rs) {
+            let k = Rq4::short_consts16(&[rs[0], rs[1], rs[0], rs[1]]);
+            // SAFETY: the contract is this function's; no weight is −128; both groups
+            // `short()`; the padded input fits the stack buffer.
+            unsafe { padded8(g, x, zb, &wv, &k, &init, y, c0) };
+            return;
+        }
+    }
     // SAFETY: the contract is this function's.
     unsafe {
-        if vminv_s8(min) > i8::MIN {
+        if pair {
             rows::<true>(g, x, zb, &wv, &r, y, c0)
         } else {
             rows::<false>(g, x, zb, &wv, &r, y, c0)
