@@ -139,19 +139,23 @@ unsafe fn block16(
         vmovl_s16(vget_low_s16(hi)),
         vmovl_high_s16(hi),
     ];
-    let mut r: [Rq4; 4] = core::array::from_fn(|k| {
-        Rq4::new(&rq[c0 + 4 * k..], q).with_bias(vmulq_n_s32(corr[k], nz))
-    });
+    let add = corr.map(|c| vmulq_n_s32(c, nz));
+    if g.ho > 0 && g.wo > 0 && (g.h + 2) * (g.w + 2) <= PAD_MAX {
+        // The sums start from the bias; the short output stage's constants straight from
+        // the rows where every channel has it (the usual multipliers below ½).
+        if let Some((init, k)) = Rq4::short_rows::<4>(&rq[c0..], q, add) {
+            // SAFETY: the contract is this function's; no weight is −128 (checked above);
+            // every group short; the padded input fits the stack buffer.
+            unsafe { padded16(g, x, zb, &wv, &k, &init, y, c0) };
+            return;
+        }
+    }
+    let mut r: [Rq4; 4] =
+        core::array::from_fn(|k| Rq4::new(&rq[c0 + 4 * k..], q).with_bias(add[k]));
     // The sums start from the bias, so the output stage takes its short form where the
     // shifts allow it (the usual multipliers below ½): 3 operations a vector, not 7.
     let init: [int32x4_t; 4] = core::array::from_fn(|k| r[k].take_bias());
     let short = r.iter().all(|r| r.short());
-    if short && g.ho > 0 && g.wo > 0 && (g.h + 2) * (g.w + 2) <= PAD_MAX {
-        // SAFETY: the contract is this function's; no weight is −128 (checked above);
-        // every group `short()`; the padded input fits the stack buffer.
-        unsafe { padded16(g, x, zb, &wv, &Rq4::short_consts16(&r), &init, y, c0) };
-        return;
-    }
     if short {
         // SAFETY: the contract is this function's.
         unsafe { rows16::<true>(g, x, zb, &wv, &r, init, y, c0) }
