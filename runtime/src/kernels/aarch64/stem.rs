@@ -711,7 +711,9 @@ fn rgb_out1(r: &[Rq4; 6], short: bool, a: &[int32x4_t; 6]) -> (int8x16_t, int8x8
 /// The driver of [`rgb24`] and [`rgb24_dot`]: output pixels two at a time along each row,
 /// their kernel rows read straight from a dense input or gathered with the zero point in the
 /// padding ([`rgb_rows`]), `out2(rows)` giving both pixels' 24 output bytes (16 + 8; a short
-/// pair's second is unused), one 16- and one 8-byte store a pixel.
+/// pair's second is unused), one 16- and one 8-byte store a pixel. With `RUN`, the direct
+/// pairs of a row go to `run(rows, step, pairs, out)` at once instead ([`rgb_sdot_run`]:
+/// the first pixel's 3 row pointers, the pixel step in bytes, the pair count, the output).
 ///
 /// # Safety
 /// NEON (baseline); `k = 3`, `cin = 3`, `cout = RGB_COUT`, [`lanes_fit`].
