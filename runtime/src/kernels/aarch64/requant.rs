@@ -175,6 +175,60 @@ impl Rq4 {
         k
     }
 
+    /// The short form's `asm!` constants of `4·G` channels (`G ≤ 4`) straight from their rows
+    /// `rq[..4·G]`, without building [`Rq4`]s: the sums' starts (the biases plus `add`), then
+    /// the multipliers at `k[g]`, the `−shift`s at `k[4 + g]`, the zero point in every i16
+    /// lane at `k[8]` and `lo` in every byte at `k[9]`, as [`Rq4::apply16_short`] uses them.
+    /// `None` unless every channel has the short form ([`Rq4::short`]: a right shift ≥ 1,
+    /// the zero point in i8; `q.lo ≤ 127` is the caller's).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) fn short_rows<const G: usize>(
+        rq: &[[i32; 3]],
+        q: OutQ,
+        add: [int32x4_t; G],
+    ) -> Option<([int32x4_t; G], [int32x4_t; 10])> {
+        let rq = &rq[..4 * G];
+        if !(-128..=127).contains(&q.zero_point) {
+            return None;
+        }
+        let (zero, top) = (vdupq_n_s32(0), vdupq_n_s32(31));
+        let mut k = [zero; 10];
+        let mut ne_max = vdupq_n_s32(i32::MIN);
+        let init = core::array::from_fn(|g| {
+            // SAFETY: 4 triples = 12 contiguous i32 of `rq` (`[[i32; 3]]` has no padding).
+            let p = unsafe { vld3q_s32(rq[4 * g..].as_ptr() as *const i32) };
+            // As `new`: the right shift `−shift` (wrapping) clamped to 0..=31, negated.
+            let ne = vnegq_s32(vminq_s32(vmaxq_s32(vnegq_s32(p.2), zero), top));
+            ne_max = vmaxq_s32(ne_max, ne);
+            (k[g], k[4 + g]) = (p.1, ne);
+            vaddq_s32(p.0, add[g])
+        });
+        // A right shift ≥ 1 (`ne < 0`) means `shift < 0`: no left shift either.
+        if vmaxvq_s32(ne_max) >= 0 {
+            return None;
+        }
+        k[8] = vreinterpretq_s32_s16(vdupq_n_s16(q.zero_point as i16));
+        k[9] = vreinterpretq_s32_s8(vdupq_n_s8(q.lo.max(-128) as i8));
+        Some((init, k))
+    }
+
+    /// The short form's constants of 16 channels for an `asm!` output stage, laid out as
+    /// [`Rq4::short_rows`] gives them: the 4 multipliers, the 4 `−shift`s, `r[0]`'s zero point
+    /// in every i16 lane and its `lo` in every byte.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(super) fn short_consts16(r: &[Rq4; 4]) -> [int32x4_t; 10] {
+        let mut k = [vdupq_n_s32(0); 10];
+        for (g, r) in r.iter().enumerate() {
+            k[g] = r.mult;
+            k[4 + g] = r.ne;
+        }
+        k[8] = vreinterpretq_s32_s16(vdupq_n_s16(vgetq_lane_s32::<0>(r[0].zp) as i16));
+        k[9] = vreinterpretq_s32_s8(r[0].lo8);
+        k
+    }
+
     /// [`Rq4::apply4`] when `self.short()`, as [`Rq4::apply16_short`].
     #[inline]
     #[target_feature(enable = "neon")]

@@ -644,9 +644,14 @@ unsafe fn rgb24(
     let (r, init, short) = rgb_stage(rq, q, &corr);
     // SAFETY: no weight is −128 (checked above); NEON; the shape is this function's.
     unsafe {
-        rgb_pairs(g, x, zx, y, |rows| {
-            rgb_out(&r, short, rgb_dot2(rows, &wb, &init))
-        })
+        rgb_pairs::<false>(
+            g,
+            x,
+            zx,
+            y,
+            |rows| rgb_out(&r, short, rgb_dot2(rows, &wb, &init)),
+            |_, _, _, _| {},
+        )
     };
     true
 }
@@ -706,17 +711,20 @@ fn rgb_out1(r: &[Rq4; 6], short: bool, a: &[int32x4_t; 6]) -> (int8x16_t, int8x8
 /// The driver of [`rgb24`] and [`rgb24_dot`]: output pixels two at a time along each row,
 /// their kernel rows read straight from a dense input or gathered with the zero point in the
 /// padding ([`rgb_rows`]), `out2(rows)` giving both pixels' 24 output bytes (16 + 8; a short
-/// pair's second is unused), one 16- and one 8-byte store a pixel.
+/// pair's second is unused), one 16- and one 8-byte store a pixel. With `RUN`, the direct
+/// pairs of a row go to `run(rows, step, pairs, out)` at once instead ([`rgb_sdot_run`]:
+/// the first pixel's 3 row pointers, the pixel step in bytes, the pair count, the output).
 ///
 /// # Safety
 /// NEON (baseline); `k = 3`, `cin = 3`, `cout = RGB_COUT`, [`lanes_fit`].
 #[inline(always)]
-unsafe fn rgb_pairs(
+unsafe fn rgb_pairs<const RUN: bool>(
     g: &Geom,
     x: &[i8],
     zx: i32,
     y: &mut [i8],
     out2: impl Fn([[int8x16_t; 3]; 2]) -> [(int8x16_t, int8x8_t); 2],
+    run: impl Fn([*const i8; 3], usize, usize, *mut i8),
 ) {
     let y = &mut y[..g.ho * g.wo * RGB_COUT];
     let dense = g.in_stride == 3 && g.c_off == 0;
@@ -745,6 +753,21 @@ unsafe fn rgb_pairs(
         let yr = y[oy * g.wo * RGB_COUT..][..g.wo * RGB_COUT].as_mut_ptr();
         let mut ox = 0;
         while ox < g.wo {
+            if let (true, Some((at, lo, last))) = (RUN, fast) {
+                if ox >= lo && ox < last {
+                    // The direct pairs from here as one run (`run(rows, step, pairs, out)`).
+                    let pairs = (last + 1 - ox) / 2;
+                    // SAFETY: as the direct pairs below, for each of the run's pixels
+                    // `ox .. ox + 2·pairs ≤ last + 1`; their outputs lie in the row at `yr`.
+                    unsafe {
+                        let ix = ox * g.stride - g.pad;
+                        let p = at.map(|a| x.as_ptr().add(a + 3 * ix));
+                        run(p, step, pairs, yr.add(ox * RGB_COUT));
+                    }
+                    ox += 2 * pairs;
+                    continue;
+                }
+            }
             let m = 2.min(g.wo - ox);
             // The pair's columns: a short pair repeats its pixel (its sums are unused).
             let rows = match fast {
@@ -986,6 +1009,79 @@ unsafe fn rgb_sdot2_short(
     [(b00, b01), (b10, b11)]
 }
 
+/// [`rgb_sdot2_short`] over a run of `pairs` pixel pairs along an output row in one `asm!`
+/// loop: pixel `j`'s 3 kernel rows are the 16 bytes at `p[ky] + j·step`, each pair's
+/// 2 × (16 + 8) output bytes go to `y` on. Against a call a pair, ~17 instructions of
+/// loads, stores and loop a pair instead of ~55.
+///
+/// # Safety
+/// The CPU has dotprod; `pairs ≥ 1`; `p[ky] + j·step` has 16 readable bytes for `j <
+/// 2·pairs`; `y` has `48·pairs` writable bytes.
+#[inline(always)]
+#[rustfmt::skip]
+unsafe fn rgb_sdot_run(
+    p: [*const i8; 3],
+    step: usize,
+    pairs: usize,
+    wts: &[i8; 16 * 42],
+    init: &[int32x4_t; 6],
+    k: &[int32x4_t; 14],
+    y: *mut i8,
+) {
+    // SAFETY: each pair reads 16 bytes at `p[ky] + j·step` for its 2 pixels `j`, the 32
+    // index bytes of `RGB27_IDX`, the 672 of `wts`, the 96 of `init` and the 224 of `k`, and
+    // writes its 48 output bytes at `y` on — within this function's contract; every register
+    // it writes is an output or clobber; `sdot` by the contract.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldr q27, [{p0}, {step}]",
+            "ldr q28, [{p1}, {step}]",
+            "ldr q29, [{p2}, {step}]",
+            "ld1 {{v24.16b}}, [{p0}], {step2}",
+            "ld1 {{v25.16b}}, [{p1}], {step2}",
+            "ld1 {{v26.16b}}, [{p2}], {step2}",
+            "mov {wp}, {wb}",
+            "mov {kp}, {kb}",
+            rgb_sdot_body!(),
+            "ld1 {{v16.4s, v17.4s, v18.4s, v19.4s}}, [{kp}], #64",
+            "ld1 {{v20.4s, v21.4s, v22.4s, v23.4s}}, [{kp}], #64",
+            "ld1 {{v24.4s, v25.4s, v26.4s, v27.4s}}, [{kp}], #64",
+            "ld1 {{v28.16b, v29.16b}}, [{kp}]",
+            rgb_short_px!("4", "5", "6", "7", "8", "9"),
+            rgb_short_px!("10", "11", "12", "13", "14", "15"),
+            "st1 {{v4.16b}}, [{yp}], #16",
+            "st1 {{v8.8b}}, [{yp}], #8",
+            "st1 {{v10.16b}}, [{yp}], #16",
+            "st1 {{v14.8b}}, [{yp}], #8",
+            "subs {cnt}, {cnt}, #1",
+            "b.ne 2b",
+            ip = in(reg) RGB27_IDX.as_ptr(),
+            bp = in(reg) init.as_ptr(),
+            wb = in(reg) wts.as_ptr(),
+            kb = in(reg) k.as_ptr(),
+            wp = out(reg) _,
+            kp = out(reg) _,
+            p0 = inout(reg) p[0] => _,
+            p1 = inout(reg) p[1] => _,
+            p2 = inout(reg) p[2] => _,
+            step = in(reg) step,
+            step2 = in(reg) 2 * step,
+            yp = inout(reg) y => _,
+            cnt = inout(reg) pairs => _,
+            out("v0") _, out("v1") _, out("v2") _, out("v3") _,
+            out("v4") _, out("v5") _, out("v6") _, out("v7") _,
+            out("v8") _, out("v9") _, out("v10") _, out("v11") _,
+            out("v12") _, out("v13") _, out("v14") _, out("v15") _,
+            out("v16") _, out("v17") _, out("v18") _, out("v19") _,
+            out("v20") _, out("v21") _, out("v22") _, out("v23") _,
+            out("v24") _, out("v25") _, out("v26") _, out("v27") _,
+            out("v28") _, out("v29") _, out("v30") _, out("v31") _,
+            options(nostack),
+        );
+    }
+}
+
 /// [`patches27`]'s `TBL` indices as one 32-byte array (low, then high group).
 const RGB27_IDX: [u8; 32] = [
     0, 1, 2, 3, 4, 5, 6, 7, 8, 16, 17, 18, 19, 20, 21, 22, //
@@ -1011,12 +1107,26 @@ unsafe fn rgb24_dot(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: O
     // SAFETY (both): dotprod (this function's contract); NEON; the shape is this function's.
     if short {
         let k = Rq4::short_consts24(&r);
-        unsafe { rgb_pairs(g, x, zx, y, |rows| rgb_sdot2_short(rows, &wb, &init, &k)) };
+        unsafe {
+            rgb_pairs::<true>(
+                g,
+                x,
+                zx,
+                y,
+                |rows| rgb_sdot2_short(rows, &wb, &init, &k),
+                |p, step, pairs, out| rgb_sdot_run(p, step, pairs, &wb, &init, &k, out),
+            )
+        };
     } else {
         unsafe {
-            rgb_pairs(g, x, zx, y, |rows| {
-                rgb_out(&r, false, rgb_sdot2(rows, &wb, &init))
-            })
+            rgb_pairs::<false>(
+                g,
+                x,
+                zx,
+                y,
+                |rows| rgb_out(&r, false, rgb_sdot2(rows, &wb, &init)),
+                |_, _, _, _| {},
+            )
         };
     }
 }
