@@ -41,18 +41,28 @@ pub(crate) fn concat_shuffle_i8(
     qy: QParams,
     y: &mut [i8],
 ) -> bool {
-    let Some(len) = n.checked_mul(2 * c).filter(|&len| len <= y.len()) else {
+    let Some(len) = fits(n, c, &a, &b, qy, y) else {
         return false;
     };
-    // Every pixel's slice inside its input, a rescaled side's zero point in range (checked
-    // once, before anything is written).
-    if !a.holds(n, c) || !b.holds(n, c) || !a.rescalable(qy) || !b.rescalable(qy) {
-        return false;
-    }
     // SAFETY: only installed after AVX-512 and VBMI detection; every pixel's
     // `c` codes lie inside each input (`holds`), `y` holds `n·2c` bytes.
     unsafe { body(n, c, &a, &b, qy, &mut y[..len]) };
     true
+}
+
+/// The output's length `n·2c`, if `y` holds it, every pixel's slice lies inside its input
+/// and a rescaled side's zero point is in range: the twins' checks, made once before
+/// anything is written.
+fn fits(
+    n: usize,
+    c: usize,
+    a: &ConcatIn<'_>,
+    b: &ConcatIn<'_>,
+    qy: QParams,
+    y: &[i8],
+) -> Option<usize> {
+    let len = n.checked_mul(2 * c).filter(|&len| len <= y.len())?;
+    (a.holds(n, c) && b.holds(n, c) && a.rescalable(qy) && b.rescalable(qy)).then_some(len)
 }
 
 /// A side's map: `None` copies, `Some` holds its table as four 64-entry registers.
@@ -136,12 +146,9 @@ pub(crate) fn concat_shuffle_i8_avx2(
     qy: QParams,
     y: &mut [i8],
 ) -> bool {
-    let Some(len) = n.checked_mul(2 * c).filter(|&len| len <= y.len()) else {
+    let Some(len) = fits(n, c, &a, &b, qy, y).filter(|_| c >= 16) else {
         return false;
     };
-    if c < 16 || !a.holds(n, c) || !b.holds(n, c) || !a.rescalable(qy) || !b.rescalable(qy) {
-        return false;
-    }
     let map = |s: &ConcatIn<'_>| -> Option<Option<AffineCodes>> {
         if s.q == qy {
             return Some(None);

@@ -46,14 +46,55 @@ pub(crate) fn conv_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool,
     let mut b = [0.0f32; MAXC];
     b[..cout].copy_from_slice(&bias[..cout]);
     let mut rows = [[0.0f32; RB]; KMAX];
+    walk(
+        g,
+        &l,
+        y,
+        &mut rows,
+        |rows, ky, iy, c0, ncols| fill_row_f32(g, x, iy, c0, ncols, &mut rows[ky][..ncols * g.cin]),
+        |rows, ox, npx, c0, out| {
+            // SAFETY: only installed after AVX2+FMA detection; `wt` holds `n` rows of `cp`,
+            // the blocks `c0 .. c0 + 8·B ≤ cp` inside them and `b`; `walk`'s tile bounds.
+            unsafe {
+                if c0 + 24 <= cp {
+                    tile_f32::<3>(rows, &l, ox, &wt, &b, relu, c0, npx, cout, out);
+                    24
+                } else {
+                    tile_f32::<1>(rows, &l, ox, &wt, &b, relu, c0, npx, cout, out);
+                    8
+                }
+            }
+        },
+    );
+}
+
+/// The stems' walk over the output: per output row and strip of at most `l.strip` columns,
+/// `fill(rows, ky, iy, c0, ncols)` for each kernel row `ky` (input row `iy`, `None` in the
+/// padding; input columns `c0 − pad ..`, `ncols` of them), then per tile of at most [`PT`]
+/// pixels from strip column `ox`, `tile(rows, ox, npx, c0, out)` from `c0 = 0` on, returning
+/// how many output channels it did (`out`: the tile's `npx` output pixels).
+fn walk<T, R>(
+    g: &Geom,
+    l: &StemLayout,
+    y: &mut [T],
+    rows: &mut R,
+    mut fill: impl FnMut(&mut R, usize, Option<usize>, usize, usize),
+    mut tile: impl FnMut(&R, usize, usize, usize, &mut [T]) -> usize,
+) {
+    let cout = g.cout;
     for oy in 0..g.ho {
         let mut ox0 = 0;
         while ox0 < g.wo {
             let nox = l.strip.min(g.wo - ox0);
             let ncols = (nox - 1) * g.stride + g.k;
-            for (ky, buf) in rows.iter_mut().enumerate().take(g.k) {
-                let iy = Geom::tap(oy, ky, g.stride, g.pad, g.h);
-                fill_row_f32(g, x, iy, ox0 * g.stride, ncols, &mut buf[..ncols * g.cin]);
+            for ky in 0..g.k {
+                fill(
+                    rows,
+                    ky,
+                    Geom::tap(oy, ky, g.stride, g.pad, g.h),
+                    ox0 * g.stride,
+                    ncols,
+                );
             }
             let out = &mut y[(oy * g.wo + ox0) * cout..][..nox * cout];
             let mut ox = 0;
@@ -61,20 +102,8 @@ pub(crate) fn conv_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool,
                 let npx = PT.min(nox - ox);
                 let out = &mut out[ox * cout..][..npx * cout];
                 let mut c0 = 0;
-                while c0 < cp {
-                    // SAFETY: only installed after AVX2+FMA detection; `wt` holds `n` rows of
-                    // `cp`, the blocks `c0 .. c0 + 8·B ≤ cp` inside them and `b`; pixels
-                    // `ox .. ox + npx` of the strip read inside `rows` (`l.strip`); `out`
-                    // holds `npx ≤ PT` pixels of `cout`.
-                    unsafe {
-                        if c0 + 24 <= cp {
-                            tile_f32::<3>(&rows, &l, ox, &wt, &b, relu, c0, npx, cout, out);
-                            c0 += 24;
-                        } else {
-                            tile_f32::<1>(&rows, &l, ox, &wt, &b, relu, c0, npx, cout, out);
-                            c0 += 8;
-                        }
-                    }
+                while c0 < l.cp {
+                    c0 += tile(rows, ox, npx, c0, out);
                 }
                 ox += npx;
             }
@@ -346,42 +375,27 @@ pub(crate) fn conv_i8(
     // Every element initialised once: the tiles may read one past a row's last written
     // element (against a zero weight).
     let mut rows = [[MaybeUninit::new(0i16); RB]; KMAX];
-    for oy in 0..g.ho {
-        let mut ox0 = 0;
-        while ox0 < g.wo {
-            let nox = l.strip.min(g.wo - ox0);
-            let ncols = (nox - 1) * g.stride + g.k;
-            for (ky, buf) in rows.iter_mut().enumerate().take(g.k) {
-                let iy = Geom::tap(oy, ky, g.stride, g.pad, g.h);
-                // SAFETY: only installed after AVX2 detection; `ncols·cin + 16 ≤ RB`.
-                unsafe { fill_row(g, x, zx, iy, ox0 * g.stride, ncols, buf) };
-            }
-            let out = &mut y[(oy * g.wo + ox0) * cout..][..nox * cout];
-            let mut ox = 0;
-            while ox < nox {
-                let npx = PT.min(nox - ox);
-                let out = &mut out[ox * cout..][..npx * cout];
-                let mut c0 = 0;
-                while c0 < cp {
-                    // SAFETY: only installed after AVX2 detection; `wt` holds `k·rp` rows
-                    // of `cp`, the blocks `c0 .. c0 + 8·B ≤ cp` inside them and `rqs`;
-                    // pixels `ox .. ox + npx` of the strip read inside `rows` (`l.strip`);
-                    // `out` holds `npx ≤ PT` pixels of `cout`.
-                    unsafe {
-                        if c0 + 24 <= cp {
-                            tile_i8::<3>(&rows, &l, ox, &wt, &rqs, q, c0, npx, cout, out);
-                            c0 += 24;
-                        } else {
-                            tile_i8::<1>(&rows, &l, ox, &wt, &rqs, q, c0, npx, cout, out);
-                            c0 += 8;
-                        }
-                    }
+    walk(
+        g,
+        &l,
+        y,
+        &mut rows,
+        // SAFETY: only installed after AVX2 detection; `ncols·cin + 16 ≤ RB` (`l.strip`).
+        |rows, ky, iy, c0, ncols| unsafe { fill_row(g, x, zx, iy, c0, ncols, &mut rows[ky]) },
+        |rows, ox, npx, c0, out| {
+            // SAFETY: only installed after AVX2 detection; `wt` holds `k·rp` rows of `cp`,
+            // the blocks `c0 .. c0 + 8·B ≤ cp` inside them and `rqs`; `walk`'s tile bounds.
+            unsafe {
+                if c0 + 24 <= cp {
+                    tile_i8::<3>(rows, &l, ox, &wt, &rqs, q, c0, npx, cout, out);
+                    24
+                } else {
+                    tile_i8::<1>(rows, &l, ox, &wt, &rqs, q, c0, npx, cout, out);
+                    8
                 }
-                ox += npx;
             }
-            ox0 += nox;
-        }
-    }
+        },
+    );
 }
 
 /// i16 elements of one int8 stem row buffer.
