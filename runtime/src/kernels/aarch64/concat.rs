@@ -11,7 +11,7 @@
 //! are left to the engine's portable code.
 use core::arch::aarch64::*;
 
-use crate::kernels::reference::concat_shuffle::ConcatIn;
+use crate::kernels::reference::concat_shuffle::{fits, ConcatIn};
 use crate::quant::QParams;
 
 /// Channels a step.
@@ -27,13 +27,9 @@ pub(crate) fn concat_shuffle_i8(
     y: &mut [i8],
 ) -> bool {
     let (ca, cb) = (a.q == qy, b.q == qy);
-    let out = n.checked_mul(2 * c).filter(|&len| len <= y.len());
-    let Some(len) = out else { return false };
-    // Every pixel's slice inside its input, a rescaled side's zero point in range (checked
-    // once, before anything is written).
-    if c < L || !a.holds(n, c) || !b.holds(n, c) || !a.rescalable(qy) || !b.rescalable(qy) {
+    let Some(len) = fits(n, c, &a, &b, qy, y.len()).filter(|_| c >= L) else {
         return false;
-    }
+    };
     let y = &mut y[..len];
     // SAFETY: NEON is baseline on this target (the module is cfg'd on it); a rescaled side's
     // `|zp| ≤ 2^24` (`rescalable`), as `Rescale::apply` and `Lut::new` need. A copied side

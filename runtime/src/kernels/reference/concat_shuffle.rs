@@ -61,6 +61,21 @@ impl ConcatIn<'_> {
     }
 }
 
+/// The output's length `n·2c`, if `y_len` holds it, every pixel's slice lies inside its
+/// input and a rescaled side's zero point is in range: a SIMD twin's checks, made once
+/// before it writes anything.
+pub fn fits(
+    n: usize,
+    c: usize,
+    a: &ConcatIn<'_>,
+    b: &ConcatIn<'_>,
+    qy: QParams,
+    y_len: usize,
+) -> Option<usize> {
+    let len = n.checked_mul(2 * c).filter(|&len| len <= y_len)?;
+    (a.holds(n, c) && b.holds(n, c) && a.rescalable(qy) && b.rescalable(qy)).then_some(len)
+}
+
 /// [`concat_shuffle`] of int8 codes re-expressed in the output's quantisation `qy`: a side
 /// whose `q` equals `qy` is copied (the packer gives a concat input that only the concat
 /// reads the output's quantisation), every code of the other becomes

@@ -13,7 +13,7 @@
 use core::arch::x86_64::*;
 
 use super::first_bytes;
-use crate::kernels::reference::concat_shuffle::ConcatIn;
+use crate::kernels::reference::concat_shuffle::{fits, ConcatIn};
 use crate::quant::{AffineCodes, QParams};
 
 /// AVX-512 VBMI (byte permutes) on top of the AVX-512 table's features: the slot is
@@ -41,7 +41,7 @@ pub(crate) fn concat_shuffle_i8(
     qy: QParams,
     y: &mut [i8],
 ) -> bool {
-    let Some(len) = fits(n, c, &a, &b, qy, y) else {
+    let Some(len) = fits(n, c, &a, &b, qy, y.len()) else {
         return false;
     };
     // SAFETY: only installed after AVX-512 and VBMI detection; every pixel's
@@ -50,19 +50,13 @@ pub(crate) fn concat_shuffle_i8(
     true
 }
 
-/// The output's length `n·2c`, if `y` holds it, every pixel's slice lies inside its input
-/// and a rescaled side's zero point is in range: the twins' checks, made once before
-/// anything is written.
-fn fits(
-    n: usize,
-    c: usize,
-    a: &ConcatIn<'_>,
-    b: &ConcatIn<'_>,
-    qy: QParams,
-    y: &[i8],
-) -> Option<usize> {
-    let len = n.checked_mul(2 * c).filter(|&len| len <= y.len())?;
-    (a.holds(n, c) && b.holds(n, c) && a.rescalable(qy) && b.rescalable(qy)).then_some(len)
+/// `table[v as u8] = qy.quantize(from.dequantize(v))` for every code, by the vectorised
+/// `switch::quantize_row` (the same bytes): a rescaled side's definition, built per call.
+fn codes_table(from: QParams, qy: QParams) -> [i8; 256] {
+    let deq: [f32; 256] = core::array::from_fn(|i| from.dequantize(i as u8 as i8));
+    let mut t = [0i8; 256];
+    crate::switch::quantize_row(qy, false, &deq, &mut t);
+    t
 }
 
 /// A side's map: `None` copies, `Some` holds its table as four 64-entry registers.
@@ -74,9 +68,7 @@ type Table = Option<[__m512i; 4]>;
 unsafe fn body(n: usize, c: usize, a: &ConcatIn<'_>, b: &ConcatIn<'_>, qy: QParams, y: &mut [i8]) {
     let table = |s: &ConcatIn<'_>| -> Table {
         (s.q != qy).then(|| {
-            let deq: [f32; 256] = core::array::from_fn(|i| s.q.dequantize(i as u8 as i8));
-            let mut t = [0i8; 256];
-            crate::switch::quantize_row(qy, false, &deq, &mut t);
+            let t = codes_table(s.q, qy);
             // SAFETY: `t` holds 256 bytes.
             core::array::from_fn(|k| unsafe { _mm512_loadu_si512(t.as_ptr().add(64 * k).cast()) })
         })
@@ -146,17 +138,14 @@ pub(crate) fn concat_shuffle_i8_avx2(
     qy: QParams,
     y: &mut [i8],
 ) -> bool {
-    let Some(len) = fits(n, c, &a, &b, qy, y).filter(|_| c >= 16) else {
+    let Some(len) = fits(n, c, &a, &b, qy, y.len()).filter(|_| c >= 16) else {
         return false;
     };
     let map = |s: &ConcatIn<'_>| -> Option<Option<AffineCodes>> {
         if s.q == qy {
             return Some(None);
         }
-        let deq: [f32; 256] = core::array::from_fn(|i| s.q.dequantize(i as u8 as i8));
-        let mut t = [0i8; 256];
-        crate::switch::quantize_row(qy, false, &deq, &mut t);
-        AffineCodes::fit(s.q, qy, &t).map(Some)
+        AffineCodes::fit(s.q, qy, &codes_table(s.q, qy)).map(Some)
     };
     let (Some(ma), Some(mb)) = (map(&a), map(&b)) else {
         return false;

@@ -15,22 +15,41 @@ pub(crate) fn maxpool3x3s2_i8(h: usize, w: usize, c: usize, x: &[i8], y: &mut [i
     if c < 16 {
         return refpool::maxpool3x3s2(h, w, c, x, y);
     }
+    // SAFETY: only installed after AVX2 detection; `c ≥ 16`, as both pixel forms need.
+    unsafe { walk(h, w, c, x, y, pixel9, pixel) }
+}
+
+/// Both tables' walk over the output pixels: an interior one by `inner(x, base, w·c, out)`
+/// ([`interior`]'s `base`: all nine taps inside `x`, which is cut to `h·w·c`), the others by
+/// `edge(taps, out)` on the taps inside the image.
+///
+/// # Safety
+/// `inner` and `edge` may be called on every `out` of `c` elements (their target features
+/// available, `c` at least their lanes).
+unsafe fn walk<T: Copy>(
+    h: usize,
+    w: usize,
+    c: usize,
+    x: &[T],
+    y: &mut [T],
+    inner: unsafe fn(&[T], usize, usize, &mut [T]),
+    edge: unsafe fn(&[&[T]], &mut [T]),
+) {
     let (ho, wo) = (Geom::out_dim(h, 3, 2, 1), Geom::out_dim(w, 3, 2, 1));
     let x = &x[..h * w * c];
-    let mut t: [&[i8]; 9] = [&[]; 9];
+    let mut t: [&[T]; 9] = [&[]; 9];
     for oy in 0..ho {
         for ox in 0..wo {
             let out = &mut y[(oy * wo + ox) * c..][..c];
             if let Some(base) = interior(h, w, c, oy, ox) {
-                // SAFETY: only installed after AVX2 detection; `c ≥ 16`; every tap of an
-                // interior pixel lies inside `x` (`h·w·c` long) from `base`.
-                unsafe { pixel9(x, base, w * c, out) };
+                // SAFETY: this function's contract; every tap of an interior pixel lies
+                // inside `x` (`h·w·c` long) from `base`.
+                unsafe { inner(x, base, w * c, out) };
                 continue;
             }
             let nt = taps(h, w, c, x, oy, ox, &mut t);
-            // SAFETY: only installed after AVX2 detection; `c ≥ 16`, every tap row and
-            // `out` hold `c` bytes.
-            unsafe { pixel(&t[..nt], out) };
+            // SAFETY: this function's contract; every tap row and `out` hold `c` elements.
+            unsafe { edge(&t[..nt], out) };
         }
     }
 }
@@ -107,24 +126,8 @@ pub(crate) fn maxpool3x3s2_f32(h: usize, w: usize, c: usize, x: &[f32], y: &mut 
     if c < 8 {
         return refpool::maxpool3x3s2(h, w, c, x, y);
     }
-    let (ho, wo) = (Geom::out_dim(h, 3, 2, 1), Geom::out_dim(w, 3, 2, 1));
-    let x = &x[..h * w * c];
-    let mut t: [&[f32]; 9] = [&[]; 9];
-    for oy in 0..ho {
-        for ox in 0..wo {
-            let out = &mut y[(oy * wo + ox) * c..][..c];
-            if let Some(base) = interior(h, w, c, oy, ox) {
-                // SAFETY: only installed after AVX2 detection; `c ≥ 8`; every tap of an
-                // interior pixel lies inside `x` (`h·w·c` long) from `base`.
-                unsafe { pixel9_f32(x, base, w * c, out) };
-                continue;
-            }
-            let nt = taps(h, w, c, x, oy, ox, &mut t);
-            // SAFETY: only installed after AVX2 detection; `c ≥ 8`, every tap row and
-            // `out` hold `c` values.
-            unsafe { pixel_f32(&t[..nt], out) };
-        }
-    }
+    // SAFETY: only installed after AVX2 detection; `c ≥ 8`, as both pixel forms need.
+    unsafe { walk(h, w, c, x, y, pixel9_f32, pixel_f32) }
 }
 
 /// `out = rows[0]`, then `out = if v > out { v } else { out }` for each further row, 8
