@@ -954,27 +954,44 @@ unsafe fn tile_sums<const B: usize>(
     acc
 }
 
-/// [`tile_sums`] stored as i32 lanes — inside the AVX2 body, so the stores inline (from
-/// a caller without the feature each `_mm256_storeu_si256` was a call).
+/// [`tile_sums`] stored as i32 lanes straight into the sum rows of a panel: rows `0 .. np`
+/// at `dst + i·stride`, the `nb` channels of the tile's blocks (a partial last block by
+/// masked stores, so nothing past them is touched — the next row's first channels were
+/// written by the panel's earlier blocks). Inside the AVX2 body, so the stores inline.
 ///
 /// # Safety
-/// As [`tile_outer`].
+/// As [`tile_outer`]; `np ≤ PO`, `nb ≤ 8·B`, and `dst + i·stride` writable for `nb` i32
+/// for every `i < np`.
 #[target_feature(enable = "avx2")]
-unsafe fn tile_sums_i32<const B: usize>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_sums_into<const B: usize>(
     wp: [&[i8]; 2],
     xw: &[[MaybeUninit<i16>; MAXC + 2]; PO],
     pairs: usize,
-) -> [[i32; 16]; PO] {
+    dst: *mut i32,
+    stride: usize,
+    np: usize,
+    nb: usize,
+) {
     // SAFETY: this function's contract.
     let s = unsafe { tile_sums::<B>(wp, xw, pairs) };
-    let mut out = [[0i32; 16]; PO];
-    for (o, v) in out.iter_mut().zip(&s) {
+    debug_assert!(np <= PO && nb <= 8 * B);
+    for (i, v) in s.iter().enumerate().take(np) {
         for (b, vb) in v.iter().enumerate() {
-            // SAFETY: `o` holds 16 i32, `8b + 8 ≤ 16`.
-            unsafe { _mm256_storeu_si256(o.as_mut_ptr().add(8 * b).cast(), *vb) };
+            let n = nb.saturating_sub(8 * b).min(8);
+            // SAFETY: row `i < np`, lanes `8b .. 8b + n` with `8b + n ≤ nb` (this
+            // function's contract); a masked store writes only the first `n`.
+            unsafe {
+                let p = dst.add(i * stride + 8 * b);
+                if n == 8 {
+                    _mm256_storeu_si256(p.cast(), *vb)
+                } else if n > 0 {
+                    let m = _mm256_loadu_si256(super::lane_mask(n).as_ptr().cast());
+                    _mm256_maskstore_epi32(p, m, *vb)
+                }
+            }
         }
     }
-    out
 }
 
 /// AVX2 twin of `reference::conv1x1::conv1x1_sums_i8` (exact, so equal): the outer-product
@@ -996,19 +1013,20 @@ pub(crate) fn conv1x1_sums_i8(
     // them on (no 16 KiB zeroing per call).
     let mut acc = [const { MaybeUninit::<i32>::uninit() }; PO * MAXQ];
     outer_i8(g, x, zx, &w[..cout * n], false, &mut |t: OuterTile<'_>| {
-        // SAFETY: only installed after AVX2 detection; `OuterTile`'s invariants.
-        let s = unsafe {
-            if t.nb > 8 {
-                tile_sums_i32::<2>(t.wp, t.xw, t.pairs)
-            } else {
-                tile_sums_i32::<1>(t.wp, t.xw, t.pairs)
-            }
-        };
         let (lo, hi) = t.panel;
         let no = hi - lo;
-        for (i, v) in s.iter().enumerate().take(t.np) {
-            for (a, &v) in acc[i * no + t.ob - lo..][..t.nb].iter_mut().zip(v) {
-                a.write(v);
+        // The tile's rows: `np ≤ PO` rows of `no ≤ MAXQ` sums, from column `ob − lo`
+        // (`ob − lo + nb ≤ no`).
+        let dst = acc[t.ob - lo..(t.np - 1) * no + t.ob - lo + t.nb]
+            .as_mut_ptr()
+            .cast::<i32>();
+        // SAFETY: only installed after AVX2 detection; `OuterTile`'s invariants; row `i <
+        // np` of the tile's `nb` sums is inside the slice `dst` was taken from.
+        unsafe {
+            if t.nb > 8 {
+                tile_sums_into::<2>(t.wp, t.xw, t.pairs, dst, no, t.np, t.nb)
+            } else {
+                tile_sums_into::<1>(t.wp, t.xw, t.pairs, dst, no, t.np, t.nb)
             }
         }
         if t.ob + t.nb == hi {

@@ -1,7 +1,8 @@
-//! The int8 engine's input step for RGB images on AVX2: each CHW plane's run quantised as
-//! a row (`switch::quantize_row`, compiled here for 8 lanes, or 16 with AVX-512F: the same bytes as
-//! `QParams::quantize`), then 16 pixels of the three runs interleaved into 48 NHWC bytes by
-//! nine `pshufb` and six `por` instead of a byte load and store per value.
+//! The int8 engine's input step for RGB images on AVX2 (the AVX-512 table's too): each CHW
+//! plane's run quantised 8 values a step ([`super::Quant8`]: the bytes of
+//! `QParams::quantize`, one division and a round half away from zero), then 16 pixels of the
+//! three runs interleaved into 48 NHWC bytes by nine `pshufb` and six `por` instead of a
+//! byte load and store per value.
 use core::arch::x86_64::*;
 
 use crate::quant::QParams;
@@ -16,42 +17,30 @@ pub(crate) fn quantize_rgb_i8(planes: [&[f32]; 3], q: QParams, x: &mut [i8]) {
     unsafe { avx2(planes, q, x) }
 }
 
-/// [`quantize_rgb_i8`] with the rows quantised 16 lanes at a time (the AVX-512 table).
-pub(crate) fn quantize_rgb_i8_avx512(planes: [&[f32]; 3], q: QParams, x: &mut [i8]) {
-    // SAFETY: only installed after AVX-512 detection.
-    unsafe { avx512(planes, q, x) }
-}
-
 /// # Safety
 /// AVX2 available.
 #[target_feature(enable = "avx2")]
 unsafe fn avx2(planes: [&[f32]; 3], q: QParams, x: &mut [i8]) {
-    // SAFETY: AVX2 (this function's contract).
-    unsafe { body(planes, q, x) }
-}
-
-/// # Safety
-/// AVX2 and AVX-512F available.
-#[target_feature(enable = "avx2,avx512f")]
-unsafe fn avx512(planes: [&[f32]; 3], q: QParams, x: &mut [i8]) {
-    // SAFETY: AVX2 (this function's contract).
-    unsafe { body(planes, q, x) }
-}
-
-/// The body of both forms, inlined into each (compiled for its target features).
-///
-/// # Safety
-/// AVX2 available.
-#[inline(always)]
-unsafe fn body(planes: [&[f32]; 3], q: QParams, x: &mut [i8]) {
     let m = x.len() / 3;
     let planes = planes.map(|p| &p[..m]);
     let mut runs = [[0i8; RUN]; 3];
+    let quant = super::Quant8::new(q, false);
     let mut k = 0;
     while k < m {
         let len = RUN.min(m - k);
         for (run, plane) in runs.iter_mut().zip(&planes) {
-            crate::switch::quantize_row(q, false, &plane[k..k + len], &mut run[..len]);
+            let (v, run) = (&plane[k..k + len], &mut run[..len]);
+            let mut j = 0;
+            while j + 8 <= len {
+                // SAFETY: AVX2 (this function's contract); 8 f32 read and 8 bytes written
+                // at `j + 8 ≤ len`.
+                unsafe {
+                    let b = quant.bytes(_mm256_loadu_ps(v.as_ptr().add(j)));
+                    _mm_storel_epi64(run.as_mut_ptr().add(j).cast(), b);
+                }
+                j += 8;
+            }
+            crate::switch::quantize_row(q, false, &v[j..], &mut run[j..]);
         }
         let out = &mut x[3 * k..3 * (k + len)];
         let mut i = 0;
@@ -59,7 +48,10 @@ unsafe fn body(planes: [&[f32]; 3], q: QParams, x: &mut [i8]) {
             // SAFETY: 16 bytes at `i + 16 ≤ len ≤ RUN` of each run, 48 bytes at
             // `3i + 48 ≤ 3·len = out.len()`.
             unsafe {
-                let v = runs.map(|r| _mm_loadu_si128(r.as_ptr().add(i).cast()));
+                // `each_ref`: `runs.map` took the 768-byte runs by value, a copy per 16 pixels.
+                let v = runs
+                    .each_ref()
+                    .map(|r| _mm_loadu_si128(r.as_ptr().add(i).cast()));
                 for (j, part) in SHUF.iter().enumerate() {
                     let mut o = _mm_setzero_si128();
                     for (vc, mask) in v.iter().zip(part) {
@@ -116,13 +108,7 @@ mod tests {
                 scale: 0.01 + r.uniform(0.02),
                 zero_point: r.below(256) as i32 - 128,
             };
-            let mut forms: std::vec::Vec<(&str, crate::kernels::QuantizeRgbI8)> =
-                std::vec![("avx2", quantize_rgb_i8)];
-            if super::super::avx512_detected() {
-                forms.push(("avx512", quantize_rgb_i8_avx512));
-            } else {
-                println!("SKIPPED quantize_rgb_i8_avx512: no AVX-512 on this CPU");
-            }
+            let forms: [(&str, crate::kernels::QuantizeRgbI8); 1] = [("avx2", quantize_rgb_i8)];
             for (name, f) in forms {
                 let mut x = std::vec![0i8; 3 * m];
                 f(core::array::from_fn(|c| &planes[c][..]), q, &mut x);

@@ -21,7 +21,7 @@ mod streaming;
 
 use core::arch::x86_64::*;
 
-use crate::quant::HALF_BELOW;
+use crate::quant::{QParams, HALF_BELOW};
 
 use super::Kernels;
 
@@ -96,7 +96,8 @@ pub(crate) fn avx512_detected() -> bool {
 /// - the f32 stem on 16-lane FMA tiles, the int8 stem on `vpdpbusd` ([`stem_vnni`]), the
 ///   int8 depthwise conv's output stage on 16 lanes ([`requant`]'s `requant16`);
 /// - the switch's rebuild on 16 lanes: 1x1 experts of 16–64 inputs in registers, four
-///   channels at a time, wider channels one register pass per 16 weights; the streaming lane code and the RGB input step compiled for AVX-512F;
+///   channels at a time, wider channels one register pass per 16 weights; the streaming
+///   lane code compiled for AVX-512F (the RGB input step is the AVX2 table's);
 /// - with VBMI, the int8 concat + shuffle's rescale as byte-permute lookups ([`concat`]).
 pub(crate) fn avx512() -> Kernels {
     Kernels {
@@ -114,7 +115,6 @@ pub(crate) fn avx512() -> Kernels {
             min_pixels: conv1x1::PACKED_I8_MIN_PIXELS,
         }),
         conv_f32: stem::conv_f32_avx512,
-        quantize_rgb_i8: Some(input::quantize_rgb_i8_avx512),
         concat_shuffle_i8: Some(if concat::vbmi() {
             concat::concat_shuffle_i8
         } else {
@@ -147,6 +147,64 @@ fn round_away16(t: __m512, lim: f32) -> __m512i {
     let n = _mm512_cvttps_epi32(a);
     let neg = _mm512_cmplt_epi32_mask(_mm512_castps_si512(t), _mm512_setzero_si512());
     _mm512_mask_sub_epi32(n, neg, _mm512_setzero_si512(), n)
+}
+
+/// [`round_away16`] on 8 lanes, the sign put back by `vpsignd` (−0, +0 and a NaN's 0 give
+/// 0 either way): the int8 codes' rounding (`rebuild::codes8`, `lim` 127) and the streaming
+/// output's and the int8 input's on AVX2 ([`Quant8`], `lim` 2^22).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn round_away8(t: __m256, lim: f32) -> __m256i {
+    let a = _mm256_and_ps(t, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
+    let a = _mm256_add_ps(a, _mm256_set1_ps(HALF_BELOW));
+    // `vmaxps` returns its second operand for a NaN first one: NaN → 0.
+    let a = _mm256_min_ps(_mm256_max_ps(a, _mm256_setzero_ps()), _mm256_set1_ps(lim));
+    _mm256_sign_epi32(_mm256_cvttps_epi32(a), _mm256_castps_si256(t))
+}
+
+/// The 8 i32 lanes of `v` narrowed with saturation to 8 bytes (the low half).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn narrow8(v: __m256i) -> __m128i {
+    let v16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    _mm_packs_epi16(v16, v16)
+}
+
+/// `streaming::Quant16` on 8 lanes (AVX2): `QParams::quantize` (after `max(x, 0)` for ReLU) as
+/// `switch::quantize_row` computes it — `x / scale` rounded half away from zero, its
+/// magnitude clamped to 2^22, a NaN 0 ([`round_away8`]), plus the zero point
+/// (clamped to ±2^24, which cannot change a byte), narrowed with saturation (the spec's
+/// clamp to −128..127). The streaming epilogue's output and the RGB input step.
+pub(super) struct Quant8 {
+    scale: __m256,
+    zp: __m256i,
+    relu: bool,
+}
+
+impl Quant8 {
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn new(q: QParams, relu: bool) -> Self {
+        Quant8 {
+            scale: _mm256_set1_ps(q.scale),
+            zp: _mm256_set1_epi32(q.zero_point.clamp(-(1 << 24), 1 << 24)),
+            relu,
+        }
+    }
+
+    /// The 8 codes in the low 8 bytes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn bytes(&self, x: __m256) -> __m128i {
+        // `vmaxps` returns its second operand for a NaN first one: `f32::max(NaN, 0) = 0`.
+        let x = if self.relu {
+            _mm256_max_ps(x, _mm256_setzero_ps())
+        } else {
+            x
+        };
+        let n = round_away8(_mm256_div_ps(x, self.scale), 4_194_304.0);
+        narrow8(_mm256_add_epi32(n, self.zp))
+    }
 }
 
 /// `−1` lanes for the first `n` of 8 (`n ≤ 8`): the mask of a partial `maskload`/`maskstore`.
@@ -214,4 +272,68 @@ pub(super) fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
         _mm256_permute2f128_ps::<0x31>(u[2], u[6]),
         _mm256_permute2f128_ps::<0x31>(u[3], u[7]),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`Quant8`] is `QParams::quantize` (of `max(x, 0)` with ReLU) lane by lane: values at
+    /// and one f32 step beside every tie `(k + ½)·scale` around the int8 range and past
+    /// 2^22, NaN, ±∞, ±0, and random values, for random scales and zero points (extremes
+    /// included). Seed: `LORKD_SEED`.
+    #[test]
+    fn quant8_is_quantize() {
+        if !detected() {
+            println!("SKIPPED quant8_is_quantize: no AVX2 on this CPU");
+            return;
+        }
+        let mut r = crate::engine::testnet::Rng::new(crate::test_seed());
+        for case in 0..400 {
+            let q = QParams {
+                scale: [1e-4, 0.02, 0.1, 3.0][case % 4] * (1.0 + r.uniform(0.5).abs()),
+                zero_point: match case % 9 {
+                    0 => i32::MAX,
+                    1 => i32::MIN,
+                    2 => (1 << 24) + r.below(300) as i32 - 150,
+                    _ => r.below(256) as i32 - 128,
+                },
+            };
+            let mut xs = std::vec![
+                f32::NAN,
+                -f32::NAN,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                0.0,
+                -0.0
+            ];
+            for _ in 0..40 {
+                let k = r.below(600) as f32 - 300.0;
+                let tie = (k + 0.5) * q.scale;
+                xs.extend([tie, tie.next_up(), tie.next_down()]);
+                let far =
+                    (4_194_304.0 + r.below(8) as f32) * q.scale * if k < 0.0 { -1.0 } else { 1.0 };
+                xs.extend([far, r.uniform(300.0) * q.scale]);
+            }
+            while xs.len() % 8 != 0 {
+                xs.push(r.uniform(3.0));
+            }
+            for relu in [false, true] {
+                // SAFETY: AVX2 detected above.
+                let quant = unsafe { Quant8::new(q, relu) };
+                for v in xs.chunks_exact(8) {
+                    let mut got = [0i8; 8];
+                    // SAFETY: AVX2 detected above; 8 f32 read, 8 bytes written.
+                    unsafe {
+                        let b = quant.bytes(_mm256_loadu_ps(v.as_ptr()));
+                        _mm_storel_epi64(got.as_mut_ptr().cast(), b);
+                    }
+                    for (g, &x) in got.iter().zip(v) {
+                        let want = q.quantize(if relu { x.max(0.0) } else { x });
+                        assert_eq!(*g, want, "case {case} x {x:e} {q:?} relu {relu}");
+                    }
+                }
+            }
+        }
+    }
 }

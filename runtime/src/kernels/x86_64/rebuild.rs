@@ -3,8 +3,6 @@
 //! the same operations in the same order (multiply then add, no FMA), so bit-identical.
 use core::arch::x86_64::*;
 
-use crate::quant::HALF_BELOW;
-
 use crate::kernels::reference::requant_weights::quantize_weight;
 use crate::quant::{amax_bits, weight_scale};
 use crate::switch::Delta;
@@ -731,18 +729,11 @@ unsafe fn quantise(w: &[f32], mx: __m256i, main: usize, out: &mut [i8]) -> f32 {
 /// `fixed::quantize_weight_fast`: `trunc(min(|t| + h, 127))` with `h` the float below ½
 /// (round half away from zero for every `|t| ≤ 2^22`; past 126.5 the result is 127, the
 /// reference's clamp), a NaN sum made 0 by `max(·, 0)`, and `t`'s sign put back
-/// (`vpsignd`: −0 and +0 give 0 either way). 9 instructions where the fraction test took 15.
+/// ([`super::round_away8`]). 9 instructions where the fraction test took 15.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn codes8(w: __m256, invv: __m256) -> __m128i {
-    let t = _mm256_mul_ps(w, invv);
-    let a = _mm256_and_ps(t, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
-    let a = _mm256_add_ps(a, _mm256_set1_ps(HALF_BELOW));
-    // `vmaxps` returns its second operand for a NaN first one: NaN → 0.
-    let a = _mm256_min_ps(_mm256_max_ps(a, _mm256_setzero_ps()), _mm256_set1_ps(127.0));
-    let r = _mm256_sign_epi32(_mm256_cvttps_epi32(a), _mm256_castps_si256(t));
-    let r16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
-    _mm_packs_epi16(r16, r16)
+    super::narrow8(super::round_away8(_mm256_mul_ps(w, invv), 127.0))
 }
 
 #[cfg(test)]

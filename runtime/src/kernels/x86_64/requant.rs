@@ -269,8 +269,7 @@ pub(super) fn requant8(acc: __m256i, rq: &Rq8, q: OutQ) -> __m128i {
             _mm256_set1_epi32(127),
         )
     };
-    let w = _mm_packs_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    _mm_packs_epi16(w, w)
+    super::narrow8(s)
 }
 
 /// [`Rq8`] for 16 channels in 512-bit lanes ([`requant16`]).
