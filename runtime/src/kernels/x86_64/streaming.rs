@@ -419,12 +419,11 @@ fn epilogue_i8(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
     unsafe { epilogue_i8_avx2(t, e) }
 }
 
-/// [`epilogue_i8_avx512`] on 8-lane registers: per block of 8 output channels (the last
-/// one through masked loads) the block's `sx·ws`, bias and `R` rows of `Bᵀ` are loaded
-/// once for the tile's pixels, four side by side; each value takes the spec's operations
-/// in its order, then [`super::Quant8`]: the same bytes. The lane code this replaces went through
-/// `[f32; 8]` arrays and quantised a block's last channels one at a time (58 and 116 wide
-/// convs); it was ~23 % of the 1.0x @224 streaming inference's samples.
+/// `switch::epilogue_i8` by hand on 8-lane registers ([`epilogue_r8`]): each value takes
+/// the spec's operations in its order, then [`super::Quant8`]: the same bytes. The lane
+/// code this replaces went through `[f32; 8]` arrays and quantised a block's last channels
+/// one at a time (the 58- and 116-wide convs); it was ~23 % of the 1.0x @224 streaming
+/// inference's samples. Ranks past [`EPI_MAX_R`] take the lane code.
 ///
 /// # Safety
 /// AVX2 available.
@@ -442,7 +441,11 @@ unsafe fn epilogue_i8_avx2(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
     ranks!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
 }
 
-/// [`epilogue_i8_avx2`] at rank `R` (at most [`EPI_MAX_R`]).
+/// [`epilogue_i8_avx2`] at rank `R` (at most [`EPI_MAX_R`]), a pixel at a time: its `R`
+/// values of `u` broadcast once into registers, then every 8-channel block of the tile
+/// (the last through masked loads) takes `R` products with `Bᵀ` rows read from L1 as
+/// memory operands — a broadcast per pixel and rank instead of per pixel, rank and block
+/// (consecutive blocks are independent chains for the out-of-order core).
 ///
 /// # Safety
 /// AVX2 available.
@@ -454,95 +457,64 @@ unsafe fn epilogue_r8<const R: usize>(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
     assert!(R == e.r && R <= EPI_MAX_R && t.o0 + no <= cout && t.acc.len() >= np * no);
     assert!(e.bias.len() >= cout && e.bt.len() >= R * cout);
     assert!(e.u.len() >= (t.p0 + np) * R && e.y.len() >= (t.p0 + np) * cout);
-    let (acc, u, y) = (t.acc.as_ptr(), e.u.as_ptr(), e.y.as_mut_ptr());
     let sx = _mm256_set1_ps(e.st.x.scale);
     let q = super::Quant8::new(e.st.y, e.st.relu);
-    let mut c = 0;
-    while c < no {
-        let (n, o) = ((no - c).min(8), t.o0 + c);
-        // SAFETY: `lane_mask` is 8 i32.
-        let m = unsafe { _mm256_loadu_si256(super::lane_mask(n).as_ptr().cast()) };
-        // SAFETY (the block's loads): lanes `o .. o + n` with `o + n ≤ cout` of `ws`,
-        // `bias` and each `Bᵀ` row (`R·cout` values, asserted); masked lanes are not read.
-        let (sxw, bias, bt) = unsafe {
-            let ws = _mm256_maskload_ps(e.ws.as_ptr().add(o), m);
-            let bias = _mm256_maskload_ps(e.bias.as_ptr().add(o), m);
-            let bt: [__m256; R] =
-                core::array::from_fn(|j| _mm256_maskload_ps(e.bt.as_ptr().add(j * cout + o), m));
-            (_mm256_mul_ps(sx, ws), bias, bt)
-        };
-        let blk = (sxw, bias, &bt, m);
-        let mut i = 0;
-        // SAFETY (each call): pixels `i .. i + N ≤ np`, channels `c .. c + n ≤ no`, the
-        // slices asserted above.
-        unsafe {
-            if n == 8 {
-                while i + 4 <= np {
-                    pixels8::<4, R, true>(acc, u, y, blk, &q, (t, cout, c, i));
-                    i += 4;
+    let (ws, bias, bt) = (e.ws.as_ptr(), e.bias.as_ptr(), e.bt.as_ptr());
+    let tail = no % 8;
+    // SAFETY: `lane_mask` is 8 i32.
+    let m = unsafe { _mm256_loadu_si256(super::lane_mask(tail).as_ptr().cast()) };
+    for i in 0..np {
+        let p = t.p0 + i;
+        // SAFETY: `u` holds `(p0 + np)·R` values (asserted), `p < p0 + np`.
+        let ub: [__m256; R] =
+            core::array::from_fn(|j| unsafe { _mm256_broadcast_ss(&*e.u.as_ptr().add(p * R + j)) });
+        let (acc, y) = (
+            t.acc[i * no..].as_ptr(),
+            e.y[p * cout + t.o0..].as_mut_ptr(),
+        );
+        // One block: `acc·(sx·ws) + bias`, then `+ Bᵀ[j]·u[j]` for `j` in order (a product
+        // then an add), quantised. `FULL`: lanes `c .. c + 8` all inside the tile.
+        let block = |c: usize, full: bool| {
+            let o = t.o0 + c;
+            // SAFETY: channels `o .. o + 8` (masked to `o + tail` when not `full`) of `ws`,
+            // `bias` and each `Bᵀ` row, and of this pixel's sums and output row: `o0 + no ≤
+            // cout` and the tile's row holds `no` sums (asserted).
+            unsafe {
+                let ld = |ptr: *const f32| {
+                    if full {
+                        _mm256_loadu_ps(ptr)
+                    } else {
+                        _mm256_maskload_ps(ptr, m)
+                    }
+                };
+                let a = if full {
+                    _mm256_loadu_si256(acc.add(c).cast())
+                } else {
+                    _mm256_maskload_epi32(acc.add(c), m)
+                };
+                let sxw = _mm256_mul_ps(sx, ld(ws.add(o)));
+                let mut v =
+                    _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(a), sxw), ld(bias.add(o)));
+                for (j, uj) in ub.iter().enumerate() {
+                    v = _mm256_add_ps(v, _mm256_mul_ps(ld(bt.add(j * cout + o)), *uj));
                 }
-                while i < np {
-                    pixels8::<1, R, true>(acc, u, y, blk, &q, (t, cout, c, i));
-                    i += 1;
-                }
-            } else {
-                while i < np {
-                    pixels8::<1, R, false>(acc, u, y, blk, &q, (t, cout, c, i));
-                    i += 1;
+                let b = q.bytes(v);
+                if full {
+                    _mm_storel_epi64(y.add(c).cast(), b)
+                } else {
+                    let mut tmp = [0i8; 8];
+                    _mm_storel_epi64(tmp.as_mut_ptr().cast(), b);
+                    core::ptr::copy_nonoverlapping(tmp.as_ptr(), y.add(c), tail);
                 }
             }
-        }
-        c += 8;
-    }
-}
-
-/// Pixels `i .. i + N` of the tile `t`, channels `c .. c + 8` (lanes `m`; all 8 when
-/// `FULL`) of [`epilogue_r8`].
-///
-/// # Safety
-/// AVX2 available; `acc` holds the tile's `np·no` sums, `u` `(p0 + np)·R` values, `y`
-/// `(p0 + np)·cout` bytes, `i + N ≤ np`, `m` the first `min(no − c, 8)` lanes (all 8 when
-/// `FULL`).
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn pixels8<const N: usize, const R: usize, const FULL: bool>(
-    acc: *const i32,
-    u: *const f32,
-    y: *mut i8,
-    (sxw, bias, bt, m): (__m256, __m256, &[__m256; R], __m256i),
-    q: &super::Quant8,
-    (t, cout, c, i): (&SumTile<'_>, usize, usize, usize),
-) {
-    // SAFETY: row `i + k < np` of the tile's sums, lanes `c ..` masked to `no`.
-    let mut v: [__m256; N] = core::array::from_fn(|k| unsafe {
-        let p = acc.add((i + k) * t.no + c);
-        let a = if FULL {
-            _mm256_loadu_si256(p.cast())
-        } else {
-            _mm256_maskload_epi32(p, m)
         };
-        _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(a), sxw), bias)
-    });
-    for (j, b) in bt.iter().enumerate() {
-        for (k, vk) in v.iter_mut().enumerate() {
-            // SAFETY: `u` holds `(p0 + np)·R` values and pixel `p0 + i + k < p0 + np`.
-            let uj = unsafe { _mm256_broadcast_ss(&*u.add((t.p0 + i + k) * R + j)) };
-            *vk = _mm256_add_ps(*vk, _mm256_mul_ps(*b, uj));
+        let mut c = 0;
+        while c + 8 <= no {
+            block(c, true);
+            c += 8;
         }
-    }
-    for (k, vk) in v.into_iter().enumerate() {
-        let b = q.bytes(vk);
-        // SAFETY: pixel `p0 + i + k`'s output row holds `cout ≥ o0 + c + min(no − c, 8)`
-        // bytes from `o0 + c`.
-        unsafe {
-            let p = y.add((t.p0 + i + k) * cout + t.o0 + c);
-            if FULL {
-                _mm_storel_epi64(p.cast(), b)
-            } else {
-                let mut tmp = [0i8; 8];
-                _mm_storel_epi64(tmp.as_mut_ptr().cast(), b);
-                core::ptr::copy_nonoverlapping(tmp.as_ptr(), p, (t.no - c).min(8));
-            }
+        if tail > 0 {
+            block(c, false);
         }
     }
 }
