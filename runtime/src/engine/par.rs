@@ -4,7 +4,7 @@
 //! the thread count, so results are bit-identical for any N; the split only decides which
 //! thread runs which part. Each part meets the kernels' tiles as the whole would:
 //! - a pointwise conv (`k = 1`, stride 1, no padding) splits its output **pixels** into
-//!   runs of a multiple of `PIX_ALIGN` pixels (int8: `PIX_ALIGN_EXACT`, integer sums are
+//!   runs of a multiple of the table's `pix_align_f32` pixels (int8: `PIX_ALIGN_EXACT`, integer sums are
 //!   exact however tiled), each a `1 × n` image of its own written in place; where that
 //!   cuts unevenly (a 7×7 map) it splits its output **channels** at multiples of
 //!   `CH_ALIGN` instead, each part's outputs scattered into `y` from a heap buffer;
@@ -28,9 +28,10 @@
 //! single-threaded and allocation-free.
 use crate::kernels::{ConvF32, ConvI8, Geom, OutQ};
 
-/// Pixel split points are multiples of this (a multiple of every pixel tile: 1, 2, 3, 4, 8, 16).
+/// Pixel split points of a streamed expert's path and, per table, of an f32 pointwise
+/// conv ([`crate::kernels::PIX_ALIGN`]).
 #[cfg(feature = "threads")]
-pub(crate) const PIX_ALIGN: usize = 48;
+use crate::kernels::PIX_ALIGN;
 /// Pixel split points of an exact (int8) conv, whose sums are the same bits however its
 /// pixels are tiled: a multiple of the widest int8 pixel tile that keeps small maps (7×7)
 /// in even parts.
@@ -63,6 +64,8 @@ pub(crate) struct Pool {
     pool: super::pool::Pool,
     /// The smallest part worth a thread, in multiply-adds.
     pub(crate) min_macs: usize,
+    /// Heap buffers the parts borrow ([`Pool::scratch`]), kept between ops and inferences.
+    spare: std::sync::Mutex<Vec<Vec<u64>>>,
 }
 
 #[cfg(feature = "threads")]
@@ -72,7 +75,28 @@ impl Pool {
         Ok(Pool {
             pool: super::pool::Pool::new(threads)?,
             min_macs: MIN_MACS,
+            spare: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// `f` on a buffer of `len` `T`s with arbitrary contents: a heap buffer kept from one use
+    /// to the next, so a part that computes into a buffer (a row cut's early rows, a
+    /// channel cut, a max pool's) neither allocates nor zeroes it once warm (a zeroed `Vec`
+    /// per part, ~600 KB for the f32 stem's, cost as much as a tenth of the part).
+    pub(crate) fn scratch<T: bytemuck::Pod, R>(
+        &self,
+        len: usize,
+        f: impl FnOnce(&mut [T]) -> R,
+    ) -> R {
+        let words = (len * core::mem::size_of::<T>()).div_ceil(8);
+        let take = || self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut v = take().unwrap_or_default();
+        if v.len() < words {
+            v.resize(words, 0);
+        }
+        let r = f(&mut bytemuck::cast_slice_mut(&mut v[..words])[..len]);
+        self.spare.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+        r
     }
 
     pub(crate) fn threads(&self) -> usize {
@@ -236,6 +260,20 @@ impl<'p> Par<'p> {
         }
     }
 
+    /// `f` on a buffer of `len` `T`s with arbitrary contents ([`Pool::scratch`]'s, or a
+    /// new one without a pool).
+    #[cfg(feature = "threads")]
+    pub(crate) fn scratch<T: bytemuck::Pod, R>(
+        self,
+        len: usize,
+        f: impl FnOnce(&mut [T]) -> R,
+    ) -> R {
+        match self.pool {
+            Some(p) => p.scratch(len, f),
+            None => f(&mut vec![T::zeroed(); len]),
+        }
+    }
+
     /// Whether ops may split across threads (a pool of 2 or more).
     pub(crate) fn threaded(&self) -> bool {
         #[cfg(feature = "threads")]
@@ -244,12 +282,13 @@ impl<'p> Par<'p> {
         false
     }
 
-    /// Parts for `g` (`depthwise`: a `DwConv`; `exact`: integer sums, the same bits
-    /// however a pointwise conv's pixels are tiled): `None` to run whole. A pointwise conv
-    /// splits its pixels or, where they cut unevenly (a 7×7 map in 48-pixel runs), its
-    /// output channels; a k×k conv its output rows.
+    /// Parts for `g` (`depthwise`: a `DwConv`; `align`: a pointwise conv's pixel split
+    /// points are multiples of it — [`PIX_ALIGN_EXACT`] for integer sums, the same bits
+    /// however its pixels are tiled, the table's `pix_align_f32` for f32): `None` to run
+    /// whole. A pointwise conv splits its pixels or, where they cut unevenly (a 7×7 map in
+    /// 48-pixel runs), its output channels; a k×k conv its output rows.
     #[cfg(feature = "threads")]
-    fn plan(&self, g: &Geom, depthwise: bool, exact: bool) -> Option<(&'p Pool, Cut, usize)> {
+    fn plan(&self, g: &Geom, depthwise: bool, align: usize) -> Option<(&'p Pool, Cut, usize)> {
         let pool = self.pool?;
         let npix = g.ho * g.wo;
         let macs = npix * g.cout * g.k * g.k * if depthwise { DW_COST } else { g.cin };
@@ -269,7 +308,7 @@ impl<'p> Par<'p> {
             )
         };
         let pointwise = !depthwise && g.k == 1 && g.stride == 1 && g.pad == 0;
-        let align = if exact { PIX_ALIGN_EXACT } else { PIX_ALIGN };
+        let align = align.max(1);
         let (by_pix, by_ch) = (share(npix, align), share(g.cout, CH_ALIGN));
         // Channel parts cost a scatter of their outputs: only for a clearly better balance.
         let (cut, units) = if pointwise && (by_pix.0 <= by_ch.0 + 0.05 || by_ch.1.is_none()) {
@@ -352,11 +391,13 @@ impl<'p> Par<'p> {
         }
     }
 
-    /// Runs the f32 conv slot `f` (contract of [`ConvF32`]) over `g`, split if worth it.
+    /// Runs the f32 conv slot `f` (contract of [`ConvF32`]) over `g`, split if worth it
+    /// (a pointwise conv's pixels at multiples of `pix_align`: its table's `pix_align_f32`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn conv_f32(
         self,
         f: ConvF32,
+        pix_align: usize,
         depthwise: bool,
         g: &Geom,
         x: &[f32],
@@ -367,12 +408,12 @@ impl<'p> Par<'p> {
         then: Option<Then<'_, f32>>,
     ) {
         #[cfg(feature = "threads")]
-        if let Some(plan) = self.plan(g, depthwise, false) {
+        if let Some(plan) = self.plan(g, depthwise, pix_align) {
             return split_conv(self, plan, g, x, w, y, then, |g, x, w, c0, y| {
                 f(g, x, w, &bias[c0..c0 + g.cout], relu, y)
             });
         }
-        let _ = depthwise;
+        let _ = (depthwise, pix_align);
         f(g, x, w, bias, relu, y);
         if let Some(t) = then {
             t.after(self, y, g.cout)
@@ -395,7 +436,7 @@ impl<'p> Par<'p> {
         then: Option<Then<'_, i8>>,
     ) {
         #[cfg(feature = "threads")]
-        if let Some(plan) = self.plan(g, depthwise, true) {
+        if let Some(plan) = self.plan(g, depthwise, PIX_ALIGN_EXACT) {
             return split_conv(self, plan, g, x, w, y, then, |g, x, w, c0, y| {
                 f(g, x, zx, w, &rq[c0..c0 + g.cout], q, y)
             });
@@ -479,7 +520,7 @@ fn then_parts<'a, T>(
 /// each pixel part, or after the whole conv.
 #[cfg(feature = "threads")]
 #[allow(clippy::too_many_arguments)]
-fn split_conv<T: Copy + Default + Send + Sync>(
+fn split_conv<T: bytemuck::Pod + Send + Sync>(
     par: Par<'_>,
     (pool, cut, parts): (&Pool, Cut, usize),
     g: &Geom,
@@ -514,9 +555,10 @@ fn split_conv<T: Copy + Default + Send + Sync>(
                 if lead == 0 {
                     run(&sub, xs, w, 0, part)
                 } else {
-                    let mut out = vec![T::default(); sub.out_len()];
-                    run(&sub, xs, w, 0, &mut out);
-                    part.copy_from_slice(&out[lead * row..]);
+                    pool.scratch(sub.out_len(), |out: &mut [T]| {
+                        run(&sub, xs, w, 0, out);
+                        part.copy_from_slice(&out[lead * row..]);
+                    })
                 }
             });
         }
@@ -524,15 +566,30 @@ fn split_conv<T: Copy + Default + Send + Sync>(
             // Pointwise only: output channel `o`'s weights are row `o` of `[cout, cin]`
             // (a packed slot's layout is closed under these cuts).
             let per = w.len() / g.cout.max(1);
-            let mut jobs: Vec<(usize, Geom, Vec<T>)> = split(g.cout, parts, CH_ALIGN)
-                .map(|(c0, n)| (c0, Geom { cout: n, ..*g }, vec![T::default(); npix * n]))
+            let jobs: Vec<(usize, Geom)> = split(g.cout, parts, CH_ALIGN)
+                .map(|(c0, n)| (c0, Geom { cout: n, ..*g }))
                 .collect();
-            pool.run(jobs.iter_mut().collect(), |(c0, sub, out)| {
-                run(sub, x, &w[*c0 * per..][..sub.cout * per], *c0, out)
+            // One buffer for all parts' outputs (`npix·cout` in all), cut at the parts.
+            pool.scratch(npix * g.cout, |out: &mut [T]| {
+                let mut rest = &mut *out;
+                let outs: Vec<_> = jobs
+                    .iter()
+                    .map(|&(c0, sub)| {
+                        let (o, tail) = core::mem::take(&mut rest).split_at_mut(npix * sub.cout);
+                        rest = tail;
+                        (c0, sub, o)
+                    })
+                    .collect();
+                pool.run(outs, |(c0, sub, o)| {
+                    run(&sub, x, &w[c0 * per..][..sub.cout * per], c0, o)
+                });
+                // Into `y` once every part is done (the parts' columns interleave there).
+                let mut at = 0;
+                for &(c0, sub) in &jobs {
+                    scatter(&out[at..at + npix * sub.cout], c0, sub.cout, g.cout, y);
+                    at += npix * sub.cout;
+                }
             });
-            for (c0, sub, out) in &jobs {
-                scatter(out, *c0, sub.cout, g.cout, y);
-            }
         }
     }
     if let Some(t) = then {
@@ -693,7 +750,10 @@ mod tests {
                 // parts: the plan never cuts those by channel).
                 let cuts: &[(Cut, Cut)] = if pointwise {
                     &[
-                        (Cut::Pixels(PIX_ALIGN_EXACT), Cut::Pixels(PIX_ALIGN)),
+                        (
+                            Cut::Pixels(PIX_ALIGN_EXACT),
+                            Cut::Pixels(kern.pix_align_f32),
+                        ),
                         (Cut::Channels, Cut::Channels),
                     ]
                 } else {
@@ -769,7 +829,18 @@ mod tests {
                         at(&"the plan's cut")
                     );
                     let mut y = vec![0f32; g.out_len()];
-                    par.conv_f32(ff, dw, &g, &xf, &wf, &bias, relu, &mut y, None);
+                    par.conv_f32(
+                        ff,
+                        kern.pix_align_f32,
+                        dw,
+                        &g,
+                        &xf,
+                        &wf,
+                        &bias,
+                        relu,
+                        &mut y,
+                        None,
+                    );
                     assert_eq!(
                         first_diff(&bits(&whole_f), &bits(&y)),
                         None,

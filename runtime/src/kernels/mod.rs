@@ -240,6 +240,11 @@ pub type Conv1x1F32 = ConvF32;
 /// The pointwise conv (GEMM) slot, int8.
 pub type Conv1x1I8 = ConvI8;
 
+/// A multiple of every pixel tile of every kernel (1, 2, 3, 4, 8, 16): threads that cut a
+/// conv's pixels at multiples of it hand each part the whole conv's tiles
+/// ([`Kernels::pix_align_f32`] where a table's f32 sums could depend on the tile).
+pub const PIX_ALIGN: usize = 48;
+
 /// The kernels the engine calls through: [`Kernels::reference`] fills every slot with the
 /// scalar spec, [`Kernels::best`] lets the detected CPU plug in faster twins.
 /// Every slot has the contract of the same-named function in [`reference`].
@@ -290,6 +295,12 @@ pub struct Kernels {
     pub conv1x1_sums_i8: SumsI8,
     /// The streaming experts' lane code ([`Streaming::portable`]).
     pub streaming: Streaming,
+    /// Where threads may cut an f32 pointwise conv's pixels: split points are multiples of
+    /// this, so that every part's pixels meet the same tiles as in the whole conv where a
+    /// tile size could change a pixel's sums ([`PIX_ALIGN`]). 1 where each pixel's sums are the same whatever tile computes them (x86
+    /// AVX2: one FMA chain per output in `k` order), so 14×14 and 7×7 maps cut evenly by
+    /// pixels instead of by channels through a heap buffer.
+    pub pix_align_f32: usize,
     /// Name of the instruction set of the plugged-in twins (`"reference"` when none).
     pub isa: &'static str,
 }
@@ -325,6 +336,7 @@ impl Kernels {
             dot_i8: reference::conv1x1::dot_i8,
             conv1x1_sums_i8: reference::conv1x1::conv1x1_sums_i8,
             streaming: Streaming::portable(),
+            pix_align_f32: PIX_ALIGN,
             isa: "reference",
         }
     }

@@ -239,7 +239,18 @@ pub(in crate::engine) fn eval(
                 (false, _) => kern.conv_f32,
             };
             let now = if stream.is_some() { None } else { then.take() };
-            cx.par.conv_f32(f, false, &g, x, w, bias, relu_now, y, now);
+            cx.par.conv_f32(
+                f,
+                kern.pix_align_f32,
+                false,
+                &g,
+                x,
+                w,
+                bias,
+                relu_now,
+                y,
+                now,
+            );
             if let Some(d) = stream {
                 let scratch = f32s_mut(cx.scratch)?;
                 let lr = d

@@ -56,7 +56,18 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
             let w = expect_len(f32s(tensor(shared, weight, i)?)?, 9 * c, i)?;
             let y = f32s_mut(y)?;
             let x = f32s(x)?;
-            (cx.par).conv_f32(kern.dwconv3x3_f32, true, &g, x, w, bias, relu, y, None);
+            (cx.par).conv_f32(
+                kern.dwconv3x3_f32,
+                kern.pix_align_f32,
+                true,
+                &g,
+                x,
+                w,
+                bias,
+                relu,
+                y,
+                None,
+            );
             (cx.observe)(output as usize, y);
         }
     }

@@ -25,18 +25,18 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
     match q {
         Some((qx, qy)) => {
             let (x, y) = (i8s(x), i8s_mut(y).get_mut(..n).ok_or(bad)?);
-            let pool = cx.kern.maxpool_i8;
-            cx.par.rows(y, row, 9 * n, |r0, y| {
+            let (pool, par) = (cx.kern.maxpool_i8, cx.par);
+            par.rows(y, row, 9 * n, |r0, y| {
                 // Dequantisation is monotonic, so the max of the codes is the code of the max.
-                rows(|h, x, y| pool(h, w, c, x, y), h, w, c, x, r0, y);
+                rows(par, |h, x, y| pool(h, w, c, x, y), (h, w, c), x, r0, y);
                 rescale(y, qx, qy);
             });
         }
         None => {
             let (x, y) = (f32s(x)?, f32s_mut(y)?.get_mut(..n).ok_or(bad)?);
-            let pool = cx.kern.maxpool_f32;
-            cx.par.rows(y, row, 9 * n, |r0, y| {
-                rows(|h, x, y| pool(h, w, c, x, y), h, w, c, x, r0, y)
+            let (pool, par) = (cx.kern.maxpool_f32, cx.par);
+            par.rows(y, row, 9 * n, |r0, y| {
+                rows(par, |h, x, y| pool(h, w, c, x, y), (h, w, c), x, r0, y)
             });
             (cx.observe)(output as usize, y);
         }
@@ -44,14 +44,14 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
     Ok(())
 }
 
-/// Output rows `r0 ..` (as many as `y` holds) of the max pool of the `[h, w, c]` input,
+/// Output rows `r0 ..` (as many as `y` holds) of the max pool of the `[h, w, c]` input `x`,
 /// through `pool(rows, x, y)` (the whole pool of a `[rows, w, c]` input): a k×k conv's row
-/// cut ([`crate::engine::par::row_part`]), so every kept row sees the whole pool's taps.
-fn rows<T: Copy + Default>(
+/// cut ([`crate::engine::par::row_part`]), so every kept row sees the whole pool's taps; a
+/// part's early rows go to `par`'s scratch.
+fn rows<T: bytemuck::Pod>(
+    par: crate::engine::par::Par<'_>,
     pool: impl Fn(usize, &[T], &mut [T]),
-    h: usize,
-    w: usize,
-    c: usize,
+    (h, w, c): (usize, usize, usize),
     x: &[T],
     r0: usize,
     y: &mut [T],
@@ -84,11 +84,13 @@ fn rows<T: Copy + Default>(
     }
     // A part of a split (the whole pool is the case above).
     #[cfg(feature = "threads")]
-    {
-        let mut out = vec![T::default(); ho * row];
-        pool(sub.h, x, &mut out);
+    par.scratch(ho * row, |out: &mut [T]| {
+        pool(sub.h, x, out);
         y.copy_from_slice(&out[lead * row..][..n * row]);
-    }
+    });
     #[cfg(not(feature = "threads"))]
-    unreachable!("a max pool runs whole without threads");
+    {
+        let _ = par;
+        unreachable!("a max pool runs whole without threads");
+    }
 }

@@ -75,6 +75,7 @@ pub(crate) fn avx2() -> Kernels {
         quantize_rgb_i8: Some(input::quantize_rgb_i8),
         conv1x1_sums_i8: conv1x1::conv1x1_sums_i8,
         streaming: streaming::avx2(),
+        pix_align_f32: 1,
         isa: "x86_64-avx2",
     }
 }
@@ -127,6 +128,8 @@ pub(crate) fn avx512() -> Kernels {
         rebuild_layer_i8: Some(rebuild::rebuild_layer_i8_avx512),
         dwconv3x3_i8: dw3x3::dwconv3x3_i8_avx512,
         requant_table: requant::requant_table_avx512,
+        // The 16-lane f32 tiles are not checked pixel by pixel here (no AVX-512 host).
+        pix_align_f32: crate::kernels::PIX_ALIGN,
         isa: "x86_64-avx512",
         ..avx2()
     }
