@@ -1326,3 +1326,85 @@ mod tests {
         }
     }
 }
+
+/// A benchmark run by hand (`cargo test --release -p lorkd-runtime --lib -- --ignored
+/// tile_peak --nocapture`): this table's two pointwise register tiles alone, data in L1 —
+/// the int8 one ([`tile_sums`]: 4 pixels × 16 channels, `vpmaddwd` on i16 pairs) and the
+/// f32 one ([`tile_outer_f32`], 4 × 16, FMA: the shape of ONNX Runtime's f32 GEMM kernels)
+/// — in G multiply-adds a second at the input depths of the 1.0x @224 network's pointwise
+/// convs (median of 7 runs each). Without VNNI the int8 product is 16 multiply-adds an
+/// instruction plus an add, an FMA 8 with none: what bounds lorkd int8 against ORT f32 on
+/// an AVX2-only CPU (BENCHMARKS.md, session 45).
+#[cfg(test)]
+mod tile_peak {
+    use super::*;
+
+    fn median_rate(macs: f64, mut run: impl FnMut()) -> f64 {
+        let reps = (4e8 / macs) as usize + 1;
+        let mut r: std::vec::Vec<f64> = (0..7)
+            .map(|_| {
+                let t0 = std::time::Instant::now();
+                for _ in 0..reps {
+                    run();
+                }
+                reps as f64 * macs / t0.elapsed().as_secs_f64() / 1e9
+            })
+            .collect();
+        r.sort_by(f64::total_cmp);
+        r[3]
+    }
+
+    #[test]
+    #[ignore]
+    fn tile_peak() {
+        if !super::super::detected() {
+            println!("SKIPPED tile_peak: no AVX2 on this CPU");
+            return;
+        }
+        println!("| input depth | int8 tile G MAC/s | f32 tile G MAC/s | int8 / f32 |");
+        println!("|---:|---:|---:|---:|");
+        for n in [24usize, 58, 116, 232, 464] {
+            let pairs = n.div_ceil(2);
+            let wp: std::vec::Vec<i8> = (0..32 * pairs).map(|i| (i * 7 % 255) as i8).collect();
+            let mut xw = [[MaybeUninit::new(0i16); MAXC + 2]; PO];
+            for (p, row) in xw.iter_mut().enumerate() {
+                for (i, v) in row.iter_mut().enumerate().take(2 * pairs) {
+                    *v = MaybeUninit::new(((i * 5 + p) % 255) as i16 - 127);
+                }
+            }
+            let (w0, w1) = wp.split_at(16 * pairs);
+            let int8 = median_rate((128 * pairs) as f64, || {
+                // SAFETY: AVX2 detected; each block holds `16·pairs` bytes, every row
+                // `2·pairs ≤ MAXC + 2` values.
+                std::hint::black_box(unsafe { tile_sums::<2>([w0, w1], &xw, pairs) });
+            });
+            let panel: std::vec::Vec<f32> = (0..n * FO).map(|i| (i % 13) as f32 * 1e-3).collect();
+            let xs: std::vec::Vec<std::vec::Vec<f32>> = (0..4)
+                .map(|p| (0..n).map(|i| ((i + p) % 17) as f32 * 1e-2).collect())
+                .collect();
+            let bias = [0.5f32; FO];
+            let mut out = std::vec![0.0f32; 4 * FO];
+            let f32_rate = median_rate((64 * n) as f64, || {
+                // SAFETY: AVX2 + FMA detected; the panel holds `n·FO`, every row `n`, `out`
+                // 4 pixels of `FO` channels.
+                unsafe {
+                    tile_outer_f32::<4, 2>(
+                        &panel,
+                        [&xs[0][..], &xs[1][..], &xs[2][..], &xs[3][..]],
+                        &bias,
+                        false,
+                        &mut out,
+                        FO,
+                        0,
+                        FO,
+                    )
+                };
+            });
+            std::hint::black_box(&out);
+            println!(
+                "| {n} | {int8:.1} | {f32_rate:.1} | {:.2} |",
+                int8 / f32_rate
+            );
+        }
+    }
+}
