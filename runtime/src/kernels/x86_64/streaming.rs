@@ -203,6 +203,22 @@ unsafe fn u_f32_avx512(g: &Geom, x: &[f32], a: &[f32], r: usize, u: &mut [f32]) 
     switch::lowrank_u_f32(g, x, a, r, u)
 }
 
+/// `$f::<R>(t, e)` with the rank `e.r` as the constant `R` for ranks up to [`EPI_MAX_R`]
+/// (the register forms of the epilogue), else the lane code `switch::epilogue_i8`. Expands
+/// to an `unsafe` call: the caller's target features are `$f`'s contract.
+macro_rules! by_rank {
+    ($f:ident, $t:expr, $e:expr) => {
+        by_rank!(@ $f, $t, $e; 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+    };
+    (@ $f:ident, $t:expr, $e:expr; $($r:literal)*) => {
+        match $e.r {
+            // SAFETY: the expanding fn's target features are `$f`'s (see its callers).
+            $($r => unsafe { $f::<$r>($t, $e) },)*
+            _ => switch::epilogue_i8($t, $e),
+        }
+    };
+}
+
 fn epilogue_i8_512(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
     // SAFETY: installed only after AVX-512 detection; the body is safe code.
     unsafe { epilogue_i8_avx512(t, e) }
@@ -222,16 +238,8 @@ fn epilogue_i8_512(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
 /// AVX-512 F/BW/VL available.
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
 unsafe fn epilogue_i8_avx512(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
-    macro_rules! ranks {
-        ($($r:literal)*) => {
-            match e.r {
-                // SAFETY: AVX-512 F/BW/VL (this function's contract).
-                $($r => unsafe { epilogue_r::<$r>(t, e) },)*
-                _ => switch::epilogue_i8(t, e),
-            }
-        };
-    }
-    ranks!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+    // SAFETY: AVX-512 F/BW/VL (this function's contract), what `epilogue_r` needs.
+    by_rank!(epilogue_r, t, e)
 }
 
 /// Highest rank [`epilogue_i8_avx512`] keeps in registers (16 rows of `Bᵀ`, 4 accumulators
@@ -239,18 +247,24 @@ unsafe fn epilogue_i8_avx512(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
 /// to its rank-generic loop (rows past the 16 ymm registers are reloaded from L1).
 const EPI_MAX_R: usize = 16;
 
+/// The slices a register epilogue at rank `R` reads and writes stay inside (the lane code
+/// indexes the same), asserted once per tile: `(cout, np, no)`.
+#[inline]
+fn tile_bounds<const R: usize>(t: &SumTile<'_>, e: &EpilogueI8<'_>) -> (usize, usize, usize) {
+    let (cout, np, no) = (e.ws.len(), t.np, t.no);
+    assert!(R == e.r && R <= EPI_MAX_R && t.o0 + no <= cout && t.acc.len() >= np * no);
+    assert!(e.bias.len() >= cout && e.bt.len() >= R * cout);
+    assert!(e.u.len() >= (t.p0 + np) * R && e.y.len() >= (t.p0 + np) * cout);
+    (cout, np, no)
+}
+
 /// [`epilogue_i8_avx512`] at rank `R`.
 ///
 /// # Safety
 /// AVX-512 F/BW/VL available.
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
 unsafe fn epilogue_r<const R: usize>(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
-    let cout = e.ws.len();
-    let (np, no) = (t.np, t.no);
-    // The slices the loads and stores below stay inside (the lane code indexes the same).
-    assert!(R == e.r && R <= EPI_MAX_R && t.o0 + no <= cout && t.acc.len() >= np * no);
-    assert!(e.bias.len() >= cout && e.bt.len() >= R * cout);
-    assert!(e.u.len() >= (t.p0 + np) * R && e.y.len() >= (t.p0 + np) * cout);
+    let (cout, _, no) = tile_bounds::<R>(t, e);
     let (acc, u, y) = (t.acc.as_ptr(), e.u.as_ptr(), e.y.as_mut_ptr());
     let sx = _mm512_set1_ps(e.st.x.scale);
     let q = Quant16::new(e.st.y, e.st.relu);
@@ -429,16 +443,8 @@ fn epilogue_i8(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
 /// AVX2 available.
 #[target_feature(enable = "avx2")]
 unsafe fn epilogue_i8_avx2(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
-    macro_rules! ranks {
-        ($($r:literal)*) => {
-            match e.r {
-                // SAFETY: AVX2 (this function's contract).
-                $($r => unsafe { epilogue_r8::<$r>(t, e) },)*
-                _ => switch::epilogue_i8(t, e),
-            }
-        };
-    }
-    ranks!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+    // SAFETY: AVX2 (this function's contract), what `epilogue_r8` needs.
+    by_rank!(epilogue_r8, t, e)
 }
 
 /// [`epilogue_i8_avx2`] at rank `R` (at most [`EPI_MAX_R`]), a pixel at a time: its `R`
@@ -451,12 +457,7 @@ unsafe fn epilogue_i8_avx2(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
 /// AVX2 available.
 #[target_feature(enable = "avx2")]
 unsafe fn epilogue_r8<const R: usize>(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
-    let cout = e.ws.len();
-    let (np, no) = (t.np, t.no);
-    // The slices the loads and stores below stay inside (the lane code indexes the same).
-    assert!(R == e.r && R <= EPI_MAX_R && t.o0 + no <= cout && t.acc.len() >= np * no);
-    assert!(e.bias.len() >= cout && e.bt.len() >= R * cout);
-    assert!(e.u.len() >= (t.p0 + np) * R && e.y.len() >= (t.p0 + np) * cout);
+    let (cout, np, no) = tile_bounds::<R>(t, e);
     let sx = _mm256_set1_ps(e.st.x.scale);
     let q = super::Quant8::new(e.st.y, e.st.relu);
     let (ws, bias, bt) = (e.ws.as_ptr(), e.bias.as_ptr(), e.bt.as_ptr());
