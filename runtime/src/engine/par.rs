@@ -4,10 +4,11 @@
 //! the thread count, so results are bit-identical for any N; the split only decides which
 //! thread runs which part. Each part meets the kernels' tiles as the whole would:
 //! - a pointwise conv (`k = 1`, stride 1, no padding) splits its output **pixels** into
-//!   runs of a multiple of the table's `pix_align_f32` pixels (int8: `PIX_ALIGN_EXACT`, integer sums are
-//!   exact however tiled), each a `1 × n` image of its own written in place; where that
-//!   cuts unevenly (a 7×7 map) it splits its output **channels** at multiples of
-//!   `CH_ALIGN` instead, each part's outputs scattered into `y` from a heap buffer;
+//!   runs of a multiple of the table's `pix_align_f32` pixels (int8: `PIX_ALIGN_EXACT`,
+//!   integer sums are exact however tiled), each a `1 × n` image of its own written in
+//!   place; where that cuts unevenly (a 7×7 map in 48-pixel runs) it splits its output
+//!   **channels** at multiples of `CH_ALIGN` instead, each part's outputs scattered into
+//!   `y` from a buffer ([`Pool::scratch`]);
 //! - a k×k conv (the stem, depthwise) splits its output **rows**: a part is the same
 //!   kernel on the input rows it reads, starting a row or two early so that the kernel's
 //!   top padding falls on rows it then drops (`row_part`); the rest is written in place;

@@ -108,15 +108,12 @@ mod tests {
                 scale: 0.01 + r.uniform(0.02),
                 zero_point: r.below(256) as i32 - 128,
             };
-            let forms: [(&str, crate::kernels::QuantizeRgbI8); 1] = [("avx2", quantize_rgb_i8)];
-            for (name, f) in forms {
-                let mut x = std::vec![0i8; 3 * m];
-                f(core::array::from_fn(|c| &planes[c][..]), q, &mut x);
-                for p in 0..m {
-                    for c in 0..3 {
-                        let want = q.quantize(planes[c][p]);
-                        assert_eq!(x[3 * p + c], want, "{name} m {m} p {p} c {c}");
-                    }
+            let mut x = std::vec![0i8; 3 * m];
+            quantize_rgb_i8(core::array::from_fn(|c| &planes[c][..]), q, &mut x);
+            for p in 0..m {
+                for c in 0..3 {
+                    let want = q.quantize(planes[c][p]);
+                    assert_eq!(x[3 * p + c], want, "m {m} p {p} c {c}");
                 }
             }
         }

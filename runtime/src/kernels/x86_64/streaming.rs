@@ -244,7 +244,8 @@ unsafe fn epilogue_i8_avx512(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
 
 /// Highest rank [`epilogue_i8_avx512`] keeps in registers (16 rows of `Bᵀ`, 4 accumulators
 /// and the block's constants: 23 of the 32 zmm registers), and [`epilogue_i8_avx2`] hands
-/// to its rank-generic loop (rows past the 16 ymm registers are reloaded from L1).
+/// to [`epilogue_r8`] (at high ranks some of a pixel's broadcast `u` values spill to the
+/// stack).
 const EPI_MAX_R: usize = 16;
 
 /// The slices a register epilogue at rank `R` reads and writes stay inside (the lane code
@@ -474,7 +475,7 @@ unsafe fn epilogue_r8<const R: usize>(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
             e.y[p * cout + t.o0..].as_mut_ptr(),
         );
         // One block: `acc·(sx·ws) + bias`, then `+ Bᵀ[j]·u[j]` for `j` in order (a product
-        // then an add), quantised. `FULL`: lanes `c .. c + 8` all inside the tile.
+        // then an add), quantised. `full`: lanes `c .. c + 8` all inside the tile.
         let block = |c: usize, full: bool| {
             let o = t.o0 + c;
             // SAFETY: channels `o .. o + 8` (masked to `o + tail` when not `full`) of `ws`,
