@@ -71,13 +71,19 @@ impl Rq8 {
 /// Widest conv whose parameters [`RqCols`] transposes on the stack (ShuffleNetV2: 1024).
 pub(super) const MAXQ: usize = 1024;
 
+/// [`RqCols`]' columns are this many i32 longer than [`MAXQ`] (one cache line): 4 KiB + 64 B
+/// apart.
+const COL_PAD: usize = 16;
+
 /// One conv's `[bias, multiplier, shift]` triples as three columns, transposed once per
 /// kernel call so that 8 channels' parameters are three plain loads (strided gathers per
 /// output pixel cost more than the whole GEMM tile on some CPUs). Only the columns' first
 /// [`RqCols::len`] entries are ever written or read: no 12 KB zeroing per call.
 pub(super) struct RqCols {
-    /// bias, multiplier, shift, then the shift's [`split_shift`] lanes.
-    t: [[MaybeUninit<i32>; MAXQ]; 7],
+    /// bias, multiplier, shift, then the shift's [`split_shift`] lanes. Each column
+    /// [`COL_PAD`] entries longer than `MAXQ`: columns 4 KiB apart put a block's six loads
+    /// in one L1 set (8 ways, with the tile's weights and inputs).
+    t: [[MaybeUninit<i32>; MAXQ + COL_PAD]; 7],
     /// The channels given to [`Requant::new`], then zeros up to a multiple of 16 (the
     /// widest block a tile reads).
     len: usize,
@@ -88,7 +94,7 @@ impl RqCols {
     #[inline]
     pub(super) fn new() -> Self {
         RqCols {
-            t: [[const { MaybeUninit::uninit() }; MAXQ]; 7],
+            t: [[const { MaybeUninit::uninit() }; MAXQ + COL_PAD]; 7],
             len: 0,
         }
     }
