@@ -957,6 +957,23 @@ macro_rules! rgb_short_px {
     };
 }
 
+/// Both pixels' short output stage after [`rgb_sdot_body`] (sums in `v4..v9` and
+/// `v10..v15`): the 14 constant registers loaded from `{kp}` (the loads clobber the tap
+/// rows `v24..v29`, no longer read), then [`rgb_short_px`] on each pixel.
+#[rustfmt::skip]
+macro_rules! rgb_short_pair {
+    () => {
+        concat!(
+            "ld1 {{v16.4s, v17.4s, v18.4s, v19.4s}}, [{kp}], #64\n",
+            "ld1 {{v20.4s, v21.4s, v22.4s, v23.4s}}, [{kp}], #64\n",
+            "ld1 {{v24.4s, v25.4s, v26.4s, v27.4s}}, [{kp}], #64\n",
+            "ld1 {{v28.16b, v29.16b}}, [{kp}]\n",
+            rgb_short_px!("4", "5", "6", "7", "8", "9"),
+            rgb_short_px!("10", "11", "12", "13", "14", "15"),
+        )
+    };
+}
+
 /// [`rgb_sdot2`] with the output stage in its short form in the same `asm!` block (every
 /// group `short()`; `k`: [`Rq4::short_consts24`], loaded into `v16..v29` after the
 /// `sdot`s): each pixel's 16 + 8 output bytes, as [`rgb_out`] gives them.
@@ -978,12 +995,7 @@ unsafe fn rgb_sdot2_short(
     unsafe {
         core::arch::asm!(
             rgb_sdot_body!(),
-            "ld1 {{v16.4s, v17.4s, v18.4s, v19.4s}}, [{kp}], #64",
-            "ld1 {{v20.4s, v21.4s, v22.4s, v23.4s}}, [{kp}], #64",
-            "ld1 {{v24.4s, v25.4s, v26.4s, v27.4s}}, [{kp}], #64",
-            "ld1 {{v28.16b, v29.16b}}, [{kp}]",
-            rgb_short_px!("4", "5", "6", "7", "8", "9"),
-            rgb_short_px!("10", "11", "12", "13", "14", "15"),
+            rgb_short_pair!(),
             ip = in(reg) RGB27_IDX.as_ptr(),
             bp = in(reg) init.as_ptr(),
             wp = inout(reg) wts.as_ptr() => _,
@@ -1044,12 +1056,7 @@ unsafe fn rgb_sdot_run(
             "mov {wp}, {wb}",
             "mov {kp}, {kb}",
             rgb_sdot_body!(),
-            "ld1 {{v16.4s, v17.4s, v18.4s, v19.4s}}, [{kp}], #64",
-            "ld1 {{v20.4s, v21.4s, v22.4s, v23.4s}}, [{kp}], #64",
-            "ld1 {{v24.4s, v25.4s, v26.4s, v27.4s}}, [{kp}], #64",
-            "ld1 {{v28.16b, v29.16b}}, [{kp}]",
-            rgb_short_px!("4", "5", "6", "7", "8", "9"),
-            rgb_short_px!("10", "11", "12", "13", "14", "15"),
+            rgb_short_pair!(),
             "st1 {{v4.16b}}, [{yp}], #16",
             "st1 {{v8.8b}}, [{yp}], #8",
             "st1 {{v10.16b}}, [{yp}], #16",

@@ -1,7 +1,7 @@
 //! AVX2 max pool 3x3, stride 2, padding 1 (padding never wins) over a dense NHWC
 //! `[h, w, c]`: an interior output pixel reads its nine taps at fixed offsets, an edge pixel
-//! lists the taps inside the image once; then a vector of channels a step (the last step overlaps the one before when `c` is not a multiple of the
-//! lanes: the same maxima again). int8: 16 codes with `pmaxsb` (a max of codes, so exact).
+//! lists the taps inside the image once; then a vector of channels a step (the last step
+//! overlaps the one before when `c` is not a multiple of the lanes: the same maxima again). int8: 16 codes with `pmaxsb` (a max of codes, so exact).
 //! f32: 8 lanes with `maxps(v, m)`, which is the reference's select `if v > m { v } else
 //! { m }` lane by lane (NaN and signed zeros included), so the same bits. Fewer channels
 //! than lanes take the reference.
@@ -62,6 +62,19 @@ fn interior(h: usize, w: usize, c: usize, oy: usize, ox: usize) -> Option<usize>
         .then(|| ((2 * oy - 1) * w + 2 * ox - 1) * c)
 }
 
+/// An interior window's taps after `(0, 0)` as `(row, column)`, in the reference's order
+/// (row by row): [`pixel9`] and [`pixel9_f32`] fold them into the first.
+const REST: [(usize, usize); 8] = [
+    (0, 1),
+    (0, 2),
+    (1, 0),
+    (1, 1),
+    (1, 2),
+    (2, 0),
+    (2, 1),
+    (2, 2),
+];
+
 /// [`pixel`] for an interior pixel: its nine taps at fixed offsets from `base` (`row`
 /// between window rows, `out.len()` between columns), no row list.
 ///
@@ -80,16 +93,7 @@ unsafe fn pixel9(x: &[i8], base: usize, row: usize, out: &mut [i8]) {
         unsafe {
             let ld = |dy: usize, dx: usize| _mm_loadu_si128(p.add(dy * row + dx * c + at).cast());
             let mut m = ld(0, 0);
-            for (dy, dx) in [
-                (0, 1),
-                (0, 2),
-                (1, 0),
-                (1, 1),
-                (1, 2),
-                (2, 0),
-                (2, 1),
-                (2, 2),
-            ] {
+            for (dy, dx) in REST {
                 m = _mm_max_epi8(m, ld(dy, dx));
             }
             _mm_storeu_si128(out.as_mut_ptr().add(at).cast(), m);
@@ -173,16 +177,7 @@ unsafe fn pixel9_f32(x: &[f32], base: usize, row: usize, out: &mut [f32]) {
         unsafe {
             let ld = |dy: usize, dx: usize| _mm256_loadu_ps(p.add(dy * row + dx * c + at));
             let mut m = ld(0, 0);
-            for (dy, dx) in [
-                (0, 1),
-                (0, 2),
-                (1, 0),
-                (1, 1),
-                (1, 2),
-                (2, 0),
-                (2, 1),
-                (2, 2),
-            ] {
+            for (dy, dx) in REST {
                 // `maxps(a, b)` is `a > b ? a : b` per lane: the reference's select.
                 m = _mm256_max_ps(ld(dy, dx), m);
             }
