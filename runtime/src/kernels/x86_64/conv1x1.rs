@@ -19,7 +19,7 @@ use core::arch::x86_64::*;
 use super::lane_mask;
 use core::mem::MaybeUninit;
 
-use super::requant::{requant8, Requant, RqCols, MAXQ};
+use super::requant::{requant8_plain, requant8_sum, Requant, RqCols, MAXQ};
 use crate::kernels::{Geom, OutQ, SumTile};
 
 /// Output pixels per f32 tile: 3×4 accumulators + 4 weight vectors fill the 16 registers.
@@ -636,7 +636,7 @@ fn conv1x1_i8_outer(
         let m = MAXQ.min(cout - c0);
         let sub = Geom { cout: m, ..*g };
         let mut cols = RqCols::new();
-        let _ = Requant::new(&rq[c0..c0 + m], &mut cols);
+        let _ = Requant::new(&rq[c0..c0 + m], q, &mut cols);
         let wsub = &w[c0 * n..(c0 + m) * n];
         outer_i8(&sub, x, zx, wsub, prepacked, &mut |t: OuterTile<'_>| {
             // SAFETY: only installed after AVX2 detection; `OuterTile`'s invariants, and
@@ -891,12 +891,14 @@ pub(super) unsafe fn widen(x: &[i8], zx: i32, out: &mut [MaybeUninit<i16>]) {
     out[n..].fill(MaybeUninit::new(0));
 }
 
-/// [`PO`] pixels × `B` blocks of 8 channels: `acc[p][o] = Σ_k madd(wp[b][k], (xw[p][2k],
-/// xw[p][2k+1]))`, requantised with the parameters of channels `ob .. ob + 8·B` to bytes.
+/// [`PO`] pixels × `B` blocks of 8 channels: `acc[p][o] = bias[o] + Σ_k madd(wp[b][k],
+/// (xw[p][2k], xw[p][2k+1]))`, requantised with the parameters of channels `ob .. ob + 8·B`
+/// to bytes ([`requant8_plain`] when the conv's channels are plain, a block's parameters
+/// loaded once for its 4 pixels).
 ///
 /// # Safety
 /// AVX2 available; every `wp[b]` (`b < B`) at least `16·pairs` long, `2·pairs ≤ MAXC +
-/// 2`, `ob + 8·B ≤ MAXQ`.
+/// 2`, `ob + 8·B ≤ MAXQ`, `ob` a multiple of 8.
 #[target_feature(enable = "avx2")]
 unsafe fn tile_outer<const B: usize>(
     wp: [&[i8]; 2],
@@ -906,15 +908,39 @@ unsafe fn tile_outer<const B: usize>(
     ob: usize,
     q: OutQ,
 ) -> [[i8; 16]; PO] {
+    // The accumulators start at the bias (wrapping adds: the same sums).
+    let mut bias = [_mm256_setzero_si256(); B];
+    for (b, v) in bias.iter_mut().enumerate() {
+        *v = cols.bias8(ob + 8 * b);
+    }
     // SAFETY: this function's contract.
-    let acc = unsafe { tile_sums::<B>(wp, xw, pairs) };
-    let mut out = [[0i8; 16]; PO];
+    let acc = unsafe { tile_sums::<B>(wp, xw, pairs, bias) };
+    let mut r = [[_mm256_setzero_si256(); B]; PO];
     for b in 0..B {
-        let rq = cols.lanes(ob + 8 * b);
-        for (p, ap) in acc.iter().enumerate() {
-            let v = requant8(ap[b], &rq, q);
-            // SAFETY: `out[p]` holds 16 bytes, `8b + 8 ≤ 16`.
-            unsafe { _mm_storel_epi64(out[p].as_mut_ptr().add(8 * b).cast(), v) };
+        if cols.plain() {
+            let rq = cols.plain8(ob + 8 * b);
+            for p in 0..PO {
+                r[p][b] = requant8_plain(acc[p][b], &rq);
+            }
+        } else {
+            let rq = cols.lanes(ob + 8 * b);
+            for p in 0..PO {
+                r[p][b] = requant8_sum(acc[p][b], &rq, q);
+            }
+        }
+    }
+    let mut out = [[0i8; 16]; PO];
+    for p in (0..PO).step_by(2) {
+        // SAFETY: `out[p]`, `out[p + 1]` are 32 contiguous bytes; `8B ≤ 16`.
+        unsafe {
+            let o = out[p].as_mut_ptr();
+            if B == 2 {
+                let v = super::narrow16x2([r[p][0], r[p][B - 1]], [r[p + 1][0], r[p + 1][B - 1]]);
+                _mm256_storeu_si256(o.cast(), v);
+            } else {
+                _mm_storel_epi64(o.cast(), super::narrow8(r[p][0]));
+                _mm_storel_epi64(o.add(16).cast(), super::narrow8(r[p + 1][0]));
+            }
         }
     }
     out
@@ -931,9 +957,10 @@ unsafe fn tile_sums<const B: usize>(
     wp: [&[i8]; 2],
     xw: &[[MaybeUninit<i16>; MAXC + 2]; PO],
     pairs: usize,
+    init: [__m256i; B],
 ) -> [[__m256i; B]; PO] {
     debug_assert!(wp[..B].iter().all(|w| w.len() >= 16 * pairs) && 2 * pairs <= MAXC + 2);
-    let mut acc = [[_mm256_setzero_si256(); B]; PO];
+    let mut acc = [init; PO];
     let xp: [*const i32; PO] = [0, 1, 2, 3].map(|p| xw[p].as_ptr().cast::<i32>());
     for k in 0..pairs {
         // SAFETY: `16·k + 16 ≤ 16·pairs ≤ wp[b].len()`; pair `k` of each row is i16 `2k,
@@ -974,7 +1001,7 @@ unsafe fn tile_sums_into<const B: usize>(
     nb: usize,
 ) {
     // SAFETY: this function's contract.
-    let s = unsafe { tile_sums::<B>(wp, xw, pairs) };
+    let s = unsafe { tile_sums::<B>(wp, xw, pairs, [_mm256_setzero_si256(); B]) };
     debug_assert!(np <= PO && nb <= 8 * B);
     for (i, v) in s.iter().enumerate().take(np) {
         for (b, vb) in v.iter().enumerate() {
@@ -1128,7 +1155,7 @@ fn conv1x1_i8_dots(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: Ou
     let (n, npix) = (g.cin, g.ho * g.wo);
     let (w, y) = (&w[..g.cout * n], &mut y[..npix * g.cout]);
     let mut cols = RqCols::new();
-    let req = Requant::new(&rq[..g.cout], &mut cols);
+    let req = Requant::new(&rq[..g.cout], q, &mut cols);
     let mut p = 0;
     while p < npix {
         let row = |i: usize| &x[src(g, p + i)..][..n];
@@ -1376,7 +1403,9 @@ mod tile_peak {
             let int8 = median_rate((128 * pairs) as f64, || {
                 // SAFETY: AVX2 detected; each block holds `16·pairs` bytes, every row
                 // `2·pairs ≤ MAXC + 2` values.
-                std::hint::black_box(unsafe { tile_sums::<2>([w0, w1], &xw, pairs) });
+                std::hint::black_box(unsafe {
+                    tile_sums::<2>([w0, w1], &xw, pairs, [_mm256_setzero_si256(); 2])
+                });
             });
             let panel: std::vec::Vec<f32> = (0..n * FO).map(|i| (i % 13) as f32 * 1e-3).collect();
             let xs: std::vec::Vec<std::vec::Vec<f32>> = (0..4)

@@ -196,7 +196,7 @@ unsafe fn requantised(
     while c0 < cout {
         let m = MAXQ.min(cout - c0);
         let mut cols = RqCols::new();
-        let _ = Requant::new(&rq[c0..c0 + m], &mut cols);
+        let _ = Requant::new(&rq[c0..c0 + m], q, &mut cols);
         let wr = &w[c0 * n..(c0 + m) * n];
         panels(n, m, wr, prepacked, &mut |lo, blocks| {
             // SAFETY: this function's contract; `panels` hands at most `MAXQ / 16` blocks

@@ -43,7 +43,7 @@ pub(super) unsafe fn conv1x1_i8(
     let (npix, cout) = (g.ho * g.wo, g.cout);
     let y = &mut y[..npix * cout];
     let mut cols = RqCols::new();
-    let req = Requant::new(&rq[..cout], &mut cols);
+    let req = Requant::new(&rq[..cout], q, &mut cols);
     // SAFETY: this function's contract.
     unsafe {
         sums(g, x, zx, w, &mut |p0, np, acc| {

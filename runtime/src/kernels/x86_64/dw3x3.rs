@@ -10,7 +10,7 @@ use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
 use super::lane_mask;
-use super::requant::{requant16, requant8, Requant, RqCols, MAXQ};
+use super::requant::{requant16, Requant, RqCols, MAXQ};
 use crate::kernels::reference::dwconv3x3::taps;
 use crate::kernels::{Geom, OutQ};
 use crate::quant::requant;
@@ -219,7 +219,7 @@ fn dw_i8<const WIDE: bool>(
     let c = g.cout;
     let rq = &rq[..c];
     let mut cols = RqCols::new();
-    let req = Requant::new(rq, &mut cols);
+    let req = Requant::new(rq, q, &mut cols);
     // 16-channel blocks from 0; where `c` is not a multiple of 16 (and at least 16) one more
     // ends at `c`, overlapping the one before it (those channels are written twice, the
     // same bytes): no 8-channel or scalar tails in the convs of 16 channels or more.
@@ -394,7 +394,7 @@ impl Pairs16 {
 }
 
 /// Channels `c0 .. c0 + 16` of an interior output pixel (`xs`: its 9 taps' input rows),
-/// requantised into `out`: [`pairs16_sums`], then [`requant8`] per 8 channels.
+/// requantised into `out`: [`pairs16_sums`], then [`RqCols::requant8`] per 8 channels.
 ///
 /// # Safety
 /// AVX2 available; every row of `xs` holds at least `c0 + 16` bytes, `zs` 16 sums, `out`
@@ -438,7 +438,7 @@ unsafe fn pairs16_i8_512(
 }
 
 /// Channels `c0 .. c0 + 16`'s sums (two 8-lane halves) requantised into the 16 bytes at
-/// `out`, [`requant8`] per half.
+/// `out`, [`RqCols::requant8`] per half.
 ///
 /// # Safety
 /// AVX2 available; `out` writable for 16 bytes; `cols` holds channels `c0 .. c0 + 16`.
@@ -446,12 +446,10 @@ unsafe fn pairs16_i8_512(
 // run's pixels do not call it and reload their arguments.
 #[inline(always)]
 unsafe fn put16(lo: __m256i, hi: __m256i, cols: &RqCols, c0: usize, q: OutQ, out: *mut i8) {
-    let (a, b) = (
-        requant8(lo, &cols.lanes(c0), q),
-        requant8(hi, &cols.lanes(c0 + 8), q),
-    );
+    // SAFETY: AVX2 (this function's callers); `cols` holds channels `c0 .. c0 + 16`.
+    let v = unsafe { super::narrow16(cols.requant8(lo, c0, q), cols.requant8(hi, c0 + 8, q)) };
     // SAFETY: this function's contract.
-    unsafe { _mm_storeu_si128(out.cast(), _mm_unpacklo_epi64(a, b)) };
+    unsafe { _mm_storeu_si128(out.cast(), v) };
 }
 
 /// [`put16`] by one [`requant16`] (the AVX-512 table).
@@ -560,7 +558,7 @@ struct Run<'r> {
 }
 
 impl Run<'_> {
-    /// Channels `c0 .. c0 + 16` (pair weights `wp`) of every pixel of the run, [`requant8`]
+    /// Channels `c0 .. c0 + 16` (pair weights `wp`) of every pixel of the run, [`RqCols::requant8`]
     /// per 8 channels.
     ///
     /// # Safety
@@ -599,7 +597,7 @@ impl Run<'_> {
 }
 
 /// Channels `c0 .. c0 + 16` of one output pixel, requantised into `out`: [`block16_sums`],
-/// then [`requant8`] per 8 channels.
+/// then [`RqCols::requant8`] per 8 channels.
 ///
 /// # Safety
 /// AVX2 available; every row of `taps` holds at least `c0 + 16` bytes, `out` 16, and `cols`

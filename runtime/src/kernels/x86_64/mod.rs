@@ -174,6 +174,28 @@ fn narrow8(v: __m256i) -> __m128i {
     _mm_packs_epi16(v16, v16)
 }
 
+/// Two 8-lane halves of 16 channels narrowed with saturation to 16 bytes in order.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn narrow16(a: __m256i, b: __m256i) -> __m128i {
+    // i16 `[a0..4, b0..4 | a4..8, b4..8]`, then bytes `[a0..4, b0..4, a4..8, b4..8]`.
+    let v = _mm256_packs_epi32(a, b);
+    let v = _mm_packs_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    _mm_shuffle_epi32::<0b11_01_10_00>(v)
+}
+
+/// [`narrow16`] of two pixels' halves (`a`, then `b`) as 32 bytes: one byte pack for both.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn narrow16x2(a: [__m256i; 2], b: [__m256i; 2]) -> __m256i {
+    // Dwords `[a0..4, a'0..4, b0..4, b'0..4 | a4..8, a'4..8, b4..8, b'4..8]` (`a'` = a[1]).
+    let v = _mm256_packs_epi16(
+        _mm256_packs_epi32(a[0], a[1]),
+        _mm256_packs_epi32(b[0], b[1]),
+    );
+    _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
 /// `streaming::Quant16` on 8 lanes (AVX2): `QParams::quantize` (after `max(x, 0)` for ReLU) as
 /// `switch::quantize_row` computes it — `x / scale` rounded half away from zero, its
 /// magnitude clamped to 2^22, a NaN 0 ([`round_away8`]), plus the zero point

@@ -14,7 +14,7 @@ use core::arch::x86_64::*;
 
 use core::mem::MaybeUninit;
 
-use super::requant::{requant8, Requant, Rq8, RqCols};
+use super::requant::{requant8_plain, requant8_sum, Requant, RqCols};
 use crate::kernels::reference::conv::{self as refconv, PATCH};
 use crate::kernels::{Geom, OutQ};
 
@@ -330,7 +330,7 @@ unsafe fn tile_f32<const B: usize>(
 /// pairs straight from there (no per-pixel patch; a row's odd last element pairs with the
 /// next one against a zero weight). Output columns go in strips whose input span fits a
 /// buffer. Tiles of [`PT`] pixels keep their sums in registers and requantise them there
-/// ([`requant8`]) into the output.
+/// ([`RqCols`]: [`requant8_plain`] or [`requant8_sum`]) into the output.
 pub(crate) fn conv_i8(
     g: &Geom,
     x: &[i8],
@@ -365,13 +365,7 @@ pub(crate) fn conv_i8(
         }
     }
     let mut cols = RqCols::new();
-    let _ = Requant::new(&rq[..cout], &mut cols);
-    // The blocks' parameters as lanes (the last block's repeated past `cp`, never read).
-    let rqs: [Rq8; MAXC / 8] = core::array::from_fn(|b| {
-        // SAFETY: only installed after AVX2 detection; `8b + 8 ≤ cp`, within `cout`
-        // rounded up to 16.
-        unsafe { cols.lanes(8 * b.min(cp / 8 - 1)) }
-    });
+    let _ = Requant::new(&rq[..cout], q, &mut cols);
     // Every element initialised once: the tiles may read one past a row's last written
     // element (against a zero weight).
     let mut rows = [[MaybeUninit::new(0i16); RB]; KMAX];
@@ -384,13 +378,14 @@ pub(crate) fn conv_i8(
         |rows, ky, iy, c0, ncols| unsafe { fill_row(g, x, zx, iy, c0, ncols, &mut rows[ky]) },
         |rows, ox, npx, c0, out| {
             // SAFETY: only installed after AVX2 detection; `wt` holds `k·rp` rows of `cp`,
-            // the blocks `c0 .. c0 + 8·B ≤ cp` inside them and `rqs`; `walk`'s tile bounds.
+            // the blocks `c0 .. c0 + 8·B ≤ cp` inside them and in `cols` (`cout` rounded up
+            // to 16); `walk`'s tile bounds.
             unsafe {
                 if c0 + 24 <= cp {
-                    tile_i8::<3>(rows, &l, ox, &wt, &rqs, q, c0, npx, cout, out);
+                    tile_i8::<3>(rows, &l, ox, &wt, &cols, q, c0, npx, cout, out);
                     24
                 } else {
-                    tile_i8::<1>(rows, &l, ox, &wt, &rqs, q, c0, npx, cout, out);
+                    tile_i8::<1>(rows, &l, ox, &wt, &cols, q, c0, npx, cout, out);
                     8
                 }
             }
@@ -576,12 +571,13 @@ fn inside_cols(g: &Geom, c0: usize, ncols: usize) -> (usize, usize) {
 
 /// `B` 8-channel blocks from `c0` for the first `npx` of [`PT`] pixels from strip column
 /// `ox`: `Σ_j madd(pair j of the pixel's rows, wt[j, o])` in registers (each weight vector
-/// loaded feeds `PT` multiply-adds), requantised with `rqs[c0/8 + b]` and stored to
+/// loaded feeds `PT` multiply-adds) from the bias, requantised with `cols`' block (once
+/// for the `PT` pixels; [`requant8_plain`] when plain) and stored to
 /// channels `c0 + 8b ..` of `out`'s pixel rows (`cout` apart; a block past `cout` in part).
 ///
 /// # Safety
 /// AVX2 available; `wt` holds `k·rp` rows of `l.cp`, `c0 + 8·B ≤ l.cp`, `0 < npx ≤ PT`,
-/// `ox + npx ≤ l.strip`, `out` holds `npx·cout`.
+/// `ox + npx ≤ l.strip`, `out` holds `npx·cout`, `cols` holds channels `c0 .. c0 + 8·B`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2")]
 unsafe fn tile_i8<const B: usize>(
@@ -589,7 +585,7 @@ unsafe fn tile_i8<const B: usize>(
     l: &StemLayout,
     ox: usize,
     wt: &[i32],
-    rqs: &[Rq8; MAXC / 8],
+    cols: &RqCols,
     q: OutQ,
     c0: usize,
     npx: usize,
@@ -601,7 +597,12 @@ unsafe fn tile_i8<const B: usize>(
     debug_assert!(0 < npx && npx <= PT && ox + npx <= l.strip && out.len() >= npx * cout);
     // Pixel `t`'s first element in a row buffer (a spare pixel repeats the last one).
     let at: [usize; PT] = core::array::from_fn(|t| (ox + t.min(npx - 1)) * l.cstep);
-    let mut a = [[_mm256_setzero_si256(); B]; PT];
+    // The sums start at the bias (wrapping adds: the same sums).
+    let mut bias = [_mm256_setzero_si256(); B];
+    for (b, v) in bias.iter_mut().enumerate() {
+        *v = cols.bias8(c0 + 8 * b);
+    }
+    let mut a = [bias; PT];
     let mut j = 0;
     for buf in rows.iter().take(k) {
         let base = buf.as_ptr().cast::<i16>();
@@ -623,13 +624,25 @@ unsafe fn tile_i8<const B: usize>(
             j += 1;
         }
     }
-    for (t, ap) in a.iter().enumerate().take(npx) {
-        for (b, &v) in ap.iter().enumerate() {
-            let o = c0 + 8 * b;
-            if o >= cout {
-                break;
+    for b in 0..B {
+        let o = c0 + 8 * b;
+        if o >= cout {
+            break;
+        }
+        let mut r = [_mm256_setzero_si256(); PT];
+        if cols.plain() {
+            let p = cols.plain8(o);
+            for (v, at) in r.iter_mut().zip(&a) {
+                *v = requant8_plain(at[b], &p);
             }
-            let v = requant8(v, &rqs[o / 8], q);
+        } else {
+            let p = cols.lanes(o);
+            for (v, at) in r.iter_mut().zip(&a) {
+                *v = requant8_sum(at[b], &p, q);
+            }
+        }
+        for (t, &v) in r.iter().enumerate().take(npx) {
+            let v = super::narrow8(v);
             let at = t * cout + o;
             if o + 8 <= cout {
                 // SAFETY: `at + 8 ≤ (t + 1)·cout ≤ out.len()`.

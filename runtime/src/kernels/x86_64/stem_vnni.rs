@@ -73,7 +73,7 @@ unsafe fn conv(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, 
         *st = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_mullo_epi32(s, kz));
     }
     let mut cols = RqCols::new();
-    let _ = Requant::new(&rq[..cout], &mut cols);
+    let _ = Requant::new(&rq[..cout], q, &mut cols);
     // The tile's patches, raw codes then flipped in place (bytes past `n` are read against
     // zero weights: any value).
     let mut patch = [[0i8; ROW]; PT];
