@@ -1381,6 +1381,74 @@ mod tile_peak {
         r[3]
     }
 
+    /// The materialised int8 pointwise conv (`conv1x1_i8_packed`, requantisation
+    /// included) on ShuffleNetV2 1.0x @224's shapes, in G MAC/s: where a conv's rate falls
+    /// short of [`tile_peak`]'s, the time goes outside the register tile.
+    /// `cargo test --release -p lorkd-runtime --lib -- --ignored conv_peak --nocapture`
+    #[test]
+    #[ignore = "a benchmark: run by hand"]
+    fn conv_peak() {
+        if !super::super::detected() {
+            println!("SKIPPED conv_peak: no AVX2 on this CPU");
+            return;
+        }
+        println!("| conv | G MAC/s |");
+        println!("|---|---:|");
+        for (cin, cout, side, in_stride) in [
+            (24, 58, 56, 24),
+            (58, 58, 28, 116),
+            (116, 116, 28, 116),
+            (116, 116, 14, 232),
+            (232, 232, 7, 464),
+            (464, 1024, 7, 464),
+        ] {
+            let g = Geom {
+                h: side,
+                w: side,
+                in_stride,
+                c_off: in_stride - cin,
+                cin,
+                ho: side,
+                wo: side,
+                cout,
+                k: 1,
+                stride: 1,
+                pad: 0,
+            };
+            // 16 copies of the inputs, weights and outputs in turn (≥ 2 MB): from L3, as
+            // in a network, not from L1.
+            let xs: std::vec::Vec<std::vec::Vec<i8>> = (0..16)
+                .map(|k| (0..g.in_len()).map(|i| ((i + k) * 7 % 251) as i8).collect())
+                .collect();
+            let mut ws: std::vec::Vec<std::vec::Vec<i8>> = (0..16)
+                .map(|k| {
+                    (0..cout * cin)
+                        .map(|i| ((i + k) * 13 % 253) as i8)
+                        .collect()
+                })
+                .collect();
+            for w in &mut ws {
+                pack_conv1x1_i8(cout, cin, w);
+            }
+            let mut ys = std::vec![std::vec![0i8; g.out_len()]; 16];
+            let mut k = 0;
+            let rq: std::vec::Vec<[i32; 3]> = (0..cout as i32)
+                .map(|o| [o * 100 - 3000, (1 << 30) + o * 12345, -9 - o % 3])
+                .collect();
+            let q = OutQ {
+                zero_point: -3,
+                lo: -128,
+            };
+            let macs = (side * side * cin * cout) as f64;
+            let rate = median_rate(macs, || {
+                k = (k + 1) % 16;
+                conv1x1_i8_packed(&g, &xs[k], 5, &ws[k], &rq, q, &mut ys[k]);
+                std::hint::black_box(&ys[k]);
+            });
+            println!("| {cin}→{cout} @{side}×{side} | {rate:.1} |");
+        }
+    }
+
     #[test]
     #[ignore]
     fn tile_peak() {
@@ -1388,8 +1456,18 @@ mod tile_peak {
             println!("SKIPPED tile_peak: no AVX2 on this CPU");
             return;
         }
-        println!("| input depth | int8 tile G MAC/s | f32 tile G MAC/s | int8 / f32 |");
-        println!("|---:|---:|---:|---:|");
+        println!("| input depth | int8 tile G MAC/s | + requant | f32 tile G MAC/s | int8 / f32 |");
+        println!("|---:|---:|---:|---:|---:|");
+        // Calibration-like parameters (plain: `requant8_plain`).
+        let rq: std::vec::Vec<[i32; 3]> = (0..16)
+            .map(|o| [o * 1000 - 8000, (1 << 30) + o * 12345, -7 - o % 3])
+            .collect();
+        let q = OutQ {
+            zero_point: -3,
+            lo: -128,
+        };
+        let mut cols = RqCols::new();
+        let _ = Requant::new(&rq, q, &mut cols);
         for n in [24usize, 58, 116, 232, 464] {
             let pairs = n.div_ceil(2);
             let wp: std::vec::Vec<i8> = (0..32 * pairs).map(|i| (i * 7 % 255) as i8).collect();
@@ -1406,6 +1484,10 @@ mod tile_peak {
                 std::hint::black_box(unsafe {
                     tile_sums::<2>([w0, w1], &xw, pairs, [_mm256_setzero_si256(); 2])
                 });
+            });
+            let full = median_rate((128 * pairs) as f64, || {
+                // SAFETY: as above; `cols` holds 16 channels.
+                std::hint::black_box(unsafe { tile_outer::<2>([w0, w1], &xw, pairs, &cols, 0, q) });
             });
             let panel: std::vec::Vec<f32> = (0..n * FO).map(|i| (i % 13) as f32 * 1e-3).collect();
             let xs: std::vec::Vec<std::vec::Vec<f32>> = (0..4)
@@ -1431,8 +1513,8 @@ mod tile_peak {
             });
             std::hint::black_box(&out);
             println!(
-                "| {n} | {int8:.1} | {f32_rate:.1} | {:.2} |",
-                int8 / f32_rate
+                "| {n} | {int8:.1} | {full:.1} | {f32_rate:.1} | {:.2} |",
+                full / f32_rate
             );
         }
     }

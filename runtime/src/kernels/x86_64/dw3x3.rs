@@ -247,12 +247,13 @@ fn dw_i8<const WIDE: bool>(
     let mut wp = [const { MaybeUninit::<Pairs16>::uninit() }; MAXQ / 16];
     let mut zs = [const { MaybeUninit::<i32>::uninit() }; MAXQ];
     for (b, slot) in wp[..np].iter_mut().enumerate() {
-        slot.write(Pairs16::new(&w[..9 * c], c, start(b)));
+        // SAFETY: only installed after AVX2 detection; `start(b) + 16 ≤ c`.
+        slot.write(unsafe { Pairs16::new(&w[..9 * c], c, start(b)) });
     }
     let nz = if np > 0 { c } else { 0 };
-    for (ch, z) in zs[..nz].iter_mut().enumerate() {
-        let sum: i32 = (0..9).map(|t| w[t * c + ch] as i32).sum();
-        z.write(zx * sum);
+    if nz > 0 {
+        // SAFETY: only installed after AVX2 detection; `np > 0`: `c ≥ 16`.
+        unsafe { zero_point_sums(&w[..9 * c], c, zx, &mut zs[..c]) };
     }
     // SAFETY: the loops above wrote the first `np` blocks and `nz` sums.
     let (wp, zs) = unsafe {
@@ -379,17 +380,60 @@ struct Pairs16 {
 }
 
 impl Pairs16 {
-    /// Channels `c0 .. c0 + 16` of the `[3, 3, c]` weights `w`.
+    /// Channels `c0 .. c0 + 16` of the `[3, 3, c]` weights `w` (`c0 + 16 ≤ c`): the tap
+    /// rows' bytes interleaved and widened as [`PairsRegs::sums`] does the inputs'.
+    #[target_feature(enable = "avx2")]
     fn new(w: &[i8], c: usize, c0: usize) -> Self {
-        let tap = |t: usize, ch: usize| w[t * c + c0 + ch] as i16;
-        let half = |j: usize, h: usize| -> [i16; 16] {
-            core::array::from_fn(|e| tap(2 * j + e % 2, 8 * h + e / 2))
-        };
-        Pairs16 {
-            lo: core::array::from_fn(|j| half(j, 0)),
-            hi: core::array::from_fn(|j| half(j, 1)),
-            last: core::array::from_fn(|ch| tap(8, ch)),
+        let w = &w[..9 * c];
+        assert!(c0 + 16 <= c);
+        let mut rows = [_mm_setzero_si128(); 9];
+        for (t, r) in rows.iter_mut().enumerate() {
+            // SAFETY: tap `t`'s 16 bytes at `t·c + c0`, inside `w` (asserted).
+            *r = unsafe { _mm_loadu_si128(w.as_ptr().add(t * c + c0).cast()) };
         }
+        let mut p = Pairs16 {
+            lo: [[0; 16]; 4],
+            hi: [[0; 16]; 4],
+            last: [0; 16],
+        };
+        let wide = _mm256_cvtepi8_epi16;
+        for j in 0..4 {
+            let (a, b) = (rows[2 * j], rows[2 * j + 1]);
+            // SAFETY: each destination holds 16 i16.
+            unsafe {
+                _mm256_storeu_si256(p.lo[j].as_mut_ptr().cast(), wide(_mm_unpacklo_epi8(a, b)));
+                _mm256_storeu_si256(p.hi[j].as_mut_ptr().cast(), wide(_mm_unpackhi_epi8(a, b)));
+            }
+        }
+        // SAFETY: `last` holds 16 i16.
+        unsafe { _mm256_storeu_si256(p.last.as_mut_ptr().cast(), wide(rows[8])) };
+        p
+    }
+}
+
+/// `zs[ch] = zx · Σ_t w[t][ch]` for every channel of the `[3, 3, c]` weights (`c ≥ 16`; 16
+/// channels a step, the last step ending at `c`). `|Σ_t w| ≤ 9·128`: exact in i16.
+#[target_feature(enable = "avx2")]
+fn zero_point_sums(w: &[i8], c: usize, zx: i32, zs: &mut [MaybeUninit<i32>]) {
+    assert!(c >= 16 && w.len() >= 9 * c && zs.len() >= c);
+    let z = _mm256_set1_epi32(zx);
+    let mut c0 = 0;
+    while c0 < c {
+        let at = c0.min(c - 16);
+        let mut s = _mm256_setzero_si256();
+        for t in 0..9 {
+            // SAFETY: `t·c + at + 16 ≤ 9c ≤ w.len()`.
+            let v = unsafe { _mm_loadu_si128(w.as_ptr().add(t * c + at).cast()) };
+            s = _mm256_add_epi16(s, _mm256_cvtepi8_epi16(v));
+        }
+        let lo = _mm256_mullo_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(s)), z);
+        let hi = _mm256_mullo_epi32(_mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(s)), z);
+        // SAFETY: `at + 16 ≤ c ≤ zs.len()`: 16 i32 written.
+        unsafe {
+            _mm256_storeu_si256(zs.as_mut_ptr().add(at).cast(), lo);
+            _mm256_storeu_si256(zs.as_mut_ptr().add(at + 8).cast(), hi);
+        }
+        c0 = at + 16;
     }
 }
 
