@@ -49,6 +49,7 @@ pub(crate) fn conv_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool,
     walk(
         g,
         &l,
+        PT,
         y,
         &mut rows,
         |rows, ky, iy, c0, ncols| fill_row_f32(g, x, iy, c0, ncols, &mut rows[ky][..ncols * g.cin]),
@@ -70,12 +71,13 @@ pub(crate) fn conv_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool,
 
 /// The stems' walk over the output: per output row and strip of at most `l.strip` columns,
 /// `fill(rows, ky, iy, c0, ncols)` for each kernel row `ky` (input row `iy`, `None` in the
-/// padding; input columns `c0 − pad ..`, `ncols` of them), then per tile of at most [`PT`]
-/// pixels from strip column `ox`, `tile(rows, ox, npx, c0, out)` from `c0 = 0` on, returning
+/// padding; input columns `c0 − pad ..`, `ncols` of them), then per tile of at most `pt`
+/// (`pt`) pixels from strip column `ox`, `tile(rows, ox, npx, c0, out)` from `c0 = 0` on, returning
 /// how many output channels it did (`out`: the tile's `npx` output pixels).
 fn walk<T, R>(
     g: &Geom,
     l: &StemLayout,
+    pt: usize,
     y: &mut [T],
     rows: &mut R,
     mut fill: impl FnMut(&mut R, usize, Option<usize>, usize, usize),
@@ -99,7 +101,7 @@ fn walk<T, R>(
             let out = &mut y[(oy * g.wo + ox0) * cout..][..nox * cout];
             let mut ox = 0;
             while ox < nox {
-                let npx = PT.min(nox - ox);
+                let npx = pt.min(nox - ox);
                 let out = &mut out[ox * cout..][..npx * cout];
                 let mut c0 = 0;
                 while c0 < l.cp {
@@ -112,8 +114,11 @@ fn walk<T, R>(
     }
 }
 
-/// Output pixels per stem tile (f32 and int8).
+/// Output pixels per f32 stem tile.
 const PT: usize = 4;
+/// Output pixels per int8 stem tile: 3 × 3 blocks of accumulators, the 3 weight vectors
+/// and the broadcast pair fill 13 of the 16 registers (4 pixels spilled).
+const PTI: usize = 3;
 
 /// The AVX-512 table's f32 stem: [`conv_f32`] with 16-lane accumulators, [`PT5`] pixels
 /// a tile (32 registers hold 8 pixels × 2 blocks without spilling), every lane summed as
@@ -329,7 +334,7 @@ unsafe fn tile_f32<const B: usize>(
 /// `k·cin` elements at column `ox·stride` of buffer `ky`: the tile broadcasts its element
 /// pairs straight from there (no per-pixel patch; a row's odd last element pairs with the
 /// next one against a zero weight). Output columns go in strips whose input span fits a
-/// buffer. Tiles of [`PT`] pixels keep their sums in registers and requantise them there
+/// buffer. Tiles of [`PTI`] pixels keep their sums in registers and requantise them there
 /// ([`RqCols`]: [`requant8_plain`] or [`requant8_sum`]) into the output.
 pub(crate) fn conv_i8(
     g: &Geom,
@@ -372,6 +377,7 @@ pub(crate) fn conv_i8(
     walk(
         g,
         &l,
+        PTI,
         y,
         &mut rows,
         // SAFETY: only installed after AVX2 detection; `ncols·cin + 16 ≤ RB` (`l.strip`).
@@ -569,14 +575,14 @@ fn inside_cols(g: &Geom, c0: usize, ncols: usize) -> (usize, usize) {
     (a, (g.w + g.pad).saturating_sub(c0).clamp(a, ncols))
 }
 
-/// `B` 8-channel blocks from `c0` for the first `npx` of [`PT`] pixels from strip column
+/// `B` 8-channel blocks from `c0` for the first `npx` of [`PTI`] pixels from strip column
 /// `ox`: `Σ_j madd(pair j of the pixel's rows, wt[j, o])` in registers (each weight vector
-/// loaded feeds `PT` multiply-adds) from the bias, requantised with `cols`' block (once
-/// for the `PT` pixels; [`requant8_plain`] when plain) and stored to
+/// loaded feeds `PTI` multiply-adds) from the bias, requantised with `cols`' block (once
+/// for the `PTI` pixels; [`requant8_plain`] when plain) and stored to
 /// channels `c0 + 8b ..` of `out`'s pixel rows (`cout` apart; a block past `cout` in part).
 ///
 /// # Safety
-/// AVX2 available; `wt` holds `k·rp` rows of `l.cp`, `c0 + 8·B ≤ l.cp`, `0 < npx ≤ PT`,
+/// AVX2 available; `wt` holds `k·rp` rows of `l.cp`, `c0 + 8·B ≤ l.cp`, `0 < npx ≤ PTI`,
 /// `ox + npx ≤ l.strip`, `out` holds `npx·cout`, `cols` holds channels `c0 .. c0 + 8·B`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2")]
@@ -594,15 +600,15 @@ unsafe fn tile_i8<const B: usize>(
 ) {
     let (cp, k) = (l.cp, l.k);
     debug_assert!(c0 + 8 * B <= cp && wt.len() >= k * l.rp * cp);
-    debug_assert!(0 < npx && npx <= PT && ox + npx <= l.strip && out.len() >= npx * cout);
+    debug_assert!(0 < npx && npx <= PTI && ox + npx <= l.strip && out.len() >= npx * cout);
     // Pixel `t`'s first element in a row buffer (a spare pixel repeats the last one).
-    let at: [usize; PT] = core::array::from_fn(|t| (ox + t.min(npx - 1)) * l.cstep);
+    let at: [usize; PTI] = core::array::from_fn(|t| (ox + t.min(npx - 1)) * l.cstep);
     // The sums start at the bias (wrapping adds: the same sums).
     let mut bias = [_mm256_setzero_si256(); B];
     for (b, v) in bias.iter_mut().enumerate() {
         *v = cols.bias8(c0 + 8 * b);
     }
-    let mut a = [bias; PT];
+    let mut a = [bias; PTI];
     let mut j = 0;
     for buf in rows.iter().take(k) {
         let base = buf.as_ptr().cast::<i16>();
@@ -629,7 +635,7 @@ unsafe fn tile_i8<const B: usize>(
         if o >= cout {
             break;
         }
-        let mut r = [_mm256_setzero_si256(); PT];
+        let mut r = [_mm256_setzero_si256(); PTI];
         if cols.plain() {
             let p = cols.plain8(o);
             for (v, at) in r.iter_mut().zip(&a) {
