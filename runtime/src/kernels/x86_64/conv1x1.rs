@@ -639,18 +639,22 @@ fn conv1x1_i8_outer(
         let _ = Requant::new(&rq[c0..c0 + m], q, &mut cols);
         let wsub = &w[c0 * n..(c0 + m) * n];
         outer_i8(&sub, x, zx, wsub, prepacked, &mut |t: OuterTile<'_>| {
+            let out = Out {
+                y: &mut *y,
+                at: t.p * cout + c0 + t.ob,
+                stride: cout,
+                np: t.np,
+                nb: t.nb,
+            };
             // SAFETY: only installed after AVX2 detection; `OuterTile`'s invariants, and
             // `ob + 16 ≤ MAXQ` when two blocks (`m ≤ MAXQ`).
-            let out = unsafe {
+            unsafe {
                 if t.nb > 8 {
-                    tile_outer::<2>(t.wp, t.xw, t.pairs, &cols, t.ob, q)
+                    tile_outer::<2>(t.wp, t.xw, t.pairs, &cols, t.ob, q, out)
                 } else {
-                    tile_outer::<1>(t.wp, t.xw, t.pairs, &cols, t.ob, q)
+                    tile_outer::<1>(t.wp, t.xw, t.pairs, &cols, t.ob, q, out)
                 }
             };
-            for (i, o) in out.iter().enumerate().take(t.np) {
-                put_bytes(&mut y[(t.p + i) * cout + c0 + t.ob..][..t.nb], o);
-            }
         });
         c0 += m;
     }
@@ -891,14 +895,25 @@ pub(super) unsafe fn widen(x: &[i8], zx: i32, out: &mut [MaybeUninit<i16>]) {
     out[n..].fill(MaybeUninit::new(0));
 }
 
+/// Where [`tile_outer`] writes: channels `at .. at + nb` of the first `np` pixel rows of
+/// `y`, `stride` apart.
+struct Out<'y> {
+    y: &'y mut [i8],
+    at: usize,
+    stride: usize,
+    np: usize,
+    nb: usize,
+}
+
 /// [`PO`] pixels × `B` blocks of 8 channels: `acc[p][o] = bias[o] + Σ_k madd(wp[b][k],
 /// (xw[p][2k], xw[p][2k+1]))`, requantised with the parameters of channels `ob .. ob + 8·B`
-/// to bytes ([`requant8_plain`] when the conv's channels are plain, a block's parameters
-/// loaded once for its 4 pixels).
+/// ([`requant8_plain`] when the conv's channels are plain, a block's parameters loaded once
+/// for its 4 pixels) and stored to `out`: two pixels' 16 channels narrowed by one byte
+/// pack and stored straight into their rows, a partial tile's bytes copied.
 ///
 /// # Safety
 /// AVX2 available; every `wp[b]` (`b < B`) at least `16·pairs` long, `2·pairs ≤ MAXC +
-/// 2`, `ob + 8·B ≤ MAXQ`, `ob` a multiple of 8.
+/// 2`, `ob + 8·B ≤ MAXQ`, `ob` a multiple of 8; `out.np ≤ PO`, `out.nb ≤ 8·B`.
 #[target_feature(enable = "avx2")]
 unsafe fn tile_outer<const B: usize>(
     wp: [&[i8]; 2],
@@ -907,7 +922,8 @@ unsafe fn tile_outer<const B: usize>(
     cols: &RqCols,
     ob: usize,
     q: OutQ,
-) -> [[i8; 16]; PO] {
+    out: Out<'_>,
+) {
     // The accumulators start at the bias (wrapping adds: the same sums).
     let mut bias = [_mm256_setzero_si256(); B];
     for (b, v) in bias.iter_mut().enumerate() {
@@ -929,21 +945,38 @@ unsafe fn tile_outer<const B: usize>(
             }
         }
     }
-    let mut out = [[0i8; 16]; PO];
-    for p in (0..PO).step_by(2) {
-        // SAFETY: `out[p]`, `out[p + 1]` are 32 contiguous bytes; `8B ≤ 16`.
-        unsafe {
-            let o = out[p].as_mut_ptr();
-            if B == 2 {
-                let v = super::narrow16x2([r[p][0], r[p][B - 1]], [r[p + 1][0], r[p + 1][B - 1]]);
-                _mm256_storeu_si256(o.cast(), v);
-            } else {
-                _mm_storel_epi64(o.cast(), super::narrow8(r[p][0]));
-                _mm_storel_epi64(o.add(16).cast(), super::narrow8(r[p + 1][0]));
+    let Out {
+        y,
+        at,
+        stride,
+        np,
+        nb,
+    } = out;
+    assert!(np <= PO && nb <= 8 * B);
+    if B == 2 && nb == 16 {
+        for p in (0..np).step_by(2) {
+            let v = super::narrow16x2([r[p][0], r[p][B - 1]], [r[p + 1][0], r[p + 1][B - 1]]);
+            let d = &mut y[at + p * stride..][..16];
+            // SAFETY: `d` holds 16 bytes.
+            unsafe { _mm_storeu_si128(d.as_mut_ptr().cast(), _mm256_castsi256_si128(v)) };
+            if p + 1 < np {
+                let d = &mut y[at + (p + 1) * stride..][..16];
+                // SAFETY: `d` holds 16 bytes.
+                unsafe {
+                    _mm_storeu_si128(d.as_mut_ptr().cast(), _mm256_extracti128_si256::<1>(v))
+                };
             }
         }
+        return;
     }
-    out
+    for (p, rp) in r.iter().enumerate().take(np) {
+        let mut bytes = [0i8; 16];
+        for (b, &v) in rp.iter().enumerate() {
+            // SAFETY: `bytes` holds 16 bytes, `8b + 8 ≤ 16`.
+            unsafe { _mm_storel_epi64(bytes.as_mut_ptr().add(8 * b).cast(), super::narrow8(v)) };
+        }
+        put_bytes(&mut y[at + p * stride..][..nb], &bytes);
+    }
 }
 
 /// The exact sums of [`tile_outer`], one 8-channel vector per pixel and block: each
@@ -1485,9 +1518,18 @@ mod tile_peak {
                     tile_sums::<2>([w0, w1], &xw, pairs, [_mm256_setzero_si256(); 2])
                 });
             });
+            let mut ys = [0i8; 16 * PO];
             let full = median_rate((128 * pairs) as f64, || {
-                // SAFETY: as above; `cols` holds 16 channels.
-                std::hint::black_box(unsafe { tile_outer::<2>([w0, w1], &xw, pairs, &cols, 0, q) });
+                let out = Out {
+                    y: &mut ys,
+                    at: 0,
+                    stride: 16,
+                    np: PO,
+                    nb: 16,
+                };
+                // SAFETY: as above; `cols` holds 16 channels, `ys` 4 rows of 16.
+                unsafe { tile_outer::<2>([w0, w1], &xw, pairs, &cols, 0, q, out) };
+                std::hint::black_box(&ys);
             });
             let panel: std::vec::Vec<f32> = (0..n * FO).map(|i| (i % 13) as f32 * 1e-3).collect();
             let xs: std::vec::Vec<std::vec::Vec<f32>> = (0..4)
