@@ -178,14 +178,20 @@ unsafe fn in_registers<const N: usize, const M: usize>(
     let row = |j: usize, i: usize| unsafe { _mm256_loadu_ps(a.as_ptr().add(j * n + i * 8)) };
     let coef = |m: usize, j: usize| _mm256_set1_ps(b[m * rk + j]);
     // `((b0·a0 + b1·a1) + b2·a2) + b3·a3`, then each further row in order ([`fused`]).
-    let mut t: [[__m256; N]; M] = core::array::from_fn(|m| {
+    // (Loops, not `array::from_fn`: a closure handed to it does not inline here, so every
+    // element was a call.)
+    let mut t = [[_mm256_setzero_ps(); N]; M];
+    for (m, tm) in t.iter_mut().enumerate() {
         let (c0, c1) = (coef(m, 0), coef(m, 1));
-        core::array::from_fn(|i| {
-            _mm256_add_ps(_mm256_mul_ps(c0, row(0, i)), _mm256_mul_ps(c1, row(1, i)))
-        })
-    });
+        for (i, ti) in tm.iter_mut().enumerate() {
+            *ti = _mm256_add_ps(_mm256_mul_ps(c0, row(0, i)), _mm256_mul_ps(c1, row(1, i)));
+        }
+    }
     for j in 2..rk {
-        let r: [__m256; N] = core::array::from_fn(|i| row(j, i));
+        let mut r = [_mm256_setzero_ps(); N];
+        for (i, ri) in r.iter_mut().enumerate() {
+            *ri = row(j, i);
+        }
         for (m, tm) in t.iter_mut().enumerate() {
             let c = coef(m, j);
             for (ti, ri) in tm.iter_mut().zip(r) {
