@@ -527,7 +527,7 @@ const WCAP: usize = 32 * 1024;
 /// pair `(x_i, x_{i+1})` is broadcast and one `madd` per block (its weights sign-extended
 /// as loaded) adds `w[o][i]·x_i + w[o][i+1]·x_{i+1}` to its 8 channels (exact:
 /// `|w·(x − zx)| ≤ 128·255`, sums far from overflow). The finished accumulators go through
-/// [`requant8`] with their blocks' parameter lanes straight to the output bytes. Inputs
+/// the requantisation ([`requant8_plain`] or [`requant8_sum`]) straight to the output bytes. Inputs
 /// wider than [`MAXC`], and convs of fewer than [`ROWS_MIN_PIXELS`] pixels (there packing
 /// the weights would cost more than the multiply-adds: ShuffleNetV2's last stages at small
 /// inputs), take the dot-product tiles ([`conv1x1_i8_dots`]), which read the weights as
@@ -954,6 +954,7 @@ unsafe fn tile_outer<const B: usize>(
     } = out;
     assert!(np <= PO && nb <= 8 * B);
     if B == 2 && nb == 16 {
+        // (`B − 1` is block 1 here, written so that the one-block form compiles.)
         for p in (0..np).step_by(2) {
             let v = super::narrow16x2([r[p][0], r[p][B - 1]], [r[p + 1][0], r[p + 1][B - 1]]);
             let d = &mut y[at + p * stride..][..16];

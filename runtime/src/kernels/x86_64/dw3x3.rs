@@ -602,8 +602,8 @@ struct Run<'r> {
 }
 
 impl Run<'_> {
-    /// Channels `c0 .. c0 + 16` (pair weights `wp`) of every pixel of the run, [`RqCols::requant8`]
-    /// per 8 channels.
+    /// Channels `c0 .. c0 + 16` (pair weights `wp`) of every pixel of the run,
+    /// [`RqCols::requant8`] per 8 channels.
     ///
     /// # Safety
     /// AVX2 available; for every pixel `p < npx` and tap `t`, `x0 + p·step + offs[t] + c0`

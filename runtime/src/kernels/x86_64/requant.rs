@@ -183,7 +183,6 @@ impl RqCols {
     fn fill8(&mut self, j: usize, rq: &[[i32; 3]], zp: i32, lo: i32) {
         let [bias, mult, shift] = gather3(rq);
         let r = Rq8::new(bias, mult, shift);
-        // (Stores in loops, not closures: a closure does not take this function's features.)
         let cols = [bias, mult, shift, r.left, r.right, r.mask, r.half];
         for (c, v) in self.t.iter_mut().zip(cols) {
             let c = &mut c[j..j + 8];

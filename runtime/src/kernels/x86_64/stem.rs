@@ -72,7 +72,7 @@ pub(crate) fn conv_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool,
 /// The stems' walk over the output: per output row and strip of at most `l.strip` columns,
 /// `fill(rows, ky, iy, c0, ncols)` for each kernel row `ky` (input row `iy`, `None` in the
 /// padding; input columns `c0 − pad ..`, `ncols` of them), then per tile of at most `pt`
-/// (`pt`) pixels from strip column `ox`, `tile(rows, ox, npx, c0, out)` from `c0 = 0` on, returning
+/// pixels from strip column `ox`, `tile(rows, ox, npx, c0, out)` from `c0 = 0` on, returning
 /// how many output channels it did (`out`: the tile's `npx` output pixels).
 fn walk<T, R>(
     g: &Geom,
@@ -117,7 +117,7 @@ fn walk<T, R>(
 /// Output pixels per f32 stem tile.
 const PT: usize = 4;
 /// Output pixels per int8 stem tile: 3 × 3 blocks of accumulators, the 3 weight vectors
-/// and the broadcast pair fill 13 of the 16 registers (4 pixels spilled).
+/// and the broadcast pair fill 13 of the 16 registers (at 4 pixels LLVM spilled one).
 const PTI: usize = 3;
 
 /// The AVX-512 table's f32 stem: [`conv_f32`] with 16-lane accumulators, [`PT5`] pixels
