@@ -17,7 +17,6 @@ mod maxpool;
 mod rebuild;
 mod requant;
 mod stem;
-mod stem_vnni;
 mod streaming;
 
 use core::arch::x86_64::*;
@@ -95,7 +94,8 @@ pub(crate) fn avx512_detected() -> bool {
 ///   experts laid out at the switch, the row convs (Auto's rebuilt experts) and the
 ///   streamed experts' `W0` sums laid out a panel at a time per call from 8 output pixels,
 ///   below that dot products on the rows ([`dots_vnni`]);
-/// - the f32 stem on 16-lane FMA tiles, the int8 stem on `vpdpbusd` ([`stem_vnni`]), the
+/// - the f32 stem on 16-lane FMA tiles (the int8 stem is the AVX2 table's row-buffer walk,
+///   which beat a `vpdpbusd` stem on per-pixel patches: BENCHMARKS.md, session 47), the
 ///   int8 depthwise conv's output stage on 16 lanes ([`requant`]'s `requant16`);
 /// - the switch's rebuild on 16 lanes: 1x1 experts of 16–64 inputs in registers, four
 ///   channels at a time, wider channels one register pass per 16 weights; the streaming
@@ -122,7 +122,6 @@ pub(crate) fn avx512() -> Kernels {
         } else {
             concat::concat_shuffle_i8_avx2
         }),
-        conv_i8: stem_vnni::conv_i8,
         streaming: streaming::avx512(),
         rebuild_i8: Some(rebuild::rebuild_i8_avx512),
         materialize_f32: rebuild::materialize_f32_avx512,

@@ -3,9 +3,11 @@
 //! to 8 outputs) on the stack, tap-major (`(ky, kx, c)`, not the weights' `(c, ky, kx)`).
 //! Per output row the `k` input rows it reads go once into row buffers (0 in the padding;
 //! int8 widened to `x − zx`), where each pixel's kernel row is one run: the tiles broadcast
-//! the taps from there (no per-pixel im2col patch), 8 output channels per lane vector, 4
-//! pixels a tile, so each weight vector loaded feeds 4 FMAs / multiply-adds, and finish
-//! each pixel in registers. Problems past the stack buffers take the reference.
+//! the taps from there (no per-pixel im2col patch), 8 output channels per lane vector
+//! (16 in the AVX-512 table's f32 stem), several pixels a tile, so each weight vector loaded
+//! feeds several FMAs / multiply-adds, and finish each pixel in registers. The AVX-512 table
+//! takes this int8 stem as it is (it beat a `vpdpbusd` stem on per-pixel patches by ~20 %).
+//! Problems past the stack buffers take the reference.
 //!
 //! f32: bias, then FMAs over the tap-major taps: only the order and FMA's single rounding
 //! differ from the reference, `|Δ| ≤ 2·n·ε·(|b| + Σ|w·x|)`. int8: tap pairs `x − zx` as i16
@@ -120,9 +122,10 @@ const PT: usize = 4;
 /// and the broadcast pair fill 13 of the 16 registers (at 4 pixels LLVM spilled one).
 const PTI: usize = 3;
 
-/// The AVX-512 table's f32 stem: [`conv_f32`] with 16-lane accumulators, [`PT5`] pixels
-/// a tile (32 registers hold 8 pixels × 2 blocks without spilling), every lane summed as
-/// there (from the bias, FMA over the tap-major patch in order), so the AVX2 twin's bits.
+/// The AVX-512 table's f32 stem: [`conv_f32`]'s walk over row buffers with 16-lane
+/// accumulators, [`PT5`] pixels a tile (32 registers hold 8 pixels × 2 blocks without
+/// spilling), every lane summed as there (from the bias, FMA over the tap-major taps in
+/// order), so the AVX2 twin's bits.
 pub(crate) fn conv_f32_avx512(
     g: &Geom,
     x: &[f32],
@@ -131,52 +134,70 @@ pub(crate) fn conv_f32_avx512(
     relu: bool,
     y: &mut [f32],
 ) {
-    let n = g.cin * g.k * g.k;
     let cp = g.cout.div_ceil(16) * 16;
-    if n > PATCH || cp > MAXC || n * cp > WT {
+    let Some(l) = StemLayout::new(g).filter(|l| l.n * cp <= WT && cp <= MAXC) else {
         return conv_f32(g, x, w, bias, relu, y);
+    };
+    if cp == 0 || g.ho == 0 || g.wo == 0 {
+        return;
     }
+    // wt[e, o] = w[o, e] with `e` tap-major (rows of 16-channel blocks).
     let mut wt = [0.0f32; WT];
-    for (o, row) in w[..g.cout * n].chunks_exact(n).enumerate() {
-        for e in 0..n {
+    for (o, row) in w[..g.cout * l.n].chunks_exact(l.n).enumerate() {
+        for e in 0..l.n {
             wt[e * cp + o] = row[oihw(g, e)];
         }
     }
     let mut b = [0.0f32; MAXC];
     b[..g.cout].copy_from_slice(&bias[..g.cout]);
-    let mut patch = [[0.0f32; PATCH]; PT5];
-    for oy in 0..g.ho {
-        let mut ox = 0;
-        while ox < g.wo {
-            let np = PT5.min(g.wo - ox);
-            for (t, p) in patch.iter_mut().enumerate().take(np) {
-                gather_tap_major(g, x, oy, ox + t, 0.0, |v| v, p);
-            }
-            let out = &mut y[(oy * g.wo + ox) * g.cout..][..np * g.cout];
-            // SAFETY: only installed after AVX-512 detection; `wt` holds `n·cp`, `b`
-            // `cp ≤ MAXC`, every patch row `n ≤ PATCH`; `out` `np` pixels of `cout`.
-            unsafe { tile_f32_512(&patch, np, n, &wt[..n * cp], &b[..cp], relu, out, g.cout) };
-            ox += np;
-        }
-    }
+    let mut rows = [[0.0f32; RB]; KMAX];
+    walk(
+        g,
+        &l,
+        PT5,
+        y,
+        &mut rows,
+        |rows, ky, iy, c0, ncols| fill_row_f32(g, x, iy, c0, ncols, &mut rows[ky][..ncols * g.cin]),
+        |rows, ox, npx, _, out| {
+            // SAFETY: only installed after AVX-512 detection; `wt` holds `n` rows of `cp`,
+            // `b` `cp ≤ MAXC`; `walk`'s tile bounds.
+            unsafe {
+                tile_f32_512(
+                    rows,
+                    &l,
+                    ox,
+                    npx,
+                    &wt[..l.n * cp],
+                    &b[..cp],
+                    relu,
+                    out,
+                    g.cout,
+                )
+            };
+            // All the channels (`cp ≥ l.cp` ends the walk's channel loop).
+            cp
+        },
+    );
 }
 
 /// Output pixels per AVX-512 f32 stem tile.
 const PT5: usize = 8;
 
-/// `out[p][o] = b[o] + Σ_t patch[p][t]·wt[t, o]` (then ReLU) for the first `np` patches,
-/// `o` in 16-lane blocks two at a time where there are, stored straight into the output
-/// rows (`cout` apart, the lanes past `cout` masked off).
+/// `out[t][o] = b[o] + Σ_e x_t[e]·wt[e, o]` (then ReLU) for the first `npx` of [`PT5`]
+/// pixels from strip column `ox` (`x_t`: the pixel's runs in the row buffers), `o` in
+/// 16-lane blocks two at a time where there are, stored straight into the output rows
+/// (`cout` apart, the lanes past `cout` masked off).
 ///
 /// # Safety
-/// AVX-512F available; `cp = b.len()` a multiple of 16 and at least `cout`, `n ≤ PATCH`,
-/// `wt.len() ≥ n · cp`; `out` holds `np·cout`.
+/// AVX-512F available; `cp = b.len()` a multiple of 16 and at least `cout`,
+/// `wt.len() ≥ l.n · cp`, `0 < npx ≤ PT5`, `ox + npx ≤ l.strip`; `out` holds `npx·cout`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,avx512f")]
 unsafe fn tile_f32_512(
-    patch: &[[f32; PATCH]; PT5],
-    np: usize,
-    n: usize,
+    rows: &[[f32; RB]; KMAX],
+    l: &StemLayout,
+    ox: usize,
+    npx: usize,
     wt: &[f32],
     b: &[f32],
     relu: bool,
@@ -184,21 +205,27 @@ unsafe fn tile_f32_512(
     cout: usize,
 ) {
     let cp = b.len();
-    debug_assert!(cp.is_multiple_of(16) && cp >= cout && wt.len() >= n * cp);
-    debug_assert!(out.len() >= np * cout);
+    debug_assert!(cp.is_multiple_of(16) && cp >= cout && wt.len() >= l.n * cp);
+    debug_assert!(0 < npx && npx <= PT5 && ox + npx <= l.strip && out.len() >= npx * cout);
+    // Pixel `t`'s first element in a row buffer (a spare pixel repeats the last one).
+    let mut at = [0; PT5];
+    for (t, a) in at.iter_mut().enumerate() {
+        *a = (ox + t.min(npx - 1)) * l.cstep;
+    }
     let mut c0 = 0;
     while c0 < cp {
         let nb = if c0 + 32 <= cp { 2 } else { 1 };
-        // SAFETY: the blocks `c0 .. c0 + 16·nb ≤ cp` are inside `b` and every `wt` row.
+        // SAFETY: the blocks `c0 .. c0 + 16·nb ≤ cp` are inside `b` and every `wt` row;
+        // the pixels' runs as this function's contract.
         let acc = unsafe {
             if nb == 2 {
-                blocks_f32_512::<2>(patch, n, wt, b, cp, c0)
+                blocks_f32_512::<2>(rows, l, &at, wt, b, c0)
             } else {
-                let a = blocks_f32_512::<1>(patch, n, wt, b, cp, c0);
+                let a = blocks_f32_512::<1>(rows, l, &at, wt, b, c0);
                 a.map(|r| [r[0], _mm512_setzero_ps()])
             }
         };
-        for (p, ap) in acc.iter().enumerate().take(np) {
+        for (p, ap) in acc.iter().enumerate().take(npx) {
             for (k, &a) in ap.iter().enumerate().take(nb) {
                 let o = c0 + 16 * k;
                 if o >= cout {
@@ -211,7 +238,7 @@ unsafe fn tile_f32_512(
                 };
                 let keep = super::first16(cout - o);
                 // SAFETY: the lanes `keep` selects are channels `o .. min(o + 16, cout)` of
-                // pixel `p < np` (`out` holds `np·cout`).
+                // pixel `p < npx` (`out` holds `npx·cout`).
                 unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(p * cout + o), keep, a) };
             }
         }
@@ -219,36 +246,44 @@ unsafe fn tile_f32_512(
     }
 }
 
-/// `B` 16-lane blocks from `c0` of [`tile_f32_512`], for all [`PT5`] patches.
+/// `B` 16-lane blocks from `c0` of [`tile_f32_512`], for all [`PT5`] pixels (`at`: their
+/// runs' starts in the row buffers).
 ///
 /// # Safety
-/// As [`tile_f32_512`], and `c0 + 16·B ≤ cp`.
+/// As [`tile_f32_512`], and `c0 + 16·B ≤ cp = b.len()`.
 #[inline]
 #[target_feature(enable = "avx2,fma,avx512f")]
-// `t` indexes the patches and the weight rows alike.
-#[allow(clippy::needless_range_loop)]
 unsafe fn blocks_f32_512<const B: usize>(
-    patch: &[[f32; PATCH]; PT5],
-    n: usize,
+    rows: &[[f32; RB]; KMAX],
+    l: &StemLayout,
+    at: &[usize; PT5],
     wt: &[f32],
     b: &[f32],
-    cp: usize,
     c0: usize,
 ) -> [[__m512; B]; PT5] {
-    // SAFETY: `c0 + 16k + 16 ≤ cp ≤ b.len()`.
-    let bv: [__m512; B] =
-        core::array::from_fn(|k| unsafe { _mm512_loadu_ps(b.as_ptr().add(c0 + 16 * k)) });
+    let cp = b.len();
+    let mut bv = [_mm512_setzero_ps(); B];
+    for (k, v) in bv.iter_mut().enumerate() {
+        // SAFETY: `c0 + 16k + 16 ≤ cp = b.len()`.
+        *v = unsafe { _mm512_loadu_ps(b.as_ptr().add(c0 + 16 * k)) };
+    }
     let mut acc = [bv; PT5];
-    for t in 0..n {
-        // SAFETY: row `t` of `wt` spans `t·cp .. t·cp + cp`, `c0 + 16k + 16 ≤ cp`.
-        let wv: [__m512; B] = core::array::from_fn(|k| unsafe {
-            _mm512_loadu_ps(wt.as_ptr().add(t * cp + c0 + 16 * k))
-        });
-        for (p, ap) in acc.iter_mut().enumerate() {
-            let xv = _mm512_set1_ps(patch[p][t]);
-            for (a, &w) in ap.iter_mut().zip(&wv) {
-                *a = _mm512_fmadd_ps(xv, w, *a);
+    let mut e = 0;
+    for buf in rows.iter().take(l.k) {
+        for i in 0..l.row {
+            let mut wv = [_mm512_setzero_ps(); B];
+            for (k, v) in wv.iter_mut().enumerate() {
+                // SAFETY: row `e < n` of `wt` spans `e·cp .. e·cp + cp`, `c0 + 16k + 16 ≤ cp`.
+                *v = unsafe { _mm512_loadu_ps(wt.as_ptr().add(e * cp + c0 + 16 * k)) };
             }
+            for (ap, &p) in acc.iter_mut().zip(at) {
+                // SAFETY: `p + i < (ox + npx − 1)·stride·cin + row ≤ ncols·cin ≤ RB`.
+                let xv = _mm512_set1_ps(unsafe { *buf.get_unchecked(p + i) });
+                for (a, &w) in ap.iter_mut().zip(&wv) {
+                    *a = _mm512_fmadd_ps(xv, w, *a);
+                }
+            }
+            e += 1;
         }
     }
     acc
@@ -446,57 +481,6 @@ impl StemLayout {
 /// Where the tap-major patch element `e = (ky·k + kx)·cin + c` sits in an OIHW weight row.
 pub(super) fn oihw(g: &Geom, e: usize) -> usize {
     (e % g.cin) * g.k * g.k + e / g.cin
-}
-
-/// `p[(ky·k + kx)·cin + c] = load(x[iy, ix, c_off + c])` for the taps of output pixel
-/// `(oy, ox)`, `pad` outside the image: tap-major, so each tap is one run of `cin` inputs.
-fn gather_tap_major<T: Copy, U: Copy>(
-    g: &Geom,
-    x: &[T],
-    oy: usize,
-    ox: usize,
-    pad: U,
-    load: impl Fn(T) -> U,
-    p: &mut [U],
-) {
-    let (k, cin) = (g.k, g.cin);
-    let (iy0, ix0) = (oy * g.stride, ox * g.stride);
-    if iy0 >= g.pad && ix0 >= g.pad && iy0 - g.pad + k <= g.h && ix0 - g.pad + k <= g.w {
-        // Every tap inside: per `ky` the `k` taps' channel runs, one copy when dense.
-        let run = (k - 1) * g.in_stride + cin;
-        for ky in 0..k {
-            let s = ((iy0 - g.pad + ky) * g.w + ix0 - g.pad) * g.in_stride + g.c_off;
-            let src = &x[s..s + run];
-            let dst = &mut p[ky * k * cin..][..k * cin];
-            if g.in_stride == cin {
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d = load(v);
-                }
-            } else {
-                for (d, px) in dst.chunks_exact_mut(cin).zip(src.chunks(g.in_stride)) {
-                    for (d, &v) in d.iter_mut().zip(px) {
-                        *d = load(v);
-                    }
-                }
-            }
-        }
-        return;
-    }
-    for ky in 0..k {
-        let iy = Geom::tap(oy, ky, g.stride, g.pad, g.h);
-        for kx in 0..k {
-            let dst = &mut p[(ky * k + kx) * cin..][..cin];
-            match (iy, Geom::tap(ox, kx, g.stride, g.pad, g.w)) {
-                (Some(iy), Some(ix)) => {
-                    let px = &x[(iy * g.w + ix) * g.in_stride + g.c_off..][..cin];
-                    for (d, &v) in dst.iter_mut().zip(px) {
-                        *d = load(v);
-                    }
-                }
-                _ => dst.fill(pad),
-            }
-        }
-    }
 }
 
 /// `buf[j·cin + c] = x[iy, ix, c_off + c] − zx` for the `ncols` input columns `ix = c0 + j
