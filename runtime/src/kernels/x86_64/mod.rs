@@ -128,8 +128,9 @@ pub(crate) fn avx512() -> Kernels {
         rebuild_layer_i8: Some(rebuild::rebuild_layer_i8_avx512),
         dwconv3x3_i8: dw3x3::dwconv3x3_i8_avx512,
         requant_table: requant::requant_table_avx512,
-        // The 16-lane f32 tiles are not checked pixel by pixel here (no AVX-512 host).
-        pix_align_f32: crate::kernels::PIX_ALIGN,
+        // The AVX2 bits (one FMA chain per output whatever the tile: `engine_simd`'s
+        // `avx512_f32_convs_are_the_avx2_bits`), so its pixel cut too.
+        pix_align_f32: 1,
         isa: "x86_64-avx512",
         ..avx2()
     }
