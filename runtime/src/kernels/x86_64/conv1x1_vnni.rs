@@ -6,7 +6,7 @@
 //! output channel summed once per call by `vpdpbusd` against ones. The AVX2 outer
 //! product's design with quads for pairs ([`super::conv1x1`]): the lanes of an accumulator
 //! are 16 output channels of one pixel, each pixel's input quad is broadcast, and the
-//! accumulators go through `requant16` straight to the output bytes. An
+//! accumulators go through `requant16` (`requant16_plain`) straight to the output bytes. An
 //! input count that is not a multiple of 4 ends in a zero-padded quad. Bit-exact to the
 //! reference.
 use core::arch::x86_64::*;
@@ -14,7 +14,7 @@ use core::mem::MaybeUninit;
 
 use super::conv1x1::src;
 use super::conv1x1::ROWS_MIN_PIXELS;
-use super::requant::{requant16, Requant, RqCols};
+use super::requant::{Requant, RqCols};
 use super::{first16, first_bytes, lane_mask};
 use crate::kernels::{Geom, OutQ, SumTile};
 
@@ -174,7 +174,7 @@ pub(crate) fn conv1x1_i8(
 /// The conv with the output stage, `w` laid out at the switch (`prepacked`) or rows, in runs
 /// of [`MAXQ`] channels (the requantisation lanes; a multiple of 16, so each run of a
 /// packed weight is its own layout) and panels of blocks. (A target-feature function, so
-/// its closures inline `requant16` and the tile.)
+/// its closures inline the output stage and the tile.)
 ///
 /// # Safety
 /// AVX2 and AVX-512 F/BW/VL/VNNI available; `g.cin` passes [`packs`].
@@ -206,10 +206,10 @@ unsafe fn requantised(
                     let ob = lo + BLK * b;
                     let nb = BLK.min(m - ob);
                     // The columns are zero-padded to a multiple of 16 (`RqCols::lanes16`).
-                    let lanes = cols.lanes16(ob);
                     let keep = first16(nb);
+                    let out = cols.out16(ob, q);
                     for (t, a) in acc.iter().enumerate().take(np) {
-                        let v = requant16(*a, &lanes, q);
+                        let v = out.requant(*a);
                         let o = &mut y[(p + t) * cout + c0 + ob..][..nb];
                         // SAFETY: the bytes `keep` selects are `o`'s `nb`.
                         _mm_mask_storeu_epi8(o.as_mut_ptr(), keep, v);

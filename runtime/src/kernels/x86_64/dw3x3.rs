@@ -10,7 +10,7 @@ use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
 use super::lane_mask;
-use super::requant::{requant16, Requant, RqCols, MAXQ};
+use super::requant::{Out16, Requant, RqCols, MAXQ};
 use crate::kernels::reference::dwconv3x3::taps;
 use crate::kernels::{Geom, OutQ};
 use crate::quant::requant;
@@ -191,7 +191,7 @@ pub(crate) fn dwconv3x3_i8(
     dw_i8::<false>(g, x, zx, w, rq, q, y)
 }
 
-/// [`dwconv3x3_i8`] with the 16-channel blocks requantised on AVX-512 ([`requant16`]).
+/// [`dwconv3x3_i8`] with the 16-channel blocks requantised on AVX-512 ([`Out16`]).
 /// Install only when `avx512_detected`.
 pub(crate) fn dwconv3x3_i8_avx512(
     g: &Geom,
@@ -460,7 +460,7 @@ unsafe fn pairs16_i8(
     unsafe { put16(lo, hi, cols, c0, q, out.as_mut_ptr()) };
 }
 
-/// [`pairs16_i8`] with [`requant16`] (the AVX-512 table).
+/// [`pairs16_i8`] with [`Out16`] (the AVX-512 table).
 ///
 /// # Safety
 /// As [`pairs16_i8`], and AVX-512 F/BW/VL available.
@@ -478,7 +478,7 @@ unsafe fn pairs16_i8_512(
     // SAFETY: this function's contract.
     let (lo, hi) = unsafe { pairs16_sums(xs, c0, wp, zs) };
     // SAFETY: `out` holds 16 bytes.
-    unsafe { put16_512(lo, hi, cols, c0, q, out.as_mut_ptr()) };
+    unsafe { put16_512(lo, hi, &cols.out16(c0, q), out.as_mut_ptr()) };
 }
 
 /// Channels `c0 .. c0 + 16`'s sums (two 8-lane halves) requantised into the 16 bytes at
@@ -496,16 +496,16 @@ unsafe fn put16(lo: __m256i, hi: __m256i, cols: &RqCols, c0: usize, q: OutQ, out
     unsafe { _mm_storeu_si128(out.cast(), v) };
 }
 
-/// [`put16`] by one [`requant16`] (the AVX-512 table).
+/// [`put16`] by one [`Out16`] (the AVX-512 table: `cols.out16(c0, q)`).
 ///
 /// # Safety
 /// As [`put16`], and AVX-512 F/BW/VL available.
 #[inline]
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
-unsafe fn put16_512(lo: __m256i, hi: __m256i, cols: &RqCols, c0: usize, q: OutQ, out: *mut i8) {
+unsafe fn put16_512(lo: __m256i, hi: __m256i, out16: &Out16, out: *mut i8) {
     let acc = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
     // SAFETY: this function's contract.
-    unsafe { _mm_storeu_si128(out.cast(), requant16(acc, &cols.lanes16(c0), q)) };
+    unsafe { _mm_storeu_si128(out.cast(), out16.requant(acc)) };
 }
 
 /// `Σ_t w·x − zx·Σ_t w` for channels `c0 .. c0 + 16` of an interior output pixel (`xs`: its
@@ -622,7 +622,7 @@ impl Run<'_> {
         }
     }
 
-    /// [`Run::block`] with [`requant16`].
+    /// [`Run::block`] with [`Out16`] (its parameters loaded once for the run).
     ///
     /// # Safety
     /// As [`Run::block`], and AVX-512 F/BW/VL available.
@@ -631,10 +631,11 @@ impl Run<'_> {
         // SAFETY: this function's contract.
         unsafe {
             let regs = PairsRegs::load(wp, &self.zs[c0..c0 + 16]);
+            let out16 = self.cols.out16(c0, self.q);
             for p in 0..self.npx {
                 let base = self.x0.add(p * self.step + c0);
                 let (lo, hi) = regs.sums(self.offs.map(|o| base.add(o)));
-                put16_512(lo, hi, self.cols, c0, self.q, self.out.add(p * self.c + c0));
+                put16_512(lo, hi, &out16, self.out.add(p * self.c + c0));
             }
         }
     }
@@ -662,7 +663,7 @@ unsafe fn block16_i8(
     unsafe { put16(lo, hi, cols, c0, q, out.as_mut_ptr()) };
 }
 
-/// [`block16_i8`] with [`requant16`] (the AVX-512 table).
+/// [`block16_i8`] with [`Out16`] (the AVX-512 table).
 ///
 /// # Safety
 /// As [`block16_i8`], and AVX-512 F/BW/VL available.
@@ -679,7 +680,7 @@ unsafe fn block16_i8_512(
     // SAFETY: this function's contract.
     let (lo, hi) = unsafe { block16_sums(taps, c0, zx) };
     // SAFETY: `out` holds 16 bytes.
-    unsafe { put16_512(lo, hi, cols, c0, q, out.as_mut_ptr()) };
+    unsafe { put16_512(lo, hi, &cols.out16(c0, q), out.as_mut_ptr()) };
 }
 
 /// `Σ_taps w·(x − zx)` for channels `c0 .. c0 + 16` of one output pixel, in two 8-lane

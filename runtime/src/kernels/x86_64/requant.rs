@@ -6,7 +6,8 @@
 //! (multiplier ≥ 0, shift ≤ 0, output zero point in i8: what calibration makes) take
 //! [`requant8_plain`]: the high multiply and the rounding shift as one 64-bit floor, 14
 //! instructions per 8 outputs instead of 21 plus the bias add, their parameters laid out
-//! per conv call by [`RqCols`] in lanes.
+//! per conv call by [`RqCols`] in lanes; the AVX-512 table's 16-lane forms are
+//! [`requant16_plain`] and [`requant16`] ([`Out16`] picks one per conv).
 use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
@@ -330,6 +331,58 @@ impl RqCols {
         }
     }
 
+    /// The output stage of channels `o0 .. o0 + 16` for the output quantisation `q` given
+    /// to [`Requant::new`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn out16(&self, o0: usize, q: OutQ) -> Out16 {
+        if self.plain {
+            Out16::Plain(self.plain16(o0))
+        } else {
+            Out16::Sum(self.lanes16(o0), q)
+        }
+    }
+
+    /// [`RqCols::plain8`] of channels `o0 .. o0 + 16` in 512-bit lanes, with their biases.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn plain16(&self, o0: usize) -> Plain16 {
+        assert!(self.plain && o0 + 16 <= self.len);
+        let d = |k: usize, at: usize| self.t[k].as_ptr().wrapping_add(at).cast::<__m512i>();
+        // Lanes `2i` are channels `o0 + 2i`, lanes `2i + 1` channels `o0 + 1 + 2i`.
+        let q = |k: usize, at: usize| {
+            self.w[k][at % 2]
+                .as_ptr()
+                .wrapping_add(at / 2)
+                .cast::<__m512i>()
+        };
+        // SAFETY: `o0 + 16 ≤ len`: 16 filled entries of each column from `o0` (`o0 + 17`
+        // of the multipliers: `fill` wrote entry `len`); 8 of each parity half from channel
+        // `o0` and from `o0 + 1` (at most channel `o0 + 15`).
+        unsafe {
+            Plain16 {
+                bias: _mm512_loadu_si512(d(0, o0)),
+                mult: _mm512_loadu_si512(d(1, o0)),
+                mult_odd: _mm512_loadu_si512(d(1, o0 + 1)),
+                pos: [
+                    _mm512_loadu_si512(q(0, o0)),
+                    _mm512_loadu_si512(q(0, o0 + 1)),
+                ],
+                neg: [
+                    _mm512_loadu_si512(q(1, o0)),
+                    _mm512_loadu_si512(q(1, o0 + 1)),
+                ],
+                count: [
+                    _mm512_loadu_si512(q(2, o0)),
+                    _mm512_loadu_si512(q(2, o0 + 1)),
+                ],
+                lo: _mm512_loadu_si512(d(7, o0)),
+                hi: _mm512_loadu_si512(d(8, o0)),
+                add: _mm512_loadu_si512(d(9, o0)),
+            }
+        }
+    }
+
     /// `out[i] = quant::requant(acc[i], rq[o0 + i], q)` for `i < out.len()` (`acc` at least
     /// as long, `o0 + out.len()` within the channels given to [`RqCols::new`]): 8 channels
     /// per step, the tail scalar.
@@ -491,6 +544,83 @@ pub(super) struct Rq16 {
     pub right: __m512i,
     pub mask: __m512i,
     pub half: __m512i,
+}
+
+/// [`Plain8`] for 16 channels in 512-bit lanes, with their biases ([`requant16_plain`]).
+#[derive(Clone, Copy)]
+pub(super) struct Plain16 {
+    pub bias: __m512i,
+    pub mult: __m512i,
+    pub mult_odd: __m512i,
+    pub pos: [__m512i; 2],
+    pub neg: [__m512i; 2],
+    pub count: [__m512i; 2],
+    pub lo: __m512i,
+    pub hi: __m512i,
+    pub add: __m512i,
+}
+
+/// [`requant8_plain`] for 16 lanes on AVX-512 (the addend picked by a sign mask), bias
+/// added, as 16 i8: 17 instructions where [`requant16`] takes 22.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) fn requant16_plain(acc: __m512i, p: &Plain16) -> __m128i {
+    let x = _mm512_add_epi32(acc, p.bias);
+    let even = mul_epi32(x, p.mult);
+    let odd = mul_epi32(_mm512_srli_epi64::<32>(x), p.mult_odd);
+    let zero = _mm512_setzero_si512();
+    let ce = _mm512_mask_blend_epi64(_mm512_cmplt_epi64_mask(even, zero), p.pos[0], p.neg[0]);
+    let co = _mm512_mask_blend_epi64(_mm512_cmplt_epi64_mask(odd, zero), p.pos[1], p.neg[1]);
+    let even = _mm512_srlv_epi64(_mm512_add_epi64(even, ce), p.count[0]);
+    let odd = _mm512_srlv_epi64(_mm512_add_epi64(odd, co), p.count[1]);
+    // Both below 2^32: the even lanes' high halves are 0.
+    let r = _mm512_or_si512(even, _mm512_slli_epi64::<32>(odd));
+    let v = _mm512_add_epi32(_mm512_min_epu32(_mm512_max_epu32(r, p.lo), p.hi), p.add);
+    // Every lane is in [lo, 127]: the narrowing keeps it.
+    _mm512_cvtepi32_epi8(v)
+}
+
+/// The output stage of 16 channels on AVX-512, its parameters loaded once
+/// ([`RqCols::out16`]): [`requant16_plain`] for a plain conv, else [`requant16`].
+// Vector registers a pixel loop holds, never stored: no boxing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Copy)]
+pub(super) enum Out16 {
+    Plain(Plain16),
+    Sum(Rq16, OutQ),
+}
+
+impl Out16 {
+    /// `quant::requant` of the 16 sums `acc` (no bias yet), as 16 i8.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) fn requant(&self, acc: __m512i) -> __m128i {
+        match self {
+            Out16::Plain(p) => requant16_plain(acc, p),
+            Out16::Sum(rq, q) => requant16(acc, rq, *q),
+        }
+    }
+}
+
+/// `_mm512_mul_epi32` as the one instruction it names. Where a caller's loop holds the
+/// multipliers, LLVM hoists their sign extension out of it and then no longer sees a
+/// 32 × 32-bit product: it multiplied in full 64 bits (six instructions for one).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn mul_epi32(a: __m512i, b: __m512i) -> __m512i {
+    let r;
+    // SAFETY: `vpmuldq` on registers only (AVX-512F, this function's feature): no memory,
+    // stack or flags touched.
+    unsafe {
+        core::arch::asm!(
+            "vpmuldq {r}, {a}, {b}",
+            r = lateout(zmm_reg) r,
+            a = in(zmm_reg) a,
+            b = in(zmm_reg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    r
 }
 
 /// [`requant8`] for 16 lanes on AVX-512 (the comparisons as masks), as 16 i8: half the
@@ -1025,6 +1155,57 @@ mod tests {
                 assert_eq!(got[j], requant(acc, c, q), "{acc} {c:?} {q:?} at {o0}");
             }
             assert_eq!(one, got[..16]);
+        }
+    }
+
+    /// [`requant16_plain`] through [`RqCols::plain16`] on 16 channels from any first one
+    /// `o0 ≤ 8` (as [`requant8_plain_is_bit_exact`]'s parameters) is the scalar spec's.
+    #[test]
+    fn requant16_plain_is_bit_exact() {
+        if !super::super::avx512_detected() {
+            println!("SKIPPED requant16_plain_is_bit_exact: no AVX-512 on this CPU");
+            return;
+        }
+        let mut r = crate::engine::testnet::Rng::new(crate::test_seed());
+        let mut next = move || r.next_u64();
+        let plain = |[b, m, sh]: [i32; 3], r: u64| {
+            let sh = match r % 16 {
+                0 => i32::MIN,
+                _ => sh.min(-sh),
+            };
+            [b, m & i32::MAX, sh]
+        };
+        for it in 0..100_000 {
+            let (a0, r0, q0, w) = case(&mut next, it);
+            let q = OutQ {
+                zero_point: q0.zero_point.clamp(-128, 127),
+                ..q0
+            };
+            let (a1, r1, _, _) = case(&mut next, it / 2);
+            let (_, r2, _, _) = case(&mut next, it / 3);
+            let rq: Vec<[i32; 3]> = [r0, r1, r2]
+                .concat()
+                .into_iter()
+                .enumerate()
+                .map(|(j, c)| plain(c, w >> (4 * (j % 16))))
+                .collect();
+            let o0 = (w >> 60) as usize % 9;
+            let mut cols = RqCols::new();
+            let _ = Requant::new(&rq, q, &mut cols);
+            assert!(cols.plain());
+            let acc: Vec<i32> = a0.iter().chain(&a1).copied().collect();
+            let mut got = [0i8; 16];
+            // SAFETY: AVX-512 detected above; `got` and `acc` hold 16 lanes, channels
+            // `o0 + 16 ≤ 24`.
+            unsafe {
+                let a = _mm512_loadu_si512(acc.as_ptr().cast());
+                let v = requant16_plain(a, &cols.plain16(o0));
+                _mm_storeu_si128(got.as_mut_ptr().cast(), v);
+            }
+            for (j, &a) in acc.iter().enumerate() {
+                let c = rq[o0 + j];
+                assert_eq!(got[j], requant(a, c, q), "{a} {c:?} {q:?} at {o0}");
+            }
         }
     }
 
