@@ -2,7 +2,7 @@
 //! `MultiplyByQuantizedMultiplier` (shift left, `SaturatingRoundingDoublingHighMul`,
 //! `RoundingDivideByPOT`), the zero point added with saturation, the clamp — bit-exact for
 //! every input (the unit test sweeps edges and random values). The high multiply runs as two
-//! `_mm256_mul_epi32` (even and odd lanes in i64). Convs whose channels are all "plain"
+//! `vpmuldq` ([`mul_epi32`]: even and odd lanes in i64). Convs whose channels are all "plain"
 //! (multiplier ≥ 0, shift ≤ 0, output zero point in i8: what calibration makes) take
 //! [`requant8_plain`]: the high multiply and the rounding shift as one 64-bit floor, 14
 //! instructions per 8 outputs instead of 21 plus the bias add, their parameters laid out
@@ -524,8 +524,8 @@ pub(super) fn requant8_sum(x: __m256i, rq: &Rq8, q: OutQ) -> __m256i {
 #[target_feature(enable = "avx2")]
 pub(super) fn requant8_plain(x: __m256i, p: &Plain8) -> __m256i {
     let pd = _mm256_castsi256_pd;
-    let even = _mm256_mul_epi32(x, p.mult);
-    let odd = _mm256_mul_epi32(_mm256_srli_epi64(x, 32), p.mult_odd);
+    let even = mul_epi32(x, p.mult);
+    let odd = mul_epi32(_mm256_srli_epi64(x, 32), p.mult_odd);
     let ce = _mm256_blendv_pd(pd(p.pos[0]), pd(p.neg[0]), pd(even));
     let co = _mm256_blendv_pd(pd(p.pos[1]), pd(p.neg[1]), pd(odd));
     let even = _mm256_srlv_epi64(_mm256_add_epi64(even, _mm256_castpd_si256(ce)), p.count[0]);
@@ -566,8 +566,8 @@ pub(super) struct Plain16 {
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(super) fn requant16_plain(acc: __m512i, p: &Plain16) -> __m128i {
     let x = _mm512_add_epi32(acc, p.bias);
-    let even = mul_epi32(x, p.mult);
-    let odd = mul_epi32(_mm512_srli_epi64::<32>(x), p.mult_odd);
+    let even = mul_epi32x16(x, p.mult);
+    let odd = mul_epi32x16(_mm512_srli_epi64::<32>(x), p.mult_odd);
     let zero = _mm512_setzero_si512();
     let ce = _mm512_mask_blend_epi64(_mm512_cmplt_epi64_mask(even, zero), p.pos[0], p.neg[0]);
     let co = _mm512_mask_blend_epi64(_mm512_cmplt_epi64_mask(odd, zero), p.pos[1], p.neg[1]);
@@ -602,12 +602,32 @@ impl Out16 {
     }
 }
 
-/// `_mm512_mul_epi32` as the one instruction it names. Where a caller's loop holds the
-/// multipliers, LLVM hoists their sign extension out of it and then no longer sees a
-/// 32 × 32-bit product: it multiplied in full 64 bits (six instructions for one).
+/// `_mm256_mul_epi32` as the one instruction it names (`vpmuldq`). Where a caller's loop
+/// holds the multipliers, LLVM hoists their sign extension (or the odd lanes' shift) out of
+/// it and then no longer sees a 32 × 32-bit product: it multiplied in full 64 bits, six to
+/// eight instructions for one.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn mul_epi32(a: __m256i, b: __m256i) -> __m256i {
+    let r;
+    // SAFETY: `vpmuldq` on registers only (AVX2, this function's feature): no memory,
+    // stack or flags touched.
+    unsafe {
+        core::arch::asm!(
+            "vpmuldq {r}, {a}, {b}",
+            r = lateout(ymm_reg) r,
+            a = in(ymm_reg) a,
+            b = in(ymm_reg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    r
+}
+
+/// [`mul_epi32`] on 512-bit registers.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn mul_epi32(a: __m512i, b: __m512i) -> __m512i {
+fn mul_epi32x16(a: __m512i, b: __m512i) -> __m512i {
     let r;
     // SAFETY: `vpmuldq` on registers only (AVX-512F, this function's feature): no memory,
     // stack or flags touched.
@@ -631,8 +651,8 @@ pub(super) fn requant16(acc: __m512i, rq: &Rq16, q: OutQ) -> __m128i {
     let x = _mm512_sllv_epi32(_mm512_add_epi32(acc, rq.bias), rq.left);
     // SaturatingRoundingDoublingHighMul, as `srdhm`.
     let nudge = _mm512_set1_epi64(1 << 30);
-    let even = _mm512_srli_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, rq.mult), nudge), 31);
-    let odd = _mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(rq.mult, 32));
+    let even = _mm512_srli_epi64(_mm512_add_epi64(mul_epi32x16(x, rq.mult), nudge), 31);
+    let odd = mul_epi32x16(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(rq.mult, 32));
     let odd = _mm512_slli_epi64(_mm512_add_epi64(odd, nudge), 1);
     let v = _mm512_mask_blend_epi32(0xAAAA, even, odd);
     let min = _mm512_set1_epi32(i32::MIN);
@@ -684,8 +704,8 @@ pub(super) fn requant16(acc: __m512i, rq: &Rq16, q: OutQ) -> __m128i {
 #[target_feature(enable = "avx2")]
 fn srdhm(a: __m256i, b: __m256i) -> __m256i {
     let nudge = _mm256_set1_epi64x(1 << 30);
-    let even = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(a, b), nudge), 31);
-    let odd = _mm256_mul_epi32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(b, 32));
+    let even = _mm256_srli_epi64(_mm256_add_epi64(mul_epi32(a, b), nudge), 31);
+    let odd = mul_epi32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(b, 32));
     let odd = _mm256_slli_epi64(_mm256_add_epi64(odd, nudge), 1);
     let r = _mm256_blend_epi32(even, odd, 0b1010_1010);
     _mm256_xor_si256(r, _mm256_cmpeq_epi32(r, _mm256_set1_epi32(i32::MIN)))
