@@ -422,20 +422,28 @@ unsafe fn gemm(
         while b < blocks.len() {
             macro_rules! tile {
                 ($nb:literal) => {{
+                    // (Loops, not `array::from_fn`: its closures were calls here, each
+                    // after a `vzeroupper`.)
+                    let mut wb: [&[i8]; $nb] = [&[]; $nb];
+                    let (mut st, mut tl) =
+                        ([_mm512_setzero_si512(); $nb], [_mm512_setzero_si512(); $nb]);
+                    for i in 0..$nb {
+                        wb[i] = blocks[b + i];
+                        st[i] = start(b + i);
+                        if e > 0 {
+                            tl[i] = tail(b + i);
+                        }
+                    }
                     // SAFETY: AVX-512 (this function's contract); the blocks hold
                     // `16·n ≥ 64·quads` bytes, every row of `xu` its first `words` words
                     // (written above).
-                    let acc = unsafe {
-                        tile::<$nb>(
-                            core::array::from_fn(|i| blocks[b + i]),
-                            core::array::from_fn(|i| start(b + i)),
-                            (e > 0).then(|| core::array::from_fn(|i| tail(b + i))),
-                            &xu,
-                            quads,
-                        )
-                    };
+                    let acc = unsafe { tile::<$nb>(wb, st, (e > 0).then_some(tl), &xu, quads) };
                     for i in 0..$nb {
-                        out(p, np, b + i, &acc.map(|a| a[i]));
+                        let mut a = [_mm512_setzero_si512(); PO];
+                        for (v, row) in a.iter_mut().zip(&acc) {
+                            *v = row[i];
+                        }
+                        out(p, np, b + i, &a);
                     }
                     b += $nb;
                 }};
