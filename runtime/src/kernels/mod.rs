@@ -298,9 +298,9 @@ pub struct Kernels {
     /// Where threads may cut an f32 pointwise conv's pixels: split points are multiples of
     /// this, so that every part's pixels meet the same tiles as in the whole conv where a
     /// tile size could change a pixel's sums ([`PIX_ALIGN`]). 1 where each pixel's sums are
-    /// the same whatever tile computes them (x86 AVX2: one FMA chain per output in `k`
-    /// order), so 14×14 and 7×7 maps cut evenly by pixels instead of by channels through a
-    /// heap buffer.
+    /// the same whatever tile computes them (x86 AVX2 and AVX-512: one FMA chain per
+    /// output in `k` order), so 14×14 and 7×7 maps cut evenly by pixels instead of by
+    /// channels through a heap buffer.
     pub pix_align_f32: usize,
     /// Name of the instruction set of the plugged-in twins (`"reference"` when none).
     pub isa: &'static str,
