@@ -26,20 +26,53 @@ pub(super) struct Rq8 {
     pub half: __m256i,
 }
 
-/// [`requant8_plain`]'s parameters of 8 channels ([`RqCols::plain8`]): the multipliers
-/// (and one channel on, so the odd channels' sit in the 64-bit lanes' low halves), the
-/// even (`[0]`) and odd (`[1]`) channels' addends (for a product `≥ 0`, `< 0`) and shifts,
-/// the unsigned clamp's ends and the add after it.
+/// [`requant8_plain`]'s (`V = __m256i`: 8 channels, [`RqCols::plain8`]) and
+/// [`requant16_plain`]'s (`__m512i`: 16, [`RqCols::plain16`]) parameters: the biases (the
+/// 16-lane form adds them; the 8-lane form's callers start their sums at them), the
+/// multipliers (and one channel on, so the odd channels' sit in the 64-bit lanes' low
+/// halves), the even (`[0]`) and odd (`[1]`) channels' addends (for a product `≥ 0`, `< 0`)
+/// and shifts, the unsigned clamp's ends and the add after it.
 #[derive(Clone, Copy)]
-pub(super) struct Plain8 {
-    pub mult: __m256i,
-    pub mult_odd: __m256i,
-    pub pos: [__m256i; 2],
-    pub neg: [__m256i; 2],
-    pub count: [__m256i; 2],
-    pub lo: __m256i,
-    pub hi: __m256i,
-    pub add: __m256i,
+pub(super) struct Plain<V> {
+    pub bias: V,
+    pub mult: V,
+    pub mult_odd: V,
+    pub pos: [V; 2],
+    pub neg: [V; 2],
+    pub count: [V; 2],
+    pub lo: V,
+    pub hi: V,
+    pub add: V,
+}
+
+pub(super) type Plain8 = Plain<__m256i>;
+pub(super) type Plain16 = Plain<__m512i>;
+
+/// A vector of [`Lanes::N`] i32 lanes loaded from any address ([`RqCols::plain_lanes`]).
+trait Lanes: Copy {
+    const N: usize;
+    /// # Safety
+    /// The vector's target feature available; `p` readable for `4·N` bytes.
+    unsafe fn load<T>(p: *const T) -> Self;
+}
+
+impl Lanes for __m256i {
+    const N: usize = 8;
+    // Inlined into target-feature callers (no feature of its own: `inline(always)`).
+    #[inline(always)]
+    unsafe fn load<T>(p: *const T) -> Self {
+        // SAFETY: this function's contract.
+        unsafe { _mm256_loadu_si256(p.cast()) }
+    }
+}
+
+impl Lanes for __m512i {
+    const N: usize = 16;
+    #[inline(always)]
+    unsafe fn load<T>(p: *const T) -> Self {
+        // SAFETY: this function's contract.
+        unsafe { _mm512_loadu_si512(p.cast()) }
+    }
 }
 
 impl Rq8 {
@@ -256,37 +289,43 @@ impl RqCols {
     #[inline]
     #[target_feature(enable = "avx2")]
     pub(super) fn plain8(&self, o0: usize) -> Plain8 {
-        assert!(self.plain && o0 + 8 <= self.len);
-        let d = |k: usize, at: usize| self.t[k].as_ptr().wrapping_add(at).cast::<__m256i>();
+        // SAFETY: AVX2 (this function's feature).
+        unsafe { self.plain_lanes(o0) }
+    }
+
+    /// [`RqCols::plain8`] of channels `o0 .. o0 + 16` in 512-bit lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn plain16(&self, o0: usize) -> Plain16 {
+        // SAFETY: AVX-512F (this function's feature).
+        unsafe { self.plain_lanes(o0) }
+    }
+
+    /// The plain form's parameters of channels `o0 .. o0 + V::N`.
+    ///
+    /// # Safety
+    /// `V`'s target feature available.
+    #[inline(always)]
+    unsafe fn plain_lanes<V: Lanes>(&self, o0: usize) -> Plain<V> {
+        assert!(self.plain && o0 + V::N <= self.len);
+        let d = |k: usize, at: usize| self.t[k].as_ptr().wrapping_add(at);
         // Lanes `2i` are channels `o0 + 2i`, lanes `2i + 1` channels `o0 + 1 + 2i`.
-        let q = |k: usize, at: usize| {
-            self.w[k][at % 2]
-                .as_ptr()
-                .wrapping_add(at / 2)
-                .cast::<__m256i>()
-        };
-        // SAFETY: `o0 + 8 ≤ len`: 8 filled entries of each column from `o0` (`o0 + 9` of
-        // the multipliers: `fill` wrote entry `len`); 4 of each parity half from channel
-        // `o0` and from `o0 + 1` (at most channel `o0 + 7`).
+        let q = |k: usize, at: usize| self.w[k][at % 2].as_ptr().wrapping_add(at / 2);
+        // SAFETY: `o0 + N ≤ len`: `N` filled entries of each column from `o0` (`o0 + N + 1`
+        // of the multipliers: `fill` wrote entry `len`); `N / 2` of each parity half from
+        // channel `o0` and from `o0 + 1` (at most channel `o0 + N − 1`); `V`'s feature
+        // (this function's contract).
         unsafe {
-            Plain8 {
-                mult: _mm256_loadu_si256(d(1, o0)),
-                mult_odd: _mm256_loadu_si256(d(1, o0 + 1)),
-                pos: [
-                    _mm256_loadu_si256(q(0, o0)),
-                    _mm256_loadu_si256(q(0, o0 + 1)),
-                ],
-                neg: [
-                    _mm256_loadu_si256(q(1, o0)),
-                    _mm256_loadu_si256(q(1, o0 + 1)),
-                ],
-                count: [
-                    _mm256_loadu_si256(q(2, o0)),
-                    _mm256_loadu_si256(q(2, o0 + 1)),
-                ],
-                lo: _mm256_loadu_si256(d(7, o0)),
-                hi: _mm256_loadu_si256(d(8, o0)),
-                add: _mm256_loadu_si256(d(9, o0)),
+            Plain {
+                bias: V::load(d(0, o0)),
+                mult: V::load(d(1, o0)),
+                mult_odd: V::load(d(1, o0 + 1)),
+                pos: [V::load(q(0, o0)), V::load(q(0, o0 + 1))],
+                neg: [V::load(q(1, o0)), V::load(q(1, o0 + 1))],
+                count: [V::load(q(2, o0)), V::load(q(2, o0 + 1))],
+                lo: V::load(d(7, o0)),
+                hi: V::load(d(8, o0)),
+                add: V::load(d(9, o0)),
             }
         }
     }
@@ -340,46 +379,6 @@ impl RqCols {
             Out16::Plain(self.plain16(o0))
         } else {
             Out16::Sum(self.lanes16(o0), q)
-        }
-    }
-
-    /// [`RqCols::plain8`] of channels `o0 .. o0 + 16` in 512-bit lanes, with their biases.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn plain16(&self, o0: usize) -> Plain16 {
-        assert!(self.plain && o0 + 16 <= self.len);
-        let d = |k: usize, at: usize| self.t[k].as_ptr().wrapping_add(at).cast::<__m512i>();
-        // Lanes `2i` are channels `o0 + 2i`, lanes `2i + 1` channels `o0 + 1 + 2i`.
-        let q = |k: usize, at: usize| {
-            self.w[k][at % 2]
-                .as_ptr()
-                .wrapping_add(at / 2)
-                .cast::<__m512i>()
-        };
-        // SAFETY: `o0 + 16 ≤ len`: 16 filled entries of each column from `o0` (`o0 + 17`
-        // of the multipliers: `fill` wrote entry `len`); 8 of each parity half from channel
-        // `o0` and from `o0 + 1` (at most channel `o0 + 15`).
-        unsafe {
-            Plain16 {
-                bias: _mm512_loadu_si512(d(0, o0)),
-                mult: _mm512_loadu_si512(d(1, o0)),
-                mult_odd: _mm512_loadu_si512(d(1, o0 + 1)),
-                pos: [
-                    _mm512_loadu_si512(q(0, o0)),
-                    _mm512_loadu_si512(q(0, o0 + 1)),
-                ],
-                neg: [
-                    _mm512_loadu_si512(q(1, o0)),
-                    _mm512_loadu_si512(q(1, o0 + 1)),
-                ],
-                count: [
-                    _mm512_loadu_si512(q(2, o0)),
-                    _mm512_loadu_si512(q(2, o0 + 1)),
-                ],
-                lo: _mm512_loadu_si512(d(7, o0)),
-                hi: _mm512_loadu_si512(d(8, o0)),
-                add: _mm512_loadu_si512(d(9, o0)),
-            }
         }
     }
 
@@ -544,20 +543,6 @@ pub(super) struct Rq16 {
     pub right: __m512i,
     pub mask: __m512i,
     pub half: __m512i,
-}
-
-/// [`Plain8`] for 16 channels in 512-bit lanes, with their biases ([`requant16_plain`]).
-#[derive(Clone, Copy)]
-pub(super) struct Plain16 {
-    pub bias: __m512i,
-    pub mult: __m512i,
-    pub mult_odd: __m512i,
-    pub pos: [__m512i; 2],
-    pub neg: [__m512i; 2],
-    pub count: [__m512i; 2],
-    pub lo: __m512i,
-    pub hi: __m512i,
-    pub add: __m512i,
 }
 
 /// [`requant8_plain`] for 16 lanes on AVX-512 (the addend picked by a sign mask), bias
