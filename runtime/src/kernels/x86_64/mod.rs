@@ -96,7 +96,8 @@ pub(crate) fn avx512_detected() -> bool {
 ///   below that dot products on the rows ([`dots_vnni`]);
 /// - the f32 stem on 16-lane FMA tiles (the int8 stem is the AVX2 table's row-buffer walk,
 ///   which beat a `vpdpbusd` stem on per-pixel patches: BENCHMARKS.md, session 47), the
-///   int8 depthwise conv's output stage on 16 lanes ([`requant`]'s `requant16`);
+///   int8 depthwise and pointwise output stages on 16 lanes ([`requant`]'s `Out16`:
+///   `requant16_plain` for plain convs, else `requant16`);
 /// - the switch's rebuild on 16 lanes: 1x1 experts of 16–64 inputs in registers, four
 ///   channels at a time, wider channels one register pass per 16 weights; the streaming
 ///   lane code compiled for AVX-512F (the RGB input step is the AVX2 table's);
