@@ -434,12 +434,12 @@ pub(crate) fn conv_i8(
     );
 }
 
-/// i16 elements of one int8 stem row buffer.
+/// Elements of one stem row buffer (i16 for int8, f32 for f32).
 const RB: usize = 1024;
-/// Most kernel rows the int8 stem buffers.
+/// Most kernel rows the stems buffer.
 const KMAX: usize = 7;
 
-/// How the int8 stem lays out its rows and weights.
+/// How the stems lay out their rows and weights.
 struct StemLayout {
     /// Kernel side.
     k: usize,
