@@ -1100,11 +1100,41 @@ mod tests {
         }
     }
 
+    /// One draw of the plain tests: 24 channels' parameters from three [`case`]s made
+    /// plain (multipliers `≥ 0`, shifts `≤ 0`, `MIN` among them), the first case's output
+    /// quantisation (`q0`) and it with the zero point clamped to i8 (`q`, extreme ones
+    /// included), a first channel `o0 ≤ 8`, and four cases' sums (two pixels of 16).
+    fn plain_case(
+        next: &mut impl FnMut() -> u64,
+        it: i32,
+    ) -> (Vec<[i32; 3]>, OutQ, OutQ, usize, [[i32; 8]; 4]) {
+        let plain = |[b, m, sh]: [i32; 3], r: u64| {
+            let sh = match r % 16 {
+                0 => i32::MIN,
+                _ => sh.min(-sh),
+            };
+            [b, m & i32::MAX, sh]
+        };
+        let (a0, r0, q0, w) = case(next, it);
+        let q = OutQ {
+            zero_point: q0.zero_point.clamp(-128, 127),
+            ..q0
+        };
+        let (a1, r1, _, _) = case(next, it / 2);
+        let (b0, r2, _, _) = case(next, it / 3);
+        let (b1, _, _, _) = case(next, it / 5);
+        let rq: Vec<[i32; 3]> = [r0, r1, r2]
+            .concat()
+            .into_iter()
+            .enumerate()
+            .map(|(j, c)| plain(c, w >> (4 * (j % 16))))
+            .collect();
+        (rq, q0, q, (w >> 60) as usize % 9, [a0, a1, b0, b1])
+    }
+
     /// [`requant8_plain`] through [`RqCols::plain8`] on 16 channels from any first one
-    /// `o0 ≤ 8`, of two pixels (three [`case`]s' parameters made plain: multipliers `≥ 0`,
-    /// shifts `≤ 0`, `MIN` among them, the first one's output quantisation, extreme zero
-    /// points included) is the scalar spec's, and [`super::super::narrow16x2`] /
-    /// [`super::super::narrow16`] put its bytes in order.
+    /// `o0 ≤ 8`, of two pixels ([`plain_case`]) is the scalar spec's, and
+    /// [`super::super::narrow16x2`] / [`super::super::narrow16`] put its bytes in order.
     #[test]
     fn requant8_plain_is_bit_exact() {
         if !super::super::detected() {
@@ -1113,29 +1143,8 @@ mod tests {
         }
         let mut r = crate::engine::testnet::Rng::new(crate::test_seed());
         let mut next = move || r.next_u64();
-        let plain = |[b, m, sh]: [i32; 3], r: u64| {
-            let sh = match r % 16 {
-                0 => i32::MIN,
-                _ => sh.min(-sh),
-            };
-            [b, m & i32::MAX, sh]
-        };
         for it in 0..100_000 {
-            let (a0, r0, q0, w) = case(&mut next, it);
-            let q = OutQ {
-                zero_point: q0.zero_point.clamp(-128, 127),
-                ..q0
-            };
-            let (a1, r1, _, _) = case(&mut next, it / 2);
-            let (b0, r2, _, _) = case(&mut next, it / 3);
-            let (b1, _, _, _) = case(&mut next, it / 5);
-            let rq: Vec<[i32; 3]> = [r0, r1, r2]
-                .concat()
-                .into_iter()
-                .enumerate()
-                .map(|(j, c)| plain(c, w >> (4 * (j % 16))))
-                .collect();
-            let o0 = (w >> 60) as usize % 9;
+            let (rq, q0, q, o0, [a0, a1, b0, b1]) = plain_case(&mut next, it);
             let mut cols = RqCols::new();
             let _ = Requant::new(&rq, q0, &mut cols);
             assert_eq!(cols.plain(), q0 == q);
@@ -1164,7 +1173,7 @@ mod tests {
     }
 
     /// [`requant16_plain`] through [`RqCols::plain16`] on 16 channels from any first one
-    /// `o0 ≤ 8` (as [`requant8_plain_is_bit_exact`]'s parameters) is the scalar spec's.
+    /// `o0 ≤ 8` ([`plain_case`]) is the scalar spec's.
     #[test]
     fn requant16_plain_is_bit_exact() {
         if !super::super::avx512_detected() {
@@ -1173,28 +1182,8 @@ mod tests {
         }
         let mut r = crate::engine::testnet::Rng::new(crate::test_seed());
         let mut next = move || r.next_u64();
-        let plain = |[b, m, sh]: [i32; 3], r: u64| {
-            let sh = match r % 16 {
-                0 => i32::MIN,
-                _ => sh.min(-sh),
-            };
-            [b, m & i32::MAX, sh]
-        };
         for it in 0..100_000 {
-            let (a0, r0, q0, w) = case(&mut next, it);
-            let q = OutQ {
-                zero_point: q0.zero_point.clamp(-128, 127),
-                ..q0
-            };
-            let (a1, r1, _, _) = case(&mut next, it / 2);
-            let (_, r2, _, _) = case(&mut next, it / 3);
-            let rq: Vec<[i32; 3]> = [r0, r1, r2]
-                .concat()
-                .into_iter()
-                .enumerate()
-                .map(|(j, c)| plain(c, w >> (4 * (j % 16))))
-                .collect();
-            let o0 = (w >> 60) as usize % 9;
+            let (rq, _, q, o0, [a0, a1, _, _]) = plain_case(&mut next, it);
             let mut cols = RqCols::new();
             let _ = Requant::new(&rq, q, &mut cols);
             assert!(cols.plain());
