@@ -34,11 +34,48 @@ pub(crate) fn conv_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool,
     let Some(l) = StemLayout::new(g).filter(|l| l.n * l.cp <= WT) else {
         return refconv::conv_f32(g, x, w, bias, relu, y);
     };
-    let (cout, cp) = (g.cout, l.cp);
+    let cout = g.cout;
+    walk_f32(
+        g,
+        &l,
+        l.cp,
+        PT,
+        (x, w, bias),
+        y,
+        |rows, wt, b, ox, npx, c0, out| {
+            // SAFETY: only installed after AVX2+FMA detection; `wt` holds `n` rows of `cp`,
+            // the blocks `c0 .. c0 + 8·B ≤ cp` inside them and `b`; `walk`'s tile bounds.
+            unsafe {
+                if c0 + 24 <= l.cp {
+                    tile_f32::<3>(rows, &l, ox, wt, b, relu, c0, npx, cout, out);
+                    24
+                } else {
+                    tile_f32::<1>(rows, &l, ox, wt, b, relu, c0, npx, cout, out);
+                    8
+                }
+            }
+        },
+    );
+}
+
+/// The f32 stems' common part: the weights transposed once to `wt[e, o] = w[o, e]` (`e`
+/// tap-major, as the rows' runs; rows of `cp ≥ l.cp` channels, 0 past `cout`), the biases
+/// padded to `cp`, then [`walk`] with [`fill_row_f32`] and `tile(rows, wt, b, ox, npx, c0,
+/// out)` for the tiles (`wt`: `n` rows of `cp`; `b`: `cp`).
+fn walk_f32(
+    g: &Geom,
+    l: &StemLayout,
+    cp: usize,
+    pt: usize,
+    (x, w, bias): (&[f32], &[f32], &[f32]),
+    y: &mut [f32],
+    mut tile: impl FnMut(&[[f32; RB]; KMAX], &[f32], &[f32], usize, usize, usize, &mut [f32]) -> usize,
+) {
+    assert!(cp >= l.cp && cp <= MAXC && l.n * cp <= WT);
+    let cout = g.cout;
     if cp == 0 || g.ho == 0 || g.wo == 0 {
         return;
     }
-    // wt[e, o] = w[o, e] with `e` tap-major, as the rows' runs.
     let mut wt = [0.0f32; WT];
     for (o, row) in w[..cout * l.n].chunks_exact(l.n).enumerate() {
         for e in 0..l.n {
@@ -47,27 +84,16 @@ pub(crate) fn conv_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool,
     }
     let mut b = [0.0f32; MAXC];
     b[..cout].copy_from_slice(&bias[..cout]);
+    let (wt, b) = (&wt[..l.n * cp], &b[..cp]);
     let mut rows = [[0.0f32; RB]; KMAX];
     walk(
         g,
-        &l,
-        PT,
+        l,
+        pt,
         y,
         &mut rows,
         |rows, ky, iy, c0, ncols| fill_row_f32(g, x, iy, c0, ncols, &mut rows[ky][..ncols * g.cin]),
-        |rows, ox, npx, c0, out| {
-            // SAFETY: only installed after AVX2+FMA detection; `wt` holds `n` rows of `cp`,
-            // the blocks `c0 .. c0 + 8·B ≤ cp` inside them and `b`; `walk`'s tile bounds.
-            unsafe {
-                if c0 + 24 <= cp {
-                    tile_f32::<3>(rows, &l, ox, &wt, &b, relu, c0, npx, cout, out);
-                    24
-                } else {
-                    tile_f32::<1>(rows, &l, ox, &wt, &b, relu, c0, npx, cout, out);
-                    8
-                }
-            }
-        },
+        |rows, ox, npx, c0, out| tile(rows, wt, b, ox, npx, c0, out),
     );
 }
 
@@ -138,42 +164,17 @@ pub(crate) fn conv_f32_avx512(
     let Some(l) = StemLayout::new(g).filter(|l| l.n * cp <= WT && cp <= MAXC) else {
         return conv_f32(g, x, w, bias, relu, y);
     };
-    if cp == 0 || g.ho == 0 || g.wo == 0 {
-        return;
-    }
-    // wt[e, o] = w[o, e] with `e` tap-major (rows of 16-channel blocks).
-    let mut wt = [0.0f32; WT];
-    for (o, row) in w[..g.cout * l.n].chunks_exact(l.n).enumerate() {
-        for e in 0..l.n {
-            wt[e * cp + o] = row[oihw(g, e)];
-        }
-    }
-    let mut b = [0.0f32; MAXC];
-    b[..g.cout].copy_from_slice(&bias[..g.cout]);
-    let mut rows = [[0.0f32; RB]; KMAX];
-    walk(
+    walk_f32(
         g,
         &l,
+        cp,
         PT5,
+        (x, w, bias),
         y,
-        &mut rows,
-        |rows, ky, iy, c0, ncols| fill_row_f32(g, x, iy, c0, ncols, &mut rows[ky][..ncols * g.cin]),
-        |rows, ox, npx, _, out| {
-            // SAFETY: only installed after AVX-512 detection; `wt` holds `n` rows of `cp`,
-            // `b` `cp ≤ MAXC`; `walk`'s tile bounds.
-            unsafe {
-                tile_f32_512(
-                    rows,
-                    &l,
-                    ox,
-                    npx,
-                    &wt[..l.n * cp],
-                    &b[..cp],
-                    relu,
-                    out,
-                    g.cout,
-                )
-            };
+        |rows, wt, b, ox, npx, _, out| {
+            // SAFETY: only installed after AVX-512 detection; `wt` holds `n` rows of `cp`, `b`
+            // `cp` (a multiple of 16, at least `cout`); `walk`'s tile bounds.
+            unsafe { tile_f32_512(rows, &l, ox, npx, wt, b, relu, out, g.cout) };
             // All the channels (`cp ≥ l.cp` ends the walk's channel loop).
             cp
         },
