@@ -1516,6 +1516,49 @@ mod tests {
         }
     }
 
+    /// Every table's `Streaming::u_i8` slot gives `lowrank_u_i8`'s bits (`u = A·deq(x)`,
+    /// each sum over the channels in order, a product then an add) and writes no element
+    /// past `ho·wo·r`, on random shapes (pixel counts around the 16-lane groups, channel
+    /// slices and strides), ranks 1–40, weights with both signs and zero points far past
+    /// the int8 range. Checked before the epilogue, where a reordered sum would show in
+    /// the last bit. Seed: `LORKD_SEED`.
+    #[test]
+    fn u_i8_slots_are_lowrank_u_i8() {
+        use crate::quant::QParams;
+        let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
+        let tables: std::vec::Vec<_> = crate::kernels::Kernels::available()
+            .into_iter()
+            .flatten()
+            .collect();
+        for case in 0..300 {
+            let p = Problem::draw(&mut rng, case);
+            let (g, r) = (p.g, p.r);
+            let x: std::vec::Vec<i8> = (0..g.in_len()).map(|_| rng.next_u64() as i8).collect();
+            let at = rng.vec(r * g.cin, 1.0);
+            let q = QParams {
+                scale: [1e-3 + rng.uniform(0.01).abs(), 3.7, 1e-30][case % 3],
+                zero_point: match case % 4 {
+                    0 => (rng.next_u64() as i32) >> 2,
+                    _ => rng.below(256) as i32 - 128,
+                },
+            };
+            let n = g.ho * g.wo * r;
+            let mut want = std::vec![f32::NAN; n + 1];
+            super::lowrank_u_i8(&g, &x, q, &at, r, &mut want);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
+            for k in &tables {
+                let mut got = std::vec![f32::NAN; n + 1];
+                (k.streaming.u_i8)(&g, &x, q, &at, r, &mut got);
+                assert_eq!(
+                    bits(&got[..n]),
+                    bits(&want[..n]),
+                    "case {case}: {g:?} r {r} {q:?} {k:?}"
+                );
+                assert!(got[n].is_nan(), "case {case}: {k:?} wrote past u");
+            }
+        }
+    }
+
     /// The 8-channel epilogue's f32 values are the scalar spec's (`corrected_value`, what
     /// `corrected_out` quantises) bit for bit — checked before quantisation, where a
     /// reordered product or sum would show — on random sums over the whole i32 range,

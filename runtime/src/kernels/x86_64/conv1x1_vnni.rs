@@ -29,13 +29,15 @@ const MAXQ: usize = super::requant::MAXQ;
 /// Widest input laid out (the tile's offset inputs live on the stack).
 const MAXC: usize = 1024;
 
-/// AVX-512 F, BW, VL and VNNI are usable (`vpdpbusd` on 512 bits, byte masks).
+/// AVX-512 F, BW, DQ, VL and VNNI are usable (`vpdpbusd` on 512 bits, byte masks,
+/// `vrangeps` in the rounding).
 pub(crate) fn detected() -> bool {
     #[cfg(feature = "std")]
     {
         super::detected()
             && std::is_x86_feature_detected!("avx512f")
             && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512dq")
             && std::is_x86_feature_detected!("avx512vl")
             && std::is_x86_feature_detected!("avx512vnni")
     }
@@ -45,6 +47,7 @@ pub(crate) fn detected() -> bool {
             && cfg!(all(
                 target_feature = "avx512f",
                 target_feature = "avx512bw",
+                target_feature = "avx512dq",
                 target_feature = "avx512vl",
                 target_feature = "avx512vnni"
             ))

@@ -80,8 +80,8 @@ pub(crate) fn avx2() -> Kernels {
     }
 }
 
-/// AVX-512 F, BW, VL and VNNI on top of [`detected`] (every CPU with AVX-512 VNNI has
-/// the other three).
+/// AVX-512 F, BW, DQ, VL and VNNI on top of [`detected`] (every CPU with AVX-512 VNNI has
+/// the other four).
 pub(crate) fn avx512_detected() -> bool {
     conv1x1_vnni::detected()
 }
@@ -138,20 +138,29 @@ pub(crate) fn avx512() -> Kernels {
 }
 
 /// `t` rounded half away from zero on 16 lanes, its magnitude clamped to `lim` (an integer
-/// float, at most 2^22), NaN → 0: `trunc(min(max(|t| + h, 0), lim))` with `h` =
-/// [`crate::quant::HALF_BELOW`] (`vmaxps` returns its second operand for a NaN first
-/// one), then `t`'s sign put back by a mask (AVX-512 has no `vpsignd`). The int8 codes'
-/// rounding (`rebuild::codes16`, `lim` 127) and the streaming output's
+/// float, at most 2^22), NaN → 0: `trunc(±min(|t'|, lim))` with `t' = t + copysign(h, t)`,
+/// `h` = [`crate::quant::HALF_BELOW`] — `−(|t| + h)` for a negative `t` (rounding to
+/// nearest is symmetric), so the sign rides along instead of being put back — where
+/// `vfixupimmps` first turns a NaN into +0 and `vrangeps` clamps the magnitude keeping the
+/// sign (5 instructions; the `|t|`, `max`/`min`, compare and masked negation took 7). The
+/// int8 codes' rounding (`rebuild::codes16`, `lim` 127) and the streaming output's
 /// (`streaming::Quant16`, `lim` 2^22, `QParams::quantize`'s clamp).
 #[inline]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512dq")]
 fn round_away16(t: __m512, lim: f32) -> __m512i {
-    let a = _mm512_and_si512(_mm512_castps_si512(t), _mm512_set1_epi32(0x7fff_ffff));
-    let a = _mm512_add_ps(_mm512_castsi512_ps(a), _mm512_set1_ps(HALF_BELOW));
-    let a = _mm512_min_ps(_mm512_max_ps(a, _mm512_setzero_ps()), _mm512_set1_ps(lim));
-    let n = _mm512_cvttps_epi32(a);
-    let neg = _mm512_cmplt_epi32_mask(_mm512_castps_si512(t), _mm512_setzero_si512());
-    _mm512_mask_sub_epi32(n, neg, _mm512_setzero_si512(), n)
+    // Response per class of `t` (4 bits each, QNaN first): +0 (8) for a QNaN or an SNaN,
+    // the destination (`t`) for the rest.
+    let t = _mm512_fixupimm_ps::<0>(t, t, _mm512_set1_epi32(0x88));
+    // `(t & sign) | h`, as bits: `h` with `t`'s sign.
+    let h = _mm512_ternarylogic_epi32::<0xF8>(
+        _mm512_castps_si512(_mm512_set1_ps(HALF_BELOW)),
+        _mm512_castps_si512(t),
+        _mm512_set1_epi32(i32::MIN),
+    );
+    let a = _mm512_add_ps(t, _mm512_castsi512_ps(h));
+    // The smaller magnitude of `a` and `lim` with `a`'s sign (imm[1:0] 10: the smaller
+    // magnitude; imm[3:2] 00: the sign of the first operand).
+    _mm512_cvttps_epi32(_mm512_range_ps::<0b0010>(a, _mm512_set1_ps(lim)))
 }
 
 /// [`round_away16`] on 8 lanes, the sign put back by `vpsignd` (−0, +0 and a NaN's 0 give

@@ -277,8 +277,8 @@ pub(crate) fn rebuild_i8_avx512(
 }
 
 /// # Safety
-/// AVX-512 F/BW/VL available; `w0.len() == out.len() == w.len() == d.channel_len()`.
-#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+/// AVX-512 F/BW/DQ/VL available; `w0.len() == out.len() == w.len() == d.channel_len()`.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512dq,avx512vl")]
 unsafe fn rebuild_zmm(
     d: &Delta<'_>,
     o: usize,
@@ -360,9 +360,9 @@ unsafe fn rebuild_zmm(
 /// running `max|w|` lanes ([`max_abs_bits16`]).
 ///
 /// # Safety
-/// AVX-512 F/BW/VL available; `w0` readable for 16 bytes, `w` writable for 16 f32.
+/// AVX-512 F/BW/DQ/VL available; `w0` readable for 16 bytes, `w` writable for 16 f32.
 #[inline]
-#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512dq,avx512vl")]
 unsafe fn add_w0_16(t: __m512, w0: *const i8, s0v: __m512, w: *mut f32, mx: __m512i) -> __m512i {
     // SAFETY: this function's contract.
     let v = unsafe {
@@ -471,9 +471,9 @@ pub(crate) fn rebuild_layer_i8_avx512(
 /// lane-wise max of the bit patterns, then [`codes8`]'s rounding ([`codes16`]).
 ///
 /// # Safety
-/// AVX-512 F/BW/VL available; `a` holds `rk ≥ 4` rows of `n`; `b` `M` rows of `rk`;
+/// AVX-512 F/BW/DQ/VL available; `a` holds `rk ≥ 4` rows of `n`; `b` `M` rows of `rk`;
 /// `w0` and `out` `M·n`; `s0` `M`.
-#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512dq,avx512vl")]
 unsafe fn in_zmm<const N: usize, const M: usize>(
     a: &[f32],
     b: &[f32],
@@ -541,7 +541,7 @@ unsafe fn in_zmm<const N: usize, const M: usize>(
 
 /// [`codes8`] for 16 weights, as 16 bytes ([`super::round_away16`] up to 127).
 #[inline]
-#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512dq,avx512vl")]
 fn codes16(w: __m512, invv: __m512) -> __m128i {
     _mm512_cvtsepi32_epi8(super::round_away16(_mm512_mul_ps(w, invv), 127.0))
 }

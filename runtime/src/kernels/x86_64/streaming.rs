@@ -235,10 +235,10 @@ fn epilogue_i8_512(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
 /// sums (`conv1x1_vnni::sums`), this cut the 0.5x @64 streaming inference ~8 %.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL available.
-#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+/// AVX-512 F/BW/DQ/VL available.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512dq,avx512vl")]
 unsafe fn epilogue_i8_avx512(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
-    // SAFETY: AVX-512 F/BW/VL (this function's contract), what `epilogue_r` needs.
+    // SAFETY: AVX-512 F/BW/DQ/VL (this function's contract), what `epilogue_r` needs.
     by_rank!(epilogue_r, t, e)
 }
 
@@ -262,8 +262,8 @@ fn tile_bounds<const R: usize>(t: &SumTile<'_>, e: &EpilogueI8<'_>) -> (usize, u
 /// [`epilogue_i8_avx512`] at rank `R`.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL available.
-#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+/// AVX-512 F/BW/DQ/VL available.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512dq,avx512vl")]
 unsafe fn epilogue_r<const R: usize>(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
     let (cout, _, no) = tile_bounds::<R>(t, e);
     let (acc, u, y) = (t.acc.as_ptr(), e.u.as_ptr(), e.y.as_mut_ptr());
@@ -300,7 +300,7 @@ unsafe fn epilogue_r<const R: usize>(t: &SumTile<'_>, e: &mut EpilogueI8<'_>) {
 /// # Safety
 /// As [`pixels`], for pixels `0 .. np`.
 #[inline]
-#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512dq,avx512vl")]
 unsafe fn run<const R: usize, const FULL: bool>(
     acc: *const i32,
     u: *const f32,
@@ -327,11 +327,11 @@ unsafe fn run<const R: usize, const FULL: bool>(
 /// whole 16-lane loads and stores when `FULL` (`m` all ones), masked ones otherwise.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL available; `acc` holds the tile's `np·no` sums, `u` `(p0 + np)·R`
+/// AVX-512 F/BW/DQ/VL available; `acc` holds the tile's `np·no` sums, `u` `(p0 + np)·R`
 /// values, `y` `(p0 + np)·cout` bytes, `i + N ≤ np`, `m` masks lanes past `no − c`
 /// (`no − c ≥ 16` when `FULL`).
 #[inline]
-#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512dq,avx512vl")]
 unsafe fn pixels<const N: usize, const R: usize, const FULL: bool>(
     acc: *const i32,
     u: *const f32,
@@ -384,7 +384,7 @@ struct Quant16 {
 
 impl Quant16 {
     #[inline]
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx512dq")]
     fn new(q: QParams, relu: bool) -> Self {
         Quant16 {
             scale: _mm512_set1_ps(q.scale),
@@ -394,7 +394,7 @@ impl Quant16 {
     }
 
     #[inline]
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx512dq")]
     fn bytes(&self, x: __m512) -> __m128i {
         let zero = _mm512_setzero_ps();
         // `vmaxps` returns its second operand for a NaN first one: `f32::max(NaN, 0) = 0`.
