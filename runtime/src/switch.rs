@@ -1526,10 +1526,6 @@ mod tests {
     fn u_i8_slots_are_lowrank_u_i8() {
         use crate::quant::QParams;
         let mut rng = crate::engine::testnet::Rng::new(crate::test_seed());
-        let tables: std::vec::Vec<_> = crate::kernels::Kernels::available()
-            .into_iter()
-            .flatten()
-            .collect();
         for case in 0..300 {
             let p = Problem::draw(&mut rng, case);
             let (g, r) = (p.g, p.r);
@@ -1546,7 +1542,7 @@ mod tests {
             let mut want = std::vec![f32::NAN; n + 1];
             super::lowrank_u_i8(&g, &x, q, &at, r, &mut want);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<std::vec::Vec<_>>();
-            for k in &tables {
+            for k in crate::kernels::Kernels::available().into_iter().flatten() {
                 let mut got = std::vec![f32::NAN; n + 1];
                 (k.streaming.u_i8)(&g, &x, q, &at, r, &mut got);
                 assert_eq!(
