@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Per-op-kind time of two or more `lorkd` builds on one bundle, run alternately.
 
-    scripts/op-ab.py BUNDLE.lorkd ROUNDS ITERS MODE LORKD_BIN...
+    scripts/op-ab.py BUNDLE.lorkd ROUNDS ITERS MODE LORKD_BIN... [--stat median|min]
 
 Each round runs `lorkd bench BUNDLE --profile --iters ITERS --mode MODE --json` once per
-binary, in turn. The table gives, per op kind (and the end-to-end inference and switch
-medians), the smallest of the rounds' medians in µs: on a shared machine the noise only
-ever adds time, so the minimum over alternating rounds compares builds more steadily than
-any single run (BENCHMARKS.md, "x86 requantisation … pass").
+binary, in turn. The table gives, per op kind (and the end-to-end inference and switch),
+the smallest over the rounds of each run's medians (default) or of each run's minima
+(`--stat min`: per op the fastest of the run's iterations, summed per kind): on a shared
+machine the noise only ever adds time, so the minimum over alternating rounds compares
+builds more steadily than any single run (BENCHMARKS.md, "x86 requantisation … pass"), and
+the minima over iterations more steadily still where the machine is shared in bursts.
 """
 import json
 import subprocess
@@ -15,22 +17,32 @@ import sys
 
 
 def main():
-    if len(sys.argv) < 6:
+    args = sys.argv[1:]
+    stat = "median"
+    if "--stat" in args:
+        i = args.index("--stat")
+        stat = args[i + 1] if i + 1 < len(args) else ""
+        del args[i : i + 2]
+    if len(args) < 5 or stat not in ("median", "min"):
         sys.exit(__doc__.strip().splitlines()[2].strip())
-    bundle, rounds, iters, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    bins = sys.argv[5:]
+    bundle, rounds, iters, mode = args[0], int(args[1]), args[2], args[3]
+    bins = args[4:]
+    # What each run reports: the kinds' sums of per-op medians or minima, and the same
+    # statistic of the inference and the switch.
+    kind_key, run_key = ("us", "median") if stat == "median" else ("us_min", "min")
     res = {b: [] for b in bins}
     for _ in range(rounds):
         for b in bins:
             cmd = [b, "bench", bundle, "--profile", "--iters", iters, "--mode", mode, "--json"]
             d = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-            k = {x["kind"]: x["us"] for x in d["profile"]["kinds"]}
+            k = {x["kind"]: x[kind_key] for x in d["profile"]["kinds"]}
             k["(ops summed)"] = sum(k.values())
-            k["(inference)"] = d["infer_ms_median"] * 1000
-            k["(switch)"] = d["switch_ms_median"] * 1000
+            k["(inference)"] = d["infer_ms_" + run_key] * 1000
+            k["(switch)"] = d["switch_ms_" + run_key] * 1000
             res[b].append(k)
     kinds = sorted(set().union(*(r.keys() for rs in res.values() for r in rs)))
-    print("| µs (min of %d rounds' medians) | " % rounds + " | ".join(bins) + " |")
+    label = "medians" if stat == "median" else "minima"
+    print("| µs (min of %d rounds' %s) | " % (rounds, label) + " | ".join(bins) + " |")
     print("|---" * (len(bins) + 1) + "|")
     for k in kinds:
         cells = ["%.0f" % min(r.get(k, 0.0) for r in res[b]) for b in bins]

@@ -1,10 +1,11 @@
 //! `lorkd bench model.lorkd [--dept NAME] [--mode materialized|streaming|auto] [--iters N]
 //! [--threads N] [--kernels ISA] [--profile] [--json]`: median latency of one inference and of
-//! one department switch, and the memory the engine needs (arena, of which rebuilt weights).
+//! one department switch (and with `--json` their minima, the steadier figure for A/B on a
+//! shared machine), and the memory the engine needs (arena, of which rebuilt weights).
 //! `--kernels` picks one of the kernel tables this CPU runs (default the fastest), so the
 //! tables can be compared on one machine.
-//! `--profile` adds the median time of every op (per layer) and their sums per op kind,
-//! read at the engine's op boundaries (`Engine::infer_timed`). `--vs-one-thread` (with
+//! `--profile` adds the median (and minimum) time of every op (per layer) and their sums per
+//! op kind, read at the engine's op boundaries (`Engine::infer_timed`). `--vs-one-thread` (with
 //! `--threads N`, N ≥ 2) times a one-thread engine in the same run, in blocks alternating
 //! with the N-thread one, and reports the speed-up per pair of blocks: a shared machine's
 //! speed drifts by tens of percent between runs (and processes), which back-to-back blocks
@@ -68,6 +69,10 @@ pub struct BenchReport {
     pub kernels: String,
     pub infer_ms_median: f64,
     pub switch_ms_median: f64,
+    /// The fastest timed inference and switch: on a shared machine noise only adds time, so
+    /// builds compared by their minima (`scripts/op-ab.py --stat min`) differ less by chance.
+    pub infer_ms_min: f64,
+    pub switch_ms_min: f64,
     pub arena_bytes: usize,
     pub weight_ram_bytes: usize,
     /// tract's median on the fused f32 expert (ONNX), with `--vs-tract`.
@@ -96,8 +101,8 @@ pub struct Speedup {
     pub ratio_max: f64,
 }
 
-/// Where one inference's time goes: each op's median (µs over the timed runs, read at the
-/// op boundaries), and those medians summed per op kind.
+/// Where one inference's time goes: each op's median and minimum (µs over the timed runs,
+/// read at the op boundaries), and those summed per op kind.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct Profile {
     /// Median of the whole timed inference with the clock reads (µs).
@@ -117,6 +122,8 @@ pub struct KindTime {
     pub kind: String,
     pub ops: usize,
     pub us: f64,
+    /// The ops' minima summed.
+    pub us_min: f64,
     /// Share of the sum over all kinds.
     pub share: f64,
 }
@@ -129,6 +136,12 @@ pub struct OpTime {
     /// Shape: `Cin→Cout` channels, output `H×W`.
     pub shape: String,
     pub us_median: f64,
+    pub us_min: f64,
+}
+
+/// The smallest of `v` (NaN when empty).
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().reduce(f64::min).unwrap_or(f64::NAN)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -258,6 +271,8 @@ pub fn bench(bundle: &Bundle<'_>, dept: Option<&str>, o: &BenchOpts) -> Result<B
         iters,
         threads: engine.threads(),
         kernels: engine.kernels().isa.into(),
+        infer_ms_min: min(&infer),
+        switch_ms_min: min(&switch),
         infer_ms_median: median(infer),
         switch_ms_median: median(switch),
         arena_bytes,
@@ -411,6 +426,7 @@ pub fn profile(
         kind: "input".into(),
         shape: format!("{}x{}", m.input.size, m.input.size),
         us_median: median(per_op[n].clone()),
+        us_min: min(&per_op[n]),
     });
     for (i, op) in m.ops.iter().enumerate() {
         let (kind, shape) = op_label(m, &op);
@@ -419,6 +435,7 @@ pub fn profile(
             kind: kind.into(),
             shape,
             us_median: median(per_op[i].clone()),
+            us_min: min(&per_op[i]),
         });
     }
     let mut kinds: Vec<KindTime> = Vec::new();
@@ -427,11 +444,13 @@ pub fn profile(
             Some(k) => {
                 k.ops += 1;
                 k.us += o.us_median;
+                k.us_min += o.us_min;
             }
             None => kinds.push(KindTime {
                 kind: o.kind.clone(),
                 ops: 1,
                 us: o.us_median,
+                us_min: o.us_min,
                 share: 0.0,
             }),
         }
@@ -572,10 +591,13 @@ mod tests {
         assert!(m.weight_ram_bytes > 0 && m.weight_ram_bytes < m.arena_bytes);
         assert_eq!(s.weight_ram_bytes, 0);
         assert!(m.infer_ms_median >= 0.0 && m.switch_ms_median >= 0.0);
+        assert!(m.infer_ms_min <= m.infer_ms_median && m.switch_ms_min <= m.switch_ms_median);
         let v = serde_json::to_value(&m).unwrap();
         for k in [
             "infer_ms_median",
             "switch_ms_median",
+            "infer_ms_min",
+            "switch_ms_min",
             "arena_bytes",
             "weight_ram_bytes",
         ] {
@@ -617,6 +639,14 @@ mod tests {
             let by_kinds: f64 = p.kinds.iter().map(|k| k.us).sum();
             assert!((by_ops - by_kinds).abs() <= 1e-6 * by_ops.max(1.0));
             assert!(p.ops.iter().all(|o| o.us_median >= 0.0));
+            // Minima: each op's at most its median, the kinds' the sums of their ops'.
+            assert!(p
+                .ops
+                .iter()
+                .all(|o| 0.0 <= o.us_min && o.us_min <= o.us_median));
+            let mins_by_ops: f64 = p.ops.iter().map(|o| o.us_min).sum();
+            let mins_by_kinds: f64 = p.kinds.iter().map(|k| k.us_min).sum();
+            assert!((mins_by_ops - mins_by_kinds).abs() <= 1e-6 * mins_by_ops.max(1.0));
             assert!(p.ops.iter().any(|o| o.kind == "conv1x1 expert"));
             assert!(!render_profile(&p).is_empty());
             let v = serde_json::to_value(&p).unwrap();
