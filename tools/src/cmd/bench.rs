@@ -344,9 +344,7 @@ fn speedup(
         let b = block(many, &mut alln)?;
         ratios.push(a / b);
     }
-    let (lo, hi) = ratios
-        .iter()
-        .fold((f64::INFINITY, 0f64), |(l, h), &r| (l.min(r), h.max(r)));
+    let (lo, hi) = (min(&ratios), ratios.iter().copied().fold(0f64, f64::max));
     Ok(Speedup {
         threads: many.threads(),
         blocks: BLOCKS,
