@@ -110,33 +110,61 @@ pub(crate) fn rebuild_layer_i8(
     out: &mut [i8],
     out_scale: &mut [f32],
 ) -> bool {
+    rows_layer(d, w0, s0, out, out_scale, false)
+}
+
+/// [`rebuild_layer_i8`]'s body; `vl`: AVX-512 VL is there (the AVX-512 table), so the same
+/// 8-lane rows have 32 registers and up to 48 weights take four channels at a time
+/// ([`in_registers_vl`]): with two, each pair's tail (`max|w|`, two divisions, codes) waited
+/// on its own chain, and the 24-channel experts of the small models took twice as long per
+/// weight as the 48-channel ones in 16 lanes (four: the `Auto` switch at 0.5x @64 2.5 %
+/// faster; eight: no faster).
+fn rows_layer(
+    d: &Delta<'_>,
+    w0: &[i8],
+    s0: &[f32],
+    out: &mut [i8],
+    out_scale: &mut [f32],
+    vl: bool,
+) -> bool {
     let (n, rk, cout) = (d.channel_len(), d.a.rows, d.cout);
     let Some((a, b)) = d.f32_factors() else {
         return false;
     };
     if d.k > 1 {
-        return kxk_layer(d, a, b, w0, s0, out, out_scale);
+        return kxk_layer(d, a, b, w0, s0, out, out_scale, vl);
     }
     if rk < 4 || n % 8 != 0 || !(8..=64).contains(&n) || !d.layer_fits(w0, s0, out, out_scale) {
         return false;
     }
     let mut o = 0;
     while o < cout {
-        let m = if n <= 48 && o + 2 <= cout { 2 } else { 1 };
+        let m = match (n <= 48, vl) {
+            (true, true) if o + 4 <= cout => 4,
+            (true, _) if o + 2 <= cout => 2,
+            _ => 1,
+        };
         let (b, w0, s0) = (&b[o * rk..][..m * rk], &w0[o * n..][..m * n], &s0[o..o + m]);
         let out = &mut out[o * n..][..m * n];
-        // SAFETY: AVX2 (this slot is only installed after detection); `a` holds `rk` rows of
-        // `n = N·8`, `b` `M` rows of `rk`, `w0`/`out` `M·n`, `s0` `M` (checked above).
-        let s: [f32; 2] = unsafe {
+        // SAFETY: AVX2 (this slot is only installed after detection), AVX-512 F/VL with
+        // `vl` (the AVX-512 table's); `a` holds `rk` rows of `n = N·8`, `b` `M` rows of
+        // `rk`, `w0`/`out` `M·n`, `s0` `M` (checked above).
+        unsafe {
             macro_rules! go {
-                ($n:literal) => {
-                    if m == 2 {
-                        in_registers::<$n, 2>(a, b, w0, s0, out)
-                    } else {
-                        let [s] = in_registers::<$n, 1>(a, b, w0, s0, out);
-                        [s, 0.0]
+                ($n:literal) => {{
+                    let os = &mut out_scale[o..o + m];
+                    match (m, vl) {
+                        (4, _) => os.copy_from_slice(&in_registers_vl::<$n, 4>(a, b, w0, s0, out)),
+                        (2, true) => {
+                            os.copy_from_slice(&in_registers_vl::<$n, 2>(a, b, w0, s0, out))
+                        }
+                        (2, false) => os.copy_from_slice(&in_registers::<$n, 2>(a, b, w0, s0, out)),
+                        (_, true) => {
+                            os.copy_from_slice(&in_registers_vl::<$n, 1>(a, b, w0, s0, out))
+                        }
+                        _ => os.copy_from_slice(&in_registers::<$n, 1>(a, b, w0, s0, out)),
                     }
-                };
+                }};
             }
             match n / 8 {
                 1 => go!(1),
@@ -145,11 +173,10 @@ pub(crate) fn rebuild_layer_i8(
                 4 => go!(4),
                 5 => go!(5),
                 6 => go!(6),
-                7 => [in_registers::<7, 1>(a, b, w0, s0, out)[0], 0.0],
-                _ => [in_registers::<8, 1>(a, b, w0, s0, out)[0], 0.0],
+                7 => go!(7),
+                _ => go!(8),
             }
-        };
-        out_scale[o..o + m].copy_from_slice(&s[..m]);
+        }
         o += m;
     }
     true
@@ -165,6 +192,40 @@ pub(crate) fn rebuild_layer_i8(
 /// `w0` and `out` `M·n`; `s0` `M`.
 #[target_feature(enable = "avx2")]
 unsafe fn in_registers<const N: usize, const M: usize>(
+    a: &[f32],
+    b: &[f32],
+    w0: &[i8],
+    s0: &[f32],
+    out: &mut [i8],
+) -> [f32; M] {
+    // SAFETY: this function's contract.
+    unsafe { rows_in_registers::<N, M>(a, b, w0, s0, out) }
+}
+
+/// [`in_registers`] compiled with AVX-512 F/VL: the same instructions on 8 lanes, with 32
+/// registers for the `N·M` rows.
+///
+/// # Safety
+/// As [`in_registers`], and AVX-512 F/VL available.
+#[target_feature(enable = "avx2,avx512f,avx512vl")]
+unsafe fn in_registers_vl<const N: usize, const M: usize>(
+    a: &[f32],
+    b: &[f32],
+    w0: &[i8],
+    s0: &[f32],
+    out: &mut [i8],
+) -> [f32; M] {
+    // SAFETY: this function's contract.
+    unsafe { rows_in_registers::<N, M>(a, b, w0, s0, out) }
+}
+
+/// The body of [`in_registers`] and [`in_registers_vl`], inlined into each (and compiled
+/// with its features).
+///
+/// # Safety
+/// As [`in_registers`].
+#[inline(always)]
+unsafe fn rows_in_registers<const N: usize, const M: usize>(
     a: &[f32],
     b: &[f32],
     w0: &[i8],
@@ -416,10 +477,12 @@ fn max_abs_bits16(mx: __m512i, v: __m512) -> __m512i {
 }
 
 /// The AVX-512 table's `Kernels::rebuild_layer_i8`: a 1x1 expert with f32 factors, rank ≥ 4
-/// and `n = Cin ∈ {16, 32, 48, 64}` with each row in 16-lane registers, four channels at a
-/// time ([`in_zmm`]: 32 registers hold 4 × 4 rows, the chains of four channels fill each
-/// other's latencies); other shapes as the AVX2 slot ([`rebuild_layer_i8`]). The same
-/// operations on every element, so the same bits.
+/// and `n = Cin ∈ {16, 32, 48, 64}` with each row in 16-lane registers, several channels
+/// at a time ([`in_zmm`]: the chains of several channels fill each other's latencies, and
+/// each row of `A` loaded serves them all): eight up to 48 weights (32 registers hold
+/// 8 × 3 rows; 2–3 % off the `Auto` switch at 0.5x @64 against four), else four (4 × 4);
+/// other shapes as the AVX2 slot ([`rows_layer`], with 32 registers). The same operations
+/// on every element, so the same bits.
 pub(crate) fn rebuild_layer_i8_avx512(
     d: &Delta<'_>,
     w0: &[i8],
@@ -433,11 +496,15 @@ pub(crate) fn rebuild_layer_i8_avx512(
         .f32_factors()
         .filter(|_| fits && d.layer_fits(w0, s0, out, out_scale))
     else {
-        return rebuild_layer_i8(d, w0, s0, out, out_scale);
+        return rows_layer(d, w0, s0, out, out_scale, true);
     };
     let mut o = 0;
     while o < cout {
-        let m = if o + 4 <= cout { 4 } else { 1 };
+        let m = match n <= 48 {
+            true if o + 8 <= cout => 8,
+            _ if o + 4 <= cout => 4,
+            _ => 1,
+        };
         let (b, w0, s0) = (&b[o * rk..][..m * rk], &w0[o * n..][..m * n], &s0[o..o + m]);
         let out = &mut out[o * n..][..m * n];
         // SAFETY: AVX-512 (this slot is only installed after detection); `a` holds `rk`
@@ -446,7 +513,10 @@ pub(crate) fn rebuild_layer_i8_avx512(
         unsafe {
             macro_rules! go {
                 ($n:literal) => {
-                    if m == 4 {
+                    if m == 8 {
+                        let s = in_zmm::<$n, 8>(a, b, w0, s0, out);
+                        out_scale[o..o + 8].copy_from_slice(&s);
+                    } else if m == 4 {
                         let s = in_zmm::<$n, 4>(a, b, w0, s0, out);
                         out_scale[o..o + 4].copy_from_slice(&s);
                     } else {
@@ -558,6 +628,7 @@ const KXK_MAX_K: usize = 5;
 /// (~2 µs of the 5 µs the streamed stem's rebuild took at every inference, 0.5x @32); the
 /// `k` rows of a channel are independent chains, run side by side. `false` (nothing
 /// written) for other shapes.
+#[allow(clippy::too_many_arguments)]
 fn kxk_layer(
     d: &Delta<'_>,
     a: &[f32],
@@ -566,42 +637,83 @@ fn kxk_layer(
     s0: &[f32],
     out: &mut [i8],
     out_scale: &mut [f32],
+    vl: bool,
 ) -> bool {
     let (n, rk, ck, k) = (d.channel_len(), d.a.rows, d.a.cols, d.k);
     if rk < 4 || ck > KXK_MAX_COLS || k > KXK_MAX_K || !d.layer_fits(w0, s0, out, out_scale) {
         return false;
     }
-    let mut w = [0f32; KXK_MAX_K * KXK_MAX_COLS];
-    let w = &mut w[..n];
-    for o in 0..d.cout {
-        let bo = &b[o * k * rk..][..k * rk];
-        // SAFETY: AVX2 (this slot is only installed after detection); `a` holds `rk` rows of
-        // `ck ≤ 16`, `bo` `k ≤ 5` rows of `rk`, `w` `k·ck` (`f32_factors`, checked above).
+    let mut w = [0f32; KXK_GROUP * KXK_MAX_K * KXK_MAX_COLS];
+    let mut o = 0;
+    while o < d.cout {
+        // With AVX-512 VL (32 registers) the channels of a 3x3 (or smaller) stem go four at
+        // a time: `K·4` row pairs share each row of `A` loaded, and four channels' chains
+        // fill each other's add latencies (the 3→24 stem's rebuild ~0.5 µs faster).
+        let m = if vl && k <= 3 && o + KXK_GROUP <= d.cout {
+            KXK_GROUP
+        } else {
+            1
+        };
+        let bo = &b[o * k * rk..][..m * k * rk];
+        let w = &mut w[..m * n];
+        // SAFETY: AVX2 (this slot is only installed after detection), AVX-512 F/VL where
+        // `m > 1` (only with `vl`); `a` holds `rk` rows of `ck ≤ 16`, `bo` `m·k ≤ 20` rows
+        // of `rk`, `w` `m·k·ck` (`f32_factors`, checked above).
         unsafe {
-            match k {
-                2 => kxk_rows::<2>(a, bo, ck, w),
-                3 => kxk_rows::<3>(a, bo, ck, w),
-                4 => kxk_rows::<4>(a, bo, ck, w),
-                _ => kxk_rows::<5>(a, bo, ck, w),
+            match (k, m) {
+                (2, 1) => kxk_rows::<2>(a, bo, ck, w),
+                (3, 1) => kxk_rows::<3>(a, bo, ck, w),
+                (4, 1) => kxk_rows::<4>(a, bo, ck, w),
+                (_, 1) => kxk_rows::<5>(a, bo, ck, w),
+                (2, _) => kxk_rows_vl::<8>(a, bo, ck, w),
+                _ => kxk_rows_vl::<12>(a, bo, ck, w),
             }
         }
-        let (w0, out) = (&w0[o * n..][..n], &mut out[o * n..][..n]);
-        // SAFETY: AVX2, as above; the three slices hold `n` elements.
-        out_scale[o] = unsafe { body(w, w0, s0[o], out) };
+        for (j, w) in w.chunks_exact_mut(n).enumerate() {
+            let (w0, out) = (&w0[(o + j) * n..][..n], &mut out[(o + j) * n..][..n]);
+            // SAFETY: AVX2, as above; the three slices hold `n` elements.
+            out_scale[o + j] = unsafe { body(w, w0, s0[o + j], out) };
+        }
+        o += m;
     }
     true
+}
+
+/// Channels [`kxk_layer`] rebuilds at a time with AVX-512 VL.
+const KXK_GROUP: usize = 4;
+
+/// [`kxk_rows`] compiled with AVX-512 F/VL (32 registers): `R = 4·k` rows, four channels'.
+///
+/// # Safety
+/// As [`kxk_rows`], and AVX-512 F/VL available.
+#[target_feature(enable = "avx2,avx512f,avx512vl")]
+unsafe fn kxk_rows_vl<const R: usize>(a: &[f32], b: &[f32], ck: usize, w: &mut [f32]) {
+    // SAFETY: this function's contract.
+    unsafe { rows_kxk::<R>(a, b, ck, w) }
 }
 
 /// `w[r·ck + c] = Σ_j b[r·rk + j]·a[j·ck + c]` for the `K` rows of one channel, each row
 /// in two 8-lane accumulators (the second masked to `ck − 8` lanes), every element summed
 /// as `Delta::channel_into_i8`: `((b0·a0 + b1·a1) + b2·a2) + …`, each further row in
-/// order, products then adds (no FMA), so the same bits.
+/// order, products then adds (no FMA), so the same bits. (The rows of consecutive channels
+/// follow each other in `b` and `w`, so [`kxk_rows_vl`] runs several channels as more rows.)
 ///
 /// # Safety
 /// AVX2 available; `ck ≤ 16`; `a` holds `rk = b.len() / K ≥ 4` rows of `ck`; `b` `K` rows
 /// of `rk`; `w` `K·ck` elements.
 #[target_feature(enable = "avx2")]
 unsafe fn kxk_rows<const K: usize>(a: &[f32], b: &[f32], ck: usize, w: &mut [f32]) {
+    // SAFETY: this function's contract.
+    unsafe { rows_kxk::<K>(a, b, ck, w) }
+}
+
+/// The body of [`kxk_rows`] and [`kxk_rows_vl`], inlined into each (and compiled with its
+/// features).
+///
+/// # Safety
+/// As [`kxk_rows`].
+#[inline(always)]
+unsafe fn rows_kxk<const K: usize>(a: &[f32], b: &[f32], ck: usize, w: &mut [f32]) {
     let rk = b.len() / K;
     debug_assert!(ck <= KXK_MAX_COLS && rk >= 4 && a.len() >= rk * ck && w.len() >= K * ck);
     // Lane masks of the two vectors: the first `min(ck, 8)`, then the rest.
@@ -623,10 +735,12 @@ unsafe fn kxk_rows<const K: usize>(a: &[f32], b: &[f32], ck: usize, w: &mut [f32
         [_mm256_mul_ps(c, x[0]), _mm256_mul_ps(c, x[1])]
     };
     let (x0, x1) = (row(0), row(1));
-    let mut t: [[__m256; 2]; K] = core::array::from_fn(|r| {
+    // (A loop, not `array::from_fn`: its closure is not inlined into this body.)
+    let mut t = [[_mm256_setzero_ps(); 2]; K];
+    for (r, tr) in t.iter_mut().enumerate() {
         let (p, q) = (term(r, 0, x0), term(r, 1, x1));
-        [_mm256_add_ps(p[0], q[0]), _mm256_add_ps(p[1], q[1])]
-    });
+        *tr = [_mm256_add_ps(p[0], q[0]), _mm256_add_ps(p[1], q[1])];
+    }
     for j in 2..rk {
         let x = row(j);
         for (r, tr) in t.iter_mut().enumerate() {
