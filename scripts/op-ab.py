@@ -4,7 +4,8 @@
     scripts/op-ab.py BUNDLE.lorkd ROUNDS ITERS MODE LORKD_BIN... [--stat median|min]
 
 Each round runs `lorkd bench BUNDLE --profile --iters ITERS --mode MODE --json` once per
-binary, in turn. The table gives, per op kind (and the end-to-end inference and switch),
+binary, in turn (every other round in reverse order, so no build always runs after the same
+one). The table gives, per op kind (and the end-to-end inference and switch),
 the smallest over the rounds of each run's medians (default) or of each run's minima
 (`--stat min`: per op the fastest of the run's iterations, summed per kind): on a shared
 machine the noise only ever adds time, so the minimum over alternating rounds compares
@@ -31,8 +32,8 @@ def main():
     # statistic of the inference and the switch.
     kind_key, run_key = ("us", "median") if stat == "median" else ("us_min", "min")
     res = {b: [] for b in bins}
-    for _ in range(rounds):
-        for b in bins:
+    for r in range(rounds):
+        for b in bins if r % 2 == 0 else bins[::-1]:
             cmd = [b, "bench", bundle, "--profile", "--iters", iters, "--mode", mode, "--json"]
             d = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
             k = {x["kind"]: x[kind_key] for x in d["profile"]["kinds"]}
@@ -45,7 +46,9 @@ def main():
     print("| µs (min of %d rounds' %s) | " % (rounds, label) + " | ".join(bins) + " |")
     print("|---" * (len(bins) + 1) + "|")
     for k in kinds:
-        cells = ["%.0f" % min(r.get(k, 0.0) for r in res[b]) for b in bins]
+        # One decimal below 100 µs: a small model's switch moves by tenths.
+        vals = [min(r.get(k, 0.0) for r in res[b]) for b in bins]
+        cells = ["%.1f" % v if v < 100 else "%.0f" % v for v in vals]
         print("| %s | %s |" % (k, " | ".join(cells)))
 
 
