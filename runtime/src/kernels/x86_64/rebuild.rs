@@ -480,7 +480,8 @@ fn max_abs_bits16(mx: __m512i, v: __m512) -> __m512i {
 /// and `n = Cin ∈ {16, 32, 48, 64}` with each row in 16-lane registers, several channels
 /// at a time ([`in_zmm`]: the chains of several channels fill each other's latencies, and
 /// each row of `A` loaded serves them all): eight up to 48 weights (32 registers hold
-/// 8 × 3 rows; 2–3 % off the `Auto` switch at 0.5x @64 against four), else four (4 × 4);
+/// 8 × 3 rows; the `Auto` switch at 0.5x @64 1.5 % faster by the runs' minima than with
+/// four, 2.7 % by the rounds' median ratio), else four (4 × 4);
 /// other shapes as the AVX2 slot ([`rows_layer`], with 32 registers). The same operations
 /// on every element, so the same bits.
 pub(crate) fn rebuild_layer_i8_avx512(
