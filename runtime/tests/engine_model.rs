@@ -552,14 +552,25 @@ fn auto_plan_streams_the_few_pixel_experts_and_rebuilds_the_rest() {
         println!("SKIPPED the mixed-plan checks: this target's plan streams nothing here");
     }
     assert!(streamed.iter().all(|e| e.k == 1));
-    // Streamed experts are the cheapest to stream: every rebuilt 1x1 expert has a higher
-    // stream/rebuild ratio than every streamed one, and they fit the inference budget.
+    // Streamed experts are the cheapest to stream: every rebuilt 1x1 expert has a ratio at
+    // least every streamed one's (equal: a tie split in graph order, the streamed first),
+    // every expert below `ALWAYS` streams, and the rest fit the inference budget.
     let worst = streamed.iter().map(|e| e.cost.ratio()).max().unwrap_or(0);
     for e in experts.iter().filter(|e| !p.streams_expert(e) && e.k == 1) {
         assert!(e.cost.ratio() >= worst, "{e:?}");
+        assert!(e.cost.ratio() >= plan::ALWAYS, "{e:?}");
+        if e.cost.ratio() == worst {
+            assert!(streamed
+                .iter()
+                .all(|s| s.cost.ratio() < worst || s.op < e.op));
+        }
     }
     let added: u64 = streamed.iter().map(|e| e.cost.stream).sum();
-    assert!(added <= plan::inference_cost(m) / plan::INFER_BUDGET);
+    let always: u64 = (experts.iter())
+        .filter(|e| e.k == 1 && e.cost.ratio() < plan::ALWAYS)
+        .map(|e| e.cost.stream)
+        .sum();
+    assert!(added <= always.max(plan::inference_cost(m) / plan::INFER_BUDGET));
 
     let xs = net.inputs(4, s ^ 7);
     let mut am = AlignedBytes::zeroed(fb.arena_bytes(Mode::Materialized));

@@ -590,7 +590,7 @@ fn expert_layers<'a, 'w>(
         let bad = EngineError::Malformed { op: i };
         let v = ops::value(table, output, i)?;
         let hw = v.h as usize * v.w as usize;
-        if plan.streams(cout, cin, kk, hw) {
+        if plan.streams(i, cout, cin, kk, hw) {
             continue;
         }
         let (wlen, slot) = layout::expert_slot(cout, cin, kk, int8).ok_or(bad)?;

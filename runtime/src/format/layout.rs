@@ -98,7 +98,7 @@ pub fn regions_with(m: &Manifest<'_>, plan: &Plan) -> Option<Regions> {
     let mut lowrank = 0usize;
     let mut max_cout = 0usize;
     let rank = m.rank as usize;
-    for op in m.ops.iter() {
+    for (i, op) in m.ops.iter().enumerate() {
         match op {
             Op::Conv {
                 input,
@@ -115,7 +115,7 @@ pub fn regions_with(m: &Manifest<'_>, plan: &Plan) -> Option<Regions> {
                         Some(v) => (v.h as usize).checked_mul(v.w as usize)?,
                         None => 0,
                     };
-                    let streams = plan.streams(cout, cin, k, hw);
+                    let streams = plan.streams(i, cout, cin, k, hw);
                     if !streams {
                         weights = weights.checked_add(expert_slot(cout, cin, k, int8)?.1)?;
                     }

@@ -67,7 +67,7 @@ pub(in crate::engine) fn eval(
     let shared = cx.shared;
     let bias = expect_len(f32s(tensor(shared, bias, i)?)?, cout, i)?;
     let (w, delta) = match expert {
-        Some(_) if !cx.plan.streams(cout, g.cin, kk, g.ho * g.wo) => {
+        Some(_) if !cx.plan.streams(i, cout, g.cin, kk, g.ho * g.wo) => {
             let r = cx.wofs..cx.wofs.checked_add(slot).ok_or(bad)?;
             cx.wofs = r.end;
             let weights = cx.weights;

@@ -517,7 +517,7 @@ pub(super) fn fill_requant_cache(
                 let (cout, k, cin) = (cout as usize, k as usize, input.c_len as usize);
                 let v = value(table, output, i)?;
                 let hw = v.h as usize * v.w as usize;
-                if expert.is_some() && plan.streams(cout, cin, k, hw) {
+                if expert.is_some() && plan.streams(i, cout, cin, k, hw) {
                     continue;
                 }
                 let pointwise = fold.is_some() && k == 1 && pad == 0;
