@@ -533,60 +533,60 @@ fn auto_plan_streams_the_few_pixel_experts_and_rebuilds_the_rest() {
     let net = mixed_plan_net(s);
     let fbytes = AlignedBytes::new(&net.bundle_f32());
     let fb = Bundle::parse(fbytes.as_slice()).unwrap();
-    let m = fb.manifest();
-    let p = Plan::new(m, Mode::Auto);
-    let experts: Vec<_> = plan::experts(m).collect();
-    let streamed: Vec<_> = experts.iter().filter(|e| p.streams_expert(e)).collect();
-    println!(
-        "auto streams {:?} of {} experts",
-        streamed
-            .iter()
-            .map(|e| (e.op, e.cout, e.cin, e.hw))
-            .collect::<Vec<_>>(),
-        experts.len()
-    );
-    assert!(streamed.len() < experts.len(), "the stem is never streamed");
-    if streamed.is_empty() {
-        // A target that prices streaming high (`plan::STREAM_SCALE`) may fit no expert of
-        // this small net in its budget; the mixing is checked where the plan streams.
-        println!("SKIPPED the mixed-plan checks: this target's plan streams nothing here");
-    }
-    assert!(streamed.iter().all(|e| e.k == 1));
-    // Streamed experts are the cheapest to stream: every rebuilt 1x1 expert has a ratio at
-    // least every streamed one's (equal: a tie split in graph order, the streamed first),
-    // every expert below `ALWAYS` streams, and the rest fit the inference budget.
-    let worst = streamed.iter().map(|e| e.cost.ratio()).max().unwrap_or(0);
-    for e in experts.iter().filter(|e| !p.streams_expert(e) && e.k == 1) {
-        assert!(e.cost.ratio() >= worst, "{e:?}");
-        assert!(e.cost.ratio() >= plan::ALWAYS, "{e:?}");
-        if e.cost.ratio() == worst {
-            assert!(streamed
+    // The plan's invariants for one bundle; returns how many experts it streams.
+    let check_plan = |b: &Bundle<'_>| -> usize {
+        let m = b.manifest();
+        let p = Plan::new(m, Mode::Auto);
+        let experts: Vec<_> = plan::experts(m).collect();
+        let streamed: Vec<_> = experts.iter().filter(|e| p.streams_expert(e)).collect();
+        println!(
+            "{:?} auto streams {:?} of {} experts",
+            m.precision,
+            streamed
                 .iter()
-                .all(|s| s.cost.ratio() < worst || s.op < e.op));
+                .map(|e| (e.op, e.cout, e.cin, e.hw))
+                .collect::<Vec<_>>(),
+            experts.len()
+        );
+        assert!(streamed.len() < experts.len(), "the stem is never streamed");
+        assert!(streamed.iter().all(|e| e.k == 1));
+        // Streamed experts are the cheapest to stream: every rebuilt 1x1 expert has a ratio
+        // at least every streamed one's (equal: a tie split in graph order, the streamed
+        // first), every expert below `ALWAYS` streams, and the rest fit the budget.
+        let worst = streamed.iter().map(|e| e.cost.ratio()).max().unwrap_or(0);
+        for e in experts.iter().filter(|e| !p.streams_expert(e) && e.k == 1) {
+            assert!(e.cost.ratio() >= worst, "{e:?}");
+            assert!(e.cost.ratio() >= plan::ALWAYS, "{e:?}");
+            if e.cost.ratio() == worst {
+                assert!(streamed
+                    .iter()
+                    .all(|s| s.cost.ratio() < worst || s.op < e.op));
+            }
         }
-    }
-    let added: u64 = streamed.iter().map(|e| e.cost.stream).sum();
-    let always: u64 = (experts.iter())
-        .filter(|e| e.k == 1 && e.cost.ratio() < plan::ALWAYS)
-        .map(|e| e.cost.stream)
-        .sum();
-    assert!(added <= always.max(plan::inference_cost(m) / plan::INFER_BUDGET));
-
+        let added: u64 = streamed.iter().map(|e| e.cost.stream).sum();
+        let always: u64 = (experts.iter())
+            .filter(|e| e.k == 1 && e.cost.ratio() < plan::ALWAYS)
+            .map(|e| e.cost.stream)
+            .sum();
+        assert!(added <= always.max(plan::inference_cost(m) / plan::INFER_BUDGET));
+        // A streamed expert holds no weight RAM.
+        let ram = |mode: Mode| {
+            let mut a = AlignedBytes::zeroed(b.arena_bytes(mode));
+            Engine::new(b, a.as_mut_slice(), mode)
+                .unwrap()
+                .weight_ram_bytes()
+        };
+        if !streamed.is_empty() {
+            let (wa, wm) = (ram(Mode::Auto), ram(Mode::Materialized));
+            assert!(wa < wm, "{wa} vs {wm}");
+            assert!(b.arena_bytes(Mode::Auto) < b.arena_bytes(Mode::Materialized));
+        }
+        streamed.len()
+    };
+    let f32_streams = check_plan(&fb);
     let xs = net.inputs(4, s ^ 7);
-    let mut am = AlignedBytes::zeroed(fb.arena_bytes(Mode::Materialized));
-    let em = Engine::new(&fb, am.as_mut_slice(), Mode::Materialized).unwrap();
-    let wm = em.weight_ram_bytes();
-    drop(em);
     let mut aa = AlignedBytes::zeroed(fb.arena_bytes(Mode::Auto));
     let mut ea = Engine::new(&fb, aa.as_mut_slice(), Mode::Auto).unwrap();
-    if !streamed.is_empty() {
-        assert!(
-            ea.weight_ram_bytes() < wm,
-            "{} vs {wm}",
-            ea.weight_ram_bytes()
-        );
-        assert!(fb.arena_bytes(Mode::Auto) < fb.arena_bytes(Mode::Materialized));
-    }
     for x in &xs {
         for t in 0..3 {
             ea.select(t).unwrap();
@@ -604,6 +604,20 @@ fn auto_plan_streams_the_few_pixel_experts_and_rebuilds_the_rest() {
     let calib = net.inputs(32, s ^ 8);
     let qbytes = AlignedBytes::new(&net.bundle_int8(&ranges(&fb, 3, &calib)));
     let qb = Bundle::parse(qbytes.as_slice()).unwrap();
+    let int8_streams = check_plan(&qb);
+    if f32_streams == 0 || int8_streams == 0 {
+        // A target that prices streaming high (`plan::STREAM_SCALE`, x86_64's f32 layout
+        // term) may fit no expert of this small net in its budget; the mixing is checked
+        // where the plan streams (f32: on the Arm targets, whose CI step runs this test).
+        println!(
+            "SKIPPED the mixed-plan checks of {}: this target's plan streams nothing here",
+            if f32_streams == 0 { "f32" } else { "int8" }
+        );
+    }
+    assert!(
+        f32_streams + int8_streams > 0,
+        "neither plan mixes: the test needs another net"
+    );
     let engine = |mode: Mode| AlignedBytes::zeroed(qb.arena_bytes(mode));
     let (mut a1, mut a2, mut a3) = (
         engine(Mode::Materialized),

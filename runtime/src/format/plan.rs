@@ -17,7 +17,7 @@
 //! of `firmware/run-qemu --bench` (BENCHMARKS.md, "Per-layer switch plan"): the plan only
 //! needs the order of magnitude. Each target plans for its own kernels, so a Cortex-M
 //! device may stream fewer experts than `lorkd inspect` on a PC reports.
-use super::{Manifest, Mode, Op};
+use super::{Manifest, Mode, Op, Precision};
 
 /// One output element's epilogue in a rebuilt (Materialized) conv: requantisation.
 const OUT: u64 = 2;
@@ -34,6 +34,13 @@ const DEQUANT: u64 = 1;
 const REBUILD_WEIGHT: u64 = 4;
 /// One factor element decoded to f32 (per switch when rebuilt, per inference when streamed).
 const DECODE: u64 = 1;
+/// One `W0` weight of a streamed f32 1x1 conv laid out per inference: the x86_64 f32 GEMM
+/// packs its panels at every call (one FMA chain per output whatever the tile, so no row
+/// path for few pixels), which a rebuilt expert's slot has done once at the switch —
+/// measured 0.21–0.25 ns a weight at 0.5x @64 on Zen 4 (96 → 96 and 192 → 1024 @2×2: +2.5
+/// and +43 µs streamed), ~10 units. Without it `Auto` streamed fourteen f32 experts there
+/// at 1.65× the Materialized inference (BENCHMARKS.md, session 50). Not fitted elsewhere.
+const LAYOUT_F32: u64 = if cfg!(target_arch = "x86_64") { 10 } else { 0 };
 /// Each op's fixed cost at inference (dispatch, tables, packing, small loops): what makes
 /// small models slower per multiply-add than the GEMMs alone.
 const OP: u64 = if cfg!(target_arch = "arm") {
@@ -100,8 +107,13 @@ pub struct ExpertCost {
 }
 
 impl ExpertCost {
-    /// Cost of expert conv `cout × cin × k × k` at rank `rank` with `hw` output pixels.
-    pub fn new(cout: usize, cin: usize, k: usize, hw: usize, rank: usize) -> Self {
+    /// Cost of expert conv `cout × cin × k × k` at rank `rank` with `hw` output pixels, in a
+    /// bundle of precision `p`.
+    pub fn new(cout: usize, cin: usize, k: usize, hw: usize, rank: usize, p: Precision) -> Self {
+        let layout = match p {
+            Precision::F32 => LAYOUT_F32,
+            Precision::Int8 => 0,
+        };
         let [cout, cin, k, hw, r] = [cout, cin, k, hw, rank].map(|v| v as u64);
         let weights = cout.saturating_mul(cin).saturating_mul(k * k);
         let factors = r
@@ -124,6 +136,7 @@ impl ExpertCost {
                 .saturating_add(cout.saturating_mul(STREAM_OUT));
             hw.saturating_mul(per_px)
                 .saturating_add(decode)
+                .saturating_add(weights.saturating_mul(layout))
                 .saturating_mul(STREAM_SCALE)
         } else {
             u64::MAX
@@ -160,6 +173,7 @@ impl ExpertCost {
 pub struct Plan {
     mode: Mode,
     rank: usize,
+    precision: Precision,
     /// `Auto`: an expert with k = 1 streams iff its [`ExpertCost::ratio`] is below this,
     theta: u64,
     /// or equal to it and its op index below this one (the tie group — same-shape layers,
@@ -180,6 +194,7 @@ impl Plan {
         Plan {
             mode,
             rank,
+            precision: m.precision,
             theta,
             tie_below,
         }
@@ -198,7 +213,7 @@ impl Plan {
             Mode::Streaming => true,
             Mode::Auto if k != 1 => false,
             Mode::Auto => {
-                let c = ExpertCost::new(cout, cin, k, hw, self.rank);
+                let c = ExpertCost::new(cout, cin, k, hw, self.rank, self.precision);
                 c.ratio_below(self.theta) || (op < self.tie_below && c.ratio_below(self.theta + 1))
             }
         }
@@ -254,7 +269,7 @@ pub fn experts<'m>(m: &'m Manifest<'_>) -> impl Iterator<Item = Expert> + 'm {
                     cin,
                     k,
                     hw,
-                    cost: ExpertCost::new(cout, cin, k, hw, rank),
+                    cost: ExpertCost::new(cout, cin, k, hw, rank, m.precision),
                 })
             }
             _ => None,
@@ -338,17 +353,30 @@ mod tests {
     /// rebuild, at 56×56 far dearer; the ratio grows with the pixels; k > 1 never streams.
     #[test]
     fn streaming_pays_where_pixels_are_few() {
-        let late = ExpertCost::new(1024, 192, 1, 1, 4);
-        let early = ExpertCost::new(58, 58, 1, 56 * 56, 4);
+        let late = ExpertCost::new(1024, 192, 1, 1, 4, Precision::Int8);
+        let early = ExpertCost::new(58, 58, 1, 56 * 56, 4, Precision::Int8);
         assert!(late.ratio() < ONE / 2, "{late:?}"); // every target's scale
         assert!(early.ratio() > ONE, "{early:?}");
         let mut last = 0;
         for hw in [1, 4, 16, 64, 256] {
-            let r = ExpertCost::new(96, 96, 1, hw, 4).ratio();
+            let r = ExpertCost::new(96, 96, 1, hw, 4, Precision::Int8).ratio();
             assert!(r > last, "hw {hw}");
             last = r;
         }
-        assert_eq!(ExpertCost::new(24, 3, 3, 1, 4).ratio(), u64::MAX);
+        assert_eq!(
+            ExpertCost::new(24, 3, 3, 1, 4, Precision::Int8).ratio(),
+            u64::MAX
+        );
+        // f32 streaming pays its per-call layout on x86_64, never less than int8's.
+        for hw in [1, 4, 16] {
+            let [i, f] =
+                [Precision::Int8, Precision::F32].map(|p| ExpertCost::new(96, 96, 1, hw, 4, p));
+            assert_eq!(i.rebuild, f.rebuild);
+            assert!(
+                f.stream >= i.stream + 96 * 96 * LAYOUT_F32 * STREAM_SCALE,
+                "{i:?} {f:?}"
+            );
+        }
     }
 
     /// [`cut`] takes the set a sort would: on random expert lists — groups of equal costs
