@@ -75,7 +75,8 @@ const STREAM_SCALE: u64 = if cfg!(target_arch = "arm") {
 pub const INFER_BUDGET: u64 = if cfg!(target_arch = "x86_64") { 19 } else { 12 };
 /// Experts whose streaming costs under this ratio of their rebuild (16.16) stream whatever
 /// the budget: on x86_64 a quarter. At 0.5x @32 every 1x1 expert of 1–4 pixels is below it
-/// (a 48 → 48 @2×2 streamed adds ~0.5 % of the inference and saves ~1.6 % in the switch),
+/// (a 48 → 48 @2×2 streamed adds ~0.5 % to the inference and takes ~1.6 % of an inference
+/// off the switch),
 /// and the measured Auto inference there stays within 1.1× Materialized with all of them
 /// streamed, which a budget the @64 plan can live with would not allow. Elsewhere none: the
 /// budget alone, as fitted to the instruction counts.
