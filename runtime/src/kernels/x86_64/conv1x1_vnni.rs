@@ -94,20 +94,26 @@ pub(crate) fn pack_conv1x1_i8(cout: usize, cin: usize, w: &mut [i8]) {
 unsafe fn pack_block<'o>(rows: &[i8], n: usize, out: &'o mut [MaybeUninit<i8>]) -> &'o [i8] {
     let (r, quads, e) = (rows.len() / n, n / 4, n % 4);
     let out = &mut out[..BLK * n];
-    let mut k = 0;
-    while k < quads {
-        let m = (quads - k).min(8);
-        // Lanes `< m` of each row: quads `k .. k + m`.
-        // SAFETY: `lane_mask` gives 8 i32.
-        let lanes = unsafe { _mm256_loadu_si256(lane_mask(m).as_ptr().cast()) };
-        for l0 in [0, 8] {
+    // Eight rows at a time along their length, so each load walks one row in order (the
+    // hardware prefetchers follow it); whole loads where 8 quads remain.
+    for l0 in [0, 8] {
+        let mut k = 0;
+        while k < quads {
+            let m = (quads - k).min(8);
+            // Lanes `< m` of each row: quads `k .. k + m`.
+            // SAFETY: `lane_mask` gives 8 i32.
+            let lanes = unsafe { _mm256_loadu_si256(lane_mask(m).as_ptr().cast()) };
             let v: [__m256; 8] = core::array::from_fn(|l| {
                 if l0 + l < r {
                     // SAFETY: row `l0 + l < r` holds `n ≥ 4(k + m)` bytes from
                     // `(l0 + l)·n`; the masked-off lanes are not read.
                     unsafe {
                         let p = rows.as_ptr().add((l0 + l) * n + 4 * k);
-                        _mm256_castsi256_ps(_mm256_maskload_epi32(p.cast(), lanes))
+                        if m == 8 {
+                            _mm256_loadu_ps(p.cast())
+                        } else {
+                            _mm256_castsi256_ps(_mm256_maskload_epi32(p.cast(), lanes))
+                        }
                     }
                 } else {
                     _mm256_setzero_ps()
@@ -117,8 +123,8 @@ unsafe fn pack_block<'o>(rows: &[i8], n: usize, out: &'o mut [MaybeUninit<i8>]) 
                 // SAFETY: `64·(k + j) + 4·l0 + 32 ≤ 64·quads ≤ 16·n = out.len()`.
                 unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(64 * (k + j) + 4 * l0).cast(), t) };
             }
+            k += m;
         }
-        k += m;
     }
     let at = |l: usize, i: usize| if l < r { rows[l * n + i] } else { 0 };
     for l in 0..BLK {
@@ -312,7 +318,18 @@ fn panels(n: usize, m: usize, w: &[i8], prepacked: bool, f: &mut dyn FnMut(usize
         // The blocks from `whole` on are laid out into `store` (a short last block when
         // prepacked, every block of the panel for rows).
         let mut len = 0;
-        for chunk in w[(lo + BLK * whole) * n..hi * n].chunks(BLK * n) {
+        let first = (lo + BLK * whole) * n;
+        for (i, chunk) in w[first..hi * n].chunks(BLK * n).enumerate() {
+            if !prepacked {
+                // The next block's rows (the next panel's first for the last) on their way
+                // into L1 while this one is laid out: `w` is the bundle's, seldom still in
+                // cache from the last inference.
+                let next = &w[(first + (i + 1) * BLK * n).min(w.len())..];
+                for line in next[..next.len().min(BLK * n)].chunks(64) {
+                    // SAFETY: SSE is baseline on x86_64; a prefetch reads nothing.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr()) };
+                }
+            }
             // SAFETY: only installed after AVX2 detection; `store` holds `PANEL ≥ nbk·16·n`
             // bytes (`per`; one block when prepacked); `chunk` is at most 16 rows of `n`.
             len += unsafe { pack_block(chunk, n, &mut store[len..]) }.len();
