@@ -373,6 +373,133 @@ fn streamed_stem_is_the_materialized_stem() {
     }
 }
 
+/// `Streaming` rebuilds a pointwise expert into its scratch at each inference where the plan
+/// prices streaming it at `REBUILD_FROM` of that rebuild or more and the rebuild fits the
+/// scratch the streamed experts have anyway (`Plan::rebuilds_per_inference`; x86_64): on a
+/// net of many pixels, where every expert qualifies, Streaming gives Materialized's logits
+/// bit for bit (f32 and int8, every factor dtype, every department) with no weight RAM;
+/// on nets of fewer pixels the plan's rule holds expert by expert, the other modes never
+/// rebuild per inference, and the arena is the one the packer stored.
+#[test]
+fn streaming_rebuilds_the_many_pixel_experts_per_inference() {
+    use lorkd_runtime::format::layout;
+    use lorkd_runtime::format::plan::{self, Plan};
+    let s = seed();
+    // The plan's rule on one bundle; returns (rebuilt, pointwise) expert counts.
+    let check = |b: &Bundle<'_>| -> (usize, usize) {
+        let m = b.manifest();
+        let int8 = m.precision == lorkd_runtime::format::Precision::Int8;
+        let p = Plan::new(m, Mode::Streaming);
+        let r = m.rank as usize;
+        let es: Vec<_> = plan::experts(m).collect();
+        let fit = es
+            .iter()
+            .map(|e| layout::stream_scratch(e.cout, e.cin, e.k, e.hw, r, int8).unwrap())
+            .max()
+            .unwrap_or(0);
+        let mut rebuilt = 0;
+        for e in &es {
+            let (pays, fits) = (
+                e.cost.ratio() >= plan::REBUILD_FROM,
+                layout::rebuild_scratch(e.cout, e.cin, e.k, r, int8).unwrap() <= fit,
+            );
+            let yes = p.rebuilds_per_inference(e.cout, e.cin, e.k, e.hw);
+            if e.k == 1 {
+                // The ratio of the int8 costs: both paths lay their weights out alike.
+                let c = plan::ExpertCost::new(
+                    e.cout,
+                    e.cin,
+                    1,
+                    e.hw,
+                    r,
+                    lorkd_runtime::format::Precision::Int8,
+                );
+                assert_eq!(
+                    yes,
+                    c.ratio() >= plan::REBUILD_FROM && fits,
+                    "{e:?} pays {pays}"
+                );
+            } else {
+                assert!(
+                    !yes,
+                    "{e:?}: k > 1 is rebuilt per inference by the engine's own rule"
+                );
+            }
+            for mode in [Mode::Materialized, Mode::Auto] {
+                assert!(!Plan::new(m, mode).rebuilds_per_inference(e.cout, e.cin, e.k, e.hw));
+            }
+            rebuilt += usize::from(yes);
+        }
+        let mut a = AlignedBytes::zeroed(b.arena_bytes(Mode::Streaming));
+        let e = Engine::new(b, a.as_mut_slice(), Mode::Streaming).unwrap();
+        assert_eq!(e.weight_ram_bytes(), 0);
+        (rebuilt, es.iter().filter(|e| e.k == 1).count())
+    };
+    let bundles = |net: &TestNet| {
+        let fb = net.bundle_f32();
+        let f = Bundle::parse(&fb).unwrap();
+        let calib = net.inputs(16, s ^ 5);
+        let qb = net.bundle_int8(&ranges(&f, 3, &calib));
+        (fb, qb)
+    };
+    for dt in [DeltaDType::F32, DeltaDType::F16, DeltaDType::I8] {
+        let spec = NetSpec {
+            size: 64,
+            delta_dtype: dt,
+            ..NetSpec::small()
+        };
+        let net = TestNet::random(spec, s);
+        let (fb, qb) = bundles(&net);
+        let (fb, qb) = (AlignedBytes::new(&fb), AlignedBytes::new(&qb));
+        for (bytes, kind) in [(&fb, "f32"), (&qb, "int8")] {
+            let b = Bundle::parse(bytes.as_slice()).unwrap();
+            let (rebuilt, pointwise) = check(&b);
+            if rebuilt == 0 {
+                if cfg!(target_arch = "x86_64") {
+                    panic!("{kind} {dt:?}: x86_64 rebuilds here");
+                }
+                println!("SKIPPED streaming_rebuilds_…: this target never rebuilds a pointwise expert per inference");
+                return;
+            }
+            assert_eq!(
+                rebuilt, pointwise,
+                "{kind} {dt:?}: every pointwise expert qualifies"
+            );
+            let mut am = AlignedBytes::zeroed(b.arena_bytes(Mode::Materialized));
+            let mut asr = AlignedBytes::zeroed(b.arena_bytes(Mode::Streaming));
+            let mut em = Engine::new(&b, am.as_mut_slice(), Mode::Materialized).unwrap();
+            let mut es = Engine::new(&b, asr.as_mut_slice(), Mode::Streaming).unwrap();
+            for (i, x) in net.inputs(6, s ^ 6).iter().enumerate() {
+                let t = i % 3;
+                em.select(t).unwrap();
+                es.select(t).unwrap();
+                let (m, st) = (run(&mut em, x), run(&mut es, x));
+                assert_eq!(bits(&m), bits(&st), "{kind} {dt:?} dept {t}");
+            }
+        }
+    }
+    // Fewer pixels: some experts stream, some are rebuilt (x86_64), by the rule above.
+    let mut mixed = 0;
+    for size in [16, 24, 32] {
+        let net = TestNet::random(
+            NetSpec {
+                size,
+                ..mixed_plan_net(s).spec
+            },
+            s,
+        );
+        let (fb, qb) = bundles(&net);
+        for bytes in [fb, qb] {
+            let (rebuilt, pointwise) = check(&Bundle::parse(&bytes).unwrap());
+            println!(
+                "size {size}: {rebuilt} of {pointwise} pointwise experts rebuilt per inference"
+            );
+            mixed += usize::from(rebuilt > 0 && rebuilt < pointwise);
+        }
+    }
+    assert!(mixed > 0 || !cfg!(target_arch = "x86_64"), "no net mixes");
+}
+
 #[test]
 fn int8_switch_is_exact_and_agrees_with_f32() {
     let s = seed();

@@ -433,6 +433,21 @@ fn pack_parse_inspect_roundtrip() {
             assert_eq!(costs.len() as u64, sp["experts"].as_u64().unwrap());
             let streamed = costs.iter().filter(|e| e["auto"] == "stream").count();
             assert_eq!(streamed, sp["auto_streamed_ops"].as_array().unwrap().len());
+            // Streaming's: the stem and the pointwise experts the plan rebuilds at each
+            // inference, by the runtime's own rule.
+            let plan = lorkd_runtime::format::plan::Plan::new(b.manifest(), Mode::Streaming);
+            let want: Vec<u64> = lorkd_runtime::format::plan::experts(b.manifest())
+                .filter(|e| e.k != 1 || plan.rebuilds_per_inference(e.cout, e.cin, e.k, e.hw))
+                .map(|e| e.op as u64)
+                .collect();
+            let got: Vec<u64> = sp["streaming_rebuilt_per_inference_ops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
+            assert_eq!(got, want);
+            assert!(!got.is_empty(), "the stem is rebuilt per inference");
             assert_eq!(r["base_id"].as_str().unwrap().len(), 64);
             let w = if weights == Precision::F32 {
                 "f32"

@@ -56,6 +56,52 @@ pub fn expert_slot(cout: usize, cin: usize, k: usize, int8: bool) -> Option<(usi
     Some((wlen, wlen.checked_add(scales)?))
 }
 
+/// f32 elements of the decoded factors of an expert conv: `A [r·k, Cin·k]` and `B [Cout·k,
+/// r·k]`. `None` on overflow.
+fn decoded(cout: usize, cin: usize, k: usize, rank: usize) -> Option<usize> {
+    let rk = rank.checked_mul(k)?;
+    rk.checked_mul(cin.checked_mul(k)?)?
+        .checked_add(cout.checked_mul(k)?.checked_mul(rk)?)
+}
+
+/// f32 elements of the low-rank scratch a streamed expert conv takes at inference: its
+/// decoded factors, then for k = 1 the larger of one input row and `u [Hout·Wout, r]`;
+/// for k > 1 (the stem, rebuilt per inference) [`rebuild_scratch`]'s. `None` on overflow.
+pub fn stream_scratch(
+    cout: usize,
+    cin: usize,
+    k: usize,
+    hw: usize,
+    rank: usize,
+    int8: bool,
+) -> Option<usize> {
+    if k != 1 {
+        return rebuild_scratch(cout, cin, k, rank, int8);
+    }
+    decoded(cout, cin, k, rank)?.checked_add(cin.max(hw.checked_mul(rank)?))
+}
+
+/// f32 elements of scratch an expert conv takes when rebuilt at each inference (a streamed
+/// k×k one always; a pointwise one where [`Plan::rebuilds_per_inference`] says so): its
+/// decoded factors, then every channel's weight at once — int8: the rebuild's f32 row of
+/// `Cin·k²`, the `Cout` scales, then the codes (4 a value); f32: the weights. `None` on
+/// overflow.
+pub fn rebuild_scratch(
+    cout: usize,
+    cin: usize,
+    k: usize,
+    rank: usize,
+    int8: bool,
+) -> Option<usize> {
+    let ch = cin.checked_mul(k.checked_mul(k)?)?;
+    let all = cout.checked_mul(ch)?;
+    let w = match int8 {
+        false => all,
+        true => ch.checked_add(cout)?.checked_add(all.div_ceil(4))?,
+    };
+    decoded(cout, cin, k, rank)?.checked_add(w)
+}
+
 /// [`align`] that reports overflow instead of wrapping.
 pub const fn align_checked(n: usize) -> Option<usize> {
     match n.checked_add(crate::format::ALIGN - 1) {
@@ -119,29 +165,14 @@ pub fn regions_with(m: &Manifest<'_>, plan: &Plan) -> Option<Regions> {
                     if !streams {
                         weights = weights.checked_add(expert_slot(cout, cin, k, int8)?.1)?;
                     }
-                    // Decoded factors A [r·k, Cin·k] and B [Cout·k, r·k].
-                    let rk = rank.checked_mul(k)?;
-                    let dec = rk
-                        .checked_mul(cin.checked_mul(k)?)?
-                        .checked_add(cout.checked_mul(k)?.checked_mul(rk)?)?;
-                    let ch = cin.checked_mul(k.checked_mul(k)?)?;
-                    // k > 1 (the stem), rebuilt per inference: every channel's weight at
-                    // once (int8: the rebuild's f32 row, the scales, then the codes).
-                    let all = cout.checked_mul(ch)?;
-                    let mut low = match (k, int8) {
-                        (1, _) => ch,
-                        (_, false) => all,
-                        (_, true) => ch.checked_add(cout)?.checked_add(all.div_ceil(4))?,
-                    };
-                    if k == 1 {
-                        low = low.max(hw.checked_mul(rank)?);
-                    }
                     if streams {
-                        lowrank = lowrank.max(dec.checked_add(low)?);
+                        lowrank = lowrank.max(stream_scratch(cout, cin, k, hw, rank, int8)?);
                     }
                     // Auto sizes the rebuild scratch over every expert, as Materialized: it
                     // holds the cached requantisation tables, which would otherwise shrink.
                     if plan.mode() != Mode::Streaming {
+                        let ch = cin.checked_mul(k.checked_mul(k)?)?;
+                        let dec = decoded(cout, cin, k, rank)?;
                         chan = chan.max(dec.checked_add(if int8 { ch } else { 0 })?);
                     }
                 }

@@ -17,7 +17,7 @@
 //! of `firmware/run-qemu --bench` (BENCHMARKS.md, "Per-layer switch plan"): the plan only
 //! needs the order of magnitude. Each target plans for its own kernels, so a Cortex-M
 //! device may stream fewer experts than `lorkd inspect` on a PC reports.
-use super::{Manifest, Mode, Op, Precision};
+use super::{layout, Manifest, Mode, Op, Precision};
 
 /// One output element's epilogue in a rebuilt (Materialized) conv: requantisation.
 const OUT: u64 = 2;
@@ -95,6 +95,18 @@ const SPLIT_TIES: bool = cfg!(target_arch = "x86_64");
 /// Ratios are `stream · 2^16 / rebuild`: an expert whose streaming costs more per inference
 /// than its rebuild per switch is never streamed by `Auto`.
 const ONE: u64 = 1 << 16;
+/// `Streaming` rebuilds a pointwise expert into its scratch at each inference, as it does
+/// the stem, where streaming it costs at least this ratio (16.16) of that rebuild and the
+/// rebuild fits the scratch the streamed experts need anyway
+/// ([`Plan::rebuilds_per_inference`]); `u64::MAX` (never) where not measured. On x86_64 the
+/// streamed path is bound by its f32 products and adds (`u = A·x`, the rank-`r` correction
+/// per output: ~1.4 pairs a cycle on Zen 4), which many-pixel layers pay `H·W` times over,
+/// while the rebuilt conv runs the int8 GEMM with its requantisation fused.
+pub const REBUILD_FROM: u64 = if cfg!(target_arch = "x86_64") {
+    4 * ONE
+} else {
+    u64::MAX
+};
 
 /// What one expert conv costs each way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,6 +194,10 @@ pub struct Plan {
     /// e.g. a stage's sixteen 48 → 48 convs — split in graph order where the budget takes
     /// only some of it).
     tie_below: usize,
+    /// `Streaming`: f32 elements of scratch every streamed expert has (the largest any of
+    /// them needs, [`layout::stream_scratch`]), which a pointwise expert's per-inference
+    /// rebuild must fit; 0 otherwise.
+    fit: usize,
 }
 
 impl Plan {
@@ -193,12 +209,21 @@ impl Plan {
             Mode::Auto => auto_cut(m),
             _ => (0, 0),
         };
+        let int8 = m.precision == Precision::Int8;
+        let fit = match mode {
+            Mode::Streaming if REBUILD_FROM != u64::MAX => experts(m)
+                .filter_map(|e| layout::stream_scratch(e.cout, e.cin, e.k, e.hw, rank, int8))
+                .max()
+                .unwrap_or(0),
+            _ => 0,
+        };
         Plan {
             mode,
             rank,
             precision: m.precision,
             theta,
             tie_below,
+            fit,
         }
     }
 
@@ -219,6 +244,25 @@ impl Plan {
                 c.ratio_below(self.theta) || (op < self.tie_below && c.ratio_below(self.theta + 1))
             }
         }
+    }
+}
+
+impl Plan {
+    /// Does a `Streaming` engine rebuild the (streamed: no weight slot) expert conv `cout ×
+    /// cin × 1 × 1` with `hw` output pixels into its scratch at each inference, as it does
+    /// a k×k one, instead of running `W0` plus the low-rank path? Where streaming it costs
+    /// at least [`REBUILD_FROM`] of the rebuild (int8 units: both paths lay `W0` or `W_t`
+    /// out per call alike) and the rebuild fits the scratch (`fit`), so the arena is what
+    /// it was. The layer then gives the Materialized bytes (the switch's rebuild, the plain
+    /// conv), as the streamed stem does. Never in the other modes.
+    pub fn rebuilds_per_inference(&self, cout: usize, cin: usize, k: usize, hw: usize) -> bool {
+        if self.mode != Mode::Streaming || k != 1 || REBUILD_FROM == u64::MAX {
+            return false;
+        }
+        let int8 = self.precision == Precision::Int8;
+        let c = ExpertCost::new(cout, cin, k, hw, self.rank, Precision::Int8);
+        !c.ratio_below(REBUILD_FROM)
+            && layout::rebuild_scratch(cout, cin, k, self.rank, int8).is_some_and(|n| n <= self.fit)
     }
 }
 

@@ -69,22 +69,31 @@ pub fn expert_bytes(b: &Bundle<'_>, dept: usize) -> usize {
 }
 
 /// What the `auto` switch plan does with this graph (`format::plan`): which expert convs it
-/// streams, each expert's modelled costs (units of one int8 multiply-add), and the model's
+/// streams (and which `streaming` rebuilds per inference on this machine's target), each
+/// expert's modelled costs (units of one int8 multiply-add), and the model's
 /// prediction of a switch and of the added inference work, as fractions of one
 /// Materialized inference.
 fn switch_plan(m: &Manifest<'_>) -> Value {
     let plan = Plan::new(m, Mode::Auto);
+    let streaming = Plan::new(m, Mode::Streaming);
+    let mut rebuilt_per_inference = Vec::new();
     let infer = plan::inference_cost(m).max(1) as f64;
     let (mut rebuild_all, mut rebuild_auto, mut added) = (0u64, 0u64, 0u64);
     let mut streamed = Vec::new();
     let mut detail = Vec::new();
     for e in plan::experts(m) {
         let streams = plan.streams_expert(&e);
+        // A k×k expert is always rebuilt per inference in Streaming.
+        let per_inference = e.k != 1 || streaming.rebuilds_per_inference(e.cout, e.cin, e.k, e.hw);
         detail.push(json!({
             "op": e.op, "cout": e.cout, "cin": e.cin, "k": e.k, "pixels": e.hw,
             "rebuild": e.cost.rebuild, "stream": e.cost.stream, "infer": e.cost.infer,
             "auto": if streams { "stream" } else { "rebuild" },
+            "streaming": if per_inference { "rebuild per inference" } else { "stream" },
         }));
+        if per_inference {
+            rebuilt_per_inference.push(e.op);
+        }
         rebuild_all = rebuild_all.saturating_add(e.cost.rebuild);
         if streams {
             added = added.saturating_add(e.cost.stream);
@@ -98,6 +107,7 @@ fn switch_plan(m: &Manifest<'_>) -> Value {
         "experts": detail.len(),
         "expert_costs": detail,
         "auto_streamed_ops": streamed,
+        "streaming_rebuilt_per_inference_ops": rebuilt_per_inference,
         "predicted_switch_per_inference": {
             "materialized": rebuild_all as f64 / infer,
             "auto": rebuild_auto as f64 / infer,
@@ -236,6 +246,13 @@ pub fn run(a: Args) -> Result<()> {
         sp["predicted_switch_per_inference"]["auto"].as_f64().unwrap_or(0.0),
         sp["predicted_switch_per_inference"]["materialized"].as_f64().unwrap_or(0.0),
         100.0 * sp["predicted_auto_inference_overhead"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "streaming plan  rebuilds {} of {} expert convs in the arena's scratch at each inference (the rest stream)",
+        sp["streaming_rebuilt_per_inference_ops"]
+            .as_array()
+            .map_or(0, Vec::len),
+        sp["experts"],
     );
     println!(
         "device store    {} slot pairs for departments added in the field, {}-byte slots",

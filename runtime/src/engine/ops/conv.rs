@@ -3,8 +3,9 @@
 //! Prepare picks the weight source: the bundle's `W0` (a shared conv), the rebuilt
 //! `W0 + B·A` in the arena (a Materialized expert), or `W0` plus the department's factors
 //! applied on the fly (a streamed 1x1 expert, see [`crate::switch`]; a streamed k×k one, the
-//! stem, is rebuilt into scratch for each inference). Eval runs the f32 or int8 kernel from
-//! the table, and for streamed 1x1 experts the low-rank path.
+//! stem, and the pointwise ones `Plan::rebuilds_per_inference` names, are rebuilt into
+//! scratch for each inference). Eval runs the f32 or int8 kernel from the table, and for
+//! streamed 1x1 experts the low-rank path.
 
 use super::{
     concat_shuffle, conv_geom, expect_len, f32s, f32s_mut, fits2, i8s, i8s_mut, io, io2,
@@ -127,6 +128,10 @@ pub(in crate::engine) fn eval(
     };
     let (pointwise, pad) = (kk == 1 && pad == 0, pad as usize);
     let mode = cx.plan.mode();
+    // A streamed expert that `Streaming` rebuilds in the scratch for this inference (the
+    // stem, and pointwise ones where that costs less than the low-rank path) instead.
+    let rebuilt = delta.is_some()
+        && (!pointwise || cx.plan.rebuilds_per_inference(cout, g.cin, kk, g.ho * g.wo));
 
     // Eval.
     let kern = cx.kern;
@@ -175,7 +180,7 @@ pub(in crate::engine) fn eval(
                     let q = out_q(qy, relu);
                     (cx.par).conv_i8(f, false, &g, x, zx, w, rq, q, y, then);
                 }
-                Some(d) if pointwise => {
+                Some(d) if !rebuilt => {
                     let st = switch::StreamI8 { x: qx, y: qy, relu };
                     let scratch = f32s_mut(cx.scratch)?;
                     let lr = d
@@ -192,7 +197,12 @@ pub(in crate::engine) fn eval(
                     let (d, scratch) = decode(&d, cx.scratch, i)?;
                     let (w, ws) = rebuild_i8(&kern, &d, w, ws, scratch, i)?;
                     let rq = requant_table(kern.requant_table, cx.requant, bias, qx, ws, qy, i)?;
-                    let (f, q) = (kern.conv_i8, out_q(qy, relu));
+                    let f = if pointwise {
+                        kern.conv1x1_i8
+                    } else {
+                        kern.conv_i8
+                    };
+                    let q = out_q(qy, relu);
                     (cx.par).conv_i8(f, false, &g, x, qx.zero_point, w, rq, q, y, then);
                 }
             }
@@ -210,7 +220,7 @@ pub(in crate::engine) fn eval(
             };
             let (x, y) = (f32s(x)?, f32s_mut(y)?);
             let (w, stream) = match delta {
-                Some(d) if !pointwise => {
+                Some(d) if rebuilt => {
                     let (d, scratch) = decode(&d, cx.scratch, i)?;
                     let wt = scratch.get_mut(..n).ok_or(bad)?;
                     (kern.materialize_f32)(w, &d, wt);
@@ -286,12 +296,13 @@ pub(in crate::engine) fn packed(
     mode != Mode::Streaming && k == 1 && pad == 0 && hw >= min_pixels
 }
 
-/// A streamed k×k expert (the stem) rebuilt for this inference as the switch rebuilds a
-/// Materialized one (`switch::materialize_i8_with`), in the scratch after its decoded
-/// factors: its `Cout·Cin·k²` weights cost a few thousand operations against the conv's `H·W`
-/// times as many, and the conv then runs the plain int8 slot — the Materialized stem's
-/// bytes at its speed, with no weight RAM held between inferences. Returns the int8 weights
-/// and their per-channel scales.
+/// A streamed k×k expert (the stem), or a pointwise one `Plan::rebuilds_per_inference`
+/// names, rebuilt for this inference as the switch rebuilds a Materialized one
+/// (`switch::materialize_i8_with`), in the scratch after its decoded factors: its
+/// `Cout·Cin·k²` weights cost a few thousand operations against the conv's `H·W` times as
+/// many, and the conv then runs the plain int8 slot — the Materialized layer's bytes at its
+/// speed, with no weight RAM held between inferences. Returns the int8 weights and their
+/// per-channel scales.
 fn rebuild_i8<'s>(
     kern: &crate::kernels::Kernels,
     d: &Delta<'_>,
