@@ -35,7 +35,9 @@ pub enum Mode {
     Materialized,
     /// No weight RAM: 1x1 convs run on `W0` from flash plus the low-rank path `B·(A·x)`; a
     /// k×k expert (the stem: few weights, many pixels) is rebuilt into scratch at each
-    /// inference, the bytes a switch would rebuild.
+    /// inference, the bytes a switch would rebuild — and so, where the plan prices that
+    /// cheaper and it fits the same scratch, is a 1x1 one
+    /// ([`plan::Plan::rebuilds_per_inference`]; x86_64).
     Streaming,
     /// Per expert conv, whichever costs less ([`plan::Plan`]): `select` rebuilds the experts
     /// with many output pixels and the rest stream, so a switch is cheap at every size and
