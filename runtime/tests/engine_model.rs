@@ -357,19 +357,25 @@ fn streamed_stem_is_the_materialized_stem() {
         let qbytes = AlignedBytes::new(&net.bundle_int8(&ranges(&fb, 3, &calib)));
         let qb = Bundle::parse(qbytes.as_slice()).unwrap();
         for (b, kind) in [(&fb, "f32"), (&qb, "int8")] {
-            let mut am = AlignedBytes::zeroed(b.arena_bytes(Mode::Materialized));
-            let mut asr = AlignedBytes::zeroed(b.arena_bytes(Mode::Streaming));
-            let mut em = Engine::new(b, am.as_mut_slice(), Mode::Materialized).unwrap();
-            let mut es = Engine::new(b, asr.as_mut_slice(), Mode::Streaming).unwrap();
-            assert_eq!(es.weight_ram_bytes(), 0);
-            for (i, x) in net.inputs(6, s ^ 6).iter().enumerate() {
-                let t = i % 3;
-                em.select(t).unwrap();
-                es.select(t).unwrap();
-                let (m, st) = (run(&mut em, x), run(&mut es, x));
-                assert_eq!(bits(&m), bits(&st), "{kind} {dt:?} dept {t}");
-            }
+            streaming_is_materialized(b, &net, s, &format!("{kind} {dt:?}"));
         }
+    }
+}
+
+/// Streaming gives Materialized's logits bit for bit on `b` (six inputs, the departments in
+/// turn), holding no weight RAM: the experts it rebuilds at each inference are the switch's.
+fn streaming_is_materialized(b: &Bundle<'_>, net: &TestNet, s: u64, what: &str) {
+    let mut am = AlignedBytes::zeroed(b.arena_bytes(Mode::Materialized));
+    let mut asr = AlignedBytes::zeroed(b.arena_bytes(Mode::Streaming));
+    let mut em = Engine::new(b, am.as_mut_slice(), Mode::Materialized).unwrap();
+    let mut es = Engine::new(b, asr.as_mut_slice(), Mode::Streaming).unwrap();
+    assert_eq!(es.weight_ram_bytes(), 0);
+    for (i, x) in net.inputs(6, s ^ 6).iter().enumerate() {
+        let t = i % 3;
+        em.select(t).unwrap();
+        es.select(t).unwrap();
+        let (m, st) = (run(&mut em, x), run(&mut es, x));
+        assert_eq!(bits(&m), bits(&st), "{what} dept {t}");
     }
 }
 
@@ -465,17 +471,7 @@ fn streaming_rebuilds_the_many_pixel_experts_per_inference() {
                 rebuilt, pointwise,
                 "{kind} {dt:?}: every pointwise expert qualifies"
             );
-            let mut am = AlignedBytes::zeroed(b.arena_bytes(Mode::Materialized));
-            let mut asr = AlignedBytes::zeroed(b.arena_bytes(Mode::Streaming));
-            let mut em = Engine::new(&b, am.as_mut_slice(), Mode::Materialized).unwrap();
-            let mut es = Engine::new(&b, asr.as_mut_slice(), Mode::Streaming).unwrap();
-            for (i, x) in net.inputs(6, s ^ 6).iter().enumerate() {
-                let t = i % 3;
-                em.select(t).unwrap();
-                es.select(t).unwrap();
-                let (m, st) = (run(&mut em, x), run(&mut es, x));
-                assert_eq!(bits(&m), bits(&st), "{kind} {dt:?} dept {t}");
-            }
+            streaming_is_materialized(&b, &net, s, &format!("{kind} {dt:?}"));
         }
     }
     // Fewer pixels: some experts stream, some are rebuilt (x86_64), by the rule above.
