@@ -381,7 +381,8 @@ fn streaming_is_materialized(b: &Bundle<'_>, net: &TestNet, s: u64, what: &str) 
 
 /// `Streaming` rebuilds a pointwise expert into its scratch at each inference where the plan
 /// prices streaming it at `REBUILD_FROM` of that rebuild or more and the rebuild fits the
-/// scratch the streamed experts have anyway (`Plan::rebuilds_per_inference`; x86_64): on a
+/// scratch the streamed experts have anyway (`Plan::rebuilds_per_inference`; x86_64,
+/// aarch64): on a
 /// net of many pixels, where every expert qualifies, Streaming gives Materialized's logits
 /// bit for bit (f32 and int8, every factor dtype, every department) with no weight RAM;
 /// on nets of fewer pixels the plan's rule holds expert by expert, the other modes never

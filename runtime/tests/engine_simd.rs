@@ -1361,10 +1361,12 @@ fn insn_bench() {
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect();
     let b = Bundle::parse(bundle.as_slice()).unwrap();
-    // `infer-auto` / `switch-auto`: the same work with the per-layer switch plan.
-    let (what, mode) = match what.strip_suffix("-auto") {
-        Some(w) => (w, Mode::Auto),
-        None => (what, Mode::Materialized),
+    // `infer-auto` / `switch-auto`: the same work with the per-layer switch plan;
+    // `infer-stream` / `switch-stream` in Streaming.
+    let (what, mode) = match (what.strip_suffix("-auto"), what.strip_suffix("-stream")) {
+        (Some(w), _) => (w, Mode::Auto),
+        (_, Some(w)) => (w, Mode::Streaming),
+        _ => (what, Mode::Materialized),
     };
     let mut arena = AlignedBytes::zeroed(b.arena_bytes(mode));
     let mut e = Engine::new(&b, arena.as_mut_slice(), mode).unwrap();

@@ -37,7 +37,7 @@ pub enum Mode {
     /// k×k expert (the stem: few weights, many pixels) is rebuilt into scratch at each
     /// inference, the bytes a switch would rebuild — and so, where the plan prices that
     /// cheaper and it fits the same scratch, is a 1x1 one
-    /// ([`plan::Plan::rebuilds_per_inference`]; x86_64).
+    /// ([`plan::Plan::rebuilds_per_inference`]; x86_64 and aarch64).
     Streaming,
     /// Per expert conv, whichever costs less ([`plan::Plan`]): `select` rebuilds the experts
     /// with many output pixels and the rest stream, so a switch is cheap at every size and

@@ -10,7 +10,7 @@
 //! the budget, and where same-shape layers tie and the budget takes only some of them, the
 //! first in graph order), and rebuilds the rest. [`Mode::Streaming`] holds no expert weights
 //! but, where the model prices streaming a pointwise expert at [`REBUILD_FROM`] times its
-//! rebuild or more (x86_64), rebuilds it into the scratch at each inference as it does the
+//! rebuild or more (x86_64, aarch64), rebuilds it into the scratch at each inference as it does the
 //! stem ([`Plan::rebuilds_per_inference`]). The plan is a
 //! pure function of the manifest, so the packer's and the engine's arena rule
 //! ([`super::layout`]) and the engine's dispatch agree without storing it.
@@ -104,9 +104,15 @@ const ONE: u64 = 1 << 16;
 /// ([`Plan::rebuilds_per_inference`]); `u64::MAX` (never) where not measured. On x86_64 the
 /// streamed path is bound by its f32 products and adds (`u = A·x`, the rank-`r` correction
 /// per output: ~1.4 pairs a cycle on Zen 4), which many-pixel layers pay `H·W` times over,
-/// while the rebuilt conv runs the int8 GEMM with its requantisation fused.
+/// while the rebuilt conv runs the int8 GEMM with its requantisation fused: 4× (at 1× the
+/// 1.0x 116 → 116 and 232 → 232 @14×14 experts got slower, at 2× the 116s). On aarch64 (ratios
+/// there include [`STREAM_SCALE`]'s 3×) 2×, by `firmware/insnprof-a64 … infer-stream`
+/// (0.5x @32, NEON): 1.057 M guest instructions an inference streaming every expert, 1.000 M
+/// at 4×, 0.914 M at 2×, 0.909 M at 1×.
 pub const REBUILD_FROM: u64 = if cfg!(target_arch = "x86_64") {
     4 * ONE
+} else if cfg!(target_arch = "aarch64") {
+    2 * ONE
 } else {
     u64::MAX
 };

@@ -25,7 +25,7 @@ pub enum ModeArg {
     /// `select` rebuilds every expert conv (most weight RAM, fastest inference).
     #[default]
     Materialized,
-    /// No weight RAM: every expert runs `W0` plus its low-rank path, or is rebuilt in the arena's scratch at each inference where that costs less (the stem; on x86_64 many-pixel 1x1 experts too).
+    /// No weight RAM: every expert runs `W0` plus its low-rank path, or is rebuilt in the arena's scratch at each inference where that costs less (the stem; on x86_64 and aarch64 many-pixel 1x1 experts too).
     Streaming,
     /// Per expert conv, whichever costs less: cheap switches at a few percent of inference.
     Auto,
