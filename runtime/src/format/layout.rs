@@ -81,8 +81,8 @@ pub fn stream_scratch(
     decoded(cout, cin, k, rank)?.checked_add(cin.max(hw.checked_mul(rank)?))
 }
 
-/// f32 elements of scratch an expert conv takes when rebuilt at each inference (a streamed
-/// k×k one always; a pointwise one where [`Plan::rebuilds_per_inference`] says so): its
+/// f32 elements of scratch an expert conv takes when rebuilt at each inference (where
+/// [`Plan::rebuilds_per_inference`] says so: a streamed k×k one always): its
 /// decoded factors, then every channel's weight at once — int8: the rebuild's f32 row of
 /// `Cin·k²`, the `Cout` scales, then the codes (4 a value); f32: the weights. `None` on
 /// overflow.

@@ -256,14 +256,20 @@ impl Plan {
     }
 
     /// Does a `Streaming` engine rebuild the (streamed: no weight slot) expert conv `cout ×
-    /// cin × 1 × 1` with `hw` output pixels into its scratch at each inference, as it does
-    /// a k×k one, instead of running `W0` plus the low-rank path? Where streaming it costs
-    /// at least [`REBUILD_FROM`] of the rebuild (int8 units: both paths lay `W0` or `W_t`
-    /// out per call alike) and the rebuild fits the scratch (`fit`), so the arena is what
-    /// it was. The layer then gives the Materialized bytes (the switch's rebuild, the plain
-    /// conv), as the streamed stem does. Never in the other modes.
+    /// cin × k × k` with `hw` output pixels into its scratch at each inference instead of
+    /// running `W0` plus the low-rank path? A k×k one (the stem) always; a pointwise one
+    /// where streaming it costs at least [`REBUILD_FROM`] of the rebuild (int8 units: both
+    /// paths lay `W0` or `W_t` out per call alike) and the rebuild fits the scratch (`fit`),
+    /// so the arena is what it was. The layer then gives the Materialized bytes (the
+    /// switch's rebuild, the plain conv). Never in the other modes.
     pub fn rebuilds_per_inference(&self, cout: usize, cin: usize, k: usize, hw: usize) -> bool {
-        if self.mode != Mode::Streaming || k != 1 || REBUILD_FROM == u64::MAX {
+        if self.mode != Mode::Streaming {
+            return false;
+        }
+        if k != 1 {
+            return true;
+        }
+        if REBUILD_FROM == u64::MAX {
             return false;
         }
         let int8 = self.precision == Precision::Int8;

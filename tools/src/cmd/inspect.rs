@@ -83,8 +83,7 @@ fn switch_plan(m: &Manifest<'_>) -> Value {
     let mut detail = Vec::new();
     for e in plan::experts(m) {
         let streams = plan.streams_expert(&e);
-        // A k×k expert is always rebuilt per inference in Streaming.
-        let per_inference = e.k != 1 || streaming.rebuilds_per_inference(e.cout, e.cin, e.k, e.hw);
+        let per_inference = streaming.rebuilds_per_inference(e.cout, e.cin, e.k, e.hw);
         detail.push(json!({
             "op": e.op, "cout": e.cout, "cin": e.cin, "k": e.k, "pixels": e.hw,
             "rebuild": e.cost.rebuild, "stream": e.cost.stream, "infer": e.cost.infer,

@@ -128,8 +128,8 @@ pub(in crate::engine) fn eval(
     };
     let (pointwise, pad) = (kk == 1 && pad == 0, pad as usize);
     let mode = cx.plan.mode();
-    // A streamed expert that `Streaming` rebuilds in the scratch for this inference (the
-    // stem, and pointwise ones where that costs less than the low-rank path) instead.
+    // A streamed expert that `Streaming` rebuilds in the scratch for this inference instead
+    // (the plan's choice; a padded 1x1 too, which has no low-rank path).
     let rebuilt = delta.is_some()
         && (!pointwise || cx.plan.rebuilds_per_inference(cout, g.cin, kk, g.ho * g.wo));
 
