@@ -73,10 +73,13 @@ const STREAM_SCALE: u64 = if cfg!(target_arch = "arm") {
 /// (those below [`ALWAYS`] count in it but stream whatever it leaves). On x86_64 a streamed
 /// few-pixel conv costs 1.2–2.4× what the units say (BENCHMARKS.md, "The plan's cost model
 /// against the measured streaming cost"), so its budget is smaller: at 0.5x @64, where only
-/// the budget binds, it takes three of the sixteen tied 48 → 48 @4×4 experts (switch 30.3 →
-/// 27.1 µs, inference 110 against 103 Materialized, by the runs' minima; four, at 1/19, gave
-/// 26.3 µs but 1.08–1.11× Materialized by the runs' medians: too near the 1.1 bound).
-pub const INFER_BUDGET: u64 = if cfg!(target_arch = "x86_64") { 20 } else { 12 };
+/// the budget binds, it takes six of the sixteen tied 48 → 48 @4×4 experts. At 1/20 (three)
+/// the switch was 27.1 µs against a 110 µs inference; once the 2×2 experts' `W0` sums got
+/// faster (`dots_vnni`, the inference 112 → 108 µs) the same switch was 0.26 of it, so the
+/// budget takes the inference's slack: at 1/17 switch 24.7 µs, inference 110 against 102
+/// Materialized (0.225, 1.08×, by the runs' minima; by their medians 0.224, 1.08×; 1/16
+/// reached 1.09–1.10×). BENCHMARKS.md, session 52.
+pub const INFER_BUDGET: u64 = if cfg!(target_arch = "x86_64") { 17 } else { 12 };
 /// Experts whose streaming costs under this ratio of their rebuild (16.16) stream whatever
 /// the budget: on x86_64 a quarter. At 0.5x @32 every 1x1 expert of 1–4 pixels is below it
 /// (a 48 → 48 @2×2 streamed adds ~0.5 % to the inference and takes ~1.6 % of an inference
@@ -90,8 +93,8 @@ pub const ALWAYS: u64 = if cfg!(target_arch = "x86_64") {
     0
 };
 /// Whether `Auto` splits a tie group where the budget takes only some of it (else the group
-/// streams whole or not at all): on x86_64, where the split was measured (0.5x @64: three
-/// of the sixteen 48 → 48 @4×4 experts). The Arm models are optimistic about streaming
+/// streams whole or not at all): on x86_64, where the split was measured (0.5x @64: three,
+/// now six, of the sixteen 48 → 48 @4×4 experts). The Arm models are optimistic about streaming
 /// already (aarch64 Auto 1.2–1.4× Materialized in instruction counts), and a split would
 /// stream more there.
 const SPLIT_TIES: bool = cfg!(target_arch = "x86_64");
