@@ -127,15 +127,19 @@ impl<'a> Delta<'a> {
         self.a.rows * self.a.cols + self.b.rows * self.b.cols
     }
 
-    /// Both factors decoded once into `buf` (at least [`Delta::decoded_len`] f32) and viewed
+    /// Both factors decoded once into `buf` (at least [`Delta::decoded_len`] f32) by
+    /// `decode` (the `Kernels::decode_factors` slot, [`decode_factors`]'s values) and viewed
     /// as f32 factors, so the loops here take their contiguous f32 paths instead of decoding
     /// f16 / int8 elements one at a time. Same values, so the same results bit for bit.
-    pub fn decoded<'s>(&self, buf: &'s mut [f32]) -> Delta<'s> {
+    pub fn decoded<'s>(
+        &self,
+        buf: &'s mut [f32],
+        decode: crate::kernels::DecodeFactors,
+    ) -> Delta<'s> {
         let na = self.a.rows * self.a.cols;
         let nb = self.b.rows * self.b.cols;
         let (da, rest) = buf[..na + nb].split_at_mut(na);
-        self.a.decode_into(da);
-        self.b.decode_into(rest);
+        decode(&self.a, &self.b, da, rest);
         let bytes: &'s [u8] = bytemuck::cast_slice(&buf[..na + nb]);
         let (ba, bb) = bytes.split_at(4 * na);
         // Cannot fail: the slices hold exactly rows·cols f32 each.
@@ -629,7 +633,7 @@ impl Delta<'_> {
         &self,
         buf: &'s mut [f32],
         npix: usize,
-        decode: crate::kernels::DecodeLowRank,
+        decode: crate::kernels::DecodeFactors,
     ) -> Option<LowRank1x1<'s>> {
         let (n, r) = (self.decoded_len(), self.a.rows);
         if self.k != 1 || buf.len() < n.checked_add(npix.checked_mul(r)?)? {
@@ -645,6 +649,13 @@ impl Delta<'_> {
             u: &mut rest[..npix * r],
         })
     }
+}
+
+/// An expert's factors row-major for its rebuild ([`Factor::decode_into`]): `A` into `a`,
+/// `B` into `b`. The spec of the `Kernels::decode_factors` slot.
+pub fn decode_factors(fa: &Factor<'_>, fb: &Factor<'_>, a: &mut [f32], b: &mut [f32]) {
+    fa.decode_into(a);
+    fb.decode_into(b);
 }
 
 /// A streaming 1x1 expert's factors as its GEMMs read them, both transposed

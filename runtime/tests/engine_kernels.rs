@@ -430,7 +430,7 @@ fn decoded_delta_rebuilds_the_same_bits() {
         let slow = Delta::new(&payload, d, dtype, cout, cin, k, rank).unwrap();
         assert!(slow.a.as_f32().is_none() && slow.b.as_f32().is_none());
         let mut buf = vec![f32::NAN; slow.decoded_len()];
-        let fast = slow.decoded(&mut buf);
+        let fast = slow.decoded(&mut buf, switch::decode_factors);
         assert!(fast.a.as_f32().is_some() && fast.b.as_f32().is_some());
         let n = cin * k * k;
         let w0 = fvec(&mut r, cout * n);

@@ -1179,52 +1179,71 @@ fn dot_i8_twin_is_exact() {
     }
 }
 
-/// The streaming factor decode of every table (`A` row-major, `Bᵀ`) is the spec's bits for
-/// every dtype, with row counts around the 8-row blocks and widths around the 8-column
-/// tiles; nothing past either matrix is written.
+/// Both factor decodes of every table — row-major for a rebuild (`decode_factors`) and
+/// transposed for the streaming GEMMs (`streaming.decode`: `Aᵀ`, `Bᵀ`) — are the spec's
+/// bits for every dtype, with row counts around the 8-row blocks and widths around the 8-
+/// and 4-column steps, on encoded values and on raw random bytes (f16 / f32 NaNs, infinities
+/// and subnormals, int8 rows with such scales); nothing past either matrix is written.
 #[test]
-fn decode_lowrank_twin_is_bit_exact() {
-    use lorkd_runtime::format::factor::{encode, Factor};
+fn factor_decode_twins_are_bit_exact() {
+    use lorkd_runtime::format::factor::{encode, factor_bytes, Factor};
     use lorkd_runtime::format::DeltaDType;
     let mut r = rng();
     let dims = |r: &mut ChaCha8Rng| match r.gen_range(0..4) {
-        0 => r.gen_range(0..9),
+        0 => r.gen_range(0..13),
         1 => r.gen_range(1..4) * 8,
         _ => r.gen_range(9..1100),
     };
-    let ranks = [1, 3, 4, 7, 8, 9, 16, 24, 40];
+    let ranks = [1, 3, 4, 7, 8, 9, 12, 16, 24, 40];
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for best in twins() {
-        for _ in 0..300 {
+        for case in 0..400 {
             let rank = ranks[r.gen_range(0..ranks.len())];
             let (cin, cout) = (dims(&mut r), dims(&mut r));
             let scale = [1e-3f32, 1.0, 300.0][r.gen_range(0..3)];
-            let mut vals = |rows: usize, cols: usize| {
-                let mut x: Vec<f32> = (0..rows * cols)
-                    .map(|_| r.gen_range(-1.0f32..1.0) * scale)
-                    .collect();
-                if rows > 2 && cols > 0 {
-                    x[cols..2 * cols].fill(0.0); // a zero row: scale 0
-                }
-                x
-            };
-            let (xa, xb) = (vals(rank, cin), vals(cout, rank));
             for dt in [DeltaDType::I8, DeltaDType::F16, DeltaDType::F32] {
-                let ba = encode(&xa, rank, cin, dt).unwrap();
-                let bb = encode(&xb, cout, rank, dt).unwrap();
+                let mut bytes = |rows: usize, cols: usize| {
+                    if case % 4 == 3 {
+                        let n = factor_bytes(dt, rows, cols).unwrap();
+                        return (0..n).map(|_| r.gen()).collect::<Vec<u8>>();
+                    }
+                    let mut x: Vec<f32> = (0..rows * cols)
+                        .map(|_| r.gen_range(-1.0f32..1.0) * scale)
+                        .collect();
+                    if rows > 2 && cols > 0 {
+                        x[cols..2 * cols].fill(0.0); // a zero row: scale 0
+                    }
+                    encode(&x, rows, cols, dt).unwrap()
+                };
+                let (ba, bb) = (bytes(rank, cin), bytes(cout, rank));
                 let fa = Factor::from_bytes(&ba, dt, rank, cin).unwrap();
                 let fb = Factor::from_bytes(&bb, dt, cout, rank).unwrap();
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                let (mut wa, mut wb) = (vec![f32::NAN; xa.len() + 3], vec![f32::NAN; xb.len() + 3]);
-                let (mut ga, mut gb) = (wa.clone(), wb.clone());
-                lorkd_runtime::switch::decode_lowrank(&fa, &fb, &mut wa, &mut wb);
-                (best.streaming.decode)(&fa, &fb, &mut ga, &mut gb);
-                let what = format!("{best:?} {dt:?} r={rank} cin={cin} cout={cout}");
-                assert_eq!(bits(&ga), bits(&wa), "A {what}");
-                assert_eq!(bits(&gb), bits(&wb), "Bt {what}");
-                assert!(ga[xa.len()..]
-                    .iter()
-                    .chain(&gb[xb.len()..])
-                    .all(|v| v.is_nan()));
+                let (na, nb) = (rank * cin, cout * rank);
+                let what = format!("{best:?} {dt:?} r={rank} cin={cin} cout={cout} case {case}");
+                let slots = [
+                    (
+                        "rows",
+                        lorkd_runtime::switch::decode_factors as fn(&_, &_, &mut _, &mut _),
+                        best.decode_factors,
+                    ),
+                    (
+                        "transposed",
+                        lorkd_runtime::switch::decode_lowrank,
+                        best.streaming.decode,
+                    ),
+                ];
+                for (name, spec, twin) in slots {
+                    let (mut wa, mut wb) = (vec![f32::NAN; na + 3], vec![f32::NAN; nb + 3]);
+                    let (mut ga, mut gb) = (wa.clone(), wb.clone());
+                    spec(&fa, &fb, &mut wa, &mut wb);
+                    twin(&fa, &fb, &mut ga, &mut gb);
+                    assert_eq!(bits(&ga), bits(&wa), "{name} A {what}");
+                    assert_eq!(bits(&gb), bits(&wb), "{name} B {what}");
+                    assert!(
+                        ga[na..].iter().chain(&gb[nb..]).all(|v| v.is_nan()),
+                        "{name} {what}"
+                    );
+                }
             }
         }
     }

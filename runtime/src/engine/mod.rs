@@ -648,7 +648,7 @@ fn rebuild_layer(
     // Fits: `expert_slot` multiplied it checked.
     let n = cout * cin * kk * kk;
     // Decode both factors once; the rebuild then runs on contiguous f32.
-    let (delta, scratch) = ops::conv::decode(&l.delta, scratch, i)?;
+    let (delta, scratch) = ops::conv::decode(kernels, &l.delta, scratch, i)?;
     let packed = |min_pixels| ops::conv::packed(mode, kk, l.pad, l.hw, min_pixels);
     match l.s0 {
         Some(s0) => {

@@ -160,9 +160,11 @@ pub type LowRankUI8 = fn(&Geom, &[i8], crate::quant::QParams, &[f32], usize, &mu
 /// `y += u·B` then ReLU, f32: `(u, Bᵀ [r, Cout], r, Cout, relu, y)`.
 pub type LowRankAddF32 = fn(&[f32], &[f32], usize, usize, bool, &mut [f32]);
 
-/// A streaming 1x1 expert's factors decoded to f32 (`switch::decode_lowrank`):
-/// `(A, B, Aᵀ out [Cin·r], Bᵀ out [r·Cout])`.
-pub type DecodeLowRank = fn(
+/// An expert's two factors decoded to f32: `(A, B, A's out, B's out)` — row-major for a
+/// rebuild ([`Kernels::decode_factors`], `switch::decode_factors`), or transposed for a
+/// streaming 1x1 expert's GEMMs ([`Streaming::decode`], `switch::decode_lowrank`: `Aᵀ
+/// [Cin·r]`, `Bᵀ [r·Cout]`).
+pub type DecodeFactors = fn(
     &crate::format::factor::Factor<'_>,
     &crate::format::factor::Factor<'_>,
     &mut [f32],
@@ -185,7 +187,7 @@ pub struct Streaming {
     pub add_f32: LowRankAddF32,
     /// A streaming 1x1 expert's `Aᵀ` and `Bᵀ` decoded for the GEMMs, at every call:
     /// `switch::decode_lowrank`.
-    pub decode: DecodeLowRank,
+    pub decode: DecodeFactors,
 }
 
 impl Streaming {
@@ -275,6 +277,9 @@ pub struct Kernels {
     pub materialize_f32: MaterializeF32,
     /// [`RebuildLayerI8`], tried first; `None` or `false`: channel by channel.
     pub rebuild_layer_i8: Option<RebuildLayerI8>,
+    /// An int8 or f16 expert's factors decoded row-major before its rebuild (the switch,
+    /// and `Streaming`'s per-inference rebuilds): `switch::decode_factors`.
+    pub decode_factors: DecodeFactors,
     /// The per-channel requantisation tables of the int8 convs (`quant::requant_table`),
     /// computed by `select` and, for ops its cache cannot hold, at each inference.
     pub requant_table: RequantTable,
@@ -328,6 +333,7 @@ impl Kernels {
             rebuild_i8: None,
             rebuild_layer_i8: None,
             materialize_f32: crate::switch::materialize_f32,
+            decode_factors: crate::switch::decode_factors,
             requant_table: crate::quant::requant_table,
             maxpool_i8: reference::maxpool::maxpool3x3s2::<i8>,
             maxpool_f32: reference::maxpool::maxpool3x3s2::<f32>,

@@ -194,7 +194,7 @@ pub(in crate::engine) fn eval(
                         });
                 }
                 Some(d) => {
-                    let (d, scratch) = decode(&d, cx.scratch, i)?;
+                    let (d, scratch) = decode(&kern, &d, cx.scratch, i)?;
                     let (w, ws) = rebuild_i8(&kern, &d, w, ws, scratch, i)?;
                     let rq = requant_table(kern.requant_table, cx.requant, bias, qx, ws, qy, i)?;
                     let f = if pointwise {
@@ -221,7 +221,7 @@ pub(in crate::engine) fn eval(
             let (x, y) = (f32s(x)?, f32s_mut(y)?);
             let (w, stream) = match delta {
                 Some(d) if rebuilt => {
-                    let (d, scratch) = decode(&d, cx.scratch, i)?;
+                    let (d, scratch) = decode(&kern, &d, cx.scratch, i)?;
                     let wt = scratch.get_mut(..n).ok_or(bad)?;
                     (kern.materialize_f32)(w, &d, wt);
                     (&*wt, None)
@@ -323,10 +323,11 @@ fn rebuild_i8<'s>(
     Ok((w, ws))
 }
 
-/// `d`'s factors decoded to f32 at the start of `scratch`, and the rest of `scratch`; `d`
-/// itself and all of `scratch` where both factors are already aligned f32 (nothing to
-/// decode: the copy cost the 0.5x @64 switch ~6 %).
+/// `d`'s factors decoded to f32 at the start of `scratch` by the `decode_factors` slot of
+/// `kern`, and the rest of `scratch`; `d` itself and all of `scratch` where both factors
+/// are already aligned f32 (nothing to decode: the copy cost the 0.5x @64 switch ~6 %).
 pub(in crate::engine) fn decode<'s, 'd: 's>(
+    kern: &crate::kernels::Kernels,
     d: &Delta<'d>,
     scratch: &'s mut [u8],
     op: usize,
@@ -339,5 +340,5 @@ pub(in crate::engine) fn decode<'s, 'd: 's>(
         return Err(EngineError::Malformed { op });
     }
     let (dec, rest) = scratch.split_at_mut(d.decoded_len());
-    Ok((d.decoded(dec), rest))
+    Ok((d.decoded(dec, kern.decode_factors), rest))
 }

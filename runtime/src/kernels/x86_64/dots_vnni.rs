@@ -10,8 +10,8 @@ use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
 use super::conv1x1::src;
-use super::{first16, first_bytes};
 use super::requant::{Requant, RqCols, MAXQ};
+use super::{first16, first_bytes};
 use crate::kernels::{Geom, OutQ, SumTile};
 
 /// Widest input (the offset rows live on the stack).

@@ -11,6 +11,7 @@ mod conv1x1_avx512;
 mod conv1x1_vnni;
 mod dots_vnni;
 mod dw3x3;
+mod factors;
 mod input;
 mod linear;
 mod maxpool;
@@ -66,6 +67,7 @@ pub(crate) fn avx2() -> Kernels {
         rebuild_i8: Some(rebuild::rebuild_i8),
         rebuild_layer_i8: Some(rebuild::rebuild_layer_i8),
         materialize_f32: rebuild::materialize_f32,
+        decode_factors: factors::decode_rows,
         requant_table: requant::requant_table,
         maxpool_i8: maxpool::maxpool3x3s2_i8,
         maxpool_f32: maxpool::maxpool3x3s2_f32,
