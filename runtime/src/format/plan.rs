@@ -8,11 +8,11 @@
 //! lowest streaming-to-rebuild cost ratio for as long as their added inference cost stays
 //! within [`INFER_BUDGET`] of the whole inference (on x86_64 those below [`ALWAYS`] whatever
 //! the budget and outside it; where same-shape layers tie and the budget takes only some of
-//! them, the first in graph order), and rebuilds the rest. [`Mode::Streaming`] holds no expert weights
-//! but, where the model prices streaming a pointwise expert at [`REBUILD_FROM`] times its
-//! rebuild or more (x86_64, aarch64), rebuilds it into the scratch at each inference as it does the
-//! stem ([`Plan::rebuilds_per_inference`]). The plan is a
-//! pure function of the manifest, so the packer's and the engine's arena rule
+//! them, the first in graph order), and rebuilds the rest. [`Mode::Streaming`] holds no
+//! expert weights but, where the model prices streaming a pointwise expert at
+//! [`REBUILD_FROM`] times its rebuild or more (x86_64, aarch64), rebuilds it into the
+//! scratch at each inference as it does the stem ([`Plan::rebuilds_per_inference`]). The
+//! plan is a pure function of the manifest, so the packer's and the engine's arena rule
 //! ([`super::layout`]) and the engine's dispatch agree without storing it.
 //!
 //! Costs are in units of one int8 multiply-add of the tiled GEMM; the constants below were

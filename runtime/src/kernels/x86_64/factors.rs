@@ -9,8 +9,7 @@ use crate::format::DeltaDType;
 
 /// [`crate::switch::decode_factors`] 8 values a step (then 4, then one at a time): the
 /// scalar decode took a software f16 conversion per int8 row (a rank-8 `B` row is eight
-/// values) or per f16 value, ~2 µs of the 13.6 µs Auto switch at 0.5x @32 with int8
-/// factors.
+/// values) or per f16 value (the Auto switch at 0.5x @32 with int8 factors 13.6 → 12.9 µs).
 pub(super) fn decode_rows(a: &Factor<'_>, b: &Factor<'_>, da: &mut [f32], db: &mut [f32]) {
     rows(a, da);
     rows(b, db);
