@@ -200,6 +200,8 @@ unsafe fn put<const P: usize, const O: usize>(
     cout: usize,
     keep: __mmask16,
 ) {
+    // The tile fills the register: `P` pixels of `O` lanes.
+    const { assert!(P * O == 16) };
     // SAFETY: this function's contract.
     unsafe {
         match O {
@@ -234,6 +236,8 @@ unsafe fn put<const P: usize, const O: usize>(
                         keep,
                         _mm512_extracti32x4_epi32::<2>(d),
                     );
+                }
+                if P > 3 {
                     _mm_mask_storeu_epi32(
                         acc.add(3 * cout),
                         keep,
