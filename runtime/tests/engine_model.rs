@@ -406,13 +406,10 @@ fn streaming_rebuilds_the_many_pixel_experts_per_inference() {
             .unwrap_or(0);
         let mut rebuilt = 0;
         for e in &es {
-            let (pays, fits) = (
-                e.cost.ratio() >= plan::REBUILD_FROM,
-                layout::rebuild_scratch(e.cout, e.cin, e.k, r, int8).unwrap() <= fit,
-            );
             let yes = p.rebuilds_per_inference(e.cout, e.cin, e.k, e.hw);
             if e.k == 1 {
-                // The ratio of the int8 costs: both paths lay their weights out alike.
+                // The ratio of the int8 costs (both paths lay their weights out alike),
+                // whatever the bundle's precision.
                 let c = plan::ExpertCost::new(
                     e.cout,
                     e.cin,
@@ -421,11 +418,9 @@ fn streaming_rebuilds_the_many_pixel_experts_per_inference() {
                     r,
                     lorkd_runtime::format::Precision::Int8,
                 );
-                assert_eq!(
-                    yes,
-                    c.ratio() >= plan::REBUILD_FROM && fits,
-                    "{e:?} pays {pays}"
-                );
+                let pays = c.ratio() >= plan::REBUILD_FROM;
+                let fits = layout::rebuild_scratch(e.cout, e.cin, e.k, r, int8).unwrap() <= fit;
+                assert_eq!(yes, pays && fits, "{e:?} pays {pays} fits {fits}");
             } else {
                 assert!(yes, "{e:?}: the stem is rebuilt per inference");
             }
