@@ -1,6 +1,8 @@
 //! `Engine::set_threads` (feature `threads`) and `Engine::infer_timed`: on random
 //! ShuffleNetV2-shaped networks with every conv split (`set_split_min_macs(1)`: pixel runs
-//! for the pointwise convs, channel blocks for the stem and depthwise convs), f32 and int8, both
+//! or channel blocks for the pointwise convs, rows for the stem and depthwise convs; cut
+//! evenly, or at 3 threads in the pool's learned shares, which differ run to run), f32 and
+//! int8, both
 //! modes, every department: the logits **and the whole arena** after an inference are
 //! bit-identical for 1, 2, 3 and 4 threads, in the arena the bundle asks for — with the
 //! concat + shuffle after a conv run inside the conv's parts (`Engine::fused_ops`).
@@ -39,6 +41,8 @@ fn outputs(
         let mut e = Engine::new(bundle, arena.as_mut_slice(), mode).unwrap();
         e.set_threads(threads).unwrap();
         assert_eq!(e.threads(), threads.max(1));
+        // Cuts in learned shares at 3 threads, even at 2 and 4.
+        e.set_balanced_cuts(threads == 3);
         // Split every conv (the default leaves small ones whole).
         e.set_split_min_macs(min_macs);
         for t in 0..bundle.department_count() {

@@ -253,6 +253,18 @@ impl<'b, 'a> Engine<'b, 'a> {
         }
     }
 
+    /// Whether a split op's parts follow shares learned from their measured times (the
+    /// threads' chunks then take equal time on cores of unequal speed, a big.LITTLE cart's)
+    /// or are cut evenly (the default: consecutive ops cut at the same rows, so each thread
+    /// reads back what it wrote; see `engine::pool`). Results are the same bits either way.
+    /// Does nothing without a pool. Feature `threads`.
+    #[cfg(feature = "threads")]
+    pub fn set_balanced_cuts(&mut self, on: bool) {
+        if let Some(p) = &self.pool {
+            p.set_balanced(on);
+        }
+    }
+
     /// Ops the last inference ran inside the op before them rather than on their own: with
     /// threads, the concat + shuffle after the conv that computes one of its sides runs in
     /// that conv's parts (0 on one thread). Feature `threads`.

@@ -19,6 +19,10 @@
 //!   conv's pixel parts, on the pixels each part just wrote ([`Then`]): one fork-join for
 //!   both ops.
 //!
+//! Where a cut falls is the pool's ([`Pool::runs`]): even, or in shares it learns from the
+//! parts' measured times ([`super::pool`], `Engine::set_balanced_cuts`); it never changes
+//! a result.
+//!
 //! The arena holds no per-thread state, so `arena_bytes` does not depend on N; the few
 //! buffers a part needs come from the heap. The workers spin while an inference or a switch
 //! runs ([`super::pool`], [`Pool::busy`]), and every op is cut into one chunk a thread, each
@@ -27,7 +31,7 @@
 //!
 //! Without the feature [`Par`] is a zero-sized pass-through: the no_std engine stays
 //! single-threaded and allocation-free.
-use crate::kernels::{ConvF32, ConvI8, Geom, OutQ};
+use crate::kernels::{ConvF32, ConvI8, DwRowsI8, Geom, OutQ};
 
 /// Pixel split points of a streamed expert's path and, per table, of an f32 pointwise
 /// conv ([`crate::kernels::PIX_ALIGN`]).
@@ -104,11 +108,34 @@ impl Pool {
         self.pool.threads()
     }
 
+    /// Cuts in learned shares or evenly (the default; [`super::pool::Pool::cut`]).
+    pub(crate) fn set_balanced(&self, on: bool) {
+        self.pool.set_balanced(on)
+    }
+
     /// Workers spin for chunks while the guard lives (an inference, a switch), and park
     /// when it drops.
     pub(crate) fn busy(&self) -> Busy<'_> {
         self.pool.wake();
+        self.pool.begin();
         Busy(self)
+    }
+
+    /// The next job's cut of `n` items into `parts` runs, each a multiple of `align` but
+    /// the last: `(start, len)` of each — even, or balanced in the shares the pool learned
+    /// for the job ([`super::pool::Pool::cut`]).
+    fn runs(&self, n: usize, parts: usize, align: usize) -> Vec<(usize, usize)> {
+        let align = align.max(1);
+        let units = n.div_ceil(align);
+        let parts = parts.clamp(1, units.max(1));
+        self.pool
+            .cut(units, parts)
+            .into_iter()
+            .map(|r| {
+                let s = (r.start * align).min(n);
+                (s, (r.end * align).min(n) - s)
+            })
+            .collect()
     }
 
     /// `f(part)` for every `part` of `parts` (chunks that the threads take in turn).
@@ -194,19 +221,18 @@ pub(crate) fn split(n: usize, parts: usize, align: usize) -> impl Iterator<Item 
     })
 }
 
-/// [`split`]'s runs of `n` units with the first `n·unit` elements of `y` cut at the same
-/// points: `(start, len, run of y)` of each (disjoint, so each part can write its own).
+/// `y` cut at `runs` ([`Pool::runs`], of `unit` elements an item): `(start, len, run of y)`
+/// of each (disjoint, so each part can write its own).
 #[cfg(feature = "threads")]
-fn split_mut<T>(
-    y: &mut [T],
+fn split_mut<'y, T>(
+    y: &'y mut [T],
     unit: usize,
-    n: usize,
-    parts: usize,
-    align: usize,
-) -> Vec<(usize, usize, &mut [T])> {
+    runs: &[(usize, usize)],
+) -> Vec<(usize, usize, &'y mut [T])> {
+    let n: usize = runs.iter().map(|r| r.1).sum();
     let mut rest = &mut y[..n * unit];
-    split(n, parts, align)
-        .map(|(s, len)| {
+    runs.iter()
+        .map(|&(s, len)| {
             let (run, tail) = core::mem::take(&mut rest).split_at_mut(len * unit);
             rest = tail;
             (s, len, run)
@@ -338,7 +364,7 @@ impl<'p> Par<'p> {
             let n = y.len() / row.max(1);
             let parts = pool.chunks(work).min(n);
             if parts >= 2 {
-                let jobs = split_mut(y, row, n, parts, 1);
+                let jobs = split_mut(y, row, &pool.runs(n, parts, 1));
                 return pool.run(jobs, |(r0, _, part)| f(r0, part));
             }
         }
@@ -366,9 +392,10 @@ impl<'p> Par<'p> {
             let npix = g.ho * g.wo;
             let parts = pool.chunks(work).min(npix.div_ceil(PIX_ALIGN));
             if parts >= 2 && g.k == 1 && g.stride == 1 && g.pad == 0 {
-                let ys = split_mut(y, g.cout, npix, parts, PIX_ALIGN);
-                let us = split_mut(u, ur, npix, parts, PIX_ALIGN);
-                let (outs, t) = then_parts(then, npix, parts, PIX_ALIGN);
+                let runs = pool.runs(npix, parts, PIX_ALIGN);
+                let ys = split_mut(y, g.cout, &runs);
+                let us = split_mut(u, ur, &runs);
+                let (outs, t) = then_parts(then, &runs);
                 let jobs: Vec<_> = ys
                     .into_iter()
                     .zip(us)
@@ -410,7 +437,7 @@ impl<'p> Par<'p> {
     ) {
         #[cfg(feature = "threads")]
         if let Some(plan) = self.plan(g, depthwise, pix_align) {
-            return split_conv(self, plan, g, x, w, y, then, |g, x, w, c0, y| {
+            return split_conv(self, plan, g, x, w, y, then, None, |g, x, w, c0, y| {
                 f(g, x, w, &bias[c0..c0 + g.cout], relu, y)
             });
         }
@@ -421,12 +448,14 @@ impl<'p> Par<'p> {
         }
     }
 
-    /// Runs the int8 conv slot `f` (contract of [`ConvI8`]) over `g`, split if worth it.
+    /// Runs the int8 conv slot `f` (contract of [`ConvI8`]) over `g`, split if worth it;
+    /// `rows`: with `depthwise`, the table's [`DwRowsI8`] twin of `f` (a row cut's parts
+    /// then compute their rows alone, in place).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn conv_i8(
         self,
         f: ConvI8,
-        depthwise: bool,
+        (depthwise, rows): (bool, Option<DwRowsI8>),
         g: &Geom,
         x: &[i8],
         zx: i32,
@@ -438,11 +467,17 @@ impl<'p> Par<'p> {
     ) {
         #[cfg(feature = "threads")]
         if let Some(plan) = self.plan(g, depthwise, PIX_ALIGN_EXACT) {
-            return split_conv(self, plan, g, x, w, y, then, |g, x, w, c0, y| {
+            let rows = rows.map(|f| {
+                move |g: &Geom, r: core::ops::Range<usize>, x: &[i8], y: &mut [i8]| {
+                    f(g, r, x, zx, w, rq, q, y)
+                }
+            });
+            let rows = rows.as_ref().map(|f| f as &RowsFn<'_, i8>);
+            return split_conv(self, plan, g, x, w, y, then, rows, |g, x, w, c0, y| {
                 f(g, x, zx, w, &rq[c0..c0 + g.cout], q, y)
             });
         }
-        let _ = depthwise;
+        let _ = (depthwise, rows);
         f(g, x, zx, w, rq, q, y);
         if let Some(t) = then {
             t.after(self, y, g.cout)
@@ -497,28 +532,31 @@ enum Cut {
     Channels,
 }
 
-/// `then`'s output cut at [`split`]'s points (one `None` a part without it), and its `f`.
+/// `then`'s output cut at `runs` (one `None` a part without it), and its `f`.
 #[cfg(feature = "threads")]
 fn then_parts<'a, T>(
     then: Option<Then<'a, T>>,
-    npix: usize,
-    parts: usize,
-    align: usize,
+    runs: &[(usize, usize)],
 ) -> (Vec<Option<&'a mut [T]>>, Option<&'a ThenFn<'a, T>>) {
     match then {
         Some(t) => (
-            split_mut(t.out, t.unit, npix, parts, align)
+            split_mut(t.out, t.unit, runs)
                 .into_iter()
                 .map(|(_, _, o)| Some(o))
                 .collect(),
             Some(t.f),
         ),
-        None => ((0..parts).map(|_| None).collect(), None),
+        None => (runs.iter().map(|_| None).collect(), None),
     }
 }
 
-/// The split itself: `run(sub_geometry, x, w, first_channel, y_part)` per part; `then` in
-/// each pixel part, or after the whole conv.
+/// A k×k conv's output rows alone: `(g, rows, x, y)`, `y` holding those rows
+/// ([`DwRowsI8`]).
+#[cfg(feature = "threads")]
+type RowsFn<'a, T> = dyn Fn(&Geom, core::ops::Range<usize>, &[T], &mut [T]) + Sync + 'a;
+
+/// The split itself: `run(sub_geometry, x, w, first_channel, y_part)` per part (a row
+/// part through `rows` where given); `then` in each pixel part, or after the whole conv.
 #[cfg(feature = "threads")]
 #[allow(clippy::too_many_arguments)]
 fn split_conv<T: bytemuck::Pod + Send + Sync>(
@@ -529,16 +567,15 @@ fn split_conv<T: bytemuck::Pod + Send + Sync>(
     w: &[T],
     y: &mut [T],
     then: Option<Then<'_, T>>,
+    rows: Option<&RowsFn<'_, T>>,
     run: impl Fn(&Geom, &[T], &[T], usize, &mut [T]) + Sync,
 ) {
     let npix = g.ho * g.wo;
     match cut {
         Cut::Pixels(align) => {
-            let (outs, t) = then_parts(then, npix, parts, align);
-            let jobs: Vec<_> = split_mut(y, g.cout, npix, parts, align)
-                .into_iter()
-                .zip(outs)
-                .collect();
+            let runs = pool.runs(npix, parts, align);
+            let (outs, t) = then_parts(then, &runs);
+            let jobs: Vec<_> = split_mut(y, g.cout, &runs).into_iter().zip(outs).collect();
             pool.run(jobs, |((p0, n, part), out)| {
                 run(&pixel_part(g, n), pixels_of(g, x, p0, n), w, 0, part);
                 if let (Some(t), Some(out)) = (t, out) {
@@ -549,8 +586,11 @@ fn split_conv<T: bytemuck::Pod + Send + Sync>(
         }
         Cut::Rows => {
             let row = g.wo * g.cout;
-            let jobs = split_mut(y, row, g.ho, parts, 1);
+            let jobs = split_mut(y, row, &pool.runs(g.ho, parts, 1));
             pool.run(jobs, |(r0, n, part)| {
+                if let Some(rows) = rows {
+                    return rows(g, r0..r0 + n, x, part);
+                }
                 let (sub, x0, lead) = row_part(g, r0, n);
                 let xs = &x[x0..];
                 if lead == 0 {
@@ -567,7 +607,9 @@ fn split_conv<T: bytemuck::Pod + Send + Sync>(
             // Pointwise only: output channel `o`'s weights are row `o` of `[cout, cin]`
             // (a packed slot's layout is closed under these cuts).
             let per = w.len() / g.cout.max(1);
-            let jobs: Vec<(usize, Geom)> = split(g.cout, parts, CH_ALIGN)
+            let jobs: Vec<(usize, Geom)> = pool
+                .runs(g.cout, parts, CH_ALIGN)
+                .into_iter()
                 .map(|(c0, n)| (c0, Geom { cout: n, ..*g }))
                 .collect();
             // One buffer for all parts' outputs (`npix·cout` in all), cut at the parts.
@@ -657,6 +699,8 @@ mod tests {
         let mut pools: Vec<Pool> = (2..=4).map(|t| Pool::new(t).unwrap()).collect();
         for p in &mut pools {
             p.min_macs = 1;
+            // Cut in the random shares preset below.
+            p.set_balanced(true);
         }
         for kern in Kernels::available().into_iter().flatten() {
             for round in 0..90 {
@@ -724,6 +768,23 @@ mod tests {
                 };
                 let mut whole_q = vec![0i8; g.out_len()];
                 fq(&g, &xq, zx, &wq, &rq, q, &mut whole_q);
+                // The depthwise rows slot alone: any run of rows is the whole's, and nothing
+                // past its rows is written.
+                let dw_rows = if dw { kern.dwconv3x3_i8_rows } else { None };
+                if let Some(rows) = dw_rows {
+                    let r0 = r.below(ho + 1);
+                    let r1 = r0 + r.below(ho - r0 + 1);
+                    let row = wo * cout;
+                    let mut part = vec![0x55i8; (r1 - r0 + 1) * row];
+                    rows(&g, r0..r1, &xq, zx, &wq, &rq, q, &mut part);
+                    assert_eq!(
+                        first_diff(&whole_q[r0 * row..r1 * row], &part[..(r1 - r0) * row]),
+                        None,
+                        "{} rows {r0}..{r1} of {g:?} (seed {seed})",
+                        kern.isa
+                    );
+                    assert!(part[(r1 - r0) * row..].iter().all(|&b| b == 0x55));
+                }
                 let mut whole_f = vec![0f32; g.out_len()];
                 ff(&g, &xf, &wf, &bias, relu, &mut whole_f);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -774,6 +835,16 @@ mod tests {
                             Cut::Rows => ho,
                             Cut::Channels => cout.div_ceil(CH_ALIGN),
                         };
+                        // Any shares the pool may learn: a random cut of the parts.
+                        let shares = |r: &mut Rng| {
+                            let v: Vec<f32> = (0..pool.threads())
+                                .map(|_| 1.0 + r.below(20) as f32)
+                                .collect();
+                            let sum: f32 = v.iter().sum();
+                            pool.pool
+                                .preset(&v.iter().map(|x| x / sum).collect::<Vec<_>>());
+                        };
+                        shares(&mut r);
                         let par = Par::pool(Some(pool));
                         let mut y = vec![0i8; g.out_len()];
                         let mut fused = vec![0i8; ho * wo * unit];
@@ -784,9 +855,17 @@ mod tests {
                             work: 1 << 20,
                             f: &f,
                         };
-                        split_conv(par, (pool, cq, parts), &g, &xq, &wq, &mut y, Some(t), {
-                            |g, x, w, c0, y| fq(g, x, zx, w, &rq[c0..c0 + g.cout], q, y)
-                        });
+                        split_conv(
+                            par,
+                            (pool, cq, parts),
+                            &g,
+                            &xq,
+                            &wq,
+                            &mut y,
+                            Some(t),
+                            None,
+                            |g, x, w, c0, y| fq(g, x, zx, w, &rq[c0..c0 + g.cout], q, y),
+                        );
                         assert_eq!(first_diff(&whole_q, &y), None, "int8 {}", at(&cq));
                         assert_eq!(
                             first_diff(&fused_of(&whole_q), &fused),
@@ -794,9 +873,31 @@ mod tests {
                             "then {}",
                             at(&cq)
                         );
+                        // A depthwise row cut through the rows slot (no row twice).
+                        if let (Some(f), Cut::Rows) = (dw_rows, cq) {
+                            shares(&mut r);
+                            let (wq, rq) = (&wq, &rq);
+                            let rows = move |g: &Geom, rr, x: &[i8], y: &mut [i8]| {
+                                f(g, rr, x, zx, wq, rq, q, y)
+                            };
+                            let mut y = vec![0i8; g.out_len()];
+                            split_conv(
+                                par,
+                                (pool, cq, parts),
+                                &g,
+                                &xq,
+                                wq,
+                                &mut y,
+                                None,
+                                Some(&rows),
+                                |_, _, _, _, _| unreachable!("a row cut with a rows slot"),
+                            );
+                            assert_eq!(first_diff(&whole_q, &y), None, "rows {}", at(&cq));
+                        }
+                        shares(&mut r);
                         let mut y = vec![0f32; g.out_len()];
                         let parts = (CHUNKS_PER_THREAD * pool.threads()).min(units(cf));
-                        split_conv(par, (pool, cf, parts), &g, &xf, &wf, &mut y, None, {
+                        split_conv(par, (pool, cf, parts), &g, &xf, &wf, &mut y, None, None, {
                             |g, x, w, c0, y| ff(g, x, w, &bias[c0..c0 + g.cout], relu, y)
                         });
                         assert_eq!(
@@ -816,7 +917,7 @@ mod tests {
                         work: 1 << 20,
                         f: &f,
                     };
-                    par.conv_i8(fq, dw, &g, &xq, zx, &wq, &rq, q, &mut y, Some(t));
+                    par.conv_i8(fq, (dw, dw_rows), &g, &xq, zx, &wq, &rq, q, &mut y, Some(t));
                     assert_eq!(
                         first_diff(&whole_q, &y),
                         None,
@@ -875,42 +976,53 @@ mod split_speed {
             (116, 116, 14, false),
             (58, 58, 28, false),
             (24, 58, 56, false),
+            (232, 232, 7, false),
             (116, 116, 14, true),
             (58, 58, 28, true),
+            (232, 232, 7, true),
+            // The stem (3×3, stride 2).
+            (3, 24, 224, false),
         ];
         for (cin, cout, h, dw) in shapes {
-            let (k, pad) = if dw { (3, 1) } else { (1, 0) };
+            let stem = cin == 3;
+            let (k, pad, s) = match (dw, stem) {
+                (true, _) => (3, 1, 1),
+                (_, true) => (3, 1, 2),
+                _ => (1, 0, 1),
+            };
             let g = Geom {
                 h,
                 w: h,
                 in_stride: cin,
                 c_off: 0,
                 cin,
-                ho: h,
-                wo: h,
+                ho: Geom::out_dim(h, k, s, pad),
+                wo: Geom::out_dim(h, k, s, pad),
                 cout,
                 k,
-                stride: 1,
+                stride: s,
                 pad,
             };
             let x: Vec<i8> = (0..g.in_len()).map(|i| (i * 7 % 251) as i8).collect();
-            let wn = if dw { 9 * cin } else { cin * cout };
+            let wn = if dw { 9 * cin } else { cin * cout * k * k };
             let w: Vec<i8> = (0..wn).map(|i| (i * 13 % 255) as i8).collect();
             let rq: Vec<[i32; 3]> = (0..cout).map(|i| [i as i32 - 50, 1 << 30, -8]).collect();
             let q = OutQ {
                 zero_point: 3,
                 lo: -128,
             };
-            let f = if dw {
-                kern.dwconv3x3_i8
-            } else {
-                kern.conv1x1_i8
+            let f = match (dw, stem) {
+                (true, _) => kern.dwconv3x3_i8,
+                (_, true) => kern.conv_i8,
+                _ => kern.conv1x1_i8,
             };
-            let time = |par: Par<'_>, y: &mut [i8]| {
+            let time = |par: Par<'_>, y: &mut [i8], rows| {
                 let mut v: Vec<f64> = (0..2000)
                     .map(|_| {
+                        // Each call the first job of an inference (its learned shares).
+                        pool.pool.begin();
                         let t = std::time::Instant::now();
-                        par.conv_i8(f, dw, &g, &x, 5, &w, &rq, q, y, None);
+                        par.conv_i8(f, (dw, rows), &g, &x, 5, &w, &rq, q, y, None);
                         t.elapsed().as_secs_f64() * 1e6
                     })
                     .collect();
@@ -918,14 +1030,25 @@ mod split_speed {
                 v[v.len() / 2]
             };
             let (mut y1, mut y2) = (vec![0i8; g.out_len()], vec![1i8; g.out_len()]);
+            let rows = if dw { kern.dwconv3x3_i8_rows } else { None };
             for _ in 0..3 {
-                let one = time(Par::pool(None), &mut y1);
-                let two = time(Par::pool(Some(&pool)), &mut y2);
-                println!(
+                let one = time(Par::pool(None), &mut y1, None);
+                let two = time(Par::pool(Some(&pool)), &mut y2, rows);
+                print!(
                     "{cin}→{cout} @{h}x{h} {}: 1 thread {one:.1} µs, 2 threads {two:.1} µs, {:.2}×",
-                    if dw { "depthwise" } else { "pointwise" },
+                    match (dw, stem) {
+                        (true, _) => "depthwise",
+                        (_, true) => "stem",
+                        _ => "pointwise",
+                    },
                     one / two
                 );
+                if rows.is_some() {
+                    // The row cut without the rows slot: each part from a row early.
+                    let lead = time(Par::pool(Some(&pool)), &mut y2, None);
+                    print!("; from a row early {lead:.1} µs, {:.2}×", one / lead);
+                }
+                println!();
             }
             assert_eq!(y1, y2, "{g:?}");
         }

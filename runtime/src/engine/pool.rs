@@ -22,6 +22,18 @@
 //! With one shared counter a chunk went to whichever thread came first and about half of
 //! every op's input crossed between cores (BENCHMARKS.md, session 43: the 1.0x @224
 //! pointwise convs at 2 threads 1.46× before, 1.55× after; the op alone splits at ~1.8×).
+//!
+//! The regions can be **balanced by measurement** ([`Pool::set_balanced`], off by default):
+//! a job the pool cuts is then cut in shares learned for that job of the inference (its
+//! ordinal since [`Pool::begin`]: the same op each inference), from the threads' own chunks
+//! timed (in one inference in [`SAMPLE`]), so that their chunks take equal time — for
+//! cores of unequal speed (a big.LITTLE cart's; on the 2-vCPU benchmark host one vCPU ran
+//! a VNNI loop 17–25 % slower than the other at times) and parts of unequal cost. It is not
+//! the default because each op's cut then falls at its own rows, and what a thread wrote
+//! and the next op's part reads drift apart: on the benchmark host (1.0x @224 int8, 2
+//! threads, BENCHMARKS.md session 53) it won ~1 % while the vCPUs exchanged data quickly
+//! and lost ~3 % while they did not (a cache line's round trip ~0.4 µs), against even cuts
+//! in the same runs. The cut decides only who computes what, never a result.
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Condvar, Mutex};
@@ -37,6 +49,8 @@ const LINGER: Duration = Duration::from_micros(500);
 struct Job<'a> {
     f: &'a (dyn Fn(usize) + Sync),
     chunks: usize,
+    /// The threads time their own chunks ([`Pool::cut`]'s shares learn from this job).
+    timed: bool,
 }
 
 struct Shared {
@@ -48,6 +62,9 @@ struct Shared {
     job: AtomicPtr<Job<'static>>,
     /// Per thread (the caller 0, worker `i` `i`), the next chunk of its region.
     next: Box<[Next]>,
+    /// Per thread, the nanoseconds its own region's chunk took in the current job (where the
+    /// region is one chunk; 0: not run by it, or not timed).
+    took: Box<[AtomicU64]>,
     /// The current job takes workers: set when published, cleared once every chunk is
     /// taken; a worker that comes later leaves without reading the job.
     open: AtomicBool,
@@ -84,6 +101,59 @@ pub(super) fn region(chunks: usize, threads: usize, r: usize) -> core::ops::Rang
 pub(crate) struct Pool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
+    /// The learned shares (only the calling thread uses them; the lock is never contended).
+    balance: Mutex<Balance>,
+}
+
+/// How far a job's shares move toward the shares its measured speeds ask for, per timed
+/// job: a chunk's time varies ±10 % from one inference to the next on a shared host (a
+/// step's jitter ~1 % of the cut), and an eighth follows a host's change of pace within ~20
+/// timed inferences (1/32 measured the same on a steady host).
+const STEP: f32 = 0.125;
+/// Jobs are timed in one inference (or switch) in this many: two clock reads a chunk cost
+/// ~0.1 µs (about 0.5 % of a 1.0x @224 inference at 2 threads, were each timed).
+const SAMPLE: usize = 4;
+/// No thread's share falls below this fraction of an even one (a thread descheduled for a
+/// while keeps a part to be measured by).
+const FLOOR: f32 = 0.25;
+
+/// [`Pool::cut`]'s state.
+#[derive(Default)]
+struct Balance {
+    /// The next job's ordinal since [`Pool::begin`].
+    ordinal: usize,
+    /// [`Pool::begin`]s so far; the jobs of one in [`SAMPLE`] are timed.
+    begun: usize,
+    /// Cuts follow learned shares ([`Pool::set_balanced`]); otherwise even, nothing learned.
+    learn: bool,
+    /// Per ordinal, each thread's share of the job's units (summing to 1; empty: not yet cut).
+    shares: Vec<Vec<f32>>,
+    /// The last cut handed out: its ordinal and each chunk's units.
+    pending: Option<(usize, Vec<usize>)>,
+}
+
+impl Balance {
+    /// Moves job `ord`'s shares toward the threads' speeds (`units[r] / ns[r]`).
+    fn learn(&mut self, ord: usize, units: &[usize], ns: &[u64]) {
+        let Some(sh) = self.shares.get_mut(ord) else {
+            return;
+        };
+        let speed: Vec<f32> = units
+            .iter()
+            .zip(ns)
+            .map(|(&u, &t)| u as f32 / t.max(1) as f32)
+            .collect();
+        let total: f32 = speed.iter().sum();
+        if sh.len() != speed.len() || !total.is_normal() {
+            return;
+        }
+        let floor = FLOOR / sh.len() as f32;
+        for (s, v) in sh.iter_mut().zip(&speed) {
+            *s = (*s + STEP * (v / total - *s)).max(floor);
+        }
+        let sum: f32 = sh.iter().sum();
+        sh.iter_mut().for_each(|s| *s /= sum);
+    }
 }
 
 impl Pool {
@@ -95,6 +165,7 @@ impl Pool {
             wakes: AtomicU64::new(0),
             job: AtomicPtr::new(core::ptr::null_mut()),
             next: (0..threads).map(|_| Next(AtomicUsize::new(0))).collect(),
+            took: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             open: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
@@ -108,6 +179,7 @@ impl Pool {
         let mut pool = Pool {
             shared,
             workers: Vec::new(),
+            balance: Mutex::new(Balance::default()),
         };
         for i in 1..threads {
             let s = Arc::clone(&pool.shared);
@@ -131,6 +203,72 @@ impl Pool {
             s.wakes.fetch_add(1, SeqCst);
             self.notify();
         }
+    }
+
+    /// An inference (or a switch) starts: job ordinals count from 0 again (and one in
+    /// [`SAMPLE`] is timed).
+    pub(crate) fn begin(&self) {
+        let mut b = self.lock_balance();
+        b.ordinal = 0;
+        b.begun = b.begun.wrapping_add(1);
+    }
+
+    fn lock_balance(&self) -> std::sync::MutexGuard<'_, Balance> {
+        self.balance.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next job's `parts` chunks over `units` work units: contiguous ranges covering
+    /// `0 .. units` in order. Balanced ([`Pool::set_balanced`]), with a chunk per thread
+    /// (and at least a unit each), they follow the shares learned for this job's ordinal
+    /// (even at first, sizes within one), and [`Pool::run`] of the next job may time them;
+    /// otherwise an even cut, larger first ([`region`]).
+    pub(crate) fn cut(&self, units: usize, parts: usize) -> Vec<core::ops::Range<usize>> {
+        let threads = self.threads();
+        let mut b = self.lock_balance();
+        if parts != threads || units < parts || !b.learn {
+            b.pending = None;
+            return (0..parts).map(|r| region(units, parts, r)).collect();
+        }
+        let ord = b.ordinal;
+        if b.shares.len() <= ord {
+            b.shares.resize(ord + 1, Vec::new());
+        }
+        let sh = &mut b.shares[ord];
+        if sh.len() != parts {
+            *sh = vec![1.0 / parts as f32; parts];
+        }
+        let mut cuts = Vec::with_capacity(parts);
+        let (mut start, mut acc) = (0, 0.0f32);
+        for (r, &s) in sh.iter().enumerate() {
+            acc += s;
+            let end = if r + 1 == parts {
+                units
+            } else {
+                // Rounded half up, so an even cut of an odd count gives the first the more.
+                let at = (acc * units as f32 + 0.5) as usize;
+                at.clamp(start + 1, units - (parts - 1 - r))
+            };
+            cuts.push(start..end);
+            start = end;
+        }
+        b.pending = Some((ord, cuts.iter().map(|c| c.len()).collect()));
+        cuts
+    }
+
+    /// Whether [`Pool::cut`] follows learned shares or cuts evenly (the default).
+    pub(crate) fn set_balanced(&self, on: bool) {
+        self.lock_balance().learn = on;
+    }
+
+    /// Sets the next job's shares (tests: any cut must give the same results).
+    #[cfg(test)]
+    pub(crate) fn preset(&self, shares: &[f32]) {
+        let mut b = self.lock_balance();
+        let ord = b.ordinal;
+        if b.shares.len() <= ord {
+            b.shares.resize(ord + 1, Vec::new());
+        }
+        b.shares[ord] = shares.to_vec();
     }
 
     /// Workers park [`LINGER`] after their last job (an inference ended).
@@ -158,6 +296,17 @@ impl Pool {
     /// `f(i)` for every chunk `i < chunks`, each exactly once, on this thread and whichever
     /// workers join; returns when every chunk is done. A worker's panic is re-raised here.
     pub(crate) fn run(&self, chunks: usize, f: &(dyn Fn(usize) + Sync)) {
+        // This job's ordinal, and the cut made for it if [`Pool::cut`] made one, in an
+        // inference whose jobs are timed.
+        let cut = {
+            let mut b = self.lock_balance();
+            let ord = b.ordinal;
+            b.ordinal += 1;
+            let timed = b.begun.is_multiple_of(SAMPLE);
+            b.pending
+                .take()
+                .filter(|(o, units)| timed && *o == ord && units.len() == chunks)
+        };
         if chunks <= 1 {
             if chunks == 1 {
                 f(0);
@@ -167,11 +316,18 @@ impl Pool {
         let s = &*self.shared;
         assert!(!s.busy.swap(true, Acquire), "Pool::run re-entered");
         s.panicked.store(false, Relaxed);
-        let job = Job { f, chunks };
+        let job = Job {
+            f,
+            chunks,
+            timed: cut.is_some(),
+        };
         // No worker is inside the previous job (`active` was 0 when it returned).
         let threads = s.next.len();
         for (r, next) in s.next.iter().enumerate() {
             next.0.store(region(chunks, threads, r).start, SeqCst);
+            if job.timed {
+                s.took[r].store(0, Relaxed);
+            }
         }
         s.job
             .store(&job as *const Job<'_> as *mut Job<'static>, SeqCst);
@@ -203,6 +359,13 @@ impl Pool {
         if s.panicked.swap(false, SeqCst) {
             panic!("an engine worker thread panicked");
         }
+        if let Some((ord, units)) = cut {
+            // Every thread ran its own chunk (none was late and had it taken).
+            let ns: Vec<u64> = s.took.iter().map(|t| t.load(Relaxed)).collect();
+            if ns.iter().all(|&t| t > 0) {
+                self.lock_balance().learn(ord, &units, &ns);
+            }
+        }
     }
 }
 
@@ -212,13 +375,21 @@ fn take_chunks(s: &Shared, job: &Job<'_>, me: usize, run: impl Fn(usize)) {
     let threads = s.next.len();
     for k in 0..threads {
         let r = (me + k) % threads;
-        let end = region(job.chunks, threads, r).end;
+        let own = region(job.chunks, threads, r);
         loop {
             let i = s.next[r].0.fetch_add(1, Relaxed);
-            if i >= end {
+            if i >= own.end {
                 break;
             }
-            run(i);
+            if job.timed && k == 0 && own.len() == 1 {
+                // The thread's own single chunk: its time for `Pool::cut`'s shares.
+                let t0 = Instant::now();
+                run(i);
+                let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                s.took[me].store(ns.max(1), Relaxed);
+            } else {
+                run(i);
+            }
         }
     }
 }
@@ -384,6 +555,112 @@ mod tests {
             2 * own > jobs,
             "the caller ran chunks 0 and 1 in {own} of {jobs} jobs"
         );
+    }
+
+    /// A job's shares converge to the threads' speeds, where their chunks take equal time
+    /// (a fixed cost per chunk included), and no share falls below the floor.
+    #[test]
+    fn balance_learns_the_threads_speeds() {
+        // ns per unit and per chunk of each thread: thread 0 twice as slow.
+        let (per_unit, fixed) = ([2.0f32, 1.0], [300.0f32, 300.0]);
+        let mut b = Balance {
+            shares: vec![Vec::new(), vec![0.5, 0.5]],
+            ..Balance::default()
+        };
+        let units = 1000usize;
+        let mut times = [0.0f32; 2];
+        for _ in 0..200 {
+            let u0 = (b.shares[1][0] * units as f32).round() as usize;
+            let us = [u0, units - u0];
+            times = core::array::from_fn(|r| fixed[r] + per_unit[r] * us[r] as f32);
+            b.learn(1, &us, &times.map(|t| t as u64));
+        }
+        let sh = &b.shares[1];
+        assert!((sh[0] + sh[1] - 1.0).abs() < 1e-4, "{sh:?}");
+        assert!((0.32..0.35).contains(&sh[0]), "{sh:?}");
+        assert!((times[0] - times[1]).abs() < 0.02 * times[1], "{times:?}");
+        // Jobs it has no shares for, or of another thread count, are left alone; a thread
+        // that stalls keeps a floor.
+        b.learn(7, &[1, 1], &[1, 1]);
+        b.learn(1, &[1, 1, 1], &[1, 1, 1]);
+        assert_eq!((b.shares.len(), b.shares[1].len()), (2, 2));
+        for _ in 0..200 {
+            b.learn(1, &[500, 500], &[1_000_000_000, 1]);
+        }
+        assert!(b.shares[1][0] >= 0.9 * FLOOR / 2.0, "{:?}", b.shares[1]);
+    }
+
+    /// `cut` covers the units in order, a unit at least each, in the job's shares (even at
+    /// first, the larger first), and evenly where it does not learn (fewer parts than
+    /// threads, or balancing off).
+    #[test]
+    fn cuts_follow_the_shares() {
+        let even = Pool::new(2).unwrap();
+        even.begin();
+        even.preset(&[0.9, 0.1]);
+        assert_eq!(even.cut(10, 2), [0..5, 5..10], "even unless balanced");
+        let pool = Pool::new(2).unwrap();
+        pool.set_balanced(true);
+        pool.begin();
+        assert_eq!(pool.cut(7, 2), [0..4, 4..7]);
+        pool.run(2, &|_| ());
+        pool.preset(&[0.9, 0.1]);
+        assert_eq!(pool.cut(10, 2), [0..9, 9..10]);
+        pool.run(2, &|_| ());
+        pool.preset(&[0.999, 0.001]);
+        assert_eq!(pool.cut(3, 2), [0..2, 2..3]);
+        pool.run(2, &|_| ());
+        let whole = pool.cut(5, 1);
+        assert_eq!((whole.len(), whole[0].clone()), (1, 0..5));
+        pool.run(1, &|_| ());
+        // The next inference's second job is cut in its shares again; off, evenly.
+        pool.begin();
+        pool.run(2, &|_| ());
+        assert_eq!(pool.cut(10, 2), [0..9, 9..10]);
+        pool.set_balanced(false);
+        assert_eq!(pool.cut(10, 2), [0..5, 5..10]);
+        let pool3 = Pool::new(3).unwrap();
+        pool3.set_balanced(true);
+        pool3.begin();
+        assert_eq!(pool3.cut(10, 2), [0..5, 5..10]);
+        let c = pool3.cut(11, 3);
+        assert_eq!(
+            (c[0].start, c[0].end, c[1].end, c[2].end),
+            (0, c[1].start, c[2].start, 11)
+        );
+        assert!(c.iter().all(|r| (3..=4).contains(&r.len())), "{c:?}");
+    }
+
+    /// Through `cut` and `run`: where the caller's core does a unit's work at half the
+    /// worker's speed, the caller's share of a job moves from a half toward a third.
+    #[test]
+    fn run_learns_a_slower_core() {
+        let pool = Pool::new(2).unwrap();
+        pool.set_balanced(true);
+        pool.wake();
+        let caller = std::thread::current().id();
+        let spin = |units: usize, slow: bool| {
+            let t0 = Instant::now();
+            let ns = units as u128 * if slow { 400 } else { 200 };
+            while t0.elapsed().as_nanos() < ns {
+                core::hint::spin_loop();
+            }
+        };
+        let share = || pool.lock_balance().shares[0][0];
+        // Enough jobs for the worker to run its own chunk in some (it may be descheduled
+        // while other tests run) and for the shares to settle.
+        for _ in 0..4000 {
+            pool.begin();
+            let cuts = pool.cut(100, 2);
+            pool.run(2, &|i| {
+                spin(cuts[i].len(), std::thread::current().id() == caller)
+            });
+            if share() <= 0.4 {
+                break;
+            }
+        }
+        let s = share();
+        assert!((0.25..=0.4).contains(&s), "caller's share {s}");
     }
 
     #[test]

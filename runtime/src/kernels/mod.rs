@@ -93,6 +93,12 @@ pub type ConvF32 = fn(&Geom, &[f32], &[f32], &[f32], bool, &mut [f32]);
 /// A conv-like slot, int8: `(geometry, x, x zero point, w, [bias, multiplier, shift] per
 /// output channel, output stage, y)`.
 pub type ConvI8 = fn(&Geom, &[i8], i32, &[i8], &[[i32; 3]], OutQ, &mut [i8]);
+/// The int8 depthwise conv's output rows `rows` (of `0 .. g.ho`) alone: `(g, rows, x, zx, w,
+/// rq, q, y)`, `x` the whole input and `y` those rows only — the same bytes as rows `rows`
+/// of the `dwconv3x3_i8` slot's output (a thread's share of the conv, with no row computed
+/// twice and nothing copied).
+pub type DwRowsI8 =
+    fn(&Geom, core::ops::Range<usize>, &[i8], i32, &[i8], &[[i32; 3]], OutQ, &mut [i8]);
 /// The int8 rebuild's per-channel re-quantisation slot: `(delta row → weights, W0q, s0,
 /// out) → scale`.
 pub type RequantWeights = fn(&mut [f32], &[i8], f32, &mut [i8]) -> f32;
@@ -269,6 +275,9 @@ pub struct Kernels {
     pub dwconv3x3_f32: ConvF32,
     /// `reference::dwconv3x3::dwconv3x3_i8`.
     pub dwconv3x3_i8: ConvI8,
+    /// [`DwRowsI8`] of `dwconv3x3_i8` (`reference::dwconv3x3::dwconv3x3_i8_rows`); `None`:
+    /// a thread's rows run `dwconv3x3_i8` from a row early (`engine::par`).
+    pub dwconv3x3_i8_rows: Option<DwRowsI8>,
     /// `reference::requant_weights::requant_weights` (department switch, int8).
     pub requant_weights: RequantWeights,
     /// [`RebuildI8`]; `None`: `Delta::channel_into_i8`, then the `requant_weights` slot.
@@ -329,6 +338,7 @@ impl Kernels {
             conv_i8: reference::conv::conv_i8,
             dwconv3x3_f32: reference::dwconv3x3::dwconv3x3_f32,
             dwconv3x3_i8: reference::dwconv3x3::dwconv3x3_i8,
+            dwconv3x3_i8_rows: Some(reference::dwconv3x3::dwconv3x3_i8_rows),
             requant_weights: reference::requant_weights::requant_weights,
             rebuild_i8: None,
             rebuild_layer_i8: None,

@@ -7,8 +7,9 @@
 //! `--profile` adds the median (and minimum) time of every op (per layer) and their sums per
 //! op kind, read at the engine's op boundaries (`Engine::infer_timed`). `--vs-one-thread` (with
 //! `--threads N`, N ≥ 2) times a one-thread engine in the same run, in blocks alternating
-//! with the N-thread one, and reports the speed-up per pair of blocks: a shared machine's
-//! speed drifts by tens of percent between runs (and processes), which back-to-back blocks
+//! with the N-thread one (and with an N-thread engine whose splits are cut in learned
+//! shares, `Engine::set_balanced_cuts`), and reports the speed-up per round of blocks: a shared machine's speed
+//! drifts by tens of percent between runs (and processes), which back-to-back blocks
 //! mostly cancel.
 use std::path::PathBuf;
 use std::time::Instant;
@@ -51,7 +52,8 @@ pub struct Args {
     #[arg(long)]
     pub profile: bool,
     /// With `--threads N` (N ≥ 2): also time a one-thread engine in the same run, in
-    /// alternating blocks, and report the speed-up (one thread / N threads) per block pair.
+    /// alternating blocks, and report the speed-up (one thread / N threads) per round of
+    /// blocks — also that of N threads with balanced cuts (`Engine::set_balanced_cuts`).
     #[arg(long)]
     pub vs_one_thread: bool,
 }
@@ -84,9 +86,10 @@ pub struct BenchReport {
     pub speedup: Option<Speedup>,
 }
 
-/// `--threads N` against one thread in the same run: `blocks` pairs of blocks (the
-/// one-thread engine's, then the N-thread engine's, each `iters` inferences), each block's
-/// median, and per pair the ratio one thread / N threads.
+/// `--threads N` against one thread in the same run: `blocks` rounds of blocks (the
+/// one-thread engine's, then the N-thread engine's and the N-thread engine's with balanced
+/// cuts, in turn first, each `iters` inferences), each block's median, and per round the ratio one
+/// thread / N threads.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct Speedup {
     pub threads: usize,
@@ -95,10 +98,14 @@ pub struct Speedup {
     /// Medians over all blocks' runs (ms).
     pub one_thread_ms_median: f64,
     pub threads_ms_median: f64,
-    /// The per-pair ratios: median, lowest, highest.
+    /// The per-round ratios: median, lowest, highest.
     pub ratio_median: f64,
     pub ratio_min: f64,
     pub ratio_max: f64,
+    /// The same N threads with cuts in learned shares (`Engine::set_balanced_cuts(true)`):
+    /// median over its blocks' runs (ms), and the per-round ratios' median.
+    pub balanced_cuts_ms_median: f64,
+    pub balanced_cuts_ratio_median: f64,
 }
 
 /// Where one inference's time goes: each op's median and minimum (µs over the timed runs,
@@ -255,7 +262,18 @@ pub fn bench(bundle: &Bundle<'_>, dept: Option<&str>, o: &BenchOpts) -> Result<B
         let mut arena1 = AlignedBytes::zeroed(arena_bytes);
         let mut one = new_engine(bundle, &mut arena1, o, 1)?;
         one.select(t)?;
-        Some(speedup(&mut one, &mut engine, &x, &mut logits, iters)?)
+        let mut arena_bal = AlignedBytes::zeroed(arena_bytes);
+        let mut balanced = new_engine(bundle, &mut arena_bal, o, o.threads)?;
+        balanced.set_balanced_cuts(true);
+        balanced.select(t)?;
+        Some(speedup(
+            &mut one,
+            &mut engine,
+            &mut balanced,
+            &x,
+            &mut logits,
+            iters,
+        )?)
     } else {
         None
     };
@@ -317,14 +335,16 @@ fn new_engine<'b, 'a>(
     Ok(engine)
 }
 
-/// [`Speedup`]: `one` (one thread) and `many` (the same department selected), 10 pairs of
-/// blocks of `iters` timed inferences each. Each block starts after a few milliseconds'
-/// rest, so the N-thread engine's workers have parked before a one-thread block (a
-/// spinning worker would take a core from it), and with one untimed inference (which wakes
-/// them before an N-thread block).
+/// [`Speedup`]: `one` (one thread), `many` and `balanced` (N threads, cutting evenly and in
+/// learned shares; the same department selected), 10 rounds of blocks of `iters` timed
+/// inferences each, the two N-thread engines taking turns to go first. Each block starts after a few
+/// milliseconds' rest, so the N-thread engines' workers have parked before a one-thread
+/// block (a spinning worker would take a core from it), and with one untimed inference
+/// (which wakes them before an N-thread block).
 fn speedup(
     one: &mut Engine<'_, '_>,
     many: &mut Engine<'_, '_>,
+    balanced: &mut Engine<'_, '_>,
     x: &[f32],
     logits: &mut [f32],
     iters: usize,
@@ -338,15 +358,24 @@ fn speedup(
         all.extend_from_slice(&v);
         Ok(median(v))
     };
-    let (mut all1, mut alln, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..BLOCKS {
+    let threads = many.threads();
+    let (mut all1, mut alln, mut allb) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ratios, mut bal_ratios) = (Vec::new(), Vec::new());
+    for round in 0..BLOCKS {
         let a = block(one, &mut all1)?;
-        let b = block(many, &mut alln)?;
+        let (b, c) = if round % 2 == 0 {
+            let b = block(many, &mut alln)?;
+            (b, block(balanced, &mut allb)?)
+        } else {
+            let c = block(balanced, &mut allb)?;
+            (block(many, &mut alln)?, c)
+        };
         ratios.push(a / b);
+        bal_ratios.push(a / c);
     }
     let (lo, hi) = (min(&ratios), ratios.iter().copied().fold(0f64, f64::max));
     Ok(Speedup {
-        threads: many.threads(),
+        threads,
         blocks: BLOCKS,
         iters,
         one_thread_ms_median: median(all1),
@@ -354,6 +383,8 @@ fn speedup(
         ratio_median: median(ratios),
         ratio_min: lo,
         ratio_max: hi,
+        balanced_cuts_ms_median: median(allb),
+        balanced_cuts_ratio_median: median(bal_ratios),
     })
 }
 
@@ -553,8 +584,8 @@ pub fn run(a: Args) -> Result<()> {
         }
         if let Some(s) = &r.speedup {
             println!(
-                "{} threads vs 1 in the same run: {:.3} ms vs {:.3} ms, speed-up {:.2}× [{:.2}–{:.2}] ({} block pairs of {})",
-                s.threads, s.threads_ms_median, s.one_thread_ms_median, s.ratio_median, s.ratio_min, s.ratio_max, s.blocks, s.iters
+                "{} threads vs 1 in the same run: {:.3} ms vs {:.3} ms, speed-up {:.2}× [{:.2}–{:.2}]; balanced cuts {:.3} ms, {:.2}× ({} rounds of blocks of {})",
+                s.threads, s.threads_ms_median, s.one_thread_ms_median, s.ratio_median, s.ratio_min, s.ratio_max, s.balanced_cuts_ms_median, s.balanced_cuts_ratio_median, s.blocks, s.iters
             );
         }
         if let Some(p) = &r.profile {
@@ -662,6 +693,7 @@ mod tests {
         assert!(s.one_thread_ms_median > 0.0 && s.threads_ms_median > 0.0);
         assert!(s.ratio_min > 0.0 && s.ratio_min <= s.ratio_median);
         assert!(s.ratio_median <= s.ratio_max && s.ratio_max.is_finite());
+        assert!(s.balanced_cuts_ms_median > 0.0 && s.balanced_cuts_ratio_median > 0.0);
         let one = BenchOpts {
             vs_one_thread: true,
             ..BenchOpts::new(Mode::Materialized, 3)

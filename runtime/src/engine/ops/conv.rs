@@ -178,7 +178,7 @@ pub(in crate::engine) fn eval(
                         true => return Err(bad),
                     };
                     let q = out_q(qy, relu);
-                    (cx.par).conv_i8(f, false, &g, x, zx, w, rq, q, y, then);
+                    (cx.par).conv_i8(f, (false, None), &g, x, zx, w, rq, q, y, then);
                 }
                 Some(d) if !rebuilt => {
                     let st = switch::StreamI8 { x: qx, y: qy, relu };
@@ -203,7 +203,7 @@ pub(in crate::engine) fn eval(
                         kern.conv_i8
                     };
                     let q = out_q(qy, relu);
-                    (cx.par).conv_i8(f, false, &g, x, qx.zero_point, w, rq, q, y, then);
+                    (cx.par).conv_i8(f, (false, None), &g, x, qx.zero_point, w, rq, q, y, then);
                 }
             }
         }

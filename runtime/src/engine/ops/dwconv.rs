@@ -41,7 +41,7 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
             }
             cx.par.conv_i8(
                 kern.dwconv3x3_i8,
-                true,
+                (true, kern.dwconv3x3_i8_rows),
                 &g,
                 i8s(x),
                 qx.zero_point,

@@ -70,6 +70,8 @@ pub(crate) fn neon(base: Kernels, dotprod: bool) -> Kernels {
         },
         dwconv3x3_f32: dw3x3::dwconv3x3_f32,
         dwconv3x3_i8: dw3x3::dwconv3x3_i8,
+        // (Its rows alone are not written: a thread's rows start a row early.)
+        dwconv3x3_i8_rows: None,
         requant_weights: rebuild::requant_weights,
         rebuild_i8: Some(rebuild::rebuild_i8),
         rebuild_layer_i8: Some(rebuild::rebuild_layer_i8),

@@ -14,6 +14,7 @@ use super::requant::{Out16, Requant, RqCols, MAXQ};
 use crate::kernels::reference::dwconv3x3::taps;
 use crate::kernels::{Geom, OutQ};
 use crate::quant::requant;
+use core::ops::Range;
 
 /// AVX2 f32 depthwise 3x3; same contract as `reference::dwconv3x3::dwconv3x3_f32`.
 pub(crate) fn dwconv3x3_f32(
@@ -188,7 +189,22 @@ pub(crate) fn dwconv3x3_i8(
     q: OutQ,
     y: &mut [i8],
 ) {
-    dw_i8::<false>(g, x, zx, w, rq, q, y)
+    dw_i8::<false>(g, 0..g.ho, x, zx, w, rq, q, y)
+}
+
+/// `Kernels::dwconv3x3_i8_rows` ([`super::super::DwRowsI8`]) of [`dwconv3x3_i8`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dwconv3x3_i8_rows(
+    g: &Geom,
+    rows: Range<usize>,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    dw_i8::<false>(g, rows, x, zx, w, rq, q, y)
 }
 
 /// [`dwconv3x3_i8`] with the 16-channel blocks requantised on AVX-512 ([`Out16`]).
@@ -202,13 +218,32 @@ pub(crate) fn dwconv3x3_i8_avx512(
     q: OutQ,
     y: &mut [i8],
 ) {
-    dw_i8::<true>(g, x, zx, w, rq, q, y)
+    dw_i8::<true>(g, 0..g.ho, x, zx, w, rq, q, y)
 }
 
-/// The int8 depthwise conv; `WIDE`: AVX-512 available, the 16-channel blocks' output stage
+/// [`dwconv3x3_i8_rows`] with the AVX-512 output stage. Install only when
+/// `avx512_detected`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dwconv3x3_i8_avx512_rows(
+    g: &Geom,
+    rows: Range<usize>,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
+    dw_i8::<true>(g, rows, x, zx, w, rq, q, y)
+}
+
+/// The int8 depthwise conv's output rows `rows` (of `0 .. g.ho`) into `y` (those rows
+/// only, from its start); `WIDE`: AVX-512 available, the 16-channel blocks' output stage
 /// on it.
+#[allow(clippy::too_many_arguments)]
 fn dw_i8<const WIDE: bool>(
     g: &Geom,
+    rows: Range<usize>,
     x: &[i8],
     zx: i32,
     w: &[i8],
@@ -270,9 +305,11 @@ fn dw_i8<const WIDE: bool>(
         0
     };
     let (s, is) = (g.stride, g.in_stride);
-    assert!(x.len() >= g.h * g.w * is && g.c_off + c <= is && y.len() >= g.ho * g.wo * c);
+    let r0 = rows.start;
+    assert!(rows.start <= rows.end && rows.end <= g.ho);
+    assert!(x.len() >= g.h * g.w * is && g.c_off + c <= is && y.len() >= rows.len() * g.wo * c);
     let mut t: [(&[i8], &[i8]); 9] = [(&[], &[]); 9];
-    for oy in 0..g.ho {
+    for oy in rows {
         let run = match req {
             Requant::Cols(cols) if np > 0 && oy * s >= 1 && oy * s + 1 < g.h && x_hi > 1 => {
                 let x0 = ((oy * s - 1) * g.w + (s - 1)) * is + g.c_off;
@@ -281,7 +318,7 @@ fn dw_i8<const WIDE: bool>(
                     offs: core::array::from_fn(|k| ((k / 3) * g.w + k % 3) * is),
                     step: s * is,
                     npx: x_hi - 1,
-                    out: y[(oy * g.wo + 1) * c..].as_mut_ptr(),
+                    out: y[((oy - r0) * g.wo + 1) * c..].as_mut_ptr(),
                     c,
                     zs,
                     cols,
@@ -296,7 +333,8 @@ fn dw_i8<const WIDE: bool>(
                 // `p` of the run is output `(oy, 1 + p)`, interior: its taps are input
                 // pixels `(oy·s − 1 + ky, (1 + p)·s − 1 + kx)` inside the `h × w` image
                 // (`x` holds them all, asserted above), and `start(b) + 16 ≤ c` of their
-                // `c_off + c ≤ in_stride` channels; its output row holds `c` bytes in `y`.
+                // `c_off + c ≤ in_stride` channels; its output row (`oy − r0` of `y`, one of
+                // the `rows.len()` asserted) holds `c` bytes a pixel.
                 unsafe {
                     if WIDE {
                         run.block_512(pairs, start(b))
@@ -311,7 +349,7 @@ fn dw_i8<const WIDE: bool>(
                 continue;
             }
             let nt = taps(g, x, w, oy, ox, &mut t);
-            let out = &mut y[(oy * g.wo + ox) * c..][..c];
+            let out = &mut y[((oy - r0) * g.wo + ox) * c..][..c];
             if let Requant::Cols(cols) = req {
                 if nb > 0 {
                     if nt == 9 && np > 0 {
