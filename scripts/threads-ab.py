@@ -10,7 +10,8 @@ one-thread engine and an N-thread engine in the same process, in alternating blo
 run reporting the median of its blocks' ratios (on a shared VM whose speed drifts between
 runs, back-to-back blocks cancel most of the drift that separate processes do not). Prints
 per (bundle, build) the median over rounds of each run's ratio and of its N-thread and
-one-thread medians, with the range over rounds.
+one-thread medians, with the range over rounds, and the ratio of the N-thread engine with
+balanced cuts that the same runs time (`Engine::set_balanced_cuts`).
 """
 import json
 import os
@@ -54,16 +55,21 @@ def main():
                     sys.exit(f"{' '.join(cmd)} failed: {out.stderr.strip()}")
                 s = json.loads(out.stdout)["speedup"]
                 key = (os.path.basename(bundle), name)
+                # (Builds before session 53 time no balanced engine: "-".)
                 res.setdefault(key, []).append(
-                    (s["ratio_median"], s["threads_ms_median"], s["one_thread_ms_median"]))
+                    (s["ratio_median"], s["threads_ms_median"], s["one_thread_ms_median"],
+                     s.get("balanced_cuts_ratio_median")))
     print(f"| bundle | build | speed-up at {threads} threads (median of runs) [min–max] "
-          f"| {threads} threads ms [min–max] | 1 thread ms [min–max] |")
-    print("|---|---|---|---|---|")
+          f"| {threads} threads ms [min–max] | 1 thread ms [min–max] "
+          f"| balanced cuts' speed-up [min–max] |")
+    print("|---|---|---|---|---|---|")
     for (bundle, name), v in res.items():
         def f(i):
-            xs = [x[i] for x in v]
+            xs = [x[i] for x in v if x[i] is not None]
+            if not xs:
+                return "-"
             return f"{st.median(xs):.2f} [{min(xs):.2f}–{max(xs):.2f}]"
-        print(f"| {bundle} | {name} | {f(0)} | {f(1)} | {f(2)} |")
+        print(f"| {bundle} | {name} | {f(0)} | {f(1)} | {f(2)} | {f(3)} |")
 
 
 if __name__ == "__main__":
