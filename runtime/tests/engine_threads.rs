@@ -2,8 +2,7 @@
 //! ShuffleNetV2-shaped networks with every conv split (`set_split_min_macs(1)`: pixel runs
 //! or channel blocks for the pointwise convs, rows for the stem and depthwise convs; cut
 //! evenly, or at 3 threads in the pool's learned shares, which differ run to run), f32 and
-//! int8, both
-//! modes, every department: the logits **and the whole arena** after an inference are
+//! int8, both modes, every department: the logits **and the whole arena** after an inference are
 //! bit-identical for 1, 2, 3 and 4 threads, in the arena the bundle asks for — with the
 //! concat + shuffle after a conv run inside the conv's parts (`Engine::fused_ops`).
 mod common;
