@@ -670,9 +670,11 @@ fn packed_conv1x1_i8_is_the_row_conv() {
             assert_eq!(part, whole, "{k:?} {g:?} part {c0}+{m}");
             checked += 1;
         }
+        // aarch64 packs about a quarter of these shapes (~110 of 400, σ ≈ 9): a tenth is
+        // far enough below that to never fail by chance, and still a real check.
         assert!(
-            packed_some > 100,
-            "{k:?}: only {packed_some} weights were packed"
+            packed_some > 40,
+            "{k:?}: only {packed_some} of 400 weights were packed"
         );
     }
     if twins().iter().all(|k| k.conv1x1_i8_packed.is_none()) {

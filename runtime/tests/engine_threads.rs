@@ -4,7 +4,8 @@
 //! evenly, or at 3 threads in the pool's learned shares, which differ run to run), f32 and
 //! int8, both modes, every department: the logits **and the whole arena** after an inference are
 //! bit-identical for 1, 2, 3 and 4 threads, in the arena the bundle asks for — with the
-//! concat + shuffle after a conv run inside the conv's parts (`Engine::fused_ops`).
+//! concat + shuffle after a conv, and an int8 depthwise conv before the pointwise one that
+//! reads it, run inside the conv's parts (`Engine::fused_ops`, `Engine::fused_depthwise`).
 mod common;
 use common::{ranges, seed};
 use lorkd_runtime::engine::testnet::{NetSpec, Rng, TestNet};
@@ -13,13 +14,18 @@ use lorkd_runtime::format::{Bundle, Mode};
 use lorkd_runtime::AlignedBytes;
 
 /// A network with odd channel counts (not multiples of the split alignment) and enough
-/// pixels that the pointwise convs split into several runs.
-fn spec(r: &mut Rng) -> NetSpec {
+/// pixels that the pointwise convs split into several runs. `wide`: a head conv wider than
+/// any two block convs, as in ShuffleNetV2 (1024 features), so the int8 requant region holds
+/// a depthwise conv's table and the pointwise conv's after it side by side
+/// (`Par::dw_conv_i8`); otherwise narrower, as a small network may be (then they run one
+/// after the other).
+fn spec(r: &mut Rng, wide: bool) -> NetSpec {
+    let cb = 12 + r.below(40) as u16;
     NetSpec {
         size: 40 + 2 * r.below(12) as u16,
         c0: 8 + r.below(30) as u16,
-        cb: 12 + r.below(40) as u16,
-        features: 24 + r.below(20) as u16,
+        cb,
+        features: 24 + r.below(20) as u16 + if wide { 2 * cb } else { 0 },
         rank: 1 + r.below(6) as u16,
         ..NetSpec::small()
     }
@@ -32,7 +38,7 @@ fn outputs(
     threads: usize,
     min_macs: usize,
     xs: &[Vec<f32>],
-    fused: &mut usize,
+    fused: &mut (usize, usize),
 ) -> (Vec<Vec<u32>>, Vec<u8>) {
     let mut arena = AlignedBytes::zeroed(bundle.arena_bytes(mode));
     let mut out = Vec::new();
@@ -49,7 +55,8 @@ fn outputs(
             for x in xs {
                 let mut logits = [0.0f32; 16];
                 let n = e.infer(x, &mut logits).unwrap();
-                *fused = (*fused).max(e.fused_ops());
+                fused.0 = fused.0.max(e.fused_ops());
+                fused.1 = fused.1.max(e.fused_depthwise());
                 out.push(logits[..n].iter().map(|v| v.to_bits()).collect());
             }
         }
@@ -62,7 +69,7 @@ fn any_thread_count_gives_the_same_bits() {
     let s = seed();
     let mut r = Rng::new(s);
     for round in 0..2 {
-        let sp = spec(&mut r);
+        let sp = spec(&mut r, round == 0);
         println!("round {round}: {sp:?}");
         let net = TestNet::random(sp, r.next_u64());
         let xs = net.inputs(2, r.next_u64());
@@ -73,19 +80,26 @@ fn any_thread_count_gives_the_same_bits() {
         let qb = Bundle::parse(qbytes.as_slice()).unwrap();
         for (name, b) in [("f32", &fb), ("int8", &qb)] {
             for mode in Mode::ALL {
-                let mut fused = 0;
+                let mut fused = (0, 0);
                 let (one, arena1) = outputs(b, mode, 1, 1, &xs, &mut fused);
-                assert_eq!(fused, 0, "one thread runs every op on its own");
+                assert_eq!(fused, (0, 0), "one thread runs every op on its own");
                 for threads in [2, 3, 4] {
                     // Every conv split (1), and the default threshold.
                     for min_macs in [1, 256 * 1024] {
-                        let mut fused = 0;
+                        let mut fused = (0, 0);
                         let (n, arena_n) = outputs(b, mode, threads, min_macs, &xs, &mut fused);
                         let at = format!("{name} {mode:?} at {threads} threads, {min_macs}");
                         assert_eq!(one, n, "logits: {at}");
                         assert!(arena1 == arena_n, "arena: {at}");
-                        // The concats after a conv ran in its parts (`par::Then`).
-                        assert!(fused > 0, "no concat fused: {at}");
+                        // The concats after a conv ran in its parts (`par::Then`), and int8
+                        // depthwise convs in the parts of the pointwise conv after them
+                        // where they split (`Par::dw_conv_i8`; of Streaming's pointwise
+                        // experts only those it rebuilds per inference run the plain slot).
+                        assert!(fused.0 > fused.1, "no concat fused: {at}");
+                        let can = name == "int8";
+                        assert!(can || fused.1 == 0, "depthwise fused {}: {at}", fused.1);
+                        let must = can && mode != Mode::Streaming && round == 0 && min_macs == 1;
+                        assert!(!must || fused.1 > 0, "no depthwise conv fused: {at}");
                     }
                 }
             }
@@ -93,52 +107,67 @@ fn any_thread_count_gives_the_same_bits() {
     }
 }
 
+/// Every op (and the input) gets exactly one tick of a counting clock per timed inference,
+/// and the logits are the plain inference's: f32 on one thread, and int8 on 2 threads with
+/// every conv split, where concats and depthwise convs run inside a conv's parts.
 #[test]
 fn timed_inference_matches_and_accounts_every_op() {
     let s = seed();
     let mut r = Rng::new(s);
-    let net = TestNet::random(spec(&mut r), r.next_u64());
-    let bytes = AlignedBytes::new(&net.bundle_f32());
-    let b = Bundle::parse(bytes.as_slice()).unwrap();
-    let nops = b.manifest().ops.len();
+    let net = TestNet::random(spec(&mut r, true), r.next_u64());
+    let fbytes = AlignedBytes::new(&net.bundle_f32());
+    let fb = Bundle::parse(fbytes.as_slice()).unwrap();
+    let cal = ranges(&fb, 3, &net.inputs(4, r.next_u64()));
+    let qbytes = AlignedBytes::new(&net.bundle_int8(&cal));
+    let qb = Bundle::parse(qbytes.as_slice()).unwrap();
     let x = &net.inputs(1, r.next_u64())[0];
-    let mut arena = AlignedBytes::zeroed(b.arena_bytes(Mode::Materialized));
-    let mut e = Engine::new(&b, arena.as_mut_slice(), Mode::Materialized).unwrap();
-    e.select(1).unwrap();
-    let (mut plain, mut timed) = ([0.0f32; 16], [0.0f32; 16]);
-    let n = e.infer(x, &mut plain).unwrap();
-    // A counting clock: each boundary reads one more tick, so every op (and the input)
-    // gets exactly one tick per inference.
-    let mut clock = 0u64;
-    let mut ticks = vec![0u64; nops + 1];
-    for _ in 0..3 {
-        let m = e
-            .infer_timed(
-                x,
-                &mut timed,
-                || {
-                    clock += 1;
-                    clock
-                },
-                &mut ticks,
-            )
-            .unwrap();
-        assert_eq!(m, n);
+    for (b, threads) in [(&fb, 1), (&qb, 2)] {
+        let nops = b.manifest().ops.len();
+        let mut arena = AlignedBytes::zeroed(b.arena_bytes(Mode::Materialized));
+        let mut e = Engine::new(b, arena.as_mut_slice(), Mode::Materialized).unwrap();
+        e.set_threads(threads).unwrap();
+        e.set_split_min_macs(1);
+        e.select(1).unwrap();
+        let (mut plain, mut timed) = ([0.0f32; 16], [0.0f32; 16]);
+        let n = e.infer(x, &mut plain).unwrap();
+        // A counting clock: each boundary reads one more tick.
+        let mut clock = 0u64;
+        let mut ticks = vec![0u64; nops + 1];
+        for _ in 0..3 {
+            let m = e
+                .infer_timed(
+                    x,
+                    &mut timed,
+                    || {
+                        clock += 1;
+                        clock
+                    },
+                    &mut ticks,
+                )
+                .unwrap();
+            assert_eq!(m, n);
+            assert_eq!(plain[..n], timed[..n]);
+        }
+        assert!(
+            ticks.iter().all(|&t| t == 3),
+            "{threads} threads: {ticks:?}"
+        );
+        if threads > 1 {
+            assert!(e.fused_depthwise() > 0 && e.fused_ops() > e.fused_depthwise());
+        }
+        // A short tick buffer records what fits and changes nothing else.
+        let mut short = vec![0u64; 2];
+        e.infer_timed(
+            x,
+            &mut timed,
+            || {
+                clock += 1;
+                clock
+            },
+            &mut short,
+        )
+        .unwrap();
+        assert_eq!(short, [1, 1]);
         assert_eq!(plain[..n], timed[..n]);
     }
-    assert!(ticks.iter().all(|&t| t == 3), "{ticks:?}");
-    // A short tick buffer records what fits and changes nothing else.
-    let mut short = vec![0u64; 2];
-    e.infer_timed(
-        x,
-        &mut timed,
-        || {
-            clock += 1;
-            clock
-        },
-        &mut short,
-    )
-    .unwrap();
-    assert_eq!(short, [1, 1]);
-    assert_eq!(plain[..n], timed[..n]);
 }

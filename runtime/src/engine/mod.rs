@@ -125,9 +125,12 @@ pub struct Engine<'b, 'a> {
     fold_zx: bool,
     #[cfg(feature = "threads")]
     pool: Option<par::Pool>,
-    /// Concats the last inference ran inside the conv before them (see `par::Then`).
+    /// Ops the last inference ran inside another op's parts (`Engine::fused_ops`).
     #[cfg(feature = "threads")]
     fused: usize,
+    /// Of those, depthwise convs run in the pointwise conv's parts.
+    #[cfg(feature = "threads")]
+    fused_dw: usize,
 }
 
 /// Whether `select` folds the input zero point of the int8 pointwise convs into their
@@ -223,6 +226,8 @@ impl<'b, 'a> Engine<'b, 'a> {
             pool: None,
             #[cfg(feature = "threads")]
             fused: 0,
+            #[cfg(feature = "threads")]
+            fused_dw: 0,
         })
     }
 
@@ -265,12 +270,20 @@ impl<'b, 'a> Engine<'b, 'a> {
         }
     }
 
-    /// Ops the last inference ran inside the op before them rather than on their own: with
-    /// threads, the concat + shuffle after the conv that computes one of its sides runs in
-    /// that conv's parts (0 on one thread). Feature `threads`.
+    /// Ops the last inference ran inside another op's parts rather than on their own: with
+    /// threads, the concat + shuffle after the conv that computes one of its sides, and an
+    /// int8 depthwise conv before the pointwise conv that reads it, run in that conv's
+    /// parts (0 on one thread). Feature `threads`.
     #[cfg(feature = "threads")]
     pub fn fused_ops(&self) -> usize {
         self.fused
+    }
+
+    /// Of [`Engine::fused_ops`], the depthwise convs (run in the parts of the pointwise
+    /// conv that reads them). Feature `threads`.
+    #[cfg(feature = "threads")]
+    pub fn fused_depthwise(&self) -> usize {
+        self.fused_dw
     }
 
     /// Threads an inference runs on (1 without the `threads` feature).
@@ -512,22 +525,52 @@ impl<'b, 'a> Engine<'b, 'a> {
         };
         load_input(&mut cx, input)?;
         hook.done(m.ops.len());
-        let mut fused = 0;
+        let (mut fused, mut fused_dw) = (0, 0);
         let mut all = m.ops.iter().enumerate().peekable();
         while let Some((i, op)) = all.next() {
             match op {
                 Op::Conv { .. } => {
                     // Split across threads, the concat after a conv runs in its parts.
                     let next = all.peek().filter(|_| cx.par.threaded()).map(|(_, n)| n);
-                    if ops::conv::eval(&mut cx, i, &op, next)? {
+                    let f = ops::conv::eval(&mut cx, i, &op, next, None)?;
+                    hook.done(i);
+                    if f.cat {
                         fused += 1;
-                        hook.done(i);
                         all.next();
                         hook.done(i + 1);
-                        continue;
                     }
+                    continue;
                 }
-                Op::DwConv { .. } => ops::dwconv::eval(&mut cx, i, &op)?,
+                Op::DwConv { output, .. } => {
+                    // An int8 depthwise conv goes with the pointwise conv that reads it: with
+                    // threads it runs in that conv's parts (`Par::dw_conv_i8`; and the concat
+                    // after the conv in them too); their requantisation tables side by side
+                    // in the requant region for any thread count.
+                    let read =
+                        |n: &Op| matches!(n, Op::Conv { input, .. } if input.value == output);
+                    let fuse = cx.int8 && all.peek().is_some_and(|n| read(&n.1));
+                    let Some((j, conv)) = all.next_if(|_| fuse) else {
+                        ops::dwconv::eval(&mut cx, i, &op)?;
+                        hook.done(i);
+                        continue;
+                    };
+                    let d = ops::dwconv::prepare(&cx, i, &op)?;
+                    let next = all.peek().filter(|_| cx.par.threaded()).map(|(_, n)| n);
+                    let f =
+                        ops::conv::eval(&mut cx, j, &conv, next, Some((&d, &mut || hook.done(i))))?;
+                    // Run in the conv's parts, the depthwise conv's time is the conv's.
+                    hook.done(j);
+                    if f.pre {
+                        (fused, fused_dw) = (fused + 1, fused_dw + 1);
+                        hook.done(i);
+                    }
+                    if f.cat {
+                        fused += 1;
+                        all.next();
+                        hook.done(j + 1);
+                    }
+                    continue;
+                }
                 Op::MaxPool { .. } => ops::maxpool::eval(&mut cx, i, &op)?,
                 Op::ConcatShuffle { .. } => ops::concat_shuffle::eval(&mut cx, i, &op)?,
                 Op::PoolHead { .. } => {
@@ -535,9 +578,9 @@ impl<'b, 'a> Engine<'b, 'a> {
                     hook.done(i);
                     #[cfg(feature = "threads")]
                     {
-                        self.fused = fused;
+                        (self.fused, self.fused_dw) = (fused, fused_dw);
                     }
-                    let _ = fused;
+                    let _ = (fused, fused_dw);
                     return Ok(n);
                 }
             }

@@ -207,6 +207,19 @@ impl<T: Send + Sync> Then<'_, T> {
     }
 }
 
+/// An int8 depthwise conv run in the parts of the pointwise conv that reads its output
+/// ([`Par::dw_conv_i8`]): the operands of the `dwconv3x3_i8` slot.
+pub(crate) struct Pre<'a> {
+    pub g: Geom,
+    pub x: &'a [i8],
+    pub zx: i32,
+    pub w: &'a [i8],
+    pub rq: &'a [[i32; 3]],
+    pub q: OutQ,
+    /// Its output: the pointwise conv's input.
+    pub y: &'a mut [i8],
+}
+
 /// `n` items in at most `parts` runs, each a multiple of `align` except the last:
 /// `(start, len)` of each.
 #[cfg(feature = "threads")]
@@ -467,11 +480,7 @@ impl<'p> Par<'p> {
     ) {
         #[cfg(feature = "threads")]
         if let Some(plan) = self.plan(g, depthwise, PIX_ALIGN_EXACT) {
-            let rows = rows.map(|f| {
-                move |g: &Geom, r: core::ops::Range<usize>, x: &[i8], y: &mut [i8]| {
-                    f(g, r, x, zx, w, rq, q, y)
-                }
-            });
+            let rows = rows.map(|f| rows_i8(f, zx, w, rq, q));
             let rows = rows.as_ref().map(|f| f as &RowsFn<'_, i8>);
             return split_conv(self, plan, g, x, w, y, then, rows, |g, x, w, c0, y| {
                 f(g, x, zx, w, &rq[c0..c0 + g.cout], q, y)
@@ -483,6 +492,90 @@ impl<'p> Par<'p> {
             t.after(self, y, g.cout)
         }
     }
+
+    /// `pre` (with `dw`: the table's `dwconv3x3_i8` slot and its rows twin), then the
+    /// pointwise int8 conv slot `f` over `g` on `pre`'s output, then `then`: split, one job
+    /// for the three ops, each part `pre`'s output rows (cut as alone) and then the
+    /// pointwise conv on those pixels (integer sums: the same bytes however its pixels are
+    /// cut) — each part's pointwise input is what it just wrote, in its own cache, and the
+    /// threads meet once; returns `true`. Otherwise (one thread, too little work to split)
+    /// one op after the other, `done()` between them; returns `false`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn dw_conv_i8(
+        self,
+        pre: Pre<'_>,
+        dw: (ConvI8, Option<DwRowsI8>),
+        done: &mut dyn FnMut(),
+        f: ConvI8,
+        g: &Geom,
+        zx: i32,
+        w: &[i8],
+        rq: &[[i32; 3]],
+        q: OutQ,
+        y: &mut [i8],
+        then: Option<Then<'_, i8>>,
+    ) -> bool {
+        let (dwf, rows) = dw;
+        let d = pre.g;
+        #[cfg(feature = "threads")]
+        if let Some(pool) = self.pool {
+            let work = d.ho * d.wo * d.cout * 9 * DW_COST + g.ho * g.wo * g.cout * g.cin;
+            let parts = pool.chunks(work).min(d.ho);
+            let reads = g.k == 1 && g.stride == 1 && g.pad == 0 && g.c_off == 0;
+            let reads = reads && g.in_stride == d.cout && (g.ho, g.wo) == (d.ho, d.wo);
+            if parts >= 2 && reads {
+                let px: Vec<_> = (pool.runs(d.ho, parts, 1).into_iter())
+                    .map(|(r, n)| (r * d.wo, n * d.wo))
+                    .collect();
+                let (outs, t) = then_parts(then, &px);
+                let jobs: Vec<_> = split_mut(pre.y, d.cout, &px)
+                    .into_iter()
+                    .zip(split_mut(y, g.cout, &px))
+                    .zip(outs)
+                    .collect();
+                let rows = rows.map(|f| rows_i8(f, pre.zx, pre.w, pre.rq, pre.q));
+                let rows = rows.as_ref().map(|f| f as &RowsFn<'_, i8>);
+                let (xd, zd, wd, rqd, qd) = (pre.x, pre.zx, pre.w, pre.rq, pre.q);
+                pool.run(jobs, |(((p0, n, xs), (_, _, ys)), out)| {
+                    rows_into(pool, &d, (p0 / d.wo, n / d.wo), xd, xs, rows, |s, x, o| {
+                        dwf(s, x, zd, wd, rqd, qd, o)
+                    });
+                    f(&pixel_part(g, n), xs, zx, w, rq, q, ys);
+                    if let (Some(t), Some(out)) = (t, out) {
+                        t(p0, ys, out)
+                    }
+                });
+                return true;
+            }
+        }
+        self.conv_i8(
+            dwf,
+            (true, rows),
+            &d,
+            pre.x,
+            pre.zx,
+            pre.w,
+            pre.rq,
+            pre.q,
+            pre.y,
+            None,
+        );
+        done();
+        self.conv_i8(f, (false, None), g, pre.y, zx, w, rq, q, y, then);
+        false
+    }
+}
+
+/// A [`DwRowsI8`] slot on its conv's operands: a [`RowsFn`].
+#[cfg(feature = "threads")]
+fn rows_i8<'a>(
+    f: DwRowsI8,
+    zx: i32,
+    w: &'a [i8],
+    rq: &'a [[i32; 3]],
+    q: OutQ,
+) -> impl Fn(&Geom, core::ops::Range<usize>, &[i8], &mut [i8]) + Sync + 'a {
+    move |g, r, x, y| f(g, r, x, zx, w, rq, q, y)
 }
 
 /// The switch's rebuild across the pool: one chunk per layer, the largest first (layers vary
@@ -585,22 +678,11 @@ fn split_conv<T: bytemuck::Pod + Send + Sync>(
             return;
         }
         Cut::Rows => {
-            let row = g.wo * g.cout;
-            let jobs = split_mut(y, row, &pool.runs(g.ho, parts, 1));
+            let jobs = split_mut(y, g.wo * g.cout, &pool.runs(g.ho, parts, 1));
             pool.run(jobs, |(r0, n, part)| {
-                if let Some(rows) = rows {
-                    return rows(g, r0..r0 + n, x, part);
-                }
-                let (sub, x0, lead) = row_part(g, r0, n);
-                let xs = &x[x0..];
-                if lead == 0 {
-                    run(&sub, xs, w, 0, part)
-                } else {
-                    pool.scratch(sub.out_len(), |out: &mut [T]| {
-                        run(&sub, xs, w, 0, out);
-                        part.copy_from_slice(&out[lead * row..]);
-                    })
-                }
+                rows_into(pool, g, (r0, n), x, part, rows, |sub, x, out| {
+                    run(sub, x, w, 0, out)
+                })
             });
         }
         Cut::Channels => {
@@ -637,6 +719,34 @@ fn split_conv<T: bytemuck::Pod + Send + Sync>(
     }
     if let Some(t) = then {
         t.after(par, y, g.cout)
+    }
+}
+
+/// Output rows `r0 .. r0 + n` of k×k conv `g` into `part`: through `rows` where given
+/// (computed alone, in place), else `run(sub, x, out)` on their [`row_part`] window (its
+/// early rows, dropped, through a scratch buffer).
+#[cfg(feature = "threads")]
+fn rows_into<T: bytemuck::Pod + Send + Sync>(
+    pool: &Pool,
+    g: &Geom,
+    (r0, n): (usize, usize),
+    x: &[T],
+    part: &mut [T],
+    rows: Option<&RowsFn<'_, T>>,
+    run: impl Fn(&Geom, &[T], &mut [T]),
+) {
+    if let Some(rows) = rows {
+        return rows(g, r0..r0 + n, x, part);
+    }
+    let (sub, x0, lead) = row_part(g, r0, n);
+    let xs = &x[x0..];
+    if lead == 0 {
+        run(&sub, xs, part)
+    } else {
+        pool.scratch(sub.out_len(), |out: &mut [T]| {
+            run(&sub, xs, out);
+            part.copy_from_slice(&out[lead * g.wo * g.cout..]);
+        })
     }
 }
 
@@ -952,6 +1062,167 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A depthwise conv run in the parts of the pointwise conv after it
+    /// ([`Par::dw_conv_i8`]) gives both convs' bytes — the depthwise output the pointwise
+    /// conv reads, the pointwise output and a fused op after it — with every kernel table
+    /// on this CPU, through its rows slot and through the row-early window without it,
+    /// in random shares at 2–4 threads, on random geometries (stride 1 and 2, one-row
+    /// parts, a channel window of a wider input) and random data; and whole, one op after
+    /// the other, where the work is too small to split. Seed: `LORKD_SEED`.
+    #[test]
+    fn dw_then_pointwise_is_the_two_convs() {
+        use crate::engine::testnet::Rng;
+        use crate::kernels::{Kernels, OutQ};
+        let seed = crate::test_seed();
+        let mut r = Rng::new(seed);
+        // Every op split (a threshold of 1), and none (the whole path).
+        let pools: Vec<Pool> = [1, usize::MAX]
+            .into_iter()
+            .flat_map(|min_macs| {
+                (2..=4).map(move |t| {
+                    let p = Pool {
+                        min_macs,
+                        ..Pool::new(t).unwrap()
+                    };
+                    p.set_balanced(true);
+                    p
+                })
+            })
+            .collect();
+        let byte = |r: &mut Rng| r.below(256) as u8 as i8;
+        let table = |r: &mut Rng, c: usize| -> Vec<[i32; 3]> {
+            (0..c)
+                .map(|_| {
+                    let m = (1 << 30) + r.below(1 << 29) as i32;
+                    [r.below(2000) as i32 - 1000, m, -(r.below(12) as i32)]
+                })
+                .collect()
+        };
+        let mut split = 0;
+        for kern in Kernels::available().into_iter().flatten() {
+            for _ in 0..40 {
+                let (h, w, c) = (1 + r.below(14), 1 + r.below(11), 1 + r.below(40));
+                let extra = r.below(2) * (1 + r.below(5));
+                let stride = 1 + r.below(2);
+                let (ho, wo) = (
+                    Geom::out_dim(h, 3, stride, 1),
+                    Geom::out_dim(w, 3, stride, 1),
+                );
+                let d = Geom {
+                    h,
+                    w,
+                    in_stride: c + extra,
+                    c_off: extra,
+                    cin: c,
+                    ho,
+                    wo,
+                    cout: c,
+                    k: 3,
+                    stride,
+                    pad: 1,
+                };
+                let cout = 1 + r.below(40);
+                let g = Geom {
+                    h: ho,
+                    w: wo,
+                    in_stride: c,
+                    c_off: 0,
+                    cin: c,
+                    ho,
+                    wo,
+                    cout,
+                    k: 1,
+                    stride: 1,
+                    pad: 0,
+                };
+                let x: Vec<i8> = (0..d.in_len()).map(|_| byte(&mut r)).collect();
+                let wd: Vec<i8> = (0..9 * c).map(|_| byte(&mut r)).collect();
+                let wp: Vec<i8> = (0..cout * c).map(|_| byte(&mut r)).collect();
+                let (rqd, rqp) = (table(&mut r, c), table(&mut r, cout));
+                let (zx, zm) = (byte(&mut r) as i32, byte(&mut r) as i32);
+                let q = |r: &mut Rng| OutQ {
+                    zero_point: byte(r) as i32,
+                    lo: -128,
+                };
+                let (qd, qp) = (q(&mut r), q(&mut r));
+                // The two convs one after the other, and an op after them as `Then` runs
+                // it (each output pixel from its conv outputs and its index).
+                let mut mid = vec![0i8; d.out_len()];
+                (kern.dwconv3x3_i8)(&d, &x, zx, &wd, &rqd, qd, &mut mid);
+                let mut want = vec![0i8; g.out_len()];
+                (kern.conv1x1_i8)(&g, &mid, zm, &wp, &rqp, qp, &mut want);
+                let then = |p0: usize, ys: &[i8], out: &mut [i8]| {
+                    for (j, o) in out.iter_mut().enumerate() {
+                        *o ^= ys[j * cout].wrapping_add((p0 + j) as i8);
+                    }
+                };
+                let want_then: Vec<i8> = (0..ho * wo)
+                    .map(|j| want[j * cout].wrapping_add(j as i8))
+                    .collect();
+                for pool in &pools {
+                    for rows in [kern.dwconv3x3_i8_rows, None] {
+                        // Any shares the pool may learn: a random cut.
+                        let v: Vec<f32> = (0..pool.threads())
+                            .map(|_| 1.0 + r.below(20) as f32)
+                            .collect();
+                        let sum: f32 = v.iter().sum();
+                        pool.pool
+                            .preset(&v.iter().map(|x| x / sum).collect::<Vec<_>>());
+                        let (mut m, mut y) = (vec![0i8; d.out_len()], vec![0i8; g.out_len()]);
+                        let mut out = vec![0i8; ho * wo];
+                        let t = Then {
+                            out: &mut out,
+                            unit: 1,
+                            work: ho * wo,
+                            f: &then,
+                        };
+                        let pre = Pre {
+                            g: d,
+                            x: &x,
+                            zx,
+                            w: &wd,
+                            rq: &rqd,
+                            q: qd,
+                            y: &mut m,
+                        };
+                        let mut between = 0;
+                        let par = Par::pool(Some(pool));
+                        let dw = (kern.dwconv3x3_i8, rows);
+                        let f = kern.conv1x1_i8;
+                        let parts = par.dw_conv_i8(
+                            pre,
+                            dw,
+                            &mut || between += 1,
+                            f,
+                            &g,
+                            zm,
+                            &wp,
+                            &rqp,
+                            qp,
+                            &mut y,
+                            Some(t),
+                        );
+                        let at = format!(
+                            "{} {d:?} → {cout}, {} threads, rows slot {}, {} (seed {seed})",
+                            kern.isa,
+                            pool.threads(),
+                            rows.is_some(),
+                            pool.min_macs
+                        );
+                        assert_eq!(m, mid, "depthwise output: {at}");
+                        assert_eq!(y, want, "pointwise output: {at}");
+                        assert_eq!(out, want_then, "the op after: {at}");
+                        // Split (one job) or one op after the other, `done` between.
+                        assert_eq!(between, usize::from(!parts), "{at}");
+                        assert_eq!(parts, pool.min_macs == 1 && ho >= 2, "{at}");
+                        split += usize::from(parts);
+                    }
+                }
+            }
+        }
+        assert!(split > 100, "only {split} split");
     }
 }
 

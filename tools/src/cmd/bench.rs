@@ -118,9 +118,12 @@ pub struct Profile {
     pub kinds: Vec<KindTime>,
     /// Per op in graph order; the input quantisation first (index `null`).
     pub ops: Vec<OpTime>,
-    /// Ops that ran inside the op before them (with threads, the concat + shuffle after a
-    /// conv runs in the conv's parts: `Engine::fused_ops`); their time is that op's.
+    /// Ops that ran inside a conv's parts (with threads, the concat + shuffle after a conv
+    /// and an int8 depthwise conv before a pointwise one: `Engine::fused_ops`); their time
+    /// is that conv's.
     pub fused_ops: usize,
+    /// Of those, the depthwise convs (`Engine::fused_depthwise`).
+    pub fused_depthwise: usize,
 }
 
 /// The time of one op kind.
@@ -494,6 +497,7 @@ pub fn profile(
         kinds,
         ops,
         fused_ops: engine.fused_ops(),
+        fused_depthwise: engine.fused_depthwise(),
     })
 }
 
@@ -512,10 +516,16 @@ pub fn render_profile(p: &Profile) -> String {
             100.0 * k.share
         );
     }
-    if p.fused_ops > 0 {
+    let cats = p.fused_ops - p.fused_depthwise.min(p.fused_ops);
+    if cats > 0 {
         s += &format!(
-            "  ({} concat_shuffle ops ran inside the conv before them: their time is the conv's)\n",
-            p.fused_ops
+            "  ({cats} concat_shuffle ops ran inside the conv before them: their time is the conv's)\n"
+        );
+    }
+    if p.fused_depthwise > 0 {
+        s += &format!(
+            "  ({} dwconv3x3 ops ran inside the pointwise conv after them: their time is the conv's)\n",
+            p.fused_depthwise
         );
     }
     s += "per op:\n";

@@ -8,7 +8,7 @@
 //! streamed 1x1 experts the low-rank path.
 
 use super::{
-    concat_shuffle, conv_geom, expect_len, f32s, f32s_mut, fits2, i8s, i8s_mut, io, io2,
+    concat_shuffle, conv_geom, dwconv, expect_len, f32s, f32s_mut, fits_n, i8s, i8s_mut, io_n,
     op_requant, out_q, requant_table, tensor, Ctx, R,
 };
 use crate::engine::EngineError;
@@ -24,15 +24,27 @@ enum Weights<'w> {
     Rebuilt(&'w [u8]),
 }
 
+/// Which ops [`eval`] ran inside the conv's own parts.
+pub(in crate::engine) struct Fused {
+    /// The depthwise conv before it (split across threads).
+    pub pre: bool,
+    /// The concat + shuffle after it (op `i + 1`).
+    pub cat: bool,
+}
+
 /// Runs op `i`, a `Conv`; with `next`, op `i + 1`, too where it is the concat + shuffle
 /// that reads this conv's output (threads: it runs in the conv's pixel parts, see
-/// [`Then`]). Returns whether it ran op `i + 1`.
+/// [`crate::engine::par::Then`]); with `pre`, the depthwise conv before it that writes its
+/// input (op `i − 1`, not run yet): through [`crate::engine::par::Par::dw_conv_i8`] where
+/// it can (int8, a pointwise conv on the plain slot, the arena ranges apart: in the conv's
+/// parts with threads), else on its own first; `pre`'s `done()` once it ran on its own.
 pub(in crate::engine) fn eval(
     cx: &mut Ctx<'_, '_>,
     i: usize,
     op: &Op,
     next: Option<&Op>,
-) -> R<bool> {
+    pre: Option<(&dwconv::Prepared<'_>, &mut dyn FnMut())>,
+) -> R<Fused> {
     let bad = EngineError::Malformed { op: i };
     let Op::Conv {
         input,
@@ -105,33 +117,68 @@ pub(in crate::engine) fn eval(
     };
     let q = cx.io_qparams(input.value, output, i)?;
     let (rin, rout) = (cx.range(&vin, i)?, cx.range(&vout, i)?);
-    // The concat that reads this conv's output (not both sides) runs with it where its
-    // output overlaps none of the two ops' inputs (the planner may give it the conv's
-    // input, which the conv alone reads last).
-    let cat = match next {
-        Some(n @ Op::ConcatShuffle { a, b, .. }) if b.value == output && a.value != output => {
-            Some(concat_shuffle::prepare(cx, i + 1, n)?)
-        }
-        _ => None,
-    };
-    let fused = |c: &concat_shuffle::Prepared| [rout.clone(), c.rout.clone()];
-    let cat = cat.filter(|c| fits2(cx.act.len(), &fused(c), &[rin.clone(), c.ra.clone()]));
-    let (y, out, x, xa) = match &cat {
-        Some(c) => {
-            let ([y, out], [x, xa]) = io2(cx.act, fused(c), [rin, c.ra.clone()]).ok_or(bad)?;
-            (y, Some(out), x, xa)
-        }
-        None => {
-            let (y, [x]) = io(cx.act, rout, [rin], i)?;
-            (y, None, x, &[][..])
-        }
-    };
     let (pointwise, pad) = (kk == 1 && pad == 0, pad as usize);
     let mode = cx.plan.mode();
     // A streamed expert that `Streaming` rebuilds in the scratch for this inference instead
     // (the plan's choice; a padded 1x1 too, which has no low-rank path).
     let rebuilt = delta.is_some()
         && (!pointwise || cx.plan.rebuilds_per_inference(cout, g.cin, kk, g.ho * g.wo));
+    // The concat that reads this conv's output (not both sides) runs with it, and the
+    // depthwise conv that writes its input (int8, through the plain slot, the requant
+    // region holding both tables), where no op's output overlaps an input of the ops run
+    // together (the planner may give a later op's output a value an earlier one reads
+    // last).
+    let cat = match next {
+        Some(n @ Op::ConcatShuffle { a, b, .. }) if b.value == output && a.value != output => {
+            Some(concat_shuffle::prepare(cx, i + 1, n)?)
+        }
+        _ => None,
+    };
+    let (pre, mut pre_done) = match pre {
+        Some((d, done)) => (Some(d), Some(done)),
+        None => (None, None),
+    };
+    let fusable = |d: &&dwconv::Prepared<'_>| {
+        cx.int8
+            && pointwise
+            && g.stride == 1
+            && (delta.is_none() || rebuilt)
+            && d.rout == rin
+            && (g.c_off, g.in_stride, g.h, g.w) == (0, d.g.cout, d.g.ho, d.g.wo)
+            && cx.requant.len() >= d.table_bytes() + 12 * cout
+    };
+    let outs = |p: Option<&dwconv::Prepared<'_>>, c: Option<&concat_shuffle::Prepared>| {
+        [
+            p.map_or(0..0, |_| rin.clone()),
+            rout.clone(),
+            c.map_or(0..0, |c| c.rout.clone()),
+        ]
+    };
+    let ins = |p: Option<&dwconv::Prepared<'_>>, c: Option<&concat_shuffle::Prepared>| {
+        [
+            p.map_or(rin.clone(), |d| d.rin.clone()),
+            c.map_or(0..0, |c| c.ra.clone()),
+        ]
+    };
+    let (fpre, fcat) = (pre.filter(fusable), cat.as_ref());
+    let fits = |p, c| fits_n(cx.act.len(), &outs(p, c), &ins(p, c));
+    let (fpre, fcat) = [(fpre, fcat), (None, fcat), (fpre, None)]
+        .into_iter()
+        .find(|&(p, c)| (p.is_some() || c.is_some()) && fits(p, c))
+        .unwrap_or((None, None));
+    if let (Some(d), None) = (pre, fpre) {
+        dwconv::run(cx, d)?;
+        if let Some(done) = pre_done.as_mut() {
+            done();
+        }
+    }
+    let mut fused = Fused {
+        pre: false,
+        cat: fcat.is_some(),
+    };
+    let cat = fcat;
+    let ([xo, y, out], [x, xa]) = io_n(cx.act, outs(fpre, cat), ins(fpre, cat)).ok_or(bad)?;
+    let out = cat.map(|_| out);
 
     // Eval.
     let kern = cx.kern;
@@ -151,12 +198,20 @@ pub(in crate::engine) fn eval(
                     None,
                 ),
             };
-            let (x, y) = (i8s(x), i8s_mut(y));
+            // The fused depthwise conv: its table first (the cache is read in graph order),
+            // then this conv's after it in the requant region.
+            let (rq_pre, requant) = cx.requant.split_at_mut(fpre.map_or(0, |d| d.table_bytes()));
+            let (pre, x) = match fpre {
+                Some(d) => (d.pre_i8(&mut cx.rq, rq_pre, x, xo)?, &[][..]),
+                None => (None, i8s(x)),
+            };
+            let y = i8s_mut(y);
             // The fused concat: side `a` from the arena, side `b` the part's outputs.
             let (kcat, xa) = (kern.concat_shuffle_i8, i8s(xa));
             let run_cat = cat.as_ref().map(|c| {
                 move |p0: usize, ys: &[i8], o: &mut [i8]| c.run_i8(kcat, &xa[p0 * c.sa..], ys, o)
             });
+            let dw = (kern.dwconv3x3_i8, kern.dwconv3x3_i8_rows);
             let then = match (&cat, out, &run_cat) {
                 (Some(c), Some(o), Some(f)) => {
                     Some(c.then(i8s_mut(o).get_mut(..c.out_len()).ok_or(bad)?, f))
@@ -165,7 +220,7 @@ pub(in crate::engine) fn eval(
             };
             match delta {
                 None => {
-                    let (rq, folded) = op_requant(&mut cx.rq, cx.requant, bias, qx, ws, qy, i)?;
+                    let (rq, folded) = op_requant(&mut cx.rq, requant, bias, qx, ws, qy, i)?;
                     let f = match (pointwise, packed) {
                         (true, Some(p)) => p.conv,
                         (true, None) => kern.conv1x1_i8,
@@ -178,7 +233,13 @@ pub(in crate::engine) fn eval(
                         true => return Err(bad),
                     };
                     let q = out_q(qy, relu);
-                    (cx.par).conv_i8(f, (false, None), &g, x, zx, w, rq, q, y, then);
+                    match (pre, pre_done.as_mut()) {
+                        (Some(p), Some(done)) => {
+                            let par = cx.par;
+                            fused.pre = par.dw_conv_i8(p, dw, done, f, &g, zx, w, rq, q, y, then)
+                        }
+                        _ => (cx.par).conv_i8(f, (false, None), &g, x, zx, w, rq, q, y, then),
+                    }
                 }
                 Some(d) if !rebuilt => {
                     let st = switch::StreamI8 { x: qx, y: qy, relu };
@@ -196,14 +257,20 @@ pub(in crate::engine) fn eval(
                 Some(d) => {
                     let (d, scratch) = decode(&kern, &d, cx.scratch, i)?;
                     let (w, ws) = rebuild_i8(&kern, &d, w, ws, scratch, i)?;
-                    let rq = requant_table(kern.requant_table, cx.requant, bias, qx, ws, qy, i)?;
+                    let rq = requant_table(kern.requant_table, requant, bias, qx, ws, qy, i)?;
                     let f = if pointwise {
                         kern.conv1x1_i8
                     } else {
                         kern.conv_i8
                     };
-                    let q = out_q(qy, relu);
-                    (cx.par).conv_i8(f, (false, None), &g, x, qx.zero_point, w, rq, q, y, then);
+                    let (q, zx) = (out_q(qy, relu), qx.zero_point);
+                    match (pre, pre_done.as_mut()) {
+                        (Some(p), Some(done)) => {
+                            let par = cx.par;
+                            fused.pre = par.dw_conv_i8(p, dw, done, f, &g, zx, w, rq, q, y, then)
+                        }
+                        _ => (cx.par).conv_i8(f, (false, None), &g, x, zx, w, rq, q, y, then),
+                    }
                 }
             }
         }
@@ -279,7 +346,7 @@ pub(in crate::engine) fn eval(
             }
         }
     }
-    Ok(cat.is_some())
+    Ok(fused)
 }
 
 /// Whether a rebuilt expert conv (`k`, `pad`, `hw` output pixels) is kept in the layout of

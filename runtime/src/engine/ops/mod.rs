@@ -197,60 +197,82 @@ pub(super) fn io<'x, const N: usize>(
     Ok((o, res))
 }
 
-/// [`io`] for two ops run as one (a conv and the concat that reads it): both outputs
-/// (mutable) and the inputs, which must overlap neither output (here the planner does not
-/// promise it: the second op's output may reuse a value the first op reads last, so the
-/// caller runs the two ops one after the other when this returns `None`).
+/// [`io`] for ops run as one (a depthwise conv, the pointwise conv that reads it, the
+/// concat that reads that): the `M` outputs (mutable, an empty range `0..0` for an op not
+/// fused) and the inputs, which must overlap no output (here the planner does not promise
+/// it: a later op's output may reuse a value an earlier one reads last, so the caller runs
+/// the ops one after the other when this returns `None`).
 #[allow(clippy::type_complexity)]
-pub(super) fn io2<'x, const N: usize>(
+pub(super) fn io_n<'x, const M: usize, const N: usize>(
     act: &'x mut [u8],
-    outs: [Range<usize>; 2],
+    outs: [Range<usize>; M],
     ins: [Range<usize>; N],
-) -> Option<([&'x mut [u8]; 2], [&'x [u8]; N])> {
-    if !fits2(act.len(), &outs, &ins) {
+) -> Option<([&'x mut [u8]; M], [&'x [u8]; N])> {
+    if !fits_n(act.len(), &outs, &ins) {
         return None;
     }
-    let swap = second_first(&outs);
-    let [o1, o2] = outs;
-    let (lo, hi) = if swap { (o2, o1) } else { (o1, o2) };
-    let (gap0, rest) = act.split_at_mut(lo.start);
-    let (a, rest) = rest.split_at_mut(lo.end - lo.start);
-    let (gap1, rest) = rest.split_at_mut(hi.start - lo.end);
-    let (b, gap2) = rest.split_at_mut(hi.end - hi.start);
-    let gaps: [(usize, &'x [u8]); 3] = [(0, gap0), (lo.end, gap1), (hi.end, gap2)];
-    let mut res: [&'x [u8]; N] = [&[]; N];
-    for (r, range) in res.iter_mut().zip(ins) {
-        let (at, gap) = gaps
-            .iter()
-            .find(|(at, gap)| range.start >= *at && range.end <= at + gap.len())?;
-        *r = gap.get(range.start - at..range.end - at)?;
+    let order = arena_order(&outs);
+    let mut res: [&'x mut [u8]; M] = core::array::from_fn(|_| &mut [][..]);
+    // The gap before each output (in arena order) and after the last: `(start, bytes)`.
+    let mut gaps: [(usize, &'x [u8]); M] = [(0, &[]); M];
+    let (mut rest, mut at) = (act, 0);
+    for (k, &o) in order.iter().enumerate() {
+        let r = &outs[o];
+        let (gap, tail) = core::mem::take(&mut rest).split_at_mut(r.start - at);
+        let (out, tail) = tail.split_at_mut(r.end - r.start);
+        gaps[k] = (at, gap);
+        res[o] = out;
+        (rest, at) = (tail, r.end);
     }
-    Some((if swap { [b, a] } else { [a, b] }, res))
+    let last: (usize, &'x [u8]) = (at, rest);
+    let mut got: [&'x [u8]; N] = [&[]; N];
+    for (g, range) in got.iter_mut().zip(ins) {
+        let (s, gap) = gaps
+            .iter()
+            .chain([&last])
+            .find(|(s, gap)| range.start >= *s && range.end <= s + gap.len())?;
+        *g = gap.get(range.start - s..range.end - s)?;
+    }
+    Some((res, got))
 }
 
-/// Whether [`io2`] gives these ranges of an arena of `len` bytes: the two outputs in
-/// bounds and disjoint, each input inside one gap around them (the check alone, for a
-/// caller that decides before it borrows).
-pub(super) fn fits2(len: usize, outs: &[Range<usize>; 2], ins: &[Range<usize>]) -> bool {
-    let [o1, o2] = outs;
-    let (lo, hi) = if second_first(outs) {
-        (o2, o1)
-    } else {
-        (o1, o2)
-    };
-    let ordered = lo.start <= lo.end && lo.end <= hi.start && hi.start <= hi.end;
-    let gaps = [0..lo.start, lo.end..hi.start, hi.end..len];
+/// Whether [`io_n`] gives these ranges of an arena of `len` bytes: the outputs in bounds
+/// and disjoint, each input inside one gap around them (the check alone, for a caller that
+/// decides before it borrows).
+pub(super) fn fits_n<const M: usize>(
+    len: usize,
+    outs: &[Range<usize>; M],
+    ins: &[Range<usize>],
+) -> bool {
+    let order = arena_order(outs);
+    let mut at = 0;
+    // The gaps' ends are the outputs' starts in order, then `len`.
+    for &o in &order {
+        let r = &outs[o];
+        if r.start < at || r.end < r.start {
+            return false;
+        }
+        at = r.end;
+    }
+    if at > len {
+        return false;
+    }
+    let starts = core::iter::once(0).chain(order.iter().map(|&o| outs[o].end));
+    let ends = order.iter().map(|&o| outs[o].start).chain([len]);
     let inside = |r: &Range<usize>| {
-        gaps.iter()
-            .any(|g| g.start <= r.start && r.start <= r.end && r.end <= g.end)
+        starts
+            .clone()
+            .zip(ends.clone())
+            .any(|(s, e)| s <= r.start && r.start <= r.end && r.end <= e)
     };
-    ordered && hi.end <= len && ins.iter().all(inside)
+    ins.iter().all(inside)
 }
 
-/// Whether [`io2`]'s second output lies first in the arena (an empty output at the other's
-/// start counts as first).
-fn second_first([o1, o2]: &[Range<usize>; 2]) -> bool {
-    (o2.start, o2.end) < (o1.start, o1.end)
+/// The outputs' indices in arena order (an empty output at another's start first).
+fn arena_order<const M: usize>(outs: &[Range<usize>; M]) -> [usize; M] {
+    let mut order: [usize; M] = core::array::from_fn(|i| i);
+    order.sort_unstable_by_key(|&o| (outs[o].start, outs[o].end));
+    order
 }
 
 /// The int8 output stage: the output's zero point, clamped at it under a fused ReLU.
@@ -766,45 +788,59 @@ mod tests {
     use crate::engine::testnet::Rng;
     use crate::quant::QParams;
 
-    /// `io2` gives exactly the ranges `fits2` accepts, and those right: random ranges
-    /// (reversed and out-of-bounds ones too) in a small arena holding each byte's index,
-    /// against the definition — outputs in bounds and disjoint, every input in bounds and
-    /// overlapping neither output.
+    /// `io_n` gives exactly the ranges `fits_n` accepts, and those right: random ranges
+    /// (reversed and out-of-bounds ones too, empty ones at 0 as for an op not fused) in a
+    /// small arena holding each byte's index, two and three outputs, against the
+    /// definition — outputs in bounds and disjoint, every input in bounds and overlapping
+    /// no output.
     #[test]
-    fn io2_gives_what_fits2_accepts() {
-        let mut r = Rng::new(crate::test_seed());
-        let range = |r: &mut Rng, len: usize| {
-            let a = r.below(len + 3);
-            a..a + r.below(8) - usize::from(a > 0 && r.below(9) == 0) * 2.min(a)
-        };
-        let mut ok = 0;
-        for _ in 0..100_000 {
-            let len = r.below(40);
-            let outs = [range(&mut r, len), range(&mut r, len)];
-            let ins = [range(&mut r, len), range(&mut r, len)];
-            let good = |x: &core::ops::Range<usize>| x.start <= x.end && x.end <= len;
-            let apart = |x: &core::ops::Range<usize>, y: &core::ops::Range<usize>| {
-                x.end <= y.start || y.end <= x.start
+    fn io_n_gives_what_fits_n_accepts() {
+        fn check<const M: usize>(r: &mut Rng) -> usize {
+            let range = |r: &mut Rng, len: usize| {
+                if r.below(8) == 0 {
+                    return 0..0;
+                }
+                let a = r.below(len + 3);
+                a..a + r.below(8) - usize::from(a > 0 && r.below(9) == 0) * 2.min(a)
             };
-            let want = outs.iter().all(good)
-                && apart(&outs[0], &outs[1])
-                && ins
-                    .iter()
-                    .all(|i| good(i) && outs.iter().all(|o| apart(i, o)));
-            let fits = super::fits2(len, &outs, &ins);
-            assert_eq!(fits, want, "{len} {outs:?} {ins:?}");
-            let mut act: std::vec::Vec<u8> = (0..len as u8).collect();
-            let got = super::io2(&mut act, outs.clone(), ins.clone());
-            assert_eq!(got.is_some(), want);
-            if let Some(([a, b], [x, y])) = got {
-                ok += 1;
-                let at = |s: &[u8], r: &core::ops::Range<usize>| {
-                    s.len() == r.len() && s.iter().zip(r.clone()).all(|(&v, i)| v as usize == i)
+            let mut ok = 0;
+            for _ in 0..100_000 {
+                let len = r.below(40);
+                let outs: [_; M] = core::array::from_fn(|_| range(r, len));
+                let ins = [range(r, len), range(r, len)];
+                let good = |x: &core::ops::Range<usize>| x.start <= x.end && x.end <= len;
+                // (An empty range strictly inside another is not apart from it: it lies in
+                // no gap.)
+                let apart = |x: &core::ops::Range<usize>, y: &core::ops::Range<usize>| {
+                    x.end <= y.start || y.end <= x.start
                 };
-                assert!(at(a, &outs[0]) && at(b, &outs[1]) && at(x, &ins[0]) && at(y, &ins[1]));
+                let want = outs.iter().all(good)
+                    && (0..M).all(|a| (a + 1..M).all(|b| apart(&outs[a], &outs[b])))
+                    && ins
+                        .iter()
+                        .all(|i| good(i) && outs.iter().all(|o| apart(i, o)));
+                let fits = super::fits_n(len, &outs, &ins);
+                assert_eq!(fits, want, "{len} {outs:?} {ins:?}");
+                let mut act: std::vec::Vec<u8> = (0..len as u8).collect();
+                let got = super::io_n(&mut act, outs.clone(), ins.clone());
+                assert_eq!(got.is_some(), want);
+                if let Some((o, [x, y])) = got {
+                    ok += 1;
+                    let at = |s: &[u8], r: &core::ops::Range<usize>| {
+                        s.len() == r.len() && s.iter().zip(r.clone()).all(|(&v, i)| v as usize == i)
+                    };
+                    assert!((0..M).all(|k| at(o[k], &outs[k])));
+                    assert!(at(x, &ins[0]) && at(y, &ins[1]));
+                }
             }
+            ok
         }
-        assert!(ok > 1000, "only {ok} cases fit");
+        let mut r = Rng::new(crate::test_seed());
+        let (two, three) = (check::<2>(&mut r), check::<3>(&mut r));
+        assert!(
+            two > 1000 && three > 300,
+            "only {two} and {three} cases fit"
+        );
     }
 
     /// `row_sum` is the plain sum: lengths 0..=300 and 4096 (past the i16 lanes' 127
