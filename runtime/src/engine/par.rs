@@ -17,7 +17,10 @@
 //! - the switch's rebuild runs one chunk per expert layer ([`rebuild`]);
 //! - the concat + shuffle after a conv (ShuffleNetV2's every block ends so) runs in the
 //!   conv's pixel parts, on the pixels each part just wrote ([`Then`]): one fork-join for
-//!   both ops.
+//!   both ops;
+//! - an int8 depthwise conv runs in the parts of the pointwise conv that reads it
+//!   ([`Par::dw_conv_i8`]): each part computes its rows of the depthwise output, then the
+//!   pointwise conv (and its concat) on those pixels — one fork-join for the three ops.
 //!
 //! Where a cut falls is the pool's ([`Pool::runs`]): even, or in shares it learns from the
 //! parts' measured times ([`super::pool`], `Engine::set_balanced_cuts`); it never changes
