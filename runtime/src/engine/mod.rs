@@ -529,36 +529,30 @@ impl<'b, 'a> Engine<'b, 'a> {
         let mut all = m.ops.iter().enumerate().peekable();
         while let Some((i, op)) = all.next() {
             match op {
-                Op::Conv { .. } => {
-                    // Split across threads, the concat after a conv runs in its parts.
-                    let next = all.peek().filter(|_| cx.par.threaded()).map(|(_, n)| n);
-                    let f = ops::conv::eval(&mut cx, i, &op, next, None)?;
-                    hook.done(i);
-                    if f.cat {
-                        fused += 1;
-                        all.next();
-                        hook.done(i + 1);
-                    }
-                    continue;
-                }
-                Op::DwConv { output, .. } => {
+                Op::Conv { .. } | Op::DwConv { .. } => {
                     // An int8 depthwise conv goes with the pointwise conv that reads it: with
-                    // threads it runs in that conv's parts (`Par::dw_conv_i8`; and the concat
-                    // after the conv in them too); their requantisation tables side by side
-                    // in the requant region for any thread count.
-                    let read =
-                        |n: &Op| matches!(n, Op::Conv { input, .. } if input.value == output);
-                    let fuse = cx.int8 && all.peek().is_some_and(|n| read(&n.1));
-                    let Some((j, conv)) = all.next_if(|_| fuse) else {
-                        ops::dwconv::eval(&mut cx, i, &op)?;
-                        hook.done(i);
-                        continue;
+                    // threads it runs in that conv's parts (`Par::dw_conv_i8`), their
+                    // requantisation tables side by side in the requant region for any
+                    // thread count. Split across threads, the concat after a conv runs in
+                    // its parts.
+                    let (j, conv, pre) = match op {
+                        Op::DwConv { output, .. } => {
+                            let read = |n: &Op| matches!(n, Op::Conv { input, .. } if input.value == output);
+                            let fuse = cx.int8 && all.peek().is_some_and(|n| read(&n.1));
+                            let Some((j, conv)) = all.next_if(|_| fuse) else {
+                                ops::dwconv::eval(&mut cx, i, &op)?;
+                                hook.done(i);
+                                continue;
+                            };
+                            (j, conv, Some(ops::dwconv::prepare(&cx, i, &op)?))
+                        }
+                        _ => (i, op, None),
                     };
-                    let d = ops::dwconv::prepare(&cx, i, &op)?;
                     let next = all.peek().filter(|_| cx.par.threaded()).map(|(_, n)| n);
-                    let f =
-                        ops::conv::eval(&mut cx, j, &conv, next, Some((&d, &mut || hook.done(i))))?;
-                    // Run in the conv's parts, the depthwise conv's time is the conv's.
+                    let mut pre_done = || hook.done(i);
+                    let pre = pre.as_ref().map(|d| (d, &mut pre_done as &mut dyn FnMut()));
+                    let f = ops::conv::eval(&mut cx, j, &conv, next, pre)?;
+                    // Run in the conv's parts, an op's time is the conv's.
                     hook.done(j);
                     if f.pre {
                         (fused, fused_dw) = (fused + 1, fused_dw + 1);
