@@ -143,12 +143,15 @@ impl Pool {
 
     /// `f(part)` for every `part` of `parts` (chunks that the threads take in turn).
     fn run<P: Send>(&self, parts: Vec<P>, f: impl Fn(P) + Sync) {
-        let slots: Vec<std::sync::Mutex<Option<P>>> = parts
+        // A line per part: the threads take theirs at once.
+        #[repr(align(64))]
+        struct Slot<P>(std::sync::Mutex<Option<P>>);
+        let slots: Vec<Slot<P>> = parts
             .into_iter()
-            .map(|p| std::sync::Mutex::new(Some(p)))
+            .map(|p| Slot(std::sync::Mutex::new(Some(p))))
             .collect();
         self.pool.run(slots.len(), &|i| {
-            let p = slots[i].lock().unwrap_or_else(|e| e.into_inner()).take();
+            let p = slots[i].0.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(p) = p {
                 f(p);
             }
