@@ -4,8 +4,9 @@
 //! evenly, or at 3 threads in the pool's learned shares, which differ run to run), f32 and
 //! int8, both modes, every department: the logits **and the whole arena** after an inference are
 //! bit-identical for 1, 2, 3 and 4 threads, in the arena the bundle asks for — with the
-//! concat + shuffle after a conv, and an int8 depthwise conv before the pointwise one that
-//! reads it, run inside the conv's parts (`Engine::fused_ops`, `Engine::fused_depthwise`).
+//! concat + shuffle after a conv, an int8 depthwise conv before the pointwise one that
+//! reads it, and an int8 pointwise conv on the concat's output after it, run inside the
+//! conv's parts (`Engine::fused_ops`, `Engine::fused_depthwise`).
 mod common;
 use common::{ranges, seed};
 use lorkd_runtime::engine::testnet::{NetSpec, Rng, TestNet};
@@ -15,17 +16,17 @@ use lorkd_runtime::AlignedBytes;
 
 /// A network with odd channel counts (not multiples of the split alignment) and enough
 /// pixels that the pointwise convs split into several runs. `wide`: a head conv wider than
-/// any two block convs, as in ShuffleNetV2 (1024 features), so the int8 requant region holds
-/// a depthwise conv's table and the pointwise conv's after it side by side
-/// (`Par::dw_conv_i8`); otherwise narrower, as a small network may be (then they run one
-/// after the other).
+/// any three block convs, as in ShuffleNetV2 (1024 features), so the int8 requant region
+/// holds a depthwise conv's table, the pointwise conv's after it and the next unit's first
+/// conv's side by side (`Par::dw_conv_i8`, `par::Post`); otherwise narrower, as a small
+/// network may be (then they run one after the other).
 fn spec(r: &mut Rng, wide: bool) -> NetSpec {
     let cb = 12 + r.below(40) as u16;
     NetSpec {
         size: 40 + 2 * r.below(12) as u16,
         c0: 8 + r.below(30) as u16,
         cb,
-        features: 24 + r.below(20) as u16 + if wide { 2 * cb } else { 0 },
+        features: 24 + r.below(20) as u16 + if wide { 3 * cb } else { 0 },
         rank: 1 + r.below(6) as u16,
         ..NetSpec::small()
     }
@@ -100,6 +101,14 @@ fn any_thread_count_gives_the_same_bits() {
                         assert!(can || fused.1 == 0, "depthwise fused {}: {at}", fused.1);
                         let must = can && mode != Mode::Streaming && round == 0 && min_macs == 1;
                         assert!(!must || fused.1 > 0, "no depthwise conv fused: {at}");
+                        // Both concats, and in int8 the pointwise convs on their outputs
+                        // where not streamed and their tables fit: in Materialized the
+                        // stride-1 unit's first conv at least (the head conv's table may
+                        // not fit beside two more).
+                        let post = usize::from(can && mode == Mode::Materialized && round == 0);
+                        let most = if can { 4 } else { 2 };
+                        let cat_post = fused.0 - fused.1;
+                        assert!((2 + post..=most).contains(&cat_post), "{cat_post}: {at}");
                     }
                 }
             }

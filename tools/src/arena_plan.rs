@@ -4,13 +4,16 @@
 //! op 0". An op's output is live at that op, as are its inputs, so they never alias.
 //!
 //! Ops that a threaded engine runs as one job ([`fusion_groups`]: a depthwise conv and the
-//! pointwise conv that reads it, a conv and the concat that reads it) go together only where
+//! pointwise conv that reads it, a conv and the concat that reads it, the concat and the
+//! pointwise conv that reads it) go together only where
 //! none of their outputs overlaps another's output or any of their inputs: a part writes its
 //! pixels of a later op's output while another part still reads its rows of an earlier op's
 //! input (`engine::ops::fits_n`). Plain liveness lets a later op's output take the bytes an
 //! earlier one read last; the plan keeps every value a group reads or writes live across the
-//! whole group, group by group, wherever that does not grow the arena (at 1.0x @224 11 of
-//! 16 concats and 5 of 19 depthwise convs ran alone for it).
+//! whole group, group by group, wherever that does not grow the arena, else across as many
+//! of its first ops as that allows (at 1.0x @224 11 of 16 concats and 5 of 19 depthwise
+//! convs ran alone for it; now every one of them runs in a conv's parts, and 15 of the 16
+//! pointwise convs after a concat: the first downsampling block's would grow the arena).
 
 use crate::graph::{Graph, Node};
 use lorkd_runtime::format::layout::align;
@@ -41,12 +44,17 @@ pub fn lifetimes(g: &Graph) -> Vec<(i64, i64)> {
 
 /// The runs of consecutive ops `[first, last]` that a threaded engine may run as one job:
 /// a depthwise conv with the conv right after it that reads its output, a conv with the
-/// concat right after it that reads its output as side `b` only (`engine::run`), chained.
+/// concat right after it that reads its output as side `b` only, and that concat with the
+/// pointwise conv right after it that reads its output (`engine::run`), chained.
 pub fn fusion_groups(g: &Graph) -> Vec<(usize, usize)> {
     let goes_on = |n: &Node, next: &Node| match (*n, *next) {
         (Node::DwConv { output, .. }, Node::Conv { input, .. }) => input.value == output,
         (Node::Conv { output, .. }, Node::ConcatShuffle { a, b, .. }) => {
             b.value == output && a.value != output
+        }
+        (Node::ConcatShuffle { output, .. }, Node::Conv { conv, input, .. }) => {
+            let c = &g.convs[conv];
+            input.value == output && (c.k, c.stride, c.pad) == (1, 1, 0)
         }
         _ => false,
     };
@@ -81,17 +89,21 @@ pub fn plan(g: &Graph, elem: usize) -> Plan {
     let mut life = lifetimes(g);
     let mut best = place(g, elem, &life);
     for (s, e) in fusion_groups(g) {
-        let mut wider = life.clone();
-        for n in &g.nodes[s..=e] {
-            let (reads, out) = io(n);
-            for v in reads.into_iter().chain(out) {
-                let l = &mut wider[v as usize];
-                *l = (l.0.min(s as i64), l.1.max(e as i64));
+        // The whole group, else without its last ops (the engine then runs those after).
+        for e in (s + 1..=e).rev() {
+            let mut wider = life.clone();
+            for n in &g.nodes[s..=e] {
+                let (reads, out) = io(n);
+                for v in reads.into_iter().chain(out) {
+                    let l = &mut wider[v as usize];
+                    *l = (l.0.min(s as i64), l.1.max(e as i64));
+                }
             }
-        }
-        let p = place(g, elem, &wider);
-        if p.activation_bytes <= best.activation_bytes {
-            (life, best) = (wider, p);
+            let p = place(g, elem, &wider);
+            if p.activation_bytes <= best.activation_bytes {
+                (life, best) = (wider, p);
+                break;
+            }
         }
     }
     best
@@ -216,8 +228,9 @@ mod tests {
         })
     }
 
-    /// Every op a threaded engine may run with its neighbour can (at both widths, int8 and
-    /// f32), and the arena is no larger than plain liveness makes it.
+    /// The ops a threaded engine may run as one job can (at both widths, int8 and f32; at
+    /// most one group without its last op), and the arena is no larger than plain liveness
+    /// makes it.
     #[test]
     fn fusion_groups_get_disjoint_bytes_at_no_arena_cost() {
         for (arch, size) in [
@@ -255,7 +268,14 @@ mod tests {
                     plain.activation_bytes
                 );
                 assert!(p.activation_bytes <= plain.activation_bytes);
-                assert_eq!(fit(&p), groups.len(), "{arch} @{size}, {elem} B");
+                // Whole, or all but the last op: at 1.0x @224 the first downsampling
+                // block's `[dw, pw, concat, pw]` spans its 56×56 input (the stem's peak).
+                let whole = fit(&p);
+                let short = |&(s, e): &(usize, usize)| group_fits(&g, &p, elem, (s, e - 1));
+                assert!(groups
+                    .iter()
+                    .all(|gr| group_fits(&g, &p, elem, *gr) || short(gr)));
+                assert!(whole + 1 >= groups.len(), "{arch} @{size}, {elem} B");
             }
         }
     }

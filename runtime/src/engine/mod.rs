@@ -526,6 +526,9 @@ impl<'b, 'a> Engine<'b, 'a> {
         load_input(&mut cx, input)?;
         hook.done(m.ops.len());
         let (mut fused, mut fused_dw) = (0, 0);
+        // A post conv that runs on its own: its index and its table's place
+        // (`ops::conv::Fused::post_rq`).
+        let mut post_rq: Option<(usize, usize)> = None;
         let mut all = m.ops.iter().enumerate().peekable();
         while let Some((i, op)) = all.next() {
             match op {
@@ -548,10 +551,20 @@ impl<'b, 'a> Engine<'b, 'a> {
                         }
                         _ => (i, op, None),
                     };
-                    let next = all.peek().filter(|_| cx.par.threaded()).map(|(_, n)| n);
+                    // The concat after it and the pointwise conv after that go with it
+                    // too: in int8 for any thread count (their requantisation tables' places
+                    // in the requant region are the group's), in f32 with threads.
+                    let with = cx.int8 || cx.par.threaded();
+                    let post = all.clone().nth(1).filter(|_| with);
+                    let next = all.peek().filter(|_| with).map(|(_, n)| n);
+                    let rq_at = match post_rq.take() {
+                        Some((at, off)) if at == j => off,
+                        _ => 0,
+                    };
                     let mut pre_done = || hook.done(i);
                     let pre = pre.as_ref().map(|d| (d, &mut pre_done as &mut dyn FnMut()));
-                    let f = ops::conv::eval(&mut cx, j, &conv, next, pre)?;
+                    let post_op = post.as_ref().map(|(_, n)| n);
+                    let f = ops::conv::eval(&mut cx, j, &conv, next, post_op, rq_at, pre)?;
                     // Run in the conv's parts, an op's time is the conv's.
                     hook.done(j);
                     if f.pre {
@@ -563,6 +576,12 @@ impl<'b, 'a> Engine<'b, 'a> {
                         all.next();
                         hook.done(j + 1);
                     }
+                    if f.post {
+                        fused += 1;
+                        all.next();
+                        hook.done(j + 2);
+                    }
+                    post_rq = f.post_rq.map(|off| (j + 2, off));
                     continue;
                 }
                 Op::MaxPool { .. } => ops::maxpool::eval(&mut cx, i, &op)?,

@@ -201,15 +201,73 @@ pub(crate) struct Then<'a, T> {
     /// `f(p0, y, out)`: the conv's output from pixel `p0` (whole pixels) and `out`'s run of
     /// the same pixels.
     pub f: &'a ThenFn<'a, T>,
+    /// The pointwise conv that reads `out`, run after it on the same pixels.
+    pub post: Option<Post<'a, T>>,
+}
+
+/// [`Post`]'s op: `(pixels, the [`Then`] op's output from the run's first pixel, the
+/// conv's output run)`.
+pub(crate) type PostFn<'a, T> = dyn Fn(usize, &[T], &mut [T]) + Sync + 'a;
+
+/// A pointwise conv after a [`Then`] op that reads its output, as ShuffleNetV2's next block
+/// starts with a pointwise conv on the concat's: in each pixel part right after the concat
+/// wrote the part's pixels, so a block's ops from its depthwise conv on run as one job.
+pub(crate) struct Post<'a, T> {
+    /// Its output, `unit` elements a pixel.
+    pub y: &'a mut [T],
+    pub unit: usize,
+    /// Its work (as [`Par::rows`] takes it), for its split when run alone.
+    pub work: usize,
+    pub f: &'a PostFn<'a, T>,
 }
 
 impl<T: Send + Sync> Then<'_, T> {
-    /// Runs alone, after the conv wrote all of `y` (`cout` elements a pixel).
+    /// Runs alone, after the conv wrote all of `y` (`cout` elements a pixel), and then
+    /// [`Then::post`] (each split by pixels as it would be alone).
     fn after(self, par: Par<'_>, y: &[T], cout: usize) {
-        let f = self.f;
-        par.rows(self.out, self.unit, self.work, |p0, out| {
-            f(p0, &y[p0 * cout..], out)
+        let (f, unit, out) = (self.f, self.unit, self.out);
+        par.rows(&mut *out, unit, self.work, |p0, o| {
+            f(p0, &y[p0 * cout..], o)
         });
+        if let Some(Post {
+            y,
+            unit: pu,
+            work,
+            f,
+        }) = self.post
+        {
+            let x = &*out;
+            par.rows(y, pu, work, |p0, o| f(o.len() / pu, &x[p0 * unit..], o));
+        }
+    }
+}
+
+/// A [`Then`]'s ops in each part ([`then_parts`]).
+#[cfg(feature = "threads")]
+struct ThenFns<'a, T> {
+    f: &'a ThenFn<'a, T>,
+    post: Option<(&'a PostFn<'a, T>, usize)>,
+}
+
+// (Not derived: that would ask `T: Copy`.)
+#[cfg(feature = "threads")]
+impl<T> Clone for ThenFns<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+#[cfg(feature = "threads")]
+impl<T> Copy for ThenFns<'_, T> {}
+
+#[cfg(feature = "threads")]
+impl<T> ThenFns<'_, T> {
+    /// The ops on the part from pixel `p0` whose conv output is `y`.
+    fn run(&self, p0: usize, y: &[T], (out, post): (&mut [T], Option<&mut [T]>)) {
+        (self.f)(p0, y, out);
+        if let (Some((f, unit)), Some(py)) = (self.post, post) {
+            f(py.len() / unit, out, py)
+        }
     }
 }
 
@@ -426,7 +484,7 @@ impl<'p> Par<'p> {
                 return pool.run(jobs, |(p0, sub, xs, up, yp, out)| {
                     f(&sub, xs, up, yp);
                     if let (Some(t), Some(out)) = (t, out) {
-                        t(p0, yp, out)
+                        t.run(p0, yp, out)
                     }
                 });
             }
@@ -548,7 +606,7 @@ impl<'p> Par<'p> {
                     });
                     f(&pixel_part(g, n), xs, zx, w, rq, q, ys);
                     if let (Some(t), Some(out)) = (t, out) {
-                        t(p0, ys, out)
+                        t.run(p0, ys, out)
                     }
                 });
                 return true;
@@ -631,22 +689,35 @@ enum Cut {
     Channels,
 }
 
-/// `then`'s output cut at `runs` (one `None` a part without it), and its `f`.
+/// `then`'s outputs cut at `runs` (its own and its [`Post`]'s; one `None` a part without
+/// it), and its ops.
 #[cfg(feature = "threads")]
+#[allow(clippy::type_complexity)]
 fn then_parts<'a, T>(
     then: Option<Then<'a, T>>,
     runs: &[(usize, usize)],
-) -> (Vec<Option<&'a mut [T]>>, Option<&'a ThenFn<'a, T>>) {
-    match then {
-        Some(t) => (
-            split_mut(t.out, t.unit, runs)
+) -> (
+    Vec<Option<(&'a mut [T], Option<&'a mut [T]>)>>,
+    Option<ThenFns<'a, T>>,
+) {
+    let Some(t) = then else {
+        return (runs.iter().map(|_| None).collect(), None);
+    };
+    let outs = split_mut(t.out, t.unit, runs)
+        .into_iter()
+        .map(|(_, _, o)| o);
+    let (posts, post): (Vec<_>, _) = match t.post {
+        Some(p) => (
+            split_mut(p.y, p.unit, runs)
                 .into_iter()
                 .map(|(_, _, o)| Some(o))
                 .collect(),
-            Some(t.f),
+            Some((p.f, p.unit)),
         ),
         None => (runs.iter().map(|_| None).collect(), None),
-    }
+    };
+    let parts = outs.zip(posts).map(Some).collect();
+    (parts, Some(ThenFns { f: t.f, post }))
 }
 
 /// A k×k conv's output rows alone: `(g, rows, x, y)`, `y` holding those rows
@@ -678,7 +749,7 @@ fn split_conv<T: bytemuck::Pod + Send + Sync>(
             pool.run(jobs, |((p0, n, part), out)| {
                 run(&pixel_part(g, n), pixels_of(g, x, p0, n), w, 0, part);
                 if let (Some(t), Some(out)) = (t, out) {
-                    t(p0, part, out)
+                    t.run(p0, part, out)
                 }
             });
             return;
@@ -970,6 +1041,7 @@ mod tests {
                             unit,
                             work: 1 << 20,
                             f: &f,
+                            post: None,
                         };
                         split_conv(
                             par,
@@ -1032,6 +1104,7 @@ mod tests {
                         unit,
                         work: 1 << 20,
                         f: &f,
+                        post: None,
                     };
                     par.conv_i8(fq, (dw, dw_rows), &g, &xq, zx, &wq, &rq, q, &mut y, Some(t));
                     assert_eq!(
@@ -1072,7 +1145,8 @@ mod tests {
 
     /// A depthwise conv run in the parts of the pointwise conv after it
     /// ([`Par::dw_conv_i8`]) gives both convs' bytes — the depthwise output the pointwise
-    /// conv reads, the pointwise output and a fused op after it — with every kernel table
+    /// conv reads, the pointwise output, a fused op after it and a pointwise conv on that
+    /// op's output ([`Post`]) — with every kernel table
     /// on this CPU, through its rows slot and through the row-early window without it,
     /// in random shares at 2–4 threads, on random geometries (stride 1 and 2, one-row
     /// parts, a channel window of a wider input) and random data; and whole, one op after
@@ -1159,14 +1233,54 @@ mod tests {
                 (kern.dwconv3x3_i8)(&d, &x, zx, &wd, &rqd, qd, &mut mid);
                 let mut want = vec![0i8; g.out_len()];
                 (kern.conv1x1_i8)(&g, &mid, zm, &wp, &rqp, qp, &mut want);
+                // (`u` elements a pixel, each from the conv's outputs, its pixel and its lane;
+                // XORed in, so an element written twice would read 0.)
+                let u = 1 + r.below(6);
                 let then = |p0: usize, ys: &[i8], out: &mut [i8]| {
                     for (j, o) in out.iter_mut().enumerate() {
-                        *o ^= ys[j * cout].wrapping_add((p0 + j) as i8);
+                        let (px, k) = (j / u, j % u);
+                        *o ^= ys[px * cout + k % cout].wrapping_add((p0 + px + 3 * k) as i8);
                     }
                 };
-                let want_then: Vec<i8> = (0..ho * wo)
-                    .map(|j| want[j * cout].wrapping_add(j as i8))
+                let want_then: Vec<i8> = (0..ho * wo * u)
+                    .map(|j| {
+                        let (px, k) = (j / u, j % u);
+                        want[px * cout + k % cout].wrapping_add((px + 3 * k) as i8)
+                    })
                     .collect();
+                // And a pointwise conv on a channel window of that op's output, as `Post`
+                // runs it.
+                let (po, pc) = {
+                    let o = r.below(u);
+                    (o, 1 + r.below(u - o))
+                };
+                let pg = Geom {
+                    h: ho,
+                    w: wo,
+                    in_stride: u,
+                    c_off: po,
+                    cin: pc,
+                    ho,
+                    wo,
+                    cout: 1 + r.below(20),
+                    k: 1,
+                    stride: 1,
+                    pad: 0,
+                };
+                let wq: Vec<i8> = (0..pg.cout * pc).map(|_| byte(&mut r)).collect();
+                let (rqq, zq, qq) = (table(&mut r, pg.cout), byte(&mut r) as i32, q(&mut r));
+                let mut want_post = vec![0i8; pg.out_len()];
+                (kern.conv1x1_i8)(&pg, &want_then, zq, &wq, &rqq, qq, &mut want_post);
+                let post = |n: usize, x: &[i8], y: &mut [i8]| {
+                    let part = Geom {
+                        h: 1,
+                        w: n,
+                        ho: 1,
+                        wo: n,
+                        ..pg
+                    };
+                    (kern.conv1x1_i8)(&part, x, zq, &wq, &rqq, qq, y)
+                };
                 for pool in &pools {
                     for rows in [kern.dwconv3x3_i8_rows, None] {
                         // Any shares the pool may learn: a random cut.
@@ -1177,12 +1291,19 @@ mod tests {
                         pool.pool
                             .preset(&v.iter().map(|x| x / sum).collect::<Vec<_>>());
                         let (mut m, mut y) = (vec![0i8; d.out_len()], vec![0i8; g.out_len()]);
-                        let mut out = vec![0i8; ho * wo];
+                        let mut out = vec![0i8; ho * wo * u];
+                        let mut py = vec![0i8; pg.out_len()];
                         let t = Then {
                             out: &mut out,
-                            unit: 1,
+                            unit: u,
                             work: ho * wo,
                             f: &then,
+                            post: Some(Post {
+                                y: &mut py,
+                                unit: pg.cout,
+                                work: pg.out_len() * pc,
+                                f: &post,
+                            }),
                         };
                         let pre = Pre {
                             g: d,
@@ -1220,6 +1341,7 @@ mod tests {
                         assert_eq!(m, mid, "depthwise output: {at}");
                         assert_eq!(y, want, "pointwise output: {at}");
                         assert_eq!(out, want_then, "the op after: {at}");
+                        assert_eq!(py, want_post, "the pointwise conv after that: {at}");
                         // Split (one job) or one op after the other, `done` between.
                         assert_eq!(between, usize::from(!parts), "{at}");
                         assert_eq!(parts, pool.min_macs == 1 && ho >= 2, "{at}");

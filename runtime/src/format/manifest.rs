@@ -399,6 +399,18 @@ pub struct SeqIter<'a, T> {
     _item: PhantomData<fn() -> T>,
 }
 
+// (Not derived: that would ask `T: Clone`.) A copy walks on from the same element: the
+// engine looks an op or two ahead.
+impl<T> Clone for SeqIter<'_, T> {
+    fn clone(&self) -> Self {
+        SeqIter {
+            left: self.left,
+            rest: self.rest,
+            _item: PhantomData,
+        }
+    }
+}
+
 impl<'a, T: SeqItem<'a>> Iterator for SeqIter<'a, T> {
     type Item = T;
     #[inline]

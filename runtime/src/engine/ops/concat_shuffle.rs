@@ -117,6 +117,7 @@ impl Prepared {
             unit: 2 * self.c,
             work: self.work(),
             f,
+            post: None,
         }
     }
 }

@@ -7,12 +7,17 @@
 //! scratch for each inference). Eval runs the f32 or int8 kernel from the table, and for
 //! streamed 1x1 experts the low-rank path.
 
+use core::ops::Range;
+
 use super::{
     concat_shuffle, conv_geom, dwconv, expect_len, f32s, f32s_mut, fits_n, i8s, i8s_mut, io_n,
-    op_requant, out_q, requant_table, tensor, Ctx, R,
+    op_requant, out_q, requant_table, tensor, Ctx, RqCache, R,
 };
+use crate::engine::par::Post;
 use crate::engine::EngineError;
 use crate::format::{layout, Mode, Op};
+use crate::kernels::{ConvI8, Geom};
+use crate::quant::QParams;
 use crate::switch::{self, Delta};
 
 /// A conv's weights, prepared.
@@ -30,19 +35,131 @@ pub(in crate::engine) struct Fused {
     pub pre: bool,
     /// The concat + shuffle after it (op `i + 1`).
     pub cat: bool,
+    /// The pointwise conv after that (op `i + 2`, [`PostConv`]).
+    pub post: bool,
+    /// Where op `i + 2`'s requantisation table goes in the requant region when it runs on
+    /// its own (one thread): where it goes when it runs here, so the arena after an
+    /// inference does not depend on the thread count.
+    pub post_rq: Option<usize>,
+}
+
+/// The pointwise conv after a fused concat that reads the concat's output (op `i + 2` of a
+/// conv `i`: the next ShuffleNetV2 block's first conv, or the head conv after the last
+/// block), prepared to run in the conv's parts after the concat ([`Post`]): int8, its
+/// weights rebuilt at the switch or shared (not streamed: no scratch, no delta cursor), its
+/// requantisation table after the conv's in the requant region.
+struct PostConv<'w> {
+    op: usize,
+    g: Geom,
+    /// Its output's arena bytes.
+    rout: Range<usize>,
+    f: ConvI8,
+    w: &'w [i8],
+    /// Per-channel weight scales (or a split cache entry's multipliers), biases.
+    ws: &'w [f32],
+    bias: &'w [f32],
+    q: (QParams, QParams),
+    relu: bool,
+    /// Bytes of the weights region it takes (0: shared weights).
+    slot: usize,
+}
+
+/// Op `j` as a [`PostConv`] reading value `reads` (the concat's output), or `None` where
+/// it is not one.
+fn post_conv<'w>(cx: &Ctx<'w, '_>, j: usize, op: &Op, reads: u16) -> R<Option<PostConv<'w>>> {
+    let bad = EngineError::Malformed { op: j };
+    let Op::Conv {
+        input,
+        output,
+        cout,
+        k,
+        stride,
+        pad,
+        relu,
+        weight,
+        bias,
+        wscale,
+        expert,
+    } = *op
+    else {
+        return Ok(None);
+    };
+    if !cx.int8 || input.value != reads || (k, stride, pad) != (1, 1, 0) {
+        return Ok(None);
+    }
+    let (vin, vout) = (cx.value(input.value, j)?, cx.value(output, j)?);
+    let cout = cout as usize;
+    let g = conv_geom(&vin, &input, &vout, cout, 1, 1, 0, j)?;
+    let (n, hw) = (cout * g.cin, g.ho * g.wo);
+    let (w, ws, slot, f) = match expert {
+        Some(_) if cx.plan.streams(j, cout, g.cin, 1, hw) => return Ok(None),
+        Some(_) => {
+            let (wlen, slot) = layout::expert_slot(cout, g.cin, 1, true).ok_or(bad)?;
+            let r = cx.wofs..cx.wofs.checked_add(slot).ok_or(bad)?;
+            let (w, s) = cx.weights.get(r).ok_or(bad)?.split_at(wlen);
+            let f = (cx.kern.conv1x1_i8_packed)
+                .filter(|p| packed(cx.plan.mode(), 1, 0, hw, p.min_pixels))
+                .map_or(cx.kern.conv1x1_i8, |p| p.conv);
+            (&i8s(w)[..n], &f32s(s)?[..cout], slot, f)
+        }
+        None => (
+            expect_len(i8s(tensor(cx.shared, weight, j)?), n, j)?,
+            expect_len(f32s(tensor(cx.shared, wscale, j)?)?, cout, j)?,
+            0,
+            cx.kern.conv1x1_i8,
+        ),
+    };
+    Ok(Some(PostConv {
+        op: j,
+        g,
+        rout: cx.range(&vout, j)?,
+        f,
+        w,
+        ws,
+        bias: expect_len(f32s(tensor(cx.shared, bias, j)?)?, cout, j)?,
+        q: cx.io_qparams(input.value, output, j)?.ok_or(bad)?,
+        relu,
+        slot,
+    }))
+}
+
+impl PostConv<'_> {
+    /// Bytes of its table in the requant region.
+    fn table_bytes(&self) -> usize {
+        12 * self.g.cout
+    }
+
+    /// Its table (in `requant` unless the cache holds it whole) and input zero point: read
+    /// ahead of the conv's, on a copy of the cache's cursor (which the conv's table then
+    /// passes, and the ops after this one pass this one's).
+    fn table<'r>(&self, cache: RqCache<'r>, requant: &'r mut [u8]) -> R<(&'r [[i32; 3]], i32)> {
+        let (qx, qy) = self.q;
+        let mut ahead = cache;
+        let (rq, folded) = op_requant(&mut ahead, requant, self.bias, qx, self.ws, qy, self.op)?;
+        // A folded table's biases hold the zero point.
+        Ok((rq, if folded { 0 } else { qx.zero_point }))
+    }
 }
 
 /// Runs op `i`, a `Conv`; with `next`, op `i + 1`, too where it is the concat + shuffle
 /// that reads this conv's output (threads: it runs in the conv's pixel parts, see
-/// [`crate::engine::par::Then`]); with `pre`, the depthwise conv before it that writes its
-/// input (op `i − 1`, not run yet): through [`crate::engine::par::Par::dw_conv_i8`] where
-/// it can (int8, a pointwise conv on the plain slot, the arena ranges apart: in the conv's
-/// parts with threads), else on its own first; `pre`'s `done()` once it ran on its own.
+/// [`crate::engine::par::Then`]), and then `post`, op `i + 2`, where it is a [`PostConv`];
+/// with `pre`, the depthwise conv before it that writes its input (op `i − 1`, not run
+/// yet): through [`crate::engine::par::Par::dw_conv_i8`] where it can (int8, a pointwise
+/// conv on the plain slot, the arena ranges apart: in the conv's parts with threads), else
+/// on its own first; `pre`'s `done()` once it ran on its own. Which ops go together is the
+/// bundle's alone (the arena ranges, the requant region's room), not the thread count's:
+/// their requantisation tables lie side by side in the requant region, where they lie when
+/// they run on their own too (`rq_at`: this conv's table's place, a post conv's in its
+/// group, see [`Fused::post_rq`]). One thread runs each op on its own.
+#[allow(clippy::too_many_arguments)]
 pub(in crate::engine) fn eval(
     cx: &mut Ctx<'_, '_>,
     i: usize,
     op: &Op,
     next: Option<&Op>,
+    post: Option<&Op>,
+    rq_at: usize,
     pre: Option<(&dwconv::Prepared<'_>, &mut dyn FnMut())>,
 ) -> R<Fused> {
     let bad = EngineError::Malformed { op: i };
@@ -134,10 +251,16 @@ pub(in crate::engine) fn eval(
         }
         _ => None,
     };
+    let post = match (&cat, post) {
+        (Some(c), Some(n)) => post_conv(cx, i + 2, n, c.output)?,
+        _ => None,
+    };
     let (pre, mut pre_done) = match pre {
         Some((d, done)) => (Some(d), Some(done)),
         None => (None, None),
     };
+    // The requant region from this conv's table's place on.
+    let room = cx.requant.len().checked_sub(rq_at).ok_or(bad)?;
     let fusable = |d: &&dwconv::Prepared<'_>| {
         cx.int8
             && pointwise
@@ -145,39 +268,66 @@ pub(in crate::engine) fn eval(
             && (delta.is_none() || rebuilt)
             && d.rout == rin
             && (g.c_off, g.in_stride, g.h, g.w) == (0, d.g.cout, d.g.ho, d.g.wo)
-            && cx.requant.len() >= d.table_bytes() + 12 * cout
+            && room >= d.table_bytes() + 12 * cout
     };
-    let outs = |p: Option<&dwconv::Prepared<'_>>, c: Option<&concat_shuffle::Prepared>| {
+    type Group<'p, 'c, 'q> = (
+        Option<&'p dwconv::Prepared<'p>>,
+        Option<&'c concat_shuffle::Prepared>,
+        Option<&'q PostConv<'q>>,
+    );
+    let outs = |(p, c, q): Group<'_, '_, '_>| {
         [
             p.map_or(0..0, |_| rin.clone()),
             rout.clone(),
             c.map_or(0..0, |c| c.rout.clone()),
+            q.map_or(0..0, |q| q.rout.clone()),
         ]
     };
-    let ins = |p: Option<&dwconv::Prepared<'_>>, c: Option<&concat_shuffle::Prepared>| {
+    let ins = |(p, c, _): Group<'_, '_, '_>| {
         [
             p.map_or(rin.clone(), |d| d.rin.clone()),
             c.map_or(0..0, |c| c.ra.clone()),
         ]
     };
-    let (fpre, fcat) = (pre.filter(fusable), cat.as_ref());
-    let fits = |p, c| fits_n(cx.act.len(), &outs(p, c), &ins(p, c));
-    let (fpre, fcat) = [(fpre, fcat), (None, fcat), (fpre, None)]
-        .into_iter()
-        .find(|&(p, c)| (p.is_some() || c.is_some()) && fits(p, c))
-        .unwrap_or((None, None));
+    // The post conv's table after this conv's (and the depthwise conv's before both).
+    let post_room = |(p, _, q): Group<'_, '_, '_>| {
+        q.is_none_or(|q| room >= p.map_or(0, |d| d.table_bytes()) + 12 * cout + q.table_bytes())
+    };
+    let (fpre, fcat, fpost) = (pre.filter(fusable), cat.as_ref(), post.as_ref());
+    let fits = |t: Group<'_, '_, '_>| fits_n(cx.act.len(), &outs(t), &ins(t)) && post_room(t);
+    let (fpre, fcat, fpost) = [
+        (fpre, fcat, fpost),
+        (None, fcat, fpost),
+        (fpre, fcat, None),
+        (None, fcat, None),
+        (fpre, None, None),
+    ]
+    .into_iter()
+    .find(|&(p, c, q)| (p.is_some() || c.is_some()) && fits((p, c, q)))
+    .unwrap_or((None, None, None));
     if let (Some(d), None) = (pre, fpre) {
         dwconv::run(cx, d)?;
         if let Some(done) = pre_done.as_mut() {
             done();
         }
     }
+    // One thread runs the concat and the post conv on their own (the post conv's table
+    // where it goes here, `post_rq`).
+    let inside = cx.par.threaded();
+    let post_rq = fpost.map(|_| rq_at + fpre.map_or(0, |d| d.table_bytes()) + 12 * cout);
+    let (cat, fpost) = (fcat.filter(|_| inside), fpost.filter(|_| inside));
+    if let Some(p) = fpost {
+        // Its slot, after this conv's.
+        cx.wofs += p.slot;
+    }
     let mut fused = Fused {
         pre: false,
-        cat: fcat.is_some(),
+        cat: cat.is_some(),
+        post: fpost.is_some(),
+        post_rq: post_rq.filter(|_| !inside),
     };
-    let cat = fcat;
-    let ([xo, y, out], [x, xa]) = io_n(cx.act, outs(fpre, cat), ins(fpre, cat)).ok_or(bad)?;
+    let group = (fpre, cat, fpost);
+    let ([xo, y, out, ypost], [x, xa]) = io_n(cx.act, outs(group), ins(group)).ok_or(bad)?;
     let out = cat.map(|_| out);
 
     // Eval.
@@ -199,8 +349,30 @@ pub(in crate::engine) fn eval(
                 ),
             };
             // The fused depthwise conv: its table first (the cache is read in graph order),
-            // then this conv's after it in the requant region.
-            let (rq_pre, requant) = cx.requant.split_at_mut(fpre.map_or(0, |d| d.table_bytes()));
+            // then this conv's after it in the requant region, then the post conv's.
+            let region = &mut cx.requant[rq_at..];
+            let (rq_pre, requant) = region.split_at_mut(fpre.map_or(0, |d| d.table_bytes()));
+            let (requant, rq_post) = match fpost {
+                Some(_) => requant.split_at_mut(12 * cout),
+                None => (requant, &mut [][..]),
+            };
+            let post_table = match fpost {
+                Some(p) => Some((p, p.table(cx.rq, rq_post)?)),
+                None => None,
+            };
+            let run_post = post_table.map(|(p, (rq, zx))| {
+                let (f, g, w, q) = (p.f, p.g, p.w, out_q(p.q.1, p.relu));
+                move |n: usize, x: &[i8], y: &mut [i8]| {
+                    let part = Geom {
+                        h: 1,
+                        w: n,
+                        ho: 1,
+                        wo: n,
+                        ..g
+                    };
+                    f(&part, x, zx, w, rq, q, y)
+                }
+            });
             let (pre, x) = match fpre {
                 Some(d) => (d.pre_i8(&mut cx.rq, rq_pre, x, xo)?, &[][..]),
                 None => (None, i8s(x)),
@@ -212,12 +384,20 @@ pub(in crate::engine) fn eval(
                 move |p0: usize, ys: &[i8], o: &mut [i8]| c.run_i8(kcat, &xa[p0 * c.sa..], ys, o)
             });
             let dw = (kern.dwconv3x3_i8, kern.dwconv3x3_i8_rows);
-            let then = match (&cat, out, &run_cat) {
+            let mut then = match (&cat, out, &run_cat) {
                 (Some(c), Some(o), Some(f)) => {
                     Some(c.then(i8s_mut(o).get_mut(..c.out_len()).ok_or(bad)?, f))
                 }
                 _ => None,
             };
+            if let (Some(t), Some(p), Some(f)) = (then.as_mut(), fpost, &run_post) {
+                t.post = Some(Post {
+                    y: i8s_mut(ypost).get_mut(..p.g.out_len()).ok_or(bad)?,
+                    unit: p.g.cout,
+                    work: p.g.ho * p.g.wo * p.g.cout * p.g.cin,
+                    f,
+                });
+            }
             match delta {
                 None => {
                     let (rq, folded) = op_requant(&mut cx.rq, requant, bias, qx, ws, qy, i)?;

@@ -317,6 +317,7 @@ pub(super) fn requant_table<'r>(
 /// rows fit, where 8-byte rows left ~1 k to compute at every inference. Auto, whose point
 /// is a cheap switch, keeps rows whole (the tables `select` computes stay as many as
 /// before: its switch would grow ~8 %).
+#[derive(Clone, Copy)]
 pub(super) struct RqCache<'x> {
     /// The entries not yet passed, the next cached op's first.
     pub words: &'x [u32],
