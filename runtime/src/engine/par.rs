@@ -20,7 +20,12 @@
 //!   both ops;
 //! - an int8 depthwise conv runs in the parts of the pointwise conv that reads it
 //!   ([`Par::dw_conv_i8`]): each part computes its rows of the depthwise output, then the
-//!   pointwise conv (and its concat) on those pixels — one fork-join for the three ops.
+//!   pointwise conv (and its concat) on those pixels — one fork-join for the three ops;
+//! - an int8 pointwise conv that reads the concat's output runs after it in the same parts
+//!   ([`Post`]: the next ShuffleNetV2 block's first conv), so a block from its depthwise
+//!   conv to the next block's first conv is one job. Which ops go together is the bundle's
+//!   (their arena ranges, the requant region's room), not the thread count's: one thread
+//!   runs them one after the other with their tables where the group puts them.
 //!
 //! Where a cut falls is the pool's ([`Pool::runs`]): even, or in shares it learns from the
 //! parts' measured times ([`super::pool`], `Engine::set_balanced_cuts`); it never changes
@@ -1450,6 +1455,61 @@ mod split_speed {
                 println!();
             }
             assert_eq!(y1, y2, "{g:?}");
+        }
+    }
+}
+
+/// A benchmark run by hand (`cargo test --release -p lorkd-runtime --features threads --lib
+/// -- --ignored line_owner_speed --nocapture`): what a part pays to write lines the other
+/// thread wrote last (they come from its cache) — two parts of a buffer written job after job
+/// by the same threads, and by the threads in turn; the slower part's median time. Why the
+/// arena plan keeps a value's parts where the same thread wrote last (`tools::arena_plan`).
+#[cfg(all(test, feature = "threads"))]
+mod line_owner_speed {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn line_owner_speed() {
+        let pool = Pool::new(2).unwrap();
+        let _busy = pool.busy();
+        for kb in [16usize, 64, 256] {
+            let n = kb * 1024;
+            let mut buf = vec![0u8; 2 * n];
+            let mut time = |turns: bool| {
+                let mut v: Vec<f64> = (0..400u32)
+                    .map(|it| {
+                        let (a, b) = buf.split_at_mut(n);
+                        let took = std::sync::Mutex::new([0f64; 2]);
+                        let mut parts = vec![(0, a), (1, b)];
+                        if turns && it % 2 == 1 {
+                            parts.reverse();
+                        }
+                        pool.pool.begin();
+                        pool.run(parts, |(k, s): (usize, &mut [u8])| {
+                            let t0 = std::time::Instant::now();
+                            // A line at a time, as the kernels store (a whole-slice fill
+                            // takes the string-store path, which skips most of the reads).
+                            for line in s.chunks_mut(64) {
+                                line.fill(it as u8);
+                            }
+                            let us = t0.elapsed().as_secs_f64() * 1e6;
+                            took.lock().unwrap()[k] = us;
+                        });
+                        let t = took.into_inner().unwrap();
+                        t[0].max(t[1])
+                    })
+                    .skip(10)
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let (same, turns) = (time(false), time(true));
+            println!(
+                "{kb} KiB a part: written by the same thread {same:.2} µs, by the threads in turn \
+                 {turns:.2} µs"
+            );
+            assert!(buf.iter().all(|&b| b == buf[0]));
         }
     }
 }
