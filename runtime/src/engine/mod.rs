@@ -552,10 +552,22 @@ impl<'b, 'a> Engine<'b, 'a> {
                         _ => (i, op, None),
                     };
                     // The concat after it and the pointwise conv after that go with it
-                    // too: in int8 for any thread count (their requantisation tables' places
-                    // in the requant region are the group's), in f32 with threads.
-                    let with = cx.int8 || cx.par.threaded();
-                    let post = all.clone().nth(1).filter(|_| with);
+                    // too: in int8 for any thread count of a `threads` build (their
+                    // requantisation tables' places in the requant region are the group's),
+                    // in f32 with threads; never in the single-threaded build.
+                    let with = (cfg!(feature = "threads") && cx.int8) || cx.par.threaded();
+                    // The op after a concat, decoded once: `ahead` stands past the concat with
+                    // it peeked, and takes over where it runs in the conv's parts.
+                    let cat = |n: &(usize, Op)| matches!(n.1, Op::ConcatShuffle { .. });
+                    let mut ahead = match all.peek() {
+                        Some(n) if with && cat(n) => {
+                            let mut a = all.clone();
+                            a.next();
+                            Some(a)
+                        }
+                        _ => None,
+                    };
+                    let post = ahead.as_mut().and_then(|a| a.peek().copied());
                     let next = all.peek().filter(|_| with).map(|(_, n)| n);
                     let rq_at = match post_rq.take() {
                         Some((at, off)) if at == j => off,
@@ -576,9 +588,10 @@ impl<'b, 'a> Engine<'b, 'a> {
                         all.next();
                         hook.done(j + 1);
                     }
-                    if f.post {
+                    if let (true, Some(mut a)) = (f.post, ahead) {
                         fused += 1;
-                        all.next();
+                        a.next();
+                        all = a;
                         hook.done(j + 2);
                     }
                     post_rq = f.post_rq.map(|off| (j + 2, off));

@@ -65,7 +65,8 @@ struct PostConv<'w> {
 }
 
 /// Op `j` as a [`PostConv`] reading value `reads` (the concat's output), or `None` where
-/// it is not one.
+/// it is not one. (Out of line: [`eval`]'s own path stays short.)
+#[inline(never)]
 fn post_conv<'w>(cx: &Ctx<'w, '_>, j: usize, op: &Op, reads: u16) -> R<Option<PostConv<'w>>> {
     let bad = EngineError::Malformed { op: j };
     let Op::Conv {
