@@ -526,9 +526,10 @@ impl<'b, 'a> Engine<'b, 'a> {
         load_input(&mut cx, input)?;
         hook.done(m.ops.len());
         let (mut fused, mut fused_dw) = (0, 0);
-        // A post conv that runs on its own: its index and its table's place
-        // (`ops::conv::Fused::post_rq`).
-        let mut post_rq: Option<(usize, usize)> = None;
+        // The output of the op just run where it was a concat: a conv that reads it keeps
+        // its requantisation table at the requant region's end, where it goes when it runs
+        // in the concat's parts (`ops::conv::eval`'s `at_end`).
+        let mut after_cat: Option<u16> = None;
         let mut all = m.ops.iter().enumerate().peekable();
         while let Some((i, op)) = all.next() {
             match op {
@@ -551,11 +552,9 @@ impl<'b, 'a> Engine<'b, 'a> {
                         }
                         _ => (i, op, None),
                     };
-                    // The concat after it and the pointwise conv after that go with it
-                    // too: in int8 for any thread count of a `threads` build (their
-                    // requantisation tables' places in the requant region are the group's),
-                    // in f32 with threads; never in the single-threaded build.
-                    let with = (cfg!(feature = "threads") && cx.int8) || cx.par.threaded();
+                    // With threads the concat after it and the pointwise conv after that go
+                    // with it too.
+                    let with = cx.par.threaded();
                     // The op after a concat, decoded once: `ahead` stands past the concat with
                     // it peeked, and takes over where it runs in the conv's parts.
                     let cat = |n: &(usize, Op)| matches!(n.1, Op::ConcatShuffle { .. });
@@ -569,14 +568,15 @@ impl<'b, 'a> Engine<'b, 'a> {
                     };
                     let post = ahead.as_mut().and_then(|a| a.peek().copied());
                     let next = all.peek().filter(|_| with).map(|(_, n)| n);
-                    let rq_at = match post_rq.take() {
-                        Some((at, off)) if at == j => off,
-                        _ => 0,
-                    };
+                    let at_end = matches!(conv, Op::Conv { input, .. } if after_cat.take() == Some(input.value));
                     let mut pre_done = || hook.done(i);
                     let pre = pre.as_ref().map(|d| (d, &mut pre_done as &mut dyn FnMut()));
                     let post_op = post.as_ref().map(|(_, n)| n);
-                    let f = ops::conv::eval(&mut cx, j, &conv, next, post_op, rq_at, pre)?;
+                    let cat_out = next.and_then(|n| match *n {
+                        Op::ConcatShuffle { output, .. } => Some(output),
+                        _ => None,
+                    });
+                    let f = ops::conv::eval(&mut cx, j, &conv, next, post_op, at_end, pre)?;
                     // Run in the conv's parts, an op's time is the conv's.
                     hook.done(j);
                     if f.pre {
@@ -594,11 +594,16 @@ impl<'b, 'a> Engine<'b, 'a> {
                         all = a;
                         hook.done(j + 2);
                     }
-                    post_rq = f.post_rq.map(|off| (j + 2, off));
+                    after_cat = cat_out.filter(|_| f.cat && !f.post);
                     continue;
                 }
                 Op::MaxPool { .. } => ops::maxpool::eval(&mut cx, i, &op)?,
-                Op::ConcatShuffle { .. } => ops::concat_shuffle::eval(&mut cx, i, &op)?,
+                Op::ConcatShuffle { output, .. } => {
+                    ops::concat_shuffle::eval(&mut cx, i, &op)?;
+                    hook.done(i);
+                    after_cat = Some(output);
+                    continue;
+                }
                 Op::PoolHead { .. } => {
                     let n = ops::pool_head::eval(&mut cx, i, &op, logits)?;
                     hook.done(i);

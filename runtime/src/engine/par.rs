@@ -23,9 +23,9 @@
 //!   pointwise conv (and its concat) on those pixels — one fork-join for the three ops;
 //! - an int8 pointwise conv that reads the concat's output runs after it in the same parts
 //!   ([`Post`]: the next ShuffleNetV2 block's first conv), so a block from its depthwise
-//!   conv to the next block's first conv is one job. Which ops go together is the bundle's
-//!   (their arena ranges, the requant region's room), not the thread count's: one thread
-//!   runs them one after the other with their tables where the group puts them.
+//!   conv to the next block's first conv is one job. Its requantisation table lies at the
+//!   requant region's end, where such a conv keeps it when it runs on its own too, so the
+//!   arena after an inference does not depend on the thread count.
 //!
 //! Where a cut falls is the pool's ([`Pool::runs`]): even, or in shares it learns from the
 //! parts' measured times ([`super::pool`], `Engine::set_balanced_cuts`); it never changes

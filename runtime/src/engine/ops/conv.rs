@@ -37,17 +37,15 @@ pub(in crate::engine) struct Fused {
     pub cat: bool,
     /// The pointwise conv after that (op `i + 2`, [`PostConv`]).
     pub post: bool,
-    /// Where op `i + 2`'s requantisation table goes in the requant region when it runs on
-    /// its own (one thread): where it goes when it runs here, so the arena after an
-    /// inference does not depend on the thread count.
-    pub post_rq: Option<usize>,
 }
 
 /// The pointwise conv after a fused concat that reads the concat's output (op `i + 2` of a
 /// conv `i`: the next ShuffleNetV2 block's first conv, or the head conv after the last
 /// block), prepared to run in the conv's parts after the concat ([`Post`]): int8, its
 /// weights rebuilt at the switch or shared (not streamed: no scratch, no delta cursor), its
-/// requantisation table after the conv's in the requant region.
+/// requantisation table at the requant region's end, where such a conv (one right after the
+/// concat whose output it reads) keeps it when it runs on its own too (`at_end` of
+/// [`eval`]).
 struct PostConv<'w> {
     op: usize,
     g: Geom,
@@ -148,11 +146,12 @@ impl PostConv<'_> {
 /// with `pre`, the depthwise conv before it that writes its input (op `i − 1`, not run
 /// yet): through [`crate::engine::par::Par::dw_conv_i8`] where it can (int8, a pointwise
 /// conv on the plain slot, the arena ranges apart: in the conv's parts with threads), else
-/// on its own first; `pre`'s `done()` once it ran on its own. Which ops go together is the
-/// bundle's alone (the arena ranges, the requant region's room), not the thread count's:
-/// their requantisation tables lie side by side in the requant region, where they lie when
-/// they run on their own too (`rq_at`: this conv's table's place, a post conv's in its
-/// group, see [`Fused::post_rq`]). One thread runs each op on its own.
+/// on its own first; `pre`'s `done()` once it ran on its own. The depthwise conv goes with
+/// it wherever the two alone can, whatever the thread count (their tables side by side);
+/// the concat and the post conv only with threads. So the requantisation tables lie where
+/// they lie for any thread count: the depthwise conv's first, this conv's after it (at the
+/// region's end with `at_end`: a conv right after the concat whose output it reads, as a
+/// post conv), a post conv's at the region's end.
 #[allow(clippy::too_many_arguments)]
 pub(in crate::engine) fn eval(
     cx: &mut Ctx<'_, '_>,
@@ -160,7 +159,7 @@ pub(in crate::engine) fn eval(
     op: &Op,
     next: Option<&Op>,
     post: Option<&Op>,
-    rq_at: usize,
+    at_end: bool,
     pre: Option<(&dwconv::Prepared<'_>, &mut dyn FnMut())>,
 ) -> R<Fused> {
     let bad = EngineError::Malformed { op: i };
@@ -253,15 +252,14 @@ pub(in crate::engine) fn eval(
         _ => None,
     };
     let post = match (&cat, post) {
-        (Some(c), Some(n)) => post_conv(cx, i + 2, n, c.output)?,
+        (Some(c), Some(n)) if !at_end => post_conv(cx, i + 2, n, c.output)?,
         _ => None,
     };
     let (pre, mut pre_done) = match pre {
         Some((d, done)) => (Some(d), Some(done)),
         None => (None, None),
     };
-    // The requant region from this conv's table's place on.
-    let room = cx.requant.len().checked_sub(rq_at).ok_or(bad)?;
+    let room = cx.requant.len();
     let fusable = |d: &&dwconv::Prepared<'_>| {
         cx.int8
             && pointwise
@@ -294,14 +292,19 @@ pub(in crate::engine) fn eval(
     let post_room = |(p, _, q): Group<'_, '_, '_>| {
         q.is_none_or(|q| room >= p.map_or(0, |d| d.table_bytes()) + 12 * cout + q.table_bytes())
     };
-    let (fpre, fcat, fpost) = (pre.filter(fusable), cat.as_ref(), post.as_ref());
+    let (fpre, fcat, fpost) = (
+        pre.filter(fusable).filter(|_| !at_end),
+        cat.as_ref(),
+        post.as_ref(),
+    );
     let fits = |t: Group<'_, '_, '_>| fits_n(cx.act.len(), &outs(t), &ins(t)) && post_room(t);
+    // (The depthwise conv first: it goes with this conv wherever the two alone can.)
     let (fpre, fcat, fpost) = [
         (fpre, fcat, fpost),
-        (None, fcat, fpost),
         (fpre, fcat, None),
-        (None, fcat, None),
         (fpre, None, None),
+        (None, fcat, fpost),
+        (None, fcat, None),
     ]
     .into_iter()
     .find(|&(p, c, q)| (p.is_some() || c.is_some()) && fits((p, c, q)))
@@ -312,11 +315,7 @@ pub(in crate::engine) fn eval(
             done();
         }
     }
-    // One thread runs the concat and the post conv on their own (the post conv's table
-    // where it goes here, `post_rq`).
-    let inside = cx.par.threaded();
-    let post_rq = fpost.map(|_| rq_at + fpre.map_or(0, |d| d.table_bytes()) + 12 * cout);
-    let (cat, fpost) = (fcat.filter(|_| inside), fpost.filter(|_| inside));
+    let cat = fcat;
     if let Some(p) = fpost {
         // Its slot, after this conv's.
         cx.wofs += p.slot;
@@ -325,7 +324,6 @@ pub(in crate::engine) fn eval(
         pre: false,
         cat: cat.is_some(),
         post: fpost.is_some(),
-        post_rq: post_rq.filter(|_| !inside),
     };
     let group = (fpre, cat, fpost);
     let ([xo, y, out, ypost], [x, xa]) = io_n(cx.act, outs(group), ins(group)).ok_or(bad)?;
@@ -350,13 +348,17 @@ pub(in crate::engine) fn eval(
                 ),
             };
             // The fused depthwise conv: its table first (the cache is read in graph order),
-            // then this conv's after it in the requant region, then the post conv's.
-            let region = &mut cx.requant[rq_at..];
-            let (rq_pre, requant) = region.split_at_mut(fpre.map_or(0, |d| d.table_bytes()));
-            let (requant, rq_post) = match fpost {
-                Some(_) => requant.split_at_mut(12 * cout),
-                None => (requant, &mut [][..]),
+            // then this conv's after it in the requant region (at its end with `at_end`),
+            // and a post conv's at its end.
+            let (region, rq_post) = match (fpost, at_end) {
+                (Some(p), _) => cx.requant.split_at_mut(room - p.table_bytes()),
+                (None, true) => {
+                    let (rest, end) = cx.requant.split_at_mut(room.saturating_sub(12 * cout));
+                    (end, rest)
+                }
+                (None, false) => (&mut cx.requant[..], &mut [][..]),
             };
+            let (rq_pre, requant) = region.split_at_mut(fpre.map_or(0, |d| d.table_bytes()));
             let post_table = match fpost {
                 Some(p) => Some((p, p.table(cx.rq, rq_post)?)),
                 None => None,
