@@ -69,8 +69,18 @@ fn outputs(
 fn any_thread_count_gives_the_same_bits() {
     let s = seed();
     let mut r = Rng::new(s);
-    for round in 0..2 {
-        let sp = spec(&mut r, round == 0);
+    for round in 0..3 {
+        let mut sp = spec(&mut r, round != 1);
+        if round == 2 {
+            // A stem wider than three block convs and a narrow head: the requant region
+            // (12 bytes a channel of the widest conv) holds the tables of a depthwise conv,
+            // its pointwise conv and the post conv, and the head's table, the last one an
+            // inference writes, does not cover it — so the arena shows where each table
+            // lay (a post conv's at the region's end, in a conv's parts or on its own).
+            sp.cb = 12 + r.below(8) as u16;
+            sp.c0 = 3 * sp.cb + 2 + r.below(6) as u16;
+            sp.features = 16 + r.below(8) as u16;
+        }
         println!("round {round}: {sp:?}");
         let net = TestNet::random(sp, r.next_u64());
         let xs = net.inputs(2, r.next_u64());
@@ -99,13 +109,13 @@ fn any_thread_count_gives_the_same_bits() {
                         assert!(fused.0 > fused.1, "no concat fused: {at}");
                         let can = name == "int8";
                         assert!(can || fused.1 == 0, "depthwise fused {}: {at}", fused.1);
-                        let must = can && mode != Mode::Streaming && round == 0 && min_macs == 1;
+                        let must = can && mode != Mode::Streaming && round != 1 && min_macs == 1;
                         assert!(!must || fused.1 > 0, "no depthwise conv fused: {at}");
                         // Both concats, and in int8 the pointwise convs on their outputs
                         // where not streamed and their tables fit: in Materialized the
                         // stride-1 unit's first conv at least (the head conv's table may
                         // not fit beside two more).
-                        let post = usize::from(can && mode == Mode::Materialized && round == 0);
+                        let post = usize::from(can && mode == Mode::Materialized && round != 1);
                         let most = if can { 4 } else { 2 };
                         let cat_post = fused.0 - fused.1;
                         assert!((2 + post..=most).contains(&cat_post), "{cat_post}: {at}");
