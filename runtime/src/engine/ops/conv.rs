@@ -288,7 +288,7 @@ pub(in crate::engine) fn eval(
             c.map_or(0..0, |c| c.ra.clone()),
         ]
     };
-    // The post conv's table after this conv's (and the depthwise conv's before both).
+    // The post conv's table at the region's end, past the depthwise conv's and this conv's.
     let post_room = |(p, _, q): Group<'_, '_, '_>| {
         q.is_none_or(|q| room >= p.map_or(0, |d| d.table_bytes()) + 12 * cout + q.table_bytes())
     };
