@@ -12,8 +12,8 @@
 //! earlier one read last; the plan keeps every value a group reads or writes live across the
 //! whole group, group by group, wherever that does not grow the arena, else across as many
 //! of its first ops as that allows (at 1.0x @224 11 of 16 concats and 5 of 19 depthwise
-//! convs ran alone for it; now every one of them runs in a conv's parts, and 15 of the 16
-//! pointwise convs after a concat: the first downsampling block's would grow the arena).
+//! convs ran alone for it; now every group fits whole but the first downsampling block's,
+//! whose pointwise conv after the concat would grow the arena).
 
 use core::ops::Range;
 
@@ -198,21 +198,15 @@ fn crossed(sched: &[Access], offsets: &[usize], lines: Range<usize>) -> usize {
 /// ~20 ns each on the benchmark host (at 2 threads by-liveness plans crossed about a
 /// quarter of each inference's lines).
 fn settle(g: &Graph, elem: usize, life: &[(i64, i64)], plan: Plan) -> Plan {
-    let sizes: Vec<usize> = g
-        .values
-        .iter()
-        .map(|&(h, w, c)| align(h * w * c * elem))
-        .collect();
+    let (sizes, order) = sizes(g, elem);
     let total = plan.activation_bytes as usize;
     let mut offs: Vec<usize> = plan.offsets.iter().map(|&o| o as usize).collect();
     let sched = schedule(g, elem);
-    let mut order: Vec<usize> = (0..sizes.len()).collect();
-    order.sort_by_key(|&v| (std::cmp::Reverse(sizes[v]), v));
     for _ in 0..2 {
         for &v in &order {
             let size = sizes[v];
             let busy: Vec<(usize, usize)> = (0..sizes.len())
-                .filter(|&w| w != v && life[w].0 <= life[v].1 && life[v].0 <= life[w].1)
+                .filter(|&w| w != v && meet(life[w], life[v]))
                 .map(|w| (offs[w], offs[w] + sizes[w]))
                 .collect();
             let free = |at: usize| {
@@ -255,8 +249,8 @@ fn settle(g: &Graph, elem: usize, life: &[(i64, i64)], plan: Plan) -> Plan {
     }
 }
 
-/// Greedy-by-size placement of values alive over `life`.
-fn place(g: &Graph, elem: usize, life: &[(i64, i64)]) -> Plan {
+/// Each value's bytes (16-aligned), and the values largest first (ties in index order).
+fn sizes(g: &Graph, elem: usize) -> (Vec<usize>, Vec<usize>) {
     let sizes: Vec<usize> = g
         .values
         .iter()
@@ -264,13 +258,24 @@ fn place(g: &Graph, elem: usize, life: &[(i64, i64)]) -> Plan {
         .collect();
     let mut order: Vec<usize> = (0..sizes.len()).collect();
     order.sort_by_key(|&v| (std::cmp::Reverse(sizes[v]), v));
+    (sizes, order)
+}
+
+/// Whether two lifetimes (`[first, last]` ops) share an op.
+fn meet(a: (i64, i64), b: (i64, i64)) -> bool {
+    a.0 <= b.1 && b.0 <= a.1
+}
+
+/// Greedy-by-size placement of values alive over `life`.
+fn place(g: &Graph, elem: usize, life: &[(i64, i64)]) -> Plan {
+    let (sizes, order) = sizes(g, elem);
     let mut offsets = vec![0usize; sizes.len()];
     let mut placed: Vec<usize> = Vec::new();
     for &v in &order {
         // Blocks of already placed values alive at the same time, by offset.
         let mut busy: Vec<(usize, usize)> = placed
             .iter()
-            .filter(|&&w| life[w].0 <= life[v].1 && life[v].0 <= life[w].1)
+            .filter(|&&w| meet(life[w], life[v]))
             .map(|&w| (offsets[w], offsets[w] + sizes[w]))
             .collect();
         busy.sort();
@@ -315,7 +320,7 @@ mod tests {
                 assert_eq!(p.offsets[a] % 16, 0);
                 assert!(p.offsets[a] as usize + sz(a) <= p.activation_bytes as usize);
                 for b in a + 1..g.values.len() {
-                    let live = life[a].0 <= life[b].1 && life[b].0 <= life[a].1;
+                    let live = meet(life[a], life[b]);
                     let (ra, rb) = (
                         (p.offsets[a] as usize, p.offsets[a] as usize + sz(a)),
                         (p.offsets[b] as usize, p.offsets[b] as usize + sz(b)),

@@ -555,27 +555,23 @@ impl<'b, 'a> Engine<'b, 'a> {
                     // With threads the concat after it and the pointwise conv after that go
                     // with it too.
                     let with = cx.par.threaded();
-                    // The op after a concat, decoded once: `ahead` stands past the concat with
-                    // it peeked, and takes over where it runs in the conv's parts.
-                    let cat = |n: &(usize, Op)| matches!(n.1, Op::ConcatShuffle { .. });
-                    let mut ahead = match all.peek() {
-                        Some(n) if with && cat(n) => {
-                            let mut a = all.clone();
-                            a.next();
-                            Some(a)
-                        }
+                    let cat_out = match all.peek() {
+                        Some((_, Op::ConcatShuffle { output, .. })) if with => Some(*output),
                         _ => None,
                     };
+                    // The op after a concat, decoded once: `ahead` stands past the concat with
+                    // it peeked, and takes over where it runs in the conv's parts.
+                    let mut ahead = cat_out.map(|_| {
+                        let mut a = all.clone();
+                        a.next();
+                        a
+                    });
                     let post = ahead.as_mut().and_then(|a| a.peek().copied());
                     let next = all.peek().filter(|_| with).map(|(_, n)| n);
                     let at_end = matches!(conv, Op::Conv { input, .. } if after_cat.take() == Some(input.value));
                     let mut pre_done = || hook.done(i);
                     let pre = pre.as_ref().map(|d| (d, &mut pre_done as &mut dyn FnMut()));
                     let post_op = post.as_ref().map(|(_, n)| n);
-                    let cat_out = next.and_then(|n| match *n {
-                        Op::ConcatShuffle { output, .. } => Some(output),
-                        _ => None,
-                    });
                     let f = ops::conv::eval(&mut cx, j, &conv, next, post_op, at_end, pre)?;
                     // Run in the conv's parts, an op's time is the conv's.
                     hook.done(j);

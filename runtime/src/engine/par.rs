@@ -22,7 +22,7 @@
 //!   ([`Par::dw_conv_i8`]): each part computes its rows of the depthwise output, then the
 //!   pointwise conv (and its concat) on those pixels — one fork-join for the three ops;
 //! - an int8 pointwise conv that reads the concat's output runs after it in the same parts
-//!   ([`Post`]: the next ShuffleNetV2 block's first conv), so a block from its depthwise
+//!   ([`Then::post`]: the next ShuffleNetV2 block's first conv), so a block from its depthwise
 //!   conv to the next block's first conv is one job. Its requantisation table lies at the
 //!   requant region's end, where such a conv keeps it when it runs on its own too, so the
 //!   arena after an inference does not depend on the thread count.
@@ -189,60 +189,50 @@ pub(crate) struct Par<'p> {
     _p: core::marker::PhantomData<&'p ()>,
 }
 
-/// [`Then`]'s op: `(first pixel, the conv's output from it, the op's output rows)`.
+/// A [`Stage`]'s op: `f(p0, x, out)`, `x` its input from pixel `p0` (whole pixels: the op
+/// before it's output) and `out` its output's run of the same pixels.
 pub(crate) type ThenFn<'a, T> = dyn Fn(usize, &[T], &mut [T]) + Sync + 'a;
 
-/// An elementwise op fused after a conv: the concat + shuffle that reads the conv's output
-/// (`ops::concat_shuffle`). Where the conv splits by pixels it runs in each part right after
-/// the conv wrote the part's pixels (the threads meet once for both ops, and the part's
-/// outputs are still in cache); otherwise after the whole conv, split by rows as it would
-/// be alone.
-pub(crate) struct Then<'a, T> {
-    /// The fused op's output, `unit` elements a pixel (as many pixels as the conv's).
+/// An op on the pixels of the op before it: its output, `unit` elements a pixel (as many
+/// pixels as the one before), its work (as [`Par::rows`] takes it, for its split when run
+/// alone) and its [`ThenFn`].
+pub(crate) struct Stage<'a, T> {
     pub out: &'a mut [T],
     pub unit: usize,
-    /// The fused op's work (as [`Par::rows`] takes it), for its split when run alone.
     pub work: usize,
-    /// `f(p0, y, out)`: the conv's output from pixel `p0` (whole pixels) and `out`'s run of
-    /// the same pixels.
     pub f: &'a ThenFn<'a, T>,
-    /// The pointwise conv that reads `out`, run after it on the same pixels.
-    pub post: Option<Post<'a, T>>,
 }
 
-/// [`Post`]'s op: `(pixels, the [`Then`] op's output from the run's first pixel, the
-/// conv's output run)`.
-pub(crate) type PostFn<'a, T> = dyn Fn(usize, &[T], &mut [T]) + Sync + 'a;
+impl<'a, T: Send + Sync> Stage<'a, T> {
+    /// Runs alone, split by pixel rows as it would be alone, after the op before it wrote
+    /// all of `x` (`xunit` elements a pixel); returns its output.
+    fn after(self, par: Par<'_>, x: &[T], xunit: usize) -> &'a [T] {
+        let (f, out) = (self.f, self.out);
+        par.rows(&mut *out, self.unit, self.work, |p0, o| {
+            f(p0, &x[p0 * xunit..], o)
+        });
+        out
+    }
+}
 
-/// A pointwise conv after a [`Then`] op that reads its output, as ShuffleNetV2's next block
-/// starts with a pointwise conv on the concat's: in each pixel part right after the concat
-/// wrote the part's pixels, so a block's ops from its depthwise conv on run as one job.
-pub(crate) struct Post<'a, T> {
-    /// Its output, `unit` elements a pixel.
-    pub y: &'a mut [T],
-    pub unit: usize,
-    /// Its work (as [`Par::rows`] takes it), for its split when run alone.
-    pub work: usize,
-    pub f: &'a PostFn<'a, T>,
+/// The ops fused after a conv: the concat + shuffle that reads the conv's output
+/// (`ops::concat_shuffle`), and the pointwise conv that reads the concat's (`post`, as
+/// ShuffleNetV2's next block starts: a block's ops from its depthwise conv on run as one
+/// job). Where the conv splits by pixels they run in each part right after the conv wrote
+/// the part's pixels (the threads meet once for all the ops, and the part's outputs are
+/// still in cache); otherwise after the whole conv, each split by rows as it would be alone.
+pub(crate) struct Then<'a, T> {
+    pub cat: Stage<'a, T>,
+    pub post: Option<Stage<'a, T>>,
 }
 
 impl<T: Send + Sync> Then<'_, T> {
-    /// Runs alone, after the conv wrote all of `y` (`cout` elements a pixel), and then
-    /// [`Then::post`] (each split by pixels as it would be alone).
+    /// Runs alone, after the conv wrote all of `y` (`cout` elements a pixel).
     fn after(self, par: Par<'_>, y: &[T], cout: usize) {
-        let (f, unit, out) = (self.f, self.unit, self.out);
-        par.rows(&mut *out, unit, self.work, |p0, o| {
-            f(p0, &y[p0 * cout..], o)
-        });
-        if let Some(Post {
-            y,
-            unit: pu,
-            work,
-            f,
-        }) = self.post
-        {
-            let x = &*out;
-            par.rows(y, pu, work, |p0, o| f(o.len() / pu, &x[p0 * unit..], o));
+        let unit = self.cat.unit;
+        let out = self.cat.after(par, y, cout);
+        if let Some(p) = self.post {
+            p.after(par, out, unit);
         }
     }
 }
@@ -251,7 +241,7 @@ impl<T: Send + Sync> Then<'_, T> {
 #[cfg(feature = "threads")]
 struct ThenFns<'a, T> {
     f: &'a ThenFn<'a, T>,
-    post: Option<(&'a PostFn<'a, T>, usize)>,
+    post: Option<&'a ThenFn<'a, T>>,
 }
 
 // (Not derived: that would ask `T: Copy`.)
@@ -270,8 +260,8 @@ impl<T> ThenFns<'_, T> {
     /// The ops on the part from pixel `p0` whose conv output is `y`.
     fn run(&self, p0: usize, y: &[T], (out, post): (&mut [T], Option<&mut [T]>)) {
         (self.f)(p0, y, out);
-        if let (Some((f, unit)), Some(py)) = (self.post, post) {
-            f(py.len() / unit, out, py)
+        if let (Some(f), Some(py)) = (self.post, post) {
+            f(p0, out, py)
         }
     }
 }
@@ -694,8 +684,8 @@ enum Cut {
     Channels,
 }
 
-/// `then`'s outputs cut at `runs` (its own and its [`Post`]'s; one `None` a part without
-/// it), and its ops.
+/// `then`'s outputs cut at `runs` (its stages'; one `None` a part without them), and its
+/// ops.
 #[cfg(feature = "threads")]
 #[allow(clippy::type_complexity)]
 fn then_parts<'a, T>(
@@ -705,24 +695,21 @@ fn then_parts<'a, T>(
     Vec<Option<(&'a mut [T], Option<&'a mut [T]>)>>,
     Option<ThenFns<'a, T>>,
 ) {
-    let Some(t) = then else {
+    let Some(Then { cat, post }) = then else {
         return (runs.iter().map(|_| None).collect(), None);
     };
-    let outs = split_mut(t.out, t.unit, runs)
-        .into_iter()
-        .map(|(_, _, o)| o);
-    let (posts, post): (Vec<_>, _) = match t.post {
-        Some(p) => (
-            split_mut(p.y, p.unit, runs)
-                .into_iter()
-                .map(|(_, _, o)| Some(o))
-                .collect(),
-            Some((p.f, p.unit)),
-        ),
-        None => (runs.iter().map(|_| None).collect(), None),
+    let cut = |s: Stage<'a, T>| {
+        split_mut(s.out, s.unit, runs)
+            .into_iter()
+            .map(|(_, _, o)| o)
     };
-    let parts = outs.zip(posts).map(Some).collect();
-    (parts, Some(ThenFns { f: t.f, post }))
+    let (f, pf) = (cat.f, post.as_ref().map(|p| p.f));
+    let posts: Vec<_> = match post {
+        Some(p) => cut(p).map(Some).collect(),
+        None => runs.iter().map(|_| None).collect(),
+    };
+    let parts = cut(cat).zip(posts).map(Some).collect();
+    (parts, Some(ThenFns { f, post: pf }))
 }
 
 /// A k×k conv's output rows alone: `(g, rows, x, y)`, `y` holding those rows
@@ -1042,10 +1029,12 @@ mod tests {
                         let mut fused = vec![0i8; ho * wo * unit];
                         let parts = (CHUNKS_PER_THREAD * pool.threads()).min(units(cq));
                         let t = Then {
-                            out: &mut fused,
-                            unit,
-                            work: 1 << 20,
-                            f: &f,
+                            cat: Stage {
+                                out: &mut fused,
+                                unit,
+                                work: 1 << 20,
+                                f: &f,
+                            },
                             post: None,
                         };
                         split_conv(
@@ -1105,10 +1094,12 @@ mod tests {
                     let mut y = vec![0i8; g.out_len()];
                     let mut fused = vec![0i8; ho * wo * unit];
                     let t = Then {
-                        out: &mut fused,
-                        unit,
-                        work: 1 << 20,
-                        f: &f,
+                        cat: Stage {
+                            out: &mut fused,
+                            unit,
+                            work: 1 << 20,
+                            f: &f,
+                        },
                         post: None,
                     };
                     par.conv_i8(fq, (dw, dw_rows), &g, &xq, zx, &wq, &rq, q, &mut y, Some(t));
@@ -1151,7 +1142,7 @@ mod tests {
     /// A depthwise conv run in the parts of the pointwise conv after it
     /// ([`Par::dw_conv_i8`]) gives both convs' bytes — the depthwise output the pointwise
     /// conv reads, the pointwise output, a fused op after it and a pointwise conv on that
-    /// op's output ([`Post`]) — with every kernel table
+    /// op's output ([`Then::post`]) — with every kernel table
     /// on this CPU, through its rows slot and through the row-early window without it,
     /// in random shares at 2–4 threads, on random geometries (stride 1 and 2, one-row
     /// parts, a channel window of a wider input) and random data; and whole, one op after
@@ -1253,7 +1244,7 @@ mod tests {
                         want[px * cout + k % cout].wrapping_add((px + 3 * k) as i8)
                     })
                     .collect();
-                // And a pointwise conv on a channel window of that op's output, as `Post`
+                // And a pointwise conv on a channel window of that op's output, as `post`
                 // runs it.
                 let (po, pc) = {
                     let o = r.below(u);
@@ -1276,7 +1267,8 @@ mod tests {
                 let (rqq, zq, qq) = (table(&mut r, pg.cout), byte(&mut r) as i32, q(&mut r));
                 let mut want_post = vec![0i8; pg.out_len()];
                 (kern.conv1x1_i8)(&pg, &want_then, zq, &wq, &rqq, qq, &mut want_post);
-                let post = |n: usize, x: &[i8], y: &mut [i8]| {
+                let post = |_: usize, x: &[i8], y: &mut [i8]| {
+                    let n = y.len() / pg.cout;
                     let part = Geom {
                         h: 1,
                         w: n,
@@ -1299,12 +1291,14 @@ mod tests {
                         let mut out = vec![0i8; ho * wo * u];
                         let mut py = vec![0i8; pg.out_len()];
                         let t = Then {
-                            out: &mut out,
-                            unit: u,
-                            work: ho * wo,
-                            f: &then,
-                            post: Some(Post {
-                                y: &mut py,
+                            cat: Stage {
+                                out: &mut out,
+                                unit: u,
+                                work: ho * wo,
+                                f: &then,
+                            },
+                            post: Some(Stage {
+                                out: &mut py,
                                 unit: pg.cout,
                                 work: pg.out_len() * pc,
                                 f: &post,

@@ -3,7 +3,7 @@
 //! quantisation is rescaled to it on the way.
 
 use super::{f32s, f32s_mut, i8s, i8s_mut, io, rescale_into, rescale_one, rescale_table, Ctx, R};
-use crate::engine::par::{Then, ThenFn};
+use crate::engine::par::{Stage, Then, ThenFn};
 use crate::engine::EngineError;
 use crate::format::{validate, Op};
 use crate::kernels::reference as k;
@@ -113,10 +113,12 @@ impl Prepared {
     /// run of pixels into `out`, the op's output.
     pub fn then<'a, T>(&self, out: &'a mut [T], f: &'a ThenFn<'a, T>) -> Then<'a, T> {
         Then {
-            out,
-            unit: 2 * self.c,
-            work: self.work(),
-            f,
+            cat: Stage {
+                out,
+                unit: 2 * self.c,
+                work: self.work(),
+                f,
+            },
             post: None,
         }
     }

@@ -13,9 +13,9 @@ use super::{
     concat_shuffle, conv_geom, dwconv, expect_len, f32s, f32s_mut, fits_n, i8s, i8s_mut, io_n,
     op_requant, out_q, requant_table, tensor, Ctx, RqCache, R,
 };
-use crate::engine::par::Post;
+use crate::engine::par::Stage;
 use crate::engine::EngineError;
-use crate::format::{layout, Mode, Op};
+use crate::format::{layout, Mode, Op, TensorRef};
 use crate::kernels::{ConvI8, Geom};
 use crate::quant::QParams;
 use crate::switch::{self, Delta};
@@ -27,6 +27,56 @@ enum Weights<'w> {
     /// A Materialized expert's slot of the weights region (weights, then int8 scales — or,
     /// where `select` cached the table split, its multipliers: `ops::Entry::Split`).
     Rebuilt(&'w [u8]),
+}
+
+/// The weights of a conv not streamed: a rebuilt expert's `slot` of the weights region, else
+/// the bundle's `W0` tensors (`wscale`, int8 only).
+fn weights<'w>(
+    cx: &Ctx<'w, '_>,
+    slot: Option<Range<usize>>,
+    (weight, wscale): (TensorRef, TensorRef),
+    op: usize,
+) -> R<Weights<'w>> {
+    Ok(match slot {
+        Some(r) => Weights::Rebuilt(cx.weights.get(r).ok_or(EngineError::Malformed { op })?),
+        None => {
+            let ws = if cx.int8 {
+                tensor(cx.shared, wscale, op)?
+            } else {
+                &[]
+            };
+            Weights::Shared(tensor(cx.shared, weight, op)?, ws)
+        }
+    })
+}
+
+/// int8 `w` of a `(cout, cin, k, pad)` conv with `hw` output pixels (`wlen` weight bytes in
+/// a rebuilt expert's slot): the weights, their per-channel scales (or a split cache
+/// entry's multipliers) and the table's packed pointwise slot where the rebuilt expert is in
+/// its layout ([`packed`]).
+fn i8_weights<'w>(
+    kern: &crate::kernels::Kernels,
+    mode: Mode,
+    w: Weights<'w>,
+    wlen: usize,
+    (cout, cin, k, pad): (usize, usize, usize, usize),
+    hw: usize,
+    op: usize,
+) -> R<(&'w [i8], &'w [f32], Option<crate::kernels::PackedConv1x1I8>)> {
+    let n = cout * cin * k * k;
+    Ok(match w {
+        Weights::Rebuilt(b) => {
+            let (w, s) = b.split_at(wlen);
+            let packed =
+                (kern.conv1x1_i8_packed).filter(|p| packed(mode, k, pad, hw, p.min_pixels));
+            (&i8s(w)[..n], &f32s(s)?[..cout], packed)
+        }
+        Weights::Shared(w, ws) => (
+            expect_len(i8s(w), n, op)?,
+            expect_len(f32s(ws)?, cout, op)?,
+            None,
+        ),
+    })
 }
 
 /// Which ops [`eval`] ran inside the conv's own parts.
@@ -41,7 +91,7 @@ pub(in crate::engine) struct Fused {
 
 /// The pointwise conv after a fused concat that reads the concat's output (op `i + 2` of a
 /// conv `i`: the next ShuffleNetV2 block's first conv, or the head conv after the last
-/// block), prepared to run in the conv's parts after the concat ([`Post`]): int8, its
+/// block), prepared to run in the conv's parts after the concat ([`crate::engine::par::Then::post`]): int8, its
 /// weights rebuilt at the switch or shared (not streamed: no scratch, no delta cursor), its
 /// requantisation table at the requant region's end, where such a conv (one right after the
 /// concat whose output it reads) keeps it when it runs on its own too (`at_end` of
@@ -89,25 +139,25 @@ fn post_conv<'w>(cx: &Ctx<'w, '_>, j: usize, op: &Op, reads: u16) -> R<Option<Po
     let (vin, vout) = (cx.value(input.value, j)?, cx.value(output, j)?);
     let cout = cout as usize;
     let g = conv_geom(&vin, &input, &vout, cout, 1, 1, 0, j)?;
-    let (n, hw) = (cout * g.cin, g.ho * g.wo);
-    let (w, ws, slot, f) = match expert {
-        Some(_) if cx.plan.streams(j, cout, g.cin, 1, hw) => return Ok(None),
-        Some(_) => {
-            let (wlen, slot) = layout::expert_slot(cout, g.cin, 1, true).ok_or(bad)?;
-            let r = cx.wofs..cx.wofs.checked_add(slot).ok_or(bad)?;
-            let (w, s) = cx.weights.get(r).ok_or(bad)?.split_at(wlen);
-            let f = (cx.kern.conv1x1_i8_packed)
-                .filter(|p| packed(cx.plan.mode(), 1, 0, hw, p.min_pixels))
-                .map_or(cx.kern.conv1x1_i8, |p| p.conv);
-            (&i8s(w)[..n], &f32s(s)?[..cout], slot, f)
-        }
-        None => (
-            expect_len(i8s(tensor(cx.shared, weight, j)?), n, j)?,
-            expect_len(f32s(tensor(cx.shared, wscale, j)?)?, cout, j)?,
-            0,
-            cx.kern.conv1x1_i8,
-        ),
-    };
+    let hw = g.ho * g.wo;
+    if expert.is_some() && cx.plan.streams(j, cout, g.cin, 1, hw) {
+        return Ok(None);
+    }
+    let (wlen, slot) = layout::expert_slot(cout, g.cin, 1, true).ok_or(bad)?;
+    // Its slot, after the conv's (taken once it runs in the conv's parts).
+    let slot = if expert.is_some() { slot } else { 0 };
+    let end = cx.wofs.checked_add(slot).ok_or(bad)?;
+    let w = weights(cx, expert.map(|_| cx.wofs..end), (weight, wscale), j)?;
+    let (w, ws, packed) = i8_weights(
+        &cx.kern,
+        cx.plan.mode(),
+        w,
+        wlen,
+        (cout, g.cin, 1, 0),
+        hw,
+        j,
+    )?;
+    let f = packed.map_or(cx.kern.conv1x1_i8, |p| p.conv);
     Ok(Some(PostConv {
         op: j,
         g,
@@ -200,8 +250,7 @@ pub(in crate::engine) fn eval(
         Some(_) if !cx.plan.streams(i, cout, g.cin, kk, g.ho * g.wo) => {
             let r = cx.wofs..cx.wofs.checked_add(slot).ok_or(bad)?;
             cx.wofs = r.end;
-            let weights = cx.weights;
-            (Weights::Rebuilt(weights.get(r).ok_or(bad)?), None)
+            (weights(cx, Some(r), (weight, wscale), i)?, None)
         }
         Some(e) => {
             let dref = cx.cursor.get(e as usize).ok_or(EngineError::DeptMismatch)?;
@@ -216,21 +265,9 @@ pub(in crate::engine) fn eval(
                 cx.m.rank as usize,
             )
             .ok_or(EngineError::DeptMismatch)?;
-            let ws = if cx.int8 {
-                tensor(shared, wscale, i)?
-            } else {
-                &[]
-            };
-            (Weights::Shared(tensor(shared, weight, i)?, ws), Some(d))
+            (weights(cx, None, (weight, wscale), i)?, Some(d))
         }
-        None => {
-            let ws = if cx.int8 {
-                tensor(shared, wscale, i)?
-            } else {
-                &[]
-            };
-            (Weights::Shared(tensor(shared, weight, i)?, ws), None)
-        }
+        None => (weights(cx, None, (weight, wscale), i)?, None),
     };
     let q = cx.io_qparams(input.value, output, i)?;
     let (rin, rout) = (cx.range(&vin, i)?, cx.range(&vout, i)?);
@@ -333,20 +370,8 @@ pub(in crate::engine) fn eval(
     let kern = cx.kern;
     match q {
         Some((qx, qy)) => {
-            let (w, ws, packed) = match w {
-                Weights::Rebuilt(b) => {
-                    let (w, s) = b.split_at(wlen);
-                    let packed = kern
-                        .conv1x1_i8_packed
-                        .filter(|p| packed(mode, kk, pad, g.ho * g.wo, p.min_pixels));
-                    (&i8s(w)[..n], &f32s(s)?[..cout], packed)
-                }
-                Weights::Shared(w, ws) => (
-                    expect_len(i8s(w), n, i)?,
-                    expect_len(f32s(ws)?, cout, i)?,
-                    None,
-                ),
-            };
+            let dims = (cout, g.cin, kk, pad);
+            let (w, ws, packed) = i8_weights(&kern, mode, w, wlen, dims, g.ho * g.wo, i)?;
             // The fused depthwise conv: its table first (the cache is read in graph order),
             // then this conv's after it in the requant region (at its end with `at_end`),
             // and a post conv's at its end.
@@ -365,7 +390,8 @@ pub(in crate::engine) fn eval(
             };
             let run_post = post_table.map(|(p, (rq, zx))| {
                 let (f, g, w, q) = (p.f, p.g, p.w, out_q(p.q.1, p.relu));
-                move |n: usize, x: &[i8], y: &mut [i8]| {
+                move |_: usize, x: &[i8], y: &mut [i8]| {
+                    let n = y.len() / g.cout;
                     let part = Geom {
                         h: 1,
                         w: n,
@@ -394,8 +420,8 @@ pub(in crate::engine) fn eval(
                 _ => None,
             };
             if let (Some(t), Some(p), Some(f)) = (then.as_mut(), fpost, &run_post) {
-                t.post = Some(Post {
-                    y: i8s_mut(ypost).get_mut(..p.g.out_len()).ok_or(bad)?,
+                t.post = Some(Stage {
+                    out: i8s_mut(ypost).get_mut(..p.g.out_len()).ok_or(bad)?,
                     unit: p.g.cout,
                     work: p.g.ho * p.g.wo * p.g.cout * p.g.cin,
                     f,
