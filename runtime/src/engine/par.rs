@@ -320,8 +320,7 @@ fn pixels_of<'x, T>(g: &Geom, x: &'x [T], p0: usize, n: usize) -> &'x [T] {
 
 /// Geometry of output pixels `p0 .. p0 + n` of a pointwise stride-1 conv, as a `1 × n`
 /// image whose input starts at pixel `p0`.
-#[cfg(feature = "threads")]
-fn pixel_part(g: &Geom, n: usize) -> Geom {
+pub(in crate::engine) fn pixel_part(g: &Geom, n: usize) -> Geom {
     Geom {
         h: 1,
         w: n,
@@ -1268,14 +1267,7 @@ mod tests {
                 let mut want_post = vec![0i8; pg.out_len()];
                 (kern.conv1x1_i8)(&pg, &want_then, zq, &wq, &rqq, qq, &mut want_post);
                 let post = |_: usize, x: &[i8], y: &mut [i8]| {
-                    let n = y.len() / pg.cout;
-                    let part = Geom {
-                        h: 1,
-                        w: n,
-                        ho: 1,
-                        wo: n,
-                        ..pg
-                    };
+                    let part = pixel_part(&pg, y.len() / pg.cout);
                     (kern.conv1x1_i8)(&part, x, zq, &wq, &rqq, qq, y)
                 };
                 for pool in &pools {

@@ -391,14 +391,7 @@ pub(in crate::engine) fn eval(
             let run_post = post_table.map(|(p, (rq, zx))| {
                 let (f, g, w, q) = (p.f, p.g, p.w, out_q(p.q.1, p.relu));
                 move |_: usize, x: &[i8], y: &mut [i8]| {
-                    let n = y.len() / g.cout;
-                    let part = Geom {
-                        h: 1,
-                        w: n,
-                        ho: 1,
-                        wo: n,
-                        ..g
-                    };
+                    let part = crate::engine::par::pixel_part(&g, y.len() / g.cout);
                     f(&part, x, zx, w, rq, q, y)
                 }
             });
