@@ -39,7 +39,7 @@
 //!
 //! Without the feature [`Par`] is a zero-sized pass-through: the no_std engine stays
 //! single-threaded and allocation-free.
-use crate::kernels::{ConvF32, ConvI8, DwRowsI8, Geom, OutQ};
+use crate::kernels::{ConvF32, ConvI8, ConvRowsI8, Geom, OutQ};
 
 /// Pixel split points of a streamed expert's path and, per table, of an f32 pointwise
 /// conv ([`crate::kernels::PIX_ALIGN`]).
@@ -520,13 +520,13 @@ impl<'p> Par<'p> {
     }
 
     /// Runs the int8 conv slot `f` (contract of [`ConvI8`]) over `g`, split if worth it;
-    /// `rows`: with `depthwise`, the table's [`DwRowsI8`] twin of `f` (a row cut's parts
+    /// `rows`: for a k×k conv, the table's [`ConvRowsI8`] twin of `f` (a row cut's parts
     /// then compute their rows alone, in place).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn conv_i8(
         self,
         f: ConvI8,
-        (depthwise, rows): (bool, Option<DwRowsI8>),
+        (depthwise, rows): (bool, Option<ConvRowsI8>),
         g: &Geom,
         x: &[i8],
         zx: i32,
@@ -562,7 +562,7 @@ impl<'p> Par<'p> {
     pub(crate) fn dw_conv_i8(
         self,
         pre: Pre<'_>,
-        dw: (ConvI8, Option<DwRowsI8>),
+        dw: (ConvI8, Option<ConvRowsI8>),
         done: &mut dyn FnMut(),
         f: ConvI8,
         g: &Geom,
@@ -624,10 +624,10 @@ impl<'p> Par<'p> {
     }
 }
 
-/// A [`DwRowsI8`] slot on its conv's operands: a [`RowsFn`].
+/// A [`ConvRowsI8`] slot on its conv's operands: a [`RowsFn`].
 #[cfg(feature = "threads")]
 fn rows_i8<'a>(
-    f: DwRowsI8,
+    f: ConvRowsI8,
     zx: i32,
     w: &'a [i8],
     rq: &'a [[i32; 3]],
@@ -712,7 +712,7 @@ fn then_parts<'a, T>(
 }
 
 /// A k×k conv's output rows alone: `(g, rows, x, y)`, `y` holding those rows
-/// ([`DwRowsI8`]).
+/// ([`ConvRowsI8`]).
 #[cfg(feature = "threads")]
 type RowsFn<'a, T> = dyn Fn(&Geom, core::ops::Range<usize>, &[T], &mut [T]) + Sync + 'a;
 
@@ -946,10 +946,14 @@ mod tests {
                 };
                 let mut whole_q = vec![0i8; g.out_len()];
                 fq(&g, &xq, zx, &wq, &rq, q, &mut whole_q);
-                // The depthwise rows slot alone: any run of rows is the whole's, and nothing
-                // past its rows is written.
-                let dw_rows = if dw { kern.dwconv3x3_i8_rows } else { None };
-                if let Some(rows) = dw_rows {
+                // The k×k conv's rows slot alone (depthwise, stem): any run of rows is the
+                // whole's, and nothing past its rows is written.
+                let rows_slot = match (dw, pointwise) {
+                    (true, _) => kern.dwconv3x3_i8_rows,
+                    (_, false) => kern.conv_i8_rows,
+                    _ => None,
+                };
+                if let Some(rows) = rows_slot {
                     let r0 = r.below(ho + 1);
                     let r1 = r0 + r.below(ho - r0 + 1);
                     let row = wo * cout;
@@ -1054,8 +1058,8 @@ mod tests {
                             "then {}",
                             at(&cq)
                         );
-                        // A depthwise row cut through the rows slot (no row twice).
-                        if let (Some(f), Cut::Rows) = (dw_rows, cq) {
+                        // A row cut through the rows slot (no row twice).
+                        if let (Some(f), Cut::Rows) = (rows_slot, cq) {
                             shares(&mut r);
                             let (wq, rq) = (&wq, &rq);
                             let rows = move |g: &Geom, rr, x: &[i8], y: &mut [i8]| {
@@ -1101,7 +1105,18 @@ mod tests {
                         },
                         post: None,
                     };
-                    par.conv_i8(fq, (dw, dw_rows), &g, &xq, zx, &wq, &rq, q, &mut y, Some(t));
+                    par.conv_i8(
+                        fq,
+                        (dw, rows_slot),
+                        &g,
+                        &xq,
+                        zx,
+                        &wq,
+                        &rq,
+                        q,
+                        &mut y,
+                        Some(t),
+                    );
                     assert_eq!(
                         first_diff(&whole_q, &y),
                         None,
@@ -1420,7 +1435,11 @@ mod split_speed {
                 v[v.len() / 2]
             };
             let (mut y1, mut y2) = (vec![0i8; g.out_len()], vec![1i8; g.out_len()]);
-            let rows = if dw { kern.dwconv3x3_i8_rows } else { None };
+            let rows = match (dw, stem) {
+                (true, _) => kern.dwconv3x3_i8_rows,
+                (_, true) => kern.conv_i8_rows,
+                _ => None,
+            };
             for _ in 0..3 {
                 let one = time(Par::pool(None), &mut y1, None);
                 let two = time(Par::pool(Some(&pool)), &mut y2, rows);

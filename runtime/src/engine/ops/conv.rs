@@ -406,6 +406,8 @@ pub(in crate::engine) fn eval(
                 move |p0: usize, ys: &[i8], o: &mut [i8]| c.run_i8(kcat, &xa[p0 * c.sa..], ys, o)
             });
             let dw = (kern.dwconv3x3_i8, kern.dwconv3x3_i8_rows);
+            // A k×k conv's (the stem's) rows twin: `f` is then `kern.conv_i8`.
+            let rows = if pointwise { None } else { kern.conv_i8_rows };
             let mut then = match (&cat, out, &run_cat) {
                 (Some(c), Some(o), Some(f)) => {
                     Some(c.then(i8s_mut(o).get_mut(..c.out_len()).ok_or(bad)?, f))
@@ -440,7 +442,7 @@ pub(in crate::engine) fn eval(
                             let par = cx.par;
                             fused.pre = par.dw_conv_i8(p, dw, done, f, &g, zx, w, rq, q, y, then)
                         }
-                        _ => (cx.par).conv_i8(f, (false, None), &g, x, zx, w, rq, q, y, then),
+                        _ => (cx.par).conv_i8(f, (false, rows), &g, x, zx, w, rq, q, y, then),
                     }
                 }
                 Some(d) if !rebuilt => {
@@ -471,7 +473,7 @@ pub(in crate::engine) fn eval(
                             let par = cx.par;
                             fused.pre = par.dw_conv_i8(p, dw, done, f, &g, zx, w, rq, q, y, then)
                         }
-                        _ => (cx.par).conv_i8(f, (false, None), &g, x, zx, w, rq, q, y, then),
+                        _ => (cx.par).conv_i8(f, (false, rows), &g, x, zx, w, rq, q, y, then),
                     }
                 }
             }

@@ -192,7 +192,7 @@ pub(crate) fn dwconv3x3_i8(
     dw_i8::<false>(g, 0..g.ho, x, zx, w, rq, q, y)
 }
 
-/// `Kernels::dwconv3x3_i8_rows` ([`super::super::DwRowsI8`]) of [`dwconv3x3_i8`].
+/// `Kernels::dwconv3x3_i8_rows` ([`super::super::ConvRowsI8`]) of [`dwconv3x3_i8`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dwconv3x3_i8_rows(
     g: &Geom,

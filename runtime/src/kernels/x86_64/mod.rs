@@ -61,6 +61,7 @@ pub(crate) fn avx2() -> Kernels {
         }),
         conv_f32: stem::conv_f32,
         conv_i8: stem::conv_i8,
+        conv_i8_rows: Some(stem::conv_i8_rows),
         dwconv3x3_f32: dw3x3::dwconv3x3_f32,
         dwconv3x3_i8: dw3x3::dwconv3x3_i8,
         dwconv3x3_i8_rows: Some(dw3x3::dwconv3x3_i8_rows),

@@ -19,6 +19,7 @@ use core::mem::MaybeUninit;
 use super::requant::{requant8_plain, requant8_sum, Requant, RqCols};
 use crate::kernels::reference::conv::{self as refconv, PATCH};
 use crate::kernels::{Geom, OutQ};
+use core::ops::Range;
 
 /// Largest transposed weight (`n · cout` rounded up to 8 outputs) kept on the stack.
 const WT: usize = 2048;
@@ -90,6 +91,7 @@ fn walk_f32(
         g,
         l,
         pt,
+        0..g.ho,
         y,
         &mut rows,
         |rows, ky, iy, c0, ncols| fill_row_f32(g, x, iy, c0, ncols, &mut rows[ky][..ncols * g.cin]),
@@ -97,7 +99,7 @@ fn walk_f32(
     );
 }
 
-/// The stems' walk over the output: per output row and strip of at most `l.strip` columns,
+/// The stems' walk over output rows `rows_out` (`y` holding those rows): per row and strip of at most `l.strip` columns,
 /// `fill(rows, ky, iy, c0, ncols)` for each kernel row `ky` (input row `iy`, `None` in the
 /// padding; input columns `c0 − pad ..`, `ncols` of them), then per tile of at most `pt`
 /// pixels from strip column `ox`, `tile(rows, ox, npx, c0, out)` from `c0 = 0` on, returning
@@ -106,13 +108,14 @@ fn walk<T, R>(
     g: &Geom,
     l: &StemLayout,
     pt: usize,
+    rows_out: Range<usize>,
     y: &mut [T],
     rows: &mut R,
     mut fill: impl FnMut(&mut R, usize, Option<usize>, usize, usize),
     mut tile: impl FnMut(&R, usize, usize, usize, &mut [T]) -> usize,
 ) {
-    let cout = g.cout;
-    for oy in 0..g.ho {
+    let (cout, r0) = (g.cout, rows_out.start);
+    for oy in rows_out {
         let mut ox0 = 0;
         while ox0 < g.wo {
             let nox = l.strip.min(g.wo - ox0);
@@ -126,7 +129,7 @@ fn walk<T, R>(
                     ncols,
                 );
             }
-            let out = &mut y[(oy * g.wo + ox0) * cout..][..nox * cout];
+            let out = &mut y[((oy - r0) * g.wo + ox0) * cout..][..nox * cout];
             let mut ox = 0;
             while ox < nox {
                 let npx = pt.min(nox - ox);
@@ -381,11 +384,27 @@ pub(crate) fn conv_i8(
     q: OutQ,
     y: &mut [i8],
 ) {
+    conv_i8_rows(g, 0..g.ho, x, zx, w, rq, q, y)
+}
+
+/// `Kernels::conv_i8_rows` ([`crate::kernels::ConvRowsI8`]) of [`conv_i8`]: output rows
+/// `rows` alone into `y` (the walk over those rows only).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_i8_rows(
+    g: &Geom,
+    rows_out: Range<usize>,
+    x: &[i8],
+    zx: i32,
+    w: &[i8],
+    rq: &[[i32; 3]],
+    q: OutQ,
+    y: &mut [i8],
+) {
     let Some(l) = StemLayout::new(g) else {
-        return refconv::conv_i8(g, x, zx, w, rq, q, y);
+        return refconv::conv_i8_rows(g, rows_out, x, zx, w, rq, q, y);
     };
     let (cout, cp) = (g.cout, l.cp);
-    if cp == 0 || g.ho == 0 || g.wo == 0 {
+    if cp == 0 || rows_out.is_empty() || g.wo == 0 {
         return;
     }
     // wt[j, o] = (w[o, e], w[o, e + 1]) as an i16 pair (low, high) in one i32, for pair
@@ -414,6 +433,7 @@ pub(crate) fn conv_i8(
         g,
         &l,
         PTI,
+        rows_out,
         y,
         &mut rows,
         // SAFETY: only installed after AVX2 detection; `ncols·cin + 16 ≤ RB` (`l.strip`).
