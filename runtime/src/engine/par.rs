@@ -9,7 +9,8 @@
 //!   place; where that cuts unevenly (a 7×7 map in 48-pixel runs) it splits its output
 //!   **channels** at multiples of `CH_ALIGN` instead, each part's outputs scattered into
 //!   `y` from a buffer ([`Pool::scratch`]);
-//! - a k×k conv (the stem, depthwise) splits its output **rows**: a part is the same
+//! - a k×k conv (the stem, depthwise) splits its output **rows**: a part computes its
+//!   pixels alone through the table's pixels twin ([`ConvPixelsI8`]), or else is the same
 //!   kernel on the input rows it reads, starting a row or two early so that the kernel's
 //!   top padding falls on rows it then drops (`row_part`); the rest is written in place;
 //! - input quantisation, concat + shuffle and max pool split their output pixel rows
@@ -19,8 +20,10 @@
 //!   conv's pixel parts, on the pixels each part just wrote ([`Then`]): one fork-join for
 //!   both ops;
 //! - an int8 depthwise conv runs in the parts of the pointwise conv that reads it
-//!   ([`Par::dw_conv_i8`]): each part computes its rows of the depthwise output, then the
-//!   pointwise conv (and its concat) on those pixels — one fork-join for the three ops;
+//!   ([`Par::dw_conv_i8`]): each part computes its pixels of the depthwise output (any
+//!   run of pixels through the pixels twin, so a 7×7 map cuts 25 + 24, not in rows of 4 +
+//!   3), then the pointwise conv (and its concat) on those pixels — one fork-join for the
+//!   three ops;
 //! - an int8 pointwise conv that reads the concat's output runs after it in the same parts
 //!   ([`Then::post`]: the next ShuffleNetV2 block's first conv), so a block from its depthwise
 //!   conv to the next block's first conv is one job. Its requantisation table lies at the
@@ -39,7 +42,7 @@
 //!
 //! Without the feature [`Par`] is a zero-sized pass-through: the no_std engine stays
 //! single-threaded and allocation-free.
-use crate::kernels::{ConvF32, ConvI8, ConvRowsI8, Geom, OutQ};
+use crate::kernels::{ConvF32, ConvI8, ConvPixelsI8, Geom, OutQ};
 
 /// Pixel split points of a streamed expert's path and, per table, of an f32 pointwise
 /// conv ([`crate::kernels::PIX_ALIGN`]).
@@ -520,13 +523,13 @@ impl<'p> Par<'p> {
     }
 
     /// Runs the int8 conv slot `f` (contract of [`ConvI8`]) over `g`, split if worth it;
-    /// `rows`: for a k×k conv, the table's [`ConvRowsI8`] twin of `f` (a row cut's parts
-    /// then compute their rows alone, in place).
+    /// `pixels`: for a k×k conv, the table's [`ConvPixelsI8`] twin of `f` (a row cut's
+    /// parts then compute their rows alone, in place).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn conv_i8(
         self,
         f: ConvI8,
-        (depthwise, rows): (bool, Option<ConvRowsI8>),
+        (depthwise, pixels): (bool, Option<ConvPixelsI8>),
         g: &Geom,
         x: &[i8],
         zx: i32,
@@ -538,23 +541,23 @@ impl<'p> Par<'p> {
     ) {
         #[cfg(feature = "threads")]
         if let Some(plan) = self.plan(g, depthwise, PIX_ALIGN_EXACT) {
-            let rows = rows.map(|f| rows_i8(f, zx, w, rq, q));
-            let rows = rows.as_ref().map(|f| f as &RowsFn<'_, i8>);
-            return split_conv(self, plan, g, x, w, y, then, rows, |g, x, w, c0, y| {
+            let px = pixels.map(|f| pixels_i8(f, zx, w, rq, q));
+            let px = px.as_ref().map(|f| f as &PixelsFn<'_, i8>);
+            return split_conv(self, plan, g, x, w, y, then, px, |g, x, w, c0, y| {
                 f(g, x, zx, w, &rq[c0..c0 + g.cout], q, y)
             });
         }
-        let _ = (depthwise, rows);
+        let _ = (depthwise, pixels);
         f(g, x, zx, w, rq, q, y);
         if let Some(t) = then {
             t.after(self, y, g.cout)
         }
     }
 
-    /// `pre` (with `dw`: the table's `dwconv3x3_i8` slot and its rows twin), then the
+    /// `pre` (with `dw`: the table's `dwconv3x3_i8` slot and its pixels twin), then the
     /// pointwise int8 conv slot `f` over `g` on `pre`'s output, then `then`: split, one job
-    /// for the three ops, each part `pre`'s output rows (cut as alone) and then the
-    /// pointwise conv on those pixels (integer sums: the same bytes however its pixels are
+    /// for the three ops, each part `pre`'s output pixels (any run with the pixels twin,
+    /// else whole rows, cut as alone) and then the pointwise conv on those pixels (integer sums: the same bytes however its pixels are
     /// cut) — each part's pointwise input is what it just wrote, in its own cache, and the
     /// threads meet once; returns `true`. Otherwise (one thread, too little work to split)
     /// one op after the other, `done()` between them; returns `false`.
@@ -562,7 +565,7 @@ impl<'p> Par<'p> {
     pub(crate) fn dw_conv_i8(
         self,
         pre: Pre<'_>,
-        dw: (ConvI8, Option<ConvRowsI8>),
+        dw: (ConvI8, Option<ConvPixelsI8>),
         done: &mut dyn FnMut(),
         f: ConvI8,
         g: &Geom,
@@ -573,17 +576,22 @@ impl<'p> Par<'p> {
         y: &mut [i8],
         then: Option<Then<'_, i8>>,
     ) -> bool {
-        let (dwf, rows) = dw;
+        let (dwf, pixels) = dw;
         let d = pre.g;
         #[cfg(feature = "threads")]
         if let Some(pool) = self.pool {
             let work = d.ho * d.wo * d.cout * 9 * DW_COST + g.ho * g.wo * g.cout * g.cin;
-            let parts = pool.chunks(work).min(d.ho);
+            // Pixels through the pixels twin (integer sums, so any cut), else whole rows.
+            let (units, unit) = match pixels {
+                Some(_) => (d.ho * d.wo, 1),
+                None => (d.ho, d.wo),
+            };
+            let parts = pool.chunks(work).min(units);
             let reads = g.k == 1 && g.stride == 1 && g.pad == 0 && g.c_off == 0;
             let reads = reads && g.in_stride == d.cout && (g.ho, g.wo) == (d.ho, d.wo);
             if parts >= 2 && reads {
-                let px: Vec<_> = (pool.runs(d.ho, parts, 1).into_iter())
-                    .map(|(r, n)| (r * d.wo, n * d.wo))
+                let px: Vec<_> = (pool.runs(units, parts, 1).into_iter())
+                    .map(|(r, n)| (r * unit, n * unit))
                     .collect();
                 let (outs, t) = then_parts(then, &px);
                 let jobs: Vec<_> = split_mut(pre.y, d.cout, &px)
@@ -591,13 +599,15 @@ impl<'p> Par<'p> {
                     .zip(split_mut(y, g.cout, &px))
                     .zip(outs)
                     .collect();
-                let rows = rows.map(|f| rows_i8(f, pre.zx, pre.w, pre.rq, pre.q));
-                let rows = rows.as_ref().map(|f| f as &RowsFn<'_, i8>);
+                let pf = pixels.map(|f| pixels_i8(f, pre.zx, pre.w, pre.rq, pre.q));
                 let (xd, zd, wd, rqd, qd) = (pre.x, pre.zx, pre.w, pre.rq, pre.q);
                 pool.run(jobs, |(((p0, n, xs), (_, _, ys)), out)| {
-                    rows_into(pool, &d, (p0 / d.wo, n / d.wo), xd, xs, rows, |s, x, o| {
-                        dwf(s, x, zd, wd, rqd, qd, o)
-                    });
+                    match &pf {
+                        Some(pf) => pf(&d, p0..p0 + n, xd, xs),
+                        None => rows_into(pool, &d, (p0 / d.wo, n / d.wo), xd, xs, None, {
+                            |s, x, o| dwf(s, x, zd, wd, rqd, qd, o)
+                        }),
+                    }
                     f(&pixel_part(g, n), xs, zx, w, rq, q, ys);
                     if let (Some(t), Some(out)) = (t, out) {
                         t.run(p0, ys, out)
@@ -608,7 +618,7 @@ impl<'p> Par<'p> {
         }
         self.conv_i8(
             dwf,
-            (true, rows),
+            (true, pixels),
             &d,
             pre.x,
             pre.zx,
@@ -624,16 +634,16 @@ impl<'p> Par<'p> {
     }
 }
 
-/// A [`ConvRowsI8`] slot on its conv's operands: a [`RowsFn`].
+/// A [`ConvPixelsI8`] slot on its conv's operands: a [`PixelsFn`].
 #[cfg(feature = "threads")]
-fn rows_i8<'a>(
-    f: ConvRowsI8,
+fn pixels_i8<'a>(
+    f: ConvPixelsI8,
     zx: i32,
     w: &'a [i8],
     rq: &'a [[i32; 3]],
     q: OutQ,
 ) -> impl Fn(&Geom, core::ops::Range<usize>, &[i8], &mut [i8]) + Sync + 'a {
-    move |g, r, x, y| f(g, r, x, zx, w, rq, q, y)
+    move |g, p, x, y| f(g, p, x, zx, w, rq, q, y)
 }
 
 /// The switch's rebuild across the pool: one chunk per layer, the largest first (layers vary
@@ -711,13 +721,13 @@ fn then_parts<'a, T>(
     (parts, Some(ThenFns { f, post: pf }))
 }
 
-/// A k×k conv's output rows alone: `(g, rows, x, y)`, `y` holding those rows
-/// ([`ConvRowsI8`]).
+/// A k×k conv's output pixels alone: `(g, pixels, x, y)`, `y` holding those pixels
+/// ([`ConvPixelsI8`]).
 #[cfg(feature = "threads")]
-type RowsFn<'a, T> = dyn Fn(&Geom, core::ops::Range<usize>, &[T], &mut [T]) + Sync + 'a;
+type PixelsFn<'a, T> = dyn Fn(&Geom, core::ops::Range<usize>, &[T], &mut [T]) + Sync + 'a;
 
 /// The split itself: `run(sub_geometry, x, w, first_channel, y_part)` per part (a row
-/// part through `rows` where given); `then` in each pixel part, or after the whole conv.
+/// part through `px` where given); `then` in each pixel part, or after the whole conv.
 #[cfg(feature = "threads")]
 #[allow(clippy::too_many_arguments)]
 fn split_conv<T: bytemuck::Pod + Send + Sync>(
@@ -728,7 +738,7 @@ fn split_conv<T: bytemuck::Pod + Send + Sync>(
     w: &[T],
     y: &mut [T],
     then: Option<Then<'_, T>>,
-    rows: Option<&RowsFn<'_, T>>,
+    px: Option<&PixelsFn<'_, T>>,
     run: impl Fn(&Geom, &[T], &[T], usize, &mut [T]) + Sync,
 ) {
     let npix = g.ho * g.wo;
@@ -748,7 +758,7 @@ fn split_conv<T: bytemuck::Pod + Send + Sync>(
         Cut::Rows => {
             let jobs = split_mut(y, g.wo * g.cout, &pool.runs(g.ho, parts, 1));
             pool.run(jobs, |(r0, n, part)| {
-                rows_into(pool, g, (r0, n), x, part, rows, |sub, x, out| {
+                rows_into(pool, g, (r0, n), x, part, px, |sub, x, out| {
                     run(sub, x, w, 0, out)
                 })
             });
@@ -790,8 +800,8 @@ fn split_conv<T: bytemuck::Pod + Send + Sync>(
     }
 }
 
-/// Output rows `r0 .. r0 + n` of k×k conv `g` into `part`: through `rows` where given
-/// (computed alone, in place), else `run(sub, x, out)` on their [`row_part`] window (its
+/// Output rows `r0 .. r0 + n` of k×k conv `g` into `part`: through `px` where given
+/// (their pixels computed alone, in place), else `run(sub, x, out)` on their [`row_part`] window (its
 /// early rows, dropped, through a scratch buffer).
 #[cfg(feature = "threads")]
 fn rows_into<T: bytemuck::Pod + Send + Sync>(
@@ -800,11 +810,11 @@ fn rows_into<T: bytemuck::Pod + Send + Sync>(
     (r0, n): (usize, usize),
     x: &[T],
     part: &mut [T],
-    rows: Option<&RowsFn<'_, T>>,
+    px: Option<&PixelsFn<'_, T>>,
     run: impl Fn(&Geom, &[T], &mut [T]),
 ) {
-    if let Some(rows) = rows {
-        return rows(g, r0..r0 + n, x, part);
+    if let Some(px) = px {
+        return px(g, r0 * g.wo..(r0 + n) * g.wo, x, part);
     }
     let (sub, x0, lead) = row_part(g, r0, n);
     let xs = &x[x0..];
@@ -946,26 +956,26 @@ mod tests {
                 };
                 let mut whole_q = vec![0i8; g.out_len()];
                 fq(&g, &xq, zx, &wq, &rq, q, &mut whole_q);
-                // The k×k conv's rows slot alone (depthwise, stem): any run of rows is the
-                // whole's, and nothing past its rows is written.
-                let rows_slot = match (dw, pointwise) {
-                    (true, _) => kern.dwconv3x3_i8_rows,
-                    (_, false) => kern.conv_i8_rows,
+                // The k×k conv's pixels slot alone (depthwise, stem): any run of pixels (rows
+                // cut anywhere) is the whole's, and nothing past its pixels is written.
+                let px_slot = match (dw, pointwise) {
+                    (true, _) => kern.dwconv3x3_i8_pixels,
+                    (_, false) => kern.conv_i8_pixels,
                     _ => None,
                 };
-                if let Some(rows) = rows_slot {
-                    let r0 = r.below(ho + 1);
-                    let r1 = r0 + r.below(ho - r0 + 1);
-                    let row = wo * cout;
-                    let mut part = vec![0x55i8; (r1 - r0 + 1) * row];
-                    rows(&g, r0..r1, &xq, zx, &wq, &rq, q, &mut part);
+                if let Some(px) = px_slot {
+                    let npix = ho * wo;
+                    let p0 = r.below(npix + 1);
+                    let p1 = p0 + r.below(npix - p0 + 1);
+                    let mut part = vec![0x55i8; (p1 - p0 + 1) * cout];
+                    px(&g, p0..p1, &xq, zx, &wq, &rq, q, &mut part);
                     assert_eq!(
-                        first_diff(&whole_q[r0 * row..r1 * row], &part[..(r1 - r0) * row]),
+                        first_diff(&whole_q[p0 * cout..p1 * cout], &part[..(p1 - p0) * cout]),
                         None,
-                        "{} rows {r0}..{r1} of {g:?} (seed {seed})",
+                        "{} pixels {p0}..{p1} of {g:?} (seed {seed})",
                         kern.isa
                     );
-                    assert!(part[(r1 - r0) * row..].iter().all(|&b| b == 0x55));
+                    assert!(part[(p1 - p0) * cout..].iter().all(|&b| b == 0x55));
                 }
                 let mut whole_f = vec![0f32; g.out_len()];
                 ff(&g, &xf, &wf, &bias, relu, &mut whole_f);
@@ -1058,11 +1068,11 @@ mod tests {
                             "then {}",
                             at(&cq)
                         );
-                        // A row cut through the rows slot (no row twice).
-                        if let (Some(f), Cut::Rows) = (rows_slot, cq) {
+                        // A row cut through the pixels slot (no row twice).
+                        if let (Some(f), Cut::Rows) = (px_slot, cq) {
                             shares(&mut r);
                             let (wq, rq) = (&wq, &rq);
-                            let rows = move |g: &Geom, rr, x: &[i8], y: &mut [i8]| {
+                            let px = move |g: &Geom, rr, x: &[i8], y: &mut [i8]| {
                                 f(g, rr, x, zx, wq, rq, q, y)
                             };
                             let mut y = vec![0i8; g.out_len()];
@@ -1074,8 +1084,8 @@ mod tests {
                                 wq,
                                 &mut y,
                                 None,
-                                Some(&rows),
-                                |_, _, _, _, _| unreachable!("a row cut with a rows slot"),
+                                Some(&px),
+                                |_, _, _, _, _| unreachable!("a row cut with a pixels slot"),
                             );
                             assert_eq!(first_diff(&whole_q, &y), None, "rows {}", at(&cq));
                         }
@@ -1105,18 +1115,7 @@ mod tests {
                         },
                         post: None,
                     };
-                    par.conv_i8(
-                        fq,
-                        (dw, rows_slot),
-                        &g,
-                        &xq,
-                        zx,
-                        &wq,
-                        &rq,
-                        q,
-                        &mut y,
-                        Some(t),
-                    );
+                    par.conv_i8(fq, (dw, px_slot), &g, &xq, zx, &wq, &rq, q, &mut y, Some(t));
                     assert_eq!(
                         first_diff(&whole_q, &y),
                         None,
@@ -1286,7 +1285,7 @@ mod tests {
                     (kern.conv1x1_i8)(&part, x, zq, &wq, &rqq, qq, y)
                 };
                 for pool in &pools {
-                    for rows in [kern.dwconv3x3_i8_rows, None] {
+                    for px in [kern.dwconv3x3_i8_pixels, None] {
                         // Any shares the pool may learn: a random cut.
                         let v: Vec<f32> = (0..pool.threads())
                             .map(|_| 1.0 + r.below(20) as f32)
@@ -1322,7 +1321,7 @@ mod tests {
                         };
                         let mut between = 0;
                         let par = Par::pool(Some(pool));
-                        let dw = (kern.dwconv3x3_i8, rows);
+                        let dw = (kern.dwconv3x3_i8, px);
                         let f = kern.conv1x1_i8;
                         let parts = par.dw_conv_i8(
                             pre,
@@ -1338,10 +1337,10 @@ mod tests {
                             Some(t),
                         );
                         let at = format!(
-                            "{} {d:?} → {cout}, {} threads, rows slot {}, {} (seed {seed})",
+                            "{} {d:?} → {cout}, {} threads, pixels slot {}, {} (seed {seed})",
                             kern.isa,
                             pool.threads(),
-                            rows.is_some(),
+                            px.is_some(),
                             pool.min_macs
                         );
                         assert_eq!(m, mid, "depthwise output: {at}");
@@ -1350,7 +1349,9 @@ mod tests {
                         assert_eq!(py, want_post, "the pointwise conv after that: {at}");
                         // Split (one job) or one op after the other, `done` between.
                         assert_eq!(between, usize::from(!parts), "{at}");
-                        assert_eq!(parts, pool.min_macs == 1 && ho >= 2, "{at}");
+                        // (Pixels through the pixels slot, else whole rows.)
+                        let units = if px.is_some() { ho * wo } else { ho };
+                        assert_eq!(parts, pool.min_macs == 1 && units >= 2, "{at}");
                         split += usize::from(parts);
                     }
                 }
@@ -1436,8 +1437,8 @@ mod split_speed {
             };
             let (mut y1, mut y2) = (vec![0i8; g.out_len()], vec![1i8; g.out_len()]);
             let rows = match (dw, stem) {
-                (true, _) => kern.dwconv3x3_i8_rows,
-                (_, true) => kern.conv_i8_rows,
+                (true, _) => kern.dwconv3x3_i8_pixels,
+                (_, true) => kern.conv_i8_pixels,
                 _ => None,
             };
             for _ in 0..3 {

@@ -93,11 +93,11 @@ pub type ConvF32 = fn(&Geom, &[f32], &[f32], &[f32], bool, &mut [f32]);
 /// A conv-like slot, int8: `(geometry, x, x zero point, w, [bias, multiplier, shift] per
 /// output channel, output stage, y)`.
 pub type ConvI8 = fn(&Geom, &[i8], i32, &[i8], &[[i32; 3]], OutQ, &mut [i8]);
-/// A k×k int8 conv's output rows `rows` (of `0 .. g.ho`) alone: `(g, rows, x, zx, w, rq, q,
-/// y)`, `x` the whole input and `y` those rows only — the same bytes as rows `rows` of its
-/// whole-conv slot's output (`conv_i8`, `dwconv3x3_i8`): a thread's share of the conv, with
-/// no row computed twice and nothing copied.
-pub type ConvRowsI8 =
+/// A k×k int8 conv's output pixels `pixels` (of `0 .. g.ho·g.wo`, row-major) alone: `(g,
+/// pixels, x, zx, w, rq, q, y)`, `x` the whole input and `y` those pixels only — the same
+/// bytes as those pixels of its whole-conv slot's output (`conv_i8`, `dwconv3x3_i8`): a
+/// thread's share of the conv, cut anywhere, with no pixel computed twice and nothing copied.
+pub type ConvPixelsI8 =
     fn(&Geom, core::ops::Range<usize>, &[i8], i32, &[i8], &[[i32; 3]], OutQ, &mut [i8]);
 /// The int8 rebuild's per-channel re-quantisation slot: `(delta row → weights, W0q, s0,
 /// out) → scale`.
@@ -271,16 +271,16 @@ pub struct Kernels {
     pub conv_f32: ConvF32,
     /// `reference::conv::conv_i8`.
     pub conv_i8: ConvI8,
-    /// [`ConvRowsI8`] of `conv_i8` (`reference::conv::conv_i8_rows`); `None`: a thread's
-    /// rows run `conv_i8` from a row early into a buffer (`engine::par`).
-    pub conv_i8_rows: Option<ConvRowsI8>,
+    /// [`ConvPixelsI8`] of `conv_i8` (`reference::conv::conv_i8_pixels`); `None`: a
+    /// thread's rows run `conv_i8` from a row early into a buffer (`engine::par`).
+    pub conv_i8_pixels: Option<ConvPixelsI8>,
     /// `reference::dwconv3x3::dwconv3x3_f32`.
     pub dwconv3x3_f32: ConvF32,
     /// `reference::dwconv3x3::dwconv3x3_i8`.
     pub dwconv3x3_i8: ConvI8,
-    /// [`ConvRowsI8`] of `dwconv3x3_i8` (`reference::dwconv3x3::dwconv3x3_i8_rows`); `None`:
+    /// [`ConvPixelsI8`] of `dwconv3x3_i8` (`reference::dwconv3x3::dwconv3x3_i8_pixels`); `None`:
     /// a thread's rows run `dwconv3x3_i8` from a row early (`engine::par`).
-    pub dwconv3x3_i8_rows: Option<ConvRowsI8>,
+    pub dwconv3x3_i8_pixels: Option<ConvPixelsI8>,
     /// `reference::requant_weights::requant_weights` (department switch, int8).
     pub requant_weights: RequantWeights,
     /// [`RebuildI8`]; `None`: `Delta::channel_into_i8`, then the `requant_weights` slot.
@@ -339,10 +339,10 @@ impl Kernels {
             conv1x1_i8_packed: None,
             conv_f32: reference::conv::conv_f32,
             conv_i8: reference::conv::conv_i8,
-            conv_i8_rows: Some(reference::conv::conv_i8_rows),
+            conv_i8_pixels: Some(reference::conv::conv_i8_pixels),
             dwconv3x3_f32: reference::dwconv3x3::dwconv3x3_f32,
             dwconv3x3_i8: reference::dwconv3x3::dwconv3x3_i8,
-            dwconv3x3_i8_rows: Some(reference::dwconv3x3::dwconv3x3_i8_rows),
+            dwconv3x3_i8_pixels: Some(reference::dwconv3x3::dwconv3x3_i8_pixels),
             requant_weights: reference::requant_weights::requant_weights,
             rebuild_i8: None,
             rebuild_layer_i8: None,

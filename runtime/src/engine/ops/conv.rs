@@ -405,9 +405,9 @@ pub(in crate::engine) fn eval(
             let run_cat = cat.as_ref().map(|c| {
                 move |p0: usize, ys: &[i8], o: &mut [i8]| c.run_i8(kcat, &xa[p0 * c.sa..], ys, o)
             });
-            let dw = (kern.dwconv3x3_i8, kern.dwconv3x3_i8_rows);
-            // A k×k conv's (the stem's) rows twin: `f` is then `kern.conv_i8`.
-            let rows = if pointwise { None } else { kern.conv_i8_rows };
+            let dw = (kern.dwconv3x3_i8, kern.dwconv3x3_i8_pixels);
+            // A k×k conv's (the stem's) pixels twin: `f` is then `kern.conv_i8`.
+            let rows = if pointwise { None } else { kern.conv_i8_pixels };
             let mut then = match (&cat, out, &run_cat) {
                 (Some(c), Some(o), Some(f)) => {
                     Some(c.then(i8s_mut(o).get_mut(..c.out_len()).ok_or(bad)?, f))

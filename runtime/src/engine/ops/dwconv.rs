@@ -94,7 +94,7 @@ pub(in crate::engine) fn run(cx: &mut Ctx<'_, '_>, d: &Prepared<'_>) -> R<()> {
             }
             cx.par.conv_i8(
                 kern.dwconv3x3_i8,
-                (true, kern.dwconv3x3_i8_rows),
+                (true, kern.dwconv3x3_i8_pixels),
                 &d.g,
                 i8s(x),
                 qx.zero_point,

@@ -127,15 +127,15 @@ pub(crate) fn window<T: Copy, A: Copy + core::ops::Add<Output = A>, W: Copy>(
 /// as the zero point), then per output channel `requant(acc, rq[o])`; `rq[o]` is
 /// `[bias_i32, multiplier, shift]`.
 pub fn conv_i8(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y: &mut [i8]) {
-    conv_i8_rows(g, 0..g.ho, x, zx, w, rq, q, y)
+    conv_i8_pixels(g, 0..g.ho * g.wo, x, zx, w, rq, q, y)
 }
 
-/// [`conv_i8`]'s output rows `rows` alone into `y` (those rows only, from its start):
-/// `Kernels::conv_i8_rows`.
+/// [`conv_i8`]'s output pixels `pixels` (row-major) alone into `y` (those pixels only,
+/// from its start): `Kernels::conv_i8_pixels`.
 #[allow(clippy::too_many_arguments)]
-pub fn conv_i8_rows(
+pub fn conv_i8_pixels(
     g: &Geom,
-    rows: core::ops::Range<usize>,
+    pixels: core::ops::Range<usize>,
     x: &[i8],
     zx: i32,
     w: &[i8],
@@ -145,10 +145,11 @@ pub fn conv_i8_rows(
 ) {
     let n = g.cin * g.k * g.k;
     let mut buf = [0i16; PATCH];
-    let r0 = rows.start;
-    for oy in rows {
-        for ox in 0..g.wo {
-            let out = &mut y[((oy - r0) * g.wo + ox) * g.cout..][..g.cout];
+    let p0 = pixels.start;
+    for p in pixels {
+        let (oy, ox) = (p / g.wo, p % g.wo);
+        {
+            let out = &mut y[(p - p0) * g.cout..][..g.cout];
             if n <= PATCH {
                 let patch = &mut buf[..n];
                 // x − zx ∈ [−255, 255] fits i16; padding contributes 0.

@@ -27,15 +27,15 @@ pub fn dwconv3x3_f32(g: &Geom, x: &[f32], w: &[f32], bias: &[f32], relu: bool, y
 /// Channels go in blocks of [`BLOCK`] with a stack accumulator, taps outside, so the inner
 /// loop runs over contiguous channels (and vectorises).
 pub fn dwconv3x3_i8(g: &Geom, x: &[i8], zx: i32, w: &[i8], rq: &[[i32; 3]], q: OutQ, y: &mut [i8]) {
-    dwconv3x3_i8_rows(g, 0..g.ho, x, zx, w, rq, q, y)
+    dwconv3x3_i8_pixels(g, 0..g.ho * g.wo, x, zx, w, rq, q, y)
 }
 
-/// [`dwconv3x3_i8`]'s output rows `rows` alone, into `y` from its start (`x` the whole
-/// input): a thread's share of the conv.
+/// [`dwconv3x3_i8`]'s output pixels `pixels` (row-major) alone, into `y` from its start
+/// (`x` the whole input): a thread's share of the conv.
 #[allow(clippy::too_many_arguments)]
-pub fn dwconv3x3_i8_rows(
+pub fn dwconv3x3_i8_pixels(
     g: &Geom,
-    rows: core::ops::Range<usize>,
+    pixels: core::ops::Range<usize>,
     x: &[i8],
     zx: i32,
     w: &[i8],
@@ -45,11 +45,12 @@ pub fn dwconv3x3_i8_rows(
 ) {
     let c = g.cout;
     let mut t: [(&[i8], &[i8]); 9] = [(&[], &[]); 9];
-    let r0 = rows.start;
-    for oy in rows {
-        for ox in 0..g.wo {
+    let p0 = pixels.start;
+    for p in pixels {
+        let (oy, ox) = (p / g.wo, p % g.wo);
+        {
             let nt = taps(g, x, w, oy, ox, &mut t);
-            let out = &mut y[((oy - r0) * g.wo + ox) * c..][..c];
+            let out = &mut y[(p - p0) * c..][..c];
             for c0 in (0..c).step_by(BLOCK) {
                 let n = BLOCK.min(c - c0);
                 let mut acc = [0i32; BLOCK];

@@ -29,8 +29,8 @@ pub(crate) fn dsp(base: Kernels) -> Kernels {
         conv_i8: stem::conv_i8,
         dwconv3x3_i8: dw3x3::dwconv3x3_i8,
         // (Its rows alone are not written: a thread's rows start a row early.)
-        conv_i8_rows: None,
-        dwconv3x3_i8_rows: None,
+        conv_i8_pixels: None,
+        dwconv3x3_i8_pixels: None,
         requant_weights: rebuild::requant_weights,
         rebuild_i8: Some(rebuild::rebuild_i8),
         rebuild_layer_i8: Some(rebuild::rebuild_layer_i8),

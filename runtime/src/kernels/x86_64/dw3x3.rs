@@ -189,14 +189,14 @@ pub(crate) fn dwconv3x3_i8(
     q: OutQ,
     y: &mut [i8],
 ) {
-    dw_i8::<false>(g, 0..g.ho, x, zx, w, rq, q, y)
+    dw_i8::<false>(g, 0..g.ho * g.wo, x, zx, w, rq, q, y)
 }
 
-/// `Kernels::dwconv3x3_i8_rows` ([`super::super::ConvRowsI8`]) of [`dwconv3x3_i8`].
+/// `Kernels::dwconv3x3_i8_pixels` ([`super::super::ConvPixelsI8`]) of [`dwconv3x3_i8`].
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn dwconv3x3_i8_rows(
+pub(crate) fn dwconv3x3_i8_pixels(
     g: &Geom,
-    rows: Range<usize>,
+    pixels: Range<usize>,
     x: &[i8],
     zx: i32,
     w: &[i8],
@@ -204,7 +204,7 @@ pub(crate) fn dwconv3x3_i8_rows(
     q: OutQ,
     y: &mut [i8],
 ) {
-    dw_i8::<false>(g, rows, x, zx, w, rq, q, y)
+    dw_i8::<false>(g, pixels, x, zx, w, rq, q, y)
 }
 
 /// [`dwconv3x3_i8`] with the 16-channel blocks requantised on AVX-512 ([`Out16`]).
@@ -218,15 +218,15 @@ pub(crate) fn dwconv3x3_i8_avx512(
     q: OutQ,
     y: &mut [i8],
 ) {
-    dw_i8::<true>(g, 0..g.ho, x, zx, w, rq, q, y)
+    dw_i8::<true>(g, 0..g.ho * g.wo, x, zx, w, rq, q, y)
 }
 
-/// [`dwconv3x3_i8_rows`] with the AVX-512 output stage. Install only when
+/// [`dwconv3x3_i8_pixels`] with the AVX-512 output stage. Install only when
 /// `avx512_detected`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn dwconv3x3_i8_avx512_rows(
+pub(crate) fn dwconv3x3_i8_avx512_pixels(
     g: &Geom,
-    rows: Range<usize>,
+    pixels: Range<usize>,
     x: &[i8],
     zx: i32,
     w: &[i8],
@@ -234,16 +234,16 @@ pub(crate) fn dwconv3x3_i8_avx512_rows(
     q: OutQ,
     y: &mut [i8],
 ) {
-    dw_i8::<true>(g, rows, x, zx, w, rq, q, y)
+    dw_i8::<true>(g, pixels, x, zx, w, rq, q, y)
 }
 
-/// The int8 depthwise conv's output rows `rows` (of `0 .. g.ho`) into `y` (those rows
-/// only, from its start); `WIDE`: AVX-512 available, the 16-channel blocks' output stage
-/// on it.
+/// The int8 depthwise conv's output pixels `pixels` (of `0 .. g.ho·g.wo`, row-major) into
+/// `y` (those pixels only, from its start); `WIDE`: AVX-512 available, the 16-channel
+/// blocks' output stage on it.
 #[allow(clippy::too_many_arguments)]
 fn dw_i8<const WIDE: bool>(
     g: &Geom,
-    rows: Range<usize>,
+    pixels: Range<usize>,
     x: &[i8],
     zx: i32,
     w: &[i8],
@@ -304,21 +304,27 @@ fn dw_i8<const WIDE: bool>(
     } else {
         0
     };
-    let (s, is) = (g.stride, g.in_stride);
-    let r0 = rows.start;
-    assert!(rows.start <= rows.end && rows.end <= g.ho);
-    assert!(x.len() >= g.h * g.w * is && g.c_off + c <= is && y.len() >= rows.len() * g.wo * c);
+    let (s, is, wo) = (g.stride, g.in_stride, g.wo);
+    let p0 = pixels.start;
+    assert!(pixels.start <= pixels.end && pixels.end <= g.ho * wo);
+    assert!(x.len() >= g.h * g.w * is && g.c_off + c <= is && y.len() >= pixels.len() * c);
     let mut t: [(&[i8], &[i8]); 9] = [(&[], &[]); 9];
-    for oy in rows {
+    for oy in p0 / wo.max(1)..pixels.end.div_ceil(wo.max(1)) {
+        // This row's columns `a .. b` among the pixels; its run, the interior ones among them.
+        let (a, b) = (
+            p0.max(oy * wo) - oy * wo,
+            pixels.end.min((oy + 1) * wo) - oy * wo,
+        );
+        let (lo, hi) = (a.max(1), b.min(x_hi));
         let run = match req {
-            Requant::Cols(cols) if np > 0 && oy * s >= 1 && oy * s + 1 < g.h && x_hi > 1 => {
-                let x0 = ((oy * s - 1) * g.w + (s - 1)) * is + g.c_off;
+            Requant::Cols(cols) if np > 0 && oy * s >= 1 && oy * s + 1 < g.h && hi > lo => {
+                let x0 = ((oy * s - 1) * g.w + (lo * s - 1)) * is + g.c_off;
                 Some(Run {
                     x0: x[x0..].as_ptr(),
                     offs: core::array::from_fn(|k| ((k / 3) * g.w + k % 3) * is),
                     step: s * is,
-                    npx: x_hi - 1,
-                    out: y[((oy - r0) * g.wo + 1) * c..].as_mut_ptr(),
+                    npx: hi - lo,
+                    out: y[(oy * wo + lo - p0) * c..].as_mut_ptr(),
                     c,
                     zs,
                     cols,
@@ -330,11 +336,12 @@ fn dw_i8<const WIDE: bool>(
         if let Some(run) = &run {
             for (b, pairs) in wp.iter().enumerate() {
                 // SAFETY: only installed after AVX2 (with `WIDE`, AVX-512) detection; pixel
-                // `p` of the run is output `(oy, 1 + p)`, interior: its taps are input
-                // pixels `(oy·s − 1 + ky, (1 + p)·s − 1 + kx)` inside the `h × w` image
-                // (`x` holds them all, asserted above), and `start(b) + 16 ≤ c` of their
-                // `c_off + c ≤ in_stride` channels; its output row (`oy − r0` of `y`, one of
-                // the `rows.len()` asserted) holds `c` bytes a pixel.
+                // `p` of the run is output `(oy, lo + p)`, interior (`lo ≥ 1`, `lo + p <
+                // x_hi`): its taps are input pixels `(oy·s − 1 + ky, (lo + p)·s − 1 + kx)`
+                // inside the `h × w` image (`x` holds them all, asserted above), and
+                // `start(b) + 16 ≤ c` of their `c_off + c ≤ in_stride` channels; its output
+                // (`oy·wo + lo + p − p0` of `y`, one of the `pixels.len()` asserted) holds
+                // `c` bytes.
                 unsafe {
                     if WIDE {
                         run.block_512(pairs, start(b))
@@ -344,12 +351,12 @@ fn dw_i8<const WIDE: bool>(
                 }
             }
         }
-        for ox in 0..g.wo {
-            if run.is_some() && (1..x_hi).contains(&ox) {
+        for ox in a..b {
+            if run.is_some() && (lo..hi).contains(&ox) {
                 continue;
             }
             let nt = taps(g, x, w, oy, ox, &mut t);
-            let out = &mut y[((oy - r0) * g.wo + ox) * c..][..c];
+            let out = &mut y[(oy * wo + ox - p0) * c..][..c];
             if let Requant::Cols(cols) = req {
                 if nb > 0 {
                     if nt == 9 && np > 0 {

@@ -61,10 +61,10 @@ pub(crate) fn avx2() -> Kernels {
         }),
         conv_f32: stem::conv_f32,
         conv_i8: stem::conv_i8,
-        conv_i8_rows: Some(stem::conv_i8_rows),
+        conv_i8_pixels: Some(stem::conv_i8_pixels),
         dwconv3x3_f32: dw3x3::dwconv3x3_f32,
         dwconv3x3_i8: dw3x3::dwconv3x3_i8,
-        dwconv3x3_i8_rows: Some(dw3x3::dwconv3x3_i8_rows),
+        dwconv3x3_i8_pixels: Some(dw3x3::dwconv3x3_i8_pixels),
         requant_weights: rebuild::requant_weights,
         rebuild_i8: Some(rebuild::rebuild_i8),
         rebuild_layer_i8: Some(rebuild::rebuild_layer_i8),
@@ -132,7 +132,7 @@ pub(crate) fn avx512() -> Kernels {
         materialize_f32: rebuild::materialize_f32_avx512,
         rebuild_layer_i8: Some(rebuild::rebuild_layer_i8_avx512),
         dwconv3x3_i8: dw3x3::dwconv3x3_i8_avx512,
-        dwconv3x3_i8_rows: Some(dw3x3::dwconv3x3_i8_avx512_rows),
+        dwconv3x3_i8_pixels: Some(dw3x3::dwconv3x3_i8_avx512_pixels),
         requant_table: requant::requant_table_avx512,
         // The AVX2 bits (one FMA chain per output whatever the tile: `engine_simd`'s
         // `avx512_f32_convs_are_the_avx2_bits`), so its pixel cut too.

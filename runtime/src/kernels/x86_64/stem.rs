@@ -91,7 +91,7 @@ fn walk_f32(
         g,
         l,
         pt,
-        0..g.ho,
+        0..g.ho * g.wo,
         y,
         &mut rows,
         |rows, ky, iy, c0, ncols| fill_row_f32(g, x, iy, c0, ncols, &mut rows[ky][..ncols * g.cin]),
@@ -99,7 +99,7 @@ fn walk_f32(
     );
 }
 
-/// The stems' walk over output rows `rows_out` (`y` holding those rows): per row and strip of at most `l.strip` columns,
+/// The stems' walk over output pixels `px` (row-major; `y` holding those pixels): per row and strip of at most `l.strip` columns,
 /// `fill(rows, ky, iy, c0, ncols)` for each kernel row `ky` (input row `iy`, `None` in the
 /// padding; input columns `c0 − pad ..`, `ncols` of them), then per tile of at most `pt`
 /// pixels from strip column `ox`, `tile(rows, ox, npx, c0, out)` from `c0 = 0` on, returning
@@ -108,17 +108,19 @@ fn walk<T, R>(
     g: &Geom,
     l: &StemLayout,
     pt: usize,
-    rows_out: Range<usize>,
+    px: Range<usize>,
     y: &mut [T],
     rows: &mut R,
     mut fill: impl FnMut(&mut R, usize, Option<usize>, usize, usize),
     mut tile: impl FnMut(&R, usize, usize, usize, &mut [T]) -> usize,
 ) {
-    let (cout, r0) = (g.cout, rows_out.start);
-    for oy in rows_out {
-        let mut ox0 = 0;
-        while ox0 < g.wo {
-            let nox = l.strip.min(g.wo - ox0);
+    let (cout, wo, p0) = (g.cout, g.wo, px.start);
+    for oy in p0 / wo.max(1)..px.end.div_ceil(wo.max(1)) {
+        // This row's columns `ox0 .. end` among the pixels.
+        let mut ox0 = p0.max(oy * wo) - oy * wo;
+        let end = px.end.min((oy + 1) * wo) - oy * wo;
+        while ox0 < end {
+            let nox = l.strip.min(end - ox0);
             let ncols = (nox - 1) * g.stride + g.k;
             for ky in 0..g.k {
                 fill(
@@ -129,7 +131,7 @@ fn walk<T, R>(
                     ncols,
                 );
             }
-            let out = &mut y[((oy - r0) * g.wo + ox0) * cout..][..nox * cout];
+            let out = &mut y[(oy * wo + ox0 - p0) * cout..][..nox * cout];
             let mut ox = 0;
             while ox < nox {
                 let npx = pt.min(nox - ox);
@@ -384,15 +386,15 @@ pub(crate) fn conv_i8(
     q: OutQ,
     y: &mut [i8],
 ) {
-    conv_i8_rows(g, 0..g.ho, x, zx, w, rq, q, y)
+    conv_i8_pixels(g, 0..g.ho * g.wo, x, zx, w, rq, q, y)
 }
 
-/// `Kernels::conv_i8_rows` ([`crate::kernels::ConvRowsI8`]) of [`conv_i8`]: output rows
-/// `rows` alone into `y` (the walk over those rows only).
+/// `Kernels::conv_i8_pixels` ([`crate::kernels::ConvPixelsI8`]) of [`conv_i8`]: output
+/// pixels `px` alone into `y` (the walk over those pixels only).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn conv_i8_rows(
+pub(crate) fn conv_i8_pixels(
     g: &Geom,
-    rows_out: Range<usize>,
+    px: Range<usize>,
     x: &[i8],
     zx: i32,
     w: &[i8],
@@ -401,10 +403,10 @@ pub(crate) fn conv_i8_rows(
     y: &mut [i8],
 ) {
     let Some(l) = StemLayout::new(g) else {
-        return refconv::conv_i8_rows(g, rows_out, x, zx, w, rq, q, y);
+        return refconv::conv_i8_pixels(g, px, x, zx, w, rq, q, y);
     };
     let (cout, cp) = (g.cout, l.cp);
-    if cp == 0 || rows_out.is_empty() || g.wo == 0 {
+    if cp == 0 || px.is_empty() || g.wo == 0 {
         return;
     }
     // wt[j, o] = (w[o, e], w[o, e + 1]) as an i16 pair (low, high) in one i32, for pair
@@ -433,7 +435,7 @@ pub(crate) fn conv_i8_rows(
         g,
         &l,
         PTI,
-        rows_out,
+        px,
         y,
         &mut rows,
         // SAFETY: only installed after AVX2 detection; `ncols·cin + 16 ≤ RB` (`l.strip`).
