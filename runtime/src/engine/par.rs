@@ -69,6 +69,14 @@ pub(crate) const CH_ALIGN: usize = 16;
 #[cfg(feature = "threads")]
 pub(crate) const MIN_MACS: usize = 64 * 1024;
 
+/// A job's parts (one a thread) without the heap up to this many threads: a fork-join
+/// allocated ~5 small vectors, ~0.2 µs of its ~0.8 µs.
+#[cfg(feature = "threads")]
+pub(crate) const INLINE_PARTS: usize = 8;
+/// A job's parts, inline up to [`INLINE_PARTS`].
+#[cfg(feature = "threads")]
+pub(crate) type Parts<T> = smallvec::SmallVec<[T; INLINE_PARTS]>;
+
 /// A depthwise multiply-add costs about this many of a GEMM's (int8 AVX2, 1.0x @224: the
 /// depthwise convs run 3.4–5.5 G a second, the pointwise ones ~19 G): its work for the split.
 #[cfg(feature = "threads")]
@@ -135,7 +143,7 @@ impl Pool {
     /// The next job's cut of `n` items into `parts` runs, each a multiple of `align` but
     /// the last: `(start, len)` of each — even, or balanced in the shares the pool learned
     /// for the job ([`super::pool::Pool::cut`]).
-    fn runs(&self, n: usize, parts: usize, align: usize) -> Vec<(usize, usize)> {
+    fn runs(&self, n: usize, parts: usize, align: usize) -> Parts<(usize, usize)> {
         let align = align.max(1);
         let units = n.div_ceil(align);
         let parts = parts.clamp(1, units.max(1));
@@ -150,11 +158,11 @@ impl Pool {
     }
 
     /// `f(part)` for every `part` of `parts` (chunks that the threads take in turn).
-    fn run<P: Send>(&self, parts: Vec<P>, f: impl Fn(P) + Sync) {
+    fn run<P: Send>(&self, parts: impl IntoIterator<Item = P>, f: impl Fn(P) + Sync) {
         // A line per part: the threads take theirs at once.
         #[repr(align(64))]
         struct Slot<P>(std::sync::Mutex<Option<P>>);
-        let slots: Vec<Slot<P>> = parts
+        let slots: Parts<Slot<P>> = parts
             .into_iter()
             .map(|p| Slot(std::sync::Mutex::new(Some(p))))
             .collect();
@@ -303,7 +311,7 @@ fn split_mut<'y, T>(
     y: &'y mut [T],
     unit: usize,
     runs: &[(usize, usize)],
-) -> Vec<(usize, usize, &'y mut [T])> {
+) -> Parts<(usize, usize, &'y mut [T])> {
     let n: usize = runs.iter().map(|r| r.1).sum();
     let mut rest = &mut y[..n * unit];
     runs.iter()
@@ -470,7 +478,7 @@ impl<'p> Par<'p> {
                 let ys = split_mut(y, g.cout, &runs);
                 let us = split_mut(u, ur, &runs);
                 let (outs, t) = then_parts(then, &runs);
-                let jobs: Vec<_> = ys
+                let jobs: Parts<_> = ys
                     .into_iter()
                     .zip(us)
                     .zip(outs)
@@ -590,11 +598,11 @@ impl<'p> Par<'p> {
             let reads = g.k == 1 && g.stride == 1 && g.pad == 0 && g.c_off == 0;
             let reads = reads && g.in_stride == d.cout && (g.ho, g.wo) == (d.ho, d.wo);
             if parts >= 2 && reads {
-                let px: Vec<_> = (pool.runs(units, parts, 1).into_iter())
+                let px: Parts<_> = (pool.runs(units, parts, 1).into_iter())
                     .map(|(r, n)| (r * unit, n * unit))
                     .collect();
                 let (outs, t) = then_parts(then, &px);
-                let jobs: Vec<_> = split_mut(pre.y, d.cout, &px)
+                let jobs: Parts<_> = split_mut(pre.y, d.cout, &px)
                     .into_iter()
                     .zip(split_mut(y, g.cout, &px))
                     .zip(outs)
@@ -701,7 +709,7 @@ fn then_parts<'a, T>(
     then: Option<Then<'a, T>>,
     runs: &[(usize, usize)],
 ) -> (
-    Vec<Option<(&'a mut [T], Option<&'a mut [T]>)>>,
+    Parts<Option<(&'a mut [T], Option<&'a mut [T]>)>>,
     Option<ThenFns<'a, T>>,
 ) {
     let Some(Then { cat, post }) = then else {
@@ -713,7 +721,7 @@ fn then_parts<'a, T>(
             .map(|(_, _, o)| o)
     };
     let (f, pf) = (cat.f, post.as_ref().map(|p| p.f));
-    let posts: Vec<_> = match post {
+    let posts: Parts<_> = match post {
         Some(p) => cut(p).map(Some).collect(),
         None => runs.iter().map(|_| None).collect(),
     };
@@ -746,7 +754,7 @@ fn split_conv<T: bytemuck::Pod + Send + Sync>(
         Cut::Pixels(align) => {
             let runs = pool.runs(npix, parts, align);
             let (outs, t) = then_parts(then, &runs);
-            let jobs: Vec<_> = split_mut(y, g.cout, &runs).into_iter().zip(outs).collect();
+            let jobs: Parts<_> = split_mut(y, g.cout, &runs).into_iter().zip(outs).collect();
             pool.run(jobs, |((p0, n, part), out)| {
                 run(&pixel_part(g, n), pixels_of(g, x, p0, n), w, 0, part);
                 if let (Some(t), Some(out)) = (t, out) {
@@ -767,7 +775,7 @@ fn split_conv<T: bytemuck::Pod + Send + Sync>(
             // Pointwise only: output channel `o`'s weights are row `o` of `[cout, cin]`
             // (a packed slot's layout is closed under these cuts).
             let per = w.len() / g.cout.max(1);
-            let jobs: Vec<(usize, Geom)> = pool
+            let jobs: Parts<(usize, Geom)> = pool
                 .runs(g.cout, parts, CH_ALIGN)
                 .into_iter()
                 .map(|(c0, n)| (c0, Geom { cout: n, ..*g }))
@@ -775,7 +783,7 @@ fn split_conv<T: bytemuck::Pod + Send + Sync>(
             // One buffer for all parts' outputs (`npix·cout` in all), cut at the parts.
             pool.scratch(npix * g.cout, |out: &mut [T]| {
                 let mut rest = &mut *out;
-                let outs: Vec<_> = jobs
+                let outs: Parts<_> = jobs
                     .iter()
                     .map(|&(c0, sub)| {
                         let (o, tail) = core::mem::take(&mut rest).split_at_mut(npix * sub.cout);
@@ -1516,6 +1524,47 @@ mod line_owner_speed {
                  {turns:.2} µs"
             );
             assert!(buf.iter().all(|&b| b == buf[0]));
+        }
+    }
+}
+
+/// A benchmark run by hand (`cargo test --release -p lorkd-runtime --features threads --lib
+/// -- --ignored fork_speed --nocapture`): one fork-join of 2 threads with empty parts, the
+/// pool's alone and through [`Par::rows`] (the cut, the parts' slices and slots): the fixed
+/// cost each split op pays, median ns.
+#[cfg(all(test, feature = "threads"))]
+mod fork_speed {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn fork_speed() {
+        let pool = Pool::new(2).unwrap();
+        let _busy = pool.busy();
+        let mut y = vec![0u8; 4096];
+        let time = |f: &mut dyn FnMut()| {
+            let mut v: Vec<f64> = (0..20000)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64() * 1e9
+                })
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        for _ in 0..3 {
+            let raw = time(&mut || {
+                pool.pool.run(2, &|i| {
+                    core::hint::black_box(i);
+                })
+            });
+            let rows = time(&mut || {
+                Par::pool(Some(&pool)).rows(&mut y, 64, 1 << 30, |r, p| {
+                    core::hint::black_box((r, p.len()));
+                })
+            });
+            println!("Pool::run {raw:.0} ns, Par::rows {rows:.0} ns");
         }
     }
 }
