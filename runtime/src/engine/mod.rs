@@ -374,9 +374,10 @@ impl<'b, 'a> Engine<'b, 'a> {
         if m.precision == Precision::Int8 {
             // The per-channel requantisation depends only on the department: computed here
             // once, for as many ops as the scratch region's part that inference leaves idle
-            // holds, instead of at every inference. Auto keeps whole rows (its switch is
-            // the one kept cheap); the others pack them (8 bytes a row, a rebuilt expert's
-            // 4), more tables in the room.
+            // holds, instead of at every inference: whole rows while they fit (read in
+            // place); past that Auto caches no more (its switch is the one kept cheap), the
+            // others pack them (8 bytes a row, a rebuilt expert's 4), more tables in the
+            // room, each unpacked at every inference.
             let (shared, plan, at) = (self.bundle.shared(), self.plan, self.reg.stream_scratch);
             let table = self.kernels.requant_table;
             let p = self.parts();
@@ -1055,12 +1056,12 @@ mod tests {
 
     /// The requantisation tables `select` caches in the scratch region give the logits of
     /// tables computed per op, bit for bit: with every table cached, with only those that
-    /// fit half the room (some ops left to compute per inference), and with none — in
-    /// Materialized mode, in Auto (where streamed experts use the scratch's start) and in
-    /// Streaming (whose room is only the bytes above its busy scratch); and the
-    /// Materialized and Streaming walks pack most tables (8-byte rows; Materialized's
-    /// rebuilt experts 4 bytes here, the multipliers over their scales) and keep the others
-    /// whole, the Auto walk keeps all whole.
+    /// fit smaller rooms (1/24 to 23/24 of the rows: some ops left to compute per
+    /// inference), and with none — in Materialized mode, in Auto (where streamed experts use
+    /// the scratch's start) and in Streaming (whose room is only the bytes above its busy
+    /// scratch). Every walk keeps whole rows while they fit; past that the Materialized and
+    /// Streaming walks pack tables (8-byte rows; Materialized's rebuilt experts 4 bytes
+    /// here, the multipliers over their scales), the Auto walk none.
     #[test]
     fn cached_requant_tables_match_per_op_tables() {
         let seed = crate::test_seed();
@@ -1102,43 +1103,57 @@ mod tests {
             );
         }
         let tests = net.inputs(6, seed ^ 2);
+        // Which kinds of entry the walk wrote.
+        let kinds = |e: &mut Engine<'_, '_>| {
+            let mut k = [0usize; 3];
+            for (_, _, kind) in cache_entries(e) {
+                k[kind as usize] += 1;
+            }
+            k
+        };
         for t in 0..qb.department_count() {
             e.select(t).unwrap();
             let (room, used) = e.rq_cached;
             assert!(used > 0 && used <= room, "({room}, {used})");
-            // Which kinds of entry the walk wrote.
-            let mut kinds = [0usize; 3];
-            for (_, _, kind) in cache_entries(&mut e) {
-                kinds[kind as usize] += 1;
-            }
-            match mode {
-                Mode::Auto => assert_eq!(kinds[1..], [0, 0], "Auto packs none: {kinds:?}"),
-                // Streaming rebuilds no expert: nothing to split.
-                Mode::Streaming => assert_eq!(kinds[2], 0, "{kinds:?}"),
-                Mode::Materialized => assert!(kinds[2] > 0, "no split table: {kinds:?}"),
-            }
-            if mode != Mode::Auto {
-                assert!(kinds[1] > 0, "no packed table: {kinds:?}");
-            }
-            if squeeze || mode == Mode::Auto {
-                assert!(kinds[0] > 0, "no whole table: {kinds:?}");
+            // The whole room: whole rows first, while they fit.
+            let full = kinds(&mut e);
+            assert!(full[0] > 0, "no whole table: {full:?}");
+            if mode == Mode::Auto {
+                assert_eq!(full[1..], [0, 0], "Auto packs none: {full:?}");
             }
             let logits = |e: &mut Engine<'_, '_>| logit_bits(e, &tests);
             let cached = logits(&mut e);
-            // A room of about half the rows: the walk caches some ops, skips others. Each
-            // walk follows a rebuild, as at `select`: split entries wrote their multipliers
-            // over the slots' scales, which the walk (and inference without a cache) reads.
+            // Smaller rooms: the walk caches the first ops whole, then (not Auto) packs an
+            // op where whole rows no longer fit, skips others. Each walk follows a rebuild,
+            // as at `select`: split entries wrote their multipliers over the slots' scales,
+            // which the walk (and inference without a cache) reads.
             let m = *qb.manifest();
             let dept = e.dept.unwrap();
-            e.rebuild_and_cache(&m, &dept, used / 8 * 4).unwrap();
-            let c = e.rq_cached;
-            assert!(c.1 > 0 && c.1 <= c.0 && c.1 < used, "{c:?} of {used}");
-            let partial = logits(&mut e);
+            let (mut seen, mut partials) = ([0usize; 3], std::vec::Vec::new());
+            for k in 1..24 {
+                e.rebuild_and_cache(&m, &dept, used * k / 24).unwrap();
+                let c = e.rq_cached;
+                assert!(c.1 <= c.0 && c.1 < used, "{c:?} of {used}");
+                let n = kinds(&mut e);
+                seen.iter_mut().zip(n).for_each(|(s, n)| *s += n);
+                partials.push(logits(&mut e));
+            }
+            match mode {
+                Mode::Auto => assert_eq!(seen[1..], [0, 0], "Auto packs none: {seen:?}"),
+                // Streaming rebuilds no expert: nothing to split.
+                Mode::Streaming => assert_eq!(seen[2], 0, "{seen:?}"),
+                Mode::Materialized => assert!(seen[2] > 0, "no split table: {seen:?}"),
+            }
+            if mode != Mode::Auto {
+                assert!(seen[1] > 0, "no packed table: {seen:?}");
+            }
             e.rebuild_and_cache(&m, &dept, 0).unwrap();
             assert_eq!(e.rq_cached, (0, 0));
             let uncached = logits(&mut e);
             assert_eq!(cached, uncached, "department {t}");
-            assert_eq!(partial, uncached, "department {t}");
+            for (k, partial) in partials.iter().enumerate() {
+                assert_eq!(partial, &uncached, "department {t}, room {}/24", k + 1);
+            }
         }
     }
 

@@ -492,9 +492,9 @@ pub(super) fn op_requant<'c: 'r, 'r>(
 
 /// Fills `cache` (bytes of the idle scratch region) with the requantisation entries of the
 /// int8 `Conv`/`DwConv` ops of department `d` that fit, in graph order (see [`RqCache`]):
-/// with `pack`, each table computed in `requant`, then packed where every row packs — a
-/// rebuilt expert's split, its multipliers written over its scales in `weights`; without,
-/// computed in place, whole. Returns `(room, used)`: the capacity and the bytes written.
+/// whole rows computed in place while they fit; past that, with `pack`, each table computed
+/// in `requant`, then packed where every row packs — a rebuilt expert's split, its
+/// multipliers written over its scales in `weights`. Returns `(room, used)`: the capacity and the bytes written.
 /// Rebuilt expert convs take their per-channel scales from their slot in `weights` (the
 /// same bytes `conv::eval` reads), so the switch's rebuild must have run since the last
 /// walk; streamed ones (`plan`, output sizes from the value `table`) have no table. With
@@ -594,6 +594,10 @@ pub(super) fn fill_requant_cache(
             {
                 break 'entry;
             }
+            // Whole rows wherever they still fit, even with `pack`: read in place at each
+            // inference, nothing unpacked into the requant region (whose lines, at 2
+            // threads, the other core then fetched for every op's parts).
+            let whole_fits = used.saturating_add(2 + 3 * cout) <= words.len();
             let bias = expect_len(f32s(tensor(shared, bias, i)?)?, cout, i)?;
             let (qx, qy) = (qparams(d, input, i)?, qparams(d, output, i)?);
             let folded = pw.is_some();
@@ -622,7 +626,7 @@ pub(super) fn fill_requant_cache(
                 Some(at) => f32s(weights.get(at..at + 4 * cout).ok_or(bad)?)?,
                 None => shared_ws,
             };
-            if !pack {
+            if !pack || whole_fits {
                 // Whole rows: computed in place.
                 let dst = &mut words[used..used + 2 + 3 * cout];
                 dst[..2].copy_from_slice(&head(Entry::Whole)?);
