@@ -159,7 +159,7 @@ struct Balance {
     /// Per ordinal, each thread's share of the job's units (summing to 1; empty: not yet cut).
     shares: Vec<Vec<f32>>,
     /// The last cut handed out: its ordinal and each chunk's units.
-    pending: Option<(usize, Vec<usize>)>,
+    pending: Option<(usize, super::par::Parts<usize>)>,
 }
 
 impl Balance {
