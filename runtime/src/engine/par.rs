@@ -1568,3 +1568,83 @@ mod fork_speed {
         }
     }
 }
+
+/// A benchmark run by hand (`cargo test --release -p lorkd-runtime --features threads --lib
+/// -- --ignored call_cost --nocapture`): the int8 depthwise (pixels slot) and packed
+/// pointwise kernels of ShuffleNetV2's block shapes on a row, half and all of the map; twice
+/// the half less the whole is about what a call costs beyond its pixels (its output stage's
+/// columns, weight pairs…), which each thread's part pays again.
+#[cfg(all(test, feature = "threads"))]
+mod call_cost {
+    use super::*;
+    use crate::kernels::{Kernels, OutQ};
+
+    #[test]
+    #[ignore]
+    fn call_cost() {
+        let kern = Kernels::best();
+        let q = OutQ {
+            zero_point: 3,
+            lo: -128,
+        };
+        for (c, h) in [(116usize, 14usize), (232, 7), (58, 28)] {
+            let g = Geom {
+                h,
+                w: h,
+                in_stride: c,
+                c_off: 0,
+                cin: c,
+                ho: h,
+                wo: h,
+                cout: c,
+                k: 3,
+                stride: 1,
+                pad: 1,
+            };
+            let x: Vec<i8> = (0..g.in_len()).map(|i| (i * 7 % 251) as i8).collect();
+            let w: Vec<i8> = (0..9 * c).map(|i| (i * 13 % 255) as i8).collect();
+            let rq: Vec<[i32; 3]> = (0..c).map(|i| [i as i32 - 50, 1 << 30, -8]).collect();
+            let mut y = vec![0i8; g.out_len()];
+            let f = kern.dwconv3x3_i8_pixels.unwrap();
+            let time = |n: usize, y: &mut [i8]| {
+                let mut v: Vec<f64> = (0..3000)
+                    .map(|_| {
+                        let t = std::time::Instant::now();
+                        f(&g, 0..n, &x, 5, &w, &rq, q, y);
+                        t.elapsed().as_secs_f64() * 1e9
+                    })
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let npix = h * h;
+            let (t1, th, tw) = (time(h, &mut y), time(npix / 2, &mut y), time(npix, &mut y));
+            println!(
+                "dw {c}@{h}x{h}: one row {t1:.0} ns, half {th:.0}, whole {tw:.0}; fixed ≈ {:.0} ns",
+                2.0 * th - tw
+            );
+            let gp = Geom { k: 1, pad: 0, ..g };
+            let wp: Vec<i8> = (0..c * c).map(|i| (i * 13 % 255) as i8).collect();
+            let mut wpk = wp.clone();
+            let pk = kern.conv1x1_i8_packed.unwrap();
+            (pk.pack)(c, c, &mut wpk);
+            let timep = |n: usize, y: &mut [i8]| {
+                let sub = pixel_part(&gp, n);
+                let mut v: Vec<f64> = (0..3000)
+                    .map(|_| {
+                        let t = std::time::Instant::now();
+                        (pk.conv)(&sub, &x, 5, &wpk, &rq, q, y);
+                        t.elapsed().as_secs_f64() * 1e9
+                    })
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let (th, tw) = (timep(npix / 2, &mut y), timep(npix, &mut y));
+            println!(
+                "pw {c}→{c} @{h}x{h}: half {th:.0}, whole {tw:.0}; fixed ≈ {:.0} ns",
+                2.0 * th - tw
+            );
+        }
+    }
+}

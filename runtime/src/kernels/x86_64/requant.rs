@@ -76,12 +76,12 @@ impl Lanes for __m512i {
 }
 
 impl Rq8 {
-    /// The parameters of channels `rq[0..8]`: three strided gathers from the
-    /// `[bias, multiplier, shift]` triples, the shift split in lanes.
+    /// The parameters of channels `rq[0..8]`: the `[bias, multiplier, shift]` triples
+    /// transposed into lanes ([`columns3`]), the shift split in lanes.
     #[inline]
     #[target_feature(enable = "avx2")]
     pub(super) fn gather(rq: &[[i32; 3]]) -> Self {
-        let [bias, mult, shift] = gather3(rq);
+        let [bias, mult, shift] = columns3(rq);
         Rq8::new(bias, mult, shift)
     }
 
@@ -110,21 +110,57 @@ impl Rq8 {
     }
 }
 
-/// The biases, multipliers and shifts of `rq[0..8]` as lanes (three strided gathers).
+/// The biases, multipliers and shifts of `rq[0..8]` as lanes: the 24 words in three
+/// loads, each column three permutes (`vpermd`) and two blends (three strided gathers
+/// cost more, and every kernel call transposes all its channels' triples).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn gather3(rq: &[[i32; 3]]) -> [__m256i; 3] {
+fn columns3(rq: &[[i32; 3]]) -> [__m256i; 3] {
     let rq = &rq[..8];
-    let p: *const i32 = rq.as_ptr().cast();
-    let idx = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21);
-    // SAFETY: `rq` holds 8 triples = 24 i32; the gathers read `p[3j + k]`, `k < 3`.
-    unsafe {
-        [
-            _mm256_i32gather_epi32::<4>(p, idx),
-            _mm256_i32gather_epi32::<4>(p.add(1), idx),
-            _mm256_i32gather_epi32::<4>(p.add(2), idx),
-        ]
-    }
+    let p: *const __m256i = rq.as_ptr().cast();
+    // SAFETY: `rq` holds 8 triples = 24 i32 = three 32-byte loads.
+    let (a, b, c) = unsafe {
+        (
+            _mm256_loadu_si256(p),
+            _mm256_loadu_si256(p.add(1)),
+            _mm256_loadu_si256(p.add(2)),
+        )
+    };
+    // Column `k`'s lane `j` is word `3j + k`: words 0–7 in `a`, 8–15 in `b`, 16–23 in `c`;
+    // each register permuted so its words of the column sit in their lanes (`_`: a lane
+    // the blends take from another), then the lanes blended.
+    let perm = |v: __m256i, i: [i32; 8]| {
+        _mm256_permutevar8x32_epi32(
+            v,
+            _mm256_setr_epi32(i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7]),
+        )
+    };
+    const _X: i32 = 0;
+    // Biases: words 0 3 6 | 9 12 15 | 18 21.
+    let bias = _mm256_blend_epi32::<0b1100_0000>(
+        _mm256_blend_epi32::<0b0011_1000>(
+            perm(a, [0, 3, 6, _X, _X, _X, _X, _X]),
+            perm(b, [_X, _X, _X, 1, 4, 7, _X, _X]),
+        ),
+        perm(c, [_X, _X, _X, _X, _X, _X, 2, 5]),
+    );
+    // Multipliers: words 1 4 7 | 10 13 | 16 19 22.
+    let mult = _mm256_blend_epi32::<0b1110_0000>(
+        _mm256_blend_epi32::<0b0001_1000>(
+            perm(a, [1, 4, 7, _X, _X, _X, _X, _X]),
+            perm(b, [_X, _X, _X, 2, 5, _X, _X, _X]),
+        ),
+        perm(c, [_X, _X, _X, _X, _X, 0, 3, 6]),
+    );
+    // Shifts: words 2 5 | 8 11 14 | 17 20 23.
+    let shift = _mm256_blend_epi32::<0b1110_0000>(
+        _mm256_blend_epi32::<0b0001_1100>(
+            perm(a, [2, 5, _X, _X, _X, _X, _X, _X]),
+            perm(b, [_X, _X, 0, 3, 6, _X, _X, _X]),
+        ),
+        perm(c, [_X, _X, _X, _X, _X, 1, 4, 7]),
+    );
+    [bias, mult, shift]
 }
 
 /// Widest conv whose parameters [`RqCols`] transposes on the stack (ShuffleNetV2: 1024).
@@ -215,7 +251,7 @@ impl RqCols {
     #[inline]
     #[target_feature(enable = "avx2")]
     fn fill8(&mut self, j: usize, rq: &[[i32; 3]], zp: i32, lo: i32) {
-        let [bias, mult, shift] = gather3(rq);
+        let [bias, mult, shift] = columns3(rq);
         let r = Rq8::new(bias, mult, shift);
         let cols = [bias, mult, shift, r.left, r.right, r.mask, r.half];
         for (c, v) in self.t.iter_mut().zip(cols) {
@@ -407,7 +443,7 @@ impl RqCols {
     }
 }
 
-/// As [`RqCols::row`] straight from the triples (three strided gathers per 8 channels):
+/// As [`RqCols::row`] straight from the triples (transposed per 8 channels, [`columns3`]):
 /// for convs wider than [`MAXQ`].
 #[target_feature(enable = "avx2")]
 pub(super) fn requant_row_gather(acc: &[i32], rq: &[[i32; 3]], q: OutQ, out: &mut [i8]) {
