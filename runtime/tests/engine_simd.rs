@@ -1033,9 +1033,9 @@ fn maxpool_f32_twin_is_bit_identical() {
     }
 }
 
-/// The int8 max pool slot (3x3/2, padding 1) against the reference on random sizes —
-/// channel counts around the 16-lane steps, odd and even sides, interior and edge pixels:
-/// exact.
+/// The int8 max pool slot (3x3/2, padding 1) and its pixels twin against the reference on
+/// random sizes — channel counts around the 16-lane steps, odd and even sides, interior and
+/// edge pixels, random runs of pixels: exact.
 #[test]
 fn maxpool_i8_twin_is_exact() {
     let mut r = rng();
@@ -1054,6 +1054,26 @@ fn maxpool_i8_twin_is_exact() {
             (best.maxpool_i8)(h, w, c, &x, &mut a);
             (refk.maxpool_i8)(h, w, c, &x, &mut b);
             assert_eq!(a, b, "{best:?} h={h} w={w} c={c}");
+            // The pixels twin (a thread's share): any run of output pixels is the whole's,
+            // nothing past it written.
+            for k in [best, refk] {
+                // (A table without the twin runs whole rows through `maxpool_i8`.)
+                let Some(px) = k.maxpool_i8_pixels else {
+                    continue;
+                };
+                let npix = n / c;
+                let p0 = r.gen_range(0..=npix);
+                let p1 = r.gen_range(p0..=npix);
+                let mut part = vec![0x55i8; (p1 - p0 + 1) * c];
+                px(h, w, c, p0..p1, &x, &mut part);
+                assert_eq!(
+                    part[..(p1 - p0) * c],
+                    b[p0 * c..p1 * c],
+                    "{} {p0}..{p1}",
+                    k.isa
+                );
+                assert!(part[(p1 - p0) * c..].iter().all(|&v| v == 0x55));
+            }
         }
     }
 }

@@ -14,7 +14,8 @@
 //!   kernel on the input rows it reads, starting a row or two early so that the kernel's
 //!   top padding falls on rows it then drops (`row_part`); the rest is written in place;
 //! - input quantisation, concat + shuffle and max pool split their output pixel rows
-//!   ([`Par::rows`]; the max pool with the same early-row start as a k×k conv);
+//!   ([`Par::rows`]; the int8 max pool through the table's pixels twin, else with the same
+//!   early-row start as a k×k conv);
 //! - the switch's rebuild runs one chunk per expert layer ([`rebuild`]);
 //! - the concat + shuffle after a conv (ShuffleNetV2's every block ends so) runs in the
 //!   conv's pixel parts, on the pixels each part just wrote ([`Then`]): one fork-join for

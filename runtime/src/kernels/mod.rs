@@ -118,6 +118,10 @@ pub type RebuildLayerI8 =
 pub type RequantTable = fn(&[f32], f32, &[f32], f32, &mut [[i32; 3]]);
 /// The int8 max pool 3x3/2 slot: `(h, w, c, x, y)` (`reference::maxpool::maxpool3x3s2`).
 pub type MaxPoolI8 = fn(usize, usize, usize, &[i8], &mut [i8]);
+/// The int8 max pool's output pixels `pixels` (of `0 .. ho·wo`, row-major) alone: `(h, w,
+/// c, pixels, x, y)`, `x` the whole input and `y` those pixels only — the same bytes as
+/// those pixels of the [`MaxPoolI8`] slot's output (a thread's share, cut anywhere).
+pub type MaxPoolPixelsI8 = fn(usize, usize, usize, core::ops::Range<usize>, &[i8], &mut [i8]);
 /// `reference::maxpool::maxpool3x3s2::<f32>`: `(h, w, c, x, y)`.
 pub type MaxPoolF32 = fn(usize, usize, usize, &[f32], &mut [f32]);
 /// The f32 linear head slot: `(x, W [out, in], bias, y)`
@@ -297,6 +301,9 @@ pub struct Kernels {
     pub requant_table: RequantTable,
     /// `reference::maxpool::maxpool3x3s2` on int8 codes.
     pub maxpool_i8: MaxPoolI8,
+    /// [`MaxPoolPixelsI8`] of `maxpool_i8` (`reference::maxpool::maxpool3x3s2_pixels`);
+    /// `None`: a thread's rows run `maxpool_i8` from a row early into a buffer.
+    pub maxpool_i8_pixels: Option<MaxPoolPixelsI8>,
     /// `reference::maxpool::maxpool3x3s2` on f32 (bit-identical: the same selects).
     pub maxpool_f32: MaxPoolF32,
     /// `reference::linear::linear_f32` (the department head; bit-identical).
@@ -350,6 +357,7 @@ impl Kernels {
             decode_factors: crate::switch::decode_factors,
             requant_table: crate::quant::requant_table,
             maxpool_i8: reference::maxpool::maxpool3x3s2::<i8>,
+            maxpool_i8_pixels: Some(reference::maxpool::maxpool3x3s2_pixels::<i8>),
             maxpool_f32: reference::maxpool::maxpool3x3s2::<f32>,
             linear_f32: reference::linear::linear_f32,
             concat_shuffle_i8: None,

@@ -25,10 +25,14 @@ pub(in crate::engine) fn eval(cx: &mut Ctx<'_, '_>, i: usize, op: &Op) -> R<()> 
     match q {
         Some((qx, qy)) => {
             let (x, y) = (i8s(x), i8s_mut(y).get_mut(..n).ok_or(bad)?);
-            let (pool, par) = (cx.kern.maxpool_i8, cx.par);
+            let (pool, px, par) = (cx.kern.maxpool_i8, cx.kern.maxpool_i8_pixels, cx.par);
             par.rows(y, row, 9 * n, |r0, y| {
                 // Dequantisation is monotonic, so the max of the codes is the code of the max.
-                rows(par, |h, x, y| pool(h, w, c, x, y), (h, w, c), x, r0, y);
+                match px {
+                    // The part's pixels alone (no row early, nothing copied).
+                    Some(px) => px(h, w, c, r0 * row / c..(r0 * row + y.len()) / c, x, y),
+                    None => rows(par, |h, x, y| pool(h, w, c, x, y), (h, w, c), x, r0, y),
+                }
                 rescale(y, qx, qy);
             });
         }

@@ -79,6 +79,7 @@ pub(crate) fn neon(base: Kernels, dotprod: bool) -> Kernels {
         materialize_f32: crate::switch::materialize_f32,
         requant_table: requant::requant_table,
         maxpool_i8: maxpool::maxpool3x3s2_i8,
+        maxpool_i8_pixels: None,
         maxpool_f32: crate::kernels::reference::maxpool::maxpool3x3s2::<f32>,
         linear_f32: linear::linear_f32,
         concat_shuffle_i8: Some(concat::concat_shuffle_i8),

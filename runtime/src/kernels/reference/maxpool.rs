@@ -5,11 +5,27 @@
 pub fn maxpool3x3s2<T: Copy + PartialOrd>(h: usize, w: usize, c: usize, x: &[T], y: &mut [T]) {
     let ho = crate::kernels::Geom::out_dim(h, 3, 2, 1);
     let wo = crate::kernels::Geom::out_dim(w, 3, 2, 1);
+    maxpool3x3s2_pixels(h, w, c, 0..ho * wo, x, y)
+}
+
+/// [`maxpool3x3s2`]'s output pixels `pixels` (row-major) alone, into `y` from its start (`x`
+/// the whole input): a thread's share.
+pub fn maxpool3x3s2_pixels<T: Copy + PartialOrd>(
+    h: usize,
+    w: usize,
+    c: usize,
+    pixels: core::ops::Range<usize>,
+    x: &[T],
+    y: &mut [T],
+) {
+    let wo = crate::kernels::Geom::out_dim(w, 3, 2, 1);
     let mut t: [&[T]; 9] = [&[]; 9];
-    for oy in 0..ho {
-        for ox in 0..wo {
+    let p0 = pixels.start;
+    for p in pixels {
+        let (oy, ox) = (p / wo, p % wo);
+        {
             let nt = taps(h, w, c, x, oy, ox, &mut t);
-            let out = &mut y[(oy * wo + ox) * c..][..c];
+            let out = &mut y[(p - p0) * c..][..c];
             if let Some((first, rest)) = t[..nt].split_first() {
                 out.copy_from_slice(first);
                 for px in rest {

@@ -35,6 +35,7 @@ pub(crate) fn dsp(base: Kernels) -> Kernels {
         rebuild_i8: Some(rebuild::rebuild_i8),
         rebuild_layer_i8: Some(rebuild::rebuild_layer_i8),
         maxpool_i8: maxpool::maxpool3x3s2_i8,
+        maxpool_i8_pixels: None,
         linear_f32: linear::linear_f32,
         requant_table: requant::requant_table,
         isa: "armv7em-dsp",

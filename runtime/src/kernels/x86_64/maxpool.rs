@@ -9,38 +9,56 @@ use core::arch::x86_64::*;
 
 use crate::kernels::reference::maxpool::{self as refpool, taps};
 use crate::kernels::Geom;
+use core::ops::Range;
 
 /// Same contract as `reference::maxpool::maxpool3x3s2::<i8>`.
 pub(crate) fn maxpool3x3s2_i8(h: usize, w: usize, c: usize, x: &[i8], y: &mut [i8]) {
-    if c < 16 {
-        return refpool::maxpool3x3s2(h, w, c, x, y);
-    }
-    // SAFETY: only installed after AVX2 detection; `c ≥ 16`, as both pixel forms need.
-    unsafe { walk(h, w, c, x, y, pixel9, pixel) }
+    let n = Geom::out_dim(h, 3, 2, 1) * Geom::out_dim(w, 3, 2, 1);
+    maxpool3x3s2_i8_pixels(h, w, c, 0..n, x, y)
 }
 
-/// Both tables' walk over the output pixels: an interior one by `inner(x, base, w·c, out)`
+/// `Kernels::maxpool_i8_pixels` of [`maxpool3x3s2_i8`]: output pixels `pixels` alone.
+pub(crate) fn maxpool3x3s2_i8_pixels(
+    h: usize,
+    w: usize,
+    c: usize,
+    pixels: Range<usize>,
+    x: &[i8],
+    y: &mut [i8],
+) {
+    if c < 16 {
+        return refpool::maxpool3x3s2_pixels(h, w, c, pixels, x, y);
+    }
+    // SAFETY: only installed after AVX2 detection; `c ≥ 16`, as both pixel forms need.
+    unsafe { walk(h, w, c, pixels, x, y, pixel9, pixel) }
+}
+
+/// Both tables' walk over output pixels `px` (row-major; `y` holding those): an interior one by `inner(x, base, w·c, out)`
 /// ([`interior`]'s `base`: all nine taps inside `x`, which is cut to `h·w·c`), the others by
 /// `edge(taps, out)` on the taps inside the image.
 ///
 /// # Safety
 /// `inner` and `edge` may be called on every `out` of `c` elements (their target features
 /// available, `c` at least their lanes).
+#[allow(clippy::too_many_arguments)]
 unsafe fn walk<T: Copy>(
     h: usize,
     w: usize,
     c: usize,
+    px: Range<usize>,
     x: &[T],
     y: &mut [T],
     inner: unsafe fn(&[T], usize, usize, &mut [T]),
     edge: unsafe fn(&[&[T]], &mut [T]),
 ) {
-    let (ho, wo) = (Geom::out_dim(h, 3, 2, 1), Geom::out_dim(w, 3, 2, 1));
+    let wo = Geom::out_dim(w, 3, 2, 1);
     let x = &x[..h * w * c];
     let mut t: [&[T]; 9] = [&[]; 9];
-    for oy in 0..ho {
-        for ox in 0..wo {
-            let out = &mut y[(oy * wo + ox) * c..][..c];
+    let p0 = px.start;
+    for p in px {
+        let (oy, ox) = (p / wo, p % wo);
+        {
+            let out = &mut y[(p - p0) * c..][..c];
             if let Some(base) = interior(h, w, c, oy, ox) {
                 // SAFETY: this function's contract; every tap of an interior pixel lies
                 // inside `x` (`h·w·c` long) from `base`.
@@ -130,8 +148,9 @@ pub(crate) fn maxpool3x3s2_f32(h: usize, w: usize, c: usize, x: &[f32], y: &mut 
     if c < 8 {
         return refpool::maxpool3x3s2(h, w, c, x, y);
     }
+    let n = Geom::out_dim(h, 3, 2, 1) * Geom::out_dim(w, 3, 2, 1);
     // SAFETY: only installed after AVX2 detection; `c ≥ 8`, as both pixel forms need.
-    unsafe { walk(h, w, c, x, y, pixel9_f32, pixel_f32) }
+    unsafe { walk(h, w, c, 0..n, x, y, pixel9_f32, pixel_f32) }
 }
 
 /// `out = rows[0]`, then `out = if v > out { v } else { out }` for each further row, 8

@@ -72,6 +72,7 @@ pub(crate) fn avx2() -> Kernels {
         decode_factors: factors::decode_rows,
         requant_table: requant::requant_table,
         maxpool_i8: maxpool::maxpool3x3s2_i8,
+        maxpool_i8_pixels: Some(maxpool::maxpool3x3s2_i8_pixels),
         maxpool_f32: maxpool::maxpool3x3s2_f32,
         dot_i8: conv1x1::dot_i8,
         linear_f32: linear::linear_f32,
