@@ -1078,6 +1078,44 @@ fn maxpool_i8_twin_is_exact() {
     }
 }
 
+/// The int8 global average pool slot against the reference on random shapes — pixel
+/// counts from 1 past the 16-bit sums' 255 (powers of two among them: a multiplication
+/// instead of a division), channel counts around the 16-lane steps, extreme codes, scales
+/// and zero points: bit-identical.
+#[test]
+fn gap_i8_twin_is_bit_identical() {
+    use lorkd_runtime::quant::QParams;
+    let mut r = rng();
+    let refk = Kernels::reference();
+    for best in twins() {
+        for case in 0..400 {
+            let n = match case % 4 {
+                0 => 1 << r.gen_range(0..9),
+                1 => r.gen_range(250..300),
+                _ => r.gen_range(1..80),
+            };
+            let c = if r.gen_bool(0.5) {
+                CHANNELS[r.gen_range(0..CHANNELS.len())]
+            } else {
+                r.gen_range(1..1100)
+            };
+            let x: Vec<i8> = match case % 3 {
+                0 => vec![if r.gen_bool(0.5) { -128 } else { 127 }; n * c],
+                _ => (0..n * c).map(|_| r.gen()).collect(),
+            };
+            let qp = QParams {
+                scale: 2f32.powf(r.gen_range(-12.0..4.0)),
+                zero_point: r.gen_range(-128..128),
+            };
+            let (mut a, mut b) = (vec![0f32; c], vec![0f32; c]);
+            (best.gap_i8)(n, c, &x, qp, &mut a);
+            (refk.gap_i8)(n, c, &x, qp, &mut b);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{} n={n} c={c} {qp:?}", best.isa);
+        }
+    }
+}
+
 /// The f32 linear head slot against the reference on random shapes — output counts
 /// around the 4-lane groups, input counts around the 4-input steps, empty inputs, values
 /// over many magnitudes (so a fused multiply-add or a reordered sum shows) and the odd

@@ -124,6 +124,9 @@ pub type MaxPoolI8 = fn(usize, usize, usize, &[i8], &mut [i8]);
 pub type MaxPoolPixelsI8 = fn(usize, usize, usize, core::ops::Range<usize>, &[i8], &mut [i8]);
 /// `reference::maxpool::maxpool3x3s2::<f32>`: `(h, w, c, x, y)`.
 pub type MaxPoolF32 = fn(usize, usize, usize, &[f32], &mut [f32]);
+/// The int8 global average pool slot: `(pixels, channels, x, x's quantisation, y)`
+/// (`reference::gap::gap_i8`, bit-identical).
+pub type GapI8 = fn(usize, usize, &[i8], crate::quant::QParams, &mut [f32]);
 /// The f32 linear head slot: `(x, W [out, in], bias, y)`
 /// (`reference::linear::linear_f32`, bit-identical: the scores are compared to the bit).
 pub type LinearF32 = fn(&[f32], &[f32], &[f32], &mut [f32]);
@@ -308,6 +311,9 @@ pub struct Kernels {
     pub maxpool_f32: MaxPoolF32,
     /// `reference::linear::linear_f32` (the department head; bit-identical).
     pub linear_f32: LinearF32,
+    /// `reference::gap::gap_i8` (the pool head's global average pool of int8 codes;
+    /// bit-identical).
+    pub gap_i8: GapI8,
     /// [`ConcatShuffleI8`] (`reference::concat_shuffle::concat_shuffle_i8`), tried first;
     /// `None` or `false`: the engine's portable copy.
     pub concat_shuffle_i8: Option<ConcatShuffleI8>,
@@ -360,6 +366,7 @@ impl Kernels {
             maxpool_i8_pixels: Some(reference::maxpool::maxpool3x3s2_pixels::<i8>),
             maxpool_f32: reference::maxpool::maxpool3x3s2::<f32>,
             linear_f32: reference::linear::linear_f32,
+            gap_i8: reference::gap::gap_i8,
             concat_shuffle_i8: None,
             quantize_rgb_i8: None,
             dot_i8: reference::conv1x1::dot_i8,

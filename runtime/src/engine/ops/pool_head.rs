@@ -33,7 +33,7 @@ pub(in crate::engine) fn eval(
     // The requant scratch's bytes: idle from here on (`layout::Regions::requant`).
     let feat = f32s_mut(cx.requant)?.get_mut(..f).ok_or(bad)?;
     match q {
-        Some(qp) => k::gap::gap_i8(hw, f, i8s(x), qp, feat),
+        Some(qp) => (cx.kern.gap_i8)(hw, f, i8s(x), qp, feat),
         None => k::gap::gap_f32(hw, f, f32s(x)?, feat),
     }
     let dept = cx.dept;

@@ -82,6 +82,7 @@ pub(crate) fn neon(base: Kernels, dotprod: bool) -> Kernels {
         maxpool_i8_pixels: None,
         maxpool_f32: crate::kernels::reference::maxpool::maxpool3x3s2::<f32>,
         linear_f32: linear::linear_f32,
+        gap_i8: crate::kernels::reference::gap::gap_i8,
         concat_shuffle_i8: Some(concat::concat_shuffle_i8),
         quantize_rgb_i8: None,
         streaming: Streaming {

@@ -37,6 +37,7 @@ pub(crate) fn dsp(base: Kernels) -> Kernels {
         maxpool_i8: maxpool::maxpool3x3s2_i8,
         maxpool_i8_pixels: None,
         linear_f32: linear::linear_f32,
+        gap_i8: crate::kernels::reference::gap::gap_i8,
         requant_table: requant::requant_table,
         isa: "armv7em-dsp",
         ..base

@@ -12,6 +12,7 @@ mod conv1x1_vnni;
 mod dots_vnni;
 mod dw3x3;
 mod factors;
+mod gap;
 mod input;
 mod linear;
 mod maxpool;
@@ -76,6 +77,7 @@ pub(crate) fn avx2() -> Kernels {
         maxpool_f32: maxpool::maxpool3x3s2_f32,
         dot_i8: conv1x1::dot_i8,
         linear_f32: linear::linear_f32,
+        gap_i8: gap::gap_i8,
         concat_shuffle_i8: Some(concat::concat_shuffle_i8_avx2),
         quantize_rgb_i8: Some(input::quantize_rgb_i8),
         conv1x1_sums_i8: conv1x1::conv1x1_sums_i8,
