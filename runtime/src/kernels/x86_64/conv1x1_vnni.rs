@@ -439,6 +439,10 @@ unsafe fn gemm(
             }
         }
         let mut b = 0;
+        // A tile of at most 2 pixels (a map's or a thread's part's last, where its pixels
+        // are not a multiple of 4) sums only 2 rows: a 49-pixel map cut 25 + 24 costs its
+        // parts 6¼ and 6 tiles, not 7 and 6.
+        let narrow = np <= PO / 2;
         while b < blocks.len() {
             macro_rules! tile {
                 ($nb:literal) => {{
@@ -454,16 +458,30 @@ unsafe fn gemm(
                             tl[i] = tail(b + i);
                         }
                     }
-                    // SAFETY: AVX-512 (this function's contract); the blocks hold
-                    // `16·n ≥ 64·quads` bytes, every row of `xu` its first `words` words
-                    // (written above).
-                    let acc = unsafe { tile::<$nb>(wb, st, (e > 0).then_some(tl), &xu, quads) };
-                    for i in 0..$nb {
-                        let mut a = [_mm512_setzero_si512(); PO];
-                        for (v, row) in a.iter_mut().zip(&acc) {
-                            *v = row[i];
+                    let tl = (e > 0).then_some(tl);
+                    // Per block, the tile's rows (those past `np` zeros, never stored).
+                    let mut a = [[_mm512_setzero_si512(); PO]; $nb];
+                    if narrow {
+                        // SAFETY: AVX-512 (this function's contract); the blocks hold
+                        // `16·n ≥ 64·quads` bytes, every row of `xu` its first `words` words
+                        // (written above).
+                        let acc = unsafe { tile::<$nb, { PO / 2 }>(wb, st, tl, &xu, quads) };
+                        for (t, row) in acc.iter().enumerate() {
+                            for (i, v) in row.iter().enumerate() {
+                                a[i][t] = *v;
+                            }
                         }
-                        out(p, np, b + i, &a);
+                    } else {
+                        // SAFETY: as above.
+                        let acc = unsafe { tile::<$nb, PO>(wb, st, tl, &xu, quads) };
+                        for (t, row) in acc.iter().enumerate() {
+                            for (i, v) in row.iter().enumerate() {
+                                a[i][t] = *v;
+                            }
+                        }
+                    }
+                    for (i, a) in a.iter().enumerate() {
+                        out(p, np, b + i, a);
                     }
                     b += $nb;
                 }};
@@ -479,23 +497,26 @@ unsafe fn gemm(
     }
 }
 
-/// [`PO`] pixels × `B` blocks of 16 channels: `acc[p][b] = start[b] + Σ_k dpbusd(xu[p][k],
-/// wb[b][64k..64k + 64])`, plus, with `tail`, `dpbusd(xu[p][quads], tail[b])`.
+/// `P` pixels (the first `P` rows of `xu`, `P ≤ PO`) × `B` blocks of 16 channels:
+/// `acc[p][b] = start[b] + Σ_k dpbusd(xu[p][k], wb[b][64k..64k + 64])`, plus, with `tail`,
+/// `dpbusd(xu[p][quads], tail[b])`.
 ///
 /// # Safety
 /// AVX-512 F/VNNI available; every block holds `64·quads` bytes, every row of `xu`
 /// `quads` initialised words, and one more with `tail`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512vnni")]
-unsafe fn tile<const B: usize>(
+unsafe fn tile<const B: usize, const P: usize>(
     wb: [&[i8]; B],
     start: [__m512i; B],
     tail: Option<[__m512i; B]>,
     xu: &[[MaybeUninit<u32>; MAXC / 4]; PO],
     quads: usize,
-) -> [[__m512i; B]; PO] {
+) -> [[__m512i; B]; P] {
     debug_assert!(B <= TB && wb.iter().all(|w| w.len() >= 64 * quads) && quads <= MAXC / 4);
-    let mut acc = [start; PO];
+    debug_assert!(P <= PO);
+    let xu = &xu[..P];
+    let mut acc = [start; P];
     for k in 0..quads {
         let mut wv = [_mm512_setzero_si512(); B];
         for (v, w) in wv.iter_mut().zip(wb) {
