@@ -439,10 +439,9 @@ unsafe fn gemm(
             }
         }
         let mut b = 0;
-        // A tile of at most 2 pixels (a map's or a thread's part's last, where its pixels
-        // are not a multiple of 4) sums only 2 rows: a 49-pixel map cut 25 + 24 costs its
+        // A tile of fewer pixels (a map's or a thread's part's last, where its pixels are
+        // not a multiple of 4) sums only its rows: a 49-pixel map cut 25 + 24 costs its
         // parts 6¼ and 6 tiles, not 7 and 6.
-        let narrow = np <= PO / 2;
         while b < blocks.len() {
             macro_rules! tile {
                 ($nb:literal) => {{
@@ -461,24 +460,24 @@ unsafe fn gemm(
                     let tl = (e > 0).then_some(tl);
                     // Per block, the tile's rows (those past `np` zeros, never stored).
                     let mut a = [[_mm512_setzero_si512(); PO]; $nb];
-                    if narrow {
-                        // SAFETY: AVX-512 (this function's contract); the blocks hold
-                        // `16·n ≥ 64·quads` bytes, every row of `xu` its first `words` words
-                        // (written above).
-                        let acc = unsafe { tile::<$nb, { PO / 2 }>(wb, st, tl, &xu, quads) };
-                        for (t, row) in acc.iter().enumerate() {
-                            for (i, v) in row.iter().enumerate() {
-                                a[i][t] = *v;
+                    macro_rules! rows {
+                        ($p:literal) => {{
+                            // SAFETY: AVX-512 (this function's contract); the blocks hold
+                            // `16·n ≥ 64·quads` bytes, every row of `xu` its first `words`
+                            // words (written above).
+                            let acc = unsafe { tile::<$nb, $p>(wb, st, tl, &xu, quads) };
+                            for (t, row) in acc.iter().enumerate() {
+                                for (i, v) in row.iter().enumerate() {
+                                    a[i][t] = *v;
+                                }
                             }
-                        }
-                    } else {
-                        // SAFETY: as above.
-                        let acc = unsafe { tile::<$nb, PO>(wb, st, tl, &xu, quads) };
-                        for (t, row) in acc.iter().enumerate() {
-                            for (i, v) in row.iter().enumerate() {
-                                a[i][t] = *v;
-                            }
-                        }
+                        }};
+                    }
+                    match np {
+                        1 => rows!(1),
+                        2 => rows!(2),
+                        3 => rows!(3),
+                        _ => rows!(4),
                     }
                     for (i, a) in a.iter().enumerate() {
                         out(p, np, b + i, a);
