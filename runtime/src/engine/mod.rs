@@ -251,7 +251,7 @@ impl<'b, 'a> Engine<'b, 'a> {
         Ok(())
     }
 
-    /// The smallest share of a conv worth a thread, in multiply-adds (default 64 Ki; a
+    /// The smallest share of a conv worth a thread, in multiply-adds (default 128 Ki; a
     /// conv splits into at most `macs / min_macs` parts). Tests set 1 to split every conv.
     /// Does nothing without a pool. Feature `threads`.
     #[cfg(feature = "threads")]

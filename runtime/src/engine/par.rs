@@ -65,10 +65,12 @@ pub(crate) const CHUNKS_PER_THREAD: usize = 1;
 /// Channel split points are multiples of this (every kernel's channel lanes divide it).
 #[cfg(feature = "threads")]
 pub(crate) const CH_ALIGN: usize = 16;
-/// By default a part gets at least this many multiply-adds (~3 µs of int8 GEMM on one AVX2
-/// core; a fork-join with spinning workers costs ~1 µs).
+/// By default a part gets at least this many multiply-adds (~3 µs of int8 VNNI GEMM; a
+/// fork-join with spinning workers costs ~1 µs, and each part pays its kernels' set-up
+/// again). Half as many split 0.5x @64's small maps too: 2 threads 1.03× against 1.09×
+/// with these (session 56, same runs); 1.0x @224 alike either way.
 #[cfg(feature = "threads")]
-pub(crate) const MIN_MACS: usize = 64 * 1024;
+pub(crate) const MIN_MACS: usize = 128 * 1024;
 
 /// A job's parts (one a thread) without the heap up to this many threads, the carts' cores
 /// (a fork-join allocated ~5 small vectors, ~0.2 µs of its ~0.8 µs; more inline room only
