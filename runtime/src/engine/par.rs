@@ -569,9 +569,9 @@ impl<'p> Par<'p> {
     /// `pre` (with `dw`: the table's `dwconv3x3_i8` slot and its pixels twin), then the
     /// pointwise int8 conv slot `f` over `g` on `pre`'s output, then `then`: split, one job
     /// for the three ops, each part `pre`'s output pixels (any run with the pixels twin,
-    /// else whole rows, cut as alone) and then the pointwise conv on those pixels (integer sums: the same bytes however its pixels are
-    /// cut) — each part's pointwise input is what it just wrote, in its own cache, and the
-    /// threads meet once; returns `true`. Otherwise (one thread, too little work to split)
+    /// else whole rows, cut as alone) and then the pointwise conv on those pixels (integer
+    /// sums: the same bytes however its pixels are cut) — each part's pointwise input is
+    /// what it just wrote, in its own cache, and the threads meet once; returns `true`. Otherwise (one thread, too little work to split)
     /// one op after the other, `done()` between them; returns `false`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn dw_conv_i8(
@@ -813,8 +813,8 @@ fn split_conv<T: bytemuck::Pod + Send + Sync>(
 }
 
 /// Output rows `r0 .. r0 + n` of k×k conv `g` into `part`: through `px` where given
-/// (their pixels computed alone, in place), else `run(sub, x, out)` on their [`row_part`] window (its
-/// early rows, dropped, through a scratch buffer).
+/// (their pixels computed alone, in place), else `run(sub, x, out)` on their [`row_part`]
+/// window (its early rows, dropped, through a scratch buffer).
 #[cfg(feature = "threads")]
 fn rows_into<T: bytemuck::Pod + Send + Sync>(
     pool: &Pool,
