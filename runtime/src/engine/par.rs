@@ -1373,6 +1373,23 @@ mod tests {
     }
 }
 
+/// The benchmarks run by hand below: the median of their timings, and one call timed.
+#[cfg(all(test, feature = "threads"))]
+mod timing {
+    /// The median of `v` (not empty).
+    pub(super) fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    /// How long `f` takes, in ns.
+    pub(super) fn ns(f: impl FnOnce()) -> f64 {
+        let t = std::time::Instant::now();
+        f();
+        t.elapsed().as_secs_f64() * 1e9
+    }
+}
+
 /// A benchmark run by hand (`cargo test --release -p lorkd-runtime --features threads --lib
 /// -- --ignored split_speed --nocapture`): one conv of the 1.0x @224 network's shapes, split
 /// across 2 threads, against one thread, 2,000 times each on the same data (the op alone,
@@ -1435,17 +1452,12 @@ mod split_speed {
                 _ => kern.conv1x1_i8,
             };
             let time = |par: Par<'_>, y: &mut [i8], rows| {
-                let mut v: Vec<f64> = (0..2000)
-                    .map(|_| {
-                        // Each call the first job of an inference (its learned shares).
-                        pool.pool.begin();
-                        let t = std::time::Instant::now();
-                        par.conv_i8(f, (dw, rows), &g, &x, 5, &w, &rq, q, y, None);
-                        t.elapsed().as_secs_f64() * 1e6
-                    })
-                    .collect();
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
+                let us = (0..2000).map(|_| {
+                    // Each call the first job of an inference (its learned shares).
+                    pool.pool.begin();
+                    timing::ns(|| par.conv_i8(f, (dw, rows), &g, &x, 5, &w, &rq, q, y, None)) / 1e3
+                });
+                timing::median(us.collect())
             };
             let (mut y1, mut y2) = (vec![0i8; g.out_len()], vec![1i8; g.out_len()]);
             let rows = match (dw, stem) {
@@ -1495,7 +1507,7 @@ mod line_owner_speed {
             let n = kb * 1024;
             let mut buf = vec![0u8; 2 * n];
             let mut time = |turns: bool| {
-                let mut v: Vec<f64> = (0..400u32)
+                let v: Vec<f64> = (0..400u32)
                     .map(|it| {
                         let (a, b) = buf.split_at_mut(n);
                         let took = std::sync::Mutex::new([0f64; 2]);
@@ -1519,8 +1531,7 @@ mod line_owner_speed {
                     })
                     .skip(10)
                     .collect();
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
+                timing::median(v)
             };
             let (same, turns) = (time(false), time(true));
             println!(
@@ -1546,17 +1557,8 @@ mod fork_speed {
         let pool = Pool::new(2).unwrap();
         let _busy = pool.busy();
         let mut y = vec![0u8; 4096];
-        let time = |f: &mut dyn FnMut()| {
-            let mut v: Vec<f64> = (0..20000)
-                .map(|_| {
-                    let t = std::time::Instant::now();
-                    f();
-                    t.elapsed().as_secs_f64() * 1e9
-                })
-                .collect();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
+        let time =
+            |f: &mut dyn FnMut()| timing::median((0..20000).map(|_| timing::ns(&mut *f)).collect());
         for _ in 0..3 {
             let raw = time(&mut || {
                 pool.pool.run(2, &|i| {
@@ -1611,15 +1613,8 @@ mod call_cost {
             let mut y = vec![0i8; g.out_len()];
             let f = kern.dwconv3x3_i8_pixels.unwrap();
             let time = |n: usize, y: &mut [i8]| {
-                let mut v: Vec<f64> = (0..3000)
-                    .map(|_| {
-                        let t = std::time::Instant::now();
-                        f(&g, 0..n, &x, 5, &w, &rq, q, y);
-                        t.elapsed().as_secs_f64() * 1e9
-                    })
-                    .collect();
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
+                let ns = (0..3000).map(|_| timing::ns(|| f(&g, 0..n, &x, 5, &w, &rq, q, y)));
+                timing::median(ns.collect())
             };
             let npix = h * h;
             let (t1, th, tw) = (time(h, &mut y), time(npix / 2, &mut y), time(npix, &mut y));
@@ -1634,15 +1629,8 @@ mod call_cost {
             (pk.pack)(c, c, &mut wpk);
             let timep = |n: usize, y: &mut [i8]| {
                 let sub = pixel_part(&gp, n);
-                let mut v: Vec<f64> = (0..3000)
-                    .map(|_| {
-                        let t = std::time::Instant::now();
-                        (pk.conv)(&sub, &x, 5, &wpk, &rq, q, y);
-                        t.elapsed().as_secs_f64() * 1e9
-                    })
-                    .collect();
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
+                let ns = (0..3000).map(|_| timing::ns(|| (pk.conv)(&sub, &x, 5, &wpk, &rq, q, y)));
+                timing::median(ns.collect())
             };
             let (th, tw) = (timep(npix / 2, &mut y), timep(npix, &mut y));
             println!(
